@@ -1,0 +1,105 @@
+"""Every error labeler raises, as one tree, so callers can catch by meaning.
+
+    LabelerError
+    ├── ConfigError          a bad flag, option or config file; the run cannot start
+    ├── InputError           a bad input row or file (carries file and line)
+    ├── TemplateError        a bad prompt template or a row it cannot render (file, field, row)
+    ├── StoreError           the SQLite store cannot be opened, migrated or written
+    ├── BudgetExceeded       the spend cap was reached; in-flight work finished, nothing lost
+    └── TeacherError         a teacher call failed
+        ├── RetryableError   worth another try: 429, 408, 409, 5xx, overloaded, timeouts,
+        │                    dropped connections, a 200 whose body is not valid JSON
+        └── FinalError       retrying cannot help: 400, 401, 403, 404, context too long,
+                             content filter; recorded once with its reason
+
+Each TeacherError carries a short machine-readable `reason` (e.g. ``http_429``,
+``context_length``) so failures can be counted by cause in `labeler stats`.
+"""
+
+from __future__ import annotations
+
+
+class LabelerError(Exception):
+    """Base of every error labeler raises on purpose."""
+
+
+class ConfigError(LabelerError):
+    """A flag, option or config file that makes the run impossible to start."""
+
+
+class InputError(LabelerError):
+    """A bad input file or row; the message starts with ``file:line:``."""
+
+    def __init__(self, source: str, line: int | None, reason: str) -> None:
+        self.source = source
+        self.line = line
+        self.reason = reason
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {reason}")
+
+
+class TemplateError(LabelerError):
+    """A template that cannot load, or a row it cannot render.
+
+    The message names the template file, the field and (when rendering) the input row,
+    because a user fixing it needs all three.
+    """
+
+    def __init__(
+        self,
+        template: str,
+        reason: str,
+        *,
+        field: str | None = None,
+        row: str | None = None,
+    ) -> None:
+        self.template = template
+        self.field = field
+        self.row = row
+        self.reason = reason
+        parts = [template]
+        if row is not None:
+            parts.append(f"row {row}")
+        if field is not None:
+            parts.append(f"field '{field}'")
+        super().__init__(f"{': '.join(parts)}: {reason}")
+
+
+class StoreError(LabelerError):
+    """The store cannot be opened, migrated or written (disk full, read-only, too new)."""
+
+
+class BudgetExceeded(LabelerError):
+    """The spend cap stopped new requests; everything paid for is stored."""
+
+
+class TeacherError(LabelerError):
+    """A teacher call that did not produce a completion."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        reason: str,
+        message: str = "",
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+        self.message = message
+        super().__init__(f"{reason}: {message}" if message else reason)
+
+
+class RetryableError(TeacherError):
+    """A failure that another attempt may fix (rate limit, overload, network)."""
+
+    retryable = True
+
+
+class FinalError(TeacherError):
+    """A failure that no retry can fix; recorded at once with its reason."""
+
+    retryable = False

@@ -1,0 +1,68 @@
+"""A provider-neutral request and the content-addressed key that caches it.
+
+The key is the whole identity of a paid answer: who answered (provider, model, endpoint),
+exactly what was asked (every message, the system prompt included, or the completion
+prompt), how (every sampling parameter) and from which template version. Anything that
+could change the answer changes the key; nothing else does, so adding a row never misses
+the cache for the others, and editing a template relabels only what it renders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+KEY_PREFIX = "b2:"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What to ask the teacher.
+
+    Exactly one of `messages` (chat) and `prompt` (completion mode: a few-shot prefix whose
+    next token is read as the label distribution) is set. `params` holds sampling options
+    in OpenAI's vocabulary (temperature, max_tokens, logprobs, top_logprobs, n, stop, seed);
+    each teacher translates them for its provider.
+    """
+
+    messages: tuple[dict[str, str], ...] | None = None
+    prompt: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    template: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError("a Request has either messages (chat) or prompt (completion)")
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+    def canonical(self, teacher_identity: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "teacher": teacher_identity,
+            "params": self.params,
+            "template": self.template,
+        }
+        if self.messages is not None:
+            body["messages"] = list(self.messages)
+        else:
+            body["prompt"] = self.prompt
+        return body
+
+    def key(self, teacher_identity: dict[str, Any]) -> str:
+        return request_key(self.canonical(teacher_identity))
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Sorted keys, no whitespace: the same object always gives the same bytes."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def request_key(canonical: dict[str, Any]) -> str:
+    """`b2:` + a 128-bit BLAKE2b digest; the prefix names the hash so a change cannot collide."""
+    digest = hashlib.blake2b(canonical_json(canonical), digest_size=16).hexdigest()
+    return KEY_PREFIX + digest
