@@ -1,0 +1,44 @@
+"""labeler: a teacher LLM labels raw inputs into datasets for distilling a student model.
+
+    import asyncio, labeler
+
+    async def main():
+        task = labeler.load_task("sentiment")
+        teacher = labeler.make_teacher("openai:gpt-4o-mini")
+        async with labeler.Labeler(task, teacher, store="labels.sqlite") as lb:
+            async for rec in lb.label(labeler.read_rows("reviews.jsonl")):
+                print(rec.row.id, rec.status, rec.completion and rec.completion.text)
+
+    asyncio.run(main())
+"""
+
+from labeler.answer import Answer, read_answer
+from labeler.completion import Completion, TokenLogprob, Usage
+from labeler.errors import (
+    BudgetExceeded,
+    ConfigError,
+    FinalError,
+    InputError,
+    LabelerError,
+    RetryableError,
+    StoreError,
+    TeacherError,
+    TemplateError,
+)
+from labeler.export import ExportOptions, ExportReport, export_dataset
+from labeler.filters import FilterSpec
+from labeler.inputs import Reject, Row, read_rows
+from labeler.job import Job, JobResult, run_job
+from labeler.request import Request
+from labeler.run import Labeler, Record, RunSummary
+from labeler.store import Store
+from labeler.task import Task, load_task
+from labeler.teachers import Teacher, make_teacher
+
+__all__ = [
+    "Answer", "BudgetExceeded", "Completion", "ConfigError", "ExportOptions", "ExportReport",
+    "FilterSpec", "FinalError", "InputError", "Job", "JobResult", "Labeler", "LabelerError",
+    "Record", "Reject", "Request", "RetryableError", "Row", "RunSummary", "Store", "StoreError",
+    "Task", "Teacher", "TeacherError", "TemplateError", "TokenLogprob", "Usage", "export_dataset",
+    "load_task", "make_teacher", "read_answer", "read_rows", "run_job",
+]

@@ -1,0 +1,52 @@
+"""Read a stored completion against its task: hard label, soft label, confidence.
+
+Derived numbers are computed from the stored completion whenever they are needed: that
+is cheap and deterministic, while the completion itself (the paid part) is never asked
+for again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from labeler.completion import Completion
+from labeler.targets import Confidence, SoftLabel, confidence, parse_label, soft_label
+from labeler.task import Task
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the teacher said, as the task understands it."""
+
+    text: str
+    label: str | None = None  # label tasks: a valid label, or None
+    soft: SoftLabel | None = None
+    confidence: Confidence | None = None
+    parsed: Any = None  # json tasks: the decoded object, or None when invalid
+    valid: bool = True
+
+
+def read_answer(task: Task, completion: Completion) -> Answer:
+    if task.output_kind == "label" and task.label_space is not None:
+        space = task.label_space
+        label = parse_label(completion.text, space)
+        soft = soft_label(completion, space)
+        if label is None and task.mode == "completion" and soft.valid:
+            # Completion-mode answers continue past the label ("positive\n\nReview: …");
+            # the next-token distribution is the answer.
+            label = soft.label(space)
+        return Answer(
+            completion.text, label, soft, confidence(completion, soft), valid=label is not None
+        )
+    if task.output_kind == "json":
+        try:
+            parsed = orjson.loads(completion.text)
+        except orjson.JSONDecodeError:
+            return Answer(completion.text, parsed=None, valid=False)
+        required = (task.schema or {}).get("required", [])
+        ok = isinstance(parsed, dict) and all(k in parsed for k in required)
+        return Answer(completion.text, parsed=parsed if ok else None, valid=ok)
+    return Answer(completion.text, valid=bool(completion.text.strip()))

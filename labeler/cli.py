@@ -1,0 +1,282 @@
+"""The `labeler` command: parses arguments, calls the library, prints. Nothing else.
+
+Exit codes: 0 everything labeled; 1 a fatal error (bad flag, unreadable input, store);
+3 partial (some items failed or were skipped: rerun to retry); 4 another refresh holds
+the lock; 5 the budget stopped the run; 130 interrupted (SIGINT/SIGTERM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from labeler.errors import LabelerError
+
+EXIT_OK, EXIT_FATAL, EXIT_PARTIAL, EXIT_LOCKED, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 3, 4, 5, 130
+
+
+def _teacher_options(f: Any) -> Any:
+    opts = [
+        click.option("--teacher", "-t", default="local:smollm2-135m", show_default=True,
+                     help="PROVIDER:MODEL: openai:gpt-4o-mini, anthropic:claude-haiku-4-5, "
+                          "openai-compatible:MODEL (with --base-url), local:smollm2-135m."),
+        click.option("--base-url", help="Endpoint of an OpenAI-compatible server, e.g. "
+                                         "http://localhost:8000/v1."),
+        click.option("--api-key-file", type=click.Path(dir_okay=False),
+                     help="Read the API key from this file (must be mode 0600). Default: the "
+                          "provider's environment variable."),
+        click.option("--store", type=click.Path(dir_okay=False),
+                     help="SQLite store (cache + journal). Default: $LABELER_HOME/store.sqlite."),
+        click.option("--id-field", help="Input field holding a unique row id."),
+        click.option("--input-format", type=click.Choice(["jsonl", "csv", "tsv", "parquet", "hf"]),
+                     help="Input format (default: from the file name)."),
+        click.option("--delimiter", help="Field delimiter for delimited text input (e.g. ';')."),
+        click.option("--split", "input_split", help="Split of a saved DatasetDict input."),
+        click.option("--limit", type=int, help="Only the first N input rows."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def _export_options(f: Any) -> Any:
+    opts = [
+        click.option("--out", "-o", type=click.Path(file_okay=False), help="Export folder."),
+        click.option("--format", "fmt", type=click.Choice(["hf", "parquet", "jsonl"]),
+                     default="hf", show_default=True),
+        click.option("--kind", type=click.Choice(["records", "classification", "sft", "kd"]),
+                     default="records", show_default=True, help="Shape of the exported rows."),
+        click.option("--min-confidence", type=float, help="Drop rows whose max label prob is lower."),
+        click.option("--min-margin", type=float, help="Drop rows whose top-2 margin is lower."),
+        click.option("--max-entropy", type=float, help="Drop rows whose label entropy is higher."),
+        click.option("--keep-invalid", is_flag=True, help="Keep answers that are not a valid label."),
+        click.option("--validation-size", type=float, default=0.0, show_default=True,
+                     help="Share of rows in a validation split (stable per row id)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--split-field", help="Input field that names each row's split."),
+        click.option("--text-field", help="Input field used as `text` in classification exports."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+@click.group()
+@click.version_option(package_name="labeler")
+def main() -> None:
+    """Label raw inputs with a teacher LLM into distillation datasets."""
+
+
+@main.command()
+@click.argument("task")
+@click.argument("input_path", metavar="INPUT")
+@_teacher_options
+@_export_options
+@click.option("--concurrency", "-c", type=int, default=16, show_default=True,
+              help="Requests in flight at most.")
+@click.option("--rpm", type=float, help="Requests per minute cap (default: learned from headers).")
+@click.option("--tpm", type=float, help="Tokens per minute cap (default: learned from headers).")
+@click.option("--max-attempts", type=int, default=8, show_default=True,
+              help="Tries per item before it is recorded as failed.")
+@click.option("--retry-failed", is_flag=True, help="Send again items whose failure is stored.")
+@click.option("--budget", type=float, help="Stop sending new requests past this spend (USD).")
+@click.option("--prices", "prices_file", type=click.Path(dir_okay=False),
+              help="Price table JSON (default: the shipped one).")
+@click.option("--price", "price_overrides", multiple=True,
+              help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
+@click.option("--rejects", type=click.Path(dir_okay=False),
+              help="Where bad rows go (default: OUT.rejects.jsonl).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
+def run(task: str, input_path: str, **kw: Any) -> None:
+    """Label INPUT with TASK (a prompts/ name or a YAML file); export to --out."""
+    from labeler.job import run_job
+
+    job = _job(task, input_path, kw)
+    try:
+        result = asyncio.run(run_job(job, on_warning=_warn, handle_signals=True))
+    except LabelerError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        click.echo("labeler: interrupted; everything answered so far is stored", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    s = result.summary
+    if kw["as_json"]:
+        click.echo(json.dumps({**s.to_dict(), "store": str(result.store),
+                               "out": str(job.out) if job.out else None}))
+    else:
+        _print_summary(result)
+    sys.exit(_exit_code(s.outcome))
+
+
+@main.command()
+@click.argument("task")
+@click.argument("input_path", metavar="INPUT")
+@_teacher_options
+@_export_options
+def export(task: str, input_path: str, **kw: Any) -> None:
+    """Export stored answers for INPUT without sending any request."""
+    from labeler.job import export_job
+
+    job = _job(task, input_path, kw)
+    if job.out is None:
+        _fail(LabelerError("export needs --out DIR"))
+    try:
+        report = export_job(job)
+    except LabelerError as exc:
+        _fail(exc)
+    _print_export(report)
+
+
+@main.command()
+@click.option("--store", type=click.Path(dir_okay=False), help="Store to describe.")
+@click.option("--json", "as_json", is_flag=True)
+def stats(store: str | None, as_json: bool) -> None:
+    """Counts by outcome and by error reason, tokens and cost in a store."""
+    from labeler.job import default_store
+    from labeler.store import Store
+
+    path = Path(store) if store else default_store()
+    try:
+        with Store(path, readonly=True) as st:
+            data = st.stats()
+    except LabelerError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    click.echo(f"store            {data['store']} (schema v{data['schema_version']})")
+    click.echo(f"responses        {data['responses']}")
+    click.echo(f"failed           {data['failed']}")
+    for reason, n in data["failures_by_reason"].items():
+        click.echo(f"  {reason:<15}{n}")
+    click.echo(f"prompt tokens    {data['prompt_tokens']} ({data['cached_tokens']} cached)")
+    click.echo(f"output tokens    {data['completion_tokens']}")
+    click.echo(f"cost             ${data['cost_usd']:.4f}")
+
+
+@main.command()
+def templates() -> None:
+    """List the shipped prompt templates."""
+    from labeler.task import PROMPTS_DIR, load_task
+
+    for path in sorted(PROMPTS_DIR.glob("*.yaml")):
+        t = load_task(path)
+        labels = f" [{len(t.labels)} labels]" if t.labels else ""
+        click.echo(f"{path.stem:<14} v{t.version} {t.mode:<10} {t.output_kind}{labels}  "
+                   f"{t.description}")
+
+
+def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
+    from labeler.export import ExportOptions
+    from labeler.filters import FilterSpec
+    from labeler.job import Job
+    from labeler.pricing import PriceTable
+
+    try:
+        prices = None
+        if kw.get("prices_file") or kw.get("price_overrides"):
+            prices = (PriceTable.from_file(kw["prices_file"]) if kw.get("prices_file")
+                      else PriceTable.default())
+            for spec in kw.get("price_overrides") or ():
+                prices = prices.with_override(spec)
+        export_opts = ExportOptions(
+            kind=kw["kind"], format=kw["fmt"],
+            filters=FilterSpec(min_confidence=kw.get("min_confidence"),
+                               min_margin=kw.get("min_margin"),
+                               max_entropy=kw.get("max_entropy"),
+                               drop_invalid=not kw.get("keep_invalid")),
+            validation_size=kw["validation_size"], seed=kw["seed"],
+            split_field=kw.get("split_field"), text_field=kw.get("text_field"),
+        )
+        return Job(
+            task=task, input=input_path, teacher=kw["teacher"], out=kw.get("out"),
+            store=kw.get("store"), base_url=kw.get("base_url"),
+            api_key=_read_key_file(kw.get("api_key_file")),
+            concurrency=kw.get("concurrency") or 16, rpm=kw.get("rpm"), tpm=kw.get("tpm"),
+            max_attempts=kw.get("max_attempts") or 8, retry_failed=bool(kw.get("retry_failed")),
+            budget_usd=kw.get("budget"), prices=prices, id_field=kw.get("id_field"),
+            input_format=kw.get("input_format"), delimiter=kw.get("delimiter"),
+            input_split=kw.get("input_split"), limit=kw.get("limit"),
+            rejects=kw.get("rejects"), export=export_opts,
+            progress=False if kw.get("quiet") else None,
+        )
+    except LabelerError as exc:
+        _fail(exc)
+
+
+def _read_key_file(path: str | None) -> str | None:
+    """Keys come from the environment or a file only its owner can read."""
+    if not path:
+        return None
+    p = Path(path)
+    try:
+        mode = stat.S_IMODE(os.stat(p).st_mode)
+        if mode & 0o077:
+            raise LabelerError(f"{p}: API key file must not be readable by others "
+                               f"(chmod 600 {p}; it is {oct(mode)})")
+        key = p.read_text("utf-8").strip()
+    except OSError as exc:
+        raise LabelerError(f"{p}: cannot read the API key file: {exc.strerror}") from exc
+    if not key:
+        raise LabelerError(f"{p}: the API key file is empty")
+    return key
+
+
+def _print_summary(result: Any) -> None:
+    s = result.summary
+    parts = [f"{s.rows} rows", f"{s.labeled} labeled", f"{s.cached} cached",
+             f"{s.failed} failed", f"{s.rejected} rejected"]
+    if s.skipped:
+        parts.append(f"{s.skipped} not sent")
+    click.echo(f"labeler: {', '.join(parts)} in {s.elapsed_s:.1f}s "
+               f"({s.requests} requests, {s.retries} retries)", err=True)
+    if s.cost_usd:
+        click.echo(f"labeler: cost ${s.cost_usd:.4f} ({s.prompt_tokens} prompt, "
+                   f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)", err=True)
+    for reason, n in sorted(s.failures_by_reason.items(), key=lambda kv: -kv[1]):
+        click.echo(f"labeler:   failed {n} × {reason}", err=True)
+    if s.budget_stopped:
+        click.echo("labeler: the budget stopped new requests; rerun with a higher --budget "
+                   "to continue (nothing is sent twice)", err=True)
+    if s.interrupted:
+        click.echo("labeler: interrupted; rerun the same command to resume", err=True)
+    if result.rejects:
+        click.echo(f"labeler: rejected rows are in {result.rejects}", err=True)
+    click.echo(f"labeler: store {result.store}", err=True)
+    if result.export is not None:
+        _print_export(result.export)
+
+
+def _print_export(report: Any) -> None:
+    click.echo(f"labeler: exported {report.exported} rows ({report.kind}, {report.format}) "
+               f"to {report.path}", err=True)
+    for name, n in report.filtered.items():
+        if n:
+            click.echo(f"labeler:   {n} removed by {name}", err=True)
+    if report.missing:
+        click.echo(f"labeler:   {report.missing} rows have no stored answer yet", err=True)
+    if report.format == "hf":
+        click.echo(f'labeler: load it with: datasets.load_from_disk("{report.path}")', err=True)
+    click.echo(report.path)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"labeler: warning: {message}", err=True)
+
+
+def _fail(exc: BaseException) -> None:
+    click.echo(f"labeler: error: {exc}", err=True)
+    sys.exit(EXIT_FATAL)
+
+
+def _exit_code(outcome: str) -> int:
+    return {"ok": EXIT_OK, "partial": EXIT_PARTIAL, "budget": EXIT_BUDGET,
+            "interrupted": EXIT_INTERRUPTED}.get(outcome, EXIT_FATAL)

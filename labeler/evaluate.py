@@ -1,0 +1,675 @@
+"""How good the teacher's labels are, measured against gold labels.
+
+Before paying to label a million rows, a user labels a few hundred with gold answers and
+asks two questions: is the teacher accurate enough, and does its confidence know when it is
+wrong? The second decides whether confidence filters help, and at which threshold.
+
+Conventions shared by every function here:
+
+* Inputs are parallel sequences: gold labels, predicted labels (None = the answer named no
+  valid label) and, per confidence measure, one score per row (None = no score).
+* An invalid prediction is a wrong prediction: it counts against accuracy and as a false
+  negative of its gold class, but as a false positive of no class.
+* Scores are oriented so that higher means more confident; measures named in
+  `LOWER_IS_BETTER` (entropy) are negated for ranking and reported in their own units.
+  A missing or NaN score ranks as the least confident.
+* Rankings break ties stably (input order), so results are reproducible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labeler.errors import ConfigError
+from labeler.targets import Confidence
+
+__all__ = [
+    "COVERAGE_LEVELS",
+    "LOWER_IS_BETTER",
+    "TARGET_ACCURACIES",
+    "ConfusionMatrix",
+    "EvalReport",
+    "ReliabilityBin",
+    "Threshold",
+    "accuracy",
+    "accuracy_at_coverage",
+    "auroc",
+    "confidence_measures",
+    "confusion_matrix",
+    "correctness",
+    "coverage_curve",
+    "evaluate",
+    "expected_calibration_error",
+    "macro_f1",
+    "reliability_bins",
+    "save_plot",
+    "threshold_for_accuracy",
+]
+
+LOWER_IS_BETTER: frozenset[str] = frozenset({"entropy"})
+COVERAGE_LEVELS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+TARGET_ACCURACIES: tuple[float, ...] = (0.9, 0.95, 0.99)
+INVALID = "invalid"
+_EPS = 1e-12
+
+
+def _check_lengths(gold: Sequence[Any], *others: Sequence[Any]) -> int:
+    n = len(gold)
+    for other in others:
+        if len(other) != n:
+            raise ValueError(f"parallel inputs differ in length: {n} vs {len(other)}")
+    return n
+
+
+def correctness(gold: Sequence[str], pred: Sequence[str | None]) -> list[bool]:
+    """Per row, whether the prediction is valid and equals gold."""
+    _check_lengths(gold, pred)
+    return [p is not None and p == g for g, p in zip(gold, pred, strict=True)]
+
+
+def accuracy(gold: Sequence[str], pred: Sequence[str | None]) -> float:
+    """Share of rows predicted correctly; invalid predictions count as wrong."""
+    if not gold:
+        raise ValueError("accuracy of an empty set is undefined")
+    right = correctness(gold, pred)
+    return sum(right) / len(right)
+
+
+def macro_f1(
+    gold: Sequence[str], pred: Sequence[str | None], labels: Sequence[str] | None = None
+) -> float:
+    """Unweighted mean of per-label F1, so rare labels weigh as much as common ones.
+
+    F1 = 2·TP / (2·TP + FP + FN) per label. Labels default to those seen in gold or in valid
+    predictions; a label given in ``labels`` that never occurs on either side has no F1 and
+    is left out of the mean rather than scored 0.
+    """
+    _check_lengths(gold, pred)
+    if labels is None:
+        labels = sorted(set(gold) | {p for p in pred if p is not None})
+    index = {label: i for i, label in enumerate(labels)}
+    tp = np.zeros(len(labels))
+    fp = np.zeros(len(labels))
+    fn = np.zeros(len(labels))
+    for g, p in zip(gold, pred, strict=True):
+        if p is not None and p == g:
+            if g in index:
+                tp[index[g]] += 1
+            continue
+        if g in index:
+            fn[index[g]] += 1
+        if p is not None and p in index:
+            fp[index[p]] += 1
+    denom = 2 * tp + fp + fn
+    scored = denom > 0
+    if not scored.any():
+        raise ValueError("macro-F1 needs at least one row on the given labels")
+    return float(np.mean(2 * tp[scored] / denom[scored]))
+
+
+@dataclass(frozen=True)
+class ConfusionMatrix:
+    """Counts of gold label (rows) × predicted label (columns, plus a final "invalid")."""
+
+    labels: tuple[str, ...]
+    counts: tuple[tuple[int, ...], ...]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.labels, INVALID)
+
+    def top_confusions(self, limit: int = 10) -> list[tuple[str, str, int]]:
+        """The most frequent (gold, predicted) errors, for label sets too big to print."""
+        cells = [
+            (self.labels[r], self.columns[c], count)
+            for r, row in enumerate(self.counts)
+            for c, count in enumerate(row)
+            if count and c != r
+        ]
+        cells.sort(key=lambda cell: -cell[2])
+        return cells[:limit]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "labels": list(self.labels),
+            "columns": list(self.columns),
+            "counts": [list(row) for row in self.counts],
+        }
+
+
+def confusion_matrix(
+    gold: Sequence[str], pred: Sequence[str | None], labels: Sequence[str] | None = None
+) -> ConfusionMatrix:
+    """Gold × predicted counts; a prediction outside ``labels`` lands in "invalid"."""
+    _check_lengths(gold, pred)
+    if labels is None:
+        labels = sorted(set(gold) | {p for p in pred if p is not None})
+    index = {label: i for i, label in enumerate(labels)}
+    k = len(labels)
+    counts = [[0] * (k + 1) for _ in range(k)]
+    for g, p in zip(gold, pred, strict=True):
+        row = index.get(g)
+        if row is None:
+            raise ValueError(f"gold label {g!r} is not one of the labels")
+        col = index.get(p, k) if p is not None else k
+        counts[row][col] += 1
+    return ConfusionMatrix(tuple(labels), tuple(tuple(row) for row in counts))
+
+
+def _oriented(scores: Sequence[float | None], lower_is_better: bool = False) -> np.ndarray:
+    arr = np.array([math.nan if s is None else float(s) for s in scores], dtype=float)
+    if lower_is_better:
+        arr = -arr
+    arr[np.isnan(arr)] = -np.inf
+    return arr
+
+
+def _as_bool(correct: Sequence[bool]) -> np.ndarray:
+    return np.asarray(correct, dtype=bool)
+
+
+def auroc(
+    scores: Sequence[float | None], correct: Sequence[bool], *, lower_is_better: bool = False
+) -> float | None:
+    """Probability that a correct row outranks a wrong one (ties count half).
+
+    This is the Mann–Whitney U statistic from average ranks, so tied scores are handled
+    exactly. None when every row is correct or every row is wrong: there is nothing to
+    separate.
+    """
+    n = _check_lengths(scores, correct)
+    y = _as_bool(correct)
+    n_pos = int(y.sum())
+    n_neg = n - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    s = _oriented(scores, lower_is_better)
+    order = np.argsort(s, kind="stable")
+    ordered = s[order]
+    ranks = np.empty(n, dtype=float)
+    # Tie groups by equality, not by difference: -inf - -inf is NaN.
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], n]
+    for start, end in zip(starts, ends, strict=True):
+        ranks[order[start:end]] = (start + 1 + end) / 2.0
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def _ranked_correct(
+    scores: Sequence[float | None], correct: Sequence[bool], lower_is_better: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Correctness and scores from most to least confident, ties in input order."""
+    _check_lengths(scores, correct)
+    s = _oriented(scores, lower_is_better)
+    order = np.argsort(-s, kind="stable")
+    return _as_bool(correct)[order], s[order]
+
+
+def _kept_count(coverage: float, n: int) -> int:
+    if not 0.0 < coverage <= 1.0:
+        raise ValueError(f"coverage must lie in (0, 1], got {coverage}")
+    return max(1, math.ceil(coverage * n - 1e-9))
+
+
+def accuracy_at_coverage(
+    scores: Sequence[float | None],
+    correct: Sequence[bool],
+    coverage: float,
+    *,
+    lower_is_better: bool = False,
+) -> float:
+    """Accuracy of the ⌈coverage·n⌉ most confident rows: what a filter keeping that share buys."""
+    y, _ = _ranked_correct(scores, correct, lower_is_better)
+    if len(y) == 0:
+        raise ValueError("accuracy at coverage of an empty set is undefined")
+    k = _kept_count(coverage, len(y))
+    return float(y[:k].sum() / k)
+
+
+def coverage_curve(
+    scores: Sequence[float | None],
+    correct: Sequence[bool],
+    points: int | None = None,
+    *,
+    lower_is_better: bool = False,
+) -> list[tuple[float, float]]:
+    """(coverage, accuracy) when keeping the k most confident rows.
+
+    Every k from 1 to n by default; with ``points`` only at that many evenly spaced
+    coverage levels, which keeps reports and plots small for large datasets.
+    """
+    y, _ = _ranked_correct(scores, correct, lower_is_better)
+    n = len(y)
+    if n == 0:
+        return []
+    cum = np.cumsum(y)
+    if points is None:
+        ks = np.arange(1, n + 1)
+    else:
+        ks = np.unique([_kept_count(i / points, n) for i in range(1, points + 1)])
+    return [(int(k) / n, float(cum[k - 1] / k)) for k in ks]
+
+
+@dataclass(frozen=True)
+class ReliabilityBin:
+    """One confidence bin (lower, upper]: its size, mean confidence and accuracy."""
+
+    lower: float
+    upper: float
+    count: int
+    confidence: float | None
+    accuracy: float | None
+
+
+def _scored(probs: Sequence[float | None], correct: Sequence[bool]) -> tuple[np.ndarray, ...]:
+    _check_lengths(probs, correct)
+    p = np.array([math.nan if v is None else float(v) for v in probs], dtype=float)
+    keep = ~np.isnan(p)
+    p = p[keep]
+    if ((p < -1e-9) | (p > 1 + 1e-9)).any():
+        raise ValueError("calibration needs probabilities in [0, 1]")
+    return np.clip(p, 0.0, 1.0), _as_bool(correct)[keep]
+
+
+def reliability_bins(
+    probs: Sequence[float | None], correct: Sequence[bool], bins: int = 10
+) -> list[ReliabilityBin]:
+    """Equal-width bins over [0, 1]; bin i holds (i/bins, (i+1)/bins], the first also 0.
+
+    Rows without a probability cannot be placed and are left out.
+    """
+    if bins < 1:
+        raise ValueError("bins must be at least 1")
+    p, y = _scored(probs, correct)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, p, side="left") - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        mask = which == b
+        count = int(mask.sum())
+        out.append(
+            ReliabilityBin(
+                float(edges[b]),
+                float(edges[b + 1]),
+                count,
+                float(p[mask].mean()) if count else None,
+                float(y[mask].mean()) if count else None,
+            )
+        )
+    return out
+
+
+def expected_calibration_error(
+    probs: Sequence[float | None], correct: Sequence[bool], bins: int = 10
+) -> float | None:
+    """ECE = Σ_b (n_b / n) · |accuracy_b − mean confidence_b| over equal-width bins.
+
+    ``probs`` is the probability the teacher gave its predicted label (`Confidence.max_prob`).
+    None when no row has a probability.
+    """
+    table = reliability_bins(probs, correct, bins)
+    n = sum(b.count for b in table)
+    if n == 0:
+        return None
+    return float(
+        sum(
+            b.count / n * abs(b.accuracy - b.confidence)
+            for b in table
+            if b.count and b.accuracy is not None and b.confidence is not None
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A filter setting and what it keeps: rows with score ``direction`` ``threshold``."""
+
+    threshold: float
+    direction: str  # ">=" or "<="
+    coverage: float
+    accuracy: float
+    kept: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "direction": self.direction,
+            "coverage": self.coverage,
+            "accuracy": self.accuracy,
+            "kept": self.kept,
+        }
+
+
+@dataclass(frozen=True)
+class _OperatingPoints:
+    """Every distinct threshold of one measure with the rows it keeps (for fast lookups)."""
+
+    scores: np.ndarray  # oriented score at the end of each tie group, descending
+    kept: np.ndarray  # rows kept by "score >= that value"
+    right: np.ndarray  # correct rows among them
+    n: int
+    lower_is_better: bool
+
+    @classmethod
+    def build(
+        cls, scores: Sequence[float | None], correct: Sequence[bool], lower_is_better: bool
+    ) -> _OperatingPoints:
+        y, s = _ranked_correct(scores, correct, lower_is_better)
+        n = len(y)
+        cum = np.cumsum(y)
+        ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True]) if n else np.array([], int)
+        ends = ends[np.isfinite(s[ends])]  # rows without a score are never a threshold
+        return cls(s[ends], ends + 1, cum[ends], n, lower_is_better)
+
+    def for_accuracy(self, target: float) -> Threshold | None:
+        if self.n == 0 or len(self.kept) == 0:
+            return None
+        acc = self.right / self.kept
+        ok = np.flatnonzero(acc >= target - _EPS)
+        if len(ok) == 0:
+            return None
+        i = ok[-1]  # the lowest threshold that still reaches the target keeps the most rows
+        value = float(self.scores[i])
+        return Threshold(
+            -value if self.lower_is_better else value,
+            "<=" if self.lower_is_better else ">=",
+            float(self.kept[i] / self.n),
+            float(acc[i]),
+            int(self.kept[i]),
+        )
+
+
+def threshold_for_accuracy(
+    scores: Sequence[float | None],
+    correct: Sequence[bool],
+    target: float,
+    *,
+    lower_is_better: bool = False,
+) -> Threshold | None:
+    """The loosest confidence threshold whose kept rows reach ``target`` accuracy.
+
+    Every distinct score is tried as a threshold (keep rows scoring at least as high); the
+    lowest one that reaches the target keeps the most data. None if no threshold does.
+    Accuracy is not monotone in the threshold, so this scans all of them.
+    """
+    return _OperatingPoints.build(scores, correct, lower_is_better).for_accuracy(target)
+
+
+def confidence_measures(confs: Sequence[Confidence | None]) -> dict[str, list[float | None]]:
+    """Column-wise confidence measures, the shape `evaluate` takes; all-None ones omitted."""
+    names = ("max_prob", "margin", "entropy", "mean_logprob", "agreement")
+    out: dict[str, list[float | None]] = {}
+    for name in names:
+        values = [None if c is None else getattr(c, name) for c in confs]
+        if any(v is not None for v in values):
+            out[name] = values
+    return out
+
+
+@dataclass
+class EvalReport:
+    """Quality of one teacher against gold: the numbers a user decides on, in one place."""
+
+    n: int
+    n_invalid: int
+    accuracy: float
+    macro_f1: float
+    labels: tuple[str, ...]
+    confusion: ConfusionMatrix
+    auroc: dict[str, float | None]
+    coverage: dict[str, dict[float, float]]
+    ece: float | None
+    reliability: list[ReliabilityBin]
+    curves: dict[str, list[tuple[float, float]]]
+    primary: str | None
+    thresholds: dict[float, Threshold | None]
+    _points: dict[str, _OperatingPoints] = field(default_factory=dict, repr=False)
+
+    @property
+    def invalid_rate(self) -> float:
+        return self.n_invalid / self.n if self.n else 0.0
+
+    def threshold_for_accuracy(self, target: float, measure: str | None = None) -> Threshold | None:
+        """Loosest threshold of ``measure`` (default: the primary one) reaching ``target``."""
+        name = measure or self.primary
+        if name is None or name not in self._points:
+            raise KeyError(f"no confidence measure {name!r} in this report")
+        return self._points[name].for_accuracy(target)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (string keys, no NaN)."""
+        return {
+            "n": self.n,
+            "invalid": self.n_invalid,
+            "invalid_rate": self.invalid_rate,
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1,
+            "ece": self.ece,
+            "primary_measure": self.primary,
+            "auroc": dict(self.auroc),
+            "accuracy_at_coverage": {
+                name: {_pct(level): acc for level, acc in levels.items()}
+                for name, levels in self.coverage.items()
+            },
+            "thresholds": {
+                f"{target:g}": None if t is None else t.to_dict()
+                for target, t in self.thresholds.items()
+            },
+            "reliability": [
+                {
+                    "lower": b.lower,
+                    "upper": b.upper,
+                    "count": b.count,
+                    "confidence": b.confidence,
+                    "accuracy": b.accuracy,
+                }
+                for b in self.reliability
+            ],
+            "coverage_curve": {
+                name: [[c, a] for c, a in curve] for name, curve in self.curves.items()
+            },
+            "confusion": self.confusion.to_dict(),
+        }
+
+    def to_table(self, max_matrix: int = 10) -> str:
+        """A terminal summary; big confusion matrices are shown as their top errors."""
+        lines = [
+            f"Quality against gold: {self.n} rows, {self.n_invalid} invalid "
+            f"({self.invalid_rate:.1%})",
+            f"  accuracy      {self.accuracy:.4f}",
+            f"  macro-F1      {self.macro_f1:.4f}",
+            f"  ECE (max_prob, {len(self.reliability)} bins)  {_fmt(self.ece)}",
+        ]
+        if self.auroc:
+            levels = list(next(iter(self.coverage.values()), {}).keys())
+            head = f"  {'measure':<14}{'AUROC':>8}" + "".join(
+                f"{'acc@' + _pct(level):>10}" for level in levels
+            )
+            lines += ["", head]
+            for name, value in self.auroc.items():
+                accs = self.coverage.get(name, {})
+                lines.append(
+                    f"  {name:<14}{_fmt(value):>8}"
+                    + "".join(f"{_fmt(accs.get(level)):>10}" for level in levels)
+                )
+        if self.thresholds:
+            lines += ["", f"  thresholds on {self.primary} for a target accuracy"]
+            for target, t in self.thresholds.items():
+                if t is None:
+                    lines.append(f"    {target:<6g} unreachable")
+                else:
+                    lines.append(
+                        f"    {target:<6g} keep {self.primary} {t.direction} {t.threshold:.4f}"
+                        f"  coverage {t.coverage:.1%}  accuracy {t.accuracy:.4f}"
+                    )
+        lines.append("")
+        if len(self.labels) <= max_matrix:
+            lines.append(_matrix_text(self.confusion))
+        else:
+            top = self.confusion.top_confusions()
+            lines.append("  most frequent errors (gold -> predicted: count)")
+            lines += [f"    {g} -> {p}: {c}" for g, p, c in top] or ["    none"]
+        return "\n".join(lines)
+
+    def save_plot(self, path: str | Path) -> Path:
+        """Write the reliability diagram and coverage curves as one PNG."""
+        return save_plot(self, path)
+
+
+def _pct(level: float) -> str:
+    return f"{level:.0%}"
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _matrix_text(cm: ConfusionMatrix) -> str:
+    width = max(7, *(len(c) for c in cm.columns)) + 1
+    head = "  " + " " * width + "".join(f"{c:>{width}}" for c in cm.columns)
+    rows = [
+        "  " + f"{label:<{width}}" + "".join(f"{v:>{width}}" for v in row)
+        for label, row in zip(cm.labels, cm.counts, strict=True)
+    ]
+    return "\n".join(["  confusion (rows: gold, columns: predicted)", head, *rows])
+
+
+def evaluate(
+    gold: Sequence[str],
+    pred: Sequence[str | None],
+    confidences: Mapping[str, Sequence[float | None]] | None = None,
+    *,
+    labels: Sequence[str] | None = None,
+    primary: str | None = None,
+    coverage_levels: Sequence[float] = COVERAGE_LEVELS,
+    targets: Sequence[float] = TARGET_ACCURACIES,
+    bins: int = 10,
+    curve_points: int = 100,
+) -> EvalReport:
+    """Every quality number for one teacher run against gold labels.
+
+    ``confidences`` maps measure names (as in `confidence_measures`) to one score per row.
+    ECE and the reliability diagram read ``max_prob`` as the probability of the predicted
+    label; thresholds are reported for ``primary`` (default ``max_prob`` when present).
+    """
+    confidences = dict(confidences or {})
+    n = _check_lengths(gold, pred, *confidences.values())
+    if n == 0:
+        raise ValueError("cannot evaluate an empty set")
+    if labels is None:
+        labels = sorted(set(gold) | {p for p in pred if p is not None})
+    correct = correctness(gold, pred)
+
+    auc: dict[str, float | None] = {}
+    coverage: dict[str, dict[float, float]] = {}
+    curves: dict[str, list[tuple[float, float]]] = {}
+    points: dict[str, _OperatingPoints] = {}
+    for name, values in confidences.items():
+        low = name in LOWER_IS_BETTER
+        auc[name] = auroc(values, correct, lower_is_better=low)
+        coverage[name] = {
+            level: accuracy_at_coverage(values, correct, level, lower_is_better=low)
+            for level in coverage_levels
+        }
+        curves[name] = coverage_curve(values, correct, curve_points, lower_is_better=low)
+        points[name] = _OperatingPoints.build(values, correct, low)
+
+    if primary is None and confidences:
+        primary = "max_prob" if "max_prob" in confidences else next(iter(confidences))
+    if primary is not None and primary not in confidences:
+        raise ConfigError(f"primary measure {primary!r} is not among {sorted(confidences)}")
+
+    probs = confidences.get("max_prob")
+    reliability = reliability_bins(probs, correct, bins) if probs is not None else []
+    ece = expected_calibration_error(probs, correct, bins) if probs is not None else None
+
+    return EvalReport(
+        n=n,
+        n_invalid=sum(p is None for p in pred),
+        accuracy=sum(correct) / n,
+        macro_f1=macro_f1(gold, pred, labels),
+        labels=tuple(labels),
+        confusion=confusion_matrix(gold, pred, labels),
+        auroc=auc,
+        coverage=coverage,
+        ece=ece,
+        reliability=reliability,
+        curves=curves,
+        primary=primary,
+        thresholds={t: points[primary].for_accuracy(t) for t in targets} if primary else {},
+        _points=points,
+    )
+
+
+def save_plot(report: EvalReport, path: str | Path) -> Path:
+    """Reliability diagram (left) and accuracy-vs-coverage curves (right) as a PNG.
+
+    Uses matplotlib's Agg canvas directly, without pyplot, so it neither needs a display
+    nor changes the caller's global backend.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ConfigError("plots need matplotlib: pip install 'labeler[plot]'") from exc
+
+    path = Path(path)
+    fig = Figure(figsize=(11, 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+
+    left.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    filled = [b for b in report.reliability if b.count]
+    if filled:
+        width = filled[0].upper - filled[0].lower
+        left.bar(
+            [b.lower for b in filled],
+            [b.accuracy or 0.0 for b in filled],
+            width=width,
+            align="edge",
+            edgecolor="black",
+            alpha=0.7,
+            label="accuracy",
+        )
+        left.plot(
+            [b.confidence for b in filled],
+            [b.accuracy for b in filled],
+            marker="o",
+            color="black",
+            linewidth=0,
+            label="mean confidence",
+        )
+    else:
+        left.text(0.5, 0.5, "no max_prob scores", ha="center", va="center")
+    ece = "n/a" if report.ece is None else f"{report.ece:.3f}"
+    left.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="confidence (max_prob)",
+        ylabel="accuracy",
+        title=f"Reliability (ECE {ece})",
+    )
+    left.legend(loc="upper left", fontsize="small")
+
+    for name, curve in report.curves.items():
+        if curve:
+            right.plot([c for c, _ in curve], [a for _, a in curve], label=name)
+    right.axhline(report.accuracy, color="grey", linestyle=":", label="all rows")
+    right.set(
+        xlim=(0, 1),
+        xlabel="coverage (share of rows kept, most confident first)",
+        ylabel="accuracy",
+        title="Accuracy vs coverage",
+    )
+    right.legend(loc="lower left", fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path

@@ -1,0 +1,470 @@
+"""Exports: the labeled input as a Hugging Face dataset any student trainer can load.
+
+An export is a pure function of (input rows, task, teacher identity, store): each row is
+rendered and keyed again and its answer read from the store. So an export never depends
+on the order answers arrived in, a kill -9 mid-run changes nothing, and rows that left the
+input leave the export.
+
+Kinds (what the rows look like):
+- ``records``: everything: input fields, rendered messages, response, label, soft label,
+  confidence, teacher, per-token top-k logprobs.
+- ``classification``: text, ``label`` (ClassLabel), ``soft_label`` (float vector in label
+  order), ``outside_mass``, confidence columns.
+- ``sft``: ``messages`` in the chat format TRL's SFTTrainer reads unchanged
+  (completion-mode tasks give ``prompt``/``completion`` columns, TRL's other format).
+- ``kd``: prompt, response and per-token ``top_logprobs`` for logit distillation.
+
+Formats (how it is written): ``hf`` (``save_to_disk``, load with ``load_from_disk``),
+``parquet`` and ``jsonl`` (one file per split). Written aside and swapped in atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import datasets
+import orjson
+
+from labeler.answer import Answer, read_answer
+from labeler.completion import Completion
+from labeler.errors import ConfigError, TemplateError
+from labeler.filters import Filter, FilterSpec
+from labeler.inputs import Reject, Row
+from labeler.request import Request
+from labeler.store import Store
+from labeler.task import Task
+
+KINDS = ("records", "classification", "sft", "kd")
+FORMATS = ("hf", "parquet", "jsonl")
+CHUNK = 512
+
+
+@dataclass
+class ExportReport:
+    """What went into an export: counts per split, per filter, per label."""
+
+    path: str
+    kind: str
+    format: str
+    rows_in: int = 0
+    exported: int = 0
+    missing: int = 0  # rows with no stored answer (failed or not labeled yet)
+    rejected: int = 0
+    splits: dict[str, int] = field(default_factory=dict)
+    filtered: dict[str, int] = field(default_factory=dict)
+    label_counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    kind: str = "records"
+    format: str = "hf"
+    filters: FilterSpec = field(default_factory=FilterSpec)
+    validation_size: float = 0.0
+    seed: int = 0
+    split_field: str | None = None
+    text_field: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"--kind '{self.kind}': expected one of {', '.join(KINDS)}")
+        if self.format not in FORMATS:
+            raise ConfigError(f"--format '{self.format}': expected one of {', '.join(FORMATS)}")
+        if not 0.0 <= self.validation_size < 1.0:
+            raise ConfigError("--validation-size must be in [0, 1)")
+
+
+def export_dataset(
+    task: Task,
+    teacher_identity: Mapping[str, Any],
+    rows: Iterable[Row | Reject],
+    store: Store,
+    out: str | Path,
+    options: ExportOptions | None = None,
+) -> ExportReport:
+    """Write the export for these rows to `out`, atomically; returns what it contains."""
+    opts = options or ExportOptions()
+    if opts.kind == "classification" and task.output_kind != "label":
+        raise ConfigError(f"--kind classification needs a label task; {task.path} is "
+                          f"'{task.output_kind}'")
+    out = Path(out)
+    start = time.monotonic()
+    report = ExportReport(str(out), opts.kind, opts.format)
+    _recover_interrupted_swap(out)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        builder = _Builder(task, teacher_identity, opts, report)
+        flt = Filter(opts.filters)
+        writers: dict[str, datasets.arrow_writer.ArrowWriter] = {}
+        features: datasets.Features | None = None
+        it = iter(rows)
+        while True:
+            chunk = list(islice(it, CHUNK))
+            if not chunk:
+                break
+            prepared = []
+            for item in chunk:
+                if isinstance(item, Reject):
+                    report.rejected += 1
+                    continue
+                report.rows_in += 1
+                try:
+                    request = task.render(item.data, row_id=f"{item.source}:{item.line}")
+                except TemplateError:
+                    report.rejected += 1
+                    continue
+                prepared.append((item, request, request.key(dict(teacher_identity))))
+            found = store.get_many([k for _, _, k in prepared])
+            for row, request, key in prepared:
+                completion = found.get(key)
+                if completion is None:
+                    report.missing += 1
+                    continue
+                answer = read_answer(task, completion)
+                if not flt.keep(answer.label if task.output_kind == "label" else
+                                ("ok" if answer.valid else None), answer.confidence):
+                    continue
+                record = builder.row(row, request, completion, answer)
+                if features is None:
+                    features = builder.features(record)
+                split = _split_of(row, opts)
+                if split not in writers:
+                    writers[split] = datasets.arrow_writer.ArrowWriter(
+                        features=features, path=str(tmp / f".{split}.arrow")
+                    )
+                writers[split].write(builder.coerce(record, features))
+                report.splits[split] = report.splits.get(split, 0) + 1
+                report.exported += 1
+                if answer.label is not None:
+                    report.label_counts[answer.label] = report.label_counts.get(answer.label, 0) + 1
+        for w in writers.values():
+            w.finalize()
+            w.close()
+        report.filtered = flt.report.removed() if hasattr(flt.report, "removed") else {}
+        if features is None:
+            features = builder.features(None)
+        _write_splits(tmp, writers, features, opts)
+        report.seconds = time.monotonic() - start
+        (tmp / "README.md").write_text(dataset_card(task, teacher_identity, opts, report), "utf-8")
+        (tmp / "labeler_export.json").write_bytes(
+            orjson.dumps({"report": report.to_dict(), "task": task.identity,
+                          "teacher": dict(teacher_identity)}, option=orjson.OPT_INDENT_2)
+        )
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    report.seconds = time.monotonic() - start
+    return report
+
+
+# -- rows -----------------------------------------------------------------------------------
+
+
+class _Builder:
+    """Turns (row, request, completion, answer) into one export row of the chosen kind."""
+
+    def __init__(self, task: Task, identity: Mapping[str, Any], opts: ExportOptions,
+                 report: ExportReport) -> None:
+        self.task = task
+        self.identity = identity
+        self.opts = opts
+        self.input_fields: list[str] | None = None
+        self.text_field = opts.text_field or (task.fields[0] if task.fields else None)
+
+    def row(self, row: Row, request: Request, completion: Completion, answer: Answer
+            ) -> dict[str, Any]:
+        kind = self.opts.kind
+        if self.input_fields is None:
+            self.input_fields = [k for k in row.data if k not in _RESERVED]
+        if kind == "classification":
+            return {"id": row.id, "text": self._text(row), **self._label_cols(answer)}
+        if kind == "sft":
+            if request.prompt is not None:
+                return {"id": row.id, "prompt": request.prompt,
+                        "completion": self.task.answer_prefix + self._answer_text(answer)}
+            return {"id": row.id, "messages": self._messages(request, self._answer_text(answer))}
+        if kind == "kd":
+            toks = completion.tokens or []
+            return {
+                "id": row.id,
+                "prompt": request.prompt,
+                "messages": None if request.messages is None else list(request.messages),
+                "response": completion.text,
+                "tokens": [t.token for t in toks],
+                "token_logprobs": [t.logprob for t in toks],
+                "top_logprobs": [[{"token": a, "logprob": lp} for a, lp in t.top] for t in toks],
+            }
+        rec: dict[str, Any] = {"id": row.id}
+        for k in self.input_fields:
+            rec[k] = row.data.get(k)
+        rec["messages"] = self._messages(request, completion.text) if request.messages else None
+        rec["prompt"] = request.prompt
+        rec["response"] = completion.text
+        if self.task.output_kind == "label":
+            rec.update(self._label_cols(answer))
+        elif self.task.output_kind == "json":
+            rec["parsed"] = orjson.dumps(answer.parsed).decode() if answer.valid else None
+        rec["teacher"] = f"{self.identity.get('provider')}:{self.identity.get('model')}"
+        rec["teacher_model"] = completion.model
+        rec["template"] = self.task.identity
+        rec["finish_reason"] = completion.finish_reason
+        rec["logprobs"] = [
+            {"token": t.token, "logprob": t.logprob,
+             "top_logprobs": [{"token": a, "logprob": lp} for a, lp in t.top]}
+            for t in completion.tokens or []
+        ]
+        return rec
+
+    def _answer_text(self, answer: Answer) -> str:
+        if self.task.output_kind == "label" and answer.label is not None and self.task.label_space:
+            return self.task.label_space.verbalizers[answer.label][0]
+        return answer.text
+
+    def _messages(self, request: Request, reply: str) -> list[dict[str, str]]:
+        return [dict(m) for m in request.messages or ()] + [
+            {"role": "assistant", "content": reply}
+        ]
+
+    def _text(self, row: Row) -> str:
+        if self.text_field is None:
+            return ""
+        value = row.data.get(self.text_field)
+        return "" if value is None else str(value)
+
+    def _label_cols(self, answer: Answer) -> dict[str, Any]:
+        soft = answer.soft
+        conf = answer.confidence
+        return {
+            "label": answer.label,
+            "soft_label": list(soft.probs) if soft else None,
+            "outside_mass": soft.outside if soft else None,
+            "soft_label_source": soft.source if soft else None,
+            "max_prob": conf.max_prob if conf else None,
+            "margin": conf.margin if conf else None,
+            "entropy": conf.entropy if conf else None,
+            "mean_logprob": conf.mean_logprob if conf else None,
+            "agreement": conf.agreement if conf else None,
+        }
+
+    def features(self, sample: dict[str, Any] | None) -> datasets.Features:
+        f: dict[str, Any] = {"id": datasets.Value("string")}
+        kind = self.opts.kind
+        msg = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
+        top = datasets.List({"token": datasets.Value("string"), "logprob": datasets.Value("float64")})
+        label_f = {
+            "label": datasets.ClassLabel(names=list(self.task.labels)),
+            "soft_label": datasets.List(datasets.Value("float64")),
+            "outside_mass": datasets.Value("float64"),
+            "soft_label_source": datasets.Value("string"),
+            "max_prob": datasets.Value("float64"),
+            "margin": datasets.Value("float64"),
+            "entropy": datasets.Value("float64"),
+            "mean_logprob": datasets.Value("float64"),
+            "agreement": datasets.Value("float64"),
+        }
+        if kind == "classification":
+            f["text"] = datasets.Value("string")
+            f.update(label_f)
+        elif kind == "sft":
+            if self.task.mode == "completion":
+                f["prompt"] = datasets.Value("string")
+                f["completion"] = datasets.Value("string")
+            else:
+                f["messages"] = msg
+        elif kind == "kd":
+            f.update({
+                "prompt": datasets.Value("string"), "messages": msg,
+                "response": datasets.Value("string"),
+                "tokens": datasets.List(datasets.Value("string")),
+                "token_logprobs": datasets.List(datasets.Value("float64")),
+                "top_logprobs": datasets.List(top),
+            })
+        else:
+            for k in self.input_fields or []:
+                f[k] = _value_feature(sample.get(k) if sample else None)
+            f["messages"] = msg
+            f["prompt"] = datasets.Value("string")
+            f["response"] = datasets.Value("string")
+            if self.task.output_kind == "label":
+                f.update(label_f)
+            elif self.task.output_kind == "json":
+                f["parsed"] = datasets.Value("string")
+            for k in ("teacher", "teacher_model", "template", "finish_reason"):
+                f[k] = datasets.Value("string")
+            f["logprobs"] = datasets.List({
+                "token": datasets.Value("string"), "logprob": datasets.Value("float64"),
+                "top_logprobs": top,
+            })
+        return datasets.Features(f)
+
+    def coerce(self, rec: dict[str, Any], features: datasets.Features) -> dict[str, Any]:
+        """Make a row fit the declared features (input columns are typed by the first row)."""
+        out = {}
+        for name, feat in features.items():
+            value = rec.get(name)
+            if isinstance(feat, datasets.ClassLabel):
+                value = -1 if value is None else feat.str2int(value)
+            elif isinstance(feat, datasets.Value) and value is not None:
+                value = _coerce_value(value, feat.dtype)
+            out[name] = value
+        return out
+
+
+_RESERVED = {"id"}
+
+
+def _value_feature(value: Any) -> datasets.Value:
+    if isinstance(value, bool):
+        return datasets.Value("bool")
+    if isinstance(value, int):
+        return datasets.Value("int64")
+    if isinstance(value, float):
+        return datasets.Value("float64")
+    return datasets.Value("string")
+
+
+def _coerce_value(value: Any, dtype: str) -> Any:
+    try:
+        if dtype == "string":
+            return value if isinstance(value, str) else orjson.dumps(value).decode()
+        if dtype == "int64":
+            return int(value)
+        if dtype == "float64":
+            return float(value)
+        if dtype == "bool":
+            return bool(value)
+    except (TypeError, ValueError, orjson.JSONEncodeError):
+        return None
+    return value
+
+
+def _split_of(row: Row, opts: ExportOptions) -> str:
+    if opts.split_field:
+        value = row.data.get(opts.split_field)
+        return str(value) if value not in (None, "") else "train"
+    if opts.validation_size <= 0:
+        return "train"
+    # Deterministic per row id: a row keeps its split across reruns and refreshes.
+    h = hashlib.blake2b(f"{opts.seed}:{row.id}".encode(), digest_size=8).digest()
+    return "validation" if int.from_bytes(h, "big") / 2**64 < opts.validation_size else "train"
+
+
+# -- writing --------------------------------------------------------------------------------
+
+
+def _write_splits(tmp: Path, writers: Mapping[str, Any], features: datasets.Features,
+                  opts: ExportOptions) -> None:
+    parts = {}
+    for split in writers:
+        parts[split] = datasets.Dataset.from_file(str(tmp / f".{split}.arrow"))
+    if not parts:
+        parts["train"] = datasets.Dataset.from_dict(
+            {k: [] for k in features}, features=features
+        )
+    ordered = {k: parts[k] for k in sorted(parts, key=lambda s: (s != "train", s))}
+    if opts.format == "hf":
+        if len(ordered) == 1 and "train" in ordered and not opts.split_field \
+                and opts.validation_size <= 0:
+            ordered["train"].save_to_disk(str(tmp))
+        else:
+            datasets.DatasetDict(ordered).save_to_disk(str(tmp))
+    elif opts.format == "parquet":
+        for split, ds in ordered.items():
+            ds.to_parquet(str(tmp / f"{split}.parquet"))
+    else:
+        for split, ds in ordered.items():
+            ds.to_json(str(tmp / f"{split}.jsonl"), lines=True, force_ascii=False)
+    for ds in parts.values():
+        del ds
+    for split in writers:
+        (tmp / f".{split}.arrow").unlink(missing_ok=True)
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Replace `out` with `tmp` so that a crash leaves either the old or the new export."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_interrupted_swap(out: Path) -> None:
+    """A crash between the two renames left the last good export aside: put it back."""
+    if out.exists() or not out.parent.exists():
+        return
+    olds = sorted(out.parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds:
+        os.replace(olds[-1], out)
+
+
+# -- card -----------------------------------------------------------------------------------
+
+
+def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
+                 report: ExportReport) -> str:
+    teacher = f"{identity.get('provider')}:{identity.get('model')}"
+    labels = Counter(report.label_counts)
+    lines = [
+        "---",
+        "tags: [distillation, labeler, synthetic]",
+        f"pretty_name: {task.name} labeled by {teacher}",
+        "---",
+        "",
+        f"# {task.name}: labeled by `{teacher}`",
+        "",
+        "Labels produced by a teacher model with [labeler](https://pypi.org/project/labeler/).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| teacher | `{teacher}` |",
+        f"| endpoint | `{identity.get('base_url', '')}` |",
+        f"| template | `{task.identity}` ({task.path}) |",
+        f"| output | {task.output_kind}, {task.mode} mode |",
+        f"| export kind / format | {opts.kind} / {opts.format} |",
+        f"| input rows | {report.rows_in} |",
+        f"| exported rows | {report.exported} |",
+        f"| no stored answer (failed or not yet labeled) | {report.missing} |",
+        f"| rejected input rows | {report.rejected} |",
+        "",
+        "## Splits",
+        "",
+    ]
+    lines += [f"- `{k}`: {v} rows" for k, v in sorted(report.splits.items())] or ["- (empty)"]
+    lines += ["", "## Filters", ""]
+    spec = opts.filters
+    lines.append(
+        f"min_confidence={spec.min_confidence}, min_margin={spec.min_margin}, "
+        f"max_entropy={spec.max_entropy}, drop_invalid={spec.drop_invalid}"
+    )
+    lines.append("")
+    for name, n in report.filtered.items():
+        lines.append(f"- removed by `{name}`: {n}")
+    if labels:
+        lines += ["", "## Label distribution", "", "| label | rows |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in labels.most_common()]
+    loader = {
+        "hf": f'from datasets import load_from_disk\nds = load_from_disk("{report.path}")',
+        "parquet": f'from datasets import load_dataset\nds = load_dataset("parquet", '
+                   f'data_files="{report.path}/*.parquet")',
+        "jsonl": f'from datasets import load_dataset\nds = load_dataset("json", '
+                 f'data_files="{report.path}/*.jsonl")',
+    }[opts.format]
+    lines += ["", "## Load", "", "```python", loader, "```", ""]
+    return "\n".join(lines)

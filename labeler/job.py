@@ -1,0 +1,201 @@
+"""One labeling job end to end: read → label → export. The CLI and cron both call this.
+
+Keeping the whole path in the library means `labeler run`, `labeler refresh` and a user's
+own script do exactly the same thing; the CLI only turns flags into a `Job`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labeler.errors import ConfigError
+from labeler.export import ExportOptions, ExportReport, export_dataset
+from labeler.inputs import Reject, Row, count_rows, read_rows
+from labeler.pricing import PriceTable
+from labeler.retry import RetryPolicy
+from labeler.run import Labeler, RunSummary
+from labeler.store import Store
+from labeler.task import Task, load_task
+from labeler.teachers import make_teacher
+from labeler.teachers.base import Teacher
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("LABELER_HOME") or Path.home() / ".cache" / "labeler")
+
+
+def default_store() -> Path:
+    return default_home() / "store.sqlite"
+
+
+@dataclass
+class Job:
+    """Everything a run needs; every field has the CLI flag of the same name."""
+
+    task: str | Path
+    input: str | Path
+    teacher: str
+    out: str | Path | None = None
+    store: str | Path | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    teacher_options: dict[str, Any] = field(default_factory=dict)
+    concurrency: int = 16
+    rpm: float | None = None
+    tpm: float | None = None
+    max_attempts: int = 8
+    retry_failed: bool = False
+    budget_usd: float | None = None
+    prices: PriceTable | None = None
+    max_age_days: float | None = None
+    id_field: str | None = None
+    input_format: str | None = None
+    delimiter: str | None = None
+    input_split: str | None = None
+    limit: int | None = None
+    rejects: str | Path | None = None
+    export: ExportOptions = field(default_factory=ExportOptions)
+    progress: bool | None = None
+
+    def load_task(self) -> Task:
+        return load_task(self.task)
+
+    def make_teacher(self) -> Teacher:
+        opts = dict(self.teacher_options)
+        if self.base_url:
+            opts["base_url"] = self.base_url
+        if self.api_key:
+            opts["api_key"] = self.api_key
+        return make_teacher(self.teacher, **opts)
+
+    def rows(self, task: Task) -> Iterator[Row | Reject]:
+        it = read_rows(
+            self.input, format=self.input_format, id_field=self.id_field,
+            required_fields=task.fields, delimiter=self.delimiter, split=self.input_split,
+        )
+        if self.limit is not None:
+            it = _limited(it, self.limit)
+        return it
+
+    def store_path(self) -> Path:
+        return Path(self.store) if self.store else default_store()
+
+    def rejects_path(self) -> Path | None:
+        if self.rejects:
+            return Path(self.rejects)
+        if self.out:
+            out = Path(self.out)
+            return out.parent / f"{out.name}.rejects.jsonl"
+        return None
+
+
+@dataclass
+class JobResult:
+    summary: RunSummary
+    export: ExportReport | None
+    store: Path
+    rejects: Path | None
+    warnings: list[str] = field(default_factory=list)
+
+
+async def run_job(
+    job: Job,
+    *,
+    teacher: Teacher | None = None,
+    on_warning: Callable[[str], None] | None = None,
+    handle_signals: bool = False,
+) -> JobResult:
+    """Label what the store lacks, then export (if `job.out`). Safe to rerun at any time."""
+    task = job.load_task()
+    warnings = list(task.warnings)
+    for w in task.warnings:
+        if on_warning:
+            on_warning(f"{task.path}: {w}")
+    store = Store(job.store_path())
+    teacher = teacher or job.make_teacher()
+    total = None
+    if job.progress is not False:
+        with contextlib.suppress(Exception):
+            total = count_rows(job.input, format=job.input_format)
+            if total is not None and job.limit is not None:
+                total = min(total, job.limit)
+    rejects = job.rejects_path()
+    if rejects is not None and rejects.exists():
+        rejects.unlink()  # rejects describe this run's input, not history
+    lb = Labeler(
+        task, teacher, store=store, concurrency=job.concurrency, rpm=job.rpm, tpm=job.tpm,
+        retry=RetryPolicy(max_attempts=job.max_attempts), retry_failed=job.retry_failed,
+        rejects=rejects, progress=job.progress, prices=job.prices, budget_usd=job.budget_usd,
+        max_age_s=job.max_age_days * 86400 if job.max_age_days is not None else None,
+        total=total, on_warning=on_warning,
+    )
+    try:
+        with _signals(lb, enabled=handle_signals):
+            await start_teacher(teacher)
+            summary = await lb.run(job.rows(task))
+        report = None
+        if job.out is not None and not summary.interrupted:
+            identity = teacher.identity
+            report = await asyncio.to_thread(
+                export_dataset, task, identity, job.rows(task), store, job.out, job.export
+            )
+    finally:
+        await lb.aclose()
+        store.close()
+    return JobResult(summary, report, job.store_path(), rejects if rejects and rejects.exists()
+                     else None, warnings)
+
+
+async def start_teacher(teacher: Teacher) -> None:
+    """Teachers that run a server (local models) start it here; others have no `start`."""
+    start = getattr(teacher, "start", None)
+    if start is not None:
+        await start()
+
+
+def export_job(job: Job) -> ExportReport:
+    """Export from the store only: no request is sent."""
+    if job.out is None:
+        raise ConfigError("export needs --out DIR")
+    task = job.load_task()
+    teacher = job.make_teacher()
+    with Store(job.store_path()) as store:
+        return export_dataset(task, teacher.identity, job.rows(task), store, job.out, job.export)
+
+
+@contextlib.contextmanager
+def _signals(lb: Labeler, *, enabled: bool) -> Iterator[None]:
+    """SIGINT/SIGTERM: stop sending, let in-flight answers land, then return."""
+    if not enabled:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def handler(signum: int) -> None:
+        received.append(signum)
+        lb.stop()
+        if len(received) > 1:  # a second signal: stop waiting for in-flight requests
+            raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handler, sig)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _limited(it: Iterator[Row | Reject], n: int) -> Iterator[Row | Reject]:
+    for i, item in enumerate(it):
+        if i >= n:
+            return
+        yield item

@@ -1,0 +1,546 @@
+"""The async orchestrator: rows in, stored completions out.
+
+    rows ─► render ─► key ─► store hit? ─yes─► Record(cached)
+                               │ no
+                               ▼
+                  limiter slot ─► teacher.complete (retry policy) ─► store commit ─► Record
+
+Rows are read in chunks and looked up in the store in one query per chunk; only misses
+reach the teacher, with bounded concurrency and backpressure so memory stays flat however
+long the input is. A response is committed (in batched transactions) before its Record is
+yielded, so nothing downstream ever sees an answer that a crash could lose. Two rows that
+render to the same request are sent once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from labeler.completion import Completion
+from labeler.errors import (
+    BudgetExceeded,
+    LabelerError,
+    RetryableError,
+    StoreError,
+    TeacherError,
+    TemplateError,
+)
+from labeler.inputs import Reject, RejectsWriter, Row
+from labeler.limits import Limiter
+from labeler.pricing import PriceTable
+from labeler.progress import Progress
+from labeler.request import Request
+from labeler.retry import RetryPolicy
+from labeler.store import Store
+from labeler.task import Task
+from labeler.teachers.base import Teacher
+
+CHUNK = 256
+
+
+@dataclass(slots=True)
+class Record:
+    """What happened to one input row."""
+
+    row: Row
+    status: str  # "labeled" | "cached" | "failed" | "rejected" | "skipped"
+    key: str | None = None
+    request: Request | None = None
+    completion: Completion | None = None
+    reason: str | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.completion is not None
+
+
+@dataclass
+class RunSummary:
+    """Counts for one run; printed by the CLI and written as the cron JSON line."""
+
+    rows: int = 0
+    labeled: int = 0
+    cached: int = 0
+    failed: int = 0
+    rejected: int = 0
+    skipped: int = 0
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float = 0.0
+    elapsed_s: float = 0.0
+    failures_by_reason: dict[str, int] = field(default_factory=dict)
+    interrupted: bool = False
+    budget_stopped: bool = False
+
+    @property
+    def outcome(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        if self.budget_stopped:
+            return "budget"
+        if self.failed or self.skipped:
+            return "partial"
+        return "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outcome"] = self.outcome
+        d["cost_usd"] = round(self.cost_usd, 6)
+        d["elapsed_s"] = round(self.elapsed_s, 3)
+        return d
+
+
+class Labeler:
+    """Label rows with a teacher, caching every answer in a store.
+
+    ``async with Labeler(task, teacher, store="labels.sqlite") as lb:
+    async for rec in lb.label(rows): ...``
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        teacher: Teacher,
+        *,
+        store: Store | str | Path,
+        concurrency: int = 16,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        retry: RetryPolicy | None = None,
+        retry_failed: bool = False,
+        rejects: RejectsWriter | str | Path | None = None,
+        progress: bool | None = None,
+        prices: PriceTable | None = None,
+        budget_usd: float | None = None,
+        max_age_s: float | None = None,
+        total: int | None = None,
+        close_teacher: bool = True,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        self.task = task
+        self.teacher = teacher
+        self._own_store = not isinstance(store, Store)
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.limiter = Limiter(concurrency, rpm=rpm, tpm=tpm)
+        self.retry = retry or RetryPolicy()
+        self.retry_failed = retry_failed
+        self._own_rejects = rejects is not None and not isinstance(rejects, RejectsWriter)
+        self.rejects = (
+            RejectsWriter(rejects) if self._own_rejects else rejects  # type: ignore[arg-type]
+        )
+        self.progress = progress
+        self.prices = prices or PriceTable.default()
+        self.budget_usd = budget_usd
+        self.max_age_s = max_age_s
+        self.total = total
+        self.close_teacher = close_teacher
+        self.on_warning = on_warning or (lambda msg: print(msg, file=sys.stderr))
+        self.summary = RunSummary()
+        self._stop = asyncio.Event()
+        self._identity = teacher.identity
+        self._max_tokens = int(task.params.get("max_tokens") or 0)
+        teacher.observe_headers(self.limiter.observe_headers)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Labeler:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self.close_teacher:
+            await self.teacher.aclose()
+        if self._own_rejects and self.rejects is not None:
+            self.rejects.close()
+        if self._own_store:
+            self.store.close()
+
+    def stop(self) -> None:
+        """Graceful stop: no new requests; in-flight ones finish; label() then returns."""
+        self.summary.interrupted = True
+        self._stop.set()
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def key_for(self, request: Request) -> str:
+        return request.key(self._identity)
+
+    def prepare(self, row: Row) -> tuple[Request, str]:
+        """Render and key one row (raises TemplateError)."""
+        request = self.task.render(row.data, row_id=_where(row))
+        return request, self.key_for(request)
+
+    # -- the run -------------------------------------------------------------------------
+
+    async def run(self, rows: Iterable[Row | Reject | Mapping[str, Any]]) -> RunSummary:
+        """Label everything; returns the summary (records are only counted)."""
+        async for _ in self.label(rows, with_completions=False):
+            pass
+        return self.summary
+
+    async def label(
+        self,
+        rows: Iterable[Row | Reject | Mapping[str, Any]],
+        *,
+        with_completions: bool = True,
+    ) -> AsyncIterator[Record]:
+        """Yield one Record per input row, in completion order, each durable when yielded."""
+        start = time.monotonic()
+        run_id = await asyncio.to_thread(
+            self.store.start_run, self.task.identity, _identity_str(self._identity)
+        )
+        out: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=4 * CHUNK)
+        state = _RunState(self, out, with_completions)
+        producer = asyncio.create_task(state.produce(rows))
+        bar = Progress(total=self.total, enabled=self.progress)
+        try:
+            while True:
+                rec = await out.get()
+                if rec is None:
+                    break
+                self._count(rec)
+                bar.update(rec.status)
+                yield rec
+            await producer  # re-raise a fatal error from the producer side
+        finally:
+            bar.close()
+            if not producer.done():
+                producer.cancel()
+                await asyncio.gather(producer, return_exceptions=True)
+            await state.shutdown()
+            self.summary.elapsed_s = time.monotonic() - start
+            self.summary.rate_limited = self.limiter.rate_limited
+            with contextlib.suppress(StoreError):
+                await asyncio.to_thread(
+                    self.store.finish_run, run_id, self.summary.outcome, self.summary.to_dict()
+                )
+
+    def _count(self, rec: Record) -> None:
+        s = self.summary
+        s.rows += 1
+        if rec.status == "labeled":
+            s.labeled += 1
+        elif rec.status == "cached":
+            s.cached += 1
+        elif rec.status == "failed":
+            s.failed += 1
+            reason = rec.reason or "unknown"
+            s.failures_by_reason[reason] = s.failures_by_reason.get(reason, 0) + 1
+        elif rec.status == "rejected":
+            s.rejected += 1
+        else:
+            s.skipped += 1
+
+
+class _RunState:
+    """The moving parts of one label() call: producer, workers, batched store writer."""
+
+    def __init__(self, lb: Labeler, out: asyncio.Queue[Record | None], with_completions: bool):
+        self.lb = lb
+        self.out = out
+        self.with_completions = with_completions
+        self.inflight: dict[str, list[Row]] = {}
+        self.slots = asyncio.Semaphore(max(2 * lb.limiter.concurrency, 8))
+        self.workers: set[asyncio.Task[None]] = set()
+        self.writer = _BatchWriter(lb.store)
+        self.fatal: BaseException | None = None
+        self.reserved_usd = 0.0
+        self.spent_usd = 0.0
+        self._line = 0
+
+    async def produce(self, rows: Iterable[Row | Reject | Mapping[str, Any]]) -> None:
+        try:
+            it = iter(rows)
+            while not self.lb._stop.is_set() and self.fatal is None:
+                chunk = await asyncio.to_thread(_take, it, CHUNK)
+                if not chunk:
+                    break
+                await self._handle_chunk(chunk)
+            if self.workers:
+                await asyncio.gather(*list(self.workers), return_exceptions=True)
+            if self.lb._stop.is_set():
+                await self._drain_unread(it)
+        finally:
+            await self.out.put(None)
+        if self.fatal is not None:
+            raise self.fatal
+
+    async def _drain_unread(self, it: Iterator[Any]) -> None:
+        """After a stop, count what was never sent so the summary adds up (cheaply)."""
+
+    async def _handle_chunk(self, chunk: list[Row | Reject | Mapping[str, Any]]) -> None:
+        lb = self.lb
+        prepared: list[tuple[Row, Request, str]] = []
+        for item in chunk:
+            if isinstance(item, Reject):
+                if lb.rejects is not None:
+                    lb.rejects.write(item)
+                row = Row(item.source, item.line or 0, str(item.line), {})
+                await self.out.put(Record(row, "rejected", reason="input", message=item.message()))
+                continue
+            row = item if isinstance(item, Row) else self._wrap(item)
+            try:
+                request, key = lb.prepare(row)
+            except TemplateError as exc:
+                if lb.rejects is not None:
+                    lb.rejects.write(Reject(row.source, row.line, str(exc), None))
+                await self.out.put(Record(row, "rejected", reason="template", message=str(exc)))
+                continue
+            prepared.append((row, request, key))
+        if not prepared:
+            return
+        keys = [k for _, _, k in prepared]
+        store = lb.store
+        if self.with_completions:
+            hits: Mapping[str, Completion | None] = await asyncio.to_thread(store.get_many, keys)
+        else:
+            hits = dict.fromkeys(await asyncio.to_thread(store.known, keys))
+        if lb.max_age_s is not None and hits:
+            hits = await self._expire(hits)
+        misses = [k for k in keys if k not in hits and k not in self.inflight]
+        failed = {}
+        if misses and not lb.retry_failed:
+            failed = await asyncio.to_thread(store.failures_for, misses)
+        for row, request, key in prepared:
+            if key in hits:
+                await self.out.put(Record(row, "cached", key, request, hits[key]))
+            elif key in failed:
+                f = failed[key]
+                await self.out.put(
+                    Record(row, "failed", key, request, reason=f.reason,
+                           message=f"{f.message} (stored failure; rerun with --retry-failed)")
+                )
+            elif key in self.inflight:
+                self.inflight[key].append(row)
+            elif lb._stop.is_set() or self.fatal is not None:
+                await self.out.put(Record(row, "skipped", key, request, reason="stopped"))
+            else:
+                if not await self._reserve_budget(request):
+                    await self.out.put(Record(row, "skipped", key, request, reason="budget"))
+                    continue
+                await self.slots.acquire()
+                self.inflight[key] = [row]
+                task = asyncio.create_task(self._work(key, request))
+                self.workers.add(task)
+                task.add_done_callback(self.workers.discard)
+
+    def _wrap(self, data: Mapping[str, Any]) -> Row:
+        self._line += 1
+        rid = data.get("id") if isinstance(data, Mapping) else None
+        return Row("<rows>", self._line, str(rid if rid is not None else self._line), dict(data))
+
+    async def _expire(self, hits: Mapping[str, Completion | None]) -> dict[str, Any]:
+        created = await asyncio.to_thread(self.lb.store.created_at, list(hits))
+        cutoff = time.time() - (self.lb.max_age_s or 0)
+        return {k: v for k, v in hits.items() if created.get(k, 0) >= cutoff}
+
+    async def _reserve_budget(self, request: Request) -> bool:
+        lb = self.lb
+        if lb.budget_usd is None:
+            return True
+        estimate = lb.prices.estimate_request(lb.teacher.model, request, lb._max_tokens)
+        if self.spent_usd + self.reserved_usd + estimate > lb.budget_usd:
+            lb.summary.budget_stopped = True
+            lb._stop.set()
+            return False
+        self.reserved_usd += estimate
+        return True
+
+    async def _work(self, key: str, request: Request) -> None:
+        lb = self.lb
+        record_status, completion, reason, message = "failed", None, None, ""
+        estimate = 0.0
+        if lb.budget_usd is not None:
+            estimate = lb.prices.estimate_request(lb.teacher.model, request, lb._max_tokens)
+        try:
+            completion, _ = await self._call(request)
+            cost = lb.prices.cost(lb.teacher.model, completion.usage)
+            await self.writer.put(key, completion, cost)
+            self.spent_usd += cost or 0.0
+            lb.summary.cost_usd += cost or 0.0
+            lb.summary.prompt_tokens += completion.usage.prompt_tokens
+            lb.summary.completion_tokens += completion.usage.completion_tokens
+            lb.summary.cached_tokens += completion.usage.cached_tokens
+            record_status = "labeled"
+        except _Stopped:
+            record_status, reason = "skipped", "stopped"
+        except TeacherError as exc:
+            reason, message = exc.reason, exc.message or str(exc)
+            try:
+                await self.writer.fail(key, exc, getattr(exc, "attempts", 1))
+            except StoreError as store_exc:
+                self._set_fatal(store_exc)
+        except StoreError as exc:
+            self._set_fatal(exc)
+            record_status, reason, message = "skipped", "store", str(exc)
+        except LabelerError as exc:
+            reason, message = type(exc).__name__, str(exc)
+        finally:
+            self.reserved_usd -= estimate
+            rows = self.inflight.pop(key, [])
+            self.slots.release()
+        for i, row in enumerate(rows):
+            status = record_status
+            if status == "labeled" and i > 0:
+                status = "cached"  # a duplicate row: answered by the same request
+            await self.out.put(
+                Record(row, status, key, request,
+                       completion if self.with_completions else None, reason, message)
+            )
+
+    async def _call(self, request: Request) -> tuple[Completion, int]:
+        lb = self.lb
+        tokens = _estimate_tokens(request) + lb._max_tokens
+        attempts = 0
+        try:
+            async for attempt in lb.retry.retrying():
+                with attempt:
+                    if lb._stop.is_set() and attempts > 0:
+                        raise _Stopped()
+                    attempts += 1
+                    lb.summary.requests += 1
+                    if attempts > 1:
+                        lb.summary.retries += 1
+                    async with lb.limiter.slot(tokens):
+                        try:
+                            completion = await lb.teacher.complete(request)
+                        except RetryableError as exc:
+                            if exc.status == 429 or exc.status == 529:
+                                lb.limiter.on_rate_limited(exc.retry_after)
+                            raise
+                    lb.limiter.on_success()
+                    return completion, attempts
+        except TeacherError as exc:
+            exc.attempts = attempts  # type: ignore[attr-defined]
+            raise
+        raise AssertionError("unreachable: the retry loop returns or raises")
+
+    def _set_fatal(self, exc: BaseException) -> None:
+        if self.fatal is None:
+            self.fatal = exc
+            self.lb._stop.set()
+
+    async def shutdown(self) -> None:
+        for task in list(self.workers):
+            task.cancel()
+        if self.workers:
+            await asyncio.gather(*list(self.workers), return_exceptions=True)
+        await self.writer.close()
+
+
+class _Stopped(Exception):
+    """Internal: a stop was requested between retry attempts."""
+
+
+class _BatchWriter:
+    """Group commits: many responses per transaction, each caller resumed after its commit."""
+
+    def __init__(self, store: Store, max_batch: int = 512, max_delay: float = 0.02) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.max_delay = max_delay
+        self._ok: list[tuple[str, Completion, float | None]] = []
+        self._failed: list[tuple[str, str, str, int | None, int]] = []
+        self._waiters: list[asyncio.Future[None]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+
+    async def put(self, key: str, completion: Completion, cost: float | None) -> None:
+        self._ok.append((key, completion, cost))
+        await self._wait()
+
+    async def fail(self, key: str, exc: TeacherError, attempts: int) -> None:
+        self._failed.append((key, exc.reason, exc.message or str(exc), exc.status, attempts))
+        await self._wait()
+
+    async def _wait(self) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        if len(self._waiters) >= self.max_batch:
+            self._spawn(self._flush())
+        elif self._flusher is None or self._flusher.done():
+            self._flusher = self._spawn(self._flush_later())
+        await fut
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.max_delay)
+        await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            ok, failed, waiters = self._ok, self._failed, self._waiters
+            self._ok, self._failed, self._waiters = [], [], []
+            if not waiters:
+                return
+            try:
+                await asyncio.to_thread(self._commit, ok, failed)
+            except BaseException as exc:
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+        if self._waiters:  # arrived during the commit: they need a flush of their own
+            self._flusher = self._spawn(self._flush_later())
+
+    def _commit(self, ok: list[Any], failed: list[Any]) -> None:
+        if ok:
+            self.store.put_many(ok)
+        if failed:
+            self.store.record_failures(failed)
+
+    async def close(self) -> None:
+        await self._flush()
+
+
+def _take(it: Iterator[Any], n: int) -> list[Any]:
+    return list(islice(it, n))
+
+
+def _where(row: Row) -> str:
+    return f"{row.source}:{row.line} (id {row.id})"
+
+
+def _identity_str(identity: Mapping[str, Any]) -> str:
+    return f"{identity.get('provider')}:{identity.get('model')}"
+
+
+def _estimate_tokens(request: Request) -> int:
+    """Rough prompt size for the TPM bucket: ~4 characters a token."""
+    if request.prompt is not None:
+        return len(request.prompt) // 4 + 1
+    return sum(len(m.get("content") or "") for m in request.messages or ()) // 4 + 4
+
+
+def failure_counts(records: Iterable[Record]) -> Counter[str]:
+    return Counter(r.reason or "unknown" for r in records if r.status == "failed")
+
+
+__all__ = ["BudgetExceeded", "Labeler", "Record", "RunSummary"]

@@ -1,0 +1,378 @@
+"""One SQLite file that is both the response cache and the run journal.
+
+Every paid response is committed here before anything parses or exports it, so a crash,
+kill -9 or teacher outage loses nothing that was paid for, and a rerun of the same work
+sends no request (the key is a hash of the full canonical request, see request.py).
+
+WAL journal with synchronous=FULL: a committed response survives a power cut; commits are
+batched by the orchestrator so the fsync costs little per row. Schema changes are an
+ordered list of migrations recorded in ``meta``; opening an older store upgrades it, a
+newer one is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from labeler.completion import Completion, Usage
+from labeler.errors import StoreError
+
+
+def _m001_initial(db: sqlite3.Connection) -> None:
+    db.executescript(
+        """
+        CREATE TABLE responses (
+            key TEXT PRIMARY KEY,
+            created_at REAL NOT NULL,
+            model TEXT,
+            text TEXT NOT NULL,
+            tokens BLOB,
+            samples BLOB,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            cached_tokens INTEGER NOT NULL DEFAULT 0,
+            cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+            finish_reason TEXT,
+            latency_ms INTEGER,
+            cost_usd REAL,
+            source TEXT NOT NULL DEFAULT 'live'
+        ) WITHOUT ROWID;
+        CREATE TABLE failures (
+            key TEXT PRIMARY KEY,
+            reason TEXT NOT NULL,
+            message TEXT,
+            status INTEGER,
+            attempts INTEGER NOT NULL DEFAULT 1,
+            first_at REAL NOT NULL,
+            last_at REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            task TEXT,
+            teacher TEXT,
+            outcome TEXT,
+            summary TEXT
+        );
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    key: str
+    reason: str
+    message: str
+    status: int | None
+    attempts: int
+
+
+class Store:
+    """Thread-safe handle on the store; writes are transactions of many rows."""
+
+    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            if readonly:
+                if not self.path.exists():
+                    raise StoreError(f"{self.path}: no such store")
+                uri = f"file:{self.path}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(
+                    self.path, check_same_thread=False, isolation_level=None, timeout=30.0
+                )
+            self._db.execute("PRAGMA busy_timeout = 30000")
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = FULL")
+            self._migrate(readonly)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create the store: {exc}") from exc
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def _migrate(self, readonly: bool) -> None:
+        db = self._db
+        if not readonly:
+            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        row = None
+        if _has_table(db, "meta"):
+            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: store schema version {version} is newer than this labeler "
+                f"understands ({SCHEMA_VERSION}); upgrade labeler to open it"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        if readonly:
+            raise StoreError(f"{self.path}: store needs a migration but was opened read-only")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for number in range(version, SCHEMA_VERSION):
+                MIGRATIONS[number](db)
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                    (str(number + 1),),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @property
+    def schema_version(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def known(self, keys: Sequence[str]) -> set[str]:
+        """Which of these keys already have a stored response (one query per 500 keys)."""
+        found: set[str] = set()
+        with self._lock:
+            for chunk in _chunks(keys, 500):
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    r[0]
+                    for r in self._db.execute(
+                        f"SELECT key FROM responses WHERE key IN ({marks})", chunk
+                    )
+                )
+        return found
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
+        out: dict[str, Completion] = {}
+        with self._lock:
+            for chunk in _chunks(keys, 500):
+                marks = ",".join("?" * len(chunk))
+                for row in self._db.execute(
+                    "SELECT key, text, tokens, samples, prompt_tokens, completion_tokens,"
+                    " cached_tokens, cache_write_tokens, finish_reason, model, latency_ms"
+                    f" FROM responses WHERE key IN ({marks})",
+                    chunk,
+                ):
+                    out[row[0]] = _completion(row)
+        return out
+
+    def get(self, key: str) -> Completion | None:
+        return self.get_many([key]).get(key)
+
+    def failures_for(self, keys: Sequence[str]) -> dict[str, Failure]:
+        out: dict[str, Failure] = {}
+        with self._lock:
+            for chunk in _chunks(keys, 500):
+                marks = ",".join("?" * len(chunk))
+                for row in self._db.execute(
+                    "SELECT key, reason, message, status, attempts FROM failures"
+                    f" WHERE key IN ({marks})",
+                    chunk,
+                ):
+                    out[row[0]] = Failure(row[0], row[1], row[2] or "", row[3], row[4])
+        return out
+
+    def created_at(self, keys: Sequence[str]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        with self._lock:
+            for chunk in _chunks(keys, 500):
+                marks = ",".join("?" * len(chunk))
+                out.update(
+                    self._db.execute(
+                        f"SELECT key, created_at FROM responses WHERE key IN ({marks})", chunk
+                    ).fetchall()
+                )
+        return out
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def put_many(
+        self, items: Iterable[tuple[str, Completion, float | None]], *, source: str = "live"
+    ) -> None:
+        """Commit responses in one transaction; a key's failure record is cleared with it."""
+        now = time.time()
+        rows = [
+            (
+                key, now, c.model, c.text,
+                orjson.dumps(c.tokens_to_json()) if c.tokens is not None else None,
+                orjson.dumps(c.samples) if c.samples is not None else None,
+                c.usage.prompt_tokens, c.usage.completion_tokens, c.usage.cached_tokens,
+                c.usage.cache_write_tokens, c.finish_reason, round(c.latency_s * 1000), cost,
+                source,
+            )
+            for key, c, cost in items
+        ]
+        if not rows:
+            return
+        self._write(
+            lambda db: (
+                db.executemany(
+                    "INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                ),
+                db.executemany("DELETE FROM failures WHERE key = ?", [(r[0],) for r in rows]),
+            )
+        )
+
+    def put(self, key: str, completion: Completion, cost: float | None = None) -> None:
+        self.put_many([(key, completion, cost)])
+
+    def record_failures(self, items: Iterable[tuple[str, str, str, int | None, int]]) -> None:
+        """(key, reason, message, status, attempts); attempts add up across runs."""
+        now = time.time()
+        rows = [(k, r, m, s, a, now, now) for k, r, m, s, a in items]
+        if not rows:
+            return
+        self._write(
+            lambda db: db.executemany(
+                "INSERT INTO failures VALUES (?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET"
+                " reason=excluded.reason, message=excluded.message, status=excluded.status,"
+                " attempts=failures.attempts+excluded.attempts, last_at=excluded.last_at",
+                rows,
+            )
+        )
+
+    def forget(self, keys: Sequence[str]) -> None:
+        """Drop stored answers (used by --max-age relabeling) in one transaction."""
+        self._write(lambda db: db.executemany("DELETE FROM responses WHERE key = ?",
+                                              [(k,) for k in keys]))
+
+    def start_run(self, task: str, teacher: str) -> int:
+        with self._lock:
+            cur = self._exec_write(
+                "INSERT INTO runs (started_at, task, teacher) VALUES (?,?,?)",
+                (time.time(), task, teacher),
+            )
+            return int(cur.lastrowid or 0)
+
+    def finish_run(self, run_id: int, outcome: str, summary: dict[str, Any]) -> None:
+        with self._lock:
+            self._exec_write(
+                "UPDATE runs SET finished_at=?, outcome=?, summary=? WHERE id=?",
+                (time.time(), outcome, orjson.dumps(summary).decode(), run_id),
+            )
+
+    def _exec_write(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise _store_error(self.path, exc) from exc
+
+    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    fn(db)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise _store_error(self.path, exc) from exc
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            db = self._db
+            n, p, c, cached, cost = db.execute(
+                "SELECT count(*), coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0),"
+                " coalesce(sum(cached_tokens),0), coalesce(sum(cost_usd),0) FROM responses"
+            ).fetchone()
+            by_source = dict(db.execute("SELECT source, count(*) FROM responses GROUP BY source"))
+            by_finish = dict(
+                db.execute(
+                    "SELECT coalesce(finish_reason,'?'), count(*) FROM responses"
+                    " GROUP BY finish_reason"
+                )
+            )
+            reasons = dict(
+                db.execute("SELECT reason, count(*) FROM failures GROUP BY reason ORDER BY 2 DESC")
+            )
+            runs = db.execute(
+                "SELECT id, started_at, finished_at, task, teacher, outcome FROM runs"
+                " ORDER BY id DESC LIMIT 10"
+            ).fetchall()
+        return {
+            "store": str(self.path),
+            "schema_version": SCHEMA_VERSION,
+            "responses": n,
+            "failed": sum(reasons.values()),
+            "failures_by_reason": reasons,
+            "responses_by_source": by_source,
+            "responses_by_finish_reason": by_finish,
+            "prompt_tokens": p,
+            "completion_tokens": c,
+            "cached_tokens": cached,
+            "cost_usd": round(cost, 6),
+            "recent_runs": [
+                {"id": r[0], "started_at": r[1], "finished_at": r[2], "task": r[3],
+                 "teacher": r[4], "outcome": r[5]}
+                for r in runs
+            ],
+        }
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _completion(row: tuple[Any, ...]) -> Completion:
+    _, text, tokens, samples, p, c, cached, cw, finish, model, latency_ms = row
+    return Completion(
+        text=text,
+        tokens=Completion.tokens_from_json(orjson.loads(tokens)) if tokens is not None else None,
+        usage=Usage(p, c, cached, cw),
+        finish_reason=finish,
+        model=model or "",
+        latency_s=(latency_ms or 0) / 1000.0,
+        samples=orjson.loads(samples) if samples is not None else None,
+    )
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
+    ).fetchone() is not None
+
+
+def _chunks(seq: Sequence[str], size: int) -> Iterable[Sequence[str]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    text = str(exc)
+    if "full" in text:
+        hint = "the disk is full; free space and rerun (nothing stored so far is lost)"
+    elif "readonly" in text or "read-only" in text:
+        hint = "the store is read-only; fix its permissions and rerun"
+    else:
+        hint = text
+    return StoreError(f"{path}: cannot write to the store: {hint}")

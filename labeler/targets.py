@@ -1,0 +1,585 @@
+"""Soft labels and confidence from a teacher's answer.
+
+A student learns more from the teacher's whole distribution over labels than from its
+argmax, so every answer becomes a `SoftLabel`: a probability per label (in `LabelSpace`
+order), the mass that fell outside the label set, and where the numbers came from.
+
+Soft labels from logprobs
+-------------------------
+The teacher's answer is a token sequence t0, t1, … with, at each position, the chosen
+token's logprob and the provider's top-k alternatives (the chosen token among them).
+
+1. **Answer position.** Leading tokens that carry no label content — empty, whitespace,
+   newlines, quotes, backticks, ``**`` — are skipped; the first other token is the answer
+   position p0. The distribution read at p0 is therefore *conditional on that lead-in*;
+   alternatives at p0 that are themselves filler (the teacher might have opened a quote)
+   are counted as ``outside``.
+2. **Alternatives.** At p0 take the top-k alternatives (if the provider sent none, the
+   chosen token with its logprob; if the chosen token is missing from a non-empty list, it
+   is added). Each becomes a probability ``exp(logprob)``. Its string is normalised: leading
+   whitespace, byte-BPE / SentencePiece space markers (``Ġ``, ``▁``) and filler characters
+   are stripped and, unless the space is case sensitive, it is case-folded. Verbalizers are
+   normalised the same way (surrounding whitespace stripped, case-folded).
+3. **Matching.** An alternative string ``s`` is consistent with every verbalizer that
+   starts with it (``"pos"`` → ``"positive"``, ``"positive"`` → ``"positive"``). Only if no
+   verbalizer starts with ``s`` is it matched by *extension*: the longest verbalizer ``v``
+   with ``s`` starting with ``v`` followed by a non-alphanumeric character
+   (``"positive."``, ``"A)"``, ``"A\\n"``). Verbalizers map to labels; several verbalizers
+   (and several alternatives such as ``" Positive"`` and ``"positive"``) of one label
+   simply add up.
+4. **Outside mass.** An alternative consistent with no label adds its probability to
+   ``outside``. So does the mass the top-k list does not cover, ``1 - Σ top-k``: the
+   provider did not say where it went, and counting it as a label would invent evidence.
+   With this bookkeeping every unit of probability ends either on a label or outside, so
+   ``outside = 1 - Σ label mass`` before renormalisation.
+5. **Shared prefixes (descent).** If an alternative is consistent with several labels
+   (``"card"`` for ``card_arrival``/``card_linking``; ``"New"`` for ``New York``/``New
+   Delhi``; ``"A"`` for codes ``A``/``AA``) and it *is* the generated token, its mass is
+   split by the conditional distribution at the next position: each alternative there
+   extends the path (``"New" + " York"``), is matched again among the labels still
+   consistent, and receives ``P(path) · P(t | path)``. This recurses as deep as the labels
+   need; at every level the uncovered remainder and non-matching alternatives go to
+   ``outside`` (scaled by the path probability). A continuation that ends the word
+   (``"\\n"``, ``"."``) completes a verbalizer that equals the path (label ``A`` in
+   ``A``/``AA``).
+6. **Unresolvable mass.** A shared-prefix alternative that is *not* on the generated path
+   has no conditional distribution to descend into, nor does a generated path that stops
+   while still shared. Its mass is split equally among the consistent labels and
+   ``ambiguous`` is set, so filters and reports can tell an honest split from a confident
+   one. `LabelSpace.ambiguity` warns about label sets that will cause this.
+7. **Renormalise.** ``probs = mass / Σ mass`` when ``Σ mass > 0``; otherwise all zero.
+
+Completion-mode teachers (a few-shot prefix whose *next* token is the label) produce the
+same token structure and use the same function. Without logprobs, a sampled teacher gives
+the empirical distribution of its parsed samples (``outside`` = share of invalid samples),
+and a single answer gives a one-hot on its parsed label (``source="none"``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from labeler.completion import Completion, TokenLogprob
+from labeler.errors import ConfigError
+
+__all__ = [
+    "Confidence",
+    "LabelSpace",
+    "SoftLabel",
+    "confidence",
+    "parse_label",
+    "sampled_soft_label",
+    "soft_label",
+    "token_confidence",
+]
+
+# Characters that never carry label content at the start of an answer: whitespace, quotes,
+# markdown emphasis and code marks, and the raw space/newline markers of BPE vocabularies.
+_FILLER = " \t\r\n\f\v\"'`*“”‘’„«»ĠĊ▁"
+# What `parse_label` peels off both ends of an answer before matching.
+_WRAP = " \t\r\n\f\v\"'`*“”‘’„«»"
+_TRAILING_PUNCT = ".,;:!?)]}>"
+_LEADING_PUNCT = "([{<"
+# "Label: X", "Answer = X", "Sentiment - X": a short lead-in of words before a separator.
+_PREFIX_RE = re.compile(r"^\s*[^\W\d][\w \-]{0,39}?\s*[:=]\s*(?P<rest>\S.*)$")
+_FIRST_WORD_RE = re.compile(r"[^\W_]+")
+_CACHE_LIMIT = 200_000
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """The labels a task can produce and the surface forms the teacher may use for them.
+
+    ``labels`` fixes the export order (the ClassLabel order of the dataset); every
+    probability vector in labeler follows it. ``verbalizers`` lets the prompt ask for short
+    codes or synonyms while the dataset keeps canonical names; labels without an entry
+    answer with their own name.
+    """
+
+    labels: tuple[str, ...]
+    verbalizers: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    case_sensitive: bool = False
+    _norm: dict[str, int] = field(init=False, repr=False, compare=False, hash=False)
+    _sorted: tuple[str, ...] = field(init=False, repr=False, compare=False, hash=False)
+    _clean: dict[str, frozenset[int]] = field(init=False, repr=False, compare=False, hash=False)
+    _cache: dict[str, frozenset[int]] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        labels = tuple(self.labels)
+        if not labels:
+            raise ConfigError("a label space needs at least one label")
+        for label in labels:
+            if not isinstance(label, str) or not label.strip():
+                raise ConfigError(f"label names must be non-empty strings, got {label!r}")
+        dupes = sorted(k for k, n in Counter(labels).items() if n > 1)
+        if dupes:
+            raise ConfigError(f"duplicate label names: {', '.join(dupes)}")
+        unknown = sorted(set(self.verbalizers) - set(labels))
+        if unknown:
+            raise ConfigError(f"verbalizers given for unknown labels: {', '.join(unknown)}")
+
+        verbalizers: dict[str, tuple[str, ...]] = {}
+        norm: dict[str, int] = {}
+        for index, label in enumerate(labels):
+            forms = self.verbalizers.get(label, (label,))
+            if isinstance(forms, str):
+                forms = (forms,)
+            forms = tuple(dict.fromkeys(forms))
+            if not forms:
+                raise ConfigError(f"label {label!r} has an empty verbalizer list")
+            for form in forms:
+                if not isinstance(form, str) or not form.strip():
+                    raise ConfigError(f"label {label!r} has an empty verbalizer {form!r}")
+                key = self._fold(form.strip())
+                other = norm.get(key)
+                if other is not None and other != index:
+                    raise ConfigError(
+                        f"verbalizer {form!r} is used by both {labels[other]!r} and "
+                        f"{label!r}; an answer could not be mapped back to one label"
+                    )
+                norm[key] = index
+            verbalizers[label] = forms
+
+        clean: dict[str, set[int]] = {}
+        for key, index in norm.items():
+            clean.setdefault(_strip_wrapping(key), set()).add(index)
+
+        set_ = object.__setattr__
+        set_(self, "labels", labels)
+        set_(self, "verbalizers", verbalizers)
+        set_(self, "_norm", norm)
+        set_(self, "_sorted", tuple(sorted(norm)))
+        set_(self, "_clean", {k: frozenset(v) for k, v in clean.items() if k})
+        set_(self, "_cache", {})
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def index(self, label: str) -> int:
+        """Position of ``label`` in export order (ValueError if it is not a label)."""
+        return self.labels.index(label)
+
+    def _fold(self, text: str) -> str:
+        # casefold is a per-character mapping, so folding tokens one by one and then
+        # concatenating equals folding the concatenation; lower() is context-sensitive.
+        return text if self.case_sensitive else text.casefold()
+
+    def _match(self, s: str) -> frozenset[int]:
+        """Labels a normalised answer prefix ``s`` is consistent with (see module doc, 3)."""
+        hit = self._cache.get(s)
+        if hit is not None:
+            return hit
+        found: set[int] = set()
+        verbs = self._sorted
+        i = bisect_left(verbs, s)
+        while i < len(verbs) and verbs[i].startswith(s):
+            found.add(self._norm[verbs[i]])
+            i += 1
+        if not found:
+            for end in range(len(s) - 1, 0, -1):
+                if not s[end].isalnum():
+                    index = self._norm.get(s[:end])
+                    if index is not None:
+                        found.add(index)
+                        break
+        result = frozenset(found)
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[s] = result
+        return result
+
+    def ambiguity(self) -> list[str]:
+        """Warnings for labels whose answers cannot be told apart from their first tokens.
+
+        Soft labels are read from the first answer token. When two labels begin with the
+        same word (``card_arrival`` / ``card_linking``) or one surface form is a prefix of
+        another (``pos`` / ``positive``), the teacher's first-token alternatives cannot be
+        attributed: only the generated path can be resolved, the rest is split evenly and
+        flagged ambiguous. The check is tokenizer-independent and therefore works at word
+        level; each warning names the fix.
+        """
+        fix = (
+            "fix: answer with short codes instead (LabelSpace.with_codes(): A, B, C… or "
+            "digits), which labeler maps back to the label names"
+        )
+        forms: list[tuple[str, str, int]] = []  # (normalised form, its first word, label)
+        for index, label in enumerate(self.labels):
+            for form in self.verbalizers[label]:
+                key = self._fold(form.strip())
+                forms.append((key, _first_word(key), index))
+
+        warnings: list[str] = []
+        by_word: dict[str, set[int]] = {}
+        for _, word, index in forms:
+            by_word.setdefault(word, set()).add(index)
+        for word, members in sorted(by_word.items()):
+            if len(members) > 1:
+                names = [self.labels[i] for i in sorted(members)]
+                warnings.append(
+                    f"{len(names)} labels begin with the same word {word!r} "
+                    f"({_short_list(names)}); their first answer token cannot tell them "
+                    f"apart — {fix}"
+                )
+
+        # A whole surface form that prefixes another ("pos" / "positive", "A" / "AB") always
+        # has a first word that prefixes the other's first word, so one check covers both.
+        words = sorted(by_word)
+        for word_a in words:
+            for word_b in words:
+                if word_b == word_a or not word_b.startswith(word_a):
+                    continue
+                names_a = [self.labels[i] for i in sorted(by_word[word_a])]
+                names_b = [self.labels[i] for i in sorted(by_word[word_b] - by_word[word_a])]
+                if not names_b:
+                    continue
+                warnings.append(
+                    f"{word_a!r} is a prefix of {word_b!r}, so {_short_list(names_a)} and "
+                    f"{_short_list(names_b)} likely share a first token — {fix}"
+                )
+        return warnings
+
+    def with_codes(self, style: str = "letters") -> LabelSpace:
+        """The same labels answered with short codes, so each label is one distinct token.
+
+        Codes never prefix one another: up to 26 labels get ``A``..``Z``, larger sets get
+        fixed-width codes (``AA``, ``AB``, …), and ``style="digits"`` gives ``1``..``9`` or
+        zero-padded ``01``..``77``. The prompt must list the codes; answers map back to the
+        label names.
+        """
+        n = len(self.labels)
+        if style == "letters":
+            width = 1
+            while 26**width < n:
+                width += 1
+            codes = [_letters(i, width) for i in range(n)]
+        elif style == "digits":
+            width = len(str(n))
+            codes = [str(i + 1).zfill(width) for i in range(n)]
+        else:
+            raise ConfigError(f"unknown code style {style!r}; use 'letters' or 'digits'")
+        return LabelSpace(
+            self.labels,
+            {label: (code,) for label, code in zip(self.labels, codes, strict=True)},
+            case_sensitive=self.case_sensitive,
+        )
+
+    def codes(self) -> dict[str, str]:
+        """First verbalizer of each label, for rendering the label list into a prompt."""
+        return {label: self.verbalizers[label][0] for label in self.labels}
+
+
+def _letters(i: int, width: int) -> str:
+    out = []
+    for _ in range(width):
+        i, r = divmod(i, 26)
+        out.append(chr(ord("A") + r))
+    return "".join(reversed(out))
+
+
+def _first_word(key: str) -> str:
+    m = _FIRST_WORD_RE.match(key)
+    return m.group(0) if m else key[:1]
+
+
+def _short_list(names: list[str], limit: int = 6) -> str:
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:limit]) + f", … +{len(names) - limit} more"
+
+
+def _strip_wrapping(text: str) -> str:
+    """Peel quotes, emphasis, brackets and trailing punctuation until nothing changes."""
+    prev = None
+    while text != prev:
+        prev = text
+        text = text.strip(_WRAP).rstrip(_TRAILING_PUNCT).lstrip(_LEADING_PUNCT)
+    return text
+
+
+@dataclass(frozen=True)
+class SoftLabel:
+    """A teacher's distribution over the labels, plus what it could not place.
+
+    ``probs`` follows `LabelSpace.labels` and sums to 1, or is all zero when no mass fell on
+    any label. ``outside`` is the share (before renormalisation) that went to no label: a
+    high value means the teacher did not answer in the label vocabulary, which a filter or
+    a report should see even though ``probs`` has been renormalised.
+    """
+
+    probs: tuple[float, ...]
+    outside: float
+    source: str  # "logprobs" | "sampled" | "none"
+    ambiguous: bool = False
+
+    @property
+    def valid(self) -> bool:
+        return any(p > 0.0 for p in self.probs)
+
+    def argmax(self) -> int | None:
+        """Index of the most probable label (first on ties), None when nothing is on a label."""
+        if not self.valid:
+            return None
+        best = max(self.probs)
+        return self.probs.index(best)
+
+    def label(self, space: LabelSpace) -> str | None:
+        index = self.argmax()
+        return None if index is None else space.labels[index]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "probs": list(self.probs),
+            "outside": self.outside,
+            "source": self.source,
+            "ambiguous": self.ambiguous,
+        }
+
+
+def parse_label(text: str, space: LabelSpace) -> str | None:
+    """The hard label an answer names, or None when it names none.
+
+    Teachers decorate answers (quotes, ``**bold**``, a trailing period, ``Label: X``, an
+    explanation after the label), so matching goes from strict to lenient and stops at the
+    first hit: the exact surface form on the first non-empty line; the same with wrapping
+    and trailing punctuation peeled off; the part after a ``Label:``-style prefix; and last
+    the longest verbalizer the answer starts with at a word boundary.
+    """
+    line = _first_line(text)
+    if line is None:
+        return None
+    folded = space._fold(line)
+    found = _exact(folded, space)
+    if found is not None:
+        return space.labels[found]
+    m = _PREFIX_RE.match(folded.replace("*", "").replace("`", ""))
+    rest = m.group("rest") if m else None
+    if rest is not None:
+        found = _exact(rest, space)
+        if found is not None:
+            return space.labels[found]
+    for candidate in (folded, rest):
+        if candidate is not None:
+            found = _starts_with(candidate, space)
+            if found is not None:
+                return space.labels[found]
+    return None
+
+
+def _first_line(text: str) -> str | None:
+    for raw in text.splitlines():
+        line = raw.strip()
+        if _strip_wrapping(line):
+            return line
+    return None
+
+
+def _exact(folded: str, space: LabelSpace) -> int | None:
+    light = folded.strip(_WRAP)
+    index = space._norm.get(light)
+    if index is not None:
+        return index
+    hits = space._clean.get(_strip_wrapping(light))
+    if hits is not None and len(hits) == 1:
+        return next(iter(hits))
+    return None
+
+
+def _starts_with(folded: str, space: LabelSpace) -> int | None:
+    body = folded.lstrip(_WRAP + _LEADING_PUNCT)
+    best: tuple[int, int] | None = None  # (length, label)
+    for key, index in space._norm.items():
+        if best is not None and len(key) <= best[0]:
+            continue
+        if body.startswith(key) and (len(body) == len(key) or not body[len(key)].isalnum()):
+            best = (len(key), index)
+    return None if best is None else best[1]
+
+
+class _Mass:
+    __slots__ = ("ambiguous", "labels", "outside")
+
+    def __init__(self, k: int) -> None:
+        self.labels = [0.0] * k
+        self.outside = 0.0
+        self.ambiguous = False
+
+    def split(self, candidates: frozenset[int], mass: float) -> None:
+        share = mass / len(candidates)
+        for index in candidates:
+            self.labels[index] += share
+        self.ambiguous = True
+
+
+def _alternatives(tok: TokenLogprob) -> list[tuple[str, float]]:
+    alts = [(t, math.exp(lp)) for t, lp in tok.top]
+    if not any(t == tok.token for t, _ in tok.top):
+        alts.append((tok.token, math.exp(tok.logprob)))
+    return alts
+
+
+def _is_filler(token: str) -> bool:
+    return token.strip(_FILLER) == ""
+
+
+def _continuation(token: str) -> str:
+    # Raw BPE vocabularies spell a leading space as Ġ/▁ and a newline as Ċ; inside a
+    # multi-token label the space matters ("New" + " York"), so convert instead of strip.
+    if token[:1] in ("Ġ", "▁"):
+        return " " + token[1:]
+    if token[:1] == "Ċ":
+        return "\n" + token[1:]
+    return token
+
+
+def _descend(
+    tokens: Sequence[TokenLogprob],
+    pos: int,
+    prefix: str,
+    candidates: frozenset[int],
+    mass: float,
+    space: LabelSpace,
+    acc: _Mass,
+) -> None:
+    """Split ``mass`` (on the generated path ``prefix``) by the conditional at ``pos``."""
+    if pos >= len(tokens):
+        acc.split(candidates, mass)
+        return
+    tok = tokens[pos]
+    alts = _alternatives(tok)
+    acc.outside += mass * max(0.0, 1.0 - sum(q for _, q in alts))
+    for raw, q in alts:
+        path = prefix + space._fold(_continuation(raw))
+        hits = space._match(path) & candidates
+        if not hits:
+            acc.outside += mass * q
+        elif len(hits) == 1:
+            acc.labels[next(iter(hits))] += mass * q
+        elif raw == tok.token:
+            _descend(tokens, pos + 1, path, hits, mass * q, space, acc)
+        else:
+            acc.split(hits, mass * q)
+
+
+def soft_label(completion: Completion, space: LabelSpace) -> SoftLabel:
+    """The teacher's label distribution for one answer (algorithm in the module docstring)."""
+    tokens = completion.tokens
+    if not tokens:
+        if completion.sampled:
+            return sampled_soft_label(completion.samples or [], space)
+        return _one_hot(parse_label(completion.text, space), space)
+
+    k = len(space.labels)
+    p0 = next((i for i, t in enumerate(tokens) if not _is_filler(t.token)), None)
+    if p0 is None:
+        return SoftLabel((0.0,) * k, 1.0, "logprobs", False)
+
+    acc = _Mass(k)
+    tok = tokens[p0]
+    alts = _alternatives(tok)
+    acc.outside += max(0.0, 1.0 - sum(q for _, q in alts))
+    for raw, q in alts:
+        piece = space._fold(raw.lstrip(_FILLER))
+        hits = space._match(piece) if piece else frozenset()
+        if not hits:
+            acc.outside += q
+        elif len(hits) == 1:
+            acc.labels[next(iter(hits))] += q
+        elif raw == tok.token:
+            _descend(tokens, p0 + 1, piece, hits, q, space, acc)
+        else:
+            acc.split(hits, q)
+
+    total = sum(acc.labels)
+    probs = tuple(m / total for m in acc.labels) if total > 0 else (0.0,) * k
+    outside = min(1.0, max(0.0, acc.outside))
+    return SoftLabel(probs, outside, "logprobs", acc.ambiguous)
+
+
+def sampled_soft_label(samples: Sequence[str], space: LabelSpace) -> SoftLabel:
+    """Empirical label distribution of n sampled answers, for teachers without logprobs.
+
+    Invalid samples are evidence that the teacher strays from the label set, so their share
+    is kept as ``outside`` rather than silently dropped.
+    """
+    k = len(space.labels)
+    counts = [0] * k
+    for sample in samples:
+        label = parse_label(sample, space)
+        if label is not None:
+            counts[space.index(label)] += 1
+    n = len(samples)
+    valid = sum(counts)
+    if valid == 0:
+        return SoftLabel((0.0,) * k, 1.0, "sampled", False)
+    probs = tuple(c / valid for c in counts)
+    return SoftLabel(probs, (n - valid) / n, "sampled", False)
+
+
+def _one_hot(label: str | None, space: LabelSpace) -> SoftLabel:
+    k = len(space.labels)
+    if label is None:
+        return SoftLabel((0.0,) * k, 1.0, "none", False)
+    index = space.index(label)
+    return SoftLabel(tuple(1.0 if i == index else 0.0 for i in range(k)), 0.0, "none", False)
+
+
+@dataclass(frozen=True)
+class Confidence:
+    """How sure the teacher was, measured several ways so each can be judged against gold.
+
+    ``max_prob``, ``margin`` (top-1 minus top-2) and ``entropy`` (nats) describe the
+    renormalised label distribution; with no mass on any label they are 0, 0 and log(K), the
+    least confident values. ``mean_logprob`` is the mean logprob of all answer tokens
+    (None without logprobs) and ``agreement`` the share of all samples, invalid ones
+    included, that name the majority label (None unless the teacher was sampled).
+    """
+
+    max_prob: float
+    margin: float
+    entropy: float
+    mean_logprob: float | None = None
+    agreement: float | None = None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {
+            "max_prob": self.max_prob,
+            "margin": self.margin,
+            "entropy": self.entropy,
+            "mean_logprob": self.mean_logprob,
+            "agreement": self.agreement,
+        }
+
+
+def confidence(completion: Completion, soft: SoftLabel) -> Confidence:
+    """Confidence measures of one answer, given its soft label."""
+    probs = soft.probs
+    if soft.valid:
+        ranked = sorted(probs, reverse=True)
+        max_prob = ranked[0]
+        margin = ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0)
+        entropy = -sum(p * math.log(p) for p in probs if p > 0.0)
+        entropy = max(0.0, entropy)
+    else:
+        max_prob, margin, entropy = 0.0, 0.0, math.log(len(probs)) if probs else 0.0
+
+    agreement: float | None = None
+    if soft.source == "sampled" and completion.samples:
+        # max_prob = majority / valid and 1 - outside = valid / n, so their product is
+        # majority / n; rounding to a whole count keeps the share exact.
+        n = len(completion.samples)
+        majority = round(max_prob * (1.0 - soft.outside) * n) if soft.valid else 0
+        agreement = majority / n
+    return Confidence(max_prob, margin, entropy, token_confidence(completion), agreement)
+
+
+def token_confidence(completion: Completion) -> float | None:
+    """Mean token logprob of the answer: the confidence available for free-text tasks."""
+    tokens = completion.tokens
+    if not tokens:
+        return None
+    return sum(t.logprob for t in tokens) / len(tokens)

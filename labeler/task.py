@@ -1,0 +1,338 @@
+"""Prompt templates: load a YAML file, render a row into a Request, parse the answer.
+
+A template is data with a strict schema: an unknown key is an error naming the file and
+the key, because a typo in a prompt file must never become a silent default. Rendering
+runs in a Jinja2 sandbox with strict undefined, so a row that lacks a field the template
+uses is an error naming the template, the field and the row instead of an empty string
+sent to a paid API.
+
+Two modes:
+- ``chat``: system prompt, few-shot examples as user/assistant turns, then the row.
+- ``completion``: one text prompt (instructions, few-shot examples, then the row) that
+  ends where the label goes; the label distribution is read from the next token. Small
+  local models label far better this way than through a chat template. The shared prefix
+  comes first so servers can reuse its cached computation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.meta
+import jinja2.sandbox
+import orjson
+import yaml
+
+from labeler.errors import TemplateError
+from labeler.request import Request
+from labeler.targets import LabelSpace
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+OUTPUT_KINDS = ("label", "text", "json")
+MODES = ("chat", "completion")
+TOP_KEYS = {
+    "name", "version", "description", "mode", "system", "user", "output", "few_shot",
+    "params", "soft_targets", "top_logprobs", "fields", "example_separator", "answer_prefix",
+}
+OUTPUT_KEYS = {"kind", "labels", "schema", "case_sensitive"}
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "label": {"temperature": 0.0, "max_tokens": 8},
+    "text": {"temperature": 0.0, "max_tokens": 512},
+    "json": {"temperature": 0.0, "max_tokens": 512},
+}
+
+_ENV = jinja2.sandbox.SandboxedEnvironment(
+    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
+)
+
+
+@dataclass(frozen=True)
+class FewShot:
+    """One worked example: the input fields and the answer the teacher should give."""
+
+    input: dict[str, Any]
+    output: str
+
+
+@dataclass(frozen=True)
+class Task:
+    """A loaded template; `render` turns a row into a Request, `label_space` parses answers."""
+
+    name: str
+    version: str
+    path: str
+    mode: str
+    output_kind: str
+    system: str
+    user: jinja2.Template = field(repr=False)
+    user_source: str = field(repr=False, default="")
+    system_template: jinja2.Template | None = field(repr=False, default=None)
+    label_space: LabelSpace | None = None
+    schema: dict[str, Any] | None = None
+    few_shot: tuple[FewShot, ...] = ()
+    params: dict[str, Any] = field(default_factory=dict)
+    soft_targets: bool = False
+    top_logprobs: int = 0
+    fields: tuple[str, ...] = ()
+    example_separator: str = "\n\n"
+    answer_prefix: str = " "
+    description: str = ""
+    warnings: tuple[str, ...] = ()
+    _prefix: str = field(repr=False, default="")
+    _shot_messages: tuple[dict[str, str], ...] = field(repr=False, default=())
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.label_space.labels if self.label_space else ()
+
+    def render(self, row: Mapping[str, Any], *, row_id: str = "?") -> Request:
+        """Render one input row; raises TemplateError naming the file, field and row."""
+        for name in self.fields:
+            if name not in row:
+                raise TemplateError(self.path, "missing in the input row", field=name, row=row_id)
+            if row[name] is None:
+                raise TemplateError(self.path, "is null in the input row", field=name, row=row_id)
+        text = self._render_user(row, row_id)
+        if not text.strip():
+            raise TemplateError(self.path, "renders to an empty prompt", row=row_id)
+        params = dict(self.params)
+        if self.mode == "completion":
+            return Request(prompt=self._prefix + text, params=params, template=self.identity)
+        messages = (*self._shot_messages, {"role": "user", "content": text})
+        return Request(messages=messages, params=params, template=self.identity)
+
+    def _render_user(self, row: Mapping[str, Any], row_id: str) -> str:
+        try:
+            return self.user.render(**_context(self, row))
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(self.path, str(exc), field=_undefined_name(exc), row=row_id) from exc
+        except jinja2.TemplateError as exc:
+            raise TemplateError(self.path, f"cannot render: {exc}", row=row_id) from exc
+        except Exception as exc:  # a filter applied to a value of the wrong type
+            raise TemplateError(self.path, f"cannot render: {exc!r}", row=row_id) from exc
+
+    def system_prompt(self) -> str:
+        return self.system
+
+
+def _context(task: Task, row: Mapping[str, Any]) -> dict[str, Any]:
+    ctx = dict(row)
+    ctx["task"] = {
+        "labels": list(task.labels),
+        "verbalizers": (
+            {k: list(v) for k, v in task.label_space.verbalizers.items()}
+            if task.label_space
+            else {}
+        ),
+        "answers": [task.label_space.verbalizers[lab][0] for lab in task.labels]
+        if task.label_space
+        else [],
+    }
+    return ctx
+
+
+def _undefined_name(exc: jinja2.UndefinedError) -> str | None:
+    msg = str(exc)
+    if msg.startswith("'") and "' is undefined" in msg:
+        return msg[1 : msg.index("' is undefined")]
+    if "has no attribute '" in msg:
+        return msg.split("has no attribute '", 1)[1].rstrip("'")
+    return None
+
+
+def resolve_template_path(name_or_path: str | Path) -> Path:
+    """A path to a YAML file, or the name of a shipped template (``sentiment``)."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise TemplateError(str(p), "template file not found")
+        return p
+    for candidate in (Path("prompts") / f"{p}.yaml", PROMPTS_DIR / f"{p}.yaml"):
+        if candidate.is_file():
+            return candidate
+    shipped = ", ".join(sorted(t.stem for t in PROMPTS_DIR.glob("*.yaml")))
+    raise TemplateError(str(name_or_path), f"no such template file or shipped template ({shipped})")
+
+
+def load_task(name_or_path: str | Path) -> Task:
+    """Load and validate a template; every problem names the file and the key."""
+    path = resolve_template_path(name_or_path)
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(where, f"cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise TemplateError(where, f"invalid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise TemplateError(where, "must be a YAML mapping of template keys")
+    return task_from_dict(raw, where)
+
+
+def task_from_dict(raw: dict[str, Any], where: str = "<template>") -> Task:
+    unknown = set(raw) - TOP_KEYS
+    if unknown:
+        raise TemplateError(
+            where, f"unknown key (allowed: {', '.join(sorted(TOP_KEYS))})", field=sorted(unknown)[0]
+        )
+    name = _req_str(raw, "name", where)
+    version = str(raw.get("version", "1"))
+    mode = raw.get("mode", "chat")
+    if mode not in MODES:
+        raise TemplateError(where, f"must be one of {', '.join(MODES)}", field="mode")
+    user_src = _req_str(raw, "user", where)
+    system = raw.get("system", "") or ""
+    if not isinstance(system, str):
+        raise TemplateError(where, "must be a string", field="system")
+
+    output = raw.get("output", {"kind": "text"})
+    if not isinstance(output, dict):
+        raise TemplateError(where, "must be a mapping with 'kind'", field="output")
+    bad = set(output) - OUTPUT_KEYS
+    if bad:
+        raise TemplateError(
+            where, f"unknown key (allowed: {', '.join(sorted(OUTPUT_KEYS))})",
+            field=f"output.{sorted(bad)[0]}",
+        )
+    kind = output.get("kind", "text")
+    if kind not in OUTPUT_KINDS:
+        raise TemplateError(where, f"must be one of {', '.join(OUTPUT_KINDS)}", field="output.kind")
+    space = None
+    warnings: tuple[str, ...] = ()
+    if kind == "label":
+        space = _label_space(output, where)
+        warnings = tuple(space.ambiguity())
+    elif "labels" in output:
+        raise TemplateError(where, "labels are only allowed with kind: label", field="output.labels")
+    schema = output.get("schema")
+    if kind == "json" and schema is not None and not isinstance(schema, dict):
+        raise TemplateError(where, "must be a JSON schema mapping", field="output.schema")
+    if mode == "completion" and kind != "label":
+        raise TemplateError(where, "completion mode needs output kind 'label'", field="mode")
+
+    try:
+        user_tmpl = _ENV.from_string(user_src)
+        used = jinja2.meta.find_undeclared_variables(_ENV.parse(user_src)) - {"task"}
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(where, f"Jinja2 syntax error line {exc.lineno}: {exc.message}",
+                            field="user") from exc
+    fields = raw.get("fields")
+    if fields is None:
+        fields_t = tuple(sorted(used))
+    elif isinstance(fields, list) and all(isinstance(f, str) for f in fields):
+        fields_t = tuple(fields)
+    else:
+        raise TemplateError(where, "must be a list of field names", field="fields")
+
+    few = _few_shot(raw.get("few_shot", []) or [], where, space)
+    params = dict(DEFAULT_PARAMS[kind])
+    user_params = raw.get("params", {}) or {}
+    if not isinstance(user_params, dict):
+        raise TemplateError(where, "must be a mapping", field="params")
+    params.update(user_params)
+    soft = bool(raw.get("soft_targets", kind == "label"))
+    top_k = int(raw.get("top_logprobs", 20 if soft else 0))
+    if not 0 <= top_k <= 20:
+        raise TemplateError(where, "must be between 0 and 20 (the OpenAI limit)",
+                            field="top_logprobs")
+    if soft or top_k:
+        params["logprobs"] = True
+        if top_k:
+            params["top_logprobs"] = top_k
+    if kind == "json":
+        params.setdefault("response_format", _response_format(name, schema))
+
+    task = Task(
+        name=name, version=version, path=where, mode=mode, output_kind=kind, system=system,
+        user=user_tmpl, user_source=user_src, label_space=space, schema=schema,
+        few_shot=few, params=params, soft_targets=soft, top_logprobs=top_k, fields=fields_t,
+        example_separator=str(raw.get("example_separator", "\n\n")),
+        answer_prefix=str(raw.get("answer_prefix", " ")),
+        description=str(raw.get("description", "")), warnings=warnings,
+    )
+    return _with_prefix(task)
+
+
+def _with_prefix(task: Task) -> Task:
+    """Pre-render the shared prefix (system + few-shot) once; every row reuses it."""
+    shots: list[dict[str, str]] = []
+    if task.system:
+        shots.append({"role": "system", "content": task.system})
+    parts: list[str] = [task.system + task.example_separator] if task.system else []
+    for i, ex in enumerate(task.few_shot):
+        text = task._render_user(ex.input, f"few_shot[{i}]")
+        shots.append({"role": "user", "content": text})
+        shots.append({"role": "assistant", "content": ex.output})
+        parts.append(text + task.answer_prefix + ex.output + task.example_separator)
+    object.__setattr__(task, "_shot_messages", tuple(shots))
+    object.__setattr__(task, "_prefix", "".join(parts))
+    return task
+
+
+def _req_str(raw: dict[str, Any], key: str, where: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise TemplateError(where, "is required and must be a non-empty string", field=key)
+    return value
+
+
+def _label_space(output: dict[str, Any], where: str) -> LabelSpace:
+    labels = output.get("labels")
+    if isinstance(labels, list) and labels and all(isinstance(x, str | int) for x in labels):
+        names = tuple(str(x) for x in labels)
+        verbal = {n: (n,) for n in names}
+    elif isinstance(labels, dict) and labels:
+        names = tuple(str(k) for k in labels)
+        verbal = {}
+        for k, v in labels.items():
+            forms = [v] if isinstance(v, str | int) else v
+            if not isinstance(forms, list) or not forms:
+                raise TemplateError(where, "each label maps to a word or a list of words",
+                                    field=f"output.labels.{k}")
+            verbal[str(k)] = tuple(str(f) for f in forms)
+    else:
+        raise TemplateError(
+            where, "kind 'label' needs a non-empty list of labels (or label: [words] mapping)",
+            field="output.labels",
+        )
+    if len(set(names)) != len(names):
+        raise TemplateError(where, "labels must be unique", field="output.labels")
+    return LabelSpace(
+        labels=names, verbalizers=verbal, case_sensitive=bool(output.get("case_sensitive", False))
+    )
+
+
+def _few_shot(items: Any, where: str, space: LabelSpace | None) -> tuple[FewShot, ...]:
+    if not isinstance(items, list):
+        raise TemplateError(where, "must be a list of {input, output}", field="few_shot")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) != {"input", "output"}:
+            raise TemplateError(where, "needs exactly the keys input and output",
+                                field=f"few_shot[{i}]")
+        if not isinstance(item["input"], dict):
+            raise TemplateError(where, "must be a mapping of fields", field=f"few_shot[{i}].input")
+        answer = item["output"]
+        if not isinstance(answer, str):
+            answer = orjson.dumps(answer).decode()
+        if space is not None and answer in space.labels:
+            answer = space.verbalizers[answer][0]
+        elif space is not None and not any(answer in v for v in space.verbalizers.values()):
+            raise TemplateError(where, f"'{answer}' is not one of the labels",
+                                field=f"few_shot[{i}].output")
+        out.append(FewShot(input=item["input"], output=answer))
+    return tuple(out)
+
+
+def _response_format(name: str, schema: dict[str, Any] | None) -> dict[str, Any]:
+    if schema is None:
+        return {"type": "json_object"}
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}

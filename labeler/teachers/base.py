@@ -1,0 +1,68 @@
+"""The one seam between labeler's core and any provider.
+
+A teacher turns a provider-neutral `Request` into a `Completion` or raises a classified
+`TeacherError`. Everything else (cache, retries, rate limits, budget) lives outside it, in
+the orchestrator, so adding a provider is one module and one registry line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from labeler.completion import Completion
+from labeler.request import Request
+
+HeaderObserver = Callable[[Mapping[str, str]], None]
+
+
+@runtime_checkable
+class Teacher(Protocol):
+    """What the orchestrator needs from a provider."""
+
+    provider: str
+    model: str
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What makes two answers comparable; part of every cache key. Never a secret."""
+        ...
+
+    async def complete(self, request: Request) -> Completion:
+        """One request; raises RetryableError or FinalError, never a provider exception."""
+        ...
+
+    def observe_headers(self, observer: HeaderObserver | None) -> None:
+        """Send each response's headers to the rate limiter (x-ratelimit-*, retry-after)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())

@@ -1,0 +1,134 @@
+"""Everything a test can turn on the teacher server, in one mutable dataclass.
+
+The server reads its config afresh for every request, so a test may change fields (or
+assign a new config) between phases while the server runs; a subprocess server takes
+the same fields as flags and as JSON on `POST /_config`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any
+
+from labeler.testing.responders import Responder
+
+COMPLETIONS_SHAPES = ("openai", "llama")
+FAULT_RATES = (
+    "error_rate",
+    "overloaded_rate",
+    "rate_limit_rate",
+    "garbage_rate",
+    "drop_rate",
+    "hang_rate",
+    "content_filter_rate",
+)
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    """Teacher behaviour, faults and limits.
+
+    Faults are drawn per (seed, prompt, attempt), so a run is reproducible whatever the
+    concurrency, and a retried prompt gets a fresh draw. Rates are probabilities of
+    mutually exclusive outcomes, checked in the order the fields are listed.
+    """
+
+    model: str = field(default="teacher-test", metadata={"help": "model id served and listed"})
+    seed: int = field(default=0, metadata={"help": "seed for labels, logprobs and faults"})
+    labels: list[str] | None = field(
+        default=None, metadata={"help": "answer with these labels (comma-separated)"}
+    )
+    responder: Responder | None = field(default=None, repr=False, compare=False)
+    context_tokens: int = field(default=8192, metadata={"help": "context window in tokens"})
+    completions_shape: str = field(
+        default="openai", metadata={"help": "logprobs shape of /v1/completions: openai|llama"}
+    )
+    latency_s: float = field(default=0.0, metadata={"help": "seconds before each answer"})
+    latency_jitter_s: float = field(default=0.0, metadata={"help": "extra uniform latency"})
+    error_rate: float = field(default=0.0, metadata={"help": "share of HTTP 500 answers"})
+    overloaded_rate: float = field(
+        default=0.0, metadata={"help": "share of overloaded answers (529 Anthropic, 503 OpenAI)"}
+    )
+    rate_limit_rate: float = field(default=0.0, metadata={"help": "share of random 429s"})
+    retry_after_s: float = field(default=1.0, metadata={"help": "retry-after of injected 429s"})
+    garbage_rate: float = field(default=0.0, metadata={"help": "share of 200s with a bad body"})
+    garbage_content_type: str = field(
+        default="application/json", metadata={"help": "content-type of the bad 200 body"}
+    )
+    drop_rate: float = field(default=0.0, metadata={"help": "share of connections dropped"})
+    hang_rate: float = field(default=0.0, metadata={"help": "share of answers delayed hang_s"})
+    hang_s: float = field(default=30.0, metadata={"help": "delay of a hung answer"})
+    content_filter_rate: float = field(
+        default=0.0, metadata={"help": "share of content-filtered answers"}
+    )
+    fail_first: int = field(
+        default=0, metadata={"help": "the first k attempts of every prompt fail"}
+    )
+    fail_status: int = field(default=500, metadata={"help": "status of those failures"})
+    status_for: list[tuple[str, int]] = field(default_factory=list)
+    rpm: int | None = field(default=None, metadata={"help": "requests allowed per window"})
+    tpm: int | None = field(default=None, metadata={"help": "tokens allowed per window"})
+    rate_window_s: float = field(default=60.0, metadata={"help": "rate-limit window seconds"})
+    api_key: str | None = field(default=None, repr=False)
+    cache_min_tokens: int = field(
+        default=0, metadata={"help": "smallest prefix Anthropic-style caching stores"}
+    )
+    openai_cache_min_tokens: int = field(
+        default=1024, metadata={"help": "prompt size from which OpenAI-style caching applies"}
+    )
+    log_requests: bool = field(default=True, metadata={"help": "keep a record of each request"})
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def validate(config: ServerConfig) -> None:
+    """Reject settings that would silently do something other than what was meant."""
+    total = 0.0
+    for name in FAULT_RATES:
+        rate = getattr(config, name)
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"{name} must be within [0, 1], got {rate}")
+        total += rate
+    if total > 1.0 + 1e-9:
+        raise ValueError(f"fault rates add up to {total:.3f}, more than 1")
+    if config.completions_shape not in COMPLETIONS_SHAPES:
+        raise ValueError(f"completions_shape must be one of {COMPLETIONS_SHAPES}")
+    if config.rate_window_s <= 0:
+        raise ValueError("rate_window_s must be positive")
+    if config.labels is not None and not config.labels:
+        raise ValueError("labels, when given, must not be empty")
+
+
+def public_view(config: ServerConfig) -> dict[str, Any]:
+    """The config as JSON-ready data, without the API key or the responder object."""
+    out: dict[str, Any] = {}
+    for f in fields(config):
+        if f.name in ("responder", "api_key"):
+            continue
+        value = getattr(config, f.name)
+        out[f.name] = [list(x) for x in value] if f.name == "status_for" else value
+    out["api_key_set"] = config.api_key is not None
+    out["responder"] = type(config.responder).__name__ if config.responder else None
+    return out
+
+
+def patched(config: ServerConfig, changes: Mapping[str, Any]) -> ServerConfig:
+    """A copy of `config` with JSON-typed `changes` applied and validated."""
+    known = {f.name: f for f in fields(config) if f.name != "responder"}
+    updates: dict[str, Any] = {}
+    for name, value in changes.items():
+        if name not in known:
+            raise ValueError(f"unknown config field {name!r}")
+        if name == "status_for":
+            value = [(str(sub), int(status)) for sub, status in value]
+        elif name == "labels" and isinstance(value, str):
+            value = [x for x in value.split(",") if x]
+        elif value is not None:
+            default = known[name].default
+            kind = type(default) if default is not MISSING and default is not None else None
+            if kind in (int, float) and not isinstance(value, bool):
+                value = kind(value)
+        updates[name] = value
+    return replace(config, **updates)

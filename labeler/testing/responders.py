@@ -1,0 +1,252 @@
+"""What the test teacher answers: a responder turns a request into a `Reply`.
+
+Tests pick the answer semantics they need (labels with a known distribution, free text,
+or exact scripted tokens and logprobs) without caring which provider shape carries it;
+the server wraps the same `Reply` as an OpenAI chat completion, a legacy completion or
+an Anthropic message.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from labeler.testing.hashing import mix, text_hash, unit
+from labeler.testing.tokens import tokenize
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One answer.
+
+    With only `text`, the server tokenizes it and makes up deterministic logprobs. With
+    `tokens` and/or `top_logprobs` it serves exactly those, position by position, so a
+    test can assert soft labels against known numbers; a chosen token that appears in
+    its position's `top_logprobs` gets that logprob. `finish_reason` overrides the
+    computed one (OpenAI vocabulary: "stop", "length", "content_filter").
+    """
+
+    text: str
+    top_logprobs: list[list[tuple[str, float]]] | None = None
+    tokens: list[str] | None = None
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """The provider-neutral facts a responder may base its answer on.
+
+    `prompt` is the flattened conversation (`"system: ...\\nuser: ..."`, one line per
+    message) or the raw completion prompt, so the same question asked through any
+    provider gets the same answer. `call` counts earlier answers to the same prompt on
+    the same endpoint (each of n choices is one call), which lets sampled answers vary
+    across calls yet repeat exactly across runs.
+    """
+
+    provider: str
+    prompt: str
+    last_user: str
+    model: str
+    temperature: float | None
+    seed: int | None
+    max_tokens: int | None
+    call: int
+    prompt_hash: int
+    body: Mapping[str, Any]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "seed": self.seed, "max_tokens": self.max_tokens}
+
+    @property
+    def sampling(self) -> bool:
+        """An unset temperature reads as greedy, so answers stay stable unless asked."""
+        return self.temperature is not None and self.temperature > 0
+
+
+Responder = Callable[[RequestView], Reply]
+
+_DISTRACTORS = (("The", 0.5), ("\n", 0.3))
+_CONTINUE_P = 0.995
+
+
+class LabelResponder:
+    """A classifier teacher with a known, per-prompt distribution over `labels`.
+
+    For each prompt it fixes (from a hash of seed and prompt) a most likely label and a
+    distribution over all labels; the first token of each label is served in
+    `top_logprobs` in two variants, bare and with a leading space, plus two non-label
+    distractors, as a real model would spread its mass. In chat the bare variant is the
+    likely one; on the completions endpoint (a few-shot prefix such as `"Label:"`) the
+    spaced one is, so the text there is e.g. `" positive"`. At temperature 0 the answer
+    is the most likely label; above it, a label is sampled (seeded by prompt and call
+    counter) from the label tokens only, so n samples give an empirical soft label.
+    Labels should have distinct first tokens, or no teacher could tell them apart.
+    """
+
+    def __init__(self, labels: Sequence[str], seed: int = 0) -> None:
+        if not labels:
+            raise ValueError("LabelResponder needs at least one label")
+        self.labels = tuple(labels)
+        self.seed = seed
+        self._tokens = [tokenize(label.strip()) or [label] for label in self.labels]
+
+    def label_distribution(self, prompt: str) -> dict[str, float]:
+        """Each label's probability for this prompt (sums to 1), as a test's ground truth."""
+        masses = self._masses(text_hash(prompt))
+        return dict(zip(self.labels, masses, strict=True))
+
+    def label_for(self, prompt: str) -> str:
+        """The label a greedy (temperature 0) request for this prompt answers."""
+        dist = self.label_distribution(prompt)
+        return max(self.labels, key=lambda label: dist[label])
+
+    def token_distribution(
+        self, prompt: str, provider: str = "openai-chat"
+    ) -> list[tuple[str, float]]:
+        """The first position's served alternatives as (token, probability), best first."""
+        return self._first_position(text_hash(prompt), provider == "openai-completions")
+
+    def __call__(self, view: RequestView) -> Reply:
+        h = view.prompt_hash
+        first = self._first_position(h, view.provider == "openai-completions")
+        label_set = {tok.lstrip() for toks in self._tokens for tok in toks[:1]}
+        candidates = [(tok, p) for tok, p in first if tok.lstrip() in label_set]
+        temp = view.temperature if view.sampling else None
+        chosen = _choose(candidates, temp, unit(self.seed, h, view.call, 0))
+        tokens = [chosen]
+        tops: list[list[tuple[str, float]]] = [[(tok, math.log(p)) for tok, p in first]]
+        masses = self._masses(h)
+        alive = [i for i, toks in enumerate(self._tokens) if toks[0].lstrip() == chosen.lstrip()]
+        pos = 1
+        while True:
+            nxt: dict[str, float] = {}
+            for i in alive:
+                if len(self._tokens[i]) > pos:
+                    tok = self._tokens[i][pos]
+                    nxt[tok] = nxt.get(tok, 0.0) + masses[i]
+            if not nxt or any(len(self._tokens[i]) == pos for i in alive):
+                break
+            total = sum(nxt.values())
+            options = sorted(
+                ((tok, _CONTINUE_P * m / total) for tok, m in nxt.items()), key=lambda e: -e[1]
+            )
+            tok = _choose(options, temp, unit(self.seed, h, view.call, pos))
+            top = [(t, math.log(p)) for t, p in options]
+            top.append(("\n", math.log((1.0 - _CONTINUE_P) / 2)))
+            tokens.append(tok)
+            tops.append(top)
+            alive = [i for i in alive if len(self._tokens[i]) > pos and self._tokens[i][pos] == tok]
+            pos += 1
+        return Reply(text="".join(tokens), top_logprobs=tops, tokens=tokens)
+
+    def _masses(self, h: int) -> list[float]:
+        n = len(self.labels)
+        if n == 1:
+            return [1.0]
+        best = mix(self.seed, h) % n
+        p_best = 0.55 + 0.42 * unit(self.seed, h, 1)
+        weights = [0.2 + unit(self.seed, h, 2, i) for i in range(n)]
+        rest = sum(w for i, w in enumerate(weights) if i != best)
+        return [
+            p_best if i == best else (1.0 - p_best) * w / rest if rest else 0.0
+            for i, w in enumerate(weights)
+        ]
+
+    def _first_position(self, h: int, spaced_first: bool) -> list[tuple[str, float]]:
+        leftover = 0.01 + 0.05 * unit(self.seed, h, 3)
+        scale = 1.0 - leftover
+        probs: dict[str, float] = {}
+        for i, mass in enumerate(self._masses(h)):
+            bare = self._tokens[i][0].lstrip()
+            share = 0.03 + 0.12 * unit(self.seed, h, 4, i)
+            likely, other = (" " + bare, bare) if spaced_first else (bare, " " + bare)
+            probs[likely] = probs.get(likely, 0.0) + mass * scale * (1.0 - share)
+            probs[other] = probs.get(other, 0.0) + mass * scale * share
+        for tok, share in _DISTRACTORS:
+            if tok not in probs:
+                probs[tok] = leftover * share
+        return sorted(((t, p) for t, p in probs.items() if p > 0.0), key=lambda e: -e[1])
+
+
+def _choose(options: list[tuple[str, float]], temperature: float | None, u: float) -> str:
+    """Greedy pick, or a temperature-scaled draw using the given uniform `u`."""
+    if temperature is None or len(options) == 1:
+        return max(options, key=lambda e: e[1])[0]
+    weights = [p ** (1.0 / temperature) for _, p in options]
+    target = u * sum(weights)
+    acc = 0.0
+    for (tok, _), w in zip(options, weights, strict=True):
+        acc += w
+        if target < acc:
+            return tok
+    return options[-1][0]
+
+
+_WORD_RE = re.compile(r"\w+")
+_SENTENCES = (
+    "Here is a short answer about {topic}.",
+    "The main point is that {word} matters more than it first seems.",
+    "In practice, most cases like this come down to a few simple checks.",
+    "A careful reader would start by looking at {word} again.",
+    "There are two sides to {topic}, and both deserve a fair hearing.",
+    "This is consistent with what is usually observed.",
+    "One caveat: the evidence for {word} is thinner than people assume.",
+    "To summarise, {topic} is worth a closer look.",
+    "Nothing here is surprising once {word} is taken into account.",
+    "The simplest explanation is usually the right one.",
+    "Further detail would depend on the exact context.",
+    "That said, {topic} has exceptions worth noting.",
+)
+
+
+class EchoResponder:
+    """A free-text teacher: a few sentences derived from the last user message.
+
+    The words come from the prompt, so different inputs get visibly different targets,
+    and the choice of sentences is a hash of the prompt (and, when sampling, the call
+    counter), so reruns reproduce them exactly.
+    """
+
+    def __init__(self, seed: int = 0, sentences: int = 3) -> None:
+        self.seed = seed
+        self.sentences = sentences
+
+    def __call__(self, view: RequestView) -> Reply:
+        words = _WORD_RE.findall(view.last_user or view.prompt)
+        topic = " ".join(words[:4]) if words else "your request"
+        call = view.call if view.sampling else 0
+        h = mix(self.seed, view.prompt_hash, call)
+        word = words[h % len(words)] if words else "context"
+        picked: list[int] = []
+        i = 0
+        while len(picked) < min(self.sentences, len(_SENTENCES)):
+            idx = mix(h, i) % len(_SENTENCES)
+            i += 1
+            if idx not in picked:
+                picked.append(idx)
+        text = " ".join(_SENTENCES[j].format(topic=topic, word=word) for j in picked)
+        return Reply(text=text)
+
+
+class ScriptedResponder:
+    """Exact answers for chosen prompts: the first rule whose substring is in the prompt wins.
+
+    Everything else goes to `default` (an `EchoResponder` unless given), so a test can
+    pin the few cases it asserts on and let the rest flow.
+    """
+
+    def __init__(
+        self, rules: Sequence[tuple[str, Reply]], default: Responder | None = None
+    ) -> None:
+        self.rules = list(rules)
+        self.default: Responder = default if default is not None else EchoResponder()
+
+    def __call__(self, view: RequestView) -> Reply:
+        for needle, reply in self.rules:
+            if needle in view.prompt:
+                return reply
+        return self.default(view)
