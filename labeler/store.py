@@ -27,7 +27,8 @@ from labeler.errors import StoreError
 
 
 def _m001_initial(db: sqlite3.Connection) -> None:
-    db.executescript(
+    _script(
+        db,
         """
         CREATE TABLE responses (
             key TEXT PRIMARY KEY,
@@ -65,6 +66,13 @@ def _m001_initial(db: sqlite3.Connection) -> None:
         );
         """
     )
+
+
+def _script(db: sqlite3.Connection, sql: str) -> None:
+    """Run statements one by one: executescript would commit the migration's transaction."""
+    for statement in sql.split(";"):
+        if statement.strip():
+            db.execute(statement)
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]

@@ -334,11 +334,12 @@ def test_ambiguity_on_banking77_labels() -> None:
     coded = space.with_codes()
     assert coded.ambiguity() == []
     assert parse_label("CY", coded) == space.labels[-1]
-    # With codes, a first-token distribution over codes resolves without descent.
-    c = completion(tok("A", 0.7, ("A", 0.7), ("AB", 0.2)))
+    # Codes that are whole tokens resolve at the first position.
+    c = completion(tok("AB", 0.7, ("AB", 0.7), (" AC", 0.2)))
     soft = soft_label(c, coded)
-    assert soft.probs[0] == pytest.approx(0.0, abs=1e-9)  # "A" alone is no full code
-    assert soft.probs[1] == pytest.approx(1.0, abs=1e-9)
+    assert soft.probs[1] == pytest.approx(0.7 / 0.9, abs=1e-9)
+    assert soft.probs[2] == pytest.approx(0.2 / 0.9, abs=1e-9)
+    assert not soft.ambiguous
 
 
 # --- confidence ----------------------------------------------------------------------------

@@ -93,9 +93,9 @@ def _attach(
     for i, tok in enumerate(tokens):
         alts = given[i] if given is not None and i < len(given) else None
         if alts:
-            lp = next((l for t, l in alts if t == tok), None)
+            lp = next((a for t, a in alts if t == tok), None)
             if lp is None:
-                lp = min(l for _, l in alts) - 1.0
+                lp = min(a for _, a in alts) - 1.0
             top = sorted(alts, key=lambda e: -e[1])[:top_k]
         else:
             lp, top = _synthesize(tok, mix(salt, i, crc32(tok.encode())), top_k)
