@@ -81,9 +81,7 @@ def accuracy(gold: Sequence[str], pred: Sequence[str | None]) -> float:
     return sum(right) / len(right)
 
 
-def macro_f1(
-    gold: Sequence[str], pred: Sequence[str | None], labels: Sequence[str] | None = None
-) -> float:
+def macro_f1(gold: Sequence[str], pred: Sequence[str | None], labels: Sequence[str] | None = None) -> float:
     """Unweighted mean of per-label F1, so rare labels weigh as much as common ones.
 
     F1 = 2·TP / (2·TP + FP + FN) per label. Labels default to those seen in gold or in valid
@@ -106,6 +104,10 @@ def macro_f1(
             fn[index[g]] += 1
         if p is not None and p in index:
             fp[index[p]] += 1
+    return _mean_f1(tp, fp, fn)
+
+
+def _mean_f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> float:
     denom = 2 * tp + fp + fn
     scored = denom > 0
     if not scored.any():
@@ -163,7 +165,7 @@ def confusion_matrix(
 
 
 def _oriented(scores: Sequence[float | None], lower_is_better: bool = False) -> np.ndarray:
-    arr = np.array([math.nan if s is None else float(s) for s in scores], dtype=float)
+    arr = np.array(scores, dtype=float)  # None becomes NaN
     if lower_is_better:
         arr = -arr
     arr[np.isnan(arr)] = -np.inf
@@ -172,6 +174,71 @@ def _oriented(scores: Sequence[float | None], lower_is_better: bool = False) -> 
 
 def _as_bool(correct: Sequence[bool]) -> np.ndarray:
     return np.asarray(correct, dtype=bool)
+
+
+def _kept_count(coverage: float, n: int) -> int:
+    if not 0.0 < coverage <= 1.0:
+        raise ValueError(f"coverage must lie in (0, 1], got {coverage}")
+    return max(1, math.ceil(coverage * n - 1e-9))
+
+
+class _Ranking:
+    """One measure's rows sorted most confident first, ties in input order.
+
+    Every ranking number (AUROC, accuracy at coverage, the curve, thresholds) is read off
+    this one sort, so a million-row evaluation sorts once per measure.
+    """
+
+    def __init__(
+        self, scores: Sequence[float | None], correct: Sequence[bool], lower_is_better: bool
+    ) -> None:
+        self.n = _check_lengths(scores, correct)
+        self.lower_is_better = lower_is_better
+        s = _oriented(scores, lower_is_better)
+        order = np.argsort(-s, kind="stable")
+        self.scores = s[order]
+        self.right = _as_bool(correct)[order]
+        self.cum = np.cumsum(self.right)
+        # Tie groups by equality, not by difference: -inf - -inf is NaN.
+        self.group_start = np.r_[True, self.scores[1:] != self.scores[:-1]] if self.n else None
+
+    def auroc(self) -> float | None:
+        n_pos = int(self.cum[-1]) if self.n else 0
+        n_neg = self.n - n_pos
+        if n_pos == 0 or n_neg == 0:
+            return None
+        starts = np.flatnonzero(self.group_start)
+        ends = np.r_[starts[1:], self.n]
+        # Descending position i has ascending 1-based rank n - i; a tie group at positions
+        # start..end-1 shares the mean rank n - (start + end - 1) / 2.
+        mean_rank = self.n - (starts + ends - 1) / 2.0
+        ranks = mean_rank[np.cumsum(self.group_start) - 1]
+        u = ranks[self.right].sum() - n_pos * (n_pos + 1) / 2.0
+        return float(u / (n_pos * n_neg))
+
+    def accuracy_at(self, coverage: float) -> float:
+        if self.n == 0:
+            raise ValueError("accuracy at coverage of an empty set is undefined")
+        k = _kept_count(coverage, self.n)
+        return float(self.cum[k - 1] / k)
+
+    def curve(self, points: int | None) -> list[tuple[float, float]]:
+        n = self.n
+        if n == 0:
+            return []
+        if points is None:
+            ks = np.arange(1, n + 1)
+        else:
+            ks = np.unique([_kept_count(i / points, n) for i in range(1, points + 1)])
+        return [(int(k) / n, float(self.cum[k - 1] / k)) for k in ks]
+
+    def operating_points(self) -> _OperatingPoints:
+        if self.n == 0:
+            empty = np.array([], dtype=float)
+            return _OperatingPoints(empty, empty, empty, 0, self.lower_is_better)
+        ends = np.flatnonzero(np.r_[self.group_start[1:], True])
+        ends = ends[np.isfinite(self.scores[ends])]  # rows without a score are no threshold
+        return _OperatingPoints(self.scores[ends], ends + 1, self.cum[ends], self.n, self.lower_is_better)
 
 
 def auroc(
@@ -183,39 +250,7 @@ def auroc(
     exactly. None when every row is correct or every row is wrong: there is nothing to
     separate.
     """
-    n = _check_lengths(scores, correct)
-    y = _as_bool(correct)
-    n_pos = int(y.sum())
-    n_neg = n - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    s = _oriented(scores, lower_is_better)
-    order = np.argsort(s, kind="stable")
-    ordered = s[order]
-    ranks = np.empty(n, dtype=float)
-    # Tie groups by equality, not by difference: -inf - -inf is NaN.
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], n]
-    for start, end in zip(starts, ends, strict=True):
-        ranks[order[start:end]] = (start + 1 + end) / 2.0
-    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
-
-
-def _ranked_correct(
-    scores: Sequence[float | None], correct: Sequence[bool], lower_is_better: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Correctness and scores from most to least confident, ties in input order."""
-    _check_lengths(scores, correct)
-    s = _oriented(scores, lower_is_better)
-    order = np.argsort(-s, kind="stable")
-    return _as_bool(correct)[order], s[order]
-
-
-def _kept_count(coverage: float, n: int) -> int:
-    if not 0.0 < coverage <= 1.0:
-        raise ValueError(f"coverage must lie in (0, 1], got {coverage}")
-    return max(1, math.ceil(coverage * n - 1e-9))
+    return _Ranking(scores, correct, lower_is_better).auroc()
 
 
 def accuracy_at_coverage(
@@ -226,11 +261,7 @@ def accuracy_at_coverage(
     lower_is_better: bool = False,
 ) -> float:
     """Accuracy of the ⌈coverage·n⌉ most confident rows: what a filter keeping that share buys."""
-    y, _ = _ranked_correct(scores, correct, lower_is_better)
-    if len(y) == 0:
-        raise ValueError("accuracy at coverage of an empty set is undefined")
-    k = _kept_count(coverage, len(y))
-    return float(y[:k].sum() / k)
+    return _Ranking(scores, correct, lower_is_better).accuracy_at(coverage)
 
 
 def coverage_curve(
@@ -245,16 +276,7 @@ def coverage_curve(
     Every k from 1 to n by default; with ``points`` only at that many evenly spaced
     coverage levels, which keeps reports and plots small for large datasets.
     """
-    y, _ = _ranked_correct(scores, correct, lower_is_better)
-    n = len(y)
-    if n == 0:
-        return []
-    cum = np.cumsum(y)
-    if points is None:
-        ks = np.arange(1, n + 1)
-    else:
-        ks = np.unique([_kept_count(i / points, n) for i in range(1, points + 1)])
-    return [(int(k) / n, float(cum[k - 1] / k)) for k in ks]
+    return _Ranking(scores, correct, lower_is_better).curve(points)
 
 
 @dataclass(frozen=True)
@@ -270,7 +292,7 @@ class ReliabilityBin:
 
 def _scored(probs: Sequence[float | None], correct: Sequence[bool]) -> tuple[np.ndarray, ...]:
     _check_lengths(probs, correct)
-    p = np.array([math.nan if v is None else float(v) for v in probs], dtype=float)
+    p = np.array(probs, dtype=float)  # None becomes NaN
     keep = ~np.isnan(p)
     p = p[keep]
     if ((p < -1e-9) | (p > 1 + 1e-9)).any():
@@ -357,17 +379,6 @@ class _OperatingPoints:
     n: int
     lower_is_better: bool
 
-    @classmethod
-    def build(
-        cls, scores: Sequence[float | None], correct: Sequence[bool], lower_is_better: bool
-    ) -> _OperatingPoints:
-        y, s = _ranked_correct(scores, correct, lower_is_better)
-        n = len(y)
-        cum = np.cumsum(y)
-        ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True]) if n else np.array([], int)
-        ends = ends[np.isfinite(s[ends])]  # rows without a score are never a threshold
-        return cls(s[ends], ends + 1, cum[ends], n, lower_is_better)
-
     def for_accuracy(self, target: float) -> Threshold | None:
         if self.n == 0 or len(self.kept) == 0:
             return None
@@ -399,7 +410,7 @@ def threshold_for_accuracy(
     lowest one that reaches the target keeps the most data. None if no threshold does.
     Accuracy is not monotone in the threshold, so this scans all of them.
     """
-    return _OperatingPoints.build(scores, correct, lower_is_better).for_accuracy(target)
+    return _Ranking(scores, correct, lower_is_better).operating_points().for_accuracy(target)
 
 
 def confidence_measures(confs: Sequence[Confidence | None]) -> dict[str, list[float | None]]:
@@ -459,8 +470,7 @@ class EvalReport:
                 for name, levels in self.coverage.items()
             },
             "thresholds": {
-                f"{target:g}": None if t is None else t.to_dict()
-                for target, t in self.thresholds.items()
+                f"{target:g}": None if t is None else t.to_dict() for target, t in self.thresholds.items()
             },
             "reliability": [
                 {
@@ -472,20 +482,18 @@ class EvalReport:
                 }
                 for b in self.reliability
             ],
-            "coverage_curve": {
-                name: [[c, a] for c, a in curve] for name, curve in self.curves.items()
-            },
+            "coverage_curve": {name: [[c, a] for c, a in curve] for name, curve in self.curves.items()},
             "confusion": self.confusion.to_dict(),
         }
 
     def to_table(self, max_matrix: int = 10) -> str:
         """A terminal summary; big confusion matrices are shown as their top errors."""
         lines = [
-            f"Quality against gold: {self.n} rows, {self.n_invalid} invalid "
-            f"({self.invalid_rate:.1%})",
+            f"Quality against gold: {self.n} rows, {self.n_invalid} invalid ({self.invalid_rate:.1%})",
             f"  accuracy      {self.accuracy:.4f}",
             f"  macro-F1      {self.macro_f1:.4f}",
-            f"  ECE (max_prob, {len(self.reliability)} bins)  {_fmt(self.ece)}",
+            f"  ECE           {_fmt(self.ece)}"
+            + (f"  (max_prob, {len(self.reliability)} bins)" if self.reliability else ""),
         ]
         if self.auroc:
             levels = list(next(iter(self.coverage.values()), {}).keys())
@@ -572,14 +580,11 @@ def evaluate(
     curves: dict[str, list[tuple[float, float]]] = {}
     points: dict[str, _OperatingPoints] = {}
     for name, values in confidences.items():
-        low = name in LOWER_IS_BETTER
-        auc[name] = auroc(values, correct, lower_is_better=low)
-        coverage[name] = {
-            level: accuracy_at_coverage(values, correct, level, lower_is_better=low)
-            for level in coverage_levels
-        }
-        curves[name] = coverage_curve(values, correct, curve_points, lower_is_better=low)
-        points[name] = _OperatingPoints.build(values, correct, low)
+        ranking = _Ranking(values, correct, name in LOWER_IS_BETTER)
+        auc[name] = ranking.auroc()
+        coverage[name] = {level: ranking.accuracy_at(level) for level in coverage_levels}
+        curves[name] = ranking.curve(curve_points)
+        points[name] = ranking.operating_points()
 
     if primary is None and confidences:
         primary = "max_prob" if "max_prob" in confidences else next(iter(confidences))
@@ -590,13 +595,18 @@ def evaluate(
     reliability = reliability_bins(probs, correct, bins) if probs is not None else []
     ece = expected_calibration_error(probs, correct, bins) if probs is not None else None
 
+    confusion = confusion_matrix(gold, pred, labels)
+    counts = np.array(confusion.counts, dtype=float).reshape(len(labels), len(labels) + 1)
+    tp = np.diag(counts[:, :-1])
+    f1 = _mean_f1(tp, counts[:, :-1].sum(axis=0) - tp, counts.sum(axis=1) - tp)
+
     return EvalReport(
         n=n,
         n_invalid=sum(p is None for p in pred),
         accuracy=sum(correct) / n,
-        macro_f1=macro_f1(gold, pred, labels),
+        macro_f1=f1,
         labels=tuple(labels),
-        confusion=confusion_matrix(gold, pred, labels),
+        confusion=confusion,
         auroc=auc,
         coverage=coverage,
         ece=ece,
@@ -644,7 +654,7 @@ def save_plot(report: EvalReport, path: str | Path) -> Path:
             marker="o",
             color="black",
             linewidth=0,
-            label="mean confidence",
+            label="bin (mean confidence, accuracy)",
         )
     else:
         left.text(0.5, 0.5, "no max_prob scores", ha="center", va="center")

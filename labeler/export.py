@@ -105,8 +105,10 @@ def export_dataset(
     report = ExportReport(str(out), opts.kind, opts.format)
     _recover_interrupted_swap(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    work = out.parent / f".{out.name}.work-{os.getpid()}"  # arrow staging, outside tmp
+    for d in (tmp, work):
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
     try:
         builder = _Builder(task, teacher_identity, opts, report)
         flt = Filter(opts.filters)
@@ -145,7 +147,7 @@ def export_dataset(
                 split = _split_of(row, opts)
                 if split not in writers:
                     writers[split] = datasets.arrow_writer.ArrowWriter(
-                        features=features, path=str(tmp / f".{split}.arrow")
+                        features=features, path=str(work / f"{split}.arrow")
                     )
                 writers[split].write(builder.coerce(record, features))
                 report.splits[split] = report.splits.get(split, 0) + 1
@@ -158,7 +160,7 @@ def export_dataset(
         report.filtered = flt.report.removed() if hasattr(flt.report, "removed") else {}
         if features is None:
             features = builder.features(None)
-        _write_splits(tmp, writers, features, opts)
+        _write_splits(tmp, work, writers, features, opts)
         report.seconds = time.monotonic() - start
         (tmp / "README.md").write_text(dataset_card(task, teacher_identity, opts, report), "utf-8")
         (tmp / "labeler_export.json").write_bytes(
@@ -169,6 +171,8 @@ def export_dataset(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     report.seconds = time.monotonic() - start
     return report
 
@@ -212,7 +216,7 @@ class _Builder:
             }
         rec: dict[str, Any] = {"id": row.id}
         for k in self.input_fields:
-            rec[k] = row.data.get(k)
+            rec[_input_column(k)] = row.data.get(k)
         rec["messages"] = self._messages(request, completion.text) if request.messages else None
         rec["prompt"] = request.prompt
         rec["response"] = completion.text
@@ -297,7 +301,8 @@ class _Builder:
             })
         else:
             for k in self.input_fields or []:
-                f[k] = _value_feature(sample.get(k) if sample else None)
+                col = _input_column(k)
+                f[col] = _value_feature(sample.get(col) if sample else None)
             f["messages"] = msg
             f["prompt"] = datasets.Value("string")
             f["response"] = datasets.Value("string")
@@ -327,6 +332,17 @@ class _Builder:
 
 
 _RESERVED = {"id"}
+_OUTPUT_COLUMNS = {
+    "messages", "prompt", "response", "label", "soft_label", "outside_mass",
+    "soft_label_source", "max_prob", "margin", "entropy", "mean_logprob", "agreement",
+    "parsed", "teacher", "teacher_model", "template", "finish_reason", "logprobs",
+}
+
+
+def _input_column(name: str) -> str:
+    """Input fields keep their names unless an output column has it (gold `label` ->
+    `input_label`), so a gold column never overwrites the teacher's answer."""
+    return f"input_{name}" if name in _OUTPUT_COLUMNS else name
 
 
 def _value_feature(value: Any) -> datasets.Value:
@@ -368,11 +384,12 @@ def _split_of(row: Row, opts: ExportOptions) -> str:
 # -- writing --------------------------------------------------------------------------------
 
 
-def _write_splits(tmp: Path, writers: Mapping[str, Any], features: datasets.Features,
-                  opts: ExportOptions) -> None:
+def _write_splits(tmp: Path, work: Path, writers: Mapping[str, Any],
+                  features: datasets.Features, opts: ExportOptions) -> None:
+    datasets.disable_progress_bars()
     parts = {}
     for split in writers:
-        parts[split] = datasets.Dataset.from_file(str(tmp / f".{split}.arrow"))
+        parts[split] = datasets.Dataset.from_file(str(work / f"{split}.arrow"))
     if not parts:
         parts["train"] = datasets.Dataset.from_dict(
             {k: [] for k in features}, features=features
@@ -381,19 +398,18 @@ def _write_splits(tmp: Path, writers: Mapping[str, Any], features: datasets.Feat
     if opts.format == "hf":
         if len(ordered) == 1 and "train" in ordered and not opts.split_field \
                 and opts.validation_size <= 0:
-            ordered["train"].save_to_disk(str(tmp))
+            only = ordered["train"]
+            only.save_to_disk(str(tmp), num_shards=1 if len(only) == 0 else None)
         else:
-            datasets.DatasetDict(ordered).save_to_disk(str(tmp))
+            datasets.DatasetDict(ordered).save_to_disk(
+                str(tmp), num_shards={k: 1 for k, v in ordered.items() if len(v) == 0} or None
+            )
     elif opts.format == "parquet":
         for split, ds in ordered.items():
             ds.to_parquet(str(tmp / f"{split}.parquet"))
     else:
         for split, ds in ordered.items():
             ds.to_json(str(tmp / f"{split}.jsonl"), lines=True, force_ascii=False)
-    for ds in parts.values():
-        del ds
-    for split in writers:
-        (tmp / f".{split}.arrow").unlink(missing_ok=True)
 
 
 def _swap_in(tmp: Path, out: Path) -> None:

@@ -125,9 +125,7 @@ class Filter:
         if spec.drop_invalid and label is None:
             return "invalid"
         # Written as `not (value >= bound)` so a NaN confidence is rejected, not kept.
-        if spec.min_confidence is not None and (
-            conf is None or not conf.max_prob >= spec.min_confidence
-        ):
+        if spec.min_confidence is not None and (conf is None or not conf.max_prob >= spec.min_confidence):
             return "confidence"
         if spec.min_margin is not None and (conf is None or not conf.margin >= spec.min_margin):
             return "margin"

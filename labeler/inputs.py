@@ -57,7 +57,6 @@ _EXTENSIONS = {
     ".parquet": "parquet",
     ".pq": "parquet",
 }
-_TEXT_FORMATS = ("jsonl", "csv", "tsv")
 _HF_MARKERS = ("dataset_dict.json", "state.json")
 _BOM = b"\xef\xbb\xbf"
 # Arrow batch size: big enough that per-batch costs vanish, small enough to stay flat.
@@ -273,10 +272,8 @@ def read_rows(
             raise ConfigError("split applies to Hugging Face datasets, not to stdin")
         if fmt in ("parquet", "hf"):
             raise ConfigError(f"format {fmt!r} cannot be read from stdin; pass a path")
-        lines = _bom_stripped(stdin if stdin is not None else sys.stdin.buffer)
-        if fmt is None:
-            fmt, lines = _sniff(lines)
-        return _read_text(lines, None, STDIN, fmt, id_field, required, delimiter)
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        return _read_stdin(stream, fmt, id_field, required, delimiter)
 
     if fmt is None:
         fmt = detect_format(given)
@@ -293,7 +290,7 @@ def read_rows(
             _make_check(given, id_field, required, "row"),
         )
     handle = _open_text(given)
-    return _read_text(_bom_stripped(handle), handle, given, fmt, id_field, required, delimiter)
+    return _read_text(handle, handle, given, fmt, id_field, required, delimiter)
 
 
 def count_rows(
@@ -318,9 +315,9 @@ def count_rows(
         fmt = detect_format(given)
     if fmt == "hf":
         loaded, chosen = _load_hf(given, split)
-        if hasattr(loaded, "keys") and chosen is None:
+        if chosen is None and _is_dataset_dict(loaded):
             return None
-        return int(_open_hf(given, split).num_rows)
+        return int(_pick_split(given, loaded, chosen).num_rows)
     if fmt == "parquet":
         parquet = _open_parquet(given)
         try:
@@ -396,9 +393,19 @@ def _load_hf(given: str, split: str | None) -> tuple[Any, str | None]:
         raise InputError(given, None, f"cannot load the saved dataset: {exc}") from exc
 
 
+def _is_dataset_dict(loaded: Any) -> bool:
+    import datasets
+
+    return isinstance(loaded, datasets.DatasetDict)
+
+
 def _open_hf(given: str, split: str | None) -> Any:
     loaded, split = _load_hf(given, split)
-    if hasattr(loaded, "keys"):  # a DatasetDict
+    return _pick_split(given, loaded, split)
+
+
+def _pick_split(given: str, loaded: Any, split: str | None) -> Any:
+    if _is_dataset_dict(loaded):
         names = ", ".join(loaded) or "none"
         if split is None:
             folder = _split_spec(given)[0]
@@ -413,26 +420,39 @@ def _open_hf(given: str, split: str | None) -> Any:
     return loaded
 
 
-def _bom_stripped(stream: Iterable[bytes]) -> Iterator[bytes]:
-    """Line iterator without a leading UTF-8 BOM, which Excel and Notepad love to add."""
-    lines = iter(stream)
-    first = next(lines, None)
+def _without_bom(lines: Iterable[bytes]) -> Iterator[bytes]:
+    """Line iterator without a leading UTF-8 BOM, which Excel and Notepad love to add.
+
+    Called from inside the reading generators, so the first read (which blocks on stdin
+    and can hit a corrupt gzip) happens on iteration, not when `read_rows` is called.
+    """
+    it = iter(lines)
+    first = next(it, None)
     if first is None:
-        return iter(())
-    return chain((first.removeprefix(_BOM),), lines)
+        return it
+    return chain((first.removeprefix(_BOM),), it)
 
 
-def _sniff(lines: Iterator[bytes]) -> tuple[str, Iterator[bytes]]:
-    """Tell JSONL from CSV on stdin by its first non-blank byte, without losing lines."""
-    seen: list[bytes] = []
-    fmt = "csv"
-    for raw in lines:
-        seen.append(raw)
-        stripped = raw.lstrip()
-        if stripped:
-            fmt = "jsonl" if stripped.startswith(b"{") else "csv"
-            break
-    return fmt, chain(seen, lines)
+def _read_stdin(
+    stream: BinaryIO,
+    fmt: str | None,
+    id_field: str | None,
+    required: tuple[str, ...],
+    delimiter: str | None,
+) -> Iterator[Row | Reject]:
+    """Read stdin, telling JSONL from CSV by the first non-blank byte unless told."""
+    lines: Iterator[bytes] = iter(stream)
+    if fmt is None:
+        seen: list[bytes] = []
+        fmt = "csv"
+        for raw in lines:
+            seen.append(raw)
+            stripped = raw.removeprefix(_BOM).lstrip()
+            if stripped:
+                fmt = "jsonl" if stripped.startswith(b"{") else "csv"
+                break
+        lines = chain(seen, lines)
+    yield from _read_text(lines, None, STDIN, fmt, id_field, required, delimiter)
 
 
 # --------------------------------------------------------------------------- checks
@@ -460,8 +480,8 @@ class _SeenIds:
     __slots__ = ("_keys", "_lines", "_mask", "_used")
 
     def __init__(self, capacity: int = 1 << 12) -> None:
-        self._keys = array("q", bytes(8 * capacity))
-        self._lines = array("q", bytes(8 * capacity))
+        self._keys = array("q", [0]) * capacity
+        self._lines = array("q", [0]) * capacity
         self._mask = capacity - 1
         self._used = 0
 
@@ -506,16 +526,16 @@ class _SeenIds:
         home = home[order]
         moved_keys = old_keys[used][order]
         moved_lines = old_lines[used][order]
+        del old_keys, old_lines, used, order
         index = np.arange(len(home), dtype=np.int64)
         slots = np.maximum.accumulate(home - index) + index
         fits = slots < capacity
-        keys = np.zeros(capacity, dtype=np.int64)
-        lines = np.zeros(capacity, dtype=np.int64)
-        keys[slots[fits]] = moved_keys[fits]
-        lines[slots[fits]] = moved_lines[fits]
-        self._keys = array("q", keys.tobytes())
-        self._lines = array("q", lines.tobytes())
+        self._keys = array("q", [0]) * capacity
+        self._lines = array("q", [0]) * capacity
         self._mask = mask
+        # Written through zero-copy views, so the new table exists only once.
+        np.frombuffer(self._keys, dtype=np.int64)[slots[fits]] = moved_keys[fits]
+        np.frombuffer(self._lines, dtype=np.int64)[slots[fits]] = moved_lines[fits]
         for digest, line in zip(moved_keys[~fits].tolist(), moved_lines[~fits].tolist(), strict=True):
             slot = digest & mask
             while self._keys[slot]:
@@ -524,24 +544,42 @@ class _SeenIds:
             self._lines[slot] = line
 
 
-def _id_text(value: Any, field: str) -> tuple[str | None, str | None]:
-    """The id as text, or the reason it cannot be one.
+def _id_text(value: Any) -> str | None:
+    """The id as text, or None when the value cannot be one.
 
     Integral floats are ids too (17.0 -> "17"): JSON written by pandas turns an int
     column with gaps into floats, and those rows must still match their cached labels.
     """
     kind = type(value)
     if kind is str:
-        if not value or value.isspace():
-            return None, f"empty id in field '{field}'"
-        return value, None
+        return value if value and not value.isspace() else None
     if kind is int:
-        return str(value), None
+        return str(value)
     if kind is float and value.is_integer():
-        return str(int(value)), None
+        return str(int(value))
+    return None
+
+
+def _id_problem(value: Any, field: str) -> str:
+    if value is _MISSING:
+        return f"missing field '{field}'"
     if value is None:
-        return None, f"field '{field}' is null"
-    return None, f"id field '{field}' must be a string or integer, got {_type_name(value)}"
+        return f"field '{field}' is null"
+    if isinstance(value, str):
+        return f"empty id in field '{field}'"
+    return f"id field '{field}' must be a string or integer, got {_type_name(value)}"
+
+
+def _required_problem(data: dict[str, Any], required: tuple[str, ...]) -> str | None:
+    for name in required:
+        value = data.get(name, _MISSING)
+        if value is _MISSING:
+            return f"missing field '{name}'"
+        if value is None:
+            return f"field '{name}' is null"
+        if type(value) is str and (not value or value.isspace()):
+            return f"empty text in field '{name}'"
+    return None
 
 
 def _make_check(
@@ -552,40 +590,43 @@ def _make_check(
     Returns a `Row` or the reject reason, so each reader attaches its own raw text.
     Only accepted rows claim their id: a broken row must not shadow a later good one.
     """
-    if id_field is None and not required:
-        return None
-    seen = _SeenIds() if id_field is not None else None
+    if id_field is None:
+        if not required:
+            return None
 
-    def check(data: dict[str, Any], line: int) -> Row | str:
-        for name in required:
-            value = data.get(name, _MISSING)
-            if value is _MISSING:
-                return f"missing field '{name}'"
-            if value is None:
-                return f"field '{name}' is null"
-            if type(value) is str and (not value or value.isspace()):
-                return f"empty text in field '{name}'"
-        if seen is None:
+        def check_fields(data: dict[str, Any], line: int) -> Row | str:
+            problem = _required_problem(data, required)
+            if problem is not None:
+                return problem
             return _row(source, line, str(line), data)
-        value = data.get(id_field, _MISSING)
-        if value is _MISSING:
-            return f"missing field '{id_field}'"
-        key, reason = _id_text(value, id_field)  # type: ignore[arg-type]
+
+        return check_fields
+
+    field = id_field
+    remember = _SeenIds().add
+
+    def check_with_id(data: dict[str, Any], line: int) -> Row | str:
+        if required:
+            problem = _required_problem(data, required)
+            if problem is not None:
+                return problem
+        value = data.get(field, _MISSING)
+        key = value if type(value) is str and value and not value.isspace() else _id_text(value)
         if key is None:
-            return reason  # type: ignore[return-value]
-        first = seen.add(key, line)
+            return _id_problem(value, field)
+        first = remember(key, line)
         if first is not None:
             return f"duplicate id {_quote(key)} (first seen at {unit} {first})"
         return _row(source, line, key, data)
 
-    return check
+    return check_with_id
 
 
 # --------------------------------------------------------------------------- text readers
 
 
 def _read_text(
-    lines: Iterator[bytes],
+    lines: Iterable[bytes],
     handle: BinaryIO | None,
     source: str,
     fmt: str,
@@ -611,7 +652,7 @@ def _closing(records: Iterator[Row | Reject], handle: BinaryIO) -> Iterator[Row 
 
 
 def _read_jsonl(
-    lines: Iterator[bytes],
+    lines: Iterable[bytes],
     source: str,
     check: Callable[[dict[str, Any], int], Row | str] | None,
 ) -> Iterator[Row | Reject]:
@@ -619,7 +660,7 @@ def _read_jsonl(
     decode_error = orjson.JSONDecodeError
     line = 0
     try:
-        for line, raw in enumerate(lines, 1):
+        for line, raw in enumerate(_without_bom(lines), 1):
             try:
                 data = loads(raw)
             except decode_error as exc:
@@ -638,10 +679,10 @@ def _read_jsonl(
                 yield _row(source, line, str(line), data)
             else:
                 result = check(data, line)
-                if type(result) is str:
+                if isinstance(result, str):
                     yield Reject(source, line, result, _raw_text((raw,)))
                 else:
-                    yield result  # type: ignore[misc]
+                    yield result
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(source, line + 1, f"read failed: {exc}") from exc
 
@@ -655,7 +696,7 @@ def _json_reason(raw: bytes, exc: orjson.JSONDecodeError) -> str:
 
 
 def _read_delimited(
-    lines: Iterator[bytes],
+    lines: Iterable[bytes],
     source: str,
     check: Callable[[dict[str, Any], int], Row | str] | None,
     delimiter: str,
@@ -670,7 +711,7 @@ def _read_delimited(
         csv.field_size_limit(_CSV_FIELD_LIMIT)
     buf: list[bytes] = []
     bad: list[tuple[int, bytes, UnicodeDecodeError]] = []
-    reader = csv.reader(_decoded(lines, buf, bad), delimiter=delimiter)
+    reader = csv.reader(_decoded(_without_bom(lines), buf, bad), delimiter=delimiter)
     kind = "TSV" if delimiter == "\t" else "CSV"
     header: list[str] | None = None
     header_failure: str | None = None
@@ -686,7 +727,7 @@ def _read_delimited(
                 break
             except csv.Error as exc:
                 start, end = end + 1, reader.line_num
-                reason = _bad_lines_reason(bad, start) if bad else f"malformed {kind}: {exc}"
+                reason = _bad_lines_reason(bad, start) if bad else _csv_reason(kind, exc)
                 if header is None and header_failure is None:
                     header_failure = f"line {start}: {reason}"
                     reason = f"unreadable header: {reason}"
@@ -733,10 +774,10 @@ def _read_delimited(
                 yield _row(source, start, str(start), data)
                 continue
             result = check(data, start)
-            if type(result) is str:
+            if isinstance(result, str):
                 yield Reject(source, start, result, _raw_text(buf))
             else:
-                yield result  # type: ignore[misc]
+                yield result
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(source, end + 1, f"read failed: {exc}") from exc
 
@@ -757,6 +798,13 @@ def _decoded(
             bad.append((len(buf) - 1, raw, exc))
             text = raw.decode("utf-8", "surrogateescape")
         yield text
+
+
+def _csv_reason(kind: str, exc: csv.Error) -> str:
+    # csv's own wording blames how the file was opened; the real cause is a stray \r.
+    if "new-line character seen in unquoted field" in str(exc):
+        return f"malformed {kind}: carriage return (\\r) inside an unquoted field"
+    return f"malformed {kind}: {exc}"
 
 
 def _first_duplicate(names: list[str]) -> str | None:
@@ -800,10 +848,10 @@ def _read_arrow(
                 yield _row(source, line, str(line), data)
                 continue
             result = check(data, line)
-            if type(result) is str:
+            if isinstance(result, str):
                 yield Reject(source, line, result, None)
             else:
-                yield result  # type: ignore[misc]
+                yield result
 
 
 # --------------------------------------------------------------------------- text helpers

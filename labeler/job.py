@@ -82,6 +82,8 @@ class Job:
         )
         if self.limit is not None:
             it = _limited(it, self.limit)
+        if self.id_field is None:
+            it = _ids_from_id_column(it)
         return it
 
     def store_path(self) -> Path:
@@ -192,6 +194,15 @@ def _signals(lb: Labeler, *, enabled: bool) -> Iterator[None]:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _ids_from_id_column(it: Iterator[Row | Reject]) -> Iterator[Row | Reject]:
+    """Without --id-field, a column named `id` still names the row (else its line)."""
+    for item in it:
+        if isinstance(item, Row) and "id" in item.data and item.data["id"] is not None:
+            yield Row(item.source, item.line, str(item.data["id"]), item.data)
+        else:
+            yield item
 
 
 def _limited(it: Iterator[Row | Reject], n: int) -> Iterator[Row | Reject]:

@@ -41,13 +41,16 @@ class WaitRetryAfter(tenacity.wait.wait_base):
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
-        self._exp = tenacity.wait_exponential_jitter(
-            initial=policy.initial_wait, max=policy.max_wait, jitter=policy.initial_wait
-        )
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         retry_after = getattr(exc, "retry_after", None)
         if retry_after is not None:
             return min(retry_after, self.policy.max_retry_after) + random.uniform(0, 0.05)
-        return float(self._exp(retry_state))
+        return backoff(retry_state.attempt_number, self.policy)
+
+
+def backoff(attempt: int, policy: RetryPolicy) -> float:
+    """initial * 2^(attempt-1), capped, plus up to `initial` of jitter so retries spread."""
+    base = policy.initial_wait * (2 ** min(attempt - 1, 30))
+    return min(policy.max_wait, base) + random.uniform(0, policy.initial_wait)

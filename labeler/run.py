@@ -28,6 +28,7 @@ from typing import Any
 from labeler.completion import Completion
 from labeler.errors import (
     BudgetExceeded,
+    ConfigError,
     LabelerError,
     RetryableError,
     StoreError,
@@ -45,6 +46,7 @@ from labeler.task import Task
 from labeler.teachers.base import Teacher
 
 CHUNK = 256
+UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
 
 
 @dataclass(slots=True)
@@ -261,6 +263,7 @@ class _RunState:
         self.writer = _BatchWriter(lb.store)
         self.fatal: BaseException | None = None
         self.reserved_usd = 0.0
+        self.successes = 0
         self.spent_usd = 0.0
         self._line = 0
 
@@ -380,6 +383,10 @@ class _RunState:
             record_status = "labeled"
         except _Stopped:
             record_status, reason = "skipped", "stopped"
+        except _Unreachable as exc:
+            where = lb._identity.get("base_url") or lb._identity.get("provider")
+            self._set_fatal(ConfigError(f"cannot reach the teacher at {where}: {exc}"))
+            record_status, reason = "skipped", "unreachable"
         except TeacherError as exc:
             reason, message = exc.reason, exc.message or str(exc)
             try:
@@ -391,6 +398,9 @@ class _RunState:
             record_status, reason, message = "skipped", "store", str(exc)
         except LabelerError as exc:
             reason, message = type(exc).__name__, str(exc)
+        except Exception as exc:  # a bug: surface it, never lose the row silently
+            self._set_fatal(exc)
+            record_status, reason, message = "skipped", "internal", repr(exc)
         finally:
             self.reserved_usd -= estimate
             rows = self.inflight.pop(key, [])
@@ -423,8 +433,12 @@ class _RunState:
                         except RetryableError as exc:
                             if exc.status == 429 or exc.status == 529:
                                 lb.limiter.on_rate_limited(exc.retry_after)
+                            if (exc.reason == "connection" and self.successes == 0
+                                    and attempts >= UNREACHABLE_AFTER):
+                                raise _Unreachable(exc.message) from exc
                             raise
                     lb.limiter.on_success()
+                    self.successes += 1
                     return completion, attempts
         except TeacherError as exc:
             exc.attempts = attempts  # type: ignore[attr-defined]
@@ -442,6 +456,10 @@ class _RunState:
         if self.workers:
             await asyncio.gather(*list(self.workers), return_exceptions=True)
         await self.writer.close()
+
+
+class _Unreachable(Exception):
+    """Internal: no answer yet in this run and the endpoint keeps refusing connections."""
 
 
 class _Stopped(Exception):

@@ -134,7 +134,7 @@ class LabelSpace:
                 raise ConfigError(f"label {label!r} has an empty verbalizer list")
             for form in forms:
                 if not isinstance(form, str) or not form.strip():
-                    raise ConfigError(f"label {label!r} has an empty verbalizer {form!r}")
+                    raise ConfigError(f"label {label!r}: verbalizers must be non-empty strings, got {form!r}")
                 key = self._fold(form.strip())
                 other = norm.get(key)
                 if other is not None and other != index:

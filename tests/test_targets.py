@@ -92,9 +92,7 @@ def test_case_sensitive_space_sends_other_cases_outside() -> None:
 def test_prefix_token_and_token_running_past_the_label() -> None:
     # "pos" starts "positive"; "negative." extends "negative" at a non-alphanumeric boundary;
     # "neutrality" extends "neutral" with a letter, so it is not that label.
-    c = completion(
-        tok("pos", 0.4, ("pos", 0.4), ("negative.", 0.3), ("▁neutral", 0.2), ("neutrality", 0.1))
-    )
+    c = completion(tok("pos", 0.4, ("pos", 0.4), ("negative.", 0.3), ("▁neutral", 0.2), ("neutrality", 0.1)))
     soft = soft_label(c, SENTIMENT)
     assert_probs(soft, (0.4 / 0.9, 0.3 / 0.9, 0.2 / 0.9))
     assert soft.outside == pytest.approx(0.1, abs=1e-9)

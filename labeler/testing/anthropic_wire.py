@@ -103,9 +103,7 @@ def message_body(
             "content": [] if refused else [{"type": "text", "text": gen.text or ""}],
             "stop_reason": stop_reason,
             "stop_sequence": gen.stop_sequence,
-            "stop_details": (
-                {"type": "refusal", "category": None, "explanation": None} if refused else None
-            ),
+            "stop_details": ({"type": "refusal", "category": None, "explanation": None} if refused else None),
             "usage": {
                 "input_tokens": input_tokens - cache_read - cache_write_5m - cache_write_1h,
                 "cache_creation_input_tokens": cache_write_5m + cache_write_1h,

@@ -59,12 +59,8 @@ class ServerConfig:
     drop_rate: float = field(default=0.0, metadata={"help": "share of connections dropped"})
     hang_rate: float = field(default=0.0, metadata={"help": "share of answers delayed hang_s"})
     hang_s: float = field(default=30.0, metadata={"help": "delay of a hung answer"})
-    content_filter_rate: float = field(
-        default=0.0, metadata={"help": "share of content-filtered answers"}
-    )
-    fail_first: int = field(
-        default=0, metadata={"help": "the first k attempts of every prompt fail"}
-    )
+    content_filter_rate: float = field(default=0.0, metadata={"help": "share of content-filtered answers"})
+    fail_first: int = field(default=0, metadata={"help": "the first k attempts of every prompt fail"})
     fail_status: int = field(default=500, metadata={"help": "status of those failures"})
     status_for: list[tuple[str, int]] = field(default_factory=list)
     rpm: int | None = field(default=None, metadata={"help": "requests allowed per window"})

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from zlib import crc32
 
-from labeler.testing.hashing import mix, unit
 from labeler.testing.responders import Reply
 from labeler.testing.tokens import tokenize
 
@@ -21,9 +20,32 @@ TopList = list[tuple[str, float]]
 
 _LN2 = math.log(2.0)
 _FILLERS = (
-    " the", ",", ".", " a", "\n", " and", " of", " to", " is", " in", " that", " it",
-    " for", " on", " with", " as", " was", " be", " by", " this", " I", " you", " not",
-    " are", "The", "A",
+    " the",
+    ",",
+    ".",
+    " a",
+    "\n",
+    " and",
+    " of",
+    " to",
+    " is",
+    " in",
+    " that",
+    " it",
+    " for",
+    " on",
+    " with",
+    " as",
+    " was",
+    " be",
+    " by",
+    " this",
+    " I",
+    " you",
+    " not",
+    " are",
+    "The",
+    "A",
 )
 
 
@@ -98,7 +120,7 @@ def _attach(
                 lp = min(a for _, a in alts) - 1.0
             top = sorted(alts, key=lambda e: -e[1])[:top_k]
         else:
-            lp, top = _synthesize(tok, mix(salt, i, crc32(tok.encode())), top_k)
+            lp, top = _synthesize(tok, crc32(tok.encode(), (salt + i * 0x9E3779B1) & 0xFFFFFFFF), top_k)
             if alts is not None:
                 top = []
         logprobs.append(lp)
@@ -107,19 +129,19 @@ def _attach(
 
 
 def _synthesize(token: str, h: int, k: int) -> tuple[float, TopList]:
-    p_chosen = 0.35 + 0.64 * unit(h)
+    """Logprobs for one position from a 32-bit hash `h` (cheap: this runs per token)."""
+    p_chosen = 0.35 + 0.64 * h / 0x1_0000_0000
     lp = math.log(p_chosen)
     if k <= 0:
         return lp, []
-    top: TopList = [(token, lp)]
     rest = math.log1p(-p_chosen)
-    start = h % len(_FILLERS)
-    step = 1
-    for j in range(len(_FILLERS)):
-        if len(top) >= k:
-            break
-        alt = _FILLERS[(start + j) % len(_FILLERS)]
-        if alt != token:
-            top.append((alt, rest - step * _LN2))
-            step += 1
+    alts = _ROTATIONS[h % len(_FILLERS)]
+    if token in alts:
+        alts = tuple(a for a in alts if a != token)
+    top: TopList = [(alt, rest - d) for alt, d in zip(alts[: k - 1], _HALVINGS, strict=False)]
+    top.insert(0, (token, lp))
     return lp, top
+
+
+_ROTATIONS = tuple(_FILLERS[i:] + _FILLERS[:i] for i in range(len(_FILLERS)))
+_HALVINGS = tuple(step * _LN2 for step in range(1, len(_FILLERS) + 1))

@@ -104,7 +104,7 @@ def go_duration(seconds: float) -> str:
     """Go's `time.Duration` text ("20ms", "1s", "6m0s"), as OpenAI's reset headers use."""
     if seconds <= 0:
         return "0s"
-    if seconds < 1:
+    if seconds < 0.9995:
         return f"{max(1, round(seconds * 1000))}ms"
     seconds = round(seconds, 3)
     hours, rest = divmod(seconds, 3600)
@@ -118,7 +118,8 @@ def go_duration(seconds: float) -> str:
 
 
 def ratelimit_headers(
-    headers: dict[str, str], requests: tuple[int, int, float] | None,
+    headers: dict[str, str],
+    requests: tuple[int, int, float] | None,
     tokens: tuple[int, int, float] | None,
 ) -> None:
     """Add `x-ratelimit-*` for each configured limit as (limit, remaining, reset_s)."""
@@ -130,8 +131,17 @@ def ratelimit_headers(
             headers[f"x-ratelimit-reset-{name}"] = go_duration(reset)
 
 
+_BYTES: dict[str, list[int]] = {}
+
+
 def _bytes(token: str) -> list[int]:
-    return list(token.encode())
+    """UTF-8 bytes of a token, memoised: the same few tokens recur in every answer."""
+    cached = _BYTES.get(token)
+    if cached is None:
+        if len(_BYTES) > 100_000:
+            _BYTES.clear()
+        cached = _BYTES[token] = list(token.encode())
+    return cached
 
 
 def _content(gen: Generation, llama: bool) -> list[dict[str, Any]]:
@@ -146,8 +156,7 @@ def _content(gen: Generation, llama: bool) -> list[dict[str, Any]]:
                     "bytes": _bytes(tok),
                     "logprob": lp,
                     "top_logprobs": [
-                        {"id": _token_id(t), "token": t, "bytes": _bytes(t), "logprob": alt}
-                        for t, alt in top
+                        {"id": _token_id(t), "token": t, "bytes": _bytes(t), "logprob": alt} for t, alt in top
                     ],
                 }
             )
@@ -157,9 +166,7 @@ def _content(gen: Generation, llama: bool) -> list[dict[str, Any]]:
                     "token": tok,
                     "logprob": lp,
                     "bytes": _bytes(tok),
-                    "top_logprobs": [
-                        {"token": t, "logprob": alt, "bytes": _bytes(t)} for t, alt in top
-                    ],
+                    "top_logprobs": [{"token": t, "logprob": alt, "bytes": _bytes(t)} for t, alt in top],
                 }
             )
     return items
@@ -313,4 +320,3 @@ def models_body(model: str, created: int) -> bytes:
             "data": [{"id": model, "object": "model", "created": created, "owned_by": "system"}],
         }
     )
-

@@ -70,9 +70,7 @@ def parse_openai_chat(body: dict[str, Any]) -> Parsed:
     model = _model(body)
     messages = body.get("messages")
     if messages is None:
-        raise BadRequest(
-            "Missing required parameter: 'messages'.", "messages", "missing_required_parameter"
-        )
+        raise BadRequest("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
     if not isinstance(messages, list) or not messages:
         raise BadRequest(
             "Invalid 'messages': empty array. Expected an array with minimum length 1, "
@@ -98,8 +96,7 @@ def parse_openai_chat(body: dict[str, Any]) -> Parsed:
         top_k = _int_in(body, "top_logprobs", 0, 20, default=0)
     elif body.get("top_logprobs") is not None:
         raise BadRequest(
-            "Invalid value for 'top_logprobs': 'logprobs' must be set to true when "
-            "'top_logprobs' is used.",
+            "Invalid value for 'top_logprobs': 'logprobs' must be set to true when 'top_logprobs' is used.",
             "top_logprobs",
             "invalid_value",
         )
@@ -126,13 +123,9 @@ def parse_openai_completions(body: dict[str, Any]) -> Parsed:
     model = _model(body)
     prompt = body.get("prompt")
     if prompt is None:
-        raise BadRequest(
-            "Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter"
-        )
+        raise BadRequest("Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter")
     prompts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(prompts, list) or not prompts or not all(
-        isinstance(p, str) for p in prompts
-    ):
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise BadRequest(
             "Invalid 'prompt': expected a string or an array of strings.",
             "prompt",
@@ -168,8 +161,9 @@ def parse_anthropic(body: dict[str, Any]) -> Parsed:
         raise BadRequest("max_tokens: Field required")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise BadRequest("messages: Field required" if messages is None else
-                         "messages: at least one message is required")
+        raise BadRequest(
+            "messages: Field required" if messages is None else "messages: at least one message is required"
+        )
     segments: list[str] = []
     marks: list[CacheMark] = []
     for tool in body.get("tools") or ():
@@ -306,8 +300,7 @@ def _positive(value: Any, name: str, *, anthropic: bool = False) -> int | None:
         if anthropic:
             raise BadRequest(f"{name}: Input should be greater than or equal to 1")
         raise BadRequest(
-            f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
-            f"but got {value} instead.",
+            f"Invalid '{name}': integer below minimum value. Expected a value >= 1, but got {value} instead.",
             name,
             "integer_below_min_value",
         )

@@ -9,6 +9,7 @@ an Anthropic message.
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -93,10 +94,11 @@ class LabelResponder:
         self.labels = tuple(labels)
         self.seed = seed
         self._tokens = [tokenize(label.strip()) or [label] for label in self.labels]
+        self._first_tokens = {toks[0].lstrip() for toks in self._tokens}
 
     def label_distribution(self, prompt: str) -> dict[str, float]:
         """Each label's probability for this prompt (sums to 1), as a test's ground truth."""
-        masses = self._masses(text_hash(prompt))
+        masses = self._draw(text_hash(prompt)).masses
         return dict(zip(self.labels, masses, strict=True))
 
     def label_for(self, prompt: str) -> str:
@@ -104,22 +106,19 @@ class LabelResponder:
         dist = self.label_distribution(prompt)
         return max(self.labels, key=lambda label: dist[label])
 
-    def token_distribution(
-        self, prompt: str, provider: str = "openai-chat"
-    ) -> list[tuple[str, float]]:
+    def token_distribution(self, prompt: str, provider: str = "openai-chat") -> list[tuple[str, float]]:
         """The first position's served alternatives as (token, probability), best first."""
-        return self._first_position(text_hash(prompt), provider == "openai-completions")
+        return self._first_position(self._draw(text_hash(prompt)), provider == "openai-completions")
 
     def __call__(self, view: RequestView) -> Reply:
         h = view.prompt_hash
-        first = self._first_position(h, view.provider == "openai-completions")
-        label_set = {tok.lstrip() for toks in self._tokens for tok in toks[:1]}
-        candidates = [(tok, p) for tok, p in first if tok.lstrip() in label_set]
+        draw = self._draw(h)
+        first = self._first_position(draw, view.provider == "openai-completions")
+        candidates = [(tok, p) for tok, p in first if tok.lstrip() in self._first_tokens]
         temp = view.temperature if view.sampling else None
         chosen = _choose(candidates, temp, unit(self.seed, h, view.call, 0))
         tokens = [chosen]
         tops: list[list[tuple[str, float]]] = [[(tok, math.log(p)) for tok, p in first]]
-        masses = self._masses(h)
         alive = [i for i, toks in enumerate(self._tokens) if toks[0].lstrip() == chosen.lstrip()]
         pos = 1
         while True:
@@ -127,13 +126,11 @@ class LabelResponder:
             for i in alive:
                 if len(self._tokens[i]) > pos:
                     tok = self._tokens[i][pos]
-                    nxt[tok] = nxt.get(tok, 0.0) + masses[i]
+                    nxt[tok] = nxt.get(tok, 0.0) + draw.masses[i]
             if not nxt or any(len(self._tokens[i]) == pos for i in alive):
                 break
             total = sum(nxt.values())
-            options = sorted(
-                ((tok, _CONTINUE_P * m / total) for tok, m in nxt.items()), key=lambda e: -e[1]
-            )
+            options = sorted(((tok, _CONTINUE_P * m / total) for tok, m in nxt.items()), key=lambda e: -e[1])
             tok = _choose(options, temp, unit(self.seed, h, view.call, pos))
             top = [(t, math.log(p)) for t, p in options]
             top.append(("\n", math.log((1.0 - _CONTINUE_P) / 2)))
@@ -143,33 +140,39 @@ class LabelResponder:
             pos += 1
         return Reply(text="".join(tokens), top_logprobs=tops, tokens=tokens)
 
-    def _masses(self, h: int) -> list[float]:
+    def _draw(self, h: int) -> _Draw:
+        """Every per-prompt number from one seeded generator, in a fixed order."""
+        rng = random.Random(mix(self.seed, h))
         n = len(self.labels)
-        if n == 1:
-            return [1.0]
-        best = mix(self.seed, h) % n
-        p_best = 0.55 + 0.42 * unit(self.seed, h, 1)
-        weights = [0.2 + unit(self.seed, h, 2, i) for i in range(n)]
-        rest = sum(w for i, w in enumerate(weights) if i != best)
-        return [
-            p_best if i == best else (1.0 - p_best) * w / rest if rest else 0.0
-            for i, w in enumerate(weights)
-        ]
+        best = rng.randrange(n)
+        p_best = 0.55 + 0.42 * rng.random() if n > 1 else 1.0
+        weights = [0.2 + rng.random() for _ in range(n)]
+        rest = sum(weights) - weights[best]
+        masses = [p_best if i == best else (1.0 - p_best) * w / rest for i, w in enumerate(weights)]
+        leftover = 0.01 + 0.05 * rng.random()
+        shares = [0.03 + 0.12 * rng.random() for _ in range(n)]
+        return _Draw(masses, leftover, shares)
 
-    def _first_position(self, h: int, spaced_first: bool) -> list[tuple[str, float]]:
-        leftover = 0.01 + 0.05 * unit(self.seed, h, 3)
-        scale = 1.0 - leftover
+    def _first_position(self, draw: _Draw, spaced_first: bool) -> list[tuple[str, float]]:
+        scale = 1.0 - draw.leftover
         probs: dict[str, float] = {}
-        for i, mass in enumerate(self._masses(h)):
+        for i, mass in enumerate(draw.masses):
             bare = self._tokens[i][0].lstrip()
-            share = 0.03 + 0.12 * unit(self.seed, h, 4, i)
+            share = draw.shares[i]
             likely, other = (" " + bare, bare) if spaced_first else (bare, " " + bare)
             probs[likely] = probs.get(likely, 0.0) + mass * scale * (1.0 - share)
             probs[other] = probs.get(other, 0.0) + mass * scale * share
         for tok, share in _DISTRACTORS:
             if tok not in probs:
-                probs[tok] = leftover * share
+                probs[tok] = draw.leftover * share
         return sorted(((t, p) for t, p in probs.items() if p > 0.0), key=lambda e: -e[1])
+
+
+@dataclass(frozen=True, slots=True)
+class _Draw:
+    masses: list[float]
+    leftover: float
+    shares: list[float]
 
 
 def _choose(options: list[tuple[str, float]], temperature: float | None, u: float) -> str:
@@ -239,9 +242,7 @@ class ScriptedResponder:
     pin the few cases it asserts on and let the rest flow.
     """
 
-    def __init__(
-        self, rules: Sequence[tuple[str, Reply]], default: Responder | None = None
-    ) -> None:
+    def __init__(self, rules: Sequence[tuple[str, Reply]], default: Responder | None = None) -> None:
         self.rules = list(rules)
         self.default: Responder = default if default is not None else EchoResponder()
 
