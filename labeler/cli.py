@@ -162,6 +162,43 @@ def stats(store: str | None, as_json: bool) -> None:
     click.echo(f"cost             ${data['cost_usd']:.4f}")
 
 
+@main.command(name="eval")
+@click.argument("task")
+@click.argument("input_path", metavar="INPUT")
+@_teacher_options
+@click.option("--gold", "gold_field", required=True, help="Input field with the gold label.")
+@click.option("--gold-map", help="Map gold values to labels: 1=World,2=Sports,...")
+@click.option("--target-accuracy", type=float, multiple=True,
+              help="Report the confidence threshold reaching this accuracy (repeatable).")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Write the reliability diagram and coverage curve to this PNG.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
+          target_accuracy: tuple[float, ...], plot: str | None, as_json: bool, **kw: Any) -> None:
+    """Quality of the stored answers against a gold column (no request is sent)."""
+    from labeler.quality import evaluate_job, parse_gold_map
+
+    kw.update(kind="records", fmt="hf", validation_size=0.0, seed=0)
+    job = _job(task, input_path, kw)
+    try:
+        report = evaluate_job(job, gold_field, gold_map=parse_gold_map(gold_map),
+                              targets=tuple(target_accuracy) or (0.9, 0.95, 0.99))
+        if plot:
+            report.save_plot(plot)
+    except LabelerError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+        return
+    click.echo(report.to_table())
+    for target, t in report.thresholds.items():
+        if t is not None and report.primary == "max_prob":
+            click.echo(f"labeler: for accuracy {target:g} export with --min-confidence "
+                       f"{t.threshold:.4f} (keeps {t.coverage:.0%})", err=True)
+    if plot:
+        click.echo(f"labeler: plot written to {plot}", err=True)
+
+
 @main.command()
 def templates() -> None:
     """List the shipped prompt templates."""

@@ -125,7 +125,8 @@ async def run_job(
     total = None
     if job.progress is not False:
         with contextlib.suppress(Exception):
-            total = count_rows(job.input, format=job.input_format)
+            total = count_rows(job.input, format=job.input_format, delimiter=job.delimiter,
+                               split=job.input_split)
             if total is not None and job.limit is not None:
                 total = min(total, job.limit)
     rejects = job.rejects_path()

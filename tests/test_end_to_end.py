@@ -211,3 +211,41 @@ def test_answers_that_are_not_labels_are_counted_and_dropped(tmp_path: Path) -> 
         result = asyncio.run(run_job(job(srv, tmp_path, input=data)))
     assert result.export is not None
     assert result.export.exported == 1 and result.export.filtered.get("invalid") == 1
+
+
+def test_eval_matches_hand_computation(tmp_path: Path) -> None:
+    """Four rows with known answers: accuracy, invalid count and AUROC by hand."""
+    from labeler.testing import Reply, ScriptedResponder, ServerConfig
+
+    def reply(word: str, p: float) -> Reply:
+        import math
+
+        other = "negative" if word == "positive" else "positive"
+        return Reply(word, tokens=[word],
+                     top_logprobs=[[(word, math.log(p)), (other, math.log(1 - p))]])
+
+    responder = ScriptedResponder(
+        [("alpha", reply("positive", 0.9)),   # gold positive: right, confident
+         ("beta", reply("negative", 0.8)),    # gold negative: right
+         ("gamma", reply("positive", 0.6)),   # gold negative: wrong, unsure
+         ("delta", reply("negative", 0.7))],  # gold negative: right
+        default=lambda view: Reply("positive"),
+    )
+    data = tmp_path / "gold.jsonl"
+    rows = [("alpha", "positive"), ("beta", "negative"), ("gamma", "negative"),
+            ("delta", "negative")]
+    data.write_text("".join(json.dumps({"text": t, "gold": g}) + "\n" for t, g in rows))
+    with TeacherServer(ServerConfig(responder=responder)) as srv:
+        args = ["sentiment", str(data), "--teacher", "openai-compatible:teacher-test",
+                "--base-url", srv.url + "/v1", "--store", str(tmp_path / "s.sqlite")]
+        runner = CliRunner()
+        assert runner.invoke(main, ["run", *args, "--quiet"]).exit_code == 0
+        res = runner.invoke(main, ["eval", *args, "--gold", "gold", "--json",
+                                   "--plot", str(tmp_path / "q.png")])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output.splitlines()[0])
+    assert report["n"] == 4 and report["accuracy"] == pytest.approx(0.75, abs=1e-12)
+    # max_prob of the correct rows: 0.9, 0.8, 0.7; of the wrong row 0.6 -> AUROC 1.0
+    assert report["auroc"]["max_prob"] == pytest.approx(1.0, abs=1e-12)
+    assert report["accuracy_at_coverage"]["max_prob"]["75%"] == pytest.approx(1.0)
+    assert (tmp_path / "q.png").stat().st_size > 1000

@@ -80,13 +80,13 @@ def test_unknown_key_is_an_error_naming_it(tmp_path: Path) -> None:
 
 def test_unknown_output_kind(tmp_path: Path) -> None:
     body = BASE.replace("kind: label", "kind: labels")
-    with pytest.raises(TemplateError, match="output.kind"):
+    with pytest.raises(TemplateError, match=r"output\.kind"):
         load_task(write(tmp_path, body))
 
 
 def test_label_task_without_labels(tmp_path: Path) -> None:
     body = BASE.replace(", labels: [neg, pos]", "")
-    with pytest.raises(TemplateError, match="output.labels"):
+    with pytest.raises(TemplateError, match=r"output\.labels"):
         load_task(write(tmp_path, body))
 
 

@@ -1,0 +1,111 @@
+"""`labeler eval`: the stored answers of a run against a gold column of its input.
+
+No request is sent: rows are rendered and keyed as the run did, and answers come from the
+store. Gold values may be label names, or integers (class indices in the template's label
+order, unless a `gold_map` says otherwise, e.g. AG News' 1-based classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from labeler.answer import read_answer
+from labeler.errors import ConfigError
+from labeler.evaluate import EvalReport, confidence_measures, evaluate
+from labeler.inputs import Reject
+from labeler.job import Job
+from labeler.store import Store
+
+
+def parse_gold_map(spec: str | None) -> dict[str, str]:
+    """``1=World,2=Sports`` -> {"1": "World", "2": "Sports"}."""
+    if not spec:
+        return {}
+    out = {}
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ConfigError(f"--gold-map '{spec}': expected GOLD=LABEL[,GOLD=LABEL...]")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def evaluate_job(
+    job: Job,
+    gold_field: str,
+    *,
+    gold_map: Mapping[str, str] | None = None,
+    targets: tuple[float, ...] = (0.9, 0.95, 0.99),
+) -> EvalReport:
+    task = job.load_task()
+    if task.output_kind != "label" or task.label_space is None:
+        raise ConfigError(f"eval needs a label task; {task.path} is '{task.output_kind}'")
+    labels = task.labels
+    teacher = job.make_teacher()
+    identity = teacher.identity
+    gold: list[str] = []
+    pred: list[str | None] = []
+    confs: list[Any] = []
+    missing_gold = 0
+    with Store(job.store_path()) as store:
+        batch: list[tuple[str, str]] = []
+
+        def flush() -> None:
+            found = store.get_many([k for _, k in batch])
+            for g, key in batch:
+                completion = found.get(key)
+                if completion is None:
+                    continue  # not labeled (yet): not part of the evaluation
+                answer = read_answer(task, completion)
+                gold.append(g)
+                pred.append(answer.label)
+                confs.append(answer.confidence)
+            batch.clear()
+
+        for item in job.rows(task):
+            if isinstance(item, Reject):
+                continue
+            raw = item.data.get(gold_field)
+            if raw is None or raw == "":
+                missing_gold += 1
+                continue
+            g = _gold_label(raw, labels, gold_map or {}, f"{item.source}:{item.line}", gold_field)
+            request = task.render(item.data, row_id=item.id)
+            batch.append((g, request.key(identity)))
+            if len(batch) >= 512:
+                flush()
+        flush()
+    if not gold:
+        raise ConfigError(
+            f"no labeled rows with a '{gold_field}' value: run `labeler run` first with the same "
+            "task, input and teacher"
+        )
+    measures = {k: v for k, v in confidence_measures(confs).items()
+                if any(x is not None for x in v)}
+    return evaluate(gold, pred, measures, labels=list(labels), targets=targets)
+
+
+def _gold_label(raw: Any, labels: tuple[str, ...], gold_map: Mapping[str, str], where: str,
+                field: str) -> str:
+    text = str(raw).strip()
+    if text in gold_map:
+        return gold_map[text]
+    if text in labels:
+        return text
+    folded = {label.lower(): label for label in labels}
+    if text.lower() in folded:
+        return folded[text.lower()]
+    if isinstance(raw, int) or text.isdigit():
+        index = int(text)
+        if 0 <= index < len(labels):
+            return labels[index]
+    raise ConfigError(
+        f"{where}: gold value {text!r} in field '{field}' is not a label of the task "
+        f"({', '.join(labels[:8])}{'…' if len(labels) > 8 else ''}); map it with --gold-map"
+    )
+
+
+def write_plot(report: EvalReport, path: str | Path) -> Path:
+    return report.save_plot(path)
