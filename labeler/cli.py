@@ -62,6 +62,9 @@ def _export_options(f: Any) -> Any:
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--split-field", help="Input field that names each row's split."),
         click.option("--text-field", help="Input field used as `text` in classification exports."),
+        click.option("--push-to-hub", metavar="REPO",
+                     help="Also upload the export to this Hugging Face dataset repo."),
+        click.option("--public", is_flag=True, help="Make a --push-to-hub repo public."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -232,6 +235,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
                                drop_invalid=not kw.get("keep_invalid")),
             validation_size=kw["validation_size"], seed=kw["seed"],
             split_field=kw.get("split_field"), text_field=kw.get("text_field"),
+            push_to_hub=kw.get("push_to_hub"), private=not kw.get("public"),
         )
         return Job(
             task=task, input=input_path, teacher=kw["teacher"], out=kw.get("out"),
@@ -317,3 +321,7 @@ def _fail(exc: BaseException) -> None:
 def _exit_code(outcome: str) -> int:
     return {"ok": EXIT_OK, "partial": EXIT_PARTIAL, "budget": EXIT_BUDGET,
             "interrupted": EXIT_INTERRUPTED}.get(outcome, EXIT_FATAL)
+
+
+if __name__ == "__main__":
+    main()

@@ -36,7 +36,7 @@ import orjson
 
 from labeler.answer import Answer, read_answer
 from labeler.completion import Completion
-from labeler.errors import ConfigError, TemplateError
+from labeler.errors import ConfigError, LabelerError, TemplateError
 from labeler.filters import Filter, FilterSpec
 from labeler.inputs import Reject, Row
 from labeler.request import Request
@@ -77,6 +77,8 @@ class ExportOptions:
     seed: int = 0
     split_field: str | None = None
     text_field: str | None = None
+    push_to_hub: str | None = None
+    private: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -174,7 +176,28 @@ def export_dataset(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report.seconds = time.monotonic() - start
+    if opts.push_to_hub:
+        push_export(out, opts.push_to_hub, fmt=opts.format, private=opts.private)
     return report
+
+
+def push_export(out: Path, repo: str, *, fmt: str = "hf", private: bool = True) -> None:
+    """Upload a finished export and its card to the Hub (token: HF_TOKEN or the HF login)."""
+    try:
+        if fmt == "hf":
+            ds: Any = datasets.load_from_disk(str(out))
+        else:
+            files = {p.stem: str(p) for p in sorted(out.glob(f"*.{fmt}"))}
+            ds = datasets.load_dataset("parquet" if fmt == "parquet" else "json", data_files=files)
+        ds.push_to_hub(repo, private=private)
+        from huggingface_hub import HfApi
+
+        HfApi().upload_file(path_or_fileobj=str(out / "README.md"), path_in_repo="README.md",
+                            repo_id=repo, repo_type="dataset")
+    except Exception as exc:  # network, auth, hub errors: the local export is intact
+        text = " ".join(str(exc).split())[:300]
+        raise LabelerError(f"push to the Hub repo '{repo}' failed (the export in {out} is "
+                           f"intact): {type(exc).__name__}: {text}") from exc
 
 
 # -- rows -----------------------------------------------------------------------------------
