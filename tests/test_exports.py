@@ -12,11 +12,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import datasets
 import pytest
 
-from conftest import SAMPLES
 from labeler import Job, run_job
 from labeler.export import ExportOptions, export_dataset
 from labeler.filters import FilterSpec
@@ -24,6 +24,8 @@ from labeler.inputs import read_rows
 from labeler.store import Store
 from labeler.task import load_task
 from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
+
+from conftest import SAMPLES
 
 # Known distributions per prompt word: (answer, top logprobs at the first position).
 DIST = {
@@ -116,7 +118,7 @@ def test_sft_export_is_what_trl_reads(scripted: tuple[TeacherServer, Path], tmp_
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     assert ds.column_names == ["id", "messages"]
     msgs = by_id(ds)["alpha"]["messages"]
-    assert [m["role"] for m in msgs][0] == "system" and msgs[-1] == {
+    assert msgs[0]["role"] == "system" and msgs[-1] == {
         "role": "assistant", "content": "positive"}
 
 
@@ -173,7 +175,7 @@ def test_failed_export_leaves_the_last_good_one(teacher_server: TeacherServer, t
 
 
 class _HubStub(http.server.BaseHTTPRequestHandler):
-    seen: list[str] = []
+    seen: ClassVar[list[str]] = []
 
     def _deny(self) -> None:
         _HubStub.seen.append(f"{self.command} {self.path}")
