@@ -116,6 +116,7 @@ async def run_job(
 ) -> JobResult:
     """Label what the store lacks, then export (if `job.out`). Safe to rerun at any time."""
     task = job.load_task()
+    spooled = _spool_stdin(job)
     warnings = list(task.warnings)
     for w in task.warnings:
         if on_warning:
@@ -152,6 +153,9 @@ async def run_job(
     finally:
         await lb.aclose()
         store.close()
+        if spooled is not None:
+            spooled.unlink(missing_ok=True)
+            job.input = "-"
     return JobResult(summary, report, job.store_path(), rejects if rejects and rejects.exists()
                      else None, warnings)
 
@@ -195,6 +199,26 @@ def _signals(lb: Labeler, *, enabled: bool) -> Iterator[None]:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _spool_stdin(job: Job) -> Path | None:
+    """stdin can be read once, but a run reads its input twice (label, then export):
+    stream it to a file under LABELER_HOME first."""
+    if str(job.input) != "-":
+        return None
+    import shutil
+    import sys
+
+    default_home().mkdir(parents=True, exist_ok=True)
+    raw = sys.stdin.buffer
+    head = raw.read(1 << 16)
+    fmt = job.input_format or ("jsonl" if head.lstrip()[:1] in (b"{", b"") else "csv")
+    path = default_home() / f"stdin-{os.getpid()}.{fmt}"
+    with open(path, "wb") as f:
+        f.write(head)
+        shutil.copyfileobj(raw, f, 1 << 20)
+    job.input = path
+    return path
 
 
 def _ids_from_id_column(it: Iterator[Row | Reject]) -> Iterator[Row | Reject]:

@@ -160,6 +160,9 @@ class Labeler:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def __aenter__(self) -> Labeler:
+        start = getattr(self.teacher, "start", None)  # teachers that run a server (local)
+        if start is not None:
+            await start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

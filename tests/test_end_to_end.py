@@ -9,12 +9,13 @@ from pathlib import Path
 import datasets
 import pytest
 from click.testing import CliRunner
-from conftest import SAMPLES, chat_requests
 
 from labeler import Job, run_job
 from labeler.cli import main
 from labeler.export import ExportOptions
 from labeler.testing import TeacherServer
+
+from conftest import SAMPLES, chat_requests
 
 
 def job(server: TeacherServer, tmp_path: Path, **kw: object) -> Job:
@@ -249,3 +250,14 @@ def test_eval_matches_hand_computation(tmp_path: Path) -> None:
     assert report["auroc"]["max_prob"] == pytest.approx(1.0, abs=1e-12)
     assert report["accuracy_at_coverage"]["max_prob"]["75%"] == pytest.approx(1.0)
     assert (tmp_path / "q.png").stat().st_size > 1000
+
+
+def test_stdin_input(teacher_server: TeacherServer, tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        main, ["run", "sentiment", "-", "--teacher", "openai-compatible:teacher-test",
+               "--base-url", teacher_server.url + "/v1", "--store", str(tmp_path / "s.sqlite"),
+               "--out", str(tmp_path / "out"), "--quiet"],
+        input=(SAMPLES / "reviews.jsonl").read_text(),
+    )
+    assert res.exit_code == 0, res.output
+    assert len(datasets.load_from_disk(str(tmp_path / "out"))) == 24
