@@ -1,11 +1,22 @@
 """A local teacher for testing labeling pipelines against the real OpenAI and Anthropic SDKs.
 
-`TeacherServer` speaks the OpenAI chat and legacy completions APIs (optionally in
-llama.cpp's llama-server shape) and the Anthropic Messages API over real HTTP, with
-deterministic answers and logprobs, simulated prompt caching, provider-shaped errors and
-headers, enforced rate limits, and reproducible faults. Nothing leaves the machine::
+`TeacherServer` speaks, over real HTTP, the APIs a labeling pipeline calls:
 
-    from labeler.testing import LabelResponder, ServerConfig, TeacherServer
+- `POST /v1/chat/completions` (OpenAI chat: n, logprobs/top_logprobs, max_tokens or
+  max_completion_tokens, stop, seed, temperature, usage with cached tokens);
+- `POST /v1/completions` (legacy completions, with OpenAI's logprobs shape or, with
+  `completions_shape="llama"`, llama.cpp llama-server's `logprobs.content[]`);
+- `POST /v1/messages` and `/v1/messages/count_tokens` (Anthropic, with simulated prompt
+  caching: `cache_control` prefixes are written once, then read);
+- `GET /v1/models`, `GET /health`; and, for a server in another process,
+  `GET /_stats`, `GET|POST /_config` and `POST /_reset`.
+
+Answers are deterministic, come from a responder (`LabelResponder`, `EchoResponder`,
+`ScriptedResponder` or any callable from `RequestView` to `Reply`), and carry the
+providers' headers and error bodies; faults and rate limits are set on `ServerConfig`
+and reproduce exactly for a given seed::
+
+    from labeler.testing import ServerConfig, TeacherServer
 
     with TeacherServer(ServerConfig(labels=["positive", "negative"])) as srv:
         client = openai.OpenAI(base_url=srv.url + "/v1", api_key="test")
@@ -13,10 +24,8 @@ headers, enforced rate limits, and reproducible faults. Nothing leaves the machi
         srv.config.error_rate = 0.2          # change behaviour between phases
         assert srv.log[-1].status == 200
 
-Answers come from a responder (`LabelResponder`, `EchoResponder`, `ScriptedResponder`, or
-any callable from `RequestView` to `Reply`). For benchmarks, run it as a process:
-`python -m labeler.testing serve --port 0 --latency 0.2 --rpm 600`, which prints its URL
-first and serves `GET /_stats`, `GET|POST /_config` and `POST /_reset` besides the APIs.
+For benchmarks, run it as its own process: `python -m labeler.testing serve --port 0
+--latency 0.2 --rpm 600 --labels a,b,c` prints its URL as the first line of stdout.
 """
 
 from labeler.testing.config import ServerConfig

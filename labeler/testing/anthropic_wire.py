@@ -100,7 +100,7 @@ def message_body(
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [] if refused else [{"type": "text", "text": gen.text or ""}],
+            "content": [] if refused or not gen.tokens else [{"type": "text", "text": gen.text or ""}],
             "stop_reason": stop_reason,
             "stop_sequence": gen.stop_sequence,
             "stop_details": ({"type": "refusal", "category": None, "explanation": None} if refused else None),
@@ -112,7 +112,7 @@ def message_body(
                     "ephemeral_5m_input_tokens": cache_write_5m,
                     "ephemeral_1h_input_tokens": cache_write_1h,
                 },
-                "output_tokens": max(len(gen.tokens), 1),
+                "output_tokens": len(gen.tokens),
                 "service_tier": "standard",
             },
         }

@@ -13,16 +13,15 @@ import asyncio
 import hmac
 import itertools
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from labeler.testing import anthropic_wire, faults, openai_wire
+from labeler.testing.answers import GARBAGE_HTML, GARBAGE_JSON, Answer, Answers, Limits
 from labeler.testing.config import ServerConfig, patched, public_view
 from labeler.testing.generation import FILTERED, Generation, generate
 from labeler.testing.hashing import mix, text_hash
@@ -50,25 +49,6 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Parsed]] = {
     OPENAI_COMPLETIONS: parse_openai_completions,
     ANTHROPIC: parse_anthropic,
 }
-_GARBAGE_JSON = b'{"id": "chatcmpl-7e57", "object": "chat.completion", "choices": [{"ind'
-_GARBAGE_HTML = (
-    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-    b"<center><h1>502 Bad Gateway</h1></center>\r\n</body>\r\n</html>\r\n"
-)
-_BAD_JSON = {
-    OPENAI_CHAT: "We could not parse the JSON body of your request. The API expects a JSON "
-    "payload, but what was sent was not valid JSON.",
-    ANTHROPIC: "There was an error parsing the body of your request.",
-}
-
-
-@dataclass(slots=True)
-class Answer:
-    status: int | None
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    fault: str | None = None
-    content_type: str = "application/json"
 
 
 class TeacherApp:
@@ -109,10 +89,12 @@ class TeacherApp:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         handler = self._routes.get((request.method, request.path))
         if handler is None:
-            return self._not_found(request)
+            provider = ANTHROPIC if _is_anthropic(request) else OPENAI_CHAT
+            answer = self._answers(provider, self.config).not_found(request.method, request.path)
+            return self._finish(request, None, answer)
         return await handler(request)
 
-    # -- generation endpoints -------------------------------------------------------
+    # -- generation ---------------------------------------------------------------------
 
     async def _chat(self, request: web.BaseRequest) -> web.StreamResponse:
         return await self._generation(request, OPENAI_CHAT)
@@ -128,9 +110,8 @@ class TeacherApp:
         record = RequestRecord(time.monotonic(), request.method, request.path, provider)
         if cfg.log_requests:
             self.log.append(record)
-        rid = self._rid()
         try:
-            answer = await self._answer(request, cfg, provider, record, rid)
+            answer = await self._attempt(request, cfg, record, self._answers(provider, cfg))
         except asyncio.CancelledError:
             self.stats.count(record.path, "cancelled", record.fault)
             raise
@@ -141,128 +122,91 @@ class TeacherApp:
         if answer.status is None:
             if request.transport is not None:
                 request.transport.abort()
-            return web.Response(status=500)
-        return web.Response(
-            body=answer.body,
-            status=answer.status,
-            headers=answer.headers,
-            content_type=answer.content_type,
-        )
+            return web.Response(status=500)  # never reaches the aborted socket
+        return _response(answer)
 
-    async def _answer(
-        self,
-        request: web.BaseRequest,
-        cfg: ServerConfig,
-        provider: str,
-        record: RequestRecord,
-        rid: str,
+    async def _attempt(
+        self, request: web.BaseRequest, cfg: ServerConfig, record: RequestRecord, answers: Answers
     ) -> Answer:
-        started = record.received
-        raw = await request.read()
         try:
-            body = orjson.loads(raw)
+            body = orjson.loads(await request.read())
+        except web.HTTPRequestEntityTooLarge:
+            return answers.error(413, "Request exceeds the maximum allowed size.")
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict):
-            message = _BAD_JSON[ANTHROPIC if provider == ANTHROPIC else OPENAI_CHAT]
-            return self._error(provider, cfg, 400, rid, started, message)
+            return answers.bad_json()
         record.body = body
-        model = str(body.get("model") or cfg.model)
         if cfg.api_key is not None and not _authorized(request.headers, cfg.api_key):
-            return self._auth_error(provider, cfg, request, rid, started)
+            return answers.unauthorized("x-api-key" in request.headers or "authorization" in request.headers)
         try:
-            parsed = _PARSERS[provider](body)
+            parsed = _PARSERS[answers.provider](body)
         except BadRequest as exc:
-            return self._error(provider, cfg, 400, rid, started, exc.message, param=exc.param, code=exc.code)
+            return answers.error(400, exc.message, param=exc.param, code=exc.code)
         record.prompt = parsed.text
+        model = parsed.model
         pinned = faults.scheduled_status(cfg, parsed.text)
         if pinned is not None:
-            return self._error(provider, cfg, pinned, rid, started, model=model, fault=faults.STATUS_FOR)
+            return answers.error(pinned, model=model, fault=faults.STATUS_FOR, retry_after=cfg.retry_after_s)
         if cfg.rpm or cfg.tpm:
-            refused = self._admit(cfg, parsed)
+            refused = self._admit(cfg, parsed, answers)
             if refused is not None:
-                return self._rate_limited(provider, cfg, rid, started, model, parsed, *refused)
+                return refused
         if parsed.longest_prompt > cfg.context_tokens:
-            return self._context_error(provider, cfg, rid, started, parsed)
-        key = (provider, parsed.hash)
-        attempt = self._attempts.get(key, 0)
+            return answers.context_exceeded(cfg.context_tokens, parsed.longest_prompt, parsed.max_tokens)
+        key = (answers.provider, parsed.hash)
+        attempt = record.attempt = self._attempts.get(key, 0)
         self._attempts[key] = attempt + 1
-        record.attempt = attempt
+        delay = faults.latency(cfg, parsed.hash, attempt)
         if attempt < cfg.fail_first:
             record.fault = faults.FAIL_FIRST
-            await _sleep(faults.latency(cfg, parsed.hash, attempt))
-            return self._error(
-                provider, cfg, cfg.fail_status, rid, started, model=model, fault=faults.FAIL_FIRST
+            await _sleep(delay)
+            return answers.error(
+                cfg.fail_status, model=model, fault=faults.FAIL_FIRST, retry_after=cfg.retry_after_s
             )
-        fault = faults.draw(cfg, parsed.hash, attempt)
-        record.fault = fault
-        delay = faults.latency(cfg, parsed.hash, attempt)
+        fault = record.fault = faults.draw(cfg, parsed.hash, attempt)
         await _sleep(delay + cfg.hang_s if fault == faults.HANG else delay)
-        if fault is not None and fault not in (faults.HANG, faults.CONTENT_FILTER):
-            return self._fault_answer(provider, cfg, rid, started, model, fault)
+        if fault == faults.ERROR:
+            return answers.error(500, model=model, fault=fault)
+        if fault == faults.OVERLOADED:
+            return answers.error(529 if answers.anthropic else 503, model=model, fault=fault)
+        if fault == faults.RATE_LIMIT:
+            return answers.error(429, model=model, fault=fault, retry_after=cfg.retry_after_s)
+        if fault == faults.GARBAGE:
+            garbage = GARBAGE_JSON if "json" in cfg.garbage_content_type else GARBAGE_HTML
+            return answers.ok(garbage, fault, cfg.garbage_content_type)
+        if fault == faults.DROP:
+            return Answer(None, fault=fault)
         try:
-            payload = self._success(cfg, parsed, body, rid, fault == faults.CONTENT_FILTER)
+            payload = self._complete(cfg, parsed, body, answers.rid, fault == faults.CONTENT_FILTER)
         except Exception as exc:
             logger.exception("responder failed")
-            return self._error(
-                provider,
-                cfg,
-                500,
-                rid,
-                started,
-                f"responder raised {type(exc).__name__}: {exc}",
-                fault="responder_error",
-            )
-        return Answer(200, payload, self._headers(provider, cfg, rid, started), fault)
+            message = f"responder raised {type(exc).__name__}: {exc}"
+            return answers.error(500, message, fault="responder_error")
+        return answers.ok(payload, fault)
 
-    def _admit(self, cfg: ServerConfig, parsed: Parsed) -> tuple[str, float, int] | None:
+    def _admit(self, cfg: ServerConfig, parsed: Parsed, answers: Answers) -> Answer | None:
+        """Charge the rate windows, or the 429 that says which one is full."""
         prompts = len(parsed.prompts) if parsed.prompts else 1
         cost = parsed.prompt_tokens + (parsed.max_tokens or 0) * parsed.n * prompts
         refused = self._limiter.admit(time.monotonic(), cfg.rpm, cfg.tpm, cfg.rate_window_s, cost)
         if refused is None:
             return None
-        return refused[0], refused[1], cost
+        unit, wait = refused
+        used_requests, used_tokens = self._limiter.used()
+        if unit == "requests":
+            limit, used, asked = cfg.rpm or 0, used_requests, 1
+        else:
+            limit, used, asked = cfg.tpm or 0, used_tokens, cost
+        return answers.over_limit(parsed.model, unit, limit, used, asked, wait, faults.OVER_LIMIT)
 
-    def _success(
-        self,
-        cfg: ServerConfig,
-        parsed: Parsed,
-        body: dict[str, Any],
-        rid: str,
-        filtered: bool,
+    def _complete(
+        self, cfg: ServerConfig, parsed: Parsed, body: dict[str, Any], rid: str, filtered: bool
     ) -> bytes:
-        responder = self._responder(cfg)
-        prompts = parsed.prompts or [parsed.text]
-        gens: list[Generation] = []
-        for i, prompt in enumerate(prompts):
-            single = len(prompts) == 1
-            prompt_hash = parsed.hash if single else text_hash(prompt)
-            prompt_tokens = parsed.seg_tokens[i] if parsed.prompts else parsed.prompt_tokens
-            limit = cfg.context_tokens - prompt_tokens
-            if parsed.max_tokens is not None:
-                limit = min(limit, parsed.max_tokens)
-            for _ in range(parsed.n):
-                if filtered:
-                    gens.append(FILTERED)
-                    continue
-                key = (parsed.provider, prompt_hash)
-                call = self._calls.get(key, 0)
-                self._calls[key] = call + 1
-                view = RequestView(
-                    provider=parsed.provider,
-                    prompt=prompt,
-                    last_user=parsed.last_user if single else prompt,
-                    model=parsed.model,
-                    temperature=parsed.temperature,
-                    seed=parsed.seed,
-                    max_tokens=parsed.max_tokens,
-                    call=call,
-                    prompt_hash=prompt_hash,
-                    body=body,
-                )
-                reply = responder(view)
-                salt = mix(cfg.seed, prompt_hash, call if view.sampling else 0)
-                gens.append(generate(reply, salt=salt, limit=limit, stop=parsed.stop, top_k=parsed.top_k))
+        if filtered:
+            gens = [FILTERED] * (parsed.n * len(parsed.prompts or [parsed.text]))
+        else:
+            gens = self._generate(cfg, parsed, body)
         created = int(time.time())
         if parsed.provider == ANTHROPIC:
             read, write_5m, write_1h = self._caches.anthropic(
@@ -302,12 +246,48 @@ class TeacherApp:
             model=parsed.model,
             created=created,
             gens=gens,
-            prompt_lengths=[len(p) for p in prompts],
+            prompt_lengths=[len(p) for p in parsed.prompts or [parsed.text]],
             n=parsed.n,
             logprobs=parsed.top_k is not None,
             prompt_tokens=parsed.prompt_tokens,
             llama=cfg.completions_shape == "llama",
         )
+
+    def _generate(self, cfg: ServerConfig, parsed: Parsed, body: dict[str, Any]) -> list[Generation]:
+        """Ask the responder for every choice of every prompt, counting calls per prompt."""
+        responder = self._responder(cfg)
+        prompts = parsed.prompts or [parsed.text]
+        single = len(prompts) == 1
+        temperature = cfg.default_temperature if parsed.temperature is None else parsed.temperature
+        gens: list[Generation] = []
+        for i, prompt in enumerate(prompts):
+            prompt_hash = parsed.hash if single else text_hash(prompt)
+            prompt_tokens = parsed.seg_tokens[i] if parsed.prompts else parsed.prompt_tokens
+            limit = cfg.context_tokens - prompt_tokens
+            if parsed.max_tokens is not None:
+                limit = min(limit, parsed.max_tokens)
+            key = (parsed.provider, prompt_hash)
+            for choice in range(parsed.n):
+                call = self._calls.get(key, 0)
+                self._calls[key] = call + 1
+                view = RequestView(
+                    provider=parsed.provider,
+                    prompt=prompt,
+                    last_user=parsed.last_user if single else prompt,
+                    model=parsed.model,
+                    temperature=temperature,
+                    seed=parsed.seed,
+                    max_tokens=parsed.max_tokens,
+                    call=call,
+                    prompt_hash=prompt_hash,
+                    body=body,
+                    choice=choice,
+                )
+                salt = mix(cfg.seed, prompt_hash, view.sample_id if view.sampling else 0)
+                gens.append(
+                    generate(responder(view), salt=salt, limit=limit, stop=parsed.stop, top_k=parsed.top_k)
+                )
+        return gens
 
     def _responder(self, cfg: ServerConfig) -> Responder:
         if cfg.responder is not None:
@@ -319,215 +299,60 @@ class TeacherApp:
             self._responders[key] = responder
         return responder
 
-    # -- answers other than success --------------------------------------------------
-
-    def _fault_answer(
-        self, provider: str, cfg: ServerConfig, rid: str, started: float, model: str, fault: str
-    ) -> Answer:
-        if fault == faults.ERROR:
-            return self._error(provider, cfg, 500, rid, started, model=model, fault=fault)
-        if fault == faults.OVERLOADED:
-            status = 529 if provider == ANTHROPIC else 503
-            return self._error(provider, cfg, status, rid, started, model=model, fault=fault)
-        if fault == faults.RATE_LIMIT:
-            return self._error(provider, cfg, 429, rid, started, model=model, fault=fault)
-        if fault == faults.GARBAGE:
-            garbage = _GARBAGE_JSON if "json" in cfg.garbage_content_type else _GARBAGE_HTML
-            headers = self._headers(provider, cfg, rid, started)
-            return Answer(200, garbage, headers, fault, cfg.garbage_content_type)
-        return Answer(None, fault=fault)
-
-    def _error(
-        self,
-        provider: str,
-        cfg: ServerConfig,
-        status: int,
-        rid: str,
-        started: float,
-        message: str | None = None,
-        *,
-        model: str = "",
-        fault: str | None = None,
-        retry_after: float | None = None,
-        **openai_fields: Any,
-    ) -> Answer:
-        headers = self._headers(provider, cfg, rid, started)
-        if provider == ANTHROPIC:
-            body = anthropic_wire.error_body(status, message, model=model, request_id=f"req_{rid}")
-        else:
-            body = openai_wire.error_body(status, message, model=model, **openai_fields)
-        if status == 429:
-            wait = cfg.retry_after_s if retry_after is None else retry_after
-            headers["retry-after"] = str(max(math.ceil(wait), 0))
-            headers["retry-after-ms"] = str(max(math.ceil(wait * 1000), 0))
-        return Answer(status, body, headers, fault)
-
-    def _rate_limited(
-        self,
-        provider: str,
-        cfg: ServerConfig,
-        rid: str,
-        started: float,
-        model: str,
-        parsed: Parsed,
-        unit: str,
-        wait: float,
-        cost: int,
-    ) -> Answer:
-        limit = int((cfg.rpm if unit == "requests" else cfg.tpm) or 0)
-        used_requests, used_tokens = self._limiter.used()
-        if provider == ANTHROPIC:
-            message = anthropic_wire.rate_limit_message(unit, limit)
-            return self._error(
-                provider, cfg, 429, rid, started, message, fault=faults.OVER_LIMIT, retry_after=wait
-            )
-        used = used_requests if unit == "requests" else used_tokens
-        asked = 1 if unit == "requests" else cost
-        message = openai_wire.rate_limit_message(model, unit, limit, used, asked, wait)
-        return self._error(
-            provider,
-            cfg,
-            429,
-            rid,
-            started,
-            message,
-            fault=faults.OVER_LIMIT,
-            retry_after=wait,
-            type=unit,
-            code="rate_limit_exceeded",
-        )
-
-    def _context_error(
-        self, provider: str, cfg: ServerConfig, rid: str, started: float, parsed: Parsed
-    ) -> Answer:
-        if provider == ANTHROPIC:
-            message = anthropic_wire.context_message(cfg.context_tokens, parsed.longest_prompt)
-            return self._error(provider, cfg, 400, rid, started, message)
-        chat = provider == OPENAI_CHAT
-        message = openai_wire.context_message(
-            cfg.context_tokens, parsed.longest_prompt, parsed.max_tokens, chat
-        )
-        return self._error(
-            provider,
-            cfg,
-            400,
-            rid,
-            started,
-            message,
-            type="invalid_request_error",
-            param="messages" if chat else "prompt",
-            code="context_length_exceeded",
-        )
-
-    def _auth_error(
-        self, provider: str, cfg: ServerConfig, request: web.BaseRequest, rid: str, started: float
-    ) -> Answer:
-        present = "x-api-key" in request.headers or "authorization" in request.headers
-        if provider == ANTHROPIC:
-            message = "invalid x-api-key" if present else "x-api-key header is required"
-            return self._error(provider, cfg, 401, rid, started, message)
-        if present:
-            return self._error(provider, cfg, 401, rid, started)
-        return self._error(
-            provider,
-            cfg,
-            401,
-            rid,
-            started,
-            "You didn't provide an API key. You need to provide your API key in an "
-            "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-            type="invalid_request_error",
-        )
-
-    def _headers(self, provider: str, cfg: ServerConfig, rid: str, started: float) -> dict[str, str]:
-        if provider == ANTHROPIC:
-            headers = {"request-id": f"req_{rid}"}
-            add_limits = anthropic_wire.ratelimit_headers
-        else:
-            elapsed_ms = int((time.monotonic() - started) * 1000)
-            headers = {
-                "x-request-id": f"req_{rid}",
-                "openai-processing-ms": str(elapsed_ms),
-                "openai-version": "2020-10-01",
-            }
-            add_limits = openai_wire.ratelimit_headers
-        if cfg.rpm or cfg.tpm:
-            requests, tokens = self._limiter.states(time.monotonic(), cfg.rpm, cfg.tpm, cfg.rate_window_s)
-            add_limits(headers, requests, tokens)
-        return headers
-
-    def _rid(self) -> str:
+    def _answers(self, provider: str, cfg: ServerConfig) -> Answers:
         n = next(self._ids)
-        return f"{mix(self.config.seed, n) & 0xFFFFFFFFFFFF:012x}{n:012x}"
+        rid = f"{mix(cfg.seed, n) & 0xFFFFFFFFFFFF:012x}{n:012x}"
 
-    # -- listing, health and control -------------------------------------------------
+        def limits() -> Limits | None:
+            if not (cfg.rpm or cfg.tpm):
+                return None
+            return self._limiter.states(time.monotonic(), cfg.rpm, cfg.tpm, cfg.rate_window_s)
 
-    def _simple(self, request: web.BaseRequest, provider: str | None, answer: Answer) -> web.Response:
+        return Answers(provider, rid, time.monotonic(), limits)
+
+    # -- listing, health and control ----------------------------------------------------
+
+    def _finish(self, request: web.BaseRequest, provider: str | None, answer: Answer) -> web.Response:
+        """Log and count an answer that needed no pipeline."""
         record = RequestRecord(time.monotonic(), request.method, request.path, provider)
         record.status = answer.status
-        record.responded = time.monotonic()
+        record.responded = record.received
         if self.config.log_requests:
             self.log.append(record)
         self.stats.count(request.path, answer.status, None)
-        return web.Response(
-            body=answer.body,
-            status=answer.status,
-            headers=answer.headers,
-            content_type=answer.content_type,
-        )
-
-    def _not_found(self, request: web.BaseRequest) -> web.Response:
-        rid = self._rid()
-        started = time.monotonic()
-        if _is_anthropic(request):
-            answer = self._error(ANTHROPIC, self.config, 404, rid, started, "Not Found")
-        else:
-            answer = self._error(
-                OPENAI_CHAT,
-                self.config,
-                404,
-                rid,
-                started,
-                f"Invalid URL ({request.method} {request.path})",
-                type="invalid_request_error",
-            )
-        return self._simple(request, None, answer)
+        return _response(answer)
 
     async def _models(self, request: web.BaseRequest) -> web.StreamResponse:
         cfg = self.config
-        rid = self._rid()
-        started = time.monotonic()
         provider = ANTHROPIC if _is_anthropic(request) else OPENAI_CHAT
+        answers = self._answers(provider, cfg)
         if cfg.api_key is not None and not _authorized(request.headers, cfg.api_key):
-            return self._simple(request, provider, self._auth_error(provider, cfg, request, rid, started))
+            return self._finish(request, provider, answers.unauthorized(True))
         if provider == ANTHROPIC:
             body = anthropic_wire.models_body(cfg.model)
         else:
             body = openai_wire.models_body(cfg.model, int(time.time()))
-        return self._simple(request, provider, Answer(200, body, self._headers(provider, cfg, rid, started)))
+        return self._finish(request, provider, answers.ok(body))
 
     async def _count_tokens(self, request: web.BaseRequest) -> web.StreamResponse:
         cfg = self.config
-        rid = self._rid()
-        started = time.monotonic()
+        answers = self._answers(ANTHROPIC, cfg)
         if cfg.api_key is not None and not _authorized(request.headers, cfg.api_key):
-            return self._simple(request, ANTHROPIC, self._auth_error(ANTHROPIC, cfg, request, rid, started))
+            return self._finish(request, ANTHROPIC, answers.unauthorized(True))
         try:
             body = orjson.loads(await request.read())
             body.setdefault("max_tokens", 1)
             parsed = parse_anthropic(body)
-        except (orjson.JSONDecodeError, AttributeError, BadRequest) as exc:
-            message = exc.message if isinstance(exc, BadRequest) else _BAD_JSON[ANTHROPIC]
-            return self._simple(request, ANTHROPIC, self._error(ANTHROPIC, cfg, 400, rid, started, message))
-        headers = self._headers(ANTHROPIC, cfg, rid, started)
-        return self._simple(
-            request,
-            ANTHROPIC,
-            Answer(200, anthropic_wire.count_tokens_body(parsed.prompt_tokens), headers),
+        except BadRequest as exc:
+            return self._finish(request, ANTHROPIC, answers.error(400, exc.message))
+        except (orjson.JSONDecodeError, AttributeError):
+            return self._finish(request, ANTHROPIC, answers.bad_json())
+        return self._finish(
+            request, ANTHROPIC, answers.ok(anthropic_wire.count_tokens_body(parsed.prompt_tokens))
         )
 
     async def _health(self, request: web.BaseRequest) -> web.StreamResponse:
-        return self._simple(request, None, Answer(200, b'{"status":"ok"}'))
+        return self._finish(request, None, Answer(200, b'{"status":"ok"}'))
 
     async def _stats(self, request: web.BaseRequest) -> web.StreamResponse:
         return _json(self.stats.snapshot())
@@ -567,6 +392,15 @@ def _authorized(headers: Mapping[str, str], key: str) -> bool:
 
 def _is_anthropic(request: web.BaseRequest) -> bool:
     return "anthropic-version" in request.headers or request.path.startswith("/v1/messages")
+
+
+def _response(answer: Answer) -> web.Response:
+    return web.Response(
+        body=answer.body,
+        status=answer.status or 500,
+        headers=answer.headers,
+        content_type=answer.content_type,
+    )
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

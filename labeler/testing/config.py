@@ -29,9 +29,14 @@ FAULT_RATES = (
 class ServerConfig:
     """Teacher behaviour, faults and limits.
 
-    Faults are drawn per (seed, prompt, attempt), so a run is reproducible whatever the
-    concurrency, and a retried prompt gets a fresh draw. Rates are probabilities of
-    mutually exclusive outcomes, checked in the order the fields are listed.
+    A request meets, in this order: the API key check, validation (400), `status_for`
+    (a prompt containing the substring always gets that status), the `rpm`/`tpm`
+    windows (429), the context window (400), `fail_first` (the first k attempts of each
+    distinct prompt get `fail_status`), then one random draw against the fault rates.
+    Draws depend on (seed, prompt, attempt) only, so a run is reproducible whatever the
+    concurrency and a retried prompt gets a fresh draw. Rates are probabilities of
+    mutually exclusive outcomes and may add up to at most 1. `responder` overrides the
+    default answers (labels if `labels` is set, else free text).
     """
 
     model: str = field(default="teacher-test", metadata={"help": "model id served and listed"})
@@ -40,6 +45,9 @@ class ServerConfig:
         default=None, metadata={"help": "answer with these labels (comma-separated)"}
     )
     responder: Responder | None = field(default=None, repr=False, compare=False)
+    default_temperature: float = field(
+        default=1.0, metadata={"help": "temperature of requests that set none (providers: 1.0)"}
+    )
     context_tokens: int = field(default=8192, metadata={"help": "context window in tokens"})
     completions_shape: str = field(
         default="openai", metadata={"help": "logprobs shape of /v1/completions: openai|llama"}
@@ -66,7 +74,11 @@ class ServerConfig:
     rpm: int | None = field(default=None, metadata={"help": "requests allowed per window"})
     tpm: int | None = field(default=None, metadata={"help": "tokens allowed per window"})
     rate_window_s: float = field(default=60.0, metadata={"help": "rate-limit window seconds"})
-    api_key: str | None = field(default=None, repr=False)
+    api_key: str | None = field(
+        default=None,
+        repr=False,
+        metadata={"help": "key clients must send (or set LABELER_TEACHER_API_KEY)"},
+    )
     cache_min_tokens: int = field(
         default=0, metadata={"help": "smallest prefix Anthropic-style caching stores"}
     )

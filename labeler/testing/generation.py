@@ -19,34 +19,9 @@ from labeler.testing.tokens import tokenize
 TopList = list[tuple[str, float]]
 
 _LN2 = math.log(2.0)
-_FILLERS = (
-    " the",
-    ",",
-    ".",
-    " a",
-    "\n",
-    " and",
-    " of",
-    " to",
-    " is",
-    " in",
-    " that",
-    " it",
-    " for",
-    " on",
-    " with",
-    " as",
-    " was",
-    " be",
-    " by",
-    " this",
-    " I",
-    " you",
-    " not",
-    " are",
-    "The",
-    "A",
-)
+_COMMON = (" the", ",", ".", " a", "\n", " and", " of", " to", " is", " in", " that", " it", " for")
+_RARER = (" on", " with", " as", " was", " be", " by", " this", " I", " you", " not", " are", "The", "A")
+_FILLERS = (*_COMMON, *_RARER)
 
 
 @dataclass(slots=True)

@@ -38,6 +38,8 @@ class BadRequest(Exception):
 
 @dataclass(slots=True)
 class Parsed:
+    """One request in provider-neutral terms; `prompts` is set only for completions."""
+
     provider: str
     model: str
     segments: list[str]
@@ -296,9 +298,10 @@ def _int_in(body: dict[str, Any], name: str, lo: int, hi: int, *, default: int) 
 def _positive(value: Any, name: str, *, anthropic: bool = False) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    lowest = 0 if anthropic else 1
+    if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
         if anthropic:
-            raise BadRequest(f"{name}: Input should be greater than or equal to 1")
+            raise BadRequest(f"{name}: Input should be greater than or equal to 0")
         raise BadRequest(
             f"Invalid '{name}': integer below minimum value. Expected a value >= 1, but got {value} instead.",
             name,

@@ -44,19 +44,22 @@ class RequestView:
     message) or the raw completion prompt, so the same question asked through any
     provider gets the same answer. `call` counts earlier answers to the same prompt on
     the same endpoint (each of n choices is one call), which lets sampled answers vary
-    across calls yet repeat exactly across runs.
+    across calls yet repeat exactly across runs. `temperature` is the request's, or the
+    server's `default_temperature` (1.0, as at the providers) when it set none. `choice`
+    is this answer's index among the request's n choices.
     """
 
     provider: str
     prompt: str
     last_user: str
     model: str
-    temperature: float | None
+    temperature: float
     seed: int | None
     max_tokens: int | None
     call: int
     prompt_hash: int
     body: Mapping[str, Any]
+    choice: int = 0
 
     @property
     def params(self) -> dict[str, Any]:
@@ -64,8 +67,14 @@ class RequestView:
 
     @property
     def sampling(self) -> bool:
-        """An unset temperature reads as greedy, so answers stay stable unless asked."""
-        return self.temperature is not None and self.temperature > 0
+        return self.temperature > 0
+
+    @property
+    def sample_id(self) -> int:
+        """What a sampled answer is seeded by: the call counter or, when the request pins a
+        `seed`, that seed and the choice index, so a seeded request repeats its samples as
+        OpenAI's `seed` intends."""
+        return self.call if self.seed is None else mix(0x5EED, self.seed, self.choice)
 
 
 Responder = Callable[[RequestView], Reply]
@@ -84,7 +93,9 @@ class LabelResponder:
     likely one; on the completions endpoint (a few-shot prefix such as `"Label:"`) the
     spaced one is, so the text there is e.g. `" positive"`. At temperature 0 the answer
     is the most likely label; above it, a label is sampled (seeded by prompt and call
-    counter) from the label tokens only, so n samples give an empirical soft label.
+    counter) from the label tokens only, so n samples give an empirical soft label. A
+    request that sets no temperature samples at the server's default (1.0, as the
+    providers do): send temperature 0 to get `label_for`'s answer every time.
     Labels should have distinct first tokens, or no teacher could tell them apart.
     """
 
@@ -116,7 +127,7 @@ class LabelResponder:
         first = self._first_position(draw, view.provider == "openai-completions")
         candidates = [(tok, p) for tok, p in first if tok.lstrip() in self._first_tokens]
         temp = view.temperature if view.sampling else None
-        chosen = _choose(candidates, temp, unit(self.seed, h, view.call, 0))
+        chosen = _choose(candidates, temp, unit(self.seed, h, view.sample_id, 0))
         tokens = [chosen]
         tops: list[list[tuple[str, float]]] = [[(tok, math.log(p)) for tok, p in first]]
         alive = [i for i, toks in enumerate(self._tokens) if toks[0].lstrip() == chosen.lstrip()]
@@ -131,7 +142,7 @@ class LabelResponder:
                 break
             total = sum(nxt.values())
             options = sorted(((tok, _CONTINUE_P * m / total) for tok, m in nxt.items()), key=lambda e: -e[1])
-            tok = _choose(options, temp, unit(self.seed, h, view.call, pos))
+            tok = _choose(options, temp, unit(self.seed, h, view.sample_id, pos))
             top = [(t, math.log(p)) for t, p in options]
             top.append(("\n", math.log((1.0 - _CONTINUE_P) / 2)))
             tokens.append(tok)
@@ -190,49 +201,52 @@ def _choose(options: list[tuple[str, float]], temperature: float | None, u: floa
 
 
 _WORD_RE = re.compile(r"\w+")
-_SENTENCES = (
+_OPENERS = (
     "Here is a short answer about {topic}.",
+    "There are two sides to {topic}, and both deserve a fair hearing.",
+    "To summarise, {topic} is worth a closer look.",
+    "That said, {topic} has exceptions worth noting.",
+)
+_SENTENCES = (
     "The main point is that {word} matters more than it first seems.",
     "In practice, most cases like this come down to a few simple checks.",
     "A careful reader would start by looking at {word} again.",
-    "There are two sides to {topic}, and both deserve a fair hearing.",
     "This is consistent with what is usually observed.",
     "One caveat: the evidence for {word} is thinner than people assume.",
-    "To summarise, {topic} is worth a closer look.",
     "Nothing here is surprising once {word} is taken into account.",
     "The simplest explanation is usually the right one.",
     "Further detail would depend on the exact context.",
-    "That said, {topic} has exceptions worth noting.",
 )
 
 
 class EchoResponder:
     """A free-text teacher: a few sentences derived from the last user message.
 
-    The words come from the prompt, so different inputs get visibly different targets,
-    and the choice of sentences is a hash of the prompt (and, when sampling, the call
-    counter), so reruns reproduce them exactly.
+    The first sentence names the message's first words (its "topic") and later ones
+    reuse a word of it, so different inputs get visibly different targets; which
+    sentences appear is a hash of the prompt (and, when sampling, of the sample), so
+    reruns reproduce them exactly.
     """
 
     def __init__(self, seed: int = 0, sentences: int = 3) -> None:
         self.seed = seed
-        self.sentences = sentences
+        self.sentences = max(1, min(sentences, len(_SENTENCES) + 1))
 
     def __call__(self, view: RequestView) -> Reply:
         words = _WORD_RE.findall(view.last_user or view.prompt)
         topic = " ".join(words[:4]) if words else "your request"
-        call = view.call if view.sampling else 0
-        h = mix(self.seed, view.prompt_hash, call)
+        h = mix(self.seed, view.prompt_hash, view.sample_id if view.sampling else 0)
         word = words[h % len(words)] if words else "context"
+        parts = [_OPENERS[h % len(_OPENERS)].format(topic=topic)]
         picked: list[int] = []
         i = 0
-        while len(picked) < min(self.sentences, len(_SENTENCES)):
+        while len(picked) < self.sentences - 1:
             idx = mix(h, i) % len(_SENTENCES)
             i += 1
             if idx not in picked:
                 picked.append(idx)
-        text = " ".join(_SENTENCES[j].format(topic=topic, word=word) for j in picked)
-        return Reply(text=text)
+        parts += [_SENTENCES[j].format(word=word) for j in picked]
+        return Reply(text=" ".join(parts))
 
 
 class ScriptedResponder:

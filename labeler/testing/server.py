@@ -23,13 +23,19 @@ from labeler.testing.config import ServerConfig, validate
 from labeler.testing.records import RequestLog
 
 _STOP_TIMEOUT_S = 10.0
+_MAX_BODY = 32 * 1024 * 1024  # Anthropic's documented request size limit
 
 
 async def start_site(
     app: TeacherApp, host: str, port: int, shutdown_timeout: float = 0.5
 ) -> tuple[web.ServerRunner, int]:
     """Listen on (host, port); port 0 picks a free one, returned with the runner."""
-    server = web.Server(app.handle, handler_cancellation=True, access_log=None)
+    loop = asyncio.get_running_loop()
+
+    def make_request(*args: Any) -> web.BaseRequest:
+        return web.BaseRequest(*args, loop, client_max_size=_MAX_BODY)
+
+    server = web.Server(app.handle, request_factory=make_request, handler_cancellation=True, access_log=None)
     runner = web.ServerRunner(server, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=2048)
