@@ -31,7 +31,16 @@ from labeler.errors import TemplateError
 from labeler.request import Request
 from labeler.targets import LabelSpace
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+def _prompts_dir() -> Path:
+    """The shipped templates: prompts/ of a source checkout, or where a wheel put them."""
+    import sys
+
+    source = Path(__file__).resolve().parent.parent / "prompts"
+    installed = Path(sys.prefix) / "share" / "labeler" / "prompts"
+    return source if source.is_dir() or not installed.is_dir() else installed
+
+
+PROMPTS_DIR = _prompts_dir()
 OUTPUT_KINDS = ("label", "text", "json")
 MODES = ("chat", "completion")
 TOP_KEYS = {
