@@ -24,7 +24,7 @@ EXIT_OK, EXIT_FATAL, EXIT_PARTIAL, EXIT_LOCKED, EXIT_BUDGET, EXIT_INTERRUPTED = 
 
 def _teacher_options(f: Any) -> Any:
     opts = [
-        click.option("--teacher", "-t", default="local:smollm2-135m", show_default=True,
+        click.option("--teacher", "-t", default="local:gemma3-270m", show_default=True,
                      help="PROVIDER:MODEL: openai:gpt-4o-mini, anthropic:claude-haiku-4-5, "
                           "openai-compatible:MODEL (with --base-url), local:smollm2-135m."),
         click.option("--base-url", help="Endpoint of an OpenAI-compatible server, e.g. "
