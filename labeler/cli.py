@@ -2,15 +2,15 @@
 
 Exit codes: 0 everything labeled; 1 a fatal error (bad flag, unreadable input, store);
 3 partial (some items failed or were skipped: rerun to retry); 4 another refresh holds
-the lock; 5 the budget stopped the run; 130 interrupted (SIGINT/SIGTERM).
+the lock; 5 the budget stopped the run; 6 pending (``run --batch --no-wait``: batches are
+still running at the provider; rerun later to collect and export); 130 interrupted
+(SIGINT/SIGTERM).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ import click
 from labeler.errors import LabelerError
 
 EXIT_OK, EXIT_FATAL, EXIT_PARTIAL, EXIT_LOCKED, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 3, 4, 5, 130
+EXIT_PENDING = 6  # --batch --no-wait: answers still being computed by the provider
 
 
 def _teacher_options(f: Any) -> Any:
@@ -27,8 +28,10 @@ def _teacher_options(f: Any) -> Any:
         click.option("--teacher", "-t", default="local:gemma3-270m", show_default=True,
                      help="PROVIDER:MODEL: openai:gpt-4o-mini, anthropic:claude-haiku-4-5, "
                           "openai-compatible:MODEL (with --base-url), local:smollm2-135m."),
-        click.option("--base-url", help="Endpoint of an OpenAI-compatible server, e.g. "
-                                         "http://localhost:8000/v1."),
+        click.option("--base-url", multiple=True,
+                     help="Endpoint of the teacher, e.g. http://localhost:8000/v1. Repeat it "
+                          "(or separate with commas) to spread requests over several "
+                          "servers of the same model."),
         click.option("--api-key-file", type=click.Path(dir_okay=False),
                      help="Read the API key from this file (must be mode 0600). Default: the "
                           "provider's environment variable."),
@@ -89,6 +92,12 @@ def main() -> None:
 @click.option("--max-attempts", type=int, default=8, show_default=True,
               help="Tries per item before it is recorded as failed.")
 @click.option("--retry-failed", is_flag=True, help="Send again items whose failure is stored.")
+@click.option("--retry-initial-wait", type=float, metavar="SECONDS",
+              help="Advanced: first backoff step between attempts (doubles each time; "
+                   "default 0.5). A server's retry-after is honoured regardless.")
+@click.option("--stop-grace", "stop_grace", type=float, default=30.0, show_default=True,
+              metavar="SECONDS", help="After SIGINT/SIGTERM, how long in-flight requests may "
+                                      "still land before they are abandoned.")
 @click.option("--budget", type=float, help="Stop sending new requests past this spend (USD).")
 @click.option("--prices", "prices_file", type=click.Path(dir_okay=False),
               help="Price table JSON (default: the shipped one).")
@@ -96,12 +105,20 @@ def main() -> None:
               help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
 @click.option("--rejects", type=click.Path(dir_okay=False),
               help="Where bad rows go (default: OUT.rejects.jsonl).")
+@click.option("--batch", is_flag=True,
+              help="Use the provider's batch API: half the price, answers within 24 hours. "
+                   "Resumable: a rerun re-attaches to its batches and never submits twice.")
+@click.option("--no-wait", is_flag=True,
+              help="With --batch: submit, store whatever has finished, and return at once "
+                   f"(exit {EXIT_PENDING} while answers are pending; for cron).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 def run(task: str, input_path: str, **kw: Any) -> None:
     """Label INPUT with TASK (a prompts/ name or a YAML file); export to --out."""
     from labeler.job import run_job
 
+    if kw.get("no_wait") and not kw.get("batch"):
+        _fail(LabelerError("--no-wait goes with --batch (a live run has nothing to wait for)"))
     job = _job(task, input_path, kw)
     try:
         result = asyncio.run(run_job(job, on_warning=_warn, handle_signals=True))
@@ -116,6 +133,8 @@ def run(task: str, input_path: str, **kw: Any) -> None:
                                "out": str(job.out) if job.out else None}))
     else:
         _print_summary(result)
+        if job.batch:
+            _print_batch_summary(s)
     sys.exit(_exit_code(s.outcome))
 
 
@@ -214,6 +233,173 @@ def templates() -> None:
                    f"{t.description}")
 
 
+@main.command()
+@click.argument("task")
+@click.argument("input_path", metavar="INPUT")
+@_teacher_options
+@click.option("--samples", type=int, help="Answers an Anthropic teacher samples per row when "
+                                          "the template wants soft targets (default 5).")
+@click.option("--prices", "prices_file", type=click.Path(dir_okay=False),
+              help="Price table JSON (default: the shipped one).")
+@click.option("--price", "price_overrides", multiple=True,
+              help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON line.")
+def estimate(task: str, input_path: str, samples: int | None, as_json: bool, **kw: Any) -> None:
+    """Tokens and expected cost of labeling INPUT with TASK; nothing is sent."""
+    from labeler.estimate import estimate as estimate_cost
+
+    kw.update(kind="records", fmt="hf", validation_size=0.0, seed=0)
+    job = _job(task, input_path, kw)
+    try:
+        loaded = job.load_task()
+        est = estimate_cost(loaded, job.rows(loaded), job.teacher, job.prices, samples=samples)
+    except LabelerError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(est.to_dict()))
+        return
+    bound = " (upper bound: max_tokens per answer)" if est.output_is_upper_bound else ""
+    click.echo(f"rows             {est.rows} ({est.requests} distinct requests, "
+               f"{est.http_requests} HTTP requests, {est.rejected} rejected)")
+    click.echo(f"prompt tokens    {est.prompt_tokens} ({est.cached_prompt_tokens} from cache, "
+               f"{est.cache_write_tokens} written to it)")
+    click.echo(f"output tokens    {est.output_tokens}{bound} (at most {est.max_output_tokens})")
+    if est.cost_usd is None:
+        click.echo("cost             unknown")
+    else:
+        click.echo(f"cost             ${est.cost_usd:.4f} expected, ${est.max_cost_usd:.4f} at most")
+    click.echo(f"tokenizer        {est.tokenizer}")
+    for note in est.notes:
+        click.echo(f"labeler: {note}", err=True)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--store", type=click.Path(dir_okay=False),
+              help="Store whose batches to list. Default: $LABELER_HOME/store.sqlite.")
+@click.option("--live", "live_only", is_flag=True, help="Only batches still running.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per batch.")
+@click.pass_context
+def batches(ctx: click.Context, store: str | None, live_only: bool, as_json: bool) -> None:
+    """Batches submitted by `run --batch`: provider, id, state, counts, age, cost.
+
+    States are as last seen by a run (no request is sent); `labeler run ... --batch
+    --no-wait` refreshes them.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["store"] = store
+    if ctx.invoked_subcommand is not None:
+        return
+    import time
+
+    from labeler.batch import list_batches
+    from labeler.job import default_store
+
+    try:
+        rows = list_batches(Path(store) if store else default_store(), live_only=live_only)
+    except LabelerError as exc:
+        _fail(exc)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row))
+        return
+    if not rows:
+        click.echo("labeler: no batches in this store", err=True)
+        return
+    click.echo(f"{'provider':<10} {'id':<36} {'state':<22} {'done/total':>12} {'failed':>7} "
+               f"{'age':>6} {'cost':>10}")
+    for r in rows:
+        c = r["counts"]
+        cost = f"${r['cost_usd']:.4f}" if r["cost_usd"] is not None else "-"
+        click.echo(f"{r['provider']:<10} {r['id']:<36} {r['state'][:22]:<22} "
+                   f"{c.get('done', 0):>5}/{c.get('total', r['requests']):<6} {c.get('failed', 0):>7} "
+                   f"{_age(time.time() - r['created_at']):>6} {cost:>10}")
+        if r["error"]:
+            click.echo(f"{'':<10} {r['error'][:100]}")
+
+
+@batches.command(name="cancel")
+@click.argument("batch_id")
+@click.option("--store", type=click.Path(dir_okay=False), help="Store that journaled the batch.")
+@click.option("--api-key-file", type=click.Path(dir_okay=False),
+              help="Read the API key from this file (mode 0600). Default: the provider's "
+                   "environment variable.")
+@click.pass_context
+def batches_cancel(ctx: click.Context, batch_id: str, store: str | None,
+                   api_key_file: str | None) -> None:
+    """Cancel BATCH_ID at the provider. What it answered is kept; the next run collects it
+    and sends the rest again."""
+    from labeler.batch import cancel_batch
+    from labeler.job import default_store
+
+    store = store or (ctx.obj or {}).get("store")
+    try:
+        remote = asyncio.run(cancel_batch(Path(store) if store else default_store(), batch_id,
+                                          _read_key_file(api_key_file)))
+    except LabelerError as exc:
+        _fail(exc)
+    click.echo(f"labeler: batch {remote.id} is {remote.status}; rerun the job to collect "
+               "its answers and resubmit the rest", err=True)
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _print_batch_summary(s: Any) -> None:
+    parts = [f"{s.batches_created} submitted ({s.requests} requests)"]
+    if s.batches_adopted:
+        parts.append(f"{s.batches_adopted} adopted after a crash")
+    parts.append(f"{s.batches_collected} collected")
+    click.echo(f"labeler: batches: {', '.join(parts)}", err=True)
+    if s.pending:
+        click.echo(f"labeler: {s.pending} rows pending in {len(s.batches_live)} live batch(es) "
+                   f"({', '.join(s.batches_live[:3])}{'…' if len(s.batches_live) > 3 else ''}); "
+                   "rerun the same command to collect and export", err=True)
+    if s.unfinished:
+        click.echo(f"labeler: {s.unfinished} rows were not attempted by their batch (expired, "
+                   "cancelled or failed); the next run sends them again", err=True)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--max-age", "max_age_days", type=float, metavar="DAYS",
+              help="Relabel items whose stored answer is older than DAYS (overrides the "
+                   "config's max_age_days).")
+def refresh(config: str, max_age_days: float | None) -> None:
+    """Scheduled refresh: label what changed in CONFIG's input, publish a new version.
+
+    Writes OUT/versions/<UTC time>/ and swaps the OUT/current symlink to it; prints exactly
+    one JSON line on stdout. Exit: 0 ok, 3 partial, 4 another refresh holds the lock,
+    1 failed (current untouched), 5 budget, 130 interrupted.
+    """
+    import traceback
+
+    from labeler.refresh import RefreshResult
+    from labeler.refresh import refresh as run_refresh
+
+    try:
+        result = run_refresh(config, max_age_days=max_age_days, on_warning=_warn,
+                             handle_signals=True)
+    except Exception as exc:  # a bug: cron still gets its one JSON line and exit 1
+        traceback.print_exc()
+        result = RefreshResult(config, error=f"{type(exc).__name__}: {exc}")
+    if result.outcome == "locked":
+        click.echo(f"labeler: {result.error}", err=True)
+    elif result.error:
+        click.echo(f"labeler: error: {result.error}", err=True)
+    else:
+        s = result.summary
+        click.echo(f"labeler: refresh {result.outcome}: {s.get('rows', 0)} rows, "
+                   f"{s.get('labeled', 0)} labeled, {s.get('cached', 0)} cached, "
+                   f"{s.get('failed', 0)} failed, {s.get('rejected', 0)} rejected; "
+                   f"current: {result.current}", err=True)
+    click.echo(result.to_json())
+    sys.exit(result.exit_code)
+
+
 def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
     from labeler.export import ExportOptions
     from labeler.filters import FilterSpec
@@ -239,15 +425,18 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
         )
         return Job(
             task=task, input=input_path, teacher=kw["teacher"], out=kw.get("out"),
-            store=kw.get("store"), base_url=kw.get("base_url"),
+            store=kw.get("store"), base_url=",".join(kw.get("base_url") or ()) or None,
             api_key=_read_key_file(kw.get("api_key_file")),
             concurrency=kw.get("concurrency") or 16, rpm=kw.get("rpm"), tpm=kw.get("tpm"),
             max_attempts=kw.get("max_attempts") or 8, retry_failed=bool(kw.get("retry_failed")),
+            retry_initial_wait=kw.get("retry_initial_wait"),
+            stop_grace_s=kw["stop_grace"] if kw.get("stop_grace") is not None else 30.0,
             budget_usd=kw.get("budget"), prices=prices, id_field=kw.get("id_field"),
             input_format=kw.get("input_format"), delimiter=kw.get("delimiter"),
             input_split=kw.get("input_split"), limit=kw.get("limit"),
             rejects=kw.get("rejects"), export=export_opts,
             progress=False if kw.get("quiet") else None,
+            batch=bool(kw.get("batch")), no_wait=bool(kw.get("no_wait")),
         )
     except LabelerError as exc:
         _fail(exc)
@@ -255,20 +444,9 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
 
 def _read_key_file(path: str | None) -> str | None:
     """Keys come from the environment or a file only its owner can read."""
-    if not path:
-        return None
-    p = Path(path)
-    try:
-        mode = stat.S_IMODE(os.stat(p).st_mode)
-        if mode & 0o077:
-            raise LabelerError(f"{p}: API key file must not be readable by others "
-                               f"(chmod 600 {p}; it is {oct(mode)})")
-        key = p.read_text("utf-8").strip()
-    except OSError as exc:
-        raise LabelerError(f"{p}: cannot read the API key file: {exc.strerror}") from exc
-    if not key:
-        raise LabelerError(f"{p}: the API key file is empty")
-    return key
+    from labeler.secrets import read_key_file
+
+    return read_key_file(path) if path else None
 
 
 def _print_summary(result: Any) -> None:
@@ -320,7 +498,7 @@ def _fail(exc: BaseException) -> None:
 
 def _exit_code(outcome: str) -> int:
     return {"ok": EXIT_OK, "partial": EXIT_PARTIAL, "budget": EXIT_BUDGET,
-            "interrupted": EXIT_INTERRUPTED}.get(outcome, EXIT_FATAL)
+            "interrupted": EXIT_INTERRUPTED, "pending": EXIT_PENDING}.get(outcome, EXIT_FATAL)
 
 
 if __name__ == "__main__":

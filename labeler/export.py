@@ -106,6 +106,7 @@ def export_dataset(
     start = time.monotonic()
     report = ExportReport(str(out), opts.kind, opts.format)
     _recover_interrupted_swap(out)
+    _remove_dead_staging(out)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     work = out.parent / f".{out.name}.work-{os.getpid()}"  # arrow staging, outside tmp
     for d in (tmp, work):
@@ -442,6 +443,27 @@ def _swap_in(tmp: Path, out: Path) -> None:
         os.replace(out, old)
     os.replace(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_dead_staging(out: Path) -> None:
+    """A kill -9 mid-export leaves its staging folders (a whole dataset each) beside `out`;
+    remove those whose process is gone, never those of an export still running."""
+    if not out.parent.exists():
+        return
+    for stale in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.work-*")]:
+        pid = stale.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _recover_interrupted_swap(out: Path) -> None:

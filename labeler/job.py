@@ -20,7 +20,7 @@ from labeler.export import ExportOptions, ExportReport, export_dataset
 from labeler.inputs import Reject, Row, count_rows, read_rows
 from labeler.pricing import PriceTable
 from labeler.retry import RetryPolicy
-from labeler.run import Labeler, RunSummary
+from labeler.run import STOP_GRACE_S, Labeler, RunSummary
 from labeler.store import Store
 from labeler.task import Task, load_task
 from labeler.teachers import make_teacher
@@ -51,6 +51,7 @@ class Job:
     rpm: float | None = None
     tpm: float | None = None
     max_attempts: int = 8
+    retry_initial_wait: float | None = None  # first backoff step (s); None: RetryPolicy's
     retry_failed: bool = False
     budget_usd: float | None = None
     prices: PriceTable | None = None
@@ -63,6 +64,14 @@ class Job:
     rejects: str | Path | None = None
     export: ExportOptions = field(default_factory=ExportOptions)
     progress: bool | None = None
+    batch: bool = False  # label through the provider's batch API (labeler/batch/)
+    no_wait: bool = False  # with batch: submit and collect what has ended, then return
+    stop_grace_s: float = STOP_GRACE_S  # after SIGINT/SIGTERM, how long in-flight requests get
+
+    def retry_policy(self) -> RetryPolicy:
+        if self.retry_initial_wait is None:
+            return RetryPolicy(max_attempts=self.max_attempts)
+        return RetryPolicy(max_attempts=self.max_attempts, initial_wait=self.retry_initial_wait)
 
     def load_task(self) -> Task:
         return load_task(self.task)
@@ -115,6 +124,11 @@ async def run_job(
     handle_signals: bool = False,
 ) -> JobResult:
     """Label what the store lacks, then export (if `job.out`). Safe to rerun at any time."""
+    if job.batch:
+        from labeler.batch import run_batch_job
+
+        return await run_batch_job(job, teacher=teacher, on_warning=on_warning,
+                                   handle_signals=handle_signals)
     task = job.load_task()
     spooled = _spool_stdin(job)
     warnings = list(task.warnings)
@@ -135,10 +149,10 @@ async def run_job(
         rejects.unlink()  # rejects describe this run's input, not history
     lb = Labeler(
         task, teacher, store=store, concurrency=job.concurrency, rpm=job.rpm, tpm=job.tpm,
-        retry=RetryPolicy(max_attempts=job.max_attempts), retry_failed=job.retry_failed,
+        retry=job.retry_policy(), retry_failed=job.retry_failed,
         rejects=rejects, progress=job.progress, prices=job.prices, budget_usd=job.budget_usd,
         max_age_s=job.max_age_days * 86400 if job.max_age_days is not None else None,
-        total=total, on_warning=on_warning,
+        total=total, on_warning=on_warning, stop_grace_s=job.stop_grace_s,
     )
     try:
         with _signals(lb, enabled=handle_signals):

@@ -6,6 +6,25 @@ A 429 slows the whole scheduler, not just the request that got it: everyone paus
 the server's retry-after and the request rate drops multiplicatively, then recovers
 additively as answers succeed (AIMD), so a run settles just under the server's limit
 instead of oscillating through bursts of 429s.
+
+Three details decide whether a run actually reaches its limit without 429s:
+
+- Small bursts. Providers count per minute but may enforce over much shorter spans
+  (OpenAI documents per-second enforcement), and a server's window may be anything.
+  A bucket that banks a whole second of requests while idle can send them at once and
+  overrun a short window, so the bucket banks almost nothing (`BURST_S`); under load
+  no throughput is lost, because time spent waiting for a token is credited exactly.
+- Honest token charges. A request bigger than the bucket is not clamped to it (that
+  would let a TPM limit be overrun many times over): it waits until the bucket is full
+  and leaves it in debt, which later requests pay off.
+- Calibrated token estimates. Prompt tokens are estimated before sending (~4
+  characters a token); the usage each answer reports corrects that estimate from then
+  on, so a tokenizer that counts differently neither overruns a TPM limit nor wastes
+  it.
+
+One 429 burst is one congestion event: the rate is cut once per event (requests that
+were already on the wire when the first 429 arrived do not cut it again), as TCP cuts
+its window once per round trip.
 """
 
 from __future__ import annotations
@@ -13,16 +32,27 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 SAFETY = 0.98  # aim just under a known limit: the server's window edges are not ours
 MIN_FACTOR = 0.25
+DECREASE = 0.7  # no known rate: the 429 is the only sign of the limit, back off hard
+DECREASE_PACED = 0.9  # pacing to a known limit already: a 429 means edge effects or a
+# neighbour on the same quota; a small cut clears it, repeated 429s keep cutting
+INCREASE = 0.02
+BURST_S = 0.02  # seconds of rate a bucket may bank while idle
+SCALE_BOUNDS = (0.25, 4.0)
+SCALE_WEIGHT = 0.2  # how fast the token-estimate correction follows reported usage
 
 
 class TokenBucket:
-    """`rate` units per second, up to `capacity` banked; waiters are served in order."""
+    """`rate` units per second, at most `capacity` banked while idle; waiters go in order.
+
+    A request larger than `capacity` waits for a full bucket and leaves it in debt, so
+    the long-run rate never exceeds `rate` whatever the request sizes.
+    """
 
     def __init__(self, rate: float, capacity: float) -> None:
         self.rate = rate
@@ -31,24 +61,33 @@ class TokenBucket:
         self._last = time.monotonic()
         self._lock = asyncio.Lock()
 
-    def _refill(self) -> None:
+    def _refill(self, *, cap: bool = True) -> None:
         now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+        self.tokens += (now - self._last) * self.rate
+        if cap:
+            self.tokens = min(self.capacity, self.tokens)
         self._last = now
 
     def drain(self) -> None:
         self._refill()
         self.tokens = min(self.tokens, 0.0)
 
-    async def take(self, amount: float) -> None:
-        amount = min(amount, self.capacity)
+    async def take(self, amount: float | Callable[[], float]) -> None:
+        """Wait for `amount` units; a callable is priced when this waiter's turn comes.
+
+        What accrued before this waiter's turn is capped at `capacity` (that is the
+        burst a server's window can see); what accrues while it waits is earned in full,
+        so a sleep's overshoot is not lost on every request.
+        """
         async with self._lock:
-            while True:
-                self._refill()
-                if self.tokens >= amount:
-                    self.tokens -= amount
-                    return
-                await asyncio.sleep((amount - self.tokens) / self.rate)
+            if callable(amount):
+                amount = amount()
+            self._refill()
+            need = min(amount, self.capacity)
+            while self.tokens < need:
+                await asyncio.sleep((need - self.tokens) / self.rate)
+                self._refill(cap=False)
+            self.tokens -= amount
 
 
 class Limiter:
@@ -76,6 +115,8 @@ class Limiter:
         self._paused_until = 0.0
         self._req_bucket: TokenBucket | None = None
         self._tok_bucket: TokenBucket | None = None
+        self._scale = 1.0
+        self._observed = 0
         self.rate_limited = 0
         self._rebuild()
 
@@ -89,6 +130,16 @@ class Limiter:
     def tpm(self) -> float | None:
         return self._tpm
 
+    @property
+    def factor(self) -> float:
+        """Share of the known limits (or of the concurrency, if none) currently allowed."""
+        return self._factor
+
+    @property
+    def token_scale(self) -> float:
+        """Reported prompt tokens per estimated one, as learned so far."""
+        return self._scale
+
     def _rebuild(self) -> None:
         self._req_bucket = self._bucket(self._rpm, self._req_bucket)
         self._tok_bucket = self._bucket(self._tpm, self._tok_bucket)
@@ -97,9 +148,7 @@ class Limiter:
         if not per_minute:
             return None
         rate = per_minute / 60.0 * SAFETY * self._factor
-        # A one-second burst: enough to keep the pipe full, small enough that a server
-        # counting per window never sees more than its limit.
-        capacity = max(1.0, rate)
+        capacity = max(1.0, rate * BURST_S)
         if old is None:
             bucket = TokenBucket(rate, capacity)
             bucket.tokens = min(capacity, 1.0)
@@ -112,19 +161,33 @@ class Limiter:
 
     # -- acquiring -----------------------------------------------------------------------
 
+    def estimate(self, prompt_tokens: float, output_tokens: float = 0.0) -> float:
+        """Tokens a request will be charged: the prompt estimate as corrected by reported
+        usage so far, plus the output it may generate (servers charge max_tokens up front)."""
+        return prompt_tokens * self._scale + output_tokens
+
     @asynccontextmanager
-    async def slot(self, tokens: float = 0.0) -> AsyncIterator[None]:
-        """Hold one in-flight place, paid for in the request and token buckets."""
+    async def slot(
+        self, tokens: float = 0.0, *, requests: float = 1.0, prompt_tokens: float = 0.0
+    ) -> AsyncIterator[None]:
+        """Hold one in-flight place, paid for in the request and token buckets.
+
+        `requests` is how many HTTP requests the call will make (a teacher that samples
+        n answers with n requests pays n). The token charge is `tokens` as given plus
+        `prompt_tokens` (an estimate) corrected by the usage reported so far, priced
+        when the request's turn comes rather than when it joined the queue, so requests
+        queued before the first answer are not charged at the uncorrected estimate.
+        """
         cond = self._condition()
         async with cond:
             await cond.wait_for(lambda: self._in_flight < self._allowed())
             self._in_flight += 1
         try:
             await self._wait_pause()
-            if self._req_bucket is not None:
-                await self._req_bucket.take(1.0)
-            if self._tok_bucket is not None and tokens:
-                await self._tok_bucket.take(tokens)
+            if self._req_bucket is not None and requests:
+                await self._req_bucket.take(requests)
+            if self._tok_bucket is not None and (tokens or prompt_tokens):
+                await self._tok_bucket.take(lambda: self.estimate(prompt_tokens, tokens))
             await self._wait_pause()
             yield
         finally:
@@ -152,24 +215,35 @@ class Limiter:
 
     # -- feedback ------------------------------------------------------------------------
 
-    def on_success(self) -> None:
+    def on_success(self, estimated_prompt: float | None = None, reported_prompt: int | None = None) -> None:
+        """An answer: recover the rate additively; learn how estimates compare to usage."""
+        if estimated_prompt and reported_prompt:
+            ratio = min(max(reported_prompt / estimated_prompt, SCALE_BOUNDS[0]), SCALE_BOUNDS[1])
+            self._observed += 1
+            # A plain mean over the first answers (the first one already tells most of
+            # it), then a moving average that follows a change of prompts.
+            self._scale += max(SCALE_WEIGHT, 1.0 / self._observed) * (ratio - self._scale)
         if self._factor < 1.0:
-            self._factor = min(1.0, self._factor + 0.02)
+            self._factor = min(1.0, self._factor + INCREASE)
             self._rebuild()
 
     def on_rate_limited(self, retry_after: float | None) -> None:
-        """A 429: pause everyone, drop the rate, drain what was banked."""
+        """A 429: pause everyone, drop the rate once per burst, drain what was banked."""
         self.rate_limited += 1
+        now = time.monotonic()
         pause = retry_after if retry_after is not None else 1.0
-        self._paused_until = max(self._paused_until, time.monotonic() + pause)
-        self._factor = max(MIN_FACTOR, self._factor * 0.7)
-        self._rebuild()
+        new_event = now >= self._paused_until
+        self._paused_until = max(self._paused_until, now + pause)
+        if new_event:
+            paced = self._rpm is not None or self._tpm is not None
+            self._factor = max(MIN_FACTOR, self._factor * (DECREASE_PACED if paced else DECREASE))
+            self._rebuild()
         for bucket in (self._req_bucket, self._tok_bucket):
             if bucket is not None:
                 bucket.drain()
 
     def observe_headers(self, headers: Mapping[str, str]) -> None:
-        """Learn limits the user did not give, and pause when the server says none remain."""
+        """Learn limits the user did not give; wait briefly when the server says none remain."""
         if not self.learn:
             return
         changed = False
@@ -189,8 +263,12 @@ class Limiter:
                     headers.get(f"x-ratelimit-reset-{kind}")
                     or headers.get(f"anthropic-ratelimit-{kind}-reset")
                 )
+                # "reset" is when the whole limit is back; one unit is back after a
+                # limit-th of it. Waiting for the whole reset (up to a minute for tokens)
+                # would idle a run that its own bucket already paces.
                 if reset:
-                    self._paused_until = max(self._paused_until, time.monotonic() + reset)
+                    unit = reset / float(limit) if limit is not None and float(limit) > 0 else reset
+                    self._paused_until = max(self._paused_until, time.monotonic() + min(unit, reset))
         if changed:
             self._rebuild()
 

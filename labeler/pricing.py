@@ -102,17 +102,23 @@ class PriceTable:
         return usd * (self.batch_discount if batch else 1.0)
 
     def estimate_request(
-        self, model: str, request: Request, max_output: int, *, batch: bool = False
+        self, model: str, request: Request, max_output: int, *, batch: bool = False,
+        shape: tuple[int, int] | None = None,
     ) -> float:
-        """Worst-case cost before sending: prompt estimate plus every allowed output token."""
+        """Worst-case cost before sending: prompt estimate plus every allowed output token.
+
+        `shape` is (HTTP requests, answers per request) as `teachers.base.request_shape`
+        gives it: a teacher that samples n answers with n requests pays the prompt n
+        times. Without it, one request asking for the template's ``n`` answers.
+        """
         price = self.lookup(model)
         if price is None:
             return 0.0
         prompt = len(request.prompt or "") + sum(
             len(m.get("content") or "") for m in request.messages or ()
         )
-        n = int(request.params.get("n") or 1)
-        usd = ((prompt / 4) * price.input + max_output * n * price.output) / PER
+        calls, n = shape if shape is not None else (1, int(request.params.get("n") or 1))
+        usd = ((prompt / 4) * calls * price.input + max_output * calls * n * price.output) / PER
         return usd * (self.batch_discount if batch else 1.0)
 
 

@@ -32,6 +32,12 @@ class Request:
     prompt: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     template: str = ""
+    # Whether the template wants a distribution over answers (its ``soft_targets``), as
+    # opposed to logprobs kept only for token-level distillation. A teacher without
+    # logprobs samples answers only for the former. None: not said (a hand-built
+    # request); teachers then go by ``params["logprobs"]``. Not part of the key: it is
+    # implied by the template, whose identity is.
+    soft_targets: bool | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):

@@ -25,6 +25,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from labeler.completion import Completion
 from labeler.errors import (
     BudgetExceeded,
@@ -43,10 +45,15 @@ from labeler.request import Request
 from labeler.retry import RetryPolicy
 from labeler.store import Store
 from labeler.task import Task
-from labeler.teachers.base import Teacher
+from labeler.teachers.base import Teacher, request_shape
 
 CHUNK = 256
 UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
+STOP_GRACE_S = 30.0  # after a stop, how long in-flight requests may still land
+PROBLEM_LINES = 20  # rejected/failed rows reported one by one; the rest are counted
+# Failures caused by the row itself, not the teacher: the row goes to the rejects file
+# too, so that one file lists every row the user has to fix.
+INPUT_FAILURES = frozenset({"context_length"})
 
 
 @dataclass(slots=True)
@@ -132,7 +139,12 @@ class Labeler:
         total: int | None = None,
         close_teacher: bool = True,
         on_warning: Callable[[str], None] | None = None,
+        stop_grace_s: float = STOP_GRACE_S,
     ) -> None:
+        if budget_usd is not None and (prices or PriceTable.default()).lookup(teacher.model) is None:
+            # An unpriced model would cost "0" per request and never stop: refuse instead.
+            raise ConfigError(f"--budget needs a price for '{teacher.model}': add --price "
+                              f"{teacher.model}=IN,OUT (USD per 1M tokens)")
         self.task = task
         self.teacher = teacher
         self._own_store = not isinstance(store, Store)
@@ -151,7 +163,9 @@ class Labeler:
         self.total = total
         self.close_teacher = close_teacher
         self.on_warning = on_warning or (lambda msg: print(msg, file=sys.stderr))
+        self.stop_grace_s = stop_grace_s
         self.summary = RunSummary()
+        self._problems = 0
         self._stop = asyncio.Event()
         self._identity = teacher.identity
         self._max_tokens = int(task.params.get("max_tokens") or 0)
@@ -177,7 +191,8 @@ class Labeler:
             self.store.close()
 
     def stop(self) -> None:
-        """Graceful stop: no new requests; in-flight ones finish; label() then returns."""
+        """Graceful stop: no new requests; in-flight ones get `stop_grace_s` to land (then
+        they are abandoned and counted as not sent); label() then returns."""
         self.summary.interrupted = True
         self._stop.set()
 
@@ -220,6 +235,7 @@ class Labeler:
                 if rec is None:
                     break
                 self._count(rec)
+                self._report(rec)
                 bar.update(rec.status)
                 yield rec
             await producer  # re-raise a fatal error from the producer side
@@ -231,6 +247,9 @@ class Labeler:
             await state.shutdown()
             self.summary.elapsed_s = time.monotonic() - start
             self.summary.rate_limited = self.limiter.rate_limited
+            if self._problems > PROBLEM_LINES:
+                self.on_warning(f"{self._problems - PROBLEM_LINES} more rows were rejected or "
+                                "failed (see the rejects file and `labeler stats`)")
             with contextlib.suppress(StoreError):
                 await asyncio.to_thread(
                     self.store.finish_run, run_id, self.summary.outcome, self.summary.to_dict()
@@ -252,6 +271,25 @@ class Labeler:
         else:
             s.skipped += 1
 
+    def _report(self, rec: Record) -> None:
+        """Say where each bad row is, as `file:line: reason`, the first PROBLEM_LINES times.
+
+        A row the teacher refused because of what it holds (too long for its context) is
+        added to the rejects file as well: it is as much the user's to fix as a bad line.
+        """
+        if rec.status == "rejected":
+            message = rec.message
+        elif rec.status == "failed":
+            message = f"{rec.row.source}:{rec.row.line}: failed ({rec.reason}): {rec.message}"
+            if rec.reason in INPUT_FAILURES and self.rejects is not None:
+                self.rejects.write(Reject(rec.row.source, rec.row.line,
+                                          f"{rec.reason}: {rec.message}", _raw(rec.row)))
+        else:
+            return
+        self._problems += 1
+        if self._problems <= PROBLEM_LINES:
+            self.on_warning(message)
+
 
 class _RunState:
     """The moving parts of one label() call: producer, workers, batched store writer."""
@@ -267,25 +305,46 @@ class _RunState:
         self.fatal: BaseException | None = None
         self.reserved_usd = 0.0
         self.successes = 0
+        self.refused = 0  # connections refused before any success, over the whole run
         self.spent_usd = 0.0
+        self.abandoning = False  # set when the stop grace ran out: cancelled workers report
         self._line = 0
 
     async def produce(self, rows: Iterable[Row | Reject | Mapping[str, Any]]) -> None:
         try:
             it = iter(rows)
-            while not self.lb._stop.is_set() and self.fatal is None:
+            while not self.lb._stop.is_set() and self.fatal is None \
+                    and not self.lb.summary.budget_stopped:
                 chunk = await asyncio.to_thread(_take, it, CHUNK)
                 if not chunk:
                     break
                 await self._handle_chunk(chunk)
-            if self.workers:
-                await asyncio.gather(*list(self.workers), return_exceptions=True)
+            await self._wait_workers()
             if self.lb._stop.is_set():
                 await self._drain_unread(it)
         finally:
             await self.out.put(None)
         if self.fatal is not None:
             raise self.fatal
+
+    async def _wait_workers(self) -> None:
+        """Let in-flight requests land; once a stop is requested, give them at most the
+        grace period, then abandon the rest so that an interrupted run ends in bounded
+        time even if the teacher hangs (a rerun sends what was abandoned)."""
+        stop = asyncio.ensure_future(self.lb._stop.wait())
+        try:
+            while self.workers and not stop.done():
+                await asyncio.wait({*self.workers, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not self.workers:
+            return
+        _, pending = await asyncio.wait(set(self.workers), timeout=self.lb.stop_grace_s)
+        if pending:
+            self.abandoning = True
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _drain_unread(self, it: Iterator[Any]) -> None:
         """After a stop, count what was never sent so the summary adds up (cheaply)."""
@@ -304,9 +363,11 @@ class _RunState:
             try:
                 request, key = lb.prepare(row)
             except TemplateError as exc:
+                reason = _template_problem(exc)
                 if lb.rejects is not None:
-                    lb.rejects.write(Reject(row.source, row.line, str(exc), None))
-                await self.out.put(Record(row, "rejected", reason="template", message=str(exc)))
+                    lb.rejects.write(Reject(row.source, row.line, reason, _raw(row)))
+                await self.out.put(Record(row, "rejected", reason="template",
+                                          message=f"{row.source}:{row.line}: {reason}"))
                 continue
             prepared.append((row, request, key))
         if not prepared:
@@ -337,10 +398,16 @@ class _RunState:
             elif lb._stop.is_set() or self.fatal is not None:
                 await self.out.put(Record(row, "skipped", key, request, reason="stopped"))
             else:
+                await self.slots.acquire()
+                if lb._stop.is_set() or self.fatal is not None:
+                    # The stop came while this row waited for a worker place: send nothing new.
+                    self.slots.release()
+                    await self.out.put(Record(row, "skipped", key, request, reason="stopped"))
+                    continue
                 if not await self._reserve_budget(request):
+                    self.slots.release()
                     await self.out.put(Record(row, "skipped", key, request, reason="budget"))
                     continue
-                await self.slots.acquire()
                 self.inflight[key] = [row]
                 task = asyncio.create_task(self._work(key, request))
                 self.workers.add(task)
@@ -360,10 +427,15 @@ class _RunState:
         lb = self.lb
         if lb.budget_usd is None:
             return True
-        estimate = lb.prices.estimate_request(lb.teacher.model, request, lb._max_tokens)
+        if lb.summary.budget_stopped:
+            return False
+        estimate = lb.prices.estimate_request(lb.teacher.model, request, lb._max_tokens,
+                                              shape=request_shape(lb.teacher, request))
         if self.spent_usd + self.reserved_usd + estimate > lb.budget_usd:
+            # Not a stop: requests already reserved are paid for and still go (a stop
+            # would drop those still waiting for a limiter slot); the producer reads no
+            # further chunk.
             lb.summary.budget_stopped = True
-            lb._stop.set()
             return False
         self.reserved_usd += estimate
         return True
@@ -373,7 +445,8 @@ class _RunState:
         record_status, completion, reason, message = "failed", None, None, ""
         estimate = 0.0
         if lb.budget_usd is not None:
-            estimate = lb.prices.estimate_request(lb.teacher.model, request, lb._max_tokens)
+            estimate = lb.prices.estimate_request(lb.teacher.model, request, lb._max_tokens,
+                                                  shape=request_shape(lb.teacher, request))
         try:
             completion, _ = await self._call(request)
             cost = lb.prices.cost(lb.teacher.model, completion.usage)
@@ -386,6 +459,13 @@ class _RunState:
             record_status = "labeled"
         except _Stopped:
             record_status, reason = "skipped", "stopped"
+        except asyncio.CancelledError:
+            if not self.abandoning:
+                raise
+            # The stop grace ran out with this request in flight: it is not sent as far as
+            # this run knows; a rerun asks again.
+            record_status, reason = "skipped", "stopped"
+            message = f"abandoned {lb.stop_grace_s:g}s after the stop"
         except _Unreachable as exc:
             where = lb._identity.get("base_url") or lb._identity.get("provider")
             self._set_fatal(ConfigError(f"cannot reach the teacher at {where}: {exc}"))
@@ -419,28 +499,38 @@ class _RunState:
 
     async def _call(self, request: Request) -> tuple[Completion, int]:
         lb = self.lb
-        tokens = _estimate_tokens(request) + lb._max_tokens
+        calls, answers = request_shape(lb.teacher, request)  # a sampling teacher pays n calls
+        prompt_tokens = _estimate_tokens(request) * calls
         attempts = 0
+        # A stop cuts retry waits short, so a stopped run never sleeps out a long backoff.
+        retrying = _FirstTryThen(lambda: lb.retry.retrying().copy(sleep=self._retry_sleep))
         try:
-            async for attempt in lb.retry.retrying():
+            async for attempt in retrying:
                 with attempt:
                     if lb._stop.is_set() and attempts > 0:
                         raise _Stopped()
-                    attempts += 1
-                    lb.summary.requests += 1
-                    if attempts > 1:
-                        lb.summary.retries += 1
-                    async with lb.limiter.slot(tokens):
+                    async with lb.limiter.slot(lb._max_tokens * calls * answers, requests=calls,
+                                               prompt_tokens=prompt_tokens):
+                        if lb._stop.is_set():  # stopped while waiting for a slot: send nothing
+                            raise _Stopped()
+                        attempts += 1
+                        lb.summary.requests += 1
+                        if attempts > 1:
+                            lb.summary.retries += 1
                         try:
                             completion = await lb.teacher.complete(request)
                         except RetryableError as exc:
                             if exc.status == 429 or exc.status == 529:
                                 lb.limiter.on_rate_limited(exc.retry_after)
-                            if (exc.reason == "connection" and self.successes == 0
-                                    and attempts >= UNREACHABLE_AFTER):
+                            # Counted over the whole run, not per item: with a low
+                            # --max-attempts no item alone would reach the threshold, and
+                            # every row would be stored as failed against a typo'd URL.
+                            if exc.reason == "connection" and self.successes == 0:
+                                self.refused += 1
+                            if self.refused >= UNREACHABLE_AFTER and self.successes == 0:
                                 raise _Unreachable(exc.message) from exc
                             raise
-                    lb.limiter.on_success()
+                    lb.limiter.on_success(prompt_tokens, completion.usage.prompt_tokens)
                     self.successes += 1
                     return completion, attempts
         except TeacherError as exc:
@@ -448,12 +538,17 @@ class _RunState:
             raise
         raise AssertionError("unreachable: the retry loop returns or raises")
 
+    async def _retry_sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.lb._stop.wait(), seconds)
+
     def _set_fatal(self, exc: BaseException) -> None:
         if self.fatal is None:
             self.fatal = exc
             self.lb._stop.set()
 
     async def shutdown(self) -> None:
+        self.abandoning = False  # nobody reads records any more: cancelled workers just end
         for task in list(self.workers):
             task.cancel()
         if self.workers:
@@ -467,6 +562,62 @@ class _Unreachable(Exception):
 
 class _Stopped(Exception):
     """Internal: a stop was requested between retry attempts."""
+
+
+class _FirstTryThen:
+    """A retry loop that builds its tenacity controller only once the first attempt fails.
+
+    Building (and copying) a tenacity AsyncRetrying costs about 60 µs, more than the rest
+    of the orchestrator spends on a request, and most requests succeed at once
+    (`python -m benchmarks` measures it). So the first attempt runs under a plain context
+    manager that keeps what it raised; only then is the controller built, and the kept
+    exception is replayed into its first attempt, with its clock set back to when the
+    first attempt began, so tenacity counts, waits (honouring retry-after), stops and
+    re-raises exactly as if it had run that attempt itself.
+    """
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._started = time.monotonic()
+        self._first = _FirstAttempt()
+        self._inner: Any = None
+
+    def __aiter__(self) -> _FirstTryThen:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._inner is None:
+            if not self._first.given:
+                self._first.given = True
+                return self._first
+            failure = self._first.failure
+            if failure is None:  # the first attempt neither returned nor raised
+                raise StopAsyncIteration
+            self._inner = self._make().__aiter__()
+            replay = await self._inner.__anext__()
+            replay.retry_state.start_time = self._started
+            with replay:
+                raise failure
+        return await self._inner.__anext__()
+
+
+class _FirstAttempt:
+    """The first attempt's context: keeps an Exception for tenacity to judge; anything
+    else (cancellation) goes straight through, as tenacity would re-raise it at once."""
+
+    def __init__(self) -> None:
+        self.given = False
+        self.failure: Exception | None = None
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> bool:
+        if isinstance(exc, Exception):
+            self.failure = exc
+            return True
+        return False
 
 
 class _BatchWriter:
@@ -547,6 +698,23 @@ def _take(it: Iterator[Any], n: int) -> list[Any]:
 
 def _where(row: Row) -> str:
     return f"{row.source}:{row.line} (id {row.id})"
+
+
+def _template_problem(exc: TemplateError) -> str:
+    """The template error without the row (the caller puts `file:line:` in front)."""
+    parts = [f"template {exc.template}"]
+    if exc.field is not None:
+        parts.append(f"field '{exc.field}'")
+    parts.append(exc.reason)
+    return ": ".join(parts)
+
+
+def _raw(row: Row) -> str | None:
+    """A row as one JSON line for the rejects file, so it can be fixed and fed again."""
+    try:
+        return orjson.dumps(row.data, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:  # e.g. a lone surrogate in a caller-made row
+        return None
 
 
 def _identity_str(identity: Mapping[str, Any]) -> str:

@@ -12,18 +12,21 @@ newer one is refused with the reason.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from labeler.completion import Completion, Usage
 from labeler.errors import StoreError
+
+T = TypeVar("T")
 
 
 def _m001_initial(db: sqlite3.Connection) -> None:
@@ -75,7 +78,48 @@ def _script(db: sqlite3.Connection, sql: str) -> None:
             db.execute(statement)
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial]
+def _m002_batches(db: sqlite3.Connection) -> None:
+    """The batch journal (labeler/batch/journal.py owns the queries): a batch is written
+    here before it is submitted, so a crash at any step can be resumed or adopted."""
+    _script(
+        db,
+        """
+        CREATE TABLE batches (
+            id TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            remote_id TEXT,
+            run_tag TEXT NOT NULL,
+            teacher TEXT NOT NULL,
+            base_url TEXT,
+            endpoint TEXT,
+            input_file_id TEXT,
+            state TEXT NOT NULL,
+            remote_status TEXT,
+            n_items INTEGER NOT NULL,
+            n_bytes INTEGER NOT NULL DEFAULT 0,
+            counts TEXT,
+            error TEXT,
+            cost_usd REAL,
+            created_at REAL NOT NULL,
+            submitted_at REAL,
+            updated_at REAL NOT NULL,
+            collected_at REAL,
+            owner TEXT
+        );
+        CREATE INDEX batches_state ON batches (state);
+        CREATE UNIQUE INDEX batches_remote ON batches (provider, remote_id);
+        CREATE TABLE batch_items (
+            batch_id TEXT NOT NULL REFERENCES batches (id),
+            key TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'pending',
+            PRIMARY KEY (batch_id, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX batch_items_key ON batch_items (key);
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_batches]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -111,7 +155,8 @@ class Store:
                 self._db.execute("PRAGMA synchronous = FULL")
             self._migrate(readonly)
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot open the store: {exc}") from exc
+            raise StoreError(f"{self.path}: cannot open the store: {_open_problem(self.path, exc)}"
+                             ) from exc
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot create the store: {exc}") from exc
 
@@ -277,6 +322,21 @@ class Store:
                 (time.time(), outcome, orjson.dumps(summary).decode(), run_id),
             )
 
+    def execute_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one write transaction and return its result: for modules that own
+        tables of their own (the batch journal), so their SQL stays out of this file."""
+        result: list[T] = []
+        self._write(lambda db: result.append(fn(db)))
+        return result[0]
+
+    def execute_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` under the store's lock (reads need no transaction in WAL mode)."""
+        with self._lock:
+            try:
+                return fn(self._db)
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot read the store: {exc}") from exc
+
     def _exec_write(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, params)
@@ -373,6 +433,20 @@ def _has_table(db: sqlite3.Connection, name: str) -> bool:
 def _chunks(seq: Sequence[str], size: int) -> Iterable[Sequence[str]]:
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
+
+
+def _open_problem(path: Path, exc: sqlite3.Error) -> str:
+    """SQLite's reason, plus the likely cause when it is vague: on a read-only file or
+    folder (the WAL needs files beside the store) it says only "unable to open database
+    file" or "attempt to write a readonly database"."""
+    text = str(exc)
+    if "full" in text:
+        return f"{text}: the disk is full; free space and rerun"
+    for target in (path, path.parent):
+        if target.exists() and not os.access(target, os.W_OK):  # also sees read-only mounts
+            return (f"{text}: the store is read-only ({target} is not writable); labeler "
+                    "needs write access to the store and its folder")
+    return text
 
 
 def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:

@@ -6,6 +6,7 @@ The core never imports a provider by name; adding one is a module plus a line he
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from typing import Any
 
 from labeler.errors import ConfigError
@@ -37,11 +38,41 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 def make_teacher(spec: str, **options: Any) -> Teacher:
-    """Build a teacher from ``provider:model`` and provider options (base_url, api_key…)."""
+    """Build a teacher from ``provider:model`` and provider options (base_url, api_key…).
+
+    ``base_url`` may name several endpoints (a list, or one comma-separated string): each
+    gets its own teacher and an `EndpointPool` spreads requests over them. So does a
+    ``cache_identity`` option, even with one endpoint (see teachers/pool.py for why the
+    endpoint list is kept out of the cache key).
+    """
     provider, model = parse_spec(spec)
     module_name, _, attr = REGISTRY[provider].partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
+    urls = base_urls(options.pop("base_url", None))
+    cache_identity = options.pop("cache_identity", None)
+    if len(urls) > 1 or cache_identity is not None:
+        from labeler.teachers.pool import EndpointPool
+
+        endpoints = [factory(model=model, provider=provider, base_url=u, **options)
+                     for u in (urls or [None])]
+        return EndpointPool(endpoints, cache_identity=cache_identity)
+    if urls:
+        options["base_url"] = urls[0]
     return factory(model=model, provider=provider, **options)
 
 
-__all__ = ["REGISTRY", "Teacher", "make_teacher", "parse_spec"]
+def base_urls(value: str | Sequence[str] | None) -> list[str]:
+    """``--base-url`` values, repeated and/or comma-separated, in order, without repeats."""
+    if not value:
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for item in items:
+        for url in str(item).split(","):
+            url = url.strip()
+            if url and url not in out:
+                out.append(url)
+    return out
+
+
+__all__ = ["REGISTRY", "Teacher", "base_urls", "make_teacher", "parse_spec"]

@@ -39,6 +39,20 @@ class Teacher(Protocol):
     async def aclose(self) -> None: ...
 
 
+def request_shape(teacher: Teacher, request: Request) -> tuple[int, int]:
+    """(HTTP requests, answers per request) that one `complete` call sends.
+
+    Rate limits and budgets charge per HTTP request, so a teacher that fans one request
+    out (Anthropic sampling n answers) says so with a ``request_shape`` method; any other
+    teacher sends one request asking for the template's ``n`` answers.
+    """
+    shape = getattr(teacher, "request_shape", None)
+    if shape is not None:
+        calls, answers = shape(request)
+        return max(1, int(calls)), max(1, int(answers))
+    return 1, max(1, int(request.params.get("n") or 1))
+
+
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
     """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
     if not headers:

@@ -42,7 +42,7 @@ from labeler.errors import ConfigError
 from labeler.request import Request
 from labeler.teachers import local_models
 from labeler.teachers.base import HeaderObserver
-from labeler.teachers.local_models import INSTALL_HINT, MODELS
+from labeler.teachers.local_models import INSTALL_HINT
 from labeler.teachers.openai import OpenAITeacher
 
 HOST = "127.0.0.1"
@@ -85,15 +85,19 @@ class LocalTeacher:
         if port is not None and not 0 < int(port) < 65536:
             raise ConfigError(f"local teacher: port must be 1..65535, got {port}")
         self.provider = provider
-        self.model = model
-        self.path, self.chat_template = local_models.resolve(model)
+        self.path, known = local_models.resolve(model)
+        # The canonical name (or the file's name): never a path, so the cache key does not
+        # depend on where the weights happen to be installed.
+        self.model = known.name if known else self.path.name
+        self.chat_template = known.chat_template if known else None
+        self._model_args = known.server_args if known else ()
         self.threads = int(threads)
         self.parallel = int(parallel)
         self.ctx = int(ctx)
         self.requested_port = int(port) if port is not None else None
         self.server_args = tuple(str(a) for a in server_args)
         self.startup_timeout = float(startup_timeout)
-        self.log_path = Path(log_file) if log_file else _default_log_path(model, self.path)
+        self.log_path = Path(log_file) if log_file else _default_log_path(self.model)
         self.port: int | None = None
         self._openai_options = openai_options
         self._fingerprint = local_models.fingerprint(self.path)
@@ -175,6 +179,7 @@ class LocalTeacher:
         ]
         if self.chat_template:
             cmd += ["--chat-template", self.chat_template]
+        cmd += self._model_args
         cmd += self.server_args
         return cmd
 
@@ -284,7 +289,10 @@ def _free_port() -> int:
 
 
 def _port_is_free(port: int) -> bool:
+    """Whether a server could listen there (as llama-server does, with SO_REUSEADDR: a
+    port whose last connections linger in TIME_WAIT is free; one with a listener is not)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:
@@ -292,10 +300,9 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
-def _default_log_path(model: str, path: Path) -> Path:
+def _default_log_path(model: str) -> Path:
     home = os.environ.get("LABELER_HOME") or str(Path.home() / ".cache" / "labeler")
-    name = model if model in MODELS else path.stem
-    return Path(home) / "logs" / f"llama-server-{name}.log"
+    return Path(home) / "logs" / f"llama-server-{model.removesuffix('.gguf')}.log"
 
 
 def _rotate(path: Path) -> None:

@@ -20,6 +20,7 @@ from labeler.completion import Completion
 from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError
 from labeler.request import Request
 from labeler.teachers import openai_wire
+from labeler.teachers import transport as http
 from labeler.teachers.base import HeaderObserver, parse_retry_after
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -43,6 +44,7 @@ class OpenAITeacher:
         api_key: str | None = None,
         timeout: float = 60.0,
         max_connections: int = 1000,
+        transport: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         self.provider = provider
@@ -62,16 +64,15 @@ class OpenAITeacher:
             api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
         self.base_url = base_url.rstrip("/")
         self._observer: HeaderObserver | None = None
-        limits = _http_module().Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
         self._client = openai.AsyncOpenAI(
             base_url=self.base_url,
             api_key=api_key,
             max_retries=0,
             timeout=timeout,
             default_headers=dict(extra_headers or {}),
-            http_client=openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout),
+            http_client=http.http_client(
+                openai, transport=transport, timeout=timeout, max_connections=max_connections
+            ),
         )
 
     @property
@@ -107,6 +108,15 @@ class OpenAITeacher:
             return openai_wire.parse_chat(body, latency_s=latency)
         return openai_wire.parse_completions(body, latency_s=latency)
 
+    def request_body(self, request: Request) -> dict[str, Any]:
+        """The JSON body `complete` sends for `request`: batch files carry exactly this, so a
+        batch answer is the answer the live endpoint would have given."""
+        if request.is_chat:
+            return {"model": self.model, "messages": list(request.messages or ()),
+                    **self._chat_params(request.params)}
+        return {"model": self.model, "prompt": request.prompt or "",
+                **self._completion_params(request.params)}
+
     def _chat_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in params.items() if k in CHAT_PARAMS}
         if self.provider == "openai" and "max_tokens" in out:
@@ -125,20 +135,12 @@ class OpenAITeacher:
         await self._client.close()
 
 
-def _http_module() -> Any:
-    """The HTTP library the installed SDK is built on (httpx, or httpx2 in openai 3.x)."""
-    import importlib
-
-    base = openai.DefaultAsyncHttpxClient.__mro__[1]
-    return importlib.import_module(base.__module__.split(".")[0])
-
-
 def classify(exc: openai.APIError) -> TeacherError:
     """Map an SDK exception onto labeler's two kinds of failure, once."""
-    if isinstance(exc, openai.APITimeoutError):
-        return RetryableError("timeout", "the request timed out")
-    if isinstance(exc, openai.APIConnectionError):
-        return RetryableError("connection", _short(str(exc) or "connection failed"))
+    if isinstance(exc, openai.APIConnectionError):  # timeouts are a subclass
+        reason = http.failure_reason(exc)
+        text = "the request timed out" if reason == "timeout" else http.failure_message(exc)
+        return RetryableError(reason, _short(text))
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         headers = exc.response.headers if exc.response is not None else None

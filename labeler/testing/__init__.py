@@ -8,8 +8,13 @@
   `completions_shape="llama"`, llama.cpp llama-server's `logprobs.content[]`);
 - `POST /v1/messages` and `/v1/messages/count_tokens` (Anthropic, with simulated prompt
   caching: `cache_control` prefixes are written once, then read);
+- the batch APIs (testing/batches.py): OpenAI's `/v1/files` + `/v1/batches` and
+  Anthropic's `/v1/messages/batches` (+ `/results`), each request answered as a live one
+  would be, a batch taking `batch_speed_s` seconds, with `batch_fault` and
+  `batch_error_rate` faults, and `GET /_batches` counting what was submitted;
 - `GET /v1/models`, `GET /health`; and, for a server in another process,
-  `GET /_stats`, `GET|POST /_config` and `POST /_reset`.
+  `GET /_stats`, `GET /_log` (needs `--log-requests`), `GET|POST /_config` and
+  `POST /_reset`.
 
 Answers are deterministic, come from a responder (`LabelResponder`, `EchoResponder`,
 `ScriptedResponder` or any callable from `RequestView` to `Reply`), and carry the

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from labeler.testing import anthropic_wire, faults, openai_wire
 from labeler.testing.answers import GARBAGE_HTML, GARBAGE_JSON, Answer, Answers, Limits
+from labeler.testing.batches import BatchAPI
 from labeler.testing.config import ServerConfig, patched, public_view
 from labeler.testing.generation import FILTERED, Generation, generate
 from labeler.testing.hashing import mix, text_hash
@@ -64,6 +65,7 @@ class TeacherApp:
         self._caches = PromptCaches()
         self._ids = itertools.count(1)
         self._responders: dict[tuple[Any, ...], Responder] = {}
+        self.batches = BatchAPI(self)  # /v1/files, /v1/batches, /v1/messages/batches
         self._routes: dict[tuple[str, str], Handler] = {
             ("POST", "/v1/chat/completions"): self._chat,
             ("POST", "/v1/completions"): self._completions,
@@ -72,6 +74,7 @@ class TeacherApp:
             ("GET", "/v1/models"): self._models,
             ("GET", "/health"): self._health,
             ("GET", "/_stats"): self._stats,
+            ("GET", "/_log"): self._log,
             ("GET", "/_config"): self._get_config,
             ("POST", "/_config"): self._set_config,
             ("POST", "/_reset"): self._reset,
@@ -85,9 +88,12 @@ class TeacherApp:
         self._calls = {}
         self._limiter = RateLimiter()
         self._caches = PromptCaches()
+        self.batches.reset()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         handler = self._routes.get((request.method, request.path))
+        if handler is None:
+            handler = self.batches.route(request.method, request.path)
         if handler is None:
             provider = ANTHROPIC if _is_anthropic(request) else OPENAI_CHAT
             answer = self._answers(provider, self.config).not_found(request.method, request.path)
@@ -356,6 +362,15 @@ class TeacherApp:
 
     async def _stats(self, request: web.BaseRequest) -> web.StreamResponse:
         return _json(self.stats.snapshot())
+
+    async def _log(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The request log without bodies, for tests that drive a server in another
+        process and must know which prompts were answered, when, and with what status."""
+        return _json([
+            {"received": r.received, "responded": r.responded, "method": r.method, "path": r.path,
+             "prompt": r.prompt, "attempt": r.attempt, "status": r.status, "fault": r.fault}
+            for r in self.log.snapshot()
+        ])
 
     async def _get_config(self, request: web.BaseRequest) -> web.StreamResponse:
         return _json(public_view(self.config))

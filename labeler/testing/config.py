@@ -14,6 +14,7 @@ from typing import Any
 from labeler.testing.responders import Responder
 
 COMPLETIONS_SHAPES = ("openai", "llama")
+BATCH_FAULTS = (None, "fail", "expire")
 FAULT_RATES = (
     "error_rate",
     "overloaded_rate",
@@ -86,6 +87,17 @@ class ServerConfig:
         default=1024, metadata={"help": "prompt size from which OpenAI-style caching applies"}
     )
     log_requests: bool = field(default=True, metadata={"help": "keep a record of each request"})
+    batch_speed_s: float = field(
+        default=1.0, metadata={"help": "seconds a batch (a '24h' job at the providers) takes"}
+    )
+    batch_fault: str | None = field(
+        default=None,
+        metadata={"help": "batches created while set: 'fail' (validation fails) or 'expire' "
+                          "(ends with half its requests answered)"},
+    )
+    batch_error_rate: float = field(
+        default=0.0, metadata={"help": "share of batch requests answered with an HTTP 500 error"}
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -105,6 +117,12 @@ def validate(config: ServerConfig) -> None:
         raise ValueError(f"completions_shape must be one of {COMPLETIONS_SHAPES}")
     if config.rate_window_s <= 0:
         raise ValueError("rate_window_s must be positive")
+    if config.batch_fault not in BATCH_FAULTS:
+        raise ValueError(f"batch_fault must be one of {BATCH_FAULTS}")
+    if not 0.0 <= config.batch_error_rate <= 1.0:
+        raise ValueError(f"batch_error_rate must be within [0, 1], got {config.batch_error_rate}")
+    if config.batch_speed_s < 0:
+        raise ValueError("batch_speed_s must not be negative")
     if config.labels is not None and not config.labels:
         raise ValueError("labels, when given, must not be empty")
 

@@ -1,0 +1,376 @@
+"""The measurements behind each row of the speed table.
+
+Every figure is a ratio of two things measured in the same run on the same machine
+against the same server process: labeler against a bare aiohttp loop sending the same
+request bodies (the ceiling this server and this machine allow), against Little's law,
+against the server's own rate limit. Absolute rates on a shared 2-core machine move
+with the neighbours; ratios taken side by side move much less.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from benchmarks.workload import (
+    REPO,
+    TASK,
+    Clock,
+    TeacherProcess,
+    child_env,
+    make_teacher,
+    rows,
+    write_jsonl,
+)
+from labeler.completion import Completion
+from labeler.inputs import Row, read_rows
+from labeler.run import Labeler, RunSummary
+from labeler.store import Store
+from labeler.task import Task, load_task
+
+
+@dataclass
+class Result:
+    """One row of the table, plus the raw numbers for the JSON file."""
+
+    name: str
+    measured: str
+    target: str
+    passed: bool | None  # None: informational, no target
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        return "—" if self.passed is None else ("PASS" if self.passed else "FAIL")
+
+
+# -- the two clients ----------------------------------------------------------------------
+
+
+async def bare_rate(url: str, bodies: Sequence[bytes], in_flight: int) -> float:
+    """Requests/s of a bare aiohttp loop: `in_flight` workers post the bodies and read
+    each answer whole, and nothing else. No labeler client can beat it."""
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer not-needed"}
+    connector = aiohttp.TCPConnector(limit=in_flight)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        it = iter(bodies)
+
+        async def worker() -> None:
+            for body in it:
+                async with session.post(url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        raise RuntimeError(f"bare loop: HTTP {resp.status}")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        return len(bodies) / (time.perf_counter() - start)
+
+
+async def labeler_run(
+    task: Task, transport: str, base_url: str, items: Iterable[Row], store: Path, *,
+    concurrency: int, rpm: float | None = None,
+) -> RunSummary:
+    """One `Labeler.run` over `items` into `store`: the orchestrator with every stage on."""
+    teacher = make_teacher(transport, base_url)
+    async with Labeler(task, teacher, store=store, concurrency=concurrency, rpm=rpm,
+                       progress=False) as lb:
+        return await lb.run(items)
+
+
+def bodies_for(task: Task, base_url: str, items: Iterable[Row]) -> list[bytes]:
+    """The JSON bodies labeler sends for `items` (the teacher's own `request_body`)."""
+    teacher = make_teacher("lean", base_url)
+    return [orjson.dumps(teacher.request_body(task.render(r.data))) for r in items]  # type: ignore[attr-defined]
+
+
+def _rate(summary: RunSummary) -> float:
+    done = summary.labeled + summary.cached
+    return done / summary.elapsed_s if summary.elapsed_s else 0.0
+
+
+def _check(summary: RunSummary, n: int, what: str) -> None:
+    if summary.labeled + summary.cached != n or summary.failed:
+        raise RuntimeError(f"{what}: expected {n} answers, got {summary.to_dict()}")
+
+
+# -- 1. throughput ------------------------------------------------------------------------
+
+
+def throughput(srv: TeacherProcess, work: Path, *, items: int, sdk_items: int,
+               concurrency: int, repeat: int) -> tuple[list[Result], Path]:
+    """Labeled items/s through Labeler + teacher + store vs the bare loop, same bodies,
+    same in-flight count, no server latency: what labeler costs per item."""
+    srv.configure(latency_s=0.0, rpm=None, tpm=None)
+    task = load_task(TASK)
+    url = srv.base_url + "/chat/completions"
+    bodies = bodies_for(task, srv.base_url, rows(items))
+    best: dict[str, float] = {"bare": 0.0, "lean": 0.0, "sdk": 0.0}
+    load: list[float] = []
+    store = work / "throughput-lean.sqlite"
+    for rep in range(repeat):
+        srv.reset()
+        with Clock() as c:
+            best["bare"] = max(best["bare"], asyncio.run(bare_rate(url, bodies, concurrency)))
+        load.append(c.load)
+        for transport, n in (("lean", items), ("sdk", sdk_items)):
+            if n <= 0:
+                continue
+            path = work / f"throughput-{transport}-{rep}.sqlite"
+            srv.reset()
+            with Clock() as c:
+                summary = asyncio.run(labeler_run(task, transport, srv.base_url, rows(n), path,
+                                                  concurrency=concurrency))
+            load.append(c.load)
+            _check(summary, n, f"throughput ({transport})")
+            best[transport] = max(best[transport], _rate(summary))
+            if transport == "lean" and rep == 0:
+                path.rename(store)
+    out = []
+    for transport, n, label in (("lean", items, "lean aiohttp transport"),
+                                ("sdk", sdk_items, "openai SDK, default transport")):
+        if n <= 0:
+            continue
+        ratio = best[transport] / best["bare"]
+        out.append(Result(
+            f"1. throughput, {label}",
+            f"{best[transport]:,.0f} items/s = {ratio:.0%} of bare aiohttp {best['bare']:,.0f}/s",
+            "≥ 60% of bare", ratio >= 0.60,
+            {"items": n, "concurrency": concurrency, "labeler_per_s": best[transport],
+             "bare_per_s": best["bare"], "ratio": ratio, "repeat": repeat, "load": load},
+        ))
+    return out, store
+
+
+# -- 2. latency hiding --------------------------------------------------------------------
+
+
+def latency_hiding(srv: TeacherProcess, work: Path, *, items: int, in_flight: int,
+                   latency_s: float) -> Result:
+    """With every answer taking `latency_s`, `in_flight` requests can deliver at most
+    in_flight / latency_s per second (Little's law): how close does labeler get?"""
+    srv.configure(latency_s=latency_s, rpm=None, tpm=None)
+    task = load_task(TASK)
+    bound = in_flight / latency_s
+    bodies = bodies_for(task, srv.base_url, rows(items, "lat "))
+    srv.reset()
+    bare = asyncio.run(bare_rate(srv.base_url + "/chat/completions", bodies, in_flight))
+    srv.reset()
+    with Clock() as c:
+        summary = asyncio.run(labeler_run(task, "lean", srv.base_url, rows(items, "lat "),
+                                          work / "latency.sqlite", concurrency=in_flight))
+    _check(summary, items, "latency hiding")
+    rate = _rate(summary)
+    ratio = rate / bound
+    srv.configure(latency_s=0.0)
+    return Result(
+        "2. latency hiding (lean)",
+        f"{rate:,.0f} items/s = {ratio:.0%} of {in_flight}/{latency_s:g} s = {bound:,.0f}/s "
+        f"(bare aiohttp: {bare:,.0f}/s = {bare / bound:.0%})",
+        "≥ 90% of bound", ratio >= 0.90,
+        {"items": items, "in_flight": in_flight, "latency_s": latency_s, "bound_per_s": bound,
+         "labeler_per_s": rate, "bare_per_s": bare, "ratio": ratio, "load": c.load},
+    )
+
+
+# -- 3. rate limit ------------------------------------------------------------------------
+
+
+def rate_limit(srv: TeacherProcess, work: Path, *, limit_per_s: float, window_s: float,
+               seconds: float, latency_s: float, concurrency: int) -> Result:
+    """The server allows `limit_per_s * window_s` requests per sliding `window_s`. With a
+    60 s window its x-ratelimit headers mean what OpenAI's mean (per minute), and labeler
+    runs without an rpm flag, learning the limit from them; a shorter window makes the
+    headers' "per window" not "per minute", so labeler is then given ``rpm`` instead."""
+    per_window = max(1, round(limit_per_s * window_s))
+    srv.configure(latency_s=latency_s, rpm=per_window, rate_window_s=window_s, tpm=None)
+    srv.reset()
+    task = load_task(TASK)
+    items = max(1, round(limit_per_s * seconds))
+    rpm = None if window_s == 60 else limit_per_s * 60
+    with Clock() as c:
+        summary = asyncio.run(labeler_run(task, "lean", srv.base_url, rows(items, "rate "),
+                                          work / "rate.sqlite", concurrency=concurrency, rpm=rpm))
+    stats = srv.stats()
+    srv.configure(rpm=None, rate_window_s=60.0, latency_s=0.0)
+    _check(summary, items, "rate limit")
+    rate = _rate(summary)
+    ratio = rate / limit_per_s
+    sent = stats["requests"]
+    refused = stats["by_status"].get("429", 0)
+    share = refused / sent if sent else 0.0
+    how = "learned from headers" if rpm is None else f"given as rpm={rpm:g}"
+    return Result(
+        "3. rate limit (lean)",
+        f"{rate:,.1f} items/s = {ratio:.1%} of {limit_per_s:g}/s; 429s {refused}/{sent} = "
+        f"{share:.2%} ({per_window} per {window_s:g} s window, limit {how})",
+        "≥ 95%, 429s < 1%", ratio >= 0.95 and share < 0.01,
+        {"items": items, "limit_per_s": limit_per_s, "window_s": window_s, "rpm_flag": rpm,
+         "labeler_per_s": rate, "ratio": ratio, "requests": sent, "http_429": refused,
+         "share_429": share, "elapsed_s": summary.elapsed_s, "load": c.load},
+    )
+
+
+# -- 4-7. memory, cache, store size, export -----------------------------------------------
+
+
+def _child(*args: str) -> dict[str, Any]:
+    """Run `python -m benchmarks.child ARGS` and return its JSON line."""
+    cmd = [sys.executable, "-m", "benchmarks.child", *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    out: dict[str, Any] = orjson.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def sample_answers(srv: TeacherProcess, task: Task) -> list[Completion]:
+    """One real answer per label from the server, reused to fill the store quickly."""
+
+    async def ask() -> list[Completion]:
+        teacher = make_teacher("lean", srv.base_url)
+        seen: dict[str, Completion] = {}
+        try:
+            for i in range(200):
+                c = await teacher.complete(task.render({"text": f"sample {i}"}))
+                seen.setdefault(c.text, c)
+                if len(seen) == 2:
+                    break
+        finally:
+            await teacher.aclose()
+        return list(seen.values())
+
+    return asyncio.run(ask())
+
+
+def prefill(store_path: Path, task: Task, base_url: str, source: Path, answers: list[Completion],
+            live_every: int) -> int:
+    """Store an answer for every row of `source` but each `live_every`-th, keyed exactly
+    as labeler keys them, so the labeling run that follows is mostly cache hits with a
+    steady trickle of live requests (the whole path runs, in N's proportions)."""
+    identity = make_teacher("sdk", base_url).identity
+    batch: list[tuple[str, Completion, float | None]] = []
+    stored = 0
+    with Store(store_path) as store:
+        for i, row in enumerate(read_rows(source, required_fields=task.fields)):
+            if live_every and i % live_every == 0:
+                continue
+            assert isinstance(row, Row)
+            key = task.render(row.data).key(identity)
+            batch.append((key, answers[i % len(answers)], None))
+            if len(batch) >= 20_000:
+                store.put_many(batch)
+                stored += len(batch)
+                batch = []
+        store.put_many(batch)
+        stored += len(batch)
+    return stored
+
+
+def store_bytes_per_row(path: Path) -> dict[str, float]:
+    """Bytes the store spends per answer beyond its text and logprobs blob."""
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        n, payload = db.execute(
+            "SELECT count(*), coalesce(sum(length(text) + coalesce(length(tokens), 0)), 0)"
+            " FROM responses"
+        ).fetchone()
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+    finally:
+        db.close()
+    size = (pages - free) * page_size
+    return {"rows": n, "file_bytes": size, "payload_bytes": payload,
+            "payload_per_row": payload / n if n else 0.0,
+            "overhead_per_row": (size - payload) / n if n else 0.0}
+
+
+def big_runs(srv: TeacherProcess, work: Path, *, small: int, big: int, live_every: int,
+             export_rows: int, concurrency: int) -> tuple[list[Result], Path]:
+    """Memory at two sizes, the fully cached rerun, and the export, each in its own process."""
+    srv.configure(latency_s=0.0, rpm=None, tpm=None)
+    srv.reset()
+    task = load_task(TASK)
+    small_in = write_jsonl(work / f"rows-{small}.jsonl", small)
+    big_in = write_jsonl(work / f"rows-{big}.jsonl", big)
+    store = work / "big.sqlite"
+    answers = sample_answers(srv, task)
+    with Clock() as fill:
+        stored = prefill(store, task, srv.base_url, big_in, answers, live_every)
+    common = ["--store", str(store), "--base-url", srv.base_url, "--concurrency", str(concurrency)]
+    mem_small = _child("label", "--input", str(small_in), *common)
+    mem_big = _child("label", "--input", str(big_in), *common)
+    for res, n in ((mem_small, small), (mem_big, big)):
+        s = res["summary"]
+        if s["rows"] != n or s["failed"]:
+            raise RuntimeError(f"memory run over {n} rows: {s}")
+    srv.reset()
+    cached = _child("label", "--input", str(small_in), *common)
+    library = _child("label-library", "--input", str(small_in), *common)
+    sent = srv.stats()["requests"]
+    if cached["summary"]["cached"] != small or sent:
+        raise RuntimeError(f"cached rerun was not fully cached: {cached['summary']}, {sent} sent")
+    export_in = big_in if export_rows == big else write_jsonl(work / "export.jsonl", export_rows)
+    exported = _child("export", "--input", str(export_in), "--out", str(work / "export"), *common)
+
+    flat = mem_big["rss_mb"] <= 1.10 * mem_small["rss_mb"]
+    cache_rate = small / cached["seconds"]
+    library_rate = small / library["seconds"]
+    return [
+        Result(
+            "4. memory, labeling from JSONL",
+            f"peak RSS {mem_big['rss_mb']:,.0f} MB at {big:,} rows, {mem_small['rss_mb']:,.0f} MB "
+            f"at {small:,} (after imports: {mem_big['imported_rss_mb']:,.0f} MB; "
+            f"1 row in {live_every} sent live)",
+            "flat (≤ +10%), < 300 MB", flat and mem_big["rss_mb"] < 300,
+            {"small": small, "big": big, "live_every": live_every, "prefilled": stored,
+             "prefill_s": fill.seconds, "small_run": mem_small, "big_run": mem_big},
+        ),
+        Result(
+            "5. cache, fully cached rerun",
+            f"{cache_rate:,.0f} items/s ({small:,} rows, `run_job` wall time incl. reading; "
+            f"library `label()` with completions: {library_rate:,.0f}/s)",
+            "≥ 20,000 items/s", cache_rate >= 20_000,
+            {"rows": small, "per_s": cache_rate, "run": cached, "library_per_s": library_rate,
+             "library_run": library},
+        ),
+        Result(
+            "7. export, records → HF datasets folder",
+            f"{exported['seconds']:,.1f} s for {exported['rows']:,} rows "
+            f"({exported['rows'] / exported['seconds']:,.0f} rows/s, peak RSS "
+            f"{exported['rss_mb']:,.0f} MB)",
+            "(report)", None, exported,
+        ),
+    ], store
+
+
+def store_size(live: Path, big: Path | None) -> Result:
+    """Measured on the store the throughput run filled through labeler's own commits; the
+    big prefilled store is measured too, to show the figure does not drift with size."""
+    size = store_bytes_per_row(live)
+    other = store_bytes_per_row(big) if big is not None and big.exists() else None
+    extra = f"; {other['overhead_per_row']:,.0f} B/row at {other['rows']:,} rows" if other else ""
+    return Result(
+        "6. store size",
+        f"{size['overhead_per_row']:,.0f} B/row beyond text + logprobs "
+        f"({size['payload_per_row']:,.0f} B/row of those, {size['rows']:,} rows{extra})",
+        "< 300 B", size["overhead_per_row"] < 300, {"live": size, "big": other},
+    )
+
+
+def temp_workdir(keep: Path | None) -> tempfile.TemporaryDirectory[str] | None:
+    """A scratch folder for inputs and stores (or None when the caller keeps its own)."""
+    return None if keep is not None else tempfile.TemporaryDirectory(prefix="labeler-bench-")

@@ -1,0 +1,242 @@
+"""What a run would cost, before anything is sent: tokens and USD per task, input and teacher.
+
+`estimate` renders every row exactly as a run would (same template, same dedup of rows
+that render to the same request), counts prompt tokens, predicts output tokens and prices
+both with the `PriceTable`. Nothing is sent and no API key is needed.
+
+Prompt tokens. With ``tiktoken`` installed, OpenAI models are counted with their own
+encoding (o200k_base for gpt-4o/4.1/5 and o-series, cl100k_base otherwise) and other
+models with o200k_base as a stand-in. Without it, a heuristic: ASCII text at 4
+characters a token (OpenAI's rule of thumb for English), every other character as one
+token (CJK and most non-Latin scripts run close to one token a character), plus 4 tokens
+of framing per chat message and 3 to prime the reply. Expect it within about 20% for
+English prose; counts are estimates either way, the provider's usage is the truth.
+
+Output tokens are predicted honestly rather than padded or guessed low:
+
+- label tasks answer with one verbalizer: the longest verbalizer's token count (capped by
+  max_tokens) is the expected output, since the teacher stops after the label;
+- text and json tasks have no such bound: max_tokens is used and the estimate says it is
+  an upper bound (`output_is_upper_bound`);
+- sampled teachers pay every sample: Anthropic asks ``samples`` times (default 5) when a
+  template wants soft targets, each request carrying the whole prompt; a template's
+  ``n`` multiplies output on OpenAI-style teachers.
+
+Prompt caching is priced as the providers bill it: the shared prefix (system prompt and
+few-shot turns) is written once and read by every later request when it is long enough
+to be cached (1024 tokens; Anthropic only with its cache mark, which its teacher sets;
+OpenAI automatically, in 128-token steps). `max_cost_usd` is the worst case: no cache
+hits and every allowed output token.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labeler.errors import TemplateError
+from labeler.inputs import Reject, Row
+from labeler.pricing import PER, PriceTable
+from labeler.request import Request
+from labeler.task import Task, load_task
+from labeler.teachers.anthropic_wire import wants_samples
+from labeler.teachers.base import Teacher, request_shape
+
+MESSAGE_OVERHEAD = 4
+REPLY_OVERHEAD = 3
+CACHE_MIN_TOKENS = 1024
+OPENAI_CACHE_STEP = 128
+DEFAULT_SAMPLES = 5  # AnthropicTeacher's default
+_O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")
+
+
+@dataclass
+class Estimate:
+    """Predicted tokens and cost of labeling some rows (nothing sent)."""
+
+    model: str
+    rows: int = 0
+    requests: int = 0  # distinct requests (duplicate rows are sent once)
+    http_requests: int = 0  # what the provider bills: samples included
+    rejected: int = 0
+    already_stored: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    max_output_tokens: int = 0
+    output_is_upper_bound: bool = False
+    cost_usd: float | None = None
+    max_cost_usd: float | None = None
+    tokenizer: str = "heuristic"
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("cost_usd", "max_cost_usd"):
+            if d[k] is not None:
+                d[k] = round(d[k], 6)
+        return d
+
+
+class TokenCounter:
+    """tiktoken when installed, else the documented heuristic."""
+
+    def __init__(self, model: str) -> None:
+        self._enc: Any = None
+        self.name = "heuristic (~4 ASCII chars or 1 other char per token)"
+        try:
+            import tiktoken
+        except ImportError:
+            return
+        encoding = "o200k_base" if model.startswith(_O200K_PREFIXES) or not model.startswith(
+            ("gpt-", "text-")) else "cl100k_base"
+        try:
+            self._enc = tiktoken.get_encoding(encoding)
+            self.name = f"tiktoken {encoding}"
+        except Exception:  # an offline machine without the encoding file cached
+            self._enc = None
+
+    def count(self, text: str) -> int:
+        if not text:
+            return 0
+        if self._enc is not None:
+            return len(self._enc.encode(text, disallowed_special=()))
+        ascii_chars = len(text.encode("ascii", "ignore"))
+        return math.ceil(ascii_chars / 4 + (len(text) - ascii_chars))
+
+    def prompt(self, request: Request) -> tuple[int, int]:
+        """(whole prompt, shared prefix) tokens; the prefix is all but the row's own turn."""
+        if request.prompt is not None:
+            return self.count(request.prompt), 0
+        messages = list(request.messages or ())
+        sizes = [self.count(m.get("content") or "") + MESSAGE_OVERHEAD for m in messages]
+        total = sum(sizes) + REPLY_OVERHEAD
+        return total, sum(sizes[:-1])
+
+
+def estimate(
+    task: Task | str | Path,
+    rows: Iterable[Row | Reject | Mapping[str, Any]],
+    teacher: Teacher | str,
+    prices: PriceTable | None = None,
+    *,
+    samples: int | None = None,
+    store: Any = None,
+) -> Estimate:
+    """Tokens and cost of labeling `rows` with `task` and `teacher`, without sending.
+
+    `teacher` is a teacher object, a ``provider:model`` spec or a bare model name (then
+    priced as that model, one request per row). `samples` overrides the Anthropic
+    teacher's sample count for a spec. With a teacher object and a `store`, rows whose
+    answer is already stored are counted apart and cost nothing, as in a rerun.
+    """
+    task = task if isinstance(task, Task) else load_task(task)
+    prices = prices or PriceTable.default()
+    provider, model, teacher_obj = _teacher(teacher)
+    counter = TokenCounter(model)
+    est = Estimate(model=model, tokenizer=counter.name)
+    output_each, upper = _output_tokens(task, counter)
+    est.output_is_upper_bound = upper
+    max_tokens = int(task.params.get("max_tokens") or task.params.get("max_completion_tokens") or 0)
+    identity = teacher_obj.identity if teacher_obj is not None else None
+    seen: set[str] = set()
+    prefix_tokens = 0
+    for item in rows:
+        est.rows += 1
+        if isinstance(item, Reject):
+            est.rejected += 1
+            continue
+        data = item.data if isinstance(item, Row) else dict(item)
+        try:
+            request = task.render(data)
+        except TemplateError:
+            est.rejected += 1
+            continue
+        key = request.key({})
+        if key in seen:
+            continue
+        seen.add(key)
+        if store is not None and identity is not None and store.known([request.key(identity)]):
+            est.already_stored += 1
+            continue
+        calls, answers = _shape(provider, teacher_obj, request, samples)
+        est.requests += 1
+        est.http_requests += calls
+        prompt, prefix = counter.prompt(request)
+        est.prompt_tokens += prompt * calls
+        est.output_tokens += min(output_each, max_tokens or output_each) * calls * answers
+        est.max_output_tokens += (max_tokens or output_each) * calls * answers
+        prefix_tokens = prefix
+    if est.requests:
+        _cache(est, provider, prefix_tokens, task)
+    _price(est, prices)
+    if upper:
+        est.notes.append("output tokens are max_tokens per answer: an upper bound for free text")
+    if est.cost_usd is None:
+        est.notes.append(f"no price known for '{model}': add --price {model}=IN,OUT (USD/1M)")
+    return est
+
+
+def _teacher(teacher: Teacher | str) -> tuple[str, str, Teacher | None]:
+    if not isinstance(teacher, str):
+        return teacher.provider, teacher.model, teacher
+    provider, sep, model = teacher.partition(":")
+    if not sep:
+        return "", teacher, None
+    return provider, model, None
+
+
+def _shape(provider: str, teacher: Teacher | None, request: Request,
+           samples: int | None) -> tuple[int, int]:
+    if teacher is not None:
+        return request_shape(teacher, request)
+    if provider == "anthropic":
+        if wants_samples(request):
+            return max(1, samples or DEFAULT_SAMPLES), 1
+        return max(1, int(request.params.get("n") or 1)), 1
+    return 1, max(1, int(request.params.get("n") or 1))
+
+
+def _output_tokens(task: Task, counter: TokenCounter) -> tuple[int, bool]:
+    """Expected answer tokens and whether that number is only an upper bound."""
+    max_tokens = int(task.params.get("max_tokens") or task.params.get("max_completion_tokens") or 0)
+    space = task.label_space
+    if task.output_kind == "label" and space is not None:
+        words = [w for forms in space.verbalizers.values() for w in forms] or list(space.labels)
+        longest = max(counter.count(task.answer_prefix + w if task.mode == "completion" else w)
+                      for w in words)
+        return (min(longest, max_tokens) if max_tokens else longest), False
+    return max_tokens or 512, True
+
+
+def _cache(est: Estimate, provider: str, prefix: int, task: Task) -> None:
+    """Move the shared prefix's tokens from fresh to cached as the provider would bill."""
+    if task.mode != "chat" or prefix < CACHE_MIN_TOKENS:
+        return
+    reads = est.http_requests - 1
+    if provider == "anthropic":
+        est.cache_write_tokens = prefix
+        est.cached_prompt_tokens = prefix * reads
+        est.prompt_tokens -= prefix  # the written prefix is billed apart, at the write rate
+        est.notes.append(f"shared prefix of ~{prefix} tokens: written once, then read from cache")
+    elif provider == "openai":
+        step = prefix - prefix % OPENAI_CACHE_STEP
+        est.cached_prompt_tokens = step * reads
+        est.notes.append(f"shared prefix of ~{prefix} tokens: cached automatically after the first")
+
+
+def _price(est: Estimate, prices: PriceTable) -> None:
+    price = prices.lookup(est.model)
+    if price is None:
+        return
+    cached_rate = price.cached_input if price.cached_input is not None else price.input
+    write_rate = price.cache_write if price.cache_write is not None else price.input
+    fresh = est.prompt_tokens - est.cached_prompt_tokens
+    est.cost_usd = (fresh * price.input + est.cached_prompt_tokens * cached_rate
+                    + est.cache_write_tokens * write_rate + est.output_tokens * price.output) / PER
+    worst_prompt = est.prompt_tokens + est.cache_write_tokens
+    est.max_cost_usd = (worst_prompt * price.input + est.max_output_tokens * price.output) / PER

@@ -1,0 +1,504 @@
+"""`labeler refresh CONFIG`: the scheduled job that keeps a labeled dataset up to date.
+
+A cron line runs the same YAML config again and again; each run must be cheap, safe to
+overlap, safe to kill and easy to monitor:
+
+- incremental: every answer is cached under a key of the full request (request.py), so
+  only new or changed rows are sent; rows that left the input leave the export, because
+  an export is rebuilt from the current input (export.py).
+- locked: `fcntl.flock` on OUT/.refresh.lock, with the holder's PID written in it. A
+  second refresh while one runs exits at once (code 4). A lock left by a killed run is
+  recognised (its PID is gone) and taken over: the kernel drops a dead process's flock,
+  and if a child it started kept the descriptor open, the lock file is replaced.
+- atomic and versioned: each refresh exports to OUT/versions/<UTC timestamp>/, then
+  swaps the OUT/current symlink with one rename. Readers always see a whole export; a
+  refresh that fails or is interrupted leaves `current` as it was. The last `keep`
+  versions are kept.
+- observable: exactly one JSON line on stdout (counts, cost, duration, outcome, version
+  path) and an exit code: 0 ok, 3 partial, 4 locked, 1 failed (5 budget and 130
+  interrupted, as for `labeler run`).
+
+Config keys (relative paths are relative to the config file, since cron starts jobs in
+the home directory)::
+
+    task: sentiment                  # shipped template name or a YAML path
+    input: data/reviews.jsonl
+    teacher: openai:gpt-4o-mini
+    base_url: null                   # for openai-compatible teachers
+    api_key_env: OPENAI_API_KEY      # or api_key_file: secrets/openai.key (mode 0600)
+    teacher_options: {timeout: 60}
+    store: state/labels.sqlite       # default: $LABELER_HOME/store.sqlite
+    out: datasets/reviews            # versions/ and the current symlink go here
+    keep: 5
+    max_age_days: 30                 # relabel answers older than this
+    concurrency: 16                  # also rpm, tpm, max_attempts, retry_failed, budget
+    id_field: id                     # also input_format, delimiter, split
+    export: {kind: classification, format: hf, validation_size: 0.1, seed: 0}
+    filters: {min_confidence: 0.8}   # also min_margin, max_entropy, keep_invalid
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labeler.errors import ConfigError, LabelerError
+from labeler.export import ExportOptions
+from labeler.filters import FilterSpec
+from labeler.job import Job, run_job
+from labeler.pricing import PriceTable
+from labeler.run import STOP_GRACE_S
+from labeler.secrets import key_from_env, read_key_file
+
+EXIT_CODES = {"ok": 0, "failed": 1, "partial": 3, "locked": 4, "budget": 5, "interrupted": 130}
+VERSION_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z(-\d+)?$")
+LOCK_NAME = ".refresh.lock"
+
+_REQUIRED = ("task", "input", "teacher", "out")
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
+    "base_url": (str, list), "api_key_env": str, "api_key_file": str, "teacher_options": dict,
+    "store": str, "keep": int, "max_age_days": (int, float), "concurrency": int,
+    "rpm": (int, float), "tpm": (int, float), "max_attempts": int,
+    "retry_initial_wait": (int, float), "retry_failed": bool, "budget": (int, float),
+    "prices": str, "id_field": str, "input_format": str, "delimiter": str, "split": str,
+    "export": dict, "filters": dict, "stop_grace": (int, float),
+}
+_EXPORT_KEYS: dict[str, type | tuple[type, ...]] = {
+    "kind": str, "format": str, "validation_size": (int, float), "seed": int,
+    "split_field": str, "text_field": str, "push_to_hub": str, "public": bool,
+}
+_FILTER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "min_confidence": (int, float), "min_margin": (int, float), "max_entropy": (int, float),
+    "keep_invalid": bool,
+}
+
+
+class Locked(LabelerError):
+    """Another refresh of the same output folder is running."""
+
+
+@dataclass
+class RefreshConfig:
+    """A refresh config file, validated, with its paths made absolute."""
+
+    path: Path
+    task: str
+    input: str
+    teacher: str
+    out: Path
+    store: Path | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_key_file: Path | None = None
+    teacher_options: dict[str, Any] = field(default_factory=dict)
+    concurrency: int = 16
+    rpm: float | None = None
+    tpm: float | None = None
+    max_attempts: int = 8
+    retry_initial_wait: float | None = None
+    retry_failed: bool = False
+    budget: float | None = None
+    prices: Path | None = None
+    keep: int = 5
+    max_age_days: float | None = None
+    id_field: str | None = None
+    input_format: str | None = None
+    delimiter: str | None = None
+    split: str | None = None
+    export: ExportOptions = field(default_factory=ExportOptions)
+    stop_grace_s: float = STOP_GRACE_S
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RefreshConfig:
+        """Read and check a config; every problem names the file and the key."""
+        p = Path(path)
+        try:
+            raw = yaml.safe_load(p.read_text("utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read the refresh config: {exc.strerror}") from exc
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{p}: not a valid YAML refresh config: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: a refresh config is a YAML mapping of keys")
+        return cls.from_dict(raw, p)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], path: Path) -> RefreshConfig:
+        where = str(path)
+        if "api_key" in raw:
+            raise ConfigError(f"{where}: api_key: a key does not belong in a config file; use "
+                              "api_key_file (a file of mode 0600) or api_key_env")
+        unknown = set(raw) - set(_REQUIRED) - set(_OPTIONAL)
+        if unknown:
+            allowed = ", ".join(sorted((*_REQUIRED, *_OPTIONAL)))
+            raise ConfigError(f"{where}: unknown key '{sorted(unknown)[0]}' (allowed: {allowed})")
+        for key in _REQUIRED:
+            if not isinstance(raw.get(key), str) or not raw[key].strip():
+                raise ConfigError(f"{where}: '{key}' is required and must be a string")
+        _check_types(raw, _OPTIONAL, where, "")
+        base = path.resolve().parent
+
+        def local(value: str | None) -> Path | None:
+            return None if value is None else base / Path(value).expanduser()
+
+        task = raw["task"]
+        if task.endswith((".yaml", ".yml")) or os.sep in task:
+            task = str(local(task))
+        if raw["input"] == "-":
+            raise ConfigError(f"{where}: input: stdin cannot be refreshed; name a file")
+        base_url = raw.get("base_url")
+        if isinstance(base_url, list):
+            base_url = ",".join(str(u) for u in base_url)
+        keep = raw.get("keep", 5)
+        if keep < 1:
+            raise ConfigError(f"{where}: keep must be at least 1 (the current version)")
+        return cls(
+            path=path, task=task, input=str(local(raw["input"])), teacher=raw["teacher"],
+            out=local(raw["out"]) or base, store=local(raw.get("store")), base_url=base_url,
+            api_key_env=raw.get("api_key_env"), api_key_file=local(raw.get("api_key_file")),
+            teacher_options=dict(raw.get("teacher_options") or {}),
+            concurrency=raw.get("concurrency", 16), rpm=raw.get("rpm"), tpm=raw.get("tpm"),
+            max_attempts=raw.get("max_attempts", 8),
+            retry_initial_wait=raw.get("retry_initial_wait"),
+            retry_failed=raw.get("retry_failed", False), budget=raw.get("budget"),
+            prices=local(raw.get("prices")), keep=keep, max_age_days=raw.get("max_age_days"),
+            id_field=raw.get("id_field"), input_format=raw.get("input_format"),
+            delimiter=raw.get("delimiter"), split=raw.get("split"),
+            export=_export_options(raw.get("export") or {}, raw.get("filters") or {}, where),
+            stop_grace_s=raw.get("stop_grace", STOP_GRACE_S),
+        )
+
+    def api_key(self) -> str | None:
+        """From api_key_file (mode 0600), else api_key_env, else the provider's variable."""
+        if self.api_key_file is not None:
+            return read_key_file(self.api_key_file)
+        if self.api_key_env:
+            return key_from_env(self.api_key_env)
+        return None
+
+    def lock_path(self) -> Path:
+        return self.out / LOCK_NAME
+
+    def job(self, version: Path, max_age_days: float | None = None) -> Job:
+        """The `labeler run` this refresh amounts to, exporting into `version`."""
+        prices = PriceTable.from_file(self.prices) if self.prices else None
+        return Job(
+            task=self.task, input=self.input, teacher=self.teacher, out=version,
+            store=self.store, base_url=self.base_url, api_key=self.api_key(),
+            teacher_options=dict(self.teacher_options), concurrency=self.concurrency,
+            rpm=self.rpm, tpm=self.tpm, max_attempts=self.max_attempts,
+            retry_initial_wait=self.retry_initial_wait, retry_failed=self.retry_failed,
+            budget_usd=self.budget, prices=prices,
+            max_age_days=max_age_days if max_age_days is not None else self.max_age_days,
+            id_field=self.id_field, input_format=self.input_format, delimiter=self.delimiter,
+            input_split=self.split, rejects=self.out / "rejects.jsonl", export=self.export,
+            progress=False, stop_grace_s=self.stop_grace_s,
+        )
+
+
+def _check_types(raw: Mapping[str, Any], spec: Mapping[str, type | tuple[type, ...]],
+                 where: str, prefix: str) -> None:
+    for key, kind in spec.items():
+        value = raw.get(key)
+        if value is None:
+            continue
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        wrong_bool = isinstance(value, bool) and bool not in kinds  # YAML's yes is no number
+        if wrong_bool or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ConfigError(f"{where}: {prefix}{key} must be {names}, got {value!r}")
+
+
+def _export_options(export: Mapping[str, Any], filters: Mapping[str, Any],
+                    where: str) -> ExportOptions:
+    for section, keys, values in (("export", _EXPORT_KEYS, export),
+                                  ("filters", _FILTER_KEYS, filters)):
+        unknown = set(values) - set(keys)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key '{section}.{sorted(unknown)[0]}' "
+                              f"(allowed: {', '.join(sorted(keys))})")
+        _check_types(values, keys, where, f"{section}.")
+    return ExportOptions(
+        kind=export.get("kind", "records"), format=export.get("format", "hf"),
+        filters=FilterSpec(min_confidence=filters.get("min_confidence"),
+                           min_margin=filters.get("min_margin"),
+                           max_entropy=filters.get("max_entropy"),
+                           drop_invalid=not filters.get("keep_invalid", False)),
+        validation_size=float(export.get("validation_size", 0.0)), seed=export.get("seed", 0),
+        split_field=export.get("split_field"), text_field=export.get("text_field"),
+        push_to_hub=export.get("push_to_hub"), private=not export.get("public", False),
+    )
+
+
+# -- the lock -------------------------------------------------------------------------------
+
+
+class RefreshLock:
+    """An exclusive, non-blocking lock on one output folder, naming its holder.
+
+    flock is the lock; the PID in the file only says who holds it, and which lock a
+    killed run left behind. Release empties the file, so a PID found there on a free
+    lock is always a run that died holding it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.took_over_from: int | None = None
+        self._fd: int | None = None
+
+    def acquire(self) -> RefreshLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid, since = _holder(fd)
+                if pid is not None and not _alive(pid) and _same_file(fd, self.path):
+                    # The run that wrote this PID is gone, yet the lock is held: a process
+                    # it started kept the descriptor. A new file is a new, free lock.
+                    self.took_over_from = pid
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.path)
+                    os.close(fd)
+                    continue
+                os.close(fd)
+                who = f"pid {pid}, started {since}" if pid is not None else "starting up"
+                raise Locked(f"{self.path}: another refresh of {self.path.parent} is running "
+                             f"({who}); this one exits without doing anything") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            if not _same_file(fd, self.path):  # replaced between our open and flock
+                os.close(fd)
+                continue
+            pid, _ = _holder(fd)
+            if pid is not None and pid != os.getpid() and not _alive(pid):
+                self.took_over_from = pid
+            stamp = f"{os.getpid()}\n{datetime.now(UTC).isoformat(timespec='seconds')}\n"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, stamp.encode(), 0)
+            os.fsync(fd)
+            self._fd = fd
+            return self
+        raise Locked(f"{self.path}: the lock file keeps being replaced; is another refresh "
+                     "starting at the same moment?")
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)  # an empty file: nobody holds it, nobody died holding it
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self) -> RefreshLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _holder(fd: int) -> tuple[int | None, str | None]:
+    text = os.pread(fd, 256, 0).decode("utf-8", "replace").split()
+    if not text or not text[0].isdigit():
+        return None, None
+    return int(text[0]), text[1] if len(text) > 1 else None
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` is a running process (a zombie, killed but not reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+
+# -- versions -------------------------------------------------------------------------------
+
+
+def _new_version(versions: Path) -> Path:
+    name = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    path, n = versions / name, 0
+    while path.exists():
+        n += 1
+        path = versions / f"{name}-{n}"
+    return path
+
+
+def _point_current(out: Path, version: Path) -> Path:
+    """Swap OUT/current to `version` in one rename: readers see the old or the new."""
+    link = out / "current"
+    tmp = out / f".current.tmp-{os.getpid()}"
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(Path("versions") / version.name, tmp)  # relative: OUT can move
+        os.replace(tmp, link)
+        _fsync_dir(out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise LabelerError(f"{link}: cannot point it at {version}: {exc.strerror or exc}") from exc
+    return link
+
+
+def _current_version(out: Path) -> Path | None:
+    link = out / "current"
+    if not link.is_symlink():
+        return None
+    return (out / os.readlink(link)).resolve()
+
+
+def _clean_staging(out: Path) -> None:
+    """What a killed refresh left: half-written exports and a temporary symlink. Only a
+    holder of the lock calls this, so nothing here is still being written."""
+    for stale in [*out.glob(".current.tmp-*"), *(out / "versions").glob(".*")]:
+        if stale.is_symlink() or stale.is_file():
+            stale.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _prune(versions: Path, keep: int, current: Path) -> list[str]:
+    """Drop all but the newest `keep` versions; never the one `current` names."""
+    names = sorted(p.name for p in versions.iterdir() if p.is_dir() and VERSION_RE.match(p.name))
+    removed = []
+    for name in names[:-keep]:
+        if (versions / name).resolve() == current.resolve():
+            continue
+        shutil.rmtree(versions / name, ignore_errors=True)
+        removed.append(name)
+    return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- the refresh ----------------------------------------------------------------------------
+
+
+@dataclass
+class RefreshResult:
+    """What one refresh did; `to_json` is the line cron logs and monitors read."""
+
+    config: str
+    outcome: str = "failed"
+    started_at: str = ""
+    duration_s: float = 0.0
+    out: str | None = None
+    version: str | None = None  # the export this refresh wrote (None: it wrote none)
+    current: str | None = None  # the version OUT/current names after this refresh
+    exported: int | None = None
+    pruned: list[str] = field(default_factory=list)
+    lock_taken_over_from: int | None = None
+    error: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.outcome, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = {k: self.summary.get(k, 0) for k in (
+            "rows", "labeled", "cached", "failed", "rejected", "skipped", "requests", "retries",
+            "rate_limited", "prompt_tokens", "completion_tokens", "cached_tokens")}
+        return {
+            "outcome": self.outcome, "exit_code": self.exit_code, **counts,
+            "cost_usd": self.summary.get("cost_usd", 0.0),
+            "failures_by_reason": self.summary.get("failures_by_reason", {}),
+            "exported": self.exported, "duration_s": round(self.duration_s, 3),
+            "started_at": self.started_at, "version": self.version, "current": self.current,
+            "out": self.out, "pruned": self.pruned,
+            "lock_taken_over_from": self.lock_taken_over_from, "error": self.error,
+            "config": self.config,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+
+def refresh(
+    config: RefreshConfig | str | os.PathLike[str],
+    *,
+    max_age_days: float | None = None,
+    on_warning: Callable[[str], None] | None = None,
+    handle_signals: bool = False,
+) -> RefreshResult:
+    """Run one refresh; never raises a LabelerError: the result says what happened."""
+    start = time.monotonic()
+    where = str(config.path if isinstance(config, RefreshConfig) else config)
+    result = RefreshResult(where, started_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    warn = on_warning or (lambda msg: None)
+    try:
+        cfg = config if isinstance(config, RefreshConfig) else RefreshConfig.load(config)
+        result.out = str(cfg.out)
+        with RefreshLock(cfg.lock_path()) as lock:
+            if lock.took_over_from is not None:
+                result.lock_taken_over_from = lock.took_over_from
+                warn(f"took over {lock.path}, left by pid {lock.took_over_from} which is no "
+                     "longer running")
+            _refresh_locked(cfg, result, max_age_days, warn, handle_signals)
+    except Locked as exc:
+        result.outcome, result.error = "locked", str(exc)
+    except KeyboardInterrupt:  # a second SIGINT/SIGTERM: stop at once
+        result.outcome, result.error = "interrupted", "interrupted; nothing was published"
+    except LabelerError as exc:
+        result.outcome, result.error = "failed", str(exc)
+    finally:
+        result.duration_s = time.monotonic() - start
+    return result
+
+
+def _refresh_locked(cfg: RefreshConfig, result: RefreshResult, max_age_days: float | None,
+                    warn: Callable[[str], None], handle_signals: bool) -> None:
+    versions = cfg.out / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    _clean_staging(cfg.out)
+    current = _current_version(cfg.out)
+    result.current = str(current) if current else None
+    version = _new_version(versions)
+    job = cfg.job(version, max_age_days)
+    done = asyncio.run(run_job(job, on_warning=warn, handle_signals=handle_signals))
+    result.summary = done.summary.to_dict()
+    result.outcome = done.summary.outcome
+    if done.export is None:  # interrupted: the export was not written
+        return
+    result.version, result.exported = str(version), done.export.exported
+    _point_current(cfg.out, version)
+    result.current = str(version)
+    result.pruned = _prune(versions, cfg.keep, version)

@@ -1,0 +1,194 @@
+"""labeler's Request <-> Anthropic's Messages API, as plain data.
+
+Kept apart from the client (teachers/anthropic.py) so live calls and batch result files
+share one translation and one parser.
+
+Requests. labeler speaks OpenAI's vocabulary; the Messages API differs in four ways that
+matter here:
+
+- The system prompt is not a message but a top-level list of text blocks.
+- Caching is explicit. The prefix every row shares (system prompt and few-shot turns)
+  is marked with one ``cache_control: {"type": "ephemeral"}`` breakpoint on its last
+  block, the last few-shot message when there are examples, else the system prompt, so
+  one cache entry covers instructions and examples together and each row pays full
+  price only for its own turn. (Prefixes shorter than the model's minimum, 1024-4096
+  tokens, are simply not cached; the mark costs nothing then.)
+- There is no ``n``, no logprobs and, in the API version the SDK sends (2026-10-21),
+  no sampling parameters at all: temperature/top_p are only sent when a teacher is
+  pinned to an older ``api_version`` that accepts them.
+- A completion-mode request (one text prompt that ends where the label goes) is sent
+  as a single user message: the Messages API has no raw completion endpoint, so the
+  model answers the prompt as a chat turn.
+
+Whitespace-only stop strings are dropped (the API rejects them); other stop strings
+become ``stop_sequences``.
+
+Responses. Anthropic reports ``input_tokens`` *excluding* cache reads and writes.
+labeler's `Usage` counts as OpenAI does, cache reads inside the prompt:
+``prompt_tokens = input_tokens + cache_read_input_tokens`` with ``cached_tokens`` the
+read part, and the tokens written to the cache apart in ``cache_write_tokens`` (they are
+billed at their own rate; `PriceTable.cost` prices the three separately). Batch results
+(labeler/batch/anthropic.py) are counted the same way, so a stored answer does not
+depend on how it was fetched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from labeler.completion import Completion, Usage
+from labeler.errors import FinalError, RetryableError
+from labeler.request import Request
+
+EPHEMERAL = {"type": "ephemeral"}
+DEFAULT_MAX_TOKENS = 1024
+SAMPLING_API_BEFORE = "2026-10-21"  # API versions before this accept temperature/top_p
+_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
+           "tool_use": "tool_calls", "pause_turn": "length"}
+
+
+def build_params(
+    request: Request, *, sampling_params: bool, temperature: float | None = None,
+    cache: bool = True,
+) -> dict[str, Any]:
+    """Keyword arguments for ``messages.create`` (minus ``model``) for one request.
+
+    `temperature` overrides the template's (sampled soft targets need one above 0); it
+    and top_p are only sent when `sampling_params` is true (an older API version).
+    """
+    params = request.params
+    max_tokens = params.get("max_tokens") or params.get("max_completion_tokens")
+    out: dict[str, Any] = {"max_tokens": int(max_tokens or DEFAULT_MAX_TOKENS)}
+    system, messages = split_messages(request, cache=cache)
+    out["messages"] = messages
+    if system:
+        out["system"] = system
+    stops = params.get("stop")
+    if isinstance(stops, str):
+        stops = [stops]
+    if stops:
+        kept = [s for s in stops if isinstance(s, str) and s.strip()]
+        if kept:
+            out["stop_sequences"] = kept
+    if sampling_params:
+        extra: dict[str, Any] = {}
+        temp = temperature if temperature is not None else params.get("temperature")
+        if temp is not None:
+            extra["temperature"] = min(float(temp), 1.0)  # Anthropic's range is 0..1
+        if params.get("top_p") is not None:
+            extra["top_p"] = float(params["top_p"])
+        if extra:
+            out["extra_body"] = extra
+    return out
+
+
+def split_messages(
+    request: Request, *, cache: bool = True
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(system blocks, messages) with the cache breakpoint on the shared prefix."""
+    if request.prompt is not None:
+        return [], [{"role": "user", "content": request.prompt}]
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for m in request.messages or ():
+        role, content = m.get("role"), m.get("content") or ""
+        if role == "system":
+            system.append({"type": "text", "text": content})
+        else:
+            messages.append({"role": role, "content": content})
+    if cache:
+        _mark_prefix(system, messages)
+    return system, messages
+
+
+def _mark_prefix(system: list[dict[str, Any]], messages: list[dict[str, Any]]) -> None:
+    """Breakpoint on the last message before the row's own turn, else on the system."""
+    if len(messages) > 1:
+        shot = messages[-2]
+        shot["content"] = [{"type": "text", "text": shot["content"], "cache_control": EPHEMERAL}]
+    elif system:
+        system[-1]["cache_control"] = EPHEMERAL
+
+
+def prefix_key(request: Request) -> bytes | None:
+    """A digest of the cached prefix (everything before the row's own turn), or None."""
+    messages = request.messages
+    if not messages or len(messages) < 2:
+        return None
+    return hashlib.blake2b(orjson.dumps(messages[:-1]), digest_size=16).digest()
+
+
+def parse_message(body: Any, *, latency_s: float = 0.0) -> Completion:
+    """One Messages API response -> Completion; a refusal is final, a broken body retryable."""
+    if not isinstance(body, dict):
+        raise RetryableError("invalid_json", "the response body is not a JSON object")
+    if body.get("type") == "error":
+        err = body.get("error") or {}
+        msg = err.get("message") if isinstance(err, dict) else str(err)
+        raise RetryableError("error_body", str(msg)[:200])
+    content = body.get("content")
+    if not isinstance(content, list):
+        raise RetryableError("invalid_json", "the response has no content list")
+    stop = body.get("stop_reason")
+    if stop == "refusal":
+        raise FinalError("refusal", "the model declined to answer (stop_reason: refusal)")
+    text = "".join(
+        str(b.get("text") or "") for b in content if isinstance(b, dict) and b.get("type") == "text"
+    )
+    return Completion(
+        text=text, usage=parse_usage(body.get("usage")), finish_reason=_FINISH.get(stop, stop),
+        model=str(body.get("model") or ""), latency_s=latency_s,
+    )
+
+
+def parse_usage(usage: Any) -> Usage:
+    if not isinstance(usage, dict):
+        return Usage()
+    fresh = int(usage.get("input_tokens") or 0)
+    read = int(usage.get("cache_read_input_tokens") or 0)
+    written = int(usage.get("cache_creation_input_tokens") or 0)
+    return Usage(
+        prompt_tokens=fresh + read,
+        completion_tokens=int(usage.get("output_tokens") or 0),
+        cached_tokens=read,
+        cache_write_tokens=written,
+    )
+
+
+def combine(samples: Sequence[Completion], *, latency_s: float) -> Completion:
+    """n sampled answers -> one Completion: the majority text, every sample, summed usage.
+
+    Ties go to the answer seen first, so the result does not depend on dict order.
+    """
+    texts = [c.text for c in samples]
+    counts = Counter(t.strip() for t in texts)
+    best = max(counts.values())
+    majority = next(t for t in texts if counts[t.strip()] == best)
+    usage = Usage()
+    for c in samples:
+        usage.prompt_tokens += c.usage.prompt_tokens
+        usage.completion_tokens += c.usage.completion_tokens
+        usage.cached_tokens += c.usage.cached_tokens
+        usage.cache_write_tokens += c.usage.cache_write_tokens
+    first = samples[0]
+    return Completion(
+        text=majority, tokens=None, usage=usage, finish_reason=first.finish_reason,
+        model=first.model, latency_s=latency_s, samples=texts,
+    )
+
+
+def wants_samples(request: Request) -> bool:
+    """Soft targets asked for: with no logprobs, they come from n sampled answers.
+
+    A template's ``soft_targets`` decides; logprobs kept only for token-level
+    distillation (a free-text template with ``top_logprobs``) are not worth n answers.
+    A hand-built request that does not say goes by ``logprobs``.
+    """
+    if request.soft_targets is not None:
+        return request.soft_targets
+    return bool(request.params.get("logprobs"))

@@ -1,0 +1,229 @@
+"""A lean OpenAI(-compatible) teacher: one pooled aiohttp session, no SDK on the hot path.
+
+Against a fast self-hosted teacher (vLLM, llama.cpp, a cluster behind a gateway) the
+client's own cost per request bounds the labeling rate. The official SDK spends most of
+its time building request objects, validating options and wrapping the response, none
+of which labeler needs: it reads the raw body and parses it once (`openai_wire`). This
+teacher sends the same JSON body as `OpenAITeacher` (built here from the same parameter
+lists), parses the answer with the same parser, and classifies every failure into the
+same `RetryableError`/`FinalError` reasons as `openai.classify`, so the orchestrator, the
+cache key and the store cannot tell the two apart. `python -m benchmarks` measures both.
+
+It is selected with the teacher option ``transport="lean"`` through `openai_teacher`;
+anything other than the lean transport builds the SDK teacher unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from labeler.completion import Completion
+from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError
+from labeler.request import Request
+from labeler.teachers import openai_wire
+from labeler.teachers.base import HeaderObserver, parse_retry_after
+from labeler.teachers.openai import CHAT_PARAMS, COMPLETION_PARAMS, OPENAI_URL, OpenAITeacher
+from labeler.teachers.transport import failure_reason
+
+LEAN = "lean"
+_USER_AGENT = "labeler-lean/1"
+
+
+class FastOpenAITeacher:
+    """Chat completions and completions over one aiohttp session, parsed by `openai_wire`."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        provider: str = "openai",
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_connections: int = 1000,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        if provider == "openai":
+            base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
+            api_key = api_key or os.environ.get("OPENAI_API_KEY")
+            if not api_key:
+                raise ConfigError(
+                    "no OpenAI API key: set OPENAI_API_KEY (or pass --api-key-file FILE)"
+                )
+        else:
+            if not base_url:
+                raise ConfigError(
+                    f"--teacher {provider}:{model} needs --base-url (e.g. http://localhost:8000/v1)"
+                )
+            api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
+        self.base_url = base_url.rstrip("/")
+        self._chat_url = self.base_url + "/chat/completions"
+        self._completions_url = self.base_url + "/completions"
+        # Built once: every request sends the same headers, so aiohttp merges nothing.
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": _USER_AGENT,
+            **dict(extra_headers or {}),
+        }
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout, sock_read=timeout
+        )
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._observer: HeaderObserver | None = None
+
+    # -- Teacher protocol ----------------------------------------------------------------
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """The same identity as `OpenAITeacher`: switching transport never misses the cache."""
+        return {"provider": self.provider, "model": self.model, "base_url": self.base_url}
+
+    def observe_headers(self, observer: HeaderObserver | None) -> None:
+        self._observer = observer
+
+    async def complete(self, request: Request) -> Completion:
+        chat = request.messages is not None
+        body = orjson.dumps(self.request_body(request))
+        session = self._session_for_loop()
+        start = time.perf_counter()
+        try:
+            async with session.post(
+                self._chat_url if chat else self._completions_url,
+                data=body, headers=self._headers, timeout=self._timeout,
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+                headers = resp.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _connection_error(exc) from exc
+        if status >= 400:
+            raise status_error(status, headers, raw)
+        if self._observer is not None:
+            self._observer(headers)
+        latency = time.perf_counter() - start
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise RetryableError("invalid_json", f"HTTP {status} with a body that is not JSON") from exc
+        if chat:
+            return openai_wire.parse_chat(parsed, latency_s=latency)
+        return openai_wire.parse_completions(parsed, latency_s=latency)
+
+    def request_body(self, request: Request) -> dict[str, Any]:
+        """The JSON body sent for `request`, identical to `OpenAITeacher.request_body`."""
+        params = request.params
+        if request.messages is not None:
+            out: dict[str, Any] = {"model": self.model, "messages": list(request.messages)}
+            for k, v in params.items():
+                if k in CHAT_PARAMS:
+                    out[k] = v
+            if self.provider == "openai" and "max_tokens" in out:
+                out["max_completion_tokens"] = out.pop("max_tokens")
+            if not out.get("logprobs"):
+                out.pop("top_logprobs", None)
+            return out
+        out = {"model": self.model, "prompt": request.prompt or ""}
+        for k, v in params.items():
+            if k in COMPLETION_PARAMS:
+                out[k] = v
+        if params.get("logprobs"):
+            out["logprobs"] = int(params.get("top_logprobs") or 1)
+        return out
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    # -- the session ---------------------------------------------------------------------
+
+    def _session_for_loop(self) -> aiohttp.ClientSession:
+        """One session per event loop: a session cannot outlive or change its loop."""
+        loop = asyncio.get_running_loop()
+        session = self._session
+        if session is None or session.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
+            )
+            # No cookie jar, no env proxies: an API client sends exactly what it is told.
+            session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=self._timeout, auto_decompress=True,
+            )
+            self._session, self._loop = session, loop
+        return session
+
+
+def openai_teacher(
+    model: str, *, provider: str = "openai", transport: str | None = None, **options: Any
+) -> FastOpenAITeacher | OpenAITeacher:
+    """`OpenAITeacher`, or `FastOpenAITeacher` when ``transport="lean"``: one factory for
+    the registry, so the lean transport is a teacher option rather than a provider."""
+    if transport == LEAN:
+        return FastOpenAITeacher(model, provider=provider, **options)
+    return OpenAITeacher(model, provider=provider, transport=transport, **options)
+
+
+def status_error(status: int, headers: Mapping[str, str] | None, raw: bytes) -> TeacherError:
+    """Classify an HTTP error answer exactly as `openai.classify` does for the SDK's
+    exception: the same reason, message, status and retry-after."""
+    code, message = _error_fields(status, raw)
+    if status == 429:
+        return RetryableError("http_429", message, status=status,
+                              retry_after=parse_retry_after(headers))
+    if status in (408, 409) or status >= 500:
+        return RetryableError(f"http_{status}", message, status=status,
+                              retry_after=parse_retry_after(headers))
+    if code == "context_length_exceeded" or "maximum context length" in message:
+        return FinalError("context_length", message, status=status)
+    if code == "content_filter" or code == "content_policy_violation":
+        return FinalError("content_filter", message, status=status)
+    return FinalError(f"http_{status}", message, status=status)
+
+
+def _error_fields(status: int, raw: bytes) -> tuple[str | None, str]:
+    """(error code, message) from an error body, with the SDK's fallbacks: the SDK's
+    message is "Error code: N", plus " - message" when the JSON body carries one."""
+    fallback = f"Error code: {status}"
+    try:
+        body = orjson.loads(raw.strip()) if raw.strip() else None
+    except orjson.JSONDecodeError:
+        return None, _short(fallback)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            text = err.get("message")
+            if isinstance(text, str) and text:
+                fallback += f" - {text}"
+            return err.get("code"), _short(str(text or fallback))
+    return None, _short(fallback)
+
+
+def _connection_error(exc: BaseException) -> RetryableError:
+    """A failure with no HTTP answer: timeout, refused, or cut mid-request (the same
+    reasons the SDK teacher derives from the same aiohttp exceptions)."""
+    reason = failure_reason(exc)
+    if reason == "timeout":
+        return RetryableError("timeout", "the request timed out")
+    return RetryableError(reason, _short(str(exc) or type(exc).__name__))
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+__all__ = ["LEAN", "FastOpenAITeacher", "openai_teacher", "status_error"]

@@ -1,0 +1,216 @@
+"""One teacher served by several endpoints (e.g. three vLLM servers with the same model).
+
+``--base-url`` given more than once (or as a comma-separated list) builds one teacher per
+endpoint and wraps them in an `EndpointPool`, which the orchestrator sees as a single
+teacher: one cache identity, one limiter, one retry policy.
+
+Spreading. Each request goes to the endpoint with the fewest requests in flight, ties
+broken round robin, so a slower server simply receives less work.
+
+Failures. A connection that could not be made is retried at once on another endpoint
+(nothing reached the server, so nothing was paid or processed twice). Other failures go
+back to the orchestrator's retry policy as usual; the retry lands wherever the pool sends
+it next. An endpoint that fails ``fail_after`` times in a row (connection errors,
+timeouts, dropped connections, 5xx other than "overloaded") is taken out for a cooldown;
+then one probe request is let through: if it succeeds the endpoint is back, if it fails
+the cooldown doubles (up to ``max_cooldown_s``). When every endpoint is out, the request
+fails as retryable with a retry-after of the earliest probe time, and if nothing has
+answered yet the orchestrator ends the run as unreachable, naming the endpoints.
+
+Cache identity. Endpoints serving the same model give interchangeable answers, so the
+endpoint list is *not* part of the cache key: adding a fourth server, or replacing one,
+must not relabel anything. The identity is ``{provider, model, "endpoint": "pool"}``;
+``cache_identity="NAME"`` replaces ``"pool"`` when pools that look alike must not share
+answers (say, two quantisations of one model name). A single ``--base-url`` keeps its
+URL in the key as before, so moving from one endpoint to a pool relabels once unless the
+single endpoint was also run with the same ``cache_identity`` (which makes a pool of one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from labeler.completion import Completion
+from labeler.errors import ConfigError, RetryableError
+from labeler.request import Request
+from labeler.teachers.base import HeaderObserver, Teacher, request_shape
+
+_ENDPOINT_FAILURES = {"connection", "disconnected", "timeout"}
+
+
+class _Endpoint:
+    """Health and load of one endpoint."""
+
+    __slots__ = ("cooldown", "down_until", "inflight", "last_reason", "probing", "streak",
+                 "teacher")
+
+    def __init__(self, teacher: Teacher, cooldown: float) -> None:
+        self.teacher = teacher
+        self.inflight = 0
+        self.streak = 0
+        self.down_until = 0.0  # 0: in service
+        self.cooldown = cooldown
+        self.probing = False
+        self.last_reason = "connection"
+
+    @property
+    def url(self) -> str:
+        return str(getattr(self.teacher, "base_url", "?"))
+
+    def available(self, now: float) -> bool:
+        if not self.down_until:
+            return True
+        return now >= self.down_until and not self.probing
+
+
+class EndpointPool:
+    """Spread one teacher's requests over several endpoints, routing around dead ones."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[Teacher],
+        *,
+        cache_identity: str | None = None,
+        fail_after: int = 3,
+        cooldown_s: float = 1.0,
+        max_cooldown_s: float = 60.0,
+    ) -> None:
+        if not endpoints:
+            raise ConfigError("an endpoint pool needs at least one endpoint")
+        first = endpoints[0]
+        if any((t.provider, t.model) != (first.provider, first.model) for t in endpoints):
+            raise ConfigError("every endpoint of a pool must serve the same provider:model")
+        self.provider = first.provider
+        self.model = first.model
+        self.cache_identity = cache_identity
+        self.fail_after = max(1, fail_after)
+        self.cooldown_s = cooldown_s
+        self.max_cooldown_s = max_cooldown_s
+        self._endpoints = [_Endpoint(t, cooldown_s) for t in endpoints]
+        self._turn = itertools.count()
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"provider": self.provider, "model": self.model,
+                "endpoint": self.cache_identity or "pool"}
+
+    @property
+    def base_urls(self) -> list[str]:
+        return [e.url for e in self._endpoints]
+
+    def health(self) -> list[dict[str, Any]]:
+        """Per endpoint: in flight, failure streak, whether it is out of service and how
+        long until it may be probed (0: now)."""
+        now = time.monotonic()
+        return [{"url": e.url, "inflight": e.inflight, "streak": e.streak,
+                 "out": bool(e.down_until),
+                 "probe_in_s": max(0.0, e.down_until - now) if e.down_until else 0.0}
+                for e in self._endpoints]
+
+    def observe_headers(self, observer: HeaderObserver | None) -> None:
+        for e in self._endpoints:
+            e.teacher.observe_headers(observer)
+
+    def request_shape(self, request: Request) -> tuple[int, int]:
+        return request_shape(self._endpoints[0].teacher, request)
+
+    async def start(self) -> None:
+        for e in self._endpoints:
+            start = getattr(e.teacher, "start", None)
+            if start is not None:
+                await start()
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(e.teacher.aclose() for e in self._endpoints))
+
+    async def complete(self, request: Request) -> Completion:
+        tried: list[_Endpoint] = []
+        refused: RetryableError | None = None
+        while True:
+            ep = self._pick(tried)
+            if ep is None:
+                if refused is not None:
+                    raise RetryableError(
+                        "connection",
+                        f"no endpoint accepts connections ({', '.join(self.base_urls)}): "
+                        f"{refused.message}",
+                    ) from refused
+                raise self._all_down()
+            probe = bool(ep.down_until)
+            ep.probing = ep.probing or probe
+            ep.inflight += 1
+            try:
+                completion = await ep.teacher.complete(request)
+            except RetryableError as exc:
+                self._failed(ep, exc, probe)
+                if exc.reason == "connection":  # never reached the server: try another now
+                    tried.append(ep)
+                    refused = exc
+                    continue
+                raise
+            except BaseException:
+                if probe:
+                    ep.probing = False
+                raise
+            finally:
+                ep.inflight -= 1
+            self._succeeded(ep)
+            return completion
+
+    def _pick(self, exclude: list[_Endpoint]) -> _Endpoint | None:
+        now = time.monotonic()
+        ready = [e for e in self._endpoints if e not in exclude and e.available(now)]
+        if not ready:
+            return None
+        # An endpoint due for its probe goes first: one request tells whether it is back.
+        due = [e for e in ready if e.down_until]
+        if due:
+            return due[0]
+        least = min(e.inflight for e in ready)
+        ties = [e for e in ready if e.inflight == least]
+        return ties[next(self._turn) % len(ties)]
+
+    def _succeeded(self, ep: _Endpoint) -> None:
+        ep.streak = 0
+        ep.down_until = 0.0
+        ep.cooldown = self.cooldown_s
+        ep.probing = False
+
+    def _failed(self, ep: _Endpoint, exc: RetryableError, probe: bool) -> None:
+        if probe:
+            ep.probing = False
+        if not _counts(exc):
+            return
+        ep.last_reason = exc.reason
+        ep.streak += 1
+        now = time.monotonic()
+        if probe:  # still dead: wait longer before the next probe
+            ep.cooldown = min(ep.cooldown * 2, self.max_cooldown_s)
+            ep.down_until = now + ep.cooldown
+        elif not ep.down_until and ep.streak >= self.fail_after:
+            ep.down_until = now + ep.cooldown
+
+    def _all_down(self) -> RetryableError:
+        now = time.monotonic()
+        waits = [e.down_until - now for e in self._endpoints if e.down_until]
+        retry_after = max(0.05, min(waits)) if waits else 0.05
+        reasons = {e.last_reason for e in self._endpoints}
+        reason = "connection" if reasons == {"connection"} else "endpoints_down"
+        return RetryableError(
+            reason,
+            f"all {len(self._endpoints)} endpoints are out of service "
+            f"({', '.join(self.base_urls)}); next probe in {retry_after:.1f}s",
+            retry_after=retry_after,
+        )
+
+
+def _counts(exc: RetryableError) -> bool:
+    """Failures that say the endpoint itself is unwell (not a rate limit or overload)."""
+    if exc.reason in _ENDPOINT_FAILURES:
+        return True
+    return exc.status is not None and exc.status >= 500 and exc.status != 529 \
+        and exc.reason != "overloaded"

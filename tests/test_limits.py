@@ -1,0 +1,219 @@
+"""The scheduler against a server that enforces its limits, and its parts on their own.
+
+Server-side windows here are short (2 s) so a test sees several of them; the limiter is
+given the matching per-minute rate by flag. Limits learned from headers are tested with
+a real 60 s window, because the headers carry per-minute numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labeler.limits import SAFETY, Limiter, TokenBucket
+from labeler.retry import RetryPolicy
+from labeler.run import Labeler, Record
+from labeler.task import load_task
+from labeler.teachers import make_teacher
+from labeler.testing import ServerConfig, TeacherServer
+
+LABELS = ["negative", "positive"]
+WINDOW = 2.0
+
+
+def rows(n: int) -> list[dict[str, Any]]:
+    return [{"id": f"r{i}", "text": f"review number {i} was fine"} for i in range(n)]
+
+
+def run(server: TeacherServer, data: Sequence[dict[str, Any]], *, warm: bool = True,
+        **labeler_kw: Any) -> tuple[list[Record], Labeler]:
+    """Label `data`; with `warm`, one row first and the server's windows reset after it,
+    so the measurement starts with open connections, as any run does after its first
+    second, instead of with the in-process server's cold start."""
+    teacher = make_teacher("openai-compatible:teacher-test", base_url=server.url + "/v1")
+    policy = RetryPolicy(initial_wait=0.05, max_wait=0.5)
+
+    async def go() -> tuple[list[Record], Labeler]:
+        with tempfile.TemporaryDirectory() as tmp:
+            store = Path(tmp) / "s.sqlite"
+            if warm:
+                async with Labeler(load_task("sentiment"), teacher, store=store, retry=policy,
+                                   progress=False, close_teacher=False, **labeler_kw) as lb:
+                    [r async for r in lb.label([{"text": "warming up"}])]
+                server.reset()
+            async with Labeler(load_task("sentiment"), teacher, store=store, retry=policy,
+                               progress=False, **labeler_kw) as lb:
+                return [r async for r in lb.label(data)], lb
+
+    return asyncio.run(go())
+
+
+def chat_log(server: TeacherServer) -> list[Any]:
+    return [r for r in server.log if r.path == "/v1/chat/completions"]
+
+
+def rate(times: Sequence[float]) -> float:
+    return (len(times) - 1) / (times[-1] - times[0])
+
+
+# -- against the server's enforced limits ---------------------------------------------
+
+
+def test_rpm_from_flag_reaches_the_limit_without_429s() -> None:
+    """80 requests per 2 s window = 2400 RPM; three windows' worth of rows."""
+    limit = 80
+    with TeacherServer(ServerConfig(labels=LABELS, rpm=limit, rate_window_s=WINDOW)) as srv:
+        recs, _ = run(srv, rows(240), rpm=limit * 60 / WINDOW, concurrency=32)
+        log = chat_log(srv)
+    ok = [r.received for r in log if r.status == 200]
+    limited = sum(1 for r in log if r.status == 429)
+    assert [r.status for r in recs] == ["labeled"] * 240
+    achieved = rate(ok) / (limit / WINDOW)
+    print(f"rpm: {achieved:.1%} of the limit, {limited} x 429 in {len(log)} requests")
+    assert achieved >= 0.95
+    assert limited / len(log) < 0.01
+
+
+def test_tpm_from_flag_reaches_the_limit_without_429s() -> None:
+    """The server charges its own token count + max_tokens; labeler estimates ~4 chars a
+    token and corrects the estimate from reported usage."""
+    # Tokens per 2 s window. Each request is 84 + 2 tokens by the server's count; the 2%
+    # safety margin must hold more than one request, or a window's edge can overrun it.
+    limit = 8000
+    with TeacherServer(ServerConfig(labels=LABELS, tpm=limit, rate_window_s=WINDOW)) as srv:
+        recs, lb = run(srv, rows(180), tpm=limit * 60 / WINDOW, concurrency=32)
+        log = chat_log(srv)
+    assert [r.status for r in recs] == ["labeled"] * 180
+    charge = lb.summary.prompt_tokens / 180 + 2  # what the server charged per request
+    ok = [r.received for r in log if r.status == 200]
+    achieved = rate(ok) * charge / (limit / WINDOW)
+    limited = sum(1 for r in log if r.status == 429)
+    print(f"tpm: {achieved:.1%} of the limit, {limited} x 429; token scale {lb.limiter.token_scale:.3f}")
+    assert achieved >= 0.93
+    assert limited / len(log) < 0.01
+    assert lb.limiter.token_scale < 0.95  # the server counts fewer tokens than ~4 chars each
+
+
+def test_limits_learned_from_headers_alone() -> None:
+    """No flags: the first answers' x-ratelimit-* headers set the pace (600 RPM, 60 s
+    window as the headers mean it); no 429 even though the server would send them."""
+    config = ServerConfig(labels=LABELS, rpm=600, tpm=600_000)
+    concurrency = 4
+    with TeacherServer(config) as srv:
+        recs, lb = run(srv, rows(40), warm=False, concurrency=concurrency)
+        log = chat_log(srv)
+    assert [r.status for r in recs] == ["labeled"] * 40
+    assert (lb.limiter.rpm, lb.limiter.tpm) == (600, 600_000)
+    # The first `concurrency` went before any header was seen; the rest are paced.
+    paced = [r.received for r in log][concurrency:]
+    assert 0.95 <= rate(paced) / (600 / 60) <= 1.05
+    assert all(r.status == 200 for r in log)
+
+
+def test_anthropic_headers_are_learned() -> None:
+    limiter = Limiter(4)
+    limiter.observe_headers({
+        "anthropic-ratelimit-requests-limit": "50",
+        "anthropic-ratelimit-requests-remaining": "49",
+        "anthropic-ratelimit-tokens-limit": "40000",
+        "anthropic-ratelimit-tokens-remaining": "39000",
+    })
+    assert (limiter.rpm, limiter.tpm) == (50, 40000)
+
+
+def test_a_429_pauses_everyone_for_its_retry_after() -> None:
+    """Random 429s (no known limit): after each, nobody sends until its retry-after ends."""
+    pause = 0.6
+    config = ServerConfig(labels=LABELS, rate_limit_rate=0.1, retry_after_s=pause, seed=1,
+                          latency_s=0.01)
+    with TeacherServer(config) as srv:
+        recs, lb = run(srv, rows(30), warm=False, concurrency=8)
+        log = chat_log(srv)
+    assert [r.status for r in recs] == ["labeled"] * 30
+    limited = [r for r in log if r.status == 429]
+    assert limited and lb.summary.rate_limited == len(limited)
+    for r429 in limited:
+        quiet_from, quiet_to = r429.responded + 0.1, r429.responded + pause - 0.05
+        assert not [r for r in log if quiet_from < r.received < quiet_to], r429
+    assert lb.limiter.factor < 1.0 or lb.summary.labeled > 0
+
+
+# -- the parts ---------------------------------------------------------------------------
+
+
+def test_a_big_request_is_charged_in_full() -> None:
+    """1000 tokens/s with a tiny burst: three 500-token requests take ~1 s, not ~0."""
+
+    async def go() -> float:
+        bucket = TokenBucket(rate=1000.0, capacity=20.0)
+        bucket.tokens = 0.0
+        start = time.monotonic()
+        for _ in range(3):
+            await bucket.take(500)
+        return time.monotonic() - start
+
+    elapsed = asyncio.run(go())
+    assert 0.95 <= elapsed < 1.3  # 20 + 500 + 500 tokens of waiting
+
+
+def test_waiting_is_credited_exactly() -> None:
+    """A bucket with room for one request still delivers its full rate to a queue."""
+
+    async def go() -> float:
+        bucket = TokenBucket(rate=200.0, capacity=1.0)
+        start = time.monotonic()
+        await asyncio.gather(*(bucket.take(1) for _ in range(101)))
+        return time.monotonic() - start
+
+    elapsed = asyncio.run(go())
+    assert 100 / elapsed >= 190
+
+
+def test_one_burst_of_429s_is_one_decrease() -> None:
+    limiter = Limiter(16, rpm=600)
+    for _ in range(10):  # ten requests that were in flight together, all refused
+        limiter.on_rate_limited(0.5)
+    assert limiter.factor == pytest.approx(0.9)
+    unknown = Limiter(16)
+    for _ in range(10):
+        unknown.on_rate_limited(0.5)
+    assert unknown.factor == pytest.approx(0.7)
+    for _ in range(100):
+        unknown.on_success()
+    assert unknown.factor == 1.0
+
+
+def test_user_limits_win_over_headers() -> None:
+    limiter = Limiter(4, rpm=100)
+    limiter.observe_headers({"x-ratelimit-limit-requests": "5000",
+                             "x-ratelimit-limit-tokens": "2000000"})
+    assert (limiter.rpm, limiter.tpm) == (100, 2_000_000)
+
+
+def test_nothing_remaining_waits_for_one_unit_not_the_whole_reset() -> None:
+    limiter = Limiter(4)
+    before = time.monotonic()
+    limiter.observe_headers({"x-ratelimit-limit-requests": "600",
+                             "x-ratelimit-remaining-requests": "0",
+                             "x-ratelimit-reset-requests": "1m0s"})
+    assert 0.05 <= limiter._paused_until - before <= 0.2  # 60 s / 600, not 60 s
+
+
+def test_token_estimates_follow_reported_usage() -> None:
+    limiter = Limiter(4, tpm=60_000)
+    limiter.on_success(100, 150)
+    assert limiter.token_scale == pytest.approx(1.5)
+    assert limiter.estimate(100, 10) == pytest.approx(160)
+    for _ in range(50):
+        limiter.on_success(100, 80)
+    assert limiter.token_scale == pytest.approx(0.8, rel=0.01)
+
+
+def test_safety_margin_is_small() -> None:
+    assert 0.95 <= SAFETY < 1.0

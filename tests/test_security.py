@@ -1,0 +1,129 @@
+"""API keys never land anywhere a run writes: store, WAL, rejects, export, card, logs.
+
+Each test runs with a recognisable fake key against a server that demands it, then reads
+every byte the run left behind. Templates render in a Jinja2 sandbox (tests/test_task.py).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from procs import LABELER, LocalServer, write_items
+
+from labeler.cli import main
+from labeler.store import Store
+
+
+def _fake_key(tag: str) -> str:
+    return f"sk-labeler-{tag}-{secrets.token_hex(12)}"
+
+
+def _leaks(root: Path, key: str, skip: set[Path]) -> list[str]:
+    """Every file under `root` (hidden ones, WAL and lock files included) holding `key`."""
+    needle = key.encode()
+    found = []
+    for path in sorted(root.rglob("*")):
+        if path in skip or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if needle in data or key.encode("utf-16-le") in data:
+            found.append(str(path))
+    return found
+
+
+def _key_file(path: Path, key: str) -> Path:
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_key_from_a_file_or_the_environment_is_written_nowhere(tmp_path: Path) -> None:
+    key, wrong = _fake_key("LEAKCHECK"), _fake_key("WRONGKEY")
+    key_file = _key_file(tmp_path / "secret.key", key)
+    wrong_file = _key_file(tmp_path / "wrong.key", wrong)
+    data = write_items(tmp_path / "in.jsonl", 30)
+    data.write_text(data.read_text() + "{broken json\n")  # something for the rejects file
+    store = tmp_path / "s.sqlite"
+    Store(store).close()
+    # A reader holding the store open keeps the WAL and its index on disk after the run.
+    reader = sqlite3.connect(store)
+    reader.execute("SELECT count(*) FROM responses").fetchone()
+    outputs = []
+    runner = CliRunner()
+    with LocalServer(labels=["negative", "positive"], api_key=key) as srv:
+        base = ["run", "sentiment", str(data), "--teacher", "openai-compatible:teacher-test",
+                "--base-url", srv.api, "--store", str(store), "--quiet"]
+        # A wrong key first: the 401s are stored as failures, with the server's message.
+        bad = runner.invoke(main, [*base, "--api-key-file", str(wrong_file), "--max-attempts",
+                                   "1", "--limit", "3"])
+        assert bad.exit_code == 3, bad.output
+        outputs.append(bad.output)
+        # The right key, in a process of its own so that all it prints is seen.
+        good = subprocess.run([*LABELER, *base, "--api-key-file", str(key_file), "--retry-failed",
+                               "--out", str(tmp_path / "out"), "--json"],
+                              capture_output=True, text=True, timeout=120)
+        assert good.returncode == 0, good.stderr
+        assert json.loads(good.stdout)["labeled"] == 30
+        outputs += [good.stdout, good.stderr]
+        # The key from the environment, into another export kind and format.
+        env_run = runner.invoke(main, [*base, "--out", str(tmp_path / "out2"), "--kind", "sft",
+                                       "--format", "jsonl"], env={"OPENAI_API_KEY": key})
+        assert env_run.exit_code == 0, env_run.output
+        outputs.append(env_run.output)
+        assert srv.server.stats()["by_status"].get("401") == 3  # the wrong key was really sent
+    assert Path(f"{store}-wal").exists() and (tmp_path / "out.rejects.jsonl").exists()
+    assert (tmp_path / "out" / "README.md").exists()
+    skip = {key_file, wrong_file}
+    for secret in (key, wrong):
+        assert _leaks(tmp_path, secret, skip) == []
+        assert not [o for o in outputs if secret in o]
+    reader.close()
+    with Store(store) as st:
+        assert st.stats()["responses"] == 30  # the runs really wrote what was searched
+
+
+def test_refresh_with_api_key_file_writes_the_key_nowhere(tmp_path: Path) -> None:
+    key = _fake_key("REFRESHLEAK")
+    _key_file(tmp_path / "openai.key", key)
+    write_items(tmp_path / "in.jsonl", 10)
+    with LocalServer(labels=["negative", "positive"], api_key=key) as srv:
+        config = tmp_path / "refresh.yaml"
+        config.write_text(yaml.safe_dump({
+            "task": "sentiment", "input": "in.jsonl", "teacher": "openai-compatible:teacher-test",
+            "base_url": srv.api, "api_key_file": "openai.key", "store": "s.sqlite",
+            "out": "ds"}))
+        res = CliRunner().invoke(main, ["refresh", str(config)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["labeled"] == 10
+    assert _leaks(tmp_path, key, {tmp_path / "openai.key"}) == []
+    assert key not in res.output
+
+
+def test_a_readable_key_file_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    key = _fake_key("OPEN")
+    key_file = tmp_path / "k"
+    key_file.write_text(key)
+    key_file.chmod(0o640)
+    res = CliRunner().invoke(main, ["run", "sentiment", str(write_items(tmp_path / "in.jsonl", 1)),
+                                    "--teacher", "openai-compatible:m", "--base-url",
+                                    "http://127.0.0.1:9/v1", "--api-key-file", str(key_file)])
+    assert res.exit_code == 1
+    assert "must not be readable by others (chmod 600" in res.output and key not in res.output
+
+
+@pytest.mark.parametrize("source", ["{{ ''.__class__.__mro__[1].__subclasses__() }}",
+                                    "{{ cycler.__init__.__globals__.os.popen('id').read() }}"])
+def test_templates_cannot_reach_python(tmp_path: Path, source: str) -> None:
+    from labeler.errors import TemplateError
+    from labeler.task import task_from_dict
+
+    task = task_from_dict({"name": "evil", "user": source + " {{ text }}"}, "evil.yaml")
+    with pytest.raises(TemplateError, match=r"evil\.yaml"):
+        task.render({"text": "x"}, row_id="1")
