@@ -43,7 +43,7 @@ from labeler.answer import read_answer
 from labeler.run import Labeler
 from labeler.store import Store
 from labeler.task import Task, load_task
-from labeler.teachers.local import LocalTeacher
+from labeler.teachers.local import DEFAULT_PARALLEL, LocalTeacher, default_threads
 
 REPO = Path(__file__).resolve().parent.parent
 csv.field_size_limit(1 << 24)
@@ -327,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=200, help="rows per dataset (fixed-seed sub-sample)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight")
-    p.add_argument("--threads", type=int, default=None, help="llama-server -t (default: labeler's)")
+    p.add_argument("--threads", type=int, default=None, help="llama-server -t (default: cores - 1)")
     p.add_argument("--parallel", type=int, default=None, help="llama-server -np (default: labeler's)")
     p.add_argument("--template", action="append", default=[], metavar="DATASET=TEMPLATE",
                    help="use another template for a dataset (repeatable)")
@@ -341,9 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}")
     templates = dict(t.split("=", 1) for t in args.template)
-    defaults = LocalTeacher.__init__.__kwdefaults__ or {}
-    args.threads = args.threads or defaults["threads"]
-    args.parallel = args.parallel or defaults["parallel"]
+    args.threads = args.threads or default_threads()
+    args.parallel = args.parallel or DEFAULT_PARALLEL
     if not data_dir().is_dir():
         print(f"no data at {data_dir()} (set LABELER_DATA)", file=sys.stderr)
         return 2

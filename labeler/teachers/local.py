@@ -46,11 +46,16 @@ from labeler.teachers.local_models import INSTALL_HINT
 from labeler.teachers.openai import OpenAITeacher
 
 HOST = "127.0.0.1"
-# Measured on 2 cores with short few-shot logprob requests (benchmarks/local_quality.py):
-# 4 slots let the server batch the per-row suffixes of concurrent requests into one
-# forward pass; more threads than physical cores only adds contention.
-DEFAULT_THREADS = 2
+# Server shape, measured on a 2-core machine with short few-shot logprob requests
+# (benchmarks/local_quality.py --sweep): 4 slots let the server batch the per-row suffixes
+# of concurrent requests into one forward pass (slightly ahead of 1 or 2 slots, never
+# behind). Threads: llama.cpp's workers meet at a spinning barrier after every operation,
+# so when they have every core and anything else wants one (labeler itself, a browser, a
+# test run) a descheduled worker stalls the others: on a busy 2-core machine -t 2 fell to
+# 0.3-0.7 requests/s where -t 1 kept 1.6-2.2. On an idle one -t 2 is about twice -t 1.
+# One core is therefore left free by default: a 2x loss at best beats a 5x collapse.
 DEFAULT_PARALLEL = 4
+MAX_DEFAULT_THREADS = 8  # small models stop scaling well before this
 DEFAULT_CTX = 4096
 LOG_ROTATE_BYTES = 20 << 20
 _PR_SET_PDEATHSIG = 1
@@ -64,7 +69,7 @@ class LocalTeacher:
         model: str = "smollm2-135m",
         provider: str = "local",
         *,
-        threads: int = DEFAULT_THREADS,
+        threads: int | None = None,
         parallel: int = DEFAULT_PARALLEL,
         ctx: int = DEFAULT_CTX,
         port: int | None = None,
@@ -79,6 +84,7 @@ class LocalTeacher:
                 "openai-compatible:MODEL teachers"
             )
         openai_options.pop("base_url", None)
+        threads = default_threads() if threads is None else threads
         for name, value in (("threads", threads), ("parallel", parallel), ("ctx", ctx)):
             if int(value) < 1:
                 raise ConfigError(f"local teacher: {name} must be at least 1, got {value}")
@@ -259,6 +265,15 @@ class LocalTeacher:
         errors = [ln for ln in kept if " E " in ln or "error" in ln.lower() or "failed" in ln]
         chosen = (errors or kept)[-lines:]
         return " | ".join(_strip_log_prefix(ln) for ln in chosen) or "no output"
+
+
+def default_threads() -> int:
+    """All usable cores but one (at least 1, at most 8): see the measurements above."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # honours taskset and cgroup cpusets
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_THREADS, cores - 1))
 
 
 def _strip_log_prefix(line: str) -> str:
