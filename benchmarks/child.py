@@ -58,34 +58,30 @@ def label(args: argparse.Namespace) -> dict[str, Any]:
     result = asyncio.run(run_job(job, teacher=teacher))
     seconds = time.perf_counter() - start
     summary = result.summary.to_dict()
-    return {"rss_mb": _rss_mb(), "imported_rss_mb": imported, "seconds": seconds,
-            "rows": summary["rows"], "summary": summary}
+    out = {"rss_mb": _rss_mb(), "imported_rss_mb": imported, "seconds": seconds,
+           "cpu_s": time.process_time(), "rows": summary["rows"], "summary": summary}
+    if args.library_too:
+        start = time.perf_counter()
+        out["library_rows"] = asyncio.run(label_library(args))
+        out["library_seconds"] = time.perf_counter() - start
+    return out
 
 
-def label_library(args: argparse.Namespace) -> dict[str, Any]:
+async def label_library(args: argparse.Namespace) -> int:
     """The library path: `Labeler.label()` yielding every Record with its Completion."""
     from benchmarks.workload import TASK, make_teacher
     from labeler.inputs import read_rows
     from labeler.run import Labeler
     from labeler.task import load_task
 
-    imported = _rss_mb()
     task = load_task(TASK)
     teacher = make_teacher(args.transport, args.base_url)
-
-    async def run() -> int:
-        n = 0
-        async with Labeler(task, teacher, store=args.store, concurrency=args.concurrency,
-                           progress=False) as lb:
-            async for rec in lb.label(read_rows(args.input, required_fields=task.fields)):
-                n += rec.completion is not None
-        return n
-
-    start = time.perf_counter()
-    answered = asyncio.run(run())
-    seconds = time.perf_counter() - start
-    return {"rss_mb": _rss_mb(), "imported_rss_mb": imported, "seconds": seconds,
-            "rows": answered}
+    answered = 0
+    async with Labeler(task, teacher, store=args.store, concurrency=args.concurrency,
+                       progress=False) as lb:
+        async for rec in lb.label(read_rows(args.input, required_fields=task.fields)):
+            answered += rec.completion is not None
+    return answered
 
 
 def export(args: argparse.Namespace) -> dict[str, Any]:
@@ -99,22 +95,24 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
     report = export_job(job)
     seconds = time.perf_counter() - start
     return {"rss_mb": _rss_mb(), "imported_rss_mb": imported, "seconds": seconds,
-            "rows": report.exported, "missing": report.missing}
+            "cpu_s": time.process_time(), "rows": report.exported, "missing": report.missing}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.child")
-    parser.add_argument("command", choices=("label", "label-library", "export"))
+    parser.add_argument("command", choices=("label", "export"))
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--transport", default="sdk")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--library-too", action="store_true",
+                        help="after run_job, label the input again through Labeler.label()")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--kind", default="records")
     parser.add_argument("--format", default="hf")
     args = parser.parse_args(argv)
-    fn = {"label": label, "label-library": label_library, "export": export}[args.command]
+    fn = {"label": label, "export": export}[args.command]
     result = fn(args)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0

@@ -164,34 +164,44 @@ class Result:
     accuracy: float
     auroc: float | None
     acc_at_50: float
+    soft_accuracy: float
     items_per_s: float
     invalid: int
 
 
 async def label_with_labeler(
     task: Task, teacher: LocalTeacher, gold: Gold, concurrency: int, store_dir: Path
-) -> tuple[list[str | None], list[float | None], float]:
-    """The real path: Labeler over a fresh store; answers read back with read_answer."""
+) -> tuple[list[str | None], list[float | None], float, list[str | None]]:
+    """The real path: Labeler over a fresh store; answers read back with read_answer.
+
+    Returns the labels labeler exports (the generated token when it names a label), their
+    max-prob confidence, the seconds taken, and the argmax of each soft label, which sums
+    every verbalizer of a label and can differ from the generated token.
+    """
     store = Store(store_dir / f"{gold.name}-{teacher.model}-{time.monotonic_ns()}.sqlite")
     lb = Labeler(task, teacher, store=store, concurrency=concurrency, progress=False,
                  close_teacher=False)
     pred: dict[str, str | None] = {}
     score: dict[str, float | None] = {}
+    soft: dict[str, str | None] = {}
     start = time.perf_counter()
     try:
         async for rec in lb.label(gold.rows):
             if rec.completion is None:
-                pred[rec.row.id], score[rec.row.id] = None, None
+                pred[rec.row.id], score[rec.row.id], soft[rec.row.id] = None, None, None
                 continue
             answer = read_answer(task, rec.completion)
             pred[rec.row.id] = answer.label
             score[rec.row.id] = answer.confidence.max_prob if answer.confidence else None
+            space = task.label_space
+            soft[rec.row.id] = answer.soft.label(space) if answer.soft and space else None
     finally:
         elapsed = time.perf_counter() - start
         await lb.aclose()
         store.close()
     ids = [r["id"] for r in gold.rows]
-    return [pred.get(i) for i in ids], [score.get(i) for i in ids], elapsed
+    return ([pred.get(i) for i in ids], [score.get(i) for i in ids], elapsed,
+            [soft.get(i) for i in ids])
 
 
 async def label_bare(task: Task, base_url: str, rows: list[dict[str, Any]], concurrency: int) -> float:
@@ -232,13 +242,14 @@ async def quality(args: argparse.Namespace, templates: dict[str, str]) -> list[R
                     gold = load_gold(ds, args.n, args.seed, template=templates.get(ds))
                     task = load_task(gold.template)
                     await _warm(task, teacher, gold)
-                    pred, scores, elapsed = await label_with_labeler(
+                    pred, scores, elapsed, soft = await label_with_labeler(
                         task, teacher, gold, args.concurrency, Path(tmp)
                     )
                     acc, roc, at50 = _metrics(gold.gold, pred, scores)
+                    soft_acc, _, _ = _metrics(gold.gold, soft, scores)
                     results.append(Result(
                         ds, len(gold.rows), f"local:{model}", Path(gold.template).stem, acc, roc,
-                        at50, len(gold.rows) / elapsed, sum(p is None for p in pred),
+                        at50, soft_acc, len(gold.rows) / elapsed, sum(p is None for p in pred),
                     ))
                     _print_row(results[-1])
             finally:
@@ -275,7 +286,7 @@ async def overhead(args: argparse.Namespace, templates: dict[str, str]) -> list[
                 if i % 2 == 0:
                     bare.append(await label_bare(task, teacher.base_url, gold.rows, args.concurrency))
                 else:
-                    _, _, elapsed = await label_with_labeler(
+                    _, _, elapsed, _ = await label_with_labeler(
                         task, teacher, gold, args.concurrency, Path(tmp)
                     )
                     lab.append(len(gold.rows) / elapsed)
@@ -311,13 +322,14 @@ async def sweep(args: argparse.Namespace, templates: dict[str, str]) -> list[tup
 # -- output -------------------------------------------------------------------------------
 
 HEADER = (f"{'dataset':<8} {'n':>4}  {'teacher':<20} {'template':<22} {'accuracy':>8} "
-          f"{'AUROC':>6} {'acc@50%':>7} {'items/s':>7} {'invalid':>7}")
+          f"{'AUROC':>6} {'acc@50%':>7} {'soft acc':>8} {'items/s':>7} {'invalid':>7}")
 
 
 def _print_row(r: Result) -> None:
     roc = "-" if r.auroc is None else f"{r.auroc:.3f}"
     print(f"{r.dataset:<8} {r.n:>4}  {r.teacher:<20} {r.template:<22} {r.accuracy:>8.1%} "
-          f"{roc:>6} {r.acc_at_50:>7.1%} {r.items_per_s:>7.2f} {r.invalid:>7}", flush=True)
+          f"{roc:>6} {r.acc_at_50:>7.1%} {r.soft_accuracy:>8.1%} {r.items_per_s:>7.2f} {r.invalid:>7}",
+          flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

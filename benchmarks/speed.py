@@ -21,8 +21,8 @@ process and measures, against it:
    bearable time. Targets: flat in N (≤ +10%) and < 300 MB.
 5. cache: a rerun of 100,000 fully cached rows, items/s. Target ≥ 20,000/s.
 6. store size: bytes per stored answer beyond its text and logprobs. Target < 300 B.
-7. export: the 1,000,000 labeled rows exported (`labeler export`, kind records) to a
-   Hugging Face datasets folder, seconds.
+7. export: the 1,000,000 labeled rows exported (`labeler export --kind classification`:
+   text, label, soft label, confidence) to a Hugging Face datasets folder, seconds.
 
 The table is printed as Markdown and written, with every raw number, to ``--json``
 (default out/benchmarks/speed.json). Timed assertions have no place in tests; the
@@ -53,6 +53,7 @@ FULL: dict[str, Any] = {
     "latency_items": 25_600, "in_flight": 512, "latency": 0.2,
     "rate_per_s": 100.0, "rate_window": 60.0, "rate_seconds": 70.0, "rate_latency": 0.05,
     "small": 100_000, "big": 1_000_000, "live_every": 100, "export_rows": None,
+    "export_kind": "classification",
 }
 QUICK: dict[str, Any] = {
     **FULL, "items": 3_000, "sdk_items": 1_000, "repeat": 1, "latency_items": 5_120,
@@ -78,13 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--latency", type=float, help="server latency for latency hiding, s (0.2)")
     g.add_argument("--rate-per-s", type=float, help="server rate limit, requests/s (100)")
     g.add_argument("--rate-window", type=float,
-                   help="server rate window, s (60; --quick: 2, labeler then gets --rpm)")
+                   help="server rate window, s (60; --quick: 2; not 60: labeler gets an rpm flag)")
     g.add_argument("--rate-seconds", type=float, help="rate-limit run length, s (70)")
     g.add_argument("--rate-latency", type=float, help="server latency in the rate run, s (0.05)")
     g.add_argument("--small", type=int, help="memory: smaller input rows (100000)")
     g.add_argument("--big", type=int, help="memory: larger input rows; also exported (1000000)")
     g.add_argument("--live-every", type=int, help="memory: one row in N is sent live (100)")
     g.add_argument("--export-rows", type=int, help="rows exported (default: --big)")
+    g.add_argument("--export-kind", choices=("records", "classification", "sft", "kd"),
+                   help="export kind (classification: what this label task trains on)")
     return p
 
 
@@ -124,7 +127,8 @@ def run(opts: dict[str, Any], only: Sequence[str], work: Path) -> list[Result]:
         if "memory" in only:
             rows, big_store = cases.big_runs(
                 srv, work, small=opts["small"], big=opts["big"], live_every=opts["live_every"],
-                export_rows=opts["export_rows"], concurrency=opts["concurrency"])
+                export_rows=opts["export_rows"], export_kind=opts["export_kind"],
+                concurrency=opts["concurrency"])
             results += rows
             _progress(rows)
     if live_store is not None or big_store is not None:
@@ -133,9 +137,13 @@ def run(opts: dict[str, Any], only: Sequence[str], work: Path) -> list[Result]:
     return results
 
 
+_T0 = time.perf_counter()
+
+
 def _progress(rows: Sequence[Result]) -> None:
     for r in rows:
-        print(f"  {r.verdict:4} {r.name}: {r.measured}", file=sys.stderr, flush=True)
+        print(f"  [{time.perf_counter() - _T0:5.0f} s] {r.verdict:4} {r.name}: {r.measured}",
+              file=sys.stderr, flush=True)
 
 
 def table(results: Sequence[Result]) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from labeler.errors import LabelerError
+from labeler.errors import ConfigError, LabelerError
 
 EXIT_OK, EXIT_FATAL, EXIT_PARTIAL, EXIT_LOCKED, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 3, 4, 5, 130
 EXIT_PENDING = 6  # --batch --no-wait: answers still being computed by the provider
@@ -35,6 +35,9 @@ def _teacher_options(f: Any) -> Any:
         click.option("--api-key-file", type=click.Path(dir_okay=False),
                      help="Read the API key from this file (must be mode 0600). Default: the "
                           "provider's environment variable."),
+        click.option("--samples", type=int,
+                     help="Anthropic: answers sampled per row when the template wants soft "
+                          "targets (default 5; part of the cache key)."),
         click.option("--store", type=click.Path(dir_okay=False),
                      help="SQLite store (cache + journal). Default: $LABELER_HOME/store.sqlite."),
         click.option("--id-field", help="Input field holding a unique row id."),
@@ -237,14 +240,12 @@ def templates() -> None:
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
-@click.option("--samples", type=int, help="Answers an Anthropic teacher samples per row when "
-                                          "the template wants soft targets (default 5).")
 @click.option("--prices", "prices_file", type=click.Path(dir_okay=False),
               help="Price table JSON (default: the shipped one).")
 @click.option("--price", "price_overrides", multiple=True,
               help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON line.")
-def estimate(task: str, input_path: str, samples: int | None, as_json: bool, **kw: Any) -> None:
+def estimate(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
     """Tokens and expected cost of labeling INPUT with TASK; nothing is sent."""
     from labeler.estimate import estimate as estimate_cost
 
@@ -252,7 +253,8 @@ def estimate(task: str, input_path: str, samples: int | None, as_json: bool, **k
     job = _job(task, input_path, kw)
     try:
         loaded = job.load_task()
-        est = estimate_cost(loaded, job.rows(loaded), job.teacher, job.prices, samples=samples)
+        est = estimate_cost(loaded, job.rows(loaded), job.teacher, job.prices,
+                            samples=job.teacher_options.get("samples"))
     except LabelerError as exc:
         _fail(exc)
     if as_json:
@@ -426,6 +428,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
         return Job(
             task=task, input=input_path, teacher=kw["teacher"], out=kw.get("out"),
             store=kw.get("store"), base_url=",".join(kw.get("base_url") or ()) or None,
+            teacher_options=_teacher_extra(kw),
             api_key=_read_key_file(kw.get("api_key_file")),
             concurrency=kw.get("concurrency") or 16, rpm=kw.get("rpm"), tpm=kw.get("tpm"),
             max_attempts=kw.get("max_attempts") or 8, retry_failed=bool(kw.get("retry_failed")),
@@ -442,9 +445,18 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
         _fail(exc)
 
 
+def _teacher_extra(kw: dict[str, Any]) -> dict[str, Any]:
+    """Provider-specific teacher options from flags; a flag the provider lacks is an error."""
+    if kw.get("samples") is None:
+        return {}
+    if not str(kw["teacher"]).startswith("anthropic:"):
+        raise ConfigError("--samples is for anthropic teachers (others return logprobs)")
+    return {"samples": kw["samples"]}
+
+
 def _read_key_file(path: str | None) -> str | None:
     """Keys come from the environment or a file only its owner can read."""
-    from labeler.secrets import read_key_file
+    from labeler.apikeys import read_key_file
 
     return read_key_file(path) if path else None
 

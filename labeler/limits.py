@@ -61,11 +61,10 @@ class TokenBucket:
         self._last = time.monotonic()
         self._lock = asyncio.Lock()
 
-    def _refill(self, *, cap: bool = True) -> None:
+    def _refill(self, ceiling: float | None = None) -> None:
         now = time.monotonic()
-        self.tokens += (now - self._last) * self.rate
-        if cap:
-            self.tokens = min(self.capacity, self.tokens)
+        self.tokens = min(self.capacity if ceiling is None else ceiling,
+                          self.tokens + (now - self._last) * self.rate)
         self._last = now
 
     def drain(self) -> None:
@@ -75,8 +74,9 @@ class TokenBucket:
     async def take(self, amount: float | Callable[[], float]) -> None:
         """Wait for `amount` units; a callable is priced when this waiter's turn comes.
 
-        What accrued before this waiter's turn is capped at `capacity` (that is the
-        burst a server's window can see); what accrues while it waits is earned in full,
+        At most `capacity` is ever left over after a request goes, whatever happened
+        before (idle time, a stalled event loop): that is the largest burst a server's
+        window can see. Within that bound, what accrues while a request waits is kept,
         so a sleep's overshoot is not lost on every request.
         """
         async with self._lock:
@@ -86,7 +86,7 @@ class TokenBucket:
             need = min(amount, self.capacity)
             while self.tokens < need:
                 await asyncio.sleep((need - self.tokens) / self.rate)
-                self._refill(cap=False)
+                self._refill(ceiling=need + self.capacity)
             self.tokens -= amount
 
 

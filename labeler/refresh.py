@@ -31,7 +31,8 @@ the home directory)::
     out: datasets/reviews            # versions/ and the current symlink go here
     keep: 5
     max_age_days: 30                 # relabel answers older than this
-    concurrency: 16                  # also rpm, tpm, max_attempts, retry_failed, budget
+    concurrency: 16                  # also rpm, tpm, max_attempts, retry_initial_wait,
+                                     # retry_failed, budget, prices (a file), stop_grace
     id_field: id                     # also input_format, delimiter, split
     export: {kind: classification, format: hf, validation_size: 0.1, seed: 0}
     filters: {min_confidence: 0.8}   # also min_margin, max_entropy, keep_invalid
@@ -55,13 +56,13 @@ from typing import Any
 
 import yaml
 
+from labeler.apikeys import key_from_env, read_key_file
 from labeler.errors import ConfigError, LabelerError
 from labeler.export import ExportOptions
 from labeler.filters import FilterSpec
 from labeler.job import Job, run_job
 from labeler.pricing import PriceTable
 from labeler.run import STOP_GRACE_S
-from labeler.secrets import key_from_env, read_key_file
 
 EXIT_CODES = {"ok": 0, "failed": 1, "partial": 3, "locked": 4, "budget": 5, "interrupted": 130}
 VERSION_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z(-\d+)?$")

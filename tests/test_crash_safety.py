@@ -1,8 +1,9 @@
 """Never lose a paid response: kill -9, SIGINT/SIGTERM, a full disk, a read-only store.
 
-Every test here runs `labeler` as a real child process against the teacher server in
-another process, because a signal or a kill -9 means nothing inside pytest's own process.
-The server's request log (its `/_log`) is the record of what was paid for.
+The kill and signal tests run `labeler` as a real child process, because a signal or a
+kill -9 means nothing inside pytest's own process; the teacher server's request log (its
+`/_log`) is the record of what was paid for. A full disk is SQLite's size cap in-process
+and, where mount namespaces are allowed, a real tmpfs that fills up.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from labeler.testing import ServerConfig, TeacherServer
 from conftest import chat_requests
 
 ROWS = 300
-KILLS = 4
+KILLS = 3
 CONCURRENCY = 16
 # A response the server sent this long before a kill -9 must be in the store. What it
 # sent in the last moments may not have been read and committed yet: that cannot survive

@@ -102,18 +102,18 @@ def test_tpm_from_flag_reaches_the_limit_without_429s() -> None:
 
 
 def test_limits_learned_from_headers_alone() -> None:
-    """No flags: the first answers' x-ratelimit-* headers set the pace (600 RPM, 60 s
+    """No flags: the first answers' x-ratelimit-* headers set the pace (1200 RPM, 60 s
     window as the headers mean it); no 429 even though the server would send them."""
-    config = ServerConfig(labels=LABELS, rpm=600, tpm=600_000)
+    config = ServerConfig(labels=LABELS, rpm=1200, tpm=600_000)
     concurrency = 4
     with TeacherServer(config) as srv:
         recs, lb = run(srv, rows(40), warm=False, concurrency=concurrency)
         log = chat_log(srv)
     assert [r.status for r in recs] == ["labeled"] * 40
-    assert (lb.limiter.rpm, lb.limiter.tpm) == (600, 600_000)
+    assert (lb.limiter.rpm, lb.limiter.tpm) == (1200, 600_000)
     # The first `concurrency` went before any header was seen; the rest are paced.
     paced = [r.received for r in log][concurrency:]
-    assert 0.95 <= rate(paced) / (600 / 60) <= 1.05
+    assert 0.95 <= rate(paced) / (1200 / 60) <= 1.05
     assert all(r.status == 200 for r in log)
 
 
@@ -173,7 +173,7 @@ def test_waiting_is_credited_exactly() -> None:
         return time.monotonic() - start
 
     elapsed = asyncio.run(go())
-    assert 100 / elapsed >= 190
+    assert 100 / elapsed >= 150  # a bucket that lost waiting credit would give ~100/s
 
 
 def test_one_burst_of_429s_is_one_decrease() -> None:

@@ -217,10 +217,17 @@ def test_cli_run_with_anthropic_teacher(tmp_path: Path, monkeypatch: pytest.Monk
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps({"text": f"review {i}"}) + "\n" for i in range(3)))
     with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
-        res = CliRunner().invoke(main, [
-            "run", "sentiment", str(data), "--teacher", "anthropic:claude-haiku-4-5",
-            "--base-url", srv.url, "--store", str(tmp_path / "s.sqlite"), "--quiet", "--json"])
+        args = ["sentiment", str(data), "--teacher", "anthropic:claude-haiku-4-5",
+                "--base-url", srv.url, "--store", str(tmp_path / "s.sqlite")]
+        res = CliRunner().invoke(main, ["run", *args, "--quiet", "--json"])
         assert res.exit_code == 0, res.output
         summary = json.loads(res.output.strip().splitlines()[-1])
         assert summary["labeled"] == 3 and len(messages(srv)) == 15
+        # --samples is part of the key: 3 samples is a different answer, asked again
+        res = CliRunner().invoke(main, ["run", *args, "--samples", "3", "--quiet", "--json"])
+        assert json.loads(res.output.strip().splitlines()[-1])["labeled"] == 3
+        assert len(messages(srv)) == 15 + 9
     assert summary["cached_tokens"] > 0
+    res = CliRunner().invoke(main, ["run", "sentiment", str(data), "--teacher",
+                                    "openai:gpt-4o-mini", "--samples", "3"])
+    assert res.exit_code == 1 and "--samples is for anthropic" in res.output

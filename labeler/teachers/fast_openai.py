@@ -170,9 +170,10 @@ class FastOpenAITeacher:
 def openai_teacher(
     model: str, *, provider: str = "openai", transport: str | None = None, **options: Any
 ) -> FastOpenAITeacher | OpenAITeacher:
-    """`OpenAITeacher`, or `FastOpenAITeacher` when ``transport="lean"``: one factory for
-    the registry, so the lean transport is a teacher option rather than a provider."""
-    if transport == LEAN:
+    """`OpenAITeacher`, or `FastOpenAITeacher` when ``transport="lean"`` (or, with no
+    option, ``LABELER_TRANSPORT=lean``): one factory for the registry, so the lean
+    transport is a teacher option rather than a provider of its own."""
+    if (transport or os.environ.get("LABELER_TRANSPORT")) == LEAN:
         return FastOpenAITeacher(model, provider=provider, **options)
     return OpenAITeacher(model, provider=provider, transport=transport, **options)
 

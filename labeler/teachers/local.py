@@ -144,19 +144,29 @@ class LocalTeacher:
             if self._inner is not None:
                 return
             binary = _server_binary()
-            port = self.requested_port or _free_port()
-            if self.requested_port is not None and not _port_is_free(port):
+            if self.requested_port is not None and not _port_is_free(self.requested_port):
                 raise ConfigError(
-                    f"local teacher: port {port} on {HOST} is already in use; pass another "
-                    f"port or leave it unset to pick a free one"
+                    f"local teacher: port {self.requested_port} on {HOST} is already in use; "
+                    f"pass another port or leave it unset to pick a free one"
                 )
-            cmd = self.command(binary, port)
-            self._proc = self._spawn(cmd)
-            try:
-                await self._wait_ready(port)
-            except BaseException:
-                await self._stop_server()
-                raise
+            for attempt in range(3):
+                port = self.requested_port or _free_port()
+                self._proc = self._spawn(self.command(binary, port))
+                try:
+                    await self._wait_ready(port)
+                    break
+                except _PortTaken:
+                    # Another process took the free port between our probe and the
+                    # server's bind: pick another (a port the user chose is not retried).
+                    await self._stop_server()
+                    if self.requested_port is not None or attempt == 2:
+                        raise ConfigError(
+                            f"local teacher: llama-server could not listen on {HOST}:{port} "
+                            f"(address in use; log: {self.log_path})"
+                        ) from None
+                except BaseException:
+                    await self._stop_server()
+                    raise
             self.port = port
             inner = OpenAITeacher(
                 self.model, provider="openai-compatible", base_url=self.base_url,
@@ -220,9 +230,12 @@ class LocalTeacher:
             while True:
                 code = proc.poll()
                 if code is not None:
+                    tail = self._log_tail()
+                    if "bind" in tail.lower() or "address already in use" in tail.lower():
+                        raise _PortTaken(tail)
                     raise ConfigError(
                         f"llama-server exited with code {code} while loading {self.path.name}: "
-                        f"{self._log_tail()} (log: {self.log_path})"
+                        f"{tail} (log: {self.log_path})"
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     resp = await client.get(url)
@@ -265,6 +278,10 @@ class LocalTeacher:
         errors = [ln for ln in kept if " E " in ln or "error" in ln.lower() or "failed" in ln]
         chosen = (errors or kept)[-lines:]
         return " | ".join(_strip_log_prefix(ln) for ln in chosen) or "no output"
+
+
+class _PortTaken(Exception):
+    """llama-server exited because its port was taken after we picked it."""
 
 
 def default_threads() -> int:

@@ -29,8 +29,15 @@ DEFAULT_TRANSPORT = "aiohttp"
 
 
 def pick(transport: str | None = None) -> str:
-    """The transport to use: the explicit choice, else $LABELER_TRANSPORT, else the default."""
+    """The transport to use: the explicit choice, else $LABELER_TRANSPORT, else the default.
+
+    ``lean`` (the SDK-free OpenAI teacher, teachers/fast_openai.py) is chosen before an SDK
+    teacher is built; an SDK teacher that still sees it (Anthropic has no lean path) uses
+    the default.
+    """
     kind = transport or os.environ.get("LABELER_TRANSPORT") or DEFAULT_TRANSPORT
+    if kind == "lean":
+        return DEFAULT_TRANSPORT
     if kind not in TRANSPORTS:
         raise ConfigError(f"transport '{kind}': expected one of {', '.join(TRANSPORTS)}")
     return kind
