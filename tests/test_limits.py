@@ -173,7 +173,7 @@ def test_waiting_is_credited_exactly() -> None:
         return time.monotonic() - start
 
     elapsed = asyncio.run(go())
-    assert 100 / elapsed >= 150  # a bucket that lost waiting credit would give ~100/s
+    assert 100 / elapsed >= 150  # rate 200/s, with slack for a loaded machine
 
 
 def test_one_burst_of_429s_is_one_decrease() -> None:
