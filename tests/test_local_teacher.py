@@ -91,15 +91,21 @@ def _alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _port_free(port: int) -> bool:
-    """Nothing listens there any more (TIME_WAIT leftovers don't count, as for any server)."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def _port_free(port: int, timeout: float = 10.0) -> bool:
+    """Nothing listens there any more (TIME_WAIT leftovers don't count, as for any server).
+
+    Polled: the kernel releases a killed process's sockets a moment after it is reaped."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    return False
+        time.sleep(0.2)
 
 
 def _wait_for_server(cli: subprocess.Popen[bytes], timeout: float = 60) -> tuple[int, int]:
