@@ -158,21 +158,28 @@ def throughput(srv: TeacherProcess, work: Path, *, items: int, sdk_items: int,
 
 
 def latency_hiding(srv: TeacherProcess, work: Path, *, items: int, in_flight: int,
-                   latency_s: float) -> Result:
+                   latency_s: float, repeat: int) -> Result:
     """With every answer taking `latency_s`, `in_flight` requests can deliver at most
-    in_flight / latency_s per second (Little's law): how close does labeler get?"""
+    in_flight / latency_s per second (Little's law): how close does labeler get? The bare
+    loop at the same settings shows what the server itself can deliver."""
     srv.configure(latency_s=latency_s, rpm=None, tpm=None)
     task = load_task(TASK)
     bound = in_flight / latency_s
     bodies = bodies_for(task, srv.base_url, rows(items, "lat "))
-    srv.reset()
-    bare = asyncio.run(bare_rate(srv.base_url + "/chat/completions", bodies, in_flight))
-    srv.reset()
-    with Clock() as c:
-        summary = asyncio.run(labeler_run(task, "lean", srv.base_url, rows(items, "lat "),
-                                          work / "latency.sqlite", concurrency=in_flight))
-    _check(summary, items, "latency hiding")
-    rate = _rate(summary)
+    bare = rate = 0.0
+    loads = []
+    for rep in range(repeat):  # interleaved, best kept: a busy neighbour hurts one run, not all
+        srv.reset()
+        bare = max(bare, asyncio.run(bare_rate(srv.base_url + "/chat/completions", bodies,
+                                               in_flight)))
+        srv.reset()
+        with Clock() as c:
+            summary = asyncio.run(labeler_run(task, "lean", srv.base_url, rows(items, "lat "),
+                                              work / f"latency-{rep}.sqlite",
+                                              concurrency=in_flight))
+        loads.append(c.load)
+        _check(summary, items, "latency hiding")
+        rate = max(rate, _rate(summary))
     ratio = rate / bound
     srv.configure(latency_s=0.0)
     return Result(
@@ -181,7 +188,8 @@ def latency_hiding(srv: TeacherProcess, work: Path, *, items: int, in_flight: in
         f"(bare aiohttp: {bare:,.0f}/s = {bare / bound:.0%})",
         "≥ 90% of bound", ratio >= 0.90,
         {"items": items, "in_flight": in_flight, "latency_s": latency_s, "bound_per_s": bound,
-         "labeler_per_s": rate, "bare_per_s": bare, "ratio": ratio, "load": c.load},
+         "labeler_per_s": rate, "bare_per_s": bare, "ratio": ratio, "repeat": repeat,
+         "load": loads},
     )
 
 

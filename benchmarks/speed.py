@@ -50,7 +50,7 @@ CASES = ("throughput", "latency", "rate", "memory")
 
 FULL: dict[str, Any] = {
     "items": 20_000, "sdk_items": 5_000, "concurrency": 64, "repeat": 2,
-    "latency_items": 25_600, "in_flight": 512, "latency": 0.2,
+    "latency_items": 15_360, "in_flight": 512, "latency": 0.2,
     "rate_per_s": 100.0, "rate_window": 60.0, "rate_seconds": 70.0, "rate_latency": 0.05,
     "small": 100_000, "big": 1_000_000, "live_every": 100, "export_rows": None,
     "export_kind": "classification",
@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--items", type=int, help="throughput items (full: 20000)")
     g.add_argument("--sdk-items", type=int, help="throughput items over the SDK, 0 skips (5000)")
     g.add_argument("--concurrency", type=int, help="in flight for throughput and memory (64)")
-    g.add_argument("--repeat", type=int, help="throughput rounds, best kept (2)")
-    g.add_argument("--latency-items", type=int, help="latency-hiding items (25600)")
+    g.add_argument("--repeat", type=int,
+                   help="rounds of throughput and latency hiding, interleaved, best kept (2)")
+    g.add_argument("--latency-items", type=int, help="latency-hiding items (15360)")
     g.add_argument("--in-flight", type=int, help="latency-hiding concurrency (512)")
     g.add_argument("--latency", type=float, help="server latency for latency hiding, s (0.2)")
     g.add_argument("--rate-per-s", type=float, help="server rate limit, requests/s (100)")
@@ -116,7 +117,7 @@ def run(opts: dict[str, Any], only: Sequence[str], work: Path) -> list[Result]:
         if "latency" in only:
             results.append(cases.latency_hiding(
                 srv, work, items=opts["latency_items"], in_flight=opts["in_flight"],
-                latency_s=opts["latency"]))
+                latency_s=opts["latency"], repeat=opts["repeat"]))
             _progress(results[-1:])
         if "rate" in only:
             results.append(cases.rate_limit(

@@ -19,7 +19,8 @@ answered yet the orchestrator ends the run as unreachable, naming the endpoints.
 
 Cache identity. Endpoints serving the same model give interchangeable answers, so the
 endpoint list is *not* part of the cache key: adding a fourth server, or replacing one,
-must not relabel anything. The identity is ``{provider, model, "endpoint": "pool"}``;
+must not relabel anything. The identity is an endpoint's own without its URL, plus
+``"endpoint": "pool"`` (``{provider, model, "endpoint": "pool"}`` for OpenAI-compatible);
 ``cache_identity="NAME"`` replaces ``"pool"`` when pools that look alike must not share
 answers (say, two quantisations of one model name). A single ``--base-url`` keeps its
 URL in the key as before, so moving from one endpoint to a pool relabels once unless the
@@ -35,7 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from labeler.completion import Completion
-from labeler.errors import ConfigError, RetryableError
+from labeler.errors import ConfigError, FinalError, RetryableError
 from labeler.request import Request
 from labeler.teachers.base import HeaderObserver, Teacher, request_shape
 
@@ -95,8 +96,11 @@ class EndpointPool:
 
     @property
     def identity(self) -> dict[str, Any]:
-        return {"provider": self.provider, "model": self.model,
-                "endpoint": self.cache_identity or "pool"}
+        # An endpoint's identity without its URL: whatever else shapes answers (an
+        # Anthropic teacher's sample count, say) stays in the key.
+        ident = {k: v for k, v in self._endpoints[0].teacher.identity.items() if k != "base_url"}
+        ident["endpoint"] = self.cache_identity or "pool"
+        return ident
 
     @property
     def base_urls(self) -> list[str]:
@@ -151,6 +155,9 @@ class EndpointPool:
                     tried.append(ep)
                     refused = exc
                     continue
+                raise
+            except FinalError:
+                self._succeeded(ep)  # the endpoint answered; the request was the problem
                 raise
             except BaseException:
                 if probe:
