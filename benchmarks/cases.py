@@ -33,6 +33,7 @@ from benchmarks.workload import (
     rows,
     write_jsonl,
 )
+from labeler import aio
 from labeler.completion import Completion
 from labeler.inputs import Row, read_rows
 from labeler.run import Labeler, RunSummary
@@ -122,7 +123,7 @@ def throughput(srv: TeacherProcess, work: Path, *, items: int, sdk_items: int,
     for rep in range(repeat):
         srv.reset()
         with Clock() as c:
-            best["bare"] = max(best["bare"], asyncio.run(bare_rate(url, bodies, concurrency)))
+            best["bare"] = max(best["bare"], aio.run(bare_rate(url, bodies, concurrency)))
         load.append(c.load)
         for transport, n in (("lean", items), ("sdk", sdk_items)):
             if n <= 0 or (transport == "sdk" and rep > 0):  # the SDK is far off: once is enough
@@ -130,7 +131,7 @@ def throughput(srv: TeacherProcess, work: Path, *, items: int, sdk_items: int,
             path = work / f"throughput-{transport}-{rep}.sqlite"
             srv.reset()
             with Clock() as c:
-                summary = asyncio.run(labeler_run(task, transport, srv.base_url, rows(n), path,
+                summary = aio.run(labeler_run(task, transport, srv.base_url, rows(n), path,
                                                   concurrency=concurrency))
             load.append(c.load)
             _check(summary, n, f"throughput ({transport})")
@@ -139,7 +140,7 @@ def throughput(srv: TeacherProcess, work: Path, *, items: int, sdk_items: int,
                 path.rename(store)
     out = []
     for transport, n, label in (("lean", items, "lean aiohttp transport"),
-                                ("sdk", sdk_items, "openai SDK, default transport")):
+                                ("sdk", sdk_items, "openai SDK over aiohttp")):
         if n <= 0:
             continue
         ratio = best[transport] / best["bare"]
@@ -170,11 +171,11 @@ def latency_hiding(srv: TeacherProcess, work: Path, *, items: int, in_flight: in
     loads = []
     for rep in range(repeat):  # interleaved, best kept: a busy neighbour hurts one run, not all
         srv.reset()
-        bare = max(bare, asyncio.run(bare_rate(srv.base_url + "/chat/completions", bodies,
+        bare = max(bare, aio.run(bare_rate(srv.base_url + "/chat/completions", bodies,
                                                in_flight)))
         srv.reset()
         with Clock() as c:
-            summary = asyncio.run(labeler_run(task, "lean", srv.base_url, rows(items, "lat "),
+            summary = aio.run(labeler_run(task, "lean", srv.base_url, rows(items, "lat "),
                                               work / f"latency-{rep}.sqlite",
                                               concurrency=in_flight))
         loads.append(c.load)
@@ -209,7 +210,7 @@ def rate_limit(srv: TeacherProcess, work: Path, *, limit_per_s: float, window_s:
     items = max(1, round(limit_per_s * seconds))
     rpm = None if window_s == 60 else limit_per_s * 60
     with Clock() as c:
-        summary = asyncio.run(labeler_run(task, "lean", srv.base_url, rows(items, "rate "),
+        summary = aio.run(labeler_run(task, "lean", srv.base_url, rows(items, "rate "),
                                           work / "rate.sqlite", concurrency=concurrency, rpm=rpm))
     stats = srv.stats()
     srv.configure(rpm=None, rate_window_s=60.0, latency_s=0.0)
@@ -260,7 +261,7 @@ def sample_answers(srv: TeacherProcess, task: Task) -> list[Completion]:
             await teacher.aclose()
         return list(seen.values())
 
-    return asyncio.run(ask())
+    return aio.run(ask())
 
 
 def prefill(store_path: Path, task: Task, base_url: str, source: Path, answers: list[Completion],

@@ -9,7 +9,6 @@ wall seconds and the run's summary. The parent reads that line; nothing else is 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import resource
 import sys
 import time
@@ -49,20 +48,21 @@ def label(args: argparse.Namespace) -> dict[str, Any]:
     """Label `--input` into `--store` through `run_job` (the CLI's path: row count for
     the progress total, streamed rows, cache lookups, live requests for the misses)."""
     from benchmarks.workload import make_teacher
+    from labeler import aio
     from labeler.job import run_job
 
     imported = _rss_mb()
     job = _job(args, progress=None)
     teacher = make_teacher(args.transport, args.base_url)
     start = time.perf_counter()
-    result = asyncio.run(run_job(job, teacher=teacher))
+    result = aio.run(run_job(job, teacher=teacher))
     seconds = time.perf_counter() - start
     summary = result.summary.to_dict()
     out = {"rss_mb": _rss_mb(), "imported_rss_mb": imported, "seconds": seconds,
            "cpu_s": time.process_time(), "rows": summary["rows"], "summary": summary}
     if args.library_too:
         start = time.perf_counter()
-        out["library_rows"] = asyncio.run(label_library(args))
+        out["library_rows"] = aio.run(label_library(args))
         out["library_seconds"] = time.perf_counter() - start
     return out
 

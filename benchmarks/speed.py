@@ -45,6 +45,7 @@ import orjson
 from benchmarks import cases
 from benchmarks.cases import Result
 from benchmarks.workload import TeacherProcess
+from labeler import aio
 
 CASES = ("throughput", "latency", "rate", "memory")
 
@@ -156,7 +157,7 @@ def table(results: Sequence[Result]) -> str:
 def environment() -> dict[str, Any]:
     return {
         "python": platform.python_version(), "platform": platform.platform(),
-        "cpus": os.cpu_count(), "loadavg_end": os.getloadavg(),
+        "cpus": os.cpu_count(), "loadavg_end": os.getloadavg(), "event_loop": aio.loop_name(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
 
@@ -184,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = environment()
     elapsed = time.perf_counter() - start
     print(table(results))
-    print(f"\n{env['cpus']} CPUs, Python {env['python']}, load average at the end "
+    print(f"\n{env['cpus']} CPUs, Python {env['python']}, {env['event_loop']} event loop, "
+          f"load average at the end "
           f"{env['loadavg_end'][0]:.2f}, {elapsed:,.0f} s in all")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_bytes(orjson.dumps(

@@ -29,7 +29,7 @@ TASK = "sentiment"  # shipped chat template: two labels, top-20 logprobs, max_to
 LABELS = ("negative", "positive")
 MODEL = "teacher-test"
 PROVIDER = "openai-compatible"
-TRANSPORTS = ("sdk", "lean")  # the SDK teacher as configured by default, the lean one
+TRANSPORTS = ("sdk", "lean")  # the openai SDK on aiohttp, and labeler's default lean teacher
 
 _WORDS = [
     "quiet", "warm", "clumsy", "bright", "tedious", "gentle", "sharp", "hollow", "vivid", "brittle",
@@ -69,7 +69,7 @@ def make_teacher(transport: str, base_url: str, **options: Any) -> Teacher:
         raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
     return openai_teacher(  # type: ignore[return-value]
         MODEL, provider=PROVIDER, base_url=base_url,
-        transport="lean" if transport == "lean" else None, **options,
+        transport="lean" if transport == "lean" else "aiohttp", **options,
     )
 
 

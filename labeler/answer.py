@@ -32,12 +32,15 @@ class Answer:
 def read_answer(task: Task, completion: Completion) -> Answer:
     if task.output_kind == "label" and task.label_space is not None:
         space = task.label_space
-        label = parse_label(completion.text, space)
         soft = soft_label(completion, space)
-        if label is None and task.mode == "completion" and soft.valid:
-            # Completion-mode answers continue past the label ("positive\n\nReview: …");
-            # the next-token distribution is the answer.
+        if task.mode == "completion" and soft.valid:
+            # A completion-mode template *is* a next-token classifier: its answer is the
+            # label with the most mass summed over all its words (" good" and " great"
+            # both vote positive), which the one greedy token need not be; and the text
+            # runs on past the label anyway ("positive\n\nReview: …").
             label = soft.label(space)
+        else:
+            label = parse_label(completion.text, space)
         return Answer(
             completion.text, label, soft, confidence(completion, soft), valid=label is not None
         )

@@ -9,7 +9,6 @@ still running at the provider; rerun later to collect and export); 130 interrupt
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import click
 
+from labeler import aio
 from labeler.errors import ConfigError, LabelerError
 
 EXIT_OK, EXIT_FATAL, EXIT_PARTIAL, EXIT_LOCKED, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 3, 4, 5, 130
@@ -124,7 +124,7 @@ def run(task: str, input_path: str, **kw: Any) -> None:
         _fail(LabelerError("--no-wait goes with --batch (a live run has nothing to wait for)"))
     job = _job(task, input_path, kw)
     try:
-        result = asyncio.run(run_job(job, on_warning=_warn, handle_signals=True))
+        result = aio.run(run_job(job, on_warning=_warn, handle_signals=True))
     except LabelerError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -335,7 +335,7 @@ def batches_cancel(ctx: click.Context, batch_id: str, store: str | None,
 
     store = store or (ctx.obj or {}).get("store")
     try:
-        remote = asyncio.run(cancel_batch(Path(store) if store else default_store(), batch_id,
+        remote = aio.run(cancel_batch(Path(store) if store else default_store(), batch_id,
                                           _read_key_file(api_key_file)))
     except LabelerError as exc:
         _fail(exc)

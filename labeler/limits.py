@@ -112,6 +112,7 @@ class Limiter:
         self._factor = 1.0
         self._in_flight = 0
         self._cond: asyncio.Condition | None = None
+        self._waiting = 0  # coroutines queued for an in-flight place
         self._paused_until = 0.0
         self._req_bucket: TokenBucket | None = None
         self._tok_bucket: TokenBucket | None = None
@@ -178,9 +179,16 @@ class Limiter:
         when the request's turn comes rather than when it joined the queue, so requests
         queued before the first answer are not charged at the uncorrected estimate.
         """
-        cond = self._condition()
-        async with cond:
-            await cond.wait_for(lambda: self._in_flight < self._allowed())
+        if self._waiting or self._in_flight >= self._allowed():
+            cond = self._condition()
+            self._waiting += 1
+            try:
+                async with cond:
+                    await cond.wait_for(lambda: self._in_flight < self._allowed())
+                    self._in_flight += 1
+            finally:
+                self._waiting -= 1
+        else:  # a free place and nobody ahead: no lock to take (one thread, no await)
             self._in_flight += 1
         try:
             await self._wait_pause()
@@ -191,9 +199,11 @@ class Limiter:
             await self._wait_pause()
             yield
         finally:
-            async with cond:
-                self._in_flight -= 1
-                cond.notify(1)
+            self._in_flight -= 1
+            if self._waiting:
+                cond = self._condition()
+                async with cond:
+                    cond.notify(1)
 
     def _condition(self) -> asyncio.Condition:
         if self._cond is None:

@@ -34,6 +34,7 @@ class PriceTable:
     def __init__(self, prices: dict[str, Price], batch_discount: float = 0.5) -> None:
         self.prices = prices
         self.batch_discount = batch_discount
+        self._found: dict[str, Price | None] = {}
 
     @classmethod
     def default(cls) -> PriceTable:
@@ -80,10 +81,19 @@ class PriceTable:
         return PriceTable(prices, self.batch_discount)
 
     def lookup(self, model: str) -> Price | None:
+        """The price of `model`, or of the longest known name it starts with (a dated
+        snapshot costs what its family costs). Remembered: it is asked once per answer."""
+        try:
+            return self._found[model]
+        except KeyError:
+            pass
         if model in self.prices:
-            return self.prices[model]
-        best = max((n for n in self.prices if model.startswith(n)), key=len, default=None)
-        return self.prices[best] if best else None
+            price = self.prices[model]
+        else:
+            best = max((n for n in self.prices if model.startswith(n)), key=len, default=None)
+            price = self.prices[best] if best else None
+        self._found[model] = price
+        return price
 
     def cost(self, model: str, usage: Usage, *, batch: bool = False) -> float | None:
         price = self.lookup(model)

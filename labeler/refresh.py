@@ -40,7 +40,6 @@ the home directory)::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import json
@@ -56,6 +55,7 @@ from typing import Any
 
 import yaml
 
+from labeler import aio
 from labeler.apikeys import key_from_env, read_key_file
 from labeler.errors import ConfigError, LabelerError
 from labeler.export import ExportOptions
@@ -496,7 +496,7 @@ def _refresh_locked(cfg: RefreshConfig, result: RefreshResult, max_age_days: flo
     result.current = str(current) if current else None
     version = _new_version(versions)
     job = cfg.job(version, max_age_days)
-    done = asyncio.run(run_job(job, on_warning=warn, handle_signals=handle_signals))
+    done = aio.run(run_job(job, on_warning=warn, handle_signals=handle_signals))
     result.summary = done.summary.to_dict()
     result.outcome = done.summary.outcome
     if done.export is None:  # interrupted: the export was not written

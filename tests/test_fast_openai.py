@@ -39,7 +39,8 @@ def server() -> Iterator[TeacherServer]:
 
 
 def both(base_url: str, **options: Any) -> tuple[OpenAITeacher, FastOpenAITeacher]:
-    sdk = openai_teacher("teacher-test", provider="openai-compatible", base_url=base_url, **options)
+    sdk = openai_teacher("teacher-test", provider="openai-compatible", base_url=base_url,
+                         transport="aiohttp", **options)
     lean = openai_teacher("teacher-test", provider="openai-compatible", base_url=base_url,
                           transport="lean", **options)
     assert isinstance(sdk, OpenAITeacher) and isinstance(lean, FastOpenAITeacher)
@@ -172,3 +173,44 @@ def test_one_session_serves_many_requests_and_survives_a_new_loop(server: Teache
     assert len(asyncio.run(many(20))) == 20
     assert len(asyncio.run(many(5))) == 5  # a second event loop gets a session of its own
     asyncio.run(lean.aclose())
+
+
+def test_the_lean_teacher_is_the_default_and_the_sdk_one_flag_away(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from labeler.errors import ConfigError
+    from labeler.teachers import make_teacher
+
+    monkeypatch.delenv("LABELER_TRANSPORT", raising=False)
+    url = "http://127.0.0.1:9/v1"
+    assert isinstance(make_teacher("openai-compatible:m", base_url=url), FastOpenAITeacher)
+    sdk = make_teacher("openai-compatible:m", base_url=url, transport="httpx")
+    assert isinstance(sdk, OpenAITeacher)
+    asyncio.run(sdk.aclose())
+    monkeypatch.setenv("LABELER_TRANSPORT", "aiohttp")
+    sdk = make_teacher("openai-compatible:m", base_url=url)
+    assert isinstance(sdk, OpenAITeacher)
+    asyncio.run(sdk.aclose())
+    monkeypatch.setenv("LABELER_TRANSPORT", "carrier-pigeon")
+    with pytest.raises(ConfigError, match="carrier-pigeon"):
+        make_teacher("openai-compatible:m", base_url=url)
+
+
+def test_openai_organization_and_project_headers_are_sent_as_the_sdk_sends_them(
+    server: TeacherServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """To OpenAI itself (provider ``openai``) only: a self-hosted server never sees them."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-123")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_456")
+    request = load_task("sentiment").render({"text": "fine"})
+    seen = []
+    for provider, transport in [("openai", "aiohttp"), ("openai", "lean"),
+                                ("openai-compatible", "lean")]:
+        teacher = openai_teacher("teacher-test", provider=provider, base_url=server.url + "/v1",
+                                 transport=transport)
+        outcome(teacher, request)
+        headers = server.log[-1].headers or {}
+        seen.append((headers.get("openai-organization"), headers.get("openai-project")))
+        assert headers.get("authorization") == "[redacted]"  # sent, and never logged
+    assert seen == [("org-123", "proj_456"), ("org-123", "proj_456"), (None, None)]

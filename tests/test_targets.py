@@ -371,3 +371,21 @@ def test_confidence_without_mass_and_for_sampled_teachers() -> None:
 
     one_hot = confidence(Completion(text="neutral"), soft_label(Completion("neutral"), SENTIMENT))
     assert (one_hot.max_prob, one_hot.margin, one_hot.entropy) == (1.0, 1.0, 0.0)
+
+
+def test_completion_mode_answer_is_the_label_with_the_most_summed_mass() -> None:
+    """sentiment-completion maps positive <- positive/good/great. The greedy token is
+    " negative" (0.40), but " good" + " great" + " positive" carry 0.55: the answer, the
+    export's hard label, is positive. A chat template still answers with its text."""
+    from labeler.answer import read_answer
+    from labeler.task import load_task
+
+    c = completion(tok(" negative", 0.40, (" negative", 0.40), (" good", 0.25),
+                       (" great", 0.20), (" positive", 0.10), (" the", 0.05)))
+    task = load_task("sentiment-completion")
+    answer = read_answer(task, c)
+    assert answer.label == "positive" and answer.valid
+    assert answer.soft is not None and answer.soft.label(task.label_space) == "positive"
+    chat = load_task("sentiment")
+    assert read_answer(chat, completion(tok("negative", 0.40, ("negative", 0.40),
+                                            ("positive", 0.55)))).label == "negative"

@@ -15,8 +15,8 @@ from labeler.teachers.base import Teacher
 # provider prefix -> "module:factory"; imported only when used so a missing optional
 # dependency of one provider never breaks the others.
 REGISTRY: dict[str, str] = {
-    "openai": "labeler.teachers.openai:OpenAITeacher",
-    "openai-compatible": "labeler.teachers.openai:OpenAITeacher",
+    "openai": "labeler.teachers.fast_openai:openai_teacher",
+    "openai-compatible": "labeler.teachers.fast_openai:openai_teacher",
     "anthropic": "labeler.teachers.anthropic:AnthropicTeacher",
     "local": "labeler.teachers.local:LocalTeacher",
 }

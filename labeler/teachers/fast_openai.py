@@ -9,8 +9,10 @@ lists), parses the answer with the same parser, and classifies every failure int
 same `RetryableError`/`FinalError` reasons as `openai.classify`, so the orchestrator, the
 cache key and the store cannot tell the two apart. `python -m benchmarks` measures both.
 
-It is selected with the teacher option ``transport="lean"`` through `openai_teacher`;
-anything other than the lean transport builds the SDK teacher unchanged.
+It is the default (`openai_teacher`, the registry's factory for ``openai:`` and
+``openai-compatible:``); ``transport="aiohttp"``/``"httpx"`` or $LABELER_TRANSPORT builds
+the SDK teacher instead. Like the SDK it sends OPENAI_ORG_ID / OPENAI_PROJECT_ID as the
+organization and project headers to OpenAI itself.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,9 +33,8 @@ from labeler.request import Request
 from labeler.teachers import openai_wire
 from labeler.teachers.base import HeaderObserver, parse_retry_after
 from labeler.teachers.openai import CHAT_PARAMS, COMPLETION_PARAMS, OPENAI_URL, OpenAITeacher
-from labeler.teachers.transport import failure_reason
+from labeler.teachers.transport import LEAN, failure_reason, openai_transport
 
-LEAN = "lean"
 _USER_AGENT = "labeler-lean/1"
 
 
@@ -65,6 +67,12 @@ class FastOpenAITeacher:
                     f"--teacher {provider}:{model} needs --base-url (e.g. http://localhost:8000/v1)"
                 )
             api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
+        org_headers = {}
+        if provider == "openai":
+            for env, header in (("OPENAI_ORG_ID", "OpenAI-Organization"),
+                                ("OPENAI_PROJECT_ID", "OpenAI-Project")):
+                if os.environ.get(env):
+                    org_headers[header] = os.environ[env]
         self.base_url = base_url.rstrip("/")
         self._chat_url = self.base_url + "/chat/completions"
         self._completions_url = self.base_url + "/completions"
@@ -74,6 +82,7 @@ class FastOpenAITeacher:
             "Content-Type": "application/json",
             "Accept": "application/json",
             "User-Agent": _USER_AGENT,
+            **org_headers,
             **dict(extra_headers or {}),
         }
         self._timeout = aiohttp.ClientTimeout(
@@ -158,10 +167,13 @@ class FastOpenAITeacher:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
             )
-            # No cookie jar, no env proxies: an API client sends exactly what it is told.
+            # No cookie jar (an API client sends exactly what it is told); HTTP(S)_PROXY and
+            # NO_PROXY are honoured as the SDK's httpx client honours them, looked up per
+            # request only when a proxy is configured at all.
             session = aiohttp.ClientSession(
                 connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=self._timeout, auto_decompress=True,
+                trust_env=bool(urllib.request.getproxies()),
             )
             self._session, self._loop = session, loop
         return session
@@ -170,10 +182,10 @@ class FastOpenAITeacher:
 def openai_teacher(
     model: str, *, provider: str = "openai", transport: str | None = None, **options: Any
 ) -> FastOpenAITeacher | OpenAITeacher:
-    """`OpenAITeacher`, or `FastOpenAITeacher` when ``transport="lean"`` (or, with no
-    option, ``LABELER_TRANSPORT=lean``): one factory for the registry, so the lean
-    transport is a teacher option rather than a provider of its own."""
-    if (transport or os.environ.get("LABELER_TRANSPORT")) == LEAN:
+    """`FastOpenAITeacher` (transport ``lean``, the default), or `OpenAITeacher` over the
+    SDK transport named by `transport` or $LABELER_TRANSPORT: one factory for the
+    registry, so the transport is a teacher option rather than a provider of its own."""
+    if openai_transport(transport) == LEAN:
         return FastOpenAITeacher(model, provider=provider, **options)
     return OpenAITeacher(model, provider=provider, transport=transport, **options)
 

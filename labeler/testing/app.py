@@ -115,6 +115,8 @@ class TeacherApp:
         cfg = self.config
         record = RequestRecord(time.monotonic(), request.method, request.path, provider)
         if cfg.log_requests:
+            record.headers = {k.lower(): "[redacted]" if k.lower() in _SECRET_HEADERS else v
+                              for k, v in request.headers.items()}
             self.log.append(record)
         try:
             answer = await self._attempt(request, cfg, record, self._answers(provider, cfg))
@@ -388,6 +390,9 @@ class TeacherApp:
     async def _reset(self, request: web.BaseRequest) -> web.StreamResponse:
         self.reset()
         return _json({"reset": True})
+
+
+_SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 
 
 async def _sleep(seconds: float) -> None:

@@ -28,6 +28,7 @@ class RequestRecord:
     status: int | None = None
     fault: str | None = None
     responded: float | None = None
+    headers: dict[str, str] | None = None  # as received, names lower-cased
 
     @property
     def latency(self) -> float | None:

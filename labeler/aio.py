@@ -1,0 +1,47 @@
+"""Where labeler starts an event loop: on uvloop when it is installed.
+
+Labeling is thousands of small concurrent requests, and against a fast teacher the
+event loop's own cost per request (callbacks, futures, socket readiness) is a large
+share of labeler's. uvloop runs the same asyncio code on libuv at a fraction of that
+cost; ``python -m benchmarks`` measures both loops side by side. ``LABELER_LOOP=asyncio``
+falls back to the standard loop (where uvloop is missing, as on Windows, that is the
+only choice). The library never starts a loop of its own: a program that imports
+labeler runs it on whatever loop it chose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+LOOPS = ("uvloop", "asyncio")
+
+
+def loop_name() -> str:
+    """``uvloop`` or ``asyncio``: what `run` will use."""
+    wanted = os.environ.get("LABELER_LOOP", "").strip().lower() or "uvloop"
+    if wanted not in LOOPS:
+        raise ValueError(f"LABELER_LOOP={wanted!r}: expected one of {', '.join(LOOPS)}")
+    if wanted == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            return "asyncio"
+    return wanted
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if loop_name() == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` on the chosen loop (same cancellation and cleanup semantics)."""
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)
