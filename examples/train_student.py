@@ -11,6 +11,14 @@ are scored against gold labels the teacher never saw.
 
 The gold file is JSONL/CSV/TSV with the text field and a gold label (a label name or an
 index in the export's label order).
+
+Measured: 600 shuffled SST-2 validation sentences labeled by local:gemma3-270m (88.5%
+correct, AUROC 0.82, mean max probability 0.75: under-confident), the other 272 as gold
+test, ``--epochs 1000 --temperature 0.5 --temperature 0.25``: hard 70.2%, soft 64.3%,
+soft T=0.5 65.1%, soft T=0.25 69.5%. With this small, under-confident teacher and a
+bag-of-words student the soft labels do *not* beat the hard ones; sharpening closes the
+gap. Soft targets pay off when the teacher's probabilities are informative (a large
+teacher, a student that can represent them); this script is how to check on your data.
 """
 
 from __future__ import annotations
@@ -97,6 +105,11 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2.0)
     ap.add_argument("--l2", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--temperature", type=float, action="append", default=[],
+                    help="also train on soft labels sharpened (T < 1) or flattened (T > 1) as "
+                         "p**(1/T), renormalised; repeatable. A small teacher is often "
+                         "under-confident (its max probability below its accuracy): T < 1 "
+                         "corrects some of that without gold labels.")
     args = ap.parse_args()
 
     ds = datasets.load_from_disk(args.export)
@@ -112,11 +125,16 @@ def main() -> None:
     x, x_test = vocab.encode(texts), vocab.encode(test_texts)
     print(f"student: bag-of-words softmax regression, {len(texts)} teacher-labeled rows, "
           f"{len(vocab.index)} features; gold test rows: {len(test_texts)}")
-    print(f"{'targets':<10}{'accuracy vs gold':>18}")
-    for name, targets in (("hard", hard), ("soft", soft)):
+    print(f"teacher soft labels: mean max probability {soft.max(axis=1).mean():.3f}")
+    variants = [("hard", hard), ("soft", soft)]
+    for t in args.temperature:
+        sharp = soft ** (1.0 / t)
+        variants.append((f"soft T={t:g}", sharp / sharp.sum(axis=1, keepdims=True)))
+    print(f"{'targets':<14}{'accuracy vs gold':>18}")
+    for name, targets in variants:
         w = train(x, targets, epochs=args.epochs, lr=args.lr, l2=args.l2, seed=args.seed)
         acc = float(((x_test @ w).argmax(axis=1) == test_gold).mean())
-        print(f"{name:<10}{acc:>18.4f}")
+        print(f"{name:<14}{acc:>18.4f}")
 
 
 if __name__ == "__main__":
