@@ -10,6 +10,8 @@ with the neighbours; ratios taken side by side move much less.
 from __future__ import annotations
 
 import asyncio
+import math
+import os
 import sqlite3
 import subprocess
 import sys
@@ -118,13 +120,15 @@ def throughput(srv: TeacherProcess, work: Path, *, items: int, sdk_items: int,
     url = srv.base_url + "/chat/completions"
     bodies = bodies_for(task, srv.base_url, rows(items))
     best: dict[str, float] = {"bare": 0.0, "lean": 0.0, "sdk": 0.0}
+    cpu_us: dict[str, float] = {"bare": math.inf, "lean": math.inf, "sdk": math.inf}
     load: list[float] = []
     store = work / "throughput-lean.sqlite"
     for rep in range(repeat):
         srv.reset()
-        with Clock() as c:
+        with Clock(srv) as c:
             best["bare"] = max(best["bare"], aio.run(bare_rate(url, bodies, concurrency)))
         load.append(c.load)
+        cpu_us["bare"] = min(cpu_us["bare"], c.cpu / items * 1e6)
         for transport, n in (("lean", items), ("sdk", sdk_items)):
             if n <= 0 or (transport == "sdk" and rep > 0):  # the SDK is far off: once is enough
                 continue
@@ -134,6 +138,7 @@ def throughput(srv: TeacherProcess, work: Path, *, items: int, sdk_items: int,
                 summary = aio.run(labeler_run(task, transport, srv.base_url, rows(n), path,
                                                   concurrency=concurrency))
             load.append(c.load)
+            cpu_us[transport] = min(cpu_us[transport], c.cpu / n * 1e6)
             _check(summary, n, f"throughput ({transport})")
             best[transport] = max(best[transport], _rate(summary))
             if transport == "lean" and rep == 0:
@@ -146,10 +151,13 @@ def throughput(srv: TeacherProcess, work: Path, *, items: int, sdk_items: int,
         ratio = best[transport] / best["bare"]
         out.append(Result(
             f"1. throughput, {label}",
-            f"{best[transport]:,.0f} items/s = {ratio:.0%} of bare aiohttp {best['bare']:,.0f}/s",
-            "≥ 60% of bare", ratio >= 0.60,
+            f"{best[transport]:,.0f} items/s = {ratio:.0%} of bare aiohttp {best['bare']:,.0f}/s "
+            f"(client CPU per item {cpu_us[transport]:,.0f} µs, bare {cpu_us['bare']:,.0f} µs)",
+            # The SDK row shows what the lean default saves; labeler's target is on the lean one.
+            *(("≥ 60% of bare", ratio >= 0.60) if transport == "lean" else ("(comparison)", None)),
             {"items": n, "concurrency": concurrency, "labeler_per_s": best[transport],
              "bare_per_s": best["bare"], "ratio": ratio,
+             "client_cpu_us_per_item": cpu_us[transport], "bare_cpu_us_per_item": cpu_us["bare"],
              "repeat": repeat if transport == "lean" else 1, "load": load},
         ))
     return out, store
@@ -169,28 +177,37 @@ def latency_hiding(srv: TeacherProcess, work: Path, *, items: int, in_flight: in
     bodies = bodies_for(task, srv.base_url, rows(items, "lat "))
     bare = rate = 0.0
     loads = []
+    client_us = server_us = float("inf")
     for rep in range(repeat):  # interleaved, best kept: a busy neighbour hurts one run, not all
         srv.reset()
         bare = max(bare, aio.run(bare_rate(srv.base_url + "/chat/completions", bodies,
                                                in_flight)))
         srv.reset()
-        with Clock() as c:
+        with Clock(srv) as c:
             summary = aio.run(labeler_run(task, "lean", srv.base_url, rows(items, "lat "),
                                               work / f"latency-{rep}.sqlite",
                                               concurrency=in_flight))
         loads.append(c.load)
         _check(summary, items, "latency hiding")
         rate = max(rate, _rate(summary))
+        client_us = min(client_us, c.cpu / items * 1e6)
+        server_us = min(server_us, c.server_cpu / items * 1e6)
     ratio = rate / bound
+    # What the bound costs in CPU on this machine, client and server together: where it
+    # is more than the machine has, no client can reach the bound here.
+    cores_at_bound = (client_us + server_us) * 1e-6 * bound
     srv.configure(latency_s=0.0)
     return Result(
         "2. latency hiding (lean)",
         f"{rate:,.0f} items/s = {ratio:.0%} of {in_flight}/{latency_s:g} s = {bound:,.0f}/s "
-        f"(bare aiohttp: {bare:,.0f}/s = {bare / bound:.0%})",
+        f"(bare aiohttp: {bare:,.0f}/s = {bare / bound:.0%}; CPU per item: labeler "
+        f"{client_us:,.0f} µs + server {server_us:,.0f} µs, so the bound needs "
+        f"{cores_at_bound:.1f} of {os.cpu_count()} cores)",
         "≥ 90% of bound", ratio >= 0.90,
         {"items": items, "in_flight": in_flight, "latency_s": latency_s, "bound_per_s": bound,
          "labeler_per_s": rate, "bare_per_s": bare, "ratio": ratio, "repeat": repeat,
-         "load": loads},
+         "client_cpu_us_per_item": client_us, "server_cpu_us_per_item": server_us,
+         "cores_at_bound": cores_at_bound, "load": loads},
     )
 
 

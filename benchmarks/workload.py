@@ -113,6 +113,15 @@ class TeacherProcess:
     def stats(self) -> dict[str, Any]:
         return self._call("GET", "/_stats", None)
 
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far (user + system), from /proc."""
+        assert self.proc is not None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")  # not Linux: the figure is left out
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def _call(self, method: str, path: str, body: Any) -> dict[str, Any]:
         data = None if body is None else orjson.dumps(body)
         req = urllib.request.Request(self.url + path, data=data, method=method,
@@ -148,17 +157,25 @@ def child_env() -> dict[str, str]:
 
 class Clock:
     """Wall time of a phase, with the machine's load average around it (the table notes
-    it: these machines are shared, and a busy neighbour lowers every rate)."""
+    it: these machines are shared, and a busy neighbour lowers every rate), and the CPU
+    time this process (the client, its store thread included) and, given one, the
+    server process spent in it."""
 
-    def __init__(self) -> None:
-        self.start = 0.0
-        self.seconds = 0.0
+    def __init__(self, server: TeacherProcess | None = None) -> None:
+        self.server = server
+        self.start = self.cpu_start = self.server_start = 0.0
+        self.seconds = self.cpu = self.server_cpu = 0.0
         self.load = 0.0
 
     def __enter__(self) -> Clock:
         self.start = time.perf_counter()
+        self.cpu_start = time.process_time()
+        self.server_start = self.server.cpu_seconds() if self.server else 0.0
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
+        self.cpu = time.process_time() - self.cpu_start
+        if self.server is not None:
+            self.server_cpu = self.server.cpu_seconds() - self.server_start
         self.load = os.getloadavg()[0]
