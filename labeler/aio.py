@@ -16,6 +16,8 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from labeler.errors import ConfigError
+
 T = TypeVar("T")
 LOOPS = ("uvloop", "asyncio")
 
@@ -24,7 +26,7 @@ def loop_name() -> str:
     """``uvloop`` or ``asyncio``: what `run` will use."""
     wanted = os.environ.get("LABELER_LOOP", "").strip().lower() or "uvloop"
     if wanted not in LOOPS:
-        raise ValueError(f"LABELER_LOOP={wanted!r}: expected one of {', '.join(LOOPS)}")
+        raise ConfigError(f"LABELER_LOOP={wanted!r}: expected one of {', '.join(LOOPS)}")
     if wanted == "uvloop":
         try:
             import uvloop  # noqa: F401
@@ -43,5 +45,10 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """`asyncio.run` on the chosen loop (same cancellation and cleanup semantics)."""
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+    try:
+        factory = loop_factory()
+    except BaseException:
+        main.close()  # never started: no "coroutine was never awaited" on the way out
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)

@@ -1,0 +1,33 @@
+"""The CLI's event loop: uvloop where installed, the standard loop on request."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from labeler import aio
+from labeler.errors import ConfigError
+
+
+async def loop_module() -> str:
+    return type(asyncio.get_running_loop()).__module__
+
+
+def test_the_standard_loop_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABELER_LOOP", "asyncio")
+    assert aio.loop_name() == "asyncio"
+    assert aio.run(loop_module()).startswith("asyncio")
+
+
+def test_uvloop_by_default_where_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    monkeypatch.delenv("LABELER_LOOP", raising=False)
+    assert aio.loop_name() == "uvloop"
+    assert aio.run(loop_module()).startswith(uvloop.__name__)
+
+
+def test_an_unknown_loop_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABELER_LOOP", "twisted")
+    with pytest.raises(ConfigError, match="LABELER_LOOP='twisted'"):
+        aio.run(loop_module())
