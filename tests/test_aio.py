@@ -31,3 +31,16 @@ def test_an_unknown_loop_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("LABELER_LOOP", "twisted")
     with pytest.raises(ConfigError, match="LABELER_LOOP='twisted'"):
         aio.run(loop_module())
+
+
+def test_the_collector_is_tuned_for_the_run_and_restored_after() -> None:
+    import gc
+
+    before = gc.get_threshold()
+
+    async def inside() -> tuple[tuple[int, ...], int]:
+        return gc.get_threshold(), gc.get_freeze_count()
+
+    threshold, frozen = aio.run(inside())
+    assert threshold[0] >= aio.YOUNG_THRESHOLD and frozen > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
