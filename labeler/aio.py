@@ -13,7 +13,8 @@ everything alive at the start (imported modules, the template, the teacher) is f
 out of the collector's scans, and young collections run every 50,000 allocations rather
 than 700. With hundreds of requests in flight each one keeps dozens of objects alive, and
 the default settings spent a third of labeler's CPU re-scanning them: at 512 in flight
-CPU per labeled item fell from ~500 to ~290 µs (`python -m benchmarks`, row 2). Cycles
+labeler's CPU per item fell from ~560 to ~310 µs and the rate from 55-63% to 93% of the
+Little's-law bound (`python -m benchmarks`, row 2; the test server runs on this too). Cycles
 are still collected; the settings are restored when the run ends.
 """
 
