@@ -28,11 +28,11 @@ import aiohttp
 import orjson
 
 from labeler.completion import Completion
-from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError
+from labeler.errors import FinalError, RetryableError, TeacherError
 from labeler.request import Request
 from labeler.teachers import openai_wire
 from labeler.teachers.base import HeaderObserver, parse_retry_after
-from labeler.teachers.openai import CHAT_PARAMS, COMPLETION_PARAMS, OPENAI_URL, OpenAITeacher
+from labeler.teachers.openai import OpenAITeacher, endpoint, request_body
 from labeler.teachers.transport import LEAN, failure_reason, openai_transport
 
 _USER_AGENT = "labeler-lean/1"
@@ -54,26 +54,13 @@ class FastOpenAITeacher:
     ) -> None:
         self.provider = provider
         self.model = model
-        if provider == "openai":
-            base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
-            api_key = api_key or os.environ.get("OPENAI_API_KEY")
-            if not api_key:
-                raise ConfigError(
-                    "no OpenAI API key: set OPENAI_API_KEY (or pass --api-key-file FILE)"
-                )
-        else:
-            if not base_url:
-                raise ConfigError(
-                    f"--teacher {provider}:{model} needs --base-url (e.g. http://localhost:8000/v1)"
-                )
-            api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
+        self.base_url, api_key = endpoint(provider, model, base_url, api_key)
         org_headers = {}
         if provider == "openai":
             for env, header in (("OPENAI_ORG_ID", "OpenAI-Organization"),
                                 ("OPENAI_PROJECT_ID", "OpenAI-Project")):
                 if os.environ.get(env):
                     org_headers[header] = os.environ[env]
-        self.base_url = base_url.rstrip("/")
         self._chat_url = self.base_url + "/chat/completions"
         self._completions_url = self.base_url + "/completions"
         # Built once: every request sends the same headers, so aiohttp merges nothing.
@@ -133,24 +120,7 @@ class FastOpenAITeacher:
 
     def request_body(self, request: Request) -> dict[str, Any]:
         """The JSON body sent for `request`, identical to `OpenAITeacher.request_body`."""
-        params = request.params
-        if request.messages is not None:
-            out: dict[str, Any] = {"model": self.model, "messages": list(request.messages)}
-            for k, v in params.items():
-                if k in CHAT_PARAMS:
-                    out[k] = v
-            if self.provider == "openai" and "max_tokens" in out:
-                out["max_completion_tokens"] = out.pop("max_tokens")
-            if not out.get("logprobs"):
-                out.pop("top_logprobs", None)
-            return out
-        out = {"model": self.model, "prompt": request.prompt or ""}
-        for k, v in params.items():
-            if k in COMPLETION_PARAMS:
-                out[k] = v
-        if params.get("logprobs"):
-            out["logprobs"] = int(params.get("top_logprobs") or 1)
-        return out
+        return request_body(self.model, self.provider, request)
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

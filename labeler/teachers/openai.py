@@ -49,20 +49,7 @@ class OpenAITeacher:
     ) -> None:
         self.provider = provider
         self.model = model
-        if provider == "openai":
-            base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
-            api_key = api_key or os.environ.get("OPENAI_API_KEY")
-            if not api_key:
-                raise ConfigError(
-                    "no OpenAI API key: set OPENAI_API_KEY (or pass --api-key-file FILE)"
-                )
-        else:
-            if not base_url:
-                raise ConfigError(
-                    f"--teacher {provider}:{model} needs --base-url (e.g. http://localhost:8000/v1)"
-                )
-            api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
-        self.base_url = base_url.rstrip("/")
+        self.base_url, api_key = endpoint(provider, model, base_url, api_key)
         self._observer: HeaderObserver | None = None
         self._client = openai.AsyncOpenAI(
             base_url=self.base_url,
@@ -88,12 +75,12 @@ class OpenAITeacher:
             if request.is_chat:
                 raw = await self._client.chat.completions.with_raw_response.create(
                     model=self.model, messages=list(request.messages or ()),
-                    **self._chat_params(request.params),
+                    **chat_params(request.params, self.provider),
                 )
             else:
                 raw = await self._client.completions.with_raw_response.create(
                     model=self.model, prompt=request.prompt or "",
-                    **self._completion_params(request.params),
+                    **completion_params(request.params),
                 )
         except openai.APIError as exc:
             raise classify(exc) from exc
@@ -111,28 +98,53 @@ class OpenAITeacher:
     def request_body(self, request: Request) -> dict[str, Any]:
         """The JSON body `complete` sends for `request`: batch files carry exactly this, so a
         batch answer is the answer the live endpoint would have given."""
-        if request.is_chat:
-            return {"model": self.model, "messages": list(request.messages or ()),
-                    **self._chat_params(request.params)}
-        return {"model": self.model, "prompt": request.prompt or "",
-                **self._completion_params(request.params)}
-
-    def _chat_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in params.items() if k in CHAT_PARAMS}
-        if self.provider == "openai" and "max_tokens" in out:
-            out["max_completion_tokens"] = out.pop("max_tokens")
-        if not out.get("logprobs"):
-            out.pop("top_logprobs", None)
-        return out
-
-    def _completion_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in params.items() if k in COMPLETION_PARAMS}
-        if params.get("logprobs"):
-            out["logprobs"] = int(params.get("top_logprobs") or 1)
-        return out
+        return request_body(self.model, self.provider, request)
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def endpoint(provider: str, model: str, base_url: str | None,
+             api_key: str | None) -> tuple[str, str]:
+    """(base URL without a trailing slash, API key) for an OpenAI(-compatible) teacher, as
+    the SDK resolves them: OpenAI falls back to OPENAI_BASE_URL and needs a key; any
+    other server needs a URL and may take no key."""
+    if provider == "openai":
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            raise ConfigError("no OpenAI API key: set OPENAI_API_KEY (or pass --api-key-file FILE)")
+    else:
+        if not base_url:
+            raise ConfigError(
+                f"--teacher {provider}:{model} needs --base-url (e.g. http://localhost:8000/v1)"
+            )
+        api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
+    return base_url.rstrip("/"), api_key
+
+
+def request_body(model: str, provider: str, request: Request) -> dict[str, Any]:
+    """The JSON body for `request`, the one every OpenAI transport and batch file sends."""
+    if request.is_chat:
+        return {"model": model, "messages": list(request.messages or ()),
+                **chat_params(request.params, provider)}
+    return {"model": model, "prompt": request.prompt or "", **completion_params(request.params)}
+
+
+def chat_params(params: Mapping[str, Any], provider: str) -> dict[str, Any]:
+    out = {k: v for k, v in params.items() if k in CHAT_PARAMS}
+    if provider == "openai" and "max_tokens" in out:
+        out["max_completion_tokens"] = out.pop("max_tokens")
+    if not out.get("logprobs"):
+        out.pop("top_logprobs", None)
+    return out
+
+
+def completion_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in params.items() if k in COMPLETION_PARAMS}
+    if params.get("logprobs"):
+        out["logprobs"] = int(params.get("top_logprobs") or 1)
+    return out
 
 
 def classify(exc: openai.APIError) -> TeacherError:
