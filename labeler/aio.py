@@ -1,4 +1,4 @@
-"""Where labeler starts an event loop: on uvloop when it is installed.
+"""Where labeler starts an event loop (on uvloop when it is installed) and takes its signals.
 
 Labeling is thousands of small concurrent requests, and against a fast teacher the
 event loop's own cost per request (callbacks, futures, socket readiness) is a large
@@ -24,8 +24,9 @@ import asyncio
 import contextlib
 import gc
 import os
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+import signal
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, Protocol, TypeVar
 
 from labeler.errors import ConfigError
 
@@ -78,3 +79,33 @@ def _gc_tuned() -> Any:
     finally:
         gc.set_threshold(*before)
         gc.unfreeze()
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+@contextlib.contextmanager
+def stop_on_signals(target: Stoppable, *, enabled: bool) -> Iterator[None]:
+    """SIGINT/SIGTERM ask `target` to stop gracefully (it finishes what is under way and
+    returns); a second signal raises KeyboardInterrupt, for whoever will not wait. Must be
+    entered inside the running loop; the handlers are removed on exit."""
+    if not enabled:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def handler(signum: int) -> None:
+        received.append(signum)
+        target.stop()
+        if len(received) > 1:
+            raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handler, sig)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labeler import aio
 from labeler.errors import ConfigError
 from labeler.export import ExportOptions, ExportReport, export_dataset
 from labeler.inputs import Reject, Row, count_rows, read_rows
@@ -155,7 +155,7 @@ async def run_job(
         total=total, on_warning=on_warning, stop_grace_s=job.stop_grace_s,
     )
     try:
-        with _signals(lb, enabled=handle_signals):
+        with aio.stop_on_signals(lb, enabled=handle_signals):
             await start_teacher(teacher)
             summary = await lb.run(job.rows(task))
         report = None
@@ -189,31 +189,6 @@ def export_job(job: Job) -> ExportReport:
     teacher = job.make_teacher()
     with Store(job.store_path()) as store:
         return export_dataset(task, teacher.identity, job.rows(task), store, job.out, job.export)
-
-
-@contextlib.contextmanager
-def _signals(lb: Labeler, *, enabled: bool) -> Iterator[None]:
-    """SIGINT/SIGTERM: stop sending, give in-flight answers `job.stop_grace_s` to land,
-    then return (the CLI exits 130 after its summary); a second signal stops at once."""
-    if not enabled:
-        yield
-        return
-    loop = asyncio.get_running_loop()
-    received: list[int] = []
-
-    def handler(signum: int) -> None:
-        received.append(signum)
-        lb.stop()
-        if len(received) > 1:  # a second signal: stop waiting for in-flight requests
-            raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, handler, sig)
-    try:
-        yield
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 def _spool_stdin(job: Job) -> Path | None:

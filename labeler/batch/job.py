@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from labeler import aio
 from labeler.batch import journal
 from labeler.batch.base import BatchClient, RemoteBatch
 from labeler.batch.runner import BatchRunner, fingerprint
@@ -103,7 +103,7 @@ async def run_batch_job(
                                 str(job.store_path().resolve())),
             on_warning=on_warning,
         )
-        with _signals(runner, enabled=handle_signals):
+        with aio.stop_on_signals(runner, enabled=handle_signals):
             summary = await runner.run(job.rows(task))
         report = None
         if job.out is not None and summary.outcome not in ("pending", "interrupted"):
@@ -161,31 +161,6 @@ async def cancel_batch(store_path: str | Path, ident: str, api_key: str | None =
             await client.aclose()
         journal.update_remote(store, b.id, remote)
     return remote
-
-
-@contextlib.contextmanager
-def _signals(runner: BatchRunner, *, enabled: bool) -> Iterator[None]:
-    """SIGINT/SIGTERM: finish and journal the step under way, then return; batches keep
-    running at the provider and the next run collects them. A second signal aborts."""
-    if not enabled:
-        yield
-        return
-    loop = asyncio.get_running_loop()
-    received: list[int] = []
-
-    def handler(signum: int) -> None:
-        received.append(signum)
-        runner.stop()
-        if len(received) > 1:
-            raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, handler, sig)
-    try:
-        yield
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 def _state(b: journal.JournalBatch) -> str:
