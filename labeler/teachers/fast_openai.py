@@ -28,11 +28,11 @@ import aiohttp
 import orjson
 
 from labeler.completion import Completion
-from labeler.errors import FinalError, RetryableError, TeacherError
+from labeler.errors import RetryableError, TeacherError
 from labeler.request import Request
 from labeler.teachers import openai_wire
-from labeler.teachers.base import HeaderObserver, parse_retry_after
-from labeler.teachers.openai import OpenAITeacher, endpoint, request_body
+from labeler.teachers.base import HeaderObserver
+from labeler.teachers.openai import OpenAITeacher, classify_status, endpoint, request_body
 from labeler.teachers.transport import LEAN, failure_reason, openai_transport
 
 _USER_AGENT = "labeler-lean/1"
@@ -164,17 +164,7 @@ def status_error(status: int, headers: Mapping[str, str] | None, raw: bytes) -> 
     """Classify an HTTP error answer exactly as `openai.classify` does for the SDK's
     exception: the same reason, message, status and retry-after."""
     code, message = _error_fields(status, raw)
-    if status == 429:
-        return RetryableError("http_429", message, status=status,
-                              retry_after=parse_retry_after(headers))
-    if status in (408, 409) or status >= 500:
-        return RetryableError(f"http_{status}", message, status=status,
-                              retry_after=parse_retry_after(headers))
-    if code == "context_length_exceeded" or "maximum context length" in message:
-        return FinalError("context_length", message, status=status)
-    if code == "content_filter" or code == "content_policy_violation":
-        return FinalError("content_filter", message, status=status)
-    return FinalError(f"http_{status}", message, status=status)
+    return classify_status(status, headers, code, message)
 
 
 def _error_fields(status: int, raw: bytes) -> tuple[str | None, str]:

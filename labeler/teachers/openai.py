@@ -154,25 +154,29 @@ def classify(exc: openai.APIError) -> TeacherError:
         text = "the request timed out" if reason == "timeout" else http.failure_message(exc)
         return RetryableError(reason, _short(text))
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
         headers = exc.response.headers if exc.response is not None else None
         code, message = _error_fields(exc)
-        if status == 429:
-            return RetryableError(
-                "http_429", message, status=status, retry_after=parse_retry_after(headers)
-            )
-        if status in (408, 409) or status >= 500:
-            return RetryableError(
-                f"http_{status}", message, status=status, retry_after=parse_retry_after(headers)
-            )
-        if code == "context_length_exceeded" or "maximum context length" in message:
-            return FinalError("context_length", message, status=status)
-        if code == "content_filter" or code == "content_policy_violation":
-            return FinalError("content_filter", message, status=status)
-        return FinalError(f"http_{status}", message, status=status)
+        return classify_status(exc.status_code, headers, code, message)
     if isinstance(exc, openai.APIResponseValidationError):
         return RetryableError("invalid_json", _short(str(exc)))
     return RetryableError("api_error", _short(str(exc)))
+
+
+def classify_status(status: int, headers: Mapping[str, str] | None, code: str | None,
+                    message: str) -> TeacherError:
+    """An OpenAI-style HTTP error answer as labeler's failure: the one ladder for the SDK's
+    exceptions and the lean transport's raw answers."""
+    if status == 429:
+        return RetryableError("http_429", message, status=status,
+                              retry_after=parse_retry_after(headers))
+    if status in (408, 409) or status >= 500:
+        return RetryableError(f"http_{status}", message, status=status,
+                              retry_after=parse_retry_after(headers))
+    if code == "context_length_exceeded" or "maximum context length" in message:
+        return FinalError("context_length", message, status=status)
+    if code == "content_filter" or code == "content_policy_violation":
+        return FinalError("content_filter", message, status=status)
+    return FinalError(f"http_{status}", message, status=status)
 
 
 def _error_fields(exc: openai.APIStatusError) -> tuple[str | None, str]:
