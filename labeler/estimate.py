@@ -42,14 +42,13 @@ from labeler.inputs import Reject, Row
 from labeler.pricing import PER, PriceTable
 from labeler.request import Request
 from labeler.task import Task, load_task
-from labeler.teachers.anthropic_wire import wants_samples
+from labeler.teachers import PROVIDERS, Provider
 from labeler.teachers.base import Teacher, request_shape
 
 MESSAGE_OVERHEAD = 4
 REPLY_OVERHEAD = 3
 CACHE_MIN_TOKENS = 1024
 OPENAI_CACHE_STEP = 128
-DEFAULT_SAMPLES = 5  # AnthropicTeacher's default
 _O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")
 
 
@@ -194,11 +193,18 @@ def _shape(provider: str, teacher: Teacher | None, request: Request,
            samples: int | None) -> tuple[int, int]:
     if teacher is not None:
         return request_shape(teacher, request)
-    if provider == "anthropic":
-        if wants_samples(request):
-            return max(1, samples or DEFAULT_SAMPLES), 1
+    sampled = _facts(provider).sampled_answers
+    if sampled is not None:  # no logprobs: soft targets are n requests of one answer each
+        if request.wants_soft_targets():
+            return max(1, samples or sampled), 1
         return max(1, int(request.params.get("n") or 1)), 1
     return 1, max(1, int(request.params.get("n") or 1))
+
+
+def _facts(provider: str) -> Provider:
+    """The registry's facts for a provider; a bare model name is priced as one plain
+    request per row with no prompt cache."""
+    return PROVIDERS.get(provider) or Provider(factory="")
 
 
 def _output_tokens(task: Task, counter: TokenCounter) -> tuple[int, bool]:
@@ -218,12 +224,13 @@ def _cache(est: Estimate, provider: str, prefix: int, task: Task) -> None:
     if task.mode != "chat" or prefix < CACHE_MIN_TOKENS:
         return
     reads = est.http_requests - 1
-    if provider == "anthropic":
+    cache = _facts(provider).prompt_cache
+    if cache == "explicit":
         est.cache_write_tokens = prefix
         est.cached_prompt_tokens = prefix * reads
         est.prompt_tokens -= prefix  # the written prefix is billed apart, at the write rate
         est.notes.append(f"shared prefix of ~{prefix} tokens: written once, then read from cache")
-    elif provider == "openai":
+    elif cache == "automatic":
         step = prefix - prefix % OPENAI_CACHE_STEP
         est.cached_prompt_tokens = step * reads
         est.notes.append(f"shared prefix of ~{prefix} tokens: cached automatically after the first")

@@ -174,9 +174,7 @@ class Labeler:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def __aenter__(self) -> Labeler:
-        start = getattr(self.teacher, "start", None)  # teachers that run a server (local)
-        if start is not None:
-            await start()
+        await self.teacher.start()  # a teacher that runs a server (local) starts it
         return self
 
     async def __aexit__(self, *exc: object) -> None:
