@@ -192,7 +192,7 @@ def export_dataset(
         for w in writers.values():
             w.finalize()
             w.close()
-        report.filtered = flt.report.removed() if hasattr(flt.report, "removed") else {}
+        report.filtered = flt.report.removed()
         if features is None:
             features = builder.features(None)
         _write_splits(tmp, work, writers, features, opts)

@@ -8,7 +8,6 @@ order, unless a `gold_map` says otherwise, e.g. AG News' 1-based classes).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from labeler.answer import read_answer
@@ -106,6 +105,3 @@ def _gold_label(raw: Any, labels: tuple[str, ...], gold_map: Mapping[str, str], 
         f"({', '.join(labels[:8])}{'…' if len(labels) > 8 else ''}); map it with --gold-map"
     )
 
-
-def write_plot(report: EvalReport, path: str | Path) -> Path:
-    return report.save_plot(path)

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from itertools import islice
@@ -29,7 +28,6 @@ import orjson
 
 from labeler.completion import Completion
 from labeler.errors import (
-    BudgetExceeded,
     ConfigError,
     LabelerError,
     RetryableError,
@@ -318,8 +316,6 @@ class _RunState:
                     break
                 await self._handle_chunk(chunk)
             await self._wait_workers()
-            if self.lb._stop.is_set():
-                await self._drain_unread(it)
         finally:
             await self.out.put(None)
         if self.fatal is not None:
@@ -343,9 +339,6 @@ class _RunState:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-
-    async def _drain_unread(self, it: Iterator[Any]) -> None:
-        """After a stop, count what was never sent so the summary adds up (cheaply)."""
 
     async def _handle_chunk(self, chunk: list[Row | Reject | Mapping[str, Any]]) -> None:
         lb = self.lb
@@ -726,8 +719,4 @@ def _estimate_tokens(request: Request) -> int:
     return sum(len(m.get("content") or "") for m in request.messages or ()) // 4 + 4
 
 
-def failure_counts(records: Iterable[Record]) -> Counter[str]:
-    return Counter(r.reason or "unknown" for r in records if r.status == "failed")
-
-
-__all__ = ["BudgetExceeded", "Labeler", "Record", "RunSummary"]
+__all__ = ["Labeler", "Record", "RunSummary"]
