@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labeler.errors import TemplateError
 from labeler.inputs import Reject, Row
+from labeler.plan import CACHED, REJECTED, Planner
 from labeler.pricing import PER, PriceTable
 from labeler.request import Request
 from labeler.task import Task, load_task
@@ -141,25 +141,25 @@ def estimate(
     output_each, upper = _output_tokens(task, counter)
     est.output_is_upper_bound = upper
     max_tokens = int(task.params.get("max_tokens") or task.params.get("max_completion_tokens") or 0)
-    identity = teacher_obj.identity if teacher_obj is not None else None
+    # Without a teacher object there is no identity to key answers under, so nothing can be
+    # found stored; rows are still keyed (under an empty identity) to count each distinct
+    # request once.
+    identity = teacher_obj.identity if teacher_obj is not None else {}
+    planner = Planner(task, identity, store if teacher_obj is not None else None,
+                      completions=False, failures=False)
     seen: set[str] = set()
     prefix_tokens = 0
-    for item in rows:
+    for item in (i for chunk in planner.plan_rows(rows) for i in chunk):
         est.rows += 1
-        if isinstance(item, Reject):
+        if item.status == REJECTED:
             est.rejected += 1
             continue
-        data = item.data if isinstance(item, Row) else dict(item)
-        try:
-            request = task.render(data)
-        except TemplateError:
-            est.rejected += 1
-            continue
-        key = request.key({})
+        request, key = item.request, item.key
+        assert request is not None and key is not None
         if key in seen:
             continue
         seen.add(key)
-        if store is not None and identity is not None and store.known([request.key(identity)]):
+        if item.status == CACHED:
             est.already_stored += 1
             continue
         calls, answers = _shape(provider, teacher_obj, request, samples)
