@@ -34,7 +34,7 @@ import httpx
 import orjson
 
 from labeler import Job, run_job
-from labeler.batch import make_client, run_batch_job
+from labeler.batch import make_client
 from labeler.run import RunSummary
 
 MODEL = "gpt-4o-mini"
@@ -104,7 +104,7 @@ def timed(j: Job, max_requests: int | None = None) -> tuple[RunSummary, float]:
         client = make_client(teacher)
         client.max_requests = max_requests  # type: ignore[misc]
         try:
-            return (await run_batch_job(j, teacher=teacher, client=client, on_warning=warn)).summary
+            return (await run_job(j, teacher=teacher, client=client, on_warning=warn)).summary
         finally:
             await client.aclose()
             await teacher.aclose()

@@ -55,7 +55,14 @@ def label(args: argparse.Namespace) -> dict[str, Any]:
     job = _job(args, progress=None)
     teacher = make_teacher(args.transport, args.base_url)
     start = time.perf_counter()
-    result = aio.run(run_job(job, teacher=teacher))
+
+    async def go() -> Any:
+        try:
+            return await run_job(job, teacher=teacher)
+        finally:
+            await teacher.aclose()  # a teacher passed in stays the caller's to close
+
+    result = aio.run(go())
     seconds = time.perf_counter() - start
     summary = result.summary.to_dict()
     out = {"rss_mb": _rss_mb(), "imported_rss_mb": imported, "seconds": seconds,

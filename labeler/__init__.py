@@ -15,7 +15,6 @@
 from labeler.answer import Answer, read_answer
 from labeler.completion import Completion, TokenLogprob, Usage
 from labeler.errors import (
-    BudgetExceeded,
     ConfigError,
     FinalError,
     InputError,
@@ -36,7 +35,7 @@ from labeler.task import Task, load_task
 from labeler.teachers import Teacher, make_teacher
 
 __all__ = [
-    "Answer", "BudgetExceeded", "Completion", "ConfigError", "ExportOptions", "ExportReport",
+    "Answer", "Completion", "ConfigError", "ExportOptions", "ExportReport",
     "FilterSpec", "FinalError", "InputError", "Job", "JobResult", "Labeler", "LabelerError",
     "Record", "Reject", "Request", "RetryableError", "Row", "RunSummary", "Store", "StoreError",
     "Task", "Teacher", "TeacherError", "TemplateError", "TokenLogprob", "Usage", "export_dataset",

@@ -5,7 +5,6 @@
     ├── InputError           a bad input row or file (carries file and line)
     ├── TemplateError        a bad prompt template or a row it cannot render (file, field, row)
     ├── StoreError           the SQLite store cannot be opened, migrated or written
-    ├── BudgetExceeded       the spend cap was reached; in-flight work finished, nothing lost
     └── TeacherError         a teacher call failed
         ├── RetryableError   worth another try: 429, 408, 409, 5xx, overloaded, timeouts,
         │                    dropped connections, a 200 whose body is not valid JSON
@@ -67,10 +66,6 @@ class TemplateError(LabelerError):
 
 class StoreError(LabelerError):
     """The store cannot be opened, migrated or written (disk full, read-only, too new)."""
-
-
-class BudgetExceeded(LabelerError):
-    """The spend cap stopped new requests; everything paid for is stored."""
 
 
 class TeacherError(LabelerError):

@@ -37,19 +37,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labeler.errors import TemplateError
 from labeler.inputs import Reject, Row
+from labeler.plan import CACHED, REJECTED, Planner
 from labeler.pricing import PER, PriceTable
 from labeler.request import Request
 from labeler.task import Task, load_task
-from labeler.teachers.anthropic_wire import wants_samples
+from labeler.teachers import PROVIDERS, Provider
 from labeler.teachers.base import Teacher, request_shape
 
 MESSAGE_OVERHEAD = 4
 REPLY_OVERHEAD = 3
 CACHE_MIN_TOKENS = 1024
 OPENAI_CACHE_STEP = 128
-DEFAULT_SAMPLES = 5  # AnthropicTeacher's default
 _O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")
 
 
@@ -142,25 +141,25 @@ def estimate(
     output_each, upper = _output_tokens(task, counter)
     est.output_is_upper_bound = upper
     max_tokens = int(task.params.get("max_tokens") or task.params.get("max_completion_tokens") or 0)
-    identity = teacher_obj.identity if teacher_obj is not None else None
+    # Without a teacher object there is no identity to key answers under, so nothing can be
+    # found stored; rows are still keyed (under an empty identity) to count each distinct
+    # request once.
+    identity = teacher_obj.identity if teacher_obj is not None else {}
+    planner = Planner(task, identity, store if teacher_obj is not None else None,
+                      completions=False, failures=False)
     seen: set[str] = set()
     prefix_tokens = 0
-    for item in rows:
+    for item in (i for chunk in planner.plan_rows(rows) for i in chunk):
         est.rows += 1
-        if isinstance(item, Reject):
+        if item.status == REJECTED:
             est.rejected += 1
             continue
-        data = item.data if isinstance(item, Row) else dict(item)
-        try:
-            request = task.render(data)
-        except TemplateError:
-            est.rejected += 1
-            continue
-        key = request.key({})
+        request, key = item.request, item.key
+        assert request is not None and key is not None
         if key in seen:
             continue
         seen.add(key)
-        if store is not None and identity is not None and store.known([request.key(identity)]):
+        if item.status == CACHED:
             est.already_stored += 1
             continue
         calls, answers = _shape(provider, teacher_obj, request, samples)
@@ -194,11 +193,18 @@ def _shape(provider: str, teacher: Teacher | None, request: Request,
            samples: int | None) -> tuple[int, int]:
     if teacher is not None:
         return request_shape(teacher, request)
-    if provider == "anthropic":
-        if wants_samples(request):
-            return max(1, samples or DEFAULT_SAMPLES), 1
+    sampled = _facts(provider).sampled_answers
+    if sampled is not None:  # no logprobs: soft targets are n requests of one answer each
+        if request.wants_soft_targets():
+            return max(1, samples or sampled), 1
         return max(1, int(request.params.get("n") or 1)), 1
     return 1, max(1, int(request.params.get("n") or 1))
+
+
+def _facts(provider: str) -> Provider:
+    """The registry's facts for a provider; a bare model name is priced as one plain
+    request per row with no prompt cache."""
+    return PROVIDERS.get(provider) or Provider(factory="")
 
 
 def _output_tokens(task: Task, counter: TokenCounter) -> tuple[int, bool]:
@@ -218,12 +224,13 @@ def _cache(est: Estimate, provider: str, prefix: int, task: Task) -> None:
     if task.mode != "chat" or prefix < CACHE_MIN_TOKENS:
         return
     reads = est.http_requests - 1
-    if provider == "anthropic":
+    cache = _facts(provider).prompt_cache
+    if cache == "explicit":
         est.cache_write_tokens = prefix
         est.cached_prompt_tokens = prefix * reads
         est.prompt_tokens -= prefix  # the written prefix is billed apart, at the write rate
         est.notes.append(f"shared prefix of ~{prefix} tokens: written once, then read from cache")
-    elif provider == "openai":
+    elif cache == "automatic":
         step = prefix - prefix % OPENAI_CACHE_STEP
         est.cached_prompt_tokens = step * reads
         est.notes.append(f"shared prefix of ~{prefix} tokens: cached automatically after the first")

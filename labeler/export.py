@@ -27,7 +27,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,9 +34,10 @@ import orjson
 
 from labeler.answer import Answer, read_answer
 from labeler.completion import Completion
-from labeler.errors import ConfigError, LabelerError, TemplateError
+from labeler.errors import ConfigError, LabelerError
 from labeler.filters import Filter, FilterSpec
 from labeler.inputs import Reject, Row
+from labeler.plan import REJECTED, Planner
 from labeler.request import Request
 from labeler.store import Store
 from labeler.task import Task
@@ -144,31 +144,21 @@ def export_dataset(
         flt = Filter(opts.filters)
         writers: dict[str, datasets.arrow_writer.ArrowWriter] = {}
         buffers: dict[str, _RowBuffer] = {}
-        identity = dict(teacher_identity)  # copied once, not once per row
+        planner = Planner(task, teacher_identity, store, failures=False)
         features: datasets.Features | None = None
-        it = iter(rows)
-        while True:
-            chunk = list(islice(it, CHUNK))
-            if not chunk:
-                break
-            prepared = []
-            for item in chunk:
-                if isinstance(item, Reject):
+        for planned in planner.plan_rows(rows, CHUNK):
+            for item in planned:
+                if item.reason != "input":
+                    report.rows_in += 1
+                if item.status == REJECTED:
                     report.rejected += 1
                     continue
-                report.rows_in += 1
-                try:
-                    request = task.render(item.data, row_id=f"{item.source}:{item.line}")
-                except TemplateError:
-                    report.rejected += 1
-                    continue
-                prepared.append((item, request, request.key(identity)))
-            found = store.get_many([k for _, _, k in prepared])
-            for row, request, key in prepared:
-                completion = found.get(key)
+                completion = item.completion
                 if completion is None:
                     report.missing += 1
                     continue
+                row, request = item.row, item.request
+                assert request is not None
                 answer = read_answer(task, completion)
                 if not flt.keep(answer.label if task.output_kind == "label" else
                                 ("ok" if answer.valid else None), answer.confidence):
@@ -192,7 +182,7 @@ def export_dataset(
         for w in writers.values():
             w.finalize()
             w.close()
-        report.filtered = flt.report.removed() if hasattr(flt.report, "removed") else {}
+        report.filtered = flt.report.removed()
         if features is None:
             features = builder.features(None)
         _write_splits(tmp, work, writers, features, opts)

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from labeler import aio
+from labeler.batch.base import BatchClient
+from labeler.batch.clients import make_client
+from labeler.batch.runner import BatchRunner, fingerprint
 from labeler.errors import ConfigError
 from labeler.export import ExportOptions, ExportReport, export_dataset
-from labeler.inputs import Reject, Row, count_rows, read_rows
+from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
 from labeler.pricing import PriceTable
 from labeler.retry import RetryPolicy
 from labeler.run import STOP_GRACE_S, Labeler, RunSummary
@@ -95,6 +98,10 @@ class Job:
             it = _ids_from_id_column(it)
         return it
 
+    @property
+    def max_age_s(self) -> float | None:
+        return self.max_age_days * 86400 if self.max_age_days is not None else None
+
     def store_path(self) -> Path:
         return Path(self.store) if self.store else default_store()
 
@@ -120,23 +127,55 @@ async def run_job(
     job: Job,
     *,
     teacher: Teacher | None = None,
+    client: BatchClient | None = None,
     on_warning: Callable[[str], None] | None = None,
     handle_signals: bool = False,
 ) -> JobResult:
-    """Label what the store lacks, then export (if `job.out`). Safe to rerun at any time."""
-    if job.batch:
-        from labeler.batch import run_batch_job
+    """Label what the store lacks, then export (if `job.out`). Safe to rerun at any time.
 
-        return await run_batch_job(job, teacher=teacher, on_warning=on_warning,
-                                   handle_signals=handle_signals)
+    The one job driver: setup (task, stdin spool, store, rejects), the labeling strategy
+    (live requests through `Labeler`, or the provider's batch API through `BatchRunner`
+    when ``job.batch``), the export and the cleanup happen here once for both. The export
+    runs only when nothing is pending or interrupted, so a dataset is never written from a
+    half-collected job. A teacher (or batch client) passed in stays the caller's: it is
+    started if needed but never closed here; one made here is closed here.
+    """
     task = job.load_task()
-    spooled = _spool_stdin(job)
     warnings = list(task.warnings)
     for w in task.warnings:
         if on_warning:
             on_warning(f"{task.path}: {w}")
-    store = Store(job.store_path())
-    teacher = teacher or job.make_teacher()
+    spooled = _spool_stdin(job)
+    rejects = job.rejects_path()
+    if rejects is not None and rejects.exists():
+        rejects.unlink()  # rejects describe this run's input, not history
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(_unspool, job, spooled)
+        store = stack.enter_context(Store(job.store_path()))
+        if teacher is None:
+            teacher = job.make_teacher()
+            stack.push_async_callback(teacher.aclose)
+        if job.batch:
+            strategy: Any = await _batch_strategy(job, task, teacher, store, client, stack,
+                                                  on_warning)
+        else:
+            strategy = _live_strategy(job, task, teacher, store, rejects, on_warning)
+            stack.push_async_callback(strategy.aclose)
+        with aio.stop_on_signals(strategy, enabled=handle_signals):
+            if not job.batch:
+                await teacher.start()
+            summary = await strategy.run(job.rows(task))
+        report = None
+        if job.out is not None and summary.outcome not in ("pending", "interrupted"):
+            report = await asyncio.to_thread(
+                export_dataset, task, teacher.identity, job.rows(task), store, job.out, job.export
+            )
+    return JobResult(summary, report, job.store_path(),
+                     rejects if rejects is not None and rejects.exists() else None, warnings)
+
+
+def _live_strategy(job: Job, task: Task, teacher: Teacher, store: Store, rejects: Path | None,
+                   on_warning: Callable[[str], None] | None) -> Labeler:
     total = None
     if job.progress is not False:
         with contextlib.suppress(Exception):
@@ -144,41 +183,33 @@ async def run_job(
                                split=job.input_split)
             if total is not None and job.limit is not None:
                 total = min(total, job.limit)
-    rejects = job.rejects_path()
-    if rejects is not None and rejects.exists():
-        rejects.unlink()  # rejects describe this run's input, not history
-    lb = Labeler(
+    return Labeler(
         task, teacher, store=store, concurrency=job.concurrency, rpm=job.rpm, tpm=job.tpm,
         retry=job.retry_policy(), retry_failed=job.retry_failed,
         rejects=rejects, progress=job.progress, prices=job.prices, budget_usd=job.budget_usd,
-        max_age_s=job.max_age_days * 86400 if job.max_age_days is not None else None,
-        total=total, on_warning=on_warning, stop_grace_s=job.stop_grace_s,
+        max_age_s=job.max_age_s, total=total, on_warning=on_warning,
+        stop_grace_s=job.stop_grace_s, close_teacher=False,
     )
-    try:
-        with aio.stop_on_signals(lb, enabled=handle_signals):
-            await start_teacher(teacher)
-            summary = await lb.run(job.rows(task))
-        report = None
-        if job.out is not None and not summary.interrupted:
-            identity = teacher.identity
-            report = await asyncio.to_thread(
-                export_dataset, task, identity, job.rows(task), store, job.out, job.export
-            )
-    finally:
-        await lb.aclose()
-        store.close()
-        if spooled is not None:
-            spooled.unlink(missing_ok=True)
-            job.input = "-"
-    return JobResult(summary, report, job.store_path(), rejects if rejects and rejects.exists()
-                     else None, warnings)
 
 
-async def start_teacher(teacher: Teacher) -> None:
-    """Teachers that run a server (local models) start it here; others have no `start`."""
-    start = getattr(teacher, "start", None)
-    if start is not None:
-        await start()
+async def _batch_strategy(job: Job, task: Task, teacher: Teacher, store: Store,
+                          client: BatchClient | None, stack: contextlib.AsyncExitStack,
+                          on_warning: Callable[[str], None] | None) -> BatchRunner:
+    rejects_path = job.rejects_path()
+    rejects = RejectsWriter(rejects_path) if rejects_path is not None else None
+    if rejects is not None:
+        stack.callback(rejects.close)
+    if client is None:
+        client = make_client(teacher, job.api_key)
+        stack.push_async_callback(client.aclose)
+    return BatchRunner(
+        task, teacher, client, store, prices=job.prices, rejects=rejects,
+        retry_failed=job.retry_failed, max_attempts=job.max_attempts, budget_usd=job.budget_usd,
+        max_age_s=job.max_age_s, no_wait=job.no_wait, progress=job.progress,
+        run_tag=fingerprint(task, teacher.identity, str(Path(str(job.input)).resolve()),
+                            str(job.store_path().resolve())),
+        on_warning=on_warning,
+    )
 
 
 def export_job(job: Job) -> ExportReport:
@@ -209,6 +240,12 @@ def _spool_stdin(job: Job) -> Path | None:
         shutil.copyfileobj(raw, f, 1 << 20)
     job.input = path
     return path
+
+
+def _unspool(job: Job, spooled: Path | None) -> None:
+    if spooled is not None:
+        spooled.unlink(missing_ok=True)
+        job.input = "-"
 
 
 def _ids_from_id_column(it: Iterator[Row | Reject]) -> Iterator[Row | Reject]:

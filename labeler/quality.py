@@ -8,14 +8,13 @@ order, unless a `gold_map` says otherwise, e.g. AG News' 1-based classes).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from labeler.answer import read_answer
 from labeler.errors import ConfigError
 from labeler.evaluate import EvalReport, confidence_measures, evaluate
-from labeler.inputs import Reject
 from labeler.job import Job
+from labeler.plan import REJECTED, Planner, where
 from labeler.store import Store
 
 
@@ -50,33 +49,22 @@ def evaluate_job(
     confs: list[Any] = []
     missing_gold = 0
     with Store(job.store_path()) as store:
-        batch: list[tuple[str, str]] = []
-
-        def flush() -> None:
-            found = store.get_many([k for _, k in batch])
-            for g, key in batch:
-                completion = found.get(key)
-                if completion is None:
+        planner = Planner(task, identity, store, failures=False)
+        for planned in planner.plan_rows(job.rows(task), 512):
+            for item in planned:
+                if item.status == REJECTED:
+                    continue  # never labeled: not part of the evaluation
+                raw = item.row.data.get(gold_field)
+                if raw is None or raw == "":
+                    missing_gold += 1
+                    continue
+                g = _gold_label(raw, labels, gold_map or {}, where(item.row), gold_field)
+                if item.completion is None:
                     continue  # not labeled (yet): not part of the evaluation
-                answer = read_answer(task, completion)
+                answer = read_answer(task, item.completion)
                 gold.append(g)
                 pred.append(answer.label)
                 confs.append(answer.confidence)
-            batch.clear()
-
-        for item in job.rows(task):
-            if isinstance(item, Reject):
-                continue
-            raw = item.data.get(gold_field)
-            if raw is None or raw == "":
-                missing_gold += 1
-                continue
-            g = _gold_label(raw, labels, gold_map or {}, f"{item.source}:{item.line}", gold_field)
-            request = task.render(item.data, row_id=item.id)
-            batch.append((g, request.key(identity)))
-            if len(batch) >= 512:
-                flush()
-        flush()
     if not gold:
         raise ConfigError(
             f"no labeled rows with a '{gold_field}' value: run `labeler run` first with the same "
@@ -106,6 +94,3 @@ def _gold_label(raw: Any, labels: tuple[str, ...], gold_map: Mapping[str, str], 
         f"({', '.join(labels[:8])}{'…' if len(labels) > 8 else ''}); map it with --gold-map"
     )
 
-
-def write_plot(report: EvalReport, path: str | Path) -> Path:
-    return report.save_plot(path)

@@ -47,6 +47,15 @@ class Request:
     def is_chat(self) -> bool:
         return self.messages is not None
 
+    def wants_soft_targets(self) -> bool:
+        """A distribution over answers asked for: a teacher with no logprobs then samples
+        n answers. The template's ``soft_targets`` decides; logprobs kept only for
+        token-level distillation (a free-text template with ``top_logprobs``) are not worth
+        n answers. A hand-built request that does not say goes by ``logprobs``."""
+        if self.soft_targets is not None:
+            return self.soft_targets
+        return bool(self.params.get("logprobs"))
+
     def canonical(self, teacher_identity: dict[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {
             "teacher": teacher_identity,

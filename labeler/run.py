@@ -18,27 +18,23 @@ import asyncio
 import contextlib
 import sys
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from labeler.completion import Completion
 from labeler.errors import (
-    BudgetExceeded,
     ConfigError,
     LabelerError,
     RetryableError,
     StoreError,
     TeacherError,
-    TemplateError,
 )
 from labeler.inputs import Reject, RejectsWriter, Row
 from labeler.limits import Limiter
+from labeler.plan import CACHED, CHUNK, FAILED, REJECTED, Item, Planner, raw_json, where
 from labeler.pricing import PriceTable
 from labeler.progress import Progress
 from labeler.request import Request
@@ -47,7 +43,6 @@ from labeler.store import Store
 from labeler.task import Task
 from labeler.teachers.base import Teacher, request_shape
 
-CHUNK = 256
 UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
 STOP_GRACE_S = 30.0  # after a stop, how long in-flight requests may still land
 PROBLEM_LINES = 20  # rejected/failed rows reported one by one; the rest are counted
@@ -174,9 +169,7 @@ class Labeler:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def __aenter__(self) -> Labeler:
-        start = getattr(self.teacher, "start", None)  # teachers that run a server (local)
-        if start is not None:
-            await start()
+        await self.teacher.start()  # a teacher that runs a server (local) starts it
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -203,7 +196,7 @@ class Labeler:
 
     def prepare(self, row: Row) -> tuple[Request, str]:
         """Render and key one row (raises TemplateError)."""
-        request = self.task.render(row.data, row_id=_where(row))
+        request = self.task.render(row.data, row_id=where(row))
         return request, self.key_for(request)
 
     # -- the run -------------------------------------------------------------------------
@@ -283,7 +276,7 @@ class Labeler:
             message = f"{rec.row.source}:{rec.row.line}: failed ({rec.reason}): {rec.message}"
             if rec.reason in INPUT_FAILURES and self.rejects is not None:
                 self.rejects.write(Reject(rec.row.source, rec.row.line,
-                                          f"{rec.reason}: {rec.message}", _raw(rec.row)))
+                                          f"{rec.reason}: {rec.message}", raw_json(rec.row)))
         else:
             return
         self._problems += 1
@@ -308,24 +301,31 @@ class _RunState:
         self.refused = 0  # connections refused before any success, over the whole run
         self.spent_usd = 0.0
         self.abandoning = False  # set when the stop grace ran out: cancelled workers report
-        self._line = 0
+        # A plain rerun sends again what failed transiently (every run retries such an item
+        # up to --max-attempts); what failed finally waits for --retry-failed.
+        self.planner = Planner(lb.task, lb._identity, lb.store, completions=with_completions,
+                               max_age_s=lb.max_age_s, retry_failed=lb.retry_failed)
 
     async def produce(self, rows: Iterable[Row | Reject | Mapping[str, Any]]) -> None:
         try:
             it = iter(rows)
             while not self.lb._stop.is_set() and self.fatal is None \
                     and not self.lb.summary.budget_stopped:
-                chunk = await asyncio.to_thread(_take, it, CHUNK)
-                if not chunk:
+                planned = await asyncio.to_thread(self._take_planned, it)
+                if not planned:
                     break
-                await self._handle_chunk(chunk)
+                await self._handle_chunk(planned)
             await self._wait_workers()
-            if self.lb._stop.is_set():
-                await self._drain_unread(it)
         finally:
             await self.out.put(None)
         if self.fatal is not None:
             raise self.fatal
+
+    def _take_planned(self, it: Iterator[Any]) -> list[Item]:
+        """Read and plan the next chunk in one worker-thread hop: reading, rendering,
+        hashing and the store lookups are the CPU- and I/O-bound part of a chunk."""
+        chunk = list(islice(it, CHUNK))
+        return self.planner.plan(chunk) if chunk else []
 
     async def _wait_workers(self) -> None:
         """Let in-flight requests land; once a stop is requested, give them at most the
@@ -346,49 +346,24 @@ class _RunState:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _drain_unread(self, it: Iterator[Any]) -> None:
-        """After a stop, count what was never sent so the summary adds up (cheaply)."""
-
-    async def _handle_chunk(self, chunk: list[Row | Reject | Mapping[str, Any]]) -> None:
+    async def _handle_chunk(self, planned: list[Item]) -> None:
         lb = self.lb
-        prepared: list[tuple[Row, Request, str]] = []
-        for item in chunk:
-            if isinstance(item, Reject):
+        for item in planned:
+            row, request, key = item.row, item.request, item.key
+            if item.status == REJECTED:
+                reject = item.reject
+                assert reject is not None
                 if lb.rejects is not None:
-                    lb.rejects.write(item)
-                row = Row(item.source, item.line or 0, str(item.line), {})
-                await self.out.put(Record(row, "rejected", reason="input", message=item.message()))
+                    lb.rejects.write(reject)
+                await self.out.put(Record(row, "rejected", reason=item.reason or "input",
+                                          message=reject.message()))
                 continue
-            row = item if isinstance(item, Row) else self._wrap(item)
-            try:
-                request, key = lb.prepare(row)
-            except TemplateError as exc:
-                reason = _template_problem(exc)
-                if lb.rejects is not None:
-                    lb.rejects.write(Reject(row.source, row.line, reason, _raw(row)))
-                await self.out.put(Record(row, "rejected", reason="template",
-                                          message=f"{row.source}:{row.line}: {reason}"))
-                continue
-            prepared.append((row, request, key))
-        if not prepared:
-            return
-        keys = [k for _, _, k in prepared]
-        store = lb.store
-        if self.with_completions:
-            hits: Mapping[str, Completion | None] = await asyncio.to_thread(store.get_many, keys)
-        else:
-            hits = dict.fromkeys(await asyncio.to_thread(store.known, keys))
-        if lb.max_age_s is not None and hits:
-            hits = await self._expire(hits)
-        misses = [k for k in keys if k not in hits and k not in self.inflight]
-        failed = {}
-        if misses and not lb.retry_failed:
-            failed = await asyncio.to_thread(store.failures_for, misses)
-        for row, request, key in prepared:
-            if key in hits:
-                await self.out.put(Record(row, "cached", key, request, hits[key]))
-            elif key in failed:
-                f = failed[key]
+            assert request is not None and key is not None
+            if item.status == CACHED:
+                await self.out.put(Record(row, "cached", key, request, item.completion))
+            elif item.status == FAILED:
+                f = item.failure
+                assert f is not None
                 await self.out.put(
                     Record(row, "failed", key, request, reason=f.reason,
                            message=f"{f.message} (stored failure; rerun with --retry-failed)")
@@ -412,16 +387,6 @@ class _RunState:
                 task = asyncio.create_task(self._work(key, request))
                 self.workers.add(task)
                 task.add_done_callback(self.workers.discard)
-
-    def _wrap(self, data: Mapping[str, Any]) -> Row:
-        self._line += 1
-        rid = data.get("id") if isinstance(data, Mapping) else None
-        return Row("<rows>", self._line, str(rid if rid is not None else self._line), dict(data))
-
-    async def _expire(self, hits: Mapping[str, Completion | None]) -> dict[str, Any]:
-        created = await asyncio.to_thread(self.lb.store.created_at, list(hits))
-        cutoff = time.time() - (self.lb.max_age_s or 0)
-        return {k: v for k, v in hits.items() if created.get(k, 0) >= cutoff}
 
     async def _reserve_budget(self, request: Request) -> bool:
         lb = self.lb
@@ -692,31 +657,6 @@ class _BatchWriter:
         await self._flush()
 
 
-def _take(it: Iterator[Any], n: int) -> list[Any]:
-    return list(islice(it, n))
-
-
-def _where(row: Row) -> str:
-    return f"{row.source}:{row.line} (id {row.id})"
-
-
-def _template_problem(exc: TemplateError) -> str:
-    """The template error without the row (the caller puts `file:line:` in front)."""
-    parts = [f"template {exc.template}"]
-    if exc.field is not None:
-        parts.append(f"field '{exc.field}'")
-    parts.append(exc.reason)
-    return ": ".join(parts)
-
-
-def _raw(row: Row) -> str | None:
-    """A row as one JSON line for the rejects file, so it can be fixed and fed again."""
-    try:
-        return orjson.dumps(row.data, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
-    except orjson.JSONEncodeError:  # e.g. a lone surrogate in a caller-made row
-        return None
-
-
 def _identity_str(identity: Mapping[str, Any]) -> str:
     return f"{identity.get('provider')}:{identity.get('model')}"
 
@@ -728,8 +668,4 @@ def _estimate_tokens(request: Request) -> int:
     return sum(len(m.get("content") or "") for m in request.messages or ()) // 4 + 4
 
 
-def failure_counts(records: Iterable[Record]) -> Counter[str]:
-    return Counter(r.reason or "unknown" for r in records if r.status == "failed")
-
-
-__all__ = ["BudgetExceeded", "Labeler", "Record", "RunSummary"]
+__all__ = ["Labeler", "Record", "RunSummary"]

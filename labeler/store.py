@@ -301,11 +301,6 @@ class Store:
             )
         )
 
-    def forget(self, keys: Sequence[str]) -> None:
-        """Drop stored answers (used by --max-age relabeling) in one transaction."""
-        self._write(lambda db: db.executemany("DELETE FROM responses WHERE key = ?",
-                                              [(k,) for k in keys]))
-
     def start_run(self, task: str, teacher: str) -> int:
         with self._lock:
             cur = self._exec_write(

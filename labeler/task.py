@@ -16,6 +16,7 @@ Two modes:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +81,6 @@ class Task:
     system: str
     user: jinja2.Template = field(repr=False)
     user_source: str = field(repr=False, default="")
-    system_template: jinja2.Template | None = field(repr=False, default=None)
     label_space: LabelSpace | None = None
     schema: dict[str, Any] | None = None
     few_shot: tuple[FewShot, ...] = ()
@@ -140,9 +140,6 @@ class Task:
             raise TemplateError(self.path, f"cannot render: {exc}", row=row_id) from exc
         except Exception as exc:  # a filter applied to a value of the wrong type
             raise TemplateError(self.path, f"cannot render: {exc!r}", row=row_id) from exc
-
-    def system_prompt(self) -> str:
-        return self.system
 
 
 def _context(task: Task, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -302,9 +299,7 @@ def _with_prefix(task: Task) -> Task:
         shots.append({"role": "user", "content": text})
         shots.append({"role": "assistant", "content": ex.output})
         parts.append(text + task.answer_prefix + ex.output + task.example_separator)
-    object.__setattr__(task, "_shot_messages", tuple(shots))
-    object.__setattr__(task, "_prefix", "".join(parts))
-    return task
+    return dataclasses.replace(task, _shot_messages=tuple(shots), _prefix="".join(parts))
 
 
 def _req_str(raw: dict[str, Any], key: str, where: str) -> str:

@@ -35,7 +35,7 @@ from labeler.completion import Completion
 from labeler.errors import ConfigError, TeacherError
 from labeler.request import Request
 from labeler.teachers import anthropic_wire
-from labeler.teachers.anthropic import ANTHROPIC_URL, classify
+from labeler.teachers.anthropic import ANTHROPIC_URL, AnthropicTeacher, classify
 from labeler.teachers.base import Teacher, request_shape
 
 MESSAGES = "/v1/messages"
@@ -47,10 +47,10 @@ _ERROR_STATUS = {
 }
 
 
-def batch_params(teacher: Teacher, request: Request) -> tuple[dict[str, Any], int]:
+def batch_params(teacher: AnthropicTeacher, request: Request) -> tuple[dict[str, Any], int]:
     """Messages params for one request as the live teacher sends them, and how many times
     it asks them (its sample count when it samples soft targets, else 1)."""
-    version = getattr(teacher, "api_version", None)
+    version = teacher.api_version
     sampling = version is not None and version < anthropic_wire.SAMPLING_API_BEFORE
     calls = request_shape(teacher, request)[0]
     temperature = None
@@ -59,7 +59,7 @@ def batch_params(teacher: Teacher, request: Request) -> tuple[dict[str, Any], in
         temperature = t if t > 0 else 1.0
     params = anthropic_wire.build_params(
         request, sampling_params=sampling, temperature=temperature,
-        cache=bool(getattr(teacher, "cache_prompt", True)),
+        cache=teacher.cache_prompt,
     )
     params.update(params.pop("extra_body", None) or {})  # an SDK-only wrapper; batches take JSON
     return {"model": teacher.model, **params}, calls
@@ -73,12 +73,25 @@ class AnthropicBatchClient:
     max_bytes = 243_000_000  # 256 MB per batch, less headroom for the JSON framing
     tags_metadata = False
 
+    @classmethod
+    def for_teacher(cls, teacher: Teacher, api_key: str | None = None) -> AnthropicBatchClient:
+        """A client that submits what `teacher` sends live (params, samples, cache marks)."""
+        if not isinstance(teacher, AnthropicTeacher):
+            raise ConfigError(f"--batch: {teacher.provider}:{teacher.model} is not an Anthropic teacher")
+        return cls(teacher.identity.get("base_url"), api_key, teacher=teacher)
+
+    @classmethod
+    def for_journal(cls, base_url: str | None, api_key: str | None,
+                    provider: str) -> AnthropicBatchClient:
+        """A client able to poll or cancel a journaled batch."""
+        return cls(base_url, api_key)
+
     def __init__(
         self,
         base_url: str | None = None,
         api_key: str | None = None,
         *,
-        teacher: Teacher | None = None,
+        teacher: AnthropicTeacher | None = None,
         timeout: float = 300.0,
     ) -> None:
         self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL).rstrip("/")
@@ -86,7 +99,7 @@ class AnthropicBatchClient:
         if not api_key:
             raise ConfigError("no Anthropic API key: set ANTHROPIC_API_KEY (or pass --api-key-file FILE)")
         self._teacher = teacher
-        version = getattr(teacher, "api_version", None)
+        version = teacher.api_version if teacher is not None else None
         # Management calls are few and (except create) safe to repeat: let the SDK retry them.
         self._client = anthropic.AsyncAnthropic(
             base_url=self.base_url, api_key=api_key, max_retries=3, timeout=timeout,

@@ -29,6 +29,7 @@ from labeler.completion import Completion
 from labeler.errors import ConfigError, FinalError, TeacherError
 from labeler.request import Request
 from labeler.teachers import openai_wire
+from labeler.teachers.base import Teacher
 from labeler.teachers.openai import OPENAI_URL, classify
 
 CHAT = "/v1/chat/completions"
@@ -48,6 +49,21 @@ class OpenAIBatchClient:
     max_requests = 50_000
     max_bytes = 190_000_000  # 200 MB per input file, less headroom
     tags_metadata = True
+
+    @classmethod
+    def for_teacher(cls, teacher: Teacher, api_key: str | None = None) -> OpenAIBatchClient:
+        """A client that submits exactly the bodies `teacher` sends live."""
+        body = getattr(teacher, "request_body", None)
+        if body is None:  # the batch file must carry exactly the live request body
+            raise ConfigError(f"--batch: this {teacher.provider} teacher cannot say what body it sends")
+        return cls(teacher.identity.get("base_url"), api_key, body=body,
+                   compatible=teacher.provider != "openai")
+
+    @classmethod
+    def for_journal(cls, base_url: str | None, api_key: str | None,
+                    provider: str) -> OpenAIBatchClient:
+        """A client able to poll or cancel a journaled batch of `provider`'s teacher."""
+        return cls(base_url, api_key, compatible=provider != "openai")
 
     def __init__(
         self,

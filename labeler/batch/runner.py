@@ -44,12 +44,13 @@ from labeler.batch.base import (
     key_of,
 )
 from labeler.completion import Completion
-from labeler.errors import LabelerError, StoreError, TeacherError, TemplateError
+from labeler.errors import LabelerError, StoreError, TeacherError
 from labeler.inputs import Reject, RejectsWriter, Row
+from labeler.plan import CACHED, FAILED, REJECTED, SEND, Planner
 from labeler.pricing import PriceTable
 from labeler.request import Request, canonical_json
 from labeler.run import RunSummary
-from labeler.store import Failure, Store
+from labeler.store import Store
 from labeler.task import Task
 from labeler.teachers.base import Teacher, request_shape
 
@@ -61,7 +62,6 @@ POLL_MAX_S = 30.0
 ADOPT_WINDOW_S = 600.0  # how far before its journal entry a crashed run's batch may be dated
 FOREIGN_OWNER_S = 3600.0  # a batch being prepared on another host is left alone this long
 CLOCK_SKEW_S = 120.0  # how much earlier than its journal entry a provider may date a batch
-_RESEND_REASONS = frozenset({"timeout", "connection", "invalid_json", "error_body", "api_error"})
 CRASH_ENV = "LABELER_TEST_CRASH_AFTER"
 
 
@@ -158,7 +158,9 @@ class BatchRunner:
         self._budget_skipped: set[str] = set()
         self._broken: set[str] = set()  # batches that cannot be polled or read this run
         self._reserved_usd = 0.0
-        self._line = 0
+        self._planner = Planner(task, self.identity, store, completions=False,
+                                max_age_s=max_age_s, retry_failed=retry_failed,
+                                max_attempts=max_attempts)
 
     def stop(self) -> None:
         """Graceful stop: the step under way finishes and is journaled; nothing new starts."""
@@ -251,62 +253,38 @@ class BatchRunner:
             await self._submit(open_)
 
     def _sort(self, chunk: list[Row | Reject | Mapping[str, Any]]) -> list[tuple[str, Request]]:
-        """Count one chunk of rows and return the (key, request) pairs to submit; runs in a
-        thread: rendering, hashing and the store lookups are the CPU-bound part."""
+        """Count one chunk of planned rows and return the (key, request) pairs to submit;
+        runs in a thread: rendering, hashing and the store lookups are the CPU-bound part."""
         s = self.summary
-        prepared: list[tuple[str, Request]] = []
-        for item in chunk:
-            s.rows += 1
-            if isinstance(item, Reject):
-                if self.rejects is not None:
-                    self.rejects.write(item)
-                s.rejected += 1
-                continue
-            row = item if isinstance(item, Row) else self._wrap(item)
-            try:
-                request = self.task.render(row.data, row_id=f"{row.source}:{row.line} (id {row.id})")
-            except TemplateError as exc:
-                if self.rejects is not None:
-                    self.rejects.write(Reject(row.source, row.line, str(exc), None))
-                s.rejected += 1
-                continue
-            prepared.append((request.key(self.identity), request))
-        keys = list(dict.fromkeys(k for k, _ in prepared if k not in self._rows))
-        known = self.store.known(keys)
-        if self.max_age_s is not None and known:
-            cutoff = time.time() - self.max_age_s
-            created = self.store.created_at(list(known))
-            known = {k for k in known if created.get(k, 0) >= cutoff}
-        fresh = [k for k in keys if k not in known]
-        failures = self.store.failures_for(fresh)
-        blocked = {k for k, f in failures.items() if not self._resend(f)}
-        held = journal.held(self.store, [k for k in fresh if k not in blocked])
+        planned = self._planner.plan(chunk)
+        fresh = list(dict.fromkeys(i.key for i in planned
+                                   if i.status == SEND and i.key not in self._rows))
+        held = journal.held(self.store, fresh)
         out: list[tuple[str, Request]] = []
-        for key, request in prepared:
-            if key in self._rows:
+        for item in planned:
+            s.rows += 1
+            key = item.key
+            if item.status == REJECTED:
+                if self.rejects is not None and item.reject is not None:
+                    self.rejects.write(item.reject)
+                s.rejected += 1
+            elif key in self._rows:
                 self._rows[key] += 1  # a duplicate row: answered by the same request
-            elif key in known:
+            elif item.status == CACHED:
                 s.cached += 1
-            elif key in blocked:
-                f = failures[key]
+            elif item.status == FAILED:
+                f = item.failure
+                assert f is not None
                 s.failed += 1
                 s.failures_by_reason[f.reason] = s.failures_by_reason.get(f.reason, 0) + 1
             else:
+                assert key is not None and item.request is not None
                 self._rows[key] = 1
                 if key in held:
                     self._needed.add(held[key])
                 else:
-                    out.append((key, request))
+                    out.append((key, item.request))
         return out
-
-    def _resend(self, failure: Failure) -> bool:
-        """A stored failure is sent again if asked to, or if it was transient and has tries
-        left: a batch does not retry within itself the way a live run does."""
-        if self.retry_failed:
-            return True
-        status = failure.status or 0
-        transient = status in (408, 409, 429) or status >= 500 or failure.reason in _RESEND_REASONS
-        return transient and failure.attempts < self.max_attempts
 
     def _within_budget(self, request: Request) -> bool:
         if self.budget_usd is None:
@@ -319,11 +297,6 @@ class BatchRunner:
             return False
         self._reserved_usd += estimate
         return True
-
-    def _wrap(self, data: Mapping[str, Any]) -> Row:
-        self._line += 1
-        rid = data.get("id")
-        return Row("<rows>", self._line, str(rid if rid is not None else self._line), dict(data))
 
     async def _submit(self, b: _Open) -> None:
         """Journal, upload, journal, create, journal: a crash between any two is resumable."""

@@ -7,19 +7,58 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from labeler.errors import ConfigError
-from labeler.teachers.base import Teacher
+from labeler.teachers.base import BaseTeacher, Teacher
 
-# provider prefix -> "module:factory"; imported only when used so a missing optional
-# dependency of one provider never breaks the others.
-REGISTRY: dict[str, str] = {
-    "openai": "labeler.teachers.fast_openai:openai_teacher",
-    "openai-compatible": "labeler.teachers.fast_openai:openai_teacher",
-    "anthropic": "labeler.teachers.anthropic:AnthropicTeacher",
-    "local": "labeler.teachers.local:LocalTeacher",
+
+@dataclass(frozen=True)
+class Provider:
+    """What the core may know about a provider without importing it.
+
+    Modules are named as ``"module:attribute"`` strings, imported only when used, so a
+    missing optional dependency of one provider never breaks the others, and the SDKs are
+    not imported by a run that does not use them.
+    """
+
+    factory: str  # builds the live teacher
+    batch: str | None = None  # the BatchClient class for `--batch`, if the provider has one
+    # How a shared prompt prefix is billed: "explicit" (written once at a premium, then
+    # read cheaply: Anthropic's cache marks), "automatic" (OpenAI: cached reads, in steps
+    # of 128 tokens), or None (not priced).
+    prompt_cache: str | None = None
+    # Answers sampled per soft-target request by a provider that returns no logprobs.
+    sampled_answers: int | None = None
+
+
+PROVIDERS: dict[str, Provider] = {
+    "openai": Provider("labeler.teachers.fast_openai:openai_teacher",
+                       batch="labeler.batch.openai:OpenAIBatchClient", prompt_cache="automatic"),
+    "openai-compatible": Provider("labeler.teachers.fast_openai:openai_teacher",
+                                  batch="labeler.batch.openai:OpenAIBatchClient"),
+    "anthropic": Provider("labeler.teachers.anthropic:AnthropicTeacher",
+                          batch="labeler.batch.anthropic:AnthropicBatchClient",
+                          prompt_cache="explicit", sampled_answers=5),
+    "local": Provider("labeler.teachers.local:LocalTeacher"),
 }
+# provider prefix -> "module:factory" (the factories alone, as earlier versions had them)
+REGISTRY: dict[str, str] = {name: p.factory for name, p in PROVIDERS.items()}
+
+
+def provider(name: str) -> Provider:
+    """The registry entry of a provider; an unknown name is a config error."""
+    try:
+        return PROVIDERS[name]
+    except KeyError:
+        raise ConfigError(f"unknown provider '{name}' (known: {', '.join(PROVIDERS)})") from None
+
+
+def load(ref: str) -> Any:
+    """Import ``"module:attribute"`` and return the attribute."""
+    module_name, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -46,8 +85,7 @@ def make_teacher(spec: str, **options: Any) -> Teacher:
     endpoint list is kept out of the cache key).
     """
     provider, model = parse_spec(spec)
-    module_name, _, attr = REGISTRY[provider].partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
+    factory = load(PROVIDERS[provider].factory)
     urls = base_urls(options.pop("base_url", None))
     cache_identity = options.pop("cache_identity", None)
     if len(urls) > 1 or cache_identity is not None:
@@ -75,4 +113,5 @@ def base_urls(value: str | Sequence[str] | None) -> list[str]:
     return out
 
 
-__all__ = ["REGISTRY", "Teacher", "base_urls", "make_teacher", "parse_spec"]
+__all__ = ["PROVIDERS", "REGISTRY", "BaseTeacher", "Provider", "Teacher", "base_urls", "load",
+           "make_teacher", "parse_spec", "provider"]

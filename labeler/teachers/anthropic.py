@@ -43,7 +43,7 @@ from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError
 from labeler.request import Request
 from labeler.teachers import anthropic_wire
 from labeler.teachers import transport as http
-from labeler.teachers.base import HeaderObserver, parse_retry_after
+from labeler.teachers.base import BaseTeacher, HeaderObserver, parse_retry_after
 
 ANTHROPIC_URL = "https://api.anthropic.com"
 DEFAULT_SAMPLES = 5
@@ -51,7 +51,7 @@ _MAX_PARTIAL = 10_000  # requests whose surviving samples are kept for their ret
 _MAX_PREFIXES = 1_000  # cached prefixes remembered as warm
 
 
-class AnthropicTeacher:
+class AnthropicTeacher(BaseTeacher):
     """Messages API teacher; samples ``samples`` answers when soft targets are wanted."""
 
     def __init__(

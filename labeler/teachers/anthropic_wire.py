@@ -183,12 +183,5 @@ def combine(samples: Sequence[Completion], *, latency_s: float) -> Completion:
 
 
 def wants_samples(request: Request) -> bool:
-    """Soft targets asked for: with no logprobs, they come from n sampled answers.
-
-    A template's ``soft_targets`` decides; logprobs kept only for token-level
-    distillation (a free-text template with ``top_logprobs``) are not worth n answers.
-    A hand-built request that does not say goes by ``logprobs``.
-    """
-    if request.soft_targets is not None:
-        return request.soft_targets
-    return bool(request.params.get("logprobs"))
+    """Soft targets asked for: with no logprobs, they come from n sampled answers."""
+    return request.wants_soft_targets()

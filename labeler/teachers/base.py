@@ -36,21 +36,41 @@ class Teacher(Protocol):
         """Send each response's headers to the rate limiter (x-ratelimit-*, retry-after)."""
         ...
 
+    def request_shape(self, request: Request) -> tuple[int, int]:
+        """(HTTP requests, answers per request) that one `complete` call sends."""
+        ...
+
+    async def start(self) -> None:
+        """Get ready to answer (a local teacher starts its server); idempotent."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
-def request_shape(teacher: Teacher, request: Request) -> tuple[int, int]:
-    """(HTTP requests, answers per request) that one `complete` call sends.
+class BaseTeacher:
+    """The optional capabilities' defaults, so the core calls them on every teacher rather
+    than asking which provider it holds.
 
-    Rate limits and budgets charge per HTTP request, so a teacher that fans one request
-    out (Anthropic sampling n answers) says so with a ``request_shape`` method; any other
-    teacher sends one request asking for the template's ``n`` answers.
+    A teacher that fans one request out (Anthropic sampling n answers) overrides
+    `request_shape`; one that runs a server (local) overrides `start`.
     """
-    shape = getattr(teacher, "request_shape", None)
-    if shape is not None:
-        calls, answers = shape(request)
-        return max(1, int(calls)), max(1, int(answers))
-    return 1, max(1, int(request.params.get("n") or 1))
+
+    provider: str
+    model: str
+
+    def request_shape(self, request: Request) -> tuple[int, int]:
+        """One HTTP request asking for the template's ``n`` answers."""
+        return 1, max(1, int(request.params.get("n") or 1))
+
+    async def start(self) -> None:
+        return None
+
+
+def request_shape(teacher: Teacher, request: Request) -> tuple[int, int]:
+    """(HTTP requests, answers per request) that one `complete` call sends, at least 1 each:
+    rate limits and budgets charge per HTTP request."""
+    calls, answers = teacher.request_shape(request)
+    return max(1, int(calls)), max(1, int(answers))
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:

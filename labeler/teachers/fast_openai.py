@@ -31,14 +31,14 @@ from labeler.completion import Completion
 from labeler.errors import RetryableError, TeacherError
 from labeler.request import Request
 from labeler.teachers import openai_wire
-from labeler.teachers.base import HeaderObserver
-from labeler.teachers.openai import OpenAITeacher, classify_status, endpoint, request_body
+from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
+from labeler.teachers.openai_http import classify_status, endpoint, request_body, short
 from labeler.teachers.transport import LEAN, failure_reason, openai_transport
 
 _USER_AGENT = "labeler-lean/1"
 
 
-class FastOpenAITeacher:
+class FastOpenAITeacher(BaseTeacher):
     """Chat completions and completions over one aiohttp session, parsed by `openai_wire`."""
 
     def __init__(
@@ -151,12 +151,14 @@ class FastOpenAITeacher:
 
 def openai_teacher(
     model: str, *, provider: str = "openai", transport: str | None = None, **options: Any
-) -> FastOpenAITeacher | OpenAITeacher:
+) -> Teacher:
     """`FastOpenAITeacher` (transport ``lean``, the default), or `OpenAITeacher` over the
     SDK transport named by `transport` or $LABELER_TRANSPORT: one factory for the
     registry, so the transport is a teacher option rather than a provider of its own."""
     if openai_transport(transport) == LEAN:
         return FastOpenAITeacher(model, provider=provider, **options)
+    from labeler.teachers.openai import OpenAITeacher  # the SDK: imported only when chosen
+
     return OpenAITeacher(model, provider=provider, transport=transport, **options)
 
 
@@ -174,15 +176,15 @@ def _error_fields(status: int, raw: bytes) -> tuple[str | None, str]:
     try:
         body = orjson.loads(raw.strip()) if raw.strip() else None
     except orjson.JSONDecodeError:
-        return None, _short(fallback)
+        return None, short(fallback)
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
             text = err.get("message")
             if isinstance(text, str) and text:
                 fallback += f" - {text}"
-            return err.get("code"), _short(str(text or fallback))
-    return None, _short(fallback)
+            return err.get("code"), short(str(text or fallback))
+    return None, short(fallback)
 
 
 def _connection_error(exc: BaseException) -> RetryableError:
@@ -191,12 +193,7 @@ def _connection_error(exc: BaseException) -> RetryableError:
     reason = failure_reason(exc)
     if reason == "timeout":
         return RetryableError("timeout", "the request timed out")
-    return RetryableError(reason, _short(str(exc) or type(exc).__name__))
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return RetryableError(reason, short(str(exc) or type(exc).__name__))
 
 
 __all__ = ["LEAN", "FastOpenAITeacher", "openai_teacher", "status_error"]

@@ -41,10 +41,9 @@ from labeler.completion import Completion
 from labeler.errors import ConfigError
 from labeler.request import Request
 from labeler.teachers import local_models
-from labeler.teachers.base import HeaderObserver
-from labeler.teachers.fast_openai import FastOpenAITeacher, openai_teacher
+from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
+from labeler.teachers.fast_openai import openai_teacher
 from labeler.teachers.local_models import INSTALL_HINT
-from labeler.teachers.openai import OpenAITeacher
 
 HOST = "127.0.0.1"
 # Server shape, measured on a 2-core machine with short few-shot logprob requests
@@ -62,7 +61,7 @@ LOG_ROTATE_BYTES = 20 << 20
 _PR_SET_PDEATHSIG = 1
 
 
-class LocalTeacher:
+class LocalTeacher(BaseTeacher):
     """Runs llama-server for a PyPI-shipped model and delegates requests to it."""
 
     def __init__(
@@ -109,7 +108,7 @@ class LocalTeacher:
         self._openai_options = openai_options
         self._fingerprint = local_models.fingerprint(self.path)
         self._proc: subprocess.Popen[bytes] | None = None
-        self._inner: FastOpenAITeacher | OpenAITeacher | None = None
+        self._inner: Teacher | None = None
         self._observer: HeaderObserver | None = None
         self._start_lock = asyncio.Lock()
         self._log_offset = 0

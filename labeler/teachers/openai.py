@@ -8,7 +8,6 @@ models and lets a 200 with a broken body be classified as retryable.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -17,22 +16,23 @@ import openai
 import orjson
 
 from labeler.completion import Completion
-from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError
+from labeler.errors import RetryableError, TeacherError
 from labeler.request import Request
 from labeler.teachers import openai_wire
 from labeler.teachers import transport as http
-from labeler.teachers.base import HeaderObserver, parse_retry_after
+from labeler.teachers.base import BaseTeacher, HeaderObserver
+from labeler.teachers.openai_http import (
+    OPENAI_URL,
+    chat_params,
+    classify_status,
+    completion_params,
+    endpoint,
+    request_body,
+    short,
+)
 
-OPENAI_URL = "https://api.openai.com/v1"
-CHAT_PARAMS = {
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "logprobs", "top_logprobs",
-    "n", "stop", "seed", "presence_penalty", "frequency_penalty", "response_format",
-    "logit_bias", "reasoning_effort",
-}
-COMPLETION_PARAMS = {"temperature", "top_p", "max_tokens", "n", "stop", "seed", "logit_bias"}
 
-
-class OpenAITeacher:
+class OpenAITeacher(BaseTeacher):
     """Chat completions (and completions, for completion-mode templates) over the SDK."""
 
     def __init__(
@@ -104,79 +104,19 @@ class OpenAITeacher:
         await self._client.close()
 
 
-def endpoint(provider: str, model: str, base_url: str | None,
-             api_key: str | None) -> tuple[str, str]:
-    """(base URL without a trailing slash, API key) for an OpenAI(-compatible) teacher, as
-    the SDK resolves them: OpenAI falls back to OPENAI_BASE_URL and needs a key; any
-    other server needs a URL and may take no key."""
-    if provider == "openai":
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
-        api_key = api_key or os.environ.get("OPENAI_API_KEY")
-        if not api_key:
-            raise ConfigError("no OpenAI API key: set OPENAI_API_KEY (or pass --api-key-file FILE)")
-    else:
-        if not base_url:
-            raise ConfigError(
-                f"--teacher {provider}:{model} needs --base-url (e.g. http://localhost:8000/v1)"
-            )
-        api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
-    return base_url.rstrip("/"), api_key
-
-
-def request_body(model: str, provider: str, request: Request) -> dict[str, Any]:
-    """The JSON body for `request`, the one every OpenAI transport and batch file sends."""
-    if request.is_chat:
-        return {"model": model, "messages": list(request.messages or ()),
-                **chat_params(request.params, provider)}
-    return {"model": model, "prompt": request.prompt or "", **completion_params(request.params)}
-
-
-def chat_params(params: Mapping[str, Any], provider: str) -> dict[str, Any]:
-    out = {k: v for k, v in params.items() if k in CHAT_PARAMS}
-    if provider == "openai" and "max_tokens" in out:
-        out["max_completion_tokens"] = out.pop("max_tokens")
-    if not out.get("logprobs"):
-        out.pop("top_logprobs", None)
-    return out
-
-
-def completion_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in params.items() if k in COMPLETION_PARAMS}
-    if params.get("logprobs"):
-        out["logprobs"] = int(params.get("top_logprobs") or 1)
-    return out
-
-
 def classify(exc: openai.APIError) -> TeacherError:
     """Map an SDK exception onto labeler's two kinds of failure, once."""
     if isinstance(exc, openai.APIConnectionError):  # timeouts are a subclass
         reason = http.failure_reason(exc)
         text = "the request timed out" if reason == "timeout" else http.failure_message(exc)
-        return RetryableError(reason, _short(text))
+        return RetryableError(reason, short(text))
     if isinstance(exc, openai.APIStatusError):
         headers = exc.response.headers if exc.response is not None else None
         code, message = _error_fields(exc)
         return classify_status(exc.status_code, headers, code, message)
     if isinstance(exc, openai.APIResponseValidationError):
-        return RetryableError("invalid_json", _short(str(exc)))
-    return RetryableError("api_error", _short(str(exc)))
-
-
-def classify_status(status: int, headers: Mapping[str, str] | None, code: str | None,
-                    message: str) -> TeacherError:
-    """An OpenAI-style HTTP error answer as labeler's failure: the one ladder for the SDK's
-    exceptions and the lean transport's raw answers."""
-    if status == 429:
-        return RetryableError("http_429", message, status=status,
-                              retry_after=parse_retry_after(headers))
-    if status in (408, 409) or status >= 500:
-        return RetryableError(f"http_{status}", message, status=status,
-                              retry_after=parse_retry_after(headers))
-    if code == "context_length_exceeded" or "maximum context length" in message:
-        return FinalError("context_length", message, status=status)
-    if code == "content_filter" or code == "content_policy_violation":
-        return FinalError("content_filter", message, status=status)
-    return FinalError(f"http_{status}", message, status=status)
+        return RetryableError("invalid_json", short(str(exc)))
+    return RetryableError("api_error", short(str(exc)))
 
 
 def _error_fields(exc: openai.APIStatusError) -> tuple[str | None, str]:
@@ -184,10 +124,10 @@ def _error_fields(exc: openai.APIStatusError) -> tuple[str | None, str]:
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
-            return err.get("code"), _short(str(err.get("message") or exc.message))
-    return None, _short(exc.message)
+            return err.get("code"), short(str(err.get("message") or exc.message))
+    return None, short(exc.message)
 
 
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+__all__ = ["OPENAI_URL", "OpenAITeacher", "classify", "classify_status", "endpoint", "request_body"]

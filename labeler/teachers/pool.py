@@ -38,7 +38,7 @@ from typing import Any
 from labeler.completion import Completion
 from labeler.errors import ConfigError, FinalError, RetryableError
 from labeler.request import Request
-from labeler.teachers.base import HeaderObserver, Teacher, request_shape
+from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher, request_shape
 
 _ENDPOINT_FAILURES = {"connection", "disconnected", "timeout"}
 
@@ -68,7 +68,7 @@ class _Endpoint:
         return now >= self.down_until and not self.probing
 
 
-class EndpointPool:
+class EndpointPool(BaseTeacher):
     """Spread one teacher's requests over several endpoints, routing around dead ones."""
 
     def __init__(
@@ -124,9 +124,7 @@ class EndpointPool:
 
     async def start(self) -> None:
         for e in self._endpoints:
-            start = getattr(e.teacher, "start", None)
-            if start is not None:
-                await start()
+            await e.teacher.start()
 
     async def aclose(self) -> None:
         await asyncio.gather(*(e.teacher.aclose() for e in self._endpoints))

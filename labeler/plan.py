@@ -1,0 +1,201 @@
+"""The plan stage: input rows in, planned items out. Every path takes this one step first.
+
+    rows ─► render ─► key ─► store: answered? (fresh enough?) failed (resend or not)?
+              │                         │
+              ▼ bad row                 ▼
+            Item(rejected)      Item(cached | failed | send)
+
+A live run, a batch run, an export, `labeler eval`, `labeler estimate` and a refresh all
+need the same answer to "what is this row, under which key, and what does the store hold
+for it", so they all get it here: one rendering, one key, one row naming, one reject format
+and one rule for which stored failures are sent again. What happens next (send, submit,
+export, score, price) is the caller's.
+
+A chunk of rows costs one store query per kind of lookup, not one per row; the caller runs
+`Planner.plan` in a thread when it must not block an event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import orjson
+
+from labeler.completion import Completion
+from labeler.errors import TemplateError
+from labeler.inputs import Reject, Row
+from labeler.request import Request
+from labeler.store import Failure, Store
+from labeler.task import Task
+
+CHUNK = 256
+
+SEND = "send"  # nothing usable stored: ask the teacher
+CACHED = "cached"  # an answer is stored (and fresh enough)
+FAILED = "failed"  # a stored failure that is not to be sent again
+REJECTED = "rejected"  # the row cannot become a request (bad input, template error)
+
+# Stored failures that a plain rerun sends again: the teacher or the network was at fault,
+# not the request. Everything else (400, 401, 403, 404, context too long, content filter)
+# is sent again only when asked (`--retry-failed`).
+TRANSIENT_STATUSES = frozenset({408, 409, 429})
+TRANSIENT_REASONS = frozenset({"timeout", "connection", "disconnected", "invalid_json",
+                               "error_body", "api_error", "overloaded"})
+
+
+def is_transient(failure: Failure) -> bool:
+    """Whether a stored failure was the teacher's or the network's fault, not the request's."""
+    status = failure.status or 0
+    return status in TRANSIENT_STATUSES or status >= 500 or failure.reason in TRANSIENT_REASONS
+
+
+@dataclass(slots=True)
+class Item:
+    """One input row, planned."""
+
+    row: Row
+    status: str  # SEND | CACHED | FAILED | REJECTED
+    request: Request | None = None
+    key: str | None = None
+    completion: Completion | None = None  # CACHED, when the planner reads completions
+    failure: Failure | None = None  # FAILED: the stored failure
+    reject: Reject | None = None  # REJECTED: the line for the rejects file
+    # REJECTED: "input" (the reader could not make a row of it) or "template" (a row the
+    # template cannot render)
+    reason: str | None = None
+
+
+class Planner:
+    """Plans chunks of rows for one task and teacher against one store.
+
+    - `completions`: read the stored answers (export, eval, a run that yields them) or
+      only learn that they exist (a run that counts, a batch submission);
+    - `max_age_s`: a stored answer older than this is planned as SEND (and overwritten);
+    - `failures`: look up stored failures; a failure blocks its row (FAILED) unless
+      `retry_failed`, or it was transient and has fewer than `max_attempts` tries;
+    - no `store` (an estimate with no store): every rendered row is SEND.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        identity: Mapping[str, Any],
+        store: Store | None = None,
+        *,
+        completions: bool = True,
+        max_age_s: float | None = None,
+        failures: bool = True,
+        retry_failed: bool = False,
+        max_attempts: int | None = None,
+    ) -> None:
+        self.task = task
+        self.identity = dict(identity)  # copied once, not once per row
+        self.store = store
+        self.completions = completions
+        self.max_age_s = max_age_s
+        self.failures = failures
+        self.retry_failed = retry_failed
+        self.max_attempts = max_attempts
+        self._line = 0
+
+    def resend(self, failure: Failure) -> bool:
+        """The one rule for a stored failure: sent again if asked to, or if it was
+        transient and still has tries left."""
+        if self.retry_failed:
+            return True
+        if not is_transient(failure):
+            return False
+        return self.max_attempts is None or failure.attempts < self.max_attempts
+
+    def plan(self, chunk: Sequence[Row | Reject | Mapping[str, Any]]) -> list[Item]:
+        """Plan one chunk: render and key every row, then look the keys up in the store."""
+        items: list[Item] = []
+        for entry in chunk:
+            if isinstance(entry, Reject):
+                row = Row(entry.source, entry.line or 0, str(entry.line), {})
+                items.append(Item(row, REJECTED, reject=entry, reason="input"))
+                continue
+            row = entry if isinstance(entry, Row) else self._wrap(entry)
+            try:
+                request = self.task.render(row.data, row_id=where(row))
+            except TemplateError as exc:
+                reject = Reject(row.source, row.line, template_problem(exc), raw_json(row))
+                items.append(Item(row, REJECTED, reject=reject, reason="template"))
+                continue
+            items.append(Item(row, SEND, request, request.key(self.identity)))
+        if self.store is not None:
+            self._look_up([i for i in items if i.key is not None])
+        return items
+
+    def plan_rows(self, rows: Iterable[Row | Reject | Mapping[str, Any]],
+                  chunk: int = CHUNK) -> Iterator[list[Item]]:
+        """Plan `rows` chunk by chunk (streamed: memory stays flat however long the input)."""
+        it = iter(rows)
+        while batch := list(islice(it, chunk)):
+            yield self.plan(batch)
+
+    def _look_up(self, items: list[Item]) -> None:
+        store = self.store
+        assert store is not None
+        keys = list(dict.fromkeys(i.key for i in items if i.key is not None))
+        if not keys:
+            return
+        found: Mapping[str, Completion | None] = (
+            store.get_many(keys) if self.completions else dict.fromkeys(store.known(keys)))
+        if self.max_age_s is not None and found:
+            created = store.created_at(list(found))
+            cutoff = time.time() - self.max_age_s
+            found = {k: v for k, v in found.items() if created.get(k, 0) >= cutoff}
+        blocked: dict[str, Failure] = {}
+        if self.failures:
+            misses = [k for k in keys if k not in found]
+            if misses:
+                blocked = {k: f for k, f in store.failures_for(misses).items()
+                           if not self.resend(f)}
+        for item in items:
+            key = item.key
+            if key in found:
+                item.status = CACHED
+                item.completion = found[key]
+            elif key in blocked:
+                item.status = FAILED
+                item.failure = blocked[key]
+
+    def _wrap(self, data: Mapping[str, Any]) -> Row:
+        """A caller's plain dict as a Row: its `id` field names it, else its position."""
+        self._line += 1
+        rid = data.get("id")
+        return Row("<rows>", self._line, str(rid if rid is not None else self._line), dict(data))
+
+
+def where(row: Row) -> str:
+    """The one way a row is named in messages: ``file:line``, which editors and terminals
+    jump to, with ``(id X)`` after it when the row's id is not its line number."""
+    if row.id == str(row.line):
+        return f"{row.source}:{row.line}"
+    return f"{row.source}:{row.line} (id {row.id})"
+
+
+def template_problem(exc: TemplateError) -> str:
+    """The template error without the row (a reject line puts ``file:line:`` in front)."""
+    parts = [f"template {exc.template}"]
+    if exc.field is not None:
+        parts.append(f"field '{exc.field}'")
+    parts.append(exc.reason)
+    return ": ".join(parts)
+
+
+def raw_json(row: Row) -> str | None:
+    """A row as one JSON line for the rejects file, so it can be fixed and fed again."""
+    try:
+        return orjson.dumps(row.data, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:  # e.g. a lone surrogate in a caller-made row
+        return None
+
+
+__all__ = ["CACHED", "CHUNK", "FAILED", "REJECTED", "SEND", "Item", "Planner", "is_transient",
+           "raw_json", "template_problem", "where"]
