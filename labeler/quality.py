@@ -2,7 +2,8 @@
 
 No request is sent: rows are rendered and keyed as the run did, and answers come from the
 store. Gold values may be label names, or integers (class indices in the template's label
-order, unless a `gold_map` says otherwise, e.g. AG News' 1-based classes).
+order, unless a `gold_map` says otherwise, e.g. AG News' 1-based classes). The gold name
+``human`` means the labels people gave on the review page (labeler/human.py).
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from typing import Any
 from labeler.answer import read_answer
 from labeler.errors import ConfigError
 from labeler.evaluate import EvalReport, confidence_measures, evaluate
+from labeler.human import human_labels
 from labeler.inputs import Reject
 from labeler.job import Job
 from labeler.store import Store
+
+HUMAN_GOLD = "human"  # `--gold human`: the review page's labels, not an input column
 
 
 def parse_gold_map(spec: str | None) -> dict[str, str]:
@@ -49,15 +53,21 @@ def evaluate_job(
     pred: list[str | None] = []
     confs: list[Any] = []
     missing_gold = 0
+    from_people = gold_field == HUMAN_GOLD
     with Store(job.store_path()) as store:
         batch: list[tuple[str, str]] = []
 
         def flush() -> None:
             found = store.get_many([k for _, k in batch])
+            people = human_labels(store, [k for _, k in batch]) if from_people else {}
             for g, key in batch:
                 completion = found.get(key)
                 if completion is None:
                     continue  # not labeled (yet): not part of the evaluation
+                if from_people:
+                    if key not in people:
+                        continue  # nobody reviewed this row
+                    g = people[key].label
                 answer = read_answer(task, completion)
                 gold.append(g)
                 pred.append(answer.label)
@@ -67,16 +77,23 @@ def evaluate_job(
         for item in job.rows(task):
             if isinstance(item, Reject):
                 continue
-            raw = item.data.get(gold_field)
-            if raw is None or raw == "":
-                missing_gold += 1
-                continue
-            g = _gold_label(raw, labels, gold_map or {}, f"{item.source}:{item.line}", gold_field)
+            if from_people:
+                g = ""  # read from the store in flush()
+            else:
+                raw = item.data.get(gold_field)
+                if raw is None or raw == "":
+                    missing_gold += 1
+                    continue
+                g = _gold_label(raw, labels, gold_map or {}, f"{item.source}:{item.line}",
+                                gold_field)
             request = task.render(item.data, row_id=item.id)
             batch.append((g, request.key(identity)))
             if len(batch) >= 512:
                 flush()
         flush()
+    if not gold and from_people:
+        raise ConfigError("no reviewed rows: label some with `labeler review` first, with the "
+                          "same task, input and teacher")
     if not gold:
         raise ConfigError(
             f"no labeled rows with a '{gold_field}' value: run `labeler run` first with the same "
