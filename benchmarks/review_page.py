@@ -42,9 +42,9 @@ REPO = Path(__file__).resolve().parent.parent
 TEACHER = "openai-compatible:teacher-test"
 BASE_URL = "http://127.0.0.1:9/v1"  # only part of the key: nothing is sent
 TARGET_MS = 300.0
-_WORDS = ("markets rally after the central bank holds rates as striker scores twice in "
-          "the derby while chip maker unveils a faster processor and leaders meet for talks "
-          "on the border ceasefire amid record heat").split()
+_WORDS = ("markets rally after the central bank holds rates as striker scores twice in the "
+          "derby while chip maker unveils a faster processor and leaders meet for talks on "
+          "the border ceasefire amid record heat")
 
 
 def fill_store(workdir: Path, n: int, seed: int = 7) -> tuple[Path, Path]:
@@ -57,7 +57,7 @@ def fill_store(workdir: Path, n: int, seed: int = 7) -> tuple[Path, Path]:
     with open(data, "wb") as f, Store(store_path) as store:
         batch = []
         for i in range(n):
-            row = {"id": f"r{i:06d}", "text": " ".join(rng.choices(_WORDS, k=14)) + f" #{i}"}
+            row = {"id": f"r{i:06d}", "text": " ".join(rng.choices(_WORDS.split(), k=14)) + f" #{i}"}
             f.write(orjson.dumps(row) + b"\n")
             weights = [rng.random() ** 3 for _ in labels]
             total = sum(weights) * 1.02
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     print(f"review page, {args.rows:,} rows in the store (filled in {fill_s:.1f} s); "
           f"`labeler review` ready in {server.startup_s:.1f} s\n")
-    print(f"| measure | median ms | max ms | target | result |\n|---|---|---|---|---|")
+    print("| measure | median ms | max ms | target | result |\n|---|---|---|---|---|")
     for name, values in results.items():
         med = statistics.median(values)
         target = f"< {TARGET_MS:.0f}" if name in ("first paint", "page change") else "—"

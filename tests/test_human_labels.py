@@ -26,7 +26,7 @@ from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServe
 from conftest import REPO
 
 # Per prompt word: the teacher's answer and its probability.
-TEACHER = {"one": ("positive", 0.9), "two": ("negative", 0.55), "three": ("positive", 0.6)}
+TEACHER = {"apple": ("positive", 0.9), "berry": ("negative", 0.55), "cherry": ("positive", 0.6)}
 
 
 def responder() -> ScriptedResponder:
@@ -60,41 +60,41 @@ def review(job: Job, decisions: dict[str, str]) -> None:
 
 
 def test_export_prefers_the_human_label_and_says_so(job: Job) -> None:
-    review(job, {"two": "positive", "one": "positive"})
+    review(job, {"berry": "positive", "apple": "positive"})
     job.export = ExportOptions(kind="classification", filters=FilterSpec(min_confidence=0.7))
     report = export_job(job)
     ds = datasets.load_from_disk(str(job.out))
     rows = {r["id"]: r for r in ds}
     names = ds.features["label"].names
-    # "two" is human-labeled: kept despite the teacher's 0.55, with the person's label.
+    # "berry" is human-labeled: kept despite the teacher's 0.55, with the person's label.
     assert {k: (names[r["label"]], r["label_source"]) for k, r in rows.items()} == {
-        "one": ("positive", "human"), "two": ("positive", "human")}
-    assert rows["two"]["max_prob"] == pytest.approx(0.55)  # the teacher's numbers stay
+        "apple": ("positive", "human"), "berry": ("positive", "human")}
+    assert rows["berry"]["max_prob"] == pytest.approx(0.55)  # the teacher's numbers stay
     assert report.human_labeled == 2
     card = (Path(job.out) / "README.md").read_text()
     assert "over the teacher's | 2 |" in card
 
 
 def test_export_can_ignore_human_labels(job: Job) -> None:
-    review(job, {"two": "positive"})
+    review(job, {"berry": "positive"})
     job.export = ExportOptions(kind="records", human_labels=False)
     export_job(job)
     rows = {r["id"]: r for r in datasets.load_from_disk(str(job.out))}
-    assert rows["two"]["label_source"] == "teacher"
-    assert rows["two"]["label"] == 0  # negative, the teacher's
+    assert rows["berry"]["label_source"] == "teacher"
+    assert rows["berry"]["label"] == 0  # negative, the teacher's
 
 
 def test_eval_against_human_gold(job: Job) -> None:
     with pytest.raises(ConfigError, match="no reviewed rows"):
         evaluate_job(job, "human")
-    review(job, {"one": "positive", "two": "positive"})
+    review(job, {"apple": "positive", "berry": "positive"})
     report = evaluate_job(job, "human")
     assert report.n == 2
     assert report.accuracy == pytest.approx(0.5)
 
 
 def test_cli_eval_gold_human(job: Job) -> None:
-    review(job, {"one": "positive", "three": "negative"})
+    review(job, {"apple": "positive", "cherry": "negative"})
     out = subprocess.run(
         [sys.executable, "-m", "labeler.cli", "eval", "sentiment", str(job.input), "--teacher",
          job.teacher, "--base-url", str(job.base_url), "--store", str(job.store), "--gold",

@@ -8,6 +8,7 @@ when the packages are absent (``apt-get install chromium chromium-driver``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import socket
@@ -117,10 +118,8 @@ class Browser:
         path.write_bytes(base64.b64decode(self._s("GET", "/screenshot")))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, RuntimeError):
             self._s("DELETE", "")
-        except (OSError, RuntimeError):
-            pass
         self._driver.terminate()
         try:
             self._driver.wait(10)
