@@ -257,6 +257,7 @@ def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
 
             webbrowser.open(url)
 
+    click.echo("labeler: reading the stored answers…", err=True)
     try:
         aio.run(review_job(job, host=host, port=port, allow_remote=allow_remote,
                            reviewer=reviewer, on_ready=ready, on_warning=_warn,

@@ -185,7 +185,8 @@ def test_binding_beyond_loopback_needs_a_flag(labeled: tuple[TeacherServer, Job]
          "--base-url", str(job.base_url), "--store", str(job.store), "--host", "0.0.0.0",
          "--no-browser"], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert refused.returncode == 1
-    assert "--allow-remote" in refused.stderr and refused.stderr.count("\n") == 1
+    errors = [line for line in refused.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "--allow-remote" in errors[0], refused.stderr
     server = ReviewProcess(job, "--host", "0.0.0.0", "--allow-remote")
     try:
         assert server.base.startswith("http://0.0.0.0:")

@@ -43,9 +43,20 @@
     $("progress").textContent = `${reviewed} of ${total} reviewed`;
   }
 
+  // The labels come once; the first page of rows is fetched alongside, not after them.
+  const ready = api("/api/meta").then((meta) => {
+    st.labels = meta.labels;
+    $("task").textContent = `${meta.task} · ${meta.teacher} · ${meta.reviewer}`;
+    for (const label of [...meta.labels, "(invalid)"]) {
+      const o = el("option", "", label);
+      o.value = label;
+      $("f-label").append(o);
+    }
+  });
+
   async function load(sel) {
     try {
-      const data = await api("/api/rows?" + query());
+      const [data] = await Promise.all([api("/api/rows?" + query()), ready]);
       st.rows = data.rows;
       st.matched = data.matched;
       st.sel = Math.max(0, Math.min(sel || 0, st.rows.length - 1));
@@ -198,14 +209,5 @@
   $("prev").addEventListener("click", () => page(-1, 0));
   $("next").addEventListener("click", () => page(1, 0));
 
-  api("/api/meta").then((meta) => {
-    st.labels = meta.labels;
-    $("task").textContent = `${meta.task} · ${meta.teacher} · ${meta.reviewer}`;
-    for (const label of [...meta.labels, "(invalid)"]) {
-      const o = el("option", "", label);
-      o.value = label;
-      $("f-label").append(o);
-    }
-    load(0);
-  }).catch((err) => say("cannot start: " + err.message));
+  load(0);
 })();
