@@ -251,6 +251,9 @@ def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
                    f"{job.store_path()}; Ctrl-C stops", err=True)
         if index.missing:
             click.echo(f"labeler:   {index.missing} rows have no stored answer yet", err=True)
+        if index.missing and not index.items:
+            _warn("nothing to review: give the task, --teacher and --base-url the run used "
+                  "(they are part of each answer's key)")
         click.echo(url)
         if not no_browser:
             import webbrowser

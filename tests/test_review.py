@@ -275,3 +275,30 @@ def test_recorded_label_replaces_the_previous_one(tmp_path: Path) -> None:
         got = human_labels(st, ["b2:k", "b2:other"])
     assert list(got) == ["b2:k"]
     assert (got["b2:k"].label, got["b2:k"].reviewer) == ("negative", "bo")
+
+
+@pytest.mark.parametrize("problem", ["no store", "port taken", "not a label task"])
+def test_bad_start_is_one_clear_line(labeled: tuple[TeacherServer, Job], tmp_path: Path,
+                                     problem: str) -> None:
+    _, job = labeled
+    args = ["sentiment", str(job.input), "--store", str(job.store), "--port", "0"]
+    holder = None
+    if problem == "no store":
+        args[3] = str(tmp_path / "typo.sqlite")
+    elif problem == "port taken":
+        holder = ReviewProcess(job)
+        args[5] = holder.base.rsplit(":", 1)[1]
+    else:
+        args[0] = "extract"
+    try:
+        out = subprocess.run([*LABELER, "review", *args, "--teacher", job.teacher, "--base-url",
+                              str(job.base_url), "--no-browser"],
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
+    finally:
+        if holder:
+            holder.stop()
+    errors = [line for line in out.stderr.splitlines() if "error" in line]
+    assert out.returncode == 1 and len(errors) == 1, out.stderr
+    assert {"no store": "typo.sqlite: no such store", "port taken": "cannot listen on",
+            "not a label task": "needs a label task"}[problem] in errors[0]
+    assert not (tmp_path / "typo.sqlite").exists()

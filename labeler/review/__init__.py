@@ -13,6 +13,7 @@ import getpass
 from collections.abc import Callable
 
 from labeler import aio
+from labeler.errors import StoreError
 from labeler.job import Job
 from labeler.review.index import ReviewIndex, ReviewItem, ReviewQuery, build_index
 from labeler.review.server import ReviewState, check_host, make_app, start
@@ -53,6 +54,9 @@ async def review_job(
     warning = check_host(host, allow_remote=allow_remote)
     if warning and on_warning:
         on_warning(warning)
+    if not job.store_path().exists():  # a typo must not review a new, empty store
+        raise StoreError(f"{job.store_path()}: no such store; label the input with "
+                         "`labeler run` first (same task, input, teacher and --store)")
     store = Store(job.store_path())
     try:
         index = await asyncio.to_thread(load_index, job, store)
