@@ -302,3 +302,13 @@ def test_bad_start_is_one_clear_line(labeled: tuple[TeacherServer, Job], tmp_pat
     assert {"no store": "typo.sqlite: no such store", "port taken": "cannot listen on",
             "not a label task": "needs a label task"}[problem] in errors[0]
     assert not (tmp_path / "typo.sqlite").exists()
+
+
+@pytest.mark.slow
+def test_the_review_benchmark_runs_at_a_tiny_size(tmp_path: Path, browser: Browser) -> None:
+    """Keeps benchmarks/review_page.py working; no speed is asserted."""
+    out = subprocess.run([sys.executable, "benchmarks/review_page.py", "--rows", "300",
+                          "--repeat", "1", "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, cwd=REPO, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| first paint |" in out.stdout and "| page change |" in out.stdout
