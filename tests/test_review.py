@@ -155,6 +155,8 @@ def test_request_without_the_token_gets_403(labeled: tuple[TeacherServer, Job]) 
                     headers={**cookie, "Content-Type": "application/json"})[0] == 403
         assert http(server.base + "/api/label", method="POST", body=decision,
                     headers={**good, "Content-Type": "text/plain"})[0] == 415
+        assert http(server.base + "/api/label", method="POST", body=decision,
+                    headers={**good, "Origin": "http://evil.example"})[0] == 403
         assert http(server.base + "/api/rows", headers=good)[0] == 200
         assert http(server.base + "/static/review.js", headers=cookie)[0] == 200
     finally:

@@ -82,7 +82,7 @@ async def start(state: ReviewState, host: str = "127.0.0.1", port: int = 0
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    bound = runner.addresses[0][1]
     shown = f"[{host}]" if ":" in host else host
     return runner, f"http://{shown}:{bound}/?token={state.token}"
 
@@ -101,6 +101,9 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
 
 def _authorized(request: web.Request, token: str) -> bool:
     if request.path.startswith("/api/"):
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != f"{request.scheme}://{request.host}":
+            return False  # another site's page, whatever it carries
         given = request.headers.get(TOKEN_HEADER, "")
     else:
         given = request.query.get("token") or request.cookies.get(COOKIE, "")
