@@ -38,7 +38,7 @@ from labeler.answer import Answer, read_answer
 from labeler.completion import Completion
 from labeler.errors import ConfigError, LabelerError, TemplateError
 from labeler.filters import Filter, FilterSpec
-from labeler.human import human_labels
+from labeler.human import any_human_labels, human_labels
 from labeler.inputs import Reject, Row
 from labeler.request import Request
 from labeler.store import Store
@@ -151,6 +151,8 @@ def export_dataset(
         buffers: dict[str, _RowBuffer] = {}
         identity = dict(teacher_identity)  # copied once, not once per row
         features: datasets.Features | None = None
+        with_humans = (opts.human_labels and task.output_kind == "label"
+                       and any_human_labels(store))
         it = iter(rows)
         while True:
             chunk = list(islice(it, CHUNK))
@@ -169,8 +171,7 @@ def export_dataset(
                     continue
                 prepared.append((item, request, request.key(identity)))
             found = store.get_many([k for _, _, k in prepared])
-            humans = (human_labels(store, [k for _, _, k in prepared])
-                      if opts.human_labels and task.output_kind == "label" else {})
+            humans = human_labels(store, [k for _, _, k in prepared]) if with_humans else {}
             for row, request, key in prepared:
                 completion = found.get(key)
                 if completion is None:
