@@ -71,6 +71,8 @@ def _export_options(f: Any) -> Any:
         click.option("--push-to-hub", metavar="REPO",
                      help="Also upload the export to this Hugging Face dataset repo."),
         click.option("--public", is_flag=True, help="Make a --push-to-hub repo public."),
+        click.option("--teacher-labels", is_flag=True,
+                     help="Export the teacher's labels even where `labeler review` has a human one."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -191,7 +193,8 @@ def stats(store: str | None, as_json: bool) -> None:
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
-@click.option("--gold", "gold_field", required=True, help="Input field with the gold label.")
+@click.option("--gold", "gold_field", required=True,
+              help="Input field with the gold label, or `human`: the labels given in `labeler review`.")
 @click.option("--gold-map", help="Map gold values to labels: 1=World,2=Sports,...")
 @click.option("--target-accuracy", type=float, multiple=True,
               help="Report the confidence threshold reaching this accuracy (repeatable).")
@@ -222,6 +225,52 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
                        f"{t.threshold:.4f} (keeps {t.coverage:.0%})", err=True)
     if plot:
         click.echo(f"labeler: plot written to {plot}", err=True)
+
+
+@main.command()
+@click.argument("task")
+@click.argument("input_path", metavar="INPUT")
+@_teacher_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; anything but loopback needs --allow-remote.")
+@click.option("--port", type=int, default=8765, show_default=True, help="0 picks a free port.")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow a --host other than 127.0.0.1 (the page can change the store).")
+@click.option("--reviewer", help="Name recorded with each decision (default: the login name).")
+@click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
+def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
+           reviewer: str | None, no_browser: bool, **kw: Any) -> None:
+    """Review stored labels in a local web page, most uncertain first (no request is sent)."""
+    from labeler.review import review_job
+
+    kw.update(kind="records", fmt="hf", validation_size=0.0, seed=0)
+    job = _job(task, input_path, kw)
+
+    def ready(url: str, index: Any) -> None:
+        click.echo(f"labeler: reviewing {len(index.items)} rows ({index.reviewed} reviewed) of "
+                   f"{job.store_path()}; Ctrl-C stops", err=True)
+        if index.missing:
+            click.echo(f"labeler:   {index.missing} rows have no stored answer yet", err=True)
+        if index.missing and not index.items:
+            _warn("nothing to review: give the task, --teacher and --base-url the run used "
+                  "(they are part of each answer's key)")
+        click.echo(url)
+        if not no_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    click.echo("labeler: reading the stored answers…", err=True)
+    try:
+        aio.run(review_job(job, host=host, port=port, allow_remote=allow_remote,
+                           reviewer=reviewer, on_ready=ready, on_warning=_warn,
+                           handle_signals=True))
+    except LabelerError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(LabelerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
+    except KeyboardInterrupt:
+        pass
 
 
 @main.command()
@@ -424,6 +473,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             validation_size=kw["validation_size"], seed=kw["seed"],
             split_field=kw.get("split_field"), text_field=kw.get("text_field"),
             push_to_hub=kw.get("push_to_hub"), private=not kw.get("public"),
+            human_labels=not kw.get("teacher_labels"),
         )
         return Job(
             task=task, input=input_path, teacher=kw["teacher"], out=kw.get("out"),

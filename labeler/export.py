@@ -20,6 +20,7 @@ Formats (how it is written): ``hf`` (``save_to_disk``, load with ``load_from_dis
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -36,10 +37,12 @@ from labeler.answer import Answer, read_answer
 from labeler.completion import Completion
 from labeler.errors import ConfigError, LabelerError
 from labeler.filters import Filter, FilterSpec
+from labeler.human import any_human_labels, human_labels
 from labeler.inputs import Reject, Row
 from labeler.plan import REJECTED, Planner
 from labeler.request import Request
 from labeler.store import Store
+from labeler.targets import Confidence
 from labeler.task import Task
 
 
@@ -89,6 +92,7 @@ class ExportReport:
     splits: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
+    human_labeled: int = 0  # rows whose label a person gave (labeler review)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -106,6 +110,7 @@ class ExportOptions:
     text_field: str | None = None
     push_to_hub: str | None = None
     private: bool = True
+    human_labels: bool = True  # a label given on the review page wins over the teacher's
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -146,7 +151,11 @@ def export_dataset(
         buffers: dict[str, _RowBuffer] = {}
         planner = Planner(task, teacher_identity, store, failures=False)
         features: datasets.Features | None = None
+        with_humans = (opts.human_labels and task.output_kind == "label"
+                       and any_human_labels(store))
         for planned in planner.plan_rows(rows, CHUNK):
+            humans = (human_labels(store, [i.key for i in planned if i.completion is not None])
+                      if with_humans else {})
             for item in planned:
                 if item.reason != "input":
                     report.rows_in += 1
@@ -160,10 +169,17 @@ def export_dataset(
                 row, request = item.row, item.request
                 assert request is not None
                 answer = read_answer(task, completion)
+                human = humans.get(item.key)
+                if human is not None:  # a person's decision: kept whatever the teacher's doubt
+                    answer = dataclasses.replace(answer, label=human.label, valid=True)
                 if not flt.keep(answer.label if task.output_kind == "label" else
-                                ("ok" if answer.valid else None), answer.confidence):
+                                ("ok" if answer.valid else None),
+                                _HUMAN_CERTAINTY if human else answer.confidence):
                     continue
                 record = builder.row(row, request, completion, answer)
+                if "label_source" in builder.label_columns:
+                    record["label_source"] = "human" if human else "teacher"
+                    report.human_labeled += human is not None
                 if features is None:
                     features = builder.features(record)
                 split = _split_of(row, opts)
@@ -238,6 +254,8 @@ class _Builder:
         self.text_field = opts.text_field or (task.fields[0] if task.fields else None)
         self._plan: list[tuple[str, datasets.ClassLabel | None, str | None, type | None]] = []
         self._plan_for: datasets.Features | None = None
+        self.label_columns = (("label_source",) if task.output_kind == "label" and
+                              opts.kind in ("records", "classification") else ())
 
     def row(self, row: Row, request: Request, completion: Completion, answer: Answer
             ) -> dict[str, Any]:
@@ -329,6 +347,7 @@ class _Builder:
             "entropy": datasets.Value("float64"),
             "mean_logprob": datasets.Value("float64"),
             "agreement": datasets.Value("float64"),
+            "label_source": datasets.Value("string"),  # teacher | human
         }
         if kind == "classification":
             f["text"] = datasets.Value("string")
@@ -415,9 +434,11 @@ class _RowBuffer:
 
 
 _RESERVED = {"id"}
+_HUMAN_CERTAINTY = Confidence(max_prob=1.0, margin=1.0, entropy=0.0)
 _OUTPUT_COLUMNS = {
     "messages", "prompt", "response", "label", "soft_label", "outside_mass",
     "soft_label_source", "max_prob", "margin", "entropy", "mean_logprob", "agreement",
+    "label_source",
     "parsed", "teacher", "teacher_model", "template", "finish_reason", "logprobs",
 }
 
@@ -564,6 +585,7 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
         f"| export kind / format | {opts.kind} / {opts.format} |",
         f"| input rows | {report.rows_in} |",
         f"| exported rows | {report.exported} |",
+        f"| labels given by a person (labeler review), over the teacher's | {report.human_labeled} |",
         f"| no stored answer (failed or not yet labeled) | {report.missing} |",
         f"| rejected input rows | {report.rejected} |",
         "",

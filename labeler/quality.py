@@ -2,7 +2,8 @@
 
 No request is sent: rows are rendered and keyed as the run did, and answers come from the
 store. Gold values may be label names, or integers (class indices in the template's label
-order, unless a `gold_map` says otherwise, e.g. AG News' 1-based classes).
+order, unless a `gold_map` says otherwise, e.g. AG News' 1-based classes). The gold name
+``human`` means the labels people gave on the review page (labeler/human.py).
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ from typing import Any
 from labeler.answer import read_answer
 from labeler.errors import ConfigError
 from labeler.evaluate import EvalReport, confidence_measures, evaluate
+from labeler.human import human_labels
 from labeler.job import Job
 from labeler.plan import REJECTED, Planner, where
 from labeler.store import Store
+
+HUMAN_GOLD = "human"  # `--gold human`: the review page's labels, not an input column
 
 
 def parse_gold_map(spec: str | None) -> dict[str, str]:
@@ -48,23 +52,34 @@ def evaluate_job(
     pred: list[str | None] = []
     confs: list[Any] = []
     missing_gold = 0
+    from_people = gold_field == HUMAN_GOLD
     with Store(job.store_path()) as store:
         planner = Planner(task, identity, store, failures=False)
         for planned in planner.plan_rows(job.rows(task), 512):
+            people = (human_labels(store, [i.key for i in planned if i.completion is not None])
+                      if from_people else {})
             for item in planned:
                 if item.status == REJECTED:
                     continue  # never labeled: not part of the evaluation
-                raw = item.row.data.get(gold_field)
-                if raw is None or raw == "":
-                    missing_gold += 1
-                    continue
-                g = _gold_label(raw, labels, gold_map or {}, where(item.row), gold_field)
+                if from_people:
+                    if item.key not in people:
+                        continue  # nobody reviewed this row
+                    g = people[item.key].label
+                else:
+                    raw = item.row.data.get(gold_field)
+                    if raw is None or raw == "":
+                        missing_gold += 1
+                        continue
+                    g = _gold_label(raw, labels, gold_map or {}, where(item.row), gold_field)
                 if item.completion is None:
                     continue  # not labeled (yet): not part of the evaluation
                 answer = read_answer(task, item.completion)
                 gold.append(g)
                 pred.append(answer.label)
                 confs.append(answer.confidence)
+    if from_people and not gold:
+        raise ConfigError("no reviewed rows: label some with `labeler review` first, with the "
+                          "same task, input and teacher")
     if not gold:
         raise ConfigError(
             f"no labeled rows with a '{gold_field}' value: run `labeler run` first with the same "

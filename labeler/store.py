@@ -119,7 +119,28 @@ def _m002_batches(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_batches]
+def _m003_human_labels(db: sqlite3.Connection) -> None:
+    """Labels a person gave on the review page (labeler/human.py owns the queries), keyed
+    like the answers they judge, with who decided and when; exports prefer them."""
+    _script(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS human_labels (
+            key TEXT PRIMARY KEY,
+            label TEXT NOT NULL,
+            teacher_label TEXT,
+            reviewer TEXT NOT NULL,
+            decided_at REAL NOT NULL,
+            row_id TEXT,
+            task TEXT
+        ) WITHOUT ROWID;
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _m001_initial, _m002_batches, _m003_human_labels,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

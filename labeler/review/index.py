@@ -1,0 +1,151 @@
+"""The rows a reviewer walks through, most uncertain first, held in memory.
+
+Built once when the page starts: every input row is rendered and keyed as a run does and
+its answer read from the store (nothing is sent). The page then asks for one filtered page
+of rows at a time, so a store of 100,000 answers costs the browser 50 rows per request.
+Human decisions are mirrored here as they are committed, so counts stay exact without
+re-reading the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from labeler.answer import read_answer
+from labeler.errors import ConfigError
+from labeler.human import human_labels
+from labeler.inputs import Reject, Row
+from labeler.plan import REJECTED, Planner
+from labeler.store import Store
+from labeler.task import Task
+
+INVALID = "(invalid)"  # the label filter's name for answers that are no label of the task
+STATUSES = ("all", "todo", "done")
+MAX_PAGE = 200
+
+
+@dataclass(slots=True)
+class ReviewItem:
+    """One row as the page shows it; `certainty` orders the queue (lowest first)."""
+
+    key: str
+    row_id: str
+    fields: dict[str, str]
+    label: str | None
+    probs: tuple[float, ...] | None
+    certainty: float
+    human: str | None = None
+    haystack: str = field(default="", repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "id": self.row_id, "fields": self.fields, "label": self.label,
+                "probs": self.probs, "confidence": round(self.certainty, 4),
+                "human": self.human}
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewQuery:
+    """One page request: filters, then a window of the filtered queue."""
+
+    label: str | None = None  # teacher label, INVALID, or None for any
+    min_conf: float | None = None
+    max_conf: float | None = None
+    text: str = ""
+    status: str = "all"
+    offset: int = 0
+    limit: int = 50
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ConfigError(f"status '{self.status}': expected one of {', '.join(STATUSES)}")
+        if self.offset < 0 or not 1 <= self.limit <= MAX_PAGE:
+            raise ConfigError(f"offset must be >= 0 and limit in 1..{MAX_PAGE}")
+
+
+class ReviewIndex:
+    """The review queue of one (task, teacher, input): ordered rows plus decisions."""
+
+    def __init__(self, task: Task, items: list[ReviewItem], *, missing: int = 0) -> None:
+        self.task = task
+        self.labels: tuple[str, ...] = tuple(task.labels)
+        items.sort(key=lambda it: (it.label is not None, it.certainty))  # stable: input order
+        self.items = items
+        self.by_key = {it.key: it for it in items}
+        self.missing = missing
+        self.reviewed = sum(1 for it in items if it.human is not None)
+
+    def page(self, q: ReviewQuery) -> dict[str, Any]:
+        """The rows of one page, how many match the filters, and the overall progress."""
+        needle = q.text.strip().lower()
+        if not (needle or q.label or q.min_conf is not None or q.max_conf is not None
+                or q.status != "all"):  # the whole queue: no scan
+            window = self.items[q.offset : q.offset + q.limit]
+            return {"rows": [it.to_json() for it in window], "matched": len(self.items),
+                    "offset": q.offset, "limit": q.limit, "reviewed": self.reviewed,
+                    "total": len(self.items)}
+        lo = -1.0 if q.min_conf is None else q.min_conf
+        hi = 2.0 if q.max_conf is None else q.max_conf
+        want_label = q.label or None
+        matched = 0
+        rows: list[dict[str, Any]] = []
+        end = q.offset + q.limit
+        for it in self.items:
+            if want_label is not None and (it.label or INVALID) != want_label:
+                continue
+            if not lo <= it.certainty <= hi:
+                continue
+            if q.status == "todo" and it.human is not None:
+                continue
+            if q.status == "done" and it.human is None:
+                continue
+            if needle and needle not in it.haystack:
+                continue
+            if q.offset <= matched < end:
+                rows.append(it.to_json())
+            matched += 1
+        return {"rows": rows, "matched": matched, "offset": q.offset, "limit": q.limit,
+                "reviewed": self.reviewed, "total": len(self.items)}
+
+    def decide(self, key: str, label: str | None) -> ReviewItem:
+        """Mirror a committed decision (None: taken back)."""
+        item = self.by_key[key]
+        if (item.human is None) != (label is None):
+            self.reviewed += 1 if label is not None else -1
+        item.human = label
+        return item
+
+
+def build_index(task: Task, identity: dict[str, Any], rows: Iterable[Row | Reject],
+                store: Store, *, chunk: int = 512) -> ReviewIndex:
+    """Every labeled row of the input with its answer; rows without one are counted."""
+    if task.output_kind != "label" or task.label_space is None:
+        raise ConfigError(f"review needs a label task; {task.path} is '{task.output_kind}'")
+    items: list[ReviewItem] = []
+    missing = 0
+    for planned in Planner(task, identity, store, failures=False).plan_rows(rows, chunk):
+        for item in planned:
+            if item.status == REJECTED:
+                continue
+            if item.completion is None:
+                missing += 1
+                continue
+            row = item.row
+            answer = read_answer(task, item.completion)
+            conf = answer.confidence
+            certainty = 0.0 if conf is None else conf.max_prob
+            if conf is not None and conf.agreement is not None:
+                certainty = min(certainty, conf.agreement)  # sampled: disagreement first
+            shown = {name: "" if row.data.get(name) is None else str(row.data.get(name))
+                     for name in task.fields}
+            items.append(ReviewItem(
+                str(item.key), row.id, shown, answer.label,
+                tuple(round(p, 4) for p in answer.soft.probs) if answer.soft else None,
+                certainty, haystack=" ".join(shown.values()).lower(),
+            ))
+    decided = human_labels(store, [it.key for it in items])
+    for it in items:
+        if it.key in decided:
+            it.human = decided[it.key].label
+    return ReviewIndex(task, items, missing=missing)
