@@ -93,7 +93,8 @@ def gold_index(value: Any, names: Sequence[str]) -> int:
     raise ValueError(f"gold label {value!r} is not one of {list(names)}")
 
 
-def read_gold(path: str | Path, *, text_field: str = "text", gold_field: str = "label") -> list[dict[str, Any]]:
+def read_gold(path: str | Path, *, text_field: str = "text",
+              gold_field: str = "label") -> list[dict[str, Any]]:
     """Gold rows from a JSONL/CSV/TSV file, as ``{"text": ..., "label": ...}`` dicts."""
     rows = []
     for item in read_rows(path, required_fields=(text_field, gold_field)):
