@@ -175,7 +175,11 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0,
                     help="KD temperature for the soft student (T > 1 softens, T < 1 sharpens)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (a tiny student on a busy machine runs faster on 1)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     gold = read_gold(args.gold, text_field=args.text_field, gold_field=args.gold_field)
     n = len(load_export(args.export))
