@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -142,3 +143,24 @@ def test_collator_keeps_soft_labels_and_drops_the_id_column() -> None:
 def test_collator_without_soft_labels_gives_hard_labels_only() -> None:
     batch = SoftLabelCollator(_Tokenizer())([{"text": "a b", "label": 0}, {"text": "c", "label": 1}])
     assert "soft_labels" not in batch and batch["labels"].tolist() == [0, 1]
+
+
+def test_kd_tensors_reads_a_kd_export(teacher_server: Any, tmp_path: Any) -> None:
+    """The adapter takes the `kd` export's per-token top-k as it is written today (token
+    strings; ids where the teacher gives them), and the loss runs on what it returns."""
+    import labeler
+
+    rows = [{"id": "a", "text": "A warm and funny film."}, {"id": "b", "text": "Dull, slow and far too long."}]
+    ds = labeler.label(rows, "sentiment", "openai-compatible:teacher-test", kind="kd",
+                       base_url=teacher_server.url + "/v1", store=tmp_path / "s.sqlite")
+    vocab: dict[str, int] = {}
+    for position in (p for row in ds["top_logprobs"] for p in row):
+        for alt in position:
+            vocab.setdefault(alt["token"], len(vocab))
+    ids, lps, mask = kd_tensors(ds["top_logprobs"], token_to_id=vocab.get)
+    assert mask.sum(-1).tolist() == [len(t) for t in ds["tokens"]]
+    assert bool((ids[mask][:, 0] >= 0).all())  # every answer position has its top-1
+    logits = torch.zeros(ids.shape[0], ids.shape[1], len(vocab), requires_grad=True)
+    loss = topk_kd_loss(logits, ids, lps, mask)
+    loss.backward()
+    assert loss.item() > 0 and logits.grad is not None
