@@ -15,6 +15,14 @@ are random (``--student bow``: mean of word embeddings, fastText-like; ``--stude
 a 2-layer BERT), so nothing is downloaded. Swap in a pretrained checkpoint and its
 tokenizer for real work; the trainer and collator stay the same.
 
+Cost, measured on a busy 2-core machine with one torch thread (``--threads 1``): 600
+SST-2 validation sentences, 30 epochs, about 12 s per student for ``bow`` and 90 s for
+``bert``. With gold labels standing in for the teacher (hard = gold, soft = 0.85/0.15)
+and the other 272 sentences as test, hard reached 69.9% (bow) and 66.5% (bert), soft
+67.3% and 60.7%: a constant smoothing carries no information, so it cannot help. Soft
+labels pay off when they say which rows are uncertain; run this on a real teacher's
+export to see whether yours do.
+
 From code (``python -m benchmarks.student`` uses this)::
 
     from examples.distill_student import train_and_score

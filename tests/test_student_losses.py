@@ -150,7 +150,8 @@ def test_kd_tensors_reads_a_kd_export(teacher_server: Any, tmp_path: Any) -> Non
     strings; ids where the teacher gives them), and the loss runs on what it returns."""
     import labeler
 
-    rows = [{"id": "a", "text": "A warm and funny film."}, {"id": "b", "text": "Dull, slow and far too long."}]
+    rows = [{"id": "a", "text": "A warm and funny film."},
+            {"id": "b", "text": "Dull, slow and far too long."}]
     ds = labeler.label(rows, "sentiment", "openai-compatible:teacher-test", kind="kd",
                        base_url=teacher_server.url + "/v1", store=tmp_path / "s.sqlite")
     vocab: dict[str, int] = {}
