@@ -105,3 +105,11 @@ def test_importing_labeler_loads_neither_torch_nor_datasets() -> None:
             "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_a_validation_split_comes_back_as_a_dataset_dict(teacher_server: TeacherServer,
+                                                         tmp_path: Path) -> None:
+    dd = labeler.label(reviews(), "sentiment", TEACHER, kind="classification", validation_size=0.25,
+                       **opts(teacher_server, tmp_path))
+    assert isinstance(dd, datasets.DatasetDict) and set(dd) == {"train", "validation"}
+    assert len(dd["train"]) + len(dd["validation"]) == 24 and len(dd["validation"]) > 0
