@@ -26,6 +26,7 @@ from labeler.errors import (
 )
 from labeler.export import ExportOptions, ExportReport, export_dataset
 from labeler.filters import FilterSpec
+from labeler.in_memory import alabel, label
 from labeler.inputs import Reject, Row, read_rows
 from labeler.job import Job, JobResult, run_job
 from labeler.request import Request
@@ -38,6 +39,6 @@ __all__ = [
     "Answer", "Completion", "ConfigError", "ExportOptions", "ExportReport",
     "FilterSpec", "FinalError", "InputError", "Job", "JobResult", "Labeler", "LabelerError",
     "Record", "Reject", "Request", "RetryableError", "Row", "RunSummary", "Store", "StoreError",
-    "Task", "Teacher", "TeacherError", "TemplateError", "TokenLogprob", "Usage", "export_dataset",
-    "load_task", "make_teacher", "read_answer", "read_rows", "run_job",
+    "Task", "Teacher", "TeacherError", "TemplateError", "TokenLogprob", "Usage", "alabel",
+    "export_dataset", "label", "load_task", "make_teacher", "read_answer", "read_rows", "run_job",
 ]

@@ -20,7 +20,7 @@ import os
 import sys
 import zlib
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
 from itertools import chain
@@ -291,6 +291,38 @@ def read_rows(
         )
     handle = _open_text(given)
     return _read_text(handle, handle, given, fmt, id_field, required, delimiter)
+
+
+def read_records(
+    records: Iterable[Any],
+    source: str,
+    *,
+    id_field: str | None = None,
+    required_fields: Sequence[str] = (),
+) -> Iterator[Row | Reject]:
+    """Rows from records already in memory (a Dataset, a DataFrame, a list of dicts),
+    with the same checks and rejects as a file; `source` names them in messages
+    (``<DataFrame>``) and a record's position, from 1, is its line."""
+    check = _make_check(source, id_field, tuple(required_fields), "row")
+    for line, data in enumerate(records, 1):
+        if not isinstance(data, dict):
+            if not isinstance(data, Mapping):
+                yield Reject(source, line, f"expected a dict of fields, got {_type_name(data)}")
+                continue
+            data = dict(data)
+        if check is None:
+            yield _row(source, line, str(line), data)
+            continue
+        result = check(data, line)
+        yield Reject(source, line, result, _raw_record(data)) if isinstance(result, str) else result
+
+
+def _raw_record(data: dict[str, Any]) -> str | None:
+    """A rejected in-memory record as one JSON line, so the rejects file can be fixed and fed."""
+    try:
+        return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:
+        return None
 
 
 def count_rows(

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from labeler import aio
 from labeler.batch.base import BatchClient
@@ -38,12 +38,20 @@ def default_store() -> Path:
     return default_home() / "store.sqlite"
 
 
+class InMemoryInput(Protocol):
+    """Input rows held by the caller rather than in a file (see labeler/in_memory.py)."""
+
+    def rows(self, *, id_field: str | None, required_fields: Sequence[str]) -> Iterator[Row | Reject]: ...
+
+    def __len__(self) -> int: ...
+
+
 @dataclass
 class Job:
     """Everything a run needs; every field has the CLI flag of the same name."""
 
-    task: str | Path
-    input: str | Path
+    task: str | Path | Task
+    input: str | Path | InMemoryInput
     teacher: str
     out: str | Path | None = None
     store: str | Path | None = None
@@ -77,7 +85,7 @@ class Job:
         return RetryPolicy(max_attempts=self.max_attempts, initial_wait=self.retry_initial_wait)
 
     def load_task(self) -> Task:
-        return load_task(self.task)
+        return self.task if isinstance(self.task, Task) else load_task(self.task)
 
     def make_teacher(self) -> Teacher:
         opts = dict(self.teacher_options)
@@ -88,10 +96,13 @@ class Job:
         return make_teacher(self.teacher, **opts)
 
     def rows(self, task: Task) -> Iterator[Row | Reject]:
-        it = read_rows(
-            self.input, format=self.input_format, id_field=self.id_field,
-            required_fields=task.fields, delimiter=self.delimiter, split=self.input_split,
-        )
+        if isinstance(self.input, str | os.PathLike):
+            it = read_rows(
+                self.input, format=self.input_format, id_field=self.id_field,
+                required_fields=task.fields, delimiter=self.delimiter, split=self.input_split,
+            )
+        else:
+            it = self.input.rows(id_field=self.id_field, required_fields=task.fields)
         if self.limit is not None:
             it = _limited(it, self.limit)
         if self.id_field is None:
@@ -177,7 +188,9 @@ async def run_job(
 def _live_strategy(job: Job, task: Task, teacher: Teacher, store: Store, rejects: Path | None,
                    on_warning: Callable[[str], None] | None) -> Labeler:
     total = None
-    if job.progress is not False:
+    if job.progress is not False and not isinstance(job.input, str | os.PathLike):
+        total = len(job.input)
+    elif job.progress is not False:
         with contextlib.suppress(Exception):
             total = count_rows(job.input, format=job.input_format, delimiter=job.delimiter,
                                split=job.input_split)
@@ -225,7 +238,7 @@ def export_job(job: Job) -> ExportReport:
 def _spool_stdin(job: Job) -> Path | None:
     """stdin can be read once, but a run reads its input twice (label, then export):
     stream it to a file under LABELER_HOME first."""
-    if str(job.input) != "-":
+    if not isinstance(job.input, str | os.PathLike) or str(job.input) != "-":
         return None
     import shutil
     import sys
