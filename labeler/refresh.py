@@ -61,6 +61,7 @@ from labeler.errors import ConfigError, LabelerError
 from labeler.export import ExportOptions
 from labeler.filters import FilterSpec
 from labeler.job import Job, run_job
+from labeler.owner import alive as _alive
 from labeler.pricing import PriceTable
 from labeler.run import STOP_GRACE_S
 
@@ -320,21 +321,6 @@ def _holder(fd: int) -> tuple[int | None, str | None]:
     if not text or not text[0].isdigit():
         return None, None
     return int(text[0]), text[1] if len(text) > 1 else None
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` is a running process (a zombie, killed but not reaped, is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from labeler.claims import LEASE_S, Claims
 from labeler.completion import Completion
 from labeler.errors import (
     BudgetExceeded,
@@ -39,6 +40,7 @@ from labeler.errors import (
 )
 from labeler.inputs import Reject, RejectsWriter, Row
 from labeler.limits import Limiter
+from labeler.owner import Owner
 from labeler.pricing import PriceTable
 from labeler.progress import Progress
 from labeler.request import Request
@@ -51,6 +53,7 @@ CHUNK = 256
 UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
 STOP_GRACE_S = 30.0  # after a stop, how long in-flight requests may still land
 PROBLEM_LINES = 20  # rejected/failed rows reported one by one; the rest are counted
+WAIT_POLL_S = 0.2  # how often a run looks for answers another process has in flight
 # Failures caused by the row itself, not the teacher: the row goes to the rejects file
 # too, so that one file lists every row the user has to fix.
 INPUT_FAILURES = frozenset({"context_length"})
@@ -140,6 +143,8 @@ class Labeler:
         close_teacher: bool = True,
         on_warning: Callable[[str], None] | None = None,
         stop_grace_s: float = STOP_GRACE_S,
+        owner: Owner | None = None,
+        claim_lease_s: float = LEASE_S,
     ) -> None:
         if budget_usd is not None and (prices or PriceTable.default()).lookup(teacher.model) is None:
             # An unpriced model would cost "0" per request and never stop: refuse instead.
@@ -149,6 +154,9 @@ class Labeler:
         self.teacher = teacher
         self._own_store = not isinstance(store, Store)
         self.store = store if isinstance(store, Store) else Store(store)
+        # Other processes on the same store see what this one is requesting, and wait for
+        # it instead of paying again (labeler/claims.py).
+        self.claims = Claims(self.store, owner, claim_lease_s)
         self.limiter = Limiter(concurrency, rpm=rpm, tpm=tpm)
         self.retry = retry or RetryPolicy()
         self.retry_failed = retry_failed
@@ -228,6 +236,7 @@ class Labeler:
         out: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=4 * CHUNK)
         state = _RunState(self, out, with_completions)
         producer = asyncio.create_task(state.produce(rows))
+        renewer = asyncio.create_task(state.renew_claims())
         bar = Progress(total=self.total, enabled=self.progress)
         try:
             while True:
@@ -244,7 +253,11 @@ class Labeler:
             if not producer.done():
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
             await state.shutdown()
+            with contextlib.suppress(StoreError):  # what was claimed and never sent
+                await asyncio.to_thread(self.claims.release_all)
             self.summary.elapsed_s = time.monotonic() - start
             self.summary.rate_limited = self.limiter.rate_limited
             if self._problems > PROBLEM_LINES:
@@ -299,6 +312,9 @@ class _RunState:
         self.out = out
         self.with_completions = with_completions
         self.inflight: dict[str, list[Row]] = {}
+        # Keys another owner has in flight: their rows wait here for its answer.
+        self.waiting: dict[str, tuple[Request, list[Row]]] = {}
+        self._next_poll = 0.0
         self.slots = asyncio.Semaphore(max(2 * lb.limiter.concurrency, 8))
         self.workers: set[asyncio.Task[None]] = set()
         self.writer = _BatchWriter(lb.store)
@@ -319,6 +335,9 @@ class _RunState:
                 if not chunk:
                     break
                 await self._handle_chunk(chunk)
+                if self.waiting and time.monotonic() >= self._next_poll:
+                    await self._poll_waiting()
+            await self._wait_for_others()
             await self._wait_workers()
             if self.lb._stop.is_set():
                 await self._drain_unread(it)
@@ -380,10 +399,16 @@ class _RunState:
             hits = dict.fromkeys(await asyncio.to_thread(store.known, keys))
         if lb.max_age_s is not None and hits:
             hits = await self._expire(hits)
-        misses = [k for k in keys if k not in hits and k not in self.inflight]
+        misses = [k for k in keys
+                  if k not in hits and k not in self.inflight and k not in self.waiting]
         failed = {}
         if misses and not lb.retry_failed:
             failed = await asyncio.to_thread(store.failures_for, misses)
+        granted: set[str] = set()
+        wanted = [k for k in misses if k not in failed]
+        if wanted and not lb._stop.is_set() and self.fatal is None:
+            granted = await asyncio.to_thread(lb.claims.claim, wanted,
+                                              fresh_since=self._fresh_since())
         for row, request, key in prepared:
             if key in hits:
                 await self.out.put(Record(row, "cached", key, request, hits[key]))
@@ -395,23 +420,101 @@ class _RunState:
                 )
             elif key in self.inflight:
                 self.inflight[key].append(row)
+            elif key in self.waiting:
+                self.waiting[key][1].append(row)
             elif lb._stop.is_set() or self.fatal is not None:
                 await self.out.put(Record(row, "skipped", key, request, reason="stopped"))
+            elif key not in granted:
+                # Another process is requesting it (or just stored it): wait for that answer.
+                self.waiting[key] = (request, [row])
             else:
-                await self.slots.acquire()
-                if lb._stop.is_set() or self.fatal is not None:
-                    # The stop came while this row waited for a worker place: send nothing new.
-                    self.slots.release()
-                    await self.out.put(Record(row, "skipped", key, request, reason="stopped"))
-                    continue
-                if not await self._reserve_budget(request):
-                    self.slots.release()
-                    await self.out.put(Record(row, "skipped", key, request, reason="budget"))
-                    continue
-                self.inflight[key] = [row]
-                task = asyncio.create_task(self._work(key, request))
-                self.workers.add(task)
-                task.add_done_callback(self.workers.discard)
+                await self._send(key, request, [row])
+
+    async def _send(self, key: str, request: Request, rows: list[Row]) -> None:
+        """Start a worker for a claimed key once a worker place is free (or skip its rows)."""
+        lb = self.lb
+        await self.slots.acquire()
+        reason = None
+        if lb._stop.is_set() or self.fatal is not None:
+            reason = "stopped"  # the stop came while this row waited for a worker place
+        elif not await self._reserve_budget(request):
+            reason = "budget"
+        if reason is not None:
+            self.slots.release()
+            for row in rows:
+                await self.out.put(Record(row, "skipped", key, request, reason=reason))
+            return
+        self.inflight[key] = rows
+        task = asyncio.create_task(self._work(key, request))
+        self.workers.add(task)
+        task.add_done_callback(self.workers.discard)
+
+    def _fresh_since(self) -> float | None:
+        """Answers older than this are due for relabeling (--max-age), None: all count."""
+        return None if self.lb.max_age_s is None else time.time() - self.lb.max_age_s
+
+    async def _poll_waiting(self) -> None:
+        """Settle rows waiting on another owner: its answer (or stored failure) if it has
+        landed, else claim the key again (granted once the owner released it or died)."""
+        lb, store = self.lb, self.lb.store
+        self._next_poll = time.monotonic() + WAIT_POLL_S
+        keys = list(self.waiting)
+        if self.with_completions:
+            hits: Mapping[str, Completion | None] = await asyncio.to_thread(store.get_many, keys)
+        else:
+            hits = dict.fromkeys(await asyncio.to_thread(store.known, keys))
+        if lb.max_age_s is not None and hits:
+            hits = await self._expire(hits)
+        rest = [k for k in keys if k not in hits]
+        failed = {}
+        if rest and not lb.retry_failed:
+            failed = await asyncio.to_thread(store.failures_for, rest)
+        wanted = [k for k in rest if k not in failed]
+        granted: set[str] = set()
+        if wanted and not lb._stop.is_set() and self.fatal is None:
+            granted = await asyncio.to_thread(lb.claims.claim, wanted,
+                                              fresh_since=self._fresh_since())
+        for key in keys:
+            if key not in hits and key not in failed and key not in granted:
+                continue
+            request, rows = self.waiting.pop(key)
+            if key in hits:
+                for row in rows:
+                    await self.out.put(Record(row, "cached", key, request, hits[key]))
+            elif key in failed:
+                f = failed[key]
+                for row in rows:
+                    await self.out.put(Record(
+                        row, "failed", key, request, reason=f.reason,
+                        message=f"{f.message} (stored failure; rerun with --retry-failed)"))
+            else:
+                await self._send(key, request, rows)
+
+    async def _wait_for_others(self) -> None:
+        """At the end of the input, wait for the rows whose keys other owners hold; on a
+        stop or a fatal error they are skipped (a rerun reads or sends them)."""
+        while self.waiting and not self.lb._stop.is_set() and self.fatal is None:
+            delay = self._next_poll - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.lb._stop.wait(), delay)
+                continue
+            await self._poll_waiting()
+        for key, (request, rows) in list(self.waiting.items()):
+            for row in rows:
+                await self.out.put(Record(row, "skipped", key, request, reason="stopped"))
+        self.waiting.clear()
+
+    async def renew_claims(self) -> None:
+        """Keep this run's claims alive while it runs (a lease a third long between)."""
+        claims = self.lb.claims
+        while True:
+            await asyncio.sleep(claims.lease_s / 3)
+            try:
+                await asyncio.to_thread(claims.renew)
+            except StoreError as exc:
+                self._set_fatal(exc)
+                return
 
     def _wrap(self, data: Mapping[str, Any]) -> Row:
         self._line += 1

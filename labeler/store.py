@@ -119,7 +119,28 @@ def _m002_batches(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_m001_initial, _m002_batches]
+def _m003_claims(db: sqlite3.Connection) -> None:
+    """Claims on items being requested (labeler/claims.py owns the queries), so that two
+    processes on one store never pay for the same request twice."""
+    _script(
+        db,
+        """
+        CREATE TABLE claims (
+            key TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            host TEXT NOT NULL,
+            boot TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            expires_at REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX claims_owner ON claims (owner);
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _m001_initial, _m002_batches, _m003_claims,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -280,6 +301,7 @@ class Store:
             # One cheap probe per transaction saves a lookup per row when nothing failed.
             if db.execute("SELECT 1 FROM failures LIMIT 1").fetchone() is not None:
                 db.executemany("DELETE FROM failures WHERE key = ?", [(r[0],) for r in rows])
+            _release_claims(db, [r[0] for r in rows])
 
         self._write(write)
 
@@ -292,14 +314,16 @@ class Store:
         rows = [(k, r, m, s, a, now, now) for k, r, m, s, a in items]
         if not rows:
             return
-        self._write(
-            lambda db: db.executemany(
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
                 "INSERT INTO failures VALUES (?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET"
                 " reason=excluded.reason, message=excluded.message, status=excluded.status,"
                 " attempts=failures.attempts+excluded.attempts, last_at=excluded.last_at",
                 rows,
             )
-        )
+            _release_claims(db, [r[0] for r in rows])
+
+        self._write(write)
 
     def forget(self, keys: Sequence[str]) -> None:
         """Drop stored answers (used by --max-age relabeling) in one transaction."""
@@ -421,6 +445,13 @@ def _completion(row: tuple[Any, ...]) -> Completion:
         latency_s=(latency_ms or 0) / 1000.0,
         samples=orjson.loads(samples) if samples is not None else None,
     )
+
+
+def _release_claims(db: sqlite3.Connection, keys: list[str]) -> None:
+    """An item whose answer (or failure) is stored needs no claim any more: whoever held
+    it, other processes waiting for it now read it (one probe when nobody claims)."""
+    if db.execute("SELECT 1 FROM claims LIMIT 1").fetchone() is not None:
+        db.executemany("DELETE FROM claims WHERE key = ?", [(k,) for k in keys])
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:
