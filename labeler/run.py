@@ -551,9 +551,7 @@ class _RunState:
             estimate = lb.prices.estimate_request(lb.teacher.model, request, lb._max_tokens,
                                                   shape=request_shape(lb.teacher, request))
         try:
-            completion, _ = await self._call(request)
-            cost = lb.prices.cost(lb.teacher.model, completion.usage)
-            await self.writer.put(key, completion, cost)
+            completion, cost = await self._call(key, request)
             self.spent_usd += cost or 0.0
             lb.summary.cost_usd += cost or 0.0
             lb.summary.prompt_tokens += completion.usage.prompt_tokens
@@ -600,7 +598,13 @@ class _RunState:
                        completion if self.with_completions else None, reason, message)
             )
 
-    async def _call(self, request: Request) -> tuple[Completion, int]:
+    async def _call(self, key: str, request: Request) -> tuple[Completion, float | None]:
+        """Ask (with retries) and commit the answer; (the answer, its cost).
+
+        The answer is committed before its limiter place is given back, so the answers
+        not yet in the store never outnumber the places (`concurrency`): that is all a
+        kill -9 can lose, and only what it had in flight.
+        """
         lb = self.lb
         calls, answers = request_shape(lb.teacher, request)  # a sampling teacher pays n calls
         prompt_tokens = _estimate_tokens(request) * calls
@@ -633,9 +637,11 @@ class _RunState:
                             if self.refused >= UNREACHABLE_AFTER and self.successes == 0:
                                 raise _Unreachable(exc.message) from exc
                             raise
+                        cost = lb.prices.cost(lb.teacher.model, completion.usage)
+                        await self.writer.put(key, completion, cost)
                     lb.limiter.on_success(prompt_tokens, completion.usage.prompt_tokens)
                     self.successes += 1
-                    return completion, attempts
+                    return completion, cost
         except TeacherError as exc:
             exc.attempts = attempts  # type: ignore[attr-defined]
             raise
@@ -724,9 +730,15 @@ class _FirstAttempt:
 
 
 class _BatchWriter:
-    """Group commits: many responses per transaction, each caller resumed after its commit."""
+    """Group commits: many responses per transaction, each caller resumed after its commit.
 
-    def __init__(self, store: Store, max_batch: int = 512, max_delay: float = 0.02) -> None:
+    A commit starts as soon as an answer arrives and none is running (after one turn of
+    the event loop, so that answers landing together share it); answers that arrive
+    during a commit go in the next one. Nothing waits on a timer, so an answer is in the
+    store one commit after it arrived, however busy the run, and throughput still batches.
+    """
+
+    def __init__(self, store: Store, max_batch: int = 512, max_delay: float = 0.0) -> None:
         self.store = store
         self.max_batch = max_batch
         self.max_delay = max_delay
