@@ -20,7 +20,7 @@ from labeler.export import ExportOptions, ExportReport, export_dataset
 from labeler.inputs import Reject, Row, count_rows, read_rows
 from labeler.pricing import PriceTable
 from labeler.retry import RetryPolicy
-from labeler.run import STOP_GRACE_S, Labeler, RunSummary
+from labeler.run import REQUEST_TIMEOUT_S, STOP_GRACE_S, Labeler, RunSummary
 from labeler.store import Store
 from labeler.task import Task, load_task
 from labeler.teachers import make_teacher
@@ -67,6 +67,7 @@ class Job:
     batch: bool = False  # label through the provider's batch API (labeler/batch/)
     no_wait: bool = False  # with batch: submit and collect what has ended, then return
     stop_grace_s: float = STOP_GRACE_S  # after SIGINT/SIGTERM, how long in-flight requests get
+    request_timeout: float = REQUEST_TIMEOUT_S  # seconds per attempt, connect to last byte
 
     def retry_policy(self) -> RetryPolicy:
         if self.retry_initial_wait is None:
@@ -153,6 +154,7 @@ async def run_job(
         rejects=rejects, progress=job.progress, prices=job.prices, budget_usd=job.budget_usd,
         max_age_s=job.max_age_days * 86400 if job.max_age_days is not None else None,
         total=total, on_warning=on_warning, stop_grace_s=job.stop_grace_s,
+        request_timeout_s=job.request_timeout,
     )
     try:
         with aio.stop_on_signals(lb, enabled=handle_signals):

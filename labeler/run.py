@@ -52,6 +52,7 @@ from labeler.teachers.base import Teacher, request_shape
 CHUNK = 256
 UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
 STOP_GRACE_S = 30.0  # after a stop, how long in-flight requests may still land
+REQUEST_TIMEOUT_S = 120.0  # one attempt, connect to last byte, on every transport
 PROBLEM_LINES = 20  # rejected/failed rows reported one by one; the rest are counted
 WAIT_POLL_S = 0.2  # how often a run looks for answers another process has in flight
 # Failures caused by the row itself, not the teacher: the row goes to the rejects file
@@ -145,6 +146,7 @@ class Labeler:
         stop_grace_s: float = STOP_GRACE_S,
         owner: Owner | None = None,
         claim_lease_s: float = LEASE_S,
+        request_timeout_s: float | None = REQUEST_TIMEOUT_S,
     ) -> None:
         if budget_usd is not None and (prices or PriceTable.default()).lookup(teacher.model) is None:
             # An unpriced model would cost "0" per request and never stop: refuse instead.
@@ -172,6 +174,9 @@ class Labeler:
         self.close_teacher = close_teacher
         self.on_warning = on_warning or (lambda msg: print(msg, file=sys.stderr))
         self.stop_grace_s = stop_grace_s
+        if request_timeout_s is not None and request_timeout_s <= 0:
+            raise ConfigError(f"request timeout must be positive, got {request_timeout_s:g}s")
+        self.request_timeout_s = request_timeout_s
         self.summary = RunSummary()
         self._problems = 0
         self._stop = asyncio.Event()
@@ -237,6 +242,7 @@ class Labeler:
         state = _RunState(self, out, with_completions)
         producer = asyncio.create_task(state.produce(rows))
         renewer = asyncio.create_task(state.renew_claims())
+        unqueuer = asyncio.create_task(state.cancel_queued_on_stop())
         bar = Progress(total=self.total, enabled=self.progress)
         try:
             while True:
@@ -254,7 +260,8 @@ class Labeler:
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
             renewer.cancel()
-            await asyncio.gather(renewer, return_exceptions=True)
+            unqueuer.cancel()
+            await asyncio.gather(renewer, unqueuer, return_exceptions=True)
             await state.shutdown()
             with contextlib.suppress(StoreError):  # what was claimed and never sent
                 await asyncio.to_thread(self.claims.release_all)
@@ -324,6 +331,10 @@ class _RunState:
         self.refused = 0  # connections refused before any success, over the whole run
         self.spent_usd = 0.0
         self.abandoning = False  # set when the stop grace ran out: cancelled workers report
+        # Workers waiting for a limiter place (nothing sent yet): a stop cancels them at
+        # once rather than letting them wait out the rate limit only to send nothing.
+        self.queued: set[asyncio.Task[Any]] = set()
+        self.unsent: set[asyncio.Task[Any]] = set()
         self._line = 0
 
     async def produce(self, rows: Iterable[Row | Reject | Mapping[str, Any]]) -> None:
@@ -505,6 +516,14 @@ class _RunState:
                 await self.out.put(Record(row, "skipped", key, request, reason="stopped"))
         self.waiting.clear()
 
+    async def cancel_queued_on_stop(self) -> None:
+        """On a stop, end at once the workers that are only waiting for a limiter place:
+        they would send nothing anyway, and with a low --rpm the wait is long."""
+        await self.lb._stop.wait()
+        for task in list(self.queued):
+            self.unsent.add(task)
+            task.cancel()
+
     async def renew_claims(self) -> None:
         """Keep this run's claims alive while it runs (a lease a third long between)."""
         claims = self.lb.claims
@@ -561,7 +580,9 @@ class _RunState:
         except _Stopped:
             record_status, reason = "skipped", "stopped"
         except asyncio.CancelledError:
-            if not self.abandoning:
+            if asyncio.current_task() in self.unsent:
+                record_status, reason = "skipped", "stopped"  # it never sent anything
+            elif not self.abandoning:
                 raise
             # The stop grace ran out with this request in flight: it is not sent as far as
             # this run knows; a rerun asks again.
@@ -614,10 +635,14 @@ class _RunState:
         try:
             async for attempt in retrying:
                 with attempt:
-                    if lb._stop.is_set() and attempts > 0:
+                    if lb._stop.is_set():
                         raise _Stopped()
-                    async with lb.limiter.slot(lb._max_tokens * calls * answers, requests=calls,
-                                               prompt_tokens=prompt_tokens):
+                    me = asyncio.current_task()
+                    self.queued.add(me)  # type: ignore[arg-type]
+                    async with _Dequeue(self.queued, me), lb.limiter.slot(
+                            lb._max_tokens * calls * answers, requests=calls,
+                            prompt_tokens=prompt_tokens):
+                        self.queued.discard(me)  # type: ignore[arg-type]
                         if lb._stop.is_set():  # stopped while waiting for a slot: send nothing
                             raise _Stopped()
                         attempts += 1
@@ -625,7 +650,7 @@ class _RunState:
                         if attempts > 1:
                             lb.summary.retries += 1
                         try:
-                            completion = await lb.teacher.complete(request)
+                            completion = await self._complete(request)
                         except RetryableError as exc:
                             if exc.status == 429 or exc.status == 529:
                                 lb.limiter.on_rate_limited(exc.retry_after)
@@ -647,6 +672,20 @@ class _RunState:
             raise
         raise AssertionError("unreachable: the retry loop returns or raises")
 
+    async def _complete(self, request: Request) -> Completion:
+        """One attempt under the whole-attempt deadline: the transports' own timeouts are
+        per read, so a server that trickles its answer would hold the request forever."""
+        limit = self.lb.request_timeout_s
+        if limit is None:
+            return await self.lb.teacher.complete(request)
+        try:
+            async with asyncio.timeout(limit):
+                return await self.lb.teacher.complete(request)
+        except TimeoutError:
+            raise RetryableError(
+                "timeout", f"no complete answer within {limit:g}s (--request-timeout)"
+            ) from None
+
     async def _retry_sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.lb._stop.wait(), seconds)
@@ -663,6 +702,19 @@ class _RunState:
         if self.workers:
             await asyncio.gather(*list(self.workers), return_exceptions=True)
         await self.writer.close()
+
+
+class _Dequeue:
+    """Drop a worker from the queued set however its wait for a limiter place ends."""
+
+    def __init__(self, queued: set[Any], task: Any) -> None:
+        self._queued, self._task = queued, task
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._queued.discard(self._task)
 
 
 class _Unreachable(Exception):

@@ -118,7 +118,7 @@ def test_two_concurrent_runs_on_one_store_pay_once(tmp_path: Path) -> None:
         second = start(args)
         outs = [p.communicate(timeout=120) for p in (first, second)]
         log = srv.log()
-    for proc, (out, err) in zip((first, second), outs, strict=True):
+    for proc, (_, err) in zip((first, second), outs, strict=True):
         assert proc.returncode == 0, err
     sent = [r for r in log if item_of(r["prompt"]) is not None]
     per_item = answered_items(log)
