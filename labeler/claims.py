@@ -65,13 +65,16 @@ class Claims:
             )
             refused: set[str] = set()
             takeover: list[str] = []
+            dead: dict[tuple[str, str, int], bool] = {}  # one liveness check per owner
             for chunk in _chunks(unique, BATCH):
                 marks = ",".join("?" * len(chunk))
                 for key, host, boot, pid, until in db.execute(
                     f"SELECT key, host, boot, pid, expires_at FROM claims WHERE key IN ({marks})"
                     " AND owner != ?", [*chunk, owner.id],
                 ):
-                    if until < now or gone(host, boot, pid):
+                    if (host, boot, pid) not in dead:
+                        dead[host, boot, pid] = gone(host, boot, pid)
+                    if until < now or dead[host, boot, pid]:
                         takeover.append(key)
                     else:
                         refused.add(key)

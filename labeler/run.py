@@ -205,7 +205,8 @@ class Labeler:
 
     def stop(self) -> None:
         """Graceful stop: no new requests; in-flight ones get `stop_grace_s` to land (then
-        they are abandoned and counted as not sent); label() then returns."""
+        they are abandoned and counted as not sent), those only waiting for a limiter
+        place end at once; label() then returns."""
         self.summary.interrupted = True
         self._stop.set()
 
