@@ -170,6 +170,8 @@ class RefreshConfig:
         keep = raw.get("keep", 5)
         if keep < 1:
             raise ConfigError(f"{where}: keep must be at least 1 (the current version)")
+        if raw.get("request_timeout", 1) <= 0:
+            raise ConfigError(f"{where}: request_timeout must be positive (seconds per attempt)")
         return cls(
             path=path, task=task, input=str(local(raw["input"])), teacher=raw["teacher"],
             out=local(raw["out"]) or base, store=local(raw.get("store")), base_url=base_url,

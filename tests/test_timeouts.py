@@ -15,9 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from procs import LocalServer, ServerProcess, run_args, start, wait_until, write_items
 
 from labeler import Job, run_job
+from labeler.refresh import refresh
 from labeler.teachers import transport as http
 
 TEACHERS = [
@@ -86,3 +88,22 @@ def test_sigterm_while_requests_only_wait_on_the_rate_limiter_stops_at_once(
         took = time.monotonic() - sent
     assert proc.returncode == 130, err
     assert took < 5, f"nothing was in flight, yet the stop took {took:.1f}s"
+
+
+def test_refresh_config_request_timeout(tmp_path: Path) -> None:
+    write_items(tmp_path / "in.jsonl", 2)
+    with LocalServer(labels=["negative", "positive"], trickle_s=0.5) as srv:
+        cfg = {"task": "sentiment", "input": "in.jsonl", "teacher": "openai-compatible:teacher-test",
+               "base_url": srv.api, "store": "s.sqlite", "out": "out", "max_attempts": 1,
+               "request_timeout": 1.5}
+        path = tmp_path / "refresh.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        started = time.monotonic()
+        result = refresh(path)
+        assert time.monotonic() - started < 20
+    assert result.outcome == "partial", result.error
+    assert result.summary["failures_by_reason"] == {"timeout": 2}
+
+    path.write_text(yaml.safe_dump({**cfg, "request_timeout": 0}))
+    bad = refresh(path)
+    assert bad.outcome == "failed" and "request_timeout must be positive" in (bad.error or "")
