@@ -15,7 +15,15 @@ import time
 from pathlib import Path
 
 import pytest
-from procs import ServerProcess, answered_items, item_of, run_args, start, write_items
+from procs import (
+    ServerProcess,
+    answered_items,
+    item_of,
+    run_args,
+    start,
+    wait_until,
+    write_items,
+)
 
 from labeler.claims import Claims
 from labeler.completion import Completion, Usage
@@ -133,3 +141,31 @@ def test_two_concurrent_runs_on_one_store_pay_once(tmp_path: Path) -> None:
         assert Claims(st).claim([]) == set()
         assert st.execute_read(lambda db: db.execute("SELECT count(*) FROM claims").fetchone()
                                )[0] == 0  # both runs released what they held
+
+
+@pytest.mark.slow
+def test_a_run_waiting_on_a_killed_run_takes_its_items_over(tmp_path: Path) -> None:
+    rows = 120
+    data = write_items(tmp_path / "in.jsonl", rows)
+    store = tmp_path / "s.sqlite"
+    with ServerProcess("--labels", "negative,positive", "--latency", "0.3") as srv:
+        args = run_args("sentiment", data, srv, store, "--concurrency", "4", "--json")
+        first = start(args)
+        # The first run has claimed its first chunk (all 120 rows) and is sending them.
+        assert wait_until(lambda: srv.answered() >= 4, 60, first), first.communicate()
+        second = start(args)
+        time.sleep(1.0)  # the second run finds every item claimed and waits
+        first.kill()
+        first.communicate()
+        started = time.monotonic()
+        out, err = second.communicate(timeout=120)
+        took = time.monotonic() - started
+        log = srv.log()
+    assert second.returncode == 0, err
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["labeled"] + summary["cached"] == rows and summary["failed"] == 0
+    # Taken over at once (same machine, PID gone), not after the 60 s lease.
+    assert took < 40, f"took {took:.1f}s"
+    sent = [r for r in log if item_of(r["prompt"]) is not None]
+    assert len(sent) <= rows + 4  # only what the killed run had in flight is asked again
+    assert set(answered_items(log)) == set(range(rows))
