@@ -103,6 +103,10 @@ def main() -> None:
 @click.option("--stop-grace", "stop_grace", type=float, default=30.0, show_default=True,
               metavar="SECONDS", help="After SIGINT/SIGTERM, how long in-flight requests may "
                                       "still land before they are abandoned.")
+@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
+              show_default=True, metavar="SECONDS",
+              help="Longest one attempt may take, connect to last byte; then it is retried "
+                   "as a timeout.")
 @click.option("--budget", type=float, help="Stop sending new requests past this spend (USD).")
 @click.option("--prices", "prices_file", type=click.Path(dir_okay=False),
               help="Price table JSON (default: the shipped one).")
@@ -484,6 +488,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             max_attempts=kw.get("max_attempts") or 8, retry_failed=bool(kw.get("retry_failed")),
             retry_initial_wait=kw.get("retry_initial_wait"),
             stop_grace_s=kw["stop_grace"] if kw.get("stop_grace") is not None else 30.0,
+            request_timeout=kw.get("request_timeout") or 120.0,
             budget_usd=kw.get("budget"), prices=prices, id_field=kw.get("id_field"),
             input_format=kw.get("input_format"), delimiter=kw.get("delimiter"),
             input_split=kw.get("input_split"), limit=kw.get("limit"),

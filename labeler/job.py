@@ -23,7 +23,7 @@ from labeler.export import ExportOptions, ExportReport, export_dataset
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
 from labeler.pricing import PriceTable
 from labeler.retry import RetryPolicy
-from labeler.run import STOP_GRACE_S, Labeler, RunSummary
+from labeler.run import REQUEST_TIMEOUT_S, STOP_GRACE_S, Labeler, RunSummary
 from labeler.store import Store
 from labeler.task import Task, load_task
 from labeler.teachers import make_teacher
@@ -78,6 +78,7 @@ class Job:
     batch: bool = False  # label through the provider's batch API (labeler/batch/)
     no_wait: bool = False  # with batch: submit and collect what has ended, then return
     stop_grace_s: float = STOP_GRACE_S  # after SIGINT/SIGTERM, how long in-flight requests get
+    request_timeout: float = REQUEST_TIMEOUT_S  # seconds per attempt, connect to last byte
 
     def retry_policy(self) -> RetryPolicy:
         if self.retry_initial_wait is None:
@@ -202,6 +203,7 @@ def _live_strategy(job: Job, task: Task, teacher: Teacher, store: Store, rejects
         rejects=rejects, progress=job.progress, prices=job.prices, budget_usd=job.budget_usd,
         max_age_s=job.max_age_s, total=total, on_warning=on_warning,
         stop_grace_s=job.stop_grace_s, close_teacher=False,
+        request_timeout_s=job.request_timeout,
     )
 
 

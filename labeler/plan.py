@@ -128,7 +128,7 @@ class Planner:
                 continue
             items.append(Item(row, SEND, request, request.key(self.identity)))
         if self.store is not None:
-            self._look_up([i for i in items if i.key is not None])
+            self.look_up([i for i in items if i.key is not None])
         return items
 
     def plan_rows(self, rows: Iterable[Row | Reject | Mapping[str, Any]],
@@ -138,7 +138,8 @@ class Planner:
         while batch := list(islice(it, chunk)):
             yield self.plan(batch)
 
-    def _look_up(self, items: list[Item]) -> None:
+    def look_up(self, items: list[Item]) -> None:
+        """Set the status of rendered items from the store (CACHED, FAILED or left SEND)."""
         store = self.store
         assert store is not None
         keys = list(dict.fromkeys(i.key for i in items if i.key is not None))

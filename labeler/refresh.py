@@ -32,7 +32,8 @@ the home directory)::
     keep: 5
     max_age_days: 30                 # relabel answers older than this
     concurrency: 16                  # also rpm, tpm, max_attempts, retry_initial_wait,
-                                     # retry_failed, budget, prices (a file), stop_grace
+                                     # retry_failed, budget, prices (a file), stop_grace,
+                                     # request_timeout (seconds per attempt, default 120)
     id_field: id                     # also input_format, delimiter, split
     export: {kind: classification, format: hf, validation_size: 0.1, seed: 0}
     filters: {min_confidence: 0.8}   # also min_margin, max_entropy, keep_invalid
@@ -61,8 +62,9 @@ from labeler.errors import ConfigError, LabelerError
 from labeler.export import ExportOptions
 from labeler.filters import FilterSpec
 from labeler.job import Job, run_job
+from labeler.owner import alive as _alive
 from labeler.pricing import PriceTable
-from labeler.run import STOP_GRACE_S
+from labeler.run import REQUEST_TIMEOUT_S, STOP_GRACE_S
 
 EXIT_CODES = {"ok": 0, "failed": 1, "partial": 3, "locked": 4, "budget": 5, "interrupted": 130}
 VERSION_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z(-\d+)?$")
@@ -76,6 +78,7 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "retry_initial_wait": (int, float), "retry_failed": bool, "budget": (int, float),
     "prices": str, "id_field": str, "input_format": str, "delimiter": str, "split": str,
     "export": dict, "filters": dict, "stop_grace": (int, float),
+    "request_timeout": (int, float),
 }
 _EXPORT_KEYS: dict[str, type | tuple[type, ...]] = {
     "kind": str, "format": str, "validation_size": (int, float), "seed": int,
@@ -121,6 +124,7 @@ class RefreshConfig:
     split: str | None = None
     export: ExportOptions = field(default_factory=ExportOptions)
     stop_grace_s: float = STOP_GRACE_S
+    request_timeout_s: float = REQUEST_TIMEOUT_S
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RefreshConfig:
@@ -166,6 +170,8 @@ class RefreshConfig:
         keep = raw.get("keep", 5)
         if keep < 1:
             raise ConfigError(f"{where}: keep must be at least 1 (the current version)")
+        if raw.get("request_timeout", 1) <= 0:
+            raise ConfigError(f"{where}: request_timeout must be positive (seconds per attempt)")
         return cls(
             path=path, task=task, input=str(local(raw["input"])), teacher=raw["teacher"],
             out=local(raw["out"]) or base, store=local(raw.get("store")), base_url=base_url,
@@ -180,6 +186,7 @@ class RefreshConfig:
             delimiter=raw.get("delimiter"), split=raw.get("split"),
             export=_export_options(raw.get("export") or {}, raw.get("filters") or {}, where),
             stop_grace_s=raw.get("stop_grace", STOP_GRACE_S),
+            request_timeout_s=raw.get("request_timeout", REQUEST_TIMEOUT_S),
         )
 
     def api_key(self) -> str | None:
@@ -207,6 +214,7 @@ class RefreshConfig:
             id_field=self.id_field, input_format=self.input_format, delimiter=self.delimiter,
             input_split=self.split, rejects=self.out / "rejects.jsonl", export=self.export,
             progress=False, stop_grace_s=self.stop_grace_s,
+            request_timeout=self.request_timeout_s,
         )
 
 
@@ -320,21 +328,6 @@ def _holder(fd: int) -> tuple[int | None, str | None]:
     if not text or not text[0].isdigit():
         return None, None
     return int(text[0]), text[1] if len(text) > 1 else None
-
-
-def _alive(pid: int) -> bool:
-    """Whether `pid` is a running process (a zombie, killed but not reaped, is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -24,6 +24,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from labeler.claims import LEASE_S, Claims
 from labeler.completion import Completion
 from labeler.errors import (
     ConfigError,
@@ -34,7 +35,8 @@ from labeler.errors import (
 )
 from labeler.inputs import Reject, RejectsWriter, Row
 from labeler.limits import Limiter
-from labeler.plan import CACHED, CHUNK, FAILED, REJECTED, Item, Planner, raw_json, where
+from labeler.owner import Owner
+from labeler.plan import CACHED, CHUNK, FAILED, REJECTED, SEND, Item, Planner, raw_json, where
 from labeler.pricing import PriceTable
 from labeler.progress import Progress
 from labeler.request import Request
@@ -45,7 +47,9 @@ from labeler.teachers.base import Teacher, request_shape
 
 UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
 STOP_GRACE_S = 30.0  # after a stop, how long in-flight requests may still land
+REQUEST_TIMEOUT_S = 120.0  # one attempt, connect to last byte, on every transport
 PROBLEM_LINES = 20  # rejected/failed rows reported one by one; the rest are counted
+WAIT_POLL_S = 0.2  # how often a run looks for answers another process has in flight
 # Failures caused by the row itself, not the teacher: the row goes to the rejects file
 # too, so that one file lists every row the user has to fix.
 INPUT_FAILURES = frozenset({"context_length"})
@@ -135,6 +139,9 @@ class Labeler:
         close_teacher: bool = True,
         on_warning: Callable[[str], None] | None = None,
         stop_grace_s: float = STOP_GRACE_S,
+        owner: Owner | None = None,
+        claim_lease_s: float = LEASE_S,
+        request_timeout_s: float | None = REQUEST_TIMEOUT_S,
     ) -> None:
         if budget_usd is not None and (prices or PriceTable.default()).lookup(teacher.model) is None:
             # An unpriced model would cost "0" per request and never stop: refuse instead.
@@ -144,6 +151,9 @@ class Labeler:
         self.teacher = teacher
         self._own_store = not isinstance(store, Store)
         self.store = store if isinstance(store, Store) else Store(store)
+        # Other processes on the same store see what this one is requesting, and wait for
+        # it instead of paying again (labeler/claims.py).
+        self.claims = Claims(self.store, owner, claim_lease_s)
         self.limiter = Limiter(concurrency, rpm=rpm, tpm=tpm)
         self.retry = retry or RetryPolicy()
         self.retry_failed = retry_failed
@@ -159,6 +169,9 @@ class Labeler:
         self.close_teacher = close_teacher
         self.on_warning = on_warning or (lambda msg: print(msg, file=sys.stderr))
         self.stop_grace_s = stop_grace_s
+        if request_timeout_s is not None and request_timeout_s <= 0:
+            raise ConfigError(f"request timeout must be positive, got {request_timeout_s:g}s")
+        self.request_timeout_s = request_timeout_s
         self.summary = RunSummary()
         self._problems = 0
         self._stop = asyncio.Event()
@@ -185,7 +198,8 @@ class Labeler:
 
     def stop(self) -> None:
         """Graceful stop: no new requests; in-flight ones get `stop_grace_s` to land (then
-        they are abandoned and counted as not sent); label() then returns."""
+        they are abandoned and counted as not sent), those only waiting for a limiter
+        place end at once; label() then returns."""
         self.summary.interrupted = True
         self._stop.set()
 
@@ -221,6 +235,8 @@ class Labeler:
         out: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=4 * CHUNK)
         state = _RunState(self, out, with_completions)
         producer = asyncio.create_task(state.produce(rows))
+        renewer = asyncio.create_task(state.renew_claims())
+        unqueuer = asyncio.create_task(state.cancel_queued_on_stop())
         bar = Progress(total=self.total, enabled=self.progress)
         try:
             while True:
@@ -237,7 +253,12 @@ class Labeler:
             if not producer.done():
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
+            renewer.cancel()
+            unqueuer.cancel()
+            await asyncio.gather(renewer, unqueuer, return_exceptions=True)
             await state.shutdown()
+            with contextlib.suppress(StoreError):  # what was claimed and never sent
+                await asyncio.to_thread(self.claims.release_all)
             self.summary.elapsed_s = time.monotonic() - start
             self.summary.rate_limited = self.limiter.rate_limited
             if self._problems > PROBLEM_LINES:
@@ -292,6 +313,9 @@ class _RunState:
         self.out = out
         self.with_completions = with_completions
         self.inflight: dict[str, list[Row]] = {}
+        # Keys another owner has in flight: their rows wait here for its answer.
+        self.waiting: dict[str, tuple[Request, list[Row]]] = {}
+        self._next_poll = 0.0
         self.slots = asyncio.Semaphore(max(2 * lb.limiter.concurrency, 8))
         self.workers: set[asyncio.Task[None]] = set()
         self.writer = _BatchWriter(lb.store)
@@ -301,6 +325,10 @@ class _RunState:
         self.refused = 0  # connections refused before any success, over the whole run
         self.spent_usd = 0.0
         self.abandoning = False  # set when the stop grace ran out: cancelled workers report
+        # Workers waiting for a limiter place (nothing sent yet): a stop cancels them at
+        # once rather than letting them wait out the rate limit only to send nothing.
+        self.queued: set[asyncio.Task[Any]] = set()
+        self.unsent: set[asyncio.Task[Any]] = set()
         # A plain rerun sends again what failed transiently (every run retries such an item
         # up to --max-attempts); what failed finally waits for --retry-failed.
         self.planner = Planner(lb.task, lb._identity, lb.store, completions=with_completions,
@@ -315,6 +343,9 @@ class _RunState:
                 if not planned:
                     break
                 await self._handle_chunk(planned)
+                if self.waiting and time.monotonic() >= self._next_poll:
+                    await self._poll_waiting()
+            await self._wait_for_others()
             await self._wait_workers()
         finally:
             await self.out.put(None)
@@ -348,6 +379,12 @@ class _RunState:
 
     async def _handle_chunk(self, planned: list[Item]) -> None:
         lb = self.lb
+        wanted = [i.key for i in planned if i.status == SEND and i.key not in self.inflight
+                  and i.key not in self.waiting]
+        granted: set[str] = set()
+        if wanted and not lb._stop.is_set() and self.fatal is None:
+            granted = await asyncio.to_thread(lb.claims.claim, list(dict.fromkeys(wanted)),
+                                              fresh_since=self._fresh_since())
         for item in planned:
             row, request, key = item.row, item.request, item.key
             if item.status == REJECTED:
@@ -362,31 +399,109 @@ class _RunState:
             if item.status == CACHED:
                 await self.out.put(Record(row, "cached", key, request, item.completion))
             elif item.status == FAILED:
-                f = item.failure
-                assert f is not None
-                await self.out.put(
-                    Record(row, "failed", key, request, reason=f.reason,
-                           message=f"{f.message} (stored failure; rerun with --retry-failed)")
-                )
+                await self._put_failed(row, key, request, item)
             elif key in self.inflight:
                 self.inflight[key].append(row)
+            elif key in self.waiting:
+                self.waiting[key][1].append(row)
             elif lb._stop.is_set() or self.fatal is not None:
                 await self.out.put(Record(row, "skipped", key, request, reason="stopped"))
+            elif key not in granted:
+                # Another process is requesting it (or just stored it): wait for that answer.
+                self.waiting[key] = (request, [row])
             else:
-                await self.slots.acquire()
-                if lb._stop.is_set() or self.fatal is not None:
-                    # The stop came while this row waited for a worker place: send nothing new.
-                    self.slots.release()
-                    await self.out.put(Record(row, "skipped", key, request, reason="stopped"))
-                    continue
-                if not await self._reserve_budget(request):
-                    self.slots.release()
-                    await self.out.put(Record(row, "skipped", key, request, reason="budget"))
-                    continue
-                self.inflight[key] = [row]
-                task = asyncio.create_task(self._work(key, request))
-                self.workers.add(task)
-                task.add_done_callback(self.workers.discard)
+                await self._send(key, request, [row])
+
+    async def _put_failed(self, row: Row, key: str, request: Request, item: Item) -> None:
+        f = item.failure
+        assert f is not None
+        await self.out.put(
+            Record(row, "failed", key, request, reason=f.reason,
+                   message=f"{f.message} (stored failure; rerun with --retry-failed)"))
+
+    async def _send(self, key: str, request: Request, rows: list[Row]) -> None:
+        """Start a worker for a claimed key once a worker place is free (or skip its rows)."""
+        lb = self.lb
+        await self.slots.acquire()
+        reason = None
+        if lb._stop.is_set() or self.fatal is not None:
+            reason = "stopped"  # the stop came while this row waited for a worker place
+        elif not await self._reserve_budget(request):
+            reason = "budget"
+        if reason is not None:
+            self.slots.release()
+            for row in rows:
+                await self.out.put(Record(row, "skipped", key, request, reason=reason))
+            return
+        self.inflight[key] = rows
+        task = asyncio.create_task(self._work(key, request))
+        self.workers.add(task)
+        task.add_done_callback(self.workers.discard)
+
+    def _fresh_since(self) -> float | None:
+        """Answers older than this are due for relabeling (--max-age), None: all count."""
+        return None if self.lb.max_age_s is None else time.time() - self.lb.max_age_s
+
+    async def _poll_waiting(self) -> None:
+        """Settle rows waiting on another owner: its answer (or stored failure) if it has
+        landed, else claim the key again (granted once the owner released it or died)."""
+        lb = self.lb
+        self._next_poll = time.monotonic() + WAIT_POLL_S
+        items = [Item(rows[0], SEND, request, key) for key, (request, rows) in self.waiting.items()]
+        await asyncio.to_thread(self.planner.look_up, items)
+        wanted = [i.key for i in items if i.status == SEND]
+        granted: set[str] = set()
+        if wanted and not lb._stop.is_set() and self.fatal is None:
+            granted = await asyncio.to_thread(lb.claims.claim, wanted,
+                                              fresh_since=self._fresh_since())
+        for item in items:
+            key = item.key
+            assert key is not None and item.request is not None
+            if item.status == SEND and key not in granted:
+                continue
+            request, rows = self.waiting.pop(key)
+            if item.status == CACHED:
+                for row in rows:
+                    await self.out.put(Record(row, "cached", key, request, item.completion))
+            elif item.status == FAILED:
+                for row in rows:
+                    await self._put_failed(row, key, request, item)
+            else:
+                await self._send(key, request, rows)
+
+    async def _wait_for_others(self) -> None:
+        """At the end of the input, wait for the rows whose keys other owners hold; on a
+        stop or a fatal error they are skipped (a rerun reads or sends them)."""
+        while self.waiting and not self.lb._stop.is_set() and self.fatal is None:
+            delay = self._next_poll - time.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.lb._stop.wait(), delay)
+                continue
+            await self._poll_waiting()
+        for key, (request, rows) in list(self.waiting.items()):
+            for row in rows:
+                await self.out.put(Record(row, "skipped", key, request, reason="stopped"))
+        self.waiting.clear()
+
+    async def cancel_queued_on_stop(self) -> None:
+        """On a stop, end at once the workers that are only waiting for a limiter place:
+        they would send nothing anyway, and with a low --rpm the wait is long."""
+        await self.lb._stop.wait()
+        for task in list(self.queued):
+            self.unsent.add(task)
+            task.cancel()
+
+    async def renew_claims(self) -> None:
+        """Keep this run's claims alive while it runs (a lease a third long between)."""
+        claims = self.lb.claims
+        while True:
+            await asyncio.sleep(claims.lease_s / 3)
+            try:
+                await asyncio.to_thread(claims.renew)
+            except StoreError as exc:
+                self._set_fatal(exc)
+                return
 
     async def _reserve_budget(self, request: Request) -> bool:
         lb = self.lb
@@ -413,9 +528,7 @@ class _RunState:
             estimate = lb.prices.estimate_request(lb.teacher.model, request, lb._max_tokens,
                                                   shape=request_shape(lb.teacher, request))
         try:
-            completion, _ = await self._call(request)
-            cost = lb.prices.cost(lb.teacher.model, completion.usage)
-            await self.writer.put(key, completion, cost)
+            completion, cost = await self._call(key, request)
             self.spent_usd += cost or 0.0
             lb.summary.cost_usd += cost or 0.0
             lb.summary.prompt_tokens += completion.usage.prompt_tokens
@@ -425,7 +538,9 @@ class _RunState:
         except _Stopped:
             record_status, reason = "skipped", "stopped"
         except asyncio.CancelledError:
-            if not self.abandoning:
+            if asyncio.current_task() in self.unsent:
+                record_status, reason = "skipped", "stopped"  # it never sent anything
+            elif not self.abandoning:
                 raise
             # The stop grace ran out with this request in flight: it is not sent as far as
             # this run knows; a rerun asks again.
@@ -462,7 +577,13 @@ class _RunState:
                        completion if self.with_completions else None, reason, message)
             )
 
-    async def _call(self, request: Request) -> tuple[Completion, int]:
+    async def _call(self, key: str, request: Request) -> tuple[Completion, float | None]:
+        """Ask (with retries) and commit the answer; (the answer, its cost).
+
+        The answer is committed before its limiter place is given back, so the answers
+        not yet in the store never outnumber the places (`concurrency`): that is all a
+        kill -9 can lose, and only what it had in flight.
+        """
         lb = self.lb
         calls, answers = request_shape(lb.teacher, request)  # a sampling teacher pays n calls
         prompt_tokens = _estimate_tokens(request) * calls
@@ -472,10 +593,14 @@ class _RunState:
         try:
             async for attempt in retrying:
                 with attempt:
-                    if lb._stop.is_set() and attempts > 0:
+                    if lb._stop.is_set():
                         raise _Stopped()
-                    async with lb.limiter.slot(lb._max_tokens * calls * answers, requests=calls,
-                                               prompt_tokens=prompt_tokens):
+                    me = asyncio.current_task()
+                    self.queued.add(me)  # type: ignore[arg-type]
+                    async with _Dequeue(self.queued, me), lb.limiter.slot(
+                            lb._max_tokens * calls * answers, requests=calls,
+                            prompt_tokens=prompt_tokens):
+                        self.queued.discard(me)  # type: ignore[arg-type]
                         if lb._stop.is_set():  # stopped while waiting for a slot: send nothing
                             raise _Stopped()
                         attempts += 1
@@ -483,7 +608,7 @@ class _RunState:
                         if attempts > 1:
                             lb.summary.retries += 1
                         try:
-                            completion = await lb.teacher.complete(request)
+                            completion = await self._complete(request)
                         except RetryableError as exc:
                             if exc.status == 429 or exc.status == 529:
                                 lb.limiter.on_rate_limited(exc.retry_after)
@@ -495,13 +620,29 @@ class _RunState:
                             if self.refused >= UNREACHABLE_AFTER and self.successes == 0:
                                 raise _Unreachable(exc.message) from exc
                             raise
+                        cost = lb.prices.cost(lb.teacher.model, completion.usage)
+                        await self.writer.put(key, completion, cost)
                     lb.limiter.on_success(prompt_tokens, completion.usage.prompt_tokens)
                     self.successes += 1
-                    return completion, attempts
+                    return completion, cost
         except TeacherError as exc:
             exc.attempts = attempts  # type: ignore[attr-defined]
             raise
         raise AssertionError("unreachable: the retry loop returns or raises")
+
+    async def _complete(self, request: Request) -> Completion:
+        """One attempt under the whole-attempt deadline: the transports' own timeouts are
+        per read, so a server that trickles its answer would hold the request forever."""
+        limit = self.lb.request_timeout_s
+        if limit is None:
+            return await self.lb.teacher.complete(request)
+        try:
+            async with asyncio.timeout(limit):
+                return await self.lb.teacher.complete(request)
+        except TimeoutError:
+            raise RetryableError(
+                "timeout", f"no complete answer within {limit:g}s (--request-timeout)"
+            ) from None
 
     async def _retry_sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -519,6 +660,19 @@ class _RunState:
         if self.workers:
             await asyncio.gather(*list(self.workers), return_exceptions=True)
         await self.writer.close()
+
+
+class _Dequeue:
+    """Drop a worker from the queued set however its wait for a limiter place ends."""
+
+    def __init__(self, queued: set[Any], task: Any) -> None:
+        self._queued, self._task = queued, task
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._queued.discard(self._task)
 
 
 class _Unreachable(Exception):
@@ -586,9 +740,15 @@ class _FirstAttempt:
 
 
 class _BatchWriter:
-    """Group commits: many responses per transaction, each caller resumed after its commit."""
+    """Group commits: many responses per transaction, each caller resumed after its commit.
 
-    def __init__(self, store: Store, max_batch: int = 512, max_delay: float = 0.02) -> None:
+    A commit starts as soon as an answer arrives and none is running (after one turn of
+    the event loop, so that answers landing together share it); answers that arrive
+    during a commit go in the next one. Nothing waits on a timer, so an answer is in the
+    store one commit after it arrived, however busy the run, and throughput still batches.
+    """
+
+    def __init__(self, store: Store, max_batch: int = 512, max_delay: float = 0.0) -> None:
         self.store = store
         self.max_batch = max_batch
         self.max_delay = max_delay

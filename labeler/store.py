@@ -119,7 +119,26 @@ def _m002_batches(db: sqlite3.Connection) -> None:
     )
 
 
-def _m003_human_labels(db: sqlite3.Connection) -> None:
+def _m003_claims(db: sqlite3.Connection) -> None:
+    """Claims on items being requested (labeler/claims.py owns the queries), so that two
+    processes on one store never pay for the same request twice."""
+    _script(
+        db,
+        """
+        CREATE TABLE claims (
+            key TEXT PRIMARY KEY,
+            owner TEXT NOT NULL,
+            host TEXT NOT NULL,
+            boot TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            expires_at REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX claims_owner ON claims (owner);
+        """
+    )
+
+
+def _m004_human_labels(db: sqlite3.Connection) -> None:
     """Labels a person gave on the review page (labeler/human.py owns the queries), keyed
     like the answers they judge, with who decided and when; exports prefer them."""
     _script(
@@ -139,7 +158,7 @@ def _m003_human_labels(db: sqlite3.Connection) -> None:
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _m001_initial, _m002_batches, _m003_human_labels,
+    _m001_initial, _m002_batches, _m003_claims, _m004_human_labels,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -301,6 +320,7 @@ class Store:
             # One cheap probe per transaction saves a lookup per row when nothing failed.
             if db.execute("SELECT 1 FROM failures LIMIT 1").fetchone() is not None:
                 db.executemany("DELETE FROM failures WHERE key = ?", [(r[0],) for r in rows])
+            _release_claims(db, [r[0] for r in rows])
 
         self._write(write)
 
@@ -313,14 +333,16 @@ class Store:
         rows = [(k, r, m, s, a, now, now) for k, r, m, s, a in items]
         if not rows:
             return
-        self._write(
-            lambda db: db.executemany(
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(
                 "INSERT INTO failures VALUES (?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET"
                 " reason=excluded.reason, message=excluded.message, status=excluded.status,"
                 " attempts=failures.attempts+excluded.attempts, last_at=excluded.last_at",
                 rows,
             )
-        )
+            _release_claims(db, [r[0] for r in rows])
+
+        self._write(write)
 
     def start_run(self, task: str, teacher: str) -> int:
         with self._lock:
@@ -437,6 +459,13 @@ def _completion(row: tuple[Any, ...]) -> Completion:
         latency_s=(latency_ms or 0) / 1000.0,
         samples=orjson.loads(samples) if samples is not None else None,
     )
+
+
+def _release_claims(db: sqlite3.Connection, keys: list[str]) -> None:
+    """An item whose answer (or failure) is stored needs no claim any more: whoever held
+    it, other processes waiting for it now read it (one probe when nobody claims)."""
+    if db.execute("SELECT 1 FROM claims LIMIT 1").fetchone() is not None:
+        db.executemany("DELETE FROM claims WHERE key = ?", [(k,) for k in keys])
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:

@@ -132,6 +132,36 @@ def test_kill_9_at_random_points_loses_nothing_stored_and_resends_nothing_stored
     assert dataset_rows(out) == dataset_rows(tmp_path / "ref")
 
 
+@pytest.mark.slow
+def test_kill_9_loses_at_most_what_is_in_flight(tmp_path: Path) -> None:
+    """Answers already received are committed before their in-flight place is given back,
+    so at any instant the paid answers not yet stored number at most `--concurrency`."""
+    rng = random.Random(7)
+    concurrency, rows = 32, 3000
+    data = write_items(tmp_path / "in.jsonl", rows)
+    store = tmp_path / "s.sqlite"
+    with ServerProcess("--labels", "negative,positive", "--latency", "0.1") as srv:
+        args = run_args("sentiment", data, srv, store, "--concurrency", str(concurrency))
+        item_by_key = {k: i for i, k in item_keys("sentiment", data, srv.api).items()}
+        for _ in range(6):
+            started = time.monotonic()
+            proc = start(args)
+            target = srv.answered() + rng.randint(100, 300)
+            assert wait_until(lambda t=target: srv.answered() >= t, 60, proc), \
+                proc.communicate()
+            time.sleep(rng.uniform(0, 0.05))
+            killed_at = time.monotonic()
+            proc.kill()
+            proc.communicate()
+            stored = {item_by_key[k] for k in stored_keys(store)}
+            # Every request the server received before the kill is paid for (a provider
+            # bills what it generates, answered or cut off); those not in the store are lost.
+            sent = {i for r in srv.log() if started < r["received"] < killed_at
+                    and (i := item_of(r["prompt"])) is not None}
+            lost = sent - stored
+            assert len(lost) <= concurrency, f"{len(lost)} paid answers lost at one kill -9"
+
+
 # -- SIGINT / SIGTERM ----------------------------------------------------------------------
 
 
@@ -225,7 +255,8 @@ def test_disk_full_is_a_clear_error_and_the_store_stays_consistent(tmp_path: Pat
     with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
         store = Store(path)
         pages = store._db.execute("PRAGMA page_count").fetchone()[0]
-        store._db.execute(f"PRAGMA max_page_count = {pages + 6}")  # room for some batches
+        # Room for one chunk's claims and some batches of answers, not for all of them.
+        store._db.execute(f"PRAGMA max_page_count = {pages + 16}")
 
         async def label() -> None:
             teacher = make_teacher("openai-compatible:teacher-test", base_url=srv.url + "/v1")

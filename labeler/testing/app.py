@@ -131,6 +131,8 @@ class TeacherApp:
             if request.transport is not None:
                 request.transport.abort()
             return web.Response(status=500)  # never reaches the aborted socket
+        if cfg.trickle_s > 0:
+            return await _trickle(request, answer, cfg.trickle_s)
         return _response(answer)
 
     async def _attempt(
@@ -421,6 +423,24 @@ def _response(answer: Answer) -> web.Response:
         headers=answer.headers,
         content_type=answer.content_type,
     )
+
+
+async def _trickle(request: web.BaseRequest, answer: Answer, every_s: float) -> web.StreamResponse:
+    """Headers at once, then the body one byte every `every_s` seconds: a server (or a
+    proxy) that keeps a connection alive without ever finishing the answer, which no
+    per-read timeout notices."""
+    response = web.StreamResponse(status=answer.status or 500, headers=answer.headers)
+    response.content_type = answer.content_type
+    response.content_length = len(answer.body)
+    await response.prepare(request)
+    try:
+        for i in range(len(answer.body)):
+            await response.write(answer.body[i : i + 1])
+            await asyncio.sleep(every_s)
+        await response.write_eof()
+    except (ConnectionError, RuntimeError):  # the client gave up: nothing more to send
+        pass
+    return response
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

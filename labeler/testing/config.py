@@ -68,6 +68,11 @@ class ServerConfig:
     drop_rate: float = field(default=0.0, metadata={"help": "share of connections dropped"})
     hang_rate: float = field(default=0.0, metadata={"help": "share of answers delayed hang_s"})
     hang_s: float = field(default=30.0, metadata={"help": "delay of a hung answer"})
+    trickle_s: float = field(
+        default=0.0,
+        metadata={"help": "send an answer's headers at once, then its body one byte every "
+                          "this many seconds (0: the whole body at once)"},
+    )
     content_filter_rate: float = field(default=0.0, metadata={"help": "share of content-filtered answers"})
     fail_first: int = field(default=0, metadata={"help": "the first k attempts of every prompt fail"})
     fail_status: int = field(default=500, metadata={"help": "status of those failures"})
@@ -115,6 +120,8 @@ def validate(config: ServerConfig) -> None:
         raise ValueError(f"fault rates add up to {total:.3f}, more than 1")
     if config.completions_shape not in COMPLETIONS_SHAPES:
         raise ValueError(f"completions_shape must be one of {COMPLETIONS_SHAPES}")
+    if config.trickle_s < 0:
+        raise ValueError("trickle_s must not be negative")
     if config.rate_window_s <= 0:
         raise ValueError("rate_window_s must be positive")
     if config.batch_fault not in BATCH_FAULTS:
