@@ -191,7 +191,7 @@ class Store:
                 )
             self._db.execute("PRAGMA busy_timeout = 30000")
             if not readonly:
-                self._db.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(self._db)
                 self._db.execute("PRAGMA synchronous = FULL")
             self._migrate(readonly)
         except sqlite3.Error as exc:
@@ -204,33 +204,33 @@ class Store:
 
     def _migrate(self, readonly: bool) -> None:
         db = self._db
-        if not readonly:
-            db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        row = None
-        if _has_table(db, "meta"):
-            row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 0
+        version = _schema_version(db)
+        if version == SCHEMA_VERSION:
+            return
+        if version < SCHEMA_VERSION and readonly:
+            raise StoreError(f"{self.path}: store needs a migration but was opened read-only")
+        if version < SCHEMA_VERSION:
+            # Under the write lock, and read again there: two runs started at once on a new
+            # store must not both create its tables.
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+                version = _schema_version(db)
+                for number in range(version, SCHEMA_VERSION):
+                    MIGRATIONS[number](db)
+                    db.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                        (str(number + 1),),
+                    )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path}: store schema version {version} is newer than this labeler "
                 f"understands ({SCHEMA_VERSION}); upgrade labeler to open it"
             )
-        if version == SCHEMA_VERSION:
-            return
-        if readonly:
-            raise StoreError(f"{self.path}: store needs a migration but was opened read-only")
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for number in range(version, SCHEMA_VERSION):
-                MIGRATIONS[number](db)
-                db.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                    (str(number + 1),),
-                )
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     @property
     def schema_version(self) -> int:
@@ -466,6 +466,28 @@ def _release_claims(db: sqlite3.Connection, keys: list[str]) -> None:
     it, other processes waiting for it now read it (one probe when nobody claims)."""
     if db.execute("SELECT 1 FROM claims LIMIT 1").fetchone() is not None:
         db.executemany("DELETE FROM claims WHERE key = ?", [(k,) for k in keys])
+
+
+def _enable_wal(db: sqlite3.Connection, wait_s: float = 30.0) -> None:
+    """Switch a store to WAL. On a new file this needs a lock that SQLite does not wait for
+    (its busy handler is not called), so two processes opening one new store at once would
+    see "database is locked": wait for it here, as the busy timeout does elsewhere."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _schema_version(db: sqlite3.Connection) -> int:
+    if not _has_table(db, "meta"):
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:

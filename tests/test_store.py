@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,3 +95,35 @@ def test_read_only_store_gives_a_clear_error(tmp_path: Path) -> None:
 def test_read_only_open_of_missing_store(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no such store"):
         Store(tmp_path / "nope.sqlite", readonly=True)
+
+
+def _open_store(path: str, barrier: Any, errors: Any) -> None:
+    barrier.wait()
+    try:
+        Store(path).close()
+    except StoreError as exc:  # what a second `labeler run` started at once used to print
+        errors.put(str(exc))
+
+
+def test_processes_opening_one_new_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """Two runs started together on a store that does not exist yet both create and migrate
+    it: neither may fail with "table responses already exists" or "database is locked"."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    errors = ctx.Queue()
+    for trial in range(6):
+        path = str(tmp_path / f"s{trial}.sqlite")
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_store, args=(path, barrier, errors)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert all(p.exitcode == 0 for p in procs)
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert found == []
+    with Store(tmp_path / "s0.sqlite") as store:
+        assert store.schema_version == SCHEMA_VERSION
