@@ -32,20 +32,21 @@ from labeler.errors import (
     BudgetExceeded,
     ConfigError,
     LabelerError,
-    RetryableError,
     StoreError,
     TeacherError,
     TemplateError,
+    is_transient,
 )
 from labeler.inputs import Reject, RejectsWriter, Row
 from labeler.limits import Limiter
 from labeler.pricing import PriceTable
 from labeler.progress import Progress
+from labeler.redact import redact
 from labeler.request import Request
 from labeler.retry import RetryPolicy
 from labeler.store import Store
 from labeler.task import Task
-from labeler.teachers.base import Teacher, request_shape
+from labeler.teachers.base import Teacher, http_outcomes, request_shape
 
 CHUNK = 256
 UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
@@ -83,15 +84,21 @@ class RunSummary:
     failed: int = 0
     rejected: int = 0
     skipped: int = 0
-    requests: int = 0
+    requests: int = 0  # teacher calls (a sampling teacher sends several HTTP requests each)
     retries: int = 0
-    rate_limited: int = 0
+    http_requests: int = 0  # every HTTP request sent, as the server counts them
+    rate_limited: int = 0  # HTTP 429 answers
+    overloaded: int = 0  # "overloaded" answers (Anthropic's 529), not rate limits
+    http_failures: dict[str, int] = field(default_factory=dict)  # failed HTTP requests by reason
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     cost_usd: float = 0.0
     elapsed_s: float = 0.0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
+    # Of `failed`: sent again by a plain rerun (transient) / only with --retry-failed (final).
+    failed_transient: int = 0
+    failed_final: int = 0
     interrupted: bool = False
     budget_stopped: bool = False
 
@@ -104,6 +111,15 @@ class RunSummary:
         if self.failed or self.skipped:
             return "partial"
         return "ok"
+
+    def count_failure(self, reason: str, n: int = 1) -> None:
+        """n rows failed for `reason`: counted by reason and by what a rerun needs."""
+        self.failed += n
+        self.failures_by_reason[reason] = self.failures_by_reason.get(reason, 0) + n
+        if is_transient(reason):
+            self.failed_transient += n
+        else:
+            self.failed_final += n
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -226,6 +242,7 @@ class Labeler:
             self.store.start_run, self.task.identity, _identity_str(self._identity)
         )
         out: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=4 * CHUNK)
+        http_before = Counter(http_outcomes(self.teacher) or ())
         state = _RunState(self, out, with_completions)
         producer = asyncio.create_task(state.produce(rows))
         bar = Progress(total=self.total, enabled=self.progress)
@@ -246,7 +263,7 @@ class Labeler:
                 await asyncio.gather(producer, return_exceptions=True)
             await state.shutdown()
             self.summary.elapsed_s = time.monotonic() - start
-            self.summary.rate_limited = self.limiter.rate_limited
+            self._count_http(state.http, http_before)
             if self._problems > PROBLEM_LINES:
                 self.on_warning(f"{self._problems - PROBLEM_LINES} more rows were rejected or "
                                 "failed (see the rejects file and `labeler stats`)")
@@ -254,6 +271,17 @@ class Labeler:
                 await asyncio.to_thread(
                     self.store.finish_run, run_id, self.summary.outcome, self.summary.to_dict()
                 )
+
+    def _count_http(self, own: Counter[str], before: Counter[str]) -> None:
+        """HTTP requests by outcome, as the server answered them: the teacher's own count
+        where it fans calls out (each sample is a request), else one per teacher call."""
+        kept = http_outcomes(self.teacher)
+        outcomes = Counter(kept) - before if kept is not None else own
+        s = self.summary
+        s.http_requests = sum(outcomes.values())
+        s.rate_limited = outcomes.get("http_429", 0)
+        s.overloaded = outcomes.get("overloaded", 0)
+        s.http_failures = {k: n for k, n in sorted(outcomes.items()) if k != "ok" and n}
 
     def _count(self, rec: Record) -> None:
         s = self.summary
@@ -263,9 +291,7 @@ class Labeler:
         elif rec.status == "cached":
             s.cached += 1
         elif rec.status == "failed":
-            s.failed += 1
-            reason = rec.reason or "unknown"
-            s.failures_by_reason[reason] = s.failures_by_reason.get(reason, 0) + 1
+            s.count_failure(rec.reason or "unknown")
         elif rec.status == "rejected":
             s.rejected += 1
         else:
@@ -288,7 +314,7 @@ class Labeler:
             return
         self._problems += 1
         if self._problems <= PROBLEM_LINES:
-            self.on_warning(message)
+            self.on_warning(redact(message))
 
 
 class _RunState:
@@ -308,6 +334,7 @@ class _RunState:
         self.refused = 0  # connections refused before any success, over the whole run
         self.spent_usd = 0.0
         self.abandoning = False  # set when the stop grace ran out: cancelled workers report
+        self.http: Counter[str] = Counter()  # teacher calls by outcome ("ok" or the reason)
         self._line = 0
 
     async def produce(self, rows: Iterable[Row | Reject | Mapping[str, Any]]) -> None:
@@ -383,7 +410,11 @@ class _RunState:
         misses = [k for k in keys if k not in hits and k not in self.inflight]
         failed = {}
         if misses and not lb.retry_failed:
-            failed = await asyncio.to_thread(store.failures_for, misses)
+            # A failure that was transient (429, 5xx, timeout, ...) is sent again by a plain
+            # rerun; only a final one (400, 401, context too long, ...) waits for
+            # --retry-failed.
+            stored = await asyncio.to_thread(store.failures_for, misses)
+            failed = {k: f for k, f in stored.items() if not is_transient(f.reason, f.status)}
         for row, request, key in prepared:
             if key in hits:
                 await self.out.put(Record(row, "cached", key, request, hits[key]))
@@ -391,7 +422,8 @@ class _RunState:
                 f = failed[key]
                 await self.out.put(
                     Record(row, "failed", key, request, reason=f.reason,
-                           message=f"{f.message} (stored failure; rerun with --retry-failed)")
+                           message=f"{f.message} (a final failure stored by an earlier run: "
+                                   "fix its cause, then rerun with --retry-failed)")
                 )
             elif key in self.inflight:
                 self.inflight[key].append(row)
@@ -519,7 +551,10 @@ class _RunState:
                             lb.summary.retries += 1
                         try:
                             completion = await lb.teacher.complete(request)
-                        except RetryableError as exc:
+                        except TeacherError as exc:
+                            self.http[exc.reason] += 1
+                            if not exc.retryable:
+                                raise
                             if exc.status == 429 or exc.status == 529:
                                 lb.limiter.on_rate_limited(exc.retry_after)
                             # Counted over the whole run, not per item: with a low
@@ -530,6 +565,7 @@ class _RunState:
                             if self.refused >= UNREACHABLE_AFTER and self.successes == 0:
                                 raise _Unreachable(exc.message) from exc
                             raise
+                    self.http["ok"] += 1
                     lb.limiter.on_success(prompt_tokens, completion.usage.prompt_tokens)
                     self.successes += 1
                     return completion, attempts

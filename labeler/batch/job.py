@@ -20,7 +20,7 @@ from labeler.batch import journal
 from labeler.batch.base import BatchClient, RemoteBatch
 from labeler.batch.runner import BatchRunner, fingerprint
 from labeler.errors import ConfigError
-from labeler.export import export_dataset
+from labeler.export_guard import check_out_folder, export_to
 from labeler.inputs import RejectsWriter
 from labeler.job import Job, JobResult, _spool_stdin
 from labeler.store import Store
@@ -79,6 +79,8 @@ async def run_batch_job(
     half-collected job; a later run (cron) collects and exports it.
     """
     task = job.load_task()
+    if job.out is not None:
+        check_out_folder(Path(job.out), job.store_path())
     spooled = _spool_stdin(job)
     warnings = list(task.warnings)
     for w in task.warnings:
@@ -108,7 +110,7 @@ async def run_batch_job(
         report = None
         if job.out is not None and summary.outcome not in ("pending", "interrupted"):
             report = await asyncio.to_thread(
-                export_dataset, task, teacher.identity, job.rows(task), store, job.out, job.export
+                export_to, task, teacher.identity, job.rows(task), store, Path(job.out), job.export
             )
     finally:
         if own_client and client is not None:

@@ -44,7 +44,7 @@ from labeler.batch.base import (
     key_of,
 )
 from labeler.completion import Completion
-from labeler.errors import LabelerError, StoreError, TeacherError, TemplateError
+from labeler.errors import LabelerError, StoreError, TeacherError, TemplateError, is_transient
 from labeler.inputs import Reject, RejectsWriter, Row
 from labeler.pricing import PriceTable
 from labeler.request import Request, canonical_json
@@ -61,7 +61,6 @@ POLL_MAX_S = 30.0
 ADOPT_WINDOW_S = 600.0  # how far before its journal entry a crashed run's batch may be dated
 FOREIGN_OWNER_S = 3600.0  # a batch being prepared on another host is left alone this long
 CLOCK_SKEW_S = 120.0  # how much earlier than its journal entry a provider may date a batch
-_RESEND_REASONS = frozenset({"timeout", "connection", "invalid_json", "error_body", "api_error"})
 CRASH_ENV = "LABELER_TEST_CRASH_AFTER"
 
 
@@ -288,9 +287,7 @@ class BatchRunner:
             elif key in known:
                 s.cached += 1
             elif key in blocked:
-                f = failures[key]
-                s.failed += 1
-                s.failures_by_reason[f.reason] = s.failures_by_reason.get(f.reason, 0) + 1
+                s.count_failure(failures[key].reason)
             else:
                 self._rows[key] = 1
                 if key in held:
@@ -304,9 +301,7 @@ class BatchRunner:
         left: a batch does not retry within itself the way a live run does."""
         if self.retry_failed:
             return True
-        status = failure.status or 0
-        transient = status in (408, 409, 429) or status >= 500 or failure.reason in _RESEND_REASONS
-        return transient and failure.attempts < self.max_attempts
+        return is_transient(failure.reason, failure.status) and failure.attempts < self.max_attempts
 
     def _within_budget(self, request: Request) -> bool:
         if self.budget_usd is None:
@@ -486,9 +481,7 @@ class BatchRunner:
             elif key in self._budget_skipped:
                 s.skipped += n
             elif key in failures:
-                reason = failures[key].reason
-                s.failed += n
-                s.failures_by_reason[reason] = s.failures_by_reason.get(reason, 0) + n
+                s.count_failure(failures[key].reason, n)
             else:
                 s.unfinished += n
         holding = set(held.values())

@@ -1,0 +1,77 @@
+"""Tell a template bug from bad data: a field the template needs that no row has.
+
+A typo in a template's field name (``{{ txt }}`` for ``text``) makes every row a reject.
+Left alone that is a run that "succeeds" with nothing labeled and a rejects file full of
+``missing field 'txt'``. So a reject for a field the template needs names the template,
+and when the first rows of the input all lack the same template field, the run stops
+before it starts (exit 1): the template is wrong, not the data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from itertools import chain, islice
+
+import orjson
+
+from labeler.errors import TemplateError
+from labeler.inputs import Reject, Row
+from labeler.task import Task
+
+FIRST_ROWS = 20  # rows that must all lack a template field for it to be a template bug
+_MISSING = re.compile(r"^missing field '(?P<field>[^']*)'$")
+
+
+def check_template_fields(task: Task, rows: Iterator[Row | Reject]) -> Iterator[Row | Reject]:
+    """`rows`, with rejects for a template's field naming the template; raises TemplateError
+    when the first FIRST_ROWS rows (or all, if fewer) lack the same template field."""
+    head = list(islice(rows, FIRST_ROWS))
+    missing = {_template_field(task, item) for item in head}
+    if head and len(missing) == 1 and None not in missing:
+        field = missing.pop()
+        assert field is not None
+        have = _fields_seen(head)
+        raise TemplateError(
+            task.path,
+            f"no input row has it (the first {len(head)} all lack it): a template bug, not "
+            "bad data; check the field name in the template against the input's fields"
+            + (f" (the rows have: {', '.join(have)})" if have else ""),
+            field=field,
+        )
+    return (_named(task, item) for item in chain(head, rows))
+
+
+def _template_field(task: Task, item: Row | Reject) -> str | None:
+    """The template field this item lacks, or None (a good row, or another problem)."""
+    if not isinstance(item, Reject):
+        return None
+    m = _MISSING.match(item.reason)
+    if m is None or m["field"] not in task.fields:
+        return None
+    return m["field"]
+
+
+def _named(task: Task, item: Row | Reject) -> Row | Reject:
+    field = _template_field(task, item)
+    if field is None:
+        return item
+    return replace(item, reason=f"missing field '{field}' that template {task.path} uses")
+
+
+def _fields_seen(items: list[Row | Reject]) -> list[str]:
+    """The field names of the rejected JSON rows, to show next to the one not found."""
+    seen: dict[str, None] = {}
+    for item in items:
+        if isinstance(item, Reject) and item.raw:
+            try:
+                data = orjson.loads(item.raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(data, dict):
+                seen.update(dict.fromkeys(str(k) for k in data))
+    return list(seen)[:12]
+
+
+__all__ = ["FIRST_ROWS", "check_template_fields"]
