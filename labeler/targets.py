@@ -236,7 +236,7 @@ class LabelSpace:
                 )
         return warnings
 
-    def ambiguity_warning(self, groups_shown: int = 8) -> str | None:
+    def ambiguity_warning(self, groups_shown: int = 40) -> str | None:
         """One warning for the whole label set (None when every label is distinct at its
         first token): the groups, then the fix as the YAML to write, with codes that are
         one token each in OpenAI's tokenizer (every number below 1000 is one token there;

@@ -397,7 +397,7 @@ def test_one_ambiguity_warning_per_label_set_lists_groups_and_the_yaml_fix() -> 
     assert warning is not None and "\n" not in warning
     assert "card_arrival" in warning and "'top' is a prefix of 'topping'" in warning
     assert "with_codes" not in warning  # a YAML fix, not a Python API
-    assert 'output: labels: {"activate_my_card": "01", "age_limit": "02"' in warning
+    assert 'output: labels: {"card_arrival": "01", "card_linking": "02"' in warning
     assert "numbers below 1000 are single tokens for OpenAI's tokenizer" in warning
     assert SENTIMENT.ambiguity_warning() is None
 

@@ -158,11 +158,11 @@ def test_out_on_a_read_only_file_system_is_refused_before_anything_is_sent(tmp_p
 
 def test_out_on_a_full_disk_says_where_and_that_the_answers_are_stored(tmp_path: Path) -> None:
     data, store = write_items(tmp_path / "in.jsonl", 40), tmp_path / "s.sqlite"
-    with _tmpfs(tmp_path / "small", "size=64k") as small, \
+    with _tmpfs(tmp_path / "small", "size=2m") as small, \
             LocalServer(labels=["negative", "positive"]) as srv:
         filler = small / "filler"
         with contextlib.suppress(OSError), filler.open("wb") as f:
-            f.write(b"x" * (1 << 20))  # fills the disk to the last byte
+            f.write(b"x" * (4 << 20))  # fills the disk to the last byte
         res = _run(srv, data, tmp_path, "--out", str(small / "out"))
         line = _one_error_line(res)
         assert f"{small / 'out'}: cannot write the export: No space left on device" in line
