@@ -117,7 +117,7 @@ def test_csv_without_the_column_the_template_needs(tmp_path: Path) -> None:
         assert not [r for r in srv.log if r.path.endswith("/chat/completions")]
     assert res.exit_code == 1
     (line,) = res.stderr.splitlines()
-    assert line.startswith(f"labeler: error: {PROMPTS_DIR / 'sentiment.yaml'}: field 'text': ")
+    assert line.startswith(f"labeler: error: {load_task('sentiment').path}: field 'text': ")
     assert "template bug, not bad data" in line
 
 
@@ -127,7 +127,7 @@ def test_rows_missing_a_template_field_among_good_ones_name_the_template(tmp_pat
     with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
         res = _run(srv, "sentiment", data, tmp_path)
     assert res.exit_code == 0, res.output
-    template = PROMPTS_DIR / "sentiment.yaml"
+    template = load_task("sentiment").path
     assert f"{data}:2: missing field 'text' that template {template} uses" in res.stderr
 
 
