@@ -35,6 +35,9 @@ def _bounded(name: str, kind: type = float) -> click.ParamType:
     return click.FloatRange(min=b.low, max=b.high, min_open=b.low_open, max_open=b.high_open)
 
 
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _OneLineErrors(click.Group):
     """A bad flag is one line on stderr and exit 1, like every other fatal error (click's
     own answer is three lines and exit 2)."""
@@ -44,6 +47,9 @@ class _OneLineErrors(click.Group):
             return super().main(*args, standalone_mode=False, **kw)
         try:
             rv = super().main(*args, standalone_mode=False, **kw)
+        except _NO_ARGS_IS_HELP as exc:  # a bare `labeler`: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.UsageError as exc:
             where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
             click.echo(f"labeler: error: {exc.format_message()}{where}", err=True)
