@@ -47,6 +47,7 @@ from labeler.retry import RetryPolicy
 from labeler.store import Store
 from labeler.task import Task
 from labeler.teachers.base import Teacher, http_outcomes, request_shape
+from labeler.template_check import RenderStreak
 
 CHUNK = 256
 UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
@@ -335,6 +336,7 @@ class _RunState:
         self.spent_usd = 0.0
         self.abandoning = False  # set when the stop grace ran out: cancelled workers report
         self.http: Counter[str] = Counter()  # teacher calls by outcome ("ok" or the reason)
+        self.render_streak = RenderStreak()  # the first rows all fail to render: a template bug
         self._line = 0
 
     async def produce(self, rows: Iterable[Row | Reject | Mapping[str, Any]]) -> None:
@@ -346,6 +348,9 @@ class _RunState:
                 if not chunk:
                     break
                 await self._handle_chunk(chunk)
+            bug = self.render_streak.finished()
+            if bug is not None:
+                self._set_fatal(bug)
             await self._wait_workers()
             if self.lb._stop.is_set():
                 await self._drain_unread(it)
@@ -390,12 +395,16 @@ class _RunState:
             try:
                 request, key = lb.prepare(row)
             except TemplateError as exc:
+                bug = self.render_streak.failed(exc)
+                if bug is not None:
+                    self._set_fatal(bug)
                 reason = _template_problem(exc)
                 if lb.rejects is not None:
                     lb.rejects.write(Reject(row.source, row.line, reason, _raw(row)))
                 await self.out.put(Record(row, "rejected", reason="template",
                                           message=f"{row.source}:{row.line}: {reason}"))
                 continue
+            self.render_streak.ok()
             prepared.append((row, request, key))
         if not prepared:
             return

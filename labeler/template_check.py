@@ -43,6 +43,47 @@ def check_template_fields(task: Task, rows: Iterator[Row | Reject]) -> Iterator[
     return (_named(task, item) for item in chain(head, rows))
 
 
+class RenderStreak:
+    """The same check for errors found while rendering (a variable the template uses that
+    its `fields` do not list, a bad filter): when the first rows all fail to render with
+    the same error, that error is the template's."""
+
+    def __init__(self, rows: int = FIRST_ROWS) -> None:
+        self.rows = rows
+        self.count = 0
+        self.rendered = False
+        self.first: TemplateError | None = None
+        self.mixed = False
+
+    def ok(self) -> None:
+        self.rendered = True
+
+    def failed(self, exc: TemplateError) -> TemplateError | None:
+        """Count a row that did not render; the template's error once the streak is long."""
+        if self.rendered or self.mixed:
+            return None
+        if self.first is None:
+            self.first = exc
+        elif (exc.field, exc.reason) != (self.first.field, self.first.reason):
+            self.mixed = True
+            return None
+        self.count += 1
+        return self.bug() if self.count >= self.rows else None
+
+    def finished(self) -> TemplateError | None:
+        """At the end of a short input: every row failed the same way."""
+        if self.rendered or self.mixed or self.first is None or self.count >= self.rows:
+            return None
+        return self.bug()
+
+    def bug(self) -> TemplateError:
+        assert self.first is not None
+        return TemplateError(
+            self.first.template,
+            f"{self.first.reason} in each of the first {self.count} rows: a template bug, not "
+            "bad data", field=self.first.field)
+
+
 def _template_field(task: Task, item: Row | Reject) -> str | None:
     """The template field this item lacks, or None (a good row, or another problem)."""
     if not isinstance(item, Reject):
@@ -74,4 +115,4 @@ def _fields_seen(items: list[Row | Reject]) -> list[str]:
     return list(seen)[:12]
 
 
-__all__ = ["FIRST_ROWS", "check_template_fields"]
+__all__ = ["FIRST_ROWS", "RenderStreak", "check_template_fields"]

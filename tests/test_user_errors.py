@@ -113,6 +113,21 @@ def test_a_template_field_no_row_has_stops_the_run_as_a_template_bug(tmp_path: P
     assert not (tmp_path / "out").exists()
 
 
+def test_rows_that_all_fail_to_render_the_same_way_stop_the_run(tmp_path: Path) -> None:
+    """`fields` lists `text`, the prompt also uses `lang`, which no row has."""
+    template = tmp_path / "lang.yaml"
+    template.write_text("name: lang\nuser: '{{ lang }}: {{ text }}'\nfields: [text]\n"
+                        "output: {kind: label, labels: [negative, positive]}\n")
+    data = write_items(tmp_path / "in.jsonl", 30)
+    with LocalServer(labels=["negative", "positive"]) as srv:
+        res = _run(srv, data, tmp_path, task=str(template))
+        assert _sent(srv) == 0
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    last = res.stderr.splitlines()[-1]
+    assert last.startswith(f"labeler: error: {template}: field 'lang': ")
+    assert "in each of the first 20 rows: a template bug, not bad data" in last
+
+
 # -- an export folder that cannot be written ---------------------------------------------------
 
 
