@@ -31,6 +31,7 @@ _SHAPES = re.compile(
 
 _known: set[str] = set()
 _lock = threading.Lock()
+_cached: tuple[tuple[int, tuple[str, ...]], list[str]] | None = None
 
 
 def remember(key: str | None) -> None:
@@ -47,6 +48,9 @@ def redact(text: str) -> str:
     for key in _secrets():
         if key in text:
             text = text.replace(key, MASK)
+    lowered = text.lower()
+    if "bearer" not in lowered and "sk-" not in lowered and "x-api-key" not in lowered:
+        return text  # the common case, cheaply: no credential shape can match
     return _SHAPES.sub(_mask_match, text)
 
 
@@ -61,13 +65,18 @@ def _mask_match(match: re.Match[str]) -> str:
 
 
 def _secrets() -> list[str]:
+    """Remembered keys and those in the environment now, longest first (a key that
+    contains another is masked whole); cached until either changes."""
+    global _cached
+    env = tuple(os.environ.get(name, "") for name in KEY_VARIABLES)
     with _lock:
+        if _cached is not None and _cached[0] == (len(_known), env):
+            return _cached[1]
         keys = set(_known)
-    for name in KEY_VARIABLES:
-        value = os.environ.get(name, "").strip()
-        if len(value) >= MIN_KEY_LENGTH:
-            keys.add(value)
-    return sorted(keys, key=len, reverse=True)  # a key that contains another goes first
+        keys.update(v.strip() for v in env if len(v.strip()) >= MIN_KEY_LENGTH)
+        ordered = sorted(keys, key=len, reverse=True)
+        _cached = ((len(_known), env), ordered)
+        return ordered
 
 
 __all__ = ["MASK", "redact", "remember"]
