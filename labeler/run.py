@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from labeler import bounds
 from labeler.completion import Completion
 from labeler.errors import (
     BudgetExceeded,
@@ -158,6 +159,10 @@ class Labeler:
         on_warning: Callable[[str], None] | None = None,
         stop_grace_s: float = STOP_GRACE_S,
     ) -> None:
+        # A negative rate waits forever for a token, a negative concurrency fails deep in
+        # asyncio: the same ranges as the CLI's flags, checked before anything starts.
+        bounds.check([("concurrency", concurrency), ("rpm", rpm), ("tpm", tpm),
+                      ("budget", budget_usd), ("stop_grace", stop_grace_s)])
         if budget_usd is not None and (prices or PriceTable.default()).lookup(teacher.model) is None:
             # An unpriced model would cost "0" per request and never stop: refuse instead.
             raise ConfigError(f"--budget needs a price for '{teacher.model}': add --price "

@@ -265,3 +265,14 @@ def test_cli_summary_names_overloaded_answers(tmp_path: Path) -> None:
     assert "rate-limited" not in res.stderr
 
 
+
+
+@pytest.mark.parametrize(("option", "value"), [("concurrency", -5), ("rpm", -1.0), ("tpm", 0.0)])
+def test_the_library_labeler_checks_the_same_ranges(option: str, value: float) -> None:
+    from labeler import Labeler
+    from labeler.task import load_task
+    from labeler.teachers import make_teacher
+
+    teacher = make_teacher("openai-compatible:m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(ConfigError, match=rf"^{option} must be"):
+        Labeler(load_task("sentiment"), teacher, store=":memory:", **{option: value})
