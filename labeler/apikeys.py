@@ -12,6 +12,7 @@ import stat
 from pathlib import Path
 
 from labeler.errors import ConfigError
+from labeler.redact import remember
 
 
 def read_key_file(path: str | os.PathLike[str]) -> str:
@@ -29,6 +30,7 @@ def read_key_file(path: str | os.PathLike[str]) -> str:
         raise ConfigError(f"{p}: the API key file is not UTF-8 text") from exc
     if not key:
         raise ConfigError(f"{p}: the API key file is empty")
+    remember(key)
     return key
 
 
@@ -37,4 +39,5 @@ def key_from_env(name: str) -> str:
     key = os.environ.get(name, "").strip()
     if not key:
         raise ConfigError(f"environment variable {name} (api_key_env) is not set")
+    remember(key)
     return key

@@ -17,10 +17,50 @@ from typing import Any
 import click
 
 from labeler import aio
+from labeler.bounds import BOUNDS
 from labeler.errors import ConfigError, LabelerError
+from labeler.redact import redact
 
 EXIT_OK, EXIT_FATAL, EXIT_PARTIAL, EXIT_LOCKED, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 3, 4, 5, 130
 EXIT_PENDING = 6  # --batch --no-wait: answers still being computed by the provider
+
+
+def _bounded(name: str, kind: type = float) -> click.ParamType:
+    """The click range of a numeric option, from the bounds `Job` checks too."""
+    b = BOUNDS[name]
+    if kind is int:
+        return click.IntRange(min=None if b.low is None else int(b.low),
+                              max=None if b.high is None else int(b.high),
+                              min_open=b.low_open, max_open=b.high_open)
+    return click.FloatRange(min=b.low, max=b.high, min_open=b.low_open, max_open=b.high_open)
+
+
+_NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+class _OneLineErrors(click.Group):
+    """A bad flag is one line on stderr and exit 1, like every other fatal error (click's
+    own answer is three lines and exit 2)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kw)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kw)
+        except _NO_ARGS_IS_HELP as exc:  # a bare `labeler`: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+            click.echo(f"labeler: error: {exc.format_message()}{where}", err=True)
+            sys.exit(EXIT_FATAL)
+        except click.ClickException as exc:
+            click.echo(f"labeler: error: {exc.format_message()}", err=True)
+            sys.exit(EXIT_FATAL)
+        except click.Abort:
+            click.echo("labeler: aborted", err=True)
+            sys.exit(EXIT_FATAL)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def _teacher_options(f: Any) -> Any:
@@ -35,7 +75,7 @@ def _teacher_options(f: Any) -> Any:
         click.option("--api-key-file", type=click.Path(dir_okay=False),
                      help="Read the API key from this file (must be mode 0600). Default: the "
                           "provider's environment variable."),
-        click.option("--samples", type=int,
+        click.option("--samples", type=_bounded("samples", int),
                      help="Anthropic: answers sampled per row when the template wants soft "
                           "targets (default 5; part of the cache key)."),
         click.option("--store", type=click.Path(dir_okay=False),
@@ -45,7 +85,7 @@ def _teacher_options(f: Any) -> Any:
                      help="Input format (default: from the file name)."),
         click.option("--delimiter", help="Field delimiter for delimited text input (e.g. ';')."),
         click.option("--split", "input_split", help="Split of a saved DatasetDict input."),
-        click.option("--limit", type=int, help="Only the first N input rows."),
+        click.option("--limit", type=_bounded("limit", int), help="Only the first N input rows."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -59,11 +99,14 @@ def _export_options(f: Any) -> Any:
                      default="hf", show_default=True),
         click.option("--kind", type=click.Choice(["records", "classification", "sft", "kd"]),
                      default="records", show_default=True, help="Shape of the exported rows."),
-        click.option("--min-confidence", type=float, help="Drop rows whose max label prob is lower."),
-        click.option("--min-margin", type=float, help="Drop rows whose top-2 margin is lower."),
-        click.option("--max-entropy", type=float, help="Drop rows whose label entropy is higher."),
+        click.option("--min-confidence", type=_bounded("min_confidence"),
+                     help="Drop rows whose max label prob is lower."),
+        click.option("--min-margin", type=_bounded("min_margin"),
+                     help="Drop rows whose top-2 margin is lower."),
+        click.option("--max-entropy", type=_bounded("max_entropy"),
+                     help="Drop rows whose label entropy is higher."),
         click.option("--keep-invalid", is_flag=True, help="Keep answers that are not a valid label."),
-        click.option("--validation-size", type=float, default=0.0, show_default=True,
+        click.option("--validation-size", type=_bounded("validation_size"), default=0.0, show_default=True,
                      help="Share of rows in a validation split (stable per row id)."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--split-field", help="Input field that names each row's split."),
@@ -79,7 +122,7 @@ def _export_options(f: Any) -> Any:
     return f
 
 
-@click.group()
+@click.group(cls=_OneLineErrors)
 @click.version_option(package_name="labeler")
 def main() -> None:
     """Label raw inputs with a teacher LLM into distillation datasets."""
@@ -90,24 +133,24 @@ def main() -> None:
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
-@click.option("--concurrency", "-c", type=int, default=16, show_default=True,
+@click.option("--concurrency", "-c", type=_bounded("concurrency", int), default=16, show_default=True,
               help="Requests in flight at most.")
-@click.option("--rpm", type=float, help="Requests per minute cap (default: learned from headers).")
-@click.option("--tpm", type=float, help="Tokens per minute cap (default: learned from headers).")
-@click.option("--max-attempts", type=int, default=8, show_default=True,
+@click.option("--rpm", type=_bounded("rpm"), help="Requests per minute cap (default: learned from headers).")
+@click.option("--tpm", type=_bounded("tpm"), help="Tokens per minute cap (default: learned from headers).")
+@click.option("--max-attempts", type=_bounded("max_attempts", int), default=8, show_default=True,
               help="Tries per item before it is recorded as failed.")
 @click.option("--retry-failed", is_flag=True, help="Send again items whose failure is stored.")
-@click.option("--retry-initial-wait", type=float, metavar="SECONDS",
+@click.option("--retry-initial-wait", type=_bounded("retry_initial_wait"), metavar="SECONDS",
               help="Advanced: first backoff step between attempts (doubles each time; "
                    "default 0.5). A server's retry-after is honoured regardless.")
-@click.option("--stop-grace", "stop_grace", type=float, default=30.0, show_default=True,
+@click.option("--stop-grace", "stop_grace", type=_bounded("stop_grace"), default=30.0, show_default=True,
               metavar="SECONDS", help="After SIGINT/SIGTERM, how long in-flight requests may "
                                       "still land before they are abandoned.")
 @click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
               show_default=True, metavar="SECONDS",
               help="Longest one attempt may take, connect to last byte; then it is retried "
                    "as a timeout.")
-@click.option("--budget", type=float, help="Stop sending new requests past this spend (USD).")
+@click.option("--budget", type=_bounded("budget"), help="Stop sending new requests past this spend (USD).")
 @click.option("--prices", "prices_file", type=click.Path(dir_okay=False),
               help="Price table JSON (default: the shipped one).")
 @click.option("--price", "price_overrides", multiple=True,
@@ -200,7 +243,7 @@ def stats(store: str | None, as_json: bool) -> None:
 @click.option("--gold", "gold_field", required=True,
               help="Input field with the gold label, or `human`: the labels given in `labeler review`.")
 @click.option("--gold-map", help="Map gold values to labels: 1=World,2=Sports,...")
-@click.option("--target-accuracy", type=float, multiple=True,
+@click.option("--target-accuracy", type=_bounded("target_accuracy"), multiple=True,
               help="Report the confidence threshold reaching this accuracy (repeatable).")
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Write the reliability diagram and coverage curve to this PNG.")
@@ -420,7 +463,7 @@ def _print_batch_summary(s: Any) -> None:
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--max-age", "max_age_days", type=float, metavar="DAYS",
+@click.option("--max-age", "max_age_days", type=_bounded("max_age_days"), metavar="DAYS",
               help="Relabel items whose stored answer is older than DAYS (overrides the "
                    "config's max_age_days).")
 def refresh(config: str, max_age_days: float | None) -> None:
@@ -444,7 +487,7 @@ def refresh(config: str, max_age_days: float | None) -> None:
     if result.outcome == "locked":
         click.echo(f"labeler: {result.error}", err=True)
     elif result.error:
-        click.echo(f"labeler: error: {result.error}", err=True)
+        click.echo(f"labeler: error: {redact(result.error)}", err=True)
     else:
         s = result.summary
         click.echo(f"labeler: refresh {result.outcome}: {s.get('rows', 0)} rows, "
@@ -524,11 +567,23 @@ def _print_summary(result: Any) -> None:
         parts.append(f"{s.skipped} not sent")
     click.echo(f"labeler: {', '.join(parts)} in {s.elapsed_s:.1f}s "
                f"({s.requests} requests, {s.retries} retries)", err=True)
+    if s.http_failures or s.http_requests != s.requests:
+        answers = ", ".join(f"{n} {_HTTP_WORDS.get(reason, reason)}" for reason, n in
+                            sorted(s.http_failures.items(), key=lambda kv: -kv[1]))
+        click.echo(f"labeler: {s.http_requests} HTTP requests sent"
+                   + (f"; answered {answers}" if answers else ""), err=True)
     if s.cost_usd:
         click.echo(f"labeler: cost ${s.cost_usd:.4f} ({s.prompt_tokens} prompt, "
                    f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)", err=True)
     for reason, n in sorted(s.failures_by_reason.items(), key=lambda kv: -kv[1]):
         click.echo(f"labeler:   failed {n} × {reason}", err=True)
+    if s.failed_transient:
+        click.echo(f"labeler: {s.failed_transient} failed on transient errors (rate limits, "
+                   "server errors, timeouts): rerun the same command to send them again",
+                   err=True)
+    if s.failed_final:
+        click.echo(f"labeler: {s.failed_final} failed finally (the request was refused as it "
+                   "is): fix the cause, then rerun with --retry-failed", err=True)
     if s.budget_stopped:
         click.echo("labeler: the budget stopped new requests; rerun with a higher --budget "
                    "to continue (nothing is sent twice)", err=True)
@@ -539,6 +594,9 @@ def _print_summary(result: Any) -> None:
     click.echo(f"labeler: store {result.store}", err=True)
     if result.export is not None:
         _print_export(result.export)
+
+
+_HTTP_WORDS = {"http_429": "rate-limited (429)", "overloaded": "overloaded (529)"}
 
 
 def _print_export(report: Any) -> None:
@@ -555,11 +613,11 @@ def _print_export(report: Any) -> None:
 
 
 def _warn(message: str) -> None:
-    click.echo(f"labeler: warning: {message}", err=True)
+    click.echo(f"labeler: warning: {redact(message)}", err=True)
 
 
 def _fail(exc: BaseException) -> None:
-    click.echo(f"labeler: error: {exc}", err=True)
+    click.echo(f"labeler: error: {redact(str(exc))}", err=True)
     sys.exit(EXIT_FATAL)
 
 

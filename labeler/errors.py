@@ -5,6 +5,7 @@
     ├── InputError           a bad input row or file (carries file and line)
     ├── TemplateError        a bad prompt template or a row it cannot render (file, field, row)
     ├── StoreError           the SQLite store cannot be opened, migrated or written
+    ├── ExportError          the export cannot be written there; the answers stay in the store
     └── TeacherError         a teacher call failed
         ├── RetryableError   worth another try: 429, 408, 409, 5xx, overloaded, timeouts,
         │                    dropped connections, a 200 whose body is not valid JSON
@@ -12,10 +13,13 @@
                              content filter; recorded once with its reason
 
 Each TeacherError carries a short machine-readable `reason` (e.g. ``http_429``,
-``context_length``) so failures can be counted by cause in `labeler stats`.
+``context_length``) so failures can be counted by cause in `labeler stats`. Its message is
+redacted (`labeler.redact`) as it is made: it never holds an API key.
 """
 
 from __future__ import annotations
+
+from labeler.redact import redact
 
 
 class LabelerError(Exception):
@@ -68,6 +72,11 @@ class StoreError(LabelerError):
     """The store cannot be opened, migrated or written (disk full, read-only, too new)."""
 
 
+class ExportError(LabelerError):
+    """The export folder cannot be written (not a folder, read-only, disk full); every
+    answer is already in the store, so fixing the path and rerunning sends nothing."""
+
+
 class TeacherError(LabelerError):
     """A teacher call that did not produce a completion."""
 
@@ -84,6 +93,8 @@ class TeacherError(LabelerError):
         self.reason = reason
         self.status = status
         self.retry_after = retry_after
+        # Made here, once, for every provider and path: a server may quote the key back.
+        message = redact(message)
         self.message = message
         super().__init__(f"{reason}: {message}" if message else reason)
 
@@ -98,3 +109,23 @@ class FinalError(TeacherError):
     """A failure that no retry can fix; recorded at once with its reason."""
 
     retryable = False
+
+
+# Reasons of failures that are worth another run even after --max-attempts ran out (a
+# server that was down, slow or overloaded may be fine an hour later); HTTP reasons are
+# judged by their status. Everything else (400, 401, 403, 404, context too long, content
+# filter, refusal) is final: only --retry-failed sends it again.
+TRANSIENT_REASONS = frozenset({
+    "timeout", "connection", "disconnected", "endpoints_down", "invalid_json", "error_body",
+    "api_error", "overloaded",
+})
+TRANSIENT_STATUSES = frozenset({408, 409, 429})
+
+
+def is_transient(reason: str, status: int | None = None) -> bool:
+    """Whether a stored failure (its reason, and HTTP status if any) was transient."""
+    if status is None and reason.startswith("http_") and reason[5:].isdigit():
+        status = int(reason[5:])
+    if status is not None and (status in TRANSIENT_STATUSES or status >= 500):
+        return True
+    return reason in TRANSIENT_REASONS

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from labeler import aio
+from labeler import aio, bounds
 from labeler.batch.base import BatchClient
 from labeler.batch.clients import make_client
 from labeler.batch.runner import BatchRunner, fingerprint
 from labeler.errors import ConfigError
-from labeler.export import ExportOptions, ExportReport, export_dataset
+from labeler.export import ExportOptions, ExportReport
+from labeler.export_guard import check_out_folder, export_to
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
 from labeler.pricing import PriceTable
 from labeler.retry import RetryPolicy
@@ -28,6 +29,7 @@ from labeler.store import Store
 from labeler.task import Task, load_task
 from labeler.teachers import make_teacher
 from labeler.teachers.base import Teacher
+from labeler.template_check import check_template_fields
 
 
 def default_home() -> Path:
@@ -80,6 +82,19 @@ class Job:
     stop_grace_s: float = STOP_GRACE_S  # after SIGINT/SIGTERM, how long in-flight requests get
     request_timeout: float = REQUEST_TIMEOUT_S  # seconds per attempt, connect to last byte
 
+    def __post_init__(self) -> None:
+        """The same ranges as the CLI's flags, so a script gets the same one-line error."""
+        f = self.export.filters
+        bounds.check([
+            ("concurrency", self.concurrency), ("rpm", self.rpm), ("tpm", self.tpm),
+            ("max_attempts", self.max_attempts), ("retry_initial_wait", self.retry_initial_wait),
+            ("stop_grace", self.stop_grace_s), ("budget", self.budget_usd),
+            ("max_age_days", self.max_age_days), ("limit", self.limit),
+            ("samples", self.teacher_options.get("samples")),
+            ("min_confidence", f.min_confidence), ("min_margin", f.min_margin),
+            ("max_entropy", f.max_entropy), ("validation_size", self.export.validation_size),
+        ])
+
     def retry_policy(self) -> RetryPolicy:
         if self.retry_initial_wait is None:
             return RetryPolicy(max_attempts=self.max_attempts)
@@ -108,7 +123,7 @@ class Job:
             it = _limited(it, self.limit)
         if self.id_field is None:
             it = _ids_from_id_column(it)
-        return it
+        return check_template_fields(task, it)
 
     @property
     def max_age_s(self) -> float | None:
@@ -153,6 +168,8 @@ async def run_job(
     started if needed but never closed here; one made here is closed here.
     """
     task = job.load_task()
+    if job.out is not None:
+        check_out_folder(Path(job.out), job.store_path())
     warnings = list(task.warnings)
     for w in task.warnings:
         if on_warning:
@@ -180,7 +197,7 @@ async def run_job(
         report = None
         if job.out is not None and summary.outcome not in ("pending", "interrupted"):
             report = await asyncio.to_thread(
-                export_dataset, task, teacher.identity, job.rows(task), store, job.out, job.export
+                export_to, task, teacher.identity, job.rows(task), store, Path(job.out), job.export
             )
     return JobResult(summary, report, job.store_path(),
                      rejects if rejects is not None and rejects.exists() else None, warnings)
@@ -233,8 +250,9 @@ def export_job(job: Job) -> ExportReport:
         raise ConfigError("export needs --out DIR")
     task = job.load_task()
     teacher = job.make_teacher()
+    check_out_folder(Path(job.out), job.store_path())
     with Store(job.store_path()) as store:
-        return export_dataset(task, teacher.identity, job.rows(task), store, job.out, job.export)
+        return export_to(task, teacher.identity, job.rows(task), store, Path(job.out), job.export)
 
 
 def _spool_stdin(job: Job) -> Path | None:

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from labeler.completion import Completion
-from labeler.errors import TemplateError
+from labeler.errors import TemplateError, is_transient
 from labeler.inputs import Reject, Row
 from labeler.request import Request
 from labeler.store import Failure, Store
@@ -38,20 +38,6 @@ SEND = "send"  # nothing usable stored: ask the teacher
 CACHED = "cached"  # an answer is stored (and fresh enough)
 FAILED = "failed"  # a stored failure that is not to be sent again
 REJECTED = "rejected"  # the row cannot become a request (bad input, template error)
-
-# Stored failures that a plain rerun sends again: the teacher or the network was at fault,
-# not the request. Everything else (400, 401, 403, 404, context too long, content filter)
-# is sent again only when asked (`--retry-failed`).
-TRANSIENT_STATUSES = frozenset({408, 409, 429})
-TRANSIENT_REASONS = frozenset({"timeout", "connection", "disconnected", "invalid_json",
-                               "error_body", "api_error", "overloaded"})
-
-
-def is_transient(failure: Failure) -> bool:
-    """Whether a stored failure was the teacher's or the network's fault, not the request's."""
-    status = failure.status or 0
-    return status in TRANSIENT_STATUSES or status >= 500 or failure.reason in TRANSIENT_REASONS
-
 
 @dataclass(slots=True)
 class Item:
@@ -65,8 +51,9 @@ class Item:
     failure: Failure | None = None  # FAILED: the stored failure
     reject: Reject | None = None  # REJECTED: the line for the rejects file
     # REJECTED: "input" (the reader could not make a row of it) or "template" (a row the
-    # template cannot render)
+    # template cannot render, and `error` says why)
     reason: str | None = None
+    error: TemplateError | None = None
 
 
 class Planner:
@@ -107,7 +94,7 @@ class Planner:
         transient and still has tries left."""
         if self.retry_failed:
             return True
-        if not is_transient(failure):
+        if not is_transient(failure.reason, failure.status):
             return False
         return self.max_attempts is None or failure.attempts < self.max_attempts
 
@@ -124,7 +111,7 @@ class Planner:
                 request = self.task.render(row.data, row_id=where(row))
             except TemplateError as exc:
                 reject = Reject(row.source, row.line, template_problem(exc), raw_json(row))
-                items.append(Item(row, REJECTED, reject=reject, reason="template"))
+                items.append(Item(row, REJECTED, reject=reject, reason="template", error=exc))
                 continue
             items.append(Item(row, SEND, request, request.key(self.identity)))
         if self.store is not None:
@@ -198,5 +185,5 @@ def raw_json(row: Row) -> str | None:
         return None
 
 
-__all__ = ["CACHED", "CHUNK", "FAILED", "REJECTED", "SEND", "Item", "Planner", "is_transient",
+__all__ = ["CACHED", "CHUNK", "FAILED", "REJECTED", "SEND", "Item", "Planner",
            "raw_json", "template_problem", "where"]

@@ -56,7 +56,7 @@ from typing import Any
 
 import yaml
 
-from labeler import aio
+from labeler import aio, bounds
 from labeler.apikeys import key_from_env, read_key_file
 from labeler.errors import ConfigError, LabelerError
 from labeler.export import ExportOptions
@@ -64,6 +64,7 @@ from labeler.filters import FilterSpec
 from labeler.job import Job, run_job
 from labeler.owner import alive as _alive
 from labeler.pricing import PriceTable
+from labeler.redact import redact
 from labeler.run import REQUEST_TIMEOUT_S, STOP_GRACE_S
 
 EXIT_CODES = {"ok": 0, "failed": 1, "partial": 3, "locked": 4, "budget": 5, "interrupted": 130}
@@ -154,6 +155,7 @@ class RefreshConfig:
             if not isinstance(raw.get(key), str) or not raw[key].strip():
                 raise ConfigError(f"{where}: '{key}' is required and must be a string")
         _check_types(raw, _OPTIONAL, where, "")
+        bounds.check([(k, v) for k, v in raw.items() if k in bounds.BOUNDS], where)
         base = path.resolve().parent
 
         def local(value: str | None) -> Path | None:
@@ -240,6 +242,8 @@ def _export_options(export: Mapping[str, Any], filters: Mapping[str, Any],
             raise ConfigError(f"{where}: unknown key '{section}.{sorted(unknown)[0]}' "
                               f"(allowed: {', '.join(sorted(keys))})")
         _check_types(values, keys, where, f"{section}.")
+        bounds.check([(k, v) for k, v in values.items() if k in bounds.BOUNDS],
+                     f"{where}: {section}")
     return ExportOptions(
         kind=export.get("kind", "records"), format=export.get("format", "hf"),
         filters=FilterSpec(min_confidence=filters.get("min_confidence"),
@@ -429,8 +433,9 @@ class RefreshResult:
 
     def to_dict(self) -> dict[str, Any]:
         counts = {k: self.summary.get(k, 0) for k in (
-            "rows", "labeled", "cached", "failed", "rejected", "skipped", "requests", "retries",
-            "rate_limited", "prompt_tokens", "completion_tokens", "cached_tokens")}
+            "rows", "labeled", "cached", "failed", "failed_transient", "failed_final", "rejected",
+            "skipped", "requests", "retries", "http_requests", "rate_limited", "overloaded",
+            "prompt_tokens", "completion_tokens", "cached_tokens")}
         return {
             "outcome": self.outcome, "exit_code": self.exit_code, **counts,
             "cost_usd": self.summary.get("cost_usd", 0.0),
@@ -438,7 +443,8 @@ class RefreshResult:
             "exported": self.exported, "duration_s": round(self.duration_s, 3),
             "started_at": self.started_at, "version": self.version, "current": self.current,
             "out": self.out, "pruned": self.pruned,
-            "lock_taken_over_from": self.lock_taken_over_from, "error": self.error,
+            "lock_taken_over_from": self.lock_taken_over_from,
+            "error": redact(self.error) if self.error else None,
             "config": self.config,
         }
 
@@ -474,7 +480,8 @@ def refresh(
     except LabelerError as exc:
         result.outcome, result.error = "failed", str(exc)
     except OSError as exc:  # the output folder cannot be created, locked or written
-        result.outcome, result.error = "failed", f"{exc.filename or ''}: {exc.strerror or exc}"
+        where = exc.filename or result.out or result.config  # ENOSPC often names no file
+        result.outcome, result.error = "failed", f"{where}: {exc.strerror or exc}"
     finally:
         result.duration_s = time.monotonic() - start
     return result

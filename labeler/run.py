@@ -18,12 +18,14 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from labeler import bounds
 from labeler.claims import LEASE_S, Claims
 from labeler.completion import Completion
 from labeler.errors import (
@@ -32,6 +34,7 @@ from labeler.errors import (
     RetryableError,
     StoreError,
     TeacherError,
+    is_transient,
 )
 from labeler.inputs import Reject, RejectsWriter, Row
 from labeler.limits import Limiter
@@ -39,11 +42,13 @@ from labeler.owner import Owner
 from labeler.plan import CACHED, CHUNK, FAILED, REJECTED, SEND, Item, Planner, raw_json, where
 from labeler.pricing import PriceTable
 from labeler.progress import Progress
+from labeler.redact import redact
 from labeler.request import Request
 from labeler.retry import RetryPolicy
 from labeler.store import Store
 from labeler.task import Task
-from labeler.teachers.base import Teacher, request_shape
+from labeler.teachers.base import Teacher, http_outcomes, request_shape
+from labeler.template_check import RenderStreak
 
 UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
 STOP_GRACE_S = 30.0  # after a stop, how long in-flight requests may still land
@@ -82,15 +87,21 @@ class RunSummary:
     failed: int = 0
     rejected: int = 0
     skipped: int = 0
-    requests: int = 0
+    requests: int = 0  # teacher calls (a sampling teacher sends several HTTP requests each)
     retries: int = 0
-    rate_limited: int = 0
+    http_requests: int = 0  # every HTTP request sent, as the server counts them
+    rate_limited: int = 0  # HTTP 429 answers
+    overloaded: int = 0  # "overloaded" answers (Anthropic's 529), not rate limits
+    http_failures: dict[str, int] = field(default_factory=dict)  # failed HTTP requests by reason
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     cost_usd: float = 0.0
     elapsed_s: float = 0.0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
+    # Of `failed`: sent again by a plain rerun (transient) / only with --retry-failed (final).
+    failed_transient: int = 0
+    failed_final: int = 0
     interrupted: bool = False
     budget_stopped: bool = False
 
@@ -103,6 +114,15 @@ class RunSummary:
         if self.failed or self.skipped:
             return "partial"
         return "ok"
+
+    def count_failure(self, reason: str, n: int = 1) -> None:
+        """n rows failed for `reason`: counted by reason and by what a rerun needs."""
+        self.failed += n
+        self.failures_by_reason[reason] = self.failures_by_reason.get(reason, 0) + n
+        if is_transient(reason):
+            self.failed_transient += n
+        else:
+            self.failed_final += n
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -143,6 +163,10 @@ class Labeler:
         claim_lease_s: float = LEASE_S,
         request_timeout_s: float | None = REQUEST_TIMEOUT_S,
     ) -> None:
+        # A negative rate waits forever for a token, a negative concurrency fails deep in
+        # asyncio: the same ranges as the CLI's flags, checked before anything starts.
+        bounds.check([("concurrency", concurrency), ("rpm", rpm), ("tpm", tpm),
+                      ("budget", budget_usd), ("stop_grace", stop_grace_s)])
         if budget_usd is not None and (prices or PriceTable.default()).lookup(teacher.model) is None:
             # An unpriced model would cost "0" per request and never stop: refuse instead.
             raise ConfigError(f"--budget needs a price for '{teacher.model}': add --price "
@@ -233,6 +257,7 @@ class Labeler:
             self.store.start_run, self.task.identity, _identity_str(self._identity)
         )
         out: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=4 * CHUNK)
+        http_before = Counter(http_outcomes(self.teacher) or ())
         state = _RunState(self, out, with_completions)
         producer = asyncio.create_task(state.produce(rows))
         renewer = asyncio.create_task(state.renew_claims())
@@ -260,7 +285,7 @@ class Labeler:
             with contextlib.suppress(StoreError):  # what was claimed and never sent
                 await asyncio.to_thread(self.claims.release_all)
             self.summary.elapsed_s = time.monotonic() - start
-            self.summary.rate_limited = self.limiter.rate_limited
+            self._count_http(state.http, http_before)
             if self._problems > PROBLEM_LINES:
                 self.on_warning(f"{self._problems - PROBLEM_LINES} more rows were rejected or "
                                 "failed (see the rejects file and `labeler stats`)")
@@ -268,6 +293,17 @@ class Labeler:
                 await asyncio.to_thread(
                     self.store.finish_run, run_id, self.summary.outcome, self.summary.to_dict()
                 )
+
+    def _count_http(self, own: Counter[str], before: Counter[str]) -> None:
+        """HTTP requests by outcome, as the server answered them: the teacher's own count
+        where it fans calls out (each sample is a request), else one per teacher call."""
+        kept = http_outcomes(self.teacher)
+        outcomes = Counter(kept) - before if kept is not None else own
+        s = self.summary
+        s.http_requests = sum(outcomes.values())
+        s.rate_limited = outcomes.get("http_429", 0)
+        s.overloaded = outcomes.get("overloaded", 0)
+        s.http_failures = {k: n for k, n in sorted(outcomes.items()) if k != "ok" and n}
 
     def _count(self, rec: Record) -> None:
         s = self.summary
@@ -277,9 +313,7 @@ class Labeler:
         elif rec.status == "cached":
             s.cached += 1
         elif rec.status == "failed":
-            s.failed += 1
-            reason = rec.reason or "unknown"
-            s.failures_by_reason[reason] = s.failures_by_reason.get(reason, 0) + 1
+            s.count_failure(rec.reason or "unknown")
         elif rec.status == "rejected":
             s.rejected += 1
         else:
@@ -302,7 +336,7 @@ class Labeler:
             return
         self._problems += 1
         if self._problems <= PROBLEM_LINES:
-            self.on_warning(message)
+            self.on_warning(redact(message))
 
 
 class _RunState:
@@ -329,6 +363,8 @@ class _RunState:
         # once rather than letting them wait out the rate limit only to send nothing.
         self.queued: set[asyncio.Task[Any]] = set()
         self.unsent: set[asyncio.Task[Any]] = set()
+        self.http: Counter[str] = Counter()  # teacher calls by outcome ("ok" or the reason)
+        self.render_streak = RenderStreak()  # the first rows all fail to render: a template bug
         # A plain rerun sends again what failed transiently (every run retries such an item
         # up to --max-attempts); what failed finally waits for --retry-failed.
         self.planner = Planner(lb.task, lb._identity, lb.store, completions=with_completions,
@@ -345,6 +381,9 @@ class _RunState:
                 await self._handle_chunk(planned)
                 if self.waiting and time.monotonic() >= self._next_poll:
                     await self._poll_waiting()
+            bug = self.render_streak.finished()
+            if bug is not None:
+                self._set_fatal(bug)
             await self._wait_for_others()
             await self._wait_workers()
         finally:
@@ -390,12 +429,17 @@ class _RunState:
             if item.status == REJECTED:
                 reject = item.reject
                 assert reject is not None
+                if item.error is not None:
+                    bug = self.render_streak.failed(item.error)
+                    if bug is not None:
+                        self._set_fatal(bug)
                 if lb.rejects is not None:
                     lb.rejects.write(reject)
                 await self.out.put(Record(row, "rejected", reason=item.reason or "input",
                                           message=reject.message()))
                 continue
             assert request is not None and key is not None
+            self.render_streak.ok()
             if item.status == CACHED:
                 await self.out.put(Record(row, "cached", key, request, item.completion))
             elif item.status == FAILED:
@@ -417,7 +461,8 @@ class _RunState:
         assert f is not None
         await self.out.put(
             Record(row, "failed", key, request, reason=f.reason,
-                   message=f"{f.message} (stored failure; rerun with --retry-failed)"))
+                   message=f"{f.message} (a final failure stored by an earlier run: "
+                           "fix its cause, then rerun with --retry-failed)"))
 
     async def _send(self, key: str, request: Request, rows: list[Row]) -> None:
         """Start a worker for a claimed key once a worker place is free (or skip its rows)."""
@@ -609,7 +654,10 @@ class _RunState:
                             lb.summary.retries += 1
                         try:
                             completion = await self._complete(request)
-                        except RetryableError as exc:
+                        except TeacherError as exc:
+                            self.http[exc.reason] += 1
+                            if not exc.retryable:
+                                raise
                             if exc.status == 429 or exc.status == 529:
                                 lb.limiter.on_rate_limited(exc.retry_after)
                             # Counted over the whole run, not per item: with a low
@@ -620,6 +668,7 @@ class _RunState:
                             if self.refused >= UNREACHABLE_AFTER and self.successes == 0:
                                 raise _Unreachable(exc.message) from exc
                             raise
+                        self.http["ok"] += 1
                         cost = lb.prices.cost(lb.teacher.model, completion.usage)
                         await self.writer.put(key, completion, cost)
                     lb.limiter.on_success(prompt_tokens, completion.usage.prompt_tokens)

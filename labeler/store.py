@@ -12,11 +12,12 @@ newer one is refused with the reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ import orjson
 
 from labeler.completion import Completion, Usage
 from labeler.errors import StoreError
+from labeler.redact import redact
 
 T = TypeVar("T")
 
@@ -242,7 +244,7 @@ class Store:
     def known(self, keys: Sequence[str]) -> set[str]:
         """Which of these keys already have a stored response (one query per 500 keys)."""
         found: set[str] = set()
-        with self._lock:
+        with self._reading():
             for chunk in _chunks(keys, 500):
                 marks = ",".join("?" * len(chunk))
                 found.update(
@@ -255,7 +257,7 @@ class Store:
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
         out: dict[str, Completion] = {}
-        with self._lock:
+        with self._reading():
             for chunk in _chunks(keys, 500):
                 marks = ",".join("?" * len(chunk))
                 for row in self._db.execute(
@@ -272,7 +274,7 @@ class Store:
 
     def failures_for(self, keys: Sequence[str]) -> dict[str, Failure]:
         out: dict[str, Failure] = {}
-        with self._lock:
+        with self._reading():
             for chunk in _chunks(keys, 500):
                 marks = ",".join("?" * len(chunk))
                 for row in self._db.execute(
@@ -285,7 +287,7 @@ class Store:
 
     def created_at(self, keys: Sequence[str]) -> dict[str, float]:
         out: dict[str, float] = {}
-        with self._lock:
+        with self._reading():
             for chunk in _chunks(keys, 500):
                 marks = ",".join("?" * len(chunk))
                 out.update(
@@ -330,7 +332,9 @@ class Store:
     def record_failures(self, items: Iterable[tuple[str, str, str, int | None, int]]) -> None:
         """(key, reason, message, status, attempts); attempts add up across runs."""
         now = time.time()
-        rows = [(k, r, m, s, a, now, now) for k, r, m, s, a in items]
+        # Messages are redacted where they are made; this second pass keeps a key out of the
+        # store whatever path a message took.
+        rows = [(k, r, redact(m or ""), s, a, now, now) for k, r, m, s, a in items]
         if not rows:
             return
         def write(db: sqlite3.Connection) -> None:
@@ -374,6 +378,17 @@ class Store:
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: cannot read the store: {exc}") from exc
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The store's lock, with SQLite's errors told as one line naming the file: a store
+        damaged in the middle fails on the first lookup that touches the bad page."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot read the store: "
+                                 f"{_damage_hint(self.path, exc)}") from exc
+
     def _exec_write(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, params)
@@ -398,7 +413,7 @@ class Store:
     # -- reporting ------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        with self._lock:
+        with self._reading():
             db = self._db
             n, p, c, cached, cost = db.execute(
                 "SELECT count(*), coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0),"
@@ -506,6 +521,8 @@ def _open_problem(path: Path, exc: sqlite3.Error) -> str:
     folder (the WAL needs files beside the store) it says only "unable to open database
     file" or "attempt to write a readonly database"."""
     text = str(exc)
+    if "malformed" in text or "not a database" in text:
+        return _damage_hint(path, exc)
     if "full" in text:
         return f"{text}: the disk is full; free space and rerun"
     for target in (path, path.parent):
@@ -515,8 +532,20 @@ def _open_problem(path: Path, exc: sqlite3.Error) -> str:
     return text
 
 
+def _damage_hint(path: Path, exc: sqlite3.Error) -> str:
+    """SQLite's reason, and what to do when the file itself is damaged."""
+    text = str(exc)
+    if "malformed" in text or "not a database" in text:
+        return (f"{text}: the file is damaged; recover what it holds with `sqlite3 {path} "
+                f"\".recover\" | sqlite3 {path.name}.recovered` and pass that as --store, or "
+                "move it aside to start an empty store (its answers would be paid for again)")
+    return text
+
+
 def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
     text = str(exc)
+    if "malformed" in text or "not a database" in text:
+        return StoreError(f"{path}: cannot write to the store: {_damage_hint(path, exc)}")
     if "full" in text:
         hint = "the disk is full; free space and rerun (nothing stored so far is lost)"
     elif "readonly" in text or "read-only" in text:

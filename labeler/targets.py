@@ -57,6 +57,7 @@ and a single answer gives a one-hot on its parsed label (``source="none"``).
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from bisect import bisect_left
@@ -194,19 +195,15 @@ class LabelSpace:
         return result
 
     def ambiguity(self) -> list[str]:
-        """Warnings for labels whose answers cannot be told apart from their first tokens.
+        """The groups of labels whose answers cannot be told apart from their first tokens.
 
         Soft labels are read from the first answer token. When two labels begin with the
         same word (``card_arrival`` / ``card_linking``) or one surface form is a prefix of
         another (``pos`` / ``positive``), the teacher's first-token alternatives cannot be
         attributed: only the generated path can be resolved, the rest is split evenly and
         flagged ambiguous. The check is tokenizer-independent and therefore works at word
-        level; each warning names the fix.
+        level; `ambiguity_warning` turns the groups into one message with the fix.
         """
-        fix = (
-            "fix: answer with short codes instead (LabelSpace.with_codes(): A, B, C… or "
-            "digits), which labeler maps back to the label names"
-        )
         forms: list[tuple[str, str, int]] = []  # (normalised form, its first word, label)
         for index, label in enumerate(self.labels):
             for form in self.verbalizers[label]:
@@ -220,11 +217,7 @@ class LabelSpace:
         for word, members in sorted(by_word.items()):
             if len(members) > 1:
                 names = [self.labels[i] for i in sorted(members)]
-                warnings.append(
-                    f"{len(names)} labels begin with the same word {word!r} "
-                    f"({_short_list(names)}); their first answer token cannot tell them "
-                    f"apart — {fix}"
-                )
+                warnings.append(f"{_short_list(names)} begin with the same word {word!r}")
 
         # A whole surface form that prefixes another ("pos" / "positive", "A" / "AB") always
         # has a first word that prefixes the other's first word, so one check covers both.
@@ -238,10 +231,34 @@ class LabelSpace:
                 if not names_b:
                     continue
                 warnings.append(
-                    f"{word_a!r} is a prefix of {word_b!r}, so {_short_list(names_a)} and "
-                    f"{_short_list(names_b)} likely share a first token — {fix}"
+                    f"{word_a!r} is a prefix of {word_b!r} ({_short_list(names_a)} / "
+                    f"{_short_list(names_b)})"
                 )
         return warnings
+
+    def ambiguity_warning(self, groups_shown: int = 40) -> str | None:
+        """One warning for the whole label set (None when every label is distinct at its
+        first token): the groups, then the fix as the YAML to write, with codes that are
+        one token each in OpenAI's tokenizer (every number below 1000 is one token there;
+        zero-padded to one width, no code prefixes another)."""
+        groups = self.ambiguity()
+        if not groups:
+            return None
+        listed = "; ".join(groups[:groups_shown])
+        if len(groups) > groups_shown:
+            listed += f"; … +{len(groups) - groups_shown} more"
+        codes = list(self.with_codes("digits").codes().items())
+        shown = codes if len(codes) <= 12 else codes[:4]  # a short set: ready to paste
+        entries = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in shown)
+        if len(shown) < len(codes):
+            entries += f", … ({len(codes)} in all)"
+        return (
+            f"{len(groups)} group(s) of labels cannot be told apart by their first answer "
+            f"token, so their soft labels are split evenly: {listed}. Fix: answer with codes "
+            f"and list them in the prompt; in the template write output: labels: {{{entries}}} "
+            "(numbers below 1000 are single tokens for OpenAI's tokenizer; labeler maps each "
+            "code back to its label name)"
+        )
 
     def with_codes(self, style: str = "letters") -> LabelSpace:
         """The same labels answered with short codes, so each label is one distinct token.

@@ -230,7 +230,8 @@ def task_from_dict(raw: dict[str, Any], where: str = "<template>") -> Task:
     warnings: tuple[str, ...] = ()
     if kind == "label":
         space = _label_space(output, where)
-        warnings = tuple(space.ambiguity())
+        warning = space.ambiguity_warning()
+        warnings = (warning,) if warning else ()
     elif "labels" in output:
         raise TemplateError(where, "labels are only allowed with kind: label", field="output.labels")
     schema = output.get("schema")

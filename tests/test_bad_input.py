@@ -109,14 +109,26 @@ def test_csv_rows_missing_a_column_are_rejected_with_their_line(tmp_path: Path) 
 
 
 def test_csv_without_the_column_the_template_needs(tmp_path: Path) -> None:
+    """No row has the template's field: a template bug (or the wrong input), not bad rows."""
     data = tmp_path / "in.csv"
     data.write_text("id,body\n1,hello\n2,world\n")
     with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
         res = _run(srv, "sentiment", data, tmp_path)
         assert not [r for r in srv.log if r.path.endswith("/chat/completions")]
-    assert f"{data}:2: missing field 'text'" in res.stderr
-    assert f"{data}:3: missing field 'text'" in res.stderr
-    assert "2 rows, 0 labeled, 0 cached, 0 failed, 2 rejected" in res.stderr
+    assert res.exit_code == 1
+    (line,) = res.stderr.splitlines()
+    assert line.startswith(f"labeler: error: {load_task('sentiment').path}: field 'text': ")
+    assert "template bug, not bad data" in line
+
+
+def test_rows_missing_a_template_field_among_good_ones_name_the_template(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"text": "fine"}\n{"body": "no text"}\n{"text": "also fine"}\n')
+    with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
+        res = _run(srv, "sentiment", data, tmp_path)
+    assert res.exit_code == 0, res.output
+    template = load_task("sentiment").path
+    assert f"{data}:2: missing field 'text' that template {template} uses" in res.stderr
 
 
 def test_a_flood_of_bad_rows_is_summarised_not_printed_line_by_line(tmp_path: Path) -> None:

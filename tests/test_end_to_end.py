@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from labeler import Job, run_job
 from labeler.cli import main
+from labeler.errors import TemplateError
 from labeler.export import ExportOptions
 from labeler.testing import TeacherServer
 
@@ -187,10 +188,15 @@ def test_unknown_template_field_names_template_field_and_row(
 ) -> None:
     data = tmp_path / "in.jsonl"
     data.write_text(json.dumps({"review": "x"}) + "\n")
+    # No row has the field: a template bug, told before anything is sent.
+    with pytest.raises(TemplateError, match=r"sentiment\.yaml: field 'text': no input row has it"):
+        asyncio.run(run_job(job(teacher_server, tmp_path, input=data)))
+    # Among rows that have it, a row without it is a reject naming the template.
+    data.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"review": "x"}) + "\n")
     result = asyncio.run(run_job(job(teacher_server, tmp_path, input=data)))
     assert result.summary.rejected == 1
     line = json.loads((tmp_path / "out.rejects.jsonl").read_text())
-    assert "text" in line["reason"] and line["line"] == 1
+    assert "field 'text' that template" in line["reason"] and line["line"] == 2
 
 
 def test_unreadable_input_is_a_one_line_error(tmp_path: Path) -> None:

@@ -127,3 +127,80 @@ def test_templates_cannot_reach_python(tmp_path: Path, source: str) -> None:
     task = task_from_dict({"name": "evil", "user": source + " {{ text }}"}, "evil.yaml")
     with pytest.raises(TemplateError, match=r"evil\.yaml"):
         task.render({"text": "x"}, row_id="1")
+
+
+ECHOING_TEACHERS = [("openai-compatible:teacher-test", "lean"),
+                    ("openai-compatible:teacher-test", "aiohttp"),
+                    ("anthropic:claude-haiku-4-5", None)]
+
+
+@pytest.mark.parametrize(("teacher", "transport"), ECHOING_TEACHERS)
+def test_a_server_that_quotes_the_key_back_leaks_it_nowhere(
+        tmp_path: Path, teacher: str, transport: str | None) -> None:
+    """Some gateways answer 401 with "Incorrect API key provided: Bearer sk-...": the
+    message is kept (it says what is wrong), the key in it is not."""
+    right, wrong = _fake_key("RIGHT"), _fake_key("QUOTED")
+    wrong_file = _key_file(tmp_path / "wrong.key", wrong)
+    data, store = write_items(tmp_path / "in.jsonl", 3), tmp_path / "s.sqlite"
+    runner = CliRunner()
+    env = {"LABELER_TRANSPORT": transport} if transport else {}
+    with LocalServer(labels=["negative", "positive"], api_key=right, echo_key=True) as srv:
+        base_url = srv.url if teacher.startswith("anthropic:") else srv.api
+        args = ["run", "sentiment", str(data), "--teacher", teacher, "--base-url", base_url,
+                "--store", str(store), "--quiet", "--max-attempts", "1",
+                "--api-key-file", str(wrong_file), "--out", str(tmp_path / "out")]
+        text = runner.invoke(main, args, env=env)
+        as_json = runner.invoke(main, [*args, "--json", "--retry-failed"], env=env)
+        assert srv.server.stats()["by_status"].get("401", 0) >= 6  # the server did quote it
+    stats = runner.invoke(main, ["stats", "--store", str(store), "--json"])
+    assert text.exit_code == 3 and as_json.exit_code == 3, text.output + as_json.output
+    assert "Incorrect API key provided: " in text.output  # the reason survives...
+    assert "[redacted]" in text.output  # ...with the key masked
+    assert json.loads(stats.stdout)["failures_by_reason"] == {"http_401": 3}
+    for output in (text.output, as_json.output, stats.output):
+        assert wrong not in output and right not in output
+    assert _leaks(tmp_path, wrong, {wrong_file}) == []
+    with sqlite3.connect(store) as db:
+        messages = [m for (m,) in db.execute("SELECT message FROM failures")]
+    assert len(messages) == 3 and all("[redacted]" in m for m in messages)
+
+
+def test_a_batch_submission_refused_with_the_key_quoted_leaks_it_nowhere(tmp_path: Path) -> None:
+    right, wrong = _fake_key("RIGHT"), _fake_key("BATCHQUOTED")
+    wrong_file = _key_file(tmp_path / "wrong.key", wrong)
+    data, store = write_items(tmp_path / "in.jsonl", 3), tmp_path / "s.sqlite"
+    with LocalServer(labels=["negative", "positive"], api_key=right, echo_key=True) as srv:
+        res = CliRunner().invoke(main, [
+            "run", "sentiment", str(data), "--teacher", "anthropic:claude-haiku-4-5",
+            "--base-url", srv.url, "--store", str(store), "--quiet", "--batch",
+            "--api-key-file", str(wrong_file), "--out", str(tmp_path / "out")])
+        assert srv.server.stats()["by_status"].get("401", 0) >= 1
+    assert res.exit_code != 0
+    assert "Incorrect API key provided" in res.output and wrong not in res.output, res.output
+    assert _leaks(tmp_path, wrong, {wrong_file}) == []
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Incorrect API key provided: Bearer abc.def-123", "Incorrect API key provided: Bearer [redacted]"),
+    ("Incorrect API key provided: sk-proj-AbC123xyz789", "Incorrect API key provided: [redacted]"),
+    ("invalid x-api-key: sk-ant-api03-Zz_9-qq", "invalid x-api-key: [redacted]"),
+    ("x-api-key: opaque-token-42", "x-api-key: [redacted]"),
+    ("x-api-key header is required", "x-api-key header is required"),
+    ("api_key: a key does not belong in a config file", "api_key: a key does not belong in a config file"),
+])
+def test_credential_shapes_are_masked_and_nothing_else(text: str, expected: str) -> None:
+    from labeler.redact import redact
+
+    assert redact(text) == expected
+    assert redact(expected) == expected
+
+
+def test_a_configured_key_of_any_shape_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from labeler.errors import FinalError
+    from labeler.redact import remember
+
+    remember("plain-gateway-token-7f3a")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "another-opaque-token-19")
+    err = FinalError("http_401", "token plain-gateway-token-7f3a / another-opaque-token-19 refused")
+    assert err.message == "token [redacted] / [redacted] refused"
+    assert "gateway-token" not in str(err)

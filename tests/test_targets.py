@@ -301,7 +301,6 @@ def test_ambiguity_small_sets() -> None:
     assert SENTIMENT.ambiguity() == []
     (warning,) = LabelSpace(("pos", "positive", "neg")).ambiguity()
     assert "'pos' is a prefix of 'positive'" in warning
-    assert "with_codes" in warning
     (warning,) = CITIES.ambiguity()
     assert "New York" in warning and "New Delhi" in warning and "'new'" in warning
 
@@ -328,7 +327,6 @@ def test_ambiguity_on_banking77_labels() -> None:
     assert len(card) == 1
     assert "card_arrival" in card[0] and "card_linking" in card[0]
     assert any("'top' is a prefix of 'topping'" in w for w in warnings)
-    assert all("with_codes" in w for w in warnings)
     coded = space.with_codes()
     assert coded.ambiguity() == []
     assert parse_label("CY", coded) == space.labels[-1]
@@ -389,3 +387,33 @@ def test_completion_mode_answer_is_the_label_with_the_most_summed_mass() -> None
     chat = load_task("sentiment")
     assert read_answer(chat, completion(tok("negative", 0.40, ("negative", 0.40),
                                             ("positive", 0.55)))).label == "negative"
+
+
+def test_one_ambiguity_warning_per_label_set_lists_groups_and_the_yaml_fix() -> None:
+    if not BANKING77.exists():
+        pytest.skip("shared banking77 data is not available")
+    space = LabelSpace(tuple(json.loads(BANKING77.read_text())))
+    warning = space.ambiguity_warning()
+    assert warning is not None and "\n" not in warning
+    assert "card_arrival" in warning and "'top' is a prefix of 'topping'" in warning
+    assert "with_codes" not in warning  # a YAML fix, not a Python API
+    assert 'output: labels: {"card_arrival": "01", "card_linking": "02"' in warning
+    assert "numbers below 1000 are single tokens for OpenAI's tokenizer" in warning
+    assert SENTIMENT.ambiguity_warning() is None
+
+
+def test_a_template_with_ambiguous_labels_warns_once(tmp_path: Path) -> None:
+    from labeler.task import load_task
+
+    labels = json.dumps([f"card_{w}" for w in ("arrival", "linking", "lost", "swallowed")]
+                        + [f"top_up_{w}" for w in ("failed", "limits", "reverted")] + ["topping"])
+    path = tmp_path / "intent.yaml"
+    path.write_text(f"name: intent\nuser: '{{{{ text }}}}'\noutput:\n  kind: label\n"
+                    f"  labels: {labels}\n")
+    (warning,) = load_task(path).warnings
+    assert "3 group(s)" in warning and "card_arrival" in warning and "top_up_failed" in warning
+    # The fix it prints, pasted into the template, silences it.
+    fix = warning.split("in the template write output: labels: ")[1].split(" (numbers")[0]
+    path.write_text(f"name: intent\nuser: '{{{{ text }}}}'\noutput:\n  kind: label\n"
+                    f"  labels: {fix}\n")
+    assert load_task(path).warnings == ()

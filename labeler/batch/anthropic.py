@@ -33,6 +33,7 @@ from labeler.batch.base import (
 )
 from labeler.completion import Completion
 from labeler.errors import ConfigError, TeacherError
+from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers import anthropic_wire
 from labeler.teachers.anthropic import ANTHROPIC_URL, AnthropicTeacher, classify
@@ -98,6 +99,7 @@ class AnthropicBatchClient:
         api_key = api_key or os.environ.get("ANTHROPIC_API_KEY")
         if not api_key:
             raise ConfigError("no Anthropic API key: set ANTHROPIC_API_KEY (or pass --api-key-file FILE)")
+        remember(api_key)
         self._teacher = teacher
         version = teacher.api_version if teacher is not None else None
         # Management calls are few and (except create) safe to repeat: let the SDK retry them.

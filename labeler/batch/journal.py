@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from labeler.batch.base import RemoteBatch
+from labeler.redact import redact
 from labeler.store import Store
 
 PREPARING, UPLOADED, SUBMITTED, COLLECTED, ABANDONED = (
@@ -130,7 +131,7 @@ def set_submitted(store: Store, uid: str, remote: RemoteBatch, *, note: str | No
         "UPDATE batches SET remote_id=?, state=?, remote_status=?, counts=?, submitted_at=?,"
         " updated_at=?, error=coalesce(?, error) WHERE id=?",
         (remote.id, SUBMITTED, remote.status, orjson.dumps(remote.counts()).decode(),
-         remote.created_at or now, now, note, uid),
+         remote.created_at or now, now, _said(note), uid),
     ))
 
 
@@ -138,7 +139,7 @@ def update_remote(store: Store, uid: str, remote: RemoteBatch) -> None:
     store.execute_write(lambda db: db.execute(
         "UPDATE batches SET remote_status=?, counts=?, error=coalesce(?, error), updated_at=?"
         " WHERE id=?",
-        (remote.status, orjson.dumps(remote.counts()).decode(), remote.error, time.time(), uid),
+        (remote.status, orjson.dumps(remote.counts()).decode(), _said(remote.error), time.time(), uid),
     ))
 
 
@@ -147,7 +148,7 @@ def abandon(store: Store, uid: str, reason: str) -> None:
 
     def write(db: sqlite3.Connection) -> None:
         db.execute("UPDATE batches SET state=?, error=?, updated_at=? WHERE id=?",
-                   (ABANDONED, reason, time.time(), uid))
+                   (ABANDONED, _said(reason), time.time(), uid))
         db.execute("DELETE FROM batch_items WHERE batch_id=?", (uid,))
 
     store.execute_write(write)
@@ -167,9 +168,14 @@ def set_collected(store: Store, uid: str, remote: RemoteBatch, cost_usd: float |
     store.execute_write(lambda db: db.execute(
         "UPDATE batches SET state=?, remote_status=?, counts=?, error=coalesce(?, error),"
         " cost_usd=?, collected_at=?, updated_at=? WHERE id=?",
-        (COLLECTED, remote.status, orjson.dumps(remote.counts()).decode(), remote.error,
+        (COLLECTED, remote.status, orjson.dumps(remote.counts()).decode(), _said(remote.error),
          cost_usd, now, now, uid),
     ))
+
+
+def _said(text: str | None) -> str | None:
+    """A provider's or runner's message as stored: never with an API key in it."""
+    return redact(text) if text else text
 
 
 # -- reads -------------------------------------------------------------------------------

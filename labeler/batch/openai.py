@@ -27,6 +27,7 @@ from labeler.batch.base import (
 )
 from labeler.completion import Completion
 from labeler.errors import ConfigError, FinalError, TeacherError
+from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers import openai_wire
 from labeler.teachers.base import Teacher
@@ -78,6 +79,8 @@ class OpenAIBatchClient:
         api_key = api_key or os.environ.get("OPENAI_API_KEY") or ("not-needed" if compatible else None)
         if not api_key:
             raise ConfigError("no OpenAI API key: set OPENAI_API_KEY (or pass --api-key-file FILE)")
+        if api_key != "not-needed":
+            remember(api_key)
         self._body = body
         # Management calls are few and (except create) safe to repeat: let the SDK retry them.
         self._client = openai.AsyncOpenAI(

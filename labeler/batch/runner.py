@@ -273,10 +273,8 @@ class BatchRunner:
             elif item.status == CACHED:
                 s.cached += 1
             elif item.status == FAILED:
-                f = item.failure
-                assert f is not None
-                s.failed += 1
-                s.failures_by_reason[f.reason] = s.failures_by_reason.get(f.reason, 0) + 1
+                assert item.failure is not None
+                s.count_failure(item.failure.reason)
             else:
                 assert key is not None and item.request is not None
                 self._rows[key] = 1
@@ -459,9 +457,7 @@ class BatchRunner:
             elif key in self._budget_skipped:
                 s.skipped += n
             elif key in failures:
-                reason = failures[key].reason
-                s.failed += n
-                s.failures_by_reason[reason] = s.failures_by_reason.get(reason, 0) + n
+                s.count_failure(failures[key].reason, n)
             else:
                 s.unfinished += n
         holding = set(held.values())

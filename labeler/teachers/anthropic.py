@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +41,7 @@ import orjson
 
 from labeler.completion import Completion
 from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError
+from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers import anthropic_wire
 from labeler.teachers import transport as http
@@ -76,6 +78,7 @@ class AnthropicTeacher(BaseTeacher):
             raise ConfigError(
                 "no Anthropic API key: set ANTHROPIC_API_KEY (or pass --api-key-file FILE)"
             )
+        remember(api_key)
         if samples < 1:
             raise ConfigError(f"anthropic teacher: samples must be at least 1, got {samples}")
         self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL).rstrip("/")
@@ -86,6 +89,9 @@ class AnthropicTeacher(BaseTeacher):
         self.cache_prompt = cache_prompt
         self._observer: HeaderObserver | None = None
         self._partial: dict[str, list[Completion]] = {}
+        # Each HTTP request's outcome (one `complete` may send `samples` of them), so a
+        # run's summary counts what the server saw (`teachers.base.http_outcomes`).
+        self.http_outcomes: Counter[str] = Counter()
         self._warming: dict[bytes, asyncio.Future[None]] = {}
         headers = dict(extra_headers or {})
         if api_version:
@@ -186,14 +192,22 @@ class AnthropicTeacher(BaseTeacher):
         try:
             raw = await self._client.messages.with_raw_response.create(model=self.model, **kwargs)
         except anthropic.APIError as exc:
-            raise classify(exc) from exc
+            error = classify(exc)
+            self.http_outcomes[error.reason] += 1
+            raise error from exc
         if self._observer is not None:
             self._observer(raw.headers)
         try:
             body = orjson.loads(raw.http_response.content)
+            completion = anthropic_wire.parse_message(body, latency_s=time.perf_counter() - start)
         except orjson.JSONDecodeError as exc:
+            self.http_outcomes["invalid_json"] += 1
             raise RetryableError("invalid_json", "HTTP 200 with a body that is not JSON") from exc
-        return anthropic_wire.parse_message(body, latency_s=time.perf_counter() - start)
+        except TeacherError as exc:
+            self.http_outcomes[exc.reason] += 1
+            raise
+        self.http_outcomes["ok"] += 1
+        return completion
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -7,6 +7,7 @@ the orchestrator, so adding a provider is one module and one registry line.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -71,6 +72,13 @@ def request_shape(teacher: Teacher, request: Request) -> tuple[int, int]:
     rate limits and budgets charge per HTTP request."""
     calls, answers = teacher.request_shape(request)
     return max(1, int(calls)), max(1, int(answers))
+
+
+def http_outcomes(teacher: Teacher) -> Counter[str] | None:
+    """The teacher's own count of HTTP requests by outcome ("ok" or a failure's reason), or
+    None. Only a teacher that fans one `complete` out into several HTTP requests keeps one
+    (Anthropic sampling); for any other, the orchestrator's count per call is exact."""
+    return getattr(teacher, "http_outcomes", None)
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError
+from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers.base import parse_retry_after
 
@@ -35,12 +36,15 @@ def endpoint(provider: str, model: str, base_url: str | None,
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         if not api_key:
             raise ConfigError("no OpenAI API key: set OPENAI_API_KEY (or pass --api-key-file FILE)")
+        remember(api_key)
     else:
         if not base_url:
             raise ConfigError(
                 f"--teacher {provider}:{model} needs --base-url (e.g. http://localhost:8000/v1)"
             )
-        api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        remember(api_key)
+        api_key = api_key or "not-needed"
     return base_url.rstrip("/"), api_key
 
 

@@ -29,7 +29,7 @@ _SCALARS = {
     "float | None": float,
     "str | None": str,
 }
-_SPECIAL = {"labels", "status_for", "responder", "log_requests"}
+_SPECIAL = {"labels", "status_for", "responder", "log_requests", "echo_key"}
 
 
 def _flag(name: str) -> str:
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep a record per request (off by default to bound memory)",
     )
+    run.add_argument(
+        "--echo-key",
+        action="store_true",
+        help="401 answers quote the credential sent, as some gateways do",
+    )
     for f in fields(ServerConfig):
         if f.name in _SPECIAL:
             continue
@@ -91,6 +96,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     if "api_key" not in changes and os.environ.get("LABELER_TEACHER_API_KEY"):
         changes["api_key"] = os.environ["LABELER_TEACHER_API_KEY"]
     changes["log_requests"] = args.log_requests
+    changes["echo_key"] = args.echo_key
     return patched(ServerConfig(), changes)
 
 

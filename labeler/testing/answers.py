@@ -102,7 +102,11 @@ class Answers:
     def bad_json(self) -> Answer:
         return self.error(400, _BAD_JSON[ANTHROPIC if self.anthropic else OPENAI_CHAT])
 
-    def unauthorized(self, key_sent: bool) -> Answer:
+    def unauthorized(self, key_sent: bool, echo: str | None = None) -> Answer:
+        """A bad or missing key; `echo` (the credential header as sent) is quoted back in
+        the message, as some gateways and proxies do."""
+        if echo is not None:
+            return self.error(401, f"Incorrect API key provided: {echo}")
         if self.anthropic:
             return self.error(401, "invalid x-api-key" if key_sent else "x-api-key header is required")
         if key_sent:

@@ -148,7 +148,8 @@ class TeacherApp:
             return answers.bad_json()
         record.body = body
         if cfg.api_key is not None and not _authorized(request.headers, cfg.api_key):
-            return answers.unauthorized("x-api-key" in request.headers or "authorization" in request.headers)
+            return answers.unauthorized("x-api-key" in request.headers or "authorization" in request.headers,
+                                        _echo(request.headers, cfg))
         try:
             parsed = _PARSERS[answers.provider](body)
         except BadRequest as exc:
@@ -337,7 +338,7 @@ class TeacherApp:
         provider = ANTHROPIC if _is_anthropic(request) else OPENAI_CHAT
         answers = self._answers(provider, cfg)
         if cfg.api_key is not None and not _authorized(request.headers, cfg.api_key):
-            return self._finish(request, provider, answers.unauthorized(True))
+            return self._finish(request, provider, answers.unauthorized(True, _echo(request.headers, cfg)))
         if provider == ANTHROPIC:
             body = anthropic_wire.models_body(cfg.model)
         else:
@@ -348,7 +349,7 @@ class TeacherApp:
         cfg = self.config
         answers = self._answers(ANTHROPIC, cfg)
         if cfg.api_key is not None and not _authorized(request.headers, cfg.api_key):
-            return self._finish(request, ANTHROPIC, answers.unauthorized(True))
+            return self._finish(request, ANTHROPIC, answers.unauthorized(True, _echo(request.headers, cfg)))
         try:
             body = orjson.loads(await request.read())
             body.setdefault("max_tokens", 1)
@@ -400,6 +401,13 @@ _SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key"})
 async def _sleep(seconds: float) -> None:
     if seconds > 0:
         await asyncio.sleep(seconds)
+
+
+def _echo(headers: Mapping[str, str], cfg: ServerConfig) -> str | None:
+    """The credential header as sent, for a server configured to quote it back on 401."""
+    if not cfg.echo_key:
+        return None
+    return headers.get("authorization") or headers.get("x-api-key")
 
 
 def _authorized(headers: Mapping[str, str], key: str) -> bool:

@@ -169,7 +169,9 @@ class BatchAPI:
             given = auth[7:]
         if given is not None and hmac.compare_digest(given.encode(), key.encode()):
             return None
-        return self.app._finish(request, provider, self._answers(provider).unauthorized(given is not None))
+        echo = (auth or given) if self.app.config.echo_key else None
+        return self.app._finish(request, provider,
+                                self._answers(provider).unauthorized(given is not None, echo))
 
     def _ok(self, request: web.BaseRequest, provider: str, data: Any) -> web.Response:
         return self.app._finish(request, provider, self._answers(provider).ok(orjson.dumps(data)))

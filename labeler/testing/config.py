@@ -85,6 +85,10 @@ class ServerConfig:
         repr=False,
         metadata={"help": "key clients must send (or set LABELER_TEACHER_API_KEY)"},
     )
+    echo_key: bool = field(
+        default=False,
+        metadata={"help": "401 answers quote the credential sent, as some gateways do"},
+    )
     cache_min_tokens: int = field(
         default=0, metadata={"help": "smallest prefix Anthropic-style caching stores"}
     )

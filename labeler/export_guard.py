@@ -1,0 +1,57 @@
+"""An export folder that cannot be written is one line naming it, never a traceback.
+
+By the time a run exports, every answer is paid for and in the store; a bad `--out` (under
+a regular file, read-only, on a full disk) must not look like lost work. So the folder is
+checked before anything is sent, and a failure while writing says where, and that a rerun
+with a fixed path sends nothing again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from labeler.errors import ExportError
+from labeler.export import ExportOptions, ExportReport, export_dataset
+from labeler.inputs import Reject, Row
+from labeler.store import Store
+from labeler.task import Task
+
+
+def check_out_folder(out: Path, store: Path) -> None:
+    """Refuse an export folder that cannot be made before anything is sent: under a regular
+    file, or on a read-only file system or folder."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: cannot write the export there: it is a file, not a folder; "
+                          "nothing was sent: choose another --out and rerun")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        why = f"{parent} is a file, not a folder"
+    elif not os.access(parent, os.W_OK):
+        why = f"{parent} is not writable (read-only file system or folder)"
+    else:
+        return
+    raise ExportError(f"{out}: cannot write the export there: {why}; nothing was sent "
+                      f"(answers already paid for are safe in the store {store}): fix --out "
+                      "and rerun")
+
+
+def export_to(task: Task, identity: Mapping[str, Any], rows: Iterable[Row | Reject],
+              store: Store, out: Path, options: ExportOptions) -> ExportReport:
+    """`export_dataset`, with a failure to write (disk full, read-only, not a folder) told
+    as one line naming the path: the answers are in the store, so a rerun sends nothing."""
+    try:
+        return export_dataset(task, identity, rows, store, out, options)
+    except OSError as exc:
+        where = exc.filename or out
+        raise ExportError(
+            f"{out}: cannot write the export: {exc.strerror or exc} ({where}); every answer "
+            f"is safe in the store {store.path}: free space or fix --out, then rerun (nothing "
+            "is sent again)") from exc
+
+
+__all__ = ["check_out_folder", "export_to"]
