@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from labeler import aio
+from labeler.concurrency import DEFAULT_CEILING
 from labeler.errors import ConfigError, LabelerError
 
 EXIT_OK, EXIT_FATAL, EXIT_PARTIAL, EXIT_LOCKED, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 3, 4, 5, 130
@@ -88,8 +89,9 @@ def main() -> None:
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
-@click.option("--concurrency", "-c", type=int, default=16, show_default=True,
-              help="Requests in flight at most.")
+@click.option("--concurrency", "-c", type=int, default=DEFAULT_CEILING, show_default=True,
+              help="Ceiling of requests in flight; below it the number adapts to the "
+                   "rate limit and latency.")
 @click.option("--rpm", type=float, help="Requests per minute cap (default: learned from headers).")
 @click.option("--tpm", type=float, help="Tokens per minute cap (default: learned from headers).")
 @click.option("--max-attempts", type=int, default=8, show_default=True,
@@ -430,7 +432,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             store=kw.get("store"), base_url=",".join(kw.get("base_url") or ()) or None,
             teacher_options=_teacher_extra(kw),
             api_key=_read_key_file(kw.get("api_key_file")),
-            concurrency=kw.get("concurrency") or 16, rpm=kw.get("rpm"), tpm=kw.get("tpm"),
+            concurrency=kw.get("concurrency") or DEFAULT_CEILING, rpm=kw.get("rpm"), tpm=kw.get("tpm"),
             max_attempts=kw.get("max_attempts") or 8, retry_failed=bool(kw.get("retry_failed")),
             retry_initial_wait=kw.get("retry_initial_wait"),
             stop_grace_s=kw["stop_grace"] if kw.get("stop_grace") is not None else 30.0,
@@ -461,6 +463,10 @@ def _read_key_file(path: str | None) -> str | None:
     return read_key_file(path) if path else None
 
 
+_BOUND = {"limit": "bound by the rate limit", "latency": "bound by latency",
+          "errors": "cut by server errors", "ceiling": "at the -c ceiling"}
+
+
 def _print_summary(result: Any) -> None:
     s = result.summary
     parts = [f"{s.rows} rows", f"{s.labeled} labeled", f"{s.cached} cached",
@@ -469,6 +475,10 @@ def _print_summary(result: Any) -> None:
         parts.append(f"{s.skipped} not sent")
     click.echo(f"labeler: {', '.join(parts)} in {s.elapsed_s:.1f}s "
                f"({s.requests} requests, {s.retries} retries)", err=True)
+    c = s.concurrency
+    if c and s.requests:
+        click.echo(f"labeler: in flight {c['min']}-{c['max']} (median {c['median']}, "
+                   f"{_BOUND.get(c['bound'], c['bound'])}; ceiling {c['ceiling']})", err=True)
     if s.cost_usd:
         click.echo(f"labeler: cost ${s.cost_usd:.4f} ({s.prompt_tokens} prompt, "
                    f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)", err=True)

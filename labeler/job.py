@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from labeler import aio
+from labeler.concurrency import DEFAULT_CEILING
 from labeler.errors import ConfigError
 from labeler.export import ExportOptions, ExportReport, export_dataset
 from labeler.inputs import Reject, Row, count_rows, read_rows
@@ -47,7 +48,7 @@ class Job:
     base_url: str | None = None
     api_key: str | None = None
     teacher_options: dict[str, Any] = field(default_factory=dict)
-    concurrency: int = 16
+    concurrency: int = DEFAULT_CEILING  # a ceiling: the in-flight target adapts below it
     rpm: float | None = None
     tpm: float | None = None
     max_attempts: int = 8

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from labeler.completion import Completion
+from labeler.concurrency import DEFAULT_CEILING
 from labeler.errors import (
     BudgetExceeded,
     ConfigError,
@@ -92,6 +93,8 @@ class RunSummary:
     cost_usd: float = 0.0
     elapsed_s: float = 0.0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
+    # In flight allowed, weighted by answers: min/median/max/ceiling and what bound it.
+    concurrency: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
     budget_stopped: bool = False
 
@@ -126,7 +129,7 @@ class Labeler:
         teacher: Teacher,
         *,
         store: Store | str | Path,
-        concurrency: int = 16,
+        concurrency: int = DEFAULT_CEILING,
         rpm: float | None = None,
         tpm: float | None = None,
         retry: RetryPolicy | None = None,
@@ -247,6 +250,7 @@ class Labeler:
             await state.shutdown()
             self.summary.elapsed_s = time.monotonic() - start
             self.summary.rate_limited = self.limiter.rate_limited
+            self.summary.concurrency = self.limiter.inflight.report()
             if self._problems > PROBLEM_LINES:
                 self.on_warning(f"{self._problems - PROBLEM_LINES} more rows were rejected or "
                                 "failed (see the rejects file and `labeler stats`)")
@@ -520,8 +524,7 @@ class _RunState:
                         try:
                             completion = await lb.teacher.complete(request)
                         except RetryableError as exc:
-                            if exc.status == 429 or exc.status == 529:
-                                lb.limiter.on_rate_limited(exc.retry_after)
+                            lb.limiter.on_failure(exc)  # 429s slow the rate, 5xx shrink in flight
                             # Counted over the whole run, not per item: with a low
                             # --max-attempts no item alone would reach the threshold, and
                             # every row would be stored as failed against a typo'd URL.
