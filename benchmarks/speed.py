@@ -143,7 +143,7 @@ def run(opts: dict[str, Any], only: Sequence[str], work: Path) -> list[Result]:
                     (9, 600, opts["announced_low_seconds"], 0.95, 0.01)):
                 results.append(cases.announced_limit(
                     srv, work, number=number, rpm=rpm, latency_s=0.5, seconds=seconds,
-                    goal=goal, max_429=max_429))
+                    goal=goal, max_429=max_429, compare_bare=number == 8))
                 _progress(results[-1:])
         if "memory" in only:
             rows, big_store = cases.big_runs(

@@ -87,6 +87,8 @@ class InFlightTarget:
         self._round_failed = False
         self._slow_start = True
         self._backoff = 1.0  # paced mode: what failures took off the target
+        self._rate: float | None = None  # the pace the target was last computed from
+        self._answers = 0  # answers since the limit or its reason last changed
         self._used: Counter[int] = Counter()
         self._why: Counter[str] = Counter()
 
@@ -95,20 +97,24 @@ class InFlightTarget:
     def on_answer(self, latency_s: float, rate_per_s: float | None) -> None:
         """One answer took `latency_s`; `rate_per_s` is the pace the known limits allow
         (None when no limit is known)."""
-        self._sample(latency_s)
+        # Called once per answer, so kept to a few operations: the percentile is
+        # recomputed every few answers and the target only when an input changed.
+        self._answers += 1
+        fresh = self._sample(latency_s)
         if rate_per_s:
             if self._backoff < 1.0:
                 self._backoff = min(1.0, self._backoff + RECOVER)
-            self.on_rate(rate_per_s)
+                fresh = True
+            if fresh or rate_per_s != self._rate:
+                self.on_rate(rate_per_s)
         else:
             self._round.append(latency_s)
             if len(self._round) >= max(MIN_ROUND, self.limit):
                 self._end_round()
-        self._used[self.limit] += 1
-        self._why[self.reason] += 1
 
     def on_rate(self, rate_per_s: float) -> None:
         """Little's law: the known pace times the latency, with head-room."""
+        self._rate = rate_per_s
         latency = self.high_latency
         if latency is None:
             return  # nothing answered yet: keep the start value
@@ -129,18 +135,19 @@ class InFlightTarget:
     def report(self) -> dict[str, Any]:
         """In flight allowed over the run, weighted by answers: min, median, max, the
         ceiling, and what bound it most of the time (limit, latency, errors or ceiling)."""
-        if not self._used:
-            return {"min": self.limit, "median": self.limit, "max": self.limit,
-                    "ceiling": self.ceiling, "bound": self.reason}
-        values = sorted(self._used)
-        half, seen, median = sum(self._used.values()) / 2, 0, values[-1]
+        used, why = self._used.copy(), self._why.copy()
+        if self._answers or not used:
+            used[self.limit] += self._answers
+            why[self.reason] += self._answers
+        values = sorted(used)
+        half, seen, median = sum(used.values()) / 2, 0, values[-1]
         for v in values:
-            seen += self._used[v]
+            seen += used[v]
             if seen >= half:
                 median = v
                 break
         return {"min": values[0], "median": median, "max": values[-1], "ceiling": self.ceiling,
-                "bound": self._why.most_common(1)[0][0]}
+                "bound": why.most_common(1)[0][0]}
 
     # -- inside ----------------------------------------------------------------------------
 
@@ -148,10 +155,20 @@ class InFlightTarget:
         if target >= self.ceiling:
             target, reason = float(self.ceiling), "ceiling"
         self._target = max(1.0, target)
-        self.limit = int(self._target)
-        self.reason = reason
+        limit = int(self._target)
+        if limit != self.limit or reason != self.reason:
+            self._record()
+            self.limit, self.reason = limit, reason
 
-    def _sample(self, latency_s: float) -> None:
+    def _record(self) -> None:
+        """Credit the answers since the last change to the limit and reason they had."""
+        if self._answers:
+            self._used[self.limit] += self._answers
+            self._why[self.reason] += self._answers
+            self._answers = 0
+
+    def _sample(self, latency_s: float) -> bool:
+        """Keep one latency; True when the percentile was recomputed."""
         lat = self._latencies
         if len(lat) < SAMPLES:
             lat.append(latency_s)
@@ -165,6 +182,8 @@ class InFlightTarget:
             self._since_sort = 0
             ordered = sorted(lat)
             self.high_latency = ordered[min(len(ordered) - 1, int(QUANTILE * len(ordered)))]
+            return True
+        return False
 
     def _end_round(self) -> None:
         """A round trip's worth of answers: grow if latency held and nothing failed."""
@@ -177,7 +196,7 @@ class InFlightTarget:
             self._set(self._target * LATENCY_CUT, "latency")
         elif median > max(fastest * LATENCY_FLAT, fastest + LATENCY_SLACK_S):
             self._slow_start = False
-            self.reason = "latency"  # hold
+            self._set(self._target, "latency")  # hold
         elif not failed:
             grow = SLOW_START_GROWTH if self._slow_start else 1.0 + GROWTH
             self._set(max(self._target * grow, self._target + 1.0), "latency")
