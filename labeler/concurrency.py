@@ -36,8 +36,11 @@ MIN_ROUND = 8  # answers a growth round needs at least
 SLOW_START_GROWTH = 2.0
 GROWTH = 0.1
 LATENCY_FLAT = 1.5  # a round's median up to this × the fastest seen counts as flat…
-LATENCY_SLACK_S = 0.05  # …or up to this much slower: milliseconds of jitter are no signal
-LATENCY_HIGH = 2.0  # above this × the fastest (plus the slack): cut back
+# …or up to this much slower. Against a fast server the client's own event loop is what
+# a deeper queue slows, and there more in flight costs nothing and saves CPU per item;
+# a server that queues shows it in seconds, not in tenths.
+LATENCY_SLACK_S = 0.25
+LATENCY_HIGH = 2.0  # above this × the fastest, or twice the slack above it: cut back
 LATENCY_CUT = 0.9
 DECREASE = 0.7  # on a 429 (no known rate), a 5xx or a timeout
 RECOVER = 0.02  # share of the failure back-off restored per answer (paced mode)
@@ -191,7 +194,7 @@ class InFlightTarget:
         median = ordered[len(ordered) // 2]
         failed, self._round, self._round_failed = self._round_failed, [], False
         fastest = self._fastest = median if self._fastest is None else min(self._fastest, median)
-        if median > max(fastest * LATENCY_HIGH, fastest + LATENCY_SLACK_S):
+        if median > max(fastest * LATENCY_HIGH, fastest + 2 * LATENCY_SLACK_S):
             self._slow_start = False
             self._set(self._target * LATENCY_CUT, "latency")
         elif median > max(fastest * LATENCY_FLAT, fastest + LATENCY_SLACK_S):

@@ -170,19 +170,28 @@ def test_little_s_law_sizes_the_target() -> None:
 
 
 def test_without_a_limit_it_grows_while_latency_holds_and_stops_when_it_rises() -> None:
+    """A server answering in 1 s, as a busy self-hosted one does."""
     target = InFlightTarget(512)
     answers = 0
     while target.limit < 128:  # a new round starts as the target changes
-        target.on_answer(0.2, None)
+        target.on_answer(1.0, None)
         answers += 1
     assert answers < 16 + 32 + 64 + 8  # slow start: doubling each round trip
     held = target.limit
     for _ in range(4 * held):
-        target.on_answer(0.35, None)  # 1.75 × the fastest: growth stops, nothing is cut
+        target.on_answer(1.75, None)  # 1.75 × the fastest: growth stops, nothing is cut
     assert target.limit == held and target.reason == "latency"
     for _ in range(4 * held):
-        target.on_answer(1.0, None)  # 5 ×: cut back
+        target.on_answer(5.0, None)  # 5 ×: cut back
     assert target.limit < held
+
+
+def test_a_fast_server_queueing_tens_of_milliseconds_is_flat() -> None:
+    """5 ms answers becoming 100 ms ones: the client's own queue, not the server's."""
+    target = InFlightTarget(256)
+    for latency in [0.005] * 16 + [0.1] * 2000:
+        target.on_answer(latency, None)
+    assert target.limit == 256 and target.report()["bound"] == "ceiling"
 
 
 def test_the_ceiling_is_lowered_to_what_file_descriptors_allow() -> None:
