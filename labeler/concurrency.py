@@ -81,6 +81,7 @@ class InFlightTarget:
         self._target = float(min(ceiling, start))
         self.limit = int(self._target)
         self.reason = "ceiling" if self.limit >= ceiling else "latency"
+        self.epoch = 0  # counts changes of the limit
         self._latencies: list[float] = []
         self._next = 0  # ring position
         self._since_sort = 0
@@ -97,9 +98,12 @@ class InFlightTarget:
 
     # -- signals ---------------------------------------------------------------------------
 
-    def on_answer(self, latency_s: float, rate_per_s: float | None) -> None:
+    def on_answer(self, latency_s: float, rate_per_s: float | None,
+                  epoch: int | None = None) -> None:
         """One answer took `latency_s`; `rate_per_s` is the pace the known limits allow
-        (None when no limit is known)."""
+        (None when no limit is known); `epoch` is `self.epoch` when it was sent. A
+        growth round judges only requests sent at the current limit: those sent before
+        a change did not meet the queue it made."""
         # Called once per answer, so kept to a few operations: the percentile is
         # recomputed every few answers and the target only when an input changed.
         self._answers += 1
@@ -110,7 +114,7 @@ class InFlightTarget:
                 fresh = True
             if fresh or rate_per_s != self._rate:
                 self.on_rate(rate_per_s)
-        else:
+        elif epoch is None or epoch == self.epoch:
             self._round.append(latency_s)
             if len(self._round) >= max(MIN_ROUND, self.limit):
                 self._end_round()
@@ -161,6 +165,9 @@ class InFlightTarget:
         limit = int(self._target)
         if limit != self.limit or reason != self.reason:
             self._record()
+            if limit != self.limit:
+                self.epoch += 1
+                self._round = []
             self.limit, self.reason = limit, reason
 
     def _record(self) -> None:

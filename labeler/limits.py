@@ -225,10 +225,10 @@ class Limiter:
             if self._tok_bucket is not None and (tokens or prompt_tokens):
                 await self._tok_bucket.take(lambda: self._charge(prompt_tokens, tokens))
             await self._wait_pause()
-            sent = time.monotonic()
+            epoch, sent = self.inflight.epoch, time.monotonic()
             yield
             # Only an answer measures latency: a refusal comes back fast and says nothing.
-            self.inflight.on_answer(time.monotonic() - sent, self.pace())
+            self.inflight.on_answer(time.monotonic() - sent, self.pace(), epoch)
         finally:
             self._in_flight -= 1
             if self._waiting:

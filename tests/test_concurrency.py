@@ -131,6 +131,21 @@ def test_a_burst_of_429s_shrinks_in_flight() -> None:
     assert lb.summary.concurrency["min"] <= marks["after"]
 
 
+def test_without_a_limit_in_flight_grows_until_the_server_queues() -> None:
+    """A self-hosted server generating 16 answers at once in 0.3 s announces nothing:
+    labeler grows from 16 while latency holds and stops once the queue shows (at 32,
+    answers take 0.6 s), far below the 512 ceiling."""
+    config = ServerConfig(labels=LABELS, latency_s=0.3, capacity=16)
+    with TeacherServer(config) as srv:
+        recs, lb = label(srv, rows(150))
+        log = chat_log(srv)
+    assert [r.status for r in recs] == ["labeled"] * 150
+    used = lb.summary.concurrency
+    print(used, "server peak", peak_in_flight(log))
+    assert used["max"] > START and used["bound"] == "latency"
+    assert used["max"] <= 64 and peak_in_flight(log) <= 64
+
+
 def test_concurrency_flag_is_a_hard_ceiling() -> None:
     """A limit that would want 300 in flight (1,000/s × 0.2 s × head-room) gets 8 with -c 8."""
     config = ServerConfig(labels=LABELS, rpm=60_000, latency_s=0.2)
