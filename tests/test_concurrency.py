@@ -215,3 +215,28 @@ def test_the_ceiling_is_lowered_to_what_file_descriptors_allow() -> None:
     out = subprocess.run(["bash", "-c", f"ulimit -n 200 && {sys.executable} -c '{code}'"],
                          capture_output=True, text=True, check=True, cwd=REPO)
     assert int(out.stdout) == 200 - 64
+
+
+def test_a_pool_grows_each_server_while_its_own_latency_holds() -> None:
+    """Two self-hosted servers, 0.5 s per answer: one generates 4 at once, the other 64.
+    Each endpoint's share follows its own latency, so the small one is not sent half of
+    everything in flight to queue (least-in-flight spreading alone would)."""
+    small = ServerConfig(labels=LABELS, latency_s=0.5, capacity=4)
+    big = ServerConfig(labels=LABELS, latency_s=0.5, capacity=64)
+    with TeacherServer(small) as a, TeacherServer(big) as b:
+        teacher = make_teacher("openai-compatible:teacher-test",
+                               base_url=[a.url + "/v1", b.url + "/v1"])
+
+        async def go() -> tuple[list[Record], Labeler]:
+            with tempfile.TemporaryDirectory() as tmp:
+                async with Labeler(load_task("sentiment"), teacher,
+                                   store=Path(tmp) / "s.sqlite", progress=False) as lb:
+                    return [r async for r in lb.label(rows(500))], lb
+
+        recs, lb = asyncio.run(go())
+        log_a, log_b = chat_log(a), chat_log(b)
+    assert [r.status for r in recs] == ["labeled"] * 500
+    print(lb.summary.concurrency, "small", len(log_a), peak_in_flight(log_a),
+          "big", len(log_b), peak_in_flight(log_b))
+    assert peak_in_flight(log_a) <= 12 < 24 <= peak_in_flight(log_b)
+    assert len(log_a) * 3 < len(log_b)
