@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner
 
 from labeler.cli import main
@@ -131,6 +132,7 @@ def test_a_burst_of_429s_shrinks_in_flight() -> None:
     assert lb.summary.concurrency["min"] <= marks["after"]
 
 
+@pytest.mark.slow
 def test_without_a_limit_in_flight_grows_until_the_server_queues() -> None:
     """A self-hosted server generating 16 answers at once in 0.3 s announces nothing:
     labeler grows from 16 while latency holds and stops once the queue shows (at 32,
@@ -217,6 +219,7 @@ def test_the_ceiling_is_lowered_to_what_file_descriptors_allow() -> None:
     assert int(out.stdout) == 200 - 64
 
 
+@pytest.mark.slow
 def test_a_pool_grows_each_server_while_its_own_latency_holds() -> None:
     """Two self-hosted servers, 0.5 s per answer: one generates 4 at once, the other 64.
     Each endpoint's share follows its own latency, so the small one is not sent half of
