@@ -37,6 +37,7 @@ from benchmarks.workload import (
 )
 from labeler import aio
 from labeler.completion import Completion
+from labeler.concurrency import DEFAULT_CEILING
 from labeler.inputs import Row, read_rows
 from labeler.run import Labeler, RunSummary
 from labeler.store import Store
@@ -246,6 +247,60 @@ def rate_limit(srv: TeacherProcess, work: Path, *, limit_per_s: float, window_s:
         {"items": items, "limit_per_s": limit_per_s, "window_s": window_s, "rpm_flag": rpm,
          "labeler_per_s": rate, "ratio": ratio, "requests": sent, "http_429": refused,
          "share_429": share, "elapsed_s": summary.elapsed_s, "load": c.load},
+    )
+
+
+# -- 8-9. announced limits, default flags --------------------------------------------------
+
+
+def announced_limit(srv: TeacherProcess, work: Path, *, number: int, rpm: int, latency_s: float,
+                    seconds: float, goal: float, max_429: float | None,
+                    compare_bare: bool = False) -> Result:
+    """A server answering in `latency_s` that announces `rpm` in its x-ratelimit-* headers
+    (a 60 s window, as OpenAI's), and labeler with default flags: nothing tells it how
+    many requests to keep in flight but the limit it learns and the latency it sees.
+    Timed over the whole labeling run, the first answers' wait included. With
+    `compare_bare`, a bare aiohttp loop then sends the same bodies with as many in flight
+    as labeler mostly kept, the limit lifted: what this machine allows at that count."""
+    srv.configure(latency_s=latency_s, rpm=rpm, rate_window_s=60.0, tpm=None)
+    srv.reset()
+    task = load_task(TASK)
+    limit_per_s = rpm / 60.0
+    items = max(1, round(limit_per_s * seconds))
+    with Clock() as c:
+        summary = aio.run(labeler_run(task, "lean", srv.base_url, rows(items, f"rpm{rpm} "),
+                                      work / f"announced-{rpm}.sqlite",
+                                      concurrency=DEFAULT_CEILING))
+    stats = srv.stats()
+    used = summary.concurrency
+    bare = ""
+    bare_rate_s = None
+    if compare_bare:
+        srv.configure(rpm=None)
+        srv.reset()
+        bodies = bodies_for(task, srv.base_url, rows(items, f"bare{rpm} "))
+        bare_rate_s = aio.run(bare_rate(srv.base_url + "/chat/completions", bodies,
+                                        used["median"]))
+        bare = f"; bare aiohttp at {used['median']} in flight, no limit: {bare_rate_s:,.0f}/s"
+    srv.configure(rpm=None, latency_s=0.0)
+    _check(summary, items, f"announced {rpm} RPM")
+    rate = _rate(summary)
+    ratio = rate / limit_per_s
+    sent = stats["requests"]
+    refused = stats["by_status"].get("429", 0)
+    share = refused / sent if sent else 0.0
+    passed = ratio >= goal and (max_429 is None or share < max_429)
+    target = f"≥ {goal:.0%}" + (f", 429s < {max_429:.0%}" if max_429 is not None else "")
+    return Result(
+        f"{number}. announced {rpm:,} RPM, {latency_s * 1000:g} ms (default flags)",
+        f"{rate:,.1f} items/s = {ratio:.1%} of {limit_per_s:g}/s; 429s {refused}/{sent} = "
+        f"{share:.2%}; in flight {used['min']}-{used['max']} (median {used['median']}, "
+        f"{used['bound']}-bound){bare}",
+        target, passed,
+        {"items": items, "rpm": rpm, "latency_s": latency_s, "limit_per_s": limit_per_s,
+         "labeler_per_s": rate, "ratio": ratio, "requests": sent, "http_429": refused,
+         "share_429": share, "elapsed_s": summary.elapsed_s, "concurrency": used,
+         "bare_per_s": bare_rate_s, "load": c.load},
     )
 
 

@@ -23,6 +23,11 @@ process and measures, against it:
 6. store size: bytes per stored answer beyond its text and logprobs. Target < 300 B.
 7. export: the 1,000,000 labeled rows exported (`labeler export --kind classification`:
    text, label, soft label, confidence) to a Hugging Face datasets folder, seconds.
+8. announced high limit: answers take 500 ms and the headers announce 30,000 RPM; default
+   flags, so the in-flight count must follow from the learned rate and the latency
+   (500/s × 0.5 s = 250). Target ≥ 85% of the limit.
+9. announced low limit: the same at 600 RPM (5 in flight are enough). Targets ≥ 95% of
+   the limit and < 1% 429s.
 
 The table is printed as Markdown and written, with every raw number, to ``--json``
 (default out/benchmarks/speed.json). Timed assertions have no place in tests; the
@@ -47,18 +52,20 @@ from benchmarks.cases import Result
 from benchmarks.workload import TeacherProcess
 from labeler import aio
 
-CASES = ("throughput", "latency", "rate", "memory")
+CASES = ("throughput", "latency", "rate", "memory", "announced")
 
 FULL: dict[str, Any] = {
     "items": 20_000, "sdk_items": 5_000, "concurrency": 64, "repeat": 2,
     "latency_items": 15_360, "in_flight": 512, "latency": 0.2,
     "rate_per_s": 100.0, "rate_window": 60.0, "rate_seconds": 70.0, "rate_latency": 0.05,
     "small": 100_000, "big": 1_000_000, "live_every": 100, "export_rows": None,
-    "export_kind": "classification",
+    "export_kind": "classification", "announced_high_seconds": 12.0,
+    "announced_low_seconds": 50.0,
 }
 QUICK: dict[str, Any] = {
     **FULL, "items": 3_000, "sdk_items": 1_000, "repeat": 1, "latency_items": 5_120,
     "rate_window": 2.0, "rate_seconds": 8.0, "small": 10_000, "big": 100_000,
+    "announced_high_seconds": 6.0, "announced_low_seconds": 20.0,
 }
 
 
@@ -88,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--big", type=int, help="memory: larger input rows; also exported (1000000)")
     g.add_argument("--live-every", type=int, help="memory: one row in N is sent live (100)")
     g.add_argument("--export-rows", type=int, help="rows exported (default: --big)")
+    g.add_argument("--announced-high-seconds", type=float,
+                   help="announced 30,000 RPM: run length at the limit, s (12)")
+    g.add_argument("--announced-low-seconds", type=float,
+                   help="announced 600 RPM: run length at the limit, s (50; < 60)")
     g.add_argument("--export-kind", choices=("records", "classification", "sft", "kd"),
                    help="export kind (classification: what this label task trains on)")
     return p
@@ -126,6 +137,14 @@ def run(opts: dict[str, Any], only: Sequence[str], work: Path) -> list[Result]:
                 seconds=opts["rate_seconds"], latency_s=opts["rate_latency"],
                 concurrency=opts["concurrency"]))
             _progress(results[-1:])
+        if "announced" in only:
+            for number, rpm, seconds, goal, max_429 in (
+                    (8, 30_000, opts["announced_high_seconds"], 0.85, None),
+                    (9, 600, opts["announced_low_seconds"], 0.95, 0.01)):
+                results.append(cases.announced_limit(
+                    srv, work, number=number, rpm=rpm, latency_s=0.5, seconds=seconds,
+                    goal=goal, max_429=max_429, compare_bare=number == 8))
+                _progress(results[-1:])
         if "memory" in only:
             rows, big_store = cases.big_runs(
                 srv, work, small=opts["small"], big=opts["big"], live_every=opts["live_every"],

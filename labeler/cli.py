@@ -18,6 +18,7 @@ import click
 
 from labeler import aio
 from labeler.bounds import BOUNDS
+from labeler.concurrency import DEFAULT_CEILING
 from labeler.errors import ConfigError, LabelerError
 from labeler.redact import redact
 
@@ -133,8 +134,10 @@ def main() -> None:
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
-@click.option("--concurrency", "-c", type=_bounded("concurrency", int), default=16, show_default=True,
-              help="Requests in flight at most.")
+@click.option("--concurrency", "-c", type=_bounded("concurrency", int), default=DEFAULT_CEILING,
+              show_default=True,
+              help="Ceiling of requests in flight; below it the number adapts to the "
+                   "rate limit and latency.")
 @click.option("--rpm", type=_bounded("rpm"), help="Requests per minute cap (default: learned from headers).")
 @click.option("--tpm", type=_bounded("tpm"), help="Tokens per minute cap (default: learned from headers).")
 @click.option("--max-attempts", type=_bounded("max_attempts", int), default=8, show_default=True,
@@ -527,7 +530,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             store=kw.get("store"), base_url=",".join(kw.get("base_url") or ()) or None,
             teacher_options=_teacher_extra(kw),
             api_key=_read_key_file(kw.get("api_key_file")),
-            concurrency=kw.get("concurrency") or 16, rpm=kw.get("rpm"), tpm=kw.get("tpm"),
+            concurrency=kw.get("concurrency") or DEFAULT_CEILING, rpm=kw.get("rpm"), tpm=kw.get("tpm"),
             max_attempts=kw.get("max_attempts") or 8, retry_failed=bool(kw.get("retry_failed")),
             retry_initial_wait=kw.get("retry_initial_wait"),
             stop_grace_s=kw["stop_grace"] if kw.get("stop_grace") is not None else 30.0,
@@ -559,6 +562,10 @@ def _read_key_file(path: str | None) -> str | None:
     return read_key_file(path) if path else None
 
 
+_BOUND = {"limit": "bound by the rate limit", "latency": "bound by latency",
+          "errors": "cut by server errors", "ceiling": "at the -c ceiling"}
+
+
 def _print_summary(result: Any) -> None:
     s = result.summary
     parts = [f"{s.rows} rows", f"{s.labeled} labeled", f"{s.cached} cached",
@@ -572,6 +579,10 @@ def _print_summary(result: Any) -> None:
                             sorted(s.http_failures.items(), key=lambda kv: -kv[1]))
         click.echo(f"labeler: {s.http_requests} HTTP requests sent"
                    + (f"; answered {answers}" if answers else ""), err=True)
+    c = s.concurrency
+    if c and s.requests:
+        click.echo(f"labeler: in flight {c['min']}-{c['max']} (median {c['median']}, "
+                   f"{_BOUND.get(c['bound'], c['bound'])}; ceiling {c['ceiling']})", err=True)
     if s.cost_usd:
         click.echo(f"labeler: cost ${s.cost_usd:.4f} ({s.prompt_tokens} prompt, "
                    f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)", err=True)

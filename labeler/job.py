@@ -18,6 +18,7 @@ from labeler import aio, bounds
 from labeler.batch.base import BatchClient
 from labeler.batch.clients import make_client
 from labeler.batch.runner import BatchRunner, fingerprint
+from labeler.concurrency import DEFAULT_CEILING
 from labeler.errors import ConfigError
 from labeler.export import ExportOptions, ExportReport
 from labeler.export_guard import check_out_folder, export_to
@@ -60,7 +61,7 @@ class Job:
     base_url: str | None = None
     api_key: str | None = None
     teacher_options: dict[str, Any] = field(default_factory=dict)
-    concurrency: int = 16
+    concurrency: int = DEFAULT_CEILING  # a ceiling: the in-flight target adapts below it
     rpm: float | None = None
     tpm: float | None = None
     max_attempts: int = 8

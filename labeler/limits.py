@@ -1,4 +1,8 @@
-"""Scheduling: a concurrency cap plus RPM and TPM token buckets that adapt.
+"""Scheduling: an adaptive in-flight target plus RPM and TPM token buckets that adapt.
+
+How many requests may be in flight is decided by `labeler.concurrency` (Little's law
+from the known rate and the observed latency, or growth while latency holds); the
+`concurrency` given here is only its ceiling.
 
 Limits come from flags, or are learned from the provider's headers as they arrive
 (``x-ratelimit-*`` from OpenAI-style servers, ``anthropic-ratelimit-*`` from Anthropic).
@@ -36,6 +40,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
+from labeler.concurrency import DEFAULT_CEILING, InFlightTarget, fd_ceiling
+from labeler.errors import RetryableError
+
 SAFETY = 0.98  # aim just under a known limit: the server's window edges are not ours
 MIN_FACTOR = 0.25
 DECREASE = 0.7  # no known rate: the 429 is the only sign of the limit, back off hard
@@ -45,6 +52,9 @@ INCREASE = 0.02
 BURST_S = 0.02  # seconds of rate a bucket may bank while idle
 SCALE_BOUNDS = (0.25, 4.0)
 SCALE_WEIGHT = 0.2  # how fast the token-estimate correction follows reported usage
+SHAPE_WEIGHT = 0.1  # how fast the mean charge per in-flight place follows the requests
+# Failures that say the server is struggling (besides 429s): fewer in flight helps it.
+CONGESTION = frozenset({"timeout", "disconnected", "overloaded"})
 
 
 class TokenBucket:
@@ -95,7 +105,7 @@ class Limiter:
 
     def __init__(
         self,
-        concurrency: int = 16,
+        concurrency: int = DEFAULT_CEILING,
         *,
         rpm: float | None = None,
         tpm: float | None = None,
@@ -103,7 +113,8 @@ class Limiter:
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self.concurrency = concurrency
+        self.concurrency = fd_ceiling(concurrency)  # the ceiling, never passed
+        self.inflight = InFlightTarget(self.concurrency)
         self.learn = learn_from_headers
         self._user_rpm = rpm
         self._user_tpm = tpm
@@ -118,6 +129,9 @@ class Limiter:
         self._tok_bucket: TokenBucket | None = None
         self._scale = 1.0
         self._observed = 0
+        self._slot_requests = 1.0  # mean HTTP requests per in-flight place
+        self._slot_tokens = 0.0  # mean token charge per in-flight place
+        self._failure_until = 0.0  # a 5xx or timeout before this is the same event
         self.rate_limited = 0
         self._rebuild()
 
@@ -133,7 +147,7 @@ class Limiter:
 
     @property
     def factor(self) -> float:
-        """Share of the known limits (or of the concurrency, if none) currently allowed."""
+        """Share of the known limits currently allowed (429s lower it, answers restore it)."""
         return self._factor
 
     @property
@@ -141,9 +155,21 @@ class Limiter:
         """Reported prompt tokens per estimated one, as learned so far."""
         return self._scale
 
+    def pace(self) -> float | None:
+        """In-flight places per second the known limits allow now (None: no known limit)."""
+        rates = []
+        if self._req_bucket is not None:
+            rates.append(self._req_bucket.rate / max(self._slot_requests, 1e-9))
+        if self._tok_bucket is not None and self._slot_tokens > 0:
+            rates.append(self._tok_bucket.rate / self._slot_tokens)
+        return min(rates) if rates else None
+
     def _rebuild(self) -> None:
         self._req_bucket = self._bucket(self._rpm, self._req_bucket)
         self._tok_bucket = self._bucket(self._tpm, self._tok_bucket)
+        pace = self.pace()
+        if pace:
+            self.inflight.on_rate(pace)
 
     def _bucket(self, per_minute: float | None, old: TokenBucket | None) -> TokenBucket | None:
         if not per_minute:
@@ -179,6 +205,8 @@ class Limiter:
         when the request's turn comes rather than when it joined the queue, so requests
         queued before the first answer are not charged at the uncorrected estimate.
         """
+        if requests != self._slot_requests:
+            self._slot_requests += SHAPE_WEIGHT * (requests - self._slot_requests)
         if self._waiting or self._in_flight >= self._allowed():
             cond = self._condition()
             self._waiting += 1
@@ -195,15 +223,18 @@ class Limiter:
             if self._req_bucket is not None and requests:
                 await self._req_bucket.take(requests)
             if self._tok_bucket is not None and (tokens or prompt_tokens):
-                await self._tok_bucket.take(lambda: self.estimate(prompt_tokens, tokens))
+                await self._tok_bucket.take(lambda: self._charge(prompt_tokens, tokens))
             await self._wait_pause()
+            epoch, sent = self.inflight.epoch, time.monotonic()
             yield
+            # Only an answer measures latency: a refusal comes back fast and says nothing.
+            self.inflight.on_answer(time.monotonic() - sent, self.pace(), epoch)
         finally:
             self._in_flight -= 1
             if self._waiting:
                 cond = self._condition()
-                async with cond:
-                    cond.notify(1)
+                async with cond:  # the target may have grown: wake everyone it admits
+                    cond.notify(max(1, self._allowed() - self._in_flight))
 
     def _condition(self) -> asyncio.Condition:
         if self._cond is None:
@@ -211,10 +242,12 @@ class Limiter:
         return self._cond
 
     def _allowed(self) -> int:
-        if self._rpm is None and self._tpm is None:
-            # No known rate: back off on concurrency instead.
-            return max(1, int(self.concurrency * self._factor))
-        return self.concurrency
+        return self.inflight.limit
+
+    def _charge(self, prompt_tokens: float, tokens: float) -> float:
+        amount = self.estimate(prompt_tokens, tokens)
+        self._slot_tokens += (SHAPE_WEIGHT if self._slot_tokens else 1.0) * (amount - self._slot_tokens)
+        return amount
 
     async def _wait_pause(self) -> None:
         while True:
@@ -247,10 +280,26 @@ class Limiter:
         if new_event:
             paced = self._rpm is not None or self._tpm is not None
             self._factor = max(MIN_FACTOR, self._factor * (DECREASE_PACED if paced else DECREASE))
+            if not paced:  # no rate to lower: fewer in flight is the only lever
+                self.inflight.on_failure(paced=False)
             self._rebuild()
         for bucket in (self._req_bucket, self._tok_bucket):
             if bucket is not None:
                 bucket.drain()
+
+    def on_failure(self, exc: RetryableError) -> None:
+        """A retryable failure: a 429 (or Anthropic's 529) slows everyone as above; a 5xx,
+        a timeout or a dropped connection shrinks the in-flight target, once per event (a
+        latency's worth of failures arriving together is one event)."""
+        if exc.status in (429, 529):
+            self.on_rate_limited(exc.retry_after)
+            return
+        if exc.reason not in CONGESTION and not (exc.status is not None and exc.status >= 500):
+            return
+        now = time.monotonic()
+        if now >= self._failure_until:
+            self._failure_until = now + (self.inflight.high_latency or 1.0)
+            self.inflight.on_failure(paced=self._rpm is not None or self._tpm is not None)
 
     def observe_headers(self, headers: Mapping[str, str]) -> None:
         """Learn limits the user did not give; wait briefly when the server says none remain."""

@@ -31,8 +31,9 @@ the home directory)::
     out: datasets/reviews            # versions/ and the current symlink go here
     keep: 5
     max_age_days: 30                 # relabel answers older than this
-    concurrency: 16                  # also rpm, tpm, max_attempts, retry_initial_wait,
-                                     # retry_failed, budget, prices (a file), stop_grace,
+    concurrency: 512                 # a ceiling; also rpm, tpm, max_attempts,
+                                     # retry_initial_wait, retry_failed, budget,
+                                     # prices (a file), stop_grace,
                                      # request_timeout (seconds per attempt, default 120)
     id_field: id                     # also input_format, delimiter, split
     export: {kind: classification, format: hf, validation_size: 0.1, seed: 0}
@@ -58,6 +59,7 @@ import yaml
 
 from labeler import aio, bounds
 from labeler.apikeys import key_from_env, read_key_file
+from labeler.concurrency import DEFAULT_CEILING
 from labeler.errors import ConfigError, LabelerError
 from labeler.export import ExportOptions
 from labeler.filters import FilterSpec
@@ -109,7 +111,7 @@ class RefreshConfig:
     api_key_env: str | None = None
     api_key_file: Path | None = None
     teacher_options: dict[str, Any] = field(default_factory=dict)
-    concurrency: int = 16
+    concurrency: int = DEFAULT_CEILING
     rpm: float | None = None
     tpm: float | None = None
     max_attempts: int = 8
@@ -179,7 +181,7 @@ class RefreshConfig:
             out=local(raw["out"]) or base, store=local(raw.get("store")), base_url=base_url,
             api_key_env=raw.get("api_key_env"), api_key_file=local(raw.get("api_key_file")),
             teacher_options=dict(raw.get("teacher_options") or {}),
-            concurrency=raw.get("concurrency", 16), rpm=raw.get("rpm"), tpm=raw.get("tpm"),
+            concurrency=raw.get("concurrency", DEFAULT_CEILING), rpm=raw.get("rpm"), tpm=raw.get("tpm"),
             max_attempts=raw.get("max_attempts", 8),
             retry_initial_wait=raw.get("retry_initial_wait"),
             retry_failed=raw.get("retry_failed", False), budget=raw.get("budget"),

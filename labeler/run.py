@@ -28,6 +28,7 @@ from typing import Any
 from labeler import bounds
 from labeler.claims import LEASE_S, Claims
 from labeler.completion import Completion
+from labeler.concurrency import DEFAULT_CEILING
 from labeler.errors import (
     ConfigError,
     LabelerError,
@@ -102,6 +103,8 @@ class RunSummary:
     # Of `failed`: sent again by a plain rerun (transient) / only with --retry-failed (final).
     failed_transient: int = 0
     failed_final: int = 0
+    # In flight allowed, weighted by answers: min/median/max/ceiling and what bound it.
+    concurrency: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
     budget_stopped: bool = False
 
@@ -145,7 +148,7 @@ class Labeler:
         teacher: Teacher,
         *,
         store: Store | str | Path,
-        concurrency: int = 16,
+        concurrency: int = DEFAULT_CEILING,
         rpm: float | None = None,
         tpm: float | None = None,
         retry: RetryPolicy | None = None,
@@ -286,6 +289,7 @@ class Labeler:
                 await asyncio.to_thread(self.claims.release_all)
             self.summary.elapsed_s = time.monotonic() - start
             self._count_http(state.http, http_before)
+            self.summary.concurrency = self.limiter.inflight.report()
             if self._problems > PROBLEM_LINES:
                 self.on_warning(f"{self._problems - PROBLEM_LINES} more rows were rejected or "
                                 "failed (see the rejects file and `labeler stats`)")
@@ -658,8 +662,7 @@ class _RunState:
                             self.http[exc.reason] += 1
                             if not exc.retryable:
                                 raise
-                            if exc.status == 429 or exc.status == 529:
-                                lb.limiter.on_rate_limited(exc.retry_after)
+                            lb.limiter.on_failure(exc)  # 429s slow the rate, 5xx shrink in flight
                             # Counted over the whole run, not per item: with a low
                             # --max-attempts no item alone would reach the threshold, and
                             # every row would be stored as failed against a typo'd URL.

@@ -4,8 +4,13 @@
 endpoint and wraps them in an `EndpointPool`, which the orchestrator sees as a single
 teacher: one cache identity, one limiter, one retry policy.
 
-Spreading. Each request goes to the endpoint with the fewest requests in flight, ties
-broken round robin, so a slower server simply receives less work.
+Spreading. Self-hosted servers announce no limits, so each endpoint has its own in-flight
+target (`labeler.concurrency`), grown from a few while that server's latency holds and
+held where its queue shows. Each request goes to the endpoint with the smallest share of
+its target in use, ties broken round robin: a server that saturates at 4 answers at once
+is not handed half of everything in flight while one beside it takes 64. When every
+endpoint is at its target, a request waits here for a place; that wait is part of the
+latency the run's own in-flight target sees, so the run stops growing too.
 
 Failures. A connection that could not be made is retried at once on another endpoint
 (nothing reached the server, so nothing was paid or processed twice). Other failures go
@@ -36,18 +41,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from labeler.completion import Completion
+from labeler.concurrency import DEFAULT_CEILING, InFlightTarget
 from labeler.errors import ConfigError, FinalError, RetryableError
 from labeler.request import Request
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher, request_shape
 
 _ENDPOINT_FAILURES = {"connection", "disconnected", "timeout"}
+ENDPOINT_START = 4  # in flight per endpoint before its latency is known: below any batch
 
 
 class _Endpoint:
     """Health and load of one endpoint."""
 
     __slots__ = ("cooldown", "down_until", "inflight", "last_reason", "probing", "streak",
-                 "teacher")
+                 "target", "teacher")
 
     def __init__(self, teacher: Teacher, cooldown: float) -> None:
         self.teacher = teacher
@@ -57,6 +64,7 @@ class _Endpoint:
         self.cooldown = cooldown
         self.probing = False
         self.last_reason = "connection"
+        self.target = InFlightTarget(DEFAULT_CEILING, start=ENDPOINT_START)
 
     @property
     def url(self) -> str:
@@ -93,6 +101,8 @@ class EndpointPool(BaseTeacher):
         self.max_cooldown_s = max_cooldown_s
         self._endpoints = [_Endpoint(t, cooldown_s) for t in endpoints]
         self._turn = itertools.count()
+        self._room: asyncio.Condition | None = None  # waiters for a place below a target
+        self._waiting = 0
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -110,7 +120,8 @@ class EndpointPool(BaseTeacher):
         """Per endpoint: in flight, failure streak, whether it is out of service and how
         long until it may be probed (0: now)."""
         now = time.monotonic()
-        return [{"url": e.url, "inflight": e.inflight, "streak": e.streak,
+        return [{"url": e.url, "inflight": e.inflight, "target": e.target.limit,
+                 "streak": e.streak,
                  "out": bool(e.down_until),
                  "probe_in_s": max(0.0, e.down_until - now) if e.down_until else 0.0}
                 for e in self._endpoints]
@@ -143,8 +154,12 @@ class EndpointPool(BaseTeacher):
                     ) from refused
                 raise self._all_down()
             probe = bool(ep.down_until)
+            if not probe and ep.inflight >= ep.target.limit:
+                await self._wait_for_room()
+                continue
             ep.probing = ep.probing or probe
             ep.inflight += 1
+            epoch, sent = ep.target.epoch, time.monotonic()
             try:
                 completion = await ep.teacher.complete(request)
             except RetryableError as exc:
@@ -161,10 +176,32 @@ class EndpointPool(BaseTeacher):
                 if probe:
                     ep.probing = False
                 raise
+            else:  # before the place is given back, so that a grown target wakes more
+                ep.target.on_answer(time.monotonic() - sent, None, epoch)
             finally:
                 ep.inflight -= 1
+                if self._waiting:
+                    await self._wake()
             self._succeeded(ep)
             return completion
+
+    async def _wait_for_room(self) -> None:
+        if self._room is None:
+            self._room = asyncio.Condition()
+        self._waiting += 1
+        try:
+            async with self._room:
+                await self._room.wait()
+        finally:
+            self._waiting -= 1
+
+    async def _wake(self) -> None:
+        """A place came free (and a target may have grown): wake as many as fit."""
+        assert self._room is not None
+        room = sum(max(0, e.target.limit - e.inflight) for e in self._endpoints
+                   if not e.down_until)
+        async with self._room:
+            self._room.notify(max(1, room))
 
     def _pick(self, exclude: list[_Endpoint]) -> _Endpoint | None:
         now = time.monotonic()
@@ -175,8 +212,8 @@ class EndpointPool(BaseTeacher):
         due = [e for e in ready if e.down_until]
         if due:
             return due[0]
-        least = min(e.inflight for e in ready)
-        ties = [e for e in ready if e.inflight == least]
+        least = min(e.inflight / e.target.limit for e in ready)
+        ties = [e for e in ready if e.inflight / e.target.limit == least]
         return ties[next(self._turn) % len(ties)]
 
     def _succeeded(self, ep: _Endpoint) -> None:
@@ -190,6 +227,8 @@ class EndpointPool(BaseTeacher):
             ep.probing = False
         if not _counts(exc):
             return
+        if exc.reason != "connection":  # it was reached, and struggled: fewer in flight
+            ep.target.on_failure(paced=False)
         ep.last_reason = exc.reason
         ep.streak += 1
         now = time.monotonic()

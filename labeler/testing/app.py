@@ -63,6 +63,7 @@ class TeacherApp:
         self._calls: dict[tuple[str, int], int] = {}
         self._limiter = RateLimiter()
         self._caches = PromptCaches()
+        self._batches: dict[int, asyncio.Semaphore] = {}  # capacity → its generation slots
         self._ids = itertools.count(1)
         self._responders: dict[tuple[Any, ...], Responder] = {}
         self.batches = BatchAPI(self)  # /v1/files, /v1/batches, /v1/messages/batches
@@ -176,7 +177,11 @@ class TeacherApp:
                 cfg.fail_status, model=model, fault=faults.FAIL_FIRST, retry_after=cfg.retry_after_s
             )
         fault = record.fault = faults.draw(cfg, parsed.hash, attempt)
-        await _sleep(delay + cfg.hang_s if fault == faults.HANG else delay)
+        if cfg.capacity:  # a self-hosted server: past its batch, requests wait their turn
+            async with self._capacity(cfg.capacity):
+                await _sleep(delay + cfg.hang_s if fault == faults.HANG else delay)
+        else:
+            await _sleep(delay + cfg.hang_s if fault == faults.HANG else delay)
         if fault == faults.ERROR:
             return answers.error(500, model=model, fault=fault)
         if fault == faults.OVERLOADED:
@@ -195,6 +200,12 @@ class TeacherApp:
             message = f"responder raised {type(exc).__name__}: {exc}"
             return answers.error(500, message, fault="responder_error")
         return answers.ok(payload, fault)
+
+    def _capacity(self, n: int) -> asyncio.Semaphore:
+        slots = self._batches.get(n)
+        if slots is None:
+            slots = self._batches[n] = asyncio.Semaphore(n)
+        return slots
 
     def _admit(self, cfg: ServerConfig, parsed: Parsed, answers: Answers) -> Answer | None:
         """Charge the rate windows, or the 429 that says which one is full."""

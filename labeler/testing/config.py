@@ -55,6 +55,10 @@ class ServerConfig:
     )
     latency_s: float = field(default=0.0, metadata={"help": "seconds before each answer"})
     latency_jitter_s: float = field(default=0.0, metadata={"help": "extra uniform latency"})
+    capacity: int | None = field(
+        default=None,
+        metadata={"help": "answers generated at once (a GPU server's batch); more queue"},
+    )
     error_rate: float = field(default=0.0, metadata={"help": "share of HTTP 500 answers"})
     overloaded_rate: float = field(
         default=0.0, metadata={"help": "share of overloaded answers (529 Anthropic, 503 OpenAI)"}
