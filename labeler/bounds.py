@@ -55,6 +55,7 @@ BOUNDS: dict[str, Bound] = {
     "max_attempts": Bound(1),
     "retry_initial_wait": Bound(0),
     "stop_grace": Bound(0),
+    "request_timeout": Bound(0, low_open=True),
     "budget": Bound(0),
     "max_age_days": Bound(0),
     "samples": Bound(1),

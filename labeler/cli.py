@@ -16,14 +16,14 @@ from typing import Any
 
 import click
 
-from labeler import aio
+from labeler import aio, options
 from labeler.bounds import BOUNDS
-from labeler.concurrency import DEFAULT_CEILING
 from labeler.errors import ConfigError, LabelerError
 from labeler.redact import redact
 
-EXIT_OK, EXIT_FATAL, EXIT_PARTIAL, EXIT_LOCKED, EXIT_BUDGET, EXIT_INTERRUPTED = 0, 1, 3, 4, 5, 130
-EXIT_PENDING = 6  # --batch --no-wait: answers still being computed by the provider
+EXIT_FATAL = options.exit_code("failed")
+EXIT_INTERRUPTED = options.exit_code("interrupted")
+EXIT_PENDING = options.exit_code("pending")  # --batch --no-wait: answers still being computed
 
 
 def _bounded(name: str, kind: type = float) -> click.ParamType:
@@ -134,26 +134,7 @@ def main() -> None:
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
-@click.option("--concurrency", "-c", type=_bounded("concurrency", int), default=DEFAULT_CEILING,
-              show_default=True,
-              help="Ceiling of requests in flight; below it the number adapts to the "
-                   "rate limit and latency.")
-@click.option("--rpm", type=_bounded("rpm"), help="Requests per minute cap (default: learned from headers).")
-@click.option("--tpm", type=_bounded("tpm"), help="Tokens per minute cap (default: learned from headers).")
-@click.option("--max-attempts", type=_bounded("max_attempts", int), default=8, show_default=True,
-              help="Tries per item before it is recorded as failed.")
-@click.option("--retry-failed", is_flag=True, help="Send again items whose failure is stored.")
-@click.option("--retry-initial-wait", type=_bounded("retry_initial_wait"), metavar="SECONDS",
-              help="Advanced: first backoff step between attempts (doubles each time; "
-                   "default 0.5). A server's retry-after is honoured regardless.")
-@click.option("--stop-grace", "stop_grace", type=_bounded("stop_grace"), default=30.0, show_default=True,
-              metavar="SECONDS", help="After SIGINT/SIGTERM, how long in-flight requests may "
-                                      "still land before they are abandoned.")
-@click.option("--request-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
-              show_default=True, metavar="SECONDS",
-              help="Longest one attempt may take, connect to last byte; then it is retried "
-                   "as a timeout.")
-@click.option("--budget", type=_bounded("budget"), help="Stop sending new requests past this spend (USD).")
+@options.click_options(_bounded)
 @click.option("--prices", "prices_file", type=click.Path(dir_okay=False),
               help="Price table JSON (default: the shipped one).")
 @click.option("--price", "price_overrides", multiple=True,
@@ -530,12 +511,8 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             store=kw.get("store"), base_url=",".join(kw.get("base_url") or ()) or None,
             teacher_options=_teacher_extra(kw),
             api_key=_read_key_file(kw.get("api_key_file")),
-            concurrency=kw.get("concurrency") or DEFAULT_CEILING, rpm=kw.get("rpm"), tpm=kw.get("tpm"),
-            max_attempts=kw.get("max_attempts") or 8, retry_failed=bool(kw.get("retry_failed")),
-            retry_initial_wait=kw.get("retry_initial_wait"),
-            stop_grace_s=kw["stop_grace"] if kw.get("stop_grace") is not None else 30.0,
-            request_timeout=kw.get("request_timeout") or 120.0,
-            budget_usd=kw.get("budget"), prices=prices, id_field=kw.get("id_field"),
+            **{o.field: kw.get(o.key, o.default) for o in options.OPTIONS},
+            prices=prices, id_field=kw.get("id_field"),
             input_format=kw.get("input_format"), delimiter=kw.get("delimiter"),
             input_split=kw.get("input_split"), limit=kw.get("limit"),
             rejects=kw.get("rejects"), export=export_opts,
@@ -633,8 +610,7 @@ def _fail(exc: BaseException) -> None:
 
 
 def _exit_code(outcome: str) -> int:
-    return {"ok": EXIT_OK, "partial": EXIT_PARTIAL, "budget": EXIT_BUDGET,
-            "interrupted": EXIT_INTERRUPTED, "pending": EXIT_PENDING}.get(outcome, EXIT_FATAL)
+    return options.exit_code(outcome)
 
 
 if __name__ == "__main__":

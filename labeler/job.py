@@ -18,14 +18,14 @@ from labeler import aio, bounds
 from labeler.batch.base import BatchClient
 from labeler.batch.clients import make_client
 from labeler.batch.runner import BatchRunner, fingerprint
-from labeler.concurrency import DEFAULT_CEILING
 from labeler.errors import ConfigError
 from labeler.export import ExportOptions, ExportReport
 from labeler.export_guard import check_out_folder, export_to
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
+from labeler.options import OPTIONS, check_values, default
 from labeler.pricing import PriceTable
 from labeler.retry import RetryPolicy
-from labeler.run import REQUEST_TIMEOUT_S, STOP_GRACE_S, Labeler, RunSummary
+from labeler.run import Labeler, RunSummary
 from labeler.store import Store
 from labeler.task import Task, load_task
 from labeler.teachers import make_teacher
@@ -61,15 +61,16 @@ class Job:
     base_url: str | None = None
     api_key: str | None = None
     teacher_options: dict[str, Any] = field(default_factory=dict)
-    concurrency: int = DEFAULT_CEILING  # a ceiling: the in-flight target adapts below it
-    rpm: float | None = None
-    tpm: float | None = None
-    max_attempts: int = 8
-    retry_initial_wait: float | None = None  # first backoff step (s); None: RetryPolicy's
-    retry_failed: bool = False
-    budget_usd: float | None = None
+    # The labeling options: defaults, types and ranges are declared in labeler/options.py.
+    concurrency: int = default("concurrency")  # a ceiling: the in-flight target adapts below it
+    rpm: float | None = default("rpm")
+    tpm: float | None = default("tpm")
+    max_attempts: int = default("max_attempts")
+    retry_initial_wait: float | None = default("retry_initial_wait")  # None: RetryPolicy's
+    retry_failed: bool = default("retry_failed")
+    budget_usd: float | None = default("budget_usd")
     prices: PriceTable | None = None
-    max_age_days: float | None = None
+    max_age_days: float | None = default("max_age_days")
     id_field: str | None = None
     input_format: str | None = None
     delimiter: str | None = None
@@ -80,17 +81,15 @@ class Job:
     progress: bool | None = None
     batch: bool = False  # label through the provider's batch API (labeler/batch/)
     no_wait: bool = False  # with batch: submit and collect what has ended, then return
-    stop_grace_s: float = STOP_GRACE_S  # after SIGINT/SIGTERM, how long in-flight requests get
-    request_timeout: float = REQUEST_TIMEOUT_S  # seconds per attempt, connect to last byte
+    stop_grace_s: float = default("stop_grace_s")  # after SIGINT/SIGTERM, for requests in flight
+    request_timeout: float = default("request_timeout")  # seconds per attempt, connect to last byte
 
     def __post_init__(self) -> None:
         """The same ranges as the CLI's flags, so a script gets the same one-line error."""
         f = self.export.filters
+        check_values({o.key: getattr(self, o.field) for o in OPTIONS})
         bounds.check([
-            ("concurrency", self.concurrency), ("rpm", self.rpm), ("tpm", self.tpm),
-            ("max_attempts", self.max_attempts), ("retry_initial_wait", self.retry_initial_wait),
-            ("stop_grace", self.stop_grace_s), ("budget", self.budget_usd),
-            ("max_age_days", self.max_age_days), ("limit", self.limit),
+            ("limit", self.limit),
             ("samples", self.teacher_options.get("samples")),
             ("min_confidence", f.min_confidence), ("min_margin", f.min_margin),
             ("max_entropy", f.max_entropy), ("validation_size", self.export.validation_size),

@@ -59,29 +59,26 @@ import yaml
 
 from labeler import aio, bounds
 from labeler.apikeys import key_from_env, read_key_file
-from labeler.concurrency import DEFAULT_CEILING
 from labeler.errors import ConfigError, LabelerError
 from labeler.export import ExportOptions
 from labeler.filters import FilterSpec
 from labeler.job import Job, run_job
+from labeler.options import EXIT_CODES, OPTIONS
 from labeler.owner import alive as _alive
 from labeler.pricing import PriceTable
 from labeler.redact import redact
-from labeler.run import REQUEST_TIMEOUT_S, STOP_GRACE_S
 
-EXIT_CODES = {"ok": 0, "failed": 1, "partial": 3, "locked": 4, "budget": 5, "interrupted": 130}
 VERSION_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z(-\d+)?$")
 LOCK_NAME = ".refresh.lock"
 
 _REQUIRED = ("task", "input", "teacher", "out")
+# The labeling options (concurrency, rpm, budget, ...) come from labeler/options.py; these
+# are the keys only a refresh config has.
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "base_url": (str, list), "api_key_env": str, "api_key_file": str, "teacher_options": dict,
-    "store": str, "keep": int, "max_age_days": (int, float), "concurrency": int,
-    "rpm": (int, float), "tpm": (int, float), "max_attempts": int,
-    "retry_initial_wait": (int, float), "retry_failed": bool, "budget": (int, float),
-    "prices": str, "id_field": str, "input_format": str, "delimiter": str, "split": str,
-    "export": dict, "filters": dict, "stop_grace": (int, float),
-    "request_timeout": (int, float),
+    "store": str, "keep": int, "prices": str, "id_field": str, "input_format": str,
+    "delimiter": str, "split": str, "export": dict, "filters": dict,
+    **{o.key: o.config_types() for o in OPTIONS},
 }
 _EXPORT_KEYS: dict[str, type | tuple[type, ...]] = {
     "kind": str, "format": str, "validation_size": (int, float), "seed": int,
@@ -111,23 +108,15 @@ class RefreshConfig:
     api_key_env: str | None = None
     api_key_file: Path | None = None
     teacher_options: dict[str, Any] = field(default_factory=dict)
-    concurrency: int = DEFAULT_CEILING
-    rpm: float | None = None
-    tpm: float | None = None
-    max_attempts: int = 8
-    retry_initial_wait: float | None = None
-    retry_failed: bool = False
-    budget: float | None = None
+    # the labeling options by `Job` field name (labeler/options.py): defaults filled in
+    options: dict[str, Any] = field(default_factory=lambda: {o.field: o.default for o in OPTIONS})
     prices: Path | None = None
     keep: int = 5
-    max_age_days: float | None = None
     id_field: str | None = None
     input_format: str | None = None
     delimiter: str | None = None
     split: str | None = None
     export: ExportOptions = field(default_factory=ExportOptions)
-    stop_grace_s: float = STOP_GRACE_S
-    request_timeout_s: float = REQUEST_TIMEOUT_S
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> RefreshConfig:
@@ -174,23 +163,16 @@ class RefreshConfig:
         keep = raw.get("keep", 5)
         if keep < 1:
             raise ConfigError(f"{where}: keep must be at least 1 (the current version)")
-        if raw.get("request_timeout", 1) <= 0:
-            raise ConfigError(f"{where}: request_timeout must be positive (seconds per attempt)")
         return cls(
             path=path, task=task, input=str(local(raw["input"])), teacher=raw["teacher"],
             out=local(raw["out"]) or base, store=local(raw.get("store")), base_url=base_url,
             api_key_env=raw.get("api_key_env"), api_key_file=local(raw.get("api_key_file")),
             teacher_options=dict(raw.get("teacher_options") or {}),
-            concurrency=raw.get("concurrency", DEFAULT_CEILING), rpm=raw.get("rpm"), tpm=raw.get("tpm"),
-            max_attempts=raw.get("max_attempts", 8),
-            retry_initial_wait=raw.get("retry_initial_wait"),
-            retry_failed=raw.get("retry_failed", False), budget=raw.get("budget"),
-            prices=local(raw.get("prices")), keep=keep, max_age_days=raw.get("max_age_days"),
+            options={o.field: raw.get(o.key, o.default) for o in OPTIONS},
+            prices=local(raw.get("prices")), keep=keep,
             id_field=raw.get("id_field"), input_format=raw.get("input_format"),
             delimiter=raw.get("delimiter"), split=raw.get("split"),
             export=_export_options(raw.get("export") or {}, raw.get("filters") or {}, where),
-            stop_grace_s=raw.get("stop_grace", STOP_GRACE_S),
-            request_timeout_s=raw.get("request_timeout", REQUEST_TIMEOUT_S),
         )
 
     def api_key(self) -> str | None:
@@ -210,15 +192,12 @@ class RefreshConfig:
         return Job(
             task=self.task, input=self.input, teacher=self.teacher, out=version,
             store=self.store, base_url=self.base_url, api_key=self.api_key(),
-            teacher_options=dict(self.teacher_options), concurrency=self.concurrency,
-            rpm=self.rpm, tpm=self.tpm, max_attempts=self.max_attempts,
-            retry_initial_wait=self.retry_initial_wait, retry_failed=self.retry_failed,
-            budget_usd=self.budget, prices=prices,
-            max_age_days=max_age_days if max_age_days is not None else self.max_age_days,
-            id_field=self.id_field, input_format=self.input_format, delimiter=self.delimiter,
+            teacher_options=dict(self.teacher_options),
+            **{**self.options, **({"max_age_days": max_age_days} if max_age_days is not None
+                                  else {})},
+            prices=prices, id_field=self.id_field, input_format=self.input_format, delimiter=self.delimiter,
             input_split=self.split, rejects=self.out / "rejects.jsonl", export=self.export,
-            progress=False, stop_grace_s=self.stop_grace_s,
-            request_timeout=self.request_timeout_s,
+            progress=False,
         )
 
 

@@ -39,6 +39,7 @@ from labeler.errors import (
 )
 from labeler.inputs import Reject, RejectsWriter, Row
 from labeler.limits import Limiter
+from labeler.options import REQUEST_TIMEOUT_S, STOP_GRACE_S
 from labeler.owner import Owner
 from labeler.plan import CACHED, CHUNK, FAILED, REJECTED, SEND, Item, Planner, raw_json, where
 from labeler.pricing import PriceTable
@@ -52,8 +53,6 @@ from labeler.teachers.base import Teacher, http_outcomes, request_shape
 from labeler.template_check import RenderStreak
 
 UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
-STOP_GRACE_S = 30.0  # after a stop, how long in-flight requests may still land
-REQUEST_TIMEOUT_S = 120.0  # one attempt, connect to last byte, on every transport
 PROBLEM_LINES = 20  # rejected/failed rows reported one by one; the rest are counted
 WAIT_POLL_S = 0.2  # how often a run looks for answers another process has in flight
 # Failures caused by the row itself, not the teacher: the row goes to the rejects file

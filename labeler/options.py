@@ -1,0 +1,139 @@
+"""The labeling options, declared once.
+
+Each option has one name (the refresh-config key; the CLI flag is the same with dashes),
+one `Job` field, one type, one default, one allowed range (labeler/bounds.py) and one help
+text. The CLI's flags, `Job`'s defaults and checks, and refresh configs' keys, types,
+defaults and hand-over to `Job` are all built from this table, so a new option is one line
+here and cannot drift between the three ways in.
+
+Exit codes are declared here too: `labeler run`, `labeler refresh` and cron all read them
+from `EXIT_CODES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from labeler.bounds import BOUNDS, Bound, check
+from labeler.concurrency import DEFAULT_CEILING
+from labeler.errors import ConfigError
+
+STOP_GRACE_S = 30.0  # after a stop, how long in-flight requests may still land
+REQUEST_TIMEOUT_S = 120.0  # one attempt, connect to last byte, on every transport
+MAX_ATTEMPTS = 8
+
+# outcome -> process exit code, for the CLI and the cron line alike
+EXIT_CODES: dict[str, int] = {
+    "ok": 0, "failed": 1, "partial": 3, "locked": 4, "budget": 5, "pending": 6,
+    "interrupted": 130,
+}
+
+
+def exit_code(outcome: str) -> int:
+    """The exit code of an outcome; anything unknown is a failure."""
+    return EXIT_CODES.get(outcome, EXIT_CODES["failed"])
+
+
+@dataclass(frozen=True)
+class Option:
+    """One labeling option: its config key / flag name, its `Job` field, type and default."""
+
+    key: str
+    field: str
+    kind: type
+    default: Any
+    help: str
+    short: str | None = None
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+    @property
+    def bound(self) -> Bound | None:
+        return BOUNDS.get(self.key)
+
+    def config_types(self) -> tuple[type, ...]:
+        """The YAML types a config may give: a float setting takes an integer too."""
+        return (int, float) if self.kind is float else (self.kind,)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("concurrency", "concurrency", int, DEFAULT_CEILING,
+           "Ceiling of requests in flight; below it the number adapts to the rate limit "
+           "and latency.", short="-c"),
+    Option("rpm", "rpm", float, None, "Requests per minute cap (default: learned from headers)."),
+    Option("tpm", "tpm", float, None, "Tokens per minute cap (default: learned from headers)."),
+    Option("max_attempts", "max_attempts", int, MAX_ATTEMPTS,
+           "Tries per item before it is recorded as failed."),
+    Option("retry_failed", "retry_failed", bool, False,
+           "Send again items whose failure is stored, final ones too (a plain rerun resends "
+           "only transient failures)."),
+    Option("retry_initial_wait", "retry_initial_wait", float, None,
+           "Advanced: first backoff step between attempts (doubles each time; default 0.5). "
+           "A server's retry-after is honoured regardless.", metavar="SECONDS"),
+    Option("stop_grace", "stop_grace_s", float, STOP_GRACE_S,
+           "After SIGINT/SIGTERM, seconds that requests in flight get to land.",
+           metavar="SECONDS"),
+    Option("request_timeout", "request_timeout", float, REQUEST_TIMEOUT_S,
+           "Longest one attempt may take, connect to last byte; then it is retried as a "
+           "timeout.", metavar="SECONDS"),
+    Option("budget", "budget_usd", float, None,
+           "Stop sending new requests past this spend (USD).", metavar="USD"),
+    Option("max_age_days", "max_age_days", float, None,
+           "Relabel (and overwrite) answers older than this many days.", metavar="DAYS"),
+)
+BY_FIELD: dict[str, Option] = {o.field: o for o in OPTIONS}
+BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
+
+
+def default(field: str) -> Any:
+    """The default of the option behind `Job.<field>` (for the dataclass fields)."""
+    return BY_FIELD[field].default
+
+
+def check_values(values: Mapping[str, Any], where: str = "") -> None:
+    """Check option values by key: type (a bool is no number) and range. None is unset."""
+    prefix = f"{where}: " if where else ""
+    for key, value in values.items():
+        opt = BY_KEY[key]
+        if value is None:
+            continue
+        kinds = opt.config_types()
+        if (isinstance(value, bool) and opt.kind is not bool) or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ConfigError(f"{prefix}{key} must be {names}, got {value!r}")
+        if opt.bound is not None:
+            check([(key, value)], where)
+
+
+def from_fields(obj: Any) -> dict[str, Any]:
+    """Every option's value on an object with the `Job` field names, by field."""
+    return {o.field: getattr(obj, o.field) for o in OPTIONS}
+
+
+def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True) -> Callable[[Any], Any]:
+    """A decorator adding every option as a CLI flag (`bounded` makes a range type)."""
+    import click
+
+    def decorate(f: Any) -> Any:
+        for opt in reversed(OPTIONS):
+            names = [opt.flag, opt.key] + ([opt.short] if opt.short else [])
+            if opt.kind is bool:
+                f = click.option(*names, is_flag=True, help=opt.help)(f)
+                continue
+            kind = bounded(opt.key, opt.kind) if opt.bound is not None else opt.kind
+            f = click.option(*names, type=kind, default=opt.default,
+                             show_default=opt.default is not None, metavar=opt.metavar,
+                             help=opt.help)(f)
+        return f
+
+    return decorate
+
+
+__all__ = ["BY_FIELD", "BY_KEY", "EXIT_CODES", "MAX_ATTEMPTS", "OPTIONS", "REQUEST_TIMEOUT_S",
+           "STOP_GRACE_S", "Option", "check_values", "click_options", "default", "exit_code",
+           "from_fields"]
