@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from labeler import owner
 from labeler.answer import Answer, read_answer
 from labeler.completion import Completion
 from labeler.errors import ConfigError, LabelerError
@@ -536,18 +537,8 @@ def _remove_dead_staging(out: Path) -> None:
         return
     for stale in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.work-*")]:
         pid = stale.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not owner.alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _recover_interrupted_swap(out: Path) -> None:
