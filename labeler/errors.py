@@ -129,3 +129,9 @@ def is_transient(reason: str, status: int | None = None) -> bool:
     if status is not None and (status in TRANSIENT_STATUSES or status >= 500):
         return True
     return reason in TRANSIENT_REASONS
+
+
+def short(text: str, limit: int = 300) -> str:
+    """A message on one line, at most `limit` characters: error bodies can be pages long."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

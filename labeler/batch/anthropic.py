@@ -28,11 +28,10 @@ from labeler.batch.base import (
     EXPIRED,
     ItemResult,
     RemoteBatch,
-    short,
     status_error,
 )
 from labeler.completion import Completion
-from labeler.errors import ConfigError, TeacherError
+from labeler.errors import ConfigError, TeacherError, short
 from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers import anthropic_wire

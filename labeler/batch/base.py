@@ -133,6 +133,3 @@ def status_error(status: int, message: str, code: str | None = None) -> TeacherE
     return FinalError(f"http_{status}", message, status=status)
 
 
-def short(text: str, limit: int = 300) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -22,11 +22,10 @@ from labeler.batch.base import (
     FAILED,
     ItemResult,
     RemoteBatch,
-    short,
     status_error,
 )
 from labeler.completion import Completion
-from labeler.errors import ConfigError, FinalError, TeacherError
+from labeler.errors import ConfigError, FinalError, TeacherError, short
 from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers import openai_wire

@@ -40,7 +40,7 @@ import anthropic
 import orjson
 
 from labeler.completion import Completion
-from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError
+from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError, short
 from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers import anthropic_wire
@@ -218,7 +218,7 @@ def classify(exc: anthropic.APIError) -> TeacherError:
     if isinstance(exc, anthropic.APIConnectionError):  # timeouts are a subclass
         reason = http.failure_reason(exc)
         text = "the request timed out" if reason == "timeout" else http.failure_message(exc)
-        return RetryableError(reason, _short(text))
+        return RetryableError(reason, short(text))
     if isinstance(exc, anthropic.APIStatusError):
         status = exc.status_code
         headers = exc.response.headers if exc.response is not None else None
@@ -236,8 +236,8 @@ def classify(exc: anthropic.APIError) -> TeacherError:
             return FinalError("too_large", message, status=status)
         return FinalError(f"http_{status}", message, status=status)
     if isinstance(exc, anthropic.APIResponseValidationError):
-        return RetryableError("invalid_json", _short(str(exc)))
-    return RetryableError("api_error", _short(str(exc)))
+        return RetryableError("invalid_json", short(str(exc)))
+    return RetryableError("api_error", short(str(exc)))
 
 
 def _error_fields(exc: anthropic.APIStatusError) -> tuple[str | None, str]:
@@ -245,10 +245,7 @@ def _error_fields(exc: anthropic.APIStatusError) -> tuple[str | None, str]:
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
-            return err.get("type"), _short(str(err.get("message") or exc.message))
-    return None, _short(exc.message)
+            return err.get("type"), short(str(err.get("message") or exc.message))
+    return None, short(exc.message)
 
 
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -28,11 +28,11 @@ import aiohttp
 import orjson
 
 from labeler.completion import Completion
-from labeler.errors import RetryableError, TeacherError
+from labeler.errors import RetryableError, TeacherError, short
 from labeler.request import Request
 from labeler.teachers import openai_wire
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
-from labeler.teachers.openai_http import classify_status, endpoint, request_body, short
+from labeler.teachers.openai_http import classify_status, endpoint, request_body
 from labeler.teachers.transport import LEAN, failure_reason, openai_transport
 
 _USER_AGENT = "labeler-lean/1"

@@ -16,7 +16,7 @@ import openai
 import orjson
 
 from labeler.completion import Completion
-from labeler.errors import RetryableError, TeacherError
+from labeler.errors import RetryableError, TeacherError, short
 from labeler.request import Request
 from labeler.teachers import openai_wire
 from labeler.teachers import transport as http
@@ -28,7 +28,6 @@ from labeler.teachers.openai_http import (
     completion_params,
     endpoint,
     request_body,
-    short,
 )
 
 

@@ -89,6 +89,3 @@ def classify_status(status: int, headers: Mapping[str, str] | None, code: str | 
     return FinalError(f"http_{status}", message, status=status)
 
 
-def short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
