@@ -1,0 +1,81 @@
+"""`kd` exports keep what token-level distillation reads: bytes, ids, the teacher's vocabulary."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+
+from labeler import Job, run_job
+from labeler.completion import Completion, TokenLogprob
+from labeler.errors import ConfigError
+from labeler.export import ExportOptions
+from labeler.teachers.openai_wire import parse_chat
+from labeler.testing import ServerConfig, TeacherServer
+from labeler.testing.openai_wire import token_id
+
+from conftest import SAMPLES
+
+
+def _kd(srv: TeacherServer, tmp_path: Path, out: str = "out", **export: object) -> Path:
+    job = Job(task="sentiment", input=SAMPLES / "reviews.jsonl", teacher="openai-compatible:teacher-test",
+              base_url=srv.url + "/v1", store=tmp_path / "s.sqlite", out=tmp_path / out,
+              progress=False, export=ExportOptions(kind="kd", **export))  # type: ignore[arg-type]
+    asyncio.run(run_job(job))
+    return tmp_path / out
+
+
+def test_token_ids_from_a_llama_cpp_style_server_reach_the_export(tmp_path: Path) -> None:
+    with TeacherServer(ServerConfig(labels=["negative", "positive"], token_ids=True)) as srv:
+        out = _kd(srv, tmp_path)
+    ds = datasets.load_from_disk(str(out))
+    row = ds[0]
+    assert row["tokens"] and row["token_ids"] == [token_id(t) for t in row["tokens"]]
+    assert row["token_bytes"] == [t.encode() for t in row["tokens"]]
+    for alts in row["top_logprobs"]:
+        assert alts and all(a["id"] == token_id(a["token"]) for a in alts)
+    meta = json.loads((out / "labeler_export.json").read_text())
+    assert meta["teacher_tokenizer"] == "openai-compatible:teacher-test"
+    assert "teacher tokenizer | `openai-compatible:teacher-test`" in (out / "README.md").read_text()
+
+
+def test_ids_layout_is_distillkits_raw_top_k_format(tmp_path: Path) -> None:
+    with TeacherServer(ServerConfig(labels=["negative", "positive"], token_ids=True)) as srv:
+        out = _kd(srv, tmp_path, kd_layout="ids")
+    ds = datasets.load_from_disk(str(out))
+    row = ds[0]
+    assert row["response_ids"] == [token_id(t) for t in row["tokens"]]
+    assert len(row["token_ids"]) == len(row["top_values"]) == len(row["tokens"])
+    first = row["top_logprobs"][0]
+    assert row["token_ids"][0] == [a["id"] for a in first]
+    assert row["top_values"][0] == pytest.approx([a["logprob"] for a in first], abs=1e-6)
+
+
+def test_ids_layout_without_ids_is_a_clear_error(tmp_path: Path) -> None:
+    with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv, \
+            pytest.raises(ConfigError, match="--kd-layout ids needs token ids"):
+        _kd(srv, tmp_path, kd_layout="ids")
+
+
+def test_ids_and_cut_bytes_survive_the_store_format() -> None:
+    """A token that is half a character: the server cuts its text, its bytes are exact."""
+    body = {"model": "m", "choices": [{"message": {"content": "é"}, "finish_reason": "stop",
+            "logprobs": {"content": [
+                {"id": 7, "token": "", "bytes": [195], "logprob": -0.1,
+                 "top_logprobs": [{"id": 7, "token": "", "bytes": [195], "logprob": -0.1},
+                                  {"id": 9, "token": "a", "bytes": [97], "logprob": -2.0}]},
+                {"id": 8, "token": "", "bytes": [169], "logprob": -0.2, "top_logprobs": []},
+            ]}}]}
+    completion = parse_chat(body)
+    tokens = completion.tokens
+    assert tokens is not None and tokens[0].token_bytes + tokens[1].token_bytes == "é".encode()
+    assert tokens[0].id == 7 and tokens[0].top_ids == (7, 9)
+    assert tokens[0].top_raw == (bytes([195]), None)
+    again = Completion.tokens_from_json(completion.tokens_to_json())
+    assert again == tokens
+    # rows stored before ids existed read back unchanged
+    old = Completion.tokens_from_json([["pos", -0.5, [["pos", -0.5], ["neg", -1.0]]]])
+    assert old == [TokenLogprob("pos", -0.5, (("pos", -0.5), ("neg", -1.0)))]
