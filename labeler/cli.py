@@ -511,6 +511,8 @@ def _print_export(report: Any) -> None:
         click.echo(f"labeler:   {report.missing} rows have no stored answer yet", err=True)
     if report.format == "hf":
         click.echo(f'labeler: load it with: datasets.load_from_disk("{report.path}")', err=True)
+    else:  # the card's YAML maps each file to its split
+        click.echo(f'labeler: load it with: datasets.load_dataset("{report.path}")', err=True)
     click.echo(report.path)
 
 

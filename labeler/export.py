@@ -244,7 +244,8 @@ def _metadata(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
               report: ExportReport) -> dict[str, Any]:
     """labeler_export.json: what a program needs to read the export back, label names in
     index order included (a jsonl file has no ClassLabel to carry them)."""
-    return {"report": report.to_dict(), "task": task.identity, "kind": opts.kind,
+    counts = {k: v for k, v in report.to_dict().items() if k != "path"}  # no local path
+    return {"report": counts, "task": task.identity, "kind": opts.kind,
             "labels": list(task.labels), "ignore_label": IGNORE_LABEL if task.labels else None,
             "teacher": public_identity(identity, endpoint=opts.card_endpoint),
             "teacher_tokenizer": report.teacher_tokenizer}

@@ -14,8 +14,9 @@ import pytest
 import yaml
 
 from labeler import Job, run_job
-from labeler.card import size_category
-from labeler.export import ExportOptions, merge_card
+from labeler.card import dataset_card, size_category
+from labeler.export import ExportOptions, ExportReport, merge_card
+from labeler.task import load_task
 from labeler.testing import ServerConfig, TeacherServer
 
 from conftest import REPO, SAMPLES
@@ -122,3 +123,15 @@ def test_push_card_merges_the_metadata_datasets_generated() -> None:
         "0": "negative", "1": "positive"}
     assert meta["configs"][0]["data_files"][0]["path"] == "data/train-*"
     assert 'load_dataset("someone/reviews")' in merged and merged.count("---\n") == 2
+
+
+def test_pushed_card_loads_from_the_repo_and_names_no_endpoint() -> None:
+    identity = {"provider": "openai-compatible", "model": "m", "base_url": "http://10.1.2.3:8000/v1"}
+    report = ExportReport("/srv/private/out", "classification", "parquet", exported=3,
+                          splits={"train": 2, "validation": 1})
+    card = dataset_card(load_task("sentiment"), identity,
+                        ExportOptions(kind="classification", format="parquet"), report,
+                        repo="someone/reviews")
+    assert 'ds = load_dataset("someone/reviews")' in card
+    assert "configs" not in card.split("---")[1]  # the Hub's generated configs are kept
+    assert "/srv/private" not in card and "10.1.2.3" not in card

