@@ -110,7 +110,8 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
         lines.append(f"| endpoint | `{identity.get('base_url')}` |")
     if opts.kind == "kd":
         tokenizer = report.teacher_tokenizer
-        lines.append(f"| teacher tokenizer | {f'`{tokenizer}`' if tokenizer else 'unknown: the teacher sent no token ids'} |")
+        named = f"`{tokenizer}`" if tokenizer else "unknown: the teacher sent no token ids"
+        lines.append(f"| teacher tokenizer | {named} |")
     lines += [
         f"| template | `{task.identity}`: {template_reference(task)} |",
         f"| output | {task.output_kind}, {task.mode} mode |",
@@ -129,7 +130,7 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
                   "| index | label | rows |", "|---|---|---|"]
         lines += [f"| {i} | {name} | {report.label_counts.get(name, 0)} |"
                   for i, name in enumerate(task.labels)]
-    lines += ["", "## Columns", ""] + _columns(task, opts)
+    lines += ["", "## Columns", "", *_columns(task, opts)]
     lines += ["", "## Prompt", "", _prompt_text(task)]
     lines += ["", "## Filters", ""]
     spec = opts.filters
@@ -175,7 +176,7 @@ _LABEL_COLUMNS = [
 _KD_COLUMNS = [
     "- `prompt` / `messages`: what the teacher was asked (completion or chat mode).",
     "- `response`: the teacher's answer text.",
-    "- `tokens`, `token_bytes`, `token_ids`, `token_logprobs`: each answer token as text, as "
+    "- `tokens`, `token_bytes`, `response_ids`, `token_logprobs`: each answer token as text, as "
     "UTF-8 bytes (exact even where a token is part of a character), as the teacher's "
     "vocabulary id (null when the server does not report ids: API teachers) and its logprob.",
     "- `top_logprobs`: per position, the teacher's top-k alternatives (`token`, `bytes`, `id`, "
@@ -186,27 +187,35 @@ _KD_COLUMNS = [
 
 
 def _columns(task: Task, opts: ExportOptions) -> list[str]:
-    cols = ["- `id`: the input row's id."]
+    return ["- `id`: the input row's id.", *_kind_columns(task, opts)]
+
+
+def _kind_columns(task: Task, opts: ExportOptions) -> list[str]:
     if opts.kind == "classification":
-        return cols + ["- `text`: the input text."] + _LABEL_COLUMNS
+        return ["- `text`: the input text.", *_LABEL_COLUMNS]
     if opts.kind == "sft":
         if task.mode == "completion":
-            return cols + ["- `prompt`: the few-shot prefix and row; `completion`: the "
-                           "teacher's answer (TRL's prompt-completion format)."]
+            return ["- `prompt`: the few-shot prefix and row; `completion`: the teacher's "
+                    "answer (TRL's prompt-completion format)."]
         if opts.sft_shape == "messages":
-            return cols + ["- `messages`: system prompt, few-shot turns, the row and the "
-                           "teacher's answer as one conversation (a trainer's assistant-only "
-                           "loss also trains the few-shot answers)."]
-        return cols + ["- `prompt`: the conversation up to the row's user turn (system prompt "
-                       "and few-shot turns included); `completion`: the one assistant turn "
-                       "holding the teacher's answer (TRL's conversational prompt-completion "
-                       "format: only the answer is trained)."]
+            return ["- `messages`: system prompt, few-shot turns, the row and the teacher's "
+                    "answer as one conversation (a trainer's assistant-only loss also trains "
+                    "the few-shot answers)."]
+        return ["- `prompt`: the conversation up to the row's user turn (system prompt and "
+                "few-shot turns included); `completion`: the one assistant turn holding the "
+                "teacher's answer (TRL's conversational prompt-completion format: only the "
+                "answer is trained)."]
     if opts.kind == "kd":
-        return cols + _KD_COLUMNS
-    cols += ["- input fields (an input field named like an output column gets an `input_` "
-             "prefix), `messages`/`prompt`, `response`, `teacher`, `teacher_model`, "
-             "`template`, `finish_reason`, `logprobs` (per token: `token`, `logprob`, "
-             "`top_logprobs`)."]
+        cols = list(_KD_COLUMNS)
+        if opts.kd_layout == "ids":
+            cols.append("- `token_ids`, `top_values`: per answer position the teacher's top-k "
+                        "ids and logprobs (DistillKit's raw top-k columns; position i is the "
+                        "distribution that produced `response_ids[i]`).")
+        return cols
+    cols = ["- input fields (an input field named like an output column gets an `input_` "
+            "prefix), `messages`/`prompt`, `response`, `teacher`, `teacher_model`, "
+            "`template`, `finish_reason`, `logprobs` (per token: `token`, `logprob`, "
+            "`top_logprobs`)."]
     if task.output_kind == "label":
         cols += _LABEL_COLUMNS
     elif task.output_kind == "json":

@@ -24,7 +24,6 @@ import hashlib
 import os
 import shutil
 import time
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
@@ -351,7 +350,7 @@ class _Builder:
         cols: dict[str, Any] = {
             "tokens": [t.token for t in toks],
             "token_bytes": [t.token_bytes for t in toks],
-            "token_ids": ids,
+            "response_ids": ids,
             "token_logprobs": [t.logprob for t in toks],
             "top_logprobs": [_alternatives(t) for t in toks],
         }
@@ -361,7 +360,6 @@ class _Builder:
                 raise ConfigError("--kd-layout ids needs token ids, which this teacher's server "
                                   "did not send (llama.cpp's server sends them; API teachers "
                                   "do not): export --kind kd without it")
-            cols["response_ids"] = cols.pop("token_ids")
             cols["token_ids"] = [list(t.top_ids) for t in toks]
             cols["top_values"] = [[lp for _, lp in t.top] for t in toks]
         return cols
@@ -436,15 +434,13 @@ class _Builder:
                 "response": datasets.Value("string"),
                 "tokens": datasets.List(datasets.Value("string")),
                 "token_bytes": datasets.List(datasets.Value("binary")),
-                "token_ids": datasets.List(datasets.Value("int64")),
+                "response_ids": datasets.List(datasets.Value("int64")),
                 "token_logprobs": datasets.List(datasets.Value("float64")),
                 "top_logprobs": datasets.List(datasets.List({
                     "token": datasets.Value("string"), "bytes": datasets.Value("binary"),
                     "id": datasets.Value("int64"), "logprob": datasets.Value("float64")})),
             })
             if self.opts.kd_layout == "ids":
-                del f["token_ids"]
-                f["response_ids"] = datasets.List(datasets.Value("int64"))
                 f["token_ids"] = datasets.List(datasets.List(datasets.Value("int64")))
                 f["top_values"] = datasets.List(datasets.List(datasets.Value("float32")))
         else:

@@ -35,6 +35,7 @@ the home directory)::
                                      # retry_failed, budget, prices (a file), stop_grace
     id_field: id                     # also input_format, delimiter, split
     export: {kind: classification, format: hf, validation_size: 0.1, seed: 0}
+                                     # also sft_shape, kd_layout, card_license, card_endpoint
     filters: {min_confidence: 0.8}   # also min_margin, max_entropy, keep_invalid
 """
 

@@ -46,11 +46,11 @@ def test_card_snippet_of_a_split_export_loads_both_splits(
     _run(server, tmp_path, tmp_path / "out", kind="classification", format=fmt,
          validation_size=0.3, seed=1)
     card = (tmp_path / "out" / "README.md").read_text()
-    code = _snippet(card) + "\nprint({k: len(v) for k, v in ds.items()})\n"
+    code = _snippet(card) + "\nimport json\nprint(json.dumps({k: len(v) for k, v in ds.items()}))\n"
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    sizes = eval(res.stdout.strip().splitlines()[-1])  # noqa: S307 - our own printed dict
+    sizes = json.loads(res.stdout.strip().splitlines()[-1])
     assert set(sizes) == {"train", "validation"} and sum(sizes.values()) == 24
     assert sizes["validation"] > 0
     # the YAML configs map the files to their splits for load_dataset(folder) too

@@ -143,7 +143,8 @@ def test_chat_sft_rows_complete_only_the_teachers_answer(
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     assert ds.column_names == ["id", "prompt", "completion"]
     row = by_id(ds)["alpha"]
-    assert [m["role"] for m in row["prompt"]] == ["system", "user", "assistant", "user"]
+    assert [m["role"] for m in row["prompt"]] == ["system", "user", "assistant", "user",
+                                                  "assistant", "user"]
     assert row["prompt"][-1]["content"].startswith("Review: alpha review")
     assert row["completion"] == [{"role": "assistant", "content": "positive"}]
     assert by_id(ds)["beta"]["completion"] == [{"role": "assistant", "content": "negative"}]
@@ -165,7 +166,7 @@ def test_kd_export_keeps_top_logprobs(scripted: tuple[TeacherServer, Path], tmp_
     asyncio.run(run_job(job(srv, data, tmp_path, kind="kd")))
     row = by_id(datasets.load_from_disk(str(tmp_path / "out")))["alpha"]
     assert row["tokens"] == ["positive"] and row["token_bytes"] == [b"positive"]
-    assert row["token_ids"] == [None]  # an OpenAI-shaped server sends no ids
+    assert row["response_ids"] == [None]  # an OpenAI-shaped server sends no ids
     assert [t["token"] for t in row["top_logprobs"][0]] == [
         "positive", "negative", " positive", "Maybe"]
     assert row["top_logprobs"][0][2]["bytes"] == b" positive"

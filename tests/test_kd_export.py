@@ -35,7 +35,7 @@ def test_token_ids_from_a_llama_cpp_style_server_reach_the_export(tmp_path: Path
         out = _kd(srv, tmp_path)
     ds = datasets.load_from_disk(str(out))
     row = ds[0]
-    assert row["tokens"] and row["token_ids"] == [token_id(t) for t in row["tokens"]]
+    assert row["tokens"] and row["response_ids"] == [token_id(t) for t in row["tokens"]]
     assert row["token_bytes"] == [t.encode() for t in row["tokens"]]
     for alts in row["top_logprobs"]:
         assert alts and all(a["id"] == token_id(a["token"]) for a in alts)

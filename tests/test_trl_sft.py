@@ -22,7 +22,11 @@ trl = pytest.importorskip("trl", reason="needs trl: pip install -e '.[student]'"
 transformers = pytest.importorskip("transformers", reason="needs transformers: the student extra")
 tokenizers = pytest.importorskip("tokenizers", reason="needs tokenizers: the student extra")
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # TRL's SFTConfig still sets transformers' renamed `gradient_checkpointing`
+    pytest.mark.filterwarnings("ignore:`gradient_checkpointing.*is deprecated:FutureWarning"),
+]
 
 END = "<|end|>"
 CHAT_TEMPLATE = (
