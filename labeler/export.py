@@ -24,7 +24,7 @@ import hashlib
 import os
 import shutil
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -349,10 +349,10 @@ class _Builder:
             self.saw_ids = True
         cols: dict[str, Any] = {
             "tokens": [t.token for t in toks],
-            "token_bytes": [t.token_bytes for t in toks],
+            "token_bytes": [self._bytes(t.token_bytes) for t in toks],
             "response_ids": ids,
             "token_logprobs": [t.logprob for t in toks],
-            "top_logprobs": [_alternatives(t) for t in toks],
+            "top_logprobs": [_alternatives(t, self._bytes) for t in toks],
         }
         if self.opts.kd_layout == "ids":
             if any(i is None for i in ids) or any(
@@ -363,6 +363,11 @@ class _Builder:
             cols["token_ids"] = [list(t.top_ids) for t in toks]
             cols["top_values"] = [[lp for _, lp in t.top] for t in toks]
         return cols
+
+    def _bytes(self, data: bytes) -> bytes | list[int]:
+        """Token bytes as Arrow binary, or for JSON lines as a list of byte values (as the
+        providers send them): JSON has no bytes, and a cut character is not text."""
+        return list(data) if self.opts.format == "jsonl" else data
 
     def _answer_text(self, answer: Answer) -> str:
         if self.task.output_kind == "label" and answer.label is not None and self.task.label_space:
@@ -429,15 +434,17 @@ class _Builder:
                 f["prompt"] = msg
                 f["completion"] = msg
         elif kind == "kd":
+            raw = (datasets.List(datasets.Value("uint8")) if self.opts.format == "jsonl"
+                   else datasets.Value("binary"))
             f.update({
                 "prompt": datasets.Value("string"), "messages": msg,
                 "response": datasets.Value("string"),
                 "tokens": datasets.List(datasets.Value("string")),
-                "token_bytes": datasets.List(datasets.Value("binary")),
+                "token_bytes": datasets.List(raw),
                 "response_ids": datasets.List(datasets.Value("int64")),
                 "token_logprobs": datasets.List(datasets.Value("float64")),
                 "top_logprobs": datasets.List(datasets.List({
-                    "token": datasets.Value("string"), "bytes": datasets.Value("binary"),
+                    "token": datasets.Value("string"), "bytes": raw,
                     "id": datasets.Value("int64"), "logprob": datasets.Value("float64")})),
             })
             if self.opts.kd_layout == "ids":
@@ -518,11 +525,12 @@ _OUTPUT_COLUMNS = {
 }
 
 
-def _alternatives(tok: TokenLogprob) -> list[dict[str, Any]]:
+def _alternatives(tok: TokenLogprob, as_bytes: Callable[[bytes], Any]) -> list[dict[str, Any]]:
     ids = tok.top_ids or (None,) * len(tok.top)
     raws = tok.top_raw or (None,) * len(tok.top)
-    return [{"token": a, "bytes": raw if raw is not None else a.encode("utf-8"), "id": i,
-             "logprob": lp} for (a, lp), i, raw in zip(tok.top, ids, raws, strict=False)]
+    return [{"token": a, "bytes": as_bytes(raw if raw is not None else a.encode("utf-8")),
+             "id": i, "logprob": lp}
+            for (a, lp), i, raw in zip(tok.top, ids, raws, strict=False)]
 
 
 def _input_column(name: str) -> str:

@@ -123,3 +123,12 @@ def test_llama_cpp_token_ids_round_trip_through_its_own_tokenizer(tmp_path: Path
     alts = rows[0]["top_logprobs"][0][:5]
     singles = asyncio.run(detokenize([[a["id"]] for a in alts]))
     assert singles == [a["bytes"] for a in alts]
+
+
+def test_jsonl_kd_export_keeps_bytes_as_byte_values(tmp_path: Path) -> None:
+    """JSON has no bytes type: byte values, as providers send them, stay exact."""
+    with TeacherServer(ServerConfig(labels=["negative", "positive"], token_ids=True)) as srv:
+        out = _kd(srv, tmp_path, format="jsonl")
+    row = json.loads((out / "train.jsonl").read_text().splitlines()[0])
+    assert row["token_bytes"] == [list(t.encode()) for t in row["tokens"]]
+    assert row["top_logprobs"][0][0]["bytes"] == list(row["top_logprobs"][0][0]["token"].encode())
