@@ -100,6 +100,14 @@ def _export_options(f: Any) -> Any:
                      default="hf", show_default=True),
         click.option("--kind", type=click.Choice(["records", "classification", "sft", "kd"]),
                      default="records", show_default=True, help="Shape of the exported rows."),
+        click.option("--sft-shape", type=click.Choice(["prompt-completion", "messages"]),
+                     default="prompt-completion", show_default=True,
+                     help="Chat-mode `sft` rows: prompt/completion (only the teacher's answer "
+                          "is trained) or one `messages` list (few-shot answers included)."),
+        click.option("--kd-layout", type=click.Choice(["tokens", "ids"]), default="tokens",
+                     show_default=True,
+                     help="`kd` rows: per-token text/bytes/ids/logprobs, or `ids`: also "
+                          "DistillKit's raw top-k columns (needs a teacher that sends ids)."),
         click.option("--min-confidence", type=_bounded("min_confidence"),
                      help="Drop rows whose max label prob is lower."),
         click.option("--min-margin", type=_bounded("min_margin"),
@@ -117,6 +125,10 @@ def _export_options(f: Any) -> Any:
         click.option("--public", is_flag=True, help="Make a --push-to-hub repo public."),
         click.option("--teacher-labels", is_flag=True,
                      help="Export the teacher's labels even where `labeler review` has a human one."),
+        click.option("--card-license", metavar="ID",
+                     help="Licence of the exported data for the card (a Hub id: mit, cc-by-4.0…)."),
+        click.option("--card-endpoint", is_flag=True,
+                     help="Name the teacher's endpoint URL in the card (off: it may be private)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -505,6 +517,9 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             split_field=kw.get("split_field"), text_field=kw.get("text_field"),
             push_to_hub=kw.get("push_to_hub"), private=not kw.get("public"),
             human_labels=not kw.get("teacher_labels"),
+            sft_shape=kw.get("sft_shape") or "prompt-completion",
+            kd_layout=kw.get("kd_layout") or "tokens",
+            card_license=kw.get("card_license"), card_endpoint=bool(kw.get("card_endpoint")),
         )
         return Job(
             task=task, input=input_path, teacher=kw["teacher"], out=kw.get("out"),
@@ -597,6 +612,8 @@ def _print_export(report: Any) -> None:
         click.echo(f"labeler:   {report.missing} rows have no stored answer yet", err=True)
     if report.format == "hf":
         click.echo(f'labeler: load it with: datasets.load_from_disk("{report.path}")', err=True)
+    else:  # the card's YAML maps each file to its split
+        click.echo(f'labeler: load it with: datasets.load_dataset("{report.path}")', err=True)
     click.echo(report.path)
 
 

@@ -14,11 +14,27 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class TokenLogprob:
-    """One generated token, its logprob, and the top-k alternatives at that position."""
+    """One generated token, its logprob, and the top-k alternatives at that position.
+
+    ``id`` and ``top_ids`` are the teacher's vocabulary ids where the server reports them
+    (llama.cpp's server does; API teachers do not): with them a student that shares the
+    teacher's tokenizer can distil on ids. ``raw`` holds the token's bytes only when they
+    differ from its text's UTF-8 (a token that is part of a multi-byte character, whose
+    text the server cut), and ``top_raw`` the same per alternative; None means "the text".
+    """
 
     token: str
     logprob: float
     top: tuple[tuple[str, float], ...] = ()
+    id: int | None = None
+    top_ids: tuple[int | None, ...] = ()
+    raw: bytes | None = None
+    top_raw: tuple[bytes | None, ...] = ()
+
+    @property
+    def token_bytes(self) -> bytes:
+        """The token's exact bytes."""
+        return self.raw if self.raw is not None else self.token.encode("utf-8")
 
 
 @dataclass(slots=True)
@@ -52,16 +68,37 @@ class Completion:
         return self.samples is not None and len(self.samples) > 0
 
     def tokens_to_json(self) -> list[Any] | None:
-        """Compact JSON form: [[token, logprob, [[alt, logprob], ...]], ...]."""
+        """Compact JSON form: [[token, logprob, [[alt, logprob], ...]], ...].
+
+        Ids and raw bytes, when known, follow as optional trailing items ([token, logprob,
+        top, id, raw_hex, top_ids, top_raw_hex]), so rows stored before they existed read
+        back unchanged and answers without them cost nothing more.
+        """
         if self.tokens is None:
             return None
-        return [[t.token, t.logprob, [list(a) for a in t.top]] for t in self.tokens]
+        out: list[Any] = []
+        for t in self.tokens:
+            item: list[Any] = [t.token, t.logprob, [list(a) for a in t.top]]
+            if t.id is not None or t.raw is not None or t.top_ids or t.top_raw:
+                item += [t.id, None if t.raw is None else t.raw.hex(), list(t.top_ids),
+                         [None if r is None else r.hex() for r in t.top_raw]]
+            out.append(item)
+        return out
 
     @staticmethod
     def tokens_from_json(data: list[Any] | None) -> list[TokenLogprob] | None:
         if data is None:
             return None
-        return [
-            TokenLogprob(tok, float(lp), tuple((str(a), float(b)) for a, b in top))
-            for tok, lp, top in data
-        ]
+        out = []
+        for item in data:
+            tok, lp, top = item[0], item[1], item[2]
+            alts = tuple((str(a), float(b)) for a, b, *_ in top)
+            if len(item) > 3:
+                tid, raw, top_ids, top_raw = item[3], item[4], item[5], item[6]
+                out.append(TokenLogprob(
+                    tok, float(lp), alts, id=tid, top_ids=tuple(top_ids),
+                    raw=None if raw is None else bytes.fromhex(raw),
+                    top_raw=tuple(None if r is None else bytes.fromhex(r) for r in top_raw)))
+            else:
+                out.append(TokenLogprob(tok, float(lp), alts))
+        return out

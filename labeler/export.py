@@ -25,8 +25,7 @@ import hashlib
 import os
 import shutil
 import time
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,8 @@ import orjson
 
 from labeler import owner
 from labeler.answer import Answer, read_answer
-from labeler.completion import Completion
+from labeler.card import dataset_card, public_identity
+from labeler.completion import Completion, TokenLogprob
 from labeler.errors import ConfigError, LabelerError
 from labeler.filters import Filter, FilterSpec
 from labeler.human import any_human_labels, human_labels
@@ -43,7 +43,7 @@ from labeler.inputs import Reject, Row
 from labeler.plan import REJECTED, Planner
 from labeler.request import Request
 from labeler.store import Store
-from labeler.targets import Confidence
+from labeler.targets import IGNORE_LABEL, Confidence
 from labeler.task import Task
 
 
@@ -76,6 +76,8 @@ else:
 
 KINDS = ("records", "classification", "sft", "kd")
 FORMATS = ("hf", "parquet", "jsonl")
+SFT_SHAPES = ("prompt-completion", "messages")
+KD_LAYOUTS = ("tokens", "ids")
 CHUNK = 512
 
 
@@ -94,6 +96,8 @@ class ExportReport:
     filtered: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
     human_labeled: int = 0  # rows whose label a person gave (labeler review)
+    # kd: the vocabulary the token ids index (None when the teacher sent no ids)
+    teacher_tokenizer: str | None = None
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,10 +116,20 @@ class ExportOptions:
     push_to_hub: str | None = None
     private: bool = True
     human_labels: bool = True  # a label given on the review page wins over the teacher's
+    sft_shape: str = "prompt-completion"
+    kd_layout: str = "tokens"  # "ids": also DistillKit's raw top-k columns
+    card_license: str | None = None  # the card's `license` (a Hub licence id)
+    card_endpoint: bool = False  # name the teacher's endpoint URL in the card
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"--kind '{self.kind}': expected one of {', '.join(KINDS)}")
+        if self.kd_layout not in KD_LAYOUTS:
+            raise ConfigError(f"--kd-layout '{self.kd_layout}': expected one of "
+                              f"{', '.join(KD_LAYOUTS)}")
+        if self.sft_shape not in SFT_SHAPES:
+            raise ConfigError(f"--sft-shape '{self.sft_shape}': expected one of "
+                              f"{', '.join(SFT_SHAPES)}")
         if self.format not in FORMATS:
             raise ConfigError(f"--format '{self.format}': expected one of {', '.join(FORMATS)}")
         if not 0.0 <= self.validation_size < 1.0:
@@ -203,12 +217,12 @@ def export_dataset(
         if features is None:
             features = builder.features(None)
         _write_splits(tmp, work, writers, features, opts)
+        if builder.saw_ids:
+            report.teacher_tokenizer = teacher_tokenizer(teacher_identity)
         report.seconds = time.monotonic() - start
         (tmp / "README.md").write_text(dataset_card(task, teacher_identity, opts, report), "utf-8")
-        (tmp / "labeler_export.json").write_bytes(
-            orjson.dumps({"report": report.to_dict(), "task": task.identity,
-                          "teacher": dict(teacher_identity)}, option=orjson.OPT_INDENT_2)
-        )
+        (tmp / "labeler_export.json").write_bytes(orjson.dumps(
+            _metadata(task, teacher_identity, opts, report), option=orjson.OPT_INDENT_2))
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -217,12 +231,39 @@ def export_dataset(
         shutil.rmtree(work, ignore_errors=True)
     report.seconds = time.monotonic() - start
     if opts.push_to_hub:
-        push_export(out, opts.push_to_hub, fmt=opts.format, private=opts.private)
+        card = dataset_card(task, teacher_identity, opts, report, repo=opts.push_to_hub)
+        push_export(out, opts.push_to_hub, fmt=opts.format, private=opts.private, card=card)
     return report
 
 
-def push_export(out: Path, repo: str, *, fmt: str = "hf", private: bool = True) -> None:
-    """Upload a finished export and its card to the Hub (token: HF_TOKEN or the HF login)."""
+def teacher_tokenizer(identity: Mapping[str, Any]) -> str:
+    """Names the vocabulary a teacher's token ids index: its model, and for a local GGUF
+    the weights file's fingerprint (the tokenizer ships inside it; load it with
+    transformers' `AutoTokenizer.from_pretrained(repo, gguf_file=...)`)."""
+    name = f"{identity.get('provider')}:{identity.get('model')}"
+    gguf = identity.get("gguf")
+    return f"{name} (GGUF {gguf})" if gguf else name
+
+
+def _metadata(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
+              report: ExportReport) -> dict[str, Any]:
+    """labeler_export.json: what a program needs to read the export back, label names in
+    index order included (a jsonl file has no ClassLabel to carry them)."""
+    counts = {k: v for k, v in report.to_dict().items() if k != "path"}  # no local path
+    return {"report": counts, "task": task.identity, "kind": opts.kind,
+            "labels": list(task.labels), "ignore_label": IGNORE_LABEL if task.labels else None,
+            "teacher": public_identity(identity, endpoint=opts.card_endpoint),
+            "teacher_tokenizer": report.teacher_tokenizer}
+
+
+def push_export(out: Path, repo: str, *, fmt: str = "hf", private: bool = True,
+                card: str | None = None) -> None:
+    """Upload a finished export and its card to the Hub (token: HF_TOKEN or the HF login).
+
+    `push_to_hub` writes a card whose YAML holds the metadata the Hub's viewer and
+    `load_dataset` read (`dataset_info` with the ClassLabel names, `configs`); labeler's
+    card is merged into it, never over it.
+    """
     try:
         if fmt == "hf":
             ds: Any = datasets.load_from_disk(str(out))
@@ -230,10 +271,13 @@ def push_export(out: Path, repo: str, *, fmt: str = "hf", private: bool = True) 
             files = {p.stem: str(p) for p in sorted(out.glob(f"*.{fmt}"))}
             ds = datasets.load_dataset("parquet" if fmt == "parquet" else "json", data_files=files)
         ds.push_to_hub(repo, private=private)
-        from huggingface_hub import HfApi
+        from huggingface_hub import HfApi, hf_hub_download
 
-        HfApi().upload_file(path_or_fileobj=str(out / "README.md"), path_in_repo="README.md",
-                            repo_id=repo, repo_type="dataset")
+        ours = card if card is not None else (out / "README.md").read_text("utf-8")
+        generated = Path(hf_hub_download(repo, "README.md", repo_type="dataset")).read_text(
+            "utf-8")
+        HfApi().upload_file(path_or_fileobj=merge_card(generated, ours).encode(),
+                            path_in_repo="README.md", repo_id=repo, repo_type="dataset")
     except Exception as exc:  # network, auth, hub errors: the local export is intact
         text = " ".join(str(exc).split())[:300]
         raise LabelerError(f"push to the Hub repo '{repo}' failed (the export in {out} is "
@@ -253,6 +297,7 @@ class _Builder:
         self.opts = opts
         self.input_fields: list[str] | None = None
         self.text_field = opts.text_field or (task.fields[0] if task.fields else None)
+        self.saw_ids = False  # whether any kd token came with a vocabulary id
         self._plan: list[tuple[str, datasets.ClassLabel | None, str | None, type | None]] = []
         self._plan_for: datasets.Features | None = None
         self.label_columns = (("label_source",) if task.output_kind == "label" and
@@ -269,18 +314,17 @@ class _Builder:
             if request.prompt is not None:
                 return {"id": row.id, "prompt": request.prompt,
                         "completion": self.task.answer_prefix + self._answer_text(answer)}
-            return {"id": row.id, "messages": self._messages(request, self._answer_text(answer))}
+            reply = self._answer_text(answer)
+            if self.opts.sft_shape == "messages":
+                return {"id": row.id, "messages": self._messages(request, reply)}
+            # TRL's conversational prompt-completion: the loss covers the completion only,
+            # never the template's few-shot answers that sit in the prompt.
+            return {"id": row.id, "prompt": [dict(m) for m in request.messages or ()],
+                    "completion": [{"role": "assistant", "content": reply}]}
         if kind == "kd":
-            toks = completion.tokens or []
-            return {
-                "id": row.id,
-                "prompt": request.prompt,
-                "messages": None if request.messages is None else list(request.messages),
-                "response": completion.text,
-                "tokens": [t.token for t in toks],
-                "token_logprobs": [t.logprob for t in toks],
-                "top_logprobs": [[{"token": a, "logprob": lp} for a, lp in t.top] for t in toks],
-            }
+            return {"id": row.id, "prompt": request.prompt,
+                    "messages": None if request.messages is None else list(request.messages),
+                    "response": completion.text, **self._kd_cols(completion)}
         rec: dict[str, Any] = {"id": row.id}
         for k in self.input_fields:
             rec[_input_column(k)] = row.data.get(k)
@@ -302,6 +346,37 @@ class _Builder:
         ]
         return rec
 
+    def _kd_cols(self, completion: Completion) -> dict[str, Any]:
+        """Per answer token: text, exact bytes, vocabulary id (when the server sent one),
+        logprob; and the top-k alternatives the same way. With `kd_layout="ids"` also the
+        columns of DistillKit's raw top-k format (`token_ids`, `top_values`: per position
+        the k ids and logprobs), for a student that shares the teacher's tokenizer."""
+        toks = completion.tokens or []
+        ids = [t.id for t in toks]
+        if any(i is not None for i in ids):
+            self.saw_ids = True
+        cols: dict[str, Any] = {
+            "tokens": [t.token for t in toks],
+            "token_bytes": [self._bytes(t.token_bytes) for t in toks],
+            "response_ids": ids,
+            "token_logprobs": [t.logprob for t in toks],
+            "top_logprobs": [_alternatives(t, self._bytes) for t in toks],
+        }
+        if self.opts.kd_layout == "ids":
+            if any(i is None for i in ids) or any(
+                    len(t.top_ids) != len(t.top) or None in t.top_ids for t in toks):
+                raise ConfigError("--kd-layout ids needs token ids, which this teacher's server "
+                                  "did not send (llama.cpp's server sends them; API teachers "
+                                  "do not): export --kind kd without it")
+            cols["token_ids"] = [list(t.top_ids) for t in toks]
+            cols["top_values"] = [[lp for _, lp in t.top] for t in toks]
+        return cols
+
+    def _bytes(self, data: bytes) -> bytes | list[int]:
+        """Token bytes as Arrow binary, or for JSON lines as a list of byte values (as the
+        providers send them): JSON has no bytes, and a cut character is not text."""
+        return list(data) if self.opts.format == "jsonl" else data
+
     def _answer_text(self, answer: Answer) -> str:
         if self.task.output_kind == "label" and answer.label is not None and self.task.label_space:
             return self.task.label_space.verbalizers[answer.label][0]
@@ -319,16 +394,20 @@ class _Builder:
         return "" if value is None else str(value)
 
     def _label_cols(self, answer: Answer) -> dict[str, Any]:
-        soft = answer.soft
+        """Label columns; a row whose answer named no label (kept with --keep-invalid) gets
+        `valid` False, the ignored label and no soft label: its renormalised distribution
+        is over the little mass that did land on labels and would look confident."""
+        soft = answer.soft if answer.label is not None else None
         conf = answer.confidence
         return {
             "label": answer.label,
+            "valid": answer.label is not None,
             "soft_label": list(soft.probs) if soft else None,
-            "outside_mass": soft.outside if soft else None,
+            "outside_mass": answer.soft.outside if answer.soft else None,
             "soft_label_source": soft.source if soft else None,
-            "max_prob": conf.max_prob if conf else None,
-            "margin": conf.margin if conf else None,
-            "entropy": conf.entropy if conf else None,
+            "max_prob": conf.max_prob if conf and soft else None,
+            "margin": conf.margin if conf and soft else None,
+            "entropy": conf.entropy if conf and soft else None,
             "mean_logprob": conf.mean_logprob if conf else None,
             "agreement": conf.agreement if conf else None,
         }
@@ -340,6 +419,7 @@ class _Builder:
         top = datasets.List({"token": datasets.Value("string"), "logprob": datasets.Value("float64")})
         label_f = {
             "label": datasets.ClassLabel(names=list(self.task.labels)),
+            "valid": datasets.Value("bool"),
             "soft_label": datasets.List(datasets.Value("float64")),
             "outside_mass": datasets.Value("float64"),
             "soft_label_source": datasets.Value("string"),
@@ -357,16 +437,28 @@ class _Builder:
             if self.task.mode == "completion":
                 f["prompt"] = datasets.Value("string")
                 f["completion"] = datasets.Value("string")
-            else:
+            elif self.opts.sft_shape == "messages":
                 f["messages"] = msg
+            else:
+                f["prompt"] = msg
+                f["completion"] = msg
         elif kind == "kd":
+            raw = (datasets.List(datasets.Value("uint8")) if self.opts.format == "jsonl"
+                   else datasets.Value("binary"))
             f.update({
                 "prompt": datasets.Value("string"), "messages": msg,
                 "response": datasets.Value("string"),
                 "tokens": datasets.List(datasets.Value("string")),
+                "token_bytes": datasets.List(raw),
+                "response_ids": datasets.List(datasets.Value("int64")),
                 "token_logprobs": datasets.List(datasets.Value("float64")),
-                "top_logprobs": datasets.List(top),
+                "top_logprobs": datasets.List(datasets.List({
+                    "token": datasets.Value("string"), "bytes": raw,
+                    "id": datasets.Value("int64"), "logprob": datasets.Value("float64")})),
             })
+            if self.opts.kd_layout == "ids":
+                f["token_ids"] = datasets.List(datasets.List(datasets.Value("int64")))
+                f["top_values"] = datasets.List(datasets.List(datasets.Value("float32")))
         else:
             for k in self.input_fields or []:
                 col = _input_column(k)
@@ -400,7 +492,7 @@ class _Builder:
         for name, label, dtype, exact in self._plan:
             value = rec.get(name)
             if label is not None:
-                value = -1 if value is None else label.str2int(value)
+                value = IGNORE_LABEL if value is None else label.str2int(value)
             elif dtype is not None and value is not None and type(value) is not exact:
                 value = _coerce_value(value, dtype)
             out[name] = value
@@ -437,11 +529,19 @@ class _RowBuffer:
 _RESERVED = {"id"}
 _HUMAN_CERTAINTY = Confidence(max_prob=1.0, margin=1.0, entropy=0.0)
 _OUTPUT_COLUMNS = {
-    "messages", "prompt", "response", "label", "soft_label", "outside_mass",
+    "messages", "prompt", "response", "label", "valid", "soft_label", "outside_mass",
     "soft_label_source", "max_prob", "margin", "entropy", "mean_logprob", "agreement",
     "label_source",
     "parsed", "teacher", "teacher_model", "template", "finish_reason", "logprobs",
 }
+
+
+def _alternatives(tok: TokenLogprob, as_bytes: Callable[[bytes], Any]) -> list[dict[str, Any]]:
+    ids = tok.top_ids or (None,) * len(tok.top)
+    raws = tok.top_raw or (None,) * len(tok.top)
+    return [{"token": a, "bytes": as_bytes(raw if raw is not None else a.encode("utf-8")),
+             "id": i, "logprob": lp}
+            for (a, lp), i, raw in zip(tok.top, ids, raws, strict=False)]
 
 
 def _input_column(name: str) -> str:
@@ -550,58 +650,24 @@ def _recover_interrupted_swap(out: Path) -> None:
         os.replace(olds[-1], out)
 
 
-# -- card -----------------------------------------------------------------------------------
+def merge_card(generated: str, ours: str) -> str:
+    """Labeler's card with the YAML metadata `push_to_hub` generated merged in.
 
+    The generated keys (`dataset_info`, `configs`) describe the files actually pushed and
+    win; labeler adds its own (licence, tags, size, task) and its body.
+    """
+    import yaml
 
-def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
-                 report: ExportReport) -> str:
-    teacher = f"{identity.get('provider')}:{identity.get('model')}"
-    labels = Counter(report.label_counts)
-    lines = [
-        "---",
-        "tags: [distillation, labeler, synthetic]",
-        f"pretty_name: {task.name} labeled by {teacher}",
-        "---",
-        "",
-        f"# {task.name}: labeled by `{teacher}`",
-        "",
-        "Labels produced by a teacher model with [labeler](https://pypi.org/project/labeler/).",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| teacher | `{teacher}` |",
-        f"| endpoint | `{identity.get('base_url', '')}` |",
-        f"| template | `{task.identity}` ({task.path}) |",
-        f"| output | {task.output_kind}, {task.mode} mode |",
-        f"| export kind / format | {opts.kind} / {opts.format} |",
-        f"| input rows | {report.rows_in} |",
-        f"| exported rows | {report.exported} |",
-        f"| labels given by a person (labeler review), over the teacher's | {report.human_labeled} |",
-        f"| no stored answer (failed or not yet labeled) | {report.missing} |",
-        f"| rejected input rows | {report.rejected} |",
-        "",
-        "## Splits",
-        "",
-    ]
-    lines += [f"- `{k}`: {v} rows" for k, v in sorted(report.splits.items())] or ["- (empty)"]
-    lines += ["", "## Filters", ""]
-    spec = opts.filters
-    lines.append(
-        f"min_confidence={spec.min_confidence}, min_margin={spec.min_margin}, "
-        f"max_entropy={spec.max_entropy}, drop_invalid={spec.drop_invalid}"
-    )
-    lines.append("")
-    for name, n in report.filtered.items():
-        lines.append(f"- removed by `{name}`: {n}")
-    if labels:
-        lines += ["", "## Label distribution", "", "| label | rows |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in labels.most_common()]
-    loader = {
-        "hf": f'from datasets import load_from_disk\nds = load_from_disk("{report.path}")',
-        "parquet": f'from datasets import load_dataset\nds = load_dataset("parquet", '
-                   f'data_files="{report.path}/*.parquet")',
-        "jsonl": f'from datasets import load_dataset\nds = load_dataset("json", '
-                 f'data_files="{report.path}/*.jsonl")',
-    }[opts.format]
-    lines += ["", "## Load", "", "```python", loader, "```", ""]
-    return "\n".join(lines)
+    def split(text: str) -> tuple[dict[str, Any], str]:
+        if text.startswith("---\n"):
+            head, sep, body = text[4:].partition("\n---")
+            if sep:
+                data = yaml.safe_load(head) or {}
+                return (data if isinstance(data, dict) else {}), body.lstrip("\n")
+        return {}, text
+
+    gen_meta, _ = split(generated)
+    our_meta, body = split(ours)
+    merged = {**our_meta, **gen_meta}
+    head = yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
+    return f"---\n{head}---\n\n{body}"

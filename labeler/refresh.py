@@ -37,6 +37,7 @@ the home directory)::
                                      # request_timeout (seconds per attempt, default 120)
     id_field: id                     # also input_format, delimiter, split
     export: {kind: classification, format: hf, validation_size: 0.1, seed: 0}
+                                     # also sft_shape, kd_layout, card_license, card_endpoint
     filters: {min_confidence: 0.8}   # also min_margin, max_entropy, keep_invalid
 """
 
@@ -83,6 +84,7 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
 _EXPORT_KEYS: dict[str, type | tuple[type, ...]] = {
     "kind": str, "format": str, "validation_size": (int, float), "seed": int,
     "split_field": str, "text_field": str, "push_to_hub": str, "public": bool,
+    "sft_shape": str, "kd_layout": str, "card_license": str, "card_endpoint": bool,
 }
 _FILTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "min_confidence": (int, float), "min_margin": (int, float), "max_entropy": (int, float),
@@ -234,6 +236,9 @@ def _export_options(export: Mapping[str, Any], filters: Mapping[str, Any],
         validation_size=float(export.get("validation_size", 0.0)), seed=export.get("seed", 0),
         split_field=export.get("split_field"), text_field=export.get("text_field"),
         push_to_hub=export.get("push_to_hub"), private=not export.get("public", False),
+        sft_shape=export.get("sft_shape", "prompt-completion"),
+        kd_layout=export.get("kd_layout", "tokens"),
+        card_license=export.get("card_license"), card_endpoint=export.get("card_endpoint", False),
     )
 
 

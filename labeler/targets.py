@@ -69,6 +69,7 @@ from labeler.completion import Completion, TokenLogprob
 from labeler.errors import ConfigError
 
 __all__ = [
+    "IGNORE_LABEL",
     "Confidence",
     "LabelSpace",
     "SoftLabel",
@@ -90,6 +91,10 @@ _LEADING_PUNCT = "([{<"
 _PREFIX_RE = re.compile(r"^\s*[^\W\d][\w \-]{0,39}?\s*[:=]\s*(?P<rest>\S.*)$")
 _FIRST_WORD_RE = re.compile(r"[^\W_]+")
 _CACHE_LIMIT = 200_000
+# The hard label of an answer that named no label, where one must be written (an export
+# with --keep-invalid): the index PyTorch's cross-entropy and every transformers
+# classification head ignore by default.
+IGNORE_LABEL = -100
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from labeler.export import ExportOptions, export_dataset
 from labeler.filters import FilterSpec
 from labeler.inputs import read_rows
 from labeler.store import Store
+from labeler.targets import IGNORE_LABEL
 from labeler.task import load_task
 from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
 
@@ -80,10 +81,31 @@ def test_soft_labels_are_exact(scripted: tuple[TeacherServer, Path], tmp_path: P
     assert rows["gamma"]["margin"] == pytest.approx(0.02 / 0.98, abs=1e-9)
     p = [0.48 / 0.98, 0.50 / 0.98]
     assert rows["gamma"]["entropy"] == pytest.approx(-sum(x * math.log(x) for x in p), abs=1e-9)
-    assert rows["delta"]["label"] == -1  # kept only because drop_invalid is off
+    assert rows["delta"]["label"] == IGNORE_LABEL  # kept only because drop_invalid is off
     for r in rows.values():
-        if r["label"] != -1:
+        if r["label"] != IGNORE_LABEL:
             assert sum(r["soft_label"]) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_invalid_rows_get_an_ignored_label_and_no_soft_label(
+        scripted: tuple[TeacherServer, Path], tmp_path: Path) -> None:
+    """delta answered "I think so": 0.35 of its mass on labels, renormalised it would read
+    as a confident "negative" (0.86); a trainer must neither learn it nor fail on it."""
+    srv, data = scripted
+    asyncio.run(run_job(job(srv, data, tmp_path, kind="classification", format="parquet",
+                            filters=FilterSpec(drop_invalid=False))))
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "train.parquet"),
+                               split="train")
+    rows = by_id(ds)
+    delta = rows["delta"]
+    assert delta["label"] == -100 and delta["valid"] is False
+    assert delta["soft_label"] is None and delta["max_prob"] is None
+    assert delta["outside_mass"] == pytest.approx(1 - 0.35, abs=1e-9)
+    assert all(r["valid"] and r["soft_label"] is not None for k, r in rows.items() if k != "delta")
+    # datasets re-validates ClassLabel values when a map rewrites the column
+    assert ds.map(lambda r: {"label": r["label"]})["label"] == ds["label"]
+    meta = json.loads((tmp_path / "out" / "labeler_export.json").read_text())
+    assert meta["ignore_label"] == -100
 
 
 def test_filters_report_what_each_removed(scripted: tuple[TeacherServer, Path], tmp_path: Path
@@ -112,9 +134,26 @@ def test_classification_features(scripted: tuple[TeacherServer, Path], tmp_path:
     assert {"max_prob", "margin", "entropy", "outside_mass"} <= set(ds.column_names)
 
 
-def test_sft_export_is_what_trl_reads(scripted: tuple[TeacherServer, Path], tmp_path: Path) -> None:
+def test_chat_sft_rows_complete_only_the_teachers_answer(
+        scripted: tuple[TeacherServer, Path], tmp_path: Path) -> None:
+    """TRL's conversational prompt-completion: system and few-shot turns are prompt, the
+    one assistant turn that is trained is the teacher's answer."""
     srv, data = scripted
     asyncio.run(run_job(job(srv, data, tmp_path, kind="sft")))
+    ds = datasets.load_from_disk(str(tmp_path / "out"))
+    assert ds.column_names == ["id", "prompt", "completion"]
+    row = by_id(ds)["alpha"]
+    assert [m["role"] for m in row["prompt"]] == ["system", "user", "assistant", "user",
+                                                  "assistant", "user"]
+    assert row["prompt"][-1]["content"].startswith("Review: alpha review")
+    assert row["completion"] == [{"role": "assistant", "content": "positive"}]
+    assert by_id(ds)["beta"]["completion"] == [{"role": "assistant", "content": "negative"}]
+
+
+def test_sft_messages_shape_is_an_option(scripted: tuple[TeacherServer, Path], tmp_path: Path
+                                         ) -> None:
+    srv, data = scripted
+    asyncio.run(run_job(job(srv, data, tmp_path, kind="sft", sft_shape="messages")))
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     assert ds.column_names == ["id", "messages"]
     msgs = by_id(ds)["alpha"]["messages"]
@@ -126,9 +165,11 @@ def test_kd_export_keeps_top_logprobs(scripted: tuple[TeacherServer, Path], tmp_
     srv, data = scripted
     asyncio.run(run_job(job(srv, data, tmp_path, kind="kd")))
     row = by_id(datasets.load_from_disk(str(tmp_path / "out")))["alpha"]
-    assert row["tokens"] == ["positive"]
+    assert row["tokens"] == ["positive"] and row["token_bytes"] == [b"positive"]
+    assert row["response_ids"] == [None]  # an OpenAI-shaped server sends no ids
     assert [t["token"] for t in row["top_logprobs"][0]] == [
         "positive", "negative", " positive", "Maybe"]
+    assert row["top_logprobs"][0][2]["bytes"] == b" positive"
     assert row["top_logprobs"][0][0]["logprob"] == pytest.approx(math.log(0.70), abs=1e-12)
 
 

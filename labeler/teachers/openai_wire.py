@@ -84,19 +84,49 @@ def _choices(body: Any) -> list[dict[str, Any]]:
 
 
 def _chat_tokens(content: Any) -> list[TokenLogprob] | None:
+    """Chat-style logprobs; llama.cpp's server adds each token's vocabulary `id`, and every
+    server may send `bytes`, kept only where they differ from the text (a cut character)."""
     if not isinstance(content, list):
         return None
     out = []
     for item in content:
         top = item.get("top_logprobs") or ()
+        token = str(item.get("token", ""))
+        tid = item.get("id")
+        raw = _raw(token, item.get("bytes"))
+        top_ids: tuple[int | None, ...] = ()
+        if tid is not None:
+            top_ids = tuple(_int_or_none(t.get("id")) for t in top)
+        top_raw = tuple(_raw(str(t.get("token", "")), t.get("bytes")) for t in top)
+        if not any(r is not None for r in top_raw):
+            top_raw = ()
         out.append(
             TokenLogprob(
-                str(item.get("token", "")),
+                token,
                 float(item.get("logprob", 0.0)),
                 tuple((str(t.get("token", "")), float(t.get("logprob", 0.0))) for t in top),
+                id=_int_or_none(tid),
+                top_ids=top_ids,
+                raw=raw,
+                top_raw=top_raw,
             )
         )
     return out
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _raw(token: str, raw: Any) -> bytes | None:
+    """The token's bytes when they are not its text's UTF-8, else None (the common case)."""
+    if not isinstance(raw, list) or not raw:
+        return None
+    try:
+        data = bytes(raw)
+    except (TypeError, ValueError):
+        return None
+    return None if data == token.encode("utf-8") else data
 
 
 def _legacy_tokens(lp: dict[str, Any]) -> list[TokenLogprob]:

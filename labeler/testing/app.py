@@ -262,6 +262,7 @@ class TeacherApp:
                 logprobs=parsed.top_k is not None,
                 prompt_tokens=parsed.prompt_tokens,
                 cached_tokens=cached,
+                token_ids=cfg.token_ids or cfg.completions_shape == "llama",
             )
         return openai_wire.completion_body(
             rid=rid,

@@ -53,6 +53,11 @@ class ServerConfig:
     completions_shape: str = field(
         default="openai", metadata={"help": "logprobs shape of /v1/completions: openai|llama"}
     )
+    token_ids: bool = field(
+        default=False,
+        metadata={"help": "chat logprobs carry each token's vocabulary id, as llama.cpp's "
+                          "server sends them (always so with completions_shape=llama)"},
+    )
     latency_s: float = field(default=0.0, metadata={"help": "seconds before each answer"})
     latency_jitter_s: float = field(default=0.0, metadata={"help": "extra uniform latency"})
     capacity: int | None = field(

@@ -151,12 +151,12 @@ def _content(gen: Generation, llama: bool) -> list[dict[str, Any]]:
         if llama:
             items.append(
                 {
-                    "id": _token_id(tok),
+                    "id": token_id(tok),
                     "token": tok,
                     "bytes": _bytes(tok),
                     "logprob": lp,
                     "top_logprobs": [
-                        {"id": _token_id(t), "token": t, "bytes": _bytes(t), "logprob": alt} for t, alt in top
+                        {"id": token_id(t), "token": t, "bytes": _bytes(t), "logprob": alt} for t, alt in top
                     ],
                 }
             )
@@ -172,7 +172,8 @@ def _content(gen: Generation, llama: bool) -> list[dict[str, Any]]:
     return items
 
 
-def _token_id(token: str) -> int:
+def token_id(token: str) -> int:
+    """The server's vocabulary id of a token: stable, as a real tokenizer's would be."""
     return crc32(token.encode()) % 151_936
 
 
@@ -185,12 +186,13 @@ def chat_body(
     logprobs: bool,
     prompt_tokens: int,
     cached_tokens: int,
+    token_ids: bool = False,
 ) -> bytes:
     choices = []
     for i, gen in enumerate(gens):
         lp = None
         if logprobs and gen.logprobs is not None:
-            lp = {"content": _content(gen, llama=False), "refusal": None}
+            lp = {"content": _content(gen, llama=token_ids), "refusal": None}
         choices.append(
             {
                 "index": i,
