@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from labeler.answer import Answer, read_answer
+from labeler.calibration import Calibration, calibrate_answer
 from labeler.completion import Completion
 from labeler.errors import ConfigError, LabelerError, TemplateError
 from labeler.filters import Filter, FilterSpec
@@ -106,6 +107,7 @@ class ExportOptions:
     text_field: str | None = None
     push_to_hub: str | None = None
     private: bool = True
+    calibration: Calibration | None = None  # read answers through it; the store is untouched
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -129,6 +131,11 @@ def export_dataset(
     if opts.kind == "classification" and task.output_kind != "label":
         raise ConfigError(f"--kind classification needs a label task; {task.path} is "
                           f"'{task.output_kind}'")
+    if opts.calibration is not None:
+        if task.label_space is None:
+            raise ConfigError(f"--calibration needs a label task; {task.path} is "
+                              f"'{task.output_kind}'")
+        opts.calibration.check(task.identity, teacher_identity, task.labels)
     out = Path(out)
     start = time.monotonic()
     report = ExportReport(str(out), opts.kind, opts.format)
@@ -170,6 +177,8 @@ def export_dataset(
                     report.missing += 1
                     continue
                 answer = read_answer(task, completion)
+                if opts.calibration is not None and task.label_space is not None:
+                    answer = calibrate_answer(answer, opts.calibration, task.label_space)
                 if not flt.keep(answer.label if task.output_kind == "label" else
                                 ("ok" if answer.valid else None), answer.confidence):
                     continue
@@ -200,7 +209,9 @@ def export_dataset(
         (tmp / "README.md").write_text(dataset_card(task, teacher_identity, opts, report), "utf-8")
         (tmp / "labeler_export.json").write_bytes(
             orjson.dumps({"report": report.to_dict(), "task": task.identity,
-                          "teacher": dict(teacher_identity)}, option=orjson.OPT_INDENT_2)
+                          "teacher": dict(teacher_identity),
+                          "calibration": opts.calibration.to_dict() if opts.calibration else None},
+                         option=orjson.OPT_INDENT_2)
         )
         _swap_in(tmp, out)
     except BaseException:
@@ -572,6 +583,8 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
         f"| template | `{task.identity}` ({task.path}) |",
         f"| output | {task.output_kind}, {task.mode} mode |",
         f"| export kind / format | {opts.kind} / {opts.format} |",
+        f"| calibration (applied to soft labels, confidence, filters) | "
+        f"{opts.calibration.describe() if opts.calibration else 'none (raw teacher probabilities)'} |",
         f"| input rows | {report.rows_in} |",
         f"| exported rows | {report.exported} |",
         f"| no stored answer (failed or not yet labeled) | {report.missing} |",

@@ -35,6 +35,7 @@ the home directory)::
                                      # retry_failed, budget, prices (a file), stop_grace
     id_field: id                     # also input_format, delimiter, split
     export: {kind: classification, format: hf, validation_size: 0.1, seed: 0}
+                                     # also calibration: FILE (labeler eval --save-calibration)
     filters: {min_confidence: 0.8}   # also min_margin, max_entropy, keep_invalid
 """
 
@@ -57,6 +58,7 @@ import yaml
 
 from labeler import aio
 from labeler.apikeys import key_from_env, read_key_file
+from labeler.calibration import load_calibration
 from labeler.errors import ConfigError, LabelerError
 from labeler.export import ExportOptions
 from labeler.filters import FilterSpec
@@ -80,6 +82,7 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
 _EXPORT_KEYS: dict[str, type | tuple[type, ...]] = {
     "kind": str, "format": str, "validation_size": (int, float), "seed": int,
     "split_field": str, "text_field": str, "push_to_hub": str, "public": bool,
+    "calibration": str,
 }
 _FILTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "min_confidence": (int, float), "min_margin": (int, float), "max_entropy": (int, float),
@@ -178,7 +181,8 @@ class RefreshConfig:
             prices=local(raw.get("prices")), keep=keep, max_age_days=raw.get("max_age_days"),
             id_field=raw.get("id_field"), input_format=raw.get("input_format"),
             delimiter=raw.get("delimiter"), split=raw.get("split"),
-            export=_export_options(raw.get("export") or {}, raw.get("filters") or {}, where),
+            export=_export_options(raw.get("export") or {}, raw.get("filters") or {}, where,
+                                   local),
             stop_grace_s=raw.get("stop_grace", STOP_GRACE_S),
         )
 
@@ -224,7 +228,8 @@ def _check_types(raw: Mapping[str, Any], spec: Mapping[str, type | tuple[type, .
 
 
 def _export_options(export: Mapping[str, Any], filters: Mapping[str, Any],
-                    where: str) -> ExportOptions:
+                    where: str, local: Callable[[str | None], Path | None] = lambda v: None
+                    ) -> ExportOptions:
     for section, keys, values in (("export", _EXPORT_KEYS, export),
                                   ("filters", _FILTER_KEYS, filters)):
         unknown = set(values) - set(keys)
@@ -241,6 +246,8 @@ def _export_options(export: Mapping[str, Any], filters: Mapping[str, Any],
         validation_size=float(export.get("validation_size", 0.0)), seed=export.get("seed", 0),
         split_field=export.get("split_field"), text_field=export.get("text_field"),
         push_to_hub=export.get("push_to_hub"), private=not export.get("public", False),
+        calibration=(load_calibration(local(export["calibration"]))  # type: ignore[arg-type]
+                     if export.get("calibration") else None),
     )
 
 
