@@ -7,13 +7,19 @@ for the same --n and --seed) through labeler's real path into a persistent store
 content-free inputs contextual calibration needs, then fits every calibration method with
 5-fold cross-validation (or --fit-fraction) and prints accuracy, AUROC of max_prob and ECE
 before and after, each on rows the fit did not see. Reruns read the store: no request sent.
+
+``--pool N --k K`` also measures few-shot examples chosen per row: the next N rows of the
+same seeded shuffle (disjoint from the scored rows) become a labeled pool, and the shipped
+template gets ``few_shot_pool`` with K examples per row after its fixed prefix.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +29,7 @@ from labeler.calibration import METHODS
 from labeler.job import default_home
 from labeler.quality import CONTENT_FREE, CalibrationOptions, score_calibrations
 from labeler.run import Labeler
-from labeler.task import Task, load_task
+from labeler.task import Task, load_task, resolve_template_path
 from labeler.teachers.local import DEFAULT_PARALLEL, LocalTeacher, default_threads
 
 
@@ -54,13 +60,34 @@ async def measure(args: argparse.Namespace, templates: dict[str, str]) -> None:
             for ds in args.datasets:
                 gold = load_gold(ds, args.n, args.seed, template=templates.get(ds))
                 task = load_task(gold.template)
-                await score(args, task, teacher, gold, store, f"local:{model}")
+                if not args.pool_only:
+                    await score(args, task, teacher, gold, store, f"local:{model}")
+                if args.pool:
+                    with tempfile.TemporaryDirectory(prefix="labeler-pool-") as tmp:
+                        pooled = pool_template(gold.template, ds, args, Path(tmp))
+                        await score(args, load_task(pooled), teacher, gold, store,
+                                    f"local:{model}", f"+{args.k} similar of {args.pool}")
         finally:
             await teacher.aclose()
 
 
+def pool_template(template: str, ds: str, args: argparse.Namespace, tmp: Path) -> Path:
+    """The template plus ``few_shot_pool``: rows after the scored ones, same seeded shuffle."""
+    import yaml
+
+    pool = load_gold(ds, args.pool, args.seed, skip=args.n)
+    (tmp / "pool.jsonl").write_text("".join(
+        json.dumps({**row, "label": label}) + "\n" for row, label in zip(pool.rows, pool.gold, strict=True)
+    ))
+    raw = yaml.safe_load(resolve_template_path(template).read_text(encoding="utf-8"))
+    raw["few_shot_pool"] = {"file": "pool.jsonl", "k": args.k}
+    path = tmp / f"{Path(template).stem}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
 async def score(args: argparse.Namespace, task: Task, teacher: LocalTeacher, gold: Gold,
-                store: Path, name: str) -> None:
+                store: Path, name: str, lever: str = "fixed examples") -> None:
     labels = task.labels
     probs = await label_probs(task, teacher, gold.rows, store, args.concurrency)
     cf_rows = [{"id": f"content-free-{i}", **{f: v for f in task.fields}}
@@ -74,7 +101,8 @@ async def score(args: argparse.Namespace, task: Task, teacher: LocalTeacher, gol
                                 teacher=teacher.identity)
     for s in scores:
         b, a = s.before, s.after
-        print(f"| {gold.name} | {len(gold.rows)} | {name} | {Path(gold.template).stem} | {s.method} "
+        print(f"| {gold.name} | {len(gold.rows)} | {name} | {Path(gold.template).stem} "
+              f"| {lever} | {s.method} "
               f"| {b['accuracy']:.1%} → {a['accuracy']:.1%} | {_f(b['auroc'])} → {_f(a['auroc'])} "
               f"| {_f(b['ece'])} → {_f(a['ece'])} | {s.fitted} |", flush=True)
 
@@ -98,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--store", default=str(default_home() / "bench" / "quality.sqlite"),
                    help="persistent store: reruns send no request")
     p.add_argument("--template", action="append", default=[], metavar="DATASET=TEMPLATE")
+    p.add_argument("--pool", type=int, default=0,
+                   help="also measure K examples per row chosen from a pool of this many rows")
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--pool-only", action="store_true", help="skip the fixed-examples run")
     args = p.parse_args(argv)
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -113,9 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     scheme = (f"fit on {args.fit_fraction:.0%}, scored on the rest" if args.fit_fraction
               else "5-fold cross-validation")
     print(f"seed {args.seed}; every after-figure on rows its fit did not see ({scheme})")
-    print("| dataset | n | teacher | template | method | accuracy | AUROC (max prob) | ECE | "
-          "fitted on all rows |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| dataset | n | teacher | template | examples | calibration | accuracy | "
+          "AUROC (max prob) | ECE | fitted on all rows |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     asyncio.run(measure(args, dict(t.split("=", 1) for t in args.template)))
     return 0
 
