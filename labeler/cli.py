@@ -216,7 +216,8 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
           target_accuracy: tuple[float, ...], plot: str | None, as_json: bool,
           calibrate: tuple[str, ...], fit_fraction: float | None, save_calibration: str | None,
           calibration_file: str | None, **kw: Any) -> None:
-    """Quality of the stored answers against a gold column (no request is sent)."""
+    """Quality of the stored answers against a gold column (no request is sent, except
+    the 3 content-free ones --calibrate contextual needs, cached in the store)."""
     from labeler.calibration import METHODS, load_calibration
     from labeler.quality import CalibrationOptions, evaluate_job, parse_gold_map
 

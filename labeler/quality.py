@@ -185,7 +185,11 @@ def score_calibrations(
             whole.describe(),
         ))
     if options.save is not None:
-        best = min(range(len(scores)), key=lambda i: scores[i].after["nll"] or float("inf"))
+        def held_out_nll(i: int) -> float:
+            nll = scores[i].after["nll"]
+            return float("inf") if nll is None else nll
+
+        best = min(range(len(scores)), key=held_out_nll)
         chosen = fitted[best]
         details = {**chosen.details, "held_out": scores[best].to_dict()}
         replace(chosen, details=details).save(options.save)
