@@ -116,6 +116,8 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
         f"| template | `{task.identity}`: {template_reference(task)} |",
         f"| output | {task.output_kind}, {task.mode} mode |",
         f"| export kind / format | {opts.kind} / {opts.format} |",
+        f"| calibration (applied to soft labels, confidence, filters) | "
+        f"{opts.calibration.describe() if opts.calibration else 'none (raw teacher probabilities)'} |",
         f"| licence | {opts.card_license or 'not set (export with --card-license)'} |",
         f"| input rows | {report.rows_in} |",
         f"| exported rows | {report.exported} |",

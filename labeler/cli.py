@@ -129,6 +129,9 @@ def _export_options(f: Any) -> Any:
                      help="Licence of the exported data for the card (a Hub id: mit, cc-by-4.0…)."),
         click.option("--card-endpoint", is_flag=True,
                      help="Name the teacher's endpoint URL in the card (off: it may be private)."),
+        click.option("--calibration", type=click.Path(dir_okay=False),
+                     help="Read answers through this calibration (labeler eval "
+                          "--save-calibration): soft labels, confidence and filters."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -244,16 +247,38 @@ def stats(store: str | None, as_json: bool) -> None:
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Write the reliability diagram and coverage curve to this PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--calibrate", multiple=True,
+              type=click.Choice(["temperature", "contextual", "bias", "all"]),
+              help="Fit this calibration on the gold rows and score it on rows it did not "
+                   "see (repeatable). contextual sends 3 content-free requests (cached).")
+@click.option("--fit-fraction", type=float,
+              help="Fit calibrations on this share of gold rows, score on the rest "
+                   "(default: 5-fold cross-validation).")
+@click.option("--save-calibration", type=click.Path(dir_okay=False),
+              help="Save the best --calibrate method (held-out likelihood), fitted on all rows.")
+@click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False),
+              help="Read the answers through this saved calibration.")
 def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
-          target_accuracy: tuple[float, ...], plot: str | None, as_json: bool, **kw: Any) -> None:
-    """Quality of the stored answers against a gold column (no request is sent)."""
-    from labeler.quality import evaluate_job, parse_gold_map
+          target_accuracy: tuple[float, ...], plot: str | None, as_json: bool,
+          calibrate: tuple[str, ...], fit_fraction: float | None, save_calibration: str | None,
+          calibration_file: str | None, **kw: Any) -> None:
+    """Quality of the stored answers against a gold column (no request is sent, except
+    the 3 content-free ones --calibrate contextual needs, cached in the store)."""
+    from labeler.calibration import METHODS, load_calibration
+    from labeler.quality import CalibrationOptions, evaluate_job, parse_gold_map
 
     kw.update(kind="records", fmt="hf", validation_size=0.0, seed=0)
     job = _job(task, input_path, kw)
+    methods = METHODS if "all" in calibrate else tuple(dict.fromkeys(calibrate))
+    if save_calibration and not methods:
+        _fail(LabelerError("--save-calibration needs --calibrate METHOD"))
     try:
         report = evaluate_job(job, gold_field, gold_map=parse_gold_map(gold_map),
-                              targets=tuple(target_accuracy) or (0.9, 0.95, 0.99))
+                              targets=tuple(target_accuracy) or (0.9, 0.95, 0.99),
+                              calibrate=CalibrationOptions(methods, fit_fraction,
+                                                           save=save_calibration),
+                              calibration=(load_calibration(calibration_file)
+                                           if calibration_file else None))
         if plot:
             report.save_plot(plot)
     except LabelerError as exc:
@@ -264,10 +289,15 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
     click.echo(report.to_table())
     for target, t in report.thresholds.items():
         if t is not None and report.primary == "max_prob":
-            click.echo(f"labeler: for accuracy {target:g} export with --min-confidence "
-                       f"{t.threshold:.4f} (keeps {t.coverage:.0%})", err=True)
+            via = f"--calibration {calibration_file} " if calibration_file else ""
+            click.echo(f"labeler: for accuracy {target:g} export with {via}--min-confidence "
+                       f"{t.threshold:.4f} (keeps {t.coverage:.0%}; accuracy {t.accuracy:.3f}, "
+                       f"95% lower bound {t.lower_bound:.3f})", err=True)
     if plot:
         click.echo(f"labeler: plot written to {plot}", err=True)
+    if save_calibration:
+        click.echo(f"labeler: calibration saved to {save_calibration}; apply it with "
+                   f"--calibration {save_calibration}", err=True)
 
 
 @main.command()
@@ -495,6 +525,7 @@ def refresh(config: str, max_age_days: float | None) -> None:
 
 
 def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
+    from labeler.calibration import load_calibration
     from labeler.export import ExportOptions
     from labeler.filters import FilterSpec
     from labeler.job import Job
@@ -520,6 +551,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             sft_shape=kw.get("sft_shape") or "prompt-completion",
             kd_layout=kw.get("kd_layout") or "tokens",
             card_license=kw.get("card_license"), card_endpoint=bool(kw.get("card_endpoint")),
+            calibration=load_calibration(kw["calibration"]) if kw.get("calibration") else None,
         )
         return Job(
             task=task, input=input_path, teacher=kw["teacher"], out=kw.get("out"),

@@ -33,6 +33,7 @@ __all__ = [
     "COVERAGE_LEVELS",
     "LOWER_IS_BETTER",
     "TARGET_ACCURACIES",
+    "CalibrationScore",
     "ConfusionMatrix",
     "EvalReport",
     "ReliabilityBin",
@@ -40,10 +41,12 @@ __all__ = [
     "accuracy",
     "accuracy_at_coverage",
     "auroc",
+    "clopper_pearson_lower",
     "confidence_measures",
     "confusion_matrix",
     "correctness",
     "coverage_curve",
+    "distribution_scores",
     "evaluate",
     "expected_calibration_error",
     "macro_f1",
@@ -55,6 +58,8 @@ __all__ = [
 LOWER_IS_BETTER: frozenset[str] = frozenset({"entropy"})
 COVERAGE_LEVELS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
 TARGET_ACCURACIES: tuple[float, ...] = (0.9, 0.95, 0.99)
+# Thresholds promise an accuracy only where the kept rows support it at this confidence.
+BOUND_CONFIDENCE = 0.95
 INVALID = "invalid"
 _EPS = 1e-12
 
@@ -358,6 +363,7 @@ class Threshold:
     coverage: float
     accuracy: float
     kept: int
+    lower_bound: float | None = None  # Clopper–Pearson lower bound of ``accuracy``
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -365,6 +371,7 @@ class Threshold:
             "direction": self.direction,
             "coverage": self.coverage,
             "accuracy": self.accuracy,
+            "accuracy_lower_bound": self.lower_bound,
             "kept": self.kept,
         }
 
@@ -379,11 +386,20 @@ class _OperatingPoints:
     n: int
     lower_is_better: bool
 
-    def for_accuracy(self, target: float) -> Threshold | None:
+    def for_accuracy(self, target: float, confidence: float | None = BOUND_CONFIDENCE
+                     ) -> Threshold | None:
         if self.n == 0 or len(self.kept) == 0:
             return None
         acc = self.right / self.kept
         ok = np.flatnonzero(acc >= target - _EPS)
+        if confidence is not None:
+            # The point estimate is necessary; the lower bound must reach the target too.
+            # Tried loosest first, so the first that passes keeps the most rows.
+            alpha = 1.0 - confidence
+            first = next((j for j in ok[::-1]
+                          if _upper_tail(int(self.right[j]), int(self.kept[j]), target) <= alpha / 2),
+                         None)
+            ok = np.asarray([] if first is None else [first], dtype=int)
         if len(ok) == 0:
             return None
         i = ok[-1]  # the lowest threshold that still reaches the target keeps the most rows
@@ -394,6 +410,7 @@ class _OperatingPoints:
             float(self.kept[i] / self.n),
             float(acc[i]),
             int(self.kept[i]),
+            clopper_pearson_lower(int(self.right[i]), int(self.kept[i]), confidence or BOUND_CONFIDENCE),
         )
 
 
@@ -403,14 +420,79 @@ def threshold_for_accuracy(
     target: float,
     *,
     lower_is_better: bool = False,
+    confidence: float | None = BOUND_CONFIDENCE,
 ) -> Threshold | None:
     """The loosest confidence threshold whose kept rows reach ``target`` accuracy.
 
     Every distinct score is tried as a threshold (keep rows scoring at least as high); the
     lowest one that reaches the target keeps the most data. None if no threshold does.
     Accuracy is not monotone in the threshold, so this scans all of them.
+
+    "Reach" means the Clopper–Pearson lower bound (two-sided, at ``confidence``) of the kept
+    rows' accuracy is at least ``target``: 22 right out of 22 is a point estimate of 1.0
+    but supports only 0.85 at 95%, so a small gold set cannot promise 0.99.
+    ``confidence=None`` compares the point estimate instead.
     """
-    return _Ranking(scores, correct, lower_is_better).operating_points().for_accuracy(target)
+    points = _Ranking(scores, correct, lower_is_better).operating_points()
+    return points.for_accuracy(target, confidence)
+
+
+def clopper_pearson_lower(successes: int, trials: int, confidence: float = BOUND_CONFIDENCE) -> float:
+    """Lower end of the two-sided Clopper–Pearson interval for a binomial proportion.
+
+    The exact ("conservative") interval: the p at which seeing ``successes`` or more out of
+    ``trials`` has probability (1 − confidence) / 2. k = n gives ((1 − c)/2)^(1/n).
+    """
+    if trials <= 0 or not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials and trials > 0, got {successes}/{trials}")
+    if successes == 0:
+        return 0.0
+    alpha = (1.0 - confidence) / 2
+    if successes == trials:
+        return float(alpha ** (1.0 / trials))
+    lo, hi = 0.0, successes / trials
+    for _ in range(60):  # P(X >= k | p) rises with p: bisect for where it equals alpha
+        mid = (lo + hi) / 2
+        if _upper_tail(successes, trials, mid) < alpha:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def _upper_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), as the regularized incomplete beta I_p(k, n-k+1)."""
+    if k <= 0:
+        return 1.0
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    return _betainc(float(k), float(n - k + 1), p)
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b) by its continued fraction (modified Lentz)."""
+    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+                 + a * math.log(x) + b * math.log1p(-x))
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 100_000):
+        m2 = 2 * m
+        for num in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
+                    -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-14:
+            break
+    return math.exp(log_front) * h / a
 
 
 def confidence_measures(confs: Sequence[Confidence | None]) -> dict[str, list[float | None]]:
@@ -422,6 +504,45 @@ def confidence_measures(confs: Sequence[Confidence | None]) -> dict[str, list[fl
         if any(v is not None for v in values):
             out[name] = values
     return out
+
+
+def distribution_scores(gold: Sequence[int], probs: Sequence[Sequence[float]]) -> dict[str, float | None]:
+    """Accuracy, AUROC and ECE of max_prob, and NLL, of label distributions against gold.
+
+    ``gold`` holds label indices; a row with no mass on any label (all zero) predicts
+    nothing: it is wrong, has confidence 0, and its NLL uses a uniform distribution.
+    """
+    p = np.asarray(probs, dtype=float)
+    g = np.asarray(gold, dtype=int)
+    if len(g) == 0:
+        raise ValueError("no rows to score")
+    valid = (p > 0).any(axis=1)
+    right = (p.argmax(axis=1) == g) & valid
+    conf = np.where(valid, p.max(axis=1), 0.0)
+    k = p.shape[1]
+    own = np.where(valid, p[np.arange(len(g)), g], 1.0 / k)
+    return {
+        "accuracy": float(right.mean()),
+        "auroc": auroc(conf.tolist(), right.tolist()),
+        "ece": expected_calibration_error(conf.tolist(), right.tolist()),
+        "nll": float(-np.log(np.maximum(own, 1e-12)).mean()),
+    }
+
+
+@dataclass(frozen=True)
+class CalibrationScore:
+    """One calibration method, scored before and after on rows its fit did not see."""
+
+    method: str
+    rows: int
+    scheme: str  # how fit and scored rows were kept apart
+    before: Mapping[str, float | None]
+    after: Mapping[str, float | None]
+    fitted: str  # the calibration fitted on all gold rows, in one line
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "rows": self.rows, "scheme": self.scheme,
+                "before": dict(self.before), "after": dict(self.after), "fitted": self.fitted}
 
 
 @dataclass
@@ -442,17 +563,20 @@ class EvalReport:
     primary: str | None
     thresholds: dict[float, Threshold | None]
     _points: dict[str, _OperatingPoints] = field(default_factory=dict, repr=False)
+    calibration: list[CalibrationScore] = field(default_factory=list)
+    applied_calibration: str | None = None  # the saved calibration this report reads through
 
     @property
     def invalid_rate(self) -> float:
         return self.n_invalid / self.n if self.n else 0.0
 
-    def threshold_for_accuracy(self, target: float, measure: str | None = None) -> Threshold | None:
+    def threshold_for_accuracy(self, target: float, measure: str | None = None, *,
+                               confidence: float | None = BOUND_CONFIDENCE) -> Threshold | None:
         """Loosest threshold of ``measure`` (default: the primary one) reaching ``target``."""
         name = measure or self.primary
         if name is None or name not in self._points:
             raise KeyError(f"no confidence measure {name!r} in this report")
-        return self._points[name].for_accuracy(target)
+        return self._points[name].for_accuracy(target, confidence)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (string keys, no NaN)."""
@@ -484,12 +608,16 @@ class EvalReport:
             ],
             "coverage_curve": {name: [[c, a] for c, a in curve] for name, curve in self.curves.items()},
             "confusion": self.confusion.to_dict(),
+            "calibration": [c.to_dict() for c in self.calibration],
+            "applied_calibration": self.applied_calibration,
         }
 
     def to_table(self, max_matrix: int = 10) -> str:
         """A terminal summary; big confusion matrices are shown as their top errors."""
         lines = [
             f"Quality against gold: {self.n} rows, {self.n_invalid} invalid ({self.invalid_rate:.1%})",
+            *([f"  read through calibration: {self.applied_calibration}"]
+              if self.applied_calibration else []),
             f"  accuracy      {self.accuracy:.4f}",
             f"  macro-F1      {self.macro_f1:.4f}",
             f"  ECE           {_fmt(self.ece)}"
@@ -508,7 +636,8 @@ class EvalReport:
                     + "".join(f"{_fmt(accs.get(level)):>10}" for level in levels)
                 )
         if self.thresholds:
-            lines += ["", f"  thresholds on {self.primary} for a target accuracy"]
+            lines += ["", f"  thresholds on {self.primary} for a target accuracy"
+                          " (reached by the 95% Clopper–Pearson lower bound)"]
             for target, t in self.thresholds.items():
                 if t is None:
                     lines.append(f"    {target:<6g} unreachable")
@@ -516,7 +645,10 @@ class EvalReport:
                     lines.append(
                         f"    {target:<6g} keep {self.primary} {t.direction} {t.threshold:.4f}"
                         f"  coverage {t.coverage:.1%}  accuracy {t.accuracy:.4f}"
+                        f"  (95% lower bound {_fmt(t.lower_bound)})"
                     )
+        if self.calibration:
+            lines += ["", _calibration_table(self.calibration)]
         lines.append("")
         if len(self.labels) <= max_matrix:
             lines.append(_matrix_text(self.confusion))
@@ -529,6 +661,24 @@ class EvalReport:
     def save_plot(self, path: str | Path) -> Path:
         """Write the reliability diagram and coverage curves as one PNG."""
         return save_plot(self, path)
+
+
+def _calibration_table(scores: Sequence[CalibrationScore]) -> str:
+    head = (f"  calibration, scored on rows the fit did not see ({scores[0].scheme}, "
+            f"{scores[0].rows} rows)")
+    cols = f"  {'method':<13}" + "".join(
+        f"{name + ' ' + side:>13}" for name in ("accuracy", "AUROC", "ECE") for side in ("raw", "cal")
+    )
+    lines = [head, cols]
+    for s in scores:
+        cells = "".join(
+            f"{_fmt(side.get(key)):>13}"
+            for key in ("accuracy", "auroc", "ece")
+            for side in (s.before, s.after)
+        )
+        lines.append(f"  {s.method:<13}{cells}")
+    lines += [f"  fitted on all rows: {s.fitted}" for s in scores]
+    return "\n".join(lines)
 
 
 def _pct(level: float) -> str:
@@ -560,12 +710,15 @@ def evaluate(
     targets: Sequence[float] = TARGET_ACCURACIES,
     bins: int = 10,
     curve_points: int = 100,
+    bound_confidence: float | None = BOUND_CONFIDENCE,
 ) -> EvalReport:
     """Every quality number for one teacher run against gold labels.
 
     ``confidences`` maps measure names (as in `confidence_measures`) to one score per row.
     ECE and the reliability diagram read ``max_prob`` as the probability of the predicted
-    label; thresholds are reported for ``primary`` (default ``max_prob`` when present).
+    label; thresholds are reported for ``primary`` (default ``max_prob`` when present),
+    each the loosest whose kept rows' accuracy has a Clopper–Pearson lower bound (at
+    ``bound_confidence``; None: the point estimate) at or above the target.
     """
     confidences = dict(confidences or {})
     n = _check_lengths(gold, pred, *confidences.values())
@@ -613,7 +766,10 @@ def evaluate(
         reliability=reliability,
         curves=curves,
         primary=primary,
-        thresholds={t: points[primary].for_accuracy(t) for t in targets} if primary else {},
+        thresholds=(
+            {t: points[primary].for_accuracy(t, bound_confidence) for t in targets}
+            if primary else {}
+        ),
         _points=points,
     )
 

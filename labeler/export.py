@@ -34,6 +34,7 @@ import orjson
 
 from labeler import owner
 from labeler.answer import Answer, read_answer
+from labeler.calibration import Calibration, calibrate_answer
 from labeler.card import dataset_card, public_identity
 from labeler.completion import Completion, TokenLogprob
 from labeler.errors import ConfigError, LabelerError
@@ -120,6 +121,7 @@ class ExportOptions:
     kd_layout: str = "tokens"  # "ids": also DistillKit's raw top-k columns
     card_license: str | None = None  # the card's `license` (a Hub licence id)
     card_endpoint: bool = False  # name the teacher's endpoint URL in the card
+    calibration: Calibration | None = None  # read answers through it; the store is untouched
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -149,6 +151,11 @@ def export_dataset(
     if opts.kind == "classification" and task.output_kind != "label":
         raise ConfigError(f"--kind classification needs a label task; {task.path} is "
                           f"'{task.output_kind}'")
+    if opts.calibration is not None:
+        if task.label_space is None:
+            raise ConfigError(f"--calibration needs a label task; {task.path} is "
+                              f"'{task.output_kind}'")
+        opts.calibration.check(task.identity, teacher_identity, task.labels)
     out = Path(out)
     start = time.monotonic()
     report = ExportReport(str(out), opts.kind, opts.format)
@@ -184,6 +191,8 @@ def export_dataset(
                 row, request = item.row, item.request
                 assert request is not None
                 answer = read_answer(task, completion)
+                if opts.calibration is not None and task.label_space is not None:
+                    answer = calibrate_answer(answer, opts.calibration, task.label_space)
                 human = humans.get(item.key)
                 if human is not None:  # a person's decision: kept whatever the teacher's doubt
                     answer = dataclasses.replace(answer, label=human.label, valid=True)
@@ -253,7 +262,8 @@ def _metadata(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
     return {"report": counts, "task": task.identity, "kind": opts.kind,
             "labels": list(task.labels), "ignore_label": IGNORE_LABEL if task.labels else None,
             "teacher": public_identity(identity, endpoint=opts.card_endpoint),
-            "teacher_tokenizer": report.teacher_tokenizer}
+            "teacher_tokenizer": report.teacher_tokenizer,
+            "calibration": opts.calibration.to_dict() if opts.calibration else None}
 
 
 def push_export(out: Path, repo: str, *, fmt: str = "hf", private: bool = True,

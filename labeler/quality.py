@@ -1,25 +1,58 @@
 """`labeler eval`: the stored answers of a run against a gold column of its input.
 
-No request is sent: rows are rendered and keyed as the run did, and answers come from the
-store. Gold values may be label names, or integers (class indices in the template's label
-order, unless a `gold_map` says otherwise, e.g. AG News' 1-based classes). The gold name
-``human`` means the labels people gave on the review page (labeler/human.py).
+No request is sent for the gold rows: they are rendered and keyed as the run did, and
+answers come from the store. Gold values may be label names, or integers (class indices in
+the template's label order, unless a `gold_map` says otherwise, e.g. AG News' 1-based
+classes). The gold name ``human`` means the labels people gave on the review page
+(labeler/human.py).
+
+With ``calibrate`` the gold rows also fit calibrations of the teacher's label distribution
+(labeler.calibration), each scored before/after on rows its fit did not see. Contextual
+calibration needs the teacher's answer to a few content-free inputs ("N/A", "[MASK]", ""):
+those are sent through the normal labeling path, so they are cached in the store like any
+answer and cost nothing the second time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from labeler.answer import read_answer
+from labeler.calibration import METHODS, Calibration, calibrate_answer, cross_validated, fit
 from labeler.errors import ConfigError
-from labeler.evaluate import EvalReport, confidence_measures, evaluate
+from labeler.evaluate import (
+    CalibrationScore,
+    EvalReport,
+    confidence_measures,
+    distribution_scores,
+    evaluate,
+)
 from labeler.human import human_labels
 from labeler.job import Job
 from labeler.plan import REJECTED, Planner, where
+from labeler.run import Labeler
 from labeler.store import Store
+from labeler.task import Task
 
+CONTENT_FREE: tuple[str, ...] = ("N/A", "[MASK]", "")
 HUMAN_GOLD = "human"  # `--gold human`: the review page's labels, not an input column
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """What `labeler eval` fits: methods, how fit and scored rows are kept apart, where to save."""
+
+    methods: Sequence[str] = ()
+    fit_fraction: float | None = None  # None: k-fold cross-validation
+    folds: int = 5
+    seed: int = 0
+    save: str | Path | None = None  # the method with the best held-out likelihood, fitted on all rows
 
 
 def parse_gold_map(spec: str | None) -> dict[str, str]:
@@ -41,16 +74,26 @@ def evaluate_job(
     *,
     gold_map: Mapping[str, str] | None = None,
     targets: tuple[float, ...] = (0.9, 0.95, 0.99),
+    calibrate: CalibrationOptions | None = None,
+    calibration: Calibration | None = None,
 ) -> EvalReport:
+    """Score the stored answers against gold; optionally fit and score calibrations.
+
+    ``calibration`` (a saved one) makes the whole report read the answers through it, as an
+    export with ``--calibration`` would.
+    """
     task = job.load_task()
     if task.output_kind != "label" or task.label_space is None:
         raise ConfigError(f"eval needs a label task; {task.path} is '{task.output_kind}'")
     labels = task.labels
     teacher = job.make_teacher()
     identity = teacher.identity
+    if calibration is not None:
+        calibration.check(task.identity, identity, labels)
     gold: list[str] = []
     pred: list[str | None] = []
     confs: list[Any] = []
+    probs: list[tuple[float, ...]] = []
     missing_gold = 0
     from_people = gold_field == HUMAN_GOLD
     with Store(job.store_path()) as store:
@@ -74,9 +117,12 @@ def evaluate_job(
                 if item.completion is None:
                     continue  # not labeled (yet): not part of the evaluation
                 answer = read_answer(task, item.completion)
+                if calibration is not None:
+                    answer = calibrate_answer(answer, calibration, task.label_space)
                 gold.append(g)
                 pred.append(answer.label)
                 confs.append(answer.confidence)
+                probs.append(answer.soft.probs if answer.soft else (0.0,) * len(labels))
     if from_people and not gold:
         raise ConfigError("no reviewed rows: label some with `labeler review` first, with the "
                           "same task, input and teacher")
@@ -87,7 +133,93 @@ def evaluate_job(
         )
     measures = {k: v for k, v in confidence_measures(confs).items()
                 if any(x is not None for x in v)}
-    return evaluate(gold, pred, measures, labels=list(labels), targets=targets)
+    report = evaluate(gold, pred, measures, labels=list(labels), targets=targets)
+    if calibration is not None:
+        report.applied_calibration = calibration.describe()
+    if calibrate is not None and calibrate.methods:
+        content_free = None
+        if "contextual" in calibrate.methods:
+            content_free = asyncio.run(content_free_probs(job, task))
+        index = {label: i for i, label in enumerate(labels)}
+        report.calibration = score_calibrations(
+            calibrate, probs, [index[g] for g in gold], labels,
+            content_free=content_free, template=task.identity, teacher=identity,
+        )
+    return report
+
+
+def score_calibrations(
+    options: CalibrationOptions,
+    probs: Sequence[Sequence[float]],
+    gold: Sequence[int],
+    labels: Sequence[str],
+    *,
+    content_free: Sequence[Sequence[float]] | None = None,
+    template: str = "",
+    teacher: Mapping[str, Any] | None = None,
+) -> list[CalibrationScore]:
+    """Each method fitted and scored on disjoint rows; the best one saved if asked.
+
+    "Best" is the lowest held-out negative log-likelihood, a proper score: it rewards a
+    right argmax and honest probabilities together, where ECE alone can be gamed by a
+    flat distribution.
+    """
+    unknown = [m for m in options.methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"--calibrate {unknown[0]}: expected one of {', '.join(METHODS)}")
+    p = np.asarray(probs, dtype=float)
+    g = np.asarray(gold, dtype=int)
+    scheme = (f"fit on {options.fit_fraction:.0%}, scored on the rest"
+              if options.fit_fraction is not None else f"{options.folds}-fold cross-validation")
+    scores: list[CalibrationScore] = []
+    fitted: list[Calibration] = []
+    for method in options.methods:
+        def fitter(fp: np.ndarray, fg: np.ndarray, method: str = method) -> Calibration:
+            return fit(method, fp, fg, labels, content_free=content_free, template=template,
+                       teacher=teacher)
+
+        held_out, rows = cross_validated(fitter, p, g, folds=options.folds,
+                                         fit_fraction=options.fit_fraction, seed=options.seed)
+        whole = fitter(p, g)
+        fitted.append(whole)
+        scores.append(CalibrationScore(
+            method, len(rows), scheme,
+            distribution_scores(g[rows], p[rows]), distribution_scores(g[rows], held_out),
+            whole.describe(),
+        ))
+    if options.save is not None:
+        def held_out_nll(i: int) -> float:
+            nll = scores[i].after["nll"]
+            return float("inf") if nll is None else nll
+
+        best = min(range(len(scores)), key=held_out_nll)
+        chosen = fitted[best]
+        details = {**chosen.details, "held_out": scores[best].to_dict()}
+        replace(chosen, details=details).save(options.save)
+    return scores
+
+
+async def content_free_probs(job: Job, task: Task) -> list[tuple[float, ...]]:
+    """The teacher's label distribution for content-free inputs, through the store.
+
+    Every template field gets the same content-free value; values the template rejects
+    (an empty required field) are skipped.
+    """
+    assert task.label_space is not None
+    rows = [{"id": f"content-free-{i}", **{f: value for f in task.fields}}
+            for i, value in enumerate(CONTENT_FREE)]
+    out: list[tuple[float, ...]] = []
+    async with Labeler(task, job.make_teacher(), store=job.store_path(), concurrency=4,
+                       progress=False, retry=job.retry_policy()) as lb:
+        async for rec in lb.label(rows):
+            if rec.completion is not None:
+                answer = read_answer(task, rec.completion)
+                if answer.soft is not None:
+                    out.append(answer.soft.probs)
+    if not out:
+        raise ConfigError("contextual calibration: the teacher answered none of the "
+                          "content-free inputs (see the store's failures)")
+    return out
 
 
 def _gold_label(raw: Any, labels: tuple[str, ...], gold_map: Mapping[str, str], where: str,
@@ -109,3 +241,6 @@ def _gold_label(raw: Any, labels: tuple[str, ...], gold_map: Mapping[str, str], 
         f"({', '.join(labels[:8])}{'…' if len(labels) > 8 else ''}); map it with --gold-map"
     )
 
+
+def write_plot(report: EvalReport, path: str | Path) -> Path:
+    return report.save_plot(path)

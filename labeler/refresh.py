@@ -37,7 +37,8 @@ the home directory)::
                                      # request_timeout (seconds per attempt, default 120)
     id_field: id                     # also input_format, delimiter, split
     export: {kind: classification, format: hf, validation_size: 0.1, seed: 0}
-                                     # also sft_shape, kd_layout, card_license, card_endpoint
+                                     # also sft_shape, kd_layout, card_license, card_endpoint,
+                                     # calibration: FILE (labeler eval --save-calibration)
     filters: {min_confidence: 0.8}   # also min_margin, max_entropy, keep_invalid
 """
 
@@ -60,6 +61,7 @@ import yaml
 
 from labeler import aio, bounds
 from labeler.apikeys import key_from_env, read_key_file
+from labeler.calibration import load_calibration
 from labeler.errors import ConfigError, LabelerError
 from labeler.export import ExportOptions
 from labeler.filters import FilterSpec
@@ -85,6 +87,7 @@ _EXPORT_KEYS: dict[str, type | tuple[type, ...]] = {
     "kind": str, "format": str, "validation_size": (int, float), "seed": int,
     "split_field": str, "text_field": str, "push_to_hub": str, "public": bool,
     "sft_shape": str, "kd_layout": str, "card_license": str, "card_endpoint": bool,
+    "calibration": str,
 }
 _FILTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "min_confidence": (int, float), "min_margin": (int, float), "max_entropy": (int, float),
@@ -174,7 +177,8 @@ class RefreshConfig:
             prices=local(raw.get("prices")), keep=keep,
             id_field=raw.get("id_field"), input_format=raw.get("input_format"),
             delimiter=raw.get("delimiter"), split=raw.get("split"),
-            export=_export_options(raw.get("export") or {}, raw.get("filters") or {}, where),
+            export=_export_options(raw.get("export") or {}, raw.get("filters") or {}, where,
+                                   local),
         )
 
     def api_key(self) -> str | None:
@@ -217,7 +221,8 @@ def _check_types(raw: Mapping[str, Any], spec: Mapping[str, type | tuple[type, .
 
 
 def _export_options(export: Mapping[str, Any], filters: Mapping[str, Any],
-                    where: str) -> ExportOptions:
+                    where: str, local: Callable[[str | None], Path | None] = lambda v: None
+                    ) -> ExportOptions:
     for section, keys, values in (("export", _EXPORT_KEYS, export),
                                   ("filters", _FILTER_KEYS, filters)):
         unknown = set(values) - set(keys)
@@ -239,6 +244,8 @@ def _export_options(export: Mapping[str, Any], filters: Mapping[str, Any],
         sft_shape=export.get("sft_shape", "prompt-completion"),
         kd_layout=export.get("kd_layout", "tokens"),
         card_license=export.get("card_license"), card_endpoint=export.get("card_endpoint", False),
+        calibration=(load_calibration(local(export["calibration"]))  # type: ignore[arg-type]
+                     if export.get("calibration") else None),
     )
 
 

@@ -29,6 +29,7 @@ import orjson
 import yaml
 
 from labeler.errors import TemplateError
+from labeler.example_pool import ExamplePool, load_pool
 from labeler.request import Request
 from labeler.targets import LabelSpace
 
@@ -48,7 +49,9 @@ MODES = ("chat", "completion")
 TOP_KEYS = {
     "name", "version", "description", "mode", "system", "user", "output", "few_shot",
     "params", "soft_targets", "top_logprobs", "fields", "example_separator", "answer_prefix",
+    "few_shot_pool",
 }
+POOL_KEYS = {"file", "k", "label_field"}
 OUTPUT_KEYS = {"kind", "labels", "schema", "case_sensitive"}
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "label": {"temperature": 0.0, "max_tokens": 8},
@@ -97,6 +100,9 @@ class Task:
     # Whether the user template reads `task`: building that dict costs more than the
     # rest of the context, so rows of templates that never look at it skip it.
     _uses_task: bool = field(repr=False, default=True)
+    # few_shot_pool: per row, the k most similar labeled examples go after the fixed prefix.
+    pool: ExamplePool | None = field(repr=False, default=None)
+    pool_k: int = 0
 
     @property
     def identity(self) -> str:
@@ -125,10 +131,22 @@ class Task:
                                     f"({exc.reason} at character {exc.start})", row=row_id) from exc
         params = dict(self.params)
         soft = self.soft_targets
+        chosen = self.pool.nearest(row, self.pool_k) if self.pool is not None else ()
         if self.mode == "completion":
-            return Request(prompt=self._prefix + text, params=params, template=self.identity,
-                           soft_targets=soft)
-        messages = (*self._shot_messages, {"role": "user", "content": text})
+            shots = "".join(
+                self._render_user(ex.input, "few_shot_pool") + self.answer_prefix
+                + self._answer_word(ex.output) + self.example_separator
+                for ex in chosen
+            )
+            return Request(prompt=self._prefix + shots + text, params=params,
+                           template=self.identity, soft_targets=soft)
+        pairs = tuple(
+            m for ex in chosen for m in (
+                {"role": "user", "content": self._render_user(ex.input, "few_shot_pool")},
+                {"role": "assistant", "content": self._answer_word(ex.output)},
+            )
+        )
+        messages = (*self._shot_messages, *pairs, {"role": "user", "content": text})
         return Request(messages=messages, params=params, template=self.identity, soft_targets=soft)
 
     def _render_user(self, row: Mapping[str, Any], row_id: str) -> str:
@@ -140,6 +158,10 @@ class Task:
             raise TemplateError(self.path, f"cannot render: {exc}", row=row_id) from exc
         except Exception as exc:  # a filter applied to a value of the wrong type
             raise TemplateError(self.path, f"cannot render: {exc!r}", row=row_id) from exc
+
+    def _answer_word(self, label: str) -> str:
+        space = self.label_space
+        return space.verbalizers[label][0] if space is not None and label in space.labels else label
 
 
 def _context(task: Task, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -286,7 +308,38 @@ def task_from_dict(raw: dict[str, Any], where: str = "<template>") -> Task:
         description=str(raw.get("description", "")), warnings=warnings,
         _uses_task="task" in names,
     )
+    pool = raw.get("few_shot_pool")
+    if pool is not None:
+        examples, k = _pool(pool, where, fields_t, space)
+        object.__setattr__(task, "pool", ExamplePool(examples, fields_t))
+        object.__setattr__(task, "pool_k", k)
     return _with_prefix(task)
+
+
+def _pool(spec: Any, where: str, fields: tuple[str, ...],
+          space: LabelSpace | None) -> tuple[list[Any], int]:
+    """``few_shot_pool: FILE`` or ``{file: FILE, k: 4, label_field: label}``; FILE is a
+    JSONL of labeled rows, relative to the template file."""
+    if isinstance(spec, str):
+        spec = {"file": spec}
+    if not isinstance(spec, dict) or not isinstance(spec.get("file"), str):
+        raise TemplateError(where, "must be a file name or a mapping with 'file'",
+                            field="few_shot_pool")
+    bad = set(spec) - POOL_KEYS
+    if bad:
+        raise TemplateError(where, f"unknown key (allowed: {', '.join(sorted(POOL_KEYS))})",
+                            field=f"few_shot_pool.{sorted(bad)[0]}")
+    k = spec.get("k", 4)
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 64:
+        raise TemplateError(where, "must be an integer from 1 to 64", field="few_shot_pool.k")
+    label_field = spec.get("label_field", "label")
+    if not isinstance(label_field, str):
+        raise TemplateError(where, "must be a field name", field="few_shot_pool.label_field")
+    base = Path(where).parent if where and not where.startswith("<") else Path.cwd()
+    path = Path(spec["file"])
+    path = path if path.is_absolute() else base / path
+    examples = load_pool(path, fields, label_field, space.labels if space else None, where)
+    return examples, k
 
 
 def _with_prefix(task: Task) -> Task:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -22,8 +23,8 @@ from labeler.evaluate import (
     macro_f1,
     reliability_bins,
     save_plot,
-    threshold_for_accuracy,
 )
+from labeler.evaluate import threshold_for_accuracy as _threshold
 from labeler.targets import Confidence
 
 GOLD = ["a", "a", "b", "b", "c", "a", "b", "c"]
@@ -117,8 +118,9 @@ def test_reliability_bins_are_right_closed() -> None:
         reliability_bins([1.5], [True])
 
 
-def test_threshold_for_accuracy() -> None:
+def test_threshold_for_accuracy_on_the_point_estimate() -> None:
     # Thresholds keep score >= t. t=.9: 2/2; .8: 3/5; .7: 4/6; .6: 5/7; .1: 5/8.
+    threshold_for_accuracy = functools.partial(_threshold, confidence=None)
     t = threshold_for_accuracy(SCORES, RIGHT, 0.7)
     assert t is not None
     assert (t.threshold, t.direction, t.kept) == (0.6, ">=", 7)
@@ -153,6 +155,7 @@ def report():
         PRED,
         {"max_prob": PROBS, "entropy": ENTROPY, "margin": SCORES},
         labels=["a", "b", "c"],
+        bound_confidence=None,  # these 8 rows support no target at 95%; see test_calibration
     )
 
 
@@ -173,7 +176,7 @@ def test_evaluate_report() -> None:
     assert list(r.coverage["max_prob"]) == [1.0, 0.75, 0.5, 0.25]
     assert r.confusion.counts[1] == (1, 1, 0, 1)
     assert r.thresholds[0.9] is not None and r.thresholds[0.9].threshold == 0.92
-    t = r.threshold_for_accuracy(0.7, "margin")
+    t = r.threshold_for_accuracy(0.7, "margin", confidence=None)
     assert t is not None and t.threshold == 0.6
     with pytest.raises(KeyError):
         r.threshold_for_accuracy(0.7, "nope")

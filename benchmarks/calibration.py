@@ -1,0 +1,156 @@
+"""Calibration of the local teachers on public gold sets, fitted and scored on disjoint rows.
+
+    python -m benchmarks.calibration --datasets sst2,agnews,emotion --n 300
+
+Labels a fixed-seed sub-sample of each dataset (the same rows as benchmarks/local_quality.py
+for the same --n and --seed) through labeler's real path into a persistent store, plus the
+content-free inputs contextual calibration needs, then fits every calibration method with
+5-fold cross-validation (or --fit-fraction) and prints accuracy, AUROC of max_prob and ECE
+before and after, each on rows the fit did not see. Reruns read the store: no request sent.
+
+``--pool N --k K`` also measures few-shot examples chosen per row: the next N rows of the
+same seeded shuffle (disjoint from the scored rows) become a labeled pool, and the shipped
+template gets ``few_shot_pool`` with K examples per row after its fixed prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.local_quality import DATASETS, Gold, data_dir, load_gold
+from labeler.answer import read_answer
+from labeler.calibration import METHODS
+from labeler.job import default_home
+from labeler.quality import CONTENT_FREE, CalibrationOptions, score_calibrations
+from labeler.run import Labeler
+from labeler.task import Task, load_task, resolve_template_path
+from labeler.teachers.local import DEFAULT_PARALLEL, LocalTeacher, default_threads
+
+
+async def label_probs(task: Task, teacher: LocalTeacher, rows: list[dict], store: Path,
+                      concurrency: int) -> dict[str, tuple[float, ...]]:
+    """Soft label of each row id, labeled through the store (cached across runs)."""
+    assert task.label_space is not None
+    out: dict[str, tuple[float, ...]] = {}
+    zero = (0.0,) * len(task.label_space)
+    lb = Labeler(task, teacher, store=store, concurrency=concurrency, progress=False,
+                 close_teacher=False)
+    try:
+        async for rec in lb.label(rows):
+            soft = read_answer(task, rec.completion).soft if rec.completion else None
+            out[rec.row.id] = soft.probs if soft else zero
+    finally:
+        await lb.aclose()
+    return out
+
+
+async def measure(args: argparse.Namespace, templates: dict[str, str]) -> None:
+    store = Path(args.store)
+    store.parent.mkdir(parents=True, exist_ok=True)
+    for model in args.models:
+        teacher = LocalTeacher(model, threads=args.threads, parallel=args.parallel)
+        await teacher.start()
+        try:
+            for ds in args.datasets:
+                gold = load_gold(ds, args.n, args.seed, template=templates.get(ds))
+                task = load_task(gold.template)
+                if not args.pool_only:
+                    await score(args, task, teacher, gold, store, f"local:{model}")
+                if args.pool:
+                    with tempfile.TemporaryDirectory(prefix="labeler-pool-") as tmp:
+                        pooled = pool_template(gold.template, ds, args, Path(tmp))
+                        await score(args, load_task(pooled), teacher, gold, store,
+                                    f"local:{model}", f"+{args.k} similar of {args.pool}")
+        finally:
+            await teacher.aclose()
+
+
+def pool_template(template: str, ds: str, args: argparse.Namespace, tmp: Path) -> Path:
+    """The template plus ``few_shot_pool``: rows after the scored ones, same seeded shuffle."""
+    import yaml
+
+    pool = load_gold(ds, args.pool, args.seed, skip=args.n)
+    (tmp / "pool.jsonl").write_text("".join(
+        json.dumps({**row, "label": label}) + "\n" for row, label in zip(pool.rows, pool.gold, strict=True)
+    ))
+    raw = yaml.safe_load(resolve_template_path(template).read_text(encoding="utf-8"))
+    raw["few_shot_pool"] = {"file": "pool.jsonl", "k": args.k}
+    path = tmp / f"{Path(template).stem}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+async def score(args: argparse.Namespace, task: Task, teacher: LocalTeacher, gold: Gold,
+                store: Path, name: str, lever: str = "fixed examples") -> None:
+    labels = task.labels
+    probs = await label_probs(task, teacher, gold.rows, store, args.concurrency)
+    cf_rows = [{"id": f"content-free-{i}", **{f: v for f in task.fields}}
+               for i, v in enumerate(CONTENT_FREE)]
+    cf = list((await label_probs(task, teacher, cf_rows, store, args.concurrency)).values())
+    index = {label: i for i, label in enumerate(labels)}
+    p = [probs[r["id"]] for r in gold.rows]
+    g = [index[x] for x in gold.gold]
+    opts = CalibrationOptions(args.methods, args.fit_fraction, seed=args.seed)
+    scores = score_calibrations(opts, p, g, labels, content_free=cf, template=task.identity,
+                                teacher=teacher.identity)
+    for s in scores:
+        b, a = s.before, s.after
+        print(f"| {gold.name} | {len(gold.rows)} | {name} | {Path(gold.template).stem} "
+              f"| {lever} | {s.method} "
+              f"| {b['accuracy']:.1%} → {a['accuracy']:.1%} | {_f(b['auroc'])} → {_f(a['auroc'])} "
+              f"| {_f(b['ece'])} → {_f(a['ece'])} | {s.fitted} |", flush=True)
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", default="sst2,agnews,emotion")
+    p.add_argument("--models", default="gemma3-270m")
+    p.add_argument("--n", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--fit-fraction", type=float, default=None,
+                   help="fit on this share, score on the rest (default: 5-fold cross-validation)")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--parallel", type=int, default=None)
+    p.add_argument("--store", default=str(default_home() / "bench" / "quality.sqlite"),
+                   help="persistent store: reruns send no request")
+    p.add_argument("--template", action="append", default=[], metavar="DATASET=TEMPLATE")
+    p.add_argument("--pool", type=int, default=0,
+                   help="also measure K examples per row chosen from a pool of this many rows")
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--pool-only", action="store_true", help="skip the fixed-examples run")
+    args = p.parse_args(argv)
+    args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    unknown = [d for d in args.datasets if d not in DATASETS]
+    if unknown:
+        p.error(f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}")
+    args.threads = args.threads or default_threads()
+    args.parallel = args.parallel or DEFAULT_PARALLEL
+    if not data_dir().is_dir():
+        print(f"no data at {data_dir()} (set LABELER_DATA)", file=sys.stderr)
+        return 2
+    scheme = (f"fit on {args.fit_fraction:.0%}, scored on the rest" if args.fit_fraction
+              else "5-fold cross-validation")
+    print(f"seed {args.seed}; every after-figure on rows its fit did not see ({scheme})")
+    print("| dataset | n | teacher | template | examples | calibration | accuracy | "
+          "AUROC (max prob) | ECE | fitted on all rows |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    asyncio.run(measure(args, dict(t.split("=", 1) for t in args.template)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
