@@ -101,3 +101,19 @@ def test_cli_eval_gold_human(job: Job) -> None:
          "human", "--json"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["n"] == 2
+
+
+def test_calibration_fits_on_human_labels(job: Job, tmp_path: Path) -> None:
+    """The review page's labels are gold for calibration too: `labeler eval --gold human
+    --calibrate ... --save-calibration FILE` fits on them and saves a calibration."""
+    from labeler.calibration import load_calibration
+    from labeler.quality import CalibrationOptions
+
+    review(job, {"apple": "positive", "berry": "positive", "cherry": "positive"})
+    saved = tmp_path / "cal.json"
+    report = evaluate_job(job, "human", calibrate=CalibrationOptions(
+        methods=("temperature",), folds=3, save=saved))
+    assert report.n == 3
+    assert saved.exists()
+    cal = load_calibration(saved)
+    assert cal.to_dict()["template"] == "sentiment@1"
