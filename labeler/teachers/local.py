@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 
 from labeler.completion import Completion
-from labeler.errors import ConfigError
+from labeler.errors import ConfigError, RetryableError
 from labeler.request import Request
 from labeler.teachers import local_models
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
@@ -136,7 +136,15 @@ class LocalTeacher(BaseTeacher):
             await self.start()
             inner = self._inner
             assert inner is not None
-        return await inner.complete(request)
+        try:
+            return await inner.complete(request)
+        except RetryableError:
+            proc = self._proc
+            code = proc.poll() if proc is not None else None
+            if code is not None:  # the server is gone: no retry can reach it
+                raise ConfigError(_server_died(code, self.path.name, self._log_tail(),
+                                               self.log_path)) from None
+            raise
 
     async def start(self) -> None:
         """Start llama-server and wait until the model is loaded (idempotent)."""
@@ -233,10 +241,7 @@ class LocalTeacher(BaseTeacher):
                     tail = self._log_tail()
                     if "bind" in tail.lower() or "address already in use" in tail.lower():
                         raise _PortTaken(tail)
-                    raise ConfigError(
-                        f"llama-server exited with code {code} while loading {self.path.name}: "
-                        f"{tail} (log: {self.log_path})"
-                    )
+                    raise ConfigError(_server_died(code, self.path.name, tail, self.log_path))
                 with contextlib.suppress(httpx.HTTPError):
                     resp = await client.get(url)
                     if resp.status_code == 200:
@@ -278,6 +283,18 @@ class LocalTeacher(BaseTeacher):
         errors = [ln for ln in kept if " E " in ln or "error" in ln.lower() or "failed" in ln]
         chosen = (errors or kept)[-lines:]
         return " | ".join(_strip_log_prefix(ln) for ln in chosen) or "no output"
+
+
+def _server_died(code: int, model: str, tail: str, log: Path) -> str:
+    """What to tell a user whose llama-server exited; an illegal instruction (SIGILL) is a
+    build that uses CPU instructions this machine does not run (AMX, on some VMs that report
+    it): a rebuild fixes it, not a retry."""
+    message = f"llama-server exited with code {code} serving {model}: {tail} (log: {log})"
+    if code == -signal.SIGILL:
+        message += ("; it died on an illegal instruction: its build uses CPU instructions this "
+                    "machine does not run. Rebuild it with `sh packaging/install-local.sh`, "
+                    "or set LLAMA_ARG_REPACK=0 to avoid the repacked kernels")
+    return message
 
 
 class _PortTaken(Exception):
