@@ -106,4 +106,4 @@ def test_refresh_config_request_timeout(tmp_path: Path) -> None:
 
     path.write_text(yaml.safe_dump({**cfg, "request_timeout": 0}))
     bad = refresh(path)
-    assert bad.outcome == "failed" and "request_timeout must be positive" in (bad.error or "")
+    assert bad.outcome == "failed" and "request_timeout must be > 0" in (bad.error or "")
