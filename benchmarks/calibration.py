@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.local_quality import DATASETS, Gold, data_dir, load_gold
-from labeler.answer import read_answer
+from labeler.answer import read_answers
 from labeler.calibration import METHODS
+from labeler.completion import Completion
 from labeler.job import default_home
 from labeler.quality import CONTENT_FREE, CalibrationOptions, score_calibrations
 from labeler.run import Labeler
@@ -35,18 +36,25 @@ from labeler.teachers.local import DEFAULT_PARALLEL, LocalTeacher, default_threa
 
 async def label_probs(task: Task, teacher: LocalTeacher, rows: list[dict], store: Path,
                       concurrency: int) -> dict[str, tuple[float, ...]]:
-    """Soft label of each row id, labeled through the store (cached across runs)."""
+    """Soft label of each row id, labeled through the store (cached across runs). A
+    prompt ensemble's row is answered once per prompt form; its soft label is their mean."""
     assert task.label_space is not None
-    out: dict[str, tuple[float, ...]] = {}
     zero = (0.0,) * len(task.label_space)
+    forms: dict[str, list[Completion | None]] = {r["id"]: [None] * len(task.members) for r in rows}
     lb = Labeler(task, teacher, store=store, concurrency=concurrency, progress=False,
                  close_teacher=False)
     try:
         async for rec in lb.label(rows):
-            soft = read_answer(task, rec.completion).soft if rec.completion else None
-            out[rec.row.id] = soft.probs if soft else zero
+            if rec.completion is not None and rec.request is not None:
+                form = task.render_all(rec.row.data).index(rec.request) if task.others else 0
+                forms[rec.row.id][form] = rec.completion
     finally:
         await lb.aclose()
+    out: dict[str, tuple[float, ...]] = {}
+    for rid, got in forms.items():
+        done = [c for c in got if c is not None]
+        soft = read_answers(task, done).soft if len(done) == len(got) else None
+        out[rid] = soft.probs if soft else zero
     return out
 
 

@@ -7,6 +7,7 @@ form is its own cached request (adding forms relabels nothing), and a rerun send
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import math
@@ -18,6 +19,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from benchmarks.calibration import label_probs
 from labeler.answer import read_answer, read_answers
 from labeler.cli import main
 from labeler.completion import Completion, TokenLogprob
@@ -130,8 +132,10 @@ def test_estimate_counts_rows_once_and_prices_every_form() -> None:
 
 def test_an_ensemble_run_over_http_exports_the_mean_and_a_rerun_sends_nothing(
         teacher_server: TeacherServer, tmp_path: Path) -> None:
-    rows = [{"id": f"r{i}", "text": f"item {i}: it was {w}"}
-            for i, w in enumerate(["great", "awful", "fine", "odd", "slow"])]
+    rows = [{"id": f"r{i}", "text": f"item {i}: it was {w}", "gold": g}
+            for i, (w, g) in enumerate([("great", "positive"), ("awful", "negative"),
+                                        ("fine", "positive"), ("odd", "negative"),
+                                        ("slow", "negative")])]
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     plain_file, ens_file = tmp_path / "plain.yaml", tmp_path / "ens.yaml"
@@ -180,3 +184,21 @@ def test_an_ensemble_run_over_http_exports_the_mean_and_a_rerun_sends_nothing(
     for rec in out:
         assert rec["soft_label"] == pytest.approx(expected[rec["id"]], abs=1e-9)
         assert rec["label"] == max(range(2), key=lambda j: expected[rec["id"]][j])
+
+    # `labeler eval` scores each row once, on the mean, with agreement among the measures.
+    res = CliRunner().invoke(main, ["eval", str(ens_file), str(data), *args, "--gold", "gold",
+                                    "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output.splitlines()[0])
+    right = sum(max(range(2), key=lambda j: expected[r["id"]][j]) == (r["gold"] == "positive")
+                for r in rows)
+    assert report["n"] == 5 and report["accuracy"] == pytest.approx(right / 5)
+    assert "agreement" in json.dumps(report)
+    assert chat_requests(teacher_server) == 20
+
+    # The quality benchmarks read an ensemble's rows the same way.
+    teacher = make_teacher("openai-compatible:teacher-test", base_url=f"{teacher_server.url}/v1")
+    probs = asyncio.run(label_probs(task, teacher, rows, store, 4))  # type: ignore[arg-type]
+    for rid, p in probs.items():
+        assert p == pytest.approx(expected[rid], abs=1e-9)
+    assert chat_requests(teacher_server) == 20
