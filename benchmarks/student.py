@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -82,7 +84,8 @@ def distilled_bow(train_texts: Sequence[str], targets: np.ndarray, test_texts: S
             "text": datasets.Value("string"), "label": datasets.ClassLabel(names=names),
             "soft_label": datasets.Sequence(datasets.Value("float64"))}))
     test = [{"text": t, "label": int(g)} for t, g in zip(test_texts, test_gold, strict=True)]
-    return train_and_score(train, test, soft=True, temperature=1.0, seed=seed, student="bow")
+    with contextlib.redirect_stdout(io.StringIO()):  # the trainer prints its run summary
+        return train_and_score(train, test, soft=True, temperature=1.0, seed=seed, student="bow")
 
 
 def _torch_missing() -> str | None:
