@@ -181,6 +181,7 @@ def test_an_ensemble_run_over_http_exports_the_mean_and_a_rerun_sends_nothing(
     out = datasets.load_from_disk(str(tmp_path / "out"))
     out = out["train"] if isinstance(out, datasets.DatasetDict) else out
     assert len(out) == 5
+    assert "each row was asked in 4 prompt forms" in (tmp_path / "out" / "README.md").read_text()
     for rec in out:
         assert rec["soft_label"] == pytest.approx(expected[rec["id"]], abs=1e-9)
         assert rec["label"] == max(range(2), key=lambda j: expected[rec["id"]][j])
