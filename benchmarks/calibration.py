@@ -11,6 +11,10 @@ before and after, each on rows the fit did not see. Reruns read the store: no re
 ``--pool N --k K`` also measures few-shot examples chosen per row: the next N rows of the
 same seeded shuffle (disjoint from the scored rows) become a labeled pool, and the shipped
 template gets ``few_shot_pool`` with K examples per row after its fixed prefix.
+
+``--example-orders N`` also measures a prompt ensemble: the shipped template asked in N
+orders of its few-shot examples (``example_orders: N``), the soft label their mean. Its
+first form is the template as shipped, so only the N - 1 other orders are sent.
 """
 
 from __future__ import annotations
@@ -24,29 +28,37 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.local_quality import DATASETS, Gold, data_dir, load_gold
-from labeler.answer import read_answer
+from labeler.answer import read_answers
 from labeler.calibration import METHODS
+from labeler.completion import Completion
 from labeler.job import default_home
 from labeler.quality import CONTENT_FREE, CalibrationOptions, score_calibrations
 from labeler.run import Labeler
-from labeler.task import Task, load_task, resolve_template_path
+from labeler.task import Task, load_task, resolve_template_path, task_from_dict
 from labeler.teachers.local import DEFAULT_PARALLEL, LocalTeacher, default_threads
 
 
 async def label_probs(task: Task, teacher: LocalTeacher, rows: list[dict], store: Path,
                       concurrency: int) -> dict[str, tuple[float, ...]]:
-    """Soft label of each row id, labeled through the store (cached across runs)."""
+    """Soft label of each row id, labeled through the store (cached across runs). A
+    prompt ensemble's row is answered once per prompt form; its soft label is their mean."""
     assert task.label_space is not None
-    out: dict[str, tuple[float, ...]] = {}
     zero = (0.0,) * len(task.label_space)
+    forms: dict[str, list[Completion | None]] = {r["id"]: [None] * len(task.members) for r in rows}
     lb = Labeler(task, teacher, store=store, concurrency=concurrency, progress=False,
                  close_teacher=False)
     try:
         async for rec in lb.label(rows):
-            soft = read_answer(task, rec.completion).soft if rec.completion else None
-            out[rec.row.id] = soft.probs if soft else zero
+            if rec.completion is not None and rec.request is not None:
+                form = task.render_all(rec.row.data).index(rec.request) if task.others else 0
+                forms[rec.row.id][form] = rec.completion
     finally:
         await lb.aclose()
+    out: dict[str, tuple[float, ...]] = {}
+    for rid, got in forms.items():
+        done = [c for c in got if c is not None]
+        soft = read_answers(task, done).soft if len(done) == len(got) else None
+        out[rid] = soft.probs if soft else zero
     return out
 
 
@@ -62,6 +74,14 @@ async def measure(args: argparse.Namespace, templates: dict[str, str]) -> None:
                 task = load_task(gold.template)
                 if not args.pool_only:
                     await score(args, task, teacher, gold, store, f"local:{model}")
+                if args.example_orders > 1:
+                    import yaml
+
+                    path = resolve_template_path(gold.template)
+                    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+                    raw["example_orders"] = args.example_orders
+                    await score(args, task_from_dict(raw, str(path)), teacher, gold, store,
+                                f"local:{model}", f"{args.example_orders} example orders")
                 if args.pool:
                     with tempfile.TemporaryDirectory(prefix="labeler-pool-") as tmp:
                         pooled = pool_template(gold.template, ds, args, Path(tmp))
@@ -130,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="also measure K examples per row chosen from a pool of this many rows")
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--pool-only", action="store_true", help="skip the fixed-examples run")
+    p.add_argument("--example-orders", type=int, default=1,
+                   help="also measure a prompt ensemble of this many few-shot example orders")
     args = p.parse_args(argv)
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]

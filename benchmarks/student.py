@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -62,7 +64,44 @@ def bag_of_words(train_texts: Sequence[str], targets: np.ndarray, test_texts: Se
     return float(((vocab.encode(test_texts) @ w).argmax(axis=1) == test_gold).mean())
 
 
+def distilled_bow(train_texts: Sequence[str], targets: np.ndarray, test_texts: Sequence[str],
+                  test_gold: np.ndarray, seed: int) -> float:
+    """examples/distill_student.py: mean-of-word-embeddings model trained by
+    `labeler.student.DistillationTrainer` (KL to the targets at T=1, so one-hot targets
+    are plain cross-entropy), one torch thread."""
+    import datasets
+    import torch
+
+    from examples.distill_student import train_and_score
+
+    torch.set_num_threads(1)
+    k = targets.shape[1]
+    names = [str(i) for i in range(k)]
+    train = datasets.Dataset.from_dict(
+        {"text": list(train_texts), "label": [int(i) for i in targets.argmax(axis=1)],
+         "soft_label": [[float(p) for p in row] for row in targets]},
+        features=datasets.Features({
+            "text": datasets.Value("string"), "label": datasets.ClassLabel(names=names),
+            "soft_label": datasets.Sequence(datasets.Value("float64"))}))
+    test = [{"text": t, "label": int(g)} for t, g in zip(test_texts, test_gold, strict=True)]
+    with contextlib.redirect_stdout(io.StringIO()):  # the trainer prints its run summary
+        return train_and_score(train, test, soft=True, temperature=1.0, seed=seed, student="bow")
+
+
+def _torch_missing() -> str | None:
+    """Why the torch student cannot run here, or None when it can."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "transformers", "datasets")
+               if importlib.util.find_spec(m) is None]
+    return f"{', '.join(missing)} not installed (pip install 'labeler[student]')" if missing else None
+
+
 STUDENTS: list[Student] = [Student("bag-of-words", bag_of_words)]
+if (_why := _torch_missing()) is None:
+    STUDENTS.append(Student("labeler.student bow", distilled_bow))
+else:
+    print(f"benchmarks.student: skipping the labeler.student student: {_why}", file=sys.stderr)
 
 
 async def run(args: argparse.Namespace) -> None:

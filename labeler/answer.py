@@ -7,13 +7,22 @@ for again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from labeler.completion import Completion
-from labeler.targets import Confidence, SoftLabel, confidence, parse_label, soft_label
+from labeler.targets import (
+    Confidence,
+    SoftLabel,
+    confidence,
+    ensemble_confidence,
+    ensemble_soft_label,
+    parse_label,
+    soft_label,
+)
 from labeler.task import Task
 
 
@@ -29,7 +38,28 @@ class Answer:
     valid: bool = True
 
 
+def read_answers(task: Task, completions: Sequence[Completion]) -> Answer:
+    """One row's answer from its completions, one per prompt form of `task` (in
+    `Task.members` order). A prompt ensemble's soft label is the mean of its forms' soft
+    labels and its label that mean's argmax; `text` is the first form's answer."""
+    if len(completions) == 1:
+        return read_answer(task, completions[0])
+    members = task.members
+    if len(completions) != len(members):
+        raise ValueError(f"{task.identity} asks {len(members)} prompt forms per row, "
+                         f"got {len(completions)} completions")
+    answers = [read_answer(t, c) for t, c in zip(members, completions, strict=True)]
+    space = task.label_space
+    assert space is not None  # ensembles are label tasks (checked when the template loads)
+    softs = [a.soft for a in answers if a.soft is not None]
+    mean = ensemble_soft_label(softs)
+    conf = ensemble_confidence(softs, [a.confidence for a in answers if a.confidence], mean)
+    label = mean.label(space)
+    return Answer(answers[0].text, label, mean, conf, valid=label is not None)
+
+
 def read_answer(task: Task, completion: Completion) -> Answer:
+    """What one completion says, read against `task` (one prompt form)."""
     if task.output_kind == "label" and task.label_space is not None:
         space = task.label_space
         soft = soft_label(completion, space)

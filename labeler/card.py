@@ -157,6 +157,10 @@ def _prompt_text(task: Task) -> str:
     if task.few_shot:
         parts += ["", f"{len(task.few_shot)} few-shot examples precede each row "
                       f"({'as chat turns' if task.mode == 'chat' else 'in the prompt prefix'})."]
+    if task.others:
+        parts += ["", f"Prompt ensemble: each row was asked in {len(task.members)} prompt forms "
+                      "(`variants`, `example_orders`); `soft_label` is the mean of their label "
+                      "distributions and `label` its argmax."]
     return "\n".join(parts)
 
 

@@ -150,7 +150,7 @@ def estimate(
     seen: set[str] = set()
     prefix_tokens = 0
     for item in (i for chunk in planner.plan_rows(rows) for i in chunk):
-        est.rows += 1
+        est.rows += item.variant == 0  # a prompt ensemble's forms of a row are one row
         if item.status == REJECTED:
             est.rejected += 1
             continue
@@ -170,6 +170,10 @@ def estimate(
         est.output_tokens += min(output_each, max_tokens or output_each) * calls * answers
         est.max_output_tokens += (max_tokens or output_each) * calls * answers
         prefix_tokens = prefix
+    forms = len(task.members)
+    if forms > 1:
+        est.notes.append(f"prompt ensemble: each row is asked in {forms} prompt forms "
+                         f"({forms} requests per row, each cached on its own)")
     if est.requests:
         _cache(est, provider, prefix_tokens, task)
     _price(est, prices)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from labeler import owner
-from labeler.answer import Answer, read_answer
+from labeler.answer import Answer, read_answers
 from labeler.calibration import Calibration, calibrate_answer
 from labeler.card import dataset_card, public_identity
 from labeler.completion import Completion, TokenLogprob
@@ -41,7 +41,7 @@ from labeler.errors import ConfigError, LabelerError
 from labeler.filters import Filter, FilterSpec
 from labeler.human import any_human_labels, human_labels
 from labeler.inputs import Reject, Row
-from labeler.plan import REJECTED, Planner
+from labeler.plan import REJECTED, Planner, by_row
 from labeler.request import Request
 from labeler.store import Store
 from labeler.targets import IGNORE_LABEL, Confidence
@@ -178,19 +178,20 @@ def export_dataset(
         for planned in planner.plan_rows(rows, CHUNK):
             humans = (human_labels(store, [i.key for i in planned if i.completion is not None])
                       if with_humans else {})
-            for item in planned:
+            for forms in by_row(planned):
+                item = forms[0]
                 if item.reason != "input":
                     report.rows_in += 1
                 if item.status == REJECTED:
                     report.rejected += 1
                     continue
                 completion = item.completion
-                if completion is None:
+                if completion is None or any(f.completion is None for f in forms):
                     report.missing += 1
                     continue
                 row, request = item.row, item.request
                 assert request is not None
-                answer = read_answer(task, completion)
+                answer = read_answers(task, [f.completion for f in forms if f.completion])
                 if opts.calibration is not None and task.label_space is not None:
                     answer = calibrate_answer(answer, opts.calibration, task.label_space)
                 human = humans.get(item.key)

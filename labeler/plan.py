@@ -54,6 +54,9 @@ class Item:
     # template cannot render, and `error` says why)
     reason: str | None = None
     error: TemplateError | None = None
+    # A prompt ensemble plans a row as one item per prompt form, in Task.members order
+    # and next to each other; `variant` is the form's index (0 for the template as written).
+    variant: int = 0
 
 
 class Planner:
@@ -108,12 +111,13 @@ class Planner:
                 continue
             row = entry if isinstance(entry, Row) else self._wrap(entry)
             try:
-                request = self.task.render(row.data, row_id=where(row))
+                requests = self.task.render_all(row.data, row_id=where(row))
             except TemplateError as exc:
                 reject = Reject(row.source, row.line, template_problem(exc), raw_json(row))
                 items.append(Item(row, REJECTED, reject=reject, reason="template", error=exc))
                 continue
-            items.append(Item(row, SEND, request, request.key(self.identity)))
+            for variant, request in enumerate(requests):
+                items.append(Item(row, SEND, request, request.key(self.identity), variant=variant))
         if self.store is not None:
             self.look_up([i for i in items if i.key is not None])
         return items
@@ -160,6 +164,19 @@ class Planner:
         return Row("<rows>", self._line, str(rid if rid is not None else self._line), dict(data))
 
 
+def by_row(items: Sequence[Item]) -> Iterator[list[Item]]:
+    """A planned chunk as one list per row: a prompt ensemble's forms of one row together
+    (a chunk never splits them), a single item otherwise."""
+    group: list[Item] = []
+    for item in items:
+        if group and item.variant == 0:
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
+
+
 def where(row: Row) -> str:
     """The one way a row is named in messages: ``file:line``, which editors and terminals
     jump to, with ``(id X)`` after it when the row's id is not its line number."""
@@ -185,5 +202,5 @@ def raw_json(row: Row) -> str | None:
         return None
 
 
-__all__ = ["CACHED", "CHUNK", "FAILED", "REJECTED", "SEND", "Item", "Planner",
+__all__ = ["CACHED", "CHUNK", "FAILED", "REJECTED", "SEND", "Item", "Planner", "by_row",
            "raw_json", "template_problem", "where"]

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from labeler.answer import read_answer
+from labeler.answer import read_answer, read_answers
 from labeler.calibration import METHODS, Calibration, calibrate_answer, cross_validated, fit
 from labeler.errors import ConfigError
 from labeler.evaluate import (
@@ -35,7 +35,7 @@ from labeler.evaluate import (
 )
 from labeler.human import human_labels
 from labeler.job import Job
-from labeler.plan import REJECTED, Planner, where
+from labeler.plan import REJECTED, Planner, by_row, where
 from labeler.run import Labeler
 from labeler.store import Store
 from labeler.task import Task
@@ -101,7 +101,8 @@ def evaluate_job(
         for planned in planner.plan_rows(job.rows(task), 512):
             people = (human_labels(store, [i.key for i in planned if i.completion is not None])
                       if from_people else {})
-            for item in planned:
+            for forms in by_row(planned):
+                item = forms[0]
                 if item.status == REJECTED:
                     continue  # never labeled: not part of the evaluation
                 if from_people:
@@ -114,9 +115,10 @@ def evaluate_job(
                         missing_gold += 1
                         continue
                     g = _gold_label(raw, labels, gold_map or {}, where(item.row), gold_field)
-                if item.completion is None:
+                completions = [f.completion for f in forms if f.completion is not None]
+                if len(completions) < len(forms):
                     continue  # not labeled (yet): not part of the evaluation
-                answer = read_answer(task, item.completion)
+                answer = read_answers(task, completions)
                 if calibration is not None:
                     answer = calibrate_answer(answer, calibration, task.label_space)
                 gold.append(g)

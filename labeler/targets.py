@@ -74,6 +74,8 @@ __all__ = [
     "LabelSpace",
     "SoftLabel",
     "confidence",
+    "ensemble_confidence",
+    "ensemble_soft_label",
     "parse_label",
     "sampled_soft_label",
     "soft_label",
@@ -597,6 +599,47 @@ def confidence(completion: Completion, soft: SoftLabel) -> Confidence:
         majority = round(max_prob * (1.0 - soft.outside) * n) if soft.valid else 0
         agreement = majority / n
     return Confidence(max_prob, margin, entropy, token_confidence(completion), agreement)
+
+
+def ensemble_soft_label(softs: Sequence[SoftLabel]) -> SoftLabel:
+    """The mean label distribution of a prompt ensemble's answers (one per prompt form).
+
+    A form whose answer named no label has no distribution to average; it adds nothing to
+    ``probs`` and counts fully in ``outside`` (the mean of the forms' outside shares), the
+    way an invalid sample does for a sampled teacher.
+    """
+    k = len(softs[0].probs)
+    valid = [s for s in softs if s.valid]
+    outside = sum(s.outside for s in softs) / len(softs)
+    ambiguous = any(s.ambiguous for s in softs)
+    if not valid:
+        return SoftLabel((0.0,) * k, outside, "ensemble", ambiguous)
+    probs = tuple(sum(s.probs[i] for s in valid) / len(valid) for i in range(k))
+    return SoftLabel(probs, outside, "ensemble", ambiguous)
+
+
+def ensemble_confidence(softs: Sequence[SoftLabel], confidences: Sequence[Confidence],
+                        mean: SoftLabel) -> Confidence:
+    """Confidence of a prompt ensemble: the distribution measures of the mean soft label,
+    the mean of the forms' token logprobs, and ``agreement``: the share of all forms,
+    invalid ones included, whose answer names the majority label (as for sampled
+    teachers, so a filter or a threshold reads it the same way)."""
+    base = _distribution_confidence(mean)
+    votes = Counter(s.argmax() for s in softs if s.valid)
+    agreement = max(votes.values()) / len(softs) if votes else 0.0
+    logprobs = [c.mean_logprob for c in confidences if c.mean_logprob is not None]
+    mean_logprob = sum(logprobs) / len(logprobs) if logprobs else None
+    return Confidence(base.max_prob, base.margin, base.entropy, mean_logprob, agreement)
+
+
+def _distribution_confidence(soft: SoftLabel) -> Confidence:
+    probs = soft.probs
+    if not soft.valid:
+        return Confidence(0.0, 0.0, math.log(len(probs)) if probs else 0.0)
+    ranked = sorted(probs, reverse=True)
+    margin = ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0)
+    entropy = max(0.0, -sum(p * math.log(p) for p in probs if p > 0.0))
+    return Confidence(ranked[0], margin, entropy)
 
 
 def token_confidence(completion: Completion) -> float | None:

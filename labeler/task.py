@@ -17,6 +17,8 @@ Two modes:
 from __future__ import annotations
 
 import dataclasses
+import math
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,8 +51,9 @@ MODES = ("chat", "completion")
 TOP_KEYS = {
     "name", "version", "description", "mode", "system", "user", "output", "few_shot",
     "params", "soft_targets", "top_logprobs", "fields", "example_separator", "answer_prefix",
-    "few_shot_pool",
+    "few_shot_pool", "variants", "example_orders",
 }
+VARIANT_KEYS = {"system", "user", "few_shot"}
 POOL_KEYS = {"file", "k", "label_field"}
 OUTPUT_KEYS = {"kind", "labels", "schema", "case_sensitive"}
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
@@ -103,6 +106,9 @@ class Task:
     # few_shot_pool: per row, the k most similar labeled examples go after the fixed prefix.
     pool: ExamplePool | None = field(repr=False, default=None)
     pool_k: int = 0
+    # A prompt ensemble (`variants`, `example_orders`): the other prompt forms each row is
+    # also asked in, each a full Task of its own, so each is its own request and cache key.
+    others: tuple[Task, ...] = field(repr=False, default=())
 
     @property
     def identity(self) -> str:
@@ -111,6 +117,17 @@ class Task:
     @property
     def labels(self) -> tuple[str, ...]:
         return self.label_space.labels if self.label_space else ()
+
+    @property
+    def members(self) -> tuple[Task, ...]:
+        """Every prompt form a row is asked in: this one first, then the ensemble's others."""
+        return (self, *self.others)
+
+    def render_all(self, row: Mapping[str, Any], *, row_id: str = "?") -> tuple[Request, ...]:
+        """One request per prompt form (one, unless the template is an ensemble)."""
+        if not self.others:
+            return (self.render(row, row_id=row_id),)
+        return tuple(t.render(row, row_id=row_id) for t in self.members)
 
     def render(self, row: Mapping[str, Any], *, row_id: str = "?") -> Request:
         """Render one input row; raises TemplateError naming the file, field and row."""
@@ -226,6 +243,70 @@ def task_from_dict(raw: dict[str, Any], where: str = "<template>") -> Task:
         raise TemplateError(
             where, f"unknown key (allowed: {', '.join(sorted(TOP_KEYS))})", field=sorted(unknown)[0]
         )
+    if "variants" in raw or "example_orders" in raw:
+        return _ensemble(raw, where)
+    return _single(raw, where)
+
+
+def _ensemble(raw: dict[str, Any], where: str) -> Task:
+    """A prompt ensemble: the template as written, then each `variants` entry (a mapping
+    that overrides system, user and/or few_shot), each asked again in `example_orders - 1`
+    shuffles of its few-shot examples. The first member is exactly the template without
+    these keys, so adding variants to a template relabels nothing already stored."""
+    base_raw = {k: v for k, v in raw.items() if k not in ("variants", "example_orders")}
+    variants = raw.get("variants", []) or []
+    if not isinstance(variants, list):
+        raise TemplateError(where, "must be a list of mappings", field="variants")
+    orders = raw.get("example_orders", 1)
+    if not isinstance(orders, int) or isinstance(orders, bool) or not 1 <= orders <= 16:
+        raise TemplateError(where, "must be an integer from 1 to 16", field="example_orders")
+    forms = [base_raw]
+    for i, v in enumerate(variants):
+        if not isinstance(v, dict) or not v:
+            raise TemplateError(where, "must be a mapping of system, user and/or few_shot",
+                                field=f"variants[{i}]")
+        bad = set(v) - VARIANT_KEYS
+        if bad:
+            raise TemplateError(where, f"unknown key (allowed: {', '.join(sorted(VARIANT_KEYS))})",
+                                field=f"variants[{i}].{sorted(bad)[0]}")
+        forms.append({**base_raw, **v})
+    members: list[Task] = []
+    for i, form in enumerate(forms):
+        task = _single(form, where if i == 0 else f"{where} (variants[{i - 1}])")
+        members.append(task)
+        members.extend(_reordered(task, orders, where))
+    base = members[0]
+    if base.output_kind != "label":
+        raise TemplateError(where, "prompt ensembles need output kind 'label' (their label "
+                            "distributions are averaged)", field="variants")
+    if len(members) == 1:
+        return base
+    return dataclasses.replace(base, others=tuple(members[1:]))
+
+
+def _reordered(task: Task, orders: int, where: str) -> list[Task]:
+    """`orders - 1` copies of `task` whose few-shot examples come in other (seeded, fixed,
+    pairwise distinct) orders."""
+    if orders == 1:
+        return []
+    n = len(task.few_shot)
+    if math.factorial(n) < orders:
+        raise TemplateError(where, f"asks for {orders} orders of {n} few-shot example(s), "
+                            f"which have only {math.factorial(n)}", field="example_orders")
+    seen = {tuple(range(n))}
+    out = []
+    rng = random.Random(n)
+    while len(out) < orders - 1:
+        order = tuple(rng.sample(range(n), n))
+        if order in seen:
+            continue
+        seen.add(order)
+        shots = tuple(task.few_shot[j] for j in order)
+        out.append(_with_prefix(dataclasses.replace(task, few_shot=shots)))
+    return out
+
+
+def _single(raw: dict[str, Any], where: str) -> Task:
     name = _req_str(raw, "name", where)
     version = str(raw.get("version", "1"))
     mode = raw.get("mode", "chat")
