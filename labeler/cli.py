@@ -194,6 +194,7 @@ def run(task: str, input_path: str, **kw: Any) -> None:
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
+@options.click_options(_bounded, only=options.CASCADE_KEYS)
 def export(task: str, input_path: str, **kw: Any) -> None:
     """Export stored answers for INPUT without sending any request."""
     from labeler.job import export_job
@@ -598,6 +599,11 @@ def _print_summary(result: Any) -> None:
         parts.append(f"{s.skipped} not sent")
     click.echo(f"labeler: {', '.join(parts)} in {s.elapsed_s:.1f}s "
                f"({s.requests} requests, {s.retries} retries)", err=True)
+    for st in s.stages:
+        click.echo(f"labeler:   stage {st['stage']} {st['teacher']}: {st['rows']} rows, "
+                   f"{st['labeled']} labeled, {st['cached']} cached, {st['failed']} failed, "
+                   f"{st['escalated']} passed on; ${st['cost_usd']:.4f} in "
+                   f"{st['elapsed_s']:.1f}s", err=True)
     if s.http_failures or s.http_requests != s.requests:
         answers = ", ".join(f"{n} {_HTTP_WORDS.get(reason, reason)}" for reason, n in
                             sorted(s.http_failures.items(), key=lambda kv: -kv[1]))

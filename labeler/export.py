@@ -97,6 +97,7 @@ class ExportReport:
     filtered: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
     human_labeled: int = 0  # rows whose label a person gave (labeler review)
+    stages: dict[str, int] = field(default_factory=dict)  # a cascade: rows each stage labeled
     # kd: the vocabulary the token ids index (None when the teacher sent no ids)
     teacher_tokenizer: str | None = None
     seconds: float = 0.0
@@ -145,8 +146,14 @@ def export_dataset(
     store: Store,
     out: str | Path,
     options: ExportOptions | None = None,
+    *,
+    planner: Any = None,
 ) -> ExportReport:
-    """Write the export for these rows to `out`, atomically; returns what it contains."""
+    """Write the export for these rows to `out`, atomically; returns what it contains.
+
+    `planner` replaces the plain `Planner` where each row's answer is chosen among
+    several teachers' (a cascade's `CascadePlanner`): its items' `provenance` becomes
+    columns of `records` rows and the report's `stages`."""
     opts = options or ExportOptions()
     if opts.kind == "classification" and task.output_kind != "label":
         raise ConfigError(f"--kind classification needs a label task; {task.path} is "
@@ -171,7 +178,8 @@ def export_dataset(
         flt = Filter(opts.filters)
         writers: dict[str, datasets.arrow_writer.ArrowWriter] = {}
         buffers: dict[str, _RowBuffer] = {}
-        planner = Planner(task, teacher_identity, store, failures=False)
+        builder.provenance = planner is not None and opts.kind == "records"
+        planner = planner or Planner(task, teacher_identity, store, failures=False)
         features: datasets.Features | None = None
         with_humans = (opts.human_labels and task.output_kind == "label"
                        and any_human_labels(store))
@@ -201,6 +209,11 @@ def export_dataset(
                                 _HUMAN_CERTAINTY if human else answer.confidence):
                     continue
                 record = builder.row(row, request, completion, answer)
+                if item.provenance is not None:
+                    stage = f"{item.provenance['cascade_stage']}: {item.provenance['teacher']}"
+                    report.stages[stage] = report.stages.get(stage, 0) + 1
+                    if builder.provenance:
+                        record.update(item.provenance)
                 if "label_source" in builder.label_columns:
                     record["label_source"] = "human" if human else "teacher"
                     report.human_labeled += human is not None
@@ -308,6 +321,7 @@ class _Builder:
         self.input_fields: list[str] | None = None
         self.text_field = opts.text_field or (task.fields[0] if task.fields else None)
         self.saw_ids = False  # whether any kd token came with a vocabulary id
+        self.provenance = False  # records rows carry a cascade's per-stage columns
         self._plan: list[tuple[str, datasets.ClassLabel | None, str | None, type | None]] = []
         self._plan_for: datasets.Features | None = None
         self.label_columns = (("label_source",) if task.output_kind == "label" and
@@ -486,6 +500,13 @@ class _Builder:
                 "token": datasets.Value("string"), "logprob": datasets.Value("float64"),
                 "top_logprobs": top,
             })
+            if self.provenance:
+                f["cascade_stage"] = datasets.Value("int64")
+                f["cascade"] = datasets.List({
+                    "stage": datasets.Value("int64"), "teacher": datasets.Value("string"),
+                    "label": datasets.Value("string"), "valid": datasets.Value("bool"),
+                    "soft_label": datasets.List(datasets.Value("float64")),
+                    "confidence": datasets.Value("float64")})
         return datasets.Features(f)
 
     def coerce(self, rec: dict[str, Any], features: datasets.Features) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from labeler import aio, bounds
 from labeler.batch.base import BatchClient
 from labeler.batch.clients import make_client
 from labeler.batch.runner import BatchRunner, fingerprint
+from labeler.cascade import Cascade, CascadePlanner, CascadeSpec
 from labeler.errors import ConfigError
 from labeler.export import ExportOptions, ExportReport
 from labeler.export_guard import check_out_folder, export_to
@@ -71,6 +72,10 @@ class Job:
     budget_usd: float | None = default("budget_usd")
     prices: PriceTable | None = None
     max_age_days: float | None = default("max_age_days")
+    # A cascade of teachers (labeler/cascade.py): "a:m1,b:m2[@URL]" or a list of them
+    cascade: str | None = default("cascade")
+    escalate_below: str | None = default("escalate_below")  # "0.9" or "0.9,0.8", or numbers
+    escalate_on: str = default("escalate_on")
     id_field: str | None = None
     input_format: str | None = None
     delimiter: str | None = None
@@ -87,6 +92,14 @@ class Job:
     def __post_init__(self) -> None:
         """The same ranges as the CLI's flags, so a script gets the same one-line error."""
         f = self.export.filters
+        if isinstance(self.cascade, list | tuple):
+            self.cascade = ",".join(self.cascade)
+        if isinstance(self.escalate_below, list | tuple):
+            self.escalate_below = ",".join(str(x) for x in self.escalate_below)
+        if self.cascade is not None:
+            self.cascade_spec()  # a bad cascade is told before anything starts
+            if self.batch:
+                raise ConfigError("--cascade labels live; --batch is not supported with it yet")
         check_values({o.key: getattr(self, o.field) for o in OPTIONS})
         bounds.check([
             ("limit", self.limit),
@@ -94,6 +107,23 @@ class Job:
             ("min_confidence", f.min_confidence), ("min_margin", f.min_margin),
             ("max_entropy", f.max_entropy), ("validation_size", self.export.validation_size),
         ])
+
+    def cascade_spec(self) -> CascadeSpec | None:
+        if self.cascade is None:
+            return None
+        return CascadeSpec.parse(self.cascade, self.escalate_below, self.escalate_on)
+
+    def make_stage_teachers(self, spec: CascadeSpec) -> list[Teacher]:
+        """One teacher per stage: its own @URL, else --base-url; the job's key and options."""
+        teachers = []
+        for stage in spec.stages:
+            opts = dict(self.teacher_options)
+            if stage.base_url or self.base_url:
+                opts["base_url"] = stage.base_url or self.base_url
+            if self.api_key:
+                opts["api_key"] = self.api_key
+            teachers.append(make_teacher(stage.teacher, **opts))
+        return teachers
 
     def retry_policy(self) -> RetryPolicy:
         if self.retry_initial_wait is None:
@@ -181,6 +211,10 @@ async def run_job(
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(_unspool, job, spooled)
         store = stack.enter_context(Store(job.store_path()))
+        spec = job.cascade_spec()
+        if spec is not None:
+            return await _run_cascade(job, task, spec, store, rejects, stack, on_warning,
+                                      handle_signals, warnings)
         if teacher is None:
             teacher = job.make_teacher()
             stack.push_async_callback(teacher.aclose)
@@ -199,6 +233,40 @@ async def run_job(
             report = await asyncio.to_thread(
                 export_to, task, teacher.identity, job.rows(task), store, Path(job.out), job.export
             )
+    return JobResult(summary, report, job.store_path(),
+                     rejects if rejects is not None and rejects.exists() else None, warnings)
+
+
+async def _run_cascade(job: Job, task: Task, spec: CascadeSpec, store: Store,
+                       rejects: Path | None, stack: contextlib.AsyncExitStack,
+                       on_warning: Callable[[str], None] | None, handle_signals: bool,
+                       warnings: list[str]) -> JobResult:
+    """A cascade: one live labeling pass per stage (labeler/cascade.py), then the export
+    of each row's last answering stage."""
+    teachers = job.make_stage_teachers(spec)
+    for t in teachers:
+        stack.push_async_callback(t.aclose)
+    writer = RejectsWriter(rejects) if rejects is not None else None
+    if writer is not None:
+        stack.callback(writer.close)
+
+    def make_labeler(stage: int, teacher: Teacher, budget: float | None) -> Labeler:
+        lb = _live_strategy(job, task, teacher, store, None, on_warning)
+        lb.rejects = writer if stage == 0 else None  # a bad row is told once, by stage 1
+        lb.budget_usd = budget
+        lb.total = lb.total if stage == 0 else None
+        return lb
+
+    strategy = Cascade(task, spec, teachers, make_labeler, budget_usd=job.budget_usd)
+    stack.push_async_callback(strategy.aclose)
+    with aio.stop_on_signals(strategy, enabled=handle_signals):
+        summary = await strategy.run(job.rows(task))
+    report = None
+    if job.out is not None and summary.outcome not in ("pending", "interrupted"):
+        planner = CascadePlanner(task, spec, [t.identity for t in teachers], store)
+        report = await asyncio.to_thread(
+            export_to, task, teachers[-1].identity, job.rows(task), store, Path(job.out),
+            job.export, planner)
     return JobResult(summary, report, job.store_path(),
                      rejects if rejects is not None and rejects.exists() else None, warnings)
 
@@ -249,10 +317,14 @@ def export_job(job: Job) -> ExportReport:
     if job.out is None:
         raise ConfigError("export needs --out DIR")
     task = job.load_task()
-    teacher = job.make_teacher()
+    spec = job.cascade_spec()
+    teachers = job.make_stage_teachers(spec) if spec is not None else [job.make_teacher()]
     check_out_folder(Path(job.out), job.store_path())
     with Store(job.store_path()) as store:
-        return export_to(task, teacher.identity, job.rows(task), store, Path(job.out), job.export)
+        planner = (CascadePlanner(task, spec, [t.identity for t in teachers], store)
+                   if spec is not None else None)
+        return export_to(task, teachers[-1].identity, job.rows(task), store, Path(job.out),
+                         job.export, planner)
 
 
 def _spool_stdin(job: Job) -> Path | None:

@@ -54,6 +54,8 @@ class Item:
     # template cannot render, and `error` says why)
     reason: str | None = None
     error: TemplateError | None = None
+    # A cascade's export: which stage answered and what every reached stage said
+    provenance: dict[str, Any] | None = None
 
 
 class Planner:

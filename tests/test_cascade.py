@@ -1,0 +1,303 @@
+"""Teacher cascades over real HTTP: two teacher servers, the cheap one first.
+
+Server A (the cheap stage) is sure of some rows, unsure of others, answers some with no
+label at all and refuses some outright; server B (the dear stage) is sure of everything.
+Each server's request log is the record of what each stage was asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import datasets
+import pytest
+from click.testing import CliRunner
+
+from labeler import Job, run_job
+from labeler.cascade import CascadeSpec
+from labeler.cli import main
+from labeler.errors import ConfigError
+from labeler.export import ExportOptions
+from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
+
+from conftest import chat_requests
+
+# max_prob of stage A's answer per row kind; "bad" names no label, "fail" gets a 400
+SURE, UNSURE, HALF = 0.97, 0.6, 0.8
+KINDS = {"firm": 6, "unsure": 4, "half": 3, "bad": 2, "fail": 2}
+
+
+def _reply(p_positive: float) -> Reply:
+    word = "positive" if p_positive >= 0.5 else "negative"
+    return Reply(word, tokens=[word], top_logprobs=[[
+        ("positive", math.log(p_positive)), ("negative", math.log(1 - p_positive))]])
+
+
+def _texts() -> list[str]:
+    return [f"{kind}-row{i:02d}" for kind, n in KINDS.items() for i in range(n)]
+
+
+def _stage_a() -> ServerConfig:
+    rules = [("firm-", _reply(SURE)), ("unsure-", _reply(UNSURE)), ("half-", _reply(HALF)),
+             ("bad-", Reply("I cannot tell", tokens=["I", " cannot", " tell"]))]
+    return ServerConfig(model="small", responder=ScriptedResponder(rules),
+                        status_for=[("fail-", 400)])
+
+
+def _stage_b() -> ServerConfig:
+    # sure of everything, and of the opposite label: a row's export shows who answered
+    return ServerConfig(model="big", responder=ScriptedResponder([], default=lambda v: _reply(0.01)))
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[TeacherServer, TeacherServer]]:
+    with TeacherServer(_stage_a()) as a, TeacherServer(_stage_b()) as b:
+        yield a, b
+
+
+def _asked(server: TeacherServer, texts: list[str] | None = None) -> list[str]:
+    """The rows a server was asked about, in order (one entry per HTTP request)."""
+    out = []
+    for r in server.log:
+        if r.path.endswith("/chat/completions"):
+            out.extend(t for t in texts or _texts() if t in r.prompt)
+    return out
+
+
+def _input(tmp_path: Path) -> Path:
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps({"id": t, "text": t}) + "\n" for t in _texts()))
+    return path
+
+
+def _cascade(a: TeacherServer, b: TeacherServer) -> str:
+    return f"openai-compatible:small@{a.url}/v1,openai-compatible:big@{b.url}/v1"
+
+
+def _job(tmp_path: Path, a: TeacherServer, b: TeacherServer, below: str | float,
+         **kw: object) -> Job:
+    kw.setdefault("cascade", _cascade(a, b))
+    return Job(task="sentiment", input=_input(tmp_path), teacher="unused:x",
+               escalate_below=below, store=tmp_path / "s.sqlite",
+               out=tmp_path / "out", progress=False, max_attempts=1, **kw)  # type: ignore[arg-type]
+
+
+def _rows(out: Path) -> dict[str, dict]:
+    ds = datasets.load_from_disk(str(out))
+    return {r["id"]: r for r in (ds["train"] if isinstance(ds, datasets.DatasetDict) else ds)}
+
+
+def test_escalation_by_threshold_asks_the_second_stage_exactly_the_unsure_rows(
+    servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
+) -> None:
+    a, b = servers
+    result = asyncio.run(run_job(_job(tmp_path, a, b, 0.9)))
+    # Stage A: every row once. Stage B: unsure, half, bad (invalid) and fail (400) rows.
+    assert sorted(_asked(a)) == sorted(_texts())
+    escalated = sorted(t for t in _texts() if not t.startswith("firm-"))
+    assert sorted(_asked(b)) == escalated
+    s = result.summary
+    assert s.outcome == "ok", s.to_dict()
+    assert [(st["stage"], st["rows"], st["escalated"]) for st in s.stages] == [
+        (1, 17, 11), (2, 11, 0)]
+    assert s.stages[0]["failed"] == 2 and s.failed == 0  # failed at A, answered by B
+    assert (s.requests, s.labeled) == (17 + 11, 15 + 11)  # the two 400s were sent, not answered
+
+    rows = _rows(tmp_path / "out")
+    assert len(rows) == 17
+    for text, r in rows.items():
+        if text.startswith("firm-"):
+            assert (r["cascade_stage"], r["teacher"]) == (1, "openai-compatible:small")
+            assert r["soft_label"] == pytest.approx([1 - SURE, SURE])
+            assert [st["stage"] for st in r["cascade"]] == [1]
+        else:
+            assert (r["cascade_stage"], r["teacher"]) == (2, "openai-compatible:big")
+            assert r["soft_label"] == pytest.approx([0.99, 0.01])
+            trail = {st["stage"]: st for st in r["cascade"]}
+            assert trail[2]["label"] == "negative"
+            assert trail[2]["soft_label"] == pytest.approx([0.99, 0.01])
+            if text.startswith("fail-"):
+                assert 1 not in trail  # the first stage never answered it
+            elif text.startswith("bad-"):
+                assert trail[1]["valid"] is False and trail[1]["label"] is None
+            else:
+                assert trail[1]["label"] == "positive"
+                assert trail[1]["confidence"] == pytest.approx(
+                    UNSURE if text.startswith("unsure-") else HALF)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| labeled by cascade stage 1: openai-compatible:small | 6 |" in card
+    assert "| labeled by cascade stage 2: openai-compatible:big | 11 |" in card
+
+
+def test_a_threshold_change_asks_only_rows_no_stage_has_answered(
+    servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
+) -> None:
+    a, b = servers
+    asyncio.run(run_job(_job(tmp_path, a, b, 0.9)))
+    asked_a, asked_b = len(_asked(a)), len(_asked(b))
+    # Lower: half rows (0.8) now stop at A; nothing is asked of anyone.
+    asyncio.run(run_job(_job(tmp_path, a, b, 0.7)))
+    assert (len(_asked(a)), len(_asked(b))) == (asked_a, asked_b)
+    rows = _rows(tmp_path / "out")
+    assert rows["half-row00"]["cascade_stage"] == 1
+    assert rows["half-row00"]["soft_label"] == pytest.approx([1 - HALF, HALF])
+    # Higher: sure rows (0.97) now escalate; B is asked those six, A nothing.
+    asyncio.run(run_job(_job(tmp_path, a, b, 0.98)))
+    assert len(_asked(a)) == asked_a
+    assert sorted(_asked(b)[asked_b:]) == sorted(t for t in _texts() if t.startswith("firm-"))
+    assert all(r["cascade_stage"] == 2 for r in _rows(tmp_path / "out").values())
+
+
+def test_margin_and_entropy_measures(servers: tuple[TeacherServer, TeacherServer],
+                                     tmp_path: Path) -> None:
+    a, b = servers
+    # margin of the unsure rows: 0.2, of the half rows 0.6, of the sure rows 0.94
+    asyncio.run(run_job(_job(tmp_path, a, b, 0.5, escalate_on="margin")))
+    assert sorted(set(_asked(b))) == sorted(t for t in _texts()
+                                            if t.split("-")[0] in ("unsure", "bad", "fail"))
+    spec = CascadeSpec.parse("x:a,y:b", 0.5, "entropy")
+    assert spec.thresholds == (0.5,)
+
+
+def test_a_cascade_of_three_appends_a_stage_without_relabeling(
+    servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
+) -> None:
+    a, b = servers
+    asyncio.run(run_job(_job(tmp_path, a, b, 0.9)))
+    before_a, before_b = len(_asked(a)), len(_asked(b))
+    with TeacherServer(ServerConfig(model="huge", labels=["negative", "positive"])) as c:
+        job = _job(tmp_path, a, b, "0.9,1.0",
+                   cascade=f"{_cascade(a, b)},openai-compatible:huge@{c.url}/v1")
+        result = asyncio.run(run_job(job))
+        # A and B: nothing new; C: what B passed on (everything: B's 0.99 < 1.0)
+        assert (len(_asked(a)), len(_asked(b))) == (before_a, before_b)
+        assert chat_requests(c) == 11
+    # stage 1: 15 answers read back, and its two stored 400s escalate again unasked
+    assert [st["cached"] for st in result.summary.stages] == [15, 11, 0]
+    assert result.summary.stages[0]["failed"] == 2
+
+
+def test_bad_cascade_settings_are_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least two"):
+        CascadeSpec.parse("openai:x", 0.9)
+    with pytest.raises(ConfigError, match="needs --escalate-below"):
+        CascadeSpec.parse("openai:x,openai:y", None)
+    with pytest.raises(ConfigError, match="3 stages take one threshold or 2"):
+        CascadeSpec.parse("a:x,b:y,c:z", "0.9,0.8,0.7")
+    with pytest.raises(ConfigError, match="max_prob threshold must be in"):
+        CascadeSpec.parse("a:x,b:y", 1.5)
+    with pytest.raises(ConfigError, match="--escalate-on 'wrong'"):
+        CascadeSpec.parse("a:x,b:y", 0.5, "wrong")
+    with pytest.raises(ConfigError, match="expected numbers"):
+        CascadeSpec.parse("a:x,b:y", "high")
+    res = CliRunner().invoke(main, ["run", "sentiment", str(_input(tmp_path)),
+                                    "--cascade", "openai:a,openai:b", "--escalate-below", "2"])
+    assert res.exit_code != 0
+    assert "--escalate-below 2: a max_prob threshold must be in [0, 1]" in res.output
+
+
+def test_the_cli_runs_a_cascade_and_prints_each_stage(
+    servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
+) -> None:
+    a, b = servers
+    res = CliRunner().invoke(main, [
+        "run", "sentiment", str(_input(tmp_path)), "--cascade", _cascade(a, b),
+        "--escalate-below", "0.9", "--store", str(tmp_path / "s.sqlite"), "--quiet",
+        "--max-attempts", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output.strip().splitlines()[-1])
+    assert [st["rows"] for st in summary["stages"]] == [17, 11]
+    assert len(_asked(b)) == 11
+    common = ["sentiment", str(_input(tmp_path)), "--cascade", _cascade(a, b),
+              "--escalate-below", "0.9", "--store", str(tmp_path / "s.sqlite")]
+    res = CliRunner().invoke(main, ["run", *common, "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "stage 2 openai-compatible:big: 11 rows, 0 labeled, 11 cached" in res.output
+    res = CliRunner().invoke(main, ["export", *common, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert len(_asked(b)) == 11  # a rerun and an export ask nobody
+    assert {r["cascade_stage"] for r in _rows(tmp_path / "o").values()} == {1, 2}
+
+
+@pytest.mark.slow
+def test_kill_9_mid_cascade_resumes_with_nothing_paid_twice(tmp_path: Path) -> None:
+    """Killed while stage 2 is under way: the rerun asks stage 1 nothing and stage 2 only
+    what it had not answered (at most the requests in flight at the kill)."""
+    n = 60
+    texts = [f"{'firm' if i % 3 == 0 else 'unsure'}-row{i:02d}" for i in range(n)]
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps({"id": t, "text": t}) + "\n" for t in texts))
+    first = ServerConfig(model="small", responder=ScriptedResponder(
+        [("unsure-", _reply(UNSURE))], default=lambda v: _reply(SURE)))
+    with TeacherServer(first) as a, TeacherServer(_stage_b()) as b:
+        b.config.latency_s = 0.05
+        args = [sys.executable, "-m", "labeler.cli", "run", "sentiment", str(data),
+                "--cascade", _cascade(a, b), "--escalate-below", "0.9",
+                "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out"),
+                "--quiet", "--concurrency", "4"]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while chat_requests(b) < 12 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        proc.kill()
+        proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+        asked_a_before = chat_requests(a)
+        assert asked_a_before == n
+        asked_b_before = len(_asked(b, texts))
+        assert 12 <= asked_b_before < 40
+        b.config.latency_s = 0.0
+        final = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert final.returncode == 0, final.stderr
+        assert chat_requests(a) == n  # stage 1 is never asked again
+        per_row: dict[str, int] = {}
+        for t in _asked(b, texts):
+            per_row[t] = per_row.get(t, 0) + 1
+        unsure = {t for t in texts if t.startswith("unsure-")}
+        assert set(per_row) == unsure
+        assert sum(per_row.values()) - len(unsure) <= 4  # only what was in flight at the kill
+    rows = _rows(tmp_path / "out")
+    assert {r["cascade_stage"] for t, r in rows.items() if t in unsure} == {2}
+    assert {r["cascade_stage"] for t, r in rows.items() if t not in unsure} == {1}
+
+
+def test_export_replays_the_cascade_from_the_store(
+    servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
+) -> None:
+    """`labeler export` of a cascade reads every stage's stored answers, asks nobody."""
+    a, b = servers
+    asyncio.run(run_job(_job(tmp_path, a, b, 0.9)))
+    sent = len(a.log) + len(b.log)
+    from labeler.job import export_job
+
+    job = _job(tmp_path, a, b, 0.9, export=ExportOptions(kind="classification"))
+    job.out = tmp_path / "cls"
+    report = export_job(job)
+    assert report.exported == 17 and len(a.log) + len(b.log) == sent
+    assert report.stages == {"1: openai-compatible:small": 6, "2: openai-compatible:big": 11}
+    labels = {i: r["label"] for i, r in _rows(tmp_path / "cls").items()}
+    assert labels["firm-row00"] == 1 and labels["unsure-row00"] == 0  # ClassLabel indices
+
+
+def test_a_refresh_config_declares_a_cascade(tmp_path: Path) -> None:
+    from labeler.refresh import RefreshConfig
+
+    path = tmp_path / "refresh.yaml"
+    path.write_text("task: sentiment\ninput: in.jsonl\nteacher: unused:x\nout: out\n"
+                    "cascade: [local:smollm2-135m, 'openai-compatible:big@http://h:1/v1']\n"
+                    "escalate_below: 0.85\nescalate_on: margin\n")
+    spec = RefreshConfig.load(path).job(tmp_path / "v1").cascade_spec()
+    assert spec is not None and spec.thresholds == (0.85,) and spec.measure == "margin"
+    assert [(s.teacher, s.base_url) for s in spec.stages] == [
+        ("local:smollm2-135m", None), ("openai-compatible:big", "http://h:1/v1")]
+    path.write_text(path.read_text().replace("0.85", "[0.9, 0.8]"))
+    with pytest.raises(ConfigError, match="2 stages take one threshold, got 2"):
+        RefreshConfig.load(path).job(tmp_path / "v1")
