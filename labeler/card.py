@@ -124,7 +124,7 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
         f"| labels given by a person (labeler review), over the teacher's | {report.human_labeled} |",
         f"| no stored answer (failed or not yet labeled) | {report.missing} |",
         f"| rejected input rows | {report.rejected} |",
-        *[f"| labeled by cascade stage {stage} | {n} |"
+        *[f"| rows answered by {stage} | {n} |"
           for stage, n in sorted(report.stages.items())],
         "", "## Splits", "",
     ]

@@ -245,6 +245,8 @@ class CascadePlanner:
     the stored answers and the spec's thresholds alone.
     """
 
+    kind = "cascade"
+
     def __init__(self, task: Task, spec: CascadeSpec, identities: Sequence[Mapping[str, Any]],
                  store: Store) -> None:
         self.task = task

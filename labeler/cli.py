@@ -599,11 +599,12 @@ def _print_summary(result: Any) -> None:
         parts.append(f"{s.skipped} not sent")
     click.echo(f"labeler: {', '.join(parts)} in {s.elapsed_s:.1f}s "
                f"({s.requests} requests, {s.retries} retries)", err=True)
-    for st in s.stages:
-        click.echo(f"labeler:   stage {st['stage']} {st['teacher']}: {st['rows']} rows, "
-                   f"{st['labeled']} labeled, {st['cached']} cached, {st['failed']} failed, "
-                   f"{st['escalated']} passed on; ${st['cost_usd']:.4f} in "
-                   f"{st['elapsed_s']:.1f}s", err=True)
+    for st in s.stages:  # a cascade's stages, or an ensemble's members
+        which = f"stage {st['stage']}" if "stage" in st else f"member {st['member']}"
+        passed = f", {st['escalated']} passed on" if "escalated" in st else ""
+        click.echo(f"labeler:   {which} {st['teacher']}: {st['rows']} rows, "
+                   f"{st['labeled']} labeled, {st['cached']} cached, {st['failed']} failed"
+                   f"{passed}; ${st['cost_usd']:.4f} in {st['elapsed_s']:.1f}s", err=True)
     if s.http_failures or s.http_requests != s.requests:
         answers = ", ".join(f"{n} {_HTTP_WORDS.get(reason, reason)}" for reason, n in
                             sorted(s.http_failures.items(), key=lambda kv: -kv[1]))

@@ -97,7 +97,8 @@ class ExportReport:
     filtered: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
     human_labeled: int = 0  # rows whose label a person gave (labeler review)
-    stages: dict[str, int] = field(default_factory=dict)  # a cascade: rows each stage labeled
+    # a cascade: rows each stage labeled; an ensemble: rows each member answered
+    stages: dict[str, int] = field(default_factory=dict)
     # kd: the vocabulary the token ids index (None when the teacher sent no ids)
     teacher_tokenizer: str | None = None
     seconds: float = 0.0
@@ -178,7 +179,8 @@ def export_dataset(
         flt = Filter(opts.filters)
         writers: dict[str, datasets.arrow_writer.ArrowWriter] = {}
         buffers: dict[str, _RowBuffer] = {}
-        builder.provenance = planner is not None and opts.kind == "records"
+        builder.provenance = (getattr(planner, "kind", None) if opts.kind == "records"
+                              else None)
         planner = planner or Planner(task, teacher_identity, store, failures=False)
         features: datasets.Features | None = None
         with_humans = (opts.human_labels and task.output_kind == "label"
@@ -198,7 +200,7 @@ def export_dataset(
                     continue
                 row, request = item.row, item.request
                 assert request is not None
-                answer = read_answer(task, completion)
+                answer = item.answer or read_answer(task, completion)
                 if opts.calibration is not None and task.label_space is not None:
                     answer = calibrate_answer(answer, opts.calibration, task.label_space)
                 human = humans.get(item.key)
@@ -210,8 +212,8 @@ def export_dataset(
                     continue
                 record = builder.row(row, request, completion, answer)
                 if item.provenance is not None:
-                    stage = f"{item.provenance['cascade_stage']}: {item.provenance['teacher']}"
-                    report.stages[stage] = report.stages.get(stage, 0) + 1
+                    for stage in _answered_by(item.provenance):
+                        report.stages[stage] = report.stages.get(stage, 0) + 1
                     if builder.provenance:
                         record.update(item.provenance)
                 if "label_source" in builder.label_columns:
@@ -256,6 +258,14 @@ def export_dataset(
         card = dataset_card(task, teacher_identity, opts, report, repo=opts.push_to_hub)
         push_export(out, opts.push_to_hub, fmt=opts.format, private=opts.private, card=card)
     return report
+
+
+def _answered_by(provenance: Mapping[str, Any]) -> list[str]:
+    """Who answered a row, for the report: its cascade stage, or each ensemble member."""
+    if "cascade_stage" in provenance:
+        return [f"cascade stage {provenance['cascade_stage']}: {provenance['teacher']}"]
+    return [f"ensemble member {m['member']}: {m['teacher']}"
+            for m in provenance.get("ensemble", ())]
 
 
 def teacher_tokenizer(identity: Mapping[str, Any]) -> str:
@@ -321,7 +331,7 @@ class _Builder:
         self.input_fields: list[str] | None = None
         self.text_field = opts.text_field or (task.fields[0] if task.fields else None)
         self.saw_ids = False  # whether any kd token came with a vocabulary id
-        self.provenance = False  # records rows carry a cascade's per-stage columns
+        self.provenance: str | None = None  # "cascade" | "ensemble": records rows say who answered
         self._plan: list[tuple[str, datasets.ClassLabel | None, str | None, type | None]] = []
         self._plan_for: datasets.Features | None = None
         self.label_columns = (("label_source",) if task.output_kind == "label" and
@@ -500,7 +510,13 @@ class _Builder:
                 "token": datasets.Value("string"), "logprob": datasets.Value("float64"),
                 "top_logprobs": top,
             })
-            if self.provenance:
+            if self.provenance == "ensemble":
+                f["ensemble"] = datasets.List({
+                    "member": datasets.Value("int64"), "teacher": datasets.Value("string"),
+                    "weight": datasets.Value("float64"), "label": datasets.Value("string"),
+                    "valid": datasets.Value("bool"),
+                    "soft_label": datasets.List(datasets.Value("float64"))})
+            elif self.provenance == "cascade":
                 f["cascade_stage"] = datasets.Value("int64")
                 f["cascade"] = datasets.List({
                     "stage": datasets.Value("int64"), "teacher": datasets.Value("string"),

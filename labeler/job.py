@@ -19,6 +19,7 @@ from labeler.batch.base import BatchClient
 from labeler.batch.clients import make_client
 from labeler.batch.runner import BatchRunner, fingerprint
 from labeler.cascade import Cascade, CascadePlanner, CascadeSpec
+from labeler.ensemble import Ensemble, EnsemblePlanner, EnsembleSpec
 from labeler.errors import ConfigError
 from labeler.export import ExportOptions, ExportReport
 from labeler.export_guard import check_out_folder, export_to
@@ -76,6 +77,9 @@ class Job:
     cascade: str | None = default("cascade")
     escalate_below: str | None = default("escalate_below")  # "0.9" or "0.9,0.8", or numbers
     escalate_on: str = default("escalate_on")
+    # An ensemble of teachers (labeler/ensemble.py): "a:m1,b:m2[@URL][=WEIGHT]" or a list
+    ensemble: str | None = default("ensemble")
+    ensemble_combine: str = default("ensemble_combine")
     id_field: str | None = None
     input_format: str | None = None
     delimiter: str | None = None
@@ -94,6 +98,14 @@ class Job:
         f = self.export.filters
         if isinstance(self.cascade, list | tuple):
             self.cascade = ",".join(self.cascade)
+        if isinstance(self.ensemble, list | tuple):
+            self.ensemble = ",".join(self.ensemble)
+        if self.ensemble is not None:
+            if self.cascade is not None:
+                raise ConfigError("--cascade and --ensemble: choose one")
+            self.ensemble_spec()
+            if self.batch:
+                raise ConfigError("--ensemble labels live; --batch is not supported with it yet")
         if isinstance(self.escalate_below, list | tuple):
             self.escalate_below = ",".join(str(x) for x in self.escalate_below)
         if self.cascade is not None:
@@ -113,7 +125,12 @@ class Job:
             return None
         return CascadeSpec.parse(self.cascade, self.escalate_below, self.escalate_on)
 
-    def make_stage_teachers(self, spec: CascadeSpec) -> list[Teacher]:
+    def ensemble_spec(self) -> EnsembleSpec | None:
+        if self.ensemble is None:
+            return None
+        return EnsembleSpec.parse(self.ensemble, self.ensemble_combine)
+
+    def make_stage_teachers(self, spec: CascadeSpec | EnsembleSpec) -> list[Teacher]:
         """One teacher per stage: its own @URL, else --base-url; the job's key and options."""
         teachers = []
         for stage in spec.stages:
@@ -215,6 +232,10 @@ async def run_job(
         if spec is not None:
             return await _run_cascade(job, task, spec, store, rejects, stack, on_warning,
                                       handle_signals, warnings)
+        members = job.ensemble_spec()
+        if members is not None:
+            return await _run_ensemble(job, task, members, store, rejects, stack, on_warning,
+                                       handle_signals, warnings)
         if teacher is None:
             teacher = job.make_teacher()
             stack.push_async_callback(teacher.aclose)
@@ -271,6 +292,41 @@ async def _run_cascade(job: Job, task: Task, spec: CascadeSpec, store: Store,
                      rejects if rejects is not None and rejects.exists() else None, warnings)
 
 
+async def _run_ensemble(job: Job, task: Task, spec: EnsembleSpec, store: Store,
+                        rejects: Path | None, stack: contextlib.AsyncExitStack,
+                        on_warning: Callable[[str], None] | None, handle_signals: bool,
+                        warnings: list[str]) -> JobResult:
+    """An ensemble: every member labels every row at once (labeler/ensemble.py), then the
+    export of the members' combined answers."""
+    if task.label_space is None:
+        raise ConfigError(f"--ensemble needs a label task; {task.path} is '{task.output_kind}'")
+    teachers = job.make_stage_teachers(spec)
+    for t in teachers:
+        stack.push_async_callback(t.aclose)
+    writer = RejectsWriter(rejects) if rejects is not None else None
+    if writer is not None:
+        stack.callback(writer.close)
+
+    def make_labeler(member: int, teacher: Teacher) -> Labeler:
+        lb = _live_strategy(job, task, teacher, store, None, on_warning)
+        lb.rejects = writer if member == 0 else None  # a bad row is told once
+        lb.progress = lb.progress if member == 0 else False
+        return lb
+
+    strategy = Ensemble(spec, teachers, make_labeler)
+    stack.push_async_callback(strategy.aclose)
+    with aio.stop_on_signals(strategy, enabled=handle_signals):
+        summary = await strategy.run_passes(lambda: job.rows(task))
+    report = None
+    if job.out is not None and summary.outcome not in ("pending", "interrupted"):
+        planner = EnsemblePlanner(task, spec, [t.identity for t in teachers], store)
+        report = await asyncio.to_thread(
+            export_to, task, teachers[0].identity, job.rows(task), store, Path(job.out),
+            job.export, planner)
+    return JobResult(summary, report, job.store_path(),
+                     rejects if rejects is not None and rejects.exists() else None, warnings)
+
+
 def _live_strategy(job: Job, task: Task, teacher: Teacher, store: Store, rejects: Path | None,
                    on_warning: Callable[[str], None] | None) -> Labeler:
     total = None
@@ -317,12 +373,16 @@ def export_job(job: Job) -> ExportReport:
     if job.out is None:
         raise ConfigError("export needs --out DIR")
     task = job.load_task()
-    spec = job.cascade_spec()
+    spec = job.cascade_spec() or job.ensemble_spec()
     teachers = job.make_stage_teachers(spec) if spec is not None else [job.make_teacher()]
     check_out_folder(Path(job.out), job.store_path())
     with Store(job.store_path()) as store:
-        planner = (CascadePlanner(task, spec, [t.identity for t in teachers], store)
-                   if spec is not None else None)
+        identities = [t.identity for t in teachers]
+        planner: Any = None
+        if isinstance(spec, CascadeSpec):
+            planner = CascadePlanner(task, spec, identities, store)
+        elif isinstance(spec, EnsembleSpec):
+            planner = EnsemblePlanner(task, spec, identities, store)
         return export_to(task, teachers[-1].identity, job.rows(task), store, Path(job.out),
                          job.export, planner)
 

@@ -96,6 +96,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("escalate_on", "escalate_on", str, "max_prob",
            "With --cascade: the confidence measure: max_prob, margin, or entropy (nats; "
            "escalates above the threshold).", metavar="MEASURE"),
+    Option("ensemble", "ensemble", str, None,
+           "Teachers that all answer every row, at once: PROVIDER:MODEL[@URL][=WEIGHT],...; "
+           "the soft label combines theirs (replaces --teacher).", metavar="TEACHERS",
+           also=(list,)),
+    Option("ensemble_combine", "ensemble_combine", str, "mean",
+           "With --ensemble: mean (weighted mixture of the members' distributions) or "
+           "product (product of experts).", metavar="HOW"),
 )
 BY_FIELD: dict[str, Option] = {o.field: o for o in OPTIONS}
 BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
@@ -126,7 +133,7 @@ def from_fields(obj: Any) -> dict[str, Any]:
     return {o.field: getattr(obj, o.field) for o in OPTIONS}
 
 
-CASCADE_KEYS = ("cascade", "escalate_below", "escalate_on")
+CASCADE_KEYS = ("cascade", "escalate_below", "escalate_on", "ensemble", "ensemble_combine")
 
 
 def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,

@@ -56,6 +56,8 @@ class Item:
     error: TemplateError | None = None
     # A cascade's export: which stage answered and what every reached stage said
     provenance: dict[str, Any] | None = None
+    # An ensemble's export: the members' answers combined, read instead of `completion`'s
+    answer: Any = None
 
 
 class Planner:

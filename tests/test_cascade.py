@@ -133,8 +133,8 @@ def test_escalation_by_threshold_asks_the_second_stage_exactly_the_unsure_rows(
                 assert trail[1]["confidence"] == pytest.approx(
                     UNSURE if text.startswith("unsure-") else HALF)
     card = (tmp_path / "out" / "README.md").read_text()
-    assert "| labeled by cascade stage 1: openai-compatible:small | 6 |" in card
-    assert "| labeled by cascade stage 2: openai-compatible:big | 11 |" in card
+    assert "| rows answered by cascade stage 1: openai-compatible:small | 6 |" in card
+    assert "| rows answered by cascade stage 2: openai-compatible:big | 11 |" in card
 
 
 def test_a_threshold_change_asks_only_rows_no_stage_has_answered(
@@ -282,7 +282,8 @@ def test_export_replays_the_cascade_from_the_store(
     job.out = tmp_path / "cls"
     report = export_job(job)
     assert report.exported == 17 and len(a.log) + len(b.log) == sent
-    assert report.stages == {"1: openai-compatible:small": 6, "2: openai-compatible:big": 11}
+    assert report.stages == {"cascade stage 1: openai-compatible:small": 6,
+                             "cascade stage 2: openai-compatible:big": 11}
     labels = {i: r["label"] for i, r in _rows(tmp_path / "cls").items()}
     assert labels["firm-row00"] == 1 and labels["unsure-row00"] == 0  # ClassLabel indices
 
