@@ -119,6 +119,26 @@ def _stage(spec: str) -> Stage:
     return Stage(teacher, "http" + url if mark else None)
 
 
+def reached(spec: CascadeSpec, answers: Sequence[Answer | None]) -> int:
+    """How many stages a row reaches under `spec`, given each stage's answer (None: none)."""
+    for stage, answer in enumerate(answers):
+        if not spec.escalates(stage, answer):
+            return stage + 1
+    return len(answers)
+
+
+def final_stage(spec: CascadeSpec, answers: Sequence[Answer | None]) -> int | None:
+    """The stage (0-based) a row's label comes from: the last valid answer among the
+    stages it reaches, else the last answer at all; None when no reached stage answered."""
+    chosen: int | None = None
+    for stage in range(reached(spec, answers)):
+        answer = answers[stage]
+        if answer is not None and (answer.valid or chosen is None
+                                   or not answers[chosen].valid):  # type: ignore[union-attr]
+            chosen = stage
+    return chosen
+
+
 # -- labeling -------------------------------------------------------------------------------
 
 
@@ -266,22 +286,14 @@ class CascadePlanner:
 
     def _resolve(self, items: list[Item]) -> Item:
         """The cascade replayed on one row's stored answers."""
-        chosen: Item | None = None
-        chosen_valid = False
-        trail: list[dict[str, Any]] = []
-        for stage, item in enumerate(items):
-            if item.status != CACHED or item.completion is None:
-                answer = None
-            else:
-                answer = read_answer(self.task, item.completion)
-                trail.append(self._step(stage, answer))
-                if answer.valid or not chosen_valid:  # a later valid answer wins
-                    chosen, chosen_valid = item, answer.valid
-            if not self.spec.escalates(stage, answer):
-                break
-        if chosen is None:
+        answers = [read_answer(self.task, i.completion)
+                   if i.status == CACHED and i.completion is not None else None for i in items]
+        n = final_stage(self.spec, answers)
+        if n is None:
             return items[0]  # rejected, or no stage has answered: missing, as in any export
-        n = items.index(chosen)
+        chosen = items[n]
+        trail = [self._step(stage, a) for stage, a in
+                 enumerate(answers[:reached(self.spec, answers)]) if a is not None]
         chosen.provenance = {"cascade_stage": n + 1,
                              "teacher": self.spec.stages[n].teacher, "cascade": trail}
         return chosen
@@ -295,5 +307,5 @@ class CascadePlanner:
                 "confidence": getattr(conf, self.spec.measure) if conf and soft else None}
 
 
-__all__ = ["MEASURES", "Cascade", "CascadePlanner", "CascadeSpec", "Stage",
-           "StageReport"]
+__all__ = ["MEASURES", "Cascade", "CascadePlanner", "CascadeSpec", "Stage", "StageReport",
+           "final_stage", "reached"]

@@ -302,3 +302,73 @@ def test_a_refresh_config_declares_a_cascade(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("0.85", "[0.9, 0.8]"))
     with pytest.raises(ConfigError, match="2 stages take one threshold, got 2"):
         RefreshConfig.load(path).job(tmp_path / "v1")
+
+
+@pytest.fixture
+def gold_run(tmp_path: Path) -> Iterator[tuple[TeacherServer, TeacherServer, list[str]]]:
+    """60 gold rows: stage A is right and sure on 40, wrong and unsure on 20; B says
+    negative to everything (right on those 20)."""
+    texts = [f"firm-g{i:02d}" for i in range(40)] + [f"unsure-g{i:02d}" for i in range(20)]
+    path = tmp_path / "gold.jsonl"
+    path.write_text("".join(json.dumps({"id": t, "text": t, "gold": "positive" if
+                                        t.startswith("firm") else "negative"}) + "\n"
+                            for t in texts))
+    with TeacherServer(_stage_a()) as a, TeacherServer(_stage_b()) as b:
+        args = ["sentiment", str(path), "--cascade", _cascade(a, b), "--escalate-below", "0.9",
+                "--store", str(tmp_path / "s.sqlite")]
+        yield a, b, args
+
+
+def test_eval_scores_each_stage_and_the_cascade_and_suggests_a_guaranteed_threshold(
+    gold_run: tuple[TeacherServer, TeacherServer, list[str]],
+) -> None:
+    a, b, args = gold_run
+    assert CliRunner().invoke(main, ["run", *args, "--quiet"]).exit_code == 0
+    sent = len(a.log) + len(b.log)
+    res = CliRunner().invoke(main, ["eval", *args, "--gold", "gold", "--json",
+                                    "--target-accuracy", "0.9", "--target-accuracy", "0.95"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output.splitlines()[-1])
+    assert len(a.log) + len(b.log) == sent  # eval asks nobody
+    first, second = report["stages"]
+    assert (first["rows"], first["accuracy"], first["escalation_rate"]) == (
+        60, pytest.approx(40 / 60), pytest.approx(20 / 60))
+    assert (second["rows"], second["accuracy"]) == (20, 1.0)
+    assert report["cascade"]["rows"] == 60 and report["cascade"]["accuracy"] == 1.0
+    at_90, at_95 = report["suggestions"]
+    # 40 right of 40 kept: a 95% lower bound of 0.025 ** (1 / 40) = 0.912 reaches 0.9 only
+    t = at_90["threshold"]
+    assert t["threshold"] == pytest.approx(SURE) and t["kept"] == 40
+    assert t["accuracy_lower_bound"] == pytest.approx(0.025 ** (1 / 40), abs=1e-6)
+    assert at_95["threshold"] is None
+    res = CliRunner().invoke(main, ["eval", *args, "--gold", "gold", "--target-accuracy", "0.9"])
+    assert "stage 1: for accuracy 0.9 escalate max_prob below 0.9700: keeps 67%" in res.output
+
+
+def test_estimate_prices_a_cascade_from_measured_or_given_escalation(
+    gold_run: tuple[TeacherServer, TeacherServer, list[str]], tmp_path: Path,
+) -> None:
+    *_, args = gold_run
+    prices = ["--price", "small=1,2", "--price", "big=30,60"]
+
+    def cost(extra: list[str]) -> dict:
+        res = CliRunner().invoke(main, ["estimate", *args, *prices, "--json", *extra])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.output.splitlines()[-1])
+
+    def alone(teacher: str) -> float:
+        res = CliRunner().invoke(main, ["estimate", *args[:2], "--teacher", teacher, *prices,
+                                        "--json"])
+        return json.loads(res.output.splitlines()[-1])["cost_usd"]
+
+    small, big = alone("openai-compatible:small"), alone("openai-compatible:big")
+    res = CliRunner().invoke(main, ["estimate", *args, *prices])
+    assert res.exit_code != 0 and "no stored answers" in res.output and "--escalation-rate" in res.output
+    given = cost(["--escalation-rate", "0.5"])
+    assert given["cost_usd"] == pytest.approx(small + big / 2, abs=1e-6)
+    assert given["last_alone_usd"] == pytest.approx(big, abs=1e-6)
+    assert CliRunner().invoke(main, ["run", *args, "--quiet"]).exit_code == 0
+    measured = cost([])
+    assert measured["stages"][0]["escalation_rate"] == pytest.approx(20 / 60)
+    assert measured["stages"][0]["rate_source"] == "measured on 60 stored answers"
+    assert measured["cost_usd"] == pytest.approx(small + big / 3, abs=1e-6)
