@@ -274,6 +274,8 @@ async def _run_cascade(job: Job, task: Task, spec: CascadeSpec, store: Store,
     def make_labeler(stage: int, teacher: Teacher, budget: float | None) -> Labeler:
         lb = _live_strategy(job, task, teacher, store, None, on_warning)
         lb.rejects = writer if stage == 0 else None  # a bad row is told once, by stage 1
+        if stage < len(teachers) - 1:  # a failure here is escalated, not lost
+            lb.on_warning = _passed_on(lb.on_warning, stage + 2)
         lb.budget_usd = budget
         lb.total = lb.total if stage == 0 else None
         return lb
@@ -325,6 +327,13 @@ async def _run_ensemble(job: Job, task: Task, spec: EnsembleSpec, store: Store,
             job.export, planner)
     return JobResult(summary, report, job.store_path(),
                      rejects if rejects is not None and rejects.exists() else None, warnings)
+
+
+def _passed_on(warn: Callable[[str], None], stage: int) -> Callable[[str], None]:
+    """A cascade stage's warnings, saying that a failed row went on to the next stage."""
+    def told(message: str) -> None:
+        warn(f"{message} [cascade: passed on to stage {stage}]")
+    return told
 
 
 def _live_strategy(job: Job, task: Task, teacher: Teacher, store: Store, rejects: Path | None,

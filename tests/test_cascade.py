@@ -220,6 +220,7 @@ def test_the_cli_runs_a_cascade_and_prints_each_stage(
               "--escalate-below", "0.9", "--store", str(tmp_path / "s.sqlite")]
     res = CliRunner().invoke(main, ["run", *common, "--quiet"])
     assert res.exit_code == 0, res.output
+    assert "failed (http_400)" in res.output and "[cascade: passed on to stage 2]" in res.output
     assert "stage 2 openai-compatible:big: 11 rows, 0 labeled, 11 cached" in res.output
     res = CliRunner().invoke(main, ["export", *common, "--out", str(tmp_path / "o")])
     assert res.exit_code == 0, res.output
