@@ -17,6 +17,7 @@ order answers arrived in.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,9 +25,10 @@ from itertools import islice
 from typing import Any
 
 from labeler.answer import Answer, read_answer
+from labeler.batch.runner import BatchSummary
 from labeler.errors import ConfigError
 from labeler.inputs import Reject, Row
-from labeler.plan import CACHED, CHUNK, Item, Planner
+from labeler.plan import CACHED, CHUNK, FAILED, Item, Planner
 from labeler.run import Labeler, Record, RunSummary
 from labeler.store import Store
 from labeler.task import Task
@@ -163,20 +165,22 @@ class Cascade:
     """The cascade strategy for `run_job`: one labeling pass per stage over what is left.
 
     `make_labeler(stage, teacher, budget_left)` builds each stage's `Labeler` (the job's
-    limits, store and rejects), so a stage is labeled exactly as a plain run would be.
+    limits, store and rejects), or its `BatchRunner` for a stage sent through the
+    provider's batch API, so a stage is labeled exactly as a plain run would be.
     Rows escalated by stage i are held in memory (a `Row` each) until stage i+1 reads them.
     """
 
     def __init__(self, task: Task, spec: CascadeSpec, teachers: Sequence[Teacher],
-                 make_labeler: Callable[[int, Teacher, float | None], Labeler],
-                 budget_usd: float | None = None) -> None:
+                 make_labeler: Callable[[int, Teacher, float | None], Any],
+                 budget_usd: float | None = None, store: Store | None = None) -> None:
         self.task = task
+        self.store = store
         self.spec = spec
         self.teachers = list(teachers)
         self.make_labeler = make_labeler
         self.budget_usd = budget_usd
         self.stages: list[StageReport] = []
-        self._current: Labeler | None = None
+        self._current: Any = None  # the stage under way: a Labeler or a BatchRunner
         self._stopped = False
 
     def stop(self) -> None:
@@ -185,34 +189,73 @@ class Cascade:
             self._current.stop()
 
     async def aclose(self) -> None:
-        if self._current is not None:
+        if isinstance(self._current, Labeler):
             await self._current.aclose()
 
-    async def run(self, rows: Iterable[Row | Reject | Mapping[str, Any]]) -> RunSummary:
-        pending: Iterable[Row | Reject | Mapping[str, Any]] = rows
+    async def run(self, rows: Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]
+                  ) -> RunSummary:
+        """Run the stages in turn; `rows()` gives a fresh pass over the input (a batch
+        stage 1 reads it twice: once to submit, once to see what to pass on)."""
+        pending: Iterable[Row | Reject | Mapping[str, Any]] = rows()
         spent = 0.0
         for i, teacher in enumerate(self.teachers):
             budget = None if self.budget_usd is None else max(0.0, self.budget_usd - spent)
             lb = self.make_labeler(i, teacher, budget)
             self._current = lb
             report = StageReport(i + 1, self.spec.stages[i].teacher, lb.summary)
-            escalated: list[Row] = []
             try:
-                await teacher.start()
-                async for rec in lb.label(pending, with_completions=True):
-                    if self._escalates(i, rec):
-                        escalated.append(rec.row)
+                if isinstance(lb, Labeler):
+                    escalated = await self._live_pass(i, lb, pending)
+                else:
+                    escalated = await self._batch_pass(i, lb, pending,
+                                                       rows() if i == 0 else pending)
             finally:
                 self._current = None
-                await lb.aclose()
+                if isinstance(lb, Labeler):
+                    await lb.aclose()
             report.escalated = len(escalated)
             self.stages.append(report)
             spent += lb.summary.cost_usd
-            s = lb.summary
-            if self._stopped or s.interrupted or s.budget_stopped or not escalated:
+            if self._stopped or lb.summary.outcome in ("interrupted", "budget", "pending"):
+                break
+            if not escalated:
                 break
             pending = escalated
         return self.summary()
+
+    async def _live_pass(self, stage: int, lb: Labeler,
+                         rows: Iterable[Row | Reject | Mapping[str, Any]]) -> list[Row]:
+        await lb.teacher.start()
+        escalated: list[Row] = []
+        async for rec in lb.label(rows, with_completions=True):
+            if self._escalates(stage, rec):
+                escalated.append(rec.row)
+        return escalated
+
+    async def _batch_pass(self, stage: int, runner: Any,
+                          rows: Iterable[Row | Reject | Mapping[str, Any]],
+                          again: Iterable[Row | Reject | Mapping[str, Any]]) -> list[Row]:
+        """A stage through the provider's batch API (`BatchRunner`); what it passes on is
+        read from the store once its batches have ended (nothing while they are pending)."""
+        summary = await runner.run(rows)
+        if summary.outcome == "pending" or self.store is None:
+            return []
+        return await asyncio.to_thread(self._escalated_in_store, stage, again)
+
+    def _escalated_in_store(self, stage: int,
+                            rows: Iterable[Row | Reject | Mapping[str, Any]]) -> list[Row]:
+        # max_attempts=0: every stored failure counts (FAILED), as a live failure escalates
+        planner = Planner(self.task, self.teachers[stage].identity, self.store,
+                          failures=True, max_attempts=0)
+        return [item.row for chunk in planner.plan_rows(rows) for item in chunk
+                if self._stored_escalates(stage, item)]
+
+    def _stored_escalates(self, stage: int, item: Item) -> bool:
+        if item.status == FAILED:
+            return stage < len(self.spec.stages) - 1
+        if item.status != CACHED or item.completion is None:
+            return False  # rejected, or not answered (yet)
+        return self.spec.escalates(stage, read_answer(self.task, item.completion))
 
     def _escalates(self, stage: int, rec: Record) -> bool:
         if rec.status == "failed":
@@ -227,9 +270,18 @@ class Cascade:
         A row counts as failed only where its last stage failed it (an earlier failure
         was escalated, not lost).
         """
-        total = RunSummary()
+        batched = [st.summary for st in self.stages if isinstance(st.summary, BatchSummary)]
+        total: RunSummary = BatchSummary() if batched else RunSummary()
         if not self.stages:
             return total
+        if isinstance(total, BatchSummary):
+            for b in batched:
+                total.pending += b.pending
+                total.unfinished += b.unfinished
+                total.batches_created += b.batches_created
+                total.batches_adopted += b.batches_adopted
+                total.batches_collected += b.batches_collected
+                total.batches_live += b.batches_live
         first = self.stages[0].summary
         total.rows, total.rejected = first.rows, first.rejected
         for n, st in enumerate(self.stages):

@@ -30,7 +30,7 @@ from labeler.retry import RetryPolicy
 from labeler.run import Labeler, RunSummary
 from labeler.store import Store
 from labeler.task import Task, load_task
-from labeler.teachers import make_teacher
+from labeler.teachers import make_teacher, parse_spec, provider
 from labeler.teachers.base import Teacher
 from labeler.template_check import check_template_fields
 
@@ -110,8 +110,6 @@ class Job:
             self.escalate_below = ",".join(str(x) for x in self.escalate_below)
         if self.cascade is not None:
             self.cascade_spec()  # a bad cascade is told before anything starts
-            if self.batch:
-                raise ConfigError("--cascade labels live; --batch is not supported with it yet")
         check_values({o.key: getattr(self, o.field) for o in OPTIONS})
         bounds.check([
             ("limit", self.limit),
@@ -262,8 +260,9 @@ async def _run_cascade(job: Job, task: Task, spec: CascadeSpec, store: Store,
                        rejects: Path | None, stack: contextlib.AsyncExitStack,
                        on_warning: Callable[[str], None] | None, handle_signals: bool,
                        warnings: list[str]) -> JobResult:
-    """A cascade: one live labeling pass per stage (labeler/cascade.py), then the export
-    of each row's last answering stage."""
+    """A cascade: one labeling pass per stage (labeler/cascade.py), then the export of
+    each row's last answering stage. With `job.batch`, a stage whose provider has a batch
+    API goes through it; the others (a local teacher) label live."""
     teachers = job.make_stage_teachers(spec)
     for t in teachers:
         stack.push_async_callback(t.aclose)
@@ -271,7 +270,18 @@ async def _run_cascade(job: Job, task: Task, spec: CascadeSpec, store: Store,
     if writer is not None:
         stack.callback(writer.close)
 
-    def make_labeler(stage: int, teacher: Teacher, budget: float | None) -> Labeler:
+    def make_labeler(stage: int, teacher: Teacher, budget: float | None) -> Any:
+        if job.batch and provider(parse_spec(spec.stages[stage].teacher)[0]).batch:
+            client = make_client(teacher, job.api_key)
+            stack.push_async_callback(client.aclose)
+            return BatchRunner(
+                task, teacher, client, store, prices=job.prices,
+                rejects=writer if stage == 0 else None, retry_failed=job.retry_failed,
+                max_attempts=job.max_attempts, budget_usd=budget, max_age_s=job.max_age_s,
+                no_wait=job.no_wait, progress=job.progress,
+                run_tag=fingerprint(task, teacher.identity, str(Path(str(job.input)).resolve()),
+                                    str(job.store_path().resolve())),
+                on_warning=on_warning)
         lb = _live_strategy(job, task, teacher, store, None, on_warning)
         lb.rejects = writer if stage == 0 else None  # a bad row is told once, by stage 1
         if stage < len(teachers) - 1:  # a failure here is escalated, not lost
@@ -280,10 +290,11 @@ async def _run_cascade(job: Job, task: Task, spec: CascadeSpec, store: Store,
         lb.total = lb.total if stage == 0 else None
         return lb
 
-    strategy = Cascade(task, spec, teachers, make_labeler, budget_usd=job.budget_usd)
+    strategy = Cascade(task, spec, teachers, make_labeler, budget_usd=job.budget_usd,
+                       store=store)
     stack.push_async_callback(strategy.aclose)
     with aio.stop_on_signals(strategy, enabled=handle_signals):
-        summary = await strategy.run(job.rows(task))
+        summary = await strategy.run(lambda: job.rows(task))
     report = None
     if job.out is not None and summary.outcome not in ("pending", "interrupted"):
         planner = CascadePlanner(task, spec, [t.identity for t in teachers], store)

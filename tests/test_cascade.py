@@ -373,3 +373,23 @@ def test_estimate_prices_a_cascade_from_measured_or_given_escalation(
     assert measured["stages"][0]["escalation_rate"] == pytest.approx(20 / 60)
     assert measured["stages"][0]["rate_source"] == "measured on 60 stored answers"
     assert measured["cost_usd"] == pytest.approx(small + big / 3, abs=1e-6)
+
+
+def test_batch_stages_pass_on_what_their_stored_answers_say(tmp_path: Path) -> None:
+    """With --batch each stage goes through the batch API; --no-wait returns pending at
+    stage 1, and the next run collects it, submits stage 2 and exports."""
+    a_cfg, b_cfg = _stage_a(), _stage_b()
+    a_cfg.batch_speed_s = b_cfg.batch_speed_s = 0.2
+    with TeacherServer(a_cfg) as a, TeacherServer(b_cfg) as b:
+        job = _job(tmp_path, a, b, 0.9, batch=True, no_wait=True)
+        first = asyncio.run(run_job(job))
+        assert first.summary.outcome == "pending" and first.export is None
+        assert [(st["stage"], st["requests"]) for st in first.summary.stages] == [(1, 17)]
+        done = asyncio.run(run_job(_job(tmp_path, a, b, 0.9, batch=True)))
+        assert done.summary.outcome == "ok", done.summary.to_dict()
+        assert [(st["rows"], st["requests"], st["escalated"]) for st in done.summary.stages
+                ] == [(17, 0, 11), (11, 11, 0)]  # A's batch collected, B asked the 11 only
+        assert done.summary.stages[0]["failed"] == 2 and done.summary.failed == 0
+    rows = _rows(tmp_path / "out")
+    assert {t for t, r in rows.items() if r["cascade_stage"] == 1} == {
+        t for t in _texts() if t.startswith("firm-")}
