@@ -135,6 +135,14 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
                   "| index | label | rows |", "|---|---|---|"]
         lines += [f"| {i} | {name} | {report.label_counts.get(name, 0)} |"
                   for i, name in enumerate(task.labels)]
+    if report.teachers:
+        lines += ["", "## Teachers", "",
+                  "What each teacher answered for these input rows, as stored:", "",
+                  "| teacher | rows answered | prompt tokens | output tokens | answer time (s) "
+                  "| cost (USD) |", "|---|---|---|---|---|---|"]
+        lines += [f"| {t['teacher']} | {t['rows']} | {t['prompt_tokens']} | "
+                  f"{t['completion_tokens']} | {t['teacher_s']:.1f} | {t['cost_usd']:.4f} |"
+                  for t in report.teachers]
     lines += ["", "## Columns", "", *_columns(task, opts)]
     lines += ["", "## Prompt", "", _prompt_text(task)]
     lines += ["", "## Filters", ""]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
@@ -308,6 +308,40 @@ class Cascade:
 # -- reading the cascade back ----------------------------------------------------------------
 
 
+@dataclass
+class TeacherUsage:
+    """What one stage (or ensemble member) was paid for, over the exported input: the rows
+    it answered, their tokens, summed answer time and cost as stored."""
+
+    name: str
+    rows: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    teacher_s: float = 0.0
+    cost_usd: float = 0.0
+    _keys: list[str] = field(default_factory=list, repr=False)
+
+    def add(self, item: Item) -> None:
+        c = item.completion
+        assert c is not None and item.key is not None
+        self.rows += 1
+        self.prompt_tokens += c.usage.prompt_tokens
+        self.completion_tokens += c.usage.completion_tokens
+        self.teacher_s += c.latency_s
+        self._keys.append(item.key)
+
+    def settle(self, store: Store) -> None:
+        """Add the cost of the answers counted since the last call (once per chunk)."""
+        if self._keys:
+            self.cost_usd += store.cost_of(self._keys)
+            self._keys = []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"teacher": self.name, "rows": self.rows, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "teacher_s": round(self.teacher_s, 3), "cost_usd": round(self.cost_usd, 6)}
+
+
 class CascadePlanner:
     """Plans rows as the cascade ends them: each item carries the answer of its last
     answering stage, and its `provenance` every reached stage's label and soft label.
@@ -325,6 +359,9 @@ class CascadePlanner:
         self.spec = spec
         self.identities = [dict(i) for i in identities]
         self.planners = [Planner(task, ident, store, failures=False) for ident in identities]
+        self.store = store
+        self.usage = [TeacherUsage(f"stage {n + 1}: {st.teacher}")
+                      for n, st in enumerate(spec.stages)]
 
     def plan_rows(self, rows: Iterable[Row | Reject | Mapping[str, Any]],
                   chunk: int = CHUNK) -> Iterator[list[Item]]:
@@ -334,12 +371,18 @@ class CascadePlanner:
 
     def plan(self, chunk: Sequence[Row | Reject | Mapping[str, Any]]) -> list[Item]:
         per_stage = [p.plan(chunk) for p in self.planners]
-        return [self._resolve([stage[i] for stage in per_stage]) for i in range(len(chunk))]
+        items = [self._resolve([stage[i] for stage in per_stage]) for i in range(len(chunk))]
+        for usage in self.usage:
+            usage.settle(self.store)
+        return items
 
     def _resolve(self, items: list[Item]) -> Item:
         """The cascade replayed on one row's stored answers."""
         answers = [read_answer(self.task, i.completion)
                    if i.status == CACHED and i.completion is not None else None for i in items]
+        for stage in range(reached(self.spec, answers)):
+            if answers[stage] is not None:
+                self.usage[stage].add(items[stage])
         n = final_stage(self.spec, answers)
         if n is None:
             return items[0]  # rejected, or no stage has answered: missing, as in any export
@@ -360,4 +403,4 @@ class CascadePlanner:
 
 
 __all__ = ["MEASURES", "Cascade", "CascadePlanner", "CascadeSpec", "Stage", "StageReport",
-           "final_stage", "reached"]
+           "TeacherUsage", "final_stage", "reached"]

@@ -23,7 +23,7 @@ from itertools import islice
 from typing import Any
 
 from labeler.answer import Answer, read_answer
-from labeler.cascade import Stage, StageReport
+from labeler.cascade import Stage, StageReport, TeacherUsage
 from labeler.errors import ConfigError
 from labeler.inputs import Reject, Row
 from labeler.plan import CACHED, CHUNK, Item, Planner
@@ -189,6 +189,9 @@ class EnsemblePlanner:
         self.task = task
         self.spec = spec
         self.planners = [Planner(task, ident, store, failures=False) for ident in identities]
+        self.store = store
+        self.usage = [TeacherUsage(f"member {n + 1}: {st.teacher}")
+                      for n, st in enumerate(spec.stages)]
 
     def plan_rows(self, rows: Iterable[Row | Reject | Mapping[str, Any]],
                   chunk: int = CHUNK) -> Iterator[list[Item]]:
@@ -198,12 +201,17 @@ class EnsemblePlanner:
 
     def plan(self, chunk: Sequence[Row | Reject | Mapping[str, Any]]) -> list[Item]:
         per_member = [p.plan(chunk) for p in self.planners]
-        return [self._combine([m[i] for m in per_member]) for i in range(len(chunk))]
+        items = [self._combine([m[i] for m in per_member]) for i in range(len(chunk))]
+        for usage in self.usage:
+            usage.settle(self.store)
+        return items
 
     def _combine(self, items: list[Item]) -> Item:
         answers: list[tuple[int, Answer]] = [
             (n, read_answer(self.task, item.completion)) for n, item in enumerate(items)
             if item.status == CACHED and item.completion is not None]
+        for n, _ in answers:
+            self.usage[n].add(items[n])
         if not answers:
             return items[0]  # rejected, or no member answered: missing, as in any export
         valid = [(n, a) for n, a in answers if a.soft is not None and a.soft.valid]

@@ -99,6 +99,8 @@ class ExportReport:
     human_labeled: int = 0  # rows whose label a person gave (labeler review)
     # a cascade: rows each stage labeled; an ensemble: rows each member answered
     stages: dict[str, int] = field(default_factory=dict)
+    # a cascade's stages or an ensemble's members: rows answered, tokens, time, cost
+    teachers: list[dict[str, Any]] = field(default_factory=list)
     # kd: the vocabulary the token ids index (None when the teacher sent no ids)
     teacher_tokenizer: str | None = None
     seconds: float = 0.0
@@ -238,6 +240,7 @@ def export_dataset(
             w.finalize()
             w.close()
         report.filtered = flt.report.removed()
+        report.teachers = [u.to_dict() for u in getattr(planner, "usage", ())]
         if features is None:
             features = builder.features(None)
         _write_splits(tmp, work, writers, features, opts)

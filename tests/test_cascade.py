@@ -26,6 +26,7 @@ from labeler.cascade import CascadeSpec
 from labeler.cli import main
 from labeler.errors import ConfigError
 from labeler.export import ExportOptions
+from labeler.pricing import PriceTable
 from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
 
 from conftest import chat_requests
@@ -99,7 +100,8 @@ def test_escalation_by_threshold_asks_the_second_stage_exactly_the_unsure_rows(
     servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
 ) -> None:
     a, b = servers
-    result = asyncio.run(run_job(_job(tmp_path, a, b, 0.9)))
+    prices = PriceTable.default().with_override("small=1,2").with_override("big=30,60")
+    result = asyncio.run(run_job(_job(tmp_path, a, b, 0.9, prices=prices)))
     # Stage A: every row once. Stage B: unsure, half, bad (invalid) and fail (400) rows.
     assert sorted(_asked(a)) == sorted(_texts())
     escalated = sorted(t for t in _texts() if not t.startswith("firm-"))
@@ -135,6 +137,15 @@ def test_escalation_by_threshold_asks_the_second_stage_exactly_the_unsure_rows(
     card = (tmp_path / "out" / "README.md").read_text()
     assert "| rows answered by cascade stage 1: openai-compatible:small | 6 |" in card
     assert "| rows answered by cascade stage 2: openai-compatible:big | 11 |" in card
+    # per stage: what it answered and what that cost, as the run reported it
+    report = json.loads((tmp_path / "out" / "labeler_export.json").read_text())["report"]
+    used = {t["teacher"]: t for t in report["teachers"]}
+    small, big = used["stage 1: openai-compatible:small"], used["stage 2: openai-compatible:big"]
+    assert (small["rows"], big["rows"]) == (15, 11)
+    assert small["cost_usd"] == pytest.approx(s.stages[0]["cost_usd"], abs=1e-6)
+    assert big["cost_usd"] == pytest.approx(s.stages[1]["cost_usd"], abs=1e-6)
+    assert big["cost_usd"] > small["cost_usd"] > 0
+    assert f"| stage 2: openai-compatible:big | 11 | {big['prompt_tokens']} |" in card
 
 
 def test_a_threshold_change_asks_only_rows_no_stage_has_answered(

@@ -99,6 +99,7 @@ def test_the_soft_label_is_the_mean_of_the_members(
     card = (tmp_path / "out" / "README.md").read_text()
     assert "| rows answered by ensemble member 1: openai-compatible:member-a | 8 |" in card
     assert "| rows answered by ensemble member 2: openai-compatible:member-b | 9 |" in card
+    assert "| member 1: openai-compatible:member-a | 8 |" in card  # the Teachers table
 
 
 def test_weights_and_product_of_experts(servers: tuple[TeacherServer, TeacherServer],
