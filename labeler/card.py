@@ -124,6 +124,8 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
         f"| labels given by a person (labeler review), over the teacher's | {report.human_labeled} |",
         f"| no stored answer (failed or not yet labeled) | {report.missing} |",
         f"| rejected input rows | {report.rejected} |",
+        *[f"| rows answered by {stage} | {n} |"
+          for stage, n in sorted(report.stages.items())],
         "", "## Splits", "",
     ]
     lines += [f"- `{k}`: {v} rows" for k, v in sorted(report.splits.items())] or ["- (empty)"]
@@ -133,6 +135,14 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
                   "| index | label | rows |", "|---|---|---|"]
         lines += [f"| {i} | {name} | {report.label_counts.get(name, 0)} |"
                   for i, name in enumerate(task.labels)]
+    if report.teachers:
+        lines += ["", "## Teachers", "",
+                  "What each teacher answered for these input rows, as stored:", "",
+                  "| teacher | rows answered | prompt tokens | output tokens | answer time (s) "
+                  "| cost (USD) |", "|---|---|---|---|---|---|"]
+        lines += [f"| {t['teacher']} | {t['rows']} | {t['prompt_tokens']} | "
+                  f"{t['completion_tokens']} | {t['teacher_s']:.1f} | {t['cost_usd']:.4f} |"
+                  for t in report.teachers]
     lines += ["", "## Columns", "", *_columns(task, opts)]
     lines += ["", "## Prompt", "", _prompt_text(task)]
     lines += ["", "## Filters", ""]

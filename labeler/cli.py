@@ -9,6 +9,7 @@ still running at the provider; rerun later to collect and export); 130 interrupt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -194,6 +195,7 @@ def run(task: str, input_path: str, **kw: Any) -> None:
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
+@options.click_options(_bounded, only=options.CASCADE_KEYS)
 def export(task: str, input_path: str, **kw: Any) -> None:
     """Export stored answers for INPUT without sending any request."""
     from labeler.job import export_job
@@ -258,6 +260,7 @@ def stats(store: str | None, as_json: bool) -> None:
               help="Save the best --calibrate method (held-out likelihood), fitted on all rows.")
 @click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False),
               help="Read the answers through this saved calibration.")
+@options.click_options(_bounded, only=options.CASCADE_KEYS)
 def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
           target_accuracy: tuple[float, ...], plot: str | None, as_json: bool,
           calibrate: tuple[str, ...], fit_fraction: float | None, save_calibration: str | None,
@@ -265,10 +268,24 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
     """Quality of the stored answers against a gold column (no request is sent, except
     the 3 content-free ones --calibrate contextual needs, cached in the store)."""
     from labeler.calibration import METHODS, load_calibration
-    from labeler.quality import CalibrationOptions, evaluate_job, parse_gold_map
+    from labeler.quality import (
+        CalibrationOptions,
+        evaluate_cascade_job,
+        evaluate_job,
+        parse_gold_map,
+    )
 
     kw.update(kind="records", fmt="hf", validation_size=0.0, seed=0)
     job = _job(task, input_path, kw)
+    if job.cascade is not None:
+        try:
+            cascade_report = evaluate_cascade_job(job, gold_field, parse_gold_map(gold_map),
+                                                  tuple(target_accuracy) or (0.9, 0.95, 0.99))
+        except LabelerError as exc:
+            _fail(exc)
+        click.echo(json.dumps(cascade_report.to_dict()) if as_json
+                   else cascade_report.to_table())
+        return
     methods = METHODS if "all" in calibrate else tuple(dict.fromkeys(calibrate))
     if save_calibration and not methods:
         _fail(LabelerError("--save-calibration needs --calibrate METHOD"))
@@ -367,12 +384,19 @@ def templates() -> None:
 @click.option("--price", "price_overrides", multiple=True,
               help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON line.")
-def estimate(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
+@options.click_options(_bounded, only=options.CASCADE_KEYS)
+@click.option("--escalation-rate", help="With --cascade and no stored answers to measure it "
+              "from: the share of rows each stage passes on (one, or one per stage but the last).")
+def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | None,
+             **kw: Any) -> None:
     """Tokens and expected cost of labeling INPUT with TASK; nothing is sent."""
     from labeler.estimate import estimate as estimate_cost
 
     kw.update(kind="records", fmt="hf", validation_size=0.0, seed=0)
     job = _job(task, input_path, kw)
+    if job.cascade is not None:
+        _estimate_cascade(job, escalation_rate, as_json)
+        return
     try:
         loaded = job.load_task()
         est = estimate_cost(loaded, job.rows(loaded), job.teacher, job.prices,
@@ -524,6 +548,42 @@ def refresh(config: str, max_age_days: float | None) -> None:
     sys.exit(result.exit_code)
 
 
+def _estimate_cascade(job: Any, escalation_rate: str | None, as_json: bool) -> None:
+    from labeler.cascade_eval import estimate_cascade
+    from labeler.store import Store
+
+    try:
+        rates = None
+        if escalation_rate:
+            try:
+                rates = [float(x) for x in escalation_rate.split(",")]
+            except ValueError:
+                raise ConfigError(f"--escalation-rate '{escalation_rate}': expected numbers "
+                                  "in [0, 1], e.g. 0.3") from None
+        task, spec = job.load_task(), job.cascade_spec()
+        with contextlib.ExitStack() as stack:
+            store = identities = None
+            if job.store_path().exists():
+                store = stack.enter_context(Store(job.store_path()))
+                identities = [t.identity for t in job.make_stage_teachers(spec)]
+            est = estimate_cascade(task, spec, lambda: job.rows(task), job.prices,
+                                   identities=identities, store=store, escalation_rate=rates)
+    except LabelerError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(est.to_dict()))
+        return
+    for st in est.stages:
+        cost = "unknown" if st["cost_usd"] is None else f"${st['cost_usd']:.4f}"
+        rate = (f"; passes on {st['escalation_rate']:.1%} ({st['rate_source']})"
+                if "escalation_rate" in st else "")
+        click.echo(f"stage {st['stage']} {st['teacher']:<36} {st['reach']:.1%} of "
+                   f"{st['rows']} rows, {cost}{rate}")
+    total = "unknown" if est.cost_usd is None else f"${est.cost_usd:.4f}"
+    alone = "unknown" if est.last_alone_usd is None else f"${est.last_alone_usd:.4f}"
+    click.echo(f"cascade          {total} expected (the last teacher alone: {alone})")
+
+
 def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
     from labeler.calibration import load_calibration
     from labeler.export import ExportOptions
@@ -598,6 +658,12 @@ def _print_summary(result: Any) -> None:
         parts.append(f"{s.skipped} not sent")
     click.echo(f"labeler: {', '.join(parts)} in {s.elapsed_s:.1f}s "
                f"({s.requests} requests, {s.retries} retries)", err=True)
+    for st in s.stages:  # a cascade's stages, or an ensemble's members
+        which = f"stage {st['stage']}" if "stage" in st else f"member {st['member']}"
+        passed = f", {st['escalated']} passed on" if "escalated" in st else ""
+        click.echo(f"labeler:   {which} {st['teacher']}: {st['rows']} rows, "
+                   f"{st['labeled']} labeled, {st['cached']} cached, {st['failed']} failed"
+                   f"{passed}; ${st['cost_usd']:.4f} in {st['elapsed_s']:.1f}s", err=True)
     if s.http_failures or s.http_requests != s.requests:
         answers = ", ".join(f"{n} {_HTTP_WORDS.get(reason, reason)}" for reason, n in
                             sorted(s.http_failures.items(), key=lambda kv: -kv[1]))

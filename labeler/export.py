@@ -97,6 +97,10 @@ class ExportReport:
     filtered: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
     human_labeled: int = 0  # rows whose label a person gave (labeler review)
+    # a cascade: rows each stage labeled; an ensemble: rows each member answered
+    stages: dict[str, int] = field(default_factory=dict)
+    # a cascade's stages or an ensemble's members: rows answered, tokens, time, cost
+    teachers: list[dict[str, Any]] = field(default_factory=list)
     # kd: the vocabulary the token ids index (None when the teacher sent no ids)
     teacher_tokenizer: str | None = None
     seconds: float = 0.0
@@ -145,8 +149,14 @@ def export_dataset(
     store: Store,
     out: str | Path,
     options: ExportOptions | None = None,
+    *,
+    planner: Any = None,
 ) -> ExportReport:
-    """Write the export for these rows to `out`, atomically; returns what it contains."""
+    """Write the export for these rows to `out`, atomically; returns what it contains.
+
+    `planner` replaces the plain `Planner` where each row's answer is chosen among
+    several teachers' (a cascade's `CascadePlanner`): its items' `provenance` becomes
+    columns of `records` rows and the report's `stages`."""
     opts = options or ExportOptions()
     if opts.kind == "classification" and task.output_kind != "label":
         raise ConfigError(f"--kind classification needs a label task; {task.path} is "
@@ -171,7 +181,8 @@ def export_dataset(
         flt = Filter(opts.filters)
         writers: dict[str, datasets.arrow_writer.ArrowWriter] = {}
         buffers: dict[str, _RowBuffer] = {}
-        planner = Planner(task, teacher_identity, store, failures=False)
+        planner = planner or Planner(task, teacher_identity, store, failures=False)
+        builder.provenance = planner.kind if opts.kind == "records" else None
         features: datasets.Features | None = None
         with_humans = (opts.human_labels and task.output_kind == "label"
                        and any_human_labels(store))
@@ -191,7 +202,8 @@ def export_dataset(
                     continue
                 row, request = item.row, item.request
                 assert request is not None
-                answer = read_answers(task, [f.completion for f in forms if f.completion])
+                answer = item.answer or read_answers(
+                    task, [f.completion for f in forms if f.completion])
                 if opts.calibration is not None and task.label_space is not None:
                     answer = calibrate_answer(answer, opts.calibration, task.label_space)
                 human = humans.get(item.key)
@@ -202,6 +214,11 @@ def export_dataset(
                                 _HUMAN_CERTAINTY if human else answer.confidence):
                     continue
                 record = builder.row(row, request, completion, answer)
+                if item.provenance is not None:
+                    for stage in _answered_by(item.provenance):
+                        report.stages[stage] = report.stages.get(stage, 0) + 1
+                    if builder.provenance:
+                        record.update(item.provenance)
                 if "label_source" in builder.label_columns:
                     record["label_source"] = "human" if human else "teacher"
                     report.human_labeled += human is not None
@@ -224,6 +241,7 @@ def export_dataset(
             w.finalize()
             w.close()
         report.filtered = flt.report.removed()
+        report.teachers = [u.to_dict() for u in planner.usage]
         if features is None:
             features = builder.features(None)
         _write_splits(tmp, work, writers, features, opts)
@@ -244,6 +262,14 @@ def export_dataset(
         card = dataset_card(task, teacher_identity, opts, report, repo=opts.push_to_hub)
         push_export(out, opts.push_to_hub, fmt=opts.format, private=opts.private, card=card)
     return report
+
+
+def _answered_by(provenance: Mapping[str, Any]) -> list[str]:
+    """Who answered a row, for the report: its cascade stage, or each ensemble member."""
+    if "cascade_stage" in provenance:
+        return [f"cascade stage {provenance['cascade_stage']}: {provenance['teacher']}"]
+    return [f"ensemble member {m['member']}: {m['teacher']}"
+            for m in provenance.get("ensemble", ())]
 
 
 def teacher_tokenizer(identity: Mapping[str, Any]) -> str:
@@ -309,6 +335,7 @@ class _Builder:
         self.input_fields: list[str] | None = None
         self.text_field = opts.text_field or (task.fields[0] if task.fields else None)
         self.saw_ids = False  # whether any kd token came with a vocabulary id
+        self.provenance: str | None = None  # "cascade" | "ensemble": records rows say who answered
         self._plan: list[tuple[str, datasets.ClassLabel | None, str | None, type | None]] = []
         self._plan_for: datasets.Features | None = None
         self.label_columns = (("label_source",) if task.output_kind == "label" and
@@ -487,6 +514,19 @@ class _Builder:
                 "token": datasets.Value("string"), "logprob": datasets.Value("float64"),
                 "top_logprobs": top,
             })
+            if self.provenance == "ensemble":
+                f["ensemble"] = datasets.List({
+                    "member": datasets.Value("int64"), "teacher": datasets.Value("string"),
+                    "weight": datasets.Value("float64"), "label": datasets.Value("string"),
+                    "valid": datasets.Value("bool"),
+                    "soft_label": datasets.List(datasets.Value("float64"))})
+            elif self.provenance == "cascade":
+                f["cascade_stage"] = datasets.Value("int64")
+                f["cascade"] = datasets.List({
+                    "stage": datasets.Value("int64"), "teacher": datasets.Value("string"),
+                    "label": datasets.Value("string"), "valid": datasets.Value("bool"),
+                    "soft_label": datasets.List(datasets.Value("float64")),
+                    "confidence": datasets.Value("float64")})
         return datasets.Features(f)
 
     def coerce(self, rec: dict[str, Any], features: datasets.Features) -> dict[str, Any]:

@@ -41,11 +41,12 @@ def check_out_folder(out: Path, store: Path) -> None:
 
 
 def export_to(task: Task, identity: Mapping[str, Any], rows: Iterable[Row | Reject],
-              store: Store, out: Path, options: ExportOptions) -> ExportReport:
+              store: Store, out: Path, options: ExportOptions,
+              planner: Any = None) -> ExportReport:
     """`export_dataset`, with a failure to write (disk full, read-only, not a folder) told
     as one line naming the path: the answers are in the store, so a rerun sends nothing."""
     try:
-        return export_dataset(task, identity, rows, store, out, options)
+        return export_dataset(task, identity, rows, store, out, options, planner=planner)
     except OSError as exc:
         where = exc.filename or out
         raise ExportError(

@@ -18,6 +18,8 @@ from labeler import aio, bounds
 from labeler.batch.base import BatchClient
 from labeler.batch.clients import make_client
 from labeler.batch.runner import BatchRunner, fingerprint
+from labeler.cascade import Cascade, CascadePlanner, CascadeSpec
+from labeler.ensemble import Ensemble, EnsemblePlanner, EnsembleSpec
 from labeler.errors import ConfigError
 from labeler.export import ExportOptions, ExportReport
 from labeler.export_guard import check_out_folder, export_to
@@ -28,7 +30,7 @@ from labeler.retry import RetryPolicy
 from labeler.run import Labeler, RunSummary
 from labeler.store import Store
 from labeler.task import Task, load_task
-from labeler.teachers import make_teacher
+from labeler.teachers import make_teacher, parse_spec, provider
 from labeler.teachers.base import Teacher
 from labeler.template_check import check_template_fields
 
@@ -71,6 +73,13 @@ class Job:
     budget_usd: float | None = default("budget_usd")
     prices: PriceTable | None = None
     max_age_days: float | None = default("max_age_days")
+    # A cascade of teachers (labeler/cascade.py): "a:m1,b:m2[@URL]" or a list of them
+    cascade: str | None = default("cascade")
+    escalate_below: str | None = default("escalate_below")  # "0.9" or "0.9,0.8", or numbers
+    escalate_on: str = default("escalate_on")
+    # An ensemble of teachers (labeler/ensemble.py): "a:m1,b:m2[@URL][=WEIGHT]" or a list
+    ensemble: str | None = default("ensemble")
+    ensemble_combine: str = default("ensemble_combine")
     id_field: str | None = None
     input_format: str | None = None
     delimiter: str | None = None
@@ -87,6 +96,20 @@ class Job:
     def __post_init__(self) -> None:
         """The same ranges as the CLI's flags, so a script gets the same one-line error."""
         f = self.export.filters
+        if isinstance(self.cascade, list | tuple):
+            self.cascade = ",".join(self.cascade)
+        if isinstance(self.ensemble, list | tuple):
+            self.ensemble = ",".join(self.ensemble)
+        if self.ensemble is not None:
+            if self.cascade is not None:
+                raise ConfigError("--cascade and --ensemble: choose one")
+            self.ensemble_spec()
+            if self.batch:
+                raise ConfigError("--ensemble labels live; --batch is not supported with it yet")
+        if isinstance(self.escalate_below, list | tuple):
+            self.escalate_below = ",".join(str(x) for x in self.escalate_below)
+        if self.cascade is not None:
+            self.cascade_spec()  # a bad cascade is told before anything starts
         check_values({o.key: getattr(self, o.field) for o in OPTIONS})
         bounds.check([
             ("limit", self.limit),
@@ -94,6 +117,28 @@ class Job:
             ("min_confidence", f.min_confidence), ("min_margin", f.min_margin),
             ("max_entropy", f.max_entropy), ("validation_size", self.export.validation_size),
         ])
+
+    def cascade_spec(self) -> CascadeSpec | None:
+        if self.cascade is None:
+            return None
+        return CascadeSpec.parse(self.cascade, self.escalate_below, self.escalate_on)
+
+    def ensemble_spec(self) -> EnsembleSpec | None:
+        if self.ensemble is None:
+            return None
+        return EnsembleSpec.parse(self.ensemble, self.ensemble_combine)
+
+    def make_stage_teachers(self, spec: CascadeSpec | EnsembleSpec) -> list[Teacher]:
+        """One teacher per stage: its own @URL, else --base-url; the job's key and options."""
+        teachers = []
+        for stage in spec.stages:
+            opts = dict(self.teacher_options)
+            if stage.base_url or self.base_url:
+                opts["base_url"] = stage.base_url or self.base_url
+            if self.api_key:
+                opts["api_key"] = self.api_key
+            teachers.append(make_teacher(stage.teacher, **opts))
+        return teachers
 
     def retry_policy(self) -> RetryPolicy:
         if self.retry_initial_wait is None:
@@ -181,6 +226,14 @@ async def run_job(
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(_unspool, job, spooled)
         store = stack.enter_context(Store(job.store_path()))
+        spec = job.cascade_spec()
+        if spec is not None:
+            return await _run_cascade(job, task, spec, store, rejects, stack, on_warning,
+                                      handle_signals, warnings)
+        members = job.ensemble_spec()
+        if members is not None:
+            return await _run_ensemble(job, task, members, store, rejects, stack, on_warning,
+                                       handle_signals, warnings)
         if teacher is None:
             teacher = job.make_teacher()
             stack.push_async_callback(teacher.aclose)
@@ -201,6 +254,97 @@ async def run_job(
             )
     return JobResult(summary, report, job.store_path(),
                      rejects if rejects is not None and rejects.exists() else None, warnings)
+
+
+async def _run_cascade(job: Job, task: Task, spec: CascadeSpec, store: Store,
+                       rejects: Path | None, stack: contextlib.AsyncExitStack,
+                       on_warning: Callable[[str], None] | None, handle_signals: bool,
+                       warnings: list[str]) -> JobResult:
+    """A cascade: one labeling pass per stage (labeler/cascade.py), then the export of
+    each row's last answering stage. With `job.batch`, a stage whose provider has a batch
+    API goes through it; the others (a local teacher) label live."""
+    teachers = job.make_stage_teachers(spec)
+    for t in teachers:
+        stack.push_async_callback(t.aclose)
+    writer = RejectsWriter(rejects) if rejects is not None else None
+    if writer is not None:
+        stack.callback(writer.close)
+
+    def make_labeler(stage: int, teacher: Teacher, budget: float | None) -> Any:
+        if job.batch and provider(parse_spec(spec.stages[stage].teacher)[0]).batch:
+            client = make_client(teacher, job.api_key)
+            stack.push_async_callback(client.aclose)
+            return BatchRunner(
+                task, teacher, client, store, prices=job.prices,
+                rejects=writer if stage == 0 else None, retry_failed=job.retry_failed,
+                max_attempts=job.max_attempts, budget_usd=budget, max_age_s=job.max_age_s,
+                no_wait=job.no_wait, progress=job.progress,
+                run_tag=fingerprint(task, teacher.identity, str(Path(str(job.input)).resolve()),
+                                    str(job.store_path().resolve())),
+                on_warning=on_warning)
+        lb = _live_strategy(job, task, teacher, store, None, on_warning)
+        lb.rejects = writer if stage == 0 else None  # a bad row is told once, by stage 1
+        if stage < len(teachers) - 1:  # a failure here is escalated, not lost
+            lb.on_warning = _passed_on(lb.on_warning, stage + 2)
+        lb.budget_usd = budget
+        lb.total = lb.total if stage == 0 else None
+        return lb
+
+    strategy = Cascade(task, spec, teachers, make_labeler, budget_usd=job.budget_usd,
+                       store=store)
+    stack.push_async_callback(strategy.aclose)
+    with aio.stop_on_signals(strategy, enabled=handle_signals):
+        summary = await strategy.run(lambda: job.rows(task))
+    report = None
+    if job.out is not None and summary.outcome not in ("pending", "interrupted"):
+        planner = CascadePlanner(task, spec, [t.identity for t in teachers], store)
+        report = await asyncio.to_thread(
+            export_to, task, teachers[-1].identity, job.rows(task), store, Path(job.out),
+            job.export, planner)
+    return JobResult(summary, report, job.store_path(),
+                     rejects if rejects is not None and rejects.exists() else None, warnings)
+
+
+async def _run_ensemble(job: Job, task: Task, spec: EnsembleSpec, store: Store,
+                        rejects: Path | None, stack: contextlib.AsyncExitStack,
+                        on_warning: Callable[[str], None] | None, handle_signals: bool,
+                        warnings: list[str]) -> JobResult:
+    """An ensemble: every member labels every row at once (labeler/ensemble.py), then the
+    export of the members' combined answers."""
+    if task.label_space is None:
+        raise ConfigError(f"--ensemble needs a label task; {task.path} is '{task.output_kind}'")
+    teachers = job.make_stage_teachers(spec)
+    for t in teachers:
+        stack.push_async_callback(t.aclose)
+    writer = RejectsWriter(rejects) if rejects is not None else None
+    if writer is not None:
+        stack.callback(writer.close)
+
+    def make_labeler(member: int, teacher: Teacher) -> Labeler:
+        lb = _live_strategy(job, task, teacher, store, None, on_warning)
+        lb.rejects = writer if member == 0 else None  # a bad row is told once
+        lb.progress = lb.progress if member == 0 else False
+        return lb
+
+    strategy = Ensemble(spec, teachers, make_labeler)
+    stack.push_async_callback(strategy.aclose)
+    with aio.stop_on_signals(strategy, enabled=handle_signals):
+        summary = await strategy.run_passes(lambda: job.rows(task))
+    report = None
+    if job.out is not None and summary.outcome not in ("pending", "interrupted"):
+        planner = EnsemblePlanner(task, spec, [t.identity for t in teachers], store)
+        report = await asyncio.to_thread(
+            export_to, task, teachers[0].identity, job.rows(task), store, Path(job.out),
+            job.export, planner)
+    return JobResult(summary, report, job.store_path(),
+                     rejects if rejects is not None and rejects.exists() else None, warnings)
+
+
+def _passed_on(warn: Callable[[str], None], stage: int) -> Callable[[str], None]:
+    """A cascade stage's warnings, saying that a failed row went on to the next stage."""
+    def told(message: str) -> None:
+        warn(f"{message} [cascade: passed on to stage {stage}]")
+    return told
 
 
 def _live_strategy(job: Job, task: Task, teacher: Teacher, store: Store, rejects: Path | None,
@@ -249,10 +393,18 @@ def export_job(job: Job) -> ExportReport:
     if job.out is None:
         raise ConfigError("export needs --out DIR")
     task = job.load_task()
-    teacher = job.make_teacher()
+    spec = job.cascade_spec() or job.ensemble_spec()
+    teachers = job.make_stage_teachers(spec) if spec is not None else [job.make_teacher()]
     check_out_folder(Path(job.out), job.store_path())
     with Store(job.store_path()) as store:
-        return export_to(task, teacher.identity, job.rows(task), store, Path(job.out), job.export)
+        identities = [t.identity for t in teachers]
+        planner: Any = None
+        if isinstance(spec, CascadeSpec):
+            planner = CascadePlanner(task, spec, identities, store)
+        elif isinstance(spec, EnsembleSpec):
+            planner = EnsemblePlanner(task, spec, identities, store)
+        return export_to(task, teachers[-1].identity, job.rows(task), store, Path(job.out),
+                         job.export, planner)
 
 
 def _spool_stdin(job: Job) -> Path | None:

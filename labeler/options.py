@@ -47,6 +47,7 @@ class Option:
     help: str
     short: str | None = None
     metavar: str | None = None
+    also: tuple[type, ...] = ()  # further types a config may give (a number for a list)
 
     @property
     def flag(self) -> str:
@@ -58,7 +59,7 @@ class Option:
 
     def config_types(self) -> tuple[type, ...]:
         """The YAML types a config may give: a float setting takes an integer too."""
-        return (int, float) if self.kind is float else (self.kind,)
+        return ((int, float) if self.kind is float else (self.kind,)) + self.also
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -85,6 +86,23 @@ OPTIONS: tuple[Option, ...] = (
            "Stop sending new requests past this spend (USD).", metavar="USD"),
     Option("max_age_days", "max_age_days", float, None,
            "Relabel (and overwrite) answers older than this many days.", metavar="DAYS"),
+    Option("cascade", "cascade", str, None,
+           "Teachers asked in turn, cheapest first: PROVIDER:MODEL[@URL],...; a row goes on "
+           "to the next while its answer is unsure, invalid or failed (replaces --teacher).",
+           metavar="TEACHERS", also=(list,)),
+    Option("escalate_below", "escalate_below", str, None,
+           "With --cascade: the confidence below which a row goes to the next teacher; one "
+           "value, or one per stage but the last (0.9,0.8).", metavar="CONF", also=(int, float, list)),
+    Option("escalate_on", "escalate_on", str, "max_prob",
+           "With --cascade: the confidence measure: max_prob, margin, or entropy (nats; "
+           "escalates above the threshold).", metavar="MEASURE"),
+    Option("ensemble", "ensemble", str, None,
+           "Teachers that all answer every row, at once: PROVIDER:MODEL[@URL][=WEIGHT],...; "
+           "the soft label combines theirs (replaces --teacher).", metavar="TEACHERS",
+           also=(list,)),
+    Option("ensemble_combine", "ensemble_combine", str, "mean",
+           "With --ensemble: mean (weighted mixture of the members' distributions) or "
+           "product (product of experts).", metavar="HOW"),
 )
 BY_FIELD: dict[str, Option] = {o.field: o for o in OPTIONS}
 BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
@@ -115,12 +133,19 @@ def from_fields(obj: Any) -> dict[str, Any]:
     return {o.field: getattr(obj, o.field) for o in OPTIONS}
 
 
-def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True) -> Callable[[Any], Any]:
-    """A decorator adding every option as a CLI flag (`bounded` makes a range type)."""
+CASCADE_KEYS = ("cascade", "escalate_below", "escalate_on", "ensemble", "ensemble_combine")
+
+
+def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
+                  only: tuple[str, ...] | None = None) -> Callable[[Any], Any]:
+    """A decorator adding every option (or those named in `only`) as a CLI flag
+    (`bounded` makes a range type)."""
     import click
 
     def decorate(f: Any) -> Any:
         for opt in reversed(OPTIONS):
+            if only is not None and opt.key not in only:
+                continue
             names = [opt.flag, opt.key] + ([opt.short] if opt.short else [])
             if opt.kind is bool:
                 f = click.option(*names, is_flag=True, help=opt.help)(f)
@@ -134,6 +159,6 @@ def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True) ->
     return decorate
 
 
-__all__ = ["BY_FIELD", "BY_KEY", "EXIT_CODES", "MAX_ATTEMPTS", "OPTIONS", "REQUEST_TIMEOUT_S",
+__all__ = ["BY_FIELD", "BY_KEY", "CASCADE_KEYS", "EXIT_CODES", "MAX_ATTEMPTS", "OPTIONS", "REQUEST_TIMEOUT_S",
            "STOP_GRACE_S", "Option", "check_values", "click_options", "default", "exit_code",
            "from_fields"]

@@ -57,6 +57,10 @@ class Item:
     # A prompt ensemble plans a row as one item per prompt form, in Task.members order
     # and next to each other; `variant` is the form's index (0 for the template as written).
     variant: int = 0
+    # A cascade's export: which stage answered and what every reached stage said
+    provenance: dict[str, Any] | None = None
+    # An ensemble's export: the members' answers combined, read instead of `completion`'s
+    answer: Any = None
 
 
 class Planner:
@@ -69,6 +73,11 @@ class Planner:
       `retry_failed`, or it was transient and has fewer than `max_attempts` tries;
     - no `store` (an estimate with no store): every rendered row is SEND.
     """
+
+    # A planner that replays several teachers' answers (a cascade's or an ensemble's) says
+    # which in `kind` and reports what each teacher answered in `usage`; this one reads one.
+    kind: str | None = None
+    usage: Sequence[Any] = ()
 
     def __init__(
         self,

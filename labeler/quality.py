@@ -25,6 +25,7 @@ import numpy as np
 
 from labeler.answer import read_answer, read_answers
 from labeler.calibration import METHODS, Calibration, calibrate_answer, cross_validated, fit
+from labeler.cascade_eval import CascadeEval, evaluate_cascade
 from labeler.errors import ConfigError
 from labeler.evaluate import (
     CalibrationScore,
@@ -34,6 +35,7 @@ from labeler.evaluate import (
     evaluate,
 )
 from labeler.human import human_labels
+from labeler.inputs import Row
 from labeler.job import Job
 from labeler.plan import REJECTED, Planner, by_row, where
 from labeler.run import Labeler
@@ -148,6 +150,28 @@ def evaluate_job(
             content_free=content_free, template=task.identity, teacher=identity,
         )
     return report
+
+
+def evaluate_cascade_job(job: Job, gold_field: str, gold_map: Mapping[str, str] | None = None,
+                         targets: tuple[float, ...] = (0.9, 0.95, 0.99)) -> CascadeEval:
+    """`labeler eval --cascade`: each stage and the cascade against the gold column, and
+    the thresholds reaching each target (labeler/cascade_eval.py)."""
+    task = job.load_task()
+    spec = job.cascade_spec()
+    assert spec is not None
+    if task.output_kind != "label" or task.label_space is None:
+        raise ConfigError(f"eval needs a label task; {task.path} is '{task.output_kind}'")
+    labels = task.labels
+
+    def gold_of(row: Row) -> str | None:
+        raw = row.data.get(gold_field)
+        if raw is None or raw == "":
+            return None
+        return _gold_label(raw, labels, gold_map or {}, where(row), gold_field)
+
+    identities = [t.identity for t in job.make_stage_teachers(spec)]
+    with Store(job.store_path()) as store:
+        return evaluate_cascade(task, spec, identities, store, job.rows(task), gold_of, targets)
 
 
 def score_calibrations(

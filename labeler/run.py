@@ -106,6 +106,7 @@ class RunSummary:
     concurrency: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
     budget_stopped: bool = False
+    stages: list[dict[str, Any]] = field(default_factory=list)  # a cascade's, one per stage
 
     @property
     def outcome(self) -> str:

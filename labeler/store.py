@@ -272,6 +272,18 @@ class Store:
     def get(self, key: str) -> Completion | None:
         return self.get_many([key]).get(key)
 
+    def cost_of(self, keys: Sequence[str]) -> float:
+        """What the stored answers of `keys` cost when they were paid for (USD; 0 where
+        unpriced): a cascade's card reports each stage's spend from it."""
+        total = 0.0
+        with self._reading():
+            for chunk in _chunks(list(dict.fromkeys(keys)), 500):
+                marks = ",".join("?" * len(chunk))
+                total += self._db.execute(
+                    f"SELECT coalesce(sum(cost_usd), 0) FROM responses WHERE key IN ({marks})",
+                    chunk).fetchone()[0]
+        return total
+
     def failures_for(self, keys: Sequence[str]) -> dict[str, Failure]:
         out: dict[str, Failure] = {}
         with self._reading():

@@ -28,6 +28,7 @@ import functools
 import hmac
 import itertools
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -114,6 +115,9 @@ class BatchAPI:
     def __init__(self, app: TeacherApp) -> None:
         self.app = app
         self._ids = itertools.count(1)
+        # Ids differ between servers, as a provider's are unique: two test servers behind
+        # one store (a cascade's stages) must not hand out the same batch id.
+        self._server_tag = secrets.randbits(32)
         self.reset()
 
     def reset(self) -> None:
@@ -183,7 +187,7 @@ class BatchAPI:
 
     def _new_id(self, prefix: str) -> str:
         n = next(self._ids)
-        return f"{prefix}{(n * 0x9E3779B1) & 0xFFFFFFFFFF:010x}{n:08x}"
+        return f"{prefix}{(n * 0x9E3779B1) & 0xFFFFFFFFFF:010x}{self._server_tag:08x}{n:08x}"
 
     def _start(self, batch: Batch) -> None:
         task = asyncio.get_running_loop().create_task(self._process(batch))

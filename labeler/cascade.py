@@ -1,0 +1,406 @@
+"""Teacher cascades: the cheap teacher answers every row, a dearer one only the doubtful.
+
+    rows ─► stage 1 (teacher A) ─► sure? ──yes──► label
+                                     │ no, invalid or failed
+                                     ▼
+                      stage 2 (teacher B) ─► sure? ─► … ─► last stage
+
+Each stage is an ordinary labeling pass (`Labeler`) with its own teacher over the same
+store, so its answers are cached under that teacher's own key: changing a threshold or
+appending a stage sends only what no stage has answered yet, and a kill -9 resumes every
+stage (a rerun replays the stages; what is stored is read, not asked again).
+
+Which stage a row ends at is a pure function of the input, the store and the
+`CascadeSpec` (`CascadePlanner`), so the export, like every export, never depends on the
+order answers arrived in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from labeler.answer import Answer, read_answer
+from labeler.batch.runner import BatchSummary
+from labeler.errors import ConfigError
+from labeler.inputs import Reject, Row
+from labeler.plan import CACHED, CHUNK, FAILED, Item, Planner
+from labeler.run import Labeler, Record, RunSummary
+from labeler.store import Store
+from labeler.task import Task
+from labeler.teachers.base import Teacher
+
+MEASURES = ("max_prob", "margin", "entropy")
+_URL_MARK = "@http"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One teacher of a cascade: ``PROVIDER:MODEL``, and its own endpoint if it has one."""
+
+    teacher: str
+    base_url: str | None = None
+
+
+@dataclass(frozen=True)
+class CascadeSpec:
+    """The stages, the threshold of each stage but the last, and the confidence measure.
+
+    A row leaves stage i for stage i+1 when its answer failed, is invalid, or is less
+    confident than ``thresholds[i]``: ``max_prob`` or ``margin`` below it, or ``entropy``
+    (nats) above it.
+    """
+
+    stages: tuple[Stage, ...]
+    thresholds: tuple[float, ...]
+    measure: str = "max_prob"
+
+    def __post_init__(self) -> None:
+        if len(self.stages) < 2:
+            raise ConfigError("--cascade needs at least two teachers, comma-separated")
+        if len(self.thresholds) != len(self.stages) - 1:
+            n = len(self.stages)
+            raise ConfigError(f"--escalate-below: {n} stages take "
+                              + ("one threshold" if n == 2 else
+                                 f"one threshold or {n - 1} (one per stage but the last)")
+                              + f", got {len(self.thresholds)}")
+        if self.measure not in MEASURES:
+            raise ConfigError(f"--escalate-on '{self.measure}': expected one of "
+                              f"{', '.join(MEASURES)}")
+        for t in self.thresholds:
+            bad = (not math.isfinite(t) or t < 0
+                   or (self.measure != "entropy" and t > 1))
+            if bad:
+                span = ">= 0 nats" if self.measure == "entropy" else "in [0, 1]"
+                raise ConfigError(f"--escalate-below {t:g}: a {self.measure} threshold must be "
+                                  f"{span}")
+
+    @classmethod
+    def parse(cls, cascade: str | Sequence[str], escalate_below: str | float | Sequence[float]
+              | None, measure: str | None = None) -> CascadeSpec:
+        """From the flags: ``a:m1,b:m2[@URL]`` and ``0.9`` or ``0.9,0.8``."""
+        specs = cascade.split(",") if isinstance(cascade, str) else list(cascade)
+        stages = tuple(_stage(s.strip()) for s in specs if s.strip())
+        if escalate_below is None:
+            raise ConfigError("--cascade needs --escalate-below CONF (one, or one per stage "
+                              "but the last)")
+        if isinstance(escalate_below, str):
+            try:
+                values = [float(x) for x in escalate_below.split(",") if x.strip()]
+            except ValueError:
+                raise ConfigError(f"--escalate-below '{escalate_below}': expected numbers, "
+                                  "e.g. 0.9 or 0.9,0.8") from None
+        elif isinstance(escalate_below, int | float):
+            values = [float(escalate_below)]
+        else:
+            values = [float(x) for x in escalate_below]
+        if len(values) == 1 and len(stages) > 2:
+            values *= len(stages) - 1
+        return cls(stages, tuple(values), measure or "max_prob")
+
+    def escalates(self, stage: int, answer: Answer | None) -> bool:
+        """Whether a row answered so at `stage` (0-based) goes on to the next stage."""
+        if stage >= len(self.stages) - 1:
+            return False
+        if answer is None or not answer.valid:
+            return True
+        conf = answer.confidence
+        if conf is None:  # a free-text or json answer: only invalid ones escalate
+            return False
+        value = getattr(conf, self.measure)
+        threshold = self.thresholds[stage]
+        return value > threshold if self.measure == "entropy" else value < threshold
+
+
+def _stage(spec: str) -> Stage:
+    teacher, mark, url = spec.partition(_URL_MARK)
+    return Stage(teacher, "http" + url if mark else None)
+
+
+def reached(spec: CascadeSpec, answers: Sequence[Answer | None]) -> int:
+    """How many stages a row reaches under `spec`, given each stage's answer (None: none)."""
+    for stage, answer in enumerate(answers):
+        if not spec.escalates(stage, answer):
+            return stage + 1
+    return len(answers)
+
+
+def final_stage(spec: CascadeSpec, answers: Sequence[Answer | None]) -> int | None:
+    """The stage (0-based) a row's label comes from: the last valid answer among the
+    stages it reaches, else the last answer at all; None when no reached stage answered."""
+    chosen: int | None = None
+    for stage in range(reached(spec, answers)):
+        answer = answers[stage]
+        if answer is not None and (answer.valid or chosen is None
+                                   or not answers[chosen].valid):  # type: ignore[union-attr]
+            chosen = stage
+    return chosen
+
+
+# -- labeling -------------------------------------------------------------------------------
+
+
+@dataclass
+class StageReport:
+    """One stage of a run: what it was asked, what it answered, what it passed on."""
+
+    stage: int
+    teacher: str
+    summary: RunSummary
+    escalated: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.summary
+        return {"stage": self.stage, "teacher": self.teacher, "rows": s.rows,
+                "labeled": s.labeled, "cached": s.cached, "failed": s.failed,
+                "escalated": self.escalated, "requests": s.requests,
+                "cost_usd": round(s.cost_usd, 6), "elapsed_s": round(s.elapsed_s, 3)}
+
+
+class Cascade:
+    """The cascade strategy for `run_job`: one labeling pass per stage over what is left.
+
+    `make_labeler(stage, teacher, budget_left)` builds each stage's `Labeler` (the job's
+    limits, store and rejects), or its `BatchRunner` for a stage sent through the
+    provider's batch API, so a stage is labeled exactly as a plain run would be.
+    Rows escalated by stage i are held in memory (a `Row` each) until stage i+1 reads them.
+    """
+
+    def __init__(self, task: Task, spec: CascadeSpec, teachers: Sequence[Teacher],
+                 make_labeler: Callable[[int, Teacher, float | None], Any],
+                 budget_usd: float | None = None, store: Store | None = None) -> None:
+        self.task = task
+        self.store = store
+        self.spec = spec
+        self.teachers = list(teachers)
+        self.make_labeler = make_labeler
+        self.budget_usd = budget_usd
+        self.stages: list[StageReport] = []
+        self._current: Any = None  # the stage under way: a Labeler or a BatchRunner
+        self._stopped = False
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._current is not None:
+            self._current.stop()
+
+    async def aclose(self) -> None:
+        if isinstance(self._current, Labeler):
+            await self._current.aclose()
+
+    async def run(self, rows: Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]
+                  ) -> RunSummary:
+        """Run the stages in turn; `rows()` gives a fresh pass over the input (a batch
+        stage 1 reads it twice: once to submit, once to see what to pass on)."""
+        pending: Iterable[Row | Reject | Mapping[str, Any]] = rows()
+        spent = 0.0
+        for i, teacher in enumerate(self.teachers):
+            budget = None if self.budget_usd is None else max(0.0, self.budget_usd - spent)
+            lb = self.make_labeler(i, teacher, budget)
+            self._current = lb
+            report = StageReport(i + 1, self.spec.stages[i].teacher, lb.summary)
+            try:
+                if isinstance(lb, Labeler):
+                    escalated = await self._live_pass(i, lb, pending)
+                else:
+                    escalated = await self._batch_pass(i, lb, pending,
+                                                       rows() if i == 0 else pending)
+            finally:
+                self._current = None
+                if isinstance(lb, Labeler):
+                    await lb.aclose()
+            report.escalated = len(escalated)
+            self.stages.append(report)
+            spent += lb.summary.cost_usd
+            if self._stopped or lb.summary.outcome in ("interrupted", "budget", "pending"):
+                break
+            if not escalated:
+                break
+            pending = escalated
+        return self.summary()
+
+    async def _live_pass(self, stage: int, lb: Labeler,
+                         rows: Iterable[Row | Reject | Mapping[str, Any]]) -> list[Row]:
+        await lb.teacher.start()
+        escalated: list[Row] = []
+        async for rec in lb.label(rows, with_completions=True):
+            if self._escalates(stage, rec):
+                escalated.append(rec.row)
+        return escalated
+
+    async def _batch_pass(self, stage: int, runner: Any,
+                          rows: Iterable[Row | Reject | Mapping[str, Any]],
+                          again: Iterable[Row | Reject | Mapping[str, Any]]) -> list[Row]:
+        """A stage through the provider's batch API (`BatchRunner`); what it passes on is
+        read from the store once its batches have ended (nothing while they are pending)."""
+        summary = await runner.run(rows)
+        if summary.outcome == "pending" or self.store is None:
+            return []
+        return await asyncio.to_thread(self._escalated_in_store, stage, again)
+
+    def _escalated_in_store(self, stage: int,
+                            rows: Iterable[Row | Reject | Mapping[str, Any]]) -> list[Row]:
+        # max_attempts=0: every stored failure counts (FAILED), as a live failure escalates
+        planner = Planner(self.task, self.teachers[stage].identity, self.store,
+                          failures=True, max_attempts=0)
+        return [item.row for chunk in planner.plan_rows(rows) for item in chunk
+                if self._stored_escalates(stage, item)]
+
+    def _stored_escalates(self, stage: int, item: Item) -> bool:
+        if item.status == FAILED:
+            return stage < len(self.spec.stages) - 1
+        if item.status != CACHED or item.completion is None:
+            return False  # rejected, or not answered (yet)
+        return self.spec.escalates(stage, read_answer(self.task, item.completion))
+
+    def _escalates(self, stage: int, rec: Record) -> bool:
+        if rec.status == "failed":
+            return stage < len(self.spec.stages) - 1
+        if rec.status not in ("labeled", "cached") or rec.completion is None:
+            return False  # rejected input is rejected by every stage; skipped is not asked
+        return self.spec.escalates(stage, read_answer(self.task, rec.completion))
+
+    def summary(self) -> RunSummary:
+        """The run as one summary: stage 1's rows, every stage's spend, and `stages`.
+
+        A row counts as failed only where its last stage failed it (an earlier failure
+        was escalated, not lost).
+        """
+        batched = [st.summary for st in self.stages if isinstance(st.summary, BatchSummary)]
+        total: RunSummary = BatchSummary() if batched else RunSummary()
+        if not self.stages:
+            return total
+        if isinstance(total, BatchSummary):
+            for b in batched:
+                total.pending += b.pending
+                total.unfinished += b.unfinished
+                total.batches_created += b.batches_created
+                total.batches_adopted += b.batches_adopted
+                total.batches_collected += b.batches_collected
+                total.batches_live += b.batches_live
+        first = self.stages[0].summary
+        total.rows, total.rejected = first.rows, first.rejected
+        for n, st in enumerate(self.stages):
+            s = st.summary
+            total.labeled += s.labeled
+            total.cached += s.cached
+            total.skipped += s.skipped
+            for name in ("requests", "retries", "http_requests", "rate_limited", "overloaded",
+                         "prompt_tokens", "completion_tokens", "cached_tokens"):
+                setattr(total, name, getattr(total, name) + getattr(s, name))
+            total.cost_usd += s.cost_usd
+            total.elapsed_s += s.elapsed_s
+            total.interrupted |= s.interrupted
+            total.budget_stopped |= s.budget_stopped
+            last = n == len(self.spec.stages) - 1
+            if last:
+                for reason, k in s.failures_by_reason.items():
+                    total.count_failure(reason, k)
+        total.interrupted |= self._stopped
+        total.stages = [st.to_dict() for st in self.stages]
+        return total
+
+
+# -- reading the cascade back ----------------------------------------------------------------
+
+
+@dataclass
+class TeacherUsage:
+    """What one stage (or ensemble member) was paid for, over the exported input: the rows
+    it answered, their tokens, summed answer time and cost as stored."""
+
+    name: str
+    rows: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    teacher_s: float = 0.0
+    cost_usd: float = 0.0
+    _keys: list[str] = field(default_factory=list, repr=False)
+
+    def add(self, item: Item) -> None:
+        c = item.completion
+        assert c is not None and item.key is not None
+        self.rows += 1
+        self.prompt_tokens += c.usage.prompt_tokens
+        self.completion_tokens += c.usage.completion_tokens
+        self.teacher_s += c.latency_s
+        self._keys.append(item.key)
+
+    def settle(self, store: Store) -> None:
+        """Add the cost of the answers counted since the last call (once per chunk)."""
+        if self._keys:
+            self.cost_usd += store.cost_of(self._keys)
+            self._keys = []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"teacher": self.name, "rows": self.rows, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "teacher_s": round(self.teacher_s, 3), "cost_usd": round(self.cost_usd, 6)}
+
+
+class CascadePlanner:
+    """Plans rows as the cascade ends them: each item carries the answer of its last
+    answering stage, and its `provenance` every reached stage's label and soft label.
+
+    A drop-in for `Planner` in the export: the same items, statuses and keys, so filters,
+    human labels and splits work unchanged. The stage an item ends at is decided from
+    the stored answers and the spec's thresholds alone.
+    """
+
+    kind = "cascade"
+
+    def __init__(self, task: Task, spec: CascadeSpec, identities: Sequence[Mapping[str, Any]],
+                 store: Store) -> None:
+        self.task = task
+        self.spec = spec
+        self.identities = [dict(i) for i in identities]
+        self.planners = [Planner(task, ident, store, failures=False) for ident in identities]
+        self.store = store
+        self.usage = [TeacherUsage(f"stage {n + 1}: {st.teacher}")
+                      for n, st in enumerate(spec.stages)]
+
+    def plan_rows(self, rows: Iterable[Row | Reject | Mapping[str, Any]],
+                  chunk: int = CHUNK) -> Iterator[list[Item]]:
+        it = iter(rows)
+        while batch := list(islice(it, chunk)):
+            yield self.plan(batch)
+
+    def plan(self, chunk: Sequence[Row | Reject | Mapping[str, Any]]) -> list[Item]:
+        per_stage = [p.plan(chunk) for p in self.planners]
+        items = [self._resolve([stage[i] for stage in per_stage]) for i in range(len(chunk))]
+        for usage in self.usage:
+            usage.settle(self.store)
+        return items
+
+    def _resolve(self, items: list[Item]) -> Item:
+        """The cascade replayed on one row's stored answers."""
+        answers = [read_answer(self.task, i.completion)
+                   if i.status == CACHED and i.completion is not None else None for i in items]
+        for stage in range(reached(self.spec, answers)):
+            if answers[stage] is not None:
+                self.usage[stage].add(items[stage])
+        n = final_stage(self.spec, answers)
+        if n is None:
+            return items[0]  # rejected, or no stage has answered: missing, as in any export
+        chosen = items[n]
+        trail = [self._step(stage, a) for stage, a in
+                 enumerate(answers[:reached(self.spec, answers)]) if a is not None]
+        chosen.provenance = {"cascade_stage": n + 1,
+                             "teacher": self.spec.stages[n].teacher, "cascade": trail}
+        return chosen
+
+    def _step(self, stage: int, answer: Answer) -> dict[str, Any]:
+        soft = answer.soft if answer.label is not None else None
+        conf = answer.confidence
+        return {"stage": stage + 1, "teacher": self.spec.stages[stage].teacher,
+                "label": answer.label, "valid": answer.valid,
+                "soft_label": list(soft.probs) if soft else None,
+                "confidence": getattr(conf, self.spec.measure) if conf and soft else None}
+
+
+__all__ = ["MEASURES", "Cascade", "CascadePlanner", "CascadeSpec", "Stage", "StageReport",
+           "TeacherUsage", "final_stage", "reached"]
