@@ -11,7 +11,7 @@ For each dataset, from one seeded shuffle of ../shared/data (disjoint slices):
 
 The teacher labels calib, train and test through labeler's real path into a persistent
 store (reruns send nothing). The calibration is the method with the best 5-fold held-out
-likelihood on ``calib`` (labeler.quality.score_calibrations). Each student is then trained
+likelihood on ``calib`` (labeler.eval_job.score_calibrations). Each student is then trained
 with the same seed and schedule on three targets: the teacher's hard labels, its raw soft
 labels, and its calibrated soft labels, and scored on ``test``. One table per dataset:
 teacher accuracy, each student's accuracy, and the share of the teacher's accuracy kept.
@@ -37,8 +37,8 @@ import numpy as np
 from benchmarks.calibration import label_probs
 from benchmarks.local_quality import DATASETS, data_dir, load_gold
 from labeler.calibration import METHODS, load_calibration
+from labeler.eval_job import CONTENT_FREE, CalibrationOptions, score_calibrations
 from labeler.job import default_home
-from labeler.quality import CONTENT_FREE, CalibrationOptions, score_calibrations
 from labeler.task import load_task
 from labeler.teachers.local import DEFAULT_PARALLEL, LocalTeacher, default_threads
 

@@ -268,7 +268,7 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
     """Quality of the stored answers against a gold column (no request is sent, except
     the 3 content-free ones --calibrate contextual needs, cached in the store)."""
     from labeler.calibration import METHODS, load_calibration
-    from labeler.quality import (
+    from labeler.eval_job import (
         CalibrationOptions,
         evaluate_cascade_job,
         evaluate_job,

@@ -14,11 +14,11 @@ import pytest
 
 from labeler import Job, run_job
 from labeler.errors import ConfigError
+from labeler.eval_job import evaluate_job
 from labeler.export import ExportOptions
 from labeler.filters import FilterSpec
 from labeler.human import record_label
 from labeler.job import export_job
-from labeler.quality import evaluate_job
 from labeler.review import load_index
 from labeler.store import Store
 from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
@@ -107,7 +107,7 @@ def test_calibration_fits_on_human_labels(job: Job, tmp_path: Path) -> None:
     """The review page's labels are gold for calibration too: `labeler eval --gold human
     --calibrate ... --save-calibration FILE` fits on them and saves a calibration."""
     from labeler.calibration import load_calibration
-    from labeler.quality import CalibrationOptions
+    from labeler.eval_job import CalibrationOptions
 
     review(job, {"apple": "positive", "berry": "positive", "cherry": "positive"})
     saved = tmp_path / "cal.json"
