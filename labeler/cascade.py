@@ -342,7 +342,42 @@ class TeacherUsage:
                 "teacher_s": round(self.teacher_s, 3), "cost_usd": round(self.cost_usd, 6)}
 
 
-class CascadePlanner:
+class MultiPlanner:
+    """Plans rows against several teachers' stored answers (a cascade's stages, an
+    ensemble's members) and folds each row's items, one per teacher, into one item: the
+    export's drop-in for `Planner`, so filters, human labels and splits work unchanged."""
+
+    kind: str | None = None
+
+    def __init__(self, task: Task, identities: Sequence[Mapping[str, Any]], store: Store,
+                 names: Sequence[str]) -> None:
+        if task.others:
+            raise ConfigError(f"{task.path}: a prompt-ensemble template (variants, "
+                              "example_orders) cannot be used with --cascade or --ensemble yet")
+        self.task = task
+        self.identities = [dict(i) for i in identities]
+        self.planners = [Planner(task, ident, store, failures=False) for ident in identities]
+        self.store = store
+        self.usage = [TeacherUsage(name) for name in names]
+
+    def plan_rows(self, rows: Iterable[Row | Reject | Mapping[str, Any]],
+                  chunk: int = CHUNK) -> Iterator[list[Item]]:
+        it = iter(rows)
+        while batch := list(islice(it, chunk)):
+            yield self.plan(batch)
+
+    def plan(self, chunk: Sequence[Row | Reject | Mapping[str, Any]]) -> list[Item]:
+        per_teacher = [p.plan(chunk) for p in self.planners]
+        items = [self._fold([t[i] for t in per_teacher]) for i in range(len(chunk))]
+        for usage in self.usage:
+            usage.settle(self.store)
+        return items
+
+    def _fold(self, items: list[Item]) -> Item:
+        raise NotImplementedError
+
+
+class CascadePlanner(MultiPlanner):
     """Plans rows as the cascade ends them: each item carries the answer of its last
     answering stage, and its `provenance` every reached stage's label and soft label.
 
@@ -355,28 +390,11 @@ class CascadePlanner:
 
     def __init__(self, task: Task, spec: CascadeSpec, identities: Sequence[Mapping[str, Any]],
                  store: Store) -> None:
-        self.task = task
+        super().__init__(task, identities, store,
+                         [f"stage {n + 1}: {st.teacher}" for n, st in enumerate(spec.stages)])
         self.spec = spec
-        self.identities = [dict(i) for i in identities]
-        self.planners = [Planner(task, ident, store, failures=False) for ident in identities]
-        self.store = store
-        self.usage = [TeacherUsage(f"stage {n + 1}: {st.teacher}")
-                      for n, st in enumerate(spec.stages)]
 
-    def plan_rows(self, rows: Iterable[Row | Reject | Mapping[str, Any]],
-                  chunk: int = CHUNK) -> Iterator[list[Item]]:
-        it = iter(rows)
-        while batch := list(islice(it, chunk)):
-            yield self.plan(batch)
-
-    def plan(self, chunk: Sequence[Row | Reject | Mapping[str, Any]]) -> list[Item]:
-        per_stage = [p.plan(chunk) for p in self.planners]
-        items = [self._resolve([stage[i] for stage in per_stage]) for i in range(len(chunk))]
-        for usage in self.usage:
-            usage.settle(self.store)
-        return items
-
-    def _resolve(self, items: list[Item]) -> Item:
+    def _fold(self, items: list[Item]) -> Item:
         """The cascade replayed on one row's stored answers."""
         answers = [read_answer(self.task, i.completion)
                    if i.status == CACHED and i.completion is not None else None for i in items]

@@ -17,16 +17,15 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 from labeler.answer import Answer, read_answer
-from labeler.cascade import Stage, StageReport, TeacherUsage
+from labeler.cascade import MultiPlanner, Stage, StageReport
 from labeler.errors import ConfigError
 from labeler.inputs import Reject, Row
-from labeler.plan import CACHED, CHUNK, Item, Planner
+from labeler.plan import CACHED, Item
 from labeler.run import Labeler, RunSummary
 from labeler.store import Store
 from labeler.targets import Confidence, SoftLabel
@@ -174,7 +173,7 @@ def _member_report(member: StageReport) -> dict[str, Any]:
 # -- reading the ensemble back ---------------------------------------------------------------
 
 
-class EnsemblePlanner:
+class EnsemblePlanner(MultiPlanner):
     """Plans rows with the members' answers combined: a drop-in for `Planner` in the
     export, whose items carry the combined `answer` and, as `provenance`, who answered
     and what each member said."""
@@ -186,27 +185,11 @@ class EnsemblePlanner:
         if task.label_space is None:
             raise ConfigError(f"--ensemble needs a label task; {task.path} is "
                               f"'{task.output_kind}'")
-        self.task = task
+        super().__init__(task, identities, store,
+                         [f"member {n + 1}: {st.teacher}" for n, st in enumerate(spec.stages)])
         self.spec = spec
-        self.planners = [Planner(task, ident, store, failures=False) for ident in identities]
-        self.store = store
-        self.usage = [TeacherUsage(f"member {n + 1}: {st.teacher}")
-                      for n, st in enumerate(spec.stages)]
 
-    def plan_rows(self, rows: Iterable[Row | Reject | Mapping[str, Any]],
-                  chunk: int = CHUNK) -> Iterator[list[Item]]:
-        it = iter(rows)
-        while batch := list(islice(it, chunk)):
-            yield self.plan(batch)
-
-    def plan(self, chunk: Sequence[Row | Reject | Mapping[str, Any]]) -> list[Item]:
-        per_member = [p.plan(chunk) for p in self.planners]
-        items = [self._combine([m[i] for m in per_member]) for i in range(len(chunk))]
-        for usage in self.usage:
-            usage.settle(self.store)
-        return items
-
-    def _combine(self, items: list[Item]) -> Item:
+    def _fold(self, items: list[Item]) -> Item:
         answers: list[tuple[int, Answer]] = [
             (n, read_answer(self.task, item.completion)) for n, item in enumerate(items)
             if item.status == CACHED and item.completion is not None]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -247,11 +247,17 @@ async def run_job(
             if not job.batch:
                 await teacher.start()
             summary = await strategy.run(job.rows(task))
-        report = None
-        if job.out is not None and summary.outcome not in ("pending", "interrupted"):
-            report = await asyncio.to_thread(
-                export_to, task, teacher.identity, job.rows(task), store, Path(job.out), job.export
-            )
+        return await _finish(job, task, summary, teacher.identity, store, rejects, warnings)
+
+
+async def _finish(job: Job, task: Task, summary: Any, identity: Mapping[str, Any], store: Store,
+                  rejects: Path | None, warnings: list[str], planner: Any = None) -> JobResult:
+    """Export (unless answers are pending or the run was interrupted: a dataset is never
+    written from a half-collected job) and say what happened."""
+    report = None
+    if job.out is not None and summary.outcome not in ("pending", "interrupted"):
+        report = await asyncio.to_thread(
+            export_to, task, identity, job.rows(task), store, Path(job.out), job.export, planner)
     return JobResult(summary, report, job.store_path(),
                      rejects if rejects is not None and rejects.exists() else None, warnings)
 
@@ -295,14 +301,9 @@ async def _run_cascade(job: Job, task: Task, spec: CascadeSpec, store: Store,
     stack.push_async_callback(strategy.aclose)
     with aio.stop_on_signals(strategy, enabled=handle_signals):
         summary = await strategy.run(lambda: job.rows(task))
-    report = None
-    if job.out is not None and summary.outcome not in ("pending", "interrupted"):
-        planner = CascadePlanner(task, spec, [t.identity for t in teachers], store)
-        report = await asyncio.to_thread(
-            export_to, task, teachers[-1].identity, job.rows(task), store, Path(job.out),
-            job.export, planner)
-    return JobResult(summary, report, job.store_path(),
-                     rejects if rejects is not None and rejects.exists() else None, warnings)
+    planner = CascadePlanner(task, spec, [t.identity for t in teachers], store)
+    return await _finish(job, task, summary, teachers[-1].identity, store, rejects, warnings,
+                         planner)
 
 
 async def _run_ensemble(job: Job, task: Task, spec: EnsembleSpec, store: Store,
@@ -330,14 +331,9 @@ async def _run_ensemble(job: Job, task: Task, spec: EnsembleSpec, store: Store,
     stack.push_async_callback(strategy.aclose)
     with aio.stop_on_signals(strategy, enabled=handle_signals):
         summary = await strategy.run_passes(lambda: job.rows(task))
-    report = None
-    if job.out is not None and summary.outcome not in ("pending", "interrupted"):
-        planner = EnsemblePlanner(task, spec, [t.identity for t in teachers], store)
-        report = await asyncio.to_thread(
-            export_to, task, teachers[0].identity, job.rows(task), store, Path(job.out),
-            job.export, planner)
-    return JobResult(summary, report, job.store_path(),
-                     rejects if rejects is not None and rejects.exists() else None, warnings)
+    planner = EnsemblePlanner(task, spec, [t.identity for t in teachers], store)
+    return await _finish(job, task, summary, teachers[0].identity, store, rejects, warnings,
+                         planner)
 
 
 def _passed_on(warn: Callable[[str], None], stage: int) -> Callable[[str], None]:
