@@ -375,11 +375,15 @@ class Store:
                 (time.time(), outcome, orjson.dumps(summary).decode(), run_id),
             )
 
-    def execute_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def execute_write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         """Run `fn` in one write transaction and return its result: for modules that own
-        tables of their own (the batch journal), so their SQL stays out of this file."""
+        tables of their own (the batch journal, claims), so their SQL stays out of this file.
+
+        ``durable=False`` commits without waiting for the disk: for state a power cut may
+        lose harmlessly (a claim is a lease, and a reboot voids it anyway). The next durable
+        commit writes it to disk with its own frames."""
         result: list[T] = []
-        self._write(lambda db: result.append(fn(db)))
+        self._write(lambda db: result.append(fn(db)), durable=durable)
         return result[0]
 
     def execute_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -407,18 +411,24 @@ class Store:
         except sqlite3.Error as exc:
             raise _store_error(self.path, exc) from exc
 
-    def _write(self, fn: Callable[[sqlite3.Connection], Any]) -> None:
+    def _write(self, fn: Callable[[sqlite3.Connection], Any], *, durable: bool = True) -> None:
         with self._lock:
             db = self._db
             try:
-                db.execute("BEGIN IMMEDIATE")
+                if not durable:
+                    db.execute("PRAGMA synchronous = NORMAL")
                 try:
-                    fn(db)
-                    db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
+                    db.execute("BEGIN IMMEDIATE")
+                    try:
+                        fn(db)
+                        db.execute("COMMIT")
+                    except BaseException:
+                        if db.in_transaction:
+                            db.execute("ROLLBACK")
+                        raise
+                finally:
+                    if not durable:  # under the same lock: no paid answer is ever unsynced
+                        db.execute("PRAGMA synchronous = FULL")
             except sqlite3.Error as exc:
                 raise _store_error(self.path, exc) from exc
 

@@ -115,6 +115,18 @@ CONCURRENCY = 16
 
 
 @pytest.mark.slow
+def test_a_claim_costs_no_fsync_and_answers_stay_durable(tmp_path: Path) -> None:
+    """Claims are committed without waiting for the disk (a lease a power cut may lose);
+    the connection is back to synchronous=FULL right after, so every paid answer still is."""
+    with Store(tmp_path / "s.sqlite") as store:
+        claims = Claims(store, Owner.current())
+        assert claims.claim(["k1", "k2"]) == {"k1", "k2"}
+        level = store.execute_read(lambda db: db.execute("PRAGMA synchronous").fetchone()[0])
+        assert level == 2  # FULL
+        store.put("k1", Completion("positive", usage=Usage(1, 1)))
+        assert claims.held() == {"k2"}
+
+
 def test_two_concurrent_runs_on_one_store_pay_once(tmp_path: Path) -> None:
     data = write_items(tmp_path / "in.jsonl", ROWS)
     store = tmp_path / "s.sqlite"
