@@ -262,6 +262,19 @@ async def _finish(job: Job, task: Task, summary: Any, identity: Mapping[str, Any
                      rejects if rejects is not None and rejects.exists() else None, warnings)
 
 
+def _open_stages(job: Job, spec: Any, rejects: Path | None,
+                 stack: contextlib.AsyncExitStack) -> tuple[list[Teacher], RejectsWriter | None]:
+    """The teachers of a cascade's stages or an ensemble's members, and the rejects file
+    they share, each closed when the job ends."""
+    teachers = job.make_stage_teachers(spec)
+    for t in teachers:
+        stack.push_async_callback(t.aclose)
+    writer = RejectsWriter(rejects) if rejects is not None else None
+    if writer is not None:
+        stack.callback(writer.close)
+    return teachers, writer
+
+
 async def _run_cascade(job: Job, task: Task, spec: CascadeSpec, store: Store,
                        rejects: Path | None, stack: contextlib.AsyncExitStack,
                        on_warning: Callable[[str], None] | None, handle_signals: bool,
@@ -269,12 +282,7 @@ async def _run_cascade(job: Job, task: Task, spec: CascadeSpec, store: Store,
     """A cascade: one labeling pass per stage (labeler/cascade.py), then the export of
     each row's last answering stage. With `job.batch`, a stage whose provider has a batch
     API goes through it; the others (a local teacher) label live."""
-    teachers = job.make_stage_teachers(spec)
-    for t in teachers:
-        stack.push_async_callback(t.aclose)
-    writer = RejectsWriter(rejects) if rejects is not None else None
-    if writer is not None:
-        stack.callback(writer.close)
+    teachers, writer = _open_stages(job, spec, rejects, stack)
 
     def make_labeler(stage: int, teacher: Teacher, budget: float | None) -> Any:
         if job.batch and provider(parse_spec(spec.stages[stage].teacher)[0]).batch:
@@ -314,12 +322,7 @@ async def _run_ensemble(job: Job, task: Task, spec: EnsembleSpec, store: Store,
     export of the members' combined answers."""
     if task.label_space is None:
         raise ConfigError(f"--ensemble needs a label task; {task.path} is '{task.output_kind}'")
-    teachers = job.make_stage_teachers(spec)
-    for t in teachers:
-        stack.push_async_callback(t.aclose)
-    writer = RejectsWriter(rejects) if rejects is not None else None
-    if writer is not None:
-        stack.callback(writer.close)
+    teachers, writer = _open_stages(job, spec, rejects, stack)
 
     def make_labeler(member: int, teacher: Teacher) -> Labeler:
         lb = _live_strategy(job, task, teacher, store, None, on_warning)
