@@ -123,11 +123,12 @@ async def score(args: argparse.Namespace, task: Task, teacher: LocalTeacher, gol
         b, a = s.before, s.after
         print(f"| {gold.name} | {len(gold.rows)} | {name} | {Path(gold.template).stem} "
               f"| {lever} | {s.method} "
-              f"| {b['accuracy']:.1%} → {a['accuracy']:.1%} | {_f(b['auroc'])} → {_f(a['auroc'])} "
-              f"| {_f(b['ece'])} → {_f(a['ece'])} | {s.fitted} |", flush=True)
+              f"| {b['accuracy']:.1%} → {a['accuracy']:.1%} | {fmt3(b['auroc'])} → {fmt3(a['auroc'])} "
+              f"| {fmt3(b['ece'])} → {fmt3(a['ece'])} | {s.fitted} |", flush=True)
 
 
-def _f(x: float | None) -> str:
+def fmt3(x: float | None) -> str:
+    """A score to three decimals, "-" when there is none (the benchmarks' tables)."""
     return "-" if x is None else f"{x:.3f}"
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.calibration import label_probs
+from benchmarks.calibration import fmt3, label_probs
 from benchmarks.local_quality import DATASETS, data_dir, load_gold
 from labeler.calibration import METHODS, load_calibration
 from labeler.eval_job import CONTENT_FREE, CalibrationOptions, score_calibrations
@@ -161,7 +161,7 @@ async def one_dataset(args: argparse.Namespace, ds: str, teacher: LocalTeacher,
     print(f"\n### {ds}: teacher local:{args.model} ({test.template}), {len(texts)} teacher-labeled "
           f"train rows (teacher {train_acc:.1%} right on them), {len(test_texts)} gold test rows")
     print(f"calibration ({CALIB_ROWS} gold rows): {cal.describe()}; held out on them: ECE "
-          f"{_f(chosen.before['ece'])} → {_f(chosen.after['ece'])}, accuracy "
+          f"{fmt3(chosen.before['ece'])} → {fmt3(chosen.after['ece'])}, accuracy "
           f"{chosen.before['accuracy']:.1%} → {chosen.after['accuracy']:.1%}")
     print("mean max probability of the train targets: raw "
           f"{raw.max(axis=1).mean():.3f}, calibrated {calibrated.max(axis=1).mean():.3f}")
@@ -173,10 +173,6 @@ async def one_dataset(args: argparse.Namespace, ds: str, teacher: LocalTeacher,
         for name, y in targets.items():
             acc = student.fit_and_score(texts, y, test_texts, test_gold, args.seed)
             print(f"| {student.name} | {name} | {acc:.1%} | {acc / teacher_acc:.0%} |", flush=True)
-
-
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
