@@ -18,7 +18,7 @@ TINY = [
     "--items", "200", "--sdk-items", "50", "--repeat", "1", "--concurrency", "16",
     "--latency-items", "200", "--in-flight", "32", "--latency", "0.02",
     "--rate-per-s", "100", "--rate-window", "1", "--rate-seconds", "1", "--rate-latency", "0",
-    "--small", "200", "--big", "400", "--live-every", "10",
+    "--small", "200", "--big", "400", "--live-every", "10", "--export-rows", "300",
     "--announced-high-seconds", "0.2", "--announced-low-seconds", "0.5",
 ]
 
