@@ -93,6 +93,8 @@ _LEADING_PUNCT = "([{<"
 _PREFIX_RE = re.compile(r"^\s*[^\W\d][\w \-]{0,39}?\s*[:=]\s*(?P<rest>\S.*)$")
 _FIRST_WORD_RE = re.compile(r"[^\W_]+")
 _CACHE_LIMIT = 200_000
+_PARSE_MEMO_CHARS = 64  # answers longer than this are parsed afresh every time
+_NO_LABELS: frozenset[int] = frozenset()
 # The hard label of an answer that named no label, where one must be written (an export
 # with --keep-invalid): the index PyTorch's cross-entropy and every transformers
 # classification head ignore by default.
@@ -116,6 +118,9 @@ class LabelSpace:
     _sorted: tuple[str, ...] = field(init=False, repr=False, compare=False, hash=False)
     _clean: dict[str, frozenset[int]] = field(init=False, repr=False, compare=False, hash=False)
     _cache: dict[str, frozenset[int]] = field(init=False, repr=False, compare=False, hash=False)
+    _pieces: dict[str, tuple[str, frozenset[int], int | None]] = field(
+        init=False, repr=False, compare=False, hash=False)
+    _parsed: dict[str, str | None] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         labels = tuple(self.labels)
@@ -164,6 +169,8 @@ class LabelSpace:
         set_(self, "_sorted", tuple(sorted(norm)))
         set_(self, "_clean", {k: frozenset(v) for k, v in clean.items() if k})
         set_(self, "_cache", {})
+        set_(self, "_pieces", {})
+        set_(self, "_parsed", {})
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -200,6 +207,21 @@ class LabelSpace:
             self._cache.clear()
         self._cache[s] = result
         return result
+
+    def _answer_piece(self, raw: str) -> tuple[str, frozenset[int], int | None]:
+        """An alternative at the answer position, normalised (module doc, 2), the labels
+        it is consistent with, and that label's index when it is only one. Memoised per
+        token string: the same few tokens come back in every answer, and an export reads
+        a hundred thousand answers."""
+        found = self._pieces.get(raw)
+        if found is None:
+            piece = self._fold(raw.lstrip(_FILLER))
+            hits = self._match(piece) if piece else _NO_LABELS
+            found = (piece, hits, next(iter(hits)) if len(hits) == 1 else None)
+            if len(self._pieces) >= _CACHE_LIMIT:
+                self._pieces.clear()
+            self._pieces[raw] = found
+        return found
 
     def ambiguity(self) -> list[str]:
         """The groups of labels whose answers cannot be told apart from their first tokens.
@@ -365,6 +387,24 @@ class SoftLabel:
 
 
 def parse_label(text: str, space: LabelSpace) -> str | None:
+    """The hard label an answer names, or None when it names none (see `_parse_label`).
+
+    Memoised per answer text, for short answers only: a label task's answers are a few
+    distinct words repeated over every row, while long free-form answers rarely repeat
+    and would only fill memory."""
+    if len(text) > _PARSE_MEMO_CHARS:
+        return _parse_label(text, space)
+    memo = space._parsed
+    if text in memo:
+        return memo[text]
+    label = _parse_label(text, space)
+    if len(memo) >= _CACHE_LIMIT:
+        memo.clear()
+    memo[text] = label
+    return label
+
+
+def _parse_label(text: str, space: LabelSpace) -> str | None:
     """The hard label an answer names, or None when it names none.
 
     Teachers decorate answers (quotes, ``**bold**``, a trailing period, ``Label: X``, an
@@ -440,9 +480,11 @@ class _Mass:
 
 
 def _alternatives(tok: TokenLogprob) -> list[tuple[str, float]]:
-    alts = [(t, math.exp(lp)) for t, lp in tok.top]
-    if not any(t == tok.token for t, _ in tok.top):
-        alts.append((tok.token, math.exp(tok.logprob)))
+    top, token = tok.top, tok.token
+    alts = [(t, math.exp(lp)) for t, lp in top]
+    # the chosen token is most often the first alternative: test that before the rest
+    if not (top and top[0][0] == token) and not any(t == token for t, _ in top):
+        alts.append((token, math.exp(tok.logprob)))
     return alts
 
 
@@ -498,28 +540,30 @@ def soft_label(completion: Completion, space: LabelSpace) -> SoftLabel:
         return _one_hot(parse_label(completion.text, space), space)
 
     k = len(space.labels)
-    p0 = next((i for i, t in enumerate(tokens) if not _is_filler(t.token)), None)
+    # p0: the first token that is not filler (most often the first token)
+    p0 = 0 if tokens[0].token.strip(_FILLER) else next(
+        (i for i, t in enumerate(tokens) if not _is_filler(t.token)), None)
     if p0 is None:
         return SoftLabel((0.0,) * k, 1.0, "logprobs", False)
 
     acc = _Mass(k)
+    mass = acc.labels
     tok = tokens[p0]
     alts = _alternatives(tok)
-    acc.outside += max(0.0, 1.0 - sum(q for _, q in alts))
+    acc.outside += max(0.0, 1.0 - sum([q for _, q in alts]))
     for raw, q in alts:
-        piece = space._fold(raw.lstrip(_FILLER))
-        hits = space._match(piece) if piece else frozenset()
-        if not hits:
+        piece, hits, only = space._answer_piece(raw)
+        if only is not None:
+            mass[only] += q
+        elif not hits:
             acc.outside += q
-        elif len(hits) == 1:
-            acc.labels[next(iter(hits))] += q
         elif raw == tok.token:
             _descend(tokens, p0 + 1, piece, hits, q, space, acc)
         else:
             acc.split(hits, q)
 
-    total = sum(acc.labels)
-    probs = tuple(m / total for m in acc.labels) if total > 0 else (0.0,) * k
+    total = sum(mass)
+    probs = tuple([m / total for m in mass]) if total > 0 else (0.0,) * k
     outside = min(1.0, max(0.0, acc.outside))
     return SoftLabel(probs, outside, "logprobs", acc.ambiguous)
 
@@ -586,7 +630,7 @@ def confidence(completion: Completion, soft: SoftLabel) -> Confidence:
         ranked = sorted(probs, reverse=True)
         max_prob = ranked[0]
         margin = ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0)
-        entropy = -sum(p * math.log(p) for p in probs if p > 0.0)
+        entropy = -sum([p * math.log(p) for p in probs if p > 0.0])
         entropy = max(0.0, entropy)
     else:
         max_prob, margin, entropy = 0.0, 0.0, math.log(len(probs)) if probs else 0.0
