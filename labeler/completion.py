@@ -92,7 +92,10 @@ class Completion:
         out = []
         for item in data:
             tok, lp, top = item[0], item[1], item[2]
-            alts = tuple((str(a), float(b)) for a, b, *_ in top)
+            try:  # pairs, as tokens_to_json writes them: unpacked without a list per pair
+                alts = tuple([(str(a), float(b)) for a, b in top])
+            except ValueError:  # longer entries: their first two items
+                alts = tuple([(str(a), float(b)) for a, b, *_ in top])
             if len(item) > 3:
                 tid, raw, top_ids, top_raw = item[3], item[4], item[5], item[6]
                 out.append(TokenLogprob(
