@@ -26,6 +26,7 @@ from typing import Any
 
 import jinja2
 import jinja2.meta
+import jinja2.nodes
 import jinja2.sandbox
 import orjson
 import yaml
@@ -103,6 +104,9 @@ class Task:
     # Whether the user template reads `task`: building that dict costs more than the
     # rest of the context, so rows of templates that never look at it skip it.
     _uses_task: bool = field(repr=False, default=True)
+    # A user template that only puts fields into text ("Review: {{ text }}"): its pieces,
+    # (text, field or None) in order, rendered without Jinja (see `_plain_pieces`).
+    _plain: tuple[tuple[str, str | None], ...] | None = field(repr=False, default=None)
     # few_shot_pool: per row, the k most similar labeled examples go after the fixed prefix.
     pool: ExamplePool | None = field(repr=False, default=None)
     pool_k: int = 0
@@ -167,6 +171,12 @@ class Task:
         return Request(messages=messages, params=params, template=self.identity, soft_targets=soft)
 
     def _render_user(self, row: Mapping[str, Any], row_id: str) -> str:
+        if self._plain is not None:
+            try:
+                return "".join([text if name is None else str(row[name])
+                                for text, name in self._plain])
+            except Exception:  # a missing field, a value str() refuses: Jinja renders
+                pass  # it, or names the problem as it always has
         try:
             return self.user.render(**_context(self, row))
         except jinja2.UndefinedError as exc:
@@ -197,6 +207,29 @@ def _context(task: Task, row: Mapping[str, Any]) -> dict[str, Any]:
         else [],
     }
     return ctx
+
+
+def _plain_pieces(parsed: jinja2.nodes.Template) -> tuple[tuple[str, str | None], ...] | None:
+    """The pieces of a template that is only text and `{{ field }}`s, else None.
+
+    Jinja spends most of a row's rendering on setting up a context; such a template
+    renders to its text with each field's `str()` (what Jinja writes for an expression
+    without autoescape or finalize), so it is joined directly, and the rendered prompt,
+    and with it every cache key, is the same."""
+    body = parsed.body
+    if _ENV.finalize is not None or _ENV.autoescape:
+        return None
+    if len(body) != 1 or not isinstance(body[0], jinja2.nodes.Output):
+        return None
+    pieces: list[tuple[str, str | None]] = []
+    for node in body[0].nodes:
+        if isinstance(node, jinja2.nodes.TemplateData):
+            pieces.append((node.data, None))
+        elif isinstance(node, jinja2.nodes.Name) and node.ctx == "load" and node.name != "task":
+            pieces.append(("", node.name))
+        else:
+            return None
+    return tuple(pieces)
 
 
 def _undefined_name(exc: jinja2.UndefinedError) -> str | None:
@@ -349,8 +382,10 @@ def _single(raw: dict[str, Any], where: str) -> Task:
         # it (slowly) on every render; ours never change after load, so one flat dict
         # gives the same names at a fraction of the per-row cost.
         user_tmpl.globals = dict(user_tmpl.globals)
-        names = jinja2.meta.find_undeclared_variables(_ENV.parse(user_src))
+        parsed = _ENV.parse(user_src)
+        names = jinja2.meta.find_undeclared_variables(parsed)
         used = names - {"task"}
+        plain = _plain_pieces(parsed)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(where, f"Jinja2 syntax error line {exc.lineno}: {exc.message}",
                             field="user") from exc
@@ -387,7 +422,7 @@ def _single(raw: dict[str, Any], where: str) -> Task:
         example_separator=str(raw.get("example_separator", "\n\n")),
         answer_prefix=str(raw.get("answer_prefix", " ")),
         description=str(raw.get("description", "")), warnings=warnings,
-        _uses_task="task" in names,
+        _uses_task="task" in names, _plain=plain,
     )
     pool = raw.get("few_shot_pool")
     if pool is not None:
