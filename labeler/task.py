@@ -152,7 +152,13 @@ class Task:
                                     f"({exc.reason} at character {exc.start})", row=row_id) from exc
         params = dict(self.params)
         soft = self.soft_targets
-        chosen = self.pool.nearest(row, self.pool_k) if self.pool is not None else ()
+        if self.pool is None:  # no examples chosen per row: nothing more to render
+            if self.mode == "completion":
+                return Request(prompt=self._prefix + text, params=params,
+                               template=self.identity, soft_targets=soft)
+            return Request(messages=(*self._shot_messages, {"role": "user", "content": text}),
+                           params=params, template=self.identity, soft_targets=soft)
+        chosen = self.pool.nearest(row, self.pool_k)
         if self.mode == "completion":
             shots = "".join(
                 self._render_user(ex.input, "few_shot_pool") + self.answer_prefix
