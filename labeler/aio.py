@@ -25,6 +25,7 @@ import contextlib
 import gc
 import os
 import signal
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Protocol, TypeVar
 
@@ -62,23 +63,39 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     except BaseException:
         main.close()  # never started: no "coroutine was never awaited" on the way out
         raise
-    with _gc_tuned(), asyncio.Runner(loop_factory=factory) as runner:
+    with gc_tuned(), asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
 
 
 YOUNG_THRESHOLD = 50_000
 
 
+_tuned = 0  # gc_tuned blocks entered and not yet left (an export inside a run's loop)
+_tuned_lock = threading.Lock()
+
+
 @contextlib.contextmanager
-def _gc_tuned() -> Any:
-    before = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(max(before[0], YOUNG_THRESHOLD), max(before[1], 20), max(before[2], 100))
+def gc_tuned() -> Iterator[None]:
+    """The collector tuned as described above, for any stretch of code that makes
+    millions of short-lived objects (a run, an export); nested blocks leave it to the
+    outermost, which restores the settings."""
+    global _tuned
+    with _tuned_lock:
+        _tuned += 1
+        outermost = _tuned == 1
+        if outermost:
+            before = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(max(before[0], YOUNG_THRESHOLD), max(before[1], 20),
+                             max(before[2], 100))
     try:
         yield
     finally:
-        gc.set_threshold(*before)
-        gc.unfreeze()
+        with _tuned_lock:
+            _tuned -= 1
+            if outermost:
+                gc.set_threshold(*before)
+                gc.unfreeze()
 
 
 class Stoppable(Protocol):

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from labeler import owner
+from labeler import aio, owner
 from labeler.answer import Answer, read_answers
 from labeler.calibration import Calibration, calibrate_answer
 from labeler.card import dataset_card, public_identity
@@ -157,6 +157,15 @@ def export_dataset(
     `planner` replaces the plain `Planner` where each row's answer is chosen among
     several teachers' (a cascade's `CascadePlanner`): its items' `provenance` becomes
     columns of `records` rows and the report's `stages`."""
+    # Every row makes dozens of short-lived objects: the collector's default settings
+    # would scan them (and every imported module) again and again (see labeler/aio.py).
+    with aio.gc_tuned():
+        return _export_dataset(task, teacher_identity, rows, store, out, options, planner)
+
+
+def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
+                    rows: Iterable[Row | Reject], store: Store, out: str | Path,
+                    options: ExportOptions | None, planner: Any) -> ExportReport:
     opts = options or ExportOptions()
     if opts.kind == "classification" and task.output_kind != "label":
         raise ConfigError(f"--kind classification needs a label task; {task.path} is "

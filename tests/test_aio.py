@@ -44,3 +44,17 @@ def test_the_collector_is_tuned_for_the_run_and_restored_after() -> None:
     threshold, frozen = aio.run(inside())
     assert threshold[0] >= aio.YOUNG_THRESHOLD and frozen > 0
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_gc_tuning_nests_and_the_outermost_restores() -> None:
+    """An export inside a run's loop tunes nothing twice and restores nothing early."""
+    import gc
+
+    before = gc.get_threshold()
+    with aio.gc_tuned():
+        tuned = gc.get_threshold()
+        assert tuned[0] >= aio.YOUNG_THRESHOLD and gc.get_freeze_count() > 0
+        with aio.gc_tuned():
+            assert gc.get_threshold() == tuned
+        assert gc.get_threshold() == tuned and gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
