@@ -94,6 +94,7 @@ _PREFIX_RE = re.compile(r"^\s*[^\W\d][\w \-]{0,39}?\s*[:=]\s*(?P<rest>\S.*)$")
 _FIRST_WORD_RE = re.compile(r"[^\W_]+")
 _CACHE_LIMIT = 200_000
 _PARSE_MEMO_CHARS = 64  # answers longer than this are parsed afresh every time
+_PARSE_MEMO_SIZE = 10_000  # distinct answers remembered (a label task has a handful)
 _NO_LABELS: frozenset[int] = frozenset()
 # The hard label of an answer that named no label, where one must be written (an export
 # with --keep-invalid): the index PyTorch's cross-entropy and every transformers
@@ -398,7 +399,7 @@ def parse_label(text: str, space: LabelSpace) -> str | None:
     if text in memo:
         return memo[text]
     label = _parse_label(text, space)
-    if len(memo) >= _CACHE_LIMIT:
+    if len(memo) >= _PARSE_MEMO_SIZE:
         memo.clear()
     memo[text] = label
     return label
