@@ -163,6 +163,13 @@ def main() -> None:
 @click.option("--no-wait", is_flag=True,
               help="With --batch: submit, store whatever has finished, and return at once "
                    f"(exit {EXIT_PENDING} while answers are pending; for cron).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: label on a Ray cluster (pip install 'labeler[ray]'), then export as "
+                   "a local run does.")
+@click.option("--ray-address", metavar="ADDR",
+              help="With --engine ray: the cluster to join (default: RAY_ADDRESS, else a local Ray).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --engine ray: labeling actors (each with its own --concurrency).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 def run(task: str, input_path: str, **kw: Any) -> None:
@@ -171,9 +178,15 @@ def run(task: str, input_path: str, **kw: Any) -> None:
 
     if kw.get("no_wait") and not kw.get("batch"):
         _fail(LabelerError("--no-wait goes with --batch (a live run has nothing to wait for)"))
+    if kw["engine"] != "ray" and (kw.get("ray_address") or kw["workers"] != 2):
+        _fail(LabelerError("--ray-address and --workers go with --engine ray"))
     job = _job(task, input_path, kw)
     try:
-        result = aio.run(run_job(job, on_warning=_warn, handle_signals=True))
+        if kw["engine"] == "ray":
+            result = _ray_engine().run_ray_job(job, address=kw.get("ray_address"),
+                                               workers=kw["workers"], on_warning=_warn)
+        else:
+            result = aio.run(run_job(job, on_warning=_warn, handle_signals=True))
     except LabelerError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -628,6 +641,14 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
         )
     except LabelerError as exc:
         _fail(exc)
+
+
+def _ray_engine() -> Any:
+    try:
+        from labeler.ray import engine
+    except ImportError as exc:
+        raise ConfigError(f"--engine ray needs Ray: pip install 'labeler[ray]' ({exc})") from None
+    return engine
 
 
 def _teacher_extra(kw: dict[str, Any]) -> dict[str, Any]:
