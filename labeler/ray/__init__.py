@@ -28,7 +28,7 @@ import ray
 from labeler.errors import ConfigError
 from labeler.job import Job
 from labeler.ray.fleet import RateKeeper
-from labeler.ray.stage import RECORDS, LabelStage
+from labeler.ray.stage import CALLS, RECORDS, LabelStage
 from labeler.task import Task
 
 DEFAULT_WORKERS = 2
@@ -44,7 +44,7 @@ STAGE_OPTIONS = frozenset(f.name for f in dataclasses.fields(Job)) - _NOT_STAGE
 
 def label(ds: ray.data.Dataset, task: str | Path | Task, teacher: str, *,
           workers: int = DEFAULT_WORKERS, batch_size: int = DEFAULT_BATCH,
-          num_cpus: float = DEFAULT_CPUS, ray_remote_args: dict[str, Any] | None = None,
+          num_cpus: float = DEFAULT_CPUS,
           **options: Any) -> ray.data.Dataset:
     """`ds` with labeler's `records` columns, labeled lazily by `workers` actors.
 
@@ -61,8 +61,14 @@ def label(ds: ray.data.Dataset, task: str | Path | Task, teacher: str, *,
     keeper = start_rate_keeper(job)
     return ds.map_batches(
         LabelStage, fn_constructor_kwargs={"job": job, "keeper": keeper, "output": RECORDS},
-        batch_format="pyarrow", batch_size=batch_size, concurrency=workers,
-        num_cpus=num_cpus, **(ray_remote_args or {}))
+        batch_format="pyarrow", batch_size=batch_size, compute=actor_pool(workers),
+        num_cpus=num_cpus)
+
+
+def actor_pool(workers: int) -> ray.data.ActorPoolStrategy:
+    """`workers` actors, each labeling `CALLS` batches at once (labeler/ray/stage.py)."""
+    return ray.data.ActorPoolStrategy(size=workers, max_concurrent_calls_per_actor=CALLS,
+                                      enable_true_multi_threading=True)
 
 
 def stage_job(task: str | Path | Task, teacher: str, options: dict[str, Any],

@@ -25,7 +25,14 @@ from labeler.export_guard import check_out_folder
 from labeler.inputs import RejectsWriter, detect_format
 from labeler.job import Job, JobResult, export_job
 from labeler.plan import REJECTED, Planner
-from labeler.ray import DEFAULT_BATCH, DEFAULT_CPUS, DEFAULT_WORKERS, stage_job, start_rate_keeper
+from labeler.ray import (
+    DEFAULT_BATCH,
+    DEFAULT_CPUS,
+    DEFAULT_WORKERS,
+    actor_pool,
+    stage_job,
+    start_rate_keeper,
+)
 from labeler.ray.stage import COUNTS, RAW_JSONL, SUMMARY, LabelStage
 from labeler.run import RunSummary
 
@@ -59,7 +66,8 @@ def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_
     keeper = start_rate_keeper(stage)
     counts = ds.map_batches(
         LabelStage, fn_constructor_kwargs={"job": stage, "keeper": keeper, "output": SUMMARY},
-        batch_format="pyarrow", batch_size=batch_size, concurrency=workers, num_cpus=num_cpus)
+        batch_format="pyarrow", batch_size=batch_size, compute=actor_pool(workers),
+        num_cpus=num_cpus)
     summary = RunSummary()
     start = time.monotonic()
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import sys
 import threading
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from labeler.store import Store
 RECORDS = "records"  # the output: the records export's columns, one row per answered input row
 SUMMARY = "summary"  # the output: one row of counts per batch (a job that exports from the store)
 RAW_JSONL = "__labeler_jsonl__"  # a batch column of raw JSON lines, parsed as labeler reads JSONL
+CALLS = 2  # batches an actor labels at once (map_batches' max_concurrency)
 # RunSummary's counters, summed over batches; the rest are per-run, not per-batch.
 COUNTS = ("rows", "labeled", "cached", "failed", "rejected", "skipped", "requests", "retries",
           "http_requests", "rate_limited", "overloaded", "prompt_tokens", "completion_tokens",
@@ -54,27 +56,37 @@ class LabelStage:
                                        daemon=True)
         self.thread.start()
         self.store = Store(job.store_path())
-        teacher = job.make_teacher()
-        self.labeler = Labeler(
-            self.task, teacher, store=self.store, concurrency=job.concurrency, rpm=job.rpm,
-            tpm=job.tpm, retry=job.retry_policy(), retry_failed=job.retry_failed,
-            progress=False, prices=job.prices, max_age_s=job.max_age_s,
-            on_warning=_warn, stop_grace_s=job.stop_grace_s, close_teacher=True,
-            request_timeout_s=job.request_timeout,
-        )
+        self.teacher = job.make_teacher()
         # The fleet's limit: every request also takes its charge from the job's RateKeeper.
-        self.labeler.limiter = FleetLimiter(keeper, job.concurrency, rpm=job.rpm, tpm=job.tpm)
-        teacher.observe_headers(self.labeler.limiter.observe_headers)
-        self._call(teacher.start())
-        self.reader = Planner(self.task, teacher.identity, self.store, failures=False)
+        limiter = FleetLimiter(keeper, job.concurrency, rpm=job.rpm, tpm=job.tpm)
+        # Ray Data gives an actor CALLS batches at once, so one batch's last slow answers
+        # do not idle the actor: each call labels with a labeler of its own (its own store
+        # claims), all sharing the teacher's connections and the one limiter.
+        self.labelers: queue.SimpleQueue[Labeler] = queue.SimpleQueue()
+        for _ in range(CALLS):
+            lb = Labeler(
+                self.task, self.teacher, store=self.store, concurrency=job.concurrency,
+                rpm=job.rpm, tpm=job.tpm, retry=job.retry_policy(),
+                retry_failed=job.retry_failed, progress=False, prices=job.prices,
+                max_age_s=job.max_age_s, on_warning=_warn, stop_grace_s=job.stop_grace_s,
+                close_teacher=False, request_timeout_s=job.request_timeout)
+            lb.limiter = limiter
+            self.labelers.put(lb)
+        self.teacher.observe_headers(limiter.observe_headers)
+        self._call(self.teacher.start())
+        self.reader = Planner(self.task, self.teacher.identity, self.store, failures=False)
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = list(batch_rows(batch, self.job.id_field, self.task.fields))
-        self.labeler.summary = RunSummary()
-        summary = self._call(self.labeler.run(rows))
+        lb = self.labelers.get()
+        try:
+            lb.summary = RunSummary()
+            summary = self._call(lb.run(rows))
+        finally:
+            self.labelers.put(lb)
         if self.output == SUMMARY:
             counts = asdict(summary)
             return pa.Table.from_pylist([{
@@ -95,7 +107,7 @@ class LabelStage:
         loop = getattr(self, "loop", None)
         if loop is not None and loop.is_running():
             with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self.labeler.aclose(), loop).result(timeout=5)
+                asyncio.run_coroutine_threadsafe(self.teacher.aclose(), loop).result(timeout=5)
             loop.call_soon_threadsafe(loop.stop)
 
 
