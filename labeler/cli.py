@@ -250,6 +250,24 @@ def stats(store: str | None, as_json: bool) -> None:
     click.echo(f"cost             ${data['cost_usd']:.4f}")
 
 
+@main.command(name="merge-stores")
+@click.argument("dest", type=click.Path(dir_okay=False))
+@click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def merge_stores(dest: str, sources: tuple[str, ...]) -> None:
+    """Merge store SOURCES into DEST by key (the per-machine stores of a job run on
+    several machines); a newer answer wins, nothing is sent."""
+    from labeler.store_merge import merge_stores as merge
+
+    try:
+        report = merge(dest, list(sources))
+    except LabelerError as exc:
+        _fail(exc)
+    for source in sources:
+        click.echo(f"labeler: {source}: {report.answers[source]} answers, "
+                   f"{report.failures[source]} failures, {report.human_labels[source]} review "
+                   f"decisions merged into {dest}", err=True)
+
+
 @main.command(name="eval")
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
