@@ -164,6 +164,18 @@ def test_engine_ray_and_the_local_engine_export_identical_datasets(tmp_path: Pat
         assert bad[0]["line"] == 151 and bad[0]["source"] == str(jsonl)
 
 
+def test_a_teacher_that_cannot_be_reached_is_one_line_from_the_actors(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "in.jsonl", items(20))
+    result = CliRunner().invoke(main, [
+        "run", "sentiment", str(data), "-t", TEACHER, "--base-url", "http://127.0.0.1:9/v1",
+        "--store", str(tmp_path / "s.sqlite"), "-q", "--engine", "ray",
+        "--retry-initial-wait", "0.01"])
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("labeler: error")]
+    assert len(errors) == 1 and "cannot reach the teacher at http://127.0.0.1:9/v1" in errors[0], \
+        result.output[-2000:]
+
+
 def test_the_fleet_keeps_one_rpm_limit_without_429s(tmp_path: Path) -> None:
     """50 requests per 2 s window (1500 RPM) for two actors together; each alone would
     pace to the whole limit and overrun it twice over."""

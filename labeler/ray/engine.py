@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -62,6 +63,8 @@ def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = job.progress is not False
     ctx.print_on_execution_start = False
+    if job.progress is False:  # --quiet: Ray Data's own progress lines too
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     ds = read_input(job)
     keeper = start_rate_keeper(stage)
     counts = ds.map_batches(
