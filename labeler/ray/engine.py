@@ -9,7 +9,6 @@ any point without relabeling anything.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
 import os
@@ -63,6 +62,7 @@ def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = job.progress is not False
     ctx.print_on_execution_start = False
+    ctx.raise_original_map_exception = True  # an actor's labeler error, not Ray's wrapper
     if job.progress is False:  # --quiet: Ray Data's own progress lines too
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     ds = read_input(job)
@@ -76,8 +76,11 @@ def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_
     try:
         for batch in counts.iter_batches(batch_format="pyarrow", batch_size=None):
             _add(summary, batch)
-    except ray.exceptions.RayTaskError as exc:
-        raise _cause(exc) from None
+    except Exception as exc:
+        found = _labeler_error(exc)
+        if found is None:
+            raise
+        raise found from None
     summary.elapsed_s = time.monotonic() - start
     rejects = job.rejects_path()
     _write_rejects(job, task, rejects)
@@ -165,16 +168,22 @@ def _write_rejects(job: Job, task: Any, path: Path | None) -> None:
         writer.close()
 
 
-def _cause(exc: ray.exceptions.RayTaskError) -> BaseException:
-    """A labeler error raised in an actor, as itself (one line), not Ray's traceback."""
-    cause = exc.cause if hasattr(exc, "cause") else None
-    while isinstance(cause, ray.exceptions.RayTaskError):
-        cause = cause.cause
-    if isinstance(cause, LabelerError):
-        return cause
-    with contextlib.suppress(Exception):
-        return LabelerError(f"a Ray worker failed: {type(cause).__name__}: {cause}")
-    return exc
+def _labeler_error(exc: BaseException) -> LabelerError | None:
+    """The labeler error an actor raised, found in the chain Ray wraps it in (a task
+    error, Ray Data's user-code error), so that it is told as itself in one line."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ray.exceptions.RayTaskError):
+            todo.append(e.cause)  # the original; the error itself is a traceback's text
+        elif isinstance(e, LabelerError):
+            return e
+        todo.extend((e.__cause__, e.__context__))
+    return None
 
 
 __all__ = ["read_input", "run_ray_job"]
