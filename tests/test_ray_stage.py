@@ -133,8 +133,10 @@ def same_export(a: Path, b: Path) -> None:
 
 
 def test_engine_ray_and_the_local_engine_export_identical_datasets(tmp_path: Path) -> None:
-    """JSONL, CSV and Parquet read by Ray Data's readers give the rows labeler's own
-    readers give (same keys: 0 requests the second time), and the export is the same."""
+    """JSONL, CSV, Parquet and a saved HF dataset read by Ray Data's readers give the rows
+    labeler's own readers give (same keys: 0 requests after the first), and the export of
+    each is the same as the single-process run's from the same store."""
+    import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -146,14 +148,16 @@ def test_engine_ray_and_the_local_engine_export_identical_datasets(tmp_path: Pat
     csv_path.write_text("id,text,n\n" + "".join(f'{r["id"]},"{r["text"]}",{r["n"]}\n' for r in rows))
     parquet = tmp_path / "in.parquet"
     pq.write_table(pa.Table.from_pylist(rows), parquet)
+    hf = tmp_path / "in-hf"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(str(hf))
     store = tmp_path / "s.sqlite"
     with TeacherServer(ServerConfig(labels=LABELS)) as srv:
         common = ["-t", TEACHER, "--base-url", srv.url + "/v1", "--store", str(store), "-q"]
-        for n, data in enumerate((jsonl, csv_path, parquet)):
+        for n, data in enumerate((jsonl, csv_path, parquet, f"{hf}:train")):
             via_ray, local = tmp_path / f"ray-{n}", tmp_path / f"local-{n}"
             run_cli("run", "sentiment", str(data), *common, "--engine", "ray", "--workers", "2",
                     "--out", str(via_ray), "--kind", "classification" if n == 1 else "records")
-            assert chat_requests(srv) == 150, f"{data.name}: a row was keyed differently"
+            assert chat_requests(srv) == 150, f"{data}: a row was keyed differently"
             run_cli("run", "sentiment", str(data), *common, "--out", str(local),
                     "--kind", "classification" if n == 1 else "records")
             assert chat_requests(srv) == 150

@@ -109,6 +109,8 @@ def read_input(job: Job) -> ray.data.Dataset:
         # Parsed in the stage as labeler parses JSONL: Arrow's JSON reader would infer
         # types (timestamps, structs) that render differently.
         ds = ray.data.read_text(path).rename_columns({"text": RAW_JSONL})
+        if job.limit is not None:  # --limit counts rows (and bad lines), as labeler reads
+            ds = ds.filter(lambda line: bool(line[RAW_JSONL].strip()))
     elif fmt in ("csv", "tsv"):
         ds = _read_delimited(path, job.delimiter or ("\t" if fmt == "tsv" else ","))
     elif fmt == "parquet":
@@ -117,6 +119,9 @@ def read_input(job: Job) -> ray.data.Dataset:
         import datasets
 
         folder, split = path, job.input_split
+        head, _, tail = path.rpartition(":")
+        if not os.path.exists(path) and head and os.path.isdir(head):  # folder:split
+            folder, split = head, split or tail
         loaded: Any = datasets.load_from_disk(folder)
         if isinstance(loaded, datasets.DatasetDict):
             if split is None:
@@ -130,11 +135,11 @@ def read_input(job: Job) -> ray.data.Dataset:
 
 def _read_delimited(path: str, delimiter: str) -> ray.data.Dataset:
     """Every column as text, as labeler's CSV reader gives it (empty stays empty)."""
+    import pyarrow as pa
     import pyarrow.csv as pcsv
 
     with open(path, encoding="utf-8-sig", newline="") as f:
         header = next(csv.reader(f, delimiter=delimiter), [])
-    import pyarrow as pa
 
     return ray.data.read_csv(
         path,
