@@ -102,6 +102,19 @@ def test_the_stage_yields_the_records_columns_and_a_rerun_sends_nothing(tmp_path
         assert row["max_prob"] == mine["max_prob"] and row["text"] == mine["text"]
 
 
+def test_an_endpoint_pool_spreads_the_fleet_over_its_servers(tmp_path: Path) -> None:
+    """`base_url` with several servers of one model (`--base-url` repeated): every actor
+    spreads its requests over all of them, as one process does."""
+    with TeacherServer(ServerConfig(labels=LABELS)) as one, \
+            TeacherServer(ServerConfig(labels=LABELS)) as two:
+        ds = labeler_ray.label(ray.data.from_items(items(80)), "sentiment", TEACHER,
+                               base_url=f"{one.url}/v1,{two.url}/v1", api_key="k",
+                               store=tmp_path / "s.sqlite", batch_size=20)
+        assert len(ds.take_all()) == 80
+        sent = (chat_requests(one), chat_requests(two))
+    assert sum(sent) == 80 and min(sent) >= 20, sent
+
+
 def test_a_bad_option_is_one_line_before_any_actor_starts(tmp_path: Path) -> None:
     from labeler.errors import ConfigError
 
