@@ -1,6 +1,6 @@
 """The Ray stage against one process: throughput, Ray's start-up cost, a fleet rate limit.
 
-    python benchmarks/ray_stage.py                  # 4,000 rows, 50 ms latency, 2 actors
+    python benchmarks/ray_stage.py                  # 3,000 rows, 50 ms latency, 2 actors
     python benchmarks/ray_stage.py --rows 1000 --rate-rows 600
 
 Everything runs on this machine: the teacher server in its own process (over real HTTP),
@@ -108,11 +108,11 @@ def measured(server: Server, seconds: float) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rows", type=int, default=4000)
+    ap.add_argument("--rows", type=int, default=3000)
     ap.add_argument("--latency", type=float, default=0.05, help="teacher seconds per answer")
     ap.add_argument("--concurrency", type=int, default=32, help="per process / per actor")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--rate-rows", type=int, default=1500)
+    ap.add_argument("--rate-rows", type=int, default=2000)
     ap.add_argument("--rate-limit", type=int, default=100, help="requests per window")
     ap.add_argument("--rate-window", type=float, default=2.0, help="seconds")
     args = ap.parse_args()

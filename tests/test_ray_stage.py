@@ -123,6 +123,11 @@ def test_a_bad_option_is_one_line_before_any_actor_starts(tmp_path: Path) -> Non
         labeler_ray.label(ds, "sentiment", TEACHER, concurency=4)
     with pytest.raises(ConfigError, match="--budget is not supported"):
         labeler_ray.label(ds, "sentiment", TEACHER, budget_usd=1.0)
+    # An error in an actor, when the stage runs: raised as itself.
+    stage = labeler_ray.label(ds, "sentiment", TEACHER, base_url="http://127.0.0.1:9/v1",
+                              api_key="k", store=tmp_path / "s.sqlite", retry_initial_wait=0.01)
+    with pytest.raises(ConfigError, match=r"cannot reach the teacher at http://127\.0\.0\.1:9/v1"):
+        stage.take_all()
 
 
 def run_cli(*args: str) -> Any:

@@ -55,14 +55,19 @@ def label(ds: ray.data.Dataset, task: str | Path | Task, teacher: str, *,
     the whole fleet), ``id_field``, ``retry_failed``, ``max_attempts``,
     ``max_age_days``... A row's `id` is its id field (or `id` column), else its cache
     key. Rows the teacher could not answer are left out, as in an export; a rerun sends
-    only them.
+    only them. A labeler error in an actor (an unreachable teacher, a broken store) is
+    raised as itself when the dataset runs.
     """
     job = stage_job(task, teacher, options)
     keeper = start_rate_keeper(job)
-    return ds.map_batches(
+    out = ds.map_batches(
         LabelStage, fn_constructor_kwargs={"job": job, "keeper": keeper, "output": RECORDS},
         batch_format="pyarrow", batch_size=batch_size, compute=actor_pool(workers),
         num_cpus=num_cpus)
+    # An actor's labeler error (a teacher it cannot reach) reaches the caller as itself
+    # (a ConfigError...), not as Ray Data's wrapper without it.
+    out.context.raise_original_map_exception = True
+    return out
 
 
 def actor_pool(workers: int) -> ray.data.ActorPoolStrategy:

@@ -62,7 +62,6 @@ def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = job.progress is not False
     ctx.print_on_execution_start = False
-    ctx.raise_original_map_exception = True  # an actor's labeler error, not Ray's wrapper
     if job.progress is False:  # --quiet: Ray Data's own progress lines too
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     ds = read_input(job)
@@ -71,6 +70,7 @@ def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_
         LabelStage, fn_constructor_kwargs={"job": stage, "keeper": keeper, "output": SUMMARY},
         batch_format="pyarrow", batch_size=batch_size, compute=actor_pool(workers),
         num_cpus=num_cpus)
+    counts.context.raise_original_map_exception = True  # an actor's labeler error as itself
     summary = RunSummary()
     start = time.monotonic()
     try:
