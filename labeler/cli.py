@@ -163,6 +163,13 @@ def main() -> None:
 @click.option("--no-wait", is_flag=True,
               help="With --batch: submit, store whatever has finished, and return at once "
                    f"(exit {EXIT_PENDING} while answers are pending; for cron).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: label on a Ray cluster (pip install 'labeler[ray]'), then export as "
+                   "a local run does.")
+@click.option("--ray-address", metavar="ADDR",
+              help="With --engine ray: the cluster to join (default: RAY_ADDRESS, else a local Ray).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="With --engine ray: labeling actors (each with its own --concurrency).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 def run(task: str, input_path: str, **kw: Any) -> None:
@@ -171,9 +178,15 @@ def run(task: str, input_path: str, **kw: Any) -> None:
 
     if kw.get("no_wait") and not kw.get("batch"):
         _fail(LabelerError("--no-wait goes with --batch (a live run has nothing to wait for)"))
+    if kw["engine"] != "ray" and (kw.get("ray_address") or kw["workers"] != 2):
+        _fail(LabelerError("--ray-address and --workers go with --engine ray"))
     job = _job(task, input_path, kw)
     try:
-        result = aio.run(run_job(job, on_warning=_warn, handle_signals=True))
+        if kw["engine"] == "ray":
+            result = _ray_engine().run_ray_job(job, address=kw.get("ray_address"),
+                                               workers=kw["workers"], on_warning=_warn)
+        else:
+            result = aio.run(run_job(job, on_warning=_warn, handle_signals=True))
     except LabelerError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -235,6 +248,24 @@ def stats(store: str | None, as_json: bool) -> None:
     click.echo(f"prompt tokens    {data['prompt_tokens']} ({data['cached_tokens']} cached)")
     click.echo(f"output tokens    {data['completion_tokens']}")
     click.echo(f"cost             ${data['cost_usd']:.4f}")
+
+
+@main.command(name="merge-stores")
+@click.argument("dest", type=click.Path(dir_okay=False))
+@click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def merge_stores(dest: str, sources: tuple[str, ...]) -> None:
+    """Merge store SOURCES into DEST by key (the per-machine stores of a job run on
+    several machines); a newer answer wins, nothing is sent."""
+    from labeler.store_merge import merge_stores as merge
+
+    try:
+        report = merge(dest, list(sources))
+    except LabelerError as exc:
+        _fail(exc)
+    for source in sources:
+        click.echo(f"labeler: {source}: {report.answers[source]} answers, "
+                   f"{report.failures[source]} failures, {report.human_labels[source]} review "
+                   f"decisions merged into {dest}", err=True)
 
 
 @main.command(name="eval")
@@ -628,6 +659,14 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
         )
     except LabelerError as exc:
         _fail(exc)
+
+
+def _ray_engine() -> Any:
+    try:
+        from labeler.ray import engine
+    except ImportError as exc:
+        raise ConfigError(f"--engine ray needs Ray: pip install 'labeler[ray]' ({exc})") from None
+    return engine
 
 
 def _teacher_extra(kw: dict[str, Any]) -> dict[str, Any]:

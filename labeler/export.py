@@ -749,3 +749,37 @@ def merge_card(generated: str, ours: str) -> str:
     merged = {**our_meta, **gen_meta}
     head = yaml.safe_dump(merged, sort_keys=False, allow_unicode=True)
     return f"---\n{head}---\n\n{body}"
+
+
+def records_table(task: Task, identity: Mapping[str, Any], items: Iterable[Any]) -> pa.Table:
+    """The `records` rows of planned items that have an answer, as one Arrow table.
+
+    For stages that hand rows on instead of writing a dataset (labeler.ray): the same
+    columns the export writes (input fields, messages, response, label, soft label,
+    confidence, logprobs), from the same builder, with `label` as its name (an Arrow
+    table has no ClassLabel to carry the names). Items without an answer are left out,
+    as in an export.
+    """
+    builder = _Builder(task, identity, ExportOptions(), ExportReport("", "records", "hf"))
+    rows: list[dict[str, Any]] = []
+    features: datasets.Features | None = None
+    for forms in by_row(list(items)):
+        item = forms[0]
+        if item.status == REJECTED or any(f.completion is None for f in forms):
+            continue
+        answer = item.answer or read_answers(task, [f.completion for f in forms])
+        record = builder.row(item.row, item.request, item.completion, answer)
+        if "label_source" in builder.label_columns:
+            record["label_source"] = "teacher"
+        if features is None:
+            features = builder.features(record)
+        rows.append(builder.coerce(record, features))
+    if features is None:
+        features = builder.features(None)
+    schema = features.arrow_schema
+    if "label" in features and isinstance(features["label"], datasets.ClassLabel):
+        names = features["label"].names
+        for row in rows:
+            row["label"] = None if row["label"] == IGNORE_LABEL else names[row["label"]]
+        schema = schema.set(schema.get_field_index("label"), pa.field("label", pa.string()))
+    return pa.Table.from_pylist(rows, schema=schema)

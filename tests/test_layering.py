@@ -183,3 +183,41 @@ def test_sdks_are_not_imported_unless_their_transport_is_used(spec: str) -> None
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env=env)
     assert out.stdout.strip() == "", f"a lean {spec} teacher imports {out.stdout.strip()}"
+
+
+def _imports_ray(path: Path) -> list[int]:
+    """Lines of `path` that import Ray (outside `if TYPE_CHECKING:`)."""
+    lines: list[int] = []
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and _is_type_checking(child):
+                for sub in child.orelse:
+                    visit(sub)
+                continue
+            if isinstance(child, ast.Import):
+                lines.extend(child.lineno for a in child.names if a.name.split(".")[0] == "ray")
+            elif isinstance(child, ast.ImportFrom) and not child.level and \
+                    (child.module or "").split(".")[0] == "ray":
+                lines.append(child.lineno)
+            visit(child)
+
+    visit(ast.parse(path.read_text("utf-8")))
+    return lines
+
+
+def test_only_labeler_ray_imports_ray() -> None:
+    """Ray is an extra (`labeler[ray]`): the core, the CLI included, never imports it, so
+    a venv without it runs everything else; only labeler/ray/ does."""
+    bad = [f"{m}:{line}" for m, path in MODULES.items() if not m.startswith("labeler.ray")
+           for line in _imports_ray(path)]
+    assert not bad, f"modules outside labeler/ray import ray: {bad}"
+    assert "labeler.ray" in MODULES and _imports_ray(MODULES["labeler.ray"]), \
+        "the check must see labeler/ray/__init__.py importing ray"
+
+
+def test_core_never_imports_labeler_ray() -> None:
+    bad = [f"{m}:{line}" for m, edges in GRAPH.items()
+           if not m.startswith("labeler.ray") and m not in ("labeler.cli", "labeler.__main__")
+           for target, _, line in edges if target.startswith("labeler.ray")]
+    assert not bad, f"the core imports labeler.ray: {bad}"

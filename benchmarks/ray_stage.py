@@ -1,0 +1,178 @@
+"""The Ray stage against one process: throughput, Ray's start-up cost, a fleet rate limit.
+
+    python benchmarks/ray_stage.py                  # 3,000 rows, 50 ms latency, 2 actors
+    python benchmarks/ray_stage.py --rows 1000 --rate-rows 600
+
+Everything runs on this machine: the teacher server in its own process (over real HTTP),
+a local Ray runtime (`ray.init(num_cpus=2)`), and the same rows labeled into a fresh store
+each time by
+
+1. one process (`run_job`, the live strategy) at `--concurrency`;
+2. `labeler.ray.label` with `--workers` actors, each at `--concurrency`;
+
+then the same two against a server that allows `--rate-limit` requests per
+`--rate-window` seconds (given as --rpm, the fleet's one limit), measuring the share of
+the limit reached and the 429s. Start-up is `ray.init` plus the first one-row batch
+(actor start included). Needs ``pip install 'labeler[ray]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from labeler import Job, run_job
+
+TEACHER = "openai-compatible:teacher-test"
+
+
+class Server:
+    """The teacher server in its own process (it must not share the client's GIL)."""
+
+    def __init__(self, latency: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "labeler.testing", "serve", "--port", "0", "--log-requests",
+             "--labels", "negative,positive", "--latency", str(latency)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            raise RuntimeError(f"the teacher server did not start: {self.url!r}")
+        self.http = httpx.Client(base_url=self.url, timeout=60)
+
+    def configure(self, **fields: Any) -> None:
+        self.http.post("/_config", json=fields).raise_for_status()
+
+    def reset(self) -> None:
+        self.http.post("/_reset").raise_for_status()
+
+    def log(self) -> list[dict[str, Any]]:
+        return [r for r in self.http.get("/_log").json() if r["path"].endswith("/completions")]
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def write_rows(path: Path, n: int, tag: str) -> None:
+    with open(path, "wb") as f:
+        for i in range(n):
+            f.write(orjson.dumps({"id": f"{tag}{i:06d}", "text": f"review {tag} #{i}: "
+                                  f"{'great' if i % 3 else 'awful'}"}) + b"\n")
+
+
+def single_process(server: Server, rows: Path, store: Path, concurrency: int,
+                   rpm: float | None = None) -> float:
+    job = Job(task="sentiment", input=rows, teacher=TEACHER, base_url=server.url + "/v1",
+              api_key="k", store=store, concurrency=concurrency, rpm=rpm, progress=False)
+    start = time.perf_counter()
+    summary = asyncio.run(run_job(job)).summary
+    assert summary.labeled > 0, summary
+    return time.perf_counter() - start
+
+
+def via_ray(server: Server, rows: Path, store: Path, concurrency: int, workers: int,
+            rpm: float | None = None) -> float:
+    import ray
+
+    import labeler.ray
+
+    records = [orjson.loads(line) for line in rows.read_bytes().splitlines()]
+    start = time.perf_counter()
+    ds = labeler.ray.label(ray.data.from_items(records), "sentiment", TEACHER,
+                           base_url=server.url + "/v1", api_key="k", store=store,
+                           concurrency=concurrency, rpm=rpm, workers=workers)
+    n = ds.materialize().count()
+    assert n == len(records), n
+    return time.perf_counter() - start
+
+
+def measured(server: Server, seconds: float) -> dict[str, Any]:
+    log = server.log()
+    ok = sorted(r["received"] for r in log if r["status"] == 200)
+    limited = sum(1 for r in log if r["status"] == 429)
+    rate = (len(ok) - 1) / (ok[-1] - ok[0]) if len(ok) > 1 else 0.0
+    return {"answers": len(ok), "seconds": seconds, "rate": rate, "429": limited,
+            "requests": len(log)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=3000)
+    ap.add_argument("--latency", type=float, default=0.05, help="teacher seconds per answer")
+    ap.add_argument("--concurrency", type=int, default=32, help="per process / per actor")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rate-rows", type=int, default=2000)
+    ap.add_argument("--rate-limit", type=int, default=100, help="requests per window")
+    ap.add_argument("--rate-window", type=float, default=2.0, help="seconds")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="labeler-ray-bench-"))
+    os.environ.setdefault("LABELER_HOME", str(work / "home"))
+    server = Server(args.latency)
+    table: list[tuple[str, dict[str, Any]]] = []
+    try:
+        import ray
+
+        start = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        init_s = time.perf_counter() - start
+        warm = work / "warm.jsonl"
+        write_rows(warm, 1, "w")
+        first_s = via_ray(server, warm, work / "warm.sqlite", 1, args.workers)
+        server.reset()
+
+        for name, tag in (("one process", "a"), (f"Ray, {args.workers} actors", "b")):
+            rows = work / f"{tag}.jsonl"
+            write_rows(rows, args.rows, tag)
+            if tag == "a":
+                t = single_process(server, rows, work / "a.sqlite", args.concurrency)
+            else:
+                t = via_ray(server, rows, work / "b.sqlite", args.concurrency, args.workers)
+            table.append((name, measured(server, t)))
+            server.reset()
+
+        rpm = args.rate_limit * 60 / args.rate_window
+        server.configure(rpm=args.rate_limit, rate_window_s=args.rate_window)
+        for name, tag in (("one process, --rpm", "c"), (f"Ray, {args.workers} actors, --rpm", "d")):
+            rows = work / f"{tag}.jsonl"
+            write_rows(rows, args.rate_rows, tag)
+            if tag == "c":
+                t = single_process(server, rows, work / "c.sqlite", args.concurrency, rpm)
+            else:
+                t = via_ray(server, rows, work / "d.sqlite", args.concurrency, args.workers, rpm)
+            table.append((name, measured(server, t)))
+            server.reset()
+    finally:
+        server.close()
+
+    limit_per_s = args.rate_limit / args.rate_window
+    print(f"\nRay start-up: ray.init {init_s:.1f} s; first batch (actors start) {first_s:.1f} s")
+    print(f"{args.rows} rows at {args.latency * 1000:.0f} ms latency, concurrency "
+          f"{args.concurrency} per process/actor; rate limit {args.rate_limit} per "
+          f"{args.rate_window:g} s ({limit_per_s:.0f}/s) over {args.rate_rows} rows\n")
+    print("| run | answers | wall s | answers/s | of the limit | 429s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, m in table:
+        share = f"{m['rate'] / limit_per_s:.1%}" if "rpm" in name else "—"
+        errors = f"{m['429']} ({m['429'] / max(m['requests'], 1):.1%})"
+        print(f"| {name} | {m['answers']} | {m['seconds']:.1f} | {m['rate']:.0f} | {share} | "
+              f"{errors} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""The labeling actor of a Ray Data stage: one event loop, one teacher, one store handle.
+
+Ray Data hands each actor of the pool one batch of input rows at a time. The actor labels
+the batch with the live `Labeler` (the same plan → claim → send → commit path as
+`labeler run`) on an event loop of its own that lives as long as the actor, so its
+connection pool, learned limits and in-flight target carry over from batch to batch.
+The batch is planned against the store first: cached rows are not requested again, keys
+another actor holds are waited for (store claims), and the call returns only once every
+answer it paid for is committed. Then the batch is planned once more, read-only, to build
+the output exactly as the export builds its rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from labeler import aio
+from labeler.export import records_table
+from labeler.inputs import Reject, Row, read_records
+from labeler.job import Job
+from labeler.plan import Planner
+from labeler.ray.fleet import FleetLimiter
+from labeler.run import Labeler, RunSummary
+from labeler.store import Store
+
+RECORDS = "records"  # the output: the records export's columns, one row per answered input row
+SUMMARY = "summary"  # the output: one row of counts per batch (a job that exports from the store)
+RAW_JSONL = "__labeler_jsonl__"  # a batch column of raw JSON lines, parsed as labeler reads JSONL
+CALLS = 2  # batches an actor labels at once (map_batches' max_concurrency)
+# RunSummary's counters, summed over batches; the rest are per-run, not per-batch.
+COUNTS = ("rows", "labeled", "cached", "failed", "rejected", "skipped", "requests", "retries",
+          "http_requests", "rate_limited", "overloaded", "prompt_tokens", "completion_tokens",
+          "cached_tokens", "cost_usd", "failed_transient", "failed_final")
+
+
+class LabelStage:
+    """A callable class for `Dataset.map_batches` (one instance per actor)."""
+
+    def __init__(self, job: Job, keeper: Any, output: str = RECORDS) -> None:
+        self.job = job
+        self.output = output
+        self.task = job.load_task()
+        factory = aio.loop_factory()
+        self.loop = factory() if factory is not None else asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="labeler-loop",
+                                       daemon=True)
+        self.thread.start()
+        self.store = Store(job.store_path())
+        self.teacher = job.make_teacher()
+        # The fleet's limit: every request also takes its charge from the job's RateKeeper.
+        limiter = FleetLimiter(keeper, job.concurrency, rpm=job.rpm, tpm=job.tpm)
+        # Ray Data gives an actor CALLS batches at once, so one batch's last slow answers
+        # do not idle the actor: each call labels with a labeler of its own (its own store
+        # claims), all sharing the teacher's connections and the one limiter.
+        self.labelers: queue.SimpleQueue[Labeler] = queue.SimpleQueue()
+        for _ in range(CALLS):
+            lb = Labeler(
+                self.task, self.teacher, store=self.store, concurrency=job.concurrency,
+                rpm=job.rpm, tpm=job.tpm, retry=job.retry_policy(),
+                retry_failed=job.retry_failed, progress=False, prices=job.prices,
+                max_age_s=job.max_age_s, on_warning=_warn, stop_grace_s=job.stop_grace_s,
+                close_teacher=False, request_timeout_s=job.request_timeout)
+            lb.limiter = limiter
+            self.labelers.put(lb)
+        self.teacher.observe_headers(limiter.observe_headers)
+        self._call(self.teacher.start())
+        self.reader = Planner(self.task, self.teacher.identity, self.store, failures=False)
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = list(batch_rows(batch, self.job.id_field, self.task.fields))
+        lb = self.labelers.get()
+        try:
+            lb.summary = RunSummary()
+            summary = self._call(lb.run(rows))
+        finally:
+            self.labelers.put(lb)
+        if self.output == SUMMARY:
+            counts = asdict(summary)
+            return pa.Table.from_pylist([{
+                **{k: counts[k] for k in COUNTS},
+                "failures_by_reason": orjson.dumps(summary.failures_by_reason).decode(),
+            }])
+        items = [i for chunk in self.reader.plan_rows(rows) for i in chunk]
+        if self.job.id_field is None:
+            # A row's position in a batch names nothing: without an id, its key names it.
+            for item in items:
+                if item.key is not None and item.row.data.get("id") is None:
+                    item.row = Row(item.row.source, item.row.line, item.key, item.row.data)
+        return records_table(self.task, self.reader.identity, items)
+
+    def __del__(self) -> None:
+        """Close the teacher's connections when Ray ends the actor (nothing is pending
+        then: every answer was committed before its batch was handed on)."""
+        loop = getattr(self, "loop", None)
+        if loop is not None and loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self.teacher.aclose(), loop).result(timeout=5)
+            loop.call_soon_threadsafe(loop.stop)
+
+
+def batch_rows(batch: pa.Table, id_field: str | None, required: tuple[str, ...] | list[str]
+               ) -> Iterator[Row | Reject]:
+    """A batch's rows as labeler reads them: the same checks and rejects as a file, a
+    column named `id` naming the row (else its id field, else its cache key later)."""
+    source = "<ray batch>"  # a row's line is its place in its batch
+    if RAW_JSONL in batch.column_names:
+        records: list[Any] = []
+        bad: list[Reject] = []
+        for n, raw in enumerate(batch.column(RAW_JSONL).to_pylist(), 1):
+            if not raw or not raw.strip():
+                continue
+            try:
+                records.append(orjson.loads(raw))
+            except orjson.JSONDecodeError as exc:
+                bad.append(Reject(source, n, f"invalid JSON: {exc.msg} (col {exc.colno})", raw))
+        yield from bad
+    else:
+        records = batch.to_pylist()
+    for item in read_records(records, source, id_field=id_field, required_fields=required):
+        if isinstance(item, Row) and id_field is None and item.data.get("id") is not None:
+            yield Row(item.source, item.line, str(item.data["id"]), item.data)
+        else:
+            yield item
+
+
+def _warn(message: str) -> None:
+    print(f"labeler: {message}", file=sys.stderr)
+
+
+__all__ = ["COUNTS", "RAW_JSONL", "RECORDS", "SUMMARY", "LabelStage", "batch_rows"]

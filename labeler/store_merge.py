@@ -1,0 +1,125 @@
+"""Merge stores by key: the shards of a job that ran on several machines, into one.
+
+A SQLite store serves the processes of one machine (its locks and its WAL need one host's
+shared memory; on a network file system they are not safe). A job that runs on several
+machines (Ray actors on many nodes) gives each node a store of its own on local disk, and
+the shards are merged afterwards:
+
+    labeler merge-stores labels.sqlite node1.sqlite node2.sqlite
+
+A key is a request's hash (task, template, teacher, parameters), so the same key in two
+shards is the same question: an answer is copied where the destination has none, the newer
+answer wins where both have one (a --max-age relabel), a stored failure is copied only for
+a key nobody answered, and a key answered anywhere loses its failure. Merging is
+idempotent: merging a shard twice changes nothing. Claims and run logs stay behind (they
+describe processes on the shard's machine); people's review decisions are copied where
+the destination has none for the key.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labeler.errors import StoreError
+from labeler.store import Store
+
+CHUNK = 2000
+
+
+@dataclass
+class MergeReport:
+    """What each shard added to the destination."""
+
+    answers: dict[str, int] = field(default_factory=dict)  # shard -> answers copied or newer
+    failures: dict[str, int] = field(default_factory=dict)  # shard -> failures copied
+    human_labels: dict[str, int] = field(default_factory=dict)
+
+
+def merge_stores(dest: str | Path, sources: Sequence[str | Path]) -> MergeReport:
+    """Merge every store in `sources` into `dest` (created if missing), by key."""
+    report = MergeReport()
+    with Store(dest) as target:
+        for source in sources:
+            path = Path(source)
+            if path.resolve() == Path(dest).resolve():
+                raise StoreError(f"{path}: is the destination itself")
+            with Store(path, readonly=True):  # a missing, damaged or newer store: one line
+                pass
+            name = str(path)
+            report.answers[name] = _copy(target, path, "responses")
+            report.failures[name] = _copy(target, path, "failures")
+            report.human_labels[name] = _copy(target, path, "human_labels")
+    return report
+
+
+def _answers(columns: list[str]) -> str:
+    """An answer where there is none, or over an older one; params: the row."""
+    updates = ", ".join(f"{c}=excluded.{c}" for c in columns if c != "key")
+    return (f"INSERT INTO responses ({', '.join(columns)}) VALUES ({_marks(columns)})"
+            f" ON CONFLICT(key) DO UPDATE SET {updates}"
+            " WHERE excluded.created_at > responses.created_at")
+
+
+def _failures(columns: list[str]) -> str:
+    """A failure for a key nobody answered and nobody failed; params: the row, then its key."""
+    return (f"INSERT INTO failures ({', '.join(columns)}) SELECT {_marks(columns)}"
+            " WHERE NOT EXISTS (SELECT 1 FROM responses WHERE key = ?)"
+            " ON CONFLICT(key) DO NOTHING")
+
+
+def _human_labels(columns: list[str]) -> str:
+    """A person's decision where the destination has none for the key; params: the row."""
+    return (f"INSERT INTO human_labels ({', '.join(columns)}) VALUES ({_marks(columns)})"
+            " ON CONFLICT(key) DO NOTHING")
+
+
+def _marks(columns: list[str]) -> str:
+    return ",".join("?" * len(columns))
+
+
+def _copy(target: Store, source: Path, table: str) -> int:
+    """Copy `table`'s rows (the columns both stores have) chunk by chunk; rows written."""
+    statement = {"responses": _answers, "failures": _failures, "human_labels": _human_labels}[table]
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    try:
+        if not _has_table(src, table) or not target.execute_read(lambda db: _has_table(db, table)):
+            return 0
+        mine = target.execute_read(lambda db: _columns(db, table))
+        columns = [c for c in _columns(src, table) if c in mine]
+        at = columns.index("key")
+        sql = statement(columns)
+        written = 0
+        cursor = src.execute(f"SELECT {', '.join(columns)} FROM {table}")
+        while rows := cursor.fetchmany(CHUNK):
+            params = [(*r, r[at]) for r in rows] if table == "failures" else rows
+
+            def write(db: sqlite3.Connection, rows: list[tuple[object, ...]] = rows,
+                      params: list[tuple[object, ...]] = params) -> int:
+                before = db.total_changes
+                db.executemany(sql, params)
+                n = db.total_changes - before
+                if table == "responses":  # answered now: its failure is history
+                    db.executemany("DELETE FROM failures WHERE key = ?", [(r[at],) for r in rows])
+                return n
+
+            written += target.execute_write(write)
+        return written
+    except sqlite3.Error as exc:
+        raise StoreError(f"{source}: cannot read the store to merge it: {exc}") from exc
+    finally:
+        src.close()
+
+
+def _has_table(db: sqlite3.Connection, table: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                      (table,)).fetchone() is not None
+
+
+def _columns(db: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+
+
+__all__ = ["MergeReport", "merge_stores"]
