@@ -220,3 +220,29 @@ def test_human_is_only_a_last_stage(tmp_path: Path) -> None:
         CascadeSpec.parse("human", 0.9)
     with pytest.raises(ConfigError, match="3 stages take one threshold or 2"):
         CascadeSpec.parse("a:x,b:y,human", "0.9,0.8,0.7")
+
+
+def test_estimate_and_eval_count_the_rows_a_person_would_review(
+    servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
+) -> None:
+    a, b = servers
+    data = tmp_path / "gold.jsonl"
+    data.write_text("".join(json.dumps({"id": t, "text": t, "gold": "negative"}) + "\n"
+                            for t in _texts()))
+    args = ["sentiment", str(data), "--cascade", _cascade(a, b), "--escalate-below", "0.9",
+            "--store", str(tmp_path / "s.sqlite")]
+    assert CliRunner().invoke(main, ["run", *args, "--quiet", "--max-attempts", "1"]
+                              ).exit_code == 0
+    res = CliRunner().invoke(main, ["estimate", *args, "--json"])
+    assert res.exit_code == 0, res.output
+    stages = json.loads(res.output.strip().splitlines()[-1])["stages"]
+    # measured on stored answers (A's 400 is none): A passes on 7 of 11, B 3 of those 7
+    assert [(st["teacher"], round(st["reach"], 4)) for st in stages] == [
+        ("openai-compatible:small", 1.0), ("openai-compatible:big", round(7 / 11, 4)),
+        ("human", round(3 / 11, 4))]
+    assert stages[1]["escalation_rate"] == pytest.approx(3 / 7)
+    res = CliRunner().invoke(main, ["eval", *args, "--gold", "gold", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output.strip().splitlines()[-1])
+    assert report["cascade"]["queued_for_human"] == 3
+    assert {s["stage"] for s in report["suggestions"]} == {1, 2}  # B's threshold too
