@@ -244,6 +244,7 @@ class Cascade:
         stage 1 reads it twice: once to submit, once to see what to pass on)."""
         pending: Iterable[Row | Reject | Mapping[str, Any]] = rows()
         spent = 0.0
+        halted = False
         for i, teacher in enumerate(self.teachers):
             budget = None if self.budget_usd is None else max(0.0, self.budget_usd - spent)
             lb = self.make_labeler(i, teacher, budget)
@@ -263,12 +264,15 @@ class Cascade:
             self.stages.append(report)
             spent += lb.summary.cost_usd
             if self._stopped or lb.summary.outcome in ("interrupted", "budget", "pending"):
+                halted = True
                 break
             if i == len(self.teachers) - 1 and self.spec.human:
                 self.human = await asyncio.to_thread(self._human_queue, escalated)
             if not escalated:
                 break
             pending = escalated
+        if self.spec.human and self.human is None and not halted:
+            self.human = HumanQueue(len(self.spec.stages) + 1)  # no row got past the teachers
         return self.summary()
 
     def _human_queue(self, queued: list[Row]) -> HumanQueue:

@@ -246,3 +246,16 @@ def test_estimate_and_eval_count_the_rows_a_person_would_review(
     report = json.loads(res.output.strip().splitlines()[-1])
     assert report["cascade"]["queued_for_human"] == 3
     assert {s["stage"] for s in report["suggestions"]} == {1, 2}  # B's threshold too
+
+
+def test_a_cascade_that_passes_nothing_on_still_reports_an_empty_queue(
+    servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
+) -> None:
+    a, b = servers
+    job = Job(task="sentiment", input=_input(tmp_path), teacher="unused:x",
+              cascade=_cascade(a, b), escalate_below="0.5,0.5", store=tmp_path / "s.sqlite",
+              progress=False, max_attempts=1, limit=4)
+    result = asyncio.run(run_job(job))
+    assert chat_requests(b) == 0  # the four firm rows stop at A
+    assert result.summary.stages[-1] == {"stage": 3, "teacher": "human", "rows": 0,
+                                         "labeled": 0, "awaiting": 0}
