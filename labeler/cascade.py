@@ -450,7 +450,8 @@ class CascadePlanner(MultiPlanner):
 
     A drop-in for `Planner` in the export: the same items, statuses and keys, so filters,
     human labels and splits work unchanged. The stage an item ends at is decided from
-    the stored answers and the spec's thresholds alone.
+    the stored answers and the spec's thresholds alone. When the cascade ends in
+    `human`, `provenance["awaiting_human"]` says whether the row is queued for a person.
     """
 
     kind = "cascade"
