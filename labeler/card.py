@@ -98,6 +98,12 @@ def _front_matter(task: Task, teacher: str, opts: ExportOptions, report: ExportR
     return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
 
 
+def _awaiting(report: ExportReport) -> str:
+    if report.held_for_human:
+        return "held out of this export"
+    return "exported with the last teacher's label and `awaiting_human`"
+
+
 def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
                  report: ExportReport, *, repo: str | None = None) -> str:
     """The README.md of an export (of the Hub repo `repo` when pushed)."""
@@ -122,6 +128,8 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
         f"| input rows | {report.rows_in} |",
         f"| exported rows | {report.exported} |",
         f"| labels given by a person (labeler review), over the teacher's | {report.human_labeled} |",
+        *([f"| rows awaiting a person (labeler review), {_awaiting(report)} | "
+           f"{report.awaiting_human} |"] if report.awaiting_human else []),
         f"| no stored answer (failed or not yet labeled) | {report.missing} |",
         f"| rejected input rows | {report.rejected} |",
         *[f"| rows answered by {stage} | {n} |"

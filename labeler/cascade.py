@@ -3,7 +3,10 @@
     rows ─► stage 1 (teacher A) ─► sure? ──yes──► label
                                      │ no, invalid or failed
                                      ▼
-                      stage 2 (teacher B) ─► sure? ─► … ─► last stage
+                      stage 2 (teacher B) ─► sure? ─► … ─► last stage ─► sure? ─► label
+                                                                         │ no (with `human`)
+                                                                         ▼
+                                                             queued for `labeler review`
 
 Each stage is an ordinary labeling pass (`Labeler`) with its own teacher over the same
 store, so its answers are cached under that teacher's own key: changing a threshold or
@@ -13,6 +16,10 @@ stage (a rerun replays the stages; what is stored is read, not asked again).
 Which stage a row ends at is a pure function of the input, the store and the
 `CascadeSpec` (`CascadePlanner`), so the export, like every export, never depends on the
 order answers arrived in.
+
+A cascade may end in ``human``: the rows its last teacher is unsure of (or answers with
+no valid label) go to no teacher; they wait in the store for a person on the review page,
+and `CascadePlanner` marks them so the export can hold them out until a person decides.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 from labeler.answer import Answer, read_answer
 from labeler.batch.runner import BatchSummary
 from labeler.errors import ConfigError
+from labeler.human import human_labels
 from labeler.inputs import Reject, Row
 from labeler.plan import CACHED, CHUNK, FAILED, Item, Planner
 from labeler.run import Labeler, Record, RunSummary
@@ -35,6 +43,7 @@ from labeler.task import Task
 from labeler.teachers.base import Teacher
 
 MEASURES = ("max_prob", "margin", "entropy")
+HUMAN = "human"  # a cascade's last stage: a person on the review page
 _URL_MARK = "@http"
 
 
@@ -48,22 +57,27 @@ class Stage:
 
 @dataclass(frozen=True)
 class CascadeSpec:
-    """The stages, the threshold of each stage but the last, and the confidence measure.
+    """The teacher stages, the threshold of each stage but the last, and the confidence
+    measure; with `human`, a person is the last stage and the last teacher has a threshold
+    too.
 
     A row leaves stage i for stage i+1 when its answer failed, is invalid, or is less
     confident than ``thresholds[i]``: ``max_prob`` or ``margin`` below it, or ``entropy``
-    (nats) above it.
+    (nats) above it. Past the last teacher, only an answered row goes on to a person (a
+    failure is asked again by the next run, not queued).
     """
 
     stages: tuple[Stage, ...]
     thresholds: tuple[float, ...]
     measure: str = "max_prob"
+    human: bool = False
 
     def __post_init__(self) -> None:
-        if len(self.stages) < 2:
-            raise ConfigError("--cascade needs at least two teachers, comma-separated")
-        if len(self.thresholds) != len(self.stages) - 1:
-            n = len(self.stages)
+        n = len(self.stages) + self.human
+        if n < 2 or not self.stages:
+            raise ConfigError("--cascade needs at least two teachers, comma-separated "
+                              "(or a teacher and `human`)")
+        if len(self.thresholds) != n - 1:
             raise ConfigError(f"--escalate-below: {n} stages take "
                               + ("one threshold" if n == 2 else
                                  f"one threshold or {n - 1} (one per stage but the last)")
@@ -84,7 +98,15 @@ class CascadeSpec:
               | None, measure: str | None = None) -> CascadeSpec:
         """From the flags: ``a:m1,b:m2[@URL]`` and ``0.9`` or ``0.9,0.8``."""
         specs = cascade.split(",") if isinstance(cascade, str) else list(cascade)
-        stages = tuple(_stage(s.strip()) for s in specs if s.strip())
+        names = [s.strip() for s in specs if s.strip()]
+        human = bool(names) and names[-1] == HUMAN
+        if human:
+            names.pop()
+        if HUMAN in names:
+            raise ConfigError(f"--cascade '{','.join(specs)}': '{HUMAN}' can only be the last "
+                              "stage")
+        stages = tuple(_stage(s) for s in names)
+        n = len(stages) + human
         if escalate_below is None:
             raise ConfigError("--cascade needs --escalate-below CONF (one, or one per stage "
                               "but the last)")
@@ -98,13 +120,14 @@ class CascadeSpec:
             values = [float(escalate_below)]
         else:
             values = [float(x) for x in escalate_below]
-        if len(values) == 1 and len(stages) > 2:
-            values *= len(stages) - 1
-        return cls(stages, tuple(values), measure or "max_prob")
+        if len(values) == 1 and n > 2:
+            values *= n - 1
+        return cls(stages, tuple(values), measure or "max_prob", human)
 
     def escalates(self, stage: int, answer: Answer | None) -> bool:
-        """Whether a row answered so at `stage` (0-based) goes on to the next stage."""
-        if stage >= len(self.stages) - 1:
+        """Whether a row answered so at `stage` (0-based) goes on to the next stage (past
+        the last teacher: to a person, when the cascade ends in `human`)."""
+        if stage >= len(self.stages) - (0 if self.human else 1):
             return False
         if answer is None or not answer.valid:
             return True
@@ -127,6 +150,14 @@ def reached(spec: CascadeSpec, answers: Sequence[Answer | None]) -> int:
         if not spec.escalates(stage, answer):
             return stage + 1
     return len(answers)
+
+
+def queued_for_human(spec: CascadeSpec, answers: Sequence[Answer | None]) -> bool:
+    """Whether a row waits for a person: the cascade ends in `human`, the row reaches the
+    last teacher, and that teacher's stored answer passes it on."""
+    last = len(spec.stages) - 1
+    return (spec.human and reached(spec, answers) == len(spec.stages)
+            and answers[last] is not None and spec.escalates(last, answers[last]))
 
 
 def final_stage(spec: CascadeSpec, answers: Sequence[Answer | None]) -> int | None:
@@ -161,6 +192,20 @@ class StageReport:
                 "cost_usd": round(s.cost_usd, 6), "elapsed_s": round(s.elapsed_s, 3)}
 
 
+@dataclass
+class HumanQueue:
+    """A cascade's last stage when it is a person: the rows queued for `labeler review`,
+    and how many of them a person has decided."""
+
+    stage: int
+    rows: int = 0
+    decided: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "teacher": HUMAN, "rows": self.rows,
+                "labeled": self.decided, "awaiting": self.rows - self.decided}
+
+
 class Cascade:
     """The cascade strategy for `run_job`: one labeling pass per stage over what is left.
 
@@ -180,6 +225,7 @@ class Cascade:
         self.make_labeler = make_labeler
         self.budget_usd = budget_usd
         self.stages: list[StageReport] = []
+        self.human: HumanQueue | None = None  # the queue for a person, when ends in human
         self._current: Any = None  # the stage under way: a Labeler or a BatchRunner
         self._stopped = False
 
@@ -198,6 +244,7 @@ class Cascade:
         stage 1 reads it twice: once to submit, once to see what to pass on)."""
         pending: Iterable[Row | Reject | Mapping[str, Any]] = rows()
         spent = 0.0
+        halted = False
         for i, teacher in enumerate(self.teachers):
             budget = None if self.budget_usd is None else max(0.0, self.budget_usd - spent)
             lb = self.make_labeler(i, teacher, budget)
@@ -217,11 +264,29 @@ class Cascade:
             self.stages.append(report)
             spent += lb.summary.cost_usd
             if self._stopped or lb.summary.outcome in ("interrupted", "budget", "pending"):
+                halted = True
                 break
+            if i == len(self.teachers) - 1 and self.spec.human:
+                self.human = await asyncio.to_thread(self._human_queue, escalated)
             if not escalated:
                 break
             pending = escalated
+        if self.spec.human and self.human is None and not halted:
+            self.human = HumanQueue(len(self.spec.stages) + 1)  # no row got past the teachers
         return self.summary()
+
+    def _human_queue(self, queued: list[Row]) -> HumanQueue:
+        """The rows the last teacher passed on, and how many a person has decided: read
+        through `CascadePlanner`, so the keys are those the review page and export use."""
+        out = HumanQueue(len(self.spec.stages) + 1, rows=len(queued))
+        if not queued or self.store is None:
+            return out
+        planner = CascadePlanner(self.task, self.spec, [t.identity for t in self.teachers],
+                                 self.store)
+        keys = [str(item.key) for chunk in planner.plan_rows(queued) for item in chunk
+                if item.provenance is not None and item.provenance.get("awaiting_human")]
+        out.decided = len(human_labels(self.store, keys))
+        return out
 
     async def _live_pass(self, stage: int, lb: Labeler,
                          rows: Iterable[Row | Reject | Mapping[str, Any]]) -> list[Row]:
@@ -302,6 +367,8 @@ class Cascade:
                     total.count_failure(reason, k)
         total.interrupted |= self._stopped
         total.stages = [st.to_dict() for st in self.stages]
+        if self.human is not None:
+            total.stages.append(self.human.to_dict())
         return total
 
 
@@ -383,7 +450,8 @@ class CascadePlanner(MultiPlanner):
 
     A drop-in for `Planner` in the export: the same items, statuses and keys, so filters,
     human labels and splits work unchanged. The stage an item ends at is decided from
-    the stored answers and the spec's thresholds alone.
+    the stored answers and the spec's thresholds alone. When the cascade ends in
+    `human`, `provenance["awaiting_human"]` says whether the row is queued for a person.
     """
 
     kind = "cascade"
@@ -409,6 +477,8 @@ class CascadePlanner(MultiPlanner):
                  enumerate(answers[:reached(self.spec, answers)]) if a is not None]
         chosen.provenance = {"cascade_stage": n + 1,
                              "teacher": self.spec.stages[n].teacher, "cascade": trail}
+        if self.spec.human:  # the export makes it false once a person has decided
+            chosen.provenance["awaiting_human"] = queued_for_human(self.spec, answers)
         return chosen
 
     def _step(self, stage: int, answer: Answer) -> dict[str, Any]:
@@ -420,5 +490,5 @@ class CascadePlanner(MultiPlanner):
                 "confidence": getattr(conf, self.spec.measure) if conf and soft else None}
 
 
-__all__ = ["MEASURES", "Cascade", "CascadePlanner", "CascadeSpec", "Stage", "StageReport",
-           "TeacherUsage", "final_stage", "reached"]
+__all__ = ["HUMAN", "MEASURES", "Cascade", "CascadePlanner", "CascadeSpec", "HumanQueue", "Stage",
+           "StageReport", "TeacherUsage", "final_stage", "queued_for_human", "reached"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labeler.answer import Answer, read_answer
-from labeler.cascade import CascadeSpec, final_stage, reached
+from labeler.cascade import HUMAN, CascadeSpec, final_stage, queued_for_human, reached
 from labeler.errors import ConfigError
 from labeler.estimate import Estimate, estimate
 from labeler.evaluate import LOWER_IS_BETTER, clopper_pearson_lower, threshold_for_accuracy
@@ -51,8 +51,9 @@ def stage_answers(task: Task, identities: Sequence[Mapping[str, Any]], store: St
 
 def measured_rates(spec: CascadeSpec, per_row: Iterable[Sequence[Answer | None]]
                    ) -> list[tuple[int, int]]:
-    """Per non-last stage: (rows that reached it with a stored answer, rows it passed on)."""
-    counts = [[0, 0] for _ in spec.stages[:-1]]
+    """Per stage that passes rows on (every teacher but the last, and the last too when a
+    person follows it): (rows that reached it with a stored answer, rows it passed on)."""
+    counts = [[0, 0] for _ in range(len(spec.stages) - 1 + spec.human)]
     for answers in per_row:
         for stage in range(min(reached(spec, answers), len(counts))):
             if answers[stage] is None:
@@ -83,12 +84,12 @@ def estimate_cascade(task: Task, spec: CascadeSpec, rows: Callable[[], Rows],
     """Price the cascade over `rows()` (read once per stage). Rates come from the store
     where it holds a stage's answers (`identities` and `store`), else `escalation_rate`
     (one value, or one per stage but the last)."""
-    n_rates = len(spec.stages) - 1
+    n_rates = len(spec.stages) - 1 + spec.human
     given = list(escalation_rate or [])
     if len(given) == 1:
         given *= n_rates
     if given and len(given) != n_rates:
-        raise ConfigError(f"--escalation-rate: {len(spec.stages)} stages take one rate or "
+        raise ConfigError(f"--escalation-rate: {n_rates + 1} stages take one rate or "
                           f"{n_rates}, got {len(given)}")
     if any(not 0.0 <= r <= 1.0 for r in given):
         raise ConfigError("--escalation-rate must lie in [0, 1]")
@@ -121,6 +122,9 @@ def estimate_cascade(task: Task, spec: CascadeSpec, rows: Callable[[], Rows],
             known = False
         else:
             total += cost
+    if spec.human and est is not None:  # a person: no price, but the rows to review
+        out.stages.append({"stage": len(spec.stages) + 1, "teacher": HUMAN, "reach": reach,
+                           "rows": est.rows, "cost_usd": 0.0})
     out.cost_usd = total if known else None
     out.last_alone_usd = est.cost_usd if est is not None else None
     return out
@@ -148,6 +152,9 @@ class CascadeEval:
         c = self.cascade
         acc = "-" if c["accuracy"] is None else f"{c['accuracy']:.3f}"
         lines.append(f"{'cascade':<48}{c['rows']:>10}{acc:>10}")
+        if "queued_for_human" in c:
+            lines.append(f"{'queued for a person (scored with the last teacher)':<58}"
+                         f"{c['queued_for_human']:>10}")
         for sug in self.suggestions:
             t = sug["threshold"]
             if t is None:
@@ -167,7 +174,7 @@ def evaluate_cascade(task: Task, spec: CascadeSpec, identities: Sequence[Mapping
                      targets: Sequence[float] = (0.9, 0.95, 0.99)) -> CascadeEval:
     """Score each stage and the cascade against gold (`gold_of(row)`, None: no gold)."""
     per_stage: list[tuple[list[float | None], list[bool]]] = [([], []) for _ in spec.stages]
-    final_right = final_rows = 0
+    final_right = final_rows = queued = 0
     per_row = []
     for row, answers in stage_answers(task, identities, store, rows):
         gold = gold_of(row)
@@ -181,6 +188,7 @@ def evaluate_cascade(task: Task, spec: CascadeSpec, identities: Sequence[Mapping
             per_stage[stage][0].append(
                 getattr(conf, spec.measure) if conf is not None and answer.valid else None)
             per_stage[stage][1].append(answer.label == gold)
+        queued += queued_for_human(spec, answers)
         final = final_stage(spec, answers)
         if final is not None:
             final_rows += 1
@@ -198,7 +206,7 @@ def evaluate_cascade(task: Task, spec: CascadeSpec, identities: Sequence[Mapping
         if stage < len(rates) and rates[stage][0]:
             line["escalation_rate"] = rates[stage][1] / rates[stage][0]
         report.stages.append(line)
-        if stage < len(spec.stages) - 1 and n:
+        if stage < len(spec.stages) - 1 + spec.human and n:
             for target in targets:
                 t = threshold_for_accuracy(scores, right, target,
                                            lower_is_better=spec.measure in LOWER_IS_BETTER)
@@ -208,6 +216,8 @@ def evaluate_cascade(task: Task, spec: CascadeSpec, identities: Sequence[Mapping
                       "accuracy": final_right / final_rows if final_rows else None,
                       "accuracy_lower_bound": (clopper_pearson_lower(final_right, final_rows)
                                                if final_rows else None)}
+    if spec.human:  # scored with the last teacher's answer; a person would decide these
+        report.cascade["queued_for_human"] = queued
     return report
 
 

@@ -126,6 +126,10 @@ def _export_options(f: Any) -> Any:
         click.option("--public", is_flag=True, help="Make a --push-to-hub repo public."),
         click.option("--teacher-labels", is_flag=True,
                      help="Export the teacher's labels even where `labeler review` has a human one."),
+        click.option("--include-awaiting-human", is_flag=True,
+                     help="With --cascade ...,human: export the rows still awaiting a person "
+                          "with the last teacher's label (marked awaiting_human) instead of "
+                          "holding them out."),
         click.option("--card-license", metavar="ID",
                      help="Licence of the exported data for the card (a Hub id: mit, cc-by-4.0…)."),
         click.option("--card-endpoint", is_flag=True,
@@ -359,6 +363,7 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
               help="Allow a --host other than 127.0.0.1 (the page can change the store).")
 @click.option("--reviewer", help="Name recorded with each decision (default: the login name).")
 @click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
+@options.click_options(_bounded, only=("cascade", "escalate_below", "escalate_on"))
 def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
            reviewer: str | None, no_browser: bool, **kw: Any) -> None:
     """Review stored labels in a local web page, most uncertain first (no request is sent)."""
@@ -370,6 +375,9 @@ def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
     def ready(url: str, index: Any) -> None:
         click.echo(f"labeler: reviewing {len(index.items)} rows ({index.reviewed} reviewed) of "
                    f"{job.store_path()}; Ctrl-C stops", err=True)
+        if index.queued:
+            click.echo(f"labeler:   {index.queued} rows queued by the cascade come first",
+                       err=True)
         if index.missing:
             click.echo(f"labeler:   {index.missing} rows have no stored answer yet", err=True)
         if index.missing and not index.items:
@@ -639,6 +647,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             split_field=kw.get("split_field"), text_field=kw.get("text_field"),
             push_to_hub=kw.get("push_to_hub"), private=not kw.get("public"),
             human_labels=not kw.get("teacher_labels"),
+            include_awaiting_human=bool(kw.get("include_awaiting_human")),
             sft_shape=kw.get("sft_shape") or "prompt-completion",
             kd_layout=kw.get("kd_layout") or "tokens",
             card_license=kw.get("card_license"), card_endpoint=bool(kw.get("card_endpoint")),
@@ -698,6 +707,11 @@ def _print_summary(result: Any) -> None:
     click.echo(f"labeler: {', '.join(parts)} in {s.elapsed_s:.1f}s "
                f"({s.requests} requests, {s.retries} retries)", err=True)
     for st in s.stages:  # a cascade's stages, or an ensemble's members
+        if "awaiting" in st:  # a cascade's last stage: a person
+            click.echo(f"labeler:   stage {st['stage']} human: {st['rows']} rows queued, "
+                       f"{st['labeled']} decided, {st['awaiting']} await `labeler review`",
+                       err=True)
+            continue
         which = f"stage {st['stage']}" if "stage" in st else f"member {st['member']}"
         passed = f", {st['escalated']} passed on" if "escalated" in st else ""
         click.echo(f"labeler:   {which} {st['teacher']}: {st['rows']} rows, "
@@ -747,6 +761,10 @@ def _print_export(report: Any) -> None:
             click.echo(f"labeler:   {n} removed by {name}", err=True)
     if report.missing:
         click.echo(f"labeler:   {report.missing} rows have no stored answer yet", err=True)
+    if report.awaiting_human:
+        held = "held out" if report.held_for_human else "exported, marked awaiting_human"
+        click.echo(f"labeler:   {report.awaiting_human} rows await a person (labeler review): "
+                   f"{held}", err=True)
     if report.format == "hf":
         click.echo(f'labeler: load it with: datasets.load_from_disk("{report.path}")', err=True)
     else:  # the card's YAML maps each file to its split

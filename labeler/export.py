@@ -97,6 +97,10 @@ class ExportReport:
     filtered: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
     human_labeled: int = 0  # rows whose label a person gave (labeler review)
+    # a cascade ending in `human`: rows queued for a person that none has decided yet,
+    # and how many of them were held out of the export
+    awaiting_human: int = 0
+    held_for_human: int = 0
     # a cascade: rows each stage labeled; an ensemble: rows each member answered
     stages: dict[str, int] = field(default_factory=dict)
     # a cascade's stages or an ensemble's members: rows answered, tokens, time, cost
@@ -121,6 +125,9 @@ class ExportOptions:
     push_to_hub: str | None = None
     private: bool = True
     human_labels: bool = True  # a label given on the review page wins over the teacher's
+    # a cascade ending in `human`: export the rows still awaiting a person (with the last
+    # teacher's label and `awaiting_human: true`) instead of holding them out
+    include_awaiting_human: bool = False
     sft_shape: str = "prompt-completion"
     kd_layout: str = "tokens"  # "ids": also DistillKit's raw top-k columns
     card_license: str | None = None  # the card's `license` (a Hub licence id)
@@ -218,6 +225,13 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                 human = humans.get(item.key)
                 if human is not None:  # a person's decision: kept whatever the teacher's doubt
                     answer = dataclasses.replace(answer, label=human.label, valid=True)
+                waiting = (human is None and item.provenance is not None
+                           and bool(item.provenance.get("awaiting_human")))
+                if waiting:
+                    report.awaiting_human += 1
+                    if opts.human_labels and not opts.include_awaiting_human:
+                        report.held_for_human += 1
+                        continue  # held out: the cascade left this row to a person
                 if not flt.keep(answer.label if task.output_kind == "label" else
                                 ("ok" if answer.valid else None),
                                 _HUMAN_CERTAINTY if human else answer.confidence):
@@ -228,6 +242,8 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                         report.stages[stage] = report.stages.get(stage, 0) + 1
                     if builder.provenance:
                         record.update(item.provenance)
+                        if "awaiting_human" in record:
+                            record["awaiting_human"] = waiting
                 if "label_source" in builder.label_columns:
                     record["label_source"] = "human" if human else "teacher"
                     report.human_labeled += human is not None
@@ -537,6 +553,8 @@ class _Builder:
                     "label": datasets.Value("string"), "valid": datasets.Value("bool"),
                     "soft_label": datasets.List(datasets.Value("float64")),
                     "confidence": datasets.Value("float64")})
+                if sample is not None and "awaiting_human" in sample:
+                    f["awaiting_human"] = datasets.Value("bool")
         return datasets.Features(f)
 
     def coerce(self, rec: dict[str, Any], features: datasets.Features) -> list[Any]:

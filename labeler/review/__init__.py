@@ -13,6 +13,7 @@ import getpass
 from collections.abc import Callable
 
 from labeler import aio
+from labeler.cascade import CascadePlanner
 from labeler.errors import StoreError
 from labeler.job import Job
 from labeler.review.index import ReviewIndex, ReviewItem, ReviewQuery, build_index
@@ -24,9 +25,16 @@ __all__ = ["ReviewIndex", "ReviewItem", "ReviewQuery", "ReviewState", "build_ind
 
 
 def load_index(job: Job, store: Store) -> ReviewIndex:
-    """The review queue of a job's rows, from its store (no request is sent)."""
+    """The review queue of a job's rows, from its store (no request is sent). For a
+    cascade, each row shows its last answering stage's answer, and the rows the cascade
+    queued for a person (`--cascade ...,human`) come first."""
     task = job.load_task()
-    return build_index(task, job.make_teacher().identity, job.rows(task), store)
+    spec = job.cascade_spec()
+    if spec is None:
+        return build_index(task, job.make_teacher().identity, job.rows(task), store)
+    identities = [t.identity for t in job.make_stage_teachers(spec)]
+    return build_index(task, identities[-1], job.rows(task), store,
+                       planner=CascadePlanner(task, spec, identities, store))
 
 
 class _Until:

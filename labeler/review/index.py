@@ -22,7 +22,7 @@ from labeler.store import Store
 from labeler.task import Task
 
 INVALID = "(invalid)"  # the label filter's name for answers that are no label of the task
-STATUSES = ("all", "todo", "done")
+STATUSES = ("all", "todo", "done", "queued")  # queued: by a cascade ending in `human`
 MAX_PAGE = 200
 
 
@@ -37,12 +37,13 @@ class ReviewItem:
     probs: tuple[float, ...] | None
     certainty: float
     human: str | None = None
+    queued: bool = False  # a cascade passed it on past its last teacher, to a person
     haystack: str = field(default="", repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "id": self.row_id, "fields": self.fields, "label": self.label,
                 "probs": self.probs, "confidence": round(self.certainty, 4),
-                "human": self.human}
+                "human": self.human, "queued": self.queued}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +66,18 @@ class ReviewQuery:
 
 
 class ReviewIndex:
-    """The review queue of one (task, teacher, input): ordered rows plus decisions."""
+    """The review queue of one (task, teacher, input): ordered rows plus decisions; the
+    rows a cascade queued for a person first, then the most uncertain."""
 
     def __init__(self, task: Task, items: list[ReviewItem], *, missing: int = 0) -> None:
         self.task = task
         self.labels: tuple[str, ...] = tuple(task.labels)
-        items.sort(key=lambda it: (it.label is not None, it.certainty))  # stable: input order
+        items.sort(key=lambda it: (not it.queued, it.label is not None, it.certainty))  # stable
         self.items = items
         self.by_key = {it.key: it for it in items}
         self.missing = missing
         self.reviewed = sum(1 for it in items if it.human is not None)
+        self.queued = sum(1 for it in items if it.queued)
 
     def page(self, q: ReviewQuery) -> dict[str, Any]:
         """The rows of one page, how many match the filters, and the overall progress."""
@@ -100,6 +103,8 @@ class ReviewIndex:
                 continue
             if q.status == "done" and it.human is None:
                 continue
+            if q.status == "queued" and not it.queued:
+                continue
             if needle and needle not in it.haystack:
                 continue
             if q.offset <= matched < end:
@@ -118,13 +123,16 @@ class ReviewIndex:
 
 
 def build_index(task: Task, identity: dict[str, Any], rows: Iterable[Row | Reject],
-                store: Store, *, chunk: int = 512) -> ReviewIndex:
-    """Every labeled row of the input with its answer; rows without one are counted."""
+                store: Store, *, chunk: int = 512, planner: Any = None) -> ReviewIndex:
+    """Every labeled row of the input with its answer; rows without one are counted.
+    `planner` replaces the plain `Planner` where several teachers answer (a cascade's
+    `CascadePlanner`, whose items say which rows await a person)."""
     if task.output_kind != "label" or task.label_space is None:
         raise ConfigError(f"review needs a label task; {task.path} is '{task.output_kind}'")
     items: list[ReviewItem] = []
     missing = 0
-    for planned in Planner(task, identity, store, failures=False).plan_rows(rows, chunk):
+    planner = planner or Planner(task, identity, store, failures=False)
+    for planned in planner.plan_rows(rows, chunk):
         for item in planned:
             if item.status == REJECTED:
                 continue
@@ -143,6 +151,7 @@ def build_index(task: Task, identity: dict[str, Any], rows: Iterable[Row | Rejec
                 str(item.key), row.id, shown, answer.label,
                 tuple(round(p, 4) for p in answer.soft.probs) if answer.soft else None,
                 certainty, haystack=" ".join(shown.values()).lower(),
+                queued=bool(item.provenance and item.provenance.get("awaiting_human")),
             ))
     decided = human_labels(store, [it.key for it in items])
     for it in items:

@@ -143,7 +143,8 @@ async def _meta(request: web.Request) -> web.StreamResponse:
     index = state.index
     return _json({"task": index.task.name, "labels": list(index.labels), "teacher": state.teacher,
                   "reviewer": state.reviewer, "total": len(index.items),
-                  "reviewed": index.reviewed, "missing": index.missing})
+                  "reviewed": index.reviewed, "missing": index.missing,
+                  "queued": index.queued})
 
 
 async def _rows(request: web.Request) -> web.StreamResponse:

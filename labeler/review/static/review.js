@@ -89,10 +89,12 @@
     art.dataset.key = row.key;
     art.dataset.index = String(i);
     if (row.human) art.classList.add("reviewed");
+    if (row.queued) art.classList.add("queued");
     const head = el("div", "head");
     head.append(el("span", "rowid", row.id), el("span", "conf", `confidence ${row.confidence.toFixed(2)}`));
     head.append(el("span", "teacher", "teacher: " + (row.label === null ? "(invalid)" : row.label)));
     head.append(el("span", "human", row.human ? "human: " + row.human : ""));
+    if (row.queued) head.append(el("span", "queued", "queued by the cascade"));
     art.append(head);
     for (const [name, value] of Object.entries(row.fields)) {
       const f = el("div", "field");
