@@ -28,6 +28,7 @@ from labeler import Job, run_job
 from labeler.human import human_labels
 from labeler.store import Store
 from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
+from labeler.testing.browser import Browser, browser_missing
 
 from conftest import REPO
 
@@ -164,3 +165,33 @@ def test_disagreeing_rows_come_first_and_a_decision_wins_in_the_export(
     assert out["split-0"]["label_source"] == "human"
     assert {out[t]["label_source"] for t in ("torn-0", "torn-1", "sure-0", "sure-1")} == {
         "teacher"}
+
+
+def test_the_page_shows_who_said_what_and_enter_accepts_the_ensembles_label(
+    servers: list[TeacherServer], tmp_path: Path,
+) -> None:
+    reason = browser_missing()
+    if reason:
+        pytest.skip(reason)
+    job = _job(tmp_path, servers)
+    assert asyncio.run(run_job(job)).summary.outcome == "ok"
+    review = Review(job, servers)
+    try:
+        with Browser() as b:
+            b.get(f"{review.base}/?token={review.token}")
+            b.wait("Number(document.body.dataset.loads || 0) >= 1")
+            first = b.js("const r = document.querySelector('article.row'); return ["
+                         "r.querySelector('.rowid').textContent, r.classList.contains('disagree'),"
+                         "[...r.querySelectorAll('.vote')].map(v => v.textContent),"
+                         "[...r.querySelectorAll('.vote.differs')].length];")
+            assert first == ["split-1", True, [
+                "member 1 openai-compatible:member-0: positive",
+                "member 2 openai-compatible:member-1: negative",
+                "member 3 openai-compatible:member-2: negative"], 1]
+            b.keys("Enter")  # accept the ensemble's label
+            b.wait("document.querySelector('#progress').textContent === '1 of 6 reviewed'")
+        key = review.get("/api/rows")["rows"][0]["key"]
+    finally:
+        review.stop()
+    with Store(job.store_path()) as store:
+        assert [h.label for h in human_labels(store, [key]).values()] == ["negative"]
