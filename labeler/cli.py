@@ -363,7 +363,8 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
               help="Allow a --host other than 127.0.0.1 (the page can change the store).")
 @click.option("--reviewer", help="Name recorded with each decision (default: the login name).")
 @click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
-@options.click_options(_bounded, only=("cascade", "escalate_below", "escalate_on"))
+@options.click_options(_bounded, only=("cascade", "escalate_below", "escalate_on", "ensemble",
+                                       "ensemble_combine"))
 def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
            reviewer: str | None, no_browser: bool, **kw: Any) -> None:
     """Review stored labels in a local web page, most uncertain first (no request is sent)."""
@@ -378,6 +379,9 @@ def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
         if index.queued:
             click.echo(f"labeler:   {index.queued} rows queued by the cascade come first",
                        err=True)
+        if index.disagree:
+            click.echo(f"labeler:   {index.disagree} rows the teachers disagree on come "
+                       f"{'next' if index.queued else 'first'}", err=True)
         if index.missing:
             click.echo(f"labeler:   {index.missing} rows have no stored answer yet", err=True)
         if index.missing and not index.items:

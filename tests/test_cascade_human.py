@@ -35,6 +35,7 @@ from conftest import REPO, chat_requests
 
 KINDS = {"firm": 4, "unsure": 3, "tough": 3, "bad": 1, "fail": 1}
 TOUGH = [f"tough-row{i:02d}" for i in range(KINDS["tough"])]
+UNSURE = [f"unsure-row{i:02d}" for i in range(KINDS["unsure"])]
 
 
 def _reply(p_positive: float) -> Reply:
@@ -163,6 +164,14 @@ def test_the_review_page_shows_the_queue_first_and_a_rerun_exports_its_decisions
         assert sorted(r["id"] for r in page["rows"][:3]) == TOUGH  # the queue comes first
         assert all(r["queued"] for r in page["rows"][:3])
         assert not any(r["queued"] for r in page["rows"][3:])
+        # then the rows whose answering stages disagree (A positive, B negative), though
+        # the firm rows' confidence (0.97) is below theirs (0.99)
+        assert sorted(r["id"] for r in page["rows"][3:6]) == UNSURE
+        assert meta["disagree"] == 3
+        assert [r["disagree"] for r in page["rows"]] == [False] * 3 + [True] * 3 + [False] * 6
+        assert [(v["by"], v["teacher"], v["label"]) for v in page["rows"][3]["votes"]] == [
+            ("stage 1", "openai-compatible:small", "positive"),
+            ("stage 2", "openai-compatible:big", "negative")]
         _, queued = _api(base, token, "/api/rows?status=queued")
         assert sorted(r["id"] for r in queued["rows"]) == TOUGH
         keys = {r["id"]: r["key"] for r in queued["rows"]}

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from labeler import aio
 from labeler.cascade import CascadePlanner
+from labeler.ensemble import EnsemblePlanner
 from labeler.errors import StoreError
 from labeler.job import Job
 from labeler.review.index import ReviewIndex, ReviewItem, ReviewQuery, build_index
@@ -21,20 +22,34 @@ from labeler.review.server import ReviewState, check_host, make_app, start
 from labeler.store import Store
 
 __all__ = ["ReviewIndex", "ReviewItem", "ReviewQuery", "ReviewState", "build_index",
-           "check_host", "load_index", "make_app", "review_job", "start"]
+           "check_host", "load_index", "make_app", "review_job", "start", "teacher_name"]
 
 
 def load_index(job: Job, store: Store) -> ReviewIndex:
     """The review queue of a job's rows, from its store (no request is sent). For a
     cascade, each row shows its last answering stage's answer, and the rows the cascade
-    queued for a person (`--cascade ...,human`) come first."""
+    queued for a person (`--cascade ...,human`) come first. For an ensemble, each row
+    shows the members' combined answer, as the export has it. Either way each row shows
+    every answering teacher's label, and rows where they differ come next."""
     task = job.load_task()
-    spec = job.cascade_spec()
+    cascade, ensemble = job.cascade_spec(), job.ensemble_spec()
+    spec = cascade or ensemble
     if spec is None:
         return build_index(task, job.make_teacher().identity, job.rows(task), store)
     identities = [t.identity for t in job.make_stage_teachers(spec)]
-    return build_index(task, identities[-1], job.rows(task), store,
-                       planner=CascadePlanner(task, spec, identities, store))
+    planner = (CascadePlanner(task, cascade, identities, store) if cascade is not None
+               else EnsemblePlanner(task, ensemble, identities, store))  # type: ignore[arg-type]
+    return build_index(task, identities[-1], job.rows(task), store, planner=planner)
+
+
+def teacher_name(job: Job) -> str:
+    """Who answered, as the page's header names it."""
+    if (cascade := job.cascade_spec()) is not None:
+        return "cascade: " + " → ".join(st.teacher for st in cascade.stages) + (
+            " → human" if cascade.human else "")
+    if (ensemble := job.ensemble_spec()) is not None:
+        return "ensemble: " + ", ".join(st.teacher for st in ensemble.stages)
+    return job.teacher
 
 
 class _Until:
@@ -68,7 +83,7 @@ async def review_job(
     store = Store(job.store_path())
     try:
         index = await asyncio.to_thread(load_index, job, store)
-        state = ReviewState(index, store, reviewer or _user(), job.teacher)
+        state = ReviewState(index, store, reviewer or _user(), teacher_name(job))
         runner, url = await start(state, host, port)
         until = _Until()
         try:

@@ -5,6 +5,10 @@ its answer read from the store (nothing is sent). The page then asks for one fil
 of rows at a time, so a store of 100,000 answers costs the browser 50 rows per request.
 Human decisions are mirrored here as they are committed, so counts stay exact without
 re-reading the store.
+
+Where several teachers answer (an ensemble's members, a cascade's stages), each row also
+carries what every answering teacher said, and the rows whose teachers name different
+labels come first: a person settles a disagreement better than any confidence measure.
 """
 
 from __future__ import annotations
@@ -22,13 +26,18 @@ from labeler.store import Store
 from labeler.task import Task
 
 INVALID = "(invalid)"  # the label filter's name for answers that are no label of the task
-STATUSES = ("all", "todo", "done", "queued")  # queued: by a cascade ending in `human`
+# queued: by a cascade ending in `human`; disagree: an ensemble's or cascade's teachers
+STATUSES = ("all", "todo", "done", "queued", "disagree")
 MAX_PAGE = 200
 
 
 @dataclass(slots=True)
 class ReviewItem:
-    """One row as the page shows it; `certainty` orders the queue (lowest first)."""
+    """One row as the page shows it; `certainty` orders the queue (lowest first).
+
+    `votes` (several teachers only): each answering member's or stage's teacher and
+    label; `disagree` when they name different labels; `agreement` the ensemble's share
+    of members naming its label (its Confidence.agreement), None for one teacher."""
 
     key: str
     row_id: str
@@ -38,12 +47,25 @@ class ReviewItem:
     certainty: float
     human: str | None = None
     queued: bool = False  # a cascade passed it on past its last teacher, to a person
+    votes: list[dict[str, Any]] | None = None
+    disagree: bool = False
+    agreement: float | None = None
     haystack: str = field(default="", repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"key": self.key, "id": self.row_id, "fields": self.fields, "label": self.label,
                 "probs": self.probs, "confidence": round(self.certainty, 4),
-                "human": self.human, "queued": self.queued}
+                "human": self.human, "queued": self.queued, "votes": self.votes,
+                "disagree": self.disagree,
+                "agreement": None if self.agreement is None else round(self.agreement, 4)}
+
+    def rank(self) -> tuple[bool, bool, float, bool, float]:
+        """The queue's order: rows a cascade queued for a person, then rows whose
+        teachers disagree (least agreement first), then invalid answers, then the rest;
+        lowest certainty first within each."""
+        spread = (self.agreement or 0.0) if self.disagree else 0.0
+        return (not self.queued, not self.disagree, spread, self.label is not None,
+                self.certainty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,17 +89,19 @@ class ReviewQuery:
 
 class ReviewIndex:
     """The review queue of one (task, teacher, input): ordered rows plus decisions; the
-    rows a cascade queued for a person first, then the most uncertain."""
+    rows a cascade queued for a person first, then those its teachers disagree on, then
+    the most uncertain (`ReviewItem.rank`)."""
 
     def __init__(self, task: Task, items: list[ReviewItem], *, missing: int = 0) -> None:
         self.task = task
         self.labels: tuple[str, ...] = tuple(task.labels)
-        items.sort(key=lambda it: (not it.queued, it.label is not None, it.certainty))  # stable
+        items.sort(key=ReviewItem.rank)  # stable
         self.items = items
         self.by_key = {it.key: it for it in items}
         self.missing = missing
         self.reviewed = sum(1 for it in items if it.human is not None)
         self.queued = sum(1 for it in items if it.queued)
+        self.disagree = sum(1 for it in items if it.disagree)
 
     def page(self, q: ReviewQuery) -> dict[str, Any]:
         """The rows of one page, how many match the filters, and the overall progress."""
@@ -105,6 +129,8 @@ class ReviewIndex:
                 continue
             if q.status == "queued" and not it.queued:
                 continue
+            if q.status == "disagree" and not it.disagree:
+                continue
             if needle and needle not in it.haystack:
                 continue
             if q.offset <= matched < end:
@@ -126,7 +152,9 @@ def build_index(task: Task, identity: dict[str, Any], rows: Iterable[Row | Rejec
                 store: Store, *, chunk: int = 512, planner: Any = None) -> ReviewIndex:
     """Every labeled row of the input with its answer; rows without one are counted.
     `planner` replaces the plain `Planner` where several teachers answer (a cascade's
-    `CascadePlanner`, whose items say which rows await a person)."""
+    `CascadePlanner`, whose items say which rows await a person; an ensemble's
+    `EnsemblePlanner`, whose items carry the members' combined answer). A decision is
+    keyed like the item the planner gives, the one the export looks human labels up by."""
     if task.output_kind != "label" or task.label_space is None:
         raise ConfigError(f"review needs a label task; {task.path} is '{task.output_kind}'")
     items: list[ReviewItem] = []
@@ -140,21 +168,41 @@ def build_index(task: Task, identity: dict[str, Any], rows: Iterable[Row | Rejec
                 missing += 1
                 continue
             row = item.row
-            answer = read_answer(task, item.completion)
+            answer = item.answer or read_answer(task, item.completion)
             conf = answer.confidence
             certainty = 0.0 if conf is None else conf.max_prob
             if conf is not None and conf.agreement is not None:
                 certainty = min(certainty, conf.agreement)  # sampled: disagreement first
             shown = {name: "" if row.data.get(name) is None else str(row.data.get(name))
                      for name in task.fields}
+            votes = _votes(item.provenance)
             items.append(ReviewItem(
                 str(item.key), row.id, shown, answer.label,
                 tuple(round(p, 4) for p in answer.soft.probs) if answer.soft else None,
                 certainty, haystack=" ".join(shown.values()).lower(),
                 queued=bool(item.provenance and item.provenance.get("awaiting_human")),
+                votes=votes, disagree=_disagree(votes),
+                agreement=conf.agreement if conf is not None and votes else None,
             ))
     decided = human_labels(store, [it.key for it in items])
     for it in items:
         if it.key in decided:
             it.human = decided[it.key].label
     return ReviewIndex(task, items, missing=missing)
+
+
+def _votes(provenance: dict[str, Any] | None) -> list[dict[str, Any]] | None:
+    """What each answering teacher said, from an ensemble's or a cascade's provenance."""
+    if not provenance:
+        return None
+    steps = provenance.get("ensemble") or provenance.get("cascade")
+    if not steps:
+        return None
+    return [{"teacher": s["teacher"], "label": s["label"],
+             "by": f"member {s['member']}" if "member" in s else f"stage {s['stage']}"}
+            for s in steps]
+
+
+def _disagree(votes: list[dict[str, Any]] | None) -> bool:
+    """Two answering teachers name different labels (an invalid answer names none)."""
+    return len({v["label"] for v in votes or () if v["label"] is not None}) > 1

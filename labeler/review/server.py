@@ -144,7 +144,7 @@ async def _meta(request: web.Request) -> web.StreamResponse:
     return _json({"task": index.task.name, "labels": list(index.labels), "teacher": state.teacher,
                   "reviewer": state.reviewer, "total": len(index.items),
                   "reviewed": index.reviewed, "missing": index.missing,
-                  "queued": index.queued})
+                  "queued": index.queued, "disagree": index.disagree})
 
 
 async def _rows(request: web.Request) -> web.StreamResponse:

@@ -90,12 +90,23 @@
     art.dataset.index = String(i);
     if (row.human) art.classList.add("reviewed");
     if (row.queued) art.classList.add("queued");
+    if (row.disagree) art.classList.add("disagree");
     const head = el("div", "head");
     head.append(el("span", "rowid", row.id), el("span", "conf", `confidence ${row.confidence.toFixed(2)}`));
     head.append(el("span", "teacher", "teacher: " + (row.label === null ? "(invalid)" : row.label)));
     head.append(el("span", "human", row.human ? "human: " + row.human : ""));
     if (row.queued) head.append(el("span", "queued", "queued by the cascade"));
+    if (row.disagree) head.append(el("span", "split", "teachers disagree"));
     art.append(head);
+    if (row.votes) {  // an ensemble's members or a cascade's stages: who said what
+      const votes = el("div", "votes");
+      for (const v of row.votes) {
+        const span = el("span", "vote", `${v.by} ${v.teacher}: ${v.label === null ? "(invalid)" : v.label}`);
+        if (v.label !== row.label) span.classList.add("differs");
+        votes.append(span);
+      }
+      art.append(votes);
+    }
     for (const [name, value] of Object.entries(row.fields)) {
       const f = el("div", "field");
       if (Object.keys(row.fields).length > 1) f.append(el("span", "fname", name));
