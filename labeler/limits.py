@@ -36,9 +36,11 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from labeler.concurrency import DEFAULT_CEILING, InFlightTarget, fd_ceiling
 from labeler.errors import RetryableError
@@ -62,6 +64,11 @@ class TokenBucket:
 
     A request larger than `capacity` waits for a full bucket and leaves it in debt, so
     the long-run rate never exceeds `rate` whatever the request sizes.
+
+    Waiters queue in order and one pacer serves them: each time it wakes it lets go as
+    many as the tokens cover, so the rate does not depend on how often the event loop
+    turns (a lock handed from waiter to waiter lets one go per turn, and a loop busy
+    with hundreds of answers a second turns too seldom for a high limit).
     """
 
     def __init__(self, rate: float, capacity: float) -> None:
@@ -69,7 +76,9 @@ class TokenBucket:
         self.capacity = capacity
         self.tokens = capacity
         self._last = time.monotonic()
-        self._lock = asyncio.Lock()
+        # [future, amount or its pricing callable], in arrival order
+        self._queue: deque[list[Any]] = deque()
+        self._pacer: asyncio.Task[None] | None = None
 
     def _refill(self, ceiling: float | None = None) -> None:
         now = time.monotonic()
@@ -89,15 +98,48 @@ class TokenBucket:
         window can see. Within that bound, what accrues while a request waits is kept,
         so a sleep's overshoot is not lost on every request.
         """
-        async with self._lock:
+        if not self._queue:  # nobody ahead: it is this waiter's turn now
+            self._refill()
             if callable(amount):
                 amount = amount()
-            self._refill()
-            need = min(amount, self.capacity)
-            while self.tokens < need:
-                await asyncio.sleep((need - self.tokens) / self.rate)
-                self._refill(ceiling=need + self.capacity)
-            self.tokens -= amount
+            if self.tokens >= min(amount, self.capacity):
+                self.tokens -= amount
+                return
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._queue.append([fut, amount])
+        if self._pacer is None or self._pacer.done():
+            self._pacer = asyncio.create_task(self._pace())
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # let go as it was cancelled: sent nothing
+                self.tokens += fut.result()
+            raise
+
+    async def _pace(self) -> None:
+        """Let waiters go in order as tokens accrue, as many per wake-up as they cover."""
+        queue = self._queue
+        try:
+            while queue:
+                entry = queue[0]
+                fut, amount = entry
+                if fut.done():  # cancelled while waiting
+                    queue.popleft()
+                    continue
+                if callable(amount):
+                    amount = entry[1] = amount()
+                need = min(amount, self.capacity)
+                if self.tokens < need:
+                    await asyncio.sleep((need - self.tokens) / self.rate)
+                    self._refill(ceiling=need + self.capacity)
+                    continue
+                queue.popleft()
+                self.tokens -= amount
+                fut.set_result(amount)
+        finally:
+            for fut, _ in queue:  # cancelled with waiters left (the loop is ending): end them
+                fut.cancel()
+            queue.clear()
 
 
 class Limiter:
