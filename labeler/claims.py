@@ -2,12 +2,12 @@
 
 Before sending, a run claims its cache misses in the store, one transaction per chunk
 in the same worker-thread hop as the chunk's lookups; a key another live owner holds is
-not granted, and the run waits for that owner's answer instead of asking again. Storing an answer or a failure drops its claim in the
-same transaction (store.py), so a waiting process finds the answer the moment the claim
-is gone. A claim names its owner (labeler/owner.py) and carries a lease that the owner
-renews while it runs: a claim whose owner is provably dead (same machine, PID gone) is
-taken over at once, one whose lease ran out (an owner on another machine that stopped
-renewing) at the next claim.
+not granted, and the run waits for that owner's answer instead of asking again. Storing
+an answer or a failure drops its claim in the same transaction (store.py), so a waiting
+process finds the answer the moment the claim is gone. A claim names its owner
+(labeler/owner.py) and carries a lease that the owner renews while it runs: a claim
+whose owner is provably dead (same machine, PID gone) is taken over at once, one whose
+lease ran out (an owner on another machine that stopped renewing) at the next claim.
 
     claims = Claims(store, Owner.current(), lease_s=60)
     granted = claims.claim(keys)      # the keys this owner may send now
