@@ -68,7 +68,9 @@ QUICK: dict[str, Any] = {
     **FULL, "items": 3_000, "sdk_items": 1_000, "repeat": 1, "latency_items": 5_120,
     "rate_window": 2.0, "rate_seconds": 8.0, "small": 10_000, "big": 100_000,
     "export_rows": 20_000,
-    "announced_high_seconds": 6.0, "announced_low_seconds": 20.0,
+    # Row 8 keeps its full length: nothing is known for the first 500 ms and the last
+    # answer takes 500 ms more, so 6 s at the limit could reach 84.6% at best, under the goal.
+    "announced_low_seconds": 20.0,
 }
 
 

@@ -1,13 +1,13 @@
 """Claims: which process is requesting which item, so that none is paid for twice.
 
-Before sending, a run claims its cache misses in the store, one transaction per chunk;
-a key another live owner holds is not granted, and the run waits for that owner's
-answer instead of asking again. Storing an answer or a failure drops its claim in the
-same transaction (store.py), so a waiting process finds the answer the moment the claim
-is gone. A claim names its owner (labeler/owner.py) and carries a lease that the owner
-renews while it runs: a claim whose owner is provably dead (same machine, PID gone) is
-taken over at once, one whose lease ran out (an owner on another machine that stopped
-renewing) at the next claim.
+Before sending, a run claims its cache misses in the store, one transaction per chunk
+in the same worker-thread hop as the chunk's lookups; a key another live owner holds is
+not granted, and the run waits for that owner's answer instead of asking again. Storing
+an answer or a failure drops its claim in the same transaction (store.py), so a waiting
+process finds the answer the moment the claim is gone. A claim names its owner
+(labeler/owner.py) and carries a lease that the owner renews while it runs: a claim
+whose owner is provably dead (same machine, PID gone) is taken over at once, one whose
+lease ran out (an owner on another machine that stopped renewing) at the next claim.
 
     claims = Claims(store, Owner.current(), lease_s=60)
     granted = claims.claim(keys)      # the keys this owner may send now
@@ -24,11 +24,12 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
+import orjson
+
 from labeler.owner import Owner, gone
 from labeler.store import Store
 
 LEASE_S = 60.0
-BATCH = 500  # keys per IN (...) query, under SQLite's variable limit
 
 
 class Claims:
@@ -54,44 +55,44 @@ class Claims:
         if not unique:
             return set()
         owner, now = self.owner, time.time()
-        expires = now + self.lease_s
-        row = (owner.id, owner.host, owner.boot, owner.pid, expires)
+        row = (owner.id, owner.host, owner.boot, owner.pid, now + self.lease_s)
+        # The keys go in as one JSON array that SQLite unpacks (json_each): one statement
+        # per step instead of one per key, and no IN (...) lists to build and chunk.
+        listed = orjson.dumps(unique).decode()
 
         def write(db: sqlite3.Connection) -> set[str]:
-            db.executemany(
+            db.execute(
                 "INSERT INTO claims (key, owner, host, boot, pid, expires_at)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT(key) DO NOTHING",
-                [(k, *row) for k in unique],
-            )
+                " SELECT value, ?, ?, ?, ?, ? FROM json_each(?) WHERE true"
+                " ON CONFLICT(key) DO NOTHING", (*row, listed))
             refused: set[str] = set()
             takeover: list[str] = []
             dead: dict[tuple[str, str, int], bool] = {}  # one liveness check per owner
-            for chunk in _chunks(unique, BATCH):
-                marks = ",".join("?" * len(chunk))
-                for key, host, boot, pid, until in db.execute(
-                    f"SELECT key, host, boot, pid, expires_at FROM claims WHERE key IN ({marks})"
-                    " AND owner != ?", [*chunk, owner.id],
-                ):
-                    if (host, boot, pid) not in dead:
-                        dead[host, boot, pid] = gone(host, boot, pid)
-                    if until < now or dead[host, boot, pid]:
-                        takeover.append(key)
-                    else:
-                        refused.add(key)
+            for key, host, boot, pid, until in db.execute(
+                "SELECT key, host, boot, pid, expires_at FROM claims"
+                " WHERE key IN (SELECT value FROM json_each(?)) AND owner != ?",
+                (listed, owner.id),
+            ):
+                if (host, boot, pid) not in dead:
+                    dead[host, boot, pid] = gone(host, boot, pid)
+                if until < now or dead[host, boot, pid]:
+                    takeover.append(key)
+                else:
+                    refused.add(key)
             if takeover:
                 db.executemany(
                     "UPDATE claims SET owner=?, host=?, boot=?, pid=?, expires_at=? WHERE key=?",
                     [(*row, k) for k in takeover],
                 )
                 self.taken_over += len(takeover)
-            granted = [k for k in unique if k not in refused]
-            answered: list[str] = []
-            for chunk in _chunks(granted, BATCH):
-                marks = ",".join("?" * len(chunk))
-                answered.extend(r[0] for r in db.execute(
-                    f"SELECT key FROM responses WHERE key IN ({marks}) AND created_at >= ?",
-                    [*chunk, fresh_since if fresh_since is not None else float("-inf")],
-                ))
+            granted = [k for k in unique if k not in refused] if refused else unique
+            # Answered since the caller looked (by another process): not to be sent.
+            answered = [r[0] for r in db.execute(
+                "SELECT key FROM responses WHERE key IN (SELECT value FROM json_each(?))"
+                " AND created_at >= ?",
+                (orjson.dumps(granted).decode() if refused else listed,
+                 fresh_since if fresh_since is not None else float("-inf")),
+            )]
             if answered:
                 db.executemany("DELETE FROM claims WHERE key = ? AND owner = ?",
                                [(k, owner.id) for k in answered])
@@ -123,6 +124,3 @@ class Claims:
         return self.store.execute_read(lambda db: {r[0] for r in db.execute(
             "SELECT key FROM claims WHERE owner = ?", (self.owner.id,))})
 
-
-def _chunks(seq: Sequence[str], size: int) -> list[Sequence[str]]:
-    return [seq[i : i + size] for i in range(0, len(seq), size)]

@@ -17,7 +17,8 @@ Three details decide whether a run actually reaches its limit without 429s:
   (OpenAI documents per-second enforcement), and a server's window may be anything.
   A bucket that banks a whole second of requests while idle can send them at once and
   overrun a short window, so the bucket banks almost nothing (`BURST_S`); under load
-  no throughput is lost, because time spent waiting for a token is credited exactly.
+  no throughput is lost, because time spent waiting for a token is credited exactly,
+  a stalled event loop's delay included, within the rate of any one second.
 - Honest token charges. A request bigger than the bucket is not clamped to it (that
   would let a TPM limit be overrun many times over): it waits until the bucket is full
   and leaves it in debt, which later requests pay off.
@@ -36,9 +37,11 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from labeler.concurrency import DEFAULT_CEILING, InFlightTarget, fd_ceiling
 from labeler.errors import RetryableError
@@ -50,6 +53,8 @@ DECREASE_PACED = 0.9  # pacing to a known limit already: a 429 means edge effect
 # neighbour on the same quota; a small cut clears it, repeated 429s keep cutting
 INCREASE = 0.02
 BURST_S = 0.02  # seconds of rate a bucket may bank while idle
+LAG_CREDIT_S = 0.25  # seconds of rate kept for requests a stalled process sent late…
+WINDOW_S = 1.0  # …within the shortest span providers enforce over (rate + burst per span)
 SCALE_BOUNDS = (0.25, 4.0)
 SCALE_WEIGHT = 0.2  # how fast the token-estimate correction follows reported usage
 SHAPE_WEIGHT = 0.1  # how fast the mean charge per in-flight place follows the requests
@@ -62,6 +67,17 @@ class TokenBucket:
 
     A request larger than `capacity` waits for a full bucket and leaves it in debt, so
     the long-run rate never exceeds `rate` whatever the request sizes.
+
+    Waiters queue in order and one pacer serves them: each time it wakes it lets go as
+    many as the tokens cover, so the rate does not depend on how often the event loop
+    turns (a lock handed from waiter to waiter lets one go per turn, and a loop busy
+    with hundreds of answers a second turns too seldom for a high limit).
+
+    A busy or starved process wakes late: what accrued while requests were waiting is
+    kept, up to `LAG_CREDIT_S` of rate, so a stall delays requests instead of losing
+    their share of the limit. What catches up is bounded by the second the limit is
+    enforced over: at most `rate` plus `capacity` go in any `WINDOW_S`, as a bucket that
+    never stalled would send, so no server window sees more than that.
     """
 
     def __init__(self, rate: float, capacity: float) -> None:
@@ -69,7 +85,11 @@ class TokenBucket:
         self.capacity = capacity
         self.tokens = capacity
         self._last = time.monotonic()
-        self._lock = asyncio.Lock()
+        # [future, amount or its pricing callable], in arrival order
+        self._queue: deque[list[Any]] = deque()
+        self._pacer: asyncio.Task[None] | None = None
+        self._sent: deque[tuple[float, float]] = deque()  # (when, amount) in the last WINDOW_S
+        self._sent_sum = 0.0
 
     def _refill(self, ceiling: float | None = None) -> None:
         now = time.monotonic()
@@ -84,20 +104,81 @@ class TokenBucket:
     async def take(self, amount: float | Callable[[], float]) -> None:
         """Wait for `amount` units; a callable is priced when this waiter's turn comes.
 
-        At most `capacity` is ever left over after a request goes, whatever happened
-        before (idle time, a stalled event loop): that is the largest burst a server's
-        window can see. Within that bound, what accrues while a request waits is kept,
-        so a sleep's overshoot is not lost on every request.
+        At most `capacity` is ever left over after a request goes while the bucket was
+        idle: that is the largest burst a server's window can see after a pause. Within
+        the one-second bound, what accrues while a request waits is kept, so neither a
+        sleep's overshoot nor a stalled event loop lowers the rate.
         """
-        async with self._lock:
+        if not self._queue:  # nobody ahead: it is this waiter's turn now
+            self._refill()
             if callable(amount):
                 amount = amount()
-            self._refill()
-            need = min(amount, self.capacity)
-            while self.tokens < need:
-                await asyncio.sleep((need - self.tokens) / self.rate)
-                self._refill(ceiling=need + self.capacity)
-            self.tokens -= amount
+            if self.tokens >= min(amount, self.capacity) and self._window_wait(amount) == 0.0:
+                self._grant(amount)
+                return
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._queue.append([fut, amount])
+        if self._pacer is None or self._pacer.done():
+            self._pacer = asyncio.create_task(self._pace())
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():  # let go as it was cancelled: sent nothing
+                self.tokens += fut.result()
+            raise
+
+    async def _pace(self) -> None:
+        """Let waiters go in order as tokens accrue, as many per wake-up as they cover."""
+        queue = self._queue
+        self._refill()
+        try:
+            while queue:
+                entry = queue[0]
+                fut, amount = entry
+                if fut.done():  # cancelled while waiting
+                    queue.popleft()
+                    continue
+                if callable(amount):
+                    amount = entry[1] = amount()
+                need = min(amount, self.capacity)
+                delay = max((need - self.tokens) / self.rate, self._window_wait(amount))
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                    # Requests were waiting all along: what accrued is theirs, late or not.
+                    self._refill(ceiling=need + max(self.capacity, self.rate * LAG_CREDIT_S))
+                    continue
+                queue.popleft()
+                self._grant(amount)
+                fut.set_result(amount)
+        finally:
+            for fut, _ in queue:  # cancelled with waiters left (the loop is ending): end them
+                fut.cancel()
+            queue.clear()
+
+    def _grant(self, amount: float) -> None:
+        self.tokens -= amount
+        self._sent.append((self._last, amount))
+        self._sent_sum += amount
+
+    def _window_wait(self, amount: float) -> float:
+        """Seconds until `amount` fits in the last WINDOW_S's allowance (0: it fits now)."""
+        sent, now = self._sent, self._last
+        while sent and sent[0][0] <= now - WINDOW_S:
+            self._sent_sum -= sent.popleft()[1]
+        if not sent:
+            self._sent_sum = 0.0  # no rounding drift over a long run
+            return 0.0
+        allowance = self.rate * WINDOW_S + self.capacity
+        if self._sent_sum + amount <= allowance:
+            return 0.0
+        # The oldest grants whose leaving makes room (a request bigger than the whole
+        # allowance waits for an empty window).
+        excess = self._sent_sum + amount - allowance
+        for when, size in sent:
+            excess -= size
+            if excess <= 0:
+                return max(when + WINDOW_S - now, 1e-4)
+        return max(sent[-1][0] + WINDOW_S - now, 1e-4)
 
 
 class Limiter:

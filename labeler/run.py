@@ -379,10 +379,10 @@ class _RunState:
             it = iter(rows)
             while not self.lb._stop.is_set() and self.fatal is None \
                     and not self.lb.summary.budget_stopped:
-                planned = await asyncio.to_thread(self._take_planned, it)
+                planned, granted = await asyncio.to_thread(self._take_planned, it)
                 if not planned:
                     break
-                await self._handle_chunk(planned)
+                await self._handle_chunk(planned, granted)
                 if self.waiting and time.monotonic() >= self._next_poll:
                     await self._poll_waiting()
             bug = self.render_streak.finished()
@@ -395,11 +395,21 @@ class _RunState:
         if self.fatal is not None:
             raise self.fatal
 
-    def _take_planned(self, it: Iterator[Any]) -> list[Item]:
-        """Read and plan the next chunk in one worker-thread hop: reading, rendering,
-        hashing and the store lookups are the CPU- and I/O-bound part of a chunk."""
+    def _take_planned(self, it: Iterator[Any]) -> tuple[list[Item], set[str]]:
+        """Read, plan and claim the next chunk in one worker-thread hop: reading, rendering,
+        hashing, the store lookups and the claim are the CPU- and I/O-bound part of a
+        chunk. Returns the planned items and the keys this run may send."""
         chunk = list(islice(it, CHUNK))
-        return self.planner.plan(chunk) if chunk else []
+        if not chunk:
+            return [], set()
+        planned = self.planner.plan(chunk)
+        lb = self.lb
+        # A key this run already has in flight or waits for is claimed again harmlessly
+        # (its own claim stands, another owner's is refused): _handle_chunk routes it.
+        wanted = [i.key for i in planned if i.status == SEND and i.key is not None]
+        if not wanted or lb._stop.is_set() or self.fatal is not None:
+            return planned, set()
+        return planned, lb.claims.claim(wanted, fresh_since=self._fresh_since())
 
     async def _wait_workers(self) -> None:
         """Let in-flight requests land; once a stop is requested, give them at most the
@@ -420,14 +430,8 @@ class _RunState:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _handle_chunk(self, planned: list[Item]) -> None:
+    async def _handle_chunk(self, planned: list[Item], granted: set[str]) -> None:
         lb = self.lb
-        wanted = [i.key for i in planned if i.status == SEND and i.key not in self.inflight
-                  and i.key not in self.waiting]
-        granted: set[str] = set()
-        if wanted and not lb._stop.is_set() and self.fatal is None:
-            granted = await asyncio.to_thread(lb.claims.claim, list(dict.fromkeys(wanted)),
-                                              fresh_since=self._fresh_since())
         for item in planned:
             row, request, key = item.row, item.request, item.key
             if item.status == REJECTED:

@@ -220,3 +220,57 @@ def test_token_estimates_follow_reported_usage() -> None:
 
 def test_safety_margin_is_small() -> None:
     assert 0.95 <= SAFETY < 1.0
+
+
+async def _busy_loop(turn_s: float, stop: asyncio.Event, turns: list[int]) -> None:
+    """Make every turn of the event loop take `turn_s`, as hundreds of answers a second
+    do, and count the turns."""
+    while not stop.is_set():
+        time.sleep(turn_s)  # the loop's own work: blocks it, as callbacks do
+        turns[0] += 1
+        await asyncio.sleep(0)
+
+
+def test_a_bucket_keeps_its_rate_when_the_event_loop_turns_slowly() -> None:
+    """500/s with a turn every 5 ms: several requests must go per turn (a lock handed
+    from waiter to waiter lets one go per turn: 200/s at most)."""
+
+    async def go() -> tuple[float, int]:
+        stop, turns = asyncio.Event(), [0]
+        busy = asyncio.create_task(_busy_loop(0.005, stop, turns))
+        bucket = TokenBucket(rate=500.0, capacity=10.0)  # BURST_S of 500/s
+        start = time.monotonic()
+        await asyncio.gather(*(bucket.take(1) for _ in range(400)))
+        elapsed = time.monotonic() - start
+        stop.set()
+        await busy
+        return 400 / elapsed, turns[0]
+
+    per_s, turns = asyncio.run(go())
+    assert 400 / turns >= 1.5  # requests let go per turn of the loop
+    assert per_s >= 0.8 * 500
+
+
+def test_a_stalled_event_loop_delays_requests_without_losing_the_rate() -> None:
+    """Turns of 30 ms (a starved process): the requests a stall held back go when it
+    ends, so the rate holds, yet no second sees more than the rate plus the burst."""
+
+    async def go() -> list[float]:
+        stop, turns = asyncio.Event(), [0]
+        busy = asyncio.create_task(_busy_loop(0.03, stop, turns))
+        bucket = TokenBucket(rate=500.0, capacity=10.0)
+        granted: list[float] = []
+
+        async def one() -> None:
+            await bucket.take(1)
+            granted.append(time.monotonic())
+
+        await asyncio.gather(*(one() for _ in range(750)))
+        stop.set()
+        await busy
+        return granted
+
+    granted = asyncio.run(go())
+    assert rate(granted) >= 0.8 * 500  # a bucket that drops what a stall held back: ~120/s
+    busiest = max(sum(1 for t in granted[i:] if t - g < 1.0) for i, g in enumerate(granted))
+    assert busiest <= 500 + 10
