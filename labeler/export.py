@@ -34,7 +34,6 @@ import orjson
 
 from labeler import aio, owner
 from labeler.answer import Answer, read_answers
-from labeler.calibration import Calibration, calibrate_answer
 from labeler.card import dataset_card, public_identity
 from labeler.completion import Completion, TokenLogprob
 from labeler.errors import ConfigError, LabelerError
@@ -71,6 +70,8 @@ class _Lazy:
 if TYPE_CHECKING:
     import datasets
     import pyarrow as pa
+
+    from labeler.calibration import Calibration
 else:
     datasets = _Lazy("datasets")
     pa = _Lazy("pyarrow")
@@ -170,7 +171,11 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
     if opts.kind == "classification" and task.output_kind != "label":
         raise ConfigError(f"--kind classification needs a label task; {task.path} is "
                           f"'{task.output_kind}'")
+    calibrate: Callable[..., Answer] | None = None
     if opts.calibration is not None:
+        # imported here: calibration brings numpy, which an export without one never needs
+        from labeler.calibration import calibrate_answer as calibrate
+
         if task.label_space is None:
             raise ConfigError(f"--calibration needs a label task; {task.path} is "
                               f"'{task.output_kind}'")
@@ -213,8 +218,8 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                 assert request is not None
                 answer = item.answer or read_answers(
                     task, [f.completion for f in forms if f.completion])
-                if opts.calibration is not None and task.label_space is not None:
-                    answer = calibrate_answer(answer, opts.calibration, task.label_space)
+                if calibrate is not None and task.label_space is not None:
+                    answer = calibrate(answer, opts.calibration, task.label_space)
                 human = humans.get(item.key)
                 if human is not None:  # a person's decision: kept whatever the teacher's doubt
                     answer = dataclasses.replace(answer, label=human.label, valid=True)
