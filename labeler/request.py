@@ -89,18 +89,18 @@ class RequestKeys:
     A canonical request is {"messages" | "prompt", "params", "teacher", "template"}, and
     most of it is the same for every row: the teacher's identity, and in a chat the system
     prompt and few-shot messages before the row's own. Its sorted-key JSON is built here
-    from pieces serialised once (the identity) or once per run of identical leading
-    messages, so the bytes hashed, and the keys, are exactly `Request.key`'s
+    from pieces serialised once (the identity, the template) or once per run of equal
+    leading messages, so the bytes hashed, and the keys, are exactly `Request.key`'s
     (tests/test_request_keys.py holds them to that)."""
 
     def __init__(self, teacher_identity: dict[str, Any]) -> None:
         self._teacher = b',"teacher":' + canonical_json(teacher_identity)
         self._template = ""
         self._template_tail = self._teacher + b',"template":' + canonical_json("") + b"}"
-        # the leading messages last seen (kept alive, so no other dict takes their ids),
-        # a copy of each to notice an edit in place, and their JSON up to the row's own
+        # copies of the leading messages last seen (text only: equal as dicts means equal
+        # as JSON, so comparing with them notices an edit in place) and their JSON, each
+        # message followed by its comma
         self._lead: tuple[dict[str, str], ...] = ()
-        self._lead_copies: tuple[dict[str, str], ...] = ()
         self._lead_json = b'{"messages":['
 
     def key(self, request: Request) -> str:
@@ -108,29 +108,21 @@ class RequestKeys:
             self._template = request.template
             self._template_tail = (self._teacher + b',"template":'
                                    + canonical_json(request.template) + b"}")
-        params = canonical_json(request.params)
         messages = request.messages
         if messages is None:
-            body = b"".join((b'{"params":', params, b',"prompt":', canonical_json(request.prompt),
-                             self._template_tail))
+            body = (b'{"params":' + canonical_json(request.params) + b',"prompt":'
+                    + canonical_json(request.prompt) + self._template_tail)
         else:
-            body = b"".join((self._leading(messages), _messages_tail(messages[-1:]),
-                             b'],"params":', params, self._template_tail))
+            lead = messages[:-1]
+            head = self._lead_json if lead == self._lead else self._leading(lead)
+            own = canonical_json(messages[-1]) if messages else b""
+            body = (head + own + b'],"params":' + canonical_json(request.params)
+                    + self._template_tail)
         return KEY_PREFIX + hashlib.blake2b(body, digest_size=16).hexdigest()
 
-    def _leading(self, messages: tuple[dict[str, str], ...]) -> bytes:
-        """`{"messages":[` and every message but the last, each followed by a comma."""
-        lead = messages[:-1]
-        known = self._lead
-        if len(lead) == len(known) and all(
-                m is k and m == c for m, k, c in zip(lead, known, self._lead_copies, strict=True)):
-            return self._lead_json
-        head = b'{"messages":[' + b"".join(canonical_json(m) + b"," for m in lead)
-        if all(type(m) is dict and all(type(v) is str for v in m.values()) for m in lead):
-            # text-only messages: equal as dicts means equal as JSON, so a copy can vouch
-            self._lead, self._lead_copies, self._lead_json = lead, tuple(map(dict, lead)), head
+    def _leading(self, lead: tuple[dict[str, str], ...]) -> bytes:
+        head = b'{"messages":[' + b"".join([canonical_json(m) + b"," for m in lead])
+        if all(type(m) is dict and all(type(k) is str and type(v) is str for k, v in m.items())
+               for m in lead):
+            self._lead, self._lead_json = tuple([dict(m) for m in lead]), head
         return head
-
-
-def _messages_tail(messages: tuple[dict[str, str], ...]) -> bytes:
-    return b",".join(canonical_json(m) for m in messages)
