@@ -5,13 +5,16 @@ first tokens, labels spread over tokens, ambiguous prefixes, no mass on any labe
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import pickle
 import random
 
+import orjson
 import pytest
 
 from labeler.answer import read_answer
-from labeler.completion import Completion, TokenLogprob
+from labeler.completion import Completion, StoredCompletion, TokenLogprob
 from labeler.targets import LabelSpace, label_numbers
 from labeler.task import load_task
 
@@ -34,6 +37,11 @@ def random_completion(rng: random.Random) -> Completion:
     return Completion("".join(t.token for t in tokens), tokens=tokens)
 
 
+def stored(completion: Completion) -> StoredCompletion:
+    return StoredCompletion(completion.text, orjson.loads(orjson.dumps(completion.tokens_to_json())),
+                            model=completion.model, finish_reason=completion.finish_reason)
+
+
 @pytest.mark.parametrize("template", ["sentiment", "sentiment-completion"])
 def test_label_numbers_are_read_answer_s_numbers(template: str) -> None:
     task = load_task(template)
@@ -44,6 +52,8 @@ def test_label_numbers_are_read_answer_s_numbers(template: str) -> None:
     for _ in range(5000):
         completion = random_completion(rng)
         numbers = label_numbers(completion, space, task.mode == "completion")
+        # the same answer as the store reads it back: numbers from its stored JSON form
+        assert label_numbers(stored(completion), space, task.mode == "completion") == numbers
         if numbers is None:
             fell_back += 1
             continue
@@ -78,3 +88,20 @@ def test_what_label_numbers_leaves_to_the_general_reading() -> None:
                                        TokenLogprob("_arrival", -0.1)])
     assert label_numbers(card, cards) is None  # a first token that two labels begin with
     assert numbers(TokenLogprob("positive", -0.1, (("positive", -0.1), ("n", -3.0)))) is not None
+
+
+def test_a_stored_completion_reads_as_the_completion_it_stands_for() -> None:
+    rng = random.Random(5)
+    for _ in range(200):
+        completion = random_completion(rng)
+        completion.model, completion.finish_reason = "m", "stop"
+        assert stored(completion) == completion and completion == stored(completion)
+        assert stored(completion).tokens == completion.tokens
+        copy = pickle.loads(pickle.dumps(stored(completion)))
+        assert copy == completion and copy.token_rows is None
+        assert dataclasses.replace(stored(completion), text="x").tokens == completion.tokens
+        assert stored(completion) != dataclasses.replace(completion, text="other")
+    kept = stored(completion)
+    kept.tokens = None
+    assert kept.tokens is None and kept.token_rows is None
+    assert StoredCompletion("t", None).tokens is None
