@@ -105,3 +105,43 @@ class Completion:
             else:
                 out.append(TokenLogprob(tok, float(lp), alts))
         return out
+
+
+_TOKENS = Completion.__dict__["tokens"]  # the slot a Completion keeps its tokens in
+
+
+class StoredCompletion(Completion):
+    """A completion as the store reads it back: its `tokens` are built from their stored
+    JSON form (`token_rows`, as `tokens_to_json` wrote it) when first read. Building a
+    `TokenLogprob` per token and alternative costs more than decoding the JSON, and an
+    export of a label task reads most answers straight from that form
+    (`targets.label_numbers`) without ever needing the objects. Reads, compares and
+    copies as the `Completion` it stands for."""
+
+    __slots__ = ("token_rows",)
+
+    def __init__(self, text: str, token_rows: list[Any] | None = None, **fields: Any) -> None:
+        super().__init__(text, **fields)
+        self.token_rows = token_rows
+
+    @property  # type: ignore[override]
+    def tokens(self) -> list[TokenLogprob] | None:
+        rows = self.token_rows
+        if rows is not None:
+            _TOKENS.__set__(self, Completion.tokens_from_json(rows))
+            self.token_rows = None
+        tokens: list[TokenLogprob] | None = _TOKENS.__get__(self, Completion)
+        return tokens
+
+    @tokens.setter
+    def tokens(self, value: list[TokenLogprob] | None) -> None:
+        self.token_rows = None
+        _TOKENS.__set__(self, value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Completion):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name)
+                   for name in Completion.__dataclass_fields__)
+
+    __hash__ = None  # type: ignore[assignment]  # as a Completion's

@@ -34,17 +34,16 @@ import orjson
 
 from labeler import aio, owner
 from labeler.answer import Answer, read_answers
-from labeler.calibration import Calibration, calibrate_answer
 from labeler.card import dataset_card, public_identity
 from labeler.completion import Completion, TokenLogprob
 from labeler.errors import ConfigError, LabelerError
 from labeler.filters import Filter, FilterSpec
 from labeler.human import any_human_labels, human_labels
 from labeler.inputs import Reject, Row
-from labeler.plan import REJECTED, Planner, by_row
+from labeler.plan import REJECTED, Item, Planner, by_row
 from labeler.request import Request
 from labeler.store import Store
-from labeler.targets import IGNORE_LABEL, Confidence
+from labeler.targets import IGNORE_LABEL, Confidence, LabelNumbers, label_numbers
 from labeler.task import Task
 
 
@@ -71,6 +70,8 @@ class _Lazy:
 if TYPE_CHECKING:
     import datasets
     import pyarrow as pa
+
+    from labeler.calibration import Calibration
 else:
     datasets = _Lazy("datasets")
     pa = _Lazy("pyarrow")
@@ -177,7 +178,11 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
     if opts.kind == "classification" and task.output_kind != "label":
         raise ConfigError(f"--kind classification needs a label task; {task.path} is "
                           f"'{task.output_kind}'")
+    calibrate: Callable[..., Answer] | None = None
     if opts.calibration is not None:
+        # imported here: calibration brings numpy, which an export without one never needs
+        from labeler.calibration import calibrate_answer as calibrate
+
         if task.label_space is None:
             raise ConfigError(f"--calibration needs a label task; {task.path} is "
                               f"'{task.output_kind}'")
@@ -200,6 +205,8 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
         planner = planner or Planner(task, teacher_identity, store, failures=False)
         builder.provenance = planner.kind if opts.kind == "records" else None
         features: datasets.Features | None = None
+        fast = (_FastClassification(task, builder)
+                if opts.kind == "classification" and calibrate is None else None)
         with_humans = (opts.human_labels and task.output_kind == "label"
                        and any_human_labels(store))
         for planned in planner.plan_rows(rows, CHUNK):
@@ -216,50 +223,36 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                 if completion is None or any(f.completion is None for f in forms):
                     report.missing += 1
                     continue
-                row, request = item.row, item.request
-                assert request is not None
-                answer = item.answer or read_answers(
-                    task, [f.completion for f in forms if f.completion])
-                if opts.calibration is not None and task.label_space is not None:
-                    answer = calibrate_answer(answer, opts.calibration, task.label_space)
-                human = humans.get(item.key)
-                if human is not None:  # a person's decision: kept whatever the teacher's doubt
-                    answer = dataclasses.replace(answer, label=human.label, valid=True)
-                waiting = (human is None and item.provenance is not None
-                           and bool(item.provenance.get("awaiting_human")))
-                if waiting:
-                    report.awaiting_human += 1
-                    if opts.human_labels and not opts.include_awaiting_human:
-                        report.held_for_human += 1
-                        continue  # held out: the cascade left this row to a person
-                if not flt.keep(answer.label if task.output_kind == "label" else
-                                ("ok" if answer.valid else None),
-                                _HUMAN_CERTAINTY if human else answer.confidence):
-                    continue
-                record = builder.row(row, request, completion, answer)
-                if item.provenance is not None:
-                    for stage in _answered_by(item.provenance):
-                        report.stages[stage] = report.stages.get(stage, 0) + 1
-                    if builder.provenance:
-                        record.update(item.provenance)
-                        if "awaiting_human" in record:
-                            record["awaiting_human"] = waiting
-                if "label_source" in builder.label_columns:
-                    record["label_source"] = "human" if human else "teacher"
-                    report.human_labeled += human is not None
-                if features is None:
-                    features = builder.features(record)
+                row = item.row
+                numbers = (fast.numbers(completion) if fast is not None and len(forms) == 1
+                           and item.answer is None and item.provenance is None
+                           and item.key not in humans else None)
+                if numbers is not None:  # the common answer, read straight to its columns
+                    label = fast.label(numbers)
+                    if not flt.keep(label, fast.confidence(numbers)):
+                        continue
+                    if features is None:
+                        features = builder.features(None)
+                    values = fast.values(row, numbers)
+                else:
+                    read = _general_row(task, builder, report, forms, humans, flt, calibrate)
+                    if read is None:
+                        continue
+                    record, label = read
+                    if features is None:
+                        features = builder.features(record)
+                    values = builder.coerce(record, features)
                 split = _split_of(row, opts)
                 if split not in writers:
                     writers[split] = datasets.arrow_writer.ArrowWriter(
                         features=features, path=str(work / f"{split}.arrow")
                     )
                     buffers[split] = _ColumnBuffer(writers[split], features)
-                buffers[split].add(builder.coerce(record, features))
+                buffers[split].add(values)
                 report.splits[split] = report.splits.get(split, 0) + 1
                 report.exported += 1
-                if answer.label is not None:
-                    report.label_counts[answer.label] = report.label_counts.get(answer.label, 0) + 1
+                if label is not None:
+                    report.label_counts[label] = report.label_counts.get(label, 0) + 1
         for b in buffers.values():
             b.flush()
         for w in writers.values():
@@ -287,6 +280,47 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
         card = dataset_card(task, teacher_identity, opts, report, repo=opts.push_to_hub)
         push_export(out, opts.push_to_hub, fmt=opts.format, private=opts.private, card=card)
     return report
+
+
+def _general_row(task: Task, builder: _Builder, report: ExportReport, forms: list[Item],
+                 humans: Mapping[str, Any], flt: Filter, calibrate: Callable[..., Answer] | None
+                 ) -> tuple[dict[str, Any], str | None] | None:
+    """One row's export record and label, read through the answer objects (any kind,
+    calibration, a person's label, a cascade's or an ensemble's answer); None when a
+    filter drops it."""
+    item = forms[0]
+    row, request, completion = item.row, item.request, item.completion
+    assert request is not None and completion is not None
+    answer = item.answer or read_answers(task, [f.completion for f in forms if f.completion])
+    opts = builder.opts
+    if calibrate is not None and task.label_space is not None:
+        answer = calibrate(answer, opts.calibration, task.label_space)
+    human = humans.get(item.key)
+    if human is not None:  # a person's decision: kept whatever the teacher's doubt
+        answer = dataclasses.replace(answer, label=human.label, valid=True)
+    waiting = (human is None and item.provenance is not None
+               and bool(item.provenance.get("awaiting_human")))
+    if waiting:
+        report.awaiting_human += 1
+        if opts.human_labels and not opts.include_awaiting_human:
+            report.held_for_human += 1
+            return None  # held out: the cascade left this row to a person
+    if not flt.keep(answer.label if task.output_kind == "label" else
+                    ("ok" if answer.valid else None),
+                    _HUMAN_CERTAINTY if human else answer.confidence):
+        return None
+    record = builder.row(row, request, completion, answer)
+    if item.provenance is not None:
+        for stage in _answered_by(item.provenance):
+            report.stages[stage] = report.stages.get(stage, 0) + 1
+        if builder.provenance:
+            record.update(item.provenance)
+            if "awaiting_human" in record:
+                record["awaiting_human"] = waiting
+    if "label_source" in builder.label_columns:
+        record["label_source"] = "human" if human else "teacher"
+        report.human_labeled += human is not None
+    return record, answer.label
 
 
 def _answered_by(provenance: Mapping[str, Any]) -> list[str]:
@@ -584,6 +618,52 @@ class _Builder:
         return out
 
 
+class _FastClassification:
+    """A classification row straight from its answer's numbers (`label_numbers`): no
+    `Answer`, `SoftLabel` or `Confidence`, no record dict, no per-column coercion. The
+    values are those `_Builder.row` and `coerce` give (tests/test_export_golden.py holds
+    the files to that); any answer `label_numbers` does not read goes the general way."""
+
+    COLUMNS = ("id", "text", "label", "valid", "soft_label", "outside_mass",
+               "soft_label_source", "max_prob", "margin", "entropy", "mean_logprob",
+               "agreement", "label_source")
+
+    def __init__(self, task: Task, builder: _Builder) -> None:
+        assert task.label_space is not None  # a classification export is of a label task
+        self.space = task.label_space
+        self.labels = task.labels
+        self.completion_mode = task.mode == "completion"
+        self.text = builder._text
+        spec = builder.opts.filters
+        self.thresholds = (spec.min_confidence is not None or spec.min_margin is not None
+                           or spec.max_entropy is not None)
+        self.active = tuple(builder.features(None)) == self.COLUMNS
+
+    def numbers(self, completion: Completion) -> LabelNumbers | None:
+        if not self.active:
+            return None
+        return label_numbers(completion, self.space, self.completion_mode)
+
+    def label(self, numbers: LabelNumbers) -> str | None:
+        index = numbers[0]
+        return None if index is None else self.labels[index]
+
+    def confidence(self, numbers: LabelNumbers) -> Confidence | None:
+        """What a filter reads; built only when a threshold will read it."""
+        if not self.thresholds:
+            return None
+        return Confidence(numbers[3], numbers[4], numbers[5], numbers[6])
+
+    def values(self, row: Row, numbers: LabelNumbers) -> list[Any]:
+        index, probs, outside, max_prob, margin, entropy, mean_logprob = numbers
+        rid = row.id if type(row.id) is str else _coerce_value(row.id, "string")
+        if index is None:  # named no label (kept with --keep-invalid): see `_label_cols`
+            return [rid, self.text(row), IGNORE_LABEL, False, None, outside, None, None,
+                    None, None, mean_logprob, None, "teacher"]
+        return [rid, self.text(row), index, True, list(probs), outside, "logprobs", max_prob,
+                margin, entropy, mean_logprob, None, "teacher"]
+
+
 class _ColumnBuffer:
     """One split's rows, handed to Arrow a thousand at a time, column by column.
 
@@ -791,7 +871,7 @@ def records_table(task: Task, identity: Mapping[str, Any], items: Iterable[Any])
             record["label_source"] = "teacher"
         if features is None:
             features = builder.features(record)
-        rows.append(builder.coerce(record, features))
+        rows.append(dict(zip(features, builder.coerce(record, features), strict=True)))
     if features is None:
         features = builder.features(None)
     schema = features.arrow_schema

@@ -28,7 +28,7 @@ import orjson
 from labeler.completion import Completion
 from labeler.errors import TemplateError, is_transient
 from labeler.inputs import Reject, Row
-from labeler.request import Request
+from labeler.request import Request, RequestKeys
 from labeler.store import Failure, Store
 from labeler.task import Task
 
@@ -93,6 +93,7 @@ class Planner:
     ) -> None:
         self.task = task
         self.identity = dict(identity)  # copied once, not once per row
+        self._keys = RequestKeys(self.identity)  # the identity serialised once, too
         self.store = store
         self.completions = completions
         self.max_age_s = max_age_s
@@ -126,7 +127,7 @@ class Planner:
                 items.append(Item(row, REJECTED, reject=reject, reason="template", error=exc))
                 continue
             for variant, request in enumerate(requests):
-                items.append(Item(row, SEND, request, request.key(self.identity), variant=variant))
+                items.append(Item(row, SEND, request, self._keys.key(request), variant=variant))
         if self.store is not None:
             self.look_up([i for i in items if i.key is not None])
         return items

@@ -81,3 +81,48 @@ def request_key(canonical: dict[str, Any]) -> str:
     """`b2:` + a 128-bit BLAKE2b digest; the prefix names the hash so a change cannot collide."""
     digest = hashlib.blake2b(canonical_json(canonical), digest_size=16).hexdigest()
     return KEY_PREFIX + digest
+
+
+class RequestKeys:
+    """`Request.key` for many requests to one teacher, each hashing only its own part.
+
+    A canonical request is {"messages" | "prompt", "params", "teacher", "template"}, and
+    most of it is the same for every row: the teacher's identity, and in a chat the system
+    prompt and few-shot messages before the row's own. Its sorted-key JSON is built here
+    from pieces serialised once (the identity, the template) or once per run of equal
+    leading messages, so the bytes hashed, and the keys, are exactly `Request.key`'s
+    (tests/test_request_keys.py holds them to that)."""
+
+    def __init__(self, teacher_identity: dict[str, Any]) -> None:
+        self._teacher = b',"teacher":' + canonical_json(teacher_identity)
+        self._template = ""
+        self._template_tail = self._teacher + b',"template":' + canonical_json("") + b"}"
+        # copies of the leading messages last seen (text only: equal as dicts means equal
+        # as JSON, so comparing with them notices an edit in place) and their JSON, each
+        # message followed by its comma
+        self._lead: tuple[dict[str, str], ...] = ()
+        self._lead_json = b'{"messages":['
+
+    def key(self, request: Request) -> str:
+        if request.template != self._template:
+            self._template = request.template
+            self._template_tail = (self._teacher + b',"template":'
+                                   + canonical_json(request.template) + b"}")
+        messages = request.messages
+        if messages is None:
+            body = (b'{"params":' + canonical_json(request.params) + b',"prompt":'
+                    + canonical_json(request.prompt) + self._template_tail)
+        else:
+            lead = messages[:-1]
+            head = self._lead_json if lead == self._lead else self._leading(lead)
+            own = canonical_json(messages[-1]) if messages else b""
+            body = (head + own + b'],"params":' + canonical_json(request.params)
+                    + self._template_tail)
+        return KEY_PREFIX + hashlib.blake2b(body, digest_size=16).hexdigest()
+
+    def _leading(self, lead: tuple[dict[str, str], ...]) -> bytes:
+        head = b'{"messages":[' + b"".join([canonical_json(m) + b"," for m in lead])
+        if all(type(m) is dict and all(type(k) is str and type(v) is str for k, v in m.items())
+               for m in lead):
+            self._lead, self._lead_json = tuple([dict(m) for m in lead]), head
+        return head

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from labeler.completion import Completion, Usage
+from labeler.completion import Completion, StoredCompletion, Usage
 from labeler.errors import StoreError
 from labeler.redact import redact
 
@@ -487,9 +487,8 @@ class Store:
 
 def _completion(row: tuple[Any, ...]) -> Completion:
     _, text, tokens, samples, p, c, cached, cw, finish, model, latency_ms = row
-    return Completion(
-        text=text,
-        tokens=Completion.tokens_from_json(orjson.loads(tokens)) if tokens is not None else None,
+    return StoredCompletion(
+        text, orjson.loads(tokens) if tokens is not None else None,
         usage=Usage(p, c, cached, cw),
         finish_reason=finish,
         model=model or "",

@@ -64,6 +64,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from labeler.completion import Completion, TokenLogprob
 from labeler.errors import ConfigError
@@ -71,11 +72,13 @@ from labeler.errors import ConfigError
 __all__ = [
     "IGNORE_LABEL",
     "Confidence",
+    "LabelNumbers",
     "LabelSpace",
     "SoftLabel",
     "confidence",
     "ensemble_confidence",
     "ensemble_soft_label",
+    "label_numbers",
     "parse_label",
     "sampled_soft_label",
     "soft_label",
@@ -644,6 +647,98 @@ def confidence(completion: Completion, soft: SoftLabel) -> Confidence:
         majority = round(max_prob * (1.0 - soft.outside) * n) if soft.valid else 0
         agreement = majority / n
     return Confidence(max_prob, margin, entropy, token_confidence(completion), agreement)
+
+
+# (label index or None, probs, outside, max_prob, margin, entropy, mean_logprob)
+LabelNumbers = tuple[int | None, tuple[float, ...], float, float, float, float, float]
+
+
+def label_numbers(completion: Completion, space: LabelSpace,
+                  completion_mode: bool = False) -> LabelNumbers | None:
+    """The numbers `read_answer` derives for an answer with logprobs (its label, soft label
+    and confidence), computed without the `SoftLabel`, `Confidence` and `Answer` objects,
+    and for an answer from the store without its `TokenLogprob`s (read from the stored
+    JSON form, `StoredCompletion.token_rows`): the export reads a hundred thousand answers,
+    and those objects cost as much as the arithmetic. Only the common case is read here: a
+    first token that is not filler, each of whose alternatives names one label or none.
+    Anything else (a label spread over several tokens, an ambiguous alternative, sampled or
+    logprob-less answers, an odd stored value) returns None, and the caller reads the
+    answer the general way. The numbers are bit for bit those of `soft_label` and
+    `confidence`: the same operations on the same values in the same order."""
+    rows = getattr(completion, "token_rows", None)
+    if rows is not None:  # [[token, logprob, [[alternative, logprob, ...], ...], ...], ...]
+        if not rows:
+            return None
+        try:
+            first = rows[0]
+            mean_logprob = sum([float(r[1]) for r in rows]) / len(rows)
+            return _label_numbers(completion.text, first[0], float(first[1]), first[2],
+                                  mean_logprob, space, completion_mode)
+        except (TypeError, ValueError, IndexError, AttributeError):
+            return None
+    tokens = completion.tokens
+    if not tokens:
+        return None
+    tok = tokens[0]
+    mean_logprob = sum([t.logprob for t in tokens]) / len(tokens)
+    return _label_numbers(completion.text, tok.token, tok.logprob, tok.top, mean_logprob,
+                          space, completion_mode)
+
+
+def _label_numbers(text: str, token: str, logprob: float, top: Sequence[Sequence[Any]],
+                   mean_logprob: float, space: LabelSpace, completion_mode: bool
+                   ) -> LabelNumbers | None:
+    if not token.strip(_FILLER):
+        return None
+    pieces = space._pieces
+    k = len(space.labels)
+    mass = [0.0] * k
+    outside = 0.0
+    qs = [math.exp(alt[1]) for alt in top]
+    chosen: float | None = None
+    if not (top and top[0][0] == token) and not any(alt[0] == token for alt in top):
+        chosen = math.exp(logprob)
+        qs.append(chosen)
+    outside += max(0.0, 1.0 - sum(qs))
+    for alt, q in zip(top, qs, strict=False):  # qs may end with the chosen token's
+        raw = alt[0]
+        if type(raw) is not str:
+            return None
+        found = pieces.get(raw) or space._answer_piece(raw)
+        only = found[2]
+        if only is not None:
+            mass[only] += q
+        elif not found[1]:
+            outside += q
+        else:
+            return None  # a multi-token or ambiguous alternative: the general reading
+    if chosen is not None:
+        found = pieces.get(token) or space._answer_piece(token)
+        if found[2] is not None:
+            mass[found[2]] += chosen
+        elif not found[1]:
+            outside += chosen
+        else:
+            return None
+    total = sum(mass)
+    outside = min(1.0, max(0.0, outside))
+    if not total > 0:  # no mass on a label: even a completion-mode answer goes by its text
+        return (_parsed_index(text, space), (0.0,) * k, outside, 0.0, 0.0,
+                math.log(k) if k else 0.0, mean_logprob)
+    probs = tuple([m / total for m in mass])
+    ranked = sorted(probs, reverse=True)
+    if not ranked[0] > 0.0:  # every share rounded away: `soft.valid` is False
+        return None
+    best = ranked[0]
+    entropy = max(0.0, -sum([p * math.log(p) for p in probs if p > 0.0]))
+    index = probs.index(best) if completion_mode else _parsed_index(text, space)
+    return (index, probs, outside, best, best - (ranked[1] if k > 1 else 0.0), entropy,
+            mean_logprob)
+
+
+def _parsed_index(text: str, space: LabelSpace) -> int | None:
+    label = parse_label(text, space)
+    return None if label is None else space.labels.index(label)
 
 
 def ensemble_soft_label(softs: Sequence[SoftLabel]) -> SoftLabel:

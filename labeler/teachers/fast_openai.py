@@ -22,9 +22,8 @@ import os
 import time
 import urllib.request
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from labeler.completion import Completion
@@ -34,6 +33,9 @@ from labeler.teachers import openai_wire
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
 from labeler.teachers.openai_http import classify_status, endpoint, request_body
 from labeler.teachers.transport import LEAN, failure_reason, openai_transport
+
+if TYPE_CHECKING:  # imported when a request is sent: export, eval and stats never pay for it
+    import aiohttp
 
 _USER_AGENT = "labeler-lean/1"
 
@@ -72,9 +74,8 @@ class FastOpenAITeacher(BaseTeacher):
             **org_headers,
             **dict(extra_headers or {}),
         }
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=timeout, sock_read=timeout
-        )
+        self._timeout_s = timeout
+        self._timeout: aiohttp.ClientTimeout | None = None
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -91,6 +92,8 @@ class FastOpenAITeacher(BaseTeacher):
         self._observer = observer
 
     async def complete(self, request: Request) -> Completion:
+        import aiohttp
+
         chat = request.messages is not None
         body = orjson.dumps(self.request_body(request))
         session = self._session_for_loop()
@@ -131,9 +134,14 @@ class FastOpenAITeacher(BaseTeacher):
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         """One session per event loop: a session cannot outlive or change its loop."""
+        import aiohttp
+
         loop = asyncio.get_running_loop()
         session = self._session
         if session is None or session.closed or self._loop is not loop:
+            self._timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=self._timeout_s, sock_read=self._timeout_s
+            )
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
             )
