@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,3 +37,19 @@ def teacher_server() -> Iterator[TeacherServer]:
 
 def chat_requests(server: TeacherServer) -> int:
     return sum(1 for r in server.log if r.path.endswith("/chat/completions"))
+
+
+def review_api(base: str, token: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    """One call to a `labeler review` server's JSON API with its token: (status, body)."""
+    headers = {"X-Labeler-Token": token}
+    data = None
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        data = json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, headers=headers,
+                                 method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")

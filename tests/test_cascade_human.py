@@ -15,8 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from labeler.errors import ConfigError
 from labeler.export import ExportOptions
 from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
 
-from conftest import REPO, chat_requests
+from conftest import REPO, chat_requests, review_api
 
 KINDS = {"firm": 4, "unsure": 3, "tough": 3, "bad": 1, "fail": 1}
 TOUGH = [f"tough-row{i:02d}" for i in range(KINDS["tough"])]
@@ -126,21 +124,6 @@ def test_awaiting_rows_can_be_exported_with_the_last_teachers_label_marked(
             "label and `awaiting_human` | 3 |") in card
 
 
-def _api(base: str, token: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    headers = {"X-Labeler-Token": token}
-    data = None
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-        data = json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, headers=headers,
-                                 method="POST" if body is not None else "GET")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
 def test_the_review_page_shows_the_queue_first_and_a_rerun_exports_its_decisions(
     servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
 ) -> None:
@@ -158,9 +141,9 @@ def test_the_review_page_shows_the_queue_first_and_a_rerun_exports_its_decisions
         url = proc.stdout.readline().strip()
         assert url.startswith("http://"), proc.stderr.read() if proc.stderr else url
         base, token = url.split("/?", 1)[0], url.split("token=", 1)[1]
-        status, meta = _api(base, token, "/api/meta")
+        status, meta = review_api(base, token, "/api/meta")
         assert (status, meta["total"], meta["queued"]) == (200, 12, 3)
-        _, page = _api(base, token, "/api/rows")
+        _, page = review_api(base, token, "/api/rows")
         assert sorted(r["id"] for r in page["rows"][:3]) == TOUGH  # the queue comes first
         assert all(r["queued"] for r in page["rows"][:3])
         assert not any(r["queued"] for r in page["rows"][3:])
@@ -172,14 +155,14 @@ def test_the_review_page_shows_the_queue_first_and_a_rerun_exports_its_decisions
         assert [(v["by"], v["teacher"], v["label"]) for v in page["rows"][3]["votes"]] == [
             ("stage 1", "openai-compatible:small", "positive"),
             ("stage 2", "openai-compatible:big", "negative")]
-        _, queued = _api(base, token, "/api/rows?status=queued")
+        _, queued = review_api(base, token, "/api/rows?status=queued")
         assert sorted(r["id"] for r in queued["rows"]) == TOUGH
         keys = {r["id"]: r["key"] for r in queued["rows"]}
         # the label shown is the last teacher's (B's positive at 0.7)
         assert {r["label"] for r in queued["rows"]} == {"positive"}
-        assert _api(base, token, "/api/label", {"key": keys[TOUGH[0]],
+        assert review_api(base, token, "/api/label", {"key": keys[TOUGH[0]],
                                                 "label": "positive"})[0] == 200  # accepted
-        assert _api(base, token, "/api/label", {"key": keys[TOUGH[1]],
+        assert review_api(base, token, "/api/label", {"key": keys[TOUGH[1]],
                                                 "label": "negative"})[0] == 200  # corrected
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -16,8 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from labeler.store import Store
 from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
 from labeler.testing.browser import Browser, browser_missing
 
-from conftest import REPO
+from conftest import REPO, review_api
 
 # Each row's P(positive) from members a, b and c.
 P = {
@@ -72,21 +70,6 @@ def _job(tmp_path: Path, servers: list[TeacherServer]) -> Job:
                max_attempts=1)
 
 
-def _api(base: str, token: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    headers = {"X-Labeler-Token": token}
-    data = None
-    if body is not None:
-        headers["Content-Type"] = "application/json"
-        data = json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, headers=headers,
-                                 method="POST" if body is not None else "GET")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
 class Review:
     """`labeler review --ensemble ...` as a child process; stopped with SIGTERM."""
 
@@ -105,12 +88,12 @@ class Review:
         self.base, self.token = url.split("/?", 1)[0], url.split("token=", 1)[1]
 
     def get(self, path: str) -> dict:
-        status, data = _api(self.base, self.token, path)
+        status, data = review_api(self.base, self.token, path)
         assert status == 200, data
         return data
 
     def post(self, body: dict) -> tuple[int, dict]:
-        return _api(self.base, self.token, "/api/label", body)
+        return review_api(self.base, self.token, "/api/label", body)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
