@@ -195,6 +195,20 @@ class JobResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def open_job(job: Job, on_warning: Callable[[str], None] | None = None
+             ) -> tuple[Task, list[str]]:
+    """The job's task and its template warnings (each told to `on_warning` with the
+    template's path), after refusing an output folder that is not an export's: what every
+    engine does before it labels anything, so a bad `--out` costs no request."""
+    task = job.load_task()
+    if job.out is not None:
+        check_out_folder(Path(job.out), job.store_path())
+    for w in task.warnings:
+        if on_warning:
+            on_warning(f"{task.path}: {w}")
+    return task, list(task.warnings)
+
+
 async def run_job(
     job: Job,
     *,
@@ -212,13 +226,7 @@ async def run_job(
     half-collected job. A teacher (or batch client) passed in stays the caller's: it is
     started if needed but never closed here; one made here is closed here.
     """
-    task = job.load_task()
-    if job.out is not None:
-        check_out_folder(Path(job.out), job.store_path())
-    warnings = list(task.warnings)
-    for w in task.warnings:
-        if on_warning:
-            on_warning(f"{task.path}: {w}")
+    task, warnings = open_job(job, on_warning)
     spooled = _spool_stdin(job)
     rejects = job.rejects_path()
     if rejects is not None and rejects.exists():

@@ -21,9 +21,8 @@ import orjson
 import ray
 
 from labeler.errors import ConfigError, InputError, LabelerError
-from labeler.export_guard import check_out_folder
 from labeler.inputs import RejectsWriter, detect_format
-from labeler.job import Job, JobResult, export_job
+from labeler.job import Job, JobResult, export_job, open_job
 from labeler.plan import REJECTED, Planner
 from labeler.ray import (
     DEFAULT_BATCH,
@@ -48,13 +47,7 @@ def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_
     """Label `job`'s input on Ray (connecting to `address`, or starting a local Ray), then
     export from the store as `run_job` does. Safe to rerun at any time."""
     _refuse_unsupported(job)
-    task = job.load_task()
-    if job.out is not None:
-        check_out_folder(Path(job.out), job.store_path())
-    warnings = list(task.warnings)
-    for w in task.warnings:
-        if on_warning:
-            on_warning(f"{task.path}: {w}")
+    task, warnings = open_job(job, on_warning)
     stage = stage_job(job.task, job.teacher, {f: getattr(job, f) for f in _STAGE_FIELDS})
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, logging_level="WARNING",
