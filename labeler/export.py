@@ -32,12 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from labeler import aio, owner
+from labeler import aio, hf_folder, owner
+from labeler import hf_features as hf
 from labeler.answer import Answer, read_answers
 from labeler.card import dataset_card, public_identity
 from labeler.completion import Completion, TokenLogprob
 from labeler.errors import ConfigError, LabelerError
 from labeler.filters import Filter, FilterSpec
+from labeler.hf_features import Features
+from labeler.hf_folder import SplitFile
 from labeler.human import any_human_labels, human_labels
 from labeler.inputs import Reject, Row
 from labeler.plan import REJECTED, Item, Planner, by_row
@@ -200,11 +203,10 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
     try:
         builder = _Builder(task, teacher_identity, opts, report)
         flt = Filter(opts.filters)
-        writers: dict[str, datasets.arrow_writer.ArrowWriter] = {}
-        buffers: dict[str, _ColumnBuffer] = {}
+        writers: dict[str, SplitFile] = {}
         planner = planner or Planner(task, teacher_identity, store, failures=False)
         builder.provenance = planner.kind if opts.kind == "records" else None
-        features: datasets.Features | None = None
+        features: Features | None = None
         fast = (_FastClassification(task, builder)
                 if opts.kind == "classification" and calibrate is None else None)
         with_humans = (opts.human_labels and task.output_kind == "label"
@@ -244,25 +246,19 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                     values = builder.coerce(record, features)
                 split = _split_of(row, opts)
                 if split not in writers:
-                    writers[split] = datasets.arrow_writer.ArrowWriter(
-                        features=features, path=str(work / f"{split}.arrow")
-                    )
-                    buffers[split] = _ColumnBuffer(writers[split], features)
-                buffers[split].add(values)
+                    writers[split] = SplitFile(work / f"{split}.arrow", features)
+                writers[split].add(values)
                 report.splits[split] = report.splits.get(split, 0) + 1
                 report.exported += 1
                 if label is not None:
                     report.label_counts[label] = report.label_counts.get(label, 0) + 1
-        for b in buffers.values():
-            b.flush()
         for w in writers.values():
-            w.finalize()
             w.close()
         report.filtered = flt.report.removed()
         report.teachers = [u.to_dict() for u in planner.usage]
         if features is None:
             features = builder.features(None)
-        _write_splits(tmp, work, writers, features, opts)
+        _write_splits(tmp, writers, features, opts)
         if builder.saw_ids:
             report.teacher_tokenizer = teacher_tokenizer(teacher_identity)
         report.seconds = time.monotonic() - start
@@ -395,9 +391,9 @@ class _Builder:
         self.text_field = opts.text_field or (task.fields[0] if task.fields else None)
         self.saw_ids = False  # whether any kd token came with a vocabulary id
         self.provenance: str | None = None  # "cascade" | "ensemble": records rows say who answered
-        self._plan: list[tuple[str, dict[str, int] | None, datasets.ClassLabel | None,
-                               str | None, type | None]] = []
-        self._plan_for: datasets.Features | None = None
+        self._plan: list[tuple[str, dict[str, int] | None, list[str] | None, str | None,
+                               type | None]] = []
+        self._plan_for: Features | None = None
         self.label_columns = (("label_source",) if task.output_kind == "label" and
                               opts.kind in ("records", "classification") else ())
 
@@ -510,108 +506,108 @@ class _Builder:
             "agreement": conf.agreement if conf else None,
         }
 
-    def features(self, sample: dict[str, Any] | None) -> datasets.Features:
-        f: dict[str, Any] = {"id": datasets.Value("string")}
+    def features(self, sample: dict[str, Any] | None) -> Features:
+        f: Features = {"id": hf.value("string")}
         kind = self.opts.kind
-        msg = datasets.List({"role": datasets.Value("string"), "content": datasets.Value("string")})
-        top = datasets.List({"token": datasets.Value("string"), "logprob": datasets.Value("float64")})
+        msg = hf.list_of({"role": hf.value("string"), "content": hf.value("string")})
+        top = hf.list_of({"token": hf.value("string"), "logprob": hf.value("float64")})
         label_f = {
-            "label": datasets.ClassLabel(names=list(self.task.labels)),
-            "valid": datasets.Value("bool"),
-            "soft_label": datasets.List(datasets.Value("float64")),
-            "outside_mass": datasets.Value("float64"),
-            "soft_label_source": datasets.Value("string"),
-            "max_prob": datasets.Value("float64"),
-            "margin": datasets.Value("float64"),
-            "entropy": datasets.Value("float64"),
-            "mean_logprob": datasets.Value("float64"),
-            "agreement": datasets.Value("float64"),
-            "label_source": datasets.Value("string"),  # teacher | human
+            "label": hf.class_label(list(self.task.labels)),
+            "valid": hf.value("bool"),
+            "soft_label": hf.list_of(hf.value("float64")),
+            "outside_mass": hf.value("float64"),
+            "soft_label_source": hf.value("string"),
+            "max_prob": hf.value("float64"),
+            "margin": hf.value("float64"),
+            "entropy": hf.value("float64"),
+            "mean_logprob": hf.value("float64"),
+            "agreement": hf.value("float64"),
+            "label_source": hf.value("string"),  # teacher | human
         }
         if kind == "classification":
-            f["text"] = datasets.Value("string")
+            f["text"] = hf.value("string")
             f.update(label_f)
         elif kind == "sft":
             if self.task.mode == "completion":
-                f["prompt"] = datasets.Value("string")
-                f["completion"] = datasets.Value("string")
+                f["prompt"] = hf.value("string")
+                f["completion"] = hf.value("string")
             elif self.opts.sft_shape == "messages":
                 f["messages"] = msg
             else:
                 f["prompt"] = msg
                 f["completion"] = msg
         elif kind == "kd":
-            raw = (datasets.List(datasets.Value("uint8")) if self.opts.format == "jsonl"
-                   else datasets.Value("binary"))
+            raw = (hf.list_of(hf.value("uint8")) if self.opts.format == "jsonl"
+                   else hf.value("binary"))
             f.update({
-                "prompt": datasets.Value("string"), "messages": msg,
-                "response": datasets.Value("string"),
-                "tokens": datasets.List(datasets.Value("string")),
-                "token_bytes": datasets.List(raw),
-                "response_ids": datasets.List(datasets.Value("int64")),
-                "token_logprobs": datasets.List(datasets.Value("float64")),
-                "top_logprobs": datasets.List(datasets.List({
-                    "token": datasets.Value("string"), "bytes": raw,
-                    "id": datasets.Value("int64"), "logprob": datasets.Value("float64")})),
+                "prompt": hf.value("string"), "messages": msg,
+                "response": hf.value("string"),
+                "tokens": hf.list_of(hf.value("string")),
+                "token_bytes": hf.list_of(raw),
+                "response_ids": hf.list_of(hf.value("int64")),
+                "token_logprobs": hf.list_of(hf.value("float64")),
+                "top_logprobs": hf.list_of(hf.list_of({
+                    "token": hf.value("string"), "bytes": raw,
+                    "id": hf.value("int64"), "logprob": hf.value("float64")})),
             })
             if self.opts.kd_layout == "ids":
-                f["token_ids"] = datasets.List(datasets.List(datasets.Value("int64")))
-                f["top_values"] = datasets.List(datasets.List(datasets.Value("float32")))
+                f["token_ids"] = hf.list_of(hf.list_of(hf.value("int64")))
+                f["top_values"] = hf.list_of(hf.list_of(hf.value("float32")))
         else:
             for k in self.input_fields or []:
                 col = _input_column(k)
                 f[col] = _value_feature(sample.get(col) if sample else None)
             f["messages"] = msg
-            f["prompt"] = datasets.Value("string")
-            f["response"] = datasets.Value("string")
+            f["prompt"] = hf.value("string")
+            f["response"] = hf.value("string")
             if self.task.output_kind == "label":
                 f.update(label_f)
             elif self.task.output_kind == "json":
-                f["parsed"] = datasets.Value("string")
+                f["parsed"] = hf.value("string")
             for k in ("teacher", "teacher_model", "template", "finish_reason"):
-                f[k] = datasets.Value("string")
-            f["logprobs"] = datasets.List({
-                "token": datasets.Value("string"), "logprob": datasets.Value("float64"),
+                f[k] = hf.value("string")
+            f["logprobs"] = hf.list_of({
+                "token": hf.value("string"), "logprob": hf.value("float64"),
                 "top_logprobs": top,
             })
             if self.provenance == "ensemble":
-                f["ensemble"] = datasets.List({
-                    "member": datasets.Value("int64"), "teacher": datasets.Value("string"),
-                    "weight": datasets.Value("float64"), "label": datasets.Value("string"),
-                    "valid": datasets.Value("bool"),
-                    "soft_label": datasets.List(datasets.Value("float64"))})
+                f["ensemble"] = hf.list_of({
+                    "member": hf.value("int64"), "teacher": hf.value("string"),
+                    "weight": hf.value("float64"), "label": hf.value("string"),
+                    "valid": hf.value("bool"),
+                    "soft_label": hf.list_of(hf.value("float64"))})
             elif self.provenance == "cascade":
-                f["cascade_stage"] = datasets.Value("int64")
-                f["cascade"] = datasets.List({
-                    "stage": datasets.Value("int64"), "teacher": datasets.Value("string"),
-                    "label": datasets.Value("string"), "valid": datasets.Value("bool"),
-                    "soft_label": datasets.List(datasets.Value("float64")),
-                    "confidence": datasets.Value("float64")})
+                f["cascade_stage"] = hf.value("int64")
+                f["cascade"] = hf.list_of({
+                    "stage": hf.value("int64"), "teacher": hf.value("string"),
+                    "label": hf.value("string"), "valid": hf.value("bool"),
+                    "soft_label": hf.list_of(hf.value("float64")),
+                    "confidence": hf.value("float64")})
                 if sample is not None and "awaiting_human" in sample:
-                    f["awaiting_human"] = datasets.Value("bool")
-        return datasets.Features(f)
+                    f["awaiting_human"] = hf.value("bool")
+        return f
 
-    def coerce(self, rec: dict[str, Any], features: datasets.Features) -> list[Any]:
+    def coerce(self, rec: dict[str, Any], features: Features) -> list[Any]:
         """A row's values in the order of the declared features, made to fit them (input
         columns are typed by the first row)."""
         if self._plan_for is not features:  # what each column needs, decided once, not per row
-            self._plan = [
-                (name, _label_index(feat) if isinstance(feat, datasets.ClassLabel) else None,
-                 feat if isinstance(feat, datasets.ClassLabel) else None,
-                 feat.dtype if isinstance(feat, datasets.Value) else None,
-                 _EXACT.get(feat.dtype) if isinstance(feat, datasets.Value) else None)
-                for name, feat in features.items()
-            ]
+            self._plan = []
+            for name, feat in features.items():
+                t = hf.kind(feat)
+                names = feat["names"] if t == "ClassLabel" else None
+                dtype = feat["dtype"] if t == "Value" else None
+                self._plan.append((name, _label_index(names) if names is not None else None,
+                                   names, dtype, _EXACT.get(dtype) if dtype else None))
             self._plan_for = features
         out = []
-        for name, index, label, dtype, exact in self._plan:
+        for name, index, names, dtype, exact in self._plan:
             value = rec.get(name)
             if index is not None:
                 if value is None:
                     value = IGNORE_LABEL
                 else:  # a label name; anything else as ClassLabel reads it (or its error)
                     found = index.get(value) if type(value) is str else None
-                    value = found if found is not None else label.str2int(value)
+                    value = found if found is not None else _class_label(names).str2int(value)
             elif dtype is not None and value is not None and type(value) is not exact:
                 value = _coerce_value(value, dtype)
             out.append(value)
@@ -664,42 +660,16 @@ class _FastClassification:
                 margin, entropy, mean_logprob, None, "teacher"]
 
 
-class _ColumnBuffer:
-    """One split's rows, handed to Arrow a thousand at a time, column by column.
-
-    `ArrowWriter.write` sends every row through datasets' Python-level casting; the rows
-    already fit the features (`_Builder.coerce`, which gives each row's values in the
-    features' order), so the rows are transposed in C (`zip`) and each column becomes one
-    `pa.array` of the features' own Arrow type: the same columns as `pa.Table.from_pylist`
-    builds, without a dict per row or a lookup per value. The file, schema and features
-    written are the same.
-    """
-
-    def __init__(self, writer: datasets.arrow_writer.ArrowWriter, features: datasets.Features,
-                 size: int = 1000) -> None:
-        self.writer = writer
-        self.schema = features.arrow_schema
-        self.size = size
-        self.rows: list[list[Any]] = []
-
-    def add(self, values: list[Any]) -> None:
-        self.rows.append(values)
-        if len(self.rows) >= self.size:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows:
-            columns = zip(*self.rows, strict=True)
-            arrays = [pa.array(list(col), type=f.type) for col, f in zip(columns, self.schema,
-                                                                        strict=True)]
-            self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
-            self.rows = []
-
-
-def _label_index(feature: datasets.ClassLabel) -> dict[str, int]:
+def _label_index(names: list[str]) -> dict[str, int]:
     """Label name -> ClassLabel index, for the names as they are (`str2int` also accepts
     padded names and digits, and is asked for those)."""
-    return {name: i for i, name in enumerate(feature.names)}
+    return {name: i for i, name in enumerate(names)}
+
+
+def _class_label(names: list[str]) -> datasets.ClassLabel:
+    """datasets' own ClassLabel, for a label value that is not one of the names as they are
+    (a padded name, a digit): it reads those, or raises its error, as any loader would."""
+    return datasets.ClassLabel(names=names)
 
 
 _RESERVED = {"id"}
@@ -726,14 +696,14 @@ def _input_column(name: str) -> str:
     return f"input_{name}" if name in _OUTPUT_COLUMNS else name
 
 
-def _value_feature(value: Any) -> datasets.Value:
+def _value_feature(value: Any) -> hf.Feature:
     if isinstance(value, bool):
-        return datasets.Value("bool")
+        return hf.value("bool")
     if isinstance(value, int):
-        return datasets.Value("int64")
+        return hf.value("int64")
     if isinstance(value, float):
-        return datasets.Value("float64")
-    return datasets.Value("string")
+        return hf.value("float64")
+    return hf.value("string")
 
 
 # A value already of exactly this Python type passes `_coerce_value` unchanged: skip the call.
@@ -769,31 +739,32 @@ def _split_of(row: Row, opts: ExportOptions) -> str:
 # -- writing --------------------------------------------------------------------------------
 
 
-def _write_splits(tmp: Path, work: Path, writers: Mapping[str, Any],
-                  features: datasets.Features, opts: ExportOptions) -> None:
+def _write_splits(tmp: Path, writers: Mapping[str, SplitFile], features: Features,
+                  opts: ExportOptions) -> None:
+    ordered = {k: writers[k] for k in hf_folder.order(list(writers))}
+    as_dict = not (list(ordered) in ([], ["train"]) and not opts.split_field
+                   and opts.validation_size <= 0)
+    if opts.format == "hf" and hf_folder.save(tmp, ordered, features, as_dict=as_dict):
+        return
     datasets.disable_progress_bars()
-    parts = {}
-    for split in writers:
-        parts[split] = datasets.Dataset.from_file(str(work / f"{split}.arrow"))
+    parts = {k: datasets.Dataset.from_file(str(w.path)) for k, w in ordered.items()}
     if not parts:
         parts["train"] = datasets.Dataset.from_dict(
-            {k: [] for k in features}, features=features
+            {k: [] for k in features}, features=hf.to_datasets(features)
         )
-    ordered = {k: parts[k] for k in sorted(parts, key=lambda s: (s != "train", s))}
     if opts.format == "hf":
-        if len(ordered) == 1 and "train" in ordered and not opts.split_field \
-                and opts.validation_size <= 0:
-            only = ordered["train"]
+        if not as_dict:
+            only = parts["train"]
             only.save_to_disk(str(tmp), num_shards=1 if len(only) == 0 else None)
         else:
-            datasets.DatasetDict(ordered).save_to_disk(
-                str(tmp), num_shards={k: 1 for k, v in ordered.items() if len(v) == 0} or None
+            datasets.DatasetDict(parts).save_to_disk(
+                str(tmp), num_shards={k: 1 for k, v in parts.items() if len(v) == 0} or None
             )
     elif opts.format == "parquet":
-        for split, ds in ordered.items():
+        for split, ds in parts.items():
             ds.to_parquet(str(tmp / f"{split}.parquet"))
     else:
-        for split, ds in ordered.items():
+        for split, ds in parts.items():
             ds.to_json(str(tmp / f"{split}.jsonl"), lines=True, force_ascii=False)
 
 
@@ -860,7 +831,7 @@ def records_table(task: Task, identity: Mapping[str, Any], items: Iterable[Any])
     """
     builder = _Builder(task, identity, ExportOptions(), ExportReport("", "records", "hf"))
     rows: list[dict[str, Any]] = []
-    features: datasets.Features | None = None
+    features: Features | None = None
     for forms in by_row(list(items)):
         item = forms[0]
         if item.status == REJECTED or any(f.completion is None for f in forms):
@@ -874,9 +845,9 @@ def records_table(task: Task, identity: Mapping[str, Any], items: Iterable[Any])
         rows.append(dict(zip(features, builder.coerce(record, features), strict=True)))
     if features is None:
         features = builder.features(None)
-    schema = features.arrow_schema
-    if "label" in features and isinstance(features["label"], datasets.ClassLabel):
-        names = features["label"].names
+    schema = hf.arrow_schema(features)
+    if "label" in features and hf.kind(features["label"]) == "ClassLabel":
+        names = features["label"]["names"]
         for row in rows:
             row["label"] = None if row["label"] == IGNORE_LABEL else names[row["label"]]
         schema = schema.set(schema.get_field_index("label"), pa.field("label", pa.string()))
