@@ -51,7 +51,7 @@ import orjson
 
 from benchmarks import cases
 from benchmarks.cases import Result
-from benchmarks.workload import TeacherProcess
+from benchmarks.workload import TeacherProcess, warm_bytecode
 from labeler import aio
 
 CASES = ("throughput", "latency", "rate", "memory", "announced", "export")
@@ -122,6 +122,7 @@ def run(opts: dict[str, Any], only: Sequence[str], work: Path) -> list[Result]:
     results: list[Result] = []
     live_store: Path | None = None
     big_store: Path | None = None
+    warm_bytecode()
     with TeacherProcess() as srv:
         if "throughput" in only:
             rows, live_store = cases.throughput(
