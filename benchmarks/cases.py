@@ -563,13 +563,18 @@ def whole_process(srv: TeacherProcess, work: Path, *, items: int, concurrency: i
     bare = 0.0
     best: WholeRound | None = None
     load: list[float] = []
+    rounds: list[dict[str, float]] = []
     for _ in range(repeat):
         srv.reset()
         with Clock() as c:
-            bare = max(bare, aio.run(bare_rate(url, bodies, concurrency)))
+            bare_now = aio.run(bare_rate(url, bodies, concurrency))
         load.append(c.load)
         one = whole_round(srv, source, items, work, kind)
         load.append(os.getloadavg()[0])
+        rounds.append({"bare_per_s": bare_now, "per_s": items / one.wall_s, "wall_s": one.wall_s,
+                       "startup_s": one.startup_s, "requests_s": one.requests_s,
+                       "export_s": one.export_s, "cpu_s": one.cpu_s})
+        bare = max(bare, bare_now)
         if best is None or one.wall_s < best.wall_s:
             best = one
     assert best is not None
@@ -589,7 +594,7 @@ def whole_process(srv: TeacherProcess, work: Path, *, items: int, concurrency: i
          "labeling_ratio": labeling / bare, "wall_s": best.wall_s, "cpu_s": best.cpu_s,
          "startup_s": best.startup_s, "requests_s": best.requests_s,
          "labeling_s": best.labeling_s, "export_s": best.export_s, "rest_s": best.rest_s,
-         "concurrency": best.summary["concurrency"], "load": load},
+         "concurrency": best.summary["concurrency"], "rounds": rounds, "load": load},
     )
 
 
