@@ -9,7 +9,9 @@ still running at the provider; rerun later to collect and export); 130 interrupt
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import json
 import sys
 from pathlib import Path
@@ -47,6 +49,7 @@ class _OneLineErrors(click.Group):
     def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kw)
+        _leave_objects_to_the_exit()
         try:
             rv = super().main(*args, standalone_mode=False, **kw)
         except _NO_ARGS_IS_HELP as exc:  # a bare `labeler`: the help, as click shows it
@@ -63,6 +66,20 @@ class _OneLineErrors(click.Group):
             click.echo("labeler: aborted", err=True)
             sys.exit(EXIT_FATAL)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+_EXIT_HOOK: list[bool] = []
+
+
+def _leave_objects_to_the_exit() -> None:
+    """Freeze every object as the process exits, so that the interpreter's last garbage
+    collections do not walk them all: ~0.25 s of every `labeler run` over 20,000 rows,
+    spent on memory the exit returns anyway. Nothing waits on those collections: the
+    store, the export and the rejects file are closed (or flushed per line) explicitly
+    before the command returns, and stdout and stderr are flushed by the exit itself."""
+    if not _EXIT_HOOK:
+        atexit.register(gc.freeze)
+        _EXIT_HOOK.append(True)
 
 
 def _teacher_options(f: Any) -> Any:
