@@ -9,7 +9,9 @@ still running at the provider; rerun later to collect and export); 130 interrupt
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import json
 import sys
 from pathlib import Path
@@ -47,6 +49,7 @@ class _OneLineErrors(click.Group):
     def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kw)
+        _leave_objects_to_the_exit()
         try:
             rv = super().main(*args, standalone_mode=False, **kw)
         except _NO_ARGS_IS_HELP as exc:  # a bare `labeler`: the help, as click shows it
@@ -63,6 +66,20 @@ class _OneLineErrors(click.Group):
             click.echo("labeler: aborted", err=True)
             sys.exit(EXIT_FATAL)
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+_EXIT_HOOK: list[bool] = []
+
+
+def _leave_objects_to_the_exit() -> None:
+    """Freeze every object as the process exits, so that the interpreter's last garbage
+    collections do not walk them all: ~0.25 s of every `labeler run` over 20,000 rows,
+    spent on memory the exit returns anyway. Nothing waits on those collections: the
+    store, the export and the rejects file are closed (or flushed per line) explicitly
+    before the command returns, and stdout and stderr are flushed by the exit itself."""
+    if not _EXIT_HOOK:
+        atexit.register(gc.freeze)
+        _EXIT_HOOK.append(True)
 
 
 def _teacher_options(f: Any) -> Any:
@@ -628,7 +645,6 @@ def _estimate_cascade(job: Any, escalation_rate: str | None, as_json: bool) -> N
 
 
 def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
-    from labeler.calibration import load_calibration
     from labeler.export import ExportOptions
     from labeler.filters import FilterSpec
     from labeler.job import Job
@@ -655,7 +671,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             sft_shape=kw.get("sft_shape") or "prompt-completion",
             kd_layout=kw.get("kd_layout") or "tokens",
             card_license=kw.get("card_license"), card_endpoint=bool(kw.get("card_endpoint")),
-            calibration=load_calibration(kw["calibration"]) if kw.get("calibration") else None,
+            calibration=_calibration(kw.get("calibration")),
         )
         return Job(
             task=task, input=input_path, teacher=kw["teacher"], out=kw.get("out"),
@@ -672,6 +688,16 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
         )
     except LabelerError as exc:
         _fail(exc)
+
+
+def _calibration(path: str | None) -> Any:
+    """The --calibration file, read; imported only then: it brings numpy, which a run or
+    export without one never needs (~0.15 s of start-up)."""
+    if not path:
+        return None
+    from labeler.calibration import load_calibration
+
+    return load_calibration(path)
 
 
 def _ray_engine() -> Any:

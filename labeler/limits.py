@@ -203,8 +203,9 @@ class Limiter:
         self._tpm = tpm
         self._factor = 1.0
         self._in_flight = 0
-        self._cond: asyncio.Condition | None = None
-        self._waiting = 0  # coroutines queued for an in-flight place
+        # Coroutines waiting for an in-flight place, first come first served; whoever
+        # frees a place hands it to the first of them (see `_admit`).
+        self._queue: deque[asyncio.Future[None]] = deque()
         self._paused_until = 0.0
         self._req_bucket: TokenBucket | None = None
         self._tok_bucket: TokenBucket | None = None
@@ -288,16 +289,9 @@ class Limiter:
         """
         if requests != self._slot_requests:
             self._slot_requests += SHAPE_WEIGHT * (requests - self._slot_requests)
-        if self._waiting or self._in_flight >= self._allowed():
-            cond = self._condition()
-            self._waiting += 1
-            try:
-                async with cond:
-                    await cond.wait_for(lambda: self._in_flight < self._allowed())
-                    self._in_flight += 1
-            finally:
-                self._waiting -= 1
-        else:  # a free place and nobody ahead: no lock to take (one thread, no await)
+        if self._queue or self._in_flight >= self._allowed():
+            await self._wait_for_place()
+        else:  # a free place and nobody ahead (one thread, no await)
             self._in_flight += 1
         try:
             await self._wait_pause()
@@ -312,15 +306,33 @@ class Limiter:
             self.inflight.on_answer(time.monotonic() - sent, self.pace(), epoch)
         finally:
             self._in_flight -= 1
-            if self._waiting:
-                cond = self._condition()
-                async with cond:  # the target may have grown: wake everyone it admits
-                    cond.notify(max(1, self._allowed() - self._in_flight))
+            if self._queue:
+                self._admit()
 
-    def _condition(self) -> asyncio.Condition:
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-        return self._cond
+    async def _wait_for_place(self) -> None:
+        """Queue for an in-flight place. The place is handed over already counted, so a
+        waiter never wakes to find it taken: one wake-up per request, however many wait
+        (a condition variable woke several for each freed place, ~3 at 512 in flight)."""
+        place = asyncio.get_running_loop().create_future()
+        self._queue.append(place)
+        try:
+            await place
+        except asyncio.CancelledError:
+            if place.done() and not place.cancelled():  # handed a place, then cancelled
+                self._in_flight -= 1
+                self._admit()
+            elif place in self._queue:  # not yet skipped by `_admit`
+                self._queue.remove(place)
+            raise
+
+    def _admit(self) -> None:
+        """Hand the free places to the first in line: one when a request ends, more when
+        the target has grown since."""
+        while self._queue and self._in_flight < self._allowed():
+            place = self._queue.popleft()
+            if not place.done():
+                self._in_flight += 1
+                place.set_result(None)
 
     def _allowed(self) -> int:
         return self.inflight.limit

@@ -19,7 +19,7 @@ TINY = [
     "--latency-items", "200", "--in-flight", "32", "--latency", "0.02",
     "--rate-per-s", "100", "--rate-window", "1", "--rate-seconds", "1", "--rate-latency", "0",
     "--small", "200", "--big", "400", "--live-every", "10", "--export-rows", "300",
-    "--announced-high-seconds", "0.2", "--announced-low-seconds", "0.5",
+    "--announced-high-seconds", "0.2", "--announced-low-seconds", "0.5", "--whole-items", "200",
 ]
 
 
@@ -34,5 +34,5 @@ def test_the_speed_suite_runs_end_to_end_at_tiny_sizes(tmp_path: Path) -> None:
     assert "| benchmark | measured | target | result |" in proc.stdout
     results = json.loads(out.read_text())["results"]
     numbers = sorted(r["name"].split(".")[0] for r in results)
-    assert numbers == ["1", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
+    assert numbers == ["1", "1", "10", "2", "3", "4", "5", "6", "7", "8", "9"]
     assert all(r["result"] in ("PASS", "FAIL", "—") and r["measured"] for r in results)

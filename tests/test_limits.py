@@ -274,3 +274,92 @@ def test_a_stalled_event_loop_delays_requests_without_losing_the_rate() -> None:
     assert rate(granted) >= 0.8 * 500  # a bucket that drops what a stall held back: ~120/s
     busiest = max(sum(1 for t in granted[i:] if t - g < 1.0) for i, g in enumerate(granted))
     assert busiest <= 500 + 10
+
+
+class _CountingLoop(asyncio.SelectorEventLoop):
+    """An event loop that counts the callbacks it schedules: every wake-up of a waiting
+    coroutine is one, so the count is the work a hand-over costs, without a clock."""
+
+    scheduled = 0
+
+    def call_soon(self, *args: Any, **kw: Any) -> asyncio.Handle:  # type: ignore[override]
+        self.scheduled += 1
+        return super().call_soon(*args, **kw)
+
+
+def _callbacks_per_place(holding: int) -> float:
+    """`holding` requests hold every place and three times as many wait; all the holders
+    end at once. Callbacks scheduled per waiter served."""
+
+    async def scenario(loop: _CountingLoop) -> float:
+        lim = Limiter(holding)
+        lim.inflight.limit = holding
+        end = asyncio.Event()
+
+        async def hold() -> None:
+            async with lim.slot():
+                await end.wait()
+
+        async def wait() -> None:
+            async with lim.slot():
+                await asyncio.sleep(0)
+
+        holders = [asyncio.create_task(hold()) for _ in range(holding)]
+        await asyncio.sleep(0)
+        waiters = [asyncio.create_task(wait()) for _ in range(3 * holding)]
+        await asyncio.sleep(0)
+        before = loop.scheduled
+        end.set()
+        await asyncio.gather(*holders, *waiters)
+        return (loop.scheduled - before) / len(waiters)
+
+    loop = _CountingLoop()
+    try:
+        return loop.run_until_complete(scenario(loop))
+    finally:
+        loop.close()
+
+
+def test_a_freed_place_wakes_one_waiter_however_many_wait() -> None:
+    """At 512 in flight (the default ceiling) hundreds of workers queue for a place; each
+    place freed must wake the one it is handed to, not several that then find it taken
+    and queue again (a condition variable did: the cost per request grew with the queue)."""
+    few, many = _callbacks_per_place(16), _callbacks_per_place(256)
+    assert many <= few + 0.1, (few, many)
+
+
+def test_a_waiter_cancelled_before_or_after_its_turn_leaks_no_place() -> None:
+    """A stop cancels workers still queued for a place; one may be cancelled just after
+    a place was handed to it. Either way the place goes to the next in line."""
+
+    async def scenario() -> list[str]:
+        lim = Limiter(1)
+        lim.inflight.limit = 1
+        served: list[str] = []
+        end = asyncio.Event()
+        handed: list[asyncio.Task[None]] = []
+
+        async def take(name: str) -> None:
+            async with lim.slot():
+                served.append(name)
+
+        async def hold() -> None:
+            async with lim.slot():
+                await end.wait()
+                # runs before the next in line resumes: it is handed the place, then cancelled
+                asyncio.get_running_loop().call_soon(handed[0].cancel)
+
+        holder = asyncio.create_task(hold())
+        await asyncio.sleep(0)
+        handed.append(asyncio.create_task(take("handed")))
+        gone = asyncio.create_task(take("gone"))
+        last = asyncio.create_task(take("last"))
+        await asyncio.sleep(0)
+        gone.cancel()  # still in line
+        end.set()
+        await asyncio.wait_for(
+            asyncio.gather(holder, handed[0], gone, last, return_exceptions=True), 2.0)
+        await asyncio.wait_for(take("after"), 2.0)  # no place was lost on the way
+        return served
+
+    assert asyncio.run(scenario()) == ["last", "after"]

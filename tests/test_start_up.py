@@ -64,3 +64,34 @@ def test_an_export_imports_no_http_client_or_sdk(teacher_server: TeacherServer,
     # datasets brings numpy along to write the files: only the client and SDKs are absent
     assert [m for m in imported_after(code + export) if m != "numpy"] == []
     assert (tmp_path / "out" / "dataset_info.json").exists()
+
+
+def test_a_run_imports_numpy_only_for_a_calibration(teacher_server: TeacherServer,
+                                                    tmp_path: Path) -> None:
+    """`labeler run` parses its flags before anything is sent: without --calibration,
+    building the job must not import numpy (~0.15 s of every run's start-up)."""
+    code = ("import sys\n"
+            "from labeler.cli import main\n"
+            f"sys.argv = ['labeler', 'run', 'sentiment', {str(SAMPLES / 'reviews.jsonl')!r}, "
+            f"'--teacher', 'openai-compatible:teacher-test', "
+            f"'--base-url', {teacher_server.url + '/v1'!r}, "
+            f"'--store', {str(tmp_path / 's.sqlite')!r}, '--quiet']\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit as exc:\n"
+            "    assert exc.code == 0, exc.code\n")
+    assert imported_after(code) == ["aiohttp"]
+
+
+def test_a_command_leaves_its_objects_to_the_exit() -> None:
+    """The interpreter's last collections walk every object a command left behind (about
+    0.25 s after a 20,000-row run); a `labeler` process freezes them as it exits instead.
+    An exit hook registered before the command runs after the command's own."""
+    code = ("import atexit, gc, sys\n"
+            "atexit.register(lambda: print('frozen' if gc.get_freeze_count() else 'not frozen'))\n"
+            "from labeler.cli import main\n"
+            "sys.argv = ['labeler', '--version']\n"
+            "main()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.splitlines()[-1] == "frozen"

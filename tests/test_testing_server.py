@@ -611,6 +611,8 @@ def test_subprocess_mode_prints_url_and_serves() -> None:
         assert url.startswith("http://127.0.0.1:")
         body = {"model": "m", "messages": USER, "max_tokens": 1}
         with httpx.Client(base_url=url) as client:
+            assert client.get("/_stats").json()["first_at"] is None
+            before = time.time()
             resp = client.post("/v1/chat/completions", json=body)
             assert resp.json()["choices"][0]["message"]["content"].strip() in {"a", "b"}
             assert resp.headers["x-ratelimit-remaining-requests"] == "99"
@@ -619,6 +621,9 @@ def test_subprocess_mode_prints_url_and_serves() -> None:
             stats = client.get("/_stats").json()
         assert stats["by_status"] == {"200": 1, "500": 1}
         assert stats["by_path"] == {"/v1/chat/completions": 2}
+        # Epoch times of the first and last answer: how a benchmark tells a client
+        # process's start-up from its requests.
+        assert before <= stats["first_at"] < stats["last_at"] <= time.time()
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0

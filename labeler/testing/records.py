@@ -9,6 +9,7 @@ API key cannot end up in them.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
@@ -101,11 +102,19 @@ class Stats:
         self.by_status: dict[str, int] = {}
         self.by_path: dict[str, int] = {}
         self.by_fault: dict[str, int] = {}
+        # Wall-clock (epoch) times of the first and last answer: a benchmark that spawns a
+        # client process can tell its start-up from its requests by them.
+        self.first_at: float | None = None
+        self.last_at: float | None = None
 
     def count(self, path: str, status: int | str | None, fault: str | None) -> None:
         key = "dropped" if status is None else str(status)
+        now = time.time()
         with self._lock:
             self.requests += 1
+            if self.first_at is None:
+                self.first_at = now
+            self.last_at = now
             self.by_status[key] = self.by_status.get(key, 0) + 1
             self.by_path[path] = self.by_path.get(path, 0) + 1
             if fault is not None:
@@ -118,4 +127,6 @@ class Stats:
                 "by_status": dict(self.by_status),
                 "by_path": dict(self.by_path),
                 "by_fault": dict(self.by_fault),
+                "first_at": self.first_at,
+                "last_at": self.last_at,
             }
