@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sdk-items", type=int, help="throughput items over the SDK, 0 skips (5000)")
     g.add_argument("--concurrency", type=int, help="in flight for throughput and memory (64)")
     g.add_argument("--repeat", type=int,
-                   help="rounds of throughput and latency hiding, interleaved, best kept (2)")
+                   help="rounds of throughput, latency hiding, export and whole process, best kept (2)")
     g.add_argument("--latency-items", type=int, help="latency-hiding items (15360)")
     g.add_argument("--in-flight", type=int, help="latency-hiding concurrency (512)")
     g.add_argument("--latency", type=float, help="server latency for latency hiding, s (0.2)")
@@ -165,7 +165,7 @@ def run(opts: dict[str, Any], only: Sequence[str], work: Path) -> list[Result]:
             _progress(rows)
         if "export" in only:
             results.append(cases.export_speed(srv, work, rows=opts["export_rows"],
-                                              kind=opts["export_kind"]))
+                                              kind=opts["export_kind"], repeat=opts["repeat"]))
             _progress(results[-1:])
         if "whole" in only:
             results.append(cases.whole_process(
