@@ -443,10 +443,9 @@ def _unspool(job: Job, spooled: Path | None) -> None:
 def _ids_from_id_column(it: Iterator[Row | Reject]) -> Iterator[Row | Reject]:
     """Without --id-field, a column named `id` still names the row (else its line)."""
     for item in it:
-        if isinstance(item, Row) and "id" in item.data and item.data["id"] is not None:
-            yield Row(item.source, item.line, str(item.data["id"]), item.data)
-        else:
-            yield item
+        if isinstance(item, Row) and (rid := item.data.get("id")) is not None:
+            item = item.with_id(str(rid))
+        yield item
 
 
 def _limited(it: Iterator[Row | Reject], n: int) -> Iterator[Row | Reject]:

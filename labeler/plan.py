@@ -33,6 +33,9 @@ from labeler.store import Failure, Store
 from labeler.task import Task
 
 CHUNK = 256
+# The row name a render error gets until it is given the row's real one (`where`), which
+# is built only for the rare row that fails.
+_THIS_ROW = "<this row>"
 
 SEND = "send"  # nothing usable stored: ask the teacher
 CACHED = "cached"  # an answer is stored (and fresh enough)
@@ -121,8 +124,10 @@ class Planner:
                 continue
             row = entry if isinstance(entry, Row) else self._wrap(entry)
             try:
-                requests = self.task.render_all(row.data, row_id=where(row))
+                requests = self.task.render_all(row.data, row_id=_THIS_ROW)
             except TemplateError as exc:
+                if exc.row is _THIS_ROW:
+                    exc = exc.for_row(where(row))
                 reject = Reject(row.source, row.line, template_problem(exc), raw_json(row))
                 items.append(Item(row, REJECTED, reject=reject, reason="template", error=exc))
                 continue
