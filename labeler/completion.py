@@ -107,18 +107,21 @@ class Completion:
         return out
 
 
-_TOKENS = Completion.__dict__["tokens"]  # the slot a Completion keeps its tokens in
+# The slots a Completion keeps its tokens and usage in, behind StoredCompletion's properties.
+_TOKENS = Completion.__dict__["tokens"]
+_USAGE = Completion.__dict__["usage"]
 
 
 class StoredCompletion(Completion):
     """A completion as the store reads it back: its `tokens` are built from their stored
-    JSON form (`token_rows`, as `tokens_to_json` wrote it) when first read. Building a
-    `TokenLogprob` per token and alternative costs more than decoding the JSON, and an
-    export of a label task reads most answers straight from that form
-    (`targets.label_numbers`) without ever needing the objects. Reads, compares and
-    copies as the `Completion` it stands for."""
+    JSON form (`token_rows`, as `tokens_to_json` wrote it) when first read, and its
+    `usage` from the stored counts (`usage_counts`) likewise. Building a `TokenLogprob`
+    per token and alternative costs more than decoding the JSON, and an export of a label
+    task reads most answers straight from that form (`targets.label_numbers`) without ever
+    needing the objects, nor the token counts that only costs and statistics read. Reads,
+    compares and copies as the `Completion` it stands for."""
 
-    __slots__ = ("token_rows",)
+    __slots__ = ("token_rows", "usage_counts")
 
     def __init__(self, text: str, token_rows: list[Any] | None = None, **fields: Any) -> None:
         super().__init__(text, **fields)
@@ -138,6 +141,20 @@ class StoredCompletion(Completion):
         self.token_rows = None
         _TOKENS.__set__(self, value)
 
+    @property  # type: ignore[override]
+    def usage(self) -> Usage:
+        counts = self.usage_counts
+        if counts is not None:
+            _USAGE.__set__(self, Usage(*counts))
+            self.usage_counts = None
+        usage: Usage = _USAGE.__get__(self, Completion)
+        return usage
+
+    @usage.setter
+    def usage(self, value: Usage) -> None:
+        self.usage_counts = None
+        _USAGE.__set__(self, value)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Completion):
             return NotImplemented
@@ -145,3 +162,28 @@ class StoredCompletion(Completion):
                    for name in Completion.__dataclass_fields__)
 
     __hash__ = None  # type: ignore[assignment]  # as a Completion's
+
+
+_new = object.__new__
+_set_tokens = _TOKENS.__set__
+_set_usage = _USAGE.__set__
+
+
+def stored_completion(text: str, token_rows: list[Any] | None,
+                      usage_counts: tuple[int, int, int, int], finish_reason: str | None,
+                      model: str, latency_s: float, samples: list[str] | None
+                      ) -> StoredCompletion:
+    """`StoredCompletion(text, token_rows, usage=Usage(*usage_counts), ...)`, built by
+    writing its slots: a plan reads a hundred thousand answers, and the keyword
+    constructor cost more than decoding their tokens does."""
+    completion = _new(StoredCompletion)
+    completion.text = text
+    _set_tokens(completion, None)
+    completion.token_rows = token_rows
+    _set_usage(completion, None)
+    completion.usage_counts = usage_counts
+    completion.finish_reason = finish_reason
+    completion.model = model
+    completion.latency_s = latency_s
+    completion.samples = samples
+    return completion

@@ -67,6 +67,13 @@ class TemplateError(LabelerError):
             parts.append(f"field '{field}'")
         super().__init__(f"{': '.join(parts)}: {reason}")
 
+    def for_row(self, row: str) -> TemplateError:
+        """The same error naming `row`: a caller that renders many rows names one only when
+        it fails, since building every row's name would cost more than rendering it."""
+        named = TemplateError(self.template, self.reason, field=self.field, row=row)
+        named.__cause__ = self.__cause__
+        return named
+
 
 class StoreError(LabelerError):
     """The store cannot be opened, migrated or written (disk full, read-only, too new)."""

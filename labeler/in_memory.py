@@ -111,10 +111,11 @@ class InMemoryRows:
         self.data = data
         self.source, self._batches = _batches_of(data)
 
-    def rows(self, *, id_field: str | None = None, required_fields: Sequence[str] = ()
-             ) -> Iterator[Row | Reject]:
+    def rows(self, *, id_field: str | None = None, id_column: str | None = None,
+             required_fields: Sequence[str] = ()) -> Iterator[Row | Reject]:
         records = (record for batch in self._batches() for record in batch)
-        return read_records(records, self.source, id_field=id_field, required_fields=required_fields)
+        return read_records(records, self.source, id_field=id_field, id_column=id_column,
+                            required_fields=required_fields)
 
     def __len__(self) -> int:
         return len(self.data)

@@ -249,6 +249,7 @@ def read_rows(
     *,
     format: str | None = None,
     id_field: str | None = None,
+    id_column: str | None = None,
     required_fields: Sequence[str] = (),
     delimiter: str | None = None,
     split: str | None = None,
@@ -262,7 +263,9 @@ def read_rows(
     binary stdin), sniffing JSONL vs CSV from the first non-blank byte unless `format` says.
 
     `required_fields` must be present, non-null and (for text) not blank; `id_field`, when
-    given, names the row id and makes a repeated id a reject (the first one wins).
+    given, names the row id and makes a repeated id a reject (the first one wins). Without
+    it, `id_column` names each row that has a value there by that value as text, unchecked
+    (a job's column named ``id``), and the others by their line.
     """
     fmt = _normalize_format(format, delimiter)
     given = os.fspath(source)
@@ -273,13 +276,14 @@ def read_rows(
         if fmt in ("parquet", "hf"):
             raise ConfigError(f"format {fmt!r} cannot be read from stdin; pass a path")
         stream = stdin if stdin is not None else sys.stdin.buffer
-        return _read_stdin(stream, fmt, id_field, required, delimiter)
+        return _read_stdin(stream, fmt, id_field, id_column, required, delimiter)
 
     if fmt is None:
         fmt = detect_format(given)
     if fmt == "hf":
         dataset = _open_hf(given, split)
-        return _read_arrow(_hf_batches(dataset), given, _make_check(given, id_field, required, "row"))
+        return _read_arrow(_hf_batches(dataset), given,
+                           _make_check(given, id_field, id_column, required, "row"))
     if split is not None:
         raise ConfigError(f"split applies to Hugging Face datasets, not to {fmt} input")
     if fmt == "parquet":
@@ -287,10 +291,10 @@ def read_rows(
         return _read_arrow(
             _parquet_batches(parquet, given),
             given,
-            _make_check(given, id_field, required, "row"),
+            _make_check(given, id_field, id_column, required, "row"),
         )
     handle = _open_text(given)
-    return _read_text(handle, handle, given, fmt, id_field, required, delimiter)
+    return _read_text(handle, handle, given, fmt, id_field, id_column, required, delimiter)
 
 
 def read_records(
@@ -298,12 +302,13 @@ def read_records(
     source: str,
     *,
     id_field: str | None = None,
+    id_column: str | None = None,
     required_fields: Sequence[str] = (),
 ) -> Iterator[Row | Reject]:
     """Rows from records already in memory (a Dataset, a DataFrame, a list of dicts),
-    with the same checks and rejects as a file; `source` names them in messages
-    (``<DataFrame>``) and a record's position, from 1, is its line."""
-    check = _make_check(source, id_field, tuple(required_fields), "row")
+    with the same checks, naming and rejects as a file (`read_rows`); `source` names them
+    in messages (``<DataFrame>``) and a record's position, from 1, is its line."""
+    check = _make_check(source, id_field, id_column, tuple(required_fields), "row")
     for line, data in enumerate(records, 1):
         if not isinstance(data, dict):
             if not isinstance(data, Mapping):
@@ -469,6 +474,7 @@ def _read_stdin(
     stream: BinaryIO,
     fmt: str | None,
     id_field: str | None,
+    id_column: str | None,
     required: tuple[str, ...],
     delimiter: str | None,
 ) -> Iterator[Row | Reject]:
@@ -484,7 +490,7 @@ def _read_stdin(
                 fmt = "jsonl" if stripped.startswith(b"{") else "csv"
                 break
         lines = chain(seen, lines)
-    yield from _read_text(lines, None, STDIN, fmt, id_field, required, delimiter)
+    yield from _read_text(lines, None, STDIN, fmt, id_field, id_column, required, delimiter)
 
 
 # --------------------------------------------------------------------------- checks
@@ -615,7 +621,8 @@ def _required_problem(data: dict[str, Any], required: tuple[str, ...]) -> str | 
 
 
 def _make_check(
-    source: str, id_field: str | None, required: tuple[str, ...], unit: str
+    source: str, id_field: str | None, id_column: str | None, required: tuple[str, ...],
+    unit: str
 ) -> Callable[[dict[str, Any], int], Row | str] | None:
     """The per-record validation, or None when there is nothing to check (the fast path).
 
@@ -623,6 +630,18 @@ def _make_check(
     Only accepted rows claim their id: a broken row must not shadow a later good one.
     """
     if id_field is None:
+        if id_column is not None:
+            column = id_column
+
+            def check_named(data: dict[str, Any], line: int) -> Row | str:
+                if required:
+                    problem = _required_problem(data, required)
+                    if problem is not None:
+                        return problem
+                rid = data.get(column)
+                return _row(source, line, str(line) if rid is None else str(rid), data)
+
+            return check_named
         if not required:
             return None
 
@@ -663,10 +682,11 @@ def _read_text(
     source: str,
     fmt: str,
     id_field: str | None,
+    id_column: str | None,
     required: tuple[str, ...],
     delimiter: str | None,
 ) -> Iterator[Row | Reject]:
-    check = _make_check(source, id_field, required, "line")
+    check = _make_check(source, id_field, id_column, required, "line")
     if fmt == "jsonl":
         records = _read_jsonl(lines, source, check)
     else:

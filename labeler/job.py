@@ -46,7 +46,8 @@ def default_store() -> Path:
 class InMemoryInput(Protocol):
     """Input rows held by the caller rather than in a file (see labeler/in_memory.py)."""
 
-    def rows(self, *, id_field: str | None, required_fields: Sequence[str]) -> Iterator[Row | Reject]: ...
+    def rows(self, *, id_field: str | None, id_column: str | None,
+             required_fields: Sequence[str]) -> Iterator[Row | Reject]: ...
 
     def __len__(self) -> int: ...
 
@@ -157,17 +158,19 @@ class Job:
         return make_teacher(self.teacher, **opts)
 
     def rows(self, task: Task) -> Iterator[Row | Reject]:
+        # Without --id-field, a column named `id` still names the row (else its line).
+        id_column = "id" if self.id_field is None else None
         if isinstance(self.input, str | os.PathLike):
             it = read_rows(
                 self.input, format=self.input_format, id_field=self.id_field,
-                required_fields=task.fields, delimiter=self.delimiter, split=self.input_split,
+                id_column=id_column, required_fields=task.fields, delimiter=self.delimiter,
+                split=self.input_split,
             )
         else:
-            it = self.input.rows(id_field=self.id_field, required_fields=task.fields)
+            it = self.input.rows(id_field=self.id_field, id_column=id_column,
+                                 required_fields=task.fields)
         if self.limit is not None:
             it = _limited(it, self.limit)
-        if self.id_field is None:
-            it = _ids_from_id_column(it)
         return check_template_fields(task, it)
 
     @property
@@ -438,15 +441,6 @@ def _unspool(job: Job, spooled: Path | None) -> None:
     if spooled is not None:
         spooled.unlink(missing_ok=True)
         job.input = "-"
-
-
-def _ids_from_id_column(it: Iterator[Row | Reject]) -> Iterator[Row | Reject]:
-    """Without --id-field, a column named `id` still names the row (else its line)."""
-    for item in it:
-        if isinstance(item, Row) and "id" in item.data and item.data["id"] is not None:
-            yield Row(item.source, item.line, str(item.data["id"]), item.data)
-        else:
-            yield item
 
 
 def _limited(it: Iterator[Row | Reject], n: int) -> Iterator[Row | Reject]:

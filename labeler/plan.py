@@ -33,6 +33,9 @@ from labeler.store import Failure, Store
 from labeler.task import Task
 
 CHUNK = 256
+# The row name a render error gets until it is given the row's real one (`where`), which
+# is built only for the rare row that fails.
+_THIS_ROW = "<this row>"
 
 SEND = "send"  # nothing usable stored: ask the teacher
 CACHED = "cached"  # an answer is stored (and fresh enough)
@@ -114,20 +117,26 @@ class Planner:
     def plan(self, chunk: Sequence[Row | Reject | Mapping[str, Any]]) -> list[Item]:
         """Plan one chunk: render and key every row, then look the keys up in the store."""
         items: list[Item] = []
+        add, render, key = items.append, self.task.render_all, self._keys.key
         for entry in chunk:
             if isinstance(entry, Reject):
                 row = Row(entry.source, entry.line or 0, str(entry.line), {})
-                items.append(Item(row, REJECTED, reject=entry, reason="input"))
+                add(Item(row, REJECTED, reject=entry, reason="input"))
                 continue
             row = entry if isinstance(entry, Row) else self._wrap(entry)
             try:
-                requests = self.task.render_all(row.data, row_id=where(row))
+                requests = render(row.data, row_id=_THIS_ROW)
             except TemplateError as exc:
+                if exc.row is _THIS_ROW:
+                    exc = exc.for_row(where(row))
                 reject = Reject(row.source, row.line, template_problem(exc), raw_json(row))
-                items.append(Item(row, REJECTED, reject=reject, reason="template", error=exc))
+                add(Item(row, REJECTED, reject=reject, reason="template", error=exc))
                 continue
-            for variant, request in enumerate(requests):
-                items.append(Item(row, SEND, request, self._keys.key(request), variant=variant))
+            if len(requests) == 1:
+                add(Item(row, SEND, requests[0], key(requests[0])))
+            else:
+                for variant, request in enumerate(requests):
+                    add(Item(row, SEND, request, key(request), variant=variant))
         if self.store is not None:
             self.look_up([i for i in items if i.key is not None])
         return items

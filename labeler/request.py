@@ -72,6 +72,41 @@ class Request:
         return request_key(self.canonical(teacher_identity))
 
 
+# Frozen dataclasses build through object.__setattr__ and this one checks its fields in
+# __post_init__: together three times the cost of writing the slots directly, which
+# matters when a plan renders a request for each of a hundred thousand rows.
+_new = object.__new__
+_set_messages = Request.messages.__set__  # type: ignore[attr-defined]
+_set_prompt = Request.prompt.__set__  # type: ignore[attr-defined]
+_set_params = Request.params.__set__  # type: ignore[attr-defined]
+_set_template = Request.template.__set__  # type: ignore[attr-defined]
+_set_soft_targets = Request.soft_targets.__set__  # type: ignore[attr-defined]
+
+
+def chat_request(messages: tuple[dict[str, str], ...], params: dict[str, Any], template: str,
+                 soft_targets: bool | None) -> Request:
+    """`Request(messages=...)` for a renderer that always has messages: the same object,
+    built without the checks a hand-made request needs."""
+    return _built(messages, None, params, template, soft_targets)
+
+
+def completion_request(prompt: str, params: dict[str, Any], template: str,
+                       soft_targets: bool | None) -> Request:
+    """`Request(prompt=...)`, likewise."""
+    return _built(None, prompt, params, template, soft_targets)
+
+
+def _built(messages: tuple[dict[str, str], ...] | None, prompt: str | None,
+           params: dict[str, Any], template: str, soft_targets: bool | None) -> Request:
+    request = _new(Request)
+    _set_messages(request, messages)
+    _set_prompt(request, prompt)
+    _set_params(request, params)
+    _set_template(request, template)
+    _set_soft_targets(request, soft_targets)
+    return request
+
+
 def canonical_json(obj: Any) -> bytes:
     """Sorted keys, no whitespace: the same object always gives the same bytes."""
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
@@ -79,8 +114,7 @@ def canonical_json(obj: Any) -> bytes:
 
 def request_key(canonical: dict[str, Any]) -> str:
     """`b2:` + a 128-bit BLAKE2b digest; the prefix names the hash so a change cannot collide."""
-    digest = hashlib.blake2b(canonical_json(canonical), digest_size=16).hexdigest()
-    return KEY_PREFIX + digest
+    return KEY_PREFIX + _hasher(canonical_json(canonical)).hexdigest()
 
 
 class RequestKeys:
@@ -90,7 +124,8 @@ class RequestKeys:
     most of it is the same for every row: the teacher's identity, and in a chat the system
     prompt and few-shot messages before the row's own. Its sorted-key JSON is built here
     from pieces serialised once (the identity, the template) or once per run of equal
-    leading messages, so the bytes hashed, and the keys, are exactly `Request.key`'s
+    leading messages, whose hash state is kept too, so a row hashes only its own message
+    and what follows it; the bytes hashed, and the keys, are exactly `Request.key`'s
     (tests/test_request_keys.py holds them to that)."""
 
     def __init__(self, teacher_identity: dict[str, Any]) -> None:
@@ -98,10 +133,10 @@ class RequestKeys:
         self._template = ""
         self._template_tail = self._teacher + b',"template":' + canonical_json("") + b"}"
         # copies of the leading messages last seen (text only: equal as dicts means equal
-        # as JSON, so comparing with them notices an edit in place) and their JSON, each
-        # message followed by its comma
+        # as JSON, so comparing with them notices an edit in place) and the hash state
+        # after their JSON, each message followed by its comma
         self._lead: tuple[dict[str, str], ...] = ()
-        self._lead_json = b'{"messages":['
+        self._lead_hash = _hasher(b'{"messages":[')
 
     def key(self, request: Request) -> str:
         if request.template != self._template:
@@ -110,19 +145,24 @@ class RequestKeys:
                                    + canonical_json(request.template) + b"}")
         messages = request.messages
         if messages is None:
-            body = (b'{"params":' + canonical_json(request.params) + b',"prompt":'
-                    + canonical_json(request.prompt) + self._template_tail)
+            hasher = _hasher(b'{"params":' + canonical_json(request.params) + b',"prompt":'
+                             + canonical_json(request.prompt) + self._template_tail)
         else:
             lead = messages[:-1]
-            head = self._lead_json if lead == self._lead else self._leading(lead)
+            hasher = (self._lead_hash if lead == self._lead else self._leading(lead)).copy()
             own = canonical_json(messages[-1]) if messages else b""
-            body = (head + own + b'],"params":' + canonical_json(request.params)
-                    + self._template_tail)
-        return KEY_PREFIX + hashlib.blake2b(body, digest_size=16).hexdigest()
+            hasher.update(own + b'],"params":' + canonical_json(request.params)
+                          + self._template_tail)
+        return KEY_PREFIX + hasher.hexdigest()
 
-    def _leading(self, lead: tuple[dict[str, str], ...]) -> bytes:
-        head = b'{"messages":[' + b"".join([canonical_json(m) + b"," for m in lead])
+    def _leading(self, lead: tuple[dict[str, str], ...]) -> Any:
+        hasher = _hasher(b'{"messages":[' + b"".join([canonical_json(m) + b"," for m in lead]))
         if all(type(m) is dict and all(type(k) is str and type(v) is str for k, v in m.items())
                for m in lead):
-            self._lead, self._lead_json = tuple([dict(m) for m in lead]), head
-        return head
+            self._lead, self._lead_hash = tuple([dict(m) for m in lead]), hasher
+        return hasher
+
+
+def _hasher(data: bytes) -> Any:
+    """The hash `request_key` takes, fed `data` so far."""
+    return hashlib.blake2b(data, digest_size=16)

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from labeler.completion import Completion, StoredCompletion, Usage
+from labeler.completion import Completion, stored_completion
 from labeler.errors import StoreError
 from labeler.redact import redact
 
@@ -487,14 +487,10 @@ class Store:
 
 def _completion(row: tuple[Any, ...]) -> Completion:
     _, text, tokens, samples, p, c, cached, cw, finish, model, latency_ms = row
-    return StoredCompletion(
-        text, orjson.loads(tokens) if tokens is not None else None,
-        usage=Usage(p, c, cached, cw),
-        finish_reason=finish,
-        model=model or "",
-        latency_s=(latency_ms or 0) / 1000.0,
-        samples=orjson.loads(samples) if samples is not None else None,
-    )
+    return stored_completion(
+        text, orjson.loads(tokens) if tokens is not None else None, (p, c, cached, cw),
+        finish, model or "", (latency_ms or 0) / 1000.0,
+        orjson.loads(samples) if samples is not None else None)
 
 
 def _release_claims(db: sqlite3.Connection, keys: list[str]) -> None:

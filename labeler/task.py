@@ -33,7 +33,7 @@ import yaml
 
 from labeler.errors import TemplateError
 from labeler.example_pool import ExamplePool, load_pool
-from labeler.request import Request
+from labeler.request import Request, chat_request, completion_request
 from labeler.targets import LabelSpace
 
 
@@ -154,10 +154,9 @@ class Task:
         soft = self.soft_targets
         if self.pool is None:  # no examples chosen per row: nothing more to render
             if self.mode == "completion":
-                return Request(prompt=self._prefix + text, params=params,
-                               template=self.identity, soft_targets=soft)
-            return Request(messages=(*self._shot_messages, {"role": "user", "content": text}),
-                           params=params, template=self.identity, soft_targets=soft)
+                return completion_request(self._prefix + text, params, self.identity, soft)
+            return chat_request((*self._shot_messages, {"role": "user", "content": text}),
+                                params, self.identity, soft)
         chosen = self.pool.nearest(row, self.pool_k)
         if self.mode == "completion":
             shots = "".join(

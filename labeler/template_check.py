@@ -40,7 +40,7 @@ def check_template_fields(task: Task, rows: Iterator[Row | Reject]) -> Iterator[
             + (f" (the rows have: {', '.join(have)})" if have else ""),
             field=field,
         )
-    return (_named(task, item) for item in chain(head, rows))
+    return _named_all(task, chain(head, rows))
 
 
 class RenderStreak:
@@ -94,7 +94,14 @@ def _template_field(task: Task, item: Row | Reject) -> str | None:
     return m["field"]
 
 
-def _named(task: Task, item: Row | Reject) -> Row | Reject:
+def _named_all(task: Task, items: Iterator[Row | Reject]) -> Iterator[Row | Reject]:
+    for item in items:
+        if isinstance(item, Reject):  # a row (nearly every item) passes untouched
+            item = _named(task, item)
+        yield item
+
+
+def _named(task: Task, item: Reject) -> Reject:
     field = _template_field(task, item)
     if field is None:
         return item

@@ -538,3 +538,29 @@ def test_python_stdin_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "stdin", fake)
     (row,) = read_rows("-")
     assert row.data == {"a": 1}
+
+
+def test_a_job_names_rows_by_a_column_named_id_as_text_unchecked(tmp_path: Path) -> None:
+    """Without --id-field, a column named `id` names each row that has a value there (as
+    `str` of it: no type check, repeats allowed); the others keep their line. A file, the
+    same records in memory and the rows' rejects all agree."""
+    from labeler.in_memory import InMemoryRows
+    from labeler.job import Job
+    from labeler.task import load_task
+
+    records: list[dict[str, Any]] = [
+        {"id": 5, "text": "a"}, {"id": None, "text": "b"}, {"text": "c"},
+        {"id": 17.0, "text": "d"}, {"id": "x", "text": "e"}, {"id": "x", "text": "f"},
+        {"id": "", "text": "g"}, {"id": 9, "text": ""}, {"id": [1], "text": "h"},
+    ]
+    source = write(tmp_path / "in.jsonl", "".join(orjson.dumps(r).decode() + "\n" for r in records))
+    task = load_task("sentiment")
+    want = [(1, "5"), (2, "2"), (3, "3"), (4, "17.0"), (5, "x"), (6, "x"), (7, ""), (9, "[1]")]
+    for given in (str(source), InMemoryRows(records)):
+        items = list(Job(task="sentiment", input=given, teacher="openai:m").rows(task))
+        assert [(r.line, r.id) for r in rows_of(items)] == want
+        assert [(r.line, r.reason) for r in rejects_of(items)] == [(8, "empty text in field 'text'")]
+    named = list(Job(task="sentiment", input=str(source), teacher="openai:m", id_field="id",
+                     limit=2).rows(task))
+    assert [(r.line, r.id) for r in rows_of(named)] == [(1, "5")]
+    assert rejects_of(named)[0].message() == f"{source}:2: field 'id' is null"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
+import pickle
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,19 @@ def test_put_then_get_round_trips_everything(tmp_path: Path) -> None:
     assert got.text == "positive" and got.usage == Usage(12, 1, 4)
     assert got.tokens == completion().tokens
     assert got.finish_reason == "stop" and got.latency_s == 0.25
+
+
+def test_an_answer_read_back_reads_compares_and_copies_as_the_one_stored(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.sqlite") as st:
+        st.put("b2:k", completion(), 0.001)
+        got = st.get_many(["b2:k"])["b2:k"]
+        again = st.get_many(["b2:k"])["b2:k"]
+    assert got == completion() and completion() == got
+    assert pickle.loads(pickle.dumps(again)) == completion()
+    assert copy.copy(got).usage == Usage(12, 1, 4)
+    assert dataclasses.replace(got, text="x").usage == Usage(12, 1, 4)
+    got.usage = Usage(1)
+    assert got.usage == Usage(1) and got != completion()
 
 
 def test_response_survives_reopen(tmp_path: Path) -> None:

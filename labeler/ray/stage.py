@@ -129,11 +129,8 @@ def batch_rows(batch: pa.Table, id_field: str | None, required: tuple[str, ...] 
         yield from bad
     else:
         records = batch.to_pylist()
-    for item in read_records(records, source, id_field=id_field, required_fields=required):
-        if isinstance(item, Row) and id_field is None and item.data.get("id") is not None:
-            yield Row(item.source, item.line, str(item.data["id"]), item.data)
-        else:
-            yield item
+    yield from read_records(records, source, id_field=id_field,
+                            id_column="id" if id_field is None else None, required_fields=required)
 
 
 def _warn(message: str) -> None:
