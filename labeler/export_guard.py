@@ -49,8 +49,11 @@ def export_to(task: Task, identity: Mapping[str, Any], rows: Iterable[Row | Reje
         return export_dataset(task, identity, rows, store, out, options, planner=planner)
     except OSError as exc:
         where = exc.filename or out
+        # The system's words for the errno: pyarrow's own message wraps them in its own
+        # ("Error writing bytes to file. Detail: [errno 28] ...").
+        why = os.strerror(exc.errno) if exc.errno else (exc.strerror or exc)
         raise ExportError(
-            f"{out}: cannot write the export: {exc.strerror or exc} ({where}); every answer "
+            f"{out}: cannot write the export: {why} ({where}); every answer "
             f"is safe in the store {store.path}: free space or fix --out, then rerun (nothing "
             "is sent again)") from exc
 
