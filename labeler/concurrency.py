@@ -116,7 +116,7 @@ class InFlightTarget:
                 self.on_rate(rate_per_s)
         elif epoch is None or epoch == self.epoch:
             self._round.append(latency_s)
-            if len(self._round) >= max(MIN_ROUND, self.limit):
+            if len(self._round) >= max(MIN_ROUND, self._round_size()):
                 self._end_round()
 
     def on_rate(self, rate_per_s: float) -> None:
@@ -194,6 +194,13 @@ class InFlightTarget:
             self.high_latency = ordered[min(len(ordered) - 1, int(QUANTILE * len(ordered)))]
             return True
         return False
+
+    def _round_size(self) -> int:
+        """Answers a growth round judges. In slow start the limit has just doubled, and the
+        first half of the requests sent at it went out at once, each meeting the full new
+        queue: their latencies already say what it costs, one round trip after the change
+        instead of the two that waiting for a whole window of answers takes."""
+        return self.limit // 2 if self._slow_start else self.limit
 
     def _end_round(self) -> None:
         """A round trip's worth of answers: grow if latency held and nothing failed."""

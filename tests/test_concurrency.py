@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from labeler.cli import main
-from labeler.concurrency import HEADROOM, START, InFlightTarget
+from labeler.concurrency import HEADROOM, MIN_ROUND, START, InFlightTarget
 from labeler.retry import RetryPolicy
 from labeler.run import Labeler, Record
 from labeler.task import load_task
@@ -201,6 +201,29 @@ def test_without_a_limit_it_grows_while_latency_holds_and_stops_when_it_rises() 
     for _ in range(4 * held):
         target.on_answer(5.0, None)  # 5 ×: cut back
     assert target.limit < held
+
+
+def test_slow_start_doubles_once_per_round_trip() -> None:
+    """After a doubling, half the new window was sent at once and met the whole new queue:
+    its answers judge the round, so the limit doubles after one round trip's answers
+    (a whole window's took two, and 2 s to reach 512 at 200 ms)."""
+    target = InFlightTarget(4096)
+    for limit in (16, 32, 64, 128, 256):
+        assert target.limit == limit
+        epoch = target.epoch
+        for _ in range(max(MIN_ROUND, limit // 2)):
+            target.on_answer(0.2, None, epoch)
+        assert target.limit == 2 * limit, f"still {target.limit} after {limit // 2} answers"
+    # A round 3 × slower ends slow start (held); from then on a round is a whole window.
+    for _ in range(256):
+        target.on_answer(0.6, None, target.epoch)
+    held, epoch = target.limit, target.epoch
+    assert held == 512 and target.reason == "latency"
+    for _ in range(held - 1):
+        target.on_answer(0.2, None, epoch)
+    assert target.limit == held
+    target.on_answer(0.2, None, epoch)
+    assert target.limit == int(held * 1.1)
 
 
 def test_a_fast_server_queueing_tens_of_milliseconds_is_flat() -> None:
