@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from labeler.testing import ServerConfig, TeacherServer
+from labeler.testing import Reply, ServerConfig, TeacherServer
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"
@@ -53,3 +54,11 @@ def review_api(base: str, token: str, path: str, body: dict | None = None) -> tu
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
+
+
+def sentiment_reply(p_positive: float) -> Reply:
+    """A one-token sentiment answer whose top-2 logprobs put `p_positive` on "positive":
+    the teacher a test scripts to be exactly as sure as it needs."""
+    word = "positive" if p_positive >= 0.5 else "negative"
+    return Reply(word, tokens=[word], top_logprobs=[[
+        ("positive", math.log(p_positive)), ("negative", math.log(1 - p_positive))]])

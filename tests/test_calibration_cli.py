@@ -16,18 +16,14 @@ from labeler.calibration import load_calibration
 from labeler.cli import main
 from labeler.errors import ConfigError
 from labeler.export import ExportOptions
-from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
+from labeler.testing import ScriptedResponder, ServerConfig, TeacherServer
+
+from conftest import sentiment_reply
 
 # A teacher tilted towards "positive": gold-positive rows get P(positive) = .9, gold-negative
 # rows .6, and content-free inputs ("N/A") .8. Raw argmax: every row positive, 50% right.
 # Divided by the content-free (.8, .2): .9/.8 > .1/.2 and .6/.8 < .4/.2, so 100% right.
 N = 20
-
-
-def _reply(p_positive: float) -> Reply:
-    word = "positive" if p_positive >= 0.5 else "negative"
-    return Reply(word, tokens=[word], top_logprobs=[[
-        ("positive", math.log(p_positive)), ("negative", math.log(1 - p_positive))]])
 
 
 def _rows() -> list[tuple[str, str]]:
@@ -36,8 +32,8 @@ def _rows() -> list[tuple[str, str]]:
 
 @pytest.fixture
 def tilted(tmp_path: Path):
-    rules = [(text, _reply(0.9 if gold == "positive" else 0.6)) for text, gold in _rows()]
-    responder = ScriptedResponder(rules, default=lambda view: _reply(0.8))
+    rules = [(text, sentiment_reply(0.9 if gold == "positive" else 0.6)) for text, gold in _rows()]
+    responder = ScriptedResponder(rules, default=lambda view: sentiment_reply(0.8))
     data = tmp_path / "gold.jsonl"
     data.write_text("".join(json.dumps({"id": t, "text": t, "gold": g}) + "\n" for t, g in _rows()))
     with TeacherServer(ServerConfig(responder=responder)) as srv:

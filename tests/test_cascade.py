@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -29,17 +28,11 @@ from labeler.export import ExportOptions
 from labeler.pricing import PriceTable
 from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
 
-from conftest import chat_requests
+from conftest import chat_requests, sentiment_reply
 
 # max_prob of stage A's answer per row kind; "bad" names no label, "fail" gets a 400
 SURE, UNSURE, HALF = 0.97, 0.6, 0.8
 KINDS = {"firm": 6, "unsure": 4, "half": 3, "bad": 2, "fail": 2}
-
-
-def _reply(p_positive: float) -> Reply:
-    word = "positive" if p_positive >= 0.5 else "negative"
-    return Reply(word, tokens=[word], top_logprobs=[[
-        ("positive", math.log(p_positive)), ("negative", math.log(1 - p_positive))]])
 
 
 def _texts() -> list[str]:
@@ -47,7 +40,8 @@ def _texts() -> list[str]:
 
 
 def _stage_a() -> ServerConfig:
-    rules = [("firm-", _reply(SURE)), ("unsure-", _reply(UNSURE)), ("half-", _reply(HALF)),
+    rules = [("firm-", sentiment_reply(SURE)), ("unsure-", sentiment_reply(UNSURE)),
+             ("half-", sentiment_reply(HALF)),
              ("bad-", Reply("I cannot tell", tokens=["I", " cannot", " tell"]))]
     return ServerConfig(model="small", responder=ScriptedResponder(rules),
                         status_for=[("fail-", 400)])
@@ -55,7 +49,7 @@ def _stage_a() -> ServerConfig:
 
 def _stage_b() -> ServerConfig:
     # sure of everything, and of the opposite label: a row's export shows who answered
-    return ServerConfig(model="big", responder=ScriptedResponder([], default=lambda v: _reply(0.01)))
+    return ServerConfig(model="big", responder=ScriptedResponder([], default=lambda v: sentiment_reply(0.01)))
 
 
 @pytest.fixture
@@ -248,7 +242,7 @@ def test_kill_9_mid_cascade_resumes_with_nothing_paid_twice(tmp_path: Path) -> N
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps({"id": t, "text": t}) + "\n" for t in texts))
     first = ServerConfig(model="small", responder=ScriptedResponder(
-        [("unsure-", _reply(UNSURE))], default=lambda v: _reply(SURE)))
+        [("unsure-", sentiment_reply(UNSURE))], default=lambda v: sentiment_reply(SURE)))
     with TeacherServer(first) as a, TeacherServer(_stage_b()) as b:
         b.config.latency_s = 0.05
         args = [sys.executable, "-m", "labeler.cli", "run", "sentiment", str(data),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import signal
 import subprocess
@@ -29,17 +28,11 @@ from labeler.errors import ConfigError
 from labeler.export import ExportOptions
 from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
 
-from conftest import REPO, chat_requests, review_api
+from conftest import REPO, chat_requests, review_api, sentiment_reply
 
 KINDS = {"firm": 4, "unsure": 3, "tough": 3, "bad": 1, "fail": 1}
 TOUGH = [f"tough-row{i:02d}" for i in range(KINDS["tough"])]
 UNSURE = [f"unsure-row{i:02d}" for i in range(KINDS["unsure"])]
-
-
-def _reply(p_positive: float) -> Reply:
-    word = "positive" if p_positive >= 0.5 else "negative"
-    return Reply(word, tokens=[word], top_logprobs=[[
-        ("positive", math.log(p_positive)), ("negative", math.log(1 - p_positive))]])
 
 
 def _texts() -> list[str]:
@@ -48,13 +41,14 @@ def _texts() -> list[str]:
 
 @pytest.fixture
 def servers() -> Iterator[tuple[TeacherServer, TeacherServer]]:
-    a_rules = [("firm-", _reply(0.97)), ("unsure-", _reply(0.6)), ("tough-", _reply(0.55)),
+    a_rules = [("firm-", sentiment_reply(0.97)), ("unsure-", sentiment_reply(0.6)),
+               ("tough-", sentiment_reply(0.55)),
                ("bad-", Reply("I cannot tell", tokens=["I", " cannot", " tell"]))]
     a = ServerConfig(model="small", responder=ScriptedResponder(a_rules),
                      status_for=[("fail-", 400)])
     # B: sure (and negative) everywhere but the tough rows, where it leans positive at 0.7
     b = ServerConfig(model="big", responder=ScriptedResponder(
-        [("tough-", _reply(0.7))], default=lambda v: _reply(0.01)))
+        [("tough-", sentiment_reply(0.7))], default=lambda v: sentiment_reply(0.01)))
     with TeacherServer(a) as sa, TeacherServer(b) as sb:
         yield sa, sb
 

@@ -18,15 +18,9 @@ from labeler.ensemble import EnsembleSpec
 from labeler.errors import ConfigError
 from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
 
-from conftest import chat_requests
+from conftest import chat_requests, sentiment_reply
 
 TEXTS = [f"row{i:02d}" for i in range(8)] + ["broken-row"]
-
-
-def _reply(p_positive: float) -> Reply:
-    word = "positive" if p_positive >= 0.5 else "negative"
-    return Reply(word, tokens=[word], top_logprobs=[[
-        ("positive", math.log(p_positive)), ("negative", math.log(1 - p_positive))]])
 
 
 def _p(text: str, member: str) -> float:
@@ -38,7 +32,7 @@ def _p(text: str, member: str) -> float:
 def _config(member: str, **kw: object) -> ServerConfig:
     def respond(view: object) -> Reply:
         text = next((t for t in TEXTS if t in view.prompt), "row00")  # type: ignore[attr-defined]
-        return _reply(_p(text, member))
+        return sentiment_reply(_p(text, member))
     return ServerConfig(model=f"member-{member}", responder=ScriptedResponder([], respond),
                         **kw)  # type: ignore[arg-type]
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import signal
 import subprocess
@@ -25,10 +24,10 @@ import pytest
 from labeler import Job, run_job
 from labeler.human import human_labels
 from labeler.store import Store
-from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
+from labeler.testing import ScriptedResponder, ServerConfig, TeacherServer
 from labeler.testing.browser import Browser, browser_missing
 
-from conftest import REPO, review_api
+from conftest import REPO, review_api, sentiment_reply
 
 # Each row's P(positive) from members a, b and c.
 P = {
@@ -40,14 +39,8 @@ P = {
 SPLIT = ["split-1", "split-0"]  # lower certainty first at equal agreement (2 of 3)
 
 
-def _reply(p_positive: float) -> Reply:
-    word = "positive" if p_positive >= 0.5 else "negative"
-    return Reply(word, tokens=[word], top_logprobs=[[
-        ("positive", math.log(p_positive)), ("negative", math.log(1 - p_positive))]])
-
-
 def _config(member: int) -> ServerConfig:
-    rules = [(text, _reply(ps[member])) for text, ps in P.items()]
+    rules = [(text, sentiment_reply(ps[member])) for text, ps in P.items()]
     return ServerConfig(model=f"member-{member}", responder=ScriptedResponder(rules))
 
 
