@@ -229,7 +229,7 @@ def run(task: str, input_path: str, **kw: Any) -> None:
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
-@options.click_options(_bounded, only=options.CASCADE_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
 def export(task: str, input_path: str, **kw: Any) -> None:
     """Export stored answers for INPUT without sending any request."""
     from labeler.job import export_job
@@ -312,7 +312,7 @@ def merge_stores(dest: str, sources: tuple[str, ...]) -> None:
               help="Save the best --calibrate method (held-out likelihood), fitted on all rows.")
 @click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False),
               help="Read the answers through this saved calibration.")
-@options.click_options(_bounded, only=options.CASCADE_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
 def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
           target_accuracy: tuple[float, ...], plot: str | None, as_json: bool,
           calibrate: tuple[str, ...], fit_fraction: float | None, save_calibration: str | None,
@@ -380,8 +380,7 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
               help="Allow a --host other than 127.0.0.1 (the page can change the store).")
 @click.option("--reviewer", help="Name recorded with each decision (default: the login name).")
 @click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
-@options.click_options(_bounded, only=("cascade", "escalate_below", "escalate_on", "ensemble",
-                                       "ensemble_combine"))
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
 def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
            reviewer: str | None, no_browser: bool, **kw: Any) -> None:
     """Review stored labels in a local web page, most uncertain first (no request is sent)."""
@@ -444,7 +443,7 @@ def templates() -> None:
 @click.option("--price", "price_overrides", multiple=True,
               help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON line.")
-@options.click_options(_bounded, only=options.CASCADE_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
 @click.option("--escalation-rate", help="With --cascade and no stored answers to measure it "
               "from: the share of rows each stage passes on (one, or one per stage but the last).")
 def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | None,
