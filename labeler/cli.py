@@ -122,6 +122,12 @@ def _export_options(f: Any) -> Any:
                      default="prompt-completion", show_default=True,
                      help="Chat-mode `sft` rows: prompt/completion (only the teacher's answer "
                           "is trained) or one `messages` list (few-shot answers included)."),
+        click.option("--reasoning", "reasoning_mode",
+                     type=click.Choice(["separate", "inline", "drop"]),
+                     help="A reasoning teacher's thinking: `separate` (sft: the assistant "
+                          "turn's reasoning_content; records/classification: a reasoning "
+                          "column), `inline` (<think>...</think> before the answer) or `drop`. "
+                          "Default: separate when the store holds any trace."),
         click.option("--kd-layout", type=click.Choice(["tokens", "ids"]), default="tokens",
                      show_default=True,
                      help="`kd` rows: per-token text/bytes/ids/logprobs, or `ids`: also "
@@ -669,6 +675,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             include_awaiting_human=bool(kw.get("include_awaiting_human")),
             sft_shape=kw.get("sft_shape") or "prompt-completion",
             kd_layout=kw.get("kd_layout") or "tokens",
+            reasoning=kw.get("reasoning_mode") or "auto",
             card_license=kw.get("card_license"), card_endpoint=bool(kw.get("card_endpoint")),
             calibration=_calibration(kw.get("calibration")),
         )
