@@ -297,3 +297,56 @@ def test_a_budget_over_the_templates_total_is_refused_by_a_job_too(tmp_path: Pat
         Job(task=_template(tmp_path, thinking_budget=2048, max_tokens=3000),
             input=SAMPLES / "reviews.jsonl", teacher="anthropic:x",
             thinking_budget=4096).load_task()
+
+
+# -- where a trace must not follow its answer ----------------------------------------------
+
+
+def test_a_label_a_person_overruled_loses_the_teachers_trace(tmp_path: Path) -> None:
+    from labeler.human import record_label
+
+    with TeacherServer(ServerConfig(labels=["negative", "positive"],
+                                    reasoning_field="reasoning_content")) as srv:
+        job = _job(srv, tmp_path, limit=4)
+        asyncio.run(run_job(job))
+    task = job.load_task()
+    with Store(job.store_path()) as store:
+        items = [i for chunk in Planner(task, job.make_teacher().identity, store)
+                 .plan_rows(job.rows(task)) for i in chunk]
+        overruled, agreed = items[0], items[1]
+        flip = {"positive": "negative", "negative": "positive"}
+        record_label(store, overruled.key, flip[overruled.completion.text], reviewer="ana")
+        record_label(store, agreed.key, agreed.completion.text, reviewer="ana")
+    for kind in ("sft", "classification"):
+        ds = _export(job, tmp_path, kind, kind=kind)
+        traces = {row["id"]: (row["completion"][0]["reasoning_content"] if kind == "sft"
+                              else row["reasoning"]) for row in ds}
+        assert traces[overruled.row.id] is None  # it argued for the label that was overruled
+        assert traces[agreed.row.id] == agreed.completion.reasoning
+
+
+def test_a_sampling_anthropic_teacher_keeps_the_trace_of_the_answer_it_kept(
+        tmp_path: Path) -> None:
+    with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
+        job = _anthropic_job(srv, tmp_path, limit=6)
+        job.teacher_options = {"samples": 5}
+        asyncio.run(run_job(job))
+        assert _sent(srv, "/v1/messages") == 30
+    for completion in _stored(job).values():
+        assert len(completion.samples) == 5
+        assert completion.reasoning.endswith(f"the answer is {completion.text}.")
+
+
+def test_an_estimate_counts_the_thinking_budget_as_output(tmp_path: Path) -> None:
+    from labeler.estimate import estimate
+    from labeler.task import load_task
+
+    plain = estimate(load_task("sentiment"), [{"text": r["text"]} for r in ROWS],
+                     "anthropic:claude-sonnet-4-5", samples=1)
+    thinking = estimate(load_task("sentiment").with_reasoning(None, 2048),
+                        [{"text": r["text"]} for r in ROWS], "anthropic:claude-sonnet-4-5",
+                        samples=1)
+    assert thinking.output_tokens == len(ROWS) * 2050 > plain.output_tokens
+    assert thinking.output_is_upper_bound
+    assert thinking.cost_usd is not None and plain.cost_usd is not None
+    assert thinking.cost_usd > plain.cost_usd
