@@ -350,3 +350,23 @@ def test_an_estimate_counts_the_thinking_budget_as_output(tmp_path: Path) -> Non
     assert thinking.output_is_upper_bound
     assert thinking.cost_usd is not None and plain.cost_usd is not None
     assert thinking.cost_usd > plain.cost_usd
+
+
+def test_the_test_server_refuses_what_thinking_forbids_as_the_api_does() -> None:
+    import anthropic
+
+    with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
+        client = anthropic.Anthropic(base_url=srv.url, api_key="k", max_retries=0)
+        ask = dict(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}],
+                   thinking={"type": "enabled", "budget_tokens": 2048})
+        # sampling parameters go in extra_body, as the teacher sends them to older versions
+        for extra, says in (({"max_tokens": 2048}, "greater than `thinking.budget_tokens`"),
+                            ({"max_tokens": 4096, "extra_body": {"temperature": 0.0}},
+                             "only be set to 1"),
+                            ({"max_tokens": 4096, "extra_body": {"top_p": 0.5}}, "top_p")):
+            with pytest.raises(anthropic.BadRequestError, match=re.escape(says)):
+                client.messages.create(**ask, **extra)  # type: ignore[call-overload]
+        ok = client.messages.create(**ask, max_tokens=4096,  # type: ignore[call-overload]
+                                    extra_body={"temperature": 1.0})
+        assert [b.type for b in ok.content] == ["thinking", "text"]
+        assert ok.content[0].signature == signature(ok.content[0].thinking)
