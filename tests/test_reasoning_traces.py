@@ -110,15 +110,18 @@ def test_reasoning_tokens_are_priced_once_as_output(tmp_path: Path) -> None:
     assert s.cost_usd == pytest.approx((s.prompt_tokens * 1.0 + s.completion_tokens * 10.0) / 1e6)
 
 
-def test_reasoning_effort_is_sent_and_is_part_of_the_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["lean", "httpx"])
+def test_reasoning_effort_is_sent_and_is_part_of_the_key(tmp_path: Path, transport: str
+                                                         ) -> None:
+    opts = {"teacher_options": {"transport": transport}, "limit": 3}
     with TeacherServer(ServerConfig(labels=["negative", "positive"],
                                     reasoning_field="reasoning")) as srv:
-        asyncio.run(run_job(_job(srv, tmp_path, limit=3, reasoning_effort="low")))
+        asyncio.run(run_job(_job(srv, tmp_path, reasoning_effort="low", **opts)))
         bodies = [r.body for r in srv.log if r.path == "/v1/chat/completions"]
         assert len(bodies) == 3 and all(b["reasoning_effort"] == "low" for b in bodies)
-        asyncio.run(run_job(_job(srv, tmp_path, limit=3, reasoning_effort="low")))
+        asyncio.run(run_job(_job(srv, tmp_path, reasoning_effort="low", **opts)))
         assert _sent(srv) == 3  # the same effort: answered from the store
-        asyncio.run(run_job(_job(srv, tmp_path, limit=3, reasoning_effort="high")))
+        asyncio.run(run_job(_job(srv, tmp_path, reasoning_effort="high", **opts)))
         assert _sent(srv) == 6  # thinking harder is another answer, never a stale one
         assert srv.log[-1].body["reasoning_effort"] == "high"
 
