@@ -26,6 +26,7 @@ from labeler.export_guard import check_out_folder, export_to
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
 from labeler.options import OPTIONS, check_values, default
 from labeler.pricing import PriceTable
+from labeler.reasoning import reasoning_params
 from labeler.retry import RetryPolicy
 from labeler.run import Labeler, RunSummary
 from labeler.store import Store
@@ -81,6 +82,9 @@ class Job:
     # An ensemble of teachers (labeler/ensemble.py): "a:m1,b:m2[@URL][=WEIGHT]" or a list
     ensemble: str | None = default("ensemble")
     ensemble_combine: str = default("ensemble_combine")
+    # A reasoning teacher's effort and Anthropic's thinking budget, over the template's
+    reasoning_effort: str | None = default("reasoning_effort")
+    thinking_budget: int | None = default("thinking_budget")
     id_field: str | None = None
     input_format: str | None = None
     delimiter: str | None = None
@@ -112,6 +116,8 @@ class Job:
         if self.cascade is not None:
             self.cascade_spec()  # a bad cascade is told before anything starts
         check_values({o.key: getattr(self, o.field) for o in OPTIONS})
+        reasoning_params({}, answer_tokens=0, effort=self.reasoning_effort,
+                         budget=self.thinking_budget)  # a bad value is told before anything
         bounds.check([
             ("limit", self.limit),
             ("samples", self.teacher_options.get("samples")),
@@ -147,7 +153,8 @@ class Job:
         return RetryPolicy(max_attempts=self.max_attempts, initial_wait=self.retry_initial_wait)
 
     def load_task(self) -> Task:
-        return self.task if isinstance(self.task, Task) else load_task(self.task)
+        task = self.task if isinstance(self.task, Task) else load_task(self.task)
+        return task.with_reasoning(self.reasoning_effort, self.thinking_budget)
 
     def make_teacher(self) -> Teacher:
         opts = dict(self.teacher_options)

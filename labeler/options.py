@@ -103,6 +103,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("ensemble_combine", "ensemble_combine", str, "mean",
            "With --ensemble: mean (weighted mixture of the members' distributions) or "
            "product (product of experts).", metavar="HOW"),
+    Option("reasoning_effort", "reasoning_effort", str, None,
+           "OpenAI-style reasoning teachers: how hard they think (none, minimal, low, "
+           "medium, high, xhigh), sent as reasoning_effort; overrides the template's "
+           "params (part of the cache key).", metavar="EFFORT"),
+    Option("thinking_budget", "thinking_budget", int, None,
+           "Anthropic: extended thinking with this many tokens (at least 1024), sent with "
+           "temperature 1 and max_tokens above the budget; overrides the template's params "
+           "(part of the cache key).", metavar="TOKENS"),
 )
 BY_FIELD: dict[str, Option] = {o.field: o for o in OPTIONS}
 BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
@@ -134,6 +142,9 @@ def from_fields(obj: Any) -> dict[str, Any]:
 
 
 CASCADE_KEYS = ("cascade", "escalate_below", "escalate_on", "ensemble", "ensemble_combine")
+# Options that change what is asked, hence every cache key: each command that reads
+# stored answers (export, eval, estimate, review) takes them too, to find the same keys.
+REQUEST_KEYS = ("reasoning_effort", "thinking_budget")
 
 
 def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
@@ -159,6 +170,7 @@ def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
     return decorate
 
 
-__all__ = ["BY_FIELD", "BY_KEY", "CASCADE_KEYS", "EXIT_CODES", "MAX_ATTEMPTS", "OPTIONS", "REQUEST_TIMEOUT_S",
-           "STOP_GRACE_S", "Option", "check_values", "click_options", "default", "exit_code",
+__all__ = ["BY_FIELD", "BY_KEY", "CASCADE_KEYS", "EXIT_CODES", "MAX_ATTEMPTS", "OPTIONS",
+           "REQUEST_KEYS", "REQUEST_TIMEOUT_S", "STOP_GRACE_S", "Option", "check_values",
+           "click_options", "default", "exit_code",
            "from_fields"]
