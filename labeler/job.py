@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,10 +22,11 @@ from labeler.batch.runner import BatchRunner, fingerprint
 from labeler.cascade import Cascade, CascadePlanner, CascadeSpec
 from labeler.ensemble import Ensemble, EnsemblePlanner, EnsembleSpec
 from labeler.errors import ConfigError
-from labeler.export import ExportOptions, ExportReport
+from labeler.export import ExportOptions, ExportReport, check_preference
 from labeler.export_guard import check_out_folder, export_to
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
 from labeler.options import OPTIONS, check_values, default
+from labeler.plan import Planner
 from labeler.pricing import PriceTable
 from labeler.reasoning import reasoning_params
 from labeler.retry import RetryPolicy
@@ -34,6 +36,8 @@ from labeler.task import Task, load_task
 from labeler.teachers import make_teacher, parse_spec, provider
 from labeler.teachers.base import Teacher
 from labeler.template_check import check_template_fields
+from labeler.verify import REGISTRY, Verifier, VerifyStage, parse_keep
+from labeler.verify.spec import split_steps
 
 
 def default_home() -> Path:
@@ -85,6 +89,10 @@ class Job:
     # A reasoning teacher's effort and Anthropic's thinking budget, over the template's
     reasoning_effort: str | None = default("reasoning_effort")
     thinking_budget: int | None = default("thinking_budget")
+    # Verification of every answer (labeler/verify/) and the answers exports keep
+    verify: str | None = default("verify")
+    keep: str | int = default("keep")
+    verify_timeout: float = default("verify_timeout")
     id_field: str | None = None
     input_format: str | None = None
     delimiter: str | None = None
@@ -118,6 +126,13 @@ class Job:
         check_values({o.key: getattr(self, o.field) for o in OPTIONS})
         reasoning_params({}, answer_tokens=0, effort=self.reasoning_effort,
                          budget=self.thinking_budget)  # a bad value is told before anything
+        if self.verify is not None and self.export.verify is None:
+            self.export = dataclasses.replace(self.export, verify=self.verify, keep=self.keep,
+                                              verify_timeout=self.verify_timeout)
+        parse_keep(self.export.keep)
+        if self.export.verify is not None:
+            split_steps(self.export.verify, REGISTRY)  # a bad spec is told before anything
+        check_preference(self.export)
         bounds.check([
             ("limit", self.limit),
             ("samples", self.teacher_options.get("samples")),
@@ -205,6 +220,18 @@ class JobResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def check_verifier(job: Job, task: Task) -> None:
+    """A verifier that cannot work is the user's error, told before anything is paid: a
+    spec the template cannot serve, an input field a row lacks, a checker that does not
+    import."""
+    spec = job.export.verify
+    if spec is None:
+        return
+    with Verifier(spec, schema=task.schema, timeout_s=job.export.verify_timeout) as verifier:
+        verifier.check_input(job.rows(task))
+        verifier.start()
+
+
 def open_job(job: Job, on_warning: Callable[[str], None] | None = None
              ) -> tuple[Task, list[str]]:
     """The job's task and its template warnings (each told to `on_warning` with the
@@ -213,6 +240,7 @@ def open_job(job: Job, on_warning: Callable[[str], None] | None = None
     task = job.load_task()
     if job.out is not None:
         check_out_folder(Path(job.out), job.store_path())
+    check_verifier(job, task)
     for w in task.warnings:
         if on_warning:
             on_warning(f"{task.path}: {w}")
@@ -276,6 +304,10 @@ async def _finish(job: Job, task: Task, summary: Any, identity: Mapping[str, Any
     if job.out is not None and summary.outcome not in ("pending", "interrupted"):
         report = await asyncio.to_thread(
             export_to, task, identity, job.rows(task), store, Path(job.out), job.export, planner)
+        summary.verification = report.verification
+    elif job.export.verify is not None and summary.outcome not in ("pending", "interrupted"):
+        summary.verification = await asyncio.to_thread(
+            verify_stored, task, identity, job.rows(task), store, job.export, planner)
     return JobResult(summary, report, job.store_path(),
                      rejects if rejects is not None and rejects.exists() else None, warnings)
 
@@ -405,6 +437,20 @@ async def _batch_strategy(job: Job, task: Task, teacher: Teacher, store: Store,
     )
 
 
+def verify_stored(task: Task, identity: Mapping[str, Any], rows: Any, store: Store,
+                  opts: ExportOptions, planner: Any = None) -> dict[str, Any]:
+    """Check every stored answer of these rows (verdicts stored, those already stored
+    read) and give the pass rates: what a run without --out reports."""
+    assert opts.verify is not None
+    planner = planner or Planner(task, identity, store, failures=False)
+    with Verifier(opts.verify, schema=task.schema, timeout_s=opts.verify_timeout) as verifier:
+        stage = VerifyStage(verifier, store, opts.keep)
+        for planned in planner.plan_rows(rows, 512):
+            stage.check([(i.row.data, i.key, i.completion) for i in planned
+                         if i.variant == 0 and i.completion is not None and i.key is not None])
+    return {"spec": opts.verify, "keep": str(opts.keep), **stage.rates.to_dict()}
+
+
 def export_job(job: Job) -> ExportReport:
     """Export from the store only: no request is sent."""
     if job.out is None:
@@ -413,6 +459,7 @@ def export_job(job: Job) -> ExportReport:
     spec = job.cascade_spec() or job.ensemble_spec()
     teachers = job.make_stage_teachers(spec) if spec is not None else [job.make_teacher()]
     check_out_folder(Path(job.out), job.store_path())
+    check_verifier(job, task)
     with Store(job.store_path()) as store:
         identities = [t.identity for t in teachers]
         planner: Any = None

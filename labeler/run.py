@@ -107,6 +107,7 @@ class RunSummary:
     interrupted: bool = False
     budget_stopped: bool = False
     stages: list[dict[str, Any]] = field(default_factory=list)  # a cascade's, one per stage
+    verification: dict[str, Any] | None = None  # --verify: pass rates (labeler/verify/)
 
     @property
     def outcome(self) -> str:
