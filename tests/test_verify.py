@@ -272,6 +272,11 @@ def hangs(row, answer):
     return True
 
 
+def slow(row, answer):
+    time.sleep(0.1)
+    return answer.rstrip().endswith(str(row["answer"]))
+
+
 def raises(row, answer):
     if row["id"] == "p2":
         raise ValueError("checker bug on " + row["id"])
@@ -407,3 +412,49 @@ def test_one_answer_per_row_is_verified_from_the_text(
     assert v["pass@1"] == v["pass@N"] == v["pass_rate"]
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     assert len(ds) == v["passed"] and set(ds["sample"]) <= {0}
+
+
+@pytest.mark.slow
+def test_kill_9_while_checking_resumes_without_the_teacher_or_checking_twice(
+        arith: Path, problems: Path, server: TeacherServer, tmp_path: Path,
+        checkers: Path) -> None:
+    import os
+    import signal
+    import time
+
+    store = tmp_path / "s.sqlite"
+    args = [sys.executable, "-m", "labeler.cli", "run", str(arith), str(problems),
+            "--teacher", ANTHROPIC, "--base-url", server.url, "--samples", str(SAMPLES),
+            "--store", str(store), "--out", str(tmp_path / "out"), "--quiet", "--json",
+            "--verify", "python:my_checks:slow"]
+    env = {**os.environ, "ANTHROPIC_API_KEY": "k"}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+    def stored_verdicts() -> int:
+        if not store.exists():
+            return 0
+        try:
+            with sqlite3.connect(store) as db:
+                return db.execute("SELECT count(*) FROM verdicts").fetchone()[0]
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+
+    deadline = time.monotonic() + 60
+    while stored_verdicts() < 8 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    before = stored_verdicts()
+    assert 8 <= before < ROWS * SAMPLES
+    sent = _messages(server)
+    assert sent == ROWS * SAMPLES  # every answer was paid and stored before checking
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert _messages(server) == sent
+    v = json.loads(done.stdout.splitlines()[-1])["verification"]
+    assert v["cached"] == before and v["checked"] == ROWS * SAMPLES - before
+    assert stored_verdicts() == ROWS * SAMPLES
+    assert len(datasets.load_from_disk(str(tmp_path / "out"))) == ROWS

@@ -7,6 +7,7 @@ from the stored answers.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ from labeler.verify.chain import Verifier
 from labeler.verify.kinds import Verdict
 from labeler.verify.passk import PassRates
 
-KEEP_CHOICES = ("all", "best")
+FLUSH_S = 1.0  # a slow checker's verdicts reach the store at least this often
 
 
 def answers_of(completion: Completion) -> list[str]:
@@ -92,6 +93,7 @@ class VerifyStage:
             slots += row_slots
         stored = table.read(self.store, slots)
         fresh: list[tuple[tuple[str, int, str], Verdict]] = []
+        flushed = time.monotonic()
         out = []
         for data, answers, row_slots in plans:
             verdicts = []
@@ -101,6 +103,9 @@ class VerifyStage:
                     verdict = self.verifier.check(data, answer)
                     fresh.append((slot, verdict))
                     self.rates.checked += 1
+                    if time.monotonic() - flushed > FLUSH_S:  # a kill loses at most this
+                        table.write(self.store, fresh)
+                        fresh, flushed = [], time.monotonic()
                 else:
                     self.rates.cached += 1
                 verdicts.append(verdict)
