@@ -220,16 +220,24 @@ class JobResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_verifier(job: Job, task: Task) -> None:
+def check_verifier(job: Job, task: Task, *, start: bool = True,
+                   source: str | None = None) -> None:
     """A verifier that cannot work is the user's error, told before anything is paid: a
     spec the template cannot serve, an input field a row lacks, a checker that does not
-    import."""
+    import. stdin is read once, so its rows are checked once it is spooled."""
     spec = job.export.verify
     if spec is None:
         return
     with Verifier(spec, schema=task.schema, timeout_s=job.export.verify_timeout) as verifier:
-        verifier.check_input(job.rows(task))
-        verifier.start()
+        if not _is_stdin(job):
+            verifier.check_input(job.rows(task), source)
+        if start:
+            verifier.start()
+
+
+def _is_stdin(job: Job) -> bool:
+    return isinstance(job.input, str | os.PathLike) and str(job.input) == "-"
+
 
 
 def open_job(job: Job, on_warning: Callable[[str], None] | None = None
@@ -271,6 +279,8 @@ async def run_job(
         rejects.unlink()  # rejects describe this run's input, not history
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(_unspool, job, spooled)
+        if spooled is not None:
+            check_verifier(job, task, start=False, source="<stdin>")  # rows unread before
         store = stack.enter_context(Store(job.store_path()))
         spec = job.cascade_spec()
         if spec is not None:

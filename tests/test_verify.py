@@ -366,6 +366,14 @@ def test_bad_verify_input_is_one_line_and_pays_nothing(
             lines = done.stderr.strip().splitlines()
             assert done.returncode == 1 and len(lines) == 1, (spec, done.stderr)
             assert all(n in lines[0] for n in needles), (spec, lines)
+        from_stdin = [a if a != str(problems) else "-" for a in base]
+        done = subprocess.run(
+            [sys.executable, "-m", "labeler.cli", *from_stdin, "--verify", "exact:nosuch"],
+            cwd=tmp_path, input=problems.read_text(), capture_output=True, text=True,
+            timeout=120)
+        assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+            "labeler: error: --verify exact:nosuch: <stdin>:1 (row 'p0') has no field "
+            "'nosuch' (it has: id, question, answer, gold)"], done.stderr
         done = _cli(*base, "--kind", "preference", cwd=tmp_path)
         assert done.returncode == 1 and done.stderr.strip().splitlines() == [
             "labeler: error: --kind preference needs --verify SPEC (a pair is a verified "
@@ -458,3 +466,18 @@ def test_kill_9_while_checking_resumes_without_the_teacher_or_checking_twice(
     assert v["cached"] == before and v["checked"] == ROWS * SAMPLES - before
     assert stored_verdicts() == ROWS * SAMPLES
     assert len(datasets.load_from_disk(str(tmp_path / "out"))) == ROWS
+
+
+def test_input_from_stdin_is_verified_and_labeled(
+        arith: Path, problems: Path, server: TeacherServer, tmp_path: Path) -> None:
+    import os
+
+    done = subprocess.run(
+        [sys.executable, "-m", "labeler.cli", "run", str(arith), "-", "--teacher", ANTHROPIC,
+         "--base-url", server.url, "--samples", "2", "--store", str(tmp_path / "s.sqlite"),
+         "--json", "--quiet", "--verify", "exact:gold"],
+        cwd=tmp_path, input=problems.read_text(), capture_output=True, text=True,
+        timeout=120, env={**os.environ, "ANTHROPIC_API_KEY": "k"})
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.splitlines()[-1])
+    assert summary["labeled"] == ROWS and summary["verification"]["answers"] == 2 * ROWS

@@ -75,9 +75,10 @@ class Verifier:
             if isinstance(step, Python):
                 step.start()
 
-    def check_input(self, rows: Iterable[Row | Reject]) -> None:
+    def check_input(self, rows: Iterable[Row | Reject], source: str | None = None) -> None:
         """Raise naming the field and the first row without it, when a check compares with
-        an input field that a row lacks."""
+        an input field that a row lacks (`source` names the input where its rows' own
+        source would mislead: stdin, spooled to a file)."""
         fields = self.fields
         if not fields:
             return
@@ -87,7 +88,8 @@ class Verifier:
             for name in fields:
                 if name not in row.data:
                     raise ConfigError(
-                        f"--verify {self.spec}: {row.source}:{row.line} (row '{row.id}') has "
+                        f"--verify {self.spec}: {source or row.source}:{row.line} (row "
+                        f"'{row.id}') has "
                         f"no field '{name}'" + (f" (it has: {', '.join(list(row.data)[:12])})"
                                                 if row.data else ""))
 
