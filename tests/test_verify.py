@@ -360,6 +360,8 @@ def test_bad_verify_input_is_one_line_and_pays_nothing(
             "numeric:answer:wide": ("tolerance 'wide' is not a number",),
             "regex:(": ("not a regular expression",),
             "bogus:x": ("unknown kind 'bogus'",),
+            "json-schema": ("needs a template with output.schema",),
+            "regex:'unclosed": ("unclosed quote",),
         }
         for spec, needles in cases.items():
             done = _cli(*base, "--verify", spec, cwd=tmp_path)
@@ -481,3 +483,30 @@ def test_input_from_stdin_is_verified_and_labeled(
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.splitlines()[-1])
     assert summary["labeled"] == ROWS and summary["verification"]["answers"] == 2 * ROWS
+
+
+def test_a_regex_alone_checks_that_it_matches_and_a_tolerance_widens_numeric(
+        arith: Path, problems: Path, server: TeacherServer, tmp_path: Path) -> None:
+    from labeler.job import export_job
+
+    asyncio.run(run_job(_job(arith, problems, server, tmp_path, out=None)))
+    sent = _messages(server)
+    for spec, passing in [(r"regex:Answer: (\d+)$", ROWS * SAMPLES),
+                          ("regex:Answer: none", 0),
+                          ("numeric:answer:9", ROWS * SAMPLES),  # wrong ones are off by 1-9
+                          ("numeric:answer:0.5", None)]:
+        out = tmp_path / f"out-{len(spec)}"
+        report = export_job(_job(arith, problems, server, tmp_path, out=out, verify=spec))
+        assert report.verification["answers"] == ROWS * SAMPLES
+        ds = datasets.load_from_disk(str(out))
+        verdicts = [v for r in ds for v in r["verdicts"]]
+        if passing is not None:
+            assert report.verification["passed"] == passing, spec
+        else:  # within half a unit is exact for whole numbers
+            assert all((v["status"] == "pass") == (_stated(v["text"]) == gold)
+                       for r in ds for v in r["verdicts"]
+                       for gold in [next(json.loads(x)["answer"] for x in problems.open()
+                                         if json.loads(x)["id"] == r["id"])])
+        if spec.startswith("regex:Answer: (\\d+)"):
+            assert all(v["detail"] == str(_stated(v["text"])) for v in verdicts)
+    assert _messages(server) == sent
