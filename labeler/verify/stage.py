@@ -23,7 +23,8 @@ FLUSH_S = 1.0  # a slow checker's verdicts reach the store at least this often
 
 def answers_of(completion: Completion) -> list[str]:
     """Every answer a completion holds: its samples where it has several, else its text."""
-    return list(completion.samples) if completion.sampled else [completion.text]
+    samples = completion.samples
+    return list(samples) if samples else [completion.text]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,11 @@ def select(answers: Sequence[str], verdicts: Sequence[Verdict], limit: int | Non
         if verdict.passed and text not in seen:
             seen.add(text)
             passing.append(i)
-    passing.sort(key=lambda i: -(verdicts[i].score if verdicts[i].score is not None else 1.0))
+    def rank(i: int) -> float:
+        score = verdicts[i].score
+        return -(score if score is not None else 1.0)
+
+    passing.sort(key=rank)
     return passing if limit is None else passing[:limit]
 
 
