@@ -16,7 +16,8 @@ Kinds (what the rows look like):
 
 Formats (how it is written): ``hf`` (``save_to_disk``, load with ``load_from_disk``),
 ``parquet`` and ``jsonl`` (one file per split). Written aside and swapped in with one
-exchange (labeler/folder_swap.py).
+exchange (labeler/folder_swap.py), only over a folder an export may replace
+(labeler/out_folder.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from labeler import aio, folder_swap, hf_folder
+from labeler import aio, folder_swap, hf_folder, out_folder
 from labeler import hf_features as hf
 from labeler.answer import Answer, read_answers
 from labeler.card import dataset_card, public_identity
@@ -137,6 +138,8 @@ class ExportOptions:
     card_license: str | None = None  # the card's `license` (a Hub licence id)
     card_endpoint: bool = False  # name the teacher's endpoint URL in the card
     calibration: Calibration | None = None  # read answers through it; the store is untouched
+    # replace a previous export of another kind or format at `out` (labeler/out_folder.py)
+    force: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -194,6 +197,9 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
     start = time.monotonic()
     report = ExportReport(str(out), opts.kind, opts.format)
     folder_swap.recover_interrupted(out)
+    out_folder.check_out(out, kind=opts.kind, fmt=opts.format, force=opts.force,
+                         holds=[("the store", Path(store.path))],
+                         note=f"every answer is safe in the store {store.path}")
     folder_swap.remove_dead_staging(out)
     tmp = folder_swap.staging(out, "tmp")
     work = folder_swap.staging(out, "work")  # arrow staging, outside tmp
@@ -263,7 +269,7 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
             report.teacher_tokenizer = teacher_tokenizer(teacher_identity)
         report.seconds = time.monotonic() - start
         (tmp / "README.md").write_text(dataset_card(task, teacher_identity, opts, report), "utf-8")
-        (tmp / "labeler_export.json").write_bytes(orjson.dumps(
+        (tmp / out_folder.META_FILE).write_bytes(orjson.dumps(
             _metadata(task, teacher_identity, opts, report), option=orjson.OPT_INDENT_2))
         folder_swap.swap_in(tmp, out)
     except BaseException:

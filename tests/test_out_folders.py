@@ -1,9 +1,17 @@
-"""An export is always in place: the swap leaves the old export or the new one at `--out`
-at every instant, a kill -9 included.
+"""Output folders are labeler's alone, and an export is always in place.
+
+An export replaces its whole folder, so `--out` (and a library call's `out`) may only name
+a folder labeler wrote as an export of the same kind and format (`--force`: of another
+kind), an empty folder, or a path that does not exist yet; never one that holds the
+store, the input or anything else, nor a refresh folder or anything inside one. The
+refusal is one line before any request is sent. The swap itself leaves the old export or
+the new one at `--out` at every instant, a kill -9 included.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -14,10 +22,16 @@ from typing import Any
 
 import datasets
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 from procs import LocalServer, write_items
 
+from labeler import Job, run_job
 from labeler.cli import main
+from labeler.errors import ExportError
+from labeler.job import export_job
+from labeler.refresh import refresh
+from labeler.store import Store
 
 TEACHER = "openai-compatible:teacher-test"
 
@@ -58,6 +72,223 @@ def _listing(folder: Path) -> dict[str, bytes]:
 def srv() -> Any:
     with LocalServer(labels=["negative", "positive"]) as server:
         yield server
+
+
+# -- folders that are not an export --------------------------------------------------------
+
+
+def test_out_on_a_folder_with_an_unrelated_file_is_refused_and_nothing_is_sent(
+        tmp_path: Path, srv: LocalServer) -> None:
+    data, out = write_items(tmp_path / "in.jsonl", 5), tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("three weeks of notes")
+    res = _cli("run", srv, data, tmp_path / "s.sqlite", out)
+    _refused(res, str(out), "notes.txt", "nothing was sent")
+    assert _sent(srv) == 0
+    assert (out / "notes.txt").read_text() == "three weeks of notes"
+    assert os.listdir(out) == ["notes.txt"]
+
+
+def test_out_holding_the_store_is_refused_and_the_store_is_intact(
+        tmp_path: Path, srv: LocalServer) -> None:
+    data, folder = write_items(tmp_path / "in.jsonl", 5), tmp_path / "work"
+    store = folder / "labels.sqlite"
+    assert _cli("run", srv, data, store, tmp_path / "elsewhere").exit_code == 0
+    paid = _sent(srv)
+    for command in ("run", "export"):
+        res = _cli(command, srv, data, store, folder)
+        _refused(res, str(folder), "the store", str(store))
+    assert _sent(srv) == paid == 5
+    with Store(store) as st:
+        assert st.stats()["responses"] == 5
+
+
+def test_out_holding_the_store_from_the_first_run_is_refused(
+        tmp_path: Path, srv: LocalServer) -> None:
+    """`--store DIR/labels.sqlite --out DIR` with neither there yet: the store would be
+    made in DIR and wiped by the export, so a rerun would pay again."""
+    data, folder = write_items(tmp_path / "in.jsonl", 5), tmp_path / "work"
+    _refused(_cli("run", srv, data, folder / "labels.sqlite", folder), "the store")
+    assert _sent(srv) == 0
+
+
+def test_out_holding_the_input_is_refused(tmp_path: Path, srv: LocalServer) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    data = write_items(folder / "in.jsonl", 5)
+    before = data.read_bytes()
+    res = _cli("run", srv, data, tmp_path / "s.sqlite", folder)
+    _refused(res, str(folder), "the input", str(data))
+    assert _sent(srv) == 0 and data.read_bytes() == before
+
+
+def test_out_inside_a_saved_dataset_given_as_input_is_refused(
+        tmp_path: Path, srv: LocalServer) -> None:
+    source = tmp_path / "source"
+    datasets.Dataset.from_list([{"id": f"r{i}", "text": f"text {i}"} for i in range(3)]
+                               ).save_to_disk(str(source))
+    res = _cli("run", srv, source, tmp_path / "s.sqlite", source / "labeled")
+    _refused(res, "inside the input", str(source))
+    assert _sent(srv) == 0 and not (source / "labeled").exists()
+
+
+def test_rejects_file_inside_out_is_refused(tmp_path: Path, srv: LocalServer) -> None:
+    data, out = write_items(tmp_path / "in.jsonl", 5), tmp_path / "out"
+    res = _cli("run", srv, data, tmp_path / "s.sqlite", out, "--rejects", str(out / "bad.jsonl"))
+    _refused(res, "--rejects", str(out / "bad.jsonl"))
+    assert _sent(srv) == 0
+
+
+def test_an_empty_folder_is_a_fine_out(tmp_path: Path, srv: LocalServer) -> None:
+    data, out = write_items(tmp_path / "in.jsonl", 5), tmp_path / "out"
+    out.mkdir()
+    assert _cli("run", srv, data, tmp_path / "s.sqlite", out).exit_code == 0
+    assert _rows(out) == 5
+
+
+def test_out_that_is_a_symbolic_link_is_refused(tmp_path: Path, srv: LocalServer) -> None:
+    data, target = write_items(tmp_path / "in.jsonl", 5), tmp_path / "target"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    _refused(_cli("run", srv, data, tmp_path / "s.sqlite", tmp_path / "link"),
+             "symbolic link", str(target))
+    assert _sent(srv) == 0 and (tmp_path / "link").is_symlink()
+
+
+# -- refresh folders -------------------------------------------------------------------------
+
+
+def _refresh_folder(tmp_path: Path, srv: LocalServer) -> tuple[Path, Path]:
+    """A refresh config and its published output folder (versions/ and current)."""
+    write_items(tmp_path / "in.jsonl", 5)
+    config = tmp_path / "refresh.yaml"
+    config.write_text(yaml.safe_dump({
+        "task": "sentiment", "input": "in.jsonl", "teacher": TEACHER, "base_url": srv.api,
+        "store": "state/labels.sqlite", "out": "datasets/reviews", "keep": 2,
+        "export": {"kind": "classification"}}))
+    result = refresh(config)
+    assert result.outcome == "ok", result.error
+    return config, tmp_path / "datasets" / "reviews"
+
+
+def test_out_on_a_refresh_folder_or_inside_one_is_refused(tmp_path: Path,
+                                                         srv: LocalServer) -> None:
+    config, folder = _refresh_folder(tmp_path, srv)
+    published = (folder / "current").resolve()
+    before = _listing(folder)
+    data, store = tmp_path / "in.jsonl", tmp_path / "state" / "labels.sqlite"
+    paid = _sent(srv)
+    for out in (folder, folder / "current", folder / "versions", published,
+                folder / "versions" / "mine", published / "train"):
+        for command in ("run", "export"):
+            _refused(_cli(command, srv, data, store, out, "--kind", "classification"),
+                     str(out), "refresh")
+    assert _sent(srv) == paid
+    assert _listing(folder) == before and (folder / "current").is_symlink()
+    assert (folder / "current").resolve() == published
+    assert refresh(config).outcome == "ok"  # the refresh folder goes on working
+
+
+def test_a_refresh_into_a_folder_that_is_not_its_own_is_refused(
+        tmp_path: Path, srv: LocalServer) -> None:
+    data, store = write_items(tmp_path / "in.jsonl", 5), tmp_path / "s.sqlite"
+    export = tmp_path / "plain"
+    assert _cli("run", srv, data, store, export).exit_code == 0
+    paid = _sent(srv)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    for out in (export, foreign, export / "train"):
+        config = tmp_path / "refresh.yaml"
+        config.write_text(yaml.safe_dump({
+            "task": "sentiment", "input": "in.jsonl", "teacher": TEACHER,
+            "base_url": srv.api, "store": str(tmp_path / "other.sqlite"), "out": str(out)}))
+        result = refresh(config)
+        assert (result.outcome, result.exit_code) == ("failed", 1)
+        assert str(out) in (result.error or "") and "refresh" in (result.error or "")
+    assert _sent(srv) == paid
+    assert os.listdir(foreign) == ["notes.txt"] and _rows(export) == 5
+    assert not (export / "versions").exists()
+
+
+# -- previous exports ----------------------------------------------------------------------
+
+
+def test_a_rerun_replaces_its_own_export_and_another_kind_needs_force(
+        tmp_path: Path, srv: LocalServer) -> None:
+    data, store, out = write_items(tmp_path / "in.jsonl", 5), tmp_path / "s.sqlite", tmp_path / "o"
+    assert _cli("run", srv, data, store, out).exit_code == 0
+    first = _listing(out)
+    for command in ("run", "export"):  # cron reruns the same command into the same folder
+        res = _cli(command, srv, data, store, out)
+        assert res.exit_code == 0, res.output
+    assert _sent(srv) == 5
+    for extra in (["--kind", "classification"], ["--format", "parquet"]):
+        res = _cli("export", srv, data, store, out, *extra)
+        _refused(res, str(out), "--force")
+        assert set(_listing(out)) == set(first)
+    res = _cli("export", srv, data, store, out, "--kind", "classification", "--force")
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "labeler_export.json").read_text())["kind"] == "classification"
+    assert datasets.load_from_disk(str(out)).features["label"].names == ["negative", "positive"]
+    assert _sent(srv) == 5
+
+
+def test_force_never_replaces_a_folder_that_is_not_an_export(
+        tmp_path: Path, srv: LocalServer) -> None:
+    data, out = write_items(tmp_path / "in.jsonl", 5), tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    _refused(_cli("run", srv, data, tmp_path / "s.sqlite", out, "--force"), "notes.txt")
+    assert _sent(srv) == 0 and os.listdir(out) == ["notes.txt"]
+
+
+def test_a_file_added_inside_an_export_is_never_replaced(
+        tmp_path: Path, srv: LocalServer) -> None:
+    data, store, out = write_items(tmp_path / "in.jsonl", 5), tmp_path / "s.sqlite", tmp_path / "o"
+    assert _cli("run", srv, data, store, out, "--validation-size", "0.4").exit_code == 0
+    (out / "train" / "checkpoint.pt").write_bytes(b"weights")
+    for extra in ([], ["--force"]):
+        _refused(_cli("export", srv, data, store, out, "--validation-size", "0.4", *extra),
+                 "checkpoint.pt")
+    assert (out / "train" / "checkpoint.pt").read_bytes() == b"weights"
+
+
+def test_out_inside_an_export_is_refused(tmp_path: Path, srv: LocalServer) -> None:
+    data, store, out = write_items(tmp_path / "in.jsonl", 5), tmp_path / "s.sqlite", tmp_path / "o"
+    assert _cli("run", srv, data, store, out).exit_code == 0
+    _refused(_cli("export", srv, data, store, out / "nested"), "inside the labeler export")
+    assert not (out / "nested").exists() and _rows(out) == 5
+
+
+def test_an_export_written_by_the_previous_release_is_recognised(
+        tmp_path: Path, srv: LocalServer) -> None:
+    """The first releases wrote labeler_export.json with the kind only in its report."""
+    data, store, out = write_items(tmp_path / "in.jsonl", 5), tmp_path / "s.sqlite", tmp_path / "o"
+    assert _cli("run", srv, data, store, out, "--kind", "sft").exit_code == 0
+    meta = json.loads((out / "labeler_export.json").read_text())
+    oldest = {"report": {**meta["report"], "path": str(out)}, "task": meta["task"],
+              "teacher": meta["teacher"]}
+    (out / "labeler_export.json").write_text(json.dumps(oldest))
+    _refused(_cli("export", srv, data, store, out), "'sft'", "--force")
+    assert _cli("export", srv, data, store, out, "--kind", "sft").exit_code == 0
+    assert json.loads((out / "labeler_export.json").read_text())["kind"] == "sft"
+
+
+# -- the library applies the same rule -----------------------------------------------------
+
+
+def test_library_exports_apply_the_same_rule(tmp_path: Path, srv: LocalServer) -> None:
+    folder = tmp_path / "work"
+    folder.mkdir()
+    data = write_items(folder / "in.jsonl", 5)
+    job = Job(task="sentiment", input=data, teacher=TEACHER, base_url=srv.api,
+              store=tmp_path / "labels.sqlite", out=folder, progress=False)
+    with pytest.raises(ExportError, match="the input"):
+        asyncio.run(run_job(job))
+    with pytest.raises(ExportError, match="the input"):
+        export_job(job)
+    assert _sent(srv) == 0 and sorted(os.listdir(folder)) == ["in.jsonl"]
 
 
 # -- the swap -------------------------------------------------------------------------------
