@@ -113,7 +113,12 @@ def _teacher_options(f: Any) -> Any:
 
 def _export_options(f: Any) -> Any:
     opts = [
-        click.option("--out", "-o", type=click.Path(file_okay=False), help="Export folder."),
+        click.option("--out", "-o", type=click.Path(file_okay=False),
+                     help="Export folder: new, empty, or a previous export of this kind, "
+                          "which it replaces."),
+        click.option("--force", is_flag=True,
+                     help="Replace a previous export at --out of another kind or format "
+                          "(never a folder that is not an export)."),
         click.option("--format", "fmt", type=click.Choice(["hf", "parquet", "jsonl"]),
                      default="hf", show_default=True),
         click.option("--kind", type=click.Choice(["records", "classification", "sft", "kd"]),
@@ -678,6 +683,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             reasoning=kw.get("reasoning_mode") or "auto",
             card_license=kw.get("card_license"), card_endpoint=bool(kw.get("card_endpoint")),
             calibration=_calibration(kw.get("calibration")),
+            force=bool(kw.get("force")),
         )
         return Job(
             task=task, input=input_path, teacher=kw["teacher"], out=kw.get("out"),

@@ -22,14 +22,15 @@ only when the store holds a trace at all, so a store without any exports exactly
 columns it always did, and one with traces has the same columns in every export.
 
 Formats (how it is written): ``hf`` (``save_to_disk``, load with ``load_from_disk``),
-``parquet`` and ``jsonl`` (one file per split). Written aside and swapped in atomically.
+``parquet`` and ``jsonl`` (one file per split). Written aside and swapped in with one
+exchange (labeler/folder_swap.py), only over a folder an export may replace
+(labeler/out_folder.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from labeler import aio, hf_folder, owner
+from labeler import aio, folder_swap, hf_folder, out_folder
 from labeler import hf_features as hf
 from labeler.answer import Answer, read_answers
 from labeler.card import dataset_card, public_identity
@@ -148,6 +149,8 @@ class ExportOptions:
     # where a reasoning trace goes: separate | inline | drop; "auto": separate when the
     # store holds any trace, else nothing (the export resolves it)
     reasoning: str = AUTO
+    # replace a previous export of another kind or format at `out` (labeler/out_folder.py)
+    force: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -211,10 +214,13 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
     out = Path(out)
     start = time.monotonic()
     report = ExportReport(str(out), opts.kind, opts.format)
-    _recover_interrupted_swap(out)
-    _remove_dead_staging(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    work = out.parent / f".{out.name}.work-{os.getpid()}"  # arrow staging, outside tmp
+    folder_swap.recover_interrupted(out)
+    out_folder.check_out(out, kind=opts.kind, fmt=opts.format, force=opts.force,
+                         holds=[("the store", Path(store.path))],
+                         note=f"every answer is safe in the store {store.path}")
+    folder_swap.remove_dead_staging(out)
+    tmp = folder_swap.staging(out, "tmp")
+    work = folder_swap.staging(out, "work")  # arrow staging, outside tmp
     for d in (tmp, work):
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
@@ -281,9 +287,9 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
             report.teacher_tokenizer = teacher_tokenizer(teacher_identity)
         report.seconds = time.monotonic() - start
         (tmp / "README.md").write_text(dataset_card(task, teacher_identity, opts, report), "utf-8")
-        (tmp / "labeler_export.json").write_bytes(orjson.dumps(
+        (tmp / out_folder.META_FILE).write_bytes(orjson.dumps(
             _metadata(task, teacher_identity, opts, report), option=orjson.OPT_INDENT_2))
-        _swap_in(tmp, out)
+        folder_swap.swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -841,35 +847,6 @@ def _write_splits(tmp: Path, writers: Mapping[str, SplitFile], features: Feature
     else:
         for split, ds in parts.items():
             ds.to_json(str(tmp / f"{split}.jsonl"), lines=True, force_ascii=False)
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace `out` with `tmp` so that a crash leaves either the old or the new export."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _remove_dead_staging(out: Path) -> None:
-    """A kill -9 mid-export leaves its staging folders (a whole dataset each) beside `out`;
-    remove those whose process is gone, never those of an export still running."""
-    if not out.parent.exists():
-        return
-    for stale in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.work-*")]:
-        pid = stale.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not owner.alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _recover_interrupted_swap(out: Path) -> None:
-    """A crash between the two renames left the last good export aside: put it back."""
-    if out.exists() or not out.parent.exists():
-        return
-    olds = sorted(out.parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if olds:
-        os.replace(olds[-1], out)
 
 
 def merge_card(generated: str, ours: str) -> str:

@@ -187,6 +187,17 @@ class Job:
     def store_path(self) -> Path:
         return Path(self.store) if self.store else default_store()
 
+    def check_out(self, note: str = "nothing was sent") -> None:
+        """Refuse an `out` an export may not replace (labeler/out_folder.py) before anything
+        is paid: one holding the store, the input or the rejects file, a refresh folder, a
+        folder that is not a previous export of this kind."""
+        if self.out is None:
+            return
+        reads = (Path(self.input) if isinstance(self.input, str | os.PathLike)
+                 and str(self.input) != "-" else None)
+        check_out_folder(Path(self.out), self.store_path(), self.export, reads=reads,
+                         rejects=self.rejects_path(), note=note)
+
     def rejects_path(self) -> Path | None:
         if self.rejects:
             return Path(self.rejects)
@@ -212,7 +223,7 @@ def open_job(job: Job, on_warning: Callable[[str], None] | None = None
     engine does before it labels anything, so a bad `--out` costs no request."""
     task = job.load_task()
     if job.out is not None:
-        check_out_folder(Path(job.out), job.store_path())
+        job.check_out()
     for w in task.warnings:
         if on_warning:
             on_warning(f"{task.path}: {w}")
@@ -412,7 +423,7 @@ def export_job(job: Job) -> ExportReport:
     task = job.load_task()
     spec = job.cascade_spec() or job.ensemble_spec()
     teachers = job.make_stage_teachers(spec) if spec is not None else [job.make_teacher()]
-    check_out_folder(Path(job.out), job.store_path())
+    job.check_out(note="nothing was written")
     with Store(job.store_path()) as store:
         identities = [t.identity for t in teachers]
         planner: Any = None

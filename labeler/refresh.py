@@ -13,7 +13,8 @@ overlap, safe to kill and easy to monitor:
 - atomic and versioned: each refresh exports to OUT/versions/<UTC timestamp>/, then
   swaps the OUT/current symlink with one rename. Readers always see a whole export; a
   refresh that fails or is interrupted leaves `current` as it was. The last `keep`
-  versions are kept.
+  versions are kept. OUT is the refresh's alone: a folder that holds anything else, or
+  lies inside an export or another refresh folder, is refused (labeler/out_folder.py).
 - observable: exactly one JSON line on stdout (counts, cost, duration, outcome, version
   path) and an exit code: 0 ok, 3 partial, 4 locked, 1 failed (5 budget and 130
   interrupted, as for `labeler run`).
@@ -49,7 +50,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -68,12 +68,12 @@ from labeler.export import ExportOptions
 from labeler.filters import FilterSpec
 from labeler.job import Job, run_job
 from labeler.options import EXIT_CODES, OPTIONS
+from labeler.out_folder import REFRESH_LOCK, VERSION_RE, check_refresh_out
 from labeler.owner import alive as _alive
 from labeler.pricing import PriceTable
 from labeler.redact import redact
 
-VERSION_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z(-\d+)?$")
-LOCK_NAME = ".refresh.lock"
+LOCK_NAME = REFRESH_LOCK
 
 _REQUIRED = ("task", "input", "teacher", "out")
 # The labeling options (concurrency, rpm, budget, ...) come from labeler/options.py; these
@@ -462,6 +462,7 @@ def refresh(
     try:
         cfg = config if isinstance(config, RefreshConfig) else RefreshConfig.load(config)
         result.out = str(cfg.out)
+        check_refresh_out(cfg.out)
         with RefreshLock(cfg.lock_path()) as lock:
             if lock.took_over_from is not None:
                 result.lock_taken_over_from = lock.took_over_from
