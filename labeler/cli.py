@@ -185,7 +185,7 @@ def main() -> None:
               help="With --batch: submit, store whatever has finished, and return at once "
                    f"(exit {EXIT_PENDING} while answers are pending; for cron).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: label on a Ray cluster (pip install 'labeler[ray]'), then export as "
+              help="ray: label on a Ray cluster (pip install 'labeler-distill[ray]'), then export as "
                    "a local run does.")
 @click.option("--ray-address", metavar="ADDR",
               help="With --engine ray: the cluster to join (default: RAY_ADDRESS, else a local Ray).")
@@ -704,7 +704,7 @@ def _ray_engine() -> Any:
     try:
         from labeler.ray import engine
     except ImportError as exc:
-        raise ConfigError(f"--engine ray needs Ray: pip install 'labeler[ray]' ({exc})") from None
+        raise ConfigError(f"--engine ray needs Ray: pip install 'labeler-distill[ray]' ({exc})") from None
     return engine
 
 
