@@ -23,6 +23,7 @@ from labeler import aio, options
 from labeler.bounds import BOUNDS
 from labeler.errors import ConfigError, LabelerError
 from labeler.redact import redact
+from labeler.version import VERSION
 
 EXIT_FATAL = options.exit_code("failed")
 EXIT_INTERRUPTED = options.exit_code("interrupted")
@@ -161,7 +162,7 @@ def _export_options(f: Any) -> Any:
 
 
 @click.group(cls=_OneLineErrors)
-@click.version_option(package_name="labeler")
+@click.version_option(version=VERSION, prog_name="labeler")
 def main() -> None:
     """Label raw inputs with a teacher LLM into distillation datasets."""
 
