@@ -233,6 +233,24 @@ def test_marked_blocks_run_as_printed(doc: Path, marker: str, tmp_path: Path,
         run_block(block, root, env)
 
 
+def test_scheduled_commands_name_labeler_by_its_path() -> None:
+    """cron runs a job with PATH=/usr/bin:/bin and systemd wants absolute paths: a bare
+    `labeler` there is `labeler: not found` at 3 a.m. (`cron` and `ini` blocks are shown,
+    not run, so this is their check)."""
+    bare = re.compile(r"(?:^|[\s;&|=])labeler\s")
+    problems = []
+    for b in ALL:
+        if b.lang not in ("cron", "ini"):
+            continue
+        for i, line in enumerate(b.code.splitlines(), start=1):
+            if line.lstrip().startswith("#") or (b.lang == "ini" and not line.startswith("Exec")):
+                continue
+            command = line.split(None, 5)[-1] if b.lang == "cron" else line
+            if bare.search(command):
+                problems.append(f"{b.where}+{i}: {line.strip()}")
+    assert not problems, "a bare `labeler` in a scheduled command:\n" + "\n".join(problems)
+
+
 def test_the_site_builds_without_warnings(tmp_path: Path) -> None:
     """`mkdocs build --strict`: a broken link or a page left out of the nav fails."""
     pytest.importorskip("mkdocs", reason="the site is built by mkdocs: pip install -e '.[dev]'")
