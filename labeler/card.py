@@ -110,7 +110,7 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
     teacher = f"{identity.get('provider')}:{identity.get('model')}"
     lines = ["---", _front_matter(task, teacher, opts, report, repo).rstrip("\n"), "---", "",
              f"# {task.name}: labeled by `{teacher}`", "",
-             "Labels produced by a teacher model with [labeler](https://pypi.org/project/labeler/).",
+             "Labels produced by a teacher model with [labeler](https://pypi.org/project/labeler-distill/).",
              "", "| | |", "|---|---|", f"| teacher | `{teacher}` |"]
     if opts.card_endpoint and identity.get("base_url"):
         lines.append(f"| endpoint | `{identity.get('base_url')}` |")

@@ -23,6 +23,7 @@ from labeler import aio, options
 from labeler.bounds import BOUNDS
 from labeler.errors import ConfigError, LabelerError
 from labeler.redact import redact
+from labeler.version import VERSION
 
 EXIT_FATAL = options.exit_code("failed")
 EXIT_INTERRUPTED = options.exit_code("interrupted")
@@ -172,7 +173,7 @@ def _export_options(f: Any) -> Any:
 
 
 @click.group(cls=_OneLineErrors)
-@click.version_option(package_name="labeler")
+@click.version_option(version=VERSION, prog_name="labeler")
 def main() -> None:
     """Label raw inputs with a teacher LLM into distillation datasets."""
 
@@ -196,7 +197,7 @@ def main() -> None:
               help="With --batch: submit, store whatever has finished, and return at once "
                    f"(exit {EXIT_PENDING} while answers are pending; for cron).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: label on a Ray cluster (pip install 'labeler[ray]'), then export as "
+              help="ray: label on a Ray cluster (pip install 'labeler-distill[ray]'), then export as "
                    "a local run does.")
 @click.option("--ray-address", metavar="ADDR",
               help="With --engine ray: the cluster to join (default: RAY_ADDRESS, else a local Ray).")
@@ -716,7 +717,7 @@ def _ray_engine() -> Any:
     try:
         from labeler.ray import engine
     except ImportError as exc:
-        raise ConfigError(f"--engine ray needs Ray: pip install 'labeler[ray]' ({exc})") from None
+        raise ConfigError(f"--engine ray needs Ray: pip install 'labeler-distill[ray]' ({exc})") from None
     return engine
 
 

@@ -21,7 +21,9 @@ from labeler.targets import (
     token_confidence,
 )
 
-BANKING77 = Path(__file__).resolve().parents[2] / "shared/data/banking77_test/categories.json"
+from conftest import SHARED_DATA
+
+BANKING77 = SHARED_DATA / "banking77_test" / "categories.json"
 SENTIMENT = LabelSpace(("positive", "negative", "neutral"))
 CITIES = LabelSpace(("New York", "New Delhi", "Paris"))
 
@@ -320,7 +322,7 @@ def test_with_codes() -> None:
 
 def test_ambiguity_on_banking77_labels() -> None:
     if not BANKING77.exists():
-        pytest.skip("shared banking77 data is not available")
+        pytest.skip(f"needs the Banking77 label names at {BANKING77}")
     space = LabelSpace(tuple(json.loads(BANKING77.read_text())))
     warnings = space.ambiguity()
     card = [w for w in warnings if "'card'" in w]
@@ -391,7 +393,7 @@ def test_completion_mode_answer_is_the_label_with_the_most_summed_mass() -> None
 
 def test_one_ambiguity_warning_per_label_set_lists_groups_and_the_yaml_fix() -> None:
     if not BANKING77.exists():
-        pytest.skip("shared banking77 data is not available")
+        pytest.skip(f"needs the Banking77 label names at {BANKING77}")
     space = LabelSpace(tuple(json.loads(BANKING77.read_text())))
     warning = space.ambiguity_warning()
     assert warning is not None and "\n" not in warning
