@@ -94,9 +94,6 @@ def _teacher_options(f: Any) -> Any:
         click.option("--api-key-file", type=click.Path(dir_okay=False),
                      help="Read the API key from this file (must be mode 0600). Default: the "
                           "provider's environment variable."),
-        click.option("--samples", type=_bounded("samples", int),
-                     help="Anthropic: answers sampled per row when the template wants soft "
-                          "targets (default 5; part of the cache key)."),
         click.option("--store", type=click.Path(dir_okay=False),
                      help="SQLite store (cache + journal). Default: $LABELER_HOME/store.sqlite."),
         click.option("--id-field", help="Input field holding a unique row id."),
@@ -229,7 +226,7 @@ def run(task: str, input_path: str, **kw: Any) -> None:
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
-@options.click_options(_bounded, only=options.CASCADE_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.SAMPLING_KEYS)
 def export(task: str, input_path: str, **kw: Any) -> None:
     """Export stored answers for INPUT without sending any request."""
     from labeler.job import export_job
@@ -312,7 +309,7 @@ def merge_stores(dest: str, sources: tuple[str, ...]) -> None:
               help="Save the best --calibrate method (held-out likelihood), fitted on all rows.")
 @click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False),
               help="Read the answers through this saved calibration.")
-@options.click_options(_bounded, only=options.CASCADE_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.SAMPLING_KEYS)
 def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
           target_accuracy: tuple[float, ...], plot: str | None, as_json: bool,
           calibrate: tuple[str, ...], fit_fraction: float | None, save_calibration: str | None,
@@ -380,8 +377,8 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
               help="Allow a --host other than 127.0.0.1 (the page can change the store).")
 @click.option("--reviewer", help="Name recorded with each decision (default: the login name).")
 @click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
-@options.click_options(_bounded, only=("cascade", "escalate_below", "escalate_on", "ensemble",
-                                       "ensemble_combine"))
+@options.click_options(_bounded, only=("samples", "soft_labels", "cascade", "escalate_below",
+                                      "escalate_on", "ensemble", "ensemble_combine"))
 def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
            reviewer: str | None, no_browser: bool, **kw: Any) -> None:
     """Review stored labels in a local web page, most uncertain first (no request is sent)."""
@@ -444,7 +441,7 @@ def templates() -> None:
 @click.option("--price", "price_overrides", multiple=True,
               help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON line.")
-@options.click_options(_bounded, only=options.CASCADE_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.SAMPLING_KEYS)
 @click.option("--escalation-rate", help="With --cascade and no stored answers to measure it "
               "from: the share of rows each stage passes on (one, or one per stage but the last).")
 def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | None,
@@ -460,7 +457,7 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
     try:
         loaded = job.load_task()
         est = estimate_cost(loaded, job.rows(loaded), job.teacher, job.prices,
-                            samples=job.teacher_options.get("samples"))
+                            samples=job.samples, soft_labels=job.soft_labels)
     except LabelerError as exc:
         _fail(exc)
     if as_json:
@@ -676,7 +673,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
         return Job(
             task=task, input=input_path, teacher=kw["teacher"], out=kw.get("out"),
             store=kw.get("store"), base_url=",".join(kw.get("base_url") or ()) or None,
-            teacher_options=_teacher_extra(kw),
+            teacher_options={},
             api_key=_read_key_file(kw.get("api_key_file")),
             **{o.field: kw.get(o.key, o.default) for o in options.OPTIONS},
             prices=prices, id_field=kw.get("id_field"),
@@ -706,15 +703,6 @@ def _ray_engine() -> Any:
     except ImportError as exc:
         raise ConfigError(f"--engine ray needs Ray: pip install 'labeler[ray]' ({exc})") from None
     return engine
-
-
-def _teacher_extra(kw: dict[str, Any]) -> dict[str, Any]:
-    """Provider-specific teacher options from flags; a flag the provider lacks is an error."""
-    if kw.get("samples") is None:
-        return {}
-    if not str(kw["teacher"]).startswith("anthropic:"):
-        raise ConfigError("--samples is for anthropic teachers (others return logprobs)")
-    return {"samples": kw["samples"]}
 
 
 def _read_key_file(path: str | None) -> str | None:

@@ -81,6 +81,10 @@ class Job:
     # An ensemble of teachers (labeler/ensemble.py): "a:m1,b:m2[@URL][=WEIGHT]" or a list
     ensemble: str | None = default("ensemble")
     ensemble_combine: str = default("ensemble_combine")
+    # Soft labels from samples (labeler/teachers/sampling.py): N answers, and whether to
+    # sample even a teacher that gives logprobs
+    samples: int | None = default("samples")
+    soft_labels: str = default("soft_labels")
     id_field: str | None = None
     input_format: str | None = None
     delimiter: str | None = None
@@ -111,10 +115,15 @@ class Job:
             self.escalate_below = ",".join(str(x) for x in self.escalate_below)
         if self.cascade is not None:
             self.cascade_spec()  # a bad cascade is told before anything starts
+        older = self.teacher_options.get("samples")  # the Anthropic option it once was
+        if older is not None:
+            if self.samples is not None and self.samples != older:
+                raise ConfigError(f"samples {self.samples} and teacher_options samples {older} "
+                                  "disagree: give one")
+            self.samples = older
         check_values({o.key: getattr(self, o.field) for o in OPTIONS})
         bounds.check([
             ("limit", self.limit),
-            ("samples", self.teacher_options.get("samples")),
             ("min_confidence", f.min_confidence), ("min_margin", f.min_margin),
             ("max_entropy", f.max_entropy), ("validation_size", self.export.validation_size),
         ])
@@ -133,7 +142,7 @@ class Job:
         """One teacher per stage: its own @URL, else --base-url; the job's key and options."""
         teachers = []
         for stage in spec.stages:
-            opts = dict(self.teacher_options)
+            opts = self.teacher_settings()
             if stage.base_url or self.base_url:
                 opts["base_url"] = stage.base_url or self.base_url
             if self.api_key:
@@ -149,8 +158,19 @@ class Job:
     def load_task(self) -> Task:
         return self.task if isinstance(self.task, Task) else load_task(self.task)
 
-    def make_teacher(self) -> Teacher:
+    def teacher_settings(self) -> dict[str, Any]:
+        """The options every teacher is built with: `teacher_options` and the sampling
+        options, these only when set, so a teacher is built as before when they are not."""
         opts = dict(self.teacher_options)
+        opts.pop("samples", None)
+        if self.samples is not None:
+            opts["samples"] = self.samples
+        if self.soft_labels != default("soft_labels"):
+            opts["soft_labels"] = self.soft_labels
+        return opts
+
+    def make_teacher(self) -> Teacher:
+        opts = self.teacher_settings()
         if self.base_url:
             opts["base_url"] = self.base_url
         if self.api_key:

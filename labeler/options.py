@@ -48,6 +48,7 @@ class Option:
     short: str | None = None
     metavar: str | None = None
     also: tuple[type, ...] = ()  # further types a config may give (a number for a list)
+    choices: tuple[str, ...] | None = None  # the only values a text option takes
 
     @property
     def flag(self) -> str:
@@ -103,6 +104,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("ensemble_combine", "ensemble_combine", str, "mean",
            "With --ensemble: mean (weighted mixture of the members' distributions) or "
            "product (product of experts).", metavar="HOW"),
+    Option("samples", "samples", int, None,
+           "Answers asked per row where the soft label comes from samples (a teacher without "
+           "logprobs, or --soft-labels samples): its share of each answer. One request with "
+           "`n` where the server takes it (the prompt paid once), else N requests. Default 5; "
+           "1 keeps hard labels only. Part of the cache key.", metavar="N"),
+    Option("soft_labels", "soft_labels", str, "auto",
+           "Where soft labels come from: auto (logprobs where the teacher gives them, else "
+           "--samples answers), logprobs, or samples (sample even a teacher with logprobs, "
+           "to compare the two).", metavar="SOURCE", choices=("auto", "logprobs", "samples")),
 )
 BY_FIELD: dict[str, Option] = {o.field: o for o in OPTIONS}
 BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
@@ -126,6 +136,9 @@ def check_values(values: Mapping[str, Any], where: str = "") -> None:
             raise ConfigError(f"{prefix}{key} must be {names}, got {value!r}")
         if opt.bound is not None:
             check([(key, value)], where)
+        if opt.choices is not None and value not in opt.choices:
+            raise ConfigError(f"{prefix}{key} must be one of {', '.join(opt.choices)}, "
+                              f"got {value!r}")
 
 
 def from_fields(obj: Any) -> dict[str, Any]:
@@ -134,6 +147,9 @@ def from_fields(obj: Any) -> dict[str, Any]:
 
 
 CASCADE_KEYS = ("cascade", "escalate_below", "escalate_on", "ensemble", "ensemble_combine")
+# How soft labels are obtained: every command that plans requests (run, export, eval,
+# estimate, review) takes these, since they are part of the cache key.
+SAMPLING_KEYS = ("samples", "soft_labels")
 
 
 def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
@@ -151,6 +167,8 @@ def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
                 f = click.option(*names, is_flag=True, help=opt.help)(f)
                 continue
             kind = bounded(opt.key, opt.kind) if opt.bound is not None else opt.kind
+            if opt.choices is not None:
+                kind = click.Choice(opt.choices)
             f = click.option(*names, type=kind, default=opt.default,
                              show_default=opt.default is not None, metavar=opt.metavar,
                              help=opt.help)(f)
@@ -160,5 +178,5 @@ def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
 
 
 __all__ = ["BY_FIELD", "BY_KEY", "CASCADE_KEYS", "EXIT_CODES", "MAX_ATTEMPTS", "OPTIONS", "REQUEST_TIMEOUT_S",
-           "STOP_GRACE_S", "Option", "check_values", "click_options", "default", "exit_code",
+           "SAMPLING_KEYS", "STOP_GRACE_S", "Option", "check_values", "click_options", "default", "exit_code",
            "from_fields"]

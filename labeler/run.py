@@ -49,7 +49,7 @@ from labeler.request import Request
 from labeler.retry import RetryPolicy
 from labeler.store import Store
 from labeler.task import Task
-from labeler.teachers.base import Teacher, http_outcomes, request_shape
+from labeler.teachers.base import Teacher, http_outcomes, notices, request_shape
 from labeler.template_check import RenderStreak
 
 UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
@@ -261,6 +261,7 @@ class Labeler:
         )
         out: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=4 * CHUNK)
         http_before = Counter(http_outcomes(self.teacher) or ())
+        told = len(notices(self.teacher))
         state = _RunState(self, out, with_completions)
         producer = asyncio.create_task(state.produce(rows))
         renewer = asyncio.create_task(state.renew_claims())
@@ -289,6 +290,8 @@ class Labeler:
                 await asyncio.to_thread(self.claims.release_all)
             self.summary.elapsed_s = time.monotonic() - start
             self._count_http(state.http, http_before)
+            for notice in notices(self.teacher)[told:]:
+                self.on_warning(redact(notice))
             self.summary.concurrency = self.limiter.inflight.report()
             if self._problems > PROBLEM_LINES:
                 self.on_warning(f"{self._problems - PROBLEM_LINES} more rows were rejected or "

@@ -51,8 +51,9 @@ token's logprob and the provider's top-k alternatives (the chosen token among th
 
 Completion-mode teachers (a few-shot prefix whose *next* token is the label) produce the
 same token structure and use the same function. Without logprobs, a sampled teacher gives
-the empirical distribution of its parsed samples (``outside`` = share of invalid samples),
-and a single answer gives a one-hot on its parsed label (``source="none"``).
+the empirical distribution of its N parsed samples (``outside`` = share of invalid
+samples, ``source="samples:N"``), and a single answer gives a one-hot on its parsed label
+(``source="none"``: one sample is no distribution, and is not passed off as one).
 """
 
 from __future__ import annotations
@@ -78,9 +79,11 @@ __all__ = [
     "confidence",
     "ensemble_confidence",
     "ensemble_soft_label",
+    "is_sampled",
     "label_numbers",
     "parse_label",
     "sampled_soft_label",
+    "samples_source",
     "soft_label",
     "token_confidence",
 ]
@@ -99,6 +102,7 @@ _CACHE_LIMIT = 200_000
 _PARSE_MEMO_CHARS = 64  # answers longer than this are parsed afresh every time
 _PARSE_MEMO_SIZE = 10_000  # distinct answers remembered (a label task has a handful)
 _NO_LABELS: frozenset[int] = frozenset()
+SAMPLES_SOURCE = "samples:"
 # The hard label of an answer that named no label, where one must be written (an export
 # with --keep-invalid): the index PyTorch's cross-entropy and every transformers
 # classification head ignore by default.
@@ -363,7 +367,7 @@ class SoftLabel:
 
     probs: tuple[float, ...]
     outside: float
-    source: str  # "logprobs" | "sampled" | "none"
+    source: str  # "logprobs" | "samples:N" | "verbalized" | "ensemble" | "none"
     ambiguous: bool = False
 
     @property
@@ -586,10 +590,21 @@ def sampled_soft_label(samples: Sequence[str], space: LabelSpace) -> SoftLabel:
             counts[space.index(label)] += 1
     n = len(samples)
     valid = sum(counts)
+    source = samples_source(n)
     if valid == 0:
-        return SoftLabel((0.0,) * k, 1.0, "sampled", False)
+        return SoftLabel((0.0,) * k, 1.0, source, False)
     probs = tuple(c / valid for c in counts)
-    return SoftLabel(probs, (n - valid) / n, "sampled", False)
+    return SoftLabel(probs, (n - valid) / n, source, False)
+
+
+def samples_source(n: int) -> str:
+    """The source of a soft label read from `n` samples: N says how coarse it is (a
+    share of 5 answers moves in steps of 0.2)."""
+    return f"{SAMPLES_SOURCE}{n}"
+
+
+def is_sampled(soft: SoftLabel) -> bool:
+    return soft.source.startswith(SAMPLES_SOURCE)
 
 
 def _one_hot(label: str | None, space: LabelSpace) -> SoftLabel:
@@ -640,7 +655,7 @@ def confidence(completion: Completion, soft: SoftLabel) -> Confidence:
         max_prob, margin, entropy = 0.0, 0.0, math.log(len(probs)) if probs else 0.0
 
     agreement: float | None = None
-    if soft.source == "sampled" and completion.samples:
+    if is_sampled(soft) and completion.samples:
         # max_prob = majority / valid and 1 - outside = valid / n, so their product is
         # majority / n; rounding to a whole count keeps the share exact.
         n = len(completion.samples)
