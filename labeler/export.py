@@ -100,6 +100,8 @@ class ExportReport:
     splits: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
+    # exported rows by where their soft label came from (logprobs, samples:N, verbalized…)
+    soft_label_sources: dict[str, int] = field(default_factory=dict)
     human_labeled: int = 0  # rows whose label a person gave (labeler review)
     # a cascade ending in `human`: rows queued for a person that none has decided yet,
     # and how many of them were held out of the export
@@ -236,6 +238,7 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                     if features is None:
                         features = builder.features(None)
                     values = fast.values(row, numbers)
+                    source = "logprobs" if label is not None else None
                 else:
                     read = _general_row(task, builder, report, forms, humans, flt, calibrate)
                     if read is None:
@@ -244,6 +247,7 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                     if features is None:
                         features = builder.features(record)
                     values = builder.coerce(record, features)
+                    source = record.get("soft_label_source")
                 split = _split_of(row, opts)
                 if split not in writers:
                     writers[split] = SplitFile(work / f"{split}.arrow", features)
@@ -252,6 +256,9 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                 report.exported += 1
                 if label is not None:
                     report.label_counts[label] = report.label_counts.get(label, 0) + 1
+                if source is not None:
+                    sources = report.soft_label_sources
+                    sources[source] = sources.get(source, 0) + 1
         for w in writers.values():
             w.close()
         report.filtered = flt.report.removed()
