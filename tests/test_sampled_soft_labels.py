@@ -1,0 +1,196 @@
+"""Soft labels from samples, for every teacher: N answers per row, asked with `n` where the
+server takes it (one request per row) and as N requests where it refuses `n` (learned
+once), each soft label naming its source, priced by `estimate`. Real SDKs and labeler's
+lean transport over real HTTP against the test server, whose label answers are drawn from
+a known per-prompt distribution (`LabelResponder.label_distribution`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+import labeler
+from labeler import aio
+from labeler.cli import main
+from labeler.testing import LabelResponder, ServerConfig, TeacherServer
+from tests.conftest import chat_requests
+
+LABELS = ["negative", "positive"]
+TEACHER = "openai-compatible:teacher-test"
+
+
+def reviews(count: int) -> list[dict[str, str]]:
+    return [{"id": f"r{i}", "text": f"Review {i}: the plot {'moved' if i % 3 else 'dragged'} "
+             f"and the cast was {'warm' if i % 2 else 'flat'} (copy {i})."} for i in range(count)]
+
+
+def truth(server: TeacherServer) -> dict[str, float]:
+    """Each row's P(positive) as the server draws it, by the row's text: read from the
+    prompts the server saw (the flattened conversation its distribution is keyed by)."""
+    responder = LabelResponder(LABELS, seed=server.config.seed)
+    out: dict[str, float] = {}
+    for rec in server.log:
+        if rec.status == 200 and rec.prompt:
+            text = rec.body["messages"][-1]["content"].split("Review: ", 1)[1].split("\n")[0]
+            out[text] = responder.label_distribution(rec.prompt)["positive"]
+    return out
+
+
+def label(server: TeacherServer, rows: list[dict[str, str]], store: Path, **options: Any) -> Any:
+    return labeler.label(rows, "sentiment", TEACHER, base_url=server.url + "/v1", store=store,
+                         concurrency=16, progress=False, **options)
+
+
+def within_sampling_error(ds: Any, p_true: dict[str, float], n: int) -> None:
+    """Each share of n samples is Binomial(n, p)/n: the sum of the rows' deviations is
+    within 4 standard errors, and so is each row's (with a floor of 1/n for p near 0/1)."""
+    total, variance = 0.0, 0.0
+    for row in ds:
+        p = p_true[row["text"]]
+        share = row["soft_label"][LABELS.index("positive")]
+        sigma = math.sqrt(p * (1 - p) / n)
+        assert abs(share - p) <= 4 * sigma + 1 / n, (row["id"], share, p)
+        total += share - p
+        variance += p * (1 - p) / n
+    assert abs(total) <= 4 * math.sqrt(variance), (total, math.sqrt(variance))
+
+
+def test_samples_with_n_are_one_request_per_row_and_match_the_servers_distribution(
+        tmp_path: Path) -> None:
+    rows, n = reviews(300), 10
+    with TeacherServer(ServerConfig(labels=LABELS)) as srv:
+        ds = label(srv, rows, tmp_path / "s.sqlite", samples=n, soft_labels="samples")
+        assert chat_requests(srv) == len(rows)  # n accepted: one request per row
+        assert all(r.body["n"] == n and "logprobs" not in r.body and r.body["temperature"] > 0
+                   for r in srv.log if r.path.endswith("/chat/completions"))
+        p_true = truth(srv)
+        assert len(ds) == len(rows) and set(ds["soft_label_source"]) == {f"samples:{n}"}
+        within_sampling_error(ds, p_true, n)
+        for row in ds:  # agreement: the majority's share of the n answers
+            assert row["agreement"] == pytest.approx(max(row["soft_label"]))
+        label(srv, rows, tmp_path / "s.sqlite", samples=n, soft_labels="samples")
+        assert chat_requests(srv) == len(rows)  # the rerun sends nothing
+
+
+@pytest.mark.parametrize("transport", ["lean", "httpx"])
+def test_a_server_that_refuses_n_is_sent_n_requests_per_row(tmp_path: Path,
+                                                            transport: str) -> None:
+    """Groq-style 400 on `n`: learned from the first request (the others wait for it), then
+    every row is N single requests; exactly one request is refused in the whole run."""
+    rows, n = reviews(120), 5
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    warnings: list[str] = []
+    with TeacherServer(ServerConfig(labels=LABELS, max_n=1)) as srv:
+        job = labeler.Job(task="sentiment", input=data, teacher=TEACHER,
+                          base_url=srv.url + "/v1", store=tmp_path / "s.sqlite", samples=n,
+                          soft_labels="samples", teacher_options={"transport": transport},
+                          out=tmp_path / "out", progress=False)
+        result = aio.run(labeler.run_job(job, on_warning=warnings.append))
+        sent = [r for r in srv.log if r.path.endswith("/chat/completions")]
+        refused = [r for r in sent if r.status == 400]
+        assert len(refused) == 1 and refused[0].body["n"] == n
+        assert len(sent) == len(rows) * n + 1
+        s = result.summary
+        assert (s.labeled, s.failed, s.http_requests) == (len(rows), 0, len(sent))
+        assert s.http_failures == {"http_400": 1}
+        assert sum("refuses n=5" in w for w in warnings) == 1, warnings
+        ds = labeler.label(rows, "sentiment", TEACHER, base_url=srv.url + "/v1",
+                           store=tmp_path / "s.sqlite", samples=n, soft_labels="samples",
+                           progress=False)
+        assert len(sent) == len([r for r in srv.log if r.path.endswith("/chat/completions")])
+        within_sampling_error(ds, truth(srv), n)
+        assert set(ds["soft_label_source"]) == {f"samples:{n}"}
+
+
+def test_each_soft_label_names_its_source(tmp_path: Path) -> None:
+    """logprobs by default; samples:N when sampled; one sample is a hard label (`none`, a
+    one-hot on its answer), never passed off as a distribution."""
+    rows = reviews(12)
+    with TeacherServer(ServerConfig(labels=LABELS)) as srv:
+        store = tmp_path / "s.sqlite"
+        kinds = {"kind": "classification", "text_field": "text"}
+        by_logprobs = label(srv, rows, store, **kinds)
+        sampled = label(srv, rows, store, samples=4, soft_labels="samples", **kinds)
+        one = label(srv, rows, store, samples=1, soft_labels="samples", **kinds)
+        assert set(by_logprobs["soft_label_source"]) == {"logprobs"}
+        assert set(sampled["soft_label_source"]) == {"samples:4"}
+        assert set(one["soft_label_source"]) == {"none"}
+        assert all(sorted(p) == [0.0, 1.0] for p in one["soft_label"])
+        singles = [r for r in srv.log if r.path.endswith("/chat/completions")][-len(rows):]
+        assert all("n" not in r.body and "logprobs" not in r.body for r in singles)
+        # the sampled and the logprob labels are different answers, each kept
+        assert chat_requests(srv) == 3 * len(rows)
+        records = label(srv, rows, store, samples=4, soft_labels="samples")
+        assert set(records["soft_label_source"]) == {"samples:4"}
+        assert chat_requests(srv) == 3 * len(rows)
+
+
+def test_card_says_where_soft_labels_came_from(tmp_path: Path) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in reviews(6)))
+    with TeacherServer(ServerConfig(labels=LABELS)) as srv:
+        res = CliRunner().invoke(main, [
+            "run", "sentiment", str(data), "--teacher", TEACHER, "--base-url", srv.url + "/v1",
+            "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out"),
+            "--kind", "classification", "--samples", "3", "--soft-labels", "samples", "--quiet"])
+        assert res.exit_code == 0, res.output
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "| `samples:3` | 6 | the share of each answer among 3 sampled answers" in card
+    meta = json.loads((tmp_path / "out" / "labeler_export.json").read_text())
+    assert meta["report"]["soft_label_sources"] == {"samples:3": 6}
+
+
+@pytest.mark.parametrize("args", [["--samples", "0"], ["--samples", "-2"],
+                                  ["--soft-labels", "guess"]])
+def test_bad_sampling_options_are_one_line_and_send_nothing(tmp_path: Path,
+                                                            args: list[str]) -> None:
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in reviews(3)))
+    with TeacherServer(ServerConfig(labels=LABELS)) as srv:
+        res = CliRunner().invoke(main, [
+            "run", "sentiment", str(data), "--teacher", TEACHER, "--base-url", srv.url + "/v1",
+            "--store", str(tmp_path / "s.sqlite"), "--quiet", *args])
+        assert chat_requests(srv) == 0
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and args[0] in lines[0] and "Traceback" not in res.output
+
+
+def test_anthropic_has_no_logprobs_to_choose() -> None:
+    with pytest.raises(labeler.ConfigError, match="no logprobs"):
+        labeler.make_teacher("anthropic:claude-haiku-4-5", api_key="k", soft_labels="logprobs")
+    teacher = labeler.make_teacher("anthropic:claude-haiku-4-5", api_key="k", samples=3)
+    assert teacher.identity["samples"] == 3  # the key it always had
+
+
+def test_estimate_prices_n_samples(tmp_path: Path) -> None:
+    """N x the output; the prompt once where `n` is taken (OpenAI), N times where it is not
+    (Anthropic) or not known before the run (any other server: the dearer case, said)."""
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in reviews(8)))
+
+    def estimate(teacher: str, *extra: str) -> dict[str, Any]:
+        res = CliRunner().invoke(main, ["estimate", "sentiment", str(data), "--teacher", teacher,
+                                        "--json", *extra])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.output.strip().splitlines()[-1])
+
+    plain = estimate("openai:gpt-4o-mini")
+    with_n = estimate("openai:gpt-4o-mini", "--soft-labels", "samples", "--samples", "4")
+    assert (with_n["http_requests"], with_n["prompt_tokens"]) == (8, plain["prompt_tokens"])
+    assert with_n["output_tokens"] == 4 * plain["output_tokens"]
+    assert with_n["cost_usd"] > plain["cost_usd"]
+    auto = estimate("openai:gpt-4o-mini", "--samples", "4")  # logprobs: nothing sampled
+    assert auto["http_requests"] == 8 and auto["output_tokens"] == plain["output_tokens"]
+    other = estimate("openai-compatible:m", "--base-url", "http://x/v1", "--soft-labels",
+                     "samples", "--samples", "4")
+    assert other["http_requests"] == 32 and other["prompt_tokens"] == 4 * plain["prompt_tokens"]
+    assert any("4 requests" in note for note in other["notes"])
+    claude = estimate("anthropic:claude-haiku-4-5", "--samples", "3")
+    assert claude["http_requests"] == 24 and claude["output_tokens"] == 3 * plain["output_tokens"]
