@@ -479,7 +479,8 @@ class _Builder:
         return list(data) if self.opts.format == "jsonl" else data
 
     def _answer_text(self, answer: Answer) -> str:
-        if self.task.output_kind == "label" and answer.label is not None and self.task.label_space:
+        if (self.task.output_kind == "label" and answer.label is not None
+                and self.task.label_space and not self.task.verbalized):
             return self.task.label_space.verbalizers[answer.label][0]
         return answer.text
 
@@ -640,7 +641,8 @@ class _FastClassification:
         spec = builder.opts.filters
         self.thresholds = (spec.min_confidence is not None or spec.min_margin is not None
                            or spec.max_entropy is not None)
-        self.active = tuple(builder.features(None)) == self.COLUMNS
+        # a verbalized answer's numbers are in its text, not its tokens: the general way
+        self.active = tuple(builder.features(None)) == self.COLUMNS and not task.verbalized
 
     def numbers(self, completion: Completion) -> LabelNumbers | None:
         if not self.active:

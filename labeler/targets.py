@@ -86,6 +86,8 @@ __all__ = [
     "samples_source",
     "soft_label",
     "token_confidence",
+    "verbalized_answer",
+    "verbalized_soft_label",
 ]
 
 # Characters that never carry label content at the start of an answer: whitespace, quotes,
@@ -605,6 +607,64 @@ def samples_source(n: int) -> str:
 
 def is_sampled(soft: SoftLabel) -> bool:
     return soft.source.startswith(SAMPLES_SOURCE)
+
+
+VERBALIZED = "verbalized"
+_JSON_OBJECT_RE = re.compile(r"\{.*\}", re.DOTALL)
+
+
+def verbalized_answer(text: str, space: LabelSpace) -> tuple[str | None, SoftLabel]:
+    """The label and soft label of an answer that states its confidence as JSON,
+    ``{"label": "positive", "confidence": 0.8}`` (a code fence or words around it are
+    allowed; a confidence above 1 is read as a percentage).
+
+    The stated label gets the stated probability p and the other labels share 1 - p
+    equally: the teacher said how sure it is, not how the rest divides, and an even split
+    claims nothing it did not say. A reasoning model's stated confidence tends to be
+    better calibrated than a plain model's, and a calibration (labeler/calibration.py)
+    fitted on gold corrects the rest. An answer without a usable confidence is read as
+    its label's one-hot (source ``none``), as is a plain label answered without JSON."""
+    found = _JSON_OBJECT_RE.search(text)
+    stated: Any = None
+    if found is not None:
+        try:
+            stated = json.loads(found.group(0))
+        except ValueError:
+            stated = None
+    if not isinstance(stated, dict):  # no statement: the label it names, if any
+        label = parse_label(text, space)
+        return label, _one_hot(label, space)
+    raw_label = stated.get("label")
+    label = parse_label(str(raw_label), space) if isinstance(raw_label, str | int) else None
+    p = _probability(stated.get("confidence"))
+    if label is None or p is None:
+        return label, _one_hot(label, space)
+    return label, verbalized_soft_label(label, p, space)
+
+
+def verbalized_soft_label(label: str, p: float, space: LabelSpace) -> SoftLabel:
+    """p on `label`, 1 - p shared equally by the other labels (see `verbalized_answer`)."""
+    k = len(space.labels)
+    index = space.index(label)
+    if k == 1:
+        return SoftLabel((1.0,), 0.0, VERBALIZED, False)
+    rest = (1.0 - p) / (k - 1)
+    return SoftLabel(tuple(p if i == index else rest for i in range(k)), 0.0, VERBALIZED, False)
+
+
+def _probability(value: Any) -> float | None:
+    """A stated confidence as a probability: 0..1, or a percentage up to 100."""
+    if isinstance(value, str):
+        value = value.strip().rstrip("%")
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return None
+    if 1.0 < value <= 100.0:
+        value = value / 100.0
+    return value if 0.0 <= value <= 1.0 else None
 
 
 def _one_hot(label: str | None, space: LabelSpace) -> SoftLabel:

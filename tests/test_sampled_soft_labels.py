@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import labeler
 from labeler import aio
 from labeler.cli import main
-from labeler.testing import LabelResponder, ServerConfig, TeacherServer
+from labeler.testing import LabelResponder, ServerConfig, TeacherServer, VerbalizedResponder
 from tests.conftest import chat_requests
 
 LABELS = ["negative", "positive"]
@@ -41,8 +41,9 @@ def truth(server: TeacherServer) -> dict[str, float]:
     return out
 
 
-def label(server: TeacherServer, rows: list[dict[str, str]], store: Path, **options: Any) -> Any:
-    return labeler.label(rows, "sentiment", TEACHER, base_url=server.url + "/v1", store=store,
+def label(server: TeacherServer, rows: list[dict[str, str]], store: Path,
+          task: str = "sentiment", **options: Any) -> Any:
+    return labeler.label(rows, task, TEACHER, base_url=server.url + "/v1", store=store,
                          concurrency=16, progress=False, **options)
 
 
@@ -194,3 +195,44 @@ def test_estimate_prices_n_samples(tmp_path: Path) -> None:
     assert any("4 requests" in note for note in other["notes"])
     claude = estimate("anthropic:claude-haiku-4-5", "--samples", "3")
     assert claude["http_requests"] == 24 and claude["output_tokens"] == 3 * plain["output_tokens"]
+
+
+def test_verbalized_confidence_is_the_soft_label_and_calibration_fits_it(
+        tmp_path: Path) -> None:
+    """A teacher that states its confidence as JSON (prompts/sentiment-verbalized.yaml): the
+    stated label gets p and the other the rest, marked `verbalized`; it is overconfident,
+    and `labeler eval` fits a temperature above 1 on gold drawn from the true distribution."""
+    import random
+
+    responder = VerbalizedResponder(LABELS, overconfidence=0.6)
+    rows = reviews(240)
+    with TeacherServer(ServerConfig(responder=responder)) as srv:
+        ds = label(srv, rows, tmp_path / "s.sqlite", task="sentiment-verbalized",
+                   kind="classification", text_field="text")
+        assert chat_requests(srv) == len(rows)
+        assert all("logprobs" not in r.body and "n" not in r.body for r in srv.log)
+        prompts = {r.body["messages"][-1]["content"].split("Review: ", 1)[1].strip(): r.prompt
+                   for r in srv.log}
+        assert set(ds["soft_label_source"]) == {"verbalized"}
+        for row in ds:
+            stated, p = responder.stated(prompts[row["text"]])
+            assert LABELS[row["label"]] == stated
+            assert row["soft_label"][LABELS.index(stated)] == pytest.approx(p)
+            assert sum(row["soft_label"]) == pytest.approx(1.0)
+        rng = random.Random(7)  # gold drawn from the distribution the statements exaggerate
+        truth_of = LabelResponder(LABELS)
+        gold = tmp_path / "gold.jsonl"
+        gold.write_text("".join(json.dumps({**r, "gold": rng.choices(LABELS, weights=[
+            truth_of.label_distribution(prompts[r["text"]])[x] for x in LABELS])[0]}) + "\n"
+            for r in rows))
+        res = CliRunner().invoke(main, [
+            "eval", "sentiment-verbalized", str(gold), "--gold", "gold", "--teacher", TEACHER,
+            "--base-url", srv.url + "/v1", "--store", str(tmp_path / "s.sqlite"), "--json",
+            "--calibrate", "temperature", "--save-calibration", str(tmp_path / "cal.json")])
+        assert res.exit_code == 0, res.output
+        assert chat_requests(srv) == len(rows)  # eval reads the store
+    fitted = json.loads((tmp_path / "cal.json").read_text())
+    assert fitted["temperature"] > 1.2, fitted  # the stated confidence was too high
+    report = json.loads(res.output.splitlines()[0])
+    (cal,) = report["calibration"]
+    assert cal["after"]["ece"] < cal["before"]["ece"]
