@@ -159,6 +159,8 @@ class TeacherApp:
         model = parsed.model
         if cfg.max_n is not None and parsed.n > cfg.max_n and not answers.anthropic:
             return answers.error(400, openai_wire.n_refused_message(cfg.max_n), param="n")
+        if cfg.ignore_n:
+            parsed.n = 1
         pinned = faults.scheduled_status(cfg, parsed.text)
         if pinned is not None:
             return answers.error(pinned, model=model, fault=faults.STATUS_FOR, retry_after=cfg.retry_after_s)

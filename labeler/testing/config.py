@@ -86,6 +86,10 @@ class ServerConfig:
     fail_first: int = field(default=0, metadata={"help": "the first k attempts of every prompt fail"})
     fail_status: int = field(default=500, metadata={"help": "status of those failures"})
     status_for: list[tuple[str, int]] = field(default_factory=list)
+    ignore_n: bool = field(
+        default=False,
+        metadata={"help": "answer one choice whatever `n` asks, as some servers and gateways do"},
+    )
     max_n: int | None = field(
         default=None,
         metadata={"help": "most choices (`n`) an OpenAI-style request may ask; more get a 400 "
