@@ -236,3 +236,39 @@ def test_verbalized_confidence_is_the_soft_label_and_calibration_fits_it(
     report = json.loads(res.output.splitlines()[0])
     (cal,) = report["calibration"]
     assert cal["after"]["ece"] < cal["before"]["ece"]
+
+
+def test_a_server_that_ignores_n_is_learned_from_its_first_answer(tmp_path: Path) -> None:
+    """One choice back for n=4: that answer is kept, the row's other 3 samples are asked
+    singly, and every later row is 4 single requests; nothing is refused or lost."""
+    rows, n = reviews(30), 4
+    with TeacherServer(ServerConfig(labels=LABELS, ignore_n=True)) as srv:
+        ds = label(srv, rows, tmp_path / "s.sqlite", samples=n, soft_labels="samples")
+        sent = [r for r in srv.log if r.path.endswith("/chat/completions")]
+        assert len(sent) == len(rows) * n and all(r.status == 200 for r in sent)
+        assert sum(r.body.get("n") == n for r in sent) == 1  # only the first asked with n
+        assert set(ds["soft_label_source"]) == {f"samples:{n}"}
+
+
+def test_budgets_price_samples_as_requests_until_n_is_known(tmp_path: Path) -> None:
+    """Before the server has taken `n`, a sampled row is priced as N requests (the prompt
+    paid N times, the dearer case); once it has, as one request of N answers."""
+    task = labeler.load_task("sentiment")
+    with TeacherServer(ServerConfig(labels=LABELS)) as srv:
+        teacher = labeler.make_teacher(TEACHER, base_url=srv.url + "/v1", samples=6,
+                                       soft_labels="samples")
+        request = task.render({"text": "fine"})
+        assert teacher.request_shape(request) == (6, 1)
+
+        async def once() -> Any:
+            try:
+                return await teacher.complete(request)
+            finally:
+                await teacher.aclose()
+
+        answer = aio.run(once())
+        assert len(answer.samples) == 6 and teacher.request_shape(request) == (1, 6)
+        plain = labeler.make_teacher(TEACHER, base_url=srv.url + "/v1", samples=6)
+        assert plain.request_shape(request) == (1, 1)  # logprobs: nothing sampled
+        assert plain.identity == {k: v for k, v in teacher.identity.items()
+                                  if k not in ("samples", "soft_labels")}
