@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import datasets
 import pytest
 from click.testing import CliRunner
 
@@ -272,3 +273,46 @@ def test_budgets_price_samples_as_requests_until_n_is_known(tmp_path: Path) -> N
         assert plain.request_shape(request) == (1, 1)  # logprobs: nothing sampled
         assert plain.identity == {k: v for k, v in teacher.identity.items()
                                   if k not in ("samples", "soft_labels")}
+
+
+def test_filters_cascades_and_the_review_page_read_sampled_soft_labels(tmp_path: Path) -> None:
+    """A sampled soft label is read like any other: --min-confidence keeps the rows whose
+    share is high enough, a cascade escalates the rows whose first teacher's samples
+    disagree, and the review page puts disagreement first."""
+    from labeler.review.index import build_index
+    from labeler.store import Store
+
+    rows, n = reviews(60), 5
+    store = tmp_path / "s.sqlite"
+    with TeacherServer(ServerConfig(labels=LABELS)) as first, \
+            TeacherServer(ServerConfig(labels=LABELS, seed=1)) as second:
+        every = label(first, rows, store, samples=n, soft_labels="samples",
+                      kind="classification", text_field="text")
+        sure = {r["id"] for r in every if max(r["soft_label"]) >= 0.8}
+        assert 0 < len(sure) < len(rows)
+        kept = label(first, rows, store, samples=n, soft_labels="samples",
+                     kind="classification", text_field="text", filters=labeler.FilterSpec(
+                         min_confidence=0.8))
+        assert set(kept["id"]) == sure
+        cascade = f"{TEACHER}@{first.url}/v1,{TEACHER}@{second.url}/v1"
+        job = labeler.Job(task="sentiment", input=_write(tmp_path, rows), teacher=TEACHER,
+                          cascade=cascade, escalate_below="0.8", store=store, samples=n,
+                          soft_labels="samples", out=tmp_path / "out", progress=False)
+        assert aio.run(labeler.run_job(job)).summary.failed == 0
+        assert chat_requests(second) == len(rows) - len(sure)  # only the unsure went on
+        ds = datasets.load_from_disk(str(tmp_path / "out"))
+        assert set(ds["soft_label_source"]) == {f"samples:{n}"}
+        teacher = labeler.make_teacher(TEACHER, base_url=first.url + "/v1", samples=n,
+                                       soft_labels="samples")
+        with Store(store) as opened:
+            index = build_index(labeler.load_task("sentiment"), teacher.identity,
+                                labeler.read_rows(_write(tmp_path, rows)), opened)
+        order = [it.certainty for it in index.items]
+        assert len(order) == len(rows) and min(order) < 0.8
+        assert all(abs(c * n - round(c * n)) < 1e-9 for c in order)  # shares of n answers
+
+
+def _write(tmp_path: Path, rows: list[dict[str, str]]) -> Path:
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
