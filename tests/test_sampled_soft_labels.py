@@ -316,3 +316,20 @@ def _write(tmp_path: Path, rows: list[dict[str, str]]) -> Path:
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def test_a_pool_of_endpoints_counts_every_sample_request(tmp_path: Path) -> None:
+    """Two endpoints that refuse `n`: each learns it once, and the run's count of HTTP
+    requests is what the servers saw."""
+    rows, n = reviews(20), 3
+    with TeacherServer(ServerConfig(labels=LABELS, max_n=1)) as a, \
+            TeacherServer(ServerConfig(labels=LABELS, max_n=1)) as b:
+        job = labeler.Job(task="sentiment", input=_write(tmp_path, rows), teacher=TEACHER,
+                          base_url=f"{a.url}/v1,{b.url}/v1", store=tmp_path / "s.sqlite",
+                          samples=n, soft_labels="samples", out=tmp_path / "out",
+                          progress=False)
+        s = aio.run(labeler.run_job(job, on_warning=lambda _: None)).summary
+        seen = chat_requests(a) + chat_requests(b)
+        refused = sum(r.status == 400 for srv in (a, b) for r in srv.log)
+        assert s.labeled == len(rows) and s.http_requests == seen
+        assert 1 <= refused <= 2 and seen == len(rows) * n + refused

@@ -238,7 +238,8 @@ class Sampler:
                 raise
             self.n_refused += 1
             self._learn(False, f"the server refuses n={n} ({exc.message}); each row's {n} "
-                               f"samples go as {n} requests from now on")
+                               f"samples go as {n} requests from now on (its prompt paid "
+                               f"{n} times)")
             return await self._singles(request, n, send)
         finally:
             if probe is not None:
@@ -247,7 +248,8 @@ class Sampler:
         texts = answer.samples or [answer.text]
         if len(texts) < n:
             self._learn(False, f"the server answered {len(texts)} of n={n} choices; each "
-                               f"row's {n} samples go as {n} requests from now on")
+                               f"row's {n} samples go as {n} requests from now on (its prompt "
+                               f"paid {n} times)")
             firsts = [Completion(t, usage=answer.usage if i == 0 else Usage(),
                                  finish_reason=answer.finish_reason, model=answer.model)
                       for i, t in enumerate(texts)]
