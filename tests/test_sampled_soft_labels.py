@@ -333,3 +333,19 @@ def test_a_pool_of_endpoints_counts_every_sample_request(tmp_path: Path) -> None
         refused = sum(r.status == 400 for srv in (a, b) for r in srv.log)
         assert s.labeled == len(rows) and s.http_requests == seen
         assert 1 <= refused <= 2 and seen == len(rows) * n + refused
+
+
+def test_a_refresh_config_takes_the_sampling_keys(tmp_path: Path) -> None:
+    from labeler.refresh import RefreshConfig
+
+    config = tmp_path / "refresh.yaml"
+    base = f"task: sentiment\ninput: {tmp_path}/in.jsonl\nteacher: {TEACHER}\nout: {tmp_path}/o\n"
+    config.write_text(base + "samples: 3\nsoft_labels: samples\n")
+    job = RefreshConfig.load(config).job(tmp_path / "v")
+    assert (job.samples, job.soft_labels) == (3, "samples")
+    config.write_text(base + "soft_labels: guess\n")
+    with pytest.raises(labeler.ConfigError, match=r"refresh.yaml: soft_labels must be one of"):
+        RefreshConfig.load(config)
+    config.write_text(base + "samples: 0\n")
+    with pytest.raises(labeler.ConfigError, match=r"refresh.yaml: samples must be >= 1"):
+        RefreshConfig.load(config)
