@@ -46,10 +46,9 @@ from labeler.request import Request
 from labeler.teachers import anthropic_wire
 from labeler.teachers import transport as http
 from labeler.teachers.base import BaseTeacher, HeaderObserver, parse_retry_after
-from labeler.teachers.sampling import DEFAULT_SAMPLES, Sampling
+from labeler.teachers.sampling import DEFAULT_SAMPLES, PartialSamples, Sampling
 
 ANTHROPIC_URL = "https://api.anthropic.com"
-_MAX_PARTIAL = 10_000  # requests whose surviving samples are kept for their retry
 _MAX_PREFIXES = 1_000  # cached prefixes remembered as warm
 
 
@@ -94,7 +93,7 @@ class AnthropicTeacher(BaseTeacher):
         self._sampling_params = api_version is not None and api_version < anthropic_wire.SAMPLING_API_BEFORE
         self.cache_prompt = cache_prompt
         self._observer: HeaderObserver | None = None
-        self._partial: dict[str, list[Completion]] = {}
+        self._partial = PartialSamples()
         # Each HTTP request's outcome (one `complete` may send `samples` of them), so a
         # run's summary counts what the server saw (`teachers.base.http_outcomes`).
         self.http_outcomes: Counter[str] = Counter()
@@ -143,28 +142,11 @@ class AnthropicTeacher(BaseTeacher):
         return await self._sampled(request, n)
 
     async def _sampled(self, request: Request, n: int) -> Completion:
-        start = time.perf_counter()
         temperature = None
         if self._sampling_params:
             t = float(request.params.get("temperature") or 0.0)
             temperature = t if t > 0 else 1.0
-        key = request.key({})
-        have = self._partial.pop(key, [])
-        results = await asyncio.gather(
-            *(self._one(request, temperature) for _ in range(n - len(have))),
-            return_exceptions=True,
-        )
-        got = [r for r in results if isinstance(r, Completion)]
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            final = [e for e in errors if isinstance(e, FinalError)]
-            if not final and len(self._partial) < _MAX_PARTIAL:
-                self._partial[key] = have + got  # the retry asks only for what is missing
-            for e in errors:
-                if not isinstance(e, TeacherError):
-                    raise e
-            raise final[0] if final else errors[0]
-        return anthropic_wire.combine(have + got, latency_s=time.perf_counter() - start)
+        return await self._partial.gather(request, n, lambda: self._one(request, temperature))
 
     async def _one(self, request: Request, temperature: float | None) -> Completion:
         prefix = anthropic_wire.prefix_key(request) if self.cache_prompt else None

@@ -155,7 +155,7 @@ class PartialSamples:
         asked concurrently with `send_one`."""
         start = time.perf_counter()
         key = request.key({})
-        got = list(have) + self._kept.pop(key, [])
+        got = (list(have) + self._kept.pop(key, []))[:n]
         results = await asyncio.gather(*(send_one() for _ in range(n - len(got))),
                                        return_exceptions=True)
         got += [r for r in results if isinstance(r, Completion)]
