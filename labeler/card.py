@@ -122,6 +122,8 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
         f"| template | `{task.identity}`: {template_reference(task)} |",
         f"| output | {task.output_kind}, {task.mode} mode |",
         f"| export kind / format | {opts.kind} / {opts.format} |",
+        *([f"| reasoning traces | {_REASONING[opts.reasoning]} |"]
+          if opts.reasoning in _REASONING else []),
         f"| calibration (applied to soft labels, confidence, filters) | "
         f"{opts.calibration.describe() if opts.calibration else 'none (raw teacher probabilities)'} |",
         f"| licence | {opts.card_license or 'not set (export with --card-license)'} |",
@@ -233,8 +235,28 @@ _KD_COLUMNS = [
 ]
 
 
+# The card's line for each reasoning mode (`--reasoning`); an export of a store without
+# any trace, the mode left unset, has no line: there was nothing to carry.
+_REASONING = {
+    "separate": "`separate`: the teacher's thinking kept apart from its answer (the `sft` "
+                "assistant turn's `reasoning_content`, the field Qwen3's and DeepSeek's chat "
+                "templates read; a `reasoning` column elsewhere), null where it wrote none",
+    "inline": "`inline`: the teacher's thinking written before its answer as "
+              "`<think>\n...\n</think>\n\n`, so a trainer trains on it",
+    "drop": "`drop`: the teacher's thinking left out (`--reasoning drop`)",
+}
+
+
 def _columns(task: Task, opts: ExportOptions) -> list[str]:
-    return ["- `id`: the input row's id.", *_kind_columns(task, opts)]
+    cols = ["- `id`: the input row's id.", *_kind_columns(task, opts)]
+    if opts.reasoning in ("separate", "inline") and opts.kind in ("records", "classification"):
+        cols.append("- `reasoning`: the teacher's thinking before its answer (reasoning "
+                    "teachers), null where it wrote none or a person overruled its label.")
+    elif opts.reasoning == "separate" and opts.kind == "sft":
+        cols.append("- `reasoning_content`: the teacher's thinking before its answer, on the "
+                    "assistant turn (a column of its own in completion mode); null where it "
+                    "wrote none or a person overruled its label.")
+    return cols
 
 
 def _kind_columns(task: Task, opts: ExportOptions) -> list[str]:

@@ -119,6 +119,12 @@ def _export_options(f: Any) -> Any:
                      default="prompt-completion", show_default=True,
                      help="Chat-mode `sft` rows: prompt/completion (only the teacher's answer "
                           "is trained) or one `messages` list (few-shot answers included)."),
+        click.option("--reasoning", "reasoning_mode",
+                     type=click.Choice(["separate", "inline", "drop"]),
+                     help="A reasoning teacher's thinking: `separate` (sft: the assistant "
+                          "turn's reasoning_content; records/classification: a reasoning "
+                          "column), `inline` (<think>...</think> before the answer) or `drop`. "
+                          "Default: separate when the store holds any trace."),
         click.option("--kd-layout", type=click.Choice(["tokens", "ids"]), default="tokens",
                      show_default=True,
                      help="`kd` rows: per-token text/bytes/ids/logprobs, or `ids`: also "
@@ -226,7 +232,7 @@ def run(task: str, input_path: str, **kw: Any) -> None:
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
-@options.click_options(_bounded, only=options.CASCADE_KEYS + options.SAMPLING_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
 def export(task: str, input_path: str, **kw: Any) -> None:
     """Export stored answers for INPUT without sending any request."""
     from labeler.job import export_job
@@ -309,7 +315,7 @@ def merge_stores(dest: str, sources: tuple[str, ...]) -> None:
               help="Save the best --calibrate method (held-out likelihood), fitted on all rows.")
 @click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False),
               help="Read the answers through this saved calibration.")
-@options.click_options(_bounded, only=options.CASCADE_KEYS + options.SAMPLING_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
 def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
           target_accuracy: tuple[float, ...], plot: str | None, as_json: bool,
           calibrate: tuple[str, ...], fit_fraction: float | None, save_calibration: str | None,
@@ -377,8 +383,7 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
               help="Allow a --host other than 127.0.0.1 (the page can change the store).")
 @click.option("--reviewer", help="Name recorded with each decision (default: the login name).")
 @click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
-@options.click_options(_bounded, only=("samples", "soft_labels", "cascade", "escalate_below",
-                                      "escalate_on", "ensemble", "ensemble_combine"))
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
 def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
            reviewer: str | None, no_browser: bool, **kw: Any) -> None:
     """Review stored labels in a local web page, most uncertain first (no request is sent)."""
@@ -441,7 +446,7 @@ def templates() -> None:
 @click.option("--price", "price_overrides", multiple=True,
               help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON line.")
-@options.click_options(_bounded, only=options.CASCADE_KEYS + options.SAMPLING_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
 @click.option("--escalation-rate", help="With --cascade and no stored answers to measure it "
               "from: the share of rows each stage passes on (one, or one per stage but the last).")
 def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | None,
@@ -667,6 +672,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             include_awaiting_human=bool(kw.get("include_awaiting_human")),
             sft_shape=kw.get("sft_shape") or "prompt-completion",
             kd_layout=kw.get("kd_layout") or "tokens",
+            reasoning=kw.get("reasoning_mode") or "auto",
             card_license=kw.get("card_license"), card_endpoint=bool(kw.get("card_endpoint")),
             calibration=_calibration(kw.get("calibration")),
         )

@@ -44,6 +44,7 @@ from typing import Any
 from labeler.inputs import Reject, Row
 from labeler.plan import CACHED, REJECTED, Planner
 from labeler.pricing import PER, PriceTable
+from labeler.reasoning import thinking_budget
 from labeler.request import Request
 from labeler.task import Task, load_task
 from labeler.teachers import PROVIDERS, Provider
@@ -192,8 +193,14 @@ def estimate(
     if est.requests:
         _cache(est, provider, prefix_tokens, task)
     _price(est, prices)
-    if upper:
+    if thinking_budget(task.params) is not None:
+        est.notes.append("output tokens count the whole thinking budget and max_tokens per "
+                         "answer: an upper bound")
+    elif upper:
         est.notes.append("output tokens are max_tokens per answer: an upper bound for free text")
+    if task.params.get("reasoning_effort") not in (None, "none"):
+        est.notes.append("reasoning tokens (billed as output) are not counted: a reasoning "
+                         "model's thinking can be many times its answer")
     if est.cost_usd is None:
         est.notes.append(f"no price known for '{model}': add --price {model}=IN,OUT (USD/1M)")
     return est
@@ -231,7 +238,13 @@ def _facts(provider: str) -> Provider:
 
 
 def _output_tokens(task: Task, counter: TokenCounter) -> tuple[int, bool]:
-    """Expected answer tokens and whether that number is only an upper bound."""
+    """Expected answer tokens and whether that number is only an upper bound. A thinking
+    budget is billed as output and counted whole: how much of it a model spends is not
+    known before it answers."""
+    budget = thinking_budget(task.params)
+    if budget is not None:
+        max_tokens = int(task.params.get("max_tokens") or 0)
+        return max_tokens or budget, True
     max_tokens = int(task.params.get("max_tokens") or task.params.get("max_completion_tokens") or 0)
     space = task.label_space
     if task.output_kind == "label" and space is not None:

@@ -14,6 +14,13 @@ Kinds (what the rows look like):
   (completion-mode tasks give ``prompt``/``completion`` columns, TRL's other format).
 - ``kd``: prompt, response and per-token ``top_logprobs`` for logit distillation.
 
+A reasoning teacher's trace (``--reasoning``, labeler/reasoning.py) goes, by default, to
+the `sft` assistant message's ``reasoning_content`` and a ``reasoning`` column of
+`records` and `classification` (null where an answer has none); ``inline`` writes it
+``<think>``-wrapped before the answer, ``drop`` leaves it out. Left unset it is carried
+only when the store holds a trace at all, so a store without any exports exactly the
+columns it always did, and one with traces has the same columns in every export.
+
 Formats (how it is written): ``hf`` (``save_to_disk``, load with ``load_from_disk``),
 ``parquet`` and ``jsonl`` (one file per split). Written aside and swapped in atomically.
 """
@@ -44,6 +51,7 @@ from labeler.hf_folder import SplitFile
 from labeler.human import any_human_labels, human_labels
 from labeler.inputs import Reject, Row
 from labeler.plan import REJECTED, Item, Planner, by_row
+from labeler.reasoning import AUTO, check_mode, inline
 from labeler.request import Request
 from labeler.store import Store
 from labeler.targets import IGNORE_LABEL, Confidence, LabelNumbers, label_numbers
@@ -139,6 +147,9 @@ class ExportOptions:
     card_license: str | None = None  # the card's `license` (a Hub licence id)
     card_endpoint: bool = False  # name the teacher's endpoint URL in the card
     calibration: Calibration | None = None  # read answers through it; the store is untouched
+    # where a reasoning trace goes: separate | inline | drop; "auto": separate when the
+    # store holds any trace, else nothing (the export resolves it)
+    reasoning: str = AUTO
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -153,6 +164,11 @@ class ExportOptions:
             raise ConfigError(f"--format '{self.format}': expected one of {', '.join(FORMATS)}")
         if not 0.0 <= self.validation_size < 1.0:
             raise ConfigError("--validation-size must be in [0, 1)")
+        check_mode(self.reasoning)
+        if self.reasoning == "inline" and self.kind in _NO_ASSISTANT_MESSAGE:
+            raise ConfigError(f"--reasoning inline puts the trace before the answer in an "
+                              f"assistant message, which --kind {self.kind} rows do not have: "
+                              "use --reasoning separate (a `reasoning` column) or drop")
 
 
 def export_dataset(
@@ -192,6 +208,8 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
             raise ConfigError(f"--calibration needs a label task; {task.path} is "
                               f"'{task.output_kind}'")
         opts.calibration.check(task.identity, teacher_identity, task.labels)
+    if opts.reasoning == AUTO and store.has_reasoning():
+        opts = dataclasses.replace(opts, reasoning="separate")
     out = Path(out)
     start = time.monotonic()
     report = ExportReport(str(out), opts.kind, opts.format)
@@ -237,7 +255,7 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                         continue
                     if features is None:
                         features = builder.features(None)
-                    values = fast.values(row, numbers)
+                    values = fast.values(row, numbers, completion)
                     source = "logprobs" if label is not None else None
                 else:
                     read = _general_row(task, builder, report, forms, humans, flt, calibrate)
@@ -299,7 +317,10 @@ def _general_row(task: Task, builder: _Builder, report: ExportReport, forms: lis
     if calibrate is not None and task.label_space is not None:
         answer = calibrate(answer, opts.calibration, task.label_space)
     human = humans.get(item.key)
+    trace = completion.reasoning
     if human is not None:  # a person's decision: kept whatever the teacher's doubt
+        if human.label != answer.label:
+            trace = None  # the teacher's thinking argued for the label the person overruled
         answer = dataclasses.replace(answer, label=human.label, valid=True)
     waiting = (human is None and item.provenance is not None
                and bool(item.provenance.get("awaiting_human")))
@@ -312,7 +333,7 @@ def _general_row(task: Task, builder: _Builder, report: ExportReport, forms: lis
                     ("ok" if answer.valid else None),
                     _HUMAN_CERTAINTY if human else answer.confidence):
         return None
-    record = builder.row(row, request, completion, answer)
+    record = builder.row(row, request, completion, answer, trace)
     if item.provenance is not None:
         for stage in _answered_by(item.provenance):
             report.stages[stage] = report.stages.get(stage, 0) + 1
@@ -348,11 +369,14 @@ def _metadata(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
     """labeler_export.json: what a program needs to read the export back, label names in
     index order included (a jsonl file has no ClassLabel to carry them)."""
     counts = {k: v for k, v in report.to_dict().items() if k != "path"}  # no local path
-    return {"report": counts, "task": task.identity, "kind": opts.kind,
+    meta = {"report": counts, "task": task.identity, "kind": opts.kind,
             "labels": list(task.labels), "ignore_label": IGNORE_LABEL if task.labels else None,
             "teacher": public_identity(identity, endpoint=opts.card_endpoint),
             "teacher_tokenizer": report.teacher_tokenizer,
             "calibration": opts.calibration.to_dict() if opts.calibration else None}
+    if opts.reasoning != AUTO:  # traces were carried (or dropped) on purpose
+        meta["reasoning"] = opts.reasoning
+    return meta
 
 
 def push_export(out: Path, repo: str, *, fmt: str = "hf", private: bool = True,
@@ -403,32 +427,35 @@ class _Builder:
         self._plan_for: Features | None = None
         self.label_columns = (("label_source",) if task.output_kind == "label" and
                               opts.kind in ("records", "classification") else ())
+        # how a reasoning trace is carried: "separate" (a field or column of its own),
+        # "inline" (before the answer) or not at all ("drop", and "auto" left unresolved:
+        # no trace in the store)
+        self.reasoning = opts.reasoning
+        self.reasoning_column = (opts.kind in ("records", "classification")
+                                 and self.reasoning in ("separate", "inline"))
+        self.output_columns = (_OUTPUT_COLUMNS | {"reasoning"} if self.reasoning_column
+                               else _OUTPUT_COLUMNS)
 
-    def row(self, row: Row, request: Request, completion: Completion, answer: Answer
-            ) -> dict[str, Any]:
+    def row(self, row: Row, request: Request, completion: Completion, answer: Answer,
+            trace: str | None) -> dict[str, Any]:
+        """One export row; `trace` is the reasoning it carries (the answer's, or None)."""
         kind = self.opts.kind
         if self.input_fields is None:
             self.input_fields = [k for k in row.data if k not in _RESERVED]
         if kind == "classification":
-            return {"id": row.id, "text": self._text(row), **self._label_cols(answer)}
+            rec = {"id": row.id, "text": self._text(row), **self._label_cols(answer)}
+            if self.reasoning_column:
+                rec["reasoning"] = trace
+            return rec
         if kind == "sft":
-            if request.prompt is not None:
-                return {"id": row.id, "prompt": request.prompt,
-                        "completion": self.task.answer_prefix + self._answer_text(answer)}
-            reply = self._answer_text(answer)
-            if self.opts.sft_shape == "messages":
-                return {"id": row.id, "messages": self._messages(request, reply)}
-            # TRL's conversational prompt-completion: the loss covers the completion only,
-            # never the template's few-shot answers that sit in the prompt.
-            return {"id": row.id, "prompt": [dict(m) for m in request.messages or ()],
-                    "completion": [{"role": "assistant", "content": reply}]}
+            return self._sft_row(row, request, answer, trace)
         if kind == "kd":
             return {"id": row.id, "prompt": request.prompt,
                     "messages": None if request.messages is None else list(request.messages),
                     "response": completion.text, **self._kd_cols(completion)}
         rec: dict[str, Any] = {"id": row.id}
         for k in self.input_fields:
-            rec[_input_column(k)] = row.data.get(k)
+            rec[self._input_column(k)] = row.data.get(k)
         rec["messages"] = self._messages(request, completion.text) if request.messages else None
         rec["prompt"] = request.prompt
         rec["response"] = completion.text
@@ -445,7 +472,44 @@ class _Builder:
              "top_logprobs": [{"token": a, "logprob": lp} for a, lp in t.top]}
             for t in completion.tokens or []
         ]
+        if self.reasoning == "inline" and rec["messages"]:
+            rec["messages"][-1]["content"] = inline(trace, completion.text)
+        if self.reasoning_column:
+            rec["reasoning"] = trace
         return rec
+
+    def _sft_row(self, row: Row, request: Request, answer: Answer, trace: str | None
+                 ) -> dict[str, Any]:
+        """An `sft` row, its trace carried as the reasoning mode says: the assistant
+        message's `reasoning_content` (Qwen3's and DeepSeek's chat templates render it
+        inside <think>), inline before the answer, or not at all."""
+        mode = self.reasoning
+        reply = self._answer_text(answer)
+        if mode == "inline":
+            reply = inline(trace, reply)
+        if request.prompt is not None:
+            rec = {"id": row.id, "prompt": request.prompt,
+                   "completion": self.task.answer_prefix + reply}
+            if mode == "separate":
+                rec["reasoning_content"] = trace
+            return rec
+        turn: dict[str, Any] = {"role": "assistant", "content": reply}
+        if mode == "separate":
+            turn["reasoning_content"] = trace
+        if self.opts.sft_shape == "messages":
+            lead = [dict(m) for m in request.messages or ()]
+            if mode == "separate":  # one struct type for every message of the list
+                lead = [{**m, "reasoning_content": None} for m in lead]
+            return {"id": row.id, "messages": [*lead, turn]}
+        # TRL's conversational prompt-completion: the loss covers the completion only,
+        # never the template's few-shot answers that sit in the prompt.
+        return {"id": row.id, "prompt": [dict(m) for m in request.messages or ()],
+                "completion": [turn]}
+
+    def _input_column(self, name: str) -> str:
+        """Input fields keep their names unless an output column has it (gold `label` ->
+        `input_label`), so a gold column never overwrites the teacher's answer."""
+        return f"input_{name}" if name in self.output_columns else name
 
     def _kd_cols(self, completion: Completion) -> dict[str, Any]:
         """Per answer token: text, exact bytes, vocabulary id (when the server sent one),
@@ -518,6 +582,10 @@ class _Builder:
         f: Features = {"id": hf.value("string")}
         kind = self.opts.kind
         msg = hf.list_of({"role": hf.value("string"), "content": hf.value("string")})
+        # an assistant turn that carries its trace apart (the field chat templates read)
+        traced = (hf.list_of({"role": hf.value("string"), "content": hf.value("string"),
+                              "reasoning_content": hf.value("string")})
+                  if self.reasoning == "separate" else msg)
         top = hf.list_of({"token": hf.value("string"), "logprob": hf.value("float64")})
         label_f = {
             "label": hf.class_label(list(self.task.labels)),
@@ -535,15 +603,19 @@ class _Builder:
         if kind == "classification":
             f["text"] = hf.value("string")
             f.update(label_f)
+            if self.reasoning_column:
+                f["reasoning"] = hf.value("string")
         elif kind == "sft":
             if self.task.mode == "completion":
                 f["prompt"] = hf.value("string")
                 f["completion"] = hf.value("string")
+                if self.reasoning == "separate":
+                    f["reasoning_content"] = hf.value("string")
             elif self.opts.sft_shape == "messages":
-                f["messages"] = msg
+                f["messages"] = traced
             else:
                 f["prompt"] = msg
-                f["completion"] = msg
+                f["completion"] = traced
         elif kind == "kd":
             raw = (hf.list_of(hf.value("uint8")) if self.opts.format == "jsonl"
                    else hf.value("binary"))
@@ -563,7 +635,7 @@ class _Builder:
                 f["top_values"] = hf.list_of(hf.list_of(hf.value("float32")))
         else:
             for k in self.input_fields or []:
-                col = _input_column(k)
+                col = self._input_column(k)
                 f[col] = _value_feature(sample.get(col) if sample else None)
             f["messages"] = msg
             f["prompt"] = hf.value("string")
@@ -578,6 +650,8 @@ class _Builder:
                 "token": hf.value("string"), "logprob": hf.value("float64"),
                 "top_logprobs": top,
             })
+            if self.reasoning_column:
+                f["reasoning"] = hf.value("string")
             if self.provenance == "ensemble":
                 f["ensemble"] = hf.list_of({
                     "member": hf.value("int64"), "teacher": hf.value("string"),
@@ -641,8 +715,10 @@ class _FastClassification:
         spec = builder.opts.filters
         self.thresholds = (spec.min_confidence is not None or spec.min_margin is not None
                            or spec.max_entropy is not None)
+        self.traced = builder.reasoning_column  # a `reasoning` column after the others
+        columns = (*self.COLUMNS, "reasoning") if self.traced else self.COLUMNS
         # a verbalized answer's numbers are in its text, not its tokens: the general way
-        self.active = tuple(builder.features(None)) == self.COLUMNS and not task.verbalized
+        self.active = tuple(builder.features(None)) == columns and not task.verbalized
 
     def numbers(self, completion: Completion) -> LabelNumbers | None:
         if not self.active:
@@ -659,14 +735,18 @@ class _FastClassification:
             return None
         return Confidence(numbers[3], numbers[4], numbers[5], numbers[6])
 
-    def values(self, row: Row, numbers: LabelNumbers) -> list[Any]:
+    def values(self, row: Row, numbers: LabelNumbers, completion: Completion) -> list[Any]:
         index, probs, outside, max_prob, margin, entropy, mean_logprob = numbers
         rid = row.id if type(row.id) is str else _coerce_value(row.id, "string")
         if index is None:  # named no label (kept with --keep-invalid): see `_label_cols`
-            return [rid, self.text(row), IGNORE_LABEL, False, None, outside, None, None,
-                    None, None, mean_logprob, None, "teacher"]
-        return [rid, self.text(row), index, True, list(probs), outside, "logprobs", max_prob,
-                margin, entropy, mean_logprob, None, "teacher"]
+            out = [rid, self.text(row), IGNORE_LABEL, False, None, outside, None, None,
+                   None, None, mean_logprob, None, "teacher"]
+        else:
+            out = [rid, self.text(row), index, True, list(probs), outside, "logprobs",
+                   max_prob, margin, entropy, mean_logprob, None, "teacher"]
+        if self.traced:
+            out.append(completion.reasoning)
+        return out
 
 
 def _label_index(names: list[str]) -> dict[str, int]:
@@ -682,6 +762,7 @@ def _class_label(names: list[str]) -> datasets.ClassLabel:
 
 
 _RESERVED = {"id"}
+_NO_ASSISTANT_MESSAGE = ("classification", "kd")  # kinds --reasoning inline cannot apply to
 _HUMAN_CERTAINTY = Confidence(max_prob=1.0, margin=1.0, entropy=0.0)
 _OUTPUT_COLUMNS = {
     "messages", "prompt", "response", "label", "valid", "soft_label", "outside_mass",
@@ -697,12 +778,6 @@ def _alternatives(tok: TokenLogprob, as_bytes: Callable[[bytes], Any]) -> list[d
     return [{"token": a, "bytes": as_bytes(raw if raw is not None else a.encode("utf-8")),
              "id": i, "logprob": lp}
             for (a, lp), i, raw in zip(tok.top, ids, raws, strict=False)]
-
-
-def _input_column(name: str) -> str:
-    """Input fields keep their names unless an output column has it (gold `label` ->
-    `input_label`), so a gold column never overwrites the teacher's answer."""
-    return f"input_{name}" if name in _OUTPUT_COLUMNS else name
 
 
 def _value_feature(value: Any) -> hf.Feature:
@@ -846,7 +921,8 @@ def records_table(task: Task, identity: Mapping[str, Any], items: Iterable[Any])
         if item.status == REJECTED or any(f.completion is None for f in forms):
             continue
         answer = item.answer or read_answers(task, [f.completion for f in forms])
-        record = builder.row(item.row, item.request, item.completion, answer)
+        record = builder.row(item.row, item.request, item.completion, answer,
+                             item.completion.reasoning)
         if "label_source" in builder.label_columns:
             record["label_source"] = "teacher"
         if features is None:

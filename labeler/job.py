@@ -26,6 +26,7 @@ from labeler.export_guard import check_out_folder, export_to
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
 from labeler.options import OPTIONS, check_values, default
 from labeler.pricing import PriceTable
+from labeler.reasoning import reasoning_params
 from labeler.retry import RetryPolicy
 from labeler.run import Labeler, RunSummary
 from labeler.store import Store
@@ -81,6 +82,9 @@ class Job:
     # An ensemble of teachers (labeler/ensemble.py): "a:m1,b:m2[@URL][=WEIGHT]" or a list
     ensemble: str | None = default("ensemble")
     ensemble_combine: str = default("ensemble_combine")
+    # A reasoning teacher's effort and Anthropic's thinking budget, over the template's
+    reasoning_effort: str | None = default("reasoning_effort")
+    thinking_budget: int | None = default("thinking_budget")
     # Soft labels from samples (labeler/teachers/sampling.py): N answers, and whether to
     # sample even a teacher that gives logprobs
     samples: int | None = default("samples")
@@ -116,14 +120,15 @@ class Job:
         if self.cascade is not None:
             self.cascade_spec()  # a bad cascade is told before anything starts
         older = self.teacher_options.get("samples")  # the Anthropic option it once was
-        if older is not None:
-            if self.samples is not None and self.samples != older:
-                raise ConfigError(f"samples {self.samples} and teacher_options samples {older} "
-                                  "disagree: give one")
-            self.samples = older
+        if older is not None and self.samples is not None and self.samples != older:
+            raise ConfigError(f"samples {self.samples} and teacher_options samples {older} "
+                              "disagree: give one")
         check_values({o.key: getattr(self, o.field) for o in OPTIONS})
+        reasoning_params({}, answer_tokens=0, effort=self.reasoning_effort,
+                         budget=self.thinking_budget)  # a bad value is told before anything
         bounds.check([
             ("limit", self.limit),
+            ("samples", older),
             ("min_confidence", f.min_confidence), ("min_margin", f.min_margin),
             ("max_entropy", f.max_entropy), ("validation_size", self.export.validation_size),
         ])
@@ -156,14 +161,14 @@ class Job:
         return RetryPolicy(max_attempts=self.max_attempts, initial_wait=self.retry_initial_wait)
 
     def load_task(self) -> Task:
-        return self.task if isinstance(self.task, Task) else load_task(self.task)
+        task = self.task if isinstance(self.task, Task) else load_task(self.task)
+        return task.with_reasoning(self.reasoning_effort, self.thinking_budget)
 
     def teacher_settings(self) -> dict[str, Any]:
         """The options every teacher is built with: `teacher_options` and the sampling
         options, these only when set, so a teacher is built as before when they are not."""
         opts = dict(self.teacher_options)
-        opts.pop("samples", None)
-        if self.samples is not None:
+        if self.samples is not None:  # else `teacher_options["samples"]`, as it was
             opts["samples"] = self.samples
         if self.soft_labels != default("soft_labels"):
             opts["soft_labels"] = self.soft_labels

@@ -104,6 +104,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("ensemble_combine", "ensemble_combine", str, "mean",
            "With --ensemble: mean (weighted mixture of the members' distributions) or "
            "product (product of experts).", metavar="HOW"),
+    Option("reasoning_effort", "reasoning_effort", str, None,
+           "OpenAI-style reasoning teachers: how hard they think (none, minimal, low, "
+           "medium, high, xhigh), sent as reasoning_effort; overrides the template's "
+           "params (part of the cache key).", metavar="EFFORT"),
+    Option("thinking_budget", "thinking_budget", int, None,
+           "Anthropic: extended thinking with this many tokens (at least 1024), sent with "
+           "temperature 1 and max_tokens above the budget; overrides the template's params "
+           "(part of the cache key).", metavar="TOKENS"),
     Option("samples", "samples", int, None,
            "Answers asked per row where the soft label comes from samples (a teacher without "
            "logprobs, or --soft-labels samples): the soft label is the share of each answer. "
@@ -147,9 +155,9 @@ def from_fields(obj: Any) -> dict[str, Any]:
 
 
 CASCADE_KEYS = ("cascade", "escalate_below", "escalate_on", "ensemble", "ensemble_combine")
-# How soft labels are obtained: every command that plans requests (run, export, eval,
-# estimate, review) takes these, since they are part of the cache key.
-SAMPLING_KEYS = ("samples", "soft_labels")
+# Options that change what is asked, hence every cache key: each command that reads
+# stored answers (export, eval, estimate, review) takes them too, to find the same keys.
+REQUEST_KEYS = ("reasoning_effort", "thinking_budget", "samples", "soft_labels")
 
 
 def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
@@ -177,6 +185,7 @@ def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
     return decorate
 
 
-__all__ = ["BY_FIELD", "BY_KEY", "CASCADE_KEYS", "EXIT_CODES", "MAX_ATTEMPTS", "OPTIONS", "REQUEST_TIMEOUT_S",
-           "SAMPLING_KEYS", "STOP_GRACE_S", "Option", "check_values", "click_options", "default", "exit_code",
+__all__ = ["BY_FIELD", "BY_KEY", "CASCADE_KEYS", "EXIT_CODES", "MAX_ATTEMPTS", "OPTIONS",
+           "REQUEST_KEYS", "REQUEST_TIMEOUT_S", "STOP_GRACE_S", "Option", "check_values",
+           "click_options", "default", "exit_code",
            "from_fields"]

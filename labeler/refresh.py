@@ -37,7 +37,8 @@ the home directory)::
                                      # request_timeout (seconds per attempt, default 120)
     id_field: id                     # also input_format, delimiter, split
     export: {kind: classification, format: hf, validation_size: 0.1, seed: 0}
-                                     # also sft_shape, kd_layout, card_license, card_endpoint,
+                                     # also sft_shape, kd_layout, reasoning, card_license,
+                                     # card_endpoint,
                                      # calibration: FILE (labeler eval --save-calibration)
     filters: {min_confidence: 0.8}   # also min_margin, max_entropy, keep_invalid
 """
@@ -87,7 +88,7 @@ _EXPORT_KEYS: dict[str, type | tuple[type, ...]] = {
     "kind": str, "format": str, "validation_size": (int, float), "seed": int,
     "split_field": str, "text_field": str, "push_to_hub": str, "public": bool,
     "sft_shape": str, "kd_layout": str, "card_license": str, "card_endpoint": bool,
-    "calibration": str,
+    "calibration": str, "reasoning": str,
 }
 _FILTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "min_confidence": (int, float), "min_margin": (int, float), "max_entropy": (int, float),
@@ -244,6 +245,7 @@ def _export_options(export: Mapping[str, Any], filters: Mapping[str, Any],
         push_to_hub=export.get("push_to_hub"), private=not export.get("public", False),
         sft_shape=export.get("sft_shape", "prompt-completion"),
         kd_layout=export.get("kd_layout", "tokens"),
+        reasoning=export.get("reasoning", "auto"),
         card_license=export.get("card_license"), card_endpoint=export.get("card_endpoint", False),
         calibration=(load_calibration(local(export["calibration"]))  # type: ignore[arg-type]
                      if export.get("calibration") else None),

@@ -159,8 +159,26 @@ def _m004_human_labels(db: sqlite3.Connection) -> None:
     )
 
 
+def _m005_reasoning(db: sqlite3.Connection) -> None:
+    """A reasoning teacher's trace beside its answer: the thinking text, Anthropic's
+    thinking blocks as they came (JSON: signatures and redacted data, which only the API
+    can read back), and the reasoning tokens (a subset of completion_tokens). Older rows
+    read NULL, NULL and 0: no trace. The partial index holds only rows with a trace, so
+    asking whether a store has any costs one probe, however many answers it keeps."""
+    _script(
+        db,
+        """
+        ALTER TABLE responses ADD COLUMN reasoning TEXT;
+        ALTER TABLE responses ADD COLUMN reasoning_blocks BLOB;
+        ALTER TABLE responses ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX responses_reasoning ON responses (key)
+            WHERE reasoning IS NOT NULL OR reasoning_blocks IS NOT NULL;
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _m001_initial, _m002_batches, _m003_claims, _m004_human_labels,
+    _m001_initial, _m002_batches, _m003_claims, _m004_human_labels, _m005_reasoning,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -262,7 +280,8 @@ class Store:
                 marks = ",".join("?" * len(chunk))
                 for row in self._db.execute(
                     "SELECT key, text, tokens, samples, prompt_tokens, completion_tokens,"
-                    " cached_tokens, cache_write_tokens, finish_reason, model, latency_ms"
+                    " cached_tokens, cache_write_tokens, finish_reason, model, latency_ms,"
+                    " reasoning_tokens, reasoning, reasoning_blocks"
                     f" FROM responses WHERE key IN ({marks})",
                     chunk,
                 ):
@@ -271,6 +290,13 @@ class Store:
 
     def get(self, key: str) -> Completion | None:
         return self.get_many([key]).get(key)
+
+    def has_reasoning(self) -> bool:
+        """Whether any stored answer carries a reasoning trace (one index probe)."""
+        with self._reading():
+            return self._db.execute(
+                "SELECT 1 FROM responses WHERE reasoning IS NOT NULL OR reasoning_blocks IS NOT"
+                " NULL LIMIT 1").fetchone() is not None
 
     def cost_of(self, keys: Sequence[str]) -> float:
         """What the stored answers of `keys` cost when they were paid for (USD; 0 where
@@ -323,14 +349,16 @@ class Store:
                 orjson.dumps(c.samples) if c.samples is not None else None,
                 c.usage.prompt_tokens, c.usage.completion_tokens, c.usage.cached_tokens,
                 c.usage.cache_write_tokens, c.finish_reason, round(c.latency_s * 1000), cost,
-                source,
+                source, c.reasoning,
+                orjson.dumps(c.reasoning_blocks) if c.reasoning_blocks is not None else None,
+                c.usage.reasoning_tokens,
             )
             for key, c, cost in items
         ]
         if not rows:
             return
         def write(db: sqlite3.Connection) -> None:
-            db.executemany("INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            db.executemany(_PUT_RESPONSE, rows)
             # One cheap probe per transaction saves a lookup per row when nothing failed.
             if db.execute("SELECT 1 FROM failures LIMIT 1").fetchone() is not None:
                 db.executemany("DELETE FROM failures WHERE key = ?", [(r[0],) for r in rows])
@@ -485,12 +513,21 @@ class Store:
         self.close()
 
 
+_PUT_RESPONSE = (
+    "INSERT OR REPLACE INTO responses (key, created_at, model, text, tokens, samples,"
+    " prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, finish_reason,"
+    " latency_ms, cost_usd, source, reasoning, reasoning_blocks, reasoning_tokens)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
+
 def _completion(row: tuple[Any, ...]) -> Completion:
-    _, text, tokens, samples, p, c, cached, cw, finish, model, latency_ms = row
+    (_, text, tokens, samples, p, c, cached, cw, finish, model, latency_ms, reasoning_tokens,
+     reasoning, blocks) = row
     return stored_completion(
-        text, orjson.loads(tokens) if tokens is not None else None, (p, c, cached, cw),
-        finish, model or "", (latency_ms or 0) / 1000.0,
-        orjson.loads(samples) if samples is not None else None)
+        text, orjson.loads(tokens) if tokens is not None else None,
+        (p, c, cached, cw, reasoning_tokens), finish, model or "", (latency_ms or 0) / 1000.0,
+        orjson.loads(samples) if samples is not None else None, reasoning,
+        orjson.loads(blocks) if blocks is not None else None)
 
 
 def _release_claims(db: sqlite3.Connection, keys: list[str]) -> None:

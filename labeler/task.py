@@ -31,8 +31,9 @@ import jinja2.sandbox
 import orjson
 import yaml
 
-from labeler.errors import TemplateError
+from labeler.errors import ConfigError, TemplateError
 from labeler.example_pool import ExamplePool, load_pool
+from labeler.reasoning import answer_allowance, reasoning_params
 from labeler.request import Request, chat_request, completion_request
 from labeler.targets import LabelSpace
 
@@ -119,6 +120,9 @@ class Task:
     # A prompt ensemble (`variants`, `example_orders`): the other prompt forms each row is
     # also asked in, each a full Task of its own, so each is its own request and cache key.
     others: tuple[Task, ...] = field(repr=False, default=())
+    # The tokens the template allows the answer alone (None: its max_tokens counts the
+    # thinking too): a thinking budget is added to it (labeler/reasoning.py).
+    answer_tokens: int | None = field(repr=False, default=None)
 
     @property
     def identity(self) -> str:
@@ -132,6 +136,17 @@ class Task:
     def members(self) -> tuple[Task, ...]:
         """Every prompt form a row is asked in: this one first, then the ensemble's others."""
         return (self, *self.others)
+
+    def with_reasoning(self, effort: str | None, budget: int | None) -> Task:
+        """This task asking for `effort` and/or a thinking `budget` (None keeps the
+        template's), every prompt form alike; raises ConfigError for a bad value, before
+        anything is sent."""
+        if effort is None and budget is None:
+            return self
+        params = reasoning_params(self.params, answer_tokens=self.answer_tokens,
+                                  effort=effort, budget=budget, where=self.path)
+        others = tuple(t.with_reasoning(effort, budget) for t in self.others)
+        return dataclasses.replace(self, params=params, others=others)
 
     def render_all(self, row: Mapping[str, Any], *, row_id: str = "?") -> tuple[Request, ...]:
         """One request per prompt form (one, unless the template is an ensemble)."""
@@ -423,6 +438,11 @@ def _single(raw: dict[str, Any], where: str) -> Task:
     if not isinstance(user_params, dict):
         raise TemplateError(where, "must be a mapping", field="params")
     params.update(user_params)
+    answer_tokens = answer_allowance(user_params, DEFAULT_PARAMS[kind])
+    try:
+        params = reasoning_params(params, answer_tokens=answer_tokens)
+    except ConfigError as exc:
+        raise TemplateError(where, str(exc), field="params") from None
     # A verbalized soft label is stated, not read from logprobs or samples: by default the
     # request asks for neither.
     soft = bool(raw.get("soft_targets", kind == "label" and not verbalized))
@@ -445,7 +465,7 @@ def _single(raw: dict[str, Any], where: str) -> Task:
         example_separator=str(raw.get("example_separator", "\n\n")),
         answer_prefix=str(raw.get("answer_prefix", " ")),
         description=str(raw.get("description", "")), warnings=warnings,
-        _uses_task="task" in names, _plain=plain,
+        _uses_task="task" in names, _plain=plain, answer_tokens=answer_tokens,
     )
     pool = raw.get("few_shot_pool")
     if pool is not None:

@@ -35,7 +35,21 @@ def parse_chat(body: Any, *, latency_s: float = 0.0) -> Completion:
     return Completion(
         text=text, tokens=tokens, usage=parse_usage(body.get("usage")), finish_reason=finish,
         model=str(body.get("model") or ""), latency_s=latency_s, samples=samples,
+        reasoning=_reasoning(message),
     )
+
+
+def _reasoning(message: Any) -> str | None:
+    """The thinking an OpenAI-compatible reasoning server puts beside the answer:
+    ``reasoning_content`` (DeepSeek's API, llama.cpp, vLLM before 0.11) or ``reasoning``
+    (vLLM since, OpenRouter). None where there is none or it is empty."""
+    if not isinstance(message, dict):
+        return None
+    for name in ("reasoning_content", "reasoning"):
+        value = message.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def parse_completions(body: Any, *, latency_s: float = 0.0) -> Completion:
@@ -63,10 +77,14 @@ def parse_usage(usage: Any) -> Usage:
     if not isinstance(usage, dict):
         return Usage()
     details = usage.get("prompt_tokens_details") or {}
+    output = usage.get("completion_tokens_details") or {}
     return Usage(
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
         cached_tokens=int((details.get("cached_tokens") if isinstance(details, dict) else 0) or 0),
+        # a subset of completion_tokens, as OpenAI, DeepSeek and vLLM count them
+        reasoning_tokens=int((output.get("reasoning_tokens") if isinstance(output, dict)
+                              else 0) or 0),
     )
 
 

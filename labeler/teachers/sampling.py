@@ -116,21 +116,25 @@ def refuses_n(error: TeacherError) -> bool:
 
 
 def combine(samples: Sequence[Completion], *, latency_s: float) -> Completion:
-    """n sampled answers -> one Completion: the majority text, every sample, summed usage.
+    """n sampled answers -> one Completion: the majority text, every sample, summed usage,
+    and the reasoning trace of the sample whose answer is kept (the trace that led to it).
 
     Ties go to the answer seen first, so the result does not depend on dict order.
     """
     texts = [c.text for c in samples]
+    chosen = samples[texts.index(majority(texts))]
     usage = Usage()
     for c in samples:
         usage.prompt_tokens += c.usage.prompt_tokens
         usage.completion_tokens += c.usage.completion_tokens
         usage.cached_tokens += c.usage.cached_tokens
         usage.cache_write_tokens += c.usage.cache_write_tokens
+        usage.reasoning_tokens += c.usage.reasoning_tokens
     first = samples[0]
     return Completion(
-        text=majority(texts), tokens=None, usage=usage, finish_reason=first.finish_reason,
+        text=chosen.text, tokens=None, usage=usage, finish_reason=first.finish_reason,
         model=first.model, latency_s=latency_s, samples=texts,
+        reasoning=chosen.reasoning, reasoning_blocks=chosen.reasoning_blocks,
     )
 
 
@@ -251,14 +255,20 @@ class Sampler:
                                f"row's {n} samples go as {n} requests from now on (its prompt "
                                f"paid {n} times)")
             firsts = [Completion(t, usage=answer.usage if i == 0 else Usage(),
-                                 finish_reason=answer.finish_reason, model=answer.model)
+                                 finish_reason=answer.finish_reason, model=answer.model,
+                                 reasoning=answer.reasoning if i == 0 else None,
+                                 reasoning_blocks=answer.reasoning_blocks if i == 0 else None)
                       for i, t in enumerate(texts)]
             return await self._singles(request, n, send, have=firsts)
         if probe is not None:
             self._learn(True, None)
-        return Completion(majority(texts), usage=answer.usage,
-                          finish_reason=answer.finish_reason, model=answer.model,
-                          latency_s=answer.latency_s, samples=list(texts))
+        kept = majority(texts)
+        # the server sends the first choice's trace: kept only with the answer it led to
+        traced = kept == answer.text
+        return Completion(kept, usage=answer.usage, finish_reason=answer.finish_reason,
+                          model=answer.model, latency_s=answer.latency_s, samples=list(texts),
+                          reasoning=answer.reasoning if traced else None,
+                          reasoning_blocks=answer.reasoning_blocks if traced else None)
 
     def _counted(self, send: Send) -> Send:
         async def counted(request: Request) -> Completion:

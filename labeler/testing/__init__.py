@@ -12,6 +12,10 @@
   Anthropic's `/v1/messages/batches` (+ `/results`), each request answered as a live one
   would be, a batch taking `batch_speed_s` seconds, with `batch_fault` and
   `batch_error_rate` faults, and `GET /_batches` counting what was submitted;
+- a reasoning model: `reasoning_field` puts a per-row trace in chat answers
+  `reasoning_content` or `reasoning` (with `reasoning_tokens` in usage), and a Messages
+  request with `thinking` gets a signed thinking block (and, with `redacted_thinking`, a
+  redacted one), refused with the API's 400s where thinking forbids a setting;
 - `GET /v1/models`, `GET /health`; and, for a server in another process,
   `GET /_stats`, `GET /_log` (needs `--log-requests`), `GET|POST /_config` and
   `POST /_reset`.

@@ -39,7 +39,13 @@ from labeler.testing.prompts import (
 )
 from labeler.testing.ratelimit import RateLimiter
 from labeler.testing.records import RequestLog, RequestRecord, Stats
-from labeler.testing.responders import EchoResponder, LabelResponder, RequestView, Responder
+from labeler.testing.responders import (
+    EchoResponder,
+    LabelResponder,
+    RequestView,
+    Responder,
+    reasoning_trace,
+)
 
 logger = logging.getLogger("labeler.testing")
 
@@ -251,6 +257,7 @@ class TeacherApp:
                 cache_read=read,
                 cache_write_5m=write_5m,
                 cache_write_1h=write_1h,
+                redacted_thinking=cfg.redacted_thinking,
             )
         if parsed.provider == OPENAI_CHAT:
             cached = 0
@@ -267,6 +274,7 @@ class TeacherApp:
                 prompt_tokens=parsed.prompt_tokens,
                 cached_tokens=cached,
                 token_ids=cfg.token_ids or cfg.completions_shape == "llama",
+                reasoning_field=cfg.reasoning_field,
             )
         return openai_wire.completion_body(
             rid=rid,
@@ -286,6 +294,8 @@ class TeacherApp:
         prompts = parsed.prompts or [parsed.text]
         single = len(prompts) == 1
         temperature = cfg.default_temperature if parsed.temperature is None else parsed.temperature
+        thinks = ((parsed.provider == OPENAI_CHAT and cfg.reasoning_field is not None)
+                  or parsed.thinking_budget is not None)
         gens: list[Generation] = []
         for i, prompt in enumerate(prompts):
             prompt_hash = parsed.hash if single else text_hash(prompt)
@@ -311,9 +321,11 @@ class TeacherApp:
                     choice=choice,
                 )
                 salt = mix(cfg.seed, prompt_hash, view.sample_id if view.sampling else 0)
-                gens.append(
-                    generate(responder(view), salt=salt, limit=limit, stop=parsed.stop, top_k=parsed.top_k)
-                )
+                reply = responder(view)
+                gen = generate(reply, salt=salt, limit=limit, stop=parsed.stop, top_k=parsed.top_k)
+                if thinks:
+                    gen.reasoning = reply.reasoning or reasoning_trace(view, gen.text or "")
+                gens.append(gen)
         return gens
 
     def _responder(self, cfg: ServerConfig) -> Responder:

@@ -14,6 +14,7 @@ from typing import Any
 from labeler.testing.responders import Responder
 
 COMPLETIONS_SHAPES = ("openai", "llama")
+REASONING_FIELDS = (None, "reasoning_content", "reasoning")
 BATCH_FAULTS = (None, "fail", "expire")
 FAULT_RATES = (
     "error_rate",
@@ -57,6 +58,18 @@ class ServerConfig:
         default=False,
         metadata={"help": "chat logprobs carry each token's vocabulary id, as llama.cpp's "
                           "server sends them (always so with completions_shape=llama)"},
+    )
+    reasoning_field: str | None = field(
+        default=None,
+        metadata={"help": "a reasoning model: chat answers carry a per-row trace in this "
+                          "message field, reasoning_content (DeepSeek's API, llama.cpp) or "
+                          "reasoning (vLLM since 0.11), counted in reasoning_tokens"},
+    )
+    redacted_thinking: bool = field(
+        default=False,
+        metadata={"help": "Anthropic answers to a `thinking` request add a redacted_thinking "
+                          "block after the thinking block, as when a safety system "
+                          "encrypted part of the thinking"},
     )
     latency_s: float = field(default=0.0, metadata={"help": "seconds before each answer"})
     latency_jitter_s: float = field(default=0.0, metadata={"help": "extra uniform latency"})
@@ -140,6 +153,8 @@ def validate(config: ServerConfig) -> None:
         total += rate
     if total > 1.0 + 1e-9:
         raise ValueError(f"fault rates add up to {total:.3f}, more than 1")
+    if config.reasoning_field not in REASONING_FIELDS:
+        raise ValueError(f"reasoning_field must be one of {REASONING_FIELDS}")
     if config.completions_shape not in COMPLETIONS_SHAPES:
         raise ValueError(f"completions_shape must be one of {COMPLETIONS_SHAPES}")
     if config.trickle_s < 0:
