@@ -349,3 +349,24 @@ def test_a_refresh_config_takes_the_sampling_keys(tmp_path: Path) -> None:
     config.write_text(base + "samples: 0\n")
     with pytest.raises(labeler.ConfigError, match=r"refresh.yaml: samples must be >= 1"):
         RefreshConfig.load(config)
+
+
+@pytest.mark.parametrize(("status", "message", "refused"), [
+    (400, "'n' : number must be at most 1", True),  # Groq
+    (400, "Only one completion choice is allowed", True),  # llama.cpp's server
+    (400, "Invalid 'n': integer above maximum value. Expected a value <= 128, but got 200 "
+          "instead.", True),  # OpenAI
+    (400, "n must be 1 when using greedy sampling, got 5.", True),  # vLLM
+    (400, "`logprobs` is not supported with this model", False),
+    (400, "Unsupported parameter: 'logprobs' is not supported with this model.", False),
+    (400, "This model's maximum context length is 8192 tokens.", False),
+    (500, "'n' : number must be at most 1", False),  # a server error is retried, not learned
+])
+def test_a_refused_n_is_told_from_other_refusals(status: int, message: str,
+                                                 refused: bool) -> None:
+    from labeler.errors import FinalError, RetryableError
+    from labeler.teachers.sampling import refuses_n
+
+    error = (FinalError if status < 500 else RetryableError)(f"http_{status}", message,
+                                                             status=status)
+    assert refuses_n(error) is refused

@@ -184,7 +184,6 @@ class Sampler:
         self.sampling = sampling
         self.gives_logprobs = gives_logprobs
         self.n_supported = n_supported
-        self.n_refused = 0  # requests the server refused for their `n`
         self._probe: asyncio.Future[None] | None = None
         self._partial = PartialSamples()
         # What the run learned about the server, said once in the run's warnings
@@ -240,7 +239,6 @@ class Sampler:
         except TeacherError as exc:
             if not refuses_n(exc):
                 raise
-            self.n_refused += 1
             self._learn(False, f"the server refuses n={n} ({exc.message}); each row's {n} "
                                f"samples go as {n} requests from now on (its prompt paid "
                                f"{n} times)")
