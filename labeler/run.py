@@ -261,7 +261,7 @@ class Labeler:
         )
         out: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=4 * CHUNK)
         http_before = Counter(http_outcomes(self.teacher) or ())
-        told = len(notices(self.teacher))
+        told = len(notices(self.teacher))  # what the teacher learned is said when learned
         state = _RunState(self, out, with_completions)
         producer = asyncio.create_task(state.produce(rows))
         renewer = asyncio.create_task(state.renew_claims())
@@ -274,6 +274,7 @@ class Labeler:
                     break
                 self._count(rec)
                 self._report(rec)
+                told = self._tell(told)
                 bar.update(rec.status)
                 yield rec
             await producer  # re-raise a fatal error from the producer side
@@ -290,8 +291,7 @@ class Labeler:
                 await asyncio.to_thread(self.claims.release_all)
             self.summary.elapsed_s = time.monotonic() - start
             self._count_http(state.http, http_before)
-            for notice in notices(self.teacher)[told:]:
-                self.on_warning(redact(notice))
+            self._tell(told)
             self.summary.concurrency = self.limiter.inflight.report()
             if self._problems > PROBLEM_LINES:
                 self.on_warning(f"{self._problems - PROBLEM_LINES} more rows were rejected or "
@@ -300,6 +300,16 @@ class Labeler:
                 await asyncio.to_thread(
                     self.store.finish_run, run_id, self.summary.outcome, self.summary.to_dict()
                 )
+
+    def _tell(self, told: int) -> int:
+        """Say, once each, what the teacher learned about its server since `told` lines (a
+        server that refuses `n`); the count said so far."""
+        learned = notices(self.teacher)
+        if len(learned) <= told:
+            return told
+        for notice in learned[told:]:
+            self.on_warning(redact(notice))
+        return len(learned)
 
     def _count_http(self, own: Counter[str], before: Counter[str]) -> None:
         """HTTP requests by outcome, as the server answered them: the teacher's own count

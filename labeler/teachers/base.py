@@ -84,7 +84,7 @@ def http_outcomes(teacher: Teacher) -> Counter[str] | None:
 def notices(teacher: Teacher) -> list[str]:
     """What a teacher learned about its server during the run and says once (a server that
     refuses ``n``: each sample is then a request of its own); [] for most teachers."""
-    return list(getattr(teacher, "notices", None) or ())
+    return getattr(teacher, "notices", None) or []
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
