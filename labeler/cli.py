@@ -95,9 +95,6 @@ def _teacher_options(f: Any) -> Any:
         click.option("--api-key-file", type=click.Path(dir_okay=False),
                      help="Read the API key from this file (must be mode 0600). Default: the "
                           "provider's environment variable."),
-        click.option("--samples", type=_bounded("samples", int),
-                     help="Anthropic: answers sampled per row when the template wants soft "
-                          "targets (default 5; part of the cache key)."),
         click.option("--store", type=click.Path(dir_okay=False),
                      help="SQLite store (cache + journal). Default: $LABELER_HOME/store.sqlite."),
         click.option("--id-field", help="Input field holding a unique row id."),
@@ -471,7 +468,7 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
     try:
         loaded = job.load_task()
         est = estimate_cost(loaded, job.rows(loaded), job.teacher, job.prices,
-                            samples=job.teacher_options.get("samples"))
+                            samples=job.samples, soft_labels=job.soft_labels)
     except LabelerError as exc:
         _fail(exc)
     if as_json:
@@ -689,7 +686,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
         return Job(
             task=task, input=input_path, teacher=kw["teacher"], out=kw.get("out"),
             store=kw.get("store"), base_url=",".join(kw.get("base_url") or ()) or None,
-            teacher_options=_teacher_extra(kw),
+            teacher_options={},
             api_key=_read_key_file(kw.get("api_key_file")),
             **{o.field: kw.get(o.key, o.default) for o in options.OPTIONS},
             prices=prices, id_field=kw.get("id_field"),
@@ -719,15 +716,6 @@ def _ray_engine() -> Any:
     except ImportError as exc:
         raise ConfigError(f"--engine ray needs Ray: pip install 'labeler-distill[ray]' ({exc})") from None
     return engine
-
-
-def _teacher_extra(kw: dict[str, Any]) -> dict[str, Any]:
-    """Provider-specific teacher options from flags; a flag the provider lacks is an error."""
-    if kw.get("samples") is None:
-        return {}
-    if not str(kw["teacher"]).startswith("anthropic:"):
-        raise ConfigError("--samples is for anthropic teachers (others return logprobs)")
-    return {"samples": kw["samples"]}
 
 
 def _read_key_file(path: str | None) -> str | None:

@@ -109,6 +109,8 @@ class ExportReport:
     splits: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
+    # exported rows by where their soft label came from (logprobs, samples:N, verbalized…)
+    soft_label_sources: dict[str, int] = field(default_factory=dict)
     human_labeled: int = 0  # rows whose label a person gave (labeler review)
     # a cascade ending in `human`: rows queued for a person that none has decided yet,
     # and how many of them were held out of the export
@@ -260,6 +262,7 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                     if features is None:
                         features = builder.features(None)
                     values = fast.values(row, numbers, completion)
+                    source = "logprobs" if label is not None else None
                 else:
                     read = _general_row(task, builder, report, forms, humans, flt, calibrate)
                     if read is None:
@@ -268,6 +271,7 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                     if features is None:
                         features = builder.features(record)
                     values = builder.coerce(record, features)
+                    source = record.get("soft_label_source")
                 split = _split_of(row, opts)
                 if split not in writers:
                     writers[split] = SplitFile(work / f"{split}.arrow", features)
@@ -276,6 +280,9 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                 report.exported += 1
                 if label is not None:
                     report.label_counts[label] = report.label_counts.get(label, 0) + 1
+                if source is not None:
+                    sources = report.soft_label_sources
+                    sources[source] = sources.get(source, 0) + 1
         for w in writers.values():
             w.close()
         report.filtered = flt.report.removed()
@@ -542,7 +549,8 @@ class _Builder:
         return list(data) if self.opts.format == "jsonl" else data
 
     def _answer_text(self, answer: Answer) -> str:
-        if self.task.output_kind == "label" and answer.label is not None and self.task.label_space:
+        if (self.task.output_kind == "label" and answer.label is not None
+                and self.task.label_space and not self.task.verbalized):
             return self.task.label_space.verbalizers[answer.label][0]
         return answer.text
 
@@ -715,7 +723,8 @@ class _FastClassification:
                            or spec.max_entropy is not None)
         self.traced = builder.reasoning_column  # a `reasoning` column after the others
         columns = (*self.COLUMNS, "reasoning") if self.traced else self.COLUMNS
-        self.active = tuple(builder.features(None)) == columns
+        # a verbalized answer's numbers are in its text, not its tokens: the general way
+        self.active = tuple(builder.features(None)) == columns and not task.verbalized
 
     def numbers(self, completion: Completion) -> LabelNumbers | None:
         if not self.active:

@@ -85,6 +85,10 @@ class Job:
     # A reasoning teacher's effort and Anthropic's thinking budget, over the template's
     reasoning_effort: str | None = default("reasoning_effort")
     thinking_budget: int | None = default("thinking_budget")
+    # Soft labels from samples (labeler/teachers/sampling.py): N answers, and whether to
+    # sample even a teacher that gives logprobs
+    samples: int | None = default("samples")
+    soft_labels: str = default("soft_labels")
     id_field: str | None = None
     input_format: str | None = None
     delimiter: str | None = None
@@ -115,12 +119,16 @@ class Job:
             self.escalate_below = ",".join(str(x) for x in self.escalate_below)
         if self.cascade is not None:
             self.cascade_spec()  # a bad cascade is told before anything starts
+        older = self.teacher_options.get("samples")  # the Anthropic option it once was
+        if older is not None and self.samples is not None and self.samples != older:
+            raise ConfigError(f"samples {self.samples} and teacher_options samples {older} "
+                              "disagree: give one")
         check_values({o.key: getattr(self, o.field) for o in OPTIONS})
         reasoning_params({}, answer_tokens=0, effort=self.reasoning_effort,
                          budget=self.thinking_budget)  # a bad value is told before anything
         bounds.check([
             ("limit", self.limit),
-            ("samples", self.teacher_options.get("samples")),
+            ("samples", older),
             ("min_confidence", f.min_confidence), ("min_margin", f.min_margin),
             ("max_entropy", f.max_entropy), ("validation_size", self.export.validation_size),
         ])
@@ -139,7 +147,7 @@ class Job:
         """One teacher per stage: its own @URL, else --base-url; the job's key and options."""
         teachers = []
         for stage in spec.stages:
-            opts = dict(self.teacher_options)
+            opts = self.teacher_settings()
             if stage.base_url or self.base_url:
                 opts["base_url"] = stage.base_url or self.base_url
             if self.api_key:
@@ -156,8 +164,18 @@ class Job:
         task = self.task if isinstance(self.task, Task) else load_task(self.task)
         return task.with_reasoning(self.reasoning_effort, self.thinking_budget)
 
-    def make_teacher(self) -> Teacher:
+    def teacher_settings(self) -> dict[str, Any]:
+        """The options every teacher is built with: `teacher_options` and the sampling
+        options, these only when set, so a teacher is built as before when they are not."""
         opts = dict(self.teacher_options)
+        if self.samples is not None:  # else `teacher_options["samples"]`, as it was
+            opts["samples"] = self.samples
+        if self.soft_labels != default("soft_labels"):
+            opts["soft_labels"] = self.soft_labels
+        return opts
+
+    def make_teacher(self) -> Teacher:
+        opts = self.teacher_settings()
         if self.base_url:
             opts["base_url"] = self.base_url
         if self.api_key:

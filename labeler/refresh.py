@@ -67,7 +67,7 @@ from labeler.errors import ConfigError, LabelerError
 from labeler.export import ExportOptions
 from labeler.filters import FilterSpec
 from labeler.job import Job, run_job
-from labeler.options import EXIT_CODES, OPTIONS
+from labeler.options import BY_KEY, EXIT_CODES, OPTIONS, check_values
 from labeler.out_folder import REFRESH_LOCK, VERSION_RE, check_refresh_out
 from labeler.owner import alive as _alive
 from labeler.pricing import PriceTable
@@ -153,6 +153,7 @@ class RefreshConfig:
                 raise ConfigError(f"{where}: '{key}' is required and must be a string")
         _check_types(raw, _OPTIONAL, where, "")
         bounds.check([(k, v) for k, v in raw.items() if k in bounds.BOUNDS], where)
+        check_values({k: v for k, v in raw.items() if k in BY_KEY}, where)
         base = path.resolve().parent
 
         def local(value: str | None) -> Path | None:

@@ -49,7 +49,7 @@ from labeler.request import Request
 from labeler.retry import RetryPolicy
 from labeler.store import Store
 from labeler.task import Task
-from labeler.teachers.base import Teacher, http_outcomes, request_shape
+from labeler.teachers.base import Teacher, http_outcomes, notices, request_shape
 from labeler.template_check import RenderStreak
 
 UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
@@ -261,6 +261,7 @@ class Labeler:
         )
         out: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=4 * CHUNK)
         http_before = Counter(http_outcomes(self.teacher) or ())
+        told = len(notices(self.teacher))  # what the teacher learned is said when learned
         state = _RunState(self, out, with_completions)
         producer = asyncio.create_task(state.produce(rows))
         renewer = asyncio.create_task(state.renew_claims())
@@ -273,6 +274,7 @@ class Labeler:
                     break
                 self._count(rec)
                 self._report(rec)
+                told = self._tell(told)
                 bar.update(rec.status)
                 yield rec
             await producer  # re-raise a fatal error from the producer side
@@ -289,6 +291,7 @@ class Labeler:
                 await asyncio.to_thread(self.claims.release_all)
             self.summary.elapsed_s = time.monotonic() - start
             self._count_http(state.http, http_before)
+            self._tell(told)
             self.summary.concurrency = self.limiter.inflight.report()
             if self._problems > PROBLEM_LINES:
                 self.on_warning(f"{self._problems - PROBLEM_LINES} more rows were rejected or "
@@ -297,6 +300,16 @@ class Labeler:
                 await asyncio.to_thread(
                     self.store.finish_run, run_id, self.summary.outcome, self.summary.to_dict()
                 )
+
+    def _tell(self, told: int) -> int:
+        """Say, once each, what the teacher learned about its server since `told` lines (a
+        server that refuses `n`); the count said so far."""
+        learned = notices(self.teacher)
+        if len(learned) <= told:
+            return told
+        for notice in learned[told:]:
+            self.on_warning(redact(notice))
+        return len(learned)
 
     def _count_http(self, own: Counter[str], before: Counter[str]) -> None:
         """HTTP requests by outcome, as the server answered them: the teacher's own count

@@ -21,6 +21,7 @@ import asyncio
 import os
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from labeler.request import Request
 from labeler.teachers import openai_wire
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
 from labeler.teachers.openai_http import classify_status, endpoint, request_body
+from labeler.teachers.sampling import Sampler, Sampling
 from labeler.teachers.transport import LEAN, failure_reason, openai_transport
 
 if TYPE_CHECKING:  # imported when a request is sent: export, eval and stats never pay for it
@@ -53,10 +55,14 @@ class FastOpenAITeacher(BaseTeacher):
         timeout: float = 60.0,
         max_connections: int = 1000,
         extra_headers: Mapping[str, str] | None = None,
+        samples: int | None = None,
+        soft_labels: str = "auto",
+        n_supported: bool | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
         self.base_url, api_key = endpoint(provider, model, base_url, api_key)
+        self.sampler = Sampler(Sampling(samples, soft_labels), n_supported=n_supported)
         org_headers = {}
         if provider == "openai":
             for env, header in (("OPENAI_ORG_ID", "OpenAI-Organization"),
@@ -86,16 +92,33 @@ class FastOpenAITeacher(BaseTeacher):
     @property
     def identity(self) -> dict[str, Any]:
         """The same identity as `OpenAITeacher`: switching transport never misses the cache."""
-        return {"provider": self.provider, "model": self.model, "base_url": self.base_url}
+        return {"provider": self.provider, "model": self.model, "base_url": self.base_url,
+                **self.sampler.identity()}
 
     def observe_headers(self, observer: HeaderObserver | None) -> None:
         self._observer = observer
 
+    def request_shape(self, request: Request) -> tuple[int, int]:
+        return self.sampler.shape(request)
+
+    @property
+    def http_outcomes(self) -> Counter[str] | None:
+        """Each HTTP request's outcome while sampling may send several per row."""
+        return self.sampler.outcomes()
+
+    @property
+    def notices(self) -> list[str]:
+        return self.sampler.notices
+
     async def complete(self, request: Request) -> Completion:
+        return await self.sampler.complete(request, self._send)
+
+    async def _send(self, request: Request) -> Completion:
+        """One HTTP request."""
         import aiohttp
 
         chat = request.messages is not None
-        body = orjson.dumps(self.request_body(request))
+        body = orjson.dumps(request_body(self.model, self.provider, request))
         session = self._session_for_loop()
         start = time.perf_counter()
         try:
@@ -123,7 +146,7 @@ class FastOpenAITeacher(BaseTeacher):
 
     def request_body(self, request: Request) -> dict[str, Any]:
         """The JSON body sent for `request`, identical to `OpenAITeacher.request_body`."""
-        return request_body(self.model, self.provider, request)
+        return request_body(self.model, self.provider, self.sampler.as_sent(request))
 
     async def aclose(self) -> None:
         session, self._session = self._session, None

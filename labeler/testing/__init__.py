@@ -21,7 +21,7 @@
   `POST /_reset`.
 
 Answers are deterministic, come from a responder (`LabelResponder`, `EchoResponder`,
-`ScriptedResponder` or any callable from `RequestView` to `Reply`), and carry the
+`ScriptedResponder`, `VerbalizedResponder` or any callable from `RequestView` to `Reply`), and carry the
 providers' headers and error bodies; faults and rate limits are set on `ServerConfig`
 and reproduce exactly for a given seed::
 
@@ -46,6 +46,7 @@ from labeler.testing.responders import (
     RequestView,
     Responder,
     ScriptedResponder,
+    VerbalizedResponder,
 )
 from labeler.testing.server import TeacherServer, serve
 from labeler.testing.tokens import count_tokens, tokenize
@@ -61,6 +62,7 @@ __all__ = [
     "ScriptedResponder",
     "ServerConfig",
     "TeacherServer",
+    "VerbalizedResponder",
     "count_tokens",
     "serve",
     "tokenize",

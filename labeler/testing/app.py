@@ -163,6 +163,10 @@ class TeacherApp:
             return answers.error(400, exc.message, param=exc.param, code=exc.code)
         record.prompt = parsed.text
         model = parsed.model
+        if cfg.max_n is not None and parsed.n > cfg.max_n and not answers.anthropic:
+            return answers.error(400, openai_wire.n_refused_message(cfg.max_n), param="n")
+        if cfg.ignore_n:
+            parsed.n = 1
         pinned = faults.scheduled_status(cfg, parsed.text)
         if pinned is not None:
             return answers.error(pinned, model=model, fault=faults.STATUS_FOR, retry_after=cfg.retry_after_s)
