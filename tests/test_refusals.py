@@ -1,0 +1,142 @@
+"""A teacher that refuses a parameter is learned once, not failed per row.
+
+Each test runs `labeler run` (the CLI, in process) against the project's teacher server
+answering as a teacher that refuses parameters in a real provider's words (OpenAI
+reasoning models, a 403 deployment, Gemini's and Groq's OpenAI-compatible endpoints, and a
+server that answers 200 without logprobs), over the lean transport and the OpenAI SDK,
+and counts at the server what was sent and refused.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import datasets
+import pytest
+from click.testing import CliRunner, Result
+
+from labeler.cli import main
+from labeler.store import MIGRATIONS, SCHEMA_VERSION, Store
+from labeler.testing import ServerConfig, TeacherServer
+
+TRANSPORTS = ("lean", "httpx")
+HANDFUL = 3  # refused requests a run may meet: one per refused parameter
+
+
+def rows(path: Path, n: int = 20, start: int = 0) -> Path:
+    words = ["wonderful", "dreadful", "charming", "boring", "superb"]
+    path.write_text("".join(json.dumps({"id": f"r{i}", "text": f"Review {i}: a "
+                                        f"{words[i % len(words)]} film."}) + "\n"
+                            for i in range(start, start + n)))
+    return path
+
+
+def run(server: TeacherServer, tmp_path: Path, data: Path, teacher: str, *extra: str,
+        out: str = "out") -> Result:
+    return CliRunner().invoke(main, [
+        "run", "sentiment", str(data), "--teacher", teacher, "--base-url", server.url + "/v1",
+        "--store", str(tmp_path / "store.sqlite"), "--out", str(tmp_path / out), "--quiet",
+        *extra])
+
+
+def sent(server: TeacherServer) -> list:
+    return [r for r in server.log if r.path.endswith("/chat/completions")]
+
+
+def refused(server: TeacherServer) -> int:
+    return sum(1 for r in sent(server) if r.status in (400, 403))
+
+
+def lines(result: Result, word: str) -> list[str]:
+    return [line for line in result.output.splitlines() if word in line]
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-refusals")
+    if request.param == "lean":
+        monkeypatch.delenv("LABELER_TRANSPORT", raising=False)
+    else:
+        monkeypatch.setenv("LABELER_TRANSPORT", request.param)
+    return str(request.param)
+
+
+def test_reasoning_model_is_learned_once_and_every_row_is_labeled(
+        transport: str, tmp_path: Path) -> None:
+    with TeacherServer(ServerConfig(labels=["negative", "positive"],
+                                    refuses="openai-reasoning")) as srv:
+        data = rows(tmp_path / "reviews.jsonl")
+        first = run(srv, tmp_path, data, "openai:o4-mini")
+        assert first.exit_code == 0, first.output
+        # logprobs, then a temperature of 0: one refused request each, then all answered
+        assert 1 <= refused(srv) <= HANDFUL, [r.status for r in sent(srv)]
+        assert sum(1 for r in sent(srv) if r.status == 200) == 20
+        said = lines(first, "refuses")
+        assert len(lines(first, "refuses logprobs")) == 1 and len(said) == refused(srv)
+        assert "--samples N" in lines(first, "refuses logprobs")[0]
+        assert "openai:o4-mini" in said[0] and "unsupported" in said[0].lower()
+        ds = datasets.load_from_disk(str(tmp_path / "out"))
+        assert len(ds) == 20 and set(ds["label"]) <= {0, 1}
+        ok = [r.body for r in sent(srv) if r.status == 200]
+        assert all("logprobs" not in b and "temperature" not in b for b in ok)
+
+        before = len(sent(srv))
+        again = run(srv, tmp_path, data, "openai:o4-mini")
+        assert again.exit_code == 0 and len(sent(srv)) == before  # a rerun sends nothing
+        assert not lines(again, "refuses")
+
+        more = run(srv, tmp_path, rows(tmp_path / "more.jsonl", start=20), "openai:o4-mini",
+                   out="out2")
+        new = sent(srv)[before:]
+        assert more.exit_code == 0 and len(new) == 20  # the next run starts right
+        assert all(r.status == 200 for r in new) and not lines(more, "refuses")
+
+
+@pytest.mark.parametrize("mode", ["openai-403", "gemini", "groq", "silent"])
+def test_logprobs_refusal_shapes_are_each_learned_once(
+        mode: str, transport: str, tmp_path: Path) -> None:
+    with TeacherServer(ServerConfig(labels=["negative", "positive"], refuses=mode)) as srv:
+        data = rows(tmp_path / "reviews.jsonl")
+        first = run(srv, tmp_path, data, "openai-compatible:some-model")
+        assert first.exit_code == 0, first.output
+        assert refused(srv) <= 1 and sum(1 for r in sent(srv) if r.status == 200) == 20
+        assert len(lines(first, "refuses logprobs")) == 1
+        assert len(datasets.load_from_disk(str(tmp_path / "out"))) == 20
+
+        before = len(sent(srv))
+        assert run(srv, tmp_path, data, "openai-compatible:some-model").exit_code == 0
+        assert len(sent(srv)) == before
+        run(srv, tmp_path, rows(tmp_path / "more.jsonl", start=20),
+            "openai-compatible:some-model", out="out2")
+        assert all(r.status == 200 and "logprobs" not in r.body for r in sent(srv)[before:])
+
+
+def test_max_tokens_is_sent_as_max_completion_tokens(transport: str, tmp_path: Path) -> None:
+    with TeacherServer(ServerConfig(labels=["negative", "positive"],
+                                    refuses="openai-reasoning")) as srv:
+        result = run(srv, tmp_path, rows(tmp_path / "r.jsonl"), "openai-compatible:o4-mini")
+        assert result.exit_code == 0, result.output
+        assert refused(srv) == 3 and len(lines(result, "refuses max_tokens")) == 1
+        ok = [r.body for r in sent(srv) if r.status == 200]
+        assert len(ok) == 20 and all(b.get("max_completion_tokens") == 2 for b in ok)
+        assert all("max_tokens" not in b for b in ok)
+
+
+def test_a_store_of_the_previous_release_opens_and_learns(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    for migrate in MIGRATIONS[:4]:
+        migrate(db)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    db.close()
+    with Store(path) as st:
+        assert st.schema_version == SCHEMA_VERSION
+        from labeler.teacher_params import Refusal, TeacherParams
+
+        known = TeacherParams({"provider": "openai", "model": "o4-mini"})
+        known.learn(Refusal("logprobs", 400, "Unsupported parameter"))
+        known.save(st, [Refusal("logprobs", 400, "Unsupported parameter")])
+        assert set(TeacherParams.load(st, known.identity).refused) == {"logprobs"}
