@@ -494,6 +494,12 @@ def _refresh_locked(cfg: RefreshConfig, result: RefreshResult, max_age_days: flo
     result.outcome = done.summary.outcome
     if done.export is None:  # interrupted: the export was not written
         return
+    if done.summary.outcome == "empty":
+        # Nothing came out of it (every row failed, or no row passed the filters): the
+        # dataset readers have stays current, and the reason goes in the cron line.
+        result.exported, result.error = done.export.exported, done.summary.why_empty()
+        shutil.rmtree(version, ignore_errors=True)
+        return
     result.version, result.exported = str(version), done.export.exported
     _point_current(cfg.out, version)
     result.current = str(version)

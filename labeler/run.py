@@ -112,6 +112,11 @@ class RunSummary:
     stages: list[dict[str, Any]] = field(default_factory=list)  # a cascade's, one per stage
     # Parameters the teacher refused in this run -> its message; sent without them since
     refused_params: dict[str, str] = field(default_factory=dict)
+    # The first message of each failure reason (redacted, one line): the server's own words
+    failure_messages: dict[str, str] = field(default_factory=dict)
+    # Rows in the export (None: none was written) and, when it holds none, what removed them
+    exported: int | None = None
+    export_removed: dict[str, int] = field(default_factory=dict)
 
     @property
     def outcome(self) -> str:
@@ -119,14 +124,52 @@ class RunSummary:
             return "interrupted"
         if self.budget_stopped:
             return "budget"
+        if self.empty:
+            return "empty"
         if self.failed or self.skipped:
             return "partial"
         return "ok"
 
-    def count_failure(self, reason: str, n: int = 1) -> None:
+    @property
+    def empty(self) -> bool:
+        """Rows came in and nothing came out: every row failed (or was rejected or not
+        sent), or the export holds none. Never a success, whatever the cause."""
+        if self.rows <= 0:
+            return False
+        return self.labeled + self.cached == 0 or self.exported == 0
+
+    @property
+    def main_failure(self) -> dict[str, Any] | None:
+        """The commonest reason rows failed, with how many and the server's message."""
+        if self.failures_by_reason:
+            reason, n = max(self.failures_by_reason.items(), key=lambda kv: kv[1])
+        elif self.rejected:
+            reason, n = "rejected", self.rejected
+        else:
+            return None
+        return {"reason": reason, "rows": n, "message": self.failure_messages.get(reason, "")}
+
+    def why_empty(self) -> str:
+        """One sentence on why nothing came out of an `empty` run, naming the main failure
+        in the server's own words."""
+        if self.labeled + self.cached == 0:
+            main = self.main_failure
+            if main is None:
+                return f"nothing labeled: none of {self.rows} rows was sent"
+            said = f": {main['message']}" if main["message"] else ""
+            return (f"nothing labeled: {self.failed} of {self.rows} rows failed, "
+                    f"{self.rejected} rejected, {self.skipped} not sent; main reason "
+                    f"{main['reason']} ({main['rows']} rows){said}")
+        removed = ", ".join(f"{n} removed by {name}" for name, n in self.export_removed.items())
+        return (f"the export holds 0 rows of {self.rows}"
+                + (f": {removed}" if removed else ""))
+
+    def count_failure(self, reason: str, n: int = 1, message: str = "") -> None:
         """n rows failed for `reason`: counted by reason and by what a rerun needs."""
         self.failed += n
         self.failures_by_reason[reason] = self.failures_by_reason.get(reason, 0) + n
+        if message and reason not in self.failure_messages:
+            self.failure_messages[reason] = short(redact(message))
         if is_transient(reason):
             self.failed_transient += n
         else:
@@ -135,6 +178,7 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["outcome"] = self.outcome
+        d["main_failure"] = self.main_failure
         d["cost_usd"] = round(self.cost_usd, 6)
         d["elapsed_s"] = round(self.elapsed_s, 3)
         return d
@@ -322,9 +366,11 @@ class Labeler:
         elif rec.status == "cached":
             s.cached += 1
         elif rec.status == "failed":
-            s.count_failure(rec.reason or "unknown")
+            s.count_failure(rec.reason or "unknown", message=rec.message)
         elif rec.status == "rejected":
             s.rejected += 1
+            if rec.message and "rejected" not in s.failure_messages:
+                s.failure_messages["rejected"] = short(redact(rec.message))
         else:
             s.skipped += 1
 
