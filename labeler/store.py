@@ -415,7 +415,8 @@ class Store:
             try:
                 return fn(self._db)
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: cannot read the store: {exc}") from exc
+                raise StoreError(f"{self.path}: cannot read the store: "
+                                 f"{_damage_hint(self.path, exc)}") from exc
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:

@@ -124,6 +124,27 @@ def test_max_tokens_is_sent_as_max_completion_tokens(transport: str, tmp_path: P
         assert all("max_tokens" not in b for b in ok)
 
 
+def test_refusals_are_remembered_until_forgotten(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-refusals")
+    with TeacherServer(ServerConfig(labels=["negative", "positive"],
+                                    refuses="openai-reasoning")) as srv:
+        data = rows(tmp_path / "r.jsonl", n=5)
+        assert run(srv, tmp_path, data, "openai:o4-mini").exit_code == 0
+        store = str(tmp_path / "store.sqlite")
+        stats = CliRunner().invoke(main, ["stats", "--store", store, "--json"])
+        assert {r["param"] for r in json.loads(stats.output)["refused_params"]} == \
+            {"logprobs", "temperature"}
+        gone = CliRunner().invoke(main, ["forget-refusals", "--store", store,
+                                         "--teacher", "openai:o4-mini"])
+        assert gone.exit_code == 0 and "logprobs" in gone.output, gone.output
+        before = len(sent(srv))
+        again = run(srv, tmp_path, rows(tmp_path / "more.jsonl", n=5, start=5),
+                    "openai:o4-mini", out="out2")
+        assert again.exit_code == 0 and len(lines(again, "refuses")) == 2
+        assert sum(1 for r in sent(srv)[before:] if r.status == 400) == 2
+
+
 def test_a_store_of_the_previous_release_opens_and_learns(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path, isolation_level=None)
