@@ -726,37 +726,44 @@ class _RunState:
                         raise _Stopped()
                     me = asyncio.current_task()
                     self.queued.add(me)  # type: ignore[arg-type]
-                    async with _Dequeue(self.queued, me), lb.limiter.slot(
-                            lb._max_tokens * calls * answers, requests=calls,
-                            prompt_tokens=prompt_tokens):
-                        self.queued.discard(me)  # type: ignore[arg-type]
-                        if lb._stop.is_set():  # stopped while waiting for a slot: send nothing
-                            raise _Stopped()
-                        found = await self._as_sent(sending)
-                        if found is not None:  # what it is now sent as was answered before
-                            return found, None, True
-                        attempts += 1
-                        lb.summary.requests += 1
-                        if attempts > 1:
-                            lb.summary.retries += 1
-                        try:
-                            completion, from_store = await self._gated_send(sending)
-                            if from_store:
-                                return completion, None, True
-                        except TeacherError as exc:
-                            if not exc.retryable:
+                    # The first request with an untried parameter goes alone; the others
+                    # wait here, holding no limiter place, until its answer settles it.
+                    first = await self._first_of_its_kind(sending)
+                    try:
+                        async with _Dequeue(self.queued, me), lb.limiter.slot(
+                                lb._max_tokens * calls * answers, requests=calls,
+                                prompt_tokens=prompt_tokens):
+                            self.queued.discard(me)  # type: ignore[arg-type]
+                            if lb._stop.is_set():  # stopped while waiting: send nothing
+                                raise _Stopped()
+                            found = await self._as_sent(sending)
+                            if found is not None:  # what it is now sent as was answered before
+                                return found, None, True
+                            attempts += 1
+                            lb.summary.requests += 1
+                            if attempts > 1:
+                                lb.summary.retries += 1
+                            try:
+                                completion = await self._send_one(sending)
+                            except TeacherError as exc:
+                                if not exc.retryable:
+                                    raise
+                                lb.limiter.on_failure(exc)  # 429s slow the rate, 5xx shrink
+                                # Counted over the whole run, not per item: with a low
+                                # --max-attempts no item alone would reach the threshold,
+                                # and every row would be stored as failed against a typo'd
+                                # URL.
+                                if exc.reason == "connection" and self.successes == 0:
+                                    self.refused += 1
+                                if self.refused >= UNREACHABLE_AFTER and self.successes == 0:
+                                    raise _Unreachable(exc.message) from exc
                                 raise
-                            lb.limiter.on_failure(exc)  # 429s slow the rate, 5xx shrink in flight
-                            # Counted over the whole run, not per item: with a low
-                            # --max-attempts no item alone would reach the threshold, and
-                            # every row would be stored as failed against a typo'd URL.
-                            if exc.reason == "connection" and self.successes == 0:
-                                self.refused += 1
-                            if self.refused >= UNREACHABLE_AFTER and self.successes == 0:
-                                raise _Unreachable(exc.message) from exc
-                            raise
-                        cost = lb.prices.cost(lb.teacher.model, completion.usage)
-                        await self.writer.put(sending.key, completion, cost)
+                            cost = lb.prices.cost(lb.teacher.model, completion.usage)
+                            await self.writer.put(sending.key, completion, cost)
+                    finally:
+                        self.queued.discard(me)  # type: ignore[arg-type]
+                        if first:
+                            self.probe.release()
                     lb.limiter.on_success(prompt_tokens, completion.usage.prompt_tokens)
                     self.successes += 1
                     return completion, cost, False
@@ -775,22 +782,19 @@ class _RunState:
         found = await asyncio.to_thread(self.lb.store.get_many, [sending.key])
         return found.get(sending.key)
 
-    async def _gated_send(self, sending: _Sending) -> tuple[Completion, bool]:
-        """Send, one request at a time while the request carries a parameter the teacher
-        has neither taken nor refused yet: a first answer settles it for the rest, so a
-        teacher that refuses it turns down one request, not every one in flight.
-        (answer, whether it was found in the store instead)."""
-        lb = self.lb
-        while self.known.unproven(sending.request.params):
-            async with self.probe:
-                if lb._stop.is_set():
-                    raise _Stopped()
-                found = await self._as_sent(sending)  # refusals learned while waiting
-                if found is not None:
-                    return found, True
-                if self.known.unproven(sending.request.params):
-                    return await self._send_one(sending), False
-        return await self._send_one(sending), False
+    async def _first_of_its_kind(self, sending: _Sending) -> bool:
+        """Wait while `sending` carries a parameter the teacher has neither taken nor
+        refused yet and another request is finding out; True when this one is to find
+        out (it then holds `probe` until its answer is in). A first answer settles it for
+        the rest, so a teacher that refuses the parameter turns down one request, not
+        every one in flight."""
+        known = self.known
+        while known.unproven(known.params(sending.request.params)):
+            await self.probe.acquire()
+            if known.unproven(known.params(sending.request.params)):
+                return True
+            self.probe.release()
+        return False
 
     async def _send_one(self, sending: _Sending) -> Completion:
         """One HTTP attempt. A refusal is learned here, before anything else is sent; an

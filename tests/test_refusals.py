@@ -15,9 +15,11 @@ from pathlib import Path
 
 import datasets
 import pytest
+import yaml
 from click.testing import CliRunner, Result
 
 from labeler.cli import main
+from labeler.refresh import refresh
 from labeler.store import MIGRATIONS, SCHEMA_VERSION, Store
 from labeler.testing import ServerConfig, TeacherServer
 
@@ -79,6 +81,8 @@ def test_reasoning_model_is_learned_once_and_every_row_is_labeled(
         assert "openai:o4-mini" in said[0] and "unsupported" in said[0].lower()
         ds = datasets.load_from_disk(str(tmp_path / "out"))
         assert len(ds) == 20 and set(ds["label"]) <= {0, 1}
+        # a hard label from the answer text; the soft label says it is only that
+        assert set(ds["soft_label_source"]) == {"none"}
         ok = [r.body for r in sent(srv) if r.status == 200]
         assert all("logprobs" not in b and "temperature" not in b for b in ok)
 
@@ -143,6 +147,25 @@ def test_refusals_are_remembered_until_forgotten(tmp_path: Path,
                     "openai:o4-mini", out="out2")
         assert again.exit_code == 0 and len(lines(again, "refuses")) == 2
         assert sum(1 for r in sent(srv)[before:] if r.status == 400) == 2
+
+
+def test_a_cron_refresh_starts_right(tmp_path: Path) -> None:
+    with TeacherServer(ServerConfig(labels=["negative", "positive"],
+                                    refuses="openai-reasoning")) as srv:
+        config = tmp_path / "refresh.yaml"
+        config.write_text(yaml.safe_dump({
+            "task": "sentiment", "input": "in.jsonl", "teacher": "openai-compatible:o4-mini",
+            "base_url": srv.url + "/v1", "store": "labels.sqlite", "out": "datasets/r",
+            "id_field": "id"}))
+        rows(tmp_path / "in.jsonl", n=8)
+        first = refresh(config)
+        assert (first.outcome, first.exported) == ("ok", 8) and 1 <= refused(srv) <= HANDFUL
+        before = len(sent(srv))
+        rows(tmp_path / "in.jsonl", n=12)  # four new rows
+        second = refresh(config)
+        new = sent(srv)[before:]
+        assert (second.outcome, second.exported) == ("ok", 12)
+        assert len(new) == 4 and all(r.status == 200 for r in new)
 
 
 def test_a_store_of_the_previous_release_opens_and_learns(tmp_path: Path) -> None:
