@@ -80,7 +80,8 @@ class TeacherParams:
         self.teacher = teacher_key(identity)
         self.refused: dict[str, Refusal] = dict(refused or {})
         self.accepted: frozenset[str] = frozenset(accepted)
-        self._memo: tuple[dict[str, Any], dict[str, Any]] | None = None
+        # (the refusals it was made for, params in, params out)
+        self._memo: tuple[dict[str, Refusal], dict[str, Any], dict[str, Any]] | None = None
 
     @classmethod
     def load(cls, store: Store, identity: Mapping[str, Any]) -> TeacherParams:
@@ -118,8 +119,8 @@ class TeacherParams:
         if not refused or not any(p in params for p in refused):
             return params
         memo = self._memo  # a template's rows share their parameters: rewrite them once
-        if memo is not None and memo[0] == params:
-            return memo[1]
+        if memo is not None and memo[0] is refused and memo[1] == params:
+            return memo[2]
         out = dict(params)
         for param in refused:
             fix = FIXES[param]
@@ -128,7 +129,7 @@ class TeacherParams:
                 out.setdefault(fix.rename_to, value)
             for name in fix.drops:
                 out.pop(name, None)
-        self._memo = (dict(params), out)
+        self._memo = (refused, dict(params), out)
         return out
 
     def unproven(self, params: Mapping[str, Any]) -> bool:
@@ -144,7 +145,6 @@ class TeacherParams:
         if refusal.param not in FIXES or refusal.param in self.refused:
             return False
         self.refused = {**self.refused, refusal.param: refusal}
-        self._memo = None
         return True
 
     def accept(self, params: Iterable[str]) -> list[str]:
