@@ -9,6 +9,7 @@ and counts at the server what was sent and refused.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
+from labeler import Job, run_job
 from labeler.cli import main
 from labeler.refresh import refresh
 from labeler.store import MIGRATIONS, SCHEMA_VERSION, Store
@@ -184,3 +186,22 @@ def test_a_store_of_the_previous_release_opens_and_learns(tmp_path: Path) -> Non
         known.learn(Refusal("logprobs", 400, "Unsupported parameter"))
         known.save(st, [Refusal("logprobs", 400, "Unsupported parameter")])
         assert set(TeacherParams.load(st, known.identity).refused) == {"logprobs"}
+
+
+def test_anthropic_with_thinking_on_is_sent_without_temperature(tmp_path: Path) -> None:
+    """An API version that still takes sampling parameters sends the template's
+    temperature 0, which a model with extended thinking refuses: learned once."""
+    said: list[str] = []
+    with TeacherServer(ServerConfig(labels=["negative", "positive"],
+                                    refuses="anthropic-thinking")) as srv:
+        job = Job(task="sentiment", input=rows(tmp_path / "r.jsonl", n=10),
+                  teacher="anthropic:claude-sonnet-4-5", base_url=srv.url, api_key="sk-ant-k",
+                  teacher_options={"api_version": "2023-06-01", "samples": 1},
+                  store=tmp_path / "s.sqlite", out=tmp_path / "out", progress=False)
+        result = asyncio.run(run_job(job, on_warning=said.append))
+        asked = [r for r in srv.log if r.path == "/v1/messages"]
+    assert result.summary.outcome == "ok" and result.summary.labeled == 10
+    assert sum(1 for r in asked if r.status == 400) == 1
+    assert sum(1 for r in asked if r.status == 200) == 10
+    assert all("temperature" not in r.body for r in asked if r.status == 200)
+    assert len([w for w in said if "refuses temperature" in w]) == 1

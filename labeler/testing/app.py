@@ -157,7 +157,12 @@ class TeacherApp:
             return answers.error(400, exc.message, param=exc.param, code=exc.code)
         record.prompt = parsed.text
         model = parsed.model
-        if not answers.anthropic:  # a teacher that turns down a parameter, before any charge
+        # a teacher that turns down a parameter, before any charge
+        if answers.anthropic:
+            said = refusals.anthropic_refusal(cfg.refuses, body)
+            if said is not None:
+                return answers.error(400, said, fault=faults.REFUSED)
+        else:
             refused = refusals.refusal(cfg.refuses, body)
             if refused is not None:
                 return Answer(refused[0], refused[1], answers.headers(), faults.REFUSED)

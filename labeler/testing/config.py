@@ -87,7 +87,8 @@ class ServerConfig:
     refuses: str | None = field(
         default=None,
         metadata={"help": "answer as a teacher that refuses parameters: openai-reasoning, "
-                          "openai-403, gemini, groq, or silent (a 200 without logprobs)"},
+                          "openai-403, gemini, groq, silent (a 200 without logprobs), or "
+                          "anthropic-thinking (temperature must be 1)"},
     )
     fail_first: int = field(default=0, metadata={"help": "the first k attempts of every prompt fail"})
     fail_status: int = field(default=500, metadata={"help": "status of those failures"})

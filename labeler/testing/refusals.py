@@ -17,6 +17,8 @@ against it after validation and before anything is charged, as the providers do:
 - ``groq``: HTTP 400 "`logprobs` is not supported with this model".
 - ``silent``: no refusal at all, but no logprobs either: a 200 without them, as older
   Ollama builds and some gateways answer.
+- ``anthropic-thinking``: Anthropic's Messages API with extended thinking on, which
+  refuses any temperature but 1 (HTTP 400 ``invalid_request_error``).
 """
 
 from __future__ import annotations
@@ -25,12 +27,17 @@ from typing import Any
 
 import orjson
 
-MODES = (None, "openai-reasoning", "openai-403", "gemini", "groq", "silent")
+MODES = (None, "openai-reasoning", "openai-403", "gemini", "groq", "silent",
+         "anthropic-thinking")
+THINKING_TEMPERATURE = (
+    "`temperature` may only be set to 1 when thinking is enabled. Please consult our "
+    "documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+    "#important-considerations-when-using-extended-thinking")
 
 
 def refusal(mode: str | None, body: dict[str, Any]) -> tuple[int, bytes] | None:
     """(status, body) of the refusal `mode` gives an OpenAI-style request, or None."""
-    if mode is None or mode == "silent":
+    if mode is None or mode in ("silent", "anthropic-thinking"):
         return None
     asks_logprobs = bool(body.get("logprobs")) or body.get("top_logprobs") is not None
     if mode == "openai-reasoning":
@@ -63,6 +70,14 @@ def refusal(mode: str | None, body: dict[str, Any]) -> tuple[int, bytes] | None:
             "message": "`logprobs` is not supported with this model",
             "type": "invalid_request_error"}})
     raise ValueError(f"unknown refusal mode {mode!r}")
+
+
+def anthropic_refusal(mode: str | None, body: dict[str, Any]) -> str | None:
+    """The message of the 400 `mode` gives a Messages API request, or None."""
+    temperature = body.get("temperature")
+    if mode == "anthropic-thinking" and temperature is not None and float(temperature) != 1.0:
+        return THINKING_TEMPERATURE
+    return None
 
 
 def gives_logprobs(mode: str | None) -> bool:
