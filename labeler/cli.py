@@ -777,6 +777,9 @@ def _print_summary(result: Any) -> None:
         click.echo(f"labeler:   {which} {st['teacher']}: {st['rows']} rows, "
                    f"{st['labeled']} labeled, {st['cached']} cached, {st['failed']} failed"
                    f"{passed}; ${st['cost_usd']:.4f} in {st['elapsed_s']:.1f}s", err=True)
+    if s.refused_params:  # each said once as it was learned; counted here
+        click.echo(f"labeler: refused by the teacher: {', '.join(s.refused_params)} (those "
+                   "requests were sent again without them)", err=True)
     if s.http_failures or s.http_requests != s.requests:
         answers = ", ".join(f"{n} {_HTTP_WORDS.get(reason, reason)}" for reason, n in
                             sorted(s.http_failures.items(), key=lambda kv: -kv[1]))
@@ -790,7 +793,9 @@ def _print_summary(result: Any) -> None:
         click.echo(f"labeler: cost ${s.cost_usd:.4f} ({s.prompt_tokens} prompt, "
                    f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)", err=True)
     for reason, n in sorted(s.failures_by_reason.items(), key=lambda kv: -kv[1]):
-        click.echo(f"labeler:   failed {n} × {reason}", err=True)
+        said = s.failure_messages.get(reason)  # the server's own words, redacted
+        click.echo(f"labeler:   failed {n} × {reason}" + (f": {said}" if said else ""),
+                   err=True)
     if s.failed_transient:
         click.echo(f"labeler: {s.failed_transient} failed on transient errors (rate limits, "
                    "server errors, timeouts): rerun the same command to send them again",
