@@ -433,6 +433,7 @@ class RefreshResult:
             "outcome": self.outcome, "exit_code": self.exit_code, **counts,
             "cost_usd": self.summary.get("cost_usd", 0.0),
             "failures_by_reason": self.summary.get("failures_by_reason", {}),
+            "main_failure": self.summary.get("main_failure"),
             "exported": self.exported, "duration_s": round(self.duration_s, 3),
             "started_at": self.started_at, "version": self.version, "current": self.current,
             "out": self.out, "pruned": self.pruned,

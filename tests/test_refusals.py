@@ -92,6 +92,12 @@ def test_reasoning_model_is_learned_once_and_every_row_is_labeled(
         again = run(srv, tmp_path, data, "openai:o4-mini")
         assert again.exit_code == 0 and len(sent(srv)) == before  # a rerun sends nothing
         assert not lines(again, "refuses")
+        exported = CliRunner().invoke(main, [
+            "export", "sentiment", str(data), "--teacher", "openai:o4-mini",
+            "--base-url", srv.url + "/v1", "--store", str(tmp_path / "store.sqlite"),
+            "--out", str(tmp_path / "cls"), "--kind", "classification"])
+        assert exported.exit_code == 0 and len(sent(srv)) == before, exported.output
+        assert len(datasets.load_from_disk(str(tmp_path / "cls"))) == 20
 
         more = run(srv, tmp_path, rows(tmp_path / "more.jsonl", start=20), "openai:o4-mini",
                    out="out2")
