@@ -61,8 +61,11 @@ def refused(status: int, code: Any, param: Any, message: str) -> ParameterRefuse
 
 def check_logprobs(request: Request, completion: Completion) -> Completion:
     """`completion`, unless logprobs were asked for and the answer carries none: then the
-    teacher ignores the parameter, which is a refusal too, raised with the (paid) answer."""
-    if completion.tokens is None and request.params.get("logprobs"):
+    teacher ignores the parameter, which is a refusal too, raised with the (paid) answer.
+    An empty answer tells nothing (a reasoning model that spent its tokens thinking may
+    send ``"logprobs": {"content": null}``): only an answer with text and no logprobs is
+    one."""
+    if completion.tokens is None and completion.text and request.params.get("logprobs"):
         raise ParameterRefused("logprobs", "the answers carry no logprobs", status=200,
                                answer=completion)
     return completion
