@@ -211,3 +211,35 @@ def test_anthropic_with_thinking_on_is_sent_without_temperature(tmp_path: Path) 
     assert sum(1 for r in asked if r.status == 200) == 10
     assert all("temperature" not in r.body for r in asked if r.status == 200)
     assert len([w for w in said if "refuses temperature" in w]) == 1
+
+
+@pytest.mark.parametrize(("status", "code", "param", "message", "expected"), [
+    (400, "unsupported_parameter", "logprobs",
+     "Unsupported parameter: 'logprobs' is not supported with this model.", "logprobs"),
+    (400, "unsupported_value", "temperature", "Unsupported value: 'temperature' does not "
+     "support 0 with this model. Only the default (1) value is supported.", "temperature"),
+    (400, "unsupported_parameter", "max_tokens", "Unsupported parameter: 'max_tokens' is "
+     "not supported with this model. Use 'max_completion_tokens' instead.", "max_tokens"),
+    (403, None, None, "You are not allowed to request logprobs from this model", "logprobs"),
+    (400, 400, None, "Logprobs is not supported for this model.", "logprobs"),
+    (400, None, None, "`logprobs` is not supported with this model", "logprobs"),
+    (400, 400, None, "Gaudi doesn't support logprobs. Please remove 'logprobs'/'top_logprobs' "
+     "from your request to receive a response.", "logprobs"),
+    (400, "invalid_request_error", None, "`temperature` may only be set to 1 when thinking "
+     "is enabled.", "temperature"),
+    # other 400s are not refusals of a parameter labeler can do without
+    (400, "unsupported_value", "messages[0].role", "Unsupported value: 'messages[0].role' "
+     "does not support 'developer' with this model.", None),
+    (400, "context_length_exceeded", "messages", "This model's maximum context length is "
+     "8192 tokens. However, you requested 9000 tokens.", None),
+    (400, "integer_above_max_value", "top_logprobs", "Invalid 'top_logprobs': integer above "
+     "maximum value. Expected a value <= 20, but got 25 instead.", None),
+    (400, "unsupported_parameter", "n", "Unsupported parameter: 'n' is not supported.", None),
+    (500, "unsupported_parameter", "logprobs", "Unsupported parameter: 'logprobs'", None),
+])
+def test_refusals_are_told_from_other_errors(status: int, code: object, param: object,
+                                             message: str, expected: str | None) -> None:
+    from labeler.teachers.refusals import refused as recognise
+
+    found = recognise(status, code, param, message)
+    assert (found.param if found is not None else None) == expected
