@@ -3,8 +3,9 @@
 Exit codes: 0 everything labeled; 1 a fatal error (bad flag, unreadable input, store);
 3 partial (some items failed or were skipped: rerun to retry); 4 another refresh holds
 the lock; 5 the budget stopped the run; 6 pending (``run --batch --no-wait``: batches are
-still running at the provider; rerun later to collect and export); 130 interrupted
-(SIGINT/SIGTERM).
+still running at the provider; rerun later to collect and export); 7 empty (rows came in
+and none was labeled, or the export holds none: the summary says why, in the server's
+words); 130 interrupted (SIGINT/SIGTERM).
 """
 
 from __future__ import annotations
@@ -260,11 +261,13 @@ def stats(store: str | None, as_json: bool) -> None:
     """Counts by outcome and by error reason, tokens and cost in a store."""
     from labeler.job import default_store
     from labeler.store import Store
+    from labeler.teacher_params import refusals_of
 
     path = Path(store) if store else default_store()
     try:
         with Store(path, readonly=True) as st:
             data = st.stats()
+            data["refused_params"] = refusals_of(st)
     except LabelerError as exc:
         _fail(exc)
     if as_json:
@@ -278,6 +281,32 @@ def stats(store: str | None, as_json: bool) -> None:
     click.echo(f"prompt tokens    {data['prompt_tokens']} ({data['cached_tokens']} cached)")
     click.echo(f"output tokens    {data['completion_tokens']}")
     click.echo(f"cost             ${data['cost_usd']:.4f}")
+    for r in data["refused_params"]:
+        click.echo(f"refused          {r['teacher']}: {r['param']} ({r['message']})")
+
+
+@main.command(name="forget-refusals")
+@click.option("--store", type=click.Path(dir_okay=False), help="Store to change.")
+@click.option("--teacher", "-t", metavar="PROVIDER:MODEL",
+              help="Only this teacher's (default: every teacher's).")
+def forget_refusals(store: str | None, teacher: str | None) -> None:
+    """Forget which request parameters teachers refused (logprobs, temperature,
+    max_tokens), so that the next run sends them again and learns anew."""
+    from labeler.job import default_store
+    from labeler.store import Store
+    from labeler.teacher_params import REFUSED, forget
+
+    path = Path(store) if store else default_store()
+    try:
+        with Store(path) as st:
+            dropped = forget(st, teacher)
+    except LabelerError as exc:
+        _fail(exc)
+    refused = [(t, p) for t, p, verdict in dropped if verdict == REFUSED]
+    click.echo(f"labeler: forgot {len(refused)} refused parameter(s)"
+               + (f" of {teacher}" if teacher else "") + f" in {path}", err=True)
+    for who, param in refused:
+        click.echo(f"labeler:   {who}: {param}", err=True)
 
 
 @main.command(name="merge-stores")
@@ -589,7 +618,8 @@ def refresh(config: str, max_age_days: float | None) -> None:
 
     Writes OUT/versions/<UTC time>/ and swaps the OUT/current symlink to it; prints exactly
     one JSON line on stdout. Exit: 0 ok, 3 partial, 4 another refresh holds the lock,
-    1 failed (current untouched), 5 budget, 130 interrupted.
+    1 failed (current untouched), 5 budget, 7 empty (nothing labeled or exported: current
+    untouched), 130 interrupted.
     """
     import traceback
 
@@ -748,6 +778,9 @@ def _print_summary(result: Any) -> None:
         click.echo(f"labeler:   {which} {st['teacher']}: {st['rows']} rows, "
                    f"{st['labeled']} labeled, {st['cached']} cached, {st['failed']} failed"
                    f"{passed}; ${st['cost_usd']:.4f} in {st['elapsed_s']:.1f}s", err=True)
+    if s.refused_params:  # each said once as it was learned; counted here
+        click.echo(f"labeler: refused by the teacher: {', '.join(s.refused_params)} (those "
+                   "requests were sent again without them)", err=True)
     if s.http_failures or s.http_requests != s.requests:
         answers = ", ".join(f"{n} {_HTTP_WORDS.get(reason, reason)}" for reason, n in
                             sorted(s.http_failures.items(), key=lambda kv: -kv[1]))
@@ -761,7 +794,9 @@ def _print_summary(result: Any) -> None:
         click.echo(f"labeler: cost ${s.cost_usd:.4f} ({s.prompt_tokens} prompt, "
                    f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)", err=True)
     for reason, n in sorted(s.failures_by_reason.items(), key=lambda kv: -kv[1]):
-        click.echo(f"labeler:   failed {n} × {reason}", err=True)
+        said = s.failure_messages.get(reason)  # the server's own words, redacted
+        click.echo(f"labeler:   failed {n} × {reason}" + (f": {said}" if said else ""),
+                   err=True)
     if s.failed_transient:
         click.echo(f"labeler: {s.failed_transient} failed on transient errors (rate limits, "
                    "server errors, timeouts): rerun the same command to send them again",
@@ -779,6 +814,8 @@ def _print_summary(result: Any) -> None:
     click.echo(f"labeler: store {result.store}", err=True)
     if result.export is not None:
         _print_export(result.export)
+    if s.outcome == "empty":  # last, where it is read: nothing came out of this run
+        click.echo(f"labeler: {redact(s.why_empty())} (exit {_exit_code('empty')})", err=True)
 
 
 _HTTP_WORDS = {"http_429": "rate-limited (429)", "overloaded": "overloaded (529)"}

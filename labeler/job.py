@@ -305,6 +305,9 @@ async def _finish(job: Job, task: Task, summary: Any, identity: Mapping[str, Any
     if job.out is not None and summary.outcome not in ("pending", "interrupted"):
         report = await asyncio.to_thread(
             export_to, task, identity, job.rows(task), store, Path(job.out), job.export, planner)
+        summary.exported = report.exported
+        if not report.exported:
+            summary.export_removed = {name: n for name, n in report.filtered.items() if n}
     return JobResult(summary, report, job.store_path(),
                      rejects if rejects is not None and rejects.exists() else None, warnings)
 

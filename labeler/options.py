@@ -26,7 +26,7 @@ MAX_ATTEMPTS = 8
 
 # outcome -> process exit code, for the CLI and the cron line alike
 EXIT_CODES: dict[str, int] = {
-    "ok": 0, "failed": 1, "partial": 3, "locked": 4, "budget": 5, "pending": 6,
+    "ok": 0, "failed": 1, "partial": 3, "locked": 4, "budget": 5, "pending": 6, "empty": 7,
     "interrupted": 130,
 }
 

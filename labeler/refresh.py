@@ -436,6 +436,7 @@ class RefreshResult:
             "outcome": self.outcome, "exit_code": self.exit_code, **counts,
             "cost_usd": self.summary.get("cost_usd", 0.0),
             "failures_by_reason": self.summary.get("failures_by_reason", {}),
+            "main_failure": self.summary.get("main_failure"),
             "exported": self.exported, "duration_s": round(self.duration_s, 3),
             "started_at": self.started_at, "version": self.version, "current": self.current,
             "out": self.out, "pruned": self.pruned,
@@ -497,6 +498,12 @@ def _refresh_locked(cfg: RefreshConfig, result: RefreshResult, max_age_days: flo
     result.summary = done.summary.to_dict()
     result.outcome = done.summary.outcome
     if done.export is None:  # interrupted: the export was not written
+        return
+    if done.summary.outcome == "empty":
+        # Nothing came out of it (every row failed, or no row passed the filters): the
+        # dataset readers have stays current, and the reason goes in the cron line.
+        result.exported, result.error = done.export.exported, done.summary.why_empty()
+        shutil.rmtree(version, ignore_errors=True)
         return
     result.version, result.exported = str(version), done.export.exported
     _point_current(cfg.out, version)

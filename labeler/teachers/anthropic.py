@@ -47,6 +47,7 @@ from labeler.teachers import anthropic_wire
 from labeler.teachers import transport as http
 from labeler.teachers.base import BaseTeacher, HeaderObserver, parse_retry_after
 from labeler.teachers.sampling import DEFAULT_SAMPLES, PartialSamples, Sampling
+from labeler.teachers.refusals import refused
 
 ANTHROPIC_URL = "https://api.anthropic.com"
 _MAX_PREFIXES = 1_000  # cached prefixes remembered as warm
@@ -222,6 +223,9 @@ def classify(exc: anthropic.APIError) -> TeacherError:
             return FinalError("context_length", message, status=status)
         if status == 413:
             return FinalError("too_large", message, status=status)
+        refusal = refused(status, kind, None, message)  # e.g. temperature with thinking on
+        if refusal is not None:
+            return refusal
         return FinalError(f"http_{status}", message, status=status)
     if isinstance(exc, anthropic.APIResponseValidationError):
         return RetryableError("invalid_json", short(str(exc)))

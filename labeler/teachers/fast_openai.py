@@ -34,6 +34,7 @@ from labeler.teachers import openai_wire
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
 from labeler.teachers.openai_http import classify_status, endpoint, request_body
 from labeler.teachers.sampling import Sampler, Sampling
+from labeler.teachers.refusals import check_logprobs, error_fields
 from labeler.teachers.transport import LEAN, failure_reason, openai_transport
 
 if TYPE_CHECKING:  # imported when a request is sent: export, eval and stats never pay for it
@@ -141,8 +142,10 @@ class FastOpenAITeacher(BaseTeacher):
         except orjson.JSONDecodeError as exc:
             raise RetryableError("invalid_json", f"HTTP {status} with a body that is not JSON") from exc
         if chat:
-            return openai_wire.parse_chat(parsed, latency_s=latency)
-        return openai_wire.parse_completions(parsed, latency_s=latency)
+            completion = openai_wire.parse_chat(parsed, latency_s=latency)
+        else:
+            completion = openai_wire.parse_completions(parsed, latency_s=latency)
+        return check_logprobs(request, completion)
 
     def request_body(self, request: Request) -> dict[str, Any]:
         """The JSON body sent for `request`, identical to `OpenAITeacher.request_body`."""
@@ -196,26 +199,13 @@ def openai_teacher(
 def status_error(status: int, headers: Mapping[str, str] | None, raw: bytes) -> TeacherError:
     """Classify an HTTP error answer exactly as `openai.classify` does for the SDK's
     exception: the same reason, message, status and retry-after."""
-    code, message = _error_fields(status, raw)
-    return classify_status(status, headers, code, message)
-
-
-def _error_fields(status: int, raw: bytes) -> tuple[str | None, str]:
-    """(error code, message) from an error body, with the SDK's fallbacks: the SDK's
-    message is "Error code: N", plus " - message" when the JSON body carries one."""
-    fallback = f"Error code: {status}"
     try:
         body = orjson.loads(raw.strip()) if raw.strip() else None
     except orjson.JSONDecodeError:
-        return None, short(fallback)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            text = err.get("message")
-            if isinstance(text, str) and text:
-                fallback += f" - {text}"
-            return err.get("code"), short(str(text or fallback))
-    return None, short(fallback)
+        body = None
+    code, param, message = error_fields(body)
+    # The SDK's message when the body carries none: "Error code: N".
+    return classify_status(status, headers, code, message or f"Error code: {status}", param)
 
 
 def _connection_error(exc: BaseException) -> RetryableError:

@@ -31,6 +31,7 @@ from labeler.teachers.openai_http import (
     request_body,
 )
 from labeler.teachers.sampling import Sampler, Sampling
+from labeler.teachers.refusals import check_logprobs, error_fields
 
 
 class OpenAITeacher(BaseTeacher):
@@ -114,8 +115,10 @@ class OpenAITeacher(BaseTeacher):
         except orjson.JSONDecodeError as exc:
             raise RetryableError("invalid_json", "HTTP 200 with a body that is not JSON") from exc
         if request.is_chat:
-            return openai_wire.parse_chat(body, latency_s=latency)
-        return openai_wire.parse_completions(body, latency_s=latency)
+            completion = openai_wire.parse_chat(body, latency_s=latency)
+        else:
+            completion = openai_wire.parse_completions(body, latency_s=latency)
+        return check_logprobs(request, completion)
 
     def request_body(self, request: Request) -> dict[str, Any]:
         """The JSON body `complete` sends for `request`: batch files carry exactly this, so a
@@ -134,22 +137,12 @@ def classify(exc: openai.APIError) -> TeacherError:
         return RetryableError(reason, short(text))
     if isinstance(exc, openai.APIStatusError):
         headers = exc.response.headers if exc.response is not None else None
-        code, message = _error_fields(exc)
-        return classify_status(exc.status_code, headers, code, message)
+        code, param, message = error_fields(exc.body)
+        return classify_status(exc.status_code, headers, code, message or short(exc.message),
+                               param)
     if isinstance(exc, openai.APIResponseValidationError):
         return RetryableError("invalid_json", short(str(exc)))
     return RetryableError("api_error", short(str(exc)))
-
-
-def _error_fields(exc: openai.APIStatusError) -> tuple[str | None, str]:
-    body = exc.body
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            return err.get("code"), short(str(err.get("message") or exc.message))
-    return None, short(exc.message)
-
-
 
 
 __all__ = ["OPENAI_URL", "OpenAITeacher", "classify", "classify_status", "endpoint", "request_body"]

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
+from labeler.testing.refusals import MODES as REFUSAL_MODES
 from labeler.testing.responders import Responder
 
 COMPLETIONS_SHAPES = ("openai", "llama")
@@ -96,6 +97,12 @@ class ServerConfig:
                           "this many seconds (0: the whole body at once)"},
     )
     content_filter_rate: float = field(default=0.0, metadata={"help": "share of content-filtered answers"})
+    refuses: str | None = field(
+        default=None,
+        metadata={"help": "answer as a teacher that refuses parameters: openai-reasoning, "
+                          "openai-403, gemini, groq, silent (a 200 without logprobs), or "
+                          "anthropic-thinking (temperature must be 1)"},
+    )
     fail_first: int = field(default=0, metadata={"help": "the first k attempts of every prompt fail"})
     fail_status: int = field(default=500, metadata={"help": "status of those failures"})
     status_for: list[tuple[str, int]] = field(default_factory=list)
@@ -169,6 +176,8 @@ def validate(config: ServerConfig) -> None:
         raise ValueError("batch_speed_s must not be negative")
     if config.max_n is not None and config.max_n < 1:
         raise ValueError("max_n must be at least 1")
+    if config.refuses not in REFUSAL_MODES:
+        raise ValueError(f"refuses must be one of {REFUSAL_MODES}")
     if config.labels is not None and not config.labels:
         raise ValueError("labels, when given, must not be empty")
 
