@@ -111,7 +111,7 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
     teacher = f"{identity.get('provider')}:{identity.get('model')}"
     lines = ["---", _front_matter(task, teacher, opts, report, repo).rstrip("\n"), "---", "",
              f"# {task.name}: labeled by `{teacher}`", "",
-             "Labels produced by a teacher model with [labeler](https://pypi.org/project/labeler/).",
+             "Labels produced by a teacher model with [labeler](https://pypi.org/project/labeler-distill/).",
              "", "| | |", "|---|---|", f"| teacher | `{teacher}` |"]
     if opts.card_endpoint and identity.get("base_url"):
         lines.append(f"| endpoint | `{identity.get('base_url')}` |")
@@ -146,6 +146,11 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
                   "| index | label | rows |", "|---|---|---|"]
         lines += [f"| {i} | {name} | {report.label_counts.get(name, 0)} |"
                   for i, name in enumerate(task.labels)]
+    if report.soft_label_sources:
+        lines += ["", "## Soft labels", "", "Where each row's `soft_label` came from:", "",
+                  "| source | rows | how |", "|---|---|---|"]
+        lines += [f"| `{source}` | {n} | {soft_label_source_text(source)} |"
+                  for source, n in sorted(report.soft_label_sources.items())]
     if report.teachers:
         lines += ["", "## Teachers", "",
                   "What each teacher answered for these input rows, as stored:", "",
@@ -201,6 +206,21 @@ def _verification(opts: ExportOptions, report: ExportReport) -> list[str]:
     return lines
 
 
+def soft_label_source_text(source: str) -> str:
+    """What a `soft_label_source` value means, in a sentence for the card."""
+    if source.startswith("samples:"):
+        n = source.split(":", 1)[1]
+        return (f"the share of each answer among {n} sampled answers (steps of 1/{n}); "
+                "confidence is their agreement")
+    return {
+        "logprobs": "the teacher's token logprobs at the answer position, over the labels",
+        "verbalized": "the confidence the teacher stated for its label (p on it, 1 - p shared "
+                      "equally by the others); fit a calibration before trusting it",
+        "ensemble": "the mean of several prompt forms' label distributions",
+        "none": "a one-hot on the one parsed answer (no distribution was asked for)",
+    }.get(source, "as named")
+
+
 def _prompt_text(task: Task) -> str:
     parts = []
     if task.system:
@@ -228,7 +248,9 @@ _LABEL_COLUMNS = [
     "for invalid rows.",
     "- `outside_mass`: the share of probability that fell on no label before renormalising "
     "(high: the teacher strayed from the label set).",
-    "- `soft_label_source`: `logprobs`, `sampled` or `none` (a one-hot on the parsed answer).",
+    "- `soft_label_source`: where `soft_label` came from: `logprobs`, `samples:N` (the share "
+    "of each answer among N sampled answers), `verbalized` (the confidence the teacher "
+    "stated), `ensemble`, or `none` (a one-hot on the one parsed answer).",
     "- `max_prob`, `margin` (top-1 minus top-2), `entropy` (nats): confidence of `soft_label`; "
     "null for invalid rows. `mean_logprob`: mean answer-token logprob. `agreement`: share of "
     "samples naming the majority label (sampled teachers).",

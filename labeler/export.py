@@ -22,14 +22,15 @@ only when the store holds a trace at all, so a store without any exports exactly
 columns it always did, and one with traces has the same columns in every export.
 
 Formats (how it is written): ``hf`` (``save_to_disk``, load with ``load_from_disk``),
-``parquet`` and ``jsonl`` (one file per split). Written aside and swapped in atomically.
+``parquet`` and ``jsonl`` (one file per split). Written aside and swapped in with one
+exchange (labeler/folder_swap.py), only over a folder an export may replace
+(labeler/out_folder.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -39,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from labeler import aio, hf_folder, owner
+from labeler import aio, folder_swap, hf_folder, out_folder
 from labeler import hf_features as hf
 from labeler.answer import Answer, read_answers
 from labeler.card import dataset_card, public_identity
@@ -109,6 +110,8 @@ class ExportReport:
     splits: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
+    # exported rows by where their soft label came from (logprobs, samples:N, verbalized…)
+    soft_label_sources: dict[str, int] = field(default_factory=dict)
     human_labeled: int = 0  # rows whose label a person gave (labeler review)
     # a cascade ending in `human`: rows queued for a person that none has decided yet,
     # and how many of them were held out of the export
@@ -153,6 +156,8 @@ class ExportOptions:
     # where a reasoning trace goes: separate | inline | drop; "auto": separate when the
     # store holds any trace, else nothing (the export resolves it)
     reasoning: str = AUTO
+    # replace a previous export of another kind or format at `out` (labeler/out_folder.py)
+    force: bool = False
     # --verify SPEC (labeler/verify/): every answer checked, verdicts stored; `records`
     # carry them, `sft` keeps the verified answers (`keep`: all, best or K per row) and
     # `preference` pairs a verified answer with a failed one of the same row
@@ -227,10 +232,13 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
     out = Path(out)
     start = time.monotonic()
     report = ExportReport(str(out), opts.kind, opts.format)
-    _recover_interrupted_swap(out)
-    _remove_dead_staging(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    work = out.parent / f".{out.name}.work-{os.getpid()}"  # arrow staging, outside tmp
+    folder_swap.recover_interrupted(out)
+    out_folder.check_out(out, kind=opts.kind, fmt=opts.format, force=opts.force,
+                         holds=[("the store", Path(store.path))],
+                         note=f"every answer is safe in the store {store.path}")
+    folder_swap.remove_dead_staging(out)
+    tmp = folder_swap.staging(out, "tmp")
+    work = folder_swap.staging(out, "work")  # arrow staging, outside tmp
     for d in (tmp, work):
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
@@ -275,6 +283,7 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                     if features is None:
                         features = builder.features(None)
                     values = fast.values(row, numbers, completion)
+                    source = "logprobs" if label is not None else None
                 else:
                     read = _general_row(task, builder, report, forms, humans, flt, calibrate)
                     if read is None:
@@ -290,6 +299,7 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                     for values in more:  # a verified row's other kept answers, in order
                         _add(writers, work, features, _split_of(row, opts), values, report)
                     values = last
+                    source = record.get("soft_label_source")
                 split = _split_of(row, opts)
                 if split not in writers:
                     writers[split] = SplitFile(work / f"{split}.arrow", features)
@@ -298,6 +308,9 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                 report.exported += 1
                 if label is not None:
                     report.label_counts[label] = report.label_counts.get(label, 0) + 1
+                if source is not None:
+                    sources = report.soft_label_sources
+                    sources[source] = sources.get(source, 0) + 1
         for w in writers.values():
             w.close()
         report.filtered = flt.report.removed()
@@ -312,9 +325,9 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
             report.teacher_tokenizer = teacher_tokenizer(teacher_identity)
         report.seconds = time.monotonic() - start
         (tmp / "README.md").write_text(dataset_card(task, teacher_identity, opts, report), "utf-8")
-        (tmp / "labeler_export.json").write_bytes(orjson.dumps(
+        (tmp / out_folder.META_FILE).write_bytes(orjson.dumps(
             _metadata(task, teacher_identity, opts, report), option=orjson.OPT_INDENT_2))
-        _swap_in(tmp, out)
+        folder_swap.swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -648,7 +661,8 @@ class _Builder:
         return list(data) if self.opts.format == "jsonl" else data
 
     def _answer_text(self, answer: Answer) -> str:
-        if self.task.output_kind == "label" and answer.label is not None and self.task.label_space:
+        if (self.task.output_kind == "label" and answer.label is not None
+                and self.task.label_space and not self.task.verbalized):
             return self.task.label_space.verbalizers[answer.label][0]
         return answer.text
 
@@ -835,7 +849,8 @@ class _FastClassification:
                            or spec.max_entropy is not None)
         self.traced = builder.reasoning_column  # a `reasoning` column after the others
         columns = (*self.COLUMNS, "reasoning") if self.traced else self.COLUMNS
-        self.active = tuple(builder.features(None)) == columns
+        # a verbalized answer's numbers are in its text, not its tokens: the general way
+        self.active = tuple(builder.features(None)) == columns and not task.verbalized
 
     def numbers(self, completion: Completion) -> LabelNumbers | None:
         if not self.active:
@@ -968,35 +983,6 @@ def _write_splits(tmp: Path, writers: Mapping[str, SplitFile], features: Feature
     else:
         for split, ds in parts.items():
             ds.to_json(str(tmp / f"{split}.jsonl"), lines=True, force_ascii=False)
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace `out` with `tmp` so that a crash leaves either the old or the new export."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _remove_dead_staging(out: Path) -> None:
-    """A kill -9 mid-export leaves its staging folders (a whole dataset each) beside `out`;
-    remove those whose process is gone, never those of an export still running."""
-    if not out.parent.exists():
-        return
-    for stale in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.work-*")]:
-        pid = stale.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not owner.alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _recover_interrupted_swap(out: Path) -> None:
-    """A crash between the two renames left the last good export aside: put it back."""
-    if out.exists() or not out.parent.exists():
-        return
-    olds = sorted(out.parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if olds:
-        os.replace(olds[-1], out)
 
 
 def merge_card(generated: str, ours: str) -> str:

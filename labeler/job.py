@@ -89,6 +89,10 @@ class Job:
     # A reasoning teacher's effort and Anthropic's thinking budget, over the template's
     reasoning_effort: str | None = default("reasoning_effort")
     thinking_budget: int | None = default("thinking_budget")
+    # Soft labels from samples (labeler/teachers/sampling.py): N answers, and whether to
+    # sample even a teacher that gives logprobs
+    samples: int | None = default("samples")
+    soft_labels: str = default("soft_labels")
     # Verification of every answer (labeler/verify/) and the answers exports keep
     verify: str | None = default("verify")
     keep: str | int = default("keep")
@@ -123,6 +127,10 @@ class Job:
             self.escalate_below = ",".join(str(x) for x in self.escalate_below)
         if self.cascade is not None:
             self.cascade_spec()  # a bad cascade is told before anything starts
+        older = self.teacher_options.get("samples")  # the Anthropic option it once was
+        if older is not None and self.samples is not None and self.samples != older:
+            raise ConfigError(f"samples {self.samples} and teacher_options samples {older} "
+                              "disagree: give one")
         check_values({o.key: getattr(self, o.field) for o in OPTIONS})
         reasoning_params({}, answer_tokens=0, effort=self.reasoning_effort,
                          budget=self.thinking_budget)  # a bad value is told before anything
@@ -135,7 +143,7 @@ class Job:
         check_preference(self.export)
         bounds.check([
             ("limit", self.limit),
-            ("samples", self.teacher_options.get("samples")),
+            ("samples", older),
             ("min_confidence", f.min_confidence), ("min_margin", f.min_margin),
             ("max_entropy", f.max_entropy), ("validation_size", self.export.validation_size),
         ])
@@ -154,7 +162,7 @@ class Job:
         """One teacher per stage: its own @URL, else --base-url; the job's key and options."""
         teachers = []
         for stage in spec.stages:
-            opts = dict(self.teacher_options)
+            opts = self.teacher_settings()
             if stage.base_url or self.base_url:
                 opts["base_url"] = stage.base_url or self.base_url
             if self.api_key:
@@ -171,8 +179,18 @@ class Job:
         task = self.task if isinstance(self.task, Task) else load_task(self.task)
         return task.with_reasoning(self.reasoning_effort, self.thinking_budget)
 
-    def make_teacher(self) -> Teacher:
+    def teacher_settings(self) -> dict[str, Any]:
+        """The options every teacher is built with: `teacher_options` and the sampling
+        options, these only when set, so a teacher is built as before when they are not."""
         opts = dict(self.teacher_options)
+        if self.samples is not None:  # else `teacher_options["samples"]`, as it was
+            opts["samples"] = self.samples
+        if self.soft_labels != default("soft_labels"):
+            opts["soft_labels"] = self.soft_labels
+        return opts
+
+    def make_teacher(self) -> Teacher:
+        opts = self.teacher_settings()
         if self.base_url:
             opts["base_url"] = self.base_url
         if self.api_key:
@@ -201,6 +219,17 @@ class Job:
 
     def store_path(self) -> Path:
         return Path(self.store) if self.store else default_store()
+
+    def check_out(self, note: str = "nothing was sent") -> None:
+        """Refuse an `out` an export may not replace (labeler/out_folder.py) before anything
+        is paid: one holding the store, the input or the rejects file, a refresh folder, a
+        folder that is not a previous export of this kind."""
+        if self.out is None:
+            return
+        reads = (Path(self.input) if isinstance(self.input, str | os.PathLike)
+                 and str(self.input) != "-" else None)
+        check_out_folder(Path(self.out), self.store_path(), self.export, reads=reads,
+                         rejects=self.rejects_path(), note=note)
 
     def rejects_path(self) -> Path | None:
         if self.rejects:
@@ -247,7 +276,7 @@ def open_job(job: Job, on_warning: Callable[[str], None] | None = None
     engine does before it labels anything, so a bad `--out` costs no request."""
     task = job.load_task()
     if job.out is not None:
-        check_out_folder(Path(job.out), job.store_path())
+        job.check_out()
     check_verifier(job, task)
     for w in task.warnings:
         if on_warning:
@@ -314,6 +343,9 @@ async def _finish(job: Job, task: Task, summary: Any, identity: Mapping[str, Any
     if job.out is not None and summary.outcome not in ("pending", "interrupted"):
         report = await asyncio.to_thread(
             export_to, task, identity, job.rows(task), store, Path(job.out), job.export, planner)
+        summary.exported = report.exported
+        if not report.exported:
+            summary.export_removed = {name: n for name, n in report.filtered.items() if n}
         summary.verification = report.verification
     elif job.export.verify is not None and summary.outcome not in ("pending", "interrupted"):
         summary.verification = await asyncio.to_thread(
@@ -468,7 +500,7 @@ def export_job(job: Job) -> ExportReport:
     task = job.load_task()
     spec = job.cascade_spec() or job.ensemble_spec()
     teachers = job.make_stage_teachers(spec) if spec is not None else [job.make_teacher()]
-    check_out_folder(Path(job.out), job.store_path())
+    job.check_out(note="nothing was written")
     check_verifier(job, task)
     with Store(job.store_path()) as store:
         identities = [t.identity for t in teachers]

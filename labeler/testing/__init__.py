@@ -21,8 +21,9 @@
   `POST /_reset`.
 
 Answers are deterministic, come from a responder (`LabelResponder`, `EchoResponder`,
-`ScriptedResponder`, `ArithmeticResponder` (right with a known probability per answer,
-for verification) or any callable from `RequestView` to `Reply`), and carry the
+`ScriptedResponder`, `VerbalizedResponder`, `ArithmeticResponder` (right with a known
+probability per answer, for verification) or any callable from `RequestView` to
+`Reply`), and carry the
 providers' headers and error bodies; faults and rate limits are set on `ServerConfig`
 and reproduce exactly for a given seed::
 
@@ -48,6 +49,7 @@ from labeler.testing.responders import (
     RequestView,
     Responder,
     ScriptedResponder,
+    VerbalizedResponder,
 )
 from labeler.testing.server import TeacherServer, serve
 from labeler.testing.tokens import count_tokens, tokenize
@@ -64,6 +66,7 @@ __all__ = [
     "ScriptedResponder",
     "ServerConfig",
     "TeacherServer",
+    "VerbalizedResponder",
     "count_tokens",
     "serve",
     "tokenize",

@@ -1,4 +1,4 @@
-"""The verdicts table (created by the store's migration 6): one verdict per stored answer
+"""The verdicts table (created by the store's migration 7): one verdict per stored answer
 sample and verifier key, so a rerun reads what was checked and a changed verifier (a new
 key) checks again from the stored answers, never from the teacher."""
 
