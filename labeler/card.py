@@ -193,8 +193,8 @@ def _verification(opts: ExportOptions, report: ExportReport) -> list[str]:
              f"| verdicts | {verdicts} |",
              f"| pass rate (answers that pass) | {pct(v['pass_rate'])} |",
              f"| pass@1 | {pct(v['pass@1'])} |",
-             f"| pass@{v['samples']} (rows with a passing answer among {v['samples']}) | "
-             f"{pct(v['pass@N'])} |",
+             *([f"| pass@{v['samples']} (rows with a passing answer among {v['samples']}) | "
+                f"{pct(v['pass@N'])} |"] if v["samples"] > 1 else []),
              f"| rows with at least one passing answer | {v['rows_with_a_pass']} |"]
     if opts.kind == "preference":
         lines.append(f"| rows left out (no verified or no failed answer to pair) | "

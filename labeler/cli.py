@@ -855,10 +855,10 @@ def _print_verification(v: dict[str, Any]) -> None:
     """The pass rates of --verify, in one line (and the checkers' own failures)."""
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.1%}"
+    at_n = f", pass@{v['samples']} {pct(v['pass@N'])}" if v["samples"] > 1 else ""
     click.echo(f"labeler: verified {v['answers']} answers of {v['rows']} rows with "
-               f"{v['spec']}: pass rate {pct(v['pass_rate'])}, pass@1 {pct(v['pass@1'])}, "
-               f"pass@{v['samples']} {pct(v['pass@N'])} ({v['checked']} checked, "
-               f"{v['cached']} stored verdicts)", err=True)
+               f"{v['spec']}: pass rate {pct(v['pass_rate'])}, pass@1 {pct(v['pass@1'])}"
+               f"{at_n} ({v['checked']} checked, {v['cached']} stored verdicts)", err=True)
     broken = {k: n for k, n in v["verdicts"].items() if k in ("error", "timeout")}
     if broken:
         click.echo("labeler:   the checker failed on "
