@@ -120,8 +120,11 @@ def _export_options(f: Any) -> Any:
                           "(never a folder that is not an export)."),
         click.option("--format", "fmt", type=click.Choice(["hf", "parquet", "jsonl"]),
                      default="hf", show_default=True),
-        click.option("--kind", type=click.Choice(["records", "classification", "sft", "kd"]),
-                     default="records", show_default=True, help="Shape of the exported rows."),
+        click.option("--kind", type=click.Choice(["records", "classification", "sft", "kd",
+                                                   "preference"]),
+                     default="records", show_default=True,
+                     help="Shape of the exported rows (preference: pairs of a verified and a "
+                          "failed answer, with --verify)."),
         click.option("--sft-shape", type=click.Choice(["prompt-completion", "messages"]),
                      default="prompt-completion", show_default=True,
                      help="Chat-mode `sft` rows: prompt/completion (only the teacher's answer "
@@ -239,7 +242,8 @@ def run(task: str, input_path: str, **kw: Any) -> None:
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
-@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS
+                       + options.VERIFY_KEYS)
 def export(task: str, input_path: str, **kw: Any) -> None:
     """Export stored answers for INPUT without sending any request."""
     from labeler.job import export_job
@@ -814,6 +818,8 @@ def _print_summary(result: Any) -> None:
     click.echo(f"labeler: store {result.store}", err=True)
     if result.export is not None:
         _print_export(result.export)
+    if result.export is None and s.verification:
+        _print_verification(s.verification)
     if s.outcome == "empty":  # last, where it is read: nothing came out of this run
         click.echo(f"labeler: {redact(s.why_empty())} (exit {_exit_code('empty')})", err=True)
 
@@ -833,11 +839,31 @@ def _print_export(report: Any) -> None:
         held = "held out" if report.held_for_human else "exported, marked awaiting_human"
         click.echo(f"labeler:   {report.awaiting_human} rows await a person (labeler review): "
                    f"{held}", err=True)
+    if report.verification:
+        _print_verification(report.verification)
+    if report.kind == "preference" and report.unpaired:
+        click.echo(f"labeler:   {report.unpaired} rows left out: no verified or no failed "
+                   "answer to pair", err=True)
     if report.format == "hf":
         click.echo(f'labeler: load it with: datasets.load_from_disk("{report.path}")', err=True)
     else:  # the card's YAML maps each file to its split
         click.echo(f'labeler: load it with: datasets.load_dataset("{report.path}")', err=True)
     click.echo(report.path)
+
+
+def _print_verification(v: dict[str, Any]) -> None:
+    """The pass rates of --verify, in one line (and the checkers' own failures)."""
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.1%}"
+    at_n = f", pass@{v['samples']} {pct(v['pass@N'])}" if v["samples"] > 1 else ""
+    click.echo(f"labeler: verified {v['answers']} answers of {v['rows']} rows with "
+               f"{v['spec']}: pass rate {pct(v['pass_rate'])}, pass@1 {pct(v['pass@1'])}"
+               f"{at_n} ({v['checked']} checked, {v['cached']} stored verdicts)", err=True)
+    broken = {k: n for k, n in v["verdicts"].items() if k in ("error", "timeout")}
+    if broken:
+        click.echo("labeler:   the checker failed on "
+                   + ", ".join(f"{n} answers ({k})" for k, n in broken.items())
+                   + ": those answers count as not passing", err=True)
 
 
 def _warn(message: str) -> None:

@@ -122,6 +122,22 @@ OPTIONS: tuple[Option, ...] = (
            "--samples answers), logprobs, or samples (sample even a teacher with logprobs, "
            "to compare the two).", metavar="SOURCE", choices=("auto", "logprobs", "samples")),
 )
+VERIFY_OPTIONS: tuple[Option, ...] = (
+    Option("verify", "verify", str, None,
+           "Check every answer (each sample) and store the verdict: exact:FIELD, "
+           "numeric:FIELD[:TOL], regex:PATTERN (extracts its first group for the next "
+           "step), json-schema, python:MODULE:FUNCTION; steps joined by commas, e.g. "
+           "regex:'Answer: (.*)',exact:gold. Exports keep verified answers.",
+           metavar="SPEC"),
+    Option("keep", "keep", str, "all",
+           "With --verify: the answers an sft or preference export keeps per row: all "
+           "verified ones, the best-scored, or at most K.", metavar="all|best|K",
+           also=(int,)),
+    Option("verify_timeout", "verify_timeout", float, 10.0,
+           "With --verify python:...: seconds a checker may take per answer before that "
+           "answer is marked timeout.", metavar="SECONDS"),
+)
+OPTIONS = OPTIONS + VERIFY_OPTIONS
 BY_FIELD: dict[str, Option] = {o.field: o for o in OPTIONS}
 BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
 
@@ -158,6 +174,8 @@ CASCADE_KEYS = ("cascade", "escalate_below", "escalate_on", "ensemble", "ensembl
 # Options that change what is asked, hence every cache key: each command that reads
 # stored answers (export, eval, estimate, review) takes them too, to find the same keys.
 REQUEST_KEYS = ("reasoning_effort", "thinking_budget", "samples", "soft_labels")
+# Options that decide which stored answers an export keeps: `export` takes them too.
+VERIFY_KEYS = tuple(o.key for o in VERIFY_OPTIONS)
 
 
 def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
@@ -186,6 +204,6 @@ def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
 
 
 __all__ = ["BY_FIELD", "BY_KEY", "CASCADE_KEYS", "EXIT_CODES", "MAX_ATTEMPTS", "OPTIONS",
-           "REQUEST_KEYS", "REQUEST_TIMEOUT_S", "STOP_GRACE_S", "Option", "check_values",
+           "REQUEST_KEYS", "REQUEST_TIMEOUT_S", "STOP_GRACE_S", "VERIFY_KEYS", "Option", "check_values",
            "click_options", "default", "exit_code",
            "from_fields"]

@@ -117,6 +117,7 @@ class RunSummary:
     # Rows in the export (None: none was written) and, when it holds none, what removed them
     exported: int | None = None
     export_removed: dict[str, int] = field(default_factory=dict)
+    verification: dict[str, Any] | None = None  # --verify: pass rates (labeler/verify/)
 
     @property
     def outcome(self) -> str:

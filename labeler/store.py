@@ -200,9 +200,31 @@ def _m006_teacher_params(db: sqlite3.Connection) -> None:
     )
 
 
+def _m007_verdicts(db: sqlite3.Connection) -> None:
+    """Verdicts of `--verify` on stored answers (labeler/verify/verdicts.py owns the
+    queries): one per answer sample and verifier key (the spec's digest and the row
+    values it compares with), so a changed verifier checks again from the stored answers
+    and an unchanged one reads what it decided."""
+    _script(
+        db,
+        """
+        CREATE TABLE verdicts (
+            key TEXT NOT NULL,
+            sample INTEGER NOT NULL,
+            verifier TEXT NOT NULL,
+            status TEXT NOT NULL,
+            score REAL,
+            detail TEXT,
+            checked_at REAL NOT NULL,
+            PRIMARY KEY (key, verifier, sample)
+        ) WITHOUT ROWID;
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m001_initial, _m002_batches, _m003_claims, _m004_human_labels, _m005_reasoning,
-    _m006_teacher_params,
+    _m006_teacher_params, _m007_verdicts,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
