@@ -46,8 +46,8 @@ from labeler.request import Request
 from labeler.teachers import anthropic_wire
 from labeler.teachers import transport as http
 from labeler.teachers.base import BaseTeacher, HeaderObserver, parse_retry_after
-from labeler.teachers.sampling import DEFAULT_SAMPLES, PartialSamples, Sampling
 from labeler.teachers.refusals import refused
+from labeler.teachers.sampling import DEFAULT_SAMPLES, PartialSamples, Sampling
 
 ANTHROPIC_URL = "https://api.anthropic.com"
 _MAX_PREFIXES = 1_000  # cached prefixes remembered as warm

@@ -33,8 +33,8 @@ from labeler.request import Request
 from labeler.teachers import openai_wire
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
 from labeler.teachers.openai_http import classify_status, endpoint, request_body
-from labeler.teachers.sampling import Sampler, Sampling
 from labeler.teachers.refusals import check_logprobs, error_fields
+from labeler.teachers.sampling import Sampler, Sampling
 from labeler.teachers.transport import LEAN, failure_reason, openai_transport
 
 if TYPE_CHECKING:  # imported when a request is sent: export, eval and stats never pay for it

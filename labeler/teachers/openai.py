@@ -30,8 +30,8 @@ from labeler.teachers.openai_http import (
     endpoint,
     request_body,
 )
-from labeler.teachers.sampling import Sampler, Sampling
 from labeler.teachers.refusals import check_logprobs, error_fields
+from labeler.teachers.sampling import Sampler, Sampling
 
 
 class OpenAITeacher(BaseTeacher):
