@@ -12,6 +12,11 @@ parameter the teacher answered once is remembered as taken, so that a run sends 
 request with an untried parameter alone (see labeler/run.py) and at most one request per
 refused parameter is turned down.
 
+A teacher that refuses logprobs gets its soft labels from samples instead (N answers per
+row, teachers/sampling.py): `apply` plans such a request sampled, with its ``n``, before
+leaving out what is refused, and the run tells the teacher (`teachers.base.tell_refusals`)
+so that it sends them so.
+
 Both verdicts live in the store's ``teacher_params`` table, so the next run, an export and
 a cron refresh start right; `forget` (``labeler forget-refusals``) clears them.
 """

@@ -176,3 +176,24 @@ def test_samples_that_do_nothing_are_said_once(tmp_path: Path) -> None:
         forced = run(srv, tmp_path, data, "--samples", "8", "--soft-labels", "samples",
                      teacher="openai-compatible:m", out="forced")
         assert not lines(plain, "has no effect") and not lines(forced, "has no effect")
+
+
+def test_the_summary_counts_every_request_the_server_saw(tmp_path: Path) -> None:
+    """Before the refusal, one request per call; after it, each sample a request of its
+    own (n refused): the run's count is the server's, refused requests included."""
+    import labeler
+    from labeler import aio
+
+    warnings: list[str] = []
+    with TeacherServer(ServerConfig(labels=LABELS, refuses="openai-reasoning",
+                                    max_n=1)) as srv:
+        job = labeler.Job(task="sentiment", input=write(tmp_path / "in.jsonl", 12),
+                          teacher="openai:o4-mini", base_url=srv.url + "/v1",
+                          store=tmp_path / "s.sqlite", out=tmp_path / "out", progress=False)
+        s = aio.run(labeler.run_job(job, on_warning=warnings.append)).summary
+        seen = sent(srv)
+    assert (s.labeled, s.failed) == (12, 0)
+    assert s.http_requests == len(seen) == 12 * N + 2
+    assert s.http_failures == {"http_400": 2}
+    assert sum("refuses logprobs" in w for w in warnings) == 1
+    assert sum(f"refuses n={N}" in w for w in warnings) == 1, warnings

@@ -10,12 +10,19 @@ logprobs, and its soft label is the one-hot of its answer (source ``none``).
 How the N answers are asked. An OpenAI-style server takes ``n``: one request, the prompt
 paid once, N choices back. Not every server does (Groq, llama.cpp's server and some
 gateways answer 400; others answer one choice and ignore ``n``). The rule, learned once
-per teacher and run: the first sampled request goes alone with ``n``; if the server
+per teacher (and kept in the store by the run, labeler/teacher_params.py, so the next
+run starts right): the first sampled request goes alone with ``n``; if the server
 refuses ``n`` (a 400 or 422 that names it) or answers fewer choices than asked, every
 request from then on is N concurrent single requests (that first one included, so no row
 fails for it); if it answers N choices, the rest go with ``n`` too. So at most one
 request is refused per run, however many rows are in flight. A teacher known not to take
 ``n`` (Anthropic, the local llama.cpp server) starts with concurrent requests.
+
+Which requests are sampled is decided where they are planned (`TeacherParams.apply`, with
+the options read back from the teacher identity's ``sampling`` entry): a sampled request
+is planned, keyed and sent as `sampled_request` makes it, with its ``n``, so a sampled
+answer never stands under the key of a logprob request or of a single answer, and
+requests that are not sampled keep the keys they have without these options.
 
 Sampling needs a temperature above 0 (N greedy answers would be N copies of one): a
 template's 0 is sent as 1.0 while sampling, its own positive temperature as it is.
