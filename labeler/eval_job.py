@@ -99,7 +99,8 @@ def evaluate_job(
     missing_gold = 0
     from_people = gold_field == HUMAN_GOLD
     with Store(job.store_path()) as store:
-        planner = Planner(task, identity, store, failures=False)
+        planner = Planner(task, identity, store, failures=False,
+                          single_answers=True)
         for planned in planner.plan_rows(job.rows(task), 512):
             people = (human_labels(store, [i.key for i in planned if i.completion is not None])
                       if from_people else {})

@@ -249,7 +249,8 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
         builder = _Builder(task, teacher_identity, opts, report)
         flt = Filter(opts.filters)
         writers: dict[str, SplitFile] = {}
-        planner = planner or Planner(task, teacher_identity, store, failures=False)
+        planner = planner or Planner(task, teacher_identity, store, failures=False,
+                                     single_answers=True)
         builder.provenance = planner.kind if opts.kind == "records" else None
         features: Features | None = None
         fast = (_FastClassification(task, builder)

@@ -114,9 +114,10 @@ OPTIONS: tuple[Option, ...] = (
            "(part of the cache key).", metavar="TOKENS"),
     Option("samples", "samples", int, None,
            "Answers asked per row where the soft label comes from samples (a teacher without "
-           "logprobs, or --soft-labels samples): the soft label is the share of each answer. "
-           "One request with `n` where the server takes it (the prompt paid once), else N "
-           "requests. Default 5; 1 keeps hard labels only. Part of the cache key.", metavar="N"),
+           "logprobs, one that refuses them included, or --soft-labels samples): the soft "
+           "label is the share of each answer. One request with `n` where the server takes "
+           "it (the prompt paid once), else N requests. Default 5; 1 keeps hard labels only. "
+           "Part of the cache key of sampled requests.", metavar="N"),
     Option("soft_labels", "soft_labels", str, "auto",
            "Where soft labels come from: auto (logprobs where the teacher gives them, else "
            "--samples answers), logprobs, or samples (sample even a teacher with logprobs, "

@@ -65,6 +65,9 @@ class Item:
     provenance: dict[str, Any] | None = None
     # An ensemble's export: the members' answers combined, read instead of `completion`'s
     answer: Any = None
+    # A sampled request's single-answer form and its key: read where no sampled answer is
+    # stored (`Planner.single_answers`)
+    single: tuple[Request, str] | None = None
 
 
 class Planner:
@@ -77,7 +80,10 @@ class Planner:
       `retry_failed`, or it was transient and has fewer than `max_attempts` tries;
     - no `store` (an estimate with no store): every rendered row is SEND;
     - `teacher_params`: what the teacher refuses (read from the store when not given):
-      every request is planned, and keyed, as it will be sent (labeler/teacher_params.py).
+      every request is planned, and keyed, as it will be sent (labeler/teacher_params.py);
+    - `single_answers`: where a sampled request has no stored answer, read the one answer
+      its row got before the teacher sampled (a store whose teacher learned to refuse
+      logprobs when no soft labels were sampled for it): an export reads what was paid.
     """
 
     # A planner that replays several teachers' answers (a cascade's or an ensemble's) says
@@ -97,6 +103,7 @@ class Planner:
         retry_failed: bool = False,
         max_attempts: int | None = None,
         teacher_params: TeacherParams | None = None,
+        single_answers: bool = False,
     ) -> None:
         self.task = task
         self.identity = dict(identity)  # copied once, not once per row
@@ -110,6 +117,7 @@ class Planner:
         self.failures = failures
         self.retry_failed = retry_failed
         self.max_attempts = max_attempts
+        self.single_answers = single_answers
         self._line = 0
 
     def resend(self, failure: Failure) -> bool:
@@ -140,13 +148,20 @@ class Planner:
                 reject = Reject(row.source, row.line, template_problem(exc), raw_json(row))
                 add(Item(row, REJECTED, reject=reject, reason="template", error=exc))
                 continue
-            if known is not None and known.refused:  # sent, and keyed, without what is refused
+            rendered = requests
+            if known is not None and known.rewrites:  # keyed as sent: sampled, and without
+                # what the teacher refuses
                 requests = [known.apply(r) for r in requests]
             if len(requests) == 1:
                 add(Item(row, SEND, requests[0], key(requests[0])))
             else:
                 for variant, request in enumerate(requests):
                     add(Item(row, SEND, request, key(request), variant=variant))
+            if self.single_answers and known is not None and requests is not rendered:
+                for item, raw in zip(items[-len(requests):], rendered, strict=True):
+                    if known.samples(raw) > 1:
+                        plain = known.plain(raw)
+                        item.single = (plain, key(plain))
         if self.store is not None:
             self.look_up([i for i in items if i.key is not None])
         return items
@@ -185,6 +200,20 @@ class Planner:
             elif key in blocked:
                 item.status = FAILED
                 item.failure = blocked[key]
+        self._read_single_answers([i for i in items if i.status == SEND and i.single])
+
+    def _read_single_answers(self, items: list[Item]) -> None:
+        """Items whose sampled answer is missing, read from their single answer if stored."""
+        if not items or not self.completions or self.store is None:
+            return
+        found = self.store.get_many(list(dict.fromkeys(i.single[1] for i in items
+                                                       if i.single is not None)))
+        for item in items:
+            assert item.single is not None
+            request, key = item.single
+            if found.get(key) is not None:
+                item.status, item.request, item.key = CACHED, request, key
+                item.completion = found[key]
 
     def _wrap(self, data: Mapping[str, Any]) -> Row:
         """A caller's plain dict as a Row: its `id` field names it, else its position."""

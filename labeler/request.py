@@ -16,6 +16,11 @@ from typing import Any
 import orjson
 
 KEY_PREFIX = "b2:"
+# A teacher identity's entry for its sampling options (N, and whether to sample a teacher
+# that gives logprobs). They say how a soft-target request is sent, not who answers, so
+# they are never hashed as part of the teacher: a sampled request carries its count in its
+# own params (``n``), and every other request keeps the key it has without the options.
+SAMPLING = "sampling"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,7 @@ class Request:
 
     def canonical(self, teacher_identity: dict[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "teacher": teacher_identity,
+            "teacher": key_identity(teacher_identity),
             "params": self.params,
             "template": self.template,
         }
@@ -107,6 +112,13 @@ def _built(messages: tuple[dict[str, str], ...] | None, prompt: str | None,
     return request
 
 
+def key_identity(teacher_identity: dict[str, Any]) -> dict[str, Any]:
+    """The part of a teacher's identity that keys its answers: all of it but `SAMPLING`."""
+    if SAMPLING not in teacher_identity:
+        return teacher_identity
+    return {k: v for k, v in teacher_identity.items() if k != SAMPLING}
+
+
 def canonical_json(obj: Any) -> bytes:
     """Sorted keys, no whitespace: the same object always gives the same bytes."""
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
@@ -129,7 +141,7 @@ class RequestKeys:
     (tests/test_request_keys.py holds them to that)."""
 
     def __init__(self, teacher_identity: dict[str, Any]) -> None:
-        self._teacher = b',"teacher":' + canonical_json(teacher_identity)
+        self._teacher = b',"teacher":' + canonical_json(key_identity(teacher_identity))
         self._template = ""
         self._template_tail = self._teacher + b',"template":' + canonical_json("") + b"}"
         # copies of the leading messages last seen (text only: equal as dicts means equal

@@ -52,7 +52,14 @@ from labeler.retry import RetryPolicy
 from labeler.store import Store
 from labeler.task import Task
 from labeler.teacher_params import Refusal, TeacherParams
-from labeler.teachers.base import Teacher, http_outcomes, notices, request_shape
+from labeler.teachers.base import (
+    Teacher,
+    http_outcomes,
+    notices,
+    request_shape,
+    takes_n,
+    tell_refusals,
+)
 from labeler.template_check import RenderStreak
 
 UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
@@ -310,9 +317,9 @@ class Labeler:
             self.store.start_run, self.task.identity, _identity_str(self._identity)
         )
         out: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=4 * CHUNK)
-        http_before = Counter(http_outcomes(self.teacher) or ())
         told = len(notices(self.teacher))  # what the teacher learned is said when learned
-        state = _RunState(self, out, with_completions)
+        state = _RunState(self, out, with_completions)  # tells the teacher what it refuses
+        http_before = Counter(http_outcomes(self.teacher) or ())
         producer = asyncio.create_task(state.produce(rows))
         renewer = asyncio.create_task(state.renew_claims())
         unqueuer = asyncio.create_task(state.cancel_queued_on_stop())
@@ -340,8 +347,10 @@ class Labeler:
             with contextlib.suppress(StoreError):  # what was claimed and never sent
                 await asyncio.to_thread(self.claims.release_all)
             self.summary.elapsed_s = time.monotonic() - start
-            self._count_http(state.http, http_before)
+            self._count_http(state, http_before)
             self._tell(told)
+            with contextlib.suppress(StoreError):
+                await asyncio.to_thread(state.save_takes_n)
             self.summary.concurrency = self.limiter.inflight.report()
             if self._problems > PROBLEM_LINES:
                 self.on_warning(f"{self._problems - PROBLEM_LINES} more rows were rejected or "
@@ -361,11 +370,18 @@ class Labeler:
             self.on_warning(redact(notice))
         return len(learned)
 
-    def _count_http(self, own: Counter[str], before: Counter[str]) -> None:
+    def _count_http(self, state: _RunState, before: Counter[str]) -> None:
         """HTTP requests by outcome, as the server answered them: the teacher's own count
-        where it fans calls out (each sample is a request), else one per teacher call."""
+        where it fans calls out (each sample is a request), else one per teacher call;
+        both, split where it began to fan out in this run (a refused logprobs)."""
         kept = http_outcomes(self.teacher)
-        outcomes = Counter(kept) - before if kept is not None else own
+        if kept is None:
+            outcomes = state.http
+        elif state.fanned_out is not None:
+            own, before = state.fanned_out
+            outcomes = own + (Counter(kept) - before)
+        else:
+            outcomes = Counter(kept) - before
         s = self.summary
         s.http_requests = sum(outcomes.values())
         s.rate_limited = outcomes.get("http_429", 0)
@@ -439,10 +455,24 @@ class _RunState:
         # What the teacher refuses (from earlier runs, and learned in this one): the planner
         # plans, and the workers send, every request without it.
         self.known = TeacherParams.load(lb.store, lb._identity)
+        tell_refusals(lb.teacher, self.known.refused, self.known.takes_n)
+        self.takes_n = takes_n(lb.teacher)  # as the run starts: what it learns is saved
+        # (own count, teacher's count) when the teacher began to fan out in this run
+        self.fanned_out: tuple[Counter[str], Counter[str]] | None = None
+        unused = self.known.unused_samples(lb.task.soft_targets)
+        if unused is not None:
+            lb.on_warning(unused)
         self.probe = asyncio.Lock()  # one request at a time while a parameter is untried
         self.planner = Planner(lb.task, lb._identity, lb.store, completions=with_completions,
                                max_age_s=lb.max_age_s, retry_failed=lb.retry_failed,
                                teacher_params=self.known)
+
+    def save_takes_n(self) -> None:
+        """Keep what this run learned of the server's ``n`` for the next run."""
+        learned = takes_n(self.lb.teacher)
+        if learned is not None and learned != self.takes_n:
+            self.known.save_takes_n(self.lb.store, learned)
+            self.takes_n = learned
 
     async def produce(self, rows: Iterable[Row | Reject | Mapping[str, Any]]) -> None:
         try:
@@ -803,9 +833,9 @@ class _RunState:
         the rest, so a teacher that refuses the parameter turns down one request, not
         every one in flight."""
         known = self.known
-        while known.unproven(known.params(sending.request.params)):
+        while known.unproven(known.apply(sending.request).params):
             await self.probe.acquire()
-            if known.unproven(known.params(sending.request.params)):
+            if known.unproven(known.apply(sending.request).params):
                 return True
             self.probe.release()
         return False
@@ -813,31 +843,53 @@ class _RunState:
     async def _send_one(self, sending: _Sending) -> Completion:
         """One HTTP attempt. A refusal is learned here, before anything else is sent; an
         answer that left out what was asked (no logprobs) is kept, under the key of the
-        request it answers."""
+        request it answers: the row's own answer, or, where samples now take over, one
+        answer kept aside while the row is sent again, sampled."""
         try:
             completion = await self._complete(sending.request)
         except ParameterRefused as exc:
+            self.http["ok" if exc.answer is not None else exc.reason] += 1
             await self._learn(exc)
             if exc.answer is None:
-                self.http[exc.reason] += 1
                 raise
+            plain = self.known.plain(sending.request)
+            if self.known.apply(sending.request) != plain:
+                await self._keep(plain, exc.answer)
+                raise ParameterRefused(exc.param, exc.message, status=exc.status) from None
             completion = exc.answer
-            sending.request = self.known.apply(sending.request)
-            sending.key = self.lb.key_for(sending.request)
+            sending.request, sending.key = plain, self.lb.key_for(plain)
         except TeacherError as exc:
             self.http[exc.reason] += 1
             raise
-        self.http["ok"] += 1
+        else:
+            self.http["ok"] += 1
         taken = self.known.accept(sending.request.params)
         if taken:
             await asyncio.to_thread(self.known.save, self.lb.store, (), taken)
         return completion
 
+    async def _keep(self, request: Request, answer: Completion) -> None:
+        """Store a paid answer that is not the one its row is labeled with, and count it."""
+        lb = self.lb
+        cost = lb.prices.cost(lb.teacher.model, answer.usage)
+        await self.writer.put(lb.key_for(request), answer, cost)
+        self.spent_usd += cost or 0.0
+        lb.summary.cost_usd += cost or 0.0
+        lb.summary.prompt_tokens += answer.usage.prompt_tokens
+        lb.summary.completion_tokens += answer.usage.completion_tokens
+        lb.summary.cached_tokens += answer.usage.cached_tokens
+
     async def _learn(self, exc: ParameterRefused) -> None:
-        """Remember a refusal for this run and the next (store), and say it once."""
+        """Remember a refusal for this run and the next (store), tell the teacher, and say
+        it once."""
         refusal = Refusal(exc.param, exc.status, exc.message)
         if not self.known.learn(refusal):
             return
+        counted = http_outcomes(self.lb.teacher)
+        tell_refusals(self.lb.teacher, [refusal.param])
+        fanning = http_outcomes(self.lb.teacher)
+        if counted is None and fanning is not None and self.fanned_out is None:
+            self.fanned_out = (Counter(self.http), Counter(fanning))
         # A refusal names one parameter; the others are still untried (a teacher says
         # one refusal at a time).
         await asyncio.to_thread(self.known.save, self.lb.store, [refusal])

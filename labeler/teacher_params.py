@@ -12,6 +12,11 @@ parameter the teacher answered once is remembered as taken, so that a run sends 
 request with an untried parameter alone (see labeler/run.py) and at most one request per
 refused parameter is turned down.
 
+A teacher that refuses logprobs gets its soft labels from samples instead (N answers per
+row, teachers/sampling.py): `apply` plans such a request sampled, with its ``n``, before
+leaving out what is refused, and the run tells the teacher (`teachers.base.tell_refusals`)
+so that it sends them so.
+
 Both verdicts live in the store's ``teacher_params`` table, so the next run, an export and
 a cron refresh start right; `forget` (``labeler forget-refusals``) clears them.
 """
@@ -24,11 +29,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labeler.request import Request, canonical_json, chat_request, completion_request
+from labeler.request import (
+    Request,
+    canonical_json,
+    chat_request,
+    completion_request,
+    key_identity,
+)
 from labeler.store import Store
+from labeler.teachers.sampling import Sampling, sampled_request
 
 REFUSED = "refused"
 ACCEPTED = "accepted"
+# Whether the server takes OpenAI's `n` (N samples in one request): not a parameter a
+# template sends, but learned the same way by a sampling teacher (teachers/sampling.py)
+# and kept beside the refusals, so that the next run samples right from its first request.
+N = "n"
 
 
 @dataclass(frozen=True)
@@ -45,8 +61,8 @@ class Fix:
 FIXES: dict[str, Fix] = {
     "logprobs": Fix(("logprobs", "top_logprobs"),
                     instead="sending requests without logprobs: labels come from the answer "
-                            "text, without soft labels (use --samples N for soft labels, "
-                            "N x the output tokens per row)"),
+                            "text, without soft labels (--samples N samples N answers per "
+                            "row for soft labels, N x the output tokens)"),
     "top_logprobs": Fix(("top_logprobs",),
                         instead="sending requests without top_logprobs: soft labels see only "
                                 "the chosen token's logprob"),
@@ -78,8 +94,12 @@ class TeacherParams:
                  accepted: Iterable[str] = ()) -> None:
         self.identity = dict(identity)
         self.teacher = teacher_key(identity)
+        # How the teacher's soft-target requests are sent: N samples where it gives no
+        # logprobs (or is told to sample), each keyed with its count (``n``).
+        self.sampling = Sampling.from_identity(identity)
         self.refused: dict[str, Refusal] = dict(refused or {})
         self.accepted: frozenset[str] = frozenset(accepted)
+        self.takes_n: bool | None = None
         # (the refusals it was made for, params in, params out)
         self._memo: tuple[dict[str, Refusal], dict[str, Any], dict[str, Any]] | None = None
 
@@ -92,19 +112,51 @@ class TeacherParams:
             return db.execute("SELECT param, verdict, status, message FROM teacher_params"
                               " WHERE teacher = ?", (key,)).fetchall()
 
-        refused, accepted = {}, []
+        refused, accepted, takes_n = {}, [], None
         for param, verdict, status, message in store.execute_read(read):
-            if verdict == REFUSED and param in FIXES:
+            if param == N:
+                takes_n = verdict == ACCEPTED
+            elif verdict == REFUSED and param in FIXES:
                 refused[param] = Refusal(param, status, message or "")
             elif verdict == ACCEPTED:
                 accepted.append(param)
-        return cls(identity, refused, accepted)
+        known = cls(identity, refused, accepted)
+        known.takes_n = takes_n
+        return known
 
     # -- requests -------------------------------------------------------------------------
 
+    @property
+    def gives_logprobs(self) -> bool:
+        return "logprobs" not in self.refused
+
+    @property
+    def rewrites(self) -> bool:
+        """Whether any request may be sent otherwise than it is rendered."""
+        return bool(self.refused) or self.sampling.soft_labels == "samples"
+
+    def samples(self, request: Request) -> int:
+        """Answers `request` is sampled for (0: sent once, as it is)."""
+        return self.sampling.samples_for(request, self.gives_logprobs)
+
     def apply(self, request: Request) -> Request:
-        """`request` as it must be sent to this teacher: the same object when nothing it
-        carries is refused."""
+        """`request` as it must be sent to this teacher: sampled where its soft label must
+        come from samples (N answers, ``n`` in its params, so that its key says so), then
+        without what the teacher refuses; the same object when nothing changes."""
+        n = self.samples(request)
+        if n:
+            request = sampled_request(request, n)
+        params = self.params(request.params)
+        if params is request.params:
+            return request
+        if request.messages is not None:
+            return chat_request(request.messages, params, request.template, request.soft_targets)
+        return completion_request(request.prompt or "", params, request.template,
+                                  request.soft_targets)
+
+    def plain(self, request: Request) -> Request:
+        """`request` without what the teacher refuses, never sampled: the request a single
+        answer was given to (a 200 that carried no logprobs)."""
         params = self.params(request.params)
         if params is request.params:
             return request
@@ -176,19 +228,44 @@ class TeacherParams:
 
         store.execute_write(write)
 
+    def save_takes_n(self, store: Store, takes: bool) -> None:
+        """Remember whether the server takes ``n``, once a run has learned it."""
+        self.takes_n = takes
+        if takes:
+            self.save(store, accepted=[N])
+        else:
+            self.save(store, [Refusal(N, None, "n > 1 refused, or fewer choices answered")])
+
     def announcement(self, refusal: Refusal) -> str:
-        """The one line that says what was refused, by whom, and what labeler does now."""
+        """The one line that says what was refused, by whom, what labeler does now and,
+        where it samples instead, what that costs per row."""
         said = f"HTTP {refusal.status}" if refusal.status and refusal.status >= 400 else \
             "its answers carry none"
         message = f": {refusal.message}" if refusal.message else ""
+        instead = FIXES[refusal.param].instead
+        n = self.sampling.n
+        if refusal.param == "logprobs" and self.sampling.soft_labels == "auto" and n > 1:
+            instead = (f"sampling {n} answers per row for soft labels: about {n}x the output "
+                       "tokens; --samples 1 keeps hard labels only")
         return (f"{describe(self.identity)} refuses {refusal.param} ({said}{message}); "
-                f"{FIXES[refusal.param].instead}, for this and every later run "
+                f"{instead}, for this and every later run "
                 "(labeler forget-refusals to try again)")
+
+    def unused_samples(self, wants_soft_targets: bool) -> str | None:
+        """The line that says ``--samples`` does nothing, or None: a teacher in ``auto``
+        mode that gives logprobs takes its soft labels from them."""
+        sampling = self.sampling
+        if (sampling.samples is None or sampling.soft_labels != "auto"
+                or not self.gives_logprobs or not wants_soft_targets):
+            return None
+        return (f"--samples {sampling.n} has no effect: {describe(self.identity)} gives "
+                "logprobs, so soft labels come from logprobs (--soft-labels samples forces "
+                "sampling)")
 
 
 def teacher_key(identity: Mapping[str, Any]) -> str:
     """A teacher's identity as one string: what answers the same way refuses the same."""
-    return canonical_json(dict(identity)).decode()
+    return canonical_json(key_identity(dict(identity))).decode()
 
 
 def describe(identity: Mapping[str, Any]) -> str:

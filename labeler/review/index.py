@@ -159,7 +159,8 @@ def build_index(task: Task, identity: dict[str, Any], rows: Iterable[Row | Rejec
         raise ConfigError(f"review needs a label task; {task.path} is '{task.output_kind}'")
     items: list[ReviewItem] = []
     missing = 0
-    planner = planner or Planner(task, identity, store, failures=False)
+    planner = planner or Planner(task, identity, store, failures=False,
+                                 single_answers=True)
     for planned in planner.plan_rows(rows, chunk):
         for item in planned:
             if item.status == REJECTED:

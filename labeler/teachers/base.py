@@ -8,7 +8,7 @@ the orchestrator, so adding a provider is one module and one registry line.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from labeler.completion import Completion
@@ -85,6 +85,22 @@ def notices(teacher: Teacher) -> list[str]:
     """What a teacher learned about its server during the run and says once (a server that
     refuses ``n``: each sample is then a request of its own); [] for most teachers."""
     return getattr(teacher, "notices", None) or []
+
+
+def tell_refusals(teacher: Teacher, params: Collection[str], takes_n: bool | None = None) -> None:
+    """Tell a teacher the parameters it is known to refuse (from the store, or learned in
+    this run), so that one that samples where it gets no logprobs starts to: requests are
+    planned that way already (`TeacherParams.apply`), and the teacher must send them so
+    (several HTTP requests per row where the server refuses ``n``, as `takes_n` says an
+    earlier run learned). A no-op for teachers that do not care."""
+    hook = getattr(teacher, "refuses", None)
+    if hook is not None and (params or takes_n is not None):
+        hook(params, takes_n)
+
+
+def takes_n(teacher: Teacher) -> bool | None:
+    """Whether a sampling teacher's server takes ``n`` (None: not known, or no such teacher)."""
+    return getattr(teacher, "takes_n", None)
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:

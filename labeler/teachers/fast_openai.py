@@ -22,7 +22,7 @@ import os
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -110,6 +110,14 @@ class FastOpenAITeacher(BaseTeacher):
     @property
     def notices(self) -> list[str]:
         return self.sampler.notices
+
+    def refuses(self, params: Collection[str], takes_n: bool | None = None) -> None:
+        """What this teacher is known to refuse (`teachers.base.tell_refusals`)."""
+        self.sampler.refuses(params, takes_n)
+
+    @property
+    def takes_n(self) -> bool | None:
+        return self.sampler.n_supported
 
     async def complete(self, request: Request) -> Completion:
         return await self.sampler.complete(request, self._send)

@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +138,14 @@ class LocalTeacher(BaseTeacher):
     @property
     def notices(self) -> list[str]:
         return self.sampler.notices
+
+    def refuses(self, params: Collection[str], takes_n: bool | None = None) -> None:
+        """What this teacher is known to refuse (`teachers.base.tell_refusals`)."""
+        self.sampler.refuses(params, takes_n)
+
+    @property
+    def takes_n(self) -> bool | None:
+        return self.sampler.n_supported
 
     @property
     def base_url(self) -> str | None:

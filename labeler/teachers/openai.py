@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import openai
@@ -87,6 +87,14 @@ class OpenAITeacher(BaseTeacher):
     @property
     def notices(self) -> list[str]:
         return self.sampler.notices
+
+    def refuses(self, params: Collection[str], takes_n: bool | None = None) -> None:
+        """What this teacher is known to refuse (`teachers.base.tell_refusals`)."""
+        self.sampler.refuses(params, takes_n)
+
+    @property
+    def takes_n(self) -> bool | None:
+        return self.sampler.n_supported
 
     async def complete(self, request: Request) -> Completion:
         return await self.sampler.complete(request, self._send)

@@ -38,7 +38,7 @@ import asyncio
 import itertools
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from labeler.completion import Completion
@@ -52,6 +52,8 @@ from labeler.teachers.base import (
     http_outcomes,
     notices,
     request_shape,
+    takes_n,
+    tell_refusals,
 )
 
 _ENDPOINT_FAILURES = {"connection", "disconnected", "timeout"}
@@ -150,6 +152,17 @@ class EndpointPool(BaseTeacher):
     @property
     def notices(self) -> list[str]:
         return [n for e in self._endpoints for n in notices(e.teacher)]
+
+    def refuses(self, params: Collection[str], takes_n: bool | None = None) -> None:
+        """What the pool is known to refuse: every endpoint serves the same model."""
+        for e in self._endpoints:
+            tell_refusals(e.teacher, params, takes_n)
+
+    @property
+    def takes_n(self) -> bool | None:
+        """Whether the endpoints take ``n``, where they all agree."""
+        verdicts = {takes_n(e.teacher) for e in self._endpoints}
+        return verdicts.pop() if len(verdicts) == 1 else None
 
     async def start(self) -> None:
         for e in self._endpoints:

@@ -10,12 +10,19 @@ logprobs, and its soft label is the one-hot of its answer (source ``none``).
 How the N answers are asked. An OpenAI-style server takes ``n``: one request, the prompt
 paid once, N choices back. Not every server does (Groq, llama.cpp's server and some
 gateways answer 400; others answer one choice and ignore ``n``). The rule, learned once
-per teacher and run: the first sampled request goes alone with ``n``; if the server
+per teacher (and kept in the store by the run, labeler/teacher_params.py, so the next
+run starts right): the first sampled request goes alone with ``n``; if the server
 refuses ``n`` (a 400 or 422 that names it) or answers fewer choices than asked, every
 request from then on is N concurrent single requests (that first one included, so no row
 fails for it); if it answers N choices, the rest go with ``n`` too. So at most one
 request is refused per run, however many rows are in flight. A teacher known not to take
 ``n`` (Anthropic, the local llama.cpp server) starts with concurrent requests.
+
+Which requests are sampled is decided where they are planned (`TeacherParams.apply`, with
+the options read back from the teacher identity's ``sampling`` entry): a sampled request
+is planned, keyed and sent as `sampled_request` makes it, with its ``n``, so a sampled
+answer never stands under the key of a logprob request or of a single answer, and
+requests that are not sampled keep the keys they have without these options.
 
 Sampling needs a temperature above 0 (N greedy answers would be N copies of one): a
 template's 0 is sent as 1.0 while sampling, its own positive temperature as it is.
@@ -27,13 +34,13 @@ import asyncio
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from labeler.completion import Completion, Usage
 from labeler.errors import ConfigError, FinalError, TeacherError
-from labeler.request import Request, chat_request, completion_request
+from labeler.request import SAMPLING, Request, chat_request, completion_request
 
 DEFAULT_SAMPLES = 5
 SOFT_LABEL_MODES = ("auto", "logprobs", "samples")
@@ -82,19 +89,37 @@ class Sampling:
             return self.n
         return 0
 
-    def identity(self, gives_logprobs: bool) -> dict[str, Any]:
-        """What the cache key must add: forced sampling on a teacher that gives logprobs
-        asks other questions than the logprob requests, and N samples are not N' samples.
-        Nothing when the teacher's answers are the same as without these options."""
-        if self.soft_labels == "samples" and gives_logprobs:
-            return {"samples": self.n, "soft_labels": "samples"}
-        return {}
+    @property
+    def explicit(self) -> bool:
+        """Whether these options were set (an N, or a mode other than ``auto``)."""
+        return self.samples is not None or self.soft_labels != "auto"
+
+    def identity(self) -> dict[str, Any]:
+        """The teacher identity's `SAMPLING` entry: how soft-target requests are sent, read
+        back by the planner (`from_identity`) so that an export or an eval keys them as
+        the run did. Never hashed (`request.key_identity`): a sampled request carries its
+        count in its own ``n``. Nothing for the defaults."""
+        if not self.explicit:
+            return {}
+        return {SAMPLING: {"samples": self.n, "soft_labels": self.soft_labels}}
+
+    @classmethod
+    def from_identity(cls, identity: Mapping[str, Any]) -> Sampling:
+        """The options a teacher identity names (the defaults where it names none)."""
+        entry = identity.get(SAMPLING)
+        if not isinstance(entry, Mapping):
+            return cls()
+        return cls(entry.get("samples"), entry.get("soft_labels", "auto"))
 
 
 def sampled_request(request: Request, n: int) -> Request:
     """`request` as sent to sample `n` answers in one go (``n`` > 1 in the body), or one
     answer (`n` = 1): without logprobs (the soft label comes from the answers) and, for
-    several, at a temperature above 0."""
+    several, at a temperature above 0. A request already in that shape (planned so, and
+    then sent without what its teacher refuses, a temperature perhaps) is returned as it
+    is: it is keyed as sent, and must be sent as keyed."""
+    if is_sampled(request, n):
+        return request
     params = {k: v for k, v in request.params.items()
               if k not in ("logprobs", "top_logprobs", "n")}
     if n > 1:
@@ -103,6 +128,24 @@ def sampled_request(request: Request, n: int) -> Request:
         temperature = params.get("temperature")
         if not isinstance(temperature, int | float) or temperature <= 0:
             params["temperature"] = SAMPLING_TEMPERATURE
+    if request.messages is not None:
+        return chat_request(request.messages, params, request.template, request.soft_targets)
+    return completion_request(request.prompt or "", params, request.template,
+                              request.soft_targets)
+
+
+def is_sampled(request: Request, n: int) -> bool:
+    """Whether `request` already asks for `n` answers without logprobs."""
+    params = request.params
+    if "logprobs" in params or "top_logprobs" in params:
+        return False
+    return params.get("n") == n if n > 1 else "n" not in params
+
+
+def one_of(request: Request) -> Request:
+    """One answer of a request for several (``n`` left out), sent N times where the
+    server does not take ``n``; its temperature is the sampled request's."""
+    params = {k: v for k, v in request.params.items() if k != "n"}
     if request.messages is not None:
         return chat_request(request.messages, params, request.template, request.soft_targets)
     return completion_request(request.prompt or "", params, request.template,
@@ -201,7 +244,16 @@ class Sampler:
         return self.http_outcomes if self.fans_out else None
 
     def identity(self) -> dict[str, Any]:
-        return self.sampling.identity(self.gives_logprobs)
+        return self.sampling.identity()
+
+    def refuses(self, params: Collection[str], takes_n: bool | None = None) -> None:
+        """Told what the teacher refuses (labeler/teacher_params.py): a teacher that refuses
+        logprobs gives none, and its soft labels come from samples from then on; whether
+        it takes ``n``, as an earlier run learned it (unless this teacher was made knowing)."""
+        if "logprobs" in params:
+            self.gives_logprobs = False
+        if takes_n is not None and self.n_supported is None:
+            self.n_supported = takes_n
 
     def shape(self, request: Request) -> tuple[int, int]:
         """(HTTP requests, answers per request) one `complete` sends; until the server is
@@ -229,20 +281,21 @@ class Sampler:
             return await send(sampled_request(request, 1))
         while self.n_supported is None and self._probe is not None:
             await asyncio.shield(self._probe)  # the server's answer to `n` is on its way
+        sampled = sampled_request(request, n)
         if self.n_supported is False:
-            return await self._singles(request, n, send)
+            return await self._singles(sampled, n, send)
         probe = None
         if self.n_supported is None:  # this request finds out, the others wait for it
             probe = self._probe = asyncio.get_running_loop().create_future()
         try:
-            answer = await send(sampled_request(request, n))
+            answer = await send(sampled)
         except TeacherError as exc:
             if not refuses_n(exc):
                 raise
             self._learn(False, f"the server refuses n={n} ({exc.message}); each row's {n} "
                                f"samples go as {n} requests from now on (its prompt paid "
                                f"{n} times)")
-            return await self._singles(request, n, send)
+            return await self._singles(sampled, n, send)
         finally:
             if probe is not None:
                 probe.set_result(None)
@@ -257,7 +310,7 @@ class Sampler:
                                  reasoning=answer.reasoning if i == 0 else None,
                                  reasoning_blocks=answer.reasoning_blocks if i == 0 else None)
                       for i, t in enumerate(texts)]
-            return await self._singles(request, n, send, have=firsts)
+            return await self._singles(sampled, n, send, have=firsts)
         if probe is not None:
             self._learn(True, None)
         kept = majority(texts)
@@ -284,22 +337,12 @@ class Sampler:
             self.notices.append(notice)
         self.n_supported = supported
 
-    async def _singles(self, request: Request, n: int, send: Send,
+    async def _singles(self, sampled: Request, n: int, send: Send,
                        have: Sequence[Completion] = ()) -> Completion:
-        one = sampled_request(request, 1)
-        if not isinstance(one.params.get("temperature"), int | float) or \
-                one.params["temperature"] <= 0:
-            one = _at_temperature(one, SAMPLING_TEMPERATURE)
-        return await self._partial.gather(request, n, lambda: send(one), have)
-
-
-def _at_temperature(request: Request, temperature: float) -> Request:
-    params = {**request.params, "temperature": temperature}
-    if request.messages is not None:
-        return chat_request(request.messages, params, request.template, request.soft_targets)
-    return completion_request(request.prompt or "", params, request.template,
-                              request.soft_targets)
+        """`sampled`'s n answers as n requests of one answer each."""
+        one = one_of(sampled)
+        return await self._partial.gather(sampled, n, lambda: send(one), have)
 
 
 __all__ = ["DEFAULT_SAMPLES", "SOFT_LABEL_MODES", "PartialSamples", "Sampler", "Sampling",
-           "combine", "majority", "refuses_n", "sampled_request"]
+           "combine", "is_sampled", "majority", "one_of", "refuses_n", "sampled_request"]
