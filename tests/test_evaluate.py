@@ -220,5 +220,5 @@ def test_save_plot_without_matplotlib_says_how_to_install(
 ) -> None:
     for name in [m for m in sys.modules if m.split(".")[0] == "matplotlib"] + ["matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(ConfigError, match=r"pip install 'labeler\[plot\]'"):
+    with pytest.raises(ConfigError, match=r"pip install 'labeler-distill\[plot\]'"):
         save_plot(report(), tmp_path / "x.png")
