@@ -687,7 +687,7 @@ def _estimate_cascade(job: Any, escalation_rate: str | None, as_json: bool) -> N
 
 
 def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
-    from labeler.export import ExportOptions
+    from labeler.exports.build import ExportOptions
     from labeler.filters import FilterSpec
     from labeler.job import Job
     from labeler.pricing import PriceTable

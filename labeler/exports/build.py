@@ -23,8 +23,8 @@ columns it always did, and one with traces has the same columns in every export.
 
 Formats (how it is written): ``hf`` (``save_to_disk``, load with ``load_from_disk``),
 ``parquet`` and ``jsonl`` (one file per split). Written aside and swapped in with one
-exchange (labeler/folder_swap.py), only over a folder an export may replace
-(labeler/out_folder.py).
+exchange (labeler/exports/folder_swap.py), only over a folder an export may replace
+(labeler/exports/out_folder.py).
 """
 
 from __future__ import annotations
@@ -40,15 +40,16 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from labeler import aio, folder_swap, hf_folder, out_folder
-from labeler import hf_features as hf
+from labeler import aio
 from labeler.answer import Answer, read_answers
-from labeler.card import dataset_card, public_identity
 from labeler.completion import Completion, TokenLogprob
 from labeler.errors import ConfigError, LabelerError
+from labeler.exports import features as hf
+from labeler.exports import folder_swap, hf_folder, out_folder
+from labeler.exports.card import dataset_card, public_identity
+from labeler.exports.features import Features
+from labeler.exports.hf_folder import SplitFile
 from labeler.filters import Filter, FilterSpec
-from labeler.hf_features import Features
-from labeler.hf_folder import SplitFile
 from labeler.human import any_human_labels, human_labels
 from labeler.inputs import Reject, Row
 from labeler.plan import REJECTED, Item, Planner, by_row
@@ -156,7 +157,7 @@ class ExportOptions:
     # where a reasoning trace goes: separate | inline | drop; "auto": separate when the
     # store holds any trace, else nothing (the export resolves it)
     reasoning: str = AUTO
-    # replace a previous export of another kind or format at `out` (labeler/out_folder.py)
+    # replace a previous export of another kind or format at `out` (labeler/exports/out_folder.py)
     force: bool = False
     # --verify SPEC (labeler/verify/): every answer checked, verdicts stored; `records`
     # carry them, `sft` keeps the verified answers (`keep`: all, best or K per row) and

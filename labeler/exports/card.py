@@ -22,7 +22,7 @@ from labeler.targets import IGNORE_LABEL
 from labeler.task import PROMPTS_DIR, Task
 
 if TYPE_CHECKING:
-    from labeler.export import ExportOptions, ExportReport
+    from labeler.exports.build import ExportOptions, ExportReport
 
 _SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
           (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
