@@ -22,8 +22,8 @@ from labeler.batch.runner import BatchRunner, fingerprint
 from labeler.cascade import Cascade, CascadePlanner, CascadeSpec
 from labeler.ensemble import Ensemble, EnsemblePlanner, EnsembleSpec
 from labeler.errors import ConfigError
-from labeler.exports.build import ExportOptions, ExportReport, check_preference
 from labeler.exports.guard import check_out_folder, export_to
+from labeler.exports.options import ExportOptions, ExportReport, check_needs
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
 from labeler.options import OPTIONS, check_values, default
 from labeler.plan import Planner
@@ -140,7 +140,7 @@ class Job:
         parse_keep(self.export.keep)
         if self.export.verify is not None:
             split_steps(self.export.verify, REGISTRY)  # a bad spec is told before anything
-        check_preference(self.export)
+        check_needs(self.export)
         bounds.check([
             ("limit", self.limit),
             ("samples", older),

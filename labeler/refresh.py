@@ -64,7 +64,7 @@ from labeler import aio, bounds
 from labeler.apikeys import key_from_env, read_key_file
 from labeler.calibration import load_calibration
 from labeler.errors import ConfigError, LabelerError
-from labeler.exports.build import ExportOptions
+from labeler.exports.options import ExportOptions
 from labeler.exports.out_folder import REFRESH_LOCK, VERSION_RE, check_refresh_out
 from labeler.filters import FilterSpec
 from labeler.job import Job, run_job

@@ -25,8 +25,9 @@ import pytest
 from labeler import Job, run_job
 from labeler.exports import features as hf
 from labeler.exports import hf_folder
-from labeler.exports.build import ExportOptions, ExportReport, _Builder
 from labeler.exports.hf_folder import SplitFile
+from labeler.exports.options import ExportOptions, ExportReport
+from labeler.exports.rows import RowBuilder
 from labeler.job import export_job
 from labeler.task import load_task
 from labeler.testing import ServerConfig, TeacherServer
@@ -54,8 +55,8 @@ KINDS = [("sentiment", {"kind": "classification"}), ("sentiment", {"kind": "reco
 @pytest.mark.parametrize(("task", "export"), KINDS)
 def test_declared_features_are_datasets_features(task: str, export: dict[str, Any]) -> None:
     opts = ExportOptions(**export)
-    builder = _Builder(load_task(task), {"provider": "p", "model": "m"}, opts,
-                       ExportReport("", opts.kind, opts.format))
+    builder = RowBuilder(load_task(task), {"provider": "p", "model": "m"}, opts,
+                         ExportReport("", opts.kind, opts.format))
     sample = {"text": "x", "score": 3, "weight": 0.5, "flag": True}
     for provenance in (None, "cascade", "ensemble"):
         builder.provenance = provenance

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from labeler.errors import ExportError
-from labeler.exports.build import ExportOptions, ExportReport, export_dataset
+from labeler.exports.build import export_dataset
+from labeler.exports.options import ExportOptions, ExportReport
 from labeler.exports.out_folder import check_out
 from labeler.inputs import Reject, Row
 from labeler.store import Store
