@@ -841,7 +841,7 @@ def _print_export(report: Any) -> None:
                    f"{held}", err=True)
     if report.verification:
         _print_verification(report.verification)
-    if report.kind == "preference" and report.unpaired:
+    if report.unpaired:  # only a kind that pairs answers leaves rows out for want of one
         click.echo(f"labeler:   {report.unpaired} rows left out: no verified or no failed "
                    "answer to pair", err=True)
     if report.format == "hf":
