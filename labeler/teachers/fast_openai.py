@@ -31,7 +31,12 @@ from labeler.errors import RetryableError, TeacherError, short
 from labeler.request import Request
 from labeler.teachers import openai_wire
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
-from labeler.teachers.openai_http import classify_status, endpoint, request_body
+from labeler.teachers.openai_http import (
+    classify_status,
+    completions_unserved,
+    endpoint,
+    request_body,
+)
 from labeler.teachers.transport import LEAN, failure_reason, openai_transport
 
 if TYPE_CHECKING:  # imported when a request is sent: export, eval and stats never pay for it
@@ -109,6 +114,11 @@ class FastOpenAITeacher(BaseTeacher):
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _connection_error(exc) from exc
         if status >= 400:
+            if not chat:
+                unserved = completions_unserved(status, *_error_fields(status, raw),
+                                                self._completions_url)
+                if unserved is not None:
+                    raise unserved
             raise status_error(status, headers, raw)
         if self._observer is not None:
             self._observer(headers)

@@ -26,6 +26,7 @@ from labeler.teachers.openai_http import (
     chat_params,
     classify_status,
     completion_params,
+    completions_unserved,
     endpoint,
     request_body,
 )
@@ -82,6 +83,11 @@ class OpenAITeacher(BaseTeacher):
                     **completion_params(request.params),
                 )
         except openai.APIError as exc:
+            if not request.is_chat and isinstance(exc, openai.APIStatusError):
+                unserved = completions_unserved(exc.status_code, *_error_fields(exc),
+                                                f"{self.base_url}/completions")
+                if unserved is not None:
+                    raise unserved from None
             raise classify(exc) from exc
         if self._observer is not None:
             self._observer(raw.headers)
