@@ -23,6 +23,7 @@ from labeler.ensemble import Ensemble, EnsemblePlanner, EnsembleSpec
 from labeler.errors import ConfigError
 from labeler.export import ExportOptions, ExportReport
 from labeler.export_guard import check_out_folder, export_to
+from labeler.hub_input import is_hub
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
 from labeler.options import OPTIONS, check_values, default
 from labeler.pricing import PriceTable
@@ -194,7 +195,7 @@ class Job:
         if self.out is None:
             return
         reads = (Path(self.input) if isinstance(self.input, str | os.PathLike)
-                 and str(self.input) != "-" else None)
+                 and str(self.input) != "-" and not is_hub(self.input) else None)
         check_out_folder(Path(self.out), self.store_path(), self.export, reads=reads,
                          rejects=self.rejects_path(), note=note)
 
@@ -322,7 +323,7 @@ async def _run_cascade(job: Job, task: Task, spec: CascadeSpec, store: Store,
                 rejects=writer if stage == 0 else None, retry_failed=job.retry_failed,
                 max_attempts=job.max_attempts, budget_usd=budget, max_age_s=job.max_age_s,
                 no_wait=job.no_wait, progress=job.progress,
-                run_tag=fingerprint(task, teacher.identity, str(Path(str(job.input)).resolve()),
+                run_tag=fingerprint(task, teacher.identity, _input_name(job.input),
                                     str(job.store_path().resolve())),
                 on_warning=on_warning)
         lb = _live_strategy(job, task, teacher, store, None, on_warning)
@@ -410,7 +411,7 @@ async def _batch_strategy(job: Job, task: Task, teacher: Teacher, store: Store,
         task, teacher, client, store, prices=job.prices, rejects=rejects,
         retry_failed=job.retry_failed, max_attempts=job.max_attempts, budget_usd=job.budget_usd,
         max_age_s=job.max_age_s, no_wait=job.no_wait, progress=job.progress,
-        run_tag=fingerprint(task, teacher.identity, str(Path(str(job.input)).resolve()),
+        run_tag=fingerprint(task, teacher.identity, _input_name(job.input),
                             str(job.store_path().resolve())),
         on_warning=on_warning,
     )
@@ -459,6 +460,12 @@ def _unspool(job: Job, spooled: Path | None) -> None:
     if spooled is not None:
         spooled.unlink(missing_ok=True)
         job.input = "-"
+
+
+def _input_name(source: Any) -> str:
+    """The input as a batch run names it in its tag: a file by its absolute path, a Hub
+    dataset by its spec (which is no path on this machine)."""
+    return str(source) if is_hub(source) else str(Path(str(source)).resolve())
 
 
 def _limited(it: Iterator[Row | Reject], n: int) -> Iterator[Row | Reject]:

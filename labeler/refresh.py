@@ -66,6 +66,7 @@ from labeler.calibration import load_calibration
 from labeler.errors import ConfigError, LabelerError
 from labeler.export import ExportOptions
 from labeler.filters import FilterSpec
+from labeler.hub_input import is_hub
 from labeler.job import Job, run_job
 from labeler.options import EXIT_CODES, OPTIONS
 from labeler.out_folder import REFRESH_LOCK, VERSION_RE, check_refresh_out
@@ -170,7 +171,9 @@ class RefreshConfig:
         if keep < 1:
             raise ConfigError(f"{where}: keep must be at least 1 (the current version)")
         return cls(
-            path=path, task=task, input=str(local(raw["input"])), teacher=raw["teacher"],
+            path=path, task=task,
+            input=raw["input"] if is_hub(raw["input"]) else str(local(raw["input"])),
+            teacher=raw["teacher"],
             out=local(raw["out"]) or base, store=local(raw.get("store")), base_url=base_url,
             api_key_env=raw.get("api_key_env"), api_key_file=local(raw.get("api_key_file")),
             teacher_options=dict(raw.get("teacher_options") or {}),
