@@ -104,7 +104,11 @@ def _teacher_options(f: Any) -> Any:
         click.option("--input-format", type=click.Choice(["jsonl", "csv", "tsv", "parquet", "hf"]),
                      help="Input format (default: from the file name)."),
         click.option("--delimiter", help="Field delimiter for delimited text input (e.g. ';')."),
-        click.option("--split", "input_split", help="Split of a saved DatasetDict input."),
+        click.option("--split", "input_split",
+                     help="Split of a saved DatasetDict or hf://datasets/NAME input."),
+        click.option("--map", "input_map", multiple=True, metavar="FIELD=COLUMN",
+                     help="Fill the template's FIELD from the input's COLUMN (repeatable), "
+                          "e.g. --map text=sentence."),
         click.option("--limit", type=_bounded("limit", int), help="Only the first N input rows."),
     ]
     for opt in reversed(opts):
@@ -694,7 +698,8 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             **{o.field: kw.get(o.key, o.default) for o in options.OPTIONS},
             prices=prices, id_field=kw.get("id_field"),
             input_format=kw.get("input_format"), delimiter=kw.get("delimiter"),
-            input_split=kw.get("input_split"), limit=kw.get("limit"),
+            input_split=kw.get("input_split"), input_map=list(kw.get("input_map") or ()),
+            limit=kw.get("limit"),
             rejects=kw.get("rejects"), export=export_opts,
             progress=False if kw.get("quiet") else None,
             batch=bool(kw.get("batch")), no_wait=bool(kw.get("no_wait")),

@@ -23,7 +23,8 @@ Config keys (relative paths are relative to the config file, since cron starts j
 the home directory)::
 
     task: sentiment                  # shipped template name or a YAML path
-    input: data/reviews.jsonl
+    input: data/reviews.jsonl        # or hf://datasets/NAME[:CONFIG][:SPLIT]
+    input_map: {text: sentence}      # template field: input column (--map)
     teacher: openai:gpt-4o-mini
     base_url: null                   # for openai-compatible teachers
     api_key_env: OPENAI_API_KEY      # or api_key_file: secrets/openai.key (mode 0600)
@@ -67,6 +68,7 @@ from labeler.errors import ConfigError, LabelerError
 from labeler.export import ExportOptions
 from labeler.filters import FilterSpec
 from labeler.hub_input import is_hub
+from labeler.input_map import parse_input_map
 from labeler.job import Job, run_job
 from labeler.options import EXIT_CODES, OPTIONS
 from labeler.out_folder import REFRESH_LOCK, VERSION_RE, check_refresh_out
@@ -82,7 +84,7 @@ _REQUIRED = ("task", "input", "teacher", "out")
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "base_url": (str, list), "api_key_env": str, "api_key_file": str, "teacher_options": dict,
     "store": str, "keep": int, "prices": str, "id_field": str, "input_format": str,
-    "delimiter": str, "split": str, "export": dict, "filters": dict,
+    "delimiter": str, "split": str, "input_map": dict, "export": dict, "filters": dict,
     **{o.key: o.config_types() for o in OPTIONS},
 }
 _EXPORT_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -123,6 +125,7 @@ class RefreshConfig:
     input_format: str | None = None
     delimiter: str | None = None
     split: str | None = None
+    input_map: dict[str, str] = field(default_factory=dict)
     export: ExportOptions = field(default_factory=ExportOptions)
 
     @classmethod
@@ -181,6 +184,7 @@ class RefreshConfig:
             prices=local(raw.get("prices")), keep=keep,
             id_field=raw.get("id_field"), input_format=raw.get("input_format"),
             delimiter=raw.get("delimiter"), split=raw.get("split"),
+            input_map=_input_map(raw.get("input_map"), where),
             export=_export_options(raw.get("export") or {}, raw.get("filters") or {}, where,
                                    local),
         )
@@ -206,9 +210,18 @@ class RefreshConfig:
             **{**self.options, **({"max_age_days": max_age_days} if max_age_days is not None
                                   else {})},
             prices=prices, id_field=self.id_field, input_format=self.input_format, delimiter=self.delimiter,
-            input_split=self.split, rejects=self.out / "rejects.jsonl", export=self.export,
+            input_split=self.split, input_map=dict(self.input_map),
+            rejects=self.out / "rejects.jsonl", export=self.export,
             progress=False,
         )
+
+
+def _input_map(raw: Any, where: str) -> dict[str, str]:
+    """The config's `input_map` (template field: input column), checked as --map is."""
+    try:
+        return parse_input_map(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: input_map: {exc}") from None
 
 
 def _check_types(raw: Mapping[str, Any], spec: Mapping[str, type | tuple[type, ...]],

@@ -144,3 +144,17 @@ def test_a_refresh_config_takes_a_hub_input(hub: Path, teacher_server: TeacherSe
     result = refresh(config)
     assert result.outcome == "ok", result.error
     assert len(datasets.load_from_disk(str(result.current))) == 5
+
+
+def test_a_hub_dataset_with_its_own_column_names_maps_to_the_template(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, teacher_server: TeacherServer) -> None:
+    root = tmp_path / "glue" / "sst2"
+    root.mkdir(parents=True)
+    datasets.Dataset.from_list([{"idx": i, "sentence": t, "label": 1} for i, t in enumerate(TRAIN)]
+                               ).to_parquet(root / "train.parquet")
+    monkeypatch.chdir(tmp_path)
+    res = _run(teacher_server, tmp_path, "run", "sentiment", "hf://datasets/glue/sst2:train",
+               "--map", "text=sentence", "--id-field", "idx", "--out", str(tmp_path / "out"), "-q")
+    assert res.exit_code == 0, res.output
+    out = datasets.load_from_disk(str(tmp_path / "out"))
+    assert out["id"] == ["0", "1", "2", "3", "4"] and out["text"] == TRAIN
