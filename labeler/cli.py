@@ -83,11 +83,16 @@ def _leave_objects_to_the_exit() -> None:
         _EXIT_HOOK.append(True)
 
 
-def _teacher_options(f: Any) -> Any:
-    opts = [
+def _teacher_options(f: Any, *, several: bool = False) -> Any:
+    teacher = (
+        click.option("--teacher", "-t", multiple=True, required=True, metavar="PROVIDER:MODEL[@URL]",
+                     help="A teacher to compare; give two (-t A -t B).")
+        if several else
         click.option("--teacher", "-t", default="local:gemma3-270m", show_default=True,
                      help="PROVIDER:MODEL: openai:gpt-4o-mini, anthropic:claude-haiku-4-5, "
-                          "openai-compatible:MODEL (with --base-url), local:smollm2-135m."),
+                          "openai-compatible:MODEL (with --base-url), local:smollm2-135m."))
+    opts = [
+        teacher,
         click.option("--base-url", multiple=True,
                      help="Endpoint of the teacher, e.g. http://localhost:8000/v1. Repeat it "
                           "(or separate with commas) to spread requests over several "
@@ -436,6 +441,45 @@ def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
         _fail(LabelerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
     except KeyboardInterrupt:
         pass
+
+
+def _two_teachers(f: Any) -> Any:
+    return _teacher_options(f, several=True)
+
+
+@main.command()
+@click.argument("task")
+@click.argument("input_path", metavar="INPUT")
+@_two_teachers
+@click.option("--quiet", "-q", is_flag=True, help="No hints on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as one JSON line.")
+@options.click_options(_bounded, only=options.REQUEST_KEYS)
+def compare(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
+    """Agreement, Cohen's kappa and label confusion of two teachers on INPUT, from the
+    store (nothing is sent): labeler compare TASK INPUT -t A -t B. A teacher is
+    PROVIDER:MODEL[@URL]; rows a teacher has not answered are counted, and `labeler run
+    TASK INPUT -t TEACHER` labels them."""
+    from labeler.compare import compare as compare_teachers
+
+    teachers = list(kw.pop("teacher"))
+    kw.update(kind="records", fmt="hf", validation_size=0.0, seed=0,
+              teacher=teachers[0] if teachers else "")
+    job = _job(task, input_path, kw)
+    try:
+        report = compare_teachers(job, teachers)
+    except LabelerError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        click.echo(report.to_table())
+    for side in (report.a, report.b):
+        if side.missing and not kw.get("quiet"):
+            teacher, mark, url = side.teacher.partition("@http")
+            where = f" --base-url http{url}" if mark else ""
+            click.echo(f"labeler: {side.missing} rows have no answer from {side.teacher}: "
+                       f"labeler run {task} {input_path} -t {teacher}{where} labels them",
+                       err=True)
 
 
 @main.command()
