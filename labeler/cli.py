@@ -236,8 +236,11 @@ def run(task: str, input_path: str, **kw: Any) -> None:
         sys.exit(EXIT_INTERRUPTED)
     s = result.summary
     if kw["as_json"]:
+        from labeler.export import NO_EXPORT
+
+        exported = result.export.outcome() if result.export is not None else NO_EXPORT
         click.echo(json.dumps({**s.to_dict(), "store": str(result.store),
-                               "out": str(job.out) if job.out else None}))
+                               "out": str(job.out) if job.out else None, **exported}))
     else:
         _print_summary(result)
         if job.batch:
@@ -251,7 +254,10 @@ def run(task: str, input_path: str, **kw: Any) -> None:
 @_teacher_options
 @_export_options
 @options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
-def export(task: str, input_path: str, **kw: Any) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="Only the export's path on stdout.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the export's report (exported, filtered, kind...) as one JSON line.")
+def export(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
     """Export stored answers for INPUT without sending any request."""
     from labeler.job import export_job
 
@@ -262,7 +268,12 @@ def export(task: str, input_path: str, **kw: Any) -> None:
         report = export_job(job)
     except LabelerError as exc:
         _fail(exc)
-    _print_export(report)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    elif kw.get("quiet"):
+        click.echo(report.path)
+    else:
+        _print_export(report)
 
 
 @main.command()
@@ -295,7 +306,9 @@ def stats(store: str | None, as_json: bool) -> None:
 @main.command(name="merge-stores")
 @click.argument("dest", type=click.Path(dir_okay=False))
 @click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def merge_stores(dest: str, sources: tuple[str, ...]) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="Nothing on stderr but errors.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line: what came from each source.")
+def merge_stores(dest: str, sources: tuple[str, ...], quiet: bool, as_json: bool) -> None:
     """Merge store SOURCES into DEST by key (the per-machine stores of a job run on
     several machines); a newer answer wins, nothing is sent."""
     from labeler.store_merge import merge_stores as merge
@@ -304,7 +317,12 @@ def merge_stores(dest: str, sources: tuple[str, ...]) -> None:
         report = merge(dest, list(sources))
     except LabelerError as exc:
         _fail(exc)
-    for source in sources:
+    if as_json:
+        click.echo(json.dumps({"dest": dest, "sources": {
+            source: {"answers": report.answers[source], "failures": report.failures[source],
+                     "human_labels": report.human_labels[source]} for source in sources}}))
+        return
+    for source in () if quiet else sources:
         click.echo(f"labeler: {source}: {report.answers[source]} answers, "
                    f"{report.failures[source]} failures, {report.human_labels[source]} review "
                    f"decisions merged into {dest}", err=True)
@@ -322,6 +340,7 @@ def merge_stores(dest: str, sources: tuple[str, ...]) -> None:
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Write the reliability diagram and coverage curve to this PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No hints on stderr.")
 @click.option("--calibrate", multiple=True,
               type=click.Choice(["temperature", "contextual", "bias", "all"]),
               help="Fit this calibration on the gold rows and score it on rows it did not "
@@ -377,6 +396,8 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
         click.echo(json.dumps(report.to_dict()))
         return
     click.echo(report.to_table())
+    if kw.get("quiet"):
+        return
     for target, t in report.thresholds.items():
         if t is not None and report.primary == "max_prob":
             via = f"--calibration {calibration_file} " if calibration_file else ""
@@ -483,12 +504,19 @@ def compare(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
 
 
 @main.command()
-def templates() -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per template.")
+def templates(as_json: bool) -> None:
     """List the shipped prompt templates."""
     from labeler.task import PROMPTS_DIR, load_task
 
     for path in sorted(PROMPTS_DIR.glob("*.yaml")):
         t = load_task(path)
+        if as_json:
+            click.echo(json.dumps({"name": path.stem, "version": t.version, "mode": t.mode,
+                                   "output": t.output_kind, "labels": list(t.labels),
+                                   "fields": list(t.fields), "description": t.description,
+                                   "path": str(path)}))
+            continue
         labels = f" [{len(t.labels)} labels]" if t.labels else ""
         click.echo(f"{path.stem:<14} v{t.version} {t.mode:<10} {t.output_kind}{labels}  "
                    f"{t.description}")
@@ -503,6 +531,7 @@ def templates() -> None:
 @click.option("--price", "price_overrides", multiple=True,
               help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON line.")
+@click.option("--quiet", "-q", is_flag=True, help="No notes on stderr.")
 @options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
 @click.option("--escalation-rate", help="With --cascade and no stored answers to measure it "
               "from: the share of rows each stage passes on (one, or one per stage but the last).")
@@ -536,7 +565,7 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
     else:
         click.echo(f"cost             ${est.cost_usd:.4f} expected, ${est.max_cost_usd:.4f} at most")
     click.echo(f"tokenizer        {est.tokenizer}")
-    for note in est.notes:
+    for note in () if kw.get("quiet") else est.notes:
         click.echo(f"labeler: {note}", err=True)
 
 
@@ -635,7 +664,9 @@ def _print_batch_summary(s: Any) -> None:
 @click.option("--max-age", "max_age_days", type=_bounded("max_age_days"), metavar="DAYS",
               help="Relabel items whose stored answer is older than DAYS (overrides the "
                    "config's max_age_days).")
-def refresh(config: str, max_age_days: float | None) -> None:
+@click.option("--quiet", "-q", is_flag=True,
+              help="Only the JSON line on stdout (errors and warnings still on stderr).")
+def refresh(config: str, max_age_days: float | None, quiet: bool) -> None:
     """Scheduled refresh: label what changed in CONFIG's input, publish a new version.
 
     Writes OUT/versions/<UTC time>/ and swaps the OUT/current symlink to it; prints exactly
@@ -657,7 +688,7 @@ def refresh(config: str, max_age_days: float | None) -> None:
         click.echo(f"labeler: {result.error}", err=True)
     elif result.error:
         click.echo(f"labeler: error: {redact(result.error)}", err=True)
-    else:
+    elif not quiet:
         s = result.summary
         click.echo(f"labeler: refresh {result.outcome}: {s.get('rows', 0)} rows, "
                    f"{s.get('labeled', 0)} labeled, {s.get('cached', 0)} cached, "

@@ -433,6 +433,8 @@ class RefreshResult:
     version: str | None = None  # the export this refresh wrote (None: it wrote none)
     current: str | None = None  # the version OUT/current names after this refresh
     exported: int | None = None
+    filtered: dict[str, int] = field(default_factory=dict)  # rows each export filter removed
+    kind: str | None = None  # the export's kind (records, classification, sft, kd)
     pruned: list[str] = field(default_factory=list)
     lock_taken_over_from: int | None = None
     error: str | None = None
@@ -451,7 +453,8 @@ class RefreshResult:
             "outcome": self.outcome, "exit_code": self.exit_code, **counts,
             "cost_usd": self.summary.get("cost_usd", 0.0),
             "failures_by_reason": self.summary.get("failures_by_reason", {}),
-            "exported": self.exported, "duration_s": round(self.duration_s, 3),
+            "exported": self.exported, "filtered": dict(self.filtered), "kind": self.kind,
+            "duration_s": round(self.duration_s, 3),
             "started_at": self.started_at, "version": self.version, "current": self.current,
             "out": self.out, "pruned": self.pruned,
             "lock_taken_over_from": self.lock_taken_over_from,
@@ -514,6 +517,7 @@ def _refresh_locked(cfg: RefreshConfig, result: RefreshResult, max_age_days: flo
     if done.export is None:  # interrupted: the export was not written
         return
     result.version, result.exported = str(version), done.export.exported
+    result.filtered, result.kind = dict(done.export.filtered), done.export.kind
     _point_current(cfg.out, version)
     result.current = str(version)
     result.pruned = _prune(versions, cfg.keep, version)
