@@ -10,6 +10,7 @@ same splits the export wrote; the body documents every column of the chosen kind
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -145,6 +146,11 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
                   "| index | label | rows |", "|---|---|---|"]
         lines += [f"| {i} | {name} | {report.label_counts.get(name, 0)} |"
                   for i, name in enumerate(task.labels)]
+    if report.soft_label_sources:
+        lines += ["", "## Soft labels", "", "Where each row's `soft_label` came from:", "",
+                  "| source | rows | how |", "|---|---|---|"]
+        lines += [f"| `{source}` | {n} | {soft_label_source_text(source)} |"
+                  for source, n in sorted(report.soft_label_sources.items())]
     if report.teachers:
         lines += ["", "## Teachers", "",
                   "What each teacher answered for these input rows, as stored:", "",
@@ -153,6 +159,7 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
         lines += [f"| {t['teacher']} | {t['rows']} | {t['prompt_tokens']} | "
                   f"{t['completion_tokens']} | {t['teacher_s']:.1f} | {t['cost_usd']:.4f} |"
                   for t in report.teachers]
+    lines += _verification(opts, report)
     lines += ["", "## Columns", "", *_columns(task, opts)]
     lines += ["", "## Prompt", "", _prompt_text(task)]
     lines += ["", "## Filters", ""]
@@ -165,6 +172,53 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
     lines += ["", "## Load", "", "```python", load_snippet(report, opts.format, repo=repo),
               "```", ""]
     return "\n".join(lines)
+
+
+def _verification(opts: ExportOptions, report: ExportReport) -> list[str]:
+    """What the answers' checks found: pass rate, pass@1 and pass@N (unbiased estimator
+    over each row's answers), and what the export kept of them."""
+    v = report.verification
+    if not v:
+        return []
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.1%}"
+
+    verdicts = ", ".join(f"{k} {n}" for k, n in v["verdicts"].items()) or "none"
+    lines = ["", "## Verification", "",
+             f"Every answer was checked with `--verify {v['spec']}` (kept: `{v['keep']}`).", "",
+             "| | |", "|---|---|",
+             f"| rows with answers | {v['rows']} |",
+             f"| answers checked (up to {v['samples']} per row) | {v['answers']} |",
+             f"| verdicts | {verdicts} |",
+             f"| pass rate (answers that pass) | {pct(v['pass_rate'])} |",
+             f"| pass@1 | {pct(v['pass@1'])} |",
+             *([f"| pass@{v['samples']} (rows with a passing answer among {v['samples']}) | "
+                f"{pct(v['pass@N'])} |"] if v["samples"] > 1 else []),
+             f"| rows with at least one passing answer | {v['rows_with_a_pass']} |"]
+    if opts.kind == "preference":
+        lines.append(f"| rows left out (no verified or no failed answer to pair) | "
+                     f"{report.unpaired} |")
+    lines += ["", "pass@k is the unbiased estimator 1 - C(n-c, k) / C(n, k) over each row's "
+              "n answers of which c pass, averaged over rows. A checker that failed itself "
+              "(`error`, `timeout`) counts as not passing, and its answer is never a "
+              "rejected one."]
+    return lines
+
+
+def soft_label_source_text(source: str) -> str:
+    """What a `soft_label_source` value means, in a sentence for the card."""
+    if source.startswith("samples:"):
+        n = source.split(":", 1)[1]
+        return (f"the share of each answer among {n} sampled answers (steps of 1/{n}); "
+                "confidence is their agreement")
+    return {
+        "logprobs": "the teacher's token logprobs at the answer position, over the labels",
+        "verbalized": "the confidence the teacher stated for its label (p on it, 1 - p shared "
+                      "equally by the others); fit a calibration before trusting it",
+        "ensemble": "the mean of several prompt forms' label distributions",
+        "none": "a one-hot on the one parsed answer (no distribution was asked for)",
+    }.get(source, "as named")
 
 
 def _prompt_text(task: Task) -> str:
@@ -194,7 +248,9 @@ _LABEL_COLUMNS = [
     "for invalid rows.",
     "- `outside_mass`: the share of probability that fell on no label before renormalising "
     "(high: the teacher strayed from the label set).",
-    "- `soft_label_source`: `logprobs`, `sampled` or `none` (a one-hot on the parsed answer).",
+    "- `soft_label_source`: where `soft_label` came from: `logprobs`, `samples:N` (the share "
+    "of each answer among N sampled answers), `verbalized` (the confidence the teacher "
+    "stated), `ensemble`, or `none` (a one-hot on the one parsed answer).",
     "- `max_prob`, `margin` (top-1 minus top-2), `entropy` (nats): confidence of `soft_label`; "
     "null for invalid rows. `mean_logprob`: mean answer-token logprob. `agreement`: share of "
     "samples naming the majority label (sampled teachers).",
@@ -238,6 +294,21 @@ def _columns(task: Task, opts: ExportOptions) -> list[str]:
 
 
 def _kind_columns(task: Task, opts: ExportOptions) -> list[str]:
+    if opts.kind == "preference":
+        shape = ("strings (TRL's standard preference format)" if task.mode == "completion"
+                 else "message lists (TRL's conversational preference format)")
+        return [f"- `prompt`, `chosen`, `rejected`: {shape}; `chosen` is an answer that "
+                "passed verification, `rejected` one of the same row that failed it.",
+                "- `chosen_sample`, `rejected_sample`: which of the row's answers each is."]
+    if opts.kind == "records" and opts.verify is not None:
+        return [*_kind_columns(task, dataclasses.replace(opts, verify=None)),
+                "- `verdicts`: every answer of the row (`sample`, `text`) with its verdict "
+                "(`status`: pass, fail, error or timeout; `score`; `detail`) and whether an "
+                "sft export `kept` it; `passed`: how many pass; `pass_at_1`: their share."]
+    if opts.kind == "sft" and opts.verify is not None:
+        return [*_kind_columns(task, dataclasses.replace(opts, verify=None)),
+                "- one row per kept (verified) answer; `sample`: which of the row's answers "
+                "it is."]
     if opts.kind == "classification":
         return ["- `text`: the input text.", *_LABEL_COLUMNS]
     if opts.kind == "sft":

@@ -3,8 +3,9 @@
 Exit codes: 0 everything labeled; 1 a fatal error (bad flag, unreadable input, store);
 3 partial (some items failed or were skipped: rerun to retry); 4 another refresh holds
 the lock; 5 the budget stopped the run; 6 pending (``run --batch --no-wait``: batches are
-still running at the provider; rerun later to collect and export); 130 interrupted
-(SIGINT/SIGTERM).
+still running at the provider; rerun later to collect and export); 7 empty (rows came in
+and none was labeled, or the export holds none: the summary says why, in the server's
+words); 130 interrupted (SIGINT/SIGTERM).
 """
 
 from __future__ import annotations
@@ -100,9 +101,6 @@ def _teacher_options(f: Any, *, several: bool = False) -> Any:
         click.option("--api-key-file", type=click.Path(dir_okay=False),
                      help="Read the API key from this file (must be mode 0600). Default: the "
                           "provider's environment variable."),
-        click.option("--samples", type=_bounded("samples", int),
-                     help="Anthropic: answers sampled per row when the template wants soft "
-                          "targets (default 5; part of the cache key)."),
         click.option("--store", type=click.Path(dir_okay=False),
                      help="SQLite store (cache + journal). Default: $LABELER_HOME/store.sqlite."),
         click.option("--id-field", help="Input field holding a unique row id."),
@@ -131,8 +129,11 @@ def _export_options(f: Any) -> Any:
                           "(never a folder that is not an export)."),
         click.option("--format", "fmt", type=click.Choice(["hf", "parquet", "jsonl"]),
                      default="hf", show_default=True),
-        click.option("--kind", type=click.Choice(["records", "classification", "sft", "kd"]),
-                     default="records", show_default=True, help="Shape of the exported rows."),
+        click.option("--kind", type=click.Choice(["records", "classification", "sft", "kd",
+                                                   "preference"]),
+                     default="records", show_default=True,
+                     help="Shape of the exported rows (preference: pairs of a verified and a "
+                          "failed answer, with --verify)."),
         click.option("--sft-shape", type=click.Choice(["prompt-completion", "messages"]),
                      default="prompt-completion", show_default=True,
                      help="Chat-mode `sft` rows: prompt/completion (only the teacher's answer "
@@ -253,7 +254,8 @@ def run(task: str, input_path: str, **kw: Any) -> None:
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
-@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS
+                       + options.VERIFY_KEYS)
 @click.option("--quiet", "-q", is_flag=True, help="Only the export's path on stdout.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the export's report (exported, filtered, kind...) as one JSON line.")
@@ -283,11 +285,13 @@ def stats(store: str | None, as_json: bool) -> None:
     """Counts by outcome and by error reason, tokens and cost in a store."""
     from labeler.job import default_store
     from labeler.store import Store
+    from labeler.teacher_params import refusals_of
 
     path = Path(store) if store else default_store()
     try:
         with Store(path, readonly=True) as st:
             data = st.stats()
+            data["refused_params"] = refusals_of(st)
     except LabelerError as exc:
         _fail(exc)
     if as_json:
@@ -301,6 +305,32 @@ def stats(store: str | None, as_json: bool) -> None:
     click.echo(f"prompt tokens    {data['prompt_tokens']} ({data['cached_tokens']} cached)")
     click.echo(f"output tokens    {data['completion_tokens']}")
     click.echo(f"cost             ${data['cost_usd']:.4f}")
+    for r in data["refused_params"]:
+        click.echo(f"refused          {r['teacher']}: {r['param']} ({r['message']})")
+
+
+@main.command(name="forget-refusals")
+@click.option("--store", type=click.Path(dir_okay=False), help="Store to change.")
+@click.option("--teacher", "-t", metavar="PROVIDER:MODEL",
+              help="Only this teacher's (default: every teacher's).")
+def forget_refusals(store: str | None, teacher: str | None) -> None:
+    """Forget which request parameters teachers refused (logprobs, temperature,
+    max_tokens), so that the next run sends them again and learns anew."""
+    from labeler.job import default_store
+    from labeler.store import Store
+    from labeler.teacher_params import REFUSED, forget
+
+    path = Path(store) if store else default_store()
+    try:
+        with Store(path) as st:
+            dropped = forget(st, teacher)
+    except LabelerError as exc:
+        _fail(exc)
+    refused = [(t, p) for t, p, verdict in dropped if verdict == REFUSED]
+    click.echo(f"labeler: forgot {len(refused)} refused parameter(s)"
+               + (f" of {teacher}" if teacher else "") + f" in {path}", err=True)
+    for who, param in refused:
+        click.echo(f"labeler:   {who}: {param}", err=True)
 
 
 @main.command(name="merge-stores")
@@ -548,7 +578,7 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
     try:
         loaded = job.load_task()
         est = estimate_cost(loaded, job.rows(loaded), job.teacher, job.prices,
-                            samples=job.teacher_options.get("samples"))
+                            samples=job.samples, soft_labels=job.soft_labels)
     except LabelerError as exc:
         _fail(exc)
     if as_json:
@@ -671,7 +701,8 @@ def refresh(config: str, max_age_days: float | None, quiet: bool) -> None:
 
     Writes OUT/versions/<UTC time>/ and swaps the OUT/current symlink to it; prints exactly
     one JSON line on stdout. Exit: 0 ok, 3 partial, 4 another refresh holds the lock,
-    1 failed (current untouched), 5 budget, 130 interrupted.
+    1 failed (current untouched), 5 budget, 7 empty (nothing labeled or exported: current
+    untouched), 130 interrupted.
     """
     import traceback
 
@@ -768,7 +799,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
         return Job(
             task=task, input=input_path, teacher=kw["teacher"], out=kw.get("out"),
             store=kw.get("store"), base_url=",".join(kw.get("base_url") or ()) or None,
-            teacher_options=_teacher_extra(kw),
+            teacher_options={},
             api_key=_read_key_file(kw.get("api_key_file")),
             **{o.field: kw.get(o.key, o.default) for o in options.OPTIONS},
             prices=prices, id_field=kw.get("id_field"),
@@ -801,15 +832,6 @@ def _ray_engine() -> Any:
     return engine
 
 
-def _teacher_extra(kw: dict[str, Any]) -> dict[str, Any]:
-    """Provider-specific teacher options from flags; a flag the provider lacks is an error."""
-    if kw.get("samples") is None:
-        return {}
-    if not str(kw["teacher"]).startswith("anthropic:"):
-        raise ConfigError("--samples is for anthropic teachers (others return logprobs)")
-    return {"samples": kw["samples"]}
-
-
 def _read_key_file(path: str | None) -> str | None:
     """Keys come from the environment or a file only its owner can read."""
     from labeler.apikeys import read_key_file
@@ -840,6 +862,9 @@ def _print_summary(result: Any) -> None:
         click.echo(f"labeler:   {which} {st['teacher']}: {st['rows']} rows, "
                    f"{st['labeled']} labeled, {st['cached']} cached, {st['failed']} failed"
                    f"{passed}; ${st['cost_usd']:.4f} in {st['elapsed_s']:.1f}s", err=True)
+    if s.refused_params:  # each said once as it was learned; counted here
+        click.echo(f"labeler: refused by the teacher: {', '.join(s.refused_params)} (those "
+                   "requests were sent again without them)", err=True)
     if s.http_failures or s.http_requests != s.requests:
         answers = ", ".join(f"{n} {_HTTP_WORDS.get(reason, reason)}" for reason, n in
                             sorted(s.http_failures.items(), key=lambda kv: -kv[1]))
@@ -853,7 +878,9 @@ def _print_summary(result: Any) -> None:
         click.echo(f"labeler: cost ${s.cost_usd:.4f} ({s.prompt_tokens} prompt, "
                    f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)", err=True)
     for reason, n in sorted(s.failures_by_reason.items(), key=lambda kv: -kv[1]):
-        click.echo(f"labeler:   failed {n} × {reason}", err=True)
+        said = s.failure_messages.get(reason)  # the server's own words, redacted
+        click.echo(f"labeler:   failed {n} × {reason}" + (f": {said}" if said else ""),
+                   err=True)
     if s.failed_transient:
         click.echo(f"labeler: {s.failed_transient} failed on transient errors (rate limits, "
                    "server errors, timeouts): rerun the same command to send them again",
@@ -871,6 +898,10 @@ def _print_summary(result: Any) -> None:
     click.echo(f"labeler: store {result.store}", err=True)
     if result.export is not None:
         _print_export(result.export)
+    if result.export is None and s.verification:
+        _print_verification(s.verification)
+    if s.outcome == "empty":  # last, where it is read: nothing came out of this run
+        click.echo(f"labeler: {redact(s.why_empty())} (exit {_exit_code('empty')})", err=True)
 
 
 _HTTP_WORDS = {"http_429": "rate-limited (429)", "overloaded": "overloaded (529)"}
@@ -888,11 +919,31 @@ def _print_export(report: Any) -> None:
         held = "held out" if report.held_for_human else "exported, marked awaiting_human"
         click.echo(f"labeler:   {report.awaiting_human} rows await a person (labeler review): "
                    f"{held}", err=True)
+    if report.verification:
+        _print_verification(report.verification)
+    if report.kind == "preference" and report.unpaired:
+        click.echo(f"labeler:   {report.unpaired} rows left out: no verified or no failed "
+                   "answer to pair", err=True)
     if report.format == "hf":
         click.echo(f'labeler: load it with: datasets.load_from_disk("{report.path}")', err=True)
     else:  # the card's YAML maps each file to its split
         click.echo(f'labeler: load it with: datasets.load_dataset("{report.path}")', err=True)
     click.echo(report.path)
+
+
+def _print_verification(v: dict[str, Any]) -> None:
+    """The pass rates of --verify, in one line (and the checkers' own failures)."""
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.1%}"
+    at_n = f", pass@{v['samples']} {pct(v['pass@N'])}" if v["samples"] > 1 else ""
+    click.echo(f"labeler: verified {v['answers']} answers of {v['rows']} rows with "
+               f"{v['spec']}: pass rate {pct(v['pass_rate'])}, pass@1 {pct(v['pass@1'])}"
+               f"{at_n} ({v['checked']} checked, {v['cached']} stored verdicts)", err=True)
+    broken = {k: n for k, n in v["verdicts"].items() if k in ("error", "timeout")}
+    if broken:
+        click.echo("labeler:   the checker failed on "
+                   + ", ".join(f"{n} answers ({k})" for k, n in broken.items())
+                   + ": those answers count as not passing", err=True)
 
 
 def _warn(message: str) -> None:

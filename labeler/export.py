@@ -57,6 +57,7 @@ from labeler.request import Request
 from labeler.store import Store
 from labeler.targets import IGNORE_LABEL, Confidence, LabelNumbers, label_numbers
 from labeler.task import Task
+from labeler.verify import DEFAULT_TIMEOUT_S, Checked, Verifier, VerifyStage, parse_keep
 
 
 class _Lazy:
@@ -88,7 +89,7 @@ else:
     datasets = _Lazy("datasets")
     pa = _Lazy("pyarrow")
 
-KINDS = ("records", "classification", "sft", "kd")
+KINDS = ("records", "classification", "sft", "kd", "preference")
 FORMATS = ("hf", "parquet", "jsonl")
 SFT_SHAPES = ("prompt-completion", "messages")
 KD_LAYOUTS = ("tokens", "ids")
@@ -109,6 +110,8 @@ class ExportReport:
     splits: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
+    # exported rows by where their soft label came from (logprobs, samples:N, verbalized…)
+    soft_label_sources: dict[str, int] = field(default_factory=dict)
     human_labeled: int = 0  # rows whose label a person gave (labeler review)
     # a cascade ending in `human`: rows queued for a person that none has decided yet,
     # and how many of them were held out of the export
@@ -120,6 +123,10 @@ class ExportReport:
     teachers: list[dict[str, Any]] = field(default_factory=list)
     # kd: the vocabulary the token ids index (None when the teacher sent no ids)
     teacher_tokenizer: str | None = None
+    # --verify: pass rates over the rows with answers (labeler/verify/passk.py), and for
+    # a preference export the rows left out for want of a verified or a failed answer
+    verification: dict[str, Any] | None = None
+    unpaired: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,6 +169,12 @@ class ExportOptions:
     reasoning: str = AUTO
     # replace a previous export of another kind or format at `out` (labeler/out_folder.py)
     force: bool = False
+    # --verify SPEC (labeler/verify/): every answer checked, verdicts stored; `records`
+    # carry them, `sft` keeps the verified answers (`keep`: all, best or K per row) and
+    # `preference` pairs a verified answer with a failed one of the same row
+    verify: str | None = None
+    keep: str | int = "all"
+    verify_timeout: float = DEFAULT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -177,6 +190,10 @@ class ExportOptions:
         if not 0.0 <= self.validation_size < 1.0:
             raise ConfigError("--validation-size must be in [0, 1)")
         check_mode(self.reasoning)
+        parse_keep(self.keep)
+        if self.verify is not None and self.kind in ("classification", "kd"):
+            raise ConfigError(f"--verify goes with --kind records, sft or preference (a "
+                              f"--kind {self.kind} row has no answer text to keep or drop)")
         if self.reasoning == "inline" and self.kind in _NO_ASSISTANT_MESSAGE:
             raise ConfigError(f"--reasoning inline puts the trace before the answer in an "
                               f"assistant message, which --kind {self.kind} rows do not have: "
@@ -208,6 +225,7 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                     rows: Iterable[Row | Reject], store: Store, out: str | Path,
                     options: ExportOptions | None, planner: Any) -> ExportReport:
     opts = options or ExportOptions()
+    check_preference(opts)
     if opts.kind == "classification" and task.output_kind != "label":
         raise ConfigError(f"--kind classification needs a label task; {task.path} is "
                           f"'{task.output_kind}'")
@@ -220,7 +238,7 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
             raise ConfigError(f"--calibration needs a label task; {task.path} is "
                               f"'{task.output_kind}'")
         opts.calibration.check(task.identity, teacher_identity, task.labels)
-    if opts.reasoning == AUTO and store.has_reasoning():
+    if opts.reasoning == AUTO and store.has_reasoning() and opts.kind != "preference":
         opts = dataclasses.replace(opts, reasoning="separate")
     out = Path(out)
     start = time.monotonic()
@@ -235,7 +253,10 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
     for d in (tmp, work):
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
+    verifier = (Verifier(opts.verify, schema=task.schema, timeout_s=opts.verify_timeout)
+                if opts.verify is not None else None)
     try:
+        stage = VerifyStage(verifier, store, opts.keep) if verifier is not None else None
         builder = _Builder(task, teacher_identity, opts, report)
         flt = Filter(opts.filters)
         writers: dict[str, SplitFile] = {}
@@ -243,12 +264,14 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
         builder.provenance = planner.kind if opts.kind == "records" else None
         features: Features | None = None
         fast = (_FastClassification(task, builder)
-                if opts.kind == "classification" and calibrate is None else None)
+                if opts.kind == "classification" and calibrate is None and stage is None
+                else None)
         with_humans = (opts.human_labels and task.output_kind == "label"
                        and any_human_labels(store))
         for planned in planner.plan_rows(rows, CHUNK):
             humans = (human_labels(store, [i.key for i in planned if i.completion is not None])
                       if with_humans else {})
+            checks = _checked(stage, planned) if stage is not None else {}
             for forms in by_row(planned):
                 item = forms[0]
                 if item.reason != "input":
@@ -271,14 +294,23 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                     if features is None:
                         features = builder.features(None)
                     values = fast.values(row, numbers, completion)
+                    source = "logprobs" if label is not None else None
                 else:
                     read = _general_row(task, builder, report, forms, humans, flt, calibrate)
                     if read is None:
                         continue
                     record, label = read
+                    records = ([record] if stage is None else
+                               builder.verified(record, item, checks[id(item)], report))
+                    if not records:
+                        continue
                     if features is None:
-                        features = builder.features(record)
-                    values = builder.coerce(record, features)
+                        features = builder.features(records[0])
+                    *more, last = [builder.coerce(r, features) for r in records]
+                    for values in more:  # a verified row's other kept answers, in order
+                        _add(writers, work, features, _split_of(row, opts), values, report)
+                    values = last
+                    source = record.get("soft_label_source")
                 split = _split_of(row, opts)
                 if split not in writers:
                     writers[split] = SplitFile(work / f"{split}.arrow", features)
@@ -287,9 +319,15 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                 report.exported += 1
                 if label is not None:
                     report.label_counts[label] = report.label_counts.get(label, 0) + 1
+                if source is not None:
+                    sources = report.soft_label_sources
+                    sources[source] = sources.get(source, 0) + 1
         for w in writers.values():
             w.close()
         report.filtered = flt.report.removed()
+        if stage is not None:
+            report.verification = {"spec": opts.verify, "keep": str(opts.keep),
+                                   **stage.rates.to_dict()}
         report.teachers = [u.to_dict() for u in planner.usage]
         if features is None:
             features = builder.features(None)
@@ -306,6 +344,8 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if verifier is not None:
+            verifier.close()
     report.seconds = time.monotonic() - start
     if opts.push_to_hub:
         card = dataset_card(task, teacher_identity, opts, report, repo=opts.push_to_hub)
@@ -357,6 +397,32 @@ def _general_row(task: Task, builder: _Builder, report: ExportReport, forms: lis
     return record, answer.label
 
 
+def _add(writers: dict[str, SplitFile], work: Path, features: Features, split: str,
+         values: list[Any], report: ExportReport) -> None:
+    if split not in writers:
+        writers[split] = SplitFile(work / f"{split}.arrow", features)
+    writers[split].add(values)
+    report.splits[split] = report.splits.get(split, 0) + 1
+    report.exported += 1
+
+
+def check_preference(opts: ExportOptions) -> None:
+    """A preference pair is a verified answer and a failed one: without a verifier there
+    are neither."""
+    if opts.kind == "preference" and opts.verify is None:
+        raise ConfigError("--kind preference needs --verify SPEC (a pair is a verified "
+                          "answer and a failed one of the same row)")
+
+
+def _checked(stage: VerifyStage, planned: list[Item]) -> dict[int, Checked]:
+    """The verdicts of a chunk's answered rows (one store read, one write), by item."""
+    heads = [forms[0] for forms in by_row(planned)
+             if forms[0].status != REJECTED and forms[0].completion is not None
+             and forms[0].key is not None]
+    found = stage.check([(i.row.data, i.key, i.completion) for i in heads])  # type: ignore[misc]
+    return {id(i): c for i, c in zip(heads, found, strict=True)}
+
+
 def _answered_by(provenance: Mapping[str, Any]) -> list[str]:
     """Who answered a row, for the report: its cascade stage, or each ensemble member."""
     if "cascade_stage" in provenance:
@@ -379,6 +445,8 @@ def _metadata(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
     """labeler_export.json: what a program needs to read the export back, label names in
     index order included (a jsonl file has no ClassLabel to carry them)."""
     counts = {k: v for k, v in report.to_dict().items() if k != "path"}  # no local path
+    if report.verification is None:  # only a verified export says what verification found
+        del counts["verification"], counts["unpaired"]
     meta = {"report": counts, "task": task.identity, "kind": opts.kind,
             "labels": list(task.labels), "ignore_label": IGNORE_LABEL if task.labels else None,
             "teacher": public_identity(identity, endpoint=opts.card_endpoint),
@@ -445,6 +513,8 @@ class _Builder:
                                  and self.reasoning in ("separate", "inline"))
         self.output_columns = (_OUTPUT_COLUMNS | {"reasoning"} if self.reasoning_column
                                else _OUTPUT_COLUMNS)
+        if opts.verify is not None:
+            self.output_columns = self.output_columns | _VERIFY_COLUMNS
 
     def row(self, row: Row, request: Request, completion: Completion, answer: Answer,
             trace: str | None) -> dict[str, Any]:
@@ -493,8 +563,11 @@ class _Builder:
         """An `sft` row, its trace carried as the reasoning mode says: the assistant
         message's `reasoning_content` (Qwen3's and DeepSeek's chat templates render it
         inside <think>), inline before the answer, or not at all."""
+        return self._sft_reply(row, request, self._answer_text(answer), trace)
+
+    def _sft_reply(self, row: Row, request: Request, reply: str, trace: str | None
+                   ) -> dict[str, Any]:
         mode = self.reasoning
-        reply = self._answer_text(answer)
         if mode == "inline":
             reply = inline(trace, reply)
         if request.prompt is not None:
@@ -515,6 +588,52 @@ class _Builder:
         # never the template's few-shot answers that sit in the prompt.
         return {"id": row.id, "prompt": [dict(m) for m in request.messages or ()],
                 "completion": [turn]}
+
+    def verified(self, record: dict[str, Any], item: Item, checked: Checked,
+                 report: ExportReport) -> list[dict[str, Any]]:
+        """The export rows of one verified row: `records` gets every answer with its
+        verdict; `sft` one row per kept answer; `preference` one pair per kept answer,
+        each with a failed answer of the row (in turn), none when either side is missing.
+        A reasoning trace goes only with the answer it led to: a sampled completion's
+        samples have none of their own."""
+        kind = self.opts.kind
+        answers, verdicts, kept = checked.answers, checked.verdicts, checked.kept
+        if kind == "records":
+            record["verdicts"] = [
+                {"sample": i, "text": a, "status": v.status, "score": v.score,
+                 "detail": v.detail, "kept": i in kept}
+                for i, (a, v) in enumerate(zip(answers, verdicts, strict=True))]
+            passed = sum(v.passed for v in verdicts)
+            record["passed"] = passed
+            record["pass_at_1"] = passed / len(answers) if answers else None
+            return [record]
+        assert item.request is not None and item.completion is not None
+        trace = None if item.completion.sampled else item.completion.reasoning
+        if kind == "sft":
+            return [{**self._sft_reply(item.row, item.request, answers[i], trace), "sample": i}
+                    for i in kept]
+        failed = checked.failed
+        if not kept or not failed:
+            report.unpaired += 1
+            return []
+        pairs = []
+        for n, i in enumerate(kept):
+            j = failed[n % len(failed)]
+            pairs.append(self._pair(item.row, item.request, answers[i], answers[j], i, j))
+        return pairs
+
+    def _pair(self, row: Row, request: Request, chosen: str, rejected: str, i: int, j: int
+              ) -> dict[str, Any]:
+        """A row of TRL's preference format: conversational (message lists) for a chat
+        template, standard (strings) for a completion-mode one."""
+        if request.prompt is not None:
+            prefix = self.task.answer_prefix
+            return {"id": row.id, "prompt": request.prompt, "chosen": prefix + chosen,
+                    "rejected": prefix + rejected, "chosen_sample": i, "rejected_sample": j}
+        return {"id": row.id, "prompt": [dict(m) for m in request.messages or ()],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+                "chosen_sample": i, "rejected_sample": j}
 
     def _input_column(self, name: str) -> str:
         """Input fields keep their names unless an output column has it (gold `label` ->
@@ -553,7 +672,8 @@ class _Builder:
         return list(data) if self.opts.format == "jsonl" else data
 
     def _answer_text(self, answer: Answer) -> str:
-        if self.task.output_kind == "label" and answer.label is not None and self.task.label_space:
+        if (self.task.output_kind == "label" and answer.label is not None
+                and self.task.label_space and not self.task.verbalized):
             return self.task.label_space.verbalizers[answer.label][0]
         return answer.text
 
@@ -625,6 +745,13 @@ class _Builder:
             else:
                 f["prompt"] = msg
                 f["completion"] = traced
+            if self.opts.verify is not None:
+                f["sample"] = hf.value("int64")  # which of the row's answers it is
+        elif kind == "preference":
+            side = hf.value("string") if self.task.mode == "completion" else msg
+            f.update({"prompt": side, "chosen": side, "rejected": side,
+                      "chosen_sample": hf.value("int64"),
+                      "rejected_sample": hf.value("int64")})
         elif kind == "kd":
             raw = (hf.list_of(hf.value("uint8")) if self.opts.format == "jsonl"
                    else hf.value("binary"))
@@ -661,6 +788,13 @@ class _Builder:
             })
             if self.reasoning_column:
                 f["reasoning"] = hf.value("string")
+            if self.opts.verify is not None:
+                f["verdicts"] = hf.list_of({
+                    "sample": hf.value("int64"), "text": hf.value("string"),
+                    "status": hf.value("string"), "score": hf.value("float64"),
+                    "detail": hf.value("string"), "kept": hf.value("bool")})
+                f["passed"] = hf.value("int64")
+                f["pass_at_1"] = hf.value("float64")
             if self.provenance == "ensemble":
                 f["ensemble"] = hf.list_of({
                     "member": hf.value("int64"), "teacher": hf.value("string"),
@@ -726,7 +860,8 @@ class _FastClassification:
                            or spec.max_entropy is not None)
         self.traced = builder.reasoning_column  # a `reasoning` column after the others
         columns = (*self.COLUMNS, "reasoning") if self.traced else self.COLUMNS
-        self.active = tuple(builder.features(None)) == columns
+        # a verbalized answer's numbers are in its text, not its tokens: the general way
+        self.active = tuple(builder.features(None)) == columns and not task.verbalized
 
     def numbers(self, completion: Completion) -> LabelNumbers | None:
         if not self.active:
@@ -778,6 +913,7 @@ _OUTPUT_COLUMNS = {
     "label_source",
     "parsed", "teacher", "teacher_model", "template", "finish_reason", "logprobs",
 }
+_VERIFY_COLUMNS = {"verdicts", "passed", "pass_at_1"}
 
 
 def _alternatives(tok: TokenLogprob, as_bytes: Callable[[bytes], Any]) -> list[dict[str, Any]]:

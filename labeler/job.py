@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,12 +22,13 @@ from labeler.batch.runner import BatchRunner, fingerprint
 from labeler.cascade import Cascade, CascadePlanner, CascadeSpec
 from labeler.ensemble import Ensemble, EnsemblePlanner, EnsembleSpec
 from labeler.errors import ConfigError
-from labeler.export import ExportOptions, ExportReport
+from labeler.export import ExportOptions, ExportReport, check_preference
 from labeler.export_guard import check_out_folder, export_to
 from labeler.hub_input import is_hub
 from labeler.input_map import check_fields, mapped, parse_input_map, required_columns
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
 from labeler.options import OPTIONS, check_values, default
+from labeler.plan import Planner
 from labeler.pricing import PriceTable
 from labeler.reasoning import reasoning_params
 from labeler.retry import RetryPolicy
@@ -36,6 +38,8 @@ from labeler.task import Task, load_task
 from labeler.teachers import make_teacher, parse_spec, provider
 from labeler.teachers.base import Teacher
 from labeler.template_check import check_template_fields
+from labeler.verify import REGISTRY, Verifier, VerifyStage, parse_keep
+from labeler.verify.spec import split_steps
 
 
 def default_home() -> Path:
@@ -87,6 +91,14 @@ class Job:
     # A reasoning teacher's effort and Anthropic's thinking budget, over the template's
     reasoning_effort: str | None = default("reasoning_effort")
     thinking_budget: int | None = default("thinking_budget")
+    # Soft labels from samples (labeler/teachers/sampling.py): N answers, and whether to
+    # sample even a teacher that gives logprobs
+    samples: int | None = default("samples")
+    soft_labels: str = default("soft_labels")
+    # Verification of every answer (labeler/verify/) and the answers exports keep
+    verify: str | None = default("verify")
+    keep: str | int = default("keep")
+    verify_timeout: float = default("verify_timeout")
     id_field: str | None = None
     input_format: str | None = None
     delimiter: str | None = None
@@ -120,12 +132,23 @@ class Job:
             self.escalate_below = ",".join(str(x) for x in self.escalate_below)
         if self.cascade is not None:
             self.cascade_spec()  # a bad cascade is told before anything starts
+        older = self.teacher_options.get("samples")  # the Anthropic option it once was
+        if older is not None and self.samples is not None and self.samples != older:
+            raise ConfigError(f"samples {self.samples} and teacher_options samples {older} "
+                              "disagree: give one")
         check_values({o.key: getattr(self, o.field) for o in OPTIONS})
         reasoning_params({}, answer_tokens=0, effort=self.reasoning_effort,
                          budget=self.thinking_budget)  # a bad value is told before anything
+        if self.verify is not None and self.export.verify is None:
+            self.export = dataclasses.replace(self.export, verify=self.verify, keep=self.keep,
+                                              verify_timeout=self.verify_timeout)
+        parse_keep(self.export.keep)
+        if self.export.verify is not None:
+            split_steps(self.export.verify, REGISTRY)  # a bad spec is told before anything
+        check_preference(self.export)
         bounds.check([
             ("limit", self.limit),
-            ("samples", self.teacher_options.get("samples")),
+            ("samples", older),
             ("min_confidence", f.min_confidence), ("min_margin", f.min_margin),
             ("max_entropy", f.max_entropy), ("validation_size", self.export.validation_size),
         ])
@@ -144,7 +167,7 @@ class Job:
         """One teacher per stage: its own @URL, else --base-url; the job's key and options."""
         teachers = []
         for stage in spec.stages:
-            opts = dict(self.teacher_options)
+            opts = self.teacher_settings()
             if stage.base_url or self.base_url:
                 opts["base_url"] = stage.base_url or self.base_url
             if self.api_key:
@@ -161,8 +184,18 @@ class Job:
         task = self.task if isinstance(self.task, Task) else load_task(self.task)
         return task.with_reasoning(self.reasoning_effort, self.thinking_budget)
 
-    def make_teacher(self) -> Teacher:
+    def teacher_settings(self) -> dict[str, Any]:
+        """The options every teacher is built with: `teacher_options` and the sampling
+        options, these only when set, so a teacher is built as before when they are not."""
         opts = dict(self.teacher_options)
+        if self.samples is not None:  # else `teacher_options["samples"]`, as it was
+            opts["samples"] = self.samples
+        if self.soft_labels != default("soft_labels"):
+            opts["soft_labels"] = self.soft_labels
+        return opts
+
+    def make_teacher(self) -> Teacher:
+        opts = self.teacher_settings()
         if self.base_url:
             opts["base_url"] = self.base_url
         if self.api_key:
@@ -225,6 +258,26 @@ class JobResult:
     warnings: list[str] = field(default_factory=list)
 
 
+def check_verifier(job: Job, task: Task, *, start: bool = True,
+                   source: str | None = None) -> None:
+    """A verifier that cannot work is the user's error, told before anything is paid: a
+    spec the template cannot serve, an input field a row lacks, a checker that does not
+    import. stdin is read once, so its rows are checked once it is spooled."""
+    spec = job.export.verify
+    if spec is None:
+        return
+    with Verifier(spec, schema=task.schema, timeout_s=job.export.verify_timeout) as verifier:
+        if not _is_stdin(job):
+            verifier.check_input(job.rows(task), source)
+        if start:
+            verifier.start()
+
+
+def _is_stdin(job: Job) -> bool:
+    return isinstance(job.input, str | os.PathLike) and str(job.input) == "-"
+
+
+
 def open_job(job: Job, on_warning: Callable[[str], None] | None = None
              ) -> tuple[Task, list[str]]:
     """The job's task and its template warnings (each told to `on_warning` with the
@@ -233,6 +286,7 @@ def open_job(job: Job, on_warning: Callable[[str], None] | None = None
     task = job.load_task()
     if job.out is not None:
         job.check_out()
+    check_verifier(job, task)
     for w in task.warnings:
         if on_warning:
             on_warning(f"{task.path}: {w}")
@@ -263,6 +317,8 @@ async def run_job(
         rejects.unlink()  # rejects describe this run's input, not history
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(_unspool, job, spooled)
+        if spooled is not None:
+            check_verifier(job, task, start=False, source="<stdin>")  # rows unread before
         store = stack.enter_context(Store(job.store_path()))
         spec = job.cascade_spec()
         if spec is not None:
@@ -296,6 +352,13 @@ async def _finish(job: Job, task: Task, summary: Any, identity: Mapping[str, Any
     if job.out is not None and summary.outcome not in ("pending", "interrupted"):
         report = await asyncio.to_thread(
             export_to, task, identity, job.rows(task), store, Path(job.out), job.export, planner)
+        summary.exported = report.exported
+        if not report.exported:
+            summary.export_removed = {name: n for name, n in report.filtered.items() if n}
+        summary.verification = report.verification
+    elif job.export.verify is not None and summary.outcome not in ("pending", "interrupted"):
+        summary.verification = await asyncio.to_thread(
+            verify_stored, task, identity, job.rows(task), store, job.export, planner)
     return JobResult(summary, report, job.store_path(),
                      rejects if rejects is not None and rejects.exists() else None, warnings)
 
@@ -425,6 +488,20 @@ async def _batch_strategy(job: Job, task: Task, teacher: Teacher, store: Store,
     )
 
 
+def verify_stored(task: Task, identity: Mapping[str, Any], rows: Any, store: Store,
+                  opts: ExportOptions, planner: Any = None) -> dict[str, Any]:
+    """Check every stored answer of these rows (verdicts stored, those already stored
+    read) and give the pass rates: what a run without --out reports."""
+    assert opts.verify is not None
+    planner = planner or Planner(task, identity, store, failures=False)
+    with Verifier(opts.verify, schema=task.schema, timeout_s=opts.verify_timeout) as verifier:
+        stage = VerifyStage(verifier, store, opts.keep)
+        for planned in planner.plan_rows(rows, 512):
+            stage.check([(i.row.data, i.key, i.completion) for i in planned
+                         if i.variant == 0 and i.completion is not None and i.key is not None])
+    return {"spec": opts.verify, "keep": str(opts.keep), **stage.rates.to_dict()}
+
+
 def export_job(job: Job) -> ExportReport:
     """Export from the store only: no request is sent."""
     if job.out is None:
@@ -433,6 +510,7 @@ def export_job(job: Job) -> ExportReport:
     spec = job.cascade_spec() or job.ensemble_spec()
     teachers = job.make_stage_teachers(spec) if spec is not None else [job.make_teacher()]
     job.check_out(note="nothing was written")
+    check_verifier(job, task)
     with Store(job.store_path()) as store:
         identities = [t.identity for t in teachers]
         planner: Any = None

@@ -26,7 +26,7 @@ MAX_ATTEMPTS = 8
 
 # outcome -> process exit code, for the CLI and the cron line alike
 EXIT_CODES: dict[str, int] = {
-    "ok": 0, "failed": 1, "partial": 3, "locked": 4, "budget": 5, "pending": 6,
+    "ok": 0, "failed": 1, "partial": 3, "locked": 4, "budget": 5, "pending": 6, "empty": 7,
     "interrupted": 130,
 }
 
@@ -48,6 +48,7 @@ class Option:
     short: str | None = None
     metavar: str | None = None
     also: tuple[type, ...] = ()  # further types a config may give (a number for a list)
+    choices: tuple[str, ...] | None = None  # the only values a text option takes
 
     @property
     def flag(self) -> str:
@@ -111,7 +112,32 @@ OPTIONS: tuple[Option, ...] = (
            "Anthropic: extended thinking with this many tokens (at least 1024), sent with "
            "temperature 1 and max_tokens above the budget; overrides the template's params "
            "(part of the cache key).", metavar="TOKENS"),
+    Option("samples", "samples", int, None,
+           "Answers asked per row where the soft label comes from samples (a teacher without "
+           "logprobs, or --soft-labels samples): the soft label is the share of each answer. "
+           "One request with `n` where the server takes it (the prompt paid once), else N "
+           "requests. Default 5; 1 keeps hard labels only. Part of the cache key.", metavar="N"),
+    Option("soft_labels", "soft_labels", str, "auto",
+           "Where soft labels come from: auto (logprobs where the teacher gives them, else "
+           "--samples answers), logprobs, or samples (sample even a teacher with logprobs, "
+           "to compare the two).", metavar="SOURCE", choices=("auto", "logprobs", "samples")),
 )
+VERIFY_OPTIONS: tuple[Option, ...] = (
+    Option("verify", "verify", str, None,
+           "Check every answer (each sample) and store the verdict: exact:FIELD, "
+           "numeric:FIELD[:TOL], regex:PATTERN (extracts its first group for the next "
+           "step), json-schema, python:MODULE:FUNCTION; steps joined by commas, e.g. "
+           "regex:'Answer: (.*)',exact:gold. Exports keep verified answers.",
+           metavar="SPEC"),
+    Option("keep", "keep", str, "all",
+           "With --verify: the answers an sft or preference export keeps per row: all "
+           "verified ones, the best-scored, or at most K.", metavar="all|best|K",
+           also=(int,)),
+    Option("verify_timeout", "verify_timeout", float, 10.0,
+           "With --verify python:...: seconds a checker may take per answer before that "
+           "answer is marked timeout.", metavar="SECONDS"),
+)
+OPTIONS = OPTIONS + VERIFY_OPTIONS
 BY_FIELD: dict[str, Option] = {o.field: o for o in OPTIONS}
 BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
 
@@ -134,6 +160,9 @@ def check_values(values: Mapping[str, Any], where: str = "") -> None:
             raise ConfigError(f"{prefix}{key} must be {names}, got {value!r}")
         if opt.bound is not None:
             check([(key, value)], where)
+        if opt.choices is not None and value not in opt.choices:
+            raise ConfigError(f"{prefix}{key} must be one of {', '.join(opt.choices)}, "
+                              f"got {value!r}")
 
 
 def from_fields(obj: Any) -> dict[str, Any]:
@@ -144,7 +173,9 @@ def from_fields(obj: Any) -> dict[str, Any]:
 CASCADE_KEYS = ("cascade", "escalate_below", "escalate_on", "ensemble", "ensemble_combine")
 # Options that change what is asked, hence every cache key: each command that reads
 # stored answers (export, eval, estimate, review) takes them too, to find the same keys.
-REQUEST_KEYS = ("reasoning_effort", "thinking_budget")
+REQUEST_KEYS = ("reasoning_effort", "thinking_budget", "samples", "soft_labels")
+# Options that decide which stored answers an export keeps: `export` takes them too.
+VERIFY_KEYS = tuple(o.key for o in VERIFY_OPTIONS)
 
 
 def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
@@ -162,6 +193,8 @@ def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
                 f = click.option(*names, is_flag=True, help=opt.help)(f)
                 continue
             kind = bounded(opt.key, opt.kind) if opt.bound is not None else opt.kind
+            if opt.choices is not None:
+                kind = click.Choice(opt.choices)
             f = click.option(*names, type=kind, default=opt.default,
                              show_default=opt.default is not None, metavar=opt.metavar,
                              help=opt.help)(f)
@@ -171,6 +204,6 @@ def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
 
 
 __all__ = ["BY_FIELD", "BY_KEY", "CASCADE_KEYS", "EXIT_CODES", "MAX_ATTEMPTS", "OPTIONS",
-           "REQUEST_KEYS", "REQUEST_TIMEOUT_S", "STOP_GRACE_S", "Option", "check_values",
+           "REQUEST_KEYS", "REQUEST_TIMEOUT_S", "STOP_GRACE_S", "VERIFY_KEYS", "Option", "check_values",
            "click_options", "default", "exit_code",
            "from_fields"]

@@ -70,7 +70,7 @@ from labeler.filters import FilterSpec
 from labeler.hub_input import is_hub
 from labeler.input_map import parse_input_map
 from labeler.job import Job, run_job
-from labeler.options import EXIT_CODES, OPTIONS
+from labeler.options import BY_KEY, EXIT_CODES, OPTIONS, check_values
 from labeler.out_folder import REFRESH_LOCK, VERSION_RE, check_refresh_out
 from labeler.owner import alive as _alive
 from labeler.pricing import PriceTable
@@ -157,6 +157,7 @@ class RefreshConfig:
                 raise ConfigError(f"{where}: '{key}' is required and must be a string")
         _check_types(raw, _OPTIONAL, where, "")
         bounds.check([(k, v) for k, v in raw.items() if k in bounds.BOUNDS], where)
+        check_values({k: v for k, v in raw.items() if k in BY_KEY}, where)
         base = path.resolve().parent
 
         def local(value: str | None) -> Path | None:
@@ -453,6 +454,7 @@ class RefreshResult:
             "outcome": self.outcome, "exit_code": self.exit_code, **counts,
             "cost_usd": self.summary.get("cost_usd", 0.0),
             "failures_by_reason": self.summary.get("failures_by_reason", {}),
+            "main_failure": self.summary.get("main_failure"),
             "exported": self.exported, "filtered": dict(self.filtered), "kind": self.kind,
             "duration_s": round(self.duration_s, 3),
             "started_at": self.started_at, "version": self.version, "current": self.current,
@@ -515,6 +517,12 @@ def _refresh_locked(cfg: RefreshConfig, result: RefreshResult, max_age_days: flo
     result.summary = done.summary.to_dict()
     result.outcome = done.summary.outcome
     if done.export is None:  # interrupted: the export was not written
+        return
+    if done.summary.outcome == "empty":
+        # Nothing came out of it (every row failed, or no row passed the filters): the
+        # dataset readers have stays current, and the reason goes in the cron line.
+        result.exported, result.error = done.export.exported, done.summary.why_empty()
+        shutil.rmtree(version, ignore_errors=True)
         return
     result.version, result.exported = str(version), done.export.exported
     result.filtered, result.kind = dict(done.export.filtered), done.export.kind

@@ -177,8 +177,54 @@ def _m005_reasoning(db: sqlite3.Connection) -> None:
     )
 
 
+def _m006_teacher_params(db: sqlite3.Connection) -> None:
+    """What each teacher refused or took of the request parameters (labeler/teacher_params.py
+    owns the queries), so that a run, an export and a refresh send what it takes from the
+    first request on. `teacher` is the teacher's whole identity; provider and model are
+    kept apart for `labeler forget-refusals --teacher`."""
+    _script(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS teacher_params (
+            teacher TEXT NOT NULL,
+            param TEXT NOT NULL,
+            verdict TEXT NOT NULL,
+            status INTEGER,
+            message TEXT,
+            learned_at REAL NOT NULL,
+            provider TEXT,
+            model TEXT,
+            PRIMARY KEY (teacher, param)
+        ) WITHOUT ROWID;
+        """
+    )
+
+
+def _m007_verdicts(db: sqlite3.Connection) -> None:
+    """Verdicts of `--verify` on stored answers (labeler/verify/verdicts.py owns the
+    queries): one per answer sample and verifier key (the spec's digest and the row
+    values it compares with), so a changed verifier checks again from the stored answers
+    and an unchanged one reads what it decided."""
+    _script(
+        db,
+        """
+        CREATE TABLE verdicts (
+            key TEXT NOT NULL,
+            sample INTEGER NOT NULL,
+            verifier TEXT NOT NULL,
+            status TEXT NOT NULL,
+            score REAL,
+            detail TEXT,
+            checked_at REAL NOT NULL,
+            PRIMARY KEY (key, verifier, sample)
+        ) WITHOUT ROWID;
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m001_initial, _m002_batches, _m003_claims, _m004_human_labels, _m005_reasoning,
+    _m006_teacher_params, _m007_verdicts,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -432,7 +478,8 @@ class Store:
             try:
                 return fn(self._db)
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: cannot read the store: {exc}") from exc
+                raise StoreError(f"{self.path}: cannot read the store: "
+                                 f"{_damage_hint(self.path, exc)}") from exc
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:

@@ -57,7 +57,10 @@ TOP_KEYS = {
 }
 VARIANT_KEYS = {"system", "user", "few_shot"}
 POOL_KEYS = {"file", "k", "label_field"}
-OUTPUT_KEYS = {"kind", "labels", "schema", "case_sensitive"}
+OUTPUT_KEYS = {"kind", "labels", "schema", "case_sensitive", "confidence"}
+# `output.confidence`: where a label task's soft label comes from when not from the answer
+# itself. `verbalized`: the teacher answers {"label": ..., "confidence": p} as JSON.
+CONFIDENCE_KINDS = ("verbalized",)
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "label": {"temperature": 0.0, "max_tokens": 8},
     "text": {"temperature": 0.0, "max_tokens": 512},
@@ -95,6 +98,9 @@ class Task:
     params: dict[str, Any] = field(default_factory=dict)
     soft_targets: bool = False
     top_logprobs: int = 0
+    # The teacher states its confidence in its answer (`output.confidence: verbalized`):
+    # the soft label is read from that statement (`targets.verbalized_soft_label`).
+    verbalized: bool = False
     fields: tuple[str, ...] = ()
     example_separator: str = "\n\n"
     answer_prefix: str = " "
@@ -390,6 +396,14 @@ def _single(raw: dict[str, Any], where: str) -> Task:
         warnings = (warning,) if warning else ()
     elif "labels" in output:
         raise TemplateError(where, "labels are only allowed with kind: label", field="output.labels")
+    verbalized = output.get("confidence") == "verbalized"
+    if "confidence" in output:
+        if output["confidence"] not in CONFIDENCE_KINDS:
+            raise TemplateError(where, f"must be one of {', '.join(CONFIDENCE_KINDS)}",
+                                field="output.confidence")
+        if kind != "label" or mode != "chat":
+            raise TemplateError(where, "verbalized confidence is for chat templates of kind "
+                                "label", field="output.confidence")
     schema = output.get("schema")
     if kind == "json" and schema is not None and not isinstance(schema, dict):
         raise TemplateError(where, "must be a JSON schema mapping", field="output.schema")
@@ -417,7 +431,8 @@ def _single(raw: dict[str, Any], where: str) -> Task:
     else:
         raise TemplateError(where, "must be a list of field names", field="fields")
 
-    few = _few_shot(raw.get("few_shot", []) or [], where, space)
+    # verbalized answers are JSON, not a label word: few-shot answers are checked as JSON
+    few = _few_shot(raw.get("few_shot", []) or [], where, None if verbalized else space)
     params = dict(DEFAULT_PARAMS[kind])
     user_params = raw.get("params", {}) or {}
     if not isinstance(user_params, dict):
@@ -428,7 +443,9 @@ def _single(raw: dict[str, Any], where: str) -> Task:
         params = reasoning_params(params, answer_tokens=answer_tokens)
     except ConfigError as exc:
         raise TemplateError(where, str(exc), field="params") from None
-    soft = bool(raw.get("soft_targets", kind == "label"))
+    # A verbalized soft label is stated, not read from logprobs or samples: by default the
+    # request asks for neither.
+    soft = bool(raw.get("soft_targets", kind == "label" and not verbalized))
     top_k = int(raw.get("top_logprobs", 20 if soft else 0))
     if not 0 <= top_k <= 20:
         raise TemplateError(where, "must be between 0 and 20 (the OpenAI limit)",
@@ -443,7 +460,8 @@ def _single(raw: dict[str, Any], where: str) -> Task:
     task = Task(
         name=name, version=version, path=where, mode=mode, output_kind=kind, system=system,
         user=user_tmpl, user_source=user_src, label_space=space, schema=schema,
-        few_shot=few, params=params, soft_targets=soft, top_logprobs=top_k, fields=fields_t,
+        few_shot=few, params=params, soft_targets=soft, top_logprobs=top_k,
+        verbalized=verbalized, fields=fields_t,
         example_separator=str(raw.get("example_separator", "\n\n")),
         answer_prefix=str(raw.get("answer_prefix", " ")),
         description=str(raw.get("description", "")), warnings=warnings,

@@ -35,7 +35,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labeler.testing import LabelResponder, Reply, RequestView, ServerConfig, TeacherServer
+from labeler.testing import (
+    ArithmeticResponder,
+    LabelResponder,
+    Reply,
+    RequestView,
+    ServerConfig,
+    TeacherServer,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
@@ -91,14 +98,18 @@ ALL = [b for doc in DOCS for b in blocks(doc)]
 
 class TaskAwareLabels:
     """Answers each request from the label set its prompt names (the topic template lists
-    World, Sports, ...), so every shipped label template gets valid labels."""
+    World, Sports, ...), so every shipped label template gets valid labels; a request for
+    a worked solution ("Answer: N") gets arithmetic, right or wrong."""
 
     SETS = (("World", "Sports", "Business", "Sci/Tech"), ("negative", "positive"))
 
     def __init__(self) -> None:
         self._by_set = {labels: LabelResponder(list(labels)) for labels in self.SETS}
+        self._arithmetic = ArithmeticResponder(p_correct=0.6)
 
     def __call__(self, view: RequestView) -> Reply:
+        if "Answer: N" in view.prompt:  # docs/generation.md's worked solutions
+            return self._arithmetic(view)
         best = max(self.SETS, key=lambda labels: sum(label in view.prompt for label in labels))
         return self._by_set[best](view)
 

@@ -43,7 +43,11 @@ KINDS = [("sentiment", {"kind": "classification"}), ("sentiment", {"kind": "reco
          ("sentiment", {"kind": "sft", "reasoning": "separate"}),
          ("sentiment", {"kind": "sft", "sft_shape": "messages", "reasoning": "separate"}),
          ("sentiment", {"kind": "sft", "reasoning": "inline", "format": "jsonl"}),
-         ("sentiment-completion", {"kind": "sft", "reasoning": "separate"})]
+         ("sentiment-completion", {"kind": "sft", "reasoning": "separate"}),
+         ("instruct", {"kind": "records", "verify": "exact:text"}),
+         ("instruct", {"kind": "sft", "verify": "exact:text", "reasoning": "separate"}),
+         ("instruct", {"kind": "preference", "verify": "exact:text"}),
+         ("sentiment-completion", {"kind": "preference", "verify": "exact:text"})]
 
 
 @pytest.mark.parametrize(("task", "export"), KINDS)

@@ -210,7 +210,7 @@ def test_completion_mode_reads_only_the_next_token_distribution() -> None:
 def test_without_logprobs_falls_back_to_samples_or_parsed_text() -> None:
     sampled = Completion(text="positive", samples=["positive", "negative", "positive", "?"])
     soft = soft_label(sampled, SENTIMENT)
-    assert soft.source == "sampled"
+    assert soft.source == "samples:4"  # the source names how many answers it is the share of
     assert_probs(soft, (2 / 3, 1 / 3, 0.0))
     assert soft.outside == pytest.approx(0.25, abs=1e-9)
 

@@ -44,8 +44,6 @@ depend on how it was fetched.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -54,6 +52,10 @@ from labeler.completion import Completion, Usage
 from labeler.errors import FinalError, RetryableError
 from labeler.reasoning import THINKING_TEMPERATURE, THINKING_TOP_P_MIN, thinking_budget
 from labeler.request import Request
+from labeler.teachers.sampling import combine
+
+__all__ = ["EPHEMERAL", "build_params", "combine", "parse_message", "parse_usage", "prefix_key",
+           "split_messages", "wants_samples"]
 
 EPHEMERAL = {"type": "ephemeral"}
 DEFAULT_MAX_TOKENS = 1024
@@ -191,31 +193,6 @@ def parse_usage(usage: Any) -> Usage:
         completion_tokens=int(usage.get("output_tokens") or 0),
         cached_tokens=read,
         cache_write_tokens=written,
-    )
-
-
-def combine(samples: Sequence[Completion], *, latency_s: float) -> Completion:
-    """n sampled answers -> one Completion: the majority text, every sample, summed usage.
-
-    Ties go to the answer seen first, so the result does not depend on dict order.
-    """
-    texts = [c.text for c in samples]
-    counts = Counter(t.strip() for t in texts)
-    best = max(counts.values())
-    chosen = next(c for c in samples if counts[c.text.strip()] == best)
-    usage = Usage()
-    for c in samples:
-        usage.prompt_tokens += c.usage.prompt_tokens
-        usage.completion_tokens += c.usage.completion_tokens
-        usage.cached_tokens += c.usage.cached_tokens
-        usage.cache_write_tokens += c.usage.cache_write_tokens
-        usage.reasoning_tokens += c.usage.reasoning_tokens
-    first = samples[0]
-    # the trace kept is the one that led to the answer kept
-    return Completion(
-        text=chosen.text, tokens=None, usage=usage, finish_reason=first.finish_reason,
-        model=first.model, latency_s=latency_s, samples=texts,
-        reasoning=chosen.reasoning, reasoning_blocks=chosen.reasoning_blocks,
     )
 
 

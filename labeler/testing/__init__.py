@@ -21,7 +21,9 @@
   `POST /_reset`.
 
 Answers are deterministic, come from a responder (`LabelResponder`, `EchoResponder`,
-`ScriptedResponder` or any callable from `RequestView` to `Reply`), and carry the
+`ScriptedResponder`, `VerbalizedResponder`, `ArithmeticResponder` (right with a known
+probability per answer, for verification) or any callable from `RequestView` to
+`Reply`), and carry the
 providers' headers and error bodies; faults and rate limits are set on `ServerConfig`
 and reproduce exactly for a given seed::
 
@@ -37,6 +39,7 @@ For benchmarks, run it as its own process: `python -m labeler.testing serve --po
 --latency 0.2 --rpm 600 --labels a,b,c` prints its URL as the first line of stdout.
 """
 
+from labeler.testing.arithmetic import ArithmeticResponder
 from labeler.testing.config import ServerConfig
 from labeler.testing.records import RequestLog, RequestRecord
 from labeler.testing.responders import (
@@ -46,11 +49,13 @@ from labeler.testing.responders import (
     RequestView,
     Responder,
     ScriptedResponder,
+    VerbalizedResponder,
 )
 from labeler.testing.server import TeacherServer, serve
 from labeler.testing.tokens import count_tokens, tokenize
 
 __all__ = [
+    "ArithmeticResponder",
     "EchoResponder",
     "LabelResponder",
     "Reply",
@@ -61,6 +66,7 @@ __all__ = [
     "ScriptedResponder",
     "ServerConfig",
     "TeacherServer",
+    "VerbalizedResponder",
     "count_tokens",
     "serve",
     "tokenize",

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from labeler.testing import anthropic_wire, faults, openai_wire
+from labeler.testing import anthropic_wire, faults, openai_wire, refusals
 from labeler.testing.answers import GARBAGE_HTML, GARBAGE_JSON, Answer, Answers, Limits
 from labeler.testing.batches import BatchAPI
 from labeler.testing.config import ServerConfig, patched, public_view
@@ -171,6 +171,19 @@ class TeacherApp:
             return answers.error(400, exc.message, param=exc.param, code=exc.code)
         record.prompt = parsed.text
         model = parsed.model
+        # a teacher that turns down a parameter, before any charge
+        if answers.anthropic:
+            said = refusals.anthropic_refusal(cfg.refuses, body)
+            if said is not None:
+                return answers.error(400, said, fault=faults.REFUSED)
+        else:
+            refused = refusals.refusal(cfg.refuses, body)
+            if refused is not None:
+                return Answer(refused[0], refused[1], answers.headers(), faults.REFUSED)
+        if cfg.max_n is not None and parsed.n > cfg.max_n and not answers.anthropic:
+            return answers.error(400, openai_wire.n_refused_message(cfg.max_n), param="n")
+        if cfg.ignore_n:
+            parsed.n = 1
         pinned = faults.scheduled_status(cfg, parsed.text)
         if pinned is not None:
             return answers.error(pinned, model=model, fault=faults.STATUS_FOR, retry_after=cfg.retry_after_s)
@@ -274,7 +287,7 @@ class TeacherApp:
                 model=parsed.model,
                 created=created,
                 gens=gens,
-                logprobs=parsed.top_k is not None,
+                logprobs=parsed.top_k is not None and refusals.gives_logprobs(cfg.refuses),
                 prompt_tokens=parsed.prompt_tokens,
                 cached_tokens=cached,
                 token_ids=cfg.token_ids or cfg.completions_shape == "llama",
@@ -287,7 +300,7 @@ class TeacherApp:
             gens=gens,
             prompt_lengths=[len(p) for p in parsed.prompts or [parsed.text]],
             n=parsed.n,
-            logprobs=parsed.top_k is not None,
+            logprobs=parsed.top_k is not None and refusals.gives_logprobs(cfg.refuses),
             prompt_tokens=parsed.prompt_tokens,
             llama=cfg.completions_shape == "llama",
         )

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
+from labeler.testing.refusals import MODES as REFUSAL_MODES
 from labeler.testing.responders import Responder
 
 COMPLETIONS_SHAPES = ("openai", "llama")
@@ -101,9 +102,24 @@ class ServerConfig:
                           "this many seconds (0: the whole body at once)"},
     )
     content_filter_rate: float = field(default=0.0, metadata={"help": "share of content-filtered answers"})
+    refuses: str | None = field(
+        default=None,
+        metadata={"help": "answer as a teacher that refuses parameters: openai-reasoning, "
+                          "openai-403, gemini, groq, silent (a 200 without logprobs), or "
+                          "anthropic-thinking (temperature must be 1)"},
+    )
     fail_first: int = field(default=0, metadata={"help": "the first k attempts of every prompt fail"})
     fail_status: int = field(default=500, metadata={"help": "status of those failures"})
     status_for: list[tuple[str, int]] = field(default_factory=list)
+    ignore_n: bool = field(
+        default=False,
+        metadata={"help": "answer one choice whatever `n` asks, as some servers and gateways do"},
+    )
+    max_n: int | None = field(
+        default=None,
+        metadata={"help": "most choices (`n`) an OpenAI-style request may ask; more get a 400 "
+                          "as Groq answers it (llama.cpp's server takes 1)"},
+    )
     rpm: int | None = field(default=None, metadata={"help": "requests allowed per window"})
     tpm: int | None = field(default=None, metadata={"help": "tokens allowed per window"})
     rate_window_s: float = field(default=60.0, metadata={"help": "rate-limit window seconds"})
@@ -163,6 +179,10 @@ def validate(config: ServerConfig) -> None:
         raise ValueError(f"batch_error_rate must be within [0, 1], got {config.batch_error_rate}")
     if config.batch_speed_s < 0:
         raise ValueError("batch_speed_s must not be negative")
+    if config.max_n is not None and config.max_n < 1:
+        raise ValueError("max_n must be at least 1")
+    if config.refuses not in REFUSAL_MODES:
+        raise ValueError(f"refuses must be one of {REFUSAL_MODES}")
     if config.labels is not None and not config.labels:
         raise ValueError("labels, when given, must not be empty")
 

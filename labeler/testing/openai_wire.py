@@ -77,6 +77,11 @@ def error_body(
     )
 
 
+def n_refused_message(max_n: int) -> str:
+    """Groq's answer to a request asking more choices than it serves (its only `n` is 1)."""
+    return f"'n' : number must be at most {max_n}"
+
+
 def rate_limit_message(model: str, unit: str, limit: int, used: int, asked: int, wait: float) -> str:
     what = "requests per min (RPM)" if unit == "requests" else "tokens per min (TPM)"
     return (

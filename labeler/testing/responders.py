@@ -213,6 +213,29 @@ def _choose(options: list[tuple[str, float]], temperature: float | None, u: floa
     return options[-1][0]
 
 
+class VerbalizedResponder:
+    """A teacher that states its confidence as JSON, ``{"label": L, "confidence": P}``:
+    L is `LabelResponder`'s greedy label for the prompt and P its probability under that
+    responder's known distribution, pushed towards 1 by `overconfidence` (0: honest;
+    0.5: halves the stated doubt), the fault a calibration fitted on gold corrects."""
+
+    def __init__(self, labels: Sequence[str], seed: int = 0, overconfidence: float = 0.0) -> None:
+        if not 0.0 <= overconfidence < 1.0:
+            raise ValueError("overconfidence must be within [0, 1)")
+        self.labels = LabelResponder(labels, seed)
+        self.overconfidence = overconfidence
+
+    def stated(self, prompt: str) -> tuple[str, float]:
+        """(label, stated confidence) for a prompt, as a test's ground truth."""
+        dist = self.labels.label_distribution(prompt)
+        label = max(dist, key=lambda name: dist[name])
+        return label, round(1.0 - (1.0 - dist[label]) * (1.0 - self.overconfidence), 3)
+
+    def __call__(self, view: RequestView) -> Reply:
+        label, p = self.stated(view.prompt)
+        return Reply(text=f'{{"label": "{label}", "confidence": {p}}}')
+
+
 _WORD_RE = re.compile(r"\w+")
 _OPENERS = (
     "Here is a short answer about {topic}.",

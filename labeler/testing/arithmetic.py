@@ -1,0 +1,62 @@
+"""A teacher that solves arithmetic with a known correctness rate, for verification.
+
+`ArithmeticResponder` reads the last question of the form ``A + B``, ``A - B`` or
+``A * B`` in the user's message and answers with its working and a final line
+``Answer: X``. Each answer is right with probability `p_correct`, drawn per (question,
+sample): a request's n choices and a sampling teacher's repeated requests get their own
+draws, a rerun the same ones. `right(question, sample)` tells a test which answers are
+right, so it can hold a verifier's verdicts to the truth, answer by answer.
+"""
+
+from __future__ import annotations
+
+import re
+
+from labeler.testing.hashing import mix, text_hash, unit
+from labeler.testing.responders import Reply, RequestView
+
+_QUESTION = re.compile(r"(-?\d+)\s*([-+*])\s*(-?\d+)")
+
+
+def solve(a: int, op: str, b: int) -> int:
+    return a + b if op == "+" else a - b if op == "-" else a * b
+
+
+# Sampled answers differ in their working, as a sampled model's do, not only when wrong.
+_WORKINGS = (
+    "{a} {op} {b} = {got}.",
+    "Taking {a} and applying {op} {b} gives {got}.",
+    "Step by step: {a} {op} {b} comes to {got}.",
+    "We compute {a} {op} {b}, which is {got}.",
+)
+
+
+class ArithmeticResponder:
+    """Right with probability `p_correct` per answer; a wrong answer is off by 1 to 9.
+    `format` may set how the result is written (`{work}`, `{answer}`)."""
+
+    def __init__(self, p_correct: float = 0.5, seed: int = 0,
+                 format: str = "{work}\nAnswer: {answer}") -> None:
+        self.p_correct = p_correct
+        self.seed = seed
+        self.format = format
+
+    def right(self, question: str, sample: int) -> bool:
+        """Whether the answer to `question` (the user's text) in draw `sample` is right."""
+        return unit(self.seed, text_hash(question), sample) < self.p_correct
+
+    def __call__(self, view: RequestView) -> Reply:
+        question = view.last_user or view.prompt
+        found = _QUESTION.findall(question)
+        if not found:
+            return Reply(text="I see no arithmetic to do here.")
+        a, op, b = found[-1]
+        truth = solve(int(a), op, int(b))
+        sample = view.sample_id if view.sampling else 0
+        got = truth
+        if not self.right(question, sample):
+            off = 1 + mix(self.seed, text_hash(question), sample, 7) % 9
+            got = truth + off if mix(self.seed, sample) % 2 else truth - off
+        phrasing = _WORKINGS[mix(self.seed, text_hash(question), sample, 11) % len(_WORKINGS)]
+        work = phrasing.format(a=a, op=op, b=b, got=got)
+        return Reply(text=self.format.format(work=work, answer=got))
