@@ -55,7 +55,8 @@ def label(data: Any, task: str | Path | Task, teacher: str | Teacher, **options:
     ``provider:model`` spec (with ``base_url=``, ``api_key=`` options as on the CLI) or a
     `Teacher`, which is closed when the call ends. Options are `Job`'s fields (``store``,
     ``concurrency``, ``rpm``, ``id_field``, ``limit``, ``retry_failed``, ``rejects``,
-    ``budget_usd``…) and the export's (``kind``: ``records`` by default, or
+    ``budget_usd``, ``input_map`` such as ``{"text": "sentence"}``…) and the export's
+    (``kind``: ``records`` by default, or
     ``classification``, ``sft``, ``kd``; ``filters``, ``validation_size``, ``seed``,
     ``split_field``, ``text_field``). Without ``store`` the user's default store is used,
     as by ``labeler run``. With a validation split (or ``split_field``) the result is a
