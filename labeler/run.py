@@ -36,6 +36,7 @@ from labeler.errors import (
     RetryableError,
     StoreError,
     TeacherError,
+    TeacherUnreachable,
     is_transient,
     short,
 )
@@ -706,7 +707,7 @@ class _RunState:
             message = f"abandoned {lb.stop_grace_s:g}s after the stop"
         except _Unreachable as exc:
             where = lb._identity.get("base_url") or lb._identity.get("provider")
-            self._set_fatal(ConfigError(f"cannot reach the teacher at {where}: {exc}"))
+            self._set_fatal(TeacherUnreachable(str(where), str(exc)))
             record_status, reason = "skipped", "unreachable"
         except TeacherError as exc:
             reason, message = exc.reason, exc.message or str(exc)

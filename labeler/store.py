@@ -356,6 +356,18 @@ class Store:
                     chunk).fetchone()[0]
         return total
 
+    def unpriced(self, keys: Sequence[str]) -> int:
+        """How many of the stored answers of `keys` have no cost (no price was known when
+        they were paid for), so a total over them is not a silent zero."""
+        n = 0
+        with self._reading():
+            for chunk in _chunks(list(dict.fromkeys(keys)), 500):
+                marks = ",".join("?" * len(chunk))
+                n += self._db.execute(
+                    f"SELECT count(*) FROM responses WHERE key IN ({marks}) AND cost_usd IS NULL",
+                    chunk).fetchone()[0]
+        return n
+
     def failures_for(self, keys: Sequence[str]) -> dict[str, Failure]:
         out: dict[str, Failure] = {}
         with self._reading():

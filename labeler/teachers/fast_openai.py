@@ -32,7 +32,12 @@ from labeler.errors import RetryableError, TeacherError, short
 from labeler.request import Request
 from labeler.teachers import openai_wire
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
-from labeler.teachers.openai_http import classify_status, endpoint, request_body
+from labeler.teachers.openai_http import (
+    classify_status,
+    completions_unserved,
+    endpoint,
+    request_body,
+)
 from labeler.teachers.refusals import check_logprobs, error_fields
 from labeler.teachers.sampling import Sampler, Sampling
 from labeler.teachers.transport import LEAN, failure_reason, openai_transport
@@ -141,6 +146,12 @@ class FastOpenAITeacher(BaseTeacher):
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _connection_error(exc) from exc
         if status >= 400:
+            if not chat:
+                code, _, message = error_fields(_error_body(raw))
+                unserved = completions_unserved(status, code, message or f"Error code: {status}",
+                                                self._completions_url)
+                if unserved is not None:
+                    raise unserved
             raise status_error(status, headers, raw)
         if self._observer is not None:
             self._observer(headers)
@@ -207,13 +218,17 @@ def openai_teacher(
 def status_error(status: int, headers: Mapping[str, str] | None, raw: bytes) -> TeacherError:
     """Classify an HTTP error answer exactly as `openai.classify` does for the SDK's
     exception: the same reason, message, status and retry-after."""
-    try:
-        body = orjson.loads(raw.strip()) if raw.strip() else None
-    except orjson.JSONDecodeError:
-        body = None
-    code, param, message = error_fields(body)
+    code, param, message = error_fields(_error_body(raw))
     # The SDK's message when the body carries none: "Error code: N".
     return classify_status(status, headers, code, message or f"Error code: {status}", param)
+
+
+def _error_body(raw: bytes) -> Any:
+    """An error answer's JSON body, or None when it has none (an HTML page, nothing)."""
+    try:
+        return orjson.loads(raw.strip()) if raw.strip() else None
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _connection_error(exc: BaseException) -> RetryableError:

@@ -27,6 +27,7 @@ from labeler.teachers.openai_http import (
     chat_params,
     classify_status,
     completion_params,
+    completions_unserved,
     endpoint,
     request_body,
 )
@@ -114,6 +115,13 @@ class OpenAITeacher(BaseTeacher):
                     **completion_params(request.params),
                 )
         except openai.APIError as exc:
+            if not request.is_chat and isinstance(exc, openai.APIStatusError):
+                code, _, message = error_fields(exc.body)
+                unserved = completions_unserved(exc.status_code, code,
+                                                message or short(exc.message),
+                                                f"{self.base_url}/completions")
+                if unserved is not None:
+                    raise unserved from None
             raise classify(exc) from exc
         if self._observer is not None:
             self._observer(raw.headers)

@@ -58,6 +58,11 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Parsed]] = {
 }
 
 
+# OpenAI's answer to a chat model asked on the legacy completions endpoint.
+CHAT_MODEL_ON_COMPLETIONS = ("This is a chat model and not supported in the v1/completions "
+                             "endpoint. Did you mean to use v1/chat/completions?")
+
+
 class TeacherApp:
     """State and handlers of one teacher server; `handle` is the aiohttp entry point."""
 
@@ -154,6 +159,9 @@ class TeacherApp:
         if not isinstance(body, dict):
             return answers.bad_json()
         record.body = body
+        if cfg.chat_only and answers.provider == OPENAI_COMPLETIONS:
+            return answers.error(404, CHAT_MODEL_ON_COMPLETIONS, type="invalid_request_error",
+                                 param="model")
         if cfg.api_key is not None and not _authorized(request.headers, cfg.api_key):
             return answers.unauthorized("x-api-key" in request.headers or "authorization" in request.headers,
                                         _echo(request.headers, cfg))

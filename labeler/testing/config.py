@@ -72,6 +72,11 @@ class ServerConfig:
                           "block after the thinking block, as when a safety system "
                           "encrypted part of the thinking"},
     )
+    chat_only: bool = field(
+        default=False,
+        metadata={"help": "a chat-only server: /v1/completions answers 404 as OpenAI's API "
+                          "does for a chat model"},
+    )
     latency_s: float = field(default=0.0, metadata={"help": "seconds before each answer"})
     latency_jitter_s: float = field(default=0.0, metadata={"help": "extra uniform latency"})
     capacity: int | None = field(
