@@ -13,6 +13,7 @@ newer one is refused with the reason.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
 import sys
@@ -545,6 +546,25 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+ANSWER_COLUMNS = ("key", "text", "tokens", "samples", "prompt_tokens", "completion_tokens",
+                  "cached_tokens", "cache_write_tokens", "finish_reason", "model", "latency_ms")
+_COUNTS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens")
+
+
+def answer_problem(row: Mapping[str, Any]) -> str | None:
+    """What makes a `responses` row (by column name; columns an older store lacks take
+    their defaults) unusable, or None: what `get_many` checks, for a row about to be
+    copied in from another store."""
+    values = tuple(row.get(c, 0 if c in _COUNTS else None) for c in ANSWER_COLUMNS)
+    problem = _completion(values)
+    if type(problem) is str:
+        return problem
+    created = row.get("created_at")
+    if created is not None and not (type(created) in (int, float) and math.isfinite(created)):
+        return f"created_at: {created!r}"
+    return None
 
 
 def _completion(row: tuple[Any, ...]) -> Completion | str:
