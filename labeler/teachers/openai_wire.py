@@ -186,14 +186,18 @@ def _chat_tokens(content: Any, where: str) -> list[TokenLogprob]:
     Each field is checked as it is read: a type test and a range test per number."""
     content = list_at(content, where, check.MAX_POSITIONS)
     out = []
-    logprob = check.logprob
+    floor, ceiling = check.LOGPROB_FLOOR, check.LOGPROB_CEILING
     for i, item in enumerate(content):
+        # The checks run on every token of every answer: a type test and one chained
+        # comparison each (NaN and inf fail it too); the field is named only on failure.
         if type(item) is not dict:
             raise malformed(f"{where}[{i}]", f"expected an object, got {check.describe(item)}")
         token = item.get("token")
         if type(token) is not str:
             raise malformed(f"{where}[{i}].token", f"expected a string, got {check.describe(token)}")
-        lp = logprob(item.get("logprob"), f"{where}[{i}].logprob")
+        lp = item.get("logprob")
+        if type(lp) is not float or not floor <= lp <= ceiling:
+            lp = check.logprob(lp, f"{where}[{i}].logprob")
         top = item.get("top_logprobs")
         if top is None:
             top = ()
@@ -204,7 +208,10 @@ def _chat_tokens(content: Any, where: str) -> list[TokenLogprob]:
             if type(t) is not dict or type(t.get("token")) is not str:
                 raise malformed(f"{where}[{i}].top_logprobs[{j}]",
                                 f"expected an object with a string token, got {check.describe(t)}")
-            alts.append((t["token"], logprob(t.get("logprob"), f"{where}[{i}].top_logprobs[{j}].logprob")))
+            alt = t.get("logprob")
+            if type(alt) is not float or not floor <= alt <= ceiling:
+                alt = check.logprob(alt, f"{where}[{i}].top_logprobs[{j}].logprob")
+            alts.append((t["token"], alt))
         tid = item.get("id")
         raw = _raw(token, item.get("bytes"))
         top_ids: tuple[int | None, ...] = ()
