@@ -28,6 +28,7 @@ import orjson
 
 from labeler.answer_checks import (
     KEPT_BODY_BYTES,
+    MAX_COUNT,
     counts_problem,
     samples_problem,
     token_rows_problem,
@@ -568,21 +569,31 @@ def answer_problem(row: Mapping[str, Any]) -> str | None:
 
 
 def _completion(row: tuple[Any, ...]) -> Completion | str:
-    """A stored answer, or what makes it unusable (a string)."""
+    """A stored answer, or what makes it unusable (a string). Every export and plan reads
+    each stored answer through here, so the checks are written out inline: on a typical
+    label answer they cost about as much as decoding its tokens."""
     _, text, tokens, samples, p, c, cached, cw, finish, model, latency_ms = row
     try:
         token_rows = orjson.loads(tokens) if tokens is not None else None
         sample_list = orjson.loads(samples) if samples is not None else None
     except orjson.JSONDecodeError as exc:
         return f"not JSON ({exc})"
-    problem = (token_rows_problem(token_rows) or samples_problem(sample_list)
-               or counts_problem((p, c, cached, cw)))
-    if problem is None and (type(text) is not str or not (finish is None or type(finish) is str)
-                            or not (model is None or type(model) is str)
-                            or not (latency_ms is None or type(latency_ms) is int)):
-        problem = "text, finish reason, model or latency of the wrong type"
-    if problem is not None:
-        return problem
+    if token_rows is not None:
+        problem = token_rows_problem(token_rows)
+        if problem is not None:
+            return problem
+    if sample_list is not None:
+        problem = samples_problem(sample_list)
+        if problem is not None:
+            return problem
+    if not (type(p) is int and type(c) is int and type(cached) is int and type(cw) is int
+            and 0 <= p <= MAX_COUNT and 0 <= c <= MAX_COUNT and 0 <= cached <= MAX_COUNT
+            and 0 <= cw <= MAX_COUNT):
+        return counts_problem((p, c, cached, cw)) or "token counts"
+    if type(text) is not str or not (finish is None or type(finish) is str) or not (
+            model is None or type(model) is str) or not (latency_ms is None
+                                                          or type(latency_ms) is int):
+        return "text, finish reason, model or latency of the wrong type"
     return stored_completion(
         text, token_rows, (p, c, cached, cw), finish, model or "", (latency_ms or 0) / 1000.0,
         sample_list)
