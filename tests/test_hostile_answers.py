@@ -228,3 +228,17 @@ def test_a_run_where_one_answer_in_a_hundred_is_hostile_finishes_and_a_rerun_sen
         again = subprocess.run(args, capture_output=True, text=True, timeout=600)
         assert again.returncode == 3 and "Traceback" not in again.stderr, again.stderr[-2000:]
         assert len(srv.log()) == rows  # the rerun sent nothing
+
+
+def test_a_hostile_answer_in_a_batch_result_file_is_a_failure_of_its_row(tmp_path: Path) -> None:
+    config = ServerConfig(labels=LABELS, batch_speed_s=0.2, hostile_rate=1.0,
+                          hostile=["logprob_absurd", "message_string", "usage_huge"])
+    with TeacherServer(config) as srv:
+        job = Job(task="sentiment", input=SAMPLES / "reviews.jsonl", teacher=TEACHER,
+                  base_url=srv.url + "/v1", store=tmp_path / "s.sqlite", progress=False,
+                  batch=True, limit=ROWS)
+        summary = asyncio.run(run_job(job, on_warning=lambda _: None)).summary
+        assert summary.failures_by_reason == {"malformed_answer": ROWS}
+        assert all(body for _, _, body in stored_failures(tmp_path / "s.sqlite"))
+        again = asyncio.run(run_job(job, on_warning=lambda _: None)).summary
+        assert again.failed == ROWS and again.requests == 0
