@@ -251,6 +251,7 @@ def _legacy_tokens(lp: dict[str, Any], where: str) -> list[TokenLogprob]:
         raise malformed(f"{where}.token_logprobs",
                         f"{len(lps)} logprobs for {len(toks)} tokens")
     out = []
+    floor, ceiling = check.LOGPROB_FLOOR, check.LOGPROB_CEILING
     for i, tok in enumerate(toks):
         if type(tok) is not str:
             raise malformed(f"{where}.tokens[{i}]", f"expected a string, got {check.describe(tok)}")
@@ -258,8 +259,14 @@ def _legacy_tokens(lp: dict[str, Any], where: str) -> list[TokenLogprob]:
         if type(top) is not dict or len(top) > check.MAX_ALTERNATIVES:
             object_at(top, f"{where}.top_logprobs[{i}]")
             raise malformed(f"{where}.top_logprobs[{i}]", f"more than {check.MAX_ALTERNATIVES} alternatives")
-        logprob = check.logprob(lps[i], f"{where}.token_logprobs[{i}]")
-        alts = sorted(((k, check.logprob(v, f"{where}.top_logprobs[{i}][{k!r}]"))
-                       for k, v in top.items()), key=lambda kv: -kv[1])
+        logprob = lps[i]
+        if type(logprob) is not float or not floor <= logprob <= ceiling:
+            logprob = check.logprob(logprob, f"{where}.token_logprobs[{i}]")
+        alts = []
+        for k, v in top.items():
+            if type(v) is not float or not floor <= v <= ceiling:
+                v = check.logprob(v, f"{where}.top_logprobs[{i}][{k!r}]")
+            alts.append((k, v))
+        alts.sort(key=lambda kv: -kv[1])
         out.append(TokenLogprob(tok, logprob, tuple(alts)))
     return out
