@@ -13,7 +13,7 @@ each time by
 then the same two against a server that allows `--rate-limit` requests per
 `--rate-window` seconds (given as --rpm, the fleet's one limit), measuring the share of
 the limit reached and the 429s. Start-up is `ray.init` plus the first one-row batch
-(actor start included). Needs ``pip install 'labeler[ray]'``.
+(actor start included). Needs ``pip install 'labeler-distill[ray]'``.
 """
 
 from __future__ import annotations

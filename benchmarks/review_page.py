@@ -2,7 +2,7 @@
 
     python benchmarks/review_page.py                  # 100,000 rows, 7 repeats
     python benchmarks/review_page.py --rows 20000 --repeat 3
-    python benchmarks/review_page.py --screenshot docs/review.png   # the README's picture
+    python benchmarks/review_page.py --screenshot docs/review.png   # the picture on docs/review.md
 
 The store is filled directly (a synthetic answer with top logprobs per row, keyed exactly
 as a run would key it), then `labeler review` runs in its own process and Debian's

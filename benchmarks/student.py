@@ -94,7 +94,7 @@ def _torch_missing() -> str | None:
 
     missing = [m for m in ("torch", "transformers", "datasets")
                if importlib.util.find_spec(m) is None]
-    return f"{', '.join(missing)} not installed (pip install 'labeler[student]')" if missing else None
+    return f"{', '.join(missing)} not installed (pip install 'labeler-distill[student]')" if missing else None
 
 
 STUDENTS: list[Student] = [Student("bag-of-words", bag_of_words)]

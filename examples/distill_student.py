@@ -5,7 +5,7 @@ The same student (same seed, data and schedule) is trained twice with
 ``soft_label`` at a temperature) and on its hard labels (``alpha=0``, cross-entropy on
 ``label``), then both are scored against gold labels the teacher never saw. CPU, minutes.
 
-    pip install 'labeler[student]'
+    pip install 'labeler-distill[student]'
     labeler run sentiment-completion train.jsonl --teacher local:gemma3-270m \\
         --kind classification --out out/sst2-train
     python examples/distill_student.py out/sst2-train gold_test.jsonl --gold-field label

@@ -6,7 +6,7 @@
         task = labeler.load_task("sentiment")
         teacher = labeler.make_teacher("openai:gpt-4o-mini")
         async with labeler.Labeler(task, teacher, store="labels.sqlite") as lb:
-            async for rec in lb.label(labeler.read_rows("reviews.jsonl")):
+            async for rec in lb.label(labeler.read_rows("reviews.jsonl", id_column="id")):
                 print(rec.row.id, rec.status, rec.completion and rec.completion.text)
 
     asyncio.run(main())
@@ -34,11 +34,12 @@ from labeler.run import Labeler, Record, RunSummary
 from labeler.store import Store
 from labeler.task import Task, load_task
 from labeler.teachers import Teacher, make_teacher
+from labeler.version import VERSION as __version__
 
 __all__ = [
     "Answer", "Completion", "ConfigError", "ExportOptions", "ExportReport",
     "FilterSpec", "FinalError", "InputError", "Job", "JobResult", "Labeler", "LabelerError",
     "Record", "Reject", "Request", "RetryableError", "Row", "RunSummary", "Store", "StoreError",
-    "Task", "Teacher", "TeacherError", "TemplateError", "TokenLogprob", "Usage", "alabel",
+    "Task", "Teacher", "TeacherError", "TemplateError", "TokenLogprob", "Usage", "__version__", "alabel",
     "export_dataset", "label", "load_task", "make_teacher", "read_answer", "read_rows", "run_job",
 ]

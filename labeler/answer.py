@@ -22,6 +22,7 @@ from labeler.targets import (
     ensemble_soft_label,
     parse_label,
     soft_label,
+    verbalized_answer,
 )
 from labeler.task import Task
 
@@ -62,6 +63,10 @@ def read_answer(task: Task, completion: Completion) -> Answer:
     """What one completion says, read against `task` (one prompt form)."""
     if task.output_kind == "label" and task.label_space is not None:
         space = task.label_space
+        if task.verbalized:  # the answer states its label and confidence as JSON
+            label, soft = verbalized_answer(completion.text, space)
+            return Answer(completion.text, label, soft, confidence(completion, soft),
+                          valid=label is not None)
         soft = soft_label(completion, space)
         if task.mode == "completion" and soft.valid:
             # A completion-mode template *is* a next-token classifier: its answer is the

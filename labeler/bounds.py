@@ -58,6 +58,7 @@ BOUNDS: dict[str, Bound] = {
     "request_timeout": Bound(0, low_open=True),
     "budget": Bound(0),
     "max_age_days": Bound(0),
+    "thinking_budget": Bound(1024),  # Anthropic's smallest budget_tokens
     "samples": Bound(1),
     "limit": Bound(0),
     "min_confidence": Bound(0, 1),

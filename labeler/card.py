@@ -110,7 +110,7 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
     teacher = f"{identity.get('provider')}:{identity.get('model')}"
     lines = ["---", _front_matter(task, teacher, opts, report, repo).rstrip("\n"), "---", "",
              f"# {task.name}: labeled by `{teacher}`", "",
-             "Labels produced by a teacher model with [labeler](https://pypi.org/project/labeler/).",
+             "Labels produced by a teacher model with [labeler](https://pypi.org/project/labeler-distill/).",
              "", "| | |", "|---|---|", f"| teacher | `{teacher}` |"]
     if opts.card_endpoint and identity.get("base_url"):
         lines.append(f"| endpoint | `{identity.get('base_url')}` |")
@@ -122,6 +122,8 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
         f"| template | `{task.identity}`: {template_reference(task)} |",
         f"| output | {task.output_kind}, {task.mode} mode |",
         f"| export kind / format | {opts.kind} / {opts.format} |",
+        *([f"| reasoning traces | {_REASONING[opts.reasoning]} |"]
+          if opts.reasoning in _REASONING else []),
         f"| calibration (applied to soft labels, confidence, filters) | "
         f"{opts.calibration.describe() if opts.calibration else 'none (raw teacher probabilities)'} |",
         f"| licence | {opts.card_license or 'not set (export with --card-license)'} |",
@@ -143,6 +145,11 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
                   "| index | label | rows |", "|---|---|---|"]
         lines += [f"| {i} | {name} | {report.label_counts.get(name, 0)} |"
                   for i, name in enumerate(task.labels)]
+    if report.soft_label_sources:
+        lines += ["", "## Soft labels", "", "Where each row's `soft_label` came from:", "",
+                  "| source | rows | how |", "|---|---|---|"]
+        lines += [f"| `{source}` | {n} | {soft_label_source_text(source)} |"
+                  for source, n in sorted(report.soft_label_sources.items())]
     if report.teachers:
         lines += ["", "## Teachers", "",
                   "What each teacher answered for these input rows, as stored:", "",
@@ -163,6 +170,21 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
     lines += ["", "## Load", "", "```python", load_snippet(report, opts.format, repo=repo),
               "```", ""]
     return "\n".join(lines)
+
+
+def soft_label_source_text(source: str) -> str:
+    """What a `soft_label_source` value means, in a sentence for the card."""
+    if source.startswith("samples:"):
+        n = source.split(":", 1)[1]
+        return (f"the share of each answer among {n} sampled answers (steps of 1/{n}); "
+                "confidence is their agreement")
+    return {
+        "logprobs": "the teacher's token logprobs at the answer position, over the labels",
+        "verbalized": "the confidence the teacher stated for its label (p on it, 1 - p shared "
+                      "equally by the others); fit a calibration before trusting it",
+        "ensemble": "the mean of several prompt forms' label distributions",
+        "none": "a one-hot on the one parsed answer (no distribution was asked for)",
+    }.get(source, "as named")
 
 
 def _prompt_text(task: Task) -> str:
@@ -192,7 +214,9 @@ _LABEL_COLUMNS = [
     "for invalid rows.",
     "- `outside_mass`: the share of probability that fell on no label before renormalising "
     "(high: the teacher strayed from the label set).",
-    "- `soft_label_source`: `logprobs`, `sampled` or `none` (a one-hot on the parsed answer).",
+    "- `soft_label_source`: where `soft_label` came from: `logprobs`, `samples:N` (the share "
+    "of each answer among N sampled answers), `verbalized` (the confidence the teacher "
+    "stated), `ensemble`, or `none` (a one-hot on the one parsed answer).",
     "- `max_prob`, `margin` (top-1 minus top-2), `entropy` (nats): confidence of `soft_label`; "
     "null for invalid rows. `mean_logprob`: mean answer-token logprob. `agreement`: share of "
     "samples naming the majority label (sampled teachers).",
@@ -211,8 +235,28 @@ _KD_COLUMNS = [
 ]
 
 
+# The card's line for each reasoning mode (`--reasoning`); an export of a store without
+# any trace, the mode left unset, has no line: there was nothing to carry.
+_REASONING = {
+    "separate": "`separate`: the teacher's thinking kept apart from its answer (the `sft` "
+                "assistant turn's `reasoning_content`, the field Qwen3's and DeepSeek's chat "
+                "templates read; a `reasoning` column elsewhere), null where it wrote none",
+    "inline": "`inline`: the teacher's thinking written before its answer as "
+              "`<think>\n...\n</think>\n\n`, so a trainer trains on it",
+    "drop": "`drop`: the teacher's thinking left out (`--reasoning drop`)",
+}
+
+
 def _columns(task: Task, opts: ExportOptions) -> list[str]:
-    return ["- `id`: the input row's id.", *_kind_columns(task, opts)]
+    cols = ["- `id`: the input row's id.", *_kind_columns(task, opts)]
+    if opts.reasoning in ("separate", "inline") and opts.kind in ("records", "classification"):
+        cols.append("- `reasoning`: the teacher's thinking before its answer (reasoning "
+                    "teachers), null where it wrote none or a person overruled its label.")
+    elif opts.reasoning == "separate" and opts.kind == "sft":
+        cols.append("- `reasoning_content`: the teacher's thinking before its answer, on the "
+                    "assistant turn (a column of its own in completion mode); null where it "
+                    "wrote none or a person overruled its label.")
+    return cols
 
 
 def _kind_columns(task: Task, opts: ExportOptions) -> list[str]:

@@ -3,8 +3,9 @@
 Exit codes: 0 everything labeled; 1 a fatal error (bad flag, unreadable input, store);
 3 partial (some items failed or were skipped: rerun to retry); 4 another refresh holds
 the lock; 5 the budget stopped the run; 6 pending (``run --batch --no-wait``: batches are
-still running at the provider; rerun later to collect and export); 130 interrupted
-(SIGINT/SIGTERM).
+still running at the provider; rerun later to collect and export); 7 empty (rows came in
+and none was labeled, or the export holds none: the summary says why, in the server's
+words); 130 interrupted (SIGINT/SIGTERM).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from labeler import aio, options
 from labeler.bounds import BOUNDS
 from labeler.errors import ConfigError, LabelerError
 from labeler.redact import redact
+from labeler.version import VERSION
 
 EXIT_FATAL = options.exit_code("failed")
 EXIT_INTERRUPTED = options.exit_code("interrupted")
@@ -94,9 +96,6 @@ def _teacher_options(f: Any) -> Any:
         click.option("--api-key-file", type=click.Path(dir_okay=False),
                      help="Read the API key from this file (must be mode 0600). Default: the "
                           "provider's environment variable."),
-        click.option("--samples", type=_bounded("samples", int),
-                     help="Anthropic: answers sampled per row when the template wants soft "
-                          "targets (default 5; part of the cache key)."),
         click.option("--store", type=click.Path(dir_okay=False),
                      help="SQLite store (cache + journal). Default: $LABELER_HOME/store.sqlite."),
         click.option("--id-field", help="Input field holding a unique row id."),
@@ -113,7 +112,12 @@ def _teacher_options(f: Any) -> Any:
 
 def _export_options(f: Any) -> Any:
     opts = [
-        click.option("--out", "-o", type=click.Path(file_okay=False), help="Export folder."),
+        click.option("--out", "-o", type=click.Path(file_okay=False),
+                     help="Export folder: new, empty, or a previous export of this kind, "
+                          "which it replaces."),
+        click.option("--force", is_flag=True,
+                     help="Replace a previous export at --out of another kind or format "
+                          "(never a folder that is not an export)."),
         click.option("--format", "fmt", type=click.Choice(["hf", "parquet", "jsonl"]),
                      default="hf", show_default=True),
         click.option("--kind", type=click.Choice(["records", "classification", "sft", "kd"]),
@@ -122,6 +126,12 @@ def _export_options(f: Any) -> Any:
                      default="prompt-completion", show_default=True,
                      help="Chat-mode `sft` rows: prompt/completion (only the teacher's answer "
                           "is trained) or one `messages` list (few-shot answers included)."),
+        click.option("--reasoning", "reasoning_mode",
+                     type=click.Choice(["separate", "inline", "drop"]),
+                     help="A reasoning teacher's thinking: `separate` (sft: the assistant "
+                          "turn's reasoning_content; records/classification: a reasoning "
+                          "column), `inline` (<think>...</think> before the answer) or `drop`. "
+                          "Default: separate when the store holds any trace."),
         click.option("--kd-layout", type=click.Choice(["tokens", "ids"]), default="tokens",
                      show_default=True,
                      help="`kd` rows: per-token text/bytes/ids/logprobs, or `ids`: also "
@@ -161,7 +171,7 @@ def _export_options(f: Any) -> Any:
 
 
 @click.group(cls=_OneLineErrors)
-@click.version_option(package_name="labeler")
+@click.version_option(version=VERSION, prog_name="labeler")
 def main() -> None:
     """Label raw inputs with a teacher LLM into distillation datasets."""
 
@@ -185,7 +195,7 @@ def main() -> None:
               help="With --batch: submit, store whatever has finished, and return at once "
                    f"(exit {EXIT_PENDING} while answers are pending; for cron).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: label on a Ray cluster (pip install 'labeler[ray]'), then export as "
+              help="ray: label on a Ray cluster (pip install 'labeler-distill[ray]'), then export as "
                    "a local run does.")
 @click.option("--ray-address", metavar="ADDR",
               help="With --engine ray: the cluster to join (default: RAY_ADDRESS, else a local Ray).")
@@ -229,7 +239,7 @@ def run(task: str, input_path: str, **kw: Any) -> None:
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
-@options.click_options(_bounded, only=options.CASCADE_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
 def export(task: str, input_path: str, **kw: Any) -> None:
     """Export stored answers for INPUT without sending any request."""
     from labeler.job import export_job
@@ -251,11 +261,13 @@ def stats(store: str | None, as_json: bool) -> None:
     """Counts by outcome and by error reason, tokens and cost in a store."""
     from labeler.job import default_store
     from labeler.store import Store
+    from labeler.teacher_params import refusals_of
 
     path = Path(store) if store else default_store()
     try:
         with Store(path, readonly=True) as st:
             data = st.stats()
+            data["refused_params"] = refusals_of(st)
     except LabelerError as exc:
         _fail(exc)
     if as_json:
@@ -269,6 +281,32 @@ def stats(store: str | None, as_json: bool) -> None:
     click.echo(f"prompt tokens    {data['prompt_tokens']} ({data['cached_tokens']} cached)")
     click.echo(f"output tokens    {data['completion_tokens']}")
     click.echo(f"cost             ${data['cost_usd']:.4f}")
+    for r in data["refused_params"]:
+        click.echo(f"refused          {r['teacher']}: {r['param']} ({r['message']})")
+
+
+@main.command(name="forget-refusals")
+@click.option("--store", type=click.Path(dir_okay=False), help="Store to change.")
+@click.option("--teacher", "-t", metavar="PROVIDER:MODEL",
+              help="Only this teacher's (default: every teacher's).")
+def forget_refusals(store: str | None, teacher: str | None) -> None:
+    """Forget which request parameters teachers refused (logprobs, temperature,
+    max_tokens), so that the next run sends them again and learns anew."""
+    from labeler.job import default_store
+    from labeler.store import Store
+    from labeler.teacher_params import REFUSED, forget
+
+    path = Path(store) if store else default_store()
+    try:
+        with Store(path) as st:
+            dropped = forget(st, teacher)
+    except LabelerError as exc:
+        _fail(exc)
+    refused = [(t, p) for t, p, verdict in dropped if verdict == REFUSED]
+    click.echo(f"labeler: forgot {len(refused)} refused parameter(s)"
+               + (f" of {teacher}" if teacher else "") + f" in {path}", err=True)
+    for who, param in refused:
+        click.echo(f"labeler:   {who}: {param}", err=True)
 
 
 @main.command(name="merge-stores")
@@ -316,7 +354,7 @@ def merge_stores(dest: str, sources: tuple[str, ...]) -> None:
               help="Save the best --calibrate method (held-out likelihood), fitted on all rows.")
 @click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False),
               help="Read the answers through this saved calibration.")
-@options.click_options(_bounded, only=options.CASCADE_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
 def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
           target_accuracy: tuple[float, ...], plot: str | None, as_json: bool,
           calibrate: tuple[str, ...], fit_fraction: float | None, save_calibration: str | None,
@@ -384,8 +422,7 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
               help="Allow a --host other than 127.0.0.1 (the page can change the store).")
 @click.option("--reviewer", help="Name recorded with each decision (default: the login name).")
 @click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
-@options.click_options(_bounded, only=("cascade", "escalate_below", "escalate_on", "ensemble",
-                                       "ensemble_combine"))
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
 def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
            reviewer: str | None, no_browser: bool, **kw: Any) -> None:
     """Review stored labels in a local web page, most uncertain first (no request is sent)."""
@@ -448,7 +485,7 @@ def templates() -> None:
 @click.option("--price", "price_overrides", multiple=True,
               help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON line.")
-@options.click_options(_bounded, only=options.CASCADE_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
 @click.option("--escalation-rate", help="With --cascade and no stored answers to measure it "
               "from: the share of rows each stage passes on (one, or one per stage but the last).")
 def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | None,
@@ -464,7 +501,7 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
     try:
         loaded = job.load_task()
         est = estimate_cost(loaded, job.rows(loaded), job.teacher, job.prices,
-                            samples=job.teacher_options.get("samples"))
+                            samples=job.samples, soft_labels=job.soft_labels)
     except LabelerError as exc:
         _fail(exc)
     if as_json:
@@ -585,7 +622,8 @@ def refresh(config: str, max_age_days: float | None) -> None:
 
     Writes OUT/versions/<UTC time>/ and swaps the OUT/current symlink to it; prints exactly
     one JSON line on stdout. Exit: 0 ok, 3 partial, 4 another refresh holds the lock,
-    1 failed (current untouched), 5 budget, 130 interrupted.
+    1 failed (current untouched), 5 budget, 7 empty (nothing labeled or exported: current
+    untouched), 130 interrupted.
     """
     import traceback
 
@@ -674,13 +712,15 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             include_awaiting_human=bool(kw.get("include_awaiting_human")),
             sft_shape=kw.get("sft_shape") or "prompt-completion",
             kd_layout=kw.get("kd_layout") or "tokens",
+            reasoning=kw.get("reasoning_mode") or "auto",
             card_license=kw.get("card_license"), card_endpoint=bool(kw.get("card_endpoint")),
             calibration=_calibration(kw.get("calibration")),
+            force=bool(kw.get("force")),
         )
         return Job(
             task=task, input=input_path, teacher=kw["teacher"], out=kw.get("out"),
             store=kw.get("store"), base_url=",".join(kw.get("base_url") or ()) or None,
-            teacher_options=_teacher_extra(kw),
+            teacher_options={},
             api_key=_read_key_file(kw.get("api_key_file")),
             **{o.field: kw.get(o.key, o.default) for o in options.OPTIONS},
             prices=prices, id_field=kw.get("id_field"),
@@ -708,17 +748,8 @@ def _ray_engine() -> Any:
     try:
         from labeler.ray import engine
     except ImportError as exc:
-        raise ConfigError(f"--engine ray needs Ray: pip install 'labeler[ray]' ({exc})") from None
+        raise ConfigError(f"--engine ray needs Ray: pip install 'labeler-distill[ray]' ({exc})") from None
     return engine
-
-
-def _teacher_extra(kw: dict[str, Any]) -> dict[str, Any]:
-    """Provider-specific teacher options from flags; a flag the provider lacks is an error."""
-    if kw.get("samples") is None:
-        return {}
-    if not str(kw["teacher"]).startswith("anthropic:"):
-        raise ConfigError("--samples is for anthropic teachers (others return logprobs)")
-    return {"samples": kw["samples"]}
 
 
 def _read_key_file(path: str | None) -> str | None:
@@ -751,6 +782,9 @@ def _print_summary(result: Any) -> None:
         click.echo(f"labeler:   {which} {st['teacher']}: {st['rows']} rows, "
                    f"{st['labeled']} labeled, {st['cached']} cached, {st['failed']} failed"
                    f"{passed}; ${st['cost_usd']:.4f} in {st['elapsed_s']:.1f}s", err=True)
+    if s.refused_params:  # each said once as it was learned; counted here
+        click.echo(f"labeler: refused by the teacher: {', '.join(s.refused_params)} (those "
+                   "requests were sent again without them)", err=True)
     if s.http_failures or s.http_requests != s.requests:
         answers = ", ".join(f"{n} {_HTTP_WORDS.get(reason, reason)}" for reason, n in
                             sorted(s.http_failures.items(), key=lambda kv: -kv[1]))
@@ -764,7 +798,9 @@ def _print_summary(result: Any) -> None:
         click.echo(f"labeler: cost ${s.cost_usd:.4f} ({s.prompt_tokens} prompt, "
                    f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)", err=True)
     for reason, n in sorted(s.failures_by_reason.items(), key=lambda kv: -kv[1]):
-        click.echo(f"labeler:   failed {n} × {reason}", err=True)
+        said = s.failure_messages.get(reason)  # the server's own words, redacted
+        click.echo(f"labeler:   failed {n} × {reason}" + (f": {said}" if said else ""),
+                   err=True)
     if s.failed_transient:
         click.echo(f"labeler: {s.failed_transient} failed on transient errors (rate limits, "
                    "server errors, timeouts): rerun the same command to send them again",
@@ -782,6 +818,8 @@ def _print_summary(result: Any) -> None:
     click.echo(f"labeler: store {result.store}", err=True)
     if result.export is not None:
         _print_export(result.export)
+    if s.outcome == "empty":  # last, where it is read: nothing came out of this run
+        click.echo(f"labeler: {redact(s.why_empty())} (exit {_exit_code('empty')})", err=True)
 
 
 _HTTP_WORDS = {"http_429": "rate-limited (429)", "overloaded": "overloaded (529)"}

@@ -39,12 +39,18 @@ class TokenLogprob:
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts as the provider reported them (cached tokens are a subset of prompt)."""
+    """Token counts as the provider reported them (cached tokens are a subset of prompt).
+
+    `reasoning_tokens` are a subset of `completion_tokens`, as OpenAI-style servers count
+    them (``usage.completion_tokens_details.reasoning_tokens``): the thinking is billed as
+    output, so a price reads `completion_tokens` alone and never adds them again.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
     cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -53,6 +59,13 @@ class Completion:
 
     `tokens` is None when the provider returns no logprobs (Anthropic). `samples` holds the
     n answers of a sampled teacher, whose soft label is then an empirical distribution.
+
+    `reasoning` is the thinking a reasoning teacher wrote before `text` (an OpenAI-style
+    server's ``reasoning_content`` / ``reasoning``, or Anthropic's thinking blocks joined),
+    the part of a paid answer a student distils most from. `reasoning_blocks` keeps
+    Anthropic's blocks as they came, each ``thinking`` with its ``signature`` and each
+    ``redacted_thinking`` with its encrypted ``data``: only so can they be sent back to
+    the API (a later turn, a tool call), and a redacted block has no text to join.
     """
 
     text: str
@@ -62,6 +75,8 @@ class Completion:
     model: str = ""
     latency_s: float = 0.0
     samples: list[str] | None = None
+    reasoning: str | None = None
+    reasoning_blocks: list[dict[str, Any]] | None = None
 
     @property
     def sampled(self) -> bool:
@@ -170,8 +185,10 @@ _set_usage = _USAGE.__set__
 
 
 def stored_completion(text: str, token_rows: list[Any] | None,
-                      usage_counts: tuple[int, int, int, int], finish_reason: str | None,
-                      model: str, latency_s: float, samples: list[str] | None
+                      usage_counts: tuple[int, ...], finish_reason: str | None,
+                      model: str, latency_s: float, samples: list[str] | None,
+                      reasoning: str | None = None,
+                      reasoning_blocks: list[dict[str, Any]] | None = None
                       ) -> StoredCompletion:
     """`StoredCompletion(text, token_rows, usage=Usage(*usage_counts), ...)`, built by
     writing its slots: a plan reads a hundred thousand answers, and the keyword
@@ -186,4 +203,6 @@ def stored_completion(text: str, token_rows: list[Any] | None,
     completion.model = model
     completion.latency_s = latency_s
     completion.samples = samples
+    completion.reasoning = reasoning
+    completion.reasoning_blocks = reasoning_blocks
     return completion

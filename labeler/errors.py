@@ -10,8 +10,10 @@
         ├── RetryableError   worth another try: 429, 408, 409, 5xx, overloaded, timeouts,
         │                    dropped connections, a 200 whose body is not valid JSON
         └── FinalError       retrying cannot help: 400, 401, 403, 404, context too long,
-                             content filter, a 200 whose answer breaks the rules
-                             (`answer_checks`); recorded once with its reason
+            │                content filter, a 200 whose answer breaks the rules
+            │                (`answer_checks`); recorded once with its reason
+            └── ParameterRefused  the teacher turns down one parameter (logprobs, a
+                             temperature, max_tokens): learned once, then sent without it
 
 Each TeacherError carries a short machine-readable `reason` (e.g. ``http_429``,
 ``context_length``) so failures can be counted by cause in `labeler stats`. Its message is
@@ -20,7 +22,12 @@ redacted (`labeler.redact`) as it is made: it never holds an API key.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from labeler.redact import redact
+
+if TYPE_CHECKING:
+    from labeler.completion import Completion
 
 
 class LabelerError(Exception):
@@ -120,6 +127,25 @@ class FinalError(TeacherError):
     """A failure that no retry can fix; recorded at once with its reason."""
 
     retryable = False
+
+
+class ParameterRefused(FinalError):
+    """The teacher turned down one request parameter, named in OpenAI's vocabulary
+    (``logprobs``, ``top_logprobs``, ``temperature``, ``max_tokens``).
+
+    Retrying the same request cannot help, but the same request without that parameter
+    can: the orchestrator learns the refusal once for the teacher (labeler/teacher_params.py)
+    and sends every request still to go without it, this one included. `answer` is set
+    when the teacher answered anyway and only left out what the parameter asks for (a 200
+    that carries no logprobs): that answer is paid for and kept.
+    """
+
+    def __init__(self, param: str, message: str, *, status: int | None = None,
+                 answer: Completion | None = None) -> None:
+        reason = f"http_{status}" if status is not None and status >= 400 else f"no_{param}"
+        super().__init__(reason, message, status=status)
+        self.param = param
+        self.answer = answer
 
 
 # Reasons of failures that are worth another run even after --max-attempts ran out (a

@@ -18,8 +18,12 @@ Output tokens are predicted honestly rather than padded or guessed low:
   max_tokens) is the expected output, since the teacher stops after the label;
 - text and json tasks have no such bound: max_tokens is used and the estimate says it is
   an upper bound (`output_is_upper_bound`);
-- sampled teachers pay every sample: Anthropic asks ``samples`` times (default 5) when a
-  template wants soft targets, each request carrying the whole prompt; a template's
+- sampled soft labels pay every sample (``samples``, default 5, N below): a teacher
+  without logprobs (Anthropic), or any teacher with ``soft_labels="samples"``, answers a
+  soft-target request N times, so output is N times a label's. The prompt is paid once
+  where the server takes ``n`` (OpenAI), N times where it does not (Anthropic, the local
+  llama.cpp server) or where that is not known before a run (any other OpenAI-compatible
+  server: priced as N requests, the dearer case, and said in a note); a template's
   ``n`` multiplies output on OpenAI-style teachers.
 
 Prompt caching is priced as the providers bill it: the shared prefix (system prompt and
@@ -40,10 +44,12 @@ from typing import Any
 from labeler.inputs import Reject, Row
 from labeler.plan import CACHED, REJECTED, Planner
 from labeler.pricing import PER, PriceTable
+from labeler.reasoning import thinking_budget
 from labeler.request import Request
 from labeler.task import Task, load_task
 from labeler.teachers import PROVIDERS, Provider
 from labeler.teachers.base import Teacher, request_shape
+from labeler.teachers.sampling import Sampling
 
 MESSAGE_OVERHEAD = 4
 REPLY_OVERHEAD = 3
@@ -124,14 +130,16 @@ def estimate(
     prices: PriceTable | None = None,
     *,
     samples: int | None = None,
+    soft_labels: str = "auto",
     store: Any = None,
 ) -> Estimate:
     """Tokens and cost of labeling `rows` with `task` and `teacher`, without sending.
 
     `teacher` is a teacher object, a ``provider:model`` spec or a bare model name (then
-    priced as that model, one request per row). `samples` overrides the Anthropic
-    teacher's sample count for a spec. With a teacher object and a `store`, rows whose
-    answer is already stored are counted apart and cost nothing, as in a rerun.
+    priced as that model, one request per row). `samples` and `soft_labels` are the run's
+    (teachers/sampling.py) for a spec; a teacher object carries its own. With a teacher
+    object and a `store`, rows whose answer is already stored are counted apart and cost
+    nothing, as in a rerun.
     """
     task = task if isinstance(task, Task) else load_task(task)
     prices = prices or PriceTable.default()
@@ -149,6 +157,8 @@ def estimate(
                       completions=False, failures=False)
     seen: set[str] = set()
     prefix_tokens = 0
+    sampling = Sampling(samples, soft_labels)
+    priced_as_requests = False
     for item in (i for chunk in planner.plan_rows(rows) for i in chunk):
         est.rows += item.variant == 0  # a prompt ensemble's forms of a row are one row
         if item.status == REJECTED:
@@ -162,7 +172,9 @@ def estimate(
         if item.status == CACHED:
             est.already_stored += 1
             continue
-        calls, answers = _shape(provider, teacher_obj, request, samples)
+        calls, answers = _shape(provider, teacher_obj, request, sampling)
+        priced_as_requests |= (teacher_obj is None and calls > 1
+                               and _facts(provider).choices_per_request is None)
         est.requests += 1
         est.http_requests += calls
         prompt, prefix = counter.prompt(request)
@@ -174,11 +186,21 @@ def estimate(
     if forms > 1:
         est.notes.append(f"prompt ensemble: each row is asked in {forms} prompt forms "
                          f"({forms} requests per row, each cached on its own)")
+    if priced_as_requests:
+        est.notes.append(f"{sampling.n} samples per row priced as {sampling.n} requests (the "
+                         "prompt paid each time): whether this server takes `n` (one request, "
+                         "the prompt paid once) is learned by the run")
     if est.requests:
         _cache(est, provider, prefix_tokens, task)
     _price(est, prices)
-    if upper:
+    if thinking_budget(task.params) is not None:
+        est.notes.append("output tokens count the whole thinking budget and max_tokens per "
+                         "answer: an upper bound")
+    elif upper:
         est.notes.append("output tokens are max_tokens per answer: an upper bound for free text")
+    if task.params.get("reasoning_effort") not in (None, "none"):
+        est.notes.append("reasoning tokens (billed as output) are not counted: a reasoning "
+                         "model's thinking can be many times its answer")
     if est.cost_usd is None:
         est.notes.append(f"no price known for '{model}': add --price {model}=IN,OUT (USD/1M)")
     return est
@@ -194,13 +216,17 @@ def _teacher(teacher: Teacher | str) -> tuple[str, str, Teacher | None]:
 
 
 def _shape(provider: str, teacher: Teacher | None, request: Request,
-           samples: int | None) -> tuple[int, int]:
+           sampling: Sampling) -> tuple[int, int]:
+    """(HTTP requests, answers per request) of one row, as the teacher would send it."""
     if teacher is not None:
         return request_shape(teacher, request)
-    sampled = _facts(provider).sampled_answers
-    if sampled is not None:  # no logprobs: soft targets are n requests of one answer each
-        if request.wants_soft_targets():
-            return max(1, samples or sampled), 1
+    facts = _facts(provider)
+    sampled = sampling.samples_for(request, gives_logprobs=facts.sampled_answers is None)
+    if sampled > 1:
+        return (1, sampled) if facts.choices_per_request else (sampled, 1)
+    if sampled == 1:
+        return 1, 1
+    if facts.sampled_answers is not None:  # no `n` at this provider: n requests
         return max(1, int(request.params.get("n") or 1)), 1
     return 1, max(1, int(request.params.get("n") or 1))
 
@@ -212,7 +238,13 @@ def _facts(provider: str) -> Provider:
 
 
 def _output_tokens(task: Task, counter: TokenCounter) -> tuple[int, bool]:
-    """Expected answer tokens and whether that number is only an upper bound."""
+    """Expected answer tokens and whether that number is only an upper bound. A thinking
+    budget is billed as output and counted whole: how much of it a model spends is not
+    known before it answers."""
+    budget = thinking_budget(task.params)
+    if budget is not None:
+        max_tokens = int(task.params.get("max_tokens") or 0)
+        return max_tokens or budget, True
     max_tokens = int(task.params.get("max_tokens") or task.params.get("max_completion_tokens") or 0)
     space = task.label_space
     if task.output_kind == "label" and space is not None:

@@ -784,7 +784,7 @@ def save_plot(report: EvalReport, path: str | Path) -> Path:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as exc:
-        raise ConfigError("plots need matplotlib: pip install 'labeler[plot]'") from exc
+        raise ConfigError("plots need matplotlib: pip install 'labeler-distill[plot]'") from exc
 
     path = Path(path)
     fig = Figure(figsize=(11, 4.5), dpi=100)

@@ -14,15 +14,23 @@ Kinds (what the rows look like):
   (completion-mode tasks give ``prompt``/``completion`` columns, TRL's other format).
 - ``kd``: prompt, response and per-token ``top_logprobs`` for logit distillation.
 
+A reasoning teacher's trace (``--reasoning``, labeler/reasoning.py) goes, by default, to
+the `sft` assistant message's ``reasoning_content`` and a ``reasoning`` column of
+`records` and `classification` (null where an answer has none); ``inline`` writes it
+``<think>``-wrapped before the answer, ``drop`` leaves it out. Left unset it is carried
+only when the store holds a trace at all, so a store without any exports exactly the
+columns it always did, and one with traces has the same columns in every export.
+
 Formats (how it is written): ``hf`` (``save_to_disk``, load with ``load_from_disk``),
-``parquet`` and ``jsonl`` (one file per split). Written aside and swapped in atomically.
+``parquet`` and ``jsonl`` (one file per split). Written aside and swapped in with one
+exchange (labeler/folder_swap.py), only over a folder an export may replace
+(labeler/out_folder.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -32,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from labeler import aio, hf_folder, owner
+from labeler import aio, folder_swap, hf_folder, out_folder
 from labeler import hf_features as hf
 from labeler.answer import Answer, read_answers
 from labeler.card import dataset_card, public_identity
@@ -44,6 +52,7 @@ from labeler.hf_folder import SplitFile
 from labeler.human import any_human_labels, human_labels
 from labeler.inputs import Reject, Row
 from labeler.plan import REJECTED, Item, Planner, by_row
+from labeler.reasoning import AUTO, check_mode, inline
 from labeler.request import Request
 from labeler.store import Store
 from labeler.targets import IGNORE_LABEL, Confidence, LabelNumbers, label_numbers
@@ -100,6 +109,8 @@ class ExportReport:
     splits: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
     label_counts: dict[str, int] = field(default_factory=dict)
+    # exported rows by where their soft label came from (logprobs, samples:N, verbalized…)
+    soft_label_sources: dict[str, int] = field(default_factory=dict)
     human_labeled: int = 0  # rows whose label a person gave (labeler review)
     # a cascade ending in `human`: rows queued for a person that none has decided yet,
     # and how many of them were held out of the export
@@ -137,6 +148,11 @@ class ExportOptions:
     card_license: str | None = None  # the card's `license` (a Hub licence id)
     card_endpoint: bool = False  # name the teacher's endpoint URL in the card
     calibration: Calibration | None = None  # read answers through it; the store is untouched
+    # where a reasoning trace goes: separate | inline | drop; "auto": separate when the
+    # store holds any trace, else nothing (the export resolves it)
+    reasoning: str = AUTO
+    # replace a previous export of another kind or format at `out` (labeler/out_folder.py)
+    force: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -151,6 +167,11 @@ class ExportOptions:
             raise ConfigError(f"--format '{self.format}': expected one of {', '.join(FORMATS)}")
         if not 0.0 <= self.validation_size < 1.0:
             raise ConfigError("--validation-size must be in [0, 1)")
+        check_mode(self.reasoning)
+        if self.reasoning == "inline" and self.kind in _NO_ASSISTANT_MESSAGE:
+            raise ConfigError(f"--reasoning inline puts the trace before the answer in an "
+                              f"assistant message, which --kind {self.kind} rows do not have: "
+                              "use --reasoning separate (a `reasoning` column) or drop")
 
 
 def export_dataset(
@@ -190,13 +211,18 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
             raise ConfigError(f"--calibration needs a label task; {task.path} is "
                               f"'{task.output_kind}'")
         opts.calibration.check(task.identity, teacher_identity, task.labels)
+    if opts.reasoning == AUTO and store.has_reasoning():
+        opts = dataclasses.replace(opts, reasoning="separate")
     out = Path(out)
     start = time.monotonic()
     report = ExportReport(str(out), opts.kind, opts.format)
-    _recover_interrupted_swap(out)
-    _remove_dead_staging(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    work = out.parent / f".{out.name}.work-{os.getpid()}"  # arrow staging, outside tmp
+    folder_swap.recover_interrupted(out)
+    out_folder.check_out(out, kind=opts.kind, fmt=opts.format, force=opts.force,
+                         holds=[("the store", Path(store.path))],
+                         note=f"every answer is safe in the store {store.path}")
+    folder_swap.remove_dead_staging(out)
+    tmp = folder_swap.staging(out, "tmp")
+    work = folder_swap.staging(out, "work")  # arrow staging, outside tmp
     for d in (tmp, work):
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
@@ -235,7 +261,8 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                         continue
                     if features is None:
                         features = builder.features(None)
-                    values = fast.values(row, numbers)
+                    values = fast.values(row, numbers, completion)
+                    source = "logprobs" if label is not None else None
                 else:
                     read = _general_row(task, builder, report, forms, humans, flt, calibrate)
                     if read is None:
@@ -244,6 +271,7 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                     if features is None:
                         features = builder.features(record)
                     values = builder.coerce(record, features)
+                    source = record.get("soft_label_source")
                 split = _split_of(row, opts)
                 if split not in writers:
                     writers[split] = SplitFile(work / f"{split}.arrow", features)
@@ -252,6 +280,9 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                 report.exported += 1
                 if label is not None:
                     report.label_counts[label] = report.label_counts.get(label, 0) + 1
+                if source is not None:
+                    sources = report.soft_label_sources
+                    sources[source] = sources.get(source, 0) + 1
         for w in writers.values():
             w.close()
         report.filtered = flt.report.removed()
@@ -263,9 +294,9 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
             report.teacher_tokenizer = teacher_tokenizer(teacher_identity)
         report.seconds = time.monotonic() - start
         (tmp / "README.md").write_text(dataset_card(task, teacher_identity, opts, report), "utf-8")
-        (tmp / "labeler_export.json").write_bytes(orjson.dumps(
+        (tmp / out_folder.META_FILE).write_bytes(orjson.dumps(
             _metadata(task, teacher_identity, opts, report), option=orjson.OPT_INDENT_2))
-        _swap_in(tmp, out)
+        folder_swap.swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -292,7 +323,10 @@ def _general_row(task: Task, builder: _Builder, report: ExportReport, forms: lis
     if calibrate is not None and task.label_space is not None:
         answer = calibrate(answer, opts.calibration, task.label_space)
     human = humans.get(item.key)
+    trace = completion.reasoning
     if human is not None:  # a person's decision: kept whatever the teacher's doubt
+        if human.label != answer.label:
+            trace = None  # the teacher's thinking argued for the label the person overruled
         answer = dataclasses.replace(answer, label=human.label, valid=True)
     waiting = (human is None and item.provenance is not None
                and bool(item.provenance.get("awaiting_human")))
@@ -305,7 +339,7 @@ def _general_row(task: Task, builder: _Builder, report: ExportReport, forms: lis
                     ("ok" if answer.valid else None),
                     _HUMAN_CERTAINTY if human else answer.confidence):
         return None
-    record = builder.row(row, request, completion, answer)
+    record = builder.row(row, request, completion, answer, trace)
     if item.provenance is not None:
         for stage in _answered_by(item.provenance):
             report.stages[stage] = report.stages.get(stage, 0) + 1
@@ -341,11 +375,14 @@ def _metadata(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
     """labeler_export.json: what a program needs to read the export back, label names in
     index order included (a jsonl file has no ClassLabel to carry them)."""
     counts = {k: v for k, v in report.to_dict().items() if k != "path"}  # no local path
-    return {"report": counts, "task": task.identity, "kind": opts.kind,
+    meta = {"report": counts, "task": task.identity, "kind": opts.kind,
             "labels": list(task.labels), "ignore_label": IGNORE_LABEL if task.labels else None,
             "teacher": public_identity(identity, endpoint=opts.card_endpoint),
             "teacher_tokenizer": report.teacher_tokenizer,
             "calibration": opts.calibration.to_dict() if opts.calibration else None}
+    if opts.reasoning != AUTO:  # traces were carried (or dropped) on purpose
+        meta["reasoning"] = opts.reasoning
+    return meta
 
 
 def push_export(out: Path, repo: str, *, fmt: str = "hf", private: bool = True,
@@ -396,32 +433,35 @@ class _Builder:
         self._plan_for: Features | None = None
         self.label_columns = (("label_source",) if task.output_kind == "label" and
                               opts.kind in ("records", "classification") else ())
+        # how a reasoning trace is carried: "separate" (a field or column of its own),
+        # "inline" (before the answer) or not at all ("drop", and "auto" left unresolved:
+        # no trace in the store)
+        self.reasoning = opts.reasoning
+        self.reasoning_column = (opts.kind in ("records", "classification")
+                                 and self.reasoning in ("separate", "inline"))
+        self.output_columns = (_OUTPUT_COLUMNS | {"reasoning"} if self.reasoning_column
+                               else _OUTPUT_COLUMNS)
 
-    def row(self, row: Row, request: Request, completion: Completion, answer: Answer
-            ) -> dict[str, Any]:
+    def row(self, row: Row, request: Request, completion: Completion, answer: Answer,
+            trace: str | None) -> dict[str, Any]:
+        """One export row; `trace` is the reasoning it carries (the answer's, or None)."""
         kind = self.opts.kind
         if self.input_fields is None:
             self.input_fields = [k for k in row.data if k not in _RESERVED]
         if kind == "classification":
-            return {"id": row.id, "text": self._text(row), **self._label_cols(answer)}
+            rec = {"id": row.id, "text": self._text(row), **self._label_cols(answer)}
+            if self.reasoning_column:
+                rec["reasoning"] = trace
+            return rec
         if kind == "sft":
-            if request.prompt is not None:
-                return {"id": row.id, "prompt": request.prompt,
-                        "completion": self.task.answer_prefix + self._answer_text(answer)}
-            reply = self._answer_text(answer)
-            if self.opts.sft_shape == "messages":
-                return {"id": row.id, "messages": self._messages(request, reply)}
-            # TRL's conversational prompt-completion: the loss covers the completion only,
-            # never the template's few-shot answers that sit in the prompt.
-            return {"id": row.id, "prompt": [dict(m) for m in request.messages or ()],
-                    "completion": [{"role": "assistant", "content": reply}]}
+            return self._sft_row(row, request, answer, trace)
         if kind == "kd":
             return {"id": row.id, "prompt": request.prompt,
                     "messages": None if request.messages is None else list(request.messages),
                     "response": completion.text, **self._kd_cols(completion)}
         rec: dict[str, Any] = {"id": row.id}
         for k in self.input_fields:
-            rec[_input_column(k)] = row.data.get(k)
+            rec[self._input_column(k)] = row.data.get(k)
         rec["messages"] = self._messages(request, completion.text) if request.messages else None
         rec["prompt"] = request.prompt
         rec["response"] = completion.text
@@ -438,7 +478,44 @@ class _Builder:
              "top_logprobs": [{"token": a, "logprob": lp} for a, lp in t.top]}
             for t in completion.tokens or []
         ]
+        if self.reasoning == "inline" and rec["messages"]:
+            rec["messages"][-1]["content"] = inline(trace, completion.text)
+        if self.reasoning_column:
+            rec["reasoning"] = trace
         return rec
+
+    def _sft_row(self, row: Row, request: Request, answer: Answer, trace: str | None
+                 ) -> dict[str, Any]:
+        """An `sft` row, its trace carried as the reasoning mode says: the assistant
+        message's `reasoning_content` (Qwen3's and DeepSeek's chat templates render it
+        inside <think>), inline before the answer, or not at all."""
+        mode = self.reasoning
+        reply = self._answer_text(answer)
+        if mode == "inline":
+            reply = inline(trace, reply)
+        if request.prompt is not None:
+            rec = {"id": row.id, "prompt": request.prompt,
+                   "completion": self.task.answer_prefix + reply}
+            if mode == "separate":
+                rec["reasoning_content"] = trace
+            return rec
+        turn: dict[str, Any] = {"role": "assistant", "content": reply}
+        if mode == "separate":
+            turn["reasoning_content"] = trace
+        if self.opts.sft_shape == "messages":
+            lead = [dict(m) for m in request.messages or ()]
+            if mode == "separate":  # one struct type for every message of the list
+                lead = [{**m, "reasoning_content": None} for m in lead]
+            return {"id": row.id, "messages": [*lead, turn]}
+        # TRL's conversational prompt-completion: the loss covers the completion only,
+        # never the template's few-shot answers that sit in the prompt.
+        return {"id": row.id, "prompt": [dict(m) for m in request.messages or ()],
+                "completion": [turn]}
+
+    def _input_column(self, name: str) -> str:
+        """Input fields keep their names unless an output column has it (gold `label` ->
+        `input_label`), so a gold column never overwrites the teacher's answer."""
+        return f"input_{name}" if name in self.output_columns else name
 
     def _kd_cols(self, completion: Completion) -> dict[str, Any]:
         """Per answer token: text, exact bytes, vocabulary id (when the server sent one),
@@ -472,7 +549,8 @@ class _Builder:
         return list(data) if self.opts.format == "jsonl" else data
 
     def _answer_text(self, answer: Answer) -> str:
-        if self.task.output_kind == "label" and answer.label is not None and self.task.label_space:
+        if (self.task.output_kind == "label" and answer.label is not None
+                and self.task.label_space and not self.task.verbalized):
             return self.task.label_space.verbalizers[answer.label][0]
         return answer.text
 
@@ -510,6 +588,10 @@ class _Builder:
         f: Features = {"id": hf.value("string")}
         kind = self.opts.kind
         msg = hf.list_of({"role": hf.value("string"), "content": hf.value("string")})
+        # an assistant turn that carries its trace apart (the field chat templates read)
+        traced = (hf.list_of({"role": hf.value("string"), "content": hf.value("string"),
+                              "reasoning_content": hf.value("string")})
+                  if self.reasoning == "separate" else msg)
         top = hf.list_of({"token": hf.value("string"), "logprob": hf.value("float64")})
         label_f = {
             "label": hf.class_label(list(self.task.labels)),
@@ -527,15 +609,19 @@ class _Builder:
         if kind == "classification":
             f["text"] = hf.value("string")
             f.update(label_f)
+            if self.reasoning_column:
+                f["reasoning"] = hf.value("string")
         elif kind == "sft":
             if self.task.mode == "completion":
                 f["prompt"] = hf.value("string")
                 f["completion"] = hf.value("string")
+                if self.reasoning == "separate":
+                    f["reasoning_content"] = hf.value("string")
             elif self.opts.sft_shape == "messages":
-                f["messages"] = msg
+                f["messages"] = traced
             else:
                 f["prompt"] = msg
-                f["completion"] = msg
+                f["completion"] = traced
         elif kind == "kd":
             raw = (hf.list_of(hf.value("uint8")) if self.opts.format == "jsonl"
                    else hf.value("binary"))
@@ -555,7 +641,7 @@ class _Builder:
                 f["top_values"] = hf.list_of(hf.list_of(hf.value("float32")))
         else:
             for k in self.input_fields or []:
-                col = _input_column(k)
+                col = self._input_column(k)
                 f[col] = _value_feature(sample.get(col) if sample else None)
             f["messages"] = msg
             f["prompt"] = hf.value("string")
@@ -570,6 +656,8 @@ class _Builder:
                 "token": hf.value("string"), "logprob": hf.value("float64"),
                 "top_logprobs": top,
             })
+            if self.reasoning_column:
+                f["reasoning"] = hf.value("string")
             if self.provenance == "ensemble":
                 f["ensemble"] = hf.list_of({
                     "member": hf.value("int64"), "teacher": hf.value("string"),
@@ -633,7 +721,10 @@ class _FastClassification:
         spec = builder.opts.filters
         self.thresholds = (spec.min_confidence is not None or spec.min_margin is not None
                            or spec.max_entropy is not None)
-        self.active = tuple(builder.features(None)) == self.COLUMNS
+        self.traced = builder.reasoning_column  # a `reasoning` column after the others
+        columns = (*self.COLUMNS, "reasoning") if self.traced else self.COLUMNS
+        # a verbalized answer's numbers are in its text, not its tokens: the general way
+        self.active = tuple(builder.features(None)) == columns and not task.verbalized
 
     def numbers(self, completion: Completion) -> LabelNumbers | None:
         if not self.active:
@@ -650,14 +741,18 @@ class _FastClassification:
             return None
         return Confidence(numbers[3], numbers[4], numbers[5], numbers[6])
 
-    def values(self, row: Row, numbers: LabelNumbers) -> list[Any]:
+    def values(self, row: Row, numbers: LabelNumbers, completion: Completion) -> list[Any]:
         index, probs, outside, max_prob, margin, entropy, mean_logprob = numbers
         rid = row.id if type(row.id) is str else _coerce_value(row.id, "string")
         if index is None:  # named no label (kept with --keep-invalid): see `_label_cols`
-            return [rid, self.text(row), IGNORE_LABEL, False, None, outside, None, None,
-                    None, None, mean_logprob, None, "teacher"]
-        return [rid, self.text(row), index, True, list(probs), outside, "logprobs", max_prob,
-                margin, entropy, mean_logprob, None, "teacher"]
+            out = [rid, self.text(row), IGNORE_LABEL, False, None, outside, None, None,
+                   None, None, mean_logprob, None, "teacher"]
+        else:
+            out = [rid, self.text(row), index, True, list(probs), outside, "logprobs",
+                   max_prob, margin, entropy, mean_logprob, None, "teacher"]
+        if self.traced:
+            out.append(completion.reasoning)
+        return out
 
 
 def _label_index(names: list[str]) -> dict[str, int]:
@@ -673,6 +768,7 @@ def _class_label(names: list[str]) -> datasets.ClassLabel:
 
 
 _RESERVED = {"id"}
+_NO_ASSISTANT_MESSAGE = ("classification", "kd")  # kinds --reasoning inline cannot apply to
 _HUMAN_CERTAINTY = Confidence(max_prob=1.0, margin=1.0, entropy=0.0)
 _OUTPUT_COLUMNS = {
     "messages", "prompt", "response", "label", "valid", "soft_label", "outside_mass",
@@ -688,12 +784,6 @@ def _alternatives(tok: TokenLogprob, as_bytes: Callable[[bytes], Any]) -> list[d
     return [{"token": a, "bytes": as_bytes(raw if raw is not None else a.encode("utf-8")),
              "id": i, "logprob": lp}
             for (a, lp), i, raw in zip(tok.top, ids, raws, strict=False)]
-
-
-def _input_column(name: str) -> str:
-    """Input fields keep their names unless an output column has it (gold `label` ->
-    `input_label`), so a gold column never overwrites the teacher's answer."""
-    return f"input_{name}" if name in _OUTPUT_COLUMNS else name
 
 
 def _value_feature(value: Any) -> hf.Feature:
@@ -768,35 +858,6 @@ def _write_splits(tmp: Path, writers: Mapping[str, SplitFile], features: Feature
             ds.to_json(str(tmp / f"{split}.jsonl"), lines=True, force_ascii=False)
 
 
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace `out` with `tmp` so that a crash leaves either the old or the new export."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _remove_dead_staging(out: Path) -> None:
-    """A kill -9 mid-export leaves its staging folders (a whole dataset each) beside `out`;
-    remove those whose process is gone, never those of an export still running."""
-    if not out.parent.exists():
-        return
-    for stale in [*out.parent.glob(f".{out.name}.tmp-*"), *out.parent.glob(f".{out.name}.work-*")]:
-        pid = stale.name.rpartition("-")[2]
-        if pid.isdigit() and int(pid) != os.getpid() and not owner.alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _recover_interrupted_swap(out: Path) -> None:
-    """A crash between the two renames left the last good export aside: put it back."""
-    if out.exists() or not out.parent.exists():
-        return
-    olds = sorted(out.parent.glob(f".{out.name}.old-*"), key=lambda p: p.stat().st_mtime)
-    if olds:
-        os.replace(olds[-1], out)
-
-
 def merge_card(generated: str, ours: str) -> str:
     """Labeler's card with the YAML metadata `push_to_hub` generated merged in.
 
@@ -837,7 +898,8 @@ def records_table(task: Task, identity: Mapping[str, Any], items: Iterable[Any])
         if item.status == REJECTED or any(f.completion is None for f in forms):
             continue
         answer = item.answer or read_answers(task, [f.completion for f in forms])
-        record = builder.row(item.row, item.request, item.completion, answer)
+        record = builder.row(item.row, item.request, item.completion, answer,
+                             item.completion.reasoning)
         if "label_source" in builder.label_columns:
             record["label_source"] = "teacher"
         if features is None:

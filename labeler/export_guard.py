@@ -1,9 +1,10 @@
 """An export folder that cannot be written is one line naming it, never a traceback.
 
 By the time a run exports, every answer is paid for and in the store; a bad `--out` (under
-a regular file, read-only, on a full disk) must not look like lost work. So the folder is
-checked before anything is sent, and a failure while writing says where, and that a rerun
-with a fixed path sends nothing again.
+a regular file, read-only, on a full disk, or a folder that is not an export's own, see
+labeler/out_folder.py) must not look like lost work. So the folder is checked before
+anything is sent, and a failure while writing says where, and that a rerun with a fixed
+path sends nothing again.
 """
 
 from __future__ import annotations
@@ -16,16 +17,26 @@ from typing import Any
 from labeler.errors import ExportError
 from labeler.export import ExportOptions, ExportReport, export_dataset
 from labeler.inputs import Reject, Row
+from labeler.out_folder import check_out
 from labeler.store import Store
 from labeler.task import Task
 
 
-def check_out_folder(out: Path, store: Path) -> None:
-    """Refuse an export folder that cannot be made before anything is sent: under a regular
-    file, or on a read-only file system or folder."""
-    if out.exists() and not out.is_dir():
+def check_out_folder(out: Path, store: Path, export: ExportOptions | None = None, *,
+                     reads: Path | None = None, rejects: Path | None = None,
+                     note: str = "nothing was sent") -> None:
+    """Refuse, before anything is sent, an export folder that cannot be made (under a
+    regular file, on a read-only file system or folder) or that an export may not replace
+    (labeler/out_folder.py): one holding the store, the input `reads` or the `rejects`
+    file, a refresh folder, a folder that is not a previous export of this kind."""
+    if out.exists() and not out.is_dir() and not out.is_symlink():
         raise ExportError(f"{out}: cannot write the export there: it is a file, not a folder; "
                           "nothing was sent: choose another --out and rerun")
+    opts = export or ExportOptions()
+    check_out(out, kind=opts.kind, fmt=opts.format, force=opts.force,
+              holds=[("the store", store), ("the input", reads),
+                     ("the --rejects file", rejects)],
+              input_folder=reads if reads is not None and reads.is_dir() else None, note=note)
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     import datasets
 
 # label()'s options that shape the export; every other option is a `Job` field.
-EXPORT_OPTIONS = frozenset({"kind", "filters", "validation_size", "seed", "split_field", "text_field"})
+EXPORT_OPTIONS = frozenset({"kind", "filters", "validation_size", "seed", "split_field", "text_field",
+                            "sft_shape", "reasoning"})
 _JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job)) - {"task", "input", "teacher", "out",
                                                                    "export", "input_format",
                                                                    "delimiter", "input_split",

@@ -26,6 +26,7 @@ from labeler.export_guard import check_out_folder, export_to
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
 from labeler.options import OPTIONS, check_values, default
 from labeler.pricing import PriceTable
+from labeler.reasoning import reasoning_params
 from labeler.retry import RetryPolicy
 from labeler.run import Labeler, RunSummary
 from labeler.store import Store
@@ -81,6 +82,13 @@ class Job:
     # An ensemble of teachers (labeler/ensemble.py): "a:m1,b:m2[@URL][=WEIGHT]" or a list
     ensemble: str | None = default("ensemble")
     ensemble_combine: str = default("ensemble_combine")
+    # A reasoning teacher's effort and Anthropic's thinking budget, over the template's
+    reasoning_effort: str | None = default("reasoning_effort")
+    thinking_budget: int | None = default("thinking_budget")
+    # Soft labels from samples (labeler/teachers/sampling.py): N answers, and whether to
+    # sample even a teacher that gives logprobs
+    samples: int | None = default("samples")
+    soft_labels: str = default("soft_labels")
     id_field: str | None = None
     input_format: str | None = None
     delimiter: str | None = None
@@ -111,10 +119,16 @@ class Job:
             self.escalate_below = ",".join(str(x) for x in self.escalate_below)
         if self.cascade is not None:
             self.cascade_spec()  # a bad cascade is told before anything starts
+        older = self.teacher_options.get("samples")  # the Anthropic option it once was
+        if older is not None and self.samples is not None and self.samples != older:
+            raise ConfigError(f"samples {self.samples} and teacher_options samples {older} "
+                              "disagree: give one")
         check_values({o.key: getattr(self, o.field) for o in OPTIONS})
+        reasoning_params({}, answer_tokens=0, effort=self.reasoning_effort,
+                         budget=self.thinking_budget)  # a bad value is told before anything
         bounds.check([
             ("limit", self.limit),
-            ("samples", self.teacher_options.get("samples")),
+            ("samples", older),
             ("min_confidence", f.min_confidence), ("min_margin", f.min_margin),
             ("max_entropy", f.max_entropy), ("validation_size", self.export.validation_size),
         ])
@@ -133,7 +147,7 @@ class Job:
         """One teacher per stage: its own @URL, else --base-url; the job's key and options."""
         teachers = []
         for stage in spec.stages:
-            opts = dict(self.teacher_options)
+            opts = self.teacher_settings()
             if stage.base_url or self.base_url:
                 opts["base_url"] = stage.base_url or self.base_url
             if self.api_key:
@@ -147,10 +161,21 @@ class Job:
         return RetryPolicy(max_attempts=self.max_attempts, initial_wait=self.retry_initial_wait)
 
     def load_task(self) -> Task:
-        return self.task if isinstance(self.task, Task) else load_task(self.task)
+        task = self.task if isinstance(self.task, Task) else load_task(self.task)
+        return task.with_reasoning(self.reasoning_effort, self.thinking_budget)
+
+    def teacher_settings(self) -> dict[str, Any]:
+        """The options every teacher is built with: `teacher_options` and the sampling
+        options, these only when set, so a teacher is built as before when they are not."""
+        opts = dict(self.teacher_options)
+        if self.samples is not None:  # else `teacher_options["samples"]`, as it was
+            opts["samples"] = self.samples
+        if self.soft_labels != default("soft_labels"):
+            opts["soft_labels"] = self.soft_labels
+        return opts
 
     def make_teacher(self) -> Teacher:
-        opts = dict(self.teacher_options)
+        opts = self.teacher_settings()
         if self.base_url:
             opts["base_url"] = self.base_url
         if self.api_key:
@@ -180,6 +205,17 @@ class Job:
     def store_path(self) -> Path:
         return Path(self.store) if self.store else default_store()
 
+    def check_out(self, note: str = "nothing was sent") -> None:
+        """Refuse an `out` an export may not replace (labeler/out_folder.py) before anything
+        is paid: one holding the store, the input or the rejects file, a refresh folder, a
+        folder that is not a previous export of this kind."""
+        if self.out is None:
+            return
+        reads = (Path(self.input) if isinstance(self.input, str | os.PathLike)
+                 and str(self.input) != "-" else None)
+        check_out_folder(Path(self.out), self.store_path(), self.export, reads=reads,
+                         rejects=self.rejects_path(), note=note)
+
     def rejects_path(self) -> Path | None:
         if self.rejects:
             return Path(self.rejects)
@@ -205,7 +241,7 @@ def open_job(job: Job, on_warning: Callable[[str], None] | None = None
     engine does before it labels anything, so a bad `--out` costs no request."""
     task = job.load_task()
     if job.out is not None:
-        check_out_folder(Path(job.out), job.store_path())
+        job.check_out()
     for w in task.warnings:
         if on_warning:
             on_warning(f"{task.path}: {w}")
@@ -269,6 +305,9 @@ async def _finish(job: Job, task: Task, summary: Any, identity: Mapping[str, Any
     if job.out is not None and summary.outcome not in ("pending", "interrupted"):
         report = await asyncio.to_thread(
             export_to, task, identity, job.rows(task), store, Path(job.out), job.export, planner)
+        summary.exported = report.exported
+        if not report.exported:
+            summary.export_removed = {name: n for name, n in report.filtered.items() if n}
     return JobResult(summary, report, job.store_path(),
                      rejects if rejects is not None and rejects.exists() else None, warnings)
 
@@ -405,7 +444,7 @@ def export_job(job: Job) -> ExportReport:
     task = job.load_task()
     spec = job.cascade_spec() or job.ensemble_spec()
     teachers = job.make_stage_teachers(spec) if spec is not None else [job.make_teacher()]
-    check_out_folder(Path(job.out), job.store_path())
+    job.check_out(note="nothing was written")
     with Store(job.store_path()) as store:
         identities = [t.identity for t in teachers]
         planner: Any = None

@@ -26,7 +26,7 @@ MAX_ATTEMPTS = 8
 
 # outcome -> process exit code, for the CLI and the cron line alike
 EXIT_CODES: dict[str, int] = {
-    "ok": 0, "failed": 1, "partial": 3, "locked": 4, "budget": 5, "pending": 6,
+    "ok": 0, "failed": 1, "partial": 3, "locked": 4, "budget": 5, "pending": 6, "empty": 7,
     "interrupted": 130,
 }
 
@@ -48,6 +48,7 @@ class Option:
     short: str | None = None
     metavar: str | None = None
     also: tuple[type, ...] = ()  # further types a config may give (a number for a list)
+    choices: tuple[str, ...] | None = None  # the only values a text option takes
 
     @property
     def flag(self) -> str:
@@ -103,6 +104,23 @@ OPTIONS: tuple[Option, ...] = (
     Option("ensemble_combine", "ensemble_combine", str, "mean",
            "With --ensemble: mean (weighted mixture of the members' distributions) or "
            "product (product of experts).", metavar="HOW"),
+    Option("reasoning_effort", "reasoning_effort", str, None,
+           "OpenAI-style reasoning teachers: how hard they think (none, minimal, low, "
+           "medium, high, xhigh), sent as reasoning_effort; overrides the template's "
+           "params (part of the cache key).", metavar="EFFORT"),
+    Option("thinking_budget", "thinking_budget", int, None,
+           "Anthropic: extended thinking with this many tokens (at least 1024), sent with "
+           "temperature 1 and max_tokens above the budget; overrides the template's params "
+           "(part of the cache key).", metavar="TOKENS"),
+    Option("samples", "samples", int, None,
+           "Answers asked per row where the soft label comes from samples (a teacher without "
+           "logprobs, or --soft-labels samples): the soft label is the share of each answer. "
+           "One request with `n` where the server takes it (the prompt paid once), else N "
+           "requests. Default 5; 1 keeps hard labels only. Part of the cache key.", metavar="N"),
+    Option("soft_labels", "soft_labels", str, "auto",
+           "Where soft labels come from: auto (logprobs where the teacher gives them, else "
+           "--samples answers), logprobs, or samples (sample even a teacher with logprobs, "
+           "to compare the two).", metavar="SOURCE", choices=("auto", "logprobs", "samples")),
 )
 BY_FIELD: dict[str, Option] = {o.field: o for o in OPTIONS}
 BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
@@ -126,6 +144,9 @@ def check_values(values: Mapping[str, Any], where: str = "") -> None:
             raise ConfigError(f"{prefix}{key} must be {names}, got {value!r}")
         if opt.bound is not None:
             check([(key, value)], where)
+        if opt.choices is not None and value not in opt.choices:
+            raise ConfigError(f"{prefix}{key} must be one of {', '.join(opt.choices)}, "
+                              f"got {value!r}")
 
 
 def from_fields(obj: Any) -> dict[str, Any]:
@@ -134,6 +155,9 @@ def from_fields(obj: Any) -> dict[str, Any]:
 
 
 CASCADE_KEYS = ("cascade", "escalate_below", "escalate_on", "ensemble", "ensemble_combine")
+# Options that change what is asked, hence every cache key: each command that reads
+# stored answers (export, eval, estimate, review) takes them too, to find the same keys.
+REQUEST_KEYS = ("reasoning_effort", "thinking_budget", "samples", "soft_labels")
 
 
 def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
@@ -151,6 +175,8 @@ def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
                 f = click.option(*names, is_flag=True, help=opt.help)(f)
                 continue
             kind = bounded(opt.key, opt.kind) if opt.bound is not None else opt.kind
+            if opt.choices is not None:
+                kind = click.Choice(opt.choices)
             f = click.option(*names, type=kind, default=opt.default,
                              show_default=opt.default is not None, metavar=opt.metavar,
                              help=opt.help)(f)
@@ -159,6 +185,7 @@ def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
     return decorate
 
 
-__all__ = ["BY_FIELD", "BY_KEY", "CASCADE_KEYS", "EXIT_CODES", "MAX_ATTEMPTS", "OPTIONS", "REQUEST_TIMEOUT_S",
-           "STOP_GRACE_S", "Option", "check_values", "click_options", "default", "exit_code",
+__all__ = ["BY_FIELD", "BY_KEY", "CASCADE_KEYS", "EXIT_CODES", "MAX_ATTEMPTS", "OPTIONS",
+           "REQUEST_KEYS", "REQUEST_TIMEOUT_S", "STOP_GRACE_S", "Option", "check_values",
+           "click_options", "default", "exit_code",
            "from_fields"]

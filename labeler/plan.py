@@ -32,6 +32,7 @@ from labeler.inputs import Reject, Row
 from labeler.request import Request, RequestKeys
 from labeler.store import Failure, Store
 from labeler.task import Task
+from labeler.teacher_params import TeacherParams
 
 CHUNK = 256
 # The row name a render error gets until it is given the row's real one (`where`), which
@@ -75,7 +76,9 @@ class Planner:
     - `max_age_s`: a stored answer older than this is planned as SEND (and overwritten);
     - `failures`: look up stored failures; a failure blocks its row (FAILED) unless
       `retry_failed`, or it was transient and has fewer than `max_attempts` tries;
-    - no `store` (an estimate with no store): every rendered row is SEND.
+    - no `store` (an estimate with no store): every rendered row is SEND;
+    - `teacher_params`: what the teacher refuses (read from the store when not given):
+      every request is planned, and keyed, as it will be sent (labeler/teacher_params.py).
     """
 
     # A planner that replays several teachers' answers (a cascade's or an ensemble's) says
@@ -94,9 +97,13 @@ class Planner:
         failures: bool = True,
         retry_failed: bool = False,
         max_attempts: int | None = None,
+        teacher_params: TeacherParams | None = None,
     ) -> None:
         self.task = task
         self.identity = dict(identity)  # copied once, not once per row
+        if teacher_params is None and store is not None:
+            teacher_params = TeacherParams.load(store, self.identity)
+        self.teacher_params = teacher_params
         self._keys = RequestKeys(self.identity)  # the identity serialised once, too
         self.store = store
         self.completions = completions
@@ -119,6 +126,7 @@ class Planner:
         """Plan one chunk: render and key every row, then look the keys up in the store."""
         items: list[Item] = []
         add, render, key = items.append, self.task.render_all, self._keys.key
+        known = self.teacher_params
         for entry in chunk:
             if isinstance(entry, Reject):
                 row = Row(entry.source, entry.line or 0, str(entry.line), {})
@@ -133,6 +141,8 @@ class Planner:
                 reject = Reject(row.source, row.line, template_problem(exc), raw_json(row))
                 add(Item(row, REJECTED, reject=reject, reason="template", error=exc))
                 continue
+            if known is not None and known.refused:  # sent, and keyed, without what is refused
+                requests = [known.apply(r) for r in requests]
             if len(requests) == 1:
                 add(Item(row, SEND, requests[0], key(requests[0])))
             else:

@@ -13,7 +13,8 @@ overlap, safe to kill and easy to monitor:
 - atomic and versioned: each refresh exports to OUT/versions/<UTC timestamp>/, then
   swaps the OUT/current symlink with one rename. Readers always see a whole export; a
   refresh that fails or is interrupted leaves `current` as it was. The last `keep`
-  versions are kept.
+  versions are kept. OUT is the refresh's alone: a folder that holds anything else, or
+  lies inside an export or another refresh folder, is refused (labeler/out_folder.py).
 - observable: exactly one JSON line on stdout (counts, cost, duration, outcome, version
   path) and an exit code: 0 ok, 3 partial, 4 locked, 1 failed (5 budget and 130
   interrupted, as for `labeler run`).
@@ -37,7 +38,8 @@ the home directory)::
                                      # request_timeout (seconds per attempt, default 120)
     id_field: id                     # also input_format, delimiter, split
     export: {kind: classification, format: hf, validation_size: 0.1, seed: 0}
-                                     # also sft_shape, kd_layout, card_license, card_endpoint,
+                                     # also sft_shape, kd_layout, reasoning, card_license,
+                                     # card_endpoint,
                                      # calibration: FILE (labeler eval --save-calibration)
     filters: {min_confidence: 0.8}   # also min_margin, max_entropy, keep_invalid
 """
@@ -48,7 +50,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -66,13 +67,13 @@ from labeler.errors import ConfigError, LabelerError
 from labeler.export import ExportOptions
 from labeler.filters import FilterSpec
 from labeler.job import Job, run_job
-from labeler.options import EXIT_CODES, OPTIONS
+from labeler.options import BY_KEY, EXIT_CODES, OPTIONS, check_values
+from labeler.out_folder import REFRESH_LOCK, VERSION_RE, check_refresh_out
 from labeler.owner import alive as _alive
 from labeler.pricing import PriceTable
 from labeler.redact import redact
 
-VERSION_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z(-\d+)?$")
-LOCK_NAME = ".refresh.lock"
+LOCK_NAME = REFRESH_LOCK
 
 _REQUIRED = ("task", "input", "teacher", "out")
 # The labeling options (concurrency, rpm, budget, ...) come from labeler/options.py; these
@@ -87,7 +88,7 @@ _EXPORT_KEYS: dict[str, type | tuple[type, ...]] = {
     "kind": str, "format": str, "validation_size": (int, float), "seed": int,
     "split_field": str, "text_field": str, "push_to_hub": str, "public": bool,
     "sft_shape": str, "kd_layout": str, "card_license": str, "card_endpoint": bool,
-    "calibration": str,
+    "calibration": str, "reasoning": str,
 }
 _FILTER_KEYS: dict[str, type | tuple[type, ...]] = {
     "min_confidence": (int, float), "min_margin": (int, float), "max_entropy": (int, float),
@@ -152,6 +153,7 @@ class RefreshConfig:
                 raise ConfigError(f"{where}: '{key}' is required and must be a string")
         _check_types(raw, _OPTIONAL, where, "")
         bounds.check([(k, v) for k, v in raw.items() if k in bounds.BOUNDS], where)
+        check_values({k: v for k, v in raw.items() if k in BY_KEY}, where)
         base = path.resolve().parent
 
         def local(value: str | None) -> Path | None:
@@ -243,6 +245,7 @@ def _export_options(export: Mapping[str, Any], filters: Mapping[str, Any],
         push_to_hub=export.get("push_to_hub"), private=not export.get("public", False),
         sft_shape=export.get("sft_shape", "prompt-completion"),
         kd_layout=export.get("kd_layout", "tokens"),
+        reasoning=export.get("reasoning", "auto"),
         card_license=export.get("card_license"), card_endpoint=export.get("card_endpoint", False),
         calibration=(load_calibration(local(export["calibration"]))  # type: ignore[arg-type]
                      if export.get("calibration") else None),
@@ -433,6 +436,7 @@ class RefreshResult:
             "outcome": self.outcome, "exit_code": self.exit_code, **counts,
             "cost_usd": self.summary.get("cost_usd", 0.0),
             "failures_by_reason": self.summary.get("failures_by_reason", {}),
+            "main_failure": self.summary.get("main_failure"),
             "exported": self.exported, "duration_s": round(self.duration_s, 3),
             "started_at": self.started_at, "version": self.version, "current": self.current,
             "out": self.out, "pruned": self.pruned,
@@ -460,6 +464,7 @@ def refresh(
     try:
         cfg = config if isinstance(config, RefreshConfig) else RefreshConfig.load(config)
         result.out = str(cfg.out)
+        check_refresh_out(cfg.out)
         with RefreshLock(cfg.lock_path()) as lock:
             if lock.took_over_from is not None:
                 result.lock_taken_over_from = lock.took_over_from
@@ -493,6 +498,12 @@ def _refresh_locked(cfg: RefreshConfig, result: RefreshResult, max_age_days: flo
     result.summary = done.summary.to_dict()
     result.outcome = done.summary.outcome
     if done.export is None:  # interrupted: the export was not written
+        return
+    if done.summary.outcome == "empty":
+        # Nothing came out of it (every row failed, or no row passed the filters): the
+        # dataset readers have stays current, and the reason goes in the cron line.
+        result.exported, result.error = done.export.exported, done.summary.why_empty()
+        shutil.rmtree(version, ignore_errors=True)
         return
     result.version, result.exported = str(version), done.export.exported
     _point_current(cfg.out, version)

@@ -32,10 +32,12 @@ from labeler.concurrency import DEFAULT_CEILING
 from labeler.errors import (
     ConfigError,
     LabelerError,
+    ParameterRefused,
     RetryableError,
     StoreError,
     TeacherError,
     is_transient,
+    short,
 )
 from labeler.inputs import Reject, RejectsWriter, Row
 from labeler.limits import Limiter
@@ -49,7 +51,8 @@ from labeler.request import Request
 from labeler.retry import RetryPolicy
 from labeler.store import Store
 from labeler.task import Task
-from labeler.teachers.base import Teacher, http_outcomes, request_shape
+from labeler.teacher_params import Refusal, TeacherParams
+from labeler.teachers.base import Teacher, http_outcomes, notices, request_shape
 from labeler.template_check import RenderStreak
 
 UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
@@ -107,6 +110,13 @@ class RunSummary:
     interrupted: bool = False
     budget_stopped: bool = False
     stages: list[dict[str, Any]] = field(default_factory=list)  # a cascade's, one per stage
+    # Parameters the teacher refused in this run -> its message; sent without them since
+    refused_params: dict[str, str] = field(default_factory=dict)
+    # The first message of each failure reason (redacted, one line): the server's own words
+    failure_messages: dict[str, str] = field(default_factory=dict)
+    # Rows in the export (None: none was written) and, when it holds none, what removed them
+    exported: int | None = None
+    export_removed: dict[str, int] = field(default_factory=dict)
 
     @property
     def outcome(self) -> str:
@@ -114,14 +124,52 @@ class RunSummary:
             return "interrupted"
         if self.budget_stopped:
             return "budget"
+        if self.empty:
+            return "empty"
         if self.failed or self.skipped:
             return "partial"
         return "ok"
 
-    def count_failure(self, reason: str, n: int = 1) -> None:
+    @property
+    def empty(self) -> bool:
+        """Rows came in and nothing came out: every row failed (or was rejected or not
+        sent), or the export holds none. Never a success, whatever the cause."""
+        if self.rows <= 0:
+            return False
+        return self.labeled + self.cached == 0 or self.exported == 0
+
+    @property
+    def main_failure(self) -> dict[str, Any] | None:
+        """The commonest reason rows failed, with how many and the server's message."""
+        if self.failures_by_reason:
+            reason, n = max(self.failures_by_reason.items(), key=lambda kv: kv[1])
+        elif self.rejected:
+            reason, n = "rejected", self.rejected
+        else:
+            return None
+        return {"reason": reason, "rows": n, "message": self.failure_messages.get(reason, "")}
+
+    def why_empty(self) -> str:
+        """One sentence on why nothing came out of an `empty` run, naming the main failure
+        in the server's own words."""
+        if self.labeled + self.cached == 0:
+            main = self.main_failure
+            if main is None:
+                return f"nothing labeled: none of {self.rows} rows was sent"
+            said = f": {main['message']}" if main["message"] else ""
+            return (f"nothing labeled: {self.failed} of {self.rows} rows failed, "
+                    f"{self.rejected} rejected, {self.skipped} not sent; main reason "
+                    f"{main['reason']} ({main['rows']} rows){said}")
+        removed = ", ".join(f"{n} removed by {name}" for name, n in self.export_removed.items())
+        return (f"the export holds 0 rows of {self.rows}"
+                + (f": {removed}" if removed else ""))
+
+    def count_failure(self, reason: str, n: int = 1, message: str = "") -> None:
         """n rows failed for `reason`: counted by reason and by what a rerun needs."""
         self.failed += n
         self.failures_by_reason[reason] = self.failures_by_reason.get(reason, 0) + n
+        if message and reason not in self.failure_messages:
+            self.failure_messages[reason] = short(redact(message))
         if is_transient(reason):
             self.failed_transient += n
         else:
@@ -130,6 +178,7 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["outcome"] = self.outcome
+        d["main_failure"] = self.main_failure
         d["cost_usd"] = round(self.cost_usd, 6)
         d["elapsed_s"] = round(self.elapsed_s, 3)
         return d
@@ -261,6 +310,7 @@ class Labeler:
         )
         out: asyncio.Queue[Record | None] = asyncio.Queue(maxsize=4 * CHUNK)
         http_before = Counter(http_outcomes(self.teacher) or ())
+        told = len(notices(self.teacher))  # what the teacher learned is said when learned
         state = _RunState(self, out, with_completions)
         producer = asyncio.create_task(state.produce(rows))
         renewer = asyncio.create_task(state.renew_claims())
@@ -273,6 +323,7 @@ class Labeler:
                     break
                 self._count(rec)
                 self._report(rec)
+                told = self._tell(told)
                 bar.update(rec.status)
                 yield rec
             await producer  # re-raise a fatal error from the producer side
@@ -289,6 +340,7 @@ class Labeler:
                 await asyncio.to_thread(self.claims.release_all)
             self.summary.elapsed_s = time.monotonic() - start
             self._count_http(state.http, http_before)
+            self._tell(told)
             self.summary.concurrency = self.limiter.inflight.report()
             if self._problems > PROBLEM_LINES:
                 self.on_warning(f"{self._problems - PROBLEM_LINES} more rows were rejected or "
@@ -297,6 +349,16 @@ class Labeler:
                 await asyncio.to_thread(
                     self.store.finish_run, run_id, self.summary.outcome, self.summary.to_dict()
                 )
+
+    def _tell(self, told: int) -> int:
+        """Say, once each, what the teacher learned about its server since `told` lines (a
+        server that refuses `n`); the count said so far."""
+        learned = notices(self.teacher)
+        if len(learned) <= told:
+            return told
+        for notice in learned[told:]:
+            self.on_warning(redact(notice))
+        return len(learned)
 
     def _count_http(self, own: Counter[str], before: Counter[str]) -> None:
         """HTTP requests by outcome, as the server answered them: the teacher's own count
@@ -317,9 +379,11 @@ class Labeler:
         elif rec.status == "cached":
             s.cached += 1
         elif rec.status == "failed":
-            s.count_failure(rec.reason or "unknown")
+            s.count_failure(rec.reason or "unknown", message=rec.message)
         elif rec.status == "rejected":
             s.rejected += 1
+            if rec.message and "rejected" not in s.failure_messages:
+                s.failure_messages["rejected"] = short(redact(rec.message))
         else:
             s.skipped += 1
 
@@ -371,8 +435,13 @@ class _RunState:
         self.render_streak = RenderStreak()  # the first rows all fail to render: a template bug
         # A plain rerun sends again what failed transiently (every run retries such an item
         # up to --max-attempts); what failed finally waits for --retry-failed.
+        # What the teacher refuses (from earlier runs, and learned in this one): the planner
+        # plans, and the workers send, every request without it.
+        self.known = TeacherParams.load(lb.store, lb._identity)
+        self.probe = asyncio.Lock()  # one request at a time while a parameter is untried
         self.planner = Planner(lb.task, lb._identity, lb.store, completions=with_completions,
-                               max_age_s=lb.max_age_s, retry_failed=lb.retry_failed)
+                               max_age_s=lb.max_age_s, retry_failed=lb.retry_failed,
+                               teacher_params=self.known)
 
     async def produce(self, rows: Iterable[Row | Reject | Mapping[str, Any]]) -> None:
         try:
@@ -580,14 +649,19 @@ class _RunState:
         if lb.budget_usd is not None:
             estimate = lb.prices.estimate_request(lb.teacher.model, request, lb._max_tokens,
                                                   shape=request_shape(lb.teacher, request))
+        # The request as sent, and its key: a refusal learned while this item waited or
+        # was in flight rewrites it (labeler/teacher_params.py), and its answer is stored
+        # under the key of what was actually sent.
+        sending = _Sending(key, request)
         try:
-            completion, cost = await self._call(key, request)
+            completion, cost, cached = await self._call(sending)
             self.spent_usd += cost or 0.0
             lb.summary.cost_usd += cost or 0.0
-            lb.summary.prompt_tokens += completion.usage.prompt_tokens
-            lb.summary.completion_tokens += completion.usage.completion_tokens
-            lb.summary.cached_tokens += completion.usage.cached_tokens
-            record_status = "labeled"
+            if not cached:
+                lb.summary.prompt_tokens += completion.usage.prompt_tokens
+                lb.summary.completion_tokens += completion.usage.completion_tokens
+                lb.summary.cached_tokens += completion.usage.cached_tokens
+            record_status = "cached" if cached else "labeled"
         except _Stopped:
             record_status, reason = "skipped", "stopped"
         except asyncio.CancelledError:
@@ -606,7 +680,7 @@ class _RunState:
         except TeacherError as exc:
             reason, message = exc.reason, exc.message or str(exc)
             try:
-                await self.writer.fail(key, exc, getattr(exc, "attempts", 1))
+                await self.writer.fail(sending.key, exc, getattr(exc, "attempts", 1))
             except StoreError as store_exc:
                 self._set_fatal(store_exc)
         except StoreError as exc:
@@ -629,18 +703,30 @@ class _RunState:
             if status == "labeled" and i > 0:
                 status = "cached"  # a duplicate row: answered by the same request
             await self.out.put(
-                Record(row, status, key, request,
+                Record(row, status, sending.key, sending.request,
                        completion if self.with_completions else None, reason, message)
             )
 
-    async def _call(self, key: str, request: Request) -> tuple[Completion, float | None]:
-        """Ask (with retries) and commit the answer; (the answer, its cost).
+    async def _call(self, sending: _Sending) -> tuple[Completion, float | None, bool]:
+        """`_call_once`, sent again without what the teacher turned down: each refusal is
+        learned once (`_send_one`), so an item meets at most one refusal per parameter."""
+        while True:
+            try:
+                return await self._call_once(sending)
+            except ParameterRefused:
+                if self.known.apply(sending.request) is sending.request:
+                    raise  # nothing left to leave out: an ordinary final failure
+
+    async def _call_once(self, sending: _Sending) -> tuple[Completion, float | None, bool]:
+        """Ask (with retries) and commit the answer; (the answer, its cost, whether it was
+        found in the store instead of sent).
 
         The answer is committed before its limiter place is given back, so the answers
         not yet in the store never outnumber the places (`concurrency`): that is all a
         kill -9 can lose, and only what it had in flight.
         """
         lb = self.lb
+        request = sending.request
         calls, answers = request_shape(lb.teacher, request)  # a sampling teacher pays n calls
         prompt_tokens = _estimate_tokens(request) * calls
         attempts = 0
@@ -653,41 +739,109 @@ class _RunState:
                         raise _Stopped()
                     me = asyncio.current_task()
                     self.queued.add(me)  # type: ignore[arg-type]
-                    async with _Dequeue(self.queued, me), lb.limiter.slot(
-                            lb._max_tokens * calls * answers, requests=calls,
-                            prompt_tokens=prompt_tokens):
-                        self.queued.discard(me)  # type: ignore[arg-type]
-                        if lb._stop.is_set():  # stopped while waiting for a slot: send nothing
-                            raise _Stopped()
-                        attempts += 1
-                        lb.summary.requests += 1
-                        if attempts > 1:
-                            lb.summary.retries += 1
-                        try:
-                            completion = await self._complete(request)
-                        except TeacherError as exc:
-                            self.http[exc.reason] += 1
-                            if not exc.retryable:
+                    # The first request with an untried parameter goes alone; the others
+                    # wait here, holding no limiter place, until its answer settles it.
+                    first = await self._first_of_its_kind(sending)
+                    try:
+                        async with _Dequeue(self.queued, me), lb.limiter.slot(
+                                lb._max_tokens * calls * answers, requests=calls,
+                                prompt_tokens=prompt_tokens):
+                            self.queued.discard(me)  # type: ignore[arg-type]
+                            if lb._stop.is_set():  # stopped while waiting: send nothing
+                                raise _Stopped()
+                            found = await self._as_sent(sending)
+                            if found is not None:  # what it is now sent as was answered before
+                                return found, None, True
+                            attempts += 1
+                            lb.summary.requests += 1
+                            if attempts > 1:
+                                lb.summary.retries += 1
+                            try:
+                                completion = await self._send_one(sending)
+                            except TeacherError as exc:
+                                if not exc.retryable:
+                                    raise
+                                lb.limiter.on_failure(exc)  # 429s slow the rate, 5xx shrink
+                                # Counted over the whole run, not per item: with a low
+                                # --max-attempts no item alone would reach the threshold,
+                                # and every row would be stored as failed against a typo'd
+                                # URL.
+                                if exc.reason == "connection" and self.successes == 0:
+                                    self.refused += 1
+                                if self.refused >= UNREACHABLE_AFTER and self.successes == 0:
+                                    raise _Unreachable(exc.message) from exc
                                 raise
-                            lb.limiter.on_failure(exc)  # 429s slow the rate, 5xx shrink in flight
-                            # Counted over the whole run, not per item: with a low
-                            # --max-attempts no item alone would reach the threshold, and
-                            # every row would be stored as failed against a typo'd URL.
-                            if exc.reason == "connection" and self.successes == 0:
-                                self.refused += 1
-                            if self.refused >= UNREACHABLE_AFTER and self.successes == 0:
-                                raise _Unreachable(exc.message) from exc
-                            raise
-                        self.http["ok"] += 1
-                        cost = lb.prices.cost(lb.teacher.model, completion.usage)
-                        await self.writer.put(key, completion, cost)
+                            cost = lb.prices.cost(lb.teacher.model, completion.usage)
+                            await self.writer.put(sending.key, completion, cost)
+                    finally:
+                        self.queued.discard(me)  # type: ignore[arg-type]
+                        if first:
+                            self.probe.release()
                     lb.limiter.on_success(prompt_tokens, completion.usage.prompt_tokens)
                     self.successes += 1
-                    return completion, cost
+                    return completion, cost, False
         except TeacherError as exc:
             exc.attempts = attempts  # type: ignore[attr-defined]
             raise
         raise AssertionError("unreachable: the retry loop returns or raises")
+
+    async def _as_sent(self, sending: _Sending) -> Completion | None:
+        """Bring `sending` up to what the teacher is known to refuse; when that changes its
+        key, the store may already hold the answer (a rerun after `forget-refusals`)."""
+        request = self.known.apply(sending.request)
+        if request is sending.request:
+            return None
+        sending.request, sending.key = request, self.lb.key_for(request)
+        found = await asyncio.to_thread(self.lb.store.get_many, [sending.key])
+        return found.get(sending.key)
+
+    async def _first_of_its_kind(self, sending: _Sending) -> bool:
+        """Wait while `sending` carries a parameter the teacher has neither taken nor
+        refused yet and another request is finding out; True when this one is to find
+        out (it then holds `probe` until its answer is in). A first answer settles it for
+        the rest, so a teacher that refuses the parameter turns down one request, not
+        every one in flight."""
+        known = self.known
+        while known.unproven(known.params(sending.request.params)):
+            await self.probe.acquire()
+            if known.unproven(known.params(sending.request.params)):
+                return True
+            self.probe.release()
+        return False
+
+    async def _send_one(self, sending: _Sending) -> Completion:
+        """One HTTP attempt. A refusal is learned here, before anything else is sent; an
+        answer that left out what was asked (no logprobs) is kept, under the key of the
+        request it answers."""
+        try:
+            completion = await self._complete(sending.request)
+        except ParameterRefused as exc:
+            await self._learn(exc)
+            if exc.answer is None:
+                self.http[exc.reason] += 1
+                raise
+            completion = exc.answer
+            sending.request = self.known.apply(sending.request)
+            sending.key = self.lb.key_for(sending.request)
+        except TeacherError as exc:
+            self.http[exc.reason] += 1
+            raise
+        self.http["ok"] += 1
+        taken = self.known.accept(sending.request.params)
+        if taken:
+            await asyncio.to_thread(self.known.save, self.lb.store, (), taken)
+        return completion
+
+    async def _learn(self, exc: ParameterRefused) -> None:
+        """Remember a refusal for this run and the next (store), and say it once."""
+        refusal = Refusal(exc.param, exc.status, exc.message)
+        if not self.known.learn(refusal):
+            return
+        # A refusal names one parameter; the others are still untried (a teacher says
+        # one refusal at a time).
+        await asyncio.to_thread(self.known.save, self.lb.store, [refusal])
+        self.lb.summary.refused_params[exc.param] = short(exc.message)
+        self.lb.on_warning(self.known.announcement(refusal))
 
     async def _complete(self, request: Request) -> Completion:
         """One attempt under the whole-attempt deadline: the transports' own timeouts are
@@ -719,6 +873,16 @@ class _RunState:
         if self.workers:
             await asyncio.gather(*list(self.workers), return_exceptions=True)
         await self.writer.close()
+
+
+class _Sending:
+    """The request a worker sends and its key, both rewritten when a refusal is learned."""
+
+    __slots__ = ("key", "request")
+
+    def __init__(self, key: str, request: Request) -> None:
+        self.key = key
+        self.request = request
 
 
 class _Dequeue:

@@ -168,7 +168,48 @@ def _m004_human_labels(db: sqlite3.Connection) -> None:
     )
 
 
-def _m005_failure_bodies(db: sqlite3.Connection) -> None:
+def _m005_reasoning(db: sqlite3.Connection) -> None:
+    """A reasoning teacher's trace beside its answer: the thinking text, Anthropic's
+    thinking blocks as they came (JSON: signatures and redacted data, which only the API
+    can read back), and the reasoning tokens (a subset of completion_tokens). Older rows
+    read NULL, NULL and 0: no trace. The partial index holds only rows with a trace, so
+    asking whether a store has any costs one probe, however many answers it keeps."""
+    _script(
+        db,
+        """
+        ALTER TABLE responses ADD COLUMN reasoning TEXT;
+        ALTER TABLE responses ADD COLUMN reasoning_blocks BLOB;
+        ALTER TABLE responses ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX responses_reasoning ON responses (key)
+            WHERE reasoning IS NOT NULL OR reasoning_blocks IS NOT NULL;
+        """
+    )
+
+
+def _m006_teacher_params(db: sqlite3.Connection) -> None:
+    """What each teacher refused or took of the request parameters (labeler/teacher_params.py
+    owns the queries), so that a run, an export and a refresh send what it takes from the
+    first request on. `teacher` is the teacher's whole identity; provider and model are
+    kept apart for `labeler forget-refusals --teacher`."""
+    _script(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS teacher_params (
+            teacher TEXT NOT NULL,
+            param TEXT NOT NULL,
+            verdict TEXT NOT NULL,
+            status INTEGER,
+            message TEXT,
+            learned_at REAL NOT NULL,
+            provider TEXT,
+            model TEXT,
+            PRIMARY KEY (teacher, param)
+        ) WITHOUT ROWID;
+        """
+    )
+
+
+def _m007_failure_bodies(db: sqlite3.Connection) -> None:
     """The raw body of an answer that failed its checks (malformed, not JSON), capped, kept
     beside its failure so that what the server sent can be inspected."""
     _script(
@@ -184,7 +225,8 @@ def _m005_failure_bodies(db: sqlite3.Connection) -> None:
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _m001_initial, _m002_batches, _m003_claims, _m004_human_labels, _m005_failure_bodies,
+    _m001_initial, _m002_batches, _m003_claims, _m004_human_labels, _m005_reasoning,
+    _m006_teacher_params, _m007_failure_bodies,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -295,7 +337,8 @@ class Store:
                 marks = ",".join("?" * len(chunk))
                 for row in self._db.execute(
                     "SELECT key, text, tokens, samples, prompt_tokens, completion_tokens,"
-                    " cached_tokens, cache_write_tokens, finish_reason, model, latency_ms"
+                    " cached_tokens, cache_write_tokens, finish_reason, model, latency_ms,"
+                    " reasoning_tokens, reasoning, reasoning_blocks"
                     f" FROM responses WHERE key IN ({marks})",
                     chunk,
                 ):
@@ -314,6 +357,13 @@ class Store:
 
     def get(self, key: str) -> Completion | None:
         return self.get_many([key]).get(key)
+
+    def has_reasoning(self) -> bool:
+        """Whether any stored answer carries a reasoning trace (one index probe)."""
+        with self._reading():
+            return self._db.execute(
+                "SELECT 1 FROM responses WHERE reasoning IS NOT NULL OR reasoning_blocks IS NOT"
+                " NULL LIMIT 1").fetchone() is not None
 
     def cost_of(self, keys: Sequence[str]) -> float:
         """What the stored answers of `keys` cost when they were paid for (USD; 0 where
@@ -366,14 +416,16 @@ class Store:
                 orjson.dumps(c.samples) if c.samples is not None else None,
                 c.usage.prompt_tokens, c.usage.completion_tokens, c.usage.cached_tokens,
                 c.usage.cache_write_tokens, c.finish_reason, round(c.latency_s * 1000), cost,
-                source,
+                source, c.reasoning,
+                orjson.dumps(c.reasoning_blocks) if c.reasoning_blocks is not None else None,
+                c.usage.reasoning_tokens,
             )
             for key, c, cost in items
         ]
         if not rows:
             return
         def write(db: sqlite3.Connection) -> None:
-            db.executemany("INSERT OR REPLACE INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            db.executemany(_PUT_RESPONSE, rows)
             # One cheap probe per transaction saves a lookup per row when nothing failed.
             if db.execute("SELECT 1 FROM failures LIMIT 1").fetchone() is not None:
                 db.executemany("DELETE FROM failures WHERE key = ?", [(r[0],) for r in rows])
@@ -441,7 +493,8 @@ class Store:
             try:
                 return fn(self._db)
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: cannot read the store: {exc}") from exc
+                raise StoreError(f"{self.path}: cannot read the store: "
+                                 f"{_damage_hint(self.path, exc)}") from exc
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
@@ -549,9 +602,16 @@ class Store:
         self.close()
 
 
+_PUT_RESPONSE = (
+    "INSERT OR REPLACE INTO responses (key, created_at, model, text, tokens, samples,"
+    " prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, finish_reason,"
+    " latency_ms, cost_usd, source, reasoning, reasoning_blocks, reasoning_tokens)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 ANSWER_COLUMNS = ("key", "text", "tokens", "samples", "prompt_tokens", "completion_tokens",
-                  "cached_tokens", "cache_write_tokens", "finish_reason", "model", "latency_ms")
-_COUNTS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens")
+                  "cached_tokens", "cache_write_tokens", "finish_reason", "model", "latency_ms",
+                  "reasoning_tokens", "reasoning", "reasoning_blocks")
+_COUNTS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
+           "reasoning_tokens")
 
 
 def answer_problem(row: Mapping[str, Any]) -> str | None:
@@ -572,10 +632,12 @@ def _completion(row: tuple[Any, ...]) -> Completion | str:
     """A stored answer, or what makes it unusable (a string). Every export and plan reads
     each stored answer through here, so the checks are written out inline: on a typical
     label answer they cost about as much as decoding its tokens."""
-    _, text, tokens, samples, p, c, cached, cw, finish, model, latency_ms = row
+    (_, text, tokens, samples, p, c, cached, cw, finish, model, latency_ms, reasoning_tokens,
+     reasoning, blocks) = row
     try:
         token_rows = orjson.loads(tokens) if tokens is not None else None
         sample_list = orjson.loads(samples) if samples is not None else None
+        block_list = orjson.loads(blocks) if blocks is not None else None
     except orjson.JSONDecodeError as exc:
         return f"not JSON ({exc})"
     if token_rows is not None:
@@ -586,17 +648,22 @@ def _completion(row: tuple[Any, ...]) -> Completion | str:
         problem = samples_problem(sample_list)
         if problem is not None:
             return problem
+    rt = reasoning_tokens
     if not (type(p) is int and type(c) is int and type(cached) is int and type(cw) is int
-            and 0 <= p <= MAX_COUNT and 0 <= c <= MAX_COUNT and 0 <= cached <= MAX_COUNT
-            and 0 <= cw <= MAX_COUNT):
-        return counts_problem((p, c, cached, cw)) or "token counts"
+            and type(rt) is int and 0 <= p <= MAX_COUNT and 0 <= c <= MAX_COUNT
+            and 0 <= cached <= MAX_COUNT and 0 <= cw <= MAX_COUNT and 0 <= rt <= MAX_COUNT):
+        return counts_problem((p, c, cached, cw, rt)) or "token counts"
     if type(text) is not str or not (finish is None or type(finish) is str) or not (
             model is None or type(model) is str) or not (latency_ms is None
                                                           or type(latency_ms) is int):
         return "text, finish reason, model or latency of the wrong type"
+    if not (reasoning is None or type(reasoning) is str) or not (
+            block_list is None or (type(block_list) is list
+                                   and all(type(b) is dict for b in block_list))):
+        return "reasoning or its blocks of the wrong type"
     return stored_completion(
-        text, token_rows, (p, c, cached, cw), finish, model or "", (latency_ms or 0) / 1000.0,
-        sample_list)
+        text, token_rows, (p, c, cached, cw, rt), finish, model or "", (latency_ms or 0) / 1000.0,
+        sample_list, reasoning, block_list)
 
 
 def _release_claims(db: sqlite3.Connection, keys: list[str]) -> None:

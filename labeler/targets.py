@@ -51,8 +51,9 @@ token's logprob and the provider's top-k alternatives (the chosen token among th
 
 Completion-mode teachers (a few-shot prefix whose *next* token is the label) produce the
 same token structure and use the same function. Without logprobs, a sampled teacher gives
-the empirical distribution of its parsed samples (``outside`` = share of invalid samples),
-and a single answer gives a one-hot on its parsed label (``source="none"``).
+the empirical distribution of its N parsed samples (``outside`` = share of invalid
+samples, ``source="samples:N"``), and a single answer gives a one-hot on its parsed label
+(``source="none"``: one sample is no distribution, and is not passed off as one).
 """
 
 from __future__ import annotations
@@ -78,11 +79,15 @@ __all__ = [
     "confidence",
     "ensemble_confidence",
     "ensemble_soft_label",
+    "is_sampled",
     "label_numbers",
     "parse_label",
     "sampled_soft_label",
+    "samples_source",
     "soft_label",
     "token_confidence",
+    "verbalized_answer",
+    "verbalized_soft_label",
 ]
 
 # Characters that never carry label content at the start of an answer: whitespace, quotes,
@@ -99,6 +104,7 @@ _CACHE_LIMIT = 200_000
 _PARSE_MEMO_CHARS = 64  # answers longer than this are parsed afresh every time
 _PARSE_MEMO_SIZE = 10_000  # distinct answers remembered (a label task has a handful)
 _NO_LABELS: frozenset[int] = frozenset()
+SAMPLES_SOURCE = "samples:"
 # The hard label of an answer that named no label, where one must be written (an export
 # with --keep-invalid): the index PyTorch's cross-entropy and every transformers
 # classification head ignore by default.
@@ -363,7 +369,7 @@ class SoftLabel:
 
     probs: tuple[float, ...]
     outside: float
-    source: str  # "logprobs" | "sampled" | "none"
+    source: str  # "logprobs" | "samples:N" | "verbalized" | "ensemble" | "none"
     ambiguous: bool = False
 
     @property
@@ -586,10 +592,79 @@ def sampled_soft_label(samples: Sequence[str], space: LabelSpace) -> SoftLabel:
             counts[space.index(label)] += 1
     n = len(samples)
     valid = sum(counts)
+    source = samples_source(n)
     if valid == 0:
-        return SoftLabel((0.0,) * k, 1.0, "sampled", False)
+        return SoftLabel((0.0,) * k, 1.0, source, False)
     probs = tuple(c / valid for c in counts)
-    return SoftLabel(probs, (n - valid) / n, "sampled", False)
+    return SoftLabel(probs, (n - valid) / n, source, False)
+
+
+def samples_source(n: int) -> str:
+    """The source of a soft label read from `n` samples: N says how coarse it is (a
+    share of 5 answers moves in steps of 0.2)."""
+    return f"{SAMPLES_SOURCE}{n}"
+
+
+def is_sampled(soft: SoftLabel) -> bool:
+    return soft.source.startswith(SAMPLES_SOURCE)
+
+
+VERBALIZED = "verbalized"
+_JSON_OBJECT_RE = re.compile(r"\{.*\}", re.DOTALL)
+
+
+def verbalized_answer(text: str, space: LabelSpace) -> tuple[str | None, SoftLabel]:
+    """The label and soft label of an answer that states its confidence as JSON,
+    ``{"label": "positive", "confidence": 0.8}`` (a code fence or words around it are
+    allowed; a confidence above 1 is read as a percentage).
+
+    The stated label gets the stated probability p and the other labels share 1 - p
+    equally: the teacher said how sure it is, not how the rest divides, and an even split
+    claims nothing it did not say. A reasoning model's stated confidence tends to be
+    better calibrated than a plain model's, and a calibration (labeler/calibration.py)
+    fitted on gold corrects the rest. An answer without a usable confidence is read as
+    its label's one-hot (source ``none``), as is a plain label answered without JSON."""
+    found = _JSON_OBJECT_RE.search(text)
+    stated: Any = None
+    if found is not None:
+        try:
+            stated = json.loads(found.group(0))
+        except ValueError:
+            stated = None
+    if not isinstance(stated, dict):  # no statement: the label it names, if any
+        label = parse_label(text, space)
+        return label, _one_hot(label, space)
+    raw_label = stated.get("label")
+    label = parse_label(str(raw_label), space) if isinstance(raw_label, str | int) else None
+    p = _probability(stated.get("confidence"))
+    if label is None or p is None:
+        return label, _one_hot(label, space)
+    return label, verbalized_soft_label(label, p, space)
+
+
+def verbalized_soft_label(label: str, p: float, space: LabelSpace) -> SoftLabel:
+    """p on `label`, 1 - p shared equally by the other labels (see `verbalized_answer`)."""
+    k = len(space.labels)
+    index = space.index(label)
+    if k == 1:
+        return SoftLabel((1.0,), 0.0, VERBALIZED, False)
+    rest = (1.0 - p) / (k - 1)
+    return SoftLabel(tuple(p if i == index else rest for i in range(k)), 0.0, VERBALIZED, False)
+
+
+def _probability(value: Any) -> float | None:
+    """A stated confidence as a probability: 0..1, or a percentage up to 100."""
+    if isinstance(value, str):
+        value = value.strip().rstrip("%")
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return None
+    if 1.0 < value <= 100.0:
+        value = value / 100.0
+    return value if 0.0 <= value <= 1.0 else None
 
 
 def _one_hot(label: str | None, space: LabelSpace) -> SoftLabel:
@@ -640,7 +715,7 @@ def confidence(completion: Completion, soft: SoftLabel) -> Confidence:
         max_prob, margin, entropy = 0.0, 0.0, math.log(len(probs)) if probs else 0.0
 
     agreement: float | None = None
-    if soft.source == "sampled" and completion.samples:
+    if is_sampled(soft) and completion.samples:
         # max_prob = majority / valid and 1 - outside = valid / n, so their product is
         # majority / n; rounding to a whole count keeps the share exact.
         n = len(completion.samples)

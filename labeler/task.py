@@ -31,8 +31,9 @@ import jinja2.sandbox
 import orjson
 import yaml
 
-from labeler.errors import TemplateError
+from labeler.errors import ConfigError, TemplateError
 from labeler.example_pool import ExamplePool, load_pool
+from labeler.reasoning import answer_allowance, reasoning_params
 from labeler.request import Request, chat_request, completion_request
 from labeler.targets import LabelSpace
 
@@ -56,7 +57,10 @@ TOP_KEYS = {
 }
 VARIANT_KEYS = {"system", "user", "few_shot"}
 POOL_KEYS = {"file", "k", "label_field"}
-OUTPUT_KEYS = {"kind", "labels", "schema", "case_sensitive"}
+OUTPUT_KEYS = {"kind", "labels", "schema", "case_sensitive", "confidence"}
+# `output.confidence`: where a label task's soft label comes from when not from the answer
+# itself. `verbalized`: the teacher answers {"label": ..., "confidence": p} as JSON.
+CONFIDENCE_KINDS = ("verbalized",)
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "label": {"temperature": 0.0, "max_tokens": 8},
     "text": {"temperature": 0.0, "max_tokens": 512},
@@ -94,6 +98,9 @@ class Task:
     params: dict[str, Any] = field(default_factory=dict)
     soft_targets: bool = False
     top_logprobs: int = 0
+    # The teacher states its confidence in its answer (`output.confidence: verbalized`):
+    # the soft label is read from that statement (`targets.verbalized_soft_label`).
+    verbalized: bool = False
     fields: tuple[str, ...] = ()
     example_separator: str = "\n\n"
     answer_prefix: str = " "
@@ -113,6 +120,9 @@ class Task:
     # A prompt ensemble (`variants`, `example_orders`): the other prompt forms each row is
     # also asked in, each a full Task of its own, so each is its own request and cache key.
     others: tuple[Task, ...] = field(repr=False, default=())
+    # The tokens the template allows the answer alone (None: its max_tokens counts the
+    # thinking too): a thinking budget is added to it (labeler/reasoning.py).
+    answer_tokens: int | None = field(repr=False, default=None)
 
     @property
     def identity(self) -> str:
@@ -126,6 +136,17 @@ class Task:
     def members(self) -> tuple[Task, ...]:
         """Every prompt form a row is asked in: this one first, then the ensemble's others."""
         return (self, *self.others)
+
+    def with_reasoning(self, effort: str | None, budget: int | None) -> Task:
+        """This task asking for `effort` and/or a thinking `budget` (None keeps the
+        template's), every prompt form alike; raises ConfigError for a bad value, before
+        anything is sent."""
+        if effort is None and budget is None:
+            return self
+        params = reasoning_params(self.params, answer_tokens=self.answer_tokens,
+                                  effort=effort, budget=budget, where=self.path)
+        others = tuple(t.with_reasoning(effort, budget) for t in self.others)
+        return dataclasses.replace(self, params=params, others=others)
 
     def render_all(self, row: Mapping[str, Any], *, row_id: str = "?") -> tuple[Request, ...]:
         """One request per prompt form (one, unless the template is an ensemble)."""
@@ -375,6 +396,14 @@ def _single(raw: dict[str, Any], where: str) -> Task:
         warnings = (warning,) if warning else ()
     elif "labels" in output:
         raise TemplateError(where, "labels are only allowed with kind: label", field="output.labels")
+    verbalized = output.get("confidence") == "verbalized"
+    if "confidence" in output:
+        if output["confidence"] not in CONFIDENCE_KINDS:
+            raise TemplateError(where, f"must be one of {', '.join(CONFIDENCE_KINDS)}",
+                                field="output.confidence")
+        if kind != "label" or mode != "chat":
+            raise TemplateError(where, "verbalized confidence is for chat templates of kind "
+                                "label", field="output.confidence")
     schema = output.get("schema")
     if kind == "json" and schema is not None and not isinstance(schema, dict):
         raise TemplateError(where, "must be a JSON schema mapping", field="output.schema")
@@ -402,13 +431,21 @@ def _single(raw: dict[str, Any], where: str) -> Task:
     else:
         raise TemplateError(where, "must be a list of field names", field="fields")
 
-    few = _few_shot(raw.get("few_shot", []) or [], where, space)
+    # verbalized answers are JSON, not a label word: few-shot answers are checked as JSON
+    few = _few_shot(raw.get("few_shot", []) or [], where, None if verbalized else space)
     params = dict(DEFAULT_PARAMS[kind])
     user_params = raw.get("params", {}) or {}
     if not isinstance(user_params, dict):
         raise TemplateError(where, "must be a mapping", field="params")
     params.update(user_params)
-    soft = bool(raw.get("soft_targets", kind == "label"))
+    answer_tokens = answer_allowance(user_params, DEFAULT_PARAMS[kind])
+    try:
+        params = reasoning_params(params, answer_tokens=answer_tokens)
+    except ConfigError as exc:
+        raise TemplateError(where, str(exc), field="params") from None
+    # A verbalized soft label is stated, not read from logprobs or samples: by default the
+    # request asks for neither.
+    soft = bool(raw.get("soft_targets", kind == "label" and not verbalized))
     top_k = int(raw.get("top_logprobs", 20 if soft else 0))
     if not 0 <= top_k <= 20:
         raise TemplateError(where, "must be between 0 and 20 (the OpenAI limit)",
@@ -423,11 +460,12 @@ def _single(raw: dict[str, Any], where: str) -> Task:
     task = Task(
         name=name, version=version, path=where, mode=mode, output_kind=kind, system=system,
         user=user_tmpl, user_source=user_src, label_space=space, schema=schema,
-        few_shot=few, params=params, soft_targets=soft, top_logprobs=top_k, fields=fields_t,
+        few_shot=few, params=params, soft_targets=soft, top_logprobs=top_k,
+        verbalized=verbalized, fields=fields_t,
         example_separator=str(raw.get("example_separator", "\n\n")),
         answer_prefix=str(raw.get("answer_prefix", " ")),
         description=str(raw.get("description", "")), warnings=warnings,
-        _uses_task="task" in names, _plain=plain,
+        _uses_task="task" in names, _plain=plain, answer_tokens=answer_tokens,
     )
     pool = raw.get("few_shot_pool")
     if pool is not None:

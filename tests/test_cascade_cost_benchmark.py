@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cascade_cost import GoldResponder, main
-from benchmarks.local_quality import load_gold
+from benchmarks.local_quality import data_dir, load_gold
 from labeler.testing import ServerConfig, TeacherServer
 
 
@@ -23,6 +23,9 @@ def test_the_stand_in_api_is_wrong_on_about_the_error_share() -> None:
 
 def test_the_cascade_cost_table_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                        ) -> None:
+    sst2 = data_dir() / "sst2_validation" / "sst2_validation.tsv"
+    if not sst2.exists():
+        pytest.skip(f"needs the SST-2 validation set at {sst2} (or set LABELER_DATA)")
     gold = load_gold("sst2", 40, 0)
     first = GoldResponder([r["text"] for r in gold.rows], gold.gold, ["negative", "positive"],
                           0.0, seed=1)

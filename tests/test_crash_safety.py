@@ -391,8 +391,11 @@ def test_an_older_store_with_answers_migrates_and_keeps_them(
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
     MIGRATIONS[0](db)
     db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    first_release = ("key, created_at, model, text, tokens, samples, prompt_tokens,"
+                     " completion_tokens, cached_tokens, cache_write_tokens, finish_reason,"
+                     " latency_ms, cost_usd, source")
     db.executemany("INSERT INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                   src.execute("SELECT * FROM responses").fetchall())
+                   src.execute(f"SELECT {first_release} FROM responses").fetchall())
     db.close()
     src.close()
     sent = chat_requests(teacher_server)

@@ -14,7 +14,7 @@ from typing import Any
 import datasets
 import pytest
 
-NEEDS = "labeler.student needs torch and transformers: pip install 'labeler[student]'"
+NEEDS = "labeler.student needs torch and transformers: pip install 'labeler-distill[student]'"
 torch = pytest.importorskip("torch", reason=NEEDS)
 pytest.importorskip("transformers", reason=NEEDS)
 

@@ -35,7 +35,15 @@ KINDS = [("sentiment", {"kind": "classification"}), ("sentiment", {"kind": "reco
          ("sentiment", {"kind": "kd"}), ("sentiment", {"kind": "kd", "kd_layout": "ids"}),
          ("sentiment", {"kind": "kd", "format": "jsonl"}),
          ("sentiment-completion", {"kind": "sft"}), ("extract", {"kind": "records"}),
-         ("instruct", {"kind": "records"})]
+         ("instruct", {"kind": "records"}),
+         # with a reasoning teacher's traces carried apart or inline
+         ("sentiment", {"kind": "classification", "reasoning": "separate"}),
+         ("sentiment", {"kind": "records", "reasoning": "separate"}),
+         ("instruct", {"kind": "records", "reasoning": "inline"}),
+         ("sentiment", {"kind": "sft", "reasoning": "separate"}),
+         ("sentiment", {"kind": "sft", "sft_shape": "messages", "reasoning": "separate"}),
+         ("sentiment", {"kind": "sft", "reasoning": "inline", "format": "jsonl"}),
+         ("sentiment-completion", {"kind": "sft", "reasoning": "separate"})]
 
 
 @pytest.mark.parametrize(("task", "export"), KINDS)

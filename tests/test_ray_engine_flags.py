@@ -35,4 +35,4 @@ def test_the_ray_engine_without_ray_installed_says_which_extra(tmp_path: Path) -
          "--engine", "ray"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--engine ray needs Ray: pip install 'labeler[ray]'" in lines[0]
+    assert len(lines) == 1 and "--engine ray needs Ray: pip install 'labeler-distill[ray]'" in lines[0]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-pytest.importorskip("ray", reason="labeler.ray needs the ray extra: pip install 'labeler[ray]'")
+pytest.importorskip("ray", reason="labeler.ray needs the ray extra: pip install 'labeler-distill[ray]'")
 from labeler.ray.fleet import RateKeeper
 
 

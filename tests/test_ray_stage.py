@@ -29,7 +29,7 @@ from labeler.testing import ServerConfig, TeacherServer
 
 from conftest import chat_requests
 
-ray = pytest.importorskip("ray", reason="labeler.ray needs the ray extra: pip install 'labeler[ray]'")
+ray = pytest.importorskip("ray", reason="labeler.ray needs the ray extra: pip install 'labeler-distill[ray]'")
 import labeler.ray as labeler_ray  # noqa: E402
 
 pytestmark = [

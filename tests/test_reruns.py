@@ -1,4 +1,4 @@
-"""A rerun does what the README says: transient failures are sent again by a plain rerun,
+"""A rerun does what docs/cli.md says: transient failures are sent again by a plain rerun,
 final ones only with --retry-failed, and the summary says which of the two remain.
 
 Over real HTTP against the local teacher server: items whose prompt holds a marker get a

@@ -63,7 +63,7 @@ def test_key_from_a_file_or_the_environment_is_written_nowhere(tmp_path: Path) -
         # A wrong key first: the 401s are stored as failures, with the server's message.
         bad = runner.invoke(main, [*base, "--api-key-file", str(wrong_file), "--max-attempts",
                                    "1", "--limit", "3"])
-        assert bad.exit_code == 3, bad.output
+        assert bad.exit_code == 7, bad.output  # every row failed: nothing labeled
         outputs.append(bad.output)
         # The right key, in a process of its own so that all it prints is seen.
         good = subprocess.run([*LABELER, *base, "--api-key-file", str(key_file), "--retry-failed",
@@ -153,7 +153,8 @@ def test_a_server_that_quotes_the_key_back_leaks_it_nowhere(
         as_json = runner.invoke(main, [*args, "--json", "--retry-failed"], env=env)
         assert srv.server.stats()["by_status"].get("401", 0) >= 6  # the server did quote it
     stats = runner.invoke(main, ["stats", "--store", str(store), "--json"])
-    assert text.exit_code == 3 and as_json.exit_code == 3, text.output + as_json.output
+    # every row failed: nothing labeled, exit 7
+    assert text.exit_code == 7 and as_json.exit_code == 7, text.output + as_json.output
     assert "Incorrect API key provided: " in text.output  # the reason survives...
     assert "[redacted]" in text.output  # ...with the key masked
     assert json.loads(stats.stdout)["failures_by_reason"] == {"http_401": 3}

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-torch = pytest.importorskip("torch", reason="labeler.student needs torch: pip install 'labeler[student]'")
+torch = pytest.importorskip(
+    "torch", reason="labeler.student needs torch: pip install 'labeler-distill[student]'")
 
 from labeler.student import (  # noqa: E402
     IGNORE_INDEX,

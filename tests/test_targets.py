@@ -21,7 +21,9 @@ from labeler.targets import (
     token_confidence,
 )
 
-BANKING77 = Path(__file__).resolve().parents[2] / "shared/data/banking77_test/categories.json"
+from conftest import SHARED_DATA
+
+BANKING77 = SHARED_DATA / "banking77_test" / "categories.json"
 SENTIMENT = LabelSpace(("positive", "negative", "neutral"))
 CITIES = LabelSpace(("New York", "New Delhi", "Paris"))
 
@@ -208,7 +210,7 @@ def test_completion_mode_reads_only_the_next_token_distribution() -> None:
 def test_without_logprobs_falls_back_to_samples_or_parsed_text() -> None:
     sampled = Completion(text="positive", samples=["positive", "negative", "positive", "?"])
     soft = soft_label(sampled, SENTIMENT)
-    assert soft.source == "sampled"
+    assert soft.source == "samples:4"  # the source names how many answers it is the share of
     assert_probs(soft, (2 / 3, 1 / 3, 0.0))
     assert soft.outside == pytest.approx(0.25, abs=1e-9)
 
@@ -320,7 +322,7 @@ def test_with_codes() -> None:
 
 def test_ambiguity_on_banking77_labels() -> None:
     if not BANKING77.exists():
-        pytest.skip("shared banking77 data is not available")
+        pytest.skip(f"needs the Banking77 label names at {BANKING77}")
     space = LabelSpace(tuple(json.loads(BANKING77.read_text())))
     warnings = space.ambiguity()
     card = [w for w in warnings if "'card'" in w]
@@ -391,7 +393,7 @@ def test_completion_mode_answer_is_the_label_with_the_most_summed_mass() -> None
 
 def test_one_ambiguity_warning_per_label_set_lists_groups_and_the_yaml_fix() -> None:
     if not BANKING77.exists():
-        pytest.skip("shared banking77 data is not available")
+        pytest.skip(f"needs the Banking77 label names at {BANKING77}")
     space = LabelSpace(tuple(json.loads(BANKING77.read_text())))
     warning = space.ambiguity_warning()
     assert warning is not None and "\n" not in warning

@@ -94,7 +94,11 @@ class BatchSummary(RunSummary):
             return "pending"
         if self.budget_stopped:
             return "budget"
-        if self.failed or self.skipped or self.unfinished:
+        if self.unfinished:  # the next run sends them again: not the same as nothing
+            return "partial"
+        if self.empty:
+            return "empty"
+        if self.failed or self.skipped:
             return "partial"
         return "ok"
 
@@ -275,7 +279,7 @@ class BatchRunner:
                 s.cached += 1
             elif item.status == FAILED:
                 assert item.failure is not None
-                s.count_failure(item.failure.reason)
+                s.count_failure(item.failure.reason, message=item.failure.message)
             else:
                 assert key is not None and item.request is not None
                 self._rows[key] = 1
@@ -463,7 +467,7 @@ class BatchRunner:
             elif key in self._budget_skipped:
                 s.skipped += n
             elif key in failures:
-                s.count_failure(failures[key].reason, n)
+                s.count_failure(failures[key].reason, n, failures[key].message)
             else:
                 s.unfinished += n
         holding = set(held.values())

@@ -14,7 +14,7 @@ whole fleet keeps one rate limit (labeler/ray/fleet.py). The rows that come out 
 the `records` export's columns: input fields, messages, response, label, soft label,
 confidence, logprobs.
 
-Needs ``pip install 'labeler[ray]'``; nothing outside this package imports Ray.
+Needs ``pip install 'labeler-distill[ray]'``; nothing outside this package imports Ray.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from labeler.run import RunSummary
 # Job fields a Ray job hands to the stage (the rest are the driver's: input, export...)
 _STAGE_FIELDS = ("store", "base_url", "api_key", "teacher_options", "concurrency", "rpm", "tpm",
                  "max_attempts", "retry_initial_wait", "retry_failed", "prices", "max_age_days",
-                 "id_field", "stop_grace_s", "request_timeout")
+                 "id_field", "stop_grace_s", "request_timeout", "samples", "soft_labels")
 
 
 def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_WORKERS,

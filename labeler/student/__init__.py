@@ -1,6 +1,6 @@
 """Train a student on what the teacher said: losses, a collator and a `Trainer`.
 
-Needs the ``student`` extra (``pip install 'labeler[student]'``: torch and transformers);
+Needs the ``student`` extra (``pip install 'labeler-distill[student]'``: torch and transformers);
 the rest of labeler never imports this package, so labeling stays free of torch.
 
 - `distillation_loss` / `soft_cross_entropy`: label-level KD on a `classification`
@@ -20,7 +20,7 @@ try:
     import torch  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("labeler.student needs torch and transformers: "
-                      "pip install 'labeler[student]'") from exc
+                      "pip install 'labeler-distill[student]'") from exc
 
 from labeler.student.collate import SoftLabelCollator
 from labeler.student.kd import kd_tensors
@@ -42,7 +42,7 @@ def __getattr__(name: str) -> Any:
             from labeler.student.trainer import DistillationTrainer
         except ImportError as exc:
             raise ImportError("DistillationTrainer needs transformers: "
-                              "pip install 'labeler[student]'") from exc
+                              "pip install 'labeler-distill[student]'") from exc
         return DistillationTrainer
     raise AttributeError(f"module 'labeler.student' has no attribute {name!r}")
 

@@ -31,17 +31,22 @@ class Provider:
     prompt_cache: str | None = None
     # Answers sampled per soft-target request by a provider that returns no logprobs.
     sampled_answers: int | None = None
+    # Whether its server answers `n` choices in one request (the prompt paid once): True
+    # (OpenAI), False (Anthropic; llama.cpp's server) or None (not known before a run).
+    choices_per_request: bool | None = None
 
 
 PROVIDERS: dict[str, Provider] = {
     "openai": Provider("labeler.teachers.fast_openai:openai_teacher",
-                       batch="labeler.batch.openai:OpenAIBatchClient", prompt_cache="automatic"),
+                       batch="labeler.batch.openai:OpenAIBatchClient", prompt_cache="automatic",
+                       choices_per_request=True),
     "openai-compatible": Provider("labeler.teachers.fast_openai:openai_teacher",
                                   batch="labeler.batch.openai:OpenAIBatchClient"),
     "anthropic": Provider("labeler.teachers.anthropic:AnthropicTeacher",
                           batch="labeler.batch.anthropic:AnthropicBatchClient",
-                          prompt_cache="explicit", sampled_answers=5),
-    "local": Provider("labeler.teachers.local:LocalTeacher"),
+                          prompt_cache="explicit", sampled_answers=5,
+                          choices_per_request=False),
+    "local": Provider("labeler.teachers.local:LocalTeacher", choices_per_request=False),
 }
 # provider prefix -> "module:factory" (the factories alone, as earlier versions had them)
 REGISTRY: dict[str, str] = {name: p.factory for name, p in PROVIDERS.items()}

@@ -7,13 +7,13 @@ instead of a crash deep in the SDK's models.
 
 Soft targets without logprobs. Anthropic returns no logprobs, so when a template asks
 for soft targets (a label template does by default) the teacher asks the same question
-``samples`` times (default 5) concurrently and returns every answer in
-`Completion.samples`: the soft label is then the empirical distribution of the parsed
-samples, the `text` the majority answer, and usage the sum over all samples. Logprobs a
-free-text template keeps only for token-level distillation do not trigger sampling. If
-some samples of a request fail with a retryable error, the answers that did arrive are
-kept and the retry asks only for the missing ones, so a 429 on one sample does not pay
-for the other four twice.
+``samples`` times (default 5, the `--samples` every teacher takes; teachers/sampling.py)
+concurrently, the API having no ``n``, and returns every answer in `Completion.samples`:
+the soft label is then the empirical distribution of the parsed samples, the `text` the
+majority answer, and usage the sum over all samples. Logprobs a free-text template keeps
+only for token-level distillation do not trigger sampling. If some samples of a request
+fail with a retryable error, the answers that did arrive are kept and the retry asks only
+for the missing ones, so a 429 on one sample does not pay for the other four twice.
 
 Caching. The shared prefix (system prompt and few-shot turns) carries a cache
 breakpoint (teachers/anthropic_wire.py), so from the second row on it is read from
@@ -45,10 +45,10 @@ from labeler.request import Request
 from labeler.teachers import anthropic_wire
 from labeler.teachers import transport as http
 from labeler.teachers.base import BaseTeacher, HeaderObserver, parse_retry_after
+from labeler.teachers.refusals import refused
+from labeler.teachers.sampling import DEFAULT_SAMPLES, PartialSamples, Sampling
 
 ANTHROPIC_URL = "https://api.anthropic.com"
-DEFAULT_SAMPLES = 5
-_MAX_PARTIAL = 10_000  # requests whose surviving samples are kept for their retry
 _MAX_PREFIXES = 1_000  # cached prefixes remembered as warm
 
 
@@ -63,7 +63,8 @@ class AnthropicTeacher(BaseTeacher):
         base_url: str | None = None,
         api_key: str | None = None,
         timeout: float = 60.0,
-        samples: int = DEFAULT_SAMPLES,
+        samples: int | None = DEFAULT_SAMPLES,
+        soft_labels: str = "auto",
         api_version: str | None = None,
         cache_prompt: bool = True,
         max_connections: int = 1000,
@@ -78,16 +79,21 @@ class AnthropicTeacher(BaseTeacher):
                 "no Anthropic API key: set ANTHROPIC_API_KEY (or pass --api-key-file FILE)"
             )
         remember(api_key)
-        if samples < 1:
-            raise ConfigError(f"anthropic teacher: samples must be at least 1, got {samples}")
+        try:
+            sampling = Sampling(samples, soft_labels)
+        except ConfigError as exc:
+            raise ConfigError(f"anthropic teacher: {exc}") from None
+        if sampling.soft_labels == "logprobs":
+            raise ConfigError("anthropic teacher: Anthropic returns no logprobs; its soft labels "
+                              "come from samples (--soft-labels auto or samples)")
         self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL).rstrip("/")
-        self.samples = int(samples)
+        self.samples = sampling.n
         self.api_version = api_version
         # The SDK's default API version accepts no sampling parameters; older ones do.
         self._sampling_params = api_version is not None and api_version < anthropic_wire.SAMPLING_API_BEFORE
         self.cache_prompt = cache_prompt
         self._observer: HeaderObserver | None = None
-        self._partial: dict[str, list[Completion]] = {}
+        self._partial = PartialSamples()
         # Each HTTP request's outcome (one `complete` may send `samples` of them), so a
         # run's summary counts what the server saw (`teachers.base.http_outcomes`).
         self.http_outcomes: Counter[str] = Counter()
@@ -136,28 +142,11 @@ class AnthropicTeacher(BaseTeacher):
         return await self._sampled(request, n)
 
     async def _sampled(self, request: Request, n: int) -> Completion:
-        start = time.perf_counter()
         temperature = None
         if self._sampling_params:
             t = float(request.params.get("temperature") or 0.0)
             temperature = t if t > 0 else 1.0
-        key = request.key({})
-        have = self._partial.pop(key, [])
-        results = await asyncio.gather(
-            *(self._one(request, temperature) for _ in range(n - len(have))),
-            return_exceptions=True,
-        )
-        got = [r for r in results if isinstance(r, Completion)]
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
-            final = [e for e in errors if isinstance(e, FinalError)]
-            if not final and len(self._partial) < _MAX_PARTIAL:
-                self._partial[key] = have + got  # the retry asks only for what is missing
-            for e in errors:
-                if not isinstance(e, TeacherError):
-                    raise e
-            raise final[0] if final else errors[0]
-        return anthropic_wire.combine(have + got, latency_s=time.perf_counter() - start)
+        return await self._partial.gather(request, n, lambda: self._one(request, temperature))
 
     async def _one(self, request: Request, temperature: float | None) -> Completion:
         prefix = anthropic_wire.prefix_key(request) if self.cache_prompt else None
@@ -233,6 +222,9 @@ def classify(exc: anthropic.APIError) -> TeacherError:
             return FinalError("context_length", message, status=status)
         if status == 413:
             return FinalError("too_large", message, status=status)
+        refusal = refused(status, kind, None, message)  # e.g. temperature with thinking on
+        if refusal is not None:
+            return refusal
         return FinalError(f"http_{status}", message, status=status)
     if isinstance(exc, anthropic.APIResponseValidationError):
         return RetryableError("invalid_json", short(str(exc)))

@@ -20,6 +20,15 @@ matter here:
   as a single user message: the Messages API has no raw completion endpoint, so the
   model answers the prompt as a chat turn.
 
+Extended thinking. A request whose params carry ``thinking_budget`` (a template's or
+``--thinking-budget``) is sent with ``thinking: {"type": "enabled", "budget_tokens": N}``
+and what the API requires with it: temperature 1 (where sampling parameters are sent at
+all) and no top_p below 0.95. max_tokens counts the thinking too; the template's check
+(labeler/reasoning.py) has already made it larger than the budget. The answer's
+``thinking`` blocks (text and signature) and ``redacted_thinking`` blocks (encrypted
+``data``) are kept in `Completion.reasoning_blocks` as they came, and the thinking text in
+`Completion.reasoning`.
+
 Whitespace-only stop strings are dropped (the API rejects them); other stop strings
 become ``stop_sequences``.
 
@@ -36,8 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -46,7 +53,12 @@ from labeler import answer_checks as check
 from labeler.answer_checks import list_at, malformed, object_at, optional_text
 from labeler.completion import Completion, Usage
 from labeler.errors import FinalError, RetryableError, TeacherError
+from labeler.reasoning import THINKING_TEMPERATURE, THINKING_TOP_P_MIN, thinking_budget
 from labeler.request import Request
+from labeler.teachers.sampling import combine
+
+__all__ = ["EPHEMERAL", "build_params", "combine", "parse_message", "parse_usage", "prefix_key",
+           "split_messages", "wants_samples"]
 
 EPHEMERAL = {"type": "ephemeral"}
 DEFAULT_MAX_TOKENS = 1024
@@ -78,13 +90,19 @@ def build_params(
         kept = [s for s in stops if isinstance(s, str) and s.strip()]
         if kept:
             out["stop_sequences"] = kept
+    budget = thinking_budget(params)
+    if budget is not None:
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
     if sampling_params:
         extra: dict[str, Any] = {}
         temp = temperature if temperature is not None else params.get("temperature")
+        if budget is not None:
+            temp = THINKING_TEMPERATURE  # the only temperature thinking accepts
         if temp is not None:
             extra["temperature"] = min(float(temp), 1.0)  # Anthropic's range is 0..1
-        if params.get("top_p") is not None:
-            extra["top_p"] = float(params["top_p"])
+        top_p = params.get("top_p")
+        if top_p is not None and (budget is None or float(top_p) >= THINKING_TOP_P_MIN):
+            extra["top_p"] = float(top_p)
         if extra:
             out["extra_body"] = extra
     return out
@@ -176,11 +194,29 @@ def _parse_message(body: Any, latency_s: float) -> Completion:
         block = object_at(block, f"content[{i}]")
         if block.get("type") == "text":
             texts.append(optional_text(block.get("text"), f"content[{i}].text") or "")
+    blocks = _thinking_blocks(content)
+    thoughts = [b["thinking"] for b in blocks or () if b["type"] == "thinking" and b["thinking"]]
     return Completion(
         text="".join(texts), usage=parse_usage(body.get("usage")),
         finish_reason=_FINISH.get(stop, stop) if stop is not None else None,
         model=optional_text(body.get("model"), "model") or "", latency_s=latency_s,
+        reasoning="\n\n".join(thoughts) or None, reasoning_blocks=blocks,
     )
+
+
+def _thinking_blocks(content: list[Any]) -> list[dict[str, Any]] | None:
+    """The answer's thinking and redacted-thinking blocks, in order, with the fields the
+    API needs to take them back (text and signature; the encrypted data); None if none."""
+    out: list[dict[str, Any]] = []
+    for b in content:
+        if not isinstance(b, dict):
+            continue
+        if b.get("type") == "thinking":
+            out.append({"type": "thinking", "thinking": str(b.get("thinking") or ""),
+                        "signature": str(b.get("signature") or "")})
+        elif b.get("type") == "redacted_thinking":
+            out.append({"type": "redacted_thinking", "data": str(b.get("data") or "")})
+    return out or None
 
 
 def parse_usage(usage: Any) -> Usage:
@@ -196,28 +232,6 @@ def parse_usage(usage: Any) -> Usage:
         completion_tokens=check.count(usage.get("output_tokens"), "usage.output_tokens"),
         cached_tokens=read,
         cache_write_tokens=written,
-    )
-
-
-def combine(samples: Sequence[Completion], *, latency_s: float) -> Completion:
-    """n sampled answers -> one Completion: the majority text, every sample, summed usage.
-
-    Ties go to the answer seen first, so the result does not depend on dict order.
-    """
-    texts = [c.text for c in samples]
-    counts = Counter(t.strip() for t in texts)
-    best = max(counts.values())
-    majority = next(t for t in texts if counts[t.strip()] == best)
-    usage = Usage()
-    for c in samples:
-        usage.prompt_tokens += c.usage.prompt_tokens
-        usage.completion_tokens += c.usage.completion_tokens
-        usage.cached_tokens += c.usage.cached_tokens
-        usage.cache_write_tokens += c.usage.cache_write_tokens
-    first = samples[0]
-    return Completion(
-        text=majority, tokens=None, usage=usage, finish_reason=first.finish_reason,
-        model=first.model, latency_s=latency_s, samples=texts,
     )
 
 

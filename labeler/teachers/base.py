@@ -81,6 +81,12 @@ def http_outcomes(teacher: Teacher) -> Counter[str] | None:
     return getattr(teacher, "http_outcomes", None)
 
 
+def notices(teacher: Teacher) -> list[str]:
+    """What a teacher learned about its server during the run and says once (a server that
+    refuses ``n``: each sample is then a request of its own); [] for most teachers."""
+    return getattr(teacher, "notices", None) or []
+
+
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
     """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
     if not headers:

@@ -21,6 +21,7 @@ import asyncio
 import os
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,8 @@ from labeler.request import Request
 from labeler.teachers import openai_wire
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
 from labeler.teachers.openai_http import classify_status, endpoint, request_body
+from labeler.teachers.refusals import check_logprobs, error_fields
+from labeler.teachers.sampling import Sampler, Sampling
 from labeler.teachers.transport import LEAN, failure_reason, openai_transport
 
 if TYPE_CHECKING:  # imported when a request is sent: export, eval and stats never pay for it
@@ -54,10 +57,14 @@ class FastOpenAITeacher(BaseTeacher):
         timeout: float = 60.0,
         max_connections: int = 1000,
         extra_headers: Mapping[str, str] | None = None,
+        samples: int | None = None,
+        soft_labels: str = "auto",
+        n_supported: bool | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
         self.base_url, api_key = endpoint(provider, model, base_url, api_key)
+        self.sampler = Sampler(Sampling(samples, soft_labels), n_supported=n_supported)
         org_headers = {}
         if provider == "openai":
             for env, header in (("OPENAI_ORG_ID", "OpenAI-Organization"),
@@ -87,16 +94,33 @@ class FastOpenAITeacher(BaseTeacher):
     @property
     def identity(self) -> dict[str, Any]:
         """The same identity as `OpenAITeacher`: switching transport never misses the cache."""
-        return {"provider": self.provider, "model": self.model, "base_url": self.base_url}
+        return {"provider": self.provider, "model": self.model, "base_url": self.base_url,
+                **self.sampler.identity()}
 
     def observe_headers(self, observer: HeaderObserver | None) -> None:
         self._observer = observer
 
+    def request_shape(self, request: Request) -> tuple[int, int]:
+        return self.sampler.shape(request)
+
+    @property
+    def http_outcomes(self) -> Counter[str] | None:
+        """Each HTTP request's outcome while sampling may send several per row."""
+        return self.sampler.outcomes()
+
+    @property
+    def notices(self) -> list[str]:
+        return self.sampler.notices
+
     async def complete(self, request: Request) -> Completion:
+        return await self.sampler.complete(request, self._send)
+
+    async def _send(self, request: Request) -> Completion:
+        """One HTTP request."""
         import aiohttp
 
         chat = request.messages is not None
-        body = orjson.dumps(self.request_body(request))
+        body = orjson.dumps(request_body(self.model, self.provider, request))
         session = self._session_for_loop()
         start = time.perf_counter()
         try:
@@ -113,11 +137,12 @@ class FastOpenAITeacher(BaseTeacher):
             raise status_error(status, headers, raw)
         if self._observer is not None:
             self._observer(headers)
-        return openai_wire.parse_body(raw, chat=chat, latency_s=time.perf_counter() - start)
+        completion = openai_wire.parse_body(raw, chat=chat, latency_s=time.perf_counter() - start)
+        return check_logprobs(request, completion)
 
     def request_body(self, request: Request) -> dict[str, Any]:
         """The JSON body sent for `request`, identical to `OpenAITeacher.request_body`."""
-        return request_body(self.model, self.provider, request)
+        return request_body(self.model, self.provider, self.sampler.as_sent(request))
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -187,26 +212,13 @@ def openai_teacher(
 def status_error(status: int, headers: Mapping[str, str] | None, raw: bytes) -> TeacherError:
     """Classify an HTTP error answer exactly as `openai.classify` does for the SDK's
     exception: the same reason, message, status and retry-after."""
-    code, message = _error_fields(status, raw)
-    return classify_status(status, headers, code, message)
-
-
-def _error_fields(status: int, raw: bytes) -> tuple[str | None, str]:
-    """(error code, message) from an error body, with the SDK's fallbacks: the SDK's
-    message is "Error code: N", plus " - message" when the JSON body carries one."""
-    fallback = f"Error code: {status}"
     try:
         body = orjson.loads(raw.strip()) if raw.strip() else None
     except orjson.JSONDecodeError:
-        return None, short(fallback)
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            text = err.get("message")
-            if isinstance(text, str) and text:
-                fallback += f" - {text}"
-            return err.get("code"), short(str(text or fallback))
-    return None, short(fallback)
+        body = None
+    code, param, message = error_fields(body)
+    # The SDK's message when the body carries none: "Error code: N".
+    return classify_status(status, headers, code, message or f"Error code: {status}", param)
 
 
 def _connection_error(exc: BaseException) -> RetryableError:

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from labeler.teachers import local_models
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
 from labeler.teachers.fast_openai import openai_teacher
 from labeler.teachers.local_models import INSTALL_HINT
+from labeler.teachers.sampling import Sampler, Sampling
 
 HOST = "127.0.0.1"
 # Server shape, measured on a 2-core machine with short few-shot logprob requests
@@ -76,6 +78,8 @@ class LocalTeacher(BaseTeacher):
         server_args: Sequence[str] = (),
         startup_timeout: float = 120.0,
         log_file: str | Path | None = None,
+        samples: int | None = None,
+        soft_labels: str = "auto",
         **openai_options: Any,
     ) -> None:
         if openai_options.get("base_url"):
@@ -106,6 +110,9 @@ class LocalTeacher(BaseTeacher):
         self.log_path = Path(log_file) if log_file else _default_log_path(self.model)
         self.port: int | None = None
         self._openai_options = openai_options
+        # llama.cpp's server answers one choice per request (a 400 for n > 1), so samples
+        # go as concurrent requests from the start.
+        self.sampler = Sampler(Sampling(samples, soft_labels), n_supported=False)
         self._fingerprint = local_models.fingerprint(self.path)
         self._proc: subprocess.Popen[bytes] | None = None
         self._inner: Teacher | None = None
@@ -118,7 +125,19 @@ class LocalTeacher(BaseTeacher):
     @property
     def identity(self) -> dict[str, Any]:
         """Model name and weights fingerprint; no port, so answers are reused across runs."""
-        return {"provider": self.provider, "model": self.model, "gguf": self._fingerprint}
+        return {"provider": self.provider, "model": self.model, "gguf": self._fingerprint,
+                **self.sampler.identity()}
+
+    def request_shape(self, request: Request) -> tuple[int, int]:
+        return self.sampler.shape(request)
+
+    @property
+    def http_outcomes(self) -> Counter[str] | None:
+        return self.sampler.outcomes()
+
+    @property
+    def notices(self) -> list[str]:
+        return self.sampler.notices
 
     @property
     def base_url(self) -> str | None:
@@ -137,7 +156,7 @@ class LocalTeacher(BaseTeacher):
             inner = self._inner
             assert inner is not None
         try:
-            return await inner.complete(request)
+            return await self.sampler.complete(request, inner.complete)
         except RetryableError:
             proc = self._proc
             code = proc.poll() if proc is not None else None

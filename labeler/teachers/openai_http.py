@@ -16,6 +16,7 @@ from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError
 from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers.base import parse_retry_after
+from labeler.teachers.refusals import refused
 
 OPENAI_URL = "https://api.openai.com/v1"
 CHAT_PARAMS = {
@@ -72,8 +73,8 @@ def completion_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def classify_status(status: int, headers: Mapping[str, str] | None, code: str | None,
-                    message: str) -> TeacherError:
+def classify_status(status: int, headers: Mapping[str, str] | None, code: Any,
+                    message: str, param: Any = None) -> TeacherError:
     """An OpenAI-style HTTP error answer as labeler's failure: the one ladder for the SDK's
     exceptions and the lean transport's raw answers."""
     if status == 429:
@@ -86,6 +87,9 @@ def classify_status(status: int, headers: Mapping[str, str] | None, code: str | 
         return FinalError("context_length", message, status=status)
     if code == "content_filter" or code == "content_policy_violation":
         return FinalError("content_filter", message, status=status)
+    refusal = refused(status, code, param, message)
+    if refusal is not None:  # a parameter the teacher does without: learned, then not sent
+        return refusal
     return FinalError(f"http_{status}", message, status=status)
 
 

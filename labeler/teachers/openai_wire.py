@@ -46,6 +46,19 @@ def parse_chat(body: Any, *, latency_s: float = 0.0) -> Completion:
         raise
 
 
+def _reasoning(message: Any) -> str | None:
+    """The thinking an OpenAI-compatible reasoning server puts beside the answer:
+    ``reasoning_content`` (DeepSeek's API, llama.cpp, vLLM before 0.11) or ``reasoning``
+    (vLLM since, OpenRouter). None where there is none or it is empty."""
+    if not isinstance(message, dict):
+        return None
+    for name in ("reasoning_content", "reasoning"):
+        value = message.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
 def parse_completions(body: Any, *, latency_s: float = 0.0) -> Completion:
     """A legacy completion's JSON -> Completion, every field checked (`answer_checks`)."""
     try:
@@ -90,6 +103,7 @@ def _parse_chat(body: Any, latency_s: float) -> Completion:
     return Completion(
         text=text, tokens=tokens, usage=parse_usage(body.get("usage")), finish_reason=finish,
         model=_model(body), latency_s=latency_s, samples=samples,
+        reasoning=_reasoning(first.get("message")),
     )
 
 
@@ -153,10 +167,17 @@ def parse_usage(usage: Any) -> Usage:
     if details is not None:
         cached = check.count(object_at(details, "usage.prompt_tokens_details").get(
             "cached_tokens"), "usage.prompt_tokens_details.cached_tokens")
+    output = usage.get("completion_tokens_details")
+    reasoning = 0
+    if output is not None:
+        reasoning = check.count(object_at(output, "usage.completion_tokens_details").get(
+            "reasoning_tokens"), "usage.completion_tokens_details.reasoning_tokens")
     return Usage(
         prompt_tokens=check.count(usage.get("prompt_tokens"), "usage.prompt_tokens"),
         completion_tokens=check.count(usage.get("completion_tokens"), "usage.completion_tokens"),
         cached_tokens=cached,
+        # a subset of completion_tokens, as OpenAI, DeepSeek and vLLM count them
+        reasoning_tokens=reasoning,
     )
 
 

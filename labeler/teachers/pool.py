@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,7 +45,14 @@ from labeler.completion import Completion
 from labeler.concurrency import DEFAULT_CEILING, InFlightTarget
 from labeler.errors import ConfigError, FinalError, RetryableError
 from labeler.request import Request
-from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher, request_shape
+from labeler.teachers.base import (
+    BaseTeacher,
+    HeaderObserver,
+    Teacher,
+    http_outcomes,
+    notices,
+    request_shape,
+)
 
 _ENDPOINT_FAILURES = {"connection", "disconnected", "timeout"}
 ENDPOINT_START = 4  # in flight per endpoint before its latency is known: below any batch
@@ -132,6 +140,16 @@ class EndpointPool(BaseTeacher):
 
     def request_shape(self, request: Request) -> tuple[int, int]:
         return request_shape(self._endpoints[0].teacher, request)
+
+    @property
+    def http_outcomes(self) -> Counter[str] | None:
+        """The endpoints' own counts where they fan calls out (sampling), summed."""
+        counts = [c for e in self._endpoints if (c := http_outcomes(e.teacher)) is not None]
+        return sum(counts, Counter()) if counts else None
+
+    @property
+    def notices(self) -> list[str]:
+        return [n for e in self._endpoints for n in notices(e.teacher)]
 
     async def start(self) -> None:
         for e in self._endpoints:

@@ -12,12 +12,16 @@
   Anthropic's `/v1/messages/batches` (+ `/results`), each request answered as a live one
   would be, a batch taking `batch_speed_s` seconds, with `batch_fault` and
   `batch_error_rate` faults, and `GET /_batches` counting what was submitted;
+- a reasoning model: `reasoning_field` puts a per-row trace in chat answers
+  `reasoning_content` or `reasoning` (with `reasoning_tokens` in usage), and a Messages
+  request with `thinking` gets a signed thinking block (and, with `redacted_thinking`, a
+  redacted one), refused with the API's 400s where thinking forbids a setting;
 - `GET /v1/models`, `GET /health`; and, for a server in another process,
   `GET /_stats`, `GET /_log` (needs `--log-requests`), `GET|POST /_config` and
   `POST /_reset`.
 
 Answers are deterministic, come from a responder (`LabelResponder`, `EchoResponder`,
-`ScriptedResponder` or any callable from `RequestView` to `Reply`), and carry the
+`ScriptedResponder`, `VerbalizedResponder` or any callable from `RequestView` to `Reply`), and carry the
 providers' headers and error bodies; faults and rate limits are set on `ServerConfig`
 and reproduce exactly for a given seed::
 
@@ -42,6 +46,7 @@ from labeler.testing.responders import (
     RequestView,
     Responder,
     ScriptedResponder,
+    VerbalizedResponder,
 )
 from labeler.testing.server import TeacherServer, serve
 from labeler.testing.tokens import count_tokens, tokenize
@@ -57,6 +62,7 @@ __all__ = [
     "ScriptedResponder",
     "ServerConfig",
     "TeacherServer",
+    "VerbalizedResponder",
     "count_tokens",
     "serve",
     "tokenize",

@@ -8,11 +8,14 @@ Anthropic returns no logprobs; prompt-cache usage is reported as the API does, w
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import orjson
 
 from labeler.testing.generation import Generation
+from labeler.testing.tokens import count_tokens
 
 _ERRORS: dict[int, tuple[str, str]] = {
     400: ("invalid_request_error", "Invalid request."),
@@ -89,7 +92,12 @@ def message_body(
     cache_read: int,
     cache_write_5m: int,
     cache_write_1h: int,
+    redacted_thinking: bool = False,
 ) -> bytes:
+    """A Messages answer; an answer with a trace (the request asked for thinking) starts
+    with a `thinking` block and its signature, then, with `redacted_thinking`, an
+    encrypted `redacted_thinking` block, as the API orders them before the text; the
+    thinking is billed in `output_tokens`."""
     refused = gen.finish == "content_filter"
     stop_reason = _STOP_REASONS.get(gen.finish, gen.finish)
     if gen.stop_sequence is not None:
@@ -100,7 +108,9 @@ def message_body(
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [] if refused or not gen.tokens else [{"type": "text", "text": gen.text or ""}],
+            "content": [] if refused or not gen.tokens else [
+                *_thinking_blocks(gen.reasoning, redacted_thinking),
+                {"type": "text", "text": gen.text or ""}],
             "stop_reason": stop_reason,
             "stop_sequence": gen.stop_sequence,
             "stop_details": ({"type": "refusal", "category": None, "explanation": None} if refused else None),
@@ -112,11 +122,29 @@ def message_body(
                     "ephemeral_5m_input_tokens": cache_write_5m,
                     "ephemeral_1h_input_tokens": cache_write_1h,
                 },
-                "output_tokens": len(gen.tokens),
+                "output_tokens": len(gen.tokens) + (count_tokens(gen.reasoning)
+                                                     if gen.reasoning and not refused else 0),
                 "service_tier": "standard",
             },
         }
     )
+
+
+def _thinking_blocks(trace: str | None, redacted: bool) -> list[dict[str, str]]:
+    if trace is None:
+        return []
+    blocks = [{"type": "thinking", "thinking": trace, "signature": signature(trace)}]
+    if redacted:
+        data = base64.b64encode(hashlib.blake2b(trace.encode(), digest_size=48,
+                                                person=b"redacted").digest()).decode()
+        blocks.append({"type": "redacted_thinking", "data": data})
+    return blocks
+
+
+def signature(trace: str) -> str:
+    """The opaque signature of a thinking block: a digest of its text, as a server that
+    checks a block sent back would compute it."""
+    return base64.b64encode(hashlib.blake2b(trace.encode(), digest_size=48).digest()).decode()
 
 
 def count_tokens_body(input_tokens: int) -> bytes:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from labeler.testing import anthropic_wire, faults, hostile, openai_wire
+from labeler.testing import anthropic_wire, faults, hostile, openai_wire, refusals
 from labeler.testing.answers import GARBAGE_HTML, GARBAGE_JSON, Answer, Answers, Limits
 from labeler.testing.batches import BatchAPI
 from labeler.testing.config import ServerConfig, patched, public_view
@@ -39,7 +39,13 @@ from labeler.testing.prompts import (
 )
 from labeler.testing.ratelimit import RateLimiter
 from labeler.testing.records import RequestLog, RequestRecord, Stats
-from labeler.testing.responders import EchoResponder, LabelResponder, RequestView, Responder
+from labeler.testing.responders import (
+    EchoResponder,
+    LabelResponder,
+    RequestView,
+    Responder,
+    reasoning_trace,
+)
 
 logger = logging.getLogger("labeler.testing")
 
@@ -157,6 +163,19 @@ class TeacherApp:
             return answers.error(400, exc.message, param=exc.param, code=exc.code)
         record.prompt = parsed.text
         model = parsed.model
+        # a teacher that turns down a parameter, before any charge
+        if answers.anthropic:
+            said = refusals.anthropic_refusal(cfg.refuses, body)
+            if said is not None:
+                return answers.error(400, said, fault=faults.REFUSED)
+        else:
+            refused = refusals.refusal(cfg.refuses, body)
+            if refused is not None:
+                return Answer(refused[0], refused[1], answers.headers(), faults.REFUSED)
+        if cfg.max_n is not None and parsed.n > cfg.max_n and not answers.anthropic:
+            return answers.error(400, openai_wire.n_refused_message(cfg.max_n), param="n")
+        if cfg.ignore_n:
+            parsed.n = 1
         pinned = faults.scheduled_status(cfg, parsed.text)
         if pinned is not None:
             return answers.error(pinned, model=model, fault=faults.STATUS_FOR, retry_after=cfg.retry_after_s)
@@ -253,6 +272,7 @@ class TeacherApp:
                 cache_read=read,
                 cache_write_5m=write_5m,
                 cache_write_1h=write_1h,
+                redacted_thinking=cfg.redacted_thinking,
             )
         if parsed.provider == OPENAI_CHAT:
             cached = 0
@@ -265,10 +285,11 @@ class TeacherApp:
                 model=parsed.model,
                 created=created,
                 gens=gens,
-                logprobs=parsed.top_k is not None,
+                logprobs=parsed.top_k is not None and refusals.gives_logprobs(cfg.refuses),
                 prompt_tokens=parsed.prompt_tokens,
                 cached_tokens=cached,
                 token_ids=cfg.token_ids or cfg.completions_shape == "llama",
+                reasoning_field=cfg.reasoning_field,
             )
         return openai_wire.completion_body(
             rid=rid,
@@ -277,7 +298,7 @@ class TeacherApp:
             gens=gens,
             prompt_lengths=[len(p) for p in parsed.prompts or [parsed.text]],
             n=parsed.n,
-            logprobs=parsed.top_k is not None,
+            logprobs=parsed.top_k is not None and refusals.gives_logprobs(cfg.refuses),
             prompt_tokens=parsed.prompt_tokens,
             llama=cfg.completions_shape == "llama",
         )
@@ -288,6 +309,8 @@ class TeacherApp:
         prompts = parsed.prompts or [parsed.text]
         single = len(prompts) == 1
         temperature = cfg.default_temperature if parsed.temperature is None else parsed.temperature
+        thinks = ((parsed.provider == OPENAI_CHAT and cfg.reasoning_field is not None)
+                  or parsed.thinking_budget is not None)
         gens: list[Generation] = []
         for i, prompt in enumerate(prompts):
             prompt_hash = parsed.hash if single else text_hash(prompt)
@@ -313,9 +336,11 @@ class TeacherApp:
                     choice=choice,
                 )
                 salt = mix(cfg.seed, prompt_hash, view.sample_id if view.sampling else 0)
-                gens.append(
-                    generate(responder(view), salt=salt, limit=limit, stop=parsed.stop, top_k=parsed.top_k)
-                )
+                reply = responder(view)
+                gen = generate(reply, salt=salt, limit=limit, stop=parsed.stop, top_k=parsed.top_k)
+                if thinks:
+                    gen.reasoning = reply.reasoning or reasoning_trace(view, gen.text or "")
+                gens.append(gen)
         return gens
 
     def _responder(self, cfg: ServerConfig) -> Responder:

@@ -12,9 +12,11 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from labeler.testing import hostile
+from labeler.testing.refusals import MODES as REFUSAL_MODES
 from labeler.testing.responders import Responder
 
 COMPLETIONS_SHAPES = ("openai", "llama")
+REASONING_FIELDS = (None, "reasoning_content", "reasoning")
 BATCH_FAULTS = (None, "fail", "expire")
 FAULT_RATES = (
     "error_rate",
@@ -60,6 +62,18 @@ class ServerConfig:
         metadata={"help": "chat logprobs carry each token's vocabulary id, as llama.cpp's "
                           "server sends them (always so with completions_shape=llama)"},
     )
+    reasoning_field: str | None = field(
+        default=None,
+        metadata={"help": "a reasoning model: chat answers carry a per-row trace in this "
+                          "message field, reasoning_content (DeepSeek's API, llama.cpp) or "
+                          "reasoning (vLLM since 0.11), counted in reasoning_tokens"},
+    )
+    redacted_thinking: bool = field(
+        default=False,
+        metadata={"help": "Anthropic answers to a `thinking` request add a redacted_thinking "
+                          "block after the thinking block, as when a safety system "
+                          "encrypted part of the thinking"},
+    )
     latency_s: float = field(default=0.0, metadata={"help": "seconds before each answer"})
     latency_jitter_s: float = field(default=0.0, metadata={"help": "extra uniform latency"})
     capacity: int | None = field(
@@ -92,9 +106,24 @@ class ServerConfig:
         default=None,
         metadata={"help": "the hostile modes to use (comma-separated; default: every light one)"},
     )
+    refuses: str | None = field(
+        default=None,
+        metadata={"help": "answer as a teacher that refuses parameters: openai-reasoning, "
+                          "openai-403, gemini, groq, silent (a 200 without logprobs), or "
+                          "anthropic-thinking (temperature must be 1)"},
+    )
     fail_first: int = field(default=0, metadata={"help": "the first k attempts of every prompt fail"})
     fail_status: int = field(default=500, metadata={"help": "status of those failures"})
     status_for: list[tuple[str, int]] = field(default_factory=list)
+    ignore_n: bool = field(
+        default=False,
+        metadata={"help": "answer one choice whatever `n` asks, as some servers and gateways do"},
+    )
+    max_n: int | None = field(
+        default=None,
+        metadata={"help": "most choices (`n`) an OpenAI-style request may ask; more get a 400 "
+                          "as Groq answers it (llama.cpp's server takes 1)"},
+    )
     rpm: int | None = field(default=None, metadata={"help": "requests allowed per window"})
     tpm: int | None = field(default=None, metadata={"help": "tokens allowed per window"})
     rate_window_s: float = field(default=60.0, metadata={"help": "rate-limit window seconds"})
@@ -140,6 +169,8 @@ def validate(config: ServerConfig) -> None:
         total += rate
     if total > 1.0 + 1e-9:
         raise ValueError(f"fault rates add up to {total:.3f}, more than 1")
+    if config.reasoning_field not in REASONING_FIELDS:
+        raise ValueError(f"reasoning_field must be one of {REASONING_FIELDS}")
     if config.completions_shape not in COMPLETIONS_SHAPES:
         raise ValueError(f"completions_shape must be one of {COMPLETIONS_SHAPES}")
     if config.trickle_s < 0:
@@ -155,6 +186,10 @@ def validate(config: ServerConfig) -> None:
     unknown = [name for name in config.hostile or () if name not in hostile.SHAPES]
     if unknown:
         raise ValueError(f"unknown hostile modes {unknown}: expected some of {sorted(hostile.SHAPES)}")
+    if config.max_n is not None and config.max_n < 1:
+        raise ValueError("max_n must be at least 1")
+    if config.refuses not in REFUSAL_MODES:
+        raise ValueError(f"refuses must be one of {REFUSAL_MODES}")
     if config.labels is not None and not config.labels:
         raise ValueError("labels, when given, must not be empty")
 

@@ -23,6 +23,7 @@ HOSTILE = "hostile"
 STATUS_FOR = "status_for"
 FAIL_FIRST = "fail_first"
 OVER_LIMIT = "over_limit"
+REFUSED = "refused"  # a parameter the teacher turns down (labeler/testing/refusals.py)
 
 _BANDS = (
     (ERROR, "error_rate"),

@@ -34,6 +34,7 @@ class Generation:
     tops: list[TopList] | None
     finish: str
     stop_sequence: str | None = None
+    reasoning: str | None = None  # the thinking before the answer, where it was asked for
 
 
 FILTERED = Generation(text=None, tokens=[], logprobs=None, tops=None, finish="content_filter")

@@ -14,6 +14,7 @@ from zlib import crc32
 import orjson
 
 from labeler.testing.generation import Generation
+from labeler.testing.tokens import count_tokens
 
 FINGERPRINT = "fp_7e57ea0c1e"
 LLAMA_BUILD = "b4800-7e57ea0"
@@ -74,6 +75,11 @@ def error_body(
             }
         }
     )
+
+
+def n_refused_message(max_n: int) -> str:
+    """Groq's answer to a request asking more choices than it serves (its only `n` is 1)."""
+    return f"'n' : number must be at most {max_n}"
 
 
 def rate_limit_message(model: str, unit: str, limit: int, used: int, asked: int, wait: float) -> str:
@@ -187,26 +193,35 @@ def chat_body(
     prompt_tokens: int,
     cached_tokens: int,
     token_ids: bool = False,
+    reasoning_field: str | None = None,
 ) -> bytes:
+    """A chat completion; with `reasoning_field`, each message carries its choice's trace
+    in that field (as DeepSeek's API, llama.cpp and vLLM do) and usage counts the trace's
+    tokens in `completion_tokens` and again, apart, in `reasoning_tokens`."""
     choices = []
+    reasoning_tokens = 0
     for i, gen in enumerate(gens):
         lp = None
         if logprobs and gen.logprobs is not None:
             lp = {"content": _content(gen, llama=token_ids), "refusal": None}
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": gen.text,
+            "refusal": None,
+            "annotations": [],
+        }
+        if reasoning_field is not None and gen.reasoning is not None:
+            message[reasoning_field] = gen.reasoning
+            reasoning_tokens += count_tokens(gen.reasoning)
         choices.append(
             {
                 "index": i,
-                "message": {
-                    "role": "assistant",
-                    "content": gen.text,
-                    "refusal": None,
-                    "annotations": [],
-                },
+                "message": message,
                 "logprobs": lp,
                 "finish_reason": gen.finish,
             }
         )
-    completion_tokens = sum(len(g.tokens) for g in gens)
+    completion_tokens = sum(len(g.tokens) for g in gens) + reasoning_tokens
     return orjson.dumps(
         {
             "id": f"chatcmpl-{rid}",
@@ -220,7 +235,7 @@ def chat_body(
                 "total_tokens": prompt_tokens + completion_tokens,
                 "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
                 "completion_tokens_details": {
-                    "reasoning_tokens": 0,
+                    "reasoning_tokens": reasoning_tokens,
                     "audio_tokens": 0,
                     "accepted_prediction_tokens": 0,
                     "rejected_prediction_tokens": 0,

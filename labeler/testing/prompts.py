@@ -21,6 +21,8 @@ from labeler.testing.tokens import count_tokens
 
 CacheMark = tuple[int, str]
 
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+
 OPENAI_CHAT = "openai-chat"
 OPENAI_COMPLETIONS = "openai-completions"
 ANTHROPIC = "anthropic"
@@ -53,6 +55,7 @@ class Parsed:
     top_k: int | None = None
     prompts: list[str] | None = None
     cache_marks: list[CacheMark] = field(default_factory=list)
+    thinking_budget: int | None = None  # Anthropic's extended thinking, when asked for
     seg_tokens: list[int] = field(default_factory=list)
     prompt_tokens: int = 0
     longest_prompt: int = 0
@@ -105,6 +108,15 @@ def parse_openai_chat(body: dict[str, Any]) -> Parsed:
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = body.get("max_tokens")
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise BadRequest(
+            f"Invalid value: '{effort}'. Supported values are: "
+            + ", ".join(f"'{e}'" for e in REASONING_EFFORTS[:-1])
+            + f", and '{REASONING_EFFORTS[-1]}'.",
+            "reasoning_effort",
+            "invalid_value",
+        )
     return Parsed(
         provider=OPENAI_CHAT,
         model=model,
@@ -193,6 +205,7 @@ def parse_anthropic(body: dict[str, Any]) -> Parsed:
     if body.get("cache_control") and segments:
         marks.append((len(segments) - 1, _ttl(body["cache_control"])))
     stop = body.get("stop_sequences") or []
+    budget = _thinking(body)
     return Parsed(
         provider=ANTHROPIC,
         model=str(body["model"]),
@@ -204,7 +217,43 @@ def parse_anthropic(body: dict[str, Any]) -> Parsed:
         seed=None,
         stop=[s for s in stop if isinstance(s, str)],
         cache_marks=sorted(set(marks)),
+        thinking_budget=budget,
     ).finish()
+
+
+_THINKING_DOCS = ("Please consult our documentation at https://docs.claude.com/en/docs/"
+                  "build-with-claude/extended-thinking")
+
+
+def _thinking(body: dict[str, Any]) -> int | None:
+    """The budget of an extended-thinking request, refused as the Messages API refuses
+    what thinking does not allow: a budget under 1024 or not under max_tokens, a
+    temperature other than 1, a top_p under 0.95, top_k."""
+    thinking = body.get("thinking")
+    if thinking is None or (isinstance(thinking, dict) and thinking.get("type") == "disabled"):
+        return None
+    if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
+        raise BadRequest("thinking: Input tag does not match any of the expected tags: "
+                         "'enabled', 'disabled'")
+    budget = thinking.get("budget_tokens")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1024:
+        raise BadRequest("thinking.enabled.budget_tokens: Input should be greater than or "
+                         "equal to 1024")
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, int) and max_tokens <= budget:
+        raise BadRequest(f"`max_tokens` must be greater than `thinking.budget_tokens`. "
+                         f"{_THINKING_DOCS}")
+    temperature = body.get("temperature")
+    if temperature is not None and temperature != 1:
+        raise BadRequest(f"`temperature` may only be set to 1 when thinking is enabled. "
+                         f"{_THINKING_DOCS}")
+    top_p = body.get("top_p")
+    if top_p is not None and top_p < 0.95:
+        raise BadRequest("`top_p` must be greater than or equal to 0.95 or unset when "
+                         f"thinking is enabled. {_THINKING_DOCS}")
+    if body.get("top_k") is not None:
+        raise BadRequest(f"`top_k` must be unset when thinking is enabled. {_THINKING_DOCS}")
+    return budget
 
 
 def _blocks(role: str, blocks: list[Any], segments: list[str], marks: list[CacheMark]) -> str:

@@ -27,13 +27,17 @@ class Reply:
     `tokens` and/or `top_logprobs` it serves exactly those, position by position, so a
     test can assert soft labels against known numbers; a chosen token that appears in
     its position's `top_logprobs` gets that logprob. `finish_reason` overrides the
-    computed one (OpenAI vocabulary: "stop", "length", "content_filter").
+    computed one (OpenAI vocabulary: "stop", "length", "content_filter"). `reasoning` is
+    the trace a reasoning model wrote first; served only where the server or the request
+    asks for thinking, and made up per prompt (`reasoning_trace`) where a responder
+    leaves it None.
     """
 
     text: str
     top_logprobs: list[list[tuple[str, float]]] | None = None
     tokens: list[str] | None = None
     finish_reason: str | None = None
+    reasoning: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,15 @@ class RequestView:
 
 
 Responder = Callable[[RequestView], Reply]
+
+
+def reasoning_trace(view: RequestView, answer: str) -> str:
+    """A reasoning model's thinking for one answer: it quotes the row it read and names
+    the answer it reached, so a test can tell each row's trace from every other's."""
+    words = _WORD_RE.findall(view.last_user or view.prompt)
+    quoted = " ".join(words[-12:]) if words else "the request"
+    return (f"The user wrote: {quoted}.\nWeighing it (check {view.prompt_hash % 9973}), "
+            f"the answer is {answer.strip() or 'empty'}.")
 
 _DISTRACTORS = (("The", 0.5), ("\n", 0.3))
 _CONTINUE_P = 0.995
@@ -198,6 +211,29 @@ def _choose(options: list[tuple[str, float]], temperature: float | None, u: floa
         if target < acc:
             return tok
     return options[-1][0]
+
+
+class VerbalizedResponder:
+    """A teacher that states its confidence as JSON, ``{"label": L, "confidence": P}``:
+    L is `LabelResponder`'s greedy label for the prompt and P its probability under that
+    responder's known distribution, pushed towards 1 by `overconfidence` (0: honest;
+    0.5: halves the stated doubt), the fault a calibration fitted on gold corrects."""
+
+    def __init__(self, labels: Sequence[str], seed: int = 0, overconfidence: float = 0.0) -> None:
+        if not 0.0 <= overconfidence < 1.0:
+            raise ValueError("overconfidence must be within [0, 1)")
+        self.labels = LabelResponder(labels, seed)
+        self.overconfidence = overconfidence
+
+    def stated(self, prompt: str) -> tuple[str, float]:
+        """(label, stated confidence) for a prompt, as a test's ground truth."""
+        dist = self.labels.label_distribution(prompt)
+        label = max(dist, key=lambda name: dist[name])
+        return label, round(1.0 - (1.0 - dist[label]) * (1.0 - self.overconfidence), 3)
+
+    def __call__(self, view: RequestView) -> Reply:
+        label, p = self.stated(view.prompt)
+        return Reply(text=f'{{"label": "{label}", "confidence": {p}}}')
 
 
 _WORD_RE = re.compile(r"\w+")
