@@ -356,6 +356,10 @@ def merge_stores(dest: str, sources: tuple[str, ...], quiet: bool, as_json: bool
         click.echo(f"labeler: {source}: {report.answers[source]} answers, "
                    f"{report.failures[source]} failures, {report.human_labels[source]} review "
                    f"decisions merged into {dest}", err=True)
+        if report.skipped.get(source):
+            click.echo(f"labeler: warning: {source}: {report.skipped[source]} answers cannot be "
+                       f"used and were left behind (first: {report.first_skipped[source]})",
+                       err=True)
 
 
 @main.command(name="eval")

@@ -11,7 +11,8 @@
         ├── RetryableError   worth another try: 429, 408, 409, 5xx, overloaded, timeouts,
         │                    dropped connections, a 200 whose body is not valid JSON
         └── FinalError       retrying cannot help: 400, 401, 403, 404, context too long,
-            │                content filter; recorded once with its reason
+            │                content filter, a 200 whose answer breaks the rules
+            │                (`answer_checks`); recorded once with its reason
             └── ParameterRefused  the teacher turns down one parameter (logprobs, a
                              temperature, max_tokens): learned once, then sent without it
 
@@ -96,6 +97,9 @@ class TeacherError(LabelerError):
     """A teacher call that did not produce a completion."""
 
     retryable: bool = False
+    # The raw response body behind a failed answer (capped), kept in the store with the
+    # failure so that what the server sent can be inspected; None when there was none.
+    body: bytes | None = None
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from labeler.answer_checks import MAX_BODY_BYTES, too_large
 from labeler.completion import Completion
 from labeler.errors import RetryableError, TeacherError, short
 from labeler.request import Request
@@ -140,7 +141,7 @@ class FastOpenAITeacher(BaseTeacher):
                 self._chat_url if chat else self._completions_url,
                 data=body, headers=self._headers, timeout=self._timeout,
             ) as resp:
-                raw = await resp.read()
+                raw = await read_capped(resp)
                 status = resp.status
                 headers = resp.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -155,15 +156,7 @@ class FastOpenAITeacher(BaseTeacher):
             raise status_error(status, headers, raw)
         if self._observer is not None:
             self._observer(headers)
-        latency = time.perf_counter() - start
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise RetryableError("invalid_json", f"HTTP {status} with a body that is not JSON") from exc
-        if chat:
-            completion = openai_wire.parse_chat(parsed, latency_s=latency)
-        else:
-            completion = openai_wire.parse_completions(parsed, latency_s=latency)
+        completion = openai_wire.parse_body(raw, chat=chat, latency_s=time.perf_counter() - start)
         return check_logprobs(request, completion)
 
     def request_body(self, request: Request) -> dict[str, Any]:
@@ -200,6 +193,26 @@ class FastOpenAITeacher(BaseTeacher):
             )
             self._session, self._loop = session, loop
         return session
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, refused past `limit` bytes after decompression (`answer_checks`): a body
+    of known length without an encoding is read at once (the common case), any other one
+    piece by piece, as aiohttp inflates it in bounded steps, so a compressed bomb is
+    stopped after `limit` bytes rather than inflated whole."""
+    length = resp.content_length
+    if length is not None and length > limit:
+        raise too_large(length)
+    if length is not None and not resp.headers.get("Content-Encoding"):
+        return await resp.read()
+    parts, size = [], 0
+    async for piece in resp.content.iter_any():
+        size += len(piece)
+        if size > limit:
+            resp.close()
+            raise too_large()
+        parts.append(piece)
+    return b"".join(parts)
 
 
 def openai_teacher(

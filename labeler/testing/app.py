@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from labeler.testing import anthropic_wire, faults, openai_wire, refusals
+from labeler.testing import anthropic_wire, faults, hostile, openai_wire, refusals
 from labeler.testing.answers import GARBAGE_HTML, GARBAGE_JSON, Answer, Answers, Limits
 from labeler.testing.batches import BatchAPI
 from labeler.testing.config import ServerConfig, patched, public_view
@@ -226,6 +226,12 @@ class TeacherApp:
             logger.exception("responder failed")
             message = f"responder raised {type(exc).__name__}: {exc}"
             return answers.error(500, message, fault="responder_error")
+        if fault == faults.HOSTILE:
+            shape = hostile.pick(cfg.hostile, mix(cfg.seed, parsed.hash, 0x405))
+            payload, extra = hostile.corrupt(payload, shape, answers.provider)
+            answer = answers.ok(payload, f"{fault}:{shape}")
+            answer.headers.update(extra)
+            return answer
         return answers.ok(payload, fault)
 
     def _capacity(self, n: int) -> asyncio.Semaphore:
