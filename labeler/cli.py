@@ -23,6 +23,7 @@ import click
 from labeler import aio, options
 from labeler.bounds import BOUNDS
 from labeler.errors import ConfigError, LabelerError
+from labeler.exports.options import FORMATS, KD_LAYOUTS, KINDS, SFT_SHAPES
 from labeler.redact import redact
 from labeler.version import VERSION
 
@@ -127,14 +128,13 @@ def _export_options(f: Any) -> Any:
         click.option("--force", is_flag=True,
                      help="Replace a previous export at --out of another kind or format "
                           "(never a folder that is not an export)."),
-        click.option("--format", "fmt", type=click.Choice(["hf", "parquet", "jsonl"]),
+        click.option("--format", "fmt", type=click.Choice(FORMATS),
                      default="hf", show_default=True),
-        click.option("--kind", type=click.Choice(["records", "classification", "sft", "kd",
-                                                   "preference"]),
+        click.option("--kind", type=click.Choice(list(KINDS)),
                      default="records", show_default=True,
                      help="Shape of the exported rows (preference: pairs of a verified and a "
                           "failed answer, with --verify)."),
-        click.option("--sft-shape", type=click.Choice(["prompt-completion", "messages"]),
+        click.option("--sft-shape", type=click.Choice(SFT_SHAPES),
                      default="prompt-completion", show_default=True,
                      help="Chat-mode `sft` rows: prompt/completion (only the teacher's answer "
                           "is trained) or one `messages` list (few-shot answers included)."),
@@ -144,7 +144,7 @@ def _export_options(f: Any) -> Any:
                           "turn's reasoning_content; records/classification: a reasoning "
                           "column), `inline` (<think>...</think> before the answer) or `drop`. "
                           "Default: separate when the store holds any trace."),
-        click.option("--kd-layout", type=click.Choice(["tokens", "ids"]), default="tokens",
+        click.option("--kd-layout", type=click.Choice(KD_LAYOUTS), default="tokens",
                      show_default=True,
                      help="`kd` rows: per-token text/bytes/ids/logprobs, or `ids`: also "
                           "DistillKit's raw top-k columns (needs a teacher that sends ids)."),
@@ -237,7 +237,7 @@ def run(task: str, input_path: str, **kw: Any) -> None:
         sys.exit(EXIT_INTERRUPTED)
     s = result.summary
     if kw["as_json"]:
-        from labeler.export import NO_EXPORT
+        from labeler.exports.options import NO_EXPORT
 
         exported = result.export.outcome() if result.export is not None else NO_EXPORT
         click.echo(json.dumps({**s.to_dict(), "store": str(result.store),
@@ -770,7 +770,7 @@ def _estimate_cascade(job: Any, escalation_rate: str | None, as_json: bool) -> N
 
 
 def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
-    from labeler.export import ExportOptions
+    from labeler.exports.options import ExportOptions
     from labeler.filters import FilterSpec
     from labeler.job import Job
     from labeler.pricing import PriceTable
@@ -925,7 +925,7 @@ def _print_export(report: Any) -> None:
                    f"{held}", err=True)
     if report.verification:
         _print_verification(report.verification)
-    if report.kind == "preference" and report.unpaired:
+    if report.unpaired:  # only a kind that pairs answers leaves rows out for want of one
         click.echo(f"labeler:   {report.unpaired} rows left out: no verified or no failed "
                    "answer to pair", err=True)
     if report.format == "hf":

@@ -22,8 +22,8 @@ from labeler.batch.runner import BatchRunner, fingerprint
 from labeler.cascade import Cascade, CascadePlanner, CascadeSpec
 from labeler.ensemble import Ensemble, EnsemblePlanner, EnsembleSpec
 from labeler.errors import ConfigError
-from labeler.export import ExportOptions, ExportReport, check_preference
-from labeler.export_guard import check_out_folder, export_to
+from labeler.exports.guard import check_out_folder, export_to
+from labeler.exports.options import ExportOptions, ExportReport, check_needs
 from labeler.hub_input import is_hub
 from labeler.input_map import check_fields, mapped, parse_input_map, required_columns
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
@@ -145,7 +145,7 @@ class Job:
         parse_keep(self.export.keep)
         if self.export.verify is not None:
             split_steps(self.export.verify, REGISTRY)  # a bad spec is told before anything
-        check_preference(self.export)
+        check_needs(self.export)
         bounds.check([
             ("limit", self.limit),
             ("samples", older),
@@ -230,7 +230,7 @@ class Job:
         return Path(self.store) if self.store else default_store()
 
     def check_out(self, note: str = "nothing was sent") -> None:
-        """Refuse an `out` an export may not replace (labeler/out_folder.py) before anything
+        """Refuse an `out` an export may not replace (labeler/exports/out_folder.py) before anything
         is paid: one holding the store, the input or the rejects file, a refresh folder, a
         folder that is not a previous export of this kind."""
         if self.out is None:

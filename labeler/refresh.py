@@ -5,7 +5,7 @@ overlap, safe to kill and easy to monitor:
 
 - incremental: every answer is cached under a key of the full request (request.py), so
   only new or changed rows are sent; rows that left the input leave the export, because
-  an export is rebuilt from the current input (export.py).
+  an export is rebuilt from the current input (labeler/exports/).
 - locked: `fcntl.flock` on OUT/.refresh.lock, with the holder's PID written in it. A
   second refresh while one runs exits at once (code 4). A lock left by a killed run is
   recognised (its PID is gone) and taken over: the kernel drops a dead process's flock,
@@ -14,7 +14,7 @@ overlap, safe to kill and easy to monitor:
   swaps the OUT/current symlink with one rename. Readers always see a whole export; a
   refresh that fails or is interrupted leaves `current` as it was. The last `keep`
   versions are kept. OUT is the refresh's alone: a folder that holds anything else, or
-  lies inside an export or another refresh folder, is refused (labeler/out_folder.py).
+  lies inside an export or another refresh folder, is refused (labeler/exports/out_folder.py).
 - observable: exactly one JSON line on stdout (counts, cost, duration, outcome, version
   path) and an exit code: 0 ok, 3 partial, 4 locked, 1 failed (5 budget and 130
   interrupted, as for `labeler run`).
@@ -65,13 +65,13 @@ from labeler import aio, bounds
 from labeler.apikeys import key_from_env, read_key_file
 from labeler.calibration import load_calibration
 from labeler.errors import ConfigError, LabelerError
-from labeler.export import ExportOptions
+from labeler.exports.options import ExportOptions
+from labeler.exports.out_folder import REFRESH_LOCK, VERSION_RE, check_refresh_out
 from labeler.filters import FilterSpec
 from labeler.hub_input import is_hub
 from labeler.input_map import parse_input_map
 from labeler.job import Job, run_job
 from labeler.options import BY_KEY, EXIT_CODES, OPTIONS, check_values
-from labeler.out_folder import REFRESH_LOCK, VERSION_RE, check_refresh_out
 from labeler.owner import alive as _alive
 from labeler.pricing import PriceTable
 from labeler.redact import redact
