@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labeler.errors import StoreError
-from labeler.store import Store
+from labeler.store import Store, readonly_uri
 
 CHUNK = 2000
 
@@ -83,7 +83,7 @@ def _marks(columns: list[str]) -> str:
 def _copy(target: Store, source: Path, table: str) -> int:
     """Copy `table`'s rows (the columns both stores have) chunk by chunk; rows written."""
     statement = {"responses": _answers, "failures": _failures, "human_labels": _human_labels}[table]
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    src = sqlite3.connect(readonly_uri(source), uri=True)
     try:
         if not _has_table(src, table) or not target.execute_read(lambda db: _has_table(db, table)):
             return 0
