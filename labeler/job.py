@@ -28,7 +28,7 @@ from labeler.options import OPTIONS, check_values, default
 from labeler.partners import check_partners
 from labeler.pricing import PriceTable
 from labeler.retry import RetryPolicy
-from labeler.row_fields import check_first_row, require_fields
+from labeler.row_fields import check_first_rows, require_fields
 from labeler.run import Labeler, RunSummary
 from labeler.store import Store
 from labeler.task import Task, load_task
@@ -219,7 +219,7 @@ def open_job(job: Job, on_warning: Callable[[str], None] | None = None
     if job.out is not None:
         check_out_folder(Path(job.out), job.store_path())
         if str(job.input) != "-":  # stdin is read once, later
-            check_first_row(job.rows(task), job.export_fields())
+            check_first_rows(job.rows(task), job.export_fields())
     for w in task.warnings:
         if on_warning:
             on_warning(f"{task.path}: {w}")
@@ -421,7 +421,7 @@ def export_job(job: Job) -> ExportReport:
     spec = job.cascade_spec() or job.ensemble_spec()
     teachers = job.make_stage_teachers(spec) if spec is not None else [job.make_teacher()]
     check_out_folder(Path(job.out), job.store_path())
-    check_first_row(job.rows(task), job.export_fields())
+    check_first_rows(job.rows(task), job.export_fields())
     with Store(job.store_path()) as store:
         identities = [t.identity for t in teachers]
         planner: Any = None

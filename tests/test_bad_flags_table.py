@@ -392,3 +392,19 @@ def test_rejects_on_a_full_disk_is_one_line_and_the_answers_stay(tmp_path: Path,
         res = _invoke(_run_with(lambda f: ["--rejects", str(small / "r.jsonl")])(files))
     line = _one_line(res)
     assert f"{small / 'r.jsonl'}: cannot write the rejects file: No space left" in line
+
+
+def test_a_named_field_is_checked_in_every_row_the_export_reads() -> None:
+    """--text-field must be in each row (the first without it is named); --split-field
+    only in some (the others go to train), but not in none."""
+    from labeler.errors import ConfigError
+    from labeler.inputs import Row
+    from labeler.row_fields import require_fields
+
+    rows = [Row("in.jsonl", 1, "a", {"text": "x", "split": "test"}),
+            Row("in.jsonl", 2, "b", {"text": "y"}), Row("in.jsonl", 3, "c", {"txt": "z"})]
+    assert len(list(require_fields(iter(rows[:2]), {"--split-field": "split"}))) == 2
+    with pytest.raises(ConfigError, match=r"^--text-field 'text': in.jsonl:3 has no field"):
+        list(require_fields(iter(rows), {"--text-field": "text"}))
+    with pytest.raises(ConfigError, match=r"^--split-field 'part': no row of in.jsonl has"):
+        list(require_fields(iter(rows), {"--split-field": "part"}))
