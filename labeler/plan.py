@@ -30,6 +30,7 @@ from labeler.errors import TemplateError, is_transient
 from labeler.inputs import Reject, Row
 from labeler.request import Request, RequestKeys
 from labeler.store import Failure, Store
+from labeler.store_access import StoreAccess
 from labeler.task import Task
 
 CHUNK = 256
@@ -86,7 +87,7 @@ class Planner:
         self,
         task: Task,
         identity: Mapping[str, Any],
-        store: Store | None = None,
+        store: Store | StoreAccess | None = None,
         *,
         completions: bool = True,
         max_age_s: float | None = None,
