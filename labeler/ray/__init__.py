@@ -74,8 +74,7 @@ def label(ds: ray.data.Dataset, task: str | Path | Task, teacher: str, *,
     job = stage_job(task, teacher, options)
     keeper = start_rate_keeper(job)
     store = start_fleet_store(job.store)
-    # Batch-sized blocks: a file read as one block would go to one actor whole.
-    out = ds.repartition(target_num_rows_per_block=batch_size).map_batches(
+    out = ds.map_batches(
         LabelStage, fn_constructor_kwargs={"job": job, "keeper": keeper, "output": RECORDS,
                                            "store": store},
         batch_format="pyarrow", batch_size=batch_size, compute=actor_pool(workers),

@@ -65,7 +65,8 @@ def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_
     keeper = start_rate_keeper(stage)
     # One store for the fleet, on this node: the export below reads the file it owns.
     store = start_fleet_store(stage.store)
-    # Batch-sized blocks: a file read as one block would go to one actor whole.
+    # Batch-sized blocks: a file read as one block would go to one actor whole (blocks
+    # smaller than a batch are bundled by map_batches itself).
     counts = ds.repartition(target_num_rows_per_block=batch_size).map_batches(
         LabelStage, fn_constructor_kwargs={"job": stage, "keeper": keeper, "output": SUMMARY,
                                            "store": store},
