@@ -57,12 +57,11 @@ def label(ds: ray.data.Dataset, task: str | Path | Task, teacher: str, *,
     """`ds` with labeler's `records` columns, labeled lazily by `workers` actors.
 
     `task` is a shipped template name or a template path; `teacher` a
-    ``provider:model`` spec. Options are `Job`'s fields: ``store`` (a path every actor
-    opens: on one machine, one SQLite file they share), ``base_url`` (comma-separated
-    for an endpoint pool), ``api_key``, ``concurrency`` (per actor), ``rpm``/``tpm`` (for
-    the whole fleet), ``id_field``, ``retry_failed``, ``max_attempts``,
-    ``max_age_days``... ``store`` is the driver's path: the store actor opens it on the
-    driver's node and serves every node, so it needs no shared filesystem. How rows are
+    ``provider:model`` spec. Options are `Job`'s fields: ``store`` (a path on the
+    driver's machine: the store actor opens it on the driver's node and serves every
+    node, so no node needs a path to it), ``base_url`` (comma-separated for an endpoint
+    pool), ``api_key``, ``concurrency`` (per actor), ``rpm``/``tpm`` (for the whole
+    fleet), ``id_field``, ``retry_failed``, ``max_attempts``, ``max_age_days``... How rows are
     read, as `labeler export` reads them: ``filters`` (a `FilterSpec`), ``calibration``
     (a saved calibration's path, or a `Calibration`), ``export`` (an `ExportOptions`
     for both, and ``human_labels=False`` to ignore review decisions).
