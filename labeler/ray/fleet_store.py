@@ -215,7 +215,8 @@ class RemoteStore:
 
     def created_at(self, keys: Sequence[str]) -> dict[str, float]:
         if self._prefetched(keys):
-            return {k: v for k, v in self._last.created.items() if k in set(keys)}
+            wanted = set(keys)
+            return {k: v for k, v in self._last.created.items() if k in wanted}
         return call(self.actor.created_at, list(keys))  # type: ignore[no-any-return]
 
     def failures_for(self, keys: Sequence[str]) -> dict[str, Failure]:
