@@ -125,7 +125,7 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
         *([f"| reasoning traces | {_REASONING[opts.reasoning]} |"]
           if opts.reasoning in _REASONING else []),
         f"| calibration (applied to soft labels, confidence, filters) | "
-        f"{opts.calibration.describe() if opts.calibration else 'none (raw teacher probabilities)'} |",
+        f"{_calibration_text(opts)} |",
         f"| licence | {opts.card_license or 'not set (export with --card-license)'} |",
         f"| input rows | {report.rows_in} |",
         f"| exported rows | {report.exported} |",
@@ -145,6 +145,11 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
                   "| index | label | rows |", "|---|---|---|"]
         lines += [f"| {i} | {name} | {report.label_counts.get(name, 0)} |"
                   for i, name in enumerate(task.labels)]
+    if report.prior_warnings:
+        lines += ["", "## Label prior", "",
+                  "The exported labels' shares depart strongly from what this export knows "
+                  "of the truth; a student trained on them learns that tilt:", ""]
+        lines += [f"- {w}" for w in report.prior_warnings]
     if report.soft_label_sources:
         lines += ["", "## Soft labels", "", "Where each row's `soft_label` came from:", "",
                   "| source | rows | how |", "|---|---|---|"]
@@ -170,6 +175,20 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
     lines += ["", "## Load", "", "```python", load_snippet(report, opts.format, repo=repo),
               "```", ""]
     return "\n".join(lines)
+
+
+def _calibration_text(opts: ExportOptions) -> str:
+    """Which calibration the soft labels went through, or why none (the raw distribution
+    stays in `soft_label_raw` when one was applied)."""
+    if opts.calibration_note:
+        text = opts.calibration_note
+    elif opts.calibration is not None:
+        text = opts.calibration.describe()
+    else:
+        text = "none (raw teacher probabilities)"
+    if opts.calibration is not None:
+        text += "; the raw distribution is in `soft_label_raw`"
+    return text.replace("|", "/")
 
 
 def soft_label_source_text(source: str) -> str:
@@ -202,6 +221,15 @@ def _prompt_text(task: Task) -> str:
                       "(`variants`, `example_orders`); `soft_label` is the mean of their label "
                       "distributions and `label` its argmax."]
     return "\n".join(parts)
+
+
+def _label_columns(opts: ExportOptions) -> list[str]:
+    if opts.calibration is None:
+        return _LABEL_COLUMNS
+    return [*_LABEL_COLUMNS,
+            "- `soft_label_raw`: the teacher's own distribution before calibration (`label`, "
+            "`soft_label` and the confidence columns read the calibrated one); `calibration`: "
+            "the method applied (see the table above)."]
 
 
 _LABEL_COLUMNS = [
@@ -261,7 +289,7 @@ def _columns(task: Task, opts: ExportOptions) -> list[str]:
 
 def _kind_columns(task: Task, opts: ExportOptions) -> list[str]:
     if opts.kind == "classification":
-        return ["- `text`: the input text.", *_LABEL_COLUMNS]
+        return ["- `text`: the input text.", *_label_columns(opts)]
     if opts.kind == "sft":
         if task.mode == "completion":
             return ["- `prompt`: the few-shot prefix and row; `completion`: the teacher's "
@@ -286,7 +314,7 @@ def _kind_columns(task: Task, opts: ExportOptions) -> list[str]:
             "`template`, `finish_reason`, `logprobs` (per token: `token`, `logprob`, "
             "`top_logprobs`)."]
     if task.output_kind == "label":
-        cols += _LABEL_COLUMNS
+        cols += _label_columns(opts)
     elif task.output_kind == "json":
         cols.append("- `parsed`: the answer as JSON text when it matched the schema, else null.")
     return cols

@@ -51,6 +51,7 @@ from labeler.hf_features import Features
 from labeler.hf_folder import SplitFile
 from labeler.human import any_human_labels, human_labels
 from labeler.inputs import Reject, Row
+from labeler.label_prior import prior_warnings
 from labeler.plan import REJECTED, Item, Planner, by_row
 from labeler.reasoning import AUTO, check_mode, inline
 from labeler.request import Request
@@ -92,6 +93,7 @@ KINDS = ("records", "classification", "sft", "kd")
 FORMATS = ("hf", "parquet", "jsonl")
 SFT_SHAPES = ("prompt-completion", "messages")
 KD_LAYOUTS = ("tokens", "ids")
+CALIBRATION_MODES = ("auto", "none")
 CHUNK = 512
 
 
@@ -112,6 +114,10 @@ class ExportReport:
     # exported rows by where their soft label came from (logprobs, samples:N, verbalized…)
     soft_label_sources: dict[str, int] = field(default_factory=dict)
     human_labeled: int = 0  # rows whose label a person gave (labeler review)
+    # the calibration applied (or why none was), and where the exported labels' shares
+    # depart from the gold rows' or the calibrated distribution's (labeler/label_prior.py)
+    calibration: str | None = None
+    prior_warnings: list[str] = field(default_factory=list)
     # a cascade ending in `human`: rows queued for a person that none has decided yet,
     # and how many of them were held out of the export
     awaiting_human: int = 0
@@ -125,7 +131,11 @@ class ExportReport:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        for key in ("calibration", "prior_warnings"):  # said only where there is something
+            if not out[key]:
+                del out[key]
+        return out
 
 
 @dataclass(frozen=True)
@@ -148,6 +158,13 @@ class ExportOptions:
     card_license: str | None = None  # the card's `license` (a Hub licence id)
     card_endpoint: bool = False  # name the teacher's endpoint URL in the card
     calibration: Calibration | None = None  # read answers through it; the store is untouched
+    # "auto": calibrate from the gold field when there is one, else raw; "none": raw
+    # (labeler/gold_calibration.py resolves it into `calibration` and `calibration_note`)
+    calibration_mode: str = "auto"
+    gold_field: str | None = None  # input field holding gold labels (--gold)
+    gold_map: Mapping[str, str] | None = None
+    calibration_note: str | None = None  # what was applied and why, for the card and summary
+    gold_prior: tuple[float, ...] | None = None  # the gold rows' label shares (prior check)
     # where a reasoning trace goes: separate | inline | drop; "auto": separate when the
     # store holds any trace, else nothing (the export resolves it)
     reasoning: str = AUTO
@@ -163,6 +180,9 @@ class ExportOptions:
         if self.sft_shape not in SFT_SHAPES:
             raise ConfigError(f"--sft-shape '{self.sft_shape}': expected one of "
                               f"{', '.join(SFT_SHAPES)}")
+        if self.calibration_mode not in CALIBRATION_MODES:
+            raise ConfigError(f"--calibration '{self.calibration_mode}': expected none, auto "
+                              "or a calibration file")
         if self.format not in FORMATS:
             raise ConfigError(f"--format '{self.format}': expected one of {', '.join(FORMATS)}")
         if not 0.0 <= self.validation_size < 1.0:
@@ -235,6 +255,7 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
         features: Features | None = None
         fast = (_FastClassification(task, builder)
                 if opts.kind == "classification" and calibrate is None else None)
+        expected = _ExpectedShares(len(task.labels)) if task.label_space is not None else None
         with_humans = (opts.human_labels and task.output_kind == "label"
                        and any_human_labels(store))
         for planned in planner.plan_rows(rows, CHUNK):
@@ -268,6 +289,8 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
                     if read is None:
                         continue
                     record, label = read
+                    if expected is not None and calibrate is not None:
+                        expected.add(record.get("soft_label"))
                     if features is None:
                         features = builder.features(record)
                     values = builder.coerce(record, features)
@@ -286,6 +309,10 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
         for w in writers.values():
             w.close()
         report.filtered = flt.report.removed()
+        report.calibration = opts.calibration_note
+        if expected is not None:
+            report.prior_warnings = prior_warnings(task.labels, report.label_counts,
+                                                   expected.references(opts))
         report.teachers = [u.to_dict() for u in planner.usage]
         if features is None:
             features = builder.features(None)
@@ -320,6 +347,7 @@ def _general_row(task: Task, builder: _Builder, report: ExportReport, forms: lis
     assert request is not None and completion is not None
     answer = item.answer or read_answers(task, [f.completion for f in forms if f.completion])
     opts = builder.opts
+    raw_soft = answer.soft
     if calibrate is not None and task.label_space is not None:
         answer = calibrate(answer, opts.calibration, task.label_space)
     human = humans.get(item.key)
@@ -340,6 +368,11 @@ def _general_row(task: Task, builder: _Builder, report: ExportReport, forms: lis
                     _HUMAN_CERTAINTY if human else answer.confidence):
         return None
     record = builder.row(row, request, completion, answer, trace)
+    if builder.calibrated and "soft_label" in record:
+        # the teacher's own distribution stays beside the calibrated one
+        record["soft_label_raw"] = (list(raw_soft.probs) if raw_soft is not None
+                                    and record["soft_label"] is not None else None)
+        record["calibration"] = opts.calibration.method if opts.calibration else None
     if item.provenance is not None:
         for stage in _answered_by(item.provenance):
             report.stages[stage] = report.stages.get(stage, 0) + 1
@@ -380,6 +413,8 @@ def _metadata(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
             "teacher": public_identity(identity, endpoint=opts.card_endpoint),
             "teacher_tokenizer": report.teacher_tokenizer,
             "calibration": opts.calibration.to_dict() if opts.calibration else None}
+    if opts.calibration_note:
+        meta["calibration_note"] = opts.calibration_note
     if opts.reasoning != AUTO:  # traces were carried (or dropped) on purpose
         meta["reasoning"] = opts.reasoning
     return meta
@@ -441,6 +476,8 @@ class _Builder:
                                  and self.reasoning in ("separate", "inline"))
         self.output_columns = (_OUTPUT_COLUMNS | {"reasoning"} if self.reasoning_column
                                else _OUTPUT_COLUMNS)
+        # a calibrated export: `soft_label_raw` and `calibration` columns beside the labels
+        self.calibrated = opts.calibration is not None and task.output_kind == "label"
 
     def row(self, row: Row, request: Request, completion: Completion, answer: Answer,
             trace: str | None) -> dict[str, Any]:
@@ -606,6 +643,9 @@ class _Builder:
             "agreement": hf.value("float64"),
             "label_source": hf.value("string"),  # teacher | human
         }
+        if self.calibrated:
+            label_f["soft_label_raw"] = hf.list_of(hf.value("float64"))
+            label_f["calibration"] = hf.value("string")
         if kind == "classification":
             f["text"] = hf.value("string")
             f.update(label_f)
@@ -755,6 +795,28 @@ class _FastClassification:
         return out
 
 
+class _ExpectedShares:
+    """The mean calibrated distribution of the exported rows: the label shares the
+    calibrated soft labels expect, one reference of the label-prior check."""
+
+    def __init__(self, k: int) -> None:
+        self.sums = [0.0] * k
+        self.rows = 0
+
+    def add(self, probs: list[float] | None) -> None:
+        if probs:
+            self.sums = [a + b for a, b in zip(self.sums, probs, strict=True)]
+            self.rows += 1
+
+    def references(self, opts: ExportOptions) -> dict[str, list[float] | tuple[float, ...]]:
+        refs: dict[str, list[float] | tuple[float, ...]] = {}
+        if opts.gold_prior is not None:
+            refs["the gold rows' labels"] = opts.gold_prior
+        if self.rows:
+            refs["the calibrated distribution"] = self.sums
+        return refs
+
+
 def _label_index(names: list[str]) -> dict[str, int]:
     """Label name -> ClassLabel index, for the names as they are (`str2int` also accepts
     padded names and digits, and is asked for those)."""
@@ -773,7 +835,7 @@ _HUMAN_CERTAINTY = Confidence(max_prob=1.0, margin=1.0, entropy=0.0)
 _OUTPUT_COLUMNS = {
     "messages", "prompt", "response", "label", "valid", "soft_label", "outside_mass",
     "soft_label_source", "max_prob", "margin", "entropy", "mean_logprob", "agreement",
-    "label_source",
+    "label_source", "soft_label_raw", "calibration",
     "parsed", "teacher", "teacher_model", "template", "finish_reason", "logprobs",
 }
 
