@@ -21,7 +21,7 @@ import click
 
 from labeler import aio, options
 from labeler.bounds import BOUNDS
-from labeler.errors import ConfigError, LabelerError
+from labeler.errors import CONTEXT_TOO_LONG, ConfigError, LabelerError
 from labeler.redact import redact
 from labeler.version import VERSION
 
@@ -778,7 +778,8 @@ def _print_summary(result: Any) -> None:
         click.echo(f"labeler: cost ${s.cost_usd:.4f} ({s.prompt_tokens} prompt, "
                    f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)", err=True)
     for reason, n in sorted(s.failures_by_reason.items(), key=lambda kv: -kv[1]):
-        click.echo(f"labeler:   failed {n} × {reason}", err=True)
+        words = f" ({CONTEXT_TOO_LONG})" if reason == "context_length" else ""
+        click.echo(f"labeler:   failed {n} × {reason}{words}", err=True)
     if s.failed_transient:
         click.echo(f"labeler: {s.failed_transient} failed on transient errors (rate limits, "
                    "server errors, timeouts): rerun the same command to send them again",

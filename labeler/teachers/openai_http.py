@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError
+from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError, context_too_long
 from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers.base import parse_retry_after
@@ -82,8 +82,9 @@ def classify_status(status: int, headers: Mapping[str, str] | None, code: str | 
     if status in (408, 409) or status >= 500:
         return RetryableError(f"http_{status}", message, status=status,
                               retry_after=parse_retry_after(headers))
-    if code == "context_length_exceeded" or "maximum context length" in message:
-        return FinalError("context_length", message, status=status)
+    too_long = context_too_long(code, message, status)
+    if too_long is not None:
+        return too_long
     if code == "content_filter" or code == "content_policy_violation":
         return FinalError("content_filter", message, status=status)
     return FinalError(f"http_{status}", message, status=status)
