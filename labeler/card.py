@@ -199,6 +199,9 @@ def soft_label_source_text(source: str) -> str:
                 "confidence is their agreement")
     return {
         "logprobs": "the teacher's token logprobs at the answer position, over the labels",
+        "logprobs:split": "the teacher's token logprobs, where some mass sat on a token "
+                          "several labels begin with and no continuation told them apart: "
+                          "divided among them by their other mass (an approximation)",
         "verbalized": "the confidence the teacher stated for its label (p on it, 1 - p shared "
                       "equally by the others); fit a calibration before trusting it",
         "ensemble": "the mean of several prompt forms' label distributions",
@@ -242,7 +245,8 @@ _LABEL_COLUMNS = [
     "for invalid rows.",
     "- `outside_mass`: the share of probability that fell on no label before renormalising "
     "(high: the teacher strayed from the label set).",
-    "- `soft_label_source`: where `soft_label` came from: `logprobs`, `samples:N` (the share "
+    "- `soft_label_source`: where `soft_label` came from: `logprobs` (`logprobs:split` where "
+    "a token shared by several labels was divided among them, an approximation), `samples:N` (the share "
     "of each answer among N sampled answers), `verbalized` (the confidence the teacher "
     "stated), `ensemble`, or `none` (a one-hot on the one parsed answer).",
     "- `max_prob`, `margin` (top-1 minus top-2), `entropy` (nats): confidence of `soft_label`; "
