@@ -50,6 +50,7 @@ class Trial:
     teacher: dict[str, float] = field(default_factory=dict)  # "raw" / "calibrated"
     student: dict[str, float] = field(default_factory=dict)  # by target
     calibration: str = ""
+    prior_warnings: list[str] = field(default_factory=list)  # labeler's label-prior check
     requests: int = 0
     teacher_s: float = 0.0
 
@@ -73,7 +74,7 @@ def run_trial(args: argparse.Namespace, seed: int, encoder, work: Path) -> Trial
     trial = Trial(requests=s.requests, teacher_s=s.elapsed_s)
     exports = {}
     for name, opts in (("raw", ExportOptions(kind="classification", calibration_mode="none",
-                                             force=True)),
+                                             gold_field="gold", force=True)),
                        ("calibrated", ExportOptions(kind="classification", gold_field="gold",
                                                     force=True))):
         out = work / f"{args.dataset}-{seed}-{name}"
@@ -82,6 +83,7 @@ def run_trial(args: argparse.Namespace, seed: int, encoder, work: Path) -> Trial
                                 export=opts))
         if name == "calibrated":
             trial.calibration = report.calibration or ""
+        trial.prior_warnings += [f"{name}: {w}" for w in report.prior_warnings]
         ds = datasets.load_from_disk(str(out))
         exports[name] = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
     names = exports["raw"].features["label"].names
@@ -118,7 +120,8 @@ def table(args: argparse.Namespace, trials: Sequence[Trial]) -> str:
              f"{teacher['calibrated']:.1%}",
              f"calibration (seed {args.seed}): {trials[0].calibration}",
              f"labels' cost (seed {args.seed}, this run; 0 when the store had them): "
-             f"{trials[0].requests} requests, {trials[0].teacher_s:.0f} s", "",
+             f"{trials[0].requests} requests, {trials[0].teacher_s:.0f} s",
+             *[f"label prior (seed {args.seed}) {w}" for w in trials[0].prior_warnings], "",
              "| student trained on | student accuracy | retention (÷ its teacher) | gap to gold |",
              "|---|---|---|---|"]
     for target in TARGETS:
