@@ -9,8 +9,8 @@ user says otherwise (``calibration_mode``):
 * ``auto`` with a gold field (``--gold FIELD``): fitted on the rows that have a gold value
   (at least `MIN_GOLD_ROWS`), the method (per-label bias + temperature, or temperature
   alone) chosen by held-out likelihood over 5 folds of those rows, and applied to every
-  row. It is applied only if, held out, it neither lowers accuracy nor raises ECE; else
-  the export stays raw and the card says why;
+  row. It is applied only if, held out, it neither lowers accuracy nor worsens the
+  likelihood; else the export stays raw and the card says why;
 * ``auto`` without gold: raw. The gold-free alternative (contextual calibration: divide
   out the distribution the teacher gives content-free inputs) lowered accuracy on a set
   measured (docs/benchmarks.md, "Calibration"), so it is not applied unasked;
@@ -103,7 +103,7 @@ def choose_calibration(gold: GoldRows, *, template: str, teacher: Mapping[str, A
     """The calibration to apply and the sentence that says what was done and why.
 
     Each candidate is scored on rows its fit did not see; the best held-out likelihood
-    that keeps accuracy and ECE at least as good as raw is refitted on all gold rows.
+    that keeps accuracy and likelihood at least as good as raw is refitted on all gold rows.
     """
     n = len(gold.gold)
     least = min_gold_rows(len(gold.labels))
@@ -131,15 +131,17 @@ def choose_calibration(gold: GoldRows, *, template: str, teacher: Mapping[str, A
             best = (nll, method, after)
     if best is None:
         return None, (f"none: no calibration fitted on the {n} gold rows of '{gold_field}' "
-                      f"kept accuracy ({_pct(raw['accuracy'])}) and ECE ({_num(raw['ece'])}) "
-                      "at least as good held out, so the raw distribution is exported")
+                      f"kept accuracy ({_pct(raw['accuracy'])}) and likelihood (NLL "
+                      f"{_num(raw['nll'])}) at least as good held out, so the raw "
+                      "distribution is exported")
     _, method, after = best
     chosen = fit(method, p, g, gold.labels, template=template, teacher=teacher)
     scores = {"raw": raw, "calibrated": after, "scheme": f"{folds}-fold cross-validation"}
     chosen = dataclasses.replace(chosen, details={**chosen.details, "gold_field": gold_field,
                                                   "held_out": scores})
     note = (f"{chosen.describe()} of '{gold_field}'; held out ({folds}-fold): accuracy "
-            f"{_pct(raw['accuracy'])} -> {_pct(after['accuracy'])}, ECE "
+            f"{_pct(raw['accuracy'])} -> {_pct(after['accuracy'])}, NLL "
+            f"{_num(raw['nll'])} -> {_num(after['nll'])}, ECE "
             f"{_num(raw['ece'])} -> {_num(after['ece'])}")
     return chosen, note
 
@@ -179,11 +181,14 @@ def resolve(task: Task, identity: Mapping[str, Any],
 
 
 def _no_worse(raw: Mapping[str, float | None], after: Mapping[str, float | None]) -> bool:
-    """Held out, accuracy not lower and ECE not higher (a hair of float noise allowed)."""
+    """Held out, accuracy not lower and likelihood not worse (a hair of float noise
+    allowed). The likelihood rather than ECE: it is a proper score, and ECE binned over a
+    hundred rows is noise enough to veto a bias that lifted AG News from 60% to 79%
+    (docs/benchmarks.md); the card prints both."""
     acc_ok = (after["accuracy"] or 0.0) >= (raw["accuracy"] or 0.0) - 1e-9
-    ece_raw, ece_after = raw["ece"], after["ece"]
-    ece_ok = ece_raw is None or ece_after is None or ece_after <= ece_raw + 1e-9
-    return acc_ok and ece_ok
+    nll_raw, nll_after = raw["nll"], after["nll"]
+    nll_ok = nll_raw is None or nll_after is None or nll_after <= nll_raw + 1e-9
+    return acc_ok and nll_ok
 
 
 def _pct(x: float | None) -> str:
