@@ -29,6 +29,7 @@ from labeler.exports.options import ExportOptions
 from labeler.hub_input import is_hub
 from labeler.inputs import Reject, Row, read_records
 from labeler.job import Job, JobResult, run_job
+from labeler.progress import interactive
 from labeler.task import Task
 from labeler.teachers.base import Teacher
 
@@ -102,7 +103,8 @@ async def alabel(data: Any, task: str | Path | Task, teacher: str | Teacher, *,
     export = ExportOptions(format="hf", **{k: v for k, v in options.items() if k in EXPORT_OPTIONS})
     own_teacher = teacher if isinstance(teacher, Teacher) else None
     spec = teacher if isinstance(teacher, str) else _spec(teacher)
-    job_options.setdefault("progress", False)
+    # A bar where a person watches (a terminal, a notebook), none in scripts and CI.
+    job_options.setdefault("progress", interactive())
     with tempfile.TemporaryDirectory(prefix="labeler-label-") as tmp:
         out = Path(tmp) / "export"
         source = data if is_hub(data) else InMemoryRows(data)
