@@ -30,8 +30,9 @@ from labeler.in_memory import alabel, label
 from labeler.inputs import Reject, Row, read_rows
 from labeler.job import Job, JobResult, run_job
 from labeler.request import Request
-from labeler.run import Labeler, Record, RunSummary
+from labeler.run import Labeler
 from labeler.store import Store
+from labeler.summary import Record, RunSummary
 from labeler.task import Task, load_task
 from labeler.teachers import Teacher, make_teacher
 from labeler.version import VERSION as __version__

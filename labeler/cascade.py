@@ -37,8 +37,9 @@ from labeler.errors import ConfigError
 from labeler.human import human_labels
 from labeler.inputs import Reject, Row
 from labeler.plan import CACHED, CHUNK, FAILED, Item, Planner
-from labeler.run import Labeler, Record, RunSummary
+from labeler.run import Labeler
 from labeler.store import Store
+from labeler.summary import Record, RunSummary
 from labeler.task import Task
 from labeler.teachers.base import Teacher
 

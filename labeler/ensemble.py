@@ -26,8 +26,9 @@ from labeler.cascade import MultiPlanner, Stage, StageReport
 from labeler.errors import ConfigError
 from labeler.inputs import Reject, Row
 from labeler.plan import CACHED, Item
-from labeler.run import Labeler, RunSummary
+from labeler.run import Labeler
 from labeler.store import Store
+from labeler.summary import RunSummary
 from labeler.targets import Confidence, SoftLabel
 from labeler.task import Task
 from labeler.teachers.base import Teacher

@@ -50,8 +50,8 @@ from labeler.inputs import Reject, RejectsWriter, Row
 from labeler.plan import CACHED, FAILED, REJECTED, SEND, Planner
 from labeler.pricing import PriceTable
 from labeler.request import Request, canonical_json
-from labeler.run import RunSummary
 from labeler.store import Store
+from labeler.summary import RunSummary
 from labeler.task import Task
 from labeler.teachers.base import Teacher, request_shape
 

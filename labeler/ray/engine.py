@@ -33,7 +33,7 @@ from labeler.ray import (
     start_rate_keeper,
 )
 from labeler.ray.stage import COUNTS, RAW_JSONL, SUMMARY, LabelStage
-from labeler.run import RunSummary
+from labeler.summary import RunSummary
 
 # Job fields a Ray job hands to the stage (the rest are the driver's: input, export...)
 _STAGE_FIELDS = ("store", "base_url", "api_key", "teacher_options", "concurrency", "rpm", "tpm",
