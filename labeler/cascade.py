@@ -207,8 +207,8 @@ class HumanQueue:
                 "labeled": self.decided, "awaiting": self.rows - self.decided}
 
 
-class Cascade:
-    """The cascade strategy for `run_job`: one labeling pass per stage over what is left.
+class CascadeRun:
+    """The cascade strategy (labeler/setups.py): one labeling pass per stage over what is left.
 
     `make_labeler(stage, teacher, budget_left)` builds each stage's `Labeler` (the job's
     limits, store and rejects), or its `BatchRunner` for a stage sent through the
@@ -236,7 +236,7 @@ class Cascade:
             self._current.stop()
 
     async def aclose(self) -> None:
-        if isinstance(self._current, Labeler):
+        if self._current is not None:
             await self._current.aclose()
 
     async def run(self, rows: Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]
@@ -491,5 +491,5 @@ class CascadePlanner(MultiPlanner):
                 "confidence": getattr(conf, self.spec.measure) if conf and soft else None}
 
 
-__all__ = ["HUMAN", "MEASURES", "Cascade", "CascadePlanner", "CascadeSpec", "HumanQueue", "Stage",
+__all__ = ["HUMAN", "MEASURES", "CascadePlanner", "CascadeRun", "CascadeSpec", "HumanQueue", "Stage",
            "StageReport", "TeacherUsage", "final_stage", "queued_for_human", "reached"]

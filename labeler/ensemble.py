@@ -97,8 +97,8 @@ class EnsembleSpec:
 # -- labeling -------------------------------------------------------------------------------
 
 
-class Ensemble:
-    """The ensemble strategy for `run_job`: every member labels every row, at once.
+class EnsembleRun:
+    """The ensemble strategy (labeler/setups.py): every member labels every row, at once.
 
     `rows()` gives a fresh pass over the input per member; `make_labeler(member, teacher)`
     builds each member's `Labeler` (its own limiter: one member's rate limit never slows
@@ -124,7 +124,7 @@ class Ensemble:
             await lb.aclose()
         self._labelers = []
 
-    async def run_passes(self, rows: Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]
+    async def run(self, rows: Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]
                          ) -> RunSummary:
         self._labelers = [self.make_labeler(i, t) for i, t in enumerate(self.teachers)]
         answered: set[tuple[str, int]] = set()
@@ -236,4 +236,4 @@ class EnsemblePlanner(MultiPlanner):
                 "soft_label": list(soft.probs) if soft else None}
 
 
-__all__ = ["COMBINE", "Ensemble", "EnsemblePlanner", "EnsembleSpec"]
+__all__ = ["COMBINE", "EnsemblePlanner", "EnsembleRun", "EnsembleSpec"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
 import time
 from collections import Counter
@@ -24,10 +25,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from labeler import bounds
 from labeler.claims import LEASE_S, Claims
 from labeler.completion import Completion
-from labeler.concurrency import DEFAULT_CEILING
 from labeler.errors import (
     ConfigError,
     LabelerError,
@@ -39,14 +38,12 @@ from labeler.errors import (
 )
 from labeler.inputs import Reject, RejectsWriter, Row
 from labeler.limits import Limiter
-from labeler.options import REQUEST_TIMEOUT_S, STOP_GRACE_S
 from labeler.owner import Owner
 from labeler.plan import CACHED, CHUNK, FAILED, REJECTED, SEND, Item, Planner, raw_json, where
-from labeler.pricing import PriceTable
 from labeler.progress import Progress
 from labeler.redact import redact
 from labeler.request import Request
-from labeler.retry import RetryPolicy
+from labeler.settings import LabelSettings
 from labeler.store import Store
 from labeler.summary import Record, RunSummary
 from labeler.task import Task
@@ -82,32 +79,28 @@ class Labeler:
         teacher: Teacher,
         *,
         store: Store | str | Path,
-        concurrency: int = DEFAULT_CEILING,
-        rpm: float | None = None,
-        tpm: float | None = None,
-        retry: RetryPolicy | None = None,
-        retry_failed: bool = False,
+        settings: LabelSettings | None = None,
         rejects: RejectsWriter | str | Path | None = None,
-        progress: bool | None = None,
-        prices: PriceTable | None = None,
-        budget_usd: float | None = None,
-        max_age_s: float | None = None,
         total: int | None = None,
-        close_teacher: bool = True,
         on_warning: Callable[[str], None] | None = None,
-        stop_grace_s: float = STOP_GRACE_S,
+        limiter: Limiter | None = None,
         owner: Owner | None = None,
         claim_lease_s: float = LEASE_S,
-        request_timeout_s: float | None = REQUEST_TIMEOUT_S,
+        close_teacher: bool = True,
+        **options: Any,
     ) -> None:
-        # A negative rate waits forever for a token, a negative concurrency fails deep in
-        # asyncio: the same ranges as the CLI's flags, checked before anything starts.
-        bounds.check([("concurrency", concurrency), ("rpm", rpm), ("tpm", tpm),
-                      ("budget", budget_usd), ("stop_grace", stop_grace_s)])
-        if budget_usd is not None and (prices or PriceTable.default()).lookup(teacher.model) is None:
+        """`settings` say how to label (`options`, any of its fields by name, override
+        them: ``Labeler(task, teacher, store=..., concurrency=32)``); the rest say where
+        this pass reports. `limiter` is shared when several passes must keep one set of
+        limits (a fleet's); by default the pass has its own, from the settings."""
+        settings = settings or LabelSettings()
+        if options:
+            settings = dataclasses.replace(settings, **options)
+        if settings.budget_usd is not None and settings.price_table.lookup(teacher.model) is None:
             # An unpriced model would cost "0" per request and never stop: refuse instead.
             raise ConfigError(f"--budget needs a price for '{teacher.model}': add --price "
                               f"{teacher.model}=IN,OUT (USD per 1M tokens)")
+        self.settings = settings
         self.task = task
         self.teacher = teacher
         self._own_store = not isinstance(store, Store)
@@ -115,24 +108,23 @@ class Labeler:
         # Other processes on the same store see what this one is requesting, and wait for
         # it instead of paying again (labeler/claims.py).
         self.claims = Claims(self.store, owner, claim_lease_s)
-        self.limiter = Limiter(concurrency, rpm=rpm, tpm=tpm)
-        self.retry = retry or RetryPolicy()
-        self.retry_failed = retry_failed
+        self.limiter = limiter or Limiter(settings.concurrency, rpm=settings.rpm,
+                                          tpm=settings.tpm)
+        self.retry = settings.retry
+        self.retry_failed = settings.retry_failed
         self._own_rejects = rejects is not None and not isinstance(rejects, RejectsWriter)
         self.rejects = (
             RejectsWriter(rejects) if self._own_rejects else rejects  # type: ignore[arg-type]
         )
-        self.progress = progress
-        self.prices = prices or PriceTable.default()
-        self.budget_usd = budget_usd
-        self.max_age_s = max_age_s
+        self.progress = settings.progress
+        self.prices = settings.price_table
+        self.budget_usd = settings.budget_usd
+        self.max_age_s = settings.max_age_s
         self.total = total
         self.close_teacher = close_teacher
         self.on_warning = on_warning or (lambda msg: print(msg, file=sys.stderr))
-        self.stop_grace_s = stop_grace_s
-        if request_timeout_s is not None and request_timeout_s <= 0:
-            raise ConfigError(f"request timeout must be positive, got {request_timeout_s:g}s")
-        self.request_timeout_s = request_timeout_s
+        self.stop_grace_s = settings.stop_grace_s
+        self.request_timeout_s = settings.request_timeout_s
         self.summary = RunSummary()
         self._problems = 0
         self._stop = asyncio.Event()

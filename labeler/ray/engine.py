@@ -33,6 +33,7 @@ from labeler.ray import (
     start_rate_keeper,
 )
 from labeler.ray.stage import COUNTS, RAW_JSONL, SUMMARY, LabelStage
+from labeler.setups import Single, setup_for
 from labeler.summary import RunSummary
 
 # Job fields a Ray job hands to the stage (the rest are the driver's: input, export...)
@@ -85,7 +86,7 @@ def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_
 def _refuse_unsupported(job: Job) -> None:
     if job.batch:
         raise ConfigError("--engine ray labels live; --batch goes with the default engine")
-    if job.cascade is not None or job.ensemble is not None:
+    if not isinstance(setup_for(job), Single):
         raise ConfigError("--engine ray labels with one teacher; --cascade and --ensemble go "
                           "with the default engine")
     if not isinstance(job.input, str | os.PathLike) or str(job.input) == "-":
