@@ -64,7 +64,7 @@ class Job:
 
     task: str | Path | Task
     input: str | Path | InMemoryInput
-    teacher: str
+    teacher: str = ""  # PROVIDER:MODEL; unused with a cascade, an ensemble or a setup
     out: str | Path | None = None
     store: str | Path | None = None
     base_url: str | None = None
@@ -123,6 +123,8 @@ class Job:
             self.ensemble = ",".join(self.ensemble)
         if self.setup is not None and (self.cascade is not None or self.ensemble is not None):
             raise ConfigError("a setup and --cascade/--ensemble: give one")
+        if not (self.teacher or self.setup or self.cascade or self.ensemble):
+            raise ConfigError("a job needs a teacher (PROVIDER:MODEL) or a setup")
         if self.ensemble is not None:
             if self.cascade is not None:
                 raise ConfigError("--cascade and --ensemble: choose one")

@@ -101,6 +101,8 @@ def test_setup_for_reads_the_flags_and_a_job_takes_one_setup() -> None:
             setup=Single("openai:c"))
     with pytest.raises(ConfigError, match="at least two teachers"):
         Cascade("openai:a", escalate_below=0.9)
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        Job(task="sentiment", input="in.jsonl")
 
 
 def test_an_ensemble_setup_refuses_the_batch_api_before_anything_is_sent(
