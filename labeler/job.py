@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from labeler import aio, bounds
 from labeler.batch.base import BatchClient
 from labeler.batch.runner import fingerprint
-from labeler.cascade import CascadeSpec, Stage
+from labeler.cascade import CascadeSpec, MultiPlanner, Stage
 from labeler.ensemble import EnsembleSpec
 from labeler.errors import ConfigError
 from labeler.export import ExportOptions, ExportReport, check_preference
@@ -366,8 +366,9 @@ def _wiring(job: Job, task: Task, store: Store, rejects: Path | None,
                   client=client, run_tag=run_tag, stack=stack)
 
 
-async def _finish(job: Job, task: Task, summary: Any, identity: Mapping[str, Any], store: Store,
-                  rejects: Path | None, warnings: list[str], planner: Any = None) -> JobResult:
+async def _finish(job: Job, task: Task, summary: RunSummary, identity: Mapping[str, Any],
+                  store: Store, rejects: Path | None, warnings: list[str],
+                  planner: Planner | MultiPlanner | None = None) -> JobResult:
     """Export (unless answers are pending or the run was interrupted: a dataset is never
     written from a half-collected job) and say what happened."""
     report = None

@@ -113,9 +113,9 @@ class Labeler:
         self.retry = settings.retry
         self.retry_failed = settings.retry_failed
         self._own_rejects = rejects is not None and not isinstance(rejects, RejectsWriter)
-        self.rejects = (
-            RejectsWriter(rejects) if self._own_rejects else rejects  # type: ignore[arg-type]
-        )
+        self.rejects: RejectsWriter | None = (
+            rejects if rejects is None or isinstance(rejects, RejectsWriter)
+            else RejectsWriter(rejects))
         self.progress = settings.progress
         self.prices = settings.price_table
         self.budget_usd = settings.budget_usd

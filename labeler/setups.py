@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from labeler.batch.base import BatchClient
 from labeler.batch.clients import make_client
 from labeler.batch.runner import BatchRunner
-from labeler.cascade import CascadePlanner, CascadeRun, CascadeSpec, Stage
+from labeler.cascade import CascadePlanner, CascadeRun, CascadeSpec, MultiPlanner, Stage
 from labeler.ensemble import EnsemblePlanner, EnsembleRun, EnsembleSpec
 from labeler.errors import ConfigError
 from labeler.inputs import Reject, RejectsWriter, Row
@@ -112,8 +112,10 @@ class Setup(ABC):
         """Who answered, as the review page's header and the summary name it."""
 
     @abstractmethod
-    def planner(self, task: Task, teachers: Sequence[Teacher], store: Store) -> Planner | Any:
-        """Reads the stored answers back, one item per row: the export's and review's."""
+    def planner(self, task: Task, teachers: Sequence[Teacher], store: Store
+                ) -> Planner | MultiPlanner | None:
+        """Reads the stored answers back, one item per row: the export's and review's
+        (None: the export's own `Planner` of the one teacher)."""
 
     @abstractmethod
     def strategy(self, wiring: Wiring, teachers: Sequence[Teacher]) -> Strategy:
