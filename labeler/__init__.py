@@ -16,12 +16,14 @@ from labeler.answer import Answer, read_answer
 from labeler.completion import Completion, TokenLogprob, Usage
 from labeler.errors import (
     ConfigError,
+    ExportError,
     FinalError,
     InputError,
     LabelerError,
     RetryableError,
     StoreError,
     TeacherError,
+    TeacherUnreachable,
     TemplateError,
 )
 from labeler.export import ExportOptions, ExportReport, export_dataset
@@ -40,9 +42,10 @@ from labeler.teachers import Teacher, make_teacher
 from labeler.version import VERSION as __version__
 
 __all__ = [
-    "Answer", "Cascade", "Completion", "ConfigError", "Ensemble", "ExportOptions", "ExportReport",
-    "FilterSpec", "FinalError", "InputError", "Job", "JobResult", "LabelSettings", "Labeler", "LabelerError",
-    "Record", "Reject", "Request", "RetryableError", "Row", "RunSummary", "Single", "Store", "StoreError",
-    "Task", "Teacher", "TeacherError", "TemplateError", "TokenLogprob", "Usage", "__version__", "alabel",
+    "Answer", "Cascade", "Completion", "ConfigError", "Ensemble", "ExportError", "ExportOptions",
+    "ExportReport", "FilterSpec", "FinalError", "InputError", "Job", "JobResult", "LabelSettings",
+    "Labeler", "LabelerError", "Record", "Reject", "Request", "RetryableError", "Row", "RunSummary",
+    "Single", "Store", "StoreError", "Task", "Teacher", "TeacherError", "TeacherUnreachable",
+    "TemplateError", "TokenLogprob", "Usage", "__version__", "alabel",
     "export_dataset", "label", "load_task", "make_teacher", "read_answer", "read_rows", "run_job",
 ]

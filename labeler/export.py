@@ -132,6 +132,17 @@ class ExportReport:
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def outcome(self) -> dict[str, Any]:
+        """What every command that exports puts in its JSON: rows written, rows each
+        filter removed, rows with no stored answer, and the kind, format and path."""
+        return {"exported": self.exported, "filtered": dict(self.filtered),
+                "missing": self.missing, "kind": self.kind, "format": self.format,
+                "path": self.path}
+
+
+NO_EXPORT: dict[str, Any] = {"exported": None, "filtered": {}, "missing": None, "kind": None,
+                             "format": None, "path": None}
+
 
 @dataclass(frozen=True)
 class ExportOptions:

@@ -23,6 +23,8 @@ from labeler.ensemble import EnsembleSpec
 from labeler.errors import ConfigError
 from labeler.export import ExportOptions, ExportReport, check_preference
 from labeler.export_guard import check_out_folder, export_to
+from labeler.hub_input import is_hub
+from labeler.input_map import check_fields, mapped, parse_input_map, required_columns
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
 from labeler.options import OPTIONS, check_values, default
 from labeler.plan import Planner
@@ -102,6 +104,8 @@ class Job:
     input_format: str | None = None
     delimiter: str | None = None
     input_split: str | None = None
+    # --map FIELD=COLUMN: template field -> input column (or a list of "FIELD=COLUMN")
+    input_map: dict[str, str] = field(default_factory=dict)
     limit: int | None = None
     rejects: str | Path | None = None
     export: ExportOptions = field(default_factory=ExportOptions)
@@ -117,6 +121,7 @@ class Job:
     def __post_init__(self) -> None:
         """The same ranges as the CLI's flags, so a script gets the same one-line error."""
         f = self.export.filters
+        self.input_map = parse_input_map(self.input_map)
         if isinstance(self.cascade, list | tuple):
             self.cascade = ",".join(self.cascade)
         if isinstance(self.ensemble, list | tuple):
@@ -214,18 +219,22 @@ class Job:
     def rows(self, task: Task) -> Iterator[Row | Reject]:
         # Without --id-field, a column named `id` still names the row (else its line).
         id_column = "id" if self.id_field is None else None
+        check_fields(self.input_map, task.fields, str(task.path))
+        required = required_columns(task.fields, self.input_map)
         if isinstance(self.input, str | os.PathLike):
             it = read_rows(
                 self.input, format=self.input_format, id_field=self.id_field,
-                id_column=id_column, required_fields=task.fields, delimiter=self.delimiter,
+                id_column=id_column, required_fields=required, delimiter=self.delimiter,
                 split=self.input_split,
             )
         else:
             it = self.input.rows(id_field=self.id_field, id_column=id_column,
-                                 required_fields=task.fields)
+                                 required_fields=required)
         if self.limit is not None:
             it = _limited(it, self.limit)
-        return check_template_fields(task, it)
+        if self.input_map:
+            it = mapped(it, self.input_map)
+        return check_template_fields(task, it, self.input_map)
 
     @property
     def max_age_s(self) -> float | None:
@@ -241,7 +250,7 @@ class Job:
         if self.out is None:
             return
         reads = (Path(self.input) if isinstance(self.input, str | os.PathLike)
-                 and str(self.input) != "-" else None)
+                 and str(self.input) != "-" and not is_hub(self.input) else None)
         check_out_folder(Path(self.out), self.store_path(), self.export, reads=reads,
                          rejects=self.rejects_path(), note=note)
 
@@ -358,7 +367,7 @@ def _wiring(job: Job, task: Task, store: Store, rejects: Path | None,
         stack.callback(writer.close)
 
     def run_tag(teacher: Teacher) -> str:  # names this job's batches, found again on rerun
-        return fingerprint(task, teacher.identity, str(Path(str(job.input)).resolve()),
+        return fingerprint(task, teacher.identity, _input_name(job.input),
                            str(job.store_path().resolve()))
 
     return Wiring(task, store, job.label_settings(), rejects=writer, on_warning=on_warning,
@@ -453,6 +462,12 @@ def _unspool(job: Job, spooled: Path | None) -> None:
     if spooled is not None:
         spooled.unlink(missing_ok=True)
         job.input = "-"
+
+
+def _input_name(source: Any) -> str:
+    """The input as a batch run names it in its tag: a file by its absolute path, a Hub
+    dataset by its spec (which is no path on this machine)."""
+    return str(source) if is_hub(source) else str(Path(str(source)).resolve())
 
 
 def _limited(it: Iterator[Row | Reject], n: int) -> Iterator[Row | Reject]:
