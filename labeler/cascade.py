@@ -32,7 +32,7 @@ from itertools import islice
 from typing import Any
 
 from labeler.answer import Answer, read_answer
-from labeler.batch.runner import BatchSummary
+from labeler.batch.runner import BatchRunner, BatchSummary
 from labeler.errors import ConfigError
 from labeler.human import human_labels
 from labeler.inputs import Reject, Row
@@ -217,7 +217,7 @@ class CascadeRun:
     """
 
     def __init__(self, task: Task, spec: CascadeSpec, teachers: Sequence[Teacher],
-                 make_labeler: Callable[[int, Teacher, float | None], Any],
+                 make_labeler: Callable[[int, Teacher, float | None], Labeler | BatchRunner],
                  budget_usd: float | None = None, store: Store | None = None) -> None:
         self.task = task
         self.store = store
@@ -227,7 +227,7 @@ class CascadeRun:
         self.budget_usd = budget_usd
         self.stages: list[StageReport] = []
         self.human: HumanQueue | None = None  # the queue for a person, when ends in human
-        self._current: Any = None  # the stage under way: a Labeler or a BatchRunner
+        self._current: Labeler | BatchRunner | None = None  # the stage under way
         self._stopped = False
 
     def stop(self) -> None:
@@ -298,7 +298,7 @@ class CascadeRun:
                 escalated.append(rec.row)
         return escalated
 
-    async def _batch_pass(self, stage: int, runner: Any,
+    async def _batch_pass(self, stage: int, runner: BatchRunner,
                           rows: Iterable[Row | Reject | Mapping[str, Any]],
                           again: Iterable[Row | Reject | Mapping[str, Any]]) -> list[Row]:
         """A stage through the provider's batch API (`BatchRunner`); what it passes on is

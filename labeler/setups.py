@@ -210,7 +210,8 @@ class Cascade(Setup):
         warn = wiring.on_warning or _stderr
         last = len(teachers) - 1
 
-        def make_pass(stage: int, teacher: Teacher, budget: float | None) -> Any:
+        def make_pass(stage: int, teacher: Teacher, budget: float | None
+                      ) -> Labeler | BatchRunner:
             settings = dataclasses.replace(wiring.settings, budget_usd=budget)
             if wiring.batch and provider(parse_spec(self.spec.stages[stage].teacher)[0]).batch:
                 return wiring.batched(teacher, first=stage == 0, settings=settings)
