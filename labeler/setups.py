@@ -109,7 +109,7 @@ class Setup(ABC):
     @property
     @abstractmethod
     def name(self) -> str:
-        """Who answered, as the review page's header and the summary name it."""
+        """Who answers, as the review page's header names it."""
 
     @abstractmethod
     def planner(self, task: Task, teachers: Sequence[Teacher], store: Store
