@@ -26,7 +26,7 @@ from labeler.errors import (
     TeacherUnreachable,
     TemplateError,
 )
-from labeler.export import ExportOptions, ExportReport, export_dataset
+from labeler.exports import ExportOptions, ExportReport, export_dataset
 from labeler.filters import FilterSpec
 from labeler.in_memory import alabel, label
 from labeler.inputs import Reject, Row, read_rows

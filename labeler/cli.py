@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import gc
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import click
 from labeler import aio, options
 from labeler.bounds import BOUNDS
 from labeler.errors import ConfigError, LabelerError
+from labeler.exports.options import FORMATS, KD_LAYOUTS, KINDS, SFT_SHAPES
 from labeler.redact import redact
 from labeler.version import VERSION
 
@@ -38,7 +40,18 @@ def _bounded(name: str, kind: type = float) -> click.ParamType:
         return click.IntRange(min=None if b.low is None else int(b.low),
                               max=None if b.high is None else int(b.high),
                               min_open=b.low_open, max_open=b.high_open)
-    return click.FloatRange(min=b.low, max=b.high, min_open=b.low_open, max_open=b.high_open)
+    return _FiniteRange(min=b.low, max=b.high, min_open=b.low_open, max_open=b.high_open)
+
+
+class _FiniteRange(click.FloatRange):
+    """A float range that refuses NaN and infinities: NaN compares false with both ends of
+    any range, so click's own check lets it through."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -127,14 +140,13 @@ def _export_options(f: Any) -> Any:
         click.option("--force", is_flag=True,
                      help="Replace a previous export at --out of another kind or format "
                           "(never a folder that is not an export)."),
-        click.option("--format", "fmt", type=click.Choice(["hf", "parquet", "jsonl"]),
+        click.option("--format", "fmt", type=click.Choice(FORMATS),
                      default="hf", show_default=True),
-        click.option("--kind", type=click.Choice(["records", "classification", "sft", "kd",
-                                                   "preference"]),
+        click.option("--kind", type=click.Choice(list(KINDS)),
                      default="records", show_default=True,
                      help="Shape of the exported rows (preference: pairs of a verified and a "
                           "failed answer, with --verify)."),
-        click.option("--sft-shape", type=click.Choice(["prompt-completion", "messages"]),
+        click.option("--sft-shape", type=click.Choice(SFT_SHAPES),
                      default="prompt-completion", show_default=True,
                      help="Chat-mode `sft` rows: prompt/completion (only the teacher's answer "
                           "is trained) or one `messages` list (few-shot answers included)."),
@@ -144,7 +156,7 @@ def _export_options(f: Any) -> Any:
                           "turn's reasoning_content; records/classification: a reasoning "
                           "column), `inline` (<think>...</think> before the answer) or `drop`. "
                           "Default: separate when the store holds any trace."),
-        click.option("--kd-layout", type=click.Choice(["tokens", "ids"]), default="tokens",
+        click.option("--kd-layout", type=click.Choice(KD_LAYOUTS), default="tokens",
                      show_default=True,
                      help="`kd` rows: per-token text/bytes/ids/logprobs, or `ids`: also "
                           "DistillKit's raw top-k columns (needs a teacher that sends ids)."),
@@ -219,8 +231,6 @@ def run(task: str, input_path: str, **kw: Any) -> None:
     """Label INPUT with TASK (a prompts/ name or a YAML file); export to --out."""
     from labeler.job import run_job
 
-    if kw.get("no_wait") and not kw.get("batch"):
-        _fail(LabelerError("--no-wait goes with --batch (a live run has nothing to wait for)"))
     if kw["engine"] != "ray" and (kw.get("ray_address") or kw["workers"] != 2):
         _fail(LabelerError("--ray-address and --workers go with --engine ray"))
     job = _job(task, input_path, kw)
@@ -237,7 +247,7 @@ def run(task: str, input_path: str, **kw: Any) -> None:
         sys.exit(EXIT_INTERRUPTED)
     s = result.summary
     if kw["as_json"]:
-        from labeler.export import NO_EXPORT
+        from labeler.exports.options import NO_EXPORT
 
         exported = result.export.outcome() if result.export is not None else NO_EXPORT
         click.echo(json.dumps({**s.to_dict(), "store": str(result.store),
@@ -379,7 +389,7 @@ def merge_stores(dest: str, sources: tuple[str, ...], quiet: bool, as_json: bool
               type=click.Choice(["temperature", "contextual", "bias", "all"]),
               help="Fit this calibration on the gold rows and score it on rows it did not "
                    "see (repeatable). contextual sends 3 content-free requests (cached).")
-@click.option("--fit-fraction", type=float,
+@click.option("--fit-fraction", type=_bounded("fit_fraction"),
               help="Fit calibrations on this share of gold rows, score on the rest "
                    "(default: 5-fold cross-validation).")
 @click.option("--save-calibration", type=click.Path(dir_okay=False),
@@ -413,8 +423,6 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
                    else cascade_report.to_table())
         return
     methods = METHODS if "all" in calibrate else tuple(dict.fromkeys(calibrate))
-    if save_calibration and not methods:
-        _fail(LabelerError("--save-calibration needs --calibrate METHOD"))
     try:
         report = evaluate_job(job, gold_field, gold_map=parse_gold_map(gold_map),
                               targets=tuple(target_accuracy) or (0.9, 0.95, 0.99),
@@ -451,7 +459,8 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
 @_teacher_options
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback needs --allow-remote.")
-@click.option("--port", type=int, default=8765, show_default=True, help="0 picks a free port.")
+@click.option("--port", type=_bounded("port", int), default=8765, show_default=True,
+              help="0 picks a free port.")
 @click.option("--allow-remote", is_flag=True,
               help="Allow a --host other than 127.0.0.1 (the page can change the store).")
 @click.option("--reviewer", help="Name recorded with each decision (default: the login name).")
@@ -579,6 +588,9 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
     if job.cascade is not None:
         _estimate_cascade(job, escalation_rate, as_json)
         return
+    if escalation_rate:
+        _fail(LabelerError("--escalation-rate goes with --cascade (the share of rows each "
+                           "stage passes on)"))
     try:
         loaded = job.load_task()
         est = estimate_cost(loaded, job.rows(loaded), job.teacher, job.prices,
@@ -770,7 +782,7 @@ def _estimate_cascade(job: Any, escalation_rate: str | None, as_json: bool) -> N
 
 
 def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
-    from labeler.export import ExportOptions
+    from labeler.exports.options import ExportOptions
     from labeler.filters import FilterSpec
     from labeler.job import Job
     from labeler.pricing import PriceTable
@@ -925,7 +937,7 @@ def _print_export(report: Any) -> None:
                    f"{held}", err=True)
     if report.verification:
         _print_verification(report.verification)
-    if report.kind == "preference" and report.unpaired:
+    if report.unpaired:  # only a kind that pairs answers leaves rows out for want of one
         click.echo(f"labeler:   {report.unpaired} rows left out: no verified or no failed "
                    "answer to pair", err=True)
     if report.format == "hf":

@@ -4,6 +4,8 @@
     ├── ConfigError          a bad flag, option or config file; the run cannot start
     ├── InputError           a bad input row or file (carries file and line)
     ├── TemplateError        a bad prompt template or a row it cannot render (file, field, row)
+    │   └── TemplateLimitError   rendering went past its time or size limit: the template's
+    │                            bug, so it stops the run instead of rejecting a row
     ├── StoreError           the SQLite store cannot be opened, migrated or written
     ├── ExportError          the export cannot be written there; the answers stay in the store
     └── TeacherError         a teacher call failed
@@ -80,6 +82,18 @@ class TemplateError(LabelerError):
         """The same error naming `row`: a caller that renders many rows names one only when
         it fails, since building every row's name would cost more than rendering it."""
         named = TemplateError(self.template, self.reason, field=self.field, row=row)
+        named.__cause__ = self.__cause__
+        return named
+
+
+class TemplateLimitError(TemplateError):
+    """A template that loops or allocates past the rendering limits (bounded_jinja.py).
+
+    Unlike a row that cannot render, this stops the whole run at once: waiting for the
+    limit on every row of a large input would take hours to say the same thing."""
+
+    def for_row(self, row: str) -> TemplateLimitError:
+        named = TemplateLimitError(self.template, self.reason, field=self.field, row=row)
         named.__cause__ = self.__cause__
         return named
 

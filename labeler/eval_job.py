@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from labeler import bounds
 from labeler.answer import read_answer, read_answers
 from labeler.calibration import METHODS, Calibration, calibrate_answer, cross_validated, fit
 from labeler.cascade_eval import CascadeEval, evaluate_cascade
@@ -57,6 +58,16 @@ class CalibrationOptions:
     seed: int = 0
     save: str | Path | None = None  # the method with the best held-out likelihood, fitted on all rows
 
+    def __post_init__(self) -> None:
+        """A share of rows without a method to fit on it, or outside (0, 1), would be
+        ignored or fit on nothing; both are told before anything is read."""
+        bounds.check([("fit_fraction", self.fit_fraction)])
+        if self.fit_fraction is not None and not self.methods:
+            raise ConfigError("--fit-fraction goes with --calibrate METHOD (it says how many "
+                              "gold rows the calibration is fitted on)")
+        if self.save is not None and not self.methods:
+            raise ConfigError("--save-calibration needs --calibrate METHOD")
+
 
 def parse_gold_map(spec: str | None) -> dict[str, str]:
     """``1=World,2=Sports`` -> {"1": "World", "2": "Sports"}."""
@@ -85,6 +96,7 @@ def evaluate_job(
     ``calibration`` (a saved one) makes the whole report read the answers through it, as an
     export with ``--calibration`` would.
     """
+    bounds.check([("target_accuracy", t) for t in targets])
     task = job.load_task()
     if task.output_kind != "label" or task.label_space is None:
         raise ConfigError(f"eval needs a label task; {task.path} is '{task.output_kind}'")

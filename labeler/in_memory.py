@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from labeler import aio
 from labeler.errors import ConfigError, InputError
-from labeler.export import ExportOptions
+from labeler.exports.options import ExportOptions
 from labeler.hub_input import is_hub
 from labeler.inputs import Reject, Row, read_records
 from labeler.job import Job, JobResult, run_job

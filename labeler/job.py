@@ -21,16 +21,18 @@ from labeler.batch.runner import fingerprint
 from labeler.cascade import CascadeSpec, MultiPlanner, Stage
 from labeler.ensemble import EnsembleSpec
 from labeler.errors import ConfigError
-from labeler.export import ExportOptions, ExportReport, check_preference
-from labeler.export_guard import check_out_folder, export_to
+from labeler.exports.guard import check_out_folder, export_to
+from labeler.exports.options import ExportOptions, ExportReport, check_needs
 from labeler.hub_input import is_hub
 from labeler.input_map import check_fields, mapped, parse_input_map, required_columns
-from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
+from labeler.inputs import Reject, RejectsWriter, Row, count_rows, prepare_rejects, read_rows
 from labeler.options import OPTIONS, check_values, default
+from labeler.partners import check_partners
 from labeler.plan import Planner
 from labeler.pricing import PriceTable
 from labeler.reasoning import reasoning_params
 from labeler.retry import RetryPolicy
+from labeler.row_fields import check_first_rows, require_fields
 from labeler.settings import LabelSettings
 from labeler.setups import Setup, Single, Wiring, setup_for
 from labeler.store import Store
@@ -153,13 +155,14 @@ class Job:
         parse_keep(self.export.keep)
         if self.export.verify is not None:
             split_steps(self.export.verify, REGISTRY)  # a bad spec is told before anything
-        check_preference(self.export)
+        check_needs(self.export)
         bounds.check([
             ("limit", self.limit),
             ("samples", older),
             ("min_confidence", f.min_confidence), ("min_margin", f.min_margin),
             ("max_entropy", f.max_entropy), ("validation_size", self.export.validation_size),
         ])
+        check_partners(self)
 
     def cascade_spec(self) -> CascadeSpec | None:
         if self.cascade is None:
@@ -236,6 +239,15 @@ class Job:
             it = mapped(it, self.input_map)
         return check_template_fields(task, it, self.input_map)
 
+    def export_fields(self) -> dict[str, str]:
+        """The input fields the export is told by name to read, by the flag naming them."""
+        named = {"--text-field": self.export.text_field, "--split-field": self.export.split_field}
+        return {flag: name for flag, name in named.items() if name is not None}
+
+    def export_rows(self, task: Task) -> Iterator[Row | Reject]:
+        """`rows`, stopping at the first row without a field the export is told to read."""
+        return require_fields(self.rows(task), self.export_fields())
+
     @property
     def max_age_s(self) -> float | None:
         return self.max_age_days * 86400 if self.max_age_days is not None else None
@@ -244,7 +256,7 @@ class Job:
         return Path(self.store) if self.store else default_store()
 
     def check_out(self, note: str = "nothing was sent") -> None:
-        """Refuse an `out` an export may not replace (labeler/out_folder.py) before anything
+        """Refuse an `out` an export may not replace (labeler/exports/out_folder.py) before anything
         is paid: one holding the store, the input or the rejects file, a refresh folder, a
         folder that is not a previous export of this kind."""
         if self.out is None:
@@ -301,6 +313,8 @@ def open_job(job: Job, on_warning: Callable[[str], None] | None = None
     if job.out is not None:
         job.check_out()
     check_verifier(job, task)
+    if job.out and str(job.input) != "-":  # stdin is read once, later
+        check_first_rows(job.rows(task), job.export_fields())
     for w in task.warnings:
         if on_warning:
             on_warning(f"{task.path}: {w}")
@@ -327,8 +341,8 @@ async def run_job(
     task, warnings = open_job(job, on_warning)
     spooled = _spool_stdin(job)
     rejects = job.rejects_path()
-    if rejects is not None and rejects.exists():
-        rejects.unlink()  # rejects describe this run's input, not history
+    if rejects is not None:
+        prepare_rejects(rejects)
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(_unspool, job, spooled)
         if spooled is not None:
@@ -383,7 +397,8 @@ async def _finish(job: Job, task: Task, summary: RunSummary, identity: Mapping[s
     report = None
     if job.out is not None and summary.outcome not in ("pending", "interrupted"):
         report = await asyncio.to_thread(
-            export_to, task, identity, job.rows(task), store, Path(job.out), job.export, planner)
+            export_to, task, identity, job.export_rows(task), store, Path(job.out), job.export,
+            planner)
         summary.exported = report.exported
         if not report.exported:
             summary.export_removed = {name: n for name, n in report.filtered.items() if n}
@@ -433,9 +448,10 @@ def export_job(job: Job) -> ExportReport:
     teachers = setup.make_teachers(job.teacher_for)
     job.check_out(note="nothing was written")
     check_verifier(job, task)
+    check_first_rows(job.rows(task), job.export_fields())
     with Store(job.store_path()) as store:
-        return export_to(task, setup.answering(teachers), job.rows(task), store, Path(job.out),
-                         job.export, setup.planner(task, teachers, store))
+        return export_to(task, setup.answering(teachers), job.export_rows(task), store,
+                         Path(job.out), job.export, setup.planner(task, teachers, store))
 
 
 def _spool_stdin(job: Job) -> Path | None:

@@ -27,7 +27,7 @@ import orjson
 
 from labeler.answer_checks import UNUSABLE
 from labeler.completion import Completion
-from labeler.errors import TemplateError, is_transient
+from labeler.errors import TemplateError, TemplateLimitError, is_transient
 from labeler.inputs import Reject, Row
 from labeler.request import Request, RequestKeys
 from labeler.store import Failure, Store
@@ -143,6 +143,10 @@ class Planner:
             row = entry if isinstance(entry, Row) else self._wrap(entry)
             try:
                 requests = render(row.data, row_id=_THIS_ROW)
+            except TemplateLimitError as exc:  # the template's bug: it stops the run
+                if exc.row is _THIS_ROW:
+                    raise exc.for_row(where(row)) from exc.__cause__
+                raise
             except TemplateError as exc:
                 if exc.row is _THIS_ROW:
                     exc = exc.for_row(where(row))

@@ -21,7 +21,7 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from labeler.batch.base import BatchClient
 from labeler.batch.clients import make_client
@@ -38,9 +38,6 @@ from labeler.summary import RunSummary
 from labeler.task import Task
 from labeler.teachers import parse_spec, provider
 from labeler.teachers.base import Teacher
-
-if TYPE_CHECKING:
-    from labeler.job import Job
 
 Rows = Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]  # a fresh pass per call
 MakeTeacher = Callable[[Stage], Teacher]  # the job's key and options, the stage's endpoint
@@ -270,7 +267,19 @@ class Ensemble(Setup):
         return EnsembleRun(self.spec, teachers, make_pass)
 
 
-def setup_for(job: Job) -> Setup:
+class SetupFlags(Protocol):
+    """What `setup_for` reads of a `Job` (labeler/job.py): its flags naming teachers."""
+
+    teacher: str
+    cascade: str | None
+    escalate_below: str | None
+    escalate_on: str
+    ensemble: str | None
+    ensemble_combine: str
+    setup: Setup | None
+
+
+def setup_for(job: SetupFlags) -> Setup:
     """The job's own setup, else the one its flags describe: `cascade`, else `ensemble`,
     else its teacher."""
     if job.setup is not None:

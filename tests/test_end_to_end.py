@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from labeler import Job, run_job
 from labeler.cli import main
 from labeler.errors import ConfigError, TemplateError
-from labeler.export import ExportOptions
+from labeler.exports import ExportOptions
 from labeler.testing import TeacherServer
 
 from conftest import SAMPLES, chat_requests

@@ -12,7 +12,7 @@ import asyncio
 import getpass
 from collections.abc import Callable
 
-from labeler import aio
+from labeler import aio, bounds
 from labeler.errors import StoreError
 from labeler.job import Job
 from labeler.review.index import ReviewIndex, ReviewItem, ReviewQuery, build_index
@@ -64,6 +64,7 @@ async def review_job(
     handle_signals: bool = False,
 ) -> None:
     """Serve the review page until a signal (or cancellation); `on_ready` gets the URL."""
+    bounds.check([("port", port)])  # a port past 65535 would wrap to another one
     warning = check_host(host, allow_remote=allow_remote)
     if warning and on_warning:
         on_warning(warning)
