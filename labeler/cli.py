@@ -331,6 +331,8 @@ def forget_refusals(store: str | None, teacher: str | None) -> None:
     from labeler.teacher_params import REFUSED, forget
 
     path = Path(store) if store else default_store()
+    if not path.is_file():
+        _fail(ConfigError(f"{path}: no such store (nothing to forget)"))
     try:
         with Store(path) as st:
             dropped = forget(st, teacher)

@@ -31,6 +31,7 @@ from labeler.errors import TemplateError, TemplateLimitError, is_transient
 from labeler.inputs import Reject, Row
 from labeler.request import Request, RequestKeys
 from labeler.store import Failure, Store
+from labeler.store_access import StoreAccess
 from labeler.task import Task
 from labeler.teacher_params import TeacherParams
 
@@ -96,7 +97,7 @@ class Planner:
         self,
         task: Task,
         identity: Mapping[str, Any],
-        store: Store | None = None,
+        store: Store | StoreAccess | None = None,
         *,
         completions: bool = True,
         max_age_s: float | None = None,

@@ -46,6 +46,7 @@ from labeler.redact import redact
 from labeler.request import Request
 from labeler.settings import LabelSettings
 from labeler.store import Store
+from labeler.store_access import ClaimsAccess, StoreAccess
 from labeler.summary import Record, RunSummary
 from labeler.task import Task
 from labeler.teacher_params import Refusal, TeacherParams
@@ -79,7 +80,7 @@ class Labeler:
         task: Task,
         teacher: Teacher,
         *,
-        store: Store | str | Path,
+        store: Store | StoreAccess | str | Path,
         settings: LabelSettings | None = None,
         rejects: RejectsWriter | str | Path | None = None,
         total: int | None = None,
@@ -88,6 +89,7 @@ class Labeler:
         owner: Owner | None = None,
         claim_lease_s: float = LEASE_S,
         close_teacher: bool = True,
+        claims: ClaimsAccess | None = None,
         **options: Any,
     ) -> None:
         """`settings` say how to label (`options`, any of its fields by name, override
@@ -104,11 +106,17 @@ class Labeler:
         self.settings = settings
         self.task = task
         self.teacher = teacher
-        self._own_store = not isinstance(store, Store)
-        self.store = store if isinstance(store, Store) else Store(store)
+        # A path is opened (and closed) here; a store handed in, local or a fleet's
+        # (labeler/store_access.py), stays its caller's.
+        self._own_store = isinstance(store, str | Path)
+        self.store: Store | StoreAccess = Store(store) if isinstance(store, str | Path) else store
         # Other processes on the same store see what this one is requesting, and wait for
-        # it instead of paying again (labeler/claims.py).
-        self.claims = Claims(self.store, owner, claim_lease_s)
+        # it instead of paying again (labeler/claims.py); a fleet's store brings its own.
+        if claims is None:
+            if not isinstance(self.store, Store):
+                raise TypeError("a store reached through another process needs its claims")
+            claims = Claims(self.store, owner, claim_lease_s)
+        self.claims: ClaimsAccess = claims
         self.limiter = limiter or Limiter(settings.concurrency, rpm=settings.rpm,
                                           tpm=settings.tpm)
         self.retry = settings.retry
@@ -894,7 +902,8 @@ class _BatchWriter:
     store one commit after it arrived, however busy the run, and throughput still batches.
     """
 
-    def __init__(self, store: Store, max_batch: int = 512, max_delay: float = 0.0) -> None:
+    def __init__(self, store: Store | StoreAccess, max_batch: int = 512,
+                 max_delay: float = 0.0) -> None:
         self.store = store
         self.max_batch = max_batch
         self.max_delay = max_delay

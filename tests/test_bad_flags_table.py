@@ -232,6 +232,19 @@ TABLE: dict[str, tuple[Row, str]] = {
                                   "not a labeler store"),
     "batches --store not SQLite": (lambda f: ["batches", "--store", str(f.not_sqlite)],
                                    "not a SQLite file"),
+    "forget-refusals --store not SQLite": (lambda f: ["forget-refusals", "--store",
+                                                      str(f.not_sqlite)], "not a SQLite file"),
+    "forget-refusals --store missing": (lambda f: ["forget-refusals", "--store",
+                                                   str(f.root / "none.sqlite")], "none.sqlite"),
+    "forget-refusals --teacher without a model": (lambda f: [
+        "forget-refusals", "--store", str(f.store), "--teacher", "nocolon"], "--teacher"),
+    "compare one teacher": (lambda f: [
+        "compare", "sentiment", str(f.data), "-t", f"openai-compatible:teacher-test@{f.api}",
+        "--store", str(f.store)], "two teachers"),
+    "compare --store foreign SQLite": (lambda f: [
+        "compare", "sentiment", str(f.data), "-t", f"openai-compatible:a@{f.api}",
+        "-t", f"openai-compatible:b@{f.api}", "--store", str(f.foreign)],
+        "not a labeler store"),
     # files that are not what they claim
     "run --rejects under a file": (_run_with(lambda f: ["--rejects", str(f.data / "r.jsonl")],
                                              task="sentiment"), "rejects"),

@@ -481,27 +481,36 @@ def merge_card(generated: str, ours: str) -> str:
     return f"---\n{head}---\n\n{body}"
 
 
-def records_table(task: Task, identity: Mapping[str, Any], items: Iterable[Any]) -> pa.Table:
+def records_table(task: Task, identity: Mapping[str, Any], items: Iterable[Any],
+                  options: ExportOptions | None = None,
+                  humans: Mapping[str, Any] | None = None) -> pa.Table:
     """The `records` rows of planned items that have an answer, as one Arrow table.
 
     For stages that hand rows on instead of writing a dataset (labeler.ray): the same
     columns the export writes (input fields, messages, response, label, soft label,
-    confidence, logprobs), from the same builder, with `label` as its name (an Arrow
-    table has no ClassLabel to carry the names). Items without an answer are left out,
-    as in an export.
+    confidence, logprobs), from the same reading of each answer as the export's
+    (`options`' calibration and filters, a person's decision from `humans` winning over
+    the teacher's label), with `label` as its name (an Arrow table has no ClassLabel to
+    carry the names). Items without an answer, and rows a filter drops, are left out, as
+    in an export.
     """
-    builder = RowBuilder(task, identity, ExportOptions(), ExportReport("", "records", "hf"))
+    opts = dataclasses.replace(options or ExportOptions(), kind="records", format="hf")
+    calibrate: Callable[..., Answer] | None = None
+    if opts.calibration is not None and task.label_space is not None:
+        from labeler.calibration import calibrate_answer as calibrate
+    report = ExportReport("", "records", "hf")
+    builder = RowBuilder(task, identity, opts, report)
+    flt = Filter(opts.filters)
     rows: list[dict[str, Any]] = []
     features: Features | None = None
     for forms in by_row(list(items)):
         item = forms[0]
         if item.status == REJECTED or any(f.completion is None for f in forms):
             continue
-        answer = item.answer or read_answers(task, [f.completion for f in forms])
-        record = builder.row(item.row, item.request, item.completion, answer,
-                             item.completion.reasoning)
-        if "label_source" in builder.label_columns:
-            record["label_source"] = "teacher"
+        read = _general_row(task, builder, report, forms, humans or {}, flt, calibrate)
+        if read is None:
+            continue
+        record = read[0]
         if features is None:
             features = builder.features(record)
         rows.append(dict(zip(features, builder.coerce(record, features), strict=True)))
