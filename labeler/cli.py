@@ -23,7 +23,7 @@ import click
 
 from labeler import aio, options
 from labeler.bounds import BOUNDS
-from labeler.errors import ConfigError, LabelerError
+from labeler.errors import CONTEXT_TOO_LONG, ConfigError, LabelerError
 from labeler.exports.options import FORMATS, KD_LAYOUTS, KINDS, SFT_SHAPES
 from labeler.redact import redact
 from labeler.version import VERSION
@@ -185,9 +185,18 @@ def _export_options(f: Any) -> Any:
                      help="Licence of the exported data for the card (a Hub id: mit, cc-by-4.0…)."),
         click.option("--card-endpoint", is_flag=True,
                      help="Name the teacher's endpoint URL in the card (off: it may be private)."),
-        click.option("--calibration", type=click.Path(dir_okay=False),
-                     help="Read answers through this calibration (labeler eval "
-                          "--save-calibration): soft labels, confidence and filters."),
+        click.option("--calibration", default="auto", show_default=True,
+                     metavar="none|auto|FILE",
+                     help="Soft labels, labels, confidence and filters read through: `auto` "
+                          "a calibration fitted on the --gold rows (raw without --gold), "
+                          "`none` the raw teacher, or a file of labeler eval "
+                          "--save-calibration."),
+        click.option("--gold", "gold_field", metavar="FIELD",
+                     help="Input field with gold labels on some rows: the calibration is "
+                          "fitted on them (at least 20, and 5 per label) and the label-prior "
+                          "check reads them."),
+        click.option("--gold-map", metavar="GOLD=LABEL,...",
+                     help="Gold values in other words than the labels (e.g. 0=negative,1=positive)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -812,6 +821,8 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             reasoning=kw.get("reasoning_mode") or "auto",
             card_license=kw.get("card_license"), card_endpoint=bool(kw.get("card_endpoint")),
             calibration=_calibration(kw.get("calibration")),
+            calibration_mode=("none" if kw.get("calibration") == "none" else "auto"),
+            gold_field=kw.get("gold_field"), gold_map=_gold_map(kw.get("gold_map")),
             force=bool(kw.get("force")),
         )
         return Job(
@@ -835,11 +846,17 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
 def _calibration(path: str | None) -> Any:
     """The --calibration file, read; imported only then: it brings numpy, which a run or
     export without one never needs (~0.15 s of start-up)."""
-    if not path:
+    if not path or path in ("auto", "none"):
         return None
     from labeler.calibration import load_calibration
 
     return load_calibration(path)
+
+
+def _gold_map(spec: str | None) -> Any:
+    from labeler.gold import parse_gold_map
+
+    return parse_gold_map(spec) or None
 
 
 def _ray_engine() -> Any:
@@ -897,6 +914,9 @@ def _print_summary(result: Any) -> None:
                    f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)", err=True)
     for reason, n in sorted(s.failures_by_reason.items(), key=lambda kv: -kv[1]):
         said = s.failure_messages.get(reason)  # the server's own words, redacted
+        if reason == "context_length":  # the cause a bare HTTP 400 would hide, said plainly
+            reason = f"{reason} ({CONTEXT_TOO_LONG})"
+            said = said.removeprefix(f"{CONTEXT_TOO_LONG}: ") if said else said
         click.echo(f"labeler:   failed {n} × {reason}" + (f": {said}" if said else ""),
                    err=True)
     if s.failed_transient:
@@ -942,6 +962,10 @@ def _print_export(report: Any) -> None:
     if report.unpaired:  # only a kind that pairs answers leaves rows out for want of one
         click.echo(f"labeler:   {report.unpaired} rows left out: no verified or no failed "
                    "answer to pair", err=True)
+    if report.calibration:
+        click.echo(f"labeler:   calibration: {report.calibration}", err=True)
+    for warning in report.prior_warnings:
+        click.echo(f"labeler: warning: label prior: {warning}", err=True)
     if report.format == "hf":
         click.echo(f'labeler: load it with: datasets.load_from_disk("{report.path}")', err=True)
     else:  # the card's YAML maps each file to its split

@@ -182,6 +182,23 @@ class ParameterRefused(FinalError):
         self.answer = answer
 
 
+CONTEXT_TOO_LONG = "prompt too long for the server's context"
+# How servers word a prompt over their context in a 400: OpenAI and vLLM ("maximum
+# context length"), llama.cpp's server ("exceeds the available context size", type
+# exceed_context_size_error), Anthropic ("prompt is too long").
+CONTEXT_WORDINGS = ("maximum context length", "exceeds the available context size",
+                    "exceed_context_size_error", "prompt is too long")
+
+
+def context_too_long(code: str | None, message: str, status: int | None) -> FinalError | None:
+    """The failure of a prompt the server's context cannot hold, said in those words (a
+    bare HTTP 400 hides the one cause no retry and no other option fixes), or None."""
+    if code in ("context_length_exceeded", "exceed_context_size_error") or any(
+            w in message for w in CONTEXT_WORDINGS):
+        return FinalError("context_length", f"{CONTEXT_TOO_LONG}: {message}", status=status)
+    return None
+
+
 # Reasons of failures that are worth another run even after --max-attempts ran out (a
 # server that was down, slow or overloaded may be fine an hour later); HTTP reasons are
 # judged by their status. Everything else (400, 401, 403, 404, context too long, content

@@ -396,9 +396,7 @@ async def _finish(job: Job, task: Task, summary: RunSummary, identity: Mapping[s
     written from a half-collected job) and say what happened."""
     report = None
     if job.out is not None and summary.outcome not in ("pending", "interrupted"):
-        report = await asyncio.to_thread(
-            export_to, task, identity, job.export_rows(task), store, Path(job.out), job.export,
-            planner)
+        report = await asyncio.to_thread(_export, job, task, identity, store, planner)
         summary.exported = report.exported
         if not report.exported:
             summary.export_removed = {name: n for name, n in report.filtered.items() if n}
@@ -450,8 +448,20 @@ def export_job(job: Job) -> ExportReport:
     check_verifier(job, task)
     check_first_rows(job.rows(task), job.export_fields())
     with Store(job.store_path()) as store:
-        return export_to(task, setup.answering(teachers), job.export_rows(task), store,
-                         Path(job.out), job.export, setup.planner(task, teachers, store))
+        return _export(job, task, setup.answering(teachers), store,
+                       setup.planner(task, teachers, store))
+
+def _export(job: Job, task: Task, identity: Mapping[str, Any], store: Store,
+            planner: Planner | MultiPlanner | None) -> ExportReport:
+    """The export, read through the calibration the options and the gold rows decide
+    (labeler/gold_calibration.py; the gold rows are a first pass over the input). Imported
+    here: it brings numpy, which labeling alone never needs."""
+    from labeler.gold_calibration import resolve as resolve_calibration
+
+    opts = resolve_calibration(task, identity, lambda: job.rows(task), store, job.export,
+                               single_teacher=planner is None)
+    return export_to(task, identity, job.export_rows(task), store, Path(job.out), opts,
+                     planner)
 
 
 def _spool_stdin(job: Job) -> Path | None:

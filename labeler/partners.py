@@ -9,14 +9,34 @@ a flag, a refresh key and a script get the same answer.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from labeler.cascade import HUMAN
 from labeler.errors import ConfigError
+from labeler.exports.options import ExportOptions
 from labeler.options import default
 
-if TYPE_CHECKING:
-    from labeler.job import Job
+
+class Job(Protocol):
+    """What of a `labeler.job.Job` the check reads: named by shape, so that the job module
+    can call it without the two importing each other."""
+
+    @property
+    def export(self) -> ExportOptions: ...
+    @property
+    def cascade(self) -> str | None: ...
+    @property
+    def ensemble(self) -> str | None: ...
+    @property
+    def escalate_below(self) -> str | None: ...
+    @property
+    def escalate_on(self) -> str: ...
+    @property
+    def ensemble_combine(self) -> str: ...
+    @property
+    def no_wait(self) -> bool: ...
+    @property
+    def batch(self) -> bool: ...
 
 
 def check_partners(job: Job) -> None:

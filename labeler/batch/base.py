@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from labeler.completion import Completion
-from labeler.errors import FinalError, RetryableError, TeacherError
+from labeler.errors import FinalError, RetryableError, TeacherError, context_too_long
 from labeler.request import Request
 
 # Metadata keys a batch is tagged with where the provider keeps metadata (OpenAI): the run
@@ -125,9 +125,9 @@ def status_error(status: int, message: str, code: str | None = None) -> TeacherE
         return RetryableError("overloaded", message, status=status)
     if status in RETRYABLE_STATUS or status >= 500:
         return RetryableError(f"http_{status}", message, status=status)
-    if code == "context_length_exceeded" or "maximum context length" in message \
-            or "prompt is too long" in message:
-        return FinalError("context_length", message, status=status)
+    too_long = context_too_long(code, message, status)
+    if too_long is not None:
+        return too_long
     if code in ("content_filter", "content_policy_violation"):
         return FinalError("content_filter", message, status=status)
     return FinalError(f"http_{status}", message, status=status)

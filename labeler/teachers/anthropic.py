@@ -40,7 +40,14 @@ import anthropic
 
 from labeler.apikeys import clean_key
 from labeler.completion import Completion
-from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError, short
+from labeler.errors import (
+    ConfigError,
+    FinalError,
+    RetryableError,
+    TeacherError,
+    context_too_long,
+    short,
+)
 from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers import anthropic_wire
@@ -220,8 +227,9 @@ def classify(exc: anthropic.APIError) -> TeacherError:
             return RetryableError("http_429", message, status=status, retry_after=retry_after)
         if status in (408, 409) or status >= 500:
             return RetryableError(f"http_{status}", message, status=status, retry_after=retry_after)
-        if "prompt is too long" in message:
-            return FinalError("context_length", message, status=status)
+        too_long = context_too_long(None, message, status)
+        if too_long is not None:
+            return too_long
         if status == 413:
             return FinalError("too_large", message, status=status)
         refusal = refused(status, kind, None, message)  # e.g. temperature with thinking on

@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from labeler.apikeys import clean_key
-from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError, short
+from labeler.errors import (
+    ConfigError,
+    FinalError,
+    RetryableError,
+    TeacherError,
+    context_too_long,
+    short,
+)
 from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers.base import parse_retry_after
@@ -98,8 +105,9 @@ def classify_status(status: int, headers: Mapping[str, str] | None, code: Any,
     if status in (408, 409) or status >= 500:
         return RetryableError(f"http_{status}", message, status=status,
                               retry_after=parse_retry_after(headers))
-    if code == "context_length_exceeded" or "maximum context length" in message:
-        return FinalError("context_length", message, status=status)
+    too_long = context_too_long(code, message, status)
+    if too_long is not None:
+        return too_long
     if code == "content_filter" or code == "content_policy_violation":
         return FinalError("content_filter", message, status=status)
     refusal = refused(status, code, param, message)
