@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from labeler.confidence import MEASURES, Confidence
 from labeler.errors import ConfigError
-from labeler.targets import Confidence
 
 __all__ = [
     "COVERAGE_LEVELS",
@@ -497,9 +497,8 @@ def _betainc(a: float, b: float, x: float) -> float:
 
 def confidence_measures(confs: Sequence[Confidence | None]) -> dict[str, list[float | None]]:
     """Column-wise confidence measures, the shape `evaluate` takes; all-None ones omitted."""
-    names = ("max_prob", "margin", "entropy", "mean_logprob", "agreement")
     out: dict[str, list[float | None]] = {}
-    for name in names:
+    for name in MEASURES:
         values = [None if c is None else getattr(c, name) for c in confs]
         if any(v is not None for v in values):
             out[name] = values
