@@ -7,7 +7,8 @@ members), from how many of them back the row's label (``agreement``). Soft label
 calibration, ensembles, exports, cascades and evaluation all read these numbers, so they
 are made here and nowhere else: a filter, a cascade threshold and `labeler eval` then
 judge the same value by the same name. A new measure is a field of `Confidence` and a
-line of `measure`; `MEASURES` carries its name to evaluation.
+line of `measure`; `MEASURES` carries its name to evaluation (and `LOWER_IS_BETTER` its
+direction); an export that carries it names it as a column.
 
 The arithmetic is written once and kept in one order of operations, so a measure is the
 same float whichever path computed it.
@@ -19,8 +20,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 
-__all__ = ["MEASURES", "Confidence", "agreement", "distribution_measures", "mean_logprob",
-           "measure", "share"]
+__all__ = ["DISTRIBUTION_MEASURES", "LOWER_IS_BETTER", "MEASURES", "Confidence", "agreement",
+           "distribution_measures", "mean_logprob", "measure", "share"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class Confidence:
 
 # Every measure's name, in column order: what evaluation scores and exports carry.
 MEASURES: tuple[str, ...] = tuple(f.name for f in fields(Confidence))
+# The measures every label distribution has, so a cascade can threshold any teacher on them.
+DISTRIBUTION_MEASURES: tuple[str, ...] = ("max_prob", "margin", "entropy")
+# Measures where a smaller value means surer: ranked and thresholded the other way round.
+LOWER_IS_BETTER: frozenset[str] = frozenset({"entropy"})
 
 
 def distribution_measures(probs: Sequence[float], valid: bool = True

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from labeler.confidence import MEASURES, Confidence
+from labeler.confidence import LOWER_IS_BETTER, MEASURES, Confidence
 from labeler.errors import ConfigError
 
 __all__ = [
@@ -55,7 +55,6 @@ __all__ = [
     "threshold_for_accuracy",
 ]
 
-LOWER_IS_BETTER: frozenset[str] = frozenset({"entropy"})
 COVERAGE_LEVELS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
 TARGET_ACCURACIES: tuple[float, ...] = (0.9, 0.95, 0.99)
 # Thresholds promise an accuracy only where the kept rows support it at this confidence.
