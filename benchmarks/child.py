@@ -93,7 +93,7 @@ async def label_library(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> dict[str, Any]:
     """`export_job`: what `labeler export` runs (rows re-read, keyed, answers from the store)."""
-    from labeler.export import ExportOptions
+    from labeler.exports.options import ExportOptions
     from labeler.job import export_job
 
     imported = _rss_mb()

@@ -165,8 +165,8 @@ def child_env() -> dict[str, str]:
 
 def warm_bytecode() -> None:
     """Compile what a measured child imports once, before anything is timed."""
-    subprocess.run([sys.executable, "-c", "import labeler.cli, labeler.export, labeler.job, "
-                    "labeler.hf_folder, benchmarks.child, aiohttp, pyarrow"],
+    subprocess.run([sys.executable, "-c", "import labeler.cli, labeler.exports.build, labeler.job, "
+                    "labeler.exports.hf_folder, benchmarks.child, aiohttp, pyarrow"],
                    env=child_env(), check=True, cwd=REPO)
 
 

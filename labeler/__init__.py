@@ -16,15 +16,17 @@ from labeler.answer import Answer, read_answer
 from labeler.completion import Completion, TokenLogprob, Usage
 from labeler.errors import (
     ConfigError,
+    ExportError,
     FinalError,
     InputError,
     LabelerError,
     RetryableError,
     StoreError,
     TeacherError,
+    TeacherUnreachable,
     TemplateError,
 )
-from labeler.export import ExportOptions, ExportReport, export_dataset
+from labeler.exports import ExportOptions, ExportReport, export_dataset
 from labeler.filters import FilterSpec
 from labeler.in_memory import alabel, label
 from labeler.inputs import Reject, Row, read_rows
@@ -37,9 +39,10 @@ from labeler.teachers import Teacher, make_teacher
 from labeler.version import VERSION as __version__
 
 __all__ = [
-    "Answer", "Completion", "ConfigError", "ExportOptions", "ExportReport",
+    "Answer", "Completion", "ConfigError", "ExportError", "ExportOptions", "ExportReport",
     "FilterSpec", "FinalError", "InputError", "Job", "JobResult", "Labeler", "LabelerError",
     "Record", "Reject", "Request", "RetryableError", "Row", "RunSummary", "Store", "StoreError",
-    "Task", "Teacher", "TeacherError", "TemplateError", "TokenLogprob", "Usage", "__version__", "alabel",
+    "Task", "Teacher", "TeacherError", "TeacherUnreachable", "TemplateError", "TokenLogprob",
+    "Usage", "__version__", "alabel",
     "export_dataset", "label", "load_task", "make_teacher", "read_answer", "read_rows", "run_job",
 ]

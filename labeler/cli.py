@@ -23,6 +23,7 @@ import click
 from labeler import aio, options
 from labeler.bounds import BOUNDS
 from labeler.errors import ConfigError, LabelerError
+from labeler.exports.options import FORMATS, KD_LAYOUTS, KINDS, SFT_SHAPES
 from labeler.gc_tuning import gc_tuned
 from labeler.redact import redact
 from labeler.version import VERSION
@@ -87,11 +88,16 @@ def _leave_objects_to_the_exit() -> None:
         _EXIT_HOOK.append(True)
 
 
-def _teacher_options(f: Any) -> Any:
-    opts = [
+def _teacher_options(f: Any, *, several: bool = False) -> Any:
+    teacher = (
+        click.option("--teacher", "-t", multiple=True, required=True, metavar="PROVIDER:MODEL[@URL]",
+                     help="A teacher to compare; give two (-t A -t B).")
+        if several else
         click.option("--teacher", "-t", default="local:gemma3-270m", show_default=True,
                      help="PROVIDER:MODEL: openai:gpt-4o-mini, anthropic:claude-haiku-4-5, "
-                          "openai-compatible:MODEL (with --base-url), local:smollm2-135m."),
+                          "openai-compatible:MODEL (with --base-url), local:smollm2-135m."))
+    opts = [
+        teacher,
         click.option("--base-url", multiple=True,
                      help="Endpoint of the teacher, e.g. http://localhost:8000/v1. Repeat it "
                           "(or separate with commas) to spread requests over several "
@@ -105,7 +111,11 @@ def _teacher_options(f: Any) -> Any:
         click.option("--input-format", type=click.Choice(["jsonl", "csv", "tsv", "parquet", "hf"]),
                      help="Input format (default: from the file name)."),
         click.option("--delimiter", help="Field delimiter for delimited text input (e.g. ';')."),
-        click.option("--split", "input_split", help="Split of a saved DatasetDict input."),
+        click.option("--split", "input_split",
+                     help="Split of a saved DatasetDict or hf://datasets/NAME input."),
+        click.option("--map", "input_map", multiple=True, metavar="FIELD=COLUMN",
+                     help="Fill the template's FIELD from the input's COLUMN (repeatable), "
+                          "e.g. --map text=sentence."),
         click.option("--limit", type=_bounded("limit", int), help="Only the first N input rows."),
     ]
     for opt in reversed(opts):
@@ -121,14 +131,13 @@ def _export_options(f: Any) -> Any:
         click.option("--force", is_flag=True,
                      help="Replace a previous export at --out of another kind or format "
                           "(never a folder that is not an export)."),
-        click.option("--format", "fmt", type=click.Choice(["hf", "parquet", "jsonl"]),
+        click.option("--format", "fmt", type=click.Choice(FORMATS),
                      default="hf", show_default=True),
-        click.option("--kind", type=click.Choice(["records", "classification", "sft", "kd",
-                                                   "preference"]),
+        click.option("--kind", type=click.Choice(list(KINDS)),
                      default="records", show_default=True,
                      help="Shape of the exported rows (preference: pairs of a verified and a "
                           "failed answer, with --verify)."),
-        click.option("--sft-shape", type=click.Choice(["prompt-completion", "messages"]),
+        click.option("--sft-shape", type=click.Choice(SFT_SHAPES),
                      default="prompt-completion", show_default=True,
                      help="Chat-mode `sft` rows: prompt/completion (only the teacher's answer "
                           "is trained) or one `messages` list (few-shot answers included)."),
@@ -138,7 +147,7 @@ def _export_options(f: Any) -> Any:
                           "turn's reasoning_content; records/classification: a reasoning "
                           "column), `inline` (<think>...</think> before the answer) or `drop`. "
                           "Default: separate when the store holds any trace."),
-        click.option("--kd-layout", type=click.Choice(["tokens", "ids"]), default="tokens",
+        click.option("--kd-layout", type=click.Choice(KD_LAYOUTS), default="tokens",
                      show_default=True,
                      help="`kd` rows: per-token text/bytes/ids/logprobs, or `ids`: also "
                           "DistillKit's raw top-k columns (needs a teacher that sends ids)."),
@@ -231,8 +240,11 @@ def run(task: str, input_path: str, **kw: Any) -> None:
         sys.exit(EXIT_INTERRUPTED)
     s = result.summary
     if kw["as_json"]:
+        from labeler.exports.options import NO_EXPORT
+
+        exported = result.export.outcome() if result.export is not None else NO_EXPORT
         click.echo(json.dumps({**s.to_dict(), "store": str(result.store),
-                               "out": str(job.out) if job.out else None}))
+                               "out": str(job.out) if job.out else None, **exported}))
     else:
         _print_summary(result)
         if job.batch:
@@ -247,7 +259,10 @@ def run(task: str, input_path: str, **kw: Any) -> None:
 @_export_options
 @options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS
                        + options.VERIFY_KEYS)
-def export(task: str, input_path: str, **kw: Any) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="Only the export's path on stdout.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the export's report (exported, filtered, kind...) as one JSON line.")
+def export(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
     """Export stored answers for INPUT without sending any request."""
     from labeler.job import export_job
 
@@ -258,7 +273,12 @@ def export(task: str, input_path: str, **kw: Any) -> None:
         report = export_job(job)
     except LabelerError as exc:
         _fail(exc)
-    _print_export(report)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    elif kw.get("quiet"):
+        click.echo(report.path)
+    else:
+        _print_export(report)
 
 
 @main.command()
@@ -319,7 +339,9 @@ def forget_refusals(store: str | None, teacher: str | None) -> None:
 @main.command(name="merge-stores")
 @click.argument("dest", type=click.Path(dir_okay=False))
 @click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def merge_stores(dest: str, sources: tuple[str, ...]) -> None:
+@click.option("--quiet", "-q", is_flag=True, help="Nothing on stderr but errors.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON line: what came from each source.")
+def merge_stores(dest: str, sources: tuple[str, ...], quiet: bool, as_json: bool) -> None:
     """Merge store SOURCES into DEST by key (the per-machine stores of a job run on
     several machines); a newer answer wins, nothing is sent."""
     from labeler.store_merge import merge_stores as merge
@@ -328,10 +350,19 @@ def merge_stores(dest: str, sources: tuple[str, ...]) -> None:
         report = merge(dest, list(sources))
     except LabelerError as exc:
         _fail(exc)
-    for source in sources:
+    if as_json:
+        click.echo(json.dumps({"dest": dest, "sources": {
+            source: {"answers": report.answers[source], "failures": report.failures[source],
+                     "human_labels": report.human_labels[source]} for source in sources}}))
+        return
+    for source in () if quiet else sources:
         click.echo(f"labeler: {source}: {report.answers[source]} answers, "
                    f"{report.failures[source]} failures, {report.human_labels[source]} review "
                    f"decisions merged into {dest}", err=True)
+        if report.skipped.get(source):
+            click.echo(f"labeler: warning: {source}: {report.skipped[source]} answers cannot be "
+                       f"used and were left behind (first: {report.first_skipped[source]})",
+                       err=True)
 
 
 @main.command(name="eval")
@@ -346,6 +377,7 @@ def merge_stores(dest: str, sources: tuple[str, ...]) -> None:
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Write the reliability diagram and coverage curve to this PNG.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No hints on stderr.")
 @click.option("--calibrate", multiple=True,
               type=click.Choice(["temperature", "contextual", "bias", "all"]),
               help="Fit this calibration on the gold rows and score it on rows it did not "
@@ -401,6 +433,8 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
         click.echo(json.dumps(report.to_dict()))
         return
     click.echo(report.to_table())
+    if kw.get("quiet"):
+        return
     for target, t in report.thresholds.items():
         if t is not None and report.primary == "max_prob":
             via = f"--calibration {calibration_file} " if calibration_file else ""
@@ -467,13 +501,59 @@ def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
         pass
 
 
+def _two_teachers(f: Any) -> Any:
+    return _teacher_options(f, several=True)
+
+
 @main.command()
-def templates() -> None:
+@click.argument("task")
+@click.argument("input_path", metavar="INPUT")
+@_two_teachers
+@click.option("--quiet", "-q", is_flag=True, help="No hints on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as one JSON line.")
+@options.click_options(_bounded, only=options.REQUEST_KEYS)
+def compare(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
+    """Agreement, Cohen's kappa and label confusion of two teachers on INPUT, from the
+    store (nothing is sent): labeler compare TASK INPUT -t A -t B. A teacher is
+    PROVIDER:MODEL[@URL]; rows a teacher has not answered are counted, and `labeler run
+    TASK INPUT -t TEACHER` labels them."""
+    from labeler.compare import compare as compare_teachers
+
+    teachers = list(kw.pop("teacher"))
+    kw.update(kind="records", fmt="hf", validation_size=0.0, seed=0,
+              teacher=teachers[0] if teachers else "")
+    job = _job(task, input_path, kw)
+    try:
+        report = compare_teachers(job, teachers)
+    except LabelerError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(report.to_dict()))
+    else:
+        click.echo(report.to_table())
+    for side in (report.a, report.b):
+        if side.missing and not kw.get("quiet"):
+            teacher, mark, url = side.teacher.partition("@http")
+            where = f" --base-url http{url}" if mark else ""
+            click.echo(f"labeler: {side.missing} rows have no answer from {side.teacher}: "
+                       f"labeler run {task} {input_path} -t {teacher}{where} labels them",
+                       err=True)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per template.")
+def templates(as_json: bool) -> None:
     """List the shipped prompt templates."""
     from labeler.task import PROMPTS_DIR, load_task
 
     for path in sorted(PROMPTS_DIR.glob("*.yaml")):
         t = load_task(path)
+        if as_json:
+            click.echo(json.dumps({"name": path.stem, "version": t.version, "mode": t.mode,
+                                   "output": t.output_kind, "labels": list(t.labels),
+                                   "fields": list(t.fields), "description": t.description,
+                                   "path": str(path)}))
+            continue
         labels = f" [{len(t.labels)} labels]" if t.labels else ""
         click.echo(f"{path.stem:<14} v{t.version} {t.mode:<10} {t.output_kind}{labels}  "
                    f"{t.description}")
@@ -488,6 +568,7 @@ def templates() -> None:
 @click.option("--price", "price_overrides", multiple=True,
               help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON line.")
+@click.option("--quiet", "-q", is_flag=True, help="No notes on stderr.")
 @options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
 @click.option("--escalation-rate", help="With --cascade and no stored answers to measure it "
               "from: the share of rows each stage passes on (one, or one per stage but the last).")
@@ -521,7 +602,7 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
     else:
         click.echo(f"cost             ${est.cost_usd:.4f} expected, ${est.max_cost_usd:.4f} at most")
     click.echo(f"tokenizer        {est.tokenizer}")
-    for note in est.notes:
+    for note in () if kw.get("quiet") else est.notes:
         click.echo(f"labeler: {note}", err=True)
 
 
@@ -620,7 +701,9 @@ def _print_batch_summary(s: Any) -> None:
 @click.option("--max-age", "max_age_days", type=_bounded("max_age_days"), metavar="DAYS",
               help="Relabel items whose stored answer is older than DAYS (overrides the "
                    "config's max_age_days).")
-def refresh(config: str, max_age_days: float | None) -> None:
+@click.option("--quiet", "-q", is_flag=True,
+              help="Only the JSON line on stdout (errors and warnings still on stderr).")
+def refresh(config: str, max_age_days: float | None, quiet: bool) -> None:
     """Scheduled refresh: label what changed in CONFIG's input, publish a new version.
 
     Writes OUT/versions/<UTC time>/ and swaps the OUT/current symlink to it; prints exactly
@@ -643,7 +726,7 @@ def refresh(config: str, max_age_days: float | None) -> None:
         click.echo(f"labeler: {result.error}", err=True)
     elif result.error:
         click.echo(f"labeler: error: {redact(result.error)}", err=True)
-    else:
+    elif not quiet:
         s = result.summary
         click.echo(f"labeler: refresh {result.outcome}: {s.get('rows', 0)} rows, "
                    f"{s.get('labeled', 0)} labeled, {s.get('cached', 0)} cached, "
@@ -690,7 +773,7 @@ def _estimate_cascade(job: Any, escalation_rate: str | None, as_json: bool) -> N
 
 
 def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
-    from labeler.export import ExportOptions
+    from labeler.exports.options import ExportOptions
     from labeler.filters import FilterSpec
     from labeler.job import Job
     from labeler.pricing import PriceTable
@@ -728,7 +811,8 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             **{o.field: kw.get(o.key, o.default) for o in options.OPTIONS},
             prices=prices, id_field=kw.get("id_field"),
             input_format=kw.get("input_format"), delimiter=kw.get("delimiter"),
-            input_split=kw.get("input_split"), limit=kw.get("limit"),
+            input_split=kw.get("input_split"), input_map=list(kw.get("input_map") or ()),
+            limit=kw.get("limit"),
             rejects=kw.get("rejects"), export=export_opts,
             progress=False if kw.get("quiet") else None,
             batch=bool(kw.get("batch")), no_wait=bool(kw.get("no_wait")),
@@ -844,7 +928,7 @@ def _print_export(report: Any) -> None:
                    f"{held}", err=True)
     if report.verification:
         _print_verification(report.verification)
-    if report.kind == "preference" and report.unpaired:
+    if report.unpaired:  # only a kind that pairs answers leaves rows out for want of one
         click.echo(f"labeler:   {report.unpaired} rows left out: no verified or no failed "
                    "answer to pair", err=True)
     if report.format == "hf":

@@ -7,10 +7,12 @@
     ├── StoreError           the SQLite store cannot be opened, migrated or written
     ├── ExportError          the export cannot be written there; the answers stay in the store
     └── TeacherError         a teacher call failed
+        ├── TeacherUnreachable  no server answers at the teacher's address: the run stops
         ├── RetryableError   worth another try: 429, 408, 409, 5xx, overloaded, timeouts,
         │                    dropped connections, a 200 whose body is not valid JSON
         └── FinalError       retrying cannot help: 400, 401, 403, 404, context too long,
-            │                content filter; recorded once with its reason
+            │                content filter, a 200 whose answer breaks the rules
+            │                (`answer_checks`); recorded once with its reason
             └── ParameterRefused  the teacher turns down one parameter (logprobs, a
                              temperature, max_tokens): learned once, then sent without it
 
@@ -96,6 +98,9 @@ class TeacherError(LabelerError):
     """A teacher call that did not produce a completion."""
 
     retryable: bool = False
+    # The raw response body behind a failed answer (capped), kept in the store with the
+    # failure so that what the server sent can be inspected; None when there was none.
+    body: bytes | None = None
 
     def __init__(
         self,
@@ -112,6 +117,25 @@ class TeacherError(LabelerError):
         message = redact(message)
         self.message = message
         super().__init__(f"{reason}: {message}" if message else reason)
+
+
+class TeacherUnreachable(TeacherError):
+    """The teacher's server refuses every connection before answering once: the run stops,
+    since every other row would fail the same way. A teacher failure, not a bad option,
+    so a caller catching `TeacherError` sees it; its message is the one line the CLI prints."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        super().__init__("unreachable", f"cannot reach the teacher at {where}: {detail}")
+        self.where = where
+        self.detail = detail
+        self.args = (self.message,)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Raised in a Ray actor, it crosses a process boundary as itself.
+        return (TeacherUnreachable, (self.where, self.detail))
 
 
 class RetryableError(TeacherError):

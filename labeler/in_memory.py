@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 from labeler import aio
 from labeler.errors import ConfigError, InputError
-from labeler.export import ExportOptions
+from labeler.exports.options import ExportOptions
+from labeler.hub_input import is_hub
 from labeler.inputs import Reject, Row, read_records
 from labeler.job import Job, JobResult, run_job
 from labeler.task import Task
@@ -46,14 +47,16 @@ _BATCH = 2048
 
 def label(data: Any, task: str | Path | Task, teacher: str | Teacher, **options: Any
           ) -> datasets.Dataset | datasets.DatasetDict:
-    """Label `data` (a `datasets.Dataset`, a pandas DataFrame or a list of dicts) with
-    `teacher` and return the export as an in-memory `datasets.Dataset`.
+    """Label `data` (a `datasets.Dataset`, a pandas DataFrame, a list of dicts, or a Hub
+    dataset as ``"hf://datasets/NAME[:CONFIG][:SPLIT]"``, streamed) with `teacher` and
+    return the export as an in-memory `datasets.Dataset`.
 
     `task` is a shipped template name, a template path or a loaded `Task`; `teacher` a
     ``provider:model`` spec (with ``base_url=``, ``api_key=`` options as on the CLI) or a
     `Teacher`, which is closed when the call ends. Options are `Job`'s fields (``store``,
     ``concurrency``, ``rpm``, ``id_field``, ``limit``, ``retry_failed``, ``rejects``,
-    ``budget_usd``…) and the export's (``kind``: ``records`` by default, or
+    ``budget_usd``, ``input_map`` such as ``{"text": "sentence"}``…) and the export's
+    (``kind``: ``records`` by default, or
     ``classification``, ``sft``, ``kd``; ``filters``, ``validation_size``, ``seed``,
     ``split_field``, ``text_field``). Without ``store`` the user's default store is used,
     as by ``labeler run``. With a validation split (or ``split_field``) the result is a
@@ -92,8 +95,8 @@ async def alabel(data: Any, task: str | Path | Task, teacher: str | Teacher, **o
     job_options.setdefault("progress", False)
     with tempfile.TemporaryDirectory(prefix="labeler-label-") as tmp:
         out = Path(tmp) / "export"
-        job = Job(task=task, input=InMemoryRows(data), teacher=spec, out=out, export=export,
-                  **job_options)
+        source = data if is_hub(data) else InMemoryRows(data)
+        job = Job(task=task, input=source, teacher=spec, out=out, export=export, **job_options)
         result: JobResult = await run_job(job, teacher=own_teacher, on_warning=on_warning)
         if result.export is None:  # interrupted before the export: nothing to return
             raise ConfigError("label(): the run was stopped before it finished; call again to "

@@ -8,7 +8,8 @@ halfway through a run.
 
 Everything streams with flat memory. Text is read as binary lines and decoded one line at a
 time, so one undecodable line cannot poison the rest and line numbers stay physical; Parquet
-and saved Hugging Face datasets are read in Arrow batches (the latter memory-mapped).
+and saved Hugging Face datasets are read in Arrow batches (the latter memory-mapped); a
+Hub dataset (``hf://datasets/NAME[:CONFIG][:SPLIT]``, labeler/hub_input.py) is streamed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, BinaryIO
 import orjson
 
 from labeler.errors import ConfigError, InputError
+from labeler.hub_input import is_hub, open_split
 
 __all__ = [
     "FORMATS",
@@ -169,6 +171,8 @@ def detect_format(source: str | os.PathLike[str]) -> str:
     path = os.fspath(source)
     if path == "-":
         raise InputError(STDIN, None, "the format of stdin cannot be told from a name; pass format=")
+    if is_hub(path):
+        return "hf"
     folder, _ = _split_spec(path)
     if os.path.isdir(folder):
         if _is_hf_dir(folder):
@@ -263,6 +267,12 @@ def read_rows(
         stream = stdin if stdin is not None else sys.stdin.buffer
         return _read_stdin(stream, fmt, id_field, id_column, required, delimiter)
 
+    if is_hub(given):
+        if fmt not in (None, "hf"):
+            raise ConfigError(f"{given} is a Hugging Face dataset; format {fmt!r} does not apply")
+        hub = open_split(given, split)
+        return _read_arrow(hub.batches(), hub.source,
+                           _make_check(hub.source, id_field, id_column, required, "row"))
     if fmt is None:
         fmt = detect_format(given)
     if fmt == "hf":
@@ -333,6 +343,8 @@ def count_rows(
     given = os.fspath(source)
     if given == "-":
         return None
+    if is_hub(given):
+        return open_split(given, split).num_rows()
     if fmt is None:
         fmt = detect_format(given)
     if fmt == "hf":

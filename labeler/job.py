@@ -22,8 +22,10 @@ from labeler.batch.runner import BatchRunner, fingerprint
 from labeler.cascade import Cascade, CascadePlanner, CascadeSpec
 from labeler.ensemble import Ensemble, EnsemblePlanner, EnsembleSpec
 from labeler.errors import ConfigError
-from labeler.export import ExportOptions, ExportReport, check_preference
-from labeler.export_guard import check_out_folder, export_to
+from labeler.exports.guard import check_out_folder, export_to
+from labeler.exports.options import ExportOptions, ExportReport, check_needs
+from labeler.hub_input import is_hub
+from labeler.input_map import check_fields, mapped, parse_input_map, required_columns
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
 from labeler.options import OPTIONS, check_values, default
 from labeler.plan import Planner
@@ -101,6 +103,8 @@ class Job:
     input_format: str | None = None
     delimiter: str | None = None
     input_split: str | None = None
+    # --map FIELD=COLUMN: template field -> input column (or a list of "FIELD=COLUMN")
+    input_map: dict[str, str] = field(default_factory=dict)
     limit: int | None = None
     rejects: str | Path | None = None
     export: ExportOptions = field(default_factory=ExportOptions)
@@ -113,6 +117,7 @@ class Job:
     def __post_init__(self) -> None:
         """The same ranges as the CLI's flags, so a script gets the same one-line error."""
         f = self.export.filters
+        self.input_map = parse_input_map(self.input_map)
         if isinstance(self.cascade, list | tuple):
             self.cascade = ",".join(self.cascade)
         if isinstance(self.ensemble, list | tuple):
@@ -140,7 +145,7 @@ class Job:
         parse_keep(self.export.keep)
         if self.export.verify is not None:
             split_steps(self.export.verify, REGISTRY)  # a bad spec is told before anything
-        check_preference(self.export)
+        check_needs(self.export)
         bounds.check([
             ("limit", self.limit),
             ("samples", older),
@@ -200,18 +205,22 @@ class Job:
     def rows(self, task: Task) -> Iterator[Row | Reject]:
         # Without --id-field, a column named `id` still names the row (else its line).
         id_column = "id" if self.id_field is None else None
+        check_fields(self.input_map, task.fields, str(task.path))
+        required = required_columns(task.fields, self.input_map)
         if isinstance(self.input, str | os.PathLike):
             it = read_rows(
                 self.input, format=self.input_format, id_field=self.id_field,
-                id_column=id_column, required_fields=task.fields, delimiter=self.delimiter,
+                id_column=id_column, required_fields=required, delimiter=self.delimiter,
                 split=self.input_split,
             )
         else:
             it = self.input.rows(id_field=self.id_field, id_column=id_column,
-                                 required_fields=task.fields)
+                                 required_fields=required)
         if self.limit is not None:
             it = _limited(it, self.limit)
-        return check_template_fields(task, it)
+        if self.input_map:
+            it = mapped(it, self.input_map)
+        return check_template_fields(task, it, self.input_map)
 
     @property
     def max_age_s(self) -> float | None:
@@ -221,13 +230,13 @@ class Job:
         return Path(self.store) if self.store else default_store()
 
     def check_out(self, note: str = "nothing was sent") -> None:
-        """Refuse an `out` an export may not replace (labeler/out_folder.py) before anything
+        """Refuse an `out` an export may not replace (labeler/exports/out_folder.py) before anything
         is paid: one holding the store, the input or the rejects file, a refresh folder, a
         folder that is not a previous export of this kind."""
         if self.out is None:
             return
         reads = (Path(self.input) if isinstance(self.input, str | os.PathLike)
-                 and str(self.input) != "-" else None)
+                 and str(self.input) != "-" and not is_hub(self.input) else None)
         check_out_folder(Path(self.out), self.store_path(), self.export, reads=reads,
                          rejects=self.rejects_path(), note=note)
 
@@ -385,7 +394,7 @@ async def _run_cascade(job: Job, task: Task, spec: CascadeSpec, store: Store,
                 rejects=writer if stage == 0 else None, retry_failed=job.retry_failed,
                 max_attempts=job.max_attempts, budget_usd=budget, max_age_s=job.max_age_s,
                 no_wait=job.no_wait, progress=job.progress,
-                run_tag=fingerprint(task, teacher.identity, str(Path(str(job.input)).resolve()),
+                run_tag=fingerprint(task, teacher.identity, _input_name(job.input),
                                     str(job.store_path().resolve())),
                 on_warning=on_warning)
         lb = _live_strategy(job, task, teacher, store, None, on_warning)
@@ -473,7 +482,7 @@ async def _batch_strategy(job: Job, task: Task, teacher: Teacher, store: Store,
         task, teacher, client, store, prices=job.prices, rejects=rejects,
         retry_failed=job.retry_failed, max_attempts=job.max_attempts, budget_usd=job.budget_usd,
         max_age_s=job.max_age_s, no_wait=job.no_wait, progress=job.progress,
-        run_tag=fingerprint(task, teacher.identity, str(Path(str(job.input)).resolve()),
+        run_tag=fingerprint(task, teacher.identity, _input_name(job.input),
                             str(job.store_path().resolve())),
         on_warning=on_warning,
     )
@@ -537,6 +546,12 @@ def _unspool(job: Job, spooled: Path | None) -> None:
     if spooled is not None:
         spooled.unlink(missing_ok=True)
         job.input = "-"
+
+
+def _input_name(source: Any) -> str:
+    """The input as a batch run names it in its tag: a file by its absolute path, a Hub
+    dataset by its spec (which is no path on this machine)."""
+    return str(source) if is_hub(source) else str(Path(str(source)).resolve())
 
 
 def _limited(it: Iterator[Row | Reject], n: int) -> Iterator[Row | Reject]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from labeler.answer_checks import UNUSABLE
 from labeler.completion import Completion
 from labeler.errors import TemplateError, is_transient
 from labeler.inputs import Reject, Row
@@ -180,8 +181,12 @@ class Planner:
         keys = list(dict.fromkeys(i.key for i in items if i.key is not None))
         if not keys:
             return
+        # An answer the store cannot use (see `Store.get_many`) counts as a final failure:
+        # it was paid for, so a rerun does not pay again, and nothing reads it.
+        unusable: dict[str, str] = {}
         found: Mapping[str, Completion | None] = (
-            store.get_many(keys) if self.completions else dict.fromkeys(store.known(keys)))
+            store.get_many(keys, unusable=unusable) if self.completions
+            else dict.fromkeys(store.known(keys)))
         if self.max_age_s is not None and found:
             created = store.created_at(list(found))
             cutoff = time.time() - self.max_age_s
@@ -200,6 +205,9 @@ class Planner:
             elif key in blocked:
                 item.status = FAILED
                 item.failure = blocked[key]
+            elif key in unusable:
+                item.status = FAILED
+                item.failure = Failure(key, UNUSABLE, unusable[key], None, 0)
         self._read_single_answers([i for i in items if i.status == SEND and i.single])
 
     def _read_single_answers(self, items: list[Item]) -> None:

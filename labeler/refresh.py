@@ -5,7 +5,7 @@ overlap, safe to kill and easy to monitor:
 
 - incremental: every answer is cached under a key of the full request (request.py), so
   only new or changed rows are sent; rows that left the input leave the export, because
-  an export is rebuilt from the current input (export.py).
+  an export is rebuilt from the current input (labeler/exports/).
 - locked: `fcntl.flock` on OUT/.refresh.lock, with the holder's PID written in it. A
   second refresh while one runs exits at once (code 4). A lock left by a killed run is
   recognised (its PID is gone) and taken over: the kernel drops a dead process's flock,
@@ -14,7 +14,7 @@ overlap, safe to kill and easy to monitor:
   swaps the OUT/current symlink with one rename. Readers always see a whole export; a
   refresh that fails or is interrupted leaves `current` as it was. The last `keep`
   versions are kept. OUT is the refresh's alone: a folder that holds anything else, or
-  lies inside an export or another refresh folder, is refused (labeler/out_folder.py).
+  lies inside an export or another refresh folder, is refused (labeler/exports/out_folder.py).
 - observable: exactly one JSON line on stdout (counts, cost, duration, outcome, version
   path) and an exit code: 0 ok, 3 partial, 4 locked, 1 failed (5 budget and 130
   interrupted, as for `labeler run`).
@@ -23,7 +23,8 @@ Config keys (relative paths are relative to the config file, since cron starts j
 the home directory)::
 
     task: sentiment                  # shipped template name or a YAML path
-    input: data/reviews.jsonl
+    input: data/reviews.jsonl        # or hf://datasets/NAME[:CONFIG][:SPLIT]
+    input_map: {text: sentence}      # template field: input column (--map)
     teacher: openai:gpt-4o-mini
     base_url: null                   # for openai-compatible teachers
     api_key_env: OPENAI_API_KEY      # or api_key_file: secrets/openai.key (mode 0600)
@@ -64,11 +65,13 @@ from labeler import aio, bounds
 from labeler.apikeys import key_from_env, read_key_file
 from labeler.calibration import load_calibration
 from labeler.errors import ConfigError, LabelerError
-from labeler.export import ExportOptions
+from labeler.exports.options import ExportOptions
+from labeler.exports.out_folder import REFRESH_LOCK, VERSION_RE, check_refresh_out
 from labeler.filters import FilterSpec
+from labeler.hub_input import is_hub
+from labeler.input_map import parse_input_map
 from labeler.job import Job, run_job
 from labeler.options import BY_KEY, EXIT_CODES, OPTIONS, check_values
-from labeler.out_folder import REFRESH_LOCK, VERSION_RE, check_refresh_out
 from labeler.owner import alive as _alive
 from labeler.pricing import PriceTable
 from labeler.redact import redact
@@ -81,7 +84,7 @@ _REQUIRED = ("task", "input", "teacher", "out")
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "base_url": (str, list), "api_key_env": str, "api_key_file": str, "teacher_options": dict,
     "store": str, "keep": int, "prices": str, "id_field": str, "input_format": str,
-    "delimiter": str, "split": str, "export": dict, "filters": dict,
+    "delimiter": str, "split": str, "input_map": dict, "export": dict, "filters": dict,
     **{o.key: o.config_types() for o in OPTIONS},
 }
 _EXPORT_KEYS: dict[str, type | tuple[type, ...]] = {
@@ -122,6 +125,7 @@ class RefreshConfig:
     input_format: str | None = None
     delimiter: str | None = None
     split: str | None = None
+    input_map: dict[str, str] = field(default_factory=dict)
     export: ExportOptions = field(default_factory=ExportOptions)
 
     @classmethod
@@ -171,7 +175,9 @@ class RefreshConfig:
         if keep < 1:
             raise ConfigError(f"{where}: keep must be at least 1 (the current version)")
         return cls(
-            path=path, task=task, input=str(local(raw["input"])), teacher=raw["teacher"],
+            path=path, task=task,
+            input=raw["input"] if is_hub(raw["input"]) else str(local(raw["input"])),
+            teacher=raw["teacher"],
             out=local(raw["out"]) or base, store=local(raw.get("store")), base_url=base_url,
             api_key_env=raw.get("api_key_env"), api_key_file=local(raw.get("api_key_file")),
             teacher_options=dict(raw.get("teacher_options") or {}),
@@ -179,6 +185,7 @@ class RefreshConfig:
             prices=local(raw.get("prices")), keep=keep,
             id_field=raw.get("id_field"), input_format=raw.get("input_format"),
             delimiter=raw.get("delimiter"), split=raw.get("split"),
+            input_map=_input_map(raw.get("input_map"), where),
             export=_export_options(raw.get("export") or {}, raw.get("filters") or {}, where,
                                    local),
         )
@@ -204,9 +211,18 @@ class RefreshConfig:
             **{**self.options, **({"max_age_days": max_age_days} if max_age_days is not None
                                   else {})},
             prices=prices, id_field=self.id_field, input_format=self.input_format, delimiter=self.delimiter,
-            input_split=self.split, rejects=self.out / "rejects.jsonl", export=self.export,
+            input_split=self.split, input_map=dict(self.input_map),
+            rejects=self.out / "rejects.jsonl", export=self.export,
             progress=False,
         )
+
+
+def _input_map(raw: Any, where: str) -> dict[str, str]:
+    """The config's `input_map` (template field: input column), checked as --map is."""
+    try:
+        return parse_input_map(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: input_map: {exc}") from None
 
 
 def _check_types(raw: Mapping[str, Any], spec: Mapping[str, type | tuple[type, ...]],
@@ -418,6 +434,8 @@ class RefreshResult:
     version: str | None = None  # the export this refresh wrote (None: it wrote none)
     current: str | None = None  # the version OUT/current names after this refresh
     exported: int | None = None
+    filtered: dict[str, int] = field(default_factory=dict)  # rows each export filter removed
+    kind: str | None = None  # the export's kind (records, classification, sft, kd)
     pruned: list[str] = field(default_factory=list)
     lock_taken_over_from: int | None = None
     error: str | None = None
@@ -437,7 +455,8 @@ class RefreshResult:
             "cost_usd": self.summary.get("cost_usd", 0.0),
             "failures_by_reason": self.summary.get("failures_by_reason", {}),
             "main_failure": self.summary.get("main_failure"),
-            "exported": self.exported, "duration_s": round(self.duration_s, 3),
+            "exported": self.exported, "filtered": dict(self.filtered), "kind": self.kind,
+            "duration_s": round(self.duration_s, 3),
             "started_at": self.started_at, "version": self.version, "current": self.current,
             "out": self.out, "pruned": self.pruned,
             "lock_taken_over_from": self.lock_taken_over_from,
@@ -506,6 +525,7 @@ def _refresh_locked(cfg: RefreshConfig, result: RefreshResult, max_age_days: flo
         shutil.rmtree(version, ignore_errors=True)
         return
     result.version, result.exported = str(version), done.export.exported
+    result.filtered, result.kind = dict(done.export.filtered), done.export.kind
     _point_current(cfg.out, version)
     result.current = str(version)
     result.pruned = _prune(versions, cfg.keep, version)

@@ -36,6 +36,7 @@ from labeler.errors import (
     RetryableError,
     StoreError,
     TeacherError,
+    TeacherUnreachable,
     is_transient,
     short,
 )
@@ -706,7 +707,7 @@ class _RunState:
             message = f"abandoned {lb.stop_grace_s:g}s after the stop"
         except _Unreachable as exc:
             where = lb._identity.get("base_url") or lb._identity.get("provider")
-            self._set_fatal(ConfigError(f"cannot reach the teacher at {where}: {exc}"))
+            self._set_fatal(TeacherUnreachable(str(where), str(exc)))
             record_status, reason = "skipped", "unreachable"
         except TeacherError as exc:
             reason, message = exc.reason, exc.message or str(exc)
@@ -974,6 +975,7 @@ class _BatchWriter:
         self.max_delay = max_delay
         self._ok: list[tuple[str, Completion, float | None]] = []
         self._failed: list[tuple[str, str, str, int | None, int]] = []
+        self._bodies: dict[str, bytes] = {}  # the raw answers behind failures, to keep
         self._waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -985,6 +987,8 @@ class _BatchWriter:
 
     async def fail(self, key: str, exc: TeacherError, attempts: int) -> None:
         self._failed.append((key, exc.reason, exc.message or str(exc), exc.status, attempts))
+        if exc.body is not None:
+            self._bodies[key] = exc.body
         await self._wait()
 
     async def _wait(self) -> None:
@@ -1008,12 +1012,12 @@ class _BatchWriter:
 
     async def _flush(self) -> None:
         async with self._lock:
-            ok, failed, waiters = self._ok, self._failed, self._waiters
-            self._ok, self._failed, self._waiters = [], [], []
+            ok, failed, waiters, bodies = self._ok, self._failed, self._waiters, self._bodies
+            self._ok, self._failed, self._waiters, self._bodies = [], [], [], {}
             if not waiters:
                 return
             try:
-                await asyncio.to_thread(self._commit, ok, failed)
+                await asyncio.to_thread(self._commit, ok, failed, bodies)
             except BaseException as exc:
                 for w in waiters:
                     if not w.done():
@@ -1027,11 +1031,11 @@ class _BatchWriter:
         if self._waiters:  # arrived during the commit: they need a flush of their own
             self._flusher = self._spawn(self._flush_later())
 
-    def _commit(self, ok: list[Any], failed: list[Any]) -> None:
+    def _commit(self, ok: list[Any], failed: list[Any], bodies: dict[str, bytes]) -> None:
         if ok:
             self.store.put_many(ok)
         if failed:
-            self.store.record_failures(failed)
+            self.store.record_failures(failed, bodies=bodies)
 
     async def close(self) -> None:
         await self._flush()

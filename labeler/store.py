@@ -13,17 +13,26 @@ newer one is refused with the reason.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
+from labeler.answer_checks import (
+    KEPT_BODY_BYTES,
+    MAX_COUNT,
+    counts_problem,
+    samples_problem,
+    token_rows_problem,
+)
 from labeler.completion import Completion, stored_completion
 from labeler.errors import StoreError
 from labeler.redact import redact
@@ -222,9 +231,24 @@ def _m007_verdicts(db: sqlite3.Connection) -> None:
     )
 
 
+def _m008_failure_bodies(db: sqlite3.Connection) -> None:
+    """The raw body of an answer that failed its checks (malformed, not JSON), capped, kept
+    beside its failure so that what the server sent can be inspected."""
+    _script(
+        db,
+        """
+        CREATE TABLE IF NOT EXISTS failure_bodies (
+            key TEXT PRIMARY KEY,
+            body BLOB NOT NULL,
+            size INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _m001_initial, _m002_batches, _m003_claims, _m004_human_labels, _m005_reasoning,
-    _m006_teacher_params, _m007_verdicts,
+    _m006_teacher_params, _m007_verdicts, _m008_failure_bodies,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -241,9 +265,13 @@ class Failure:
 class Store:
     """Thread-safe handle on the store; writes are transactions of many rows."""
 
-    def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: str | Path, *, readonly: bool = False,
+                 on_warning: Callable[[str], None] | None = None) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        # Stored answers left out as unusable (key -> problem), told once at close.
+        self.unusable_rows: dict[str, str] = {}
+        self._on_warning = on_warning
         try:
             if readonly:
                 if not self.path.exists():
@@ -319,7 +347,12 @@ class Store:
                 )
         return found
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
+    def get_many(self, keys: Sequence[str], *,
+                 unusable: dict[str, str] | None = None) -> dict[str, Completion]:
+        """The stored answers of `keys`. A row that cannot be read or breaks the bounds of
+        an answer (`answer_checks`: one stored by an older labeler, or merged in) is left
+        out, its key and problem added to `unusable`, and counted for one warning when the
+        store closes: nothing read back may stop a command."""
         out: dict[str, Completion] = {}
         with self._reading():
             for chunk in _chunks(keys, 500):
@@ -331,8 +364,18 @@ class Store:
                     f" FROM responses WHERE key IN ({marks})",
                     chunk,
                 ):
-                    out[row[0]] = _completion(row)
+                    completion = _completion(row)
+                    if type(completion) is str:
+                        self._unusable(row[0], completion, unusable)
+                    else:
+                        out[row[0]] = completion
         return out
+
+    def _unusable(self, key: str, problem: str, into: dict[str, str] | None) -> None:
+        if into is not None:
+            into[key] = problem
+        if key not in self.unusable_rows and len(self.unusable_rows) < 100_000:
+            self.unusable_rows[key] = problem
 
     def get(self, key: str) -> Completion | None:
         return self.get_many([key]).get(key)
@@ -355,6 +398,18 @@ class Store:
                     f"SELECT coalesce(sum(cost_usd), 0) FROM responses WHERE key IN ({marks})",
                     chunk).fetchone()[0]
         return total
+
+    def unpriced(self, keys: Sequence[str]) -> int:
+        """How many of the stored answers of `keys` have no cost (no price was known when
+        they were paid for), so a total over them is not a silent zero."""
+        n = 0
+        with self._reading():
+            for chunk in _chunks(list(dict.fromkeys(keys)), 500):
+                marks = ",".join("?" * len(chunk))
+                n += self._db.execute(
+                    f"SELECT count(*) FROM responses WHERE key IN ({marks}) AND cost_usd IS NULL",
+                    chunk).fetchone()[0]
+        return n
 
     def failures_for(self, keys: Sequence[str]) -> dict[str, Failure]:
         out: dict[str, Failure] = {}
@@ -408,6 +463,7 @@ class Store:
             # One cheap probe per transaction saves a lookup per row when nothing failed.
             if db.execute("SELECT 1 FROM failures LIMIT 1").fetchone() is not None:
                 db.executemany("DELETE FROM failures WHERE key = ?", [(r[0],) for r in rows])
+                db.executemany("DELETE FROM failure_bodies WHERE key = ?", [(r[0],) for r in rows])
             _release_claims(db, [r[0] for r in rows])
 
         self._write(write)
@@ -415,9 +471,12 @@ class Store:
     def put(self, key: str, completion: Completion, cost: float | None = None) -> None:
         self.put_many([(key, completion, cost)])
 
-    def record_failures(self, items: Iterable[tuple[str, str, str, int | None, int]]) -> None:
-        """(key, reason, message, status, attempts); attempts add up across runs."""
+    def record_failures(self, items: Iterable[tuple[str, str, str, int | None, int]], *,
+                        bodies: Mapping[str, bytes] | None = None) -> None:
+        """(key, reason, message, status, attempts); attempts add up across runs. `bodies`
+        holds the raw answer behind a failure, where there was one (capped here too)."""
         now = time.time()
+        kept = [(k, b[:KEPT_BODY_BYTES], len(b)) for k, b in (bodies or {}).items()]
         # Messages are redacted where they are made; this second pass keeps a key out of the
         # store whatever path a message took.
         rows = [(k, r, redact(m or ""), s, a, now, now) for k, r, m, s, a in items]
@@ -430,6 +489,8 @@ class Store:
                 " attempts=failures.attempts+excluded.attempts, last_at=excluded.last_at",
                 rows,
             )
+            if kept:
+                db.executemany("INSERT OR REPLACE INTO failure_bodies VALUES (?,?,?)", kept)
             _release_claims(db, [r[0] for r in rows])
 
         self._write(write)
@@ -552,6 +613,21 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        if self.unusable_rows:
+            self._warn_unusable()
+
+    def _warn_unusable(self) -> None:
+        """One line for every unusable stored answer this handle met (see `get_many`)."""
+        key, problem = next(iter(self.unusable_rows.items()))
+        n = len(self.unusable_rows)
+        message = (f"labeler: warning: {self.path}: {n} stored answer{'s' if n > 1 else ''} "
+                   f"cannot be used and {'were' if n > 1 else 'was'} left out as failed "
+                   f"(first: {key[:20]}: {problem})")
+        self.unusable_rows = {}
+        if self._on_warning is not None:
+            self._on_warning(message)
+        else:
+            print(message, file=sys.stderr)
 
     def __enter__(self) -> Store:
         return self
@@ -565,16 +641,63 @@ _PUT_RESPONSE = (
     " prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, finish_reason,"
     " latency_ms, cost_usd, source, reasoning, reasoning_blocks, reasoning_tokens)"
     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+ANSWER_COLUMNS = ("key", "text", "tokens", "samples", "prompt_tokens", "completion_tokens",
+                  "cached_tokens", "cache_write_tokens", "finish_reason", "model", "latency_ms",
+                  "reasoning_tokens", "reasoning", "reasoning_blocks")
+_COUNTS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
+           "reasoning_tokens")
 
 
-def _completion(row: tuple[Any, ...]) -> Completion:
+def answer_problem(row: Mapping[str, Any]) -> str | None:
+    """What makes a `responses` row (by column name; columns an older store lacks take
+    their defaults) unusable, or None: what `get_many` checks, for a row about to be
+    copied in from another store."""
+    values = tuple(row.get(c, 0 if c in _COUNTS else None) for c in ANSWER_COLUMNS)
+    problem = _completion(values)
+    if type(problem) is str:
+        return problem
+    created = row.get("created_at")
+    if created is not None and not (type(created) in (int, float) and math.isfinite(created)):
+        return f"created_at: {created!r}"
+    return None
+
+
+def _completion(row: tuple[Any, ...]) -> Completion | str:
+    """A stored answer, or what makes it unusable (a string). Every export and plan reads
+    each stored answer through here, so the checks are written out inline: on a typical
+    label answer they cost about as much as decoding its tokens."""
     (_, text, tokens, samples, p, c, cached, cw, finish, model, latency_ms, reasoning_tokens,
      reasoning, blocks) = row
+    try:
+        token_rows = orjson.loads(tokens) if tokens is not None else None
+        sample_list = orjson.loads(samples) if samples is not None else None
+        block_list = orjson.loads(blocks) if blocks is not None else None
+    except orjson.JSONDecodeError as exc:
+        return f"not JSON ({exc})"
+    if token_rows is not None:
+        problem = token_rows_problem(token_rows)
+        if problem is not None:
+            return problem
+    if sample_list is not None:
+        problem = samples_problem(sample_list)
+        if problem is not None:
+            return problem
+    rt = reasoning_tokens
+    if not (type(p) is int and type(c) is int and type(cached) is int and type(cw) is int
+            and type(rt) is int and 0 <= p <= MAX_COUNT and 0 <= c <= MAX_COUNT
+            and 0 <= cached <= MAX_COUNT and 0 <= cw <= MAX_COUNT and 0 <= rt <= MAX_COUNT):
+        return counts_problem((p, c, cached, cw, rt)) or "token counts"
+    if type(text) is not str or not (finish is None or type(finish) is str) or not (
+            model is None or type(model) is str) or not (latency_ms is None
+                                                          or type(latency_ms) is int):
+        return "text, finish reason, model or latency of the wrong type"
+    if not (reasoning is None or type(reasoning) is str) or not (
+            block_list is None or (type(block_list) is list
+                                   and all(type(b) is dict for b in block_list))):
+        return "reasoning or its blocks of the wrong type"
     return stored_completion(
-        text, orjson.loads(tokens) if tokens is not None else None,
-        (p, c, cached, cw, reasoning_tokens), finish, model or "", (latency_ms or 0) / 1000.0,
-        orjson.loads(samples) if samples is not None else None, reasoning,
-        orjson.loads(blocks) if blocks is not None else None)
+        text, token_rows, (p, c, cached, cw, rt), finish, model or "", (latency_ms or 0) / 1000.0,
+        sample_list, reasoning, block_list)
 
 
 def _release_claims(db: sqlite3.Connection, keys: list[str]) -> None:

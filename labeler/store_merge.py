@@ -22,9 +22,10 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from labeler.errors import StoreError
-from labeler.store import Store
+from labeler.store import Store, answer_problem
 
 CHUNK = 2000
 
@@ -36,6 +37,9 @@ class MergeReport:
     answers: dict[str, int] = field(default_factory=dict)  # shard -> answers copied or newer
     failures: dict[str, int] = field(default_factory=dict)  # shard -> failures copied
     human_labels: dict[str, int] = field(default_factory=dict)
+    # shard -> answers left behind: unreadable, or breaking the answer checks
+    skipped: dict[str, int] = field(default_factory=dict)
+    first_skipped: dict[str, str] = field(default_factory=dict)  # shard -> "key: problem"
 
 
 def merge_stores(dest: str | Path, sources: Sequence[str | Path]) -> MergeReport:
@@ -49,7 +53,7 @@ def merge_stores(dest: str | Path, sources: Sequence[str | Path]) -> MergeReport
             with Store(path, readonly=True):  # a missing, damaged or newer store: one line
                 pass
             name = str(path)
-            report.answers[name] = _copy(target, path, "responses")
+            report.answers[name] = _copy(target, path, "responses", report)
             report.failures[name] = _copy(target, path, "failures")
             report.human_labels[name] = _copy(target, path, "human_labels")
     return report
@@ -80,8 +84,10 @@ def _marks(columns: list[str]) -> str:
     return ",".join("?" * len(columns))
 
 
-def _copy(target: Store, source: Path, table: str) -> int:
-    """Copy `table`'s rows (the columns both stores have) chunk by chunk; rows written."""
+def _copy(target: Store, source: Path, table: str, report: MergeReport | None = None) -> int:
+    """Copy `table`'s rows (the columns both stores have) chunk by chunk; rows written.
+    Answers are checked first (`store.answer_problem`): one that no command could read
+    back is left behind and counted in `report`, so a merge never spreads a bad row."""
     statement = {"responses": _answers, "failures": _failures, "human_labels": _human_labels}[table]
     src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     try:
@@ -94,6 +100,10 @@ def _copy(target: Store, source: Path, table: str) -> int:
         written = 0
         cursor = src.execute(f"SELECT {', '.join(columns)} FROM {table}")
         while rows := cursor.fetchmany(CHUNK):
+            if table == "responses" and report is not None:
+                rows = _usable(rows, columns, str(source), report)
+                if not rows:
+                    continue
             params = [(*r, r[at]) for r in rows] if table == "failures" else rows
 
             def write(db: sqlite3.Connection, rows: list[tuple[object, ...]] = rows,
@@ -111,6 +121,20 @@ def _copy(target: Store, source: Path, table: str) -> int:
         raise StoreError(f"{source}: cannot read the store to merge it: {exc}") from exc
     finally:
         src.close()
+
+
+def _usable(rows: list[Any], columns: list[str], name: str, report: MergeReport) -> list[Any]:
+    """The rows that pass the answer checks; the others counted (and the first named)."""
+    kept = []
+    for row in rows:
+        problem = answer_problem(dict(zip(columns, row, strict=True)))
+        if problem is None:
+            kept.append(row)
+            continue
+        report.skipped[name] = report.skipped.get(name, 0) + 1
+        key = row[columns.index("key")]
+        report.first_skipped.setdefault(name, f"{str(key)[:20]}: {problem}")
+    return kept
 
 
 def _has_table(db: sqlite3.Connection, table: str) -> bool:

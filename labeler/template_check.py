@@ -16,7 +16,8 @@ from itertools import chain, islice
 
 import orjson
 
-from labeler.errors import TemplateError
+from labeler.errors import ConfigError, TemplateError
+from labeler.input_map import InputMap, column_field
 from labeler.inputs import Reject, Row
 from labeler.task import Task
 
@@ -24,15 +25,26 @@ FIRST_ROWS = 20  # rows that must all lack a template field for it to be a templ
 _MISSING = re.compile(r"^missing field '(?P<field>[^']*)'$")
 
 
-def check_template_fields(task: Task, rows: Iterator[Row | Reject]) -> Iterator[Row | Reject]:
+def check_template_fields(task: Task, rows: Iterator[Row | Reject],
+                          input_map: InputMap | None = None) -> Iterator[Row | Reject]:
     """`rows`, with rejects for a template's field naming the template; raises TemplateError
-    when the first FIRST_ROWS rows (or all, if fewer) lack the same template field."""
+    when the first FIRST_ROWS rows (or all, if fewer) lack the same template field, and
+    ConfigError when they all lack the same column `input_map` (``--map``) names."""
+    input_map = input_map or {}
     head = list(islice(rows, FIRST_ROWS))
-    missing = {_template_field(task, item) for item in head}
+    missing = {_template_field(task, item, input_map) for item in head}
     if head and len(missing) == 1 and None not in missing:
         field = missing.pop()
         assert field is not None
         have = _fields_seen(head)
+        mapped_to = column_field(input_map, field)
+        if mapped_to is not None:
+            first = head[0]
+            assert isinstance(first, Reject)
+            raise ConfigError(
+                f"--map {mapped_to}={field}: no input row has column '{field}' (the first "
+                f"without it: {first.source}:{first.line}"
+                + (f"; the rows have: {', '.join(have)})" if have else ")"))
         raise TemplateError(
             task.path,
             f"no input row has it (the first {len(head)} all lack it): a template bug, not "
@@ -40,7 +52,7 @@ def check_template_fields(task: Task, rows: Iterator[Row | Reject]) -> Iterator[
             + (f" (the rows have: {', '.join(have)})" if have else ""),
             field=field,
         )
-    return _named_all(task, chain(head, rows))
+    return _named_all(task, chain(head, rows), input_map)
 
 
 class RenderStreak:
@@ -84,28 +96,39 @@ class RenderStreak:
             "bad data", field=self.first.field)
 
 
-def _template_field(task: Task, item: Row | Reject) -> str | None:
-    """The template field this item lacks, or None (a good row, or another problem)."""
+def _template_field(task: Task, item: Row | Reject, input_map: InputMap) -> str | None:
+    """The template field (or the column `input_map` feeds one from) this item lacks, or
+    None (a good row, or another problem)."""
     if not isinstance(item, Reject):
         return None
     m = _MISSING.match(item.reason)
-    if m is None or m["field"] not in task.fields:
+    if m is None:
         return None
-    return m["field"]
+    name = m["field"]
+    if column_field(input_map, name) is not None:
+        return name
+    if name not in task.fields or name in input_map:
+        return None
+    return name
 
 
-def _named_all(task: Task, items: Iterator[Row | Reject]) -> Iterator[Row | Reject]:
+def _named_all(task: Task, items: Iterator[Row | Reject],
+               input_map: InputMap) -> Iterator[Row | Reject]:
     for item in items:
         if isinstance(item, Reject):  # a row (nearly every item) passes untouched
-            item = _named(task, item)
+            item = _named(task, item, input_map)
         yield item
 
 
-def _named(task: Task, item: Reject) -> Reject:
-    field = _template_field(task, item)
-    if field is None:
+def _named(task: Task, item: Reject, input_map: InputMap) -> Reject:
+    name = _template_field(task, item, input_map)
+    if name is None:
         return item
-    return replace(item, reason=f"missing field '{field}' that template {task.path} uses")
+    field = column_field(input_map, name)
+    if field is not None:
+        return replace(item, reason=f"missing column '{name}' that --map {field}={name} feeds "
+                                    f"to template {task.path}")
+    return replace(item, reason=f"missing field '{name}' that template {task.path} uses")
 
 
 def _fields_seen(items: list[Row | Reject]) -> list[str]:

@@ -15,7 +15,7 @@ from labeler import Job, run_job
 from labeler.calibration import load_calibration
 from labeler.cli import main
 from labeler.errors import ConfigError
-from labeler.export import ExportOptions
+from labeler.exports import ExportOptions
 from labeler.testing import ScriptedResponder, ServerConfig, TeacherServer
 
 from conftest import sentiment_reply

@@ -25,7 +25,7 @@ from labeler import Job, run_job
 from labeler.cascade import CascadeSpec
 from labeler.cli import main
 from labeler.errors import ConfigError
-from labeler.export import ExportOptions
+from labeler.exports import ExportOptions
 from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
 
 from conftest import REPO, chat_requests, review_api, sentiment_reply

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from labeler import Job, run_job
 from labeler.cli import main
-from labeler.errors import TemplateError
-from labeler.export import ExportOptions
+from labeler.errors import ConfigError, TemplateError
+from labeler.exports import ExportOptions
 from labeler.testing import TeacherServer
 
 from conftest import SAMPLES, chat_requests
@@ -267,3 +267,26 @@ def test_stdin_input(teacher_server: TeacherServer, tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     assert len(datasets.load_from_disk(str(tmp_path / "out"))) == 24
+
+
+def test_an_unreachable_teacher_is_a_teacher_error_not_a_config_error(tmp_path: Path) -> None:
+    import labeler
+
+    unreachable = Job(task="sentiment", input=SAMPLES / "reviews.jsonl",
+                      teacher="openai-compatible:m", base_url="http://127.0.0.1:9/v1",
+                      api_key="k", store=tmp_path / "s.sqlite", progress=False,
+                      retry_initial_wait=0.01)
+    with pytest.raises(labeler.TeacherError) as caught:
+        asyncio.run(run_job(unreachable))
+    assert isinstance(caught.value, labeler.TeacherUnreachable)
+    assert not isinstance(caught.value, ConfigError)
+    assert str(caught.value).startswith("cannot reach the teacher at http://127.0.0.1:9/v1")
+    assert caught.value.reason == "unreachable"
+
+
+def test_export_error_is_part_of_the_public_error_tree() -> None:
+    import labeler
+    from labeler.errors import ExportError
+
+    assert labeler.ExportError is ExportError and issubclass(ExportError, labeler.LabelerError)
+    assert "ExportError" in labeler.__all__ and "TeacherUnreachable" in labeler.__all__

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from labeler import Job, run_job
-from labeler.card import dataset_card, size_category
-from labeler.export import ExportOptions, ExportReport, merge_card
+from labeler.exports import ExportOptions, ExportReport, merge_card
+from labeler.exports.card import dataset_card, size_category
 from labeler.task import load_task
 from labeler.testing import ServerConfig, TeacherServer
 

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from labeler import Job, run_job
-from labeler.export import ExportOptions
+from labeler.exports import ExportOptions
 from labeler.filters import FilterSpec
 from labeler.human import record_label
 from labeler.inputs import read_rows

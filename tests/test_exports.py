@@ -18,7 +18,7 @@ import datasets
 import pytest
 
 from labeler import Job, run_job
-from labeler.export import ExportOptions, export_dataset
+from labeler.exports import ExportOptions, export_dataset
 from labeler.filters import FilterSpec
 from labeler.inputs import read_rows
 from labeler.store import Store

@@ -1,7 +1,7 @@
 """The hf export folder is written without `datasets`, and is what `datasets` writes.
 
-`labeler/hf_features.py` declares columns in the JSON form `datasets` saves, and
-`labeler/hf_folder.py` writes `save_to_disk`'s layout with pyarrow alone. These tests hold
+`labeler/exports/features.py` declares columns in the JSON form `datasets` saves, and
+`labeler/exports/hf_folder.py` writes `save_to_disk`'s layout with pyarrow alone. These tests hold
 both to the library: the same features and Arrow schema for every column an export
 declares, the same files byte for byte (state.json aside, whose fingerprint `datasets`
 derives from a temporary path), `load_from_disk` reading the folder back, the fallback
@@ -22,10 +22,12 @@ import datasets
 import pyarrow as pa
 import pytest
 
-from labeler import Job, hf_folder, run_job
-from labeler import hf_features as hf
-from labeler.export import ExportOptions, ExportReport, _Builder
-from labeler.hf_folder import SplitFile
+from labeler import Job, run_job
+from labeler.exports import features as hf
+from labeler.exports import hf_folder
+from labeler.exports.hf_folder import SplitFile
+from labeler.exports.options import ExportOptions, ExportReport
+from labeler.exports.rows import RowBuilder
 from labeler.job import export_job
 from labeler.task import load_task
 from labeler.testing import ServerConfig, TeacherServer
@@ -53,8 +55,8 @@ KINDS = [("sentiment", {"kind": "classification"}), ("sentiment", {"kind": "reco
 @pytest.mark.parametrize(("task", "export"), KINDS)
 def test_declared_features_are_datasets_features(task: str, export: dict[str, Any]) -> None:
     opts = ExportOptions(**export)
-    builder = _Builder(load_task(task), {"provider": "p", "model": "m"}, opts,
-                       ExportReport("", opts.kind, opts.format))
+    builder = RowBuilder(load_task(task), {"provider": "p", "model": "m"}, opts,
+                         ExportReport("", opts.kind, opts.format))
     sample = {"text": "x", "score": 3, "weight": 0.5, "flag": True}
     for provenance in (None, "cascade", "ensemble"):
         builder.provenance = provenance

@@ -15,7 +15,7 @@ import pytest
 from labeler import Job, run_job
 from labeler.errors import ConfigError
 from labeler.eval_job import evaluate_job
-from labeler.export import ExportOptions
+from labeler.exports import ExportOptions
 from labeler.filters import FilterSpec
 from labeler.human import record_label
 from labeler.job import export_job

@@ -353,8 +353,8 @@ def kill_at_step(event, args):
         if steps == k:
             os.kill(os.getpid(), signal.SIGKILL)
 if sys.argv[3] == "no-exchange":  # a file system without an atomic exchange
-    import labeler.folder_swap
-    labeler.folder_swap.exchange = lambda new, old: False
+    import labeler.exports.folder_swap
+    labeler.exports.folder_swap.exchange = lambda new, old: False
 sys.addaudithook(kill_at_step)
 from labeler import Job
 from labeler.job import export_job

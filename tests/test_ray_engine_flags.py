@@ -36,3 +36,18 @@ def test_the_ray_engine_without_ray_installed_says_which_extra(tmp_path: Path) -
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--engine ray needs Ray: pip install 'labeler-distill[ray]'" in lines[0]
+
+
+def test_the_ray_engine_refuses_a_hub_input_and_map_in_one_line(tmp_path: Path) -> None:
+    import pytest
+
+    pytest.importorskip("ray")
+    for given, flags, told in (
+            ("hf://datasets/acme/reviews:train", [], "--engine ray reads a file or folder, not a Hub"),
+            (REVIEWS, ["--map", "text=sentence"], "--engine ray does not take --map yet")):
+        res = CliRunner().invoke(main, ["run", "sentiment", given, "-t", "openai-compatible:m",
+                                        "--base-url", "http://127.0.0.1:9/v1", "--engine", "ray",
+                                        "--store", str(tmp_path / "s.sqlite"), *flags])
+        assert res.exit_code == 1, res.output
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"labeler: error: {told}"), res.stderr

@@ -116,7 +116,7 @@ def test_an_endpoint_pool_spreads_the_fleet_over_its_servers(tmp_path: Path) -> 
 
 
 def test_a_bad_option_is_one_line_before_any_actor_starts(tmp_path: Path) -> None:
-    from labeler.errors import ConfigError
+    from labeler.errors import ConfigError, TeacherUnreachable
 
     ds = ray.data.from_items(items(3))
     with pytest.raises(ConfigError, match="unknown option 'concurency'"):
@@ -126,7 +126,7 @@ def test_a_bad_option_is_one_line_before_any_actor_starts(tmp_path: Path) -> Non
     # An error in an actor, when the stage runs: raised as itself.
     stage = labeler_ray.label(ds, "sentiment", TEACHER, base_url="http://127.0.0.1:9/v1",
                               api_key="k", store=tmp_path / "s.sqlite", retry_initial_wait=0.01)
-    with pytest.raises(ConfigError, match=r"cannot reach the teacher at http://127\.0\.0\.1:9/v1"):
+    with pytest.raises(TeacherUnreachable, match=r"cannot reach the teacher at http://127\.0\.0\.1:9/v1"):
         stage.take_all()
 
 

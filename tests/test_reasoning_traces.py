@@ -24,7 +24,7 @@ from click.testing import CliRunner, Result
 from labeler import Job, run_job
 from labeler.cli import main
 from labeler.errors import ConfigError
-from labeler.export import ExportOptions
+from labeler.exports import ExportOptions
 from labeler.job import export_job
 from labeler.plan import Planner
 from labeler.pricing import Price, PriceTable

@@ -20,7 +20,7 @@ transformers = pytest.importorskip("transformers", reason=NEEDS)
 tokenizers = pytest.importorskip("tokenizers", reason="comes with transformers")
 
 from labeler import Job, run_job  # noqa: E402
-from labeler.export import ExportOptions  # noqa: E402
+from labeler.exports import ExportOptions  # noqa: E402
 from labeler.student import DistillationTrainer, SoftLabelCollator  # noqa: E402
 from labeler.testing import TeacherServer  # noqa: E402
 

@@ -283,3 +283,21 @@ def test_cli_several_base_urls(tmp_path: Path, style: str) -> None:
             assert res.exit_code == 0, res.output
             assert json.loads(res.output.splitlines()[-1])["cached"] == 24
             assert chat(c) == 0
+
+
+@pytest.mark.parametrize("transport", ["lean", "httpx"])
+def test_a_completion_template_on_a_chat_only_server_says_to_use_a_chat_template(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str) -> None:
+    monkeypatch.setenv("LABELER_TRANSPORT", transport)
+    with TeacherServer(ServerConfig(labels=LABELS, chat_only=True)) as srv:
+        res = CliRunner().invoke(main, [
+            "run", "sentiment-completion", str(SAMPLES / "reviews.jsonl"), "--quiet",
+            "--teacher", "openai-compatible:teacher-test", "--base-url", srv.url + "/v1",
+            "--store", str(tmp_path / "s.sqlite"), "-c", "1"])
+        sent = sum(1 for r in srv.log if r.path == "/v1/completions")
+    assert res.exit_code == 1, res.output
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("labeler: error: ") and "/v1/completions" in lines[0]
+    assert "chat template" in lines[0] and "404" in lines[0]
+    assert sent <= 2  # it stops at the first answer, not after every row

@@ -15,7 +15,7 @@ import datasets
 import pytest
 
 from labeler import Job, run_job
-from labeler.export import ExportOptions
+from labeler.exports import ExportOptions
 from labeler.testing import ArithmeticResponder, ServerConfig, TeacherServer
 
 trl = pytest.importorskip("trl", reason="needs trl: pip install -e '.[student]'")

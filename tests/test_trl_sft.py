@@ -13,7 +13,7 @@ import datasets
 import pytest
 
 from labeler import Job, run_job
-from labeler.export import ExportOptions
+from labeler.exports import ExportOptions
 from labeler.testing import ServerConfig, TeacherServer
 
 from conftest import SAMPLES

@@ -21,7 +21,7 @@ import datasets
 import pytest
 
 from labeler import Job, run_job
-from labeler.export import ExportOptions
+from labeler.exports import ExportOptions
 from labeler.filters import FilterSpec
 from labeler.testing import ArithmeticResponder, ServerConfig, TeacherServer
 from labeler.verify import pass_at_k

@@ -15,6 +15,7 @@ from typing import Any
 import openai
 import orjson
 
+from labeler.answer_checks import malformed
 from labeler.batch.base import (
     CANCELLED,
     COMPLETED,
@@ -25,7 +26,7 @@ from labeler.batch.base import (
     status_error,
 )
 from labeler.completion import Completion
-from labeler.errors import ConfigError, FinalError, TeacherError, short
+from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError, short
 from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers import openai_wire
@@ -156,7 +157,7 @@ class OpenAIBatchClient:
                 async with self._client.files.with_streaming_response.content(file_id) as resp:
                     async for line in resp.iter_lines():
                         if line.strip():
-                            yield result_line(orjson.loads(line), parse)
+                            yield result_line(_line_json(line), parse)
             except openai.APIError as exc:
                 raise classify(exc) from exc
 
@@ -164,10 +165,30 @@ class OpenAIBatchClient:
         await self._client.close()
 
 
+def _line_json(line: str | bytes) -> dict[str, Any]:
+    """A results line as JSON; one that is not (a file cut short) fails the reading of the
+    file, which the next run tries again."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise RetryableError("invalid_json", "a batch result line that is not JSON") from exc
+    if not isinstance(obj, dict):
+        raise RetryableError("invalid_json", "a batch result line that is not a JSON object")
+    return obj
+
+
 def result_line(obj: Any, parse: Callable[[Any], Completion]) -> ItemResult:
     """One line of an output or error file: ``{custom_id, response: {status_code, body},
-    error}``; a body is parsed as a live body is, so a 200 with a refusal fails the same."""
+    error}``; a body is parsed as a live body is, so a 200 with a refusal fails the same,
+    and a line whose fields have the wrong types is a malformed answer for its request."""
     custom = str(obj.get("custom_id") or "")
+    try:
+        return _result(custom, obj, parse)
+    except (TypeError, ValueError, AttributeError) as exc:
+        return ItemResult(custom, error=malformed("batch result line", f"unexpected shape ({exc})"))
+
+
+def _result(custom: str, obj: dict[str, Any], parse: Callable[[Any], Completion]) -> ItemResult:
     response = obj.get("response")
     error = obj.get("error")
     if isinstance(response, dict):

@@ -389,18 +389,21 @@ class BatchRunner:
         states = await asyncio.to_thread(journal.item_states, store, b.id)
         ok: list[tuple[str, Completion, float | None]] = []
         bad: list[tuple[str, str, str, int | None, int]] = []
+        bodies: dict[str, bytes] = {}  # the raw answers behind failures, to keep
         marks: list[tuple[str, str]] = []
         seen: set[str] = set()
         cost_total: float | None = None
 
         async def flush() -> None:
             if bad:
-                await asyncio.to_thread(store.record_failures, list(bad))
+                await asyncio.to_thread(
+                    lambda: store.record_failures(list(bad), bodies=dict(bodies)))
             if ok:
                 await asyncio.to_thread(lambda: store.put_many(list(ok), source="batch"))
             await asyncio.to_thread(journal.mark_items, store, b.id, list(marks))
             ok.clear()
             bad.clear()
+            bodies.clear()
             marks.clear()
 
         try:
@@ -422,6 +425,8 @@ class BatchRunner:
                     if states.get(key) == "pending":  # a re-collection never counts twice
                         e = item.error
                         bad.append((key, e.reason, e.message or str(e), e.status, 1))
+                        if e.body is not None:
+                            bodies[key] = e.body
                     marks.append(("failed", key))
                 else:
                     marks.append(("unfinished", key))

@@ -21,6 +21,7 @@ import orjson
 import ray
 
 from labeler.errors import ConfigError, InputError, LabelerError
+from labeler.hub_input import is_hub
 from labeler.inputs import RejectsWriter, detect_format
 from labeler.job import Job, JobResult, export_job, open_job
 from labeler.plan import REJECTED, Planner
@@ -91,6 +92,12 @@ def _refuse_unsupported(job: Job) -> None:
     if not isinstance(job.input, str | os.PathLike) or str(job.input) == "-":
         raise ConfigError("--engine ray reads a file or folder (JSONL, CSV, Parquet, a saved "
                           "HF dataset), not stdin")
+    if job.input_map:
+        raise ConfigError("--engine ray does not take --map yet; rename the columns, or label "
+                          "with the default engine")
+    if is_hub(job.input):
+        raise ConfigError("--engine ray reads a file or folder, not a Hub dataset yet: save it "
+                          "first (datasets.load_dataset(...).save_to_disk(FOLDER))")
 
 
 def read_input(job: Job) -> ray.data.Dataset:

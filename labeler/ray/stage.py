@@ -25,7 +25,7 @@ import orjson
 import pyarrow as pa
 
 from labeler import aio
-from labeler.export import records_table
+from labeler.exports.build import records_table
 from labeler.inputs import Reject, Row, read_records
 from labeler.job import Job
 from labeler.plan import Planner

@@ -37,7 +37,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import anthropic
-import orjson
 
 from labeler.completion import Completion
 from labeler.errors import (
@@ -193,11 +192,8 @@ class AnthropicTeacher(BaseTeacher):
         if self._observer is not None:
             self._observer(raw.headers)
         try:
-            body = orjson.loads(raw.http_response.content)
-            completion = anthropic_wire.parse_message(body, latency_s=time.perf_counter() - start)
-        except orjson.JSONDecodeError as exc:
-            self.http_outcomes["invalid_json"] += 1
-            raise RetryableError("invalid_json", "HTTP 200 with a body that is not JSON") from exc
+            completion = anthropic_wire.parse_body(raw.http_response.content,
+                                                   latency_s=time.perf_counter() - start)
         except TeacherError as exc:
             self.http_outcomes[exc.reason] += 1
             raise
@@ -210,6 +206,9 @@ class AnthropicTeacher(BaseTeacher):
 
 def classify(exc: anthropic.APIError) -> TeacherError:
     """Map an SDK exception onto labeler's two kinds of failure, once."""
+    own = http.own_error(exc)
+    if own is not None:  # raised by labeler's own hook inside the SDK (a body too large)
+        return own
     if isinstance(exc, anthropic.APIConnectionError):  # timeouts are a subclass
         reason = http.failure_reason(exc)
         text = "the request timed out" if reason == "timeout" else http.failure_message(exc)

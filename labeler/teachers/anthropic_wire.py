@@ -43,13 +43,16 @@ depend on how it was fetched.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from typing import Any
 
 import orjson
 
+from labeler import answer_checks as check
+from labeler.answer_checks import list_at, malformed, object_at, optional_text
 from labeler.completion import Completion, Usage
-from labeler.errors import FinalError, RetryableError
+from labeler.errors import FinalError, RetryableError, TeacherError
 from labeler.reasoning import THINKING_TEMPERATURE, THINKING_TOP_P_MIN, thinking_budget
 from labeler.request import Request
 from labeler.teachers.sampling import combine
@@ -141,8 +144,38 @@ def prefix_key(request: Request) -> bytes | None:
     return hashlib.blake2b(orjson.dumps(messages[:-1]), digest_size=16).digest()
 
 
+def parse_body(raw: bytes, *, latency_s: float = 0.0) -> Completion:
+    """A 200's raw body -> Completion; a failure carries the raw body for the store."""
+    try:
+        return parse_message(check.load_json(raw), latency_s=latency_s)
+    except TeacherError as exc:
+        check.keep_body(exc, raw)
+        raise
+
+
 def parse_message(body: Any, *, latency_s: float = 0.0) -> Completion:
-    """One Messages API response -> Completion; a refusal is final, a broken body retryable."""
+    """One Messages API response -> Completion; a refusal is final, a broken body retryable,
+    a field that breaks the rules (`answer_checks`) a malformed answer."""
+    try:
+        return _parse_message(body, latency_s)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
+            RecursionError) as exc:
+        error: TeacherError = malformed("response", f"unexpected shape ({type(exc).__name__}: {exc})")
+        raise _with_body(error, body) from exc
+    except TeacherError as exc:
+        _with_body(exc, body)
+        raise
+
+
+def _with_body(exc: TeacherError, body: Any) -> TeacherError:
+    """`exc` carrying the answer it is about (re-encoded: batch results arrive parsed)."""
+    if exc.body is None:
+        with contextlib.suppress(TypeError, ValueError, OverflowError, RecursionError):
+            check.keep_body(exc, orjson.dumps(body))
+    return exc
+
+
+def _parse_message(body: Any, latency_s: float) -> Completion:
     if not isinstance(body, dict):
         raise RetryableError("invalid_json", "the response body is not a JSON object")
     if body.get("type") == "error":
@@ -150,19 +183,23 @@ def parse_message(body: Any, *, latency_s: float = 0.0) -> Completion:
         msg = err.get("message") if isinstance(err, dict) else str(err)
         raise RetryableError("error_body", str(msg)[:200])
     content = body.get("content")
-    if not isinstance(content, list):
+    if content is None:
         raise RetryableError("invalid_json", "the response has no content list")
-    stop = body.get("stop_reason")
+    content = list_at(content, "content", check.MAX_POSITIONS)
+    stop = optional_text(body.get("stop_reason"), "stop_reason")
     if stop == "refusal":
         raise FinalError("refusal", "the model declined to answer (stop_reason: refusal)")
-    text = "".join(
-        str(b.get("text") or "") for b in content if isinstance(b, dict) and b.get("type") == "text"
-    )
+    texts = []
+    for i, block in enumerate(content):
+        block = object_at(block, f"content[{i}]")
+        if block.get("type") == "text":
+            texts.append(optional_text(block.get("text"), f"content[{i}].text") or "")
     blocks = _thinking_blocks(content)
     thoughts = [b["thinking"] for b in blocks or () if b["type"] == "thinking" and b["thinking"]]
     return Completion(
-        text=text, usage=parse_usage(body.get("usage")), finish_reason=_FINISH.get(stop, stop),
-        model=str(body.get("model") or ""), latency_s=latency_s,
+        text="".join(texts), usage=parse_usage(body.get("usage")),
+        finish_reason=_FINISH.get(stop, stop) if stop is not None else None,
+        model=optional_text(body.get("model"), "model") or "", latency_s=latency_s,
         reasoning="\n\n".join(thoughts) or None, reasoning_blocks=blocks,
     )
 
@@ -183,14 +220,16 @@ def _thinking_blocks(content: list[Any]) -> list[dict[str, Any]] | None:
 
 
 def parse_usage(usage: Any) -> Usage:
-    if not isinstance(usage, dict):
+    if usage is None:
         return Usage()
-    fresh = int(usage.get("input_tokens") or 0)
-    read = int(usage.get("cache_read_input_tokens") or 0)
-    written = int(usage.get("cache_creation_input_tokens") or 0)
+    usage = object_at(usage, "usage")
+    fresh = check.count(usage.get("input_tokens"), "usage.input_tokens")
+    read = check.count(usage.get("cache_read_input_tokens"), "usage.cache_read_input_tokens")
+    written = check.count(usage.get("cache_creation_input_tokens"),
+                          "usage.cache_creation_input_tokens")
     return Usage(
         prompt_tokens=fresh + read,
-        completion_tokens=int(usage.get("output_tokens") or 0),
+        completion_tokens=check.count(usage.get("output_tokens"), "usage.output_tokens"),
         cached_tokens=read,
         cache_write_tokens=written,
     )

@@ -27,12 +27,18 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from labeler.answer_checks import MAX_BODY_BYTES, too_large
 from labeler.completion import Completion
 from labeler.errors import RetryableError, TeacherError, short
 from labeler.request import Request
 from labeler.teachers import openai_wire
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
-from labeler.teachers.openai_http import classify_status, endpoint, request_body
+from labeler.teachers.openai_http import (
+    classify_status,
+    completions_unserved,
+    endpoint,
+    request_body,
+)
 from labeler.teachers.refusals import check_logprobs, error_fields
 from labeler.teachers.sampling import Sampler, Sampling
 from labeler.teachers.transport import LEAN, failure_reason, openai_transport
@@ -135,24 +141,22 @@ class FastOpenAITeacher(BaseTeacher):
                 self._chat_url if chat else self._completions_url,
                 data=body, headers=self._headers, timeout=self._timeout,
             ) as resp:
-                raw = await resp.read()
+                raw = await read_capped(resp)
                 status = resp.status
                 headers = resp.headers
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _connection_error(exc) from exc
         if status >= 400:
+            if not chat:
+                code, _, message = error_fields(_error_body(raw))
+                unserved = completions_unserved(status, code, message or f"Error code: {status}",
+                                                self._completions_url)
+                if unserved is not None:
+                    raise unserved
             raise status_error(status, headers, raw)
         if self._observer is not None:
             self._observer(headers)
-        latency = time.perf_counter() - start
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise RetryableError("invalid_json", f"HTTP {status} with a body that is not JSON") from exc
-        if chat:
-            completion = openai_wire.parse_chat(parsed, latency_s=latency)
-        else:
-            completion = openai_wire.parse_completions(parsed, latency_s=latency)
+        completion = openai_wire.parse_body(raw, chat=chat, latency_s=time.perf_counter() - start)
         return check_logprobs(request, completion)
 
     def request_body(self, request: Request) -> dict[str, Any]:
@@ -191,6 +195,26 @@ class FastOpenAITeacher(BaseTeacher):
         return session
 
 
+async def read_capped(resp: aiohttp.ClientResponse, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, refused past `limit` bytes after decompression (`answer_checks`): a body
+    of known length without an encoding is read at once (the common case), any other one
+    piece by piece, as aiohttp inflates it in bounded steps, so a compressed bomb is
+    stopped after `limit` bytes rather than inflated whole."""
+    length = resp.content_length
+    if length is not None and length > limit:
+        raise too_large(length)
+    if length is not None and not resp.headers.get("Content-Encoding"):
+        return await resp.read()
+    parts, size = [], 0
+    async for piece in resp.content.iter_any():
+        size += len(piece)
+        if size > limit:
+            resp.close()
+            raise too_large()
+        parts.append(piece)
+    return b"".join(parts)
+
+
 def openai_teacher(
     model: str, *, provider: str = "openai", transport: str | None = None, **options: Any
 ) -> Teacher:
@@ -207,13 +231,17 @@ def openai_teacher(
 def status_error(status: int, headers: Mapping[str, str] | None, raw: bytes) -> TeacherError:
     """Classify an HTTP error answer exactly as `openai.classify` does for the SDK's
     exception: the same reason, message, status and retry-after."""
-    try:
-        body = orjson.loads(raw.strip()) if raw.strip() else None
-    except orjson.JSONDecodeError:
-        body = None
-    code, param, message = error_fields(body)
+    code, param, message = error_fields(_error_body(raw))
     # The SDK's message when the body carries none: "Error code: N".
     return classify_status(status, headers, code, message or f"Error code: {status}", param)
+
+
+def _error_body(raw: bytes) -> Any:
+    """An error answer's JSON body, or None when it has none (an HTML page, nothing)."""
+    try:
+        return orjson.loads(raw.strip()) if raw.strip() else None
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _connection_error(exc: BaseException) -> RetryableError:

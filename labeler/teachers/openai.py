@@ -14,7 +14,6 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 import openai
-import orjson
 
 from labeler.completion import Completion
 from labeler.errors import RetryableError, TeacherError, short
@@ -27,6 +26,7 @@ from labeler.teachers.openai_http import (
     chat_params,
     classify_status,
     completion_params,
+    completions_unserved,
     endpoint,
     request_body,
 )
@@ -114,18 +114,18 @@ class OpenAITeacher(BaseTeacher):
                     **completion_params(request.params),
                 )
         except openai.APIError as exc:
+            if not request.is_chat and isinstance(exc, openai.APIStatusError):
+                code, _, message = error_fields(exc.body)
+                unserved = completions_unserved(exc.status_code, code,
+                                                message or short(exc.message),
+                                                f"{self.base_url}/completions")
+                if unserved is not None:
+                    raise unserved from None
             raise classify(exc) from exc
         if self._observer is not None:
             self._observer(raw.headers)
-        latency = time.perf_counter() - start
-        try:
-            body = orjson.loads(raw.http_response.content)
-        except orjson.JSONDecodeError as exc:
-            raise RetryableError("invalid_json", "HTTP 200 with a body that is not JSON") from exc
-        if request.is_chat:
-            completion = openai_wire.parse_chat(body, latency_s=latency)
-        else:
-            completion = openai_wire.parse_completions(body, latency_s=latency)
+        completion = openai_wire.parse_body(raw.http_response.content, chat=request.is_chat,
+                                            latency_s=time.perf_counter() - start)
         return check_logprobs(request, completion)
 
     def request_body(self, request: Request) -> dict[str, Any]:
@@ -139,6 +139,9 @@ class OpenAITeacher(BaseTeacher):
 
 def classify(exc: openai.APIError) -> TeacherError:
     """Map an SDK exception onto labeler's two kinds of failure, once."""
+    own = http.own_error(exc)
+    if own is not None:  # raised by labeler's own hook inside the SDK (a body too large)
+        return own
     if isinstance(exc, openai.APIConnectionError):  # timeouts are a subclass
         reason = http.failure_reason(exc)
         text = "the request timed out" if reason == "timeout" else http.failure_message(exc)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from labeler import errors
-from labeler.errors import ConfigError, TeacherError
+from labeler.errors import ConfigError, TeacherError, short
 from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers.base import parse_retry_after
@@ -72,6 +72,18 @@ def completion_params(params: Mapping[str, Any]) -> dict[str, Any]:
     if params.get("logprobs"):
         out["logprobs"] = int(params.get("top_logprobs") or 1)
     return out
+
+
+def completions_unserved(status: int, code: str | None, message: str,
+                         url: str) -> ConfigError | None:
+    """A 404 from the legacy completions endpoint, told as what it means to a labeler user:
+    the server serves chat only (OpenAI's own models, most gateways), so a completion
+    template cannot work there and every row would fail the same way. A model that does
+    not exist is a 404 too, and is left to say so itself."""
+    if status != 404 or code == "model_not_found":
+        return None
+    return ConfigError(f"{url} answered 404 ({short(message, 160)}): the server does not serve "
+                       "completions; use a chat template (mode: chat) instead of a completion one")
 
 
 def classify_status(status: int, headers: Mapping[str, str] | None, code: Any,

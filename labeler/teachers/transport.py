@@ -28,7 +28,8 @@ import os
 from types import ModuleType
 from typing import Any
 
-from labeler.errors import ConfigError
+from labeler.answer_checks import MAX_BODY_BYTES, too_large
+from labeler.errors import ConfigError, TeacherError
 
 LEAN = "lean"
 TRANSPORTS = ("aiohttp", "httpx")  # under an SDK
@@ -71,9 +72,51 @@ def http_client(
     limits = _http_module(sdk).Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
+    hooks = {"response": [cap_body]}
     if pick(transport) == "aiohttp":
-        return sdk.DefaultAioHttpClient(limits=limits, timeout=timeout)
-    return sdk.DefaultAsyncHttpxClient(limits=limits, timeout=timeout)
+        return sdk.DefaultAioHttpClient(limits=limits, timeout=timeout, event_hooks=hooks)
+    return sdk.DefaultAsyncHttpxClient(limits=limits, timeout=timeout, event_hooks=hooks)
+
+
+_ANSWER_PATHS = ("/chat/completions", "/completions", "/messages")
+
+
+async def cap_body(response: Any) -> None:
+    """Read an answer's body under the size limit (`answer_checks.MAX_BODY_BYTES`, after
+    decompression) before the SDK reads it whole: a body that says it is larger is refused
+    unread, and a compressed one is inflated piece by piece and dropped past the limit.
+    Runs as the SDK client's response hook, on the answer endpoints only (batch files are
+    larger by design); the `FinalError` it raises comes back wrapped in the SDK's
+    connection error, and `own_error` finds it there."""
+    if not response.request.url.path.endswith(_ANSWER_PATHS):
+        return
+    length = response.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        await response.aclose()
+        raise too_large(int(length))
+    if length is not None and not response.headers.get("content-encoding"):
+        return  # bounded by its stated length: the SDK reads it as usual
+    parts, size = [], 0
+    async for piece in response.aiter_bytes():
+        size += len(piece)
+        if size > MAX_BODY_BYTES:
+            await response.aclose()
+            raise too_large()
+        parts.append(piece)
+    response._content = b"".join(parts)  # what `aread` would have set: the SDK reads it
+
+
+def own_error(exc: BaseException) -> TeacherError | None:
+    """A failure labeler raised inside the SDK's client (`cap_body`), found under the
+    SDK's wrapping exception."""
+    cause = exc.__cause__ or exc.__context__
+    seen = 0
+    while cause is not None and seen < 10:
+        if isinstance(cause, TeacherError):
+            return cause
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return None
 
 
 def _http_module(sdk: ModuleType) -> ModuleType:

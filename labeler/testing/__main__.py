@@ -28,6 +28,7 @@ _SCALARS = {
     "int | None": int,
     "float | None": float,
     "str | None": str,
+    "list[str] | None": str,  # comma-separated
 }
 _SPECIAL = {"labels", "status_for", "responder", "log_requests", "echo_key"}
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from labeler.testing import anthropic_wire, faults, openai_wire, refusals
+from labeler.testing import anthropic_wire, faults, hostile, openai_wire, refusals
 from labeler.testing.answers import GARBAGE_HTML, GARBAGE_JSON, Answer, Answers, Limits
 from labeler.testing.batches import BatchAPI
 from labeler.testing.config import ServerConfig, patched, public_view
@@ -56,6 +56,11 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Parsed]] = {
     OPENAI_COMPLETIONS: parse_openai_completions,
     ANTHROPIC: parse_anthropic,
 }
+
+
+# OpenAI's answer to a chat model asked on the legacy completions endpoint.
+CHAT_MODEL_ON_COMPLETIONS = ("This is a chat model and not supported in the v1/completions "
+                             "endpoint. Did you mean to use v1/chat/completions?")
 
 
 class TeacherApp:
@@ -154,6 +159,9 @@ class TeacherApp:
         if not isinstance(body, dict):
             return answers.bad_json()
         record.body = body
+        if cfg.chat_only and answers.provider == OPENAI_COMPLETIONS:
+            return answers.error(404, CHAT_MODEL_ON_COMPLETIONS, type="invalid_request_error",
+                                 param="model")
         if cfg.api_key is not None and not _authorized(request.headers, cfg.api_key):
             return answers.unauthorized("x-api-key" in request.headers or "authorization" in request.headers,
                                         _echo(request.headers, cfg))
@@ -218,6 +226,12 @@ class TeacherApp:
             logger.exception("responder failed")
             message = f"responder raised {type(exc).__name__}: {exc}"
             return answers.error(500, message, fault="responder_error")
+        if fault == faults.HOSTILE:
+            shape = hostile.pick(cfg.hostile, mix(cfg.seed, parsed.hash, 0x405))
+            payload, extra = hostile.corrupt(payload, shape, answers.provider)
+            answer = answers.ok(payload, f"{fault}:{shape}")
+            answer.headers.update(extra)
+            return answer
         return answers.ok(payload, fault)
 
     def _capacity(self, n: int) -> asyncio.Semaphore:

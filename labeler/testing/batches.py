@@ -38,9 +38,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from labeler.testing import faults
+from labeler.testing import faults, hostile
 from labeler.testing.answers import Answer, Answers
-from labeler.testing.hashing import unit
+from labeler.testing.hashing import mix, unit
 from labeler.testing.prompts import (
     ANTHROPIC,
     OPENAI_CHAT,
@@ -510,7 +510,12 @@ class BatchAPI:
             elif cfg.batch_error_rate and unit(cfg.seed, parsed.hash, 0xBA7C) < cfg.batch_error_rate:
                 answer = answers.error(500, model=parsed.model, fault=faults.ERROR)
             else:
-                answer = answers.ok(self.app._complete(cfg, parsed, body, answers.rid, False))
+                payload = self.app._complete(cfg, parsed, body, answers.rid, False)
+                if cfg.hostile_rate and unit(cfg.seed, parsed.hash, 0x405B) < cfg.hostile_rate:
+                    # A result line holds the body as JSON: only modes that keep it JSON fit.
+                    shape = hostile.pick(cfg.hostile, mix(cfg.seed, parsed.hash, 0x405))
+                    payload = hostile.corrupt(payload, shape, provider)[0]
+                answer = answers.ok(payload)
         status = answer.status or 500
         if status == 200:
             b.answered += 1

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
+from labeler.testing import hostile
 from labeler.testing.refusals import MODES as REFUSAL_MODES
 from labeler.testing.responders import Responder
 
@@ -25,6 +26,7 @@ FAULT_RATES = (
     "drop_rate",
     "hang_rate",
     "content_filter_rate",
+    "hostile_rate",
 )
 
 
@@ -72,6 +74,11 @@ class ServerConfig:
                           "block after the thinking block, as when a safety system "
                           "encrypted part of the thinking"},
     )
+    chat_only: bool = field(
+        default=False,
+        metadata={"help": "a chat-only server: /v1/completions answers 404 as OpenAI's API "
+                          "does for a chat model"},
+    )
     latency_s: float = field(default=0.0, metadata={"help": "seconds before each answer"})
     latency_jitter_s: float = field(default=0.0, metadata={"help": "extra uniform latency"})
     capacity: int | None = field(
@@ -97,6 +104,13 @@ class ServerConfig:
                           "this many seconds (0: the whole body at once)"},
     )
     content_filter_rate: float = field(default=0.0, metadata={"help": "share of content-filtered answers"})
+    hostile_rate: float = field(
+        default=0.0, metadata={"help": "share of 200s whose body breaks one field (testing/hostile.py)"}
+    )
+    hostile: list[str] | None = field(
+        default=None,
+        metadata={"help": "the hostile modes to use (comma-separated; default: every light one)"},
+    )
     refuses: str | None = field(
         default=None,
         metadata={"help": "answer as a teacher that refuses parameters: openai-reasoning, "
@@ -174,6 +188,9 @@ def validate(config: ServerConfig) -> None:
         raise ValueError(f"batch_error_rate must be within [0, 1], got {config.batch_error_rate}")
     if config.batch_speed_s < 0:
         raise ValueError("batch_speed_s must not be negative")
+    unknown = [name for name in config.hostile or () if name not in hostile.SHAPES]
+    if unknown:
+        raise ValueError(f"unknown hostile modes {unknown}: expected some of {sorted(hostile.SHAPES)}")
     if config.max_n is not None and config.max_n < 1:
         raise ValueError("max_n must be at least 1")
     if config.refuses not in REFUSAL_MODES:
@@ -204,7 +221,7 @@ def patched(config: ServerConfig, changes: Mapping[str, Any]) -> ServerConfig:
             raise ValueError(f"unknown config field {name!r}")
         if name == "status_for":
             value = [(str(sub), int(status)) for sub, status in value]
-        elif name == "labels" and isinstance(value, str):
+        elif name in ("labels", "hostile") and isinstance(value, str):
             value = [x for x in value.split(",") if x]
         elif value is not None:
             default = known[name].default

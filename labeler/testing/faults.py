@@ -19,6 +19,7 @@ GARBAGE = "garbage"
 DROP = "drop"
 HANG = "hang"
 CONTENT_FILTER = "content_filter"
+HOSTILE = "hostile"
 STATUS_FOR = "status_for"
 FAIL_FIRST = "fail_first"
 OVER_LIMIT = "over_limit"
@@ -32,6 +33,7 @@ _BANDS = (
     (DROP, "drop_rate"),
     (HANG, "hang_rate"),
     (CONTENT_FILTER, "content_filter_rate"),
+    (HOSTILE, "hostile_rate"),
 )
 
 

@@ -2,7 +2,7 @@
 
 By the time a run exports, every answer is paid for and in the store; a bad `--out` (under
 a regular file, read-only, on a full disk, or a folder that is not an export's own, see
-labeler/out_folder.py) must not look like lost work. So the folder is checked before
+labeler/exports/out_folder.py) must not look like lost work. So the folder is checked before
 anything is sent, and a failure while writing says where, and that a rerun with a fixed
 path sends nothing again.
 """
@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from labeler.errors import ExportError
-from labeler.export import ExportOptions, ExportReport, export_dataset
+from labeler.exports.build import export_dataset
+from labeler.exports.options import ExportOptions, ExportReport
+from labeler.exports.out_folder import check_out
 from labeler.inputs import Reject, Row
-from labeler.out_folder import check_out
 from labeler.store import Store
 from labeler.task import Task
 
@@ -27,7 +28,7 @@ def check_out_folder(out: Path, store: Path, export: ExportOptions | None = None
                      note: str = "nothing was sent") -> None:
     """Refuse, before anything is sent, an export folder that cannot be made (under a
     regular file, on a read-only file system or folder) or that an export may not replace
-    (labeler/out_folder.py): one holding the store, the input `reads` or the `rejects`
+    (labeler/exports/out_folder.py): one holding the store, the input `reads` or the `rejects`
     file, a refresh folder, a folder that is not a previous export of this kind."""
     if out.exists() and not out.is_dir() and not out.is_symlink():
         raise ExportError(f"{out}: cannot write the export there: it is a file, not a folder; "

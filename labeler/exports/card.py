@@ -10,19 +10,16 @@ same splits the export wrote; the body documents every column of the chosen kind
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-from labeler.targets import IGNORE_LABEL
+from labeler.exports.kinds import export_kind
+from labeler.exports.options import ExportOptions, ExportReport
 from labeler.task import PROMPTS_DIR, Task
-
-if TYPE_CHECKING:
-    from labeler.export import ExportOptions, ExportReport
 
 _SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
           (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
@@ -90,8 +87,7 @@ def _front_matter(task: Task, teacher: str, opts: ExportOptions, report: ExportR
     meta["pretty_name"] = f"{task.name} labeled by {teacher}"
     meta["tags"] = ["distillation", "labeler", "synthetic"]
     meta["size_categories"] = [size_category(report.exported)]
-    label_task = task.output_kind == "label" and opts.kind in ("classification", "records")
-    meta["task_categories"] = ["text-classification" if label_task else "text-generation"]
+    meta["task_categories"] = [export_kind(opts).task_category(task)]
     if opts.format in ("parquet", "jsonl") and not repo:  # pushed: the Hub's own configs
         meta["configs"] = [{"config_name": "default", "data_files": [
             {"split": s, "path": name} for s, name in split_files(report, opts.format).items()
@@ -115,10 +111,7 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
              "", "| | |", "|---|---|", f"| teacher | `{teacher}` |"]
     if opts.card_endpoint and identity.get("base_url"):
         lines.append(f"| endpoint | `{identity.get('base_url')}` |")
-    if opts.kind == "kd":
-        tokenizer = report.teacher_tokenizer
-        named = f"`{tokenizer}`" if tokenizer else "unknown: the teacher sent no token ids"
-        lines.append(f"| teacher tokenizer | {named} |")
+    lines += export_kind(opts).card_rows(report)
     lines += [
         f"| template | `{task.identity}`: {template_reference(task)} |",
         f"| output | {task.output_kind}, {task.mode} mode |",
@@ -196,9 +189,7 @@ def _verification(opts: ExportOptions, report: ExportReport) -> list[str]:
              *([f"| pass@{v['samples']} (rows with a passing answer among {v['samples']}) | "
                 f"{pct(v['pass@N'])} |"] if v["samples"] > 1 else []),
              f"| rows with at least one passing answer | {v['rows_with_a_pass']} |"]
-    if opts.kind == "preference":
-        lines.append(f"| rows left out (no verified or no failed answer to pair) | "
-                     f"{report.unpaired} |")
+    lines += export_kind(opts).verification_rows(report)
     lines += ["", "pass@k is the unbiased estimator 1 - C(n-c, k) / C(n, k) over each row's "
               "n answers of which c pass, averaged over rows. A checker that failed itself "
               "(`error`, `timeout`) counts as not passing, and its answer is never a "
@@ -238,37 +229,6 @@ def _prompt_text(task: Task) -> str:
     return "\n".join(parts)
 
 
-_LABEL_COLUMNS = [
-    "- `label`: the teacher's answer as a `ClassLabel` (names in the Labels table). Rows kept "
-    f"with `--keep-invalid` whose answer named no label have `{IGNORE_LABEL}`, the index "
-    "PyTorch's cross-entropy and transformers' heads ignore.",
-    "- `valid`: whether the answer named a label.",
-    "- `soft_label`: the teacher's probability per label, in label index order, read from its "
-    "answer-token logprobs (or sampled answers) and renormalised over the labels only; null "
-    "for invalid rows.",
-    "- `outside_mass`: the share of probability that fell on no label before renormalising "
-    "(high: the teacher strayed from the label set).",
-    "- `soft_label_source`: where `soft_label` came from: `logprobs`, `samples:N` (the share "
-    "of each answer among N sampled answers), `verbalized` (the confidence the teacher "
-    "stated), `ensemble`, or `none` (a one-hot on the one parsed answer).",
-    "- `max_prob`, `margin` (top-1 minus top-2), `entropy` (nats): confidence of `soft_label`; "
-    "null for invalid rows. `mean_logprob`: mean answer-token logprob. `agreement`: share of "
-    "samples naming the majority label (sampled teachers).",
-]
-
-_KD_COLUMNS = [
-    "- `prompt` / `messages`: what the teacher was asked (completion or chat mode).",
-    "- `response`: the teacher's answer text.",
-    "- `tokens`, `token_bytes`, `response_ids`, `token_logprobs`: each answer token as text, as "
-    "UTF-8 bytes (exact even where a token is part of a character), as the teacher's "
-    "vocabulary id (null when the server does not report ids: API teachers) and its logprob.",
-    "- `top_logprobs`: per position, the teacher's top-k alternatives (`token`, `bytes`, `id`, "
-    "`logprob`). Token ids index the teacher's tokenizer (named above); a student with another "
-    "tokenizer needs cross-tokenizer alignment, and for label tasks `soft_label` is the "
-    "label-level equivalent.",
-]
-
-
 # The card's line for each reasoning mode (`--reasoning`); an export of a store without
 # any trace, the mode left unset, has no line: there was nothing to carry.
 _REASONING = {
@@ -282,60 +242,6 @@ _REASONING = {
 
 
 def _columns(task: Task, opts: ExportOptions) -> list[str]:
-    cols = ["- `id`: the input row's id.", *_kind_columns(task, opts)]
-    if opts.reasoning in ("separate", "inline") and opts.kind in ("records", "classification"):
-        cols.append("- `reasoning`: the teacher's thinking before its answer (reasoning "
-                    "teachers), null where it wrote none or a person overruled its label.")
-    elif opts.reasoning == "separate" and opts.kind == "sft":
-        cols.append("- `reasoning_content`: the teacher's thinking before its answer, on the "
-                    "assistant turn (a column of its own in completion mode); null where it "
-                    "wrote none or a person overruled its label.")
-    return cols
-
-
-def _kind_columns(task: Task, opts: ExportOptions) -> list[str]:
-    if opts.kind == "preference":
-        shape = ("strings (TRL's standard preference format)" if task.mode == "completion"
-                 else "message lists (TRL's conversational preference format)")
-        return [f"- `prompt`, `chosen`, `rejected`: {shape}; `chosen` is an answer that "
-                "passed verification, `rejected` one of the same row that failed it.",
-                "- `chosen_sample`, `rejected_sample`: which of the row's answers each is."]
-    if opts.kind == "records" and opts.verify is not None:
-        return [*_kind_columns(task, dataclasses.replace(opts, verify=None)),
-                "- `verdicts`: every answer of the row (`sample`, `text`) with its verdict "
-                "(`status`: pass, fail, error or timeout; `score`; `detail`) and whether an "
-                "sft export `kept` it; `passed`: how many pass; `pass_at_1`: their share."]
-    if opts.kind == "sft" and opts.verify is not None:
-        return [*_kind_columns(task, dataclasses.replace(opts, verify=None)),
-                "- one row per kept (verified) answer; `sample`: which of the row's answers "
-                "it is."]
-    if opts.kind == "classification":
-        return ["- `text`: the input text.", *_LABEL_COLUMNS]
-    if opts.kind == "sft":
-        if task.mode == "completion":
-            return ["- `prompt`: the few-shot prefix and row; `completion`: the teacher's "
-                    "answer (TRL's prompt-completion format)."]
-        if opts.sft_shape == "messages":
-            return ["- `messages`: system prompt, few-shot turns, the row and the teacher's "
-                    "answer as one conversation (a trainer's assistant-only loss also trains "
-                    "the few-shot answers)."]
-        return ["- `prompt`: the conversation up to the row's user turn (system prompt and "
-                "few-shot turns included); `completion`: the one assistant turn holding the "
-                "teacher's answer (TRL's conversational prompt-completion format: only the "
-                "answer is trained)."]
-    if opts.kind == "kd":
-        cols = list(_KD_COLUMNS)
-        if opts.kd_layout == "ids":
-            cols.append("- `token_ids`, `top_values`: per answer position the teacher's top-k "
-                        "ids and logprobs (DistillKit's raw top-k columns; position i is the "
-                        "distribution that produced `response_ids[i]`).")
-        return cols
-    cols = ["- input fields (an input field named like an output column gets an `input_` "
-            "prefix), `messages`/`prompt`, `response`, `teacher`, `teacher_model`, "
-            "`template`, `finish_reason`, `logprobs` (per token: `token`, `logprob`, "
-            "`top_logprobs`)."]
-    if task.output_kind == "label":
-        cols += _LABEL_COLUMNS
-    elif task.output_kind == "json":
-        cols.append("- `parsed`: the answer as JSON text when it matched the schema, else null.")
-    return cols
+    kind = export_kind(opts)
+    return ["- `id`: the input row's id.", *kind.columns(task, opts),
+            *kind.reasoning_columns(opts)]

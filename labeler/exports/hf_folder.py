@@ -22,8 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from labeler import hf_features
-from labeler.hf_features import Features
+from labeler.exports import features as hf_features
+from labeler.exports.features import Features
 
 BATCH_ROWS = 1000  # datasets.config.DEFAULT_MAX_BATCH_SIZE
 # save_to_disk starts a second shard past 500 MB (MAX_SHARD_SIZE), and writes smaller

@@ -1,6 +1,6 @@
 """Which folders an export may replace: only its own.
 
-An export replaces its whole folder (labeler/folder_swap.py), so whatever else the folder
+An export replaces its whole folder (labeler/exports/folder_swap.py), so whatever else the folder
 held would be gone: the user's notes, the input, the store with every paid answer, a
 refresh folder's published versions. The rule, applied by every path that exports (the
 CLI, `run_job`, `export_job`, `export_dataset`, `refresh`) before anything is paid:
@@ -40,7 +40,7 @@ VERSION_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z(-\d+)?$")
 
 # What a file browser leaves in any folder it shows (macOS Finder): nothing of the user's.
 _BROWSER_FILES = frozenset({".DS_Store"})
-# The files `save_to_disk` (and labeler/hf_folder.py) write in a dataset or a split folder.
+# The files `save_to_disk` (and labeler/exports/hf_folder.py) write in a dataset or a split folder.
 _HF_SPLIT_FILES = re.compile(r"^(dataset_info\.json|state\.json|data-\d{5}-of-\d{5}\.arrow)$")
 
 
