@@ -24,7 +24,7 @@ from labeler import aio, options
 from labeler.bounds import BOUNDS
 from labeler.errors import ConfigError, LabelerError
 from labeler.exports.options import FORMATS, KD_LAYOUTS, KINDS, SFT_SHAPES
-from labeler.gc_tuning import gc_tuned
+from labeler.gc_tuning import freeze_setup, gc_tuned
 from labeler.redact import redact
 from labeler.version import VERSION
 
@@ -232,6 +232,7 @@ def run(task: str, input_path: str, **kw: Any) -> None:
             result = _ray_engine().run_ray_job(job, address=kw.get("ray_address"),
                                                workers=kw["workers"], on_warning=_warn)
         else:
+            freeze_setup()  # the job and the modules run imports: alive for the whole run
             result = aio.run(run_job(job, on_warning=_warn, handle_signals=True))
     except LabelerError as exc:
         _fail(exc)
