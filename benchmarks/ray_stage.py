@@ -14,6 +14,15 @@ then the same two against a server that allows `--rate-limit` requests per
 `--rate-window` seconds (given as --rpm, the fleet's one limit), measuring the share of
 the limit reached and the 429s. Start-up is `ray.init` plus the first one-row batch
 (actor start included). Needs ``pip install 'labeler-distill[ray]'``.
+
+    python benchmarks/ray_stage.py --fleet --fleet-rows 600   # the fleet's store path
+
+measures the store path alone: `--fleet-rows` rows against a server that answers at once
+(answers per second from the first answer to the last, so Ray's start-up is left out),
+by one process and by 1, 2 and 4 actors, each twice side by side: through the fleet's
+store actor (labeler/ray/fleet_store.py: one store for every node) and with every actor
+opening the SQLite file itself (the one-machine path it replaced, kept in the stage for
+this comparison), each run into a fresh store.
 """
 
 from __future__ import annotations
@@ -97,6 +106,71 @@ def via_ray(server: Server, rows: Path, store: Path, concurrency: int, workers: 
     return time.perf_counter() - start
 
 
+def fleet_stage(server: Server, rows: Path, store: Path, concurrency: int, workers: int,
+                shared: bool) -> tuple[float, dict[str, int]]:
+    """The stage `labeler.ray.label` builds, with the fleet's store actor (`shared`) or
+    with each actor opening the file: (seconds, the store actor's calls by kind)."""
+    import ray
+
+    import labeler.ray as lr
+    from labeler.ray.stage import SUMMARY, LabelStage
+
+    records = [orjson.loads(line) for line in rows.read_bytes().splitlines()]
+    start = time.perf_counter()
+    job = lr.stage_job("sentiment", TEACHER, {"base_url": server.url + "/v1", "api_key": "k",
+                                              "store": store, "concurrency": concurrency})
+    actor = lr.start_fleet_store(job.store) if shared else None
+    ds = ray.data.from_items(records).map_batches(
+        LabelStage, fn_constructor_kwargs={"job": job, "keeper": lr.start_rate_keeper(job),
+                                           "output": SUMMARY, "store": actor},
+        batch_format="pyarrow", batch_size=lr.DEFAULT_BATCH, compute=lr.actor_pool(workers),
+        num_cpus=0.25)
+    labeled = sum(ds.to_pandas()["labeled"])
+    assert labeled == len(records), labeled
+    seconds = time.perf_counter() - start
+    calls = ray.get(actor.report.remote())["calls"] if actor is not None else {}
+    return seconds, calls
+
+
+def fleet_table(server: Server, work: Path, n: int, concurrency: int) -> None:
+    """One process, then 1, 2 and 4 actors through the store actor and through the file."""
+    runs: list[tuple[str, float, float, dict[str, int]]] = []
+    rows = work / "f-one.jsonl"
+    write_rows(rows, n, "f1")
+    seconds = single_process(server, rows, work / "f-one.sqlite", concurrency)
+    runs.append(("one process", seconds, measured(server, seconds)["rate"], {}))
+    server.reset()
+    for workers in (1, 2, 4):
+        for shared in (False, True):
+            tag = f"f{workers}{'s' if shared else 'f'}"
+            rows = work / f"{tag}.jsonl"
+            write_rows(rows, n, tag)
+            seconds, calls = fleet_stage(server, rows, work / f"{tag}.sqlite", concurrency,
+                                         workers, shared)
+            m = measured(server, seconds)
+            assert m["answers"] == n, m
+            server.reset()
+            name = (f"{workers} actor{'s' if workers > 1 else ''}, "
+                    f"{'fleet store actor' if shared else 'each opens the file'}")
+            runs.append((name, seconds, m["rate"], calls))
+    print(f"\nThe store path: {n} rows, a server that answers at once, concurrency "
+          f"{concurrency} per process/actor, batches of 256\n")
+    print("| run | wall s | answers/s | vs the file, same actors | store actor calls |")
+    print("|---|---:|---:|---:|---|")
+    before: dict[int, float] = {}
+    for name, seconds, rate, calls in runs:
+        workers = int(name.split()[0]) if name[0].isdigit() else 0
+        ratio = "—"
+        if "file" in name:
+            before[workers] = rate
+        elif workers:
+            ratio = f"{rate / before[workers]:.2f}x"
+        served = ", ".join(f"{k} {v}" for k, v in sorted(calls.items())) or "—"
+        print(f"| {name} | {seconds:.1f} | {rate:.0f} | {ratio} | {served} |")
+    print("\nanswers/s: from the first answer to the last at the server (actor start-up "
+          "excluded); wall s: the whole stage, actors' start included")
+
+
 def measured(server: Server, seconds: float) -> dict[str, Any]:
     log = server.log()
     ok = sorted(r["received"] for r in log if r["status"] == 200)
@@ -115,11 +189,14 @@ def main() -> int:
     ap.add_argument("--rate-rows", type=int, default=2000)
     ap.add_argument("--rate-limit", type=int, default=100, help="requests per window")
     ap.add_argument("--rate-window", type=float, default=2.0, help="seconds")
+    ap.add_argument("--fleet", action="store_true",
+                    help="only the store path: 1, 2 and 4 actors, store actor vs the file")
+    ap.add_argument("--fleet-rows", type=int, default=600)
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="labeler-ray-bench-"))
     os.environ.setdefault("LABELER_HOME", str(work / "home"))
-    server = Server(args.latency)
+    server = Server(0.0 if args.fleet else args.latency)
     table: list[tuple[str, dict[str, Any]]] = []
     try:
         import ray
@@ -130,6 +207,9 @@ def main() -> int:
         ctx.enable_progress_bars = False
         ctx.print_on_execution_start = False
         init_s = time.perf_counter() - start
+        if args.fleet:
+            fleet_table(server, work, args.fleet_rows, args.concurrency)
+            return 0
         warm = work / "warm.jsonl"
         write_rows(warm, 1, "w")
         first_s = via_ray(server, warm, work / "warm.sqlite", 1, args.workers)

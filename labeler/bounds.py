@@ -29,8 +29,8 @@ class Bound:
         """Why `value` is out of range, or None when it is fine."""
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"must be a number, got {value!r}"
-        if math.isnan(value):
-            return "must be a number, got nan"
+        if not math.isfinite(value):  # NaN compares false with every bound: it would pass
+            return f"must be a finite number, got {value}"
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
         too_high = self.high is not None and (value >= self.high if self.high_open
                                               else value > self.high)
@@ -67,6 +67,10 @@ BOUNDS: dict[str, Bound] = {
     "max_entropy": Bound(0),
     "validation_size": Bound(0, 1, high_open=True),
     "target_accuracy": Bound(0, 1, low_open=True),
+    "fit_fraction": Bound(0, 1, low_open=True, high_open=True),
+    "escalation_rate": Bound(0, 1),
+    "port": Bound(0, 65535),
+    "price": Bound(0),
 }
 
 

@@ -77,6 +77,10 @@ class Calibration:
             raise ConfigError(
                 f"calibration bias has {len(self.bias)} values for {len(self.labels)} labels"
             )
+        # A NaN bias turns every soft label into NaNs, which every filter then drops: an
+        # export of 0 rows with exit 0.
+        if self.bias is not None and not all(math.isfinite(b) for b in self.bias):
+            raise ConfigError(f"calibration bias must hold finite numbers, got {list(self.bias)}")
 
     def apply_probs(self, probs: Sequence[float]) -> tuple[float, ...]:
         """The calibrated distribution; all-zero (no mass on a label) stays all-zero."""
@@ -145,14 +149,19 @@ def load_calibration(path: str | Path) -> Calibration:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read calibration file ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+                          f"offset {exc.start}), so not a calibration file") from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: not JSON ({exc.msg})") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path}: JSON nested too deeply to be a calibration file") from exc
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ConfigError(f"{path}: not a labeler calibration file (field 'format' != {FORMAT})")
     try:
         labels = tuple(str(x) for x in raw["labels"])
         bias = raw.get("bias")
-        return Calibration(
+        calibration = Calibration(
             labels=labels,
             temperature=float(raw["temperature"]),
             bias=None if bias is None else tuple(float(x) for x in bias),
@@ -166,6 +175,9 @@ def load_calibration(path: str | Path) -> Calibration:
         raise ConfigError(f"{path}: calibration file lacks field {exc.args[0]!r}") from exc
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: bad calibration value ({exc})") from exc
+    except ConfigError as exc:  # a value out of range: the file is the place to fix it
+        raise ConfigError(f"{path}: {exc}") from exc
+    return calibration
 
 
 def calibrate_answer(answer: Answer, calibration: Calibration, space: LabelSpace) -> Answer:

@@ -14,6 +14,7 @@ import atexit
 import contextlib
 import gc
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import click
 
 from labeler import aio, options
 from labeler.bounds import BOUNDS
-from labeler.errors import ConfigError, LabelerError
+from labeler.errors import CONTEXT_TOO_LONG, ConfigError, LabelerError
 from labeler.exports.options import FORMATS, KD_LAYOUTS, KINDS, SFT_SHAPES
 from labeler.gc_tuning import freeze_setup, gc_tuned
 from labeler.redact import redact
@@ -40,7 +41,18 @@ def _bounded(name: str, kind: type = float) -> click.ParamType:
         return click.IntRange(min=None if b.low is None else int(b.low),
                               max=None if b.high is None else int(b.high),
                               min_open=b.low_open, max_open=b.high_open)
-    return click.FloatRange(min=b.low, max=b.high, min_open=b.low_open, max_open=b.high_open)
+    return _FiniteRange(min=b.low, max=b.high, min_open=b.low_open, max_open=b.high_open)
+
+
+class _FiniteRange(click.FloatRange):
+    """A float range that refuses NaN and infinities: NaN compares false with both ends of
+    any range, so click's own check lets it through."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
@@ -176,9 +188,18 @@ def _export_options(f: Any) -> Any:
                      help="Licence of the exported data for the card (a Hub id: mit, cc-by-4.0…)."),
         click.option("--card-endpoint", is_flag=True,
                      help="Name the teacher's endpoint URL in the card (off: it may be private)."),
-        click.option("--calibration", type=click.Path(dir_okay=False),
-                     help="Read answers through this calibration (labeler eval "
-                          "--save-calibration): soft labels, confidence and filters."),
+        click.option("--calibration", default="auto", show_default=True,
+                     metavar="none|auto|FILE",
+                     help="Soft labels, labels, confidence and filters read through: `auto` "
+                          "a calibration fitted on the --gold rows (raw without --gold), "
+                          "`none` the raw teacher, or a file of labeler eval "
+                          "--save-calibration."),
+        click.option("--gold", "gold_field", metavar="FIELD",
+                     help="Input field with gold labels on some rows: the calibration is "
+                          "fitted on them (at least 20, and 5 per label) and the label-prior "
+                          "check reads them."),
+        click.option("--gold-map", metavar="GOLD=LABEL,...",
+                     help="Gold values in other words than the labels (e.g. 0=negative,1=positive)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -222,8 +243,6 @@ def run(task: str, input_path: str, **kw: Any) -> None:
     """Label INPUT with TASK (a prompts/ name or a YAML file); export to --out."""
     from labeler.job import run_job
 
-    if kw.get("no_wait") and not kw.get("batch"):
-        _fail(LabelerError("--no-wait goes with --batch (a live run has nothing to wait for)"))
     if kw["engine"] != "ray" and (kw.get("ray_address") or kw["workers"] != 2):
         _fail(LabelerError("--ray-address and --workers go with --engine ray"))
     job = _job(task, input_path, kw)
@@ -325,6 +344,8 @@ def forget_refusals(store: str | None, teacher: str | None) -> None:
     from labeler.teacher_params import REFUSED, forget
 
     path = Path(store) if store else default_store()
+    if not path.is_file():
+        _fail(ConfigError(f"{path}: no such store (nothing to forget)"))
     try:
         with Store(path) as st:
             dropped = forget(st, teacher)
@@ -383,7 +404,7 @@ def merge_stores(dest: str, sources: tuple[str, ...], quiet: bool, as_json: bool
               type=click.Choice(["temperature", "contextual", "bias", "all"]),
               help="Fit this calibration on the gold rows and score it on rows it did not "
                    "see (repeatable). contextual sends 3 content-free requests (cached).")
-@click.option("--fit-fraction", type=float,
+@click.option("--fit-fraction", type=_bounded("fit_fraction"),
               help="Fit calibrations on this share of gold rows, score on the rest "
                    "(default: 5-fold cross-validation).")
 @click.option("--save-calibration", type=click.Path(dir_okay=False),
@@ -417,8 +438,6 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
                    else cascade_report.to_table())
         return
     methods = METHODS if "all" in calibrate else tuple(dict.fromkeys(calibrate))
-    if save_calibration and not methods:
-        _fail(LabelerError("--save-calibration needs --calibrate METHOD"))
     try:
         report = evaluate_job(job, gold_field, gold_map=parse_gold_map(gold_map),
                               targets=tuple(target_accuracy) or (0.9, 0.95, 0.99),
@@ -455,7 +474,8 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
 @_teacher_options
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; anything but loopback needs --allow-remote.")
-@click.option("--port", type=int, default=8765, show_default=True, help="0 picks a free port.")
+@click.option("--port", type=_bounded("port", int), default=8765, show_default=True,
+              help="0 picks a free port.")
 @click.option("--allow-remote", is_flag=True,
               help="Allow a --host other than 127.0.0.1 (the page can change the store).")
 @click.option("--reviewer", help="Name recorded with each decision (default: the login name).")
@@ -583,6 +603,9 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
     if job.cascade is not None:
         _estimate_cascade(job, escalation_rate, as_json)
         return
+    if escalation_rate:
+        _fail(LabelerError("--escalation-rate goes with --cascade (the share of rows each "
+                           "stage passes on)"))
     try:
         loaded = job.load_task()
         est = estimate_cost(loaded, job.rows(loaded), job.teacher, job.prices,
@@ -802,6 +825,8 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             reasoning=kw.get("reasoning_mode") or "auto",
             card_license=kw.get("card_license"), card_endpoint=bool(kw.get("card_endpoint")),
             calibration=_calibration(kw.get("calibration")),
+            calibration_mode=("none" if kw.get("calibration") == "none" else "auto"),
+            gold_field=kw.get("gold_field"), gold_map=_gold_map(kw.get("gold_map")),
             force=bool(kw.get("force")),
         )
         return Job(
@@ -825,11 +850,17 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
 def _calibration(path: str | None) -> Any:
     """The --calibration file, read; imported only then: it brings numpy, which a run or
     export without one never needs (and whose import every command would wait for)."""
-    if not path:
+    if not path or path in ("auto", "none"):
         return None
     from labeler.calibration import load_calibration
 
     return load_calibration(path)
+
+
+def _gold_map(spec: str | None) -> Any:
+    from labeler.gold import parse_gold_map
+
+    return parse_gold_map(spec) or None
 
 
 def _ray_engine() -> Any:
@@ -887,6 +918,9 @@ def _print_summary(result: Any) -> None:
                    f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)", err=True)
     for reason, n in sorted(s.failures_by_reason.items(), key=lambda kv: -kv[1]):
         said = s.failure_messages.get(reason)  # the server's own words, redacted
+        if reason == "context_length":  # the cause a bare HTTP 400 would hide, said plainly
+            reason = f"{reason} ({CONTEXT_TOO_LONG})"
+            said = said.removeprefix(f"{CONTEXT_TOO_LONG}: ") if said else said
         click.echo(f"labeler:   failed {n} × {reason}" + (f": {said}" if said else ""),
                    err=True)
     if s.failed_transient:
@@ -932,6 +966,10 @@ def _print_export(report: Any) -> None:
     if report.unpaired:  # only a kind that pairs answers leaves rows out for want of one
         click.echo(f"labeler:   {report.unpaired} rows left out: no verified or no failed "
                    "answer to pair", err=True)
+    if report.calibration:
+        click.echo(f"labeler:   calibration: {report.calibration}", err=True)
+    for warning in report.prior_warnings:
+        click.echo(f"labeler: warning: label prior: {warning}", err=True)
     if report.format == "hf":
         click.echo(f'labeler: load it with: datasets.load_from_disk("{report.path}")', err=True)
     else:  # the card's YAML maps each file to its split

@@ -4,6 +4,8 @@
     ├── ConfigError          a bad flag, option or config file; the run cannot start
     ├── InputError           a bad input row or file (carries file and line)
     ├── TemplateError        a bad prompt template or a row it cannot render (file, field, row)
+    │   └── TemplateLimitError   rendering went past its time or size limit: the template's
+    │                            bug, so it stops the run instead of rejecting a row
     ├── StoreError           the SQLite store cannot be opened, migrated or written
     ├── ExportError          the export cannot be written there; the answers stay in the store
     └── TeacherError         a teacher call failed
@@ -81,6 +83,18 @@ class TemplateError(LabelerError):
         """The same error naming `row`: a caller that renders many rows names one only when
         it fails, since building every row's name would cost more than rendering it."""
         named = TemplateError(self.template, self.reason, field=self.field, row=row)
+        named.__cause__ = self.__cause__
+        return named
+
+
+class TemplateLimitError(TemplateError):
+    """A template that loops or allocates past the rendering limits (bounded_jinja.py).
+
+    Unlike a row that cannot render, this stops the whole run at once: waiting for the
+    limit on every row of a large input would take hours to say the same thing."""
+
+    def for_row(self, row: str) -> TemplateLimitError:
+        named = TemplateLimitError(self.template, self.reason, field=self.field, row=row)
         named.__cause__ = self.__cause__
         return named
 
@@ -169,6 +183,23 @@ class ParameterRefused(FinalError):
         self.answer = answer
 
 
+CONTEXT_TOO_LONG = "prompt too long for the server's context"
+# How servers word a prompt over their context in a 400: OpenAI and vLLM ("maximum
+# context length"), llama.cpp's server ("exceeds the available context size", type
+# exceed_context_size_error), Anthropic ("prompt is too long").
+CONTEXT_WORDINGS = ("maximum context length", "exceeds the available context size",
+                    "exceed_context_size_error", "prompt is too long")
+
+
+def context_too_long(code: str | None, message: str, status: int | None) -> FinalError | None:
+    """The failure of a prompt the server's context cannot hold, said in those words (a
+    bare HTTP 400 hides the one cause no retry and no other option fixes), or None."""
+    if code in ("context_length_exceeded", "exceed_context_size_error") or any(
+            w in message for w in CONTEXT_WORDINGS):
+        return FinalError("context_length", f"{CONTEXT_TOO_LONG}: {message}", status=status)
+    return None
+
+
 # Reasons of failures that are worth another run even after --max-attempts ran out (a
 # server that was down, slow or overloaded may be fine an hour later); HTTP reasons are
 # judged by their status. Everything else (400, 401, 403, 404, context too long, content
@@ -206,27 +237,21 @@ class StatusHints:
 
     overloaded_statuses: frozenset[int] = frozenset()  # retryable, counted as "overloaded"
     overloaded_codes: frozenset[str] = frozenset()
-    context_codes: frozenset[str] = frozenset()  # final: the prompt does not fit
-    context_phrases: tuple[str, ...] = ()
     filter_codes: frozenset[str] = frozenset()  # final: the content was refused
     too_large_statuses: frozenset[int] = frozenset()  # final: the request body is too big
 
 
-# The providers' own shapes: OpenAI answers 400 with code "context_length_exceeded" or a
-# message naming the "maximum context length", and "content_filter" (Azure) or
-# "content_policy_violation"; Anthropic answers 529 "overloaded_error" when busy, 400
-# "prompt is too long" and 413 "request_too_large". Every OpenAI-compatible server is read
-# with OpenAI's hints.
+# The providers' own shapes: OpenAI answers "content_filter" (Azure) or
+# "content_policy_violation"; Anthropic answers 529 "overloaded_error" when busy and 413
+# "request_too_large". A prompt over the context is told by every server's wording
+# (`context_too_long`). Every OpenAI-compatible server is read with OpenAI's hints.
 STATUS_HINTS: dict[str, StatusHints] = {
     "openai": StatusHints(
-        context_codes=frozenset({"context_length_exceeded"}),
-        context_phrases=("maximum context length",),
         filter_codes=frozenset({"content_filter", "content_policy_violation"}),
     ),
     "anthropic": StatusHints(
         overloaded_statuses=frozenset({529}),
         overloaded_codes=frozenset({"overloaded_error"}),
-        context_phrases=("prompt is too long",),
         too_large_statuses=frozenset({413}),
     ),
 }
@@ -246,8 +271,9 @@ def classify_status(status: int, message: str, *, provider: str = "openai",
         return RetryableError("overloaded", message, status=status, retry_after=retry_after)
     if retryable_status(status):
         return RetryableError(f"http_{status}", message, status=status, retry_after=retry_after)
-    if code in hints.context_codes or any(p in message for p in hints.context_phrases):
-        return FinalError("context_length", message, status=status)
+    too_long = context_too_long(code, message, status)  # every server's wording
+    if too_long is not None:
+        return too_long
     if code in hints.filter_codes:
         return FinalError("content_filter", message, status=status)
     if status in hints.too_large_statuses:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import stat
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ class ExamplePool:
         return [self.examples[i] for i in reversed(order[:k])]
 
 
+MAX_POOL_BYTES = 256 << 20  # every example is scored against every row: far past useful
+
+
 def load_pool(path: str | Path, fields: Sequence[str], label_field: str,
               labels: Sequence[str] | None, where: str) -> list[PoolExample]:
     """Read a JSONL pool: one object per line with the template's fields and a label.
@@ -114,6 +118,15 @@ def load_pool(path: str | Path, fields: Sequence[str], label_field: str,
     """
     path = Path(path)
     try:
+        info = path.stat()
+        # A device or pipe (/dev/zero, /dev/stdin) never ends or is read once; a pool is
+        # a file of examples read at every template load.
+        if not stat.S_ISREG(info.st_mode):
+            raise TemplateError(where, f"few-shot pool {path} is not a regular file",
+                                field="few_shot_pool")
+        if info.st_size > MAX_POOL_BYTES:
+            raise TemplateError(where, f"few-shot pool {path} is {info.st_size:,} bytes; a "
+                                f"pool holds at most {MAX_POOL_BYTES:,}", field="few_shot_pool")
         lines = path.read_bytes().splitlines()
     except OSError as exc:
         raise TemplateError(where, f"cannot read few-shot pool {path} ({exc.strerror})",

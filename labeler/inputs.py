@@ -14,6 +14,7 @@ Hub dataset (``hf://datasets/NAME[:CONFIG][:SPLIT]``, labeler/hub_input.py) is s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -29,7 +30,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from labeler.errors import ConfigError, InputError
+from labeler.errors import ConfigError, ExportError, InputError, LabelerError
 from labeler.hub_input import is_hub, open_split
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "Row",
     "count_rows",
     "detect_format",
+    "prepare_rejects",
     "read_rows",
 ]
 
@@ -133,24 +135,53 @@ class RejectsWriter:
         except orjson.JSONEncodeError:
             # Only possible with lone surrogates smuggled in by a caller-made Reject.
             line = orjson.dumps({k: _printable(v) for k, v in record.items()})
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the writer
-        self._file.write(line + b"\n")
-        self._file.flush()
+        try:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the writer
+            self._file.write(line + b"\n")
+            self._file.flush()
+        except OSError as exc:  # a full disk, a file system gone read-only under the run
+            raise ExportError(f"{self.path}: cannot write the rejects file: "
+                              f"{exc.strerror or exc}; every answer so far is in the store: "
+                              "free space (or pass another --rejects) and rerun") from exc
         self.count += 1
 
     def close(self) -> None:
         """Close the file if one was opened; safe to call twice."""
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):  # its write already said what went wrong
+                self._file.close()
             self._file = None
+
 
     def __enter__(self) -> RejectsWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def prepare_rejects(path: Path) -> None:
+    """Make ready for a run's rejects: refuse a path that cannot hold them before anything
+    is sent (a folder, a device, a folder that is a file or read-only), and remove the last
+    run's file (rejects describe this run's input, not history)."""
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"--rejects {path}: not a regular file; name a file for the "
+                          "rejected rows")
+    parent = path.parent
+    for above in (parent, *parent.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise ConfigError(f"--rejects {path}: {above} is a file, not a folder")
+            if not os.access(above, os.W_OK | os.X_OK):
+                raise ConfigError(f"--rejects {path}: {above} is not writable")
+            break
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--rejects {path}: cannot replace the last run's rejects: "
+                          f"{exc.strerror}") from exc
 
 
 def _printable(value: Any) -> Any:
@@ -198,6 +229,14 @@ def detect_format(source: str | os.PathLike[str]) -> str:
         "saved HF dataset folder); pass format= (jsonl, csv, tsv, parquet, hf) or a "
         "delimiter for delimited text",
     )
+
+
+def _named_format(given: str) -> str | None:
+    """The format a path's name says, or None when it says none we read."""
+    try:
+        return detect_format(given)
+    except LabelerError:
+        return None
 
 
 def _normalize_format(format: str | None, delimiter: str | None) -> str | None:
@@ -275,6 +314,11 @@ def read_rows(
                            _make_check(hub.source, id_field, id_column, required, "row"))
     if fmt is None:
         fmt = detect_format(given)
+    elif format is None and delimiter is not None:  # the delimiter chose CSV: the name may not
+        named = _named_format(given)
+        if named in ("jsonl", "parquet", "hf"):
+            raise ConfigError(f"delimiter applies to delimited text (CSV, TSV), and {given} "
+                              f"is {named}")
     if fmt == "hf":
         dataset = _open_hf(given, split)
         return _read_arrow(_hf_batches(dataset), given,
@@ -347,6 +391,11 @@ def count_rows(
         return open_split(given, split).num_rows()
     if fmt is None:
         fmt = detect_format(given)
+    elif format is None and delimiter is not None:  # the delimiter chose CSV: the name may not
+        named = _named_format(given)
+        if named in ("jsonl", "parquet", "hf"):
+            raise ConfigError(f"delimiter applies to delimited text (CSV, TSV), and {given} "
+                              f"is {named}")
     if fmt == "hf":
         loaded, chosen = _load_hf(given, split)
         if chosen is None and _is_dataset_dict(loaded):

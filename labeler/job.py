@@ -26,12 +26,14 @@ from labeler.exports.guard import check_out_folder, export_to
 from labeler.exports.options import ExportOptions, ExportReport, check_needs
 from labeler.hub_input import is_hub
 from labeler.input_map import check_fields, mapped, parse_input_map, required_columns
-from labeler.inputs import Reject, RejectsWriter, Row, count_rows, read_rows
+from labeler.inputs import Reject, RejectsWriter, Row, count_rows, prepare_rejects, read_rows
 from labeler.options import OPTIONS, check_values, default
+from labeler.partners import check_partners
 from labeler.plan import Planner
 from labeler.pricing import PriceTable
 from labeler.reasoning import reasoning_params
 from labeler.retry import RetryPolicy
+from labeler.row_fields import check_first_rows, require_fields
 from labeler.run import Labeler, RunSummary
 from labeler.store import Store
 from labeler.task import Task, load_task
@@ -152,6 +154,7 @@ class Job:
             ("min_confidence", f.min_confidence), ("min_margin", f.min_margin),
             ("max_entropy", f.max_entropy), ("validation_size", self.export.validation_size),
         ])
+        check_partners(self)
 
     def cascade_spec(self) -> CascadeSpec | None:
         if self.cascade is None:
@@ -222,6 +225,15 @@ class Job:
             it = mapped(it, self.input_map)
         return check_template_fields(task, it, self.input_map)
 
+    def export_fields(self) -> dict[str, str]:
+        """The input fields the export is told by name to read, by the flag naming them."""
+        named = {"--text-field": self.export.text_field, "--split-field": self.export.split_field}
+        return {flag: name for flag, name in named.items() if name is not None}
+
+    def export_rows(self, task: Task) -> Iterator[Row | Reject]:
+        """`rows`, stopping at the first row without a field the export is told to read."""
+        return require_fields(self.rows(task), self.export_fields())
+
     @property
     def max_age_s(self) -> float | None:
         return self.max_age_days * 86400 if self.max_age_days is not None else None
@@ -287,6 +299,8 @@ def open_job(job: Job, on_warning: Callable[[str], None] | None = None
     if job.out is not None:
         job.check_out()
     check_verifier(job, task)
+    if job.out and str(job.input) != "-":  # stdin is read once, later
+        check_first_rows(job.rows(task), job.export_fields())
     for w in task.warnings:
         if on_warning:
             on_warning(f"{task.path}: {w}")
@@ -313,8 +327,8 @@ async def run_job(
     task, warnings = open_job(job, on_warning)
     spooled = _spool_stdin(job)
     rejects = job.rejects_path()
-    if rejects is not None and rejects.exists():
-        rejects.unlink()  # rejects describe this run's input, not history
+    if rejects is not None:
+        prepare_rejects(rejects)
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(_unspool, job, spooled)
         if spooled is not None:
@@ -350,8 +364,7 @@ async def _finish(job: Job, task: Task, summary: Any, identity: Mapping[str, Any
     written from a half-collected job) and say what happened."""
     report = None
     if job.out is not None and summary.outcome not in ("pending", "interrupted"):
-        report = await asyncio.to_thread(
-            export_to, task, identity, job.rows(task), store, Path(job.out), job.export, planner)
+        report = await asyncio.to_thread(_export, job, task, identity, store, planner)
         summary.exported = report.exported
         if not report.exported:
             summary.export_removed = {name: n for name, n in report.filtered.items() if n}
@@ -511,6 +524,7 @@ def export_job(job: Job) -> ExportReport:
     teachers = job.make_stage_teachers(spec) if spec is not None else [job.make_teacher()]
     job.check_out(note="nothing was written")
     check_verifier(job, task)
+    check_first_rows(job.rows(task), job.export_fields())
     with Store(job.store_path()) as store:
         identities = [t.identity for t in teachers]
         planner: Any = None
@@ -518,8 +532,20 @@ def export_job(job: Job) -> ExportReport:
             planner = CascadePlanner(task, spec, identities, store)
         elif isinstance(spec, EnsembleSpec):
             planner = EnsemblePlanner(task, spec, identities, store)
-        return export_to(task, teachers[-1].identity, job.rows(task), store, Path(job.out),
-                         job.export, planner)
+        return _export(job, task, teachers[-1].identity, store, planner)
+
+
+def _export(job: Job, task: Task, identity: Mapping[str, Any], store: Store,
+            planner: Any) -> ExportReport:
+    """The export, read through the calibration the options and the gold rows decide
+    (labeler/gold_calibration.py; the gold rows are a first pass over the input). Imported
+    here: it brings numpy, which labeling alone never needs."""
+    from labeler.gold_calibration import resolve as resolve_calibration
+
+    opts = resolve_calibration(task, identity, lambda: job.rows(task), store, job.export,
+                               single_teacher=planner is None)
+    return export_to(task, identity, job.export_rows(task), store, Path(job.out), opts,
+                     planner)
 
 
 def _spool_stdin(job: Job) -> Path | None:

@@ -27,10 +27,11 @@ import orjson
 
 from labeler.answer_checks import UNUSABLE
 from labeler.completion import Completion
-from labeler.errors import TemplateError, is_transient
+from labeler.errors import TemplateError, TemplateLimitError, is_transient
 from labeler.inputs import Reject, Row
 from labeler.request import Request, RequestKeys
 from labeler.store import Failure, Store
+from labeler.store_access import StoreAccess
 from labeler.task import Task
 from labeler.teacher_params import TeacherParams
 
@@ -96,7 +97,7 @@ class Planner:
         self,
         task: Task,
         identity: Mapping[str, Any],
-        store: Store | None = None,
+        store: Store | StoreAccess | None = None,
         *,
         completions: bool = True,
         max_age_s: float | None = None,
@@ -143,6 +144,10 @@ class Planner:
             row = entry if isinstance(entry, Row) else self._wrap(entry)
             try:
                 requests = render(row.data, row_id=_THIS_ROW)
+            except TemplateLimitError as exc:  # the template's bug: it stops the run
+                if exc.row is _THIS_ROW:
+                    raise exc.for_row(where(row)) from exc.__cause__
+                raise
             except TemplateError as exc:
                 if exc.row is _THIS_ROW:
                     exc = exc.for_row(where(row))

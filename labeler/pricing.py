@@ -8,6 +8,7 @@ with no known price costs ``None`` (unknown), never a silent zero.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -64,7 +65,14 @@ class PriceTable:
             except (KeyError, TypeError, ValueError) as exc:
                 raise ConfigError(f"{where}: model '{name}': needs numeric input and output") \
                     from exc
-        return cls(prices, float(data.get("batch_discount", 0.5)))
+            _check_price(prices[name], f"{where}: model '{name}'")
+        try:
+            discount = float(data.get("batch_discount", 0.5))
+        except (TypeError, ValueError):
+            discount = math.nan
+        if not 0.0 <= discount <= 1.0:  # also NaN
+            raise ConfigError(f"{where}: batch_discount must be a number in [0, 1]")
+        return cls(prices, discount)
 
     def with_override(self, spec: str) -> PriceTable:
         """``MODEL=IN,OUT[,CACHED]`` in USD per million tokens."""
@@ -78,6 +86,7 @@ class PriceTable:
                 from exc
         prices = dict(self.prices)
         prices[name] = Price(nums[0], nums[1], nums[2] if len(nums) == 3 else None)
+        _check_price(prices[name], f"--price '{spec}'")
         return PriceTable(prices, self.batch_discount)
 
     def lookup(self, model: str) -> Price | None:
@@ -130,6 +139,16 @@ class PriceTable:
         calls, n = shape if shape is not None else (1, int(request.params.get("n") or 1))
         usd = ((prompt / 4) * calls * price.input + max_output * calls * n * price.output) / PER
         return usd * (self.batch_discount if batch else 1.0)
+
+
+def _check_price(price: Price, where: str) -> None:
+    """A price is a finite amount of at least zero: a NaN or negative one makes every cost
+    NaN or negative, which no budget ever exceeds, so `--budget` would stop nothing."""
+    for part in ("input", "output", "cached_input", "cache_write"):
+        value = getattr(price, part)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{where}: the {part} price must be a finite number >= 0 "
+                              f"(USD per 1M tokens), got {value}")
 
 
 def _opt(v: Any) -> float | None:

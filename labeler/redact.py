@@ -54,6 +54,23 @@ def redact(text: str) -> str:
     return _SHAPES.sub(_mask_match, text)
 
 
+def looks_like_secret(text: str) -> bool:
+    """Whether `text` holds a configured key or anything shaped like a credential."""
+    return bool(text) and redact(text) != text
+
+
+def redact_known(text: str) -> str:
+    """`text` with the keys this process was configured with masked, and nothing else: for
+    a teacher's answer, where a word like "Bearer" is the teacher's own text, but a
+    configured key quoted back by a gateway must not be stored or exported."""
+    if not text:
+        return text
+    for key in _secrets():
+        if key in text:
+            text = text.replace(key, MASK)
+    return text
+
+
 def _mask_match(match: re.Match[str]) -> str:
     """Keep the label ("Bearer ", "api_key=") so the message still says what was wrong."""
     value = match.group(0)
@@ -79,4 +96,4 @@ def _secrets() -> list[str]:
         return ordered
 
 
-__all__ = ["MASK", "redact", "remember"]
+__all__ = ["MASK", "looks_like_secret", "redact", "redact_known", "remember"]

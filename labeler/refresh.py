@@ -62,7 +62,7 @@ from typing import Any
 import yaml
 
 from labeler import aio, bounds
-from labeler.apikeys import key_from_env, read_key_file
+from labeler.apikeys import find_secret, key_from_env, read_key_file
 from labeler.calibration import load_calibration
 from labeler.errors import ConfigError, LabelerError
 from labeler.exports.options import ExportOptions
@@ -75,10 +75,15 @@ from labeler.options import BY_KEY, EXIT_CODES, OPTIONS, check_values
 from labeler.owner import alive as _alive
 from labeler.pricing import PriceTable
 from labeler.redact import redact
+from labeler.teachers import PROVIDERS, base_urls, load
+from labeler.teachers.option_check import check_base_url, check_teacher_options
+from labeler.yaml_files import YamlTooLarge, load_yaml
 
 LOCK_NAME = REFRESH_LOCK
 
 _REQUIRED = ("task", "input", "teacher", "out")
+# The keys that say where a key is (a file, a variable), not the key itself.
+_KEY_PLACES = ("api_key_file", "api_key_env")
 # The labeling options (concurrency, rpm, budget, ...) come from labeler/options.py; these
 # are the keys only a refresh config has.
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
@@ -133,10 +138,10 @@ class RefreshConfig:
         """Read and check a config; every problem names the file and the key."""
         p = Path(path)
         try:
-            raw = yaml.safe_load(p.read_text("utf-8"))
+            raw = load_yaml(p.read_text("utf-8"))
         except OSError as exc:
             raise ConfigError(f"{p}: cannot read the refresh config: {exc.strerror}") from exc
-        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        except (UnicodeDecodeError, yaml.YAMLError, YamlTooLarge) as exc:
             raise ConfigError(f"{p}: not a valid YAML refresh config: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConfigError(f"{p}: a refresh config is a YAML mapping of keys")
@@ -145,8 +150,9 @@ class RefreshConfig:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], path: Path) -> RefreshConfig:
         where = str(path)
-        if "api_key" in raw:
-            raise ConfigError(f"{where}: api_key: a key does not belong in a config file; use "
+        secret = find_secret({k: v for k, v in raw.items() if k not in _KEY_PLACES})
+        if secret is not None:
+            raise ConfigError(f"{where}: {secret}: a key does not belong in a config file; use "
                               "api_key_file (a file of mode 0600) or api_key_env")
         unknown = set(raw) - set(_REQUIRED) - set(_OPTIONAL)
         if unknown:
@@ -171,6 +177,12 @@ class RefreshConfig:
         base_url = raw.get("base_url")
         if isinstance(base_url, list):
             base_url = ",".join(str(u) for u in base_url)
+        for url in base_urls(base_url):
+            check_base_url(url, f"{where}: base_url")
+        provider = raw["teacher"].partition(":")[0]
+        if provider in PROVIDERS:  # (a cascade's or ensemble's `teacher` may be a placeholder)
+            check_teacher_options(load(PROVIDERS[provider].factory),
+                                  raw.get("teacher_options") or {}, f"{where}: teacher_options")
         keep = raw.get("keep", 5)
         if keep < 1:
             raise ConfigError(f"{where}: keep must be at least 1 (the current version)")

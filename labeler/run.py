@@ -51,6 +51,7 @@ from labeler.redact import redact
 from labeler.request import Request
 from labeler.retry import RetryPolicy
 from labeler.store import Store
+from labeler.store_access import ClaimsAccess, StoreAccess
 from labeler.task import Task
 from labeler.teacher_params import Refusal, TeacherParams
 from labeler.teachers.base import (
@@ -205,7 +206,7 @@ class Labeler:
         task: Task,
         teacher: Teacher,
         *,
-        store: Store | str | Path,
+        store: Store | StoreAccess | str | Path,
         concurrency: int = DEFAULT_CEILING,
         rpm: float | None = None,
         tpm: float | None = None,
@@ -223,6 +224,7 @@ class Labeler:
         owner: Owner | None = None,
         claim_lease_s: float = LEASE_S,
         request_timeout_s: float | None = REQUEST_TIMEOUT_S,
+        claims: ClaimsAccess | None = None,
     ) -> None:
         # A negative rate waits forever for a token, a negative concurrency fails deep in
         # asyncio: the same ranges as the CLI's flags, checked before anything starts.
@@ -234,11 +236,17 @@ class Labeler:
                               f"{teacher.model}=IN,OUT (USD per 1M tokens)")
         self.task = task
         self.teacher = teacher
-        self._own_store = not isinstance(store, Store)
-        self.store = store if isinstance(store, Store) else Store(store)
+        # A path is opened (and closed) here; a store handed in, local or a fleet's
+        # (labeler/store_access.py), stays its caller's.
+        self._own_store = isinstance(store, str | Path)
+        self.store: Store | StoreAccess = Store(store) if isinstance(store, str | Path) else store
         # Other processes on the same store see what this one is requesting, and wait for
-        # it instead of paying again (labeler/claims.py).
-        self.claims = Claims(self.store, owner, claim_lease_s)
+        # it instead of paying again (labeler/claims.py); a fleet's store brings its own.
+        if claims is None:
+            if not isinstance(self.store, Store):
+                raise TypeError("a store reached through another process needs its claims")
+            claims = Claims(self.store, owner, claim_lease_s)
+        self.claims: ClaimsAccess = claims
         self.limiter = Limiter(concurrency, rpm=rpm, tpm=tpm)
         self.retry = retry or RetryPolicy()
         self.retry_failed = retry_failed
@@ -969,7 +977,8 @@ class _BatchWriter:
     store one commit after it arrived, however busy the run, and throughput still batches.
     """
 
-    def __init__(self, store: Store, max_batch: int = 512, max_delay: float = 0.0) -> None:
+    def __init__(self, store: Store | StoreAccess, max_batch: int = 512,
+                 max_delay: float = 0.0) -> None:
         self.store = store
         self.max_batch = max_batch
         self.max_delay = max_delay

@@ -13,6 +13,7 @@ newer one is refused with the reason.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import sqlite3
@@ -35,7 +36,7 @@ from labeler.answer_checks import (
 )
 from labeler.completion import Completion, stored_completion
 from labeler.errors import StoreError
-from labeler.redact import redact
+from labeler.redact import redact, redact_known
 
 T = TypeVar("T")
 
@@ -276,9 +277,11 @@ class Store:
             if readonly:
                 if not self.path.exists():
                     raise StoreError(f"{self.path}: no such store")
-                uri = f"file:{self.path}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+                check_is_store(self.path)
+                self._db = sqlite3.connect(readonly_uri(self.path), uri=True,
+                                           check_same_thread=False)
             else:
+                check_is_store(self.path)
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(
                     self.path, check_same_thread=False, isolation_level=None, timeout=30.0
@@ -454,7 +457,7 @@ class Store:
                 orjson.dumps(c.reasoning_blocks) if c.reasoning_blocks is not None else None,
                 c.usage.reasoning_tokens,
             )
-            for key, c, cost in items
+            for key, c, cost in map(_without_keys, items)
         ]
         if not rows:
             return
@@ -636,6 +639,22 @@ class Store:
         self.close()
 
 
+def _without_keys(item: tuple[str, Completion, float | None]
+                  ) -> tuple[str, Completion, float | None]:
+    """The answer with any configured API key it quotes masked (a gateway may put the
+    request's key into a 200 answer): stored, it would be exported with the dataset. Its
+    token logprobs spell the key too, one piece per token, so they are dropped with it;
+    an answer that quotes a key is no label anyway."""
+    key, c, cost = item
+    text = redact_known(c.text)
+    samples = None if c.samples is None else [redact_known(x) for x in c.samples]
+    reasoning = None if c.reasoning is None else redact_known(c.reasoning)
+    if text == c.text and samples == c.samples and reasoning == c.reasoning:
+        return item
+    return key, dataclasses.replace(c, text=text, samples=samples, reasoning=reasoning,
+                                    tokens=None), cost
+
+
 _PUT_RESPONSE = (
     "INSERT OR REPLACE INTO responses (key, created_at, model, text, tokens, samples,"
     " prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, finish_reason,"
@@ -705,6 +724,62 @@ def _release_claims(db: sqlite3.Connection, keys: list[str]) -> None:
     it, other processes waiting for it now read it (one probe when nobody claims)."""
     if db.execute("SELECT 1 FROM claims LIMIT 1").fetchone() is not None:
         db.executemany("DELETE FROM claims WHERE key = ?", [(k,) for k in keys])
+
+
+def readonly_uri(path: str | Path) -> str:
+    """The URI that opens `path` read-only: `as_uri` escapes what a URI would read as its
+    own syntax ('#' starts a fragment, '?' the parameters, '%' an escape), so a store at
+    `runs#3/labels.sqlite` opens that file and not `runs`."""
+    return f"{Path(path).resolve().as_uri()}?mode=ro"
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+# Every table any version of the store has had: a SQLite file with other tables and no
+# labeler schema version is somebody else's database.
+STORE_TABLES = frozenset({"meta", "responses", "failures", "runs", "batches", "batch_items",
+                          "claims", "human_labels", "teacher_traits", "sqlite_sequence"})
+
+
+def check_is_store(path: Path) -> None:
+    """Refuse, before anything writes to it, a file that is not a labeler store: opening a
+    store switches it to WAL and adds tables, which would change another program's
+    database; a file that is not SQLite at all is told as such, not as a damaged store.
+    A missing or empty file is a new store.
+
+    The file is read through SQLite only: closing a descriptor of our own on it would drop
+    the locks every SQLite connection of this process holds on it (POSIX locks belong to
+    the process), and another process could then change the file under them. Its first
+    bytes are read directly only once SQLite has refused it, when no connection can hold it.
+    """
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise StoreError(f"{path}: is a folder; --store names the store's file")
+    try:
+        db = sqlite3.connect(readonly_uri(path), uri=True)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            has_version = "meta" in tables and db.execute(
+                "SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc) and not _has_sqlite_header(path):
+            raise StoreError(f"{path}: not a SQLite file, so not a labeler store; name a new "
+                             "file or an existing store") from exc
+        raise StoreError(f"{path}: cannot open the store: {_open_problem(path, exc)}") from exc
+    if tables and not has_version and tables - STORE_TABLES:
+        raise StoreError(f"{path}: a SQLite database but not a labeler store (it has tables "
+                         f"{', '.join(sorted(tables - STORE_TABLES)[:5])}); it was left as it "
+                         "was; name a new file or an existing store")
+
+
+def _has_sqlite_header(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
+        return True  # unreadable: let SQLite's own reason stand
 
 
 def _enable_wal(db: sqlite3.Connection, wait_s: float = 30.0) -> None:

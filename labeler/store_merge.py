@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from labeler.errors import StoreError
-from labeler.store import Store, answer_problem
+from labeler.store import Store, answer_problem, readonly_uri
 
 CHUNK = 2000
 
@@ -89,7 +89,7 @@ def _copy(target: Store, source: Path, table: str, report: MergeReport | None = 
     Answers are checked first (`store.answer_problem`): one that no command could read
     back is left behind and counted in `report`, so a merge never spreads a bad row."""
     statement = {"responses": _answers, "failures": _failures, "human_labels": _human_labels}[table]
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    src = sqlite3.connect(readonly_uri(source), uri=True)
     try:
         if not _has_table(src, table) or not target.execute_read(lambda db: _has_table(db, table)):
             return 0

@@ -44,9 +44,11 @@ token's logprob and the provider's top-k alternatives (the chosen token among th
    ``A``/``AA``).
 6. **Unresolvable mass.** A shared-prefix alternative that is *not* on the generated path
    has no conditional distribution to descend into, nor does a generated path that stops
-   while still shared. Its mass is split equally among the consistent labels and
-   ``ambiguous`` is set, so filters and reports can tell an honest split from a confident
-   one. `LabelSpace.ambiguity` warns about label sets that will cause this.
+   while still shared. Its mass is divided among the consistent labels in proportion to
+   the mass they hold from the rest of the answer (equally where they hold none), never
+   settled by the labels' order; ``ambiguous`` is set and the source is
+   ``logprobs:split``, so filters, exports and reports can tell the approximation from
+   an exact reading. `LabelSpace.ambiguity` warns about label sets that will cause this.
 7. **Renormalise.** ``probs = mass / Σ mass`` when ``Σ mass > 0``; otherwise all zero.
 
 Completion-mode teachers (a few-shot prefix whose *next* token is the label) produce the
@@ -114,6 +116,9 @@ _PARSE_MEMO_SIZE = 10_000  # distinct answers remembered (a label task has a han
 _NO_LABELS: frozenset[int] = frozenset()
 _MAJORITY = object()  # `confidence` without a label index: the majority's
 SAMPLES_SOURCE = "samples:"
+# The source of a logprob soft label in which some mass sat on a token shared by several
+# labels that no continuation told apart (module doc, 6): an approximation, said so.
+LOGPROBS_SPLIT = "logprobs:split"
 # The hard label of an answer that named no label, where one must be written (an export
 # with --keep-invalid): the index PyTorch's cross-entropy and every transformers
 # classification head ignore by default.
@@ -248,9 +253,10 @@ class LabelSpace:
         Soft labels are read from the first answer token. When two labels begin with the
         same word (``card_arrival`` / ``card_linking``) or one surface form is a prefix of
         another (``pos`` / ``positive``), the teacher's first-token alternatives cannot be
-        attributed: only the generated path can be resolved, the rest is split evenly and
-        flagged ambiguous. The check is tokenizer-independent and therefore works at word
-        level; `ambiguity_warning` turns the groups into one message with the fix.
+        attributed: only the generated path can be resolved, the rest is divided by the
+        other evidence and flagged ambiguous. The check is tokenizer-independent and
+        therefore works at word level; `ambiguity_warning` turns the groups into one
+        message, with a fix where one helps.
         """
         forms: list[tuple[str, str, int]] = []  # (normalised form, its first word, label)
         for index, label in enumerate(self.labels):
@@ -286,27 +292,31 @@ class LabelSpace:
 
     def ambiguity_warning(self, groups_shown: int = 40) -> str | None:
         """One warning for the whole label set (None when every label is distinct at its
-        first token): the groups, then the fix as the YAML to write, with codes that are
-        one token each in OpenAI's tokenizer (every number below 1000 is one token there;
-        zero-padded to one width, no code prefixes another)."""
+        first token): the groups, then a fix only where one helps whatever the teacher's
+        tokenizer. Up to 9 labels: digits 1-9; up to 26: letters A-Z; each one token in
+        every common vocabulary. A larger set needs two-character codes, and tokenizers
+        that split digits (Gemma, SmolLM, Llama) give every such code the same first
+        token, which is worse than the names: no codes are suggested then."""
         groups = self.ambiguity()
         if not groups:
             return None
         listed = "; ".join(groups[:groups_shown])
         if len(groups) > groups_shown:
             listed += f"; … +{len(groups) - groups_shown} more"
-        codes = list(self.with_codes("digits").codes().items())
-        shown = codes if len(codes) <= 12 else codes[:4]  # a short set: ready to paste
-        entries = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in shown)
-        if len(shown) < len(codes):
-            entries += f", … ({len(codes)} in all)"
-        return (
-            f"{len(groups)} group(s) of labels cannot be told apart by their first answer "
-            f"token, so their soft labels are split evenly: {listed}. Fix: answer with codes "
-            f"and list them in the prompt; in the template write output: labels: {{{entries}}} "
-            "(numbers below 1000 are single tokens for OpenAI's tokenizer; labeler maps each "
-            "code back to its label name)"
-        )
+        head = (f"{len(groups)} group(s) of labels cannot be told apart by their first answer "
+                f"token: {listed}. Their shared mass is divided by the rest of each answer "
+                "and marked soft_label_source logprobs:split")
+        n = len(self.labels)
+        if n > 26:
+            return (f"{head}; codes would not help {n} labels (two-character codes share "
+                    "their first token in tokenizers that split digits or letters): check "
+                    "with labeler eval whether the split costs accuracy")
+        style, what = (("digits", "single digits") if n <= 9 else ("letters", "single letters"))
+        entries = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}"
+                            for k, v in self.with_codes(style).codes().items())
+        return (f"{head}. Fix: answer with codes and list them in the prompt; in the template "
+                f"write output: labels: {{{entries}}} ({what}, one token each in every common "
+                "tokenizer; labeler maps each code back to its label name)")
 
     def with_codes(self, style: str = "letters") -> LabelSpace:
         """The same labels answered with short codes, so each label is one distinct token.
@@ -378,7 +388,7 @@ class SoftLabel:
 
     probs: tuple[float, ...]
     outside: float
-    source: str  # "logprobs" | "samples:N" | "verbalized" | "ensemble" | "none"
+    source: str  # "logprobs" | "logprobs:split" | "samples:N" | "verbalized" | "ensemble" | "none"
     ambiguous: bool = False
 
     @property
@@ -484,18 +494,31 @@ def _starts_with(folded: str, space: LabelSpace) -> int | None:
 
 
 class _Mass:
-    __slots__ = ("ambiguous", "labels", "outside")
+    __slots__ = ("ambiguous", "labels", "outside", "pending")
 
     def __init__(self, k: int) -> None:
         self.labels = [0.0] * k
         self.outside = 0.0
         self.ambiguous = False
+        self.pending: list[tuple[frozenset[int], float]] = []
 
     def split(self, candidates: frozenset[int], mass: float) -> None:
-        share = mass / len(candidates)
-        for index in candidates:
-            self.labels[index] += share
+        """Mass no token tells apart among ``candidates``: divided once the rest is known."""
+        self.pending.append((candidates, mass))
         self.ambiguous = True
+
+    def settle(self) -> None:
+        """Divide each unresolvable share among its labels in proportion to the mass they
+        hold from the rest of the answer (evenly where they hold none). An even split
+        makes ties that only the labels' order in the template would settle; the rest of
+        the answer is the only evidence there is of which label the shared token meant."""
+        direct = list(self.labels)
+        for candidates, mass in self.pending:
+            weights = {i: direct[i] for i in candidates}
+            total = sum(weights.values())
+            for index, w in weights.items():
+                self.labels[index] += mass * (w / total if total > 0 else 1 / len(candidates))
+        self.pending.clear()
 
 
 def _alternatives(tok: TokenLogprob) -> list[tuple[str, float]]:
@@ -581,10 +604,13 @@ def soft_label(completion: Completion, space: LabelSpace) -> SoftLabel:
         else:
             acc.split(hits, q)
 
+    if acc.pending:
+        acc.settle()
     total = sum(mass)
     probs = tuple([m / total for m in mass]) if total > 0 else (0.0,) * k
     outside = min(1.0, max(0.0, acc.outside))
-    return SoftLabel(probs, outside, "logprobs", acc.ambiguous)
+    return SoftLabel(probs, outside, LOGPROBS_SPLIT if acc.ambiguous else "logprobs",
+                     acc.ambiguous)
 
 
 def sampled_soft_label(samples: Sequence[str], space: LabelSpace) -> SoftLabel:

@@ -27,15 +27,16 @@ from typing import Any
 import jinja2
 import jinja2.meta
 import jinja2.nodes
-import jinja2.sandbox
 import orjson
 import yaml
 
-from labeler.errors import ConfigError, TemplateError
+from labeler.bounded_jinja import BoundedEnvironment, RenderLimit, render_bounded
+from labeler.errors import ConfigError, TemplateError, TemplateLimitError
 from labeler.example_pool import ExamplePool, load_pool
 from labeler.reasoning import answer_allowance, reasoning_params
 from labeler.request import Request, chat_request, completion_request
 from labeler.targets import LabelSpace
+from labeler.yaml_files import YamlTooLarge, load_yaml
 
 
 def _prompts_dir() -> Path:
@@ -67,7 +68,7 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "json": {"temperature": 0.0, "max_tokens": 512},
 }
 
-_ENV = jinja2.sandbox.SandboxedEnvironment(
+_ENV = BoundedEnvironment(
     undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
 )
 
@@ -204,7 +205,10 @@ class Task:
             except Exception:  # a missing field, a value str() refuses: Jinja renders
                 pass  # it, or names the problem as it always has
         try:
-            return self.user.render(**_context(self, row))
+            return render_bounded(self.user, _context(self, row))
+        except RenderLimit as exc:
+            raise TemplateLimitError(self.path, f"{exc}: a template bug (rendering is limited "
+                                     "in time and size)", field="user", row=row_id) from exc
         except jinja2.UndefinedError as exc:
             raise TemplateError(self.path, str(exc), field=_undefined_name(exc), row=row_id) from exc
         except jinja2.TemplateError as exc:
@@ -286,11 +290,13 @@ def load_task(name_or_path: str | Path) -> Task:
     path = resolve_template_path(name_or_path)
     where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(where, f"cannot read: {exc}") from exc
     except yaml.YAMLError as exc:
         raise TemplateError(where, f"invalid YAML: {exc}") from exc
+    except YamlTooLarge as exc:
+        raise TemplateError(where, f"not a template: the YAML {exc}") from exc
     if not isinstance(raw, dict):
         raise TemplateError(where, "must be a YAML mapping of template keys")
     return task_from_dict(raw, where)
@@ -438,6 +444,7 @@ def _single(raw: dict[str, Any], where: str) -> Task:
     if not isinstance(user_params, dict):
         raise TemplateError(where, "must be a mapping", field="params")
     params.update(user_params)
+    _check_params(params, where)
     answer_tokens = answer_allowance(user_params, DEFAULT_PARAMS[kind])
     try:
         params = reasoning_params(params, answer_tokens=answer_tokens)
@@ -446,8 +453,8 @@ def _single(raw: dict[str, Any], where: str) -> Task:
     # A verbalized soft label is stated, not read from logprobs or samples: by default the
     # request asks for neither.
     soft = bool(raw.get("soft_targets", kind == "label" and not verbalized))
-    top_k = int(raw.get("top_logprobs", 20 if soft else 0))
-    if not 0 <= top_k <= 20:
+    top_k = raw.get("top_logprobs", 20 if soft else 0)
+    if not _is_int(top_k) or not 0 <= top_k <= 20:
         raise TemplateError(where, "must be between 0 and 20 (the OpenAI limit)",
                             field="top_logprobs")
     if soft or top_k:
@@ -513,6 +520,45 @@ def _with_prefix(task: Task) -> Task:
         shots.append({"role": "assistant", "content": ex.output})
         parts.append(text + task.answer_prefix + ex.output + task.example_separator)
     return dataclasses.replace(task, _shot_messages=tuple(shots), _prefix="".join(parts))
+
+
+# The sampling parameters every provider reads, with the numbers they take: a template is
+# the place to find `max_tokens: "ten"`, not the middle of a run (or a budget check that
+# multiplies by it). Parameters not listed go to the provider as written.
+_INT_PARAMS: dict[str, tuple[int, int | None]] = {
+    "max_tokens": (1, None), "n": (1, None), "seed": (-(2**63), 2**63 - 1),
+}
+_FLOAT_PARAMS: dict[str, tuple[float, float | None]] = {
+    "temperature": (0.0, None), "top_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 2.0),
+}
+
+
+def _check_params(params: Mapping[str, Any], where: str) -> None:
+    for name, (low, high) in _INT_PARAMS.items():
+        value = params.get(name)
+        if value is not None and (not _is_int(value) or value < low
+                                  or (high is not None and value > high)):
+            limit = f"from {low}" + (f" to {high}" if high is not None else "")
+            raise TemplateError(where, f"must be an integer {limit}, got {value!r}",
+                                field=f"params.{name}")
+    for name, (lo, hi) in _FLOAT_PARAMS.items():
+        value = params.get(name)
+        if value is None:
+            continue
+        if not (isinstance(value, int | float) and not isinstance(value, bool)
+                and math.isfinite(value) and value >= lo and (hi is None or value <= hi)):
+            limit = f"from {lo:g}" + (f" to {hi:g}" if hi is not None else "")
+            raise TemplateError(where, f"must be a finite number {limit}, got {value!r}",
+                                field=f"params.{name}")
+    stop = params.get("stop")
+    if stop is not None and not (isinstance(stop, str) or (
+            isinstance(stop, list) and all(isinstance(x, str) for x in stop))):
+        raise TemplateError(where, "must be a string or a list of strings", field="params.stop")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _req_str(raw: dict[str, Any], key: str, where: str) -> str:

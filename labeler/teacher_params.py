@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from labeler.errors import ConfigError
 from labeler.request import (
     Request,
     canonical_json,
@@ -279,6 +280,8 @@ def forget(store: Store, teacher: str | None = None) -> list[tuple[str, str, str
     """Drop what the store remembers of teachers' parameters, all of them or those of one
     ``provider:model``; returns the (teacher, parameter, verdict) rows dropped."""
     provider, _, model = (teacher or "").partition(":")
+    if teacher is not None and not (provider and model):
+        raise ConfigError(f"--teacher {teacher!r}: expected PROVIDER:MODEL, e.g. openai:o4-mini")
 
     def write(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
         where, args = "", ()

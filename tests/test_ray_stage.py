@@ -336,3 +336,55 @@ def test_the_driver_killed_with_sigkill_loses_at_most_what_was_in_flight(tmp_pat
         rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
         check_paid_once(srv, store, 2 * CONCURRENCY)
+
+
+def test_the_stage_reads_answers_as_the_export_does(tmp_path: Path) -> None:
+    """A calibration, a confidence filter and a reviewer's decision: `labeler.ray.label`
+    yields the rows `labeler export` writes with the same options, from the same store."""
+    import datasets
+
+    from labeler.calibration import Calibration
+    from labeler.filters import FilterSpec
+    from labeler.human import record_label
+    from labeler.job import Job
+    from labeler.plan import Planner
+    from labeler.store import Store
+
+    rows = items(40)
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    store = tmp_path / "s.sqlite"
+    with TeacherServer(ServerConfig(labels=LABELS)) as srv:
+        base_url = srv.url + "/v1"
+        job = Job(task="sentiment", input=data, teacher=TEACHER, base_url=base_url, api_key="k")
+        task = job.load_task()
+        calibration = Calibration(labels=tuple(task.labels), temperature=3.0).save(
+            tmp_path / "cal.json")
+        common = ["sentiment", str(data), "-t", TEACHER, "--base-url", base_url,
+                  "--store", str(store), "--calibration", str(calibration)]
+        run_cli("run", *common, "-q", "--out", str(tmp_path / "all"))
+        confidences = sorted(r["max_prob"] for r in datasets.load_from_disk(
+            str(tmp_path / "all")).to_list())
+        cut = confidences[len(confidences) // 2]  # about half the rows pass
+        # A reviewer overrules the teacher on the first row.
+        first = Planner(task, job.make_teacher().identity).plan(rows[:1])[0]
+        with Store(store) as db:
+            teacher_label = db.get(first.key)
+        assert teacher_label is not None
+        with Store(store) as db:
+            record_label(db, first.key, "negative" if "positive" in teacher_label.text
+                         else "positive", reviewer="ann")
+        run_cli("export", *common, "--min-confidence", str(cut), "--out", str(tmp_path / "exp"))
+        exported = datasets.load_from_disk(str(tmp_path / "exp"))
+        got = labeler_ray.label(ray.data.from_items(rows), "sentiment", TEACHER,
+                                base_url=base_url, api_key="k", store=store,
+                                calibration=str(calibration),
+                                filters=FilterSpec(min_confidence=cut)).take_all()
+        assert chat_requests(srv) == 40
+    names = exported.features["label"].names
+    want = {str(r["id"]): (names[r["label"]], r["soft_label"], r["max_prob"], r["label_source"])
+            for r in exported.to_list()}
+    mine = {str(r["id"]): (r["label"], r["soft_label"], r["max_prob"], r["label_source"])
+            for r in got}
+    assert 0 < len(want) < 40
+    assert mine == want
+    assert mine["0"][3] == "human"  # the reviewed row: kept whatever the teacher's doubt

@@ -314,3 +314,28 @@ def test_the_review_benchmark_runs_at_a_tiny_size(tmp_path: Path, browser: Brows
                          capture_output=True, text=True, cwd=REPO, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| first paint |" in out.stdout and "| page change |" in out.stdout
+
+
+def test_undecodable_credentials_get_403_not_500(labeled: tuple[TeacherServer, Job]) -> None:
+    """Bytes that are not UTF-8 in the token header, the cookie or the query are a wrong
+    token like any other: answered 403 by the token check, never a 500 before it."""
+    import http.client
+
+    _, job = labeled
+    server = ReviewProcess(job)
+    try:
+        host = server.base.removeprefix("http://")
+        cases = [("GET", "/api/rows", {"X-Labeler-Token": "tok\xe9n"}),
+                 ("GET", "/", {"Cookie": "labeler_review_token=\xe9\xff"}),
+                 ("GET", "/?token=%ff%fe", {}),
+                 ("GET", "/api/rows", {"X-Labeler-Token": server.token + "\xe9"}),
+                 ("GET", "/api/rows", {"X-Labeler-Token": server.token,
+                                       "Origin": "http://h\xe9st"})]
+        for method, path, headers in cases:
+            conn = http.client.HTTPConnection(host, timeout=10)
+            conn.request(method, path, headers=headers)
+            status = conn.getresponse().status
+            conn.close()
+            assert status == 403, (path, headers, status)
+    finally:
+        server.stop()

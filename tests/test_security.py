@@ -205,3 +205,50 @@ def test_a_configured_key_of_any_shape_is_masked(monkeypatch: pytest.MonkeyPatch
     err = FinalError("http_401", "token plain-gateway-token-7f3a / another-opaque-token-19 refused")
     assert err.message == "token [redacted] / [redacted] refused"
     assert "gateway-token" not in str(err)
+
+
+def test_a_key_quoted_in_a_200_answer_is_neither_stored_nor_exported(tmp_path: Path) -> None:
+    """Some gateways put the request's credential into the answer itself; labeler masks
+    the configured key in the answer text before it is committed, so neither the store nor
+    the export holds it."""
+    from labeler.testing import Reply, ScriptedResponder
+
+    key = _fake_key("INANSWER")
+    key_file = _key_file(tmp_path / "secret.key", key)
+    data = write_items(tmp_path / "in.jsonl", 5)
+    template = tmp_path / "summary.yaml"
+    template.write_text('name: summary\nuser: "Summarise: {{ text }}"\n'
+                        "output: {kind: text}\nparams: {max_tokens: 200}\n")
+    quoting = ScriptedResponder([], default=lambda view: Reply(
+        text=f"positive (authorized as Bearer {key}; key={key})"))
+    with LocalServer(api_key=key, responder=quoting) as srv:
+        res = CliRunner().invoke(main, [
+            "run", str(template), str(data), "--teacher", "openai-compatible:teacher-test",
+            "--base-url", srv.api, "--store", str(tmp_path / "s.sqlite"), "--quiet",
+            "--api-key-file", str(key_file), "--out", str(tmp_path / "out"),
+            "--format", "jsonl", "--kind", "sft"])
+    assert res.exit_code == 0, res.output
+    assert _leaks(tmp_path, key, {key_file}) == []
+    exported = "".join(f.read_text() for f in (tmp_path / "out").rglob("*.jsonl"))
+    assert exported.count("[redacted]") >= 5, exported[:500]
+    with Store(tmp_path / "s.sqlite") as st:
+        texts = st.execute_read(lambda db: [r[0] for r in db.execute("SELECT text FROM responses")])
+    assert len(texts) == 5 and all("[redacted]" in t and "positive" in t for t in texts)
+
+
+def test_a_key_with_a_trailing_newline_is_used_without_it(tmp_path: Path) -> None:
+    """`export OPENAI_API_KEY=$(cat key)` keeps no newline, but a key pasted with one (or
+    a file written by echo) does: the blanks around a key are not part of it. A key with a
+    line break inside is two things pasted together: refused, without printing it."""
+    key = _fake_key("NEWLINE")
+    data = write_items(tmp_path / "in.jsonl", 3)
+    with LocalServer(labels=["negative", "positive"], api_key=key) as srv:
+        base = ["run", "sentiment", str(data), "--teacher", "openai-compatible:teacher-test",
+                "--base-url", srv.api, "--store", str(tmp_path / "s.sqlite"), "--quiet"]
+        ok = CliRunner().invoke(main, base, env={"OPENAI_API_KEY": key + "\n"})
+        assert ok.exit_code == 0, ok.output
+        two = CliRunner().invoke(main, [*base, "--retry-failed", "--max-age-days", "0"],
+                                 env={"OPENAI_API_KEY": f"{key}\nexport OTHER=1"})
+    assert two.exit_code == 1 and "Traceback" not in two.output
+    assert two.stderr.splitlines() == [two.stderr.strip()]
+    assert "OPENAI_API_KEY" in two.stderr and key not in two.output

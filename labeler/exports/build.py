@@ -53,6 +53,7 @@ from labeler.exports.rows import RowBuilder
 from labeler.filters import Filter
 from labeler.human import any_human_labels, human_labels
 from labeler.inputs import Reject, Row
+from labeler.label_prior import prior_warnings
 from labeler.plan import REJECTED, Item, Planner, by_row
 from labeler.reasoning import AUTO
 from labeler.store import Store
@@ -138,6 +139,8 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
             written.add(planned)
         features = written.close()
         report.filtered = written.flt.report.removed()
+        report.calibration = opts.calibration_note
+        report.prior_warnings = written.prior_warnings()
         if stage is not None:
             report.verification = {"spec": opts.verify, "keep": str(opts.keep),
                                    **stage.rates.to_dict()}
@@ -215,6 +218,9 @@ class _Rows:
                      if calibrate is None and stage is None else None)
         self.with_humans = (opts.human_labels and task.output_kind == "label"
                             and any_human_labels(store))
+        # the calibrated labels' expected shares, one reference of the label-prior check
+        self.expected = (_ExpectedShares(len(task.labels))
+                         if task.label_space is not None else None)
 
     def add(self, planned: list[Item]) -> None:
         """One chunk of planned rows (a person's labels and the verdicts read at once)."""
@@ -276,6 +282,8 @@ class _Rows:
         if read is None:
             return None
         record, label = read
+        if self.expected is not None and self.calibrate is not None:
+            self.expected.add(record.get("soft_label"))
         records = ([record] if self.stage is None else
                    self.builder.verified(record, item, checks[id(item)], self.report))
         if not records:
@@ -295,6 +303,14 @@ class _Rows:
         self.writers[split].add(values)
         self.report.splits[split] = self.report.splits.get(split, 0) + 1
         self.report.exported += 1
+
+    def prior_warnings(self) -> list[str]:
+        """Where the exported labels' shares depart from the gold rows' or the calibrated
+        distribution's (labeler/label_prior.py); none for a task without labels."""
+        if self.expected is None:
+            return []
+        return prior_warnings(self.task.labels, self.report.label_counts,
+                              self.expected.references(self.opts))
 
     def close(self) -> Features:
         """Closes the split files; the features they were written with."""
@@ -316,6 +332,7 @@ def _general_row(task: Task, builder: RowBuilder, report: ExportReport, forms: l
     assert request is not None and completion is not None
     answer = item.answer or read_answers(task, [f.completion for f in forms if f.completion])
     opts = builder.opts
+    raw = answer
     if calibrate is not None and task.label_space is not None:
         answer = calibrate(answer, opts.calibration, task.label_space)
     human = humans.get(item.key)
@@ -336,6 +353,7 @@ def _general_row(task: Task, builder: RowBuilder, report: ExportReport, forms: l
                     _HUMAN_CERTAINTY if human else answer.confidence):
         return None
     record = builder.row(row, request, completion, answer, trace)
+    builder.calibration_cols(record, raw)
     if item.provenance is not None:
         for stage in _answered_by(item.provenance):
             report.stages[stage] = report.stages.get(stage, 0) + 1
@@ -347,6 +365,28 @@ def _general_row(task: Task, builder: RowBuilder, report: ExportReport, forms: l
         record["label_source"] = "human" if human else "teacher"
         report.human_labeled += human is not None
     return record, answer.label
+
+
+class _ExpectedShares:
+    """The mean calibrated distribution of the exported rows: the label shares the
+    calibrated soft labels expect, one reference of the label-prior check."""
+
+    def __init__(self, k: int) -> None:
+        self.sums = [0.0] * k
+        self.rows = 0
+
+    def add(self, probs: list[float] | None) -> None:
+        if probs:
+            self.sums = [a + b for a, b in zip(self.sums, probs, strict=True)]
+            self.rows += 1
+
+    def references(self, opts: ExportOptions) -> dict[str, list[float] | tuple[float, ...]]:
+        refs: dict[str, list[float] | tuple[float, ...]] = {}
+        if opts.gold_prior is not None:
+            refs["the gold rows' labels"] = opts.gold_prior
+        if self.rows:
+            refs["the calibrated distribution"] = self.sums
+        return refs
 
 
 def _checked(stage: VerifyStage, planned: list[Item]) -> dict[int, Checked]:
@@ -378,6 +418,8 @@ def _metadata(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
             "teacher": public_identity(identity, endpoint=opts.card_endpoint),
             "teacher_tokenizer": report.teacher_tokenizer,
             "calibration": opts.calibration.to_dict() if opts.calibration else None}
+    if opts.calibration_note:
+        meta["calibration_note"] = opts.calibration_note
     if opts.reasoning != AUTO:  # traces were carried (or dropped) on purpose
         meta["reasoning"] = opts.reasoning
     return meta
@@ -477,27 +519,36 @@ def merge_card(generated: str, ours: str) -> str:
     return f"---\n{head}---\n\n{body}"
 
 
-def records_table(task: Task, identity: Mapping[str, Any], items: Iterable[Any]) -> pa.Table:
+def records_table(task: Task, identity: Mapping[str, Any], items: Iterable[Any],
+                  options: ExportOptions | None = None,
+                  humans: Mapping[str, Any] | None = None) -> pa.Table:
     """The `records` rows of planned items that have an answer, as one Arrow table.
 
     For stages that hand rows on instead of writing a dataset (labeler.ray): the same
     columns the export writes (input fields, messages, response, label, soft label,
-    confidence, logprobs), from the same builder, with `label` as its name (an Arrow
-    table has no ClassLabel to carry the names). Items without an answer are left out,
-    as in an export.
+    confidence, logprobs), from the same reading of each answer as the export's
+    (`options`' calibration and filters, a person's decision from `humans` winning over
+    the teacher's label), with `label` as its name (an Arrow table has no ClassLabel to
+    carry the names). Items without an answer, and rows a filter drops, are left out, as
+    in an export.
     """
-    builder = RowBuilder(task, identity, ExportOptions(), ExportReport("", "records", "hf"))
+    opts = dataclasses.replace(options or ExportOptions(), kind="records", format="hf")
+    calibrate: Callable[..., Answer] | None = None
+    if opts.calibration is not None and task.label_space is not None:
+        from labeler.calibration import calibrate_answer as calibrate
+    report = ExportReport("", "records", "hf")
+    builder = RowBuilder(task, identity, opts, report)
+    flt = Filter(opts.filters)
     rows: list[dict[str, Any]] = []
     features: Features | None = None
     for forms in by_row(list(items)):
         item = forms[0]
         if item.status == REJECTED or any(f.completion is None for f in forms):
             continue
-        answer = item.answer or read_answers(task, [f.completion for f in forms])
-        record = builder.row(item.row, item.request, item.completion, answer,
-                             item.completion.reasoning)
-        if "label_source" in builder.label_columns:
-            record["label_source"] = "teacher"
+        read = _general_row(task, builder, report, forms, humans or {}, flt, calibrate)
+        if read is None:
+            continue
+        record = read[0]
         if features is None:
             features = builder.features(record)
         rows.append(dict(zip(features, builder.coerce(record, features), strict=True)))

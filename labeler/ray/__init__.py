@@ -6,13 +6,16 @@
                                 store="/data/labels.sqlite", workers=4)
     labeled.write_parquet("s3://lake/reviews-labeled/")
 
-`label` adds a lazy `map_batches` stage over a pool of actors (labeler/ray/stage.py). Each
-actor runs the live labeler on an event loop of its own against the one store: cached
-rows are not requested again, a key another actor holds is waited for rather than paid
-twice (store claims), every answer is committed before its batch is handed on, and the
-whole fleet keeps one rate limit (labeler/ray/fleet.py). The rows that come out carry
-the `records` export's columns: input fields, messages, response, label, soft label,
-confidence, logprobs.
+`label` adds a lazy `map_batches` stage over a pool of actors (labeler/ray/stage.py),
+spread over the cluster's nodes. Each actor runs the live labeler on an event loop of
+its own against the fleet's one store, a store actor on the driver's node that owns the
+SQLite file at `store` (labeler/ray/fleet_store.py): cached rows are not requested
+again on any node, a key another actor holds anywhere is waited for rather than paid
+twice (store claims), every answer is committed there before its batch is handed on,
+and the whole fleet keeps one rate limit (labeler/ray/fleet.py). The rows that come out
+carry the `records` export's columns (input fields, messages, response, label, soft
+label, confidence, logprobs), read as the export reads them: through a calibration,
+past the filters, a reviewer's decision winning over the teacher's label.
 
 Needs ``pip install 'labeler-distill[ray]'``; nothing outside this package imports Ray.
 """
@@ -25,8 +28,11 @@ from typing import Any
 
 import ray
 
+from labeler.calibration import load_calibration
 from labeler.errors import ConfigError
+from labeler.exports.options import ExportOptions
 from labeler.job import Job
+from labeler.ray import fleet_store
 from labeler.ray.fleet import RateKeeper
 from labeler.ray.stage import CALLS, RECORDS, LabelStage
 from labeler.task import Task
@@ -37,9 +43,11 @@ DEFAULT_BATCH = 256
 # that takes every CPU starves the read tasks that feed it)
 DEFAULT_CPUS = 0.5
 # Job fields that mean nothing to a stage (its input is the dataset, its output the rows)
-_NOT_STAGE = {"task", "input", "teacher", "out", "export", "input_format", "delimiter",
+_NOT_STAGE = {"task", "input", "teacher", "out", "input_format", "delimiter",
               "input_split", "batch", "no_wait", "progress", "rejects", "limit"}
-STAGE_OPTIONS = frozenset(f.name for f in dataclasses.fields(Job)) - _NOT_STAGE
+# Shortcuts into `export` (ExportOptions): how the rows that come out are read
+_READING = {"filters", "calibration"}
+STAGE_OPTIONS = frozenset(f.name for f in dataclasses.fields(Job)) - _NOT_STAGE | _READING
 
 
 def label(ds: ray.data.Dataset, task: str | Path | Task, teacher: str, *,
@@ -49,25 +57,40 @@ def label(ds: ray.data.Dataset, task: str | Path | Task, teacher: str, *,
     """`ds` with labeler's `records` columns, labeled lazily by `workers` actors.
 
     `task` is a shipped template name or a template path; `teacher` a
-    ``provider:model`` spec. Options are `Job`'s fields: ``store`` (a path every actor
-    opens: on one machine, one SQLite file they share), ``base_url`` (comma-separated
-    for an endpoint pool), ``api_key``, ``concurrency`` (per actor), ``rpm``/``tpm`` (for
-    the whole fleet), ``id_field``, ``retry_failed``, ``max_attempts``,
-    ``max_age_days``... A row's `id` is its id field (or `id` column), else its cache
-    key. Rows the teacher could not answer are left out, as in an export; a rerun sends
-    only them. A labeler error in an actor (an unreachable teacher, a broken store) is
-    raised as itself when the dataset runs.
+    ``provider:model`` spec. Options are `Job`'s fields: ``store`` (a path on the
+    driver's machine: the store actor opens it on the driver's node and serves every
+    node, so no node needs a path to it), ``base_url`` (comma-separated for an endpoint
+    pool), ``api_key``, ``concurrency`` (per actor), ``rpm``/``tpm`` (for the whole
+    fleet), ``id_field``, ``retry_failed``, ``max_attempts``, ``max_age_days``... How rows are
+    read, as `labeler export` reads them: ``filters`` (a `FilterSpec`), ``calibration``
+    (a saved calibration's path, or a `Calibration`), ``export`` (an `ExportOptions`
+    for both, and ``human_labels=False`` to ignore review decisions).
+    A row's `id` is its id field (or `id` column), else its cache key. Rows the teacher
+    could not answer, and rows a filter drops, are left out, as in an export; a rerun
+    sends only the unanswered. A labeler error in an actor (an unreachable teacher, a
+    broken store) is raised as itself when the dataset runs.
     """
     job = stage_job(task, teacher, options)
     keeper = start_rate_keeper(job)
+    store = start_fleet_store(job.store)
     out = ds.map_batches(
-        LabelStage, fn_constructor_kwargs={"job": job, "keeper": keeper, "output": RECORDS},
+        LabelStage, fn_constructor_kwargs={"job": job, "keeper": keeper, "output": RECORDS,
+                                           "store": store},
         batch_format="pyarrow", batch_size=batch_size, compute=actor_pool(workers),
         num_cpus=num_cpus)
     # An actor's labeler error (a teacher it cannot reach) reaches the caller as itself
     # (a ConfigError...), not as Ray Data's wrapper without it.
     out.context.raise_original_map_exception = True
     return out
+
+
+def start_fleet_store(path: str | None) -> Any:
+    """The fleet's store actor for the job's store (labeler/ray/fleet_store.py); starts a
+    local Ray runtime first where none is running, as Ray Data would."""
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, logging_level="WARNING")
+    assert path is not None
+    return fleet_store.start_fleet_store(path)
 
 
 def actor_pool(workers: int) -> ray.data.ActorPoolStrategy:
@@ -92,13 +115,32 @@ def stage_job(task: str | Path | Task, teacher: str, options: dict[str, Any],
                           "hold its own): label with one process, or without a budget")
     if isinstance(task, Task):
         task = task.path
+    options = dict(options)
+    reading = {k: options.pop(k) for k in _READING if options.get(k) is not None}
     job = Job(task=task, input="<ray>", teacher=teacher, progress=False, **options, **fields)
-    job.load_task()  # a bad template is told here, not once per actor
+    loaded = job.load_task()  # a bad template is told here, not once per actor
+    if reading:
+        job.export = _reading(job.export, reading)
+    if job.export.calibration is not None:  # told here, in one line, not by every actor
+        if loaded.label_space is None:
+            raise ConfigError(f"calibration needs a label task; {loaded.path} is "
+                              f"'{loaded.output_kind}'")
+        job.export.calibration.check(loaded.identity, job.make_teacher().identity,
+                                     loaded.labels)
     # Actors may start in another folder: every path they open is absolute.
     job.store = str(job.store_path().resolve())
     if isinstance(job.task, str | Path) and Path(job.task).exists():
         job.task = str(Path(job.task).resolve())
     return job
+
+
+def _reading(export: ExportOptions, reading: dict[str, Any]) -> ExportOptions:
+    """`export` with the `filters` and `calibration` shortcuts of `label` applied."""
+    calibration = reading.get("calibration", export.calibration)
+    if isinstance(calibration, str | Path):
+        calibration = load_calibration(calibration)
+    return dataclasses.replace(export, filters=reading.get("filters", export.filters),
+                               calibration=calibration)
 
 
 def start_rate_keeper(job: Job) -> Any:

@@ -1,7 +1,9 @@
 """`labeler run --engine ray`: label through a Ray cluster, export as one process does.
 
 The input is read with Ray Data's readers and labeled into the store by the actor pool
-of labeler/ray/stage.py, each batch handing back only its counts. The export then runs
+of labeler/ray/stage.py, spread over the cluster's nodes, each batch handing back only
+its counts; the answers go to the one store the fleet shares, a store actor on this
+(the driver's) node that owns the store file (labeler/ray/fleet_store.py). The export then runs
 exactly as after a single-process run, from the store, reading the input in order: the
 two engines write the same dataset by construction, and a job can move between them at
 any point without relabeling anything.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,11 +34,13 @@ from labeler.ray import (
     DEFAULT_WORKERS,
     actor_pool,
     stage_job,
+    start_fleet_store,
     start_rate_keeper,
 )
 from labeler.ray.stage import COUNTS, RAW_JSONL, SUMMARY, LabelStage
 from labeler.run import RunSummary
 
+PROBE_TIMEOUT_S = 10.0  # a cluster's head answers a connection at once; a wrong address never
 # Job fields a Ray job hands to the stage (the rest are the driver's: input, export...)
 _STAGE_FIELDS = ("store", "base_url", "api_key", "teacher_options", "concurrency", "rpm", "tpm",
                  "max_attempts", "retry_initial_wait", "retry_failed", "prices", "max_age_days",
@@ -51,8 +56,7 @@ def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_
     task, warnings = open_job(job, on_warning)
     stage = stage_job(job.task, job.teacher, {f: getattr(job, f) for f in _STAGE_FIELDS})
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING",
-                 log_to_driver=True)
+        connect(address)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = job.progress is not False
     ctx.print_on_execution_start = False
@@ -60,8 +64,13 @@ def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_
         logging.getLogger("ray.data").setLevel(logging.WARNING)
     ds = read_input(job)
     keeper = start_rate_keeper(stage)
-    counts = ds.map_batches(
-        LabelStage, fn_constructor_kwargs={"job": stage, "keeper": keeper, "output": SUMMARY},
+    # One store for the fleet, on this node: the export below reads the file it owns.
+    store = start_fleet_store(stage.store)
+    # Batch-sized blocks: a file read as one block would go to one actor whole (blocks
+    # smaller than a batch are bundled by map_batches itself).
+    counts = ds.repartition(target_num_rows_per_block=batch_size).map_batches(
+        LabelStage, fn_constructor_kwargs={"job": stage, "keeper": keeper, "output": SUMMARY,
+                                           "store": store},
         batch_format="pyarrow", batch_size=batch_size, compute=actor_pool(workers),
         num_cpus=num_cpus)
     counts.context.raise_original_map_exception = True  # an actor's labeler error as itself
@@ -81,6 +90,41 @@ def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_
     report = export_job(job) if job.out is not None else None
     return JobResult(summary, report, job.store_path(),
                      rejects if rejects is not None and rejects.exists() else None, warnings)
+
+
+def connect(address: str | None) -> None:
+    """Join the cluster at `address` (or start a local runtime): one line where none
+    answers there, before anything is read or sent.
+
+    Ray itself keeps retrying an address that does not answer for minutes, logging as it
+    goes; a host:port is first tried once here, with a short timeout."""
+    if address is not None:
+        _probe(address)
+    try:
+        ray.init(address=address, include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=True)
+    except (ConnectionError, TimeoutError, ValueError) as exc:
+        if address is None:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"--ray-address {address}: no Ray cluster answers there ({first})"
+                          ) from None
+
+
+def _probe(address: str) -> None:
+    """Refuse a `host:port` (or `ray://host:port`) address that accepts no connection."""
+    where = address.removeprefix("ray://")
+    host, sep, port = where.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return  # "auto", "local" and the like are Ray's to resolve
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {PROBE_TIMEOUT_S:g} s"
+        raise ConfigError(f"--ray-address {address}: no Ray cluster answers there "
+                          f"({reason})") from None
 
 
 def _refuse_unsupported(job: Job) -> None:

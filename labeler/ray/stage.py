@@ -4,6 +4,8 @@ Ray Data hands each actor of the pool one batch of input rows at a time. The act
 the batch with the live `Labeler` (the same plan → claim → send → commit path as
 `labeler run`) on an event loop of its own that lives as long as the actor, so its
 connection pool, learned limits and in-flight target carry over from batch to batch.
+The store is the fleet's (labeler/ray/fleet_store.py): one store actor on the driver's
+node, reached from every node, so the cache and the claims are the whole fleet's.
 The batch is planned against the store first: cached rows are not requested again, keys
 another actor holds are waited for (store claims), and the call returns only once every
 answer it paid for is committed. Then the batch is planned once more, read-only, to build
@@ -26,10 +28,12 @@ import pyarrow as pa
 
 from labeler import aio
 from labeler.exports.build import records_table
+from labeler.human import any_human_labels, human_labels
 from labeler.inputs import Reject, Row, read_records
 from labeler.job import Job
 from labeler.plan import Planner
 from labeler.ray.fleet import FleetLimiter
+from labeler.ray.fleet_store import RemoteClaims, RemoteStore
 from labeler.run import Labeler, RunSummary
 from labeler.store import Store
 
@@ -46,7 +50,11 @@ COUNTS = ("rows", "labeled", "cached", "failed", "rejected", "skipped", "request
 class LabelStage:
     """A callable class for `Dataset.map_batches` (one instance per actor)."""
 
-    def __init__(self, job: Job, keeper: Any, output: str = RECORDS) -> None:
+    def __init__(self, job: Job, keeper: Any, output: str = RECORDS,
+                 store: Any = None) -> None:
+        """`store`: the fleet's store actor (labeler/ray/fleet_store.py), which every
+        actor on every node reaches; None opens `job.store` here (one machine only: the
+        actors of one host share the file through its claims)."""
         self.job = job
         self.output = output
         self.task = job.load_task()
@@ -55,7 +63,8 @@ class LabelStage:
         self.thread = threading.Thread(target=self.loop.run_forever, name="labeler-loop",
                                        daemon=True)
         self.thread.start()
-        self.store = Store(job.store_path())
+        self.store: Store | RemoteStore = (Store(job.store_path()) if store is None
+                                           else RemoteStore(store))
         self.teacher = job.make_teacher()
         # The fleet's limit: every request also takes its charge from the job's RateKeeper.
         limiter = FleetLimiter(keeper, job.concurrency, rpm=job.rpm, tpm=job.tpm)
@@ -69,7 +78,8 @@ class LabelStage:
                 rpm=job.rpm, tpm=job.tpm, retry=job.retry_policy(),
                 retry_failed=job.retry_failed, progress=False, prices=job.prices,
                 max_age_s=job.max_age_s, on_warning=_warn, stop_grace_s=job.stop_grace_s,
-                close_teacher=False, request_timeout_s=job.request_timeout)
+                close_teacher=False, request_timeout_s=job.request_timeout,
+                claims=None if store is None else RemoteClaims(store))
             lb.limiter = limiter
             self.labelers.put(lb)
         self.teacher.observe_headers(limiter.observe_headers)
@@ -99,7 +109,15 @@ class LabelStage:
             for item in items:
                 if item.key is not None and item.row.data.get("id") is None:
                     item.row = Row(item.row.source, item.row.line, item.key, item.row.data)
-        return records_table(self.task, self.reader.identity, items)
+        humans = ({} if not self.job.export.human_labels or self.task.output_kind != "label"
+                  else self._human_labels([i.key for i in items if i.completion is not None]))
+        return records_table(self.task, self.reader.identity, items, self.job.export, humans)
+
+    def _human_labels(self, keys: list[str]) -> dict[str, Any]:
+        """The review decisions for these keys, from whichever store the actor uses."""
+        if isinstance(self.store, RemoteStore):
+            return self.store.human_labels(keys)
+        return human_labels(self.store, keys) if any_human_labels(self.store) else {}
 
     def __del__(self) -> None:
         """Close the teacher's connections when Ray ends the actor (nothing is pending

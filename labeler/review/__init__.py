@@ -12,7 +12,7 @@ import asyncio
 import getpass
 from collections.abc import Callable
 
-from labeler import aio
+from labeler import aio, bounds
 from labeler.cascade import CascadePlanner
 from labeler.ensemble import EnsemblePlanner
 from labeler.errors import StoreError
@@ -74,6 +74,7 @@ async def review_job(
     handle_signals: bool = False,
 ) -> None:
     """Serve the review page until a signal (or cancellation); `on_ready` gets the URL."""
+    bounds.check([("port", port)])  # a port past 65535 would wrap to another one
     warning = check_host(host, allow_remote=allow_remote)
     if warning and on_warning:
         on_warning(warning)

@@ -107,7 +107,9 @@ def _authorized(request: web.Request, token: str) -> bool:
         given = request.headers.get(TOKEN_HEADER, "")
     else:
         given = request.query.get("token") or request.cookies.get(COOKIE, "")
-    return hmac.compare_digest(given.encode(), token.encode())
+    # Header bytes that are not UTF-8 arrive as lone surrogates, which a strict encode
+    # refuses: that is a wrong token (403), not a crash of the check (500).
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode())
 
 
 def _with_headers(response: web.StreamResponse) -> web.StreamResponse:

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from labeler.apikeys import clean_key
 from labeler.errors import ConfigError
 from labeler.teachers.base import BaseTeacher, Teacher
+from labeler.teachers.option_check import check_base_url, check_teacher_options
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,11 @@ def make_teacher(spec: str, **options: Any) -> Teacher:
     provider, model = parse_spec(spec)
     factory = load(PROVIDERS[provider].factory)
     urls = base_urls(options.pop("base_url", None))
+    for url in urls:
+        check_base_url(url)
+    check_teacher_options(factory, options)
+    if isinstance(options.get("api_key"), str):
+        options["api_key"] = clean_key(options["api_key"], "the API key")
     cache_identity = options.pop("cache_identity", None)
     if len(urls) > 1 or cache_identity is not None:
         from labeler.teachers.pool import EndpointPool

@@ -38,6 +38,7 @@ from typing import Any
 
 import anthropic
 
+from labeler.apikeys import clean_key
 from labeler.completion import Completion
 from labeler.errors import (
     ConfigError,
@@ -79,7 +80,8 @@ class AnthropicTeacher(BaseTeacher):
     ) -> None:
         self.provider = provider
         self.model = model
-        api_key = api_key or os.environ.get("ANTHROPIC_API_KEY")
+        api_key = api_key or clean_key(os.environ.get("ANTHROPIC_API_KEY", ""),
+                                       "environment variable ANTHROPIC_API_KEY")
         if not api_key:
             raise ConfigError(
                 "no Anthropic API key: set ANTHROPIC_API_KEY (or pass --api-key-file FILE)"

@@ -18,6 +18,7 @@ organization and project headers to OpenAI itself.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import time
 import urllib.request
@@ -226,6 +227,18 @@ def openai_teacher(
     from labeler.teachers.openai import OpenAITeacher  # the SDK: imported only when chosen
 
     return OpenAITeacher(model, provider=provider, transport=transport, **options)
+
+
+def _factory_signature() -> inspect.Signature:
+    """`openai_teacher`'s options as both transports take them (the SDK one's are the
+    same), so a check of a config's teacher_options sees the real names and defaults."""
+    own = inspect.signature(FastOpenAITeacher.__init__).parameters
+    params = [p for name, p in own.items() if name != "self"]
+    transport = inspect.Parameter("transport", inspect.Parameter.KEYWORD_ONLY, default=None)
+    return inspect.Signature([*params, transport])
+
+
+openai_teacher.__signature__ = _factory_signature()  # type: ignore[attr-defined]
 
 
 def status_error(status: int, headers: Mapping[str, str] | None, raw: bytes) -> TeacherError:

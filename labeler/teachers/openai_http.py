@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from labeler import errors
+from labeler.apikeys import clean_key
 from labeler.errors import ConfigError, TeacherError, short
 from labeler.redact import remember
 from labeler.request import Request
@@ -35,7 +36,8 @@ def endpoint(provider: str, model: str, base_url: str | None,
     other server needs a URL and may take no key."""
     if provider == "openai":
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
-        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        api_key = api_key or clean_key(os.environ.get("OPENAI_API_KEY", ""),
+                                       "environment variable OPENAI_API_KEY")
         if not api_key:
             raise ConfigError("no OpenAI API key: set OPENAI_API_KEY (or pass --api-key-file FILE)")
         remember(api_key)
@@ -44,7 +46,8 @@ def endpoint(provider: str, model: str, base_url: str | None,
             raise ConfigError(
                 f"--teacher {provider}:{model} needs --base-url (e.g. http://localhost:8000/v1)"
             )
-        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        api_key = api_key or clean_key(os.environ.get("OPENAI_API_KEY", ""),
+                                       "environment variable OPENAI_API_KEY")
         remember(api_key)
         api_key = api_key or "not-needed"
     return base_url.rstrip("/"), api_key
