@@ -5,10 +5,12 @@
     python benchmarks/rejection_sampling.py --teacher openai:gpt-4o-mini --n 200
 
 The benchmark writes arithmetic word problems with their answers (a fixed seed: the same
-problems every run), and a free-text chat template whose examples show a one-line working ending in
-"Answer: N". For each N, the teacher answers every problem N times into a fresh store
-through `run_job` with ``samples=N`` and ``verify="numeric:answer"``, exporting the
-verified answers as ``sft``; the line gives the run's own pass rates (pass@1, pass@N: of
+problems every run), and a free-text chat template whose examples show a one-line working
+ending in "Answer: N". The default teacher is the local instruct model (SmolLM2); Gemma 3
+270M is a base model and does not answer through a chat template.
+For each N, the teacher answers every problem N times into a fresh store through
+`run_job` with ``samples=N`` and ``verify="numeric:answer"``, exporting the verified
+answers as ``sft``; the line gives the run's own pass rates (pass@1, pass@N: of
 a row's n answers of which c pass, the unbiased estimator), the problems with at least
 one verified answer, the verified answers kept, and what the run paid: requests, tokens
 and seconds.
