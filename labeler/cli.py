@@ -25,6 +25,7 @@ from labeler import aio, options
 from labeler.bounds import BOUNDS
 from labeler.errors import CONTEXT_TOO_LONG, ConfigError, LabelerError
 from labeler.exports.options import FORMATS, KD_LAYOUTS, KINDS, SFT_SHAPES
+from labeler.gc_tuning import freeze_setup, gc_tuned
 from labeler.redact import redact
 from labeler.version import VERSION
 
@@ -63,10 +64,12 @@ class _OneLineErrors(click.Group):
 
     def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kw)
+            with gc_tuned():
+                return super().main(*args, standalone_mode=False, **kw)
         _leave_objects_to_the_exit()
         try:
-            rv = super().main(*args, standalone_mode=False, **kw)
+            with gc_tuned():
+                rv = super().main(*args, standalone_mode=False, **kw)
         except _NO_ARGS_IS_HELP as exc:  # a bare `labeler`: the help, as click shows it
             exc.show()
             sys.exit(exc.exit_code)
@@ -88,8 +91,8 @@ _EXIT_HOOK: list[bool] = []
 
 def _leave_objects_to_the_exit() -> None:
     """Freeze every object as the process exits, so that the interpreter's last garbage
-    collections do not walk them all: ~0.25 s of every `labeler run` over 20,000 rows,
-    spent on memory the exit returns anyway. Nothing waits on those collections: the
+    collections do not walk them all: after a large run that walk is a pause the user
+    waits out at the end, spent on memory the exit returns anyway. Nothing waits on those collections: the
     store, the export and the rejects file are closed (or flushed per line) explicitly
     before the command returns, and stdout and stderr are flushed by the exit itself."""
     if not _EXIT_HOOK:
@@ -248,6 +251,7 @@ def run(task: str, input_path: str, **kw: Any) -> None:
             result = _ray_engine().run_ray_job(job, address=kw.get("ray_address"),
                                                workers=kw["workers"], on_warning=_warn)
         else:
+            freeze_setup()  # the job and the modules run imports: alive for the whole run
             result = aio.run(run_job(job, on_warning=_warn, handle_signals=True))
     except LabelerError as exc:
         _fail(exc)
@@ -845,7 +849,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
 
 def _calibration(path: str | None) -> Any:
     """The --calibration file, read; imported only then: it brings numpy, which a run or
-    export without one never needs (~0.15 s of start-up)."""
+    export without one never needs (and whose import every command would wait for)."""
     if not path or path in ("auto", "none"):
         return None
     from labeler.calibration import load_calibration

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from labeler.confidence import LOWER_IS_BETTER, MEASURES, Confidence
 from labeler.errors import ConfigError
-from labeler.targets import Confidence
 
 __all__ = [
     "COVERAGE_LEVELS",
@@ -55,7 +55,6 @@ __all__ = [
     "threshold_for_accuracy",
 ]
 
-LOWER_IS_BETTER: frozenset[str] = frozenset({"entropy"})
 COVERAGE_LEVELS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
 TARGET_ACCURACIES: tuple[float, ...] = (0.9, 0.95, 0.99)
 # Thresholds promise an accuracy only where the kept rows support it at this confidence.
@@ -534,9 +533,8 @@ def _betainc(a: float, b: float, x: float) -> float:
 
 def confidence_measures(confs: Sequence[Confidence | None]) -> dict[str, list[float | None]]:
     """Column-wise confidence measures, the shape `evaluate` takes; all-None ones omitted."""
-    names = ("max_prob", "margin", "entropy", "mean_logprob", "agreement")
     out: dict[str, list[float | None]] = {}
-    for name in names:
+    for name in MEASURES:
         values = [None if c is None else getattr(c, name) for c in confs]
         if any(v is not None for v in values):
             out[name] = values

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from labeler import aio
 from labeler.answer import Answer, read_answers
 from labeler.completion import Completion
 from labeler.errors import ConfigError, LabelerError
@@ -110,10 +109,7 @@ def export_dataset(
     `planner` replaces the plain `Planner` where each row's answer is chosen among
     several teachers' (a cascade's `CascadePlanner`): its items' `provenance` becomes
     columns of `records` rows and the report's `stages`."""
-    # Every row makes dozens of short-lived objects: the collector's default settings
-    # would scan them (and every imported module) again and again (see labeler/aio.py).
-    with aio.gc_tuned():
-        return _export_dataset(task, teacher_identity, rows, store, out, options, planner)
+    return _export_dataset(task, teacher_identity, rows, store, out, options, planner)
 
 
 def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
