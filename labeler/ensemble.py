@@ -27,8 +27,9 @@ from labeler.confidence import agreement, measure
 from labeler.errors import ConfigError
 from labeler.inputs import Reject, Row
 from labeler.plan import CACHED, Item
-from labeler.run import Labeler, RunSummary
+from labeler.run import Labeler
 from labeler.store import Store
+from labeler.summary import RunSummary
 from labeler.targets import SoftLabel
 from labeler.task import Task
 from labeler.teachers.base import Teacher
@@ -97,8 +98,8 @@ class EnsembleSpec:
 # -- labeling -------------------------------------------------------------------------------
 
 
-class Ensemble:
-    """The ensemble strategy for `run_job`: every member labels every row, at once.
+class EnsembleRun:
+    """The ensemble strategy (labeler/setups.py): every member labels every row, at once.
 
     `rows()` gives a fresh pass over the input per member; `make_labeler(member, teacher)`
     builds each member's `Labeler` (its own limiter: one member's rate limit never slows
@@ -124,7 +125,7 @@ class Ensemble:
             await lb.aclose()
         self._labelers = []
 
-    async def run_passes(self, rows: Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]
+    async def run(self, rows: Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]
                          ) -> RunSummary:
         self._labelers = [self.make_labeler(i, t) for i, t in enumerate(self.teachers)]
         answered: set[tuple[str, int]] = set()
@@ -232,4 +233,4 @@ class EnsemblePlanner(MultiPlanner):
                 "soft_label": list(soft.probs) if soft else None}
 
 
-__all__ = ["COMBINE", "Ensemble", "EnsemblePlanner", "EnsembleSpec"]
+__all__ = ["COMBINE", "EnsemblePlanner", "EnsembleRun", "EnsembleSpec"]

@@ -38,7 +38,8 @@ from labeler.ray import (
     start_rate_keeper,
 )
 from labeler.ray.stage import COUNTS, RAW_JSONL, SUMMARY, LabelStage
-from labeler.run import RunSummary
+from labeler.setups import Single, setup_for
+from labeler.summary import RunSummary
 
 PROBE_TIMEOUT_S = 10.0  # a cluster's head answers a connection at once; a wrong address never
 # Job fields a Ray job hands to the stage (the rest are the driver's: input, export...)
@@ -130,7 +131,7 @@ def _probe(address: str) -> None:
 def _refuse_unsupported(job: Job) -> None:
     if job.batch:
         raise ConfigError("--engine ray labels live; --batch goes with the default engine")
-    if job.cascade is not None or job.ensemble is not None:
+    if not isinstance(setup_for(job), Single):
         raise ConfigError("--engine ray labels with one teacher; --cascade and --ensemble go "
                           "with the default engine")
     if not isinstance(job.input, str | os.PathLike) or str(job.input) == "-":
