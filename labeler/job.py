@@ -467,7 +467,7 @@ def _live_strategy(job: Job, task: Task, teacher: Teacher, store: Store, rejects
     total = None
     if job.progress is not False and not isinstance(job.input, str | os.PathLike):
         total = len(job.input)
-    elif job.progress is not False:
+    elif job.progress is not False and isinstance(job.input, str | os.PathLike):
         with contextlib.suppress(Exception):
             total = count_rows(job.input, format=job.input_format, delimiter=job.delimiter,
                                split=job.input_split)

@@ -212,7 +212,8 @@ class TeacherParams:
              accepted: Sequence[str] = ()) -> None:
         """Write verdicts to the store (a refusal replaces an earlier "taken")."""
         now = time.time()
-        rows = [(self.teacher, r.param, REFUSED, r.status, r.message, now) for r in refused]
+        rows: list[tuple[str, str, str, int | None, str | None, float]] = [
+            (self.teacher, r.param, REFUSED, r.status, r.message, now) for r in refused]
         rows += [(self.teacher, p, ACCEPTED, None, None, now) for p in accepted]
         if not rows:
             return
@@ -284,6 +285,7 @@ def forget(store: Store, teacher: str | None = None) -> list[tuple[str, str, str
         raise ConfigError(f"--teacher {teacher!r}: expected PROVIDER:MODEL, e.g. openai:o4-mini")
 
     def write(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+        args: tuple[str, ...]
         where, args = "", ()
         if teacher:
             where, args = " WHERE provider = ? AND model = ?", (provider, model)

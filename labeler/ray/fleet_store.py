@@ -198,6 +198,7 @@ class RemoteStore:
         self._last = threading.local()
 
     def _look_up(self, keys: Sequence[str], completions: bool) -> dict[str, Completion | None]:
+        found: dict[str, Completion | None]
         found, created, failed = call(self.actor.look_up, list(keys), completions, True, True)
         self._last.created, self._last.failed = created, failed
         self._last.keys = set(keys)
