@@ -29,9 +29,10 @@ from pathlib import Path
 
 from benchmarks.local_quality import DATASETS, Gold, data_dir, load_gold
 from labeler.answer import read_answers
-from labeler.calibration import METHODS
+from labeler.calibration import METHODS, Calibration, contextual_bias
 from labeler.completion import Completion
 from labeler.eval_job import CONTENT_FREE, CalibrationOptions, score_calibrations
+from labeler.evaluate import distribution_scores
 from labeler.job import default_home
 from labeler.run import Labeler
 from labeler.task import Task, load_task, resolve_template_path, task_from_dict
@@ -119,6 +120,16 @@ async def score(args: argparse.Namespace, task: Task, teacher: LocalTeacher, gol
     opts = CalibrationOptions(args.methods, args.fit_fraction, seed=args.seed)
     scores = score_calibrations(opts, p, g, labels, content_free=cf, template=task.identity,
                                 teacher=teacher.identity)
+    # Gold-free contextual calibration (T = 1, only the content-free prior divided out):
+    # no gold is fitted, so every row is scored. What an export could apply unasked.
+    free = Calibration(tuple(labels), 1.0, tuple(float(x) for x in contextual_bias(cf)),
+                       method="contextual, gold-free")
+    b = distribution_scores(g, p)
+    a = distribution_scores(g, [free.apply_probs(row) for row in p])
+    print(f"| {gold.name} | {len(gold.rows)} | {name} | {Path(gold.template).stem} "
+          f"| {lever} | contextual, gold-free (T=1) "
+          f"| {b['accuracy']:.1%} → {a['accuracy']:.1%} | {fmt3(b['auroc'])} → {fmt3(a['auroc'])} "
+          f"| {fmt3(b['ece'])} → {fmt3(a['ece'])} | {free.describe()} |", flush=True)
     for s in scores:
         b, a = s.before, s.after
         print(f"| {gold.name} | {len(gold.rows)} | {name} | {Path(gold.template).stem} "

@@ -16,6 +16,7 @@ import orjson
 from labeler.completion import Completion
 from labeler.targets import (
     Confidence,
+    LabelSpace,
     SoftLabel,
     confidence,
     ensemble_confidence,
@@ -59,6 +60,17 @@ def read_answers(task: Task, completions: Sequence[Completion]) -> Answer:
     return Answer(answers[0].text, label, mean, conf, valid=label is not None)
 
 
+def _untied(soft: SoftLabel, label: str | None, text: str, space: LabelSpace) -> str | None:
+    """Labels tied at the top of an approximate soft label are told apart by the text
+    the teacher wrote where it names one of them, not by their order in the template."""
+    top = max(soft.probs)
+    tied = [space.labels[i] for i, p in enumerate(soft.probs) if p == top]
+    if len(tied) < 2:
+        return label
+    named = parse_label(text, space)
+    return named if named in tied else label
+
+
 def read_answer(task: Task, completion: Completion) -> Answer:
     """What one completion says, read against `task` (one prompt form)."""
     if task.output_kind == "label" and task.label_space is not None:
@@ -74,11 +86,13 @@ def read_answer(task: Task, completion: Completion) -> Answer:
             # both vote positive), which the one greedy token need not be; and the text
             # runs on past the label anyway ("positive\n\nReview: …").
             label = soft.label(space)
+            if soft.ambiguous:
+                label = _untied(soft, label, completion.text, space)
         else:
             label = parse_label(completion.text, space)
-        return Answer(
-            completion.text, label, soft, confidence(completion, soft), valid=label is not None
-        )
+        index = None if label is None else space.index(label)
+        return Answer(completion.text, label, soft, confidence(completion, soft, index),
+                      valid=label is not None)
     if task.output_kind == "json":
         try:
             parsed = orjson.loads(completion.text)

@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 
 from labeler.answer import Answer
+from labeler.confidence import measure
 from labeler.errors import ConfigError
-from labeler.targets import Confidence, LabelSpace, SoftLabel
+from labeler.targets import LabelSpace, SoftLabel
 
 __all__ = [
     "METHODS",
@@ -189,16 +190,9 @@ def calibrate_answer(answer: Answer, calibration: Calibration, space: LabelSpace
     if soft is None or not soft.valid:
         return answer
     new = calibration.apply(soft)
-    ranked = sorted(new.probs, reverse=True)
-    entropy = max(0.0, -sum(p * math.log(p) for p in new.probs if p > 0.0))
     old = answer.confidence
-    conf = Confidence(
-        ranked[0],
-        ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0),
-        entropy,
-        old.mean_logprob if old else None,
-        old.agreement if old else None,
-    )
+    conf = measure(new.probs, mean_logprob=old.mean_logprob if old else None,
+                   agreement=old.agreement if old else None)
     label = new.label(space)
     return replace(answer, soft=new, confidence=conf, label=label, valid=label is not None)
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from labeler.answer import Answer, read_answer
 from labeler.batch.runner import BatchSummary
+from labeler.confidence import DISTRIBUTION_MEASURES, LOWER_IS_BETTER
 from labeler.errors import ConfigError
 from labeler.human import human_labels
 from labeler.inputs import Reject, Row
@@ -42,7 +43,7 @@ from labeler.store import Store
 from labeler.task import Task
 from labeler.teachers.base import Teacher
 
-MEASURES = ("max_prob", "margin", "entropy")
+MEASURES = DISTRIBUTION_MEASURES  # what a stage can be thresholded on
 HUMAN = "human"  # a cascade's last stage: a person on the review page
 _URL_MARK = "@http"
 
@@ -136,7 +137,7 @@ class CascadeSpec:
             return False
         value: float = getattr(conf, self.measure)
         threshold = self.thresholds[stage]
-        return value > threshold if self.measure == "entropy" else value < threshold
+        return value > threshold if self.measure in LOWER_IS_BETTER else value < threshold
 
 
 def _stage(spec: str) -> Stage:

@@ -24,8 +24,9 @@ import click
 
 from labeler import aio, options
 from labeler.bounds import BOUNDS
-from labeler.errors import ConfigError, LabelerError
+from labeler.errors import CONTEXT_TOO_LONG, ConfigError, LabelerError
 from labeler.exports.options import FORMATS, KD_LAYOUTS, KINDS, SFT_SHAPES
+from labeler.gc_tuning import freeze_setup, gc_tuned
 from labeler.input_map import parse_input_map
 from labeler.redact import redact
 from labeler.version import VERSION
@@ -66,10 +67,12 @@ class _OneLineErrors(click.Group):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True, **kw: Any) -> Any:
         if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **kw)
+            with gc_tuned():
+                return super().main(args, prog_name, complete_var, standalone_mode=False, **kw)
         _leave_objects_to_the_exit()
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **kw)
+            with gc_tuned():
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **kw)
         except _NO_ARGS_IS_HELP as exc:  # a bare `labeler`: the help, as click shows it
             exc.show()
             sys.exit(exc.exit_code)
@@ -91,8 +94,8 @@ _EXIT_HOOK: list[bool] = []
 
 def _leave_objects_to_the_exit() -> None:
     """Freeze every object as the process exits, so that the interpreter's last garbage
-    collections do not walk them all: ~0.25 s of every `labeler run` over 20,000 rows,
-    spent on memory the exit returns anyway. Nothing waits on those collections: the
+    collections do not walk them all: after a large run that walk is a pause the user
+    waits out at the end, spent on memory the exit returns anyway. Nothing waits on those collections: the
     store, the export and the rejects file are closed (or flushed per line) explicitly
     before the command returns, and stdout and stderr are flushed by the exit itself."""
     if not _EXIT_HOOK:
@@ -188,9 +191,18 @@ def _export_options(f: Any) -> Any:
                      help="Licence of the exported data for the card (a Hub id: mit, cc-by-4.0…)."),
         click.option("--card-endpoint", is_flag=True,
                      help="Name the teacher's endpoint URL in the card (off: it may be private)."),
-        click.option("--calibration", type=click.Path(dir_okay=False),
-                     help="Read answers through this calibration (labeler eval "
-                          "--save-calibration): soft labels, confidence and filters."),
+        click.option("--calibration", default="auto", show_default=True,
+                     metavar="none|auto|FILE",
+                     help="Soft labels, labels, confidence and filters read through: `auto` "
+                          "a calibration fitted on the --gold rows (raw without --gold), "
+                          "`none` the raw teacher, or a file of labeler eval "
+                          "--save-calibration."),
+        click.option("--gold", "gold_field", metavar="FIELD",
+                     help="Input field with gold labels on some rows: the calibration is "
+                          "fitted on them (at least 20, and 5 per label) and the label-prior "
+                          "check reads them."),
+        click.option("--gold-map", metavar="GOLD=LABEL,...",
+                     help="Gold values in other words than the labels (e.g. 0=negative,1=positive)."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -242,6 +254,7 @@ def run(task: str, input_path: str, **kw: Any) -> None:
             result = _ray_engine().run_ray_job(job, address=kw.get("ray_address"),
                                                workers=kw["workers"], on_warning=_warn)
         else:
+            freeze_setup()  # the job and the modules run imports: alive for the whole run
             result = aio.run(run_job(job, on_warning=_warn, handle_signals=True))
     except LabelerError as exc:
         _fail(exc)
@@ -815,6 +828,8 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             reasoning=kw.get("reasoning_mode") or "auto",
             card_license=kw.get("card_license"), card_endpoint=bool(kw.get("card_endpoint")),
             calibration=_calibration(kw.get("calibration")),
+            calibration_mode=("none" if kw.get("calibration") == "none" else "auto"),
+            gold_field=kw.get("gold_field"), gold_map=_gold_map(kw.get("gold_map")),
             force=bool(kw.get("force")),
         )
         return Job(
@@ -837,12 +852,18 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
 
 def _calibration(path: str | None) -> Any:
     """The --calibration file, read; imported only then: it brings numpy, which a run or
-    export without one never needs (~0.15 s of start-up)."""
-    if not path:
+    export without one never needs (and whose import every command would wait for)."""
+    if not path or path in ("auto", "none"):
         return None
     from labeler.calibration import load_calibration
 
     return load_calibration(path)
+
+
+def _gold_map(spec: str | None) -> Any:
+    from labeler.gold import parse_gold_map
+
+    return parse_gold_map(spec) or None
 
 
 def _ray_engine() -> Any:
@@ -900,6 +921,9 @@ def _print_summary(result: Any) -> None:
                    f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)", err=True)
     for reason, n in sorted(s.failures_by_reason.items(), key=lambda kv: -kv[1]):
         said = s.failure_messages.get(reason)  # the server's own words, redacted
+        if reason == "context_length":  # the cause a bare HTTP 400 would hide, said plainly
+            reason = f"{reason} ({CONTEXT_TOO_LONG})"
+            said = said.removeprefix(f"{CONTEXT_TOO_LONG}: ") if said else said
         click.echo(f"labeler:   failed {n} × {reason}" + (f": {said}" if said else ""),
                    err=True)
     if s.failed_transient:
@@ -945,6 +969,10 @@ def _print_export(report: Any) -> None:
     if report.unpaired:  # only a kind that pairs answers leaves rows out for want of one
         click.echo(f"labeler:   {report.unpaired} rows left out: no verified or no failed "
                    "answer to pair", err=True)
+    if report.calibration:
+        click.echo(f"labeler:   calibration: {report.calibration}", err=True)
+    for warning in report.prior_warnings:
+        click.echo(f"labeler: warning: label prior: {warning}", err=True)
     if report.format == "hf":
         click.echo(f'labeler: load it with: datasets.load_from_disk("{report.path}")', err=True)
     else:  # the card's YAML maps each file to its split

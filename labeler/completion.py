@@ -179,30 +179,16 @@ class StoredCompletion(Completion):
     __hash__ = None  # type: ignore[assignment]  # as a Completion's
 
 
-_new = object.__new__
-_set_tokens = _TOKENS.__set__
-_set_usage = _USAGE.__set__
-
-
 def stored_completion(text: str, token_rows: list[Any] | None,
                       usage_counts: tuple[int, ...], finish_reason: str | None,
                       model: str, latency_s: float, samples: list[str] | None,
                       reasoning: str | None = None,
                       reasoning_blocks: list[dict[str, Any]] | None = None
                       ) -> StoredCompletion:
-    """`StoredCompletion(text, token_rows, usage=Usage(*usage_counts), ...)`, built by
-    writing its slots: a plan reads a hundred thousand answers, and the keyword
-    constructor cost more than decoding their tokens does."""
-    completion = _new(StoredCompletion)
-    completion.text = text
-    _set_tokens(completion, None)
-    completion.token_rows = token_rows
-    _set_usage(completion, None)
+    """A completion as a store row holds it: its tokens and usage left in their stored
+    form until something reads them."""
+    completion = StoredCompletion(text, token_rows, finish_reason=finish_reason, model=model,
+                                  latency_s=latency_s, samples=samples, reasoning=reasoning,
+                                  reasoning_blocks=reasoning_blocks)
     completion.usage_counts = usage_counts
-    completion.finish_reason = finish_reason
-    completion.model = model
-    completion.latency_s = latency_s
-    completion.samples = samples
-    completion.reasoning = reasoning
-    completion.reasoning_blocks = reasoning_blocks
     return completion

@@ -23,12 +23,13 @@ from typing import Any
 
 from labeler.answer import Answer, read_answer
 from labeler.cascade import MultiPlanner, Stage, StageReport
+from labeler.confidence import agreement, measure
 from labeler.errors import ConfigError
 from labeler.inputs import Reject, Row
 from labeler.plan import CACHED, Item
 from labeler.run import Labeler, RunSummary
 from labeler.store import Store
-from labeler.targets import Confidence, SoftLabel
+from labeler.targets import SoftLabel
 from labeler.task import Task
 from labeler.teachers.base import Teacher
 
@@ -220,11 +221,7 @@ class EnsemblePlanner(MultiPlanner):
                    / sum(weights[n] for n, _ in valid))
         soft = SoftLabel(tuple(probs), outside, "ensemble", any(s.ambiguous for _, s in valid))
         label = soft.label(space)
-        ranked = sorted(probs, reverse=True)
-        agreement = sum(a.label == label for _, a in answers) / len(answers)
-        conf = Confidence(ranked[0], ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0),
-                          max(0.0, -sum(p * math.log(p) for p in probs if p > 0.0)),
-                          None, agreement)
+        conf = measure(probs, agreement=agreement([a.label for _, a in answers], label))
         return Answer(label or "", label, soft, conf, valid=label is not None)
 
     def _member(self, n: int, answer: Answer) -> dict[str, Any]:

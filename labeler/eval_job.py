@@ -35,6 +35,8 @@ from labeler.evaluate import (
     distribution_scores,
     evaluate,
 )
+from labeler.gold import gold_label as _gold_label
+from labeler.gold import parse_gold_map as parse_gold_map  # the CLI's import
 from labeler.human import human_labels
 from labeler.inputs import Row
 from labeler.job import Job
@@ -66,19 +68,6 @@ class CalibrationOptions:
                               "gold rows the calibration is fitted on)")
         if self.save is not None and not self.methods:
             raise ConfigError("--save-calibration needs --calibrate METHOD")
-
-
-def parse_gold_map(spec: str | None) -> dict[str, str]:
-    """``1=World,2=Sports`` -> {"1": "World", "2": "Sports"}."""
-    if not spec:
-        return {}
-    out = {}
-    for part in spec.split(","):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ConfigError(f"--gold-map '{spec}': expected GOLD=LABEL[,GOLD=LABEL...]")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def evaluate_job(
@@ -260,26 +249,6 @@ async def content_free_probs(job: Job, task: Task) -> list[tuple[float, ...]]:
         raise ConfigError("contextual calibration: the teacher answered none of the "
                           "content-free inputs (see the store's failures)")
     return out
-
-
-def _gold_label(raw: Any, labels: tuple[str, ...], gold_map: Mapping[str, str], where: str,
-                field: str) -> str:
-    text = str(raw).strip()
-    if text in gold_map:
-        return gold_map[text]
-    if text in labels:
-        return text
-    folded = {label.lower(): label for label in labels}
-    if text.lower() in folded:
-        return folded[text.lower()]
-    if isinstance(raw, int) or text.isdigit():
-        index = int(text)
-        if 0 <= index < len(labels):
-            return labels[index]
-    raise ConfigError(
-        f"{where}: gold value {text!r} in field '{field}' is not a label of the task "
-        f"({', '.join(labels[:8])}{'…' if len(labels) > 8 else ''}); map it with --gold-map"
-    )
 
 
 def write_plot(report: EvalReport, path: str | Path) -> Path:

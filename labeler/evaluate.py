@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from labeler.confidence import LOWER_IS_BETTER, MEASURES, Confidence
 from labeler.errors import ConfigError
-from labeler.targets import Confidence
 
 __all__ = [
     "COVERAGE_LEVELS",
@@ -55,13 +55,14 @@ __all__ = [
     "threshold_for_accuracy",
 ]
 
-LOWER_IS_BETTER: frozenset[str] = frozenset({"entropy"})
 COVERAGE_LEVELS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
 TARGET_ACCURACIES: tuple[float, ...] = (0.9, 0.95, 0.99)
 # Thresholds promise an accuracy only where the kept rows support it at this confidence.
 BOUND_CONFIDENCE = 0.95
 INVALID = "invalid"
 _EPS = 1e-12
+# Thresholds the fixed-sequence search tests: one per 1/20 of the gold rows kept.
+SEQUENCE_STEPS = 20
 
 
 def _check_lengths(gold: Sequence[Any], *others: Sequence[Any]) -> int:
@@ -392,15 +393,11 @@ class _OperatingPoints:
         if self.n == 0 or len(self.kept) == 0:
             return None
         acc = self.right / self.kept
-        ok = np.flatnonzero(acc >= target - _EPS)
         if confidence is not None:
-            # The point estimate is necessary; the lower bound must reach the target too.
-            # Tried loosest first, so the first that passes keeps the most rows.
-            alpha = 1.0 - confidence
-            first = next((j for j in ok[::-1]
-                          if _upper_tail(int(self.right[j]), int(self.kept[j]), target) <= alpha / 2),
-                         None)
-            ok = np.asarray([] if first is None else [first], dtype=int)
+            found = self._fixed_sequence(target, (1.0 - confidence) / 2)
+            ok = np.asarray([] if found is None else [found], dtype=int)
+        else:
+            ok = np.flatnonzero(acc >= target - _EPS)
         if len(ok) == 0:
             return None
         i = ok[-1]  # the lowest threshold that still reaches the target keeps the most rows
@@ -413,6 +410,42 @@ class _OperatingPoints:
             int(self.kept[i]),
             clopper_pearson_lower(int(self.right[i]), int(self.kept[i]), confidence or BOUND_CONFIDENCE),
         )
+
+
+    def _fixed_sequence(self, target: float, delta: float) -> int | None:
+        """The loosest operating point a fixed-sequence test (Learn-then-Test) certifies.
+
+        Testing every threshold at level ``delta`` and keeping the loosest that passes is a
+        multiple comparison: where many thresholds sit just below the target, one of them
+        passes by luck far more often than ``delta``. Here the thresholds are tested in an
+        order fixed before any correctness is seen (strictest first, on a grid of coverage
+        steps that depends on the scores only), each by the exact binomial test of
+        "accuracy < target", and the walk stops at the first that fails. The family-wise
+        error is then at most ``delta``: the kept rows' accuracy is below the target in at
+        most that share of gold sets, after the search. A step keeping too few rows to
+        ever pass (``target ** kept > delta``) is skipped, not failed: that too depends
+        on the scores only.
+        """
+        least = math.ceil(math.log(delta) / math.log(target)) if target < 1.0 else None
+        if least is None:
+            return None  # no finite gold set certifies perfect accuracy
+        chosen: int | None = None
+        for j in self._grid(least):
+            if _upper_tail(int(self.right[j]), int(self.kept[j]), target) > delta:
+                break
+            chosen = j
+        return chosen
+
+    def _grid(self, least: int) -> list[int]:
+        """Operating points at coverage steps of 1/SEQUENCE_STEPS, strictest first,
+        keeping at least ``least`` rows."""
+        out: list[int] = []
+        for step in range(1, SEQUENCE_STEPS + 1):
+            need = max(least, math.ceil(self.n * step / SEQUENCE_STEPS))
+            j = int(np.searchsorted(self.kept, need, side="left"))
+            if j < len(self.kept) and (not out or j > out[-1]):
+                out.append(j)
+        return out
 
 
 def threshold_for_accuracy(
@@ -429,10 +462,13 @@ def threshold_for_accuracy(
     lowest one that reaches the target keeps the most data. None if no threshold does.
     Accuracy is not monotone in the threshold, so this scans all of them.
 
-    "Reach" means the Clopper–Pearson lower bound (two-sided, at ``confidence``) of the kept
-    rows' accuracy is at least ``target``: 22 right out of 22 is a point estimate of 1.0
-    but supports only 0.85 at 95%, so a small gold set cannot promise 0.99.
-    ``confidence=None`` compares the point estimate instead.
+    "Reach" means the exact binomial test rejects "accuracy < target" at (1 − confidence)/2,
+    i.e. the Clopper–Pearson lower bound (two-sided, at ``confidence``) of the kept rows'
+    accuracy is at least ``target`` (22 right out of 22 supports only 0.85 at 95%), and
+    the thresholds are tested in a fixed sequence, strictest first, stopping at the first
+    that fails (`_OperatingPoints._fixed_sequence`): so the promise holds after the
+    search, not only for each threshold alone. ``confidence=None`` compares the point
+    estimate instead (every threshold scanned).
     """
     points = _Ranking(scores, correct, lower_is_better).operating_points()
     return points.for_accuracy(target, confidence)
@@ -498,9 +534,8 @@ def _betainc(a: float, b: float, x: float) -> float:
 
 def confidence_measures(confs: Sequence[Confidence | None]) -> dict[str, list[float | None]]:
     """Column-wise confidence measures, the shape `evaluate` takes; all-None ones omitted."""
-    names = ("max_prob", "margin", "entropy", "mean_logprob", "agreement")
     out: dict[str, list[float | None]] = {}
-    for name in names:
+    for name in MEASURES:
         values = [None if c is None else getattr(c, name) for c in confs]
         if any(v is not None for v in values):
             out[name] = values

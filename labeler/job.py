@@ -364,9 +364,7 @@ async def _finish(job: Job, task: Task, summary: Any, identity: Mapping[str, Any
     written from a half-collected job) and say what happened."""
     report = None
     if job.out is not None and summary.outcome not in ("pending", "interrupted"):
-        report = await asyncio.to_thread(
-            export_to, task, identity, job.export_rows(task), store, Path(job.out), job.export,
-            planner)
+        report = await asyncio.to_thread(_export, job, task, identity, store, planner)
         summary.exported = report.exported
         if not report.exported:
             summary.export_removed = {name: n for name, n in report.filtered.items() if n}
@@ -534,8 +532,20 @@ def export_job(job: Job) -> ExportReport:
             planner = CascadePlanner(task, spec, identities, store)
         elif isinstance(spec, EnsembleSpec):
             planner = EnsemblePlanner(task, spec, identities, store)
-        return export_to(task, teachers[-1].identity, job.export_rows(task), store, Path(job.out),
-                         job.export, planner)
+        return _export(job, task, teachers[-1].identity, store, planner)
+
+
+def _export(job: Job, task: Task, identity: Mapping[str, Any], store: Store,
+            planner: Any) -> ExportReport:
+    """The export, read through the calibration the options and the gold rows decide
+    (labeler/gold_calibration.py; the gold rows are a first pass over the input). Imported
+    here: it brings numpy, which labeling alone never needs."""
+    from labeler.gold_calibration import resolve as resolve_calibration
+
+    opts = resolve_calibration(task, identity, lambda: job.rows(task), store, job.export,
+                               single_teacher=planner is None)
+    return export_to(task, identity, job.export_rows(task), store, Path(job.out), opts,
+                     planner)
 
 
 def _spool_stdin(job: Job) -> Path | None:

@@ -771,7 +771,7 @@ class _RunState:
         prompt_tokens = _estimate_tokens(request) * calls
         attempts = 0
         # A stop cuts retry waits short, so a stopped run never sleeps out a long backoff.
-        retrying = _FirstTryThen(lambda: lb.retry.retrying().copy(sleep=self._retry_sleep))
+        retrying = lb.retry.retrying().copy(sleep=self._retry_sleep)
         try:
             async for attempt in retrying:
                 with attempt:
@@ -966,62 +966,6 @@ class _Unreachable(Exception):
 
 class _Stopped(Exception):
     """Internal: a stop was requested between retry attempts."""
-
-
-class _FirstTryThen:
-    """A retry loop that builds its tenacity controller only once the first attempt fails.
-
-    Building (and copying) a tenacity AsyncRetrying costs about 60 µs, more than the rest
-    of the orchestrator spends on a request, and most requests succeed at once
-    (`python -m benchmarks` measures it). So the first attempt runs under a plain context
-    manager that keeps what it raised; only then is the controller built, and the kept
-    exception is replayed into its first attempt, with its clock set back to when the
-    first attempt began, so tenacity counts, waits (honouring retry-after), stops and
-    re-raises exactly as if it had run that attempt itself.
-    """
-
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self._make = make
-        self._started = time.monotonic()
-        self._first = _FirstAttempt()
-        self._inner: Any = None
-
-    def __aiter__(self) -> _FirstTryThen:
-        return self
-
-    async def __anext__(self) -> Any:
-        if self._inner is None:
-            if not self._first.given:
-                self._first.given = True
-                return self._first
-            failure = self._first.failure
-            if failure is None:  # the first attempt neither returned nor raised
-                raise StopAsyncIteration
-            self._inner = self._make().__aiter__()
-            replay = await self._inner.__anext__()
-            replay.retry_state.start_time = self._started
-            with replay:
-                raise failure
-        return await self._inner.__anext__()
-
-
-class _FirstAttempt:
-    """The first attempt's context: keeps an Exception for tenacity to judge; anything
-    else (cancellation) goes straight through, as tenacity would re-raise it at once."""
-
-    def __init__(self) -> None:
-        self.given = False
-        self.failure: Exception | None = None
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> bool:
-        if isinstance(exc, Exception):
-            self.failure = exc
-            return True
-        return False
 
 
 class _BatchWriter:

@@ -44,9 +44,11 @@ token's logprob and the provider's top-k alternatives (the chosen token among th
    ``A``/``AA``).
 6. **Unresolvable mass.** A shared-prefix alternative that is *not* on the generated path
    has no conditional distribution to descend into, nor does a generated path that stops
-   while still shared. Its mass is split equally among the consistent labels and
-   ``ambiguous`` is set, so filters and reports can tell an honest split from a confident
-   one. `LabelSpace.ambiguity` warns about label sets that will cause this.
+   while still shared. Its mass is divided among the consistent labels in proportion to
+   the mass they hold from the rest of the answer (equally where they hold none), never
+   settled by the labels' order; ``ambiguous`` is set and the source is
+   ``logprobs:split``, so filters, exports and reports can tell the approximation from
+   an exact reading. `LabelSpace.ambiguity` warns about label sets that will cause this.
 7. **Renormalise.** ``probs = mass / Σ mass`` when ``Σ mass > 0``; otherwise all zero.
 
 Completion-mode teachers (a few-shot prefix whose *next* token is the label) produce the
@@ -68,6 +70,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labeler.completion import Completion, TokenLogprob
+from labeler.confidence import (
+    Confidence,
+    agreement,
+    distribution_measures,
+    mean_logprob,
+    measure,
+    share,
+)
 from labeler.errors import ConfigError
 
 __all__ = [
@@ -104,7 +114,11 @@ _CACHE_LIMIT = 200_000
 _PARSE_MEMO_CHARS = 64  # answers longer than this are parsed afresh every time
 _PARSE_MEMO_SIZE = 10_000  # distinct answers remembered (a label task has a handful)
 _NO_LABELS: frozenset[int] = frozenset()
+_MAJORITY = object()  # `confidence` without a label index: the majority's
 SAMPLES_SOURCE = "samples:"
+# The source of a logprob soft label in which some mass sat on a token shared by several
+# labels that no continuation told apart (module doc, 6): an approximation, said so.
+LOGPROBS_SPLIT = "logprobs:split"
 # The hard label of an answer that named no label, where one must be written (an export
 # with --keep-invalid): the index PyTorch's cross-entropy and every transformers
 # classification head ignore by default.
@@ -239,9 +253,10 @@ class LabelSpace:
         Soft labels are read from the first answer token. When two labels begin with the
         same word (``card_arrival`` / ``card_linking``) or one surface form is a prefix of
         another (``pos`` / ``positive``), the teacher's first-token alternatives cannot be
-        attributed: only the generated path can be resolved, the rest is split evenly and
-        flagged ambiguous. The check is tokenizer-independent and therefore works at word
-        level; `ambiguity_warning` turns the groups into one message with the fix.
+        attributed: only the generated path can be resolved, the rest is divided by the
+        other evidence and flagged ambiguous. The check is tokenizer-independent and
+        therefore works at word level; `ambiguity_warning` turns the groups into one
+        message, with a fix where one helps.
         """
         forms: list[tuple[str, str, int]] = []  # (normalised form, its first word, label)
         for index, label in enumerate(self.labels):
@@ -277,27 +292,31 @@ class LabelSpace:
 
     def ambiguity_warning(self, groups_shown: int = 40) -> str | None:
         """One warning for the whole label set (None when every label is distinct at its
-        first token): the groups, then the fix as the YAML to write, with codes that are
-        one token each in OpenAI's tokenizer (every number below 1000 is one token there;
-        zero-padded to one width, no code prefixes another)."""
+        first token): the groups, then a fix only where one helps whatever the teacher's
+        tokenizer. Up to 9 labels: digits 1-9; up to 26: letters A-Z; each one token in
+        every common vocabulary. A larger set needs two-character codes, and tokenizers
+        that split digits (Gemma, SmolLM, Llama) give every such code the same first
+        token, which is worse than the names: no codes are suggested then."""
         groups = self.ambiguity()
         if not groups:
             return None
         listed = "; ".join(groups[:groups_shown])
         if len(groups) > groups_shown:
             listed += f"; … +{len(groups) - groups_shown} more"
-        codes = list(self.with_codes("digits").codes().items())
-        shown = codes if len(codes) <= 12 else codes[:4]  # a short set: ready to paste
-        entries = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in shown)
-        if len(shown) < len(codes):
-            entries += f", … ({len(codes)} in all)"
-        return (
-            f"{len(groups)} group(s) of labels cannot be told apart by their first answer "
-            f"token, so their soft labels are split evenly: {listed}. Fix: answer with codes "
-            f"and list them in the prompt; in the template write output: labels: {{{entries}}} "
-            "(numbers below 1000 are single tokens for OpenAI's tokenizer; labeler maps each "
-            "code back to its label name)"
-        )
+        head = (f"{len(groups)} group(s) of labels cannot be told apart by their first answer "
+                f"token: {listed}. Their shared mass is divided by the rest of each answer "
+                "and marked soft_label_source logprobs:split")
+        n = len(self.labels)
+        if n > 26:
+            return (f"{head}; codes would not help {n} labels (two-character codes share "
+                    "their first token in tokenizers that split digits or letters): check "
+                    "with labeler eval whether the split costs accuracy")
+        style, what = (("digits", "single digits") if n <= 9 else ("letters", "single letters"))
+        entries = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}"
+                            for k, v in self.with_codes(style).codes().items())
+        return (f"{head}. Fix: answer with codes and list them in the prompt; in the template "
+                f"write output: labels: {{{entries}}} ({what}, one token each in every common "
+                "tokenizer; labeler maps each code back to its label name)")
 
     def with_codes(self, style: str = "letters") -> LabelSpace:
         """The same labels answered with short codes, so each label is one distinct token.
@@ -369,7 +388,7 @@ class SoftLabel:
 
     probs: tuple[float, ...]
     outside: float
-    source: str  # "logprobs" | "samples:N" | "verbalized" | "ensemble" | "none"
+    source: str  # "logprobs" | "logprobs:split" | "samples:N" | "verbalized" | "ensemble" | "none"
     ambiguous: bool = False
 
     @property
@@ -475,18 +494,31 @@ def _starts_with(folded: str, space: LabelSpace) -> int | None:
 
 
 class _Mass:
-    __slots__ = ("ambiguous", "labels", "outside")
+    __slots__ = ("ambiguous", "labels", "outside", "pending")
 
     def __init__(self, k: int) -> None:
         self.labels = [0.0] * k
         self.outside = 0.0
         self.ambiguous = False
+        self.pending: list[tuple[frozenset[int], float]] = []
 
     def split(self, candidates: frozenset[int], mass: float) -> None:
-        share = mass / len(candidates)
-        for index in candidates:
-            self.labels[index] += share
+        """Mass no token tells apart among ``candidates``: divided once the rest is known."""
+        self.pending.append((candidates, mass))
         self.ambiguous = True
+
+    def settle(self) -> None:
+        """Divide each unresolvable share among its labels in proportion to the mass they
+        hold from the rest of the answer (evenly where they hold none). An even split
+        makes ties that only the labels' order in the template would settle; the rest of
+        the answer is the only evidence there is of which label the shared token meant."""
+        direct = list(self.labels)
+        for candidates, mass in self.pending:
+            weights = {i: direct[i] for i in candidates}
+            total = sum(weights.values())
+            for index, w in weights.items():
+                self.labels[index] += mass * (w / total if total > 0 else 1 / len(candidates))
+        self.pending.clear()
 
 
 def _alternatives(tok: TokenLogprob) -> list[tuple[str, float]]:
@@ -572,10 +604,13 @@ def soft_label(completion: Completion, space: LabelSpace) -> SoftLabel:
         else:
             acc.split(hits, q)
 
+    if acc.pending:
+        acc.settle()
     total = sum(mass)
     probs = tuple([m / total for m in mass]) if total > 0 else (0.0,) * k
     outside = min(1.0, max(0.0, acc.outside))
-    return SoftLabel(probs, outside, "logprobs", acc.ambiguous)
+    return SoftLabel(probs, outside, LOGPROBS_SPLIT if acc.ambiguous else "logprobs",
+                     acc.ambiguous)
 
 
 def sampled_soft_label(samples: Sequence[str], space: LabelSpace) -> SoftLabel:
@@ -675,53 +710,25 @@ def _one_hot(label: str | None, space: LabelSpace) -> SoftLabel:
     return SoftLabel(tuple(1.0 if i == index else 0.0 for i in range(k)), 0.0, "none", False)
 
 
-@dataclass(frozen=True)
-class Confidence:
-    """How sure the teacher was, measured several ways so each can be judged against gold.
-
-    ``max_prob``, ``margin`` (top-1 minus top-2) and ``entropy`` (nats) describe the
-    renormalised label distribution; with no mass on any label they are 0, 0 and log(K), the
-    least confident values. ``mean_logprob`` is the mean logprob of all answer tokens
-    (None without logprobs) and ``agreement`` the share of all samples, invalid ones
-    included, that name the majority label (None unless the teacher was sampled).
-    """
-
-    max_prob: float
-    margin: float
-    entropy: float
-    mean_logprob: float | None = None
-    agreement: float | None = None
-
-    def to_dict(self) -> dict[str, float | None]:
-        return {
-            "max_prob": self.max_prob,
-            "margin": self.margin,
-            "entropy": self.entropy,
-            "mean_logprob": self.mean_logprob,
-            "agreement": self.agreement,
-        }
-
-
-def confidence(completion: Completion, soft: SoftLabel) -> Confidence:
-    """Confidence measures of one answer, given its soft label."""
-    probs = soft.probs
-    if soft.valid:
-        ranked = sorted(probs, reverse=True)
-        max_prob = ranked[0]
-        margin = ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0)
-        entropy = -sum([p * math.log(p) for p in probs if p > 0.0])
-        entropy = max(0.0, entropy)
-    else:
-        max_prob, margin, entropy = 0.0, 0.0, math.log(len(probs)) if probs else 0.0
-
+def confidence(completion: Completion, soft: SoftLabel,
+               label_index: int | object | None = _MAJORITY) -> Confidence:
+    """Confidence measures of one answer, given its soft label and the index of the label
+    the row carries (`read_answer` passes it; left out, the majority's, which a sampled
+    teacher's answer names: its text is the majority answer)."""
     agreement: float | None = None
     if is_sampled(soft) and completion.samples:
-        # max_prob = majority / valid and 1 - outside = valid / n, so their product is
-        # majority / n; rounding to a whole count keeps the share exact.
+        # A share of valid samples times the valid share 1 - outside is a share of all n;
+        # rounding to a whole count keeps the share exact.
         n = len(completion.samples)
-        majority = round(max_prob * (1.0 - soft.outside) * n) if soft.valid else 0
-        agreement = majority / n
-    return Confidence(max_prob, margin, entropy, token_confidence(completion), agreement)
+        if label_index is _MAJORITY:
+            named = round(max(soft.probs) * (1.0 - soft.outside) * n) if soft.valid else 0
+        elif isinstance(label_index, int) and soft.valid:
+            named = round(soft.probs[label_index] * (1.0 - soft.outside) * n)
+        else:
+            named = 0
+        agreement = share(named, n)
+    return measure(soft.probs, soft.valid, mean_logprob=token_confidence(completion),
+                   agreement=agreement)
 
 
 # (label index or None, probs, outside, max_prob, margin, entropy, mean_logprob)
@@ -746,22 +753,24 @@ def label_numbers(completion: Completion, space: LabelSpace,
             return None
         try:
             first = rows[0]
-            mean_logprob = sum([float(r[1]) for r in rows]) / len(rows)
+            mean = mean_logprob([float(r[1]) for r in rows])
+            assert mean is not None  # rows is not empty
             return _label_numbers(completion.text, first[0], float(first[1]), first[2],
-                                  mean_logprob, space, completion_mode)
+                                  mean, space, completion_mode)
         except (TypeError, ValueError, IndexError, AttributeError):
             return None
     tokens = completion.tokens
     if not tokens:
         return None
     tok = tokens[0]
-    mean_logprob = sum([t.logprob for t in tokens]) / len(tokens)
-    return _label_numbers(completion.text, tok.token, tok.logprob, tok.top, mean_logprob,
+    mean = mean_logprob([t.logprob for t in tokens])
+    assert mean is not None  # tokens is not empty
+    return _label_numbers(completion.text, tok.token, tok.logprob, tok.top, mean,
                           space, completion_mode)
 
 
 def _label_numbers(text: str, token: str, logprob: float, top: Sequence[Sequence[Any]],
-                   mean_logprob: float, space: LabelSpace, completion_mode: bool
+                   mean: float, space: LabelSpace, completion_mode: bool
                    ) -> LabelNumbers | None:
     if not token.strip(_FILLER):
         return None
@@ -798,17 +807,15 @@ def _label_numbers(text: str, token: str, logprob: float, top: Sequence[Sequence
     total = sum(mass)
     outside = min(1.0, max(0.0, outside))
     if not total > 0:  # no mass on a label: even a completion-mode answer goes by its text
-        return (_parsed_index(text, space), (0.0,) * k, outside, 0.0, 0.0,
-                math.log(k) if k else 0.0, mean_logprob)
+        none = (0.0,) * k
+        return (_parsed_index(text, space), none, outside,
+                *distribution_measures(none, valid=False), mean)
     probs = tuple([m / total for m in mass])
-    ranked = sorted(probs, reverse=True)
-    if not ranked[0] > 0.0:  # every share rounded away: `soft.valid` is False
+    if not max(probs) > 0.0:  # every share rounded away: `soft.valid` is False
         return None
-    best = ranked[0]
-    entropy = max(0.0, -sum([p * math.log(p) for p in probs if p > 0.0]))
+    best, margin, entropy = distribution_measures(probs)
     index = probs.index(best) if completion_mode else _parsed_index(text, space)
-    return (index, probs, outside, best, best - (ranked[1] if k > 1 else 0.0), entropy,
-            mean_logprob)
+    return (index, probs, outside, best, margin, entropy, mean)
 
 
 def _parsed_index(text: str, space: LabelSpace) -> int | None:
@@ -837,29 +844,15 @@ def ensemble_confidence(softs: Sequence[SoftLabel], confidences: Sequence[Confid
                         mean: SoftLabel) -> Confidence:
     """Confidence of a prompt ensemble: the distribution measures of the mean soft label,
     the mean of the forms' token logprobs, and ``agreement``: the share of all forms,
-    invalid ones included, whose answer names the majority label (as for sampled
-    teachers, so a filter or a threshold reads it the same way)."""
-    base = _distribution_confidence(mean)
-    votes = Counter(s.argmax() for s in softs if s.valid)
-    agreement = max(votes.values()) / len(softs) if votes else 0.0
+    invalid ones included, whose answer names the row's label (the mean's argmax), as for
+    sampled teachers and teacher ensembles, so a filter or a threshold reads it the same
+    way."""
     logprobs = [c.mean_logprob for c in confidences if c.mean_logprob is not None]
-    mean_logprob = sum(logprobs) / len(logprobs) if logprobs else None
-    return Confidence(base.max_prob, base.margin, base.entropy, mean_logprob, agreement)
-
-
-def _distribution_confidence(soft: SoftLabel) -> Confidence:
-    probs = soft.probs
-    if not soft.valid:
-        return Confidence(0.0, 0.0, math.log(len(probs)) if probs else 0.0)
-    ranked = sorted(probs, reverse=True)
-    margin = ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0)
-    entropy = max(0.0, -sum(p * math.log(p) for p in probs if p > 0.0))
-    return Confidence(ranked[0], margin, entropy)
+    return measure(mean.probs, mean.valid, mean_logprob=mean_logprob(logprobs),
+                   agreement=agreement([s.argmax() for s in softs], mean.argmax()))
 
 
 def token_confidence(completion: Completion) -> float | None:
     """Mean token logprob of the answer: the confidence available for free-text tasks."""
     tokens = completion.tokens
-    if not tokens:
-        return None
-    return sum(t.logprob for t in tokens) / len(tokens)
+    return mean_logprob([t.logprob for t in tokens]) if tokens else None

@@ -83,6 +83,7 @@ def test_each_bad_row_is_named_kept_and_counted_and_the_rest_goes_on(tmp_path: P
         assert any(ln.split("labeler: warning: ")[-1].startswith(f"{src}:{line}: ") and reason in ln
                    for ln in err.splitlines()), f"no '{src}:{line}: ...{reason}' in:\n{err}"
     assert "9 rows, 2 labeled, 0 cached, 1 failed, 6 rejected" in err
+    assert "failed 1 × context_length (prompt too long for the server's context)" in err
 
     rejects = [json.loads(x) for x in (tmp_path / "out.rejects.jsonl").read_text().splitlines()]
     assert sorted(r["line"] for r in rejects) == [2, 3, 4, 5, 6, 7, 8]

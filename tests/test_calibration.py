@@ -163,9 +163,11 @@ def test_threshold_needs_the_lower_bound_to_reach_the_target() -> None:
     assert threshold_for_accuracy(scores, right, 0.99) is None
     point = threshold_for_accuracy(scores, right, 0.99, confidence=None)
     assert point is not None and point.kept == 22
+    # The search tests a fixed sequence of coverage steps (1/20 of the rows: 17, 18, 20,
+    # 21, 23 kept...) and stops at the first that fails (22/23): 21 of 30 kept.
     t = threshold_for_accuracy(scores, right, 0.8)
-    assert t is not None and t.kept == 22 and t.accuracy == 1.0
-    assert t.lower_bound == pytest.approx(0.8456, abs=1e-4)
+    assert t is not None and t.kept == 21 and t.accuracy == 1.0
+    assert t.lower_bound == pytest.approx(0.025 ** (1 / 21), abs=1e-4)
     # 0.85 is just above what 22/22 supports; 0.84 just below.
     assert threshold_for_accuracy(scores, right, 0.85) is None
     assert threshold_for_accuracy(scores, right, 0.84) is not None
@@ -177,5 +179,5 @@ def test_report_prints_the_bound_beside_the_point_estimate() -> None:
     scores = [1.0 - i / 100 for i in range(30)]
     r = evaluate(gold, pred, {"max_prob": scores}, labels=["a", "b"], targets=(0.8, 0.99))
     assert r.thresholds[0.99] is None
-    assert r.to_dict()["thresholds"]["0.8"]["accuracy_lower_bound"] == pytest.approx(0.8456, abs=1e-4)
-    assert "accuracy 1.0000  (95% lower bound 0.8456)" in r.to_table()
+    assert r.to_dict()["thresholds"]["0.8"]["accuracy_lower_bound"] == pytest.approx(0.8389, abs=1e-4)
+    assert "accuracy 1.0000  (95% lower bound 0.8389)" in r.to_table()

@@ -398,10 +398,21 @@ def test_one_ambiguity_warning_per_label_set_lists_groups_and_the_yaml_fix() -> 
     warning = space.ambiguity_warning()
     assert warning is not None and "\n" not in warning
     assert "card_arrival" in warning and "'top' is a prefix of 'topping'" in warning
-    assert "with_codes" not in warning  # a YAML fix, not a Python API
-    assert 'output: labels: {"card_arrival": "01", "card_linking": "02"' in warning
-    assert "numbers below 1000 are single tokens for OpenAI's tokenizer" in warning
+    # 77 labels need two-character codes, which tokenizers that split digits give one
+    # shared first token: no codes are suggested, the split is said instead
+    assert "Fix:" not in warning and "codes would not help 77 labels" in warning
+    assert "logprobs:split" in warning
     assert SENTIMENT.ambiguity_warning() is None
+
+
+def test_codes_are_suggested_only_where_each_is_one_token() -> None:
+    few = LabelSpace(("card_arrival", "card_linking", "balance"))
+    warning = few.ambiguity_warning()
+    assert warning is not None and "with_codes" not in warning  # a YAML fix, not an API
+    assert ('output: labels: {"card_arrival": "1", "card_linking": "2", "balance": "3"} '
+            "(single digits") in warning
+    letters = LabelSpace(tuple(f"card_{i:02d}" for i in range(12)))
+    assert 'labels: {"card_00": "A", "card_01": "B"' in (letters.ambiguity_warning() or "")
 
 
 def test_a_template_with_ambiguous_labels_warns_once(tmp_path: Path) -> None:
@@ -415,7 +426,7 @@ def test_a_template_with_ambiguous_labels_warns_once(tmp_path: Path) -> None:
     (warning,) = load_task(path).warnings
     assert "3 group(s)" in warning and "card_arrival" in warning and "top_up_failed" in warning
     # The fix it prints, pasted into the template, silences it.
-    fix = warning.split("in the template write output: labels: ")[1].split(" (numbers")[0]
+    fix = warning.split("in the template write output: labels: ")[1].split(" (single")[0]
     path.write_text(f"name: intent\nuser: '{{{{ text }}}}'\noutput:\n  kind: label\n"
                     f"  labels: {fix}\n")
     assert load_task(path).warnings == ()

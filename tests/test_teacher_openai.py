@@ -131,6 +131,8 @@ def test_rate_limit_headers_reach_the_limiter() -> None:
         (dict(status_for=[("Review", 403)]), "http_403", FinalError),
         (dict(status_for=[("Review", 404)]), "http_404", FinalError),
         (dict(context_tokens=20), "context_length", FinalError),
+        # llama.cpp's server: a 400 of type exceed_context_size_error, its own wording
+        (dict(context_tokens=20, context_error_shape="llama"), "context_length", FinalError),
         (dict(api_key="other"), "http_401", FinalError),
         (dict(garbage_rate=1.0), "invalid_json", RetryableError),
         (dict(garbage_rate=1.0, garbage_content_type="text/html"), "invalid_json",
@@ -149,6 +151,8 @@ def test_errors_are_classified_once(config: dict[str, Any], reason: str, kind: t
     assert err.value.reason == reason
     if reason == "http_429":
         assert err.value.retry_after == pytest.approx(2.0)
+    if reason == "context_length":
+        assert err.value.message.startswith("prompt too long for the server's context: ")
 
 
 @pytest.mark.parametrize("transport", http.TRANSPORTS)

@@ -199,7 +199,8 @@ def result_entry(custom: str, result: Mapping[str, Any]) -> ItemResult:
         err = inner if isinstance(inner, dict) else outer
         etype = str(err.get("type") or "api_error")
         message = short(err.get("message") or etype)
-        return ItemResult(custom, error=status_error(_ERROR_STATUS.get(etype, 500), message))
+        return ItemResult(custom, error=status_error(_ERROR_STATUS.get(etype, 500), message, etype,
+                                                       provider="anthropic"))
     return ItemResult(custom)
 
 

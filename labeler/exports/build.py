@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from labeler import aio
 from labeler.answer import Answer, read_answers
 from labeler.completion import Completion
 from labeler.errors import ConfigError, LabelerError
@@ -54,6 +53,7 @@ from labeler.exports.rows import RowBuilder
 from labeler.filters import Filter
 from labeler.human import any_human_labels, human_labels
 from labeler.inputs import Reject, Row
+from labeler.label_prior import prior_warnings
 from labeler.plan import REJECTED, Item, Planner, by_row
 from labeler.reasoning import AUTO
 from labeler.store import Store
@@ -109,10 +109,7 @@ def export_dataset(
     `planner` replaces the plain `Planner` where each row's answer is chosen among
     several teachers' (a cascade's `CascadePlanner`): its items' `provenance` becomes
     columns of `records` rows and the report's `stages`."""
-    # Every row makes dozens of short-lived objects: the collector's default settings
-    # would scan them (and every imported module) again and again (see labeler/aio.py).
-    with aio.gc_tuned():
-        return _export_dataset(task, teacher_identity, rows, store, out, options, planner)
+    return _export_dataset(task, teacher_identity, rows, store, out, options, planner)
 
 
 def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
@@ -142,6 +139,8 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
             written.add(planned)
         features = written.close()
         report.filtered = written.flt.report.removed()
+        report.calibration = opts.calibration_note
+        report.prior_warnings = written.prior_warnings()
         if stage is not None:
             report.verification = {"spec": opts.verify, "keep": str(opts.keep),
                                    **stage.rates.to_dict()}
@@ -219,6 +218,9 @@ class _Rows:
                      if calibrate is None and stage is None else None)
         self.with_humans = (opts.human_labels and task.output_kind == "label"
                             and any_human_labels(store))
+        # the calibrated labels' expected shares, one reference of the label-prior check
+        self.expected = (_ExpectedShares(len(task.labels))
+                         if task.label_space is not None else None)
 
     def add(self, planned: list[Item]) -> None:
         """One chunk of planned rows (a person's labels and the verdicts read at once)."""
@@ -281,6 +283,8 @@ class _Rows:
         if read is None:
             return None
         record, label = read
+        if self.expected is not None and self.calibrate is not None:
+            self.expected.add(record.get("soft_label"))
         records = ([record] if self.stage is None else
                    self.builder.verified(record, item, checks[id(item)], self.report))
         if not records:
@@ -300,6 +304,14 @@ class _Rows:
         self.writers[split].add(values)
         self.report.splits[split] = self.report.splits.get(split, 0) + 1
         self.report.exported += 1
+
+    def prior_warnings(self) -> list[str]:
+        """Where the exported labels' shares depart from the gold rows' or the calibrated
+        distribution's (labeler/label_prior.py); none for a task without labels."""
+        if self.expected is None:
+            return []
+        return prior_warnings(self.task.labels, self.report.label_counts,
+                              self.expected.references(self.opts))
 
     def close(self) -> Features:
         """Closes the split files; the features they were written with."""
@@ -321,6 +333,7 @@ def _general_row(task: Task, builder: RowBuilder, report: ExportReport, forms: l
     assert request is not None and completion is not None
     answer = item.answer or read_answers(task, [f.completion for f in forms if f.completion])
     opts = builder.opts
+    raw = answer
     if calibrate is not None and task.label_space is not None:
         answer = calibrate(answer, opts.calibration, task.label_space)
     human = humans.get(item.key) if item.key is not None else None
@@ -341,6 +354,7 @@ def _general_row(task: Task, builder: RowBuilder, report: ExportReport, forms: l
                     _HUMAN_CERTAINTY if human else answer.confidence):
         return None
     record = builder.row(row, request, completion, answer, trace)
+    builder.calibration_cols(record, raw)
     if item.provenance is not None:
         for stage in _answered_by(item.provenance):
             report.stages[stage] = report.stages.get(stage, 0) + 1
@@ -352,6 +366,28 @@ def _general_row(task: Task, builder: RowBuilder, report: ExportReport, forms: l
         record["label_source"] = "human" if human else "teacher"
         report.human_labeled += human is not None
     return record, answer.label
+
+
+class _ExpectedShares:
+    """The mean calibrated distribution of the exported rows: the label shares the
+    calibrated soft labels expect, one reference of the label-prior check."""
+
+    def __init__(self, k: int) -> None:
+        self.sums = [0.0] * k
+        self.rows = 0
+
+    def add(self, probs: list[float] | None) -> None:
+        if probs:
+            self.sums = [a + b for a, b in zip(self.sums, probs, strict=True)]
+            self.rows += 1
+
+    def references(self, opts: ExportOptions) -> dict[str, list[float] | tuple[float, ...]]:
+        refs: dict[str, list[float] | tuple[float, ...]] = {}
+        if opts.gold_prior is not None:
+            refs["the gold rows' labels"] = opts.gold_prior
+        if self.rows:
+            refs["the calibrated distribution"] = self.sums
+        return refs
 
 
 def _checked(stage: VerifyStage, planned: list[Item]) -> dict[int, Checked]:
@@ -383,6 +419,8 @@ def _metadata(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
             "teacher": public_identity(identity, endpoint=opts.card_endpoint),
             "teacher_tokenizer": report.teacher_tokenizer,
             "calibration": opts.calibration.to_dict() if opts.calibration else None}
+    if opts.calibration_note:
+        meta["calibration_note"] = opts.calibration_note
     if opts.reasoning != AUTO:  # traces were carried (or dropped) on purpose
         meta["reasoning"] = opts.reasoning
     return meta

@@ -119,7 +119,7 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
         *([f"| reasoning traces | {_REASONING[opts.reasoning]} |"]
           if opts.reasoning in _REASONING else []),
         f"| calibration (applied to soft labels, confidence, filters) | "
-        f"{opts.calibration.describe() if opts.calibration else 'none (raw teacher probabilities)'} |",
+        f"{_calibration_text(opts)} |",
         f"| licence | {opts.card_license or 'not set (export with --card-license)'} |",
         f"| input rows | {report.rows_in} |",
         f"| exported rows | {report.exported} |",
@@ -139,6 +139,11 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
                   "| index | label | rows |", "|---|---|---|"]
         lines += [f"| {i} | {name} | {report.label_counts.get(name, 0)} |"
                   for i, name in enumerate(task.labels)]
+    if report.prior_warnings:
+        lines += ["", "## Label prior", "",
+                  "The exported labels' shares depart strongly from what this export knows "
+                  "of the truth; a student trained on them learns that tilt:", ""]
+        lines += [f"- {w}" for w in report.prior_warnings]
     if report.soft_label_sources:
         lines += ["", "## Soft labels", "", "Where each row's `soft_label` came from:", "",
                   "| source | rows | how |", "|---|---|---|"]
@@ -197,6 +202,20 @@ def _verification(opts: ExportOptions, report: ExportReport) -> list[str]:
     return lines
 
 
+def _calibration_text(opts: ExportOptions) -> str:
+    """Which calibration the soft labels went through, or why none (the raw distribution
+    stays in `soft_label_raw` when one was applied)."""
+    if opts.calibration_note:
+        text = opts.calibration_note
+    elif opts.calibration is not None:
+        text = opts.calibration.describe()
+    else:
+        text = "none (raw teacher probabilities)"
+    if opts.calibration is not None:
+        text += "; the raw distribution is in `soft_label_raw`"
+    return text.replace("|", "/")
+
+
 def soft_label_source_text(source: str) -> str:
     """What a `soft_label_source` value means, in a sentence for the card."""
     if source.startswith("samples:"):
@@ -205,6 +224,9 @@ def soft_label_source_text(source: str) -> str:
                 "confidence is their agreement")
     return {
         "logprobs": "the teacher's token logprobs at the answer position, over the labels",
+        "logprobs:split": "the teacher's token logprobs, where some mass sat on a token "
+                          "several labels begin with and no continuation told them apart: "
+                          "divided among them by their other mass (an approximation)",
         "verbalized": "the confidence the teacher stated for its label (p on it, 1 - p shared "
                       "equally by the others); fit a calibration before trusting it",
         "ensemble": "the mean of several prompt forms' label distributions",

@@ -126,7 +126,7 @@ class Records(ExportKind):
         f["prompt"] = hf.value("string")
         f["response"] = hf.value("string")
         if b.task.output_kind == "label":
-            f.update(label_features(b.task))
+            f.update(label_features(b.task, calibrated=b.calibrated))
         elif b.task.output_kind == "json":
             f["parsed"] = hf.value("string")
         for k in ("teacher", "teacher_model", "template", "finish_reason"):
@@ -171,7 +171,7 @@ class Records(ExportKind):
                 "`template`, `finish_reason`, `logprobs` (per token: `token`, `logprob`, "
                 "`top_logprobs`)."]
         if task.output_kind == "label":
-            cols += _LABEL_COLUMNS
+            cols += _label_columns(opts)
         elif task.output_kind == "json":
             cols.append("- `parsed`: the answer as JSON text when it matched the schema, "
                         "else null.")
@@ -244,7 +244,8 @@ class Classification(ExportKind):
     classifies = True
 
     def features(self, b: RowBuilder, sample: dict[str, Any] | None) -> Features:
-        f: Features = {"text": hf.value("string"), **label_features(b.task)}
+        f: Features = {"text": hf.value("string"),
+                        **label_features(b.task, calibrated=b.calibrated)}
         if b.reasoning_column:
             f["reasoning"] = hf.value("string")
         return f
@@ -257,7 +258,7 @@ class Classification(ExportKind):
         return rec
 
     def columns(self, task: Task, opts: ExportOptions) -> list[str]:
-        return ["- `text`: the input text.", *_LABEL_COLUMNS]
+        return ["- `text`: the input text.", *_label_columns(opts)]
 
     def check_task(self, task: Task) -> None:
         if task.output_kind != "label":
@@ -493,6 +494,15 @@ class Preference(ExportKind):
                 f"{report.unpaired} |"]
 
 
+def _label_columns(opts: ExportOptions) -> list[str]:
+    if opts.calibration is None:
+        return _LABEL_COLUMNS
+    return [*_LABEL_COLUMNS,
+            "- `soft_label_raw`: the teacher's own distribution before calibration (`label`, "
+            "`soft_label` and the confidence columns read the calibrated one); `calibration`: "
+            "the method applied (see the table above)."]
+
+
 _LABEL_COLUMNS = [
     "- `label`: the teacher's answer as a `ClassLabel` (names in the Labels table). Rows kept "
     f"with `--keep-invalid` whose answer named no label have `{IGNORE_LABEL}`, the index "
@@ -503,9 +513,11 @@ _LABEL_COLUMNS = [
     "for invalid rows.",
     "- `outside_mass`: the share of probability that fell on no label before renormalising "
     "(high: the teacher strayed from the label set).",
-    "- `soft_label_source`: where `soft_label` came from: `logprobs`, `samples:N` (the share "
-    "of each answer among N sampled answers), `verbalized` (the confidence the teacher "
-    "stated), `ensemble`, or `none` (a one-hot on the one parsed answer).",
+    "- `soft_label_source`: where `soft_label` came from: `logprobs` (`logprobs:split` where "
+    "a token shared by several labels was divided among them, an approximation), "
+    "`samples:N` (the share of each answer among N sampled answers), `verbalized` (the "
+    "confidence the teacher stated), `ensemble`, or `none` (a one-hot on the one parsed "
+    "answer).",
     "- `max_prob`, `margin` (top-1 minus top-2), `entropy` (nats): confidence of `soft_label`; "
     "null for invalid rows. `mean_logprob`: mean answer-token logprob. `agreement`: share of "
     "samples naming the majority label (sampled teachers).",

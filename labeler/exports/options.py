@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 FORMATS = ("hf", "parquet", "jsonl")
 SFT_SHAPES = ("prompt-completion", "messages")
 KD_LAYOUTS = ("tokens", "ids")
+CALIBRATION_MODES = ("auto", "none")
 
 
 class KindRules:
@@ -97,6 +98,10 @@ class ExportReport:
     # exported rows by where their soft label came from (logprobs, samples:N, verbalized…)
     soft_label_sources: dict[str, int] = field(default_factory=dict)
     human_labeled: int = 0  # rows whose label a person gave (labeler review)
+    # the calibration applied (or why none was), and where the exported labels' shares
+    # depart from the gold rows' or the calibrated distribution's (labeler/label_prior.py)
+    calibration: str | None = None
+    prior_warnings: list[str] = field(default_factory=list)
     # a cascade ending in `human`: rows queued for a person that none has decided yet,
     # and how many of them were held out of the export
     awaiting_human: int = 0
@@ -114,7 +119,11 @@ class ExportReport:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        for key in ("calibration", "prior_warnings"):  # said only where there is something
+            if not out[key]:
+                del out[key]
+        return out
 
     def outcome(self) -> dict[str, Any]:
         """What every command that exports puts in its JSON: rows written, rows each
@@ -148,6 +157,13 @@ class ExportOptions:
     card_license: str | None = None  # the card's `license` (a Hub licence id)
     card_endpoint: bool = False  # name the teacher's endpoint URL in the card
     calibration: Calibration | None = None  # read answers through it; the store is untouched
+    # "auto": calibrate from the gold field when there is one, else raw; "none": raw
+    # (labeler/gold_calibration.py resolves it into `calibration` and `calibration_note`)
+    calibration_mode: str = "auto"
+    gold_field: str | None = None  # input field holding gold labels (--gold)
+    gold_map: Mapping[str, str] | None = None
+    calibration_note: str | None = None  # what was applied and why, for the card and summary
+    gold_prior: tuple[float, ...] | None = None  # the gold rows' label shares (prior check)
     # where a reasoning trace goes: separate | inline | drop; "auto": separate when the
     # store holds any trace, else nothing (the export resolves it)
     reasoning: str = AUTO
@@ -170,6 +186,9 @@ class ExportOptions:
         if self.sft_shape not in SFT_SHAPES:
             raise ConfigError(f"--sft-shape '{self.sft_shape}': expected one of "
                               f"{', '.join(SFT_SHAPES)}")
+        if self.calibration_mode not in CALIBRATION_MODES:
+            raise ConfigError(f"--calibration '{self.calibration_mode}': expected none, auto "
+                              "or a calibration file")
         if self.format not in FORMATS:
             raise ConfigError(f"--format '{self.format}': expected one of {', '.join(FORMATS)}")
         if not 0.0 <= self.validation_size < 1.0:

@@ -82,6 +82,8 @@ class RowBuilder:
                                else _OUTPUT_COLUMNS)
         if opts.verify is not None:
             self.output_columns = self.output_columns | _VERIFY_COLUMNS
+        # a calibrated export: `soft_label_raw` and `calibration` columns beside the labels
+        self.calibrated = opts.calibration is not None and task.output_kind == "label"
 
     def row(self, row: Row, request: Request, completion: Completion, answer: Answer,
             trace: str | None) -> dict[str, Any]:
@@ -146,6 +148,15 @@ class RowBuilder:
             "agreement": conf.agreement if conf else None,
         }
 
+    def calibration_cols(self, record: dict[str, Any], raw: Answer) -> None:
+        """The teacher's own distribution beside the calibrated one, and the method that
+        made it, in a calibrated export's row of a kind with label columns."""
+        if not self.calibrated or "soft_label" not in record:
+            return
+        record["soft_label_raw"] = (list(raw.soft.probs) if raw.soft is not None
+                                    and record["soft_label"] is not None else None)
+        record["calibration"] = self.opts.calibration.method if self.opts.calibration else None
+
     def coerce(self, rec: dict[str, Any], features: Features) -> list[Any]:
         """A row's values in the order of the declared features, made to fit them (input
         columns are typed by the first row)."""
@@ -189,7 +200,8 @@ def traced_message_list(reasoning: str) -> hf.Feature:
             if reasoning == "separate" else message_list())
 
 
-def label_features(task: Task) -> Features:
+def label_features(task: Task, *, calibrated: bool = False) -> Features:
+    """The label columns; a calibrated export adds the raw distribution and the method."""
     return {
         "label": hf.class_label(list(task.labels)),
         "valid": hf.value("bool"),
@@ -202,6 +214,8 @@ def label_features(task: Task) -> Features:
         "mean_logprob": hf.value("float64"),
         "agreement": hf.value("float64"),
         "label_source": hf.value("string"),  # teacher | human
+        **({"soft_label_raw": hf.list_of(hf.value("float64")),
+            "calibration": hf.value("string")} if calibrated else {}),
     }
 
 
@@ -236,7 +250,7 @@ _RESERVED = {"id"}
 _OUTPUT_COLUMNS = {
     "messages", "prompt", "response", "label", "valid", "soft_label", "outside_mass",
     "soft_label_source", "max_prob", "margin", "entropy", "mean_logprob", "agreement",
-    "label_source",
+    "label_source", "soft_label_raw", "calibration",
     "parsed", "teacher", "teacher_model", "template", "finish_reason", "logprobs",
 }
 _VERIFY_COLUMNS = {"verdicts", "passed", "pass_at_1"}

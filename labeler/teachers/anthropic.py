@@ -40,7 +40,13 @@ import anthropic
 
 from labeler.apikeys import clean_key
 from labeler.completion import Completion
-from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError, short
+from labeler.errors import (
+    ConfigError,
+    RetryableError,
+    TeacherError,
+    classify_status,
+    short,
+)
 from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers import anthropic_wire
@@ -213,21 +219,10 @@ def classify(exc: anthropic.APIError) -> TeacherError:
         status = exc.status_code
         headers = exc.response.headers if exc.response is not None else None
         kind, message = _error_fields(exc)
-        retry_after = parse_retry_after(headers)
-        if status == 529 or kind == "overloaded_error":
-            return RetryableError("overloaded", message, status=status, retry_after=retry_after)
-        if status == 429:
-            return RetryableError("http_429", message, status=status, retry_after=retry_after)
-        if status in (408, 409) or status >= 500:
-            return RetryableError(f"http_{status}", message, status=status, retry_after=retry_after)
-        if "prompt is too long" in message:
-            return FinalError("context_length", message, status=status)
-        if status == 413:
-            return FinalError("too_large", message, status=status)
-        refusal = refused(status, kind, None, message)  # e.g. temperature with thinking on
-        if refusal is not None:
-            return refusal
-        return FinalError(f"http_{status}", message, status=status)
+        return classify_status(status, message, provider="anthropic", code=kind,
+                               retry_after=parse_retry_after(headers),
+                               # e.g. temperature with thinking on
+                               refusal=refused(status, kind, None, message))
     if isinstance(exc, anthropic.APIResponseValidationError):
         return RetryableError("invalid_json", short(str(exc)))
     return RetryableError("api_error", short(str(exc)))

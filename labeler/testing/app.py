@@ -192,7 +192,8 @@ class TeacherApp:
             if limited is not None:
                 return limited
         if parsed.longest_prompt > cfg.context_tokens:
-            return answers.context_exceeded(cfg.context_tokens, parsed.longest_prompt, parsed.max_tokens)
+            return answers.context_exceeded(cfg.context_tokens, parsed.longest_prompt,
+                                            parsed.max_tokens, cfg.context_error_shape)
         key = (answers.provider, parsed.hash)
         attempt = record.attempt = self._attempts.get(key, 0)
         self._attempts[key] = attempt + 1

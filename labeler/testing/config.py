@@ -57,6 +57,12 @@ class ServerConfig:
     completions_shape: str = field(
         default="openai", metadata={"help": "logprobs shape of /v1/completions: openai|llama"}
     )
+    context_error_shape: str = field(
+        default="openai",
+        metadata={"help": "a prompt over context_tokens is refused as: openai (400 "
+                          "context_length_exceeded, as OpenAI and vLLM word it) or llama "
+                          "(400 exceed_context_size_error, llama.cpp's server)"},
+    )
     token_ids: bool = field(
         default=False,
         metadata={"help": "chat logprobs carry each token's vocabulary id, as llama.cpp's "
@@ -176,6 +182,8 @@ def validate(config: ServerConfig) -> None:
         raise ValueError(f"fault rates add up to {total:.3f}, more than 1")
     if config.reasoning_field not in REASONING_FIELDS:
         raise ValueError(f"reasoning_field must be one of {REASONING_FIELDS}")
+    if config.context_error_shape not in COMPLETIONS_SHAPES:
+        raise ValueError(f"context_error_shape must be one of {COMPLETIONS_SHAPES}")
     if config.completions_shape not in COMPLETIONS_SHAPES:
         raise ValueError(f"completions_shape must be one of {COMPLETIONS_SHAPES}")
     if config.trickle_s < 0:

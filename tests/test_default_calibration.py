@@ -1,0 +1,184 @@
+"""The default export of a label template is calibrated from gold, says so, and checks its prior.
+
+A tilted teacher (real SDK over HTTP to the test server): gold-positive rows get
+P(positive) = .9, gold-negative rows .6, so its raw argmax says "positive" to every row
+of a balanced set. A balanced teacher gets .9 and .1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+from click.testing import CliRunner
+
+from labeler.cli import main
+from labeler.gold_calibration import min_gold_rows
+from labeler.testing import ScriptedResponder, ServerConfig, TeacherServer
+
+from conftest import sentiment_reply
+
+N = 60  # rows; the first GOLD of them carry a gold value
+GOLD = 40
+LEAST = min_gold_rows(2)
+
+
+def _rows() -> list[tuple[str, str]]:
+    return [(f"item{i:02d}x", "positive" if i % 2 == 0 else "negative") for i in range(N)]
+
+
+def _serve(tmp_path: Path, p_negative_rows: float, gold_rows: int = GOLD):
+    rules = [(text, sentiment_reply(0.9 if gold == "positive" else p_negative_rows))
+             for text, gold in _rows()]
+    responder = ScriptedResponder(rules, default=lambda view: sentiment_reply(0.8))
+    data = tmp_path / "reviews.jsonl"
+    data.write_text("".join(
+        json.dumps({"id": t, "text": t, **({"gold": g} if i < gold_rows else {})}) + "\n"
+        for i, (t, g) in enumerate(_rows())))
+    return TeacherServer(ServerConfig(responder=responder)), data
+
+
+def _args(srv: TeacherServer, data: Path, tmp_path: Path) -> list[str]:
+    return ["sentiment", str(data), "--teacher", "openai-compatible:teacher-test",
+            "--base-url", srv.url + "/v1", "--store", str(tmp_path / "s.sqlite")]
+
+
+def _load(out: Path) -> datasets.Dataset:
+    ds = datasets.load_from_disk(str(out))
+    return ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
+
+
+def test_run_with_gold_exports_calibrated_labels_and_keeps_the_raw(tmp_path: Path) -> None:
+    srv, data = _serve(tmp_path, 0.6)
+    with srv:
+        out = tmp_path / "out"
+        res = CliRunner().invoke(main, ["run", *_args(srv, data, tmp_path), "--quiet",
+                                        "--kind", "classification", "--gold", "gold",
+                                        "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        sent = len(srv.log)
+    assert sent == N  # gold calibration costs no request
+    ds = _load(out)
+    names = ds.features["label"].names
+    gold = dict(_rows())
+    # every row, the 20 without gold included, now carries its true label
+    assert all(names[r["label"]] == gold[r["id"]] for r in ds)
+    assert all(r["soft_label_raw"][names.index("positive")] >= 0.6 for r in ds)
+    assert all(r["max_prob"] == pytest.approx(max(r["soft_label"])) for r in ds)
+    assert {r["calibration"] for r in ds} == {"bias"}
+    card = (out / "README.md").read_text()
+    assert "bias, T=" in card and f"fitted on {GOLD} gold rows of 'gold'" in card
+    assert "soft_label_raw" in card
+    meta = json.loads((out / "labeler_export.json").read_text())
+    assert meta["calibration"]["method"] == "bias"
+    assert meta["calibration"]["details"]["held_out"]["calibrated"]["accuracy"] == 1.0
+    assert "calibration: bias" in res.output  # the summary says it too
+
+
+def test_records_export_carries_the_raw_distribution_beside_the_calibrated(
+        tmp_path: Path) -> None:
+    """The records kind declares and fills the calibrated columns as classification does."""
+    srv, data = _serve(tmp_path, 0.6)
+    with srv:
+        out = tmp_path / "out"
+        res = CliRunner().invoke(main, ["run", *_args(srv, data, tmp_path), "--quiet",
+                                        "--kind", "records", "--gold", "gold",
+                                        "--out", str(out)])
+        assert res.exit_code == 0, res.output
+    ds = _load(out)
+    names = ds.features["label"].names
+    gold = dict(_rows())
+    assert all(names[r["label"]] == gold[r["id"]] for r in ds)
+    assert all(r["soft_label_raw"][names.index("positive")] >= 0.6 for r in ds)
+    assert {r["calibration"] for r in ds} == {"bias"}
+    assert "`soft_label_raw`: the teacher's own distribution" in (out / "README.md").read_text()
+
+
+def test_export_without_gold_stays_raw_and_says_why(tmp_path: Path) -> None:
+    srv, data = _serve(tmp_path, 0.6)
+    with srv:
+        args = _args(srv, data, tmp_path)
+        out = tmp_path / "out"
+        res = CliRunner().invoke(main, ["run", *args, "--quiet", "--kind", "classification",
+                                        "--out", str(out)])
+        assert res.exit_code == 0, res.output
+    ds = _load(out)
+    assert "soft_label_raw" not in ds.column_names
+    card = (out / "README.md").read_text()
+    assert "none: no gold rows given (--gold FIELD" in card
+    assert json.loads((out / "labeler_export.json").read_text())["calibration"] is None
+
+
+def test_calibration_none_exports_the_raw_teacher(tmp_path: Path) -> None:
+    srv, data = _serve(tmp_path, 0.6)
+    with srv:
+        args = _args(srv, data, tmp_path)
+        assert CliRunner().invoke(main, ["run", *args, "--quiet"]).exit_code == 0
+        out = tmp_path / "out"
+        res = CliRunner().invoke(main, ["export", *args, "--kind", "classification",
+                                        "--gold", "gold", "--calibration", "none",
+                                        "--out", str(out)])
+        assert res.exit_code == 0, res.output
+    ds = _load(out)
+    names = ds.features["label"].names
+    assert {names[r["label"]] for r in ds} == {"positive"}
+    assert "--calibration none" in (out / "README.md").read_text()
+
+
+def test_too_few_gold_rows_are_refused_in_one_line(tmp_path: Path) -> None:
+    srv, data = _serve(tmp_path, 0.6, gold_rows=LEAST - 1)
+    with srv:
+        args = _args(srv, data, tmp_path)
+        assert CliRunner().invoke(main, ["run", *args, "--quiet"]).exit_code == 0
+        out = tmp_path / "out"
+        res = CliRunner().invoke(main, ["export", *args, "--gold", "gold", "--out", str(out)])
+    assert res.exit_code == 1
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert lines == [f"labeler: error: --gold gold: {LEAST - 1} labeled rows have a "
+                     f"gold value, calibration needs at least {LEAST} (add gold, or "
+                     "export with --calibration none)"]
+    assert not out.exists()
+
+
+def test_prior_check_fires_on_a_skewed_teacher(tmp_path: Path) -> None:
+    srv, data = _serve(tmp_path, 0.6)
+    with srv:
+        args = _args(srv, data, tmp_path)
+        assert CliRunner().invoke(main, ["run", *args, "--quiet"]).exit_code == 0
+        out = tmp_path / "out"
+        res = CliRunner().invoke(main, ["export", *args, "--gold", "gold", "--calibration",
+                                        "none", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+    assert ("warning: label prior: the exported labels depart from the gold rows' labels "
+            "(total variation 0.50): 'positive' is 100% of exported labels, 50% of the gold "
+            "rows' labels") in res.output
+    card = (out / "README.md").read_text()
+    assert "## Label prior" in card and "'positive' is 100% of exported labels" in card
+
+
+def test_prior_check_is_quiet_on_a_balanced_teacher(tmp_path: Path) -> None:
+    srv, data = _serve(tmp_path, 0.1)
+    with srv:
+        args = _args(srv, data, tmp_path)
+        assert CliRunner().invoke(main, ["run", *args, "--quiet"]).exit_code == 0
+        for mode in ("none", "auto"):
+            out = tmp_path / f"out-{mode}"
+            res = CliRunner().invoke(main, ["export", *args, "--gold", "gold",
+                                            "--calibration", mode, "--out", str(out)])
+            assert res.exit_code == 0, res.output
+            assert "label prior" not in res.output
+            assert "## Label prior" not in (out / "README.md").read_text()
+
+
+def test_calibrated_export_is_checked_against_its_calibrated_distribution(tmp_path: Path) -> None:
+    """After calibration the skewed teacher's labels match the gold rows': no warning."""
+    srv, data = _serve(tmp_path, 0.6)
+    with srv:
+        args = _args(srv, data, tmp_path)
+        assert CliRunner().invoke(main, ["run", *args, "--quiet"]).exit_code == 0
+        out = tmp_path / "out"
+        res = CliRunner().invoke(main, ["export", *args, "--gold", "gold", "--out", str(out)])
+        assert res.exit_code == 0, res.output
+    assert "label prior" not in res.output

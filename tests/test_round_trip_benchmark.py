@@ -1,0 +1,30 @@
+"""benchmarks/round_trip.py end to end at a tiny size: the test teacher over HTTP labels
+SST-2 rows, two exports (raw, calibrated on gold) train the pretrained MiniLM student."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import SHARED_DATA
+
+pytest.importorskip("all_minilm_l6_v2")
+pytest.importorskip("sentence_transformers")
+
+
+def test_round_trip_prints_every_target_with_retention_and_gap(tmp_path, capsys) -> None:
+    if not (SHARED_DATA / "sst2_validation").exists():
+        pytest.skip(f"needs SST-2 at {SHARED_DATA}")
+    from benchmarks.round_trip import TARGETS, main
+    from labeler.testing import ServerConfig, TeacherServer
+
+    with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
+        main(["--dataset", "sst2", "--train", "30", "--test", "12", "--gold", "20",
+              "--teacher", "openai-compatible:teacher-test", "--base-url", srv.url + "/v1",
+              "--store", str(tmp_path / "s.sqlite")])
+        sent = len(srv.log)
+    out = capsys.readouterr().out
+    assert sent == 42  # every train and test row once; the exports send nothing
+    for target in TARGETS:
+        assert f"| {target} labels | " in out
+    assert "| gold labels | " in out and "| — | +0.0% |" in out
+    assert "fitted on 20 gold rows of 'gold'" in out or "calibration (seed 0): none:" in out
