@@ -229,7 +229,10 @@ class LocalTeacher(BaseTeacher):
             "--no-webui",
         ]
         if self.chat_template:
-            cmd += ["--chat-template", self.chat_template]
+            # A built-in template is taken by name only with Jinja off before it: with
+            # Jinja on (the server's default), the name itself is read as the template and
+            # every chat prompt becomes that word.
+            cmd += ["--no-jinja", "--chat-template", self.chat_template]
         cmd += self._model_args
         cmd += self.server_args
         return cmd
