@@ -203,11 +203,13 @@ def calibrate_answer(answer: Answer, calibration: Calibration, space: LabelSpace
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return probs
 
 
 def _log_probs(probs: np.ndarray) -> np.ndarray:
-    return np.log(np.maximum(probs, FLOOR))
+    logs: np.ndarray = np.log(np.maximum(probs, FLOOR))
+    return logs
 
 
 def _nll(logits: np.ndarray, gold: np.ndarray) -> float:
@@ -307,13 +309,14 @@ def contextual_bias(content_free: Sequence[Sequence[float]]) -> np.ndarray:
         )
     mean = np.mean(np.asarray(valid, dtype=float), axis=0)
     b = _log_probs(mean)
-    return b - b.mean()
+    centred: np.ndarray = b - b.mean()
+    return centred
 
 
 def fit(
     method: str,
-    probs: Sequence[Sequence[float]],
-    gold: Sequence[int],
+    probs: Sequence[Sequence[float]] | np.ndarray,
+    gold: Sequence[int] | np.ndarray,
     labels: Sequence[str],
     *,
     content_free: Sequence[Sequence[float]] | None = None,
@@ -355,8 +358,8 @@ def fit(
 
 def cross_validated(
     fitter: Callable[[np.ndarray, np.ndarray], Calibration],
-    probs: Sequence[Sequence[float]],
-    gold: Sequence[int],
+    probs: Sequence[Sequence[float]] | np.ndarray,
+    gold: Sequence[int] | np.ndarray,
     *,
     folds: int = 5,
     fit_fraction: float | None = None,

@@ -136,7 +136,7 @@ class CascadeSpec:
         conf = answer.confidence
         if conf is None:  # a free-text or json answer: only invalid ones escalate
             return False
-        value = getattr(conf, self.measure)
+        value: float = getattr(conf, self.measure)
         threshold = self.thresholds[stage]
         return value > threshold if self.measure in LOWER_IS_BETTER else value < threshold
 

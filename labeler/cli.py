@@ -16,6 +16,7 @@ import gc
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from labeler.bounds import BOUNDS
 from labeler.errors import CONTEXT_TOO_LONG, ConfigError, LabelerError
 from labeler.exports.options import FORMATS, KD_LAYOUTS, KINDS, SFT_SHAPES
 from labeler.gc_tuning import freeze_setup, gc_tuned
+from labeler.input_map import parse_input_map
 from labeler.redact import redact
 from labeler.version import VERSION
 
@@ -34,7 +36,7 @@ EXIT_INTERRUPTED = options.exit_code("interrupted")
 EXIT_PENDING = options.exit_code("pending")  # --batch --no-wait: answers still being computed
 
 
-def _bounded(name: str, kind: type = float) -> click.ParamType:
+def _bounded(name: str, kind: type = float) -> click.IntRange | click.FloatRange:
     """The click range of a numeric option, from the bounds `Job` checks too."""
     b = BOUNDS[name]
     if kind is int:
@@ -62,14 +64,15 @@ class _OneLineErrors(click.Group):
     """A bad flag is one line on stderr and exit 1, like every other fatal error (click's
     own answer is three lines and exit 2)."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **kw: Any) -> Any:
         if not standalone_mode:
             with gc_tuned():
-                return super().main(*args, standalone_mode=False, **kw)
+                return super().main(args, prog_name, complete_var, standalone_mode=False, **kw)
         _leave_objects_to_the_exit()
         try:
             with gc_tuned():
-                rv = super().main(*args, standalone_mode=False, **kw)
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **kw)
         except _NO_ARGS_IS_HELP as exc:  # a bare `labeler`: the help, as click shows it
             exc.show()
             sys.exit(exc.exit_code)
@@ -837,7 +840,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             **{o.field: kw.get(o.key, o.default) for o in options.OPTIONS},
             prices=prices, id_field=kw.get("id_field"),
             input_format=kw.get("input_format"), delimiter=kw.get("delimiter"),
-            input_split=kw.get("input_split"), input_map=list(kw.get("input_map") or ()),
+            input_split=kw.get("input_split"), input_map=parse_input_map(kw.get("input_map") or ()),
             limit=kw.get("limit"),
             rejects=kw.get("rejects"), export=export_opts,
             progress=False if kw.get("quiet") else None,

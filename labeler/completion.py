@@ -137,12 +137,14 @@ class StoredCompletion(Completion):
     compares and copies as the `Completion` it stands for."""
 
     __slots__ = ("token_rows", "usage_counts")
+    token_rows: list[Any] | None
+    usage_counts: tuple[int, ...] | None
 
     def __init__(self, text: str, token_rows: list[Any] | None = None, **fields: Any) -> None:
         super().__init__(text, **fields)
         self.token_rows = token_rows
 
-    @property  # type: ignore[override]
+    @property
     def tokens(self) -> list[TokenLogprob] | None:
         rows = self.token_rows
         if rows is not None:
@@ -156,7 +158,7 @@ class StoredCompletion(Completion):
         self.token_rows = None
         _TOKENS.__set__(self, value)
 
-    @property  # type: ignore[override]
+    @property
     def usage(self) -> Usage:
         counts = self.usage_counts
         if counts is not None:

@@ -213,15 +213,14 @@ class EnsemblePlanner(MultiPlanner):
         """The members' answers (by member index) as one answer."""
         space = self.task.label_space
         assert space is not None
-        valid = [(n, a) for n, a in answers if a.soft is not None and a.soft.valid]
+        valid = [(n, a.soft) for n, a in answers if a.soft is not None and a.soft.valid]
         if not valid:
             return answers[0][1]  # nobody named a label: invalid, as each member's is
         weights = self.spec.weights
-        probs = self.spec.mix([(weights[n], a.soft.probs) for n, a in valid])  # type: ignore[union-attr]
-        outside = (sum(weights[n] * a.soft.outside for n, a in valid)  # type: ignore[union-attr]
+        probs = self.spec.mix([(weights[n], s.probs) for n, s in valid])
+        outside = (sum(weights[n] * s.outside for n, s in valid)
                    / sum(weights[n] for n, _ in valid))
-        soft = SoftLabel(tuple(probs), outside, "ensemble",
-                         any(a.soft.ambiguous for _, a in valid))  # type: ignore[union-attr]
+        soft = SoftLabel(tuple(probs), outside, "ensemble", any(s.ambiguous for _, s in valid))
         label = soft.label(space)
         conf = measure(probs, agreement=agreement([a.label for _, a in answers], label))
         return Answer(label or "", label, soft, conf, valid=label is not None)

@@ -104,7 +104,8 @@ def evaluate_job(
         planner = Planner(task, identity, store, failures=False,
                           single_answers=True)
         for planned in planner.plan_rows(job.rows(task), 512):
-            people = (human_labels(store, [i.key for i in planned if i.completion is not None])
+            people = (human_labels(store, [i.key for i in planned
+                                          if i.completion is not None and i.key is not None])
                       if from_people else {})
             for forms in by_row(planned):
                 item = forms[0]

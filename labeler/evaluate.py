@@ -206,7 +206,8 @@ class _Ranking:
         self.right = _as_bool(correct)[order]
         self.cum = np.cumsum(self.right)
         # Tie groups by equality, not by difference: -inf - -inf is NaN.
-        self.group_start = np.r_[True, self.scores[1:] != self.scores[:-1]] if self.n else None
+        self.group_start = (np.r_[True, self.scores[1:] != self.scores[:-1]] if self.n
+                            else np.zeros(0, dtype=bool))
 
     def auroc(self) -> float | None:
         n_pos = int(self.cum[-1]) if self.n else 0
@@ -541,7 +542,8 @@ def confidence_measures(confs: Sequence[Confidence | None]) -> dict[str, list[fl
     return out
 
 
-def distribution_scores(gold: Sequence[int], probs: Sequence[Sequence[float]]) -> dict[str, float | None]:
+def distribution_scores(gold: Sequence[int] | np.ndarray,
+                        probs: Sequence[Sequence[float]] | np.ndarray) -> dict[str, float | None]:
     """Accuracy, AUROC and ECE of max_prob, and NLL, of label distributions against gold.
 
     ``gold`` holds label indices; a row with no mass on any label (all zero) predicts

@@ -434,7 +434,7 @@ def _open_text(path: str) -> BinaryIO:
                 if probe.read(2) != b"\x1f\x8b":
                     raise InputError(path, None, "named .gz but is not gzip data")
             # A BufferedReader over the gzip stream gives C-speed line splitting.
-            return io.BufferedReader(gzip.GzipFile(path, "rb"), 1 << 16)  # type: ignore[arg-type,return-value]
+            return io.BufferedReader(gzip.GzipFile(path, "rb"), 1 << 16)
         return open(path, "rb")
     except IsADirectoryError as exc:
         raise InputError(path, None, "is a directory, not a file") from exc

@@ -460,6 +460,7 @@ def _export(job: Job, task: Task, identity: Mapping[str, Any], store: Store,
 
     opts = resolve_calibration(task, identity, lambda: job.rows(task), store, job.export,
                                single_teacher=planner is None)
+    assert job.out is not None  # export_job refuses a job without one
     return export_to(task, identity, job.export_rows(task), store, Path(job.out), opts,
                      planner)
 

@@ -145,7 +145,7 @@ class RequestKeys:
                           + self._template_tail)
         return KEY_PREFIX + hasher.hexdigest()
 
-    def _leading(self, lead: tuple[dict[str, str], ...]) -> Any:
+    def _leading(self, lead: tuple[dict[str, str], ...]) -> hashlib.blake2b:
         hasher = _hasher(b'{"messages":[' + b"".join([canonical_json(m) + b"," for m in lead]))
         if all(type(m) is dict and all(type(k) is str and type(v) is str for k, v in m.items())
                for m in lead):
@@ -153,6 +153,6 @@ class RequestKeys:
         return hasher
 
 
-def _hasher(data: bytes) -> Any:
+def _hasher(data: bytes) -> hashlib.blake2b:
     """The hash `request_key` takes, fed `data` so far."""
     return hashlib.blake2b(data, digest_size=16)

@@ -480,7 +480,7 @@ class _RunState:
         self._next_poll = time.monotonic() + WAIT_POLL_S
         items = [Item(rows[0], SEND, request, key) for key, (request, rows) in self.waiting.items()]
         await asyncio.to_thread(self.planner.look_up, items)
-        wanted = [i.key for i in items if i.status == SEND]
+        wanted = [i.key for i in items if i.status == SEND and i.key is not None]
         granted: set[str] = set()
         if wanted and not lb._stop.is_set() and self.fatal is None:
             granted = await asyncio.to_thread(lb.claims.claim, wanted,
@@ -655,7 +655,7 @@ class _RunState:
                         async with _Dequeue(self.queued, me), lb.limiter.slot(
                                 lb._max_tokens * calls * answers, requests=calls,
                                 prompt_tokens=prompt_tokens):
-                            self.queued.discard(me)  # type: ignore[arg-type]
+                            self.queued.discard(me)
                             if lb._stop.is_set():  # stopped while waiting: send nothing
                                 raise _Stopped()
                             found = await self._as_sent(sending)
@@ -668,7 +668,7 @@ class _RunState:
                             try:
                                 completion = await self._send_one(sending)
                             except TeacherError as exc:
-                                if not exc.retryable:
+                                if not isinstance(exc, RetryableError):
                                     raise
                                 lb.limiter.on_failure(exc)  # 429s slow the rate, 5xx shrink
                                 # Counted over the whole run, not per item: with a low
@@ -683,7 +683,7 @@ class _RunState:
                             cost = lb.prices.cost(lb.teacher.model, completion.usage)
                             await self.writer.put(sending.key, completion, cost)
                     finally:
-                        self.queued.discard(me)  # type: ignore[arg-type]
+                        self.queued.discard(me)
                         if first:
                             self.probe.release()
                     lb.limiter.on_success(prompt_tokens, completion.usage.prompt_tokens)

@@ -269,7 +269,7 @@ class BatchRunner:
         s = self.summary
         planned = self._planner.plan(chunk)
         fresh = list(dict.fromkeys(i.key for i in planned
-                                   if i.status == SEND and i.key not in self._rows))
+                                   if i.status == SEND and i.key is not None and i.key not in self._rows))
         held = journal.held(self.store, fresh)
         out: list[tuple[str, Request]] = []
         for item in planned:

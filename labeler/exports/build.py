@@ -224,7 +224,8 @@ class _Rows:
 
     def add(self, planned: list[Item]) -> None:
         """One chunk of planned rows (a person's labels and the verdicts read at once)."""
-        humans = (human_labels(self.store, [i.key for i in planned if i.completion is not None])
+        humans = (human_labels(self.store, [i.key for i in planned
+                                            if i.completion is not None and i.key is not None])
                   if self.with_humans else {})
         checks = _checked(self.stage, planned) if self.stage is not None else {}
         for forms in by_row(planned):
@@ -335,7 +336,7 @@ def _general_row(task: Task, builder: RowBuilder, report: ExportReport, forms: l
     raw = answer
     if calibrate is not None and task.label_space is not None:
         answer = calibrate(answer, opts.calibration, task.label_space)
-    human = humans.get(item.key)
+    human = humans.get(item.key) if item.key is not None else None
     trace = completion.reasoning
     if human is not None:  # a person's decision: kept whatever the teacher's doubt
         if human.label != answer.label:

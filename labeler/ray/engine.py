@@ -102,7 +102,7 @@ def connect(address: str | None) -> None:
     if address is not None:
         _probe(address)
     try:
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING",
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=True)
     except (ConnectionError, TimeoutError, ValueError) as exc:
         if address is None:
@@ -175,7 +175,8 @@ def read_input(job: Job) -> ray.data.Dataset:
         ds = ray.data.from_huggingface(loaded)
     else:
         raise ConfigError(f"--engine ray cannot read input format {fmt!r}")
-    return ds.limit(job.limit) if job.limit is not None else ds
+    limited: ray.data.Dataset = ds.limit(job.limit) if job.limit is not None else ds
+    return limited
 
 
 def _read_delimited(path: str, delimiter: str) -> ray.data.Dataset:

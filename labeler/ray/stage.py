@@ -108,7 +108,8 @@ class LabelStage:
                 if item.key is not None and item.row.data.get("id") is None:
                     item.row = Row(item.row.source, item.row.line, item.key, item.row.data)
         humans = ({} if not self.job.export.human_labels or self.task.output_kind != "label"
-                  else self._human_labels([i.key for i in items if i.completion is not None]))
+                  else self._human_labels([i.key for i in items
+                                                          if i.completion is not None and i.key is not None]))
         return records_table(self.task, self.reader.identity, items, self.job.export, humans)
 
     def _human_labels(self, keys: list[str]) -> dict[str, Any]:

@@ -85,7 +85,8 @@ class OpenAITeacher(SampledTeacher, BaseTeacher):
         try:
             if request.is_chat:
                 raw = await self._client.chat.completions.with_raw_response.create(
-                    model=self.model, messages=list(request.messages or ()),
+                    # Plain role/content dicts: what the SDK's message TypedDicts describe.
+                    model=self.model, messages=list(request.messages or ()),  # type: ignore[arg-type]
                     **chat_params(request.params, self.provider),
                 )
             else:
