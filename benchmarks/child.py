@@ -123,7 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--format", default="hf")
     args = parser.parse_args(argv)
     fn = {"label": label, "export": export}[args.command]
-    result = fn(args)
+    from labeler.gc_tuning import gc_tuned
+
+    with gc_tuned():  # the collector as the CLI's process sets it
+        result = fn(args)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
     return 0
 

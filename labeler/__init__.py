@@ -32,17 +32,20 @@ from labeler.in_memory import alabel, label
 from labeler.inputs import Reject, Row, read_rows
 from labeler.job import Job, JobResult, run_job
 from labeler.request import Request
-from labeler.run import Labeler, Record, RunSummary
+from labeler.run import Labeler
+from labeler.settings import LabelSettings
+from labeler.setups import Cascade, Ensemble, Single
 from labeler.store import Store
+from labeler.summary import Record, RunSummary
 from labeler.task import Task, load_task
 from labeler.teachers import Teacher, make_teacher
 from labeler.version import VERSION as __version__
 
 __all__ = [
-    "Answer", "Completion", "ConfigError", "ExportError", "ExportOptions", "ExportReport",
-    "FilterSpec", "FinalError", "InputError", "Job", "JobResult", "Labeler", "LabelerError",
-    "Record", "Reject", "Request", "RetryableError", "Row", "RunSummary", "Store", "StoreError",
-    "Task", "Teacher", "TeacherError", "TeacherUnreachable", "TemplateError", "TokenLogprob",
-    "Usage", "__version__", "alabel",
+    "Answer", "Cascade", "Completion", "ConfigError", "Ensemble", "ExportError", "ExportOptions",
+    "ExportReport", "FilterSpec", "FinalError", "InputError", "Job", "JobResult", "LabelSettings",
+    "Labeler", "LabelerError", "Record", "Reject", "Request", "RetryableError", "Row", "RunSummary",
+    "Single", "Store", "StoreError", "Task", "Teacher", "TeacherError", "TeacherUnreachable",
+    "TemplateError", "TokenLogprob", "Usage", "__version__", "alabel",
     "export_dataset", "label", "load_task", "make_teacher", "read_answer", "read_rows", "run_job",
 ]

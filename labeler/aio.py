@@ -6,27 +6,17 @@ share of labeler's. uvloop runs the same asyncio code on libuv at a fraction of 
 cost; ``python -m benchmarks`` measures both loops side by side. ``LABELER_LOOP=asyncio``
 falls back to the standard loop (where uvloop is missing, as on Windows, that is the
 only choice). The library never starts a loop of its own: a program that imports
-labeler runs it on whatever loop it chose.
-
-`run` also tunes the garbage collector for the run, as long-running asyncio services do:
-everything alive at the start (imported modules, the template, the teacher) is frozen
-out of the collector's scans, and young collections run every 50,000 allocations rather
-than 700. With hundreds of requests in flight each one keeps dozens of objects alive, and
-the default settings spent a third of labeler's CPU re-scanning them: at 512 in flight
-labeler's CPU per item fell from ~560 to ~310 µs and the rate from 55-63% to 93% of the
-Little's-law bound (`python -m benchmarks`, row 2; the test server runs on this too). Cycles
-are still collected; the settings are restored when the run ends.
+labeler runs it on whatever loop it chose. Nor does it touch the garbage collector's
+settings, which belong to the process (the CLI tunes them: labeler/gc_tuning.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Protocol, TypeVar
 
@@ -64,39 +54,8 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     except BaseException:
         main.close()  # never started: no "coroutine was never awaited" on the way out
         raise
-    with gc_tuned(), asyncio.Runner(loop_factory=factory) as runner:
+    with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
-
-
-YOUNG_THRESHOLD = 50_000
-
-
-_tuned = 0  # gc_tuned blocks entered and not yet left (an export inside a run's loop)
-_tuned_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def gc_tuned() -> Iterator[None]:
-    """The collector tuned as described above, for any stretch of code that makes
-    millions of short-lived objects (a run, an export); nested blocks leave it to the
-    outermost, which restores the settings."""
-    global _tuned
-    with _tuned_lock:
-        _tuned += 1
-        outermost = _tuned == 1
-        if outermost:
-            before = gc.get_threshold()
-            gc.freeze()
-            gc.set_threshold(max(before[0], YOUNG_THRESHOLD), max(before[1], 20),
-                             max(before[2], 100))
-    try:
-        yield
-    finally:
-        with _tuned_lock:
-            _tuned -= 1
-            if outermost:
-                gc.set_threshold(*before)
-                gc.unfreeze()
 
 
 class Stoppable(Protocol):

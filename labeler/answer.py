@@ -90,9 +90,9 @@ def read_answer(task: Task, completion: Completion) -> Answer:
                 label = _untied(soft, label, completion.text, space)
         else:
             label = parse_label(completion.text, space)
-        return Answer(
-            completion.text, label, soft, confidence(completion, soft), valid=label is not None
-        )
+        index = None if label is None else space.index(label)
+        return Answer(completion.text, label, soft, confidence(completion, soft, index),
+                      valid=label is not None)
     if task.output_kind == "json":
         try:
             parsed = orjson.loads(completion.text)

@@ -36,8 +36,9 @@ from typing import Any
 import numpy as np
 
 from labeler.answer import Answer
+from labeler.confidence import measure
 from labeler.errors import ConfigError
-from labeler.targets import Confidence, LabelSpace, SoftLabel
+from labeler.targets import LabelSpace, SoftLabel
 
 __all__ = [
     "METHODS",
@@ -189,16 +190,9 @@ def calibrate_answer(answer: Answer, calibration: Calibration, space: LabelSpace
     if soft is None or not soft.valid:
         return answer
     new = calibration.apply(soft)
-    ranked = sorted(new.probs, reverse=True)
-    entropy = max(0.0, -sum(p * math.log(p) for p in new.probs if p > 0.0))
     old = answer.confidence
-    conf = Confidence(
-        ranked[0],
-        ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0),
-        entropy,
-        old.mean_logprob if old else None,
-        old.agreement if old else None,
-    )
+    conf = measure(new.probs, mean_logprob=old.mean_logprob if old else None,
+                   agreement=old.agreement if old else None)
     label = new.label(space)
     return replace(answer, soft=new, confidence=conf, label=label, valid=label is not None)
 
@@ -209,11 +203,13 @@ def calibrate_answer(answer: Answer, calibration: Calibration, space: LabelSpace
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return probs
 
 
 def _log_probs(probs: np.ndarray) -> np.ndarray:
-    return np.log(np.maximum(probs, FLOOR))
+    logs: np.ndarray = np.log(np.maximum(probs, FLOOR))
+    return logs
 
 
 def _nll(logits: np.ndarray, gold: np.ndarray) -> float:
@@ -313,13 +309,14 @@ def contextual_bias(content_free: Sequence[Sequence[float]]) -> np.ndarray:
         )
     mean = np.mean(np.asarray(valid, dtype=float), axis=0)
     b = _log_probs(mean)
-    return b - b.mean()
+    centred: np.ndarray = b - b.mean()
+    return centred
 
 
 def fit(
     method: str,
-    probs: Sequence[Sequence[float]],
-    gold: Sequence[int],
+    probs: Sequence[Sequence[float]] | np.ndarray,
+    gold: Sequence[int] | np.ndarray,
     labels: Sequence[str],
     *,
     content_free: Sequence[Sequence[float]] | None = None,
@@ -361,8 +358,8 @@ def fit(
 
 def cross_validated(
     fitter: Callable[[np.ndarray, np.ndarray], Calibration],
-    probs: Sequence[Sequence[float]],
-    gold: Sequence[int],
+    probs: Sequence[Sequence[float]] | np.ndarray,
+    gold: Sequence[int] | np.ndarray,
     *,
     folds: int = 5,
     fit_fraction: float | None = None,

@@ -32,17 +32,19 @@ from itertools import islice
 from typing import Any
 
 from labeler.answer import Answer, read_answer
-from labeler.batch.runner import BatchSummary
+from labeler.batch.runner import BatchRunner, BatchSummary
+from labeler.confidence import DISTRIBUTION_MEASURES, LOWER_IS_BETTER
 from labeler.errors import ConfigError
 from labeler.human import human_labels
 from labeler.inputs import Reject, Row
 from labeler.plan import CACHED, CHUNK, FAILED, Item, Planner
-from labeler.run import Labeler, Record, RunSummary
+from labeler.run import Labeler
 from labeler.store import Store
+from labeler.summary import Record, RunSummary
 from labeler.task import Task
 from labeler.teachers.base import Teacher
 
-MEASURES = ("max_prob", "margin", "entropy")
+MEASURES = DISTRIBUTION_MEASURES  # what a stage can be thresholded on
 HUMAN = "human"  # a cascade's last stage: a person on the review page
 _URL_MARK = "@http"
 
@@ -134,9 +136,9 @@ class CascadeSpec:
         conf = answer.confidence
         if conf is None:  # a free-text or json answer: only invalid ones escalate
             return False
-        value = getattr(conf, self.measure)
+        value: float = getattr(conf, self.measure)
         threshold = self.thresholds[stage]
-        return value > threshold if self.measure == "entropy" else value < threshold
+        return value > threshold if self.measure in LOWER_IS_BETTER else value < threshold
 
 
 def _stage(spec: str) -> Stage:
@@ -206,8 +208,8 @@ class HumanQueue:
                 "labeled": self.decided, "awaiting": self.rows - self.decided}
 
 
-class Cascade:
-    """The cascade strategy for `run_job`: one labeling pass per stage over what is left.
+class CascadeRun:
+    """The cascade strategy (labeler/setups.py): one labeling pass per stage over what is left.
 
     `make_labeler(stage, teacher, budget_left)` builds each stage's `Labeler` (the job's
     limits, store and rejects), or its `BatchRunner` for a stage sent through the
@@ -216,7 +218,7 @@ class Cascade:
     """
 
     def __init__(self, task: Task, spec: CascadeSpec, teachers: Sequence[Teacher],
-                 make_labeler: Callable[[int, Teacher, float | None], Any],
+                 make_labeler: Callable[[int, Teacher, float | None], Labeler | BatchRunner],
                  budget_usd: float | None = None, store: Store | None = None) -> None:
         self.task = task
         self.store = store
@@ -226,7 +228,7 @@ class Cascade:
         self.budget_usd = budget_usd
         self.stages: list[StageReport] = []
         self.human: HumanQueue | None = None  # the queue for a person, when ends in human
-        self._current: Any = None  # the stage under way: a Labeler or a BatchRunner
+        self._current: Labeler | BatchRunner | None = None  # the stage under way
         self._stopped = False
 
     def stop(self) -> None:
@@ -235,7 +237,7 @@ class Cascade:
             self._current.stop()
 
     async def aclose(self) -> None:
-        if isinstance(self._current, Labeler):
+        if self._current is not None:
             await self._current.aclose()
 
     async def run(self, rows: Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]
@@ -297,7 +299,7 @@ class Cascade:
                 escalated.append(rec.row)
         return escalated
 
-    async def _batch_pass(self, stage: int, runner: Any,
+    async def _batch_pass(self, stage: int, runner: BatchRunner,
                           rows: Iterable[Row | Reject | Mapping[str, Any]],
                           again: Iterable[Row | Reject | Mapping[str, Any]]) -> list[Row]:
         """A stage through the provider's batch API (`BatchRunner`); what it passes on is
@@ -490,5 +492,5 @@ class CascadePlanner(MultiPlanner):
                 "confidence": getattr(conf, self.spec.measure) if conf and soft else None}
 
 
-__all__ = ["HUMAN", "MEASURES", "Cascade", "CascadePlanner", "CascadeSpec", "HumanQueue", "Stage",
+__all__ = ["HUMAN", "MEASURES", "CascadePlanner", "CascadeRun", "CascadeSpec", "HumanQueue", "Stage",
            "StageReport", "TeacherUsage", "final_stage", "queued_for_human", "reached"]

@@ -16,6 +16,7 @@ import gc
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from labeler import aio, options
 from labeler.bounds import BOUNDS
 from labeler.errors import CONTEXT_TOO_LONG, ConfigError, LabelerError
 from labeler.exports.options import FORMATS, KD_LAYOUTS, KINDS, SFT_SHAPES
+from labeler.gc_tuning import freeze_setup, gc_tuned
+from labeler.input_map import parse_input_map
 from labeler.redact import redact
 from labeler.version import VERSION
 
@@ -33,7 +36,7 @@ EXIT_INTERRUPTED = options.exit_code("interrupted")
 EXIT_PENDING = options.exit_code("pending")  # --batch --no-wait: answers still being computed
 
 
-def _bounded(name: str, kind: type = float) -> click.ParamType:
+def _bounded(name: str, kind: type = float) -> click.IntRange | click.FloatRange:
     """The click range of a numeric option, from the bounds `Job` checks too."""
     b = BOUNDS[name]
     if kind is int:
@@ -61,12 +64,15 @@ class _OneLineErrors(click.Group):
     """A bad flag is one line on stderr and exit 1, like every other fatal error (click's
     own answer is three lines and exit 2)."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **kw: Any) -> Any:
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kw)
+            with gc_tuned():
+                return super().main(args, prog_name, complete_var, standalone_mode=False, **kw)
         _leave_objects_to_the_exit()
         try:
-            rv = super().main(*args, standalone_mode=False, **kw)
+            with gc_tuned():
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **kw)
         except _NO_ARGS_IS_HELP as exc:  # a bare `labeler`: the help, as click shows it
             exc.show()
             sys.exit(exc.exit_code)
@@ -88,8 +94,8 @@ _EXIT_HOOK: list[bool] = []
 
 def _leave_objects_to_the_exit() -> None:
     """Freeze every object as the process exits, so that the interpreter's last garbage
-    collections do not walk them all: ~0.25 s of every `labeler run` over 20,000 rows,
-    spent on memory the exit returns anyway. Nothing waits on those collections: the
+    collections do not walk them all: after a large run that walk is a pause the user
+    waits out at the end, spent on memory the exit returns anyway. Nothing waits on those collections: the
     store, the export and the rejects file are closed (or flushed per line) explicitly
     before the command returns, and stdout and stderr are flushed by the exit itself."""
     if not _EXIT_HOOK:
@@ -248,6 +254,7 @@ def run(task: str, input_path: str, **kw: Any) -> None:
             result = _ray_engine().run_ray_job(job, address=kw.get("ray_address"),
                                                workers=kw["workers"], on_warning=_warn)
         else:
+            freeze_setup()  # the job and the modules run imports: alive for the whole run
             result = aio.run(run_job(job, on_warning=_warn, handle_signals=True))
     except LabelerError as exc:
         _fail(exc)
@@ -833,7 +840,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             **{o.field: kw.get(o.key, o.default) for o in options.OPTIONS},
             prices=prices, id_field=kw.get("id_field"),
             input_format=kw.get("input_format"), delimiter=kw.get("delimiter"),
-            input_split=kw.get("input_split"), input_map=list(kw.get("input_map") or ()),
+            input_split=kw.get("input_split"), input_map=parse_input_map(kw.get("input_map") or ()),
             limit=kw.get("limit"),
             rejects=kw.get("rejects"), export=export_opts,
             progress=False if kw.get("quiet") else None,
@@ -845,7 +852,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
 
 def _calibration(path: str | None) -> Any:
     """The --calibration file, read; imported only then: it brings numpy, which a run or
-    export without one never needs (~0.15 s of start-up)."""
+    export without one never needs (and whose import every command would wait for)."""
     if not path or path in ("auto", "none"):
         return None
     from labeler.calibration import load_calibration

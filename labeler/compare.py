@@ -174,9 +174,10 @@ def compare(job: Job, teachers: Sequence[str]) -> Comparison:
                 got = [_label(task, forms, side, keys)
                        for forms, side, keys in zip((forms_a, forms_b), (report.a, report.b),
                                                     paid, strict=True)]
-                if got[0] is None or got[1] is None:
+                got_a, got_b = got
+                if got_a is None or got_b is None:
                     continue
-                i, j = (index.get(g, k - 1) for g in got)
+                i, j = index.get(got_a, k - 1), index.get(got_b, k - 1)
                 report.confusion[i][j] += 1
                 report.both += 1
                 report.agree += int(i == j)

@@ -137,12 +137,14 @@ class StoredCompletion(Completion):
     compares and copies as the `Completion` it stands for."""
 
     __slots__ = ("token_rows", "usage_counts")
+    token_rows: list[Any] | None
+    usage_counts: tuple[int, ...] | None
 
     def __init__(self, text: str, token_rows: list[Any] | None = None, **fields: Any) -> None:
         super().__init__(text, **fields)
         self.token_rows = token_rows
 
-    @property  # type: ignore[override]
+    @property
     def tokens(self) -> list[TokenLogprob] | None:
         rows = self.token_rows
         if rows is not None:
@@ -156,7 +158,7 @@ class StoredCompletion(Completion):
         self.token_rows = None
         _TOKENS.__set__(self, value)
 
-    @property  # type: ignore[override]
+    @property
     def usage(self) -> Usage:
         counts = self.usage_counts
         if counts is not None:
@@ -179,30 +181,16 @@ class StoredCompletion(Completion):
     __hash__ = None  # type: ignore[assignment]  # as a Completion's
 
 
-_new = object.__new__
-_set_tokens = _TOKENS.__set__
-_set_usage = _USAGE.__set__
-
-
 def stored_completion(text: str, token_rows: list[Any] | None,
                       usage_counts: tuple[int, ...], finish_reason: str | None,
                       model: str, latency_s: float, samples: list[str] | None,
                       reasoning: str | None = None,
                       reasoning_blocks: list[dict[str, Any]] | None = None
                       ) -> StoredCompletion:
-    """`StoredCompletion(text, token_rows, usage=Usage(*usage_counts), ...)`, built by
-    writing its slots: a plan reads a hundred thousand answers, and the keyword
-    constructor cost more than decoding their tokens does."""
-    completion = _new(StoredCompletion)
-    completion.text = text
-    _set_tokens(completion, None)
-    completion.token_rows = token_rows
-    _set_usage(completion, None)
+    """A completion as a store row holds it: its tokens and usage left in their stored
+    form until something reads them."""
+    completion = StoredCompletion(text, token_rows, finish_reason=finish_reason, model=model,
+                                  latency_s=latency_s, samples=samples, reasoning=reasoning,
+                                  reasoning_blocks=reasoning_blocks)
     completion.usage_counts = usage_counts
-    completion.finish_reason = finish_reason
-    completion.model = model
-    completion.latency_s = latency_s
-    completion.samples = samples
-    completion.reasoning = reasoning
-    completion.reasoning_blocks = reasoning_blocks
     return completion

@@ -23,12 +23,14 @@ from typing import Any
 
 from labeler.answer import Answer, read_answer
 from labeler.cascade import MultiPlanner, Stage, StageReport
+from labeler.confidence import agreement, measure
 from labeler.errors import ConfigError
 from labeler.inputs import Reject, Row
 from labeler.plan import CACHED, Item
-from labeler.run import Labeler, RunSummary
+from labeler.run import Labeler
 from labeler.store import Store
-from labeler.targets import Confidence, SoftLabel
+from labeler.summary import RunSummary
+from labeler.targets import SoftLabel
 from labeler.task import Task
 from labeler.teachers.base import Teacher
 
@@ -96,8 +98,8 @@ class EnsembleSpec:
 # -- labeling -------------------------------------------------------------------------------
 
 
-class Ensemble:
-    """The ensemble strategy for `run_job`: every member labels every row, at once.
+class EnsembleRun:
+    """The ensemble strategy (labeler/setups.py): every member labels every row, at once.
 
     `rows()` gives a fresh pass over the input per member; `make_labeler(member, teacher)`
     builds each member's `Labeler` (its own limiter: one member's rate limit never slows
@@ -123,7 +125,7 @@ class Ensemble:
             await lb.aclose()
         self._labelers = []
 
-    async def run_passes(self, rows: Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]
+    async def run(self, rows: Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]
                          ) -> RunSummary:
         self._labelers = [self.make_labeler(i, t) for i, t in enumerate(self.teachers)]
         answered: set[tuple[str, int]] = set()
@@ -211,21 +213,16 @@ class EnsemblePlanner(MultiPlanner):
         """The members' answers (by member index) as one answer."""
         space = self.task.label_space
         assert space is not None
-        valid = [(n, a) for n, a in answers if a.soft is not None and a.soft.valid]
+        valid = [(n, a.soft) for n, a in answers if a.soft is not None and a.soft.valid]
         if not valid:
             return answers[0][1]  # nobody named a label: invalid, as each member's is
         weights = self.spec.weights
-        probs = self.spec.mix([(weights[n], a.soft.probs) for n, a in valid])  # type: ignore[union-attr]
-        outside = (sum(weights[n] * a.soft.outside for n, a in valid)  # type: ignore[union-attr]
+        probs = self.spec.mix([(weights[n], s.probs) for n, s in valid])
+        outside = (sum(weights[n] * s.outside for n, s in valid)
                    / sum(weights[n] for n, _ in valid))
-        soft = SoftLabel(tuple(probs), outside, "ensemble",
-                         any(a.soft.ambiguous for _, a in valid))  # type: ignore[union-attr]
+        soft = SoftLabel(tuple(probs), outside, "ensemble", any(s.ambiguous for _, s in valid))
         label = soft.label(space)
-        ranked = sorted(probs, reverse=True)
-        agreement = sum(a.label == label for _, a in answers) / len(answers)
-        conf = Confidence(ranked[0], ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0),
-                          max(0.0, -sum(p * math.log(p) for p in probs if p > 0.0)),
-                          None, agreement)
+        conf = measure(probs, agreement=agreement([a.label for _, a in answers], label))
         return Answer(label or "", label, soft, conf, valid=label is not None)
 
     def _member(self, n: int, answer: Answer) -> dict[str, Any]:
@@ -235,4 +232,4 @@ class EnsemblePlanner(MultiPlanner):
                 "soft_label": list(soft.probs) if soft else None}
 
 
-__all__ = ["COMBINE", "Ensemble", "EnsemblePlanner", "EnsembleSpec"]
+__all__ = ["COMBINE", "EnsemblePlanner", "EnsembleRun", "EnsembleSpec"]

@@ -25,6 +25,7 @@ redacted (`labeler.redact`) as it is made: it never holds an API key.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from labeler.redact import redact
@@ -210,13 +211,76 @@ TRANSIENT_REASONS = frozenset({
 TRANSIENT_STATUSES = frozenset({408, 409, 429})
 
 
+def retryable_status(status: int) -> bool:
+    """Whether an HTTP error status is worth another try: rate limited (429), timed out
+    (408), conflicting (409) or the server's own failure (5xx)."""
+    return status in TRANSIENT_STATUSES or status >= 500
+
+
 def is_transient(reason: str, status: int | None = None) -> bool:
     """Whether a stored failure (its reason, and HTTP status if any) was transient."""
     if status is None and reason.startswith("http_") and reason[5:].isdigit():
         status = int(reason[5:])
-    if status is not None and (status in TRANSIENT_STATUSES or status >= 500):
+    if status is not None and retryable_status(status):
         return True
     return reason in TRANSIENT_REASONS
+
+
+@dataclass(frozen=True)
+class StatusHints:
+    """What one provider's error answers say beyond their status, in its own words.
+
+    The status decides retryable or final; these hints only name the reason, so `labeler
+    stats` counts the same failure under the same reason whichever path (live SDK, lean
+    transport, batch result) met it.
+    """
+
+    overloaded_statuses: frozenset[int] = frozenset()  # retryable, counted as "overloaded"
+    overloaded_codes: frozenset[str] = frozenset()
+    filter_codes: frozenset[str] = frozenset()  # final: the content was refused
+    too_large_statuses: frozenset[int] = frozenset()  # final: the request body is too big
+
+
+# The providers' own shapes: OpenAI answers "content_filter" (Azure) or
+# "content_policy_violation"; Anthropic answers 529 "overloaded_error" when busy and 413
+# "request_too_large". A prompt over the context is told by every server's wording
+# (`context_too_long`). Every OpenAI-compatible server is read with OpenAI's hints.
+STATUS_HINTS: dict[str, StatusHints] = {
+    "openai": StatusHints(
+        filter_codes=frozenset({"content_filter", "content_policy_violation"}),
+    ),
+    "anthropic": StatusHints(
+        overloaded_statuses=frozenset({529}),
+        overloaded_codes=frozenset({"overloaded_error"}),
+        too_large_statuses=frozenset({413}),
+    ),
+}
+
+
+def classify_status(status: int, message: str, *, provider: str = "openai",
+                    code: object = None, retry_after: float | None = None,
+                    refusal: ParameterRefused | None = None) -> TeacherError:
+    """An HTTP error answer as labeler's failure: the one ladder every teacher and batch
+    path goes through. ``code`` is the provider's error code or type, ``retry_after`` what
+    the server asked to wait (kept on retryable failures only) and ``refusal`` the
+    parameter refusal the caller recognised in the answer (labeler/teachers/refusals.py),
+    which wins over a plain final failure but not over a known reason."""
+    hints = STATUS_HINTS.get(provider, STATUS_HINTS["openai"])
+    code = code if isinstance(code, str) else None  # bodies carry ints and lists too
+    if status in hints.overloaded_statuses or code in hints.overloaded_codes:
+        return RetryableError("overloaded", message, status=status, retry_after=retry_after)
+    if retryable_status(status):
+        return RetryableError(f"http_{status}", message, status=status, retry_after=retry_after)
+    too_long = context_too_long(code, message, status)  # every server's wording
+    if too_long is not None:
+        return too_long
+    if code in hints.filter_codes:
+        return FinalError("content_filter", message, status=status)
+    if status in hints.too_large_statuses:
+        return FinalError("too_large", message, status=status)
+    if refusal is not None:  # a parameter the teacher does without: learned, then not sent
+        return refusal
+    return FinalError(f"http_{status}", message, status=status)
 
 
 def short(text: str, limit: int = 300) -> str:

@@ -42,6 +42,7 @@ from labeler.inputs import Row
 from labeler.job import Job
 from labeler.plan import REJECTED, Planner, by_row, where
 from labeler.run import Labeler
+from labeler.setups import Cascade, setup_for
 from labeler.store import Store
 from labeler.task import Task
 
@@ -103,7 +104,8 @@ def evaluate_job(
         planner = Planner(task, identity, store, failures=False,
                           single_answers=True)
         for planned in planner.plan_rows(job.rows(task), 512):
-            people = (human_labels(store, [i.key for i in planned if i.completion is not None])
+            people = (human_labels(store, [i.key for i in planned
+                                          if i.completion is not None and i.key is not None])
                       if from_people else {})
             for forms in by_row(planned):
                 item = forms[0]
@@ -159,8 +161,10 @@ def evaluate_cascade_job(job: Job, gold_field: str, gold_map: Mapping[str, str] 
     """`labeler eval --cascade`: each stage and the cascade against the gold column, and
     the thresholds reaching each target (labeler/cascade_eval.py)."""
     task = job.load_task()
-    spec = job.cascade_spec()
-    assert spec is not None
+    setup = setup_for(job)
+    if not isinstance(setup, Cascade):
+        raise ConfigError("eval --cascade needs --cascade TEACHERS")
+    spec = setup.spec
     if task.output_kind != "label" or task.label_space is None:
         raise ConfigError(f"eval needs a label task; {task.path} is '{task.output_kind}'")
     labels = task.labels
@@ -171,7 +175,7 @@ def evaluate_cascade_job(job: Job, gold_field: str, gold_map: Mapping[str, str] 
             return None
         return _gold_label(raw, labels, gold_map or {}, where(row), gold_field)
 
-    identities = [t.identity for t in job.make_stage_teachers(spec)]
+    identities = [t.identity for t in setup.make_teachers(job.teacher_for)]
     with Store(job.store_path()) as store:
         return evaluate_cascade(task, spec, identities, store, job.rows(task), gold_of, targets)
 

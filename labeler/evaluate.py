@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from labeler.confidence import LOWER_IS_BETTER, MEASURES, Confidence
 from labeler.errors import ConfigError
-from labeler.targets import Confidence
 
 __all__ = [
     "COVERAGE_LEVELS",
@@ -55,7 +55,6 @@ __all__ = [
     "threshold_for_accuracy",
 ]
 
-LOWER_IS_BETTER: frozenset[str] = frozenset({"entropy"})
 COVERAGE_LEVELS: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
 TARGET_ACCURACIES: tuple[float, ...] = (0.9, 0.95, 0.99)
 # Thresholds promise an accuracy only where the kept rows support it at this confidence.
@@ -207,7 +206,8 @@ class _Ranking:
         self.right = _as_bool(correct)[order]
         self.cum = np.cumsum(self.right)
         # Tie groups by equality, not by difference: -inf - -inf is NaN.
-        self.group_start = np.r_[True, self.scores[1:] != self.scores[:-1]] if self.n else None
+        self.group_start = (np.r_[True, self.scores[1:] != self.scores[:-1]] if self.n
+                            else np.zeros(0, dtype=bool))
 
     def auroc(self) -> float | None:
         n_pos = int(self.cum[-1]) if self.n else 0
@@ -534,16 +534,16 @@ def _betainc(a: float, b: float, x: float) -> float:
 
 def confidence_measures(confs: Sequence[Confidence | None]) -> dict[str, list[float | None]]:
     """Column-wise confidence measures, the shape `evaluate` takes; all-None ones omitted."""
-    names = ("max_prob", "margin", "entropy", "mean_logprob", "agreement")
     out: dict[str, list[float | None]] = {}
-    for name in names:
+    for name in MEASURES:
         values = [None if c is None else getattr(c, name) for c in confs]
         if any(v is not None for v in values):
             out[name] = values
     return out
 
 
-def distribution_scores(gold: Sequence[int], probs: Sequence[Sequence[float]]) -> dict[str, float | None]:
+def distribution_scores(gold: Sequence[int] | np.ndarray,
+                        probs: Sequence[Sequence[float]] | np.ndarray) -> dict[str, float | None]:
     """Accuracy, AUROC and ECE of max_prob, and NLL, of label distributions against gold.
 
     ``gold`` holds label indices; a row with no mass on any label (all zero) predicts

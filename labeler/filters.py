@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from labeler.confidence import Confidence
 from labeler.errors import ConfigError
-from labeler.targets import Confidence
 
 __all__ = ["FILTER_ORDER", "Filter", "FilterReport", "FilterSpec", "apply_filters"]
 

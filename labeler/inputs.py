@@ -21,7 +21,6 @@ import io
 import os
 import sys
 import zlib
-from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
@@ -106,22 +105,8 @@ class Reject:
         return f"{where}: {self.reason}"
 
 
-# Frozen dataclasses build through object.__setattr__, which costs about a microsecond a
-# row; writing the slots directly is half that and matters at a million rows.
-_new = object.__new__
-_set_source = Row.source.__set__  # type: ignore[attr-defined]
-_set_line = Row.line.__set__  # type: ignore[attr-defined]
-_set_id = Row.id.__set__  # type: ignore[attr-defined]
-_set_data = Row.data.__set__  # type: ignore[attr-defined]
-
-
 def _row(source: str, line: int, id: str, data: dict[str, Any]) -> Row:
-    row = _new(Row)
-    _set_source(row, source)
-    _set_line(row, line)
-    _set_id(row, id)
-    _set_data(row, data)
-    return row
+    return Row(source, line, id, data)
 
 
 class RejectsWriter:
@@ -449,7 +434,7 @@ def _open_text(path: str) -> BinaryIO:
                 if probe.read(2) != b"\x1f\x8b":
                     raise InputError(path, None, "named .gz but is not gzip data")
             # A BufferedReader over the gzip stream gives C-speed line splitting.
-            return io.BufferedReader(gzip.GzipFile(path, "rb"), 1 << 16)  # type: ignore[arg-type,return-value]
+            return io.BufferedReader(gzip.GzipFile(path, "rb"), 1 << 16)
         return open(path, "rb")
     except IsADirectoryError as exc:
         raise InputError(path, None, "is a directory, not a file") from exc
@@ -563,85 +548,33 @@ def _blake_digest(key: str) -> int:
 
 
 # str hashes are keyed 64-bit SipHash on 64-bit builds: as collision-free as an 8-byte
-# blake2b digest for in-process use, cached on the string, and 15x cheaper to get.
+# blake2b digest for in-process use, and cached on the string, so nothing is hashed twice.
 _digest: Callable[[str], int] = hash if sys.hash_info.width >= 64 else _blake_digest
 
 
 class _SeenIds:
-    """Ids already accepted, with the line each was first seen on, in two flat arrays.
+    """Ids already accepted, with the line each was first seen on.
 
-    A dict of a million ids costs over 100 MB in Python objects; this open-addressing table
-    of 8-byte digests and 8-byte line numbers costs 32-64 bytes an id. Two ids sharing a
-    digest (odds about n^2 / 2^65, 3e-8 at a million) would misreport one row as a
-    duplicate, which is an acceptable price.
+    Kept by the id's 64-bit digest rather than the id itself, so a million long ids do not
+    stay alive for the whole read. Two ids sharing a digest (odds about n^2 / 2^65, 3e-8
+    at a million) would misreport one row as a duplicate, which is an acceptable price.
     """
 
-    __slots__ = ("_keys", "_lines", "_mask", "_used")
+    __slots__ = ("_lines",)
 
-    def __init__(self, capacity: int = 1 << 12) -> None:
-        self._keys = array("q", [0]) * capacity
-        self._lines = array("q", [0]) * capacity
-        self._mask = capacity - 1
-        self._used = 0
+    def __init__(self) -> None:
+        self._lines: dict[int, int] = {}
 
     def __len__(self) -> int:
-        return self._used
+        return len(self._lines)
 
     def add(self, key: str, line: int) -> int | None:
         """Remember `key`; return the line it was first seen on if it was already here."""
-        digest = _digest(key) or 1  # 0 marks an empty slot
-        keys = self._keys
-        mask = self._mask
-        slot = digest & mask
-        while True:
-            found = keys[slot]
-            if found == 0:
-                break
-            if found == digest:
-                return self._lines[slot]
-            slot = (slot + 1) & mask
-        keys[slot] = digest
-        self._lines[slot] = line
-        self._used += 1
-        if self._used * 2 > mask:
-            self._grow()
-        return None
-
-    def _grow(self) -> None:
-        """Rebuild at twice the size, vectorised: a Python rehash costs ~1 s at a million.
-
-        Sorting by home slot and placing each key at max(home, previous + 1) is a valid
-        linear-probing layout; the few keys pushed past the end wrap round by probing.
-        """
-        import numpy as np
-
-        old_keys = np.frombuffer(self._keys, dtype=np.int64)
-        old_lines = np.frombuffer(self._lines, dtype=np.int64)
-        used = old_keys != 0
-        capacity = (self._mask + 1) * 2
-        mask = capacity - 1
-        home = old_keys[used] & mask
-        order = np.argsort(home, kind="stable")
-        home = home[order]
-        moved_keys = old_keys[used][order]
-        moved_lines = old_lines[used][order]
-        del old_keys, old_lines, used, order
-        index = np.arange(len(home), dtype=np.int64)
-        slots = np.maximum.accumulate(home - index) + index
-        fits = slots < capacity
-        self._keys = array("q", [0]) * capacity
-        self._lines = array("q", [0]) * capacity
-        self._mask = mask
-        # Written through zero-copy views, so the new table exists only once.
-        np.frombuffer(self._keys, dtype=np.int64)[slots[fits]] = moved_keys[fits]
-        np.frombuffer(self._lines, dtype=np.int64)[slots[fits]] = moved_lines[fits]
-        for digest, line in zip(moved_keys[~fits].tolist(), moved_lines[~fits].tolist(), strict=True):
-            slot = digest & mask
-            while self._keys[slot]:
-                slot = (slot + 1) & mask
-            self._keys[slot] = digest
-            self._lines[slot] = line
-
+        digest = _digest(key)
+        first = self._lines.get(digest)
+        if first is None:
+            self._lines[digest] = line
+        return first
 
 def _id_text(value: Any) -> str | None:
     """The id as text, or None when the value cannot be one.

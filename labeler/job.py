@@ -17,10 +17,9 @@ from typing import Any, Protocol
 
 from labeler import aio, bounds
 from labeler.batch.base import BatchClient
-from labeler.batch.clients import make_client
-from labeler.batch.runner import BatchRunner, fingerprint
-from labeler.cascade import Cascade, CascadePlanner, CascadeSpec
-from labeler.ensemble import Ensemble, EnsemblePlanner, EnsembleSpec
+from labeler.batch.runner import fingerprint
+from labeler.cascade import CascadeSpec, MultiPlanner, Stage
+from labeler.ensemble import EnsembleSpec
 from labeler.errors import ConfigError
 from labeler.exports.guard import check_out_folder, export_to
 from labeler.exports.options import ExportOptions, ExportReport, check_needs
@@ -34,10 +33,12 @@ from labeler.pricing import PriceTable
 from labeler.reasoning import reasoning_params
 from labeler.retry import RetryPolicy
 from labeler.row_fields import check_first_rows, require_fields
-from labeler.run import Labeler, RunSummary
+from labeler.settings import LabelSettings
+from labeler.setups import Setup, Single, Wiring, setup_for
 from labeler.store import Store
+from labeler.summary import RunSummary
 from labeler.task import Task, load_task
-from labeler.teachers import make_teacher, parse_spec, provider
+from labeler.teachers import make_teacher
 from labeler.teachers.base import Teacher
 from labeler.template_check import check_template_fields
 from labeler.verify import REGISTRY, Verifier, VerifyStage, parse_keep
@@ -67,7 +68,7 @@ class Job:
 
     task: str | Path | Task
     input: str | Path | InMemoryInput
-    teacher: str
+    teacher: str = ""  # PROVIDER:MODEL; unused with a cascade, an ensemble or a setup
     out: str | Path | None = None
     store: str | Path | None = None
     base_url: str | None = None
@@ -115,6 +116,9 @@ class Job:
     no_wait: bool = False  # with batch: submit and collect what has ended, then return
     stop_grace_s: float = default("stop_grace_s")  # after SIGINT/SIGTERM, for requests in flight
     request_timeout: float = default("request_timeout")  # seconds per attempt, connect to last byte
+    # Who answers, built by the caller (labeler/setups.py): replaces `teacher`, `cascade`
+    # and `ensemble`, as `Cascade("a:m1", "b:m2", escalate_below=0.9)`
+    setup: Setup | None = None
 
     def __post_init__(self) -> None:
         """The same ranges as the CLI's flags, so a script gets the same one-line error."""
@@ -124,6 +128,10 @@ class Job:
             self.cascade = ",".join(self.cascade)
         if isinstance(self.ensemble, list | tuple):
             self.ensemble = ",".join(self.ensemble)
+        if self.setup is not None and (self.cascade is not None or self.ensemble is not None):
+            raise ConfigError("a setup and --cascade/--ensemble: give one")
+        if not (self.teacher or self.setup or self.cascade or self.ensemble):
+            raise ConfigError("a job needs a teacher (PROVIDER:MODEL) or a setup")
         if self.ensemble is not None:
             if self.cascade is not None:
                 raise ConfigError("--cascade and --ensemble: choose one")
@@ -168,15 +176,26 @@ class Job:
 
     def make_stage_teachers(self, spec: CascadeSpec | EnsembleSpec) -> list[Teacher]:
         """One teacher per stage: its own @URL, else --base-url; the job's key and options."""
-        teachers = []
-        for stage in spec.stages:
-            opts = self.teacher_settings()
-            if stage.base_url or self.base_url:
-                opts["base_url"] = stage.base_url or self.base_url
-            if self.api_key:
-                opts["api_key"] = self.api_key
-            teachers.append(make_teacher(stage.teacher, **opts))
-        return teachers
+        return [self.teacher_for(stage) for stage in spec.stages]
+
+    def teacher_for(self, stage: Stage) -> Teacher:
+        """A teacher of this job: its own endpoint, else --base-url; the job's key and
+        options (what every setup builds its teachers with)."""
+        opts = self.teacher_settings()
+        if stage.base_url or self.base_url:
+            opts["base_url"] = stage.base_url or self.base_url
+        if self.api_key:
+            opts["api_key"] = self.api_key
+        return make_teacher(stage.teacher, **opts)
+
+    def label_settings(self) -> LabelSettings:
+        """How every pass of this job labels: the labeling options as one value."""
+        return LabelSettings(
+            concurrency=self.concurrency, rpm=self.rpm, tpm=self.tpm,
+            retry=self.retry_policy(), retry_failed=self.retry_failed, progress=self.progress,
+            prices=self.prices, budget_usd=self.budget_usd, max_age_s=self.max_age_s,
+            stop_grace_s=self.stop_grace_s, request_timeout_s=self.request_timeout,
+            no_wait=self.no_wait)
 
     def retry_policy(self) -> RetryPolicy:
         if self.retry_initial_wait is None:
@@ -198,12 +217,7 @@ class Job:
         return opts
 
     def make_teacher(self) -> Teacher:
-        opts = self.teacher_settings()
-        if self.base_url:
-            opts["base_url"] = self.base_url
-        if self.api_key:
-            opts["api_key"] = self.api_key
-        return make_teacher(self.teacher, **opts)
+        return self.teacher_for(Stage(self.teacher))
 
     def rows(self, task: Task) -> Iterator[Row | Reject]:
         # Without --id-field, a column named `id` still names the row (else its line).
@@ -334,32 +348,50 @@ async def run_job(
         if spooled is not None:
             check_verifier(job, task, start=False, source="<stdin>")  # rows unread before
         store = stack.enter_context(Store(job.store_path()))
-        spec = job.cascade_spec()
-        if spec is not None:
-            return await _run_cascade(job, task, spec, store, rejects, stack, on_warning,
-                                      handle_signals, warnings)
-        members = job.ensemble_spec()
-        if members is not None:
-            return await _run_ensemble(job, task, members, store, rejects, stack, on_warning,
-                                       handle_signals, warnings)
-        if teacher is None:
-            teacher = job.make_teacher()
-            stack.push_async_callback(teacher.aclose)
-        if job.batch:
-            strategy: Any = await _batch_strategy(job, task, teacher, store, client, stack,
-                                                  on_warning)
-        else:
-            strategy = _live_strategy(job, task, teacher, store, rejects, on_warning)
-            stack.push_async_callback(strategy.aclose)
+        setup = setup_for(job)
+        setup.check(task)
+        teachers = _open_teachers(job, setup, teacher, stack)
+        wiring = _wiring(job, task, store, rejects, stack, client, on_warning)
+        strategy = setup.strategy(wiring, teachers)
+        stack.push_async_callback(strategy.aclose)
         with aio.stop_on_signals(strategy, enabled=handle_signals):
-            if not job.batch:
-                await teacher.start()
-            summary = await strategy.run(job.rows(task))
-        return await _finish(job, task, summary, teacher.identity, store, rejects, warnings)
+            summary = await strategy.run(lambda: job.rows(task))
+        return await _finish(job, task, summary, setup.answering(teachers), store, rejects,
+                             warnings, setup.planner(task, teachers, store))
 
 
-async def _finish(job: Job, task: Task, summary: Any, identity: Mapping[str, Any], store: Store,
-                  rejects: Path | None, warnings: list[str], planner: Any = None) -> JobResult:
+def _open_teachers(job: Job, setup: Setup, teacher: Teacher | None,
+                   stack: contextlib.AsyncExitStack) -> list[Teacher]:
+    """The setup's teachers, each made here closed when the job ends; a single teacher
+    passed in stays the caller's."""
+    if teacher is not None and isinstance(setup, Single):
+        return [teacher]
+    teachers = setup.make_teachers(job.teacher_for)
+    for t in teachers:
+        stack.push_async_callback(t.aclose)
+    return teachers
+
+
+def _wiring(job: Job, task: Task, store: Store, rejects: Path | None,
+            stack: contextlib.AsyncExitStack, client: BatchClient | None,
+            on_warning: Callable[[str], None] | None) -> Wiring:
+    """What every pass of this job shares: its settings, rejects file and batch access."""
+    writer = RejectsWriter(rejects) if rejects is not None else None
+    if writer is not None:
+        stack.callback(writer.close)
+
+    def run_tag(teacher: Teacher) -> str:  # names this job's batches, found again on rerun
+        return fingerprint(task, teacher.identity, _input_name(job.input),
+                           str(job.store_path().resolve()))
+
+    return Wiring(task, store, job.label_settings(), rejects=writer, on_warning=on_warning,
+                  total=lambda: _row_total(job), batch=job.batch, api_key=job.api_key,
+                  client=client, run_tag=run_tag, stack=stack)
+
+
+async def _finish(job: Job, task: Task, summary: RunSummary, identity: Mapping[str, Any],
+                  store: Store, rejects: Path | None, warnings: list[str],
+                  planner: Planner | MultiPlanner | None = None) -> JobResult:
     """Export (unless answers are pending or the run was interrupted: a dataset is never
     written from a half-collected job) and say what happened."""
     report = None
@@ -376,129 +408,19 @@ async def _finish(job: Job, task: Task, summary: Any, identity: Mapping[str, Any
                      rejects if rejects is not None and rejects.exists() else None, warnings)
 
 
-def _open_stages(job: Job, spec: Any, rejects: Path | None,
-                 stack: contextlib.AsyncExitStack) -> tuple[list[Teacher], RejectsWriter | None]:
-    """The teachers of a cascade's stages or an ensemble's members, and the rejects file
-    they share, each closed when the job ends."""
-    teachers = job.make_stage_teachers(spec)
-    for t in teachers:
-        stack.push_async_callback(t.aclose)
-    writer = RejectsWriter(rejects) if rejects is not None else None
-    if writer is not None:
-        stack.callback(writer.close)
-    return teachers, writer
-
-
-async def _run_cascade(job: Job, task: Task, spec: CascadeSpec, store: Store,
-                       rejects: Path | None, stack: contextlib.AsyncExitStack,
-                       on_warning: Callable[[str], None] | None, handle_signals: bool,
-                       warnings: list[str]) -> JobResult:
-    """A cascade: one labeling pass per stage (labeler/cascade.py), then the export of
-    each row's last answering stage. With `job.batch`, a stage whose provider has a batch
-    API goes through it; the others (a local teacher) label live."""
-    teachers, writer = _open_stages(job, spec, rejects, stack)
-
-    def make_labeler(stage: int, teacher: Teacher, budget: float | None) -> Any:
-        if job.batch and provider(parse_spec(spec.stages[stage].teacher)[0]).batch:
-            client = make_client(teacher, job.api_key)
-            stack.push_async_callback(client.aclose)
-            return BatchRunner(
-                task, teacher, client, store, prices=job.prices,
-                rejects=writer if stage == 0 else None, retry_failed=job.retry_failed,
-                max_attempts=job.max_attempts, budget_usd=budget, max_age_s=job.max_age_s,
-                no_wait=job.no_wait, progress=job.progress,
-                run_tag=fingerprint(task, teacher.identity, _input_name(job.input),
-                                    str(job.store_path().resolve())),
-                on_warning=on_warning)
-        lb = _live_strategy(job, task, teacher, store, None, on_warning)
-        lb.rejects = writer if stage == 0 else None  # a bad row is told once, by stage 1
-        if stage < len(teachers) - 1:  # a failure here is escalated, not lost
-            lb.on_warning = _passed_on(lb.on_warning, stage + 2)
-        lb.budget_usd = budget
-        lb.total = lb.total if stage == 0 else None
-        return lb
-
-    strategy = Cascade(task, spec, teachers, make_labeler, budget_usd=job.budget_usd,
-                       store=store)
-    stack.push_async_callback(strategy.aclose)
-    with aio.stop_on_signals(strategy, enabled=handle_signals):
-        summary = await strategy.run(lambda: job.rows(task))
-    planner = CascadePlanner(task, spec, [t.identity for t in teachers], store)
-    return await _finish(job, task, summary, teachers[-1].identity, store, rejects, warnings,
-                         planner)
-
-
-async def _run_ensemble(job: Job, task: Task, spec: EnsembleSpec, store: Store,
-                        rejects: Path | None, stack: contextlib.AsyncExitStack,
-                        on_warning: Callable[[str], None] | None, handle_signals: bool,
-                        warnings: list[str]) -> JobResult:
-    """An ensemble: every member labels every row at once (labeler/ensemble.py), then the
-    export of the members' combined answers."""
-    if task.label_space is None:
-        raise ConfigError(f"--ensemble needs a label task; {task.path} is '{task.output_kind}'")
-    teachers, writer = _open_stages(job, spec, rejects, stack)
-
-    def make_labeler(member: int, teacher: Teacher) -> Labeler:
-        lb = _live_strategy(job, task, teacher, store, None, on_warning)
-        lb.rejects = writer if member == 0 else None  # a bad row is told once
-        lb.progress = lb.progress if member == 0 else False
-        return lb
-
-    strategy = Ensemble(spec, teachers, make_labeler)
-    stack.push_async_callback(strategy.aclose)
-    with aio.stop_on_signals(strategy, enabled=handle_signals):
-        summary = await strategy.run_passes(lambda: job.rows(task))
-    planner = EnsemblePlanner(task, spec, [t.identity for t in teachers], store)
-    return await _finish(job, task, summary, teachers[0].identity, store, rejects, warnings,
-                         planner)
-
-
-def _passed_on(warn: Callable[[str], None], stage: int) -> Callable[[str], None]:
-    """A cascade stage's warnings, saying that a failed row went on to the next stage."""
-    def told(message: str) -> None:
-        warn(f"{message} [cascade: passed on to stage {stage}]")
-    return told
-
-
-def _live_strategy(job: Job, task: Task, teacher: Teacher, store: Store, rejects: Path | None,
-                   on_warning: Callable[[str], None] | None) -> Labeler:
-    total = None
-    if job.progress is not False and not isinstance(job.input, str | os.PathLike):
-        total = len(job.input)
-    elif job.progress is not False:
-        with contextlib.suppress(Exception):
-            total = count_rows(job.input, format=job.input_format, delimiter=job.delimiter,
-                               split=job.input_split)
-            if total is not None and job.limit is not None:
-                total = min(total, job.limit)
-    return Labeler(
-        task, teacher, store=store, concurrency=job.concurrency, rpm=job.rpm, tpm=job.tpm,
-        retry=job.retry_policy(), retry_failed=job.retry_failed,
-        rejects=rejects, progress=job.progress, prices=job.prices, budget_usd=job.budget_usd,
-        max_age_s=job.max_age_s, total=total, on_warning=on_warning,
-        stop_grace_s=job.stop_grace_s, close_teacher=False,
-        request_timeout_s=job.request_timeout,
-    )
-
-
-async def _batch_strategy(job: Job, task: Task, teacher: Teacher, store: Store,
-                          client: BatchClient | None, stack: contextlib.AsyncExitStack,
-                          on_warning: Callable[[str], None] | None) -> BatchRunner:
-    rejects_path = job.rejects_path()
-    rejects = RejectsWriter(rejects_path) if rejects_path is not None else None
-    if rejects is not None:
-        stack.callback(rejects.close)
-    if client is None:
-        client = make_client(teacher, job.api_key)
-        stack.push_async_callback(client.aclose)
-    return BatchRunner(
-        task, teacher, client, store, prices=job.prices, rejects=rejects,
-        retry_failed=job.retry_failed, max_attempts=job.max_attempts, budget_usd=job.budget_usd,
-        max_age_s=job.max_age_s, no_wait=job.no_wait, progress=job.progress,
-        run_tag=fingerprint(task, teacher.identity, _input_name(job.input),
-                            str(job.store_path().resolve())),
-        on_warning=on_warning,
-    )
+def _row_total(job: Job) -> int | None:
+    """How many rows the input holds, for the progress bar (None: unknown or not shown)."""
+    if job.progress is False:
+        return None
+    if not isinstance(job.input, str | os.PathLike):
+        return len(job.input)
+    with contextlib.suppress(Exception):
+        total = count_rows(job.input, format=job.input_format, delimiter=job.delimiter,
+                           split=job.input_split)
+        if total is not None and job.limit is not None:
+            total = min(total, job.limit)
+        return total
+    return None
 
 
 def verify_stored(task: Task, identity: Mapping[str, Any], rows: Any, store: Store,
@@ -520,23 +442,17 @@ def export_job(job: Job) -> ExportReport:
     if job.out is None:
         raise ConfigError("export needs --out DIR")
     task = job.load_task()
-    spec = job.cascade_spec() or job.ensemble_spec()
-    teachers = job.make_stage_teachers(spec) if spec is not None else [job.make_teacher()]
+    setup = setup_for(job)
+    teachers = setup.make_teachers(job.teacher_for)
     job.check_out(note="nothing was written")
     check_verifier(job, task)
     check_first_rows(job.rows(task), job.export_fields())
     with Store(job.store_path()) as store:
-        identities = [t.identity for t in teachers]
-        planner: Any = None
-        if isinstance(spec, CascadeSpec):
-            planner = CascadePlanner(task, spec, identities, store)
-        elif isinstance(spec, EnsembleSpec):
-            planner = EnsemblePlanner(task, spec, identities, store)
-        return _export(job, task, teachers[-1].identity, store, planner)
-
+        return _export(job, task, setup.answering(teachers), store,
+                       setup.planner(task, teachers, store))
 
 def _export(job: Job, task: Task, identity: Mapping[str, Any], store: Store,
-            planner: Any) -> ExportReport:
+            planner: Planner | MultiPlanner | None) -> ExportReport:
     """The export, read through the calibration the options and the gold rows decide
     (labeler/gold_calibration.py; the gold rows are a first pass over the input). Imported
     here: it brings numpy, which labeling alone never needs."""
@@ -544,6 +460,7 @@ def _export(job: Job, task: Task, identity: Mapping[str, Any], store: Store,
 
     opts = resolve_calibration(task, identity, lambda: job.rows(task), store, job.export,
                                single_teacher=planner is None)
+    assert job.out is not None  # export_job refuses a job without one
     return export_to(task, identity, job.export_rows(task), store, Path(job.out), opts,
                      planner)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from labeler.bounds import BOUNDS, Bound, check
 from labeler.concurrency import DEFAULT_CEILING
@@ -160,7 +160,7 @@ def check_values(values: Mapping[str, Any], where: str = "") -> None:
             names = " or ".join(k.__name__ for k in kinds)
             raise ConfigError(f"{prefix}{key} must be {names}, got {value!r}")
         if opt.bound is not None:
-            check([(key, value)], where)
+            check([(key, cast(float, value))], where)  # a bound is on a number option
         if opt.choices is not None and value not in opt.choices:
             raise ConfigError(f"{prefix}{key} must be one of {', '.join(opt.choices)}, "
                               f"got {value!r}")

@@ -157,7 +157,7 @@ class Planner:
             rendered = requests
             if known is not None and known.rewrites:  # keyed as sent: sampled, and without
                 # what the teacher refuses
-                requests = [known.apply(r) for r in requests]
+                requests = tuple(known.apply(r) for r in requests)
             if len(requests) == 1:
                 add(Item(row, SEND, requests[0], key(requests[0])))
             else:
@@ -204,6 +204,8 @@ class Planner:
                            if not self.resend(f)}
         for item in items:
             key = item.key
+            if key is None:  # no request: nothing stored under it
+                continue
             if key in found:
                 item.status = CACHED
                 item.completion = found[key]

@@ -97,7 +97,7 @@ class PriceTable:
         except KeyError:
             pass
         if model in self.prices:
-            price = self.prices[model]
+            price: Price | None = self.prices[model]
         else:
             best = max((n for n in self.prices if model.startswith(n)), key=len, default=None)
             price = self.prices[best] if best else None

@@ -77,39 +77,17 @@ class Request:
         return request_key(self.canonical(teacher_identity))
 
 
-# Frozen dataclasses build through object.__setattr__ and this one checks its fields in
-# __post_init__: together three times the cost of writing the slots directly, which
-# matters when a plan renders a request for each of a hundred thousand rows.
-_new = object.__new__
-_set_messages = Request.messages.__set__  # type: ignore[attr-defined]
-_set_prompt = Request.prompt.__set__  # type: ignore[attr-defined]
-_set_params = Request.params.__set__  # type: ignore[attr-defined]
-_set_template = Request.template.__set__  # type: ignore[attr-defined]
-_set_soft_targets = Request.soft_targets.__set__  # type: ignore[attr-defined]
-
-
 def chat_request(messages: tuple[dict[str, str], ...], params: dict[str, Any], template: str,
                  soft_targets: bool | None) -> Request:
-    """`Request(messages=...)` for a renderer that always has messages: the same object,
-    built without the checks a hand-made request needs."""
-    return _built(messages, None, params, template, soft_targets)
+    """A chat `Request`, as every renderer of a chat template makes it."""
+    return Request(messages=messages, params=params, template=template,
+                   soft_targets=soft_targets)
 
 
 def completion_request(prompt: str, params: dict[str, Any], template: str,
                        soft_targets: bool | None) -> Request:
-    """`Request(prompt=...)`, likewise."""
-    return _built(None, prompt, params, template, soft_targets)
-
-
-def _built(messages: tuple[dict[str, str], ...] | None, prompt: str | None,
-           params: dict[str, Any], template: str, soft_targets: bool | None) -> Request:
-    request = _new(Request)
-    _set_messages(request, messages)
-    _set_prompt(request, prompt)
-    _set_params(request, params)
-    _set_template(request, template)
-    _set_soft_targets(request, soft_targets)
-    return request
+    """A completion-mode `Request`, likewise."""
+    return Request(prompt=prompt, params=params, template=template, soft_targets=soft_targets)
 
 
 def key_identity(teacher_identity: dict[str, Any]) -> dict[str, Any]:
@@ -167,7 +145,7 @@ class RequestKeys:
                           + self._template_tail)
         return KEY_PREFIX + hasher.hexdigest()
 
-    def _leading(self, lead: tuple[dict[str, str], ...]) -> Any:
+    def _leading(self, lead: tuple[dict[str, str], ...]) -> hashlib.blake2b:
         hasher = _hasher(b'{"messages":[' + b"".join([canonical_json(m) + b"," for m in lead]))
         if all(type(m) is dict and all(type(k) is str and type(v) is str for k, v in m.items())
                for m in lead):
@@ -175,6 +153,6 @@ class RequestKeys:
         return hasher
 
 
-def _hasher(data: bytes) -> Any:
+def _hasher(data: bytes) -> hashlib.blake2b:
     """The hash `request_key` takes, fed `data` so far."""
     return hashlib.blake2b(data, digest_size=16)

@@ -25,7 +25,7 @@ class RetryPolicy:
     max_elapsed: float | None = None
 
     def retrying(self) -> tenacity.AsyncRetrying:
-        stop = tenacity.stop_after_attempt(self.max_attempts)
+        stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(self.max_attempts)
         if self.max_elapsed is not None:
             stop = stop | tenacity.stop_after_delay(self.max_elapsed)
         return tenacity.AsyncRetrying(
@@ -44,7 +44,7 @@ class WaitRetryAfter(tenacity.wait.wait_base):
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
-        retry_after = getattr(exc, "retry_after", None)
+        retry_after: float | None = getattr(exc, "retry_after", None)
         if retry_after is not None:
             return min(retry_after, self.policy.max_retry_after) + random.uniform(0, 0.05)
         return backoff(retry_state.attempt_number, self.policy)
@@ -52,5 +52,5 @@ class WaitRetryAfter(tenacity.wait.wait_base):
 
 def backoff(attempt: int, policy: RetryPolicy) -> float:
     """initial * 2^(attempt-1), capped, plus up to `initial` of jitter so retries spread."""
-    base = policy.initial_wait * (2 ** min(attempt - 1, 30))
+    base: float = policy.initial_wait * (2 ** min(attempt - 1, 30))
     return min(policy.max_wait, base) + random.uniform(0, policy.initial_wait)

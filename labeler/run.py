@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from labeler import bounds
 from labeler.claims import LEASE_S, Claims
 from labeler.completion import Completion
-from labeler.concurrency import DEFAULT_CEILING
 from labeler.errors import (
     ConfigError,
     LabelerError,
@@ -37,21 +35,19 @@ from labeler.errors import (
     StoreError,
     TeacherError,
     TeacherUnreachable,
-    is_transient,
     short,
 )
 from labeler.inputs import Reject, RejectsWriter, Row
 from labeler.limits import Limiter
-from labeler.options import REQUEST_TIMEOUT_S, STOP_GRACE_S
 from labeler.owner import Owner
 from labeler.plan import CACHED, CHUNK, FAILED, REJECTED, SEND, Item, Planner, raw_json, where
-from labeler.pricing import PriceTable
 from labeler.progress import Progress
 from labeler.redact import redact
 from labeler.request import Request
-from labeler.retry import RetryPolicy
+from labeler.settings import LabelSettings
 from labeler.store import Store
 from labeler.store_access import ClaimsAccess, StoreAccess
+from labeler.summary import Record, RunSummary
 from labeler.task import Task
 from labeler.teacher_params import Refusal, TeacherParams
 from labeler.teachers.base import (
@@ -72,128 +68,6 @@ WAIT_POLL_S = 0.2  # how often a run looks for answers another process has in fl
 INPUT_FAILURES = frozenset({"context_length"})
 
 
-@dataclass(slots=True)
-class Record:
-    """What happened to one input row."""
-
-    row: Row
-    status: str  # "labeled" | "cached" | "failed" | "rejected" | "skipped"
-    key: str | None = None
-    request: Request | None = None
-    completion: Completion | None = None
-    reason: str | None = None
-    message: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.completion is not None
-
-
-@dataclass
-class RunSummary:
-    """Counts for one run; printed by the CLI and written as the cron JSON line."""
-
-    rows: int = 0
-    labeled: int = 0
-    cached: int = 0
-    failed: int = 0
-    rejected: int = 0
-    skipped: int = 0
-    requests: int = 0  # teacher calls (a sampling teacher sends several HTTP requests each)
-    retries: int = 0
-    http_requests: int = 0  # every HTTP request sent, as the server counts them
-    rate_limited: int = 0  # HTTP 429 answers
-    overloaded: int = 0  # "overloaded" answers (Anthropic's 529), not rate limits
-    http_failures: dict[str, int] = field(default_factory=dict)  # failed HTTP requests by reason
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cached_tokens: int = 0
-    cost_usd: float = 0.0
-    elapsed_s: float = 0.0
-    failures_by_reason: dict[str, int] = field(default_factory=dict)
-    # Of `failed`: sent again by a plain rerun (transient) / only with --retry-failed (final).
-    failed_transient: int = 0
-    failed_final: int = 0
-    # In flight allowed, weighted by answers: min/median/max/ceiling and what bound it.
-    concurrency: dict[str, Any] = field(default_factory=dict)
-    interrupted: bool = False
-    budget_stopped: bool = False
-    stages: list[dict[str, Any]] = field(default_factory=list)  # a cascade's, one per stage
-    # Parameters the teacher refused in this run -> its message; sent without them since
-    refused_params: dict[str, str] = field(default_factory=dict)
-    # The first message of each failure reason (redacted, one line): the server's own words
-    failure_messages: dict[str, str] = field(default_factory=dict)
-    # Rows in the export (None: none was written) and, when it holds none, what removed them
-    exported: int | None = None
-    export_removed: dict[str, int] = field(default_factory=dict)
-    verification: dict[str, Any] | None = None  # --verify: pass rates (labeler/verify/)
-
-    @property
-    def outcome(self) -> str:
-        if self.interrupted:
-            return "interrupted"
-        if self.budget_stopped:
-            return "budget"
-        if self.empty:
-            return "empty"
-        if self.failed or self.skipped:
-            return "partial"
-        return "ok"
-
-    @property
-    def empty(self) -> bool:
-        """Rows came in and nothing came out: every row failed (or was rejected or not
-        sent), or the export holds none. Never a success, whatever the cause."""
-        if self.rows <= 0:
-            return False
-        return self.labeled + self.cached == 0 or self.exported == 0
-
-    @property
-    def main_failure(self) -> dict[str, Any] | None:
-        """The commonest reason rows failed, with how many and the server's message."""
-        if self.failures_by_reason:
-            reason, n = max(self.failures_by_reason.items(), key=lambda kv: kv[1])
-        elif self.rejected:
-            reason, n = "rejected", self.rejected
-        else:
-            return None
-        return {"reason": reason, "rows": n, "message": self.failure_messages.get(reason, "")}
-
-    def why_empty(self) -> str:
-        """One sentence on why nothing came out of an `empty` run, naming the main failure
-        in the server's own words."""
-        if self.labeled + self.cached == 0:
-            main = self.main_failure
-            if main is None:
-                return f"nothing labeled: none of {self.rows} rows was sent"
-            said = f": {main['message']}" if main["message"] else ""
-            return (f"nothing labeled: {self.failed} of {self.rows} rows failed, "
-                    f"{self.rejected} rejected, {self.skipped} not sent; main reason "
-                    f"{main['reason']} ({main['rows']} rows){said}")
-        removed = ", ".join(f"{n} removed by {name}" for name, n in self.export_removed.items())
-        return (f"the export holds 0 rows of {self.rows}"
-                + (f": {removed}" if removed else ""))
-
-    def count_failure(self, reason: str, n: int = 1, message: str = "") -> None:
-        """n rows failed for `reason`: counted by reason and by what a rerun needs."""
-        self.failed += n
-        self.failures_by_reason[reason] = self.failures_by_reason.get(reason, 0) + n
-        if message and reason not in self.failure_messages:
-            self.failure_messages[reason] = short(redact(message))
-        if is_transient(reason):
-            self.failed_transient += n
-        else:
-            self.failed_final += n
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["outcome"] = self.outcome
-        d["main_failure"] = self.main_failure
-        d["cost_usd"] = round(self.cost_usd, 6)
-        d["elapsed_s"] = round(self.elapsed_s, 3)
-        return d
-
-
 class Labeler:
     """Label rows with a teacher, caching every answer in a store.
 
@@ -207,33 +81,29 @@ class Labeler:
         teacher: Teacher,
         *,
         store: Store | StoreAccess | str | Path,
-        concurrency: int = DEFAULT_CEILING,
-        rpm: float | None = None,
-        tpm: float | None = None,
-        retry: RetryPolicy | None = None,
-        retry_failed: bool = False,
+        settings: LabelSettings | None = None,
         rejects: RejectsWriter | str | Path | None = None,
-        progress: bool | None = None,
-        prices: PriceTable | None = None,
-        budget_usd: float | None = None,
-        max_age_s: float | None = None,
         total: int | None = None,
-        close_teacher: bool = True,
         on_warning: Callable[[str], None] | None = None,
-        stop_grace_s: float = STOP_GRACE_S,
+        limiter: Limiter | None = None,
         owner: Owner | None = None,
         claim_lease_s: float = LEASE_S,
-        request_timeout_s: float | None = REQUEST_TIMEOUT_S,
+        close_teacher: bool = True,
         claims: ClaimsAccess | None = None,
+        **options: Any,
     ) -> None:
-        # A negative rate waits forever for a token, a negative concurrency fails deep in
-        # asyncio: the same ranges as the CLI's flags, checked before anything starts.
-        bounds.check([("concurrency", concurrency), ("rpm", rpm), ("tpm", tpm),
-                      ("budget", budget_usd), ("stop_grace", stop_grace_s)])
-        if budget_usd is not None and (prices or PriceTable.default()).lookup(teacher.model) is None:
+        """`settings` say how to label (`options`, any of its fields by name, override
+        them: ``Labeler(task, teacher, store=..., concurrency=32)``); the rest say where
+        this pass reports. `limiter` is shared when several passes must keep one set of
+        limits (a fleet's); by default the pass has its own, from the settings."""
+        settings = settings or LabelSettings()
+        if options:
+            settings = dataclasses.replace(settings, **options)
+        if settings.budget_usd is not None and settings.price_table.lookup(teacher.model) is None:
             # An unpriced model would cost "0" per request and never stop: refuse instead.
             raise ConfigError(f"--budget needs a price for '{teacher.model}': add --price "
                               f"{teacher.model}=IN,OUT (USD per 1M tokens)")
+        self.settings = settings
         self.task = task
         self.teacher = teacher
         # A path is opened (and closed) here; a store handed in, local or a fleet's
@@ -247,24 +117,23 @@ class Labeler:
                 raise TypeError("a store reached through another process needs its claims")
             claims = Claims(self.store, owner, claim_lease_s)
         self.claims: ClaimsAccess = claims
-        self.limiter = Limiter(concurrency, rpm=rpm, tpm=tpm)
-        self.retry = retry or RetryPolicy()
-        self.retry_failed = retry_failed
+        self.limiter = limiter or Limiter(settings.concurrency, rpm=settings.rpm,
+                                          tpm=settings.tpm)
+        self.retry = settings.retry
+        self.retry_failed = settings.retry_failed
         self._own_rejects = rejects is not None and not isinstance(rejects, RejectsWriter)
-        self.rejects = (
-            RejectsWriter(rejects) if self._own_rejects else rejects  # type: ignore[arg-type]
-        )
-        self.progress = progress
-        self.prices = prices or PriceTable.default()
-        self.budget_usd = budget_usd
-        self.max_age_s = max_age_s
+        self.rejects: RejectsWriter | None = (
+            rejects if rejects is None or isinstance(rejects, RejectsWriter)
+            else RejectsWriter(rejects))
+        self.progress = settings.progress
+        self.prices = settings.price_table
+        self.budget_usd = settings.budget_usd
+        self.max_age_s = settings.max_age_s
         self.total = total
         self.close_teacher = close_teacher
         self.on_warning = on_warning or (lambda msg: print(msg, file=sys.stderr))
-        self.stop_grace_s = stop_grace_s
-        if request_timeout_s is not None and request_timeout_s <= 0:
-            raise ConfigError(f"request timeout must be positive, got {request_timeout_s:g}s")
-        self.request_timeout_s = request_timeout_s
+        self.stop_grace_s = settings.stop_grace_s
+        self.request_timeout_s = settings.request_timeout_s
         self.summary = RunSummary()
         self._problems = 0
         self._stop = asyncio.Event()
@@ -615,7 +484,7 @@ class _RunState:
         self._next_poll = time.monotonic() + WAIT_POLL_S
         items = [Item(rows[0], SEND, request, key) for key, (request, rows) in self.waiting.items()]
         await asyncio.to_thread(self.planner.look_up, items)
-        wanted = [i.key for i in items if i.status == SEND]
+        wanted = [i.key for i in items if i.status == SEND and i.key is not None]
         granted: set[str] = set()
         if wanted and not lb._stop.is_set() and self.fatal is None:
             granted = await asyncio.to_thread(lb.claims.claim, wanted,
@@ -775,7 +644,7 @@ class _RunState:
         prompt_tokens = _estimate_tokens(request) * calls
         attempts = 0
         # A stop cuts retry waits short, so a stopped run never sleeps out a long backoff.
-        retrying = _FirstTryThen(lambda: lb.retry.retrying().copy(sleep=self._retry_sleep))
+        retrying = lb.retry.retrying().copy(sleep=self._retry_sleep)
         try:
             async for attempt in retrying:
                 with attempt:
@@ -790,7 +659,7 @@ class _RunState:
                         async with _Dequeue(self.queued, me), lb.limiter.slot(
                                 lb._max_tokens * calls * answers, requests=calls,
                                 prompt_tokens=prompt_tokens):
-                            self.queued.discard(me)  # type: ignore[arg-type]
+                            self.queued.discard(me)
                             if lb._stop.is_set():  # stopped while waiting: send nothing
                                 raise _Stopped()
                             found = await self._as_sent(sending)
@@ -803,7 +672,7 @@ class _RunState:
                             try:
                                 completion = await self._send_one(sending)
                             except TeacherError as exc:
-                                if not exc.retryable:
+                                if not isinstance(exc, RetryableError):
                                     raise
                                 lb.limiter.on_failure(exc)  # 429s slow the rate, 5xx shrink
                                 # Counted over the whole run, not per item: with a low
@@ -818,7 +687,7 @@ class _RunState:
                             cost = lb.prices.cost(lb.teacher.model, completion.usage)
                             await self.writer.put(sending.key, completion, cost)
                     finally:
-                        self.queued.discard(me)  # type: ignore[arg-type]
+                        self.queued.discard(me)
                         if first:
                             self.probe.release()
                     lb.limiter.on_success(prompt_tokens, completion.usage.prompt_tokens)
@@ -970,62 +839,6 @@ class _Unreachable(Exception):
 
 class _Stopped(Exception):
     """Internal: a stop was requested between retry attempts."""
-
-
-class _FirstTryThen:
-    """A retry loop that builds its tenacity controller only once the first attempt fails.
-
-    Building (and copying) a tenacity AsyncRetrying costs about 60 µs, more than the rest
-    of the orchestrator spends on a request, and most requests succeed at once
-    (`python -m benchmarks` measures it). So the first attempt runs under a plain context
-    manager that keeps what it raised; only then is the controller built, and the kept
-    exception is replayed into its first attempt, with its clock set back to when the
-    first attempt began, so tenacity counts, waits (honouring retry-after), stops and
-    re-raises exactly as if it had run that attempt itself.
-    """
-
-    def __init__(self, make: Callable[[], Any]) -> None:
-        self._make = make
-        self._started = time.monotonic()
-        self._first = _FirstAttempt()
-        self._inner: Any = None
-
-    def __aiter__(self) -> _FirstTryThen:
-        return self
-
-    async def __anext__(self) -> Any:
-        if self._inner is None:
-            if not self._first.given:
-                self._first.given = True
-                return self._first
-            failure = self._first.failure
-            if failure is None:  # the first attempt neither returned nor raised
-                raise StopAsyncIteration
-            self._inner = self._make().__aiter__()
-            replay = await self._inner.__anext__()
-            replay.retry_state.start_time = self._started
-            with replay:
-                raise failure
-        return await self._inner.__anext__()
-
-
-class _FirstAttempt:
-    """The first attempt's context: keeps an Exception for tenacity to judge; anything
-    else (cancellation) goes straight through, as tenacity would re-raise it at once."""
-
-    def __init__(self) -> None:
-        self.given = False
-        self.failure: Exception | None = None
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> bool:
-        if isinstance(exc, Exception):
-            self.failure = exc
-            return True
-        return False
 
 
 class _BatchWriter:

@@ -368,7 +368,7 @@ class Store:
                     chunk,
                 ):
                     completion = _completion(row)
-                    if type(completion) is str:
+                    if isinstance(completion, str):
                         self._unusable(row[0], completion, unusable)
                     else:
                         out[row[0]] = completion

@@ -9,12 +9,15 @@ call per chunk or per group commit, whatever is on the other side.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from labeler.completion import Completion
 from labeler.owner import Owner
 from labeler.store import Failure
+
+T = TypeVar("T")
 
 
 class StoreAccess(Protocol):
@@ -22,7 +25,8 @@ class StoreAccess(Protocol):
 
     def known(self, keys: Sequence[str]) -> set[str]: ...
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Completion]: ...
+    def get_many(self, keys: Sequence[str], *,
+                 unusable: dict[str, str] | None = None) -> dict[str, Completion]: ...
 
     def created_at(self, keys: Sequence[str]) -> dict[str, float]: ...
 
@@ -30,7 +34,13 @@ class StoreAccess(Protocol):
 
     def put_many(self, items: Iterable[tuple[str, Completion, float | None]]) -> None: ...
 
-    def record_failures(self, items: Iterable[tuple[str, str, str, int | None, int]]) -> None: ...
+    def record_failures(self, items: Iterable[tuple[str, str, str, int | None, int]], *,
+                        bodies: Mapping[str, bytes] | None = None) -> None: ...
+
+    # What modules with tables of their own run (the teacher's refused parameters).
+    def execute_read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    def execute_write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
     def start_run(self, task: str, teacher: str) -> int: ...
 

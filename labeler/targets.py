@@ -70,6 +70,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labeler.completion import Completion, TokenLogprob
+from labeler.confidence import (
+    Confidence,
+    agreement,
+    distribution_measures,
+    mean_logprob,
+    measure,
+    share,
+)
 from labeler.errors import ConfigError
 
 __all__ = [
@@ -106,6 +114,7 @@ _CACHE_LIMIT = 200_000
 _PARSE_MEMO_CHARS = 64  # answers longer than this are parsed afresh every time
 _PARSE_MEMO_SIZE = 10_000  # distinct answers remembered (a label task has a handful)
 _NO_LABELS: frozenset[int] = frozenset()
+_MAJORITY = object()  # `confidence` without a label index: the majority's
 SAMPLES_SOURCE = "samples:"
 # The source of a logprob soft label in which some mass sat on a token shared by several
 # labels that no continuation told apart (module doc, 6): an approximation, said so.
@@ -701,53 +710,25 @@ def _one_hot(label: str | None, space: LabelSpace) -> SoftLabel:
     return SoftLabel(tuple(1.0 if i == index else 0.0 for i in range(k)), 0.0, "none", False)
 
 
-@dataclass(frozen=True)
-class Confidence:
-    """How sure the teacher was, measured several ways so each can be judged against gold.
-
-    ``max_prob``, ``margin`` (top-1 minus top-2) and ``entropy`` (nats) describe the
-    renormalised label distribution; with no mass on any label they are 0, 0 and log(K), the
-    least confident values. ``mean_logprob`` is the mean logprob of all answer tokens
-    (None without logprobs) and ``agreement`` the share of all samples, invalid ones
-    included, that name the majority label (None unless the teacher was sampled).
-    """
-
-    max_prob: float
-    margin: float
-    entropy: float
-    mean_logprob: float | None = None
-    agreement: float | None = None
-
-    def to_dict(self) -> dict[str, float | None]:
-        return {
-            "max_prob": self.max_prob,
-            "margin": self.margin,
-            "entropy": self.entropy,
-            "mean_logprob": self.mean_logprob,
-            "agreement": self.agreement,
-        }
-
-
-def confidence(completion: Completion, soft: SoftLabel) -> Confidence:
-    """Confidence measures of one answer, given its soft label."""
-    probs = soft.probs
-    if soft.valid:
-        ranked = sorted(probs, reverse=True)
-        max_prob = ranked[0]
-        margin = ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0)
-        entropy = -sum([p * math.log(p) for p in probs if p > 0.0])
-        entropy = max(0.0, entropy)
-    else:
-        max_prob, margin, entropy = 0.0, 0.0, math.log(len(probs)) if probs else 0.0
-
+def confidence(completion: Completion, soft: SoftLabel,
+               label_index: int | object | None = _MAJORITY) -> Confidence:
+    """Confidence measures of one answer, given its soft label and the index of the label
+    the row carries (`read_answer` passes it; left out, the majority's, which a sampled
+    teacher's answer names: its text is the majority answer)."""
     agreement: float | None = None
     if is_sampled(soft) and completion.samples:
-        # max_prob = majority / valid and 1 - outside = valid / n, so their product is
-        # majority / n; rounding to a whole count keeps the share exact.
+        # A share of valid samples times the valid share 1 - outside is a share of all n;
+        # rounding to a whole count keeps the share exact.
         n = len(completion.samples)
-        majority = round(max_prob * (1.0 - soft.outside) * n) if soft.valid else 0
-        agreement = majority / n
-    return Confidence(max_prob, margin, entropy, token_confidence(completion), agreement)
+        if label_index is _MAJORITY:
+            named = round(max(soft.probs) * (1.0 - soft.outside) * n) if soft.valid else 0
+        elif isinstance(label_index, int) and soft.valid:
+            named = round(soft.probs[label_index] * (1.0 - soft.outside) * n)
+        else:
+            named = 0
+        agreement = share(named, n)
+    return measure(soft.probs, soft.valid, mean_logprob=token_confidence(completion),
+                   agreement=agreement)
 
 
 # (label index or None, probs, outside, max_prob, margin, entropy, mean_logprob)
@@ -772,22 +753,24 @@ def label_numbers(completion: Completion, space: LabelSpace,
             return None
         try:
             first = rows[0]
-            mean_logprob = sum([float(r[1]) for r in rows]) / len(rows)
+            mean = mean_logprob([float(r[1]) for r in rows])
+            assert mean is not None  # rows is not empty
             return _label_numbers(completion.text, first[0], float(first[1]), first[2],
-                                  mean_logprob, space, completion_mode)
+                                  mean, space, completion_mode)
         except (TypeError, ValueError, IndexError, AttributeError):
             return None
     tokens = completion.tokens
     if not tokens:
         return None
     tok = tokens[0]
-    mean_logprob = sum([t.logprob for t in tokens]) / len(tokens)
-    return _label_numbers(completion.text, tok.token, tok.logprob, tok.top, mean_logprob,
+    mean = mean_logprob([t.logprob for t in tokens])
+    assert mean is not None  # tokens is not empty
+    return _label_numbers(completion.text, tok.token, tok.logprob, tok.top, mean,
                           space, completion_mode)
 
 
 def _label_numbers(text: str, token: str, logprob: float, top: Sequence[Sequence[Any]],
-                   mean_logprob: float, space: LabelSpace, completion_mode: bool
+                   mean: float, space: LabelSpace, completion_mode: bool
                    ) -> LabelNumbers | None:
     if not token.strip(_FILLER):
         return None
@@ -824,17 +807,15 @@ def _label_numbers(text: str, token: str, logprob: float, top: Sequence[Sequence
     total = sum(mass)
     outside = min(1.0, max(0.0, outside))
     if not total > 0:  # no mass on a label: even a completion-mode answer goes by its text
-        return (_parsed_index(text, space), (0.0,) * k, outside, 0.0, 0.0,
-                math.log(k) if k else 0.0, mean_logprob)
+        none = (0.0,) * k
+        return (_parsed_index(text, space), none, outside,
+                *distribution_measures(none, valid=False), mean)
     probs = tuple([m / total for m in mass])
-    ranked = sorted(probs, reverse=True)
-    if not ranked[0] > 0.0:  # every share rounded away: `soft.valid` is False
+    if not max(probs) > 0.0:  # every share rounded away: `soft.valid` is False
         return None
-    best = ranked[0]
-    entropy = max(0.0, -sum([p * math.log(p) for p in probs if p > 0.0]))
+    best, margin, entropy = distribution_measures(probs)
     index = probs.index(best) if completion_mode else _parsed_index(text, space)
-    return (index, probs, outside, best, best - (ranked[1] if k > 1 else 0.0), entropy,
-            mean_logprob)
+    return (index, probs, outside, best, margin, entropy, mean)
 
 
 def _parsed_index(text: str, space: LabelSpace) -> int | None:
@@ -863,29 +844,15 @@ def ensemble_confidence(softs: Sequence[SoftLabel], confidences: Sequence[Confid
                         mean: SoftLabel) -> Confidence:
     """Confidence of a prompt ensemble: the distribution measures of the mean soft label,
     the mean of the forms' token logprobs, and ``agreement``: the share of all forms,
-    invalid ones included, whose answer names the majority label (as for sampled
-    teachers, so a filter or a threshold reads it the same way)."""
-    base = _distribution_confidence(mean)
-    votes = Counter(s.argmax() for s in softs if s.valid)
-    agreement = max(votes.values()) / len(softs) if votes else 0.0
+    invalid ones included, whose answer names the row's label (the mean's argmax), as for
+    sampled teachers and teacher ensembles, so a filter or a threshold reads it the same
+    way."""
     logprobs = [c.mean_logprob for c in confidences if c.mean_logprob is not None]
-    mean_logprob = sum(logprobs) / len(logprobs) if logprobs else None
-    return Confidence(base.max_prob, base.margin, base.entropy, mean_logprob, agreement)
-
-
-def _distribution_confidence(soft: SoftLabel) -> Confidence:
-    probs = soft.probs
-    if not soft.valid:
-        return Confidence(0.0, 0.0, math.log(len(probs)) if probs else 0.0)
-    ranked = sorted(probs, reverse=True)
-    margin = ranked[0] - (ranked[1] if len(ranked) > 1 else 0.0)
-    entropy = max(0.0, -sum(p * math.log(p) for p in probs if p > 0.0))
-    return Confidence(ranked[0], margin, entropy)
+    return measure(mean.probs, mean.valid, mean_logprob=mean_logprob(logprobs),
+                   agreement=agreement([s.argmax() for s in softs], mean.argmax()))
 
 
 def token_confidence(completion: Completion) -> float | None:
     """Mean token logprob of the answer: the confidence available for free-text tasks."""
     tokens = completion.tokens
-    if not tokens:
-        return None
-    return sum(t.logprob for t in tokens) / len(tokens)
+    return mean_logprob([t.logprob for t in tokens]) if tokens else None

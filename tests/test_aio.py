@@ -1,4 +1,5 @@
-"""The CLI's event loop: uvloop where installed, the standard loop on request."""
+"""The CLI's event loop: uvloop where installed, the standard loop on request; and the
+collector's settings, tuned by the CLI for its command and never by the library."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from labeler import aio
 from labeler.errors import ConfigError
+from labeler.gc_tuning import YOUNG_THRESHOLD, gc_tuned
 
 
 async def loop_module() -> str:
@@ -33,7 +35,7 @@ def test_an_unknown_loop_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
         aio.run(loop_module())
 
 
-def test_the_collector_is_tuned_for_the_run_and_restored_after() -> None:
+def test_the_library_leaves_the_collector_as_the_program_set_it() -> None:
     import gc
 
     before = gc.get_threshold()
@@ -41,20 +43,44 @@ def test_the_collector_is_tuned_for_the_run_and_restored_after() -> None:
     async def inside() -> tuple[tuple[int, ...], int]:
         return gc.get_threshold(), gc.get_freeze_count()
 
-    threshold, frozen = aio.run(inside())
-    assert threshold[0] >= aio.YOUNG_THRESHOLD and frozen > 0
+    assert aio.run(inside()) == (before, 0)
+
+
+def test_the_cli_tunes_the_collector_for_its_command_and_restores_it_after() -> None:
+    import gc
+
+    import click
+    from click.testing import CliRunner
+
+    from labeler.cli import main
+
+    seen: list[tuple[tuple[int, ...], int]] = []
+
+    @main.command("gc-probe", hidden=True)
+    def probe() -> None:
+        seen.append((gc.get_threshold(), gc.get_freeze_count()))
+
+    before = gc.get_threshold()
+    try:
+        result = CliRunner().invoke(main, ["gc-probe"])
+    finally:
+        assert isinstance(main, click.Group)
+        main.commands.pop("gc-probe")
+    assert result.exit_code == 0, result.output
+    (threshold, frozen), = seen
+    assert threshold[0] >= YOUNG_THRESHOLD and frozen > 0
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 
 
 def test_gc_tuning_nests_and_the_outermost_restores() -> None:
-    """An export inside a run's loop tunes nothing twice and restores nothing early."""
+    """A tuned block inside another tunes nothing twice and restores nothing early."""
     import gc
 
     before = gc.get_threshold()
-    with aio.gc_tuned():
+    with gc_tuned():
         tuned = gc.get_threshold()
-        assert tuned[0] >= aio.YOUNG_THRESHOLD and gc.get_freeze_count() > 0
-        with aio.gc_tuned():
+        assert tuned[0] >= YOUNG_THRESHOLD and gc.get_freeze_count() > 0
+        with gc_tuned():
             assert gc.get_threshold() == tuned
         assert gc.get_threshold() == tuned and gc.get_freeze_count() > 0
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0

@@ -258,6 +258,38 @@ def test_aclose_stops_the_server_and_a_restart_keeps_the_identity(home: Path,
     assert first["provider"] == "local" and first["model"] == "smollm2-135m"
 
 
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
+def test_a_chat_request_reaches_the_model_in_its_chat_format(home: Path, name: str,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """llama-server reads `--chat-template NAME` as a Jinja template unless Jinja is off
+    before it: every chat prompt was then the template's name ("gemma"), whatever the
+    row said. The server's own rendering of a message must hold the message."""
+    import httpx
+
+    from labeler.teachers import local_models
+    from labeler.teachers.local import LocalTeacher
+
+    if importlib.util.find_spec(local_models.MODELS[name].package) is None:
+        pytest.skip(f"needs {local_models.MODELS[name].pip_name}")
+    monkeypatch.setenv("LABELER_HOME", str(home))
+
+    async def rendered() -> str:
+        teacher = LocalTeacher(name)
+        await teacher.start()
+        try:
+            async with httpx.AsyncClient() as client:
+                res = await client.post(f"http://127.0.0.1:{teacher.port}/apply-template",
+                                        json={"messages": [{"role": "user",
+                                                            "content": "is this review kind?"}]})
+            return str(res.json()["prompt"])
+        finally:
+            await teacher.aclose()
+
+    prompt = asyncio.run(rendered())
+    assert "is this review kind?" in prompt, prompt
+
+
 # -- one-line errors ---------------------------------------------------------------------
 
 

@@ -3,15 +3,18 @@ actor on a two-node cluster): what one call answers, and claims across owners.""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("ray", reason="labeler.ray needs the ray extra: pip install 'labeler-distill[ray]'")
+from labeler.answer_checks import UNUSABLE
 from labeler.completion import Completion, Usage
 from labeler.owner import Owner
 from labeler.ray.fleet_store import FleetStore
+from labeler.teacher_params import TeacherParams
 
 
 def answer(text: str) -> Completion:
@@ -53,3 +56,29 @@ def test_claims_cross_owners_and_a_lapsed_lease_is_taken_over(tmp_path: Path) ->
     time.sleep(0.1)
     assert server.claim(two, "node-2", 60.0, ["k9"], None) == {"k9"}
     assert server.report()["owners_by_node"] == {"node-1": 2, "node-2": 1}
+
+
+def test_a_stored_answer_the_store_cannot_use_is_a_final_failure_of_the_look_up(tmp_path: Path) -> None:
+    """What a planner on one machine counts as failed (labeler/plan.py), a fleet's does too."""
+    path = tmp_path / "s.sqlite"
+    server = FleetStore(str(path))
+    server.put_many([("a", answer("positive"), None), ("b", answer("negative"), None)])
+    with sqlite3.connect(path) as db:  # a count no server sends, as a store merged in keeps it
+        db.execute("UPDATE responses SET prompt_tokens = -1 WHERE key = 'b'")
+    found, _, failed = server.look_up(["a", "b"], True, False, False)
+    assert set(found) == {"a"}
+    assert set(failed) == {"b"} and failed["b"].reason == UNUSABLE and failed["b"].message
+
+
+def test_the_run_reads_and_writes_its_own_tables_and_failure_bodies_through_the_actor(
+        tmp_path: Path) -> None:
+    """A run remembers refused parameters (`TeacherParams`) and keeps the raw body of a
+    broken answer: both reach the store actor's file."""
+    path = tmp_path / "s.sqlite"
+    server = FleetStore(str(path))
+    server.record_failures([("k", "malformed_answer", "choices: missing", 200, 1)], {"k": b"{oops"})
+    known = TeacherParams.load(server, {"provider": "openai", "model": "m"})
+    known.save(server, accepted=["logprobs"])
+    assert TeacherParams.load(server, {"provider": "openai", "model": "m"}).accepted == {"logprobs"}
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT body FROM failure_bodies WHERE key = 'k'").fetchone() == (b"{oops",)

@@ -195,10 +195,12 @@ def result_entry(custom: str, result: Mapping[str, Any]) -> ItemResult:
             return ItemResult(custom, error=exc)
     if kind == "errored":
         outer = result.get("error") or {}
-        err = outer.get("error") if isinstance(outer.get("error"), dict) else outer
+        inner = outer.get("error")
+        err = inner if isinstance(inner, dict) else outer
         etype = str(err.get("type") or "api_error")
         message = short(err.get("message") or etype)
-        return ItemResult(custom, error=status_error(_ERROR_STATUS.get(etype, 500), message))
+        return ItemResult(custom, error=status_error(_ERROR_STATUS.get(etype, 500), message, etype,
+                                                       provider="anthropic"))
     return ItemResult(custom)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from labeler.completion import Completion
-from labeler.errors import FinalError, RetryableError, TeacherError, context_too_long
+from labeler.errors import TeacherError, classify_status
 from labeler.request import Request
 
 # Metadata keys a batch is tagged with where the provider keeps metadata (OpenAI): the run
@@ -115,21 +115,11 @@ class BatchClient(Protocol):
     async def aclose(self) -> None: ...
 
 
-RETRYABLE_STATUS = frozenset({408, 409, 429})
-
-
-def status_error(status: int, message: str, code: str | None = None) -> TeacherError:
-    """A per-item HTTP error, classified as the live teachers classify the same status, so
-    `labeler stats` counts batch and live failures under the same reasons."""
-    if status == 529:
-        return RetryableError("overloaded", message, status=status)
-    if status in RETRYABLE_STATUS or status >= 500:
-        return RetryableError(f"http_{status}", message, status=status)
-    too_long = context_too_long(code, message, status)
-    if too_long is not None:
-        return too_long
-    if code in ("content_filter", "content_policy_violation"):
-        return FinalError("content_filter", message, status=status)
-    return FinalError(f"http_{status}", message, status=status)
+def status_error(status: int, message: str, code: str | None = None, *,
+                 provider: str = "openai") -> TeacherError:
+    """A per-item HTTP error, classified by the ladder the live teachers use
+    (`errors.classify_status`), so `labeler stats` counts batch and live failures under
+    the same reasons."""
+    return classify_status(status, message, provider=provider, code=code)
 
 

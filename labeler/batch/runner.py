@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import socket
@@ -48,10 +49,10 @@ from labeler.completion import Completion
 from labeler.errors import LabelerError, StoreError, TeacherError
 from labeler.inputs import Reject, RejectsWriter, Row
 from labeler.plan import CACHED, FAILED, REJECTED, SEND, Planner
-from labeler.pricing import PriceTable
 from labeler.request import Request, canonical_json
-from labeler.run import RunSummary
+from labeler.settings import LabelSettings
 from labeler.store import Store
+from labeler.summary import RunSummary
 from labeler.task import Task
 from labeler.teachers.base import Teacher, request_shape
 
@@ -123,32 +124,33 @@ class BatchRunner:
         client: BatchClient,
         store: Store,
         *,
-        prices: PriceTable | None = None,
+        settings: LabelSettings | None = None,
         rejects: RejectsWriter | None = None,
-        retry_failed: bool = False,
-        max_attempts: int = 8,
-        budget_usd: float | None = None,
-        max_age_s: float | None = None,
-        no_wait: bool = False,
-        progress: bool | None = None,
         run_tag: str | None = None,
         max_requests: int | None = None,
         max_bytes: int | None = None,
         poll_max_s: float = POLL_MAX_S,
         on_warning: Callable[[str], None] | None = None,
+        **options: Any,
     ) -> None:
+        """`settings` as for `Labeler` (`options` override its fields by name); the
+        provider's count and byte limits may be lowered with `max_requests`/`max_bytes`."""
+        settings = settings or LabelSettings()
+        if options:
+            settings = dataclasses.replace(settings, **options)
+        self.settings = settings
         self.task = task
         self.teacher = teacher
         self.client = client
         self.store = store
-        self.prices = prices or PriceTable.default()
+        self.prices = settings.price_table
         self.rejects = rejects
-        self.retry_failed = retry_failed
-        self.max_attempts = max_attempts
-        self.budget_usd = budget_usd
-        self.max_age_s = max_age_s
-        self.no_wait = no_wait
-        self.progress = progress
+        self.retry_failed = settings.retry_failed
+        self.max_attempts = settings.retry.max_attempts
+        self.budget_usd = settings.budget_usd
+        self.max_age_s = settings.max_age_s
+        self.no_wait = settings.no_wait
+        self.progress = settings.progress
         self.identity = teacher.identity
         self.teacher_name = f"{self.identity.get('provider')}:{self.identity.get('model')}"
         self.run_tag = run_tag or fingerprint(task, self.identity)
@@ -164,13 +166,17 @@ class BatchRunner:
         self._broken: set[str] = set()  # batches that cannot be polled or read this run
         self._reserved_usd = 0.0
         self._planner = Planner(task, self.identity, store, completions=False,
-                                max_age_s=max_age_s, retry_failed=retry_failed,
-                                max_attempts=max_attempts)
+                                max_age_s=self.max_age_s, retry_failed=self.retry_failed,
+                                max_attempts=self.max_attempts)
 
     def stop(self) -> None:
         """Graceful stop: the step under way finishes and is journaled; nothing new starts."""
         self.summary.interrupted = True
         self._stop.set()
+
+    async def aclose(self) -> None:
+        """Nothing to close: the client, store and rejects file are the caller's (a stage
+        of a cascade is closed as a live one is)."""
 
     # -- the run -------------------------------------------------------------------------
 
@@ -263,7 +269,7 @@ class BatchRunner:
         s = self.summary
         planned = self._planner.plan(chunk)
         fresh = list(dict.fromkeys(i.key for i in planned
-                                   if i.status == SEND and i.key not in self._rows))
+                                   if i.status == SEND and i.key is not None and i.key not in self._rows))
         held = journal.held(self.store, fresh)
         out: list[tuple[str, Request]] = []
         for item in planned:

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from labeler import aio
 from labeler.answer import Answer, read_answers
 from labeler.completion import Completion
 from labeler.errors import ConfigError, LabelerError
@@ -110,10 +109,7 @@ def export_dataset(
     `planner` replaces the plain `Planner` where each row's answer is chosen among
     several teachers' (a cascade's `CascadePlanner`): its items' `provenance` becomes
     columns of `records` rows and the report's `stages`."""
-    # Every row makes dozens of short-lived objects: the collector's default settings
-    # would scan them (and every imported module) again and again (see labeler/aio.py).
-    with aio.gc_tuned():
-        return _export_dataset(task, teacher_identity, rows, store, out, options, planner)
+    return _export_dataset(task, teacher_identity, rows, store, out, options, planner)
 
 
 def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
@@ -228,7 +224,8 @@ class _Rows:
 
     def add(self, planned: list[Item]) -> None:
         """One chunk of planned rows (a person's labels and the verdicts read at once)."""
-        humans = (human_labels(self.store, [i.key for i in planned if i.completion is not None])
+        humans = (human_labels(self.store, [i.key for i in planned
+                                            if i.completion is not None and i.key is not None])
                   if self.with_humans else {})
         checks = _checked(self.stage, planned) if self.stage is not None else {}
         for forms in by_row(planned):
@@ -339,7 +336,7 @@ def _general_row(task: Task, builder: RowBuilder, report: ExportReport, forms: l
     raw = answer
     if calibrate is not None and task.label_space is not None:
         answer = calibrate(answer, opts.calibration, task.label_space)
-    human = humans.get(item.key)
+    human = humans.get(item.key) if item.key is not None else None
     trace = completion.reasoning
     if human is not None:  # a person's decision: kept whatever the teacher's doubt
         if human.label != answer.label:

@@ -104,7 +104,7 @@ def _save_split(folder: Path, split: SplitFile, features: Features) -> None:
     os.replace(split.path, data)
     # datasets names a dataset's state by a fingerprint (its map() cache files are named
     # after it); a digest of the data gives the same export the same one.
-    state = {
+    state: dict[str, Any] = {
         "_data_files": [{"filename": _DATA_FILE}],
         "_fingerprint": _digest(data),
         "_format_columns": None,

@@ -315,7 +315,7 @@ class Sft(ExportKind):
         if mode == "separate":
             turn["reasoning_content"] = trace
         if b.opts.sft_shape == "messages":
-            lead = [dict(m) for m in request.messages or ()]
+            lead: list[dict[str, Any]] = [dict(m) for m in request.messages or ()]
             if mode == "separate":  # one struct type for every message of the list
                 lead = [{**m, "reasoning_content": None} for m in lead]
             return {"id": row.id, "messages": [*lead, turn]}

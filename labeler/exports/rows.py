@@ -9,7 +9,7 @@ kind for rows through `RowKind`, so this module never imports a kind.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import orjson
 
@@ -177,7 +177,9 @@ class RowBuilder:
                     value = IGNORE_LABEL
                 else:  # a label name; anything else as ClassLabel reads it (or its error)
                     found = index.get(value) if type(value) is str else None
-                    value = found if found is not None else _class_label(names).str2int(value)
+                    if found is None:  # a label column always has its names (see _plan)
+                        found = _class_label(cast(list[str], names)).str2int(value)
+                    value = found
             elif dtype is not None and value is not None and type(value) is not exact:
                 value = coerce_value(value, dtype)
             out.append(value)

@@ -23,6 +23,7 @@ Needs ``pip install 'labeler-distill[ray]'``; nothing outside this package impor
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -84,13 +85,13 @@ def label(ds: ray.data.Dataset, task: str | Path | Task, teacher: str, *,
     return out
 
 
-def start_fleet_store(path: str | None) -> Any:
+def start_fleet_store(path: str | Path | None) -> Any:
     """The fleet's store actor for the job's store (labeler/ray/fleet_store.py); starts a
     local Ray runtime first where none is running, as Ray Data would."""
     if not ray.is_initialized():
-        ray.init(include_dashboard=False, logging_level="WARNING")
+        ray.init(include_dashboard=False, logging_level=logging.WARNING)
     assert path is not None
-    return fleet_store.start_fleet_store(path)
+    return fleet_store.start_fleet_store(str(path))
 
 
 def actor_pool(workers: int) -> ray.data.ActorPoolStrategy:

@@ -38,7 +38,8 @@ from labeler.ray import (
     start_rate_keeper,
 )
 from labeler.ray.stage import COUNTS, RAW_JSONL, SUMMARY, LabelStage
-from labeler.run import RunSummary
+from labeler.setups import Single, setup_for
+from labeler.summary import RunSummary
 
 PROBE_TIMEOUT_S = 10.0  # a cluster's head answers a connection at once; a wrong address never
 # Job fields a Ray job hands to the stage (the rest are the driver's: input, export...)
@@ -101,7 +102,7 @@ def connect(address: str | None) -> None:
     if address is not None:
         _probe(address)
     try:
-        ray.init(address=address, include_dashboard=False, logging_level="WARNING",
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=True)
     except (ConnectionError, TimeoutError, ValueError) as exc:
         if address is None:
@@ -130,7 +131,7 @@ def _probe(address: str) -> None:
 def _refuse_unsupported(job: Job) -> None:
     if job.batch:
         raise ConfigError("--engine ray labels live; --batch goes with the default engine")
-    if job.cascade is not None or job.ensemble is not None:
+    if not isinstance(setup_for(job), Single):
         raise ConfigError("--engine ray labels with one teacher; --cascade and --ensemble go "
                           "with the default engine")
     if not isinstance(job.input, str | os.PathLike) or str(job.input) == "-":
@@ -174,7 +175,8 @@ def read_input(job: Job) -> ray.data.Dataset:
         ds = ray.data.from_huggingface(loaded)
     else:
         raise ConfigError(f"--engine ray cannot read input format {fmt!r}")
-    return ds.limit(job.limit) if job.limit is not None else ds
+    limited: ray.data.Dataset = ds.limit(job.limit) if job.limit is not None else ds
+    return limited
 
 
 def _read_delimited(path: str, delimiter: str) -> ray.data.Dataset:

@@ -26,18 +26,22 @@ as it does for one process).
 
 from __future__ import annotations
 
+import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import ray
 
+from labeler.answer_checks import UNUSABLE
 from labeler.claims import Claims
 from labeler.completion import Completion
 from labeler.errors import LabelerError, StoreError
 from labeler.human import HumanLabel, any_human_labels, human_labels
 from labeler.owner import Owner
 from labeler.store import Failure, Store
+
+T = TypeVar("T")
 
 # A fleet owner on another machine cannot be checked for life: its claims end with their
 # lease. Short enough that a batch Ray retries after a node died waits little; renewed a
@@ -74,11 +78,15 @@ class FleetStore:
         that they exist), their ages where asked, and the stored failures of the misses."""
         self._count("look_up")
         store = self.store
+        unusable: dict[str, str] = {}
         found: dict[str, Completion | None] = (
-            dict(store.get_many(keys)) if completions else dict.fromkeys(store.known(keys)))
+            dict(store.get_many(keys, unusable=unusable)) if completions
+            else dict.fromkeys(store.known(keys)))
         created = store.created_at(list(found)) if ages and found else {}
         misses = [k for k in keys if k not in found]
         failed = store.failures_for(misses) if failures and misses else {}
+        # A stored answer the store cannot use is a final failure (labeler/plan.py).
+        failed.update({k: Failure(k, UNUSABLE, why, None, 0) for k, why in unusable.items()})
         return found, created, failed
 
     def created_at(self, keys: Sequence[str]) -> dict[str, float]:
@@ -93,9 +101,16 @@ class FleetStore:
         self._count("put_many")
         self.store.put_many(items)
 
-    def record_failures(self, items: list[tuple[str, str, str, int | None, int]]) -> None:
+    def record_failures(self, items: list[tuple[str, str, str, int | None, int]],
+                        bodies: Mapping[str, bytes] | None = None) -> None:
         self._count("record_failures")
-        self.store.record_failures(items)
+        self.store.record_failures(items, bodies=bodies)
+
+    def execute_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return self.store.execute_read(fn)
+
+    def execute_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return self.store.execute_write(fn)
 
     def start_run(self, task: str, teacher: str) -> int:
         return self.store.start_run(task, teacher)
@@ -198,13 +213,19 @@ class RemoteStore:
         self._last = threading.local()
 
     def _look_up(self, keys: Sequence[str], completions: bool) -> dict[str, Completion | None]:
+        found: dict[str, Completion | None]
         found, created, failed = call(self.actor.look_up, list(keys), completions, True, True)
         self._last.created, self._last.failed = created, failed
         self._last.keys = set(keys)
         return found
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
-        return self._look_up(keys, True)  # type: ignore[return-value]
+    def get_many(self, keys: Sequence[str], *,
+                 unusable: dict[str, str] | None = None) -> dict[str, Completion]:
+        found = self._look_up(keys, True)
+        if unusable is not None:
+            unusable.update({k: f.message for k, f in self._last.failed.items()
+                             if f.reason == UNUSABLE})
+        return found  # type: ignore[return-value]
 
     def known(self, keys: Sequence[str]) -> set[str]:
         return set(self._look_up(keys, False))
@@ -230,10 +251,20 @@ class RemoteStore:
         if rows:
             call(self.actor.put_many, rows)
 
-    def record_failures(self, items: Iterable[tuple[str, str, str, int | None, int]]) -> None:
+    def record_failures(self, items: Iterable[tuple[str, str, str, int | None, int]], *,
+                        bodies: Mapping[str, bytes] | None = None) -> None:
         rows = list(items)
         if rows:
-            call(self.actor.record_failures, rows)
+            call(self.actor.record_failures, rows, dict(bodies) if bodies else None)
+
+    def execute_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn` runs in the store actor, beside the file (Ray pickles it there)."""
+        result: T = call(self.actor.execute_read, fn)
+        return result
+
+    def execute_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        result: T = call(self.actor.execute_write, fn)
+        return result
 
     def start_run(self, task: str, teacher: str) -> int:
         return call(self.actor.start_run, task, teacher)  # type: ignore[no-any-return]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import queue
 import sys
 import threading
@@ -34,8 +35,9 @@ from labeler.job import Job
 from labeler.plan import Planner
 from labeler.ray.fleet import FleetLimiter
 from labeler.ray.fleet_store import RemoteClaims, RemoteStore
-from labeler.run import Labeler, RunSummary
+from labeler.run import Labeler
 from labeler.store import Store
+from labeler.summary import RunSummary
 
 RECORDS = "records"  # the output: the records export's columns, one row per answered input row
 SUMMARY = "summary"  # the output: one row of counts per batch (a job that exports from the store)
@@ -72,17 +74,13 @@ class LabelStage:
         # do not idle the actor: each call labels with a labeler of its own (its own store
         # claims), all sharing the teacher's connections and the one limiter.
         self.labelers: queue.SimpleQueue[Labeler] = queue.SimpleQueue()
+        # No progress bar in an actor; a budget is refused before a fleet starts.
+        settings = dataclasses.replace(job.label_settings(), progress=False, budget_usd=None)
         for _ in range(CALLS):
-            lb = Labeler(
-                self.task, self.teacher, store=self.store, concurrency=job.concurrency,
-                rpm=job.rpm, tpm=job.tpm, retry=job.retry_policy(),
-                retry_failed=job.retry_failed, progress=False, prices=job.prices,
-                max_age_s=job.max_age_s, on_warning=_warn, stop_grace_s=job.stop_grace_s,
-                close_teacher=False, request_timeout_s=job.request_timeout,
-                claims=None if store is None else RemoteClaims(store))
-            lb.limiter = limiter
-            self.labelers.put(lb)
-        self.teacher.observe_headers(limiter.observe_headers)
+            self.labelers.put(Labeler(
+                self.task, self.teacher, store=self.store, settings=settings, limiter=limiter,
+                on_warning=_warn, close_teacher=False,
+                claims=None if store is None else RemoteClaims(store)))
         self._call(self.teacher.start())
         self.reader = Planner(self.task, self.teacher.identity, self.store, failures=False)
 
@@ -110,7 +108,8 @@ class LabelStage:
                 if item.key is not None and item.row.data.get("id") is None:
                     item.row = Row(item.row.source, item.row.line, item.key, item.row.data)
         humans = ({} if not self.job.export.human_labels or self.task.output_kind != "label"
-                  else self._human_labels([i.key for i in items if i.completion is not None]))
+                  else self._human_labels([i.key for i in items
+                                                          if i.completion is not None and i.key is not None]))
         return records_table(self.task, self.reader.identity, items, self.job.export, humans)
 
     def _human_labels(self, keys: list[str]) -> dict[str, Any]:

@@ -13,12 +13,11 @@ import getpass
 from collections.abc import Callable
 
 from labeler import aio, bounds
-from labeler.cascade import CascadePlanner
-from labeler.ensemble import EnsemblePlanner
 from labeler.errors import StoreError
 from labeler.job import Job
 from labeler.review.index import ReviewIndex, ReviewItem, ReviewQuery, build_index
 from labeler.review.server import ReviewState, check_host, make_app, start
+from labeler.setups import setup_for
 from labeler.store import Store
 
 __all__ = ["ReviewIndex", "ReviewItem", "ReviewQuery", "ReviewState", "build_index",
@@ -32,24 +31,15 @@ def load_index(job: Job, store: Store) -> ReviewIndex:
     shows the members' combined answer, as the export has it. Either way each row shows
     every answering teacher's label, and rows where they differ come next."""
     task = job.load_task()
-    cascade, ensemble = job.cascade_spec(), job.ensemble_spec()
-    spec = cascade or ensemble
-    if spec is None:
-        return build_index(task, job.make_teacher().identity, job.rows(task), store)
-    identities = [t.identity for t in job.make_stage_teachers(spec)]
-    planner = (CascadePlanner(task, cascade, identities, store) if cascade is not None
-               else EnsemblePlanner(task, ensemble, identities, store))  # type: ignore[arg-type]
-    return build_index(task, identities[-1], job.rows(task), store, planner=planner)
+    setup = setup_for(job)
+    teachers = setup.make_teachers(job.teacher_for)
+    return build_index(task, teachers[-1].identity, job.rows(task), store,
+                       planner=setup.planner(task, teachers, store))
 
 
 def teacher_name(job: Job) -> str:
     """Who answered, as the page's header names it."""
-    if (cascade := job.cascade_spec()) is not None:
-        return "cascade: " + " → ".join(st.teacher for st in cascade.stages) + (
-            " → human" if cascade.human else "")
-    if (ensemble := job.ensemble_spec()) is not None:
-        return "ensemble: " + ", ".join(st.teacher for st in ensemble.stages)
-    return job.teacher
+    return setup_for(job).name
 
 
 class _Until:

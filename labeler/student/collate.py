@@ -66,15 +66,18 @@ class SoftLabelCollator:
     def _inputs(self, rows: Sequence[Mapping[str, Any]]) -> Mapping[str, torch.Tensor]:
         if "input_ids" in rows[0]:
             encoded = [{k: row[k] for k in MODEL_INPUTS if k in row} for row in rows]
-            return self.tokenizer.pad(encoded, padding=True, max_length=self.max_length,
-                                      pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+            padded: Mapping[str, torch.Tensor] = self.tokenizer.pad(
+                encoded, padding=True, max_length=self.max_length,
+                pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+            return padded
         if self.text_field not in rows[0]:
             raise KeyError(f"rows have neither 'input_ids' nor the text field '{self.text_field}' "
                            f"(columns: {', '.join(rows[0])}); set text_field=")
         texts = [str(row[self.text_field]) for row in rows]
-        return self.tokenizer(texts, padding=True, truncation=self.max_length is not None,
-                              max_length=self.max_length, pad_to_multiple_of=self.pad_to_multiple_of,
-                              return_tensors="pt")
+        tokenized: Mapping[str, torch.Tensor] = self.tokenizer(
+            texts, padding=True, truncation=self.max_length is not None, max_length=self.max_length,
+            pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+        return tokenized
 
 
 def _label(value: Any) -> int:

@@ -43,7 +43,7 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *,
     """
     p = tempered(targets, temperature)
     log_q = F.log_softmax(logits.to(torch.float32) / temperature, dim=-1)
-    kl = (torch.special.xlogy(p, p) - p * log_q).sum(-1)
+    kl: torch.Tensor = (torch.special.xlogy(p, p) - p * log_q).sum(-1)
     return kl * (temperature * temperature)
 
 
@@ -155,7 +155,7 @@ def topk_kd_loss(
     q_tail = (1.0 - q_top.sum(-1, keepdim=True)).clamp_min(torch.finfo(torch.float32).tiny)
     log_q = torch.cat([torch.where(valid, log_q_top, torch.zeros_like(log_q_top)), q_tail.log()], dim=-1)
 
-    kl = (torch.special.xlogy(p, p) - p * log_q).sum(-1) * (temperature * temperature)
+    kl: torch.Tensor = (torch.special.xlogy(p, p) - p * log_q).sum(-1) * (temperature * temperature)
     m = mask.to(kl.device).bool()
     return (kl * m).sum() / m.sum().clamp_min(1)
 

@@ -65,7 +65,10 @@ class DistillationTrainer(Trainer):
         """Keep the export's columns the collator reads; it drops the rest itself."""
         super()._set_signature_columns_if_needed()
         wanted = [self.text_field, "label", "soft_label"]
-        self._signature_columns = list(dict.fromkeys([*self._signature_columns, *wanted]))
+        # transformers declares the attribute None until the call above fills it.
+        known: list[str] = self._signature_columns or []
+        self._signature_columns = list(  # type: ignore[assignment]
+            dict.fromkeys([*known, *wanted]))
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:

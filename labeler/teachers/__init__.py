@@ -103,12 +103,14 @@ def make_teacher(spec: str, **options: Any) -> Teacher:
     if len(urls) > 1 or cache_identity is not None:
         from labeler.teachers.pool import EndpointPool
 
+        default: list[str | None] = [None]  # the provider's own URL
         endpoints = [factory(model=model, provider=provider, base_url=u, **options)
-                     for u in (urls or [None])]
+                     for u in (urls or default)]
         return EndpointPool(endpoints, cache_identity=cache_identity)
     if urls:
         options["base_url"] = urls[0]
-    return factory(model=model, provider=provider, **options)
+    teacher: Teacher = factory(model=model, provider=provider, **options)
+    return teacher
 
 
 def base_urls(value: str | Sequence[str] | None) -> list[str]:

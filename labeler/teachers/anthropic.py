@@ -42,10 +42,9 @@ from labeler.apikeys import clean_key
 from labeler.completion import Completion
 from labeler.errors import (
     ConfigError,
-    FinalError,
     RetryableError,
     TeacherError,
-    context_too_long,
+    classify_status,
     short,
 )
 from labeler.redact import remember
@@ -220,22 +219,10 @@ def classify(exc: anthropic.APIError) -> TeacherError:
         status = exc.status_code
         headers = exc.response.headers if exc.response is not None else None
         kind, message = _error_fields(exc)
-        retry_after = parse_retry_after(headers)
-        if status == 529 or kind == "overloaded_error":
-            return RetryableError("overloaded", message, status=status, retry_after=retry_after)
-        if status == 429:
-            return RetryableError("http_429", message, status=status, retry_after=retry_after)
-        if status in (408, 409) or status >= 500:
-            return RetryableError(f"http_{status}", message, status=status, retry_after=retry_after)
-        too_long = context_too_long(None, message, status)
-        if too_long is not None:
-            return too_long
-        if status == 413:
-            return FinalError("too_large", message, status=status)
-        refusal = refused(status, kind, None, message)  # e.g. temperature with thinking on
-        if refusal is not None:
-            return refusal
-        return FinalError(f"http_{status}", message, status=status)
+        return classify_status(status, message, provider="anthropic", code=kind,
+                               retry_after=parse_retry_after(headers),
+                               # e.g. temperature with thinking on
+                               refusal=refused(status, kind, None, message))
     if isinstance(exc, anthropic.APIResponseValidationError):
         return RetryableError("invalid_json", short(str(exc)))
     return RetryableError("api_error", short(str(exc)))

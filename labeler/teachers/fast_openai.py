@@ -22,8 +22,7 @@ import inspect
 import os
 import time
 import urllib.request
-from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -41,7 +40,7 @@ from labeler.teachers.openai_http import (
     request_body,
 )
 from labeler.teachers.refusals import check_logprobs, error_fields
-from labeler.teachers.sampling import Sampler, Sampling
+from labeler.teachers.sampling import SampledTeacher, Sampler, Sampling
 from labeler.teachers.transport import LEAN, failure_reason, openai_transport
 
 if TYPE_CHECKING:  # imported when a request is sent: export, eval and stats never pay for it
@@ -50,7 +49,7 @@ if TYPE_CHECKING:  # imported when a request is sent: export, eval and stats nev
 _USER_AGENT = "labeler-lean/1"
 
 
-class FastOpenAITeacher(BaseTeacher):
+class FastOpenAITeacher(SampledTeacher, BaseTeacher):
     """Chat completions and completions over one aiohttp session, parsed by `openai_wire`."""
 
     def __init__(
@@ -106,25 +105,6 @@ class FastOpenAITeacher(BaseTeacher):
     def observe_headers(self, observer: HeaderObserver | None) -> None:
         self._observer = observer
 
-    def request_shape(self, request: Request) -> tuple[int, int]:
-        return self.sampler.shape(request)
-
-    @property
-    def http_outcomes(self) -> Counter[str] | None:
-        """Each HTTP request's outcome while sampling may send several per row."""
-        return self.sampler.outcomes()
-
-    @property
-    def notices(self) -> list[str]:
-        return self.sampler.notices
-
-    def refuses(self, params: Collection[str], takes_n: bool | None = None) -> None:
-        """What this teacher is known to refuse (`teachers.base.tell_refusals`)."""
-        self.sampler.refuses(params, takes_n)
-
-    @property
-    def takes_n(self) -> bool | None:
-        return self.sampler.n_supported
 
     async def complete(self, request: Request) -> Completion:
         return await self.sampler.complete(request, self._send)

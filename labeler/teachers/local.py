@@ -31,8 +31,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from labeler.teachers import local_models
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
 from labeler.teachers.fast_openai import openai_teacher
 from labeler.teachers.local_models import INSTALL_HINT
-from labeler.teachers.sampling import Sampler, Sampling
+from labeler.teachers.sampling import SampledTeacher, Sampler, Sampling
 
 HOST = "127.0.0.1"
 # Server shape, measured on a 2-core machine with short few-shot logprob requests
@@ -63,7 +62,7 @@ LOG_ROTATE_BYTES = 20 << 20
 _PR_SET_PDEATHSIG = 1
 
 
-class LocalTeacher(BaseTeacher):
+class LocalTeacher(SampledTeacher, BaseTeacher):
     """Runs llama-server for a PyPI-shipped model and delegates requests to it."""
 
     def __init__(
@@ -128,24 +127,6 @@ class LocalTeacher(BaseTeacher):
         return {"provider": self.provider, "model": self.model, "gguf": self._fingerprint,
                 **self.sampler.identity()}
 
-    def request_shape(self, request: Request) -> tuple[int, int]:
-        return self.sampler.shape(request)
-
-    @property
-    def http_outcomes(self) -> Counter[str] | None:
-        return self.sampler.outcomes()
-
-    @property
-    def notices(self) -> list[str]:
-        return self.sampler.notices
-
-    def refuses(self, params: Collection[str], takes_n: bool | None = None) -> None:
-        """What this teacher is known to refuse (`teachers.base.tell_refusals`)."""
-        self.sampler.refuses(params, takes_n)
-
-    @property
-    def takes_n(self) -> bool | None:
-        return self.sampler.n_supported
 
     @property
     def base_url(self) -> str | None:
@@ -229,7 +210,10 @@ class LocalTeacher(BaseTeacher):
             "--no-webui",
         ]
         if self.chat_template:
-            cmd += ["--chat-template", self.chat_template]
+            # A built-in template is taken by name only with Jinja off before it: with
+            # Jinja on (the server's default), the name itself is read as the template and
+            # every chat prompt becomes that word.
+            cmd += ["--no-jinja", "--chat-template", self.chat_template]
         cmd += self._model_args
         cmd += self.server_args
         return cmd

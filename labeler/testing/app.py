@@ -188,9 +188,9 @@ class TeacherApp:
         if pinned is not None:
             return answers.error(pinned, model=model, fault=faults.STATUS_FOR, retry_after=cfg.retry_after_s)
         if cfg.rpm or cfg.tpm:
-            refused = self._admit(cfg, parsed, answers)
-            if refused is not None:
-                return refused
+            limited = self._admit(cfg, parsed, answers)
+            if limited is not None:
+                return limited
         if parsed.longest_prompt > cfg.context_tokens:
             return answers.context_exceeded(cfg.context_tokens, parsed.longest_prompt,
                                             parsed.max_tokens, cfg.context_error_shape)

@@ -215,7 +215,7 @@ class BatchAPI:
             form = None
         upload = form.get("file") if form is not None else None
         purpose = form.get("purpose") if form is not None else None
-        if upload is None or isinstance(upload, str) or not hasattr(upload, "file"):
+        if not isinstance(upload, web.FileField):
             return self._error(request, OPENAI_CHAT, 400, "Missing required parameter: 'file'.",
                                param="file", type="invalid_request_error")
         if not isinstance(purpose, str) or not purpose:
@@ -496,8 +496,8 @@ class BatchAPI:
         try:
             parsed = _PARSERS[provider](body)
         except BadRequest as exc:
-            answer = answers.error(400, exc.message, **({} if b.anthropic else
-                                                          {"param": exc.param, "code": exc.code}))
+            openai_fields: dict[str, Any] = {} if b.anthropic else {"param": exc.param, "code": exc.code}
+            answer = answers.error(400, exc.message, **openai_fields)
         else:
             pinned = faults.scheduled_status(cfg, parsed.text)
             if fault is not None:
@@ -661,7 +661,8 @@ def _anthropic_object(b: Batch, origin: str) -> dict[str, Any]:
     }
     return {
         "id": b.id, "type": "message_batch", "processing_status": b.status,
-        "request_counts": counts, "ended_at": _rfc3339(b.ended_at) if ended else None,
+        "request_counts": counts,
+        "ended_at": _rfc3339(b.ended_at) if ended and b.ended_at is not None else None,
         "created_at": _rfc3339(b.created), "expires_at": _rfc3339(b.created + 86400),
         "archived_at": None, "cancel_initiated_at": _rfc3339(b.cancel_at) if b.cancel_at else None,
         "results_url": f"{origin}/v1/messages/batches/{b.id}/results" if ended else None,

@@ -32,8 +32,8 @@ async def start_site(
     """Listen on (host, port); port 0 picks a free one, returned with the runner."""
     loop = asyncio.get_running_loop()
 
-    def make_request(*args: Any) -> web.BaseRequest:
-        return web.BaseRequest(*args, loop, client_max_size=_MAX_BODY)
+    def make_request(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+        return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=_MAX_BODY)
 
     server = web.Server(app.handle, request_factory=make_request, handler_cancellation=True, access_log=None)
     runner = web.ServerRunner(server, shutdown_timeout=shutdown_timeout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from labeler.completion import Completion
 from labeler.store import Store
@@ -86,7 +87,7 @@ class VerifyStage:
         self.limit = parse_keep(keep)
         self.rates = PassRates()
 
-    def check(self, rows: Sequence[tuple[dict, str, Completion]]) -> list[Checked]:
+    def check(self, rows: Sequence[tuple[dict[str, Any], str, Completion]]) -> list[Checked]:
         """(row data, response key, completion) -> each row's verdicts, in order."""
         plans = []
         slots = []
