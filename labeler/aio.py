@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Protocol, TypeVar
 
@@ -77,6 +78,13 @@ def stop_on_signals(target: Stoppable, *, enabled: bool) -> Iterator[None]:
         target.stop()
         if len(received) > 1:
             raise KeyboardInterrupt
+        # Said at once: the wait for requests in flight can last the whole stop grace, and
+        # a silent terminal reads as a hang that invites a kill -9.
+        notice = getattr(target, "stop_notice", None)
+        waits = notice() if callable(notice) else "finishing the requests in flight"
+        sys.stderr.write(f"stopping: {waits}; answers so far are kept; "
+                         "press Ctrl-C again to stop now\n")
+        sys.stderr.flush()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, handler, sig)

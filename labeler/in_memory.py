@@ -29,11 +29,17 @@ from labeler.exports.options import ExportOptions
 from labeler.hub_input import is_hub
 from labeler.inputs import Reject, Row, read_records
 from labeler.job import Job, JobResult, run_job
+from labeler.progress import interactive
 from labeler.task import Task
 from labeler.teachers.base import Teacher
 
 if TYPE_CHECKING:
     import datasets
+
+    from labeler.run import RunSummary
+
+    # label()'s result: the export read back into memory.
+    Exported = datasets.Dataset | datasets.DatasetDict
 
 # label()'s options that shape the export; every other option is a `Job` field.
 EXPORT_OPTIONS = frozenset({"kind", "filters", "validation_size", "seed", "split_field", "text_field",
@@ -43,10 +49,12 @@ _JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job)) - {"task", "inp
                                                                    "delimiter", "input_split",
                                                                    "batch", "no_wait"}
 _BATCH = 2048
+_OWN_OPTIONS = frozenset({"on_warning", "return_summary"})
 
 
-def label(data: Any, task: str | Path | Task, teacher: str | Teacher, **options: Any
-          ) -> datasets.Dataset | datasets.DatasetDict:
+def label(data: Any, task: str | Path | Task, teacher: str | Teacher, *,
+          return_summary: bool = False, **options: Any
+          ) -> Exported | tuple[Exported, RunSummary]:
     """Label `data` (a `datasets.Dataset`, a pandas DataFrame, a list of dicts, or a Hub
     dataset as ``"hf://datasets/NAME[:CONFIG][:SPLIT]"``, streamed) with `teacher` and
     return the export as an in-memory `datasets.Dataset`.
@@ -65,9 +73,11 @@ def label(data: Any, task: str | Path | Task, teacher: str | Teacher, **options:
     Rows the teacher could not answer are left out of the result, as in an export, and
     named in the warnings (``on_warning=``, default stderr); a rerun sends only them.
     Works with or without a running event loop (see the module docstring); in async code
-    prefer ``await alabel(...)``.
+    prefer ``await alabel(...)``. With ``return_summary=True`` the result is a pair
+    ``(dataset, RunSummary)``: a notebook reads cost, failed and filtered rows from it
+    instead of from stderr.
     """
-    coro = alabel(data, task, teacher, **options)
+    coro = alabel(data, task, teacher, return_summary=return_summary, **options)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -78,8 +88,9 @@ def label(data: Any, task: str | Path | Task, teacher: str | Teacher, **options:
         return pool.submit(aio.run, coro).result()
 
 
-async def alabel(data: Any, task: str | Path | Task, teacher: str | Teacher, **options: Any
-                 ) -> datasets.Dataset | datasets.DatasetDict:
+async def alabel(data: Any, task: str | Path | Task, teacher: str | Teacher, *,
+                 return_summary: bool = False, **options: Any
+                 ) -> Exported | tuple[Exported, RunSummary]:
     """`label`, awaitable: for code (and notebooks) that already run an event loop."""
     import datasets
 
@@ -88,11 +99,12 @@ async def alabel(data: Any, task: str | Path | Task, teacher: str | Teacher, **o
     unknown = sorted(set(job_options) - _JOB_FIELDS)
     if unknown:
         raise ConfigError(f"label(): unknown option {unknown[0]!r} (known: "
-                          f"{', '.join(sorted(_JOB_FIELDS | EXPORT_OPTIONS | {'on_warning'}))})")
+                          f"{', '.join(sorted(_JOB_FIELDS | EXPORT_OPTIONS | _OWN_OPTIONS))})")
     export = ExportOptions(format="hf", **{k: v for k, v in options.items() if k in EXPORT_OPTIONS})
     own_teacher = teacher if isinstance(teacher, Teacher) else None
     spec = teacher if isinstance(teacher, str) else _spec(teacher)
-    job_options.setdefault("progress", False)
+    # A bar where a person watches (a terminal, a notebook), none in scripts and CI.
+    job_options.setdefault("progress", interactive())
     with tempfile.TemporaryDirectory(prefix="labeler-label-") as tmp:
         out = Path(tmp) / "export"
         source = data if is_hub(data) else InMemoryRows(data)
@@ -101,7 +113,8 @@ async def alabel(data: Any, task: str | Path | Task, teacher: str | Teacher, **o
         if result.export is None:  # interrupted before the export: nothing to return
             raise ConfigError("label(): the run was stopped before it finished; call again to "
                               "resume (answers so far are in the store)")
-        return await asyncio.to_thread(datasets.load_from_disk, str(out), keep_in_memory=True)
+        loaded = await asyncio.to_thread(datasets.load_from_disk, str(out), keep_in_memory=True)
+        return (loaded, result.summary) if return_summary else loaded
 
 
 class InMemoryRows:

@@ -165,6 +165,10 @@ class Labeler:
         self.summary.interrupted = True
         self._stop.set()
 
+    def stop_notice(self) -> str:
+        """What a graceful stop waits for, told to whoever pressed Ctrl-C."""
+        return f"waiting up to {self.stop_grace_s:g}s for the requests in flight"
+
     # -- keys ----------------------------------------------------------------------------
 
     def key_for(self, request: Request) -> str:

@@ -146,6 +146,11 @@ class _OnePass:
     def stop(self) -> None:
         self.runner.stop()
 
+    def stop_notice(self) -> str:
+        """What the stop waits for, in the runner's words where it has them (aio's notice)."""
+        notice = getattr(self.runner, "stop_notice", None)
+        return notice() if callable(notice) else "finishing what is under way"
+
     async def aclose(self) -> None:
         await self.runner.aclose()
 

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from labeler.calibration import Calibration
 
 FORMATS = ("hf", "parquet", "jsonl")
+# The same names for a type checker, so `kind="clasification"` is caught before a run;
+# tests/test_export_literals.py keeps them equal to FORMATS and the registry of kinds.
+ExportFormat = Literal["hf", "parquet", "jsonl"]
+ExportKindName = Literal["records", "classification", "sft", "kd", "preference"]
 SFT_SHAPES = ("prompt-completion", "messages")
 KD_LAYOUTS = ("tokens", "ids")
 CALIBRATION_MODES = ("auto", "none")
