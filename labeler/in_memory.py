@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from labeler import aio
 from labeler.errors import ConfigError, InputError
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from labeler.run import RunSummary
 
     # label()'s result: the export read back into memory.
-    Exported = datasets.Dataset | datasets.DatasetDict
+    Exported: TypeAlias = "datasets.Dataset | datasets.DatasetDict"
 
 # label()'s options that shape the export; every other option is a `Job` field.
 EXPORT_OPTIONS = frozenset({"kind", "filters", "validation_size", "seed", "split_field", "text_field",
