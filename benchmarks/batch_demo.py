@@ -38,13 +38,30 @@ from labeler.batch import make_client
 from labeler.run import RunSummary
 
 MODEL = "gpt-4o-mini"
-_OPENERS = ["An absolute delight", "A tedious mess", "Sturdy and quiet", "It arrived broken",
-            "A clever script", "Two hours I will never get back", "Comfortable from day one",
-            "The app crashes constantly", "Gorgeous photography", "Overpriced and loud"]
-_MIDDLES = ["with a cast that loved every minute", "and support never answered",
-            "exactly what our kitchen needed", "and the replacement was broken too",
-            "and sharp direction", "with wooden dialogue throughout", "after a year of use",
-            "whenever I try to save", "carrying a simple story", "like my old vacuum"]
+_OPENERS = [
+    "An absolute delight",
+    "A tedious mess",
+    "Sturdy and quiet",
+    "It arrived broken",
+    "A clever script",
+    "Two hours I will never get back",
+    "Comfortable from day one",
+    "The app crashes constantly",
+    "Gorgeous photography",
+    "Overpriced and loud",
+]
+_MIDDLES = [
+    "with a cast that loved every minute",
+    "and support never answered",
+    "exactly what our kitchen needed",
+    "and the replacement was broken too",
+    "and sharp direction",
+    "with wooden dialogue throughout",
+    "after a year of use",
+    "whenever I try to save",
+    "carrying a simple story",
+    "like my old vacuum",
+]
 
 
 def write_rows(path: Path, n: int, seed: int = 7) -> None:
@@ -61,9 +78,21 @@ class Server:
 
     def __init__(self, batch_speed: float) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "labeler.testing", "serve", "--port", "0",
-             "--labels", "negative,positive", "--batch-speed", str(batch_speed)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                sys.executable,
+                "-m",
+                "labeler.testing",
+                "serve",
+                "--port",
+                "0",
+                "--labels",
+                "negative,positive",
+                "--batch-speed",
+                str(batch_speed),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
@@ -74,8 +103,9 @@ class Server:
         return httpx.get(self.url + "/_batches", timeout=30).json()
 
     def live_requests(self) -> int:
-        return int(httpx.get(self.url + "/_stats", timeout=30).json()["by_path"]
-                   .get("/v1/chat/completions", 0))
+        return int(
+            httpx.get(self.url + "/_stats", timeout=30).json()["by_path"].get("/v1/chat/completions", 0)
+        )
 
     def reset(self) -> None:
         httpx.post(self.url + "/_reset", timeout=30)
@@ -86,9 +116,16 @@ class Server:
 
 
 def job(server: Server, rows: Path, work: Path, name: str, **kw: Any) -> Job:
-    return Job(task="sentiment", input=rows, teacher=f"openai-compatible:{MODEL}",
-               base_url=server.url + "/v1", store=work / f"{name}.sqlite", out=work / f"{name}-out",
-               progress=False, **kw)
+    return Job(
+        task="sentiment",
+        input=rows,
+        teacher=f"openai-compatible:{MODEL}",
+        base_url=server.url + "/v1",
+        store=work / f"{name}.sqlite",
+        out=work / f"{name}-out",
+        progress=False,
+        **kw,
+    )
 
 
 def timed(j: Job, max_requests: int | None = None) -> tuple[RunSummary, float]:
@@ -119,9 +156,12 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=20_000)
     ap.add_argument("--batch-speed", type=float, default=3.0, help="seconds a batch takes")
     ap.add_argument("--concurrency", type=int, default=64, help="of the live comparison run")
-    ap.add_argument("--max-requests", type=int, default=None,
-                    help="split into batches of at most this many requests (default: the "
-                         "provider's 50,000)")
+    ap.add_argument(
+        "--max-requests",
+        type=int,
+        default=None,
+        help="split into batches of at most this many requests (default: the provider's 50,000)",
+    )
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="labeler-batch-demo-"))
@@ -140,32 +180,83 @@ def main() -> int:
     finally:
         server.close()
 
-    same = (datasets.load_from_disk(str(work / "batch-out")).to_list()
-            == datasets.load_from_disk(str(work / "live-out")).to_list())
+    same = (
+        datasets.load_from_disk(str(work / "batch-out")).to_list()
+        == datasets.load_from_disk(str(work / "live-out")).to_list()
+    )
     table = [
-        ("run", "outcome", "labeled", "cached", "sent", "batches", "wall s", "prompt tok",
-         "output tok", "cost USD"),
-        ("batch", batch.outcome, batch.labeled, batch.cached, seen["requests"], seen["batches"],
-         f"{t_batch:.1f}", batch.prompt_tokens, batch.completion_tokens, f"{batch.cost_usd:.4f}"),
-        ("batch rerun", rerun.outcome, rerun.labeled, rerun.cached,
-         seen_after["requests"] - seen["requests"], seen_after["batches"] - seen["batches"],
-         f"{t_rerun:.1f}", rerun.prompt_tokens, rerun.completion_tokens, f"{rerun.cost_usd:.4f}"),
-        ("live", live.outcome, live.labeled, live.cached, live_sent, "-", f"{t_live:.1f}",
-         live.prompt_tokens, live.completion_tokens, f"{live.cost_usd:.4f}"),
+        (
+            "run",
+            "outcome",
+            "labeled",
+            "cached",
+            "sent",
+            "batches",
+            "wall s",
+            "prompt tok",
+            "output tok",
+            "cost USD",
+        ),
+        (
+            "batch",
+            batch.outcome,
+            batch.labeled,
+            batch.cached,
+            seen["requests"],
+            seen["batches"],
+            f"{t_batch:.1f}",
+            batch.prompt_tokens,
+            batch.completion_tokens,
+            f"{batch.cost_usd:.4f}",
+        ),
+        (
+            "batch rerun",
+            rerun.outcome,
+            rerun.labeled,
+            rerun.cached,
+            seen_after["requests"] - seen["requests"],
+            seen_after["batches"] - seen["batches"],
+            f"{t_rerun:.1f}",
+            rerun.prompt_tokens,
+            rerun.completion_tokens,
+            f"{rerun.cost_usd:.4f}",
+        ),
+        (
+            "live",
+            live.outcome,
+            live.labeled,
+            live.cached,
+            live_sent,
+            "-",
+            f"{t_live:.1f}",
+            live.prompt_tokens,
+            live.completion_tokens,
+            f"{live.cost_usd:.4f}",
+        ),
     ]
     widths = [max(len(str(r[i])) for r in table) for i in range(len(table[0]))]
-    print(f"{args.rows} rows, teacher openai-compatible:{MODEL} (local server; prices from "
-          "labeler/data/prices.json, batch at half)")
+    print(
+        f"{args.rows} rows, teacher openai-compatible:{MODEL} (local server; prices from "
+        "labeler/data/prices.json, batch at half)"
+    )
     for r in table:
-        print("  ".join(str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in
-                        enumerate(zip(r, widths, strict=True))))
+        print(
+            "  ".join(
+                str(v).rjust(w) if i else str(v).ljust(w)
+                for i, (v, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
     ratio = batch.cost_usd / live.cost_usd if live.cost_usd else float("nan")
     print(f"batch/live cost for the same tokens: {ratio:.2f}")
     print(f"export identical to the live run: {'yes' if same else 'NO'}")
-    ok = (same and batch.labeled == args.rows and seen["requests"] == args.rows
-          and seen_after == seen and rerun.cached == args.rows)
-    print("all requests submitted once, all results stored, rerun sent nothing: "
-          f"{'yes' if ok else 'NO'}")
+    ok = (
+        same
+        and batch.labeled == args.rows
+        and seen["requests"] == args.rows
+        and seen_after == seen
+        and rerun.cached == args.rows
+    )
+    print(f"all requests submitted once, all results stored, rerun sent nothing: {'yes' if ok else 'NO'}")
     return 0 if ok else 1
 
 

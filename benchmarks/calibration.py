@@ -39,15 +39,15 @@ from labeler.task import Task, load_task, resolve_template_path, task_from_dict
 from labeler.teachers.local import DEFAULT_PARALLEL, LocalTeacher, default_threads
 
 
-async def label_probs(task: Task, teacher: LocalTeacher, rows: list[dict], store: Path,
-                      concurrency: int) -> dict[str, tuple[float, ...]]:
+async def label_probs(
+    task: Task, teacher: LocalTeacher, rows: list[dict], store: Path, concurrency: int
+) -> dict[str, tuple[float, ...]]:
     """Soft label of each row id, labeled through the store (cached across runs). A
     prompt ensemble's row is answered once per prompt form; its soft label is their mean."""
     assert task.label_space is not None
     zero = (0.0,) * len(task.label_space)
     forms: dict[str, list[Completion | None]] = {r["id"]: [None] * len(task.members) for r in rows}
-    lb = Labeler(task, teacher, store=store, concurrency=concurrency, progress=False,
-                 close_teacher=False)
+    lb = Labeler(task, teacher, store=store, concurrency=concurrency, progress=False, close_teacher=False)
     try:
         async for rec in lb.label(rows):
             if rec.completion is not None and rec.request is not None:
@@ -81,13 +81,27 @@ async def measure(args: argparse.Namespace, templates: dict[str, str]) -> None:
                     path = resolve_template_path(gold.template)
                     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
                     raw["example_orders"] = args.example_orders
-                    await score(args, task_from_dict(raw, str(path)), teacher, gold, store,
-                                f"local:{model}", f"{args.example_orders} example orders")
+                    await score(
+                        args,
+                        task_from_dict(raw, str(path)),
+                        teacher,
+                        gold,
+                        store,
+                        f"local:{model}",
+                        f"{args.example_orders} example orders",
+                    )
                 if args.pool:
                     with tempfile.TemporaryDirectory(prefix="labeler-pool-") as tmp:
                         pooled = pool_template(gold.template, ds, args, Path(tmp))
-                        await score(args, load_task(pooled), teacher, gold, store,
-                                    f"local:{model}", f"+{args.k} similar of {args.pool}")
+                        await score(
+                            args,
+                            load_task(pooled),
+                            teacher,
+                            gold,
+                            store,
+                            f"local:{model}",
+                            f"+{args.k} similar of {args.pool}",
+                        )
         finally:
             await teacher.aclose()
 
@@ -97,9 +111,12 @@ def pool_template(template: str, ds: str, args: argparse.Namespace, tmp: Path) -
     import yaml
 
     pool = load_gold(ds, args.pool, args.seed, skip=args.n)
-    (tmp / "pool.jsonl").write_text("".join(
-        json.dumps({**row, "label": label}) + "\n" for row, label in zip(pool.rows, pool.gold, strict=True)
-    ))
+    (tmp / "pool.jsonl").write_text(
+        "".join(
+            json.dumps({**row, "label": label}) + "\n"
+            for row, label in zip(pool.rows, pool.gold, strict=True)
+        )
+    )
     raw = yaml.safe_load(resolve_template_path(template).read_text(encoding="utf-8"))
     raw["few_shot_pool"] = {"file": "pool.jsonl", "k": args.k}
     path = tmp / f"{Path(template).stem}.yaml"
@@ -107,35 +124,49 @@ def pool_template(template: str, ds: str, args: argparse.Namespace, tmp: Path) -
     return path
 
 
-async def score(args: argparse.Namespace, task: Task, teacher: LocalTeacher, gold: Gold,
-                store: Path, name: str, lever: str = "fixed examples") -> None:
+async def score(
+    args: argparse.Namespace,
+    task: Task,
+    teacher: LocalTeacher,
+    gold: Gold,
+    store: Path,
+    name: str,
+    lever: str = "fixed examples",
+) -> None:
     labels = task.labels
     probs = await label_probs(task, teacher, gold.rows, store, args.concurrency)
-    cf_rows = [{"id": f"content-free-{i}", **{f: v for f in task.fields}}
-               for i, v in enumerate(CONTENT_FREE)]
+    cf_rows = [{"id": f"content-free-{i}", **{f: v for f in task.fields}} for i, v in enumerate(CONTENT_FREE)]
     cf = list((await label_probs(task, teacher, cf_rows, store, args.concurrency)).values())
     index = {label: i for i, label in enumerate(labels)}
     p = [probs[r["id"]] for r in gold.rows]
     g = [index[x] for x in gold.gold]
     opts = CalibrationOptions(args.methods, args.fit_fraction, seed=args.seed)
-    scores = score_calibrations(opts, p, g, labels, content_free=cf, template=task.identity,
-                                teacher=teacher.identity)
+    scores = score_calibrations(
+        opts, p, g, labels, content_free=cf, template=task.identity, teacher=teacher.identity
+    )
     # Gold-free contextual calibration (T = 1, only the content-free prior divided out):
     # no gold is fitted, so every row is scored. What an export could apply unasked.
-    free = Calibration(tuple(labels), 1.0, tuple(float(x) for x in contextual_bias(cf)),
-                       method="contextual, gold-free")
+    free = Calibration(
+        tuple(labels), 1.0, tuple(float(x) for x in contextual_bias(cf)), method="contextual, gold-free"
+    )
     b = distribution_scores(g, p)
     a = distribution_scores(g, [free.apply_probs(row) for row in p])
-    print(f"| {gold.name} | {len(gold.rows)} | {name} | {Path(gold.template).stem} "
-          f"| {lever} | contextual, gold-free (T=1) "
-          f"| {b['accuracy']:.1%} → {a['accuracy']:.1%} | {fmt3(b['auroc'])} → {fmt3(a['auroc'])} "
-          f"| {fmt3(b['ece'])} → {fmt3(a['ece'])} | {free.describe()} |", flush=True)
+    print(
+        f"| {gold.name} | {len(gold.rows)} | {name} | {Path(gold.template).stem} "
+        f"| {lever} | contextual, gold-free (T=1) "
+        f"| {b['accuracy']:.1%} → {a['accuracy']:.1%} | {fmt3(b['auroc'])} → {fmt3(a['auroc'])} "
+        f"| {fmt3(b['ece'])} → {fmt3(a['ece'])} | {free.describe()} |",
+        flush=True,
+    )
     for s in scores:
         b, a = s.before, s.after
-        print(f"| {gold.name} | {len(gold.rows)} | {name} | {Path(gold.template).stem} "
-              f"| {lever} | {s.method} "
-              f"| {b['accuracy']:.1%} → {a['accuracy']:.1%} | {fmt3(b['auroc'])} → {fmt3(a['auroc'])} "
-              f"| {fmt3(b['ece'])} → {fmt3(a['ece'])} | {s.fitted} |", flush=True)
+        print(
+            f"| {gold.name} | {len(gold.rows)} | {name} | {Path(gold.template).stem} "
+            f"| {lever} | {s.method} "
+            f"| {b['accuracy']:.1%} → {a['accuracy']:.1%} | {fmt3(b['auroc'])} → {fmt3(a['auroc'])} "
+            f"| {fmt3(b['ece'])} → {fmt3(a['ece'])} | {s.fitted} |",
+            flush=True,
+        )
 
 
 def fmt3(x: float | None) -> str:
@@ -150,20 +181,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--fit-fraction", type=float, default=None,
-                   help="fit on this share, score on the rest (default: 5-fold cross-validation)")
+    p.add_argument(
+        "--fit-fraction",
+        type=float,
+        default=None,
+        help="fit on this share, score on the rest (default: 5-fold cross-validation)",
+    )
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--parallel", type=int, default=None)
-    p.add_argument("--store", default=str(default_home() / "bench" / "quality.sqlite"),
-                   help="persistent store: reruns send no request")
+    p.add_argument(
+        "--store",
+        default=str(default_home() / "bench" / "quality.sqlite"),
+        help="persistent store: reruns send no request",
+    )
     p.add_argument("--template", action="append", default=[], metavar="DATASET=TEMPLATE")
-    p.add_argument("--pool", type=int, default=0,
-                   help="also measure K examples per row chosen from a pool of this many rows")
+    p.add_argument(
+        "--pool",
+        type=int,
+        default=0,
+        help="also measure K examples per row chosen from a pool of this many rows",
+    )
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--pool-only", action="store_true", help="skip the fixed-examples run")
-    p.add_argument("--example-orders", type=int, default=1,
-                   help="also measure a prompt ensemble of this many few-shot example orders")
+    p.add_argument(
+        "--example-orders",
+        type=int,
+        default=1,
+        help="also measure a prompt ensemble of this many few-shot example orders",
+    )
     args = p.parse_args(argv)
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -176,11 +222,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not data_dir().is_dir():
         print(f"no data at {data_dir()} (set LABELER_DATA)", file=sys.stderr)
         return 2
-    scheme = (f"fit on {args.fit_fraction:.0%}, scored on the rest" if args.fit_fraction
-              else "5-fold cross-validation")
+    scheme = (
+        f"fit on {args.fit_fraction:.0%}, scored on the rest"
+        if args.fit_fraction
+        else "5-fold cross-validation"
+    )
     print(f"seed {args.seed}; every after-figure on rows its fit did not see ({scheme})")
-    print("| dataset | n | teacher | template | examples | calibration | accuracy | "
-          "AUROC (max prob) | ECE | fitted on all rows |")
+    print(
+        "| dataset | n | teacher | template | examples | calibration | accuracy | "
+        "AUROC (max prob) | ECE | fitted on all rows |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     asyncio.run(measure(args, dict(t.split("=", 1) for t in args.template)))
     return 0

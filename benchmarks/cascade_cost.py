@@ -51,8 +51,15 @@ class GoldResponder:
     A row is found in the prompt as the gold text that appears last in it (the template's
     few-shot examples come before the row). The answer's probability is `confidence`."""
 
-    def __init__(self, texts: Sequence[str], gold: Sequence[str], labels: Sequence[str],
-                 error: float, seed: int = 0, confidence: float = 0.95) -> None:
+    def __init__(
+        self,
+        texts: Sequence[str],
+        gold: Sequence[str],
+        labels: Sequence[str],
+        error: float,
+        seed: int = 0,
+        confidence: float = 0.95,
+    ) -> None:
         self.gold = dict(zip(texts, gold, strict=True))
         self.labels = list(labels)
         self.confidence = confidence
@@ -120,8 +127,7 @@ async def bench(args: argparse.Namespace) -> list[Line]:
 
     labels = list(load_task(gold.template).labels)
     prices = PriceTable.default().with_override(f"{API_MODEL}={args.api_price}")
-    responder = GoldResponder([r["text"] for r in gold.rows], gold.gold, labels,
-                              args.api_error, args.seed)
+    responder = GoldResponder([r["text"] for r in gold.rows], gold.gold, labels, args.api_error, args.seed)
     lines: list[Line] = []
     with TeacherServer(ServerConfig(model=API_MODEL, responder=responder)) as api:
         api_spec = f"openai-compatible:{API_MODEL}@{api.url}/v1"
@@ -130,49 +136,84 @@ async def bench(args: argparse.Namespace) -> list[Line]:
         # The API alone, into a fresh store of its own: every test row paid.
         for stale in work.glob("api.sqlite*"):
             stale.unlink()
-        alone = await run_job(Job(input=test, teacher=f"openai-compatible:{API_MODEL}",
-                                  base_url=api.url + "/v1", store=work / "api.sqlite",
-                                  out=work / "out-api", **common))
-        lines.append(Line("API alone", _accuracy(work / "out-api", test_gold), len(test_gold),
-                          alone.summary.cost_usd, None))
+        alone = await run_job(
+            Job(
+                input=test,
+                teacher=f"openai-compatible:{API_MODEL}",
+                base_url=api.url + "/v1",
+                store=work / "api.sqlite",
+                out=work / "out-api",
+                **common,
+            )
+        )
+        lines.append(
+            Line(
+                "API alone",
+                _accuracy(work / "out-api", test_gold),
+                len(test_gold),
+                alone.summary.cost_usd,
+                None,
+            )
+        )
 
         # The local teacher alone, on both halves (the cascade's stage 1 answers; a kept
         # --work store answers from its cache, and the time is then the first run's).
         store = work / "cascade.sqlite"
         first, _, url = args.first.partition("@")
-        await run_job(Job(input=cal, teacher=first, base_url=url or None, store=store,
-                          **common))
-        res = await run_job(Job(input=test, teacher=first, base_url=url or None, store=store,
-                                out=work / "out-local", **common))
+        await run_job(Job(input=cal, teacher=first, base_url=url or None, store=store, **common))
+        res = await run_job(
+            Job(
+                input=test, teacher=first, base_url=url or None, store=store, out=work / "out-local", **common
+            )
+        )
         times = work / "local_seconds.json"
         if res.summary.labeled or not times.exists():
             times.write_text(json.dumps(res.summary.elapsed_s))
         local_s = float(json.loads(times.read_text()))
-        lines.append(Line(f"{first} alone", _accuracy(work / "out-local", test_gold), 0, 0.0,
-                          local_s))
+        lines.append(Line(f"{first} alone", _accuracy(work / "out-local", test_gold), 0, 0.0, local_s))
 
         # Thresholds from the calibration half, as `labeler eval --cascade` suggests them.
         cascade = f"{args.first},{api_spec}"
         report = evaluate_cascade_job(
-            Job(input=cal, teacher="unused:x", cascade=cascade, escalate_below=0.5,
-                store=store, **common), "gold", None, tuple(args.targets))
+            Job(input=cal, teacher="unused:x", cascade=cascade, escalate_below=0.5, store=store, **common),
+            "gold",
+            None,
+            tuple(args.targets),
+        )
         for sug in report.suggestions:
             if sug["stage"] != 1:
                 continue
             name = f"cascade, target {sug['target']:g}"
             if sug["threshold"] is None:
-                lines.append(Line(name + " (no threshold reaches it: all to the API)",
-                                  math.nan, len(test_gold), math.nan, None))
+                lines.append(
+                    Line(
+                        name + " (no threshold reaches it: all to the API)",
+                        math.nan,
+                        len(test_gold),
+                        math.nan,
+                        None,
+                    )
+                )
                 continue
             t = sug["threshold"]["threshold"]
             out = work / f"out-cascade-{sug['target']:g}"
-            res = await run_job(Job(input=test, teacher="unused:x", cascade=cascade,
-                                    escalate_below=t, store=store, out=out, **common))
+            res = await run_job(
+                Job(
+                    input=test,
+                    teacher="unused:x",
+                    cascade=cascade,
+                    escalate_below=t,
+                    store=store,
+                    out=out,
+                    **common,
+                )
+            )
             assert res.export is not None
             used = {u["teacher"]: u for u in res.export.teachers}
             api_used = used[f"stage 2: openai-compatible:{API_MODEL}"]
-            lines.append(Line(name, _accuracy(out, test_gold), api_used["rows"],
-                              api_used["cost_usd"], local_s, t))
+            lines.append(
+                Line(name, _accuracy(out, test_gold), api_used["rows"], api_used["cost_usd"], local_s, t)
+            )
     return lines
 
 
@@ -180,10 +221,11 @@ def table(lines: Sequence[Line], args: argparse.Namespace, n_test: int) -> str:
     api = lines[0]
     out = [
         f"{args.dataset}: {n_test} test rows ({args.n} sampled with seed {args.seed}; "
-        f"thresholds chosen on the other {args.n - n_test}). The \"API\" is labeler's test "
+        f'thresholds chosen on the other {args.n - n_test}). The "API" is labeler\'s test '
         f"server answering the gold label with {args.api_error:.0%} seeded errors, priced at "
         f"${args.api_price.replace(',', ' / $')} per million input / output tokens: a "
-        "stand-in for a priced API teacher, not a real model.", "",
+        "stand-in for a priced API teacher, not a real model.",
+        "",
         "| labeling | escalate below | accuracy | rows sent to the API | API cost | vs API alone "
         "| local stage time |",
         "|---|---|---|---|---|---|---|",
@@ -191,12 +233,13 @@ def table(lines: Sequence[Line], args: argparse.Namespace, n_test: int) -> str:
     for ln in lines:
         acc = "—" if math.isnan(ln.accuracy) else f"{ln.accuracy:.1%}"
         cost = "—" if math.isnan(ln.api_cost) else f"${ln.api_cost:.5f}"
-        ratio = ("—" if math.isnan(ln.api_cost) or not api.api_cost
-                 else f"{ln.api_cost / api.api_cost:.0%}")
+        ratio = "—" if math.isnan(ln.api_cost) or not api.api_cost else f"{ln.api_cost / api.api_cost:.0%}"
         thr = "—" if ln.threshold is None else f"{ln.threshold:.3f}"
         local = "—" if ln.local_s is None else f"{ln.local_s:.0f} s"
-        out.append(f"| {ln.name} | {thr} | {acc} | {ln.api_rows} ({ln.api_rows / n_test:.0%}) "
-                   f"| {cost} | {ratio} | {local} |")
+        out.append(
+            f"| {ln.name} | {thr} | {acc} | {ln.api_rows} ({ln.api_rows / n_test:.0%}) "
+            f"| {cost} | {ratio} | {local} |"
+        )
     return "\n".join(out)
 
 
@@ -208,10 +251,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--first", default="local:gemma3-270m", help="the cascade's first stage")
     p.add_argument("--api-error", type=float, default=0.05, help="share of wrong API answers")
-    p.add_argument("--api-price", default="0.15,0.60",
-                   help="USD per million input,output tokens (default: gpt-4o-mini's list price)")
-    p.add_argument("--targets", type=lambda s: [float(x) for x in s.split(",")],
-                   default=[0.9, 0.93])
+    p.add_argument(
+        "--api-price",
+        default="0.15,0.60",
+        help="USD per million input,output tokens (default: gpt-4o-mini's list price)",
+    )
+    p.add_argument("--targets", type=lambda s: [float(x) for x in s.split(",")], default=[0.9, 0.93])
     p.add_argument("--work", help="folder for stores and exports (default: a new temp folder)")
     p.add_argument("--json", action="store_true", help="also print the lines as JSON")
     args = p.parse_args(argv)

@@ -88,13 +88,18 @@ async def bare_rate(url: str, bodies: Sequence[bytes], in_flight: int) -> float:
 
 
 async def labeler_run(
-    task: Task, transport: str, base_url: str, items: Iterable[Row], store: Path, *,
-    concurrency: int, rpm: float | None = None,
+    task: Task,
+    transport: str,
+    base_url: str,
+    items: Iterable[Row],
+    store: Path,
+    *,
+    concurrency: int,
+    rpm: float | None = None,
 ) -> RunSummary:
     """One `Labeler.run` over `items` into `store`: the orchestrator with every stage on."""
     teacher = make_teacher(transport, base_url)
-    async with Labeler(task, teacher, store=store, concurrency=concurrency, rpm=rpm,
-                       progress=False) as lb:
+    async with Labeler(task, teacher, store=store, concurrency=concurrency, rpm=rpm, progress=False) as lb:
         return await lb.run(items)
 
 
@@ -117,8 +122,9 @@ def _check(summary: RunSummary, n: int, what: str) -> None:
 # -- 1. throughput ------------------------------------------------------------------------
 
 
-def throughput(srv: TeacherProcess, work: Path, *, items: int, sdk_items: int,
-               concurrency: int, repeat: int) -> tuple[list[Result], Path]:
+def throughput(
+    srv: TeacherProcess, work: Path, *, items: int, sdk_items: int, concurrency: int, repeat: int
+) -> tuple[list[Result], Path]:
     """Labeled items/s through Labeler + teacher + store vs the bare loop, same bodies,
     same in-flight count, no server latency: what labeler costs per item."""
     srv.configure(latency_s=0.0, rpm=None, tpm=None)
@@ -141,8 +147,9 @@ def throughput(srv: TeacherProcess, work: Path, *, items: int, sdk_items: int,
             path = work / f"throughput-{transport}-{rep}.sqlite"
             srv.reset()
             with Clock() as c:
-                summary = aio.run(labeler_run(task, transport, srv.base_url, rows(n), path,
-                                                  concurrency=concurrency))
+                summary = aio.run(
+                    labeler_run(task, transport, srv.base_url, rows(n), path, concurrency=concurrency)
+                )
             load.append(c.load)
             cpu_us[transport] = min(cpu_us[transport], c.cpu / n * 1e6)
             _check(summary, n, f"throughput ({transport})")
@@ -150,30 +157,42 @@ def throughput(srv: TeacherProcess, work: Path, *, items: int, sdk_items: int,
             if transport == "lean" and rep == 0:
                 path.rename(store)
     out = []
-    for transport, n, label in (("lean", items, "lean aiohttp transport"),
-                                ("sdk", sdk_items, "openai SDK over aiohttp")):
+    for transport, n, label in (
+        ("lean", items, "lean aiohttp transport"),
+        ("sdk", sdk_items, "openai SDK over aiohttp"),
+    ):
         if n <= 0:
             continue
         ratio = best[transport] / best["bare"]
-        out.append(Result(
-            f"1. throughput, {label}",
-            f"{best[transport]:,.0f} items/s = {ratio:.0%} of bare aiohttp {best['bare']:,.0f}/s "
-            f"(client CPU per item {cpu_us[transport]:,.0f} µs, bare {cpu_us['bare']:,.0f} µs)",
-            # The SDK row shows what the lean default saves; labeler's target is on the lean one.
-            *(("≥ 60% of bare", ratio >= 0.60) if transport == "lean" else ("(comparison)", None)),
-            {"items": n, "concurrency": concurrency, "labeler_per_s": best[transport],
-             "bare_per_s": best["bare"], "ratio": ratio,
-             "client_cpu_us_per_item": cpu_us[transport], "bare_cpu_us_per_item": cpu_us["bare"],
-             "repeat": repeat if transport == "lean" else 1, "load": load},
-        ))
+        out.append(
+            Result(
+                f"1. throughput, {label}",
+                f"{best[transport]:,.0f} items/s = {ratio:.0%} of bare aiohttp {best['bare']:,.0f}/s "
+                f"(client CPU per item {cpu_us[transport]:,.0f} µs, bare {cpu_us['bare']:,.0f} µs)",
+                # The SDK row shows what the lean default saves; labeler's target is on the lean one.
+                *(("≥ 60% of bare", ratio >= 0.60) if transport == "lean" else ("(comparison)", None)),
+                {
+                    "items": n,
+                    "concurrency": concurrency,
+                    "labeler_per_s": best[transport],
+                    "bare_per_s": best["bare"],
+                    "ratio": ratio,
+                    "client_cpu_us_per_item": cpu_us[transport],
+                    "bare_cpu_us_per_item": cpu_us["bare"],
+                    "repeat": repeat if transport == "lean" else 1,
+                    "load": load,
+                },
+            )
+        )
     return out, store
 
 
 # -- 2. latency hiding --------------------------------------------------------------------
 
 
-def latency_hiding(srv: TeacherProcess, work: Path, *, items: int, in_flight: int,
-                   latency_s: float, repeat: int) -> Result:
+def latency_hiding(
+    srv: TeacherProcess, work: Path, *, items: int, in_flight: int, latency_s: float, repeat: int
+) -> Result:
     """With every answer taking `latency_s`, `in_flight` requests can deliver at most
     in_flight / latency_s per second (Little's law): how close does labeler get? The bare
     loop at the same settings shows what the server itself can deliver."""
@@ -186,13 +205,19 @@ def latency_hiding(srv: TeacherProcess, work: Path, *, items: int, in_flight: in
     client_us = server_us = float("inf")
     for rep in range(repeat):  # interleaved, best kept: a busy neighbour hurts one run, not all
         srv.reset()
-        bare = max(bare, aio.run(bare_rate(srv.base_url + "/chat/completions", bodies,
-                                               in_flight)))
+        bare = max(bare, aio.run(bare_rate(srv.base_url + "/chat/completions", bodies, in_flight)))
         srv.reset()
         with Clock(srv) as c:
-            summary = aio.run(labeler_run(task, "lean", srv.base_url, rows(items, "lat "),
-                                              work / f"latency-{rep}.sqlite",
-                                              concurrency=in_flight))
+            summary = aio.run(
+                labeler_run(
+                    task,
+                    "lean",
+                    srv.base_url,
+                    rows(items, "lat "),
+                    work / f"latency-{rep}.sqlite",
+                    concurrency=in_flight,
+                )
+            )
         loads.append(c.load)
         _check(summary, items, "latency hiding")
         rate = max(rate, _rate(summary))
@@ -209,19 +234,38 @@ def latency_hiding(srv: TeacherProcess, work: Path, *, items: int, in_flight: in
         f"(bare aiohttp: {bare:,.0f}/s = {bare / bound:.0%}; CPU per item: labeler "
         f"{client_us:,.0f} µs + server {server_us:,.0f} µs, so the bound needs "
         f"{cores_at_bound:.1f} of {os.cpu_count()} cores)",
-        "≥ 90% of bound", ratio >= 0.90,
-        {"items": items, "in_flight": in_flight, "latency_s": latency_s, "bound_per_s": bound,
-         "labeler_per_s": rate, "bare_per_s": bare, "ratio": ratio, "repeat": repeat,
-         "client_cpu_us_per_item": client_us, "server_cpu_us_per_item": server_us,
-         "cores_at_bound": cores_at_bound, "load": loads},
+        "≥ 90% of bound",
+        ratio >= 0.90,
+        {
+            "items": items,
+            "in_flight": in_flight,
+            "latency_s": latency_s,
+            "bound_per_s": bound,
+            "labeler_per_s": rate,
+            "bare_per_s": bare,
+            "ratio": ratio,
+            "repeat": repeat,
+            "client_cpu_us_per_item": client_us,
+            "server_cpu_us_per_item": server_us,
+            "cores_at_bound": cores_at_bound,
+            "load": loads,
+        },
     )
 
 
 # -- 3. rate limit ------------------------------------------------------------------------
 
 
-def rate_limit(srv: TeacherProcess, work: Path, *, limit_per_s: float, window_s: float,
-               seconds: float, latency_s: float, concurrency: int) -> Result:
+def rate_limit(
+    srv: TeacherProcess,
+    work: Path,
+    *,
+    limit_per_s: float,
+    window_s: float,
+    seconds: float,
+    latency_s: float,
+    concurrency: int,
+) -> Result:
     """The server allows `limit_per_s * window_s` requests per sliding `window_s`. With a
     60 s window its x-ratelimit headers mean what OpenAI's mean (per minute), and labeler
     runs without an rpm flag, learning the limit from them; a shorter window makes the
@@ -233,8 +277,17 @@ def rate_limit(srv: TeacherProcess, work: Path, *, limit_per_s: float, window_s:
     items = max(1, round(limit_per_s * seconds))
     rpm = None if window_s == 60 else limit_per_s * 60
     with Clock() as c:
-        summary = aio.run(labeler_run(task, "lean", srv.base_url, rows(items, "rate "),
-                                          work / "rate.sqlite", concurrency=concurrency, rpm=rpm))
+        summary = aio.run(
+            labeler_run(
+                task,
+                "lean",
+                srv.base_url,
+                rows(items, "rate "),
+                work / "rate.sqlite",
+                concurrency=concurrency,
+                rpm=rpm,
+            )
+        )
     stats = srv.stats()
     srv.configure(rpm=None, rate_window_s=60.0, latency_s=0.0)
     _check(summary, items, "rate limit")
@@ -248,19 +301,39 @@ def rate_limit(srv: TeacherProcess, work: Path, *, limit_per_s: float, window_s:
         "3. rate limit (lean)",
         f"{rate:,.1f} items/s = {ratio:.1%} of {limit_per_s:g}/s; 429s {refused}/{sent} = "
         f"{share:.2%} ({per_window} per {window_s:g} s window, limit {how})",
-        "≥ 95%, 429s < 1%", ratio >= 0.95 and share < 0.01,
-        {"items": items, "limit_per_s": limit_per_s, "window_s": window_s, "rpm_flag": rpm,
-         "labeler_per_s": rate, "ratio": ratio, "requests": sent, "http_429": refused,
-         "share_429": share, "elapsed_s": summary.elapsed_s, "load": c.load},
+        "≥ 95%, 429s < 1%",
+        ratio >= 0.95 and share < 0.01,
+        {
+            "items": items,
+            "limit_per_s": limit_per_s,
+            "window_s": window_s,
+            "rpm_flag": rpm,
+            "labeler_per_s": rate,
+            "ratio": ratio,
+            "requests": sent,
+            "http_429": refused,
+            "share_429": share,
+            "elapsed_s": summary.elapsed_s,
+            "load": c.load,
+        },
     )
 
 
 # -- 8-9. announced limits, default flags --------------------------------------------------
 
 
-def announced_limit(srv: TeacherProcess, work: Path, *, number: int, rpm: int, latency_s: float,
-                    seconds: float, goal: float, max_429: float | None,
-                    compare_bare: bool = False) -> Result:
+def announced_limit(
+    srv: TeacherProcess,
+    work: Path,
+    *,
+    number: int,
+    rpm: int,
+    latency_s: float,
+    seconds: float,
+    goal: float,
+    max_429: float | None,
+    compare_bare: bool = False,
+) -> Result:
     """A server answering in `latency_s` that announces `rpm` in its x-ratelimit-* headers
     (a 60 s window, as OpenAI's), and labeler with default flags: nothing tells it how
     many requests to keep in flight but the limit it learns and the latency it sees.
@@ -273,9 +346,16 @@ def announced_limit(srv: TeacherProcess, work: Path, *, number: int, rpm: int, l
     limit_per_s = rpm / 60.0
     items = max(1, round(limit_per_s * seconds))
     with Clock() as c:
-        summary = aio.run(labeler_run(task, "lean", srv.base_url, rows(items, f"rpm{rpm} "),
-                                      work / f"announced-{rpm}.sqlite",
-                                      concurrency=DEFAULT_CEILING))
+        summary = aio.run(
+            labeler_run(
+                task,
+                "lean",
+                srv.base_url,
+                rows(items, f"rpm{rpm} "),
+                work / f"announced-{rpm}.sqlite",
+                concurrency=DEFAULT_CEILING,
+            )
+        )
     stats = srv.stats()
     used = summary.concurrency
     bare = ""
@@ -284,8 +364,7 @@ def announced_limit(srv: TeacherProcess, work: Path, *, number: int, rpm: int, l
         srv.configure(rpm=None)
         srv.reset()
         bodies = bodies_for(task, srv.base_url, rows(items, f"bare{rpm} "))
-        bare_rate_s = aio.run(bare_rate(srv.base_url + "/chat/completions", bodies,
-                                        used["median"]))
+        bare_rate_s = aio.run(bare_rate(srv.base_url + "/chat/completions", bodies, used["median"]))
         bare = f"; bare aiohttp at {used['median']} in flight, no limit: {bare_rate_s:,.0f}/s"
     srv.configure(rpm=None, latency_s=0.0)
     _check(summary, items, f"announced {rpm} RPM")
@@ -303,11 +382,24 @@ def announced_limit(srv: TeacherProcess, work: Path, *, number: int, rpm: int, l
         f"{rate:,.1f} items/s = {ratio:.1%} of {limit_per_s:g}/s{at_best}; 429s "
         f"{refused}/{sent} = {share:.2%}; in flight {used['min']}-{used['max']} (median "
         f"{used['median']}, {used['bound']}-bound){bare}",
-        target, passed,
-        {"items": items, "rpm": rpm, "latency_s": latency_s, "limit_per_s": limit_per_s,
-         "labeler_per_s": rate, "ratio": ratio, "best_ratio": best, "requests": sent,
-         "http_429": refused, "share_429": share, "elapsed_s": summary.elapsed_s, "concurrency": used,
-         "bare_per_s": bare_rate_s, "load": c.load},
+        target,
+        passed,
+        {
+            "items": items,
+            "rpm": rpm,
+            "latency_s": latency_s,
+            "limit_per_s": limit_per_s,
+            "labeler_per_s": rate,
+            "ratio": ratio,
+            "best_ratio": best,
+            "requests": sent,
+            "http_429": refused,
+            "share_429": share,
+            "elapsed_s": summary.elapsed_s,
+            "concurrency": used,
+            "bare_per_s": bare_rate_s,
+            "load": c.load,
+        },
     )
 
 
@@ -353,8 +445,9 @@ def sample_answers(srv: TeacherProcess, task: Task) -> list[Completion]:
     return aio.run(ask())
 
 
-def prefill(store_path: Path, task: Task, base_url: str, source: Path, answers: list[Completion],
-            live_every: int) -> int:
+def prefill(
+    store_path: Path, task: Task, base_url: str, source: Path, answers: list[Completion], live_every: int
+) -> int:
     """Store an answer for every row of `source` but each `live_every`-th, keyed exactly
     as labeler keys them, so the labeling run that follows is mostly cache hits with a
     steady trickle of live requests (the whole path runs, in N's proportions)."""
@@ -386,8 +479,7 @@ def store_bytes_per_row(path: Path) -> dict[str, float]:
     try:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         n, payload = db.execute(
-            "SELECT count(*), coalesce(sum(length(text) + coalesce(length(tokens), 0)), 0)"
-            " FROM responses"
+            "SELECT count(*), coalesce(sum(length(text) + coalesce(length(tokens), 0)), 0) FROM responses"
         ).fetchone()
         page_size = db.execute("PRAGMA page_size").fetchone()[0]
         pages = db.execute("PRAGMA page_count").fetchone()[0]
@@ -395,13 +487,18 @@ def store_bytes_per_row(path: Path) -> dict[str, float]:
     finally:
         db.close()
     size = (pages - free) * page_size
-    return {"rows": n, "file_bytes": size, "payload_bytes": payload,
-            "payload_per_row": payload / n if n else 0.0,
-            "overhead_per_row": (size - payload) / n if n else 0.0}
+    return {
+        "rows": n,
+        "file_bytes": size,
+        "payload_bytes": payload,
+        "payload_per_row": payload / n if n else 0.0,
+        "overhead_per_row": (size - payload) / n if n else 0.0,
+    }
 
 
-def big_runs(srv: TeacherProcess, work: Path, *, small: int, big: int, live_every: int,
-             concurrency: int) -> tuple[list[Result], Path]:
+def big_runs(
+    srv: TeacherProcess, work: Path, *, small: int, big: int, live_every: int, concurrency: int
+) -> tuple[list[Result], Path]:
     """Memory at two sizes and the fully cached rerun, each in its own process."""
     srv.configure(latency_s=0.0, rpm=None, tpm=None)
     srv.reset()
@@ -434,15 +531,24 @@ def big_runs(srv: TeacherProcess, work: Path, *, small: int, big: int, live_ever
             f"peak RSS {mem_big['rss_mb']:,.0f} MB at {big:,} rows, {mem_small['rss_mb']:,.0f} MB "
             f"at {small:,} (after imports: {mem_big['imported_rss_mb']:,.0f} MB; "
             f"1 row in {live_every} sent live)",
-            "flat (≤ +10%), < 300 MB", flat and mem_big["rss_mb"] < 300,
-            {"small": small, "big": big, "live_every": live_every, "prefilled": stored,
-             "prefill_s": fill.seconds, "small_run": mem_small, "big_run": mem_big},
+            "flat (≤ +10%), < 300 MB",
+            flat and mem_big["rss_mb"] < 300,
+            {
+                "small": small,
+                "big": big,
+                "live_every": live_every,
+                "prefilled": stored,
+                "prefill_s": fill.seconds,
+                "small_run": mem_small,
+                "big_run": mem_big,
+            },
         ),
         Result(
             "5. cache, fully cached rerun",
             f"{cache_rate:,.0f} items/s ({small:,} rows, `run_job` wall time incl. reading; "
             f"library `label()` with completions: {library_rate:,.0f}/s)",
-            "≥ 20,000 items/s", cache_rate >= 20_000,
+            "≥ 20,000 items/s",
+            cache_rate >= 20_000,
             {"rows": small, "per_s": cache_rate, "run": cached, "library_per_s": library_rate},
         ),
     ], store
@@ -451,8 +557,7 @@ def big_runs(srv: TeacherProcess, work: Path, *, small: int, big: int, live_ever
 EXPORT_GOAL = 20_000  # rows per CPU-second, the whole `labeler export` process
 
 
-def export_speed(srv: TeacherProcess, work: Path, *, rows: int, kind: str,
-                 repeat: int = 1) -> Result:
+def export_speed(srv: TeacherProcess, work: Path, *, rows: int, kind: str, repeat: int = 1) -> Result:
     """`labeler export` of `rows` answered rows, in CPU time: the machine is shared, and
     CPU seconds (user + system) move far less with the neighbours than wall seconds.
 
@@ -470,11 +575,21 @@ def export_speed(srv: TeacherProcess, work: Path, *, rows: int, kind: str,
         prefill(store, task, srv.base_url, source, sample_answers(srv, task), 0)
     runs = []
     for _ in range(max(1, repeat)):
-        out = _child("export", "--input", str(source), "--store", str(store),
-                     "--base-url", srv.base_url, "--out", str(work / "export"), "--kind", kind)
+        out = _child(
+            "export",
+            "--input",
+            str(source),
+            "--store",
+            str(store),
+            "--base-url",
+            srv.base_url,
+            "--out",
+            str(work / "export"),
+            "--kind",
+            kind,
+        )
         if out["rows"] != rows:
-            raise RuntimeError(f"export of {rows} rows wrote {out['rows']} "
-                               f"({out['missing']} missing)")
+            raise RuntimeError(f"export of {rows} rows wrote {out['rows']} ({out['missing']} missing)")
         runs.append(out)
     out = min(runs, key=lambda r: r["cpu_s"])
     per_cpu = rows / out["cpu_s"]
@@ -487,9 +602,16 @@ def export_speed(srv: TeacherProcess, work: Path, *, rows: int, kind: str,
         f"rows/CPU-s; wall {out['seconds']:.1f} s; peak RSS {out['rss_mb']:,.0f} MB, "
         f"{out['imported_rss_mb']:,.0f} MB after imports"
         + (f"; best of {len(runs)}: {every})" if len(runs) > 1 else ")"),
-        f"≥ {EXPORT_GOAL:,} rows/CPU-s", per_cpu >= EXPORT_GOAL,
-        {**out, "kind": kind, "rows_per_cpu_s": per_cpu, "export_rows_per_cpu_s": phase,
-         "prefill_s": fill.seconds, "runs": runs},
+        f"≥ {EXPORT_GOAL:,} rows/CPU-s",
+        per_cpu >= EXPORT_GOAL,
+        {
+            **out,
+            "kind": kind,
+            "rows_per_cpu_s": per_cpu,
+            "export_rows_per_cpu_s": phase,
+            "prefill_s": fill.seconds,
+            "runs": runs,
+        },
     )
 
 
@@ -533,9 +655,23 @@ def whole_round(srv: TeacherProcess, source: Path, n: int, work: Path, kind: str
         path.unlink(missing_ok=True)
     if out.exists():
         shutil.rmtree(out)
-    cmd = [*labeler_command(), "run", TASK, str(source), "-t", f"{PROVIDER}:{MODEL}",
-           "--base-url", srv.base_url, "--store", str(store), "--out", str(out),
-           "--kind", kind, "--json"]
+    cmd = [
+        *labeler_command(),
+        "run",
+        TASK,
+        str(source),
+        "-t",
+        f"{PROVIDER}:{MODEL}",
+        "--base-url",
+        srv.base_url,
+        "--store",
+        str(store),
+        "--out",
+        str(out),
+        "--kind",
+        kind,
+        "--json",
+    ]
     srv.reset()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     spawned, start = time.time(), time.perf_counter()
@@ -549,21 +685,33 @@ def whole_round(srv: TeacherProcess, source: Path, n: int, work: Path, kind: str
     meta = out / "labeler_export.json"  # written as the export ends (its mtime says when)
     report = orjson.loads(meta.read_bytes())["report"]
     answered = stats["by_status"].get("200", 0)
-    if (summary["labeled"] != n or summary["cached"] or summary["failed"] or answered != n
-            or stats["requests"] != n or report["exported"] != n):
-        raise RuntimeError(f"whole process: expected {n} requests answered and {n} rows "
-                           f"exported, got {summary}, server {stats}, export {report}")
+    if (
+        summary["labeled"] != n
+        or summary["cached"]
+        or summary["failed"]
+        or answered != n
+        or stats["requests"] != n
+        or report["exported"] != n
+    ):
+        raise RuntimeError(
+            f"whole process: expected {n} requests answered and {n} rows "
+            f"exported, got {summary}, server {stats}, export {report}"
+        )
     return WholeRound(
         wall_s=wall,
         cpu_s=(cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
-        startup_s=stats["first_at"] - spawned, requests_s=stats["last_at"] - stats["first_at"],
-        labeling_s=summary["elapsed_s"], export_s=report["seconds"],
-        exit_s=max(0.0, ended - meta.stat().st_mtime), summary=summary,
+        startup_s=stats["first_at"] - spawned,
+        requests_s=stats["last_at"] - stats["first_at"],
+        labeling_s=summary["elapsed_s"],
+        export_s=report["seconds"],
+        exit_s=max(0.0, ended - meta.stat().st_mtime),
+        summary=summary,
     )
 
 
-def whole_process(srv: TeacherProcess, work: Path, *, items: int, concurrency: int,
-                  repeat: int, kind: str) -> Result:
+def whole_process(
+    srv: TeacherProcess, work: Path, *, items: int, concurrency: int, repeat: int, kind: str
+) -> Result:
     """What `time labeler run` reports for `items` rows (start-up, labeling, export) as a
     rate, against the bare loop posting the same bodies at row 1's in-flight count,
     rounds interleaved and the best of each kept. The run keeps its default flags (the
@@ -584,10 +732,19 @@ def whole_process(srv: TeacherProcess, work: Path, *, items: int, concurrency: i
         load.append(c.load)
         one = whole_round(srv, source, items, work, kind)
         load.append(os.getloadavg()[0])
-        rounds.append({"bare_per_s": bare_now, "per_s": items / one.wall_s, "wall_s": one.wall_s,
-                       "startup_s": one.startup_s, "requests_s": one.requests_s,
-                       "export_s": one.export_s, "tail_s": one.tail_s, "exit_s": one.exit_s,
-                       "cpu_s": one.cpu_s})
+        rounds.append(
+            {
+                "bare_per_s": bare_now,
+                "per_s": items / one.wall_s,
+                "wall_s": one.wall_s,
+                "startup_s": one.startup_s,
+                "requests_s": one.requests_s,
+                "export_s": one.export_s,
+                "tail_s": one.tail_s,
+                "exit_s": one.exit_s,
+                "cpu_s": one.cpu_s,
+            }
+        )
         bare = max(bare, bare_now)
         if best is None or one.wall_s < best.wall_s:
             best = one
@@ -602,14 +759,30 @@ def whole_process(srv: TeacherProcess, work: Path, *, items: int, concurrency: i
         f"requests {best.requests_s:.2f} s, then {best.tail_s:.2f} s to the export, export "
         f"`--kind {kind}` {best.export_s:.2f} s, exit {best.exit_s:.2f} s; labeling phase "
         f"{labeling:,.0f}/s = {labeling / bare:.0%}; {best.cpu_s:.2f} CPU-s)",
-        f"≥ {WHOLE_GOAL:.0%} of bare", ratio >= WHOLE_GOAL,
-        {"items": items, "bare_concurrency": concurrency, "kind": kind, "repeat": repeat,
-         "per_s": rate, "bare_per_s": bare, "ratio": ratio, "labeling_per_s": labeling,
-         "labeling_ratio": labeling / bare, "wall_s": best.wall_s, "cpu_s": best.cpu_s,
-         "startup_s": best.startup_s, "requests_s": best.requests_s,
-         "labeling_s": best.labeling_s, "export_s": best.export_s, "tail_s": best.tail_s,
-         "exit_s": best.exit_s,
-         "concurrency": best.summary["concurrency"], "rounds": rounds, "load": load},
+        f"≥ {WHOLE_GOAL:.0%} of bare",
+        ratio >= WHOLE_GOAL,
+        {
+            "items": items,
+            "bare_concurrency": concurrency,
+            "kind": kind,
+            "repeat": repeat,
+            "per_s": rate,
+            "bare_per_s": bare,
+            "ratio": ratio,
+            "labeling_per_s": labeling,
+            "labeling_ratio": labeling / bare,
+            "wall_s": best.wall_s,
+            "cpu_s": best.cpu_s,
+            "startup_s": best.startup_s,
+            "requests_s": best.requests_s,
+            "labeling_s": best.labeling_s,
+            "export_s": best.export_s,
+            "tail_s": best.tail_s,
+            "exit_s": best.exit_s,
+            "concurrency": best.summary["concurrency"],
+            "rounds": rounds,
+            "load": load,
+        },
     )
 
 
@@ -623,7 +796,9 @@ def store_size(live: Path, big: Path | None) -> Result:
         "6. store size",
         f"{size['overhead_per_row']:,.0f} B/row beyond text + logprobs "
         f"({size['payload_per_row']:,.0f} B/row of those, {size['rows']:,} rows{extra})",
-        "< 300 B", size["overhead_per_row"] < 300, {"live": size, "big": other},
+        "< 300 B",
+        size["overhead_per_row"] < 300,
+        {"live": size, "big": other},
     )
 
 

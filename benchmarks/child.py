@@ -40,8 +40,15 @@ def _job(args: argparse.Namespace, **extra: Any) -> Any:
     from benchmarks.workload import MODEL, PROVIDER, TASK
     from labeler.job import Job
 
-    return Job(task=TASK, input=args.input, teacher=f"{PROVIDER}:{MODEL}", store=args.store,
-               base_url=args.base_url, concurrency=args.concurrency, **extra)
+    return Job(
+        task=TASK,
+        input=args.input,
+        teacher=f"{PROVIDER}:{MODEL}",
+        store=args.store,
+        base_url=args.base_url,
+        concurrency=args.concurrency,
+        **extra,
+    )
 
 
 def label(args: argparse.Namespace) -> dict[str, Any]:
@@ -65,8 +72,14 @@ def label(args: argparse.Namespace) -> dict[str, Any]:
     result = aio.run(go())
     seconds = time.perf_counter() - start
     summary = result.summary.to_dict()
-    out = {"rss_mb": _rss_mb(), "imported_rss_mb": imported, "seconds": seconds,
-           "cpu_s": time.process_time(), "rows": summary["rows"], "summary": summary}
+    out = {
+        "rss_mb": _rss_mb(),
+        "imported_rss_mb": imported,
+        "seconds": seconds,
+        "cpu_s": time.process_time(),
+        "rows": summary["rows"],
+        "summary": summary,
+    }
     if args.library_too:
         start = time.perf_counter()
         out["library_rows"] = aio.run(label_library(args))
@@ -84,8 +97,7 @@ async def label_library(args: argparse.Namespace) -> int:
     task = load_task(TASK)
     teacher = make_teacher(args.transport, args.base_url)
     answered = 0
-    async with Labeler(task, teacher, store=args.store, concurrency=args.concurrency,
-                       progress=False) as lb:
+    async with Labeler(task, teacher, store=args.store, concurrency=args.concurrency, progress=False) as lb:
         async for rec in lb.label(read_rows(args.input, required_fields=task.fields)):
             answered += rec.completion is not None
     return answered
@@ -103,9 +115,15 @@ def export(args: argparse.Namespace) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     # cpu_s: the whole process, start-up and imports included (what `time labeler export`
     # reports as user + sys); export_cpu_s: `export_job` alone.
-    return {"rss_mb": _rss_mb(), "imported_rss_mb": imported, "seconds": seconds,
-            "cpu_s": time.process_time(), "export_cpu_s": time.process_time() - cpu_start,
-            "rows": report.exported, "missing": report.missing}
+    return {
+        "rss_mb": _rss_mb(),
+        "imported_rss_mb": imported,
+        "seconds": seconds,
+        "cpu_s": time.process_time(),
+        "export_cpu_s": time.process_time() - cpu_start,
+        "rows": report.exported,
+        "missing": report.missing,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,8 +134,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--transport", default="sdk")
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--library-too", action="store_true",
-                        help="after run_job, label the input again through Labeler.label()")
+    parser.add_argument(
+        "--library-too",
+        action="store_true",
+        help="after run_job, label the input again through Labeler.label()",
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--kind", default="records")
     parser.add_argument("--format", default="hf")

@@ -111,8 +111,10 @@ def load_gold(name: str, n: int, seed: int, *, skip: int = 0, template: str | No
     random.Random(seed).shuffle(order)
     pick = order[skip : skip + n]
     return Gold(
-        name, template or default_template,
-        [{"id": f"{name}-{i}", **rows[i]} for i in pick], [gold[i] for i in pick],
+        name,
+        template or default_template,
+        [{"id": f"{name}-{i}", **rows[i]} for i in pick],
+        [gold[i] for i in pick],
     )
 
 
@@ -179,8 +181,7 @@ async def label_with_labeler(
     every verbalizer of a label and can differ from the generated token.
     """
     store = Store(store_dir / f"{gold.name}-{teacher.model}-{time.monotonic_ns()}.sqlite")
-    lb = Labeler(task, teacher, store=store, concurrency=concurrency, progress=False,
-                 close_teacher=False)
+    lb = Labeler(task, teacher, store=store, concurrency=concurrency, progress=False, close_teacher=False)
     pred: dict[str, str | None] = {}
     score: dict[str, float | None] = {}
     soft: dict[str, str | None] = {}
@@ -200,8 +201,7 @@ async def label_with_labeler(
         await lb.aclose()
         store.close()
     ids = [r["id"] for r in gold.rows]
-    return ([pred.get(i) for i in ids], [score.get(i) for i in ids], elapsed,
-            [soft.get(i) for i in ids])
+    return ([pred.get(i) for i in ids], [score.get(i) for i in ids], elapsed, [soft.get(i) for i in ids])
 
 
 async def label_bare(task: Task, base_url: str, rows: list[dict[str, Any]], concurrency: int) -> float:
@@ -247,10 +247,20 @@ async def quality(args: argparse.Namespace, templates: dict[str, str]) -> list[R
                     )
                     acc, roc, at50 = _metrics(gold.gold, pred, scores)
                     soft_acc, _, _ = _metrics(gold.gold, soft, scores)
-                    results.append(Result(
-                        ds, len(gold.rows), f"local:{model}", Path(gold.template).stem, acc, roc,
-                        at50, soft_acc, len(gold.rows) / elapsed, sum(p is None for p in pred),
-                    ))
+                    results.append(
+                        Result(
+                            ds,
+                            len(gold.rows),
+                            f"local:{model}",
+                            Path(gold.template).stem,
+                            acc,
+                            roc,
+                            at50,
+                            soft_acc,
+                            len(gold.rows) / elapsed,
+                            sum(p is None for p in pred),
+                        )
+                    )
                     _print_row(results[-1])
             finally:
                 await teacher.aclose()
@@ -314,22 +324,28 @@ async def sweep(args: argparse.Namespace, templates: dict[str, str]) -> list[tup
         finally:
             await teacher.aclose()
         out.append((int(np_), teacher.threads, rate))
-        print(f"  -np {np_:>2} -t {teacher.threads}: {rate:6.2f} requests/s "
-              f"({conc} in flight, {ds}, {model})", flush=True)
+        print(
+            f"  -np {np_:>2} -t {teacher.threads}: {rate:6.2f} requests/s ({conc} in flight, {ds}, {model})",
+            flush=True,
+        )
     return out
 
 
 # -- output -------------------------------------------------------------------------------
 
-HEADER = (f"{'dataset':<8} {'n':>4}  {'teacher':<20} {'template':<22} {'accuracy':>8} "
-          f"{'AUROC':>6} {'acc@50%':>7} {'soft acc':>8} {'items/s':>7} {'invalid':>7}")
+HEADER = (
+    f"{'dataset':<8} {'n':>4}  {'teacher':<20} {'template':<22} {'accuracy':>8} "
+    f"{'AUROC':>6} {'acc@50%':>7} {'soft acc':>8} {'items/s':>7} {'invalid':>7}"
+)
 
 
 def _print_row(r: Result) -> None:
     roc = "-" if r.auroc is None else f"{r.auroc:.3f}"
-    print(f"{r.dataset:<8} {r.n:>4}  {r.teacher:<20} {r.template:<22} {r.accuracy:>8.1%} "
-          f"{roc:>6} {r.acc_at_50:>7.1%} {r.soft_accuracy:>8.1%} {r.items_per_s:>7.2f} {r.invalid:>7}",
-          flush=True)
+    print(
+        f"{r.dataset:<8} {r.n:>4}  {r.teacher:<20} {r.template:<22} {r.accuracy:>8.1%} "
+        f"{roc:>6} {r.acc_at_50:>7.1%} {r.soft_accuracy:>8.1%} {r.items_per_s:>7.2f} {r.invalid:>7}",
+        flush=True,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -341,10 +357,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight")
     p.add_argument("--threads", type=int, default=None, help="llama-server -t (default: cores - 1)")
     p.add_argument("--parallel", type=int, default=None, help="llama-server -np (default: labeler's)")
-    p.add_argument("--template", action="append", default=[], metavar="DATASET=TEMPLATE",
-                   help="use another template for a dataset (repeatable)")
-    p.add_argument("--n-overhead", type=int, default=64,
-                   help="rows per block in the bare-vs-labeler check (4 blocks); 0 skips it")
+    p.add_argument(
+        "--template",
+        action="append",
+        default=[],
+        metavar="DATASET=TEMPLATE",
+        help="use another template for a dataset (repeatable)",
+    )
+    p.add_argument(
+        "--n-overhead",
+        type=int,
+        default=64,
+        help="rows per block in the bare-vs-labeler check (4 blocks); 0 skips it",
+    )
     p.add_argument("--sweep", help="comma list of NPxT server shapes to time bare, e.g. 1x2,4x2")
     args = p.parse_args(argv)
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -363,14 +388,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"server shapes (-np x -t), bare requests/s on {args.n} rows:")
         asyncio.run(sweep(args, templates))
         return 0
-    print(f"llama-server -np {args.parallel} -t {args.threads}, {args.concurrency} in flight, "
-          f"seed {args.seed}")
+    print(
+        f"llama-server -np {args.parallel} -t {args.threads}, {args.concurrency} in flight, seed {args.seed}"
+    )
     print(HEADER)
     asyncio.run(quality(args, templates))
     if args.n_overhead > 0:
         print()
-        print(f"{'throughput (same server, disjoint rows)':<40} {'bare req/s':>10} "
-              f"{'labeler':>8} {'ratio':>6}")
+        print(
+            f"{'throughput (same server, disjoint rows)':<40} {'bare req/s':>10} {'labeler':>8} {'ratio':>6}"
+        )
         for name, bare, lab in asyncio.run(overhead(args, templates)):
             print(f"{name:<40} {bare:>10.2f} {lab:>8.2f} {lab / bare:>6.1%}")
     return 0

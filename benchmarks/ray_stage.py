@@ -50,9 +50,23 @@ class Server:
 
     def __init__(self, latency: float) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "labeler.testing", "serve", "--port", "0", "--log-requests",
-             "--labels", "negative,positive", "--latency", str(latency)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            [
+                sys.executable,
+                "-m",
+                "labeler.testing",
+                "serve",
+                "--port",
+                "0",
+                "--log-requests",
+                "--labels",
+                "negative,positive",
+                "--latency",
+                str(latency),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
         if not self.url.startswith("http"):
@@ -76,38 +90,62 @@ class Server:
 def write_rows(path: Path, n: int, tag: str) -> None:
     with open(path, "wb") as f:
         for i in range(n):
-            f.write(orjson.dumps({"id": f"{tag}{i:06d}", "text": f"review {tag} #{i}: "
-                                  f"{'great' if i % 3 else 'awful'}"}) + b"\n")
+            f.write(
+                orjson.dumps(
+                    {"id": f"{tag}{i:06d}", "text": f"review {tag} #{i}: {'great' if i % 3 else 'awful'}"}
+                )
+                + b"\n"
+            )
 
 
-def single_process(server: Server, rows: Path, store: Path, concurrency: int,
-                   rpm: float | None = None) -> float:
-    job = Job(task="sentiment", input=rows, teacher=TEACHER, base_url=server.url + "/v1",
-              api_key="k", store=store, concurrency=concurrency, rpm=rpm, progress=False)
+def single_process(
+    server: Server, rows: Path, store: Path, concurrency: int, rpm: float | None = None
+) -> float:
+    job = Job(
+        task="sentiment",
+        input=rows,
+        teacher=TEACHER,
+        base_url=server.url + "/v1",
+        api_key="k",
+        store=store,
+        concurrency=concurrency,
+        rpm=rpm,
+        progress=False,
+    )
     start = time.perf_counter()
     summary = asyncio.run(run_job(job)).summary
     assert summary.labeled > 0, summary
     return time.perf_counter() - start
 
 
-def via_ray(server: Server, rows: Path, store: Path, concurrency: int, workers: int,
-            rpm: float | None = None) -> float:
+def via_ray(
+    server: Server, rows: Path, store: Path, concurrency: int, workers: int, rpm: float | None = None
+) -> float:
     import ray
 
     import labeler.ray
 
     records = [orjson.loads(line) for line in rows.read_bytes().splitlines()]
     start = time.perf_counter()
-    ds = labeler.ray.label(ray.data.from_items(records), "sentiment", TEACHER,
-                           base_url=server.url + "/v1", api_key="k", store=store,
-                           concurrency=concurrency, rpm=rpm, workers=workers)
+    ds = labeler.ray.label(
+        ray.data.from_items(records),
+        "sentiment",
+        TEACHER,
+        base_url=server.url + "/v1",
+        api_key="k",
+        store=store,
+        concurrency=concurrency,
+        rpm=rpm,
+        workers=workers,
+    )
     n = ds.materialize().count()
     assert n == len(records), n
     return time.perf_counter() - start
 
 
-def fleet_stage(server: Server, rows: Path, store: Path, concurrency: int, workers: int,
-                shared: bool) -> tuple[float, dict[str, int]]:
+def fleet_stage(
+    server: Server, rows: Path, store: Path, concurrency: int, workers: int, shared: bool
+) -> tuple[float, dict[str, int]]:
     """The stage `labeler.ray.label` builds, with the fleet's store actor (`shared`) or
     with each actor opening the file: (seconds, the store actor's calls by kind)."""
     import ray
@@ -117,14 +155,25 @@ def fleet_stage(server: Server, rows: Path, store: Path, concurrency: int, worke
 
     records = [orjson.loads(line) for line in rows.read_bytes().splitlines()]
     start = time.perf_counter()
-    job = lr.stage_job("sentiment", TEACHER, {"base_url": server.url + "/v1", "api_key": "k",
-                                              "store": store, "concurrency": concurrency})
+    job = lr.stage_job(
+        "sentiment",
+        TEACHER,
+        {"base_url": server.url + "/v1", "api_key": "k", "store": store, "concurrency": concurrency},
+    )
     actor = lr.start_fleet_store(job.store) if shared else None
     ds = ray.data.from_items(records).map_batches(
-        LabelStage, fn_constructor_kwargs={"job": job, "keeper": lr.start_rate_keeper(job),
-                                           "output": SUMMARY, "store": actor},
-        batch_format="pyarrow", batch_size=lr.DEFAULT_BATCH, compute=lr.actor_pool(workers),
-        num_cpus=0.25)
+        LabelStage,
+        fn_constructor_kwargs={
+            "job": job,
+            "keeper": lr.start_rate_keeper(job),
+            "output": SUMMARY,
+            "store": actor,
+        },
+        batch_format="pyarrow",
+        batch_size=lr.DEFAULT_BATCH,
+        compute=lr.actor_pool(workers),
+        num_cpus=0.25,
+    )
     labeled = sum(ds.to_pandas()["labeled"])
     assert labeled == len(records), labeled
     seconds = time.perf_counter() - start
@@ -145,16 +194,19 @@ def fleet_table(server: Server, work: Path, n: int, concurrency: int) -> None:
             tag = f"f{workers}{'s' if shared else 'f'}"
             rows = work / f"{tag}.jsonl"
             write_rows(rows, n, tag)
-            seconds, calls = fleet_stage(server, rows, work / f"{tag}.sqlite", concurrency,
-                                         workers, shared)
+            seconds, calls = fleet_stage(server, rows, work / f"{tag}.sqlite", concurrency, workers, shared)
             m = measured(server, seconds)
             assert m["answers"] == n, m
             server.reset()
-            name = (f"{workers} actor{'s' if workers > 1 else ''}, "
-                    f"{'fleet store actor' if shared else 'each opens the file'}")
+            name = (
+                f"{workers} actor{'s' if workers > 1 else ''}, "
+                f"{'fleet store actor' if shared else 'each opens the file'}"
+            )
             runs.append((name, seconds, m["rate"], calls))
-    print(f"\nThe store path: {n} rows, a server that answers at once, concurrency "
-          f"{concurrency} per process/actor, batches of 256\n")
+    print(
+        f"\nThe store path: {n} rows, a server that answers at once, concurrency "
+        f"{concurrency} per process/actor, batches of 256\n"
+    )
     print("| run | wall s | answers/s | vs the file, same actors | store actor calls |")
     print("|---|---:|---:|---:|---|")
     before: dict[int, float] = {}
@@ -167,8 +219,10 @@ def fleet_table(server: Server, work: Path, n: int, concurrency: int) -> None:
             ratio = f"{rate / before[workers]:.2f}x"
         served = ", ".join(f"{k} {v}" for k, v in sorted(calls.items())) or "—"
         print(f"| {name} | {seconds:.1f} | {rate:.0f} | {ratio} | {served} |")
-    print("\nanswers/s: from the first answer to the last at the server (actor start-up "
-          "excluded); wall s: the whole stage, actors' start included")
+    print(
+        "\nanswers/s: from the first answer to the last at the server (actor start-up "
+        "excluded); wall s: the whole stage, actors' start included"
+    )
 
 
 def measured(server: Server, seconds: float) -> dict[str, Any]:
@@ -176,8 +230,7 @@ def measured(server: Server, seconds: float) -> dict[str, Any]:
     ok = sorted(r["received"] for r in log if r["status"] == 200)
     limited = sum(1 for r in log if r["status"] == 429)
     rate = (len(ok) - 1) / (ok[-1] - ok[0]) if len(ok) > 1 else 0.0
-    return {"answers": len(ok), "seconds": seconds, "rate": rate, "429": limited,
-            "requests": len(log)}
+    return {"answers": len(ok), "seconds": seconds, "rate": rate, "429": limited, "requests": len(log)}
 
 
 def main() -> int:
@@ -189,8 +242,9 @@ def main() -> int:
     ap.add_argument("--rate-rows", type=int, default=2000)
     ap.add_argument("--rate-limit", type=int, default=100, help="requests per window")
     ap.add_argument("--rate-window", type=float, default=2.0, help="seconds")
-    ap.add_argument("--fleet", action="store_true",
-                    help="only the store path: 1, 2 and 4 actors, store actor vs the file")
+    ap.add_argument(
+        "--fleet", action="store_true", help="only the store path: 1, 2 and 4 actors, store actor vs the file"
+    )
     ap.add_argument("--fleet-rows", type=int, default=600)
     args = ap.parse_args()
 
@@ -241,16 +295,17 @@ def main() -> int:
 
     limit_per_s = args.rate_limit / args.rate_window
     print(f"\nRay start-up: ray.init {init_s:.1f} s; first batch (actors start) {first_s:.1f} s")
-    print(f"{args.rows} rows at {args.latency * 1000:.0f} ms latency, concurrency "
-          f"{args.concurrency} per process/actor; rate limit {args.rate_limit} per "
-          f"{args.rate_window:g} s ({limit_per_s:.0f}/s) over {args.rate_rows} rows\n")
+    print(
+        f"{args.rows} rows at {args.latency * 1000:.0f} ms latency, concurrency "
+        f"{args.concurrency} per process/actor; rate limit {args.rate_limit} per "
+        f"{args.rate_window:g} s ({limit_per_s:.0f}/s) over {args.rate_rows} rows\n"
+    )
     print("| run | answers | wall s | answers/s | of the limit | 429s |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, m in table:
         share = f"{m['rate'] / limit_per_s:.1%}" if "rpm" in name else "—"
         errors = f"{m['429']} ({m['429'] / max(m['requests'], 1):.1%})"
-        print(f"| {name} | {m['answers']} | {m['seconds']:.1f} | {m['rate']:.0f} | {share} | "
-              f"{errors} |")
+        print(f"| {name} | {m['answers']} | {m['seconds']:.1f} | {m['rate']:.0f} | {share} | {errors} |")
     return 0
 
 

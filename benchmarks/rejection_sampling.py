@@ -72,19 +72,27 @@ def _subtract(r: random.Random, who: str, what: str) -> tuple[str, int]:
 
 def _multiply(r: random.Random, who: str, what: str) -> tuple[str, int]:
     a, b = r.randint(2, 12), r.randint(2, 12)
-    return (f"{who} has {a} boxes with {b} {what} in each box. How many {what} does {who} "
-            "have in all?", a * b)
+    return (
+        f"{who} has {a} boxes with {b} {what} in each box. How many {what} does {who} have in all?",
+        a * b,
+    )
 
 
 def _two_steps(r: random.Random, who: str, what: str) -> tuple[str, int]:
     a, b = r.randint(2, 9), r.randint(2, 9)
     c = r.randint(1, a * b - 1)
-    return (f"{who} buys {a} packs of {b} {what} and then loses {c} of them. How many "
-            f"{what} does {who} have?", a * b - c)
+    return (
+        f"{who} buys {a} packs of {b} {what} and then loses {c} of them. How many {what} does {who} have?",
+        a * b - c,
+    )
 
 
 KINDS: tuple[Callable[[random.Random, str, str], tuple[str, int]], ...] = (
-    _add, _subtract, _multiply, _two_steps)
+    _add,
+    _subtract,
+    _multiply,
+    _two_steps,
+)
 
 
 def problems(n: int, seed: int) -> list[dict[str, object]]:
@@ -120,16 +128,35 @@ def measure(args: argparse.Namespace, work: Path) -> list[Line]:
     teacher, _, url = args.teacher.partition("@")
     lines = []
     for n in args.samples:
-        job = Job(task=template, input=rows, teacher=teacher, base_url=url or None,
-                  store=work / f"samples-{n}.sqlite", out=work / f"sft-{n}", samples=n,
-                  soft_labels="samples", verify="numeric:answer",
-                  concurrency=args.concurrency, progress=False,
-                  export=ExportOptions(kind="sft", verify="numeric:answer"))
+        job = Job(
+            task=template,
+            input=rows,
+            teacher=teacher,
+            base_url=url or None,
+            store=work / f"samples-{n}.sqlite",
+            out=work / f"sft-{n}",
+            samples=n,
+            soft_labels="samples",
+            verify="numeric:answer",
+            concurrency=args.concurrency,
+            progress=False,
+            export=ExportOptions(kind="sft", verify="numeric:answer"),
+        )
         s = asyncio.run(run_job(job)).summary
         v = s.verification or {}
-        lines.append(Line(n, v.get("pass@1"), v.get("pass@N"), v.get("rows_with_a_pass", 0),
-                          s.exported, s.http_requests, s.prompt_tokens, s.completion_tokens,
-                          s.elapsed_s))
+        lines.append(
+            Line(
+                n,
+                v.get("pass@1"),
+                v.get("pass@N"),
+                v.get("rows_with_a_pass", 0),
+                s.exported,
+                s.http_requests,
+                s.prompt_tokens,
+                s.completion_tokens,
+                s.elapsed_s,
+            )
+        )
         print(f"  {n} samples: done in {s.elapsed_s:.0f} s", file=sys.stderr, flush=True)
     return lines
 
@@ -139,14 +166,18 @@ def _pct(x: float | None) -> str:
 
 
 def table(lines: Sequence[Line], problems_n: int) -> str:
-    out = ["| samples N | pass@1 | pass@N | problems with a verified answer | kept answers "
-           "| requests | prompt tokens | completion tokens | time |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| samples N | pass@1 | pass@N | problems with a verified answer | kept answers "
+        "| requests | prompt tokens | completion tokens | time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for ln in lines:
-        out.append(f"| {ln.samples} | {_pct(ln.pass_at_1)} | {_pct(ln.pass_at_n)} "
-                   f"| {ln.rows_with_a_pass} ({ln.rows_with_a_pass / problems_n:.0%}) "
-                   f"| {ln.kept} | {ln.requests} | {ln.prompt_tokens} | {ln.completion_tokens} "
-                   f"| {ln.seconds:.0f} s |")
+        out.append(
+            f"| {ln.samples} | {_pct(ln.pass_at_1)} | {_pct(ln.pass_at_n)} "
+            f"| {ln.rows_with_a_pass} ({ln.rows_with_a_pass / problems_n:.0%}) "
+            f"| {ln.kept} | {ln.requests} | {ln.prompt_tokens} | {ln.completion_tokens} "
+            f"| {ln.seconds:.0f} s |"
+        )
     return "\n".join(out)
 
 
@@ -154,8 +185,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=200, help="problems written (fixed seed)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--teacher", default="local:smollm2-135m",
-                   help="PROVIDER:MODEL[@BASE_URL] (default: the local instruct model)")
+    p.add_argument(
+        "--teacher",
+        default="local:smollm2-135m",
+        help="PROVIDER:MODEL[@BASE_URL] (default: the local instruct model)",
+    )
     p.add_argument("--samples", default="1,4,8", help="comma list of N answers per problem")
     p.add_argument("--max-tokens", type=int, default=48)
     p.add_argument("--concurrency", type=int, default=8)
@@ -169,8 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory(prefix="rejection-") as tmp:
             lines = measure(args, Path(tmp))
-    print(f"{args.n} arithmetic word problems (seed {args.seed}), teacher {args.teacher}, "
-          f"max_tokens {args.max_tokens}, verify numeric:answer")
+    print(
+        f"{args.n} arithmetic word problems (seed {args.seed}), teacher {args.teacher}, "
+        f"max_tokens {args.max_tokens}, verify numeric:answer"
+    )
     print()
     print(table(lines, args.n))
     return 0

@@ -42,9 +42,11 @@ REPO = Path(__file__).resolve().parent.parent
 TEACHER = "openai-compatible:teacher-test"
 BASE_URL = "http://127.0.0.1:9/v1"  # only part of the key: nothing is sent
 TARGET_MS = 300.0
-_WORDS = ("markets rally after the central bank holds rates as striker scores twice in the "
-          "derby while chip maker unveils a faster processor and leaders meet for talks on "
-          "the border ceasefire amid record heat")
+_WORDS = (
+    "markets rally after the central bank holds rates as striker scores twice in the "
+    "derby while chip maker unveils a faster processor and leaders meet for talks on "
+    "the border ceasefire amid record heat"
+)
 
 
 def fill_store(workdir: Path, n: int, seed: int = 7) -> tuple[Path, Path]:
@@ -61,10 +63,17 @@ def fill_store(workdir: Path, n: int, seed: int = 7) -> tuple[Path, Path]:
             f.write(orjson.dumps(row) + b"\n")
             weights = [rng.random() ** 3 for _ in labels]
             total = sum(weights) * 1.02
-            top = sorted(((lab, math.log(w / total)) for lab, w in zip(labels, weights,
-                          strict=True)), key=lambda t: -t[1])
-            completion = Completion(top[0][0], [TokenLogprob(top[0][0], top[0][1], tuple(top))],
-                                    Usage(60, 2), "stop", "teacher-test")
+            top = sorted(
+                ((lab, math.log(w / total)) for lab, w in zip(labels, weights, strict=True)),
+                key=lambda t: -t[1],
+            )
+            completion = Completion(
+                top[0][0],
+                [TokenLogprob(top[0][0], top[0][1], tuple(top))],
+                Usage(60, 2),
+                "stop",
+                "teacher-test",
+            )
             batch.append((task.render(row).key(identity), completion, None))
             if len(batch) >= 5000:
                 store.put_many(batch)
@@ -79,10 +88,29 @@ class ReviewServer:
     def __init__(self, task: str, data: Path, store: Path, base_url: str) -> None:
         start = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "labeler.cli", "review", task, str(data), "--teacher",
-             TEACHER, "--base-url", base_url, "--store", str(store), "--port", "0",
-             "--no-browser", "--reviewer", "ada"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "labeler.cli",
+                "review",
+                task,
+                str(data),
+                "--teacher",
+                TEACHER,
+                "--base-url",
+                base_url,
+                "--store",
+                str(store),
+                "--port",
+                "0",
+                "--no-browser",
+                "--reviewer",
+                "ada",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=REPO,
         )
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
@@ -106,8 +134,13 @@ def _timed(b: Browser, action: str, done: str) -> float:
 
 
 def measure(url: str, repeat: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"first paint": [], "page change": [], "label filter": [],
-                                   "text search": [], "decision (Enter)": []}
+    out: dict[str, list[float]] = {
+        "first paint": [],
+        "page change": [],
+        "label filter": [],
+        "text search": [],
+        "decision (Enter)": [],
+    }
     with Browser() as b:
         for _ in range(repeat):
             b.get("about:blank")
@@ -115,14 +148,23 @@ def measure(url: str, repeat: int) -> dict[str, list[float]]:
             b.wait("Number(document.body.dataset.painted || 0) >= 1", timeout=60)
             out["first paint"].append(float(b.js("return Number(document.body.dataset.paintedAt)")))
             for _ in range(3):
-                out["page change"].append(_timed(b, "document.getElementById('next').click();",
-                                                 "true"))
-            out["label filter"].append(_timed(
-                b, "const s = document.getElementById('f-label'); s.value = 'Sports';"
-                   "s.dispatchEvent(new Event('change'));", "true"))
-            out["text search"].append(_timed(
-                b, "const t = document.getElementById('f-text'); t.value = 'derby ceasefire';"
-                   "document.getElementById('filters').requestSubmit();", "true"))
+                out["page change"].append(_timed(b, "document.getElementById('next').click();", "true"))
+            out["label filter"].append(
+                _timed(
+                    b,
+                    "const s = document.getElementById('f-label'); s.value = 'Sports';"
+                    "s.dispatchEvent(new Event('change'));",
+                    "true",
+                )
+            )
+            out["text search"].append(
+                _timed(
+                    b,
+                    "const t = document.getElementById('f-text'); t.value = 'derby ceasefire';"
+                    "document.getElementById('filters').requestSubmit();",
+                    "true",
+                )
+            )
             before = b.js("return document.getElementById('progress').textContent")
             b.js("window.__t0 = performance.now();")
             b.keys("Enter")
@@ -139,13 +181,19 @@ def screenshot(path: Path, workdir: Path) -> None:
     from labeler import Job, run_job
     from labeler.testing import ServerConfig, TeacherServer
 
-    with TeacherServer(ServerConfig(labels=["World", "Sports", "Business", "Sci/Tech"],
-                                    seed=3)) as srv:
-        job = Job(task="topic", input=REPO / "samples" / "news.csv", teacher=TEACHER,
-                  base_url=srv.url + "/v1", store=workdir / "news.sqlite", progress=False)
+    with TeacherServer(ServerConfig(labels=["World", "Sports", "Business", "Sci/Tech"], seed=3)) as srv:
+        job = Job(
+            task="topic",
+            input=REPO / "samples" / "news.csv",
+            teacher=TEACHER,
+            base_url=srv.url + "/v1",
+            store=workdir / "news.sqlite",
+            progress=False,
+        )
         asyncio.run(run_job(job))
-        server = ReviewServer("topic", REPO / "samples" / "news.csv", workdir / "news.sqlite",
-                              srv.url + "/v1")
+        server = ReviewServer(
+            "topic", REPO / "samples" / "news.csv", workdir / "news.sqlite", srv.url + "/v1"
+        )
         try:
             with Browser(width=1000, height=760) as b:
                 b.get(server.url)
@@ -201,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
             results = measure(server.url, args.repeat)
         finally:
             server.stop()
-    print(f"review page, {args.rows:,} rows in the store (filled in {fill_s:.1f} s); "
-          f"`labeler review` ready in {server.startup_s:.1f} s\n")
+    print(
+        f"review page, {args.rows:,} rows in the store (filled in {fill_s:.1f} s); "
+        f"`labeler review` ready in {server.startup_s:.1f} s\n"
+    )
     print("| measure | median ms | max ms | target | result |\n|---|---|---|---|---|")
     for name, values in results.items():
         med = statistics.median(values)

@@ -58,29 +58,44 @@ class Trial:
 def run_trial(args: argparse.Namespace, seed: int, encoder, work: Path) -> Trial:
     gold = load_gold(args.dataset, args.train + args.test, seed)
     ids = [r["id"] for r in gold.rows]
-    train_ids, test_ids = ids[: args.train], ids[args.train:]
+    train_ids, test_ids = ids[: args.train], ids[args.train :]
     truth = dict(zip(ids, gold.gold, strict=True))
     data = work / f"{args.dataset}-{seed}.jsonl"
     with data.open("w", encoding="utf-8") as f:
         for i, row in enumerate(gold.rows):
             extra = {"gold": gold.gold[i]} if i < args.gold else {}
             f.write(json.dumps({**row, **extra}) + "\n")
-    job = Job(task=gold.template, input=str(data), teacher=args.teacher, base_url=args.base_url,
-              store=args.store, progress=False, concurrency=args.concurrency)
+    job = Job(
+        task=gold.template,
+        input=str(data),
+        teacher=args.teacher,
+        base_url=args.base_url,
+        store=args.store,
+        progress=False,
+        concurrency=args.concurrency,
+    )
     result = asyncio.run(run_job(job))
     if result.summary.failed:
         print(f"warning: {result.summary.failed} rows failed at the teacher", file=sys.stderr)
     s = result.summary
     trial = Trial(requests=s.requests, teacher_s=s.elapsed_s)
     exports = {}
-    for name, opts in (("raw", ExportOptions(kind="classification", calibration_mode="none",
-                                             gold_field="gold", force=True)),
-                       ("calibrated", ExportOptions(kind="classification", gold_field="gold",
-                                                    force=True))):
+    for name, opts in (
+        ("raw", ExportOptions(kind="classification", calibration_mode="none", gold_field="gold", force=True)),
+        ("calibrated", ExportOptions(kind="classification", gold_field="gold", force=True)),
+    ):
         out = work / f"{args.dataset}-{seed}-{name}"
-        report = export_job(Job(task=gold.template, input=str(data), teacher=args.teacher,
-                                base_url=args.base_url, store=args.store, out=str(out),
-                                export=opts))
+        report = export_job(
+            Job(
+                task=gold.template,
+                input=str(data),
+                teacher=args.teacher,
+                base_url=args.base_url,
+                store=args.store,
+                out=str(out),
+                export=opts,
+            )
+        )
         if name == "calibrated":
             trial.calibration = report.calibration or ""
         trial.prior_warnings += [f"{name}: {w}" for w in report.prior_warnings]
@@ -92,17 +107,16 @@ def run_trial(args: argparse.Namespace, seed: int, encoder, work: Path) -> Trial
     test_x = embed(encoder, test_texts)
     for name, ds in exports.items():
         by_id = {r["id"]: r["label"] for r in ds}
-        trial.teacher[name] = float(np.mean([by_id.get(i) == names.index(truth[i])
-                                             for i in test_ids]))
+        trial.teacher[name] = float(np.mean([by_id.get(i) == names.index(truth[i]) for i in test_ids]))
         wanted = set(train_ids)
         train = ds.select([i for i, rid in enumerate(ds["id"]) if rid in wanted])
         x = embed(encoder, train["text"])
         for hard in (True, False):
             head = train_head(x, soft_targets(train, hard=hard), seed=seed)
-            trial.student[f"{name} {'hard' if hard else 'soft'}"] = accuracy(head, test_x,
-                                                                            test_gold)
+            trial.student[f"{name} {'hard' if hard else 'soft'}"] = accuracy(head, test_x, test_gold)
     train_gold = torch.nn.functional.one_hot(
-        torch.as_tensor([names.index(truth[i]) for i in train_ids]), len(names)).float()
+        torch.as_tensor([names.index(truth[i]) for i in train_ids]), len(names)
+    ).float()
     x = embed(encoder, [gold.rows[ids.index(i)]["text"] for i in train_ids])
     trial.student["gold"] = accuracy(train_head(x, train_gold, seed=seed), test_x, test_gold)
     return trial
@@ -114,16 +128,19 @@ def table(args: argparse.Namespace, trials: Sequence[Trial]) -> str:
 
     teacher = {k: mean([t.teacher[k] for t in trials]) for k in ("raw", "calibrated")}
     gold_student = mean([t.student["gold"] for t in trials])
-    lines = [f"{args.dataset}: teacher {args.teacher}, {args.train} labeled rows "
-             f"({args.gold} with gold), {args.test} test rows, {len(trials)} seed(s)",
-             f"teacher accuracy on the test rows: raw {teacher['raw']:.1%}, calibrated "
-             f"{teacher['calibrated']:.1%}",
-             f"calibration (seed {args.seed}): {trials[0].calibration}",
-             f"labels' cost (seed {args.seed}, this run; 0 when the store had them): "
-             f"{trials[0].requests} requests, {trials[0].teacher_s:.0f} s",
-             *[f"label prior (seed {args.seed}) {w}" for w in trials[0].prior_warnings], "",
-             "| student trained on | student accuracy | retention (÷ its teacher) | gap to gold |",
-             "|---|---|---|---|"]
+    lines = [
+        f"{args.dataset}: teacher {args.teacher}, {args.train} labeled rows "
+        f"({args.gold} with gold), {args.test} test rows, {len(trials)} seed(s)",
+        f"teacher accuracy on the test rows: raw {teacher['raw']:.1%}, calibrated "
+        f"{teacher['calibrated']:.1%}",
+        f"calibration (seed {args.seed}): {trials[0].calibration}",
+        f"labels' cost (seed {args.seed}, this run; 0 when the store had them): "
+        f"{trials[0].requests} requests, {trials[0].teacher_s:.0f} s",
+        *[f"label prior (seed {args.seed}) {w}" for w in trials[0].prior_warnings],
+        "",
+        "| student trained on | student accuracy | retention (÷ its teacher) | gap to gold |",
+        "|---|---|---|---|",
+    ]
     for target in TARGETS:
         acc = mean([t.student[target] for t in trials])
         source = target.split()[0]
@@ -143,8 +160,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--teacher", default="local:gemma3-270m")
     p.add_argument("--base-url")
     p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--store", default=str(default_home() / "bench" / "quality.sqlite"),
-                   help="persistent store: reruns send no request")
+    p.add_argument(
+        "--store",
+        default=str(default_home() / "bench" / "quality.sqlite"),
+        help="persistent store: reruns send no request",
+    )
     args = p.parse_args(argv)
     if not 0 < args.gold <= args.train:
         sys.exit("--gold must be between 1 and --train")

@@ -60,30 +60,58 @@ def measure(args: argparse.Namespace, work: Path) -> list[Line]:
     lines = []
     for mode, samples in variants:
         name = "logprobs" if samples is None else f"samples-{samples}"
-        job = Job(task=args.template or gold.template, input=rows, teacher=teacher,
-                  base_url=url or None, store=work / f"{name}.sqlite", soft_labels=mode,
-                  samples=samples, concurrency=args.concurrency, progress=False)
+        job = Job(
+            task=args.template or gold.template,
+            input=rows,
+            teacher=teacher,
+            base_url=url or None,
+            store=work / f"{name}.sqlite",
+            soft_labels=mode,
+            samples=samples,
+            concurrency=args.concurrency,
+            progress=False,
+        )
         result = asyncio.run(run_job(job))
         s = result.summary
-        report = evaluate_job(job, "gold", calibrate=CalibrationOptions(
-            methods=("temperature",), fit_fraction=args.fit_fraction, seed=args.seed))
+        report = evaluate_job(
+            job,
+            "gold",
+            calibrate=CalibrationOptions(
+                methods=("temperature",), fit_fraction=args.fit_fraction, seed=args.seed
+            ),
+        )
         after = report.calibration[0].after
-        lines.append(Line(mode, samples or 1, report.accuracy, report.auroc.get("max_prob"),
-                          report.ece, after["ece"], s.http_requests, s.prompt_tokens,
-                          s.completion_tokens, s.elapsed_s))
+        lines.append(
+            Line(
+                mode,
+                samples or 1,
+                report.accuracy,
+                report.auroc.get("max_prob"),
+                report.ece,
+                after["ece"],
+                s.http_requests,
+                s.prompt_tokens,
+                s.completion_tokens,
+                s.elapsed_s,
+            )
+        )
         print(f"  {name}: done in {s.elapsed_s:.0f} s", file=sys.stderr, flush=True)
     return lines
 
 
 def table(lines: Sequence[Line]) -> str:
-    out = ["| soft labels from | accuracy | AUROC | ECE raw | ECE calibrated | requests "
-           "| prompt tokens | completion tokens | time |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "| soft labels from | accuracy | AUROC | ECE raw | ECE calibrated | requests "
+        "| prompt tokens | completion tokens | time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for ln in lines:
         name = "logprobs" if ln.soft_labels == "logprobs" else f"{ln.n} samples"
-        out.append(f"| {name} | {ln.accuracy:.1%} | {_fmt(ln.auroc)} | {_fmt(ln.ece)} "
-                   f"| {_fmt(ln.ece_calibrated)} | {ln.requests} | {ln.prompt_tokens} "
-                   f"| {ln.completion_tokens} | {ln.seconds:.0f} s |")
+        out.append(
+            f"| {name} | {ln.accuracy:.1%} | {_fmt(ln.auroc)} | {_fmt(ln.ece)} "
+            f"| {_fmt(ln.ece_calibrated)} | {ln.requests} | {ln.prompt_tokens} "
+            f"| {ln.completion_tokens} | {ln.seconds:.0f} s |"
+        )
     return "\n".join(out)
 
 
@@ -92,12 +120,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dataset", choices=sorted(DATASETS), default="sst2")
     p.add_argument("--n", type=int, default=300, help="gold rows (fixed-seed sample)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--teacher", default="local:gemma3-270m",
-                   help="PROVIDER:MODEL[@BASE_URL]")
+    p.add_argument("--teacher", default="local:gemma3-270m", help="PROVIDER:MODEL[@BASE_URL]")
     p.add_argument("--template", help="default: the dataset's template in local_quality")
     p.add_argument("--samples", default="3,5,10", help="comma list of N to sample")
-    p.add_argument("--fit-fraction", type=float, default=1 / 3,
-                   help="share of the gold rows the calibration is fitted on")
+    p.add_argument(
+        "--fit-fraction",
+        type=float,
+        default=1 / 3,
+        help="share of the gold rows the calibration is fitted on",
+    )
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--work", help="folder for the stores (default: a new temp folder)")
     args = p.parse_args(argv)
@@ -113,9 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="sampled-soft-") as tmp:
             lines = measure(args, Path(tmp))
     cal = round(args.fit_fraction * args.n)
-    print(f"{args.dataset}: {args.n} rows (seed {args.seed}), teacher {args.teacher}; "
-          f"ECE calibrated: temperature fitted on {cal} rows, scored on the other "
-          f"{args.n - cal}")
+    print(
+        f"{args.dataset}: {args.n} rows (seed {args.seed}), teacher {args.teacher}; "
+        f"ECE calibrated: temperature fitted on {cal} rows, scored on the other "
+        f"{args.n - cal}"
+    )
     print()
     print(table(lines))
     return 0

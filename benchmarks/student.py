@@ -54,8 +54,13 @@ class Student:
     fit_and_score: FitAndScore
 
 
-def bag_of_words(train_texts: Sequence[str], targets: np.ndarray, test_texts: Sequence[str],
-                 test_gold: np.ndarray, seed: int) -> float:
+def bag_of_words(
+    train_texts: Sequence[str],
+    targets: np.ndarray,
+    test_texts: Sequence[str],
+    test_gold: np.ndarray,
+    seed: int,
+) -> float:
     """examples/train_student.py: TF-IDF unigrams+bigrams, softmax regression in NumPy."""
     from examples.train_student import Vocab, train
 
@@ -64,8 +69,13 @@ def bag_of_words(train_texts: Sequence[str], targets: np.ndarray, test_texts: Se
     return float(((vocab.encode(test_texts) @ w).argmax(axis=1) == test_gold).mean())
 
 
-def distilled_bow(train_texts: Sequence[str], targets: np.ndarray, test_texts: Sequence[str],
-                  test_gold: np.ndarray, seed: int) -> float:
+def distilled_bow(
+    train_texts: Sequence[str],
+    targets: np.ndarray,
+    test_texts: Sequence[str],
+    test_gold: np.ndarray,
+    seed: int,
+) -> float:
     """examples/distill_student.py: mean-of-word-embeddings model trained by
     `labeler.student.DistillationTrainer` (KL to the targets at T=1, so one-hot targets
     are plain cross-entropy), one torch thread."""
@@ -78,11 +88,19 @@ def distilled_bow(train_texts: Sequence[str], targets: np.ndarray, test_texts: S
     k = targets.shape[1]
     names = [str(i) for i in range(k)]
     train = datasets.Dataset.from_dict(
-        {"text": list(train_texts), "label": [int(i) for i in targets.argmax(axis=1)],
-         "soft_label": [[float(p) for p in row] for row in targets]},
-        features=datasets.Features({
-            "text": datasets.Value("string"), "label": datasets.ClassLabel(names=names),
-            "soft_label": datasets.Sequence(datasets.Value("float64"))}))
+        {
+            "text": list(train_texts),
+            "label": [int(i) for i in targets.argmax(axis=1)],
+            "soft_label": [[float(p) for p in row] for row in targets],
+        },
+        features=datasets.Features(
+            {
+                "text": datasets.Value("string"),
+                "label": datasets.ClassLabel(names=names),
+                "soft_label": datasets.Sequence(datasets.Value("float64")),
+            }
+        ),
+    )
     test = [{"text": t, "label": int(g)} for t, g in zip(test_texts, test_gold, strict=True)]
     with contextlib.redirect_stdout(io.StringIO()):  # the trainer prints its run summary
         return train_and_score(train, test, soft=True, temperature=1.0, seed=seed, student="bow")
@@ -92,8 +110,7 @@ def _torch_missing() -> str | None:
     """Why the torch student cannot run here, or None when it can."""
     import importlib.util
 
-    missing = [m for m in ("torch", "transformers", "datasets")
-               if importlib.util.find_spec(m) is None]
+    missing = [m for m in ("torch", "transformers", "datasets") if importlib.util.find_spec(m) is None]
     return f"{', '.join(missing)} not installed (pip install 'labeler-distill[student]')" if missing else None
 
 
@@ -116,8 +133,7 @@ async def run(args: argparse.Namespace) -> None:
         await teacher.aclose()
 
 
-async def one_dataset(args: argparse.Namespace, ds: str, teacher: LocalTeacher,
-                      store: Path) -> None:
+async def one_dataset(args: argparse.Namespace, ds: str, teacher: LocalTeacher, store: Path) -> None:
     test = load_gold(ds, TEST_ROWS, args.seed)
     calib = load_gold(ds, CALIB_ROWS, args.seed, skip=TEST_ROWS)
     train = load_gold(ds, args.train, args.seed, skip=TEST_ROWS + CALIB_ROWS)
@@ -130,16 +146,20 @@ async def one_dataset(args: argparse.Namespace, ds: str, teacher: LocalTeacher,
         return np.array([got[r["id"]] for r in gold_rows], dtype=float)
 
     p_test, p_calib, p_train = await probs(test.rows), await probs(calib.rows), await probs(train.rows)
-    cf_rows = [{"id": f"content-free-{i}", **{f: v for f in task.fields}}
-               for i, v in enumerate(CONTENT_FREE)]
+    cf_rows = [{"id": f"content-free-{i}", **{f: v for f in task.fields}} for i, v in enumerate(CONTENT_FREE)]
     cf = list((await label_probs(task, teacher, cf_rows, store, args.concurrency)).values())
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "cal.json"
         scores = score_calibrations(
-            CalibrationOptions(METHODS, save=path, seed=args.seed), p_calib,
-            [index[g] for g in calib.gold], labels, content_free=cf,
-            template=task.identity, teacher=teacher.identity)
+            CalibrationOptions(METHODS, save=path, seed=args.seed),
+            p_calib,
+            [index[g] for g in calib.gold],
+            labels,
+            content_free=cf,
+            template=task.identity,
+            teacher=teacher.identity,
+        )
         cal = load_calibration(path)
     chosen = next(s for s in scores if s.method == cal.method)
 
@@ -156,15 +176,24 @@ async def one_dataset(args: argparse.Namespace, ds: str, teacher: LocalTeacher,
         "calibrated soft": calibrated,
     }
     test_texts = [r["text"] for r in test.rows]
-    train_acc = float((raw.argmax(axis=1) == np.array(
-        [index[g] for g, k in zip(train.gold, keep, strict=True) if k])).mean())
-    print(f"\n### {ds}: teacher local:{args.model} ({test.template}), {len(texts)} teacher-labeled "
-          f"train rows (teacher {train_acc:.1%} right on them), {len(test_texts)} gold test rows")
-    print(f"calibration ({CALIB_ROWS} gold rows): {cal.describe()}; held out on them: ECE "
-          f"{fmt3(chosen.before['ece'])} → {fmt3(chosen.after['ece'])}, accuracy "
-          f"{chosen.before['accuracy']:.1%} → {chosen.after['accuracy']:.1%}")
-    print("mean max probability of the train targets: raw "
-          f"{raw.max(axis=1).mean():.3f}, calibrated {calibrated.max(axis=1).mean():.3f}")
+    train_acc = float(
+        (
+            raw.argmax(axis=1) == np.array([index[g] for g, k in zip(train.gold, keep, strict=True) if k])
+        ).mean()
+    )
+    print(
+        f"\n### {ds}: teacher local:{args.model} ({test.template}), {len(texts)} teacher-labeled "
+        f"train rows (teacher {train_acc:.1%} right on them), {len(test_texts)} gold test rows"
+    )
+    print(
+        f"calibration ({CALIB_ROWS} gold rows): {cal.describe()}; held out on them: ECE "
+        f"{fmt3(chosen.before['ece'])} → {fmt3(chosen.after['ece'])}, accuracy "
+        f"{chosen.before['accuracy']:.1%} → {chosen.after['accuracy']:.1%}"
+    )
+    print(
+        "mean max probability of the train targets: raw "
+        f"{raw.max(axis=1).mean():.3f}, calibrated {calibrated.max(axis=1).mean():.3f}"
+    )
     print()
     print("| student | targets | accuracy on gold | student keeps |")
     print("|---|---|---|---|")

@@ -49,9 +49,20 @@ Sender = Callable[[int], Awaitable[Any]]
 
 def start_server(latency: float) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "labeler.testing", "serve", "--port", "0",
-         "--labels", "negative,positive", "--latency", str(latency)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "labeler.testing",
+            "serve",
+            "--port",
+            "0",
+            "--labels",
+            "negative,positive",
+            "--latency",
+            str(latency),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     url = proc.stdout.readline().strip()
@@ -94,15 +105,15 @@ async def measure(send: Sender, inflight: int, seconds: float, warmup: float) ->
 async def run_pair(name: str, url: str, args: argparse.Namespace) -> float:
     sdk, kind = name.split("/")
     if sdk == "openai":
-        teacher: Any = OpenAITeacher("teacher-test", provider="openai-compatible",
-                                     base_url=url + "/v1", transport=kind)
+        teacher: Any = OpenAITeacher(
+            "teacher-test", provider="openai-compatible", base_url=url + "/v1", transport=kind
+        )
     elif sdk == "anthropic":
         teacher = AnthropicTeacher("teacher-test", base_url=url, api_key="bench", transport=kind)
     else:  # the no-SDK ceiling: aiohttp posting the body the OpenAI SDK would send
         return await bare(url, args)
     try:
-        return await measure(lambda i: teacher.complete(request(i)), args.inflight,
-                             args.seconds, args.warmup)
+        return await measure(lambda i: teacher.complete(request(i)), args.inflight, args.seconds, args.warmup)
     finally:
         await teacher.aclose()
 
@@ -110,11 +121,15 @@ async def run_pair(name: str, url: str, args: argparse.Namespace) -> float:
 async def bare(url: str, args: argparse.Namespace) -> float:
     conn = aiohttp.TCPConnector(limit=1000)
     async with aiohttp.ClientSession(connector=conn) as session:
+
         async def send(i: int) -> Any:
             r = request(i)
             body = {"model": "teacher-test", "messages": list(r.messages or ()), **r.params}
-            async with session.post(url + "/v1/chat/completions", data=orjson.dumps(body),
-                                    headers={"content-type": "application/json"}) as resp:
+            async with session.post(
+                url + "/v1/chat/completions",
+                data=orjson.dumps(body),
+                headers={"content-type": "application/json"},
+            ) as resp:
                 return orjson.loads(await resp.read())
 
         return await measure(send, args.inflight, args.seconds, args.warmup)
@@ -128,8 +143,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency", type=float, default=0.0, help="server seconds per answer")
     args = parser.parse_args()
-    pairs = ["openai/httpx", "openai/aiohttp", "anthropic/httpx", "anthropic/aiohttp",
-             "no-sdk/aiohttp"]
+    pairs = ["openai/httpx", "openai/aiohttp", "anthropic/httpx", "anthropic/aiohttp", "no-sdk/aiohttp"]
     proc, url = start_server(args.latency)
     results: dict[str, list[float]] = {p: [] for p in pairs}
     try:
@@ -139,9 +153,11 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    print(f"# {args.inflight} in flight, {args.seconds:g} s x {args.rounds} rounds, "
-          f"server latency {args.latency:g} s, {os.cpu_count()} CPUs, Python "
-          f"{sys.version.split()[0]}")
+    print(
+        f"# {args.inflight} in flight, {args.seconds:g} s x {args.rounds} rounds, "
+        f"server latency {args.latency:g} s, {os.cpu_count()} CPUs, Python "
+        f"{sys.version.split()[0]}"
+    )
     print(f"{'client':<20}{'req/s (median)':>16}{'min':>10}{'max':>10}")
     for pair in pairs:
         rs = results[pair]

@@ -32,8 +32,26 @@ PROVIDER = "openai-compatible"
 TRANSPORTS = ("sdk", "lean")  # the openai SDK on aiohttp, and labeler's default lean teacher
 
 _WORDS = [
-    "quiet", "warm", "clumsy", "bright", "tedious", "gentle", "sharp", "hollow", "vivid", "brittle",
-    "patient", "loud", "tender", "awkward", "lucid", "stale", "crisp", "murky", "honest", "frantic",
+    "quiet",
+    "warm",
+    "clumsy",
+    "bright",
+    "tedious",
+    "gentle",
+    "sharp",
+    "hollow",
+    "vivid",
+    "brittle",
+    "patient",
+    "loud",
+    "tender",
+    "awkward",
+    "lucid",
+    "stale",
+    "crisp",
+    "murky",
+    "honest",
+    "frantic",
 ]
 _NOUNS = ["plot", "cast", "score", "pacing", "ending", "script", "camera", "dialogue", "finale", "premise"]
 
@@ -58,8 +76,12 @@ def write_jsonl(path: Path, n: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb", buffering=1 << 20) as f:
         for start in range(0, n, 10_000):
-            f.write(b"".join(orjson.dumps({"id": i, "text": review(i)}) + b"\n"
-                             for i in range(start, min(n, start + 10_000))))
+            f.write(
+                b"".join(
+                    orjson.dumps({"id": i, "text": review(i)}) + b"\n"
+                    for i in range(start, min(n, start + 10_000))
+                )
+            )
     return path
 
 
@@ -68,8 +90,11 @@ def make_teacher(transport: str, base_url: str, **options: Any) -> Teacher:
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")
     return openai_teacher(  # type: ignore[return-value]
-        MODEL, provider=PROVIDER, base_url=base_url,
-        transport="lean" if transport == "lean" else "aiohttp", **options,
+        MODEL,
+        provider=PROVIDER,
+        base_url=base_url,
+        transport="lean" if transport == "lean" else "aiohttp",
+        **options,
     )
 
 
@@ -82,8 +107,17 @@ class TeacherProcess:
         self.url = ""
 
     def __enter__(self) -> TeacherProcess:
-        cmd = [sys.executable, "-m", "labeler.testing", "serve", "--port", "0",
-               "--labels", ",".join(LABELS), *self.flags]
+        cmd = [
+            sys.executable,
+            "-m",
+            "labeler.testing",
+            "serve",
+            "--port",
+            "0",
+            "--labels",
+            ",".join(LABELS),
+            *self.flags,
+        ]
         env = {**os.environ, "PYTHONPATH": _pythonpath()}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO, env=env)
         assert self.proc.stdout is not None
@@ -93,8 +127,9 @@ class TeacherProcess:
             raise RuntimeError(f"the teacher server did not start ({' '.join(cmd)})")
         return self
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     @property
@@ -124,8 +159,9 @@ class TeacherProcess:
 
     def _call(self, method: str, path: str, body: Any) -> dict[str, Any]:
         data = None if body is None else orjson.dumps(body)
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"content-type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"content-type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             out: dict[str, Any] = orjson.loads(resp.read())
         return out
@@ -165,9 +201,17 @@ def child_env() -> dict[str, str]:
 
 def warm_bytecode() -> None:
     """Compile what a measured child imports once, before anything is timed."""
-    subprocess.run([sys.executable, "-c", "import labeler.cli, labeler.exports.build, labeler.job, "
-                    "labeler.exports.hf_folder, benchmarks.child, aiohttp, pyarrow"],
-                   env=child_env(), check=True, cwd=REPO)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import labeler.cli, labeler.exports.build, labeler.job, "
+            "labeler.exports.hf_folder, benchmarks.child, aiohttp, pyarrow",
+        ],
+        env=child_env(),
+        check=True,
+        cwd=REPO,
+    )
 
 
 class Clock:

@@ -72,8 +72,9 @@ class BagOfWords(torch.nn.Module):
         self.embed = torch.nn.Embedding(vocab, dim, padding_idx=0)
         self.out = torch.nn.Linear(dim, labels)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                **_: Any) -> dict[str, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any
+    ) -> dict[str, torch.Tensor]:
         mask = (attention_mask if attention_mask is not None else input_ids.ne(0)).unsqueeze(-1).float()
         pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         return {"logits": self.out(pooled)}
@@ -83,9 +84,15 @@ def make_student(kind: str, vocab: int, labels: int) -> torch.nn.Module:
     if kind == "bow":
         return BagOfWords(vocab, labels)
     if kind == "bert":
-        config = transformers.BertConfig(vocab_size=vocab, hidden_size=64, num_hidden_layers=2,
-                                         num_attention_heads=2, intermediate_size=128,
-                                         max_position_embeddings=512, num_labels=labels)
+        config = transformers.BertConfig(
+            vocab_size=vocab,
+            hidden_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=128,
+            max_position_embeddings=512,
+            num_labels=labels,
+        )
         return transformers.BertForSequenceClassification(config)
     raise ValueError(f"student {kind!r}: expected one of {', '.join(STUDENTS)}")
 
@@ -101,8 +108,9 @@ def gold_index(value: Any, names: Sequence[str]) -> int:
     raise ValueError(f"gold label {value!r} is not one of {list(names)}")
 
 
-def read_gold(path: str | Path, *, text_field: str = "text",
-              gold_field: str = "label") -> list[dict[str, Any]]:
+def read_gold(
+    path: str | Path, *, text_field: str = "text", gold_field: str = "label"
+) -> list[dict[str, Any]]:
     """Gold rows from a JSONL/CSV/TSV file, as ``{"text": ..., "label": ...}`` dicts."""
     rows = []
     for item in read_rows(path, required_fields=(text_field, gold_field)):
@@ -142,33 +150,54 @@ def train_and_score(
     model = make_student(student, len(tok), len(names))
     with tempfile.TemporaryDirectory(prefix="labeler-student-") as out:
         args = transformers.TrainingArguments(
-            output_dir=out, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
-            learning_rate=learning_rate, weight_decay=0.0, report_to="none", save_strategy="no",
-            logging_strategy="no", use_cpu=True, seed=seed, data_seed=seed, disable_tqdm=True,
+            output_dir=out,
+            num_train_epochs=epochs,
+            per_device_train_batch_size=batch_size,
+            learning_rate=learning_rate,
+            weight_decay=0.0,
+            report_to="none",
+            save_strategy="no",
+            logging_strategy="no",
+            use_cpu=True,
+            seed=seed,
+            data_seed=seed,
+            disable_tqdm=True,
         )
         trainer = DistillationTrainer(
-            model=model, args=args, train_dataset=train_ds, processing_class=tok,
-            temperature=temperature, alpha=alpha if alpha is not None else (1.0 if soft else 0.0),
+            model=model,
+            args=args,
+            train_dataset=train_ds,
+            processing_class=tok,
+            temperature=temperature,
+            alpha=alpha if alpha is not None else (1.0 if soft else 0.0),
             max_length=256,
         )
         trainer.train()
     return accuracy(model, tok, test_rows, names, text_field=text_field, gold_field=gold_field)
 
 
-def accuracy(model: torch.nn.Module, tok: Any, rows: Sequence[Mapping[str, Any]], names: Sequence[str], *,
-             text_field: str = "text", gold_field: str = "label", batch_size: int = 256) -> float:
+def accuracy(
+    model: torch.nn.Module,
+    tok: Any,
+    rows: Sequence[Mapping[str, Any]],
+    names: Sequence[str],
+    *,
+    text_field: str = "text",
+    gold_field: str = "label",
+    batch_size: int = 256,
+) -> float:
     collate = SoftLabelCollator(tok, max_length=256)
     gold = [gold_index(r[gold_field], names) for r in rows]
     correct = 0
     model.eval()
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
-            chunk = [{"text": r[text_field]} for r in rows[start:start + batch_size]]
+            chunk = [{"text": r[text_field]} for r in rows[start : start + batch_size]]
             batch = collate(chunk)
             out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
             logits = out["logits"] if isinstance(out, Mapping) else out[0]
             predicted = logits.argmax(-1).tolist()
-            correct += sum(p == g for p, g in zip(predicted, gold[start:start + batch_size], strict=True))
+            correct += sum(p == g for p, g in zip(predicted, gold[start : start + batch_size], strict=True))
     return correct / max(len(rows), 1)
 
 
@@ -180,11 +209,19 @@ def main() -> None:
     ap.add_argument("--gold-field", default="label")
     ap.add_argument("--student", choices=STUDENTS, default="bow")
     ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--temperature", type=float, default=1.0,
-                    help="KD temperature for the soft student (T > 1 softens, T < 1 sharpens)")
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="KD temperature for the soft student (T > 1 softens, T < 1 sharpens)",
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads (a tiny student on a busy machine runs faster on 1)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (a tiny student on a busy machine runs faster on 1)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -194,8 +231,15 @@ def main() -> None:
     print(f"student: {args.student}, {n} teacher-labeled rows, {len(gold)} gold test rows")
     print(f"{'targets':<20}{'accuracy vs gold':>18}")
     for name, soft in (("hard", False), (f"soft T={args.temperature:g}", True)):
-        acc = train_and_score(args.export, gold, soft=soft, temperature=args.temperature, seed=args.seed,
-                              student=args.student, epochs=args.epochs)
+        acc = train_and_score(
+            args.export,
+            gold,
+            soft=soft,
+            temperature=args.temperature,
+            seed=args.seed,
+            student=args.student,
+            epochs=args.epochs,
+        )
         print(f"{name:<20}{acc:>18.4f}")
 
 

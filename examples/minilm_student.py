@@ -51,14 +51,21 @@ def load_encoder(cache: Path | None = None):  # -> sentence_transformers.Sentenc
 
 def embed(encoder, texts: Sequence[str]) -> torch.Tensor:
     """Sentence embeddings (normalised), the frozen student's features."""
-    vectors = encoder.encode(list(texts), batch_size=64, normalize_embeddings=True,
-                             show_progress_bar=False, convert_to_numpy=True)
+    vectors = encoder.encode(
+        list(texts), batch_size=64, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
+    )
     return torch.from_numpy(np.asarray(vectors, dtype=np.float32))
 
 
-def train_head(features: torch.Tensor, targets: torch.Tensor, *, seed: int = 0,
-               epochs: int = 300, lr: float = 0.05, weight_decay: float = 1e-4
-               ) -> torch.nn.Linear:
+def train_head(
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    seed: int = 0,
+    epochs: int = 300,
+    lr: float = 0.05,
+    weight_decay: float = 1e-4,
+) -> torch.nn.Linear:
     """A linear head on frozen features, trained full-batch on per-class target
     distributions (a hard label is a one-hot): soft cross-entropy, labeler's loss."""
     torch.manual_seed(seed)
@@ -101,13 +108,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     import asyncio
 
     export = ExportOptions(kind="classification", gold_field=args.gold, force=True)
-    job = Job(task=args.template, input=args.train, teacher=args.teacher,
-              base_url=args.base_url, out=args.out, store=args.store, export=export,
-              progress=False)
+    job = Job(
+        task=args.template,
+        input=args.train,
+        teacher=args.teacher,
+        base_url=args.base_url,
+        out=args.out,
+        store=args.store,
+        export=export,
+        progress=False,
+    )
     result = asyncio.run(run_job(job))
     assert result.export is not None, "nothing exported: see the run's failures"
-    print(f"teacher: {result.summary.labeled} labeled, {result.summary.cached} cached; "
-          f"calibration: {result.export.calibration}")
+    print(
+        f"teacher: {result.summary.labeled} labeled, {result.summary.cached} cached; "
+        f"calibration: {result.export.calibration}"
+    )
     ds = datasets.load_from_disk(args.out)
     ds = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
     names = ds.features["label"].names
@@ -115,8 +131,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     gold_field = args.gold or "label"
     encoder = load_encoder()
     head = train_head(embed(encoder, ds["text"]), soft_targets(ds))
-    score = accuracy(head, embed(encoder, [str(r["text"]) for r in test]),
-                     [names.index(str(r[gold_field])) for r in test])
+    score = accuracy(
+        head, embed(encoder, [str(r["text"]) for r in test]), [names.index(str(r[gold_field])) for r in test]
+    )
     print(f"student (MiniLM, frozen, soft labels): {score:.1%} on {len(test)} test rows")
 
 

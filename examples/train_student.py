@@ -62,8 +62,7 @@ class Vocab:
         return x / np.maximum(norms, 1e-9)
 
 
-def train(x: np.ndarray, targets: np.ndarray, *, epochs: int, lr: float, l2: float,
-          seed: int) -> np.ndarray:
+def train(x: np.ndarray, targets: np.ndarray, *, epochs: int, lr: float, l2: float, seed: int) -> np.ndarray:
     """Full-batch gradient descent on cross-entropy against (soft or one-hot) targets."""
     rng = np.random.default_rng(seed)
     w = rng.normal(0, 0.01, size=(x.shape[1], targets.shape[1]))
@@ -77,8 +76,9 @@ def train(x: np.ndarray, targets: np.ndarray, *, epochs: int, lr: float, l2: flo
     return w
 
 
-def gold_labels(path: str, text_field: str, gold_field: str, names: list[str]
-                ) -> tuple[list[str], np.ndarray]:
+def gold_labels(
+    path: str, text_field: str, gold_field: str, names: list[str]
+) -> tuple[list[str], np.ndarray]:
     texts, gold = [], []
     folded = {n.lower(): i for i, n in enumerate(names)}
     for item in read_rows(path, required_fields=(text_field, gold_field)):
@@ -105,11 +105,16 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2.0)
     ap.add_argument("--l2", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--temperature", type=float, action="append", default=[],
-                    help="also train on soft labels sharpened (T < 1) or flattened (T > 1) as "
-                         "p**(1/T), renormalised; repeatable. A small teacher is often "
-                         "under-confident (its max probability below its accuracy): T < 1 "
-                         "corrects some of that without gold labels.")
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        action="append",
+        default=[],
+        help="also train on soft labels sharpened (T < 1) or flattened (T > 1) as "
+        "p**(1/T), renormalised; repeatable. A small teacher is often "
+        "under-confident (its max probability below its accuracy): T < 1 "
+        "corrects some of that without gold labels.",
+    )
     args = ap.parse_args()
 
     ds = datasets.load_from_disk(args.export)
@@ -123,8 +128,10 @@ def main() -> None:
 
     vocab = Vocab(texts)
     x, x_test = vocab.encode(texts), vocab.encode(test_texts)
-    print(f"student: bag-of-words softmax regression, {len(texts)} teacher-labeled rows, "
-          f"{len(vocab.index)} features; gold test rows: {len(test_texts)}")
+    print(
+        f"student: bag-of-words softmax regression, {len(texts)} teacher-labeled rows, "
+        f"{len(vocab.index)} features; gold test rows: {len(test_texts)}"
+    )
     print(f"teacher soft labels: mean max probability {soft.max(axis=1).mean():.3f}")
     variants = [("hard", hard), ("soft", soft)]
     for t in args.temperature:

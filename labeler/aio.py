@@ -82,8 +82,7 @@ def stop_on_signals(target: Stoppable, *, enabled: bool) -> Iterator[None]:
         # a silent terminal reads as a hang that invites a kill -9.
         notice = getattr(target, "stop_notice", None)
         waits = notice() if callable(notice) else "finishing the requests in flight"
-        sys.stderr.write(f"stopping: {waits}; answers so far are kept; "
-                         "press Ctrl-C again to stop now\n")
+        sys.stderr.write(f"stopping: {waits}; answers so far are kept; press Ctrl-C again to stop now\n")
         sys.stderr.flush()
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -48,8 +48,9 @@ def read_answers(task: Task, completions: Sequence[Completion]) -> Answer:
         return read_answer(task, completions[0])
     members = task.members
     if len(completions) != len(members):
-        raise ValueError(f"{task.identity} asks {len(members)} prompt forms per row, "
-                         f"got {len(completions)} completions")
+        raise ValueError(
+            f"{task.identity} asks {len(members)} prompt forms per row, got {len(completions)} completions"
+        )
     answers = [read_answer(t, c) for t, c in zip(members, completions, strict=True)]
     space = task.label_space
     assert space is not None  # ensembles are label tasks (checked when the template loads)
@@ -77,8 +78,7 @@ def read_answer(task: Task, completion: Completion) -> Answer:
         space = task.label_space
         if task.verbalized:  # the answer states its label and confidence as JSON
             label, soft = verbalized_answer(completion.text, space)
-            return Answer(completion.text, label, soft, confidence(completion, soft),
-                          valid=label is not None)
+            return Answer(completion.text, label, soft, confidence(completion, soft), valid=label is not None)
         soft = soft_label(completion, space)
         if task.mode == "completion" and soft.valid:
             # A completion-mode template *is* a next-token classifier: its answer is the
@@ -91,8 +91,9 @@ def read_answer(task: Task, completion: Completion) -> Answer:
         else:
             label = parse_label(completion.text, space)
         index = None if label is None else space.index(label)
-        return Answer(completion.text, label, soft, confidence(completion, soft, index),
-                      valid=label is not None)
+        return Answer(
+            completion.text, label, soft, confidence(completion, soft, index), valid=label is not None
+        )
     if task.output_kind == "json":
         try:
             parsed = orjson.loads(completion.text)

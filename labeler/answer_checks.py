@@ -57,8 +57,9 @@ def malformed(where: str, problem: str) -> FinalError:
 
 def too_large(size: int | None = None) -> FinalError:
     said = f" ({size:,} bytes said)" if size is not None else ""
-    return FinalError(TOO_LARGE, f"the response body is over {MAX_BODY_BYTES // 2**20} MiB"
-                                 f"{said}; it was not read further")
+    return FinalError(
+        TOO_LARGE, f"the response body is over {MAX_BODY_BYTES // 2**20} MiB{said}; it was not read further"
+    )
 
 
 def describe(value: Any) -> str:
@@ -79,8 +80,9 @@ def logprob(value: Any, where: str) -> float:
 def _logprob_out_of_range(value: float, where: str) -> float:
     if not math.isfinite(value):
         raise malformed(where, f"a logprob must be finite, got {value}")
-    raise malformed(where, f"a logprob must be within [{LOGPROB_FLOOR:g}, "
-                           f"{LOGPROB_CEILING:g}], got {value:g}")
+    raise malformed(
+        where, f"a logprob must be within [{LOGPROB_FLOOR:g}, {LOGPROB_CEILING:g}], got {value:g}"
+    )
 
 
 def count(value: Any, where: str) -> int:
@@ -162,7 +164,8 @@ def token_rows_problem(rows: Any) -> str | None:
             return f"tokens[{i}]: not a [token, logprob, alternatives] row"
         lp = item[1]
         if type(item[0]) is not str or not (
-                (type(lp) is float or type(lp) is int) and floor <= lp <= ceiling):
+            (type(lp) is float or type(lp) is int) and floor <= lp <= ceiling
+        ):
             return f"tokens[{i}]: token {describe(item[0])}, logprob {describe(lp)}"
         top = item[2]
         if type(top) is not list:
@@ -172,10 +175,10 @@ def token_rows_problem(rows: Any) -> str | None:
                 return f"tokens[{i}]: an alternative is not a [token, logprob] pair"
             b = alt[1]
             if type(alt[0]) is not str or not (
-                    (type(b) is float or type(b) is int) and floor <= b <= ceiling):
+                (type(b) is float or type(b) is int) and floor <= b <= ceiling
+            ):
                 return f"tokens[{i}]: alternative {describe(alt[0])}, logprob {describe(b)}"
-        if len(item) > 3 and (len(item) < 7 or type(item[5]) is not list
-                              or type(item[6]) is not list):
+        if len(item) > 3 and (len(item) < 7 or type(item[5]) is not list or type(item[6]) is not list):
             return f"tokens[{i}]: ids and bytes are not [id, raw, top_ids, top_raw]"
     return None
 

@@ -24,8 +24,9 @@ def read_key_file(path: str | os.PathLike[str]) -> str:
     try:
         mode = stat.S_IMODE(os.stat(p).st_mode)
         if mode & 0o077:
-            raise ConfigError(f"{p}: API key file must not be readable by others "
-                              f"(chmod 600 {p}; it is {oct(mode)})")
+            raise ConfigError(
+                f"{p}: API key file must not be readable by others (chmod 600 {p}; it is {oct(mode)})"
+            )
         key = clean_key(p.read_text("utf-8"), str(p))
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the API key file: {exc.strerror}") from exc
@@ -44,15 +45,19 @@ def clean_key(key: str, source: str) -> str:
     key = key.strip()
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in key):
         lines = len(key.splitlines())
-        raise ConfigError(f"{source}: the API key has a line break, blank or control "
-                          f"character inside it ({lines} line(s)); a key is one line of "
-                          "text alone")
+        raise ConfigError(
+            f"{source}: the API key has a line break, blank or control "
+            f"character inside it ({lines} line(s)); a key is one line of "
+            "text alone"
+        )
     return key
 
 
 # Names of settings (and HTTP headers) whose value is a credential.
-SECRET_NAME = re.compile(r"(?i)(^|[_-])(api[_-]?key|secret|password|passwd|token|"
-                         r"authorization|auth|credentials?|cookie|bearer)($|[_-])")
+SECRET_NAME = re.compile(
+    r"(?i)(^|[_-])(api[_-]?key|secret|password|passwd|token|"
+    r"authorization|auth|credentials?|cookie|bearer)($|[_-])"
+)
 
 
 def find_secret(config: Any, path: str = "") -> str | None:

@@ -43,18 +43,27 @@ class BoundedEnvironment(jinja2.sandbox.SandboxedEnvironment):
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         _tick()
-        if operator == "**" and _is_int(left) and _is_int(right) and right > 0 \
-                and abs(left) > 1 and abs(left).bit_length() * right > MAX_POWER_BITS:
+        if (
+            operator == "**"
+            and _is_int(left)
+            and _is_int(right)
+            and right > 0
+            and abs(left) > 1
+            and abs(left).bit_length() * right > MAX_POWER_BITS
+        ):
             raise RenderLimit(f"{left} ** {right} is too large a number")
         if operator == "*":
             seq, times = (left, right) if _is_int(right) else (right, left)
-            if _is_int(times) and isinstance(seq, str | list | tuple) \
-                    and len(seq) * times > MAX_RENDER_CHARS:
-                raise RenderLimit(f"a sequence of {len(seq)} repeated {times} times is "
-                                  f"longer than {MAX_RENDER_CHARS:,}")
-        if operator == "+" and isinstance(left, str | list | tuple) \
-                and isinstance(right, str | list | tuple) \
-                and len(left) + len(right) > MAX_RENDER_CHARS:
+            if _is_int(times) and isinstance(seq, str | list | tuple) and len(seq) * times > MAX_RENDER_CHARS:
+                raise RenderLimit(
+                    f"a sequence of {len(seq)} repeated {times} times is longer than {MAX_RENDER_CHARS:,}"
+                )
+        if (
+            operator == "+"
+            and isinstance(left, str | list | tuple)
+            and isinstance(right, str | list | tuple)
+            and len(left) + len(right) > MAX_RENDER_CHARS
+        ):
             raise RenderLimit(f"a concatenation longer than {MAX_RENDER_CHARS:,}")
         return super().call_binop(context, operator, left, right)
 
@@ -105,5 +114,4 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-__all__ = ["MAX_RENDER_CHARS", "MAX_RENDER_SECONDS", "BoundedEnvironment", "RenderLimit",
-           "render_bounded"]
+__all__ = ["MAX_RENDER_CHARS", "MAX_RENDER_SECONDS", "BoundedEnvironment", "RenderLimit", "render_bounded"]

@@ -32,8 +32,7 @@ class Bound:
         if not math.isfinite(value):  # NaN compares false with every bound: it would pass
             return f"must be a finite number, got {value}"
         too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-        too_high = self.high is not None and (value >= self.high if self.high_open
-                                              else value > self.high)
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
         if too_low or too_high:
             return f"must be {self.describe()}, got {value:g}"
         return None

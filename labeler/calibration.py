@@ -74,9 +74,7 @@ class Calibration:
         if not self.temperature > 0 or not math.isfinite(self.temperature):
             raise ConfigError(f"calibration temperature must be positive, got {self.temperature}")
         if self.bias is not None and len(self.bias) != len(self.labels):
-            raise ConfigError(
-                f"calibration bias has {len(self.bias)} values for {len(self.labels)} labels"
-            )
+            raise ConfigError(f"calibration bias has {len(self.bias)} values for {len(self.labels)} labels")
         # A NaN bias turns every soft label into NaNs, which every filter then drops: an
         # export of 0 rows with exit 0.
         if self.bias is not None and not all(math.isfinite(b) for b in self.bias):
@@ -150,8 +148,10 @@ def load_calibration(path: str | Path) -> Calibration:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read calibration file ({exc.strerror})") from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
-                          f"offset {exc.start}), so not a calibration file") from exc
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+            f"offset {exc.start}), so not a calibration file"
+        ) from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: not JSON ({exc.msg})") from exc
     except RecursionError as exc:
@@ -191,8 +191,9 @@ def calibrate_answer(answer: Answer, calibration: Calibration, space: LabelSpace
         return answer
     new = calibration.apply(soft)
     old = answer.confidence
-    conf = measure(new.probs, mean_logprob=old.mean_logprob if old else None,
-                   agreement=old.agreement if old else None)
+    conf = measure(
+        new.probs, mean_logprob=old.mean_logprob if old else None, agreement=old.agreement if old else None
+    )
     label = new.label(space)
     return replace(answer, soft=new, confidence=conf, label=label, valid=label is not None)
 

@@ -77,27 +77,30 @@ class CascadeSpec:
     def __post_init__(self) -> None:
         n = len(self.stages) + self.human
         if n < 2 or not self.stages:
-            raise ConfigError("--cascade needs at least two teachers, comma-separated "
-                              "(or a teacher and `human`)")
+            raise ConfigError(
+                "--cascade needs at least two teachers, comma-separated (or a teacher and `human`)"
+            )
         if len(self.thresholds) != n - 1:
-            raise ConfigError(f"--escalate-below: {n} stages take "
-                              + ("one threshold" if n == 2 else
-                                 f"one threshold or {n - 1} (one per stage but the last)")
-                              + f", got {len(self.thresholds)}")
+            raise ConfigError(
+                f"--escalate-below: {n} stages take "
+                + ("one threshold" if n == 2 else f"one threshold or {n - 1} (one per stage but the last)")
+                + f", got {len(self.thresholds)}"
+            )
         if self.measure not in MEASURES:
-            raise ConfigError(f"--escalate-on '{self.measure}': expected one of "
-                              f"{', '.join(MEASURES)}")
+            raise ConfigError(f"--escalate-on '{self.measure}': expected one of {', '.join(MEASURES)}")
         for t in self.thresholds:
-            bad = (not math.isfinite(t) or t < 0
-                   or (self.measure != "entropy" and t > 1))
+            bad = not math.isfinite(t) or t < 0 or (self.measure != "entropy" and t > 1)
             if bad:
                 span = ">= 0 nats" if self.measure == "entropy" else "in [0, 1]"
-                raise ConfigError(f"--escalate-below {t:g}: a {self.measure} threshold must be "
-                                  f"{span}")
+                raise ConfigError(f"--escalate-below {t:g}: a {self.measure} threshold must be {span}")
 
     @classmethod
-    def parse(cls, cascade: str | Sequence[str], escalate_below: str | float | Sequence[float]
-              | None, measure: str | None = None) -> CascadeSpec:
+    def parse(
+        cls,
+        cascade: str | Sequence[str],
+        escalate_below: str | float | Sequence[float] | None,
+        measure: str | None = None,
+    ) -> CascadeSpec:
         """From the flags: ``a:m1,b:m2[@URL]`` and ``0.9`` or ``0.9,0.8``."""
         specs = cascade.split(",") if isinstance(cascade, str) else list(cascade)
         names = [s.strip() for s in specs if s.strip()]
@@ -105,19 +108,18 @@ class CascadeSpec:
         if human:
             names.pop()
         if HUMAN in names:
-            raise ConfigError(f"--cascade '{','.join(specs)}': '{HUMAN}' can only be the last "
-                              "stage")
+            raise ConfigError(f"--cascade '{','.join(specs)}': '{HUMAN}' can only be the last stage")
         stages = tuple(_stage(s) for s in names)
         n = len(stages) + human
         if escalate_below is None:
-            raise ConfigError("--cascade needs --escalate-below CONF (one, or one per stage "
-                              "but the last)")
+            raise ConfigError("--cascade needs --escalate-below CONF (one, or one per stage but the last)")
         if isinstance(escalate_below, str):
             try:
                 values = [float(x) for x in escalate_below.split(",") if x.strip()]
             except ValueError:
-                raise ConfigError(f"--escalate-below '{escalate_below}': expected numbers, "
-                                  "e.g. 0.9 or 0.9,0.8") from None
+                raise ConfigError(
+                    f"--escalate-below '{escalate_below}': expected numbers, e.g. 0.9 or 0.9,0.8"
+                ) from None
         elif isinstance(escalate_below, int | float):
             values = [float(escalate_below)]
         else:
@@ -158,8 +160,12 @@ def queued_for_human(spec: CascadeSpec, answers: Sequence[Answer | None]) -> boo
     """Whether a row waits for a person: the cascade ends in `human`, the row reaches the
     last teacher, and that teacher's stored answer passes it on."""
     last = len(spec.stages) - 1
-    return (spec.human and reached(spec, answers) == len(spec.stages)
-            and answers[last] is not None and spec.escalates(last, answers[last]))
+    return (
+        spec.human
+        and reached(spec, answers) == len(spec.stages)
+        and answers[last] is not None
+        and spec.escalates(last, answers[last])
+    )
 
 
 def final_stage(spec: CascadeSpec, answers: Sequence[Answer | None]) -> int | None:
@@ -168,8 +174,7 @@ def final_stage(spec: CascadeSpec, answers: Sequence[Answer | None]) -> int | No
     chosen: int | None = None
     for stage in range(reached(spec, answers)):
         answer = answers[stage]
-        if answer is not None and (answer.valid or chosen is None
-                                   or not answers[chosen].valid):  # type: ignore[union-attr]
+        if answer is not None and (answer.valid or chosen is None or not answers[chosen].valid):  # type: ignore[union-attr]
             chosen = stage
     return chosen
 
@@ -188,10 +193,18 @@ class StageReport:
 
     def to_dict(self) -> dict[str, Any]:
         s = self.summary
-        return {"stage": self.stage, "teacher": self.teacher, "rows": s.rows,
-                "labeled": s.labeled, "cached": s.cached, "failed": s.failed,
-                "escalated": self.escalated, "requests": s.requests,
-                "cost_usd": round(s.cost_usd, 6), "elapsed_s": round(s.elapsed_s, 3)}
+        return {
+            "stage": self.stage,
+            "teacher": self.teacher,
+            "rows": s.rows,
+            "labeled": s.labeled,
+            "cached": s.cached,
+            "failed": s.failed,
+            "escalated": self.escalated,
+            "requests": s.requests,
+            "cost_usd": round(s.cost_usd, 6),
+            "elapsed_s": round(s.elapsed_s, 3),
+        }
 
 
 @dataclass
@@ -204,8 +217,13 @@ class HumanQueue:
     decided: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "teacher": HUMAN, "rows": self.rows,
-                "labeled": self.decided, "awaiting": self.rows - self.decided}
+        return {
+            "stage": self.stage,
+            "teacher": HUMAN,
+            "rows": self.rows,
+            "labeled": self.decided,
+            "awaiting": self.rows - self.decided,
+        }
 
 
 class CascadeRun:
@@ -217,9 +235,15 @@ class CascadeRun:
     Rows escalated by stage i are held in memory (a `Row` each) until stage i+1 reads them.
     """
 
-    def __init__(self, task: Task, spec: CascadeSpec, teachers: Sequence[Teacher],
-                 make_labeler: Callable[[int, Teacher, float | None], Labeler | BatchRunner],
-                 budget_usd: float | None = None, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        task: Task,
+        spec: CascadeSpec,
+        teachers: Sequence[Teacher],
+        make_labeler: Callable[[int, Teacher, float | None], Labeler | BatchRunner],
+        budget_usd: float | None = None,
+        store: Store | None = None,
+    ) -> None:
         self.task = task
         self.store = store
         self.spec = spec
@@ -240,8 +264,7 @@ class CascadeRun:
         if self._current is not None:
             await self._current.aclose()
 
-    async def run(self, rows: Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]
-                  ) -> RunSummary:
+    async def run(self, rows: Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]) -> RunSummary:
         """Run the stages in turn; `rows()` gives a fresh pass over the input (a batch
         stage 1 reads it twice: once to submit, once to see what to pass on)."""
         pending: Iterable[Row | Reject | Mapping[str, Any]] = rows()
@@ -256,8 +279,7 @@ class CascadeRun:
                 if isinstance(lb, Labeler):
                     escalated = await self._live_pass(i, lb, pending)
                 else:
-                    escalated = await self._batch_pass(i, lb, pending,
-                                                       rows() if i == 0 else pending)
+                    escalated = await self._batch_pass(i, lb, pending, rows() if i == 0 else pending)
             finally:
                 self._current = None
                 if isinstance(lb, Labeler):
@@ -283,15 +305,19 @@ class CascadeRun:
         out = HumanQueue(len(self.spec.stages) + 1, rows=len(queued))
         if not queued or self.store is None:
             return out
-        planner = CascadePlanner(self.task, self.spec, [t.identity for t in self.teachers],
-                                 self.store)
-        keys = [str(item.key) for chunk in planner.plan_rows(queued) for item in chunk
-                if item.provenance is not None and item.provenance.get("awaiting_human")]
+        planner = CascadePlanner(self.task, self.spec, [t.identity for t in self.teachers], self.store)
+        keys = [
+            str(item.key)
+            for chunk in planner.plan_rows(queued)
+            for item in chunk
+            if item.provenance is not None and item.provenance.get("awaiting_human")
+        ]
         out.decided = len(human_labels(self.store, keys))
         return out
 
-    async def _live_pass(self, stage: int, lb: Labeler,
-                         rows: Iterable[Row | Reject | Mapping[str, Any]]) -> list[Row]:
+    async def _live_pass(
+        self, stage: int, lb: Labeler, rows: Iterable[Row | Reject | Mapping[str, Any]]
+    ) -> list[Row]:
         await lb.teacher.start()
         escalated: list[Row] = []
         async for rec in lb.label(rows, with_completions=True):
@@ -299,9 +325,13 @@ class CascadeRun:
                 escalated.append(rec.row)
         return escalated
 
-    async def _batch_pass(self, stage: int, runner: BatchRunner,
-                          rows: Iterable[Row | Reject | Mapping[str, Any]],
-                          again: Iterable[Row | Reject | Mapping[str, Any]]) -> list[Row]:
+    async def _batch_pass(
+        self,
+        stage: int,
+        runner: BatchRunner,
+        rows: Iterable[Row | Reject | Mapping[str, Any]],
+        again: Iterable[Row | Reject | Mapping[str, Any]],
+    ) -> list[Row]:
         """A stage through the provider's batch API (`BatchRunner`); what it passes on is
         read from the store once its batches have ended (nothing while they are pending)."""
         summary = await runner.run(rows)
@@ -309,13 +339,15 @@ class CascadeRun:
             return []
         return await asyncio.to_thread(self._escalated_in_store, stage, again)
 
-    def _escalated_in_store(self, stage: int,
-                            rows: Iterable[Row | Reject | Mapping[str, Any]]) -> list[Row]:
+    def _escalated_in_store(self, stage: int, rows: Iterable[Row | Reject | Mapping[str, Any]]) -> list[Row]:
         # max_attempts=0: every stored failure counts (FAILED), as a live failure escalates
-        planner = Planner(self.task, self.teachers[stage].identity, self.store,
-                          failures=True, max_attempts=0)
-        return [item.row for chunk in planner.plan_rows(rows) for item in chunk
-                if self._stored_escalates(stage, item)]
+        planner = Planner(self.task, self.teachers[stage].identity, self.store, failures=True, max_attempts=0)
+        return [
+            item.row
+            for chunk in planner.plan_rows(rows)
+            for item in chunk
+            if self._stored_escalates(stage, item)
+        ]
 
     def _stored_escalates(self, stage: int, item: Item) -> bool:
         if item.status == FAILED:
@@ -356,8 +388,16 @@ class CascadeRun:
             total.labeled += s.labeled
             total.cached += s.cached
             total.skipped += s.skipped
-            for name in ("requests", "retries", "http_requests", "rate_limited", "overloaded",
-                         "prompt_tokens", "completion_tokens", "cached_tokens"):
+            for name in (
+                "requests",
+                "retries",
+                "http_requests",
+                "rate_limited",
+                "overloaded",
+                "prompt_tokens",
+                "completion_tokens",
+                "cached_tokens",
+            ):
                 setattr(total, name, getattr(total, name) + getattr(s, name))
             total.cost_usd += s.cost_usd
             total.elapsed_s += s.elapsed_s
@@ -406,9 +446,14 @@ class TeacherUsage:
             self._keys = []
 
     def to_dict(self) -> dict[str, Any]:
-        return {"teacher": self.name, "rows": self.rows, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens,
-                "teacher_s": round(self.teacher_s, 3), "cost_usd": round(self.cost_usd, 6)}
+        return {
+            "teacher": self.name,
+            "rows": self.rows,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "teacher_s": round(self.teacher_s, 3),
+            "cost_usd": round(self.cost_usd, 6),
+        }
 
 
 class MultiPlanner:
@@ -418,19 +463,23 @@ class MultiPlanner:
 
     kind: str | None = None
 
-    def __init__(self, task: Task, identities: Sequence[Mapping[str, Any]], store: Store,
-                 names: Sequence[str]) -> None:
+    def __init__(
+        self, task: Task, identities: Sequence[Mapping[str, Any]], store: Store, names: Sequence[str]
+    ) -> None:
         if task.others:
-            raise ConfigError(f"{task.path}: a prompt-ensemble template (variants, "
-                              "example_orders) cannot be used with --cascade or --ensemble yet")
+            raise ConfigError(
+                f"{task.path}: a prompt-ensemble template (variants, "
+                "example_orders) cannot be used with --cascade or --ensemble yet"
+            )
         self.task = task
         self.identities = [dict(i) for i in identities]
         self.planners = [Planner(task, ident, store, failures=False) for ident in identities]
         self.store = store
         self.usage = [TeacherUsage(name) for name in names]
 
-    def plan_rows(self, rows: Iterable[Row | Reject | Mapping[str, Any]],
-                  chunk: int = CHUNK) -> Iterator[list[Item]]:
+    def plan_rows(
+        self, rows: Iterable[Row | Reject | Mapping[str, Any]], chunk: int = CHUNK
+    ) -> Iterator[list[Item]]:
         it = iter(rows)
         while batch := list(islice(it, chunk)):
             yield self.plan(batch)
@@ -458,16 +507,20 @@ class CascadePlanner(MultiPlanner):
 
     kind = "cascade"
 
-    def __init__(self, task: Task, spec: CascadeSpec, identities: Sequence[Mapping[str, Any]],
-                 store: Store) -> None:
-        super().__init__(task, identities, store,
-                         [f"stage {n + 1}: {st.teacher}" for n, st in enumerate(spec.stages)])
+    def __init__(
+        self, task: Task, spec: CascadeSpec, identities: Sequence[Mapping[str, Any]], store: Store
+    ) -> None:
+        super().__init__(
+            task, identities, store, [f"stage {n + 1}: {st.teacher}" for n, st in enumerate(spec.stages)]
+        )
         self.spec = spec
 
     def _fold(self, items: list[Item]) -> Item:
         """The cascade replayed on one row's stored answers."""
-        answers = [read_answer(self.task, i.completion)
-                   if i.status == CACHED and i.completion is not None else None for i in items]
+        answers = [
+            read_answer(self.task, i.completion) if i.status == CACHED and i.completion is not None else None
+            for i in items
+        ]
         for stage in range(reached(self.spec, answers)):
             if answers[stage] is not None:
                 self.usage[stage].add(items[stage])
@@ -475,10 +528,12 @@ class CascadePlanner(MultiPlanner):
         if n is None:
             return items[0]  # rejected, or no stage has answered: missing, as in any export
         chosen = items[n]
-        trail = [self._step(stage, a) for stage, a in
-                 enumerate(answers[:reached(self.spec, answers)]) if a is not None]
-        chosen.provenance = {"cascade_stage": n + 1,
-                             "teacher": self.spec.stages[n].teacher, "cascade": trail}
+        trail = [
+            self._step(stage, a)
+            for stage, a in enumerate(answers[: reached(self.spec, answers)])
+            if a is not None
+        ]
+        chosen.provenance = {"cascade_stage": n + 1, "teacher": self.spec.stages[n].teacher, "cascade": trail}
         if self.spec.human:  # the export makes it false once a person has decided
             chosen.provenance["awaiting_human"] = queued_for_human(self.spec, answers)
         return chosen
@@ -486,11 +541,27 @@ class CascadePlanner(MultiPlanner):
     def _step(self, stage: int, answer: Answer) -> dict[str, Any]:
         soft = answer.soft if answer.label is not None else None
         conf = answer.confidence
-        return {"stage": stage + 1, "teacher": self.spec.stages[stage].teacher,
-                "label": answer.label, "valid": answer.valid,
-                "soft_label": list(soft.probs) if soft else None,
-                "confidence": getattr(conf, self.spec.measure) if conf and soft else None}
+        return {
+            "stage": stage + 1,
+            "teacher": self.spec.stages[stage].teacher,
+            "label": answer.label,
+            "valid": answer.valid,
+            "soft_label": list(soft.probs) if soft else None,
+            "confidence": getattr(conf, self.spec.measure) if conf and soft else None,
+        }
 
 
-__all__ = ["HUMAN", "MEASURES", "CascadePlanner", "CascadeRun", "CascadeSpec", "HumanQueue", "Stage",
-           "StageReport", "TeacherUsage", "final_stage", "queued_for_human", "reached"]
+__all__ = [
+    "HUMAN",
+    "MEASURES",
+    "CascadePlanner",
+    "CascadeRun",
+    "CascadeSpec",
+    "HumanQueue",
+    "Stage",
+    "StageReport",
+    "TeacherUsage",
+    "final_stage",
+    "queued_for_human",
+    "reached",
+]

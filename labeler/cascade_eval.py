@@ -33,8 +33,9 @@ from labeler.task import Task
 Rows = Iterable[Row | Reject | Mapping[str, Any]]
 
 
-def stage_answers(task: Task, identities: Sequence[Mapping[str, Any]], store: Store,
-                  rows: Rows) -> Iterator[tuple[Row, list[Answer | None]]]:
+def stage_answers(
+    task: Task, identities: Sequence[Mapping[str, Any]], store: Store, rows: Rows
+) -> Iterator[tuple[Row, list[Answer | None]]]:
     """Every input row with each stage's stored answer (None: not answered)."""
     planners = [Planner(task, ident, store, failures=False) for ident in identities]
     chunks = planners[0].plan_rows(rows)
@@ -44,13 +45,18 @@ def stage_answers(task: Task, identities: Sequence[Mapping[str, Any]], store: St
             if item.status == REJECTED:
                 continue
             stages = [item, *(r[n] for r in rest)]
-            yield item.row, [read_answer(task, i.completion)
-                             if i.status == CACHED and i.completion is not None else None
-                             for i in stages]
+            yield (
+                item.row,
+                [
+                    read_answer(task, i.completion)
+                    if i.status == CACHED and i.completion is not None
+                    else None
+                    for i in stages
+                ],
+            )
 
 
-def measured_rates(spec: CascadeSpec, per_row: Iterable[Sequence[Answer | None]]
-                   ) -> list[tuple[int, int]]:
+def measured_rates(spec: CascadeSpec, per_row: Iterable[Sequence[Answer | None]]) -> list[tuple[int, int]]:
     """Per stage that passes rows on (every teacher but the last, and the last too when a
     person follows it): (rows that reached it with a stored answer, rows it passed on)."""
     counts = [[0, 0] for _ in range(len(spec.stages) - 1 + spec.human)]
@@ -72,15 +78,23 @@ class CascadeEstimate:
     last_alone_usd: float | None = None  # the last (dearest) teacher labeling every row
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stages": self.stages, "cost_usd": _round(self.cost_usd),
-                "last_alone_usd": _round(self.last_alone_usd)}
+        return {
+            "stages": self.stages,
+            "cost_usd": _round(self.cost_usd),
+            "last_alone_usd": _round(self.last_alone_usd),
+        }
 
 
-def estimate_cascade(task: Task, spec: CascadeSpec, rows: Callable[[], Rows],
-                     prices: PriceTable | None = None, *,
-                     identities: Sequence[Mapping[str, Any]] | None = None,
-                     store: Store | None = None,
-                     escalation_rate: Sequence[float] | None = None) -> CascadeEstimate:
+def estimate_cascade(
+    task: Task,
+    spec: CascadeSpec,
+    rows: Callable[[], Rows],
+    prices: PriceTable | None = None,
+    *,
+    identities: Sequence[Mapping[str, Any]] | None = None,
+    store: Store | None = None,
+    escalation_rate: Sequence[float] | None = None,
+) -> CascadeEstimate:
     """Price the cascade over `rows()` (read once per stage). Rates come from the store
     where it holds a stage's answers (`identities` and `store`), else `escalation_rate`
     (one value, or one per stage but the last)."""
@@ -89,14 +103,14 @@ def estimate_cascade(task: Task, spec: CascadeSpec, rows: Callable[[], Rows],
     if len(given) == 1:
         given *= n_rates
     if given and len(given) != n_rates:
-        raise ConfigError(f"--escalation-rate: {n_rates + 1} stages take one rate or "
-                          f"{n_rates}, got {len(given)}")
+        raise ConfigError(
+            f"--escalation-rate: {n_rates + 1} stages take one rate or {n_rates}, got {len(given)}"
+        )
     if any(not 0.0 <= r <= 1.0 for r in given):
         raise ConfigError("--escalation-rate must lie in [0, 1]")
     measured: list[tuple[int, int]] = [(0, 0)] * n_rates
     if store is not None and identities is not None:
-        measured = measured_rates(spec, (a for _, a in stage_answers(
-            task, identities, store, rows())))
+        measured = measured_rates(spec, (a for _, a in stage_answers(task, identities, store, rows())))
     out = CascadeEstimate()
     reach, total = 1.0, 0.0
     known = True
@@ -104,8 +118,13 @@ def estimate_cascade(task: Task, spec: CascadeSpec, rows: Callable[[], Rows],
     for stage, st in enumerate(spec.stages):
         est = estimate(task, rows(), st.teacher, prices)
         cost = None if est.cost_usd is None else est.cost_usd * reach
-        line: dict[str, Any] = {"stage": stage + 1, "teacher": st.teacher, "reach": reach,
-                                "rows": est.rows, "cost_usd": _round(cost)}
+        line: dict[str, Any] = {
+            "stage": stage + 1,
+            "teacher": st.teacher,
+            "reach": reach,
+            "rows": est.rows,
+            "cost_usd": _round(cost),
+        }
         if stage < n_rates:
             answered, passed = measured[stage]
             if answered:
@@ -113,8 +132,10 @@ def estimate_cascade(task: Task, spec: CascadeSpec, rows: Callable[[], Rows],
             elif given:
                 rate, source = given[stage], "given"
             else:
-                raise ConfigError(f"stage {stage + 1} ({st.teacher}) has no stored answers to "
-                                  "measure its escalation rate: give --escalation-rate")
+                raise ConfigError(
+                    f"stage {stage + 1} ({st.teacher}) has no stored answers to "
+                    "measure its escalation rate: give --escalation-rate"
+                )
             line.update(escalation_rate=rate, rate_source=source)
             reach *= rate
         out.stages.append(line)
@@ -123,8 +144,15 @@ def estimate_cascade(task: Task, spec: CascadeSpec, rows: Callable[[], Rows],
         else:
             total += cost
     if spec.human and est is not None:  # a person: no price, but the rows to review
-        out.stages.append({"stage": len(spec.stages) + 1, "teacher": HUMAN, "reach": reach,
-                           "rows": est.rows, "cost_usd": 0.0})
+        out.stages.append(
+            {
+                "stage": len(spec.stages) + 1,
+                "teacher": HUMAN,
+                "reach": reach,
+                "rows": est.rows,
+                "cost_usd": 0.0,
+            }
+        )
     out.cost_usd = total if known else None
     out.last_alone_usd = est.cost_usd if est is not None else None
     return out
@@ -140,8 +168,12 @@ class CascadeEval:
     suggestions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"measure": self.measure, "stages": self.stages, "cascade": self.cascade,
-                "suggestions": self.suggestions}
+        return {
+            "measure": self.measure,
+            "stages": self.stages,
+            "cascade": self.cascade,
+            "suggestions": self.suggestions,
+        }
 
     def to_table(self) -> str:
         lines = [f"{'stage':<8}{'teacher':<40}{'gold rows':>10}{'accuracy':>10}{'passed on':>11}"]
@@ -153,25 +185,35 @@ class CascadeEval:
         acc = "-" if c["accuracy"] is None else f"{c['accuracy']:.3f}"
         lines.append(f"{'cascade':<48}{c['rows']:>10}{acc:>10}")
         if "queued_for_human" in c:
-            lines.append(f"{'queued for a person (scored with the last teacher)':<58}"
-                         f"{c['queued_for_human']:>10}")
+            lines.append(
+                f"{'queued for a person (scored with the last teacher)':<58}{c['queued_for_human']:>10}"
+            )
         for sug in self.suggestions:
             t = sug["threshold"]
             if t is None:
-                lines.append(f"stage {sug['stage']}: no threshold reaches accuracy "
-                             f"{sug['target']:g} with a 95% lower bound on these gold rows")
+                lines.append(
+                    f"stage {sug['stage']}: no threshold reaches accuracy "
+                    f"{sug['target']:g} with a 95% lower bound on these gold rows"
+                )
                 continue
             lines.append(
                 f"stage {sug['stage']}: for accuracy {sug['target']:g} escalate {self.measure} "
                 f"{'above' if t['direction'] == '<=' else 'below'} {t['threshold']:.4f}: keeps "
                 f"{t['coverage']:.0%} (accuracy {t['accuracy']:.3f}, 95% lower bound "
-                f"{t['accuracy_lower_bound']:.3f}), passes on {1 - t['coverage']:.0%}")
+                f"{t['accuracy_lower_bound']:.3f}), passes on {1 - t['coverage']:.0%}"
+            )
         return "\n".join(lines)
 
 
-def evaluate_cascade(task: Task, spec: CascadeSpec, identities: Sequence[Mapping[str, Any]],
-                     store: Store, rows: Rows, gold_of: Callable[[Row], str | None],
-                     targets: Sequence[float] = (0.9, 0.95, 0.99)) -> CascadeEval:
+def evaluate_cascade(
+    task: Task,
+    spec: CascadeSpec,
+    identities: Sequence[Mapping[str, Any]],
+    store: Store,
+    rows: Rows,
+    gold_of: Callable[[Row], str | None],
+    targets: Sequence[float] = (0.9, 0.95, 0.99),
+) -> CascadeEval:
     """Score each stage and the cascade against gold (`gold_of(row)`, None: no gold)."""
     per_stage: list[tuple[list[float | None], list[bool]]] = [([], []) for _ in spec.stages]
     final_right = final_rows = queued = 0
@@ -186,7 +228,8 @@ def evaluate_cascade(task: Task, spec: CascadeSpec, identities: Sequence[Mapping
                 continue
             conf = answer.confidence
             per_stage[stage][0].append(
-                getattr(conf, spec.measure) if conf is not None and answer.valid else None)
+                getattr(conf, spec.measure) if conf is not None and answer.valid else None
+            )
             per_stage[stage][1].append(answer.label == gold)
         queued += queued_for_human(spec, answers)
         final = final_stage(spec, answers)
@@ -200,22 +243,28 @@ def evaluate_cascade(task: Task, spec: CascadeSpec, identities: Sequence[Mapping
     for stage, (scores, right) in enumerate(per_stage):
         n = len(right)
         line: dict[str, Any] = {
-            "stage": stage + 1, "teacher": spec.stages[stage].teacher, "rows": n,
+            "stage": stage + 1,
+            "teacher": spec.stages[stage].teacher,
+            "rows": n,
             "accuracy": sum(right) / n if n else None,
-            "accuracy_lower_bound": clopper_pearson_lower(sum(right), n) if n else None}
+            "accuracy_lower_bound": clopper_pearson_lower(sum(right), n) if n else None,
+        }
         if stage < len(rates) and rates[stage][0]:
             line["escalation_rate"] = rates[stage][1] / rates[stage][0]
         report.stages.append(line)
         if stage < len(spec.stages) - 1 + spec.human and n:
             for target in targets:
-                t = threshold_for_accuracy(scores, right, target,
-                                           lower_is_better=spec.measure in LOWER_IS_BETTER)
-                report.suggestions.append({"stage": stage + 1, "target": target,
-                                           "threshold": None if t is None else t.to_dict()})
-    report.cascade = {"rows": final_rows,
-                      "accuracy": final_right / final_rows if final_rows else None,
-                      "accuracy_lower_bound": (clopper_pearson_lower(final_right, final_rows)
-                                               if final_rows else None)}
+                t = threshold_for_accuracy(
+                    scores, right, target, lower_is_better=spec.measure in LOWER_IS_BETTER
+                )
+                report.suggestions.append(
+                    {"stage": stage + 1, "target": target, "threshold": None if t is None else t.to_dict()}
+                )
+    report.cascade = {
+        "rows": final_rows,
+        "accuracy": final_right / final_rows if final_rows else None,
+        "accuracy_lower_bound": (clopper_pearson_lower(final_right, final_rows) if final_rows else None),
+    }
     if spec.human:  # scored with the last teacher's answer; a person would decide these
         report.cascade["queued_for_human"] = queued
     return report
@@ -225,5 +274,11 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
-__all__ = ["CascadeEstimate", "CascadeEval", "estimate_cascade", "evaluate_cascade",
-           "measured_rates", "stage_answers"]
+__all__ = [
+    "CascadeEstimate",
+    "CascadeEval",
+    "estimate_cascade",
+    "evaluate_cascade",
+    "measured_rates",
+    "stage_answers",
+]

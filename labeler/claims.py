@@ -64,7 +64,9 @@ class Claims:
             db.execute(
                 "INSERT INTO claims (key, owner, host, boot, pid, expires_at)"
                 " SELECT value, ?, ?, ?, ?, ? FROM json_each(?) WHERE true"
-                " ON CONFLICT(key) DO NOTHING", (*row, listed))
+                " ON CONFLICT(key) DO NOTHING",
+                (*row, listed),
+            )
             refused: set[str] = set()
             takeover: list[str] = []
             dead: dict[tuple[str, str, int], bool] = {}  # one liveness check per owner
@@ -87,15 +89,21 @@ class Claims:
                 self.taken_over += len(takeover)
             granted = [k for k in unique if k not in refused] if refused else unique
             # Answered since the caller looked (by another process): not to be sent.
-            answered = [r[0] for r in db.execute(
-                "SELECT key FROM responses WHERE key IN (SELECT value FROM json_each(?))"
-                " AND created_at >= ?",
-                (orjson.dumps(granted).decode() if refused else listed,
-                 fresh_since if fresh_since is not None else float("-inf")),
-            )]
+            answered = [
+                r[0]
+                for r in db.execute(
+                    "SELECT key FROM responses WHERE key IN (SELECT value FROM json_each(?))"
+                    " AND created_at >= ?",
+                    (
+                        orjson.dumps(granted).decode() if refused else listed,
+                        fresh_since if fresh_since is not None else float("-inf"),
+                    ),
+                )
+            ]
             if answered:
-                db.executemany("DELETE FROM claims WHERE key = ? AND owner = ?",
-                               [(k, owner.id) for k in answered])
+                db.executemany(
+                    "DELETE FROM claims WHERE key = ? AND owner = ?", [(k, owner.id) for k in answered]
+                )
             return set(granted).difference(answered)
 
         # A claim is a lease: losing one in a power cut is harmless, so it costs no fsync.
@@ -104,23 +112,27 @@ class Claims:
     def release(self, keys: Sequence[str]) -> None:
         """Give up claims on `keys` (sent nothing after all): others may claim them now."""
         if keys:
-            self.store.execute_write(lambda db: db.executemany(
-                "DELETE FROM claims WHERE key = ? AND owner = ?",
-                [(k, self.owner.id) for k in keys]))
+            self.store.execute_write(
+                lambda db: db.executemany(
+                    "DELETE FROM claims WHERE key = ? AND owner = ?", [(k, self.owner.id) for k in keys]
+                )
+            )
 
     def release_all(self) -> None:
         """Give up every claim of this owner (at the end of a run)."""
-        self.store.execute_write(lambda db: db.execute(
-            "DELETE FROM claims WHERE owner = ?", (self.owner.id,)))
+        self.store.execute_write(
+            lambda db: db.execute("DELETE FROM claims WHERE owner = ?", (self.owner.id,))
+        )
 
     def renew(self) -> None:
         """Extend the lease of every claim this owner holds (one statement)."""
         until = time.time() + self.lease_s
-        self.store.execute_write(lambda db: db.execute(
-            "UPDATE claims SET expires_at = ? WHERE owner = ?", (until, self.owner.id)))
+        self.store.execute_write(
+            lambda db: db.execute("UPDATE claims SET expires_at = ? WHERE owner = ?", (until, self.owner.id))
+        )
 
     def held(self) -> set[str]:
         """The keys this owner holds (for tests and reports)."""
-        return self.store.execute_read(lambda db: {r[0] for r in db.execute(
-            "SELECT key FROM claims WHERE owner = ?", (self.owner.id,))})
-
+        return self.store.execute_read(
+            lambda db: {r[0] for r in db.execute("SELECT key FROM claims WHERE owner = ?", (self.owner.id,))}
+        )

@@ -40,9 +40,12 @@ def _bounded(name: str, kind: type = float) -> click.IntRange | click.FloatRange
     """The click range of a numeric option, from the bounds `Job` checks too."""
     b = BOUNDS[name]
     if kind is int:
-        return click.IntRange(min=None if b.low is None else int(b.low),
-                              max=None if b.high is None else int(b.high),
-                              min_open=b.low_open, max_open=b.high_open)
+        return click.IntRange(
+            min=None if b.low is None else int(b.low),
+            max=None if b.high is None else int(b.high),
+            min_open=b.low_open,
+            max_open=b.high_open,
+        )
     return _FiniteRange(min=b.low, max=b.high, min_open=b.low_open, max_open=b.high_open)
 
 
@@ -64,8 +67,14 @@ class _OneLineErrors(click.Group):
     """A bad flag is one line on stderr and exit 1, like every other fatal error (click's
     own answer is three lines and exit 2)."""
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True, **kw: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **kw: Any,
+    ) -> Any:
         if not standalone_mode:
             with gc_tuned():
                 return super().main(args, prog_name, complete_var, standalone_mode=False, **kw)
@@ -105,32 +114,61 @@ def _leave_objects_to_the_exit() -> None:
 
 def _teacher_options(f: Any, *, several: bool = False) -> Any:
     teacher = (
-        click.option("--teacher", "-t", multiple=True, required=True, metavar="PROVIDER:MODEL[@URL]",
-                     help="A teacher to compare; give two (-t A -t B).")
-        if several else
-        click.option("--teacher", "-t", default="local:gemma3-270m", show_default=True,
-                     help="PROVIDER:MODEL: openai:gpt-4o-mini, anthropic:claude-haiku-4-5, "
-                          "openai-compatible:MODEL (with --base-url), local:smollm2-135m."))
+        click.option(
+            "--teacher",
+            "-t",
+            multiple=True,
+            required=True,
+            metavar="PROVIDER:MODEL[@URL]",
+            help="A teacher to compare; give two (-t A -t B).",
+        )
+        if several
+        else click.option(
+            "--teacher",
+            "-t",
+            default="local:gemma3-270m",
+            show_default=True,
+            help="PROVIDER:MODEL: openai:gpt-4o-mini, anthropic:claude-haiku-4-5, "
+            "openai-compatible:MODEL (with --base-url), local:smollm2-135m.",
+        )
+    )
     opts = [
         teacher,
-        click.option("--base-url", multiple=True,
-                     help="Endpoint of the teacher, e.g. http://localhost:8000/v1. Repeat it "
-                          "(or separate with commas) to spread requests over several "
-                          "servers of the same model."),
-        click.option("--api-key-file", type=click.Path(dir_okay=False),
-                     help="Read the API key from this file (must be mode 0600). Default: the "
-                          "provider's environment variable."),
-        click.option("--store", type=click.Path(dir_okay=False),
-                     help="SQLite store (cache + journal). Default: $LABELER_HOME/store.sqlite."),
+        click.option(
+            "--base-url",
+            multiple=True,
+            help="Endpoint of the teacher, e.g. http://localhost:8000/v1. Repeat it "
+            "(or separate with commas) to spread requests over several "
+            "servers of the same model.",
+        ),
+        click.option(
+            "--api-key-file",
+            type=click.Path(dir_okay=False),
+            help="Read the API key from this file (must be mode 0600). Default: the "
+            "provider's environment variable.",
+        ),
+        click.option(
+            "--store",
+            type=click.Path(dir_okay=False),
+            help="SQLite store (cache + journal). Default: $LABELER_HOME/store.sqlite.",
+        ),
         click.option("--id-field", help="Input field holding a unique row id."),
-        click.option("--input-format", type=click.Choice(["jsonl", "csv", "tsv", "parquet", "hf"]),
-                     help="Input format (default: from the file name)."),
+        click.option(
+            "--input-format",
+            type=click.Choice(["jsonl", "csv", "tsv", "parquet", "hf"]),
+            help="Input format (default: from the file name).",
+        ),
         click.option("--delimiter", help="Field delimiter for delimited text input (e.g. ';')."),
-        click.option("--split", "input_split",
-                     help="Split of a saved DatasetDict or hf://datasets/NAME input."),
-        click.option("--map", "input_map", multiple=True, metavar="FIELD=COLUMN",
-                     help="Fill the template's FIELD from the input's COLUMN (repeatable), "
-                          "e.g. --map text=sentence."),
+        click.option(
+            "--split", "input_split", help="Split of a saved DatasetDict or hf://datasets/NAME input."
+        ),
+        click.option(
+            "--map",
+            "input_map",
+            multiple=True,
+            metavar="FIELD=COLUMN",
+            help="Fill the template's FIELD from the input's COLUMN (repeatable), e.g. --map text=sentence.",
+        ),
         click.option("--limit", type=_bounded("limit", int), help="Only the first N input rows."),
     ]
     for opt in reversed(opts):
@@ -140,69 +178,123 @@ def _teacher_options(f: Any, *, several: bool = False) -> Any:
 
 def _export_options(f: Any) -> Any:
     opts = [
-        click.option("--out", "-o", type=click.Path(file_okay=False),
-                     help="Export folder: new, empty, or a previous export of this kind, "
-                          "which it replaces."),
-        click.option("--force", is_flag=True,
-                     help="Replace a previous export at --out of another kind or format "
-                          "(never a folder that is not an export)."),
-        click.option("--format", "fmt", type=click.Choice(FORMATS),
-                     default="hf", show_default=True),
-        click.option("--kind", type=click.Choice(list(KINDS)),
-                     default="records", show_default=True,
-                     help="Shape of the exported rows (preference: pairs of a verified and a "
-                          "failed answer, with --verify)."),
-        click.option("--sft-shape", type=click.Choice(SFT_SHAPES),
-                     default="prompt-completion", show_default=True,
-                     help="Chat-mode `sft` rows: prompt/completion (only the teacher's answer "
-                          "is trained) or one `messages` list (few-shot answers included)."),
-        click.option("--reasoning", "reasoning_mode",
-                     type=click.Choice(["separate", "inline", "drop"]),
-                     help="A reasoning teacher's thinking: `separate` (sft: the assistant "
-                          "turn's reasoning_content; records/classification: a reasoning "
-                          "column), `inline` (<think>...</think> before the answer) or `drop`. "
-                          "Default: separate when the store holds any trace."),
-        click.option("--kd-layout", type=click.Choice(KD_LAYOUTS), default="tokens",
-                     show_default=True,
-                     help="`kd` rows: per-token text/bytes/ids/logprobs, or `ids`: also "
-                          "DistillKit's raw top-k columns (needs a teacher that sends ids)."),
-        click.option("--min-confidence", type=_bounded("min_confidence"),
-                     help="Drop rows whose max label prob is lower."),
-        click.option("--min-margin", type=_bounded("min_margin"),
-                     help="Drop rows whose top-2 margin is lower."),
-        click.option("--max-entropy", type=_bounded("max_entropy"),
-                     help="Drop rows whose label entropy is higher."),
+        click.option(
+            "--out",
+            "-o",
+            type=click.Path(file_okay=False),
+            help="Export folder: new, empty, or a previous export of this kind, which it replaces.",
+        ),
+        click.option(
+            "--force",
+            is_flag=True,
+            help="Replace a previous export at --out of another kind or format "
+            "(never a folder that is not an export).",
+        ),
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default="hf", show_default=True),
+        click.option(
+            "--kind",
+            type=click.Choice(list(KINDS)),
+            default="records",
+            show_default=True,
+            help="Shape of the exported rows (preference: pairs of a verified and a "
+            "failed answer, with --verify).",
+        ),
+        click.option(
+            "--sft-shape",
+            type=click.Choice(SFT_SHAPES),
+            default="prompt-completion",
+            show_default=True,
+            help="Chat-mode `sft` rows: prompt/completion (only the teacher's answer "
+            "is trained) or one `messages` list (few-shot answers included).",
+        ),
+        click.option(
+            "--reasoning",
+            "reasoning_mode",
+            type=click.Choice(["separate", "inline", "drop"]),
+            help="A reasoning teacher's thinking: `separate` (sft: the assistant "
+            "turn's reasoning_content; records/classification: a reasoning "
+            "column), `inline` (<think>...</think> before the answer) or `drop`. "
+            "Default: separate when the store holds any trace.",
+        ),
+        click.option(
+            "--kd-layout",
+            type=click.Choice(KD_LAYOUTS),
+            default="tokens",
+            show_default=True,
+            help="`kd` rows: per-token text/bytes/ids/logprobs, or `ids`: also "
+            "DistillKit's raw top-k columns (needs a teacher that sends ids).",
+        ),
+        click.option(
+            "--min-confidence",
+            type=_bounded("min_confidence"),
+            help="Drop rows whose max label prob is lower.",
+        ),
+        click.option(
+            "--min-margin", type=_bounded("min_margin"), help="Drop rows whose top-2 margin is lower."
+        ),
+        click.option(
+            "--max-entropy", type=_bounded("max_entropy"), help="Drop rows whose label entropy is higher."
+        ),
         click.option("--keep-invalid", is_flag=True, help="Keep answers that are not a valid label."),
-        click.option("--validation-size", type=_bounded("validation_size"), default=0.0, show_default=True,
-                     help="Share of rows in a validation split (stable per row id)."),
+        click.option(
+            "--validation-size",
+            type=_bounded("validation_size"),
+            default=0.0,
+            show_default=True,
+            help="Share of rows in a validation split (stable per row id).",
+        ),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--split-field", help="Input field that names each row's split."),
         click.option("--text-field", help="Input field used as `text` in classification exports."),
-        click.option("--push-to-hub", metavar="REPO",
-                     help="Also upload the export to this Hugging Face dataset repo."),
+        click.option(
+            "--push-to-hub", metavar="REPO", help="Also upload the export to this Hugging Face dataset repo."
+        ),
         click.option("--public", is_flag=True, help="Make a --push-to-hub repo public."),
-        click.option("--teacher-labels", is_flag=True,
-                     help="Export the teacher's labels even where `labeler review` has a human one."),
-        click.option("--include-awaiting-human", is_flag=True,
-                     help="With --cascade ...,human: export the rows still awaiting a person "
-                          "with the last teacher's label (marked awaiting_human) instead of "
-                          "holding them out."),
-        click.option("--card-license", metavar="ID",
-                     help="Licence of the exported data for the card (a Hub id: mit, cc-by-4.0…)."),
-        click.option("--card-endpoint", is_flag=True,
-                     help="Name the teacher's endpoint URL in the card (off: it may be private)."),
-        click.option("--calibration", default="auto", show_default=True,
-                     metavar="none|auto|FILE",
-                     help="Soft labels, labels, confidence and filters read through: `auto` "
-                          "a calibration fitted on the --gold rows (raw without --gold), "
-                          "`none` the raw teacher, or a file of labeler eval "
-                          "--save-calibration."),
-        click.option("--gold", "gold_field", metavar="FIELD",
-                     help="Input field with gold labels on some rows: the calibration is "
-                          "fitted on them (at least 20, and 5 per label) and the label-prior "
-                          "check reads them."),
-        click.option("--gold-map", metavar="GOLD=LABEL,...",
-                     help="Gold values in other words than the labels (e.g. 0=negative,1=positive)."),
+        click.option(
+            "--teacher-labels",
+            is_flag=True,
+            help="Export the teacher's labels even where `labeler review` has a human one.",
+        ),
+        click.option(
+            "--include-awaiting-human",
+            is_flag=True,
+            help="With --cascade ...,human: export the rows still awaiting a person "
+            "with the last teacher's label (marked awaiting_human) instead of "
+            "holding them out.",
+        ),
+        click.option(
+            "--card-license",
+            metavar="ID",
+            help="Licence of the exported data for the card (a Hub id: mit, cc-by-4.0…).",
+        ),
+        click.option(
+            "--card-endpoint",
+            is_flag=True,
+            help="Name the teacher's endpoint URL in the card (off: it may be private).",
+        ),
+        click.option(
+            "--calibration",
+            default="auto",
+            show_default=True,
+            metavar="none|auto|FILE",
+            help="Soft labels, labels, confidence and filters read through: `auto` "
+            "a calibration fitted on the --gold rows (raw without --gold), "
+            "`none` the raw teacher, or a file of labeler eval "
+            "--save-calibration.",
+        ),
+        click.option(
+            "--gold",
+            "gold_field",
+            metavar="FIELD",
+            help="Input field with gold labels on some rows: the calibration is "
+            "fitted on them (at least 20, and 5 per label) and the label-prior "
+            "check reads them.",
+        ),
+        click.option(
+            "--gold-map",
+            metavar="GOLD=LABEL,...",
+            help="Gold values in other words than the labels (e.g. 0=negative,1=positive).",
+        ),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -221,25 +313,47 @@ def main() -> None:
 @_teacher_options
 @_export_options
 @options.click_options(_bounded)
-@click.option("--prices", "prices_file", type=click.Path(dir_okay=False),
-              help="Price table JSON (default: the shipped one).")
-@click.option("--price", "price_overrides", multiple=True,
-              help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
-@click.option("--rejects", type=click.Path(dir_okay=False),
-              help="Where bad rows go (default: OUT.rejects.jsonl).")
-@click.option("--batch", is_flag=True,
-              help="Use the provider's batch API: half the price, answers within 24 hours. "
-                   "Resumable: a rerun re-attaches to its batches and never submits twice.")
-@click.option("--no-wait", is_flag=True,
-              help="With --batch: submit, store whatever has finished, and return at once "
-                   f"(exit {EXIT_PENDING} while answers are pending; for cron).")
-@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-              help="ray: label on a Ray cluster (pip install 'labeler-distill[ray]'), then export as "
-                   "a local run does.")
-@click.option("--ray-address", metavar="ADDR",
-              help="With --engine ray: the cluster to join (default: RAY_ADDRESS, else a local Ray).")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
-              help="With --engine ray: labeling actors (each with its own --concurrency).")
+@click.option(
+    "--prices",
+    "prices_file",
+    type=click.Path(dir_okay=False),
+    help="Price table JSON (default: the shipped one).",
+)
+@click.option("--price", "price_overrides", multiple=True, help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
+@click.option(
+    "--rejects", type=click.Path(dir_okay=False), help="Where bad rows go (default: OUT.rejects.jsonl)."
+)
+@click.option(
+    "--batch",
+    is_flag=True,
+    help="Use the provider's batch API: half the price, answers within 24 hours. "
+    "Resumable: a rerun re-attaches to its batches and never submits twice.",
+)
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="With --batch: submit, store whatever has finished, and return at once "
+    f"(exit {EXIT_PENDING} while answers are pending; for cron).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="ray: label on a Ray cluster (pip install 'labeler-distill[ray]'), then export as a local run does.",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDR",
+    help="With --engine ray: the cluster to join (default: RAY_ADDRESS, else a local Ray).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="With --engine ray: labeling actors (each with its own --concurrency).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 def run(task: str, input_path: str, **kw: Any) -> None:
@@ -251,8 +365,9 @@ def run(task: str, input_path: str, **kw: Any) -> None:
     job = _job(task, input_path, kw)
     try:
         if kw["engine"] == "ray":
-            result = _ray_engine().run_ray_job(job, address=kw.get("ray_address"),
-                                               workers=kw["workers"], on_warning=_warn)
+            result = _ray_engine().run_ray_job(
+                job, address=kw.get("ray_address"), workers=kw["workers"], on_warning=_warn
+            )
         else:
             freeze_setup()  # the job and the modules run imports: alive for the whole run
             result = aio.run(run_job(job, on_warning=_warn, handle_signals=True))
@@ -266,8 +381,16 @@ def run(task: str, input_path: str, **kw: Any) -> None:
         from labeler.exports.options import NO_EXPORT
 
         exported = result.export.outcome() if result.export is not None else NO_EXPORT
-        click.echo(json.dumps({**s.to_dict(), "store": str(result.store),
-                               "out": str(job.out) if job.out else None, **exported}))
+        click.echo(
+            json.dumps(
+                {
+                    **s.to_dict(),
+                    "store": str(result.store),
+                    "out": str(job.out) if job.out else None,
+                    **exported,
+                }
+            )
+        )
     else:
         _print_summary(result)
         if job.batch:
@@ -280,11 +403,14 @@ def run(task: str, input_path: str, **kw: Any) -> None:
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
-@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS
-                       + options.VERIFY_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS + options.VERIFY_KEYS)
 @click.option("--quiet", "-q", is_flag=True, help="Only the export's path on stdout.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the export's report (exported, filtered, kind...) as one JSON line.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the export's report (exported, filtered, kind...) as one JSON line.",
+)
 def export(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
     """Export stored answers for INPUT without sending any request."""
     from labeler.job import export_job
@@ -337,8 +463,9 @@ def stats(store: str | None, as_json: bool) -> None:
 
 @main.command(name="forget-refusals")
 @click.option("--store", type=click.Path(dir_okay=False), help="Store to change.")
-@click.option("--teacher", "-t", metavar="PROVIDER:MODEL",
-              help="Only this teacher's (default: every teacher's).")
+@click.option(
+    "--teacher", "-t", metavar="PROVIDER:MODEL", help="Only this teacher's (default: every teacher's)."
+)
 def forget_refusals(store: str | None, teacher: str | None) -> None:
     """Forget which request parameters teachers refused (logprobs, temperature,
     max_tokens), so that the next run sends them again and learns anew."""
@@ -355,8 +482,12 @@ def forget_refusals(store: str | None, teacher: str | None) -> None:
     except LabelerError as exc:
         _fail(exc)
     refused = [(t, p) for t, p, verdict in dropped if verdict == REFUSED]
-    click.echo(f"labeler: forgot {len(refused)} refused parameter(s)"
-               + (f" of {teacher}" if teacher else "") + f" in {path}", err=True)
+    click.echo(
+        f"labeler: forgot {len(refused)} refused parameter(s)"
+        + (f" of {teacher}" if teacher else "")
+        + f" in {path}",
+        err=True,
+    )
     for who, param in refused:
         click.echo(f"labeler:   {who}: {param}", err=True)
 
@@ -376,49 +507,99 @@ def merge_stores(dest: str, sources: tuple[str, ...], quiet: bool, as_json: bool
     except LabelerError as exc:
         _fail(exc)
     if as_json:
-        click.echo(json.dumps({"dest": dest, "sources": {
-            source: {"answers": report.answers[source], "failures": report.failures[source],
-                     "human_labels": report.human_labels[source]} for source in sources}}))
+        click.echo(
+            json.dumps(
+                {
+                    "dest": dest,
+                    "sources": {
+                        source: {
+                            "answers": report.answers[source],
+                            "failures": report.failures[source],
+                            "human_labels": report.human_labels[source],
+                        }
+                        for source in sources
+                    },
+                }
+            )
+        )
         return
     for source in () if quiet else sources:
-        click.echo(f"labeler: {source}: {report.answers[source]} answers, "
-                   f"{report.failures[source]} failures, {report.human_labels[source]} review "
-                   f"decisions merged into {dest}", err=True)
+        click.echo(
+            f"labeler: {source}: {report.answers[source]} answers, "
+            f"{report.failures[source]} failures, {report.human_labels[source]} review "
+            f"decisions merged into {dest}",
+            err=True,
+        )
         if report.skipped.get(source):
-            click.echo(f"labeler: warning: {source}: {report.skipped[source]} answers cannot be "
-                       f"used and were left behind (first: {report.first_skipped[source]})",
-                       err=True)
+            click.echo(
+                f"labeler: warning: {source}: {report.skipped[source]} answers cannot be "
+                f"used and were left behind (first: {report.first_skipped[source]})",
+                err=True,
+            )
 
 
 @main.command(name="eval")
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
-@click.option("--gold", "gold_field", required=True,
-              help="Input field with the gold label, or `human`: the labels given in `labeler review`.")
+@click.option(
+    "--gold",
+    "gold_field",
+    required=True,
+    help="Input field with the gold label, or `human`: the labels given in `labeler review`.",
+)
 @click.option("--gold-map", help="Map gold values to labels: 1=World,2=Sports,...")
-@click.option("--target-accuracy", type=_bounded("target_accuracy"), multiple=True,
-              help="Report the confidence threshold reaching this accuracy (repeatable).")
-@click.option("--plot", type=click.Path(dir_okay=False),
-              help="Write the reliability diagram and coverage curve to this PNG.")
+@click.option(
+    "--target-accuracy",
+    type=_bounded("target_accuracy"),
+    multiple=True,
+    help="Report the confidence threshold reaching this accuracy (repeatable).",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    help="Write the reliability diagram and coverage curve to this PNG.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No hints on stderr.")
-@click.option("--calibrate", multiple=True,
-              type=click.Choice(["temperature", "contextual", "bias", "all"]),
-              help="Fit this calibration on the gold rows and score it on rows it did not "
-                   "see (repeatable). contextual sends 3 content-free requests (cached).")
-@click.option("--fit-fraction", type=_bounded("fit_fraction"),
-              help="Fit calibrations on this share of gold rows, score on the rest "
-                   "(default: 5-fold cross-validation).")
-@click.option("--save-calibration", type=click.Path(dir_okay=False),
-              help="Save the best --calibrate method (held-out likelihood), fitted on all rows.")
-@click.option("--calibration", "calibration_file", type=click.Path(dir_okay=False),
-              help="Read the answers through this saved calibration.")
+@click.option(
+    "--calibrate",
+    multiple=True,
+    type=click.Choice(["temperature", "contextual", "bias", "all"]),
+    help="Fit this calibration on the gold rows and score it on rows it did not "
+    "see (repeatable). contextual sends 3 content-free requests (cached).",
+)
+@click.option(
+    "--fit-fraction",
+    type=_bounded("fit_fraction"),
+    help="Fit calibrations on this share of gold rows, score on the rest (default: 5-fold cross-validation).",
+)
+@click.option(
+    "--save-calibration",
+    type=click.Path(dir_okay=False),
+    help="Save the best --calibrate method (held-out likelihood), fitted on all rows.",
+)
+@click.option(
+    "--calibration",
+    "calibration_file",
+    type=click.Path(dir_okay=False),
+    help="Read the answers through this saved calibration.",
+)
 @options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
-def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
-          target_accuracy: tuple[float, ...], plot: str | None, as_json: bool,
-          calibrate: tuple[str, ...], fit_fraction: float | None, save_calibration: str | None,
-          calibration_file: str | None, **kw: Any) -> None:
+def eval_(
+    task: str,
+    input_path: str,
+    gold_field: str,
+    gold_map: str | None,
+    target_accuracy: tuple[float, ...],
+    plot: str | None,
+    as_json: bool,
+    calibrate: tuple[str, ...],
+    fit_fraction: float | None,
+    save_calibration: str | None,
+    calibration_file: str | None,
+    **kw: Any,
+) -> None:
     """Quality of the stored answers against a gold column (no request is sent, except
     the 3 content-free ones --calibrate contextual needs, cached in the store)."""
     from labeler.calibration import METHODS, load_calibration
@@ -433,21 +614,23 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
     job = _job(task, input_path, kw)
     if job.cascade is not None:
         try:
-            cascade_report = evaluate_cascade_job(job, gold_field, parse_gold_map(gold_map),
-                                                  tuple(target_accuracy) or (0.9, 0.95, 0.99))
+            cascade_report = evaluate_cascade_job(
+                job, gold_field, parse_gold_map(gold_map), tuple(target_accuracy) or (0.9, 0.95, 0.99)
+            )
         except LabelerError as exc:
             _fail(exc)
-        click.echo(json.dumps(cascade_report.to_dict()) if as_json
-                   else cascade_report.to_table())
+        click.echo(json.dumps(cascade_report.to_dict()) if as_json else cascade_report.to_table())
         return
     methods = METHODS if "all" in calibrate else tuple(dict.fromkeys(calibrate))
     try:
-        report = evaluate_job(job, gold_field, gold_map=parse_gold_map(gold_map),
-                              targets=tuple(target_accuracy) or (0.9, 0.95, 0.99),
-                              calibrate=CalibrationOptions(methods, fit_fraction,
-                                                           save=save_calibration),
-                              calibration=(load_calibration(calibration_file)
-                                           if calibration_file else None))
+        report = evaluate_job(
+            job,
+            gold_field,
+            gold_map=parse_gold_map(gold_map),
+            targets=tuple(target_accuracy) or (0.9, 0.95, 0.99),
+            calibrate=CalibrationOptions(methods, fit_fraction, save=save_calibration),
+            calibration=(load_calibration(calibration_file) if calibration_file else None),
+        )
         if plot:
             report.save_plot(plot)
     except LabelerError as exc:
@@ -461,31 +644,53 @@ def eval_(task: str, input_path: str, gold_field: str, gold_map: str | None,
     for target, t in report.thresholds.items():
         if t is not None and report.primary == "max_prob":
             via = f"--calibration {calibration_file} " if calibration_file else ""
-            click.echo(f"labeler: for accuracy {target:g} export with {via}--min-confidence "
-                       f"{t.threshold:.4f} (keeps {t.coverage:.0%}; accuracy {t.accuracy:.3f}, "
-                       f"95% lower bound {t.lower_bound:.3f})", err=True)
+            click.echo(
+                f"labeler: for accuracy {target:g} export with {via}--min-confidence "
+                f"{t.threshold:.4f} (keeps {t.coverage:.0%}; accuracy {t.accuracy:.3f}, "
+                f"95% lower bound {t.lower_bound:.3f})",
+                err=True,
+            )
     if plot:
         click.echo(f"labeler: plot written to {plot}", err=True)
     if save_calibration:
-        click.echo(f"labeler: calibration saved to {save_calibration}; apply it with "
-                   f"--calibration {save_calibration}", err=True)
+        click.echo(
+            f"labeler: calibration saved to {save_calibration}; apply it with "
+            f"--calibration {save_calibration}",
+            err=True,
+        )
 
 
 @main.command()
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; anything but loopback needs --allow-remote.")
-@click.option("--port", type=_bounded("port", int), default=8765, show_default=True,
-              help="0 picks a free port.")
-@click.option("--allow-remote", is_flag=True,
-              help="Allow a --host other than 127.0.0.1 (the page can change the store).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; anything but loopback needs --allow-remote.",
+)
+@click.option(
+    "--port", type=_bounded("port", int), default=8765, show_default=True, help="0 picks a free port."
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow a --host other than 127.0.0.1 (the page can change the store).",
+)
 @click.option("--reviewer", help="Name recorded with each decision (default: the login name).")
 @click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
 @options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
-def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
-           reviewer: str | None, no_browser: bool, **kw: Any) -> None:
+def review(
+    task: str,
+    input_path: str,
+    host: str,
+    port: int,
+    allow_remote: bool,
+    reviewer: str | None,
+    no_browser: bool,
+    **kw: Any,
+) -> None:
     """Review stored labels in a local web page, most uncertain first (no request is sent)."""
     from labeler.review import review_job
 
@@ -493,19 +698,26 @@ def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
     job = _job(task, input_path, kw)
 
     def ready(url: str, index: Any) -> None:
-        click.echo(f"labeler: reviewing {len(index.items)} rows ({index.reviewed} reviewed) of "
-                   f"{job.store_path()}; Ctrl-C stops", err=True)
+        click.echo(
+            f"labeler: reviewing {len(index.items)} rows ({index.reviewed} reviewed) of "
+            f"{job.store_path()}; Ctrl-C stops",
+            err=True,
+        )
         if index.queued:
-            click.echo(f"labeler:   {index.queued} rows queued by the cascade come first",
-                       err=True)
+            click.echo(f"labeler:   {index.queued} rows queued by the cascade come first", err=True)
         if index.disagree:
-            click.echo(f"labeler:   {index.disagree} rows the teachers disagree on come "
-                       f"{'next' if index.queued else 'first'}", err=True)
+            click.echo(
+                f"labeler:   {index.disagree} rows the teachers disagree on come "
+                f"{'next' if index.queued else 'first'}",
+                err=True,
+            )
         if index.missing:
             click.echo(f"labeler:   {index.missing} rows have no stored answer yet", err=True)
         if index.missing and not index.items:
-            _warn("nothing to review: give the task, --teacher and --base-url the run used "
-                  "(they are part of each answer's key)")
+            _warn(
+                "nothing to review: give the task, --teacher and --base-url the run used "
+                "(they are part of each answer's key)"
+            )
         click.echo(url)
         if not no_browser:
             import webbrowser
@@ -514,9 +726,18 @@ def review(task: str, input_path: str, host: str, port: int, allow_remote: bool,
 
     click.echo("labeler: reading the stored answers…", err=True)
     try:
-        aio.run(review_job(job, host=host, port=port, allow_remote=allow_remote,
-                           reviewer=reviewer, on_ready=ready, on_warning=_warn,
-                           handle_signals=True))
+        aio.run(
+            review_job(
+                job,
+                host=host,
+                port=port,
+                allow_remote=allow_remote,
+                reviewer=reviewer,
+                on_ready=ready,
+                on_warning=_warn,
+                handle_signals=True,
+            )
+        )
     except LabelerError as exc:
         _fail(exc)
     except OSError as exc:
@@ -544,8 +765,7 @@ def compare(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
     from labeler.compare import compare as compare_teachers
 
     teachers = list(kw.pop("teacher"))
-    kw.update(kind="records", fmt="hf", validation_size=0.0, seed=0,
-              teacher=teachers[0] if teachers else "")
+    kw.update(kind="records", fmt="hf", validation_size=0.0, seed=0, teacher=teachers[0] if teachers else "")
     job = _job(task, input_path, kw)
     try:
         report = compare_teachers(job, teachers)
@@ -559,9 +779,11 @@ def compare(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
         if side.missing and not kw.get("quiet"):
             teacher, mark, url = side.teacher.partition("@http")
             where = f" --base-url http{url}" if mark else ""
-            click.echo(f"labeler: {side.missing} rows have no answer from {side.teacher}: "
-                       f"labeler run {task} {input_path} -t {teacher}{where} labels them",
-                       err=True)
+            click.echo(
+                f"labeler: {side.missing} rows have no answer from {side.teacher}: "
+                f"labeler run {task} {input_path} -t {teacher}{where} labels them",
+                err=True,
+            )
 
 
 @main.command()
@@ -573,31 +795,45 @@ def templates(as_json: bool) -> None:
     for path in sorted(PROMPTS_DIR.glob("*.yaml")):
         t = load_task(path)
         if as_json:
-            click.echo(json.dumps({"name": path.stem, "version": t.version, "mode": t.mode,
-                                   "output": t.output_kind, "labels": list(t.labels),
-                                   "fields": list(t.fields), "description": t.description,
-                                   "path": str(path)}))
+            click.echo(
+                json.dumps(
+                    {
+                        "name": path.stem,
+                        "version": t.version,
+                        "mode": t.mode,
+                        "output": t.output_kind,
+                        "labels": list(t.labels),
+                        "fields": list(t.fields),
+                        "description": t.description,
+                        "path": str(path),
+                    }
+                )
+            )
             continue
         labels = f" [{len(t.labels)} labels]" if t.labels else ""
-        click.echo(f"{path.stem:<14} v{t.version} {t.mode:<10} {t.output_kind}{labels}  "
-                   f"{t.description}")
+        click.echo(f"{path.stem:<14} v{t.version} {t.mode:<10} {t.output_kind}{labels}  {t.description}")
 
 
 @main.command()
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
-@click.option("--prices", "prices_file", type=click.Path(dir_okay=False),
-              help="Price table JSON (default: the shipped one).")
-@click.option("--price", "price_overrides", multiple=True,
-              help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
+@click.option(
+    "--prices",
+    "prices_file",
+    type=click.Path(dir_okay=False),
+    help="Price table JSON (default: the shipped one).",
+)
+@click.option("--price", "price_overrides", multiple=True, help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON line.")
 @click.option("--quiet", "-q", is_flag=True, help="No notes on stderr.")
 @options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
-@click.option("--escalation-rate", help="With --cascade and no stored answers to measure it "
-              "from: the share of rows each stage passes on (one, or one per stage but the last).")
-def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | None,
-             **kw: Any) -> None:
+@click.option(
+    "--escalation-rate",
+    help="With --cascade and no stored answers to measure it "
+    "from: the share of rows each stage passes on (one, or one per stage but the last).",
+)
+def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | None, **kw: Any) -> None:
     """Tokens and expected cost of labeling INPUT with TASK; nothing is sent."""
     from labeler.estimate import estimate as estimate_cost
 
@@ -607,22 +843,31 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
         _estimate_cascade(job, escalation_rate, as_json)
         return
     if escalation_rate:
-        _fail(LabelerError("--escalation-rate goes with --cascade (the share of rows each "
-                           "stage passes on)"))
+        _fail(LabelerError("--escalation-rate goes with --cascade (the share of rows each stage passes on)"))
     try:
         loaded = job.load_task()
-        est = estimate_cost(loaded, job.rows(loaded), job.teacher, job.prices,
-                            samples=job.samples, soft_labels=job.soft_labels)
+        est = estimate_cost(
+            loaded,
+            job.rows(loaded),
+            job.teacher,
+            job.prices,
+            samples=job.samples,
+            soft_labels=job.soft_labels,
+        )
     except LabelerError as exc:
         _fail(exc)
     if as_json:
         click.echo(json.dumps(est.to_dict()))
         return
     bound = " (upper bound: max_tokens per answer)" if est.output_is_upper_bound else ""
-    click.echo(f"rows             {est.rows} ({est.requests} distinct requests, "
-               f"{est.http_requests} HTTP requests, {est.rejected} rejected)")
-    click.echo(f"prompt tokens    {est.prompt_tokens} ({est.cached_prompt_tokens} from cache, "
-               f"{est.cache_write_tokens} written to it)")
+    click.echo(
+        f"rows             {est.rows} ({est.requests} distinct requests, "
+        f"{est.http_requests} HTTP requests, {est.rejected} rejected)"
+    )
+    click.echo(
+        f"prompt tokens    {est.prompt_tokens} ({est.cached_prompt_tokens} from cache, "
+        f"{est.cache_write_tokens} written to it)"
+    )
     click.echo(f"output tokens    {est.output_tokens}{bound} (at most {est.max_output_tokens})")
     if est.cost_usd is None:
         click.echo("cost             unknown")
@@ -634,8 +879,11 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
 
 
 @main.group(invoke_without_command=True)
-@click.option("--store", type=click.Path(dir_okay=False),
-              help="Store whose batches to list. Default: $LABELER_HOME/store.sqlite.")
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False),
+    help="Store whose batches to list. Default: $LABELER_HOME/store.sqlite.",
+)
 @click.option("--live", "live_only", is_flag=True, help="Only batches still running.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per batch.")
 @click.pass_context
@@ -665,14 +913,17 @@ def batches(ctx: click.Context, store: str | None, live_only: bool, as_json: boo
     if not rows:
         click.echo("labeler: no batches in this store", err=True)
         return
-    click.echo(f"{'provider':<10} {'id':<36} {'state':<22} {'done/total':>12} {'failed':>7} "
-               f"{'age':>6} {'cost':>10}")
+    click.echo(
+        f"{'provider':<10} {'id':<36} {'state':<22} {'done/total':>12} {'failed':>7} {'age':>6} {'cost':>10}"
+    )
     for r in rows:
         c = r["counts"]
         cost = f"${r['cost_usd']:.4f}" if r["cost_usd"] is not None else "-"
-        click.echo(f"{r['provider']:<10} {r['id']:<36} {r['state'][:22]:<22} "
-                   f"{c.get('done', 0):>5}/{c.get('total', r['requests']):<6} {c.get('failed', 0):>7} "
-                   f"{_age(time.time() - r['created_at']):>6} {cost:>10}")
+        click.echo(
+            f"{r['provider']:<10} {r['id']:<36} {r['state'][:22]:<22} "
+            f"{c.get('done', 0):>5}/{c.get('total', r['requests']):<6} {c.get('failed', 0):>7} "
+            f"{_age(time.time() - r['created_at']):>6} {cost:>10}"
+        )
         if r["error"]:
             click.echo(f"{'':<10} {r['error'][:100]}")
 
@@ -680,12 +931,13 @@ def batches(ctx: click.Context, store: str | None, live_only: bool, as_json: boo
 @batches.command(name="cancel")
 @click.argument("batch_id")
 @click.option("--store", type=click.Path(dir_okay=False), help="Store that journaled the batch.")
-@click.option("--api-key-file", type=click.Path(dir_okay=False),
-              help="Read the API key from this file (mode 0600). Default: the provider's "
-                   "environment variable.")
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False),
+    help="Read the API key from this file (mode 0600). Default: the provider's environment variable.",
+)
 @click.pass_context
-def batches_cancel(ctx: click.Context, batch_id: str, store: str | None,
-                   api_key_file: str | None) -> None:
+def batches_cancel(ctx: click.Context, batch_id: str, store: str | None, api_key_file: str | None) -> None:
     """Cancel BATCH_ID at the provider. What it answered is kept; the next run collects it
     and sends the rest again."""
     from labeler.batch import cancel_batch
@@ -693,12 +945,16 @@ def batches_cancel(ctx: click.Context, batch_id: str, store: str | None,
 
     store = store or (ctx.obj or {}).get("store")
     try:
-        remote = aio.run(cancel_batch(Path(store) if store else default_store(), batch_id,
-                                          _read_key_file(api_key_file)))
+        remote = aio.run(
+            cancel_batch(Path(store) if store else default_store(), batch_id, _read_key_file(api_key_file))
+        )
     except LabelerError as exc:
         _fail(exc)
-    click.echo(f"labeler: batch {remote.id} is {remote.status}; rerun the job to collect "
-               "its answers and resubmit the rest", err=True)
+    click.echo(
+        f"labeler: batch {remote.id} is {remote.status}; rerun the job to collect "
+        "its answers and resubmit the rest",
+        err=True,
+    )
 
 
 def _age(seconds: float) -> str:
@@ -715,21 +971,32 @@ def _print_batch_summary(s: Any) -> None:
     parts.append(f"{s.batches_collected} collected")
     click.echo(f"labeler: batches: {', '.join(parts)}", err=True)
     if s.pending:
-        click.echo(f"labeler: {s.pending} rows pending in {len(s.batches_live)} live batch(es) "
-                   f"({', '.join(s.batches_live[:3])}{'…' if len(s.batches_live) > 3 else ''}); "
-                   "rerun the same command to collect and export", err=True)
+        click.echo(
+            f"labeler: {s.pending} rows pending in {len(s.batches_live)} live batch(es) "
+            f"({', '.join(s.batches_live[:3])}{'…' if len(s.batches_live) > 3 else ''}); "
+            "rerun the same command to collect and export",
+            err=True,
+        )
     if s.unfinished:
-        click.echo(f"labeler: {s.unfinished} rows were not attempted by their batch (expired, "
-                   "cancelled or failed); the next run sends them again", err=True)
+        click.echo(
+            f"labeler: {s.unfinished} rows were not attempted by their batch (expired, "
+            "cancelled or failed); the next run sends them again",
+            err=True,
+        )
 
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--max-age", "max_age_days", type=_bounded("max_age_days"), metavar="DAYS",
-              help="Relabel items whose stored answer is older than DAYS (overrides the "
-                   "config's max_age_days).")
-@click.option("--quiet", "-q", is_flag=True,
-              help="Only the JSON line on stdout (errors and warnings still on stderr).")
+@click.option(
+    "--max-age",
+    "max_age_days",
+    type=_bounded("max_age_days"),
+    metavar="DAYS",
+    help="Relabel items whose stored answer is older than DAYS (overrides the config's max_age_days).",
+)
+@click.option(
+    "--quiet", "-q", is_flag=True, help="Only the JSON line on stdout (errors and warnings still on stderr)."
+)
 def refresh(config: str, max_age_days: float | None, quiet: bool) -> None:
     """Scheduled refresh: label what changed in CONFIG's input, publish a new version.
 
@@ -744,8 +1011,7 @@ def refresh(config: str, max_age_days: float | None, quiet: bool) -> None:
     from labeler.refresh import refresh as run_refresh
 
     try:
-        result = run_refresh(config, max_age_days=max_age_days, on_warning=_warn,
-                             handle_signals=True)
+        result = run_refresh(config, max_age_days=max_age_days, on_warning=_warn, handle_signals=True)
     except Exception as exc:  # a bug: cron still gets its one JSON line and exit 1
         traceback.print_exc()
         result = RefreshResult(config, error=f"{type(exc).__name__}: {exc}")
@@ -755,10 +1021,13 @@ def refresh(config: str, max_age_days: float | None, quiet: bool) -> None:
         click.echo(f"labeler: error: {redact(result.error)}", err=True)
     elif not quiet:
         s = result.summary
-        click.echo(f"labeler: refresh {result.outcome}: {s.get('rows', 0)} rows, "
-                   f"{s.get('labeled', 0)} labeled, {s.get('cached', 0)} cached, "
-                   f"{s.get('failed', 0)} failed, {s.get('rejected', 0)} rejected; "
-                   f"current: {result.current}", err=True)
+        click.echo(
+            f"labeler: refresh {result.outcome}: {s.get('rows', 0)} rows, "
+            f"{s.get('labeled', 0)} labeled, {s.get('cached', 0)} cached, "
+            f"{s.get('failed', 0)} failed, {s.get('rejected', 0)} rejected; "
+            f"current: {result.current}",
+            err=True,
+        )
     click.echo(result.to_json())
     sys.exit(result.exit_code)
 
@@ -773,16 +1042,24 @@ def _estimate_cascade(job: Any, escalation_rate: str | None, as_json: bool) -> N
             try:
                 rates = [float(x) for x in escalation_rate.split(",")]
             except ValueError:
-                raise ConfigError(f"--escalation-rate '{escalation_rate}': expected numbers "
-                                  "in [0, 1], e.g. 0.3") from None
+                raise ConfigError(
+                    f"--escalation-rate '{escalation_rate}': expected numbers in [0, 1], e.g. 0.3"
+                ) from None
         task, spec = job.load_task(), job.cascade_spec()
         with contextlib.ExitStack() as stack:
             store = identities = None
             if job.store_path().exists():
                 store = stack.enter_context(Store(job.store_path()))
                 identities = [t.identity for t in job.make_stage_teachers(spec)]
-            est = estimate_cascade(task, spec, lambda: job.rows(task), job.prices,
-                                   identities=identities, store=store, escalation_rate=rates)
+            est = estimate_cascade(
+                task,
+                spec,
+                lambda: job.rows(task),
+                job.prices,
+                identities=identities,
+                store=store,
+                escalation_rate=rates,
+            )
     except LabelerError as exc:
         _fail(exc)
     if as_json:
@@ -790,10 +1067,14 @@ def _estimate_cascade(job: Any, escalation_rate: str | None, as_json: bool) -> N
         return
     for st in est.stages:
         cost = "unknown" if st["cost_usd"] is None else f"${st['cost_usd']:.4f}"
-        rate = (f"; passes on {st['escalation_rate']:.1%} ({st['rate_source']})"
-                if "escalation_rate" in st else "")
-        click.echo(f"stage {st['stage']} {st['teacher']:<36} {st['reach']:.1%} of "
-                   f"{st['rows']} rows, {cost}{rate}")
+        rate = (
+            f"; passes on {st['escalation_rate']:.1%} ({st['rate_source']})"
+            if "escalation_rate" in st
+            else ""
+        )
+        click.echo(
+            f"stage {st['stage']} {st['teacher']:<36} {st['reach']:.1%} of {st['rows']} rows, {cost}{rate}"
+        )
     total = "unknown" if est.cost_usd is None else f"${est.cost_usd:.4f}"
     alone = "unknown" if est.last_alone_usd is None else f"${est.last_alone_usd:.4f}"
     click.echo(f"cascade          {total} expected (the last teacher alone: {alone})")
@@ -808,43 +1089,61 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
     try:
         prices = None
         if kw.get("prices_file") or kw.get("price_overrides"):
-            prices = (PriceTable.from_file(kw["prices_file"]) if kw.get("prices_file")
-                      else PriceTable.default())
+            prices = (
+                PriceTable.from_file(kw["prices_file"]) if kw.get("prices_file") else PriceTable.default()
+            )
             for spec in kw.get("price_overrides") or ():
                 prices = prices.with_override(spec)
         export_opts = ExportOptions(
-            kind=kw["kind"], format=kw["fmt"],
-            filters=FilterSpec(min_confidence=kw.get("min_confidence"),
-                               min_margin=kw.get("min_margin"),
-                               max_entropy=kw.get("max_entropy"),
-                               drop_invalid=not kw.get("keep_invalid")),
-            validation_size=kw["validation_size"], seed=kw["seed"],
-            split_field=kw.get("split_field"), text_field=kw.get("text_field"),
-            push_to_hub=kw.get("push_to_hub"), private=not kw.get("public"),
+            kind=kw["kind"],
+            format=kw["fmt"],
+            filters=FilterSpec(
+                min_confidence=kw.get("min_confidence"),
+                min_margin=kw.get("min_margin"),
+                max_entropy=kw.get("max_entropy"),
+                drop_invalid=not kw.get("keep_invalid"),
+            ),
+            validation_size=kw["validation_size"],
+            seed=kw["seed"],
+            split_field=kw.get("split_field"),
+            text_field=kw.get("text_field"),
+            push_to_hub=kw.get("push_to_hub"),
+            private=not kw.get("public"),
             human_labels=not kw.get("teacher_labels"),
             include_awaiting_human=bool(kw.get("include_awaiting_human")),
             sft_shape=kw.get("sft_shape") or "prompt-completion",
             kd_layout=kw.get("kd_layout") or "tokens",
             reasoning=kw.get("reasoning_mode") or "auto",
-            card_license=kw.get("card_license"), card_endpoint=bool(kw.get("card_endpoint")),
+            card_license=kw.get("card_license"),
+            card_endpoint=bool(kw.get("card_endpoint")),
             calibration=_calibration(kw.get("calibration")),
             calibration_mode=("none" if kw.get("calibration") == "none" else "auto"),
-            gold_field=kw.get("gold_field"), gold_map=_gold_map(kw.get("gold_map")),
+            gold_field=kw.get("gold_field"),
+            gold_map=_gold_map(kw.get("gold_map")),
             force=bool(kw.get("force")),
         )
         return Job(
-            task=task, input=input_path, teacher=kw["teacher"], out=kw.get("out"),
-            store=kw.get("store"), base_url=",".join(kw.get("base_url") or ()) or None,
+            task=task,
+            input=input_path,
+            teacher=kw["teacher"],
+            out=kw.get("out"),
+            store=kw.get("store"),
+            base_url=",".join(kw.get("base_url") or ()) or None,
             teacher_options={},
             api_key=_read_key_file(kw.get("api_key_file")),
             **{o.field: kw.get(o.key, o.default) for o in options.OPTIONS},
-            prices=prices, id_field=kw.get("id_field"),
-            input_format=kw.get("input_format"), delimiter=kw.get("delimiter"),
-            input_split=kw.get("input_split"), input_map=parse_input_map(kw.get("input_map") or ()),
+            prices=prices,
+            id_field=kw.get("id_field"),
+            input_format=kw.get("input_format"),
+            delimiter=kw.get("delimiter"),
+            input_split=kw.get("input_split"),
+            input_map=parse_input_map(kw.get("input_map") or ()),
             limit=kw.get("limit"),
-            rejects=kw.get("rejects"), export=export_opts,
+            rejects=kw.get("rejects"),
+            export=export_opts,
             progress=False if kw.get("quiet") else None,
-            batch=bool(kw.get("batch")), no_wait=bool(kw.get("no_wait")),
+            batch=bool(kw.get("batch")),
+            no_wait=bool(kw.get("no_wait")),
         )
     except LabelerError as exc:
         _fail(exc)
@@ -881,61 +1180,97 @@ def _read_key_file(path: str | None) -> str | None:
     return read_key_file(path) if path else None
 
 
-_BOUND = {"limit": "bound by the rate limit", "latency": "bound by latency",
-          "errors": "cut by server errors", "ceiling": "at the -c ceiling"}
+_BOUND = {
+    "limit": "bound by the rate limit",
+    "latency": "bound by latency",
+    "errors": "cut by server errors",
+    "ceiling": "at the -c ceiling",
+}
 
 
 def _print_summary(result: Any) -> None:
     s = result.summary
-    parts = [f"{s.rows} rows", f"{s.labeled} labeled", f"{s.cached} cached",
-             f"{s.failed} failed", f"{s.rejected} rejected"]
+    parts = [
+        f"{s.rows} rows",
+        f"{s.labeled} labeled",
+        f"{s.cached} cached",
+        f"{s.failed} failed",
+        f"{s.rejected} rejected",
+    ]
     if s.skipped:
         parts.append(f"{s.skipped} not sent")
-    click.echo(f"labeler: {', '.join(parts)} in {s.elapsed_s:.1f}s "
-               f"({s.requests} requests, {s.retries} retries)", err=True)
+    click.echo(
+        f"labeler: {', '.join(parts)} in {s.elapsed_s:.1f}s ({s.requests} requests, {s.retries} retries)",
+        err=True,
+    )
     for st in s.stages:  # a cascade's stages, or an ensemble's members
         if "awaiting" in st:  # a cascade's last stage: a person
-            click.echo(f"labeler:   stage {st['stage']} human: {st['rows']} rows queued, "
-                       f"{st['labeled']} decided, {st['awaiting']} await `labeler review`",
-                       err=True)
+            click.echo(
+                f"labeler:   stage {st['stage']} human: {st['rows']} rows queued, "
+                f"{st['labeled']} decided, {st['awaiting']} await `labeler review`",
+                err=True,
+            )
             continue
         which = f"stage {st['stage']}" if "stage" in st else f"member {st['member']}"
         passed = f", {st['escalated']} passed on" if "escalated" in st else ""
-        click.echo(f"labeler:   {which} {st['teacher']}: {st['rows']} rows, "
-                   f"{st['labeled']} labeled, {st['cached']} cached, {st['failed']} failed"
-                   f"{passed}; ${st['cost_usd']:.4f} in {st['elapsed_s']:.1f}s", err=True)
+        click.echo(
+            f"labeler:   {which} {st['teacher']}: {st['rows']} rows, "
+            f"{st['labeled']} labeled, {st['cached']} cached, {st['failed']} failed"
+            f"{passed}; ${st['cost_usd']:.4f} in {st['elapsed_s']:.1f}s",
+            err=True,
+        )
     if s.refused_params:  # each said once as it was learned; counted here
-        click.echo(f"labeler: refused by the teacher: {', '.join(s.refused_params)} (those "
-                   "requests were sent again without them)", err=True)
+        click.echo(
+            f"labeler: refused by the teacher: {', '.join(s.refused_params)} (those "
+            "requests were sent again without them)",
+            err=True,
+        )
     if s.http_failures or s.http_requests != s.requests:
-        answers = ", ".join(f"{n} {_HTTP_WORDS.get(reason, reason)}" for reason, n in
-                            sorted(s.http_failures.items(), key=lambda kv: -kv[1]))
-        click.echo(f"labeler: {s.http_requests} HTTP requests sent"
-                   + (f"; answered {answers}" if answers else ""), err=True)
+        answers = ", ".join(
+            f"{n} {_HTTP_WORDS.get(reason, reason)}"
+            for reason, n in sorted(s.http_failures.items(), key=lambda kv: -kv[1])
+        )
+        click.echo(
+            f"labeler: {s.http_requests} HTTP requests sent" + (f"; answered {answers}" if answers else ""),
+            err=True,
+        )
     c = s.concurrency
     if c and s.requests:
-        click.echo(f"labeler: in flight {c['min']}-{c['max']} (median {c['median']}, "
-                   f"{_BOUND.get(c['bound'], c['bound'])}; ceiling {c['ceiling']})", err=True)
+        click.echo(
+            f"labeler: in flight {c['min']}-{c['max']} (median {c['median']}, "
+            f"{_BOUND.get(c['bound'], c['bound'])}; ceiling {c['ceiling']})",
+            err=True,
+        )
     if s.cost_usd:
-        click.echo(f"labeler: cost ${s.cost_usd:.4f} ({s.prompt_tokens} prompt, "
-                   f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)", err=True)
+        click.echo(
+            f"labeler: cost ${s.cost_usd:.4f} ({s.prompt_tokens} prompt, "
+            f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)",
+            err=True,
+        )
     for reason, n in sorted(s.failures_by_reason.items(), key=lambda kv: -kv[1]):
         said = s.failure_messages.get(reason)  # the server's own words, redacted
         if reason == "context_length":  # the cause a bare HTTP 400 would hide, said plainly
             reason = f"{reason} ({CONTEXT_TOO_LONG})"
             said = said.removeprefix(f"{CONTEXT_TOO_LONG}: ") if said else said
-        click.echo(f"labeler:   failed {n} × {reason}" + (f": {said}" if said else ""),
-                   err=True)
+        click.echo(f"labeler:   failed {n} × {reason}" + (f": {said}" if said else ""), err=True)
     if s.failed_transient:
-        click.echo(f"labeler: {s.failed_transient} failed on transient errors (rate limits, "
-                   "server errors, timeouts): rerun the same command to send them again",
-                   err=True)
+        click.echo(
+            f"labeler: {s.failed_transient} failed on transient errors (rate limits, "
+            "server errors, timeouts): rerun the same command to send them again",
+            err=True,
+        )
     if s.failed_final:
-        click.echo(f"labeler: {s.failed_final} failed finally (the request was refused as it "
-                   "is): fix the cause, then rerun with --retry-failed", err=True)
+        click.echo(
+            f"labeler: {s.failed_final} failed finally (the request was refused as it "
+            "is): fix the cause, then rerun with --retry-failed",
+            err=True,
+        )
     if s.budget_stopped:
-        click.echo("labeler: the budget stopped new requests; rerun with a higher --budget "
-                   "to continue (nothing is sent twice)", err=True)
+        click.echo(
+            "labeler: the budget stopped new requests; rerun with a higher --budget "
+            "to continue (nothing is sent twice)",
+            err=True,
+        )
     if s.interrupted:
         click.echo("labeler: interrupted; rerun the same command to resume", err=True)
     if result.rejects:
@@ -953,8 +1288,10 @@ _HTTP_WORDS = {"http_429": "rate-limited (429)", "overloaded": "overloaded (529)
 
 
 def _print_export(report: Any) -> None:
-    click.echo(f"labeler: exported {report.exported} rows ({report.kind}, {report.format}) "
-               f"to {report.path}", err=True)
+    click.echo(
+        f"labeler: exported {report.exported} rows ({report.kind}, {report.format}) to {report.path}",
+        err=True,
+    )
     for name, n in report.filtered.items():
         if n:
             click.echo(f"labeler:   {n} removed by {name}", err=True)
@@ -962,13 +1299,15 @@ def _print_export(report: Any) -> None:
         click.echo(f"labeler:   {report.missing} rows have no stored answer yet", err=True)
     if report.awaiting_human:
         held = "held out" if report.held_for_human else "exported, marked awaiting_human"
-        click.echo(f"labeler:   {report.awaiting_human} rows await a person (labeler review): "
-                   f"{held}", err=True)
+        click.echo(
+            f"labeler:   {report.awaiting_human} rows await a person (labeler review): {held}", err=True
+        )
     if report.verification:
         _print_verification(report.verification)
     if report.unpaired:  # only a kind that pairs answers leaves rows out for want of one
-        click.echo(f"labeler:   {report.unpaired} rows left out: no verified or no failed "
-                   "answer to pair", err=True)
+        click.echo(
+            f"labeler:   {report.unpaired} rows left out: no verified or no failed answer to pair", err=True
+        )
     if report.calibration:
         click.echo(f"labeler:   calibration: {report.calibration}", err=True)
     for warning in report.prior_warnings:
@@ -982,17 +1321,25 @@ def _print_export(report: Any) -> None:
 
 def _print_verification(v: dict[str, Any]) -> None:
     """The pass rates of --verify, in one line (and the checkers' own failures)."""
+
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{x:.1%}"
+
     at_n = f", pass@{v['samples']} {pct(v['pass@N'])}" if v["samples"] > 1 else ""
-    click.echo(f"labeler: verified {v['answers']} answers of {v['rows']} rows with "
-               f"{v['spec']}: pass rate {pct(v['pass_rate'])}, pass@1 {pct(v['pass@1'])}"
-               f"{at_n} ({v['checked']} checked, {v['cached']} stored verdicts)", err=True)
+    click.echo(
+        f"labeler: verified {v['answers']} answers of {v['rows']} rows with "
+        f"{v['spec']}: pass rate {pct(v['pass_rate'])}, pass@1 {pct(v['pass@1'])}"
+        f"{at_n} ({v['checked']} checked, {v['cached']} stored verdicts)",
+        err=True,
+    )
     broken = {k: n for k, n in v["verdicts"].items() if k in ("error", "timeout")}
     if broken:
-        click.echo("labeler:   the checker failed on "
-                   + ", ".join(f"{n} answers ({k})" for k, n in broken.items())
-                   + ": those answers count as not passing", err=True)
+        click.echo(
+            "labeler:   the checker failed on "
+            + ", ".join(f"{n} answers ({k})" for k, n in broken.items())
+            + ": those answers count as not passing",
+            err=True,
+        )
 
 
 def _warn(message: str) -> None:

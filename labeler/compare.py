@@ -45,10 +45,15 @@ class TeacherCounts:
     labels: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"teacher": self.teacher, "answered": self.answered, "invalid": self.invalid,
-                "failed": self.failed, "missing": self.missing,
-                "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
-                "labels": dict(self.labels)}
+        return {
+            "teacher": self.teacher,
+            "answered": self.answered,
+            "invalid": self.invalid,
+            "failed": self.failed,
+            "missing": self.missing,
+            "cost_usd": None if self.cost_usd is None else round(self.cost_usd, 6),
+            "labels": dict(self.labels),
+        }
 
 
 @dataclass
@@ -91,33 +96,48 @@ class Comparison:
         """For each label: rows A gave it, rows B gave it, rows both gave it."""
         names = (*self.labels, INVALID)
         k = len(names)
-        return {names[i]: {"a": sum(self.confusion[i]),
-                           "b": sum(self.confusion[r][i] for r in range(k)),
-                           "both": self.confusion[i][i]} for i in range(k)}
+        return {
+            names[i]: {
+                "a": sum(self.confusion[i]),
+                "b": sum(self.confusion[r][i] for r in range(k)),
+                "both": self.confusion[i][i],
+            }
+            for i in range(k)
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "task": self.task, "teachers": [self.a.teacher, self.b.teacher],
-            "rows": self.rows, "rejected": self.rejected, "both_answered": self.both,
-            "agree": self.agree, "agreement": _rounded(self.agreement),
-            "kappa": _rounded(self.kappa), "labels": [*self.labels, INVALID],
-            "confusion": [list(r) for r in self.confusion], "per_label": self.per_label(),
-            "a": self.a.to_dict(), "b": self.b.to_dict(),
+            "task": self.task,
+            "teachers": [self.a.teacher, self.b.teacher],
+            "rows": self.rows,
+            "rejected": self.rejected,
+            "both_answered": self.both,
+            "agree": self.agree,
+            "agreement": _rounded(self.agreement),
+            "kappa": _rounded(self.kappa),
+            "labels": [*self.labels, INVALID],
+            "confusion": [list(r) for r in self.confusion],
+            "per_label": self.per_label(),
+            "a": self.a.to_dict(),
+            "b": self.b.to_dict(),
         }
 
     def to_table(self) -> str:
         """The report as the CLI prints it."""
         agreement = "n/a" if self.agreement is None else f"{self.agreement:.1%}"
         kappa = "n/a" if self.kappa is None else f"{self.kappa:.3f}"
-        lines = [f"rows             {self.rows} ({self.both} answered by both, "
-                 f"{self.rejected} rejected)",
-                 f"agreement        {agreement} ({self.agree} of {self.both})",
-                 f"cohen's kappa    {kappa}"]
+        lines = [
+            f"rows             {self.rows} ({self.both} answered by both, {self.rejected} rejected)",
+            f"agreement        {agreement} ({self.agree} of {self.both})",
+            f"cohen's kappa    {kappa}",
+        ]
         for name, side in (("A", self.a), ("B", self.b)):
             cost = "cost unknown" if side.cost_usd is None else f"${side.cost_usd:.4f} paid"
-            lines.append(f"teacher {name}        {side.teacher}: {side.answered} answered "
-                         f"({side.invalid} invalid), {side.failed} failed, {side.missing} not "
-                         f"answered; {cost}")
+            lines.append(
+                f"teacher {name}        {side.teacher}: {side.answered} answered "
+                f"({side.invalid} invalid), {side.failed} failed, {side.missing} not "
+                f"answered; {cost}"
+            )
         names = [*self.labels, INVALID]
         width = max(12, *(len(n) + 2 for n in names))
         lines.append("")
@@ -154,13 +174,19 @@ def compare(job: Job, teachers: Sequence[str]) -> Comparison:
     pair = _Pair(parse_teachers(teachers))
     made = job.make_stage_teachers(pair)  # type: ignore[arg-type]
     if not job.store_path().exists():
-        raise StoreError(f"{job.store_path()}: no such store; label the input with both "
-                         "teachers first (labeler run)")
+        raise StoreError(
+            f"{job.store_path()}: no such store; label the input with both teachers first (labeler run)"
+        )
     labels = task.labels
     index = {label: i for i, label in enumerate(labels)}
     k = len(labels) + 1
-    report = Comparison(str(task.path), labels, TeacherCounts(teachers[0]),
-                        TeacherCounts(teachers[1]), confusion=[[0] * k for _ in range(k)])
+    report = Comparison(
+        str(task.path),
+        labels,
+        TeacherCounts(teachers[0]),
+        TeacherCounts(teachers[1]),
+        confusion=[[0] * k for _ in range(k)],
+    )
     with Store(job.store_path(), readonly=True) as store:
         planners = [Planner(task, t.identity, store) for t in made]
         paid: list[list[str]] = [[], []]
@@ -171,9 +197,10 @@ def compare(job: Job, teachers: Sequence[str]) -> Comparison:
                     report.rejected += 1
                     continue
                 report.rows += 1
-                got = [_label(task, forms, side, keys)
-                       for forms, side, keys in zip((forms_a, forms_b), (report.a, report.b),
-                                                    paid, strict=True)]
+                got = [
+                    _label(task, forms, side, keys)
+                    for forms, side, keys in zip((forms_a, forms_b), (report.a, report.b), paid, strict=True)
+                ]
                 got_a, got_b = got
                 if got_a is None or got_b is None:
                     continue

@@ -95,8 +95,12 @@ class Completion:
         for t in self.tokens:
             item: list[Any] = [t.token, t.logprob, [list(a) for a in t.top]]
             if t.id is not None or t.raw is not None or t.top_ids or t.top_raw:
-                item += [t.id, None if t.raw is None else t.raw.hex(), list(t.top_ids),
-                         [None if r is None else r.hex() for r in t.top_raw]]
+                item += [
+                    t.id,
+                    None if t.raw is None else t.raw.hex(),
+                    list(t.top_ids),
+                    [None if r is None else r.hex() for r in t.top_raw],
+                ]
             out.append(item)
         return out
 
@@ -113,10 +117,17 @@ class Completion:
                 alts = tuple([(str(a), float(b)) for a, b, *_ in top])
             if len(item) > 3:
                 tid, raw, top_ids, top_raw = item[3], item[4], item[5], item[6]
-                out.append(TokenLogprob(
-                    tok, float(lp), alts, id=tid, top_ids=tuple(top_ids),
-                    raw=None if raw is None else bytes.fromhex(raw),
-                    top_raw=tuple(None if r is None else bytes.fromhex(r) for r in top_raw)))
+                out.append(
+                    TokenLogprob(
+                        tok,
+                        float(lp),
+                        alts,
+                        id=tid,
+                        top_ids=tuple(top_ids),
+                        raw=None if raw is None else bytes.fromhex(raw),
+                        top_raw=tuple(None if r is None else bytes.fromhex(r) for r in top_raw),
+                    )
+                )
             else:
                 out.append(TokenLogprob(tok, float(lp), alts))
         return out
@@ -175,22 +186,33 @@ class StoredCompletion(Completion):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Completion):
             return NotImplemented
-        return all(getattr(self, name) == getattr(other, name)
-                   for name in Completion.__dataclass_fields__)
+        return all(getattr(self, name) == getattr(other, name) for name in Completion.__dataclass_fields__)
 
     __hash__ = None  # type: ignore[assignment]  # as a Completion's
 
 
-def stored_completion(text: str, token_rows: list[Any] | None,
-                      usage_counts: tuple[int, ...], finish_reason: str | None,
-                      model: str, latency_s: float, samples: list[str] | None,
-                      reasoning: str | None = None,
-                      reasoning_blocks: list[dict[str, Any]] | None = None
-                      ) -> StoredCompletion:
+def stored_completion(
+    text: str,
+    token_rows: list[Any] | None,
+    usage_counts: tuple[int, ...],
+    finish_reason: str | None,
+    model: str,
+    latency_s: float,
+    samples: list[str] | None,
+    reasoning: str | None = None,
+    reasoning_blocks: list[dict[str, Any]] | None = None,
+) -> StoredCompletion:
     """A completion as a store row holds it: its tokens and usage left in their stored
     form until something reads them."""
-    completion = StoredCompletion(text, token_rows, finish_reason=finish_reason, model=model,
-                                  latency_s=latency_s, samples=samples, reasoning=reasoning,
-                                  reasoning_blocks=reasoning_blocks)
+    completion = StoredCompletion(
+        text,
+        token_rows,
+        finish_reason=finish_reason,
+        model=model,
+        latency_s=latency_s,
+        samples=samples,
+        reasoning=reasoning,
+        reasoning_blocks=reasoning_blocks,
+    )
     completion.usage_counts = usage_counts
     return completion

@@ -98,8 +98,7 @@ class InFlightTarget:
 
     # -- signals ---------------------------------------------------------------------------
 
-    def on_answer(self, latency_s: float, rate_per_s: float | None,
-                  epoch: int | None = None) -> None:
+    def on_answer(self, latency_s: float, rate_per_s: float | None, epoch: int | None = None) -> None:
         """One answer took `latency_s`; `rate_per_s` is the pace the known limits allow
         (None when no limit is known); `epoch` is `self.epoch` when it was sent. A
         growth round judges only requests sent at the current limit: those sent before
@@ -125,8 +124,10 @@ class InFlightTarget:
         latency = self.high_latency
         if latency is None:
             return  # nothing answered yet: keep the start value
-        self._set(rate_per_s * latency * HEADROOM * self._backoff + 1.0,
-                  "limit" if self._backoff >= 1.0 else "errors")
+        self._set(
+            rate_per_s * latency * HEADROOM * self._backoff + 1.0,
+            "limit" if self._backoff >= 1.0 else "errors",
+        )
 
     def on_failure(self, paced: bool) -> None:
         """A congestion event (a 429 burst, a 5xx, a timeout): cut once. The caller
@@ -153,8 +154,13 @@ class InFlightTarget:
             if seen >= half:
                 median = v
                 break
-        return {"min": values[0], "median": median, "max": values[-1], "ceiling": self.ceiling,
-                "bound": why.most_common(1)[0][0]}
+        return {
+            "min": values[0],
+            "median": median,
+            "max": values[-1],
+            "ceiling": self.ceiling,
+            "bound": why.most_common(1)[0][0],
+        }
 
     # -- inside ----------------------------------------------------------------------------
 

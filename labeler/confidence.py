@@ -20,8 +20,17 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 
-__all__ = ["DISTRIBUTION_MEASURES", "LOWER_IS_BETTER", "MEASURES", "Confidence", "agreement",
-           "distribution_measures", "mean_logprob", "measure", "share"]
+__all__ = [
+    "DISTRIBUTION_MEASURES",
+    "LOWER_IS_BETTER",
+    "MEASURES",
+    "Confidence",
+    "agreement",
+    "distribution_measures",
+    "mean_logprob",
+    "measure",
+    "share",
+]
 
 
 @dataclass(frozen=True)
@@ -60,8 +69,7 @@ DISTRIBUTION_MEASURES: tuple[str, ...] = ("max_prob", "margin", "entropy")
 LOWER_IS_BETTER: frozenset[str] = frozenset({"entropy"})
 
 
-def distribution_measures(probs: Sequence[float], valid: bool = True
-                          ) -> tuple[float, float, float]:
+def distribution_measures(probs: Sequence[float], valid: bool = True) -> tuple[float, float, float]:
     """``(max_prob, margin, entropy)`` of a label distribution; for one with no mass on any
     label (``valid`` False) the least confident values, 0, 0 and log(K)."""
     if not valid:
@@ -73,8 +81,13 @@ def distribution_measures(probs: Sequence[float], valid: bool = True
     return best, margin, entropy
 
 
-def measure(probs: Sequence[float], valid: bool = True, *, mean_logprob: float | None = None,
-            agreement: float | None = None) -> Confidence:
+def measure(
+    probs: Sequence[float],
+    valid: bool = True,
+    *,
+    mean_logprob: float | None = None,
+    agreement: float | None = None,
+) -> Confidence:
     """The `Confidence` of a label distribution, with the measures that come from elsewhere
     (the answer's tokens, the voters) passed through."""
     return Confidence(*distribution_measures(probs, valid), mean_logprob, agreement)

@@ -52,12 +52,12 @@ class EnsembleSpec:
         if len(self.stages) < 2:
             raise ConfigError("--ensemble needs at least two teachers, comma-separated")
         if self.combine not in COMBINE:
-            raise ConfigError(f"--ensemble-combine '{self.combine}': expected one of "
-                              f"{', '.join(COMBINE)}")
+            raise ConfigError(f"--ensemble-combine '{self.combine}': expected one of {', '.join(COMBINE)}")
         for stage, w in zip(self.stages, self.weights, strict=True):
             if not (math.isfinite(w) and w > 0):
-                raise ConfigError(f"--ensemble {stage.teacher}: a weight must be a positive "
-                                  f"number, got {w:g}")
+                raise ConfigError(
+                    f"--ensemble {stage.teacher}: a weight must be a positive number, got {w:g}"
+                )
 
     @classmethod
     def parse(cls, ensemble: str | Sequence[str], combine: str | None = None) -> EnsembleSpec:
@@ -73,8 +73,10 @@ class EnsembleSpec:
                 try:
                     weight = float(tail)
                 except ValueError:
-                    raise ConfigError(f"--ensemble '{spec}': the weight after '=' must be a "
-                                      "number, e.g. openai:gpt-4o-mini=2") from None
+                    raise ConfigError(
+                        f"--ensemble '{spec}': the weight after '=' must be a "
+                        "number, e.g. openai:gpt-4o-mini=2"
+                    ) from None
                 spec = head
             teacher, mark, url = spec.partition("@http")
             stages.append(Stage(teacher, "http" + url if mark else None))
@@ -87,8 +89,7 @@ class EnsembleSpec:
         k = len(dists[0][1])
         if self.combine == "mean":
             return [sum(w * p[i] for w, p in dists) / total for i in range(k)]
-        logs = [sum(w * math.log(max(p[i], _FLOOR)) for w, p in dists) / total
-                for i in range(k)]
+        logs = [sum(w * math.log(max(p[i], _FLOOR)) for w, p in dists) / total for i in range(k)]
         top = max(logs)
         raw = [math.exp(x - top) for x in logs]
         norm = sum(raw)
@@ -106,8 +107,9 @@ class EnsembleRun:
     another).
     """
 
-    def __init__(self, spec: EnsembleSpec, teachers: Sequence[Teacher],
-                 make_labeler: Callable[[int, Teacher], Labeler]) -> None:
+    def __init__(
+        self, spec: EnsembleSpec, teachers: Sequence[Teacher], make_labeler: Callable[[int, Teacher], Labeler]
+    ) -> None:
         self.spec = spec
         self.teachers = list(teachers)
         self.make_labeler = make_labeler
@@ -125,8 +127,7 @@ class EnsembleRun:
             await lb.aclose()
         self._labelers = []
 
-    async def run(self, rows: Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]
-                         ) -> RunSummary:
+    async def run(self, rows: Callable[[], Iterable[Row | Reject | Mapping[str, Any]]]) -> RunSummary:
         self._labelers = [self.make_labeler(i, t) for i, t in enumerate(self.teachers)]
         answered: set[tuple[str, int]] = set()
         failed: dict[tuple[str, int], str] = {}
@@ -142,17 +143,29 @@ class EnsembleRun:
 
         start = time.monotonic()
         await asyncio.gather(*(one(lb) for lb in self._labelers))
-        self.members = [StageReport(i + 1, s.teacher, lb.summary)
-                        for i, (s, lb) in enumerate(zip(self.spec.stages, self._labelers,
-                                                        strict=True))]
+        self.members = [
+            StageReport(i + 1, s.teacher, lb.summary)
+            for i, (s, lb) in enumerate(zip(self.spec.stages, self._labelers, strict=True))
+        ]
         total = RunSummary()
         first = self.members[0].summary
         total.rows, total.rejected = first.rows, first.rejected
         for m in self.members:
             s = m.summary
-            for name in ("labeled", "cached", "skipped", "requests", "retries",
-                         "http_requests", "rate_limited", "overloaded", "prompt_tokens",
-                         "completion_tokens", "cached_tokens", "cost_usd"):
+            for name in (
+                "labeled",
+                "cached",
+                "skipped",
+                "requests",
+                "retries",
+                "http_requests",
+                "rate_limited",
+                "overloaded",
+                "prompt_tokens",
+                "completion_tokens",
+                "cached_tokens",
+                "cost_usd",
+            ):
                 setattr(total, name, getattr(total, name) + getattr(s, name))
             total.interrupted |= s.interrupted
             total.budget_stopped |= s.budget_stopped
@@ -182,19 +195,22 @@ class EnsemblePlanner(MultiPlanner):
 
     kind = "ensemble"
 
-    def __init__(self, task: Task, spec: EnsembleSpec, identities: Sequence[Mapping[str, Any]],
-                 store: Store) -> None:
+    def __init__(
+        self, task: Task, spec: EnsembleSpec, identities: Sequence[Mapping[str, Any]], store: Store
+    ) -> None:
         if task.label_space is None:
-            raise ConfigError(f"--ensemble needs a label task; {task.path} is "
-                              f"'{task.output_kind}'")
-        super().__init__(task, identities, store,
-                         [f"member {n + 1}: {st.teacher}" for n, st in enumerate(spec.stages)])
+            raise ConfigError(f"--ensemble needs a label task; {task.path} is '{task.output_kind}'")
+        super().__init__(
+            task, identities, store, [f"member {n + 1}: {st.teacher}" for n, st in enumerate(spec.stages)]
+        )
         self.spec = spec
 
     def _fold(self, items: list[Item]) -> Item:
         answers: list[tuple[int, Answer]] = [
-            (n, read_answer(self.task, item.completion)) for n, item in enumerate(items)
-            if item.status == CACHED and item.completion is not None]
+            (n, read_answer(self.task, item.completion))
+            for n, item in enumerate(items)
+            if item.status == CACHED and item.completion is not None
+        ]
         for n, _ in answers:
             self.usage[n].add(items[n])
         if not answers:
@@ -218,8 +234,7 @@ class EnsemblePlanner(MultiPlanner):
             return answers[0][1]  # nobody named a label: invalid, as each member's is
         weights = self.spec.weights
         probs = self.spec.mix([(weights[n], s.probs) for n, s in valid])
-        outside = (sum(weights[n] * s.outside for n, s in valid)
-                   / sum(weights[n] for n, _ in valid))
+        outside = sum(weights[n] * s.outside for n, s in valid) / sum(weights[n] for n, _ in valid)
         soft = SoftLabel(tuple(probs), outside, "ensemble", any(s.ambiguous for _, s in valid))
         label = soft.label(space)
         conf = measure(probs, agreement=agreement([a.label for _, a in answers], label))
@@ -227,9 +242,14 @@ class EnsemblePlanner(MultiPlanner):
 
     def _member(self, n: int, answer: Answer) -> dict[str, Any]:
         soft = answer.soft if answer.label is not None else None
-        return {"member": n + 1, "teacher": self.spec.stages[n].teacher,
-                "weight": self.spec.weights[n], "label": answer.label, "valid": answer.valid,
-                "soft_label": list(soft.probs) if soft else None}
+        return {
+            "member": n + 1,
+            "teacher": self.spec.stages[n].teacher,
+            "weight": self.spec.weights[n],
+            "label": answer.label,
+            "valid": answer.valid,
+            "soft_label": list(soft.probs) if soft else None,
+        }
 
 
 __all__ = ["COMBINE", "EnsemblePlanner", "EnsembleRun", "EnsembleSpec"]

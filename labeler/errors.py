@@ -175,8 +175,9 @@ class ParameterRefused(FinalError):
     that carries no logprobs): that answer is paid for and kept.
     """
 
-    def __init__(self, param: str, message: str, *, status: int | None = None,
-                 answer: Completion | None = None) -> None:
+    def __init__(
+        self, param: str, message: str, *, status: int | None = None, answer: Completion | None = None
+    ) -> None:
         reason = f"http_{status}" if status is not None and status >= 400 else f"no_{param}"
         super().__init__(reason, message, status=status)
         self.param = param
@@ -187,15 +188,20 @@ CONTEXT_TOO_LONG = "prompt too long for the server's context"
 # How servers word a prompt over their context in a 400: OpenAI and vLLM ("maximum
 # context length"), llama.cpp's server ("exceeds the available context size", type
 # exceed_context_size_error), Anthropic ("prompt is too long").
-CONTEXT_WORDINGS = ("maximum context length", "exceeds the available context size",
-                    "exceed_context_size_error", "prompt is too long")
+CONTEXT_WORDINGS = (
+    "maximum context length",
+    "exceeds the available context size",
+    "exceed_context_size_error",
+    "prompt is too long",
+)
 
 
 def context_too_long(code: str | None, message: str, status: int | None) -> FinalError | None:
     """The failure of a prompt the server's context cannot hold, said in those words (a
     bare HTTP 400 hides the one cause no retry and no other option fixes), or None."""
     if code in ("context_length_exceeded", "exceed_context_size_error") or any(
-            w in message for w in CONTEXT_WORDINGS):
+        w in message for w in CONTEXT_WORDINGS
+    ):
         return FinalError("context_length", f"{CONTEXT_TOO_LONG}: {message}", status=status)
     return None
 
@@ -204,10 +210,18 @@ def context_too_long(code: str | None, message: str, status: int | None) -> Fina
 # server that was down, slow or overloaded may be fine an hour later); HTTP reasons are
 # judged by their status. Everything else (400, 401, 403, 404, context too long, content
 # filter, refusal) is final: only --retry-failed sends it again.
-TRANSIENT_REASONS = frozenset({
-    "timeout", "connection", "disconnected", "endpoints_down", "invalid_json", "error_body",
-    "api_error", "overloaded",
-})
+TRANSIENT_REASONS = frozenset(
+    {
+        "timeout",
+        "connection",
+        "disconnected",
+        "endpoints_down",
+        "invalid_json",
+        "error_body",
+        "api_error",
+        "overloaded",
+    }
+)
 TRANSIENT_STATUSES = frozenset({408, 409, 429})
 
 
@@ -257,9 +271,15 @@ STATUS_HINTS: dict[str, StatusHints] = {
 }
 
 
-def classify_status(status: int, message: str, *, provider: str = "openai",
-                    code: object = None, retry_after: float | None = None,
-                    refusal: ParameterRefused | None = None) -> TeacherError:
+def classify_status(
+    status: int,
+    message: str,
+    *,
+    provider: str = "openai",
+    code: object = None,
+    retry_after: float | None = None,
+    refusal: ParameterRefused | None = None,
+) -> TeacherError:
     """An HTTP error answer as labeler's failure: the one ladder every teacher and batch
     path goes through. ``code`` is the provider's error code or type, ``retry_after`` what
     the server asked to wait (kept on retryable failures only) and ``refusal`` the

@@ -97,8 +97,11 @@ class TokenCounter:
             import tiktoken
         except ImportError:
             return
-        encoding = "o200k_base" if model.startswith(_O200K_PREFIXES) or not model.startswith(
-            ("gpt-", "text-")) else "cl100k_base"
+        encoding = (
+            "o200k_base"
+            if model.startswith(_O200K_PREFIXES) or not model.startswith(("gpt-", "text-"))
+            else "cl100k_base"
+        )
         try:
             self._enc = tiktoken.get_encoding(encoding)
             self.name = f"tiktoken {encoding}"
@@ -153,8 +156,9 @@ def estimate(
     # found stored; rows are still keyed (under an empty identity) to count each distinct
     # request once.
     identity = teacher_obj.identity if teacher_obj is not None else {}
-    planner = Planner(task, identity, store if teacher_obj is not None else None,
-                      completions=False, failures=False)
+    planner = Planner(
+        task, identity, store if teacher_obj is not None else None, completions=False, failures=False
+    )
     seen: set[str] = set()
     prefix_tokens = 0
     sampling = Sampling(samples, soft_labels)
@@ -173,8 +177,9 @@ def estimate(
             est.already_stored += 1
             continue
         calls, answers = _shape(provider, teacher_obj, request, sampling)
-        priced_as_requests |= (teacher_obj is None and calls > 1
-                               and _facts(provider).choices_per_request is None)
+        priced_as_requests |= (
+            teacher_obj is None and calls > 1 and _facts(provider).choices_per_request is None
+        )
         est.requests += 1
         est.http_requests += calls
         prompt, prefix = counter.prompt(request)
@@ -184,23 +189,30 @@ def estimate(
         prefix_tokens = prefix
     forms = len(task.members)
     if forms > 1:
-        est.notes.append(f"prompt ensemble: each row is asked in {forms} prompt forms "
-                         f"({forms} requests per row, each cached on its own)")
+        est.notes.append(
+            f"prompt ensemble: each row is asked in {forms} prompt forms "
+            f"({forms} requests per row, each cached on its own)"
+        )
     if priced_as_requests:
-        est.notes.append(f"{sampling.n} samples per row priced as {sampling.n} requests (the "
-                         "prompt paid each time): whether this server takes `n` (one request, "
-                         "the prompt paid once) is learned by the run")
+        est.notes.append(
+            f"{sampling.n} samples per row priced as {sampling.n} requests (the "
+            "prompt paid each time): whether this server takes `n` (one request, "
+            "the prompt paid once) is learned by the run"
+        )
     if est.requests:
         _cache(est, provider, prefix_tokens, task)
     _price(est, prices)
     if thinking_budget(task.params) is not None:
-        est.notes.append("output tokens count the whole thinking budget and max_tokens per "
-                         "answer: an upper bound")
+        est.notes.append(
+            "output tokens count the whole thinking budget and max_tokens per answer: an upper bound"
+        )
     elif upper:
         est.notes.append("output tokens are max_tokens per answer: an upper bound for free text")
     if task.params.get("reasoning_effort") not in (None, "none"):
-        est.notes.append("reasoning tokens (billed as output) are not counted: a reasoning "
-                         "model's thinking can be many times its answer")
+        est.notes.append(
+            "reasoning tokens (billed as output) are not counted: a reasoning "
+            "model's thinking can be many times its answer"
+        )
     if est.cost_usd is None:
         est.notes.append(f"no price known for '{model}': add --price {model}=IN,OUT (USD/1M)")
     return est
@@ -215,8 +227,7 @@ def _teacher(teacher: Teacher | str) -> tuple[str, str, Teacher | None]:
     return provider, model, None
 
 
-def _shape(provider: str, teacher: Teacher | None, request: Request,
-           sampling: Sampling) -> tuple[int, int]:
+def _shape(provider: str, teacher: Teacher | None, request: Request, sampling: Sampling) -> tuple[int, int]:
     """(HTTP requests, answers per request) of one row, as the teacher would send it."""
     if teacher is not None:
         return request_shape(teacher, request)
@@ -249,8 +260,9 @@ def _output_tokens(task: Task, counter: TokenCounter) -> tuple[int, bool]:
     space = task.label_space
     if task.output_kind == "label" and space is not None:
         words = [w for forms in space.verbalizers.values() for w in forms] or list(space.labels)
-        longest = max(counter.count(task.answer_prefix + w if task.mode == "completion" else w)
-                      for w in words)
+        longest = max(
+            counter.count(task.answer_prefix + w if task.mode == "completion" else w) for w in words
+        )
         return (min(longest, max_tokens) if max_tokens else longest), False
     return max_tokens or 512, True
 
@@ -279,7 +291,11 @@ def _price(est: Estimate, prices: PriceTable) -> None:
     cached_rate = price.cached_input if price.cached_input is not None else price.input
     write_rate = price.cache_write if price.cache_write is not None else price.input
     fresh = est.prompt_tokens - est.cached_prompt_tokens
-    est.cost_usd = (fresh * price.input + est.cached_prompt_tokens * cached_rate
-                    + est.cache_write_tokens * write_rate + est.output_tokens * price.output) / PER
+    est.cost_usd = (
+        fresh * price.input
+        + est.cached_prompt_tokens * cached_rate
+        + est.cache_write_tokens * write_rate
+        + est.output_tokens * price.output
+    ) / PER
     worst_prompt = est.prompt_tokens + est.cache_write_tokens
     est.max_cost_usd = (worst_prompt * price.input + est.max_output_tokens * price.output) / PER

@@ -65,8 +65,10 @@ class CalibrationOptions:
         ignored or fit on nothing; both are told before anything is read."""
         bounds.check([("fit_fraction", self.fit_fraction)])
         if self.fit_fraction is not None and not self.methods:
-            raise ConfigError("--fit-fraction goes with --calibrate METHOD (it says how many "
-                              "gold rows the calibration is fitted on)")
+            raise ConfigError(
+                "--fit-fraction goes with --calibrate METHOD (it says how many "
+                "gold rows the calibration is fitted on)"
+            )
         if self.save is not None and not self.methods:
             raise ConfigError("--save-calibration needs --calibrate METHOD")
 
@@ -101,12 +103,15 @@ def evaluate_job(
     missing_gold = 0
     from_people = gold_field == HUMAN_GOLD
     with Store(job.store_path()) as store:
-        planner = Planner(task, identity, store, failures=False,
-                          single_answers=True)
+        planner = Planner(task, identity, store, failures=False, single_answers=True)
         for planned in planner.plan_rows(job.rows(task), 512):
-            people = (human_labels(store, [i.key for i in planned
-                                          if i.completion is not None and i.key is not None])
-                      if from_people else {})
+            people = (
+                human_labels(
+                    store, [i.key for i in planned if i.completion is not None and i.key is not None]
+                )
+                if from_people
+                else {}
+            )
             for forms in by_row(planned):
                 item = forms[0]
                 if item.status == REJECTED:
@@ -132,15 +137,15 @@ def evaluate_job(
                 confs.append(answer.confidence)
                 probs.append(answer.soft.probs if answer.soft else (0.0,) * len(labels))
     if from_people and not gold:
-        raise ConfigError("no reviewed rows: label some with `labeler review` first, with the "
-                          "same task, input and teacher")
+        raise ConfigError(
+            "no reviewed rows: label some with `labeler review` first, with the same task, input and teacher"
+        )
     if not gold:
         raise ConfigError(
             f"no labeled rows with a '{gold_field}' value: run `labeler run` first with the same "
             "task, input and teacher"
         )
-    measures = {k: v for k, v in confidence_measures(confs).items()
-                if any(x is not None for x in v)}
+    measures = {k: v for k, v in confidence_measures(confs).items() if any(x is not None for x in v)}
     report = evaluate(gold, pred, measures, labels=list(labels), targets=targets)
     if calibration is not None:
         report.applied_calibration = calibration.describe()
@@ -150,14 +155,23 @@ def evaluate_job(
             content_free = asyncio.run(content_free_probs(job, task))
         index = {label: i for i, label in enumerate(labels)}
         report.calibration = score_calibrations(
-            calibrate, probs, [index[g] for g in gold], labels,
-            content_free=content_free, template=task.identity, teacher=identity,
+            calibrate,
+            probs,
+            [index[g] for g in gold],
+            labels,
+            content_free=content_free,
+            template=task.identity,
+            teacher=identity,
         )
     return report
 
 
-def evaluate_cascade_job(job: Job, gold_field: str, gold_map: Mapping[str, str] | None = None,
-                         targets: tuple[float, ...] = (0.9, 0.95, 0.99)) -> CascadeEval:
+def evaluate_cascade_job(
+    job: Job,
+    gold_field: str,
+    gold_map: Mapping[str, str] | None = None,
+    targets: tuple[float, ...] = (0.9, 0.95, 0.99),
+) -> CascadeEval:
     """`labeler eval --cascade`: each stage and the cascade against the gold column, and
     the thresholds reaching each target (labeler/cascade_eval.py)."""
     task = job.load_task()
@@ -201,25 +215,35 @@ def score_calibrations(
         raise ConfigError(f"--calibrate {unknown[0]}: expected one of {', '.join(METHODS)}")
     p = np.asarray(probs, dtype=float)
     g = np.asarray(gold, dtype=int)
-    scheme = (f"fit on {options.fit_fraction:.0%}, scored on the rest"
-              if options.fit_fraction is not None else f"{options.folds}-fold cross-validation")
+    scheme = (
+        f"fit on {options.fit_fraction:.0%}, scored on the rest"
+        if options.fit_fraction is not None
+        else f"{options.folds}-fold cross-validation"
+    )
     scores: list[CalibrationScore] = []
     fitted: list[Calibration] = []
     for method in options.methods:
-        def fitter(fp: np.ndarray, fg: np.ndarray, method: str = method) -> Calibration:
-            return fit(method, fp, fg, labels, content_free=content_free, template=template,
-                       teacher=teacher)
 
-        held_out, rows = cross_validated(fitter, p, g, folds=options.folds,
-                                         fit_fraction=options.fit_fraction, seed=options.seed)
+        def fitter(fp: np.ndarray, fg: np.ndarray, method: str = method) -> Calibration:
+            return fit(method, fp, fg, labels, content_free=content_free, template=template, teacher=teacher)
+
+        held_out, rows = cross_validated(
+            fitter, p, g, folds=options.folds, fit_fraction=options.fit_fraction, seed=options.seed
+        )
         whole = fitter(p, g)
         fitted.append(whole)
-        scores.append(CalibrationScore(
-            method, len(rows), scheme,
-            distribution_scores(g[rows], p[rows]), distribution_scores(g[rows], held_out),
-            whole.describe(),
-        ))
+        scores.append(
+            CalibrationScore(
+                method,
+                len(rows),
+                scheme,
+                distribution_scores(g[rows], p[rows]),
+                distribution_scores(g[rows], held_out),
+                whole.describe(),
+            )
+        )
     if options.save is not None:
+
         def held_out_nll(i: int) -> float:
             nll = scores[i].after["nll"]
             return float("inf") if nll is None else nll
@@ -238,19 +262,28 @@ async def content_free_probs(job: Job, task: Task) -> list[tuple[float, ...]]:
     (an empty required field) are skipped.
     """
     assert task.label_space is not None
-    rows = [{"id": f"content-free-{i}", **{f: value for f in task.fields}}
-            for i, value in enumerate(CONTENT_FREE)]
+    rows = [
+        {"id": f"content-free-{i}", **{f: value for f in task.fields}} for i, value in enumerate(CONTENT_FREE)
+    ]
     out: list[tuple[float, ...]] = []
-    async with Labeler(task, job.make_teacher(), store=job.store_path(), concurrency=4,
-                       progress=False, retry=job.retry_policy()) as lb:
+    async with Labeler(
+        task,
+        job.make_teacher(),
+        store=job.store_path(),
+        concurrency=4,
+        progress=False,
+        retry=job.retry_policy(),
+    ) as lb:
         async for rec in lb.label(rows):
             if rec.completion is not None:
                 answer = read_answer(task, rec.completion)
                 if answer.soft is not None:
                     out.append(answer.soft.probs)
     if not out:
-        raise ConfigError("contextual calibration: the teacher answered none of the "
-                          "content-free inputs (see the store's failures)")
+        raise ConfigError(
+            "contextual calibration: the teacher answered none of the "
+            "content-free inputs (see the store's failures)"
+        )
     return out
 
 

@@ -206,8 +206,9 @@ class _Ranking:
         self.right = _as_bool(correct)[order]
         self.cum = np.cumsum(self.right)
         # Tie groups by equality, not by difference: -inf - -inf is NaN.
-        self.group_start = (np.r_[True, self.scores[1:] != self.scores[:-1]] if self.n
-                            else np.zeros(0, dtype=bool))
+        self.group_start = (
+            np.r_[True, self.scores[1:] != self.scores[:-1]] if self.n else np.zeros(0, dtype=bool)
+        )
 
     def auroc(self) -> float | None:
         n_pos = int(self.cum[-1]) if self.n else 0
@@ -388,8 +389,7 @@ class _OperatingPoints:
     n: int
     lower_is_better: bool
 
-    def for_accuracy(self, target: float, confidence: float | None = BOUND_CONFIDENCE
-                     ) -> Threshold | None:
+    def for_accuracy(self, target: float, confidence: float | None = BOUND_CONFIDENCE) -> Threshold | None:
         if self.n == 0 or len(self.kept) == 0:
             return None
         acc = self.right / self.kept
@@ -410,7 +410,6 @@ class _OperatingPoints:
             int(self.kept[i]),
             clopper_pearson_lower(int(self.right[i]), int(self.kept[i]), confidence or BOUND_CONFIDENCE),
         )
-
 
     def _fixed_sequence(self, target: float, delta: float) -> int | None:
         """The loosest operating point a fixed-sequence test (Learn-then-Test) certifies.
@@ -512,16 +511,17 @@ def _betainc(a: float, b: float, x: float) -> float:
     """Regularized incomplete beta I_x(a, b) by its continued fraction (modified Lentz)."""
     if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below this point
         return 1.0 - _betainc(b, a, 1.0 - x)
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
     tiny = 1e-300
     c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
     d = 1.0 / (d if abs(d) > tiny else tiny)
     h = d
     for m in range(1, 100_000):
         m2 = 2 * m
-        for num in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
-                    -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
+        for num in (
+            m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
+            -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1)),
+        ):
             d = 1.0 + num * d
             d = 1.0 / (d if abs(d) > tiny else tiny)
             c = 1.0 + num / c
@@ -542,8 +542,9 @@ def confidence_measures(confs: Sequence[Confidence | None]) -> dict[str, list[fl
     return out
 
 
-def distribution_scores(gold: Sequence[int] | np.ndarray,
-                        probs: Sequence[Sequence[float]] | np.ndarray) -> dict[str, float | None]:
+def distribution_scores(
+    gold: Sequence[int] | np.ndarray, probs: Sequence[Sequence[float]] | np.ndarray
+) -> dict[str, float | None]:
     """Accuracy, AUROC and ECE of max_prob, and NLL, of label distributions against gold.
 
     ``gold`` holds label indices; a row with no mass on any label (all zero) predicts
@@ -578,8 +579,14 @@ class CalibrationScore:
     fitted: str  # the calibration fitted on all gold rows, in one line
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "rows": self.rows, "scheme": self.scheme,
-                "before": dict(self.before), "after": dict(self.after), "fitted": self.fitted}
+        return {
+            "method": self.method,
+            "rows": self.rows,
+            "scheme": self.scheme,
+            "before": dict(self.before),
+            "after": dict(self.after),
+            "fitted": self.fitted,
+        }
 
 
 @dataclass
@@ -607,8 +614,9 @@ class EvalReport:
     def invalid_rate(self) -> float:
         return self.n_invalid / self.n if self.n else 0.0
 
-    def threshold_for_accuracy(self, target: float, measure: str | None = None, *,
-                               confidence: float | None = BOUND_CONFIDENCE) -> Threshold | None:
+    def threshold_for_accuracy(
+        self, target: float, measure: str | None = None, *, confidence: float | None = BOUND_CONFIDENCE
+    ) -> Threshold | None:
         """Loosest threshold of ``measure`` (default: the primary one) reaching ``target``."""
         name = measure or self.primary
         if name is None or name not in self._points:
@@ -653,8 +661,11 @@ class EvalReport:
         """A terminal summary; big confusion matrices are shown as their top errors."""
         lines = [
             f"Quality against gold: {self.n} rows, {self.n_invalid} invalid ({self.invalid_rate:.1%})",
-            *([f"  read through calibration: {self.applied_calibration}"]
-              if self.applied_calibration else []),
+            *(
+                [f"  read through calibration: {self.applied_calibration}"]
+                if self.applied_calibration
+                else []
+            ),
             f"  accuracy      {self.accuracy:.4f}",
             f"  macro-F1      {self.macro_f1:.4f}",
             f"  ECE           {_fmt(self.ece)}"
@@ -673,8 +684,11 @@ class EvalReport:
                     + "".join(f"{_fmt(accs.get(level)):>10}" for level in levels)
                 )
         if self.thresholds:
-            lines += ["", f"  thresholds on {self.primary} for a target accuracy"
-                          " (reached by the 95% Clopper–Pearson lower bound)"]
+            lines += [
+                "",
+                f"  thresholds on {self.primary} for a target accuracy"
+                " (reached by the 95% Clopper–Pearson lower bound)",
+            ]
             for target, t in self.thresholds.items():
                 if t is None:
                     lines.append(f"    {target:<6g} unreachable")
@@ -701,8 +715,7 @@ class EvalReport:
 
 
 def _calibration_table(scores: Sequence[CalibrationScore]) -> str:
-    head = (f"  calibration, scored on rows the fit did not see ({scores[0].scheme}, "
-            f"{scores[0].rows} rows)")
+    head = f"  calibration, scored on rows the fit did not see ({scores[0].scheme}, {scores[0].rows} rows)"
     cols = f"  {'method':<13}" + "".join(
         f"{name + ' ' + side:>13}" for name in ("accuracy", "AUROC", "ECE") for side in ("raw", "cal")
     )
@@ -804,8 +817,7 @@ def evaluate(
         curves=curves,
         primary=primary,
         thresholds=(
-            {t: points[primary].for_accuracy(t, bound_confidence) for t in targets}
-            if primary else {}
+            {t: points[primary].for_accuracy(t, bound_confidence) for t in targets} if primary else {}
         ),
         _points=points,
     )

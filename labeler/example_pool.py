@@ -101,16 +101,16 @@ class ExamplePool:
         """The k most similar examples, least similar first (the best sits next to the row)."""
         scores = self.scores(row)
         own = self._key(row)
-        order = sorted((i for i in range(len(scores)) if self._keys[i] != own),
-                       key=lambda i: (-scores[i], i))
+        order = sorted((i for i in range(len(scores)) if self._keys[i] != own), key=lambda i: (-scores[i], i))
         return [self.examples[i] for i in reversed(order[:k])]
 
 
 MAX_POOL_BYTES = 256 << 20  # every example is scored against every row: far past useful
 
 
-def load_pool(path: str | Path, fields: Sequence[str], label_field: str,
-              labels: Sequence[str] | None, where: str) -> list[PoolExample]:
+def load_pool(
+    path: str | Path, fields: Sequence[str], label_field: str, labels: Sequence[str] | None, where: str
+) -> list[PoolExample]:
     """Read a JSONL pool: one object per line with the template's fields and a label.
 
     Every problem names the pool file and line; labels outside the template's label set
@@ -122,15 +122,18 @@ def load_pool(path: str | Path, fields: Sequence[str], label_field: str,
         # A device or pipe (/dev/zero, /dev/stdin) never ends or is read once; a pool is
         # a file of examples read at every template load.
         if not stat.S_ISREG(info.st_mode):
-            raise TemplateError(where, f"few-shot pool {path} is not a regular file",
-                                field="few_shot_pool")
+            raise TemplateError(where, f"few-shot pool {path} is not a regular file", field="few_shot_pool")
         if info.st_size > MAX_POOL_BYTES:
-            raise TemplateError(where, f"few-shot pool {path} is {info.st_size:,} bytes; a "
-                                f"pool holds at most {MAX_POOL_BYTES:,}", field="few_shot_pool")
+            raise TemplateError(
+                where,
+                f"few-shot pool {path} is {info.st_size:,} bytes; a pool holds at most {MAX_POOL_BYTES:,}",
+                field="few_shot_pool",
+            )
         lines = path.read_bytes().splitlines()
     except OSError as exc:
-        raise TemplateError(where, f"cannot read few-shot pool {path} ({exc.strerror})",
-                            field="few_shot_pool") from exc
+        raise TemplateError(
+            where, f"cannot read few-shot pool {path} ({exc.strerror})", field="few_shot_pool"
+        ) from exc
     out: list[PoolExample] = []
     allowed = set(labels) if labels else None
     for n, line in enumerate(lines, 1):
@@ -147,8 +150,7 @@ def load_pool(path: str | Path, fields: Sequence[str], label_field: str,
             raise TemplateError(f"{path}:{n}", "missing in the pool row", field=missing[0])
         label = str(rec[label_field])
         if allowed is not None and label not in allowed:
-            raise TemplateError(f"{path}:{n}", f"'{label}' is not one of the labels",
-                                field=label_field)
+            raise TemplateError(f"{path}:{n}", f"'{label}' is not one of the labels", field=label_field)
         out.append(PoolExample({f: rec[f] for f in fields}, label))
     if not out:
         raise TemplateError(where, f"few-shot pool {path} has no rows", field="few_shot_pool")

@@ -38,8 +38,7 @@ def gc_tuned() -> Iterator[None]:
         if outermost:
             before = gc.get_threshold()
             gc.freeze()
-            gc.set_threshold(max(before[0], YOUNG_THRESHOLD), max(before[1], 20),
-                             max(before[2], 100))
+            gc.set_threshold(max(before[0], YOUNG_THRESHOLD), max(before[1], 20), max(before[2], 100))
     try:
         yield
     finally:

@@ -28,8 +28,7 @@ def parse_gold_map(spec: str | None) -> dict[str, str]:
     return out
 
 
-def gold_label(raw: Any, labels: tuple[str, ...], gold_map: Mapping[str, str], where: str,
-               field: str) -> str:
+def gold_label(raw: Any, labels: tuple[str, ...], gold_map: Mapping[str, str], where: str, field: str) -> str:
     """The label a gold value names; an unknown value is an error naming row and field."""
     text = str(raw).strip()
     if text in gold_map:

@@ -43,17 +43,18 @@ from labeler.plan import REJECTED, Planner, by_row, where
 from labeler.store import Store
 from labeler.task import Task
 
-__all__ = ["MIN_GOLD_ROWS", "GoldRows", "choose_calibration", "min_gold_rows", "read_gold_rows",
-           "resolve"]
+__all__ = ["MIN_GOLD_ROWS", "GoldRows", "choose_calibration", "min_gold_rows", "read_gold_rows", "resolve"]
 
 # Fewer gold rows than this (and than PER_LABEL per label of the task) give a bias per
 # label that is mostly noise: 5 folds of 4 rows, a label seen a handful of times.
 MIN_GOLD_ROWS = 20
 PER_LABEL = 5
 CANDIDATES: tuple[str, ...] = ("bias", "temperature")
-GOLD_FREE_NOTE = ("none: no gold rows given (--gold FIELD fits a calibration on them); "
-                  "gold-free contextual calibration is not applied unasked: it costs "
-                  "requests, and it lowered accuracy on a measured template")
+GOLD_FREE_NOTE = (
+    "none: no gold rows given (--gold FIELD fits a calibration on them); "
+    "gold-free contextual calibration is not applied unasked: it costs "
+    "requests, and it lowered accuracy on a measured template"
+)
 
 
 @dataclass
@@ -71,9 +72,14 @@ class GoldRows:
         return tuple(float(x) for x in counts / max(1, counts.sum()))
 
 
-def read_gold_rows(task: Task, identity: Mapping[str, Any], rows: Iterable[Row | Reject],
-                   store: Store, gold_field: str,
-                   gold_map: Mapping[str, str] | None = None) -> GoldRows:
+def read_gold_rows(
+    task: Task,
+    identity: Mapping[str, Any],
+    rows: Iterable[Row | Reject],
+    store: Store,
+    gold_field: str,
+    gold_map: Mapping[str, str] | None = None,
+) -> GoldRows:
     """The rows with a gold value and a stored answer; no request is sent."""
     assert task.label_space is not None
     labels = task.labels
@@ -100,8 +106,9 @@ def read_gold_rows(task: Task, identity: Mapping[str, Any], rows: Iterable[Row |
     return out
 
 
-def choose_calibration(gold: GoldRows, *, template: str, teacher: Mapping[str, Any],
-                       gold_field: str, folds: int = 5) -> tuple[Calibration | None, str]:
+def choose_calibration(
+    gold: GoldRows, *, template: str, teacher: Mapping[str, Any], gold_field: str, folds: int = 5
+) -> tuple[Calibration | None, str]:
     """The calibration to apply and the sentence that says what was done and why.
 
     Each candidate is scored on rows its fit did not see; the best held-out likelihood
@@ -112,15 +119,19 @@ def choose_calibration(gold: GoldRows, *, template: str, teacher: Mapping[str, A
     if n < least:
         raise ConfigError(
             f"--gold {gold_field}: {n} labeled rows have a gold value, calibration needs at "
-            f"least {least} (add gold, or export with --calibration none)")
+            f"least {least} (add gold, or export with --calibration none)"
+        )
     p = np.asarray(gold.probs, dtype=float)
     g = np.asarray(gold.gold, dtype=int)
     if not (p > 0).any(axis=1).any():
-        return None, (f"none: the teacher put no probability on any label for the {n} gold "
-                      "rows, so there is nothing to calibrate")
+        return None, (
+            f"none: the teacher put no probability on any label for the {n} gold "
+            "rows, so there is nothing to calibrate"
+        )
     raw = distribution_scores(g, p)
     best: tuple[float, str, dict[str, float | None]] | None = None
     for method in CANDIDATES:
+
         def fitter(fp: np.ndarray, fg: np.ndarray, method: str = method) -> Calibration:
             return fit(method, fp, fg, gold.labels, template=template, teacher=teacher)
 
@@ -132,19 +143,24 @@ def choose_calibration(gold: GoldRows, *, template: str, teacher: Mapping[str, A
         if best is None or nll < best[0]:
             best = (nll, method, after)
     if best is None:
-        return None, (f"none: no calibration fitted on the {n} gold rows of '{gold_field}' "
-                      f"kept accuracy ({_pct(raw['accuracy'])}) and likelihood (NLL "
-                      f"{_num(raw['nll'])}) at least as good held out, so the raw "
-                      "distribution is exported")
+        return None, (
+            f"none: no calibration fitted on the {n} gold rows of '{gold_field}' "
+            f"kept accuracy ({_pct(raw['accuracy'])}) and likelihood (NLL "
+            f"{_num(raw['nll'])}) at least as good held out, so the raw "
+            "distribution is exported"
+        )
     _, method, after = best
     chosen = fit(method, p, g, gold.labels, template=template, teacher=teacher)
     scores = {"raw": raw, "calibrated": after, "scheme": f"{folds}-fold cross-validation"}
-    chosen = dataclasses.replace(chosen, details={**chosen.details, "gold_field": gold_field,
-                                                  "held_out": scores})
-    note = (f"{chosen.describe()} of '{gold_field}'; held out ({folds}-fold): accuracy "
-            f"{_pct(raw['accuracy'])} -> {_pct(after['accuracy'])}, NLL "
-            f"{_num(raw['nll'])} -> {_num(after['nll'])}, ECE "
-            f"{_num(raw['ece'])} -> {_num(after['ece'])}")
+    chosen = dataclasses.replace(
+        chosen, details={**chosen.details, "gold_field": gold_field, "held_out": scores}
+    )
+    note = (
+        f"{chosen.describe()} of '{gold_field}'; held out ({folds}-fold): accuracy "
+        f"{_pct(raw['accuracy'])} -> {_pct(after['accuracy'])}, NLL "
+        f"{_num(raw['nll'])} -> {_num(after['nll'])}, ECE "
+        f"{_num(raw['ece'])} -> {_num(after['ece'])}"
+    )
     return chosen, note
 
 
@@ -153,9 +169,15 @@ def min_gold_rows(labels: int) -> int:
     return max(MIN_GOLD_ROWS, PER_LABEL * labels)
 
 
-def resolve(task: Task, identity: Mapping[str, Any],
-            rows: Callable[[], Iterable[Row | Reject]], store: Store, opts: ExportOptions,
-            *, single_teacher: bool = True) -> ExportOptions:
+def resolve(
+    task: Task,
+    identity: Mapping[str, Any],
+    rows: Callable[[], Iterable[Row | Reject]],
+    store: Store,
+    opts: ExportOptions,
+    *,
+    single_teacher: bool = True,
+) -> ExportOptions:
     """The export options with the calibration to apply and its note filled in."""
     if task.output_kind != "label" or task.label_space is None:
         if opts.gold_field:
@@ -167,19 +189,22 @@ def resolve(task: Task, identity: Mapping[str, Any],
         note = "none: raw teacher probabilities (--calibration none)"
         if opts.gold_field:
             gold = read_gold_rows(task, identity, rows(), store, opts.gold_field, opts.gold_map)
-            return dataclasses.replace(opts, calibration_note=note, gold_prior=gold.prior()
-                                       if gold.gold else None)
+            return dataclasses.replace(
+                opts, calibration_note=note, gold_prior=gold.prior() if gold.gold else None
+            )
         return dataclasses.replace(opts, calibration_note=note)
     if not opts.gold_field:
         return dataclasses.replace(opts, calibration_note=GOLD_FREE_NOTE)
     if not single_teacher:
-        raise ConfigError("--gold calibration fits one teacher's distribution; a cascade or "
-                          "an ensemble mixes several: export with --calibration none or FILE")
+        raise ConfigError(
+            "--gold calibration fits one teacher's distribution; a cascade or "
+            "an ensemble mixes several: export with --calibration none or FILE"
+        )
     gold = read_gold_rows(task, identity, rows(), store, opts.gold_field, opts.gold_map)
-    calibration, note = choose_calibration(gold, template=task.identity, teacher=identity,
-                                           gold_field=opts.gold_field)
-    return dataclasses.replace(opts, calibration=calibration, calibration_note=note,
-                               gold_prior=gold.prior())
+    calibration, note = choose_calibration(
+        gold, template=task.identity, teacher=identity, gold_field=opts.gold_field
+    )
+    return dataclasses.replace(opts, calibration=calibration, calibration_note=note, gold_prior=gold.prior())
 
 
 def _no_worse(raw: Mapping[str, float | None], after: Mapping[str, float | None]) -> bool:

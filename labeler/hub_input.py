@@ -43,11 +43,14 @@ class HubSpec:
 
 def parse(given: str) -> HubSpec:
     """Split ``hf://datasets/NAME[:CONFIG][:SPLIT]``; a malformed spec is one line."""
-    rest = given[len(PREFIX):]
+    rest = given[len(PREFIX) :]
     name, *parts = rest.split(":")
     if not name.strip("/") or len(parts) > 2 or any(not p for p in parts):
-        raise InputError(given, None, "expected hf://datasets/NAME[:CONFIG][:SPLIT], e.g. "
-                         "hf://datasets/stanfordnlp/sst2:validation")
+        raise InputError(
+            given,
+            None,
+            "expected hf://datasets/NAME[:CONFIG][:SPLIT], e.g. hf://datasets/stanfordnlp/sst2:validation",
+        )
     return HubSpec(given, name, tuple(parts))
 
 
@@ -68,8 +71,7 @@ class HubSplit:
         except InputError:
             raise
         except Exception as exc:  # a dropped connection, a corrupt shard
-            raise InputError(self.source, None, f"reading the dataset failed: {_one_line(exc)}"
-                             ) from exc
+            raise InputError(self.source, None, f"reading the dataset failed: {_one_line(exc)}") from exc
 
     def num_rows(self) -> int | None:
         """The split's size when the dataset's card states it (for a progress bar)."""
@@ -94,13 +96,13 @@ def open_split(given: str, split: str | None = None) -> HubSplit:
     try:
         loaded = datasets.load_dataset(spec.name, config, split=split, streaming=True)
     except Exception as exc:  # datasets raises its own, OS, connection and value errors
-        raise InputError(given, None, f"cannot load the Hugging Face dataset: {_one_line(exc)}"
-                         ) from exc
+        raise InputError(given, None, f"cannot load the Hugging Face dataset: {_one_line(exc)}") from exc
     if isinstance(loaded, datasets.IterableDatasetDict | datasets.DatasetDict):
         names = ", ".join(loaded) or "none"
         if len(loaded) != 1:
-            raise InputError(given, None, f"has several splits; name one as {given}:SPLIT "
-                             f"(or --split), one of: {names}")
+            raise InputError(
+                given, None, f"has several splits; name one as {given}:SPLIT (or --split), one of: {names}"
+            )
         split = next(iter(loaded))
         loaded = loaded[split]
     where = ":".join(p for p in (spec.name, config, split) if p)
@@ -118,8 +120,7 @@ def _config_and_split(spec: HubSpec) -> tuple[str | None, str | None]:
     try:
         configs = datasets.get_dataset_config_names(spec.name)
     except Exception as exc:
-        raise InputError(spec.given, None, "cannot load the Hugging Face dataset: "
-                         f"{_one_line(exc)}") from exc
+        raise InputError(spec.given, None, f"cannot load the Hugging Face dataset: {_one_line(exc)}") from exc
     only = spec.parts[0]
     return (only, None) if only in configs else (None, only)
 

@@ -30,16 +30,32 @@ class HumanLabel:
     task: str | None = None
 
 
-def record_label(store: Store, key: str, label: str, *, reviewer: str,
-                 teacher_label: str | None = None, row_id: str | None = None,
-                 task: str | None = None) -> HumanLabel:
+def record_label(
+    store: Store,
+    key: str,
+    label: str,
+    *,
+    reviewer: str,
+    teacher_label: str | None = None,
+    row_id: str | None = None,
+    task: str | None = None,
+) -> HumanLabel:
     """Commit one decision (a later decision on the same row replaces it)."""
     decided = HumanLabel(key, label, teacher_label, reviewer, time.time(), row_id, task)
-    store.execute_write(lambda db: db.execute(
-        "INSERT OR REPLACE INTO human_labels VALUES (?,?,?,?,?,?,?)",
-        (decided.key, decided.label, decided.teacher_label, decided.reviewer,
-         decided.decided_at, decided.row_id, decided.task),
-    ))
+    store.execute_write(
+        lambda db: db.execute(
+            "INSERT OR REPLACE INTO human_labels VALUES (?,?,?,?,?,?,?)",
+            (
+                decided.key,
+                decided.label,
+                decided.teacher_label,
+                decided.reviewer,
+                decided.decided_at,
+                decided.row_id,
+                decided.task,
+            ),
+        )
+    )
     return decided
 
 
@@ -51,7 +67,8 @@ def remove_label(store: Store, key: str) -> None:
 def any_human_labels(store: Store) -> bool:
     """One cheap probe, so a store nobody reviewed costs an export no query per chunk."""
     return store.execute_read(
-        lambda db: db.execute("SELECT 1 FROM human_labels LIMIT 1").fetchone() is not None)
+        lambda db: db.execute("SELECT 1 FROM human_labels LIMIT 1").fetchone() is not None
+    )
 
 
 def human_labels(store: Store, keys: Sequence[str]) -> dict[str, HumanLabel]:
@@ -64,7 +81,8 @@ def human_labels(store: Store, keys: Sequence[str]) -> dict[str, HumanLabel]:
             marks = ",".join("?" * len(chunk))
             for row in db.execute(
                 "SELECT key, label, teacher_label, reviewer, decided_at, row_id, task"
-                f" FROM human_labels WHERE key IN ({marks})", chunk,
+                f" FROM human_labels WHERE key IN ({marks})",
+                chunk,
             ):
                 out[row[0]] = HumanLabel(*row)
         return out

@@ -42,19 +42,33 @@ if TYPE_CHECKING:
     Exported: TypeAlias = "datasets.Dataset | datasets.DatasetDict"
 
 # label()'s options that shape the export; every other option is a `Job` field.
-EXPORT_OPTIONS = frozenset({"kind", "filters", "validation_size", "seed", "split_field", "text_field",
-                            "sft_shape", "reasoning"})
-_JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job)) - {"task", "input", "teacher", "out",
-                                                                   "export", "input_format",
-                                                                   "delimiter", "input_split",
-                                                                   "batch", "no_wait"}
+EXPORT_OPTIONS = frozenset(
+    {"kind", "filters", "validation_size", "seed", "split_field", "text_field", "sft_shape", "reasoning"}
+)
+_JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job)) - {
+    "task",
+    "input",
+    "teacher",
+    "out",
+    "export",
+    "input_format",
+    "delimiter",
+    "input_split",
+    "batch",
+    "no_wait",
+}
 _BATCH = 2048
 _OWN_OPTIONS = frozenset({"on_warning", "return_summary"})
 
 
-def label(data: Any, task: str | Path | Task, teacher: str | Teacher, *,
-          return_summary: bool = False, **options: Any
-          ) -> Exported | tuple[Exported, RunSummary]:
+def label(
+    data: Any,
+    task: str | Path | Task,
+    teacher: str | Teacher,
+    *,
+    return_summary: bool = False,
+    **options: Any,
+) -> Exported | tuple[Exported, RunSummary]:
     """Label `data` (a `datasets.Dataset`, a pandas DataFrame, a list of dicts, or a Hub
     dataset as ``"hf://datasets/NAME[:CONFIG][:SPLIT]"``, streamed) with `teacher` and
     return the export as an in-memory `datasets.Dataset`.
@@ -88,9 +102,14 @@ def label(data: Any, task: str | Path | Task, teacher: str | Teacher, *,
         return pool.submit(aio.run, coro).result()
 
 
-async def alabel(data: Any, task: str | Path | Task, teacher: str | Teacher, *,
-                 return_summary: bool = False, **options: Any
-                 ) -> Exported | tuple[Exported, RunSummary]:
+async def alabel(
+    data: Any,
+    task: str | Path | Task,
+    teacher: str | Teacher,
+    *,
+    return_summary: bool = False,
+    **options: Any,
+) -> Exported | tuple[Exported, RunSummary]:
     """`label`, awaitable: for code (and notebooks) that already run an event loop."""
     import datasets
 
@@ -98,8 +117,10 @@ async def alabel(data: Any, task: str | Path | Task, teacher: str | Teacher, *,
     job_options = {k: v for k, v in options.items() if k not in EXPORT_OPTIONS}
     unknown = sorted(set(job_options) - _JOB_FIELDS)
     if unknown:
-        raise ConfigError(f"label(): unknown option {unknown[0]!r} (known: "
-                          f"{', '.join(sorted(_JOB_FIELDS | EXPORT_OPTIONS | _OWN_OPTIONS))})")
+        raise ConfigError(
+            f"label(): unknown option {unknown[0]!r} (known: "
+            f"{', '.join(sorted(_JOB_FIELDS | EXPORT_OPTIONS | _OWN_OPTIONS))})"
+        )
     export = ExportOptions(format="hf", **{k: v for k, v in options.items() if k in EXPORT_OPTIONS})
     own_teacher = teacher if isinstance(teacher, Teacher) else None
     spec = teacher if isinstance(teacher, str) else _spec(teacher)
@@ -111,8 +132,10 @@ async def alabel(data: Any, task: str | Path | Task, teacher: str | Teacher, *,
         job = Job(task=task, input=source, teacher=spec, out=out, export=export, **job_options)
         result: JobResult = await run_job(job, teacher=own_teacher, on_warning=on_warning)
         if result.export is None:  # interrupted before the export: nothing to return
-            raise ConfigError("label(): the run was stopped before it finished; call again to "
-                              "resume (answers so far are in the store)")
+            raise ConfigError(
+                "label(): the run was stopped before it finished; call again to "
+                "resume (answers so far are in the store)"
+            )
         loaded = await asyncio.to_thread(datasets.load_from_disk, str(out), keep_in_memory=True)
         return (loaded, result.summary) if return_summary else loaded
 
@@ -128,11 +151,17 @@ class InMemoryRows:
         self.data = data
         self.source, self._batches = _batches_of(data)
 
-    def rows(self, *, id_field: str | None = None, id_column: str | None = None,
-             required_fields: Sequence[str] = ()) -> Iterator[Row | Reject]:
+    def rows(
+        self,
+        *,
+        id_field: str | None = None,
+        id_column: str | None = None,
+        required_fields: Sequence[str] = (),
+    ) -> Iterator[Row | Reject]:
         records = (record for batch in self._batches() for record in batch)
-        return read_records(records, self.source, id_field=id_field, id_column=id_column,
-                            required_fields=required_fields)
+        return read_records(
+            records, self.source, id_field=id_field, id_column=id_column, required_fields=required_fields
+        )
 
     def __len__(self) -> int:
         return len(self.data)
@@ -149,14 +178,18 @@ def _batches_of(data: Any) -> tuple[str, Callable[[], Iterator[list[Any]]]]:
         if type_name == "Dataset":
             return "<Dataset>", lambda: _dataset_batches(data)
         if type_name in ("DatasetDict", "IterableDatasetDict"):
-            raise InputError("<DatasetDict>", None, f"pick a split, e.g. data['{next(iter(data))}'] "
-                             f"(splits: {', '.join(data)})")
+            raise InputError(
+                "<DatasetDict>",
+                None,
+                f"pick a split, e.g. data['{next(iter(data))}'] (splits: {', '.join(data)})",
+            )
     if module.startswith("pandas") and type_name == "DataFrame":
         return "<DataFrame>", lambda: _frame_batches(data)
     if isinstance(data, Sequence) and not isinstance(data, str | bytes):
         return "<list>", lambda: _list_batches(data)
-    raise InputError(f"<{type_name}>", None, "expected a datasets.Dataset, a pandas DataFrame or a "
-                     "list of dicts")
+    raise InputError(
+        f"<{type_name}>", None, "expected a datasets.Dataset, a pandas DataFrame or a list of dicts"
+    )
 
 
 def _dataset_batches(dataset: Any) -> Iterator[list[Any]]:
@@ -176,7 +209,7 @@ def _frame_batches(frame: Any) -> Iterator[list[Any]]:
 
 def _list_batches(items: Sequence[Any]) -> Iterator[list[Any]]:
     for start in range(0, len(items), _BATCH):
-        yield list(items[start:start + _BATCH])
+        yield list(items[start : start + _BATCH])
 
 
 def _spec(teacher: Teacher) -> str:

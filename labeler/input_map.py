@@ -42,8 +42,9 @@ def parse_input_map(spec: Mapping[str, str] | Iterable[str] | None) -> dict[str,
     out: dict[str, str] = {}
     for field, column in pairs:
         if not isinstance(field, str) or not isinstance(column, str) or not field or not column:
-            raise ConfigError(f"--map {field}={column}: expected FIELD=COLUMN, both names, "
-                              "e.g. text=sentence")
+            raise ConfigError(
+                f"--map {field}={column}: expected FIELD=COLUMN, both names, e.g. text=sentence"
+            )
         if field in out:
             raise ConfigError(f"--map {field}=...: field '{field}' is mapped twice")
         out[field] = column
@@ -55,8 +56,10 @@ def check_fields(input_map: InputMap, fields: Iterable[str], template: str) -> N
     known = tuple(fields)
     for field, column in input_map.items():
         if field not in known:
-            raise ConfigError(f"--map {field}={column}: template {template} has no field "
-                              f"'{field}' (its fields: {', '.join(known) or 'none'})")
+            raise ConfigError(
+                f"--map {field}={column}: template {template} has no field "
+                f"'{field}' (its fields: {', '.join(known) or 'none'})"
+            )
 
 
 def required_columns(fields: Iterable[str], input_map: InputMap) -> tuple[str, ...]:
@@ -84,5 +87,4 @@ def column_field(input_map: InputMap, column: str) -> str | None:
     return None
 
 
-__all__ = ["InputMap", "check_fields", "column_field", "mapped", "parse_input_map",
-           "required_columns"]
+__all__ = ["InputMap", "check_fields", "column_field", "mapped", "parse_input_map", "required_columns"]

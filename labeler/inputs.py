@@ -142,9 +142,11 @@ class RejectsWriter:
             self._file.write(line + b"\n")
             self._file.flush()
         except OSError as exc:  # a full disk, a file system gone read-only under the run
-            raise ExportError(f"{self.path}: cannot write the rejects file: "
-                              f"{exc.strerror or exc}; every answer so far is in the store: "
-                              "free space (or pass another --rejects) and rerun") from exc
+            raise ExportError(
+                f"{self.path}: cannot write the rejects file: "
+                f"{exc.strerror or exc}; every answer so far is in the store: "
+                "free space (or pass another --rejects) and rerun"
+            ) from exc
         self.count += 1
 
     def close(self) -> None:
@@ -153,7 +155,6 @@ class RejectsWriter:
             with contextlib.suppress(OSError):  # its write already said what went wrong
                 self._file.close()
             self._file = None
-
 
     def __enter__(self) -> RejectsWriter:
         return self
@@ -167,8 +168,7 @@ def prepare_rejects(path: Path) -> None:
     is sent (a folder, a device, a folder that is a file or read-only), and remove the last
     run's file (rejects describe this run's input, not history)."""
     if path.exists() and not path.is_file():
-        raise ConfigError(f"--rejects {path}: not a regular file; name a file for the "
-                          "rejected rows")
+        raise ConfigError(f"--rejects {path}: not a regular file; name a file for the rejected rows")
     parent = path.parent
     for above in (parent, *parent.parents):
         if above.exists():
@@ -180,8 +180,7 @@ def prepare_rejects(path: Path) -> None:
     try:
         path.unlink(missing_ok=True)
     except OSError as exc:
-        raise ConfigError(f"--rejects {path}: cannot replace the last run's rejects: "
-                          f"{exc.strerror}") from exc
+        raise ConfigError(f"--rejects {path}: cannot replace the last run's rejects: {exc.strerror}") from exc
 
 
 def _printable(value: Any) -> Any:
@@ -310,19 +309,20 @@ def read_rows(
         if fmt not in (None, "hf"):
             raise ConfigError(f"{given} is a Hugging Face dataset; format {fmt!r} does not apply")
         hub = open_split(given, split)
-        return _read_arrow(hub.batches(), hub.source,
-                           _make_check(hub.source, id_field, id_column, required, "row"))
+        return _read_arrow(
+            hub.batches(), hub.source, _make_check(hub.source, id_field, id_column, required, "row")
+        )
     if fmt is None:
         fmt = detect_format(given)
     elif format is None and delimiter is not None:  # the delimiter chose CSV: the name may not
         named = _named_format(given)
         if named in ("jsonl", "parquet", "hf"):
-            raise ConfigError(f"delimiter applies to delimited text (CSV, TSV), and {given} "
-                              f"is {named}")
+            raise ConfigError(f"delimiter applies to delimited text (CSV, TSV), and {given} is {named}")
     if fmt == "hf":
         dataset = _open_hf(given, split)
-        return _read_arrow(_hf_batches(dataset), given,
-                           _make_check(given, id_field, id_column, required, "row"))
+        return _read_arrow(
+            _hf_batches(dataset), given, _make_check(given, id_field, id_column, required, "row")
+        )
     if split is not None:
         raise ConfigError(f"split applies to Hugging Face datasets, not to {fmt} input")
     if fmt == "parquet":
@@ -394,8 +394,7 @@ def count_rows(
     elif format is None and delimiter is not None:  # the delimiter chose CSV: the name may not
         named = _named_format(given)
         if named in ("jsonl", "parquet", "hf"):
-            raise ConfigError(f"delimiter applies to delimited text (CSV, TSV), and {given} "
-                              f"is {named}")
+            raise ConfigError(f"delimiter applies to delimited text (CSV, TSV), and {given} is {named}")
     if fmt == "hf":
         loaded, chosen = _load_hf(given, split)
         if chosen is None and _is_dataset_dict(loaded):
@@ -576,6 +575,7 @@ class _SeenIds:
             self._lines[digest] = line
         return first
 
+
 def _id_text(value: Any) -> str | None:
     """The id as text, or None when the value cannot be one.
 
@@ -615,8 +615,7 @@ def _required_problem(data: dict[str, Any], required: tuple[str, ...]) -> str | 
 
 
 def _make_check(
-    source: str, id_field: str | None, id_column: str | None, required: tuple[str, ...],
-    unit: str
+    source: str, id_field: str | None, id_column: str | None, required: tuple[str, ...], unit: str
 ) -> Callable[[dict[str, Any], int], Row | str] | None:
     """The per-record validation, or None when there is nothing to check (the fast path).
 

@@ -56,8 +56,9 @@ def default_store() -> Path:
 class InMemoryInput(Protocol):
     """Input rows held by the caller rather than in a file (see labeler/in_memory.py)."""
 
-    def rows(self, *, id_field: str | None, id_column: str | None,
-             required_fields: Sequence[str]) -> Iterator[Row | Reject]: ...
+    def rows(
+        self, *, id_field: str | None, id_column: str | None, required_fields: Sequence[str]
+    ) -> Iterator[Row | Reject]: ...
 
     def __len__(self) -> int: ...
 
@@ -144,24 +145,31 @@ class Job:
             self.cascade_spec()  # a bad cascade is told before anything starts
         older = self.teacher_options.get("samples")  # the Anthropic option it once was
         if older is not None and self.samples is not None and self.samples != older:
-            raise ConfigError(f"samples {self.samples} and teacher_options samples {older} "
-                              "disagree: give one")
+            raise ConfigError(
+                f"samples {self.samples} and teacher_options samples {older} disagree: give one"
+            )
         check_values({o.key: getattr(self, o.field) for o in OPTIONS})
-        reasoning_params({}, answer_tokens=0, effort=self.reasoning_effort,
-                         budget=self.thinking_budget)  # a bad value is told before anything
+        reasoning_params(
+            {}, answer_tokens=0, effort=self.reasoning_effort, budget=self.thinking_budget
+        )  # a bad value is told before anything
         if self.verify is not None and self.export.verify is None:
-            self.export = dataclasses.replace(self.export, verify=self.verify, keep=self.keep,
-                                              verify_timeout=self.verify_timeout)
+            self.export = dataclasses.replace(
+                self.export, verify=self.verify, keep=self.keep, verify_timeout=self.verify_timeout
+            )
         parse_keep(self.export.keep)
         if self.export.verify is not None:
             split_steps(self.export.verify, REGISTRY)  # a bad spec is told before anything
         check_needs(self.export)
-        bounds.check([
-            ("limit", self.limit),
-            ("samples", older),
-            ("min_confidence", f.min_confidence), ("min_margin", f.min_margin),
-            ("max_entropy", f.max_entropy), ("validation_size", self.export.validation_size),
-        ])
+        bounds.check(
+            [
+                ("limit", self.limit),
+                ("samples", older),
+                ("min_confidence", f.min_confidence),
+                ("min_margin", f.min_margin),
+                ("max_entropy", f.max_entropy),
+                ("validation_size", self.export.validation_size),
+            ]
+        )
         check_partners(self)
 
     def cascade_spec(self) -> CascadeSpec | None:
@@ -191,11 +199,19 @@ class Job:
     def label_settings(self) -> LabelSettings:
         """How every pass of this job labels: the labeling options as one value."""
         return LabelSettings(
-            concurrency=self.concurrency, rpm=self.rpm, tpm=self.tpm,
-            retry=self.retry_policy(), retry_failed=self.retry_failed, progress=self.progress,
-            prices=self.prices, budget_usd=self.budget_usd, max_age_s=self.max_age_s,
-            stop_grace_s=self.stop_grace_s, request_timeout_s=self.request_timeout,
-            no_wait=self.no_wait)
+            concurrency=self.concurrency,
+            rpm=self.rpm,
+            tpm=self.tpm,
+            retry=self.retry_policy(),
+            retry_failed=self.retry_failed,
+            progress=self.progress,
+            prices=self.prices,
+            budget_usd=self.budget_usd,
+            max_age_s=self.max_age_s,
+            stop_grace_s=self.stop_grace_s,
+            request_timeout_s=self.request_timeout,
+            no_wait=self.no_wait,
+        )
 
     def retry_policy(self) -> RetryPolicy:
         if self.retry_initial_wait is None:
@@ -226,13 +242,16 @@ class Job:
         required = required_columns(task.fields, self.input_map)
         if isinstance(self.input, str | os.PathLike):
             it = read_rows(
-                self.input, format=self.input_format, id_field=self.id_field,
-                id_column=id_column, required_fields=required, delimiter=self.delimiter,
+                self.input,
+                format=self.input_format,
+                id_field=self.id_field,
+                id_column=id_column,
+                required_fields=required,
+                delimiter=self.delimiter,
                 split=self.input_split,
             )
         else:
-            it = self.input.rows(id_field=self.id_field, id_column=id_column,
-                                 required_fields=required)
+            it = self.input.rows(id_field=self.id_field, id_column=id_column, required_fields=required)
         if self.limit is not None:
             it = _limited(it, self.limit)
         if self.input_map:
@@ -261,10 +280,19 @@ class Job:
         folder that is not a previous export of this kind."""
         if self.out is None:
             return
-        reads = (Path(self.input) if isinstance(self.input, str | os.PathLike)
-                 and str(self.input) != "-" and not is_hub(self.input) else None)
-        check_out_folder(Path(self.out), self.store_path(), self.export, reads=reads,
-                         rejects=self.rejects_path(), note=note)
+        reads = (
+            Path(self.input)
+            if isinstance(self.input, str | os.PathLike) and str(self.input) != "-" and not is_hub(self.input)
+            else None
+        )
+        check_out_folder(
+            Path(self.out),
+            self.store_path(),
+            self.export,
+            reads=reads,
+            rejects=self.rejects_path(),
+            note=note,
+        )
 
     def rejects_path(self) -> Path | None:
         if self.rejects:
@@ -284,8 +312,7 @@ class JobResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_verifier(job: Job, task: Task, *, start: bool = True,
-                   source: str | None = None) -> None:
+def check_verifier(job: Job, task: Task, *, start: bool = True, source: str | None = None) -> None:
     """A verifier that cannot work is the user's error, told before anything is paid: a
     spec the template cannot serve, an input field a row lacks, a checker that does not
     import. stdin is read once, so its rows are checked once it is spooled."""
@@ -303,9 +330,7 @@ def _is_stdin(job: Job) -> bool:
     return isinstance(job.input, str | os.PathLike) and str(job.input) == "-"
 
 
-
-def open_job(job: Job, on_warning: Callable[[str], None] | None = None
-             ) -> tuple[Task, list[str]]:
+def open_job(job: Job, on_warning: Callable[[str], None] | None = None) -> tuple[Task, list[str]]:
     """The job's task and its template warnings (each told to `on_warning` with the
     template's path), after refusing an output folder that is not an export's: what every
     engine does before it labels anything, so a bad `--out` costs no request."""
@@ -356,12 +381,21 @@ async def run_job(
         stack.push_async_callback(strategy.aclose)
         with aio.stop_on_signals(strategy, enabled=handle_signals):
             summary = await strategy.run(lambda: job.rows(task))
-        return await _finish(job, task, summary, setup.answering(teachers), store, rejects,
-                             warnings, setup.planner(task, teachers, store))
+        return await _finish(
+            job,
+            task,
+            summary,
+            setup.answering(teachers),
+            store,
+            rejects,
+            warnings,
+            setup.planner(task, teachers, store),
+        )
 
 
-def _open_teachers(job: Job, setup: Setup, teacher: Teacher | None,
-                   stack: contextlib.AsyncExitStack) -> list[Teacher]:
+def _open_teachers(
+    job: Job, setup: Setup, teacher: Teacher | None, stack: contextlib.AsyncExitStack
+) -> list[Teacher]:
     """The setup's teachers, each made here closed when the job ends; a single teacher
     passed in stays the caller's."""
     if teacher is not None and isinstance(setup, Single):
@@ -372,26 +406,48 @@ def _open_teachers(job: Job, setup: Setup, teacher: Teacher | None,
     return teachers
 
 
-def _wiring(job: Job, task: Task, store: Store, rejects: Path | None,
-            stack: contextlib.AsyncExitStack, client: BatchClient | None,
-            on_warning: Callable[[str], None] | None) -> Wiring:
+def _wiring(
+    job: Job,
+    task: Task,
+    store: Store,
+    rejects: Path | None,
+    stack: contextlib.AsyncExitStack,
+    client: BatchClient | None,
+    on_warning: Callable[[str], None] | None,
+) -> Wiring:
     """What every pass of this job shares: its settings, rejects file and batch access."""
     writer = RejectsWriter(rejects) if rejects is not None else None
     if writer is not None:
         stack.callback(writer.close)
 
     def run_tag(teacher: Teacher) -> str:  # names this job's batches, found again on rerun
-        return fingerprint(task, teacher.identity, _input_name(job.input),
-                           str(job.store_path().resolve()))
+        return fingerprint(task, teacher.identity, _input_name(job.input), str(job.store_path().resolve()))
 
-    return Wiring(task, store, job.label_settings(), rejects=writer, on_warning=on_warning,
-                  total=lambda: _row_total(job), batch=job.batch, api_key=job.api_key,
-                  client=client, run_tag=run_tag, stack=stack)
+    return Wiring(
+        task,
+        store,
+        job.label_settings(),
+        rejects=writer,
+        on_warning=on_warning,
+        total=lambda: _row_total(job),
+        batch=job.batch,
+        api_key=job.api_key,
+        client=client,
+        run_tag=run_tag,
+        stack=stack,
+    )
 
 
-async def _finish(job: Job, task: Task, summary: RunSummary, identity: Mapping[str, Any],
-                  store: Store, rejects: Path | None, warnings: list[str],
-                  planner: Planner | MultiPlanner | None = None) -> JobResult:
+async def _finish(
+    job: Job,
+    task: Task,
+    summary: RunSummary,
+    identity: Mapping[str, Any],
+    store: Store,
+    rejects: Path | None,
+    warnings: list[str],
+    planner: Planner | MultiPlanner | None = None,
+) -> JobResult:
     """Export (unless answers are pending or the run was interrupted: a dataset is never
     written from a half-collected job) and say what happened."""
     report = None
@@ -403,9 +459,15 @@ async def _finish(job: Job, task: Task, summary: RunSummary, identity: Mapping[s
         summary.verification = report.verification
     elif job.export.verify is not None and summary.outcome not in ("pending", "interrupted"):
         summary.verification = await asyncio.to_thread(
-            verify_stored, task, identity, job.rows(task), store, job.export, planner)
-    return JobResult(summary, report, job.store_path(),
-                     rejects if rejects is not None and rejects.exists() else None, warnings)
+            verify_stored, task, identity, job.rows(task), store, job.export, planner
+        )
+    return JobResult(
+        summary,
+        report,
+        job.store_path(),
+        rejects if rejects is not None and rejects.exists() else None,
+        warnings,
+    )
 
 
 def _row_total(job: Job) -> int | None:
@@ -415,16 +477,16 @@ def _row_total(job: Job) -> int | None:
     if not isinstance(job.input, str | os.PathLike):
         return len(job.input)
     with contextlib.suppress(Exception):
-        total = count_rows(job.input, format=job.input_format, delimiter=job.delimiter,
-                           split=job.input_split)
+        total = count_rows(job.input, format=job.input_format, delimiter=job.delimiter, split=job.input_split)
         if total is not None and job.limit is not None:
             total = min(total, job.limit)
         return total
     return None
 
 
-def verify_stored(task: Task, identity: Mapping[str, Any], rows: Any, store: Store,
-                  opts: ExportOptions, planner: Any = None) -> dict[str, Any]:
+def verify_stored(
+    task: Task, identity: Mapping[str, Any], rows: Any, store: Store, opts: ExportOptions, planner: Any = None
+) -> dict[str, Any]:
     """Check every stored answer of these rows (verdicts stored, those already stored
     read) and give the pass rates: what a run without --out reports."""
     assert opts.verify is not None
@@ -432,8 +494,13 @@ def verify_stored(task: Task, identity: Mapping[str, Any], rows: Any, store: Sto
     with Verifier(opts.verify, schema=task.schema, timeout_s=opts.verify_timeout) as verifier:
         stage = VerifyStage(verifier, store, opts.keep)
         for planned in planner.plan_rows(rows, 512):
-            stage.check([(i.row.data, i.key, i.completion) for i in planned
-                         if i.variant == 0 and i.completion is not None and i.key is not None])
+            stage.check(
+                [
+                    (i.row.data, i.key, i.completion)
+                    for i in planned
+                    if i.variant == 0 and i.completion is not None and i.key is not None
+                ]
+            )
     return {"spec": opts.verify, "keep": str(opts.keep), **stage.rates.to_dict()}
 
 
@@ -448,21 +515,22 @@ def export_job(job: Job) -> ExportReport:
     check_verifier(job, task)
     check_first_rows(job.rows(task), job.export_fields())
     with Store(job.store_path()) as store:
-        return _export(job, task, setup.answering(teachers), store,
-                       setup.planner(task, teachers, store))
+        return _export(job, task, setup.answering(teachers), store, setup.planner(task, teachers, store))
 
-def _export(job: Job, task: Task, identity: Mapping[str, Any], store: Store,
-            planner: Planner | MultiPlanner | None) -> ExportReport:
+
+def _export(
+    job: Job, task: Task, identity: Mapping[str, Any], store: Store, planner: Planner | MultiPlanner | None
+) -> ExportReport:
     """The export, read through the calibration the options and the gold rows decide
     (labeler/gold_calibration.py; the gold rows are a first pass over the input). Imported
     here: it brings numpy, which labeling alone never needs."""
     from labeler.gold_calibration import resolve as resolve_calibration
 
-    opts = resolve_calibration(task, identity, lambda: job.rows(task), store, job.export,
-                               single_teacher=planner is None)
+    opts = resolve_calibration(
+        task, identity, lambda: job.rows(task), store, job.export, single_teacher=planner is None
+    )
     assert job.out is not None  # export_job refuses a job without one
-    return export_to(task, identity, job.export_rows(task), store, Path(job.out), opts,
-                     planner)
+    return export_to(task, identity, job.export_rows(task), store, Path(job.out), opts, planner)
 
 
 def _spool_stdin(job: Job) -> Path | None:

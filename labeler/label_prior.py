@@ -25,8 +25,9 @@ def total_variation(p: Sequence[float], q: Sequence[float]) -> float:
     return 0.5 * sum(abs(a - b) for a, b in zip(p, q, strict=True))
 
 
-def prior_warnings(labels: Sequence[str], counts: Mapping[str, int],
-                   references: Mapping[str, Sequence[float]]) -> list[str]:
+def prior_warnings(
+    labels: Sequence[str], counts: Mapping[str, int], references: Mapping[str, Sequence[float]]
+) -> list[str]:
     """One sentence per reference the exported label shares depart from strongly."""
     total = sum(counts.get(label, 0) for label in labels)
     if total < MIN_ROWS:
@@ -42,7 +43,9 @@ def prior_warnings(labels: Sequence[str], counts: Mapping[str, int],
         if tv < THRESHOLD:
             continue
         worst = max(range(len(labels)), key=lambda i: shares[i] - expected[i])
-        out.append(f"the exported labels depart from {name} (total variation {tv:.2f}): "
-                   f"'{labels[worst]}' is {shares[worst]:.0%} of exported labels, "
-                   f"{expected[worst]:.0%} of {name}")
+        out.append(
+            f"the exported labels depart from {name} (total variation {tv:.2f}): "
+            f"'{labels[worst]}' is {shares[worst]:.0%} of exported labels, "
+            f"{expected[worst]:.0%} of {name}"
+        )
     return out

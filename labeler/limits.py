@@ -93,8 +93,9 @@ class TokenBucket:
 
     def _refill(self, ceiling: float | None = None) -> None:
         now = time.monotonic()
-        self.tokens = min(self.capacity if ceiling is None else ceiling,
-                          self.tokens + (now - self._last) * self.rate)
+        self.tokens = min(
+            self.capacity if ceiling is None else ceiling, self.tokens + (now - self._last) * self.rate
+        )
         self._last = now
 
     def drain(self) -> None:

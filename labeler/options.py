@@ -26,7 +26,13 @@ MAX_ATTEMPTS = 8
 
 # outcome -> process exit code, for the CLI and the cron line alike
 EXIT_CODES: dict[str, int] = {
-    "ok": 0, "failed": 1, "partial": 3, "locked": 4, "budget": 5, "pending": 6, "empty": 7,
+    "ok": 0,
+    "failed": 1,
+    "partial": 3,
+    "locked": 4,
+    "budget": 5,
+    "pending": 6,
+    "empty": 7,
     "interrupted": 130,
 }
 
@@ -64,79 +70,186 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("concurrency", "concurrency", int, DEFAULT_CEILING,
-           "Ceiling of requests in flight; below it the number adapts to the rate limit "
-           "and latency.", short="-c"),
+    Option(
+        "concurrency",
+        "concurrency",
+        int,
+        DEFAULT_CEILING,
+        "Ceiling of requests in flight; below it the number adapts to the rate limit and latency.",
+        short="-c",
+    ),
     Option("rpm", "rpm", float, None, "Requests per minute cap (default: learned from headers)."),
     Option("tpm", "tpm", float, None, "Tokens per minute cap (default: learned from headers)."),
-    Option("max_attempts", "max_attempts", int, MAX_ATTEMPTS,
-           "Tries per item before it is recorded as failed."),
-    Option("retry_failed", "retry_failed", bool, False,
-           "Send again items whose failure is stored, final ones too (a plain rerun resends "
-           "only transient failures)."),
-    Option("retry_initial_wait", "retry_initial_wait", float, None,
-           "Advanced: first backoff step between attempts (doubles each time; default 0.5). "
-           "A server's retry-after is honoured regardless.", metavar="SECONDS"),
-    Option("stop_grace", "stop_grace_s", float, STOP_GRACE_S,
-           "After SIGINT/SIGTERM, seconds that requests in flight get to land.",
-           metavar="SECONDS"),
-    Option("request_timeout", "request_timeout", float, REQUEST_TIMEOUT_S,
-           "Longest one attempt may take, connect to last byte; then it is retried as a "
-           "timeout.", metavar="SECONDS"),
-    Option("budget", "budget_usd", float, None,
-           "Stop sending new requests past this spend (USD).", metavar="USD"),
-    Option("max_age_days", "max_age_days", float, None,
-           "Relabel (and overwrite) answers older than this many days.", metavar="DAYS"),
-    Option("cascade", "cascade", str, None,
-           "Teachers asked in turn, cheapest first: PROVIDER:MODEL[@URL],...; a row goes on "
-           "to the next while its answer is unsure, invalid or failed (replaces --teacher).",
-           metavar="TEACHERS", also=(list,)),
-    Option("escalate_below", "escalate_below", str, None,
-           "With --cascade: the confidence below which a row goes to the next teacher; one "
-           "value, or one per stage but the last (0.9,0.8).", metavar="CONF", also=(int, float, list)),
-    Option("escalate_on", "escalate_on", str, "max_prob",
-           "With --cascade: the confidence measure: max_prob, margin, or entropy (nats; "
-           "escalates above the threshold).", metavar="MEASURE"),
-    Option("ensemble", "ensemble", str, None,
-           "Teachers that all answer every row, at once: PROVIDER:MODEL[@URL][=WEIGHT],...; "
-           "the soft label combines theirs (replaces --teacher).", metavar="TEACHERS",
-           also=(list,)),
-    Option("ensemble_combine", "ensemble_combine", str, "mean",
-           "With --ensemble: mean (weighted mixture of the members' distributions) or "
-           "product (product of experts).", metavar="HOW"),
-    Option("reasoning_effort", "reasoning_effort", str, None,
-           "OpenAI-style reasoning teachers: how hard they think (none, minimal, low, "
-           "medium, high, xhigh), sent as reasoning_effort; overrides the template's "
-           "params (part of the cache key).", metavar="EFFORT"),
-    Option("thinking_budget", "thinking_budget", int, None,
-           "Anthropic: extended thinking with this many tokens (at least 1024), sent with "
-           "temperature 1 and max_tokens above the budget; overrides the template's params "
-           "(part of the cache key).", metavar="TOKENS"),
-    Option("samples", "samples", int, None,
-           "Answers asked per row where the soft label comes from samples (a teacher without "
-           "logprobs, one that refuses them included, or --soft-labels samples): the soft "
-           "label is the share of each answer. One request with `n` where the server takes "
-           "it (the prompt paid once), else N requests. Default 5; 1 keeps hard labels only. "
-           "Part of the cache key of sampled requests.", metavar="N"),
-    Option("soft_labels", "soft_labels", str, "auto",
-           "Where soft labels come from: auto (logprobs where the teacher gives them, else "
-           "--samples answers), logprobs, or samples (sample even a teacher with logprobs, "
-           "to compare the two).", metavar="SOURCE", choices=("auto", "logprobs", "samples")),
+    Option(
+        "max_attempts", "max_attempts", int, MAX_ATTEMPTS, "Tries per item before it is recorded as failed."
+    ),
+    Option(
+        "retry_failed",
+        "retry_failed",
+        bool,
+        False,
+        "Send again items whose failure is stored, final ones too (a plain rerun resends "
+        "only transient failures).",
+    ),
+    Option(
+        "retry_initial_wait",
+        "retry_initial_wait",
+        float,
+        None,
+        "Advanced: first backoff step between attempts (doubles each time; default 0.5). "
+        "A server's retry-after is honoured regardless.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "stop_grace",
+        "stop_grace_s",
+        float,
+        STOP_GRACE_S,
+        "After SIGINT/SIGTERM, seconds that requests in flight get to land.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "request_timeout",
+        "request_timeout",
+        float,
+        REQUEST_TIMEOUT_S,
+        "Longest one attempt may take, connect to last byte; then it is retried as a timeout.",
+        metavar="SECONDS",
+    ),
+    Option(
+        "budget", "budget_usd", float, None, "Stop sending new requests past this spend (USD).", metavar="USD"
+    ),
+    Option(
+        "max_age_days",
+        "max_age_days",
+        float,
+        None,
+        "Relabel (and overwrite) answers older than this many days.",
+        metavar="DAYS",
+    ),
+    Option(
+        "cascade",
+        "cascade",
+        str,
+        None,
+        "Teachers asked in turn, cheapest first: PROVIDER:MODEL[@URL],...; a row goes on "
+        "to the next while its answer is unsure, invalid or failed (replaces --teacher).",
+        metavar="TEACHERS",
+        also=(list,),
+    ),
+    Option(
+        "escalate_below",
+        "escalate_below",
+        str,
+        None,
+        "With --cascade: the confidence below which a row goes to the next teacher; one "
+        "value, or one per stage but the last (0.9,0.8).",
+        metavar="CONF",
+        also=(int, float, list),
+    ),
+    Option(
+        "escalate_on",
+        "escalate_on",
+        str,
+        "max_prob",
+        "With --cascade: the confidence measure: max_prob, margin, or entropy (nats; "
+        "escalates above the threshold).",
+        metavar="MEASURE",
+    ),
+    Option(
+        "ensemble",
+        "ensemble",
+        str,
+        None,
+        "Teachers that all answer every row, at once: PROVIDER:MODEL[@URL][=WEIGHT],...; "
+        "the soft label combines theirs (replaces --teacher).",
+        metavar="TEACHERS",
+        also=(list,),
+    ),
+    Option(
+        "ensemble_combine",
+        "ensemble_combine",
+        str,
+        "mean",
+        "With --ensemble: mean (weighted mixture of the members' distributions) or "
+        "product (product of experts).",
+        metavar="HOW",
+    ),
+    Option(
+        "reasoning_effort",
+        "reasoning_effort",
+        str,
+        None,
+        "OpenAI-style reasoning teachers: how hard they think (none, minimal, low, "
+        "medium, high, xhigh), sent as reasoning_effort; overrides the template's "
+        "params (part of the cache key).",
+        metavar="EFFORT",
+    ),
+    Option(
+        "thinking_budget",
+        "thinking_budget",
+        int,
+        None,
+        "Anthropic: extended thinking with this many tokens (at least 1024), sent with "
+        "temperature 1 and max_tokens above the budget; overrides the template's params "
+        "(part of the cache key).",
+        metavar="TOKENS",
+    ),
+    Option(
+        "samples",
+        "samples",
+        int,
+        None,
+        "Answers asked per row where the soft label comes from samples (a teacher without "
+        "logprobs, one that refuses them included, or --soft-labels samples): the soft "
+        "label is the share of each answer. One request with `n` where the server takes "
+        "it (the prompt paid once), else N requests. Default 5; 1 keeps hard labels only. "
+        "Part of the cache key of sampled requests.",
+        metavar="N",
+    ),
+    Option(
+        "soft_labels",
+        "soft_labels",
+        str,
+        "auto",
+        "Where soft labels come from: auto (logprobs where the teacher gives them, else "
+        "--samples answers), logprobs, or samples (sample even a teacher with logprobs, "
+        "to compare the two).",
+        metavar="SOURCE",
+        choices=("auto", "logprobs", "samples"),
+    ),
 )
 VERIFY_OPTIONS: tuple[Option, ...] = (
-    Option("verify", "verify", str, None,
-           "Check every answer (each sample) and store the verdict: exact:FIELD, "
-           "numeric:FIELD[:TOL], regex:PATTERN (extracts its first group for the next "
-           "step), json-schema, python:MODULE:FUNCTION; steps joined by commas, e.g. "
-           "regex:'Answer: (.*)',exact:gold. Exports keep verified answers.",
-           metavar="SPEC"),
-    Option("keep", "keep", str, "all",
-           "With --verify: the answers an sft or preference export keeps per row: all "
-           "verified ones, the best-scored, or at most K.", metavar="all|best|K",
-           also=(int,)),
-    Option("verify_timeout", "verify_timeout", float, 10.0,
-           "With --verify python:...: seconds a checker may take per answer before that "
-           "answer is marked timeout.", metavar="SECONDS"),
+    Option(
+        "verify",
+        "verify",
+        str,
+        None,
+        "Check every answer (each sample) and store the verdict: exact:FIELD, "
+        "numeric:FIELD[:TOL], regex:PATTERN (extracts its first group for the next "
+        "step), json-schema, python:MODULE:FUNCTION; steps joined by commas, e.g. "
+        "regex:'Answer: (.*)',exact:gold. Exports keep verified answers.",
+        metavar="SPEC",
+    ),
+    Option(
+        "keep",
+        "keep",
+        str,
+        "all",
+        "With --verify: the answers an sft or preference export keeps per row: all "
+        "verified ones, the best-scored, or at most K.",
+        metavar="all|best|K",
+        also=(int,),
+    ),
+    Option(
+        "verify_timeout",
+        "verify_timeout",
+        float,
+        10.0,
+        "With --verify python:...: seconds a checker may take per answer before that "
+        "answer is marked timeout.",
+        metavar="SECONDS",
+    ),
 )
 OPTIONS = OPTIONS + VERIFY_OPTIONS
 BY_FIELD: dict[str, Option] = {o.field: o for o in OPTIONS}
@@ -162,8 +275,7 @@ def check_values(values: Mapping[str, Any], where: str = "") -> None:
         if opt.bound is not None:
             check([(key, cast(float, value))], where)  # a bound is on a number option
         if opt.choices is not None and value not in opt.choices:
-            raise ConfigError(f"{prefix}{key} must be one of {', '.join(opt.choices)}, "
-                              f"got {value!r}")
+            raise ConfigError(f"{prefix}{key} must be one of {', '.join(opt.choices)}, got {value!r}")
 
 
 def from_fields(obj: Any) -> dict[str, Any]:
@@ -179,8 +291,9 @@ REQUEST_KEYS = ("reasoning_effort", "thinking_budget", "samples", "soft_labels")
 VERIFY_KEYS = tuple(o.key for o in VERIFY_OPTIONS)
 
 
-def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
-                  only: tuple[str, ...] | None = None) -> Callable[[Any], Any]:
+def click_options(
+    bounded: Callable[[str, type], Any], *, flags: bool = True, only: tuple[str, ...] | None = None
+) -> Callable[[Any], Any]:
     """A decorator adding every option (or those named in `only`) as a CLI flag
     (`bounded` makes a range type)."""
     import click
@@ -196,15 +309,34 @@ def click_options(bounded: Callable[[str, type], Any], *, flags: bool = True,
             kind = bounded(opt.key, opt.kind) if opt.bound is not None else opt.kind
             if opt.choices is not None:
                 kind = click.Choice(opt.choices)
-            f = click.option(*names, type=kind, default=opt.default,
-                             show_default=opt.default is not None, metavar=opt.metavar,
-                             help=opt.help)(f)
+            f = click.option(
+                *names,
+                type=kind,
+                default=opt.default,
+                show_default=opt.default is not None,
+                metavar=opt.metavar,
+                help=opt.help,
+            )(f)
         return f
 
     return decorate
 
 
-__all__ = ["BY_FIELD", "BY_KEY", "CASCADE_KEYS", "EXIT_CODES", "MAX_ATTEMPTS", "OPTIONS",
-           "REQUEST_KEYS", "REQUEST_TIMEOUT_S", "STOP_GRACE_S", "VERIFY_KEYS", "Option", "check_values",
-           "click_options", "default", "exit_code",
-           "from_fields"]
+__all__ = [
+    "BY_FIELD",
+    "BY_KEY",
+    "CASCADE_KEYS",
+    "EXIT_CODES",
+    "MAX_ATTEMPTS",
+    "OPTIONS",
+    "REQUEST_KEYS",
+    "REQUEST_TIMEOUT_S",
+    "STOP_GRACE_S",
+    "VERIFY_KEYS",
+    "Option",
+    "check_values",
+    "click_options",
+    "default",
+    "exit_code",
+    "from_fields",
+]

@@ -61,8 +61,7 @@ def _problems(job: Job) -> Iterator[str]:
     if ex.kd_layout != "tokens" and ex.kind != "kd":
         yield f"--kd-layout goes with --kind kd (this export is --kind {ex.kind})"
     if ex.text_field is not None and ex.kind != "classification":
-        yield (f"--text-field goes with --kind classification (a {ex.kind} export has no "
-               "`text` column)")
+        yield (f"--text-field goes with --kind classification (a {ex.kind} export has no `text` column)")
     if ex.include_awaiting_human and not _ends_in_human(job.cascade):
         yield "--include-awaiting-human goes with --cascade ...,human (no row awaits a person)"
     if job.no_wait and not job.batch:

@@ -45,6 +45,7 @@ CACHED = "cached"  # an answer is stored (and fresh enough)
 FAILED = "failed"  # a stored failure that is not to be sent again
 REJECTED = "rejected"  # the row cannot become a request (bad input, template error)
 
+
 @dataclass(slots=True)
 class Item:
     """One input row, planned."""
@@ -164,7 +165,7 @@ class Planner:
                 for variant, request in enumerate(requests):
                     add(Item(row, SEND, request, key(request), variant=variant))
             if self.single_answers and known is not None and requests is not rendered:
-                for item, raw in zip(items[-len(requests):], rendered, strict=True):
+                for item, raw in zip(items[-len(requests) :], rendered, strict=True):
                     if known.samples(raw) > 1:
                         plain = known.plain(raw)
                         item.single = (plain, key(plain))
@@ -172,8 +173,9 @@ class Planner:
             self.look_up([i for i in items if i.key is not None])
         return items
 
-    def plan_rows(self, rows: Iterable[Row | Reject | Mapping[str, Any]],
-                  chunk: int = CHUNK) -> Iterator[list[Item]]:
+    def plan_rows(
+        self, rows: Iterable[Row | Reject | Mapping[str, Any]], chunk: int = CHUNK
+    ) -> Iterator[list[Item]]:
         """Plan `rows` chunk by chunk (streamed: memory stays flat however long the input)."""
         it = iter(rows)
         while batch := list(islice(it, chunk)):
@@ -190,8 +192,8 @@ class Planner:
         # it was paid for, so a rerun does not pay again, and nothing reads it.
         unusable: dict[str, str] = {}
         found: Mapping[str, Completion | None] = (
-            store.get_many(keys, unusable=unusable) if self.completions
-            else dict.fromkeys(store.known(keys)))
+            store.get_many(keys, unusable=unusable) if self.completions else dict.fromkeys(store.known(keys))
+        )
         if self.max_age_s is not None and found:
             created = store.created_at(list(found))
             cutoff = time.time() - self.max_age_s
@@ -200,8 +202,7 @@ class Planner:
         if self.failures:
             misses = [k for k in keys if k not in found]
             if misses:
-                blocked = {k: f for k, f in store.failures_for(misses).items()
-                           if not self.resend(f)}
+                blocked = {k: f for k, f in store.failures_for(misses).items() if not self.resend(f)}
         for item in items:
             key = item.key
             if key is None:  # no request: nothing stored under it
@@ -221,8 +222,7 @@ class Planner:
         """Items whose sampled answer is missing, read from their single answer if stored."""
         if not items or not self.completions or self.store is None:
             return
-        found = self.store.get_many(list(dict.fromkeys(i.single[1] for i in items
-                                                       if i.single is not None)))
+        found = self.store.get_many(list(dict.fromkeys(i.single[1] for i in items if i.single is not None)))
         for item in items:
             assert item.single is not None
             request, key = item.single
@@ -275,5 +275,16 @@ def raw_json(row: Row) -> str | None:
         return None
 
 
-__all__ = ["CACHED", "CHUNK", "FAILED", "REJECTED", "SEND", "Item", "Planner", "by_row",
-           "raw_json", "template_problem", "where"]
+__all__ = [
+    "CACHED",
+    "CHUNK",
+    "FAILED",
+    "REJECTED",
+    "SEND",
+    "Item",
+    "Planner",
+    "by_row",
+    "raw_json",
+    "template_problem",
+    "where",
+]

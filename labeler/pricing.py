@@ -54,17 +54,18 @@ class PriceTable:
     def from_json(cls, data: Any, where: str) -> PriceTable:
         models = data.get("models") if isinstance(data, dict) else None
         if not isinstance(models, dict):
-            raise ConfigError(f"{where}: expected {{\"models\": {{name: {{input, output}}}}}}")
+            raise ConfigError(f'{where}: expected {{"models": {{name: {{input, output}}}}}}')
         prices = {}
         for name, p in models.items():
             try:
                 prices[name] = Price(
-                    float(p["input"]), float(p["output"]),
-                    _opt(p.get("cached_input")), _opt(p.get("cache_write")),
+                    float(p["input"]),
+                    float(p["output"]),
+                    _opt(p.get("cached_input")),
+                    _opt(p.get("cache_write")),
                 )
             except (KeyError, TypeError, ValueError) as exc:
-                raise ConfigError(f"{where}: model '{name}': needs numeric input and output") \
-                    from exc
+                raise ConfigError(f"{where}: model '{name}': needs numeric input and output") from exc
             _check_price(prices[name], f"{where}: model '{name}'")
         try:
             discount = float(data.get("batch_discount", 0.5))
@@ -82,8 +83,7 @@ class PriceTable:
             if not sep or len(nums) not in (2, 3):
                 raise ValueError
         except ValueError as exc:
-            raise ConfigError(f"--price '{spec}': expected MODEL=IN,OUT[,CACHED] (USD/1M tokens)") \
-                from exc
+            raise ConfigError(f"--price '{spec}': expected MODEL=IN,OUT[,CACHED] (USD/1M tokens)") from exc
         prices = dict(self.prices)
         prices[name] = Price(nums[0], nums[1], nums[2] if len(nums) == 3 else None)
         _check_price(prices[name], f"--price '{spec}'")
@@ -121,7 +121,12 @@ class PriceTable:
         return usd * (self.batch_discount if batch else 1.0)
 
     def estimate_request(
-        self, model: str, request: Request, max_output: int, *, batch: bool = False,
+        self,
+        model: str,
+        request: Request,
+        max_output: int,
+        *,
+        batch: bool = False,
         shape: tuple[int, int] | None = None,
     ) -> float:
         """Worst-case cost before sending: prompt estimate plus every allowed output token.
@@ -133,9 +138,7 @@ class PriceTable:
         price = self.lookup(model)
         if price is None:
             return 0.0
-        prompt = len(request.prompt or "") + sum(
-            len(m.get("content") or "") for m in request.messages or ()
-        )
+        prompt = len(request.prompt or "") + sum(len(m.get("content") or "") for m in request.messages or ())
         calls, n = shape if shape is not None else (1, int(request.params.get("n") or 1))
         usd = ((prompt / 4) * calls * price.input + max_output * calls * n * price.output) / PER
         return usd * (self.batch_discount if batch else 1.0)
@@ -147,8 +150,9 @@ def _check_price(price: Price, where: str) -> None:
     for part in ("input", "output", "cached_input", "cache_write"):
         value = getattr(price, part)
         if value is not None and not (math.isfinite(value) and value >= 0):
-            raise ConfigError(f"{where}: the {part} price must be a finite number >= 0 "
-                              f"(USD per 1M tokens), got {value}")
+            raise ConfigError(
+                f"{where}: the {part} price must be a finite number >= 0 (USD per 1M tokens), got {value}"
+            )
 
 
 def _opt(v: Any) -> float | None:

@@ -29,8 +29,14 @@ class Progress:
 
             if in_notebook() and _has_widgets():
                 from tqdm.auto import tqdm
-            self._bar = tqdm(total=total, unit="item", dynamic_ncols=True, mininterval=0.25,
-                             smoothing=0.05, file=sys.stderr)
+            self._bar = tqdm(
+                total=total,
+                unit="item",
+                dynamic_ncols=True,
+                mininterval=0.25,
+                smoothing=0.05,
+                file=sys.stderr,
+            )
 
     def update(self, status: str) -> None:
         if self._bar is None:

@@ -43,9 +43,14 @@ def thinking_budget(params: Mapping[str, Any]) -> int | None:
     return int(value) if value else None
 
 
-def reasoning_params(params: Mapping[str, Any], *, answer_tokens: int | None,
-                     effort: str | None = None, budget: int | None = None,
-                     where: str = "") -> dict[str, Any]:
+def reasoning_params(
+    params: Mapping[str, Any],
+    *,
+    answer_tokens: int | None,
+    effort: str | None = None,
+    budget: int | None = None,
+    where: str = "",
+) -> dict[str, Any]:
     """`params` with `effort` and `budget` set over them (None keeps the template's), and
     max_tokens made room for the thinking; raises ConfigError naming the bad value.
 
@@ -61,14 +66,15 @@ def reasoning_params(params: Mapping[str, Any], *, answer_tokens: int | None,
         out["thinking_budget"] = budget
     chosen = out.get("reasoning_effort")
     if chosen is not None and chosen not in EFFORTS:
-        raise ConfigError(f"{prefix}reasoning_effort must be one of {', '.join(EFFORTS)}, "
-                          f"got {chosen!r}")
+        raise ConfigError(f"{prefix}reasoning_effort must be one of {', '.join(EFFORTS)}, got {chosen!r}")
     raw = out.get("thinking_budget")
     if raw is None:
         return out
     if isinstance(raw, bool) or not isinstance(raw, int) or raw < MIN_THINKING_BUDGET:
-        raise ConfigError(f"{prefix}thinking_budget must be a whole number of tokens, at "
-                          f"least {MIN_THINKING_BUDGET} (Anthropic's minimum), got {raw!r}")
+        raise ConfigError(
+            f"{prefix}thinking_budget must be a whole number of tokens, at "
+            f"least {MIN_THINKING_BUDGET} (Anthropic's minimum), got {raw!r}"
+        )
     if answer_tokens is not None:
         out["max_tokens"] = raw + answer_tokens
         out.pop("max_completion_tokens", None)
@@ -78,12 +84,12 @@ def reasoning_params(params: Mapping[str, Any], *, answer_tokens: int | None,
         raise ConfigError(
             f"{prefix}thinking_budget {raw} must be below max_tokens ({max_tokens}), which "
             "counts the thinking and the answer: raise params.max_tokens above the budget "
-            "(or remove it: the budget plus the default answer allowance)")
+            "(or remove it: the budget plus the default answer allowance)"
+        )
     return out
 
 
-def answer_allowance(template_params: Mapping[str, Any], defaults: Mapping[str, Any]
-                     ) -> int | None:
+def answer_allowance(template_params: Mapping[str, Any], defaults: Mapping[str, Any]) -> int | None:
     """The answer's own token allowance in a template's params (`defaults` filled in), or
     None where its max_tokens counts the thinking too: a template that sets both a
     thinking_budget and max_tokens speaks the API's terms."""
@@ -108,6 +114,16 @@ def check_mode(mode: str) -> None:
         raise ConfigError(f"--reasoning '{mode}': expected one of {', '.join(MODES)}")
 
 
-__all__ = ["AUTO", "EFFORTS", "MIN_THINKING_BUDGET", "MODES", "THINKING_TEMPERATURE",
-           "THINKING_TOP_P_MIN", "answer_allowance", "check_mode", "inline", "reasoning_params",
-           "thinking_budget"]
+__all__ = [
+    "AUTO",
+    "EFFORTS",
+    "MIN_THINKING_BUDGET",
+    "MODES",
+    "THINKING_TEMPERATURE",
+    "THINKING_TOP_P_MIN",
+    "answer_allowance",
+    "check_mode",
+    "inline",
+    "reasoning_params",
+    "thinking_budget",
+]

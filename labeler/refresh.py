@@ -87,19 +87,42 @@ _KEY_PLACES = ("api_key_file", "api_key_env")
 # The labeling options (concurrency, rpm, budget, ...) come from labeler/options.py; these
 # are the keys only a refresh config has.
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
-    "base_url": (str, list), "api_key_env": str, "api_key_file": str, "teacher_options": dict,
-    "store": str, "keep": int, "prices": str, "id_field": str, "input_format": str,
-    "delimiter": str, "split": str, "input_map": dict, "export": dict, "filters": dict,
+    "base_url": (str, list),
+    "api_key_env": str,
+    "api_key_file": str,
+    "teacher_options": dict,
+    "store": str,
+    "keep": int,
+    "prices": str,
+    "id_field": str,
+    "input_format": str,
+    "delimiter": str,
+    "split": str,
+    "input_map": dict,
+    "export": dict,
+    "filters": dict,
     **{o.key: o.config_types() for o in OPTIONS},
 }
 _EXPORT_KEYS: dict[str, type | tuple[type, ...]] = {
-    "kind": str, "format": str, "validation_size": (int, float), "seed": int,
-    "split_field": str, "text_field": str, "push_to_hub": str, "public": bool,
-    "sft_shape": str, "kd_layout": str, "card_license": str, "card_endpoint": bool,
-    "calibration": str, "reasoning": str,
+    "kind": str,
+    "format": str,
+    "validation_size": (int, float),
+    "seed": int,
+    "split_field": str,
+    "text_field": str,
+    "push_to_hub": str,
+    "public": bool,
+    "sft_shape": str,
+    "kd_layout": str,
+    "card_license": str,
+    "card_endpoint": bool,
+    "calibration": str,
+    "reasoning": str,
 }
 _FILTER_KEYS: dict[str, type | tuple[type, ...]] = {
-    "min_confidence": (int, float), "min_margin": (int, float), "max_entropy": (int, float),
+    "min_confidence": (int, float),
+    "min_margin": (int, float),
+    "max_entropy": (int, float),
     "keep_invalid": bool,
 }
 
@@ -152,8 +175,10 @@ class RefreshConfig:
         where = str(path)
         secret = find_secret({k: v for k, v in raw.items() if k not in _KEY_PLACES})
         if secret is not None:
-            raise ConfigError(f"{where}: {secret}: a key does not belong in a config file; use "
-                              "api_key_file (a file of mode 0600) or api_key_env")
+            raise ConfigError(
+                f"{where}: {secret}: a key does not belong in a config file; use "
+                "api_key_file (a file of mode 0600) or api_key_env"
+            )
         unknown = set(raw) - set(_REQUIRED) - set(_OPTIONAL)
         if unknown:
             allowed = ", ".join(sorted((*_REQUIRED, *_OPTIONAL)))
@@ -181,25 +206,34 @@ class RefreshConfig:
             check_base_url(url, f"{where}: base_url")
         provider = raw["teacher"].partition(":")[0]
         if provider in PROVIDERS:  # (a cascade's or ensemble's `teacher` may be a placeholder)
-            check_teacher_options(load(PROVIDERS[provider].factory),
-                                  raw.get("teacher_options") or {}, f"{where}: teacher_options")
+            check_teacher_options(
+                load(PROVIDERS[provider].factory),
+                raw.get("teacher_options") or {},
+                f"{where}: teacher_options",
+            )
         keep = raw.get("keep", 5)
         if keep < 1:
             raise ConfigError(f"{where}: keep must be at least 1 (the current version)")
         return cls(
-            path=path, task=task,
+            path=path,
+            task=task,
             input=raw["input"] if is_hub(raw["input"]) else str(local(raw["input"])),
             teacher=raw["teacher"],
-            out=local(raw["out"]) or base, store=local(raw.get("store")), base_url=base_url,
-            api_key_env=raw.get("api_key_env"), api_key_file=local(raw.get("api_key_file")),
+            out=local(raw["out"]) or base,
+            store=local(raw.get("store")),
+            base_url=base_url,
+            api_key_env=raw.get("api_key_env"),
+            api_key_file=local(raw.get("api_key_file")),
             teacher_options=dict(raw.get("teacher_options") or {}),
             options={o.field: raw.get(o.key, o.default) for o in OPTIONS},
-            prices=local(raw.get("prices")), keep=keep,
-            id_field=raw.get("id_field"), input_format=raw.get("input_format"),
-            delimiter=raw.get("delimiter"), split=raw.get("split"),
+            prices=local(raw.get("prices")),
+            keep=keep,
+            id_field=raw.get("id_field"),
+            input_format=raw.get("input_format"),
+            delimiter=raw.get("delimiter"),
+            split=raw.get("split"),
             input_map=_input_map(raw.get("input_map"), where),
-            export=_export_options(raw.get("export") or {}, raw.get("filters") or {}, where,
-                                   local),
+            export=_export_options(raw.get("export") or {}, raw.get("filters") or {}, where, local),
         )
 
     def api_key(self) -> str | None:
@@ -217,14 +251,23 @@ class RefreshConfig:
         """The `labeler run` this refresh amounts to, exporting into `version`."""
         prices = PriceTable.from_file(self.prices) if self.prices else None
         return Job(
-            task=self.task, input=self.input, teacher=self.teacher, out=version,
-            store=self.store, base_url=self.base_url, api_key=self.api_key(),
+            task=self.task,
+            input=self.input,
+            teacher=self.teacher,
+            out=version,
+            store=self.store,
+            base_url=self.base_url,
+            api_key=self.api_key(),
             teacher_options=dict(self.teacher_options),
-            **{**self.options, **({"max_age_days": max_age_days} if max_age_days is not None
-                                  else {})},
-            prices=prices, id_field=self.id_field, input_format=self.input_format, delimiter=self.delimiter,
-            input_split=self.split, input_map=dict(self.input_map),
-            rejects=self.out / "rejects.jsonl", export=self.export,
+            **{**self.options, **({"max_age_days": max_age_days} if max_age_days is not None else {})},
+            prices=prices,
+            id_field=self.id_field,
+            input_format=self.input_format,
+            delimiter=self.delimiter,
+            input_split=self.split,
+            input_map=dict(self.input_map),
+            rejects=self.out / "rejects.jsonl",
+            export=self.export,
             progress=False,
         )
 
@@ -237,8 +280,9 @@ def _input_map(raw: Any, where: str) -> dict[str, str]:
         raise ConfigError(f"{where}: input_map: {exc}") from None
 
 
-def _check_types(raw: Mapping[str, Any], spec: Mapping[str, type | tuple[type, ...]],
-                 where: str, prefix: str) -> None:
+def _check_types(
+    raw: Mapping[str, Any], spec: Mapping[str, type | tuple[type, ...]], where: str, prefix: str
+) -> None:
     for key, kind in spec.items():
         value = raw.get(key)
         if value is None:
@@ -250,33 +294,45 @@ def _check_types(raw: Mapping[str, Any], spec: Mapping[str, type | tuple[type, .
             raise ConfigError(f"{where}: {prefix}{key} must be {names}, got {value!r}")
 
 
-def _export_options(export: Mapping[str, Any], filters: Mapping[str, Any],
-                    where: str, local: Callable[[str | None], Path | None] = lambda v: None
-                    ) -> ExportOptions:
-    for section, keys, values in (("export", _EXPORT_KEYS, export),
-                                  ("filters", _FILTER_KEYS, filters)):
+def _export_options(
+    export: Mapping[str, Any],
+    filters: Mapping[str, Any],
+    where: str,
+    local: Callable[[str | None], Path | None] = lambda v: None,
+) -> ExportOptions:
+    for section, keys, values in (("export", _EXPORT_KEYS, export), ("filters", _FILTER_KEYS, filters)):
         unknown = set(values) - set(keys)
         if unknown:
-            raise ConfigError(f"{where}: unknown key '{section}.{sorted(unknown)[0]}' "
-                              f"(allowed: {', '.join(sorted(keys))})")
+            raise ConfigError(
+                f"{where}: unknown key '{section}.{sorted(unknown)[0]}' (allowed: {', '.join(sorted(keys))})"
+            )
         _check_types(values, keys, where, f"{section}.")
-        bounds.check([(k, v) for k, v in values.items() if k in bounds.BOUNDS],
-                     f"{where}: {section}")
+        bounds.check([(k, v) for k, v in values.items() if k in bounds.BOUNDS], f"{where}: {section}")
     return ExportOptions(
-        kind=export.get("kind", "records"), format=export.get("format", "hf"),
-        filters=FilterSpec(min_confidence=filters.get("min_confidence"),
-                           min_margin=filters.get("min_margin"),
-                           max_entropy=filters.get("max_entropy"),
-                           drop_invalid=not filters.get("keep_invalid", False)),
-        validation_size=float(export.get("validation_size", 0.0)), seed=export.get("seed", 0),
-        split_field=export.get("split_field"), text_field=export.get("text_field"),
-        push_to_hub=export.get("push_to_hub"), private=not export.get("public", False),
+        kind=export.get("kind", "records"),
+        format=export.get("format", "hf"),
+        filters=FilterSpec(
+            min_confidence=filters.get("min_confidence"),
+            min_margin=filters.get("min_margin"),
+            max_entropy=filters.get("max_entropy"),
+            drop_invalid=not filters.get("keep_invalid", False),
+        ),
+        validation_size=float(export.get("validation_size", 0.0)),
+        seed=export.get("seed", 0),
+        split_field=export.get("split_field"),
+        text_field=export.get("text_field"),
+        push_to_hub=export.get("push_to_hub"),
+        private=not export.get("public", False),
         sft_shape=export.get("sft_shape", "prompt-completion"),
         kd_layout=export.get("kd_layout", "tokens"),
         reasoning=export.get("reasoning", "auto"),
-        card_license=export.get("card_license"), card_endpoint=export.get("card_endpoint", False),
-        calibration=(load_calibration(local(export["calibration"]))  # type: ignore[arg-type]
-                     if export.get("calibration") else None),
+        card_license=export.get("card_license"),
+        card_endpoint=export.get("card_endpoint", False),
+        calibration=(
+            load_calibration(local(export["calibration"]))  # type: ignore[arg-type]
+            if export.get("calibration")
+            else None
+        ),
     )
 
 
@@ -314,8 +370,10 @@ class RefreshLock:
                     continue
                 os.close(fd)
                 who = f"pid {pid}, started {since}" if pid is not None else "starting up"
-                raise Locked(f"{self.path}: another refresh of {self.path.parent} is running "
-                             f"({who}); this one exits without doing anything") from None
+                raise Locked(
+                    f"{self.path}: another refresh of {self.path.parent} is running "
+                    f"({who}); this one exits without doing anything"
+                ) from None
             except BaseException:
                 os.close(fd)
                 raise
@@ -331,8 +389,10 @@ class RefreshLock:
             os.fsync(fd)
             self._fd = fd
             return self
-        raise Locked(f"{self.path}: the lock file keeps being replaced; is another refresh "
-                     "starting at the same moment?")
+        raise Locked(
+            f"{self.path}: the lock file keeps being replaced; is another refresh "
+            "starting at the same moment?"
+        )
 
     def release(self) -> None:
         if self._fd is None:
@@ -458,19 +518,43 @@ class RefreshResult:
         return EXIT_CODES.get(self.outcome, 1)
 
     def to_dict(self) -> dict[str, Any]:
-        counts = {k: self.summary.get(k, 0) for k in (
-            "rows", "labeled", "cached", "failed", "failed_transient", "failed_final", "rejected",
-            "skipped", "requests", "retries", "http_requests", "rate_limited", "overloaded",
-            "prompt_tokens", "completion_tokens", "cached_tokens")}
+        counts = {
+            k: self.summary.get(k, 0)
+            for k in (
+                "rows",
+                "labeled",
+                "cached",
+                "failed",
+                "failed_transient",
+                "failed_final",
+                "rejected",
+                "skipped",
+                "requests",
+                "retries",
+                "http_requests",
+                "rate_limited",
+                "overloaded",
+                "prompt_tokens",
+                "completion_tokens",
+                "cached_tokens",
+            )
+        }
         return {
-            "outcome": self.outcome, "exit_code": self.exit_code, **counts,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            **counts,
             "cost_usd": self.summary.get("cost_usd", 0.0),
             "failures_by_reason": self.summary.get("failures_by_reason", {}),
             "main_failure": self.summary.get("main_failure"),
-            "exported": self.exported, "filtered": dict(self.filtered), "kind": self.kind,
+            "exported": self.exported,
+            "filtered": dict(self.filtered),
+            "kind": self.kind,
             "duration_s": round(self.duration_s, 3),
-            "started_at": self.started_at, "version": self.version, "current": self.current,
-            "out": self.out, "pruned": self.pruned,
+            "started_at": self.started_at,
+            "version": self.version,
+            "current": self.current,
+            "out": self.out,
+            "pruned": self.pruned,
             "lock_taken_over_from": self.lock_taken_over_from,
             "error": redact(self.error) if self.error else None,
             "config": self.config,
@@ -499,8 +583,7 @@ def refresh(
         with RefreshLock(cfg.lock_path()) as lock:
             if lock.took_over_from is not None:
                 result.lock_taken_over_from = lock.took_over_from
-                warn(f"took over {lock.path}, left by pid {lock.took_over_from} which is no "
-                     "longer running")
+                warn(f"took over {lock.path}, left by pid {lock.took_over_from} which is no longer running")
             _refresh_locked(cfg, result, max_age_days, warn, handle_signals)
     except Locked as exc:
         result.outcome, result.error = "locked", str(exc)
@@ -516,8 +599,13 @@ def refresh(
     return result
 
 
-def _refresh_locked(cfg: RefreshConfig, result: RefreshResult, max_age_days: float | None,
-                    warn: Callable[[str], None], handle_signals: bool) -> None:
+def _refresh_locked(
+    cfg: RefreshConfig,
+    result: RefreshResult,
+    max_age_days: float | None,
+    warn: Callable[[str], None],
+    handle_signals: bool,
+) -> None:
     versions = cfg.out / "versions"
     versions.mkdir(parents=True, exist_ok=True)
     _clean_staging(cfg.out)

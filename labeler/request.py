@@ -77,15 +77,16 @@ class Request:
         return request_key(self.canonical(teacher_identity))
 
 
-def chat_request(messages: tuple[dict[str, str], ...], params: dict[str, Any], template: str,
-                 soft_targets: bool | None) -> Request:
+def chat_request(
+    messages: tuple[dict[str, str], ...], params: dict[str, Any], template: str, soft_targets: bool | None
+) -> Request:
     """A chat `Request`, as every renderer of a chat template makes it."""
-    return Request(messages=messages, params=params, template=template,
-                   soft_targets=soft_targets)
+    return Request(messages=messages, params=params, template=template, soft_targets=soft_targets)
 
 
-def completion_request(prompt: str, params: dict[str, Any], template: str,
-                       soft_targets: bool | None) -> Request:
+def completion_request(
+    prompt: str, params: dict[str, Any], template: str, soft_targets: bool | None
+) -> Request:
     """A completion-mode `Request`, likewise."""
     return Request(prompt=prompt, params=params, template=template, soft_targets=soft_targets)
 
@@ -131,24 +132,28 @@ class RequestKeys:
     def key(self, request: Request) -> str:
         if request.template != self._template:
             self._template = request.template
-            self._template_tail = (self._teacher + b',"template":'
-                                   + canonical_json(request.template) + b"}")
+            self._template_tail = self._teacher + b',"template":' + canonical_json(request.template) + b"}"
         messages = request.messages
         if messages is None:
-            hasher = _hasher(b'{"params":' + canonical_json(request.params) + b',"prompt":'
-                             + canonical_json(request.prompt) + self._template_tail)
+            hasher = _hasher(
+                b'{"params":'
+                + canonical_json(request.params)
+                + b',"prompt":'
+                + canonical_json(request.prompt)
+                + self._template_tail
+            )
         else:
             lead = messages[:-1]
             hasher = (self._lead_hash if lead == self._lead else self._leading(lead)).copy()
             own = canonical_json(messages[-1]) if messages else b""
-            hasher.update(own + b'],"params":' + canonical_json(request.params)
-                          + self._template_tail)
+            hasher.update(own + b'],"params":' + canonical_json(request.params) + self._template_tail)
         return KEY_PREFIX + hasher.hexdigest()
 
     def _leading(self, lead: tuple[dict[str, str], ...]) -> hashlib.blake2b:
         hasher = _hasher(b'{"messages":[' + b"".join([canonical_json(m) + b"," for m in lead]))
-        if all(type(m) is dict and all(type(k) is str and type(v) is str for k, v in m.items())
-               for m in lead):
+        if all(
+            type(m) is dict and all(type(k) is str and type(v) is str for k, v in m.items()) for m in lead
+        ):
             self._lead, self._lead_hash = tuple([dict(m) for m in lead]), hasher
         return hasher
 

@@ -20,8 +20,9 @@ FIRST_ROWS = 20  # rows that must all lack a split field for it to be a typo at 
 EVERY_ROW = ("--text-field",)  # flags whose field each row must have
 
 
-def require_fields(rows: Iterator[Row | Reject], fields: Mapping[str, str], *,
-                   first: int | None = None) -> Iterator[Row | Reject]:
+def require_fields(
+    rows: Iterator[Row | Reject], fields: Mapping[str, str], *, first: int | None = None
+) -> Iterator[Row | Reject]:
     """`rows`, raising ConfigError at the first row that lacks a field every row must
     have, or at the end when no row had one of the others; rejects pass through (they
     are told as rejects already)."""
@@ -58,8 +59,9 @@ def _check(row: Row, fields: Mapping[str, str]) -> None:
     for flag, name in fields.items():
         if name not in row.data:
             have = ", ".join(list(map(str, row.data))[:12])
-            raise ConfigError(f"{flag} '{name}': {row.source}:{row.line} has no field "
-                              f"'{name}' (its fields: {have})")
+            raise ConfigError(
+                f"{flag} '{name}': {row.source}:{row.line} has no field '{name}' (its fields: {have})"
+            )
 
 
 __all__ = ["check_first_rows", "require_fields"]

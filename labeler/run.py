@@ -101,8 +101,10 @@ class Labeler:
             settings = dataclasses.replace(settings, **options)
         if settings.budget_usd is not None and settings.price_table.lookup(teacher.model) is None:
             # An unpriced model would cost "0" per request and never stop: refuse instead.
-            raise ConfigError(f"--budget needs a price for '{teacher.model}': add --price "
-                              f"{teacher.model}=IN,OUT (USD per 1M tokens)")
+            raise ConfigError(
+                f"--budget needs a price for '{teacher.model}': add --price "
+                f"{teacher.model}=IN,OUT (USD per 1M tokens)"
+            )
         self.settings = settings
         self.task = task
         self.teacher = teacher
@@ -117,14 +119,13 @@ class Labeler:
                 raise TypeError("a store reached through another process needs its claims")
             claims = Claims(self.store, owner, claim_lease_s)
         self.claims: ClaimsAccess = claims
-        self.limiter = limiter or Limiter(settings.concurrency, rpm=settings.rpm,
-                                          tpm=settings.tpm)
+        self.limiter = limiter or Limiter(settings.concurrency, rpm=settings.rpm, tpm=settings.tpm)
         self.retry = settings.retry
         self.retry_failed = settings.retry_failed
         self._own_rejects = rejects is not None and not isinstance(rejects, RejectsWriter)
         self.rejects: RejectsWriter | None = (
-            rejects if rejects is None or isinstance(rejects, RejectsWriter)
-            else RejectsWriter(rejects))
+            rejects if rejects is None or isinstance(rejects, RejectsWriter) else RejectsWriter(rejects)
+        )
         self.progress = settings.progress
         self.prices = settings.price_table
         self.budget_usd = settings.budget_usd
@@ -235,8 +236,10 @@ class Labeler:
                 await asyncio.to_thread(state.save_takes_n)
             self.summary.concurrency = self.limiter.inflight.report()
             if self._problems > PROBLEM_LINES:
-                self.on_warning(f"{self._problems - PROBLEM_LINES} more rows were rejected or "
-                                "failed (see the rejects file and `labeler stats`)")
+                self.on_warning(
+                    f"{self._problems - PROBLEM_LINES} more rows were rejected or "
+                    "failed (see the rejects file and `labeler stats`)"
+                )
             with contextlib.suppress(StoreError):
                 await asyncio.to_thread(
                     self.store.finish_run, run_id, self.summary.outcome, self.summary.to_dict()
@@ -297,8 +300,9 @@ class Labeler:
         elif rec.status == "failed":
             message = f"{rec.row.source}:{rec.row.line}: failed ({rec.reason}): {rec.message}"
             if rec.reason in INPUT_FAILURES and self.rejects is not None:
-                self.rejects.write(Reject(rec.row.source, rec.row.line,
-                                          f"{rec.reason}: {rec.message}", raw_json(rec.row)))
+                self.rejects.write(
+                    Reject(rec.row.source, rec.row.line, f"{rec.reason}: {rec.message}", raw_json(rec.row))
+                )
         else:
             return
         self._problems += 1
@@ -345,9 +349,15 @@ class _RunState:
         if unused is not None:
             lb.on_warning(unused)
         self.probe = asyncio.Lock()  # one request at a time while a parameter is untried
-        self.planner = Planner(lb.task, lb._identity, lb.store, completions=with_completions,
-                               max_age_s=lb.max_age_s, retry_failed=lb.retry_failed,
-                               teacher_params=self.known)
+        self.planner = Planner(
+            lb.task,
+            lb._identity,
+            lb.store,
+            completions=with_completions,
+            max_age_s=lb.max_age_s,
+            retry_failed=lb.retry_failed,
+            teacher_params=self.known,
+        )
 
     def save_takes_n(self) -> None:
         """Keep what this run learned of the server's ``n`` for the next run."""
@@ -359,8 +369,7 @@ class _RunState:
     async def produce(self, rows: Iterable[Row | Reject | Mapping[str, Any]]) -> None:
         try:
             it = iter(rows)
-            while not self.lb._stop.is_set() and self.fatal is None \
-                    and not self.lb.summary.budget_stopped:
+            while not self.lb._stop.is_set() and self.fatal is None and not self.lb.summary.budget_stopped:
                 planned, granted = await asyncio.to_thread(self._take_planned, it)
                 if not planned:
                     break
@@ -425,8 +434,9 @@ class _RunState:
                         self._set_fatal(bug)
                 if lb.rejects is not None:
                     lb.rejects.write(reject)
-                await self.out.put(Record(row, "rejected", reason=item.reason or "input",
-                                          message=reject.message()))
+                await self.out.put(
+                    Record(row, "rejected", reason=item.reason or "input", message=reject.message())
+                )
                 continue
             assert request is not None and key is not None
             self.render_streak.ok()
@@ -450,9 +460,16 @@ class _RunState:
         f = item.failure
         assert f is not None
         await self.out.put(
-            Record(row, "failed", key, request, reason=f.reason,
-                   message=f"{f.message} (a final failure stored by an earlier run: "
-                           "fix its cause, then rerun with --retry-failed)"))
+            Record(
+                row,
+                "failed",
+                key,
+                request,
+                reason=f.reason,
+                message=f"{f.message} (a final failure stored by an earlier run: "
+                "fix its cause, then rerun with --retry-failed)",
+            )
+        )
 
     async def _send(self, key: str, request: Request, rows: list[Row]) -> None:
         """Start a worker for a claimed key once a worker place is free (or skip its rows)."""
@@ -487,8 +504,7 @@ class _RunState:
         wanted = [i.key for i in items if i.status == SEND and i.key is not None]
         granted: set[str] = set()
         if wanted and not lb._stop.is_set() and self.fatal is None:
-            granted = await asyncio.to_thread(lb.claims.claim, wanted,
-                                              fresh_since=self._fresh_since())
+            granted = await asyncio.to_thread(lb.claims.claim, wanted, fresh_since=self._fresh_since())
         for item in items:
             key = item.key
             assert key is not None and item.request is not None
@@ -544,8 +560,9 @@ class _RunState:
             return True
         if lb.summary.budget_stopped:
             return False
-        estimate = lb.prices.estimate_request(lb.teacher.model, request, lb._max_tokens,
-                                              shape=request_shape(lb.teacher, request))
+        estimate = lb.prices.estimate_request(
+            lb.teacher.model, request, lb._max_tokens, shape=request_shape(lb.teacher, request)
+        )
         if self.spent_usd + self.reserved_usd + estimate > lb.budget_usd:
             # Not a stop: requests already reserved are paid for and still go (a stop
             # would drop those still waiting for a limiter slot); the producer reads no
@@ -560,8 +577,9 @@ class _RunState:
         record_status, completion, reason, message = "failed", None, None, ""
         estimate = 0.0
         if lb.budget_usd is not None:
-            estimate = lb.prices.estimate_request(lb.teacher.model, request, lb._max_tokens,
-                                                  shape=request_shape(lb.teacher, request))
+            estimate = lb.prices.estimate_request(
+                lb.teacher.model, request, lb._max_tokens, shape=request_shape(lb.teacher, request)
+            )
         # The request as sent, and its key: a refusal learned while this item waited or
         # was in flight rewrites it (labeler/teacher_params.py), and its answer is stored
         # under the key of what was actually sent.
@@ -616,8 +634,15 @@ class _RunState:
             if status == "labeled" and i > 0:
                 status = "cached"  # a duplicate row: answered by the same request
             await self.out.put(
-                Record(row, status, sending.key, sending.request,
-                       completion if self.with_completions else None, reason, message)
+                Record(
+                    row,
+                    status,
+                    sending.key,
+                    sending.request,
+                    completion if self.with_completions else None,
+                    reason,
+                    message,
+                )
             )
 
     async def _call(self, sending: _Sending) -> tuple[Completion, float | None, bool]:
@@ -656,9 +681,12 @@ class _RunState:
                     # wait here, holding no limiter place, until its answer settles it.
                     first = await self._first_of_its_kind(sending)
                     try:
-                        async with _Dequeue(self.queued, me), lb.limiter.slot(
-                                lb._max_tokens * calls * answers, requests=calls,
-                                prompt_tokens=prompt_tokens):
+                        async with (
+                            _Dequeue(self.queued, me),
+                            lb.limiter.slot(
+                                lb._max_tokens * calls * answers, requests=calls, prompt_tokens=prompt_tokens
+                            ),
+                        ):
                             self.queued.discard(me)
                             if lb._stop.is_set():  # stopped while waiting: send nothing
                                 raise _Stopped()
@@ -850,8 +878,7 @@ class _BatchWriter:
     store one commit after it arrived, however busy the run, and throughput still batches.
     """
 
-    def __init__(self, store: Store | StoreAccess, max_batch: int = 512,
-                 max_delay: float = 0.0) -> None:
+    def __init__(self, store: Store | StoreAccess, max_batch: int = 512, max_delay: float = 0.0) -> None:
         self.store = store
         self.max_batch = max_batch
         self.max_delay = max_delay

@@ -43,11 +43,17 @@ class LabelSettings:
     def __post_init__(self) -> None:
         # A negative rate waits forever for a token, a negative concurrency fails deep in
         # asyncio: the same ranges as the CLI's flags, checked before anything starts.
-        bounds.check([("concurrency", self.concurrency), ("rpm", self.rpm), ("tpm", self.tpm),
-                      ("budget", self.budget_usd), ("stop_grace", self.stop_grace_s)])
+        bounds.check(
+            [
+                ("concurrency", self.concurrency),
+                ("rpm", self.rpm),
+                ("tpm", self.tpm),
+                ("budget", self.budget_usd),
+                ("stop_grace", self.stop_grace_s),
+            ]
+        )
         if self.request_timeout_s is not None and self.request_timeout_s <= 0:
-            raise ConfigError(
-                f"request timeout must be positive, got {self.request_timeout_s:g}s")
+            raise ConfigError(f"request timeout must be positive, got {self.request_timeout_s:g}s")
 
     @property
     def price_table(self) -> PriceTable:

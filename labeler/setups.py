@@ -72,27 +72,45 @@ class Wiring:
     run_tag: Callable[[Teacher], str] | None = None  # names this run's batches
     stack: contextlib.AsyncExitStack | None = None  # closes the batch clients made here
 
-    def live(self, teacher: Teacher, *, first: bool = True, settings: LabelSettings | None = None,
-             on_warning: Warn | None = None) -> Labeler:
+    def live(
+        self,
+        teacher: Teacher,
+        *,
+        first: bool = True,
+        settings: LabelSettings | None = None,
+        on_warning: Warn | None = None,
+    ) -> Labeler:
         """A live pass; only the `first` of several tells bad rows and counts the input."""
-        return Labeler(self.task, teacher, store=self.store, settings=settings or self.settings,
-                       rejects=self.rejects if first else None,
-                       total=self.total() if first else None,
-                       on_warning=on_warning or self.on_warning, close_teacher=False)
+        return Labeler(
+            self.task,
+            teacher,
+            store=self.store,
+            settings=settings or self.settings,
+            rejects=self.rejects if first else None,
+            total=self.total() if first else None,
+            on_warning=on_warning or self.on_warning,
+            close_teacher=False,
+        )
 
-    def batched(self, teacher: Teacher, *, first: bool = True,
-                settings: LabelSettings | None = None) -> BatchRunner:
+    def batched(
+        self, teacher: Teacher, *, first: bool = True, settings: LabelSettings | None = None
+    ) -> BatchRunner:
         """A pass through the provider's batch API (a client made here is closed here)."""
         client = self.client
         if client is None:
             client = make_client(teacher, self.api_key)
             if self.stack is not None:
                 self.stack.push_async_callback(client.aclose)
-        return BatchRunner(self.task, teacher, client, self.store,
-                           settings=settings or self.settings,
-                           rejects=self.rejects if first else None,
-                           run_tag=self.run_tag(teacher) if self.run_tag else None,
-                           on_warning=self.on_warning)
+        return BatchRunner(
+            self.task,
+            teacher,
+            client,
+            self.store,
+            settings=settings or self.settings,
+            rejects=self.rejects if first else None,
+            run_tag=self.run_tag(teacher) if self.run_tag else None,
+            on_warning=self.on_warning,
+        )
 
 
 class Setup(ABC):
@@ -109,8 +127,7 @@ class Setup(ABC):
         """Who answers, as the review page's header names it."""
 
     @abstractmethod
-    def planner(self, task: Task, teachers: Sequence[Teacher], store: Store
-                ) -> Planner | MultiPlanner | None:
+    def planner(self, task: Task, teachers: Sequence[Teacher], store: Store) -> Planner | MultiPlanner | None:
         """Reads the stored answers back, one item per row: the export's and review's
         (None: the export's own `Planner` of the one teacher)."""
 
@@ -184,8 +201,12 @@ class Cascade(Setup):
     cascade.py): ``Cascade("a:m1", "b:m2", escalate_below=0.9)``; ``"human"`` last sends
     the last teacher's doubtful rows to the review page."""
 
-    def __init__(self, *teachers: str, escalate_below: str | float | Sequence[float] | None,
-                 escalate_on: str | None = None) -> None:
+    def __init__(
+        self,
+        *teachers: str,
+        escalate_below: str | float | Sequence[float] | None,
+        escalate_on: str | None = None,
+    ) -> None:
         self.spec = CascadeSpec.parse(list(teachers), escalate_below, escalate_on)
 
     @classmethod
@@ -200,8 +221,11 @@ class Cascade(Setup):
 
     @property
     def name(self) -> str:
-        return "cascade: " + " → ".join(st.teacher for st in self.spec.stages) + (
-            " → human" if self.spec.human else "")
+        return (
+            "cascade: "
+            + " → ".join(st.teacher for st in self.spec.stages)
+            + (" → human" if self.spec.human else "")
+        )
 
     def planner(self, task: Task, teachers: Sequence[Teacher], store: Store) -> CascadePlanner:
         return CascadePlanner(task, self.spec, [t.identity for t in teachers], store)
@@ -212,8 +236,7 @@ class Cascade(Setup):
         warn = wiring.on_warning or _stderr
         last = len(teachers) - 1
 
-        def make_pass(stage: int, teacher: Teacher, budget: float | None
-                      ) -> Labeler | BatchRunner:
+        def make_pass(stage: int, teacher: Teacher, budget: float | None) -> Labeler | BatchRunner:
             settings = dataclasses.replace(wiring.settings, budget_usd=budget)
             if wiring.batch and provider(parse_spec(self.spec.stages[stage].teacher)[0]).batch:
                 return wiring.batched(teacher, first=stage == 0, settings=settings)
@@ -221,8 +244,14 @@ class Cascade(Setup):
             told = warn if stage == last else _passed_on(warn, stage + 2)
             return wiring.live(teacher, first=stage == 0, settings=settings, on_warning=told)
 
-        return CascadeRun(wiring.task, self.spec, teachers, make_pass,
-                          budget_usd=wiring.settings.budget_usd, store=wiring.store)
+        return CascadeRun(
+            wiring.task,
+            self.spec,
+            teachers,
+            make_pass,
+            budget_usd=wiring.settings.budget_usd,
+            store=wiring.store,
+        )
 
 
 class Ensemble(Setup):
@@ -248,8 +277,7 @@ class Ensemble(Setup):
 
     def check(self, task: Task) -> None:
         if task.label_space is None:
-            raise ConfigError(f"--ensemble needs a label task; {task.path} is "
-                              f"'{task.output_kind}'")
+            raise ConfigError(f"--ensemble needs a label task; {task.path} is '{task.output_kind}'")
 
     def planner(self, task: Task, teachers: Sequence[Teacher], store: Store) -> EnsemblePlanner:
         return EnsemblePlanner(task, self.spec, [t.identity for t in teachers], store)
@@ -302,8 +330,10 @@ def _stderr(message: str) -> None:
 
 def _passed_on(warn: Warn, stage: int) -> Warn:
     """A cascade stage's warnings, saying that a failed row went on to the next stage."""
+
     def told(message: str) -> None:
         warn(f"{message} [cascade: passed on to stage {stage}]")
+
     return told
 
 

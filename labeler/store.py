@@ -79,7 +79,7 @@ def _m001_initial(db: sqlite3.Connection) -> None:
             outcome TEXT,
             summary TEXT
         );
-        """
+        """,
     )
 
 
@@ -127,7 +127,7 @@ def _m002_batches(db: sqlite3.Connection) -> None:
             PRIMARY KEY (batch_id, key)
         ) WITHOUT ROWID;
         CREATE INDEX batch_items_key ON batch_items (key);
-        """
+        """,
     )
 
 
@@ -146,7 +146,7 @@ def _m003_claims(db: sqlite3.Connection) -> None:
             expires_at REAL NOT NULL
         ) WITHOUT ROWID;
         CREATE INDEX claims_owner ON claims (owner);
-        """
+        """,
     )
 
 
@@ -165,7 +165,7 @@ def _m004_human_labels(db: sqlite3.Connection) -> None:
             row_id TEXT,
             task TEXT
         ) WITHOUT ROWID;
-        """
+        """,
     )
 
 
@@ -183,7 +183,7 @@ def _m005_reasoning(db: sqlite3.Connection) -> None:
         ALTER TABLE responses ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;
         CREATE INDEX responses_reasoning ON responses (key)
             WHERE reasoning IS NOT NULL OR reasoning_blocks IS NOT NULL;
-        """
+        """,
     )
 
 
@@ -206,7 +206,7 @@ def _m006_teacher_params(db: sqlite3.Connection) -> None:
             model TEXT,
             PRIMARY KEY (teacher, param)
         ) WITHOUT ROWID;
-        """
+        """,
     )
 
 
@@ -228,7 +228,7 @@ def _m007_verdicts(db: sqlite3.Connection) -> None:
             checked_at REAL NOT NULL,
             PRIMARY KEY (key, verifier, sample)
         ) WITHOUT ROWID;
-        """
+        """,
     )
 
 
@@ -243,13 +243,19 @@ def _m008_failure_bodies(db: sqlite3.Connection) -> None:
             body BLOB NOT NULL,
             size INTEGER NOT NULL
         ) WITHOUT ROWID;
-        """
+        """,
     )
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
-    _m001_initial, _m002_batches, _m003_claims, _m004_human_labels, _m005_reasoning,
-    _m006_teacher_params, _m007_verdicts, _m008_failure_bodies,
+    _m001_initial,
+    _m002_batches,
+    _m003_claims,
+    _m004_human_labels,
+    _m005_reasoning,
+    _m006_teacher_params,
+    _m007_verdicts,
+    _m008_failure_bodies,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -266,8 +272,9 @@ class Failure:
 class Store:
     """Thread-safe handle on the store; writes are transactions of many rows."""
 
-    def __init__(self, path: str | Path, *, readonly: bool = False,
-                 on_warning: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, readonly: bool = False, on_warning: Callable[[str], None] | None = None
+    ) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         # Stored answers left out as unusable (key -> problem), told once at close.
@@ -278,8 +285,7 @@ class Store:
                 if not self.path.exists():
                     raise StoreError(f"{self.path}: no such store")
                 check_is_store(self.path)
-                self._db = sqlite3.connect(readonly_uri(self.path), uri=True,
-                                           check_same_thread=False)
+                self._db = sqlite3.connect(readonly_uri(self.path), uri=True, check_same_thread=False)
             else:
                 check_is_store(self.path)
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -292,8 +298,7 @@ class Store:
                 self._db.execute("PRAGMA synchronous = FULL")
             self._migrate(readonly)
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot open the store: {_open_problem(self.path, exc)}"
-                             ) from exc
+            raise StoreError(f"{self.path}: cannot open the store: {_open_problem(self.path, exc)}") from exc
         except OSError as exc:
             raise StoreError(f"{self.path}: cannot create the store: {exc}") from exc
 
@@ -343,15 +348,13 @@ class Store:
             for chunk in _chunks(keys, 500):
                 marks = ",".join("?" * len(chunk))
                 found.update(
-                    r[0]
-                    for r in self._db.execute(
-                        f"SELECT key FROM responses WHERE key IN ({marks})", chunk
-                    )
+                    r[0] for r in self._db.execute(f"SELECT key FROM responses WHERE key IN ({marks})", chunk)
                 )
         return found
 
-    def get_many(self, keys: Sequence[str], *,
-                 unusable: dict[str, str] | None = None) -> dict[str, Completion]:
+    def get_many(
+        self, keys: Sequence[str], *, unusable: dict[str, str] | None = None
+    ) -> dict[str, Completion]:
         """The stored answers of `keys`. A row that cannot be read or breaks the bounds of
         an answer (`answer_checks`: one stored by an older labeler, or merged in) is left
         out, its key and problem added to `unusable`, and counted for one warning when the
@@ -386,9 +389,13 @@ class Store:
     def has_reasoning(self) -> bool:
         """Whether any stored answer carries a reasoning trace (one index probe)."""
         with self._reading():
-            return self._db.execute(
-                "SELECT 1 FROM responses WHERE reasoning IS NOT NULL OR reasoning_blocks IS NOT"
-                " NULL LIMIT 1").fetchone() is not None
+            return (
+                self._db.execute(
+                    "SELECT 1 FROM responses WHERE reasoning IS NOT NULL OR reasoning_blocks IS NOT"
+                    " NULL LIMIT 1"
+                ).fetchone()
+                is not None
+            )
 
     def cost_of(self, keys: Sequence[str]) -> float:
         """What the stored answers of `keys` cost when they were paid for (USD; 0 where
@@ -398,8 +405,8 @@ class Store:
             for chunk in _chunks(list(dict.fromkeys(keys)), 500):
                 marks = ",".join("?" * len(chunk))
                 total += self._db.execute(
-                    f"SELECT coalesce(sum(cost_usd), 0) FROM responses WHERE key IN ({marks})",
-                    chunk).fetchone()[0]
+                    f"SELECT coalesce(sum(cost_usd), 0) FROM responses WHERE key IN ({marks})", chunk
+                ).fetchone()[0]
         return total
 
     def unpriced(self, keys: Sequence[str]) -> int:
@@ -410,8 +417,8 @@ class Store:
             for chunk in _chunks(list(dict.fromkeys(keys)), 500):
                 marks = ",".join("?" * len(chunk))
                 n += self._db.execute(
-                    f"SELECT count(*) FROM responses WHERE key IN ({marks}) AND cost_usd IS NULL",
-                    chunk).fetchone()[0]
+                    f"SELECT count(*) FROM responses WHERE key IN ({marks}) AND cost_usd IS NULL", chunk
+                ).fetchone()[0]
         return n
 
     def failures_for(self, keys: Sequence[str]) -> dict[str, Failure]:
@@ -420,8 +427,7 @@ class Store:
             for chunk in _chunks(keys, 500):
                 marks = ",".join("?" * len(chunk))
                 for row in self._db.execute(
-                    "SELECT key, reason, message, status, attempts FROM failures"
-                    f" WHERE key IN ({marks})",
+                    f"SELECT key, reason, message, status, attempts FROM failures WHERE key IN ({marks})",
                     chunk,
                 ):
                     out[row[0]] = Failure(row[0], row[1], row[2] or "", row[3], row[4])
@@ -448,12 +454,21 @@ class Store:
         now = time.time()
         rows = [
             (
-                key, now, c.model, c.text,
+                key,
+                now,
+                c.model,
+                c.text,
                 orjson.dumps(c.tokens_to_json()) if c.tokens is not None else None,
                 orjson.dumps(c.samples) if c.samples is not None else None,
-                c.usage.prompt_tokens, c.usage.completion_tokens, c.usage.cached_tokens,
-                c.usage.cache_write_tokens, c.finish_reason, round(c.latency_s * 1000), cost,
-                source, c.reasoning,
+                c.usage.prompt_tokens,
+                c.usage.completion_tokens,
+                c.usage.cached_tokens,
+                c.usage.cache_write_tokens,
+                c.finish_reason,
+                round(c.latency_s * 1000),
+                cost,
+                source,
+                c.reasoning,
                 orjson.dumps(c.reasoning_blocks) if c.reasoning_blocks is not None else None,
                 c.usage.reasoning_tokens,
             )
@@ -461,6 +476,7 @@ class Store:
         ]
         if not rows:
             return
+
         def write(db: sqlite3.Connection) -> None:
             db.executemany(_PUT_RESPONSE, rows)
             # One cheap probe per transaction saves a lookup per row when nothing failed.
@@ -474,8 +490,12 @@ class Store:
     def put(self, key: str, completion: Completion, cost: float | None = None) -> None:
         self.put_many([(key, completion, cost)])
 
-    def record_failures(self, items: Iterable[tuple[str, str, str, int | None, int]], *,
-                        bodies: Mapping[str, bytes] | None = None) -> None:
+    def record_failures(
+        self,
+        items: Iterable[tuple[str, str, str, int | None, int]],
+        *,
+        bodies: Mapping[str, bytes] | None = None,
+    ) -> None:
         """(key, reason, message, status, attempts); attempts add up across runs. `bodies`
         holds the raw answer behind a failure, where there was one (capped here too)."""
         now = time.time()
@@ -485,6 +505,7 @@ class Store:
         rows = [(k, r, redact(m or ""), s, a, now, now) for k, r, m, s, a in items]
         if not rows:
             return
+
         def write(db: sqlite3.Connection) -> None:
             db.executemany(
                 "INSERT INTO failures VALUES (?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET"
@@ -530,8 +551,9 @@ class Store:
             try:
                 return fn(self._db)
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: cannot read the store: "
-                                 f"{_damage_hint(self.path, exc)}") from exc
+                raise StoreError(
+                    f"{self.path}: cannot read the store: {_damage_hint(self.path, exc)}"
+                ) from exc
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
@@ -541,8 +563,9 @@ class Store:
             try:
                 yield
             except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: cannot read the store: "
-                                 f"{_damage_hint(self.path, exc)}") from exc
+                raise StoreError(
+                    f"{self.path}: cannot read the store: {_damage_hint(self.path, exc)}"
+                ) from exc
 
     def _exec_write(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         try:
@@ -583,8 +606,7 @@ class Store:
             by_source = dict(db.execute("SELECT source, count(*) FROM responses GROUP BY source"))
             by_finish = dict(
                 db.execute(
-                    "SELECT coalesce(finish_reason,'?'), count(*) FROM responses"
-                    " GROUP BY finish_reason"
+                    "SELECT coalesce(finish_reason,'?'), count(*) FROM responses GROUP BY finish_reason"
                 )
             )
             reasons = dict(
@@ -607,8 +629,14 @@ class Store:
             "cached_tokens": cached,
             "cost_usd": round(cost, 6),
             "recent_runs": [
-                {"id": r[0], "started_at": r[1], "finished_at": r[2], "task": r[3],
-                 "teacher": r[4], "outcome": r[5]}
+                {
+                    "id": r[0],
+                    "started_at": r[1],
+                    "finished_at": r[2],
+                    "task": r[3],
+                    "teacher": r[4],
+                    "outcome": r[5],
+                }
                 for r in runs
             ],
         }
@@ -623,9 +651,11 @@ class Store:
         """One line for every unusable stored answer this handle met (see `get_many`)."""
         key, problem = next(iter(self.unusable_rows.items()))
         n = len(self.unusable_rows)
-        message = (f"labeler: warning: {self.path}: {n} stored answer{'s' if n > 1 else ''} "
-                   f"cannot be used and {'were' if n > 1 else 'was'} left out as failed "
-                   f"(first: {key[:20]}: {problem})")
+        message = (
+            f"labeler: warning: {self.path}: {n} stored answer{'s' if n > 1 else ''} "
+            f"cannot be used and {'were' if n > 1 else 'was'} left out as failed "
+            f"(first: {key[:20]}: {problem})"
+        )
         self.unusable_rows = {}
         if self._on_warning is not None:
             self._on_warning(message)
@@ -639,8 +669,7 @@ class Store:
         self.close()
 
 
-def _without_keys(item: tuple[str, Completion, float | None]
-                  ) -> tuple[str, Completion, float | None]:
+def _without_keys(item: tuple[str, Completion, float | None]) -> tuple[str, Completion, float | None]:
     """The answer with any configured API key it quotes masked (a gateway may put the
     request's key into a 200 answer): stored, it would be exported with the dataset. Its
     token logprobs spell the key too, one piece per token, so they are dropped with it;
@@ -651,20 +680,32 @@ def _without_keys(item: tuple[str, Completion, float | None]
     reasoning = None if c.reasoning is None else redact_known(c.reasoning)
     if text == c.text and samples == c.samples and reasoning == c.reasoning:
         return item
-    return key, dataclasses.replace(c, text=text, samples=samples, reasoning=reasoning,
-                                    tokens=None), cost
+    return key, dataclasses.replace(c, text=text, samples=samples, reasoning=reasoning, tokens=None), cost
 
 
 _PUT_RESPONSE = (
     "INSERT OR REPLACE INTO responses (key, created_at, model, text, tokens, samples,"
     " prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, finish_reason,"
     " latency_ms, cost_usd, source, reasoning, reasoning_blocks, reasoning_tokens)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-ANSWER_COLUMNS = ("key", "text", "tokens", "samples", "prompt_tokens", "completion_tokens",
-                  "cached_tokens", "cache_write_tokens", "finish_reason", "model", "latency_ms",
-                  "reasoning_tokens", "reasoning", "reasoning_blocks")
-_COUNTS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
-           "reasoning_tokens")
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+ANSWER_COLUMNS = (
+    "key",
+    "text",
+    "tokens",
+    "samples",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cache_write_tokens",
+    "finish_reason",
+    "model",
+    "latency_ms",
+    "reasoning_tokens",
+    "reasoning",
+    "reasoning_blocks",
+)
+_COUNTS = ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens")
 
 
 def answer_problem(row: Mapping[str, Any]) -> str | None:
@@ -685,8 +726,22 @@ def _completion(row: tuple[Any, ...]) -> Completion | str:
     """A stored answer, or what makes it unusable (a string). Every export and plan reads
     each stored answer through here, so the checks are written out inline: on a typical
     label answer they cost about as much as decoding its tokens."""
-    (_, text, tokens, samples, p, c, cached, cw, finish, model, latency_ms, reasoning_tokens,
-     reasoning, blocks) = row
+    (
+        _,
+        text,
+        tokens,
+        samples,
+        p,
+        c,
+        cached,
+        cw,
+        finish,
+        model,
+        latency_ms,
+        reasoning_tokens,
+        reasoning,
+        blocks,
+    ) = row
     try:
         token_rows = orjson.loads(tokens) if tokens is not None else None
         sample_list = orjson.loads(samples) if samples is not None else None
@@ -702,21 +757,41 @@ def _completion(row: tuple[Any, ...]) -> Completion | str:
         if problem is not None:
             return problem
     rt = reasoning_tokens
-    if not (type(p) is int and type(c) is int and type(cached) is int and type(cw) is int
-            and type(rt) is int and 0 <= p <= MAX_COUNT and 0 <= c <= MAX_COUNT
-            and 0 <= cached <= MAX_COUNT and 0 <= cw <= MAX_COUNT and 0 <= rt <= MAX_COUNT):
+    if not (
+        type(p) is int
+        and type(c) is int
+        and type(cached) is int
+        and type(cw) is int
+        and type(rt) is int
+        and 0 <= p <= MAX_COUNT
+        and 0 <= c <= MAX_COUNT
+        and 0 <= cached <= MAX_COUNT
+        and 0 <= cw <= MAX_COUNT
+        and 0 <= rt <= MAX_COUNT
+    ):
         return counts_problem((p, c, cached, cw, rt)) or "token counts"
-    if type(text) is not str or not (finish is None or type(finish) is str) or not (
-            model is None or type(model) is str) or not (latency_ms is None
-                                                          or type(latency_ms) is int):
+    if (
+        type(text) is not str
+        or not (finish is None or type(finish) is str)
+        or not (model is None or type(model) is str)
+        or not (latency_ms is None or type(latency_ms) is int)
+    ):
         return "text, finish reason, model or latency of the wrong type"
     if not (reasoning is None or type(reasoning) is str) or not (
-            block_list is None or (type(block_list) is list
-                                   and all(type(b) is dict for b in block_list))):
+        block_list is None or (type(block_list) is list and all(type(b) is dict for b in block_list))
+    ):
         return "reasoning or its blocks of the wrong type"
     return stored_completion(
-        text, token_rows, (p, c, cached, cw, rt), finish, model or "", (latency_ms or 0) / 1000.0,
-        sample_list, reasoning, block_list)
+        text,
+        token_rows,
+        (p, c, cached, cw, rt),
+        finish,
+        model or "",
+        (latency_ms or 0) / 1000.0,
+        sample_list,
+        reasoning,
+        block_list,
+    )
 
 
 def _release_claims(db: sqlite3.Connection, keys: list[str]) -> None:
@@ -736,8 +811,20 @@ def readonly_uri(path: str | Path) -> str:
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Every table any version of the store has had: a SQLite file with other tables and no
 # labeler schema version is somebody else's database.
-STORE_TABLES = frozenset({"meta", "responses", "failures", "runs", "batches", "batch_items",
-                          "claims", "human_labels", "teacher_traits", "sqlite_sequence"})
+STORE_TABLES = frozenset(
+    {
+        "meta",
+        "responses",
+        "failures",
+        "runs",
+        "batches",
+        "batch_items",
+        "claims",
+        "human_labels",
+        "teacher_traits",
+        "sqlite_sequence",
+    }
+)
 
 
 def check_is_store(path: Path) -> None:
@@ -759,19 +846,24 @@ def check_is_store(path: Path) -> None:
         db = sqlite3.connect(readonly_uri(path), uri=True)
         try:
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            has_version = "meta" in tables and db.execute(
-                "SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None
+            has_version = (
+                "meta" in tables
+                and db.execute("SELECT 1 FROM meta WHERE key = 'schema_version'").fetchone() is not None
+            )
         finally:
             db.close()
     except sqlite3.DatabaseError as exc:
         if "not a database" in str(exc) and not _has_sqlite_header(path):
-            raise StoreError(f"{path}: not a SQLite file, so not a labeler store; name a new "
-                             "file or an existing store") from exc
+            raise StoreError(
+                f"{path}: not a SQLite file, so not a labeler store; name a new file or an existing store"
+            ) from exc
         raise StoreError(f"{path}: cannot open the store: {_open_problem(path, exc)}") from exc
     if tables and not has_version and tables - STORE_TABLES:
-        raise StoreError(f"{path}: a SQLite database but not a labeler store (it has tables "
-                         f"{', '.join(sorted(tables - STORE_TABLES)[:5])}); it was left as it "
-                         "was; name a new file or an existing store")
+        raise StoreError(
+            f"{path}: a SQLite database but not a labeler store (it has tables "
+            f"{', '.join(sorted(tables - STORE_TABLES)[:5])}); it was left as it "
+            "was; name a new file or an existing store"
+        )
 
 
 def _has_sqlite_header(path: Path) -> bool:
@@ -805,9 +897,10 @@ def _schema_version(db: sqlite3.Connection) -> int:
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:
-    return db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
-    ).fetchone() is not None
+    return (
+        db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone()
+        is not None
+    )
 
 
 def _chunks(seq: Sequence[str], size: int) -> Iterable[Sequence[str]]:
@@ -826,8 +919,10 @@ def _open_problem(path: Path, exc: sqlite3.Error) -> str:
         return f"{text}: the disk is full; free space and rerun"
     for target in (path, path.parent):
         if target.exists() and not os.access(target, os.W_OK):  # also sees read-only mounts
-            return (f"{text}: the store is read-only ({target} is not writable); labeler "
-                    "needs write access to the store and its folder")
+            return (
+                f"{text}: the store is read-only ({target} is not writable); labeler "
+                "needs write access to the store and its folder"
+            )
     return text
 
 
@@ -835,9 +930,11 @@ def _damage_hint(path: Path, exc: sqlite3.Error) -> str:
     """SQLite's reason, and what to do when the file itself is damaged."""
     text = str(exc)
     if "malformed" in text or "not a database" in text:
-        return (f"{text}: the file is damaged; recover what it holds with `sqlite3 {path} "
-                f"\".recover\" | sqlite3 {path.name}.recovered` and pass that as --store, or "
-                "move it aside to start an empty store (its answers would be paid for again)")
+        return (
+            f"{text}: the file is damaged; recover what it holds with `sqlite3 {path} "
+            f'".recover" | sqlite3 {path.name}.recovered` and pass that as --store, or '
+            "move it aside to start an empty store (its answers would be paid for again)"
+        )
     return text
 
 

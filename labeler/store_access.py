@@ -25,8 +25,9 @@ class StoreAccess(Protocol):
 
     def known(self, keys: Sequence[str]) -> set[str]: ...
 
-    def get_many(self, keys: Sequence[str], *,
-                 unusable: dict[str, str] | None = None) -> dict[str, Completion]: ...
+    def get_many(
+        self, keys: Sequence[str], *, unusable: dict[str, str] | None = None
+    ) -> dict[str, Completion]: ...
 
     def created_at(self, keys: Sequence[str]) -> dict[str, float]: ...
 
@@ -34,8 +35,12 @@ class StoreAccess(Protocol):
 
     def put_many(self, items: Iterable[tuple[str, Completion, float | None]]) -> None: ...
 
-    def record_failures(self, items: Iterable[tuple[str, str, str, int | None, int]], *,
-                        bodies: Mapping[str, bytes] | None = None) -> None: ...
+    def record_failures(
+        self,
+        items: Iterable[tuple[str, str, str, int | None, int]],
+        *,
+        bodies: Mapping[str, bytes] | None = None,
+    ) -> None: ...
 
     # What modules with tables of their own run (the teacher's refused parameters).
     def execute_read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...

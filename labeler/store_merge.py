@@ -62,22 +62,28 @@ def merge_stores(dest: str | Path, sources: Sequence[str | Path]) -> MergeReport
 def _answers(columns: list[str]) -> str:
     """An answer where there is none, or over an older one; params: the row."""
     updates = ", ".join(f"{c}=excluded.{c}" for c in columns if c != "key")
-    return (f"INSERT INTO responses ({', '.join(columns)}) VALUES ({_marks(columns)})"
-            f" ON CONFLICT(key) DO UPDATE SET {updates}"
-            " WHERE excluded.created_at > responses.created_at")
+    return (
+        f"INSERT INTO responses ({', '.join(columns)}) VALUES ({_marks(columns)})"
+        f" ON CONFLICT(key) DO UPDATE SET {updates}"
+        " WHERE excluded.created_at > responses.created_at"
+    )
 
 
 def _failures(columns: list[str]) -> str:
     """A failure for a key nobody answered and nobody failed; params: the row, then its key."""
-    return (f"INSERT INTO failures ({', '.join(columns)}) SELECT {_marks(columns)}"
-            " WHERE NOT EXISTS (SELECT 1 FROM responses WHERE key = ?)"
-            " ON CONFLICT(key) DO NOTHING")
+    return (
+        f"INSERT INTO failures ({', '.join(columns)}) SELECT {_marks(columns)}"
+        " WHERE NOT EXISTS (SELECT 1 FROM responses WHERE key = ?)"
+        " ON CONFLICT(key) DO NOTHING"
+    )
 
 
 def _human_labels(columns: list[str]) -> str:
     """A person's decision where the destination has none for the key; params: the row."""
-    return (f"INSERT INTO human_labels ({', '.join(columns)}) VALUES ({_marks(columns)})"
-            " ON CONFLICT(key) DO NOTHING")
+    return (
+        f"INSERT INTO human_labels ({', '.join(columns)}) VALUES ({_marks(columns)})"
+        " ON CONFLICT(key) DO NOTHING"
+    )
 
 
 def _marks(columns: list[str]) -> str:
@@ -106,8 +112,11 @@ def _copy(target: Store, source: Path, table: str, report: MergeReport | None = 
                     continue
             params = [(*r, r[at]) for r in rows] if table == "failures" else rows
 
-            def write(db: sqlite3.Connection, rows: list[tuple[object, ...]] = rows,
-                      params: list[tuple[object, ...]] = params) -> int:
+            def write(
+                db: sqlite3.Connection,
+                rows: list[tuple[object, ...]] = rows,
+                params: list[tuple[object, ...]] = params,
+            ) -> int:
                 before = db.total_changes
                 db.executemany(sql, params)
                 n = db.total_changes - before
@@ -138,8 +147,10 @@ def _usable(rows: list[Any], columns: list[str], name: str, report: MergeReport)
 
 
 def _has_table(db: sqlite3.Connection, table: str) -> bool:
-    return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
-                      (table,)).fetchone() is not None
+    return (
+        db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)).fetchone()
+        is not None
+    )
 
 
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:

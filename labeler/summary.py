@@ -111,12 +111,13 @@ class RunSummary:
             if main is None:
                 return f"nothing labeled: none of {self.rows} rows was sent"
             said = f": {main['message']}" if main["message"] else ""
-            return (f"nothing labeled: {self.failed} of {self.rows} rows failed, "
-                    f"{self.rejected} rejected, {self.skipped} not sent; main reason "
-                    f"{main['reason']} ({main['rows']} rows){said}")
+            return (
+                f"nothing labeled: {self.failed} of {self.rows} rows failed, "
+                f"{self.rejected} rejected, {self.skipped} not sent; main reason "
+                f"{main['reason']} ({main['rows']} rows){said}"
+            )
         removed = ", ".join(f"{n} removed by {name}" for name, n in self.export_removed.items())
-        return (f"the export holds 0 rows of {self.rows}"
-                + (f": {removed}" if removed else ""))
+        return f"the export holds 0 rows of {self.rows}" + (f": {removed}" if removed else "")
 
     def count_failure(self, reason: str, n: int = 1, message: str = "") -> None:
         """n rows failed for `reason`: counted by reason and by what a rerun needs."""

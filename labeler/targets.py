@@ -143,7 +143,8 @@ class LabelSpace:
     _clean: dict[str, frozenset[int]] = field(init=False, repr=False, compare=False, hash=False)
     _cache: dict[str, frozenset[int]] = field(init=False, repr=False, compare=False, hash=False)
     _pieces: dict[str, tuple[str, frozenset[int], int | None]] = field(
-        init=False, repr=False, compare=False, hash=False)
+        init=False, repr=False, compare=False, hash=False
+    )
     _parsed: dict[str, str | None] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -285,8 +286,7 @@ class LabelSpace:
                 if not names_b:
                     continue
                 warnings.append(
-                    f"{word_a!r} is a prefix of {word_b!r} ({_short_list(names_a)} / "
-                    f"{_short_list(names_b)})"
+                    f"{word_a!r} is a prefix of {word_b!r} ({_short_list(names_a)} / {_short_list(names_b)})"
                 )
         return warnings
 
@@ -303,20 +303,27 @@ class LabelSpace:
         listed = "; ".join(groups[:groups_shown])
         if len(groups) > groups_shown:
             listed += f"; … +{len(groups) - groups_shown} more"
-        head = (f"{len(groups)} group(s) of labels cannot be told apart by their first answer "
-                f"token: {listed}. Their shared mass is divided by the rest of each answer "
-                "and marked soft_label_source logprobs:split")
+        head = (
+            f"{len(groups)} group(s) of labels cannot be told apart by their first answer "
+            f"token: {listed}. Their shared mass is divided by the rest of each answer "
+            "and marked soft_label_source logprobs:split"
+        )
         n = len(self.labels)
         if n > 26:
-            return (f"{head}; codes would not help {n} labels (two-character codes share "
-                    "their first token in tokenizers that split digits or letters): check "
-                    "with labeler eval whether the split costs accuracy")
-        style, what = (("digits", "single digits") if n <= 9 else ("letters", "single letters"))
-        entries = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}"
-                            for k, v in self.with_codes(style).codes().items())
-        return (f"{head}. Fix: answer with codes and list them in the prompt; in the template "
-                f"write output: labels: {{{entries}}} ({what}, one token each in every common "
-                "tokenizer; labeler maps each code back to its label name)")
+            return (
+                f"{head}; codes would not help {n} labels (two-character codes share "
+                "their first token in tokenizers that split digits or letters): check "
+                "with labeler eval whether the split costs accuracy"
+            )
+        style, what = ("digits", "single digits") if n <= 9 else ("letters", "single letters")
+        entries = ", ".join(
+            f"{json.dumps(k)}: {json.dumps(v)}" for k, v in self.with_codes(style).codes().items()
+        )
+        return (
+            f"{head}. Fix: answer with codes and list them in the prompt; in the template "
+            f"write output: labels: {{{entries}}} ({what}, one token each in every common "
+            "tokenizer; labeler maps each code back to its label name)"
+        )
 
     def with_codes(self, style: str = "letters") -> LabelSpace:
         """The same labels answered with short codes, so each label is one distinct token.
@@ -583,8 +590,11 @@ def soft_label(completion: Completion, space: LabelSpace) -> SoftLabel:
 
     k = len(space.labels)
     # p0: the first token that is not filler (most often the first token)
-    p0 = 0 if tokens[0].token.strip(_FILLER) else next(
-        (i for i, t in enumerate(tokens) if not _is_filler(t.token)), None)
+    p0 = (
+        0
+        if tokens[0].token.strip(_FILLER)
+        else next((i for i, t in enumerate(tokens) if not _is_filler(t.token)), None)
+    )
     if p0 is None:
         return SoftLabel((0.0,) * k, 1.0, "logprobs", False)
 
@@ -609,8 +619,7 @@ def soft_label(completion: Completion, space: LabelSpace) -> SoftLabel:
     total = sum(mass)
     probs = tuple([m / total for m in mass]) if total > 0 else (0.0,) * k
     outside = min(1.0, max(0.0, acc.outside))
-    return SoftLabel(probs, outside, LOGPROBS_SPLIT if acc.ambiguous else "logprobs",
-                     acc.ambiguous)
+    return SoftLabel(probs, outside, LOGPROBS_SPLIT if acc.ambiguous else "logprobs", acc.ambiguous)
 
 
 def sampled_soft_label(samples: Sequence[str], space: LabelSpace) -> SoftLabel:
@@ -710,8 +719,9 @@ def _one_hot(label: str | None, space: LabelSpace) -> SoftLabel:
     return SoftLabel(tuple(1.0 if i == index else 0.0 for i in range(k)), 0.0, "none", False)
 
 
-def confidence(completion: Completion, soft: SoftLabel,
-               label_index: int | object | None = _MAJORITY) -> Confidence:
+def confidence(
+    completion: Completion, soft: SoftLabel, label_index: int | object | None = _MAJORITY
+) -> Confidence:
     """Confidence measures of one answer, given its soft label and the index of the label
     the row carries (`read_answer` passes it; left out, the majority's, which a sampled
     teacher's answer names: its text is the majority answer)."""
@@ -727,16 +737,16 @@ def confidence(completion: Completion, soft: SoftLabel,
         else:
             named = 0
         agreement = share(named, n)
-    return measure(soft.probs, soft.valid, mean_logprob=token_confidence(completion),
-                   agreement=agreement)
+    return measure(soft.probs, soft.valid, mean_logprob=token_confidence(completion), agreement=agreement)
 
 
 # (label index or None, probs, outside, max_prob, margin, entropy, mean_logprob)
 LabelNumbers = tuple[int | None, tuple[float, ...], float, float, float, float, float]
 
 
-def label_numbers(completion: Completion, space: LabelSpace,
-                  completion_mode: bool = False) -> LabelNumbers | None:
+def label_numbers(
+    completion: Completion, space: LabelSpace, completion_mode: bool = False
+) -> LabelNumbers | None:
     """The numbers `read_answer` derives for an answer with logprobs (its label, soft label
     and confidence), computed without the `SoftLabel`, `Confidence` and `Answer` objects,
     and for an answer from the store without its `TokenLogprob`s (read from the stored
@@ -755,8 +765,9 @@ def label_numbers(completion: Completion, space: LabelSpace,
             first = rows[0]
             mean = mean_logprob([float(r[1]) for r in rows])
             assert mean is not None  # rows is not empty
-            return _label_numbers(completion.text, first[0], float(first[1]), first[2],
-                                  mean, space, completion_mode)
+            return _label_numbers(
+                completion.text, first[0], float(first[1]), first[2], mean, space, completion_mode
+            )
         except (TypeError, ValueError, IndexError, AttributeError):
             return None
     tokens = completion.tokens
@@ -765,13 +776,18 @@ def label_numbers(completion: Completion, space: LabelSpace,
     tok = tokens[0]
     mean = mean_logprob([t.logprob for t in tokens])
     assert mean is not None  # tokens is not empty
-    return _label_numbers(completion.text, tok.token, tok.logprob, tok.top, mean,
-                          space, completion_mode)
+    return _label_numbers(completion.text, tok.token, tok.logprob, tok.top, mean, space, completion_mode)
 
 
-def _label_numbers(text: str, token: str, logprob: float, top: Sequence[Sequence[Any]],
-                   mean: float, space: LabelSpace, completion_mode: bool
-                   ) -> LabelNumbers | None:
+def _label_numbers(
+    text: str,
+    token: str,
+    logprob: float,
+    top: Sequence[Sequence[Any]],
+    mean: float,
+    space: LabelSpace,
+    completion_mode: bool,
+) -> LabelNumbers | None:
     if not token.strip(_FILLER):
         return None
     pieces = space._pieces
@@ -808,8 +824,7 @@ def _label_numbers(text: str, token: str, logprob: float, top: Sequence[Sequence
     outside = min(1.0, max(0.0, outside))
     if not total > 0:  # no mass on a label: even a completion-mode answer goes by its text
         none = (0.0,) * k
-        return (_parsed_index(text, space), none, outside,
-                *distribution_measures(none, valid=False), mean)
+        return (_parsed_index(text, space), none, outside, *distribution_measures(none, valid=False), mean)
     probs = tuple([m / total for m in mass])
     if not max(probs) > 0.0:  # every share rounded away: `soft.valid` is False
         return None
@@ -840,16 +855,21 @@ def ensemble_soft_label(softs: Sequence[SoftLabel]) -> SoftLabel:
     return SoftLabel(probs, outside, "ensemble", ambiguous)
 
 
-def ensemble_confidence(softs: Sequence[SoftLabel], confidences: Sequence[Confidence],
-                        mean: SoftLabel) -> Confidence:
+def ensemble_confidence(
+    softs: Sequence[SoftLabel], confidences: Sequence[Confidence], mean: SoftLabel
+) -> Confidence:
     """Confidence of a prompt ensemble: the distribution measures of the mean soft label,
     the mean of the forms' token logprobs, and ``agreement``: the share of all forms,
     invalid ones included, whose answer names the row's label (the mean's argmax), as for
     sampled teachers and teacher ensembles, so a filter or a threshold reads it the same
     way."""
     logprobs = [c.mean_logprob for c in confidences if c.mean_logprob is not None]
-    return measure(mean.probs, mean.valid, mean_logprob=mean_logprob(logprobs),
-                   agreement=agreement([s.argmax() for s in softs], mean.argmax()))
+    return measure(
+        mean.probs,
+        mean.valid,
+        mean_logprob=mean_logprob(logprobs),
+        agreement=agreement([s.argmax() for s in softs], mean.argmax()),
+    )
 
 
 def token_confidence(completion: Completion) -> float | None:

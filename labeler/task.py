@@ -52,9 +52,23 @@ PROMPTS_DIR = _prompts_dir()
 OUTPUT_KINDS = ("label", "text", "json")
 MODES = ("chat", "completion")
 TOP_KEYS = {
-    "name", "version", "description", "mode", "system", "user", "output", "few_shot",
-    "params", "soft_targets", "top_logprobs", "fields", "example_separator", "answer_prefix",
-    "few_shot_pool", "variants", "example_orders",
+    "name",
+    "version",
+    "description",
+    "mode",
+    "system",
+    "user",
+    "output",
+    "few_shot",
+    "params",
+    "soft_targets",
+    "top_logprobs",
+    "fields",
+    "example_separator",
+    "answer_prefix",
+    "few_shot_pool",
+    "variants",
+    "example_orders",
 }
 VARIANT_KEYS = {"system", "user", "few_shot"}
 POOL_KEYS = {"file", "k", "label_field"}
@@ -68,9 +82,7 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "json": {"temperature": 0.0, "max_tokens": 512},
 }
 
-_ENV = BoundedEnvironment(
-    undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False
-)
+_ENV = BoundedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
 @dataclass(frozen=True)
@@ -144,8 +156,9 @@ class Task:
         anything is sent."""
         if effort is None and budget is None:
             return self
-        params = reasoning_params(self.params, answer_tokens=self.answer_tokens,
-                                  effort=effort, budget=budget, where=self.path)
+        params = reasoning_params(
+            self.params, answer_tokens=self.answer_tokens, effort=effort, budget=budget, where=self.path
+        )
         others = tuple(t.with_reasoning(effort, budget) for t in self.others)
         return dataclasses.replace(self, params=params, others=others)
 
@@ -170,26 +183,35 @@ class Task:
                 text.encode("utf-8")
             except UnicodeEncodeError as exc:  # a lone surrogate from a caller's dict rows:
                 # no API accepts it and the cache key cannot hash it, so it is this row's error
-                raise TemplateError(self.path, f"renders to text that is not valid Unicode "
-                                    f"({exc.reason} at character {exc.start})", row=row_id) from exc
+                raise TemplateError(
+                    self.path,
+                    f"renders to text that is not valid Unicode ({exc.reason} at character {exc.start})",
+                    row=row_id,
+                ) from exc
         params = dict(self.params)
         soft = self.soft_targets
         if self.pool is None:  # no examples chosen per row: nothing more to render
             if self.mode == "completion":
                 return completion_request(self._prefix + text, params, self.identity, soft)
-            return chat_request((*self._shot_messages, {"role": "user", "content": text}),
-                                params, self.identity, soft)
+            return chat_request(
+                (*self._shot_messages, {"role": "user", "content": text}), params, self.identity, soft
+            )
         chosen = self.pool.nearest(row, self.pool_k)
         if self.mode == "completion":
             shots = "".join(
-                self._render_user(ex.input, "few_shot_pool") + self.answer_prefix
-                + self._answer_word(ex.output) + self.example_separator
+                self._render_user(ex.input, "few_shot_pool")
+                + self.answer_prefix
+                + self._answer_word(ex.output)
+                + self.example_separator
                 for ex in chosen
             )
-            return Request(prompt=self._prefix + shots + text, params=params,
-                           template=self.identity, soft_targets=soft)
+            return Request(
+                prompt=self._prefix + shots + text, params=params, template=self.identity, soft_targets=soft
+            )
         pairs = tuple(
-            m for ex in chosen for m in (
+            m
+            for ex in chosen
+            for m in (
                 {"role": "user", "content": self._render_user(ex.input, "few_shot_pool")},
                 {"role": "assistant", "content": self._answer_word(ex.output)},
             )
@@ -200,15 +222,18 @@ class Task:
     def _render_user(self, row: Mapping[str, Any], row_id: str) -> str:
         if self._plain is not None:
             try:
-                return "".join([text if name is None else str(row[name])
-                                for text, name in self._plain])
+                return "".join([text if name is None else str(row[name]) for text, name in self._plain])
             except Exception:  # a missing field, a value str() refuses: Jinja renders
                 pass  # it, or names the problem as it always has
         try:
             return render_bounded(self.user, _context(self, row))
         except RenderLimit as exc:
-            raise TemplateLimitError(self.path, f"{exc}: a template bug (rendering is limited "
-                                     "in time and size)", field="user", row=row_id) from exc
+            raise TemplateLimitError(
+                self.path,
+                f"{exc}: a template bug (rendering is limited in time and size)",
+                field="user",
+                row=row_id,
+            ) from exc
         except jinja2.UndefinedError as exc:
             raise TemplateError(self.path, str(exc), field=_undefined_name(exc), row=row_id) from exc
         except jinja2.TemplateError as exc:
@@ -228,13 +253,9 @@ def _context(task: Task, row: Mapping[str, Any]) -> dict[str, Any]:
     ctx["task"] = {
         "labels": list(task.labels),
         "verbalizers": (
-            {k: list(v) for k, v in task.label_space.verbalizers.items()}
-            if task.label_space
-            else {}
+            {k: list(v) for k, v in task.label_space.verbalizers.items()} if task.label_space else {}
         ),
-        "answers": [task.label_space.verbalizers[lab][0] for lab in task.labels]
-        if task.label_space
-        else [],
+        "answers": [task.label_space.verbalizers[lab][0] for lab in task.labels] if task.label_space else [],
     }
     return ctx
 
@@ -328,12 +349,16 @@ def _ensemble(raw: dict[str, Any], where: str) -> Task:
     forms = [base_raw]
     for i, v in enumerate(variants):
         if not isinstance(v, dict) or not v:
-            raise TemplateError(where, "must be a mapping of system, user and/or few_shot",
-                                field=f"variants[{i}]")
+            raise TemplateError(
+                where, "must be a mapping of system, user and/or few_shot", field=f"variants[{i}]"
+            )
         bad = set(v) - VARIANT_KEYS
         if bad:
-            raise TemplateError(where, f"unknown key (allowed: {', '.join(sorted(VARIANT_KEYS))})",
-                                field=f"variants[{i}].{sorted(bad)[0]}")
+            raise TemplateError(
+                where,
+                f"unknown key (allowed: {', '.join(sorted(VARIANT_KEYS))})",
+                field=f"variants[{i}].{sorted(bad)[0]}",
+            )
         forms.append({**base_raw, **v})
     members: list[Task] = []
     for i, form in enumerate(forms):
@@ -342,8 +367,11 @@ def _ensemble(raw: dict[str, Any], where: str) -> Task:
         members.extend(_reordered(task, orders, where))
     base = members[0]
     if base.output_kind != "label":
-        raise TemplateError(where, "prompt ensembles need output kind 'label' (their label "
-                            "distributions are averaged)", field="variants")
+        raise TemplateError(
+            where,
+            "prompt ensembles need output kind 'label' (their label distributions are averaged)",
+            field="variants",
+        )
     if len(members) == 1:
         return base
     return dataclasses.replace(base, others=tuple(members[1:]))
@@ -356,8 +384,11 @@ def _reordered(task: Task, orders: int, where: str) -> list[Task]:
         return []
     n = len(task.few_shot)
     if math.factorial(n) < orders:
-        raise TemplateError(where, f"asks for {orders} orders of {n} few-shot example(s), "
-                            f"which have only {math.factorial(n)}", field="example_orders")
+        raise TemplateError(
+            where,
+            f"asks for {orders} orders of {n} few-shot example(s), which have only {math.factorial(n)}",
+            field="example_orders",
+        )
     seen = {tuple(range(n))}
     out: list[Task] = []
     rng = random.Random(n)
@@ -388,7 +419,8 @@ def _single(raw: dict[str, Any], where: str) -> Task:
     bad = set(output) - OUTPUT_KEYS
     if bad:
         raise TemplateError(
-            where, f"unknown key (allowed: {', '.join(sorted(OUTPUT_KEYS))})",
+            where,
+            f"unknown key (allowed: {', '.join(sorted(OUTPUT_KEYS))})",
             field=f"output.{sorted(bad)[0]}",
         )
     kind = output.get("kind", "text")
@@ -405,11 +437,13 @@ def _single(raw: dict[str, Any], where: str) -> Task:
     verbalized = output.get("confidence") == "verbalized"
     if "confidence" in output:
         if output["confidence"] not in CONFIDENCE_KINDS:
-            raise TemplateError(where, f"must be one of {', '.join(CONFIDENCE_KINDS)}",
-                                field="output.confidence")
+            raise TemplateError(
+                where, f"must be one of {', '.join(CONFIDENCE_KINDS)}", field="output.confidence"
+            )
         if kind != "label" or mode != "chat":
-            raise TemplateError(where, "verbalized confidence is for chat templates of kind "
-                                "label", field="output.confidence")
+            raise TemplateError(
+                where, "verbalized confidence is for chat templates of kind label", field="output.confidence"
+            )
     schema = output.get("schema")
     if kind == "json" and schema is not None and not isinstance(schema, dict):
         raise TemplateError(where, "must be a JSON schema mapping", field="output.schema")
@@ -427,8 +461,9 @@ def _single(raw: dict[str, Any], where: str) -> Task:
         used = names - {"task"}
         plain = _plain_pieces(parsed)
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(where, f"Jinja2 syntax error line {exc.lineno}: {exc.message}",
-                            field="user") from exc
+        raise TemplateError(
+            where, f"Jinja2 syntax error line {exc.lineno}: {exc.message}", field="user"
+        ) from exc
     fields = raw.get("fields")
     if fields is None:
         fields_t = tuple(sorted(used))
@@ -455,8 +490,7 @@ def _single(raw: dict[str, Any], where: str) -> Task:
     soft = bool(raw.get("soft_targets", kind == "label" and not verbalized))
     top_k = raw.get("top_logprobs", 20 if soft else 0)
     if not _is_int(top_k) or not 0 <= top_k <= 20:
-        raise TemplateError(where, "must be between 0 and 20 (the OpenAI limit)",
-                            field="top_logprobs")
+        raise TemplateError(where, "must be between 0 and 20 (the OpenAI limit)", field="top_logprobs")
     if soft or top_k:
         params["logprobs"] = True
         if top_k:
@@ -465,14 +499,29 @@ def _single(raw: dict[str, Any], where: str) -> Task:
         params.setdefault("response_format", _response_format(name, schema))
 
     task = Task(
-        name=name, version=version, path=where, mode=mode, output_kind=kind, system=system,
-        user=user_tmpl, user_source=user_src, label_space=space, schema=schema,
-        few_shot=few, params=params, soft_targets=soft, top_logprobs=top_k,
-        verbalized=verbalized, fields=fields_t,
+        name=name,
+        version=version,
+        path=where,
+        mode=mode,
+        output_kind=kind,
+        system=system,
+        user=user_tmpl,
+        user_source=user_src,
+        label_space=space,
+        schema=schema,
+        few_shot=few,
+        params=params,
+        soft_targets=soft,
+        top_logprobs=top_k,
+        verbalized=verbalized,
+        fields=fields_t,
         example_separator=str(raw.get("example_separator", "\n\n")),
         answer_prefix=str(raw.get("answer_prefix", " ")),
-        description=str(raw.get("description", "")), warnings=warnings,
-        _uses_task="task" in names, _plain=plain, answer_tokens=answer_tokens,
+        description=str(raw.get("description", "")),
+        warnings=warnings,
+        _uses_task="task" in names,
+        _plain=plain,
+        answer_tokens=answer_tokens,
     )
     pool = raw.get("few_shot_pool")
     if pool is not None:
@@ -482,19 +531,20 @@ def _single(raw: dict[str, Any], where: str) -> Task:
     return _with_prefix(task)
 
 
-def _pool(spec: Any, where: str, fields: tuple[str, ...],
-          space: LabelSpace | None) -> tuple[list[Any], int]:
+def _pool(spec: Any, where: str, fields: tuple[str, ...], space: LabelSpace | None) -> tuple[list[Any], int]:
     """``few_shot_pool: FILE`` or ``{file: FILE, k: 4, label_field: label}``; FILE is a
     JSONL of labeled rows, relative to the template file."""
     if isinstance(spec, str):
         spec = {"file": spec}
     if not isinstance(spec, dict) or not isinstance(spec.get("file"), str):
-        raise TemplateError(where, "must be a file name or a mapping with 'file'",
-                            field="few_shot_pool")
+        raise TemplateError(where, "must be a file name or a mapping with 'file'", field="few_shot_pool")
     bad = set(spec) - POOL_KEYS
     if bad:
-        raise TemplateError(where, f"unknown key (allowed: {', '.join(sorted(POOL_KEYS))})",
-                            field=f"few_shot_pool.{sorted(bad)[0]}")
+        raise TemplateError(
+            where,
+            f"unknown key (allowed: {', '.join(sorted(POOL_KEYS))})",
+            field=f"few_shot_pool.{sorted(bad)[0]}",
+        )
     k = spec.get("k", 4)
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= 64:
         raise TemplateError(where, "must be an integer from 1 to 64", field="few_shot_pool.k")
@@ -526,34 +576,43 @@ def _with_prefix(task: Task) -> Task:
 # the place to find `max_tokens: "ten"`, not the middle of a run (or a budget check that
 # multiplies by it). Parameters not listed go to the provider as written.
 _INT_PARAMS: dict[str, tuple[int, int | None]] = {
-    "max_tokens": (1, None), "n": (1, None), "seed": (-(2**63), 2**63 - 1),
+    "max_tokens": (1, None),
+    "n": (1, None),
+    "seed": (-(2**63), 2**63 - 1),
 }
 _FLOAT_PARAMS: dict[str, tuple[float, float | None]] = {
-    "temperature": (0.0, None), "top_p": (0.0, 1.0),
-    "presence_penalty": (-2.0, 2.0), "frequency_penalty": (-2.0, 2.0),
+    "temperature": (0.0, None),
+    "top_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
 }
 
 
 def _check_params(params: Mapping[str, Any], where: str) -> None:
     for name, (low, high) in _INT_PARAMS.items():
         value = params.get(name)
-        if value is not None and (not _is_int(value) or value < low
-                                  or (high is not None and value > high)):
+        if value is not None and (not _is_int(value) or value < low or (high is not None and value > high)):
             limit = f"from {low}" + (f" to {high}" if high is not None else "")
-            raise TemplateError(where, f"must be an integer {limit}, got {value!r}",
-                                field=f"params.{name}")
+            raise TemplateError(where, f"must be an integer {limit}, got {value!r}", field=f"params.{name}")
     for name, (lo, hi) in _FLOAT_PARAMS.items():
         value = params.get(name)
         if value is None:
             continue
-        if not (isinstance(value, int | float) and not isinstance(value, bool)
-                and math.isfinite(value) and value >= lo and (hi is None or value <= hi)):
+        if not (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value >= lo
+            and (hi is None or value <= hi)
+        ):
             limit = f"from {lo:g}" + (f" to {hi:g}" if hi is not None else "")
-            raise TemplateError(where, f"must be a finite number {limit}, got {value!r}",
-                                field=f"params.{name}")
+            raise TemplateError(
+                where, f"must be a finite number {limit}, got {value!r}", field=f"params.{name}"
+            )
     stop = params.get("stop")
-    if stop is not None and not (isinstance(stop, str) or (
-            isinstance(stop, list) and all(isinstance(x, str) for x in stop))):
+    if stop is not None and not (
+        isinstance(stop, str) or (isinstance(stop, list) and all(isinstance(x, str) for x in stop))
+    ):
         raise TemplateError(where, "must be a string or a list of strings", field="params.stop")
 
 
@@ -579,12 +638,14 @@ def _label_space(output: dict[str, Any], where: str) -> LabelSpace:
         for k, v in labels.items():
             forms = [v] if isinstance(v, str | int) else v
             if not isinstance(forms, list) or not forms:
-                raise TemplateError(where, "each label maps to a word or a list of words",
-                                    field=f"output.labels.{k}")
+                raise TemplateError(
+                    where, "each label maps to a word or a list of words", field=f"output.labels.{k}"
+                )
             verbal[str(k)] = tuple(str(f) for f in forms)
     else:
         raise TemplateError(
-            where, "kind 'label' needs a non-empty list of labels (or label: [words] mapping)",
+            where,
+            "kind 'label' needs a non-empty list of labels (or label: [words] mapping)",
             field="output.labels",
         )
     if len(set(names)) != len(names):
@@ -600,8 +661,7 @@ def _few_shot(items: Any, where: str, space: LabelSpace | None) -> tuple[FewShot
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or set(item) != {"input", "output"}:
-            raise TemplateError(where, "needs exactly the keys input and output",
-                                field=f"few_shot[{i}]")
+            raise TemplateError(where, "needs exactly the keys input and output", field=f"few_shot[{i}]")
         if not isinstance(item["input"], dict):
             raise TemplateError(where, "must be a mapping of fields", field=f"few_shot[{i}].input")
         answer = item["output"]
@@ -610,8 +670,7 @@ def _few_shot(items: Any, where: str, space: LabelSpace | None) -> tuple[FewShot
         if space is not None and answer in space.labels:
             answer = space.verbalizers[answer][0]
         elif space is not None and not any(answer in v for v in space.verbalizers.values()):
-            raise TemplateError(where, f"'{answer}' is not one of the labels",
-                                field=f"few_shot[{i}].output")
+            raise TemplateError(where, f"'{answer}' is not one of the labels", field=f"few_shot[{i}].output")
         out.append(FewShot(input=item["input"], output=answer))
     return tuple(out)
 

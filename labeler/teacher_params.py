@@ -61,17 +61,22 @@ class Fix:
 # The parameters labeler can do without. Anything else a teacher refuses stays an ordinary
 # final failure: dropping `n`, `stop` or `response_format` would change what is asked.
 FIXES: dict[str, Fix] = {
-    "logprobs": Fix(("logprobs", "top_logprobs"),
-                    instead="sending requests without logprobs: labels come from the answer "
-                            "text, without soft labels (--samples N samples N answers per "
-                            "row for soft labels, N x the output tokens)"),
-    "top_logprobs": Fix(("top_logprobs",),
-                        instead="sending requests without top_logprobs: soft labels see only "
-                                "the chosen token's logprob"),
-    "temperature": Fix(("temperature",),
-                       instead="sending requests without temperature (the teacher's default)"),
-    "max_tokens": Fix(rename_to="max_completion_tokens",
-                      instead="sending the output cap as max_completion_tokens"),
+    "logprobs": Fix(
+        ("logprobs", "top_logprobs"),
+        instead="sending requests without logprobs: labels come from the answer "
+        "text, without soft labels (--samples N samples N answers per "
+        "row for soft labels, N x the output tokens)",
+    ),
+    "top_logprobs": Fix(
+        ("top_logprobs",),
+        instead="sending requests without top_logprobs: soft labels see only the chosen token's logprob",
+    ),
+    "temperature": Fix(
+        ("temperature",), instead="sending requests without temperature (the teacher's default)"
+    ),
+    "max_tokens": Fix(
+        rename_to="max_completion_tokens", instead="sending the output cap as max_completion_tokens"
+    ),
 }
 WATCHED = frozenset(FIXES)
 
@@ -92,8 +97,12 @@ class TeacherParams:
     the sets are replaced, never changed in place, so a reader sees one or the other.
     """
 
-    def __init__(self, identity: Mapping[str, Any], refused: Mapping[str, Refusal] | None = None,
-                 accepted: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        identity: Mapping[str, Any],
+        refused: Mapping[str, Refusal] | None = None,
+        accepted: Iterable[str] = (),
+    ) -> None:
         self.identity = dict(identity)
         self.teacher = teacher_key(identity)
         # How the teacher's soft-target requests are sent: N samples where it gives no
@@ -111,8 +120,9 @@ class TeacherParams:
         key = teacher_key(identity)
 
         def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            return db.execute("SELECT param, verdict, status, message FROM teacher_params"
-                              " WHERE teacher = ?", (key,)).fetchall()
+            return db.execute(
+                "SELECT param, verdict, status, message FROM teacher_params WHERE teacher = ?", (key,)
+            ).fetchall()
 
         refused, accepted, takes_n = {}, [], None
         for param, verdict, status, message in store.execute_read(read):
@@ -153,8 +163,7 @@ class TeacherParams:
             return request
         if request.messages is not None:
             return chat_request(request.messages, params, request.template, request.soft_targets)
-        return completion_request(request.prompt or "", params, request.template,
-                                  request.soft_targets)
+        return completion_request(request.prompt or "", params, request.template, request.soft_targets)
 
     def plain(self, request: Request) -> Request:
         """`request` without what the teacher refuses, never sampled: the request a single
@@ -164,8 +173,7 @@ class TeacherParams:
             return request
         if request.messages is not None:
             return chat_request(request.messages, params, request.template, request.soft_targets)
-        return completion_request(request.prompt or "", params, request.template,
-                                  request.soft_targets)
+        return completion_request(request.prompt or "", params, request.template, request.soft_targets)
 
     def params(self, params: dict[str, Any]) -> dict[str, Any]:
         """`params` without what this teacher refuses (the same dict when nothing is)."""
@@ -203,18 +211,17 @@ class TeacherParams:
 
     def accept(self, params: Iterable[str]) -> list[str]:
         """Remember the watched parameters a teacher answered; returns those new to it."""
-        new = [p for p in params
-               if p in WATCHED and p not in self.accepted and p not in self.refused]
+        new = [p for p in params if p in WATCHED and p not in self.accepted and p not in self.refused]
         if new:
             self.accepted = self.accepted | frozenset(new)
         return new
 
-    def save(self, store: StoreAccess, refused: Sequence[Refusal] = (),
-             accepted: Sequence[str] = ()) -> None:
+    def save(self, store: StoreAccess, refused: Sequence[Refusal] = (), accepted: Sequence[str] = ()) -> None:
         """Write verdicts to the store (a refusal replaces an earlier "taken")."""
         now = time.time()
         rows: list[tuple[str, str, str, int | None, str | None, float]] = [
-            (self.teacher, r.param, REFUSED, r.status, r.message, now) for r in refused]
+            (self.teacher, r.param, REFUSED, r.status, r.message, now) for r in refused
+        ]
         rows += [(self.teacher, p, ACCEPTED, None, None, now) for p in accepted]
         if not rows:
             return
@@ -227,7 +234,8 @@ class TeacherParams:
                 " ON CONFLICT(teacher, param) DO UPDATE SET verdict=excluded.verdict,"
                 " status=excluded.status, message=excluded.message,"
                 " learned_at=excluded.learned_at",
-                [(*row, provider, model) for row in rows])
+                [(*row, provider, model) for row in rows],
+            )
 
         store.execute_write(write)
 
@@ -242,28 +250,39 @@ class TeacherParams:
     def announcement(self, refusal: Refusal) -> str:
         """The one line that says what was refused, by whom, what labeler does now and,
         where it samples instead, what that costs per row."""
-        said = f"HTTP {refusal.status}" if refusal.status and refusal.status >= 400 else \
-            "its answers carry none"
+        said = (
+            f"HTTP {refusal.status}" if refusal.status and refusal.status >= 400 else "its answers carry none"
+        )
         message = f": {refusal.message}" if refusal.message else ""
         instead = FIXES[refusal.param].instead
         n = self.sampling.n
         if refusal.param == "logprobs" and self.sampling.soft_labels == "auto" and n > 1:
-            instead = (f"sampling {n} answers per row for soft labels: about {n}x the output "
-                       "tokens; --samples 1 keeps hard labels only")
-        return (f"{describe(self.identity)} refuses {refusal.param} ({said}{message}); "
-                f"{instead}, for this and every later run "
-                "(labeler forget-refusals to try again)")
+            instead = (
+                f"sampling {n} answers per row for soft labels: about {n}x the output "
+                "tokens; --samples 1 keeps hard labels only"
+            )
+        return (
+            f"{describe(self.identity)} refuses {refusal.param} ({said}{message}); "
+            f"{instead}, for this and every later run "
+            "(labeler forget-refusals to try again)"
+        )
 
     def unused_samples(self, wants_soft_targets: bool) -> str | None:
         """The line that says ``--samples`` does nothing, or None: a teacher in ``auto``
         mode that gives logprobs takes its soft labels from them."""
         sampling = self.sampling
-        if (sampling.samples is None or sampling.soft_labels != "auto"
-                or not self.gives_logprobs or not wants_soft_targets):
+        if (
+            sampling.samples is None
+            or sampling.soft_labels != "auto"
+            or not self.gives_logprobs
+            or not wants_soft_targets
+        ):
             return None
-        return (f"--samples {sampling.n} has no effect: {describe(self.identity)} gives "
-                "logprobs, so soft labels come from logprobs (--soft-labels samples forces "
-                "sampling)")
+        return (
+            f"--samples {sampling.n} has no effect: {describe(self.identity)} gives "
+            "logprobs, so soft labels come from logprobs (--soft-labels samples forces "
+            "sampling)"
+        )
 
 
 def teacher_key(identity: Mapping[str, Any]) -> str:
@@ -290,8 +309,9 @@ def forget(store: Store, teacher: str | None = None) -> list[tuple[str, str, str
         where, args = "", ()
         if teacher:
             where, args = " WHERE provider = ? AND model = ?", (provider, model)
-        rows = db.execute(f"SELECT provider || ':' || model, param, verdict FROM teacher_params"
-                          f"{where}", args).fetchall()
+        rows = db.execute(
+            f"SELECT provider || ':' || model, param, verdict FROM teacher_params{where}", args
+        ).fetchall()
         db.execute(f"DELETE FROM teacher_params{where}", args)
         return [(str(t), str(p), str(v)) for t, p, v in rows]
 
@@ -300,15 +320,37 @@ def forget(store: Store, teacher: str | None = None) -> list[tuple[str, str, str
 
 def refusals_of(store: Store) -> list[dict[str, Any]]:
     """Every refusal the store remembers, for `labeler stats`."""
+
     def read(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
-        return db.execute("SELECT provider, model, teacher, param, status, message, learned_at"
-                          " FROM teacher_params WHERE verdict = ? ORDER BY learned_at",
-                          (REFUSED,)).fetchall()
+        return db.execute(
+            "SELECT provider, model, teacher, param, status, message, learned_at"
+            " FROM teacher_params WHERE verdict = ? ORDER BY learned_at",
+            (REFUSED,),
+        ).fetchall()
 
-    return [{"teacher": f"{p}:{m}", "identity": t, "param": param, "status": status,
-             "message": message, "learned_at": at}
-            for p, m, t, param, status, message, at in store.execute_read(read)]
+    return [
+        {
+            "teacher": f"{p}:{m}",
+            "identity": t,
+            "param": param,
+            "status": status,
+            "message": message,
+            "learned_at": at,
+        }
+        for p, m, t, param, status, message, at in store.execute_read(read)
+    ]
 
 
-__all__ = ["ACCEPTED", "FIXES", "REFUSED", "WATCHED", "Fix", "Refusal", "TeacherParams",
-           "describe", "forget", "refusals_of", "teacher_key"]
+__all__ = [
+    "ACCEPTED",
+    "FIXES",
+    "REFUSED",
+    "WATCHED",
+    "Fix",
+    "Refusal",
+    "TeacherParams",
+    "describe",
+    "forget",
+    "refusals_of",
+    "teacher_key",
+]

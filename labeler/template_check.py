@@ -25,8 +25,9 @@ FIRST_ROWS = 20  # rows that must all lack a template field for it to be a templ
 _MISSING = re.compile(r"^missing field '(?P<field>[^']*)'$")
 
 
-def check_template_fields(task: Task, rows: Iterator[Row | Reject],
-                          input_map: InputMap | None = None) -> Iterator[Row | Reject]:
+def check_template_fields(
+    task: Task, rows: Iterator[Row | Reject], input_map: InputMap | None = None
+) -> Iterator[Row | Reject]:
     """`rows`, with rejects for a template's field naming the template; raises TemplateError
     when the first FIRST_ROWS rows (or all, if fewer) lack the same template field, and
     ConfigError when they all lack the same column `input_map` (``--map``) names."""
@@ -44,7 +45,8 @@ def check_template_fields(task: Task, rows: Iterator[Row | Reject],
             raise ConfigError(
                 f"--map {mapped_to}={field}: no input row has column '{field}' (the first "
                 f"without it: {first.source}:{first.line}"
-                + (f"; the rows have: {', '.join(have)})" if have else ")"))
+                + (f"; the rows have: {', '.join(have)})" if have else ")")
+            )
         raise TemplateError(
             task.path,
             f"no input row has it (the first {len(head)} all lack it): a template bug, not "
@@ -92,8 +94,9 @@ class RenderStreak:
         assert self.first is not None
         return TemplateError(
             self.first.template,
-            f"{self.first.reason} in each of the first {self.count} rows: a template bug, not "
-            "bad data", field=self.first.field)
+            f"{self.first.reason} in each of the first {self.count} rows: a template bug, not bad data",
+            field=self.first.field,
+        )
 
 
 def _template_field(task: Task, item: Row | Reject, input_map: InputMap) -> str | None:
@@ -112,8 +115,7 @@ def _template_field(task: Task, item: Row | Reject, input_map: InputMap) -> str 
     return name
 
 
-def _named_all(task: Task, items: Iterator[Row | Reject],
-               input_map: InputMap) -> Iterator[Row | Reject]:
+def _named_all(task: Task, items: Iterator[Row | Reject], input_map: InputMap) -> Iterator[Row | Reject]:
     for item in items:
         if isinstance(item, Reject):  # a row (nearly every item) passes untouched
             item = _named(task, item, input_map)
@@ -126,8 +128,9 @@ def _named(task: Task, item: Reject, input_map: InputMap) -> Reject:
         return item
     field = column_field(input_map, name)
     if field is not None:
-        return replace(item, reason=f"missing column '{name}' that --map {field}={name} feeds "
-                                    f"to template {task.path}")
+        return replace(
+            item, reason=f"missing column '{name}' that --map {field}={name} feeds to template {task.path}"
+        )
     return replace(item, reason=f"missing field '{name}' that template {task.path} uses")
 
 

@@ -33,8 +33,7 @@ def load_yaml(text: str) -> Any:
         value = stack.pop()
         count += 1
         if count > MAX_VALUES:
-            raise YamlTooLarge(f"expands to more than {MAX_VALUES:,} values (aliases "
-                               "repeating aliases?)")
+            raise YamlTooLarge(f"expands to more than {MAX_VALUES:,} values (aliases repeating aliases?)")
         if isinstance(value, dict):
             stack.extend(value.keys())
             stack.extend(value.values())

@@ -50,8 +50,9 @@ def review_api(base: str, token: str, path: str, body: dict | None = None) -> tu
     if body is not None:
         headers["Content-Type"] = "application/json"
         data = json.dumps(body).encode()
-    req = urllib.request.Request(base + path, data=data, headers=headers,
-                                 method="POST" if body is not None else "GET")
+    req = urllib.request.Request(
+        base + path, data=data, headers=headers, method="POST" if body is not None else "GET"
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -63,5 +64,8 @@ def sentiment_reply(p_positive: float) -> Reply:
     """A one-token sentiment answer whose top-2 logprobs put `p_positive` on "positive":
     the teacher a test scripts to be exactly as sure as it needs."""
     word = "positive" if p_positive >= 0.5 else "negative"
-    return Reply(word, tokens=[word], top_logprobs=[[
-        ("positive", math.log(p_positive)), ("negative", math.log(1 - p_positive))]])
+    return Reply(
+        word,
+        tokens=[word],
+        top_logprobs=[[("positive", math.log(p_positive)), ("negative", math.log(1 - p_positive))]],
+    )

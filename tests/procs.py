@@ -33,9 +33,10 @@ class ServerProcess:
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "labeler.testing", "serve", "--port", "0", "--log-requests",
-             *args],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [sys.executable, "-m", "labeler.testing", "serve", "--port", "0", "--log-requests", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
             env={**os.environ, **(env or {})},
         )
         assert self.proc.stdout is not None
@@ -74,8 +75,9 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         return self
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -94,9 +96,19 @@ class LocalServer:
         return self.url + "/v1"
 
     def log(self) -> list[dict[str, Any]]:
-        return [{"received": r.received, "responded": r.responded, "path": r.path,
-                 "prompt": r.prompt, "attempt": r.attempt, "status": r.status, "fault": r.fault}
-                for r in self.server.log if r.path.endswith("/completions")]
+        return [
+            {
+                "received": r.received,
+                "responded": r.responded,
+                "path": r.path,
+                "prompt": r.prompt,
+                "attempt": r.attempt,
+                "status": r.status,
+                "fault": r.fault,
+            }
+            for r in self.server.log
+            if r.path.endswith("/completions")
+        ]
 
     def answered(self) -> int:
         return sum(1 for r in self.server.log if r.status == 200)
@@ -112,8 +124,9 @@ class LocalServer:
     def __enter__(self) -> LocalServer:
         return self
 
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -124,9 +137,16 @@ def write_items(path: Path, n: int, start: int = 0) -> Path:
     """n JSONL rows whose text carries a unique `item-NNNNN` marker the server log shows."""
     with path.open("w") as f:
         for i in range(start, start + n):
-            f.write(json.dumps({"id": f"id{i:05d}", "text": f"item-{i:05d}: the product was "
-                                f"{'great' if i % 3 else 'awful'} and arrived on day {i % 7}"})
-                    + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "id": f"id{i:05d}",
+                        "text": f"item-{i:05d}: the product was "
+                        f"{'great' if i % 3 else 'awful'} and arrived on day {i % 7}",
+                    }
+                )
+                + "\n"
+            )
     return path
 
 
@@ -141,17 +161,29 @@ def answered_items(log: Iterable[dict[str, Any]], status: int = 200) -> Counter[
 
 
 def run_args(task: str, data: Path, server: Server, store: Path, *extra: str) -> list[str]:
-    return [*LABELER, "run", task, str(data), "--teacher", "openai-compatible:teacher-test",
-            "--base-url", server.api, "--store", str(store), "--quiet", *extra]
+    return [
+        *LABELER,
+        "run",
+        task,
+        str(data),
+        "--teacher",
+        "openai-compatible:teacher-test",
+        "--base-url",
+        server.api,
+        "--store",
+        str(store),
+        "--quiet",
+        *extra,
+    ]
 
 
 def start(args: Sequence[str], **kw: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kw)
+    return subprocess.Popen(list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def wait_until(check: Callable[[], bool], timeout: float, proc: subprocess.Popen[str] | None = None,
-               every: float = 0.005) -> bool:
+def wait_until(
+    check: Callable[[], bool], timeout: float, proc: subprocess.Popen[str] | None = None, every: float = 0.005
+) -> bool:
     """Poll `check`; False if `proc` ended first or the time ran out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -67,7 +67,7 @@ def test_the_cli_tunes_the_collector_for_its_command_and_restores_it_after() -> 
         assert isinstance(main, click.Group)
         main.commands.pop("gc-probe")
     assert result.exit_code == 0, result.output
-    (threshold, frozen), = seen
+    ((threshold, frozen),) = seen
     assert threshold[0] >= YOUNG_THRESHOLD and frozen > 0
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
 

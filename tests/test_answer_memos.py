@@ -7,8 +7,20 @@ from labeler import targets
 from labeler.completion import Completion, TokenLogprob
 from labeler.targets import LabelSpace, parse_label, soft_label
 
-TEXTS = ["positive", " Positive.", "**negative**", "Label: pos", "I think so", "", "\n",
-         "positive\n\nReview: x", "neg", "NEGATIVE!", "x" * 100, "Sentiment = positive"]
+TEXTS = [
+    "positive",
+    " Positive.",
+    "**negative**",
+    "Label: pos",
+    "I think so",
+    "",
+    "\n",
+    "positive\n\nReview: x",
+    "neg",
+    "NEGATIVE!",
+    "x" * 100,
+    "Sentiment = positive",
+]
 
 
 def space() -> LabelSpace:

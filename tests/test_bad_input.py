@@ -42,29 +42,46 @@ def _lines(*rows: bytes) -> bytes:
     return b"".join(r + b"\n" for r in rows)
 
 
-def _run(server: TeacherServer, template: Path | str, data: Path, tmp_path: Path,
-         *extra: str) -> Any:
-    return CliRunner().invoke(main, [
-        "run", str(template), str(data), "--teacher", "openai-compatible:teacher-test",
-        "--base-url", server.url + "/v1", "--store", str(tmp_path / "s.sqlite"),
-        "--out", str(tmp_path / "out"), "--quiet", "--max-attempts", "2", *extra])
+def _run(server: TeacherServer, template: Path | str, data: Path, tmp_path: Path, *extra: str) -> Any:
+    return CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(template),
+            str(data),
+            "--teacher",
+            "openai-compatible:teacher-test",
+            "--base-url",
+            server.url + "/v1",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--max-attempts",
+            "2",
+            *extra,
+        ],
+    )
 
 
 def test_each_bad_row_is_named_kept_and_counted_and_the_rest_goes_on(tmp_path: Path) -> None:
     template = tmp_path / "picky.yaml"
     template.write_text(PICKY)
     data = tmp_path / "in.jsonl"
-    data.write_bytes(_lines(
-        b'{"id": "a1", "text": "lovely", "lang": "en"}',              # 1 good
-        b'{"id": "a2", "text": "broken json", "lang": "en"',          # 2 malformed JSON
-        b'{"id": "a3", "text": "caf\xe9", "lang": "en"}',             # 3 not UTF-8 (latin-1)
-        b'{"id": "a4", "text": "  ", "lang": "en"}',                  # 4 empty text
-        json.dumps({"id": "a5", "text": LONG, "lang": "en"}).encode(),  # 5 too long
-        b'{"id": "a1", "text": "same id again", "lang": "en"}',       # 6 duplicate id
-        b'{"id": "a7", "text": "bonjour", "lang": "fr"}',             # 7 renders empty
-        b'{"id": "a8", "text": "no language"}',                       # 8 template field missing
-        b'{"id": "a9", "text": "terrible", "lang": "en"}',            # 9 good
-    ))
+    data.write_bytes(
+        _lines(
+            b'{"id": "a1", "text": "lovely", "lang": "en"}',  # 1 good
+            b'{"id": "a2", "text": "broken json", "lang": "en"',  # 2 malformed JSON
+            b'{"id": "a3", "text": "caf\xe9", "lang": "en"}',  # 3 not UTF-8 (latin-1)
+            b'{"id": "a4", "text": "  ", "lang": "en"}',  # 4 empty text
+            json.dumps({"id": "a5", "text": LONG, "lang": "en"}).encode(),  # 5 too long
+            b'{"id": "a1", "text": "same id again", "lang": "en"}',  # 6 duplicate id
+            b'{"id": "a7", "text": "bonjour", "lang": "fr"}',  # 7 renders empty
+            b'{"id": "a8", "text": "no language"}',  # 8 template field missing
+            b'{"id": "a9", "text": "terrible", "lang": "en"}',  # 9 good
+        )
+    )
     with TeacherServer(ServerConfig(labels=["negative", "positive"], context_tokens=1000)) as srv:
         res = _run(srv, template, data, tmp_path, "--id-field", "id")
         sent = [r for r in srv.log if r.path.endswith("/chat/completions")]
@@ -80,8 +97,10 @@ def test_each_bad_row_is_named_kept_and_counted_and_the_rest_goes_on(tmp_path: P
         (7, "renders to an empty prompt"),
         (8, "'lang' is undefined"),
     ]:
-        assert any(ln.split("labeler: warning: ")[-1].startswith(f"{src}:{line}: ") and reason in ln
-                   for ln in err.splitlines()), f"no '{src}:{line}: ...{reason}' in:\n{err}"
+        assert any(
+            ln.split("labeler: warning: ")[-1].startswith(f"{src}:{line}: ") and reason in ln
+            for ln in err.splitlines()
+        ), f"no '{src}:{line}: ...{reason}' in:\n{err}"
     assert "9 rows, 2 labeled, 0 cached, 1 failed, 6 rejected" in err
     assert "failed 1 × context_length (prompt too long for the server's context)" in err
 
@@ -145,8 +164,7 @@ def test_a_flood_of_bad_rows_is_summarised_not_printed_line_by_line(tmp_path: Pa
 
 # -- the renderer under fuzz ---------------------------------------------------------------
 
-FUZZ = settings(max_examples=300, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Templates that index, loop, filter and do arithmetic: each can meet a value it cannot
 # handle, which must surface as a TemplateError naming the row.
@@ -165,16 +183,28 @@ TASKS = [load_task(p) for p in sorted(PROMPTS_DIR.glob("*.yaml"))] + [
 ]
 FIELDS = sorted({f for t in TASKS for f in t.fields} | {"text", "tags", "n", "meta", "score"})
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(), st.text(alphabet=st.characters(categories=["Cs"]), min_size=1),  # lone surrogates
-    st.binary(max_size=8), st.sampled_from(["", " ", "\x00", "{{ text }}", "{% raw %}", "\u202e"]),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(),
+    st.text(alphabet=st.characters(categories=["Cs"]), min_size=1),  # lone surrogates
+    st.binary(max_size=8),
+    st.sampled_from(["", " ", "\x00", "{{ text }}", "{% raw %}", "\u202e"]),
 )
-values = st.one_of(scalars, scalars, scalars, st.lists(scalars, max_size=3),
-                   st.dictionaries(st.text(max_size=5), scalars, max_size=3))
+values = st.one_of(
+    scalars,
+    scalars,
+    scalars,
+    st.lists(scalars, max_size=3),
+    st.dictionaries(st.text(max_size=5), scalars, max_size=3),
+)
 # Mostly the fields templates use (so values reach the renderer), plus stray keys.
-rows = st.builds(lambda used, stray: {**stray, **used},
-                 st.fixed_dictionaries({}, optional=dict.fromkeys(FIELDS, values)),
-                 st.dictionaries(st.text(max_size=6), values, max_size=2))
+rows = st.builds(
+    lambda used, stray: {**stray, **used},
+    st.fixed_dictionaries({}, optional=dict.fromkeys(FIELDS, values)),
+    st.dictionaries(st.text(max_size=6), values, max_size=2),
+)
 
 
 @FUZZ

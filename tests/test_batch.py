@@ -53,8 +53,14 @@ def make_job(server: TeacherServer, tmp_path: Path, provider: str = "openai", **
     else:
         who = dict(teacher="anthropic:teacher-test", base_url=server.url, api_key="test")
     base: dict[str, Any] = dict(
-        task="sentiment", input=SAMPLES / "reviews.jsonl", store=tmp_path / "store.sqlite",
-        out=tmp_path / "out", progress=False, batch=True, prices=PRICES, **who,
+        task="sentiment",
+        input=SAMPLES / "reviews.jsonl",
+        store=tmp_path / "store.sqlite",
+        out=tmp_path / "out",
+        progress=False,
+        batch=True,
+        prices=PRICES,
+        **who,
     )
     base.update(kw)
     return Job(**base)
@@ -110,8 +116,8 @@ def test_cost_is_the_batch_price(server: TeacherServer, tmp_path: Path) -> None:
     expected = (s.prompt_tokens * 1.0 + s.completion_tokens * 2.0) / 1e6 * PRICES.batch_discount
     assert s.cost_usd == pytest.approx(expected) and s.cost_usd == pytest.approx(live.cost_usd / 2)
     with sqlite3.connect(tmp_path / "batch" / "store.sqlite") as db:
-        stored, = db.execute("SELECT sum(cost_usd) FROM responses").fetchone()
-        journaled, = db.execute("SELECT sum(cost_usd) FROM batches").fetchone()
+        (stored,) = db.execute("SELECT sum(cost_usd) FROM responses").fetchone()
+        (journaled,) = db.execute("SELECT sum(cost_usd) FROM batches").fetchone()
     assert stored == pytest.approx(expected) and journaled == pytest.approx(expected)
 
 
@@ -124,8 +130,7 @@ def test_work_is_split_by_the_count_and_byte_limits(server: TeacherServer, tmp_p
         client = make_client(teacher)
         try:
             with Store(tmp_path / f"{sorted(limits)[0]}.sqlite") as store:
-                runner = BatchRunner(task, teacher, client, store, prices=PRICES, progress=False,
-                                     **limits)  # type: ignore[arg-type]
+                runner = BatchRunner(task, teacher, client, store, prices=PRICES, progress=False, **limits)  # type: ignore[arg-type]
                 return await runner.run(job.rows(task))
         finally:
             await client.aclose()
@@ -140,15 +145,32 @@ def test_work_is_split_by_the_count_and_byte_limits(server: TeacherServer, tmp_p
 
 
 def labeler_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "labeler.cli", "run", *args], capture_output=True,
-                          text=True, env={**os.environ, **(env or {})}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "labeler.cli", "run", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 def test_kill_9_between_creation_and_journal_adopts_the_batch(server: TeacherServer, tmp_path: Path) -> None:
     store = tmp_path / "store.sqlite"
-    args = ["sentiment", str(SAMPLES / "reviews.jsonl"), "--teacher", "openai-compatible:teacher-test",
-            "--base-url", server.url + "/v1", "--store", str(store), "--out", str(tmp_path / "out"),
-            "--batch", "--json", "-q"]
+    args = [
+        "sentiment",
+        str(SAMPLES / "reviews.jsonl"),
+        "--teacher",
+        "openai-compatible:teacher-test",
+        "--base-url",
+        server.url + "/v1",
+        "--store",
+        str(store),
+        "--out",
+        str(tmp_path / "out"),
+        "--batch",
+        "--json",
+        "-q",
+    ]
     crashed = labeler_cli(*args, env={"LABELER_TEST_CRASH_AFTER": "batch_created"})
     assert crashed.returncode == 137, crashed.stderr
     assert submitted(server)["batches"] == 1
@@ -194,9 +216,23 @@ def test_no_wait_returns_pending_then_a_later_run_collects_and_exports(
     server: TeacherServer, tmp_path: Path
 ) -> None:
     server.config.batch_speed_s = 1.5
-    args = ["run", "sentiment", str(SAMPLES / "reviews.jsonl"), "--teacher", "openai-compatible:teacher-test",
-            "--base-url", server.url + "/v1", "--store", str(tmp_path / "store.sqlite"),
-            "--out", str(tmp_path / "out"), "--batch", "--no-wait", "--json", "-q"]
+    args = [
+        "run",
+        "sentiment",
+        str(SAMPLES / "reviews.jsonl"),
+        "--teacher",
+        "openai-compatible:teacher-test",
+        "--base-url",
+        server.url + "/v1",
+        "--store",
+        str(tmp_path / "store.sqlite"),
+        "--out",
+        str(tmp_path / "out"),
+        "--batch",
+        "--no-wait",
+        "--json",
+        "-q",
+    ]
     first = CliRunner().invoke(main, args)
     assert first.exit_code == EXIT_PENDING, first.output
     line = json.loads(first.stdout.splitlines()[-1])

@@ -15,20 +15,53 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 TINY = [
-    "--items", "200", "--sdk-items", "50", "--repeat", "1", "--concurrency", "16",
-    "--latency-items", "200", "--in-flight", "32", "--latency", "0.02",
-    "--rate-per-s", "100", "--rate-window", "1", "--rate-seconds", "1", "--rate-latency", "0",
-    "--small", "200", "--big", "400", "--live-every", "10", "--export-rows", "300",
-    "--announced-high-seconds", "0.2", "--announced-low-seconds", "0.5", "--whole-items", "200",
+    "--items",
+    "200",
+    "--sdk-items",
+    "50",
+    "--repeat",
+    "1",
+    "--concurrency",
+    "16",
+    "--latency-items",
+    "200",
+    "--in-flight",
+    "32",
+    "--latency",
+    "0.02",
+    "--rate-per-s",
+    "100",
+    "--rate-window",
+    "1",
+    "--rate-seconds",
+    "1",
+    "--rate-latency",
+    "0",
+    "--small",
+    "200",
+    "--big",
+    "400",
+    "--live-every",
+    "10",
+    "--export-rows",
+    "300",
+    "--announced-high-seconds",
+    "0.2",
+    "--announced-low-seconds",
+    "0.5",
+    "--whole-items",
+    "200",
 ]
 
 
 def test_the_speed_suite_runs_end_to_end_at_tiny_sizes(tmp_path: Path) -> None:
     out = tmp_path / "speed.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks", *TINY, "--json", str(out),
-         "--workdir", str(tmp_path / "work")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "benchmarks", *TINY, "--json", str(out), "--workdir", str(tmp_path / "work")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| benchmark | measured | target | result |" in proc.stdout

@@ -70,8 +70,14 @@ def test_fit_bias_removes_a_label_prior_and_matches_label_frequencies() -> None:
 
 
 def test_fit_skips_rows_without_label_mass_and_records_its_key() -> None:
-    cal = fit("temperature", [[0.9, 0.1]] * 10 + [[0.0, 0.0]], [0] * 8 + [1] * 2 + [0],
-              ["a", "b"], template="t@1", teacher=TEACHER)
+    cal = fit(
+        "temperature",
+        [[0.9, 0.1]] * 10 + [[0.0, 0.0]],
+        [0] * 8 + [1] * 2 + [0],
+        ["a", "b"],
+        template="t@1",
+        teacher=TEACHER,
+    )
     assert cal.fitted_rows == 10 and cal.template == "t@1" and cal.teacher == TEACHER
     with pytest.raises(ConfigError, match="content-free"):
         fit("contextual", [[0.9, 0.1]], [0], ["a", "b"])
@@ -90,7 +96,7 @@ def test_cross_validation_scores_every_row_with_a_fit_that_did_not_see_it() -> N
 
     out, rows = cross_validated(fitter, probs, gold, folds=5)
     assert list(rows) == list(range(10)) and seen == [8] * 5
-    assert (out.sum(axis=1) == pytest.approx(1.0))
+    assert out.sum(axis=1) == pytest.approx(1.0)
     seen.clear()
     out, rows = cross_validated(fitter, probs, gold, fit_fraction=0.3)
     assert seen == [3] and len(rows) == 7 and out.shape == (7, 2)
@@ -116,8 +122,15 @@ def test_calibrate_answer_moves_label_soft_label_and_confidence() -> None:
 
 
 def test_save_load_round_trip_and_key_checks(tmp_path: Path) -> None:
-    cal = Calibration(("a", "b"), temperature=1.5, bias=(0.25, -0.25), method="bias",
-                      template="t@1", teacher=TEACHER, fitted_rows=40)
+    cal = Calibration(
+        ("a", "b"),
+        temperature=1.5,
+        bias=(0.25, -0.25),
+        method="bias",
+        template="t@1",
+        teacher=TEACHER,
+        fitted_rows=40,
+    )
     path = cal.save(tmp_path / "cal.json")
     back = load_calibration(path)
     assert back == cal
@@ -151,7 +164,7 @@ def test_clopper_pearson_lower_bound() -> None:
     assert clopper_pearson_lower(8, 10) == pytest.approx(0.4439, abs=1e-4)
     assert clopper_pearson_lower(0, 10) == 0.0
     # 1 of 5: P(X >= 1) = 1 - (1-p)^5 = .025.
-    assert clopper_pearson_lower(1, 5) == pytest.approx(1 - 0.975 ** 0.2, abs=1e-10)
+    assert clopper_pearson_lower(1, 5) == pytest.approx(1 - 0.975**0.2, abs=1e-10)
     with pytest.raises(ValueError):
         clopper_pearson_lower(3, 2)
 

@@ -37,8 +37,16 @@ def tilted(tmp_path: Path):
     data = tmp_path / "gold.jsonl"
     data.write_text("".join(json.dumps({"id": t, "text": t, "gold": g}) + "\n" for t, g in _rows()))
     with TeacherServer(ServerConfig(responder=responder)) as srv:
-        args = ["sentiment", str(data), "--teacher", "openai-compatible:teacher-test",
-                "--base-url", srv.url + "/v1", "--store", str(tmp_path / "s.sqlite")]
+        args = [
+            "sentiment",
+            str(data),
+            "--teacher",
+            "openai-compatible:teacher-test",
+            "--base-url",
+            srv.url + "/v1",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+        ]
         assert CliRunner().invoke(main, ["run", *args, "--quiet"]).exit_code == 0
         yield srv, args
 
@@ -46,9 +54,22 @@ def tilted(tmp_path: Path):
 def test_eval_fits_contextual_calibration_and_scores_it_held_out(tilted, tmp_path: Path) -> None:
     srv, args = tilted
     cal_path = tmp_path / "cal.json"
-    res = CliRunner().invoke(main, ["eval", *args, "--gold", "gold", "--json",
-                                    "--calibrate", "contextual", "--calibrate", "temperature",
-                                    "--save-calibration", str(cal_path)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            *args,
+            "--gold",
+            "gold",
+            "--json",
+            "--calibrate",
+            "contextual",
+            "--calibrate",
+            "temperature",
+            "--save-calibration",
+            str(cal_path),
+        ],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(res.output.splitlines()[0])
     assert report["accuracy"] == pytest.approx(0.5)
@@ -76,25 +97,39 @@ def test_eval_fits_contextual_calibration_and_scores_it_held_out(tilted, tmp_pat
 
 def test_fit_fraction_scores_only_the_rows_it_did_not_fit(tilted) -> None:
     _, args = tilted
-    res = CliRunner().invoke(main, ["eval", *args, "--gold", "gold", "--json",
-                                    "--calibrate", "bias", "--fit-fraction", "0.5"])
+    res = CliRunner().invoke(
+        main, ["eval", *args, "--gold", "gold", "--json", "--calibrate", "bias", "--fit-fraction", "0.5"]
+    )
     assert res.exit_code == 0, res.output
     (score,) = json.loads(res.output.splitlines()[0])["calibration"]
     assert score["rows"] == N // 2 and score["scheme"].startswith("fit on 50%")
     assert score["after"]["accuracy"] == pytest.approx(1.0)
 
 
-def test_export_reads_through_the_calibration_and_the_store_is_unchanged(
-    tilted, tmp_path: Path
-) -> None:
+def test_export_reads_through_the_calibration_and_the_store_is_unchanged(tilted, tmp_path: Path) -> None:
     _, args = tilted
     cal_path = tmp_path / "cal.json"
     runner = CliRunner()
-    assert runner.invoke(main, ["eval", *args, "--gold", "gold", "--calibrate", "contextual",
-                                "--save-calibration", str(cal_path)]).exit_code == 0
+    assert (
+        runner.invoke(
+            main,
+            [
+                "eval",
+                *args,
+                "--gold",
+                "gold",
+                "--calibrate",
+                "contextual",
+                "--save-calibration",
+                str(cal_path),
+            ],
+        ).exit_code
+        == 0
+    )
     out = tmp_path / "out"
-    res = runner.invoke(main, ["export", *args, "--out", str(out), "--kind", "classification",
-                               "--calibration", str(cal_path)])
+    res = runner.invoke(
+        main, ["export", *args, "--out", str(out), "--kind", "classification", "--calibration", str(cal_path)]
+    )
     assert res.exit_code == 0, res.output
     ds = datasets.load_from_disk(str(out))
     if isinstance(ds, datasets.DatasetDict):
@@ -109,8 +144,7 @@ def test_export_reads_through_the_calibration_and_the_store_is_unchanged(
     # A filter reads the calibrated confidence; the stored answers still read raw.
     res = runner.invoke(main, ["eval", *args, "--gold", "gold", "--json"])
     assert json.loads(res.output.splitlines()[0])["accuracy"] == pytest.approx(0.5)
-    res = runner.invoke(main, ["eval", *args, "--gold", "gold", "--json",
-                               "--calibration", str(cal_path)])
+    res = runner.invoke(main, ["eval", *args, "--gold", "gold", "--json", "--calibration", str(cal_path)])
     report = json.loads(res.output.splitlines()[0])
     assert report["accuracy"] == pytest.approx(1.0) and report["applied_calibration"]
 
@@ -118,18 +152,55 @@ def test_export_reads_through_the_calibration_and_the_store_is_unchanged(
 def test_library_job_applies_calibration_and_refuses_another_teacher(tilted, tmp_path: Path) -> None:
     srv, args = tilted
     cal_path = tmp_path / "cal.json"
-    assert CliRunner().invoke(main, ["eval", *args, "--gold", "gold", "--calibrate", "contextual",
-                                     "--save-calibration", str(cal_path)]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(
+            main,
+            [
+                "eval",
+                *args,
+                "--gold",
+                "gold",
+                "--calibrate",
+                "contextual",
+                "--save-calibration",
+                str(cal_path),
+            ],
+        )
+        .exit_code
+        == 0
+    )
     cal = load_calibration(cal_path)
-    job = Job(task="sentiment", input=args[1], teacher="openai-compatible:teacher-test",
-              base_url=srv.url + "/v1", store=tmp_path / "s.sqlite", out=tmp_path / "lib",
-              export=ExportOptions(kind="classification", calibration=cal), progress=False)
+    job = Job(
+        task="sentiment",
+        input=args[1],
+        teacher="openai-compatible:teacher-test",
+        base_url=srv.url + "/v1",
+        store=tmp_path / "s.sqlite",
+        out=tmp_path / "lib",
+        export=ExportOptions(kind="classification", calibration=cal),
+        progress=False,
+    )
     result = asyncio.run(run_job(job))
     assert result.export is not None and result.export.label_counts == {"positive": 10, "negative": 10}
-    res = CliRunner().invoke(main, ["export", "sentiment", args[1], "--teacher",
-                                    "openai-compatible:other-model", "--base-url", srv.url + "/v1",
-                                    "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "x"),
-                                    "--calibration", str(cal_path)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "export",
+            "sentiment",
+            args[1],
+            "--teacher",
+            "openai-compatible:other-model",
+            "--base-url",
+            srv.url + "/v1",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--out",
+            str(tmp_path / "x"),
+            "--calibration",
+            str(cal_path),
+        ],
+    )
     assert res.exit_code != 0
     assert "calibration was fitted for teacher openai-compatible:teacher-test" in res.output
 
@@ -140,8 +211,10 @@ def test_refresh_config_names_a_calibration_file_relative_to_itself(tmp_path: Pa
 
     Calibration(("negative", "positive"), temperature=2.0).save(tmp_path / "cal" / "c.json")
     cfg = tmp_path / "r.yaml"
-    cfg.write_text("task: sentiment\ninput: in.jsonl\nteacher: openai:gpt-4o-mini\nout: out\n"
-                   "export: {kind: classification, calibration: cal/c.json}\n")
+    cfg.write_text(
+        "task: sentiment\ninput: in.jsonl\nteacher: openai:gpt-4o-mini\nout: out\n"
+        "export: {kind: classification, calibration: cal/c.json}\n"
+    )
     loaded = RefreshConfig.load(cfg)
     assert loaded.export.calibration is not None and loaded.export.calibration.temperature == 2.0
     cfg.write_text(cfg.read_text().replace("cal/c.json", "cal/none.json"))

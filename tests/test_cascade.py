@@ -40,11 +40,13 @@ def _texts() -> list[str]:
 
 
 def _stage_a() -> ServerConfig:
-    rules = [("firm-", sentiment_reply(SURE)), ("unsure-", sentiment_reply(UNSURE)),
-             ("half-", sentiment_reply(HALF)),
-             ("bad-", Reply("I cannot tell", tokens=["I", " cannot", " tell"]))]
-    return ServerConfig(model="small", responder=ScriptedResponder(rules),
-                        status_for=[("fail-", 400)])
+    rules = [
+        ("firm-", sentiment_reply(SURE)),
+        ("unsure-", sentiment_reply(UNSURE)),
+        ("half-", sentiment_reply(HALF)),
+        ("bad-", Reply("I cannot tell", tokens=["I", " cannot", " tell"])),
+    ]
+    return ServerConfig(model="small", responder=ScriptedResponder(rules), status_for=[("fail-", 400)])
 
 
 def _stage_b() -> ServerConfig:
@@ -77,12 +79,19 @@ def _cascade(a: TeacherServer, b: TeacherServer) -> str:
     return f"openai-compatible:small@{a.url}/v1,openai-compatible:big@{b.url}/v1"
 
 
-def _job(tmp_path: Path, a: TeacherServer, b: TeacherServer, below: str | float,
-         **kw: object) -> Job:
+def _job(tmp_path: Path, a: TeacherServer, b: TeacherServer, below: str | float, **kw: object) -> Job:
     kw.setdefault("cascade", _cascade(a, b))
-    return Job(task="sentiment", input=_input(tmp_path), teacher="unused:x",
-               escalate_below=below, store=tmp_path / "s.sqlite",
-               out=tmp_path / "out", progress=False, max_attempts=1, **kw)  # type: ignore[arg-type]
+    return Job(
+        task="sentiment",
+        input=_input(tmp_path),
+        teacher="unused:x",
+        escalate_below=below,
+        store=tmp_path / "s.sqlite",
+        out=tmp_path / "out",
+        progress=False,
+        max_attempts=1,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def _rows(out: Path) -> dict[str, dict]:
@@ -91,7 +100,8 @@ def _rows(out: Path) -> dict[str, dict]:
 
 
 def test_escalation_by_threshold_asks_the_second_stage_exactly_the_unsure_rows(
-    servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
+    servers: tuple[TeacherServer, TeacherServer],
+    tmp_path: Path,
 ) -> None:
     a, b = servers
     prices = PriceTable.default().with_override("small=1,2").with_override("big=30,60")
@@ -102,8 +112,7 @@ def test_escalation_by_threshold_asks_the_second_stage_exactly_the_unsure_rows(
     assert sorted(_asked(b)) == escalated
     s = result.summary
     assert s.outcome == "ok", s.to_dict()
-    assert [(st["stage"], st["rows"], st["escalated"]) for st in s.stages] == [
-        (1, 17, 11), (2, 11, 0)]
+    assert [(st["stage"], st["rows"], st["escalated"]) for st in s.stages] == [(1, 17, 11), (2, 11, 0)]
     assert s.stages[0]["failed"] == 2 and s.failed == 0  # failed at A, answered by B
     assert (s.requests, s.labeled) == (17 + 11, 15 + 11)  # the two 400s were sent, not answered
 
@@ -126,8 +135,7 @@ def test_escalation_by_threshold_asks_the_second_stage_exactly_the_unsure_rows(
                 assert trail[1]["valid"] is False and trail[1]["label"] is None
             else:
                 assert trail[1]["label"] == "positive"
-                assert trail[1]["confidence"] == pytest.approx(
-                    UNSURE if text.startswith("unsure-") else HALF)
+                assert trail[1]["confidence"] == pytest.approx(UNSURE if text.startswith("unsure-") else HALF)
     card = (tmp_path / "out" / "README.md").read_text()
     assert "| rows answered by cascade stage 1: openai-compatible:small | 6 |" in card
     assert "| rows answered by cascade stage 2: openai-compatible:big | 11 |" in card
@@ -143,7 +151,8 @@ def test_escalation_by_threshold_asks_the_second_stage_exactly_the_unsure_rows(
 
 
 def test_a_threshold_change_asks_only_rows_no_stage_has_answered(
-    servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
+    servers: tuple[TeacherServer, TeacherServer],
+    tmp_path: Path,
 ) -> None:
     a, b = servers
     asyncio.run(run_job(_job(tmp_path, a, b, 0.9)))
@@ -161,26 +170,26 @@ def test_a_threshold_change_asks_only_rows_no_stage_has_answered(
     assert all(r["cascade_stage"] == 2 for r in _rows(tmp_path / "out").values())
 
 
-def test_margin_and_entropy_measures(servers: tuple[TeacherServer, TeacherServer],
-                                     tmp_path: Path) -> None:
+def test_margin_and_entropy_measures(servers: tuple[TeacherServer, TeacherServer], tmp_path: Path) -> None:
     a, b = servers
     # margin of the unsure rows: 0.2, of the half rows 0.6, of the sure rows 0.94
     asyncio.run(run_job(_job(tmp_path, a, b, 0.5, escalate_on="margin")))
-    assert sorted(set(_asked(b))) == sorted(t for t in _texts()
-                                            if t.split("-")[0] in ("unsure", "bad", "fail"))
+    assert sorted(set(_asked(b))) == sorted(
+        t for t in _texts() if t.split("-")[0] in ("unsure", "bad", "fail")
+    )
     spec = CascadeSpec.parse("x:a,y:b", 0.5, "entropy")
     assert spec.thresholds == (0.5,)
 
 
 def test_a_cascade_of_three_appends_a_stage_without_relabeling(
-    servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
+    servers: tuple[TeacherServer, TeacherServer],
+    tmp_path: Path,
 ) -> None:
     a, b = servers
     asyncio.run(run_job(_job(tmp_path, a, b, 0.9)))
     before_a, before_b = len(_asked(a)), len(_asked(b))
     with TeacherServer(ServerConfig(model="huge", labels=["negative", "positive"])) as c:
-        job = _job(tmp_path, a, b, "0.9,1.0",
-                   cascade=f"{_cascade(a, b)},openai-compatible:huge@{c.url}/v1")
+        job = _job(tmp_path, a, b, "0.9,1.0", cascade=f"{_cascade(a, b)},openai-compatible:huge@{c.url}/v1")
         result = asyncio.run(run_job(job))
         # A and B: nothing new; C: what B passed on (everything: B's 0.99 < 1.0)
         assert (len(_asked(a)), len(_asked(b))) == (before_a, before_b)
@@ -203,26 +212,59 @@ def test_bad_cascade_settings_are_one_line_errors(tmp_path: Path) -> None:
         CascadeSpec.parse("a:x,b:y", 0.5, "wrong")
     with pytest.raises(ConfigError, match="expected numbers"):
         CascadeSpec.parse("a:x,b:y", "high")
-    res = CliRunner().invoke(main, ["run", "sentiment", str(_input(tmp_path)),
-                                    "--cascade", "openai:a,openai:b", "--escalate-below", "2"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "sentiment",
+            str(_input(tmp_path)),
+            "--cascade",
+            "openai:a,openai:b",
+            "--escalate-below",
+            "2",
+        ],
+    )
     assert res.exit_code != 0
     assert "--escalate-below 2: a max_prob threshold must be in [0, 1]" in res.output
 
 
 def test_the_cli_runs_a_cascade_and_prints_each_stage(
-    servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
+    servers: tuple[TeacherServer, TeacherServer],
+    tmp_path: Path,
 ) -> None:
     a, b = servers
-    res = CliRunner().invoke(main, [
-        "run", "sentiment", str(_input(tmp_path)), "--cascade", _cascade(a, b),
-        "--escalate-below", "0.9", "--store", str(tmp_path / "s.sqlite"), "--quiet",
-        "--max-attempts", "1", "--json"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "sentiment",
+            str(_input(tmp_path)),
+            "--cascade",
+            _cascade(a, b),
+            "--escalate-below",
+            "0.9",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--quiet",
+            "--max-attempts",
+            "1",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output.strip().splitlines()[-1])
     assert [st["rows"] for st in summary["stages"]] == [17, 11]
     assert len(_asked(b)) == 11
-    common = ["sentiment", str(_input(tmp_path)), "--cascade", _cascade(a, b),
-              "--escalate-below", "0.9", "--store", str(tmp_path / "s.sqlite")]
+    common = [
+        "sentiment",
+        str(_input(tmp_path)),
+        "--cascade",
+        _cascade(a, b),
+        "--escalate-below",
+        "0.9",
+        "--store",
+        str(tmp_path / "s.sqlite"),
+    ]
     res = CliRunner().invoke(main, ["run", *common, "--quiet"])
     assert res.exit_code == 0, res.output
     assert "failed (http_400)" in res.output and "[cascade: passed on to stage 2]" in res.output
@@ -241,14 +283,33 @@ def test_kill_9_mid_cascade_resumes_with_nothing_paid_twice(tmp_path: Path) -> N
     texts = [f"{'firm' if i % 3 == 0 else 'unsure'}-row{i:02d}" for i in range(n)]
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps({"id": t, "text": t}) + "\n" for t in texts))
-    first = ServerConfig(model="small", responder=ScriptedResponder(
-        [("unsure-", sentiment_reply(UNSURE))], default=lambda v: sentiment_reply(SURE)))
+    first = ServerConfig(
+        model="small",
+        responder=ScriptedResponder(
+            [("unsure-", sentiment_reply(UNSURE))], default=lambda v: sentiment_reply(SURE)
+        ),
+    )
     with TeacherServer(first) as a, TeacherServer(_stage_b()) as b:
         b.config.latency_s = 0.05
-        args = [sys.executable, "-m", "labeler.cli", "run", "sentiment", str(data),
-                "--cascade", _cascade(a, b), "--escalate-below", "0.9",
-                "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out"),
-                "--quiet", "--concurrency", "4"]
+        args = [
+            sys.executable,
+            "-m",
+            "labeler.cli",
+            "run",
+            "sentiment",
+            str(data),
+            "--cascade",
+            _cascade(a, b),
+            "--escalate-below",
+            "0.9",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--concurrency",
+            "4",
+        ]
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while chat_requests(b) < 12 and time.monotonic() < deadline and proc.poll() is None:
@@ -276,7 +337,8 @@ def test_kill_9_mid_cascade_resumes_with_nothing_paid_twice(tmp_path: Path) -> N
 
 
 def test_export_replays_the_cascade_from_the_store(
-    servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
+    servers: tuple[TeacherServer, TeacherServer],
+    tmp_path: Path,
 ) -> None:
     """`labeler export` of a cascade reads every stage's stored answers, asks nobody."""
     a, b = servers
@@ -288,8 +350,10 @@ def test_export_replays_the_cascade_from_the_store(
     job.out = tmp_path / "cls"
     report = export_job(job)
     assert report.exported == 17 and len(a.log) + len(b.log) == sent
-    assert report.stages == {"cascade stage 1: openai-compatible:small": 6,
-                             "cascade stage 2: openai-compatible:big": 11}
+    assert report.stages == {
+        "cascade stage 1: openai-compatible:small": 6,
+        "cascade stage 2: openai-compatible:big": 11,
+    }
     labels = {i: r["label"] for i, r in _rows(tmp_path / "cls").items()}
     assert labels["firm-row00"] == 1 and labels["unsure-row00"] == 0  # ClassLabel indices
 
@@ -298,13 +362,17 @@ def test_a_refresh_config_declares_a_cascade(tmp_path: Path) -> None:
     from labeler.refresh import RefreshConfig
 
     path = tmp_path / "refresh.yaml"
-    path.write_text("task: sentiment\ninput: in.jsonl\nteacher: unused:x\nout: out\n"
-                    "cascade: [local:smollm2-135m, 'openai-compatible:big@http://h:1/v1']\n"
-                    "escalate_below: 0.85\nescalate_on: margin\n")
+    path.write_text(
+        "task: sentiment\ninput: in.jsonl\nteacher: unused:x\nout: out\n"
+        "cascade: [local:smollm2-135m, 'openai-compatible:big@http://h:1/v1']\n"
+        "escalate_below: 0.85\nescalate_on: margin\n"
+    )
     spec = RefreshConfig.load(path).job(tmp_path / "v1").cascade_spec()
     assert spec is not None and spec.thresholds == (0.85,) and spec.measure == "margin"
     assert [(s.teacher, s.base_url) for s in spec.stages] == [
-        ("local:smollm2-135m", None), ("openai-compatible:big", "http://h:1/v1")]
+        ("local:smollm2-135m", None),
+        ("openai-compatible:big", "http://h:1/v1"),
+    ]
     path.write_text(path.read_text().replace("0.85", "[0.9, 0.8]"))
     with pytest.raises(ConfigError, match="2 stages take one threshold, got 2"):
         RefreshConfig.load(path).job(tmp_path / "v1")
@@ -316,12 +384,24 @@ def gold_run(tmp_path: Path) -> Iterator[tuple[TeacherServer, TeacherServer, lis
     negative to everything (right on those 20)."""
     texts = [f"firm-g{i:02d}" for i in range(40)] + [f"unsure-g{i:02d}" for i in range(20)]
     path = tmp_path / "gold.jsonl"
-    path.write_text("".join(json.dumps({"id": t, "text": t, "gold": "positive" if
-                                        t.startswith("firm") else "negative"}) + "\n"
-                            for t in texts))
+    path.write_text(
+        "".join(
+            json.dumps({"id": t, "text": t, "gold": "positive" if t.startswith("firm") else "negative"})
+            + "\n"
+            for t in texts
+        )
+    )
     with TeacherServer(_stage_a()) as a, TeacherServer(_stage_b()) as b:
-        args = ["sentiment", str(path), "--cascade", _cascade(a, b), "--escalate-below", "0.9",
-                "--store", str(tmp_path / "s.sqlite")]
+        args = [
+            "sentiment",
+            str(path),
+            "--cascade",
+            _cascade(a, b),
+            "--escalate-below",
+            "0.9",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+        ]
         yield a, b, args
 
 
@@ -331,14 +411,19 @@ def test_eval_scores_each_stage_and_the_cascade_and_suggests_a_guaranteed_thresh
     a, b, args = gold_run
     assert CliRunner().invoke(main, ["run", *args, "--quiet"]).exit_code == 0
     sent = len(a.log) + len(b.log)
-    res = CliRunner().invoke(main, ["eval", *args, "--gold", "gold", "--json",
-                                    "--target-accuracy", "0.9", "--target-accuracy", "0.95"])
+    res = CliRunner().invoke(
+        main,
+        ["eval", *args, "--gold", "gold", "--json", "--target-accuracy", "0.9", "--target-accuracy", "0.95"],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(res.output.splitlines()[-1])
     assert len(a.log) + len(b.log) == sent  # eval asks nobody
     first, second = report["stages"]
     assert (first["rows"], first["accuracy"], first["escalation_rate"]) == (
-        60, pytest.approx(40 / 60), pytest.approx(20 / 60))
+        60,
+        pytest.approx(40 / 60),
+        pytest.approx(20 / 60),
+    )
     assert (second["rows"], second["accuracy"]) == (20, 1.0)
     assert report["cascade"]["rows"] == 60 and report["cascade"]["accuracy"] == 1.0
     at_90, at_95 = report["suggestions"]
@@ -352,7 +437,8 @@ def test_eval_scores_each_stage_and_the_cascade_and_suggests_a_guaranteed_thresh
 
 
 def test_estimate_prices_a_cascade_from_measured_or_given_escalation(
-    gold_run: tuple[TeacherServer, TeacherServer, list[str]], tmp_path: Path,
+    gold_run: tuple[TeacherServer, TeacherServer, list[str]],
+    tmp_path: Path,
 ) -> None:
     *_, args = gold_run
     prices = ["--price", "small=1,2", "--price", "big=30,60"]
@@ -363,8 +449,7 @@ def test_estimate_prices_a_cascade_from_measured_or_given_escalation(
         return json.loads(res.output.splitlines()[-1])
 
     def alone(teacher: str) -> float:
-        res = CliRunner().invoke(main, ["estimate", *args[:2], "--teacher", teacher, *prices,
-                                        "--json"])
+        res = CliRunner().invoke(main, ["estimate", *args[:2], "--teacher", teacher, *prices, "--json"])
         return json.loads(res.output.splitlines()[-1])["cost_usd"]
 
     small, big = alone("openai-compatible:small"), alone("openai-compatible:big")
@@ -392,9 +477,12 @@ def test_batch_stages_pass_on_what_their_stored_answers_say(tmp_path: Path) -> N
         assert [(st["stage"], st["requests"]) for st in first.summary.stages] == [(1, 17)]
         done = asyncio.run(run_job(_job(tmp_path, a, b, 0.9, batch=True)))
         assert done.summary.outcome == "ok", done.summary.to_dict()
-        assert [(st["rows"], st["requests"], st["escalated"]) for st in done.summary.stages
-                ] == [(17, 0, 11), (11, 11, 0)]  # A's batch collected, B asked the 11 only
+        assert [(st["rows"], st["requests"], st["escalated"]) for st in done.summary.stages] == [
+            (17, 0, 11),
+            (11, 11, 0),
+        ]  # A's batch collected, B asked the 11 only
         assert done.summary.stages[0]["failed"] == 2 and done.summary.failed == 0
     rows = _rows(tmp_path / "out")
     assert {t for t, r in rows.items() if r["cascade_stage"] == 1} == {
-        t for t in _texts() if t.startswith("firm-")}
+        t for t in _texts() if t.startswith("firm-")
+    }

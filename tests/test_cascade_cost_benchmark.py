@@ -21,17 +21,28 @@ def test_the_stand_in_api_is_wrong_on_about_the_error_share() -> None:
     assert [api.answer_for(t) for t in texts] == [again.answer_for(t) for t in texts]
 
 
-def test_the_cascade_cost_table_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                       ) -> None:
+def test_the_cascade_cost_table_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sst2 = data_dir() / "sst2_validation" / "sst2_validation.tsv"
     if not sst2.exists():
         pytest.skip(f"needs the SST-2 validation set at {sst2} (or set LABELER_DATA)")
     gold = load_gold("sst2", 40, 0)
-    first = GoldResponder([r["text"] for r in gold.rows], gold.gold, ["negative", "positive"],
-                          0.0, seed=1)
+    first = GoldResponder([r["text"] for r in gold.rows], gold.gold, ["negative", "positive"], 0.0, seed=1)
     with TeacherServer(ServerConfig(model="first", responder=first)) as srv:
-        assert main(["--n", "40", "--first", f"openai-compatible:first@{srv.url}/v1",
-                     "--targets", "0.6", "--work", str(tmp_path)]) == 0
+        assert (
+            main(
+                [
+                    "--n",
+                    "40",
+                    "--first",
+                    f"openai-compatible:first@{srv.url}/v1",
+                    "--targets",
+                    "0.6",
+                    "--work",
+                    str(tmp_path),
+                ]
+            )
+            == 0
+        )
     out = capsys.readouterr().out
     assert "not a real model" in out
     lines = [ln for ln in out.splitlines() if ln.startswith("| ")]

@@ -32,8 +32,9 @@ from labeler.store import Store
 
 
 def _answer(text: str = "positive") -> Completion:
-    return Completion(text=text, tokens=None, usage=Usage(3, 1), finish_reason="stop",
-                      model="m", latency_s=0.0)
+    return Completion(
+        text=text, tokens=None, usage=Usage(3, 1), finish_reason="stop", model="m", latency_s=0.0
+    )
 
 
 def _dead_pid() -> int:
@@ -130,10 +131,10 @@ def test_a_claim_costs_no_fsync_and_answers_stay_durable(tmp_path: Path) -> None
 def test_two_concurrent_runs_on_one_store_pay_once(tmp_path: Path) -> None:
     data = write_items(tmp_path / "in.jsonl", ROWS)
     store = tmp_path / "s.sqlite"
-    with ServerProcess("--labels", "negative,positive", "--latency", "0.02",
-                       "--latency-jitter", "0.03") as srv:
-        args = run_args("sentiment", data, srv, store, "--concurrency", str(CONCURRENCY),
-                        "--json")
+    with ServerProcess(
+        "--labels", "negative,positive", "--latency", "0.02", "--latency-jitter", "0.03"
+    ) as srv:
+        args = run_args("sentiment", data, srv, store, "--concurrency", str(CONCURRENCY), "--json")
         first = start(args)
         second = start(args)
         outs = [p.communicate(timeout=120) for p in (first, second)]
@@ -151,8 +152,9 @@ def test_two_concurrent_runs_on_one_store_pay_once(tmp_path: Path) -> None:
     assert sum(s["labeled"] for s in summaries) == len(per_item)
     with Store(store) as st:
         assert Claims(st).claim([]) == set()
-        assert st.execute_read(lambda db: db.execute("SELECT count(*) FROM claims").fetchone()
-                               )[0] == 0  # both runs released what they held
+        assert (
+            st.execute_read(lambda db: db.execute("SELECT count(*) FROM claims").fetchone())[0] == 0
+        )  # both runs released what they held
 
 
 @pytest.mark.slow

@@ -32,18 +32,47 @@ def last_json(res: Result) -> dict:
 
 
 def test_run_and_export_json_carry_exported_filter_losses_and_kind(
-        teacher_server: TeacherServer, tmp_path: Path) -> None:
-    run = last_json(cli("run", "sentiment", DATA, *teacher(teacher_server, tmp_path), "-q", "--json",
-                        "--out", str(tmp_path / "a"), "--kind", "classification",
-                        "--min-confidence", "0.9"))
+    teacher_server: TeacherServer, tmp_path: Path
+) -> None:
+    run = last_json(
+        cli(
+            "run",
+            "sentiment",
+            DATA,
+            *teacher(teacher_server, tmp_path),
+            "-q",
+            "--json",
+            "--out",
+            str(tmp_path / "a"),
+            "--kind",
+            "classification",
+            "--min-confidence",
+            "0.9",
+        )
+    )
     assert run["kind"] == "classification" and run["path"] == str(tmp_path / "a")
     assert run["filtered"]["confidence"] > 0
     assert run["exported"] + sum(run["filtered"].values()) + run["missing"] == 24
-    export = last_json(cli("export", "sentiment", DATA, *teacher(teacher_server, tmp_path), "--json",
-                           "--out", str(tmp_path / "b"), "--kind", "classification",
-                           "--min-confidence", "0.9"))
+    export = last_json(
+        cli(
+            "export",
+            "sentiment",
+            DATA,
+            *teacher(teacher_server, tmp_path),
+            "--json",
+            "--out",
+            str(tmp_path / "b"),
+            "--kind",
+            "classification",
+            "--min-confidence",
+            "0.9",
+        )
+    )
     assert (export["exported"], export["filtered"], export["kind"]) == (
-        run["exported"], run["filtered"], "classification")
+        run["exported"],
+        run["filtered"],
+        "classification",
+    )
     # without --out a run exports nothing, and says so
     bare = last_json(cli("run", "sentiment", DATA, *teacher(teacher_server, tmp_path), "-q", "--json"))
     assert bare["exported"] is None and bare["kind"] is None
@@ -51,18 +80,30 @@ def test_run_and_export_json_carry_exported_filter_losses_and_kind(
 
 def test_export_quiet_prints_only_the_path(teacher_server: TeacherServer, tmp_path: Path) -> None:
     assert cli("run", "sentiment", DATA, *teacher(teacher_server, tmp_path), "-q").exit_code == 0
-    res = cli("export", "sentiment", DATA, *teacher(teacher_server, tmp_path), "-q",
-              "--out", str(tmp_path / "q"))
+    res = cli(
+        "export", "sentiment", DATA, *teacher(teacher_server, tmp_path), "-q", "--out", str(tmp_path / "q")
+    )
     assert res.exit_code == 0 and res.stderr == "" and res.stdout.strip() == str(tmp_path / "q")
 
 
 def test_a_refresh_json_line_carries_filter_losses_and_kind(
-        teacher_server: TeacherServer, tmp_path: Path) -> None:
+    teacher_server: TeacherServer, tmp_path: Path
+) -> None:
     config = tmp_path / "r.yaml"
-    config.write_text(yaml.safe_dump({
-        "task": "sentiment", "input": DATA, "teacher": TEACHER, "base_url": teacher_server.url + "/v1",
-        "out": "pub", "store": "s.sqlite", "export": {"kind": "sft"},
-        "filters": {"min_confidence": 0.9}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "task": "sentiment",
+                "input": DATA,
+                "teacher": TEACHER,
+                "base_url": teacher_server.url + "/v1",
+                "out": "pub",
+                "store": "s.sqlite",
+                "export": {"kind": "sft"},
+                "filters": {"min_confidence": 0.9},
+            }
+        )
+    )
     res = cli("refresh", str(config), "-q")
     line = last_json(res)
     assert res.stderr == ""
@@ -79,12 +120,18 @@ def test_templates_json_lists_each_template(tmp_path: Path) -> None:
 
 
 def test_quiet_estimate_eval_and_merge_say_nothing_on_stderr(
-        teacher_server: TeacherServer, tmp_path: Path) -> None:
+    teacher_server: TeacherServer, tmp_path: Path
+) -> None:
     res = cli("estimate", "sentiment", DATA, "-t", "openai:gpt-4o-mini", "-q")
     assert res.exit_code == 0 and res.stderr == "", res.output
     gold = tmp_path / "gold.jsonl"
-    gold.write_text("".join(json.dumps({**json.loads(line), "gold": "positive"}) + "\n"
-                            for line in Path(DATA).read_text().splitlines() if line))
+    gold.write_text(
+        "".join(
+            json.dumps({**json.loads(line), "gold": "positive"}) + "\n"
+            for line in Path(DATA).read_text().splitlines()
+            if line
+        )
+    )
     assert cli("run", "sentiment", str(gold), *teacher(teacher_server, tmp_path), "-q").exit_code == 0
     res = cli("eval", "sentiment", str(gold), *teacher(teacher_server, tmp_path), "--gold", "gold", "-q")
     assert res.exit_code == 0 and res.stderr == "" and "accuracy" in res.stdout, res.output

@@ -27,8 +27,10 @@ LABELS = ["negative", "positive"]
 @pytest.fixture
 def two() -> Iterator[tuple[TeacherServer, TeacherServer]]:
     """Two teachers that label the same reviews differently (their draws differ by seed)."""
-    with TeacherServer(ServerConfig(labels=LABELS, model="teacher-a", seed=1)) as a, \
-            TeacherServer(ServerConfig(labels=LABELS, model="teacher-b", seed=7)) as b:
+    with (
+        TeacherServer(ServerConfig(labels=LABELS, model="teacher-a", seed=1)) as a,
+        TeacherServer(ServerConfig(labels=LABELS, model="teacher-b", seed=7)) as b,
+    ):
         yield a, b
 
 
@@ -44,10 +46,26 @@ def label_with(server: TeacherServer, tmp_path: Path, *extra: str) -> tuple[list
     """Label the reviews with one teacher (priced, so its answers cost something); its
     exported labels by row id order and what the run paid."""
     out = tmp_path / f"out-{server.config.model}"
-    res = cli("run", "sentiment", str(DATA), "-t", f"openai-compatible:{server.config.model}",
-              "--base-url", server.url + "/v1", "--store", str(tmp_path / "s.sqlite"), "-q",
-              "--json", "--out", str(out), "--kind", "classification",
-              "--price", f"{server.config.model}=1,2", *extra)
+    res = cli(
+        "run",
+        "sentiment",
+        str(DATA),
+        "-t",
+        f"openai-compatible:{server.config.model}",
+        "--base-url",
+        server.url + "/v1",
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "-q",
+        "--json",
+        "--out",
+        str(out),
+        "--kind",
+        "classification",
+        "--price",
+        f"{server.config.model}=1,2",
+        *extra,
+    )
     assert res.exit_code == 0, res.output
     ds = datasets.load_from_disk(str(out))
     names = ds.features["label"].names
@@ -55,14 +73,25 @@ def label_with(server: TeacherServer, tmp_path: Path, *extra: str) -> tuple[list
 
 
 def test_agreement_kappa_confusion_and_cost_match_the_exports(
-        two: tuple[TeacherServer, TeacherServer], tmp_path: Path) -> None:
+    two: tuple[TeacherServer, TeacherServer], tmp_path: Path
+) -> None:
     a, b = two
     labels_a, paid_a = label_with(a, tmp_path)
     labels_b, paid_b = label_with(b, tmp_path)
     assert labels_a != labels_b  # a comparison worth making
     sent = len(a.log) + len(b.log)
-    res = cli("compare", "sentiment", str(DATA), "-t", spec(a), "-t", spec(b),
-              "--store", str(tmp_path / "s.sqlite"), "--json")
+    res = cli(
+        "compare",
+        "sentiment",
+        str(DATA),
+        "-t",
+        spec(a),
+        "-t",
+        spec(b),
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     agree = sum(x == y for x, y in zip(labels_a, labels_b, strict=True))
@@ -78,19 +107,31 @@ def test_agreement_kappa_confusion_and_cost_match_the_exports(
     assert report["b"]["cost_usd"] == pytest.approx(paid_b) and paid_b > 0
     assert report["a"]["missing"] == report["b"]["missing"] == 0
     assert len(a.log) + len(b.log) == sent  # read from the store: nothing sent
-    table = cli("compare", "sentiment", str(DATA), "-t", spec(a), "-t", spec(b),
-                "--store", str(tmp_path / "s.sqlite"))
+    table = cli(
+        "compare", "sentiment", str(DATA), "-t", spec(a), "-t", spec(b), "--store", str(tmp_path / "s.sqlite")
+    )
     assert table.exit_code == 0 and "cohen's kappa" in table.stdout, table.output
 
 
 def test_rows_a_teacher_has_not_answered_are_counted_not_sent(
-        two: tuple[TeacherServer, TeacherServer], tmp_path: Path) -> None:
+    two: tuple[TeacherServer, TeacherServer], tmp_path: Path
+) -> None:
     a, b = two
     label_with(a, tmp_path)
     label_with(b, tmp_path, "--limit", "20")
     sent = len(b.log)
-    res = cli("compare", "sentiment", str(DATA), "-t", spec(a), "-t", spec(b),
-              "--store", str(tmp_path / "s.sqlite"), "--json")
+    res = cli(
+        "compare",
+        "sentiment",
+        str(DATA),
+        "-t",
+        spec(a),
+        "-t",
+        spec(b),
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "--json",
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert report["both_answered"] == 20 and report["b"]["missing"] == 4
@@ -109,9 +150,18 @@ def test_the_library_call_and_bad_teachers(two: tuple[TeacherServer, TeacherServ
     assert report.both == 24 and report.kappa is not None and -1 <= report.kappa <= 1
     # answers paid for at no known price: their cost is unknown, not $0
     for server in (a, b):
-        asyncio.run(run_job(Job(task="sentiment", input=DATA, progress=False,
-                                teacher=f"openai-compatible:{server.config.model}",
-                                base_url=server.url + "/v1", store=tmp_path / "u.sqlite")))
+        asyncio.run(
+            run_job(
+                Job(
+                    task="sentiment",
+                    input=DATA,
+                    progress=False,
+                    teacher=f"openai-compatible:{server.config.model}",
+                    base_url=server.url + "/v1",
+                    store=tmp_path / "u.sqlite",
+                )
+            )
+        )
     unpriced = Job(task="sentiment", input=DATA, teacher=spec(a), store=tmp_path / "u.sqlite")
     costs = compare(unpriced, [spec(a), spec(b)])
     assert costs.a.cost_usd is None and costs.to_dict()["b"]["cost_usd"] is None

@@ -39,8 +39,9 @@ def chat_log(server: TeacherServer) -> list[Any]:
 
 def peak_in_flight(log: Sequence[Any]) -> int:
     """Most requests the server held at once."""
-    events = sorted([(r.received, 1) for r in log] + [(r.responded, -1) for r in log],
-                    key=lambda e: (e[0], e[1]))
+    events = sorted(
+        [(r.received, 1) for r in log] + [(r.responded, -1) for r in log], key=lambda e: (e[0], e[1])
+    )
     now = peak = 0
     for _, step in events:
         now += step
@@ -48,15 +49,19 @@ def peak_in_flight(log: Sequence[Any]) -> int:
     return peak
 
 
-def label(server: TeacherServer, data: Sequence[dict[str, Any]], **kw: Any
-          ) -> tuple[list[Record], Labeler]:
+def label(server: TeacherServer, data: Sequence[dict[str, Any]], **kw: Any) -> tuple[list[Record], Labeler]:
     teacher = make_teacher("openai-compatible:teacher-test", base_url=server.url + "/v1")
 
     async def go() -> tuple[list[Record], Labeler]:
         with tempfile.TemporaryDirectory() as tmp:
-            async with Labeler(load_task("sentiment"), teacher, store=Path(tmp) / "s.sqlite",
-                               retry=RetryPolicy(initial_wait=0.05, max_wait=0.5),
-                               progress=False, **kw) as lb:
+            async with Labeler(
+                load_task("sentiment"),
+                teacher,
+                store=Path(tmp) / "s.sqlite",
+                retry=RetryPolicy(initial_wait=0.05, max_wait=0.5),
+                progress=False,
+                **kw,
+            ) as lb:
                 return [r async for r in lb.label(data)], lb
 
     return asyncio.run(go())
@@ -116,9 +121,13 @@ def test_a_burst_of_429s_shrinks_in_flight() -> None:
 
         async def go() -> Labeler:
             with tempfile.TemporaryDirectory() as tmp:
-                async with Labeler(load_task("sentiment"), teacher,
-                                   store=Path(tmp) / "s.sqlite", progress=False,
-                                   retry=RetryPolicy(initial_wait=0.05, max_wait=0.5)) as lb:
+                async with Labeler(
+                    load_task("sentiment"),
+                    teacher,
+                    store=Path(tmp) / "s.sqlite",
+                    progress=False,
+                    retry=RetryPolicy(initial_wait=0.05, max_wait=0.5),
+                ) as lb:
                     watcher = asyncio.create_task(burst(lb))
                     recs = [r async for r in lb.label(rows(1000))]
                     await asyncio.wait_for(watcher, 5)
@@ -156,21 +165,29 @@ def test_concurrency_flag_is_a_hard_ceiling() -> None:
         log = chat_log(srv)
     assert [r.status for r in recs] == ["labeled"] * 80
     assert peak_in_flight(log) <= 8
-    assert lb.summary.concurrency == {**lb.summary.concurrency, "max": 8, "ceiling": 8,
-                                      "bound": "ceiling"}
+    assert lb.summary.concurrency == {**lb.summary.concurrency, "max": 8, "ceiling": 8, "bound": "ceiling"}
 
 
 def test_cli_reports_the_concurrency_used(teacher_server: TeacherServer, tmp_path: Path) -> None:
-    args = ["run", "sentiment", str(REPO / "samples" / "reviews.jsonl"),
-            "--teacher", "openai-compatible:teacher-test",
-            "--base-url", teacher_server.url + "/v1", "--store", str(tmp_path / "s.sqlite"),
-            "-q", "-c", "4"]
+    args = [
+        "run",
+        "sentiment",
+        str(REPO / "samples" / "reviews.jsonl"),
+        "--teacher",
+        "openai-compatible:teacher-test",
+        "--base-url",
+        teacher_server.url + "/v1",
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "-q",
+        "-c",
+        "4",
+    ]
     res = CliRunner().invoke(main, [*args, "--json"])
     assert res.exit_code == 0, res.output
     used = json.loads(res.output.strip().splitlines()[-1])["concurrency"]
     assert set(used) == {"min", "median", "max", "ceiling", "bound"} and used["ceiling"] == 4
-    res = CliRunner().invoke(main, [*args, "--retry-failed", "--store",
-                                    str(tmp_path / "other.sqlite")])
+    res = CliRunner().invoke(main, [*args, "--retry-failed", "--store", str(tmp_path / "other.sqlite")])
     assert res.exit_code == 0 and "in flight " in res.output and "ceiling 4" in res.output
 
 
@@ -237,8 +254,13 @@ def test_a_fast_server_queueing_tens_of_milliseconds_is_flat() -> None:
 def test_the_ceiling_is_lowered_to_what_file_descriptors_allow() -> None:
     """A process allowed 200 descriptors cannot hold 512 connections."""
     code = "from labeler.concurrency import fd_ceiling; print(fd_ceiling(512))"
-    out = subprocess.run(["bash", "-c", f"ulimit -n 200 && {sys.executable} -c '{code}'"],
-                         capture_output=True, text=True, check=True, cwd=REPO)
+    out = subprocess.run(
+        ["bash", "-c", f"ulimit -n 200 && {sys.executable} -c '{code}'"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
     assert int(out.stdout) == 200 - 64
 
 
@@ -250,19 +272,26 @@ def test_a_pool_grows_each_server_while_its_own_latency_holds() -> None:
     small = ServerConfig(labels=LABELS, latency_s=0.5, capacity=4)
     big = ServerConfig(labels=LABELS, latency_s=0.5, capacity=64)
     with TeacherServer(small) as a, TeacherServer(big) as b:
-        teacher = make_teacher("openai-compatible:teacher-test",
-                               base_url=[a.url + "/v1", b.url + "/v1"])
+        teacher = make_teacher("openai-compatible:teacher-test", base_url=[a.url + "/v1", b.url + "/v1"])
 
         async def go() -> tuple[list[Record], Labeler]:
             with tempfile.TemporaryDirectory() as tmp:
-                async with Labeler(load_task("sentiment"), teacher,
-                                   store=Path(tmp) / "s.sqlite", progress=False) as lb:
+                async with Labeler(
+                    load_task("sentiment"), teacher, store=Path(tmp) / "s.sqlite", progress=False
+                ) as lb:
                     return [r async for r in lb.label(rows(500))], lb
 
         recs, lb = asyncio.run(go())
         log_a, log_b = chat_log(a), chat_log(b)
     assert [r.status for r in recs] == ["labeled"] * 500
-    print(lb.summary.concurrency, "small", len(log_a), peak_in_flight(log_a),
-          "big", len(log_b), peak_in_flight(log_b))
+    print(
+        lb.summary.concurrency,
+        "small",
+        len(log_a),
+        peak_in_flight(log_a),
+        "big",
+        len(log_b),
+        peak_in_flight(log_b),
+    )
     assert peak_in_flight(log_a) <= 12 < 24 <= peak_in_flight(log_b)
     assert len(log_a) * 3 < len(log_b)

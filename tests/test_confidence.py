@@ -24,8 +24,11 @@ SPACE = LabelSpace(("positive", "negative"))
 def test_prompt_forms_agree_with_the_rows_label_not_with_the_plurality() -> None:
     # Two forms lean positive by a hair, one is sure of negative: the mean names negative,
     # which one form of three names.
-    softs = [SoftLabel((0.51, 0.49), 0.0, "logprobs"), SoftLabel((0.51, 0.49), 0.0, "logprobs"),
-             SoftLabel((0.0, 1.0), 0.0, "logprobs")]
+    softs = [
+        SoftLabel((0.51, 0.49), 0.0, "logprobs"),
+        SoftLabel((0.51, 0.49), 0.0, "logprobs"),
+        SoftLabel((0.0, 1.0), 0.0, "logprobs"),
+    ]
     mean = ensemble_soft_label(softs)
     assert mean.label(SPACE) == "negative"
     conf = ensemble_confidence(softs, [Confidence(0.51, 0.02, 0.69)] * 3, mean)

@@ -30,9 +30,12 @@ OVERRIDE = "teacher-test=2,10,0.5"
 
 def job(server: TeacherServer, tmp_path: Path, **kw: Any) -> Job:
     base: dict[str, Any] = dict(
-        task="sentiment", input=SAMPLES / "reviews.jsonl",
-        teacher="openai-compatible:teacher-test", base_url=server.url + "/v1",
-        store=tmp_path / "store.sqlite", progress=False,
+        task="sentiment",
+        input=SAMPLES / "reviews.jsonl",
+        teacher="openai-compatible:teacher-test",
+        base_url=server.url + "/v1",
+        store=tmp_path / "store.sqlite",
+        progress=False,
         prices=PriceTable.default().with_override(OVERRIDE),
     )
     base.update(kw)
@@ -43,14 +46,14 @@ def test_cost_is_usage_times_the_price(teacher_server: TeacherServer, tmp_path: 
     result = asyncio.run(run_job(job(teacher_server, tmp_path)))
     s = result.summary
     assert s.labeled == 24 and s.prompt_tokens > 0 and s.completion_tokens >= 24
-    expected = ((s.prompt_tokens - s.cached_tokens) * 2 + s.cached_tokens * 0.5
-                + s.completion_tokens * 10) / 1e6
+    expected = (
+        (s.prompt_tokens - s.cached_tokens) * 2 + s.cached_tokens * 0.5 + s.completion_tokens * 10
+    ) / 1e6
     assert s.cost_usd == pytest.approx(expected, rel=1e-9)
     with Store(tmp_path / "store.sqlite", readonly=True) as st:
         stats = st.stats()
     assert stats["cost_usd"] == pytest.approx(expected, abs=1e-6)
-    assert (stats["prompt_tokens"], stats["completion_tokens"]) == (s.prompt_tokens,
-                                                                    s.completion_tokens)
+    assert (stats["prompt_tokens"], stats["completion_tokens"]) == (s.prompt_tokens, s.completion_tokens)
 
 
 def test_cached_tokens_are_priced_at_the_cached_rate(tmp_path: Path) -> None:
@@ -69,19 +72,26 @@ def test_anthropic_cache_reads_and_writes_priced_apart() -> None:
     prices = PriceTable.default()
     p = prices.lookup("claude-haiku-4-5")
     assert p is not None and p.cache_write is not None and p.cached_input is not None
-    usage = Usage(prompt_tokens=1000, completion_tokens=10, cached_tokens=800,
-                  cache_write_tokens=300)
+    usage = Usage(prompt_tokens=1000, completion_tokens=10, cached_tokens=800, cache_write_tokens=300)
     cost = prices.cost("claude-haiku-4-5", usage)
-    assert cost == pytest.approx((200 * p.input + 800 * p.cached_input + 300 * p.cache_write
-                                  + 10 * p.output) / 1e6)
+    assert cost == pytest.approx(
+        (200 * p.input + 800 * p.cached_input + 300 * p.cache_write + 10 * p.output) / 1e6
+    )
     assert prices.cost("no-such-model", usage) is None
 
 
 def test_anthropic_run_records_cache_tokens_and_their_cost(tmp_path: Path) -> None:
     with TeacherServer(ServerConfig(labels=LABELS)) as srv:
-        j = Job(task="sentiment", input=SAMPLES / "reviews.jsonl",
-                teacher="anthropic:claude-haiku-4-5", base_url=srv.url, api_key="k",
-                teacher_options={"samples": 3}, store=tmp_path / "s.sqlite", progress=False)
+        j = Job(
+            task="sentiment",
+            input=SAMPLES / "reviews.jsonl",
+            teacher="anthropic:claude-haiku-4-5",
+            base_url=srv.url,
+            api_key="k",
+            teacher_options={"samples": 3},
+            store=tmp_path / "s.sqlite",
+            progress=False,
+        )
         result = asyncio.run(run_job(j))
     s = result.summary
     assert s.labeled == 24 and s.cached_tokens > 0
@@ -107,7 +117,8 @@ def test_estimate_sends_nothing_and_counts_label_outputs_honestly() -> None:
     assert est.max_output_tokens == 10 * 2
     p = PriceTable.default().lookup("gpt-4o-mini")
     assert p is not None and est.cost_usd == pytest.approx(
-        (est.prompt_tokens * p.input + est.output_tokens * p.output) / 1e6)
+        (est.prompt_tokens * p.input + est.output_tokens * p.output) / 1e6
+    )
     assert est.max_cost_usd is not None and est.max_cost_usd >= est.cost_usd
 
 
@@ -127,8 +138,7 @@ def test_estimate_of_free_text_says_it_is_an_upper_bound() -> None:
     assert est.output_is_upper_bound and est.output_tokens == 512
 
 
-def test_estimate_with_a_teacher_skips_what_is_stored(teacher_server: TeacherServer,
-                                                      tmp_path: Path) -> None:
+def test_estimate_with_a_teacher_skips_what_is_stored(teacher_server: TeacherServer, tmp_path: Path) -> None:
     asyncio.run(run_job(job(teacher_server, tmp_path, limit=10)))
     teacher = make_teacher("openai-compatible:teacher-test", base_url=teacher_server.url + "/v1")
     task = load_task("sentiment")
@@ -139,8 +149,7 @@ def test_estimate_with_a_teacher_skips_what_is_stored(teacher_server: TeacherSer
     assert (est.rows, est.already_stored, est.requests) == (24, 10, 14)
 
 
-def test_estimate_is_close_to_what_the_server_counts(teacher_server: TeacherServer,
-                                                     tmp_path: Path) -> None:
+def test_estimate_is_close_to_what_the_server_counts(teacher_server: TeacherServer, tmp_path: Path) -> None:
     """The heuristic counts ~4 characters a token; the test server counts words and marks,
     a different tokenizer, so only the order of magnitude can agree."""
     result = asyncio.run(run_job(job(teacher_server, tmp_path)))
@@ -149,19 +158,32 @@ def test_estimate_is_close_to_what_the_server_counts(teacher_server: TeacherServ
     assert 0.6 < est.prompt_tokens / result.summary.prompt_tokens < 1.6
 
 
-def test_cli_estimate_needs_no_key_and_sends_nothing(teacher_server: TeacherServer,
-                                                      tmp_path: Path) -> None:
-    args = ["estimate", "sentiment", str(SAMPLES / "reviews.jsonl"),
-            "--teacher", "anthropic:claude-haiku-4-5"]
+def test_cli_estimate_needs_no_key_and_sends_nothing(teacher_server: TeacherServer, tmp_path: Path) -> None:
+    args = [
+        "estimate",
+        "sentiment",
+        str(SAMPLES / "reviews.jsonl"),
+        "--teacher",
+        "anthropic:claude-haiku-4-5",
+    ]
     res = CliRunner().invoke(main, [*args, "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output.strip().splitlines()[-1])
     assert data["rows"] == 24 and data["http_requests"] == 24 * 5 and data["cost_usd"] > 0
     res = CliRunner().invoke(main, [*args, "--samples", "2"])
     assert res.exit_code == 0 and "48 HTTP requests" in res.output and "$" in res.output
-    res = CliRunner().invoke(main, ["estimate", "sentiment", str(SAMPLES / "reviews.jsonl"),
-                                    "--teacher", "openai-compatible:teacher-test",
-                                    "--base-url", teacher_server.url + "/v1"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "estimate",
+            "sentiment",
+            str(SAMPLES / "reviews.jsonl"),
+            "--teacher",
+            "openai-compatible:teacher-test",
+            "--base-url",
+            teacher_server.url + "/v1",
+        ],
+    )
     assert res.exit_code == 0 and "unknown" in res.output and "--price" in res.output
     assert chat_requests(teacher_server) == 0
 
@@ -174,10 +196,22 @@ def test_budget_stops_new_requests_and_a_rerun_continues(tmp_path: Path) -> None
     The budget stops new requests, what is in flight lands and is stored, the exit code
     is 5, and reruns continue where it stopped without sending anything twice."""
     with TeacherServer(ServerConfig(labels=LABELS, latency_s=0.2)) as srv:
-        args = ["run", "sentiment", str(SAMPLES / "reviews.jsonl"), "--teacher",
-                "openai-compatible:teacher-test", "--base-url", srv.url + "/v1",
-                "--store", str(tmp_path / "s.sqlite"), "--price", "teacher-test=1000,1000",
-                "--concurrency", "4", "--quiet"]
+        args = [
+            "run",
+            "sentiment",
+            str(SAMPLES / "reviews.jsonl"),
+            "--teacher",
+            "openai-compatible:teacher-test",
+            "--base-url",
+            srv.url + "/v1",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--price",
+            "teacher-test=1000,1000",
+            "--concurrency",
+            "4",
+            "--quiet",
+        ]
         runner = CliRunner()
         first = runner.invoke(main, [*args, "--budget", "0.5"])
         assert first.exit_code == 5, first.output

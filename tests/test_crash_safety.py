@@ -60,10 +60,10 @@ def test_kill_9_at_random_points_loses_nothing_stored_and_resends_nothing_stored
     rng = random.Random(20240605)
     data = write_items(tmp_path / "in.jsonl", ROWS)
     store, out = tmp_path / "s.sqlite", tmp_path / "out"
-    with ServerProcess("--labels", "negative,positive", "--latency", "0.02",
-                       "--latency-jitter", "0.03") as srv:
-        args = run_args("sentiment", data, srv, store, "--out", str(out),
-                        "--concurrency", str(CONCURRENCY))
+    with ServerProcess(
+        "--labels", "negative,positive", "--latency", "0.02", "--latency-jitter", "0.03"
+    ) as srv:
+        args = run_args("sentiment", data, srv, store, "--out", str(out), "--concurrency", str(CONCURRENCY))
         keys = item_keys("sentiment", data, srv.api)
         item_by_key = {k: i for i, k in keys.items()}
         targets = sorted(rng.sample(range(10, ROWS - 10), KILLS))
@@ -99,18 +99,31 @@ def test_kill_9_at_random_points_loses_nothing_stored_and_resends_nothing_stored
         log = srv.log()
 
         # The same work, never interrupted, is the reference export.
-        reference = asyncio.run(run_job(Job(
-            task="sentiment", input=data, teacher="openai-compatible:teacher-test",
-            base_url=srv.api, store=tmp_path / "ref.sqlite", out=tmp_path / "ref",
-            progress=False)))
+        reference = asyncio.run(
+            run_job(
+                Job(
+                    task="sentiment",
+                    input=data,
+                    teacher="openai-compatible:teacher-test",
+                    base_url=srv.api,
+                    store=tmp_path / "ref.sqlite",
+                    out=tmp_path / "ref",
+                    progress=False,
+                )
+            )
+        )
         assert reference.summary.labeled == ROWS
 
     lost_total = 0
     for started, killed_at, stored in kills:
         # What the server answered to the run this kill ended.
-        answers = [(r["responded"], i) for r in log if r["status"] == 200
-                   and started < r["received"] < killed_at
-                   and (i := item_of(r["prompt"])) is not None]
+        answers = [
+            (r["responded"], i)
+            for r in log
+            if r["status"] == 200
+            and started < r["received"] < killed_at
+            and (i := item_of(r["prompt"])) is not None
+        ]
         well_before = {i for t, i in answers if t < killed_at - COMMIT_MARGIN_S}
         assert well_before <= stored, f"answered, then lost: {sorted(well_before - stored)}"
         # Answers in flight at the kill (sent before, answered before or after it) are
@@ -127,7 +140,8 @@ def test_kill_9_at_random_points_loses_nothing_stored_and_resends_nothing_stored
     # Answered twice only if that answer was in flight at a kill (lost_total bounds it).
     assert sum(per_item.values()) - ROWS <= lost_total
     assert {i for i, n in per_item.items() if n > 1} <= {
-        i for _, _, stored in kills for i in range(ROWS) if i not in stored}
+        i for _, _, stored in kills for i in range(ROWS) if i not in stored
+    }
     assert len(stored_keys(store)) == ROWS
     assert dataset_rows(out) == dataset_rows(tmp_path / "ref")
 
@@ -147,8 +161,7 @@ def test_kill_9_loses_at_most_what_is_in_flight(tmp_path: Path) -> None:
             started = time.monotonic()
             proc = start(args)
             target = srv.answered() + rng.randint(100, 300)
-            assert wait_until(lambda t=target: srv.answered() >= t, 60, proc), \
-                proc.communicate()
+            assert wait_until(lambda t=target: srv.answered() >= t, 60, proc), proc.communicate()
             time.sleep(rng.uniform(0, 0.05))
             killed_at = time.monotonic()
             proc.kill()
@@ -156,8 +169,11 @@ def test_kill_9_loses_at_most_what_is_in_flight(tmp_path: Path) -> None:
             stored = {item_by_key[k] for k in stored_keys(store)}
             # Every request the server received before the kill is paid for (a provider
             # bills what it generates, answered or cut off); those not in the store are lost.
-            sent = {i for r in srv.log() if started < r["received"] < killed_at
-                    and (i := item_of(r["prompt"])) is not None}
+            sent = {
+                i
+                for r in srv.log()
+                if started < r["received"] < killed_at and (i := item_of(r["prompt"])) is not None
+            }
             lost = sent - stored
             assert len(lost) <= concurrency, f"{len(lost)} paid answers lost at one kill -9"
 
@@ -166,8 +182,15 @@ def test_kill_9_loses_at_most_what_is_in_flight(tmp_path: Path) -> None:
 
 
 def _job(server: LocalServer | ServerProcess, data: Path, store: Path, **kw: object) -> Job:
-    return Job(task="sentiment", input=data, teacher="openai-compatible:teacher-test",
-               base_url=server.api, store=store, progress=False, **kw)  # type: ignore[arg-type]
+    return Job(
+        task="sentiment",
+        input=data,
+        teacher="openai-compatible:teacher-test",
+        base_url=server.api,
+        store=store,
+        progress=False,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 @pytest.mark.slow
@@ -183,8 +206,11 @@ def test_signal_stops_gracefully_keeps_the_old_export_and_a_rerun_resumes(
         before = _tree(out)
         # Slow answers, and some that hang far longer than the grace period.
         srv.configure(hang_rate=0.2, hang_s=120.0)
-        proc = start(run_args("sentiment", data, srv, store, "--out", str(out),
-                              "--concurrency", "8", "--stop-grace", "1"))
+        proc = start(
+            run_args(
+                "sentiment", data, srv, store, "--out", str(out), "--concurrency", "8", "--stop-grace", "1"
+            )
+        )
         assert wait_until(lambda: srv.answered() >= 20 + 12, 60, proc), proc.communicate()
         sent_at = time.monotonic()
         proc.send_signal(signum)
@@ -204,7 +230,7 @@ def test_signal_stops_gracefully_keeps_the_old_export_and_a_rerun_resumes(
         answered = {item_of(r["prompt"]) for r in log if r["status"] == 200}
         srv.configure(hang_rate=0.0, latency_s=0.0)
         resumed = asyncio.run(run_job(_job(srv, data, store, out=out)))
-        again = [r for r in srv.log()[len(log):] if item_of(r["prompt"]) in answered]
+        again = [r for r in srv.log()[len(log) :] if item_of(r["prompt"]) in answered]
     assert resumed.summary.outcome == "ok" and resumed.summary.cached >= 12
     assert again == []  # what was answered before the signal is not asked again
     assert len(dataset_rows(out)) == 100
@@ -213,10 +239,12 @@ def test_signal_stops_gracefully_keeps_the_old_export_and_a_rerun_resumes(
 @pytest.mark.slow
 def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
     data = write_items(tmp_path / "in.jsonl", 100)
-    with LocalServer(labels=["negative", "positive"], latency_s=0.2, hang_rate=0.5,
-                     hang_s=120.0) as srv:
-        proc = start(run_args("sentiment", data, srv, tmp_path / "s.sqlite",
-                              "--concurrency", "8", "--stop-grace", "120"))
+    with LocalServer(labels=["negative", "positive"], latency_s=0.2, hang_rate=0.5, hang_s=120.0) as srv:
+        proc = start(
+            run_args(
+                "sentiment", data, srv, tmp_path / "s.sqlite", "--concurrency", "8", "--stop-grace", "120"
+            )
+        )
         assert wait_until(lambda: srv.answered() >= 5, 60, proc), proc.communicate()
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)
@@ -260,8 +288,9 @@ def test_disk_full_is_a_clear_error_and_the_store_stays_consistent(tmp_path: Pat
 
         async def label() -> None:
             teacher = make_teacher("openai-compatible:teacher-test", base_url=srv.url + "/v1")
-            async with Labeler(load_task("sentiment"), teacher, store=store, progress=False,
-                               concurrency=4) as lb:
+            async with Labeler(
+                load_task("sentiment"), teacher, store=store, progress=False, concurrency=4
+            ) as lb:
                 await lb.run(read_rows(data))
 
         with pytest.raises(StoreError) as err:
@@ -274,9 +303,18 @@ def test_disk_full_is_a_clear_error_and_the_store_stays_consistent(tmp_path: Pat
         sent = chat_requests(srv)
 
         # A rerun on a disk with room finishes and asks again only what was not stored.
-        result = asyncio.run(run_job(Job(
-            task="sentiment", input=data, teacher="openai-compatible:teacher-test",
-            base_url=srv.url + "/v1", store=path, progress=False)))
+        result = asyncio.run(
+            run_job(
+                Job(
+                    task="sentiment",
+                    input=data,
+                    teacher="openai-compatible:teacher-test",
+                    base_url=srv.url + "/v1",
+                    store=path,
+                    progress=False,
+                )
+            )
+        )
         assert result.summary.outcome == "ok"
         assert result.summary.cached == len(kept)
         assert chat_requests(srv) - sent == rows - len(kept)
@@ -287,8 +325,9 @@ def _can_mount() -> bool:
     """A private mount namespace (root with CAP_SYS_ADMIN): real tmpfs and ro mounts."""
     if sys.platform != "linux" or shutil.which("unshare") is None or os.geteuid() != 0:
         return False
-    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
-                           capture_output=True)
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"], capture_output=True
+    )
     return probe.returncode == 0
 
 
@@ -305,14 +344,18 @@ def test_a_really_full_disk_mid_run(tmp_path: Path) -> None:
     disk.mkdir()
     saved.mkdir()
     with LocalServer(labels=["negative", "positive"]) as srv:
-        args = run_args("sentiment", data, srv, disk / "s.sqlite", "--rejects",
-                        str(tmp_path / "rejects.jsonl"))
+        args = run_args(
+            "sentiment", data, srv, disk / "s.sqlite", "--rejects", str(tmp_path / "rejects.jsonl")
+        )
         # Run, then copy the store (and its WAL) off the tmpfs before the mount goes away.
-        script = (f'mount -t tmpfs -o size=320k tmpfs "{disk}" && '
-                  f'{subprocess.list2cmdline(args)}; echo $? > "{saved}/rc"; '
-                  f'cp "{disk}"/s.sqlite* "{saved}/"')
-        res = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
-                             text=True, timeout=120)
+        script = (
+            f'mount -t tmpfs -o size=320k tmpfs "{disk}" && '
+            f'{subprocess.list2cmdline(args)}; echo $? > "{saved}/rc"; '
+            f'cp "{disk}"/s.sqlite* "{saved}/"'
+        )
+        res = subprocess.run(
+            ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120
+        )
         assert (saved / "rc").read_text().strip() == "1", res.stderr
         assert f"{disk / 's.sqlite'}: cannot write to the store: the disk is full" in res.stderr
         assert res.stderr.count("\n") <= 3  # one clear line, not a traceback
@@ -333,8 +376,9 @@ def test_a_really_full_disk_mid_run(tmp_path: Path) -> None:
 def _completion() -> object:
     from labeler.completion import Completion, Usage
 
-    return Completion(text="positive", tokens=None, usage=Usage(1, 1, 0), finish_reason="stop",
-                      model="m", latency_s=0.0)
+    return Completion(
+        text="positive", tokens=None, usage=Usage(1, 1, 0), finish_reason="stop", model="m", latency_s=0.0
+    )
 
 
 def test_store_opened_read_only_refuses_writes_clearly(tmp_path: Path) -> None:
@@ -357,8 +401,10 @@ def test_read_only_file_system_is_a_clear_error(tmp_path: Path) -> None:
         if os.geteuid() == 0:
             if not _can_mount():
                 pytest.skip("root ignores permissions and cannot mount here")
-            script = (f'mount --bind "{folder}" "{folder}" && '
-                      f'mount -o remount,bind,ro "{folder}" && {subprocess.list2cmdline(args)}')
+            script = (
+                f'mount --bind "{folder}" "{folder}" && '
+                f'mount -o remount,bind,ro "{folder}" && {subprocess.list2cmdline(args)}'
+            )
             cmd = ["unshare", "-m", "sh", "-c", script]
         else:
             os.chmod(folder / "s.sqlite", 0o444)
@@ -381,8 +427,14 @@ def test_an_older_store_with_answers_migrates_and_keeps_them(
     teacher_server: TeacherServer, tmp_path: Path
 ) -> None:
     data = write_items(tmp_path / "in.jsonl", 6)
-    job = Job(task="sentiment", input=data, teacher="openai-compatible:teacher-test",
-              base_url=teacher_server.url + "/v1", store=tmp_path / "s.sqlite", progress=False)
+    job = Job(
+        task="sentiment",
+        input=data,
+        teacher="openai-compatible:teacher-test",
+        base_url=teacher_server.url + "/v1",
+        store=tmp_path / "s.sqlite",
+        progress=False,
+    )
     asyncio.run(run_job(job))
     # Rebuild the same answers in a store at schema version 1, as the first release wrote it.
     old = tmp_path / "old.sqlite"
@@ -391,11 +443,15 @@ def test_an_older_store_with_answers_migrates_and_keeps_them(
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
     MIGRATIONS[0](db)
     db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    first_release = ("key, created_at, model, text, tokens, samples, prompt_tokens,"
-                     " completion_tokens, cached_tokens, cache_write_tokens, finish_reason,"
-                     " latency_ms, cost_usd, source")
-    db.executemany("INSERT INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                   src.execute(f"SELECT {first_release} FROM responses").fetchall())
+    first_release = (
+        "key, created_at, model, text, tokens, samples, prompt_tokens,"
+        " completion_tokens, cached_tokens, cache_write_tokens, finish_reason,"
+        " latency_ms, cost_usd, source"
+    )
+    db.executemany(
+        "INSERT INTO responses VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        src.execute(f"SELECT {first_release} FROM responses").fetchall(),
+    )
     db.close()
     src.close()
     sent = chat_requests(teacher_server)
@@ -413,9 +469,21 @@ def test_a_newer_store_is_refused_by_the_cli_in_one_line(tmp_path: Path) -> None
     db.commit()
     db.close()
     data = write_items(tmp_path / "in.jsonl", 2)
-    res = CliRunner().invoke(main, ["run", "sentiment", str(data), "--teacher",
-                                    "openai-compatible:t", "--base-url", "http://127.0.0.1:9/v1",
-                                    "--store", str(path), "--quiet"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "sentiment",
+            str(data),
+            "--teacher",
+            "openai-compatible:t",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--store",
+            str(path),
+            "--quiet",
+        ],
+    )
     assert res.exit_code == 1
     assert str(path) in res.stderr and "newer than this labeler understands" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1

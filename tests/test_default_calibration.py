@@ -30,19 +30,31 @@ def _rows() -> list[tuple[str, str]]:
 
 
 def _serve(tmp_path: Path, p_negative_rows: float, gold_rows: int = GOLD):
-    rules = [(text, sentiment_reply(0.9 if gold == "positive" else p_negative_rows))
-             for text, gold in _rows()]
+    rules = [
+        (text, sentiment_reply(0.9 if gold == "positive" else p_negative_rows)) for text, gold in _rows()
+    ]
     responder = ScriptedResponder(rules, default=lambda view: sentiment_reply(0.8))
     data = tmp_path / "reviews.jsonl"
-    data.write_text("".join(
-        json.dumps({"id": t, "text": t, **({"gold": g} if i < gold_rows else {})}) + "\n"
-        for i, (t, g) in enumerate(_rows())))
+    data.write_text(
+        "".join(
+            json.dumps({"id": t, "text": t, **({"gold": g} if i < gold_rows else {})}) + "\n"
+            for i, (t, g) in enumerate(_rows())
+        )
+    )
     return TeacherServer(ServerConfig(responder=responder)), data
 
 
 def _args(srv: TeacherServer, data: Path, tmp_path: Path) -> list[str]:
-    return ["sentiment", str(data), "--teacher", "openai-compatible:teacher-test",
-            "--base-url", srv.url + "/v1", "--store", str(tmp_path / "s.sqlite")]
+    return [
+        "sentiment",
+        str(data),
+        "--teacher",
+        "openai-compatible:teacher-test",
+        "--base-url",
+        srv.url + "/v1",
+        "--store",
+        str(tmp_path / "s.sqlite"),
+    ]
 
 
 def _load(out: Path) -> datasets.Dataset:
@@ -54,9 +66,20 @@ def test_run_with_gold_exports_calibrated_labels_and_keeps_the_raw(tmp_path: Pat
     srv, data = _serve(tmp_path, 0.6)
     with srv:
         out = tmp_path / "out"
-        res = CliRunner().invoke(main, ["run", *_args(srv, data, tmp_path), "--quiet",
-                                        "--kind", "classification", "--gold", "gold",
-                                        "--out", str(out)])
+        res = CliRunner().invoke(
+            main,
+            [
+                "run",
+                *_args(srv, data, tmp_path),
+                "--quiet",
+                "--kind",
+                "classification",
+                "--gold",
+                "gold",
+                "--out",
+                str(out),
+            ],
+        )
         assert res.exit_code == 0, res.output
         sent = len(srv.log)
     assert sent == N  # gold calibration costs no request
@@ -77,15 +100,25 @@ def test_run_with_gold_exports_calibrated_labels_and_keeps_the_raw(tmp_path: Pat
     assert "calibration: bias" in res.output  # the summary says it too
 
 
-def test_records_export_carries_the_raw_distribution_beside_the_calibrated(
-        tmp_path: Path) -> None:
+def test_records_export_carries_the_raw_distribution_beside_the_calibrated(tmp_path: Path) -> None:
     """The records kind declares and fills the calibrated columns as classification does."""
     srv, data = _serve(tmp_path, 0.6)
     with srv:
         out = tmp_path / "out"
-        res = CliRunner().invoke(main, ["run", *_args(srv, data, tmp_path), "--quiet",
-                                        "--kind", "records", "--gold", "gold",
-                                        "--out", str(out)])
+        res = CliRunner().invoke(
+            main,
+            [
+                "run",
+                *_args(srv, data, tmp_path),
+                "--quiet",
+                "--kind",
+                "records",
+                "--gold",
+                "gold",
+                "--out",
+                str(out),
+            ],
+        )
         assert res.exit_code == 0, res.output
     ds = _load(out)
     names = ds.features["label"].names
@@ -101,8 +134,9 @@ def test_export_without_gold_stays_raw_and_says_why(tmp_path: Path) -> None:
     with srv:
         args = _args(srv, data, tmp_path)
         out = tmp_path / "out"
-        res = CliRunner().invoke(main, ["run", *args, "--quiet", "--kind", "classification",
-                                        "--out", str(out)])
+        res = CliRunner().invoke(
+            main, ["run", *args, "--quiet", "--kind", "classification", "--out", str(out)]
+        )
         assert res.exit_code == 0, res.output
     ds = _load(out)
     assert "soft_label_raw" not in ds.column_names
@@ -117,9 +151,21 @@ def test_calibration_none_exports_the_raw_teacher(tmp_path: Path) -> None:
         args = _args(srv, data, tmp_path)
         assert CliRunner().invoke(main, ["run", *args, "--quiet"]).exit_code == 0
         out = tmp_path / "out"
-        res = CliRunner().invoke(main, ["export", *args, "--kind", "classification",
-                                        "--gold", "gold", "--calibration", "none",
-                                        "--out", str(out)])
+        res = CliRunner().invoke(
+            main,
+            [
+                "export",
+                *args,
+                "--kind",
+                "classification",
+                "--gold",
+                "gold",
+                "--calibration",
+                "none",
+                "--out",
+                str(out),
+            ],
+        )
         assert res.exit_code == 0, res.output
     ds = _load(out)
     names = ds.features["label"].names
@@ -136,9 +182,11 @@ def test_too_few_gold_rows_are_refused_in_one_line(tmp_path: Path) -> None:
         res = CliRunner().invoke(main, ["export", *args, "--gold", "gold", "--out", str(out)])
     assert res.exit_code == 1
     lines = [line for line in res.output.splitlines() if line.strip()]
-    assert lines == [f"labeler: error: --gold gold: {LEAST - 1} labeled rows have a "
-                     f"gold value, calibration needs at least {LEAST} (add gold, or "
-                     "export with --calibration none)"]
+    assert lines == [
+        f"labeler: error: --gold gold: {LEAST - 1} labeled rows have a "
+        f"gold value, calibration needs at least {LEAST} (add gold, or "
+        "export with --calibration none)"
+    ]
     assert not out.exists()
 
 
@@ -148,12 +196,15 @@ def test_prior_check_fires_on_a_skewed_teacher(tmp_path: Path) -> None:
         args = _args(srv, data, tmp_path)
         assert CliRunner().invoke(main, ["run", *args, "--quiet"]).exit_code == 0
         out = tmp_path / "out"
-        res = CliRunner().invoke(main, ["export", *args, "--gold", "gold", "--calibration",
-                                        "none", "--out", str(out)])
+        res = CliRunner().invoke(
+            main, ["export", *args, "--gold", "gold", "--calibration", "none", "--out", str(out)]
+        )
         assert res.exit_code == 0, res.output
-    assert ("warning: label prior: the exported labels depart from the gold rows' labels "
-            "(total variation 0.50): 'positive' is 100% of exported labels, 50% of the gold "
-            "rows' labels") in res.output
+    assert (
+        "warning: label prior: the exported labels depart from the gold rows' labels "
+        "(total variation 0.50): 'positive' is 100% of exported labels, 50% of the gold "
+        "rows' labels"
+    ) in res.output
     card = (out / "README.md").read_text()
     assert "## Label prior" in card and "'positive' is 100% of exported labels" in card
 
@@ -165,8 +216,9 @@ def test_prior_check_is_quiet_on_a_balanced_teacher(tmp_path: Path) -> None:
         assert CliRunner().invoke(main, ["run", *args, "--quiet"]).exit_code == 0
         for mode in ("none", "auto"):
             out = tmp_path / f"out-{mode}"
-            res = CliRunner().invoke(main, ["export", *args, "--gold", "gold",
-                                            "--calibration", mode, "--out", str(out)])
+            res = CliRunner().invoke(
+                main, ["export", *args, "--gold", "gold", "--calibration", mode, "--out", str(out)]
+            )
             assert res.exit_code == 0, res.output
             assert "label prior" not in res.output
             assert "## Label prior" not in (out / "README.md").read_text()

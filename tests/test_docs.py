@@ -87,8 +87,16 @@ def blocks(doc: Path) -> list[Block]:
             i += 1
         prev = next((ln for ln in reversed(lines[:start]) if ln.strip()), "")
         d = DIRECTIVE.match(prev)
-        out.append(Block(doc, start + 1, m["lang"] or "text", "\n".join(body) + "\n",
-                         d["what"] if d else None, d["arg"] if d else ""))
+        out.append(
+            Block(
+                doc,
+                start + 1,
+                m["lang"] or "text",
+                "\n".join(body) + "\n",
+                d["what"] if d else None,
+                d["arg"] if d else "",
+            )
+        )
         i += 1
     return out
 
@@ -130,14 +138,17 @@ def workspace(root: Path) -> Path:
 
 
 def environment(root: Path, teacher: TeacherServer | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "ANTHROPIC_", "LABELER_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ANTHROPIC_", "LABELER_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env["LABELER_HOME"] = str(root / "labeler-home")
     if teacher is not None:
-        env.update(OPENAI_BASE_URL=teacher.url + "/v1", OPENAI_API_KEY="sk-docs-test",
-                   ANTHROPIC_BASE_URL=teacher.url, ANTHROPIC_API_KEY="sk-ant-docs-test")
+        env.update(
+            OPENAI_BASE_URL=teacher.url + "/v1",
+            OPENAI_API_KEY="sk-docs-test",
+            ANTHROPIC_BASE_URL=teacher.url,
+            ANTHROPIC_API_KEY="sk-ant-docs-test",
+        )
     return env
 
 
@@ -154,24 +165,35 @@ def run_block(block: Block, root: Path, env: dict[str, str]) -> None:
         target.write_text(block.code, "utf-8")
         load_yaml(block, target, env)
         return
-    argv = ([sys.executable, "-c", block.code] if block.lang == "python"
-            else ["bash", "-e", "-o", "pipefail", "-c", block.code])
-    proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True,
-                          timeout=BLOCK_TIMEOUT_S)
+    argv = (
+        [sys.executable, "-c", block.code]
+        if block.lang == "python"
+        else ["bash", "-e", "-o", "pipefail", "-c", block.code]
+    )
+    proc = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=BLOCK_TIMEOUT_S)
     assert proc.returncode == 0, (
         f"{block.where}: the {block.lang} block exited {proc.returncode}\n{block.code}\n"
-        f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")
+        f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}"
+    )
 
 
 def load_yaml(block: Block, path: Path, env: dict[str, str]) -> None:
     """A template goes through load_task, a refresh config through RefreshConfig.load,
     each in a subprocess run from the block's folder (relative paths resolve there)."""
     raw = yaml.safe_load(block.code)
-    loader = ("from labeler.refresh import RefreshConfig; RefreshConfig.load(sys.argv[1])"
-              if isinstance(raw, dict) and "task" in raw
-              else "from labeler import load_task; load_task(sys.argv[1])")
-    proc = subprocess.run([sys.executable, "-c", f"import sys; {loader}", str(path)],
-                          cwd=path.parent, env=env, capture_output=True, text=True, timeout=60)
+    loader = (
+        "from labeler.refresh import RefreshConfig; RefreshConfig.load(sys.argv[1])"
+        if isinstance(raw, dict) and "task" in raw
+        else "from labeler import load_task; load_task(sys.argv[1])"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", f"import sys; {loader}", str(path)],
+        cwd=path.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, f"{block.where}: labeler rejects this YAML:\n{proc.stderr[-3000:]}"
 
 
@@ -196,8 +218,10 @@ def test_every_block_is_runnable_or_says_why_not() -> None:
     problems = []
     for b in ALL:
         if b.lang not in RUN | SHOWN:
-            problems.append(f"{b.where}: fence language {b.lang!r} is neither run ({sorted(RUN)}) "
-                            f"nor shown ({sorted(SHOWN)})")
+            problems.append(
+                f"{b.where}: fence language {b.lang!r} is neither run ({sorted(RUN)}) "
+                f"nor shown ({sorted(SHOWN)})"
+            )
         if b.directive not in (None, "skip", "file", *MARKED):
             problems.append(f"{b.where}: unknown docs-test directive {b.directive!r}")
         if b.directive == "skip" and not re.fullmatch(r"\(.{8,}\)", b.arg):
@@ -224,15 +248,15 @@ def test_blocks_run_as_printed(doc: Path, tmp_path: Path, teacher: TeacherServer
             run_block(block, root, env)
 
 
-MARKED_DOCS = [pytest.param(doc, marker, marks=getattr(pytest.mark, marker),
-                            id=f"{doc.relative_to(REPO)}-{marker}")
-               for marker in MARKED for doc in docs_with(lambda b, m=marker: b.directive == m
-                                                         and b.lang in RUN)]
+MARKED_DOCS = [
+    pytest.param(doc, marker, marks=getattr(pytest.mark, marker), id=f"{doc.relative_to(REPO)}-{marker}")
+    for marker in MARKED
+    for doc in docs_with(lambda b, m=marker: b.directive == m and b.lang in RUN)
+]
 
 
 @pytest.mark.parametrize(("doc", "marker"), MARKED_DOCS)
-def test_marked_blocks_run_as_printed(doc: Path, marker: str, tmp_path: Path,
-                                      teacher: TeacherServer) -> None:
+def test_marked_blocks_run_as_printed(doc: Path, marker: str, tmp_path: Path, teacher: TeacherServer) -> None:
     """The `local_model` blocks (a local teacher, no server needed) and the `slow` ones
     (a Ray runtime), in order, in a folder of their own."""
     mine = [b for b in blocks(doc) if b.directive == marker and b.lang in RUN]
@@ -265,7 +289,11 @@ def test_scheduled_commands_name_labeler_by_its_path() -> None:
 def test_the_site_builds_without_warnings(tmp_path: Path) -> None:
     """`mkdocs build --strict`: a broken link or a page left out of the nav fails."""
     pytest.importorskip("mkdocs", reason="the site is built by mkdocs: pip install -e '.[dev]'")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
-                           str(tmp_path / "site")], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -21,9 +21,13 @@ from conftest import SAMPLES, chat_requests
 
 def job(server: TeacherServer, tmp_path: Path, **kw: object) -> Job:
     base = dict(
-        task="sentiment", input=SAMPLES / "reviews.jsonl",
-        teacher="openai-compatible:teacher-test", base_url=server.url + "/v1",
-        store=tmp_path / "store.sqlite", out=tmp_path / "out", progress=False,
+        task="sentiment",
+        input=SAMPLES / "reviews.jsonl",
+        teacher="openai-compatible:teacher-test",
+        base_url=server.url + "/v1",
+        store=tmp_path / "store.sqlite",
+        out=tmp_path / "out",
+        progress=False,
     )
     base.update(kw)
     return Job(**base)  # type: ignore[arg-type]
@@ -82,15 +86,13 @@ def test_duplicate_rows_are_sent_once(teacher_server: TeacherServer, tmp_path: P
     assert result.summary.rows == 5 and chat_requests(teacher_server) == 1
 
 
-def test_bad_rows_are_rejected_and_the_run_goes_on(
-    teacher_server: TeacherServer, tmp_path: Path
-) -> None:
+def test_bad_rows_are_rejected_and_the_run_goes_on(teacher_server: TeacherServer, tmp_path: Path) -> None:
     data = tmp_path / "in.jsonl"
     data.write_bytes(
         b'{"text": "fine row"}\n'
         b'{"text": broken json\n'
         b'{"body": "no text field"}\n'
-        b'\xff\xfe not utf-8\n'
+        b"\xff\xfe not utf-8\n"
         b'{"text": "another fine row"}\n'
     )
     result = asyncio.run(run_job(job(teacher_server, tmp_path, input=data)))
@@ -110,8 +112,12 @@ def test_parquet_and_jsonl_exports(
     asyncio.run(run_job(job(teacher_server, tmp_path, export=ExportOptions(format=fmt))))
     files = sorted((tmp_path / "out").glob(f"*.{suffix}"))
     assert [f.name for f in files] == [f"train.{suffix}"]
-    ds = datasets.load_dataset(fmt if fmt == "parquet" else "json", data_files=str(files[0]),
-                               split="train", cache_dir=str(tmp_path / "hf"))
+    ds = datasets.load_dataset(
+        fmt if fmt == "parquet" else "json",
+        data_files=str(files[0]),
+        split="train",
+        cache_dir=str(tmp_path / "hf"),
+    )
     assert len(ds) == 24
 
 
@@ -119,8 +125,9 @@ def test_free_text_task_keeps_token_logprobs(tmp_path: Path) -> None:
     from labeler.testing import ServerConfig
 
     with TeacherServer(ServerConfig()) as srv:  # free-text answers
-        result = asyncio.run(run_job(job(
-            srv, tmp_path, task="instruct", input=SAMPLES / "instructions.jsonl")))
+        result = asyncio.run(
+            run_job(job(srv, tmp_path, task="instruct", input=SAMPLES / "instructions.jsonl"))
+        )
     assert result.summary.labeled == 8
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     assert ds[0]["response"] and len(ds[0]["logprobs"]) > 1
@@ -136,23 +143,40 @@ def test_cli_run_then_export_without_requests(tmp_path: Path) -> None:
 
 def test_empty_export_still_loads(teacher_server: TeacherServer, tmp_path: Path) -> None:
     # The sentiment server answers no topic label: every row is dropped as invalid.
-    result = asyncio.run(run_job(job(teacher_server, tmp_path, task="topic",
-                                     input=SAMPLES / "news.csv")))
+    result = asyncio.run(run_job(job(teacher_server, tmp_path, task="topic", input=SAMPLES / "news.csv")))
     assert result.export is not None and result.export.exported == 0
     assert result.export.filtered["invalid"] == 12
     assert len(datasets.load_from_disk(str(tmp_path / "out"))) == 0
 
 
 def _run_then_export(teacher_server: TeacherServer, tmp_path: Path) -> None:
-    args = ["--teacher", "openai-compatible:teacher-test", "--base-url", teacher_server.url + "/v1",
-            "--store", str(tmp_path / "s.sqlite")]
+    args = [
+        "--teacher",
+        "openai-compatible:teacher-test",
+        "--base-url",
+        teacher_server.url + "/v1",
+        "--store",
+        str(tmp_path / "s.sqlite"),
+    ]
     runner = CliRunner()
-    res = runner.invoke(main, ["run", "topic", str(SAMPLES / "news.csv"), *args,
-                               "--out", str(tmp_path / "a"), "--quiet"])
+    res = runner.invoke(
+        main, ["run", "topic", str(SAMPLES / "news.csv"), *args, "--out", str(tmp_path / "a"), "--quiet"]
+    )
     assert res.exit_code == 0, res.output
     sent = chat_requests(teacher_server)
-    res = runner.invoke(main, ["export", "topic", str(SAMPLES / "news.csv"), *args,
-                               "--out", str(tmp_path / "b"), "--kind", "classification"])
+    res = runner.invoke(
+        main,
+        [
+            "export",
+            "topic",
+            str(SAMPLES / "news.csv"),
+            *args,
+            "--out",
+            str(tmp_path / "b"),
+            "--kind",
+            "classification",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert chat_requests(teacher_server) == sent
     ds = datasets.load_from_disk(str(tmp_path / "b"))
@@ -167,18 +191,38 @@ def test_cli_help_lists_the_commands() -> None:
 
 
 def test_missing_api_key_is_a_one_line_error(tmp_path: Path) -> None:
-    res = CliRunner().invoke(main, ["run", "sentiment", str(SAMPLES / "reviews.jsonl"),
-                                    "--teacher", "openai:gpt-4o-mini",
-                                    "--store", str(tmp_path / "s.sqlite")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "sentiment",
+            str(SAMPLES / "reviews.jsonl"),
+            "--teacher",
+            "openai:gpt-4o-mini",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+        ],
+    )
     assert res.exit_code == 1
     assert "OPENAI_API_KEY" in res.output and len(res.output.strip().splitlines()) == 1
 
 
 def test_unreachable_base_url_ends_the_run_with_one_line(tmp_path: Path) -> None:
-    res = CliRunner().invoke(main, ["run", "sentiment", str(SAMPLES / "reviews.jsonl"),
-                                    "--teacher", "openai-compatible:m",
-                                    "--base-url", "http://127.0.0.1:9/v1", "--quiet",
-                                    "--store", str(tmp_path / "s.sqlite")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "sentiment",
+            str(SAMPLES / "reviews.jsonl"),
+            "--teacher",
+            "openai-compatible:m",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--quiet",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+        ],
+    )
     assert res.exit_code == 1
     assert "cannot reach the teacher at http://127.0.0.1:9/v1" in res.output
 
@@ -200,21 +244,30 @@ def test_unknown_template_field_names_template_field_and_row(
 
 
 def test_unreadable_input_is_a_one_line_error(tmp_path: Path) -> None:
-    res = CliRunner().invoke(main, ["run", "sentiment", str(tmp_path / "missing.jsonl"),
-                                    "--teacher", "openai-compatible:m",
-                                    "--base-url", "http://127.0.0.1:9/v1"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "sentiment",
+            str(tmp_path / "missing.jsonl"),
+            "--teacher",
+            "openai-compatible:m",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+        ],
+    )
     assert res.exit_code == 1 and "missing.jsonl" in res.output
 
 
 def test_answers_that_are_not_labels_are_counted_and_dropped(tmp_path: Path) -> None:
     from labeler.testing import Reply, ScriptedResponder, ServerConfig
 
-    responder = ScriptedResponder([("Simply", Reply("I cannot decide"))],
-                                  default=lambda view: Reply("positive"))
+    responder = ScriptedResponder(
+        [("Simply", Reply("I cannot decide"))], default=lambda view: Reply("positive")
+    )
     with TeacherServer(ServerConfig(responder=responder)) as srv:
         data = tmp_path / "in.jsonl"
-        data.write_text(json.dumps({"text": "Simply fine"}) + "\n" + json.dumps({"text": "ok"})
-                        + "\n")
+        data.write_text(json.dumps({"text": "Simply fine"}) + "\n" + json.dumps({"text": "ok"}) + "\n")
         result = asyncio.run(run_job(job(srv, tmp_path, input=data)))
     assert result.export is not None
     assert result.export.exported == 1 and result.export.filtered.get("invalid") == 1
@@ -228,27 +281,36 @@ def test_eval_matches_hand_computation(tmp_path: Path) -> None:
         import math
 
         other = "negative" if word == "positive" else "positive"
-        return Reply(word, tokens=[word],
-                     top_logprobs=[[(word, math.log(p)), (other, math.log(1 - p))]])
+        return Reply(word, tokens=[word], top_logprobs=[[(word, math.log(p)), (other, math.log(1 - p))]])
 
     responder = ScriptedResponder(
-        [("alpha", reply("positive", 0.9)),   # gold positive: right, confident
-         ("beta", reply("negative", 0.8)),    # gold negative: right
-         ("gamma", reply("positive", 0.6)),   # gold negative: wrong, unsure
-         ("delta", reply("negative", 0.7))],  # gold negative: right
+        [
+            ("alpha", reply("positive", 0.9)),  # gold positive: right, confident
+            ("beta", reply("negative", 0.8)),  # gold negative: right
+            ("gamma", reply("positive", 0.6)),  # gold negative: wrong, unsure
+            ("delta", reply("negative", 0.7)),
+        ],  # gold negative: right
         default=lambda view: Reply("positive"),
     )
     data = tmp_path / "gold.jsonl"
-    rows = [("alpha", "positive"), ("beta", "negative"), ("gamma", "negative"),
-            ("delta", "negative")]
+    rows = [("alpha", "positive"), ("beta", "negative"), ("gamma", "negative"), ("delta", "negative")]
     data.write_text("".join(json.dumps({"text": t, "gold": g}) + "\n" for t, g in rows))
     with TeacherServer(ServerConfig(responder=responder)) as srv:
-        args = ["sentiment", str(data), "--teacher", "openai-compatible:teacher-test",
-                "--base-url", srv.url + "/v1", "--store", str(tmp_path / "s.sqlite")]
+        args = [
+            "sentiment",
+            str(data),
+            "--teacher",
+            "openai-compatible:teacher-test",
+            "--base-url",
+            srv.url + "/v1",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+        ]
         runner = CliRunner()
         assert runner.invoke(main, ["run", *args, "--quiet"]).exit_code == 0
-        res = runner.invoke(main, ["eval", *args, "--gold", "gold", "--json",
-                                   "--plot", str(tmp_path / "q.png")])
+        res = runner.invoke(
+            main, ["eval", *args, "--gold", "gold", "--json", "--plot", str(tmp_path / "q.png")]
+        )
     assert res.exit_code == 0, res.output
     report = json.loads(res.output.splitlines()[0])
     assert report["n"] == 4 and report["accuracy"] == pytest.approx(0.75, abs=1e-12)
@@ -260,9 +322,21 @@ def test_eval_matches_hand_computation(tmp_path: Path) -> None:
 
 def test_stdin_input(teacher_server: TeacherServer, tmp_path: Path) -> None:
     res = CliRunner().invoke(
-        main, ["run", "sentiment", "-", "--teacher", "openai-compatible:teacher-test",
-               "--base-url", teacher_server.url + "/v1", "--store", str(tmp_path / "s.sqlite"),
-               "--out", str(tmp_path / "out"), "--quiet"],
+        main,
+        [
+            "run",
+            "sentiment",
+            "-",
+            "--teacher",
+            "openai-compatible:teacher-test",
+            "--base-url",
+            teacher_server.url + "/v1",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ],
         input=(SAMPLES / "reviews.jsonl").read_text(),
     )
     assert res.exit_code == 0, res.output
@@ -272,10 +346,16 @@ def test_stdin_input(teacher_server: TeacherServer, tmp_path: Path) -> None:
 def test_an_unreachable_teacher_is_a_teacher_error_not_a_config_error(tmp_path: Path) -> None:
     import labeler
 
-    unreachable = Job(task="sentiment", input=SAMPLES / "reviews.jsonl",
-                      teacher="openai-compatible:m", base_url="http://127.0.0.1:9/v1",
-                      api_key="k", store=tmp_path / "s.sqlite", progress=False,
-                      retry_initial_wait=0.01)
+    unreachable = Job(
+        task="sentiment",
+        input=SAMPLES / "reviews.jsonl",
+        teacher="openai-compatible:m",
+        base_url="http://127.0.0.1:9/v1",
+        api_key="k",
+        store=tmp_path / "s.sqlite",
+        progress=False,
+        retry_initial_wait=0.01,
+    )
     with pytest.raises(labeler.TeacherError) as caught:
         asyncio.run(run_job(unreachable))
     assert isinstance(caught.value, labeler.TeacherUnreachable)

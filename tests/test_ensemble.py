@@ -33,14 +33,16 @@ def _config(member: str, **kw: object) -> ServerConfig:
     def respond(view: object) -> Reply:
         text = next((t for t in TEXTS if t in view.prompt), "row00")  # type: ignore[attr-defined]
         return sentiment_reply(_p(text, member))
-    return ServerConfig(model=f"member-{member}", responder=ScriptedResponder([], respond),
-                        **kw)  # type: ignore[arg-type]
+
+    return ServerConfig(model=f"member-{member}", responder=ScriptedResponder([], respond), **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def servers() -> Iterator[tuple[TeacherServer, TeacherServer]]:
-    with (TeacherServer(_config("a", status_for=[("broken-", 400)], latency_s=0.05)) as a,
-          TeacherServer(_config("b", latency_s=0.05)) as b):
+    with (
+        TeacherServer(_config("a", status_for=[("broken-", 400)], latency_s=0.05)) as a,
+        TeacherServer(_config("b", latency_s=0.05)) as b,
+    ):
         yield a, b
 
 
@@ -51,22 +53,33 @@ def _input(tmp_path: Path) -> Path:
 
 
 def _members(a: TeacherServer, b: TeacherServer, wa: str = "", wb: str = "") -> str:
-    return (f"openai-compatible:member-a@{a.url}/v1{wa},"
-            f"openai-compatible:member-b@{b.url}/v1{wb}")
+    return f"openai-compatible:member-a@{a.url}/v1{wa},openai-compatible:member-b@{b.url}/v1{wb}"
 
 
 def _run(tmp_path: Path, ensemble: str, out: str = "out", **kw: object) -> dict[str, dict]:
-    result = asyncio.run(run_job(Job(
-        task="sentiment", input=_input(tmp_path), teacher="unused:x", ensemble=ensemble,
-        store=tmp_path / "s.sqlite", out=tmp_path / out, progress=False, max_attempts=1,
-        **kw)))  # type: ignore[arg-type]
+    result = asyncio.run(
+        run_job(
+            Job(
+                task="sentiment",
+                input=_input(tmp_path),
+                teacher="unused:x",
+                ensemble=ensemble,
+                store=tmp_path / "s.sqlite",
+                out=tmp_path / out,
+                progress=False,
+                max_attempts=1,
+                **kw,
+            )
+        )
+    )  # type: ignore[arg-type]
     assert result.summary.outcome == "ok", result.summary.to_dict()
     ds = datasets.load_from_disk(str(tmp_path / out))
     return {r["id"]: r for r in (ds["train"] if isinstance(ds, datasets.DatasetDict) else ds)}
 
 
 def test_the_soft_label_is_the_mean_of_the_members(
-    servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
+    servers: tuple[TeacherServer, TeacherServer],
+    tmp_path: Path,
 ) -> None:
     a, b = servers
     rows = _run(tmp_path, _members(a, b))
@@ -74,8 +87,7 @@ def test_the_soft_label_is_the_mean_of_the_members(
     for text in TEXTS[:-1]:
         r = rows[text]
         members = {m["member"]: m for m in r["ensemble"]}
-        mean = [(x + y) / 2 for x, y in zip(members[1]["soft_label"], members[2]["soft_label"],
-                                            strict=True)]
+        mean = [(x + y) / 2 for x, y in zip(members[1]["soft_label"], members[2]["soft_label"], strict=True)]
         assert r["soft_label"] == pytest.approx(mean, abs=1e-9)
         pa, pb = _p(text, "a"), _p(text, "b")
         assert r["soft_label"][1] == pytest.approx((pa + pb) / 2, abs=1e-9)
@@ -83,21 +95,20 @@ def test_the_soft_label_is_the_mean_of_the_members(
         # agreement: the share of members naming the ensemble's label
         label = r["label"]
         named = [m["label"] for m in r["ensemble"]]
-        assert r["agreement"] == pytest.approx(named.count(
-            datasets.load_from_disk(str(tmp_path / "out")).features["label"].int2str(label)) / 2)
+        assert r["agreement"] == pytest.approx(
+            named.count(datasets.load_from_disk(str(tmp_path / "out")).features["label"].int2str(label)) / 2
+        )
     # A member that fails a row leaves the other's answer standing, and says who answered.
     broken = rows["broken-row"]
     assert [m["teacher"] for m in broken["ensemble"]] == ["openai-compatible:member-b"]
-    assert broken["soft_label"] == pytest.approx(
-        broken["ensemble"][0]["soft_label"], abs=1e-9)
+    assert broken["soft_label"] == pytest.approx(broken["ensemble"][0]["soft_label"], abs=1e-9)
     card = (tmp_path / "out" / "README.md").read_text()
     assert "| rows answered by ensemble member 1: openai-compatible:member-a | 8 |" in card
     assert "| rows answered by ensemble member 2: openai-compatible:member-b | 9 |" in card
     assert "| member 1: openai-compatible:member-a | 8 |" in card  # the Teachers table
 
 
-def test_weights_and_product_of_experts(servers: tuple[TeacherServer, TeacherServer],
-                                        tmp_path: Path) -> None:
+def test_weights_and_product_of_experts(servers: tuple[TeacherServer, TeacherServer], tmp_path: Path) -> None:
     a, b = servers
     rows = _run(tmp_path, _members(a, b, "=3"), out="weighted")
     pa, pb = _p("row04", "a"), _p("row04", "b")
@@ -109,14 +120,23 @@ def test_weights_and_product_of_experts(servers: tuple[TeacherServer, TeacherSer
     assert rows["row04"]["soft_label"][1] == pytest.approx(pos / (pos + neg), abs=1e-9)
 
 
-def test_members_answer_at_once(servers: tuple[TeacherServer, TeacherServer],
-                                tmp_path: Path) -> None:
+def test_members_answer_at_once(servers: tuple[TeacherServer, TeacherServer], tmp_path: Path) -> None:
     """With one request in flight per member, two members take the time of one."""
     a, b = servers
-    result = asyncio.run(run_job(Job(
-        task="sentiment", input=_input(tmp_path), teacher="unused:x",
-        ensemble=_members(a, b), store=tmp_path / "s.sqlite", progress=False,
-        concurrency=1, max_attempts=1)))
+    result = asyncio.run(
+        run_job(
+            Job(
+                task="sentiment",
+                input=_input(tmp_path),
+                teacher="unused:x",
+                ensemble=_members(a, b),
+                store=tmp_path / "s.sqlite",
+                progress=False,
+                concurrency=1,
+                max_attempts=1,
+            )
+        )
+    )
     times = {m["teacher"]: m["elapsed_s"] for m in result.summary.stages}
     assert result.summary.elapsed_s < 0.8 * sum(times.values())
     assert result.summary.failed == 0  # broken-row: member b answered it
@@ -132,20 +152,43 @@ def test_bad_ensembles_are_one_line_errors(tmp_path: Path) -> None:
         EnsembleSpec.parse("openai:x=heavy,openai:y")
     with pytest.raises(ConfigError, match="--ensemble-combine 'median'"):
         EnsembleSpec.parse("openai:x,openai:y", "median")
-    res = CliRunner().invoke(main, ["run", "sentiment", str(_input(tmp_path)),
-                                    "--ensemble", "openai:a,openai:b", "--cascade",
-                                    "openai:a,openai:b", "--escalate-below", "0.5"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "sentiment",
+            str(_input(tmp_path)),
+            "--ensemble",
+            "openai:a,openai:b",
+            "--cascade",
+            "openai:a,openai:b",
+            "--escalate-below",
+            "0.5",
+        ],
+    )
     assert res.exit_code != 0 and "--cascade and --ensemble: choose one" in res.output
 
 
 def test_the_cli_runs_an_ensemble_and_prints_each_member(
-    servers: tuple[TeacherServer, TeacherServer], tmp_path: Path,
+    servers: tuple[TeacherServer, TeacherServer],
+    tmp_path: Path,
 ) -> None:
     a, b = servers
-    res = CliRunner().invoke(main, [
-        "run", "sentiment", str(_input(tmp_path)), "--ensemble", _members(a, b, "", "=2"),
-        "--store", str(tmp_path / "s.sqlite"), "--quiet", "--max-attempts", "1"])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "sentiment",
+            str(_input(tmp_path)),
+            "--ensemble",
+            _members(a, b, "", "=2"),
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--quiet",
+            "--max-attempts",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "member 2 openai-compatible:member-b: 9 rows, 9 labeled" in res.output
-    assert "member 1 openai-compatible:member-a: 9 rows, 8 labeled, 0 cached, 1 failed;" in (
-        res.output)
+    assert "member 1 openai-compatible:member-a: 9 rows, 8 labeled, 0 cached, 1 failed;" in (res.output)

@@ -46,13 +46,23 @@ def export(flip_soft: bool = False) -> datasets.DatasetDict:
         soft = [s[::-1] for s in soft]
     labels: list[int] = [int(p) for _, p in rows]
     labels[0], soft[0] = -1, None  # type: ignore[call-overload]  # an answer that was no label
-    features = datasets.Features({
-        "id": datasets.Value("string"), "text": datasets.Value("string"),
-        "label": datasets.ClassLabel(names=["negative", "positive"]),
-        "soft_label": datasets.Sequence(datasets.Value("float64")),
-    })
-    ds = datasets.Dataset.from_dict({"id": [f"r{i}" for i in range(len(rows))], "text": [t for t, _ in rows],
-                                     "label": labels, "soft_label": soft}, features=features)
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "text": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["negative", "positive"]),
+            "soft_label": datasets.Sequence(datasets.Value("float64")),
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {
+            "id": [f"r{i}" for i in range(len(rows))],
+            "text": [t for t, _ in rows],
+            "label": labels,
+            "soft_label": soft,
+        },
+        features=features,
+    )
     return datasets.DatasetDict({"train": ds})
 
 
@@ -92,9 +102,20 @@ def test_the_script_prints_both_accuracies(tmp_path: Path) -> None:
     gold_file = tmp_path / "gold.jsonl"
     gold_file.write_text("".join(json.dumps(r) + "\n" for r in gold()))
     proc = subprocess.run(
-        [sys.executable, "examples/distill_student.py", str(tmp_path / "export"), str(gold_file),
-         "--epochs", "15", "--threads", "1"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "examples/distill_student.py",
+            str(tmp_path / "export"),
+            str(gold_file),
+            "--epochs",
+            "15",
+            "--threads",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     scores = {}

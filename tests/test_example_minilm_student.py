@@ -19,10 +19,23 @@ def test_example_labels_calibrates_trains_and_scores(tmp_path: Path, capsys) -> 
 
     reviews = REPO / "samples" / "reviews.jsonl"
     with TeacherServer(ServerConfig(labels=["positive", "negative"])) as srv:
-        main(["sentiment", str(reviews), str(reviews), "--teacher",
-              "openai-compatible:teacher-test", "--base-url", srv.url + "/v1",
-              "--gold", "label", "--out", str(tmp_path / "out"),
-              "--store", str(tmp_path / "s.sqlite")])
+        main(
+            [
+                "sentiment",
+                str(reviews),
+                str(reviews),
+                "--teacher",
+                "openai-compatible:teacher-test",
+                "--base-url",
+                srv.url + "/v1",
+                "--gold",
+                "label",
+                "--out",
+                str(tmp_path / "out"),
+                "--store",
+                str(tmp_path / "s.sqlite"),
+            ]
+        )
         assert len(srv.log) == 24
     out = capsys.readouterr().out
     assert "teacher: 24 labeled, 0 cached; calibration: " in out

@@ -36,23 +36,35 @@ def test_bm25_scores_by_hand() -> None:
 def test_nearest_puts_the_best_last_and_never_the_row_itself() -> None:
     pool = ExamplePool(POOL, ["text"])
     assert [e.input["text"] for e in pool.nearest({"text": "apple"}, 2)] == [
-        "Apple, banana!", "apple apple cherry"]
+        "Apple, banana!",
+        "apple apple cherry",
+    ]
     # The row's own text is excluded; ties go to the earlier pool row.
     assert [e.input["text"] for e in pool.nearest({"text": "apple apple cherry"}, 2)] == [
-        "dog", "Apple, banana!"]
+        "dog",
+        "Apple, banana!",
+    ]
 
 
 def _template(tmp_path: Path, mode: str, pool: str = "pool.jsonl") -> Path:
     (tmp_path / "pool.jsonl").write_text(
-        "".join(json.dumps({"text": e.input["text"], "label": e.output}) + "\n" for e in POOL))
+        "".join(json.dumps({"text": e.input["text"], "label": e.output}) + "\n" for e in POOL)
+    )
     path = tmp_path / "t.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "t", "version": "1", "mode": mode, "system": "Sort.",
-        "user": "Item: {{ text }}\nKind:",
-        "output": {"kind": "label", "labels": {"fruit": ["Fruit"], "animal": ["Animal"]}},
-        "few_shot": [{"input": {"text": "cat"}, "output": "animal"}],
-        "few_shot_pool": {"file": pool, "k": 2},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "t",
+                "version": "1",
+                "mode": mode,
+                "system": "Sort.",
+                "user": "Item: {{ text }}\nKind:",
+                "output": {"kind": "label", "labels": {"fruit": ["Fruit"], "animal": ["Animal"]}},
+                "few_shot": [{"input": {"text": "cat"}, "output": "animal"}],
+                "few_shot_pool": {"file": pool, "k": 2},
+            }
+        )
+    )
     return path
 
 
@@ -60,9 +72,9 @@ def test_completion_prompt_keeps_the_fixed_prefix_first(tmp_path: Path) -> None:
     task = load_task(_template(tmp_path, "completion"))
     prompt = task.render({"text": "green apple"}).prompt
     assert prompt == (
-        "Sort.\n\nItem: cat\nKind: Animal\n\n"           # fixed prefix, identical for every row
+        "Sort.\n\nItem: cat\nKind: Animal\n\n"  # fixed prefix, identical for every row
         "Item: Apple, banana!\nKind: Fruit\n\n"
-        "Item: apple apple cherry\nKind: Fruit\n\n"      # the most similar, next to the row
+        "Item: apple apple cherry\nKind: Fruit\n\n"  # the most similar, next to the row
         "Item: green apple\nKind:"
     )
     assert task.render({"text": "dog days"}).prompt.startswith("Sort.\n\nItem: cat\nKind: Animal\n\n")
@@ -72,9 +84,13 @@ def test_chat_prompt_adds_the_chosen_examples_as_turns(tmp_path: Path) -> None:
     task = load_task(_template(tmp_path, "chat"))
     msgs = task.render({"text": "hot dog with cherry"}).messages
     assert [(m["role"], m["content"]) for m in msgs] == [
-        ("system", "Sort."), ("user", "Item: cat\nKind:"), ("assistant", "Animal"),
-        ("user", "Item: apple apple cherry\nKind:"), ("assistant", "Fruit"),
-        ("user", "Item: dog\nKind:"), ("assistant", "Animal"),
+        ("system", "Sort."),
+        ("user", "Item: cat\nKind:"),
+        ("assistant", "Animal"),
+        ("user", "Item: apple apple cherry\nKind:"),
+        ("assistant", "Fruit"),
+        ("user", "Item: dog\nKind:"),
+        ("assistant", "Animal"),
         ("user", "Item: hot dog with cherry\nKind:"),
     ]
 

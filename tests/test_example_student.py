@@ -29,25 +29,42 @@ def sentence(rng: random.Random, positive: bool) -> str:
 def test_the_student_example_trains_on_soft_and_hard_labels(tmp_path: Path) -> None:
     rng = random.Random(0)
     rows = [(sentence(rng, i % 2 == 0), i % 2 == 0) for i in range(200)]
-    features = datasets.Features({
-        "text": datasets.Value("string"),
-        "label": datasets.ClassLabel(names=["negative", "positive"]),
-        "soft_label": datasets.Sequence(datasets.Value("float64")),
-    })
-    ds = datasets.Dataset.from_dict({
-        "text": [t for t, _ in rows],
-        "label": [int(p) for _, p in rows],
-        "soft_label": [[0.2, 0.8] if p else [0.7, 0.3] for _, p in rows],
-    }, features=features)
+    features = datasets.Features(
+        {
+            "text": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["negative", "positive"]),
+            "soft_label": datasets.Sequence(datasets.Value("float64")),
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {
+            "text": [t for t, _ in rows],
+            "label": [int(p) for _, p in rows],
+            "soft_label": [[0.2, 0.8] if p else [0.7, 0.3] for _, p in rows],
+        },
+        features=features,
+    )
     datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "export"))
     gold = tmp_path / "gold.jsonl"
-    gold.write_text("".join(
-        json.dumps({"text": sentence(rng, p), "label": "positive" if p else "negative"}) + "\n"
-        for p in [True, False] * 30))
+    gold.write_text(
+        "".join(
+            json.dumps({"text": sentence(rng, p), "label": "positive" if p else "negative"}) + "\n"
+            for p in [True, False] * 30
+        )
+    )
     proc = subprocess.run(
-        [sys.executable, "examples/train_student.py", str(tmp_path / "export"), str(gold),
-         "--temperature", "0.5"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "examples/train_student.py",
+            str(tmp_path / "export"),
+            str(gold),
+            "--temperature",
+            "0.5",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     scores = {}

@@ -28,11 +28,17 @@ def server() -> TeacherServer:
         yield srv
 
 
-def _run(srv: TeacherServer, tmp_path: Path, out: Path, task: str = "sentiment",
-         **export: object) -> None:
-    job = Job(task=task, input=SAMPLES / "reviews.jsonl", teacher="openai-compatible:teacher-test",
-              base_url=srv.url + "/v1", store=tmp_path / "s.sqlite", out=out, progress=False,
-              export=ExportOptions(**export))  # type: ignore[arg-type]
+def _run(srv: TeacherServer, tmp_path: Path, out: Path, task: str = "sentiment", **export: object) -> None:
+    job = Job(
+        task=task,
+        input=SAMPLES / "reviews.jsonl",
+        teacher="openai-compatible:teacher-test",
+        base_url=srv.url + "/v1",
+        store=tmp_path / "s.sqlite",
+        out=out,
+        progress=False,
+        export=ExportOptions(**export),
+    )  # type: ignore[arg-type]
     asyncio.run(run_job(job))
 
 
@@ -42,13 +48,14 @@ def _snippet(card: str) -> str:
 
 @pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
 def test_card_snippet_of_a_split_export_loads_both_splits(
-        server: TeacherServer, tmp_path: Path, fmt: str) -> None:
-    _run(server, tmp_path, tmp_path / "out", kind="classification", format=fmt,
-         validation_size=0.3, seed=1)
+    server: TeacherServer, tmp_path: Path, fmt: str
+) -> None:
+    _run(server, tmp_path, tmp_path / "out", kind="classification", format=fmt, validation_size=0.3, seed=1)
     card = (tmp_path / "out" / "README.md").read_text()
     code = _snippet(card) + "\nimport json\nprint(json.dumps({k: len(v) for k, v in ds.items()}))\n"
-    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stderr
     sizes = json.loads(res.stdout.strip().splitlines()[-1])
     assert set(sizes) == {"train", "validation"} and sum(sizes.values()) == 24
@@ -58,8 +65,7 @@ def test_card_snippet_of_a_split_export_loads_both_splits(
     assert {k: len(v) for k, v in dd.items()} == sizes
 
 
-def test_jsonl_export_keeps_label_names_in_index_order(server: TeacherServer, tmp_path: Path
-                                                      ) -> None:
+def test_jsonl_export_keeps_label_names_in_index_order(server: TeacherServer, tmp_path: Path) -> None:
     _run(server, tmp_path, tmp_path / "out", kind="classification", format="jsonl")
     meta = json.loads((tmp_path / "out" / "labeler_export.json").read_text())
     assert meta["labels"] == ["negative", "positive"]
@@ -69,8 +75,7 @@ def test_jsonl_export_keeps_label_names_in_index_order(server: TeacherServer, tm
     assert row["label"] in (0, 1)
 
 
-def test_no_card_names_a_local_path_or_the_endpoint(server: TeacherServer, tmp_path: Path
-                                                    ) -> None:
+def test_no_card_names_a_local_path_or_the_endpoint(server: TeacherServer, tmp_path: Path) -> None:
     template = tmp_path / "my-sentiment.yaml"
     template.write_text((REPO / "prompts" / "sentiment.yaml").read_text())
     cards = []
@@ -89,8 +94,7 @@ def test_no_card_names_a_local_path_or_the_endpoint(server: TeacherServer, tmp_p
     assert server.url in (out / "README.md").read_text()
 
 
-def test_card_documents_columns_prompt_size_and_licence(server: TeacherServer, tmp_path: Path
-                                                       ) -> None:
+def test_card_documents_columns_prompt_size_and_licence(server: TeacherServer, tmp_path: Path) -> None:
     _run(server, tmp_path, tmp_path / "out", kind="classification", card_license="cc-by-4.0")
     card = (tmp_path / "out" / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
@@ -104,7 +108,12 @@ def test_card_documents_columns_prompt_size_and_licence(server: TeacherServer, t
 
 def test_size_categories() -> None:
     assert [size_category(n) for n in (0, 999, 1000, 54_321, 2_000_000)] == [
-        "n<1K", "n<1K", "1K<n<10K", "10K<n<100K", "1M<n<10M"]
+        "n<1K",
+        "n<1K",
+        "1K<n<10K",
+        "10K<n<100K",
+        "1M<n<10M",
+    ]
 
 
 def test_push_card_merges_the_metadata_datasets_generated() -> None:
@@ -114,24 +123,33 @@ def test_push_card_merges_the_metadata_datasets_generated() -> None:
         "  - name: train\n    num_examples: 24\nconfigs:\n- config_name: default\n"
         "  data_files:\n  - split: train\n    path: data/train-*\n---\n"
     )
-    ours = ("---\nlicense: mit\npretty_name: x\ntags: [distillation]\n---\n\n# x\n\n"
-            '```python\nds = load_dataset("someone/reviews")\n```\n')
+    ours = (
+        "---\nlicense: mit\npretty_name: x\ntags: [distillation]\n---\n\n# x\n\n"
+        '```python\nds = load_dataset("someone/reviews")\n```\n'
+    )
     merged = merge_card(generated, ours)
     meta = yaml.safe_load(merged.split("---")[1])
     assert meta["license"] == "mit" and meta["tags"] == ["distillation"]
     assert meta["dataset_info"]["features"][0]["dtype"]["class_label"]["names"] == {
-        "0": "negative", "1": "positive"}
+        "0": "negative",
+        "1": "positive",
+    }
     assert meta["configs"][0]["data_files"][0]["path"] == "data/train-*"
     assert 'load_dataset("someone/reviews")' in merged and merged.count("---\n") == 2
 
 
 def test_pushed_card_loads_from_the_repo_and_names_no_endpoint() -> None:
     identity = {"provider": "openai-compatible", "model": "m", "base_url": "http://10.1.2.3:8000/v1"}
-    report = ExportReport("/srv/private/out", "classification", "parquet", exported=3,
-                          splits={"train": 2, "validation": 1})
-    card = dataset_card(load_task("sentiment"), identity,
-                        ExportOptions(kind="classification", format="parquet"), report,
-                        repo="someone/reviews")
+    report = ExportReport(
+        "/srv/private/out", "classification", "parquet", exported=3, splits={"train": 2, "validation": 1}
+    )
+    card = dataset_card(
+        load_task("sentiment"),
+        identity,
+        ExportOptions(kind="classification", format="parquet"),
+        report,
+        repo="someone/reviews",
+    )
     assert 'ds = load_dataset("someone/reviews")' in card
     assert "configs" not in card.split("---")[1]  # the Hub's generated configs are kept
     assert "/srv/private" not in card and "10.1.2.3" not in card

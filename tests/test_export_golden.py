@@ -55,21 +55,38 @@ def respond(view: RequestView) -> Reply:
             return Reply('{"people": ["Ada"')  # cut off: invalid JSON
         if "zqpartial" in prompt:
             return Reply('{"people": ["Ada"]}')  # misses required keys
-        return Reply(orjson.dumps({"people": ["Ada Lovelace"], "organizations": ["ÉCOLE"],
-                                   "locations": [f"row {view.prompt_hash % 97}"]}).decode())
+        return Reply(
+            orjson.dumps(
+                {
+                    "people": ["Ada Lovelace"],
+                    "organizations": ["ÉCOLE"],
+                    "locations": [f"row {view.prompt_hash % 97}"],
+                }
+            ).decode()
+        )
     if "helpful, precise assistant" in prompt:
         return Reply(f"Answer {view.prompt_hash % 1000}: naïve café, ünïcode — done.")
     last = prompt.rsplit("Review:", 1)[-1]
     if "zqodd" in last:
-        return Reply("I think so", tokens=["I", " think", " so"],
-                     top_logprobs=[[("I", math.log(0.6)), ("negative", math.log(0.3)),
-                                    ("positive", math.log(0.05))],
-                                   [(" think", -0.1)], [(" so", -0.2)]])
+        return Reply(
+            "I think so",
+            tokens=["I", " think", " so"],
+            top_logprobs=[
+                [("I", math.log(0.6)), ("negative", math.log(0.3)), ("positive", math.log(0.05))],
+                [(" think", -0.1)],
+                [(" so", -0.2)],
+            ],
+        )
     if "zqshout" in last:
-        return Reply("**Positive**.", tokens=["**", "Positive", "**."],
-                     top_logprobs=[[("**", -0.01)],
-                                   [("Positive", math.log(0.7)), ("Negative", math.log(0.25))],
-                                   [("**.", -0.05)]])
+        return Reply(
+            "**Positive**.",
+            tokens=["**", "Positive", "**."],
+            top_logprobs=[
+                [("**", -0.01)],
+                [("Positive", math.log(0.7)), ("Negative", math.log(0.25))],
+                [("**.", -0.05)],
+            ],
+        )
     return _labels(view)
 
 
@@ -83,10 +100,17 @@ def _rows() -> list[str]:
             text += " zqshout"
         if i % 7 == 2:
             text += " — très bien, ünïcode 🎬"
-        row: dict[str, Any] = {"id": f"r{i}", "text": text, "score": i * 3, "weight": i / 7,
-                               "flag": i % 2 == 0, "meta": {"n": i, "tags": ["a", "b"]},
-                               "split": ["train", "test", None][i % 3],
-                               "instruction": f"Explain item {i}", "label": "positive"}
+        row: dict[str, Any] = {
+            "id": f"r{i}",
+            "text": text,
+            "score": i * 3,
+            "weight": i / 7,
+            "flag": i % 2 == 0,
+            "meta": {"n": i, "tags": ["a", "b"]},
+            "split": ["train", "test", None][i % 3],
+            "instruction": f"Explain item {i}",
+            "label": "positive",
+        }
         if i == 17:
             row["text"] = None  # a template reject: null field
         lines.append(json.dumps(row, ensure_ascii=False))
@@ -100,12 +124,23 @@ def _rows() -> list[str]:
 CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "classification-hf": ("sentiment", {"kind": "classification"}),
     "classification-jsonl": ("sentiment", {"kind": "classification", "format": "jsonl"}),
-    "classification-parquet-split": ("sentiment", {"kind": "classification", "format": "parquet",
-                                                   "split_field": "split"}),
-    "classification-invalid-kept": ("sentiment", {"kind": "classification", "filters": FilterSpec(
-        drop_invalid=False), "validation_size": 0.3, "seed": 4}),
-    "classification-min-confidence": ("sentiment", {"kind": "classification", "filters":
-                                                    FilterSpec(min_confidence=0.8)}),
+    "classification-parquet-split": (
+        "sentiment",
+        {"kind": "classification", "format": "parquet", "split_field": "split"},
+    ),
+    "classification-invalid-kept": (
+        "sentiment",
+        {
+            "kind": "classification",
+            "filters": FilterSpec(drop_invalid=False),
+            "validation_size": 0.3,
+            "seed": 4,
+        },
+    ),
+    "classification-min-confidence": (
+        "sentiment",
+        {"kind": "classification", "filters": FilterSpec(min_confidence=0.8)},
+    ),
     "records-hf": ("sentiment", {"kind": "records"}),
     "records-jsonl": ("sentiment", {"kind": "records", "format": "jsonl"}),
     "sft-hf": ("sentiment", {"kind": "sft"}),
@@ -117,12 +152,12 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "completion-classification": ("sentiment-completion", {"kind": "classification"}),
     "completion-sft": ("sentiment-completion", {"kind": "sft"}),
     "extract-records": ("extract", {"kind": "records", "format": "jsonl"}),
-    "extract-records-hf": ("extract", {"kind": "records", "filters": FilterSpec(
-        drop_invalid=False)}),
+    "extract-records-hf": ("extract", {"kind": "records", "filters": FilterSpec(drop_invalid=False)}),
     "instruct-records": ("instruct", {"kind": "records"}),
     "instruct-sft": ("instruct", {"kind": "sft", "format": "parquet"}),
     "instruct-kd": ("instruct", {"kind": "kd"}),
 }
+
 
 @pytest.fixture(scope="module")
 def labeled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
@@ -137,24 +172,35 @@ def labeled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         # A person's label on one row: it wins over the teacher's in label exports.
         task = load_task("sentiment")
         with Store(tmp / "s.sqlite") as store:
-            planner = Planner(task, _job("sentiment", data, tmp, base_url)
-                              .make_teacher().identity, store, failures=False)
-            items = [i for chunk in planner.plan_rows(read_rows(data)) for i in chunk
-                     if i.row.data.get("id") == "r4"]
+            planner = Planner(
+                task, _job("sentiment", data, tmp, base_url).make_teacher().identity, store, failures=False
+            )
+            items = [
+                i
+                for chunk in planner.plan_rows(read_rows(data))
+                for i in chunk
+                if i.row.data.get("id") == "r4"
+            ]
             assert items and items[0].key
             record_label(store, items[0].key, "negative", reviewer="ada", row_id="r4")
     return data, base_url
 
 
 def _job(task: str, data: Path, tmp: Path, base_url: str, **export: Any) -> Job:
-    return Job(task=task, input=data, teacher="openai-compatible:teacher-test",
-               base_url=base_url, store=tmp / "s.sqlite", out=tmp / "unused",
-               progress=False, export=ExportOptions(**export))
+    return Job(
+        task=task,
+        input=data,
+        teacher="openai-compatible:teacher-test",
+        base_url=base_url,
+        store=tmp / "s.sqlite",
+        out=tmp / "unused",
+        progress=False,
+        export=ExportOptions(**export),
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_export_matches_recorded_digests(case: str, labeled: tuple[Path, str],
-                                         tmp_path: Path) -> None:
+def test_export_matches_recorded_digests(case: str, labeled: tuple[Path, str], tmp_path: Path) -> None:
     data, base_url = labeled
     task, export = CASES[case]
     job = _job(task, data, data.parent, base_url, **export)
@@ -168,8 +214,7 @@ def test_export_matches_recorded_digests(case: str, labeled: tuple[Path, str],
         GOLDEN_FILE.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
         return
     want = golden["exports"][case]
-    same_versions = golden["recorded_with"] == {"datasets": datasets.__version__,
-                                                "pyarrow": pa.__version__}
+    same_versions = golden["recorded_with"] == {"datasets": datasets.__version__, "pyarrow": pa.__version__}
     for part, digest in want.items():
         if part.startswith("bytes:") and not same_versions:
             continue
@@ -196,8 +241,11 @@ def digests(out: Path, tmp: Path) -> dict[str, str]:
         elif path.name == "README.md":
             text = raw.decode()
             text = text.replace(str(tmp), "<tmp>")
-            found[rel] = _sha("\n".join(line for line in text.splitlines()
-                                        if "seconds" not in line and " s |" not in line).encode())
+            found[rel] = _sha(
+                "\n".join(
+                    line for line in text.splitlines() if "seconds" not in line and " s |" not in line
+                ).encode()
+            )
         else:
             found[rel] = _sha(raw)
     return found
@@ -212,8 +260,11 @@ def _content(path: Path) -> bytes:
         with pa.memory_map(str(path)) as source:
             table = pa.ipc.open_stream(source).read_all()
     rows = table.to_pylist()
-    return (table.schema.to_string(show_schema_metadata=True).encode() + b"\n"
-            + orjson.dumps(rows, default=_bytes_hex, option=orjson.OPT_SORT_KEYS))
+    return (
+        table.schema.to_string(show_schema_metadata=True).encode()
+        + b"\n"
+        + orjson.dumps(rows, default=_bytes_hex, option=orjson.OPT_SORT_KEYS)
+    )
 
 
 def _bytes_hex(value: Any) -> str:

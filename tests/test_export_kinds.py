@@ -41,8 +41,15 @@ class TextLabel(ExportKind):
     def features(self, b: RowBuilder, sample: dict[str, Any] | None) -> Features:
         return {"text": hf.value("string"), "label": hf.value("string")}
 
-    def row(self, b: RowBuilder, row: Row, request: Request, completion: Completion,
-            answer: Answer, trace: str | None) -> dict[str, Any]:
+    def row(
+        self,
+        b: RowBuilder,
+        row: Row,
+        request: Request,
+        completion: Completion,
+        answer: Answer,
+        trace: str | None,
+    ) -> dict[str, Any]:
         return {"id": row.id, "text": b.text(row), "label": answer.label}
 
     def columns(self, task: Task, opts: ExportOptions) -> list[str]:
@@ -58,23 +65,38 @@ def text_label() -> Iterator[None]:
         del KINDS[TextLabel.name]
 
 
-def test_a_registered_kind_exports_as_the_shipped_ones_do(text_label: None,
-                                                          tmp_path: Path) -> None:
+def test_a_registered_kind_exports_as_the_shipped_ones_do(text_label: None, tmp_path: Path) -> None:
     data = tmp_path / "in.jsonl"
-    data.write_text("".join(json.dumps({"id": f"r{i}", "text": t}) + "\n"
-                            for i, t in enumerate(["great film", "dull film"])))
-    replies = ScriptedResponder([("great", Reply("positive")), ("dull", Reply("negative"))],
-                                default=lambda view: Reply("positive"))
+    data.write_text(
+        "".join(
+            json.dumps({"id": f"r{i}", "text": t}) + "\n" for i, t in enumerate(["great film", "dull film"])
+        )
+    )
+    replies = ScriptedResponder(
+        [("great", Reply("positive")), ("dull", Reply("negative"))], default=lambda view: Reply("positive")
+    )
     with TeacherServer(ServerConfig(responder=replies)) as srv:
-        result = asyncio.run(run_job(Job(
-            task="sentiment", input=data, teacher="openai-compatible:teacher-test",
-            base_url=srv.url + "/v1", store=tmp_path / "s.sqlite", out=tmp_path / "out",
-            progress=False, export=ExportOptions(kind="text-label"))))
+        result = asyncio.run(
+            run_job(
+                Job(
+                    task="sentiment",
+                    input=data,
+                    teacher="openai-compatible:teacher-test",
+                    base_url=srv.url + "/v1",
+                    store=tmp_path / "s.sqlite",
+                    out=tmp_path / "out",
+                    progress=False,
+                    export=ExportOptions(kind="text-label"),
+                )
+            )
+        )
     assert result.export is not None and result.export.kind == "text-label"
     rows = datasets.load_from_disk(str(tmp_path / "out"))
     assert rows.column_names == ["id", "text", "label"]
     assert sorted((r["id"], r["text"], r["label"]) for r in rows) == [
-        ("r0", "great film", "positive"), ("r1", "dull film", "negative")]
+        ("r0", "great film", "positive"),
+        ("r1", "dull film", "negative"),
+    ]
     card = (tmp_path / "out" / "README.md").read_text("utf-8")
     assert "- `text`: the input text; `label`: the teacher's label, by name." in card
     assert "text-classification" in card
@@ -82,16 +104,21 @@ def test_a_registered_kind_exports_as_the_shipped_ones_do(text_label: None,
 
 
 def test_the_options_check_reads_a_registered_kind_rules(text_label: None) -> None:
-    with pytest.raises(ConfigError, match=re.escape(
-            "--verify goes with --kind records, sft or preference (a --kind text-label row")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("--verify goes with --kind records, sft or preference (a --kind text-label row"),
+    ):
         ExportOptions(kind="text-label", verify="exact:text")
     with pytest.raises(ConfigError, match="which --kind text-label rows do not have"):
         ExportOptions(kind="text-label", reasoning="inline")
 
 
 def test_an_unregistered_kind_is_refused_naming_the_registered_ones() -> None:
-    with pytest.raises(ConfigError, match=r"--kind 'text-label': expected one of records, "
-                                          r"classification, sft, kd, preference$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"--kind 'text-label': expected one of records, "
+        r"classification, sft, kd, preference$",
+    ):
         ExportOptions(kind="text-label")
 
 

@@ -49,17 +49,27 @@ def responder() -> ScriptedResponder:
 @pytest.fixture
 def scripted(tmp_path: Path) -> Iterator[tuple[TeacherServer, Path]]:
     data = tmp_path / "in.jsonl"
-    data.write_text("".join(
-        json.dumps({"id": w, "text": f"{w} review", "split": "test" if w == "beta" else "train"})
-        + "\n" for w in DIST))
+    data.write_text(
+        "".join(
+            json.dumps({"id": w, "text": f"{w} review", "split": "test" if w == "beta" else "train"}) + "\n"
+            for w in DIST
+        )
+    )
     with TeacherServer(ServerConfig(responder=responder())) as srv:
         yield srv, data
 
 
 def job(srv: TeacherServer, data: Path, tmp_path: Path, **export: object) -> Job:
-    return Job(task="sentiment", input=data, teacher="openai-compatible:teacher-test",
-               base_url=srv.url + "/v1", store=tmp_path / "s.sqlite", out=tmp_path / "out",
-               progress=False, export=ExportOptions(**export))  # type: ignore[arg-type]
+    return Job(
+        task="sentiment",
+        input=data,
+        teacher="openai-compatible:teacher-test",
+        base_url=srv.url + "/v1",
+        store=tmp_path / "s.sqlite",
+        out=tmp_path / "out",
+        progress=False,
+        export=ExportOptions(**export),
+    )  # type: ignore[arg-type]
 
 
 def by_id(ds: datasets.Dataset) -> dict[str, dict]:
@@ -68,8 +78,9 @@ def by_id(ds: datasets.Dataset) -> dict[str, dict]:
 
 def test_soft_labels_are_exact(scripted: tuple[TeacherServer, Path], tmp_path: Path) -> None:
     srv, data = scripted
-    asyncio.run(run_job(job(srv, data, tmp_path, kind="classification", filters=FilterSpec(
-        drop_invalid=False))))
+    asyncio.run(
+        run_job(job(srv, data, tmp_path, kind="classification", filters=FilterSpec(drop_invalid=False)))
+    )
     rows = by_id(datasets.load_from_disk(str(tmp_path / "out")))
     # alpha: positive 0.70 + " positive" 0.05, negative 0.20; outside = 1 - 0.95 + 0.03.
     a = rows["alpha"]
@@ -88,14 +99,24 @@ def test_soft_labels_are_exact(scripted: tuple[TeacherServer, Path], tmp_path: P
 
 
 def test_invalid_rows_get_an_ignored_label_and_no_soft_label(
-        scripted: tuple[TeacherServer, Path], tmp_path: Path) -> None:
+    scripted: tuple[TeacherServer, Path], tmp_path: Path
+) -> None:
     """delta answered "I think so": 0.35 of its mass on labels, renormalised it would read
     as a confident "negative" (0.86); a trainer must neither learn it nor fail on it."""
     srv, data = scripted
-    asyncio.run(run_job(job(srv, data, tmp_path, kind="classification", format="parquet",
-                            filters=FilterSpec(drop_invalid=False))))
-    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "train.parquet"),
-                               split="train")
+    asyncio.run(
+        run_job(
+            job(
+                srv,
+                data,
+                tmp_path,
+                kind="classification",
+                format="parquet",
+                filters=FilterSpec(drop_invalid=False),
+            )
+        )
+    )
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "train.parquet"), split="train")
     rows = by_id(ds)
     delta = rows["delta"]
     assert delta["label"] == -100 and delta["valid"] is False
@@ -108,11 +129,11 @@ def test_invalid_rows_get_an_ignored_label_and_no_soft_label(
     assert meta["ignore_label"] == -100
 
 
-def test_filters_report_what_each_removed(scripted: tuple[TeacherServer, Path], tmp_path: Path
-                                          ) -> None:
+def test_filters_report_what_each_removed(scripted: tuple[TeacherServer, Path], tmp_path: Path) -> None:
     srv, data = scripted
-    result = asyncio.run(run_job(job(srv, data, tmp_path, filters=FilterSpec(
-        min_confidence=0.6, min_margin=0.1))))
+    result = asyncio.run(
+        run_job(job(srv, data, tmp_path, filters=FilterSpec(min_confidence=0.6, min_margin=0.1)))
+    )
     report = result.export
     assert report is not None
     # delta invalid; beta max 0.583 < 0.6; gamma max 0.51 < 0.6; alpha kept.
@@ -127,15 +148,15 @@ def test_classification_features(scripted: tuple[TeacherServer, Path], tmp_path:
     asyncio.run(run_job(job(srv, data, tmp_path, kind="classification")))
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     f = ds.features
-    assert isinstance(f["label"], datasets.ClassLabel) and f["label"].names == ["negative",
-                                                                                 "positive"]
+    assert isinstance(f["label"], datasets.ClassLabel) and f["label"].names == ["negative", "positive"]
     assert f["soft_label"] == datasets.List(datasets.Value("float64"))
     assert f["text"] == datasets.Value("string")
     assert {"max_prob", "margin", "entropy", "outside_mass"} <= set(ds.column_names)
 
 
 def test_chat_sft_rows_complete_only_the_teachers_answer(
-        scripted: tuple[TeacherServer, Path], tmp_path: Path) -> None:
+    scripted: tuple[TeacherServer, Path], tmp_path: Path
+) -> None:
     """TRL's conversational prompt-completion: system and few-shot turns are prompt, the
     one assistant turn that is trained is the teacher's answer."""
     srv, data = scripted
@@ -143,22 +164,19 @@ def test_chat_sft_rows_complete_only_the_teachers_answer(
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     assert ds.column_names == ["id", "prompt", "completion"]
     row = by_id(ds)["alpha"]
-    assert [m["role"] for m in row["prompt"]] == ["system", "user", "assistant", "user",
-                                                  "assistant", "user"]
+    assert [m["role"] for m in row["prompt"]] == ["system", "user", "assistant", "user", "assistant", "user"]
     assert row["prompt"][-1]["content"].startswith("Review: alpha review")
     assert row["completion"] == [{"role": "assistant", "content": "positive"}]
     assert by_id(ds)["beta"]["completion"] == [{"role": "assistant", "content": "negative"}]
 
 
-def test_sft_messages_shape_is_an_option(scripted: tuple[TeacherServer, Path], tmp_path: Path
-                                         ) -> None:
+def test_sft_messages_shape_is_an_option(scripted: tuple[TeacherServer, Path], tmp_path: Path) -> None:
     srv, data = scripted
     asyncio.run(run_job(job(srv, data, tmp_path, kind="sft", sft_shape="messages")))
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     assert ds.column_names == ["id", "messages"]
     msgs = by_id(ds)["alpha"]["messages"]
-    assert msgs[0]["role"] == "system" and msgs[-1] == {
-        "role": "assistant", "content": "positive"}
+    assert msgs[0]["role"] == "system" and msgs[-1] == {"role": "assistant", "content": "positive"}
 
 
 def test_kd_export_keeps_top_logprobs(scripted: tuple[TeacherServer, Path], tmp_path: Path) -> None:
@@ -167,21 +185,18 @@ def test_kd_export_keeps_top_logprobs(scripted: tuple[TeacherServer, Path], tmp_
     row = by_id(datasets.load_from_disk(str(tmp_path / "out")))["alpha"]
     assert row["tokens"] == ["positive"] and row["token_bytes"] == [b"positive"]
     assert row["response_ids"] == [None]  # an OpenAI-shaped server sends no ids
-    assert [t["token"] for t in row["top_logprobs"][0]] == [
-        "positive", "negative", " positive", "Maybe"]
+    assert [t["token"] for t in row["top_logprobs"][0]] == ["positive", "negative", " positive", "Maybe"]
     assert row["top_logprobs"][0][2]["bytes"] == b" positive"
     assert row["top_logprobs"][0][0]["logprob"] == pytest.approx(math.log(0.70), abs=1e-12)
 
 
-def test_split_column_and_seeded_validation(scripted: tuple[TeacherServer, Path], tmp_path: Path
-                                            ) -> None:
+def test_split_column_and_seeded_validation(scripted: tuple[TeacherServer, Path], tmp_path: Path) -> None:
     srv, data = scripted
     asyncio.run(run_job(job(srv, data, tmp_path, split_field="split")))
     dd = datasets.load_from_disk(str(tmp_path / "out"))
     assert set(dd) == {"train", "test"} and dd["test"]["id"] == ["beta"]
     big = tmp_path / "big.jsonl"
-    big.write_text("".join(json.dumps({"id": f"x{i}", "text": f"text {i}"}) + "\n"
-                           for i in range(200)))
+    big.write_text("".join(json.dumps({"id": f"x{i}", "text": f"text {i}"}) + "\n" for i in range(200)))
     splits = []
     for _ in range(2):
         asyncio.run(run_job(job(srv, big, tmp_path, validation_size=0.2, seed=7)))
@@ -190,11 +205,16 @@ def test_split_column_and_seeded_validation(scripted: tuple[TeacherServer, Path]
     assert splits[0] == splits[1] and 20 <= len(splits[0]) <= 60
 
 
-def test_failed_export_leaves_the_last_good_one(teacher_server: TeacherServer, tmp_path: Path
-                                                ) -> None:
-    j = Job(task="sentiment", input=SAMPLES / "reviews.jsonl",
-            teacher="openai-compatible:teacher-test", base_url=teacher_server.url + "/v1",
-            store=tmp_path / "s.sqlite", out=tmp_path / "out", progress=False)
+def test_failed_export_leaves_the_last_good_one(teacher_server: TeacherServer, tmp_path: Path) -> None:
+    j = Job(
+        task="sentiment",
+        input=SAMPLES / "reviews.jsonl",
+        teacher="openai-compatible:teacher-test",
+        base_url=teacher_server.url + "/v1",
+        store=tmp_path / "s.sqlite",
+        out=tmp_path / "out",
+        progress=False,
+    )
     asyncio.run(run_job(j))
     before = sorted(p.name for p in (tmp_path / "out").iterdir())
     task = load_task("sentiment")
@@ -237,15 +257,37 @@ def test_push_to_hub_reaches_the_hub_call(teacher_server: TeacherServer, tmp_pat
     """The Hub cannot be reached here: a stub endpoint proves the upload is attempted."""
     hub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HubStub)
     threading.Thread(target=hub.serve_forever, daemon=True).start()
-    env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{hub.server_address[1]}",
-               HF_TOKEN="hf_test_token", HF_HUB_DISABLE_TELEMETRY="1")
+    env = dict(
+        os.environ,
+        HF_ENDPOINT=f"http://127.0.0.1:{hub.server_address[1]}",
+        HF_TOKEN="hf_test_token",
+        HF_HUB_DISABLE_TELEMETRY="1",
+    )
     try:
         res = subprocess.run(
-            [sys.executable, "-m", "labeler.cli", "run", "sentiment",
-             str(SAMPLES / "reviews.jsonl"), "--teacher", "openai-compatible:teacher-test",
-             "--base-url", teacher_server.url + "/v1", "--store", str(tmp_path / "s.sqlite"),
-             "--out", str(tmp_path / "out"), "--push-to-hub", "someone/reviews", "--quiet"],
-            env=env, capture_output=True, text=True, timeout=120,
+            [
+                sys.executable,
+                "-m",
+                "labeler.cli",
+                "run",
+                "sentiment",
+                str(SAMPLES / "reviews.jsonl"),
+                "--teacher",
+                "openai-compatible:teacher-test",
+                "--base-url",
+                teacher_server.url + "/v1",
+                "--store",
+                str(tmp_path / "s.sqlite"),
+                "--out",
+                str(tmp_path / "out"),
+                "--push-to-hub",
+                "someone/reviews",
+                "--quiet",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
     finally:
         hub.shutdown()

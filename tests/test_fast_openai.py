@@ -30,19 +30,30 @@ Teacher = FastOpenAITeacher | OpenAITeacher
 @pytest.fixture
 def server() -> Iterator[TeacherServer]:
     cfg = ServerConfig(
-        labels=["negative", "positive"], context_tokens=200, retry_after_s=1.5,
-        status_for=[("s400", 400), ("s401", 401), ("s404", 404), ("s408", 408), ("s429", 429),
-                    ("s500", 500), ("s503", 503)],
+        labels=["negative", "positive"],
+        context_tokens=200,
+        retry_after_s=1.5,
+        status_for=[
+            ("s400", 400),
+            ("s401", 401),
+            ("s404", 404),
+            ("s408", 408),
+            ("s429", 429),
+            ("s500", 500),
+            ("s503", 503),
+        ],
     )
     with TeacherServer(cfg) as srv:
         yield srv
 
 
 def both(base_url: str, **options: Any) -> tuple[OpenAITeacher, FastOpenAITeacher]:
-    sdk = openai_teacher("teacher-test", provider="openai-compatible", base_url=base_url,
-                         transport="aiohttp", **options)
-    lean = openai_teacher("teacher-test", provider="openai-compatible", base_url=base_url,
-                          transport="lean", **options)
+    sdk = openai_teacher(
+        "teacher-test", provider="openai-compatible", base_url=base_url, transport="aiohttp", **options
+    )
+    lean = openai_teacher(
+        "teacher-test", provider="openai-compatible", base_url=base_url, transport="lean", **options
+    )
     assert isinstance(sdk, OpenAITeacher) and isinstance(lean, FastOpenAITeacher)
     return sdk, lean
 
@@ -61,8 +72,15 @@ def outcome(teacher: Teacher, request: Request) -> Completion | TeacherError:
 
 def comparable(result: Completion | TeacherError) -> tuple[Any, ...]:
     if isinstance(result, Completion):
-        return ("ok", result.text, result.tokens, result.usage, result.finish_reason,
-                result.model, result.samples)
+        return (
+            "ok",
+            result.text,
+            result.tokens,
+            result.usage,
+            result.finish_reason,
+            result.model,
+            result.samples,
+        )
     return (type(result).__name__, result.reason, result.status, result.retry_after)
 
 
@@ -205,10 +223,10 @@ def test_openai_organization_and_project_headers_are_sent_as_the_sdk_sends_them(
     monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_456")
     request = load_task("sentiment").render({"text": "fine"})
     seen = []
-    for provider, transport in [("openai", "aiohttp"), ("openai", "lean"),
-                                ("openai-compatible", "lean")]:
-        teacher = openai_teacher("teacher-test", provider=provider, base_url=server.url + "/v1",
-                                 transport=transport)
+    for provider, transport in [("openai", "aiohttp"), ("openai", "lean"), ("openai-compatible", "lean")]:
+        teacher = openai_teacher(
+            "teacher-test", provider=provider, base_url=server.url + "/v1", transport=transport
+        )
         outcome(teacher, request)
         headers = server.log[-1].headers or {}
         seen.append((headers.get("openai-organization"), headers.get("openai-project")))

@@ -25,15 +25,37 @@ from labeler.store import Store
 
 ROWS = 2000
 ATTEMPTS = 3
-FAULTS = ["--error-rate", "0.10", "--rate-limit-rate", "0.02", "--retry-after", "0.05",
-          "--garbage-rate", "0.02", "--drop-rate", "0.02", "--hang-rate", "0.02", "--hang", "5",
-          "--seed", "7", "--labels", "negative,positive"]
+FAULTS = [
+    "--error-rate",
+    "0.10",
+    "--rate-limit-rate",
+    "0.02",
+    "--retry-after",
+    "0.05",
+    "--garbage-rate",
+    "0.02",
+    "--drop-rate",
+    "0.02",
+    "--hang-rate",
+    "0.02",
+    "--hang",
+    "5",
+    "--seed",
+    "7",
+    "--labels",
+    "negative,positive",
+]
 TIMEOUT_S = 1.0
 # What the client records for what its last attempt met ("cancelled": the client gave up
 # waiting, on a hung answer or, on a busy machine, a slow one).
-REASON_OF_FAULT = {"error": {"http_500"}, "rate_limit": {"http_429"}, "garbage": {"invalid_json"},
-                   "drop": {"disconnected", "connection"}, "hang": {"timeout"},
-                   "cancelled": {"timeout"}}
+REASON_OF_FAULT = {
+    "error": {"http_500"},
+    "rate_limit": {"http_429"},
+    "garbage": {"invalid_json"},
+    "drop": {"disconnected", "connection"},
+    "hang": {"timeout"},
+    "cancelled": {"timeout"},
+}
 
 
 def _attempts(log: list[dict[str, Any]]) -> dict[int, list[str | None]]:
@@ -55,10 +77,18 @@ def test_every_item_ends_labeled_or_failed_with_its_reason(tmp_path: Path) -> No
     store = tmp_path / "s.sqlite"
     # The server in its own process: the client's work must not slow its answers down.
     with ServerProcess(*FAULTS) as srv:
-        job = Job(task="sentiment", input=data, teacher="openai-compatible:teacher-test",
-                  base_url=srv.api, store=store, progress=False, concurrency=64,
-                  max_attempts=ATTEMPTS, retry_initial_wait=0.01,
-                  teacher_options={"timeout": TIMEOUT_S})
+        job = Job(
+            task="sentiment",
+            input=data,
+            teacher="openai-compatible:teacher-test",
+            base_url=srv.api,
+            store=store,
+            progress=False,
+            concurrency=64,
+            max_attempts=ATTEMPTS,
+            retry_initial_wait=0.01,
+            teacher_options={"timeout": TIMEOUT_S},
+        )
         s = asyncio.run(run_job(job, on_warning=lambda _: None)).summary
         log = srv.log()
         attempts = _attempts(log)
@@ -90,9 +120,23 @@ def test_every_item_ends_labeled_or_failed_with_its_reason(tmp_path: Path) -> No
         for reason, n in s.failures_by_reason.items():
             assert f"  {reason:<15}{n}" in stats.output
 
-        args = ["run", "sentiment", str(data), "--teacher", "openai-compatible:teacher-test",
-                "--base-url", srv.api, "--store", str(store), "--quiet", "--json",
-                "--max-attempts", str(ATTEMPTS), "--retry-initial-wait", "0.01"]
+        args = [
+            "run",
+            "sentiment",
+            str(data),
+            "--teacher",
+            "openai-compatible:teacher-test",
+            "--base-url",
+            srv.api,
+            "--store",
+            str(store),
+            "--quiet",
+            "--json",
+            "--max-attempts",
+            str(ATTEMPTS),
+            "--retry-initial-wait",
+            "0.01",
+        ]
         # Every failure was transient: a plain rerun sends exactly the failed items again.
         assert (s.failed_transient, s.failed_final) == (s.failed, 0)
         sent = len(log)

@@ -22,20 +22,31 @@ def _table(out: str) -> list[list[str]]:
     return [[c.strip() for c in ln.strip("|").split("|")] for ln in rows[1:]]
 
 
-def test_the_sampled_soft_label_table_prints(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_sampled_soft_label_table_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sst2 = data_dir() / "sst2_validation" / "sst2_validation.tsv"
     if not sst2.exists():
         pytest.skip(f"needs the SST-2 validation set at {sst2} (or set LABELER_DATA)")
     gold = load_gold("sst2", 24, 0)
-    server = GoldResponder([r["text"] for r in gold.rows], gold.gold, ["negative", "positive"],
-                           0.25, seed=3, confidence=0.8)
-    wrong = sum(server.answer_for(r["text"]) != g for r, g in zip(gold.rows, gold.gold,
-                                                                  strict=True))
+    server = GoldResponder(
+        [r["text"] for r in gold.rows], gold.gold, ["negative", "positive"], 0.25, seed=3, confidence=0.8
+    )
+    wrong = sum(server.answer_for(r["text"]) != g for r, g in zip(gold.rows, gold.gold, strict=True))
     with TeacherServer(ServerConfig(model="m", responder=server)) as srv:
-        assert sampled_soft_labels.main([
-            "--n", "24", "--samples", "3", "--teacher", f"openai-compatible:m@{srv.url}/v1",
-            "--work", str(tmp_path)]) == 0
+        assert (
+            sampled_soft_labels.main(
+                [
+                    "--n",
+                    "24",
+                    "--samples",
+                    "3",
+                    "--teacher",
+                    f"openai-compatible:m@{srv.url}/v1",
+                    "--work",
+                    str(tmp_path),
+                ]
+            )
+            == 0
+        )
     out = capsys.readouterr().out
     assert "ECE calibrated: temperature fitted on 8 rows, scored on the other 16" in out
     lines = _table(out)
@@ -60,15 +71,26 @@ class WordProblems:
         return Reply(text=f"Working number {sample}. Answer: {got}")
 
 
-def test_the_rejection_sampling_table_prints(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_rejection_sampling_table_prints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     problems = rejection_sampling.problems(10, 0)
     assert problems == rejection_sampling.problems(10, 0)  # the same problems every run
     assert len({p["question"] for p in problems}) == 10
     with TeacherServer(ServerConfig(model="m", responder=WordProblems(problems))) as srv:
-        assert rejection_sampling.main([
-            "--n", "10", "--samples", "1,4", "--teacher", f"openai-compatible:m@{srv.url}/v1",
-            "--work", str(tmp_path)]) == 0
+        assert (
+            rejection_sampling.main(
+                [
+                    "--n",
+                    "10",
+                    "--samples",
+                    "1,4",
+                    "--teacher",
+                    f"openai-compatible:m@{srv.url}/v1",
+                    "--work",
+                    str(tmp_path),
+                ]
+            )
+            == 0
+        )
     lines = _table(capsys.readouterr().out)
     assert [ln[:5] for ln in lines] == [
         ["1", "100.0%", "100.0%", "10 (100%)", "10"],

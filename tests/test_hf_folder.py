@@ -32,31 +32,38 @@ from labeler.job import export_job
 from labeler.task import load_task
 from labeler.testing import ServerConfig, TeacherServer
 
-KINDS = [("sentiment", {"kind": "classification"}), ("sentiment", {"kind": "records"}),
-         ("sentiment", {"kind": "sft"}), ("sentiment", {"kind": "sft", "sft_shape": "messages"}),
-         ("sentiment", {"kind": "kd"}), ("sentiment", {"kind": "kd", "kd_layout": "ids"}),
-         ("sentiment", {"kind": "kd", "format": "jsonl"}),
-         ("sentiment-completion", {"kind": "sft"}), ("extract", {"kind": "records"}),
-         ("instruct", {"kind": "records"}),
-         # with a reasoning teacher's traces carried apart or inline
-         ("sentiment", {"kind": "classification", "reasoning": "separate"}),
-         ("sentiment", {"kind": "records", "reasoning": "separate"}),
-         ("instruct", {"kind": "records", "reasoning": "inline"}),
-         ("sentiment", {"kind": "sft", "reasoning": "separate"}),
-         ("sentiment", {"kind": "sft", "sft_shape": "messages", "reasoning": "separate"}),
-         ("sentiment", {"kind": "sft", "reasoning": "inline", "format": "jsonl"}),
-         ("sentiment-completion", {"kind": "sft", "reasoning": "separate"}),
-         ("instruct", {"kind": "records", "verify": "exact:text"}),
-         ("instruct", {"kind": "sft", "verify": "exact:text", "reasoning": "separate"}),
-         ("instruct", {"kind": "preference", "verify": "exact:text"}),
-         ("sentiment-completion", {"kind": "preference", "verify": "exact:text"})]
+KINDS = [
+    ("sentiment", {"kind": "classification"}),
+    ("sentiment", {"kind": "records"}),
+    ("sentiment", {"kind": "sft"}),
+    ("sentiment", {"kind": "sft", "sft_shape": "messages"}),
+    ("sentiment", {"kind": "kd"}),
+    ("sentiment", {"kind": "kd", "kd_layout": "ids"}),
+    ("sentiment", {"kind": "kd", "format": "jsonl"}),
+    ("sentiment-completion", {"kind": "sft"}),
+    ("extract", {"kind": "records"}),
+    ("instruct", {"kind": "records"}),
+    # with a reasoning teacher's traces carried apart or inline
+    ("sentiment", {"kind": "classification", "reasoning": "separate"}),
+    ("sentiment", {"kind": "records", "reasoning": "separate"}),
+    ("instruct", {"kind": "records", "reasoning": "inline"}),
+    ("sentiment", {"kind": "sft", "reasoning": "separate"}),
+    ("sentiment", {"kind": "sft", "sft_shape": "messages", "reasoning": "separate"}),
+    ("sentiment", {"kind": "sft", "reasoning": "inline", "format": "jsonl"}),
+    ("sentiment-completion", {"kind": "sft", "reasoning": "separate"}),
+    ("instruct", {"kind": "records", "verify": "exact:text"}),
+    ("instruct", {"kind": "sft", "verify": "exact:text", "reasoning": "separate"}),
+    ("instruct", {"kind": "preference", "verify": "exact:text"}),
+    ("sentiment-completion", {"kind": "preference", "verify": "exact:text"}),
+]
 
 
 @pytest.mark.parametrize(("task", "export"), KINDS)
 def test_declared_features_are_datasets_features(task: str, export: dict[str, Any]) -> None:
     opts = ExportOptions(**export)
-    builder = RowBuilder(load_task(task), {"provider": "p", "model": "m"}, opts,
-                         ExportReport("", opts.kind, opts.format))
+    builder = RowBuilder(
+        load_task(task), {"provider": "p", "model": "m"}, opts, ExportReport("", opts.kind, opts.format)
+    )
     sample = {"text": "x", "score": 3, "weight": 0.5, "flag": True}
     for provenance in (None, "cascade", "ensemble"):
         builder.provenance = provenance
@@ -68,14 +75,26 @@ def test_declared_features_are_datasets_features(task: str, export: dict[str, An
         assert theirs.arrow_schema.metadata == hf.arrow_schema(ours).metadata
 
 
-FEATURES = {"id": hf.value("string"), "label": hf.class_label(["neg", "pos"]),
-            "soft": hf.list_of(hf.value("float64")), "ok": hf.value("bool"),
-            "msgs": hf.list_of({"role": hf.value("string"), "content": hf.value("string")})}
+FEATURES = {
+    "id": hf.value("string"),
+    "label": hf.class_label(["neg", "pos"]),
+    "soft": hf.list_of(hf.value("float64")),
+    "ok": hf.value("bool"),
+    "msgs": hf.list_of({"role": hf.value("string"), "content": hf.value("string")}),
+}
 
 
 def _rows(n: int, seed: int) -> list[list[Any]]:
-    return [[f"r{seed}-{i}", i % 2 if i % 7 else -1, [i / 3, 1 - i / 3] if i % 5 else None,
-             i % 3 == 0, [{"role": "user", "content": f"text {i} é 🎬"}]] for i in range(n)]
+    return [
+        [
+            f"r{seed}-{i}",
+            i % 2 if i % 7 else -1,
+            [i / 3, 1 - i / 3] if i % 5 else None,
+            i % 3 == 0,
+            [{"role": "user", "content": f"text {i} é 🎬"}],
+        ]
+        for i in range(n)
+    ]
 
 
 def _split(path: Path, rows: list[list[Any]]) -> SplitFile:
@@ -87,15 +106,19 @@ def _split(path: Path, rows: list[list[Any]]) -> SplitFile:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != "state.json"}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "state.json"
+    }
 
 
 @pytest.mark.parametrize("splits", [("train",), ("train", "validation"), ("test", "train")])
 def test_folder_is_what_save_to_disk_writes(tmp_path: Path, splits: tuple[str, ...]) -> None:
     datasets.disable_progress_bars()
-    files = {name: _split(tmp_path / f"{name}.arrow", _rows(2345 + 10 * i, i))
-             for i, name in enumerate(splits)}
+    files = {
+        name: _split(tmp_path / f"{name}.arrow", _rows(2345 + 10 * i, i)) for i, name in enumerate(splits)
+    }
     as_dict = splits != ("train",)
     # datasets' own: read the same split files, save them (before ours moves them away)
     theirs = tmp_path / "theirs"
@@ -114,8 +137,9 @@ def test_folder_is_what_save_to_disk_writes(tmp_path: Path, splits: tuple[str, .
         want = json.loads(state.read_text())
         got = json.loads((ours / state.relative_to(theirs)).read_text())
         assert set(got) == set(want)
-        assert {k: v for k, v in got.items() if k != "_fingerprint"} == \
-            {k: v for k, v in want.items() if k != "_fingerprint"}
+        assert {k: v for k, v in got.items() if k != "_fingerprint"} == {
+            k: v for k, v in want.items() if k != "_fingerprint"
+        }
     loaded = datasets.load_from_disk(str(ours))
     again = datasets.load_from_disk(str(theirs))
     for name in splits:
@@ -137,8 +161,9 @@ def test_same_rows_same_fingerprint(tmp_path: Path) -> None:
     assert prints[0] == prints[1] != prints[2]
 
 
-def test_what_save_to_disk_would_shard_is_left_to_datasets(tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_what_save_to_disk_would_shard_is_left_to_datasets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     split = _split(tmp_path / "train.arrow", _rows(3000, 0))
     assert hf_folder.fits(split)
     monkeypatch.setattr(hf_folder, "_MAX_SPLIT_BYTES", split.nbytes - 1)
@@ -153,28 +178,47 @@ def test_what_save_to_disk_would_shard_is_left_to_datasets(tmp_path: Path,
 def labeled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     tmp = tmp_path_factory.mktemp("labeled")
     data = tmp / "in.jsonl"
-    data.write_text("".join(json.dumps({"id": i, "text": f"review {i}"}) + "\n"
-                            for i in range(1200)), "utf-8")
+    data.write_text(
+        "".join(json.dumps({"id": i, "text": f"review {i}"}) + "\n" for i in range(1200)), "utf-8"
+    )
     store = tmp / "s.sqlite"
     with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
         base_url = srv.url + "/v1"
-        asyncio.run(run_job(Job(task="sentiment", input=data, teacher="openai-compatible:t",
-                                base_url=base_url, store=store, progress=False)))
+        asyncio.run(
+            run_job(
+                Job(
+                    task="sentiment",
+                    input=data,
+                    teacher="openai-compatible:t",
+                    base_url=base_url,
+                    store=store,
+                    progress=False,
+                )
+            )
+        )
     return data, store, base_url
 
 
 def _export(labeled: tuple[Path, Path, str], out: Path, **export: Any) -> None:
     data, store, base_url = labeled
-    export_job(Job(task="sentiment", input=data, teacher="openai-compatible:t",
-                   base_url=base_url, store=store, out=out, progress=False,
-                   export=ExportOptions(**export)))
+    export_job(
+        Job(
+            task="sentiment",
+            input=data,
+            teacher="openai-compatible:t",
+            base_url=base_url,
+            store=store,
+            out=out,
+            progress=False,
+            export=ExportOptions(**export),
+        )
+    )
 
 
-@pytest.mark.parametrize("export", [{"kind": "classification"},
-                                    {"kind": "records", "validation_size": 0.2}])
+@pytest.mark.parametrize("export", [{"kind": "classification"}, {"kind": "records", "validation_size": 0.2}])
 def test_export_falls_back_to_datasets_with_the_same_files(
-        labeled: tuple[Path, Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        export: dict[str, Any]) -> None:
+    labeled: tuple[Path, Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, export: dict[str, Any]
+) -> None:
     _export(labeled, tmp_path / "lean", **export)
     monkeypatch.setattr(hf_folder, "_MAX_SPLIT_BYTES", 0)  # every split "too big": datasets
     _export(labeled, tmp_path / "datasets", **export)
@@ -184,18 +228,37 @@ def test_export_falls_back_to_datasets_with_the_same_files(
     assert lean == full
 
 
-def test_an_hf_export_does_not_import_datasets(labeled: tuple[Path, Path, str],
-                                               tmp_path: Path) -> None:
+def test_an_hf_export_does_not_import_datasets(labeled: tuple[Path, Path, str], tmp_path: Path) -> None:
     data, store, base_url = labeled
-    code = ("import sys; from labeler.cli import main\n"
-            "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print('imported:', ' '.join(m for m in ('datasets', 'openai') if m in sys.modules))")
+    code = (
+        "import sys; from labeler.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('imported:', ' '.join(m for m in ('datasets', 'openai') if m in sys.modules))"
+    )
     out = subprocess.run(
-        [sys.executable, "-c", code, "export", "sentiment", str(data), "--store", str(store),
-         "-t", "openai-compatible:t", "--base-url", base_url, "--out", str(tmp_path / "o"),
-         "--kind", "classification"], capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            "-c",
+            code,
+            "export",
+            "sentiment",
+            str(data),
+            "--store",
+            str(store),
+            "-t",
+            "openai-compatible:t",
+            "--base-url",
+            base_url,
+            "--out",
+            str(tmp_path / "o"),
+            "--kind",
+            "classification",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip().splitlines()[-1] == "imported:", out.stdout + out.stderr
     table = pa.ipc.open_stream(str(tmp_path / "o" / "data-00000-of-00001.arrow")).read_all()
     assert table.num_rows == 1200
-    assert datasets.load_from_disk(str(tmp_path / "o")).features["label"].names == \
-        ["negative", "positive"]
+    assert datasets.load_from_disk(str(tmp_path / "o")).features["label"].names == ["negative", "positive"]

@@ -21,16 +21,31 @@ from conftest import SAMPLES
 
 
 def rows(path: Path, n: int) -> Path:
-    path.write_text("".join(json.dumps({"id": f"r{i}", "text": f"Review {i}: fine."}) + "\n"
-                            for i in range(n)))
+    path.write_text(
+        "".join(json.dumps({"id": f"r{i}", "text": f"Review {i}: fine."}) + "\n" for i in range(n))
+    )
     return path
 
 
 def run(server: TeacherServer, tmp_path: Path, task: str, data: Path, *extra: str) -> Result:
-    return CliRunner().invoke(main, [
-        "run", task, str(data), "--teacher", "openai-compatible:m",
-        "--base-url", server.url + "/v1", "--store", str(tmp_path / "s.sqlite"),
-        "--out", str(tmp_path / "out"), "--quiet", *extra])
+    return CliRunner().invoke(
+        main,
+        [
+            "run",
+            task,
+            str(data),
+            "--teacher",
+            "openai-compatible:m",
+            "--base-url",
+            server.url + "/v1",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            *extra,
+        ],
+    )
 
 
 def said(result: Result, words: str) -> list[str]:
@@ -50,8 +65,7 @@ def test_a_run_where_every_row_failed_says_why_and_exits_7(tmp_path: Path) -> No
         as_json = run(srv, tmp_path, "sentiment", data, "--json", "--retry-failed")
         summary = json.loads(as_json.stdout)
         assert as_json.exit_code == 7 and summary["outcome"] == "empty"
-        assert summary["main_failure"] == {"reason": "http_400", "rows": 6,
-                                           "message": "Invalid request."}
+        assert summary["main_failure"] == {"reason": "http_400", "rows": 6, "message": "Invalid request."}
 
 
 def test_an_export_of_zero_rows_exits_7(teacher_server: TeacherServer, tmp_path: Path) -> None:
@@ -64,8 +78,14 @@ def test_an_export_of_zero_rows_exits_7(teacher_server: TeacherServer, tmp_path:
 
 def test_a_refresh_that_labels_nothing_leaves_current_untouched(tmp_path: Path) -> None:
     rows(tmp_path / "in.jsonl", 4)
-    config = {"task": "sentiment", "input": "in.jsonl", "teacher": "openai-compatible:m",
-              "store": "labels.sqlite", "out": "datasets/reviews", "id_field": "id"}
+    config = {
+        "task": "sentiment",
+        "input": "in.jsonl",
+        "teacher": "openai-compatible:m",
+        "store": "labels.sqlite",
+        "out": "datasets/reviews",
+        "id_field": "id",
+    }
     path = tmp_path / "refresh.yaml"
     with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
         path.write_text(yaml.safe_dump({**config, "base_url": srv.url + "/v1"}))
@@ -73,8 +93,9 @@ def test_a_refresh_that_labels_nothing_leaves_current_untouched(tmp_path: Path) 
         assert (first.outcome, first.exit_code, first.exported) == ("ok", 0, 4)
         srv.config.status_for = [("Review", 400)]
         # The input now holds two new rows, and the teacher refuses both.
-        (tmp_path / "in.jsonl").write_text("".join(
-            json.dumps({"id": f"n{i}", "text": f"Review {i}: new."}) + "\n" for i in range(2)))
+        (tmp_path / "in.jsonl").write_text(
+            "".join(json.dumps({"id": f"n{i}", "text": f"Review {i}: new."}) + "\n" for i in range(2))
+        )
         second = refresh(path)
     assert (second.outcome, second.exit_code) == ("empty", 7)
     assert second.error is not None and "Invalid request." in second.error

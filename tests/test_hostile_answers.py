@@ -35,12 +35,20 @@ BROKEN = [name for name in LIGHT if name not in hostile.LEGITIMATE]
 TEACHER = "openai-compatible:teacher-test"
 
 
-def label(srv: TeacherServer, tmp_path: Path, *, task: str = "sentiment",
-          teacher: str = TEACHER, **options: Any) -> RunSummary:
+def label(
+    srv: TeacherServer, tmp_path: Path, *, task: str = "sentiment", teacher: str = TEACHER, **options: Any
+) -> RunSummary:
     base_url = srv.url if teacher.startswith("anthropic") else srv.url + "/v1"
-    job = Job(task=task, input=SAMPLES / "reviews.jsonl", teacher=teacher, base_url=base_url,
-              store=tmp_path / "s.sqlite", progress=False, limit=ROWS,
-              teacher_options=options)
+    job = Job(
+        task=task,
+        input=SAMPLES / "reviews.jsonl",
+        teacher=teacher,
+        base_url=base_url,
+        store=tmp_path / "s.sqlite",
+        progress=False,
+        limit=ROWS,
+        teacher_options=options,
+    )
     return asyncio.run(run_job(job, on_warning=lambda _: None)).summary
 
 
@@ -48,8 +56,9 @@ def stored_failures(store: Path) -> list[tuple[str, str, bytes | None]]:
     """(reason, message, kept body) of every stored failure."""
     db = sqlite3.connect(store)
     try:
-        return db.execute("SELECT f.reason, f.message, b.body FROM failures f"
-                          " LEFT JOIN failure_bodies b USING (key)").fetchall()
+        return db.execute(
+            "SELECT f.reason, f.message, b.body FROM failures f LEFT JOIN failure_bodies b USING (key)"
+        ).fetchall()
     finally:
         db.close()
 
@@ -58,8 +67,9 @@ def sent(srv: TeacherServer) -> int:
     return sum(1 for r in srv.log if r.path.startswith("/v1/"))
 
 
-def assert_each_row_failed_for_its_field(shape: str, srv: TeacherServer, tmp_path: Path,
-                                         summary: RunSummary, **options: Any) -> None:
+def assert_each_row_failed_for_its_field(
+    shape: str, srv: TeacherServer, tmp_path: Path, summary: RunSummary, **options: Any
+) -> None:
     assert summary.failures_by_reason == {"malformed_answer": ROWS}, shape
     assert summary.failed_final == ROWS and summary.labeled == 0
     failures = stored_failures(tmp_path / "s.sqlite")
@@ -76,7 +86,8 @@ def assert_each_row_failed_for_its_field(shape: str, srv: TeacherServer, tmp_pat
 
 @pytest.mark.parametrize("shape", LIGHT)
 def test_each_hostile_chat_answer_costs_its_own_row_and_a_rerun_sends_nothing(
-        shape: str, tmp_path: Path) -> None:
+    shape: str, tmp_path: Path
+) -> None:
     with TeacherServer(ServerConfig(labels=LABELS, hostile_rate=1.0, hostile=[shape])) as srv:
         summary = label(srv, tmp_path)
         if shape in hostile.LEGITIMATE:  # content as a list of text parts: joined, kept
@@ -90,26 +101,36 @@ def test_each_hostile_chat_answer_costs_its_own_row_and_a_rerun_sends_nothing(
 
 @pytest.mark.parametrize("transport", ["httpx", "aiohttp"])
 @pytest.mark.parametrize("shape", ["logprob_null", "message_string", "usage_huge", "deep_nesting"])
-def test_the_sdk_transports_check_answers_the_same_way(shape: str, transport: str,
-                                                       tmp_path: Path) -> None:
+def test_the_sdk_transports_check_answers_the_same_way(shape: str, transport: str, tmp_path: Path) -> None:
     with TeacherServer(ServerConfig(labels=LABELS, hostile_rate=1.0, hostile=[shape])) as srv:
         summary = label(srv, tmp_path, transport=transport)
         assert_each_row_failed_for_its_field(shape, srv, tmp_path, summary, transport=transport)
 
 
-@pytest.mark.parametrize("shape", ["logprob_string", "logprob_absurd", "top_not_object",
-                                   "message_string", "usage_negative"])
+@pytest.mark.parametrize(
+    "shape", ["logprob_string", "logprob_absurd", "top_not_object", "message_string", "usage_negative"]
+)
 def test_completion_answers_are_checked_field_by_field(shape: str, tmp_path: Path) -> None:
     with TeacherServer(ServerConfig(labels=LABELS, hostile_rate=1.0, hostile=[shape])) as srv:
         summary = label(srv, tmp_path, task="sentiment-completion")
     assert summary.failures_by_reason == {"malformed_answer": ROWS}
 
 
-@pytest.mark.parametrize("shape", ["message_string", "choices_not_list", "choice_not_object",
-                                   "usage_string", "usage_huge", "finish_reason_object",
-                                   "deep_nesting"])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        "message_string",
+        "choices_not_list",
+        "choice_not_object",
+        "usage_string",
+        "usage_huge",
+        "finish_reason_object",
+        "deep_nesting",
+    ],
+)
 def test_anthropic_answers_are_checked_field_by_field(
-        shape: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shape: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     with TeacherServer(ServerConfig(labels=LABELS, hostile_rate=1.0, hostile=[shape])) as srv:
         summary = label(srv, tmp_path, teacher="anthropic:teacher-test")
@@ -120,7 +141,8 @@ def test_anthropic_answers_are_checked_field_by_field(
 @pytest.mark.parametrize("transport", ["lean", "httpx"])
 @pytest.mark.parametrize("shape", ["gzip_bomb", "oversize"])
 def test_a_body_over_the_size_limit_is_a_failure_not_read_whole(
-        shape: str, transport: str, tmp_path: Path) -> None:
+    shape: str, transport: str, tmp_path: Path
+) -> None:
     with TeacherServer(ServerConfig(labels=LABELS, hostile_rate=1.0, hostile=[shape])) as srv:
         hostile.gzip_bomb()  # built once, before the clock starts
         start = time.monotonic()
@@ -153,10 +175,19 @@ def cli(*args: str) -> tuple[int, str]:
 
 
 def test_a_poisoned_store_is_reported_in_one_line_and_every_command_goes_on(
-        teacher_server: TeacherServer, tmp_path: Path) -> None:
+    teacher_server: TeacherServer, tmp_path: Path
+) -> None:
     store = tmp_path / "s.sqlite"
-    common = ["sentiment", str(SAMPLES / "reviews.jsonl"), "-t", TEACHER,
-              "--base-url", teacher_server.url + "/v1", "--store", str(store)]
+    common = [
+        "sentiment",
+        str(SAMPLES / "reviews.jsonl"),
+        "-t",
+        TEACHER,
+        "--base-url",
+        teacher_server.url + "/v1",
+        "--store",
+        str(store),
+    ]
     code, _ = cli("run", *common, "-q")
     assert code == 0
     poison(store)
@@ -167,6 +198,7 @@ def test_a_poisoned_store_is_reported_in_one_line_and_every_command_goes_on(
     warnings = [line for line in out.splitlines() if "cannot be used" in line]
     assert len(warnings) == 1 and "1 stored answer" in warnings[0]
     import datasets
+
     assert len(datasets.load_from_disk(str(tmp_path / "out"))) == 23
 
     code, out = cli("run", *common, "-q", "--out", str(tmp_path / "again"))
@@ -178,10 +210,21 @@ def test_a_poisoned_store_is_reported_in_one_line_and_every_command_goes_on(
 
 
 def test_merge_stores_leaves_an_unusable_answer_behind_and_says_so(
-        teacher_server: TeacherServer, tmp_path: Path) -> None:
+    teacher_server: TeacherServer, tmp_path: Path
+) -> None:
     shard, merged = tmp_path / "a.sqlite", tmp_path / "m.sqlite"
-    code, _ = cli("run", "sentiment", str(SAMPLES / "reviews.jsonl"), "-t", TEACHER,
-                  "--base-url", teacher_server.url + "/v1", "--store", str(shard), "-q")
+    code, _ = cli(
+        "run",
+        "sentiment",
+        str(SAMPLES / "reviews.jsonl"),
+        "-t",
+        TEACHER,
+        "--base-url",
+        teacher_server.url + "/v1",
+        "--store",
+        str(shard),
+        "-q",
+    )
     assert code == 0
     key = poison(shard, logprob=float("-1e308"))
     code, out = cli("merge-stores", str(merged), str(shard))
@@ -194,25 +237,41 @@ def test_merge_stores_leaves_an_unusable_answer_behind_and_says_so(
 
 @pytest.mark.slow
 def test_a_run_where_one_answer_in_a_hundred_is_hostile_finishes_and_a_rerun_sends_nothing(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     """The issue's acceptance run: 5,000 rows, 1% hostile bodies, the CLI end to end."""
     rows = 5000
     data = write_items(tmp_path / "in.jsonl", rows)
     store, out = tmp_path / "s.sqlite", tmp_path / "out"
-    with ServerProcess("--hostile-rate", "0.01", "--labels", "negative,positive",
-                       "--seed", "3") as srv:
-        args = [*LABELER, "run", "sentiment", str(data), "-t", TEACHER, "--base-url", srv.api,
-                "--store", str(store), "--out", str(out), "--quiet"]
+    with ServerProcess("--hostile-rate", "0.01", "--labels", "negative,positive", "--seed", "3") as srv:
+        args = [
+            *LABELER,
+            "run",
+            "sentiment",
+            str(data),
+            "-t",
+            TEACHER,
+            "--base-url",
+            srv.api,
+            "--store",
+            str(store),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
         first = subprocess.run(args, capture_output=True, text=True, timeout=600)
         assert first.returncode == 3, first.stderr[-2000:]  # partial: some rows failed
         assert "Traceback" not in first.stderr
         log = srv.log()
-        hostile_items = {item_of(r["prompt"]) for r in log
-                         if (r["fault"] or "").startswith("hostile:")
-                         and r["fault"] != "hostile:content_parts"}
+        hostile_items = {
+            item_of(r["prompt"])
+            for r in log
+            if (r["fault"] or "").startswith("hostile:") and r["fault"] != "hostile:content_parts"
+        }
         assert len(log) == rows and 20 <= len(hostile_items) <= 90
 
         import datasets
+
         exported = {int(r["id"][2:]) for r in datasets.load_from_disk(str(out))}
         assert exported == set(range(rows)) - hostile_items
         db = sqlite3.connect(store)
@@ -221,8 +280,9 @@ def test_a_run_where_one_answer_in_a_hundred_is_hostile_finishes_and_a_rerun_sen
         db.close()
         assert reasons == {"malformed_answer": len(hostile_items)} and kept == len(hostile_items)
 
-        stats = subprocess.run([*LABELER, "stats", "--store", str(store), "--json"],
-                               capture_output=True, text=True, timeout=120)
+        stats = subprocess.run(
+            [*LABELER, "stats", "--store", str(store), "--json"], capture_output=True, text=True, timeout=120
+        )
         assert json.loads(stats.stdout)["failures_by_reason"] == reasons
 
         again = subprocess.run(args, capture_output=True, text=True, timeout=600)
@@ -231,12 +291,23 @@ def test_a_run_where_one_answer_in_a_hundred_is_hostile_finishes_and_a_rerun_sen
 
 
 def test_a_hostile_answer_in_a_batch_result_file_is_a_failure_of_its_row(tmp_path: Path) -> None:
-    config = ServerConfig(labels=LABELS, batch_speed_s=0.2, hostile_rate=1.0,
-                          hostile=["logprob_absurd", "message_string", "usage_huge"])
+    config = ServerConfig(
+        labels=LABELS,
+        batch_speed_s=0.2,
+        hostile_rate=1.0,
+        hostile=["logprob_absurd", "message_string", "usage_huge"],
+    )
     with TeacherServer(config) as srv:
-        job = Job(task="sentiment", input=SAMPLES / "reviews.jsonl", teacher=TEACHER,
-                  base_url=srv.url + "/v1", store=tmp_path / "s.sqlite", progress=False,
-                  batch=True, limit=ROWS)
+        job = Job(
+            task="sentiment",
+            input=SAMPLES / "reviews.jsonl",
+            teacher=TEACHER,
+            base_url=srv.url + "/v1",
+            store=tmp_path / "s.sqlite",
+            progress=False,
+            batch=True,
+            limit=ROWS,
+        )
         summary = asyncio.run(run_job(job, on_warning=lambda _: None)).summary
         assert summary.failures_by_reason == {"malformed_answer": ROWS}
         assert all(body for _, _, body in stored_failures(tmp_path / "s.sqlite"))

@@ -43,9 +43,15 @@ def job(tmp_path: Path) -> Job:
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps({"id": w, "text": f"{w} review"}) + "\n" for w in TEACHER))
     with TeacherServer(ServerConfig(responder=responder())) as srv:
-        job = Job(task="sentiment", input=data, teacher="openai-compatible:teacher-test",
-                  base_url=srv.url + "/v1", store=tmp_path / "s.sqlite", progress=False,
-                  out=tmp_path / "out")
+        job = Job(
+            task="sentiment",
+            input=data,
+            teacher="openai-compatible:teacher-test",
+            base_url=srv.url + "/v1",
+            store=tmp_path / "s.sqlite",
+            progress=False,
+            out=tmp_path / "out",
+        )
         asyncio.run(run_job(job))
     return job
 
@@ -55,22 +61,29 @@ def review(job: Job, decisions: dict[str, str]) -> None:
         index = load_index(job, st)
         for item in index.items:
             if item.row_id in decisions:
-                record_label(st, item.key, decisions[item.row_id], reviewer="ada",
-                             teacher_label=item.label, row_id=item.row_id)
+                record_label(
+                    st,
+                    item.key,
+                    decisions[item.row_id],
+                    reviewer="ada",
+                    teacher_label=item.label,
+                    row_id=item.row_id,
+                )
 
 
 def test_export_prefers_the_human_label_and_says_so(job: Job) -> None:
     review(job, {"berry": "positive", "apple": "positive"})
     # the fixture's run exported `records` there: replacing it with another kind is asked for
-    job.export = ExportOptions(kind="classification", filters=FilterSpec(min_confidence=0.7),
-                               force=True)
+    job.export = ExportOptions(kind="classification", filters=FilterSpec(min_confidence=0.7), force=True)
     report = export_job(job)
     ds = datasets.load_from_disk(str(job.out))
     rows = {r["id"]: r for r in ds}
     names = ds.features["label"].names
     # "berry" is human-labeled: kept despite the teacher's 0.55, with the person's label.
     assert {k: (names[r["label"]], r["label_source"]) for k, r in rows.items()} == {
-        "apple": ("positive", "human"), "berry": ("positive", "human")}
+        "apple": ("positive", "human"),
+        "berry": ("positive", "human"),
+    }
     assert rows["berry"]["max_prob"] == pytest.approx(0.55)  # the teacher's numbers stay
     assert report.human_labeled == 2
     card = (Path(job.out) / "README.md").read_text()
@@ -98,9 +111,28 @@ def test_eval_against_human_gold(job: Job) -> None:
 def test_cli_eval_gold_human(job: Job) -> None:
     review(job, {"apple": "positive", "cherry": "negative"})
     out = subprocess.run(
-        [sys.executable, "-m", "labeler.cli", "eval", "sentiment", str(job.input), "--teacher",
-         job.teacher, "--base-url", str(job.base_url), "--store", str(job.store), "--gold",
-         "human", "--json"], capture_output=True, text=True, cwd=REPO, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "labeler.cli",
+            "eval",
+            "sentiment",
+            str(job.input),
+            "--teacher",
+            job.teacher,
+            "--base-url",
+            str(job.base_url),
+            "--store",
+            str(job.store),
+            "--gold",
+            "human",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["n"] == 2
 
@@ -113,8 +145,9 @@ def test_calibration_fits_on_human_labels(job: Job, tmp_path: Path) -> None:
 
     review(job, {"apple": "positive", "berry": "positive", "cherry": "positive"})
     saved = tmp_path / "cal.json"
-    report = evaluate_job(job, "human", calibrate=CalibrationOptions(
-        methods=("temperature",), folds=3, save=saved))
+    report = evaluate_job(
+        job, "human", calibrate=CalibrationOptions(methods=("temperature",), folds=3, save=saved)
+    )
     assert report.n == 3
     assert saved.exists()
     cal = load_calibration(saved)

@@ -549,9 +549,15 @@ def test_a_job_names_rows_by_a_column_named_id_as_text_unchecked(tmp_path: Path)
     from labeler.task import load_task
 
     records: list[dict[str, Any]] = [
-        {"id": 5, "text": "a"}, {"id": None, "text": "b"}, {"text": "c"},
-        {"id": 17.0, "text": "d"}, {"id": "x", "text": "e"}, {"id": "x", "text": "f"},
-        {"id": "", "text": "g"}, {"id": 9, "text": ""}, {"id": [1], "text": "h"},
+        {"id": 5, "text": "a"},
+        {"id": None, "text": "b"},
+        {"text": "c"},
+        {"id": 17.0, "text": "d"},
+        {"id": "x", "text": "e"},
+        {"id": "x", "text": "f"},
+        {"id": "", "text": "g"},
+        {"id": 9, "text": ""},
+        {"id": [1], "text": "h"},
     ]
     source = write(tmp_path / "in.jsonl", "".join(orjson.dumps(r).decode() + "\n" for r in records))
     task = load_task("sentiment")
@@ -560,7 +566,8 @@ def test_a_job_names_rows_by_a_column_named_id_as_text_unchecked(tmp_path: Path)
         items = list(Job(task="sentiment", input=given, teacher="openai:m").rows(task))
         assert [(r.line, r.id) for r in rows_of(items)] == want
         assert [(r.line, r.reason) for r in rejects_of(items)] == [(8, "empty text in field 'text'")]
-    named = list(Job(task="sentiment", input=str(source), teacher="openai:m", id_field="id",
-                     limit=2).rows(task))
+    named = list(
+        Job(task="sentiment", input=str(source), teacher="openai:m", id_field="id", limit=2).rows(task)
+    )
     assert [(r.line, r.id) for r in rows_of(named)] == [(1, "5")]
     assert rejects_of(named)[0].message() == f"{source}:2: field 'id' is null"

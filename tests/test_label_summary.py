@@ -16,11 +16,18 @@ TEACHER = "openai-compatible:teacher-test"
 
 def test_label_returns_the_summary_when_asked(teacher_server: TeacherServer, tmp_path: Path) -> None:
     rows = [{"id": str(i), "text": f"review {i}"} for i in range(4)]
-    ds, summary = labeler.label(rows, "sentiment", TEACHER, base_url=teacher_server.url + "/v1",
-                                store=tmp_path / "s.sqlite", return_summary=True)
+    ds, summary = labeler.label(
+        rows,
+        "sentiment",
+        TEACHER,
+        base_url=teacher_server.url + "/v1",
+        store=tmp_path / "s.sqlite",
+        return_summary=True,
+    )
     assert isinstance(ds, datasets.Dataset) and len(ds) == 4
     assert isinstance(summary, RunSummary)
     assert (summary.rows, summary.labeled, summary.failed) == (4, 4, 0)
-    again = labeler.label(rows, "sentiment", TEACHER, base_url=teacher_server.url + "/v1",
-                          store=tmp_path / "s.sqlite")
+    again = labeler.label(
+        rows, "sentiment", TEACHER, base_url=teacher_server.url + "/v1", store=tmp_path / "s.sqlite"
+    )
     assert isinstance(again, datasets.Dataset) and len(again) == 4

@@ -21,10 +21,16 @@ ROOT = Path(__file__).resolve().parent.parent / "labeler"
 # Provider modules: only the registry (labeler.teachers, labeler.batch.clients), the
 # providers themselves and the test server may import these.
 PROVIDER_MODULES = {
-    "labeler.teachers.openai", "labeler.teachers.fast_openai", "labeler.teachers.openai_wire",
-    "labeler.teachers.openai_http", "labeler.teachers.anthropic",
-    "labeler.teachers.anthropic_wire", "labeler.teachers.local",
-    "labeler.teachers.local_models", "labeler.batch.openai", "labeler.batch.anthropic",
+    "labeler.teachers.openai",
+    "labeler.teachers.fast_openai",
+    "labeler.teachers.openai_wire",
+    "labeler.teachers.openai_http",
+    "labeler.teachers.anthropic",
+    "labeler.teachers.anthropic_wire",
+    "labeler.teachers.local",
+    "labeler.teachers.local_models",
+    "labeler.batch.openai",
+    "labeler.batch.anthropic",
 }
 # Where provider names may appear: the registries and the provider packages.
 PROVIDER_HOMES = ("labeler.teachers", "labeler.batch", "labeler.testing")
@@ -44,7 +50,8 @@ MODULES = {_module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
 def _is_type_checking(node: ast.If) -> bool:
     test = node.test
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def _imports(module: str, *, typed: bool = False) -> list[tuple[str, list[str], int]]:
@@ -94,21 +101,35 @@ def _production(module: str) -> bool:
 
 
 def test_library_never_imports_the_cli() -> None:
-    bad = [f"{m}:{line}" for m, edges in GRAPH.items() if m not in ("labeler.cli", "labeler.__main__")
-           for target, _, line in edges if target == "labeler.cli"]
+    bad = [
+        f"{m}:{line}"
+        for m, edges in GRAPH.items()
+        if m not in ("labeler.cli", "labeler.__main__")
+        for target, _, line in edges
+        if target == "labeler.cli"
+    ]
     assert not bad, f"the library imports the CLI: {bad}"
 
 
 def test_production_never_imports_the_test_server() -> None:
-    bad = [f"{m}:{line} -> {target}" for m, edges in GRAPH.items() if _production(m)
-           for target, _, line in edges if target.startswith("labeler.testing")]
+    bad = [
+        f"{m}:{line} -> {target}"
+        for m, edges in GRAPH.items()
+        if _production(m)
+        for target, _, line in edges
+        if target.startswith("labeler.testing")
+    ]
     assert not bad, f"production code imports labeler.testing: {bad}"
 
 
 def test_core_never_imports_a_provider_module() -> None:
-    bad = [f"{m}:{line} -> {target}" for m, edges in GRAPH.items()
-           if not m.startswith(PROVIDER_HOMES)
-           for target, _, line in edges if target in PROVIDER_MODULES]
+    bad = [
+        f"{m}:{line} -> {target}"
+        for m, edges in GRAPH.items()
+        if not m.startswith(PROVIDER_HOMES)
+        for target, _, line in edges
+        if target in PROVIDER_MODULES
+    ]
     assert not bad, f"core modules import a provider by name: {bad}"
 
 
@@ -116,9 +137,13 @@ def test_no_private_name_crosses_a_package() -> None:
     def package(m: str) -> str:
         return m if MODULES[m].name == "__init__.py" else m.rpartition(".")[0]
 
-    bad = [f"{m}:{line} takes {n} from {target}" for m, edges in GRAPH.items()
-           for target, names, line in edges for n in names
-           if n.startswith("_") and not n.startswith("__") and package(target) != package(m)]
+    bad = [
+        f"{m}:{line} takes {n} from {target}"
+        for m, edges in GRAPH.items()
+        for target, names, line in edges
+        for n in names
+        if n.startswith("_") and not n.startswith("__") and package(target) != package(m)
+    ]
     assert not bad, f"private names imported across packages: {bad}"
 
 
@@ -176,8 +201,9 @@ def test_no_import_circle_through_type_hints() -> None:
     while the export module imported the card: a circle the runtime graph does not show.
     Production code only (the test server's app and its batch API name each other's
     types)."""
-    production = {m: [e for e in edges if _production(e[0])]
-                  for m, edges in TYPED_GRAPH.items() if _production(m)}
+    production = {
+        m: [e for e in edges if _production(e[0])] for m, edges in TYPED_GRAPH.items() if _production(m)
+    }
     found = _cycles(production)
     assert not found, f"import circles in labeler/, type hints counted: {found}"
 
@@ -191,12 +217,13 @@ def test_sdks_are_not_imported_unless_their_transport_is_used(spec: str) -> None
     import subprocess
     import sys
 
-    code = ("import sys, labeler, labeler.job; from labeler.teachers import make_teacher; "
-            f"make_teacher({spec!r}, base_url='http://127.0.0.1:9/v1', api_key='k'); "
-            "print(' '.join(m for m in ('openai', 'anthropic') if m in sys.modules))")
+    code = (
+        "import sys, labeler, labeler.job; from labeler.teachers import make_teacher; "
+        f"make_teacher({spec!r}, base_url='http://127.0.0.1:9/v1', api_key='k'); "
+        "print(' '.join(m for m in ('openai', 'anthropic') if m in sys.modules))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "LABELER_TRANSPORT"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env=env)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.strip() == "", f"a lean {spec} teacher imports {out.stdout.strip()}"
 
 
@@ -212,8 +239,11 @@ def _imports_ray(path: Path) -> list[int]:
                 continue
             if isinstance(child, ast.Import):
                 lines.extend(child.lineno for a in child.names if a.name.split(".")[0] == "ray")
-            elif isinstance(child, ast.ImportFrom) and not child.level and \
-                    (child.module or "").split(".")[0] == "ray":
+            elif (
+                isinstance(child, ast.ImportFrom)
+                and not child.level
+                and (child.module or "").split(".")[0] == "ray"
+            ):
                 lines.append(child.lineno)
             visit(child)
 
@@ -224,15 +254,24 @@ def _imports_ray(path: Path) -> list[int]:
 def test_only_labeler_ray_imports_ray() -> None:
     """Ray is an extra (`labeler-distill[ray]`): the core, the CLI included, never imports it, so
     a venv without it runs everything else; only labeler/ray/ does."""
-    bad = [f"{m}:{line}" for m, path in MODULES.items() if not m.startswith("labeler.ray")
-           for line in _imports_ray(path)]
+    bad = [
+        f"{m}:{line}"
+        for m, path in MODULES.items()
+        if not m.startswith("labeler.ray")
+        for line in _imports_ray(path)
+    ]
     assert not bad, f"modules outside labeler/ray import ray: {bad}"
-    assert "labeler.ray" in MODULES and _imports_ray(MODULES["labeler.ray"]), \
+    assert "labeler.ray" in MODULES and _imports_ray(MODULES["labeler.ray"]), (
         "the check must see labeler/ray/__init__.py importing ray"
+    )
 
 
 def test_core_never_imports_labeler_ray() -> None:
-    bad = [f"{m}:{line}" for m, edges in GRAPH.items()
-           if not m.startswith("labeler.ray") and m not in ("labeler.cli", "labeler.__main__")
-           for target, _, line in edges if target.startswith("labeler.ray")]
+    bad = [
+        f"{m}:{line}"
+        for m, edges in GRAPH.items()
+        if not m.startswith("labeler.ray") and m not in ("labeler.cli", "labeler.__main__")
+        for target, _, line in edges
+        if target.startswith("labeler.ray")
+    ]
     assert not bad, f"the core imports labeler.ray: {bad}"

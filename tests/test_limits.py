@@ -31,8 +31,9 @@ def rows(n: int) -> list[dict[str, Any]]:
     return [{"id": f"r{i}", "text": f"review number {i} was fine"} for i in range(n)]
 
 
-def run(server: TeacherServer, data: Sequence[dict[str, Any]], *, warm: bool = True,
-        **labeler_kw: Any) -> tuple[list[Record], Labeler]:
+def run(
+    server: TeacherServer, data: Sequence[dict[str, Any]], *, warm: bool = True, **labeler_kw: Any
+) -> tuple[list[Record], Labeler]:
     """Label `data`; with `warm`, one row first and the server's windows reset after it,
     so the measurement starts with open connections, as any run does after its first
     second, instead of with the in-process server's cold start."""
@@ -43,12 +44,20 @@ def run(server: TeacherServer, data: Sequence[dict[str, Any]], *, warm: bool = T
         with tempfile.TemporaryDirectory() as tmp:
             store = Path(tmp) / "s.sqlite"
             if warm:
-                async with Labeler(load_task("sentiment"), teacher, store=store, retry=policy,
-                                   progress=False, close_teacher=False, **labeler_kw) as lb:
+                async with Labeler(
+                    load_task("sentiment"),
+                    teacher,
+                    store=store,
+                    retry=policy,
+                    progress=False,
+                    close_teacher=False,
+                    **labeler_kw,
+                ) as lb:
                     [r async for r in lb.label([{"text": "warming up"}])]
                 server.reset()
-            async with Labeler(load_task("sentiment"), teacher, store=store, retry=policy,
-                               progress=False, **labeler_kw) as lb:
+            async with Labeler(
+                load_task("sentiment"), teacher, store=store, retry=policy, progress=False, **labeler_kw
+            ) as lb:
                 return [r async for r in lb.label(data)], lb
 
     return asyncio.run(go())
@@ -121,20 +130,21 @@ def test_limits_learned_from_headers_alone() -> None:
 
 def test_anthropic_headers_are_learned() -> None:
     limiter = Limiter(4)
-    limiter.observe_headers({
-        "anthropic-ratelimit-requests-limit": "50",
-        "anthropic-ratelimit-requests-remaining": "49",
-        "anthropic-ratelimit-tokens-limit": "40000",
-        "anthropic-ratelimit-tokens-remaining": "39000",
-    })
+    limiter.observe_headers(
+        {
+            "anthropic-ratelimit-requests-limit": "50",
+            "anthropic-ratelimit-requests-remaining": "49",
+            "anthropic-ratelimit-tokens-limit": "40000",
+            "anthropic-ratelimit-tokens-remaining": "39000",
+        }
+    )
     assert (limiter.rpm, limiter.tpm) == (50, 40000)
 
 
 def test_a_429_pauses_everyone_for_its_retry_after() -> None:
     """Random 429s (no known limit): after each, nobody sends until its retry-after ends."""
     pause = 0.6
-    config = ServerConfig(labels=LABELS, rate_limit_rate=0.1, retry_after_s=pause, seed=1,
-                          latency_s=0.01)
+    config = ServerConfig(labels=LABELS, rate_limit_rate=0.1, retry_after_s=pause, seed=1, latency_s=0.01)
     with TeacherServer(config) as srv:
         recs, lb = run(srv, rows(30), warm=False, concurrency=8)
         log = chat_log(srv)
@@ -194,17 +204,20 @@ def test_one_burst_of_429s_is_one_decrease() -> None:
 
 def test_user_limits_win_over_headers() -> None:
     limiter = Limiter(4, rpm=100)
-    limiter.observe_headers({"x-ratelimit-limit-requests": "5000",
-                             "x-ratelimit-limit-tokens": "2000000"})
+    limiter.observe_headers({"x-ratelimit-limit-requests": "5000", "x-ratelimit-limit-tokens": "2000000"})
     assert (limiter.rpm, limiter.tpm) == (100, 2_000_000)
 
 
 def test_nothing_remaining_waits_for_one_unit_not_the_whole_reset() -> None:
     limiter = Limiter(4)
     before = time.monotonic()
-    limiter.observe_headers({"x-ratelimit-limit-requests": "600",
-                             "x-ratelimit-remaining-requests": "0",
-                             "x-ratelimit-reset-requests": "1m0s"})
+    limiter.observe_headers(
+        {
+            "x-ratelimit-limit-requests": "600",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": "1m0s",
+        }
+    )
     assert 0.05 <= limiter._paused_until - before <= 0.2  # 60 s / 600, not 60 s
 
 
@@ -357,8 +370,7 @@ def test_a_waiter_cancelled_before_or_after_its_turn_leaks_no_place() -> None:
         await asyncio.sleep(0)
         gone.cancel()  # still in line
         end.set()
-        await asyncio.wait_for(
-            asyncio.gather(holder, handed[0], gone, last, return_exceptions=True), 2.0)
+        await asyncio.wait_for(asyncio.gather(holder, handed[0], gone, last, return_exceptions=True), 2.0)
         await asyncio.wait_for(take("after"), 2.0)  # no place was lost on the way
         return served
 

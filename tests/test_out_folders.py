@@ -40,12 +40,25 @@ def _sent(srv: LocalServer) -> int:
     return sum(1 for r in srv.server.log if r.path.endswith("/chat/completions"))
 
 
-def _cli(command: str, srv: LocalServer, data: Path, store: Path, out: Path,
-         *extra: str) -> Result:
-    return CliRunner().invoke(main, [
-        command, "sentiment", str(data), "--teacher", TEACHER, "--base-url", srv.api,
-        "--store", str(store), "--out", str(out),
-        *(["--quiet"] if command == "run" else []), *extra])
+def _cli(command: str, srv: LocalServer, data: Path, store: Path, out: Path, *extra: str) -> Result:
+    return CliRunner().invoke(
+        main,
+        [
+            command,
+            "sentiment",
+            str(data),
+            "--teacher",
+            TEACHER,
+            "--base-url",
+            srv.api,
+            "--store",
+            str(store),
+            "--out",
+            str(out),
+            *(["--quiet"] if command == "run" else []),
+            *extra,
+        ],
+    )
 
 
 def _refused(res: Result, *words: str) -> str:
@@ -64,8 +77,7 @@ def _rows(out: Path) -> int:
 
 
 def _listing(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -78,7 +90,8 @@ def srv() -> Any:
 
 
 def test_out_on_a_folder_with_an_unrelated_file_is_refused_and_nothing_is_sent(
-        tmp_path: Path, srv: LocalServer) -> None:
+    tmp_path: Path, srv: LocalServer
+) -> None:
     data, out = write_items(tmp_path / "in.jsonl", 5), tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("three weeks of notes")
@@ -89,8 +102,7 @@ def test_out_on_a_folder_with_an_unrelated_file_is_refused_and_nothing_is_sent(
     assert os.listdir(out) == ["notes.txt"]
 
 
-def test_out_holding_the_store_is_refused_and_the_store_is_intact(
-        tmp_path: Path, srv: LocalServer) -> None:
+def test_out_holding_the_store_is_refused_and_the_store_is_intact(tmp_path: Path, srv: LocalServer) -> None:
     data, folder = write_items(tmp_path / "in.jsonl", 5), tmp_path / "work"
     store = folder / "labels.sqlite"
     assert _cli("run", srv, data, store, tmp_path / "elsewhere").exit_code == 0
@@ -103,8 +115,7 @@ def test_out_holding_the_store_is_refused_and_the_store_is_intact(
         assert st.stats()["responses"] == 5
 
 
-def test_out_holding_the_store_from_the_first_run_is_refused(
-        tmp_path: Path, srv: LocalServer) -> None:
+def test_out_holding_the_store_from_the_first_run_is_refused(tmp_path: Path, srv: LocalServer) -> None:
     """`--store DIR/labels.sqlite --out DIR` with neither there yet: the store would be
     made in DIR and wiped by the export, so a rerun would pay again."""
     data, folder = write_items(tmp_path / "in.jsonl", 5), tmp_path / "work"
@@ -122,11 +133,11 @@ def test_out_holding_the_input_is_refused(tmp_path: Path, srv: LocalServer) -> N
     assert _sent(srv) == 0 and data.read_bytes() == before
 
 
-def test_out_inside_a_saved_dataset_given_as_input_is_refused(
-        tmp_path: Path, srv: LocalServer) -> None:
+def test_out_inside_a_saved_dataset_given_as_input_is_refused(tmp_path: Path, srv: LocalServer) -> None:
     source = tmp_path / "source"
-    datasets.Dataset.from_list([{"id": f"r{i}", "text": f"text {i}"} for i in range(3)]
-                               ).save_to_disk(str(source))
+    datasets.Dataset.from_list([{"id": f"r{i}", "text": f"text {i}"} for i in range(3)]).save_to_disk(
+        str(source)
+    )
     res = _cli("run", srv, source, tmp_path / "s.sqlite", source / "labeled")
     _refused(res, "inside the input", str(source))
     assert _sent(srv) == 0 and not (source / "labeled").exists()
@@ -150,8 +161,7 @@ def test_out_that_is_a_symbolic_link_is_refused(tmp_path: Path, srv: LocalServer
     data, target = write_items(tmp_path / "in.jsonl", 5), tmp_path / "target"
     target.mkdir()
     (tmp_path / "link").symlink_to(target)
-    _refused(_cli("run", srv, data, tmp_path / "s.sqlite", tmp_path / "link"),
-             "symbolic link", str(target))
+    _refused(_cli("run", srv, data, tmp_path / "s.sqlite", tmp_path / "link"), "symbolic link", str(target))
     assert _sent(srv) == 0 and (tmp_path / "link").is_symlink()
 
 
@@ -162,35 +172,48 @@ def _refresh_folder(tmp_path: Path, srv: LocalServer) -> tuple[Path, Path]:
     """A refresh config and its published output folder (versions/ and current)."""
     write_items(tmp_path / "in.jsonl", 5)
     config = tmp_path / "refresh.yaml"
-    config.write_text(yaml.safe_dump({
-        "task": "sentiment", "input": "in.jsonl", "teacher": TEACHER, "base_url": srv.api,
-        "store": "state/labels.sqlite", "out": "datasets/reviews", "keep": 2,
-        "export": {"kind": "classification"}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "task": "sentiment",
+                "input": "in.jsonl",
+                "teacher": TEACHER,
+                "base_url": srv.api,
+                "store": "state/labels.sqlite",
+                "out": "datasets/reviews",
+                "keep": 2,
+                "export": {"kind": "classification"},
+            }
+        )
+    )
     result = refresh(config)
     assert result.outcome == "ok", result.error
     return config, tmp_path / "datasets" / "reviews"
 
 
-def test_out_on_a_refresh_folder_or_inside_one_is_refused(tmp_path: Path,
-                                                         srv: LocalServer) -> None:
+def test_out_on_a_refresh_folder_or_inside_one_is_refused(tmp_path: Path, srv: LocalServer) -> None:
     config, folder = _refresh_folder(tmp_path, srv)
     published = (folder / "current").resolve()
     before = _listing(folder)
     data, store = tmp_path / "in.jsonl", tmp_path / "state" / "labels.sqlite"
     paid = _sent(srv)
-    for out in (folder, folder / "current", folder / "versions", published,
-                folder / "versions" / "mine", published / "train"):
+    for out in (
+        folder,
+        folder / "current",
+        folder / "versions",
+        published,
+        folder / "versions" / "mine",
+        published / "train",
+    ):
         for command in ("run", "export"):
-            _refused(_cli(command, srv, data, store, out, "--kind", "classification"),
-                     str(out), "refresh")
+            _refused(_cli(command, srv, data, store, out, "--kind", "classification"), str(out), "refresh")
     assert _sent(srv) == paid
     assert _listing(folder) == before and (folder / "current").is_symlink()
     assert (folder / "current").resolve() == published
     assert refresh(config).outcome == "ok"  # the refresh folder goes on working
 
 
-def test_a_refresh_into_a_folder_that_is_not_its_own_is_refused(
-        tmp_path: Path, srv: LocalServer) -> None:
+def test_a_refresh_into_a_folder_that_is_not_its_own_is_refused(tmp_path: Path, srv: LocalServer) -> None:
     data, store = write_items(tmp_path / "in.jsonl", 5), tmp_path / "s.sqlite"
     export = tmp_path / "plain"
     assert _cli("run", srv, data, store, export).exit_code == 0
@@ -200,9 +223,18 @@ def test_a_refresh_into_a_folder_that_is_not_its_own_is_refused(
     (foreign / "notes.txt").write_text("mine")
     for out in (export, foreign, export / "train"):
         config = tmp_path / "refresh.yaml"
-        config.write_text(yaml.safe_dump({
-            "task": "sentiment", "input": "in.jsonl", "teacher": TEACHER,
-            "base_url": srv.api, "store": str(tmp_path / "other.sqlite"), "out": str(out)}))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "task": "sentiment",
+                    "input": "in.jsonl",
+                    "teacher": TEACHER,
+                    "base_url": srv.api,
+                    "store": str(tmp_path / "other.sqlite"),
+                    "out": str(out),
+                }
+            )
+        )
         result = refresh(config)
         assert (result.outcome, result.exit_code) == ("failed", 1)
         assert str(out) in (result.error or "") and "refresh" in (result.error or "")
@@ -215,7 +247,8 @@ def test_a_refresh_into_a_folder_that_is_not_its_own_is_refused(
 
 
 def test_a_rerun_replaces_its_own_export_and_another_kind_needs_force(
-        tmp_path: Path, srv: LocalServer) -> None:
+    tmp_path: Path, srv: LocalServer
+) -> None:
     data, store, out = write_items(tmp_path / "in.jsonl", 5), tmp_path / "s.sqlite", tmp_path / "o"
     assert _cli("run", srv, data, store, out).exit_code == 0
     first = _listing(out)
@@ -234,8 +267,7 @@ def test_a_rerun_replaces_its_own_export_and_another_kind_needs_force(
     assert _sent(srv) == 5
 
 
-def test_force_never_replaces_a_folder_that_is_not_an_export(
-        tmp_path: Path, srv: LocalServer) -> None:
+def test_force_never_replaces_a_folder_that_is_not_an_export(tmp_path: Path, srv: LocalServer) -> None:
     data, out = write_items(tmp_path / "in.jsonl", 5), tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -243,14 +275,12 @@ def test_force_never_replaces_a_folder_that_is_not_an_export(
     assert _sent(srv) == 0 and os.listdir(out) == ["notes.txt"]
 
 
-def test_a_file_added_inside_an_export_is_never_replaced(
-        tmp_path: Path, srv: LocalServer) -> None:
+def test_a_file_added_inside_an_export_is_never_replaced(tmp_path: Path, srv: LocalServer) -> None:
     data, store, out = write_items(tmp_path / "in.jsonl", 5), tmp_path / "s.sqlite", tmp_path / "o"
     assert _cli("run", srv, data, store, out, "--validation-size", "0.4").exit_code == 0
     (out / "train" / "checkpoint.pt").write_bytes(b"weights")
     for extra in ([], ["--force"]):
-        _refused(_cli("export", srv, data, store, out, "--validation-size", "0.4", *extra),
-                 "checkpoint.pt")
+        _refused(_cli("export", srv, data, store, out, "--validation-size", "0.4", *extra), "checkpoint.pt")
     assert (out / "train" / "checkpoint.pt").read_bytes() == b"weights"
 
 
@@ -261,14 +291,16 @@ def test_out_inside_an_export_is_refused(tmp_path: Path, srv: LocalServer) -> No
     assert not (out / "nested").exists() and _rows(out) == 5
 
 
-def test_an_export_written_by_the_previous_release_is_recognised(
-        tmp_path: Path, srv: LocalServer) -> None:
+def test_an_export_written_by_the_previous_release_is_recognised(tmp_path: Path, srv: LocalServer) -> None:
     """The first releases wrote labeler_export.json with the kind only in its report."""
     data, store, out = write_items(tmp_path / "in.jsonl", 5), tmp_path / "s.sqlite", tmp_path / "o"
     assert _cli("run", srv, data, store, out, "--kind", "sft").exit_code == 0
     meta = json.loads((out / "labeler_export.json").read_text())
-    oldest = {"report": {**meta["report"], "path": str(out)}, "task": meta["task"],
-              "teacher": meta["teacher"]}
+    oldest = {
+        "report": {**meta["report"], "path": str(out)},
+        "task": meta["task"],
+        "teacher": meta["teacher"],
+    }
     (out / "labeler_export.json").write_text(json.dumps(oldest))
     _refused(_cli("export", srv, data, store, out), "'sft'", "--force")
     assert _cli("export", srv, data, store, out, "--kind", "sft").exit_code == 0
@@ -282,8 +314,15 @@ def test_library_exports_apply_the_same_rule(tmp_path: Path, srv: LocalServer) -
     folder = tmp_path / "work"
     folder.mkdir()
     data = write_items(folder / "in.jsonl", 5)
-    job = Job(task="sentiment", input=data, teacher=TEACHER, base_url=srv.api,
-              store=tmp_path / "labels.sqlite", out=folder, progress=False)
+    job = Job(
+        task="sentiment",
+        input=data,
+        teacher=TEACHER,
+        base_url=srv.api,
+        store=tmp_path / "labels.sqlite",
+        out=folder,
+        progress=False,
+    )
     with pytest.raises(ExportError, match="the input"):
         asyncio.run(run_job(job))
     with pytest.raises(ExportError, match="the input"):
@@ -306,12 +345,15 @@ for _ in range(int(times)):
 
 
 def test_a_reader_finds_the_export_at_every_instant_of_repeated_exports(
-        tmp_path: Path, srv: LocalServer) -> None:
+    tmp_path: Path, srv: LocalServer
+) -> None:
     data, store, out = write_items(tmp_path / "in.jsonl", 30), tmp_path / "s.sqlite", tmp_path / "o"
     assert _cli("run", srv, data, store, out).exit_code == 0
     exports = subprocess.Popen(
         [sys.executable, "-c", _EXPORTS, str(data), str(store), str(out), srv.api, "12"],
-        stderr=subprocess.PIPE, text=True)
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     marker = str(out / "dataset_info.json")
     checks, missing, loads, failed_loads = 0, 0, 0, []
     stop = threading.Event()
@@ -364,8 +406,7 @@ export_job(Job(task="sentiment", input=data, teacher="{TEACHER}", base_url=api,
 """
 
 
-def test_a_kill_9_at_any_step_of_the_swap_leaves_an_export_in_place(
-        tmp_path: Path, srv: LocalServer) -> None:
+def test_a_kill_9_at_any_step_of_the_swap_leaves_an_export_in_place(tmp_path: Path, srv: LocalServer) -> None:
     """The child kills itself at its k-th file system step on the export's paths, for
     every k until one finishes: after each kill the old export (3 rows) or the new one
     (6) loads from `out`, and the next export cleans up what the dead one left."""
@@ -377,8 +418,22 @@ def test_a_kill_9_at_any_step_of_the_swap_leaves_an_export_in_place(
     seen = []
     for k in range(1, 60):
         child = subprocess.run(
-            [sys.executable, "-c", _KILL_AT, out.name, str(k), "exchange", str(data), str(store),
-             str(out), srv.api], capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-c",
+                _KILL_AT,
+                out.name,
+                str(k),
+                "exchange",
+                str(data),
+                str(store),
+                str(out),
+                srv.api,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if child.returncode == 0:
             break
         assert child.returncode == -signal.SIGKILL, child.stderr
@@ -394,7 +449,8 @@ def test_a_kill_9_at_any_step_of_the_swap_leaves_an_export_in_place(
 
 
 def test_without_an_atomic_exchange_a_kill_between_renames_is_repaired_by_the_next_export(
-        tmp_path: Path, srv: LocalServer) -> None:
+    tmp_path: Path, srv: LocalServer
+) -> None:
     """Where the file system has no atomic exchange (some network file systems), the old
     export is renamed aside for a moment; a kill -9 then leaves it there, and the next
     export (or refresh of the same command) puts it back before anything else."""
@@ -406,8 +462,22 @@ def test_without_an_atomic_exchange_a_kill_between_renames_is_repaired_by_the_ne
     gaps = 0
     for k in range(1, 60):
         child = subprocess.run(
-            [sys.executable, "-c", _KILL_AT, out.name, str(k), "no-exchange", str(data),
-             str(store), str(out), srv.api], capture_output=True, text=True, timeout=120)
+            [
+                sys.executable,
+                "-c",
+                _KILL_AT,
+                out.name,
+                str(k),
+                "no-exchange",
+                str(data),
+                str(store),
+                str(out),
+                srv.api,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if child.returncode == 0:
             break
         assert child.returncode == -signal.SIGKILL, child.stderr

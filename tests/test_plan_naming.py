@@ -18,8 +18,7 @@ IDENTITY = {"provider": "openai-compatible", "model": "m", "base_url": "http://h
 
 
 def task(user: str, **extra: Any) -> Any:
-    return task_from_dict({"name": "t", "version": "1", "user": user,
-                           "output": {"kind": "text"}, **extra})
+    return task_from_dict({"name": "t", "version": "1", "user": user, "output": {"kind": "text"}, **extra})
 
 
 def rendering_error(t: Any, row: Row) -> TemplateError:
@@ -28,16 +27,20 @@ def rendering_error(t: Any, row: Row) -> TemplateError:
     return caught.value
 
 
-@pytest.mark.parametrize(("user", "fields", "data"), [
-    ("A {{ text }}", ["text"], {"other": 1}),  # a declared field missing
-    ("A {{ text }}", ["text"], {"text": None}),  # a declared field null
-    ("A {{ text }} {{ extra }}", ["text"], {"text": "x"}),  # an undeclared one missing
-    ("A {{ text | round }}", ["text"], {"text": "x"}),  # a filter that fails
-    ("{{ text }}", ["text"], {"text": "   "}),  # nothing but whitespace
-])
+@pytest.mark.parametrize(
+    ("user", "fields", "data"),
+    [
+        ("A {{ text }}", ["text"], {"other": 1}),  # a declared field missing
+        ("A {{ text }}", ["text"], {"text": None}),  # a declared field null
+        ("A {{ text }} {{ extra }}", ["text"], {"text": "x"}),  # an undeclared one missing
+        ("A {{ text | round }}", ["text"], {"text": "x"}),  # a filter that fails
+        ("{{ text }}", ["text"], {"text": "   "}),  # nothing but whitespace
+    ],
+)
 @pytest.mark.parametrize("rid", ["7", "row-a"])
 def test_a_row_that_cannot_render_is_named_as_rendering_names_it(
-        user: str, fields: list[str], data: dict[str, Any], rid: str) -> None:
+    user: str, fields: list[str], data: dict[str, Any], rid: str
+) -> None:
     t = task(user, fields=fields)
     good = Row("in.jsonl", 6, "6", {"text": 1.5, "extra": "e"})
     bad = Row("in.jsonl", 7, rid, data)
@@ -53,13 +56,18 @@ def test_a_row_that_cannot_render_is_named_as_rendering_names_it(
 
 def test_a_failing_few_shot_example_keeps_its_own_name(tmp_path: Path) -> None:
     pool = tmp_path / "pool.jsonl"
-    pool.write_text('{"text": "good one", "label": "positive"}\n'
-                    '{"text": "bad one", "label": "negative"}\n')
-    t = task_from_dict({
-        "name": "t", "version": "1", "user": "A {{ text }} {{ note }}",
-        "output": {"kind": "label", "labels": ["positive", "negative"]},
-        "few_shot_pool": {"file": str(pool), "k": 1}, "fields": ["text"]},
-        str(tmp_path / "t.yaml"))
+    pool.write_text('{"text": "good one", "label": "positive"}\n{"text": "bad one", "label": "negative"}\n')
+    t = task_from_dict(
+        {
+            "name": "t",
+            "version": "1",
+            "user": "A {{ text }} {{ note }}",
+            "output": {"kind": "label", "labels": ["positive", "negative"]},
+            "few_shot_pool": {"file": str(pool), "k": 1},
+            "fields": ["text"],
+        },
+        str(tmp_path / "t.yaml"),
+    )
     row = Row("in.jsonl", 3, "3", {"text": "good", "note": "n"})
     item = Planner(t, IDENTITY).plan([row])[0]
     assert item.status == REJECTED and item.error is not None

@@ -56,8 +56,9 @@ def test_no_few_shot_example_is_taken_from_a_gold_set() -> None:
         for shot in yaml.safe_load(path.read_text()).get("few_shot") or []:
             for value in shot["input"].values():
                 text = fold(str(value))
-                hit = text in exact or (len(text) > 25 and any(
-                    (text in g or g in text) for g in gold if len(g) > 25))
+                hit = text in exact or (
+                    len(text) > 25 and any((text in g or g in text) for g in gold if len(g) > 25)
+                )
                 if hit:
                     found.append(f"{path.name}: {value!r}")
     assert not found, "few-shot examples found in a gold set:\n" + "\n".join(found)

@@ -35,7 +35,9 @@ from labeler.testing import TeacherServer
 from conftest import chat_requests
 
 BASE: dict[str, Any] = {
-    "name": "ens", "version": "1", "mode": "chat",
+    "name": "ens",
+    "version": "1",
+    "mode": "chat",
     "system": "Answer positive or negative.",
     "user": "Review: {{ text }}",
     "output": {"kind": "label", "labels": ["negative", "positive"]},
@@ -75,29 +77,39 @@ def test_forms_are_the_template_then_its_orders_then_each_variant_and_its_orders
     assert ensemble().render_all(row) == requests  # the shuffles are fixed: same keys every load
 
 
-@pytest.mark.parametrize(("extra", "field", "reason"), [
-    ({"example_orders": 7}, "example_orders", "only 6"),
-    ({"example_orders": 0}, "example_orders", "from 1 to 16"),
-    ({"variants": [{"temperature": 1}]}, "variants[0].temperature", "unknown key"),
-    ({"variants": ["system: x"]}, "variants[0]", "must be a mapping"),
-    ({"output": {"kind": "text"}}, "variants", "output kind 'label'"),
-])
-def test_a_bad_ensemble_is_one_error_naming_the_key(extra: dict[str, Any], field: str,
-                                                    reason: str) -> None:
+@pytest.mark.parametrize(
+    ("extra", "field", "reason"),
+    [
+        ({"example_orders": 7}, "example_orders", "only 6"),
+        ({"example_orders": 0}, "example_orders", "from 1 to 16"),
+        ({"variants": [{"temperature": 1}]}, "variants[0].temperature", "unknown key"),
+        ({"variants": ["system: x"]}, "variants[0]", "must be a mapping"),
+        ({"output": {"kind": "text"}}, "variants", "output kind 'label'"),
+    ],
+)
+def test_a_bad_ensemble_is_one_error_naming_the_key(extra: dict[str, Any], field: str, reason: str) -> None:
     with pytest.raises(TemplateError) as err:
         ensemble(**extra)
     assert err.value.field == field and reason in str(err.value)
 
 
 def test_the_ensemble_soft_label_is_the_mean_and_agreement_the_majority_share() -> None:
-    softs = [SoftLabel((0.8, 0.2), 0.1, "logprobs"), SoftLabel((0.4, 0.6), 0.0, "logprobs"),
-             SoftLabel((0.0, 0.0), 1.0, "logprobs"), SoftLabel((0.9, 0.1), 0.1, "logprobs")]
+    softs = [
+        SoftLabel((0.8, 0.2), 0.1, "logprobs"),
+        SoftLabel((0.4, 0.6), 0.0, "logprobs"),
+        SoftLabel((0.0, 0.0), 1.0, "logprobs"),
+        SoftLabel((0.9, 0.1), 0.1, "logprobs"),
+    ]
     mean = ensemble_soft_label(softs)
     assert mean.probs == pytest.approx((0.7, 0.3), abs=1e-12)  # the three valid forms
     assert mean.outside == pytest.approx(0.3)  # (0.1 + 0 + 1 + 0.1) / 4
     assert mean.source == "ensemble"
-    confs = [Confidence(0.8, 0.6, 0.5, -0.2), Confidence(0.6, 0.2, 0.67, -0.4),
-             Confidence(0.0, 0.0, 0.69, None), Confidence(0.9, 0.8, 0.3, -0.3)]
+    confs = [
+        Confidence(0.8, 0.6, 0.5, -0.2),
+        Confidence(0.6, 0.2, 0.67, -0.4),
+        Confidence(0.0, 0.0, 0.69, None),
+        Confidence(0.9, 0.8, 0.3, -0.3),
+    ]
     conf = ensemble_confidence(softs, confs, mean)
     assert conf.agreement == pytest.approx(2 / 4)  # two of four forms name "negative"
     assert conf.max_prob == pytest.approx(0.7) and conf.margin == pytest.approx(0.4)
@@ -131,19 +143,34 @@ def test_estimate_counts_rows_once_and_prices_every_form() -> None:
 
 
 def test_an_ensemble_run_over_http_exports_the_mean_and_a_rerun_sends_nothing(
-        teacher_server: TeacherServer, tmp_path: Path) -> None:
-    rows = [{"id": f"r{i}", "text": f"item {i}: it was {w}", "gold": g}
-            for i, (w, g) in enumerate([("great", "positive"), ("awful", "negative"),
-                                        ("fine", "positive"), ("odd", "negative"),
-                                        ("slow", "negative")])]
+    teacher_server: TeacherServer, tmp_path: Path
+) -> None:
+    rows = [
+        {"id": f"r{i}", "text": f"item {i}: it was {w}", "gold": g}
+        for i, (w, g) in enumerate(
+            [
+                ("great", "positive"),
+                ("awful", "negative"),
+                ("fine", "positive"),
+                ("odd", "negative"),
+                ("slow", "negative"),
+            ]
+        )
+    ]
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     plain_file, ens_file = tmp_path / "plain.yaml", tmp_path / "ens.yaml"
     plain_file.write_text(yaml.safe_dump(BASE))
     ens_file.write_text(yaml.safe_dump({**BASE, "variants": VARIANTS, "example_orders": 2}))
     store = tmp_path / "s.sqlite"
-    args = ["--teacher", "openai-compatible:teacher-test", "--base-url",
-            f"{teacher_server.url}/v1", "--store", str(store)]
+    args = [
+        "--teacher",
+        "openai-compatible:teacher-test",
+        "--base-url",
+        f"{teacher_server.url}/v1",
+        "--store",
+        str(store),
+    ]
 
     def labeler(*argv: str) -> None:
         res = CliRunner().invoke(main, [*argv, *args])
@@ -155,13 +182,11 @@ def test_an_ensemble_run_over_http_exports_the_mean_and_a_rerun_sends_nothing(
     assert chat_requests(teacher_server) == 5 + 15  # the written form was stored already
     labeler("run", str(ens_file), str(data), "--quiet")
     assert chat_requests(teacher_server) == 20  # a rerun sends nothing
-    labeler("export", str(ens_file), str(data), "--out", str(tmp_path / "out"),
-            "--kind", "classification")
+    labeler("export", str(ens_file), str(data), "--out", str(tmp_path / "out"), "--kind", "classification")
     assert chat_requests(teacher_server) == 20
 
     task = load_task(ens_file)
-    identity = make_teacher("openai-compatible:teacher-test",
-                            base_url=f"{teacher_server.url}/v1").identity
+    identity = make_teacher("openai-compatible:teacher-test", base_url=f"{teacher_server.url}/v1").identity
     expected: dict[str, list[float]] = {}
     seen: set[tuple[str, tuple[float, ...]]] = set()
     with Store(store) as st:
@@ -187,12 +212,10 @@ def test_an_ensemble_run_over_http_exports_the_mean_and_a_rerun_sends_nothing(
         assert rec["label"] == max(range(2), key=lambda j: expected[rec["id"]][j])
 
     # `labeler eval` scores each row once, on the mean, with agreement among the measures.
-    res = CliRunner().invoke(main, ["eval", str(ens_file), str(data), *args, "--gold", "gold",
-                                    "--json"])
+    res = CliRunner().invoke(main, ["eval", str(ens_file), str(data), *args, "--gold", "gold", "--json"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.output.splitlines()[0])
-    right = sum(max(range(2), key=lambda j: expected[r["id"]][j]) == (r["gold"] == "positive")
-                for r in rows)
+    right = sum(max(range(2), key=lambda j: expected[r["id"]][j]) == (r["gold"] == "positive") for r in rows)
     assert report["n"] == 5 and report["accuracy"] == pytest.approx(right / 5)
     assert "agreement" in json.dumps(report)
     assert chat_requests(teacher_server) == 20

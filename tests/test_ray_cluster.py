@@ -58,9 +58,9 @@ def cluster() -> Iterator[Any]:
 
     # Short roots: a node's sockets live in its temp dir, and socket paths are short.
     roots = [tempfile.mkdtemp(prefix="lrn") for _ in range(2)]
-    fleet = Cluster(initialize_head=True,
-                    head_node_args={"num_cpus": 3, "temp_dir": roots[0],
-                                    "include_dashboard": False})
+    fleet = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 3, "temp_dir": roots[0], "include_dashboard": False}
+    )
     fleet.add_node(num_cpus=3, temp_dir=roots[1])
     ray.init(address=fleet.address, logging_level="WARNING")
     ctx = ray.data.DataContext.get_current()
@@ -90,24 +90,53 @@ def run_cli(*args: str) -> Any:
 
 
 def test_the_fleet_exports_what_one_process_does_and_a_rerun_on_any_partitioning_is_free(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     rows = items(600)
     data = write_jsonl(tmp_path / "in.jsonl", rows)
     fleet_store, local_store = tmp_path / "fleet.sqlite", tmp_path / "local.sqlite"
     with TeacherServer(ServerConfig(labels=LABELS)) as srv:
         base = ["-t", TEACHER, "--base-url", srv.url + "/v1", "-q"]
-        run_cli("run", "sentiment", str(data), *base, "--store", str(fleet_store),
-                "--engine", "ray", "--workers", "2", "--out", str(tmp_path / "fleet"))
+        run_cli(
+            "run",
+            "sentiment",
+            str(data),
+            *base,
+            "--store",
+            str(fleet_store),
+            "--engine",
+            "ray",
+            "--workers",
+            "2",
+            "--out",
+            str(tmp_path / "fleet"),
+        )
         assert chat_requests(srv) == 600
         # One process, a store of its own: the same dataset, card and counts.
-        run_cli("run", "sentiment", str(data), *base, "--store", str(local_store),
-                "--out", str(tmp_path / "local"))
+        run_cli(
+            "run",
+            "sentiment",
+            str(data),
+            *base,
+            "--store",
+            str(local_store),
+            "--out",
+            str(tmp_path / "local"),
+        )
         assert chat_requests(srv) == 1200
         same_export(tmp_path / "fleet", tmp_path / "local")
         # Another number of actors and batch size, through the library: all cached.
-        again = labeler_ray.label(ray.data.from_items(rows), "sentiment", TEACHER,
-                                  base_url=srv.url + "/v1", api_key="k", store=fleet_store,
-                                  workers=3, batch_size=70, num_cpus=0.25).take_all()
+        again = labeler_ray.label(
+            ray.data.from_items(rows),
+            "sentiment",
+            TEACHER,
+            base_url=srv.url + "/v1",
+            api_key="k",
+            store=fleet_store,
+            workers=3,
+            batch_size=70,
+            num_cpus=0.25,
+        ).take_all()
         assert len(again) == 600
         assert chat_requests(srv) == 1200, "a rerun on another partitioning paid again"
     # The fleet kept one store, the driver's; no node made one of its own.
@@ -124,9 +153,18 @@ def test_duplicate_rows_on_two_nodes_are_paid_once(tmp_path: Path) -> None:
     store = tmp_path / "s.sqlite"
     config = ServerConfig(labels=LABELS, latency_s=0.2, latency_jitter_s=0.05)
     with TeacherServer(config) as srv:
-        out = labeler_ray.label(ray.data.from_items(twice), "sentiment", TEACHER,
-                                base_url=srv.url + "/v1", api_key="k", store=store,
-                                workers=2, num_cpus=2, batch_size=15, concurrency=4).take_all()
+        out = labeler_ray.label(
+            ray.data.from_items(twice),
+            "sentiment",
+            TEACHER,
+            base_url=srv.url + "/v1",
+            api_key="k",
+            store=store,
+            workers=2,
+            num_cpus=2,
+            batch_size=15,
+            concurrency=4,
+        ).take_all()
         per_prompt = answers_per_prompt(srv)
     assert len(out) == 120
     assert len(per_prompt) == 60 and set(per_prompt.values()) == {1}, per_prompt.most_common(3)
@@ -160,15 +198,22 @@ ROWS = 300
 CONCURRENCY = 6
 
 
-def test_an_actor_killed_with_sigkill_loses_at_most_its_in_flight_requests(
-        tmp_path: Path) -> None:
+def test_an_actor_killed_with_sigkill_loses_at_most_its_in_flight_requests(tmp_path: Path) -> None:
     store = tmp_path / "s.sqlite"
     config = ServerConfig(labels=LABELS, latency_s=0.05, latency_jitter_s=0.05)
     with TeacherServer(config) as srv:
+
         def stage() -> Any:
-            return labeler_ray.label(ray.data.from_items(items(ROWS)), "sentiment", TEACHER,
-                                     base_url=srv.url + "/v1", api_key="k", store=store,
-                                     concurrency=CONCURRENCY, batch_size=30)
+            return labeler_ray.label(
+                ray.data.from_items(items(ROWS)),
+                "sentiment",
+                TEACHER,
+                base_url=srv.url + "/v1",
+                api_key="k",
+                store=store,
+                concurrency=CONCURRENCY,
+                batch_size=30,
+            )
 
         outcome: list[Any] = []
         runner = threading.Thread(target=lambda: outcome.append(_count(stage())))
@@ -191,8 +236,7 @@ def test_an_actor_killed_with_sigkill_loses_at_most_its_in_flight_requests(
         assert not runner.is_alive()
         print(f"the run with the killed actor ended with: {outcome[0]!r:.200}")
         assert len(stage().take_all()) == ROWS  # whatever Ray did, a rerun completes
-        answered = [r for r in srv.log
-                    if r.path.endswith("/chat/completions") and r.status == 200]
+        answered = [r for r in srv.log if r.path.endswith("/chat/completions") and r.status == 200]
         sent = chat_requests(srv)
         assert len(stage().take_all()) == ROWS and chat_requests(srv) == sent  # nothing new
     per_prompt = answers_per_prompt(srv)
@@ -218,44 +262,96 @@ def _count(ds: Any) -> Any:
         return exc
 
 
-def test_a_store_path_the_driver_cannot_write_is_one_line_and_nothing_is_sent(
-        tmp_path: Path) -> None:
+def test_a_store_path_the_driver_cannot_write_is_one_line_and_nothing_is_sent(tmp_path: Path) -> None:
     from labeler.errors import StoreError
 
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the store's folder should be")
     with TeacherServer(ServerConfig(labels=LABELS)) as srv:
         with pytest.raises(StoreError, match=r"not-a-folder/s\.sqlite: cannot create the store"):
-            labeler_ray.label(ray.data.from_items(items(5)), "sentiment", TEACHER,
-                              base_url=srv.url + "/v1", api_key="k", store=blocker / "s.sqlite")
+            labeler_ray.label(
+                ray.data.from_items(items(5)),
+                "sentiment",
+                TEACHER,
+                base_url=srv.url + "/v1",
+                api_key="k",
+                store=blocker / "s.sqlite",
+            )
         data = write_jsonl(tmp_path / "in.jsonl", items(5))
-        res = CliRunner().invoke(main, [
-            "run", "sentiment", str(data), "-t", TEACHER, "--base-url", srv.url + "/v1", "-q",
-            "--store", str(blocker / "s.sqlite"), "--engine", "ray"])
+        res = CliRunner().invoke(
+            main,
+            [
+                "run",
+                "sentiment",
+                str(data),
+                "-t",
+                TEACHER,
+                "--base-url",
+                srv.url + "/v1",
+                "-q",
+                "--store",
+                str(blocker / "s.sqlite"),
+                "--engine",
+                "ray",
+            ],
+        )
         assert chat_requests(srv) == 0
     assert res.exit_code == 1
     errors = res.output.strip().splitlines()
     assert len(errors) == 1 and "cannot create the store" in errors[0], res.output
 
 
-def test_a_worker_that_cannot_reach_the_teacher_is_one_line_and_nothing_is_paid_twice(
-        tmp_path: Path) -> None:
+def test_a_worker_that_cannot_reach_the_teacher_is_one_line_and_nothing_is_paid_twice(tmp_path: Path) -> None:
     store = tmp_path / "s.sqlite"
     rows = items(40)
     with TeacherServer(ServerConfig(labels=LABELS)) as srv:
-        labeler_ray.label(ray.data.from_items(rows[:20]), "sentiment", TEACHER,
-                          base_url=srv.url + "/v1", api_key="k", store=store).take_all()
+        labeler_ray.label(
+            ray.data.from_items(rows[:20]),
+            "sentiment",
+            TEACHER,
+            base_url=srv.url + "/v1",
+            api_key="k",
+            store=store,
+        ).take_all()
         assert chat_requests(srv) == 20
         data = write_jsonl(tmp_path / "in.jsonl", rows)
-        res = CliRunner().invoke(main, [
-            "run", "sentiment", str(data), "-t", TEACHER, "--base-url", "http://127.0.0.1:9/v1",
-            "--store", str(store), "-q", "--engine", "ray", "--retry-initial-wait", "0.01"])
+        res = CliRunner().invoke(
+            main,
+            [
+                "run",
+                "sentiment",
+                str(data),
+                "-t",
+                TEACHER,
+                "--base-url",
+                "http://127.0.0.1:9/v1",
+                "--store",
+                str(store),
+                "-q",
+                "--engine",
+                "ray",
+                "--retry-initial-wait",
+                "0.01",
+            ],
+        )
         errors = [line for line in res.output.splitlines() if line.startswith("labeler: error")]
         assert res.exit_code == 1
         assert len(errors) == 1 and "cannot reach the teacher at http://127.0.0.1:9/v1" in errors[0]
         # The 20 answered rows stay answered; the reachable rerun pays only the other 20.
-        run_cli("run", "sentiment", str(data), "-t", TEACHER, "--base-url", srv.url + "/v1",
-                "--store", str(store), "-q", "--engine", "ray")
+        run_cli(
+            "run",
+            "sentiment",
+            str(data),
+            "-t",
+            TEACHER,
+            "--base-url",
+            srv.url + "/v1",
+            "--store",
+            str(store),
+            "-q",
+            "--engine",
+            "ray",
+        )
         assert chat_requests(srv) == 40
         assert set(answers_per_prompt(srv).values()) == {1}
 
@@ -264,10 +360,29 @@ def test_an_unreachable_ray_address_is_one_line(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "in.jsonl", items(3))
     with TeacherServer(ServerConfig(labels=LABELS)) as srv:
         proc = subprocess.run(
-            [sys.executable, "-m", "labeler.cli", "run", "sentiment", str(data), "-t", TEACHER,
-             "--base-url", srv.url + "/v1", "--store", str(tmp_path / "s.sqlite"), "-q",
-             "--engine", "ray", "--ray-address", "127.0.0.1:9"],
-            capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                "-m",
+                "labeler.cli",
+                "run",
+                "sentiment",
+                str(data),
+                "-t",
+                TEACHER,
+                "--base-url",
+                srv.url + "/v1",
+                "--store",
+                str(tmp_path / "s.sqlite"),
+                "-q",
+                "--engine",
+                "ray",
+                "--ray-address",
+                "127.0.0.1:9",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert chat_requests(srv) == 0
     assert proc.returncode == 1, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
@@ -276,8 +391,7 @@ def test_an_unreachable_ray_address_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "s.sqlite").exists()
 
 
-def test_a_node_removed_mid_run_loses_at_most_its_in_flight_requests(
-        cluster: Any, tmp_path: Path) -> None:
+def test_a_node_removed_mid_run_loses_at_most_its_in_flight_requests(cluster: Any, tmp_path: Path) -> None:
     """A third node joins, one actor on each node (an actor takes two of a node's three
     CPUs); the third node is removed mid-run with its actor. Its batch is retried on the
     others, its claims are taken over, and at most its places are paid twice."""
@@ -287,11 +401,20 @@ def test_a_node_removed_mid_run_loses_at_most_its_in_flight_requests(
     config = ServerConfig(labels=LABELS, latency_s=0.05, latency_jitter_s=0.05)
     try:
         with TeacherServer(config) as srv:
+
             def stage() -> Any:
-                return labeler_ray.label(ray.data.from_items(items(ROWS)), "sentiment",
-                                         TEACHER, base_url=srv.url + "/v1", api_key="k",
-                                         store=store, workers=3, num_cpus=2,
-                                         concurrency=CONCURRENCY, batch_size=30)
+                return labeler_ray.label(
+                    ray.data.from_items(items(ROWS)),
+                    "sentiment",
+                    TEACHER,
+                    base_url=srv.url + "/v1",
+                    api_key="k",
+                    store=store,
+                    workers=3,
+                    num_cpus=2,
+                    concurrency=CONCURRENCY,
+                    batch_size=30,
+                )
 
             outcome: list[Any] = []
             runner = threading.Thread(target=lambda: outcome.append(_count(stage())))
@@ -302,8 +425,7 @@ def test_a_node_removed_mid_run_loses_at_most_its_in_flight_requests(
             assert not runner.is_alive()
             print(f"the run that lost a node ended with: {outcome[0]!r:.200}")
             assert len(stage().take_all()) == ROWS
-            answered = [r for r in srv.log
-                        if r.path.endswith("/chat/completions") and r.status == 200]
+            answered = [r for r in srv.log if r.path.endswith("/chat/completions") and r.status == 200]
     finally:
         shutil.rmtree(root, ignore_errors=True)
     per_prompt = answers_per_prompt(srv)

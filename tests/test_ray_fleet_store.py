@@ -70,8 +70,7 @@ def test_a_stored_answer_the_store_cannot_use_is_a_final_failure_of_the_look_up(
     assert set(failed) == {"b"} and failed["b"].reason == UNUSABLE and failed["b"].message
 
 
-def test_the_run_reads_and_writes_its_own_tables_and_failure_bodies_through_the_actor(
-        tmp_path: Path) -> None:
+def test_the_run_reads_and_writes_its_own_tables_and_failure_bodies_through_the_actor(tmp_path: Path) -> None:
     """A run remembers refused parameters (`TeacherParams`) and keeps the raw body of a
     broken answer: both reach the store actor's file."""
     path = tmp_path / "s.sqlite"

@@ -52,8 +52,10 @@ def ray_runtime() -> Iterator[None]:
 
 
 def items(n: int, start: int = 0) -> list[dict[str, Any]]:
-    return [{"id": i, "text": f"item-{i:05d} was {'great' if i % 3 else 'awful'}", "n": i * 1.5}
-            for i in range(start, start + n)]
+    return [
+        {"id": i, "text": f"item-{i:05d} was {'great' if i % 3 else 'awful'}", "n": i * 1.5}
+        for i in range(start, start + n)
+    ]
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -62,8 +64,7 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def answers_per_prompt(server: TeacherServer) -> Counter[str]:
-    return Counter(r.prompt for r in server.log
-                   if r.path.endswith("/chat/completions") and r.status == 200)
+    return Counter(r.prompt for r in server.log if r.path.endswith("/chat/completions") and r.status == 200)
 
 
 def stored_keys(store: Path) -> int:
@@ -77,17 +78,29 @@ def test_the_stage_yields_the_records_columns_and_a_rerun_sends_nothing(tmp_path
     rows = items(120)
     store = tmp_path / "s.sqlite"
     with TeacherServer(ServerConfig(labels=LABELS)) as srv:
-        ds = labeler_ray.label(ray.data.from_items(rows), "sentiment", TEACHER,
-                               base_url=srv.url + "/v1", api_key="k", store=store, batch_size=32)
+        ds = labeler_ray.label(
+            ray.data.from_items(rows),
+            "sentiment",
+            TEACHER,
+            base_url=srv.url + "/v1",
+            api_key="k",
+            store=store,
+            batch_size=32,
+        )
         out = sorted(ds.take_all(), key=lambda r: int(r["id"]))
         assert chat_requests(srv) == 120
         # The single-process path reads the same store: nothing is sent, same answers.
-        local = labeler.label(rows, "sentiment", TEACHER, base_url=srv.url + "/v1", api_key="k",
-                              store=store)
+        local = labeler.label(rows, "sentiment", TEACHER, base_url=srv.url + "/v1", api_key="k", store=store)
         assert chat_requests(srv) == 120
         # A rerun through Ray: every row cached.
-        again = labeler_ray.label(ray.data.from_items(rows), "sentiment", TEACHER,
-                                  base_url=srv.url + "/v1", api_key="k", store=store).take_all()
+        again = labeler_ray.label(
+            ray.data.from_items(rows),
+            "sentiment",
+            TEACHER,
+            base_url=srv.url + "/v1",
+            api_key="k",
+            store=store,
+        ).take_all()
         assert chat_requests(srv) == 120
     assert len(out) == len(again) == 120
     names = local.features["label"].names
@@ -105,11 +118,16 @@ def test_the_stage_yields_the_records_columns_and_a_rerun_sends_nothing(tmp_path
 def test_an_endpoint_pool_spreads_the_fleet_over_its_servers(tmp_path: Path) -> None:
     """`base_url` with several servers of one model (`--base-url` repeated): every actor
     spreads its requests over all of them, as one process does."""
-    with TeacherServer(ServerConfig(labels=LABELS)) as one, \
-            TeacherServer(ServerConfig(labels=LABELS)) as two:
-        ds = labeler_ray.label(ray.data.from_items(items(80)), "sentiment", TEACHER,
-                               base_url=f"{one.url}/v1,{two.url}/v1", api_key="k",
-                               store=tmp_path / "s.sqlite", batch_size=20)
+    with TeacherServer(ServerConfig(labels=LABELS)) as one, TeacherServer(ServerConfig(labels=LABELS)) as two:
+        ds = labeler_ray.label(
+            ray.data.from_items(items(80)),
+            "sentiment",
+            TEACHER,
+            base_url=f"{one.url}/v1,{two.url}/v1",
+            api_key="k",
+            store=tmp_path / "s.sqlite",
+            batch_size=20,
+        )
         assert len(ds.take_all()) == 80
         sent = (chat_requests(one), chat_requests(two))
     assert sum(sent) == 80 and min(sent) >= 20, sent
@@ -124,8 +142,15 @@ def test_a_bad_option_is_one_line_before_any_actor_starts(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="--budget is not supported"):
         labeler_ray.label(ds, "sentiment", TEACHER, budget_usd=1.0)
     # An error in an actor, when the stage runs: raised as itself.
-    stage = labeler_ray.label(ds, "sentiment", TEACHER, base_url="http://127.0.0.1:9/v1",
-                              api_key="k", store=tmp_path / "s.sqlite", retry_initial_wait=0.01)
+    stage = labeler_ray.label(
+        ds,
+        "sentiment",
+        TEACHER,
+        base_url="http://127.0.0.1:9/v1",
+        api_key="k",
+        store=tmp_path / "s.sqlite",
+        retry_initial_wait=0.01,
+    )
     with pytest.raises(TeacherUnreachable, match=r"cannot reach the teacher at http://127\.0\.0\.1:9/v1"):
         stage.take_all()
 
@@ -173,29 +198,66 @@ def test_engine_ray_and_the_local_engine_export_identical_datasets(tmp_path: Pat
         common = ["-t", TEACHER, "--base-url", srv.url + "/v1", "--store", str(store), "-q"]
         for n, data in enumerate((jsonl, csv_path, parquet, f"{hf}:train")):
             via_ray, local = tmp_path / f"ray-{n}", tmp_path / f"local-{n}"
-            run_cli("run", "sentiment", str(data), *common, "--engine", "ray", "--workers", "2",
-                    "--out", str(via_ray), "--kind", "classification" if n == 1 else "records")
+            run_cli(
+                "run",
+                "sentiment",
+                str(data),
+                *common,
+                "--engine",
+                "ray",
+                "--workers",
+                "2",
+                "--out",
+                str(via_ray),
+                "--kind",
+                "classification" if n == 1 else "records",
+            )
             assert chat_requests(srv) == 150, f"{data}: a row was keyed differently"
-            run_cli("run", "sentiment", str(data), *common, "--out", str(local),
-                    "--kind", "classification" if n == 1 else "records")
+            run_cli(
+                "run",
+                "sentiment",
+                str(data),
+                *common,
+                "--out",
+                str(local),
+                "--kind",
+                "classification" if n == 1 else "records",
+            )
             assert chat_requests(srv) == 150
             same_export(via_ray, local)
         bad = [json.loads(line) for line in (tmp_path / "ray-0.rejects.jsonl").read_text().splitlines()]
-        assert bad == [json.loads(line) for line in
-                       (tmp_path / "local-0.rejects.jsonl").read_text().splitlines()]
+        assert bad == [
+            json.loads(line) for line in (tmp_path / "local-0.rejects.jsonl").read_text().splitlines()
+        ]
         assert bad[0]["line"] == 151 and bad[0]["source"] == str(jsonl)
 
 
 def test_a_teacher_that_cannot_be_reached_is_one_line_from_the_actors(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "in.jsonl", items(20))
-    result = CliRunner().invoke(main, [
-        "run", "sentiment", str(data), "-t", TEACHER, "--base-url", "http://127.0.0.1:9/v1",
-        "--store", str(tmp_path / "s.sqlite"), "-q", "--engine", "ray",
-        "--retry-initial-wait", "0.01"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "sentiment",
+            str(data),
+            "-t",
+            TEACHER,
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "-q",
+            "--engine",
+            "ray",
+            "--retry-initial-wait",
+            "0.01",
+        ],
+    )
     assert result.exit_code != 0
     errors = [line for line in result.output.splitlines() if line.startswith("labeler: error")]
-    assert len(errors) == 1 and "cannot reach the teacher at http://127.0.0.1:9/v1" in errors[0], \
+    assert len(errors) == 1 and "cannot reach the teacher at http://127.0.0.1:9/v1" in errors[0], (
         result.output[-2000:]
+    )
 
 
 def test_the_fleet_keeps_one_rpm_limit_without_429s(tmp_path: Path) -> None:
@@ -204,9 +266,17 @@ def test_the_fleet_keeps_one_rpm_limit_without_429s(tmp_path: Path) -> None:
     limit, window, n = 50, 2.0, 300
     store = tmp_path / "s.sqlite"
     with TeacherServer(ServerConfig(labels=LABELS, rpm=limit, rate_window_s=window)) as srv:
-        ds = labeler_ray.label(ray.data.from_items(items(n)), "sentiment", TEACHER,
-                               base_url=srv.url + "/v1", api_key="k", store=store,
-                               rpm=limit * 60 / window, concurrency=32, batch_size=50)
+        ds = labeler_ray.label(
+            ray.data.from_items(items(n)),
+            "sentiment",
+            TEACHER,
+            base_url=srv.url + "/v1",
+            api_key="k",
+            store=store,
+            rpm=limit * 60 / window,
+            concurrency=32,
+            batch_size=50,
+        )
         assert len(ds.take_all()) == n
         log = [r for r in srv.log if r.path.endswith("/chat/completions")]
     ok = sorted(r.received for r in log if r.status == 200)
@@ -226,9 +296,16 @@ def test_the_fleet_keeps_a_limit_learned_from_headers(tmp_path: Path) -> None:
     limit, n = 900, 200
     store = tmp_path / "s.sqlite"
     with TeacherServer(ServerConfig(labels=LABELS, rpm=limit)) as srv:
-        ds = labeler_ray.label(ray.data.from_items(items(n)), "sentiment", TEACHER,
-                               base_url=srv.url + "/v1", api_key="k", store=store,
-                               concurrency=4, batch_size=25)
+        ds = labeler_ray.label(
+            ray.data.from_items(items(n)),
+            "sentiment",
+            TEACHER,
+            base_url=srv.url + "/v1",
+            api_key="k",
+            store=store,
+            concurrency=4,
+            batch_size=25,
+        )
         assert len(ds.take_all()) == n
         log = [r for r in srv.log if r.path.endswith("/chat/completions")]
     ok = sorted(r.received for r in log if r.status == 200)
@@ -276,10 +353,18 @@ def test_an_actor_killed_mid_run_loses_at_most_what_it_had_in_flight(tmp_path: P
     store = tmp_path / "s.sqlite"
     config = ServerConfig(labels=LABELS, latency_s=0.03, latency_jitter_s=0.03)
     with TeacherServer(config) as srv:
+
         def stage() -> Any:
-            return labeler_ray.label(ray.data.from_items(items(ROWS)), "sentiment", TEACHER,
-                                     base_url=srv.url + "/v1", api_key="k", store=store,
-                                     concurrency=CONCURRENCY, batch_size=50)
+            return labeler_ray.label(
+                ray.data.from_items(items(ROWS)),
+                "sentiment",
+                TEACHER,
+                base_url=srv.url + "/v1",
+                api_key="k",
+                store=store,
+                concurrency=CONCURRENCY,
+                batch_size=50,
+            )
 
         outcome: list[Any] = []
         runner = threading.Thread(target=lambda: outcome.append(_materialize(stage())))
@@ -316,13 +401,34 @@ def test_the_driver_killed_with_sigkill_loses_at_most_what_was_in_flight(tmp_pat
     address = ray.get_runtime_context().gcs_address
     config = ServerConfig(labels=LABELS, latency_s=0.03, latency_jitter_s=0.03)
     with TeacherServer(config) as srv:
-        args = [sys.executable, "-m", "labeler.cli", "run", "sentiment", str(data), "-t", TEACHER,
-                "--base-url", srv.url + "/v1", "--store", str(store), "-q", "--engine", "ray",
-                "--ray-address", address, "--workers", "2", "-c", str(CONCURRENCY)]
+        args = [
+            sys.executable,
+            "-m",
+            "labeler.cli",
+            "run",
+            "sentiment",
+            str(data),
+            "-t",
+            TEACHER,
+            "--base-url",
+            srv.url + "/v1",
+            "--store",
+            str(store),
+            "-q",
+            "--engine",
+            "ray",
+            "--ray-address",
+            address,
+            "--workers",
+            "2",
+            "-c",
+            str(CONCURRENCY),
+        ]
         driver = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            assert wait_for(lambda: len(answers_per_prompt(srv)) >= 100 or driver.poll() is not None,
-                            120), "the run never got going"
+            assert wait_for(lambda: len(answers_per_prompt(srv)) >= 100 or driver.poll() is not None, 120), (
+                "the run never got going"
+            )
             assert driver.poll() is None, driver.communicate()[1].decode()[-2000:]
             driver.send_signal(signal.SIGKILL)
             driver.wait(30)
@@ -357,13 +463,21 @@ def test_the_stage_reads_answers_as_the_export_does(tmp_path: Path) -> None:
         base_url = srv.url + "/v1"
         job = Job(task="sentiment", input=data, teacher=TEACHER, base_url=base_url, api_key="k")
         task = job.load_task()
-        calibration = Calibration(labels=tuple(task.labels), temperature=3.0).save(
-            tmp_path / "cal.json")
-        common = ["sentiment", str(data), "-t", TEACHER, "--base-url", base_url,
-                  "--store", str(store), "--calibration", str(calibration)]
+        calibration = Calibration(labels=tuple(task.labels), temperature=3.0).save(tmp_path / "cal.json")
+        common = [
+            "sentiment",
+            str(data),
+            "-t",
+            TEACHER,
+            "--base-url",
+            base_url,
+            "--store",
+            str(store),
+            "--calibration",
+            str(calibration),
+        ]
         run_cli("run", *common, "-q", "--out", str(tmp_path / "all"))
-        confidences = sorted(r["max_prob"] for r in datasets.load_from_disk(
-            str(tmp_path / "all")).to_list())
+        confidences = sorted(r["max_prob"] for r in datasets.load_from_disk(str(tmp_path / "all")).to_list())
         cut = confidences[len(confidences) // 2]  # about half the rows pass
         # A reviewer overrules the teacher on the first row.
         first = Planner(task, job.make_teacher().identity).plan(rows[:1])[0]
@@ -371,20 +485,28 @@ def test_the_stage_reads_answers_as_the_export_does(tmp_path: Path) -> None:
             teacher_label = db.get(first.key)
         assert teacher_label is not None
         with Store(store) as db:
-            record_label(db, first.key, "negative" if "positive" in teacher_label.text
-                         else "positive", reviewer="ann")
+            record_label(
+                db, first.key, "negative" if "positive" in teacher_label.text else "positive", reviewer="ann"
+            )
         run_cli("export", *common, "--min-confidence", str(cut), "--out", str(tmp_path / "exp"))
         exported = datasets.load_from_disk(str(tmp_path / "exp"))
-        got = labeler_ray.label(ray.data.from_items(rows), "sentiment", TEACHER,
-                                base_url=base_url, api_key="k", store=store,
-                                calibration=str(calibration),
-                                filters=FilterSpec(min_confidence=cut)).take_all()
+        got = labeler_ray.label(
+            ray.data.from_items(rows),
+            "sentiment",
+            TEACHER,
+            base_url=base_url,
+            api_key="k",
+            store=store,
+            calibration=str(calibration),
+            filters=FilterSpec(min_confidence=cut),
+        ).take_all()
         assert chat_requests(srv) == 40
     names = exported.features["label"].names
-    want = {str(r["id"]): (names[r["label"]], r["soft_label"], r["max_prob"], r["label_source"])
-            for r in exported.to_list()}
-    mine = {str(r["id"]): (r["label"], r["soft_label"], r["max_prob"], r["label_source"])
-            for r in got}
+    want = {
+        str(r["id"]): (names[r["label"]], r["soft_label"], r["max_prob"], r["label_source"])
+        for r in exported.to_list()
+    }
+    mine = {str(r["id"]): (r["label"], r["soft_label"], r["max_prob"], r["label_source"]) for r in got}
     assert 0 < len(want) < 40
     assert mine == want
     assert mine["0"][3] == "human"  # the reviewed row: kept whatever the teacher's doubt

@@ -45,7 +45,11 @@ def test_a_store_written_before_traces_opens_migrated_and_reads_as_it_was(tmp_pa
     assert label == Completion(
         text="positive",
         tokens=[TokenLogprob("positive", -0.1, (("positive", -0.1), ("negative", -2.4)))],
-        usage=Usage(31, 1, 0, 0), finish_reason="stop", model="teacher-test", latency_s=0.012)
+        usage=Usage(31, 1, 0, 0),
+        finish_reason="stop",
+        model="teacher-test",
+        latency_s=0.012,
+    )
     assert text.samples == ["A short answer.", "Another answer."]
     assert text.usage == Usage(40, 4, 16, 0, 0)
     assert label.reasoning is None and label.reasoning_blocks is None
@@ -54,9 +58,13 @@ def test_a_store_written_before_traces_opens_migrated_and_reads_as_it_was(tmp_pa
 
 def test_a_migrated_store_keeps_new_traces_beside_the_old_answers(tmp_path: Path) -> None:
     path = _old_store(tmp_path)
-    traced = Completion(text="negative", usage=Usage(20, 300, 0, 0, 290), model="r1",
-                        reasoning="Hmm, the plot was dull.\nSo: negative.",
-                        reasoning_blocks=BLOCKS)
+    traced = Completion(
+        text="negative",
+        usage=Usage(20, 300, 0, 0, 290),
+        model="r1",
+        reasoning="Hmm, the plot was dull.\nSo: negative.",
+        reasoning_blocks=BLOCKS,
+    )
     with Store(path) as st:
         st.put("b2:new", traced, 0.002)
     with Store(path, readonly=True) as st:  # reopened: nothing left to migrate
@@ -73,8 +81,9 @@ def test_merging_stores_carries_the_traces(tmp_path: Path) -> None:
     from labeler.store_merge import merge_stores
 
     shard = tmp_path / "shard.sqlite"
-    traced = Completion(text="positive", reasoning="It was vivid.", reasoning_blocks=BLOCKS,
-                        usage=Usage(10, 50, 0, 0, 40))
+    traced = Completion(
+        text="positive", reasoning="It was vivid.", reasoning_blocks=BLOCKS, usage=Usage(10, 50, 0, 0, 40)
+    )
     with Store(shard) as st:
         st.put("b2:t", traced)
     merge_stores(_old_store(tmp_path), [shard])

@@ -24,11 +24,19 @@ from labeler.refresh import Locked, RefreshConfig, RefreshLock, refresh
 def _config(tmp: Path, server: LocalServer | None, **changes: Any) -> Path:
     """A config with paths relative to its own folder, as a user would write one."""
     cfg: dict[str, Any] = {
-        "task": "sentiment", "input": "in.jsonl", "teacher": "openai-compatible:teacher-test",
+        "task": "sentiment",
+        "input": "in.jsonl",
+        "teacher": "openai-compatible:teacher-test",
         "base_url": server.api if server else "http://127.0.0.1:9/v1",
-        "store": "state/labels.sqlite", "out": "datasets/reviews", "keep": 2,
-        "concurrency": 8, "id_field": "id", "max_attempts": 2, "retry_initial_wait": 0.01,
-        "export": {"kind": "classification"}, "filters": {"min_confidence": 0.0},
+        "store": "state/labels.sqlite",
+        "out": "datasets/reviews",
+        "keep": 2,
+        "concurrency": 8,
+        "id_field": "id",
+        "max_attempts": 2,
+        "retry_initial_wait": 0.01,
+        "export": {"kind": "classification"},
+        "filters": {"min_confidence": 0.0},
     }
     cfg.update(changes)
     path = tmp / "refresh.yaml"
@@ -58,13 +66,13 @@ def test_refresh_is_incremental_atomic_versioned_and_prints_one_json_line(tmp_pa
     with LocalServer(labels=["negative", "positive"]) as srv:
         config = _config(tmp_path, srv)
         # The first run as cron runs it: a process whose stdout is one JSON line.
-        first = subprocess.run([*LABELER, "refresh", str(config)], capture_output=True,
-                               text=True, timeout=120, cwd="/")
+        first = subprocess.run(
+            [*LABELER, "refresh", str(config)], capture_output=True, text=True, timeout=120, cwd="/"
+        )
         assert first.returncode == 0, first.stderr
         assert len(first.stdout.splitlines()) == 1
         line = json.loads(first.stdout)
-        assert (line["outcome"], line["exit_code"], line["labeled"], line["exported"]) == (
-            "ok", 0, 20, 20)
+        assert (line["outcome"], line["exit_code"], line["labeled"], line["exported"]) == ("ok", 0, 20, 20)
         assert {"cost_usd", "duration_s", "version", "requests", "failed"} <= set(line)
         v1 = Path(line["version"])
         assert v1.parent == out / "versions" and (out / "current").resolve() == v1
@@ -75,8 +83,9 @@ def test_refresh_is_incremental_atomic_versioned_and_prints_one_json_line(tmp_pa
         rows = [json.loads(x) for x in (tmp_path / "in.jsonl").read_text().splitlines()]
         rows[0]["text"] += " (edited)"
         rows[1]["text"] += " (edited)"
-        rows = rows[:17] + [json.loads(x) for x in write_items(
-            tmp_path / "new.jsonl", 4, start=100).read_text().splitlines()]
+        rows = rows[:17] + [
+            json.loads(x) for x in write_items(tmp_path / "new.jsonl", 4, start=100).read_text().splitlines()
+        ]
         (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         sent = len(srv.log())
         code, line, _ = _refresh(config)
@@ -94,8 +103,7 @@ def test_refresh_is_incremental_atomic_versioned_and_prints_one_json_line(tmp_pa
         code, line, _ = _refresh(config)
         assert (code, line["requests"], line["cached"]) == (0, 0, 21)
         assert len(srv.log()) == sent
-        assert line["pruned"] == [v1.name] and _versions(out) == sorted([v2.name, Path(
-            line["version"]).name])
+        assert line["pruned"] == [v1.name] and _versions(out) == sorted([v2.name, Path(line["version"]).name])
 
 
 def test_partial_refresh_exits_3_and_still_publishes(tmp_path: Path) -> None:
@@ -199,16 +207,25 @@ def test_a_lock_held_by_an_orphan_of_a_dead_run_is_taken_over(tmp_path: Path) ->
     """The dead run's child kept the lock descriptor open: the lock file is replaced."""
     lock_path = tmp_path / "out" / ".refresh.lock"
     lock_path.parent.mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
-    orphan = subprocess.Popen([sys.executable, "-c", f"""
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    orphan = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import fcntl, os, sys, time
 fd = os.open({str(lock_path)!r}, os.O_RDWR | os.O_CREAT)
 fcntl.flock(fd, fcntl.LOCK_EX)
 os.write(fd, b"{dead}\\n2024-01-01T00:00:00+00:00\\n")
 print("locked", flush=True)
 time.sleep(60)
-"""], stdout=subprocess.PIPE, text=True)
+""",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert orphan.stdout is not None and orphan.stdout.readline().strip() == "locked"
         with RefreshLock(lock_path) as lock:
@@ -243,17 +260,19 @@ def test_config_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     assert RefreshConfig.load(_config(tmp_path, None)).task == "sentiment"  # a shipped name
 
 
-@pytest.mark.parametrize("changes,message", [
-    ({"concurency": 8}, "unknown key 'concurency'"),
-    ({"api_key": "sk-oops"}, "a key does not belong in a config file"),
-    ({"export": {"kind": "classification", "fromat": "hf"}}, "unknown key 'export.fromat'"),
-    ({"keep": 0}, "keep must be at least 1"),
-    ({"concurrency": "many"}, "concurrency must be int"),
-    ({"input": "-"}, "stdin cannot be refreshed"),
-    ({"api_key_env": "LABELER_TEST_NO_SUCH_VAR"}, "LABELER_TEST_NO_SUCH_VAR (api_key_env) is not set"),
-])
-def test_bad_configs_fail_with_the_reason(tmp_path: Path, changes: dict[str, Any],
-                                          message: str) -> None:
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"concurency": 8}, "unknown key 'concurency'"),
+        ({"api_key": "sk-oops"}, "a key does not belong in a config file"),
+        ({"export": {"kind": "classification", "fromat": "hf"}}, "unknown key 'export.fromat'"),
+        ({"keep": 0}, "keep must be at least 1"),
+        ({"concurrency": "many"}, "concurrency must be int"),
+        ({"input": "-"}, "stdin cannot be refreshed"),
+        ({"api_key_env": "LABELER_TEST_NO_SUCH_VAR"}, "LABELER_TEST_NO_SUCH_VAR (api_key_env) is not set"),
+    ],
+)
+def test_bad_configs_fail_with_the_reason(tmp_path: Path, changes: dict[str, Any], message: str) -> None:
     write_items(tmp_path / "in.jsonl", 1)
     code, line, err = _refresh(_config(tmp_path, None, **changes))
     assert (code, line["outcome"]) == (1, "failed")

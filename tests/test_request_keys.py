@@ -21,10 +21,17 @@ IDENTITY = {"provider": "openai-compatible", "model": "m", "base_url": "http://h
 
 def rows(n: int) -> list[dict[str, str]]:
     rng = random.Random(7)
-    words = ["good", "bad", "é", "\"quoted\"", "line\nbreak", "x" * 50, "tab\t", "ünï", "🙂"]
-    return [{"id": str(i), **{f: " ".join(rng.choices(words, k=rng.randint(1, 6)))
-                              for f in ("text", "title", "query", "instruction", "input")}}
-            for i in range(n)]
+    words = ["good", "bad", "é", '"quoted"', "line\nbreak", "x" * 50, "tab\t", "ünï", "🙂"]
+    return [
+        {
+            "id": str(i),
+            **{
+                f: " ".join(rng.choices(words, k=rng.randint(1, 6)))
+                for f in ("text", "title", "query", "instruction", "input")
+            },
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("template", PROMPTS)
@@ -51,10 +58,13 @@ def test_keys_follow_edits_and_odd_requests() -> None:
     both(Request(messages=(dict(system), shot, {"role": "user", "content": "row"})))
     both(Request(messages=({"role": "user", "content": "only"},), template="t@2"))
     both(Request(messages=(), params={"temperature": 0}))
-    both(Request(messages=({"role": "user", "content": "n", "name": 1},),  # type: ignore[dict-item]
-                 params={"n": True, "stop": ["\n"]}))
-    both(Request(prompt="Review: x\nSentiment:", params={"max_tokens": 1, "logprobs": 5},
-                 template="c@1"))
+    both(
+        Request(
+            messages=({"role": "user", "content": "n", "name": 1},),  # type: ignore[dict-item]
+            params={"n": True, "stop": ["\n"]},
+        )
+    )
+    both(Request(prompt="Review: x\nSentiment:", params={"max_tokens": 1, "logprobs": 5}, template="c@1"))
     both(Request(messages=(system, {"role": "user", "content": "back"}), template="t@1"))
 
 
@@ -62,8 +72,9 @@ def test_a_store_filled_through_request_key_answers_the_planner(tmp_path: Path) 
     task = load_task("sentiment")
     data = [{"id": r["id"], "text": f"review {r['id']}: {r['text']}"} for r in rows(600)]
     with Store(tmp_path / "s.sqlite") as store:
-        store.put_many([(task.render(r).key(IDENTITY), Completion(f"positive {r['id']}"), None)
-                        for r in data])
+        store.put_many(
+            [(task.render(r).key(IDENTITY), Completion(f"positive {r['id']}"), None) for r in data]
+        )
         planner = Planner(task, IDENTITY, store, failures=False)
         planned = [i for chunk in planner.plan_rows(data, 128) for i in chunk]
     assert len(planned) == 600 and all(i.status == CACHED for i in planned)

@@ -24,16 +24,33 @@ def _sent(srv: LocalServer) -> int:
 
 
 def _run(srv: LocalServer, data: Path, store: Path, *extra: str) -> Result:
-    return CliRunner().invoke(main, [
-        "run", "sentiment", str(data), "--teacher", "openai-compatible:teacher-test",
-        "--base-url", srv.api, "--store", str(store), "--quiet", "--max-attempts", "2",
-        "--retry-initial-wait", "0.01", *extra])
+    return CliRunner().invoke(
+        main,
+        [
+            "run",
+            "sentiment",
+            str(data),
+            "--teacher",
+            "openai-compatible:teacher-test",
+            "--base-url",
+            srv.api,
+            "--store",
+            str(store),
+            "--quiet",
+            "--max-attempts",
+            "2",
+            "--retry-initial-wait",
+            "0.01",
+            *extra,
+        ],
+    )
 
 
 def test_a_plain_rerun_resends_transient_failures_and_only_those(tmp_path: Path) -> None:
     data, store = write_items(tmp_path / "in.jsonl", 8), tmp_path / "s.sqlite"
-    with LocalServer(labels=["negative", "positive"], status_for=TRANSIENT + FINAL,
-                     retry_after_s=0.01) as srv:
+    with LocalServer(
+        labels=["negative", "positive"], status_for=TRANSIENT + FINAL, retry_after_s=0.01
+    ) as srv:
         first = _run(srv, data, store, "--json")
         assert first.exit_code == 3, first.output
         s = json.loads(first.stdout)
@@ -64,6 +81,8 @@ def test_the_summary_says_a_plain_rerun_will_retry_transient_failures(tmp_path: 
     with LocalServer(labels=["negative", "positive"], status_for=TRANSIENT) as srv:
         res = _run(srv, data, store)
     assert res.exit_code == 3
-    assert ("labeler: 3 failed on transient errors (rate limits, server errors, timeouts): "
-            "rerun the same command to send them again") in res.output
+    assert (
+        "labeler: 3 failed on transient errors (rate limits, server errors, timeouts): "
+        "rerun the same command to send them again"
+    ) in res.output
     assert "--retry-failed" not in res.output

@@ -32,28 +32,39 @@ def rows(n: int, word: str = "review") -> list[dict[str, Any]]:
     return [{"id": f"r{i}", "text": f"{word} number {i}"} for i in range(n)]
 
 
-def label(server: TeacherServer, data: Sequence[dict[str, Any]], *, provider: str = "openai",
-          retry: RetryPolicy = FAST, **teacher_opts: Any) -> tuple[list[Record], Labeler]:
+def label(
+    server: TeacherServer,
+    data: Sequence[dict[str, Any]],
+    *,
+    provider: str = "openai",
+    retry: RetryPolicy = FAST,
+    **teacher_opts: Any,
+) -> tuple[list[Record], Labeler]:
     """Label `data` with the sentiment template into a fresh store; records and labeler."""
     if provider == "anthropic":
-        teacher = make_teacher("anthropic:claude-haiku-4-5", base_url=server.url, api_key="k",
-                               samples=1, **teacher_opts)
+        teacher = make_teacher(
+            "anthropic:claude-haiku-4-5", base_url=server.url, api_key="k", samples=1, **teacher_opts
+        )
     else:
-        teacher = make_teacher("openai-compatible:teacher-test", base_url=server.url + "/v1",
-                               **teacher_opts)
+        teacher = make_teacher("openai-compatible:teacher-test", base_url=server.url + "/v1", **teacher_opts)
 
     async def go() -> tuple[list[Record], Labeler]:
         with tempfile.TemporaryDirectory() as tmp:
-            async with Labeler(load_task("sentiment"), teacher, store=Path(tmp) / "s.sqlite",
-                               concurrency=8, retry=retry, progress=False) as lb:
+            async with Labeler(
+                load_task("sentiment"),
+                teacher,
+                store=Path(tmp) / "s.sqlite",
+                concurrency=8,
+                retry=retry,
+                progress=False,
+            ) as lb:
                 return [r async for r in lb.label(data)], lb
 
     return asyncio.run(go())
 
 
 def per_prompt(server: TeacherServer) -> Counter[str]:
-    return Counter(r.prompt for r in server.log if r.path in ("/v1/chat/completions",
-                                                               "/v1/messages"))
+    return Counter(r.prompt for r in server.log if r.path in ("/v1/chat/completions", "/v1/messages"))
 
 
 def generation_log(server: TeacherServer) -> list[Any]:
@@ -180,8 +191,9 @@ def test_failures_are_stored_and_not_sent_again(tmp_path: Path) -> None:
         path = tmp_path / "s.sqlite"
 
         async def go() -> list[Record]:
-            async with Labeler(load_task("sentiment"), teacher, store=path, retry=FAST,
-                               progress=False, close_teacher=False) as lb:
+            async with Labeler(
+                load_task("sentiment"), teacher, store=path, retry=FAST, progress=False, close_teacher=False
+            ) as lb:
                 return [r async for r in lb.label(data)]
 
         asyncio.run(go())
@@ -205,11 +217,12 @@ def test_retry_cap_is_honoured() -> None:
 @pytest.mark.parametrize("spec", ["openai-compatible:teacher-test", "anthropic:claude-haiku-4-5"])
 def test_the_sdks_do_not_retry_on_their_own(spec: str) -> None:
     """One teacher call, one HTTP request, whatever the failure."""
-    request = Request(messages=({"role": "user", "content": "hi"},),
-                      params={"max_tokens": 2})
-    for config in (ServerConfig(fail_first=5, fail_status=500),
-                   ServerConfig(fail_first=5, fail_status=429, retry_after_s=0.01),
-                   ServerConfig(drop_rate=1.0)):
+    request = Request(messages=({"role": "user", "content": "hi"},), params={"max_tokens": 2})
+    for config in (
+        ServerConfig(fail_first=5, fail_status=500),
+        ServerConfig(fail_first=5, fail_status=429, retry_after_s=0.01),
+        ServerConfig(drop_rate=1.0),
+    ):
         with TeacherServer(config) as srv:
             base = srv.url + "/v1" if spec.startswith("openai") else srv.url
             teacher = make_teacher(spec, base_url=base, api_key="k")
@@ -232,8 +245,7 @@ def test_retry_after_header_forms() -> None:
 
     assert parse_retry_after({"retry-after": "2"}) == 2.0
     assert parse_retry_after({"retry-after-ms": "150", "retry-after": "1"}) == 0.15
-    in_3s = parse_retry_after({"retry-after": formatdate(__import__("time").time() + 3,
-                                                         usegmt=True)})
+    in_3s = parse_retry_after({"retry-after": formatdate(__import__("time").time() + 3, usegmt=True)})
     assert in_3s is not None and 1.5 < in_3s <= 3.0
     assert parse_retry_after({"retry-after": "soon"}) is None
     assert parse_retry_after({}) is None

@@ -34,7 +34,7 @@ SCRIPT_TEXT = '<script>window.__pwned = 1</script><img src=x onerror="window.__p
 # Per prompt word: (answer, probability of positive, probability of negative).
 ROWS = {
     "sure": ("positive", 0.97, 0.02),
-    "torn": ("positive", 0.51, 0.47),   # the most uncertain labeled row
+    "torn": ("positive", 0.51, 0.47),  # the most uncertain labeled row
     "leaning": ("negative", 0.25, 0.70),
     "odd": ("positive", 0.80, 0.15),
 }
@@ -57,9 +57,15 @@ def labeled(tmp_path: Path) -> Iterator[tuple[TeacherServer, Job]]:
     lines.append({"id": "xss", "text": f"odd {SCRIPT_TEXT}"})
     data.write_text("".join(json.dumps(r) + "\n" for r in lines))
     with TeacherServer(ServerConfig(responder=responder())) as srv:
-        job = Job(task="sentiment", input=data, teacher="openai-compatible:teacher-test",
-                  base_url=srv.url + "/v1", store=tmp_path / "s.sqlite", progress=False,
-                  api_key=SECRET)
+        job = Job(
+            task="sentiment",
+            input=data,
+            teacher="openai-compatible:teacher-test",
+            base_url=srv.url + "/v1",
+            store=tmp_path / "s.sqlite",
+            progress=False,
+            api_key=SECRET,
+        )
         asyncio.run(run_job(job))
         yield srv, job
 
@@ -70,10 +76,29 @@ class ReviewProcess:
     def __init__(self, job: Job, *extra: str) -> None:
         env = {**os.environ, "OPENAI_API_KEY": SECRET}
         self.proc = subprocess.Popen(
-            [*LABELER, "review", str(job.task), str(job.input), "--teacher", job.teacher,
-             "--base-url", str(job.base_url), "--store", str(job.store), "--port", "0",
-             "--no-browser", "--reviewer", "ada", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+            [
+                *LABELER,
+                "review",
+                str(job.task),
+                str(job.input),
+                "--teacher",
+                job.teacher,
+                "--base-url",
+                str(job.base_url),
+                "--store",
+                str(job.store),
+                "--port",
+                "0",
+                "--no-browser",
+                "--reviewer",
+                "ada",
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
         )
         assert self.proc.stdout is not None
         self.url = self.proc.stdout.readline().strip()
@@ -108,12 +133,12 @@ def open_page(b: Browser, url: str, loads: int = 1) -> None:
 
 
 def row_ids(b: Browser) -> list[str]:
-    return b.js("return [...document.querySelectorAll('article.row .rowid')]"
-                ".map(e => e.textContent);")
+    return b.js("return [...document.querySelectorAll('article.row .rowid')].map(e => e.textContent);")
 
 
-def http(url: str, *, method: str = "GET", headers: dict[str, str] | None = None,
-         body: bytes | None = None) -> tuple[int, bytes]:
+def http(
+    url: str, *, method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None
+) -> tuple[int, bytes]:
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
@@ -151,19 +176,39 @@ def test_request_without_the_token_gets_403(labeled: tuple[TeacherServer, Job]) 
         assert http(server.base + "/api/rows", headers={"X-Labeler-Token": "wrong"})[0] == 403
         # A cross-site form can send the cookie but neither the header nor a JSON type.
         cookie = {"Cookie": f"labeler_review_token={server.token}"}
-        assert http(server.base + "/api/label", method="POST", body=decision,
-                    headers={**cookie, "Content-Type": "application/json"})[0] == 403
-        assert http(server.base + "/api/label", method="POST", body=decision,
-                    headers={**good, "Content-Type": "text/plain"})[0] == 415
-        assert http(server.base + "/api/label", method="POST", body=decision,
-                    headers={**good, "Origin": "http://evil.example"})[0] == 403
+        assert (
+            http(
+                server.base + "/api/label",
+                method="POST",
+                body=decision,
+                headers={**cookie, "Content-Type": "application/json"},
+            )[0]
+            == 403
+        )
+        assert (
+            http(
+                server.base + "/api/label",
+                method="POST",
+                body=decision,
+                headers={**good, "Content-Type": "text/plain"},
+            )[0]
+            == 415
+        )
+        assert (
+            http(
+                server.base + "/api/label",
+                method="POST",
+                body=decision,
+                headers={**good, "Origin": "http://evil.example"},
+            )[0]
+            == 403
+        )
         assert http(server.base + "/api/rows", headers=good)[0] == 200
         assert http(server.base + "/static/review.js", headers=cookie)[0] == 200
     finally:
         server.stop()
     with Store(job.store_path()) as st:
-        assert st.execute_read(lambda db: db.execute("SELECT count(*) FROM human_labels")
-                               .fetchone()[0]) == 0
+        assert st.execute_read(lambda db: db.execute("SELECT count(*) FROM human_labels").fetchone()[0]) == 0
 
 
 def test_api_key_never_reaches_the_page(labeled: tuple[TeacherServer, Job]) -> None:
@@ -171,8 +216,7 @@ def test_api_key_never_reaches_the_page(labeled: tuple[TeacherServer, Job]) -> N
     server = ReviewProcess(job)
     try:
         auth = {"X-Labeler-Token": server.token}
-        seen = b"".join(http(server.base + p, headers=auth)[1]
-                        for p in ("/api/meta", "/api/rows?limit=200"))
+        seen = b"".join(http(server.base + p, headers=auth)[1] for p in ("/api/meta", "/api/rows?limit=200"))
         seen += http(server.url)[1]
         assert b"teacher-test" in seen
         assert SECRET.encode() not in seen
@@ -183,9 +227,26 @@ def test_api_key_never_reaches_the_page(labeled: tuple[TeacherServer, Job]) -> N
 def test_binding_beyond_loopback_needs_a_flag(labeled: tuple[TeacherServer, Job]) -> None:
     _, job = labeled
     refused = subprocess.run(
-        [*LABELER, "review", str(job.task), str(job.input), "--teacher", job.teacher,
-         "--base-url", str(job.base_url), "--store", str(job.store), "--host", "0.0.0.0",
-         "--no-browser"], capture_output=True, text=True, cwd=REPO, timeout=60)
+        [
+            *LABELER,
+            "review",
+            str(job.task),
+            str(job.input),
+            "--teacher",
+            job.teacher,
+            "--base-url",
+            str(job.base_url),
+            "--store",
+            str(job.store),
+            "--host",
+            "0.0.0.0",
+            "--no-browser",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert refused.returncode == 1
     errors = [line for line in refused.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and "--allow-remote" in errors[0], refused.stderr
@@ -200,31 +261,30 @@ def test_binding_beyond_loopback_needs_a_flag(labeled: tuple[TeacherServer, Job]
 # -- in a headless browser --------------------------------------------------------------------
 
 
-def test_most_uncertain_row_comes_first(labeled: tuple[TeacherServer, Job],
-                                        browser: Browser) -> None:
+def test_most_uncertain_row_comes_first(labeled: tuple[TeacherServer, Job], browser: Browser) -> None:
     _, job = labeled
     server = ReviewProcess(job)
     try:
         open_page(browser, server.url)
         assert row_ids(browser)[:3] == ["torn", "leaning", "odd"]
-        assert browser.js("return document.querySelector('#progress').textContent") == \
-            "0 of 5 reviewed"
+        assert browser.js("return document.querySelector('#progress').textContent") == "0 of 5 reviewed"
         assert browser.js("return location.search") == ""  # the token left the address bar
     finally:
         server.stop()
 
 
-def test_keyboard_decisions_survive_a_server_restart(labeled: tuple[TeacherServer, Job],
-                                                     browser: Browser) -> None:
+def test_keyboard_decisions_survive_a_server_restart(
+    labeled: tuple[TeacherServer, Job], browser: Browser
+) -> None:
     _, job = labeled
     server = ReviewProcess(job)
     try:
         open_page(browser, server.url)
-        browser.keys("Enter")       # accept the teacher's label on "torn" (positive)
+        browser.keys("Enter")  # accept the teacher's label on "torn" (positive)
         browser.wait("document.querySelector('#progress').textContent === '1 of 5 reviewed'")
-        browser.keys("Down", "1")   # skip "leaning", correct "odd": positive -> negative
+        browser.keys("Down", "1")  # skip "leaning", correct "odd": positive -> negative
         browser.wait("document.querySelector('#progress').textContent === '2 of 5 reviewed'")
-        browser.keys("u")           # undo the correction, then make it again
+        browser.keys("u")  # undo the correction, then make it again
         browser.wait("document.querySelector('#progress').textContent === '1 of 5 reviewed'")
         browser.keys("1")
         browser.wait("document.querySelector('#progress').textContent === '2 of 5 reviewed'")
@@ -235,24 +295,31 @@ def test_keyboard_decisions_survive_a_server_restart(labeled: tuple[TeacherServe
         decided = human_labels(st, [it.key for it in index.items])
     by_id = {d.row_id: d for d in decided.values()}
     assert {k: (d.label, d.teacher_label, d.reviewer) for k, d in by_id.items()} == {
-        "torn": ("positive", "positive", "ada"), "odd": ("negative", "positive", "ada")}
+        "torn": ("positive", "positive", "ada"),
+        "odd": ("negative", "positive", "ada"),
+    }
     server = ReviewProcess(job)
     try:
         open_page(browser, server.url, loads=1)
-        assert browser.js("return document.querySelector('#progress').textContent") == \
-            "2 of 5 reviewed"
-        humans = browser.js("return [...document.querySelectorAll('article.row')].map("
-                            "a => [a.querySelector('.rowid').textContent, "
-                            "a.querySelector('.human').textContent])")
+        assert browser.js("return document.querySelector('#progress').textContent") == "2 of 5 reviewed"
+        humans = browser.js(
+            "return [...document.querySelectorAll('article.row')].map("
+            "a => [a.querySelector('.rowid').textContent, "
+            "a.querySelector('.human').textContent])"
+        )
         assert dict(humans)["odd"] == "human: negative"
         browser.click("article.row[data-index='2'] button.bar[data-label='positive']")  # mouse
-        browser.wait("document.querySelector('#progress').textContent === '2 of 5 reviewed' && "
-                     "document.querySelector('#status').textContent.startsWith('odd')")
+        browser.wait(
+            "document.querySelector('#progress').textContent === '2 of 5 reviewed' && "
+            "document.querySelector('#status').textContent.startsWith('odd')"
+        )
     finally:
         server.stop()
     with Store(job.store_path()) as st:
         assert {d.row_id: d.label for d in human_labels(st, list(decided)).values()} == {
-            "torn": "positive", "odd": "positive"}
+            "torn": "positive",
+            "odd": "positive",
+        }
 
 
 def test_script_in_a_row_is_inert(labeled: tuple[TeacherServer, Job], browser: Browser) -> None:
@@ -260,8 +327,9 @@ def test_script_in_a_row_is_inert(labeled: tuple[TeacherServer, Job], browser: B
     server = ReviewProcess(job)
     try:
         open_page(browser, server.url)
-        texts = browser.js("return [...document.querySelectorAll('article.row .text')]"
-                           ".map(e => e.textContent)")
+        texts = browser.js(
+            "return [...document.querySelectorAll('article.row .text')].map(e => e.textContent)"
+        )
         assert f"odd {SCRIPT_TEXT}" in texts
         time.sleep(0.3)  # give an injected onerror handler the time to fire
         assert browser.js("return window.__pwned === undefined")
@@ -280,8 +348,9 @@ def test_recorded_label_replaces_the_previous_one(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("problem", ["no store", "port taken", "not a label task"])
-def test_bad_start_is_one_clear_line(labeled: tuple[TeacherServer, Job], tmp_path: Path,
-                                     problem: str) -> None:
+def test_bad_start_is_one_clear_line(
+    labeled: tuple[TeacherServer, Job], tmp_path: Path, problem: str
+) -> None:
     _, job = labeled
     args = ["sentiment", str(job.input), "--store", str(job.store), "--port", "0"]
     holder = None
@@ -293,25 +362,54 @@ def test_bad_start_is_one_clear_line(labeled: tuple[TeacherServer, Job], tmp_pat
     else:
         args[0] = "extract"
     try:
-        out = subprocess.run([*LABELER, "review", *args, "--teacher", job.teacher, "--base-url",
-                              str(job.base_url), "--no-browser"],
-                             capture_output=True, text=True, cwd=REPO, timeout=60)
+        out = subprocess.run(
+            [
+                *LABELER,
+                "review",
+                *args,
+                "--teacher",
+                job.teacher,
+                "--base-url",
+                str(job.base_url),
+                "--no-browser",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
     finally:
         if holder:
             holder.stop()
     errors = [line for line in out.stderr.splitlines() if "error" in line]
     assert out.returncode == 1 and len(errors) == 1, out.stderr
-    assert {"no store": "typo.sqlite: no such store", "port taken": "cannot listen on",
-            "not a label task": "needs a label task"}[problem] in errors[0]
+    assert {
+        "no store": "typo.sqlite: no such store",
+        "port taken": "cannot listen on",
+        "not a label task": "needs a label task",
+    }[problem] in errors[0]
     assert not (tmp_path / "typo.sqlite").exists()
 
 
 @pytest.mark.slow
 def test_the_review_benchmark_runs_at_a_tiny_size(tmp_path: Path, browser: Browser) -> None:
     """Keeps benchmarks/review_page.py working; no speed is asserted."""
-    out = subprocess.run([sys.executable, "benchmarks/review_page.py", "--rows", "300",
-                          "--repeat", "1", "--workdir", str(tmp_path)],
-                         capture_output=True, text=True, cwd=REPO, timeout=240)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/review_page.py",
+            "--rows",
+            "300",
+            "--repeat",
+            "1",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=240,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| first paint |" in out.stdout and "| page change |" in out.stdout
 
@@ -325,12 +423,13 @@ def test_undecodable_credentials_get_403_not_500(labeled: tuple[TeacherServer, J
     server = ReviewProcess(job)
     try:
         host = server.base.removeprefix("http://")
-        cases = [("GET", "/api/rows", {"X-Labeler-Token": "tok\xe9n"}),
-                 ("GET", "/", {"Cookie": "labeler_review_token=\xe9\xff"}),
-                 ("GET", "/?token=%ff%fe", {}),
-                 ("GET", "/api/rows", {"X-Labeler-Token": server.token + "\xe9"}),
-                 ("GET", "/api/rows", {"X-Labeler-Token": server.token,
-                                       "Origin": "http://h\xe9st"})]
+        cases = [
+            ("GET", "/api/rows", {"X-Labeler-Token": "tok\xe9n"}),
+            ("GET", "/", {"Cookie": "labeler_review_token=\xe9\xff"}),
+            ("GET", "/?token=%ff%fe", {}),
+            ("GET", "/api/rows", {"X-Labeler-Token": server.token + "\xe9"}),
+            ("GET", "/api/rows", {"X-Labeler-Token": server.token, "Origin": "http://h\xe9st"}),
+        ]
         for method, path, headers in cases:
             conn = http.client.HTTPConnection(host, timeout=10)
             conn.request(method, path, headers=headers)

@@ -31,10 +31,12 @@ from conftest import REPO, review_api, sentiment_reply
 
 # Each row's P(positive) from members a, b and c.
 P = {
-    "sure-0": (0.95, 0.95, 0.95), "sure-1": (0.9, 0.92, 0.94),
-    "torn-0": (0.55, 0.55, 0.55), "torn-1": (0.56, 0.57, 0.58),  # agree, unsure
+    "sure-0": (0.95, 0.95, 0.95),
+    "sure-1": (0.9, 0.92, 0.94),
+    "torn-0": (0.55, 0.55, 0.55),
+    "torn-1": (0.56, 0.57, 0.58),  # agree, unsure
     "split-0": (0.95, 0.95, 0.05),  # c dissents; the ensemble says positive (0.65)
-    "split-1": (0.9, 0.2, 0.1),     # a dissents; the ensemble says negative (0.6)
+    "split-1": (0.9, 0.2, 0.1),  # a dissents; the ensemble says negative (0.6)
 }
 SPLIT = ["split-1", "split-0"]  # lower certainty first at equal agreement (2 of 3)
 
@@ -46,8 +48,7 @@ def _config(member: int) -> ServerConfig:
 
 @pytest.fixture
 def servers() -> Iterator[list[TeacherServer]]:
-    with (TeacherServer(_config(0)) as a, TeacherServer(_config(1)) as b,
-          TeacherServer(_config(2)) as c):
+    with TeacherServer(_config(0)) as a, TeacherServer(_config(1)) as b, TeacherServer(_config(2)) as c:
         yield [a, b, c]
 
 
@@ -58,9 +59,16 @@ def _ensemble(servers: list[TeacherServer]) -> str:
 def _job(tmp_path: Path, servers: list[TeacherServer]) -> Job:
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps({"id": t, "text": t}) + "\n" for t in P))
-    return Job(task="sentiment", input=data, teacher="unused:x", ensemble=_ensemble(servers),
-               store=tmp_path / "s.sqlite", out=tmp_path / "out", progress=False,
-               max_attempts=1)
+    return Job(
+        task="sentiment",
+        input=data,
+        teacher="unused:x",
+        ensemble=_ensemble(servers),
+        store=tmp_path / "s.sqlite",
+        out=tmp_path / "out",
+        progress=False,
+        max_attempts=1,
+    )
 
 
 class Review:
@@ -68,11 +76,29 @@ class Review:
 
     def __init__(self, job: Job, servers: list[TeacherServer]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "labeler.cli", "review", "sentiment", str(job.input),
-             "--ensemble", _ensemble(servers), "--store", str(job.store), "--port", "0",
-             "--no-browser", "--reviewer", "ada"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-            env={**os.environ, "OPENAI_API_KEY": "unused"})
+            [
+                sys.executable,
+                "-m",
+                "labeler.cli",
+                "review",
+                "sentiment",
+                str(job.input),
+                "--ensemble",
+                _ensemble(servers),
+                "--store",
+                str(job.store),
+                "--port",
+                "0",
+                "--no-browser",
+                "--reviewer",
+                "ada",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "OPENAI_API_KEY": "unused"},
+        )
         assert self.proc.stdout is not None
         url = self.proc.stdout.readline().strip()
         if not url.startswith("http://"):
@@ -97,7 +123,8 @@ class Review:
 
 
 def test_disagreeing_rows_come_first_and_a_decision_wins_in_the_export(
-    servers: list[TeacherServer], tmp_path: Path,
+    servers: list[TeacherServer],
+    tmp_path: Path,
 ) -> None:
     job = _job(tmp_path, servers)
     assert asyncio.run(run_job(job)).summary.outcome == "ok"
@@ -117,7 +144,8 @@ def test_disagreeing_rows_come_first_and_a_decision_wins_in_the_export(
         assert [(v["teacher"], v["label"]) for v in first["votes"]] == [
             ("openai-compatible:member-0", "positive"),
             ("openai-compatible:member-1", "negative"),
-            ("openai-compatible:member-2", "negative")]
+            ("openai-compatible:member-2", "negative"),
+        ]
         only = review.get("/api/rows?status=disagree")
         assert [r["id"] for r in only["rows"]] == SPLIT
         assert review.post({"key": first["key"], "label": "positive"})[0] == 200  # corrected
@@ -139,12 +167,12 @@ def test_disagreeing_rows_come_first_and_a_decision_wins_in_the_export(
     assert (out["split-1"]["label_source"], out["split-1"]["label"]) == ("human", 1)  # positive
     assert out["split-1"]["soft_label"] == pytest.approx([0.6, 0.4])  # still the ensemble's
     assert out["split-0"]["label_source"] == "human"
-    assert {out[t]["label_source"] for t in ("torn-0", "torn-1", "sure-0", "sure-1")} == {
-        "teacher"}
+    assert {out[t]["label_source"] for t in ("torn-0", "torn-1", "sure-0", "sure-1")} == {"teacher"}
 
 
 def test_the_page_shows_who_said_what_and_enter_accepts_the_ensembles_label(
-    servers: list[TeacherServer], tmp_path: Path,
+    servers: list[TeacherServer],
+    tmp_path: Path,
 ) -> None:
     reason = browser_missing()
     if reason:
@@ -156,14 +184,22 @@ def test_the_page_shows_who_said_what_and_enter_accepts_the_ensembles_label(
         with Browser() as b:
             b.get(f"{review.base}/?token={review.token}")
             b.wait("Number(document.body.dataset.loads || 0) >= 1")
-            first = b.js("const r = document.querySelector('article.row'); return ["
-                         "r.querySelector('.rowid').textContent, r.classList.contains('disagree'),"
-                         "[...r.querySelectorAll('.vote')].map(v => v.textContent),"
-                         "[...r.querySelectorAll('.vote.differs')].length];")
-            assert first == ["split-1", True, [
-                "member 1 openai-compatible:member-0: positive",
-                "member 2 openai-compatible:member-1: negative",
-                "member 3 openai-compatible:member-2: negative"], 1]
+            first = b.js(
+                "const r = document.querySelector('article.row'); return ["
+                "r.querySelector('.rowid').textContent, r.classList.contains('disagree'),"
+                "[...r.querySelectorAll('.vote')].map(v => v.textContent),"
+                "[...r.querySelectorAll('.vote.differs')].length];"
+            )
+            assert first == [
+                "split-1",
+                True,
+                [
+                    "member 1 openai-compatible:member-0: positive",
+                    "member 2 openai-compatible:member-1: negative",
+                    "member 3 openai-compatible:member-2: negative",
+                ],
+                1,
+            ]
             b.keys("Enter")  # accept the ensemble's label
             b.wait("document.querySelector('#progress').textContent === '1 of 6 reviewed'")
         key = review.get("/api/rows")["rows"][0]["key"]

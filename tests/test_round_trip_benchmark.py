@@ -18,9 +18,24 @@ def test_round_trip_prints_every_target_with_retention_and_gap(tmp_path, capsys)
     from labeler.testing import ServerConfig, TeacherServer
 
     with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
-        main(["--dataset", "sst2", "--train", "30", "--test", "12", "--gold", "20",
-              "--teacher", "openai-compatible:teacher-test", "--base-url", srv.url + "/v1",
-              "--store", str(tmp_path / "s.sqlite")])
+        main(
+            [
+                "--dataset",
+                "sst2",
+                "--train",
+                "30",
+                "--test",
+                "12",
+                "--gold",
+                "20",
+                "--teacher",
+                "openai-compatible:teacher-test",
+                "--base-url",
+                srv.url + "/v1",
+                "--store",
+                str(tmp_path / "s.sqlite"),
+            ]
+        )
         sent = len(srv.log)
     out = capsys.readouterr().out
     assert sent == 42  # every train and test row once; the exports send nothing

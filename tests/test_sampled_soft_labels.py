@@ -27,8 +27,14 @@ TEACHER = "openai-compatible:teacher-test"
 
 
 def reviews(count: int) -> list[dict[str, str]]:
-    return [{"id": f"r{i}", "text": f"Review {i}: the plot {'moved' if i % 3 else 'dragged'} "
-             f"and the cast was {'warm' if i % 2 else 'flat'} (copy {i})."} for i in range(count)]
+    return [
+        {
+            "id": f"r{i}",
+            "text": f"Review {i}: the plot {'moved' if i % 3 else 'dragged'} "
+            f"and the cast was {'warm' if i % 2 else 'flat'} (copy {i}).",
+        }
+        for i in range(count)
+    ]
 
 
 def truth(server: TeacherServer) -> dict[str, float]:
@@ -43,10 +49,19 @@ def truth(server: TeacherServer) -> dict[str, float]:
     return out
 
 
-def label(server: TeacherServer, rows: list[dict[str, str]], store: Path,
-          task: str = "sentiment", **options: Any) -> Any:
-    return labeler.label(rows, task, TEACHER, base_url=server.url + "/v1", store=store,
-                         concurrency=16, progress=False, **options)
+def label(
+    server: TeacherServer, rows: list[dict[str, str]], store: Path, task: str = "sentiment", **options: Any
+) -> Any:
+    return labeler.label(
+        rows,
+        task,
+        TEACHER,
+        base_url=server.url + "/v1",
+        store=store,
+        concurrency=16,
+        progress=False,
+        **options,
+    )
 
 
 def within_sampling_error(ds: Any, p_true: dict[str, float], n: int) -> None:
@@ -63,14 +78,16 @@ def within_sampling_error(ds: Any, p_true: dict[str, float], n: int) -> None:
     assert abs(total) <= 4 * math.sqrt(variance), (total, math.sqrt(variance))
 
 
-def test_samples_with_n_are_one_request_per_row_and_match_the_servers_distribution(
-        tmp_path: Path) -> None:
+def test_samples_with_n_are_one_request_per_row_and_match_the_servers_distribution(tmp_path: Path) -> None:
     rows, n = reviews(300), 10
     with TeacherServer(ServerConfig(labels=LABELS)) as srv:
         ds = label(srv, rows, tmp_path / "s.sqlite", samples=n, soft_labels="samples")
         assert chat_requests(srv) == len(rows)  # n accepted: one request per row
-        assert all(r.body["n"] == n and "logprobs" not in r.body and r.body["temperature"] > 0
-                   for r in srv.log if r.path.endswith("/chat/completions"))
+        assert all(
+            r.body["n"] == n and "logprobs" not in r.body and r.body["temperature"] > 0
+            for r in srv.log
+            if r.path.endswith("/chat/completions")
+        )
         p_true = truth(srv)
         assert len(ds) == len(rows) and set(ds["soft_label_source"]) == {f"samples:{n}"}
         within_sampling_error(ds, p_true, n)
@@ -81,8 +98,7 @@ def test_samples_with_n_are_one_request_per_row_and_match_the_servers_distributi
 
 
 @pytest.mark.parametrize("transport", ["lean", "httpx"])
-def test_a_server_that_refuses_n_is_sent_n_requests_per_row(tmp_path: Path,
-                                                            transport: str) -> None:
+def test_a_server_that_refuses_n_is_sent_n_requests_per_row(tmp_path: Path, transport: str) -> None:
     """Groq-style 400 on `n`: learned from the first request (the others wait for it), then
     every row is N single requests; exactly one request is refused in the whole run."""
     rows, n = reviews(120), 5
@@ -90,10 +106,18 @@ def test_a_server_that_refuses_n_is_sent_n_requests_per_row(tmp_path: Path,
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     warnings: list[str] = []
     with TeacherServer(ServerConfig(labels=LABELS, max_n=1)) as srv:
-        job = labeler.Job(task="sentiment", input=data, teacher=TEACHER,
-                          base_url=srv.url + "/v1", store=tmp_path / "s.sqlite", samples=n,
-                          soft_labels="samples", teacher_options={"transport": transport},
-                          out=tmp_path / "out", progress=False)
+        job = labeler.Job(
+            task="sentiment",
+            input=data,
+            teacher=TEACHER,
+            base_url=srv.url + "/v1",
+            store=tmp_path / "s.sqlite",
+            samples=n,
+            soft_labels="samples",
+            teacher_options={"transport": transport},
+            out=tmp_path / "out",
+            progress=False,
+        )
         result = aio.run(labeler.run_job(job, on_warning=warnings.append))
         sent = [r for r in srv.log if r.path.endswith("/chat/completions")]
         refused = [r for r in sent if r.status == 400]
@@ -103,9 +127,16 @@ def test_a_server_that_refuses_n_is_sent_n_requests_per_row(tmp_path: Path,
         assert (s.labeled, s.failed, s.http_requests) == (len(rows), 0, len(sent))
         assert s.http_failures == {"http_400": 1}
         assert sum("refuses n=5" in w for w in warnings) == 1, warnings
-        ds = labeler.label(rows, "sentiment", TEACHER, base_url=srv.url + "/v1",
-                           store=tmp_path / "s.sqlite", samples=n, soft_labels="samples",
-                           progress=False)
+        ds = labeler.label(
+            rows,
+            "sentiment",
+            TEACHER,
+            base_url=srv.url + "/v1",
+            store=tmp_path / "s.sqlite",
+            samples=n,
+            soft_labels="samples",
+            progress=False,
+        )
         assert len(sent) == len([r for r in srv.log if r.path.endswith("/chat/completions")])
         within_sampling_error(ds, truth(srv), n)
         assert set(ds["soft_label_source"]) == {f"samples:{n}"}
@@ -125,7 +156,7 @@ def test_each_soft_label_names_its_source(tmp_path: Path) -> None:
         assert set(sampled["soft_label_source"]) == {"samples:4"}
         assert set(one["soft_label_source"]) == {"none"}
         assert all(sorted(p) == [0.0, 1.0] for p in one["soft_label"])
-        singles = [r for r in srv.log if r.path.endswith("/chat/completions")][-len(rows):]
+        singles = [r for r in srv.log if r.path.endswith("/chat/completions")][-len(rows) :]
         assert all("n" not in r.body and "logprobs" not in r.body for r in singles)
         # the sampled and the logprob labels are different answers, each kept
         assert chat_requests(srv) == 3 * len(rows)
@@ -138,10 +169,29 @@ def test_card_says_where_soft_labels_came_from(tmp_path: Path) -> None:
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in reviews(6)))
     with TeacherServer(ServerConfig(labels=LABELS)) as srv:
-        res = CliRunner().invoke(main, [
-            "run", "sentiment", str(data), "--teacher", TEACHER, "--base-url", srv.url + "/v1",
-            "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "out"),
-            "--kind", "classification", "--samples", "3", "--soft-labels", "samples", "--quiet"])
+        res = CliRunner().invoke(
+            main,
+            [
+                "run",
+                "sentiment",
+                str(data),
+                "--teacher",
+                TEACHER,
+                "--base-url",
+                srv.url + "/v1",
+                "--store",
+                str(tmp_path / "s.sqlite"),
+                "--out",
+                str(tmp_path / "out"),
+                "--kind",
+                "classification",
+                "--samples",
+                "3",
+                "--soft-labels",
+                "samples",
+                "--quiet",
+            ],
+        )
         assert res.exit_code == 0, res.output
     card = (tmp_path / "out" / "README.md").read_text()
     assert "| `samples:3` | 6 | the share of each answer among 3 sampled answers" in card
@@ -149,16 +199,27 @@ def test_card_says_where_soft_labels_came_from(tmp_path: Path) -> None:
     assert meta["report"]["soft_label_sources"] == {"samples:3": 6}
 
 
-@pytest.mark.parametrize("args", [["--samples", "0"], ["--samples", "-2"],
-                                  ["--soft-labels", "guess"]])
-def test_bad_sampling_options_are_one_line_and_send_nothing(tmp_path: Path,
-                                                            args: list[str]) -> None:
+@pytest.mark.parametrize("args", [["--samples", "0"], ["--samples", "-2"], ["--soft-labels", "guess"]])
+def test_bad_sampling_options_are_one_line_and_send_nothing(tmp_path: Path, args: list[str]) -> None:
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in reviews(3)))
     with TeacherServer(ServerConfig(labels=LABELS)) as srv:
-        res = CliRunner().invoke(main, [
-            "run", "sentiment", str(data), "--teacher", TEACHER, "--base-url", srv.url + "/v1",
-            "--store", str(tmp_path / "s.sqlite"), "--quiet", *args])
+        res = CliRunner().invoke(
+            main,
+            [
+                "run",
+                "sentiment",
+                str(data),
+                "--teacher",
+                TEACHER,
+                "--base-url",
+                srv.url + "/v1",
+                "--store",
+                str(tmp_path / "s.sqlite"),
+                "--quiet",
+                *args,
+            ],
+        )
         assert chat_requests(srv) == 0
     assert res.exit_code == 1
     lines = res.output.strip().splitlines()
@@ -179,8 +240,9 @@ def test_estimate_prices_n_samples(tmp_path: Path) -> None:
     data.write_text("".join(json.dumps(r) + "\n" for r in reviews(8)))
 
     def estimate(teacher: str, *extra: str) -> dict[str, Any]:
-        res = CliRunner().invoke(main, ["estimate", "sentiment", str(data), "--teacher", teacher,
-                                        "--json", *extra])
+        res = CliRunner().invoke(
+            main, ["estimate", "sentiment", str(data), "--teacher", teacher, "--json", *extra]
+        )
         assert res.exit_code == 0, res.output
         return json.loads(res.output.strip().splitlines()[-1])
 
@@ -191,16 +253,16 @@ def test_estimate_prices_n_samples(tmp_path: Path) -> None:
     assert with_n["cost_usd"] > plain["cost_usd"]
     auto = estimate("openai:gpt-4o-mini", "--samples", "4")  # logprobs: nothing sampled
     assert auto["http_requests"] == 8 and auto["output_tokens"] == plain["output_tokens"]
-    other = estimate("openai-compatible:m", "--base-url", "http://x/v1", "--soft-labels",
-                     "samples", "--samples", "4")
+    other = estimate(
+        "openai-compatible:m", "--base-url", "http://x/v1", "--soft-labels", "samples", "--samples", "4"
+    )
     assert other["http_requests"] == 32 and other["prompt_tokens"] == 4 * plain["prompt_tokens"]
     assert any("4 requests" in note for note in other["notes"])
     claude = estimate("anthropic:claude-haiku-4-5", "--samples", "3")
     assert claude["http_requests"] == 24 and claude["output_tokens"] == 3 * plain["output_tokens"]
 
 
-def test_verbalized_confidence_is_the_soft_label_and_calibration_fits_it(
-        tmp_path: Path) -> None:
+def test_verbalized_confidence_is_the_soft_label_and_calibration_fits_it(tmp_path: Path) -> None:
     """A teacher that states its confidence as JSON (prompts/sentiment-verbalized.yaml): the
     stated label gets p and the other the rest, marked `verbalized`; it is overconfident,
     and `labeler eval` fits a temperature above 1 on gold drawn from the true distribution."""
@@ -209,12 +271,19 @@ def test_verbalized_confidence_is_the_soft_label_and_calibration_fits_it(
     responder = VerbalizedResponder(LABELS, overconfidence=0.6)
     rows = reviews(240)
     with TeacherServer(ServerConfig(responder=responder)) as srv:
-        ds = label(srv, rows, tmp_path / "s.sqlite", task="sentiment-verbalized",
-                   kind="classification", text_field="text")
+        ds = label(
+            srv,
+            rows,
+            tmp_path / "s.sqlite",
+            task="sentiment-verbalized",
+            kind="classification",
+            text_field="text",
+        )
         assert chat_requests(srv) == len(rows)
         assert all("logprobs" not in r.body and "n" not in r.body for r in srv.log)
-        prompts = {r.body["messages"][-1]["content"].split("Review: ", 1)[1].strip(): r.prompt
-                   for r in srv.log}
+        prompts = {
+            r.body["messages"][-1]["content"].split("Review: ", 1)[1].strip(): r.prompt for r in srv.log
+        }
         assert set(ds["soft_label_source"]) == {"verbalized"}
         for row in ds:
             stated, p = responder.stated(prompts[row["text"]])
@@ -224,13 +293,42 @@ def test_verbalized_confidence_is_the_soft_label_and_calibration_fits_it(
         rng = random.Random(7)  # gold drawn from the distribution the statements exaggerate
         truth_of = LabelResponder(LABELS)
         gold = tmp_path / "gold.jsonl"
-        gold.write_text("".join(json.dumps({**r, "gold": rng.choices(LABELS, weights=[
-            truth_of.label_distribution(prompts[r["text"]])[x] for x in LABELS])[0]}) + "\n"
-            for r in rows))
-        res = CliRunner().invoke(main, [
-            "eval", "sentiment-verbalized", str(gold), "--gold", "gold", "--teacher", TEACHER,
-            "--base-url", srv.url + "/v1", "--store", str(tmp_path / "s.sqlite"), "--json",
-            "--calibrate", "temperature", "--save-calibration", str(tmp_path / "cal.json")])
+        gold.write_text(
+            "".join(
+                json.dumps(
+                    {
+                        **r,
+                        "gold": rng.choices(
+                            LABELS,
+                            weights=[truth_of.label_distribution(prompts[r["text"]])[x] for x in LABELS],
+                        )[0],
+                    }
+                )
+                + "\n"
+                for r in rows
+            )
+        )
+        res = CliRunner().invoke(
+            main,
+            [
+                "eval",
+                "sentiment-verbalized",
+                str(gold),
+                "--gold",
+                "gold",
+                "--teacher",
+                TEACHER,
+                "--base-url",
+                srv.url + "/v1",
+                "--store",
+                str(tmp_path / "s.sqlite"),
+                "--json",
+                "--calibrate",
+                "temperature",
+                "--save-calibration",
+                str(tmp_path / "cal.json"),
+            ],
+        )
         assert res.exit_code == 0, res.output
         assert chat_requests(srv) == len(rows)  # eval reads the store
     fitted = json.loads((tmp_path / "cal.json").read_text())
@@ -257,8 +355,7 @@ def test_budgets_price_samples_as_requests_until_n_is_known(tmp_path: Path) -> N
     paid N times, the dearer case); once it has, as one request of N answers."""
     task = labeler.load_task("sentiment")
     with TeacherServer(ServerConfig(labels=LABELS)) as srv:
-        teacher = labeler.make_teacher(TEACHER, base_url=srv.url + "/v1", samples=6,
-                                       soft_labels="samples")
+        teacher = labeler.make_teacher(TEACHER, base_url=srv.url + "/v1", samples=6, soft_labels="samples")
         request = task.render({"text": "fine"})
         assert teacher.request_shape(request) == (6, 1)
 
@@ -285,29 +382,51 @@ def test_filters_cascades_and_the_review_page_read_sampled_soft_labels(tmp_path:
 
     rows, n = reviews(60), 5
     store = tmp_path / "s.sqlite"
-    with TeacherServer(ServerConfig(labels=LABELS)) as first, \
-            TeacherServer(ServerConfig(labels=LABELS, seed=1)) as second:
-        every = label(first, rows, store, samples=n, soft_labels="samples",
-                      kind="classification", text_field="text")
+    with (
+        TeacherServer(ServerConfig(labels=LABELS)) as first,
+        TeacherServer(ServerConfig(labels=LABELS, seed=1)) as second,
+    ):
+        every = label(
+            first, rows, store, samples=n, soft_labels="samples", kind="classification", text_field="text"
+        )
         sure = {r["id"] for r in every if max(r["soft_label"]) >= 0.8}
         assert 0 < len(sure) < len(rows)
-        kept = label(first, rows, store, samples=n, soft_labels="samples",
-                     kind="classification", text_field="text", filters=labeler.FilterSpec(
-                         min_confidence=0.8))
+        kept = label(
+            first,
+            rows,
+            store,
+            samples=n,
+            soft_labels="samples",
+            kind="classification",
+            text_field="text",
+            filters=labeler.FilterSpec(min_confidence=0.8),
+        )
         assert set(kept["id"]) == sure
         cascade = f"{TEACHER}@{first.url}/v1,{TEACHER}@{second.url}/v1"
-        job = labeler.Job(task="sentiment", input=_write(tmp_path, rows), teacher=TEACHER,
-                          cascade=cascade, escalate_below="0.8", store=store, samples=n,
-                          soft_labels="samples", out=tmp_path / "out", progress=False)
+        job = labeler.Job(
+            task="sentiment",
+            input=_write(tmp_path, rows),
+            teacher=TEACHER,
+            cascade=cascade,
+            escalate_below="0.8",
+            store=store,
+            samples=n,
+            soft_labels="samples",
+            out=tmp_path / "out",
+            progress=False,
+        )
         assert aio.run(labeler.run_job(job)).summary.failed == 0
         assert chat_requests(second) == len(rows) - len(sure)  # only the unsure went on
         ds = datasets.load_from_disk(str(tmp_path / "out"))
         assert set(ds["soft_label_source"]) == {f"samples:{n}"}
-        teacher = labeler.make_teacher(TEACHER, base_url=first.url + "/v1", samples=n,
-                                       soft_labels="samples")
+        teacher = labeler.make_teacher(TEACHER, base_url=first.url + "/v1", samples=n, soft_labels="samples")
         with Store(store) as opened:
-            index = build_index(labeler.load_task("sentiment"), teacher.identity,
-                                labeler.read_rows(_write(tmp_path, rows)), opened)
+            index = build_index(
+                labeler.load_task("sentiment"),
+                teacher.identity,
+                labeler.read_rows(_write(tmp_path, rows)),
+                opened,
+            )
         order = [it.certainty for it in index.items]
         assert len(order) == len(rows) and min(order) < 0.8
         assert all(abs(c * n - round(c * n)) < 1e-9 for c in order)  # shares of n answers
@@ -323,12 +442,21 @@ def test_a_pool_of_endpoints_counts_every_sample_request(tmp_path: Path) -> None
     """Two endpoints that refuse `n`: each learns it once, and the run's count of HTTP
     requests is what the servers saw."""
     rows, n = reviews(20), 3
-    with TeacherServer(ServerConfig(labels=LABELS, max_n=1)) as a, \
-            TeacherServer(ServerConfig(labels=LABELS, max_n=1)) as b:
-        job = labeler.Job(task="sentiment", input=_write(tmp_path, rows), teacher=TEACHER,
-                          base_url=f"{a.url}/v1,{b.url}/v1", store=tmp_path / "s.sqlite",
-                          samples=n, soft_labels="samples", out=tmp_path / "out",
-                          progress=False)
+    with (
+        TeacherServer(ServerConfig(labels=LABELS, max_n=1)) as a,
+        TeacherServer(ServerConfig(labels=LABELS, max_n=1)) as b,
+    ):
+        job = labeler.Job(
+            task="sentiment",
+            input=_write(tmp_path, rows),
+            teacher=TEACHER,
+            base_url=f"{a.url}/v1,{b.url}/v1",
+            store=tmp_path / "s.sqlite",
+            samples=n,
+            soft_labels="samples",
+            out=tmp_path / "out",
+            progress=False,
+        )
         s = aio.run(labeler.run_job(job, on_warning=lambda _: None)).summary
         seen = chat_requests(a) + chat_requests(b)
         refused = sum(r.status == 400 for srv in (a, b) for r in srv.log)
@@ -352,22 +480,26 @@ def test_a_refresh_config_takes_the_sampling_keys(tmp_path: Path) -> None:
         RefreshConfig.load(config)
 
 
-@pytest.mark.parametrize(("status", "message", "refused"), [
-    (400, "'n' : number must be at most 1", True),  # Groq
-    (400, "Only one completion choice is allowed", True),  # llama.cpp's server
-    (400, "Invalid 'n': integer above maximum value. Expected a value <= 128, but got 200 "
-          "instead.", True),  # OpenAI
-    (400, "n must be 1 when using greedy sampling, got 5.", True),  # vLLM
-    (400, "`logprobs` is not supported with this model", False),
-    (400, "Unsupported parameter: 'logprobs' is not supported with this model.", False),
-    (400, "This model's maximum context length is 8192 tokens.", False),
-    (500, "'n' : number must be at most 1", False),  # a server error is retried, not learned
-])
-def test_a_refused_n_is_told_from_other_refusals(status: int, message: str,
-                                                 refused: bool) -> None:
+@pytest.mark.parametrize(
+    ("status", "message", "refused"),
+    [
+        (400, "'n' : number must be at most 1", True),  # Groq
+        (400, "Only one completion choice is allowed", True),  # llama.cpp's server
+        (
+            400,
+            "Invalid 'n': integer above maximum value. Expected a value <= 128, but got 200 instead.",
+            True,
+        ),  # OpenAI
+        (400, "n must be 1 when using greedy sampling, got 5.", True),  # vLLM
+        (400, "`logprobs` is not supported with this model", False),
+        (400, "Unsupported parameter: 'logprobs' is not supported with this model.", False),
+        (400, "This model's maximum context length is 8192 tokens.", False),
+        (500, "'n' : number must be at most 1", False),  # a server error is retried, not learned
+    ],
+)
+def test_a_refused_n_is_told_from_other_refusals(status: int, message: str, refused: bool) -> None:
     from labeler.errors import FinalError, RetryableError
     from labeler.teachers.sampling import refuses_n
 
-    error = (FinalError if status < 500 else RetryableError)(f"http_{status}", message,
-                                                             status=status)
+    error = (FinalError if status < 500 else RetryableError)(f"http_{status}", message, status=status)
     assert refuses_n(error) is refused

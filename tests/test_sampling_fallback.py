@@ -22,8 +22,10 @@ from tests.test_sampled_soft_labels import LABELS, reviews, truth, within_sampli
 
 N = 5  # --samples by default
 HANDFUL = 3
-COST = (f"sampling {N} answers per row for soft labels: about {N}x the output tokens; "
-        "--samples 1 keeps hard labels only")
+COST = (
+    f"sampling {N} answers per row for soft labels: about {N}x the output tokens; "
+    "--samples 1 keeps hard labels only"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -37,12 +39,33 @@ def write(path: Path, count: int, start: int = 0) -> Path:
     return path
 
 
-def run(server: TeacherServer, tmp_path: Path, data: Path, *extra: str, out: str = "out",
-        teacher: str = "openai:o4-mini", task: str = "sentiment") -> Result:
-    result = CliRunner().invoke(main, [
-        "run", task, str(data), "--teacher", teacher, "--base-url", server.url + "/v1",
-        "--store", str(tmp_path / "store.sqlite"), "--out", str(tmp_path / out), "--quiet",
-        *extra])
+def run(
+    server: TeacherServer,
+    tmp_path: Path,
+    data: Path,
+    *extra: str,
+    out: str = "out",
+    teacher: str = "openai:o4-mini",
+    task: str = "sentiment",
+) -> Result:
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            task,
+            str(data),
+            "--teacher",
+            teacher,
+            "--base-url",
+            server.url + "/v1",
+            "--store",
+            str(tmp_path / "store.sqlite"),
+            "--out",
+            str(tmp_path / out),
+            "--quiet",
+            *extra,
+        ],
+    )
     assert result.exit_code == 0, result.output
     return result
 
@@ -56,11 +79,9 @@ def lines(result: Result, words: str) -> list[str]:
 
 
 @pytest.mark.parametrize("max_n", [None, 1], ids=["n-taken", "n-refused"])
-def test_a_reasoning_teacher_samples_its_soft_labels(max_n: int | None,
-                                                     tmp_path: Path) -> None:
+def test_a_reasoning_teacher_samples_its_soft_labels(max_n: int | None, tmp_path: Path) -> None:
     rows = 40
-    with TeacherServer(ServerConfig(labels=LABELS, refuses="openai-reasoning",
-                                    max_n=max_n)) as srv:
+    with TeacherServer(ServerConfig(labels=LABELS, refuses="openai-reasoning", max_n=max_n)) as srv:
         first = run(srv, tmp_path, write(tmp_path / "in.jsonl", rows))
         refused = [r for r in sent(srv) if r.status >= 400]
         assert 1 <= len(refused) <= HANDFUL, [(r.status, r.body) for r in refused]
@@ -101,8 +122,7 @@ def test_samples_1_keeps_hard_labels_only(tmp_path: Path) -> None:
         assert all(sorted(p) == [0.0, 1.0] for p in ds["soft_label"])
 
 
-def test_a_store_of_hard_labels_still_reads_and_new_requests_are_sampled(
-        tmp_path: Path) -> None:
+def test_a_store_of_hard_labels_still_reads_and_new_requests_are_sampled(tmp_path: Path) -> None:
     """A store learned when a refused logprobs meant hard labels (as `--samples 1` still
     does): an export reads every answer without a request; a run samples, from its first
     request, without a refused one, and keeps each answer under its own key."""
@@ -110,10 +130,22 @@ def test_a_store_of_hard_labels_still_reads_and_new_requests_are_sampled(
         data = write(tmp_path / "in.jsonl", 10)
         run(srv, tmp_path, data, "--samples", "1")
         before = len(sent(srv))
-        exported = CliRunner().invoke(main, [
-            "export", "sentiment", str(data), "--teacher", "openai:o4-mini",
-            "--base-url", srv.url + "/v1", "--store", str(tmp_path / "store.sqlite"),
-            "--out", str(tmp_path / "old")])
+        exported = CliRunner().invoke(
+            main,
+            [
+                "export",
+                "sentiment",
+                str(data),
+                "--teacher",
+                "openai:o4-mini",
+                "--base-url",
+                srv.url + "/v1",
+                "--store",
+                str(tmp_path / "store.sqlite"),
+                "--out",
+                str(tmp_path / "old"),
+            ],
+        )
         assert exported.exit_code == 0 and len(sent(srv)) == before, exported.output
         old = datasets.load_from_disk(str(tmp_path / "old"))
         assert len(old) == 10 and set(old["soft_label_source"]) == {"none"}
@@ -130,8 +162,7 @@ def test_a_store_of_hard_labels_still_reads_and_new_requests_are_sampled(
         assert set(hard["soft_label_source"]) == {"none"}
 
 
-def test_a_silent_server_keeps_the_answer_it_paid_for_and_samples_the_row(
-        tmp_path: Path) -> None:
+def test_a_silent_server_keeps_the_answer_it_paid_for_and_samples_the_row(tmp_path: Path) -> None:
     """A 200 without logprobs: that answer is one answer, kept under the key of a
     single-answer request (not the sampled one), and its row is sampled like the rest."""
     with TeacherServer(ServerConfig(labels=LABELS, refuses="silent")) as srv:
@@ -146,18 +177,26 @@ def test_a_silent_server_keeps_the_answer_it_paid_for_and_samples_the_row(
         assert len(sent(srv)) == 9 + 7  # the first row's single answer was kept
 
 
-def test_free_text_under_soft_labels_samples_reads_the_plain_runs_answers(
-        tmp_path: Path) -> None:
+def test_free_text_under_soft_labels_samples_reads_the_plain_runs_answers(tmp_path: Path) -> None:
     """Only requests that are sampled carry the sample count in their key: a free-text
     template (never sampled) hits the answers of a run without the sampling options."""
     data = tmp_path / "in.jsonl"
-    data.write_text("".join(json.dumps({"id": f"i{i}", "instruction": f"Say {i}."}) + "\n"
-                            for i in range(6)))
+    data.write_text("".join(json.dumps({"id": f"i{i}", "instruction": f"Say {i}."}) + "\n" for i in range(6)))
     with TeacherServer(ServerConfig()) as srv:
         run(srv, tmp_path, data, teacher="openai-compatible:m", task="instruct")
         assert len(sent(srv)) == 6
-        run(srv, tmp_path, data, "--soft-labels", "samples", "--samples", "3",
-            teacher="openai-compatible:m", task="instruct", out="again")
+        run(
+            srv,
+            tmp_path,
+            data,
+            "--soft-labels",
+            "samples",
+            "--samples",
+            "3",
+            teacher="openai-compatible:m",
+            task="instruct",
+            out="again",
+        )
         assert len(sent(srv)) == 6
 
 
@@ -173,8 +212,17 @@ def test_samples_that_do_nothing_are_said_once(tmp_path: Path) -> None:
         assert set(ds["soft_label_source"]) == {"logprobs"}
         assert all("n" not in r.body and r.body.get("logprobs") for r in sent(srv))
         plain = run(srv, tmp_path, data, teacher="openai-compatible:m", out="plain")
-        forced = run(srv, tmp_path, data, "--samples", "8", "--soft-labels", "samples",
-                     teacher="openai-compatible:m", out="forced")
+        forced = run(
+            srv,
+            tmp_path,
+            data,
+            "--samples",
+            "8",
+            "--soft-labels",
+            "samples",
+            teacher="openai-compatible:m",
+            out="forced",
+        )
         assert not lines(plain, "has no effect") and not lines(forced, "has no effect")
 
 
@@ -185,11 +233,16 @@ def test_the_summary_counts_every_request_the_server_saw(tmp_path: Path) -> None
     from labeler import aio
 
     warnings: list[str] = []
-    with TeacherServer(ServerConfig(labels=LABELS, refuses="openai-reasoning",
-                                    max_n=1)) as srv:
-        job = labeler.Job(task="sentiment", input=write(tmp_path / "in.jsonl", 12),
-                          teacher="openai:o4-mini", base_url=srv.url + "/v1",
-                          store=tmp_path / "s.sqlite", out=tmp_path / "out", progress=False)
+    with TeacherServer(ServerConfig(labels=LABELS, refuses="openai-reasoning", max_n=1)) as srv:
+        job = labeler.Job(
+            task="sentiment",
+            input=write(tmp_path / "in.jsonl", 12),
+            teacher="openai:o4-mini",
+            base_url=srv.url + "/v1",
+            store=tmp_path / "s.sqlite",
+            out=tmp_path / "out",
+            progress=False,
+        )
         s = aio.run(labeler.run_job(job, on_warning=warnings.append)).summary
         seen = sent(srv)
     assert (s.labeled, s.failed) == (12, 0)

@@ -58,23 +58,49 @@ def test_key_from_a_file_or_the_environment_is_written_nowhere(tmp_path: Path) -
     outputs = []
     runner = CliRunner()
     with LocalServer(labels=["negative", "positive"], api_key=key) as srv:
-        base = ["run", "sentiment", str(data), "--teacher", "openai-compatible:teacher-test",
-                "--base-url", srv.api, "--store", str(store), "--quiet"]
+        base = [
+            "run",
+            "sentiment",
+            str(data),
+            "--teacher",
+            "openai-compatible:teacher-test",
+            "--base-url",
+            srv.api,
+            "--store",
+            str(store),
+            "--quiet",
+        ]
         # A wrong key first: the 401s are stored as failures, with the server's message.
-        bad = runner.invoke(main, [*base, "--api-key-file", str(wrong_file), "--max-attempts",
-                                   "1", "--limit", "3"])
+        bad = runner.invoke(
+            main, [*base, "--api-key-file", str(wrong_file), "--max-attempts", "1", "--limit", "3"]
+        )
         assert bad.exit_code == 7, bad.output  # every row failed: nothing labeled
         outputs.append(bad.output)
         # The right key, in a process of its own so that all it prints is seen.
-        good = subprocess.run([*LABELER, *base, "--api-key-file", str(key_file), "--retry-failed",
-                               "--out", str(tmp_path / "out"), "--json"],
-                              capture_output=True, text=True, timeout=120)
+        good = subprocess.run(
+            [
+                *LABELER,
+                *base,
+                "--api-key-file",
+                str(key_file),
+                "--retry-failed",
+                "--out",
+                str(tmp_path / "out"),
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert good.returncode == 0, good.stderr
         assert json.loads(good.stdout)["labeled"] == 30
         outputs += [good.stdout, good.stderr]
         # The key from the environment, into another export kind and format.
-        env_run = runner.invoke(main, [*base, "--out", str(tmp_path / "out2"), "--kind", "sft",
-                                       "--format", "jsonl"], env={"OPENAI_API_KEY": key})
+        env_run = runner.invoke(
+            main,
+            [*base, "--out", str(tmp_path / "out2"), "--kind", "sft", "--format", "jsonl"],
+            env={"OPENAI_API_KEY": key},
+        )
         assert env_run.exit_code == 0, env_run.output
         outputs.append(env_run.output)
         assert srv.server.stats()["by_status"].get("401") == 3  # the wrong key was really sent
@@ -95,10 +121,19 @@ def test_refresh_with_api_key_file_writes_the_key_nowhere(tmp_path: Path) -> Non
     write_items(tmp_path / "in.jsonl", 10)
     with LocalServer(labels=["negative", "positive"], api_key=key) as srv:
         config = tmp_path / "refresh.yaml"
-        config.write_text(yaml.safe_dump({
-            "task": "sentiment", "input": "in.jsonl", "teacher": "openai-compatible:teacher-test",
-            "base_url": srv.api, "api_key_file": "openai.key", "store": "s.sqlite",
-            "out": "ds"}))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "task": "sentiment",
+                    "input": "in.jsonl",
+                    "teacher": "openai-compatible:teacher-test",
+                    "base_url": srv.api,
+                    "api_key_file": "openai.key",
+                    "store": "s.sqlite",
+                    "out": "ds",
+                }
+            )
+        )
         res = CliRunner().invoke(main, ["refresh", str(config)])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["labeled"] == 10
@@ -111,15 +146,31 @@ def test_a_readable_key_file_is_refused_before_anything_is_sent(tmp_path: Path) 
     key_file = tmp_path / "k"
     key_file.write_text(key)
     key_file.chmod(0o640)
-    res = CliRunner().invoke(main, ["run", "sentiment", str(write_items(tmp_path / "in.jsonl", 1)),
-                                    "--teacher", "openai-compatible:m", "--base-url",
-                                    "http://127.0.0.1:9/v1", "--api-key-file", str(key_file)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "sentiment",
+            str(write_items(tmp_path / "in.jsonl", 1)),
+            "--teacher",
+            "openai-compatible:m",
+            "--base-url",
+            "http://127.0.0.1:9/v1",
+            "--api-key-file",
+            str(key_file),
+        ],
+    )
     assert res.exit_code == 1
     assert "must not be readable by others (chmod 600" in res.output and key not in res.output
 
 
-@pytest.mark.parametrize("source", ["{{ ''.__class__.__mro__[1].__subclasses__() }}",
-                                    "{{ cycler.__init__.__globals__.os.popen('id').read() }}"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    ],
+)
 def test_templates_cannot_reach_python(tmp_path: Path, source: str) -> None:
     from labeler.errors import TemplateError
     from labeler.task import task_from_dict
@@ -129,14 +180,17 @@ def test_templates_cannot_reach_python(tmp_path: Path, source: str) -> None:
         task.render({"text": "x"}, row_id="1")
 
 
-ECHOING_TEACHERS = [("openai-compatible:teacher-test", "lean"),
-                    ("openai-compatible:teacher-test", "aiohttp"),
-                    ("anthropic:claude-haiku-4-5", None)]
+ECHOING_TEACHERS = [
+    ("openai-compatible:teacher-test", "lean"),
+    ("openai-compatible:teacher-test", "aiohttp"),
+    ("anthropic:claude-haiku-4-5", None),
+]
 
 
 @pytest.mark.parametrize(("teacher", "transport"), ECHOING_TEACHERS)
 def test_a_server_that_quotes_the_key_back_leaks_it_nowhere(
-        tmp_path: Path, teacher: str, transport: str | None) -> None:
+    tmp_path: Path, teacher: str, transport: str | None
+) -> None:
     """Some gateways answer 401 with "Incorrect API key provided: Bearer sk-...": the
     message is kept (it says what is wrong), the key in it is not."""
     right, wrong = _fake_key("RIGHT"), _fake_key("QUOTED")
@@ -146,9 +200,24 @@ def test_a_server_that_quotes_the_key_back_leaks_it_nowhere(
     env = {"LABELER_TRANSPORT": transport} if transport else {}
     with LocalServer(labels=["negative", "positive"], api_key=right, echo_key=True) as srv:
         base_url = srv.url if teacher.startswith("anthropic:") else srv.api
-        args = ["run", "sentiment", str(data), "--teacher", teacher, "--base-url", base_url,
-                "--store", str(store), "--quiet", "--max-attempts", "1",
-                "--api-key-file", str(wrong_file), "--out", str(tmp_path / "out")]
+        args = [
+            "run",
+            "sentiment",
+            str(data),
+            "--teacher",
+            teacher,
+            "--base-url",
+            base_url,
+            "--store",
+            str(store),
+            "--quiet",
+            "--max-attempts",
+            "1",
+            "--api-key-file",
+            str(wrong_file),
+            "--out",
+            str(tmp_path / "out"),
+        ]
         text = runner.invoke(main, args, env=env)
         as_json = runner.invoke(main, [*args, "--json", "--retry-failed"], env=env)
         assert srv.server.stats()["by_status"].get("401", 0) >= 6  # the server did quote it
@@ -171,24 +240,46 @@ def test_a_batch_submission_refused_with_the_key_quoted_leaks_it_nowhere(tmp_pat
     wrong_file = _key_file(tmp_path / "wrong.key", wrong)
     data, store = write_items(tmp_path / "in.jsonl", 3), tmp_path / "s.sqlite"
     with LocalServer(labels=["negative", "positive"], api_key=right, echo_key=True) as srv:
-        res = CliRunner().invoke(main, [
-            "run", "sentiment", str(data), "--teacher", "anthropic:claude-haiku-4-5",
-            "--base-url", srv.url, "--store", str(store), "--quiet", "--batch",
-            "--api-key-file", str(wrong_file), "--out", str(tmp_path / "out")])
+        res = CliRunner().invoke(
+            main,
+            [
+                "run",
+                "sentiment",
+                str(data),
+                "--teacher",
+                "anthropic:claude-haiku-4-5",
+                "--base-url",
+                srv.url,
+                "--store",
+                str(store),
+                "--quiet",
+                "--batch",
+                "--api-key-file",
+                str(wrong_file),
+                "--out",
+                str(tmp_path / "out"),
+            ],
+        )
         assert srv.server.stats()["by_status"].get("401", 0) >= 1
     assert res.exit_code != 0
     assert "Incorrect API key provided" in res.output and wrong not in res.output, res.output
     assert _leaks(tmp_path, wrong, {wrong_file}) == []
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("Incorrect API key provided: Bearer abc.def-123", "Incorrect API key provided: Bearer [redacted]"),
-    ("Incorrect API key provided: sk-proj-AbC123xyz789", "Incorrect API key provided: [redacted]"),
-    ("invalid x-api-key: sk-ant-api03-Zz_9-qq", "invalid x-api-key: [redacted]"),
-    ("x-api-key: opaque-token-42", "x-api-key: [redacted]"),
-    ("x-api-key header is required", "x-api-key header is required"),
-    ("api_key: a key does not belong in a config file", "api_key: a key does not belong in a config file"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Incorrect API key provided: Bearer abc.def-123", "Incorrect API key provided: Bearer [redacted]"),
+        ("Incorrect API key provided: sk-proj-AbC123xyz789", "Incorrect API key provided: [redacted]"),
+        ("invalid x-api-key: sk-ant-api03-Zz_9-qq", "invalid x-api-key: [redacted]"),
+        ("x-api-key: opaque-token-42", "x-api-key: [redacted]"),
+        ("x-api-key header is required", "x-api-key header is required"),
+        (
+            "api_key: a key does not belong in a config file",
+            "api_key: a key does not belong in a config file",
+        ),
+    ],
+)
 def test_credential_shapes_are_masked_and_nothing_else(text: str, expected: str) -> None:
     from labeler.redact import redact
 
@@ -217,16 +308,36 @@ def test_a_key_quoted_in_a_200_answer_is_neither_stored_nor_exported(tmp_path: P
     key_file = _key_file(tmp_path / "secret.key", key)
     data = write_items(tmp_path / "in.jsonl", 5)
     template = tmp_path / "summary.yaml"
-    template.write_text('name: summary\nuser: "Summarise: {{ text }}"\n'
-                        "output: {kind: text}\nparams: {max_tokens: 200}\n")
-    quoting = ScriptedResponder([], default=lambda view: Reply(
-        text=f"positive (authorized as Bearer {key}; key={key})"))
+    template.write_text(
+        'name: summary\nuser: "Summarise: {{ text }}"\noutput: {kind: text}\nparams: {max_tokens: 200}\n'
+    )
+    quoting = ScriptedResponder(
+        [], default=lambda view: Reply(text=f"positive (authorized as Bearer {key}; key={key})")
+    )
     with LocalServer(api_key=key, responder=quoting) as srv:
-        res = CliRunner().invoke(main, [
-            "run", str(template), str(data), "--teacher", "openai-compatible:teacher-test",
-            "--base-url", srv.api, "--store", str(tmp_path / "s.sqlite"), "--quiet",
-            "--api-key-file", str(key_file), "--out", str(tmp_path / "out"),
-            "--format", "jsonl", "--kind", "sft"])
+        res = CliRunner().invoke(
+            main,
+            [
+                "run",
+                str(template),
+                str(data),
+                "--teacher",
+                "openai-compatible:teacher-test",
+                "--base-url",
+                srv.api,
+                "--store",
+                str(tmp_path / "s.sqlite"),
+                "--quiet",
+                "--api-key-file",
+                str(key_file),
+                "--out",
+                str(tmp_path / "out"),
+                "--format",
+                "jsonl",
+                "--kind",
+                "sft",
+            ],
+        )
     assert res.exit_code == 0, res.output
     assert _leaks(tmp_path, key, {key_file}) == []
     exported = "".join(f.read_text() for f in (tmp_path / "out").rglob("*.jsonl"))
@@ -243,12 +354,25 @@ def test_a_key_with_a_trailing_newline_is_used_without_it(tmp_path: Path) -> Non
     key = _fake_key("NEWLINE")
     data = write_items(tmp_path / "in.jsonl", 3)
     with LocalServer(labels=["negative", "positive"], api_key=key) as srv:
-        base = ["run", "sentiment", str(data), "--teacher", "openai-compatible:teacher-test",
-                "--base-url", srv.api, "--store", str(tmp_path / "s.sqlite"), "--quiet"]
+        base = [
+            "run",
+            "sentiment",
+            str(data),
+            "--teacher",
+            "openai-compatible:teacher-test",
+            "--base-url",
+            srv.api,
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--quiet",
+        ]
         ok = CliRunner().invoke(main, base, env={"OPENAI_API_KEY": key + "\n"})
         assert ok.exit_code == 0, ok.output
-        two = CliRunner().invoke(main, [*base, "--retry-failed", "--max-age-days", "0"],
-                                 env={"OPENAI_API_KEY": f"{key}\nexport OTHER=1"})
+        two = CliRunner().invoke(
+            main,
+            [*base, "--retry-failed", "--max-age-days", "0"],
+            env={"OPENAI_API_KEY": f"{key}\nexport OTHER=1"},
+        )
     assert two.exit_code == 1 and "Traceback" not in two.output
     assert two.stderr.splitlines() == [two.stderr.strip()]
     assert "OPENAI_API_KEY" in two.stderr and key not in two.output

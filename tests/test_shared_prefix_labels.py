@@ -25,10 +25,13 @@ def tok(token: str, p: float, *alts: tuple[str, float]) -> TokenLogprob:
 
 
 def test_off_path_shared_mass_follows_the_labels_other_mass() -> None:
-    c = Completion(text="New York", tokens=[
-        tok("New", 0.6, ("New", 0.6), (" New", 0.3), ("Paris", 0.1)),
-        tok(" York", 0.8, (" York", 0.8), (" Delhi", 0.2)),
-    ])
+    c = Completion(
+        text="New York",
+        tokens=[
+            tok("New", 0.6, ("New", 0.6), (" New", 0.3), ("Paris", 0.1)),
+            tok(" York", 0.8, (" York", 0.8), (" Delhi", 0.2)),
+        ],
+    )
     soft = soft_label(c, CITIES)
     # generated path: York .6·.8, Delhi .6·.2; " New" (.3) divided .8 : .2, not evenly
     assert soft.probs == pytest.approx((0.48 + 0.24, 0.12 + 0.06, 0.1))
@@ -36,11 +39,16 @@ def test_off_path_shared_mass_follows_the_labels_other_mass() -> None:
 
 
 def test_a_tie_is_settled_by_the_answer_text_not_the_template_order() -> None:
-    task = task_from_dict({
-        "name": "cities", "version": "1", "mode": "completion",
-        "user": "City: {{ text }}\nAnswer:",
-        "output": {"kind": "label", "labels": ["New York", "New Delhi", "Paris"]},
-    }, "cities.yaml")
+    task = task_from_dict(
+        {
+            "name": "cities",
+            "version": "1",
+            "mode": "completion",
+            "user": "City: {{ text }}\nAnswer:",
+            "output": {"kind": "label", "labels": ["New York", "New Delhi", "Paris"]},
+        },
+        "cities.yaml",
+    )
     # the generated path stops on the shared "New": nothing tells the two apart but the
     # text the teacher wrote
     c = Completion(text=" New Delhi", tokens=[tok(" New", 0.9, (" New", 0.9), (" Paris", 0.1))])

@@ -14,10 +14,12 @@ from procs import LocalServer, run_args, start, wait_until, write_items
 @pytest.mark.slow
 def test_the_first_ctrl_c_says_what_it_waits_for(tmp_path: Path) -> None:
     data = write_items(tmp_path / "in.jsonl", 100)
-    with LocalServer(labels=["negative", "positive"], latency_s=0.2, hang_rate=0.5,
-                     hang_s=15.0) as srv:
-        proc = start(run_args("sentiment", data, srv, tmp_path / "s.sqlite",
-                              "--concurrency", "8", "--stop-grace", "45"))
+    with LocalServer(labels=["negative", "positive"], latency_s=0.2, hang_rate=0.5, hang_s=15.0) as srv:
+        proc = start(
+            run_args(
+                "sentiment", data, srv, tmp_path / "s.sqlite", "--concurrency", "8", "--stop-grace", "45"
+            )
+        )
         assert wait_until(lambda: srv.answered() >= 5, 60, proc), proc.communicate()
         proc.send_signal(signal.SIGINT)
         time.sleep(1.0)

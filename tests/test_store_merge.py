@@ -17,8 +17,7 @@ TEACHER = "openai-compatible:teacher-test"
 
 
 def write_rows(path: Path, ids: range) -> Path:
-    path.write_text("".join(json.dumps({"id": i, "text": f"item-{i:04d} was fine"}) + "\n"
-                            for i in ids))
+    path.write_text("".join(json.dumps({"id": i, "text": f"item-{i:04d} was fine"}) + "\n" for i in ids))
     return path
 
 
@@ -37,16 +36,27 @@ def test_shards_merge_by_key_and_the_merged_store_exports_without_a_request(tmp_
     a, b, merged = tmp_path / "a.sqlite", tmp_path / "b.sqlite", tmp_path / "m.sqlite"
     # Shard a labels rows 0-59 (row 7 fails: a final 400), shard b rows 40-99 (row 7 is not
     # in it); rows 40-59 were answered on both machines, later on b.
-    with TeacherServer(ServerConfig(labels=["negative", "positive"],
-                                    status_for=[("item-0007", 400)])) as srv:
+    with TeacherServer(ServerConfig(labels=["negative", "positive"], status_for=[("item-0007", 400)])) as srv:
         common = ["-t", TEACHER, "--base-url", srv.url + "/v1", "-q"]
-        run("run", "sentiment", str(write_rows(tmp_path / "a.jsonl", range(60))), *common,
-            "--store", str(a))
-        run("run", "sentiment", str(write_rows(tmp_path / "b.jsonl", range(40, 100))), *common,
-            "--store", str(b))
+        run("run", "sentiment", str(write_rows(tmp_path / "a.jsonl", range(60))), *common, "--store", str(a))
+        run(
+            "run",
+            "sentiment",
+            str(write_rows(tmp_path / "b.jsonl", range(40, 100))),
+            *common,
+            "--store",
+            str(b),
+        )
         srv.config.status_for = []
-        run("run", "sentiment", str(write_rows(tmp_path / "c.jsonl", [7])), *common,
-            "--store", str(b), "--retry-failed")
+        run(
+            "run",
+            "sentiment",
+            str(write_rows(tmp_path / "c.jsonl", [7])),
+            *common,
+            "--store",
+            str(b),
+            "--retry-failed",
+        )
         assert chat_requests(srv) == 60 + 60 + 1
 
         out = run("merge-stores", str(merged), str(a), str(b))
@@ -63,8 +73,19 @@ def test_shards_merge_by_key_and_the_merged_store_exports_without_a_request(tmp_
 
         # The merged store holds the whole job: an export of every row sends nothing.
         every = write_rows(tmp_path / "all.jsonl", range(100))
-        run("export", "sentiment", str(every), "-t", TEACHER, "--base-url", srv.url + "/v1",
-            "--store", str(merged), "--out", str(tmp_path / "out"))
+        run(
+            "export",
+            "sentiment",
+            str(every),
+            "-t",
+            TEACHER,
+            "--base-url",
+            srv.url + "/v1",
+            "--store",
+            str(merged),
+            "--out",
+            str(tmp_path / "out"),
+        )
         assert chat_requests(srv) == 121
     meta = json.loads((tmp_path / "out" / "labeler_export.json").read_text())
     assert meta["report"]["exported"] == 100 and meta["report"]["missing"] == 0
@@ -72,10 +93,19 @@ def test_shards_merge_by_key_and_the_merged_store_exports_without_a_request(tmp_
 
 def test_a_failure_only_a_shard_knows_is_merged_and_a_bad_shard_is_one_line(tmp_path: Path) -> None:
     a, merged = tmp_path / "a.sqlite", tmp_path / "m.sqlite"
-    with TeacherServer(ServerConfig(labels=["negative", "positive"],
-                                    status_for=[("item-0003", 400)])) as srv:
-        run("run", "sentiment", str(write_rows(tmp_path / "a.jsonl", range(5))), "-t", TEACHER,
-            "--base-url", srv.url + "/v1", "-q", "--store", str(a))
+    with TeacherServer(ServerConfig(labels=["negative", "positive"], status_for=[("item-0003", 400)])) as srv:
+        run(
+            "run",
+            "sentiment",
+            str(write_rows(tmp_path / "a.jsonl", range(5))),
+            "-t",
+            TEACHER,
+            "--base-url",
+            srv.url + "/v1",
+            "-q",
+            "--store",
+            str(a),
+        )
     run("merge-stores", str(merged), str(a))
     assert len(table(merged, "SELECT key, reason FROM failures")) == 1
     assert len(table(merged, "SELECT key, created_at FROM responses")) == 4

@@ -24,6 +24,7 @@ def test_student_learns_from_soft_targets(student) -> None:
     texts = [sentence(rng, p) for p in train]
     soft = np.array([[0.3, 0.7] if p else [0.65, 0.35] for p in train])
     test = [i % 2 == 0 for i in range(40)]
-    acc = student.fit_and_score(texts, soft, [sentence(rng, p) for p in test],
-                                np.array([int(p) for p in test]), 0)
+    acc = student.fit_and_score(
+        texts, soft, [sentence(rng, p) for p in test], np.array([int(p) for p in test]), 0
+    )
     assert acc >= 0.9

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 torch = pytest.importorskip(
-    "torch", reason="labeler.student needs torch: pip install 'labeler-distill[student]'")
+    "torch", reason="labeler.student needs torch: pip install 'labeler-distill[student]'"
+)
 
 from labeler.student import (  # noqa: E402
     IGNORE_INDEX,
@@ -36,11 +37,11 @@ def test_soft_cross_entropy_is_kl_to_the_targets() -> None:
 def test_temperature_tempers_both_sides_and_scales_by_t_squared() -> None:
     # p = (0.8, 0.2) at T=2 is (2/3, 1/3); logits (ln 4, 0) / 2 give the same: KL 0
     assert tempered(t([0.8, 0.2]), 2.0).tolist()[0] == pytest.approx([2 / 3, 1 / 3])
-    assert soft_cross_entropy(t([math.log(4.0), 0.0]), t([0.8, 0.2]), temperature=2.0).item() \
-        == pytest.approx(0.0, abs=1e-6)
+    assert soft_cross_entropy(
+        t([math.log(4.0), 0.0]), t([0.8, 0.2]), temperature=2.0
+    ).item() == pytest.approx(0.0, abs=1e-6)
     # one-hot stays one-hot at any T; uniform student: log 2, times T² = 4
-    assert soft_cross_entropy(t([0.0, 0.0]), t([1.0, 0.0]), temperature=2.0).item() \
-        == pytest.approx(4 * LN2)
+    assert soft_cross_entropy(t([0.0, 0.0]), t([1.0, 0.0]), temperature=2.0).item() == pytest.approx(4 * LN2)
 
 
 def test_alpha_mixes_the_soft_and_hard_terms() -> None:
@@ -50,15 +51,20 @@ def test_alpha_mixes_the_soft_and_hard_terms() -> None:
 
 
 def test_a_row_without_a_soft_label_falls_back_to_its_hard_label() -> None:
-    loss = distillation_loss(t([0.0, 0.0]), t([0.0, 0.0]), torch.tensor([1]),
-                             has_soft=torch.tensor([False]), alpha=1.0)
+    loss = distillation_loss(
+        t([0.0, 0.0]), t([0.0, 0.0]), torch.tensor([1]), has_soft=torch.tensor([False]), alpha=1.0
+    )
     assert loss.item() == pytest.approx(LN2)
 
 
 def test_a_row_with_neither_label_is_skipped_not_averaged_in() -> None:
     # row 1: fallback to hard (log 2); row 2: label -100, no soft label: not counted
-    loss = distillation_loss(t([0.0, 0.0], [5.0, -5.0]), t([0.0, 0.0], [0.0, 0.0]),
-                             torch.tensor([1, IGNORE_INDEX]), has_soft=torch.tensor([False, False]))
+    loss = distillation_loss(
+        t([0.0, 0.0], [5.0, -5.0]),
+        t([0.0, 0.0], [0.0, 0.0]),
+        torch.tensor([1, IGNORE_INDEX]),
+        has_soft=torch.tensor([False, False]),
+    )
     assert loss.item() == pytest.approx(LN2)
     nothing = distillation_loss(t([0.0, 0.0]), None, torch.tensor([IGNORE_INDEX]))
     assert nothing.item() == 0.0
@@ -94,14 +100,20 @@ def test_topk_kd_is_zero_when_the_student_matches_the_teacher() -> None:
 
 def test_topk_kd_refuses_misaligned_shapes() -> None:
     with pytest.raises(ValueError, match="shape mismatch"):
-        topk_kd_loss(torch.zeros(1, 3, 4), torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, 2),
-                     torch.ones(1, 2, dtype=torch.bool))
+        topk_kd_loss(
+            torch.zeros(1, 3, 4),
+            torch.zeros(1, 2, 2, dtype=torch.long),
+            torch.zeros(1, 2, 2),
+            torch.ones(1, 2, dtype=torch.bool),
+        )
 
 
 def test_kd_tensors_pads_positions_and_alternatives() -> None:
     rows = [
-        [[{"id": 5, "logprob": -0.1, "token": "a"}, {"id": 7, "logprob": -2.5, "token": "b"}],
-         [{"id": 3, "logprob": -0.01}]],
+        [
+            [{"id": 5, "logprob": -0.1, "token": "a"}, {"id": 7, "logprob": -2.5, "token": "b"}],
+            [{"id": 3, "logprob": -0.01}],
+        ],
         [[(9, -0.2)]],
         [[{"token": "zz", "logprob": -0.3}, {"token": "??", "logprob": -1.0}]],  # ids from strings
     ]
@@ -122,8 +134,10 @@ class _Tokenizer:
     def __call__(self, texts: list[str], **kw: object) -> dict[str, torch.Tensor]:
         ids = [[len(w) for w in text.split()] for text in texts]
         width = max(len(i) for i in ids)
-        return {"input_ids": torch.tensor([i + [0] * (width - len(i)) for i in ids]),
-                "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids])}
+        return {
+            "input_ids": torch.tensor([i + [0] * (width - len(i)) for i in ids]),
+            "attention_mask": torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids]),
+        }
 
 
 def test_collator_keeps_soft_labels_and_drops_the_id_column() -> None:
@@ -151,10 +165,18 @@ def test_kd_tensors_reads_a_kd_export(teacher_server: Any, tmp_path: Any) -> Non
     strings; ids where the teacher gives them), and the loss runs on what it returns."""
     import labeler
 
-    rows = [{"id": "a", "text": "A warm and funny film."},
-            {"id": "b", "text": "Dull, slow and far too long."}]
-    ds = labeler.label(rows, "sentiment", "openai-compatible:teacher-test", kind="kd",
-                       base_url=teacher_server.url + "/v1", store=tmp_path / "s.sqlite")
+    rows = [
+        {"id": "a", "text": "A warm and funny film."},
+        {"id": "b", "text": "Dull, slow and far too long."},
+    ]
+    ds = labeler.label(
+        rows,
+        "sentiment",
+        "openai-compatible:teacher-test",
+        kind="kd",
+        base_url=teacher_server.url + "/v1",
+        store=tmp_path / "s.sqlite",
+    )
     vocab: dict[str, int] = {}
     for position in (p for row in ds["top_logprobs"] for p in row):
         for alt in position:

@@ -37,9 +37,16 @@ def one_torch_thread() -> Any:
 
 
 def classification_export(server: TeacherServer, tmp_path: Path) -> datasets.Dataset:
-    job = Job(task="sentiment", input=SAMPLES / "reviews.jsonl", teacher="openai-compatible:teacher-test",
-              base_url=server.url + "/v1", store=tmp_path / "store.sqlite", out=tmp_path / "export",
-              progress=False, export=ExportOptions(kind="classification"))
+    job = Job(
+        task="sentiment",
+        input=SAMPLES / "reviews.jsonl",
+        teacher="openai-compatible:teacher-test",
+        base_url=server.url + "/v1",
+        store=tmp_path / "store.sqlite",
+        out=tmp_path / "export",
+        progress=False,
+        export=ExportOptions(kind="classification"),
+    )
     asyncio.run(run_job(job))
     return datasets.load_from_disk(str(tmp_path / "export"))
 
@@ -55,22 +62,49 @@ def word_tokenizer(texts: list[str]) -> Any:
 
 def tiny_bert(vocab: int, labels: int) -> Any:
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=2, intermediate_size=64,
-                                     max_position_embeddings=128, num_labels=labels)
+    config = transformers.BertConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        num_labels=labels,
+    )
     return transformers.BertForSequenceClassification(config)
 
 
-def train(ds: datasets.Dataset, tok: Any, tmp_path: Path, *, alpha: float, epochs: int = 40,
-          eval_ds: datasets.Dataset | None = None) -> tuple[Any, DistillationTrainer]:
+def train(
+    ds: datasets.Dataset,
+    tok: Any,
+    tmp_path: Path,
+    *,
+    alpha: float,
+    epochs: int = 40,
+    eval_ds: datasets.Dataset | None = None,
+) -> tuple[Any, DistillationTrainer]:
     model = tiny_bert(len(tok), ds.features["label"].num_classes)
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / f"run-{alpha}"), num_train_epochs=epochs, per_device_train_batch_size=8,
-        learning_rate=3e-3, report_to="none", save_strategy="no", logging_strategy="no",
-        use_cpu=True, seed=0, disable_tqdm=True,
+        output_dir=str(tmp_path / f"run-{alpha}"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=8,
+        learning_rate=3e-3,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
     )
-    trainer = DistillationTrainer(model=model, args=args, train_dataset=ds, eval_dataset=eval_ds,
-                                  processing_class=tok, alpha=alpha, temperature=1.0)
+    trainer = DistillationTrainer(
+        model=model,
+        args=args,
+        train_dataset=ds,
+        eval_dataset=eval_ds,
+        processing_class=tok,
+        alpha=alpha,
+        temperature=1.0,
+    )
     trainer.train()
     return model, trainer
 

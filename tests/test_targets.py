@@ -380,15 +380,26 @@ def test_completion_mode_answer_is_the_label_with_the_most_summed_mass() -> None
     from labeler.answer import read_answer
     from labeler.task import load_task
 
-    c = completion(tok(" negative", 0.40, (" negative", 0.40), (" good", 0.25),
-                       (" great", 0.20), (" positive", 0.10), (" the", 0.05)))
+    c = completion(
+        tok(
+            " negative",
+            0.40,
+            (" negative", 0.40),
+            (" good", 0.25),
+            (" great", 0.20),
+            (" positive", 0.10),
+            (" the", 0.05),
+        )
+    )
     task = load_task("sentiment-completion")
     answer = read_answer(task, c)
     assert answer.label == "positive" and answer.valid
     assert answer.soft is not None and answer.soft.label(task.label_space) == "positive"
     chat = load_task("sentiment")
-    assert read_answer(chat, completion(tok("negative", 0.40, ("negative", 0.40),
-                                            ("positive", 0.55)))).label == "negative"
+    assert (
+        read_answer(chat, completion(tok("negative", 0.40, ("negative", 0.40), ("positive", 0.55)))).label
+        == "negative"
+    )
 
 
 def test_one_ambiguity_warning_per_label_set_lists_groups_and_the_yaml_fix() -> None:
@@ -409,8 +420,9 @@ def test_codes_are_suggested_only_where_each_is_one_token() -> None:
     few = LabelSpace(("card_arrival", "card_linking", "balance"))
     warning = few.ambiguity_warning()
     assert warning is not None and "with_codes" not in warning  # a YAML fix, not an API
-    assert ('output: labels: {"card_arrival": "1", "card_linking": "2", "balance": "3"} '
-            "(single digits") in warning
+    assert (
+        'output: labels: {"card_arrival": "1", "card_linking": "2", "balance": "3"} (single digits'
+    ) in warning
     letters = LabelSpace(tuple(f"card_{i:02d}" for i in range(12)))
     assert 'labels: {"card_00": "A", "card_01": "B"' in (letters.ambiguity_warning() or "")
 
@@ -418,15 +430,16 @@ def test_codes_are_suggested_only_where_each_is_one_token() -> None:
 def test_a_template_with_ambiguous_labels_warns_once(tmp_path: Path) -> None:
     from labeler.task import load_task
 
-    labels = json.dumps([f"card_{w}" for w in ("arrival", "linking", "lost", "swallowed")]
-                        + [f"top_up_{w}" for w in ("failed", "limits", "reverted")] + ["topping"])
+    labels = json.dumps(
+        [f"card_{w}" for w in ("arrival", "linking", "lost", "swallowed")]
+        + [f"top_up_{w}" for w in ("failed", "limits", "reverted")]
+        + ["topping"]
+    )
     path = tmp_path / "intent.yaml"
-    path.write_text(f"name: intent\nuser: '{{{{ text }}}}'\noutput:\n  kind: label\n"
-                    f"  labels: {labels}\n")
+    path.write_text(f"name: intent\nuser: '{{{{ text }}}}'\noutput:\n  kind: label\n  labels: {labels}\n")
     (warning,) = load_task(path).warnings
     assert "3 group(s)" in warning and "card_arrival" in warning and "top_up_failed" in warning
     # The fix it prints, pasted into the template, silences it.
     fix = warning.split("in the template write output: labels: ")[1].split(" (single")[0]
-    path.write_text(f"name: intent\nuser: '{{{{ text }}}}'\noutput:\n  kind: label\n"
-                    f"  labels: {fix}\n")
+    path.write_text(f"name: intent\nuser: '{{{{ text }}}}'\noutput:\n  kind: label\n  labels: {fix}\n")
     assert load_task(path).warnings == ()

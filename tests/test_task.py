@@ -97,8 +97,7 @@ def test_few_shot_output_must_be_a_label(tmp_path: Path) -> None:
 
 
 def test_template_rendering_to_empty_prompt(tmp_path: Path) -> None:
-    body = BASE.replace('user: "Text: {{ text }}"', 'user: "{{ text }}"').replace(
-        'system: "Label it."', "")
+    body = BASE.replace('user: "Text: {{ text }}"', 'user: "{{ text }}"').replace('system: "Label it."', "")
     task = load_task(write(tmp_path, body))
     with pytest.raises(TemplateError, match="empty prompt"):
         task.render({"text": "   "})

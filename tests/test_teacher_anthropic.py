@@ -78,8 +78,13 @@ def test_request_translation_and_prompt_cache(teacher_server: TeacherServer) -> 
     body = messages(teacher_server)[0].body
     assert body["model"] == "claude-haiku-4-5"
     assert "temperature" not in body  # the SDK's API version takes no sampling parameters
-    marks = [blk for m in body["messages"] if isinstance(m["content"], list)
-             for blk in m["content"] if blk.get("cache_control")]
+    marks = [
+        blk
+        for m in body["messages"]
+        if isinstance(m["content"], list)
+        for blk in m["content"]
+        if blk.get("cache_control")
+    ]
     if task.few_shot:
         last_shot = body["messages"][-2]
         assert last_shot["content"][0]["cache_control"] == {"type": "ephemeral"}
@@ -119,10 +124,17 @@ def test_sampled_soft_targets() -> None:
 
 def test_sampled_answers_make_an_empirical_soft_label(tmp_path: Path) -> None:
     with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
-        job = Job(task="sentiment", input=SAMPLES / "reviews.jsonl",
-                  teacher="anthropic:claude-haiku-4-5", base_url=srv.url, api_key="k",
-                  teacher_options={"samples": 4}, store=tmp_path / "s.sqlite",
-                  out=tmp_path / "out", progress=False)
+        job = Job(
+            task="sentiment",
+            input=SAMPLES / "reviews.jsonl",
+            teacher="anthropic:claude-haiku-4-5",
+            base_url=srv.url,
+            api_key="k",
+            teacher_options={"samples": 4},
+            store=tmp_path / "s.sqlite",
+            out=tmp_path / "out",
+            progress=False,
+        )
         result = asyncio.run(run_job(job))
         assert len(messages(srv)) == 24 * 4
     assert result.summary.labeled == 24
@@ -217,8 +229,16 @@ def test_cli_run_with_anthropic_teacher(tmp_path: Path, monkeypatch: pytest.Monk
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps({"text": f"review {i}"}) + "\n" for i in range(3)))
     with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
-        args = ["sentiment", str(data), "--teacher", "anthropic:claude-haiku-4-5",
-                "--base-url", srv.url, "--store", str(tmp_path / "s.sqlite")]
+        args = [
+            "sentiment",
+            str(data),
+            "--teacher",
+            "anthropic:claude-haiku-4-5",
+            "--base-url",
+            srv.url,
+            "--store",
+            str(tmp_path / "s.sqlite"),
+        ]
         res = CliRunner().invoke(main, ["run", *args, "--quiet", "--json"])
         assert res.exit_code == 0, res.output
         summary = json.loads(res.output.strip().splitlines()[-1])

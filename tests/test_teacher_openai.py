@@ -53,8 +53,9 @@ async def ask(teacher: Any, request: Request) -> Completion:
 
 def label(teacher: Any, data: list[dict[str, Any]], tmp: Path, **kw: Any) -> tuple[list[Record], Labeler]:
     async def go() -> tuple[list[Record], Labeler]:
-        async with Labeler(SENTIMENT, teacher, store=tmp / "s.sqlite", retry=FAST,
-                           progress=False, **kw) as lb:
+        async with Labeler(
+            SENTIMENT, teacher, store=tmp / "s.sqlite", retry=FAST, progress=False, **kw
+        ) as lb:
             return [r async for r in lb.label(data)], lb
 
     return asyncio.run(go())
@@ -68,10 +69,10 @@ def rows(n: int, start: int = 0) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("transport", http.TRANSPORTS)
-def test_chat_with_logprobs_over_each_transport(teacher_server: TeacherServer,
-                                                transport: str) -> None:
-    t = OpenAITeacher("teacher-test", provider="openai-compatible",
-                      base_url=teacher_server.url + "/v1", transport=transport)
+def test_chat_with_logprobs_over_each_transport(teacher_server: TeacherServer, transport: str) -> None:
+    t = OpenAITeacher(
+        "teacher-test", provider="openai-compatible", base_url=teacher_server.url + "/v1", transport=transport
+    )
     c = asyncio.run(ask(t, SENTIMENT.render({"text": "Lovely."})))
     assert c.text in LABELS and c.tokens and len(c.tokens[0].top) > 2
     assert c.usage.prompt_tokens > 0 and c.usage.completion_tokens >= 1
@@ -135,16 +136,14 @@ def test_rate_limit_headers_reach_the_limiter() -> None:
         (dict(context_tokens=20, context_error_shape="llama"), "context_length", FinalError),
         (dict(api_key="other"), "http_401", FinalError),
         (dict(garbage_rate=1.0), "invalid_json", RetryableError),
-        (dict(garbage_rate=1.0, garbage_content_type="text/html"), "invalid_json",
-         RetryableError),
+        (dict(garbage_rate=1.0, garbage_content_type="text/html"), "invalid_json", RetryableError),
         (dict(content_filter_rate=1.0), "content_filter", FinalError),
         (dict(drop_rate=1.0), "disconnected", RetryableError),
     ],
 )
 def test_errors_are_classified_once(config: dict[str, Any], reason: str, kind: type) -> None:
     with TeacherServer(ServerConfig(labels=LABELS, **config)) as srv:
-        t = make_teacher("openai-compatible:teacher-test", base_url=srv.url + "/v1",
-                         api_key="mine")
+        t = make_teacher("openai-compatible:teacher-test", base_url=srv.url + "/v1", api_key="mine")
         with pytest.raises(kind) as err:
             asyncio.run(ask(t, SENTIMENT.render({"text": "fine"})))
         assert chat(srv) == 1
@@ -162,8 +161,9 @@ def test_refused_connection_and_timeout_are_told_apart(transport: str) -> None:
         asyncio.run(ask(t, SENTIMENT.render({"text": "x"})))
     assert err.value.reason == "connection"
     with TeacherServer(ServerConfig(labels=LABELS, hang_rate=1.0, hang_s=3)) as srv:
-        t = OpenAITeacher("m", provider="openai-compatible", base_url=srv.url + "/v1",
-                          transport=transport, timeout=0.2)
+        t = OpenAITeacher(
+            "m", provider="openai-compatible", base_url=srv.url + "/v1", transport=transport, timeout=0.2
+        )
         with pytest.raises(RetryableError) as err:
             asyncio.run(ask(t, SENTIMENT.render({"text": "x"})))
     assert err.value.reason == "timeout"
@@ -186,7 +186,10 @@ def test_base_url_lists() -> None:
     assert base_urls("http://a/v1") == ["http://a/v1"]
     assert base_urls("http://a/v1, http://b/v1") == ["http://a/v1", "http://b/v1"]
     assert base_urls(["http://a/v1,http://b/v1", "http://c/v1", "http://a/v1"]) == [
-        "http://a/v1", "http://b/v1", "http://c/v1"]
+        "http://a/v1",
+        "http://b/v1",
+        "http://c/v1",
+    ]
 
 
 def test_pool_identity_does_not_depend_on_the_endpoints() -> None:
@@ -196,8 +199,9 @@ def test_pool_identity_does_not_depend_on_the_endpoints() -> None:
     named = make_teacher("openai-compatible:m", base_url="http://a/v1", cache_identity="q4")
     assert isinstance(pool, EndpointPool) and isinstance(named, EndpointPool)
     assert one.identity["base_url"] == "http://a/v1"
-    assert pool.identity == other.identity == {"provider": "openai-compatible", "model": "m",
-                                               "endpoint": "pool"}
+    assert (
+        pool.identity == other.identity == {"provider": "openai-compatible", "model": "m", "endpoint": "pool"}
+    )
     assert named.identity["endpoint"] == "q4"
     with pytest.raises(ConfigError):
         make_teacher("local:smollm2-135m", base_url="http://a/v1,http://b/v1")
@@ -206,8 +210,7 @@ def test_pool_identity_does_not_depend_on_the_endpoints() -> None:
 def test_requests_are_spread_over_endpoints(tmp_path: Path) -> None:
     config = ServerConfig(labels=LABELS, latency_s=0.02)
     with TeacherServer(config) as a, TeacherServer(config) as b, TeacherServer(config) as c:
-        pool = make_teacher("openai-compatible:teacher-test",
-                            base_url=[s.url + "/v1" for s in (a, b, c)])
+        pool = make_teacher("openai-compatible:teacher-test", base_url=[s.url + "/v1" for s in (a, b, c)])
         recs, _ = label(pool, rows(30), tmp_path, concurrency=6)
         counts = [chat(s) for s in (a, b, c)]
     assert [r.status for r in recs] == ["labeled"] * 30
@@ -221,11 +224,14 @@ def test_a_dead_endpoint_is_routed_around_and_probed_back(tmp_path: Path) -> Non
         port = s.getsockname()[1]
 
     async def go(live: TeacherServer) -> None:
-        endpoints = [OpenAITeacher("teacher-test", provider="openai-compatible", base_url=u)
-                     for u in (live.url + "/v1", f"http://127.0.0.1:{port}/v1")]
+        endpoints = [
+            OpenAITeacher("teacher-test", provider="openai-compatible", base_url=u)
+            for u in (live.url + "/v1", f"http://127.0.0.1:{port}/v1")
+        ]
         pool = EndpointPool(endpoints, cooldown_s=0.3, fail_after=2)
-        async with Labeler(SENTIMENT, pool, store=tmp_path / "s.sqlite", retry=FAST,
-                           progress=False, concurrency=4) as lb:
+        async with Labeler(
+            SENTIMENT, pool, store=tmp_path / "s.sqlite", retry=FAST, progress=False, concurrency=4
+        ) as lb:
             recs = [r async for r in lb.label(rows(20))]
             assert [r.status for r in recs] == ["labeled"] * 20
             assert lb.summary.retries == 0  # refused connections were failed over at once
@@ -243,10 +249,14 @@ def test_a_dead_endpoint_is_routed_around_and_probed_back(tmp_path: Path) -> Non
 
 
 def test_failing_endpoint_is_taken_out(tmp_path: Path) -> None:
-    with TeacherServer(ServerConfig(labels=LABELS)) as good, \
-            TeacherServer(ServerConfig(labels=LABELS, error_rate=1.0)) as bad:
-        endpoints = [OpenAITeacher("teacher-test", provider="openai-compatible", base_url=u)
-                     for u in (good.url + "/v1", bad.url + "/v1")]
+    with (
+        TeacherServer(ServerConfig(labels=LABELS)) as good,
+        TeacherServer(ServerConfig(labels=LABELS, error_rate=1.0)) as bad,
+    ):
+        endpoints = [
+            OpenAITeacher("teacher-test", provider="openai-compatible", base_url=u)
+            for u in (good.url + "/v1", bad.url + "/v1")
+        ]
         pool = EndpointPool(endpoints, cooldown_s=30, fail_after=3)
         recs, _ = label(pool, rows(30), tmp_path, concurrency=4)
         assert [r.status for r in recs] == ["labeled"] * 30
@@ -255,10 +265,23 @@ def test_failing_endpoint_is_taken_out(tmp_path: Path) -> None:
 
 def test_all_endpoints_down_ends_the_run_naming_them(tmp_path: Path) -> None:
     urls = [dead_url(), dead_url()]
-    res = CliRunner().invoke(main, ["run", "sentiment", str(SAMPLES / "reviews.jsonl"),
-                                    "--teacher", "openai-compatible:m", "--quiet",
-                                    "--base-url", urls[0], "--base-url", urls[1],
-                                    "--store", str(tmp_path / "s.sqlite")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "sentiment",
+            str(SAMPLES / "reviews.jsonl"),
+            "--teacher",
+            "openai-compatible:m",
+            "--quiet",
+            "--base-url",
+            urls[0],
+            "--base-url",
+            urls[1],
+            "--store",
+            str(tmp_path / "s.sqlite"),
+        ],
+    )
     assert res.exit_code == 1
     assert "cannot reach the teacher" in res.output
     assert urls[0] in res.output and urls[1] in res.output
@@ -266,13 +289,22 @@ def test_all_endpoints_down_ends_the_run_naming_them(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("style", ["repeated", "commas"])
 def test_cli_several_base_urls(tmp_path: Path, style: str) -> None:
-    with TeacherServer(ServerConfig(labels=LABELS)) as a, \
-            TeacherServer(ServerConfig(labels=LABELS)) as b:
+    with TeacherServer(ServerConfig(labels=LABELS)) as a, TeacherServer(ServerConfig(labels=LABELS)) as b:
         urls = [a.url + "/v1", b.url + "/v1"]
-        flags = (["--base-url", urls[0], "--base-url", urls[1]] if style == "repeated"
-                 else ["--base-url", ",".join(urls)])
-        args = ["sentiment", str(SAMPLES / "reviews.jsonl"), "--teacher",
-                "openai-compatible:teacher-test", *flags, "--store", str(tmp_path / "s.sqlite")]
+        flags = (
+            ["--base-url", urls[0], "--base-url", urls[1]]
+            if style == "repeated"
+            else ["--base-url", ",".join(urls)]
+        )
+        args = [
+            "sentiment",
+            str(SAMPLES / "reviews.jsonl"),
+            "--teacher",
+            "openai-compatible:teacher-test",
+            *flags,
+            "--store",
+            str(tmp_path / "s.sqlite"),
+        ]
         runner = CliRunner()
         res = runner.invoke(main, ["run", *args, "--quiet", "--json"])
         assert res.exit_code == 0, res.output
@@ -280,9 +312,18 @@ def test_cli_several_base_urls(tmp_path: Path, style: str) -> None:
         assert chat(a) > 0 and chat(b) > 0 and chat(a) + chat(b) == 24
         # Another set of endpoints serving the same model: everything is already stored.
         with TeacherServer(ServerConfig(labels=LABELS)) as c:
-            other = ["sentiment", str(SAMPLES / "reviews.jsonl"), "--teacher",
-                     "openai-compatible:teacher-test", "--base-url", urls[1],
-                     "--base-url", c.url + "/v1", "--store", str(tmp_path / "s.sqlite")]
+            other = [
+                "sentiment",
+                str(SAMPLES / "reviews.jsonl"),
+                "--teacher",
+                "openai-compatible:teacher-test",
+                "--base-url",
+                urls[1],
+                "--base-url",
+                c.url + "/v1",
+                "--store",
+                str(tmp_path / "s.sqlite"),
+            ]
             res = runner.invoke(main, ["run", *other, "--quiet", "--json"])
             assert res.exit_code == 0, res.output
             assert json.loads(res.output.splitlines()[-1])["cached"] == 24
@@ -291,13 +332,27 @@ def test_cli_several_base_urls(tmp_path: Path, style: str) -> None:
 
 @pytest.mark.parametrize("transport", ["lean", "httpx"])
 def test_a_completion_template_on_a_chat_only_server_says_to_use_a_chat_template(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transport: str
+) -> None:
     monkeypatch.setenv("LABELER_TRANSPORT", transport)
     with TeacherServer(ServerConfig(labels=LABELS, chat_only=True)) as srv:
-        res = CliRunner().invoke(main, [
-            "run", "sentiment-completion", str(SAMPLES / "reviews.jsonl"), "--quiet",
-            "--teacher", "openai-compatible:teacher-test", "--base-url", srv.url + "/v1",
-            "--store", str(tmp_path / "s.sqlite"), "-c", "1"])
+        res = CliRunner().invoke(
+            main,
+            [
+                "run",
+                "sentiment-completion",
+                str(SAMPLES / "reviews.jsonl"),
+                "--quiet",
+                "--teacher",
+                "openai-compatible:teacher-test",
+                "--base-url",
+                srv.url + "/v1",
+                "--store",
+                str(tmp_path / "s.sqlite"),
+                "-c",
+                "1",
+            ],
+        )
         sent = sum(1 for r in srv.log if r.path == "/v1/completions")
     assert res.exit_code == 1, res.output
     lines = res.stderr.splitlines()

@@ -28,17 +28,27 @@ TEACHERS = [
 ]
 
 
-@pytest.mark.parametrize(("teacher", "transport"), TEACHERS,
-                         ids=[f"{t.split(':')[0]}-{x}" for t, x in TEACHERS])
+@pytest.mark.parametrize(
+    ("teacher", "transport"), TEACHERS, ids=[f"{t.split(':')[0]}-{x}" for t, x in TEACHERS]
+)
 def test_request_timeout_bounds_a_trickling_answer_on_every_transport(
     tmp_path: Path, teacher: str, transport: str
 ) -> None:
     data = write_items(tmp_path / "in.jsonl", 3)
     with LocalServer(labels=["negative", "positive"], trickle_s=0.5) as srv:
         base = srv.api if teacher.startswith("openai") else srv.url
-        job = Job(task="sentiment", input=data, teacher=teacher, base_url=base, api_key="k",
-                  teacher_options={"transport": transport}, store=tmp_path / "s.sqlite",
-                  progress=False, max_attempts=1, request_timeout=1.5)
+        job = Job(
+            task="sentiment",
+            input=data,
+            teacher=teacher,
+            base_url=base,
+            api_key="k",
+            teacher_options={"transport": transport},
+            store=tmp_path / "s.sqlite",
+            progress=False,
+            max_attempts=1,
+            request_timeout=1.5,
+        )
         teacher = job.make_teacher()  # the SDK import is not what is timed
         started = time.monotonic()
         # Without a whole-attempt deadline the run would take minutes: bounded here.
@@ -52,8 +62,9 @@ def test_request_timeout_bounds_a_trickling_answer_on_every_transport(
 def test_cli_request_timeout_against_a_trickling_server_exits_3_in_time(tmp_path: Path) -> None:
     data = write_items(tmp_path / "in.jsonl", 4)
     with ServerProcess("--labels", "negative,positive", "--trickle", "3") as srv:
-        args = run_args("sentiment", data, srv, tmp_path / "s.sqlite",
-                        "--request-timeout", "5", "--max-attempts", "1")
+        args = run_args(
+            "sentiment", data, srv, tmp_path / "s.sqlite", "--request-timeout", "5", "--max-attempts", "1"
+        )
         started = time.monotonic()
         done = subprocess.run(args, capture_output=True, text=True, timeout=60)
         elapsed = time.monotonic() - started
@@ -78,8 +89,9 @@ def test_sigterm_while_requests_only_wait_on_the_rate_limiter_stops_at_once(
     data = write_items(tmp_path / "in.jsonl", 40)
     with ServerProcess("--labels", "negative,positive") as srv:
         # 6 per minute: after the first request, every other row waits ~10 s for a token.
-        proc = start(run_args("sentiment", data, srv, tmp_path / "s.sqlite", "--rpm", "6",
-                              "--concurrency", "4"))
+        proc = start(
+            run_args("sentiment", data, srv, tmp_path / "s.sqlite", "--rpm", "6", "--concurrency", "4")
+        )
         assert wait_until(lambda: srv.answered() >= 1, 30, proc), proc.communicate()
         time.sleep(0.5)
         sent = time.monotonic()
@@ -93,9 +105,16 @@ def test_sigterm_while_requests_only_wait_on_the_rate_limiter_stops_at_once(
 def test_refresh_config_request_timeout(tmp_path: Path) -> None:
     write_items(tmp_path / "in.jsonl", 2)
     with LocalServer(labels=["negative", "positive"], trickle_s=0.5) as srv:
-        cfg = {"task": "sentiment", "input": "in.jsonl", "teacher": "openai-compatible:teacher-test",
-               "base_url": srv.api, "store": "s.sqlite", "out": "out", "max_attempts": 1,
-               "request_timeout": 1.5}
+        cfg = {
+            "task": "sentiment",
+            "input": "in.jsonl",
+            "teacher": "openai-compatible:teacher-test",
+            "base_url": srv.api,
+            "store": "s.sqlite",
+            "out": "out",
+            "max_attempts": 1,
+            "request_timeout": 1.5,
+        }
         path = tmp_path / "refresh.yaml"
         path.write_text(yaml.safe_dump(cfg))
         started = time.monotonic()

@@ -35,8 +35,7 @@ CHAT_TEMPLATE = (
 )
 
 
-def _tokenizer(ds: datasets.Dataset, extra: tuple[str, ...] = ()
-               ) -> transformers.PreTrainedTokenizerFast:
+def _tokenizer(ds: datasets.Dataset, extra: tuple[str, ...] = ()) -> transformers.PreTrainedTokenizerFast:
     """A word-level tokenizer over the export's own words (and `extra` texts), with a
     chat template."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
@@ -47,17 +46,26 @@ def _tokenizer(ds: datasets.Dataset, extra: tuple[str, ...] = ()
     texts = [m["content"] for row in ds for m in row["prompt"] + row["completion"]] + list(extra)
     tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=special))
     return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", eos_token=END,
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        eos_token=END,
         chat_template=CHAT_TEMPLATE,
     )
 
 
 def test_sft_trainer_trains_exactly_the_teachers_answers(tmp_path: Path) -> None:
     with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
-        job = Job(task="sentiment", input=SAMPLES / "reviews.jsonl",
-                  teacher="openai-compatible:teacher-test", base_url=srv.url + "/v1",
-                  store=tmp_path / "s.sqlite", out=tmp_path / "out", progress=False,
-                  export=ExportOptions(kind="sft"))
+        job = Job(
+            task="sentiment",
+            input=SAMPLES / "reviews.jsonl",
+            teacher="openai-compatible:teacher-test",
+            base_url=srv.url + "/v1",
+            store=tmp_path / "s.sqlite",
+            out=tmp_path / "out",
+            progress=False,
+            export=ExportOptions(kind="sft"),
+        )
         asyncio.run(run_job(job))
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     tokenizer = _tokenizer(ds)
@@ -76,21 +84,36 @@ def test_sft_trainer_trains_exactly_the_teachers_answers(tmp_path: Path) -> None
     assert result.global_step == 2 and result.training_loss > 0
 
 
-def _trainer(tokenizer: transformers.PreTrainedTokenizerFast, ds: datasets.Dataset,
-             tmp_path: Path) -> trl.SFTTrainer:
+def _trainer(
+    tokenizer: transformers.PreTrainedTokenizerFast, ds: datasets.Dataset, tmp_path: Path
+) -> trl.SFTTrainer:
     """A tiny random-init Llama and TRL's SFTTrainer over the export (2 steps on CPU)."""
     config = transformers.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     transformers.set_seed(0)
     model = transformers.LlamaForCausalLM(config)
-    args = trl.SFTConfig(output_dir=str(tmp_path / "student"), max_steps=2,
-                         per_device_train_batch_size=4, report_to=[], save_strategy="no",
-                         use_cpu=True, logging_steps=1, max_length=512)
-    return trl.SFTTrainer(model=model, args=args, train_dataset=ds.remove_columns("id"),
-                          processing_class=tokenizer)
+    args = trl.SFTConfig(
+        output_dir=str(tmp_path / "student"),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        logging_steps=1,
+        max_length=512,
+    )
+    return trl.SFTTrainer(
+        model=model, args=args, train_dataset=ds.remove_columns("id"), processing_class=tokenizer
+    )
 
 
 # A chat template that renders an assistant turn's `reasoning_content` inside <think>, as
@@ -104,18 +127,29 @@ THINK_TEMPLATE = (
 
 
 @pytest.mark.parametrize("mode", ["inline", "separate"])
-def test_sft_trainer_trains_the_teachers_thinking_with_its_answer(tmp_path: Path,
-                                                                  mode: str) -> None:
-    with TeacherServer(ServerConfig(labels=["negative", "positive"],
-                                    reasoning_field="reasoning_content")) as srv:
-        job = Job(task="sentiment", input=SAMPLES / "reviews.jsonl",
-                  teacher="openai-compatible:teacher-test", base_url=srv.url + "/v1",
-                  store=tmp_path / "s.sqlite", out=tmp_path / "out", progress=False,
-                  export=ExportOptions(kind="sft", reasoning=mode))
+def test_sft_trainer_trains_the_teachers_thinking_with_its_answer(tmp_path: Path, mode: str) -> None:
+    with TeacherServer(
+        ServerConfig(labels=["negative", "positive"], reasoning_field="reasoning_content")
+    ) as srv:
+        job = Job(
+            task="sentiment",
+            input=SAMPLES / "reviews.jsonl",
+            teacher="openai-compatible:teacher-test",
+            base_url=srv.url + "/v1",
+            store=tmp_path / "s.sqlite",
+            out=tmp_path / "out",
+            progress=False,
+            export=ExportOptions(kind="sft", reasoning=mode),
+        )
         asyncio.run(run_job(job))
     ds = datasets.load_from_disk(str(tmp_path / "out"))
-    tokenizer = _tokenizer(ds, extra=(*(m.get("reasoning_content") or "" for row in ds
-                                        for m in row["completion"]), "<think> </think>"))
+    tokenizer = _tokenizer(
+        ds,
+        extra=(
+            *(m.get("reasoning_content") or "" for row in ds for m in row["completion"]),
+            "<think> </think>",
+        ),
+    )
     if mode == "separate":
         tokenizer.chat_template = THINK_TEMPLATE
     trainer = _trainer(tokenizer, ds, tmp_path)

@@ -50,8 +50,12 @@ def _write_input(tmp_path: Path, rows: int = ROWS) -> Path:
     with path.open("w") as f:
         for i in range(rows):
             a, b = 17 + 7 * i, 5 + 3 * i
-            f.write(json.dumps({"id": f"p{i}", "question": f"What is {a} + {b}?",
-                                "answer": a + b, "gold": f"{a + b}"}) + "\n")
+            f.write(
+                json.dumps(
+                    {"id": f"p{i}", "question": f"What is {a} + {b}?", "answer": a + b, "gold": f"{a + b}"}
+                )
+                + "\n"
+            )
     return path
 
 
@@ -80,9 +84,18 @@ def _stated(answer: str) -> int:
 def _job(arith: Path, problems: Path, srv: TeacherServer, tmp_path: Path, **kw) -> Job:
     out = kw.pop("out", tmp_path / "out")
     options = kw.pop("teacher_options", {"samples": SAMPLES})
-    return Job(task=arith, input=problems, teacher=ANTHROPIC, base_url=srv.url, api_key="k",
-               teacher_options=options, store=tmp_path / "s.sqlite", out=out,
-               progress=False, **kw)
+    return Job(
+        task=arith,
+        input=problems,
+        teacher=ANTHROPIC,
+        base_url=srv.url,
+        api_key="k",
+        teacher_options=options,
+        store=tmp_path / "s.sqlite",
+        out=out,
+        progress=False,
+        **kw,
+    )
 
 
 def _messages(srv: TeacherServer) -> int:
@@ -91,14 +104,15 @@ def _messages(srv: TeacherServer) -> int:
 
 def _verdicts(store: Path) -> list[tuple]:
     with sqlite3.connect(store) as db:
-        return db.execute("SELECT key, sample, verifier, status, score, detail FROM verdicts"
-                          " ORDER BY key, sample").fetchall()
+        return db.execute(
+            "SELECT key, sample, verifier, status, score, detail FROM verdicts ORDER BY key, sample"
+        ).fetchall()
 
 
 def test_numeric_verdicts_match_the_truth_and_records_carry_every_sample(
-        arith: Path, problems: Path, server: TeacherServer, tmp_path: Path) -> None:
-    result = asyncio.run(run_job(_job(arith, problems, server, tmp_path,
-                                      verify="numeric:answer")))
+    arith: Path, problems: Path, server: TeacherServer, tmp_path: Path
+) -> None:
+    result = asyncio.run(run_job(_job(arith, problems, server, tmp_path, verify="numeric:answer")))
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     gold = {json.loads(line)["id"]: json.loads(line)["answer"] for line in problems.open()}
     assert len(ds) == ROWS and _messages(server) == ROWS * SAMPLES
@@ -130,18 +144,19 @@ def test_pass_at_k_is_the_unbiased_estimator() -> None:
 
 
 def test_a_changed_verifier_rechecks_stored_answers_without_the_teacher(
-        arith: Path, problems: Path, server: TeacherServer, tmp_path: Path) -> None:
+    arith: Path, problems: Path, server: TeacherServer, tmp_path: Path
+) -> None:
     asyncio.run(run_job(_job(arith, problems, server, tmp_path, verify="numeric:answer")))
     sent = _messages(server)
     first = _verdicts(tmp_path / "s.sqlite")
     assert len(first) == ROWS * SAMPLES
-    again = asyncio.run(run_job(_job(arith, problems, server, tmp_path,
-                                     verify="numeric:answer")))
+    again = asyncio.run(run_job(_job(arith, problems, server, tmp_path, verify="numeric:answer")))
     assert _messages(server) == sent
     assert again.summary.verification["checked"] == 0
     assert again.summary.verification["cached"] == ROWS * SAMPLES
-    changed = asyncio.run(run_job(_job(arith, problems, server, tmp_path,
-                                       verify="regex:'Answer: (.*)',exact:gold")))
+    changed = asyncio.run(
+        run_job(_job(arith, problems, server, tmp_path, verify="regex:'Answer: (.*)',exact:gold"))
+    )
     assert _messages(server) == sent  # nothing asked of the teacher
     assert changed.summary.verification["checked"] == ROWS * SAMPLES
     both = _verdicts(tmp_path / "s.sqlite")
@@ -154,7 +169,8 @@ def test_a_changed_verifier_rechecks_stored_answers_without_the_teacher(
 
 
 def test_an_edited_gold_value_rechecks_only_its_row(
-        arith: Path, problems: Path, server: TeacherServer, tmp_path: Path) -> None:
+    arith: Path, problems: Path, server: TeacherServer, tmp_path: Path
+) -> None:
     asyncio.run(run_job(_job(arith, problems, server, tmp_path, verify="exact:gold")))
     lines = problems.read_text().splitlines()
     row = json.loads(lines[0])
@@ -167,10 +183,12 @@ def test_an_edited_gold_value_rechecks_only_its_row(
 
 
 def test_keep_best_and_k_choose_verified_answers_for_sft(
-        arith: Path, problems: Path, server: TeacherServer, tmp_path: Path) -> None:
+    arith: Path, problems: Path, server: TeacherServer, tmp_path: Path
+) -> None:
     spec = "numeric:answer"
-    asyncio.run(run_job(_job(arith, problems, server, tmp_path, verify=spec,
-                             export=ExportOptions(kind="sft"))))
+    asyncio.run(
+        run_job(_job(arith, problems, server, tmp_path, verify=spec, export=ExportOptions(kind="sft")))
+    )
     all_kept = datasets.load_from_disk(str(tmp_path / "out"))
     gold = {json.loads(line)["id"]: json.loads(line)["answer"] for line in problems.open()}
     for row in all_kept:
@@ -180,21 +198,55 @@ def test_keep_best_and_k_choose_verified_answers_for_sft(
     for row in all_kept:
         per_row[row["id"]] = per_row.get(row["id"], 0) + 1
     assert max(per_row.values()) > 1  # several verified answers of one row
-    asyncio.run(run_job(_job(arith, problems, server, tmp_path, verify=spec, keep="best",
-                             out=tmp_path / "best", export=ExportOptions(kind="sft"))))
+    asyncio.run(
+        run_job(
+            _job(
+                arith,
+                problems,
+                server,
+                tmp_path,
+                verify=spec,
+                keep="best",
+                out=tmp_path / "best",
+                export=ExportOptions(kind="sft"),
+            )
+        )
+    )
     best = datasets.load_from_disk(str(tmp_path / "best"))
     assert sorted(best["id"]) == sorted(per_row)  # one per row that has a verified answer
-    asyncio.run(run_job(_job(arith, problems, server, tmp_path, verify=spec, keep=2,
-                             out=tmp_path / "two", export=ExportOptions(kind="sft"))))
+    asyncio.run(
+        run_job(
+            _job(
+                arith,
+                problems,
+                server,
+                tmp_path,
+                verify=spec,
+                keep=2,
+                out=tmp_path / "two",
+                export=ExportOptions(kind="sft"),
+            )
+        )
+    )
     two = datasets.load_from_disk(str(tmp_path / "two"))
     assert len(two) == sum(min(n, 2) for n in per_row.values())
 
 
 def test_preference_pairs_a_verified_answer_with_a_failed_one(
-        arith: Path, problems: Path, server: TeacherServer, tmp_path: Path) -> None:
-    result = asyncio.run(run_job(_job(arith, problems, server, tmp_path,
-                                      verify="numeric:answer",
-                                      export=ExportOptions(kind="preference"))))
+    arith: Path, problems: Path, server: TeacherServer, tmp_path: Path
+) -> None:
+    result = asyncio.run(
+        run_job(
+            _job(
+                arith,
+                problems,
+                server,
+                tmp_path,
+                verify="numeric:answer",
+                export=ExportOptions(kind="preference"),
+            )
+        )
+    )
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     gold = {json.loads(line)["id"]: json.loads(line)["answer"] for line in problems.open()}
     assert len(ds) > 0
@@ -206,13 +258,13 @@ def test_preference_pairs_a_verified_answer_with_a_failed_one(
     paired = set(ds["id"])
     assert result.export.unpaired == ROWS - len(paired) > 0 or len(paired) == ROWS
     card = (tmp_path / "out" / "README.md").read_text()
-    assert f"| rows left out (no verified or no failed answer to pair) | " \
-           f"{result.export.unpaired} |" in card
+    assert f"| rows left out (no verified or no failed answer to pair) | {result.export.unpaired} |" in card
 
 
 def test_json_schema_verifies_against_the_templates_schema(tmp_path: Path) -> None:
     template = tmp_path / "people.yaml"
-    template.write_text(textwrap.dedent("""\
+    template.write_text(
+        textwrap.dedent("""\
         name: people
         version: "1"
         mode: chat
@@ -228,23 +280,38 @@ def test_json_schema_verifies_against_the_templates_schema(tmp_path: Path) -> No
               name: {type: string}
               age: {type: integer}
         params: {temperature: 0, max_tokens: 64}
-        """))
+        """)
+    )
     data = tmp_path / "in.jsonl"
-    data.write_text('{"id": "good", "text": "Ann is 31"}\n{"id": "bad", "text": "Bob"}\n'
-                    '{"id": "junk", "text": "nothing"}\n')
+    data.write_text(
+        '{"id": "good", "text": "Ann is 31"}\n{"id": "bad", "text": "Bob"}\n'
+        '{"id": "junk", "text": "nothing"}\n'
+    )
     from labeler.testing import Reply, ScriptedResponder
 
-    responder = ScriptedResponder([
-        ("Ann", Reply('{"name": "Ann", "age": 31}')),
-        ("Bob", Reply('{"name": "Bob", "age": "unknown"}')),
-        ("nothing", Reply("no JSON here")),
-    ])
+    responder = ScriptedResponder(
+        [
+            ("Ann", Reply('{"name": "Ann", "age": 31}')),
+            ("Bob", Reply('{"name": "Bob", "age": "unknown"}')),
+            ("nothing", Reply("no JSON here")),
+        ]
+    )
     with TeacherServer(ServerConfig(responder=responder)) as srv:
-        result = asyncio.run(run_job(Job(
-            task=template, input=data, teacher="openai-compatible:m", base_url=srv.url + "/v1",
-            store=tmp_path / "s.sqlite", out=tmp_path / "out", progress=False,
-            verify="json-schema",
-            export=ExportOptions(filters=FilterSpec(drop_invalid=False)))))
+        result = asyncio.run(
+            run_job(
+                Job(
+                    task=template,
+                    input=data,
+                    teacher="openai-compatible:m",
+                    base_url=srv.url + "/v1",
+                    store=tmp_path / "s.sqlite",
+                    out=tmp_path / "out",
+                    progress=False,
+                    verify="json-schema",
+                    export=ExportOptions(filters=FilterSpec(drop_invalid=False)),
+                )
+            )
+        )
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     status = {r["id"]: r["verdicts"][0]["status"] for r in ds}
     detail = {r["id"]: r["verdicts"][0]["detail"] for r in ds}
@@ -292,18 +359,28 @@ def checkers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_python_checker_judges_and_scores(
-        arith: Path, problems: Path, server: TeacherServer, tmp_path: Path,
-        checkers: Path) -> None:
-    asyncio.run(run_job(_job(arith, problems, server, tmp_path,
-                             verify="python:my_checks:right")))
+    arith: Path, problems: Path, server: TeacherServer, tmp_path: Path, checkers: Path
+) -> None:
+    asyncio.run(run_job(_job(arith, problems, server, tmp_path, verify="python:my_checks:right")))
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     gold = {json.loads(line)["id"]: json.loads(line)["answer"] for line in problems.open()}
     for row in ds:
         for v in row["verdicts"]:
             assert (v["status"] == "pass") == (_stated(v["text"]) == gold[row["id"]])
-    asyncio.run(run_job(_job(arith, problems, server, tmp_path, keep="best",
-                             verify="python:my_checks:closeness", out=tmp_path / "best",
-                             export=ExportOptions(kind="sft"))))
+    asyncio.run(
+        run_job(
+            _job(
+                arith,
+                problems,
+                server,
+                tmp_path,
+                keep="best",
+                verify="python:my_checks:closeness",
+                out=tmp_path / "best",
+                export=ExportOptions(kind="sft"),
+            )
+        )
+    )
     best = datasets.load_from_disk(str(tmp_path / "best"))
     # every answer scores above 0, so each row keeps one: its closest answer (the first
     # of equals)
@@ -317,16 +394,36 @@ def test_a_python_checker_judges_and_scores(
 
 
 def test_a_hanging_or_raising_checker_costs_its_answers_never_the_run(
-        arith: Path, tmp_path: Path, checkers: Path) -> None:
+    arith: Path, tmp_path: Path, checkers: Path
+) -> None:
     problems = _write_input(tmp_path, rows=5)
     with TeacherServer(ServerConfig(responder=ArithmeticResponder(p_correct=1.0))) as srv:
-        hung = asyncio.run(run_job(_job(arith, problems, srv, tmp_path, verify_timeout=0.5,
-                                        verify="python:my_checks:hangs",
-                                        teacher_options={"samples": 1})))
-        raised = asyncio.run(run_job(_job(arith, problems, srv, tmp_path,
-                                          verify="python:my_checks:raises",
-                                          out=tmp_path / "raised",
-                                          teacher_options={"samples": 1})))
+        hung = asyncio.run(
+            run_job(
+                _job(
+                    arith,
+                    problems,
+                    srv,
+                    tmp_path,
+                    verify_timeout=0.5,
+                    verify="python:my_checks:hangs",
+                    teacher_options={"samples": 1},
+                )
+            )
+        )
+        raised = asyncio.run(
+            run_job(
+                _job(
+                    arith,
+                    problems,
+                    srv,
+                    tmp_path,
+                    verify="python:my_checks:raises",
+                    out=tmp_path / "raised",
+                    teacher_options={"samples": 1},
+                )
+            )
+        )
     assert hung.summary.verification["verdicts"] == {"pass": 3, "timeout": 2}
     ds = datasets.load_from_disk(str(tmp_path / "out"))
     timed = {r["id"] for r in ds if r["verdicts"][0]["status"] == "timeout"}
@@ -339,15 +436,27 @@ def test_a_hanging_or_raising_checker_costs_its_answers_never_the_run(
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "labeler.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "labeler.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_bad_verify_input_is_one_line_and_pays_nothing(
-        arith: Path, problems: Path, server: TeacherServer, tmp_path: Path,
-        checkers: Path) -> None:
-    base = ["run", str(arith), str(problems), "--teacher", ANTHROPIC, "--base-url",
-            server.url, "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "o")]
+    arith: Path, problems: Path, server: TeacherServer, tmp_path: Path, checkers: Path
+) -> None:
+    base = [
+        "run",
+        str(arith),
+        str(problems),
+        "--teacher",
+        ANTHROPIC,
+        "--base-url",
+        server.url,
+        "--store",
+        str(tmp_path / "s.sqlite"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     env_key = {"ANTHROPIC_API_KEY": "k"}
     import os
 
@@ -371,15 +480,21 @@ def test_bad_verify_input_is_one_line_and_pays_nothing(
         from_stdin = [a if a != str(problems) else "-" for a in base]
         done = subprocess.run(
             [sys.executable, "-m", "labeler.cli", *from_stdin, "--verify", "exact:nosuch"],
-            cwd=tmp_path, input=problems.read_text(), capture_output=True, text=True,
-            timeout=120)
+            cwd=tmp_path,
+            input=problems.read_text(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 1 and done.stderr.strip().splitlines() == [
             "labeler: error: --verify exact:nosuch: <stdin>:1 (row 'p0') has no field "
-            "'nosuch' (it has: id, question, answer, gold)"], done.stderr
+            "'nosuch' (it has: id, question, answer, gold)"
+        ], done.stderr
         done = _cli(*base, "--kind", "preference", cwd=tmp_path)
         assert done.returncode == 1 and done.stderr.strip().splitlines() == [
             "labeler: error: --kind preference needs --verify SPEC (a pair is a verified "
-            "answer and a failed one of the same row)"]
+            "answer and a failed one of the same row)"
+        ]
         done = _cli(*base, "--keep", "none", "--verify", "exact:gold", cwd=tmp_path)
         assert done.returncode == 1 and "--keep 'none'" in done.stderr
     finally:
@@ -388,35 +503,60 @@ def test_bad_verify_input_is_one_line_and_pays_nothing(
 
 
 def test_export_rechecks_with_another_verifier_from_the_store(
-        arith: Path, problems: Path, server: TeacherServer, tmp_path: Path) -> None:
+    arith: Path, problems: Path, server: TeacherServer, tmp_path: Path
+) -> None:
     asyncio.run(run_job(_job(arith, problems, server, tmp_path, out=None)))
     sent = len(server.log)
     import os
 
     os.environ["ANTHROPIC_API_KEY"] = "k"
     try:
-        done = _cli("export", str(arith), str(problems), "--teacher", ANTHROPIC,
-                    "--base-url", server.url, "--samples", str(SAMPLES),
-                    "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "pref"),
-                    "--kind", "preference", "--verify", "regex:Answer: (\\d+),numeric:answer",
-                    cwd=tmp_path)
+        done = _cli(
+            "export",
+            str(arith),
+            str(problems),
+            "--teacher",
+            ANTHROPIC,
+            "--base-url",
+            server.url,
+            "--samples",
+            str(SAMPLES),
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--out",
+            str(tmp_path / "pref"),
+            "--kind",
+            "preference",
+            "--verify",
+            "regex:Answer: (\\d+),numeric:answer",
+            cwd=tmp_path,
+        )
     finally:
         os.environ.pop("ANTHROPIC_API_KEY", None)
     assert done.returncode == 0, done.stderr
     assert len(server.log) == sent
     assert "pass@4" in done.stderr and f"of {ROWS} rows" in done.stderr
     ds = datasets.load_from_disk(str(tmp_path / "pref"))
-    assert set(ds.column_names) == {"id", "prompt", "chosen", "rejected", "chosen_sample",
-                                    "rejected_sample"}
+    assert set(ds.column_names) == {"id", "prompt", "chosen", "rejected", "chosen_sample", "rejected_sample"}
 
 
-def test_one_answer_per_row_is_verified_from_the_text(
-        arith: Path, problems: Path, tmp_path: Path) -> None:
+def test_one_answer_per_row_is_verified_from_the_text(arith: Path, problems: Path, tmp_path: Path) -> None:
     with TeacherServer(ServerConfig(responder=ArithmeticResponder(p_correct=0.5))) as srv:
-        result = asyncio.run(run_job(Job(
-            task=arith, input=problems, teacher="openai-compatible:m", base_url=srv.url + "/v1",
-            store=tmp_path / "s.sqlite", out=tmp_path / "out", progress=False,
-            verify="numeric:answer", export=ExportOptions(kind="sft"))))
+        result = asyncio.run(
+            run_job(
+                Job(
+                    task=arith,
+                    input=problems,
+                    teacher="openai-compatible:m",
+                    base_url=srv.url + "/v1",
+                    store=tmp_path / "s.sqlite",
+                    out=tmp_path / "out",
+                    progress=False,
+                    verify="numeric:answer",
+                    export=ExportOptions(kind="sft"),
+                )
+            )
+        )
     v = result.summary.verification
     assert v["answers"] == ROWS and v["samples"] == 1
     assert v["pass@1"] == v["pass@N"] == v["pass_rate"]
@@ -426,20 +566,39 @@ def test_one_answer_per_row_is_verified_from_the_text(
 
 @pytest.mark.slow
 def test_kill_9_while_checking_resumes_without_the_teacher_or_checking_twice(
-        arith: Path, problems: Path, server: TeacherServer, tmp_path: Path,
-        checkers: Path) -> None:
+    arith: Path, problems: Path, server: TeacherServer, tmp_path: Path, checkers: Path
+) -> None:
     import os
     import signal
     import time
 
     store = tmp_path / "s.sqlite"
-    args = [sys.executable, "-m", "labeler.cli", "run", str(arith), str(problems),
-            "--teacher", ANTHROPIC, "--base-url", server.url, "--samples", str(SAMPLES),
-            "--store", str(store), "--out", str(tmp_path / "out"), "--quiet", "--json",
-            "--verify", "python:my_checks:slow"]
+    args = [
+        sys.executable,
+        "-m",
+        "labeler.cli",
+        "run",
+        str(arith),
+        str(problems),
+        "--teacher",
+        ANTHROPIC,
+        "--base-url",
+        server.url,
+        "--samples",
+        str(SAMPLES),
+        "--store",
+        str(store),
+        "--out",
+        str(tmp_path / "out"),
+        "--quiet",
+        "--json",
+        "--verify",
+        "python:my_checks:slow",
+    ]
     env = {**os.environ, "ANTHROPIC_API_KEY": "k"}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
     def stored_verdicts() -> int:
         if not store.exists():
@@ -460,8 +619,7 @@ def test_kill_9_while_checking_resumes_without_the_teacher_or_checking_twice(
     assert 8 <= before < ROWS * SAMPLES
     sent = _messages(server)
     assert sent == ROWS * SAMPLES  # every answer was paid and stored before checking
-    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert _messages(server) == sent
     v = json.loads(done.stdout.splitlines()[-1])["verification"]
@@ -471,30 +629,56 @@ def test_kill_9_while_checking_resumes_without_the_teacher_or_checking_twice(
 
 
 def test_input_from_stdin_is_verified_and_labeled(
-        arith: Path, problems: Path, server: TeacherServer, tmp_path: Path) -> None:
+    arith: Path, problems: Path, server: TeacherServer, tmp_path: Path
+) -> None:
     import os
 
     done = subprocess.run(
-        [sys.executable, "-m", "labeler.cli", "run", str(arith), "-", "--teacher", ANTHROPIC,
-         "--base-url", server.url, "--samples", "2", "--store", str(tmp_path / "s.sqlite"),
-         "--json", "--quiet", "--verify", "exact:gold"],
-        cwd=tmp_path, input=problems.read_text(), capture_output=True, text=True,
-        timeout=120, env={**os.environ, "ANTHROPIC_API_KEY": "k"})
+        [
+            sys.executable,
+            "-m",
+            "labeler.cli",
+            "run",
+            str(arith),
+            "-",
+            "--teacher",
+            ANTHROPIC,
+            "--base-url",
+            server.url,
+            "--samples",
+            "2",
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--json",
+            "--quiet",
+            "--verify",
+            "exact:gold",
+        ],
+        cwd=tmp_path,
+        input=problems.read_text(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "ANTHROPIC_API_KEY": "k"},
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.splitlines()[-1])
     assert summary["labeled"] == ROWS and summary["verification"]["answers"] == 2 * ROWS
 
 
 def test_a_regex_alone_checks_that_it_matches_and_a_tolerance_widens_numeric(
-        arith: Path, problems: Path, server: TeacherServer, tmp_path: Path) -> None:
+    arith: Path, problems: Path, server: TeacherServer, tmp_path: Path
+) -> None:
     from labeler.job import export_job
 
     asyncio.run(run_job(_job(arith, problems, server, tmp_path, out=None)))
     sent = _messages(server)
-    for spec, passing in [(r"regex:Answer: (\d+)$", ROWS * SAMPLES),
-                          ("regex:Answer: none", 0),
-                          ("numeric:answer:9", ROWS * SAMPLES),  # wrong ones are off by 1-9
-                          ("numeric:answer:0.5", None)]:
+    for spec, passing in [
+        (r"regex:Answer: (\d+)$", ROWS * SAMPLES),
+        ("regex:Answer: none", 0),
+        ("numeric:answer:9", ROWS * SAMPLES),  # wrong ones are off by 1-9
+        ("numeric:answer:0.5", None),
+    ]:
         out = tmp_path / f"out-{len(spec)}"
         report = export_job(_job(arith, problems, server, tmp_path, out=out, verify=spec))
         assert report.verification["answers"] == ROWS * SAMPLES
@@ -503,10 +687,14 @@ def test_a_regex_alone_checks_that_it_matches_and_a_tolerance_widens_numeric(
         if passing is not None:
             assert report.verification["passed"] == passing, spec
         else:  # within half a unit is exact for whole numbers
-            assert all((v["status"] == "pass") == (_stated(v["text"]) == gold)
-                       for r in ds for v in r["verdicts"]
-                       for gold in [next(json.loads(x)["answer"] for x in problems.open()
-                                         if json.loads(x)["id"] == r["id"])])
+            assert all(
+                (v["status"] == "pass") == (_stated(v["text"]) == gold)
+                for r in ds
+                for v in r["verdicts"]
+                for gold in [
+                    next(json.loads(x)["answer"] for x in problems.open() if json.loads(x)["id"] == r["id"])
+                ]
+            )
         if spec.startswith("regex:Answer: (\\d+)"):
             assert all(v["detail"] == str(_stated(v["text"])) for v in verdicts)
     assert _messages(server) == sent

@@ -16,13 +16,15 @@ def test_version_needs_no_distribution_metadata() -> None:
     """Installed as `labeler-distill`, no distribution is named `labeler`: a version looked
     up in the metadata by the package's name would fail. Here no distribution is found at
     all, as in a checkout run from its folder."""
-    code = ("import importlib.metadata as md, sys\n"
-            "def missing(name):\n"
-            "    raise md.PackageNotFoundError(name)\n"
-            "md.version = missing\n"
-            "from labeler.cli import main\n"
-            "sys.argv = ['labeler', '--version']\n"
-            "main()\n")
+    code = (
+        "import importlib.metadata as md, sys\n"
+        "def missing(name):\n"
+        "    raise md.PackageNotFoundError(name)\n"
+        "md.version = missing\n"
+        "from labeler.cli import main\n"
+        "sys.argv = ['labeler', '--version']\n"
+        "main()\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"labeler, version {labeler.__version__}"

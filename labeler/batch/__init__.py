@@ -12,6 +12,14 @@ from labeler.batch.clients import cancel_batch, client_for, list_batches, make_c
 from labeler.batch.runner import BatchError, BatchRunner, BatchSummary
 
 __all__ = [
-    "BatchClient", "BatchError", "BatchRunner", "BatchSummary", "ItemResult", "RemoteBatch",
-    "cancel_batch", "client_for", "list_batches", "make_client",
+    "BatchClient",
+    "BatchError",
+    "BatchRunner",
+    "BatchSummary",
+    "ItemResult",
+    "RemoteBatch",
+    "cancel_batch",
+    "client_for",
+    "list_batches",
+    "make_client",
 ]

@@ -41,9 +41,16 @@ from labeler.teachers.base import Teacher, request_shape
 MESSAGES = "/v1/messages"
 # Error types inside an errored result, as the HTTP status the live endpoint would answer.
 _ERROR_STATUS = {
-    "invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
-    "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
-    "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 529,
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
 }
 
 
@@ -58,7 +65,9 @@ def batch_params(teacher: AnthropicTeacher, request: Request) -> tuple[dict[str,
         t = float(request.params.get("temperature") or 0.0)
         temperature = t if t > 0 else 1.0
     params = anthropic_wire.build_params(
-        request, sampling_params=sampling, temperature=temperature,
+        request,
+        sampling_params=sampling,
+        temperature=temperature,
         cache=teacher.cache_prompt,
     )
     params.update(params.pop("extra_body", None) or {})  # an SDK-only wrapper; batches take JSON
@@ -81,8 +90,7 @@ class AnthropicBatchClient:
         return cls(teacher.identity.get("base_url"), api_key, teacher=teacher)
 
     @classmethod
-    def for_journal(cls, base_url: str | None, api_key: str | None,
-                    provider: str) -> AnthropicBatchClient:
+    def for_journal(cls, base_url: str | None, api_key: str | None, provider: str) -> AnthropicBatchClient:
         """A client able to poll or cancel a journaled batch."""
         return cls(base_url, api_key)
 
@@ -103,7 +111,10 @@ class AnthropicBatchClient:
         version = teacher.api_version if teacher is not None else None
         # Management calls are few and (except create) safe to repeat: let the SDK retry them.
         self._client = anthropic.AsyncAnthropic(
-            base_url=self.base_url, api_key=api_key, max_retries=3, timeout=timeout,
+            base_url=self.base_url,
+            api_key=api_key,
+            max_retries=3,
+            timeout=timeout,
             default_headers={"anthropic-version": version} if version else None,
         )
 
@@ -117,8 +128,10 @@ class AnthropicBatchClient:
         if calls == 1:
             return [orjson.dumps({"custom_id": custom, "params": params})]
         body = orjson.dumps(params)
-        return [b'{"custom_id":' + orjson.dumps(f"{custom}_s{i}_{calls}") + b',"params":' + body + b"}"
-                for i in range(calls)]
+        return [
+            b'{"custom_id":' + orjson.dumps(f"{custom}_s{i}_{calls}") + b',"params":' + body + b"}"
+            for i in range(calls)
+        ]
 
     async def upload(self, uid: str, lines: Sequence[bytes]) -> str | None:
         return None  # requests travel with the create call
@@ -130,9 +143,7 @@ class AnthropicBatchClient:
         try:
             # Never retried blindly (a lost answer would mean a second batch); the next run
             # finds a batch whose answer was lost and adopts it.
-            batch = await self._client.with_options(max_retries=0).messages.batches.create(
-                requests=requests
-            )
+            batch = await self._client.with_options(max_retries=0).messages.batches.create(requests=requests)
         except anthropic.APIError as exc:
             raise classify(exc) from exc
         return _remote(batch)
@@ -199,8 +210,9 @@ def result_entry(custom: str, result: Mapping[str, Any]) -> ItemResult:
         err = inner if isinstance(inner, dict) else outer
         etype = str(err.get("type") or "api_error")
         message = short(err.get("message") or etype)
-        return ItemResult(custom, error=status_error(_ERROR_STATUS.get(etype, 500), message, etype,
-                                                       provider="anthropic"))
+        return ItemResult(
+            custom, error=status_error(_ERROR_STATUS.get(etype, 500), message, etype, provider="anthropic")
+        )
     return ItemResult(custom)
 
 

@@ -115,11 +115,10 @@ class BatchClient(Protocol):
     async def aclose(self) -> None: ...
 
 
-def status_error(status: int, message: str, code: str | None = None, *,
-                 provider: str = "openai") -> TeacherError:
+def status_error(
+    status: int, message: str, code: str | None = None, *, provider: str = "openai"
+) -> TeacherError:
     """A per-item HTTP error, classified by the ladder the live teachers use
     (`errors.classify_status`), so `labeler stats` counts batch and live failures under
     the same reasons."""
     return classify_status(status, message, provider=provider, code=code)
-
-

@@ -24,8 +24,7 @@ def make_client(teacher: Teacher, api_key: str | None = None) -> BatchClient:
     identity = teacher.identity
     name = str(identity.get("provider"))
     if "base_url" not in identity:
-        raise ConfigError("--batch sends to one endpoint: give a single --base-url "
-                          "(and no cache identity)")
+        raise ConfigError("--batch sends to one endpoint: give a single --base-url (and no cache identity)")
     ref = provider(name).batch
     if ref is None:
         raise ConfigError(
@@ -56,10 +55,18 @@ def list_batches(store_path: str | Path, *, live_only: bool = False) -> list[dic
         rows = journal.listing(store, live_only=live_only)
     return [
         {
-            "provider": b.provider, "id": b.shown_id, "local_id": b.id, "state": _state(b),
-            "remote_status": b.remote_status, "teacher": b.teacher, "requests": b.n_items,
-            "counts": b.counts or {}, "created_at": b.created_at, "cost_usd": b.cost_usd,
-            "error": b.error, "run": b.run_tag,
+            "provider": b.provider,
+            "id": b.shown_id,
+            "local_id": b.id,
+            "state": _state(b),
+            "remote_status": b.remote_status,
+            "teacher": b.teacher,
+            "requests": b.n_items,
+            "counts": b.counts or {},
+            "created_at": b.created_at,
+            "cost_usd": b.cost_usd,
+            "error": b.error,
+            "run": b.run_tag,
         }
         for b in rows
     ]

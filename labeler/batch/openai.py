@@ -57,12 +57,12 @@ class OpenAIBatchClient:
         body = getattr(teacher, "request_body", None)
         if body is None:  # the batch file must carry exactly the live request body
             raise ConfigError(f"--batch: this {teacher.provider} teacher cannot say what body it sends")
-        return cls(teacher.identity.get("base_url"), api_key, body=body,
-                   compatible=teacher.provider != "openai")
+        return cls(
+            teacher.identity.get("base_url"), api_key, body=body, compatible=teacher.provider != "openai"
+        )
 
     @classmethod
-    def for_journal(cls, base_url: str | None, api_key: str | None,
-                    provider: str) -> OpenAIBatchClient:
+    def for_journal(cls, base_url: str | None, api_key: str | None, provider: str) -> OpenAIBatchClient:
         """A client able to poll or cancel a journaled batch of `provider`'s teacher."""
         return cls(base_url, api_key, compatible=provider != "openai")
 
@@ -93,10 +93,16 @@ class OpenAIBatchClient:
     def encode(self, custom: str, request: Request) -> list[bytes]:
         if self._body is None:
             raise ConfigError("this batch client was built without a teacher; it cannot submit")
-        return [orjson.dumps(
-            {"custom_id": custom, "method": "POST", "url": self.endpoint(request),
-             "body": self._body(request)}
-        )]
+        return [
+            orjson.dumps(
+                {
+                    "custom_id": custom,
+                    "method": "POST",
+                    "url": self.endpoint(request),
+                    "body": self._body(request),
+                }
+            )
+        ]
 
     async def upload(self, uid: str, lines: Sequence[bytes]) -> str | None:
         payload = b"\n".join(lines) + b"\n"
@@ -117,7 +123,9 @@ class OpenAIBatchClient:
             # Never retried blindly: a retry after a lost answer would create a second batch.
             # A lost answer is instead resolved by the next run, which lists and adopts it.
             batch = await self._client.with_options(max_retries=0).batches.create(
-                input_file_id=file_id, endpoint=endpoint, completion_window="24h",  # type: ignore[arg-type]
+                input_file_id=file_id,
+                endpoint=endpoint,  # type: ignore[arg-type]
+                completion_window="24h",
                 metadata=metadata,
             )
         except openai.APIError as exc:
@@ -208,8 +216,9 @@ def _result(custom: str, obj: dict[str, Any], parse: Callable[[Any], Completion]
         if code in _NOT_ATTEMPTED:
             return ItemResult(custom)
         return ItemResult(custom, error=FinalError(code, short(error.get("message") or code)))
-    return ItemResult(custom, error=FinalError("invalid_json", "a batch result line with neither "
-                                                               "response nor error"))
+    return ItemResult(
+        custom, error=FinalError("invalid_json", "a batch result line with neither response nor error")
+    )
 
 
 def _remote(batch: Any) -> RemoteBatch:

@@ -165,9 +165,15 @@ class BatchRunner:
         self._budget_skipped: set[str] = set()
         self._broken: set[str] = set()  # batches that cannot be polled or read this run
         self._reserved_usd = 0.0
-        self._planner = Planner(task, self.identity, store, completions=False,
-                                max_age_s=self.max_age_s, retry_failed=self.retry_failed,
-                                max_attempts=self.max_attempts)
+        self._planner = Planner(
+            task,
+            self.identity,
+            store,
+            completions=False,
+            max_age_s=self.max_age_s,
+            retry_failed=self.retry_failed,
+            max_attempts=self.max_attempts,
+        )
 
     def stop(self) -> None:
         """Graceful stop: the step under way finishes and is journaled; nothing new starts."""
@@ -182,8 +188,9 @@ class BatchRunner:
 
     async def run(self, rows: Iterable[Row | Reject | Mapping[str, Any]]) -> BatchSummary:
         start = time.monotonic()
-        run_id = await asyncio.to_thread(self.store.start_run, self.task.identity,
-                                         f"{self.teacher_name} (batch)")
+        run_id = await asyncio.to_thread(
+            self.store.start_run, self.task.identity, f"{self.teacher_name} (batch)"
+        )
         try:
             await self._reconcile()
             await self._plan(rows)
@@ -203,30 +210,46 @@ class BatchRunner:
         """Adopt a batch whose create call landed before its run died; release the keys of
         one that never reached the provider."""
         client = self.client
-        stale = [b for b in await asyncio.to_thread(
-            journal.unresolved, self.store, client.provider, client.base_url) if not _owner_alive(b)]
+        stale = [
+            b
+            for b in await asyncio.to_thread(journal.unresolved, self.store, client.provider, client.base_url)
+            if not _owner_alive(b)
+        ]
         if not stale:
             return
         try:
             remotes = await client.recent(min(b.created_at for b in stale) - ADOPT_WINDOW_S)
         except TeacherError as exc:
-            self.on_warning(f"cannot list batches to resume {len(stale)} unconfirmed one(s): "
-                            f"{exc}; their rows wait for the next run")
+            self.on_warning(
+                f"cannot list batches to resume {len(stale)} unconfirmed one(s): "
+                f"{exc}; their rows wait for the next run"
+            )
             return
         taken = await asyncio.to_thread(journal.remote_ids, self.store, client.provider)
         for b in stale:
             found = _match(b, remotes, taken, by_metadata=client.tags_metadata)
             if found is None:
-                await asyncio.to_thread(journal.abandon, self.store, b.id,
-                                        "never created: the run stopped before the provider had it")
+                await asyncio.to_thread(
+                    journal.abandon,
+                    self.store,
+                    b.id,
+                    "never created: the run stopped before the provider had it",
+                )
                 continue
             taken.add(found.id)
             how = "its metadata" if client.tags_metadata else "its size and creation time"
-            await asyncio.to_thread(journal.set_submitted, self.store, b.id, found,
-                                    note=f"adopted after a crash (matched by {how})")
+            await asyncio.to_thread(
+                journal.set_submitted,
+                self.store,
+                b.id,
+                found,
+                note=f"adopted after a crash (matched by {how})",
+            )
             self.summary.batches_adopted += 1
-            self.on_warning(f"batch {found.id} was created before a crash and never recorded: "
-                            f"adopted (matched by {how}), not submitted again")
+            self.on_warning(
+                f"batch {found.id} was created before a crash and never recorded: "
+                f"adopted (matched by {how}), not submitted again"
+            )
 
     # -- 2. what to send, in batches within the provider's limits -------------------------
 
@@ -246,14 +269,26 @@ class BatchRunner:
                 lines = self.client.encode(custom_id(key), request)
                 size = sum(len(line) + 1 for line in lines)
                 if size > self.max_bytes or len(lines) > self.max_requests:
-                    await asyncio.to_thread(self.store.record_failures, [(
-                        key, "request_too_large", f"{size} bytes in {len(lines)} request(s): more "
-                        f"than a whole batch may hold ({self.max_bytes})", None, 1)])
+                    await asyncio.to_thread(
+                        self.store.record_failures,
+                        [
+                            (
+                                key,
+                                "request_too_large",
+                                f"{size} bytes in {len(lines)} request(s): more "
+                                f"than a whole batch may hold ({self.max_bytes})",
+                                None,
+                                1,
+                            )
+                        ],
+                    )
                     continue
                 endpoint = self.client.endpoint(request)
-                if open_.keys and (endpoint != open_.endpoint
-                                   or len(open_.lines) + len(lines) > self.max_requests
-                                   or open_.size + size > self.max_bytes):
+                if open_.keys and (
+                    endpoint != open_.endpoint
+                    or len(open_.lines) + len(lines) > self.max_requests
+                    or open_.size + size > self.max_bytes
+                ):
                     await self._submit(open_)
                     open_ = _Open()
                 open_.endpoint = endpoint
@@ -268,8 +303,11 @@ class BatchRunner:
         runs in a thread: rendering, hashing and the store lookups are the CPU-bound part."""
         s = self.summary
         planned = self._planner.plan(chunk)
-        fresh = list(dict.fromkeys(i.key for i in planned
-                                   if i.status == SEND and i.key is not None and i.key not in self._rows))
+        fresh = list(
+            dict.fromkeys(
+                i.key for i in planned if i.status == SEND and i.key is not None and i.key not in self._rows
+            )
+        )
         held = journal.held(self.store, fresh)
         out: list[tuple[str, Request]] = []
         for item in planned:
@@ -299,8 +337,9 @@ class BatchRunner:
         if self.budget_usd is None:
             return True
         max_tokens = int(self.task.params.get("max_tokens") or 0)
-        estimate = self.prices.estimate_request(self.teacher.model, request, max_tokens, batch=True,
-                                                shape=request_shape(self.teacher, request))
+        estimate = self.prices.estimate_request(
+            self.teacher.model, request, max_tokens, batch=True, shape=request_shape(self.teacher, request)
+        )
         if self._reserved_usd + estimate > self.budget_usd:
             self.summary.budget_stopped = True
             return False
@@ -312,32 +351,42 @@ class BatchRunner:
         client, store = self.client, self.store
         uid = "lb_" + uuid.uuid4().hex[:24]
         await asyncio.to_thread(
-            journal.prepare, store, uid=uid, provider=client.provider, run_tag=self.run_tag,
-            teacher=self.teacher_name, base_url=client.base_url, endpoint=b.endpoint, keys=b.keys,
-            n_requests=len(b.lines), n_bytes=b.size, owner=_owner(),
+            journal.prepare,
+            store,
+            uid=uid,
+            provider=client.provider,
+            run_tag=self.run_tag,
+            teacher=self.teacher_name,
+            base_url=client.base_url,
+            endpoint=b.endpoint,
+            keys=b.keys,
+            n_requests=len(b.lines),
+            n_bytes=b.size,
+            owner=_owner(),
         )
         try:
             file_id = await client.upload(uid, b.lines)
         except TeacherError as exc:
             await asyncio.to_thread(journal.abandon, store, uid, f"upload failed: {exc}")
             hint = " (does this server implement the Batch API?)" if exc.status == 404 else ""
-            raise BatchError(f"cannot upload a batch of {len(b.keys)} requests to "
-                             f"{client.base_url}: {exc}{hint}") from exc
+            raise BatchError(
+                f"cannot upload a batch of {len(b.keys)} requests to {client.base_url}: {exc}{hint}"
+            ) from exc
         if file_id is not None:
             crash_point("file_uploaded")
             await asyncio.to_thread(journal.set_uploaded, store, uid, file_id)
         metadata = {META_RUN: self.run_tag, META_BATCH: uid, META_TASK: self.task.identity[:500]}
         try:
-            remote = await client.create(b.lines, endpoint=b.endpoint, file_id=file_id,
-                                         metadata=metadata)
+            remote = await client.create(b.lines, endpoint=b.endpoint, file_id=file_id, metadata=metadata)
         except TeacherError as exc:
             if exc.retryable:  # the create may have landed: the next run adopts or releases it
-                raise BatchError(f"no answer to the creation of a batch of {len(b.keys)} requests "
-                                 f"({exc}); rerun to resume: a batch created anyway is adopted, "
-                                 "not submitted twice") from exc
+                raise BatchError(
+                    f"no answer to the creation of a batch of {len(b.keys)} requests "
+                    f"({exc}); rerun to resume: a batch created anyway is adopted, "
+                    "not submitted twice"
+                ) from exc
             await asyncio.to_thread(journal.abandon, store, uid, f"refused: {exc}")
-            raise BatchError(f"{client.base_url} refused a batch of {len(b.keys)} requests: "
-                             f"{exc}") from exc
+            raise BatchError(f"{client.base_url} refused a batch of {len(b.keys)} requests: {exc}") from exc
         crash_point("batch_created")
         await asyncio.to_thread(journal.set_submitted, store, uid, remote)
         self._needed.add(uid)
@@ -351,9 +400,13 @@ class BatchRunner:
         bar = _Bar(self.progress)
         try:
             while True:
-                live = [b for b in await asyncio.to_thread(
-                    journal.submitted, self.store, self.client.provider, self.client.base_url)
-                    if b.id not in self._broken]
+                live = [
+                    b
+                    for b in await asyncio.to_thread(
+                        journal.submitted, self.store, self.client.provider, self.client.base_url
+                    )
+                    if b.id not in self._broken
+                ]
                 if not live:
                     return
                 remotes = await asyncio.gather(
@@ -366,12 +419,15 @@ class BatchRunner:
                             raise r
                         if not r.retryable:  # refused (404, 401...): asking again cannot help
                             self._broken.add(b.id)
-                            self.on_warning(f"cannot poll batch {b.remote_id}: {r}; its rows stay "
-                                            "pending (`labeler batches` lists it)")
+                            self.on_warning(
+                                f"cannot poll batch {b.remote_id}: {r}; its rows stay "
+                                "pending (`labeler batches` lists it)"
+                            )
                         elif b.id in self._needed:  # a passing fault: keep waiting
                             self.on_warning(f"cannot poll batch {b.remote_id} now: {r}")
-                            waiting.append(RemoteBatch(b.shown_id, "unknown", False, None,
-                                                       b.n_items, 0, 0, b.created_at))
+                            waiting.append(
+                                RemoteBatch(b.shown_id, "unknown", False, None, b.n_items, 0, 0, b.created_at)
+                            )
                         continue
                     if r.ended:
                         await self._collect(b, r)
@@ -402,8 +458,7 @@ class BatchRunner:
 
         async def flush() -> None:
             if bad:
-                await asyncio.to_thread(
-                    lambda: store.record_failures(list(bad), bodies=dict(bodies)))
+                await asyncio.to_thread(lambda: store.record_failures(list(bad), bodies=dict(bodies)))
             if ok:
                 await asyncio.to_thread(lambda: store.put_many(list(ok), source="batch"))
             await asyncio.to_thread(journal.mark_items, store, b.id, list(marks))
@@ -442,8 +497,7 @@ class BatchRunner:
         except TeacherError as exc:
             await flush()
             self._broken.add(b.id)
-            self.on_warning(f"cannot read the results of batch {remote.id}: {exc}; "
-                            "the next run tries again")
+            self.on_warning(f"cannot read the results of batch {remote.id}: {exc}; the next run tries again")
             return
         never = [k for k, st in states.items() if st == "pending" and k not in seen]
         marks.extend(("unfinished", k) for k in never)
@@ -452,8 +506,10 @@ class BatchRunner:
         s.batches_collected += 1
         if remote.outcome != "completed":
             why = f": {remote.error}" if remote.error else ""
-            self.on_warning(f"batch {remote.id} {remote.outcome}{why}; its answers are stored, "
-                            f"the requests it did not attempt are sent again by the next run")
+            self.on_warning(
+                f"batch {remote.id} {remote.outcome}{why}; its answers are stored, "
+                f"the requests it did not attempt are sent again by the next run"
+            )
 
     # -- 4. where every row stands --------------------------------------------------------
 
@@ -477,8 +533,7 @@ class BatchRunner:
             else:
                 s.unfinished += n
         holding = set(held.values())
-        s.batches_live = [b.shown_id for b in journal.listing(self.store, live_only=True)
-                          if b.id in holding]
+        s.batches_live = [b.shown_id for b in journal.listing(self.store, live_only=True) if b.id in holding]
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -500,8 +555,11 @@ def _match(
     # No metadata (Anthropic): same request count, created after the entry was written, not
     # claimed by another entry; the closest in time wins. A wrong match costs no
     # correctness: answers are stored under the keys their custom_ids name.
-    candidates = [r for r in remotes if r.id not in taken and r.total == b.n_items
-                  and r.created_at >= b.created_at - CLOCK_SKEW_S]
+    candidates = [
+        r
+        for r in remotes
+        if r.id not in taken and r.total == b.n_items and r.created_at >= b.created_at - CLOCK_SKEW_S
+    ]
     return min(candidates, key=lambda r: abs(r.created_at - b.created_at), default=None)
 
 
@@ -542,8 +600,9 @@ class _Bar:
         if enabled:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=0, unit="req", dynamic_ncols=True, file=sys.stderr,
-                             desc="batches", mininterval=0.0)
+            self._bar = tqdm(
+                total=0, unit="req", dynamic_ncols=True, file=sys.stderr, desc="batches", mininterval=0.0
+            )
 
     def show(self, waiting: Sequence[RemoteBatch]) -> None:
         if self._bar is None:

@@ -17,5 +17,16 @@ from labeler.exports.options import (
     register,
 )
 
-__all__ = ["FORMATS", "KD_LAYOUTS", "KINDS", "SFT_SHAPES", "ExportKind", "ExportOptions",
-           "ExportReport", "export_dataset", "export_kind", "merge_card", "register"]
+__all__ = [
+    "FORMATS",
+    "KD_LAYOUTS",
+    "KINDS",
+    "SFT_SHAPES",
+    "ExportKind",
+    "ExportOptions",
+    "ExportReport",
+    "export_dataset",
+    "export_kind",
+    "merge_card",
+    "register",
+]

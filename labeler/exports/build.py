@@ -112,9 +112,15 @@ def export_dataset(
     return _export_dataset(task, teacher_identity, rows, store, out, options, planner)
 
 
-def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
-                    rows: Iterable[Row | Reject], store: Store, out: str | Path,
-                    options: ExportOptions | None, planner: Any) -> ExportReport:
+def _export_dataset(
+    task: Task,
+    teacher_identity: Mapping[str, Any],
+    rows: Iterable[Row | Reject],
+    store: Store,
+    out: str | Path,
+    options: ExportOptions | None,
+    planner: Any,
+) -> ExportReport:
     opts = options or ExportOptions()
     kind = export_kind(opts)
     kind.check_needs(opts)
@@ -126,15 +132,25 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
     start = time.monotonic()
     report = ExportReport(str(out), opts.kind, opts.format)
     tmp, work = _staging(out, opts, store)
-    verifier = (Verifier(opts.verify, schema=task.schema, timeout_s=opts.verify_timeout)
-                if opts.verify is not None else None)
+    verifier = (
+        Verifier(opts.verify, schema=task.schema, timeout_s=opts.verify_timeout)
+        if opts.verify is not None
+        else None
+    )
     try:
         stage = VerifyStage(verifier, store, opts.keep) if verifier is not None else None
-        planner = planner or Planner(task, teacher_identity, store, failures=False,
-                                     single_answers=True)
-        written = _Rows(task, teacher_identity, opts, report, work, store=store,
-                        provenance=planner.kind if kind.provenance else None,
-                        calibrate=calibrate, stage=stage)
+        planner = planner or Planner(task, teacher_identity, store, failures=False, single_answers=True)
+        written = _Rows(
+            task,
+            teacher_identity,
+            opts,
+            report,
+            work,
+            store=store,
+            provenance=planner.kind if kind.provenance else None,
+            calibrate=calibrate,
+            stage=stage,
+        )
         for planned in planner.plan_rows(rows, CHUNK):
             written.add(planned)
         features = written.close()
@@ -142,16 +158,16 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
         report.calibration = opts.calibration_note
         report.prior_warnings = written.prior_warnings()
         if stage is not None:
-            report.verification = {"spec": opts.verify, "keep": str(opts.keep),
-                                   **stage.rates.to_dict()}
+            report.verification = {"spec": opts.verify, "keep": str(opts.keep), **stage.rates.to_dict()}
         report.teachers = [u.to_dict() for u in planner.usage]
         _write_splits(tmp, written.writers, features, opts)
         if written.builder.saw_ids:
             report.teacher_tokenizer = teacher_tokenizer(teacher_identity)
         report.seconds = time.monotonic() - start
         (tmp / "README.md").write_text(dataset_card(task, teacher_identity, opts, report), "utf-8")
-        (tmp / out_folder.META_FILE).write_bytes(orjson.dumps(
-            _metadata(task, teacher_identity, opts, report), option=orjson.OPT_INDENT_2))
+        (tmp / out_folder.META_FILE).write_bytes(
+            orjson.dumps(_metadata(task, teacher_identity, opts, report), option=orjson.OPT_INDENT_2)
+        )
         folder_swap.swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -167,8 +183,7 @@ def _export_dataset(task: Task, teacher_identity: Mapping[str, Any],
     return report
 
 
-def _calibrator(task: Task, identity: Mapping[str, Any], opts: ExportOptions
-                ) -> Callable[..., Answer] | None:
+def _calibrator(task: Task, identity: Mapping[str, Any], opts: ExportOptions) -> Callable[..., Answer] | None:
     """What reads answers through `opts.calibration`, checked against this task and
     teacher; None without one."""
     if opts.calibration is None:
@@ -177,8 +192,7 @@ def _calibrator(task: Task, identity: Mapping[str, Any], opts: ExportOptions
     from labeler.calibration import calibrate_answer
 
     if task.label_space is None:
-        raise ConfigError(f"--calibration needs a label task; {task.path} is "
-                          f"'{task.output_kind}'")
+        raise ConfigError(f"--calibration needs a label task; {task.path} is '{task.output_kind}'")
     opts.calibration.check(task.identity, identity, task.labels)
     return calibrate_answer
 
@@ -187,9 +201,14 @@ def _staging(out: Path, opts: ExportOptions, store: Store) -> tuple[Path, Path]:
     """The empty folders an export is written in (`tmp`, swapped in at the end) and
     stages its Arrow files in (`work`), after refusing an `out` it may not replace."""
     folder_swap.recover_interrupted(out)
-    out_folder.check_out(out, kind=opts.kind, fmt=opts.format, force=opts.force,
-                         holds=[("the store", Path(store.path))],
-                         note=f"every answer is safe in the store {store.path}")
+    out_folder.check_out(
+        out,
+        kind=opts.kind,
+        fmt=opts.format,
+        force=opts.force,
+        holds=[("the store", Path(store.path))],
+        note=f"every answer is safe in the store {store.path}",
+    )
     folder_swap.remove_dead_staging(out)
     tmp = folder_swap.staging(out, "tmp")
     work = folder_swap.staging(out, "work")  # arrow staging, outside tmp
@@ -204,9 +223,19 @@ class _Rows:
     (straight from its answer's numbers where the kind has a fast way, else through its
     answer), filtered, appended to its split's file and counted in the report."""
 
-    def __init__(self, task: Task, identity: Mapping[str, Any], opts: ExportOptions,
-                 report: ExportReport, work: Path, *, store: Store, provenance: str | None,
-                 calibrate: Callable[..., Answer] | None, stage: VerifyStage | None) -> None:
+    def __init__(
+        self,
+        task: Task,
+        identity: Mapping[str, Any],
+        opts: ExportOptions,
+        report: ExportReport,
+        work: Path,
+        *,
+        store: Store,
+        provenance: str | None,
+        calibrate: Callable[..., Answer] | None,
+        stage: VerifyStage | None,
+    ) -> None:
         self.task, self.opts, self.report, self.work = task, opts, report, work
         self.store, self.calibrate, self.stage = store, calibrate, stage
         self.builder = RowBuilder(task, identity, opts, report)
@@ -214,25 +243,27 @@ class _Rows:
         self.writers: dict[str, SplitFile] = {}
         self.builder.provenance = provenance
         self.features: Features | None = None
-        self.fast = (export_kind(opts).fast_rows(task, self.builder)
-                     if calibrate is None and stage is None else None)
-        self.with_humans = (opts.human_labels and task.output_kind == "label"
-                            and any_human_labels(store))
+        self.fast = (
+            export_kind(opts).fast_rows(task, self.builder) if calibrate is None and stage is None else None
+        )
+        self.with_humans = opts.human_labels and task.output_kind == "label" and any_human_labels(store)
         # the calibrated labels' expected shares, one reference of the label-prior check
-        self.expected = (_ExpectedShares(len(task.labels))
-                         if task.label_space is not None else None)
+        self.expected = _ExpectedShares(len(task.labels)) if task.label_space is not None else None
 
     def add(self, planned: list[Item]) -> None:
         """One chunk of planned rows (a person's labels and the verdicts read at once)."""
-        humans = (human_labels(self.store, [i.key for i in planned
-                                            if i.completion is not None and i.key is not None])
-                  if self.with_humans else {})
+        humans = (
+            human_labels(
+                self.store, [i.key for i in planned if i.completion is not None and i.key is not None]
+            )
+            if self.with_humans
+            else {}
+        )
         checks = _checked(self.stage, planned) if self.stage is not None else {}
         for forms in by_row(planned):
             self._add_row(forms, humans, checks)
 
-    def _add_row(self, forms: list[Item], humans: Mapping[str, Any],
-                 checks: Mapping[int, Checked]) -> None:
+    def _add_row(self, forms: list[Item], humans: Mapping[str, Any], checks: Mapping[int, Checked]) -> None:
         item, report = forms[0], self.report
         if item.reason != "input":
             report.rows_in += 1
@@ -244,11 +275,20 @@ class _Rows:
             report.missing += 1
             return
         fast = self.fast
-        numbers = (fast.numbers(completion) if fast is not None and len(forms) == 1
-                   and item.answer is None and item.provenance is None
-                   and item.key not in humans else None)
-        read = (self._read_fast(item.row, numbers, completion) if numbers is not None
-                else self._read_general(forms, humans, checks))
+        numbers = (
+            fast.numbers(completion)
+            if fast is not None
+            and len(forms) == 1
+            and item.answer is None
+            and item.provenance is None
+            and item.key not in humans
+            else None
+        )
+        read = (
+            self._read_fast(item.row, numbers, completion)
+            if numbers is not None
+            else self._read_general(forms, humans, checks)
+        )
         if read is None:
             return
         values, label, source = read
@@ -259,8 +299,9 @@ class _Rows:
             sources = report.soft_label_sources
             sources[source] = sources.get(source, 0) + 1
 
-    def _read_fast(self, row: Row, numbers: LabelNumbers, completion: Completion
-                   ) -> tuple[list[Any], str | None, str | None] | None:
+    def _read_fast(
+        self, row: Row, numbers: LabelNumbers, completion: Completion
+    ) -> tuple[list[Any], str | None, str | None] | None:
         """The common answer, read straight to its columns; None when a filter drops it."""
         fast = self.fast
         assert fast is not None
@@ -269,24 +310,25 @@ class _Rows:
             return None
         if self.features is None:
             self.features = self.builder.features(None)
-        return (fast.values(row, numbers, completion), label,
-                "logprobs" if label is not None else None)
+        return (fast.values(row, numbers, completion), label, "logprobs" if label is not None else None)
 
-    def _read_general(self, forms: list[Item], humans: Mapping[str, Any],
-                      checks: Mapping[int, Checked]
-                      ) -> tuple[list[Any], str | None, str | None] | None:
+    def _read_general(
+        self, forms: list[Item], humans: Mapping[str, Any], checks: Mapping[int, Checked]
+    ) -> tuple[list[Any], str | None, str | None] | None:
         """A row through its answer; a verified row's other kept answers are written here,
         in order, and its last returned. None when a filter drops it or no row is left."""
         item = forms[0]
-        read = _general_row(self.task, self.builder, self.report, forms, humans, self.flt,
-                            self.calibrate)
+        read = _general_row(self.task, self.builder, self.report, forms, humans, self.flt, self.calibrate)
         if read is None:
             return None
         record, label = read
         if self.expected is not None and self.calibrate is not None:
             self.expected.add(record.get("soft_label"))
-        records = ([record] if self.stage is None else
-                   self.builder.verified(record, item, checks[id(item)], self.report))
+        records = (
+            [record]
+            if self.stage is None
+            else self.builder.verified(record, item, checks[id(item)], self.report)
+        )
         if not records:
             return None
         if self.features is None:
@@ -310,8 +352,7 @@ class _Rows:
         distribution's (labeler/label_prior.py); none for a task without labels."""
         if self.expected is None:
             return []
-        return prior_warnings(self.task.labels, self.report.label_counts,
-                              self.expected.references(self.opts))
+        return prior_warnings(self.task.labels, self.report.label_counts, self.expected.references(self.opts))
 
     def close(self) -> Features:
         """Closes the split files; the features they were written with."""
@@ -322,9 +363,15 @@ class _Rows:
         return self.features
 
 
-def _general_row(task: Task, builder: RowBuilder, report: ExportReport, forms: list[Item],
-                 humans: Mapping[str, Any], flt: Filter, calibrate: Callable[..., Answer] | None
-                 ) -> tuple[dict[str, Any], str | None] | None:
+def _general_row(
+    task: Task,
+    builder: RowBuilder,
+    report: ExportReport,
+    forms: list[Item],
+    humans: Mapping[str, Any],
+    flt: Filter,
+    calibrate: Callable[..., Answer] | None,
+) -> tuple[dict[str, Any], str | None] | None:
     """One row's export record and label, read through the answer objects (any kind,
     calibration, a person's label, a cascade's or an ensemble's answer); None when a
     filter drops it."""
@@ -342,16 +389,16 @@ def _general_row(task: Task, builder: RowBuilder, report: ExportReport, forms: l
         if human.label != answer.label:
             trace = None  # the teacher's thinking argued for the label the person overruled
         answer = dataclasses.replace(answer, label=human.label, valid=True)
-    waiting = (human is None and item.provenance is not None
-               and bool(item.provenance.get("awaiting_human")))
+    waiting = human is None and item.provenance is not None and bool(item.provenance.get("awaiting_human"))
     if waiting:
         report.awaiting_human += 1
         if opts.human_labels and not opts.include_awaiting_human:
             report.held_for_human += 1
             return None  # held out: the cascade left this row to a person
-    if not flt.keep(answer.label if task.output_kind == "label" else
-                    ("ok" if answer.valid else None),
-                    _HUMAN_CERTAINTY if human else answer.confidence):
+    if not flt.keep(
+        answer.label if task.output_kind == "label" else ("ok" if answer.valid else None),
+        _HUMAN_CERTAINTY if human else answer.confidence,
+    ):
         return None
     record = builder.row(row, request, completion, answer, trace)
     builder.calibration_cols(record, raw)
@@ -392,9 +439,11 @@ class _ExpectedShares:
 
 def _checked(stage: VerifyStage, planned: list[Item]) -> dict[int, Checked]:
     """The verdicts of a chunk's answered rows (one store read, one write), by item."""
-    heads = [forms[0] for forms in by_row(planned)
-             if forms[0].status != REJECTED and forms[0].completion is not None
-             and forms[0].key is not None]
+    heads = [
+        forms[0]
+        for forms in by_row(planned)
+        if forms[0].status != REJECTED and forms[0].completion is not None and forms[0].key is not None
+    ]
     found = stage.check([(i.row.data, i.key, i.completion) for i in heads])  # type: ignore[misc]
     return {id(i): c for i, c in zip(heads, found, strict=True)}
 
@@ -403,22 +452,27 @@ def _answered_by(provenance: Mapping[str, Any]) -> list[str]:
     """Who answered a row, for the report: its cascade stage, or each ensemble member."""
     if "cascade_stage" in provenance:
         return [f"cascade stage {provenance['cascade_stage']}: {provenance['teacher']}"]
-    return [f"ensemble member {m['member']}: {m['teacher']}"
-            for m in provenance.get("ensemble", ())]
+    return [f"ensemble member {m['member']}: {m['teacher']}" for m in provenance.get("ensemble", ())]
 
 
-def _metadata(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
-              report: ExportReport) -> dict[str, Any]:
+def _metadata(
+    task: Task, identity: Mapping[str, Any], opts: ExportOptions, report: ExportReport
+) -> dict[str, Any]:
     """labeler_export.json: what a program needs to read the export back, label names in
     index order included (a jsonl file has no ClassLabel to carry them)."""
     counts = {k: v for k, v in report.to_dict().items() if k != "path"}  # no local path
     if report.verification is None:  # only a verified export says what verification found
         del counts["verification"], counts["unpaired"]
-    meta = {"report": counts, "task": task.identity, "kind": opts.kind,
-            "labels": list(task.labels), "ignore_label": IGNORE_LABEL if task.labels else None,
-            "teacher": public_identity(identity, endpoint=opts.card_endpoint),
-            "teacher_tokenizer": report.teacher_tokenizer,
-            "calibration": opts.calibration.to_dict() if opts.calibration else None}
+    meta = {
+        "report": counts,
+        "task": task.identity,
+        "kind": opts.kind,
+        "labels": list(task.labels),
+        "ignore_label": IGNORE_LABEL if task.labels else None,
+        "teacher": public_identity(identity, endpoint=opts.card_endpoint),
+        "teacher_tokenizer": report.teacher_tokenizer,
+        "calibration": opts.calibration.to_dict() if opts.calibration else None,
+    }
     if opts.calibration_note:
         meta["calibration_note"] = opts.calibration_note
     if opts.reasoning != AUTO:  # traces were carried (or dropped) on purpose
@@ -426,8 +480,9 @@ def _metadata(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
     return meta
 
 
-def push_export(out: Path, repo: str, *, fmt: str = "hf", private: bool = True,
-                card: str | None = None) -> None:
+def push_export(
+    out: Path, repo: str, *, fmt: str = "hf", private: bool = True, card: str | None = None
+) -> None:
     """Upload a finished export and its card to the Hub (token: HF_TOKEN or the HF login).
 
     `push_to_hub` writes a card whose YAML holds the metadata the Hub's viewer and
@@ -444,14 +499,19 @@ def push_export(out: Path, repo: str, *, fmt: str = "hf", private: bool = True,
         from huggingface_hub import HfApi, hf_hub_download
 
         ours = card if card is not None else (out / "README.md").read_text("utf-8")
-        generated = Path(hf_hub_download(repo, "README.md", repo_type="dataset")).read_text(
-            "utf-8")
-        HfApi().upload_file(path_or_fileobj=merge_card(generated, ours).encode(),
-                            path_in_repo="README.md", repo_id=repo, repo_type="dataset")
+        generated = Path(hf_hub_download(repo, "README.md", repo_type="dataset")).read_text("utf-8")
+        HfApi().upload_file(
+            path_or_fileobj=merge_card(generated, ours).encode(),
+            path_in_repo="README.md",
+            repo_id=repo,
+            repo_type="dataset",
+        )
     except Exception as exc:  # network, auth, hub errors: the local export is intact
         text = " ".join(str(exc).split())[:300]
-        raise LabelerError(f"push to the Hub repo '{repo}' failed (the export in {out} is "
-                           f"intact): {type(exc).__name__}: {text}") from exc
+        raise LabelerError(
+            f"push to the Hub repo '{repo}' failed (the export in {out} is "
+            f"intact): {type(exc).__name__}: {text}"
+        ) from exc
 
 
 def _split_of(row: Row, opts: ExportOptions) -> str:
@@ -468,11 +528,11 @@ def _split_of(row: Row, opts: ExportOptions) -> str:
 # -- writing --------------------------------------------------------------------------------
 
 
-def _write_splits(tmp: Path, writers: Mapping[str, SplitFile], features: Features,
-                  opts: ExportOptions) -> None:
+def _write_splits(
+    tmp: Path, writers: Mapping[str, SplitFile], features: Features, opts: ExportOptions
+) -> None:
     ordered = {k: writers[k] for k in hf_folder.order(list(writers))}
-    as_dict = not (list(ordered) in ([], ["train"]) and not opts.split_field
-                   and opts.validation_size <= 0)
+    as_dict = not (list(ordered) in ([], ["train"]) and not opts.split_field and opts.validation_size <= 0)
     if opts.format == "hf" and hf_folder.save(tmp, ordered, features, as_dict=as_dict):
         return
     datasets.disable_progress_bars()
@@ -520,9 +580,13 @@ def merge_card(generated: str, ours: str) -> str:
     return f"---\n{head}---\n\n{body}"
 
 
-def records_table(task: Task, identity: Mapping[str, Any], items: Iterable[Any],
-                  options: ExportOptions | None = None,
-                  humans: Mapping[str, Any] | None = None) -> pa.Table:
+def records_table(
+    task: Task,
+    identity: Mapping[str, Any],
+    items: Iterable[Any],
+    options: ExportOptions | None = None,
+    humans: Mapping[str, Any] | None = None,
+) -> pa.Table:
     """The `records` rows of planned items that have an answer, as one Arrow table.
 
     For stages that hand rows on instead of writing a dataset (labeler.ray): the same

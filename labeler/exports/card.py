@@ -21,8 +21,14 @@ from labeler.exports.kinds import export_kind
 from labeler.exports.options import ExportOptions, ExportReport
 from labeler.task import PROMPTS_DIR, Task
 
-_SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
-          (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"))
+_SIZES = (
+    (1_000, "n<1K"),
+    (10_000, "1K<n<10K"),
+    (100_000, "10K<n<100K"),
+    (1_000_000, "100K<n<1M"),
+    (10_000_000, "1M<n<10M"),
+    (100_000_000, "10M<n<100M"),
+)
 
 
 def size_category(rows: int) -> str:
@@ -41,8 +47,11 @@ def template_reference(task: Task) -> str:
         resolved = path.resolve()
         if resolved.parent == PROMPTS_DIR.resolve():
             return f"{resolved.stem} (shipped with labeler)"
-        return os.path.relpath(resolved, Path.cwd()) if resolved.is_relative_to(
-            Path.cwd().resolve()) else path.name
+        return (
+            os.path.relpath(resolved, Path.cwd())
+            if resolved.is_relative_to(Path.cwd().resolve())
+            else path.name
+        )
     except (OSError, ValueError):
         return path.name
 
@@ -74,13 +83,16 @@ def load_snippet(report: ExportReport, fmt: str, *, repo: str | None = None) -> 
         return f'from datasets import load_from_disk\nds = load_from_disk("{folder}")'
     builder = "parquet" if fmt == "parquet" else "json"
     files = ", ".join(f'"{s}": f"{{folder}}/{name}"' for s, name in split_files(report, fmt).items())
-    return ("from datasets import load_dataset\n"
-            f'folder = "{folder}"  # this export\'s folder\n'
-            f'ds = load_dataset("{builder}", data_files={{{files}}})')
+    return (
+        "from datasets import load_dataset\n"
+        f'folder = "{folder}"  # this export\'s folder\n'
+        f'ds = load_dataset("{builder}", data_files={{{files}}})'
+    )
 
 
-def _front_matter(task: Task, teacher: str, opts: ExportOptions, report: ExportReport,
-                  repo: str | None) -> str:
+def _front_matter(
+    task: Task, teacher: str, opts: ExportOptions, report: ExportReport, repo: str | None
+) -> str:
     meta: dict[str, Any] = {}
     if opts.card_license:
         meta["license"] = opts.card_license
@@ -89,9 +101,14 @@ def _front_matter(task: Task, teacher: str, opts: ExportOptions, report: ExportR
     meta["size_categories"] = [size_category(report.exported)]
     meta["task_categories"] = [export_kind(opts).task_category(task)]
     if opts.format in ("parquet", "jsonl") and not repo:  # pushed: the Hub's own configs
-        meta["configs"] = [{"config_name": "default", "data_files": [
-            {"split": s, "path": name} for s, name in split_files(report, opts.format).items()
-        ]}]
+        meta["configs"] = [
+            {
+                "config_name": "default",
+                "data_files": [
+                    {"split": s, "path": name} for s, name in split_files(report, opts.format).items()
+                ],
+            }
+        ]
     return yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
 
 
@@ -101,14 +118,29 @@ def _awaiting(report: ExportReport) -> str:
     return "exported with the last teacher's label and `awaiting_human`"
 
 
-def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
-                 report: ExportReport, *, repo: str | None = None) -> str:
+def dataset_card(
+    task: Task,
+    identity: Mapping[str, Any],
+    opts: ExportOptions,
+    report: ExportReport,
+    *,
+    repo: str | None = None,
+) -> str:
     """The README.md of an export (of the Hub repo `repo` when pushed)."""
     teacher = f"{identity.get('provider')}:{identity.get('model')}"
-    lines = ["---", _front_matter(task, teacher, opts, report, repo).rstrip("\n"), "---", "",
-             f"# {task.name}: labeled by `{teacher}`", "",
-             "Labels produced by a teacher model with [labeler](https://pypi.org/project/labeler-distill/).",
-             "", "| | |", "|---|---|", f"| teacher | `{teacher}` |"]
+    lines = [
+        "---",
+        _front_matter(task, teacher, opts, report, repo).rstrip("\n"),
+        "---",
+        "",
+        f"# {task.name}: labeled by `{teacher}`",
+        "",
+        "Labels produced by a teacher model with [labeler](https://pypi.org/project/labeler-distill/).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| teacher | `{teacher}` |",
+    ]
     if opts.card_endpoint and identity.get("base_url"):
         lines.append(f"| endpoint | `{identity.get('base_url')}` |")
     lines += export_kind(opts).card_rows(report)
@@ -116,59 +148,90 @@ def dataset_card(task: Task, identity: Mapping[str, Any], opts: ExportOptions,
         f"| template | `{task.identity}`: {template_reference(task)} |",
         f"| output | {task.output_kind}, {task.mode} mode |",
         f"| export kind / format | {opts.kind} / {opts.format} |",
-        *([f"| reasoning traces | {_REASONING[opts.reasoning]} |"]
-          if opts.reasoning in _REASONING else []),
-        f"| calibration (applied to soft labels, confidence, filters) | "
-        f"{_calibration_text(opts)} |",
+        *([f"| reasoning traces | {_REASONING[opts.reasoning]} |"] if opts.reasoning in _REASONING else []),
+        f"| calibration (applied to soft labels, confidence, filters) | {_calibration_text(opts)} |",
         f"| licence | {opts.card_license or 'not set (export with --card-license)'} |",
         f"| input rows | {report.rows_in} |",
         f"| exported rows | {report.exported} |",
         f"| labels given by a person (labeler review), over the teacher's | {report.human_labeled} |",
-        *([f"| rows awaiting a person (labeler review), {_awaiting(report)} | "
-           f"{report.awaiting_human} |"] if report.awaiting_human else []),
+        *(
+            [f"| rows awaiting a person (labeler review), {_awaiting(report)} | {report.awaiting_human} |"]
+            if report.awaiting_human
+            else []
+        ),
         f"| no stored answer (failed or not yet labeled) | {report.missing} |",
         f"| rejected input rows | {report.rejected} |",
-        *[f"| rows answered by {stage} | {n} |"
-          for stage, n in sorted(report.stages.items())],
-        "", "## Splits", "",
+        *[f"| rows answered by {stage} | {n} |" for stage, n in sorted(report.stages.items())],
+        "",
+        "## Splits",
+        "",
     ]
     lines += [f"- `{k}`: {v} rows" for k, v in sorted(report.splits.items())] or ["- (empty)"]
     if task.labels:
-        lines += ["", "## Labels", "",
-                  "Index order of `label` (a `ClassLabel`) and of every `soft_label` vector:", "",
-                  "| index | label | rows |", "|---|---|---|"]
-        lines += [f"| {i} | {name} | {report.label_counts.get(name, 0)} |"
-                  for i, name in enumerate(task.labels)]
+        lines += [
+            "",
+            "## Labels",
+            "",
+            "Index order of `label` (a `ClassLabel`) and of every `soft_label` vector:",
+            "",
+            "| index | label | rows |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {i} | {name} | {report.label_counts.get(name, 0)} |" for i, name in enumerate(task.labels)
+        ]
     if report.prior_warnings:
-        lines += ["", "## Label prior", "",
-                  "The exported labels' shares depart strongly from what this export knows "
-                  "of the truth; a student trained on them learns that tilt:", ""]
+        lines += [
+            "",
+            "## Label prior",
+            "",
+            "The exported labels' shares depart strongly from what this export knows "
+            "of the truth; a student trained on them learns that tilt:",
+            "",
+        ]
         lines += [f"- {w}" for w in report.prior_warnings]
     if report.soft_label_sources:
-        lines += ["", "## Soft labels", "", "Where each row's `soft_label` came from:", "",
-                  "| source | rows | how |", "|---|---|---|"]
-        lines += [f"| `{source}` | {n} | {soft_label_source_text(source)} |"
-                  for source, n in sorted(report.soft_label_sources.items())]
+        lines += [
+            "",
+            "## Soft labels",
+            "",
+            "Where each row's `soft_label` came from:",
+            "",
+            "| source | rows | how |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| `{source}` | {n} | {soft_label_source_text(source)} |"
+            for source, n in sorted(report.soft_label_sources.items())
+        ]
     if report.teachers:
-        lines += ["", "## Teachers", "",
-                  "What each teacher answered for these input rows, as stored:", "",
-                  "| teacher | rows answered | prompt tokens | output tokens | answer time (s) "
-                  "| cost (USD) |", "|---|---|---|---|---|---|"]
-        lines += [f"| {t['teacher']} | {t['rows']} | {t['prompt_tokens']} | "
-                  f"{t['completion_tokens']} | {t['teacher_s']:.1f} | {t['cost_usd']:.4f} |"
-                  for t in report.teachers]
+        lines += [
+            "",
+            "## Teachers",
+            "",
+            "What each teacher answered for these input rows, as stored:",
+            "",
+            "| teacher | rows answered | prompt tokens | output tokens | answer time (s) | cost (USD) |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {t['teacher']} | {t['rows']} | {t['prompt_tokens']} | "
+            f"{t['completion_tokens']} | {t['teacher_s']:.1f} | {t['cost_usd']:.4f} |"
+            for t in report.teachers
+        ]
     lines += _verification(opts, report)
     lines += ["", "## Columns", "", *_columns(task, opts)]
     lines += ["", "## Prompt", "", _prompt_text(task)]
     lines += ["", "## Filters", ""]
     spec = opts.filters
-    lines.append(f"min_confidence={spec.min_confidence}, min_margin={spec.min_margin}, "
-                 f"max_entropy={spec.max_entropy}, drop_invalid={spec.drop_invalid}")
+    lines.append(
+        f"min_confidence={spec.min_confidence}, min_margin={spec.min_margin}, "
+        f"max_entropy={spec.max_entropy}, drop_invalid={spec.drop_invalid}"
+    )
     lines.append("")
     for name, n in report.filtered.items():
         lines.append(f"- removed by `{name}`: {n}")
-    lines += ["", "## Load", "", "```python", load_snippet(report, opts.format, repo=repo),
-              "```", ""]
+    lines += ["", "## Load", "", "```python", load_snippet(report, opts.format, repo=repo), "```", ""]
     return "\n".join(lines)
 
 
@@ -183,22 +246,37 @@ def _verification(opts: ExportOptions, report: ExportReport) -> list[str]:
         return "n/a" if x is None else f"{x:.1%}"
 
     verdicts = ", ".join(f"{k} {n}" for k, n in v["verdicts"].items()) or "none"
-    lines = ["", "## Verification", "",
-             f"Every answer was checked with `--verify {v['spec']}` (kept: `{v['keep']}`).", "",
-             "| | |", "|---|---|",
-             f"| rows with answers | {v['rows']} |",
-             f"| answers checked (up to {v['samples']} per row) | {v['answers']} |",
-             f"| verdicts | {verdicts} |",
-             f"| pass rate (answers that pass) | {pct(v['pass_rate'])} |",
-             f"| pass@1 | {pct(v['pass@1'])} |",
-             *([f"| pass@{v['samples']} (rows with a passing answer among {v['samples']}) | "
-                f"{pct(v['pass@N'])} |"] if v["samples"] > 1 else []),
-             f"| rows with at least one passing answer | {v['rows_with_a_pass']} |"]
+    lines = [
+        "",
+        "## Verification",
+        "",
+        f"Every answer was checked with `--verify {v['spec']}` (kept: `{v['keep']}`).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| rows with answers | {v['rows']} |",
+        f"| answers checked (up to {v['samples']} per row) | {v['answers']} |",
+        f"| verdicts | {verdicts} |",
+        f"| pass rate (answers that pass) | {pct(v['pass_rate'])} |",
+        f"| pass@1 | {pct(v['pass@1'])} |",
+        *(
+            [
+                f"| pass@{v['samples']} (rows with a passing answer among {v['samples']}) | "
+                f"{pct(v['pass@N'])} |"
+            ]
+            if v["samples"] > 1
+            else []
+        ),
+        f"| rows with at least one passing answer | {v['rows_with_a_pass']} |",
+    ]
     lines += export_kind(opts).verification_rows(report)
-    lines += ["", "pass@k is the unbiased estimator 1 - C(n-c, k) / C(n, k) over each row's "
-              "n answers of which c pass, averaged over rows. A checker that failed itself "
-              "(`error`, `timeout`) counts as not passing, and its answer is never a "
-              "rejected one."]
+    lines += [
+        "",
+        "pass@k is the unbiased estimator 1 - C(n-c, k) / C(n, k) over each row's "
+        "n answers of which c pass, averaged over rows. A checker that failed itself "
+        "(`error`, `timeout`) counts as not passing, and its answer is never a "
+        "rejected one.",
+    ]
     return lines
 
 
@@ -220,15 +298,17 @@ def soft_label_source_text(source: str) -> str:
     """What a `soft_label_source` value means, in a sentence for the card."""
     if source.startswith("samples:"):
         n = source.split(":", 1)[1]
-        return (f"the share of each answer among {n} sampled answers (steps of 1/{n}); "
-                "confidence is their agreement")
+        return (
+            f"the share of each answer among {n} sampled answers (steps of 1/{n}); "
+            "confidence is their agreement"
+        )
     return {
         "logprobs": "the teacher's token logprobs at the answer position, over the labels",
         "logprobs:split": "the teacher's token logprobs, where some mass sat on a token "
-                          "several labels begin with and no continuation told them apart: "
-                          "divided among them by their other mass (an approximation)",
+        "several labels begin with and no continuation told them apart: "
+        "divided among them by their other mass (an approximation)",
         "verbalized": "the confidence the teacher stated for its label (p on it, 1 - p shared "
-                      "equally by the others); fit a calibration before trusting it",
+        "equally by the others); fit a calibration before trusting it",
         "ensemble": "the mean of several prompt forms' label distributions",
         "none": "a one-hot on the one parsed answer (no distribution was asked for)",
     }.get(source, "as named")
@@ -238,16 +318,26 @@ def _prompt_text(task: Task) -> str:
     parts = []
     if task.system:
         parts += ["System prompt:", "", "```text", task.system.rstrip("\n"), "```", ""]
-    parts += ["User template (Jinja2; fields: "
-              f"{', '.join(f'`{f}`' for f in task.fields) or 'none'}):", "",
-              "```jinja", task.user_source.rstrip("\n"), "```"]
+    parts += [
+        f"User template (Jinja2; fields: {', '.join(f'`{f}`' for f in task.fields) or 'none'}):",
+        "",
+        "```jinja",
+        task.user_source.rstrip("\n"),
+        "```",
+    ]
     if task.few_shot:
-        parts += ["", f"{len(task.few_shot)} few-shot examples precede each row "
-                      f"({'as chat turns' if task.mode == 'chat' else 'in the prompt prefix'})."]
+        parts += [
+            "",
+            f"{len(task.few_shot)} few-shot examples precede each row "
+            f"({'as chat turns' if task.mode == 'chat' else 'in the prompt prefix'}).",
+        ]
     if task.others:
-        parts += ["", f"Prompt ensemble: each row was asked in {len(task.members)} prompt forms "
-                      "(`variants`, `example_orders`); `soft_label` is the mean of their label "
-                      "distributions and `label` its argmax."]
+        parts += [
+            "",
+            f"Prompt ensemble: each row was asked in {len(task.members)} prompt forms "
+            "(`variants`, `example_orders`); `soft_label` is the mean of their label "
+            "distributions and `label` its argmax.",
+        ]
     return "\n".join(parts)
 
 
@@ -255,15 +345,14 @@ def _prompt_text(task: Task) -> str:
 # any trace, the mode left unset, has no line: there was nothing to carry.
 _REASONING = {
     "separate": "`separate`: the teacher's thinking kept apart from its answer (the `sft` "
-                "assistant turn's `reasoning_content`, the field Qwen3's and DeepSeek's chat "
-                "templates read; a `reasoning` column elsewhere), null where it wrote none",
+    "assistant turn's `reasoning_content`, the field Qwen3's and DeepSeek's chat "
+    "templates read; a `reasoning` column elsewhere), null where it wrote none",
     "inline": "`inline`: the teacher's thinking written before its answer as "
-              "`<think>\n...\n</think>\n\n`, so a trainer trains on it",
+    "`<think>\n...\n</think>\n\n`, so a trainer trains on it",
     "drop": "`drop`: the teacher's thinking left out (`--reasoning drop`)",
 }
 
 
 def _columns(task: Task, opts: ExportOptions) -> list[str]:
     kind = export_kind(opts)
-    return ["- `id`: the input row's id.", *kind.columns(task, opts),
-            *kind.reasoning_columns(opts)]
+    return ["- `id`: the input row's id.", *kind.columns(task, opts), *kind.reasoning_columns(opts)]

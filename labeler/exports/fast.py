@@ -23,9 +23,21 @@ class FastClassification:
     values are those `RowBuilder.row` and `coerce` give (tests/test_export_golden.py holds
     the files to that); any answer `label_numbers` does not read goes the general way."""
 
-    COLUMNS = ("id", "text", "label", "valid", "soft_label", "outside_mass",
-               "soft_label_source", "max_prob", "margin", "entropy", "mean_logprob",
-               "agreement", "label_source")
+    COLUMNS = (
+        "id",
+        "text",
+        "label",
+        "valid",
+        "soft_label",
+        "outside_mass",
+        "soft_label_source",
+        "max_prob",
+        "margin",
+        "entropy",
+        "mean_logprob",
+        "agreement",
+        "label_source",
+    )
 
     def __init__(self, task: Task, builder: RowBuilder) -> None:
         assert task.label_space is not None  # a classification export is of a label task
@@ -34,8 +46,9 @@ class FastClassification:
         self.completion_mode = task.mode == "completion"
         self.text = builder.text
         spec = builder.opts.filters
-        self.thresholds = (spec.min_confidence is not None or spec.min_margin is not None
-                           or spec.max_entropy is not None)
+        self.thresholds = (
+            spec.min_confidence is not None or spec.min_margin is not None or spec.max_entropy is not None
+        )
         self.traced = builder.reasoning_column  # a `reasoning` column after the others
         columns = (*self.COLUMNS, "reasoning") if self.traced else self.COLUMNS
         # a verbalized answer's numbers are in its text, not its tokens: the general way
@@ -60,11 +73,37 @@ class FastClassification:
         index, probs, outside, max_prob, margin, entropy, mean_logprob = numbers
         rid = row.id if type(row.id) is str else coerce_value(row.id, "string")
         if index is None:  # named no label (kept with --keep-invalid): see `RowBuilder.label_cols`
-            out = [rid, self.text(row), IGNORE_LABEL, False, None, outside, None, None,
-                   None, None, mean_logprob, None, "teacher"]
+            out = [
+                rid,
+                self.text(row),
+                IGNORE_LABEL,
+                False,
+                None,
+                outside,
+                None,
+                None,
+                None,
+                None,
+                mean_logprob,
+                None,
+                "teacher",
+            ]
         else:
-            out = [rid, self.text(row), index, True, list(probs), outside, "logprobs",
-                   max_prob, margin, entropy, mean_logprob, None, "teacher"]
+            out = [
+                rid,
+                self.text(row),
+                index,
+                True,
+                list(probs),
+                outside,
+                "logprobs",
+                max_prob,
+                margin,
+                entropy,
+                mean_logprob,
+                None,
+                "teacher",
+            ]
         if self.traced:
             out.append(completion.reasoning)
         return out

@@ -40,14 +40,19 @@ def list_of(item: Feature) -> Feature:
 
 
 def kind(feature: Feature) -> str:
-    """"Value", "ClassLabel", "List", or "struct" for a plain dict of named features."""
+    """ "Value", "ClassLabel", "List", or "struct" for a plain dict of named features."""
     return str(feature.get("_type", "struct"))
 
 
 # The Arrow type of each Value dtype an export declares (datasets' `string_to_arrow`).
 _ARROW_DTYPES = {
-    "string": "string", "bool": "bool_", "int64": "int64", "float64": "float64",
-    "float32": "float32", "uint8": "uint8", "binary": "binary",
+    "string": "string",
+    "bool": "bool_",
+    "int64": "int64",
+    "float64": "float64",
+    "float32": "float32",
+    "uint8": "uint8",
+    "binary": "binary",
 }
 
 
@@ -76,7 +81,8 @@ def arrow_schema(features: Mapping[str, Feature]) -> pa.Schema:
 
     metadata = {"info": {"features": dict(features)}}
     return pa.schema([(name, arrow_type(f)) for name, f in features.items()]).with_metadata(
-        {"huggingface": json.dumps(metadata)})
+        {"huggingface": json.dumps(metadata)}
+    )
 
 
 def to_datasets(features: Mapping[str, Feature]) -> datasets.Features:

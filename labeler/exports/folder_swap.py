@@ -41,8 +41,7 @@ def exchange(a: Path, b: Path) -> bool:
         return False
     if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
         call = libc.renameat2
-        call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                         ctypes.c_uint]
+        call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
         done = call(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     elif sys.platform == "darwin" and hasattr(libc, "renamex_np"):
         call = libc.renamex_np

@@ -23,21 +23,34 @@ from labeler.store import Store
 from labeler.task import Task
 
 
-def check_out_folder(out: Path, store: Path, export: ExportOptions | None = None, *,
-                     reads: Path | None = None, rejects: Path | None = None,
-                     note: str = "nothing was sent") -> None:
+def check_out_folder(
+    out: Path,
+    store: Path,
+    export: ExportOptions | None = None,
+    *,
+    reads: Path | None = None,
+    rejects: Path | None = None,
+    note: str = "nothing was sent",
+) -> None:
     """Refuse, before anything is sent, an export folder that cannot be made (under a
     regular file, on a read-only file system or folder) or that an export may not replace
     (labeler/exports/out_folder.py): one holding the store, the input `reads` or the `rejects`
     file, a refresh folder, a folder that is not a previous export of this kind."""
     if out.exists() and not out.is_dir() and not out.is_symlink():
-        raise ExportError(f"{out}: cannot write the export there: it is a file, not a folder; "
-                          "nothing was sent: choose another --out and rerun")
+        raise ExportError(
+            f"{out}: cannot write the export there: it is a file, not a folder; "
+            "nothing was sent: choose another --out and rerun"
+        )
     opts = export or ExportOptions()
-    check_out(out, kind=opts.kind, fmt=opts.format, force=opts.force,
-              holds=[("the store", store), ("the input", reads),
-                     ("the --rejects file", rejects)],
-              input_folder=reads if reads is not None and reads.is_dir() else None, note=note)
+    check_out(
+        out,
+        kind=opts.kind,
+        fmt=opts.format,
+        force=opts.force,
+        holds=[("the store", store), ("the input", reads), ("the --rejects file", rejects)],
+        input_folder=reads if reads is not None and reads.is_dir() else None,
+        note=note,
+    )
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -47,14 +60,22 @@ def check_out_folder(out: Path, store: Path, export: ExportOptions | None = None
         why = f"{parent} is not writable (read-only file system or folder)"
     else:
         return
-    raise ExportError(f"{out}: cannot write the export there: {why}; nothing was sent "
-                      f"(answers already paid for are safe in the store {store}): fix --out "
-                      "and rerun")
+    raise ExportError(
+        f"{out}: cannot write the export there: {why}; nothing was sent "
+        f"(answers already paid for are safe in the store {store}): fix --out "
+        "and rerun"
+    )
 
 
-def export_to(task: Task, identity: Mapping[str, Any], rows: Iterable[Row | Reject],
-              store: Store, out: Path, options: ExportOptions,
-              planner: Any = None) -> ExportReport:
+def export_to(
+    task: Task,
+    identity: Mapping[str, Any],
+    rows: Iterable[Row | Reject],
+    store: Store,
+    out: Path,
+    options: ExportOptions,
+    planner: Any = None,
+) -> ExportReport:
     """`export_dataset`, with a failure to write (disk full, read-only, not a folder) told
     as one line naming the path: the answers are in the store, so a rerun sends nothing."""
     try:
@@ -67,7 +88,8 @@ def export_to(task: Task, identity: Mapping[str, Any], rows: Iterable[Row | Reje
         raise ExportError(
             f"{out}: cannot write the export: {why} ({where}); every answer "
             f"is safe in the store {store.path}: free space or fix --out, then rerun (nothing "
-            "is sent again)") from exc
+            "is sent again)"
+        ) from exc
 
 
 __all__ = ["check_out_folder", "export_to"]

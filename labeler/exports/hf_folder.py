@@ -60,8 +60,7 @@ class SplitFile:
         if not self._pending:
             return
         columns = zip(*self._pending, strict=True)
-        arrays = [pa.array(list(col), type=f.type) for col, f in zip(columns, self.schema,
-                                                                    strict=True)]
+        arrays = [pa.array(list(col), type=f.type) for col, f in zip(columns, self.schema, strict=True)]
         table = pa.Table.from_arrays(arrays, schema=self.schema)
         self._writer.write_table(table, BATCH_ROWS)
         self.rows += table.num_rows
@@ -77,12 +76,10 @@ def fits(split: SplitFile) -> bool:
     """Whether `save_to_disk` would write this split as one shard in 1,000-row batches."""
     if split.rows == 0:
         return False
-    return split.nbytes <= _MAX_SPLIT_BYTES and split.nbytes / split.rows * BATCH_ROWS \
-        <= _MAX_BATCH_BYTES
+    return split.nbytes <= _MAX_SPLIT_BYTES and split.nbytes / split.rows * BATCH_ROWS <= _MAX_BATCH_BYTES
 
 
-def save(folder: Path, splits: Mapping[str, SplitFile], features: Features, *,
-         as_dict: bool) -> bool:
+def save(folder: Path, splits: Mapping[str, SplitFile], features: Features, *, as_dict: bool) -> bool:
     """Move closed split files into `folder` in `save_to_disk`'s layout: the folder of a
     `Dataset` for one split (`as_dict` False), of a `DatasetDict` otherwise. False, with
     nothing moved, where `datasets` must write it."""
@@ -115,8 +112,7 @@ def _save_split(folder: Path, split: SplitFile, features: Features) -> None:
     }
     with open(folder / "state.json", "w", encoding="utf-8") as f:
         json.dump(state, f, indent=2, sort_keys=True)
-    info = {"citation": "", "description": "", "features": dict(features), "homepage": "",
-            "license": ""}
+    info = {"citation": "", "description": "", "features": dict(features), "homepage": "", "license": ""}
     with open(folder / "dataset_info.json", "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)
 

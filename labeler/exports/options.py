@@ -50,19 +50,22 @@ class KindRules:
         """Refuse, when the options are made, what this kind cannot do with them."""
         if opts.verify is not None and self.verify == "refuses":
             takers = [k for k, rules in KINDS.items() if rules.verify != "refuses"]
-            raise ConfigError(f"--verify goes with --kind {_either(takers)} (a "
-                              f"--kind {self.name} row has no answer text to keep or drop)")
+            raise ConfigError(
+                f"--verify goes with --kind {_either(takers)} (a "
+                f"--kind {self.name} row has no answer text to keep or drop)"
+            )
         if opts.reasoning == "inline" and not self.assistant_turn:
-            raise ConfigError(f"--reasoning inline puts the trace before the answer in an "
-                              f"assistant message, which --kind {self.name} rows do not have: "
-                              "use --reasoning separate (a `reasoning` column) or drop")
+            raise ConfigError(
+                f"--reasoning inline puts the trace before the answer in an "
+                f"assistant message, which --kind {self.name} rows do not have: "
+                "use --reasoning separate (a `reasoning` column) or drop"
+            )
 
     def check_needs(self, opts: ExportOptions) -> None:
         """Refuse options that lack what this kind needs. Apart from `check`: a job fills in
         `verify` after the options are made (labeler/job.py)."""
         if self.verify == "needs" and opts.verify is None:
-            raise ConfigError(f"--kind {self.name} needs --verify SPEC "
-                              f"({self.needs_verify_because})")
+            raise ConfigError(f"--kind {self.name} needs --verify SPEC ({self.needs_verify_because})")
 
 
 # Every kind by name, in the order the CLI lists them.
@@ -132,13 +135,24 @@ class ExportReport:
     def outcome(self) -> dict[str, Any]:
         """What every command that exports puts in its JSON: rows written, rows each
         filter removed, rows with no stored answer, and the kind, format and path."""
-        return {"exported": self.exported, "filtered": dict(self.filtered),
-                "missing": self.missing, "kind": self.kind, "format": self.format,
-                "path": self.path}
+        return {
+            "exported": self.exported,
+            "filtered": dict(self.filtered),
+            "missing": self.missing,
+            "kind": self.kind,
+            "format": self.format,
+            "path": self.path,
+        }
 
 
-NO_EXPORT: dict[str, Any] = {"exported": None, "filtered": {}, "missing": None, "kind": None,
-                             "format": None, "path": None}
+NO_EXPORT: dict[str, Any] = {
+    "exported": None,
+    "filtered": {},
+    "missing": None,
+    "kind": None,
+    "format": None,
+    "path": None,
+}
 
 
 @dataclass(frozen=True)
@@ -185,14 +199,13 @@ class ExportOptions:
             raise ConfigError(f"--kind '{self.kind}': expected one of {', '.join(KINDS)}")
         KINDS[self.kind].check(self)
         if self.kd_layout not in KD_LAYOUTS:
-            raise ConfigError(f"--kd-layout '{self.kd_layout}': expected one of "
-                              f"{', '.join(KD_LAYOUTS)}")
+            raise ConfigError(f"--kd-layout '{self.kd_layout}': expected one of {', '.join(KD_LAYOUTS)}")
         if self.sft_shape not in SFT_SHAPES:
-            raise ConfigError(f"--sft-shape '{self.sft_shape}': expected one of "
-                              f"{', '.join(SFT_SHAPES)}")
+            raise ConfigError(f"--sft-shape '{self.sft_shape}': expected one of {', '.join(SFT_SHAPES)}")
         if self.calibration_mode not in CALIBRATION_MODES:
-            raise ConfigError(f"--calibration '{self.calibration_mode}': expected none, auto "
-                              "or a calibration file")
+            raise ConfigError(
+                f"--calibration '{self.calibration_mode}': expected none, auto or a calibration file"
+            )
         if self.format not in FORMATS:
             raise ConfigError(f"--format '{self.format}': expected one of {', '.join(FORMATS)}")
         if not 0.0 <= self.validation_size < 1.0:

@@ -44,9 +44,16 @@ _BROWSER_FILES = frozenset({".DS_Store"})
 _HF_SPLIT_FILES = re.compile(r"^(dataset_info\.json|state\.json|data-\d{5}-of-\d{5}\.arrow)$")
 
 
-def check_out(out: Path, *, kind: str, fmt: str, force: bool = False,
-              holds: Iterable[tuple[str, Path | None]] = (),
-              input_folder: Path | None = None, note: str = "nothing was written") -> None:
+def check_out(
+    out: Path,
+    *,
+    kind: str,
+    fmt: str,
+    force: bool = False,
+    holds: Iterable[tuple[str, Path | None]] = (),
+    input_folder: Path | None = None,
+    note: str = "nothing was written",
+) -> None:
     """Refuse an `out` an export may not replace (see the module docstring), with one
     line naming the folder, why, and what to do. `holds` names the paths the job reads or
     writes that must stay outside `out` (the store, the input, the rejects file); `note`
@@ -55,35 +62,63 @@ def check_out(out: Path, *, kind: str, fmt: str, force: bool = False,
     _check_not_in_refresh(out, note)
     if out.is_symlink():
         target = os.path.realpath(out)
-        _refuse(out, f"is a symbolic link (to {target}); an export replaces a folder it "
-                "wrote, never a link", note, f"give the folder itself ({target}) as --out")
+        _refuse(
+            out,
+            f"is a symbolic link (to {target}); an export replaces a folder it wrote, never a link",
+            note,
+            f"give the folder itself ({target}) as --out",
+        )
     real = _real(out)
     for what, path in holds:
         if path is not None and _real(path).is_relative_to(real):
-            _refuse(out, f"holds {what} {path}; an export replaces its whole folder", note,
-                    "choose an --out of its own")
+            _refuse(
+                out,
+                f"holds {what} {path}; an export replaces its whole folder",
+                note,
+                "choose an --out of its own",
+            )
     if input_folder is not None and real.is_relative_to(_real(input_folder)):
-        _refuse(out, f"is inside the input {input_folder}; an export there would become "
-                "part of the input", note, "choose an --out outside it")
+        _refuse(
+            out,
+            f"is inside the input {input_folder}; an export there would become part of the input",
+            note,
+            "choose an --out outside it",
+        )
     for parent in real.parents:
         if (parent / META_FILE).is_file():
-            _refuse(out, f"is inside the labeler export {parent}, which the next export there "
-                    "replaces whole", note, "choose an --out outside it")
+            _refuse(
+                out,
+                f"is inside the labeler export {parent}, which the next export there replaces whole",
+                note,
+                "choose an --out outside it",
+            )
     if not out.is_dir() or _is_empty(out):
         return
     meta = _read_meta(out)
     if meta is None:
-        _refuse(out, f"is not a labeler export (it holds {_first_entry(out)}); an export "
-                "replaces its whole folder, and only a folder labeler wrote is replaced", note,
-                "choose a new or empty --out")
+        _refuse(
+            out,
+            f"is not a labeler export (it holds {_first_entry(out)}); an export "
+            "replaces its whole folder, and only a folder labeler wrote is replaced",
+            note,
+            "choose a new or empty --out",
+        )
     old_kind, old_fmt = meta
     foreign = next(_foreign_entries(out, old_fmt), None)
     if foreign is not None:
-        _refuse(out, f"holds {foreign}, which no labeler export writes; an export replaces "
-                "its whole folder", note, "move it out, or choose another --out")
+        _refuse(
+            out,
+            f"holds {foreign}, which no labeler export writes; an export replaces its whole folder",
+            note,
+            "move it out, or choose another --out",
+        )
     if (old_kind, old_fmt) != (kind, fmt) and not force:
-        _refuse(out, f"holds a labeler export of kind '{old_kind}' in {old_fmt}, not "
-                f"'{kind}' in {fmt}", note, "add --force to replace it, or choose another --out")
+        _refuse(
+            out,
+            f"holds a labeler export of kind '{old_kind}' in {old_fmt}, not '{kind}' in {fmt}",
+            note,
+            "add --force to replace it, or choose another --out",
+        )
 
 
 def check_refresh_out(out: Path) -> None:
@@ -95,17 +130,32 @@ def check_refresh_out(out: Path) -> None:
     real = _real(out)
     for parent in real.parents:
         if is_refresh_folder(parent):
-            _refuse(out, f"is inside the refresh folder {parent}", "nothing was sent",
-                    "give a refresh a folder of its own")
+            _refuse(
+                out,
+                f"is inside the refresh folder {parent}",
+                "nothing was sent",
+                "give a refresh a folder of its own",
+            )
         if (parent / META_FILE).is_file():
-            _refuse(out, f"is inside the labeler export {parent}", "nothing was sent",
-                    "give a refresh a folder of its own")
+            _refuse(
+                out,
+                f"is inside the labeler export {parent}",
+                "nothing was sent",
+                "give a refresh a folder of its own",
+            )
     if not real.is_dir() or _is_empty(real) or is_refresh_folder(real):
         return
-    what = ("a labeler export" if _read_meta(real) is not None
-            else f"files that are not a refresh's (it holds {_first_entry(real)})")
-    _refuse(out, f"is not a refresh folder: it holds {what}", "nothing was sent",
-            "give a refresh a new or empty folder of its own")
+    what = (
+        "a labeler export"
+        if _read_meta(real) is not None
+        else f"files that are not a refresh's (it holds {_first_entry(real)})"
+    )
+    _refuse(
+        out,
+        f"is not a refresh folder: it holds {what}",
+        "nothing was sent",
+        "give a refresh a new or empty folder of its own",
+    )
 
 
 def is_refresh_folder(folder: Path) -> bool:
@@ -122,18 +172,29 @@ def _check_not_in_refresh(out: Path, note: str) -> None:
     holding its lock is writing (OUT/versions/<stamp>, not yet there)."""
     real = _real(out)
     if is_refresh_folder(real):
-        _refuse(out, "is a refresh folder (labeler refresh publishes its versions there); an "
-                "export would replace them all", note,
-                f"read the dataset at {out / REFRESH_CURRENT}, or choose another --out")
+        _refuse(
+            out,
+            "is a refresh folder (labeler refresh publishes its versions there); an "
+            "export would replace them all",
+            note,
+            f"read the dataset at {out / REFRESH_CURRENT}, or choose another --out",
+        )
     for parent in real.parents:
         if not is_refresh_folder(parent):
             continue
-        if (real.parent == parent / REFRESH_VERSIONS and VERSION_RE.match(real.name)
-                and not real.exists() and _lock_holder(parent) == os.getpid()):
+        if (
+            real.parent == parent / REFRESH_VERSIONS
+            and VERSION_RE.match(real.name)
+            and not real.exists()
+            and _lock_holder(parent) == os.getpid()
+        ):
             return  # this process's refresh, writing its next version
-        _refuse(out, f"is inside the refresh folder {parent}, whose versions only labeler "
-                "refresh writes", note,
-                f"read the dataset at {parent / REFRESH_CURRENT}, or choose another --out")
+        _refuse(
+            out,
+            f"is inside the refresh folder {parent}, whose versions only labeler refresh writes",
+            note,
+            f"read the dataset at {parent / REFRESH_CURRENT}, or choose another --out",
+        )
 
 
 def _lock_holder(folder: Path) -> int | None:
@@ -164,8 +225,9 @@ def _foreign_entries(folder: Path, fmt: str) -> Iterator[Path]:
     an `hf` export holds only the files `save_to_disk` writes)."""
     for entry in sorted(folder.iterdir()):
         name = entry.name
-        if name in _BROWSER_FILES or (name in (META_FILE, CARD_FILE) and entry.is_file()
-                                      and not entry.is_symlink()):
+        if name in _BROWSER_FILES or (
+            name in (META_FILE, CARD_FILE) and entry.is_file() and not entry.is_symlink()
+        ):
             continue
         if entry.is_symlink():
             yield entry
@@ -176,8 +238,7 @@ def _foreign_entries(folder: Path, fmt: str) -> Iterator[Path]:
             for inner in sorted(entry.iterdir()):
                 if inner.name in _BROWSER_FILES:
                     continue
-                if inner.is_symlink() or not inner.is_file() or not _HF_SPLIT_FILES.match(
-                        inner.name):
+                if inner.is_symlink() or not inner.is_file() or not _HF_SPLIT_FILES.match(inner.name):
                     yield inner
         elif not (entry.is_file() and name.endswith(f".{fmt}") and not name.startswith(".")):
             yield entry
@@ -204,5 +265,4 @@ def _refuse(out: Path, why: str, note: str, advice: str) -> NoReturn:
     raise ExportError(f"{out}: {why}; {note}: {advice}")
 
 
-__all__ = ["META_FILE", "REFRESH_LOCK", "VERSION_RE", "check_out", "check_refresh_out",
-           "is_refresh_folder"]
+__all__ = ["META_FILE", "REFRESH_LOCK", "VERSION_RE", "check_out", "check_refresh_out", "is_refresh_folder"]

@@ -39,11 +39,19 @@ class RowKind(Protocol):
 
     def features(self, b: RowBuilder, sample: dict[str, Any] | None) -> Features: ...
 
-    def row(self, b: RowBuilder, row: Row, request: Request, completion: Completion,
-            answer: Answer, trace: str | None) -> dict[str, Any]: ...
+    def row(
+        self,
+        b: RowBuilder,
+        row: Row,
+        request: Request,
+        completion: Completion,
+        answer: Answer,
+        trace: str | None,
+    ) -> dict[str, Any]: ...
 
-    def verified(self, b: RowBuilder, record: dict[str, Any], item: Item, checked: Checked,
-                 report: ExportReport) -> list[dict[str, Any]]: ...
+    def verified(
+        self, b: RowBuilder, record: dict[str, Any], item: Item, checked: Checked, report: ExportReport
+    ) -> list[dict[str, Any]]: ...
 
 
 def kind_of(opts: ExportOptions) -> RowKind:
@@ -57,8 +65,9 @@ def kind_of(opts: ExportOptions) -> RowKind:
 class RowBuilder:
     """Turns (row, request, completion, answer) into one export row of the chosen kind."""
 
-    def __init__(self, task: Task, identity: Mapping[str, Any], opts: ExportOptions,
-                 report: ExportReport) -> None:
+    def __init__(
+        self, task: Task, identity: Mapping[str, Any], opts: ExportOptions, report: ExportReport
+    ) -> None:
         self.task = task
         self.identity = identity
         self.opts = opts
@@ -67,33 +76,33 @@ class RowBuilder:
         self.text_field = opts.text_field or (task.fields[0] if task.fields else None)
         self.saw_ids = False  # whether any kd token came with a vocabulary id
         self.provenance: str | None = None  # "cascade" | "ensemble": records rows say who answered
-        self._plan: list[tuple[str, dict[str, int] | None, list[str] | None, str | None,
-                               type | None]] = []
+        self._plan: list[tuple[str, dict[str, int] | None, list[str] | None, str | None, type | None]] = []
         self._plan_for: Features | None = None
-        self.label_columns = (("label_source",) if task.output_kind == "label" and
-                              self.kind.label_source else ())
+        self.label_columns = (
+            ("label_source",) if task.output_kind == "label" and self.kind.label_source else ()
+        )
         # how a reasoning trace is carried: "separate" (a field or column of its own),
         # "inline" (before the answer) or not at all ("drop", and "auto" left unresolved:
         # no trace in the store)
         self.reasoning = opts.reasoning
-        self.reasoning_column = (self.kind.reasoning_column
-                                 and self.reasoning in ("separate", "inline"))
-        self.output_columns = (_OUTPUT_COLUMNS | {"reasoning"} if self.reasoning_column
-                               else _OUTPUT_COLUMNS)
+        self.reasoning_column = self.kind.reasoning_column and self.reasoning in ("separate", "inline")
+        self.output_columns = _OUTPUT_COLUMNS | {"reasoning"} if self.reasoning_column else _OUTPUT_COLUMNS
         if opts.verify is not None:
             self.output_columns = self.output_columns | _VERIFY_COLUMNS
         # a calibrated export: `soft_label_raw` and `calibration` columns beside the labels
         self.calibrated = opts.calibration is not None and task.output_kind == "label"
 
-    def row(self, row: Row, request: Request, completion: Completion, answer: Answer,
-            trace: str | None) -> dict[str, Any]:
+    def row(
+        self, row: Row, request: Request, completion: Completion, answer: Answer, trace: str | None
+    ) -> dict[str, Any]:
         """One export row; `trace` is the reasoning it carries (the answer's, or None)."""
         if self.input_fields is None:
             self.input_fields = [k for k in row.data if k not in _RESERVED]
         return self.kind.row(self, row, request, completion, answer, trace)
 
-    def verified(self, record: dict[str, Any], item: Item, checked: Checked,
-                 report: ExportReport) -> list[dict[str, Any]]:
+    def verified(
+        self, record: dict[str, Any], item: Item, checked: Checked, report: ExportReport
+    ) -> list[dict[str, Any]]:
         """The export rows of one verified row (the kind says which)."""
         return self.kind.verified(self, record, item, checked, report)
 
@@ -113,15 +122,17 @@ class RowBuilder:
         return list(data) if self.opts.format == "jsonl" else data
 
     def answer_text(self, answer: Answer) -> str:
-        if (self.task.output_kind == "label" and answer.label is not None
-                and self.task.label_space and not self.task.verbalized):
+        if (
+            self.task.output_kind == "label"
+            and answer.label is not None
+            and self.task.label_space
+            and not self.task.verbalized
+        ):
             return self.task.label_space.verbalizers[answer.label][0]
         return answer.text
 
     def messages(self, request: Request, reply: str) -> list[dict[str, str]]:
-        return [dict(m) for m in request.messages or ()] + [
-            {"role": "assistant", "content": reply}
-        ]
+        return [dict(m) for m in request.messages or ()] + [{"role": "assistant", "content": reply}]
 
     def text(self, row: Row) -> str:
         if self.text_field is None:
@@ -153,8 +164,9 @@ class RowBuilder:
         made it, in a calibrated export's row of a kind with label columns."""
         if not self.calibrated or "soft_label" not in record:
             return
-        record["soft_label_raw"] = (list(raw.soft.probs) if raw.soft is not None
-                                    and record["soft_label"] is not None else None)
+        record["soft_label_raw"] = (
+            list(raw.soft.probs) if raw.soft is not None and record["soft_label"] is not None else None
+        )
         record["calibration"] = self.opts.calibration.method if self.opts.calibration else None
 
     def coerce(self, rec: dict[str, Any], features: Features) -> list[Any]:
@@ -166,8 +178,15 @@ class RowBuilder:
                 t = hf.kind(feat)
                 names = feat["names"] if t == "ClassLabel" else None
                 dtype = feat["dtype"] if t == "Value" else None
-                self._plan.append((name, _label_index(names) if names is not None else None,
-                                   names, dtype, _EXACT.get(dtype) if dtype else None))
+                self._plan.append(
+                    (
+                        name,
+                        _label_index(names) if names is not None else None,
+                        names,
+                        dtype,
+                        _EXACT.get(dtype) if dtype else None,
+                    )
+                )
             self._plan_for = features
         out = []
         for name, index, names, dtype, exact in self._plan:
@@ -195,9 +214,17 @@ def message_list() -> hf.Feature:
 
 def traced_message_list(reasoning: str) -> hf.Feature:
     """An assistant turn that carries its trace apart (the field chat templates read)."""
-    return (hf.list_of({"role": hf.value("string"), "content": hf.value("string"),
-                        "reasoning_content": hf.value("string")})
-            if reasoning == "separate" else message_list())
+    return (
+        hf.list_of(
+            {
+                "role": hf.value("string"),
+                "content": hf.value("string"),
+                "reasoning_content": hf.value("string"),
+            }
+        )
+        if reasoning == "separate"
+        else message_list()
+    )
 
 
 def label_features(task: Task, *, calibrated: bool = False) -> Features:
@@ -214,8 +241,11 @@ def label_features(task: Task, *, calibrated: bool = False) -> Features:
         "mean_logprob": hf.value("float64"),
         "agreement": hf.value("float64"),
         "label_source": hf.value("string"),  # teacher | human
-        **({"soft_label_raw": hf.list_of(hf.value("float64")),
-            "calibration": hf.value("string")} if calibrated else {}),
+        **(
+            {"soft_label_raw": hf.list_of(hf.value("float64")), "calibration": hf.value("string")}
+            if calibrated
+            else {}
+        ),
     }
 
 
@@ -248,10 +278,28 @@ def _class_label(names: list[str]) -> datasets.ClassLabel:
 
 _RESERVED = {"id"}
 _OUTPUT_COLUMNS = {
-    "messages", "prompt", "response", "label", "valid", "soft_label", "outside_mass",
-    "soft_label_source", "max_prob", "margin", "entropy", "mean_logprob", "agreement",
-    "label_source", "soft_label_raw", "calibration",
-    "parsed", "teacher", "teacher_model", "template", "finish_reason", "logprobs",
+    "messages",
+    "prompt",
+    "response",
+    "label",
+    "valid",
+    "soft_label",
+    "outside_mass",
+    "soft_label_source",
+    "max_prob",
+    "margin",
+    "entropy",
+    "mean_logprob",
+    "agreement",
+    "label_source",
+    "soft_label_raw",
+    "calibration",
+    "parsed",
+    "teacher",
+    "teacher_model",
+    "template",
+    "finish_reason",
+    "logprobs",
 }
 _VERIFY_COLUMNS = {"verdicts", "passed", "pass_at_1"}
 
@@ -259,9 +307,10 @@ _VERIFY_COLUMNS = {"verdicts", "passed", "pass_at_1"}
 def alternatives(tok: TokenLogprob, as_bytes: Callable[[bytes], Any]) -> list[dict[str, Any]]:
     ids = tok.top_ids or (None,) * len(tok.top)
     raws = tok.top_raw or (None,) * len(tok.top)
-    return [{"token": a, "bytes": as_bytes(raw if raw is not None else a.encode("utf-8")),
-             "id": i, "logprob": lp}
-            for (a, lp), i, raw in zip(tok.top, ids, raws, strict=False)]
+    return [
+        {"token": a, "bytes": as_bytes(raw if raw is not None else a.encode("utf-8")), "id": i, "logprob": lp}
+        for (a, lp), i, raw in zip(tok.top, ids, raws, strict=False)
+    ]
 
 
 # A value already of exactly this Python type passes `coerce_value` unchanged: skip the call.

@@ -44,17 +44,35 @@ DEFAULT_BATCH = 256
 # that takes every CPU starves the read tasks that feed it)
 DEFAULT_CPUS = 0.5
 # Job fields that mean nothing to a stage (its input is the dataset, its output the rows)
-_NOT_STAGE = {"task", "input", "teacher", "out", "input_format", "delimiter",
-              "input_split", "batch", "no_wait", "progress", "rejects", "limit"}
+_NOT_STAGE = {
+    "task",
+    "input",
+    "teacher",
+    "out",
+    "input_format",
+    "delimiter",
+    "input_split",
+    "batch",
+    "no_wait",
+    "progress",
+    "rejects",
+    "limit",
+}
 # Shortcuts into `export` (ExportOptions): how the rows that come out are read
 _READING = {"filters", "calibration"}
 STAGE_OPTIONS = frozenset(f.name for f in dataclasses.fields(Job)) - _NOT_STAGE | _READING
 
 
-def label(ds: ray.data.Dataset, task: str | Path | Task, teacher: str, *,
-          workers: int = DEFAULT_WORKERS, batch_size: int = DEFAULT_BATCH,
-          num_cpus: float = DEFAULT_CPUS,
-          **options: Any) -> ray.data.Dataset:
+def label(
+    ds: ray.data.Dataset,
+    task: str | Path | Task,
+    teacher: str,
+    *,
+    workers: int = DEFAULT_WORKERS,
+    batch_size: int = DEFAULT_BATCH,
+    num_cpus: float = DEFAULT_CPUS,
+    **options: Any,
+) -> ray.data.Dataset:
     """`ds` with labeler's `records` columns, labeled lazily by `workers` actors.
 
     `task` is a shipped template name or a template path; `teacher` a
@@ -75,10 +93,13 @@ def label(ds: ray.data.Dataset, task: str | Path | Task, teacher: str, *,
     keeper = start_rate_keeper(job)
     store = start_fleet_store(job.store)
     out = ds.map_batches(
-        LabelStage, fn_constructor_kwargs={"job": job, "keeper": keeper, "output": RECORDS,
-                                           "store": store},
-        batch_format="pyarrow", batch_size=batch_size, compute=actor_pool(workers),
-        num_cpus=num_cpus)
+        LabelStage,
+        fn_constructor_kwargs={"job": job, "keeper": keeper, "output": RECORDS, "store": store},
+        batch_format="pyarrow",
+        batch_size=batch_size,
+        compute=actor_pool(workers),
+        num_cpus=num_cpus,
+    )
     # An actor's labeler error (a teacher it cannot reach) reaches the caller as itself
     # (a ConfigError...), not as Ray Data's wrapper without it.
     out.context.raise_original_map_exception = True
@@ -96,24 +117,29 @@ def start_fleet_store(path: str | Path | None) -> Any:
 
 def actor_pool(workers: int) -> ray.data.ActorPoolStrategy:
     """`workers` actors, each labeling `CALLS` batches at once (labeler/ray/stage.py)."""
-    return ray.data.ActorPoolStrategy(size=workers, max_concurrent_calls_per_actor=CALLS,
-                                      enable_true_multi_threading=True)
+    return ray.data.ActorPoolStrategy(
+        size=workers, max_concurrent_calls_per_actor=CALLS, enable_true_multi_threading=True
+    )
 
 
-def stage_job(task: str | Path | Task, teacher: str, options: dict[str, Any],
-              **fields: Any) -> Job:
+def stage_job(task: str | Path | Task, teacher: str, options: dict[str, Any], **fields: Any) -> Job:
     """The `Job` every actor builds its labeler from: checked here, in the driver, so a bad
     option is one line before any actor starts."""
     if not isinstance(teacher, str):
-        raise ConfigError("labeler.ray.label: give the teacher as a 'provider:model' spec "
-                          "(each actor makes its own; a teacher object cannot travel)")
+        raise ConfigError(
+            "labeler.ray.label: give the teacher as a 'provider:model' spec "
+            "(each actor makes its own; a teacher object cannot travel)"
+        )
     unknown = sorted(set(options) - STAGE_OPTIONS)
     if unknown:
-        raise ConfigError(f"labeler.ray.label: unknown option {unknown[0]!r} (known: "
-                          f"{', '.join(sorted(STAGE_OPTIONS))})")
+        raise ConfigError(
+            f"labeler.ray.label: unknown option {unknown[0]!r} (known: {', '.join(sorted(STAGE_OPTIONS))})"
+        )
     if options.get("budget_usd") is not None:
-        raise ConfigError("--budget is not supported with the Ray engine yet (each actor would "
-                          "hold its own): label with one process, or without a budget")
+        raise ConfigError(
+            "--budget is not supported with the Ray engine yet (each actor would "
+            "hold its own): label with one process, or without a budget"
+        )
     if isinstance(task, Task):
         task = task.path
     options = dict(options)
@@ -124,10 +150,8 @@ def stage_job(task: str | Path | Task, teacher: str, options: dict[str, Any],
         job.export = _reading(job.export, reading)
     if job.export.calibration is not None:  # told here, in one line, not by every actor
         if loaded.label_space is None:
-            raise ConfigError(f"calibration needs a label task; {loaded.path} is "
-                              f"'{loaded.output_kind}'")
-        job.export.calibration.check(loaded.identity, job.make_teacher().identity,
-                                     loaded.labels)
+            raise ConfigError(f"calibration needs a label task; {loaded.path} is '{loaded.output_kind}'")
+        job.export.calibration.check(loaded.identity, job.make_teacher().identity, loaded.labels)
     # Actors may start in another folder: every path they open is absolute.
     job.store = str(job.store_path().resolve())
     if isinstance(job.task, str | Path) and Path(job.task).exists():
@@ -140,8 +164,9 @@ def _reading(export: ExportOptions, reading: dict[str, Any]) -> ExportOptions:
     calibration = reading.get("calibration", export.calibration)
     if isinstance(calibration, str | Path):
         calibration = load_calibration(calibration)
-    return dataclasses.replace(export, filters=reading.get("filters", export.filters),
-                               calibration=calibration)
+    return dataclasses.replace(
+        export, filters=reading.get("filters", export.filters), calibration=calibration
+    )
 
 
 def start_rate_keeper(job: Job) -> Any:

@@ -43,14 +43,36 @@ from labeler.summary import RunSummary
 
 PROBE_TIMEOUT_S = 10.0  # a cluster's head answers a connection at once; a wrong address never
 # Job fields a Ray job hands to the stage (the rest are the driver's: input, export...)
-_STAGE_FIELDS = ("store", "base_url", "api_key", "teacher_options", "concurrency", "rpm", "tpm",
-                 "max_attempts", "retry_initial_wait", "retry_failed", "prices", "max_age_days",
-                 "id_field", "stop_grace_s", "request_timeout", "samples", "soft_labels")
+_STAGE_FIELDS = (
+    "store",
+    "base_url",
+    "api_key",
+    "teacher_options",
+    "concurrency",
+    "rpm",
+    "tpm",
+    "max_attempts",
+    "retry_initial_wait",
+    "retry_failed",
+    "prices",
+    "max_age_days",
+    "id_field",
+    "stop_grace_s",
+    "request_timeout",
+    "samples",
+    "soft_labels",
+)
 
 
-def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_WORKERS,
-                batch_size: int = DEFAULT_BATCH, num_cpus: float = DEFAULT_CPUS,
-                on_warning: Callable[[str], None] | None = None) -> JobResult:
+def run_ray_job(
+    job: Job,
+    *,
+    address: str | None = None,
+    workers: int = DEFAULT_WORKERS,
+    batch_size: int = DEFAULT_BATCH,
+    num_cpus: float = DEFAULT_CPUS,
+    on_warning: Callable[[str], None] | None = None,
+) -> JobResult:
     """Label `job`'s input on Ray (connecting to `address`, or starting a local Ray), then
     export from the store as `run_job` does. Safe to rerun at any time."""
     _refuse_unsupported(job)
@@ -70,10 +92,13 @@ def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_
     # Batch-sized blocks: a file read as one block would go to one actor whole (blocks
     # smaller than a batch are bundled by map_batches itself).
     counts = ds.repartition(target_num_rows_per_block=batch_size).map_batches(
-        LabelStage, fn_constructor_kwargs={"job": stage, "keeper": keeper, "output": SUMMARY,
-                                           "store": store},
-        batch_format="pyarrow", batch_size=batch_size, compute=actor_pool(workers),
-        num_cpus=num_cpus)
+        LabelStage,
+        fn_constructor_kwargs={"job": stage, "keeper": keeper, "output": SUMMARY, "store": store},
+        batch_format="pyarrow",
+        batch_size=batch_size,
+        compute=actor_pool(workers),
+        num_cpus=num_cpus,
+    )
     counts.context.raise_original_map_exception = True  # an actor's labeler error as itself
     summary = RunSummary()
     start = time.monotonic()
@@ -89,8 +114,13 @@ def run_ray_job(job: Job, *, address: str | None = None, workers: int = DEFAULT_
     rejects = job.rejects_path()
     _write_rejects(job, task, rejects)
     report = export_job(job) if job.out is not None else None
-    return JobResult(summary, report, job.store_path(),
-                     rejects if rejects is not None and rejects.exists() else None, warnings)
+    return JobResult(
+        summary,
+        report,
+        job.store_path(),
+        rejects if rejects is not None and rejects.exists() else None,
+        warnings,
+    )
 
 
 def connect(address: str | None) -> None:
@@ -102,14 +132,12 @@ def connect(address: str | None) -> None:
     if address is not None:
         _probe(address)
     try:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=True)
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     except (ConnectionError, TimeoutError, ValueError) as exc:
         if address is None:
             raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"--ray-address {address}: no Ray cluster answers there ({first})"
-                          ) from None
+        raise ConfigError(f"--ray-address {address}: no Ray cluster answers there ({first})") from None
 
 
 def _probe(address: str) -> None:
@@ -124,25 +152,29 @@ def _probe(address: str) -> None:
         reason = exc.strerror or type(exc).__name__
         if isinstance(exc, TimeoutError):
             reason = f"no answer within {PROBE_TIMEOUT_S:g} s"
-        raise ConfigError(f"--ray-address {address}: no Ray cluster answers there "
-                          f"({reason})") from None
+        raise ConfigError(f"--ray-address {address}: no Ray cluster answers there ({reason})") from None
 
 
 def _refuse_unsupported(job: Job) -> None:
     if job.batch:
         raise ConfigError("--engine ray labels live; --batch goes with the default engine")
     if not isinstance(setup_for(job), Single):
-        raise ConfigError("--engine ray labels with one teacher; --cascade and --ensemble go "
-                          "with the default engine")
+        raise ConfigError(
+            "--engine ray labels with one teacher; --cascade and --ensemble go with the default engine"
+        )
     if not isinstance(job.input, str | os.PathLike) or str(job.input) == "-":
-        raise ConfigError("--engine ray reads a file or folder (JSONL, CSV, Parquet, a saved "
-                          "HF dataset), not stdin")
+        raise ConfigError(
+            "--engine ray reads a file or folder (JSONL, CSV, Parquet, a saved HF dataset), not stdin"
+        )
     if job.input_map:
-        raise ConfigError("--engine ray does not take --map yet; rename the columns, or label "
-                          "with the default engine")
+        raise ConfigError(
+            "--engine ray does not take --map yet; rename the columns, or label with the default engine"
+        )
     if is_hub(job.input):
-        raise ConfigError("--engine ray reads a file or folder, not a Hub dataset yet: save it "
-                          "first (datasets.load_dataset(...).save_to_disk(FOLDER))")
+        raise ConfigError(
+            "--engine ray reads a file or folder, not a Hub dataset yet: save it "
+            "first (datasets.load_dataset(...).save_to_disk(FOLDER))"
+        )
 
 
 def read_input(job: Job) -> ray.data.Dataset:
@@ -190,8 +222,10 @@ def _read_delimited(path: str, delimiter: str) -> ray.data.Dataset:
     return ray.data.read_csv(
         path,
         parse_options=pcsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-        convert_options=pcsv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()),
-                                            strings_can_be_null=False))
+        convert_options=pcsv.ConvertOptions(
+            column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=False
+        ),
+    )
 
 
 def _add(summary: RunSummary, batch: Any) -> None:

@@ -110,8 +110,7 @@ class RateKeeper:
         self.rate_limited += 1
         now = time.monotonic()
         new_event = now >= self.paused_until
-        self.paused_until = max(self.paused_until, now + (retry_after if retry_after is not None
-                                                          else 1.0))
+        self.paused_until = max(self.paused_until, now + (retry_after if retry_after is not None else 1.0))
         if new_event:
             self.factor = max(MIN_FACTOR, self.factor * DECREASE_PACED)
             self.last_cut = now
@@ -122,23 +121,29 @@ class RateKeeper:
 
     def report(self) -> dict[str, Any]:
         """What the fleet was granted and learned (for tests and the benchmark)."""
-        return {"limits": dict(self.limits), "factor": self.factor, "granted": dict(self.granted),
-                "rate_limited": self.rate_limited}
+        return {
+            "limits": dict(self.limits),
+            "factor": self.factor,
+            "granted": dict(self.granted),
+            "rate_limited": self.rate_limited,
+        }
 
 
 class FleetLimiter(Limiter):
     """An actor's `Limiter` that also takes every request's charge from the fleet's
     `RateKeeper` (a Ray actor handle), and tells it what this actor learns."""
 
-    def __init__(self, keeper: Any, concurrency: int, *, rpm: float | None = None,
-                 tpm: float | None = None) -> None:
+    def __init__(
+        self, keeper: Any, concurrency: int, *, rpm: float | None = None, tpm: float | None = None
+    ) -> None:
         super().__init__(concurrency, rpm=rpm, tpm=tpm)
         self.keeper = keeper
         self._told: tuple[float | None, float | None] = (rpm, tpm)
 
     @asynccontextmanager
-    async def slot(self, tokens: float = 0.0, *, requests: float = 1.0,
-                   prompt_tokens: float = 0.0) -> AsyncIterator[None]:
+    async def slot(
+        self, tokens: float = 0.0, *, requests: float = 1.0, prompt_tokens: float = 0.0
+    ) -> AsyncIterator[None]:
         async with super().slot(tokens, requests=requests, prompt_tokens=prompt_tokens):
             if self.rpm or self.tpm:
                 charge = self.estimate(prompt_tokens, tokens) if self.tpm else 0.0

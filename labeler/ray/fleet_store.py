@@ -72,16 +72,17 @@ class FleetStore:
         """The file it owns (a caller's check that the actor opened it)."""
         return str(self.store.path)
 
-    def look_up(self, keys: Sequence[str], completions: bool, ages: bool, failures: bool
-                ) -> tuple[dict[str, Completion | None], dict[str, float], dict[str, Failure]]:
+    def look_up(
+        self, keys: Sequence[str], completions: bool, ages: bool, failures: bool
+    ) -> tuple[dict[str, Completion | None], dict[str, float], dict[str, Failure]]:
         """Everything a planner asks of a chunk, in one call: the stored answers (or only
         that they exist), their ages where asked, and the stored failures of the misses."""
         self._count("look_up")
         store = self.store
         unusable: dict[str, str] = {}
         found: dict[str, Completion | None] = (
-            dict(store.get_many(keys, unusable=unusable)) if completions
-            else dict.fromkeys(store.known(keys)))
+            dict(store.get_many(keys, unusable=unusable)) if completions else dict.fromkeys(store.known(keys))
+        )
         created = store.created_at(list(found)) if ages and found else {}
         misses = [k for k in keys if k not in found]
         failed = store.failures_for(misses) if failures and misses else {}
@@ -101,8 +102,9 @@ class FleetStore:
         self._count("put_many")
         self.store.put_many(items)
 
-    def record_failures(self, items: list[tuple[str, str, str, int | None, int]],
-                        bodies: Mapping[str, bytes] | None = None) -> None:
+    def record_failures(
+        self, items: list[tuple[str, str, str, int | None, int]], bodies: Mapping[str, bytes] | None = None
+    ) -> None:
         self._count("record_failures")
         self.store.record_failures(items, bodies=bodies)
 
@@ -118,8 +120,9 @@ class FleetStore:
     def finish_run(self, run_id: int, outcome: str, summary: dict[str, Any]) -> None:
         self.store.finish_run(run_id, outcome, summary)
 
-    def claim(self, owner: Owner, node: str, lease_s: float, keys: Sequence[str],
-              fresh_since: float | None) -> set[str]:
+    def claim(
+        self, owner: Owner, node: str, lease_s: float, keys: Sequence[str], fresh_since: float | None
+    ) -> set[str]:
         self._count("claim")
         with self._count_lock:
             self.owners.setdefault(node, set()).add(owner.id)
@@ -143,8 +146,7 @@ class FleetStore:
     def report(self) -> dict[str, Any]:
         """Calls served by kind, and which nodes claimed (for tests and the benchmark)."""
         with self._count_lock:
-            return {"calls": dict(self.calls),
-                    "owners_by_node": {n: len(o) for n, o in self.owners.items()}}
+            return {"calls": dict(self.calls), "owners_by_node": {n: len(o) for n, o in self.owners.items()}}
 
 
 def start_fleet_store(path: str) -> Any:
@@ -165,11 +167,19 @@ def start_fleet_store(path: str) -> Any:
         except StoreError:  # it died with its node: a new one takes over the file
             del _started[job, path]
     here = ray.get_runtime_context().get_node_id()
-    actor = ray.remote(FleetStore).options(
-        name=actor_name(path), num_cpus=0, max_concurrency=SERVER_THREADS, max_restarts=0,
-        scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
-            here, soft=False),
-    ).remote(path)
+    actor = (
+        ray.remote(FleetStore)
+        .options(
+            name=actor_name(path),
+            num_cpus=0,
+            max_concurrency=SERVER_THREADS,
+            max_restarts=0,
+            scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+                here, soft=False
+            ),
+        )
+        .remote(path)
+    )
     call(actor.ping)
     _started[job, path] = actor
     return actor
@@ -196,8 +206,9 @@ def call(method: Any, *args: Any) -> Any:
             raise cause from None
         raise
     except ray.exceptions.RayActorError as exc:
-        raise StoreError(f"the fleet's store actor is gone (its node or the driver ended): "
-                         f"{str(exc).splitlines()[0]}") from None
+        raise StoreError(
+            f"the fleet's store actor is gone (its node or the driver ended): {str(exc).splitlines()[0]}"
+        ) from None
 
 
 class RemoteStore:
@@ -219,12 +230,12 @@ class RemoteStore:
         self._last.keys = set(keys)
         return found
 
-    def get_many(self, keys: Sequence[str], *,
-                 unusable: dict[str, str] | None = None) -> dict[str, Completion]:
+    def get_many(
+        self, keys: Sequence[str], *, unusable: dict[str, str] | None = None
+    ) -> dict[str, Completion]:
         found = self._look_up(keys, True)
         if unusable is not None:
-            unusable.update({k: f.message for k, f in self._last.failed.items()
-                             if f.reason == UNUSABLE})
+            unusable.update({k: f.message for k, f in self._last.failed.items() if f.reason == UNUSABLE})
         return found  # type: ignore[return-value]
 
     def known(self, keys: Sequence[str]) -> set[str]:
@@ -251,8 +262,12 @@ class RemoteStore:
         if rows:
             call(self.actor.put_many, rows)
 
-    def record_failures(self, items: Iterable[tuple[str, str, str, int | None, int]], *,
-                        bodies: Mapping[str, bytes] | None = None) -> None:
+    def record_failures(
+        self,
+        items: Iterable[tuple[str, str, str, int | None, int]],
+        *,
+        bodies: Mapping[str, bytes] | None = None,
+    ) -> None:
         rows = list(items)
         if rows:
             call(self.actor.record_failures, rows, dict(bodies) if bodies else None)
@@ -295,8 +310,14 @@ class RemoteClaims:
         unique = list(dict.fromkeys(keys))
         if not unique:
             return set()
-        return call(self.actor.claim, self.owner, self.node,  # type: ignore[no-any-return]
-                    self.lease_s, unique, fresh_since)
+        return call(  # type: ignore[no-any-return]
+            self.actor.claim,
+            self.owner,
+            self.node,
+            self.lease_s,
+            unique,
+            fresh_since,
+        )
 
     def release(self, keys: Sequence[str]) -> None:
         if keys:
@@ -309,5 +330,12 @@ class RemoteClaims:
         call(self.actor.renew, self.owner, self.lease_s)
 
 
-__all__ = ["FLEET_LEASE_S", "FleetStore", "RemoteClaims", "RemoteStore", "actor_name", "call",
-           "start_fleet_store"]
+__all__ = [
+    "FLEET_LEASE_S",
+    "FleetStore",
+    "RemoteClaims",
+    "RemoteStore",
+    "actor_name",
+    "call",
+    "start_fleet_store",
+]

@@ -44,16 +44,31 @@ SUMMARY = "summary"  # the output: one row of counts per batch (a job that expor
 RAW_JSONL = "__labeler_jsonl__"  # a batch column of raw JSON lines, parsed as labeler reads JSONL
 CALLS = 2  # batches an actor labels at once (map_batches' max_concurrency)
 # RunSummary's counters, summed over batches; the rest are per-run, not per-batch.
-COUNTS = ("rows", "labeled", "cached", "failed", "rejected", "skipped", "requests", "retries",
-          "http_requests", "rate_limited", "overloaded", "prompt_tokens", "completion_tokens",
-          "cached_tokens", "cost_usd", "failed_transient", "failed_final")
+COUNTS = (
+    "rows",
+    "labeled",
+    "cached",
+    "failed",
+    "rejected",
+    "skipped",
+    "requests",
+    "retries",
+    "http_requests",
+    "rate_limited",
+    "overloaded",
+    "prompt_tokens",
+    "completion_tokens",
+    "cached_tokens",
+    "cost_usd",
+    "failed_transient",
+    "failed_final",
+)
 
 
 class LabelStage:
     """A callable class for `Dataset.map_batches` (one instance per actor)."""
 
-    def __init__(self, job: Job, keeper: Any, output: str = RECORDS,
-                 store: Any = None) -> None:
+    def __init__(self, job: Job, keeper: Any, output: str = RECORDS, store: Any = None) -> None:
         """`store`: the fleet's store actor (labeler/ray/fleet_store.py), which every
         actor on every node reaches; None opens `job.store` here (one machine only: the
         actors of one host share the file through its claims)."""
@@ -62,11 +77,9 @@ class LabelStage:
         self.task = job.load_task()
         factory = aio.loop_factory()
         self.loop = factory() if factory is not None else asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="labeler-loop",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.loop.run_forever, name="labeler-loop", daemon=True)
         self.thread.start()
-        self.store: Store | RemoteStore = (Store(job.store_path()) if store is None
-                                           else RemoteStore(store))
+        self.store: Store | RemoteStore = Store(job.store_path()) if store is None else RemoteStore(store)
         self.teacher = job.make_teacher()
         # The fleet's limit: every request also takes its charge from the job's RateKeeper.
         limiter = FleetLimiter(keeper, job.concurrency, rpm=job.rpm, tpm=job.tpm)
@@ -77,10 +90,18 @@ class LabelStage:
         # No progress bar in an actor; a budget is refused before a fleet starts.
         settings = dataclasses.replace(job.label_settings(), progress=False, budget_usd=None)
         for _ in range(CALLS):
-            self.labelers.put(Labeler(
-                self.task, self.teacher, store=self.store, settings=settings, limiter=limiter,
-                on_warning=_warn, close_teacher=False,
-                claims=None if store is None else RemoteClaims(store)))
+            self.labelers.put(
+                Labeler(
+                    self.task,
+                    self.teacher,
+                    store=self.store,
+                    settings=settings,
+                    limiter=limiter,
+                    on_warning=_warn,
+                    close_teacher=False,
+                    claims=None if store is None else RemoteClaims(store),
+                )
+            )
         self._call(self.teacher.start())
         self.reader = Planner(self.task, self.teacher.identity, self.store, failures=False)
 
@@ -97,19 +118,25 @@ class LabelStage:
             self.labelers.put(lb)
         if self.output == SUMMARY:
             counts = asdict(summary)
-            return pa.Table.from_pylist([{
-                **{k: counts[k] for k in COUNTS},
-                "failures_by_reason": orjson.dumps(summary.failures_by_reason).decode(),
-            }])
+            return pa.Table.from_pylist(
+                [
+                    {
+                        **{k: counts[k] for k in COUNTS},
+                        "failures_by_reason": orjson.dumps(summary.failures_by_reason).decode(),
+                    }
+                ]
+            )
         items = [i for chunk in self.reader.plan_rows(rows) for i in chunk]
         if self.job.id_field is None:
             # A row's position in a batch names nothing: without an id, its key names it.
             for item in items:
                 if item.key is not None and item.row.data.get("id") is None:
                     item.row = Row(item.row.source, item.row.line, item.key, item.row.data)
-        humans = ({} if not self.job.export.human_labels or self.task.output_kind != "label"
-                  else self._human_labels([i.key for i in items
-                                                          if i.completion is not None and i.key is not None]))
+        humans = (
+            {}
+            if not self.job.export.human_labels or self.task.output_kind != "label"
+            else self._human_labels([i.key for i in items if i.completion is not None and i.key is not None])
+        )
         return records_table(self.task, self.reader.identity, items, self.job.export, humans)
 
     def _human_labels(self, keys: list[str]) -> dict[str, Any]:
@@ -128,8 +155,9 @@ class LabelStage:
             loop.call_soon_threadsafe(loop.stop)
 
 
-def batch_rows(batch: pa.Table, id_field: str | None, required: tuple[str, ...] | list[str]
-               ) -> Iterator[Row | Reject]:
+def batch_rows(
+    batch: pa.Table, id_field: str | None, required: tuple[str, ...] | list[str]
+) -> Iterator[Row | Reject]:
     """A batch's rows as labeler reads them: the same checks and rejects as a file, a
     column named `id` naming the row (else its id field, else its cache key later)."""
     source = "<ray batch>"  # a row's line is its place in its batch
@@ -146,8 +174,13 @@ def batch_rows(batch: pa.Table, id_field: str | None, required: tuple[str, ...] 
         yield from bad
     else:
         records = batch.to_pylist()
-    yield from read_records(records, source, id_field=id_field,
-                            id_column="id" if id_field is None else None, required_fields=required)
+    yield from read_records(
+        records,
+        source,
+        id_field=id_field,
+        id_column="id" if id_field is None else None,
+        required_fields=required,
+    )
 
 
 def _warn(message: str) -> None:

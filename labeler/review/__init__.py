@@ -20,8 +20,19 @@ from labeler.review.server import ReviewState, check_host, make_app, start
 from labeler.setups import setup_for
 from labeler.store import Store
 
-__all__ = ["ReviewIndex", "ReviewItem", "ReviewQuery", "ReviewState", "build_index",
-           "check_host", "load_index", "make_app", "review_job", "start", "teacher_name"]
+__all__ = [
+    "ReviewIndex",
+    "ReviewItem",
+    "ReviewQuery",
+    "ReviewState",
+    "build_index",
+    "check_host",
+    "load_index",
+    "make_app",
+    "review_job",
+    "start",
+    "teacher_name",
+]
 
 
 def load_index(job: Job, store: Store) -> ReviewIndex:
@@ -33,8 +44,9 @@ def load_index(job: Job, store: Store) -> ReviewIndex:
     task = job.load_task()
     setup = setup_for(job)
     teachers = setup.make_teachers(job.teacher_for)
-    return build_index(task, teachers[-1].identity, job.rows(task), store,
-                       planner=setup.planner(task, teachers, store))
+    return build_index(
+        task, teachers[-1].identity, job.rows(task), store, planner=setup.planner(task, teachers, store)
+    )
 
 
 def teacher_name(job: Job) -> str:
@@ -69,8 +81,10 @@ async def review_job(
     if warning and on_warning:
         on_warning(warning)
     if not job.store_path().exists():  # a typo must not review a new, empty store
-        raise StoreError(f"{job.store_path()}: no such store; label the input with "
-                         "`labeler run` first (same task, input, teacher and --store)")
+        raise StoreError(
+            f"{job.store_path()}: no such store; label the input with "
+            "`labeler run` first (same task, input, teacher and --store)"
+        )
     store = Store(job.store_path())
     try:
         index = await asyncio.to_thread(load_index, job, store)

@@ -53,19 +53,26 @@ class ReviewItem:
     haystack: str = field(default="", repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "id": self.row_id, "fields": self.fields, "label": self.label,
-                "probs": self.probs, "confidence": round(self.certainty, 4),
-                "human": self.human, "queued": self.queued, "votes": self.votes,
-                "disagree": self.disagree,
-                "agreement": None if self.agreement is None else round(self.agreement, 4)}
+        return {
+            "key": self.key,
+            "id": self.row_id,
+            "fields": self.fields,
+            "label": self.label,
+            "probs": self.probs,
+            "confidence": round(self.certainty, 4),
+            "human": self.human,
+            "queued": self.queued,
+            "votes": self.votes,
+            "disagree": self.disagree,
+            "agreement": None if self.agreement is None else round(self.agreement, 4),
+        }
 
     def rank(self) -> tuple[bool, bool, float, bool, float]:
         """The queue's order: rows a cascade queued for a person, then rows whose
         teachers disagree (least agreement first), then invalid answers, then the rest;
         lowest certainty first within each."""
         spread = (self.agreement or 0.0) if self.disagree else 0.0
-        return (not self.queued, not self.disagree, spread, self.label is not None,
-                self.certainty)
+        return (not self.queued, not self.disagree, spread, self.label is not None, self.certainty)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +113,18 @@ class ReviewIndex:
     def page(self, q: ReviewQuery) -> dict[str, Any]:
         """The rows of one page, how many match the filters, and the overall progress."""
         needle = q.text.strip().lower()
-        if not (needle or q.label or q.min_conf is not None or q.max_conf is not None
-                or q.status != "all"):  # the whole queue: no scan
+        if not (
+            needle or q.label or q.min_conf is not None or q.max_conf is not None or q.status != "all"
+        ):  # the whole queue: no scan
             window = self.items[q.offset : q.offset + q.limit]
-            return {"rows": [it.to_json() for it in window], "matched": len(self.items),
-                    "offset": q.offset, "limit": q.limit, "reviewed": self.reviewed,
-                    "total": len(self.items)}
+            return {
+                "rows": [it.to_json() for it in window],
+                "matched": len(self.items),
+                "offset": q.offset,
+                "limit": q.limit,
+                "reviewed": self.reviewed,
+                "total": len(self.items),
+            }
         lo = -1.0 if q.min_conf is None else q.min_conf
         hi = 2.0 if q.max_conf is None else q.max_conf
         want_label = q.label or None
@@ -136,8 +149,14 @@ class ReviewIndex:
             if q.offset <= matched < end:
                 rows.append(it.to_json())
             matched += 1
-        return {"rows": rows, "matched": matched, "offset": q.offset, "limit": q.limit,
-                "reviewed": self.reviewed, "total": len(self.items)}
+        return {
+            "rows": rows,
+            "matched": matched,
+            "offset": q.offset,
+            "limit": q.limit,
+            "reviewed": self.reviewed,
+            "total": len(self.items),
+        }
 
     def decide(self, key: str, label: str | None) -> ReviewItem:
         """Mirror a committed decision (None: taken back)."""
@@ -148,8 +167,15 @@ class ReviewIndex:
         return item
 
 
-def build_index(task: Task, identity: dict[str, Any], rows: Iterable[Row | Reject],
-                store: Store, *, chunk: int = 512, planner: Any = None) -> ReviewIndex:
+def build_index(
+    task: Task,
+    identity: dict[str, Any],
+    rows: Iterable[Row | Reject],
+    store: Store,
+    *,
+    chunk: int = 512,
+    planner: Any = None,
+) -> ReviewIndex:
     """Every labeled row of the input with its answer; rows without one are counted.
     `planner` replaces the plain `Planner` where several teachers answer (a cascade's
     `CascadePlanner`, whose items say which rows await a person; an ensemble's
@@ -159,8 +185,7 @@ def build_index(task: Task, identity: dict[str, Any], rows: Iterable[Row | Rejec
         raise ConfigError(f"review needs a label task; {task.path} is '{task.output_kind}'")
     items: list[ReviewItem] = []
     missing = 0
-    planner = planner or Planner(task, identity, store, failures=False,
-                                 single_answers=True)
+    planner = planner or Planner(task, identity, store, failures=False, single_answers=True)
     for planned in planner.plan_rows(rows, chunk):
         for item in planned:
             if item.status == REJECTED:
@@ -174,17 +199,25 @@ def build_index(task: Task, identity: dict[str, Any], rows: Iterable[Row | Rejec
             certainty = 0.0 if conf is None else conf.max_prob
             if conf is not None and conf.agreement is not None:
                 certainty = min(certainty, conf.agreement)  # sampled: disagreement first
-            shown = {name: "" if row.data.get(name) is None else str(row.data.get(name))
-                     for name in task.fields}
+            shown = {
+                name: "" if row.data.get(name) is None else str(row.data.get(name)) for name in task.fields
+            }
             votes = _votes(item.provenance)
-            items.append(ReviewItem(
-                str(item.key), row.id, shown, answer.label,
-                tuple(round(p, 4) for p in answer.soft.probs) if answer.soft else None,
-                certainty, haystack=" ".join(shown.values()).lower(),
-                queued=bool(item.provenance and item.provenance.get("awaiting_human")),
-                votes=votes, disagree=_disagree(votes),
-                agreement=conf.agreement if conf is not None and votes else None,
-            ))
+            items.append(
+                ReviewItem(
+                    str(item.key),
+                    row.id,
+                    shown,
+                    answer.label,
+                    tuple(round(p, 4) for p in answer.soft.probs) if answer.soft else None,
+                    certainty,
+                    haystack=" ".join(shown.values()).lower(),
+                    queued=bool(item.provenance and item.provenance.get("awaiting_human")),
+                    votes=votes,
+                    disagree=_disagree(votes),
+                    agreement=conf.agreement if conf is not None and votes else None,
+                )
+            )
     decided = human_labels(store, [it.key for it in items])
     for it in items:
         if it.key in decided:
@@ -199,9 +232,14 @@ def _votes(provenance: dict[str, Any] | None) -> list[dict[str, Any]] | None:
     steps = provenance.get("ensemble") or provenance.get("cascade")
     if not steps:
         return None
-    return [{"teacher": s["teacher"], "label": s["label"],
-             "by": f"member {s['member']}" if "member" in s else f"stage {s['stage']}"}
-            for s in steps]
+    return [
+        {
+            "teacher": s["teacher"],
+            "label": s["label"],
+            "by": f"member {s['member']}" if "member" in s else f"stage {s['stage']}",
+        }
+        for s in steps
+    ]
 
 
 def _disagree(votes: list[dict[str, Any]] | None) -> bool:

@@ -34,8 +34,8 @@ STATIC_FILES = {"review.js": "text/javascript", "review.css": "text/css"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-                               "img-src 'self'; connect-src 'self'; base-uri 'none'; "
-                               "form-action 'none'; frame-ancestors 'none'",
+    "img-src 'self'; connect-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
@@ -69,14 +69,17 @@ def check_host(host: str, *, allow_remote: bool) -> str | None:
     if host in LOOPBACK:
         return None
     if not allow_remote:
-        raise ConfigError(f"--host {host}: the review page can change the store; binding "
-                          "beyond 127.0.0.1 needs --allow-remote")
-    return (f"the review page listens on {host}: anyone who can reach this machine and "
-            "learns the token can change human labels")
+        raise ConfigError(
+            f"--host {host}: the review page can change the store; binding "
+            "beyond 127.0.0.1 needs --allow-remote"
+        )
+    return (
+        f"the review page listens on {host}: anyone who can reach this machine and "
+        "learns the token can change human labels"
+    )
 
 
-async def start(state: ReviewState, host: str = "127.0.0.1", port: int = 0
-                ) -> tuple[web.AppRunner, str]:
+async def start(state: ReviewState, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, str]:
     """Start serving; returns the runner (cleanup stops it) and the URL with the token."""
     runner = web.AppRunner(make_app(state), access_log=None)
     await runner.setup()
@@ -143,10 +146,19 @@ async def _static(request: web.Request) -> web.StreamResponse:
 async def _meta(request: web.Request) -> web.StreamResponse:
     state: ReviewState = request.app["state"]
     index = state.index
-    return _json({"task": index.task.name, "labels": list(index.labels), "teacher": state.teacher,
-                  "reviewer": state.reviewer, "total": len(index.items),
-                  "reviewed": index.reviewed, "missing": index.missing,
-                  "queued": index.queued, "disagree": index.disagree})
+    return _json(
+        {
+            "task": index.task.name,
+            "labels": list(index.labels),
+            "teacher": state.teacher,
+            "reviewer": state.reviewer,
+            "total": len(index.items),
+            "reviewed": index.reviewed,
+            "missing": index.missing,
+            "queued": index.queued,
+            "disagree": index.disagree,
+        }
+    )
 
 
 async def _rows(request: web.Request) -> web.StreamResponse:
@@ -154,9 +166,12 @@ async def _rows(request: web.Request) -> web.StreamResponse:
     q = request.query
     try:
         query = ReviewQuery(
-            label=q.get("label") or None, min_conf=_number(q.get("min")),
-            max_conf=_number(q.get("max")), text=q.get("q", ""),
-            status=q.get("status", "all"), offset=int(q.get("offset", "0")),
+            label=q.get("label") or None,
+            min_conf=_number(q.get("min")),
+            max_conf=_number(q.get("max")),
+            text=q.get("q", ""),
+            status=q.get("status", "all"),
+            offset=int(q.get("offset", "0")),
             limit=int(q.get("limit", "50")),
         )
     except (ValueError, ConfigError) as exc:
@@ -172,7 +187,7 @@ async def _label(request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
         key, label = body["key"], body.get("label")
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        return _json({"error": "expected {\"key\": ..., \"label\": LABEL or null}"}, status=400)
+        return _json({"error": 'expected {"key": ..., "label": LABEL or null}'}, status=400)
     item = state.index.by_key.get(key) if isinstance(key, str) else None
     if item is None:
         return _json({"error": "no such row"}, status=404)
@@ -182,12 +197,26 @@ async def _label(request: web.Request) -> web.StreamResponse:
     if label is None:
         await asyncio.to_thread(remove_label, state.store, key)
     else:
-        await asyncio.to_thread(record_label, state.store, key, label, reviewer=state.reviewer,
-                                teacher_label=item.label, row_id=item.row_id,
-                                task=state.index.task.identity)
+        await asyncio.to_thread(
+            record_label,
+            state.store,
+            key,
+            label,
+            reviewer=state.reviewer,
+            teacher_label=item.label,
+            row_id=item.row_id,
+            task=state.index.task.identity,
+        )
     state.index.decide(key, label)
-    return _json({"key": key, "human": label, "previous": previous,
-                  "reviewed": state.index.reviewed, "total": len(state.index.items)})
+    return _json(
+        {
+            "key": key,
+            "human": label,
+            "previous": previous,
+            "reviewed": state.index.reviewed,
+            "total": len(state.index.items),
+        }
+    )
 
 
 def _number(text: str | None) -> float | None:

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 try:
     import torch  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError("labeler.student needs torch and transformers: "
-                      "pip install 'labeler-distill[student]'") from exc
+    raise ImportError(
+        "labeler.student needs torch and transformers: pip install 'labeler-distill[student]'"
+    ) from exc
 
 from labeler.student.collate import SoftLabelCollator
 from labeler.student.kd import kd_tensors
@@ -41,13 +42,20 @@ def __getattr__(name: str) -> Any:
         try:
             from labeler.student.trainer import DistillationTrainer
         except ImportError as exc:
-            raise ImportError("DistillationTrainer needs transformers: "
-                              "pip install 'labeler-distill[student]'") from exc
+            raise ImportError(
+                "DistillationTrainer needs transformers: pip install 'labeler-distill[student]'"
+            ) from exc
         return DistillationTrainer
     raise AttributeError(f"module 'labeler.student' has no attribute {name!r}")
 
 
 __all__ = [
-    "IGNORE_INDEX", "DistillationTrainer", "SoftLabelCollator", "distillation_loss", "kd_tensors",
-    "soft_cross_entropy", "tempered", "topk_kd_loss",
+    "IGNORE_INDEX",
+    "DistillationTrainer",
+    "SoftLabelCollator",
+    "distillation_loss",
+    "kd_tensors",
+    "soft_cross_entropy",
+    "tempered",
+    "topk_kd_loss",
 ]

@@ -49,17 +49,22 @@ class SoftLabelCollator:
         batch = dict(self._inputs(rows))
         labels = [_label(row.get(self.label_field)) for row in rows]
         batch["labels"] = torch.tensor(labels, dtype=torch.long)
-        soft = [row.get(self.soft_field) if label != IGNORE_INDEX else None
-                for row, label in zip(rows, labels, strict=True)]
+        soft = [
+            row.get(self.soft_field) if label != IGNORE_INDEX else None
+            for row, label in zip(rows, labels, strict=True)
+        ]
         present = [s for s in soft if s is not None]
         if present:
             width = len(present[0])
             for s in present:
                 if len(s) != width:
-                    raise ValueError(f"'{self.soft_field}' rows of different lengths in one batch "
-                                     f"({width} and {len(s)}): not one label set")
+                    raise ValueError(
+                        f"'{self.soft_field}' rows of different lengths in one batch "
+                        f"({width} and {len(s)}): not one label set"
+                    )
             batch["soft_labels"] = torch.tensor(
-                [s if s is not None else [0.0] * width for s in soft], dtype=torch.float32)
+                [s if s is not None else [0.0] * width for s in soft], dtype=torch.float32
+            )
             batch["has_soft_label"] = torch.tensor([s is not None for s in soft], dtype=torch.bool)
         return batch
 
@@ -67,16 +72,27 @@ class SoftLabelCollator:
         if "input_ids" in rows[0]:
             encoded = [{k: row[k] for k in MODEL_INPUTS if k in row} for row in rows]
             padded: Mapping[str, torch.Tensor] = self.tokenizer.pad(
-                encoded, padding=True, max_length=self.max_length,
-                pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+                encoded,
+                padding=True,
+                max_length=self.max_length,
+                pad_to_multiple_of=self.pad_to_multiple_of,
+                return_tensors="pt",
+            )
             return padded
         if self.text_field not in rows[0]:
-            raise KeyError(f"rows have neither 'input_ids' nor the text field '{self.text_field}' "
-                           f"(columns: {', '.join(rows[0])}); set text_field=")
+            raise KeyError(
+                f"rows have neither 'input_ids' nor the text field '{self.text_field}' "
+                f"(columns: {', '.join(rows[0])}); set text_field="
+            )
         texts = [str(row[self.text_field]) for row in rows]
         tokenized: Mapping[str, torch.Tensor] = self.tokenizer(
-            texts, padding=True, truncation=self.max_length is not None, max_length=self.max_length,
-            pad_to_multiple_of=self.pad_to_multiple_of, return_tensors="pt")
+            texts,
+            padding=True,
+            truncation=self.max_length is not None,
+            max_length=self.max_length,
+            pad_to_multiple_of=self.pad_to_multiple_of,
+            return_tensors="pt",
+        )
         return tokenized
 
 

@@ -40,8 +40,9 @@ def kd_tensors(
     student, take ``student_logits[b, p - 1 : p - 1 + L]`` where p is the number of
     prompt tokens in row b (the logits before each answer token predict it).
     """
-    parsed = [[_alternatives(pos, id_key, logprob_key, token_key, token_to_id, k) for pos in row]
-              for row in rows]
+    parsed = [
+        [_alternatives(pos, id_key, logprob_key, token_key, token_to_id, k) for pos in row] for row in rows
+    ]
     width_l = length if length is not None else max((len(r) for r in parsed), default=0)
     width_k = k if k is not None else max((len(p) for r in parsed for p in r), default=0)
     width_k = max(width_k, 1)
@@ -57,9 +58,14 @@ def kd_tensors(
     return ids, logprobs, mask
 
 
-def _alternatives(position: Sequence[Alternative], id_key: str, logprob_key: str, token_key: str,
-                  token_to_id: Callable[[str], int | None] | None, k: int | None
-                  ) -> list[tuple[int, float]]:
+def _alternatives(
+    position: Sequence[Alternative],
+    id_key: str,
+    logprob_key: str,
+    token_key: str,
+    token_to_id: Callable[[str], int | None] | None,
+    k: int | None,
+) -> list[tuple[int, float]]:
     out: list[tuple[int, float]] = []
     for alt in position:
         if isinstance(alt, Mapping):

@@ -32,8 +32,9 @@ def tempered(probs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return p / total.clamp_min(torch.finfo(p.dtype).tiny)
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *,
-                       temperature: float = 1.0) -> torch.Tensor:
+def soft_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0
+) -> torch.Tensor:
     """Per-row KL(targets_T ‖ softmax(logits / T)) · T², shape ``logits.shape[:-1]``.
 
     KL rather than cross-entropy: the two differ by the targets' entropy, a constant with
@@ -136,15 +137,20 @@ def topk_kd_loss(
     if student_logits.dim() != 3 or teacher_ids.dim() != 3:
         raise ValueError("student_logits must be (B, L, V) and teacher_ids (B, L, K)")
     if teacher_ids.shape != teacher_logprobs.shape or teacher_ids.shape[:2] != student_logits.shape[:2]:
-        raise ValueError(f"shape mismatch: student {tuple(student_logits.shape)}, teacher ids "
-                         f"{tuple(teacher_ids.shape)}, logprobs {tuple(teacher_logprobs.shape)}")
+        raise ValueError(
+            f"shape mismatch: student {tuple(student_logits.shape)}, teacher ids "
+            f"{tuple(teacher_ids.shape)}, logprobs {tuple(teacher_logprobs.shape)}"
+        )
     vocab = student_logits.shape[-1]
     valid = (teacher_ids >= 0) & (teacher_ids < vocab) & torch.isfinite(teacher_logprobs)
     ids = torch.where(valid, teacher_ids, torch.zeros_like(teacher_ids)).long()
 
     # Teacher: K probabilities and the tail, as one (B, L, K+1) distribution.
-    p_top = torch.where(valid, teacher_logprobs.to(torch.float32).exp(), torch.zeros_like(teacher_logprobs,
-                                                                                     dtype=torch.float32))
+    p_top = torch.where(
+        valid,
+        teacher_logprobs.to(torch.float32).exp(),
+        torch.zeros_like(teacher_logprobs, dtype=torch.float32),
+    )
     p_tail = (1.0 - p_top.sum(-1, keepdim=True)).clamp_min(0.0)
     p = tempered(torch.cat([p_top, p_tail], dim=-1), temperature)
 

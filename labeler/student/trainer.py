@@ -40,8 +40,15 @@ class DistillationTrainer(Trainer):
     # distillation_loss is a per-batch mean: Trainer divides it for gradient accumulation.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args: Any, temperature: float = 1.0, alpha: float = 1.0,
-                 text_field: str = "text", max_length: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        temperature: float = 1.0,
+        alpha: float = 1.0,
+        text_field: str = "text",
+        max_length: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= alpha <= 1.0:
@@ -52,10 +59,13 @@ class DistillationTrainer(Trainer):
         if kwargs.get("data_collator") is None:
             tokenizer = kwargs.get("processing_class")
             if tokenizer is None:
-                raise ValueError("DistillationTrainer needs processing_class=TOKENIZER (or a "
-                                 "data_collator such as labeler.student.SoftLabelCollator)")
-            kwargs["data_collator"] = SoftLabelCollator(tokenizer, text_field=text_field,
-                                                        max_length=max_length)
+                raise ValueError(
+                    "DistillationTrainer needs processing_class=TOKENIZER (or a "
+                    "data_collator such as labeler.student.SoftLabelCollator)"
+                )
+            kwargs["data_collator"] = SoftLabelCollator(
+                tokenizer, text_field=text_field, max_length=max_length
+            )
         super().__init__(*args, **kwargs)
         self.model_accepts_loss_kwargs = False  # the model computes no loss here
         if not self.label_names:
@@ -68,16 +78,23 @@ class DistillationTrainer(Trainer):
         # transformers declares the attribute None until the call above fills it.
         known: list[str] = self._signature_columns or []
         self._signature_columns = list(  # type: ignore[assignment]
-            dict.fromkeys([*known, *wanted]))
+            dict.fromkeys([*known, *wanted])
+        )
 
-    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
         inputs = dict(inputs)
         labels = inputs.pop("labels", None)
         soft = inputs.pop("soft_labels", None)
         has_soft = inputs.pop("has_soft_label", None)
         outputs = model(**inputs)
         logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-        loss = distillation_loss(logits, soft, labels, has_soft=has_soft,
-                                 temperature=self.temperature, alpha=self.alpha)
+        loss = distillation_loss(
+            logits, soft, labels, has_soft=has_soft, temperature=self.temperature, alpha=self.alpha
+        )
         return (loss, outputs) if return_outputs else loss

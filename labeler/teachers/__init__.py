@@ -39,15 +39,22 @@ class Provider:
 
 
 PROVIDERS: dict[str, Provider] = {
-    "openai": Provider("labeler.teachers.fast_openai:openai_teacher",
-                       batch="labeler.batch.openai:OpenAIBatchClient", prompt_cache="automatic",
-                       choices_per_request=True),
-    "openai-compatible": Provider("labeler.teachers.fast_openai:openai_teacher",
-                                  batch="labeler.batch.openai:OpenAIBatchClient"),
-    "anthropic": Provider("labeler.teachers.anthropic:AnthropicTeacher",
-                          batch="labeler.batch.anthropic:AnthropicBatchClient",
-                          prompt_cache="explicit", sampled_answers=5,
-                          choices_per_request=False),
+    "openai": Provider(
+        "labeler.teachers.fast_openai:openai_teacher",
+        batch="labeler.batch.openai:OpenAIBatchClient",
+        prompt_cache="automatic",
+        choices_per_request=True,
+    ),
+    "openai-compatible": Provider(
+        "labeler.teachers.fast_openai:openai_teacher", batch="labeler.batch.openai:OpenAIBatchClient"
+    ),
+    "anthropic": Provider(
+        "labeler.teachers.anthropic:AnthropicTeacher",
+        batch="labeler.batch.anthropic:AnthropicBatchClient",
+        prompt_cache="explicit",
+        sampled_answers=5,
+        choices_per_request=False,
+    ),
     "local": Provider("labeler.teachers.local:LocalTeacher", choices_per_request=False),
 }
 # provider prefix -> "module:factory" (the factories alone, as earlier versions had them)
@@ -77,9 +84,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
             f"(providers: {', '.join(REGISTRY)})"
         )
     if provider not in REGISTRY:
-        raise ConfigError(
-            f"--teacher '{spec}': unknown provider '{provider}' (known: {', '.join(REGISTRY)})"
-        )
+        raise ConfigError(f"--teacher '{spec}': unknown provider '{provider}' (known: {', '.join(REGISTRY)})")
     return provider, model
 
 
@@ -104,8 +109,9 @@ def make_teacher(spec: str, **options: Any) -> Teacher:
         from labeler.teachers.pool import EndpointPool
 
         default: list[str | None] = [None]  # the provider's own URL
-        endpoints = [factory(model=model, provider=provider, base_url=u, **options)
-                     for u in (urls or default)]
+        endpoints = [
+            factory(model=model, provider=provider, base_url=u, **options) for u in (urls or default)
+        ]
         return EndpointPool(endpoints, cache_identity=cache_identity)
     if urls:
         options["base_url"] = urls[0]
@@ -127,5 +133,15 @@ def base_urls(value: str | Sequence[str] | None) -> list[str]:
     return out
 
 
-__all__ = ["PROVIDERS", "REGISTRY", "BaseTeacher", "Provider", "Teacher", "base_urls", "load",
-           "make_teacher", "parse_spec", "provider"]
+__all__ = [
+    "PROVIDERS",
+    "REGISTRY",
+    "BaseTeacher",
+    "Provider",
+    "Teacher",
+    "base_urls",
+    "load",
+    "make_teacher",
+    "parse_spec",
+    "provider",
+]

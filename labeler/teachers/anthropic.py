@@ -80,20 +80,21 @@ class AnthropicTeacher(BaseTeacher):
     ) -> None:
         self.provider = provider
         self.model = model
-        api_key = api_key or clean_key(os.environ.get("ANTHROPIC_API_KEY", ""),
-                                       "environment variable ANTHROPIC_API_KEY")
+        api_key = api_key or clean_key(
+            os.environ.get("ANTHROPIC_API_KEY", ""), "environment variable ANTHROPIC_API_KEY"
+        )
         if not api_key:
-            raise ConfigError(
-                "no Anthropic API key: set ANTHROPIC_API_KEY (or pass --api-key-file FILE)"
-            )
+            raise ConfigError("no Anthropic API key: set ANTHROPIC_API_KEY (or pass --api-key-file FILE)")
         remember(api_key)
         try:
             sampling = Sampling(samples, soft_labels)
         except ConfigError as exc:
             raise ConfigError(f"anthropic teacher: {exc}") from None
         if sampling.soft_labels == "logprobs":
-            raise ConfigError("anthropic teacher: Anthropic returns no logprobs; its soft labels "
-                              "come from samples (--soft-labels auto or samples)")
+            raise ConfigError(
+                "anthropic teacher: Anthropic returns no logprobs; its soft labels "
+                "come from samples (--soft-labels auto or samples)"
+            )
         self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL).rstrip("/")
         self.samples = sampling.n
         self.api_version = api_version
@@ -116,7 +117,9 @@ class AnthropicTeacher(BaseTeacher):
             timeout=timeout,
             default_headers=headers,
             http_client=http.http_client(
-                anthropic, transport=transport, timeout=timeout,
+                anthropic,
+                transport=transport,
+                timeout=timeout,
                 max_connections=max_connections,
             ),
         )
@@ -124,7 +127,9 @@ class AnthropicTeacher(BaseTeacher):
     @property
     def identity(self) -> dict[str, Any]:
         ident: dict[str, Any] = {
-            "provider": self.provider, "model": self.model, "base_url": self.base_url,
+            "provider": self.provider,
+            "model": self.model,
+            "base_url": self.base_url,
             "samples": self.samples,
         }
         if self.api_version:
@@ -182,7 +187,9 @@ class AnthropicTeacher(BaseTeacher):
     async def _send(self, request: Request, temperature: float | None) -> Completion:
         start = time.perf_counter()
         kwargs = anthropic_wire.build_params(
-            request, sampling_params=self._sampling_params, temperature=temperature,
+            request,
+            sampling_params=self._sampling_params,
+            temperature=temperature,
             cache=self.cache_prompt,
         )
         try:
@@ -194,8 +201,9 @@ class AnthropicTeacher(BaseTeacher):
         if self._observer is not None:
             self._observer(raw.headers)
         try:
-            completion = anthropic_wire.parse_body(raw.http_response.content,
-                                                   latency_s=time.perf_counter() - start)
+            completion = anthropic_wire.parse_body(
+                raw.http_response.content, latency_s=time.perf_counter() - start
+            )
         except TeacherError as exc:
             self.http_outcomes[exc.reason] += 1
             raise
@@ -219,10 +227,15 @@ def classify(exc: anthropic.APIError) -> TeacherError:
         status = exc.status_code
         headers = exc.response.headers if exc.response is not None else None
         kind, message = _error_fields(exc)
-        return classify_status(status, message, provider="anthropic", code=kind,
-                               retry_after=parse_retry_after(headers),
-                               # e.g. temperature with thinking on
-                               refusal=refused(status, kind, None, message))
+        return classify_status(
+            status,
+            message,
+            provider="anthropic",
+            code=kind,
+            retry_after=parse_retry_after(headers),
+            # e.g. temperature with thinking on
+            refusal=refused(status, kind, None, message),
+        )
     if isinstance(exc, anthropic.APIResponseValidationError):
         return RetryableError("invalid_json", short(str(exc)))
     return RetryableError("api_error", short(str(exc)))
@@ -235,5 +248,3 @@ def _error_fields(exc: anthropic.APIStatusError) -> tuple[str | None, str]:
         if isinstance(err, dict):
             return err.get("type"), short(str(err.get("message") or exc.message))
     return None, short(exc.message)
-
-

@@ -57,18 +57,34 @@ from labeler.reasoning import THINKING_TEMPERATURE, THINKING_TOP_P_MIN, thinking
 from labeler.request import Request
 from labeler.teachers.sampling import combine
 
-__all__ = ["EPHEMERAL", "build_params", "combine", "parse_message", "parse_usage", "prefix_key",
-           "split_messages", "wants_samples"]
+__all__ = [
+    "EPHEMERAL",
+    "build_params",
+    "combine",
+    "parse_message",
+    "parse_usage",
+    "prefix_key",
+    "split_messages",
+    "wants_samples",
+]
 
 EPHEMERAL = {"type": "ephemeral"}
 DEFAULT_MAX_TOKENS = 1024
 SAMPLING_API_BEFORE = "2026-10-21"  # API versions before this accept temperature/top_p
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
-           "tool_use": "tool_calls", "pause_turn": "length"}
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "pause_turn": "length",
+}
 
 
 def build_params(
-    request: Request, *, sampling_params: bool, temperature: float | None = None,
+    request: Request,
+    *,
+    sampling_params: bool,
+    temperature: float | None = None,
     cache: bool = True,
 ) -> dict[str, Any]:
     """Keyword arguments for ``messages.create`` (minus ``model``) for one request.
@@ -158,8 +174,15 @@ def parse_message(body: Any, *, latency_s: float = 0.0) -> Completion:
     a field that breaks the rules (`answer_checks`) a malformed answer."""
     try:
         return _parse_message(body, latency_s)
-    except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
-            RecursionError) as exc:
+    except (
+        TypeError,
+        ValueError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        OverflowError,
+        RecursionError,
+    ) as exc:
         error: TeacherError = malformed("response", f"unexpected shape ({type(exc).__name__}: {exc})")
         raise _with_body(error, body) from exc
     except TeacherError as exc:
@@ -197,10 +220,13 @@ def _parse_message(body: Any, latency_s: float) -> Completion:
     blocks = _thinking_blocks(content)
     thoughts = [b["thinking"] for b in blocks or () if b["type"] == "thinking" and b["thinking"]]
     return Completion(
-        text="".join(texts), usage=parse_usage(body.get("usage")),
+        text="".join(texts),
+        usage=parse_usage(body.get("usage")),
         finish_reason=_FINISH.get(stop, stop) if stop is not None else None,
-        model=optional_text(body.get("model"), "model") or "", latency_s=latency_s,
-        reasoning="\n\n".join(thoughts) or None, reasoning_blocks=blocks,
+        model=optional_text(body.get("model"), "model") or "",
+        latency_s=latency_s,
+        reasoning="\n\n".join(thoughts) or None,
+        reasoning_blocks=blocks,
     )
 
 
@@ -212,8 +238,13 @@ def _thinking_blocks(content: list[Any]) -> list[dict[str, Any]] | None:
         if not isinstance(b, dict):
             continue
         if b.get("type") == "thinking":
-            out.append({"type": "thinking", "thinking": str(b.get("thinking") or ""),
-                        "signature": str(b.get("signature") or "")})
+            out.append(
+                {
+                    "type": "thinking",
+                    "thinking": str(b.get("thinking") or ""),
+                    "signature": str(b.get("signature") or ""),
+                }
+            )
         elif b.get("type") == "redacted_thinking":
             out.append({"type": "redacted_thinking", "data": str(b.get("data") or "")})
     return out or None
@@ -225,8 +256,7 @@ def parse_usage(usage: Any) -> Usage:
     usage = object_at(usage, "usage")
     fresh = check.count(usage.get("input_tokens"), "usage.input_tokens")
     read = check.count(usage.get("cache_read_input_tokens"), "usage.cache_read_input_tokens")
-    written = check.count(usage.get("cache_creation_input_tokens"),
-                          "usage.cache_creation_input_tokens")
+    written = check.count(usage.get("cache_creation_input_tokens"), "usage.cache_creation_input_tokens")
     return Usage(
         prompt_tokens=fresh + read,
         completion_tokens=check.count(usage.get("output_tokens"), "usage.output_tokens"),

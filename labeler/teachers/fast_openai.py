@@ -72,8 +72,10 @@ class FastOpenAITeacher(SampledTeacher, BaseTeacher):
         self.sampler = Sampler(Sampling(samples, soft_labels), n_supported=n_supported)
         org_headers = {}
         if provider == "openai":
-            for env, header in (("OPENAI_ORG_ID", "OpenAI-Organization"),
-                                ("OPENAI_PROJECT_ID", "OpenAI-Project")):
+            for env, header in (
+                ("OPENAI_ORG_ID", "OpenAI-Organization"),
+                ("OPENAI_PROJECT_ID", "OpenAI-Project"),
+            ):
                 if os.environ.get(env):
                     org_headers[header] = os.environ[env]
         self._chat_url = self.base_url + "/chat/completions"
@@ -99,12 +101,15 @@ class FastOpenAITeacher(SampledTeacher, BaseTeacher):
     @property
     def identity(self) -> dict[str, Any]:
         """The same identity as `OpenAITeacher`: switching transport never misses the cache."""
-        return {"provider": self.provider, "model": self.model, "base_url": self.base_url,
-                **self.sampler.identity()}
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "base_url": self.base_url,
+            **self.sampler.identity(),
+        }
 
     def observe_headers(self, observer: HeaderObserver | None) -> None:
         self._observer = observer
-
 
     async def complete(self, request: Request) -> Completion:
         return await self.sampler.complete(request, self._send)
@@ -120,7 +125,9 @@ class FastOpenAITeacher(SampledTeacher, BaseTeacher):
         try:
             async with session.post(
                 self._chat_url if chat else self._completions_url,
-                data=body, headers=self._headers, timeout=self._timeout,
+                data=body,
+                headers=self._headers,
+                timeout=self._timeout,
             ) as resp:
                 raw = await read_capped(resp)
                 status = resp.status
@@ -130,8 +137,9 @@ class FastOpenAITeacher(SampledTeacher, BaseTeacher):
         if status >= 400:
             if not chat:
                 code, _, message = error_fields(_error_body(raw))
-                unserved = completions_unserved(status, code, message or f"Error code: {status}",
-                                                self._completions_url)
+                unserved = completions_unserved(
+                    status, code, message or f"Error code: {status}", self._completions_url
+                )
                 if unserved is not None:
                     raise unserved
             raise status_error(status, headers, raw)
@@ -161,15 +169,15 @@ class FastOpenAITeacher(SampledTeacher, BaseTeacher):
             self._timeout = aiohttp.ClientTimeout(
                 total=None, sock_connect=self._timeout_s, sock_read=self._timeout_s
             )
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
-            )
+            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300)
             # No cookie jar (an API client sends exactly what it is told); HTTP(S)_PROXY and
             # NO_PROXY are honoured as the SDK's httpx client honours them, looked up per
             # request only when a proxy is configured at all.
             session = aiohttp.ClientSession(
-                connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=self._timeout, auto_decompress=True,
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=self._timeout,
+                auto_decompress=True,
                 trust_env=bool(urllib.request.getproxies()),
             )
             self._session, self._loop = session, loop

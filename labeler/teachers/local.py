@@ -83,8 +83,7 @@ class LocalTeacher(SampledTeacher, BaseTeacher):
     ) -> None:
         if openai_options.get("base_url"):
             raise ConfigError(
-                "--teacher local:… starts its own server; --base-url is for "
-                "openai-compatible:MODEL teachers"
+                "--teacher local:… starts its own server; --base-url is for openai-compatible:MODEL teachers"
             )
         openai_options.pop("base_url", None)
         threads = default_threads() if threads is None else threads
@@ -124,9 +123,12 @@ class LocalTeacher(SampledTeacher, BaseTeacher):
     @property
     def identity(self) -> dict[str, Any]:
         """Model name and weights fingerprint; no port, so answers are reused across runs."""
-        return {"provider": self.provider, "model": self.model, "gguf": self._fingerprint,
-                **self.sampler.identity()}
-
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "gguf": self._fingerprint,
+            **self.sampler.identity(),
+        }
 
     @property
     def base_url(self) -> str | None:
@@ -150,8 +152,9 @@ class LocalTeacher(SampledTeacher, BaseTeacher):
             proc = self._proc
             code = proc.poll() if proc is not None else None
             if code is not None:  # the server is gone: no retry can reach it
-                raise ConfigError(_server_died(code, self.path.name, self._log_tail(),
-                                               self.log_path)) from None
+                raise ConfigError(
+                    _server_died(code, self.path.name, self._log_tail(), self.log_path)
+                ) from None
             raise
 
     async def start(self) -> None:
@@ -185,7 +188,9 @@ class LocalTeacher(SampledTeacher, BaseTeacher):
                     raise
             self.port = port
             inner = openai_teacher(
-                self.model, provider="openai-compatible", base_url=self.base_url,
+                self.model,
+                provider="openai-compatible",
+                base_url=self.base_url,
                 **self._openai_options,
             )
             inner.observe_headers(self._observer)
@@ -205,8 +210,19 @@ class LocalTeacher(SampledTeacher, BaseTeacher):
     def command(self, binary: str | Path, port: int) -> list[str]:
         """The llama-server command line (public so benchmarks and docs show the truth)."""
         cmd = [
-            str(binary), "-m", str(self.path), "--host", HOST, "--port", str(port),
-            "-np", str(self.parallel), "-t", str(self.threads), "-c", str(self.ctx),
+            str(binary),
+            "-m",
+            str(self.path),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "-np",
+            str(self.parallel),
+            "-t",
+            str(self.threads),
+            "-c",
+            str(self.ctx),
             "--no-webui",
         ]
         if self.chat_template:
@@ -230,7 +246,10 @@ class LocalTeacher(SampledTeacher, BaseTeacher):
                 # Popen from the calling thread: PDEATHSIG fires when the *thread* that
                 # forked exits, so it must not be a short-lived executor thread.
                 proc = subprocess.Popen(
-                    cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    cmd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
                     preexec_fn=functools.partial(_die_with_parent, os.getpid()),
                 )
@@ -302,9 +321,11 @@ def _server_died(code: int, model: str, tail: str, log: Path) -> str:
     it): a rebuild fixes it, not a retry."""
     message = f"llama-server exited with code {code} serving {model}: {tail} (log: {log})"
     if code == -signal.SIGILL:
-        message += ("; it died on an illegal instruction: its build uses CPU instructions this "
-                    "machine does not run. Rebuild it with `sh packaging/install-local.sh`, "
-                    "or set LLAMA_ARG_REPACK=0 to avoid the repacked kernels")
+        message += (
+            "; it died on an illegal instruction: its build uses CPU instructions this "
+            "machine does not run. Rebuild it with `sh packaging/install-local.sh`, "
+            "or set LLAMA_ARG_REPACK=0 to avoid the repacked kernels"
+        )
     return message
 
 

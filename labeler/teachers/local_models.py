@@ -147,9 +147,7 @@ def resolve(model: str) -> tuple[Path, LocalModel | None]:
     spec = MODELS.get(model.lower())
     if spec is None:
         known = ", ".join(MODELS)
-        raise ConfigError(
-            f"unknown local model '{model}' (known: {known}; or give a path to a .gguf file)"
-        )
+        raise ConfigError(f"unknown local model '{model}' (known: {known}; or give a path to a .gguf file)")
     return spec.locate(spec), spec
 
 

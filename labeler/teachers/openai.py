@@ -69,12 +69,15 @@ class OpenAITeacher(SampledTeacher, BaseTeacher):
 
     @property
     def identity(self) -> dict[str, Any]:
-        return {"provider": self.provider, "model": self.model, "base_url": self.base_url,
-                **self.sampler.identity()}
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "base_url": self.base_url,
+            **self.sampler.identity(),
+        }
 
     def observe_headers(self, observer: HeaderObserver | None) -> None:
         self._observer = observer
-
 
     async def complete(self, request: Request) -> Completion:
         return await self.sampler.complete(request, self._send)
@@ -86,27 +89,30 @@ class OpenAITeacher(SampledTeacher, BaseTeacher):
             if request.is_chat:
                 raw = await self._client.chat.completions.with_raw_response.create(
                     # Plain role/content dicts: what the SDK's message TypedDicts describe.
-                    model=self.model, messages=list(request.messages or ()),  # type: ignore[arg-type]
+                    model=self.model,
+                    messages=list(request.messages or ()),  # type: ignore[arg-type]
                     **chat_params(request.params, self.provider),
                 )
             else:
                 raw = await self._client.completions.with_raw_response.create(
-                    model=self.model, prompt=request.prompt or "",
+                    model=self.model,
+                    prompt=request.prompt or "",
                     **completion_params(request.params),
                 )
         except openai.APIError as exc:
             if not request.is_chat and isinstance(exc, openai.APIStatusError):
                 code, _, message = error_fields(exc.body)
-                unserved = completions_unserved(exc.status_code, code,
-                                                message or short(exc.message),
-                                                f"{self.base_url}/completions")
+                unserved = completions_unserved(
+                    exc.status_code, code, message or short(exc.message), f"{self.base_url}/completions"
+                )
                 if unserved is not None:
                     raise unserved from None
             raise classify(exc) from exc
         if self._observer is not None:
             self._observer(raw.headers)
-        completion = openai_wire.parse_body(raw.http_response.content, chat=request.is_chat,
-                                            latency_s=time.perf_counter() - start)
+        completion = openai_wire.parse_body(
+            raw.http_response.content, chat=request.is_chat, latency_s=time.perf_counter() - start
+        )
         return check_logprobs(request, completion)
 
     def request_body(self, request: Request) -> dict[str, Any]:
@@ -130,8 +136,7 @@ def classify(exc: openai.APIError) -> TeacherError:
     if isinstance(exc, openai.APIStatusError):
         headers = exc.response.headers if exc.response is not None else None
         code, param, message = error_fields(exc.body)
-        return classify_status(exc.status_code, headers, code, message or short(exc.message),
-                               param)
+        return classify_status(exc.status_code, headers, code, message or short(exc.message), param)
     if isinstance(exc, openai.APIResponseValidationError):
         return RetryableError("invalid_json", short(str(exc)))
     return RetryableError("api_error", short(str(exc)))

@@ -22,22 +22,33 @@ from labeler.teachers.refusals import refused
 
 OPENAI_URL = "https://api.openai.com/v1"
 CHAT_PARAMS = {
-    "temperature", "top_p", "max_tokens", "max_completion_tokens", "logprobs", "top_logprobs",
-    "n", "stop", "seed", "presence_penalty", "frequency_penalty", "response_format",
-    "logit_bias", "reasoning_effort",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "logprobs",
+    "top_logprobs",
+    "n",
+    "stop",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "response_format",
+    "logit_bias",
+    "reasoning_effort",
 }
 COMPLETION_PARAMS = {"temperature", "top_p", "max_tokens", "n", "stop", "seed", "logit_bias"}
 
 
-def endpoint(provider: str, model: str, base_url: str | None,
-             api_key: str | None) -> tuple[str, str]:
+def endpoint(provider: str, model: str, base_url: str | None, api_key: str | None) -> tuple[str, str]:
     """(base URL without a trailing slash, API key) for an OpenAI(-compatible) teacher, as
     the SDK resolves them: OpenAI falls back to OPENAI_BASE_URL and needs a key; any
     other server needs a URL and may take no key."""
     if provider == "openai":
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
-        api_key = api_key or clean_key(os.environ.get("OPENAI_API_KEY", ""),
-                                       "environment variable OPENAI_API_KEY")
+        api_key = api_key or clean_key(
+            os.environ.get("OPENAI_API_KEY", ""), "environment variable OPENAI_API_KEY"
+        )
         if not api_key:
             raise ConfigError("no OpenAI API key: set OPENAI_API_KEY (or pass --api-key-file FILE)")
         remember(api_key)
@@ -46,8 +57,9 @@ def endpoint(provider: str, model: str, base_url: str | None,
             raise ConfigError(
                 f"--teacher {provider}:{model} needs --base-url (e.g. http://localhost:8000/v1)"
             )
-        api_key = api_key or clean_key(os.environ.get("OPENAI_API_KEY", ""),
-                                       "environment variable OPENAI_API_KEY")
+        api_key = api_key or clean_key(
+            os.environ.get("OPENAI_API_KEY", ""), "environment variable OPENAI_API_KEY"
+        )
         remember(api_key)
         api_key = api_key or "not-needed"
     return base_url.rstrip("/"), api_key
@@ -56,8 +68,11 @@ def endpoint(provider: str, model: str, base_url: str | None,
 def request_body(model: str, provider: str, request: Request) -> dict[str, Any]:
     """The JSON body for `request`, the one every OpenAI transport and batch file sends."""
     if request.is_chat:
-        return {"model": model, "messages": list(request.messages or ()),
-                **chat_params(request.params, provider)}
+        return {
+            "model": model,
+            "messages": list(request.messages or ()),
+            **chat_params(request.params, provider),
+        }
     return {"model": model, "prompt": request.prompt or "", **completion_params(request.params)}
 
 
@@ -77,25 +92,30 @@ def completion_params(params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def completions_unserved(status: int, code: str | None, message: str,
-                         url: str) -> ConfigError | None:
+def completions_unserved(status: int, code: str | None, message: str, url: str) -> ConfigError | None:
     """A 404 from the legacy completions endpoint, told as what it means to a labeler user:
     the server serves chat only (OpenAI's own models, most gateways), so a completion
     template cannot work there and every row would fail the same way. A model that does
     not exist is a 404 too, and is left to say so itself."""
     if status != 404 or code == "model_not_found":
         return None
-    return ConfigError(f"{url} answered 404 ({short(message, 160)}): the server does not serve "
-                       "completions; use a chat template (mode: chat) instead of a completion one")
+    return ConfigError(
+        f"{url} answered 404 ({short(message, 160)}): the server does not serve "
+        "completions; use a chat template (mode: chat) instead of a completion one"
+    )
 
 
-def classify_status(status: int, headers: Mapping[str, str] | None, code: Any,
-                    message: str, param: Any = None) -> TeacherError:
+def classify_status(
+    status: int, headers: Mapping[str, str] | None, code: Any, message: str, param: Any = None
+) -> TeacherError:
     """An OpenAI-style HTTP error answer as labeler's failure, read the same way for the
     SDK's exceptions and the lean transport's raw answers (`errors.classify_status`, with
     the parameter refusal and retry-after read from this answer)."""
-    return errors.classify_status(status, message, provider="openai", code=code,
-                                  retry_after=parse_retry_after(headers),
-                                  refusal=refused(status, code, param, message))
-
-
+    return errors.classify_status(
+        status,
+        message,
+        provider="openai",
+        code=code,
+        retry_after=parse_retry_after(headers),
+        refusal=refused(status, code, param, message),
+    )

@@ -19,8 +19,7 @@ from labeler.completion import Completion, TokenLogprob, Usage
 from labeler.errors import FinalError, RetryableError, TeacherError
 
 # What a shape nobody foresaw raises in the parser below: told as a malformed answer.
-_SHAPE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError,
-                 RecursionError)
+_SHAPE_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError, RecursionError)
 
 
 def parse_body(raw: bytes, *, chat: bool, latency_s: float = 0.0) -> Completion:
@@ -71,8 +70,7 @@ def parse_completions(body: Any, *, latency_s: float = 0.0) -> Completion:
 
 
 def _unforeseen(exc: BaseException, body: Any) -> TeacherError:
-    return _with_body(malformed("response", f"unexpected shape ({type(exc).__name__}: {exc})"),
-                      body)
+    return _with_body(malformed("response", f"unexpected shape ({type(exc).__name__}: {exc})"), body)
 
 
 def _with_body(exc: TeacherError, body: Any) -> TeacherError:
@@ -98,11 +96,18 @@ def _parse_chat(body: Any, latency_s: float) -> Completion:
             tokens = _chat_tokens(content, "choices[0].logprobs.content")
     samples = None
     if len(choices) > 1:
-        samples = [_message_text(c, f"choices[{i}]", refusal_final=False) if i else text
-                   for i, c in enumerate(choices)]
+        samples = [
+            _message_text(c, f"choices[{i}]", refusal_final=False) if i else text
+            for i, c in enumerate(choices)
+        ]
     return Completion(
-        text=text, tokens=tokens, usage=parse_usage(body.get("usage")), finish_reason=finish,
-        model=_model(body), latency_s=latency_s, samples=samples,
+        text=text,
+        tokens=tokens,
+        usage=parse_usage(body.get("usage")),
+        finish_reason=finish,
+        model=_model(body),
+        latency_s=latency_s,
+        samples=samples,
         reasoning=_reasoning(first.get("message")),
     )
 
@@ -150,11 +155,15 @@ def _parse_completions(body: Any, latency_s: float) -> Completion:
             tokens = _legacy_tokens(lp, "choices[0].logprobs")
     samples = None
     if len(choices) > 1:
-        samples = [optional_text(c.get("text"), f"choices[{i}].text") or ""
-                   for i, c in enumerate(choices)]
+        samples = [optional_text(c.get("text"), f"choices[{i}].text") or "" for i, c in enumerate(choices)]
     return Completion(
-        text=text, tokens=tokens, usage=parse_usage(body.get("usage")), finish_reason=finish,
-        model=_model(body), latency_s=latency_s, samples=samples,
+        text=text,
+        tokens=tokens,
+        usage=parse_usage(body.get("usage")),
+        finish_reason=finish,
+        model=_model(body),
+        latency_s=latency_s,
+        samples=samples,
     )
 
 
@@ -165,13 +174,17 @@ def parse_usage(usage: Any) -> Usage:
     details = usage.get("prompt_tokens_details")
     cached = 0
     if details is not None:
-        cached = check.count(object_at(details, "usage.prompt_tokens_details").get(
-            "cached_tokens"), "usage.prompt_tokens_details.cached_tokens")
+        cached = check.count(
+            object_at(details, "usage.prompt_tokens_details").get("cached_tokens"),
+            "usage.prompt_tokens_details.cached_tokens",
+        )
     output = usage.get("completion_tokens_details")
     reasoning = 0
     if output is not None:
-        reasoning = check.count(object_at(output, "usage.completion_tokens_details").get(
-            "reasoning_tokens"), "usage.completion_tokens_details.reasoning_tokens")
+        reasoning = check.count(
+            object_at(output, "usage.completion_tokens_details").get("reasoning_tokens"),
+            "usage.completion_tokens_details.reasoning_tokens",
+        )
     return Usage(
         prompt_tokens=check.count(usage.get("prompt_tokens"), "usage.prompt_tokens"),
         completion_tokens=check.count(usage.get("completion_tokens"), "usage.completion_tokens"),
@@ -227,8 +240,10 @@ def _chat_tokens(content: Any, where: str) -> list[TokenLogprob]:
         alts = []
         for j, t in enumerate(top):
             if type(t) is not dict or type(t.get("token")) is not str:
-                raise malformed(f"{where}[{i}].top_logprobs[{j}]",
-                                f"expected an object with a string token, got {check.describe(t)}")
+                raise malformed(
+                    f"{where}[{i}].top_logprobs[{j}]",
+                    f"expected an object with a string token, got {check.describe(t)}",
+                )
             alt = t.get("logprob")
             if type(alt) is not float or not floor <= alt <= ceiling:
                 alt = check.logprob(alt, f"{where}[{i}].top_logprobs[{j}].logprob")
@@ -242,8 +257,9 @@ def _chat_tokens(content: Any, where: str) -> list[TokenLogprob]:
         if not any(r is not None for r in top_raw):
             top_raw = ()
         out.append(
-            TokenLogprob(token, lp, tuple(alts), id=_int_or_none(tid), top_ids=top_ids,
-                         raw=raw, top_raw=top_raw)
+            TokenLogprob(
+                token, lp, tuple(alts), id=_int_or_none(tid), top_ids=top_ids, raw=raw, top_raw=top_raw
+            )
         )
     return out
 
@@ -269,8 +285,7 @@ def _legacy_tokens(lp: dict[str, Any], where: str) -> list[TokenLogprob]:
     tops = lp.get("top_logprobs")
     tops = [] if tops is None else list_at(tops, f"{where}.top_logprobs", check.MAX_POSITIONS)
     if len(lps) != len(toks):
-        raise malformed(f"{where}.token_logprobs",
-                        f"{len(lps)} logprobs for {len(toks)} tokens")
+        raise malformed(f"{where}.token_logprobs", f"{len(lps)} logprobs for {len(toks)} tokens")
     out = []
     floor, ceiling = check.LOGPROB_FLOOR, check.LOGPROB_CEILING
     for i, tok in enumerate(toks):

@@ -28,14 +28,17 @@ def check_teacher_options(factory: Any, options: Mapping[str, Any], where: str =
     prefix = f"{where}: " if where else ""
     params = inspect.signature(factory).parameters
     open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    known = {n for n, p in params.items() if p.kind is p.KEYWORD_ONLY
-             or p.kind is p.POSITIONAL_OR_KEYWORD} - _BUILT_HERE
+    known = {
+        n for n, p in params.items() if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD
+    } - _BUILT_HERE
     for name, value in options.items():
         if name in _BUILT_HERE:
             continue
         if name not in known and not open_ended:
-            raise ConfigError(f"{prefix}teacher option '{name}' is not one this teacher "
-                              f"takes (it takes: {', '.join(sorted(known))})")
+            raise ConfigError(
+                f"{prefix}teacher option '{name}' is not one this teacher "
+                f"takes (it takes: {', '.join(sorted(known))})"
+            )
         default = params[name].default if name in params else inspect.Parameter.empty
         _check_value(name, value, default, prefix)
 
@@ -44,8 +47,7 @@ def _check_value(name: str, value: Any, default: Any, prefix: str) -> None:
     number = isinstance(value, int | float) and not isinstance(value, bool)
     wants_number = isinstance(default, int | float) and not isinstance(default, bool)
     if wants_number and not number:
-        raise ConfigError(f"{prefix}teacher option '{name}' must be a number, got "
-                          f"{type(value).__name__}")
+        raise ConfigError(f"{prefix}teacher option '{name}' must be a number, got {type(value).__name__}")
     if isinstance(default, bool) and not isinstance(value, bool):
         raise ConfigError(f"{prefix}teacher option '{name}' must be true or false")
     if not number:
@@ -68,10 +70,12 @@ def check_base_url(url: str, where: str = "") -> None:
     if has_userinfo:
         host = parts.netloc.rpartition("@")[2]
         shown = urlunsplit((parts.scheme, "***@" + host, parts.path, "", ""))
-        raise ConfigError(f"{prefix}base URL {shown}: credentials in the URL (user:pass@) "
-                          "would be kept with every answer's key and shown wherever the "
-                          "endpoint is named; give the key with --api-key-file (or "
-                          "api_key_file) or the provider's environment variable")
+        raise ConfigError(
+            f"{prefix}base URL {shown}: credentials in the URL (user:pass@) "
+            "would be kept with every answer's key and shown wherever the "
+            "endpoint is named; give the key with --api-key-file (or "
+            "api_key_file) or the provider's environment variable"
+        )
 
 
 __all__ = ["check_base_url", "check_teacher_options"]

@@ -63,8 +63,16 @@ ENDPOINT_START = 4  # in flight per endpoint before its latency is known: below 
 class _Endpoint:
     """Health and load of one endpoint."""
 
-    __slots__ = ("cooldown", "down_until", "inflight", "last_reason", "probing", "streak",
-                 "target", "teacher")
+    __slots__ = (
+        "cooldown",
+        "down_until",
+        "inflight",
+        "last_reason",
+        "probing",
+        "streak",
+        "target",
+        "teacher",
+    )
 
     def __init__(self, teacher: Teacher, cooldown: float) -> None:
         self.teacher = teacher
@@ -130,11 +138,17 @@ class EndpointPool(BaseTeacher):
         """Per endpoint: in flight, failure streak, whether it is out of service and how
         long until it may be probed (0: now)."""
         now = time.monotonic()
-        return [{"url": e.url, "inflight": e.inflight, "target": e.target.limit,
-                 "streak": e.streak,
-                 "out": bool(e.down_until),
-                 "probe_in_s": max(0.0, e.down_until - now) if e.down_until else 0.0}
-                for e in self._endpoints]
+        return [
+            {
+                "url": e.url,
+                "inflight": e.inflight,
+                "target": e.target.limit,
+                "streak": e.streak,
+                "out": bool(e.down_until),
+                "probe_in_s": max(0.0, e.down_until - now) if e.down_until else 0.0,
+            }
+            for e in self._endpoints
+        ]
 
     def observe_headers(self, observer: HeaderObserver | None) -> None:
         for e in self._endpoints:
@@ -180,8 +194,7 @@ class EndpointPool(BaseTeacher):
                 if refused is not None:
                     raise RetryableError(
                         "connection",
-                        f"no endpoint accepts connections ({', '.join(self.base_urls)}): "
-                        f"{refused.message}",
+                        f"no endpoint accepts connections ({', '.join(self.base_urls)}): {refused.message}",
                     ) from refused
                 raise self._all_down()
             probe = bool(ep.down_until)
@@ -229,8 +242,7 @@ class EndpointPool(BaseTeacher):
     async def _wake(self) -> None:
         """A place came free (and a target may have grown): wake as many as fit."""
         assert self._room is not None
-        room = sum(max(0, e.target.limit - e.inflight) for e in self._endpoints
-                   if not e.down_until)
+        room = sum(max(0, e.target.limit - e.inflight) for e in self._endpoints if not e.down_until)
         async with self._room:
             self._room.notify(max(1, room))
 
@@ -287,5 +299,4 @@ def _counts(exc: RetryableError) -> bool:
     """Failures that say the endpoint itself is unwell (not a rate limit or overload)."""
     if exc.reason in _ENDPOINT_FAILURES:
         return True
-    return exc.status is not None and exc.status >= 500 and exc.status != 529 \
-        and exc.reason != "overloaded"
+    return exc.status is not None and exc.status >= 500 and exc.status != 529 and exc.reason != "overloaded"

@@ -39,10 +39,14 @@ REFUSAL_CODES = frozenset({"unsupported_parameter", "unsupported_value"})
 REFUSAL_STATUSES = frozenset({400, 403, 422})
 # Words a refusal is said with, and the parameter it names (the first one named: "Use
 # 'max_completion_tokens' instead" names the fix after the refused parameter).
-_REFUSING = re.compile(r"not supported|unsupported|not allowed|not enabled|does not support|"
-                       r"doesn't support|may only be set|only the default", re.IGNORECASE)
-_PARAM = re.compile(r"(?<![a-z_])(" + "|".join(sorted(WATCHED, key=len, reverse=True))
-                    + r")(?![a-z_])", re.IGNORECASE)
+_REFUSING = re.compile(
+    r"not supported|unsupported|not allowed|not enabled|does not support|"
+    r"doesn't support|may only be set|only the default",
+    re.IGNORECASE,
+)
+_PARAM = re.compile(
+    r"(?<![a-z_])(" + "|".join(sorted(WATCHED, key=len, reverse=True)) + r")(?![a-z_])", re.IGNORECASE
+)
 
 
 def refused(status: int, code: Any, param: Any, message: str) -> ParameterRefused | None:
@@ -66,8 +70,7 @@ def check_logprobs(request: Request, completion: Completion) -> Completion:
     send ``"logprobs": {"content": null}``): only an answer with text and no logprobs is
     one."""
     if completion.tokens is None and completion.text and request.params.get("logprobs"):
-        raise ParameterRefused("logprobs", "the answers carry no logprobs", status=200,
-                               answer=completion)
+        raise ParameterRefused("logprobs", "the answers carry no logprobs", status=200, answer=completion)
     return completion
 
 

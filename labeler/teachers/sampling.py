@@ -68,11 +68,12 @@ class Sampling:
 
     def __post_init__(self) -> None:
         if self.soft_labels not in SOFT_LABEL_MODES:
-            raise ConfigError(f"soft_labels must be one of {', '.join(SOFT_LABEL_MODES)}, "
-                              f"got {self.soft_labels!r}")
-        if self.samples is not None and (isinstance(self.samples, bool)
-                                         or not isinstance(self.samples, int)
-                                         or self.samples < 1):
+            raise ConfigError(
+                f"soft_labels must be one of {', '.join(SOFT_LABEL_MODES)}, got {self.soft_labels!r}"
+            )
+        if self.samples is not None and (
+            isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1
+        ):
             raise ConfigError(f"samples must be a whole number of at least 1, got {self.samples!r}")
 
     @property
@@ -120,8 +121,7 @@ def sampled_request(request: Request, n: int) -> Request:
     is: it is keyed as sent, and must be sent as keyed."""
     if is_sampled(request, n):
         return request
-    params = {k: v for k, v in request.params.items()
-              if k not in ("logprobs", "top_logprobs", "n")}
+    params = {k: v for k, v in request.params.items() if k not in ("logprobs", "top_logprobs", "n")}
     if n > 1:
         params["n"] = n
     if n > 1 or request.params.get("n"):
@@ -130,8 +130,7 @@ def sampled_request(request: Request, n: int) -> Request:
             params["temperature"] = SAMPLING_TEMPERATURE
     if request.messages is not None:
         return chat_request(request.messages, params, request.template, request.soft_targets)
-    return completion_request(request.prompt or "", params, request.template,
-                              request.soft_targets)
+    return completion_request(request.prompt or "", params, request.template, request.soft_targets)
 
 
 def is_sampled(request: Request, n: int) -> bool:
@@ -148,14 +147,16 @@ def one_of(request: Request) -> Request:
     params = {k: v for k, v in request.params.items() if k != "n"}
     if request.messages is not None:
         return chat_request(request.messages, params, request.template, request.soft_targets)
-    return completion_request(request.prompt or "", params, request.template,
-                              request.soft_targets)
+    return completion_request(request.prompt or "", params, request.template, request.soft_targets)
 
 
 def refuses_n(error: TeacherError) -> bool:
     """Whether a failure is the server refusing ``n`` (not the request as a whole)."""
-    return (isinstance(error, FinalError) and error.status in (400, 422)
-            and bool(_N_REFUSED.search(error.message)))
+    return (
+        isinstance(error, FinalError)
+        and error.status in (400, 422)
+        and bool(_N_REFUSED.search(error.message))
+    )
 
 
 def combine(samples: Sequence[Completion], *, latency_s: float) -> Completion:
@@ -175,9 +176,15 @@ def combine(samples: Sequence[Completion], *, latency_s: float) -> Completion:
         usage.reasoning_tokens += c.usage.reasoning_tokens
     first = samples[0]
     return Completion(
-        text=chosen.text, tokens=None, usage=usage, finish_reason=first.finish_reason,
-        model=first.model, latency_s=latency_s, samples=texts,
-        reasoning=chosen.reasoning, reasoning_blocks=chosen.reasoning_blocks,
+        text=chosen.text,
+        tokens=None,
+        usage=usage,
+        finish_reason=first.finish_reason,
+        model=first.model,
+        latency_s=latency_s,
+        samples=texts,
+        reasoning=chosen.reasoning,
+        reasoning_blocks=chosen.reasoning_blocks,
     )
 
 
@@ -196,15 +203,19 @@ class PartialSamples:
     def __init__(self) -> None:
         self._kept: dict[str, list[Completion]] = {}
 
-    async def gather(self, request: Request, n: int, send_one: Callable[[], Awaitable[Completion]],
-                     have: Sequence[Completion] = ()) -> Completion:
+    async def gather(
+        self,
+        request: Request,
+        n: int,
+        send_one: Callable[[], Awaitable[Completion]],
+        have: Sequence[Completion] = (),
+    ) -> Completion:
         """`n` answers, `have` and those kept from an earlier attempt counted, the rest
         asked concurrently with `send_one`."""
         start = time.perf_counter()
         key = request.key({})
         got = (list(have) + self._kept.pop(key, []))[:n]
-        results = await asyncio.gather(*(send_one() for _ in range(n - len(got))),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(send_one() for _ in range(n - len(got))), return_exceptions=True)
         got += [r for r in results if isinstance(r, Completion)]
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
@@ -222,8 +233,9 @@ class Sampler:
     """A teacher's sampling: which requests are sampled, how (``n`` or N requests, learned
     as the module docstring says), and what that costs in HTTP requests."""
 
-    def __init__(self, sampling: Sampling, *, gives_logprobs: bool = True,
-                 n_supported: bool | None = None) -> None:
+    def __init__(
+        self, sampling: Sampling, *, gives_logprobs: bool = True, n_supported: bool | None = None
+    ) -> None:
         self.sampling = sampling
         self.gives_logprobs = gives_logprobs
         self.n_supported = n_supported
@@ -292,9 +304,12 @@ class Sampler:
         except TeacherError as exc:
             if not refuses_n(exc):
                 raise
-            self._learn(False, f"the server refuses n={n} ({exc.message}); each row's {n} "
-                               f"samples go as {n} requests from now on (its prompt paid "
-                               f"{n} times)")
+            self._learn(
+                False,
+                f"the server refuses n={n} ({exc.message}); each row's {n} "
+                f"samples go as {n} requests from now on (its prompt paid "
+                f"{n} times)",
+            )
             return await self._singles(sampled, n, send)
         finally:
             if probe is not None:
@@ -302,24 +317,39 @@ class Sampler:
                 self._probe = None
         texts = answer.samples or [answer.text]
         if len(texts) < n:
-            self._learn(False, f"the server answered {len(texts)} of n={n} choices; each "
-                               f"row's {n} samples go as {n} requests from now on (its prompt "
-                               f"paid {n} times)")
-            firsts = [Completion(t, usage=answer.usage if i == 0 else Usage(),
-                                 finish_reason=answer.finish_reason, model=answer.model,
-                                 reasoning=answer.reasoning if i == 0 else None,
-                                 reasoning_blocks=answer.reasoning_blocks if i == 0 else None)
-                      for i, t in enumerate(texts)]
+            self._learn(
+                False,
+                f"the server answered {len(texts)} of n={n} choices; each "
+                f"row's {n} samples go as {n} requests from now on (its prompt "
+                f"paid {n} times)",
+            )
+            firsts = [
+                Completion(
+                    t,
+                    usage=answer.usage if i == 0 else Usage(),
+                    finish_reason=answer.finish_reason,
+                    model=answer.model,
+                    reasoning=answer.reasoning if i == 0 else None,
+                    reasoning_blocks=answer.reasoning_blocks if i == 0 else None,
+                )
+                for i, t in enumerate(texts)
+            ]
             return await self._singles(sampled, n, send, have=firsts)
         if probe is not None:
             self._learn(True, None)
         kept = majority(texts)
         # the server sends the first choice's trace: kept only with the answer it led to
         traced = kept == answer.text
-        return Completion(kept, usage=answer.usage, finish_reason=answer.finish_reason,
-                          model=answer.model, latency_s=answer.latency_s, samples=list(texts),
-                          reasoning=answer.reasoning if traced else None,
-                          reasoning_blocks=answer.reasoning_blocks if traced else None)
+        return Completion(
+            kept,
+            usage=answer.usage,
+            finish_reason=answer.finish_reason,
+            model=answer.model,
+            latency_s=answer.latency_s,
+            samples=list(texts),
+            reasoning=answer.reasoning if traced else None,
+            reasoning_blocks=answer.reasoning_blocks if traced else None,
+        )
 
     def _counted(self, send: Send) -> Send:
         async def counted(request: Request) -> Completion:
@@ -330,6 +360,7 @@ class Sampler:
                 raise
             self.http_outcomes["ok"] += 1
             return answer
+
         return counted
 
     def _learn(self, supported: bool, notice: str | None) -> None:
@@ -337,8 +368,9 @@ class Sampler:
             self.notices.append(notice)
         self.n_supported = supported
 
-    async def _singles(self, sampled: Request, n: int, send: Send,
-                       have: Sequence[Completion] = ()) -> Completion:
+    async def _singles(
+        self, sampled: Request, n: int, send: Send, have: Sequence[Completion] = ()
+    ) -> Completion:
         """`sampled`'s n answers as n requests of one answer each."""
         one = one_of(sampled)
         return await self._partial.gather(sampled, n, lambda: send(one), have)
@@ -372,5 +404,17 @@ class SampledTeacher:
         return self.sampler.n_supported
 
 
-__all__ = ["DEFAULT_SAMPLES", "SOFT_LABEL_MODES", "PartialSamples", "SampledTeacher", "Sampler", "Sampling",
-           "combine", "is_sampled", "majority", "one_of", "refuses_n", "sampled_request"]
+__all__ = [
+    "DEFAULT_SAMPLES",
+    "SOFT_LABEL_MODES",
+    "PartialSamples",
+    "SampledTeacher",
+    "Sampler",
+    "Sampling",
+    "combine",
+    "is_sampled",
+    "majority",
+    "one_of",
+    "refuses_n",
+    "sampled_request",
+]

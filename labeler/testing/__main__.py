@@ -74,8 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         default = None if f.default is MISSING else f.default
         if str(f.type) == "bool":  # a switch: given, it is on
-            run.add_argument(_flag(f.name), dest=f.name, action="store_const", const=True,
-                             default=None, help=f.metadata.get("help", f.name))
+            run.add_argument(
+                _flag(f.name),
+                dest=f.name,
+                action="store_const",
+                const=True,
+                default=None,
+                help=f.metadata.get("help", f.name),
+            )
             continue
         kind = _SCALARS[str(f.type)]
         run.add_argument(

@@ -113,13 +113,13 @@ class Answers:
             return self.error(401)
         return self.error(401, _NO_KEY, type="invalid_request_error")
 
-    def context_exceeded(self, context: int, prompt_tokens: int, max_tokens: int | None,
-                         shape: str = "openai") -> Answer:
+    def context_exceeded(
+        self, context: int, prompt_tokens: int, max_tokens: int | None, shape: str = "openai"
+    ) -> Answer:
         if self.anthropic:
             return self.error(400, anthropic_wire.context_message(context, prompt_tokens))
         if shape == "llama":
-            return Answer(400, openai_wire.llama_context_body(context, prompt_tokens),
-                          self.headers(), None)
+            return Answer(400, openai_wire.llama_context_body(context, prompt_tokens), self.headers(), None)
         chat = self.provider == OPENAI_CHAT
         return self.error(
             400,

@@ -108,9 +108,12 @@ def message_body(
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [] if refused or not gen.tokens else [
+            "content": []
+            if refused or not gen.tokens
+            else [
                 *_thinking_blocks(gen.reasoning, redacted_thinking),
-                {"type": "text", "text": gen.text or ""}],
+                {"type": "text", "text": gen.text or ""},
+            ],
             "stop_reason": stop_reason,
             "stop_sequence": gen.stop_sequence,
             "stop_details": ({"type": "refusal", "category": None, "explanation": None} if refused else None),
@@ -122,8 +125,8 @@ def message_body(
                     "ephemeral_5m_input_tokens": cache_write_5m,
                     "ephemeral_1h_input_tokens": cache_write_1h,
                 },
-                "output_tokens": len(gen.tokens) + (count_tokens(gen.reasoning)
-                                                     if gen.reasoning and not refused else 0),
+                "output_tokens": len(gen.tokens)
+                + (count_tokens(gen.reasoning) if gen.reasoning and not refused else 0),
                 "service_tier": "standard",
             },
         }
@@ -135,8 +138,9 @@ def _thinking_blocks(trace: str | None, redacted: bool) -> list[dict[str, str]]:
         return []
     blocks = [{"type": "thinking", "thinking": trace, "signature": signature(trace)}]
     if redacted:
-        data = base64.b64encode(hashlib.blake2b(trace.encode(), digest_size=48,
-                                                person=b"redacted").digest()).decode()
+        data = base64.b64encode(
+            hashlib.blake2b(trace.encode(), digest_size=48, person=b"redacted").digest()
+        ).decode()
         blocks.append({"type": "redacted_thinking", "data": data})
     return blocks
 

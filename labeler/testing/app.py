@@ -59,8 +59,10 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Parsed]] = {
 
 
 # OpenAI's answer to a chat model asked on the legacy completions endpoint.
-CHAT_MODEL_ON_COMPLETIONS = ("This is a chat model and not supported in the v1/completions "
-                             "endpoint. Did you mean to use v1/chat/completions?")
+CHAT_MODEL_ON_COMPLETIONS = (
+    "This is a chat model and not supported in the v1/completions "
+    "endpoint. Did you mean to use v1/chat/completions?"
+)
 
 
 class TeacherApp:
@@ -127,8 +129,10 @@ class TeacherApp:
         cfg = self.config
         record = RequestRecord(time.monotonic(), request.method, request.path, provider)
         if cfg.log_requests:
-            record.headers = {k.lower(): "[redacted]" if k.lower() in _SECRET_HEADERS else v
-                              for k, v in request.headers.items()}
+            record.headers = {
+                k.lower(): "[redacted]" if k.lower() in _SECRET_HEADERS else v
+                for k, v in request.headers.items()
+            }
             self.log.append(record)
         try:
             answer = await self._attempt(request, cfg, record, self._answers(provider, cfg))
@@ -160,11 +164,12 @@ class TeacherApp:
             return answers.bad_json()
         record.body = body
         if cfg.chat_only and answers.provider == OPENAI_COMPLETIONS:
-            return answers.error(404, CHAT_MODEL_ON_COMPLETIONS, type="invalid_request_error",
-                                 param="model")
+            return answers.error(404, CHAT_MODEL_ON_COMPLETIONS, type="invalid_request_error", param="model")
         if cfg.api_key is not None and not _authorized(request.headers, cfg.api_key):
-            return answers.unauthorized("x-api-key" in request.headers or "authorization" in request.headers,
-                                        _echo(request.headers, cfg))
+            return answers.unauthorized(
+                "x-api-key" in request.headers or "authorization" in request.headers,
+                _echo(request.headers, cfg),
+            )
         try:
             parsed = _PARSERS[answers.provider](body)
         except BadRequest as exc:
@@ -192,8 +197,9 @@ class TeacherApp:
             if limited is not None:
                 return limited
         if parsed.longest_prompt > cfg.context_tokens:
-            return answers.context_exceeded(cfg.context_tokens, parsed.longest_prompt,
-                                            parsed.max_tokens, cfg.context_error_shape)
+            return answers.context_exceeded(
+                cfg.context_tokens, parsed.longest_prompt, parsed.max_tokens, cfg.context_error_shape
+            )
         key = (answers.provider, parsed.hash)
         attempt = record.attempt = self._attempts.get(key, 0)
         self._attempts[key] = attempt + 1
@@ -318,8 +324,9 @@ class TeacherApp:
         prompts = parsed.prompts or [parsed.text]
         single = len(prompts) == 1
         temperature = cfg.default_temperature if parsed.temperature is None else parsed.temperature
-        thinks = ((parsed.provider == OPENAI_CHAT and cfg.reasoning_field is not None)
-                  or parsed.thinking_budget is not None)
+        thinks = (
+            parsed.provider == OPENAI_CHAT and cfg.reasoning_field is not None
+        ) or parsed.thinking_budget is not None
         gens: list[Generation] = []
         for i, prompt in enumerate(prompts):
             prompt_hash = parsed.hash if single else text_hash(prompt)
@@ -423,11 +430,21 @@ class TeacherApp:
     async def _log(self, request: web.BaseRequest) -> web.StreamResponse:
         """The request log without bodies, for tests that drive a server in another
         process and must know which prompts were answered, when, and with what status."""
-        return _json([
-            {"received": r.received, "responded": r.responded, "method": r.method, "path": r.path,
-             "prompt": r.prompt, "attempt": r.attempt, "status": r.status, "fault": r.fault}
-            for r in self.log.snapshot()
-        ])
+        return _json(
+            [
+                {
+                    "received": r.received,
+                    "responded": r.responded,
+                    "method": r.method,
+                    "path": r.path,
+                    "prompt": r.prompt,
+                    "attempt": r.attempt,
+                    "status": r.status,
+                    "fault": r.fault,
+                }
+                for r in self.log.snapshot()
+            ]
+        )
 
     async def _get_config(self, request: web.BaseRequest) -> web.StreamResponse:
         return _json(public_view(self.config))

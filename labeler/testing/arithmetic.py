@@ -35,8 +35,9 @@ class ArithmeticResponder:
     """Right with probability `p_correct` per answer; a wrong answer is off by 1 to 9.
     `format` may set how the result is written (`{work}`, `{answer}`)."""
 
-    def __init__(self, p_correct: float = 0.5, seed: int = 0,
-                 format: str = "{work}\nAnswer: {answer}") -> None:
+    def __init__(
+        self, p_correct: float = 0.5, seed: int = 0, format: str = "{work}\nAnswer: {answer}"
+    ) -> None:
         self.p_correct = p_correct
         self.seed = seed
         self.format = format

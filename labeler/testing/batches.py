@@ -59,8 +59,11 @@ OPENAI_MAX_FILE_BYTES = 200 * 1000 * 1000
 ANTHROPIC_MAX_REQUESTS = 100_000
 ANTHROPIC_MAX_BYTES = 256 * 1000 * 1000
 _ENDPOINTS = {"/v1/chat/completions": OPENAI_CHAT, "/v1/completions": OPENAI_COMPLETIONS}
-_PARSERS = {OPENAI_CHAT: parse_openai_chat, OPENAI_COMPLETIONS: parse_openai_completions,
-            ANTHROPIC: parse_anthropic}
+_PARSERS = {
+    OPENAI_CHAT: parse_openai_chat,
+    OPENAI_COMPLETIONS: parse_openai_completions,
+    ANTHROPIC: parse_anthropic,
+}
 _CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _EXPIRED_MSG = "This request could not be executed before the completion window expired."
 _CANCELLED_MSG = "This request was not executed because the batch was cancelled."
@@ -151,8 +154,10 @@ class BatchAPI:
             ("GET", ["messages", "batches", "*", "results"], self._anthropic_results),
         ]
         for verb, pattern, handler in table:
-            if verb == method and len(pattern) == len(rest) and all(
-                p == "*" or p == r for p, r in zip(pattern, rest, strict=True)
+            if (
+                verb == method
+                and len(pattern) == len(rest)
+                and all(p == "*" or p == r for p, r in zip(pattern, rest, strict=True))
             ):
                 args = [r for p, r in zip(pattern, rest, strict=True) if p == "*"]
                 return functools.partial(handler, *args) if args else handler
@@ -174,14 +179,16 @@ class BatchAPI:
         if given is not None and hmac.compare_digest(given.encode(), key.encode()):
             return None
         echo = (auth or given) if self.app.config.echo_key else None
-        return self.app._finish(request, provider,
-                                self._answers(provider).unauthorized(given is not None, echo))
+        return self.app._finish(
+            request, provider, self._answers(provider).unauthorized(given is not None, echo)
+        )
 
     def _ok(self, request: web.BaseRequest, provider: str, data: Any) -> web.Response:
         return self.app._finish(request, provider, self._answers(provider).ok(orjson.dumps(data)))
 
-    def _error(self, request: web.BaseRequest, provider: str, status: int, message: str,
-               **fields: Any) -> web.Response:
+    def _error(
+        self, request: web.BaseRequest, provider: str, status: int, message: str, **fields: Any
+    ) -> web.Response:
         answer = self._answers(provider).error(status, message, **fields)
         return self.app._finish(request, provider, answer)
 
@@ -195,11 +202,19 @@ class BatchAPI:
         task.add_done_callback(self._tasks.discard)
 
     async def _counts(self, request: web.BaseRequest) -> web.StreamResponse:
-        data = {**self.counts, "batches": [
-            {"id": b.id, "provider": "anthropic" if b.anthropic else "openai", "status": b.status,
-             "requests": len(b.lines), "metadata": b.metadata}
-            for b in self.batches.values()
-        ]}
+        data = {
+            **self.counts,
+            "batches": [
+                {
+                    "id": b.id,
+                    "provider": "anthropic" if b.anthropic else "openai",
+                    "status": b.status,
+                    "requests": len(b.lines),
+                    "metadata": b.metadata,
+                }
+                for b in self.batches.values()
+            ],
+        }
         return web.Response(body=orjson.dumps(data), content_type="application/json")
 
     # -- OpenAI files ---------------------------------------------------------------------
@@ -216,11 +231,23 @@ class BatchAPI:
         upload = form.get("file") if form is not None else None
         purpose = form.get("purpose") if form is not None else None
         if not isinstance(upload, web.FileField):
-            return self._error(request, OPENAI_CHAT, 400, "Missing required parameter: 'file'.",
-                               param="file", type="invalid_request_error")
+            return self._error(
+                request,
+                OPENAI_CHAT,
+                400,
+                "Missing required parameter: 'file'.",
+                param="file",
+                type="invalid_request_error",
+            )
         if not isinstance(purpose, str) or not purpose:
-            return self._error(request, OPENAI_CHAT, 400, "Missing required parameter: 'purpose'.",
-                               param="purpose", type="invalid_request_error")
+            return self._error(
+                request,
+                OPENAI_CHAT,
+                400,
+                "Missing required parameter: 'purpose'.",
+                param="purpose",
+                type="invalid_request_error",
+            )
         data = upload.file.read()
         f = StoredFile(self._new_id("file-"), upload.filename or "upload", purpose, data, int(time.time()))
         self.files[f.id] = f
@@ -264,28 +291,55 @@ class BatchAPI:
             return self._answer(request, OPENAI_CHAT, self._answers(OPENAI_CHAT).bad_json())
         endpoint = body.get("endpoint")
         if endpoint not in _ENDPOINTS:
-            return self._error(request, OPENAI_CHAT, 400, f"Invalid value for 'endpoint': {endpoint!r}.",
-                               param="endpoint", type="invalid_request_error")
+            return self._error(
+                request,
+                OPENAI_CHAT,
+                400,
+                f"Invalid value for 'endpoint': {endpoint!r}.",
+                param="endpoint",
+                type="invalid_request_error",
+            )
         if body.get("completion_window") != "24h":
-            return self._error(request, OPENAI_CHAT, 400, "Invalid value for 'completion_window': "
-                               "only '24h' is supported.", param="completion_window",
-                               type="invalid_request_error")
+            return self._error(
+                request,
+                OPENAI_CHAT,
+                400,
+                "Invalid value for 'completion_window': only '24h' is supported.",
+                param="completion_window",
+                type="invalid_request_error",
+            )
         metadata = body.get("metadata")
         problem = _metadata_problem(metadata)
         if problem:
-            return self._error(request, OPENAI_CHAT, 400, problem, param="metadata",
-                               type="invalid_request_error")
+            return self._error(
+                request, OPENAI_CHAT, 400, problem, param="metadata", type="invalid_request_error"
+            )
         f = self.files.get(str(body.get("input_file_id")))
         if f is None:
             return self._error(request, OPENAI_CHAT, 404, f"No such File object: {body.get('input_file_id')}")
         if f.purpose != "batch":
-            return self._error(request, OPENAI_CHAT, 400, f"File {f.id} has purpose {f.purpose!r}, "
-                               "not 'batch'.", param="input_file_id", type="invalid_request_error")
+            return self._error(
+                request,
+                OPENAI_CHAT,
+                400,
+                f"File {f.id} has purpose {f.purpose!r}, not 'batch'.",
+                param="input_file_id",
+                type="invalid_request_error",
+            )
         cfg = self.app.config
         lines, errors = _openai_lines(f.data, endpoint)
-        batch = Batch(_ENDPOINTS[endpoint], self._new_id("batch_"), time.time(), lines, cfg.batch_fault,
-                      cfg.batch_speed_s, endpoint=endpoint, input_file_id=f.id,
-                      metadata=dict(metadata) if metadata else None, validation=errors)
+        batch = Batch(
+            _ENDPOINTS[endpoint],
+            self._new_id("batch_"),
+            time.time(),
+            lines,
+            cfg.batch_fault,
+            cfg.batch_speed_s,
+            endpoint=endpoint,
+            input_file_id=f.id,
+            metadata=dict(metadata) if metadata else None,
+            validation=errors,
+        )
         batch.times["created_at"] = int(batch.created)
         self.batches[batch.id] = batch
         self.counts["openai"]["batches"] += 1
@@ -310,11 +364,17 @@ class BatchAPI:
             return denied
         newest = [b for b in reversed(self.batches.values()) if not b.anthropic]
         page, more = _page(newest, request.query.get("after"), None, request.query.get("limit"), 20)
-        return self._ok(request, OPENAI_CHAT, {
-            "object": "list", "data": [_openai_object(b) for b in page],
-            "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
-            "has_more": more,
-        })
+        return self._ok(
+            request,
+            OPENAI_CHAT,
+            {
+                "object": "list",
+                "data": [_openai_object(b) for b in page],
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+                "has_more": more,
+            },
+        )
 
     async def _openai_cancel(self, batch_id: str, request: web.BaseRequest) -> web.StreamResponse:
         if (denied := self._denied(request, OPENAI_CHAT)) is not None:
@@ -323,8 +383,7 @@ class BatchAPI:
         if b is None:
             return self._error(request, OPENAI_CHAT, 404, f"No batch found with id '{batch_id}'.")
         if b.status not in ("validating", "in_progress", "finalizing", "cancelling"):
-            return self._error(request, OPENAI_CHAT, 409,
-                               f"Cannot cancel a batch with status '{b.status}'.")
+            return self._error(request, OPENAI_CHAT, 409, f"Cannot cancel a batch with status '{b.status}'.")
         if not b.cancelling:
             b.cancelling = True
             b.status = "cancelling"
@@ -338,8 +397,9 @@ class BatchAPI:
             return denied
         raw = await request.read()
         if len(raw) > ANTHROPIC_MAX_BYTES:
-            return self._error(request, ANTHROPIC, 413,
-                               "Request exceeds the maximum allowed number of bytes.")
+            return self._error(
+                request, ANTHROPIC, 413, "Request exceeds the maximum allowed number of bytes."
+            )
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -350,16 +410,21 @@ class BatchAPI:
         if not isinstance(requests, list) or not requests:
             return self._error(request, ANTHROPIC, 400, "requests: Field required (a non-empty list)")
         if len(requests) > ANTHROPIC_MAX_REQUESTS:
-            return self._error(request, ANTHROPIC, 400, f"requests: at most {ANTHROPIC_MAX_REQUESTS} "
-                               "requests per batch")
+            return self._error(
+                request, ANTHROPIC, 400, f"requests: at most {ANTHROPIC_MAX_REQUESTS} requests per batch"
+            )
         lines: list[tuple[str, dict[str, Any]]] = []
         seen: set[str] = set()
         for i, item in enumerate(requests):
             cid = item.get("custom_id") if isinstance(item, dict) else None
             params = item.get("params") if isinstance(item, dict) else None
             if not isinstance(cid, str) or not _CUSTOM_ID.match(cid):
-                return self._error(request, ANTHROPIC, 400, f"requests.{i}.custom_id: String should "
-                                   "match pattern '^[a-zA-Z0-9_-]{1,64}$'")
+                return self._error(
+                    request,
+                    ANTHROPIC,
+                    400,
+                    f"requests.{i}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'",
+                )
             if cid in seen:
                 return self._error(request, ANTHROPIC, 400, f"Duplicate custom_id: {cid}")
             if not isinstance(params, dict):
@@ -367,8 +432,15 @@ class BatchAPI:
             seen.add(cid)
             lines.append((cid, params))
         cfg = self.app.config
-        batch = Batch(ANTHROPIC, self._new_id("msgbatch_"), time.time(), lines, cfg.batch_fault,
-                      cfg.batch_speed_s, status="in_progress")
+        batch = Batch(
+            ANTHROPIC,
+            self._new_id("msgbatch_"),
+            time.time(),
+            lines,
+            cfg.batch_fault,
+            cfg.batch_speed_s,
+            status="in_progress",
+        )
         self.batches[batch.id] = batch
         self.counts["anthropic"]["batches"] += 1
         self.counts["anthropic"]["requests"] += len(lines)
@@ -397,10 +469,16 @@ class BatchAPI:
         q = request.query
         page, more = _page(newest, q.get("after_id"), q.get("before_id"), q.get("limit"), 20)
         origin = _origin(request)
-        return self._ok(request, ANTHROPIC, {
-            "data": [_anthropic_object(b, origin) for b in page], "has_more": more,
-            "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
-        })
+        return self._ok(
+            request,
+            ANTHROPIC,
+            {
+                "data": [_anthropic_object(b, origin) for b in page],
+                "has_more": more,
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+            },
+        )
 
     async def _anthropic_cancel(self, batch_id: str, request: web.BaseRequest) -> web.StreamResponse:
         if (denied := self._denied(request, ANTHROPIC)) is not None:
@@ -421,8 +499,12 @@ class BatchAPI:
         if b is None:
             return self._anthropic_missing(request, batch_id)
         if b.status != "ended":
-            return self._error(request, ANTHROPIC, 400, "Message batches can only be deleted once "
-                               "they have finished processing; cancel it first.")
+            return self._error(
+                request,
+                ANTHROPIC,
+                400,
+                "Message batches can only be deleted once they have finished processing; cancel it first.",
+            )
         del self.batches[batch_id]
         return self._ok(request, ANTHROPIC, {"id": batch_id, "type": "message_batch_deleted"})
 
@@ -433,8 +515,12 @@ class BatchAPI:
         if b is None:
             return self._anthropic_missing(request, batch_id)
         if b.status != "ended":
-            return self._error(request, ANTHROPIC, 400, f"Message batch {batch_id} has not finished "
-                               "processing; results are not available yet.")
+            return self._error(
+                request,
+                ANTHROPIC,
+                400,
+                f"Message batch {batch_id} has not finished processing; results are not available yet.",
+            )
         body = b"".join(line + b"\n" for line in (*b.ok, *b.errors))
         answer = self._answers(ANTHROPIC).ok(body, content_type="application/binary")
         return self.app._finish(request, ANTHROPIC, answer)
@@ -455,8 +541,14 @@ class BatchAPI:
                 self._end(b, "cancelled", 0)
             else:
                 if not b.validation:
-                    b.validation = [{"code": "invalid_request", "message": "The batch input file "
-                                     "failed validation (injected fault).", "param": None, "line": None}]
+                    b.validation = [
+                        {
+                            "code": "invalid_request",
+                            "message": "The batch input file failed validation (injected fault).",
+                            "param": None,
+                            "line": None,
+                        }
+                    ]
                 b.status = "failed"
                 b.times["failed_at"] = int(time.time())
                 b.ended_at = time.time()
@@ -505,8 +597,9 @@ class BatchAPI:
             elif pinned is not None:
                 answer = answers.error(pinned, model=parsed.model, fault=faults.STATUS_FOR)
             elif parsed.longest_prompt > cfg.context_tokens:
-                answer = answers.context_exceeded(cfg.context_tokens, parsed.longest_prompt,
-                                                  parsed.max_tokens)
+                answer = answers.context_exceeded(
+                    cfg.context_tokens, parsed.longest_prompt, parsed.max_tokens
+                )
             elif cfg.batch_error_rate and unit(cfg.seed, parsed.hash, 0xBA7C) < cfg.batch_error_rate:
                 answer = answers.error(500, model=parsed.model, fault=faults.ERROR)
             else:
@@ -523,13 +616,29 @@ class BatchAPI:
             b.failed += 1
         if b.anthropic:
             kind = b'"succeeded","message"' if status == 200 else b'"errored","error"'
-            line = (b'{"custom_id":' + orjson.dumps(custom) + b',"result":{"type":' + kind + b":"
-                    + answer.body + b"}}")
+            line = (
+                b'{"custom_id":'
+                + orjson.dumps(custom)
+                + b',"result":{"type":'
+                + kind
+                + b":"
+                + answer.body
+                + b"}}"
+            )
         else:
-            line = (b'{"id":' + orjson.dumps(f"batch_req_{answers.rid}") + b',"custom_id":'
-                    + orjson.dumps(custom) + b',"response":{"status_code":' + str(status).encode()
-                    + b',"request_id":' + orjson.dumps(f"req_{answers.rid}") + b',"body":'
-                    + answer.body + b'},"error":null}')
+            line = (
+                b'{"id":'
+                + orjson.dumps(f"batch_req_{answers.rid}")
+                + b',"custom_id":'
+                + orjson.dumps(custom)
+                + b',"response":{"status_code":'
+                + str(status).encode()
+                + b',"request_id":'
+                + orjson.dumps(f"req_{answers.rid}")
+                + b',"body":'
+                + answer.body
+                + b'},"error":null}'
+            )
         (b.ok if status == 200 else b.errors).append(line)
 
     def _end(self, b: Batch, outcome: str, attempted: int) -> None:
@@ -540,31 +649,55 @@ class BatchAPI:
                 kind = "expired" if outcome == "expired" else "canceled"
                 b.errors.append(orjson.dumps({"custom_id": custom, "result": {"type": kind}}))
             else:
-                code, msg = (("batch_expired", _EXPIRED_MSG) if outcome == "expired"
-                             else ("batch_cancelled", _CANCELLED_MSG))
-                b.errors.append(orjson.dumps({
-                    "id": self._new_id("batch_req_"), "custom_id": custom, "response": None,
-                    "error": {"code": code, "message": msg},
-                }))
+                code, msg = (
+                    ("batch_expired", _EXPIRED_MSG)
+                    if outcome == "expired"
+                    else ("batch_cancelled", _CANCELLED_MSG)
+                )
+                b.errors.append(
+                    orjson.dumps(
+                        {
+                            "id": self._new_id("batch_req_"),
+                            "custom_id": custom,
+                            "response": None,
+                            "error": {"code": code, "message": msg},
+                        }
+                    )
+                )
         b.ended_at = now
         if b.anthropic:
             left = len(b.lines) - attempted
-            b.counts = {"succeeded": b.answered, "errored": b.failed,
-                        "canceled": left if outcome == "cancelled" else 0,
-                        "expired": left if outcome == "expired" else 0, "processing": 0}
+            b.counts = {
+                "succeeded": b.answered,
+                "errored": b.failed,
+                "canceled": left if outcome == "cancelled" else 0,
+                "expired": left if outcome == "expired" else 0,
+                "processing": 0,
+            }
             b.status = "ended"
             return
         b.status = outcome
-        b.times[{"completed": "completed_at", "expired": "expired_at",
-                 "cancelled": "cancelled_at"}[outcome]] = int(now)
+        b.times[
+            {"completed": "completed_at", "expired": "expired_at", "cancelled": "cancelled_at"}[outcome]
+        ] = int(now)
         if b.ok:
-            f = StoredFile(self._new_id("file-"), f"{b.id}_output.jsonl", "batch_output",
-                           b"".join(line + b"\n" for line in b.ok), int(now))
+            f = StoredFile(
+                self._new_id("file-"),
+                f"{b.id}_output.jsonl",
+                "batch_output",
+                b"".join(line + b"\n" for line in b.ok),
+                int(now),
+            )
             self.files[f.id] = f
             b.output_file_id = f.id
         if b.errors:
-            f = StoredFile(self._new_id("file-"), f"{b.id}_error.jsonl", "batch_output",
-                           b"".join(line + b"\n" for line in b.errors), int(now))
+            f = StoredFile(
+                self._new_id("file-"),
+                f"{b.id}_error.jsonl",
+                "batch_output",
+                b"".join(line + b"\n" for line in b.errors),
+                int(now),
+            )
             self.files[f.id] = f
             b.error_file_id = f.id
 
@@ -597,18 +730,28 @@ def _openai_lines(data: bytes, endpoint: str) -> tuple[Lines, list[dict[str, Any
         except orjson.JSONDecodeError:
             err("invalid_json_line", "This line is not parseable as valid JSON.", no)
             continue
-        if not isinstance(obj, dict) or not isinstance(obj.get("custom_id"), str) \
-                or not isinstance(obj.get("body"), dict):
+        if (
+            not isinstance(obj, dict)
+            or not isinstance(obj.get("custom_id"), str)
+            or not isinstance(obj.get("body"), dict)
+        ):
             err("invalid_request", "Each line needs a string custom_id and an object body.", no)
             continue
         if obj.get("method") != "POST":
             err("invalid_method", "Only POST is supported.", no)
         if obj.get("url") != endpoint:
-            err("mismatched_endpoint", f"The url {obj.get('url')!r} does not match the batch "
-                f"endpoint {endpoint!r}.", no)
+            err(
+                "mismatched_endpoint",
+                f"The url {obj.get('url')!r} does not match the batch endpoint {endpoint!r}.",
+                no,
+            )
         if obj["custom_id"] in seen:
-            err("duplicate_custom_id", "The custom_id for this request is a duplicate of another "
-                "request. The custom_id parameter must be unique for each request in a batch.", no)
+            err(
+                "duplicate_custom_id",
+                "The custom_id for this request is a duplicate of another "
+                "request. The custom_id parameter must be unique for each request in a batch.",
+                no,
+            )
         seen.add(obj["custom_id"])
         models.add(str(obj["body"].get("model")))
         lines.append((obj["custom_id"], obj["body"]))
@@ -635,15 +778,30 @@ def _metadata_problem(metadata: Any) -> str | None:
 def _openai_object(b: Batch) -> dict[str, Any]:
     total = len(b.lines)
     out: dict[str, Any] = {
-        "id": b.id, "object": "batch", "endpoint": b.endpoint, "model": _model(b),
+        "id": b.id,
+        "object": "batch",
+        "endpoint": b.endpoint,
+        "model": _model(b),
         "errors": ({"object": "list", "data": b.validation} if b.status == "failed" else None),
-        "input_file_id": b.input_file_id, "completion_window": "24h", "status": b.status,
-        "output_file_id": b.output_file_id, "error_file_id": b.error_file_id,
-        "created_at": int(b.created), "in_progress_at": None,
-        "expires_at": int(b.created) + 86400, "finalizing_at": None, "completed_at": None,
-        "failed_at": None, "expired_at": None, "cancelling_at": None, "cancelled_at": None,
-        "request_counts": {"total": total if b.status != "failed" else 0,
-                           "completed": b.answered, "failed": b.failed},
+        "input_file_id": b.input_file_id,
+        "completion_window": "24h",
+        "status": b.status,
+        "output_file_id": b.output_file_id,
+        "error_file_id": b.error_file_id,
+        "created_at": int(b.created),
+        "in_progress_at": None,
+        "expires_at": int(b.created) + 86400,
+        "finalizing_at": None,
+        "completed_at": None,
+        "failed_at": None,
+        "expired_at": None,
+        "cancelling_at": None,
+        "cancelled_at": None,
+        "request_counts": {
+            "total": total if b.status != "failed" else 0,
+            "completed": b.answered,
+            "failed": b.failed,
+        },
         "metadata": b.metadata,
     }
     out.update(b.times)
@@ -656,27 +814,48 @@ def _model(b: Batch) -> str | None:
 
 def _anthropic_object(b: Batch, origin: str) -> dict[str, Any]:
     ended = b.status == "ended"
-    counts = b.counts if ended else {
-        "processing": len(b.lines), "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0,
-    }
+    counts = (
+        b.counts
+        if ended
+        else {
+            "processing": len(b.lines),
+            "succeeded": 0,
+            "errored": 0,
+            "canceled": 0,
+            "expired": 0,
+        }
+    )
     return {
-        "id": b.id, "type": "message_batch", "processing_status": b.status,
+        "id": b.id,
+        "type": "message_batch",
+        "processing_status": b.status,
         "request_counts": counts,
         "ended_at": _rfc3339(b.ended_at) if ended and b.ended_at is not None else None,
-        "created_at": _rfc3339(b.created), "expires_at": _rfc3339(b.created + 86400),
-        "archived_at": None, "cancel_initiated_at": _rfc3339(b.cancel_at) if b.cancel_at else None,
+        "created_at": _rfc3339(b.created),
+        "expires_at": _rfc3339(b.created + 86400),
+        "archived_at": None,
+        "cancel_initiated_at": _rfc3339(b.cancel_at) if b.cancel_at else None,
         "results_url": f"{origin}/v1/messages/batches/{b.id}/results" if ended else None,
     }
 
 
 def _file_object(f: StoredFile) -> dict[str, Any]:
-    return {"id": f.id, "object": "file", "bytes": len(f.data), "created_at": f.created_at,
-            "filename": f.filename, "purpose": f.purpose, "status": "processed",
-            "expires_at": f.created_at + 30 * 86400, "status_details": None}
+    return {
+        "id": f.id,
+        "object": "file",
+        "bytes": len(f.data),
+        "created_at": f.created_at,
+        "filename": f.filename,
+        "purpose": f.purpose,
+        "status": "processed",
+        "expires_at": f.created_at + 30 * 86400,
+        "status_details": None,
+    }
 
 
-def _page(items: list[Batch], after: str | None, before: str | None, limit: str | None,
-          default: int) -> tuple[list[Batch], bool]:
+def _page(
+    items: list[Batch], after: str | None, before: str | None, limit: str | None, default: int
+) -> tuple[list[Batch], bool]:
     """Cursor pagination over a newest-first list, as both providers page."""
     try:
         n = max(1, min(int(limit), 1000)) if limit else default
@@ -684,7 +863,7 @@ def _page(items: list[Batch], after: str | None, before: str | None, limit: str 
         n = default
     ids = [b.id for b in items]
     if after in ids:
-        items = items[ids.index(after) + 1:]
+        items = items[ids.index(after) + 1 :]
     elif before in ids:
         items = items[: ids.index(before)][-n:]
         return items, False

@@ -57,15 +57,25 @@ class Browser:
                     self._driver.kill()
                     raise
                 time.sleep(0.05)
-        caps = {"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                "binary": chromium_binary(),
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", f"--window-size={width},{height}",
-                         "--no-first-run", "--disable-extensions"],
-            },
-        }}}
+        caps = {
+            "capabilities": {
+                "alwaysMatch": {
+                    "browserName": "chrome",
+                    "goog:chromeOptions": {
+                        "binary": chromium_binary(),
+                        "args": [
+                            "--headless=new",
+                            "--no-sandbox",
+                            "--disable-gpu",
+                            "--disable-dev-shm-usage",
+                            f"--window-size={width},{height}",
+                            "--no-first-run",
+                            "--disable-extensions",
+                        ],
+                    },
+                }
+            }
+        }
         try:
             self._session = self._call("POST", "/session", caps)["sessionId"]
         except BaseException:
@@ -74,8 +84,9 @@ class Browser:
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self._base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self._base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 return json.loads(resp.read())["value"]

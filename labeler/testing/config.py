@@ -59,31 +59,40 @@ class ServerConfig:
     )
     context_error_shape: str = field(
         default="openai",
-        metadata={"help": "a prompt over context_tokens is refused as: openai (400 "
-                          "context_length_exceeded, as OpenAI and vLLM word it) or llama "
-                          "(400 exceed_context_size_error, llama.cpp's server)"},
+        metadata={
+            "help": "a prompt over context_tokens is refused as: openai (400 "
+            "context_length_exceeded, as OpenAI and vLLM word it) or llama "
+            "(400 exceed_context_size_error, llama.cpp's server)"
+        },
     )
     token_ids: bool = field(
         default=False,
-        metadata={"help": "chat logprobs carry each token's vocabulary id, as llama.cpp's "
-                          "server sends them (always so with completions_shape=llama)"},
+        metadata={
+            "help": "chat logprobs carry each token's vocabulary id, as llama.cpp's "
+            "server sends them (always so with completions_shape=llama)"
+        },
     )
     reasoning_field: str | None = field(
         default=None,
-        metadata={"help": "a reasoning model: chat answers carry a per-row trace in this "
-                          "message field, reasoning_content (DeepSeek's API, llama.cpp) or "
-                          "reasoning (vLLM since 0.11), counted in reasoning_tokens"},
+        metadata={
+            "help": "a reasoning model: chat answers carry a per-row trace in this "
+            "message field, reasoning_content (DeepSeek's API, llama.cpp) or "
+            "reasoning (vLLM since 0.11), counted in reasoning_tokens"
+        },
     )
     redacted_thinking: bool = field(
         default=False,
-        metadata={"help": "Anthropic answers to a `thinking` request add a redacted_thinking "
-                          "block after the thinking block, as when a safety system "
-                          "encrypted part of the thinking"},
+        metadata={
+            "help": "Anthropic answers to a `thinking` request add a redacted_thinking "
+            "block after the thinking block, as when a safety system "
+            "encrypted part of the thinking"
+        },
     )
     chat_only: bool = field(
         default=False,
-        metadata={"help": "a chat-only server: /v1/completions answers 404 as OpenAI's API "
-                          "does for a chat model"},
+        metadata={
+            "help": "a chat-only server: /v1/completions answers 404 as OpenAI's API does for a chat model"
+        },
     )
     latency_s: float = field(default=0.0, metadata={"help": "seconds before each answer"})
     latency_jitter_s: float = field(default=0.0, metadata={"help": "extra uniform latency"})
@@ -106,8 +115,10 @@ class ServerConfig:
     hang_s: float = field(default=30.0, metadata={"help": "delay of a hung answer"})
     trickle_s: float = field(
         default=0.0,
-        metadata={"help": "send an answer's headers at once, then its body one byte every "
-                          "this many seconds (0: the whole body at once)"},
+        metadata={
+            "help": "send an answer's headers at once, then its body one byte every "
+            "this many seconds (0: the whole body at once)"
+        },
     )
     content_filter_rate: float = field(default=0.0, metadata={"help": "share of content-filtered answers"})
     hostile_rate: float = field(
@@ -119,9 +130,11 @@ class ServerConfig:
     )
     refuses: str | None = field(
         default=None,
-        metadata={"help": "answer as a teacher that refuses parameters: openai-reasoning, "
-                          "openai-403, gemini, groq, silent (a 200 without logprobs), or "
-                          "anthropic-thinking (temperature must be 1)"},
+        metadata={
+            "help": "answer as a teacher that refuses parameters: openai-reasoning, "
+            "openai-403, gemini, groq, silent (a 200 without logprobs), or "
+            "anthropic-thinking (temperature must be 1)"
+        },
     )
     fail_first: int = field(default=0, metadata={"help": "the first k attempts of every prompt fail"})
     fail_status: int = field(default=500, metadata={"help": "status of those failures"})
@@ -132,8 +145,10 @@ class ServerConfig:
     )
     max_n: int | None = field(
         default=None,
-        metadata={"help": "most choices (`n`) an OpenAI-style request may ask; more get a 400 "
-                          "as Groq answers it (llama.cpp's server takes 1)"},
+        metadata={
+            "help": "most choices (`n`) an OpenAI-style request may ask; more get a 400 "
+            "as Groq answers it (llama.cpp's server takes 1)"
+        },
     )
     rpm: int | None = field(default=None, metadata={"help": "requests allowed per window"})
     tpm: int | None = field(default=None, metadata={"help": "tokens allowed per window"})
@@ -159,8 +174,10 @@ class ServerConfig:
     )
     batch_fault: str | None = field(
         default=None,
-        metadata={"help": "batches created while set: 'fail' (validation fails) or 'expire' "
-                          "(ends with half its requests answered)"},
+        metadata={
+            "help": "batches created while set: 'fail' (validation fails) or 'expire' "
+            "(ends with half its requests answered)"
+        },
     )
     batch_error_rate: float = field(
         default=0.0, metadata={"help": "share of batch requests answered with an HTTP 500 error"}

@@ -52,6 +52,7 @@ def _logprob(value: Any) -> Callable[[dict[str, Any], str], None]:
             return
         container, key = where
         container[key] = value
+
     return apply
 
 
@@ -91,8 +92,7 @@ def _content_parts(body: dict[str, Any], provider: str) -> None:
     message = body["choices"][0]["message"]
     text = message["content"] or ""
     cut = len(text) // 2
-    message["content"] = [{"type": "text", "text": text[:cut]},
-                          {"type": "text", "text": text[cut:]}]
+    message["content"] = [{"type": "text", "text": text[:cut]}, {"type": "text", "text": text[cut:]}]
 
 
 def _choices_not_list(body: dict[str, Any], provider: str) -> None:
@@ -117,6 +117,7 @@ def _usage(value: Any) -> Callable[[dict[str, Any], str], None]:
     def apply(body: dict[str, Any], provider: str) -> None:
         usage = body.setdefault("usage", {})
         usage["input_tokens" if provider == ANTHROPIC else "prompt_tokens"] = value
+
     return apply
 
 
@@ -169,9 +170,11 @@ def corrupt(payload: bytes, shape: str, provider: str) -> tuple[bytes, dict[str,
     body = orjson.loads(payload)
     SHAPES[shape](body, provider)
     text = orjson.dumps(body)
-    return (text.replace(f'"{NAN}"'.encode(), b"NaN")
-            .replace(f'"{OVERFLOW}"'.encode(), b"1e999")
-            .replace(f'"{DEEP}"'.encode(), b"[" * 5000 + b"0" + b"]" * 5000)), {}
+    return (
+        text.replace(f'"{NAN}"'.encode(), b"NaN")
+        .replace(f'"{OVERFLOW}"'.encode(), b"1e999")
+        .replace(f'"{DEEP}"'.encode(), b"[" * 5000 + b"0" + b"]" * 5000)
+    ), {}
 
 
 def gzip_bomb() -> bytes:

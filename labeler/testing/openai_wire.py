@@ -109,14 +109,18 @@ def context_message(context: int, prompt_tokens: int, completion: int | None, ch
 def llama_context_body(context: int, prompt_tokens: int) -> bytes:
     """llama.cpp's server refusing a prompt over its context (`-c`, per slot): a 400 whose
     `code` is the status and whose `type` names the cause."""
-    return orjson.dumps({"error": {
-        "code": 400,
-        "message": f"request ({prompt_tokens} tokens) exceeds the available context size "
-                   f"({context} tokens), try increasing it",
-        "type": "exceed_context_size_error",
-        "n_prompt_tokens": prompt_tokens,
-        "n_ctx": context,
-    }})
+    return orjson.dumps(
+        {
+            "error": {
+                "code": 400,
+                "message": f"request ({prompt_tokens} tokens) exceeds the available context size "
+                f"({context} tokens), try increasing it",
+                "type": "exceed_context_size_error",
+                "n_prompt_tokens": prompt_tokens,
+                "n_ctx": context,
+            }
+        }
+    )
 
 
 def go_duration(seconds: float) -> str:

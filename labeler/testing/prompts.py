@@ -221,8 +221,9 @@ def parse_anthropic(body: dict[str, Any]) -> Parsed:
     ).finish()
 
 
-_THINKING_DOCS = ("Please consult our documentation at https://docs.claude.com/en/docs/"
-                  "build-with-claude/extended-thinking")
+_THINKING_DOCS = (
+    "Please consult our documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+)
 
 
 def _thinking(body: dict[str, Any]) -> int | None:
@@ -233,24 +234,22 @@ def _thinking(body: dict[str, Any]) -> int | None:
     if thinking is None or (isinstance(thinking, dict) and thinking.get("type") == "disabled"):
         return None
     if not isinstance(thinking, dict) or thinking.get("type") != "enabled":
-        raise BadRequest("thinking: Input tag does not match any of the expected tags: "
-                         "'enabled', 'disabled'")
+        raise BadRequest("thinking: Input tag does not match any of the expected tags: 'enabled', 'disabled'")
     budget = thinking.get("budget_tokens")
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1024:
-        raise BadRequest("thinking.enabled.budget_tokens: Input should be greater than or "
-                         "equal to 1024")
+        raise BadRequest("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, int) and max_tokens <= budget:
-        raise BadRequest(f"`max_tokens` must be greater than `thinking.budget_tokens`. "
-                         f"{_THINKING_DOCS}")
+        raise BadRequest(f"`max_tokens` must be greater than `thinking.budget_tokens`. {_THINKING_DOCS}")
     temperature = body.get("temperature")
     if temperature is not None and temperature != 1:
-        raise BadRequest(f"`temperature` may only be set to 1 when thinking is enabled. "
-                         f"{_THINKING_DOCS}")
+        raise BadRequest(f"`temperature` may only be set to 1 when thinking is enabled. {_THINKING_DOCS}")
     top_p = body.get("top_p")
     if top_p is not None and top_p < 0.95:
-        raise BadRequest("`top_p` must be greater than or equal to 0.95 or unset when "
-                         f"thinking is enabled. {_THINKING_DOCS}")
+        raise BadRequest(
+            "`top_p` must be greater than or equal to 0.95 or unset when "
+            f"thinking is enabled. {_THINKING_DOCS}"
+        )
     if body.get("top_k") is not None:
         raise BadRequest(f"`top_k` must be unset when thinking is enabled. {_THINKING_DOCS}")
     return budget

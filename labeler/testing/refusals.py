@@ -27,12 +27,12 @@ from typing import Any
 
 import orjson
 
-MODES = (None, "openai-reasoning", "openai-403", "gemini", "groq", "silent",
-         "anthropic-thinking")
+MODES = (None, "openai-reasoning", "openai-403", "gemini", "groq", "silent", "anthropic-thinking")
 THINKING_TEMPERATURE = (
     "`temperature` may only be set to 1 when thinking is enabled. Please consult our "
     "documentation at https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
-    "#important-considerations-when-using-extended-thinking")
+    "#important-considerations-when-using-extended-thinking"
+)
 
 
 def refusal(mode: str | None, body: dict[str, Any]) -> tuple[int, bytes] | None:
@@ -43,32 +43,52 @@ def refusal(mode: str | None, body: dict[str, Any]) -> tuple[int, bytes] | None:
     if mode == "openai-reasoning":
         if asks_logprobs:
             param = "logprobs" if body.get("logprobs") else "top_logprobs"
-            return 400, _openai(f"Unsupported parameter: '{param}' is not supported with "
-                                "this model.", param, "unsupported_parameter")
+            return 400, _openai(
+                f"Unsupported parameter: '{param}' is not supported with this model.",
+                param,
+                "unsupported_parameter",
+            )
         temperature = body.get("temperature")
         if temperature is not None and float(temperature) != 1.0:
             return 400, _openai(
                 f"Unsupported value: 'temperature' does not support {temperature:g} with this "
-                "model. Only the default (1) value is supported.", "temperature",
-                "unsupported_value")
+                "model. Only the default (1) value is supported.",
+                "temperature",
+                "unsupported_value",
+            )
         if body.get("max_tokens") is not None:
-            return 400, _openai("Unsupported parameter: 'max_tokens' is not supported with "
-                                "this model. Use 'max_completion_tokens' instead.",
-                                "max_tokens", "unsupported_parameter")
+            return 400, _openai(
+                "Unsupported parameter: 'max_tokens' is not supported with "
+                "this model. Use 'max_completion_tokens' instead.",
+                "max_tokens",
+                "unsupported_parameter",
+            )
         return None
     if not asks_logprobs:
         return None
     if mode == "openai-403":
-        return 403, _openai("You are not allowed to request logprobs from this model",
-                            None, None)
+        return 403, _openai("You are not allowed to request logprobs from this model", None, None)
     if mode == "gemini":
-        return 400, orjson.dumps([{"error": {
-            "code": 400, "message": "Logprobs is not supported for this model.",
-            "status": "INVALID_ARGUMENT"}}])
+        return 400, orjson.dumps(
+            [
+                {
+                    "error": {
+                        "code": 400,
+                        "message": "Logprobs is not supported for this model.",
+                        "status": "INVALID_ARGUMENT",
+                    }
+                }
+            ]
+        )
     if mode == "groq":
-        return 400, orjson.dumps({"error": {
-            "message": "`logprobs` is not supported with this model",
-            "type": "invalid_request_error"}})
+        return 400, orjson.dumps(
+            {
+                "error": {
+                    "message": "`logprobs` is not supported with this model",
+                    "type": "invalid_request_error",
+                }
+            }
+        )
     raise ValueError(f"unknown refusal mode {mode!r}")
 
 
@@ -86,5 +106,6 @@ def gives_logprobs(mode: str | None) -> bool:
 
 
 def _openai(message: str, param: str | None, code: str | None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error",
-                                   "param": param, "code": code}})
+    return orjson.dumps(
+        {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+    )

@@ -89,8 +89,11 @@ def reasoning_trace(view: RequestView, answer: str) -> str:
     the answer it reached, so a test can tell each row's trace from every other's."""
     words = _WORD_RE.findall(view.last_user or view.prompt)
     quoted = " ".join(words[-12:]) if words else "the request"
-    return (f"The user wrote: {quoted}.\nWeighing it (check {view.prompt_hash % 9973}), "
-            f"the answer is {answer.strip() or 'empty'}.")
+    return (
+        f"The user wrote: {quoted}.\nWeighing it (check {view.prompt_hash % 9973}), "
+        f"the answer is {answer.strip() or 'empty'}."
+    )
+
 
 _DISTRACTORS = (("The", 0.5), ("\n", 0.3))
 _CONTINUE_P = 0.995

@@ -12,5 +12,16 @@ from labeler.verify.kinds import REGISTRY, Verdict
 from labeler.verify.passk import PassRates, pass_at_k
 from labeler.verify.stage import Checked, VerifyStage, answers_of, parse_keep, select
 
-__all__ = ["DEFAULT_TIMEOUT_S", "REGISTRY", "Checked", "PassRates", "Verdict", "Verifier",
-           "VerifyStage", "answers_of", "parse_keep", "pass_at_k", "select"]
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "REGISTRY",
+    "Checked",
+    "PassRates",
+    "Verdict",
+    "Verifier",
+    "VerifyStage",
+    "answers_of",
+    "parse_keep",
+    "pass_at_k",
+    "select",
+]

@@ -21,14 +21,18 @@ class Verifier:
     changes (the spec, the template's schema, a Python checker's source), so stored
     verdicts of another verifier are never read as this one's."""
 
-    def __init__(self, spec: str, *, schema: Any = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, spec: str, *, schema: Any = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.spec = spec
-        self.steps: list[Step] = [REGISTRY[kind](arg, schema=schema, timeout_s=timeout_s)
-                                  for kind, arg in split_steps(spec, REGISTRY)]
-        self.digest = "b2:" + hashlib.blake2b(
-            orjson.dumps([s.identity() for s in self.steps], option=orjson.OPT_SORT_KEYS),
-            digest_size=16).hexdigest()
+        self.steps: list[Step] = [
+            REGISTRY[kind](arg, schema=schema, timeout_s=timeout_s)
+            for kind, arg in split_steps(spec, REGISTRY)
+        ]
+        self.digest = (
+            "b2:"
+            + hashlib.blake2b(
+                orjson.dumps([s.identity() for s in self.steps], option=orjson.OPT_SORT_KEYS), digest_size=16
+            ).hexdigest()
+        )
 
     @property
     def fields(self) -> list[str]:
@@ -41,9 +45,10 @@ class Verifier:
         refs = [s.reference(row) for s in self.steps]
         if not any(r is not None for r in refs):
             return self.digest
-        h = hashlib.blake2b(orjson.dumps(refs, option=orjson.OPT_SORT_KEYS
-                                         | orjson.OPT_NON_STR_KEYS, default=str),
-                            digest_size=16).hexdigest()
+        h = hashlib.blake2b(
+            orjson.dumps(refs, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str),
+            digest_size=16,
+        ).hexdigest()
         return f"{self.digest}:{h}"
 
     def check(self, row: Mapping[str, Any], answer: str) -> Verdict:
@@ -90,8 +95,9 @@ class Verifier:
                     raise ConfigError(
                         f"--verify {self.spec}: {source or row.source}:{row.line} (row "
                         f"'{row.id}') has "
-                        f"no field '{name}'" + (f" (it has: {', '.join(list(row.data)[:12])})"
-                                                if row.data else ""))
+                        f"no field '{name}'"
+                        + (f" (it has: {', '.join(list(row.data)[:12])})" if row.data else "")
+                    )
 
     def close(self) -> None:
         for step in self.steps:

@@ -46,8 +46,7 @@ class Step:
     needs_argument: ClassVar[bool] = True
     extracts: ClassVar[bool] = False
 
-    def __init__(self, argument: str | None, *, schema: Any = None, timeout_s: float = 10.0
-                 ) -> None:
+    def __init__(self, argument: str | None, *, schema: Any = None, timeout_s: float = 10.0) -> None:
         if self.needs_argument and not argument:
             raise ConfigError(f"--verify {self.kind} needs an argument: {self.usage}")
         self.argument = argument
@@ -129,15 +128,17 @@ class Numeric(_FieldStep):
         try:
             self.tolerance = float(tol) if sep else 0.0
         except ValueError:
-            raise ConfigError(f"--verify numeric:{argument}: tolerance '{tol}' is not a "
-                              "number") from None
+            raise ConfigError(f"--verify numeric:{argument}: tolerance '{tol}' is not a number") from None
         if not self.tolerance >= 0:
             raise ConfigError(f"--verify numeric:{argument}: tolerance must be at least 0")
 
     def check(self, row: Mapping[str, Any], answer: str) -> Verdict:
         gold_value = row.get(self.field)
-        gold = (float(gold_value) if isinstance(gold_value, int | float)
-                and not isinstance(gold_value, bool) else last_number(str(gold_value or "")))
+        gold = (
+            float(gold_value)
+            if isinstance(gold_value, int | float) and not isinstance(gold_value, bool)
+            else last_number(str(gold_value or ""))
+        )
         if gold is None:
             return Verdict(ERROR, detail=f"the row's '{self.field}' holds no number")
         got = last_number(answer)
@@ -160,8 +161,7 @@ class Regex(Step):
         try:
             self.pattern = re.compile(argument or "", re.DOTALL)
         except re.error as exc:
-            raise ConfigError(f"--verify regex:{argument}: not a regular expression: {exc}"
-                              ) from None
+            raise ConfigError(f"--verify regex:{argument}: not a regular expression: {exc}") from None
 
     def extract(self, answer: str) -> str | None:
         found = self.pattern.search(answer)
@@ -180,22 +180,22 @@ class JsonSchema(Step):
     def __init__(self, argument: str | None, *, schema: Any = None, **kw: Any) -> None:
         super().__init__(argument, **kw)
         if argument:
-            raise ConfigError("--verify json-schema takes no argument: it reads the "
-                              "template's output.schema")
+            raise ConfigError("--verify json-schema takes no argument: it reads the template's output.schema")
         if schema is None:
-            raise ConfigError("--verify json-schema needs a template with output.schema "
-                              "(kind: json)")
+            raise ConfigError("--verify json-schema needs a template with output.schema (kind: json)")
         try:
             import jsonschema
         except ImportError:
-            raise ConfigError("--verify json-schema needs jsonschema: pip install "
-                              "'labeler[verify]'") from None
+            raise ConfigError(
+                "--verify json-schema needs jsonschema: pip install 'labeler[verify]'"
+            ) from None
         cls = jsonschema.validators.validator_for(schema)
         try:
             cls.check_schema(schema)
         except jsonschema.SchemaError as exc:
-            raise ConfigError(f"--verify json-schema: the template's schema is not valid: "
-                              f"{exc.message}") from None
+            raise ConfigError(
+                f"--verify json-schema: the template's schema is not valid: {exc.message}"
+            ) from None
         self.schema = schema
         self.validator = cls(schema)
 
@@ -284,8 +284,9 @@ def _module_source(module: str, argument: str) -> str:
         if added:
             sys.path.remove(cwd)
     if spec is None:
-        raise ConfigError(f"--verify python:{argument}: no module named '{module}' (looked "
-                          f"in {cwd} and the Python path)")
+        raise ConfigError(
+            f"--verify python:{argument}: no module named '{module}' (looked in {cwd} and the Python path)"
+        )
     origin = spec.origin
     if origin is None or not os.path.isfile(origin):
         return ""
@@ -293,6 +294,4 @@ def _module_source(module: str, argument: str) -> str:
         return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
 
 
-REGISTRY: dict[str, type[Step]] = {
-    cls.kind: cls for cls in (Exact, Numeric, Regex, JsonSchema, Python)
-}
+REGISTRY: dict[str, type[Step]] = {cls.kind: cls for cls in (Exact, Numeric, Regex, JsonSchema, Python)}

@@ -50,12 +50,15 @@ class PassRates:
         k = self.samples
         rows = len(self.rows)
         return {
-            "rows": rows, "answers": answers, "passed": passed,
+            "rows": rows,
+            "answers": answers,
+            "passed": passed,
             "pass_rate": passed / answers if answers else None,
             "pass@1": (sum(pass_at_k(n, c, 1) for n, c in self.rows) / rows) if rows else None,
             "samples": k,
             "pass@N": (sum(pass_at_k(n, c, k) for n, c in self.rows) / rows) if rows else None,
             "rows_with_a_pass": sum(1 for _, c in self.rows if c),
             "verdicts": dict(sorted(self.statuses.items())),
-            "checked": self.checked, "cached": self.cached,
+            "checked": self.checked,
+            "cached": self.cached,
         }

@@ -65,8 +65,12 @@ class PythonChecker:
         """Start a worker and import the checker in it; an import that fails is the
         user's error (raised as one line), before any answer is checked."""
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_serve, daemon=True, name="labeler-checker",
-                                 args=(child, self.module, self.function, os.getcwd()))
+        proc = self._ctx.Process(
+            target=_serve,
+            daemon=True,
+            name="labeler-checker",
+            args=(child, self.module, self.function, os.getcwd()),
+        )
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent

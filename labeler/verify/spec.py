@@ -31,8 +31,9 @@ def split_steps(spec: str, kinds: Collection[str]) -> list[tuple[str, str | None
         kind, sep, arg = unquoted.partition(":")
         kind = kind.strip()
         if kind not in kinds:
-            raise ConfigError(f"--verify '{spec}': unknown kind '{kind or raw}' (expected "
-                              f"{', '.join(sorted(kinds))})")
+            raise ConfigError(
+                f"--verify '{spec}': unknown kind '{kind or raw}' (expected {', '.join(sorted(kinds))})"
+            )
         out.append((kind, arg if sep else None))
     if not out:
         raise ConfigError("--verify needs a spec, e.g. exact:answer or numeric:answer")

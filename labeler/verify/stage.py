@@ -54,8 +54,7 @@ def parse_keep(keep: str | int | None) -> int | None:
     try:
         k = int(keep)
     except (TypeError, ValueError):
-        raise ConfigError(f"--keep '{keep}': expected all, best or a number of answers "
-                          "per row") from None
+        raise ConfigError(f"--keep '{keep}': expected all, best or a number of answers per row") from None
     if k < 1:
         raise ConfigError(f"--keep {keep}: keep at least 1 answer per row")
     return k
@@ -70,6 +69,7 @@ def select(answers: Sequence[str], verdicts: Sequence[Verdict], limit: int | Non
         if verdict.passed and text not in seen:
             seen.add(text)
             passing.append(i)
+
     def rank(i: int) -> float:
         score = verdicts[i].score
         return -(score if score is not None else 1.0)

@@ -16,6 +16,7 @@ Slot = tuple[str, int, str]  # (response key, sample index, verifier key)
 
 def read(store: Store, slots: Sequence[Slot]) -> dict[Slot, Verdict]:
     """The stored verdicts of these slots (those checked before)."""
+
     def query(db: sqlite3.Connection) -> dict[Slot, Verdict]:
         out: dict[Slot, Verdict] = {}
         by_pair: dict[tuple[str, str], list[int]] = {}
@@ -23,12 +24,12 @@ def read(store: Store, slots: Sequence[Slot]) -> dict[Slot, Verdict]:
             by_pair.setdefault((key, verifier), []).append(sample)
         pairs = list(by_pair)
         for i in range(0, len(pairs), 400):
-            chunk = pairs[i:i + 400]
+            chunk = pairs[i : i + 400]
             where = " OR ".join("(key = ? AND verifier = ?)" for _ in chunk)
             params = [x for pair in chunk for x in pair]
             for key, sample, verifier, status, score, detail in db.execute(
-                    "SELECT key, sample, verifier, status, score, detail FROM verdicts"
-                    f" WHERE {where}", params):
+                f"SELECT key, sample, verifier, status, score, detail FROM verdicts WHERE {where}", params
+            ):
                 out[(key, sample, verifier)] = Verdict(status, score, detail)
         return out
 
@@ -41,6 +42,11 @@ def write(store: Store, verdicts: Iterable[tuple[Slot, Verdict]]) -> None:
     rows = [(k, s, v, d.status, d.score, d.detail, now) for (k, s, v), d in verdicts]
     if not rows:
         return
-    store.execute_write(lambda db: db.executemany(
-        "INSERT OR REPLACE INTO verdicts (key, sample, verifier, status, score, detail,"
-        " checked_at) VALUES (?,?,?,?,?,?,?)", rows), durable=False)
+    store.execute_write(
+        lambda db: db.executemany(
+            "INSERT OR REPLACE INTO verdicts (key, sample, verifier, status, score, detail,"
+            " checked_at) VALUES (?,?,?,?,?,?,?)",
+            rows,
+        ),
+        durable=False,
+    )
