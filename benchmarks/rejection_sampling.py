@@ -1,8 +1,8 @@
 """What rejection sampling buys: N answers per problem, checked, against one answer.
 
-    python benchmarks/rejection_sampling.py                      # 200 problems, N = 1, 4, 8
-    python benchmarks/rejection_sampling.py --n 60 --samples 1,4 --max-tokens 64
-    python benchmarks/rejection_sampling.py --teacher openai:gpt-4o-mini --n 200
+    python -m benchmarks.rejection_sampling                      # 200 problems, N = 1, 4, 8
+    python -m benchmarks.rejection_sampling --n 60 --samples 1,4 --max-tokens 64
+    python -m benchmarks.rejection_sampling --teacher openai:gpt-4o-mini --n 200
 
 The benchmark writes arithmetic word problems with their answers (a fixed seed: the same
 problems every run), and a free-text chat template whose examples show a one-line working

@@ -1,8 +1,8 @@
 """Logprob soft labels against sampled ones, on the same model: the table to choose N by.
 
-    python benchmarks/sampled_soft_labels.py                     # SST-2, 300 rows, local Gemma
-    python benchmarks/sampled_soft_labels.py --n 150 --samples 3,5,10
-    python benchmarks/sampled_soft_labels.py --teacher openai:gpt-4o-mini --samples 5
+    python -m benchmarks.sampled_soft_labels                     # SST-2, 300 rows, local Gemma
+    python -m benchmarks.sampled_soft_labels --n 150 --samples 3,5,10
+    python -m benchmarks.sampled_soft_labels --teacher openai:gpt-4o-mini --samples 5
 
 One teacher labels the same gold rows once with the soft labels its logprobs give, and
 again with ``soft_labels="samples"`` at each N (N answers per row, the soft label their
