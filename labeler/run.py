@@ -60,6 +60,8 @@ from labeler.teachers.base import (
 )
 from labeler.template_check import RenderStreak
 
+# How long a request waits for the one finding out whether the teacher takes a parameter.
+PROBE_WAIT_S = 10.0
 UNREACHABLE_AFTER = 3  # connection failures, before any success, that end the run
 PROBLEM_LINES = 20  # rejected/failed rows reported one by one; the rest are counted
 WAIT_POLL_S = 0.2  # how often a run looks for answers another process has in flight
@@ -744,7 +746,13 @@ class _RunState:
         every one in flight."""
         known = self.known
         while known.unproven(known.apply(sending.request).params):
-            await self.probe.acquire()
+            try:
+                await asyncio.wait_for(self.probe.acquire(), PROBE_WAIT_S)
+            except TimeoutError:
+                # The finder's answer is slow (a hung request holds it up to the request
+                # timeout): the run goes on rather than stall behind one request, at the
+                # cost of what is in flight meeting the refusal, if there is one.
+                return False
             if known.unproven(known.apply(sending.request).params):
                 return True
             self.probe.release()
