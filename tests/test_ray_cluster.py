@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -25,11 +24,14 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from test_ray_stage import (
+from ray_helpers import (
     LABELS,
     TEACHER,
     answers_per_prompt,
+    count_or_error,
     items,
+    owner_pids,
+    run_cli,
     same_export,
     stored_keys,
     wait_for,
@@ -81,12 +83,6 @@ def fleet_report(store: Path) -> dict[str, Any]:
 
 def stores_under(root: Path) -> list[Path]:
     return sorted(root.rglob("*.sqlite"))
-
-
-def run_cli(*args: str) -> Any:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def test_the_fleet_exports_what_one_process_does_and_a_rerun_on_any_partitioning_is_free(
@@ -186,14 +182,6 @@ def open_files(pid: int) -> set[Path]:
     return found
 
 
-def owner_pids(store: Path) -> set[int]:
-    try:
-        with sqlite3.connect(store, timeout=5) as db:
-            return {r[0] for r in db.execute("SELECT DISTINCT pid FROM claims")}
-    except sqlite3.OperationalError:
-        return set()
-
-
 ROWS = 300
 CONCURRENCY = 6
 
@@ -216,7 +204,7 @@ def test_an_actor_killed_with_sigkill_loses_at_most_its_in_flight_requests(tmp_p
             )
 
         outcome: list[Any] = []
-        runner = threading.Thread(target=lambda: outcome.append(_count(stage())))
+        runner = threading.Thread(target=lambda: outcome.append(count_or_error(stage())))
         runner.start()
         seen: set[int] = set()
 
@@ -253,13 +241,6 @@ def test_an_actor_killed_with_sigkill_loses_at_most_its_in_flight_requests(tmp_p
     assert all(firsts[p] < killed_at for p in repaid)
     print(f"{len(repaid)} prompts paid twice after the kill (the actor had {CONCURRENCY} places)")
     assert len(repaid) <= CONCURRENCY
-
-
-def _count(ds: Any) -> Any:
-    try:
-        return ds.materialize().count()
-    except Exception as exc:  # the run may fail with its actor; the rerun must finish it
-        return exc
 
 
 def test_a_store_path_the_driver_cannot_write_is_one_line_and_nothing_is_sent(tmp_path: Path) -> None:
@@ -417,7 +398,7 @@ def test_a_node_removed_mid_run_loses_at_most_its_in_flight_requests(cluster: An
                 )
 
             outcome: list[Any] = []
-            runner = threading.Thread(target=lambda: outcome.append(_count(stage())))
+            runner = threading.Thread(target=lambda: outcome.append(count_or_error(stage())))
             runner.start()
             assert wait_for(lambda: len(answers_per_prompt(srv)) >= 60, 180)
             cluster.remove_node(extra, allow_graceful=False)

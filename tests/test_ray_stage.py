@@ -1,28 +1,33 @@
 """labeler.ray and `labeler run --engine ray` on a real local Ray runtime.
 
 One Ray runtime (2 CPUs, no dashboard) serves the module; the teacher is labeler's test
-server over real HTTP, and its request log is the record of what was paid for. Actors are
-real processes: an actor is killed with SIGKILL by the PID its store claims name, and the
-driver is a `labeler` child process killed the same way.
+server over real HTTP, and its request log is the record of what was paid for. The driver
+is a `labeler` child process killed with SIGKILL; an actor killed mid-run is tested on the
+two-node cluster (test_ray_cluster.py), with exact accounting from the server's log.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import threading
-import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from ray_helpers import (
+    LABELS,
+    TEACHER,
+    answers_per_prompt,
+    items,
+    run_cli,
+    same_export,
+    stored_keys,
+    wait_for,
+    write_jsonl,
+)
 
 from labeler.cli import main
 from labeler.testing import ServerConfig, TeacherServer
@@ -37,8 +42,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.*"),  # Ray's own, internal
     pytest.mark.filterwarnings("ignore:The minimum number of concurrent actors:UserWarning"),
 ]
-TEACHER = "openai-compatible:teacher-test"
-LABELS = ["negative", "positive"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,27 +52,6 @@ def ray_runtime() -> Iterator[None]:
     ctx.print_on_execution_start = False
     yield
     ray.shutdown()
-
-
-def items(n: int, start: int = 0) -> list[dict[str, Any]]:
-    return [
-        {"id": i, "text": f"item-{i:05d} was {'great' if i % 3 else 'awful'}", "n": i * 1.5}
-        for i in range(start, start + n)
-    ]
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-def answers_per_prompt(server: TeacherServer) -> Counter[str]:
-    return Counter(r.prompt for r in server.log if r.path.endswith("/chat/completions") and r.status == 200)
-
-
-def stored_keys(store: Path) -> int:
-    with sqlite3.connect(store) as db:
-        return db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
 
 def test_the_stage_yields_the_records_columns_and_a_rerun_sends_nothing(tmp_path: Path) -> None:
@@ -153,26 +135,6 @@ def test_a_bad_option_is_one_line_before_any_actor_starts(tmp_path: Path) -> Non
     )
     with pytest.raises(TeacherUnreachable, match=r"cannot reach the teacher at http://127\.0\.0\.1:9/v1"):
         stage.take_all()
-
-
-def run_cli(*args: str) -> Any:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def same_export(a: Path, b: Path) -> None:
-    import datasets
-
-    da, db = datasets.load_from_disk(str(a)), datasets.load_from_disk(str(b))
-    assert da.features == db.features
-    assert da.to_list() == db.to_list()
-    meta_a, meta_b = (json.loads((p / "labeler_export.json").read_text()) for p in (a, b))
-    meta_a["report"].pop("seconds"), meta_b["report"].pop("seconds")
-    assert meta_a == meta_b
-    card_a = (a / "README.md").read_text().replace(str(a), "OUT").replace(a.name, "OUT")
-    card_b = (b / "README.md").read_text().replace(str(b), "OUT").replace(b.name, "OUT")
-    assert card_a == card_b
 
 
 def test_engine_ray_and_the_local_engine_export_identical_datasets(tmp_path: Path) -> None:
@@ -317,23 +279,6 @@ def test_the_fleet_keeps_a_limit_learned_from_headers(tmp_path: Path) -> None:
     assert not any(r.status == 429 for r in log)
 
 
-def owners_in_flight(store: Path) -> set[int]:
-    try:
-        with sqlite3.connect(store, timeout=5) as db:
-            return {r[0] for r in db.execute("SELECT DISTINCT pid FROM claims")}
-    except sqlite3.OperationalError:  # not created yet
-        return set()
-
-
-def wait_for(cond: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 ROWS = 400
 CONCURRENCY = 8
 
@@ -347,52 +292,6 @@ def check_paid_once(srv: TeacherServer, store: Path, in_flight: int) -> None:
     print(f"{len(twice)} prompts answered twice ({in_flight} could be in flight at a kill)")
     assert max(per_prompt.values()) <= 2
     assert len(twice) <= in_flight, f"{len(twice)} prompts paid twice (in flight: {in_flight})"
-
-
-def test_an_actor_killed_mid_run_loses_at_most_what_it_had_in_flight(tmp_path: Path) -> None:
-    store = tmp_path / "s.sqlite"
-    config = ServerConfig(labels=LABELS, latency_s=0.03, latency_jitter_s=0.03)
-    with TeacherServer(config) as srv:
-
-        def stage() -> Any:
-            return labeler_ray.label(
-                ray.data.from_items(items(ROWS)),
-                "sentiment",
-                TEACHER,
-                base_url=srv.url + "/v1",
-                api_key="k",
-                store=store,
-                concurrency=CONCURRENCY,
-                batch_size=50,
-            )
-
-        outcome: list[Any] = []
-        runner = threading.Thread(target=lambda: outcome.append(_materialize(stage())))
-        runner.start()
-        seen: set[int] = set()
-
-        def busy() -> bool:
-            seen.update(owners_in_flight(store) if len(answers_per_prompt(srv)) >= 100 else ())
-            return bool(seen)
-
-        assert wait_for(busy, 120)
-        os.kill(min(seen), signal.SIGKILL)  # an actor with claims: requests in flight
-        runner.join(180)
-        assert not runner.is_alive()
-        print(f"the run with the killed actor ended with: {outcome[0]!r:.200}")
-        # Ray restarts the actor and retries its batch; whatever it did, a rerun completes.
-        rows = stage().take_all()
-        assert len(rows) == ROWS
-        check_paid_once(srv, store, CONCURRENCY)
-        sent = chat_requests(srv)
-        assert len(stage().take_all()) == ROWS and chat_requests(srv) == sent  # nothing new
-
-
-def _materialize(ds: Any) -> Any:
-    try:
-        return ds.materialize().count()
-    except Exception as exc:  # the run may fail with its actor; the rerun must finish it
-        return exc
 
 
 def test_the_driver_killed_with_sigkill_loses_at_most_what_was_in_flight(tmp_path: Path) -> None:
