@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 TINY = [
@@ -54,6 +56,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow  # the whole speed suite, each row in its own process
 def test_the_speed_suite_runs_end_to_end_at_tiny_sizes(tmp_path: Path) -> None:
     out = tmp_path / "speed.json"
     proc = subprocess.run(

@@ -239,6 +239,9 @@ def test_few_blocks_are_skipped() -> None:
     assert len(skipped) <= len(run) // 5, f"{len(skipped)} of {len(run)} blocks skipped: {skipped}"
 
 
+# Slow: every block is a fresh process (a `labeler` command, a python script), about 90 s
+# on 2 cores in all; CI runs it with the other heavier tests.
+@pytest.mark.slow
 @pytest.mark.parametrize("doc", docs_with(offline), ids=lambda p: str(p.relative_to(REPO)))
 def test_blocks_run_as_printed(doc: Path, tmp_path: Path, teacher: TeacherServer) -> None:
     root = workspace(tmp_path / "work")

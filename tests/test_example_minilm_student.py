@@ -10,6 +10,8 @@ import pytest
 pytest.importorskip("all_minilm_l6_v2")
 pytest.importorskip("sentence_transformers")
 
+pytestmark = pytest.mark.slow  # trains a sentence-encoder student on CPU
+
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -406,6 +406,7 @@ export_job(Job(task="sentiment", input=data, teacher="{TEACHER}", base_url=api,
 """
 
 
+@pytest.mark.slow  # one export killed at each step of the swap: a dozen processes
 def test_a_kill_9_at_any_step_of_the_swap_leaves_an_export_in_place(tmp_path: Path, srv: LocalServer) -> None:
     """The child kills itself at its k-th file system step on the export's paths, for
     every k until one finishes: after each kill the old export (3 rows) or the new one
@@ -448,6 +449,7 @@ def test_a_kill_9_at_any_step_of_the_swap_leaves_an_export_in_place(tmp_path: Pa
     assert _sent(srv) == 6
 
 
+@pytest.mark.slow  # kills between the two renames, then the repairing export
 def test_without_an_atomic_exchange_a_kill_between_renames_is_repaired_by_the_next_export(
     tmp_path: Path, srv: LocalServer
 ) -> None:

@@ -10,6 +10,8 @@ from conftest import SHARED_DATA
 pytest.importorskip("all_minilm_l6_v2")
 pytest.importorskip("sentence_transformers")
 
+pytestmark = pytest.mark.slow  # trains a sentence-encoder student on CPU
+
 
 def test_round_trip_prints_every_target_with_retention_and_gap(tmp_path, capsys) -> None:
     if not (SHARED_DATA / "sst2_validation").exists():
