@@ -24,7 +24,7 @@ import click
 
 from labeler import aio, options
 from labeler.bounds import BOUNDS
-from labeler.cli_options import declared_options, grouped
+from labeler.cli_options import Group, declared_options, grouped
 from labeler.errors import CONTEXT_TOO_LONG, ConfigError, LabelerError
 from labeler.exports.options import ExportOptions
 from labeler.filters import FilterSpec
@@ -66,9 +66,11 @@ class _FiniteRange(click.FloatRange):
 _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
-class _OneLineErrors(click.Group):
+class _OneLineErrors(Group):
     """A bad flag is one line on stderr and exit 1, like every other fatal error (click's
     own answer is three lines and exit 2)."""
+
+    group_class = Group
 
     def main(
         self,
@@ -149,13 +151,28 @@ def _export_options(f: Any) -> Any:
     )(f)
 
 
-@click.group(cls=_OneLineErrors)
+@click.group(
+    cls=_OneLineErrors,
+    examples=[
+        "labeler run sentiment reviews.jsonl -t openai:gpt-4o-mini --out ds",
+        "labeler estimate sentiment reviews.jsonl -t openai:gpt-4o-mini",
+        "labeler run --help",
+    ],
+)
 @click.version_option(version=VERSION, prog_name="labeler")
 def main() -> None:
     """Label raw inputs with a teacher LLM into distillation datasets."""
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler run sentiment reviews.jsonl -t openai:gpt-4o-mini --out ds",
+        "labeler run topic news.csv -t openai-compatible:qwen3 --base-url http://localhost:8000/v1 "
+        "--kind classification --min-confidence 0.8 --out ds",
+        "labeler run sentiment reviews.jsonl --cascade openai:gpt-4o-mini,openai:gpt-4o "
+        "--escalate-below 0.9 --out ds",
+    ]
+)
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
@@ -261,7 +278,13 @@ def run(task: str, input_path: str, **kw: Any) -> None:
     sys.exit(_exit_code(s.outcome))
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler export sentiment reviews.jsonl -t openai:gpt-4o-mini --out ds --kind classification",
+        "labeler export sentiment reviews.jsonl -t openai:gpt-4o-mini --out ds-sft --kind sft "
+        "--sft-shape messages --format parquet",
+    ]
+)
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
@@ -294,7 +317,12 @@ def export(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
         _print_export(report)
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler stats",
+        "labeler stats --store labels.sqlite --json",
+    ]
+)
 @click.option("--store", type=click.Path(dir_okay=False), help="Store to describe.")
 @click.option("--json", "as_json", is_flag=True)
 def stats(store: str | None, as_json: bool) -> None:
@@ -325,7 +353,13 @@ def stats(store: str | None, as_json: bool) -> None:
         click.echo(f"refused          {r['teacher']}: {r['param']} ({r['message']})")
 
 
-@main.command(name="forget-refusals")
+@main.command(
+    name="forget-refusals",
+    examples=[
+        "labeler forget-refusals",
+        "labeler forget-refusals --store labels.sqlite -t openai:gpt-4o-mini",
+    ],
+)
 @click.option("--store", type=click.Path(dir_okay=False), help="Store to change.")
 @click.option(
     "--teacher", "-t", metavar="PROVIDER:MODEL", help="Only this teacher's (default: every teacher's)."
@@ -356,7 +390,13 @@ def forget_refusals(store: str | None, teacher: str | None) -> None:
         click.echo(f"labeler:   {who}: {param}", err=True)
 
 
-@main.command(name="merge-stores")
+@main.command(
+    name="merge-stores",
+    examples=[
+        "labeler merge-stores all.sqlite node1.sqlite node2.sqlite",
+        "labeler merge-stores all.sqlite node*.sqlite --json",
+    ],
+)
 @click.argument("dest", type=click.Path(dir_okay=False))
 @click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--quiet", "-q", is_flag=True, help="Nothing on stderr but errors.")
@@ -402,7 +442,14 @@ def merge_stores(dest: str, sources: tuple[str, ...], quiet: bool, as_json: bool
             )
 
 
-@main.command(name="eval")
+@main.command(
+    name="eval",
+    examples=[
+        "labeler eval sentiment reviews.jsonl -t openai:gpt-4o-mini --gold label",
+        "labeler eval sentiment reviews.jsonl -t openai:gpt-4o-mini --gold label --calibrate all "
+        "--save-calibration cal.json",
+    ],
+)
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
@@ -523,7 +570,12 @@ def eval_(
         )
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler review sentiment reviews.jsonl -t openai:gpt-4o-mini",
+        "labeler review sentiment reviews.jsonl -t openai:gpt-4o-mini --port 0 --no-browser",
+    ]
+)
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
@@ -612,7 +664,12 @@ def _two_teachers(f: Any) -> Any:
     return _teacher_options(f, several=True)
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler compare sentiment reviews.jsonl -t openai:gpt-4o-mini -t anthropic:claude-haiku-4-5",
+        "labeler compare sentiment reviews.jsonl -t openai:gpt-4o-mini -t openai:gpt-4o --json",
+    ]
+)
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_two_teachers
@@ -648,7 +705,12 @@ def compare(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
             )
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler templates",
+        "labeler templates --json",
+    ]
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per template.")
 def templates(as_json: bool) -> None:
     """List the shipped prompt templates."""
@@ -676,7 +738,13 @@ def templates(as_json: bool) -> None:
         click.echo(f"{path.stem:<14} v{t.version} {t.mode:<10} {t.output_kind}{labels}  {t.description}")
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler estimate sentiment reviews.jsonl -t openai:gpt-4o-mini",
+        "labeler estimate sentiment reviews.jsonl --cascade openai:gpt-4o-mini,openai:gpt-4o "
+        "--escalate-below 0.9 --escalation-rate 0.3",
+    ]
+)
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
@@ -739,7 +807,13 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
         click.echo(f"labeler: {note}", err=True)
 
 
-@main.group(invoke_without_command=True)
+@main.group(
+    invoke_without_command=True,
+    examples=[
+        "labeler batches --live",
+        "labeler batches --store labels.sqlite --json",
+    ],
+)
 @click.option(
     "--store",
     type=click.Path(dir_okay=False),
@@ -789,7 +863,13 @@ def batches(ctx: click.Context, store: str | None, live_only: bool, as_json: boo
             click.echo(f"{'':<10} {r['error'][:100]}")
 
 
-@batches.command(name="cancel")
+@batches.command(
+    name="cancel",
+    examples=[
+        "labeler batches cancel batch_abc123",
+        "labeler batches cancel batch_abc123 --store labels.sqlite",
+    ],
+)
 @click.argument("batch_id")
 @click.option("--store", type=click.Path(dir_okay=False), help="Store that journaled the batch.")
 @click.option(
@@ -846,7 +926,12 @@ def _print_batch_summary(s: Any) -> None:
         )
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler refresh refresh.yaml",
+        "labeler refresh refresh.yaml --max-age 30 -q",
+    ]
+)
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option(
     "--max-age",

@@ -1,8 +1,10 @@
-"""The CLI's flags read from the option declarations.
+"""The CLI's flags read from the option declarations, and a `--help` that lists them by group.
 
 Each flag of an export, filter, input or teacher option is made from the field that
-declares it (labeler/option_fields.py), as the labeling flags are from labeler/options.py,
-and carries the group it is declared in.
+declares it (labeler/option_fields.py), the labeling flags from labeler/options.py; both
+carry their group, so `--help` shows them as labeling / teacher / input / filter /
+export / output sections (click itself lists every option in one block), and each
+command ends its help with examples that run as printed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from typing import Any
 import click
 
 from labeler.option_fields import GROUPS, Opt, declared
+from labeler.options import BY_KEY
+
+TITLES = {group: f"{group.capitalize()} options" for group in GROUPS}
+OTHER = "Options"
 
 
 class GroupedOption(click.Option):
@@ -21,6 +27,53 @@ class GroupedOption(click.Option):
     def __init__(self, *args: Any, group: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.group = group
+
+
+def group_of(param: click.Parameter) -> str | None:
+    group = getattr(param, "group", None)
+    if group is None and param.name in BY_KEY:
+        return "labeling"
+    return group
+
+
+class _Documented:
+    """Options in sections by group, then "Examples:" with one command line per line."""
+
+    examples: tuple[str, ...] = ()
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        sections: dict[str | None, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):  # type: ignore[attr-defined]
+            record = param.get_help_record(ctx) if isinstance(param, click.Option) else None
+            if record is not None:
+                sections.setdefault(group_of(param), []).append(record)
+        for group in (*GROUPS, None):
+            if group in sections:
+                with formatter.section(TITLES[group] if group else OTHER):
+                    formatter.write_dl(sections[group])
+        if isinstance(self, click.Group):
+            self.format_commands(ctx, formatter)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)  # type: ignore[misc]
+        if self.examples:
+            with formatter.section("Examples"):
+                for line in self.examples:  # command lines: never re-wrapped
+                    formatter.write(f"{'':>{formatter.current_indent}}{line}\n")
+
+
+class Command(_Documented, click.Command):
+    def __init__(self, *args: Any, examples: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.examples = tuple(examples)
+
+
+class Group(_Documented, click.Group):
+    command_class = Command
+
+    def __init__(self, *args: Any, examples: Sequence[str] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.examples = tuple(examples)
 
 
 def grouped(group: str, *names: str, **kwargs: Any) -> Callable[[Any], Any]:
@@ -76,4 +129,4 @@ def _click_kwargs(opt: Opt, bounded: Callable[[str, type], Any]) -> dict[str, An
     }
 
 
-__all__ = ["GroupedOption", "declared_options", "grouped"]
+__all__ = ["OTHER", "TITLES", "Command", "Group", "GroupedOption", "declared_options", "group_of", "grouped"]
