@@ -1085,7 +1085,25 @@ _BOUND = {
 
 
 def _print_summary(result: Any) -> None:
+    """What a run did, on stderr: counts, stages, requests, cost, failures and what to do
+    about them, where the answers and the export are."""
     s = result.summary
+    _print_counts(s)
+    _print_stages(s.stages)
+    _print_requests(s)
+    _print_failures(s)
+    if result.rejects:
+        click.echo(f"labeler: rejected rows are in {result.rejects}", err=True)
+    click.echo(f"labeler: store {result.store}", err=True)
+    if result.export is not None:
+        _print_export(result.export)
+    if result.export is None and s.verification:
+        _print_verification(s.verification)
+    if s.outcome == "empty":  # last, where it is read: nothing came out of this run
+        click.echo(f"labeler: {redact(s.why_empty())} (exit {_exit_code('empty')})", err=True)
+
+
+def _print_counts(s: Any) -> None:
     parts = [
         f"{s.rows} rows",
         f"{s.labeled} labeled",
@@ -1099,7 +1117,11 @@ def _print_summary(result: Any) -> None:
         f"labeler: {', '.join(parts)} in {s.elapsed_s:.1f}s ({s.requests} requests, {s.retries} retries)",
         err=True,
     )
-    for st in s.stages:  # a cascade's stages, or an ensemble's members
+
+
+def _print_stages(stages: list[dict[str, Any]]) -> None:
+    """A cascade's stages, or an ensemble's members."""
+    for st in stages:
         if "awaiting" in st:  # a cascade's last stage: a person
             click.echo(
                 f"labeler:   stage {st['stage']} human: {st['rows']} rows queued, "
@@ -1115,6 +1137,10 @@ def _print_summary(result: Any) -> None:
             f"{passed}; ${st['cost_usd']:.4f} in {st['elapsed_s']:.1f}s",
             err=True,
         )
+
+
+def _print_requests(s: Any) -> None:
+    """Refused parameters, HTTP answers, the concurrency reached and the cost."""
     if s.refused_params:  # each said once as it was learned; counted here
         click.echo(
             f"labeler: refused by the teacher: {', '.join(s.refused_params)} (those "
@@ -1143,6 +1169,10 @@ def _print_summary(result: Any) -> None:
             f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)",
             err=True,
         )
+
+
+def _print_failures(s: Any) -> None:
+    """Failures by reason in the server's words, and what a rerun would do about them."""
     for reason, n in sorted(s.failures_by_reason.items(), key=lambda kv: -kv[1]):
         said = s.failure_messages.get(reason)  # the server's own words, redacted
         if reason == "context_length":  # the cause a bare HTTP 400 would hide, said plainly
@@ -1169,15 +1199,6 @@ def _print_summary(result: Any) -> None:
         )
     if s.interrupted:
         click.echo("labeler: interrupted; rerun the same command to resume", err=True)
-    if result.rejects:
-        click.echo(f"labeler: rejected rows are in {result.rejects}", err=True)
-    click.echo(f"labeler: store {result.store}", err=True)
-    if result.export is not None:
-        _print_export(result.export)
-    if result.export is None and s.verification:
-        _print_verification(s.verification)
-    if s.outcome == "empty":  # last, where it is read: nothing came out of this run
-        click.echo(f"labeler: {redact(s.why_empty())} (exit {_exit_code('empty')})", err=True)
 
 
 _HTTP_WORDS = {"http_429": "rate-limited (429)", "overloaded": "overloaded (529)"}
