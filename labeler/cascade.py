@@ -37,6 +37,7 @@ from labeler.confidence import DISTRIBUTION_MEASURES, LOWER_IS_BETTER
 from labeler.errors import ConfigError
 from labeler.human import human_labels
 from labeler.inputs import Reject, Row
+from labeler.options import HUMAN  # a cascade's last stage: a person on the review page
 from labeler.plan import CACHED, CHUNK, FAILED, Item, Planner
 from labeler.run import Labeler
 from labeler.store import Store
@@ -45,7 +46,6 @@ from labeler.task import Task
 from labeler.teachers.base import Teacher
 
 MEASURES = DISTRIBUTION_MEASURES  # what a stage can be thresholded on
-HUMAN = "human"  # a cascade's last stage: a person on the review page
 _URL_MARK = "@http"
 
 

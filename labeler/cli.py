@@ -24,10 +24,13 @@ import click
 
 from labeler import aio, options
 from labeler.bounds import BOUNDS
+from labeler.cli_options import Group, declared_options, grouped
 from labeler.errors import CONTEXT_TOO_LONG, ConfigError, LabelerError
-from labeler.exports.options import FORMATS, KD_LAYOUTS, KINDS, SFT_SHAPES
+from labeler.exports.options import ExportOptions
+from labeler.filters import FilterSpec
 from labeler.gc_tuning import freeze_setup, gc_tuned
-from labeler.input_map import parse_input_map
+from labeler.job import Job
+from labeler.option_fields import field_values
 from labeler.redact import redact
 from labeler.version import VERSION
 
@@ -63,9 +66,11 @@ class _FiniteRange(click.FloatRange):
 _NO_ARGS_IS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
-class _OneLineErrors(click.Group):
+class _OneLineErrors(Group):
     """A bad flag is one line on stderr and exit 1, like every other fatal error (click's
     own answer is three lines and exit 2)."""
+
+    group_class = Group
 
     def main(
         self,
@@ -113,8 +118,11 @@ def _leave_objects_to_the_exit() -> None:
 
 
 def _teacher_options(f: Any, *, several: bool = False) -> Any:
+    """--teacher (one with a default, or several to compare), then the teacher and input
+    options declared on `Job`."""
     teacher = (
-        click.option(
+        grouped(
+            "teacher",
             "--teacher",
             "-t",
             multiple=True,
@@ -123,7 +131,8 @@ def _teacher_options(f: Any, *, several: bool = False) -> Any:
             help="A teacher to compare; give two (-t A -t B).",
         )
         if several
-        else click.option(
+        else grouped(
+            "teacher",
             "--teacher",
             "-t",
             default="local:gemma3-270m",
@@ -132,230 +141,101 @@ def _teacher_options(f: Any, *, several: bool = False) -> Any:
             "openai-compatible:MODEL (with --base-url), local:smollm2-135m.",
         )
     )
-    opts = [
-        teacher,
-        click.option(
-            "--base-url",
-            multiple=True,
-            help="Endpoint of the teacher, e.g. http://localhost:8000/v1. Repeat it "
-            "(or separate with commas) to spread requests over several "
-            "servers of the same model.",
-        ),
-        click.option(
-            "--api-key-file",
-            type=click.Path(dir_okay=False),
-            help="Read the API key from this file (must be mode 0600). Default: the "
-            "provider's environment variable.",
-        ),
-        click.option(
-            "--store",
-            type=click.Path(dir_okay=False),
-            help="SQLite store (cache + journal). Default: $LABELER_HOME/store.sqlite.",
-        ),
-        click.option("--id-field", help="Input field holding a unique row id."),
-        click.option(
-            "--input-format",
-            type=click.Choice(["jsonl", "csv", "tsv", "parquet", "hf"]),
-            help="Input format (default: from the file name).",
-        ),
-        click.option("--delimiter", help="Field delimiter for delimited text input (e.g. ';')."),
-        click.option(
-            "--split", "input_split", help="Split of a saved DatasetDict or hf://datasets/NAME input."
-        ),
-        click.option(
-            "--map",
-            "input_map",
-            multiple=True,
-            metavar="FIELD=COLUMN",
-            help="Fill the template's FIELD from the input's COLUMN (repeatable), e.g. --map text=sentence.",
-        ),
-        click.option("--limit", type=_bounded("limit", int), help="Only the first N input rows."),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    return teacher(declared_options([Job], _bounded, groups=("teacher", "input"))(f))
 
 
 def _export_options(f: Any) -> Any:
-    opts = [
-        click.option(
-            "--out",
-            "-o",
-            type=click.Path(file_okay=False),
-            help="Export folder: new, empty, or a previous export of this kind, which it replaces.",
-        ),
-        click.option(
-            "--force",
-            is_flag=True,
-            help="Replace a previous export at --out of another kind or format "
-            "(never a folder that is not an export).",
-        ),
-        click.option("--format", "fmt", type=click.Choice(FORMATS), default="hf", show_default=True),
-        click.option(
-            "--kind",
-            type=click.Choice(list(KINDS)),
-            default="records",
-            show_default=True,
-            help="Shape of the exported rows (preference: pairs of a verified and a "
-            "failed answer, with --verify).",
-        ),
-        click.option(
-            "--sft-shape",
-            type=click.Choice(SFT_SHAPES),
-            default="prompt-completion",
-            show_default=True,
-            help="Chat-mode `sft` rows: prompt/completion (only the teacher's answer "
-            "is trained) or one `messages` list (few-shot answers included).",
-        ),
-        click.option(
-            "--reasoning",
-            "reasoning_mode",
-            type=click.Choice(["separate", "inline", "drop"]),
-            help="A reasoning teacher's thinking: `separate` (sft: the assistant "
-            "turn's reasoning_content; records/classification: a reasoning "
-            "column), `inline` (<think>...</think> before the answer) or `drop`. "
-            "Default: separate when the store holds any trace.",
-        ),
-        click.option(
-            "--kd-layout",
-            type=click.Choice(KD_LAYOUTS),
-            default="tokens",
-            show_default=True,
-            help="`kd` rows: per-token text/bytes/ids/logprobs, or `ids`: also "
-            "DistillKit's raw top-k columns (needs a teacher that sends ids).",
-        ),
-        click.option(
-            "--min-confidence",
-            type=_bounded("min_confidence"),
-            help="Drop rows whose max label prob is lower.",
-        ),
-        click.option(
-            "--min-margin", type=_bounded("min_margin"), help="Drop rows whose top-2 margin is lower."
-        ),
-        click.option(
-            "--max-entropy", type=_bounded("max_entropy"), help="Drop rows whose label entropy is higher."
-        ),
-        click.option("--keep-invalid", is_flag=True, help="Keep answers that are not a valid label."),
-        click.option(
-            "--validation-size",
-            type=_bounded("validation_size"),
-            default=0.0,
-            show_default=True,
-            help="Share of rows in a validation split (stable per row id).",
-        ),
-        click.option("--seed", type=int, default=0, show_default=True),
-        click.option("--split-field", help="Input field that names each row's split."),
-        click.option("--text-field", help="Input field used as `text` in classification exports."),
-        click.option(
-            "--push-to-hub", metavar="REPO", help="Also upload the export to this Hugging Face dataset repo."
-        ),
-        click.option("--public", is_flag=True, help="Make a --push-to-hub repo public."),
-        click.option(
-            "--teacher-labels",
-            is_flag=True,
-            help="Export the teacher's labels even where `labeler review` has a human one.",
-        ),
-        click.option(
-            "--include-awaiting-human",
-            is_flag=True,
-            help="With --cascade ...,human: export the rows still awaiting a person "
-            "with the last teacher's label (marked awaiting_human) instead of "
-            "holding them out.",
-        ),
-        click.option(
-            "--card-license",
-            metavar="ID",
-            help="Licence of the exported data for the card (a Hub id: mit, cc-by-4.0…).",
-        ),
-        click.option(
-            "--card-endpoint",
-            is_flag=True,
-            help="Name the teacher's endpoint URL in the card (off: it may be private).",
-        ),
-        click.option(
-            "--calibration",
-            default="auto",
-            show_default=True,
-            metavar="none|auto|FILE",
-            help="Soft labels, labels, confidence and filters read through: `auto` "
-            "a calibration fitted on the --gold rows (raw without --gold), "
-            "`none` the raw teacher, or a file of labeler eval "
-            "--save-calibration.",
-        ),
-        click.option(
-            "--gold",
-            "gold_field",
-            metavar="FIELD",
-            help="Input field with gold labels on some rows: the calibration is "
-            "fitted on them (at least 20, and 5 per label) and the label-prior "
-            "check reads them.",
-        ),
-        click.option(
-            "--gold-map",
-            metavar="GOLD=LABEL,...",
-            help="Gold values in other words than the labels (e.g. 0=negative,1=positive).",
-        ),
-    ]
-    for opt in reversed(opts):
-        f = opt(f)
-    return f
+    """--out and the export and filter options, as their fields declare them."""
+    return declared_options(
+        [Job, ExportOptions, FilterSpec], _bounded, groups=("filter", "export", "output")
+    )(f)
 
 
-@click.group(cls=_OneLineErrors)
+@click.group(
+    cls=_OneLineErrors,
+    examples=[
+        "labeler run sentiment reviews.jsonl -t openai:gpt-4o-mini --out ds",
+        "labeler estimate sentiment reviews.jsonl -t openai:gpt-4o-mini",
+        "labeler run --help",
+    ],
+)
 @click.version_option(version=VERSION, prog_name="labeler")
 def main() -> None:
     """Label raw inputs with a teacher LLM into distillation datasets."""
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler run sentiment reviews.jsonl -t openai:gpt-4o-mini --out ds",
+        "labeler run topic news.csv -t openai-compatible:qwen3 --base-url http://localhost:8000/v1 "
+        "--kind classification --min-confidence 0.8 --out ds",
+        "labeler run sentiment reviews.jsonl --cascade openai:gpt-4o-mini,openai:gpt-4o "
+        "--escalate-below 0.9 --out ds",
+    ]
+)
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
 @options.click_options(_bounded)
-@click.option(
+@grouped(
+    "labeling",
     "--prices",
     "prices_file",
     type=click.Path(dir_okay=False),
     help="Price table JSON (default: the shipped one).",
 )
-@click.option("--price", "price_overrides", multiple=True, help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
-@click.option(
-    "--rejects", type=click.Path(dir_okay=False), help="Where bad rows go (default: OUT.rejects.jsonl)."
+@grouped(
+    "labeling",
+    "--price",
+    "price_overrides",
+    multiple=True,
+    help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.",
 )
-@click.option(
+@grouped(
+    "output",
+    "--rejects",
+    type=click.Path(dir_okay=False),
+    help="Where bad rows go (default: OUT.rejects.jsonl).",
+)
+@grouped(
+    "labeling",
     "--batch",
     is_flag=True,
     help="Use the provider's batch API: half the price, answers within 24 hours. "
     "Resumable: a rerun re-attaches to its batches and never submits twice.",
 )
-@click.option(
+@grouped(
+    "labeling",
     "--no-wait",
     is_flag=True,
     help="With --batch: submit, store whatever has finished, and return at once "
     f"(exit {EXIT_PENDING} while answers are pending; for cron).",
 )
-@click.option(
+@grouped(
+    "labeling",
     "--engine",
     type=click.Choice(["local", "ray"]),
     default="local",
     show_default=True,
     help="ray: label on a Ray cluster (pip install 'labeler-distill[ray]'), then export as a local run does.",
 )
-@click.option(
+@grouped(
+    "labeling",
     "--ray-address",
     metavar="ADDR",
     help="With --engine ray: the cluster to join (default: RAY_ADDRESS, else a local Ray).",
 )
-@click.option(
+@grouped(
+    "labeling",
     "--workers",
     type=click.IntRange(min=1),
     default=2,
     show_default=True,
     help="With --engine ray: labeling actors (each with its own --concurrency).",
 )
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
+@grouped("output", "--quiet", "-q", is_flag=True, help="No progress bar.")
+@grouped("output", "--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 def run(task: str, input_path: str, **kw: Any) -> None:
     """Label INPUT with TASK (a prompts/ name or a YAML file); export to --out."""
     from labeler.job import run_job
@@ -398,14 +278,21 @@ def run(task: str, input_path: str, **kw: Any) -> None:
     sys.exit(_exit_code(s.outcome))
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler export sentiment reviews.jsonl -t openai:gpt-4o-mini --out ds --kind classification",
+        "labeler export sentiment reviews.jsonl -t openai:gpt-4o-mini --out ds-sft --kind sft "
+        "--sft-shape messages --format parquet",
+    ]
+)
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
 @_export_options
 @options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS + options.VERIFY_KEYS)
-@click.option("--quiet", "-q", is_flag=True, help="Only the export's path on stdout.")
-@click.option(
+@grouped("output", "--quiet", "-q", is_flag=True, help="Only the export's path on stdout.")
+@grouped(
+    "output",
     "--json",
     "as_json",
     is_flag=True,
@@ -430,7 +317,12 @@ def export(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
         _print_export(report)
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler stats",
+        "labeler stats --store labels.sqlite --json",
+    ]
+)
 @click.option("--store", type=click.Path(dir_okay=False), help="Store to describe.")
 @click.option("--json", "as_json", is_flag=True)
 def stats(store: str | None, as_json: bool) -> None:
@@ -461,7 +353,13 @@ def stats(store: str | None, as_json: bool) -> None:
         click.echo(f"refused          {r['teacher']}: {r['param']} ({r['message']})")
 
 
-@main.command(name="forget-refusals")
+@main.command(
+    name="forget-refusals",
+    examples=[
+        "labeler forget-refusals",
+        "labeler forget-refusals --store labels.sqlite -t openai:gpt-4o-mini",
+    ],
+)
 @click.option("--store", type=click.Path(dir_okay=False), help="Store to change.")
 @click.option(
     "--teacher", "-t", metavar="PROVIDER:MODEL", help="Only this teacher's (default: every teacher's)."
@@ -492,7 +390,13 @@ def forget_refusals(store: str | None, teacher: str | None) -> None:
         click.echo(f"labeler:   {who}: {param}", err=True)
 
 
-@main.command(name="merge-stores")
+@main.command(
+    name="merge-stores",
+    examples=[
+        "labeler merge-stores all.sqlite node1.sqlite node2.sqlite",
+        "labeler merge-stores all.sqlite node*.sqlite --json",
+    ],
+)
 @click.argument("dest", type=click.Path(dir_okay=False))
 @click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--quiet", "-q", is_flag=True, help="Nothing on stderr but errors.")
@@ -538,7 +442,14 @@ def merge_stores(dest: str, sources: tuple[str, ...], quiet: bool, as_json: bool
             )
 
 
-@main.command(name="eval")
+@main.command(
+    name="eval",
+    examples=[
+        "labeler eval sentiment reviews.jsonl -t openai:gpt-4o-mini --gold label",
+        "labeler eval sentiment reviews.jsonl -t openai:gpt-4o-mini --gold label --calibrate all "
+        "--save-calibration cal.json",
+    ],
+)
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
@@ -610,7 +521,6 @@ def eval_(
         parse_gold_map,
     )
 
-    kw.update(kind="records", fmt="hf", validation_size=0.0, seed=0)
     job = _job(task, input_path, kw)
     if job.cascade is not None:
         try:
@@ -660,7 +570,12 @@ def eval_(
         )
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler review sentiment reviews.jsonl -t openai:gpt-4o-mini",
+        "labeler review sentiment reviews.jsonl -t openai:gpt-4o-mini --port 0 --no-browser",
+    ]
+)
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
@@ -694,7 +609,6 @@ def review(
     """Review stored labels in a local web page, most uncertain first (no request is sent)."""
     from labeler.review import review_job
 
-    kw.update(kind="records", fmt="hf", validation_size=0.0, seed=0)
     job = _job(task, input_path, kw)
 
     def ready(url: str, index: Any) -> None:
@@ -750,7 +664,12 @@ def _two_teachers(f: Any) -> Any:
     return _teacher_options(f, several=True)
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler compare sentiment reviews.jsonl -t openai:gpt-4o-mini -t anthropic:claude-haiku-4-5",
+        "labeler compare sentiment reviews.jsonl -t openai:gpt-4o-mini -t openai:gpt-4o --json",
+    ]
+)
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_two_teachers
@@ -765,7 +684,7 @@ def compare(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
     from labeler.compare import compare as compare_teachers
 
     teachers = list(kw.pop("teacher"))
-    kw.update(kind="records", fmt="hf", validation_size=0.0, seed=0, teacher=teachers[0] if teachers else "")
+    kw["teacher"] = teachers[0] if teachers else ""
     job = _job(task, input_path, kw)
     try:
         report = compare_teachers(job, teachers)
@@ -786,7 +705,12 @@ def compare(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
             )
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler templates",
+        "labeler templates --json",
+    ]
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per template.")
 def templates(as_json: bool) -> None:
     """List the shipped prompt templates."""
@@ -814,7 +738,13 @@ def templates(as_json: bool) -> None:
         click.echo(f"{path.stem:<14} v{t.version} {t.mode:<10} {t.output_kind}{labels}  {t.description}")
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler estimate sentiment reviews.jsonl -t openai:gpt-4o-mini",
+        "labeler estimate sentiment reviews.jsonl --cascade openai:gpt-4o-mini,openai:gpt-4o "
+        "--escalate-below 0.9 --escalation-rate 0.3",
+    ]
+)
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_teacher_options
@@ -837,7 +767,6 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
     """Tokens and expected cost of labeling INPUT with TASK; nothing is sent."""
     from labeler.estimate import estimate as estimate_cost
 
-    kw.update(kind="records", fmt="hf", validation_size=0.0, seed=0)
     job = _job(task, input_path, kw)
     if job.cascade is not None:
         _estimate_cascade(job, escalation_rate, as_json)
@@ -878,7 +807,13 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
         click.echo(f"labeler: {note}", err=True)
 
 
-@main.group(invoke_without_command=True)
+@main.group(
+    invoke_without_command=True,
+    examples=[
+        "labeler batches --live",
+        "labeler batches --store labels.sqlite --json",
+    ],
+)
 @click.option(
     "--store",
     type=click.Path(dir_okay=False),
@@ -928,7 +863,13 @@ def batches(ctx: click.Context, store: str | None, live_only: bool, as_json: boo
             click.echo(f"{'':<10} {r['error'][:100]}")
 
 
-@batches.command(name="cancel")
+@batches.command(
+    name="cancel",
+    examples=[
+        "labeler batches cancel batch_abc123",
+        "labeler batches cancel batch_abc123 --store labels.sqlite",
+    ],
+)
 @click.argument("batch_id")
 @click.option("--store", type=click.Path(dir_okay=False), help="Store that journaled the batch.")
 @click.option(
@@ -985,7 +926,12 @@ def _print_batch_summary(s: Any) -> None:
         )
 
 
-@main.command()
+@main.command(
+    examples=[
+        "labeler refresh refresh.yaml",
+        "labeler refresh refresh.yaml --max-age 30 -q",
+    ]
+)
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option(
     "--max-age",
@@ -1081,64 +1027,18 @@ def _estimate_cascade(job: Any, escalation_rate: str | None, as_json: bool) -> N
 
 
 def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
-    from labeler.exports.options import ExportOptions
-    from labeler.filters import FilterSpec
-    from labeler.job import Job
-    from labeler.pricing import PriceTable
-
+    """The `Job` the parsed flags describe: each declared option set from its flag."""
     try:
-        prices = None
-        if kw.get("prices_file") or kw.get("price_overrides"):
-            prices = (
-                PriceTable.from_file(kw["prices_file"]) if kw.get("prices_file") else PriceTable.default()
-            )
-            for spec in kw.get("price_overrides") or ():
-                prices = prices.with_override(spec)
         export_opts = ExportOptions(
-            kind=kw["kind"],
-            format=kw["fmt"],
-            filters=FilterSpec(
-                min_confidence=kw.get("min_confidence"),
-                min_margin=kw.get("min_margin"),
-                max_entropy=kw.get("max_entropy"),
-                drop_invalid=not kw.get("keep_invalid"),
-            ),
-            validation_size=kw["validation_size"],
-            seed=kw["seed"],
-            split_field=kw.get("split_field"),
-            text_field=kw.get("text_field"),
-            push_to_hub=kw.get("push_to_hub"),
-            private=not kw.get("public"),
-            human_labels=not kw.get("teacher_labels"),
-            include_awaiting_human=bool(kw.get("include_awaiting_human")),
-            sft_shape=kw.get("sft_shape") or "prompt-completion",
-            kd_layout=kw.get("kd_layout") or "tokens",
-            reasoning=kw.get("reasoning_mode") or "auto",
-            card_license=kw.get("card_license"),
-            card_endpoint=bool(kw.get("card_endpoint")),
-            calibration=_calibration(kw.get("calibration")),
-            calibration_mode=("none" if kw.get("calibration") == "none" else "auto"),
-            gold_field=kw.get("gold_field"),
-            gold_map=_gold_map(kw.get("gold_map")),
-            force=bool(kw.get("force")),
+            filters=FilterSpec(**field_values(FilterSpec, kw)), **field_values(ExportOptions, kw)
         )
         return Job(
             task=task,
             input=input_path,
             teacher=kw["teacher"],
-            out=kw.get("out"),
-            store=kw.get("store"),
-            base_url=",".join(kw.get("base_url") or ()) or None,
-            teacher_options={},
-            api_key=_read_key_file(kw.get("api_key_file")),
+            **field_values(Job, kw),
             **{o.field: kw.get(o.key, o.default) for o in options.OPTIONS},
-            prices=prices,
-            id_field=kw.get("id_field"),
-            input_format=kw.get("input_format"),
-            delimiter=kw.get("delimiter"),
-            input_split=kw.get("input_split"),
-            input_map=parse_input_map(kw.get("input_map") or ()),
-            limit=kw.get("limit"),
+            prices=_prices(kw.get("prices_file"), kw.get("price_overrides") or ()),
             rejects=kw.get("rejects"),
             export=export_opts,
             progress=False if kw.get("quiet") else None,
@@ -1149,20 +1049,16 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
         _fail(exc)
 
 
-def _calibration(path: str | None) -> Any:
-    """The --calibration file, read; imported only then: it brings numpy, which a run or
-    export without one never needs (and whose import every command would wait for)."""
-    if not path or path in ("auto", "none"):
+def _prices(path: str | None, overrides: Sequence[str]) -> Any:
+    """--prices FILE and --price MODEL=IN,OUT: None (the shipped table) unless given."""
+    from labeler.pricing import PriceTable
+
+    if not path and not overrides:
         return None
-    from labeler.calibration import load_calibration
-
-    return load_calibration(path)
-
-
-def _gold_map(spec: str | None) -> Any:
-    from labeler.gold import parse_gold_map
-
-    return parse_gold_map(spec) or None
+    prices = PriceTable.from_file(path) if path else PriceTable.default()
+    for spec in overrides:
+        prices = prices.with_override(spec)
+    return prices
 
 
 def _ray_engine() -> Any:
@@ -1189,7 +1085,25 @@ _BOUND = {
 
 
 def _print_summary(result: Any) -> None:
+    """What a run did, on stderr: counts, stages, requests, cost, failures and what to do
+    about them, where the answers and the export are."""
     s = result.summary
+    _print_counts(s)
+    _print_stages(s.stages)
+    _print_requests(s)
+    _print_failures(s)
+    if result.rejects:
+        click.echo(f"labeler: rejected rows are in {result.rejects}", err=True)
+    click.echo(f"labeler: store {result.store}", err=True)
+    if result.export is not None:
+        _print_export(result.export)
+    if result.export is None and s.verification:
+        _print_verification(s.verification)
+    if s.outcome == "empty":  # last, where it is read: nothing came out of this run
+        click.echo(f"labeler: {redact(s.why_empty())} (exit {_exit_code('empty')})", err=True)
+
+
+def _print_counts(s: Any) -> None:
     parts = [
         f"{s.rows} rows",
         f"{s.labeled} labeled",
@@ -1203,7 +1117,11 @@ def _print_summary(result: Any) -> None:
         f"labeler: {', '.join(parts)} in {s.elapsed_s:.1f}s ({s.requests} requests, {s.retries} retries)",
         err=True,
     )
-    for st in s.stages:  # a cascade's stages, or an ensemble's members
+
+
+def _print_stages(stages: list[dict[str, Any]]) -> None:
+    """A cascade's stages, or an ensemble's members."""
+    for st in stages:
         if "awaiting" in st:  # a cascade's last stage: a person
             click.echo(
                 f"labeler:   stage {st['stage']} human: {st['rows']} rows queued, "
@@ -1219,6 +1137,10 @@ def _print_summary(result: Any) -> None:
             f"{passed}; ${st['cost_usd']:.4f} in {st['elapsed_s']:.1f}s",
             err=True,
         )
+
+
+def _print_requests(s: Any) -> None:
+    """Refused parameters, HTTP answers, the concurrency reached and the cost."""
     if s.refused_params:  # each said once as it was learned; counted here
         click.echo(
             f"labeler: refused by the teacher: {', '.join(s.refused_params)} (those "
@@ -1247,6 +1169,10 @@ def _print_summary(result: Any) -> None:
             f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)",
             err=True,
         )
+
+
+def _print_failures(s: Any) -> None:
+    """Failures by reason in the server's words, and what a rerun would do about them."""
     for reason, n in sorted(s.failures_by_reason.items(), key=lambda kv: -kv[1]):
         said = s.failure_messages.get(reason)  # the server's own words, redacted
         if reason == "context_length":  # the cause a bare HTTP 400 would hide, said plainly
@@ -1273,15 +1199,6 @@ def _print_summary(result: Any) -> None:
         )
     if s.interrupted:
         click.echo("labeler: interrupted; rerun the same command to resume", err=True)
-    if result.rejects:
-        click.echo(f"labeler: rejected rows are in {result.rejects}", err=True)
-    click.echo(f"labeler: store {result.store}", err=True)
-    if result.export is not None:
-        _print_export(result.export)
-    if result.export is None and s.verification:
-        _print_verification(s.verification)
-    if s.outcome == "empty":  # last, where it is read: nothing came out of this run
-        click.echo(f"labeler: {redact(s.why_empty())} (exit {_exit_code('empty')})", err=True)
 
 
 _HTTP_WORDS = {"http_429": "rate-limited (429)", "overloaded": "overloaded (529)"}

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from labeler.confidence import Confidence
 from labeler.errors import ConfigError
+from labeler.option_fields import option
 
 __all__ = ["FILTER_ORDER", "Filter", "FilterReport", "FilterSpec", "apply_filters"]
 
@@ -34,10 +35,18 @@ class FilterSpec:
     fails any threshold that is switched on: nothing shows it meets the bar.
     """
 
-    min_confidence: float | None = None
-    min_margin: float | None = None
-    max_entropy: float | None = None
-    drop_invalid: bool = True
+    min_confidence: float | None = option(
+        None, group="filter", help="Drop rows whose max label prob is lower."
+    )
+    min_margin: float | None = option(None, group="filter", help="Drop rows whose top-2 margin is lower.")
+    max_entropy: float | None = option(None, group="filter", help="Drop rows whose label entropy is higher.")
+    drop_invalid: bool = option(
+        True,
+        group="filter",
+        flag="--keep-invalid",
+        invert=True,
+        help="Keep answers that are not a valid label.",
+    )
 
     def __post_init__(self) -> None:
         for name in ("min_confidence", "min_margin"):

@@ -29,6 +29,7 @@ from labeler.exports.options import ExportOptions
 from labeler.hub_input import is_hub
 from labeler.inputs import Reject, Row, read_records
 from labeler.job import Job, JobResult, run_job
+from labeler.option_fields import declared
 from labeler.progress import interactive
 from labeler.task import Task
 from labeler.teachers.base import Teacher
@@ -41,10 +42,13 @@ if TYPE_CHECKING:
     # label()'s result: the export read back into memory.
     Exported: TypeAlias = "datasets.Dataset | datasets.DatasetDict"
 
-# label()'s options that shape the export; every other option is a `Job` field.
-EXPORT_OPTIONS = frozenset(
-    {"kind", "filters", "validation_size", "seed", "split_field", "text_field", "sft_shape", "reasoning"}
-)
+# label()'s options that shape the export, by field name: those the export options declare
+# (labeler/option_fields.py) but the format and --force, which the read-back into memory
+# fixes, and the library's own forms of two flags; every other option is a `Job` field.
+EXPORT_OPTIONS = frozenset(o.name for o in declared(ExportOptions)) - {"format", "force"} | {
+    "filters",
+    "calibration",
+}
 _JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job)) - {
     "task",
     "input",
@@ -80,7 +84,8 @@ def label(
     ``budget_usd``, ``input_map`` such as ``{"text": "sentence"}``…) and the export's
     (``kind``: ``records`` by default, or
     ``classification``, ``sft``, ``kd``; ``filters``, ``validation_size``, ``seed``,
-    ``split_field``, ``text_field``). Without ``store`` the user's default store is used,
+    ``split_field``, ``text_field``, and every other field `ExportOptions` declares, such as
+    ``push_to_hub`` or ``gold_field``). Without ``store`` the user's default store is used,
     as by ``labeler run``. With a validation split (or ``split_field``) the result is a
     `datasets.DatasetDict`.
 

@@ -25,7 +25,9 @@ from labeler.exports.guard import check_out_folder, export_to
 from labeler.exports.options import ExportOptions, ExportReport, check_needs
 from labeler.hub_input import is_hub
 from labeler.input_map import check_fields, mapped, parse_input_map, required_columns
+from labeler.inputs import FORMATS as INPUT_FORMATS
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, prepare_rejects, read_rows
+from labeler.option_fields import option
 from labeler.options import OPTIONS, check_values, default
 from labeler.partners import check_partners
 from labeler.plan import Planner
@@ -63,6 +65,23 @@ class InMemoryInput(Protocol):
     def __len__(self) -> int: ...
 
 
+def _joined_urls(urls: str | Sequence[str]) -> dict[str, Any]:
+    """--base-url repeated, or a config's list of URLs, as one comma-separated value."""
+    joined = urls if isinstance(urls, str) else ",".join(str(u) for u in urls)
+    return {"base_url": joined or None}
+
+
+def _key_from_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Keys come from the environment or a file only its owner can read."""
+    from labeler.apikeys import read_key_file
+
+    return {"api_key": read_key_file(path)}
+
+
+def _checked_map(spec: Any) -> dict[str, Any]:
+    return {"input_map": parse_input_map(spec)}
+
+
 @dataclass
 class Job:
     """Everything a run needs; every field has the CLI flag of the same name."""
@@ -70,10 +89,40 @@ class Job:
     task: str | Path | Task
     input: str | Path | InMemoryInput
     teacher: str = ""  # PROVIDER:MODEL; unused with a cascade, an ensemble or a setup
-    out: str | Path | None = None
-    store: str | Path | None = None
-    base_url: str | None = None
-    api_key: str | None = None
+    out: str | Path | None = option(
+        None,
+        group="output",
+        short="-o",
+        path="folder",
+        cli_only="a refresh config's `out` is required: it holds the versions and the "
+        "`current` link, not one export",
+        help="Export folder: new, empty, or a previous export of this kind, which it replaces.",
+    )
+    store: str | Path | None = option(
+        None,
+        group="teacher",
+        path="file",
+        help="SQLite store (cache + journal). Default: $LABELER_HOME/store.sqlite.",
+    )
+    base_url: str | None = option(
+        None,
+        group="teacher",
+        multiple=True,
+        also=(list,),
+        convert=_joined_urls,
+        help="Endpoint of the teacher, e.g. http://localhost:8000/v1. Repeat it (or separate "
+        "with commas) to spread requests over several servers of the same model.",
+    )
+    api_key: str | None = option(
+        None,
+        group="teacher",
+        flag="--api-key-file",
+        path="file",
+        convert=_key_from_file,
+        cli_only="a refresh config names api_key_file or api_key_env, read when it starts",
+        help="Read the API key from this file (must be mode 0600). Default: the provider's "
+        "environment variable.",
+    )
     teacher_options: dict[str, Any] = field(default_factory=dict)
     # The labeling options: defaults, types and ranges are declared in labeler/options.py.
     concurrency: int = default("concurrency")  # a ceiling: the in-flight target adapts below it
@@ -103,13 +152,33 @@ class Job:
     verify: str | None = default("verify")
     keep: str | int = default("keep")
     verify_timeout: float = default("verify_timeout")
-    id_field: str | None = None
-    input_format: str | None = None
-    delimiter: str | None = None
-    input_split: str | None = None
+    id_field: str | None = option(None, group="input", help="Input field holding a unique row id.")
+    input_format: str | None = option(
+        None, group="input", choices=lambda: INPUT_FORMATS, help="Input format (default: from the file name)."
+    )
+    delimiter: str | None = option(
+        None, group="input", help="Field delimiter for delimited text input (e.g. ';')."
+    )
+    input_split: str | None = option(
+        None, group="input", flag="--split", help="Split of a saved DatasetDict or hf://datasets/NAME input."
+    )
     # --map FIELD=COLUMN: template field -> input column (or a list of "FIELD=COLUMN")
-    input_map: dict[str, str] = field(default_factory=dict)
-    limit: int | None = None
+    input_map: dict[str, str] = option(
+        default_factory=dict,
+        group="input",
+        flag="--map",
+        key="input_map",
+        multiple=True,
+        metavar="FIELD=COLUMN",
+        convert=_checked_map,
+        help="Fill the template's FIELD from the input's COLUMN (repeatable), e.g. --map text=sentence.",
+    )
+    limit: int | None = option(
+        None,
+        group="input",
+        cli_only="a refresh publishes its whole input: a part would replace the whole",
+        help="Only the first N input rows.",
+    )
     rejects: str | Path | None = None
     export: ExportOptions = field(default_factory=ExportOptions)
     progress: bool | None = None

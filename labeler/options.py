@@ -19,6 +19,7 @@ from typing import Any, cast
 from labeler.bounds import BOUNDS, Bound, check
 from labeler.concurrency import DEFAULT_CEILING
 from labeler.errors import ConfigError
+from labeler.option_fields import Needs
 
 STOP_GRACE_S = 30.0  # after a stop, how long in-flight requests may still land
 REQUEST_TIMEOUT_S = 120.0  # one attempt, connect to last byte, on every transport
@@ -35,6 +36,17 @@ EXIT_CODES: dict[str, int] = {
     "empty": 7,
     "interrupted": 130,
 }
+
+
+HUMAN = "human"  # a cascade's last stage: a person on the review page
+
+
+def ends_in_human(cascade: str | None) -> bool:
+    """Whether a cascade's last stage is a person, so that rows can await one."""
+    return cascade is not None and cascade.rsplit(",", 1)[-1].strip() == HUMAN
+
+
+_CASCADE = Needs("cascade", "--cascade TEACHERS")
 
 
 def exit_code(outcome: str) -> int:
@@ -55,6 +67,12 @@ class Option:
     metavar: str | None = None
     also: tuple[type, ...] = ()  # further types a config may give (a number for a list)
     choices: tuple[str, ...] | None = None  # the only values a text option takes
+    needs: Needs | None = None  # the option it goes with (labeler/partners.py)
+    config_key: str | None = None  # the refresh key, where `key` means another thing there
+
+    @property
+    def refresh_key(self) -> str:
+        return self.config_key or self.key
 
     @property
     def flag(self) -> str:
@@ -146,6 +164,7 @@ OPTIONS: tuple[Option, ...] = (
         "value, or one per stage but the last (0.9,0.8).",
         metavar="CONF",
         also=(int, float, list),
+        needs=_CASCADE,
     ),
     Option(
         "escalate_on",
@@ -155,6 +174,7 @@ OPTIONS: tuple[Option, ...] = (
         "With --cascade: the confidence measure: max_prob, margin, or entropy (nats; "
         "escalates above the threshold).",
         metavar="MEASURE",
+        needs=_CASCADE,
     ),
     Option(
         "ensemble",
@@ -174,6 +194,7 @@ OPTIONS: tuple[Option, ...] = (
         "With --ensemble: mean (weighted mixture of the members' distributions) or "
         "product (product of experts).",
         metavar="HOW",
+        needs=Needs("ensemble", "--ensemble TEACHERS"),
     ),
     Option(
         "reasoning_effort",
@@ -240,6 +261,7 @@ VERIFY_OPTIONS: tuple[Option, ...] = (
         "verified ones, the best-scored, or at most K.",
         metavar="all|best|K",
         also=(int,),
+        config_key="verify_keep",  # a refresh config's `keep` is how many versions stay
     ),
     Option(
         "verify_timeout",
@@ -327,6 +349,7 @@ __all__ = [
     "BY_KEY",
     "CASCADE_KEYS",
     "EXIT_CODES",
+    "HUMAN",
     "MAX_ATTEMPTS",
     "OPTIONS",
     "REQUEST_KEYS",
@@ -337,6 +360,7 @@ __all__ = [
     "check_values",
     "click_options",
     "default",
+    "ends_in_human",
     "exit_code",
     "from_fields",
 ]

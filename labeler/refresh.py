@@ -40,8 +40,10 @@ the home directory)::
     id_field: id                     # also input_format, delimiter, split
     export: {kind: classification, format: hf, validation_size: 0.1, seed: 0}
                                      # also sft_shape, kd_layout, reasoning, card_license,
-                                     # card_endpoint,
+                                     # card_endpoint, public, push_to_hub, gold, gold_map,
+                                     # teacher_labels, include_awaiting_human,
                                      # calibration: FILE (labeler eval --save-calibration)
+    verify: exact:gold               # also verify_timeout, verify_keep (run's --keep)
     filters: {min_confidence: 0.8}   # also min_margin, max_entropy, keep_invalid
 """
 
@@ -63,15 +65,14 @@ import yaml
 
 from labeler import aio, bounds
 from labeler.apikeys import find_secret, key_from_env, read_key_file
-from labeler.calibration import load_calibration
 from labeler.errors import ConfigError, LabelerError
 from labeler.exports.options import ExportOptions
 from labeler.exports.out_folder import REFRESH_LOCK, VERSION_RE, check_refresh_out
 from labeler.filters import FilterSpec
 from labeler.hub_input import is_hub
-from labeler.input_map import parse_input_map
 from labeler.job import Job, run_job
-from labeler.options import BY_KEY, EXIT_CODES, OPTIONS, check_values
+from labeler.option_fields import declared
+from labeler.options import EXIT_CODES, OPTIONS, check_values
 from labeler.owner import alive as _alive
 from labeler.pricing import PriceTable
 from labeler.redact import redact
@@ -82,48 +83,26 @@ from labeler.yaml_files import YamlTooLarge, load_yaml
 LOCK_NAME = REFRESH_LOCK
 
 _REQUIRED = ("task", "input", "teacher", "out")
+# The keys only a refresh config has, each with the reason the CLI has no such flag. The
+# rest are the options declared once: the labeling options (labeler/options.py) and the
+# teacher, input, export and filter options on the fields that hold them
+# (labeler/option_fields.py); tests/test_options_declared.py keeps the two in step.
+REFRESH_ONLY: dict[str, tuple[tuple[type, ...], str]] = {
+    "api_key_env": ((str,), "names the variable holding the key; a shell sets the provider's own"),
+    "api_key_file": ((str,), "read when each refresh starts; run's --api-key-file reads it at once"),
+    "teacher_options": ((dict,), "the provider client's options: a mapping, which no flag spells"),
+    "keep": ((int,), "how many published versions stay; a run writes one export"),
+    "prices": ((str,), "a price table file, as run's --prices (which also takes --price overrides)"),
+}
 # The keys that say where a key is (a file, a variable), not the key itself.
 _KEY_PLACES = ("api_key_file", "api_key_env")
-# The labeling options (concurrency, rpm, budget, ...) come from labeler/options.py; these
-# are the keys only a refresh config has.
+# Sections of the config holding the options declared on these classes.
+SECTIONS: dict[str, type] = {"export": ExportOptions, "filters": FilterSpec}
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
-    "base_url": (str, list),
-    "api_key_env": str,
-    "api_key_file": str,
-    "teacher_options": dict,
-    "store": str,
-    "keep": int,
-    "prices": str,
-    "id_field": str,
-    "input_format": str,
-    "delimiter": str,
-    "split": str,
-    "input_map": dict,
-    "export": dict,
-    "filters": dict,
-    **{o.key: o.config_types() for o in OPTIONS},
-}
-_EXPORT_KEYS: dict[str, type | tuple[type, ...]] = {
-    "kind": str,
-    "format": str,
-    "validation_size": (int, float),
-    "seed": int,
-    "split_field": str,
-    "text_field": str,
-    "push_to_hub": str,
-    "public": bool,
-    "sft_shape": str,
-    "kd_layout": str,
-    "card_license": str,
-    "card_endpoint": bool,
-    "calibration": str,
-    "reasoning": str,
-}
-_FILTER_KEYS: dict[str, type | tuple[type, ...]] = {
-    "min_confidence": (int, float),
-    "min_margin": (int, float),
-    "max_entropy": (int, float),
-    "keep_invalid": bool,
+    **{key: types for key, (types, _) in REFRESH_ONLY.items()},
+    **{o.key: o.config_types() for o in declared(Job) if o.in_refresh},
+    **dict.fromkeys(SECTIONS, dict),
+    **{o.refresh_key: o.config_types() for o in OPTIONS},
 }
 
 
@@ -140,8 +119,6 @@ class RefreshConfig:
     input: str
     teacher: str
     out: Path
-    store: Path | None = None
-    base_url: str | None = None
     api_key_env: str | None = None
     api_key_file: Path | None = None
     teacher_options: dict[str, Any] = field(default_factory=dict)
@@ -149,11 +126,8 @@ class RefreshConfig:
     options: dict[str, Any] = field(default_factory=lambda: {o.field: o.default for o in OPTIONS})
     prices: Path | None = None
     keep: int = 5
-    id_field: str | None = None
-    input_format: str | None = None
-    delimiter: str | None = None
-    split: str | None = None
-    input_map: dict[str, str] = field(default_factory=dict)
+    # the teacher and input options by `Job` field name (store, base_url, id_field, ...)
+    inputs: dict[str, Any] = field(default_factory=dict)
     export: ExportOptions = field(default_factory=ExportOptions)
 
     @classmethod
@@ -188,21 +162,19 @@ class RefreshConfig:
                 raise ConfigError(f"{where}: '{key}' is required and must be a string")
         _check_types(raw, _OPTIONAL, where, "")
         bounds.check([(k, v) for k, v in raw.items() if k in bounds.BOUNDS], where)
-        check_values({k: v for k, v in raw.items() if k in BY_KEY}, where)
+        check_values({o.key: raw[o.refresh_key] for o in OPTIONS if o.refresh_key in raw}, where)
         base = path.resolve().parent
 
-        def local(value: str | None) -> Path | None:
-            return None if value is None else base / Path(value).expanduser()
+        def local(value: str) -> Path:
+            return base / Path(value).expanduser()
 
         task = raw["task"]
         if task.endswith((".yaml", ".yml")) or os.sep in task:
             task = str(local(task))
         if raw["input"] == "-":
             raise ConfigError(f"{where}: input: stdin cannot be refreshed; name a file")
-        base_url = raw.get("base_url")
-        if isinstance(base_url, list):
-            base_url = ",".join(str(u) for u in base_url)
-        for url in base_urls(base_url):
+        inputs = _declared_values(Job, raw, where, "", local)
+        for url in base_urls(inputs.get("base_url")):
             check_base_url(url, f"{where}: base_url")
         provider = raw["teacher"].partition(":")[0]
         if provider in PROVIDERS:  # (a cascade's or ensemble's `teacher` may be a placeholder)
@@ -219,22 +191,22 @@ class RefreshConfig:
             task=task,
             input=raw["input"] if is_hub(raw["input"]) else str(local(raw["input"])),
             teacher=raw["teacher"],
-            out=local(raw["out"]) or base,
-            store=local(raw.get("store")),
-            base_url=base_url,
+            out=local(raw["out"]),
             api_key_env=raw.get("api_key_env"),
-            api_key_file=local(raw.get("api_key_file")),
+            api_key_file=local(raw["api_key_file"]) if raw.get("api_key_file") else None,
             teacher_options=dict(raw.get("teacher_options") or {}),
-            options={o.field: raw.get(o.key, o.default) for o in OPTIONS},
-            prices=local(raw.get("prices")),
+            options={o.field: raw.get(o.refresh_key, o.default) for o in OPTIONS},
+            prices=local(raw["prices"]) if raw.get("prices") else None,
             keep=keep,
-            id_field=raw.get("id_field"),
-            input_format=raw.get("input_format"),
-            delimiter=raw.get("delimiter"),
-            split=raw.get("split"),
-            input_map=_input_map(raw.get("input_map"), where),
-            export=_export_options(raw.get("export") or {}, raw.get("filters") or {}, where, local),
+            inputs=inputs,
+            export=_export_options(raw, where, local),
         )
+
+    @property
+    def store(self) -> Path | None:
+        """The store the config names (relative to the config file), if it names one."""
+        store = self.inputs.get("store")
+        return Path(store) if store else None
 
     def api_key(self) -> str | None:
         """From api_key_file (mode 0600), else api_key_env, else the provider's variable."""
@@ -255,29 +227,15 @@ class RefreshConfig:
             input=self.input,
             teacher=self.teacher,
             out=version,
-            store=self.store,
-            base_url=self.base_url,
             api_key=self.api_key(),
             teacher_options=dict(self.teacher_options),
             **{**self.options, **({"max_age_days": max_age_days} if max_age_days is not None else {})},
             prices=prices,
-            id_field=self.id_field,
-            input_format=self.input_format,
-            delimiter=self.delimiter,
-            input_split=self.split,
-            input_map=dict(self.input_map),
+            **self.inputs,
             rejects=self.out / "rejects.jsonl",
             export=self.export,
             progress=False,
         )
-
-
-def _input_map(raw: Any, where: str) -> dict[str, str]:
-    """The config's `input_map` (template field: input column), checked as --map is."""
-    try:
-        return parse_input_map(raw)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: input_map: {exc}") from None
 
 
 def _check_types(
@@ -294,46 +252,45 @@ def _check_types(
             raise ConfigError(f"{where}: {prefix}{key} must be {names}, got {value!r}")
 
 
-def _export_options(
-    export: Mapping[str, Any],
-    filters: Mapping[str, Any],
-    where: str,
-    local: Callable[[str | None], Path | None] = lambda v: None,
-) -> ExportOptions:
-    for section, keys, values in (("export", _EXPORT_KEYS, export), ("filters", _FILTER_KEYS, filters)):
-        unknown = set(values) - set(keys)
+def _export_options(raw: Mapping[str, Any], where: str, local: Callable[[str], Path]) -> ExportOptions:
+    """The `export:` and `filters:` sections, checked key by key as their fields declare."""
+    values = {}
+    for section, owner in SECTIONS.items():
+        given = raw.get(section) or {}
+        spec = {o.key: o.config_types() for o in declared(owner) if o.in_refresh}
+        unknown = set(given) - set(spec)
         if unknown:
             raise ConfigError(
-                f"{where}: unknown key '{section}.{sorted(unknown)[0]}' (allowed: {', '.join(sorted(keys))})"
+                f"{where}: unknown key '{section}.{sorted(unknown)[0]}' (allowed: {', '.join(sorted(spec))})"
             )
-        _check_types(values, keys, where, f"{section}.")
-        bounds.check([(k, v) for k, v in values.items() if k in bounds.BOUNDS], f"{where}: {section}")
-    return ExportOptions(
-        kind=export.get("kind", "records"),
-        format=export.get("format", "hf"),
-        filters=FilterSpec(
-            min_confidence=filters.get("min_confidence"),
-            min_margin=filters.get("min_margin"),
-            max_entropy=filters.get("max_entropy"),
-            drop_invalid=not filters.get("keep_invalid", False),
-        ),
-        validation_size=float(export.get("validation_size", 0.0)),
-        seed=export.get("seed", 0),
-        split_field=export.get("split_field"),
-        text_field=export.get("text_field"),
-        push_to_hub=export.get("push_to_hub"),
-        private=not export.get("public", False),
-        sft_shape=export.get("sft_shape", "prompt-completion"),
-        kd_layout=export.get("kd_layout", "tokens"),
-        reasoning=export.get("reasoning", "auto"),
-        card_license=export.get("card_license"),
-        card_endpoint=export.get("card_endpoint", False),
-        calibration=(
-            load_calibration(local(export["calibration"]))  # type: ignore[arg-type]
-            if export.get("calibration")
-            else None
-        ),
-    )
+        _check_types(given, spec, where, f"{section}.")
+        bounds.check([(k, v) for k, v in given.items() if k in bounds.BOUNDS], f"{where}: {section}")
+        values[section] = _declared_values(owner, given, where, f"{section}.", local)
+    return ExportOptions(filters=FilterSpec(**values["filters"]), **values["export"])
+
+
+def _declared_values(
+    owner: type, given: Mapping[str, Any], where: str, prefix: str, local: Callable[[str], Path]
+) -> dict[str, Any]:
+    """The fields of `owner` that a config's keys set: a path made relative to the config,
+    a value outside its choices refused, each naming the file and the key."""
+    out: dict[str, Any] = {}
+    for opt in declared(owner):
+        value = given.get(opt.key)
+        if not opt.in_refresh or not opt.is_set(value):
+            continue
+        choices = opt.choices()
+        if choices is not None and value not in choices:
+            raise ConfigError(
+                f"{where}: {prefix}{opt.key} must be one of {', '.join(choices)}, got {value!r}"
+            )
+        if opt.decl.path and isinstance(value, str) and value not in opt.decl.keywords:
+            value = str(local(value))
+        try:
+            out.update(opt.fields(value))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {prefix}{opt.key}: {exc}") from None
+    return out
 
 
 # -- the lock -------------------------------------------------------------------------------

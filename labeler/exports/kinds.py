@@ -287,6 +287,7 @@ class Classification(ExportKind):
     """Text, `label` (ClassLabel), `soft_label` in label order, confidence columns."""
 
     name = "classification"
+    reads = ("text_field",)
     verify = "refuses"
     assistant_turn = False
     label_source = True
@@ -333,6 +334,7 @@ class Sft(ExportKind):
     """The chat format TRL's SFTTrainer reads: prompt/completion or one `messages` list."""
 
     name = "sft"
+    reads = ("sft_shape",)
 
     def features(self, b: RowBuilder, sample: dict[str, Any] | None) -> Features:
         f: Features = {}
@@ -443,6 +445,7 @@ class Kd(ExportKind):
     """Prompt, response and per-token `top_logprobs` for logit distillation."""
 
     name = "kd"
+    reads = ("kd_layout",)
     verify = "refuses"
     assistant_turn = False
 

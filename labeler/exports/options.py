@@ -10,17 +10,18 @@ sets: whether it takes `--verify` or needs it, whether its rows hold an assistan
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from labeler.errors import ConfigError
 from labeler.filters import FilterSpec
-from labeler.reasoning import AUTO, check_mode
+from labeler.option_fields import Needs, declared, option
+from labeler.options import ends_in_human
+from labeler.reasoning import AUTO, MODES
 from labeler.verify import DEFAULT_TIMEOUT_S, parse_keep
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from labeler.calibration import Calibration
 
 FORMATS = ("hf", "parquet", "jsonl")
@@ -45,6 +46,9 @@ class KindRules:
     # whether its rows hold the teacher's answer as an assistant turn (--reasoning inline
     # writes the trace before it there)
     assistant_turn: ClassVar[bool] = True
+    # the export options only this kind's rows use (ExportOptions field names): given to
+    # another kind, the partner check refuses them (labeler/partners.py)
+    reads: ClassVar[tuple[str, ...]] = ()
 
     def check(self, opts: ExportOptions) -> None:
         """Refuse, when the options are made, what this kind cannot do with them."""
@@ -155,62 +159,178 @@ NO_EXPORT: dict[str, Any] = {
 }
 
 
+def _calibration_fields(value: str) -> dict[str, Any]:
+    """`--calibration none|auto|FILE`: a mode, or a saved calibration read now (it brings
+    numpy, imported only then: an export without one never waits for it)."""
+    if value in CALIBRATION_MODES:
+        return {"calibration_mode": value}
+    from labeler.calibration import load_calibration
+
+    return {"calibration": load_calibration(value), "calibration_mode": "auto"}
+
+
+def _gold_map_fields(value: str | Mapping[str, str]) -> dict[str, Any]:
+    from labeler.gold import parse_gold_map
+
+    if isinstance(value, str):
+        value = parse_gold_map(value)
+    return {"gold_map": dict(value) or None}
+
+
 @dataclass(frozen=True)
 class ExportOptions:
-    kind: str = "records"
-    format: str = "hf"
+    """What an export writes; each option a user sets is declared on its field
+    (labeler/option_fields.py), where the CLI flags and refresh keys come from."""
+
+    kind: str = option(
+        "records",
+        group="export",
+        choices=lambda: list(KINDS),
+        help="Shape of the exported rows (preference: pairs of a verified and a failed "
+        "answer, with --verify).",
+    )
+    format: str = option(
+        "hf",
+        group="output",
+        choices=lambda: FORMATS,
+        help="hf (a datasets folder), parquet or jsonl files, one per split.",
+    )
     filters: FilterSpec = field(default_factory=FilterSpec)
-    validation_size: float = 0.0
-    seed: int = 0
-    split_field: str | None = None
-    text_field: str | None = None
-    push_to_hub: str | None = None
-    private: bool = True
-    human_labels: bool = True  # a label given on the review page wins over the teacher's
+    validation_size: float = option(
+        0.0, group="export", help="Share of rows in a validation split (stable per row id)."
+    )
+    seed: int = option(0, group="export", help="Seed of the validation split.")
+    split_field: str | None = option(None, group="export", help="Input field that names each row's split.")
+    text_field: str | None = option(
+        None, group="export", help="Input field used as `text` in classification exports."
+    )
+    push_to_hub: str | None = option(
+        None, group="output", metavar="REPO", help="Also upload the export to this Hugging Face dataset repo."
+    )
+    private: bool = option(
+        True,
+        group="output",
+        flag="--public",
+        invert=True,
+        needs=Needs("push_to_hub", "--push-to-hub REPO", "it makes that repository public"),
+        help="Make a --push-to-hub repo public.",
+    )
+    # a label given on the review page wins over the teacher's
+    human_labels: bool = option(
+        True,
+        group="export",
+        flag="--teacher-labels",
+        invert=True,
+        help="Export the teacher's labels even where `labeler review` has a human one.",
+    )
     # a cascade ending in `human`: export the rows still awaiting a person (with the last
     # teacher's label and `awaiting_human: true`) instead of holding them out
-    include_awaiting_human: bool = False
-    sft_shape: str = "prompt-completion"
-    kd_layout: str = "tokens"  # "ids": also DistillKit's raw top-k columns
-    card_license: str | None = None  # the card's `license` (a Hub licence id)
-    card_endpoint: bool = False  # name the teacher's endpoint URL in the card
+    include_awaiting_human: bool = option(
+        False,
+        group="export",
+        needs=Needs("cascade", "--cascade ...,human", "no row awaits a person", holds=ends_in_human),
+        help="With --cascade ...,human: export the rows still awaiting a person with the "
+        "last teacher's label (marked awaiting_human) instead of holding them out.",
+    )
+    sft_shape: str = option(
+        "prompt-completion",
+        group="export",
+        choices=lambda: SFT_SHAPES,
+        help="Chat-mode `sft` rows: prompt/completion (only the teacher's answer is "
+        "trained) or one `messages` list (few-shot answers included).",
+    )
+    kd_layout: str = option(
+        "tokens",
+        group="export",
+        choices=lambda: KD_LAYOUTS,
+        help="`kd` rows: per-token text/bytes/ids/logprobs, or `ids`: also DistillKit's raw "
+        "top-k columns (needs a teacher that sends ids).",
+    )
+    card_license: str | None = option(
+        None,
+        group="output",
+        metavar="ID",
+        help="Licence of the exported data for the card (a Hub id: mit, cc-by-4.0…).",
+    )
+    card_endpoint: bool = option(
+        False,
+        group="output",
+        help="Name the teacher's endpoint URL in the card (off: it may be private).",
+    )
     calibration: Calibration | None = None  # read answers through it; the store is untouched
     # "auto": calibrate from the gold field when there is one, else raw; "none": raw
     # (labeler/gold_calibration.py resolves it into `calibration` and `calibration_note`)
-    calibration_mode: str = "auto"
-    gold_field: str | None = None  # input field holding gold labels (--gold)
-    gold_map: Mapping[str, str] | None = None
+    calibration_mode: str = option(
+        "auto",
+        group="export",
+        flag="--calibration",
+        metavar="none|auto|FILE",
+        path="file",
+        keywords=CALIBRATION_MODES,
+        convert=_calibration_fields,
+        help="Soft labels, labels, confidence and filters read through: `auto` a "
+        "calibration fitted on the --gold rows (raw without --gold), `none` the raw "
+        "teacher, or a file of labeler eval --save-calibration.",
+    )
+    gold_field: str | None = option(
+        None,
+        group="export",
+        flag="--gold",
+        metavar="FIELD",
+        help="Input field with gold labels on some rows: the calibration is fitted on them "
+        "(at least 20, and 5 per label) and the label-prior check reads them.",
+    )
+    gold_map: Mapping[str, str] | None = option(
+        None,
+        group="export",
+        metavar="GOLD=LABEL,...",
+        convert=_gold_map_fields,
+        also=(str, dict),  # a config may write it as a mapping
+        help="Gold values in other words than the labels (e.g. 0=negative,1=positive).",
+    )
     calibration_note: str | None = None  # what was applied and why, for the card and summary
     gold_prior: tuple[float, ...] | None = None  # the gold rows' label shares (prior check)
     # where a reasoning trace goes: separate | inline | drop; "auto": separate when the
     # store holds any trace, else nothing (the export resolves it)
-    reasoning: str = AUTO
+    reasoning: str = option(
+        AUTO,
+        group="export",
+        choices=lambda: (*MODES, AUTO),
+        help="A reasoning teacher's thinking: `separate` (sft: the assistant turn's "
+        "reasoning_content; records/classification: a reasoning column), `inline` "
+        "(<think>...</think> before the answer) or `drop`. auto: separate when the store "
+        "holds any trace.",
+    )
     # replace a previous export of another kind or format at `out` (labeler/exports/out_folder.py)
-    force: bool = False
+    force: bool = option(
+        False,
+        group="output",
+        cli_only="a refresh writes each version to a folder of its own",
+        help="Replace a previous export at --out of another kind or format (never a folder "
+        "that is not an export).",
+    )
     # --verify SPEC (labeler/verify/): every answer checked, verdicts stored; `records`
     # carry them, `sft` keeps the verified answers (`keep`: all, best or K per row) and
-    # `preference` pairs a verified answer with a failed one of the same row
+    # `preference` pairs a verified answer with a failed one of the same row. Labeling
+    # options (labeler/options.py): a job hands them over.
     verify: str | None = None
     keep: str | int = "all"
     verify_timeout: float = DEFAULT_TIMEOUT_S
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ConfigError(f"--kind '{self.kind}': expected one of {', '.join(KINDS)}")
+        for opt in declared(ExportOptions):
+            choices = opt.choices()
+            value = getattr(self, opt.name)
+            if choices is not None and value not in choices:
+                names = [c for c in choices if c != AUTO]
+                raise ConfigError(f"{opt.flag} '{value}': expected one of {', '.join(names)}")
         KINDS[self.kind].check(self)
-        if self.kd_layout not in KD_LAYOUTS:
-            raise ConfigError(f"--kd-layout '{self.kd_layout}': expected one of {', '.join(KD_LAYOUTS)}")
-        if self.sft_shape not in SFT_SHAPES:
-            raise ConfigError(f"--sft-shape '{self.sft_shape}': expected one of {', '.join(SFT_SHAPES)}")
         if self.calibration_mode not in CALIBRATION_MODES:
             raise ConfigError(
                 f"--calibration '{self.calibration_mode}': expected none, auto or a calibration file"
             )
-        if self.format not in FORMATS:
-            raise ConfigError(f"--format '{self.format}': expected one of {', '.join(FORMATS)}")
         if not 0.0 <= self.validation_size < 1.0:
             raise ConfigError("--validation-size must be in [0, 1)")
-        check_mode(self.reasoning)
         parse_keep(self.keep)
 
 
