@@ -276,9 +276,11 @@ def _export_options(f: Any) -> Any:
             "--calibration",
             default="auto",
             show_default=True,
-            metavar="none|auto|FILE",
+            metavar="none|auto|batch|FILE",
             help="Soft labels, labels, confidence and filters read through: `auto` "
             "a calibration fitted on the --gold rows (raw without --gold), "
+            "`batch` the teacher's mean over the exported rows divided out (no gold; "
+            "for rows whose labels are about evenly spread), "
             "`none` the raw teacher, or a file of labeler eval "
             "--save-calibration.",
         ),
@@ -1117,7 +1119,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
             card_license=kw.get("card_license"),
             card_endpoint=bool(kw.get("card_endpoint")),
             calibration=_calibration(kw.get("calibration")),
-            calibration_mode=("none" if kw.get("calibration") == "none" else "auto"),
+            calibration_mode=(kw["calibration"] if kw.get("calibration") in ("none", "batch") else "auto"),
             gold_field=kw.get("gold_field"),
             gold_map=_gold_map(kw.get("gold_map")),
             force=bool(kw.get("force")),
@@ -1152,7 +1154,7 @@ def _job(task: str, input_path: str, kw: dict[str, Any]) -> Any:
 def _calibration(path: str | None) -> Any:
     """The --calibration file, read; imported only then: it brings numpy, which a run or
     export without one never needs (and whose import every command would wait for)."""
-    if not path or path in ("auto", "none"):
+    if not path or path in ("auto", "none", "batch"):
         return None
     from labeler.calibration import load_calibration
 

@@ -30,7 +30,7 @@ ExportFormat = Literal["hf", "parquet", "jsonl"]
 ExportKindName = Literal["records", "classification", "sft", "kd", "preference"]
 SFT_SHAPES = ("prompt-completion", "messages")
 KD_LAYOUTS = ("tokens", "ids")
-CALIBRATION_MODES = ("auto", "none")
+CALIBRATION_MODES = ("auto", "none", "batch")
 
 
 class KindRules:
@@ -175,7 +175,8 @@ class ExportOptions:
     card_license: str | None = None  # the card's `license` (a Hub licence id)
     card_endpoint: bool = False  # name the teacher's endpoint URL in the card
     calibration: Calibration | None = None  # read answers through it; the store is untouched
-    # "auto": calibrate from the gold field when there is one, else raw; "none": raw
+    # "auto": calibrate from the gold field when there is one, else raw; "none": raw;
+    # "batch": the teacher's mean over the exported rows divided out, no gold
     # (labeler/gold_calibration.py resolves it into `calibration` and `calibration_note`)
     calibration_mode: str = "auto"
     gold_field: str | None = None  # input field holding gold labels (--gold)
@@ -204,7 +205,7 @@ class ExportOptions:
             raise ConfigError(f"--sft-shape '{self.sft_shape}': expected one of {', '.join(SFT_SHAPES)}")
         if self.calibration_mode not in CALIBRATION_MODES:
             raise ConfigError(
-                f"--calibration '{self.calibration_mode}': expected none, auto or a calibration file"
+                f"--calibration '{self.calibration_mode}': expected none, auto, batch or a calibration file"
             )
         if self.format not in FORMATS:
             raise ConfigError(f"--format '{self.format}': expected one of {', '.join(FORMATS)}")
