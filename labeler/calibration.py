@@ -16,7 +16,7 @@ read off them means less than it says. Two corrections undo most of it:
 * **Batch** (Zhou et al. 2024): ``b`` is the log of the teacher's mean distribution over
   the rows being labeled, ``T = 1``. No gold and no request; it assumes the rows' true
   labels are about evenly spread, so it is applied only when asked (``--calibration
-  batch``): on a sample of reviews 80% negative it cost 9.5 points of accuracy.
+  batch``): on a sample of reviews 82% negative it took accuracy from 92.9% to 79.5%.
 
 The whole map is ``p' = softmax((log max(p, floor) - b) / T)``; a distribution with no
 mass on any label stays as it is (it has nothing to correct).
