@@ -12,6 +12,12 @@ before and after, each on rows the fit did not see. Reruns read the store: no re
 same seeded shuffle (disjoint from the scored rows) become a labeled pool, and the shipped
 template gets ``few_shot_pool`` with K examples per row after its fixed prefix.
 
+Gold-free rows (what an export can apply with no gold): contextual (T = 1), batch (the
+teacher's mean over the scored rows divided out, `--calibration batch`) and batch behind a
+guard that applies it only where it moves the label shares by the label-prior check's
+threshold. ``--skew LABEL=FRACTION`` keeps every row of gold LABEL and that share of the
+others (seeded): a set whose labels are not evenly spread, from the same stored answers.
+
 ``--example-orders N`` also measures a prompt ensemble: the shipped template asked in N
 orders of its few-shot examples (``example_orders: N``), the soft label their mean. Its
 first form is the template as shipped, so only the N - 1 other orders are sent.
@@ -29,11 +35,12 @@ from pathlib import Path
 
 from benchmarks.local_quality import DATASETS, Gold, data_dir, load_gold
 from labeler.answer import read_answers
-from labeler.calibration import METHODS, Calibration, contextual_bias
+from labeler.calibration import METHODS, Calibration, batch_calibration, contextual_bias
 from labeler.completion import Completion
 from labeler.eval_job import CONTENT_FREE, CalibrationOptions, score_calibrations
 from labeler.evaluate import distribution_scores
 from labeler.job import default_home
+from labeler.label_prior import THRESHOLD, total_variation
 from labeler.run import Labeler
 from labeler.task import Task, load_task, resolve_template_path, task_from_dict
 from labeler.teachers.local import DEFAULT_PARALLEL, LocalTeacher, default_threads
@@ -72,6 +79,8 @@ async def measure(args: argparse.Namespace, templates: dict[str, str]) -> None:
         try:
             for ds in args.datasets:
                 gold = load_gold(ds, args.n, args.seed, template=templates.get(ds))
+                if args.skew:
+                    gold = skewed(gold, args.skew, args.seed)
                 task = load_task(gold.template)
                 if not args.pool_only:
                     await score(args, task, teacher, gold, store, f"local:{model}")
@@ -104,6 +113,22 @@ async def measure(args: argparse.Namespace, templates: dict[str, str]) -> None:
                         )
         finally:
             await teacher.aclose()
+
+
+def skewed(gold: Gold, spec: str, seed: int) -> Gold:
+    """Every row of one gold label and a seeded share of the others."""
+    import random
+
+    label, _, fraction = spec.partition("=")
+    rng = random.Random(seed)
+    keep = [i for i, g in enumerate(gold.gold) if g == label or rng.random() < float(fraction)]
+    share = sum(gold.gold[i] == label for i in keep) / len(keep)
+    return Gold(
+        f"{gold.name} ({share:.0%} {label})",
+        gold.template,
+        [gold.rows[i] for i in keep],
+        [gold.gold[i] for i in keep],
+    )
 
 
 def pool_template(template: str, ds: str, args: argparse.Namespace, tmp: Path) -> Path:
@@ -144,20 +169,33 @@ async def score(
     scores = score_calibrations(
         opts, p, g, labels, content_free=cf, template=task.identity, teacher=teacher.identity
     )
-    # Gold-free contextual calibration (T = 1, only the content-free prior divided out):
-    # no gold is fitted, so every row is scored. What an export could apply unasked.
-    free = Calibration(
+    # Gold-free calibrations: no gold is fitted, so every row is scored. What an export
+    # can apply with no gold at all.
+    contextual = Calibration(
         tuple(labels), 1.0, tuple(float(x) for x in contextual_bias(cf)), method="contextual, gold-free"
     )
+    batch = batch_calibration(p, labels)
     b = distribution_scores(g, p)
-    a = distribution_scores(g, [free.apply_probs(row) for row in p])
-    print(
-        f"| {gold.name} | {len(gold.rows)} | {name} | {Path(gold.template).stem} "
-        f"| {lever} | contextual, gold-free (T=1) "
-        f"| {b['accuracy']:.1%} → {a['accuracy']:.1%} | {fmt3(b['auroc'])} → {fmt3(a['auroc'])} "
-        f"| {fmt3(b['ece'])} → {fmt3(a['ece'])} | {free.describe()} |",
-        flush=True,
-    )
+    shares = label_shares(p, len(labels))
+    moved = total_variation(shares, label_shares([batch.apply_probs(row) for row in p], len(labels)))
+    guarded = batch if moved >= THRESHOLD else None
+    for method, cal, note in (
+        ("contextual, gold-free (T=1)", contextual, contextual.describe()),
+        ("batch, gold-free (T=1)", batch, batch.describe()),
+        (
+            f"batch if label shares move ≥ {THRESHOLD}",
+            guarded,
+            f"moved {moved:.2f}: " + ("applied" if guarded else "raw kept"),
+        ),
+    ):
+        a = b if cal is None else distribution_scores(g, [cal.apply_probs(row) for row in p])
+        print(
+            f"| {gold.name} | {len(gold.rows)} | {name} | {Path(gold.template).stem} "
+            f"| {lever} | {method} "
+            f"| {b['accuracy']:.1%} → {a['accuracy']:.1%} | {fmt3(b['auroc'])} → {fmt3(a['auroc'])} "
+            f"| {fmt3(b['ece'])} → {fmt3(a['ece'])} | {note} |",
+            flush=True,
+        )
     for s in scores:
         b, a = s.before, s.after
         print(
@@ -167,6 +205,16 @@ async def score(
             f"| {fmt3(b['ece'])} → {fmt3(a['ece'])} | {s.fitted} |",
             flush=True,
         )
+
+
+def label_shares(probs: Sequence[Sequence[float]], k: int) -> list[float]:
+    """Each label's share of the argmax labels (rows with no mass on a label left out)."""
+    counts = [0] * k
+    for row in probs:
+        if any(x > 0 for x in row):
+            counts[max(range(k), key=lambda i: row[i])] += 1
+    total = max(1, sum(counts))
+    return [c / total for c in counts]
 
 
 def fmt3(x: float | None) -> str:
@@ -204,6 +252,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--pool-only", action="store_true", help="skip the fixed-examples run")
+    p.add_argument(
+        "--skew",
+        metavar="LABEL=FRACTION",
+        help="keep every row of gold LABEL and this share of the others",
+    )
     p.add_argument(
         "--example-orders",
         type=int,

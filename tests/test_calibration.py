@@ -11,6 +11,7 @@ import pytest
 from labeler.answer import Answer
 from labeler.calibration import (
     Calibration,
+    batch_calibration,
     calibrate_answer,
     contextual_bias,
     cross_validated,
@@ -42,6 +43,19 @@ def test_contextual_bias_divides_out_the_content_free_distribution() -> None:
     cal = Calibration(("pos", "neg"), bias=tuple(bias))
     # (.6, .4) / (.75, .25) = (.8, 1.6) -> (1/3, 2/3): the argmax flips.
     assert cal.apply_probs([0.6, 0.4]) == pytest.approx((1 / 3, 2 / 3), abs=1e-9)
+
+
+def test_batch_calibration_divides_out_the_mean_of_the_rows_it_is_given() -> None:
+    # Rows normalised over the labels first ((.3, .1) counts as (.75, .25)); the all-zero
+    # row has no prior to give and is left out of the mean: (.75, .25), as above.
+    cal = batch_calibration([[0.9, 0.1], [0.6, 0.4], [0.3, 0.1], [0.0, 0.0]], ("pos", "neg"))
+    assert cal.method == "batch" and cal.temperature == 1.0 and cal.fitted_rows == 0
+    assert cal.details["rows"] == 3
+    assert cal.details["mean"] == pytest.approx([0.75, 0.25])
+    assert cal.apply_probs([0.6, 0.4]) == pytest.approx((1 / 3, 2 / 3), abs=1e-9)
+    assert cal.describe().endswith("the teacher's mean over 3 rows, no gold")
+    with pytest.raises(ConfigError, match="no mass on any label"):
+        batch_calibration([[0.0, 0.0]], ("pos", "neg"))
 
 
 def test_fit_temperature_matches_the_closed_form() -> None:

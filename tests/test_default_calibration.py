@@ -234,3 +234,50 @@ def test_calibrated_export_is_checked_against_its_calibrated_distribution(tmp_pa
         res = CliRunner().invoke(main, ["export", *args, "--gold", "gold", "--out", str(out)])
         assert res.exit_code == 0, res.output
     assert "label prior" not in res.output
+
+
+def test_calibration_batch_divides_out_the_teacher_tilt_without_gold(tmp_path: Path) -> None:
+    """The tilted teacher says "positive" to every row; its mean (P(positive) = .75) divided
+    out, every row gets its gold label back, with no gold and no request beyond the rows'."""
+    srv, data = _serve(tmp_path, 0.6, gold_rows=0)
+    with srv:
+        args = _args(srv, data, tmp_path)
+        out = tmp_path / "out"
+        cmd = ["run", *args, "--kind", "classification", "--calibration", "batch", "--out", str(out)]
+        res = CliRunner().invoke(main, cmd)
+        assert res.exit_code == 0, res.output
+        sent = srv.stats()["requests"]
+        assert sent == N
+        again = CliRunner().invoke(main, [*cmd, "--force"])
+        assert again.exit_code == 0, again.output
+        assert srv.stats()["requests"] == sent  # the rerun sent nothing
+    ds = _load(out)
+    names = ds.features["label"].names
+    gold = dict(_rows())
+    assert all(names[r["label"]] == gold[r["id"]] for r in ds)
+    assert all(r["soft_label_raw"][names.index("positive")] >= 0.6 for r in ds)
+    assert {r["calibration"] for r in ds} == {"batch"}
+    note = json.loads((out / "labeler_export.json").read_text())["calibration_note"]
+    assert note.startswith("batch, T=1.000, bias negative=-0.55, positive=+0.55")
+    assert "mean over 60 rows, no gold; 'positive' 100% of labels raw -> 50% calibrated" in note
+    assert note in (out / "README.md").read_text()
+    assert "calibration: batch" in res.output
+
+
+def test_calibration_batch_refuses_too_few_rows_in_one_line(tmp_path: Path) -> None:
+    srv, data = _serve(tmp_path, 0.6, gold_rows=0)
+    with srv:
+        args = _args(srv, data, tmp_path)
+        assert CliRunner().invoke(main, ["run", *args, "--quiet"]).exit_code == 0
+        few = tmp_path / "few.jsonl"
+        few.write_text("".join(data.read_text().splitlines(keepends=True)[: LEAST - 1]))
+        out = tmp_path / "out"
+        args[1] = str(few)
+        res = CliRunner().invoke(main, ["export", *args, "--calibration", "batch", "--out", str(out)])
+    assert res.exit_code == 1
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert lines == [
+        f"labeler: error: --calibration batch: {LEAST - 1} answered rows, the teacher's "
+        f"mean needs at least {LEAST} (label more rows, or export with --calibration none)"
+    ]
+    assert not out.exists()

@@ -1,5 +1,6 @@
 """benchmarks/round_trip.py end to end at a tiny size: the test teacher over HTTP labels
-SST-2 rows, two exports (raw, calibrated on gold) train the pretrained MiniLM student."""
+SST-2 rows, four exports (raw, calibrated on gold, the default with no flag and no gold,
+batch) train the pretrained MiniLM student."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.slow  # trains a sentence-encoder student on CPU
 def test_round_trip_prints_every_target_with_retention_and_gap(tmp_path, capsys) -> None:
     if not (SHARED_DATA / "sst2_validation").exists():
         pytest.skip(f"needs SST-2 at {SHARED_DATA}")
-    from benchmarks.round_trip import TARGETS, main
+    from benchmarks.round_trip import EXPORTS, main
     from labeler.testing import ServerConfig, TeacherServer
 
     with TeacherServer(ServerConfig(labels=["negative", "positive"])) as srv:
@@ -41,7 +42,11 @@ def test_round_trip_prints_every_target_with_retention_and_gap(tmp_path, capsys)
         sent = len(srv.log)
     out = capsys.readouterr().out
     assert sent == 42  # every train and test row once; the exports send nothing
-    for target in TARGETS:
-        assert f"| {target} labels | " in out
+    for title, _ in EXPORTS.values():
+        for form in ("hard", "soft"):
+            assert f"| {title}, {form} labels | " in out
     assert "| gold labels | " in out and "| — | +0.0% |" in out
-    assert "fitted on 20 gold rows of 'gold'" in out or "calibration (seed 0): none:" in out
+    gold_note = out.split("calibration of calibrated on gold (--gold) (seed 0): ")[1]
+    assert gold_note.startswith(("bias, ", "temperature, ", "none: no calibration fitted"))
+    assert "calibration of default (no flags, no gold) (seed 0): none: no gold rows given" in out
+    assert "(--calibration batch) (seed 0): batch, T=1.000, bias negative=" in out

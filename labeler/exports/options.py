@@ -31,7 +31,7 @@ ExportFormat = Literal["hf", "parquet", "jsonl"]
 ExportKindName = Literal["records", "classification", "sft", "kd", "preference"]
 SFT_SHAPES = ("prompt-completion", "messages")
 KD_LAYOUTS = ("tokens", "ids")
-CALIBRATION_MODES = ("auto", "none")
+CALIBRATION_MODES = ("auto", "none", "batch")
 
 
 class KindRules:
@@ -160,7 +160,7 @@ NO_EXPORT: dict[str, Any] = {
 
 
 def _calibration_fields(value: str) -> dict[str, Any]:
-    """`--calibration none|auto|FILE`: a mode, or a saved calibration read now (it brings
+    """`--calibration none|auto|batch|FILE`: a mode, or a saved calibration read now (it brings
     numpy, imported only then: an export without one never waits for it)."""
     if value in CALIBRATION_MODES:
         return {"calibration_mode": value}
@@ -258,19 +258,22 @@ class ExportOptions:
         help="Name the teacher's endpoint URL in the card (off: it may be private).",
     )
     calibration: Calibration | None = None  # read answers through it; the store is untouched
-    # "auto": calibrate from the gold field when there is one, else raw; "none": raw
+    # "auto": calibrate from the gold field when there is one, else raw; "none": raw;
+    # "batch": the teacher's mean over the exported rows divided out, no gold
     # (labeler/gold_calibration.py resolves it into `calibration` and `calibration_note`)
     calibration_mode: str = option(
         "auto",
         group="export",
         flag="--calibration",
-        metavar="none|auto|FILE",
+        metavar="none|auto|batch|FILE",
         path="file",
         keywords=CALIBRATION_MODES,
         convert=_calibration_fields,
         help="Soft labels, labels, confidence and filters read through: `auto` a "
-        "calibration fitted on the --gold rows (raw without --gold), `none` the raw "
-        "teacher, or a file of labeler eval --save-calibration.",
+        "calibration fitted on the --gold rows (raw without --gold), `batch` the "
+        "teacher's mean over the exported rows divided out (no gold; for rows whose "
+        "labels are about evenly spread), `none` the raw teacher, or a file of "
+        "labeler eval --save-calibration.",
     )
     gold_field: str | None = option(
         None,
@@ -327,7 +330,7 @@ class ExportOptions:
         KINDS[self.kind].check(self)
         if self.calibration_mode not in CALIBRATION_MODES:
             raise ConfigError(
-                f"--calibration '{self.calibration_mode}': expected none, auto or a calibration file"
+                f"--calibration '{self.calibration_mode}': expected none, auto, batch or a calibration file"
             )
         if not 0.0 <= self.validation_size < 1.0:
             raise ConfigError("--validation-size must be in [0, 1)")
