@@ -36,7 +36,7 @@ from labeler.reasoning import reasoning_params
 from labeler.retry import RetryPolicy
 from labeler.row_fields import check_first_rows, require_fields
 from labeler.settings import LabelSettings
-from labeler.setups import Setup, Single, Wiring, setup_for
+from labeler.setups import Cascade, Setup, Single, Wiring, setup_for
 from labeler.store import Store
 from labeler.summary import RunSummary
 from labeler.task import Task, load_task
@@ -44,6 +44,7 @@ from labeler.teachers import make_teacher, parse_spec
 from labeler.teachers.base import Teacher
 from labeler.template_check import check_template_fields
 from labeler.verify import REGISTRY, Verifier, VerifyStage, parse_keep
+from labeler.verify.gate import VerifyGate
 from labeler.verify.judge_pass import JudgePass, add_judges
 from labeler.verify.spec import split_steps
 
@@ -480,12 +481,20 @@ async def run_job(
         setup = setup_for(job)
         setup.check(task)
         teachers = _open_teachers(job, setup, teacher, stack)
-        wiring = _wiring(job, task, store, rejects, stack, client, on_warning)
+        gate = _gate(job, task, setup, store, stack, job.label_settings(), on_warning)
+        wiring = dataclasses.replace(_wiring(job, task, store, rejects, stack, client, on_warning), gate=gate)
         strategy = setup.strategy(wiring, teachers)
         stack.push_async_callback(strategy.aclose)
         with aio.stop_on_signals(strategy, enabled=handle_signals):
             summary = await strategy.run(lambda: job.rows(task))
-        await _judge(job, task, setup, teachers, store, summary, on_warning, handle_signals)
+        if gate is not None:  # the judge passes of a cascade's stages
+            summary.judges += gate.judged
+            for judged in gate.judge_summaries:
+                summary.cost_usd += judged.cost_usd
+                summary.interrupted |= judged.interrupted
+                summary.budget_stopped |= judged.budget_stopped
+        planner = setup.planner(task, teachers, store, gate)
+        await _judge(job, task, setup, teachers, store, summary, on_warning, handle_signals, planner)
         return await _finish(
             job,
             task,
@@ -494,8 +503,29 @@ async def run_job(
             store,
             rejects,
             warnings,
-            setup.planner(task, teachers, store),
+            planner,
         )
+
+
+def _gate(
+    job: Job,
+    task: Task,
+    setup: Setup,
+    store: Store,
+    stack: contextlib.ExitStack | contextlib.AsyncExitStack,
+    settings: LabelSettings | None,
+    on_warning: Callable[[str], None] | None = None,
+) -> VerifyGate | None:
+    """A cascade's `--verify` gate (labeler/verify/gate.py): a row whose answers all fail
+    goes on to the next teacher. `settings`: how its judge labels (None: read only)."""
+    if job.export.verify is None or not isinstance(setup, Cascade):
+        return None
+    verifier = job.verifier(task)
+    stack.callback(verifier.close)
+    if isinstance(stack, contextlib.AsyncExitStack):
+        for judge in verifier.judges:
+            stack.push_async_callback(judge.teacher.aclose)
+    return VerifyGate(verifier, task, store, settings, on_warning)
 
 
 async def _judge(
@@ -507,15 +537,16 @@ async def _judge(
     summary: RunSummary,
     on_warning: Callable[[str], None] | None,
     handle_signals: bool,
+    answers: Planner | MultiPlanner | None,
 ) -> None:
     """The `--verify judge:` pass (labeler/verify/judge_pass.py), once the teachers' pass
-    has ended: the judge labels every stored answer the export reads."""
+    has ended: the judge labels every stored answer the export reads (`answers`)."""
     if job.export.verify is None or summary.outcome in ("pending", "interrupted", "budget"):
         return
     with job.verifier(task) as verifier:
         if not verifier.judges:
             return
-        planner = setup.planner(task, teachers, store) or Planner(
+        planner = answers or Planner(
             task, setup.answering(teachers), store, failures=False, single_answers=True
         )
         judging = JudgePass(verifier.judges, planner, store, job.label_settings(), on_warning)
@@ -656,8 +687,11 @@ def export_job(job: Job) -> ExportReport:
     job.check_out(note="nothing was written")
     check_verifier(job, task)
     check_first_rows(job.rows(task), job.export_fields())
-    with Store(job.store_path()) as store:
-        return _export(job, task, setup.answering(teachers), store, setup.planner(task, teachers, store))
+    with Store(job.store_path()) as store, contextlib.ExitStack() as stack:
+        gate = _gate(job, task, setup, store, stack, None)
+        return _export(
+            job, task, setup.answering(teachers), store, setup.planner(task, teachers, store, gate)
+        )
 
 
 def _export(
