@@ -1,5 +1,7 @@
 """`--verify` in a cascade over real HTTP: a row whose answers all fail verification goes
-on to the next teacher, as an unsure one does, and the export replays the same choice.
+on to the next teacher, as an unsure one does, and the export replays the same choice;
+and `--samples`/`--verify`/`--keep` in a refresh config (`verify_keep`, `keep` being the
+versions a refresh keeps).
 
 Two test servers: a cheap teacher right with probability 0.3 per sampled answer and a
 dear one always right (`ArithmeticResponder`), so which rows escalate is known in
@@ -155,3 +157,65 @@ def test_a_judge_in_a_cascade_judges_each_stage_before_it_passes_rows_on(
         assert sum(1 for r in judge.log if r.path.endswith("/chat/completions")) == judged
         assert (_asked(cheap), _asked(dear)) == (ROWS * SAMPLES, len(failing) * SAMPLES)
         assert all(j["requests"] == 0 for j in again.summary.judges)
+
+
+def _refresh_config(tmp_path: Path, teacher: TeacherServer, **changes: object) -> Path:
+    import yaml
+
+    cfg: dict[str, object] = {
+        "task": "arith.yaml",
+        "input": "problems.jsonl",
+        "teacher": "anthropic:claude-haiku-4-5",
+        "base_url": teacher.url,
+        "store": "state/s.sqlite",
+        "out": "datasets/solved",
+        "keep": 2,
+        "samples": SAMPLES,
+        "verify": "numeric:answer",
+        "export": {"kind": "sft"},
+    }
+    cfg.update(changes)
+    path = tmp_path / "refresh.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_a_refresh_config_keeps_versions_with_keep_and_answers_with_verify_keep(
+    arith: Path, problems: Path, tmp_path: Path
+) -> None:
+    from labeler.errors import ConfigError
+    from labeler.refresh import RefreshConfig
+
+    with TeacherServer(ServerConfig(responder=CHEAP)) as srv:
+        cfg = RefreshConfig.load(_refresh_config(tmp_path, srv, verify_keep="best"))
+        assert cfg.keep == 2
+        job = cfg.job(tmp_path / "v1")
+        assert (job.keep, job.export.keep, job.samples) == ("best", "best", SAMPLES)
+        # `keep` counts versions; it never chose answers
+        job = RefreshConfig.load(_refresh_config(tmp_path, srv)).job(tmp_path / "v1")
+        assert job.export.keep == "all"
+        with pytest.raises(ConfigError, match=r"refresh.yaml: keep must be int, got 'best'"):
+            RefreshConfig.load(_refresh_config(tmp_path, srv, keep="best"))
+        with pytest.raises(ConfigError, match=r"verify_keep must be str or int, got 1.5"):
+            RefreshConfig.load(_refresh_config(tmp_path, srv, verify_keep=1.5))
+
+
+def test_a_refresh_samples_verifies_and_keeps_the_best_answers(
+    arith: Path, problems: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labeler.refresh import RefreshConfig, refresh
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "k")
+    gold = {r["id"]: r["answer"] for r in map(json.loads, problems.open())}
+    with TeacherServer(ServerConfig(responder=CHEAP)) as srv:
+        config = _refresh_config(tmp_path, srv, verify_keep="best", id_field="id")
+        first = refresh(RefreshConfig.load(config))
+        assert first.outcome == "ok", first
+        assert _asked(srv) == ROWS * SAMPLES
+        ds = datasets.load_from_disk(str(tmp_path / "datasets" / "solved" / "current"))
+        passing = ROWS - len(_all_wrong(problems))
+        assert len(ds) == passing and len(set(ds["id"])) == passing  # best: one per row
+        for row in ds:
+            assert _stated(row["completion"][0]["content"]) == gold[row["id"]]
+        again = refresh(RefreshConfig.load(config))
+        assert again.outcome == "ok" and _asked(srv) == ROWS * SAMPLES
