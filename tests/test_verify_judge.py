@@ -303,3 +303,27 @@ def test_a_bad_judge_is_one_line_and_pays_nothing(
     done = _cli(*base, _spec(judge), "--budget", "1", cwd=tmp_path)
     assert done.returncode == 1 and "--budget needs a price for the judge 'judge-m'" in done.stderr
     assert len(teacher.log) == 0 and len(judge.log) == 0
+
+
+def test_a_batch_run_samples_through_the_batch_api_then_the_judge_labels_live(
+    arith: Path, problems: Path, judge: TeacherServer, tmp_path: Path
+) -> None:
+    with TeacherServer(
+        ServerConfig(responder=ArithmeticResponder(p_correct=0.5), batch_speed_s=0.1)
+    ) as teacher:
+        result = asyncio.run(
+            run_job(_job(arith, problems, teacher, tmp_path, verify=_spec(judge), batch=True))
+        )
+        posted = [r.path for r in teacher.log if r.method == "POST"]
+        assert posted == ["/v1/messages/batches"] and _asked(teacher) == 0  # no live request
+        ds = datasets.load_from_disk(str(tmp_path / "out"))
+        assert all(len(row["verdicts"]) == SAMPLES for row in ds) and len(ds) == ROWS
+        distinct = sum(len({v["text"] for v in row["verdicts"]}) for row in ds)
+        assert _judged(judge) == distinct == result.summary.judges[0]["requests"]
+        gold = _gold(problems)
+        for row in ds:
+            for v in row["verdicts"]:
+                assert v["status"] == ("pass" if _stated(v["text"]) == gold[row["id"]] else "fail")
+        asyncio.run(run_job(_job(arith, problems, teacher, tmp_path, verify=_spec(judge), batch=True)))
+        assert [r.path for r in teacher.log if r.method == "POST"] == posted
+        assert _judged(judge) == distinct
