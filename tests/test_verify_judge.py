@@ -327,3 +327,81 @@ def test_a_batch_run_samples_through_the_batch_api_then_the_judge_labels_live(
         asyncio.run(run_job(_job(arith, problems, teacher, tmp_path, verify=_spec(judge), batch=True)))
         assert [r.path for r in teacher.log if r.method == "POST"] == posted
         assert _judged(judge) == distinct
+
+
+def test_a_judge_without_logprobs_scores_from_its_sampled_verdicts(
+    arith: Path, problems: Path, teacher: TeacherServer, judge: TeacherServer, tmp_path: Path
+) -> None:
+    spec = f"judge:anthropic:claude-judge@{judge.url}"
+    result = asyncio.run(run_job(_job(arith, problems, teacher, tmp_path, verify=spec)))
+    ds = datasets.load_from_disk(str(tmp_path / "out"))
+    distinct = sum(len({v["text"] for v in row["verdicts"]}) for row in ds)
+    judged = sum(1 for r in judge.log if r.path.endswith("/messages"))
+    assert judged == 5 * distinct  # the Messages API has no n: five requests per answer
+    assert result.summary.judges[0]["requests"] == distinct
+    gold = _gold(problems)
+    for row in ds:
+        for v in row["verdicts"]:
+            right = _stated(v["text"]) == gold[row["id"]]
+            assert v["status"] == ("pass" if right else "fail")
+            assert v["score"] == (1.0 if right else 0.0)  # five samples, one verdict
+            assert "samples:5" in v["detail"]
+
+
+def test_kill_9_in_the_judge_pass_resumes_without_paying_twice(
+    arith: Path, problems: Path, teacher: TeacherServer, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    in_flight = 2
+    with TeacherServer(ServerConfig(responder=ArithmeticJudge(), latency_s=0.2)) as slow_judge:
+        args = [
+            "run",
+            str(arith),
+            str(problems),
+            "--teacher",
+            ANTHROPIC,
+            "--base-url",
+            teacher.url,
+            "--samples",
+            str(SAMPLES),
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--out",
+            str(tmp_path / "out"),
+            "--concurrency",
+            str(in_flight),
+            "--quiet",
+            "--json",
+            "--verify",
+            _spec(slow_judge),
+        ]
+        env = {**os.environ, "ANTHROPIC_API_KEY": "k"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "labeler.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while _judged(slow_judge) < 8 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.kill()
+        proc.communicate()
+        assert proc.returncode == -signal.SIGKILL
+        asked, before = _asked(teacher), _judged(slow_judge)
+        assert asked == ROWS * SAMPLES and before >= 8  # every answer was paid before judging
+        done = _cli(*args, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        [j] = json.loads(done.stdout.splitlines()[-1])["judges"]
+        assert _asked(teacher) == asked  # the teacher is asked nothing again
+        total = _judged(slow_judge)
+        ds = datasets.load_from_disk(str(tmp_path / "out"))
+        distinct = sum(len({v["text"] for v in row["verdicts"]}) for row in ds)
+        # what was stored before the kill is read, not asked again: only the requests in
+        # flight at the kill are paid twice
+        assert distinct <= total <= distinct + in_flight
+        assert j["cached"] >= before - in_flight
