@@ -493,8 +493,9 @@ async def run_job(
                 summary.cost_usd += judged.cost_usd
                 summary.interrupted |= judged.interrupted
                 summary.budget_stopped |= judged.budget_stopped
-        planner = setup.planner(task, teachers, store, gate)
-        await _judge(job, task, setup, teachers, store, summary, on_warning, handle_signals, planner)
+        # a planner each: a cascade's counts what each stage answered as it reads
+        answers = setup.planner(task, teachers, store, gate)
+        await _judge(job, task, setup, teachers, store, summary, on_warning, handle_signals, answers)
         return await _finish(
             job,
             task,
@@ -503,7 +504,7 @@ async def run_job(
             store,
             rejects,
             warnings,
-            planner,
+            setup.planner(task, teachers, store, gate),
         )
 
 

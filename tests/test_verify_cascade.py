@@ -153,6 +153,8 @@ def test_a_judge_in_a_cascade_judges_each_stage_before_it_passes_rows_on(
         ds = datasets.load_from_disk(str(tmp_path / "out"))
         for row in ds:
             assert row["cascade_stage"] == (2 if row["id"] in failing else 1), row["id"]
+        # the export counts each stage's answers once, though the judge read them too
+        assert [t["rows"] for t in result.export.teachers] == [ROWS, len(failing)]
         again = asyncio.run(run_job(_job(arith, problems, cheap, dear, tmp_path, verify=spec)))
         assert sum(1 for r in judge.log if r.path.endswith("/chat/completions")) == judged
         assert (_asked(cheap), _asked(dear)) == (ROWS * SAMPLES, len(failing) * SAMPLES)
