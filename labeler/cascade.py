@@ -29,10 +29,11 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 from labeler.answer import Answer, read_answer
 from labeler.batch.runner import BatchRunner, BatchSummary
+from labeler.completion import Completion
 from labeler.confidence import DISTRIBUTION_MEASURES, LOWER_IS_BETTER
 from labeler.errors import ConfigError
 from labeler.human import human_labels
@@ -47,6 +48,25 @@ from labeler.teachers.base import Teacher
 
 MEASURES = DISTRIBUTION_MEASURES  # what a stage can be thresholded on
 _URL_MARK = "@http"
+
+
+class Gate(Protocol):
+    """`--verify` in a cascade (labeler/verify/gate.py): a row none of whose answers
+    passes goes on to the next teacher, as an unsure one does."""
+
+    def fails(self, data: Mapping[str, Any], key: str, completion: Completion) -> bool:
+        """Whether no answer of this stored completion passes (the export's question)."""
+        ...
+
+    async def escalate(
+        self,
+        stage: int,
+        identity: Mapping[str, Any],
+        answered: Sequence[tuple[Row, str, Completion]],
+        spent_usd: float = 0.0,
+    ) -> list[Row]:
+        """The rows of a stage's answered ones that no answer passes (the run's)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -148,11 +168,18 @@ def _stage(spec: str) -> Stage:
     return Stage(teacher, "http" + url if mark else None)
 
 
-def reached(spec: CascadeSpec, answers: Sequence[Answer | None]) -> int:
-    """How many stages a row reaches under `spec`, given each stage's answer (None: none)."""
+def reached(
+    spec: CascadeSpec, answers: Sequence[Answer | None], failed: Callable[[int], bool] | None = None
+) -> int:
+    """How many stages a row reaches under `spec`, given each stage's answer (None: none);
+    `failed(stage)` says whether that stage's answers all fail `--verify`, which passes
+    the row on too (to another teacher only)."""
     for stage, answer in enumerate(answers):
-        if not spec.escalates(stage, answer):
-            return stage + 1
+        if spec.escalates(stage, answer):
+            continue
+        if failed is not None and stage < len(spec.stages) - 1 and failed(stage):
+            continue
+        return stage + 1
     return len(answers)
 
 
@@ -168,11 +195,13 @@ def queued_for_human(spec: CascadeSpec, answers: Sequence[Answer | None]) -> boo
     )
 
 
-def final_stage(spec: CascadeSpec, answers: Sequence[Answer | None]) -> int | None:
+def final_stage(
+    spec: CascadeSpec, answers: Sequence[Answer | None], failed: Callable[[int], bool] | None = None
+) -> int | None:
     """The stage (0-based) a row's label comes from: the last valid answer among the
     stages it reaches, else the last answer at all; None when no reached stage answered."""
     chosen: int | None = None
-    for stage in range(reached(spec, answers)):
+    for stage in range(reached(spec, answers, failed)):
         answer = answers[stage]
         if answer is not None and (answer.valid or chosen is None or not answers[chosen].valid):  # type: ignore[union-attr]
             chosen = stage
@@ -243,9 +272,11 @@ class CascadeRun:
         make_labeler: Callable[[int, Teacher, float | None], Labeler | BatchRunner],
         budget_usd: float | None = None,
         store: Store | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.task = task
         self.store = store
+        self.gate = gate
         self.spec = spec
         self.teachers = list(teachers)
         self.make_labeler = make_labeler
@@ -277,13 +308,15 @@ class CascadeRun:
             report = StageReport(i + 1, self.spec.stages[i].teacher, lb.summary)
             try:
                 if isinstance(lb, Labeler):
-                    escalated = await self._live_pass(i, lb, pending)
+                    escalated, kept = await self._live_pass(i, lb, pending)
                 else:
-                    escalated = await self._batch_pass(i, lb, pending, rows() if i == 0 else pending)
+                    escalated, kept = await self._batch_pass(i, lb, pending, rows() if i == 0 else pending)
             finally:
                 self._current = None
                 if isinstance(lb, Labeler):
                     await lb.aclose()
+            if self.gate is not None and i < len(self.teachers) - 1 and not self._stopped:
+                escalated += await self.gate.escalate(i, teacher.identity, kept, spent + lb.summary.cost_usd)
             report.escalated = len(escalated)
             self.stages.append(report)
             spent += lb.summary.cost_usd
@@ -317,13 +350,17 @@ class CascadeRun:
 
     async def _live_pass(
         self, stage: int, lb: Labeler, rows: Iterable[Row | Reject | Mapping[str, Any]]
-    ) -> list[Row]:
+    ) -> tuple[list[Row], list[tuple[Row, str, Completion]]]:
+        """The rows this stage passes on, and those it answered and keeps (for `gate`)."""
         await lb.teacher.start()
         escalated: list[Row] = []
+        kept: list[tuple[Row, str, Completion]] = []
         async for rec in lb.label(rows, with_completions=True):
             if self._escalates(stage, rec):
                 escalated.append(rec.row)
-        return escalated
+            elif self.gate is not None and rec.completion is not None and rec.key is not None:
+                kept.append((rec.row, rec.key, rec.completion))
+        return escalated, kept
 
     async def _batch_pass(
         self,
@@ -331,23 +368,28 @@ class CascadeRun:
         runner: BatchRunner,
         rows: Iterable[Row | Reject | Mapping[str, Any]],
         again: Iterable[Row | Reject | Mapping[str, Any]],
-    ) -> list[Row]:
+    ) -> tuple[list[Row], list[tuple[Row, str, Completion]]]:
         """A stage through the provider's batch API (`BatchRunner`); what it passes on is
         read from the store once its batches have ended (nothing while they are pending)."""
         summary = await runner.run(rows)
         if summary.outcome == "pending" or self.store is None:
-            return []
+            return [], []
         return await asyncio.to_thread(self._escalated_in_store, stage, again)
 
-    def _escalated_in_store(self, stage: int, rows: Iterable[Row | Reject | Mapping[str, Any]]) -> list[Row]:
+    def _escalated_in_store(
+        self, stage: int, rows: Iterable[Row | Reject | Mapping[str, Any]]
+    ) -> tuple[list[Row], list[tuple[Row, str, Completion]]]:
         # max_attempts=0: every stored failure counts (FAILED), as a live failure escalates
         planner = Planner(self.task, self.teachers[stage].identity, self.store, failures=True, max_attempts=0)
-        return [
-            item.row
-            for chunk in planner.plan_rows(rows)
-            for item in chunk
-            if self._stored_escalates(stage, item)
-        ]
+        escalated: list[Row] = []
+        kept: list[tuple[Row, str, Completion]] = []
+        for chunk in planner.plan_rows(rows):
+            for item in chunk:
+                if self._stored_escalates(stage, item):
+                    escalated.append(item.row)
+                elif item.status == CACHED and item.completion is not None and item.key is not None:
+                    kept.append((item.row, item.key, item.completion))
+        return escalated, kept
 
     def _stored_escalates(self, stage: int, item: Item) -> bool:
         if item.status == FAILED:
@@ -508,12 +550,18 @@ class CascadePlanner(MultiPlanner):
     kind = "cascade"
 
     def __init__(
-        self, task: Task, spec: CascadeSpec, identities: Sequence[Mapping[str, Any]], store: Store
+        self,
+        task: Task,
+        spec: CascadeSpec,
+        identities: Sequence[Mapping[str, Any]],
+        store: Store,
+        gate: Gate | None = None,
     ) -> None:
         super().__init__(
             task, identities, store, [f"stage {n + 1}: {st.teacher}" for n, st in enumerate(spec.stages)]
         )
         self.spec = spec
+        self.gate = gate
 
     def _fold(self, items: list[Item]) -> Item:
         """The cascade replayed on one row's stored answers."""
@@ -521,22 +569,44 @@ class CascadePlanner(MultiPlanner):
             read_answer(self.task, i.completion) if i.status == CACHED and i.completion is not None else None
             for i in items
         ]
-        for stage in range(reached(self.spec, answers)):
+        failed = self._failed(items)
+        for stage in range(reached(self.spec, answers, failed)):
             if answers[stage] is not None:
                 self.usage[stage].add(items[stage])
-        n = final_stage(self.spec, answers)
+        n = final_stage(self.spec, answers, failed)
         if n is None:
             return items[0]  # rejected, or no stage has answered: missing, as in any export
         chosen = items[n]
         trail = [
             self._step(stage, a)
-            for stage, a in enumerate(answers[: reached(self.spec, answers)])
+            for stage, a in enumerate(answers[: reached(self.spec, answers, failed)])
             if a is not None
         ]
         chosen.provenance = {"cascade_stage": n + 1, "teacher": self.spec.stages[n].teacher, "cascade": trail}
         if self.spec.human:  # the export makes it false once a person has decided
             chosen.provenance["awaiting_human"] = queued_for_human(self.spec, answers)
         return chosen
+
+    def _failed(self, items: list[Item]) -> Callable[[int], bool] | None:
+        """Whether a stage's stored answers all fail `--verify` (None: no verifier);
+        asked only of the stages the replay reaches, each once."""
+        gate = self.gate
+        if gate is None:
+            return None
+        seen: dict[int, bool] = {}
+
+        def failed(stage: int) -> bool:
+            if stage not in seen:
+                item = items[stage]
+                seen[stage] = (
+                    item.status == CACHED
+                    and item.completion is not None
+                    and item.key is not None
+                    and gate.fails(item.row.data, item.key, item.completion)
+                )
+            return seen[stage]
+
+        return failed
 
     def _step(self, stage: int, answer: Answer) -> dict[str, Any]:
         soft = answer.soft if answer.label is not None else None
@@ -557,6 +627,7 @@ __all__ = [
     "CascadePlanner",
     "CascadeRun",
     "CascadeSpec",
+    "Gate",
     "HumanQueue",
     "Stage",
     "StageReport",

@@ -1090,6 +1090,7 @@ def _print_summary(result: Any) -> None:
     s = result.summary
     _print_counts(s)
     _print_stages(s.stages)
+    _print_judges(s.judges)
     _print_requests(s)
     _print_failures(s)
     if result.rejects:
@@ -1135,6 +1136,17 @@ def _print_stages(stages: list[dict[str, Any]]) -> None:
             f"labeler:   {which} {st['teacher']}: {st['rows']} rows, "
             f"{st['labeled']} labeled, {st['cached']} cached, {st['failed']} failed"
             f"{passed}; ${st['cost_usd']:.4f} in {st['elapsed_s']:.1f}s",
+            err=True,
+        )
+
+
+def _print_judges(judges: list[dict[str, Any]]) -> None:
+    """Each --verify judge's own pass."""
+    for j in judges:
+        click.echo(
+            f"labeler:   judge {j['teacher']}: {j['answers']} answers, {j['labeled']} judged, "
+            f"{j['cached']} stored, {j['failed']} failed ({j['requests']} requests); "
+            f"${j['cost_usd']:.4f} in {j['elapsed_s']:.1f}s",
             err=True,
         )
 

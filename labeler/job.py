@@ -36,14 +36,16 @@ from labeler.reasoning import reasoning_params
 from labeler.retry import RetryPolicy
 from labeler.row_fields import check_first_rows, require_fields
 from labeler.settings import LabelSettings
-from labeler.setups import Setup, Single, Wiring, setup_for
+from labeler.setups import Cascade, Setup, Single, Wiring, setup_for
 from labeler.store import Store
 from labeler.summary import RunSummary
 from labeler.task import Task, load_task
-from labeler.teachers import make_teacher
+from labeler.teachers import make_teacher, parse_spec
 from labeler.teachers.base import Teacher
 from labeler.template_check import check_template_fields
 from labeler.verify import REGISTRY, Verifier, VerifyStage, parse_keep
+from labeler.verify.gate import VerifyGate
+from labeler.verify.judge_pass import JudgePass, add_judges
 from labeler.verify.spec import split_steps
 
 
@@ -304,6 +306,32 @@ class Job:
     def make_teacher(self) -> Teacher:
         return self.teacher_for(Stage(self.teacher))
 
+    def judge_teacher(self, teacher: str, base_url: str | None) -> Teacher:
+        """A `--verify judge:` teacher: its own @URL; where its provider is one of the job's
+        teachers', also the job's --base-url (when it has no URL of its own), key and
+        teacher options (sampling options aside: the judge samples as its provider does);
+        else its provider's defaults and environment key."""
+        opts: dict[str, Any] = {}
+        own = parse_spec(teacher)[0]
+        if own in {parse_spec(st.teacher)[0] for st in setup_for(self).teachers}:
+            opts = {k: v for k, v in self.teacher_options.items() if k not in ("samples", "soft_labels")}
+            if self.api_key:
+                opts["api_key"] = self.api_key
+            if self.base_url and not base_url:
+                opts["base_url"] = self.base_url
+        if base_url:
+            opts["base_url"] = base_url
+        return make_teacher(teacher, **opts)
+
+    def verifier(self, task: Task) -> Verifier:
+        """The job's `--verify` chain for this task (a judge built by `judge_teacher`)."""
+        spec = self.export.verify
+        if spec is None:
+            raise ConfigError("this job has no --verify SPEC")
+        return Verifier(
+            spec, task=task, timeout_s=self.export.verify_timeout, make_teacher=self.judge_teacher
+        )
+
     def rows(self, task: Task) -> Iterator[Row | Reject]:
         # Without --id-field, a column named `id` still names the row (else its line).
         id_column = "id" if self.id_field is None else None
@@ -385,10 +413,18 @@ def check_verifier(job: Job, task: Task, *, start: bool = True, source: str | No
     """A verifier that cannot work is the user's error, told before anything is paid: a
     spec the template cannot serve, an input field a row lacks, a checker that does not
     import. stdin is read once, so its rows are checked once it is spooled."""
-    spec = job.export.verify
-    if spec is None:
+    if job.export.verify is None:
         return
-    with Verifier(spec, schema=task.schema, timeout_s=job.export.verify_timeout) as verifier:
+    with job.verifier(task) as verifier:
+        for judge in verifier.judges:
+            if (
+                job.budget_usd is not None
+                and job.label_settings().price_table.lookup(judge.teacher.model) is None
+            ):
+                raise ConfigError(
+                    f"--budget needs a price for the judge '{judge.teacher.model}': add --price "
+                    f"{judge.teacher.model}=IN,OUT (USD per 1M tokens)"
+                )
         if not _is_stdin(job):
             verifier.check_input(job.rows(task), source)
         if start:
@@ -445,11 +481,21 @@ async def run_job(
         setup = setup_for(job)
         setup.check(task)
         teachers = _open_teachers(job, setup, teacher, stack)
-        wiring = _wiring(job, task, store, rejects, stack, client, on_warning)
+        gate = _gate(job, task, setup, store, stack, job.label_settings(), on_warning)
+        wiring = dataclasses.replace(_wiring(job, task, store, rejects, stack, client, on_warning), gate=gate)
         strategy = setup.strategy(wiring, teachers)
         stack.push_async_callback(strategy.aclose)
         with aio.stop_on_signals(strategy, enabled=handle_signals):
             summary = await strategy.run(lambda: job.rows(task))
+        if gate is not None:  # the judge passes of a cascade's stages
+            summary.judges += gate.judged
+            for judged in gate.judge_summaries:
+                summary.cost_usd += judged.cost_usd
+                summary.interrupted |= judged.interrupted
+                summary.budget_stopped |= judged.budget_stopped
+        # a planner each: a cascade's counts what each stage answered as it reads
+        answers = setup.planner(task, teachers, store, gate)
+        await _judge(job, task, setup, teachers, store, summary, on_warning, handle_signals, answers)
         return await _finish(
             job,
             task,
@@ -458,8 +504,59 @@ async def run_job(
             store,
             rejects,
             warnings,
-            setup.planner(task, teachers, store),
+            setup.planner(task, teachers, store, gate),
         )
+
+
+def _gate(
+    job: Job,
+    task: Task,
+    setup: Setup,
+    store: Store,
+    stack: contextlib.ExitStack | contextlib.AsyncExitStack,
+    settings: LabelSettings | None,
+    on_warning: Callable[[str], None] | None = None,
+) -> VerifyGate | None:
+    """A cascade's `--verify` gate (labeler/verify/gate.py): a row whose answers all fail
+    goes on to the next teacher. `settings`: how its judge labels (None: read only)."""
+    if job.export.verify is None or not isinstance(setup, Cascade):
+        return None
+    verifier = job.verifier(task)
+    stack.callback(verifier.close)
+    if isinstance(stack, contextlib.AsyncExitStack):
+        for judge in verifier.judges:
+            stack.push_async_callback(judge.teacher.aclose)
+    return VerifyGate(verifier, task, store, settings, on_warning)
+
+
+async def _judge(
+    job: Job,
+    task: Task,
+    setup: Setup,
+    teachers: Sequence[Teacher],
+    store: Store,
+    summary: RunSummary,
+    on_warning: Callable[[str], None] | None,
+    handle_signals: bool,
+    answers: Planner | MultiPlanner | None,
+) -> None:
+    """The `--verify judge:` pass (labeler/verify/judge_pass.py), once the teachers' pass
+    has ended: the judge labels every stored answer the export reads (`answers`)."""
+    if job.export.verify is None or summary.outcome in ("pending", "interrupted", "budget"):
+        return
+    with job.verifier(task) as verifier:
+        if not verifier.judges:
+            return
+        planner = answers or Planner(
+            task, setup.answering(teachers), store, failures=False, single_answers=True
+        )
+        judging = JudgePass(verifier.judges, planner, store, job.label_settings(), on_warning)
+        try:
+            with aio.stop_on_signals(judging, enabled=handle_signals):
+                done = await judging.run(lambda: job.rows(task), spent_usd=summary.cost_usd)
+        finally:
+            await judging.aclose()
+        add_judges(summary, verifier.judges, done)
 
 
 def _open_teachers(
@@ -528,7 +625,7 @@ async def _finish(
         summary.verification = report.verification
     elif job.export.verify is not None and summary.outcome not in ("pending", "interrupted"):
         summary.verification = await asyncio.to_thread(
-            verify_stored, task, identity, job.rows(task), store, job.export, planner
+            verify_stored, task, identity, job.rows(task), store, job.export, planner, job.verifier(task)
         )
     return JobResult(
         summary,
@@ -554,13 +651,21 @@ def _row_total(job: Job) -> int | None:
 
 
 def verify_stored(
-    task: Task, identity: Mapping[str, Any], rows: Any, store: Store, opts: ExportOptions, planner: Any = None
+    task: Task,
+    identity: Mapping[str, Any],
+    rows: Any,
+    store: Store,
+    opts: ExportOptions,
+    planner: Any = None,
+    verifier: Verifier | None = None,
 ) -> dict[str, Any]:
     """Check every stored answer of these rows (verdicts stored, those already stored
-    read) and give the pass rates: what a run without --out reports."""
+    read) and give the pass rates: what a run without --out reports. `verifier` (closed
+    here) replaces the one `opts.verify` names."""
     assert opts.verify is not None
     planner = planner or Planner(task, identity, store, failures=False)
-    with Verifier(opts.verify, schema=task.schema, timeout_s=opts.verify_timeout) as verifier:
+    verifier = verifier or Verifier(opts.verify, task=task, timeout_s=opts.verify_timeout)
+    with verifier:
         stage = VerifyStage(verifier, store, opts.keep)
         for planned in planner.plan_rows(rows, 512):
             stage.check(
@@ -583,8 +688,11 @@ def export_job(job: Job) -> ExportReport:
     job.check_out(note="nothing was written")
     check_verifier(job, task)
     check_first_rows(job.rows(task), job.export_fields())
-    with Store(job.store_path()) as store:
-        return _export(job, task, setup.answering(teachers), store, setup.planner(task, teachers, store))
+    with Store(job.store_path()) as store, contextlib.ExitStack() as stack:
+        gate = _gate(job, task, setup, store, stack, None)
+        return _export(
+            job, task, setup.answering(teachers), store, setup.planner(task, teachers, store, gate)
+        )
 
 
 def _export(
@@ -599,7 +707,8 @@ def _export(
         task, identity, lambda: job.rows(task), store, job.export, single_teacher=planner is None
     )
     assert job.out is not None  # export_job refuses a job without one
-    return export_to(task, identity, job.export_rows(task), store, Path(job.out), opts, planner)
+    verifier = job.verifier(task) if opts.verify is not None else None
+    return export_to(task, identity, job.export_rows(task), store, Path(job.out), opts, planner, verifier)
 
 
 def _spool_stdin(job: Job) -> Path | None:

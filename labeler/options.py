@@ -248,7 +248,8 @@ VERIFY_OPTIONS: tuple[Option, ...] = (
         None,
         "Check every answer (each sample) and store the verdict: exact:FIELD, "
         "numeric:FIELD[:TOL], regex:PATTERN (extracts its first group for the next "
-        "step), json-schema, python:MODULE:FUNCTION; steps joined by commas, e.g. "
+        "step), json-schema, python:MODULE:FUNCTION, judge:PROVIDER:MODEL[:TEMPLATE] (a "
+        "second teacher labels each answer); steps joined by commas, e.g. "
         "regex:'Answer: (.*)',exact:gold. Exports keep verified answers.",
         metavar="SPEC",
     ),

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from labeler.batch.base import BatchClient
 from labeler.batch.clients import make_client
 from labeler.batch.runner import BatchRunner
-from labeler.cascade import CascadePlanner, CascadeRun, CascadeSpec, MultiPlanner, Stage
+from labeler.cascade import CascadePlanner, CascadeRun, CascadeSpec, Gate, MultiPlanner, Stage
 from labeler.ensemble import EnsemblePlanner, EnsembleRun, EnsembleSpec
 from labeler.errors import ConfigError
 from labeler.inputs import Reject, RejectsWriter, Row
@@ -71,6 +71,7 @@ class Wiring:
     client: BatchClient | None = None  # the caller's batch client (a single teacher's)
     run_tag: Callable[[Teacher], str] | None = None  # names this run's batches
     stack: contextlib.AsyncExitStack | None = None  # closes the batch clients made here
+    gate: Gate | None = None  # --verify: a cascade passes on a row whose answers all fail
 
     def live(
         self,
@@ -127,9 +128,12 @@ class Setup(ABC):
         """Who answers, as the review page's header names it."""
 
     @abstractmethod
-    def planner(self, task: Task, teachers: Sequence[Teacher], store: Store) -> Planner | MultiPlanner | None:
+    def planner(
+        self, task: Task, teachers: Sequence[Teacher], store: Store, gate: Gate | None = None
+    ) -> Planner | MultiPlanner | None:
         """Reads the stored answers back, one item per row: the export's and review's
-        (None: the export's own `Planner` of the one teacher)."""
+        (None: the export's own `Planner` of the one teacher). `gate`: the job's
+        `--verify`, where the setup's choice of answer depends on it (a cascade's)."""
 
     @abstractmethod
     def strategy(self, wiring: Wiring, teachers: Sequence[Teacher]) -> Strategy:
@@ -186,7 +190,9 @@ class Single(Setup):
     def name(self) -> str:
         return self.stage.teacher
 
-    def planner(self, task: Task, teachers: Sequence[Teacher], store: Store) -> None:
+    def planner(
+        self, task: Task, teachers: Sequence[Teacher], store: Store, gate: Gate | None = None
+    ) -> None:
         return None  # the export's own `Planner` of the one teacher
 
     def strategy(self, wiring: Wiring, teachers: Sequence[Teacher]) -> Strategy:
@@ -227,8 +233,10 @@ class Cascade(Setup):
             + (" → human" if self.spec.human else "")
         )
 
-    def planner(self, task: Task, teachers: Sequence[Teacher], store: Store) -> CascadePlanner:
-        return CascadePlanner(task, self.spec, [t.identity for t in teachers], store)
+    def planner(
+        self, task: Task, teachers: Sequence[Teacher], store: Store, gate: Gate | None = None
+    ) -> CascadePlanner:
+        return CascadePlanner(task, self.spec, [t.identity for t in teachers], store, gate)
 
     def strategy(self, wiring: Wiring, teachers: Sequence[Teacher]) -> Strategy:
         """One pass per stage; with `batch`, a stage whose provider has a batch API goes
@@ -251,6 +259,7 @@ class Cascade(Setup):
             make_pass,
             budget_usd=wiring.settings.budget_usd,
             store=wiring.store,
+            gate=wiring.gate,
         )
 
 
@@ -279,7 +288,9 @@ class Ensemble(Setup):
         if task.label_space is None:
             raise ConfigError(f"--ensemble needs a label task; {task.path} is '{task.output_kind}'")
 
-    def planner(self, task: Task, teachers: Sequence[Teacher], store: Store) -> EnsemblePlanner:
+    def planner(
+        self, task: Task, teachers: Sequence[Teacher], store: Store, gate: Gate | None = None
+    ) -> EnsemblePlanner:
         return EnsemblePlanner(task, self.spec, [t.identity for t in teachers], store)
 
     def answering(self, teachers: Sequence[Teacher]) -> Mapping[str, Any]:

@@ -71,6 +71,9 @@ class RunSummary:
     exported: int | None = None
     export_removed: dict[str, int] = field(default_factory=dict)
     verification: dict[str, Any] | None = None  # --verify: pass rates (labeler/verify/)
+    # --verify judge:...: each judge's pass (answers, requests, tokens, cost); its cost is
+    # in `cost_usd` too
+    judges: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def outcome(self) -> str:

@@ -36,6 +36,7 @@ import pytest
 import yaml
 
 from labeler.testing import (
+    ArithmeticJudge,
     ArithmeticResponder,
     LabelResponder,
     Reply,
@@ -107,15 +108,19 @@ ALL = [b for doc in DOCS for b in blocks(doc)]
 class TaskAwareLabels:
     """Answers each request from the label set its prompt names (the topic template lists
     World, Sports, ...), so every shipped label template gets valid labels; a request for
-    a worked solution ("Answer: N") gets arithmetic, right or wrong."""
+    a worked solution ("Answer: N") gets arithmetic, right or wrong, and a judge's request
+    (an answer between `<answer>` tags) a judge's verdict."""
 
     SETS = (("World", "Sports", "Business", "Sci/Tech"), ("negative", "positive"))
 
     def __init__(self) -> None:
         self._by_set = {labels: LabelResponder(list(labels)) for labels in self.SETS}
         self._arithmetic = ArithmeticResponder(p_correct=0.6)
+        self._judge = ArithmeticJudge()
 
     def __call__(self, view: RequestView) -> Reply:
+        if "<answer>" in view.prompt:  # docs/generation.md's judge
+            return self._judge(view)
         if "Answer: N" in view.prompt:  # docs/generation.md's worked solutions
             return self._arithmetic(view)
         best = max(self.SETS, key=lambda labels: sum(label in view.prompt for label in labels))

@@ -27,7 +27,7 @@ def rows(n: int) -> list[dict[str, str]]:
             "id": str(i),
             **{
                 f: " ".join(rng.choices(words, k=rng.randint(1, 6)))
-                for f in ("text", "title", "query", "instruction", "input")
+                for f in ("text", "title", "query", "instruction", "input", "prompt", "response")
             },
         }
         for i in range(n)

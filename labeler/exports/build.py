@@ -103,13 +103,15 @@ def export_dataset(
     options: ExportOptions | None = None,
     *,
     planner: Any = None,
+    verifier: Verifier | None = None,
 ) -> ExportReport:
     """Write the export for these rows to `out`, atomically; returns what it contains.
 
     `planner` replaces the plain `Planner` where each row's answer is chosen among
     several teachers' (a cascade's `CascadePlanner`): its items' `provenance` becomes
-    columns of `records` rows and the report's `stages`."""
-    return _export_dataset(task, teacher_identity, rows, store, out, options, planner)
+    columns of `records` rows and the report's `stages`. `verifier` (closed here)
+    replaces the one `options.verify` names: a job's, whose judge has the job's key."""
+    return _export_dataset(task, teacher_identity, rows, store, out, options, planner, verifier)
 
 
 def _export_dataset(
@@ -120,6 +122,7 @@ def _export_dataset(
     out: str | Path,
     options: ExportOptions | None,
     planner: Any,
+    given: Verifier | None = None,
 ) -> ExportReport:
     opts = options or ExportOptions()
     kind = export_kind(opts)
@@ -132,11 +135,9 @@ def _export_dataset(
     start = time.monotonic()
     report = ExportReport(str(out), opts.kind, opts.format)
     tmp, work = _staging(out, opts, store)
-    verifier = (
-        Verifier(opts.verify, schema=task.schema, timeout_s=opts.verify_timeout)
-        if opts.verify is not None
-        else None
-    )
+    verifier = given
+    if verifier is None and opts.verify is not None:
+        verifier = Verifier(opts.verify, task=task, timeout_s=opts.verify_timeout)
     try:
         stage = VerifyStage(verifier, store, opts.keep) if verifier is not None else None
         planner = planner or Planner(task, teacher_identity, store, failures=False, single_answers=True)

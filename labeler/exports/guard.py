@@ -75,11 +75,12 @@ def export_to(
     out: Path,
     options: ExportOptions,
     planner: Any = None,
+    verifier: Any = None,
 ) -> ExportReport:
     """`export_dataset`, with a failure to write (disk full, read-only, not a folder) told
     as one line naming the path: the answers are in the store, so a rerun sends nothing."""
     try:
-        return export_dataset(task, identity, rows, store, out, options, planner=planner)
+        return export_dataset(task, identity, rows, store, out, options, planner=planner, verifier=verifier)
     except OSError as exc:
         where = exc.filename or out
         # The system's words for the errno: pyarrow's own message wraps them in its own

@@ -22,7 +22,8 @@
 
 Answers are deterministic, come from a responder (`LabelResponder`, `EchoResponder`,
 `ScriptedResponder`, `VerbalizedResponder`, `ArithmeticResponder` (right with a known
-probability per answer, for verification) or any callable from `RequestView` to
+probability per answer, for verification), `ArithmeticJudge` (labels an arithmetic
+answer correct or incorrect, for a judge) or any callable from `RequestView` to
 `Reply`), and carry the
 providers' headers and error bodies; faults and rate limits are set on `ServerConfig`
 and reproduce exactly for a given seed::
@@ -39,7 +40,7 @@ For benchmarks, run it as its own process: `python -m labeler.testing serve --po
 --latency 0.2 --rpm 600 --labels a,b,c` prints its URL as the first line of stdout.
 """
 
-from labeler.testing.arithmetic import ArithmeticResponder
+from labeler.testing.arithmetic import ArithmeticJudge, ArithmeticResponder
 from labeler.testing.config import ServerConfig
 from labeler.testing.records import RequestLog, RequestRecord
 from labeler.testing.responders import (
@@ -55,6 +56,7 @@ from labeler.testing.server import TeacherServer, serve
 from labeler.testing.tokens import count_tokens, tokenize
 
 __all__ = [
+    "ArithmeticJudge",
     "ArithmeticResponder",
     "EchoResponder",
     "LabelResponder",

@@ -10,6 +10,7 @@ right, so it can hold a verifier's verdicts to the truth, answer by answer.
 
 from __future__ import annotations
 
+import math
 import re
 
 from labeler.testing.hashing import mix, text_hash, unit
@@ -61,3 +62,38 @@ class ArithmeticResponder:
         phrasing = _WORKINGS[mix(self.seed, text_hash(question), sample, 11) % len(_WORKINGS)]
         work = phrasing.format(a=a, op=op, b=b, got=got)
         return Reply(text=self.format.format(work=work, answer=got))
+
+
+_REQUEST = re.compile(r"<request>(.*?)</request>", re.DOTALL)
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_NUMBER = re.compile(r"-?\d+")
+
+
+class ArithmeticJudge:
+    """A judge of arithmetic answers (`--verify judge:`): it reads the request between
+    ``<request>`` tags (the shipped judge template's layout), solves its last ``A op B``,
+    and labels the answer between ``<answer>`` tags ``correct`` when the last number in
+    it is the result, else ``incorrect``, putting `p_sure` of the first position's mass
+    on that label and the rest on the other, so a test knows every judged score."""
+
+    def __init__(self, p_sure: float = 0.9) -> None:
+        self.p_sure = p_sure
+
+    def verdict(self, request: str, answer: str) -> str | None:
+        """The label this judge gives, or None where it sees nothing to judge."""
+        found = _QUESTION.findall(request)
+        if not found:
+            return None
+        a, op, b = found[-1]
+        numbers = _NUMBER.findall(answer)
+        return "correct" if numbers and int(numbers[-1]) == solve(int(a), op, int(b)) else "incorrect"
+
+    def __call__(self, view: RequestView) -> Reply:
+        text = view.last_user or view.prompt
+        request, answer = _REQUEST.search(text), _ANSWER.search(text)
+        label = self.verdict(request.group(1), answer.group(1)) if request and answer else None
+        if label is None:
+            return Reply(text="I see nothing to judge here.")
+        other = "incorrect" if label == "correct" else "correct"
+        top = [(label, math.log(self.p_sure)), (other, math.log(1.0 - self.p_sure))]
+        return Reply(text=label, tokens=[label], top_logprobs=[top])

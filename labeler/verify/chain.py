@@ -10,7 +10,10 @@ import orjson
 
 from labeler.errors import ConfigError
 from labeler.inputs import Reject, Row
-from labeler.verify.kinds import ERROR, FAIL, PASS, REGISTRY, TIMEOUT, Python, Step, Verdict
+from labeler.store import Store
+from labeler.verify.judge import Judge, MakeJudge
+from labeler.verify.kinds import ERROR, FAIL, PASS, TIMEOUT, Python, Step, Verdict
+from labeler.verify.registry import REGISTRY
 from labeler.verify.spec import split_steps
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -21,10 +24,23 @@ class Verifier:
     changes (the spec, the template's schema, a Python checker's source), so stored
     verdicts of another verifier are never read as this one's."""
 
-    def __init__(self, spec: str, *, schema: Any = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        spec: str,
+        *,
+        schema: Any = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        task: Any = None,
+        make_teacher: MakeJudge | None = None,
+    ) -> None:
+        """`task` is the template whose answers are checked (a judge renders its prompt;
+        its `schema` is the default of `schema`); `make_teacher` builds a judge's teacher
+        (a job's: its API key and options), else one is built from the environment."""
         self.spec = spec
+        if schema is None and task is not None:
+            schema = task.schema
         self.steps: list[Step] = [
-            REGISTRY[kind](arg, schema=schema, timeout_s=timeout_s)
+            REGISTRY[kind](arg, schema=schema, timeout_s=timeout_s, task=task, make_teacher=make_teacher)
             for kind, arg in split_steps(spec, REGISTRY)
         ]
         self.digest = (
@@ -33,6 +49,22 @@ class Verifier:
                 orjson.dumps([s.identity() for s in self.steps], option=orjson.OPT_SORT_KEYS), digest_size=16
             ).hexdigest()
         )
+
+    @property
+    def judges(self) -> list[Judge]:
+        """The steps that read a judge's answers (asked by a judge pass before checking)."""
+        return [s for s in self.steps if isinstance(s, Judge)]
+
+    def bind(self, store: Store) -> None:
+        """Read what the steps need (a judge's answers) from this store."""
+        for step in self.steps:
+            step.bind(store)
+
+    def prepare(self, pairs: list[tuple[Mapping[str, Any], str]]) -> None:
+        """Get ready to check these (row, answer) pairs (one store lookup per chunk)."""
+        if pairs:
+            for step in self.steps:
+                step.prepare(pairs)
 
     @property
     def fields(self) -> list[str]:
@@ -56,6 +88,7 @@ class Verifier:
         first check that does not pass decides; the score is the lowest one given."""
         text = answer
         scores: list[float] = []
+        details: list[str] = []
         checked = False
         for step in self.steps:
             if step.extracts:
@@ -65,12 +98,16 @@ class Verifier:
                 text = found
                 continue
             checked = True
-            verdict = step.check(row, text)
+            verdict = step.check(row, answer if step.whole_answer else text)
             if not verdict.passed:
                 return verdict
             if verdict.score is not None:
                 scores.append(verdict.score)
+            if verdict.detail is not None:
+                details.append(verdict.detail)
         detail = None if checked else text[:200]  # a regex alone: what it extracted
+        if len(details) == 1:  # a judge's label and confidence: worth keeping
+            detail = details[0]
         return Verdict(PASS, score=min(scores) if scores else None, detail=detail)
 
     def start(self) -> None:

@@ -33,6 +33,9 @@ class Verdict:
     status: str
     score: float | None = None
     detail: str | None = None
+    # False where a later run may say otherwise (a judge that has not answered yet): such
+    # a verdict is not stored, so the next run checks the answer again
+    settled: bool = True
 
     @property
     def passed(self) -> bool:
@@ -45,8 +48,17 @@ class Step:
     kind: ClassVar[str]
     needs_argument: ClassVar[bool] = True
     extracts: ClassVar[bool] = False
+    whole_answer: ClassVar[bool] = False  # checks the answer as written, not an extraction
 
-    def __init__(self, argument: str | None, *, schema: Any = None, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        argument: str | None,
+        *,
+        schema: Any = None,
+        timeout_s: float = 10.0,
+        task: Any = None,
+        make_teacher: Any = None,
+    ) -> None:
         if self.needs_argument and not argument:
             raise ConfigError(f"--verify {self.kind} needs an argument: {self.usage}")
         self.argument = argument
@@ -72,6 +84,12 @@ class Step:
 
     def check(self, row: Mapping[str, Any], answer: str) -> Verdict:  # pragma: no cover
         raise NotImplementedError
+
+    def bind(self, store: Any) -> None:
+        """Read what the step needs from this store (a judge's answers)."""
+
+    def prepare(self, pairs: Any) -> None:
+        """Get ready to check many (row, answer) pairs at once (a judge's store lookups)."""
 
     def close(self) -> None:
         """Release what the step holds (a worker process)."""
@@ -294,4 +312,4 @@ def _module_source(module: str, argument: str) -> str:
         return hashlib.blake2b(f.read(), digest_size=16).hexdigest()
 
 
-REGISTRY: dict[str, type[Step]] = {cls.kind: cls for cls in (Exact, Numeric, Regex, JsonSchema, Python)}
+CHECKS: dict[str, type[Step]] = {cls.kind: cls for cls in (Exact, Numeric, Regex, JsonSchema, Python)}

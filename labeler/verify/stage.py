@@ -84,6 +84,7 @@ class VerifyStage:
     def __init__(self, verifier: Verifier, store: Store, keep: str | int | None = "all") -> None:
         self.verifier = verifier
         self.store = store
+        verifier.bind(store)
         self.limit = parse_keep(keep)
         self.rates = PassRates()
 
@@ -98,6 +99,14 @@ class VerifyStage:
             plans.append((data, answers, row_slots))
             slots += row_slots
         stored = table.read(self.store, slots)
+        self.verifier.prepare(
+            [
+                (data, answer)
+                for data, answers, row_slots in plans
+                for slot, answer in zip(row_slots, answers, strict=True)
+                if slot not in stored
+            ]
+        )
         fresh: list[tuple[tuple[str, int, str], Verdict]] = []
         flushed = time.monotonic()
         out = []
@@ -107,7 +116,8 @@ class VerifyStage:
                 verdict = stored.get(slot)
                 if verdict is None:
                     verdict = self.verifier.check(data, answer)
-                    fresh.append((slot, verdict))
+                    if verdict.settled:  # else the next run checks it again
+                        fresh.append((slot, verdict))
                     self.rates.checked += 1
                     if time.monotonic() - flushed > FLUSH_S:  # a kill loses at most this
                         table.write(self.store, fresh)
