@@ -145,7 +145,11 @@ class TeacherParams:
     @property
     def rewrites(self) -> bool:
         """Whether any request may be sent otherwise than it is rendered."""
-        return bool(self.refused) or self.sampling.soft_labels == "samples"
+        return (
+            bool(self.refused)
+            or self.sampling.soft_labels == "samples"
+            or (self.sampling.samples or 0) > 1  # a generation template's N answers
+        )
 
     def samples(self, request: Request) -> int:
         """Answers `request` is sampled for (0: sent once, as it is)."""

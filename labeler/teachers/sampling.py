@@ -82,9 +82,13 @@ class Sampling:
 
     def samples_for(self, request: Request, gives_logprobs: bool) -> int:
         """Answers to ask for `request`: N when its soft label must come from samples,
-        else 0 (send it as it is). Free text that keeps logprobs only for token-level
-        distillation is never sampled."""
-        if not request.wants_soft_targets() or self.soft_labels == "logprobs":
+        or when N answers of a generation template were asked for (``--samples N``:
+        rejection sampling keeps the ones a checker accepts), else 0 (send it as it is).
+        Free text that keeps logprobs only for token-level distillation is not sampled
+        unasked."""
+        if not request.wants_soft_targets():
+            return self.samples if self.samples is not None and self.samples > 1 else 0
+        if self.soft_labels == "logprobs":
             return 0
         if self.soft_labels == "samples" or not gives_logprobs:
             return self.n
