@@ -1,7 +1,7 @@
-"""One measured job per process: `python -m benchmarks.child label|export ...`.
+"""One measured job per process: `python -m benchmarks.child label ...`.
 
 Peak memory is a property of a whole process, so each memory figure comes from a fresh
-interpreter that runs exactly one job the way the CLI does (`run_job`, `export_job`) and
+interpreter that runs exactly one job the way the CLI does (`run_job`) and
 prints one JSON line: its peak RSS (VmHWM), its RSS once everything is imported,
 wall seconds and the run's summary. The parent reads that line; nothing else is shared.
 """
@@ -103,32 +103,9 @@ async def label_library(args: argparse.Namespace) -> int:
     return answered
 
 
-def export(args: argparse.Namespace) -> dict[str, Any]:
-    """`export_job`: what `labeler export` runs (rows re-read, keyed, answers from the store)."""
-    from labeler.exports.options import ExportOptions
-    from labeler.job import export_job
-
-    imported = _rss_mb()
-    job = _job(args, out=args.out, export=ExportOptions(kind=args.kind, format=args.format))
-    start, cpu_start = time.perf_counter(), time.process_time()
-    report = export_job(job)
-    seconds = time.perf_counter() - start
-    # cpu_s: the whole process, start-up and imports included (what `time labeler export`
-    # reports as user + sys); export_cpu_s: `export_job` alone.
-    return {
-        "rss_mb": _rss_mb(),
-        "imported_rss_mb": imported,
-        "seconds": seconds,
-        "cpu_s": time.process_time(),
-        "export_cpu_s": time.process_time() - cpu_start,
-        "rows": report.exported,
-        "missing": report.missing,
-    }
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.child")
-    parser.add_argument("command", choices=("label", "export"))
+    parser.add_argument("command", choices=("label",))
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--base-url", required=True)
@@ -139,11 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="after run_job, label the input again through Labeler.label()",
     )
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--kind", default="records")
-    parser.add_argument("--format", default="hf")
     args = parser.parse_args(argv)
-    fn = {"label": label, "export": export}[args.command]
+    fn = {"label": label}[args.command]
     from labeler.gc_tuning import gc_tuned
 
     with gc_tuned():  # the collector as the CLI's process sets it

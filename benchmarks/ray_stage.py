@@ -22,7 +22,15 @@ measures the store path alone: `--fleet-rows` rows against a server that answers
 by one process and by 1, 2 and 4 actors, each twice side by side: through the fleet's
 store actor (labeler/ray/fleet_store.py: one store for every node) and with every actor
 opening the SQLite file itself (the one-machine path it replaced, kept in the stage for
-this comparison), each run into a fresh store.
+this comparison), each run into a fresh store. It then measures the fleet under an
+announced limit: a server that answers in `--limited-latency` (200 ms) and announces
+`--limited-rpm` in `x-ratelimit-*` headers over a 60 s window, as OpenAI does, with no
+limit given to labeler, so every actor learns it from the headers and the fleet must keep
+to it as one. `--limited-rows` rows (more than a minute's worth, so that overshooting the
+limit would meet 429s) through one process and through `labeler.ray.label` with 1, 2 and
+4 actors: the share of the limit reached (answers per second from the first answer to
+the last) and the 429s the server sent. `--limited-rows 0` skips it, `--fleet-rows 0`
+runs it alone.
 """
 
 from __future__ import annotations
@@ -225,6 +233,48 @@ def fleet_table(server: Server, work: Path, n: int, concurrency: int) -> None:
     )
 
 
+def limited_table(server: Server, work: Path, n: int, rpm: int, latency: float, concurrency: int) -> None:
+    """One process, then `labeler.ray.label` with 1, 2 and 4 actors, against a server that
+    answers in `latency` and announces `rpm` (60 s window); default flags, no --rpm."""
+    server.configure(latency_s=latency, rpm=rpm, rate_window_s=60.0)
+    server.reset()
+    runs: list[tuple[str, dict[str, Any]]] = []
+    for workers in (0, 1, 2, 4):
+        tag = f"l{workers}"
+        rows = work / f"{tag}.jsonl"
+        write_rows(rows, n, tag)
+        if workers:
+            seconds = via_ray(server, rows, work / f"{tag}.sqlite", concurrency, workers)
+            name = f"Ray, {workers} actor{'s' if workers > 1 else ''}"
+        else:
+            seconds = single_process(server, rows, work / f"{tag}.sqlite", concurrency)
+            name = "one process"
+        m = measured(server, seconds)
+        assert m["answers"] == n, m
+        runs.append((name, m))
+        print(f"  {name}: {m}", file=sys.stderr, flush=True)
+        server.reset()
+    server.configure(latency_s=0.0, rpm=None)
+    limit_per_s = rpm / 60.0
+    print(
+        f"\nAn announced limit: {n} rows, a server that answers in {latency * 1000:g} ms and "
+        f"announces {rpm:,} requests a minute ({limit_per_s:g}/s) in x-ratelimit-* headers; "
+        f"default flags, concurrency ceiling {concurrency} per process/actor\n"
+    )
+    print("| run | answers | wall s | answers/s | of the limit | requests | 429s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, m in runs:
+        print(
+            f"| {name} | {m['answers']} | {m['seconds']:.1f} | {m['rate']:.1f} | "
+            f"{m['rate'] / limit_per_s:.1%} | {m['requests']} | "
+            f"{m['429']} ({m['429'] / max(m['requests'], 1):.1%}) |"
+        )
+    print(
+        "\nanswers/s: from the first answer to the last at the server; wall s: the whole "
+        "run (for Ray, the actors' start included)"
+    )
+
+
 def measured(server: Server, seconds: float) -> dict[str, Any]:
     log = server.log()
     ok = sorted(r["received"] for r in log if r["status"] == 200)
@@ -245,7 +295,12 @@ def main() -> int:
     ap.add_argument(
         "--fleet", action="store_true", help="only the store path: 1, 2 and 4 actors, store actor vs the file"
     )
-    ap.add_argument("--fleet-rows", type=int, default=600)
+    ap.add_argument("--fleet-rows", type=int, default=600, help="--fleet: rows per run, 0 skips")
+    ap.add_argument(
+        "--limited-rows", type=int, default=4000, help="--fleet: rows under an announced limit, 0 skips"
+    )
+    ap.add_argument("--limited-rpm", type=int, default=3000, help="--fleet: the limit the server announces")
+    ap.add_argument("--limited-latency", type=float, default=0.2, help="--fleet: teacher seconds per answer")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="labeler-ray-bench-"))
@@ -262,7 +317,12 @@ def main() -> int:
         ctx.print_on_execution_start = False
         init_s = time.perf_counter() - start
         if args.fleet:
-            fleet_table(server, work, args.fleet_rows, args.concurrency)
+            if args.fleet_rows:
+                fleet_table(server, work, args.fleet_rows, args.concurrency)
+            if args.limited_rows:
+                limited_table(
+                    server, work, args.limited_rows, args.limited_rpm, args.limited_latency, args.concurrency
+                )
             return 0
         warm = work / "warm.jsonl"
         write_rows(warm, 1, "w")

@@ -21,10 +21,10 @@ process and measures, against it:
    bearable time. Targets: flat in N (≤ +10%) and < 300 MB.
 5. cache: a rerun of 100,000 fully cached rows, items/s. Target ≥ 20,000/s.
 6. store size: bytes per stored answer beyond its text and logprobs. Target < 300 B.
-7. export: 100,000 answered rows exported (`labeler export --kind classification`: text,
-   label, soft label, confidence) to a Hugging Face datasets folder, in a process of its
-   own: rows per CPU-second of the whole process (start-up and imports included), and of
-   the export alone; the best of --repeat runs. Target ≥ 20,000 rows per CPU-second.
+7. export share: a real `labeler run` process labels 20,000 rows against a teacher that
+   answers in 200 ms and announces 30,000 requests a minute (OpenAI's top tier), then
+   exports them (`--kind classification`): the export's seconds as a share of the
+   labeling phase's, what a user waits for the export beside the labeling. Target ≤ 10%.
 8. announced high limit: answers take 500 ms and the headers announce 30,000 RPM; default
    flags, so the in-flight count must follow from the learned rate and the latency
    (500/s × 0.5 s = 250). Target ≥ 85% of the limit.
@@ -77,7 +77,9 @@ FULL: dict[str, Any] = {
     "small": 100_000,
     "big": 1_000_000,
     "live_every": 100,
-    "export_rows": 100_000,
+    "share_items": 20_000,
+    "share_latency": 0.2,
+    "share_rpm": 30_000,
     "export_kind": "classification",
     "announced_high_seconds": 12.0,
     "announced_low_seconds": 50.0,
@@ -93,7 +95,7 @@ QUICK: dict[str, Any] = {
     "rate_seconds": 8.0,
     "small": 10_000,
     "big": 100_000,
-    "export_rows": 20_000,
+    "share_items": 5_000,
     "whole_items": 10_000,
     # Row 8 keeps its full length: nothing is known for the first 500 ms and the last
     # answer takes 500 ms more, so 6 s at the limit could reach 84.6% at best, under the goal.
@@ -121,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--repeat",
         type=int,
-        help="rounds of throughput, latency hiding, export and whole process, best kept (2)",
+        help="rounds of throughput, latency hiding, export share and whole process, best kept (2)",
     )
     g.add_argument("--latency-items", type=int, help="latency-hiding items (15360)")
     g.add_argument("--in-flight", type=int, help="latency-hiding concurrency (512)")
@@ -137,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--small", type=int, help="memory: smaller input rows (100000)")
     g.add_argument("--big", type=int, help="memory: larger input rows; also exported (1000000)")
     g.add_argument("--live-every", type=int, help="memory: one row in N is sent live (100)")
-    g.add_argument("--export-rows", type=int, help="export: rows in its own store (100000)")
+    g.add_argument("--share-items", type=int, help="export share: rows labeled, then exported (20000)")
+    g.add_argument("--share-latency", type=float, help="export share: server latency, s (0.2)")
+    g.add_argument("--share-rpm", type=int, help="export share: the limit the server announces (30000)")
     g.add_argument(
         "--announced-high-seconds", type=float, help="announced 30,000 RPM: run length at the limit, s (12)"
     )
@@ -236,8 +240,14 @@ def run(opts: dict[str, Any], only: Sequence[str], work: Path) -> list[Result]:
             _progress(rows)
         if "export" in only:
             results.append(
-                cases.export_speed(
-                    srv, work, rows=opts["export_rows"], kind=opts["export_kind"], repeat=opts["repeat"]
+                cases.export_share(
+                    srv,
+                    work,
+                    items=opts["share_items"],
+                    latency_s=opts["share_latency"],
+                    rpm=opts["share_rpm"],
+                    kind=opts["export_kind"],
+                    repeat=opts["repeat"],
                 )
             )
             _progress(results[-1:])

@@ -151,7 +151,6 @@ def estimate(
     est = Estimate(model=model, tokenizer=counter.name)
     output_each, upper = _output_tokens(task, counter)
     est.output_is_upper_bound = upper
-    max_tokens = int(task.params.get("max_tokens") or task.params.get("max_completion_tokens") or 0)
     # Without a teacher object there is no identity to key answers under, so nothing can be
     # found stored; rows are still keyed (under an empty identity) to count each distinct
     # request once.
@@ -159,9 +158,39 @@ def estimate(
     planner = Planner(
         task, identity, store if teacher_obj is not None else None, completions=False, failures=False
     )
+    sampling = Sampling(samples, soft_labels)
+    prefix_tokens, priced_as_requests = _count(
+        est, planner, rows, _Pricing(provider, teacher_obj, counter, sampling, output_each, task)
+    )
+    _shape_notes(est, task, sampling, priced_as_requests)
+    if est.requests:
+        _cache(est, provider, prefix_tokens, task)
+    _price(est, prices)
+    _bound_notes(est, task, upper, model)
+    return est
+
+
+@dataclass(frozen=True)
+class _Pricing:
+    """What counting one request's tokens needs: who would answer it and how."""
+
+    provider: str
+    teacher: Teacher | None
+    counter: TokenCounter
+    sampling: Sampling
+    output_each: int
+    task: Task
+
+
+def _count(
+    est: Estimate, planner: Planner, rows: Iterable[Row | Reject | Mapping[str, Any]], how: _Pricing
+) -> tuple[int, bool]:
+    """Count rows, distinct requests and their tokens into `est`; a request already stored
+    or seen before costs nothing. Returns the shared prefix's tokens (for prompt caching)
+    and whether samples had to be priced as separate requests."""
+    max_tokens = int(how.task.params.get("max_tokens") or how.task.params.get("max_completion_tokens") or 0)
     seen: set[str] = set()
     prefix_tokens = 0
-    sampling = Sampling(samples, soft_labels)
     priced_as_requests = False
     for item in (i for chunk in planner.plan_rows(rows) for i in chunk):
         est.rows += item.variant == 0  # a prompt ensemble's forms of a row are one row
@@ -176,17 +205,22 @@ def estimate(
         if item.status == CACHED:
             est.already_stored += 1
             continue
-        calls, answers = _shape(provider, teacher_obj, request, sampling)
+        calls, answers = _shape(how.provider, how.teacher, request, how.sampling)
         priced_as_requests |= (
-            teacher_obj is None and calls > 1 and _facts(provider).choices_per_request is None
+            how.teacher is None and calls > 1 and _facts(how.provider).choices_per_request is None
         )
         est.requests += 1
         est.http_requests += calls
-        prompt, prefix = counter.prompt(request)
+        prompt, prefix = how.counter.prompt(request)
         est.prompt_tokens += prompt * calls
-        est.output_tokens += min(output_each, max_tokens or output_each) * calls * answers
-        est.max_output_tokens += (max_tokens or output_each) * calls * answers
+        est.output_tokens += min(how.output_each, max_tokens or how.output_each) * calls * answers
+        est.max_output_tokens += (max_tokens or how.output_each) * calls * answers
         prefix_tokens = prefix
+    return prefix_tokens, priced_as_requests
+
+
+def _shape_notes(est: Estimate, task: Task, sampling: Sampling, priced_as_requests: bool) -> None:
+    """Why there are more requests than rows, when there are."""
     forms = len(task.members)
     if forms > 1:
         est.notes.append(
@@ -199,9 +233,10 @@ def estimate(
             "prompt paid each time): whether this server takes `n` (one request, "
             "the prompt paid once) is learned by the run"
         )
-    if est.requests:
-        _cache(est, provider, prefix_tokens, task)
-    _price(est, prices)
+
+
+def _bound_notes(est: Estimate, task: Task, upper: bool, model: str) -> None:
+    """Where the figures are bounds rather than estimates, or a price is missing."""
     if thinking_budget(task.params) is not None:
         est.notes.append(
             "output tokens count the whole thinking budget and max_tokens per answer: an upper bound"
@@ -215,7 +250,6 @@ def estimate(
         )
     if est.cost_usd is None:
         est.notes.append(f"no price known for '{model}': add --price {model}=IN,OUT (USD/1M)")
-    return est
 
 
 def _teacher(teacher: Teacher | str) -> tuple[str, str, Teacher | None]:

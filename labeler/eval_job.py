@@ -73,6 +73,17 @@ class CalibrationOptions:
             raise ConfigError("--save-calibration needs --calibrate METHOD")
 
 
+@dataclass
+class _Scored:
+    """The gold rows that have an answer, read as the report reads them: the gold label, the
+    teacher's label, its confidence and its label distribution, one entry per row."""
+
+    gold: list[str]
+    pred: list[str | None]
+    confs: list[Any]
+    probs: list[tuple[float, ...]]
+
+
 def evaluate_job(
     job: Job,
     gold_field: str,
@@ -96,11 +107,29 @@ def evaluate_job(
     identity = teacher.identity
     if calibration is not None:
         calibration.check(task.identity, identity, labels)
-    gold: list[str] = []
-    pred: list[str | None] = []
-    confs: list[Any] = []
-    probs: list[tuple[float, ...]] = []
-    missing_gold = 0
+    scored = _score_stored(job, task, identity, gold_field, gold_map or {}, calibration)
+    measures = {k: v for k, v in confidence_measures(scored.confs).items() if any(x is not None for x in v)}
+    report = evaluate(scored.gold, scored.pred, measures, labels=list(labels), targets=targets)
+    if calibration is not None:
+        report.applied_calibration = calibration.describe()
+    if calibrate is not None and calibrate.methods:
+        report.calibration = _fit_calibrations(job, task, identity, calibrate, scored)
+    return report
+
+
+def _score_stored(
+    job: Job,
+    task: Task,
+    identity: Mapping[str, Any],
+    gold_field: str,
+    gold_map: Mapping[str, str],
+    calibration: Calibration | None,
+) -> _Scored:
+    """Each input row with a gold label and a stored answer; rows with neither are left
+    out (a row not yet labeled is not the teacher's mistake)."""
+    assert task.label_space is not None
+    labels = task.labels
+    scored = _Scored([], [], [], [])
     from_people = gold_field == HUMAN_GOLD
     with Store(job.store_path()) as store:
         planner = Planner(task, identity, store, failures=False, single_answers=True)
@@ -123,47 +152,48 @@ def evaluate_job(
                 else:
                     raw = item.row.data.get(gold_field)
                     if raw is None or raw == "":
-                        missing_gold += 1
-                        continue
-                    g = _gold_label(raw, labels, gold_map or {}, where(item.row), gold_field)
+                        continue  # no gold: not part of the evaluation
+                    g = _gold_label(raw, labels, gold_map, where(item.row), gold_field)
                 completions = [f.completion for f in forms if f.completion is not None]
                 if len(completions) < len(forms):
                     continue  # not labeled (yet): not part of the evaluation
                 answer = read_answers(task, completions)
                 if calibration is not None:
                     answer = calibrate_answer(answer, calibration, task.label_space)
-                gold.append(g)
-                pred.append(answer.label)
-                confs.append(answer.confidence)
-                probs.append(answer.soft.probs if answer.soft else (0.0,) * len(labels))
-    if from_people and not gold:
+                scored.gold.append(g)
+                scored.pred.append(answer.label)
+                scored.confs.append(answer.confidence)
+                scored.probs.append(answer.soft.probs if answer.soft else (0.0,) * len(labels))
+    if from_people and not scored.gold:
         raise ConfigError(
             "no reviewed rows: label some with `labeler review` first, with the same task, input and teacher"
         )
-    if not gold:
+    if not scored.gold:
         raise ConfigError(
             f"no labeled rows with a '{gold_field}' value: run `labeler run` first with the same "
             "task, input and teacher"
         )
-    measures = {k: v for k, v in confidence_measures(confs).items() if any(x is not None for x in v)}
-    report = evaluate(gold, pred, measures, labels=list(labels), targets=targets)
-    if calibration is not None:
-        report.applied_calibration = calibration.describe()
-    if calibrate is not None and calibrate.methods:
-        content_free = None
-        if "contextual" in calibrate.methods:
-            content_free = asyncio.run(content_free_probs(job, task))
-        index = {label: i for i, label in enumerate(labels)}
-        report.calibration = score_calibrations(
-            calibrate,
-            probs,
-            [index[g] for g in gold],
-            labels,
-            content_free=content_free,
-            template=task.identity,
-            teacher=identity,
-        )
-    return report
+    return scored
+
+
+def _fit_calibrations(
+    job: Job, task: Task, identity: Mapping[str, Any], calibrate: CalibrationOptions, scored: _Scored
+) -> list[CalibrationScore]:
+    """Fit and score each asked calibration method on the gold rows; contextual
+    calibration first asks the teacher the content-free inputs (cached like any answer)."""
+    content_free = None
+    if "contextual" in calibrate.methods:
+        content_free = asyncio.run(content_free_probs(job, task))
+    index = {label: i for i, label in enumerate(task.labels)}
+    return score_calibrations(
+        calibrate,
+        scored.probs,
+        [index[g] for g in scored.gold],
+        task.labels,
+        content_free=content_free,
+        template=task.identity,
+        teacher=identity,
+    )
 
 
 def evaluate_cascade_job(

@@ -758,9 +758,7 @@ def _read_delimited(
     bad: list[tuple[int, bytes, UnicodeDecodeError]] = []
     reader = csv.reader(_decoded(_without_bom(lines), buf, bad), delimiter=delimiter)
     kind = "TSV" if delimiter == "\t" else "CSV"
-    header: list[str] | None = None
-    header_failure: str | None = None
-    width = 0
+    header = _Header()
     end = 0
     try:
         while True:
@@ -773,58 +771,75 @@ def _read_delimited(
             except csv.Error as exc:
                 start, end = end + 1, reader.line_num
                 reason = _bad_lines_reason(bad, start) if bad else _csv_reason(kind, exc)
-                if header is None and header_failure is None:
-                    header_failure = f"line {start}: {reason}"
-                    reason = f"unreadable header: {reason}"
-                yield Reject(source, start, reason, _raw_text(buf))
+                yield Reject(source, start, header.unreadable(start, reason), _raw_text(buf))
                 continue
             start, end = end + 1, reader.line_num
             if start == end and (not record or not buf[0].strip()):
                 continue  # a blank line
             if bad:
-                reason = _bad_lines_reason(bad, start)
-                if header is None and header_failure is None:
-                    header_failure = f"line {start}: {reason}"
-                    reason = f"unreadable header: {reason}"
+                reason = header.unreadable(start, _bad_lines_reason(bad, start))
                 yield Reject(source, start, reason, _raw_text(buf))
                 continue
-            if header is None:
-                if header_failure is not None:
-                    yield Reject(source, start, f"no usable header ({header_failure})", _raw_text(buf))
-                    continue
-                duplicate = _first_duplicate(record)
-                if duplicate is not None:
-                    header_failure = f"line {start}: duplicate column {_quote(duplicate)}"
-                    yield Reject(
-                        source,
-                        start,
-                        f"unusable header: duplicate column {_quote(duplicate)}",
-                        _raw_text(buf),
-                    )
-                    continue
-                header = record
-                width = len(header)
+            if header.columns is None:
+                refused = header.take(record, start)
+                if refused is not None:
+                    yield Reject(source, start, refused, _raw_text(buf))
                 continue
-            if len(record) != width:
-                few = "few" if len(record) < width else "many"
-                yield Reject(
-                    source,
-                    start,
-                    f"too {few} fields: expected {width}, got {len(record)}",
-                    _raw_text(buf),
-                )
-                continue
-            data = dict(zip(header, record, strict=True))
-            if check is None:
-                yield _row(source, start, str(start), data)
-                continue
-            result = check(data, start)
-            if isinstance(result, str):
-                yield Reject(source, start, result, _raw_text(buf))
-            else:
-                yield result
+            yield _delimited_row(source, start, record, header.columns, check, buf)
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(source, end + 1, f"read failed: {exc}") from exc
+
+
+@dataclass
+class _Header:
+    """The header of a delimited file: its columns once a record could be read as one,
+    or why none could (every later record's reject then names it, since without a header
+    no row can be read)."""
+
+    columns: list[str] | None = None
+    failure: str | None = None
+
+    def unreadable(self, start: int, reason: str) -> str:
+        """The reject reason of an unreadable record; before any header, the record was
+        meant to be the header, and its failure is remembered as the header's."""
+        if self.columns is None and self.failure is None:
+            self.failure = f"line {start}: {reason}"
+            return f"unreadable header: {reason}"
+        return reason
+
+    def take(self, record: list[str], start: int) -> str | None:
+        """Take `record` as the header; the reason it cannot be one, else None."""
+        if self.failure is not None:
+            return f"no usable header ({self.failure})"
+        duplicate = _first_duplicate(record)
+        if duplicate is not None:
+            self.failure = f"line {start}: duplicate column {_quote(duplicate)}"
+            return f"unusable header: duplicate column {_quote(duplicate)}"
+        self.columns = record
+        return None
+
+
+def _delimited_row(
+    source: str,
+    start: int,
+    record: list[str],
+    columns: list[str],
+    check: Callable[[dict[str, Any], int], Row | str] | None,
+    raw: list[bytes],
+) -> Row | Reject:
+    """One record under the header: a row, or a reject naming its line and why."""
+    if len(record) != len(columns):
+        few = "few" if len(record) < len(columns) else "many"
+        return Reject(
+            source, start, f"too {few} fields: expected {len(columns)}, got {len(record)}", _raw_text(raw)
+        )
+    data = dict(zip(columns, record, strict=True))
+    if check is None:
+        return _row(source, start, str(start), data)
+    result = check(data, start)
+    if isinstance(result, str):
+        return Reject(source, start, result, _raw_text(raw))
+    return result
 
 
 def _decoded(

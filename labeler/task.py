@@ -402,6 +402,38 @@ def _reordered(task: Task, orders: int, where: str) -> list[Task]:
     return out
 
 
+@dataclass(frozen=True)
+class _Output:
+    """What a template's `output:` mapping says, checked: the answer's kind, its label
+    space and the warnings that space raises, and where a soft label comes from."""
+
+    kind: str
+    space: LabelSpace | None
+    warnings: tuple[str, ...]
+    verbalized: bool
+    schema: Any
+
+
+@dataclass(frozen=True)
+class _UserTemplate:
+    """The compiled `user:` template and what loading needs to know about it: the names it
+    reads and, for a template of plain text and fields, its pieces (rendered without Jinja)."""
+
+    template: jinja2.Template
+    names: frozenset[str]
+    plain: tuple[tuple[str, str | None], ...] | None
+
+
+@dataclass(frozen=True)
+class _Sampling:
+    """The request parameters a template sends, and whether its answers carry soft targets."""
+
+    params: dict[str, Any]
+    soft: bool
+    top_k: int
+    answer_tokens: int | None
+
+
 def _single(raw: dict[str, Any], where: str) -> Task:
     name = _req_str(raw, "name", where)
     version = str(raw.get("version", "1"))
@@ -412,8 +444,48 @@ def _single(raw: dict[str, Any], where: str) -> Task:
     system = raw.get("system", "") or ""
     if not isinstance(system, str):
         raise TemplateError(where, "must be a string", field="system")
+    out = _output(raw.get("output", {"kind": "text"}), mode, where)
+    user = _user_template(user_src, where)
+    fields_t = _fields(raw.get("fields"), user.names - {"task"}, where)
+    # verbalized answers are JSON, not a label word: few-shot answers are checked as JSON
+    few = _few_shot(raw.get("few_shot", []) or [], where, None if out.verbalized else out.space)
+    sampling = _sampling(raw, name, out, where)
+    task = Task(
+        name=name,
+        version=version,
+        path=where,
+        mode=mode,
+        output_kind=out.kind,
+        system=system,
+        user=user.template,
+        user_source=user_src,
+        label_space=out.space,
+        schema=out.schema,
+        few_shot=few,
+        params=sampling.params,
+        soft_targets=sampling.soft,
+        top_logprobs=sampling.top_k,
+        verbalized=out.verbalized,
+        fields=fields_t,
+        example_separator=str(raw.get("example_separator", "\n\n")),
+        answer_prefix=str(raw.get("answer_prefix", " ")),
+        description=str(raw.get("description", "")),
+        warnings=out.warnings,
+        _uses_task="task" in user.names,
+        _plain=user.plain,
+        answer_tokens=sampling.answer_tokens,
+    )
+    pool = raw.get("few_shot_pool")
+    if pool is not None:
+        examples, k = _pool(pool, where, fields_t, out.space)
+        object.__setattr__(task, "pool", ExamplePool(examples, fields_t))
+        object.__setattr__(task, "pool_k", k)
+    return _with_prefix(task)
 
-    output = raw.get("output", {"kind": "text"})
+
+def _output(output: Any, mode: str, where: str) -> _Output:
+    """The `output:` mapping checked against itself and the template's mode, so that a
+    template whose answers could not be read is refused at load, not after paying."""
     if not isinstance(output, dict):
         raise TemplateError(where, "must be a mapping with 'kind'", field="output")
     bad = set(output) - OUTPUT_KEYS
@@ -449,7 +521,11 @@ def _single(raw: dict[str, Any], where: str) -> Task:
         raise TemplateError(where, "must be a JSON schema mapping", field="output.schema")
     if mode == "completion" and kind != "label":
         raise TemplateError(where, "completion mode needs output kind 'label'", field="mode")
+    return _Output(kind, space, warnings, verbalized, schema)
 
+
+def _user_template(user_src: str, where: str) -> _UserTemplate:
+    """Compile the `user:` template once; a syntax error names the line within it."""
     try:
         user_tmpl = _ENV.from_string(user_src)
         # Jinja keeps a template's globals as a ChainMap over the environment's and copies
@@ -458,22 +534,28 @@ def _single(raw: dict[str, Any], where: str) -> Task:
         user_tmpl.globals = dict(user_tmpl.globals)
         parsed = _ENV.parse(user_src)
         names = jinja2.meta.find_undeclared_variables(parsed)
-        used = names - {"task"}
         plain = _plain_pieces(parsed)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(
             where, f"Jinja2 syntax error line {exc.lineno}: {exc.message}", field="user"
         ) from exc
-    fields = raw.get("fields")
-    if fields is None:
-        fields_t = tuple(sorted(used))
-    elif isinstance(fields, list) and all(isinstance(f, str) for f in fields):
-        fields_t = tuple(fields)
-    else:
-        raise TemplateError(where, "must be a list of field names", field="fields")
+    return _UserTemplate(user_tmpl, frozenset(names), plain)
 
-    # verbalized answers are JSON, not a label word: few-shot answers are checked as JSON
-    few = _few_shot(raw.get("few_shot", []) or [], where, None if verbalized else space)
+
+def _fields(fields: Any, used: frozenset[str], where: str) -> tuple[str, ...]:
+    """The row fields a template reads: those it names in `fields:`, else those its user
+    template uses."""
+    if fields is None:
+        return tuple(sorted(used))
+    if isinstance(fields, list) and all(isinstance(f, str) for f in fields):
+        return tuple(fields)
+    raise TemplateError(where, "must be a list of field names", field="fields")
+
+
+def _sampling(raw: dict[str, Any], name: str, out: _Output, where: str) -> _Sampling:
+    """The kind's default parameters under the template's own, checked, with what soft
+    targets need (logprobs, top_logprobs) and what a JSON answer needs (response_format)."""
+    kind = out.kind
     params = dict(DEFAULT_PARAMS[kind])
     user_params = raw.get("params", {}) or {}
     if not isinstance(user_params, dict):
@@ -487,7 +569,7 @@ def _single(raw: dict[str, Any], where: str) -> Task:
         raise TemplateError(where, str(exc), field="params") from None
     # A verbalized soft label is stated, not read from logprobs or samples: by default the
     # request asks for neither.
-    soft = bool(raw.get("soft_targets", kind == "label" and not verbalized))
+    soft = bool(raw.get("soft_targets", kind == "label" and not out.verbalized))
     top_k = raw.get("top_logprobs", 20 if soft else 0)
     if not _is_int(top_k) or not 0 <= top_k <= 20:
         raise TemplateError(where, "must be between 0 and 20 (the OpenAI limit)", field="top_logprobs")
@@ -496,39 +578,8 @@ def _single(raw: dict[str, Any], where: str) -> Task:
         if top_k:
             params["top_logprobs"] = top_k
     if kind == "json":
-        params.setdefault("response_format", _response_format(name, schema))
-
-    task = Task(
-        name=name,
-        version=version,
-        path=where,
-        mode=mode,
-        output_kind=kind,
-        system=system,
-        user=user_tmpl,
-        user_source=user_src,
-        label_space=space,
-        schema=schema,
-        few_shot=few,
-        params=params,
-        soft_targets=soft,
-        top_logprobs=top_k,
-        verbalized=verbalized,
-        fields=fields_t,
-        example_separator=str(raw.get("example_separator", "\n\n")),
-        answer_prefix=str(raw.get("answer_prefix", " ")),
-        description=str(raw.get("description", "")),
-        warnings=warnings,
-        _uses_task="task" in names,
-        _plain=plain,
-        answer_tokens=answer_tokens,
-    )
-    pool = raw.get("few_shot_pool")
-    if pool is not None:
-        examples, k = _pool(pool, where, fields_t, space)
-        object.__setattr__(task, "pool", ExamplePool(examples, fields_t))
-        object.__setattr__(task, "pool_k", k)
-    return _with_prefix(task)
+        params.setdefault("response_format", _response_format(name, out.schema))
+    return _Sampling(params, soft, top_k, answer_tokens)
 
 
 def _pool(spec: Any, where: str, fields: tuple[str, ...], space: LabelSpace | None) -> tuple[list[Any], int]:

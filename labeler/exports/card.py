@@ -137,10 +137,28 @@ def dataset_card(
         "",
         "Labels produced by a teacher model with [labeler](https://pypi.org/project/labeler-distill/).",
         "",
-        "| | |",
-        "|---|---|",
-        f"| teacher | `{teacher}` |",
     ]
+    lines += _summary_table(task, teacher, identity, opts, report)
+    lines += ["", "## Splits", ""]
+    lines += [f"- `{k}`: {v} rows" for k, v in sorted(report.splits.items())] or ["- (empty)"]
+    lines += _labels_section(task, report)
+    lines += _prior_section(report)
+    lines += _soft_labels_section(report)
+    lines += _teachers_section(report)
+    lines += _verification(opts, report)
+    lines += ["", "## Columns", "", *_columns(task, opts)]
+    lines += ["", "## Prompt", "", _prompt_text(task)]
+    lines += _filters_section(opts, report)
+    lines += ["", "## Load", "", "```python", load_snippet(report, opts.format, repo=repo), "```", ""]
+    return "\n".join(lines)
+
+
+def _summary_table(
+    task: Task, teacher: str, identity: Mapping[str, Any], opts: ExportOptions, report: ExportReport
+) -> list[str]:
+    """The card's first table: who labeled what, how it was exported, and where every input
+    row went, so the counts add up for a reader checking that nothing was lost."""
+    lines = ["| | |", "|---|---|", f"| teacher | `{teacher}` |"]
     if opts.card_endpoint and identity.get("base_url"):
         lines.append(f"| endpoint | `{identity.get('base_url')}` |")
     lines += export_kind(opts).card_rows(report)
@@ -162,77 +180,93 @@ def dataset_card(
         f"| no stored answer (failed or not yet labeled) | {report.missing} |",
         f"| rejected input rows | {report.rejected} |",
         *[f"| rows answered by {stage} | {n} |" for stage, n in sorted(report.stages.items())],
+    ]
+    return lines
+
+
+def _labels_section(task: Task, report: ExportReport) -> list[str]:
+    """The label order a student needs to read `label` and `soft_label` vectors."""
+    if not task.labels:
+        return []
+    lines = [
         "",
-        "## Splits",
+        "## Labels",
+        "",
+        "Index order of `label` (a `ClassLabel`) and of every `soft_label` vector:",
+        "",
+        "| index | label | rows |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {i} | {name} | {report.label_counts.get(name, 0)} |" for i, name in enumerate(task.labels)]
+    return lines
+
+
+def _prior_section(report: ExportReport) -> list[str]:
+    """The warning that the labels' shares depart from the truth, kept with the data."""
+    if not report.prior_warnings:
+        return []
+    lines = [
+        "",
+        "## Label prior",
+        "",
+        "The exported labels' shares depart strongly from what this export knows "
+        "of the truth; a student trained on them learns that tilt:",
         "",
     ]
-    lines += [f"- `{k}`: {v} rows" for k, v in sorted(report.splits.items())] or ["- (empty)"]
-    if task.labels:
-        lines += [
-            "",
-            "## Labels",
-            "",
-            "Index order of `label` (a `ClassLabel`) and of every `soft_label` vector:",
-            "",
-            "| index | label | rows |",
-            "|---|---|---|",
-        ]
-        lines += [
-            f"| {i} | {name} | {report.label_counts.get(name, 0)} |" for i, name in enumerate(task.labels)
-        ]
-    if report.prior_warnings:
-        lines += [
-            "",
-            "## Label prior",
-            "",
-            "The exported labels' shares depart strongly from what this export knows "
-            "of the truth; a student trained on them learns that tilt:",
-            "",
-        ]
-        lines += [f"- {w}" for w in report.prior_warnings]
-    if report.soft_label_sources:
-        lines += [
-            "",
-            "## Soft labels",
-            "",
-            "Where each row's `soft_label` came from:",
-            "",
-            "| source | rows | how |",
-            "|---|---|---|",
-        ]
-        lines += [
-            f"| `{source}` | {n} | {soft_label_source_text(source)} |"
-            for source, n in sorted(report.soft_label_sources.items())
-        ]
-    if report.teachers:
-        lines += [
-            "",
-            "## Teachers",
-            "",
-            "What each teacher answered for these input rows, as stored:",
-            "",
-            "| teacher | rows answered | prompt tokens | output tokens | answer time (s) | cost (USD) |",
-            "|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {t['teacher']} | {t['rows']} | {t['prompt_tokens']} | "
-            f"{t['completion_tokens']} | {t['teacher_s']:.1f} | {t['cost_usd']:.4f} |"
-            for t in report.teachers
-        ]
-    lines += _verification(opts, report)
-    lines += ["", "## Columns", "", *_columns(task, opts)]
-    lines += ["", "## Prompt", "", _prompt_text(task)]
-    lines += ["", "## Filters", ""]
+    return lines + [f"- {w}" for w in report.prior_warnings]
+
+
+def _soft_labels_section(report: ExportReport) -> list[str]:
+    """How many soft labels came from logprobs, samples or a stated confidence."""
+    if not report.soft_label_sources:
+        return []
+    lines = [
+        "",
+        "## Soft labels",
+        "",
+        "Where each row's `soft_label` came from:",
+        "",
+        "| source | rows | how |",
+        "|---|---|---|",
+    ]
+    return lines + [
+        f"| `{source}` | {n} | {soft_label_source_text(source)} |"
+        for source, n in sorted(report.soft_label_sources.items())
+    ]
+
+
+def _teachers_section(report: ExportReport) -> list[str]:
+    """What each teacher of a cascade or ensemble answered and cost."""
+    if not report.teachers:
+        return []
+    lines = [
+        "",
+        "## Teachers",
+        "",
+        "What each teacher answered for these input rows, as stored:",
+        "",
+        "| teacher | rows answered | prompt tokens | output tokens | answer time (s) | cost (USD) |",
+        "|---|---|---|---|---|---|",
+    ]
+    return lines + [
+        f"| {t['teacher']} | {t['rows']} | {t['prompt_tokens']} | "
+        f"{t['completion_tokens']} | {t['teacher_s']:.1f} | {t['cost_usd']:.4f} |"
+        for t in report.teachers
+    ]
+
+
+def _filters_section(opts: ExportOptions, report: ExportReport) -> list[str]:
+    """The filters applied and how many rows each removed."""
     spec = opts.filters
-    lines.append(
+    lines = [
+        "",
+        "## Filters",
+        "",
         f"min_confidence={spec.min_confidence}, min_margin={spec.min_margin}, "
-        f"max_entropy={spec.max_entropy}, drop_invalid={spec.drop_invalid}"
-    )
-    lines.append("")
-    for name, n in report.filtered.items():
-        lines.append(f"- removed by `{name}`: {n}")
-    lines += ["", "## Load", "", "```python", load_snippet(report, opts.format, repo=repo), "```", ""]
-    return "\n".join(lines)
+        f"max_entropy={spec.max_entropy}, drop_invalid={spec.drop_invalid}",
+        "",
+    ]
+    return lines + [f"- removed by `{name}`: {n}" for name, n in report.filtered.items()]
 
 
 def _verification(opts: ExportOptions, report: ExportReport) -> list[str]:

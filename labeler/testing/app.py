@@ -154,15 +154,26 @@ class TeacherApp:
     async def _attempt(
         self, request: web.BaseRequest, cfg: ServerConfig, record: RequestRecord, answers: Answers
     ) -> Answer:
-        try:
-            body = orjson.loads(await request.read())
-        except web.HTTPRequestEntityTooLarge:
-            return answers.error(413, "Request exceeds the maximum allowed size.")
-        except orjson.JSONDecodeError:
-            body = None
-        if not isinstance(body, dict):
-            return answers.bad_json()
+        body = await _read_body(request, answers)
+        if isinstance(body, Answer):
+            return body
         record.body = body
+        parsed = self._admit_request(request, cfg, record, body, answers)
+        if isinstance(parsed, Answer):
+            return parsed
+        return await self._answer(cfg, record, parsed, body, answers)
+
+    def _admit_request(
+        self,
+        request: web.BaseRequest,
+        cfg: ServerConfig,
+        record: RequestRecord,
+        body: dict[str, Any],
+        answers: Answers,
+    ) -> Parsed | Answer:
+        """What a provider refuses before the request is attempted, in its order: the
+        endpoint, the key, the request's shape, a refused parameter, a scheduled status,
+        the rate limit, the context window."""
         if cfg.chat_only and answers.provider == OPENAI_COMPLETIONS:
             return answers.error(404, CHAT_MODEL_ON_COMPLETIONS, type="invalid_request_error", param="model")
         if cfg.api_key is not None and not _authorized(request.headers, cfg.api_key):
@@ -175,7 +186,6 @@ class TeacherApp:
         except BadRequest as exc:
             return answers.error(400, exc.message, param=exc.param, code=exc.code)
         record.prompt = parsed.text
-        model = parsed.model
         # a teacher that turns down a parameter, before any charge
         if answers.anthropic:
             said = refusals.anthropic_refusal(cfg.refuses, body)
@@ -191,7 +201,9 @@ class TeacherApp:
             parsed.n = 1
         pinned = faults.scheduled_status(cfg, parsed.text)
         if pinned is not None:
-            return answers.error(pinned, model=model, fault=faults.STATUS_FOR, retry_after=cfg.retry_after_s)
+            return answers.error(
+                pinned, model=parsed.model, fault=faults.STATUS_FOR, retry_after=cfg.retry_after_s
+            )
         if cfg.rpm or cfg.tpm:
             limited = self._admit(cfg, parsed, answers)
             if limited is not None:
@@ -200,6 +212,14 @@ class TeacherApp:
             return answers.context_exceeded(
                 cfg.context_tokens, parsed.longest_prompt, parsed.max_tokens, cfg.context_error_shape
             )
+        return parsed
+
+    async def _answer(
+        self, cfg: ServerConfig, record: RequestRecord, parsed: Parsed, body: dict[str, Any], answers: Answers
+    ) -> Answer:
+        """An admitted request's attempt: its latency, then the fault drawn for this
+        attempt or the responder's answer."""
+        model = parsed.model
         key = (answers.provider, parsed.hash)
         attempt = record.attempt = self._attempts.get(key, 0)
         self._attempts[key] = attempt + 1
@@ -216,17 +236,9 @@ class TeacherApp:
                 await _sleep(delay + cfg.hang_s if fault == faults.HANG else delay)
         else:
             await _sleep(delay + cfg.hang_s if fault == faults.HANG else delay)
-        if fault == faults.ERROR:
-            return answers.error(500, model=model, fault=fault)
-        if fault == faults.OVERLOADED:
-            return answers.error(529 if answers.anthropic else 503, model=model, fault=fault)
-        if fault == faults.RATE_LIMIT:
-            return answers.error(429, model=model, fault=fault, retry_after=cfg.retry_after_s)
-        if fault == faults.GARBAGE:
-            garbage = GARBAGE_JSON if "json" in cfg.garbage_content_type else GARBAGE_HTML
-            return answers.ok(garbage, fault, cfg.garbage_content_type)
-        if fault == faults.DROP:
-            return Answer(None, fault=fault)
+        failed = _fault_answer(cfg, fault, answers, model)
+        if failed is not None:
+            return failed
         try:
             payload = self._complete(cfg, parsed, body, answers.rid, fault == faults.CONTENT_FILTER)
         except Exception as exc:
@@ -522,3 +534,32 @@ async def _trickle(request: web.BaseRequest, answer: Answer, every_s: float) -> 
 
 def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+async def _read_body(request: web.BaseRequest, answers: Answers) -> dict[str, Any] | Answer:
+    """The request's JSON object, or the provider's answer to a body that is none."""
+    try:
+        body = orjson.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        return answers.error(413, "Request exceeds the maximum allowed size.")
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        return answers.bad_json()
+    return body
+
+
+def _fault_answer(cfg: ServerConfig, fault: str | None, answers: Answers, model: str) -> Answer | None:
+    """The answer a drawn fault gives instead of the responder's, or None for none."""
+    if fault == faults.ERROR:
+        return answers.error(500, model=model, fault=fault)
+    if fault == faults.OVERLOADED:
+        return answers.error(529 if answers.anthropic else 503, model=model, fault=fault)
+    if fault == faults.RATE_LIMIT:
+        return answers.error(429, model=model, fault=fault, retry_after=cfg.retry_after_s)
+    if fault == faults.GARBAGE:
+        garbage = GARBAGE_JSON if "json" in cfg.garbage_content_type else GARBAGE_HTML
+        return answers.ok(garbage, fault, cfg.garbage_content_type)
+    if fault == faults.DROP:
+        return Answer(None, fault=fault)
+    return None
