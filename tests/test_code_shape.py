@@ -12,10 +12,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "labeler"
 MAX_LINES = 80
-# The CLI's option mappers and summary printer are still long; they shrink when export,
-# filter, input and teacher options are declared once. An exempt file with no long function
-# fails below, so the exemption cannot outlive its reason.
-EXEMPT = {"labeler/cli.py"}
 
 
 def _long_functions() -> dict[str, list[str]]:
@@ -33,11 +29,6 @@ def _long_functions() -> dict[str, list[str]]:
 
 
 def test_no_function_is_over_80_lines() -> None:
-    offenders = {f: names for f, names in _long_functions().items() if f not in EXEMPT}
+    offenders = _long_functions()
     listed = "; ".join(f"{f}: {', '.join(names)}" for f, names in offenders.items())
     assert not offenders, f"functions over {MAX_LINES} lines: {listed}"
-
-
-def test_every_exemption_is_still_needed() -> None:
-    stale = sorted(EXEMPT - set(_long_functions()))
-    assert not stale, f"no function over {MAX_LINES} lines left in {', '.join(stale)}: drop it from EXEMPT"
