@@ -26,6 +26,8 @@ from labeler.exports.options import ExportOptions, ExportReport, check_needs
 from labeler.hub_input import is_hub
 from labeler.input_map import check_fields, mapped, parse_input_map, required_columns
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, prepare_rejects, read_rows
+from labeler.label_scoring import check_scoring
+from labeler.label_scoring_run import score_answers
 from labeler.options import OPTIONS, check_values, default
 from labeler.partners import check_partners
 from labeler.plan import Planner
@@ -376,11 +378,17 @@ async def run_job(
         setup = setup_for(job)
         setup.check(task)
         teachers = _open_teachers(job, setup, teacher, stack)
+        for t in teachers:
+            check_scoring(task, t.identity)
         wiring = _wiring(job, task, store, rejects, stack, client, on_warning)
         strategy = setup.strategy(wiring, teachers)
         stack.push_async_callback(strategy.aclose)
         with aio.stop_on_signals(strategy, enabled=handle_signals):
             summary = await strategy.run(lambda: job.rows(task))
+        if isinstance(setup, Single) and not job.batch and summary.outcome not in ("pending", "interrupted"):
+            await score_answers(
+                task, teachers[0], store, lambda: job.rows(task), job.label_settings(), summary
+            )
         return await _finish(
             job,
             task,

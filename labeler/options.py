@@ -213,10 +213,12 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "auto",
         "Where soft labels come from: auto (logprobs where the teacher gives them, else "
-        "--samples answers), logprobs, or samples (sample even a teacher with logprobs, "
-        "to compare the two).",
+        "--samples answers), logprobs, logprobs:exact (completion templates: labels "
+        "that share first tokens scored to their whole probability by extra one-token "
+        "requests, cached), or samples (sample even a teacher with logprobs, to compare "
+        "the two).",
         metavar="SOURCE",
-        choices=("auto", "logprobs", "samples"),
+        choices=("auto", "logprobs", "logprobs:exact", "samples"),
     ),
 )
 VERIFY_OPTIONS: tuple[Option, ...] = (

@@ -71,6 +71,10 @@ class RunSummary:
     exported: int | None = None
     export_removed: dict[str, int] = field(default_factory=dict)
     verification: dict[str, Any] | None = None  # --verify: pass rates (labeler/verify/)
+    # --soft-labels logprobs:exact: requests that scored labels sharing first tokens
+    # (labeler/label_scoring.py), and those that failed (their rows stay approximate)
+    scoring_requests: int = 0
+    scoring_failed: int = 0
 
     @property
     def outcome(self) -> str:

@@ -43,7 +43,10 @@ from labeler.errors import ConfigError, FinalError, TeacherError
 from labeler.request import SAMPLING, Request, chat_request, completion_request
 
 DEFAULT_SAMPLES = 5
-SOFT_LABEL_MODES = ("auto", "logprobs", "samples")
+# logprobs:exact: logprobs, with labels that share first tokens scored to their whole
+# probability by continuation requests (labeler/label_scoring.py)
+EXACT = "logprobs:exact"
+SOFT_LABEL_MODES = ("auto", "logprobs", EXACT, "samples")
 SAMPLING_TEMPERATURE = 1.0
 _MAX_PARTIAL = 10_000  # requests whose surviving samples are kept for their retry
 # How servers word a refused `n`: OpenAI ("Invalid 'n': ..."), Groq ("'n' : number must be
@@ -84,7 +87,7 @@ class Sampling:
         """Answers to ask for `request`: N when its soft label must come from samples,
         else 0 (send it as it is). Free text that keeps logprobs only for token-level
         distillation is never sampled."""
-        if not request.wants_soft_targets() or self.soft_labels == "logprobs":
+        if not request.wants_soft_targets() or self.soft_labels in ("logprobs", EXACT):
             return 0
         if self.soft_labels == "samples" or not gives_logprobs:
             return self.n

@@ -22,8 +22,9 @@
 
 Answers are deterministic, come from a responder (`LabelResponder`, `EchoResponder`,
 `ScriptedResponder`, `VerbalizedResponder`, `ArithmeticResponder` (right with a known
-probability per answer, for verification) or any callable from `RequestView` to
-`Reply`), and carry the
+probability per answer, for verification), `SharedPrefixResponder` (multi-token labels
+sharing first tokens, a known token-level distribution, continuations scored) or any
+callable from `RequestView` to `Reply`), and carry the
 providers' headers and error bodies; faults and rate limits are set on `ServerConfig`
 and reproduce exactly for a given seed::
 
@@ -41,6 +42,7 @@ For benchmarks, run it as its own process: `python -m labeler.testing serve --po
 
 from labeler.testing.arithmetic import ArithmeticResponder
 from labeler.testing.config import ServerConfig
+from labeler.testing.label_tree import SharedPrefixResponder
 from labeler.testing.records import RequestLog, RequestRecord
 from labeler.testing.responders import (
     EchoResponder,
@@ -65,6 +67,7 @@ __all__ = [
     "Responder",
     "ScriptedResponder",
     "ServerConfig",
+    "SharedPrefixResponder",
     "TeacherServer",
     "VerbalizedResponder",
     "count_tokens",

@@ -1,0 +1,181 @@
+"""Labels that share first tokens, scored exactly: each label's whole probability.
+
+The test server's `SharedPrefixResponder` has a known token-level distribution over
+multi-token labels ("card arrival" / "card linking" / …, "top up" / "top up failed" / …).
+With ``--soft-labels logprobs:exact`` labeler asks the server to continue each row's
+prompt after every shared prefix, over real HTTP, and the exported soft label must equal
+the label probabilities computed here by enumerating token sequences. A rerun sends
+nothing; without the setting the shared mass is divided and the rows say so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from procs import LocalServer
+
+from labeler.cli import main
+from labeler.testing import SharedPrefixResponder
+from labeler.testing.label_tree import END, OFF_LABEL
+
+LABELS = [
+    "card arrival",
+    "card linking",
+    "card swallowed",
+    "cash withdrawal",
+    "top up",
+    "top up failed",
+    "top up limits",
+    "transfer",
+]
+# The prefixes several labels share, each one scoring request per row when the answer
+# stops at its first token: " card", " top", " top up".
+SHARED_NODES = 3
+ROWS = 6
+
+
+def _template(path: Path, max_tokens: int, mode: str = "completion") -> Path:
+    user = "Message: {{ text }}\nAnswer:" if mode == "completion" else "Message: {{ text }}"
+    path.write_text(
+        json.dumps(
+            {
+                "name": "intents",
+                "version": "1",
+                "mode": mode,
+                "user": user,
+                "output": {"kind": "label", "labels": LABELS},
+                "params": {"temperature": 0, "max_tokens": max_tokens},
+                "top_logprobs": 10,
+            }
+        )
+    )
+    return path
+
+
+def _rows(path: Path) -> Path:
+    path.write_text(
+        "".join(json.dumps({"id": f"r{i}", "text": f"question number {i}"}) + "\n" for i in range(ROWS))
+    )
+    return path
+
+
+def _run(srv: LocalServer, tmp_path: Path, template: Path, *extra: str) -> Result:
+    return CliRunner().invoke(
+        main,
+        [
+            "run",
+            str(template),
+            str(_rows(tmp_path / "in.jsonl")),
+            "--teacher",
+            "openai-compatible:teacher-test",
+            "--base-url",
+            srv.api,
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--out",
+            str(tmp_path / "out"),
+            "--kind",
+            "classification",
+            "--format",
+            "jsonl",
+            "--calibration",
+            "none",
+            "--quiet",
+            "--json",
+            *extra,
+        ],
+    )
+
+
+def _sent(srv: LocalServer) -> int:
+    return sum(1 for r in srv.server.log if r.path.endswith("/completions"))
+
+
+def brute_force(responder: SharedPrefixResponder, base: str) -> tuple[list[float], float]:
+    """Each label's probability by walking every token sequence the teacher can write,
+    and the mass on no label."""
+    mass = dict.fromkeys(LABELS, 0.0)
+
+    def walk(path: tuple[str, ...], p: float) -> None:
+        written = "".join(path).strip()
+        for token, q in responder.next_tokens(base, path):
+            if token == END or (token == OFF_LABEL and written in mass):
+                # a label ended: the line, or other words after it ("top up maybe"
+                # names "top up", as any answer read word by word would)
+                mass[written] += p * q
+            elif token != OFF_LABEL:
+                walk((*path, token), p * q)
+
+    walk((), 1.0)
+    total = sum(mass.values())
+    return [mass[label] / total for label in LABELS], 1.0 - total
+
+
+def _exported(tmp_path: Path) -> list[dict[str, object]]:
+    lines = (tmp_path / "out" / "train.jsonl").read_text().splitlines()
+    return sorted((json.loads(line) for line in lines), key=lambda r: str(r["id"]))
+
+
+@pytest.mark.parametrize("max_tokens", [1, 3])
+def test_exact_soft_labels_equal_the_brute_force_label_probabilities(tmp_path: Path, max_tokens: int) -> None:
+    template = _template(tmp_path / "intents.json", max_tokens)
+    with LocalServer(shared_prefix_labels=LABELS) as srv:
+        first = _run(srv, tmp_path, template, "--soft-labels", "logprobs:exact")
+        assert first.exit_code == 0, first.output
+        summary = json.loads(first.stdout)
+        responder = SharedPrefixResponder(LABELS)
+        rows = _exported(tmp_path)
+        assert len(rows) == ROWS
+        for row in rows:
+            base = f"Message: {row['text']}\nAnswer:"
+            probs, _ = brute_force(responder, base)
+            assert row["soft_label"] == pytest.approx(probs, abs=1e-6)
+            assert row["soft_label_source"] == "logprobs:exact"
+        if max_tokens == 1:  # the answer stops at its first token: every shared prefix asked
+            assert summary["scoring_requests"] == ROWS * SHARED_NODES
+            assert _sent(srv) == ROWS + ROWS * SHARED_NODES
+        else:  # the generated path resolves its own prefixes: fewer asked
+            assert 0 < summary["scoring_requests"] < ROWS * SHARED_NODES
+            assert _sent(srv) == ROWS + summary["scoring_requests"]
+
+        before = _sent(srv)
+        again = _run(srv, tmp_path, template, "--soft-labels", "logprobs:exact", "--force")
+        assert again.exit_code == 0, again.output
+        assert json.loads(again.stdout)["scoring_requests"] == 0
+        assert _sent(srv) == before  # the rerun sends nothing
+        assert _exported(tmp_path) == rows
+
+
+def test_without_scoring_the_shared_mass_is_divided_and_marked(tmp_path: Path) -> None:
+    template = _template(tmp_path / "intents.json", 1)
+    with LocalServer(shared_prefix_labels=LABELS) as srv:
+        result = _run(srv, tmp_path, template, "--soft-labels", "logprobs")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["scoring_requests"] == 0
+        assert _sent(srv) == ROWS
+        rows = _exported(tmp_path)
+        assert {r["soft_label_source"] for r in rows} == {"logprobs:split"}
+        responder = SharedPrefixResponder(LABELS)
+        off = [
+            max(
+                abs(a - b)
+                for a, b in zip(
+                    r["soft_label"], brute_force(responder, f"Message: {r['text']}\nAnswer:")[0], strict=True
+                )
+            )  # type: ignore[arg-type]
+            for r in rows
+        ]
+        assert max(off) > 0.01  # the division is an approximation, and differs
+
+
+def test_exact_scoring_of_a_chat_template_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    template = _template(tmp_path / "intents.json", 1, mode="chat")
+    with LocalServer(shared_prefix_labels=LABELS) as srv:
+        result = _run(srv, tmp_path, template, "--soft-labels", "logprobs:exact")
+        assert result.exit_code == 1
+        assert "logprobs:exact" in result.output and "completion" in result.output
+        assert "Traceback" not in result.output
+        assert len(srv.server.log) == 0
