@@ -633,6 +633,8 @@ def _descend_scored(
             acc.outside += mass * q
         elif len(hits) == 1:
             acc.labels[next(iter(hits))] += mass * q
+        elif path == prefix:  # a token that writes nothing: no nearer to telling them apart
+            acc.split(hits, mass * q, text)
         else:
             _descend_scored(text + piece, path, hits, mass * q, space, acc, scores)
 

@@ -11,6 +11,7 @@ nothing; without the setting the shared mass is divided and the rows say so.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ from click.testing import CliRunner, Result
 from procs import LocalServer
 
 from labeler.cli import main
+from labeler.completion import Completion, TokenLogprob
+from labeler.targets import LabelSpace, soft_label
 from labeler.testing import SharedPrefixResponder
 from labeler.testing.label_tree import END, OFF_LABEL
 
@@ -179,3 +182,18 @@ def test_exact_scoring_of_a_chat_template_is_refused_before_anything_is_sent(tmp
         assert "logprobs:exact" in result.output and "completion" in result.output
         assert "Traceback" not in result.output
         assert len(srv.server.log) == 0
+
+
+def test_a_scored_token_that_writes_nothing_is_divided_not_followed_forever() -> None:
+    space = LabelSpace(("card arrival", "card linking"))
+    answer = Completion(
+        text=" card",
+        tokens=[TokenLogprob(" card", math.log(0.9), ((" card", math.log(0.9)),))],
+        # the server's alternatives after " card" include an empty token (as llama.cpp
+        # reports a token whose bytes are cut), which leaves the answer where it was
+        scores={" card": ((" arrival", math.log(0.5)), ("", math.log(0.2)), (" linking", math.log(0.3)))},
+    )
+    soft = soft_label(answer, space)
+    # arrival .45, linking .27 scored; the empty token's .18 divided .45 : .27
+    assert soft.probs == pytest.approx((0.625, 0.375))
+    assert soft.source == "logprobs:split"
