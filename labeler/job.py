@@ -101,6 +101,8 @@ class Job:
     # sample even a teacher that gives logprobs
     samples: int | None = default("samples")
     soft_labels: str = default("soft_labels")
+    # A local teacher's context per request (labeler/teachers/local.py)
+    local_context: int | None = default("local_context")
     # Verification of every answer (labeler/verify/) and the answers exports keep
     verify: str | None = default("verify")
     keep: str | int = default("keep")
@@ -232,6 +234,8 @@ class Job:
             opts["samples"] = self.samples
         if self.soft_labels != default("soft_labels"):
             opts["soft_labels"] = self.soft_labels
+        if self.local_context is not None:
+            opts["local_context"] = self.local_context
         return opts
 
     def make_teacher(self) -> Teacher:
