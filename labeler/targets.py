@@ -629,12 +629,13 @@ def _descend_scored(
         piece = _continuation(raw)
         path = prefix + space._fold(piece)
         hits = space._match(path) & candidates
-        if not hits:
+        if not hits or path == prefix:
+            # a token that writes nothing ends the text there (llama.cpp's server reports
+            # its end-of-text token so): an answer that stops while several labels are
+            # still possible names none of them
             acc.outside += mass * q
         elif len(hits) == 1:
             acc.labels[next(iter(hits))] += mass * q
-        elif path == prefix:  # a token that writes nothing: no nearer to telling them apart
-            acc.split(hits, mass * q, text)
         else:
             _descend_scored(text + piece, path, hits, mass * q, space, acc, scores)
 

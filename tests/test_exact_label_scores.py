@@ -184,16 +184,16 @@ def test_exact_scoring_of_a_chat_template_is_refused_before_anything_is_sent(tmp
         assert len(srv.server.log) == 0
 
 
-def test_a_scored_token_that_writes_nothing_is_divided_not_followed_forever() -> None:
+def test_a_scored_token_that_writes_nothing_ends_the_answer_outside_the_labels() -> None:
     space = LabelSpace(("card arrival", "card linking"))
     answer = Completion(
         text=" card",
         tokens=[TokenLogprob(" card", math.log(0.9), ((" card", math.log(0.9)),))],
-        # the server's alternatives after " card" include an empty token (as llama.cpp
-        # reports a token whose bytes are cut), which leaves the answer where it was
+        # the server's alternatives after " card" include its end of text, an empty
+        # token: the answer "card" names neither label
         scores={" card": ((" arrival", math.log(0.5)), ("", math.log(0.2)), (" linking", math.log(0.3)))},
     )
     soft = soft_label(answer, space)
-    # arrival .45, linking .27 scored; the empty token's .18 divided .45 : .27
-    assert soft.probs == pytest.approx((0.625, 0.375))
-    assert soft.source == "logprobs:split"
+    assert soft.probs == pytest.approx((0.625, 0.375))  # .45 and .27, renormalised
+    assert soft.outside == pytest.approx(0.1 + 0.9 * 0.2)
+    assert soft.source == "logprobs:exact"
