@@ -382,8 +382,7 @@ async def run_job(
         setup = setup_for(job)
         setup.check(task)
         teachers = _open_teachers(job, setup, teacher, stack)
-        for t in teachers:
-            check_scoring(task, t.identity)
+        check_scoring(task, job.soft_labels)
         wiring = _wiring(job, task, store, rejects, stack, client, on_warning)
         strategy = setup.strategy(wiring, teachers)
         stack.push_async_callback(strategy.aclose)

@@ -19,7 +19,10 @@ template, a failure, a teacher told not to), the division stays the approximatio
 marked ``logprobs:split``.
 
 Whether a teacher's answers are scored is its soft-label mode, ``logprobs:exact``
-(`Sampling.soft_labels`, read back from the teacher identity like its sampling options).
+(`Sampling.soft_labels`, read back from the teacher identity like its sampling options,
+never part of a key): ``--soft-labels logprobs:exact``, and the local teacher's default
+(its requests cost time only, and the division they replace picks another top label in
+most rows of a many-intent set: docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -60,10 +63,11 @@ def scored_space(task: Task, identity: Mapping[str, Any]) -> LabelSpace | None:
     return space if space.ambiguity() else None
 
 
-def check_scoring(task: Task, identity: Mapping[str, Any]) -> None:
-    """Refuse ``logprobs:exact`` where no continuation can be scored, before anything is
-    sent: a chat template's answer cannot be continued by the endpoint that wrote it."""
-    if Sampling.from_identity(identity).soft_labels != EXACT or task.output_kind != "label":
+def check_scoring(task: Task, soft_labels: str) -> None:
+    """Refuse ``--soft-labels logprobs:exact`` where no continuation can be scored, before
+    anything is sent: a chat template's answer cannot be continued by the endpoint that
+    wrote it. (A teacher that scores by default, the local one, just does not there.)"""
+    if soft_labels != EXACT or task.output_kind != "label":
         return
     if task.mode != "completion" or task.verbalized or len(task.members) != 1:
         raise ConfigError(

@@ -304,13 +304,15 @@ class LabelSpace:
                 )
         return warnings
 
-    def ambiguity_warning(self, groups_shown: int = 40) -> str | None:
+    def ambiguity_warning(self, groups_shown: int = 40, *, completion: bool = False) -> str | None:
         """One warning for the whole label set (None when every label is distinct at its
         first token): the groups, then a fix only where one helps whatever the teacher's
         tokenizer. Up to 9 labels: digits 1-9; up to 26: letters A-Z; each one token in
         every common vocabulary. A larger set needs two-character codes, and tokenizers
         that split digits (Gemma, SmolLM, Llama) give every such code the same first
-        token, which is worse than the names: no codes are suggested then."""
+        token, which is worse than the names: no codes are suggested then. A completion
+        template (`completion`) needs no codes at all: a server that continues its prompt
+        scores each label whole (labeler/label_scoring.py), which is the fix given."""
         groups = self.ambiguity()
         if not groups:
             return None
@@ -323,6 +325,12 @@ class LabelSpace:
             "and marked soft_label_source logprobs:split"
         )
         n = len(self.labels)
+        if completion:
+            return (
+                f"{head}, unless scored: --soft-labels logprobs:exact (the default of "
+                "local:… teachers) asks the server for each such label's whole "
+                "probability, one one-token request per shared prefix, cached"
+            )
         if n > 26:
             return (
                 f"{head}; codes would not help {n} labels (two-character codes share "

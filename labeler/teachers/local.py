@@ -44,7 +44,7 @@ from labeler.teachers import local_models
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
 from labeler.teachers.fast_openai import openai_teacher
 from labeler.teachers.local_models import INSTALL_HINT
-from labeler.teachers.sampling import SampledTeacher, Sampler, Sampling
+from labeler.teachers.sampling import EXACT, SampledTeacher, Sampler, Sampling
 
 HOST = "127.0.0.1"
 # Server shape, measured on a 2-core machine with short few-shot logprob requests
@@ -119,7 +119,12 @@ class LocalTeacher(SampledTeacher, BaseTeacher):
         self._openai_options = openai_options
         # llama.cpp's server answers one choice per request (a 400 for n > 1), so samples
         # go as concurrent requests from the start.
-        self.sampler = Sampler(Sampling(samples, soft_labels), n_supported=False)
+        # Labels sharing first tokens are scored exactly by default (labeler/
+        # label_scoring.py): a local request costs only time, and the division it
+        # replaces picks another top label in most rows of a many-intent set
+        # (docs/benchmarks.md). --soft-labels logprobs keeps the division.
+        mode = EXACT if soft_labels == "auto" else soft_labels
+        self.sampler = Sampler(Sampling(samples, mode), n_supported=False)
         self._fingerprint = local_models.fingerprint(self.path)
         self._proc: subprocess.Popen[bytes] | None = None
         self._inner: Teacher | None = None
