@@ -54,8 +54,9 @@ token's logprob and the provider's top-k alternatives (the chosen token among th
    keyed by the answer text up to there): the mass then descends through them exactly as
    along the generated path, recursively, and each label gets its whole probability
    P(t1) · P(t2 | t1) · …; the source is ``logprobs:exact``. Shares below
-   `NEGLIGIBLE_MASS` are not worth a request: they are divided as above without calling
-   the soft label approximate.
+   `NEGLIGIBLE_MASS` of the label mass (which the soft label is renormalised over) are
+   not worth a request: they are divided as above without calling the soft label
+   approximate.
 7. **Renormalise.** ``probs = mass / Σ mass`` when ``Σ mass > 0``; otherwise all zero.
 
 Completion-mode teachers (a few-shot prefix whose *next* token is the label) produce the
@@ -130,8 +131,8 @@ LOGPROBS_SPLIT = "logprobs:split"
 # The source of a logprob soft label whose shared prefixes were told apart by scoring
 # requests (labeler/label_scoring.py): each label's whole probability, not divided.
 LOGPROBS_EXACT = "logprobs:exact"
-# A share of a soft label below which a shared prefix is not worth a scoring request:
-# whichever way it is divided, no label's probability moves by more.
+# The fraction of a soft label's label mass below which a shared prefix is not worth a
+# scoring request: whichever way it is divided, no renormalised probability moves by more.
 NEGLIGIBLE_MASS = 1e-3
 # The hard label of an answer that named no label, where one must be written (an export
 # with --keep-invalid): the index PyTorch's cross-entropy and every transformers
@@ -541,8 +542,12 @@ class _Mass:
         """Mass no token tells apart among ``candidates``: divided once the rest is known."""
         self.pending.append((candidates, mass))
         self.unscored.append((path, mass))
-        if mass >= NEGLIGIBLE_MASS or not self.scored:
-            self.ambiguous = True
+        self.ambiguous = True
+
+    def negligible(self) -> float:
+        """The share below which a divided prefix cannot move any renormalised
+        probability by more than `NEGLIGIBLE_MASS`: that fraction of the label mass."""
+        return NEGLIGIBLE_MASS * (sum(self.labels) + sum(m for _, m in self.pending))
 
     def settle(self) -> None:
         """Divide each unresolvable share among its labels in proportion to the mass they
@@ -660,6 +665,9 @@ def soft_label(completion: Completion, space: LabelSpace) -> SoftLabel:
     if acc is None:
         return SoftLabel((0.0,) * k, 1.0, "logprobs", False)
     mass = acc.labels
+    if acc.scored and acc.pending:  # scored: only shares worth a request make it approximate
+        least = acc.negligible()
+        acc.ambiguous = any(m >= least for _, m in acc.pending)
     if acc.pending:
         acc.settle()
     total = sum(mass)
@@ -677,14 +685,16 @@ def soft_label(completion: Completion, space: LabelSpace) -> SoftLabel:
 def unscored_prefixes(completion: Completion, space: LabelSpace) -> list[str]:
     """The answer text prefixes whose mass `soft_label` divides among several labels for
     want of the teacher's next-token alternatives there (a scoring request's prompt is
-    the row's prompt followed by one), those that hold at least `NEGLIGIBLE_MASS`."""
+    the row's prompt followed by one), those that hold at least `NEGLIGIBLE_MASS` of the
+    mass on labels (the soft label is renormalised over it)."""
     tokens = completion.tokens
     if not tokens:
         return []
     acc = _answer_mass(tokens, space, completion.scores or {})
     if acc is None:
         return []
-    return list(dict.fromkeys(path for path, mass in acc.unscored if mass >= NEGLIGIBLE_MASS))
+    least = acc.negligible()
+    return list(dict.fromkeys(path for path, mass in acc.unscored if mass >= least))
 
 
 def _answer_mass(

@@ -241,3 +241,26 @@ def test_a_local_teacher_scores_by_default_and_logprobs_keeps_the_division(tmp_p
         for m in ("auto", "logprobs", "logprobs:exact")
     }
     assert len(keys) == 1
+
+
+def test_a_share_is_worth_scoring_by_its_part_of_the_label_mass_not_of_the_whole() -> None:
+    from labeler.targets import unscored_prefixes
+
+    space = LabelSpace(tuple(LABELS))
+    # the teacher puts almost everything on a word of no label: the little left on
+    # labels is all the soft label is made of (renormalised), so its shared part counts
+    answer = Completion(
+        text=" debit",
+        tokens=[
+            TokenLogprob(
+                " debit",
+                math.log(0.9997),
+                ((" debit", math.log(0.9997)), (" card", math.log(2e-4)), (" cash", math.log(1e-4))),
+            )
+        ],
+    )
+    assert unscored_prefixes(answer, space) == [" card"]
+    answer.scores = {" card": ((" arrival", math.log(0.75)), (" linking", math.log(0.25)))}
+    soft = soft_label(answer, space)
+    assert soft.source == "logprobs:exact"
+    assert soft.probs[LABELS.index("card arrival")] == pytest.approx(0.5)  # .75 of 2e-4 of 3e-4
