@@ -130,7 +130,7 @@ def attach_scores(
         if not wanted:
             break
         found = get_many(list(wanted))
-        todo = []
+        advanced: dict[int, tuple[Request, Completion]] = {}  # each answer once per level
         for k, (asked, prefix, waiting) in wanted.items():
             stored = found.get(k)
             if stored is None:
@@ -142,7 +142,8 @@ def attach_scores(
             for request, completion in waiting:
                 assert completion.scores is not None
                 completion.scores[prefix] = scores
-                todo.append((request, completion))
+                advanced[id(completion)] = (request, completion)
+        todo = list(advanced.values())
     return misses
 
 

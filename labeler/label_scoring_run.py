@@ -58,7 +58,14 @@ async def score_answers(
                 )
             )
             failed.update(key for key, ok in zip(misses, sent, strict=True) if not ok)
-            waiting = [pair for key, (_, _, pairs) in misses.items() if key not in failed for pair in pairs]
+            waiting = list(
+                {
+                    id(pair[1]): pair
+                    for key, (_, _, pairs) in misses.items()
+                    if key not in failed
+                    for pair in pairs
+                }.values()
+            )
             misses = await asyncio.to_thread(attach_scores, waiting, space, keys.key, store.get_many)
             misses = {key: miss for key, miss in misses.items() if key not in failed}
 
