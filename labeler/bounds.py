@@ -59,6 +59,7 @@ BOUNDS: dict[str, Bound] = {
     "max_age_days": Bound(0),
     "thinking_budget": Bound(1024),  # Anthropic's smallest budget_tokens
     "samples": Bound(1),
+    "local_context": Bound(1),
     "verify_timeout": Bound(0, low_open=True),
     "limit": Bound(0),
     "min_confidence": Bound(0, 1),

@@ -1168,6 +1168,12 @@ def _print_requests(s: Any) -> None:
             f"labeler: {s.http_requests} HTTP requests sent" + (f"; answered {answers}" if answers else ""),
             err=True,
         )
+    if s.scoring_requests:
+        failed = f", {s.scoring_failed} failed (those rows stay approximate)" if s.scoring_failed else ""
+        click.echo(
+            f"labeler: {s.scoring_requests} scoring requests for labels sharing first tokens{failed}",
+            err=True,
+        )
     c = s.concurrency
     if c and s.requests:
         click.echo(

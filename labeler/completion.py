@@ -77,6 +77,11 @@ class Completion:
     samples: list[str] | None = None
     reasoning: str | None = None
     reasoning_blocks: list[dict[str, Any]] | None = None
+    # Labels sharing first tokens, scored (labeler/label_scoring.py): for an answer text
+    # prefix (the prompt's continuation as sent), the teacher's next-token alternatives
+    # there, (token, logprob). Read from the store beside the answer, never stored in it:
+    # each is the answer of its own request, keyed and cached like any.
+    scores: dict[str, tuple[tuple[str, float], ...]] | None = field(default=None, compare=False)
 
     @property
     def sampled(self) -> bool:
@@ -136,6 +141,7 @@ class Completion:
 # The slots a Completion keeps its tokens and usage in, behind StoredCompletion's properties.
 _TOKENS = Completion.__dict__["tokens"]
 _USAGE = Completion.__dict__["usage"]
+_COMPARED = tuple(name for name, f in Completion.__dataclass_fields__.items() if f.compare)
 
 
 class StoredCompletion(Completion):
@@ -186,7 +192,7 @@ class StoredCompletion(Completion):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Completion):
             return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in Completion.__dataclass_fields__)
+        return all(getattr(self, name) == getattr(other, name) for name in _COMPARED)
 
     __hash__ = None  # type: ignore[assignment]  # as a Completion's
 

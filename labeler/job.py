@@ -27,6 +27,8 @@ from labeler.hub_input import is_hub
 from labeler.input_map import check_fields, mapped, parse_input_map, required_columns
 from labeler.inputs import FORMATS as INPUT_FORMATS
 from labeler.inputs import Reject, RejectsWriter, Row, count_rows, prepare_rejects, read_rows
+from labeler.label_scoring import check_scoring
+from labeler.label_scoring_run import score_answers
 from labeler.option_fields import option
 from labeler.options import OPTIONS, check_values, default
 from labeler.partners import check_partners
@@ -150,6 +152,8 @@ class Job:
     # sample even a teacher that gives logprobs
     samples: int | None = default("samples")
     soft_labels: str = default("soft_labels")
+    # A local teacher's context per request (labeler/teachers/local.py)
+    local_context: int | None = default("local_context")
     # Verification of every answer (labeler/verify/) and the answers exports keep
     verify: str | None = default("verify")
     keep: str | int = default("keep")
@@ -301,6 +305,8 @@ class Job:
             opts["samples"] = self.samples
         if self.soft_labels != default("soft_labels"):
             opts["soft_labels"] = self.soft_labels
+        if self.local_context is not None:
+            opts["local_context"] = self.local_context
         return opts
 
     def make_teacher(self) -> Teacher:
@@ -481,6 +487,7 @@ async def run_job(
         setup = setup_for(job)
         setup.check(task)
         teachers = _open_teachers(job, setup, teacher, stack)
+        check_scoring(task, job.soft_labels)
         gate = _gate(job, task, setup, store, stack, job.label_settings(), on_warning)
         wiring = dataclasses.replace(_wiring(job, task, store, rejects, stack, client, on_warning), gate=gate)
         strategy = setup.strategy(wiring, teachers)
@@ -493,6 +500,10 @@ async def run_job(
                 summary.cost_usd += judged.cost_usd
                 summary.interrupted |= judged.interrupted
                 summary.budget_stopped |= judged.budget_stopped
+        if isinstance(setup, Single) and not job.batch and summary.outcome not in ("pending", "interrupted"):
+            await score_answers(
+                task, teachers[0], store, lambda: job.rows(task), job.label_settings(), summary
+            )
         # a planner each: a cascade's counts what each stage answered as it reads
         answers = setup.planner(task, teachers, store, gate)
         await _judge(job, task, setup, teachers, store, summary, on_warning, handle_signals, answers)

@@ -234,10 +234,25 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "auto",
         "Where soft labels come from: auto (logprobs where the teacher gives them, else "
-        "--samples answers), logprobs, or samples (sample even a teacher with logprobs, "
-        "to compare the two).",
+        "--samples answers), logprobs, logprobs:exact (completion templates: labels "
+        "that share first tokens scored to their whole probability by extra one-token "
+        "requests, cached), or samples (sample even a teacher with logprobs, to compare "
+        "the two).",
         metavar="SOURCE",
-        choices=("auto", "logprobs", "samples"),
+        choices=("auto", "logprobs", "logprobs:exact", "samples"),
+    ),
+)
+LOCAL_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "local_context",
+        "local_context",
+        int,
+        None,
+        "local:… teachers: tokens each request may use, prompt and answer (default "
+        "1024: llama.cpp's server divides its 4096 among 4 slots); raise it for long "
+        "prompts (a long label list, few-shot examples) that fail as too long for the "
+        "server's context.",
+        metavar="TOKENS",
     ),
 )
 VERIFY_OPTIONS: tuple[Option, ...] = (
@@ -274,7 +289,7 @@ VERIFY_OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
     ),
 )
-OPTIONS = OPTIONS + VERIFY_OPTIONS
+OPTIONS = OPTIONS + LOCAL_OPTIONS + VERIFY_OPTIONS
 BY_FIELD: dict[str, Option] = {o.field: o for o in OPTIONS}
 BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
 

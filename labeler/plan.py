@@ -29,6 +29,7 @@ from labeler.answer_checks import UNUSABLE
 from labeler.completion import Completion
 from labeler.errors import TemplateError, TemplateLimitError, is_transient
 from labeler.inputs import Reject, Row
+from labeler.label_scoring import Misses, attach_scores, scored_space
 from labeler.request import Request, RequestKeys
 from labeler.store import Failure, Store
 from labeler.store_access import StoreAccess
@@ -122,6 +123,10 @@ class Planner:
         self.max_attempts = max_attempts
         self.single_answers = single_answers
         self._line = 0
+        # Labels sharing first tokens, scored (labeler/label_scoring.py): each read answer
+        # gets its stored scores; those not stored yet, of the last chunk, are kept here
+        self._scored = scored_space(task, self.identity) if completions else None
+        self.score_misses: Misses = {}
 
     def resend(self, failure: Failure) -> bool:
         """The one rule for a stored failure: sent again if asked to, or if it was
@@ -217,6 +222,17 @@ class Planner:
                 item.status = FAILED
                 item.failure = Failure(key, UNUSABLE, unusable[key], None, 0)
         self._read_single_answers([i for i in items if i.status == SEND and i.single])
+        if self._scored is not None:
+            self.score_misses = attach_scores(
+                [
+                    (i.request, i.completion)
+                    for i in items
+                    if i.request is not None and i.completion is not None
+                ],
+                self._scored,
+                self._keys.key,
+                store.get_many,
+            )
 
     def _read_single_answers(self, items: list[Item]) -> None:
         """Items whose sampled answer is missing, read from their single answer if stored."""

@@ -74,6 +74,10 @@ class RunSummary:
     # --verify judge:...: each judge's pass (answers, requests, tokens, cost); its cost is
     # in `cost_usd` too
     judges: list[dict[str, Any]] = field(default_factory=list)
+    # --soft-labels logprobs:exact: requests that scored labels sharing first tokens
+    # (labeler/label_scoring.py), and those that failed (their rows stay approximate)
+    scoring_requests: int = 0
+    scoring_failed: int = 0
 
     @property
     def outcome(self) -> str:

@@ -49,6 +49,14 @@ token's logprob and the provider's top-k alternatives (the chosen token among th
    settled by the labels' order; ``ambiguous`` is set and the source is
    ``logprobs:split``, so filters, exports and reports can tell the approximation from
    an exact reading. `LabelSpace.ambiguity` warns about label sets that will cause this.
+   Where the server can score a continuation (labeler/label_scoring.py), the answer
+   carries the teacher's next-token alternatives after such a prefix (`Completion.scores`,
+   keyed by the answer text up to there): the mass then descends through them exactly as
+   along the generated path, recursively, and each label gets its whole probability
+   P(t1) · P(t2 | t1) · …; the source is ``logprobs:exact``. Shares below
+   `NEGLIGIBLE_MASS` of the label mass (which the soft label is renormalised over) are
+   not worth a request: they are divided as above without calling the soft label
+   approximate.
 7. **Renormalise.** ``probs = mass / Σ mass`` when ``Σ mass > 0``; otherwise all zero.
 
 Completion-mode teachers (a few-shot prefix whose *next* token is the label) produce the
@@ -65,7 +73,7 @@ import math
 import re
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +104,7 @@ __all__ = [
     "samples_source",
     "soft_label",
     "token_confidence",
+    "unscored_prefixes",
     "verbalized_answer",
     "verbalized_soft_label",
 ]
@@ -119,6 +128,12 @@ SAMPLES_SOURCE = "samples:"
 # The source of a logprob soft label in which some mass sat on a token shared by several
 # labels that no continuation told apart (module doc, 6): an approximation, said so.
 LOGPROBS_SPLIT = "logprobs:split"
+# The source of a logprob soft label whose shared prefixes were told apart by scoring
+# requests (labeler/label_scoring.py): each label's whole probability, not divided.
+LOGPROBS_EXACT = "logprobs:exact"
+# The fraction of a soft label's label mass below which a shared prefix is not worth a
+# scoring request: whichever way it is divided, no renormalised probability moves by more.
+NEGLIGIBLE_MASS = 1e-3
 # The hard label of an answer that named no label, where one must be written (an export
 # with --keep-invalid): the index PyTorch's cross-entropy and every transformers
 # classification head ignore by default.
@@ -290,13 +305,15 @@ class LabelSpace:
                 )
         return warnings
 
-    def ambiguity_warning(self, groups_shown: int = 40) -> str | None:
+    def ambiguity_warning(self, groups_shown: int = 40, *, completion: bool = False) -> str | None:
         """One warning for the whole label set (None when every label is distinct at its
         first token): the groups, then a fix only where one helps whatever the teacher's
         tokenizer. Up to 9 labels: digits 1-9; up to 26: letters A-Z; each one token in
         every common vocabulary. A larger set needs two-character codes, and tokenizers
         that split digits (Gemma, SmolLM, Llama) give every such code the same first
-        token, which is worse than the names: no codes are suggested then."""
+        token, which is worse than the names: no codes are suggested then. A completion
+        template (`completion`) needs no codes at all: a server that continues its prompt
+        scores each label whole (labeler/label_scoring.py), which is the fix given."""
         groups = self.ambiguity()
         if not groups:
             return None
@@ -309,6 +326,12 @@ class LabelSpace:
             "and marked soft_label_source logprobs:split"
         )
         n = len(self.labels)
+        if completion:
+            return (
+                f"{head}, unless scored: --soft-labels logprobs:exact (the default of "
+                "local:… teachers) asks the server for each such label's whole "
+                "probability, one one-token request per shared prefix, cached"
+            )
         if n > 26:
             return (
                 f"{head}; codes would not help {n} labels (two-character codes share "
@@ -395,7 +418,9 @@ class SoftLabel:
 
     probs: tuple[float, ...]
     outside: float
-    source: str  # "logprobs" | "logprobs:split" | "samples:N" | "verbalized" | "ensemble" | "none"
+    # "logprobs" | "logprobs:split" | "logprobs:exact" | "samples:N" | "verbalized" |
+    # "ensemble" | "none"
+    source: str
     ambiguous: bool = False
 
     @property
@@ -501,18 +526,28 @@ def _starts_with(folded: str, space: LabelSpace) -> int | None:
 
 
 class _Mass:
-    __slots__ = ("ambiguous", "labels", "outside", "pending")
+    __slots__ = ("ambiguous", "labels", "outside", "pending", "resolved", "scored", "unscored")
 
     def __init__(self, k: int) -> None:
         self.labels = [0.0] * k
         self.outside = 0.0
         self.ambiguous = False
+        self.scored = False  # scoring requests were asked for (their answers may be missing)
+        self.resolved = False  # a scored continuation told labels apart
         self.pending: list[tuple[frozenset[int], float]] = []
+        # (answer text prefix, its mass): where a scoring request would tell them apart
+        self.unscored: list[tuple[str, float]] = []
 
-    def split(self, candidates: frozenset[int], mass: float) -> None:
+    def split(self, candidates: frozenset[int], mass: float, path: str) -> None:
         """Mass no token tells apart among ``candidates``: divided once the rest is known."""
         self.pending.append((candidates, mass))
+        self.unscored.append((path, mass))
         self.ambiguous = True
+
+    def negligible(self) -> float:
+        """The share below which a divided prefix cannot move any renormalised
+        probability by more than `NEGLIGIBLE_MASS`: that fraction of the label mass."""
+        return NEGLIGIBLE_MASS * (sum(self.labels) + sum(m for _, m in self.pending))
 
     def settle(self) -> None:
         """Divide each unresolvable share among its labels in proportion to the mass they
@@ -554,30 +589,68 @@ def _continuation(token: str) -> str:
 def _descend(
     tokens: Sequence[TokenLogprob],
     pos: int,
+    text: str,
     prefix: str,
     candidates: frozenset[int],
     mass: float,
     space: LabelSpace,
     acc: _Mass,
+    scores: Mapping[str, Sequence[tuple[str, float]]] | None,
 ) -> None:
-    """Split ``mass`` (on the generated path ``prefix``) by the conditional at ``pos``."""
+    """Split ``mass`` (on the generated path ``prefix``, written ``text``) by the
+    conditional at ``pos``; past the answer's last token, by a scored continuation."""
     if pos >= len(tokens):
-        acc.split(candidates, mass)
+        _descend_scored(text, prefix, candidates, mass, space, acc, scores)
         return
     tok = tokens[pos]
     alts = _alternatives(tok)
     acc.outside += mass * max(0.0, 1.0 - sum(q for _, q in alts))
     for raw, q in alts:
-        path = prefix + space._fold(_continuation(raw))
+        piece = _continuation(raw)
+        path = prefix + space._fold(piece)
         hits = space._match(path) & candidates
         if not hits:
             acc.outside += mass * q
         elif len(hits) == 1:
             acc.labels[next(iter(hits))] += mass * q
         elif raw == tok.token:
-            _descend(tokens, pos + 1, path, hits, mass * q, space, acc)
+            _descend(tokens, pos + 1, text + piece, path, hits, mass * q, space, acc, scores)
         else:
-            acc.split(hits, mass * q)
+            _descend_scored(text + piece, path, hits, mass * q, space, acc, scores)
+
+
+def _descend_scored(
+    text: str,
+    prefix: str,
+    candidates: frozenset[int],
+    mass: float,
+    space: LabelSpace,
+    acc: _Mass,
+    scores: Mapping[str, Sequence[tuple[str, float]]] | None,
+) -> None:
+    """Split ``mass`` on an answer prefix off the generated path (module doc, 6) by the
+    teacher's next-token alternatives after it, where a scoring request asked for them;
+    else leave it to `_Mass.settle`."""
+    alts = scores.get(text) if scores is not None else None
+    if alts is None:
+        acc.split(candidates, mass, text)
+        return
+    acc.resolved = True
+    alts = [(raw, math.exp(lp)) for raw, lp in alts]
+    acc.outside += mass * max(0.0, 1.0 - sum(q for _, q in alts))
+    for raw, q in alts:
+        piece = _continuation(raw)
+        path = prefix + space._fold(piece)
+        hits = space._match(path) & candidates
+        if not hits or path == prefix:
+            # a token that writes nothing ends the text there (llama.cpp's server reports
+            # its end-of-text token so): an answer that stops while several labels are
+            # still possible names none of them
+            acc.outside += mass * q
+        elif len(hits) == 1:
+            acc.labels[next(iter(hits))] += mass * q
+        else:
+            _descend_scored(text + piece, path, hits, mass * q, space, acc, scores)
 
 
 def soft_label(completion: Completion, space: LabelSpace) -> SoftLabel:
@@ -587,8 +660,50 @@ def soft_label(completion: Completion, space: LabelSpace) -> SoftLabel:
         if completion.sampled:
             return sampled_soft_label(completion.samples or [], space)
         return _one_hot(parse_label(completion.text, space), space)
-
     k = len(space.labels)
+    acc = _answer_mass(tokens, space, completion.scores)
+    if acc is None:
+        return SoftLabel((0.0,) * k, 1.0, "logprobs", False)
+    mass = acc.labels
+    if acc.scored and acc.pending:  # scored: only shares worth a request make it approximate
+        least = acc.negligible()
+        acc.ambiguous = any(m >= least for _, m in acc.pending)
+    if acc.pending:
+        acc.settle()
+    total = sum(mass)
+    probs = tuple([m / total for m in mass]) if total > 0 else (0.0,) * k
+    outside = min(1.0, max(0.0, acc.outside))
+    if acc.ambiguous:
+        source = LOGPROBS_SPLIT
+    elif acc.resolved:
+        source = LOGPROBS_EXACT
+    else:
+        source = "logprobs"
+    return SoftLabel(probs, outside, source, acc.ambiguous)
+
+
+def unscored_prefixes(completion: Completion, space: LabelSpace) -> list[str]:
+    """The answer text prefixes whose mass `soft_label` divides among several labels for
+    want of the teacher's next-token alternatives there (a scoring request's prompt is
+    the row's prompt followed by one), those that hold at least `NEGLIGIBLE_MASS` of the
+    mass on labels (the soft label is renormalised over it)."""
+    tokens = completion.tokens
+    if not tokens:
+        return []
+    acc = _answer_mass(tokens, space, completion.scores or {})
+    if acc is None:
+        return []
+    least = acc.negligible()
+    return list(dict.fromkeys(path for path, mass in acc.unscored if mass >= least))
+
+
+def _answer_mass(
+    tokens: Sequence[TokenLogprob],
+    space: LabelSpace,
+    scores: Mapping[str, Sequence[tuple[str, float]]] | None,
+) -> _Mass | None:
+    """The mass of each label and outside them (module doc, 1-6), None without an answer
+    position. `scores` (None: not asked for) tell shared prefixes apart (module doc, 6)."""
     # p0: the first token that is not filler (most often the first token)
     p0 = (
         0
@@ -596,11 +711,12 @@ def soft_label(completion: Completion, space: LabelSpace) -> SoftLabel:
         else next((i for i, t in enumerate(tokens) if not _is_filler(t.token)), None)
     )
     if p0 is None:
-        return SoftLabel((0.0,) * k, 1.0, "logprobs", False)
-
-    acc = _Mass(k)
+        return None
+    acc = _Mass(len(space.labels))
+    acc.scored = scores is not None
     mass = acc.labels
     tok = tokens[p0]
+    lead = "".join([_continuation(t.token) for t in tokens[:p0]]) if p0 else ""
     alts = _alternatives(tok)
     acc.outside += max(0.0, 1.0 - sum([q for _, q in alts]))
     for raw, q in alts:
@@ -610,16 +726,10 @@ def soft_label(completion: Completion, space: LabelSpace) -> SoftLabel:
         elif not hits:
             acc.outside += q
         elif raw == tok.token:
-            _descend(tokens, p0 + 1, piece, hits, q, space, acc)
+            _descend(tokens, p0 + 1, lead + _continuation(raw), piece, hits, q, space, acc, scores)
         else:
-            acc.split(hits, q)
-
-    if acc.pending:
-        acc.settle()
-    total = sum(mass)
-    probs = tuple([m / total for m in mass]) if total > 0 else (0.0,) * k
-    outside = min(1.0, max(0.0, acc.outside))
-    return SoftLabel(probs, outside, LOGPROBS_SPLIT if acc.ambiguous else "logprobs", acc.ambiguous)
+            _descend_scored(lead + _continuation(raw), piece, hits, q, space, acc, scores)
+    return acc
 
 
 def sampled_soft_label(samples: Sequence[str], space: LabelSpace) -> SoftLabel:

@@ -502,7 +502,7 @@ def _output(output: Any, mode: str, where: str) -> _Output:
     warnings: tuple[str, ...] = ()
     if kind == "label":
         space = _label_space(output, where)
-        warning = space.ambiguity_warning()
+        warning = space.ambiguity_warning(completion=mode == "completion")
         warnings = (warning,) if warning else ()
     elif "labels" in output:
         raise TemplateError(where, "labels are only allowed with kind: label", field="output.labels")

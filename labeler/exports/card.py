@@ -341,6 +341,8 @@ def soft_label_source_text(source: str) -> str:
         "logprobs:split": "the teacher's token logprobs, where some mass sat on a token "
         "several labels begin with and no continuation told them apart: "
         "divided among them by their other mass (an approximation)",
+        "logprobs:exact": "the teacher's token logprobs, with labels that share first tokens "
+        "scored to their whole probability by continuation requests",
         "verbalized": "the confidence the teacher stated for its label (p on it, 1 - p shared "
         "equally by the others); fit a calibration before trusting it",
         "ensemble": "the mean of several prompt forms' label distributions",

@@ -53,7 +53,7 @@ from labeler.teachers import anthropic_wire
 from labeler.teachers import transport as http
 from labeler.teachers.base import BaseTeacher, HeaderObserver, parse_retry_after
 from labeler.teachers.refusals import refused
-from labeler.teachers.sampling import DEFAULT_SAMPLES, PartialSamples, Sampling
+from labeler.teachers.sampling import DEFAULT_SAMPLES, EXACT, PartialSamples, Sampling
 
 ANTHROPIC_URL = "https://api.anthropic.com"
 _MAX_PREFIXES = 1_000  # cached prefixes remembered as warm
@@ -90,10 +90,10 @@ class AnthropicTeacher(BaseTeacher):
             sampling = Sampling(samples, soft_labels)
         except ConfigError as exc:
             raise ConfigError(f"anthropic teacher: {exc}") from None
-        if sampling.soft_labels == "logprobs":
+        if sampling.soft_labels in ("logprobs", EXACT):
             raise ConfigError(
-                "anthropic teacher: Anthropic returns no logprobs; its soft labels "
-                "come from samples (--soft-labels auto or samples)"
+                f"anthropic teacher: Anthropic returns no logprobs; its soft labels "
+                f"come from samples (--soft-labels auto or samples, not {sampling.soft_labels})"
             )
         self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL).rstrip("/")
         self.samples = sampling.n

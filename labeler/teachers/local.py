@@ -38,13 +38,13 @@ from typing import Any
 import httpx
 
 from labeler.completion import Completion
-from labeler.errors import ConfigError, RetryableError
+from labeler.errors import ConfigError, FinalError, RetryableError
 from labeler.request import Request
 from labeler.teachers import local_models
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
 from labeler.teachers.fast_openai import openai_teacher
 from labeler.teachers.local_models import INSTALL_HINT
-from labeler.teachers.sampling import SampledTeacher, Sampler, Sampling
+from labeler.teachers.sampling import EXACT, SampledTeacher, Sampler, Sampling
 
 HOST = "127.0.0.1"
 # Server shape, measured on a 2-core machine with short few-shot logprob requests
@@ -73,6 +73,7 @@ class LocalTeacher(SampledTeacher, BaseTeacher):
         threads: int | None = None,
         parallel: int = DEFAULT_PARALLEL,
         ctx: int = DEFAULT_CTX,
+        local_context: int | None = None,
         port: int | None = None,
         server_args: Sequence[str] = (),
         startup_timeout: float = 120.0,
@@ -87,6 +88,14 @@ class LocalTeacher(SampledTeacher, BaseTeacher):
             )
         openai_options.pop("base_url", None)
         threads = default_threads() if threads is None else threads
+        if local_context is not None:
+            # llama-server divides its context (-c) evenly among its slots (-np): each
+            # request gets ctx / parallel tokens, prompt and answer together, and a longer
+            # prompt is refused as too long for the server's context. --local-context
+            # says what one request needs; the server is sized to give every slot that.
+            if int(local_context) < 1:
+                raise ConfigError(f"--local-context must be at least 1 token, got {local_context}")
+            ctx = int(local_context) * int(parallel)
         for name, value in (("threads", threads), ("parallel", parallel), ("ctx", ctx)):
             if int(value) < 1:
                 raise ConfigError(f"local teacher: {name} must be at least 1, got {value}")
@@ -110,7 +119,12 @@ class LocalTeacher(SampledTeacher, BaseTeacher):
         self._openai_options = openai_options
         # llama.cpp's server answers one choice per request (a 400 for n > 1), so samples
         # go as concurrent requests from the start.
-        self.sampler = Sampler(Sampling(samples, soft_labels), n_supported=False)
+        # Labels sharing first tokens are scored exactly by default (labeler/
+        # label_scoring.py): a local request costs only time, and the division it
+        # replaces picks another top label in most rows of a many-intent set
+        # (docs/benchmarks.md). --soft-labels logprobs keeps the division.
+        mode = EXACT if soft_labels == "auto" else soft_labels
+        self.sampler = Sampler(Sampling(samples, mode), n_supported=False)
         self._fingerprint = local_models.fingerprint(self.path)
         self._proc: subprocess.Popen[bytes] | None = None
         self._inner: Teacher | None = None
@@ -148,6 +162,16 @@ class LocalTeacher(SampledTeacher, BaseTeacher):
             assert inner is not None
         try:
             return await self.sampler.complete(request, inner.complete)
+        except FinalError as exc:
+            if exc.reason != "context_length":
+                raise
+            # The cause, and the one setting that removes it, in the same line
+            raise FinalError(
+                exc.reason,
+                f"{exc.message} (this local server gives each request {self.ctx // self.parallel} "
+                "tokens: raise --local-context)",
+                status=exc.status,
+            ) from None
         except RetryableError:
             proc = self._proc
             code = proc.poll() if proc is not None else None

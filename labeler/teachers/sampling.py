@@ -43,7 +43,10 @@ from labeler.errors import ConfigError, FinalError, TeacherError
 from labeler.request import SAMPLING, Request, chat_request, completion_request
 
 DEFAULT_SAMPLES = 5
-SOFT_LABEL_MODES = ("auto", "logprobs", "samples")
+# logprobs:exact: logprobs, with labels that share first tokens scored to their whole
+# probability by continuation requests (labeler/label_scoring.py)
+EXACT = "logprobs:exact"
+SOFT_LABEL_MODES = ("auto", "logprobs", EXACT, "samples")
 SAMPLING_TEMPERATURE = 1.0
 _MAX_PARTIAL = 10_000  # requests whose surviving samples are kept for their retry
 # How servers word a refused `n`: OpenAI ("Invalid 'n': ..."), Groq ("'n' : number must be
@@ -88,7 +91,7 @@ class Sampling:
         unasked."""
         if not request.wants_soft_targets():
             return self.samples if self.samples is not None and self.samples > 1 else 0
-        if self.soft_labels == "logprobs":
+        if self.soft_labels in ("logprobs", EXACT):
             return 0
         if self.soft_labels == "samples" or not gives_logprobs:
             return self.n

@@ -23,8 +23,9 @@
 Answers are deterministic, come from a responder (`LabelResponder`, `EchoResponder`,
 `ScriptedResponder`, `VerbalizedResponder`, `ArithmeticResponder` (right with a known
 probability per answer, for verification), `ArithmeticJudge` (labels an arithmetic
-answer correct or incorrect, for a judge) or any callable from `RequestView` to
-`Reply`), and carry the
+answer correct or incorrect, for a judge), `SharedPrefixResponder` (multi-token labels
+sharing first tokens, a known token-level distribution, continuations scored) or any
+callable from `RequestView` to `Reply`), and carry the
 providers' headers and error bodies; faults and rate limits are set on `ServerConfig`
 and reproduce exactly for a given seed::
 
@@ -42,6 +43,7 @@ For benchmarks, run it as its own process: `python -m labeler.testing serve --po
 
 from labeler.testing.arithmetic import ArithmeticJudge, ArithmeticResponder
 from labeler.testing.config import ServerConfig
+from labeler.testing.label_tree import SharedPrefixResponder
 from labeler.testing.records import RequestLog, RequestRecord
 from labeler.testing.responders import (
     EchoResponder,
@@ -67,6 +69,7 @@ __all__ = [
     "Responder",
     "ScriptedResponder",
     "ServerConfig",
+    "SharedPrefixResponder",
     "TeacherServer",
     "VerbalizedResponder",
     "count_tokens",

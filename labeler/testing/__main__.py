@@ -30,7 +30,7 @@ _SCALARS = {
     "str | None": str,
     "list[str] | None": str,  # comma-separated
 }
-_SPECIAL = {"labels", "status_for", "responder", "log_requests", "echo_key"}
+_SPECIAL = {"labels", "shared_prefix_labels", "status_for", "responder", "log_requests", "echo_key"}
 
 
 def _flag(name: str) -> str:
@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=0, help="0 picks a free port")
     run.add_argument("--labels", help="comma-separated labels to answer with")
+    run.add_argument(
+        "--shared-prefix-labels",
+        help="comma-separated multi-token labels sharing first words, answered from a "
+        "known token-level distribution (completion prompts ending in 'Answer:')",
+    )
     run.add_argument(
         "--status-for",
         action="append",
@@ -102,6 +107,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     }
     if args.labels:
         changes["labels"] = [x.strip() for x in args.labels.split(",") if x.strip()]
+    if args.shared_prefix_labels:
+        changes["shared_prefix_labels"] = [
+            x.strip() for x in args.shared_prefix_labels.split(",") if x.strip()
+        ]
     if args.status_for:
         changes["status_for"] = args.status_for
     if "api_key" not in changes and os.environ.get("LABELER_TEACHER_API_KEY"):

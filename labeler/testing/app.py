@@ -26,6 +26,7 @@ from labeler.testing.batches import BatchAPI
 from labeler.testing.config import ServerConfig, patched, public_view
 from labeler.testing.generation import FILTERED, Generation, generate
 from labeler.testing.hashing import mix, text_hash
+from labeler.testing.label_tree import SharedPrefixResponder
 from labeler.testing.prompt_cache import PromptCaches
 from labeler.testing.prompts import (
     ANTHROPIC,
@@ -375,9 +376,14 @@ class TeacherApp:
         if cfg.responder is not None:
             return cfg.responder
         key: tuple[Any, ...] = (tuple(cfg.labels), cfg.seed) if cfg.labels else ("echo", cfg.seed)
+        if cfg.shared_prefix_labels:
+            key = ("tree", tuple(cfg.shared_prefix_labels), cfg.seed)
         responder = self._responders.get(key)
         if responder is None:
-            responder = LabelResponder(cfg.labels, cfg.seed) if cfg.labels else EchoResponder(cfg.seed)
+            if cfg.shared_prefix_labels:
+                responder = SharedPrefixResponder(cfg.shared_prefix_labels, cfg.seed)
+            else:
+                responder = LabelResponder(cfg.labels, cfg.seed) if cfg.labels else EchoResponder(cfg.seed)
             self._responders[key] = responder
         return responder
 

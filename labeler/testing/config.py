@@ -49,6 +49,14 @@ class ServerConfig:
     labels: list[str] | None = field(
         default=None, metadata={"help": "answer with these labels (comma-separated)"}
     )
+    shared_prefix_labels: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "answer completion prompts ending in 'Answer:' with these multi-token "
+            "labels (comma-separated; they may share first words) from a known "
+            "token-level distribution, scoring continuations past the cue too"
+        },
+    )
     responder: Responder | None = field(default=None, repr=False, compare=False)
     default_temperature: float = field(
         default=1.0, metadata={"help": "temperature of requests that set none (providers: 1.0)"}
