@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 from labeler import aio
 from labeler.errors import ConfigError, InputError
 from labeler.exports.options import ExportKindName, ExportOptions
+from labeler.exports.out_folder import META_FILE
 from labeler.filters import FilterSpec
 from labeler.hub_input import is_hub
 from labeler.input_map import parse_input_map
@@ -105,6 +106,10 @@ def label(
     sft_shape: SftShape = "prompt-completion",
     kd_layout: KdLayout = "tokens",
     reasoning: ReasoningMode = "auto",
+    push_to_hub: str | None = None,
+    public: bool = False,
+    card_license: str | None = None,
+    card_endpoint: bool = False,
     progress: bool | None = None,
     on_warning: Callable[[str], None] | None = None,
     return_summary: bool = False,
@@ -158,6 +163,10 @@ def label(
         text_field: the input field a ``classification`` export's `text` is read from.
         sft_shape, kd_layout, reasoning: the ``sft`` rows' shape, the ``kd`` columns'
             layout, and where a reasoning trace goes.
+        push_to_hub: also upload the export to this Hugging Face dataset repo (token:
+            ``HF_TOKEN`` or the Hub login), with its dataset card. Private unless `public`.
+        card_license: the data's licence in the card (a Hub id: ``mit``, ``cc-by-4.0``…).
+        card_endpoint: name the teacher's endpoint URL in the card (off: it may be private).
         progress: a progress bar; default where someone watches (a terminal, a notebook).
         on_warning: called with each warning (rows left out, template notes); default stderr.
         return_summary: return ``(dataset, RunSummary)``, so cost, failed and filtered rows
@@ -225,6 +234,10 @@ async def alabel(
     sft_shape: SftShape = "prompt-completion",
     kd_layout: KdLayout = "tokens",
     reasoning: ReasoningMode = "auto",
+    push_to_hub: str | None = None,
+    public: bool = False,
+    card_license: str | None = None,
+    card_endpoint: bool = False,
     progress: bool | None = None,
     on_warning: Callable[[str], None] | None = None,
     return_summary: bool = False,
@@ -244,9 +257,14 @@ async def alabel(
         sft_shape=sft_shape,
         kd_layout=kd_layout,
         reasoning=reasoning,
+        push_to_hub=push_to_hub,
+        private=not public,
+        card_license=card_license,
+        card_endpoint=card_endpoint,
     )
     own_teacher = teacher if isinstance(teacher, Teacher) else None
     out = Path(tempfile.mkdtemp(prefix="labeler-label-")) / "export"
+    keep_out = False
     try:
         job = Job(
             task=task,
@@ -289,7 +307,13 @@ async def alabel(
             # A bar where a person watches (a terminal, a notebook), none in scripts and CI.
             progress=interactive() if progress is None else progress,
         )
-        result: JobResult = await run_job(job, teacher=own_teacher, on_warning=on_warning)
+        try:
+            result: JobResult = await run_job(job, teacher=own_teacher, on_warning=on_warning)
+        except BaseException:
+            # An export that was written but could not be pushed stays where the push's
+            # error says it is intact; anything else is only a half-made folder.
+            keep_out = push_to_hub is not None and (out / META_FILE).is_file()
+            raise
         if result.export is None:  # interrupted before the export: nothing to return
             raise ConfigError(
                 "label(): the run was stopped before it finished; call again to "
@@ -298,7 +322,8 @@ async def alabel(
         loaded = await asyncio.to_thread(datasets.load_from_disk, str(out), keep_in_memory=True)
         return (loaded, result.summary) if return_summary else loaded
     finally:
-        shutil.rmtree(out.parent, ignore_errors=True)
+        if not keep_out:
+            shutil.rmtree(out.parent, ignore_errors=True)
 
 
 def _joined(value: str | float | Sequence[Any] | None) -> str | None:

@@ -34,10 +34,7 @@ NOT_FROM_JOB = {
 # Export options label() does not take, and why.
 NOT_FROM_EXPORT = {
     "format": "always hf: the folder is read back into memory",
-    "push_to_hub": "",
-    "private": "",
-    "card_license": "",
-    "card_endpoint": "",
+    "private": "the `public` parameter, as the CLI's --public",
     "human_labels": "the review page's labels: `labeler export`",
     "include_awaiting_human": "a cascade ending in human: `labeler export`",
     "calibration": "a calibration file: `labeler export --calibration`",
@@ -48,7 +45,7 @@ NOT_FROM_EXPORT = {
     "gold_prior": "filled in by the export",
     "force": "the folder is new each call",
 }
-OWN = {"progress", "on_warning", "return_summary"}
+OWN = {"progress", "on_warning", "return_summary", "public"}
 
 
 def keywords(fn: Any) -> dict[str, inspect.Parameter]:
@@ -95,6 +92,7 @@ def test_every_export_option_is_a_parameter_or_left_out_for_a_reason() -> None:
             assert params[name].default is None, name
         else:
             assert params[name].default == default, name
+    assert params["public"].default is (not ExportOptions().private)
     job_or_export = {f.name for f in dataclasses.fields(Job)} | set(fields)
     assert set(params) - job_or_export == OWN - {"progress"}
 
