@@ -284,12 +284,24 @@ class CascadeRun:
         self.stages: list[StageReport] = []
         self.human: HumanQueue | None = None  # the queue for a person, when ends in human
         self._current: Labeler | BatchRunner | None = None  # the stage under way
+        self._stage = 0  # its index
         self._stopped = False
 
     def stop(self) -> None:
         self._stopped = True
         if self._current is not None:
             self._current.stop()
+
+    def stop_notice(self) -> str:
+        """What a graceful stop waits for: the stage under way, in its own words."""
+        current = self._current
+        if current is None:
+            return "no stage is under way; no further stage starts"
+        return (
+            f"stage {self._stage + 1} of {len(self.teachers)} "
+            f"({self.spec.stages[self._stage].teacher}): {current.stop_notice()}; "
+            "no further stage starts"
+        )
 
     async def aclose(self) -> None:
         if self._current is not None:
@@ -304,7 +316,7 @@ class CascadeRun:
         for i, teacher in enumerate(self.teachers):
             budget = None if self.budget_usd is None else max(0.0, self.budget_usd - spent)
             lb = self.make_labeler(i, teacher, budget)
-            self._current = lb
+            self._current, self._stage = lb, i
             report = StageReport(i + 1, self.spec.stages[i].teacher, lb.summary)
             try:
                 if isinstance(lb, Labeler):

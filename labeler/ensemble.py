@@ -122,6 +122,13 @@ class EnsembleRun:
         for lb in self._labelers:
             lb.stop()
 
+    def stop_notice(self) -> str:
+        """What a graceful stop waits for: every member's requests in flight."""
+        if not self._labelers:
+            return "no teacher has been asked yet"
+        grace = max(lb.stop_grace_s for lb in self._labelers)
+        return f"waiting up to {grace:g}s for the requests in flight to the {len(self._labelers)} teachers"
+
     async def aclose(self) -> None:
         for lb in self._labelers:
             await lb.aclose()

@@ -16,53 +16,48 @@ it finds one running, so the same call works in a script and in a notebook cell.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from labeler import aio
 from labeler.errors import ConfigError, InputError
-from labeler.exports.options import ExportOptions
+from labeler.exports.options import ExportKindName, ExportOptions
+from labeler.exports.out_folder import META_FILE
+from labeler.filters import FilterSpec
 from labeler.hub_input import is_hub
+from labeler.input_map import parse_input_map
 from labeler.inputs import Reject, Row, read_records
 from labeler.job import Job, JobResult, run_job
-from labeler.option_fields import declared
+from labeler.options import (
+    EnsembleCombine,
+    EscalateOn,
+    KeepAnswers,
+    ReasoningEffort,
+    SoftLabelSource,
+    default,
+)
+from labeler.pricing import PriceTable
 from labeler.progress import interactive
+from labeler.setups import Setup
+from labeler.summary import RunSummary
 from labeler.task import Task
 from labeler.teachers.base import Teacher
 
 if TYPE_CHECKING:
     import datasets
 
-    from labeler.run import RunSummary
-
-    # label()'s result: the export read back into memory.
-    Exported: TypeAlias = "datasets.Dataset | datasets.DatasetDict"
-
-# label()'s options that shape the export, by field name: those the export options declare
-# (labeler/option_fields.py) but the format and --force, which the read-back into memory
-# fixes, and the library's own forms of two flags; every other option is a `Job` field.
-EXPORT_OPTIONS = frozenset(o.name for o in declared(ExportOptions)) - {"format", "force"} | {
-    "filters",
-    "calibration",
-}
-_JOB_FIELDS = frozenset(f.name for f in dataclasses.fields(Job)) - {
-    "task",
-    "input",
-    "teacher",
-    "out",
-    "export",
-    "input_format",
-    "delimiter",
-    "input_split",
-    "batch",
-    "no_wait",
-}
+# label()'s result: the export read back into memory.
+Exported: TypeAlias = "datasets.Dataset | datasets.DatasetDict"
+# The export's fixed sets of values, as types (tests/test_label_parameters.py keeps them
+# equal to what labeler/exports/options.py and labeler/reasoning.py accept).
+SftShape = Literal["prompt-completion", "messages"]
+KdLayout = Literal["tokens", "ids"]
+ReasoningMode = Literal["auto", "separate", "inline", "drop"]
 _BATCH = 2048
-_OWN_OPTIONS = frozenset({"on_warning", "return_summary"})
 
 
 def label(
@@ -70,33 +65,122 @@ def label(
     task: str | Path | Task,
     teacher: str | Teacher,
     *,
+    store: str | Path | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    teacher_options: Mapping[str, Any] | None = None,
+    setup: Setup | None = None,
+    cascade: str | Sequence[str] | None = default("cascade"),
+    escalate_below: str | float | Sequence[float] | None = default("escalate_below"),
+    escalate_on: EscalateOn = default("escalate_on"),
+    ensemble: str | Sequence[str] | None = default("ensemble"),
+    ensemble_combine: EnsembleCombine = default("ensemble_combine"),
+    concurrency: int = default("concurrency"),
+    rpm: float | None = default("rpm"),
+    tpm: float | None = default("tpm"),
+    max_attempts: int = default("max_attempts"),
+    retry_initial_wait: float | None = default("retry_initial_wait"),
+    retry_failed: bool = default("retry_failed"),
+    request_timeout: float = default("request_timeout"),
+    stop_grace_s: float = default("stop_grace_s"),
+    budget_usd: float | None = default("budget_usd"),
+    prices: PriceTable | None = None,
+    max_age_days: float | None = default("max_age_days"),
+    reasoning_effort: ReasoningEffort | None = default("reasoning_effort"),
+    thinking_budget: int | None = default("thinking_budget"),
+    local_context: int | None = default("local_context"),
+    samples: int | None = default("samples"),
+    soft_labels: SoftLabelSource = default("soft_labels"),
+    verify: str | None = default("verify"),
+    keep: KeepAnswers = default("keep"),
+    verify_timeout: float = default("verify_timeout"),
+    id_field: str | None = None,
+    input_map: Mapping[str, str] | Sequence[str] | None = None,
+    limit: int | None = None,
+    rejects: str | Path | None = None,
+    kind: ExportKindName = "records",
+    filters: FilterSpec | None = None,
+    validation_size: float = 0.0,
+    seed: int = 0,
+    split_field: str | None = None,
+    text_field: str | None = None,
+    sft_shape: SftShape = "prompt-completion",
+    kd_layout: KdLayout = "tokens",
+    reasoning: ReasoningMode = "auto",
+    push_to_hub: str | None = None,
+    public: bool = False,
+    card_license: str | None = None,
+    card_endpoint: bool = False,
+    progress: bool | None = None,
+    on_warning: Callable[[str], None] | None = None,
     return_summary: bool = False,
-    **options: Any,
 ) -> Exported | tuple[Exported, RunSummary]:
-    """Label `data` (a `datasets.Dataset`, a pandas DataFrame, a list of dicts, or a Hub
-    dataset as ``"hf://datasets/NAME[:CONFIG][:SPLIT]"``, streamed) with `teacher` and
-    return the export as an in-memory `datasets.Dataset`.
+    """Label `data` with `teacher` and return the export as an in-memory `datasets.Dataset`.
 
-    `task` is a shipped template name, a template path or a loaded `Task`; `teacher` a
-    ``provider:model`` spec (with ``base_url=``, ``api_key=`` options as on the CLI) or a
-    `Teacher`, which is closed when the call ends. Options are `Job`'s fields (``store``,
-    ``concurrency``, ``rpm``, ``id_field``, ``limit``, ``retry_failed``, ``rejects``,
-    ``budget_usd``, ``input_map`` such as ``{"text": "sentence"}``…) and the export's
-    (``kind``: ``records`` by default, or
-    ``classification``, ``sft``, ``kd``; ``filters``, ``validation_size``, ``seed``,
-    ``split_field``, ``text_field``, and every other field `ExportOptions` declares, such as
-    ``push_to_hub`` or ``gold_field``). Without ``store`` the user's default store is used,
-    as by ``labeler run``. With a validation split (or ``split_field``) the result is a
-    `datasets.DatasetDict`.
+    Rows already answered in the store cost nothing: a rerun, a CLI run or a refresh over
+    the same rows sends no request again. Each option is the CLI flag of the same name
+    (``labeler run --help``), with the same default and the same one-line error for a bad
+    value.
+
+    Args:
+        data: a `datasets.Dataset`, a pandas DataFrame, a list of dicts, or a Hub dataset
+            as ``"hf://datasets/NAME[:CONFIG][:SPLIT]"`` (streamed).
+        task: a shipped template name, a template path or a loaded `Task`.
+        teacher: ``PROVIDER:MODEL``, or a `Teacher`, which stays the caller's (not closed).
+        store: the SQLite store, cache and journal; default the user's, as ``labeler run``'s.
+        base_url, api_key: the teacher's endpoint and key (default: the provider's and its
+            environment variable).
+        teacher_options: further options of the teacher's provider.
+        setup: who answers, built in Python (`Cascade`, `Ensemble`, `Single`); replaces
+            `teacher`, `cascade` and `ensemble`.
+        cascade, escalate_below, escalate_on: teachers asked in turn, cheapest first
+            (``["a:m1", "b:m2"]``), a row going on while its confidence (`escalate_on`)
+            is below `escalate_below`.
+        ensemble, ensemble_combine: teachers that all answer every row; the soft label
+            mixes theirs (``mean``) or multiplies them (``product``).
+        concurrency: the ceiling of requests in flight (below it the number adapts).
+        rpm, tpm: request and token rate caps per minute (default: learned from headers).
+        max_attempts, retry_initial_wait, retry_failed: tries per row, the first backoff
+            step, and whether rows whose failure is stored are sent again.
+        request_timeout: seconds one attempt may take, connect to last byte.
+        stop_grace_s: after a stop, seconds the requests in flight get to land.
+        budget_usd, prices: no new request past this spend, priced by this table.
+        max_age_days: relabel answers older than this.
+        reasoning_effort, thinking_budget: a reasoning teacher's effort, Anthropic's
+            thinking tokens (both part of the cache key).
+        local_context: ``local:`` teachers: tokens each request may use (prompt and
+            answer); raise it for long prompts the local server finds too long.
+        samples, soft_labels: answers per row where the soft label comes from samples, and
+            where soft labels come from.
+        verify, keep, verify_timeout: check every answer (``exact:FIELD``…) and which
+            verified answers an ``sft`` or ``preference`` export keeps.
+        id_field: the input field naming each row (default: an ``id`` column, else the
+            row's position).
+        input_map: template field to input column, ``{"text": "sentence"}``.
+        limit: label only the first N rows.
+        rejects: a JSONL file for the rows that cannot be labeled as they are.
+        kind: the export: ``records``, ``classification``, ``sft``, ``kd`` or ``preference``.
+        filters: thresholds a kept row meets (`FilterSpec`).
+        validation_size, seed, split_field: a validation split (stable per row id), or
+            the input field naming each row's split; then the result is a `DatasetDict`.
+        text_field: the input field a ``classification`` export's `text` is read from.
+        sft_shape, kd_layout, reasoning: the ``sft`` rows' shape, the ``kd`` columns'
+            layout, and where a reasoning trace goes.
+        push_to_hub: also upload the export to this Hugging Face dataset repo (token:
+            ``HF_TOKEN`` or the Hub login), with its dataset card. Private unless `public`.
+        card_license: the data's licence in the card (a Hub id: ``mit``, ``cc-by-4.0``…).
+        card_endpoint: name the teacher's endpoint URL in the card (off: it may be private).
+        progress: a progress bar; default where someone watches (a terminal, a notebook).
+        on_warning: called with each warning (rows left out, template notes); default stderr.
+        return_summary: return ``(dataset, RunSummary)``, so cost, failed and filtered rows
+            are read without looking at stderr.
 
     Rows the teacher could not answer are left out of the result, as in an export, and
-    named in the warnings (``on_warning=``, default stderr); a rerun sends only them.
-    Works with or without a running event loop (see the module docstring); in async code
-    prefer ``await alabel(...)``. With ``return_summary=True`` the result is a pair
-    ``(dataset, RunSummary)``: a notebook reads cost, failed and filtered rows from it
-    instead of from stderr.
+    named in the warnings; a rerun sends only them. Works with or without a running event
+    loop (see the module docstring); in async code prefer ``await alabel(...)``.
     """
-    coro = alabel(data, task, teacher, return_summary=return_summary, **options)
+    options = {name: value for name, value in locals().items() if name not in ("data", "task", "teacher")}
+    coro = alabel(data, task, teacher, **options)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -112,30 +196,129 @@ async def alabel(
     task: str | Path | Task,
     teacher: str | Teacher,
     *,
+    store: str | Path | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    teacher_options: Mapping[str, Any] | None = None,
+    setup: Setup | None = None,
+    cascade: str | Sequence[str] | None = default("cascade"),
+    escalate_below: str | float | Sequence[float] | None = default("escalate_below"),
+    escalate_on: EscalateOn = default("escalate_on"),
+    ensemble: str | Sequence[str] | None = default("ensemble"),
+    ensemble_combine: EnsembleCombine = default("ensemble_combine"),
+    concurrency: int = default("concurrency"),
+    rpm: float | None = default("rpm"),
+    tpm: float | None = default("tpm"),
+    max_attempts: int = default("max_attempts"),
+    retry_initial_wait: float | None = default("retry_initial_wait"),
+    retry_failed: bool = default("retry_failed"),
+    request_timeout: float = default("request_timeout"),
+    stop_grace_s: float = default("stop_grace_s"),
+    budget_usd: float | None = default("budget_usd"),
+    prices: PriceTable | None = None,
+    max_age_days: float | None = default("max_age_days"),
+    reasoning_effort: ReasoningEffort | None = default("reasoning_effort"),
+    thinking_budget: int | None = default("thinking_budget"),
+    local_context: int | None = default("local_context"),
+    samples: int | None = default("samples"),
+    soft_labels: SoftLabelSource = default("soft_labels"),
+    verify: str | None = default("verify"),
+    keep: KeepAnswers = default("keep"),
+    verify_timeout: float = default("verify_timeout"),
+    id_field: str | None = None,
+    input_map: Mapping[str, str] | Sequence[str] | None = None,
+    limit: int | None = None,
+    rejects: str | Path | None = None,
+    kind: ExportKindName = "records",
+    filters: FilterSpec | None = None,
+    validation_size: float = 0.0,
+    seed: int = 0,
+    split_field: str | None = None,
+    text_field: str | None = None,
+    sft_shape: SftShape = "prompt-completion",
+    kd_layout: KdLayout = "tokens",
+    reasoning: ReasoningMode = "auto",
+    push_to_hub: str | None = None,
+    public: bool = False,
+    card_license: str | None = None,
+    card_endpoint: bool = False,
+    progress: bool | None = None,
+    on_warning: Callable[[str], None] | None = None,
     return_summary: bool = False,
-    **options: Any,
 ) -> Exported | tuple[Exported, RunSummary]:
-    """`label`, awaitable: for code (and notebooks) that already run an event loop."""
+    """`label`, awaitable: for code (and notebooks) that already run an event loop. The
+    options are `label`'s."""
     import datasets
 
-    on_warning: Callable[[str], None] | None = options.pop("on_warning", None)
-    job_options = {k: v for k, v in options.items() if k not in EXPORT_OPTIONS}
-    unknown = sorted(set(job_options) - _JOB_FIELDS)
-    if unknown:
-        raise ConfigError(
-            f"label(): unknown option {unknown[0]!r} (known: "
-            f"{', '.join(sorted(_JOB_FIELDS | EXPORT_OPTIONS | _OWN_OPTIONS))})"
-        )
-    export = ExportOptions(format="hf", **{k: v for k, v in options.items() if k in EXPORT_OPTIONS})
+    export = ExportOptions(
+        kind=kind,
+        format="hf",
+        filters=filters if filters is not None else FilterSpec(),
+        validation_size=validation_size,
+        seed=seed,
+        split_field=split_field,
+        text_field=text_field,
+        sft_shape=sft_shape,
+        kd_layout=kd_layout,
+        reasoning=reasoning,
+        push_to_hub=push_to_hub,
+        private=not public,
+        card_license=card_license,
+        card_endpoint=card_endpoint,
+    )
     own_teacher = teacher if isinstance(teacher, Teacher) else None
-    spec = teacher if isinstance(teacher, str) else _spec(teacher)
-    # A bar where a person watches (a terminal, a notebook), none in scripts and CI.
-    job_options.setdefault("progress", interactive())
-    with tempfile.TemporaryDirectory(prefix="labeler-label-") as tmp:
-        out = Path(tmp) / "export"
-        source = data if is_hub(data) else InMemoryRows(data)
-        job = Job(task=task, input=source, teacher=spec, out=out, export=export, **job_options)
-        result: JobResult = await run_job(job, teacher=own_teacher, on_warning=on_warning)
+    out = Path(tempfile.mkdtemp(prefix="labeler-label-")) / "export"
+    keep_out = False
+    try:
+        job = Job(
+            task=task,
+            input=data if is_hub(data) else InMemoryRows(data),
+            teacher=teacher if isinstance(teacher, str) else _spec(teacher),
+            out=out,
+            export=export,
+            store=store,
+            base_url=base_url,
+            api_key=api_key,
+            teacher_options=dict(teacher_options or {}),
+            setup=setup,
+            cascade=_joined(cascade),
+            escalate_below=_joined(escalate_below),
+            escalate_on=escalate_on,
+            ensemble=_joined(ensemble),
+            ensemble_combine=ensemble_combine,
+            concurrency=concurrency,
+            rpm=rpm,
+            tpm=tpm,
+            max_attempts=max_attempts,
+            retry_initial_wait=retry_initial_wait,
+            retry_failed=retry_failed,
+            request_timeout=request_timeout,
+            stop_grace_s=stop_grace_s,
+            budget_usd=budget_usd,
+            prices=prices,
+            max_age_days=max_age_days,
+            reasoning_effort=reasoning_effort,
+            thinking_budget=thinking_budget,
+            local_context=local_context,
+            samples=samples,
+            soft_labels=soft_labels,
+            verify=verify,
+            keep=keep,
+            verify_timeout=verify_timeout,
+            id_field=id_field,
+            input_map=parse_input_map(input_map),
+            limit=limit,
+            rejects=rejects,
+            # A bar where a person watches (a terminal, a notebook), none in scripts and CI.
+            progress=interactive() if progress is None else progress,
+        )
+        try:
+            result: JobResult = await run_job(job, teacher=own_teacher, on_warning=on_warning)
+        except BaseException:
+            # An export that was written but could not be pushed stays where the push's
+            # error says it is intact; anything else is only a half-made folder.
+            keep_out = push_to_hub is not None and (out / META_FILE).is_file()
+            raise
         if result.export is None:  # interrupted before the export: nothing to return
             raise ConfigError(
                 "label(): the run was stopped before it finished; call again to "
@@ -143,6 +326,18 @@ async def alabel(
             )
         loaded = await asyncio.to_thread(datasets.load_from_disk, str(out), keep_in_memory=True)
         return (loaded, result.summary) if return_summary else loaded
+    finally:
+        if not keep_out:
+            shutil.rmtree(out.parent, ignore_errors=True)
+
+
+def _joined(value: str | float | Sequence[Any] | None) -> str | None:
+    """A list option (teachers, thresholds) as the one comma-joined text a `Job` reads."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return ",".join(str(v) for v in value)
 
 
 class InMemoryRows:

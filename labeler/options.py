@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast, get_args
 
 from labeler.bounds import BOUNDS, Bound, check
 from labeler.concurrency import DEFAULT_CEILING
@@ -36,6 +36,17 @@ EXIT_CODES: dict[str, int] = {
     "empty": 7,
     "interrupted": 130,
 }
+
+
+# The options whose value is one of a fixed set, as types a checker reads (label()'s
+# parameters), so `soft_labels="sample"` is caught before a run. tests/test_label_parameters.py
+# keeps each equal to the set the runtime accepts (soft_labels' choices are this type's).
+SoftLabelSource = Literal["auto", "logprobs", "logprobs:exact", "samples"]
+EscalateOn = Literal["max_prob", "margin", "entropy"]  # labeler.cascade.MEASURES
+EnsembleCombine = Literal["mean", "product"]  # labeler.ensemble.COMBINE
+ReasoningEffort = Literal["none", "minimal", "low", "medium", "high", "xhigh"]  # reasoning.EFFORTS
+# --keep: every verified answer, the best-scored, or at most K of them
+KeepAnswers = Literal["all", "best"] | int
 
 
 HUMAN = "human"  # a cascade's last stage: a person on the review page
@@ -239,7 +250,7 @@ OPTIONS: tuple[Option, ...] = (
         "requests, cached), or samples (sample even a teacher with logprobs, to compare "
         "the two).",
         metavar="SOURCE",
-        choices=("auto", "logprobs", "logprobs:exact", "samples"),
+        choices=get_args(SoftLabelSource),
     ),
 )
 LOCAL_OPTIONS: tuple[Option, ...] = (
@@ -372,7 +383,12 @@ __all__ = [
     "REQUEST_TIMEOUT_S",
     "STOP_GRACE_S",
     "VERIFY_KEYS",
+    "EnsembleCombine",
+    "EscalateOn",
+    "KeepAnswers",
     "Option",
+    "ReasoningEffort",
+    "SoftLabelSource",
     "check_values",
     "click_options",
     "default",

@@ -52,6 +52,10 @@ class Strategy(Protocol):
 
     def stop(self) -> None: ...
 
+    def stop_notice(self) -> str:
+        """What `stop` waits for and how long, told to whoever pressed Ctrl-C."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -168,9 +172,7 @@ class _OnePass:
         self.runner.stop()
 
     def stop_notice(self) -> str:
-        """What the stop waits for, in the runner's words where it has them (aio's notice)."""
-        notice = getattr(self.runner, "stop_notice", None)
-        return notice() if callable(notice) else "finishing what is under way"
+        return self.runner.stop_notice()
 
     async def aclose(self) -> None:
         await self.runner.aclose()

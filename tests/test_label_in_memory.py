@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import labeler
-from labeler import ConfigError, InputError, Job, run_job
+from labeler import InputError, Job, run_job
 from labeler.testing import TeacherServer
 
 from conftest import SAMPLES, chat_requests
@@ -100,9 +100,7 @@ def test_bad_rows_are_named_and_the_rest_is_labeled(teacher_server: TeacherServe
     assert [r["line"] for r in rejected] == [2, 5]
 
 
-def test_unknown_option_and_dataset_dict_are_one_line_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown option 'concurency'"):
-        labeler.label(reviews(), "sentiment", TEACHER, concurency=4)
+def test_a_dataset_dict_is_a_one_line_error(tmp_path: Path) -> None:
     split = datasets.DatasetDict({"train": datasets.Dataset.from_list(reviews())})
     with pytest.raises(InputError, match=r"<DatasetDict>.*data\['train'\]"):
         labeler.label(split, "sentiment", TEACHER, store=tmp_path / "s.sqlite")

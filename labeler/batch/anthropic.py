@@ -23,6 +23,7 @@ import anthropic
 import orjson
 
 from labeler.batch.base import (
+    CALL_TIMEOUT_S,
     CANCELLED,
     COMPLETED,
     EXPIRED,
@@ -100,7 +101,7 @@ class AnthropicBatchClient:
         api_key: str | None = None,
         *,
         teacher: AnthropicTeacher | None = None,
-        timeout: float = 300.0,
+        timeout: float = CALL_TIMEOUT_S,
     ) -> None:
         self.base_url = (base_url or os.environ.get("ANTHROPIC_BASE_URL") or ANTHROPIC_URL).rstrip("/")
         api_key = api_key or os.environ.get("ANTHROPIC_API_KEY")

@@ -19,6 +19,9 @@ from labeler.request import Request
 # Metadata keys a batch is tagged with where the provider keeps metadata (OpenAI): the run
 # names the job, the batch names the journal row, so a batch created just before a crash
 # (its id never journaled) is found again by listing, and adopted instead of duplicated.
+# How long one call to a batch API (an upload, a status check, a results download) may
+# take per try; a graceful stop waits for the call under way, so it says this bound.
+CALL_TIMEOUT_S = 300.0
 META_RUN = "labeler_run"
 META_BATCH = "labeler_batch"
 META_TASK = "labeler_task"

@@ -17,6 +17,7 @@ import orjson
 
 from labeler.answer_checks import malformed
 from labeler.batch.base import (
+    CALL_TIMEOUT_S,
     CANCELLED,
     COMPLETED,
     EXPIRED,
@@ -73,7 +74,7 @@ class OpenAIBatchClient:
         *,
         body: BodyFn | None = None,
         compatible: bool = False,
-        timeout: float = 300.0,
+        timeout: float = CALL_TIMEOUT_S,
     ) -> None:
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL).rstrip("/")
         api_key = api_key or os.environ.get("OPENAI_API_KEY") or ("not-needed" if compatible else None)

@@ -37,6 +37,7 @@ from typing import Any
 from labeler import owner
 from labeler.batch import journal
 from labeler.batch.base import (
+    CALL_TIMEOUT_S,
     META_BATCH,
     META_RUN,
     META_TASK,
@@ -179,6 +180,15 @@ class BatchRunner:
         """Graceful stop: the step under way finishes and is journaled; nothing new starts."""
         self.summary.interrupted = True
         self._stop.set()
+
+    def stop_notice(self) -> str:
+        """What a graceful stop waits for, told to whoever pressed Ctrl-C: no request is
+        in flight here, only a call to the batch API, and the batches already submitted
+        go on at the provider (their answers are not lost by stopping)."""
+        return (
+            f"finishing the batch API call under way (up to {CALL_TIMEOUT_S:g}s a try); "
+            "submitted batches keep running at the provider and the next run collects them"
+        )
 
     async def aclose(self) -> None:
         """Nothing to close: the client, store and rejects file are the caller's (a stage
