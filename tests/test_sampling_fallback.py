@@ -177,27 +177,21 @@ def test_a_silent_server_keeps_the_answer_it_paid_for_and_samples_the_row(tmp_pa
         assert len(sent(srv)) == 9 + 7  # the first row's single answer was kept
 
 
-def test_free_text_under_soft_labels_samples_reads_the_plain_runs_answers(tmp_path: Path) -> None:
-    """Only requests that are sampled carry the sample count in their key: a free-text
-    template (never sampled) hits the answers of a run without the sampling options."""
+def test_free_text_with_samples_asks_n_answers_and_keys_only_those(tmp_path: Path) -> None:
+    """`--samples N` on a free-text template asks N answers per row (rejection sampling's
+    input), one request with `n` each; only those requests carry the count in their key,
+    so a run without it still reads the plain run's answers."""
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps({"id": f"i{i}", "instruction": f"Say {i}."}) + "\n" for i in range(6)))
     with TeacherServer(ServerConfig()) as srv:
         run(srv, tmp_path, data, teacher="openai-compatible:m", task="instruct")
         assert len(sent(srv)) == 6
         run(
-            srv,
-            tmp_path,
-            data,
-            "--soft-labels",
-            "samples",
-            "--samples",
-            "3",
-            teacher="openai-compatible:m",
-            task="instruct",
-            out="again",
+            srv, tmp_path, data, "--samples", "3", teacher="openai-compatible:m", task="instruct", out="again"
         )
-        assert len(sent(srv)) == 6
+        assert len(sent(srv)) == 12 and all(r.body.get("n") == 3 for r in sent(srv)[6:])
+        run(srv, tmp_path, data, teacher="openai-compatible:m", task="instruct", out="plain")
+        assert len(sent(srv)) == 12
 
 
 def test_samples_that_do_nothing_are_said_once(tmp_path: Path) -> None:
