@@ -248,70 +248,14 @@ async def alabel(
 ) -> Exported | tuple[Exported, RunSummary]:
     """`label`, awaitable: for code (and notebooks) that already run an event loop. The
     options are `label`'s."""
+    given = dict(locals())
     import datasets
 
-    export = ExportOptions(
-        kind=kind,
-        format="hf",
-        filters=filters if filters is not None else FilterSpec(),
-        validation_size=validation_size,
-        seed=seed,
-        split_field=split_field,
-        text_field=text_field,
-        sft_shape=sft_shape,
-        kd_layout=kd_layout,
-        reasoning=reasoning,
-        push_to_hub=push_to_hub,
-        private=not public,
-        card_license=card_license,
-        card_endpoint=card_endpoint,
-    )
     own_teacher = teacher if isinstance(teacher, Teacher) else None
     out = Path(tempfile.mkdtemp(prefix="labeler-label-")) / "export"
     keep_out = False
     try:
-        job = Job(
-            task=task,
-            input=data if is_hub(data) else InMemoryRows(data),
-            teacher=teacher if isinstance(teacher, str) else _spec(teacher),
-            out=out,
-            export=export,
-            store=store,
-            base_url=base_url,
-            api_key=api_key,
-            teacher_options=dict(teacher_options or {}),
-            setup=setup,
-            cascade=_joined(cascade),
-            escalate_below=_joined(escalate_below),
-            escalate_on=escalate_on,
-            ensemble=_joined(ensemble),
-            ensemble_combine=ensemble_combine,
-            concurrency=concurrency,
-            rpm=rpm,
-            tpm=tpm,
-            max_attempts=max_attempts,
-            retry_initial_wait=retry_initial_wait,
-            retry_failed=retry_failed,
-            request_timeout=request_timeout,
-            stop_grace_s=stop_grace_s,
-            budget_usd=budget_usd,
-            prices=prices,
-            max_age_days=max_age_days,
-            reasoning_effort=reasoning_effort,
-            thinking_budget=thinking_budget,
-            local_context=local_context,
-            samples=samples,
-            soft_labels=soft_labels,
-            verify=verify,
-            keep=keep,
-            verify_timeout=verify_timeout,
-            id_field=id_field,
-            input_map=parse_input_map(input_map),
-            limit=limit,
-            rejects=rejects,
-            # A bar where a person watches (a terminal, a notebook), none in scripts and CI.
-            progress=interactive() if progress is None else progress,
-        )
+        job = _job(given, out)
         try:
             result: JobResult = await run_job(job, teacher=own_teacher, on_warning=on_warning)
         except BaseException:
@@ -329,6 +273,49 @@ async def alabel(
     finally:
         if not keep_out:
             shutil.rmtree(out.parent, ignore_errors=True)
+
+
+# label()'s parameters that are `Job` / `ExportOptions` fields of the same name and
+# meaning, handed over as given (tests/test_label_parameters.py checks the names).
+_JOB_AS_GIVEN = (
+    "store", "base_url", "api_key", "setup", "escalate_on", "ensemble_combine", "concurrency",
+    "rpm", "tpm", "max_attempts", "retry_initial_wait", "retry_failed", "request_timeout",
+    "stop_grace_s", "budget_usd", "prices", "max_age_days", "reasoning_effort",
+    "thinking_budget", "local_context", "samples", "soft_labels", "verify", "keep",
+    "verify_timeout", "id_field", "limit", "rejects",
+)  # fmt: skip
+_EXPORT_AS_GIVEN = (
+    "kind", "validation_size", "seed", "split_field", "text_field", "sft_shape", "kd_layout",
+    "reasoning", "push_to_hub", "card_license", "card_endpoint",
+)  # fmt: skip
+
+
+def _job(given: dict[str, Any], out: Path) -> Job:
+    """The `Job` a call of `label` describes, exporting into `out` (read back, then removed)."""
+    data, teacher = given["data"], given["teacher"]
+    filters = given["filters"]
+    export = ExportOptions(
+        format="hf",
+        filters=filters if filters is not None else FilterSpec(),
+        private=not given["public"],
+        **{name: given[name] for name in _EXPORT_AS_GIVEN},
+    )
+    progress = given["progress"]
+    return Job(
+        task=given["task"],
+        input=data if is_hub(data) else InMemoryRows(data),
+        teacher=teacher if isinstance(teacher, str) else _spec(teacher),
+        out=out,
+        export=export,
+        teacher_options=dict(given["teacher_options"] or {}),
+        cascade=_joined(given["cascade"]),
+        escalate_below=_joined(given["escalate_below"]),
+        ensemble=_joined(given["ensemble"]),
+        input_map=parse_input_map(given["input_map"]),
+        # A bar where a person watches (a terminal, a notebook), none in scripts and CI.
+        progress=interactive() if progress is None else progress,
+        **{name: given[name] for name in _JOB_AS_GIVEN},
+    )
 
 
 def _joined(value: str | float | Sequence[Any] | None) -> str | None:
