@@ -595,7 +595,7 @@ def eval_(
 )
 @click.option("--reviewer", help="Name recorded with each decision (default: the login name).")
 @click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
-@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS + options.VERIFY_KEYS)
 def review(
     task: str,
     input_path: str,
