@@ -595,7 +595,7 @@ def eval_(
 )
 @click.option("--reviewer", help="Name recorded with each decision (default: the login name).")
 @click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
-@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS + options.VERIFY_KEYS)
 def review(
     task: str,
     input_path: str,
@@ -757,7 +757,7 @@ def templates(as_json: bool) -> None:
 @click.option("--price", "price_overrides", multiple=True, help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON line.")
 @click.option("--quiet", "-q", is_flag=True, help="No notes on stderr.")
-@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS + ("verify",))
 @click.option(
     "--escalation-rate",
     help="With --cascade and no stored answers to measure it "
@@ -766,6 +766,7 @@ def templates(as_json: bool) -> None:
 def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | None, **kw: Any) -> None:
     """Tokens and expected cost of labeling INPUT with TASK; nothing is sent."""
     from labeler.estimate import estimate as estimate_cost
+    from labeler.verify.judge_estimate import estimate_judge, judge_specs
 
     job = _job(task, input_path, kw)
     if job.cascade is not None:
@@ -783,10 +784,14 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
             samples=job.samples,
             soft_labels=job.soft_labels,
         )
+        judges = [
+            (spec, estimate_judge(spec, loaded, job.rows(loaded), est, job.prices))
+            for spec in judge_specs(job.export.verify)
+        ]
     except LabelerError as exc:
         _fail(exc)
     if as_json:
-        click.echo(json.dumps(est.to_dict()))
+        click.echo(json.dumps({**est.to_dict(), "judges": [j.to_dict() for _, j in judges]}))
         return
     bound = " (upper bound: max_tokens per answer)" if est.output_is_upper_bound else ""
     click.echo(
@@ -803,7 +808,23 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
     else:
         click.echo(f"cost             ${est.cost_usd:.4f} expected, ${est.max_cost_usd:.4f} at most")
     click.echo(f"tokenizer        {est.tokenizer}")
-    for note in () if kw.get("quiet") else est.notes:
+    for spec, judged in judges:
+        priced = (
+            f"${judged.cost_usd:.4f} expected, ${judged.max_cost_usd:.4f} at most, priced as {judged.model}"
+            if judged.cost_usd is not None and judged.max_cost_usd is not None
+            else f"cost unknown (no price for {judged.model})"
+        )
+        click.echo(
+            f"judge            {spec.teacher}: up to {judged.http_requests} HTTP requests "
+            f"({judged.requests} answers), {judged.prompt_tokens} prompt tokens, "
+            f"{judged.output_tokens} output tokens; {priced}"
+        )
+    if judges and est.cost_usd is not None and all(j.cost_usd is not None for _, j in judges):
+        total = est.cost_usd + sum(j.cost_usd or 0.0 for _, j in judges)
+        worst = (est.max_cost_usd or 0.0) + sum(j.max_cost_usd or 0.0 for _, j in judges)
+        click.echo(f"total cost       ${total:.4f} expected, ${worst:.4f} at most (teacher and judge)")
+    notes = est.notes + [n for _, j in judges for n in j.notes]
+    for note in () if kw.get("quiet") else notes:
         click.echo(f"labeler: {note}", err=True)
 
 

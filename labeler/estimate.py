@@ -66,6 +66,7 @@ class Estimate:
     rows: int = 0
     requests: int = 0  # distinct requests (duplicate rows are sent once)
     http_requests: int = 0  # what the provider bills: samples included
+    answers: int = 0  # answers the teacher gives (a sampled row gives several)
     rejected: int = 0
     already_stored: int = 0
     prompt_tokens: int = 0
@@ -135,6 +136,8 @@ def estimate(
     samples: int | None = None,
     soft_labels: str = "auto",
     store: Any = None,
+    copies: int = 1,
+    padding_tokens: int = 0,
 ) -> Estimate:
     """Tokens and cost of labeling `rows` with `task` and `teacher`, without sending.
 
@@ -143,6 +146,10 @@ def estimate(
     (teachers/sampling.py) for a spec; a teacher object carries its own. With a teacher
     object and a `store`, rows whose answer is already stored are counted apart and cost
     nothing, as in a rerun.
+
+    `copies` and `padding_tokens` price a judge: each distinct request stands for
+    `copies` requests (one per answer it judges) whose prompts are `padding_tokens`
+    longer (the answer, not written yet).
     """
     task = task if isinstance(task, Task) else load_task(task)
     prices = prices or PriceTable.default()
@@ -160,7 +167,10 @@ def estimate(
     )
     sampling = Sampling(samples, soft_labels)
     prefix_tokens, priced_as_requests = _count(
-        est, planner, rows, _Pricing(provider, teacher_obj, counter, sampling, output_each, task)
+        est,
+        planner,
+        rows,
+        _Pricing(provider, teacher_obj, counter, sampling, output_each, task, copies, padding_tokens),
     )
     _shape_notes(est, task, sampling, priced_as_requests)
     if est.requests:
@@ -180,6 +190,8 @@ class _Pricing:
     sampling: Sampling
     output_each: int
     task: Task
+    copies: int = 1  # requests each distinct one stands for (a judge: one per answer)
+    padding_tokens: int = 0  # prompt tokens not written yet (a judge: the answer)
 
 
 def _count(
@@ -209,10 +221,12 @@ def _count(
         priced_as_requests |= (
             how.teacher is None and calls > 1 and _facts(how.provider).choices_per_request is None
         )
-        est.requests += 1
+        calls *= how.copies
+        est.requests += how.copies
         est.http_requests += calls
+        est.answers += calls * answers
         prompt, prefix = how.counter.prompt(request)
-        est.prompt_tokens += prompt * calls
+        est.prompt_tokens += (prompt + how.padding_tokens) * calls
         est.output_tokens += min(how.output_each, max_tokens or how.output_each) * calls * answers
         est.max_output_tokens += (max_tokens or how.output_each) * calls * answers
         prefix_tokens = prefix

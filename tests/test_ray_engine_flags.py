@@ -96,3 +96,68 @@ def test_the_ray_engine_refuses_a_hub_input_and_map_in_one_line(tmp_path: Path) 
         assert res.exit_code == 1, res.output
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"labeler: error: {told}"), res.stderr
+
+
+GENERATION = """\
+name: solve
+version: "1"
+mode: chat
+user: "{{ question }}"
+fields: [question]
+output:
+  kind: text
+params:
+  max_tokens: 32
+"""
+
+
+def test_the_ray_engine_refuses_verify_in_one_line_before_anything_is_sent(tmp_path: Path) -> None:
+    """No judge pass and no verdict would follow the actors' labeling: refused, not ignored."""
+    import pytest
+
+    pytest.importorskip("ray")
+    from labeler.testing import TeacherServer
+
+    template = tmp_path / "solve.yaml"
+    template.write_text(GENERATION)
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text('{"question": "2 + 2?", "answer": 4}\n')
+    with TeacherServer() as srv:
+        res = CliRunner().invoke(
+            main,
+            [
+                "run",
+                str(template),
+                str(problems),
+                "-t",
+                "openai-compatible:m",
+                "--base-url",
+                srv.url + "/v1",
+                "--store",
+                str(tmp_path / "s.sqlite"),
+                "--samples",
+                "3",
+                "--verify",
+                "numeric:answer",
+                "--engine",
+                "ray",
+            ],
+        )
+        assert len(srv.log) == 0  # nothing was sent
+    assert res.exit_code == 1, res.output
+    assert res.stderr.strip().splitlines() == [
+        "labeler: error: --verify is not supported with --engine ray yet; run without --engine ray"
+    ]
+
+
+def test_labeler_ray_label_refuses_verify_before_any_actor_starts(tmp_path: Path) -> None:
+    import pytest
+
+    pytest.importorskip("ray")
+    import labeler.ray
+    from labeler.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^labeler.ray.label: verify is not supported on Ray yet"):
+        labeler.ray.stage_job(
+            "sentiment", "openai-compatible:m", {"verify": "exact:label", "store": str(tmp_path / "s.sqlite")}
+        )

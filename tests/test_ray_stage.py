@@ -409,3 +409,47 @@ def test_the_stage_reads_answers_as_the_export_does(tmp_path: Path) -> None:
     assert 0 < len(want) < 40
     assert mine == want
     assert mine["0"][3] == "human"  # the reviewed row: kept whatever the teacher's doubt
+
+
+GENERATION = """\
+name: solve
+version: "1"
+mode: chat
+system: 'Solve the problem. End with a line "Answer: N".'
+user: "{{ question }}"
+fields: [question]
+output:
+  kind: text
+params:
+  temperature: 1.0
+  max_tokens: 64
+"""
+
+
+def test_engine_ray_asks_for_every_sample_of_a_generation_template(tmp_path: Path) -> None:
+    """`--samples N` on a free-text template: the actors store N answers per row (one
+    request with `n`), which a local run then verifies and exports without asking again."""
+    import datasets
+
+    from labeler.testing import ArithmeticResponder
+
+    template = tmp_path / "solve.yaml"
+    template.write_text(GENERATION)
+    rows = [
+        {"id": f"p{i}", "question": f"What is {40 + i} + {3 * i}?", "answer": 40 + 4 * i} for i in range(12)
+    ]
+    data = write_jsonl(tmp_path / "in.jsonl", rows)
+    with TeacherServer(ServerConfig(responder=ArithmeticResponder(p_correct=0.5))) as srv:
+        common = [str(template), str(data), "-t", TEACHER, "--base-url", srv.url + "/v1"]
+        common += ["--store", str(tmp_path / "s.sqlite"), "--samples", "3", "-q"]
+        run_cli("run", *common, "--engine", "ray", "--workers", "2")
+        sent = [r for r in srv.log if r.path.endswith("/chat/completions")]
+        assert len(sent) == 12 and {r.body.get("n") for r in sent} == {3}
+        out = tmp_path / "records"
+        run_cli("run", *common, "--verify", "numeric:answer", "--out", str(out), "--kind", "records")
+        assert chat_requests(srv) == 12  # every sample was stored by the actors
+    records = datasets.load_from_disk(str(out))
+    assert len(records) == 12
+    for record in records:
+        assert [v["sample"] for v in record["verdicts"]] == [0, 1, 2]
+        assert {v["status"] for v in record["verdicts"]} <= {"pass", "fail"}

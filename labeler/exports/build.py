@@ -248,6 +248,8 @@ class _Rows:
             export_kind(opts).fast_rows(task, self.builder) if calibrate is None and stage is None else None
         )
         self.with_humans = opts.human_labels and task.output_kind == "label" and any_human_labels(store)
+        # a person's pick among a verified row's answers (the review page) wins over its verdicts
+        self.with_picks = opts.human_labels and stage is not None and any_human_labels(store)
         # the calibrated labels' expected shares, one reference of the label-prior check
         self.expected = _ExpectedShares(len(task.labels)) if task.label_space is not None else None
 
@@ -260,7 +262,7 @@ class _Rows:
             if self.with_humans
             else {}
         )
-        checks = _checked(self.stage, planned) if self.stage is not None else {}
+        checks = _checked(self.stage, planned, self.with_picks) if self.stage is not None else {}
         for forms in by_row(planned):
             self._add_row(forms, humans, checks)
 
@@ -438,15 +440,20 @@ class _ExpectedShares:
         return refs
 
 
-def _checked(stage: VerifyStage, planned: list[Item]) -> dict[int, Checked]:
-    """The verdicts of a chunk's answered rows (one store read, one write), by item."""
+def _checked(stage: VerifyStage, planned: list[Item], with_picks: bool = False) -> dict[int, Checked]:
+    """The verdicts of a chunk's answered rows (one store read, one write), by item; a
+    row a person picked an answer of keeps that answer (`Checked.pick`)."""
     heads = [
         forms[0]
         for forms in by_row(planned)
         if forms[0].status != REJECTED and forms[0].completion is not None and forms[0].key is not None
     ]
     found = stage.check([(i.row.data, i.key, i.completion) for i in heads])  # type: ignore[misc]
-    return {id(i): c for i, c in zip(heads, found, strict=True)}
+    picks = human_labels(stage.store, [str(i.key) for i in heads]) if with_picks else {}
+    return {
+        id(i): c.pick(picks[str(i.key)].label) if str(i.key) in picks else c
+        for i, c in zip(heads, found, strict=True)
+    }
 
 
 def _answered_by(provenance: Mapping[str, Any]) -> list[str]:

@@ -140,6 +140,12 @@ def stage_job(task: str | Path | Task, teacher: str, options: dict[str, Any], **
             "--budget is not supported with the Ray engine yet (each actor would "
             "hold its own): label with one process, or without a budget"
         )
+    export = options.get("export")
+    if options.get("verify") is not None or getattr(export, "verify", None) is not None:
+        raise ConfigError(
+            "labeler.ray.label: verify is not supported on Ray yet (no verdict would be "
+            "made or stored); label with labeler.run_job, or without verify"
+        )
     if isinstance(task, Task):
         task = task.path
     options = dict(options)

@@ -156,6 +156,8 @@ def _probe(address: str) -> None:
 
 
 def _refuse_unsupported(job: Job) -> None:
+    if job.export.verify is not None:  # the actors would label, but no judge pass or verdict follows
+        raise ConfigError("--verify is not supported with --engine ray yet; run without --engine ray")
     if job.batch:
         raise ConfigError("--engine ray labels live; --batch goes with the default engine")
     if not isinstance(setup_for(job), Single):

@@ -19,6 +19,7 @@ from labeler.review.index import ReviewIndex, ReviewItem, ReviewQuery, build_ind
 from labeler.review.server import ReviewState, check_host, make_app, start
 from labeler.setups import setup_for
 from labeler.store import Store
+from labeler.verify import VerifyStage
 
 __all__ = [
     "ReviewIndex",
@@ -40,12 +41,26 @@ def load_index(job: Job, store: Store) -> ReviewIndex:
     cascade, each row shows its last answering stage's answer, and the rows the cascade
     queued for a person (`--cascade ...,human`) come first. For an ensemble, each row
     shows the members' combined answer, as the export has it. Either way each row shows
-    every answering teacher's label, and rows where they differ come next."""
+    every answering teacher's label, and rows where they differ come next. For a
+    generation template run with --samples or --verify, each row shows every answer with
+    its verdict, and a person picks the row's answer."""
     task = job.load_task()
     setup = setup_for(job)
     teachers = setup.make_teachers(job.teacher_for)
+    answers = task.output_kind != "label" and (job.export.verify is not None or bool(job.samples))
+    checker = (
+        VerifyStage(job.verifier(task), store, job.export.keep)
+        if answers and job.export.verify is not None
+        else None
+    )
     return build_index(
-        task, teachers[-1].identity, job.rows(task), store, planner=setup.planner(task, teachers, store)
+        task,
+        teachers[-1].identity,
+        job.rows(task),
+        store,
+        planner=setup.planner(task, teachers, store),
+        answers=answers,
+        checker=checker,
     )
 
 

@@ -24,6 +24,7 @@ from labeler.inputs import Reject, Row
 from labeler.plan import REJECTED, Planner
 from labeler.store import Store
 from labeler.task import Task
+from labeler.verify.stage import VerifyStage, answers_of
 
 INVALID = "(invalid)"  # the label filter's name for answers that are no label of the task
 # queued: by a cascade ending in `human`; disagree: an ensemble's or cascade's teachers
@@ -50,7 +51,17 @@ class ReviewItem:
     votes: list[dict[str, Any]] | None = None
     disagree: bool = False
     agreement: float | None = None
+    # a generation row (--samples/--verify): every answer with its verdict; `human` is
+    # then the text of the answer a person picked
+    samples: list[dict[str, Any]] | None = None
     haystack: str = field(default="", repr=False)
+
+    @property
+    def pick(self) -> int | None:
+        """Which sample a person picked (the first with the picked text)."""
+        if self.samples is None or self.human is None:
+            return None
+        return next((s["sample"] for s in self.samples if s["text"] == self.human), None)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +76,8 @@ class ReviewItem:
             "votes": self.votes,
             "disagree": self.disagree,
             "agreement": None if self.agreement is None else round(self.agreement, 4),
+            "samples": self.samples,
+            "pick": self.pick,
         }
 
     def rank(self) -> tuple[bool, bool, float, bool, float]:
@@ -175,18 +188,33 @@ def build_index(
     *,
     chunk: int = 512,
     planner: Any = None,
+    answers: bool = False,
+    checker: VerifyStage | None = None,
 ) -> ReviewIndex:
     """Every labeled row of the input with its answer; rows without one are counted.
     `planner` replaces the plain `Planner` where several teachers answer (a cascade's
     `CascadePlanner`, whose items say which rows await a person; an ensemble's
     `EnsemblePlanner`, whose items carry the members' combined answer). A decision is
-    keyed like the item the planner gives, the one the export looks human labels up by."""
-    if task.output_kind != "label" or task.label_space is None:
-        raise ConfigError(f"review needs a label task; {task.path} is '{task.output_kind}'")
+    keyed like the item the planner gives, the one the export looks human labels up by.
+
+    With `answers` (a generation template's run with --samples or --verify), each row
+    shows every answer with its verdict from `checker` (stored verdicts are read, missing
+    ones made and stored, as an export does), fewest passing answers first, and a
+    decision is the text of the answer a person picks."""
+    if not answers and (task.output_kind != "label" or task.label_space is None):
+        raise ConfigError(
+            f"review needs a label task, or answers to pick from (--samples N or --verify "
+            f"SPEC); {task.path} is '{task.output_kind}'"
+        )
     items: list[ReviewItem] = []
     missing = 0
     planner = planner or Planner(task, identity, store, failures=False, single_answers=True)
     for planned in planner.plan_rows(rows, chunk):
+        if answers:
+            found, missed = _generated(task, planned, checker)
+            items += found
+            missing += missed
+            continue
         for item in planned:
             if item.status == REJECTED:
                 continue
@@ -223,6 +251,48 @@ def build_index(
         if it.key in decided:
             it.human = decided[it.key].label
     return ReviewIndex(task, items, missing=missing)
+
+
+def _generated(task: Task, planned: list[Any], checker: VerifyStage | None) -> tuple[list[ReviewItem], int]:
+    """One chunk's generation rows: each answer with its verdict (none without a
+    checker); the share of passing answers orders them."""
+    heads = [i for i in planned if i.variant == 0 and i.status != REJECTED]
+    answered = [i for i in heads if i.completion is not None and i.key is not None]
+    checked = checker.check([(i.row.data, str(i.key), i.completion) for i in answered]) if checker else None
+    items = []
+    for n, item in enumerate(answered):
+        texts = answers_of(item.completion)
+        verdicts = checked[n].verdicts if checked is not None else [None] * len(texts)
+        kept = set(checked[n].kept) if checked is not None else set()
+        samples = [
+            {
+                "sample": i,
+                "text": text,
+                "status": None if v is None else v.status,
+                "score": None if v is None or v.score is None else round(v.score, 4),
+                "detail": None if v is None else v.detail,
+                "kept": i in kept,
+            }
+            for i, (text, v) in enumerate(zip(texts, verdicts, strict=True))
+        ]
+        passed = sum(1 for v in verdicts if v is not None and v.passed)
+        shown = {
+            name: "" if item.row.data.get(name) is None else str(item.row.data.get(name))
+            for name in task.fields
+        }
+        items.append(
+            ReviewItem(
+                str(item.key),
+                item.row.id,
+                shown,
+                None,
+                None,
+                passed / len(texts) if texts else 0.0,
+                samples=samples,
+                haystack=" ".join([*shown.values(), *texts]).lower(),
+            )
+        )
+    return items, len(heads) - len(answered)
 
 
 def _votes(provenance: dict[str, Any] | None) -> list[dict[str, Any]] | None:

@@ -61,6 +61,7 @@ def make_app(state: ReviewState) -> web.Application:
     app.router.add_get("/api/meta", _meta)
     app.router.add_get("/api/rows", _rows)
     app.router.add_post("/api/label", _label)
+    app.router.add_post("/api/pick", _pick)
     return app
 
 
@@ -157,6 +158,7 @@ async def _meta(request: web.Request) -> web.StreamResponse:
             "missing": index.missing,
             "queued": index.queued,
             "disagree": index.disagree,
+            "samples": any(it.samples is not None for it in index.items),
         }
     )
 
@@ -212,6 +214,53 @@ async def _label(request: web.Request) -> web.StreamResponse:
         {
             "key": key,
             "human": label,
+            "previous": previous,
+            "reviewed": state.index.reviewed,
+            "total": len(state.index.items),
+        }
+    )
+
+
+async def _pick(request: web.Request) -> web.StreamResponse:
+    """A person picks one answer of a generation row as the row's answer (`sample`:
+    null takes the pick back). Stored as a human label whose label is the answer's text,
+    under the row's answer key: the export keeps it whatever the verdicts said."""
+    state: ReviewState = request.app["state"]
+    if request.content_type != "application/json":
+        return _json({"error": "a decision is a JSON body (application/json)"}, status=415)
+    try:
+        body = orjson.loads(await request.read())
+        key, sample = body["key"], body.get("sample")
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return _json({"error": 'expected {"key": ..., "sample": N or null}'}, status=400)
+    item = state.index.by_key.get(key) if isinstance(key, str) else None
+    if item is None:
+        return _json({"error": "no such row"}, status=404)
+    if item.samples is None:
+        return _json({"error": "this row has no answers to pick from; decide with a label"}, status=400)
+    if sample is not None and (
+        isinstance(sample, bool) or not isinstance(sample, int) or not 0 <= sample < len(item.samples)
+    ):
+        return _json({"error": f"sample must be 0..{len(item.samples) - 1} or null"}, status=400)
+    previous = item.pick
+    text = None if sample is None else str(item.samples[sample]["text"])
+    if text is None:
+        await asyncio.to_thread(remove_label, state.store, key)
+    else:
+        await asyncio.to_thread(
+            record_label,
+            state.store,
+            key,
+            text,
+            reviewer=state.reviewer,
+            row_id=item.row_id,
+            task=state.index.task.identity,
+        )
+    state.index.decide(key, text)
+    return _json(
+        {
+            "key": key,
+            "pick": item.pick,
             "previous": previous,
             "reviewed": state.index.reviewed,
             "total": len(state.index.items),

@@ -35,12 +35,22 @@ class Checked:
     answers: list[str]
     verdicts: list[Verdict]
     kept: list[int]
+    picked: int | None = None  # the answer a person picked on the review page
 
     @property
     def failed(self) -> list[int]:
         """Answers a check turned down (a checker's own error or timeout is no evidence
-        against an answer, so it never becomes a rejected one)."""
-        return [i for i, v in enumerate(self.verdicts) if v.status == "fail"]
+        against an answer, so it never becomes a rejected one); never a person's pick."""
+        return [i for i, v in enumerate(self.verdicts) if v.status == "fail" and i != self.picked]
+
+    def pick(self, text: str) -> Checked:
+        """The row as a person decided it: the picked answer is its one kept answer,
+        whatever the verdicts said. A pick that is none of the row's answers (they were
+        asked again since) changes nothing."""
+        if text not in self.answers:
+            return self
+        i = self.answers.index(text)
+        return Checked(self.answers, self.verdicts, [i], i)
 
 
 def parse_keep(keep: str | int | None) -> int | None:

@@ -93,8 +93,14 @@
     if (row.disagree) art.classList.add("disagree");
     const head = el("div", "head");
     head.append(el("span", "rowid", row.id), el("span", "conf", `confidence ${row.confidence.toFixed(2)}`));
-    head.append(el("span", "teacher", "teacher: " + (row.label === null ? "(invalid)" : row.label)));
-    head.append(el("span", "human", row.human ? "human: " + row.human : ""));
+    if (row.samples) {  // a generation row: its answers and their verdicts
+      const passed = row.samples.filter((s) => s.status === "pass").length;
+      head.append(el("span", "teacher", `${passed} of ${row.samples.length} answers pass`));
+      head.append(el("span", "human", row.pick === null ? "" : `picked: answer ${row.pick + 1}`));
+    } else {
+      head.append(el("span", "teacher", "teacher: " + (row.label === null ? "(invalid)" : row.label)));
+      head.append(el("span", "human", row.human ? "human: " + row.human : ""));
+    }
     if (row.queued) head.append(el("span", "queued", "queued by the cascade"));
     if (row.disagree) head.append(el("span", "split", "teachers disagree"));
     art.append(head);
@@ -112,6 +118,11 @@
       if (Object.keys(row.fields).length > 1) f.append(el("span", "fname", name));
       f.append(el("span", "text", value));
       art.append(f);
+    }
+    if (row.samples) {
+      art.append(renderSamples(row, i));
+      art.addEventListener("click", () => select(i));
+      return art;
     }
     const bars = el("div", "bars");
     st.labels.forEach((label, j) => {
@@ -131,6 +142,51 @@
     art.append(bars);
     art.addEventListener("click", () => select(i));
     return art;
+  }
+
+  function renderSamples(row, i) {
+    const list = el("div", "samples");
+    for (const s of row.samples) {
+      const b = el("button", "sample");
+      b.type = "button";
+      b.dataset.sample = String(s.sample);
+      if (s.status) b.classList.add("is-" + s.status);
+      if (s.kept) b.classList.add("is-kept");
+      if (s.sample === row.pick) b.classList.add("is-human");
+      const verdict = s.status === null ? "not checked"
+        : s.status + (s.score === null ? "" : ` ${s.score.toFixed(2)}`);
+      const meta = el("span", "verdict", `${s.sample < 9 ? s.sample + 1 : ""} ${verdict}`);
+      if (s.detail) meta.title = s.detail;
+      b.append(meta, el("span", "answer", s.text));
+      b.addEventListener("click", (ev) => { ev.stopPropagation(); pick(i, s.sample); });
+      list.append(b);
+    }
+    return list;
+  }
+
+  async function pick(i, sample) {
+    const row = st.rows[i];
+    if (!row || !row.samples || sample >= row.samples.length) return;
+    try {
+      const res = await api("/api/pick", { key: row.key, sample });
+      st.undo.push({ key: row.key, previous: res.previous, pick: true });
+      setPick(row.key, res.pick);
+      progress(res.reviewed, res.total);
+      say(`${row.id}: answer ${sample + 1}`);
+      if (i === st.sel) move(1);
+    } catch (err) {
+      say("not saved: " + err.message);
+    }
+  }
+
+  function setPick(key, sample) {
+    const i = st.rows.findIndex((r) => r.key === key);
+    if (i < 0) return;
+    st.rows[i].pick = sample;
+    st.rows[i].human = sample === null ? null : st.rows[i].samples[sample].text;
+    const node = $("rows").querySelector(`article.row[data-index="${i}"]`);
+    if (node) node.replaceWith(renderRow(st.rows[i], i));
+    select(st.sel);
   }
 
   function select(i) {
@@ -169,8 +225,10 @@
     const last = st.undo.pop();
     if (!last) { say("nothing to undo"); return; }
     try {
-      const res = await api("/api/label", { key: last.key, label: last.previous });
-      setHuman(last.key, last.previous);
+      const res = last.pick
+        ? await api("/api/pick", { key: last.key, sample: last.previous })
+        : await api("/api/label", { key: last.key, label: last.previous });
+      if (last.pick) setPick(last.key, last.previous); else setHuman(last.key, last.previous);
       const i = st.rows.findIndex((r) => r.key === last.key);
       if (i >= 0) select(i);
       progress(res.reviewed, res.total);
@@ -203,7 +261,8 @@
     }
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     const row = st.rows[st.sel];
-    if (ev.key === "Enter") { if (row) decide(st.sel, row.label); }
+    if (ev.key === "Enter") { if (row && !row.samples) decide(st.sel, row.label); }
+    else if (/^[1-9]$/.test(ev.key) && row && row.samples) { pick(st.sel, Number(ev.key) - 1); }
     else if (/^[1-9]$/.test(ev.key)) { decide(st.sel, st.labels[Number(ev.key) - 1]); }
     else if (ev.key === "ArrowDown") move(1);
     else if (ev.key === "ArrowUp") move(-1);
