@@ -35,7 +35,7 @@ import orjson
 
 from labeler import Job, run_job
 from labeler.batch import make_client
-from labeler.run import RunSummary
+from labeler.engine import RunSummary
 
 MODEL = "gpt-4o-mini"
 _OPENERS = [

@@ -37,11 +37,11 @@ from benchmarks.local_quality import DATASETS, Gold, data_dir, load_gold
 from labeler.answer import read_answers
 from labeler.calibration import METHODS, Calibration, batch_calibration, contextual_bias
 from labeler.completion import Completion
+from labeler.engine import Labeler
 from labeler.eval_job import CONTENT_FREE, CalibrationOptions, score_calibrations
 from labeler.evaluate import distribution_scores
 from labeler.job import default_home
 from labeler.label_prior import THRESHOLD, total_variation
-from labeler.run import Labeler
 from labeler.task import Task, load_task, resolve_template_path, task_from_dict
 from labeler.teachers.local import DEFAULT_PARALLEL, LocalTeacher, default_threads
 

@@ -42,9 +42,9 @@ from benchmarks.workload import (
 from labeler import aio
 from labeler.completion import Completion
 from labeler.concurrency import DEFAULT_CEILING, START
+from labeler.engine import Labeler, RunSummary
 from labeler.inputs import Row, read_rows
 from labeler.limits import SAFETY
-from labeler.run import Labeler, RunSummary
 from labeler.store import Store
 from labeler.task import Task, load_task
 

@@ -90,8 +90,8 @@ def label(args: argparse.Namespace) -> dict[str, Any]:
 async def label_library(args: argparse.Namespace) -> int:
     """The library path: `Labeler.label()` yielding every Record with its Completion."""
     from benchmarks.workload import TASK, make_teacher
+    from labeler.engine import Labeler
     from labeler.inputs import read_rows
-    from labeler.run import Labeler
     from labeler.task import load_task
 
     task = load_task(TASK)

@@ -40,7 +40,7 @@ import httpx
 import orjson
 
 from labeler.answer import read_answer
-from labeler.run import Labeler
+from labeler.engine import Labeler
 from labeler.store import Store
 from labeler.task import Task, load_task
 from labeler.teachers.local import DEFAULT_PARALLEL, LocalTeacher, default_threads

@@ -42,7 +42,7 @@ import orjson
 
 from labeler.request import Request
 from labeler.teachers.anthropic import AnthropicTeacher
-from labeler.teachers.openai import OpenAITeacher
+from labeler.teachers.openai_sdk import OpenAITeacher
 
 Sender = Callable[[int], Awaitable[Any]]
 

@@ -22,7 +22,7 @@ import orjson
 
 from labeler.inputs import Row
 from labeler.teachers.base import Teacher
-from labeler.teachers.fast_openai import openai_teacher
+from labeler.teachers.openai_lean import openai_teacher
 
 REPO = Path(__file__).resolve().parent.parent
 TASK = "sentiment"  # shipped chat template: two labels, top-20 logprobs, max_tokens 2

@@ -14,6 +14,7 @@ asyncio.run(main())
 
 from labeler.answer import Answer, read_answer
 from labeler.completion import Completion, TokenLogprob, Usage
+from labeler.engine import Labeler
 from labeler.errors import (
     ConfigError,
     ExportError,
@@ -32,7 +33,6 @@ from labeler.in_memory import alabel, label
 from labeler.inputs import Reject, Row, read_rows
 from labeler.job import Job, JobResult, run_job
 from labeler.request import Request
-from labeler.run import Labeler
 from labeler.settings import LabelSettings
 from labeler.setups import Cascade, Ensemble, Single
 from labeler.store import Store

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from labeler.completion import Completion
-from labeler.targets import (
+from labeler.soft_labels import (
     Confidence,
     LabelSpace,
     SoftLabel,

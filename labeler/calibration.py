@@ -42,7 +42,7 @@ import numpy as np
 from labeler.answer import Answer
 from labeler.confidence import measure
 from labeler.errors import ConfigError
-from labeler.targets import LabelSpace, SoftLabel
+from labeler.soft_labels import LabelSpace, SoftLabel
 
 __all__ = [
     "METHODS",

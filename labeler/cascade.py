@@ -35,12 +35,12 @@ from labeler.answer import Answer, read_answer
 from labeler.batch.runner import BatchRunner, BatchSummary
 from labeler.completion import Completion
 from labeler.confidence import DISTRIBUTION_MEASURES, LOWER_IS_BETTER
+from labeler.engine import Labeler
 from labeler.errors import ConfigError
 from labeler.human import human_labels
 from labeler.inputs import Reject, Row
 from labeler.options import HUMAN  # a cascade's last stage: a person on the review page
 from labeler.plan import CACHED, CHUNK, FAILED, Item, Planner
-from labeler.run import Labeler
 from labeler.store import Store
 from labeler.summary import Record, RunSummary
 from labeler.task import Task

@@ -149,7 +149,7 @@ class StoredCompletion(Completion):
     JSON form (`token_rows`, as `tokens_to_json` wrote it) when first read, and its
     `usage` from the stored counts (`usage_counts`) likewise. Building a `TokenLogprob`
     per token and alternative costs more than decoding the JSON, and an export of a label
-    task reads most answers straight from that form (`targets.label_numbers`) without ever
+    task reads most answers straight from that form (`soft_labels.label_numbers`) without ever
     needing the objects, nor the token counts that only costs and statistics read. Reads,
     compares and copies as the `Completion` it stands for."""
 

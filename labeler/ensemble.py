@@ -24,13 +24,13 @@ from typing import Any
 from labeler.answer import Answer, read_answer
 from labeler.cascade import MultiPlanner, Stage, StageReport
 from labeler.confidence import agreement, measure
+from labeler.engine import Labeler
 from labeler.errors import ConfigError
 from labeler.inputs import Reject, Row
 from labeler.plan import CACHED, Item
-from labeler.run import Labeler
+from labeler.soft_labels import SoftLabel
 from labeler.store import Store
 from labeler.summary import RunSummary
-from labeler.targets import SoftLabel
 from labeler.task import Task
 from labeler.teachers.base import Teacher
 

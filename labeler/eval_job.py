@@ -27,6 +27,7 @@ from labeler import bounds
 from labeler.answer import read_answer, read_answers
 from labeler.calibration import METHODS, Calibration, calibrate_answer, cross_validated, fit
 from labeler.cascade_eval import CascadeEval, evaluate_cascade
+from labeler.engine import Labeler
 from labeler.errors import ConfigError
 from labeler.evaluate import (
     CalibrationScore,
@@ -41,7 +42,6 @@ from labeler.human import human_labels
 from labeler.inputs import Row
 from labeler.job import Job
 from labeler.plan import REJECTED, Planner, by_row, where
-from labeler.run import Labeler
 from labeler.setups import Cascade, setup_for
 from labeler.store import Store
 from labeler.task import Task

@@ -1,7 +1,7 @@
 """Each label's whole probability where labels share their first tokens.
 
 A soft label is read from the teacher's alternatives at the answer position
-(labeler/targets.py). When several labels begin with the same token (" a" for "alarm"
+(labeler/soft_labels.py). When several labels begin with the same token (" a" for "alarm"
 and "account"), only the path the teacher generated continues past it; the mass of every
 other shared alternative would have to be divided by guesswork. A server that completes
 a prompt can say exactly how it divides: asked to continue the row's prompt followed by
@@ -33,7 +33,7 @@ from typing import Any
 from labeler.completion import Completion
 from labeler.errors import ConfigError
 from labeler.request import Request, completion_request
-from labeler.targets import LabelSpace, unscored_prefixes
+from labeler.soft_labels import LabelSpace, unscored_prefixes
 from labeler.task import Task
 from labeler.teachers.sampling import EXACT, Sampling
 

@@ -27,11 +27,11 @@ from labeler.batch.base import BatchClient
 from labeler.batch.clients import make_client
 from labeler.batch.runner import BatchRunner
 from labeler.cascade import CascadePlanner, CascadeRun, CascadeSpec, Gate, MultiPlanner, Stage
+from labeler.engine import Labeler
 from labeler.ensemble import EnsemblePlanner, EnsembleRun, EnsembleSpec
 from labeler.errors import ConfigError
 from labeler.inputs import Reject, RejectsWriter, Row
 from labeler.plan import Planner
-from labeler.run import Labeler
 from labeler.settings import LabelSettings
 from labeler.store import Store
 from labeler.summary import RunSummary

@@ -35,7 +35,7 @@ from labeler.errors import ConfigError, TemplateError, TemplateLimitError
 from labeler.example_pool import ExamplePool, load_pool
 from labeler.reasoning import answer_allowance, reasoning_params
 from labeler.request import Request, chat_request, completion_request
-from labeler.targets import LabelSpace
+from labeler.soft_labels import LabelSpace
 from labeler.yaml_files import YamlTooLarge, load_yaml
 
 
@@ -112,7 +112,7 @@ class Task:
     soft_targets: bool = False
     top_logprobs: int = 0
     # The teacher states its confidence in its answer (`output.confidence: verbalized`):
-    # the soft label is read from that statement (`targets.verbalized_soft_label`).
+    # the soft label is read from that statement (`soft_labels.verbalized_soft_label`).
     verbalized: bool = False
     fields: tuple[str, ...] = ()
     example_separator: str = "\n\n"

@@ -9,7 +9,7 @@ whole identity (provider, model, endpoint), and every request still to go is sen
 what it refuses: `apply` is the one place a request is rewritten, and the planner applies
 it before keying, so the cache key is always that of the request actually sent. A
 parameter the teacher answered once is remembered as taken, so that a run sends its first
-request with an untried parameter alone (see labeler/run.py) and at most one request per
+request with an untried parameter alone (see labeler/engine.py) and at most one request per
 refused parameter is turned down.
 
 A teacher that refuses logprobs gets its soft labels from samples instead (N answers per

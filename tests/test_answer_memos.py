@@ -3,9 +3,9 @@ the memo gives what the reading itself gives, and stays bounded."""
 
 from __future__ import annotations
 
-from labeler import targets
+from labeler import soft_labels
 from labeler.completion import Completion, TokenLogprob
-from labeler.targets import LabelSpace, parse_label, soft_label
+from labeler.soft_labels import LabelSpace, parse_label, soft_label
 
 TEXTS = [
     "positive",
@@ -31,15 +31,15 @@ def test_parse_label_memo_answers_as_the_parser_does() -> None:
     s = space()
     for _ in range(2):  # the second round reads the memo
         for text in TEXTS:
-            assert parse_label(text, s) == targets._parse_label(text, s), text
+            assert parse_label(text, s) == soft_labels._parse_label(text, s), text
     assert "x" * 100 not in s._parsed  # long answers are not remembered
 
 
 def test_memos_stay_bounded() -> None:
     s = space()
-    for i in range(targets._PARSE_MEMO_SIZE + 10):
+    for i in range(soft_labels._PARSE_MEMO_SIZE + 10):
         parse_label(f"answer {i}", s)
-    assert len(s._parsed) <= targets._PARSE_MEMO_SIZE
+    assert len(s._parsed) <= soft_labels._PARSE_MEMO_SIZE
 
 
 def test_soft_label_is_the_same_from_a_warm_memo() -> None:

@@ -22,7 +22,7 @@ from labeler.calibration import (
 )
 from labeler.errors import ConfigError
 from labeler.evaluate import clopper_pearson_lower, evaluate, threshold_for_accuracy
-from labeler.targets import Confidence, LabelSpace, SoftLabel
+from labeler.soft_labels import Confidence, LabelSpace, SoftLabel
 
 TEACHER = {"provider": "local", "model": "tiny"}
 

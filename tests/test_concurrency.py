@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from labeler.cli import main
 from labeler.concurrency import HEADROOM, MIN_ROUND, START, InFlightTarget
+from labeler.engine import Labeler, Record
 from labeler.retry import RetryPolicy
-from labeler.run import Labeler, Record
 from labeler.task import load_task
 from labeler.teachers import make_teacher
 from labeler.testing import ServerConfig, TeacherServer

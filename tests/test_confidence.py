@@ -8,7 +8,7 @@ import math
 import pytest
 
 from labeler.completion import Completion
-from labeler.targets import (
+from labeler.soft_labels import (
     Confidence,
     LabelSpace,
     SoftLabel,

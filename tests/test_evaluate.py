@@ -25,7 +25,7 @@ from labeler.evaluate import (
     save_plot,
 )
 from labeler.evaluate import threshold_for_accuracy as _threshold
-from labeler.targets import Confidence
+from labeler.soft_labels import Confidence
 
 GOLD = ["a", "a", "b", "b", "c", "a", "b", "c"]
 PRED: list[str | None] = ["a", "b", "b", None, "c", "a", "a", "c"]

@@ -20,7 +20,7 @@ from procs import LocalServer
 
 from labeler.cli import main
 from labeler.completion import Completion, TokenLogprob
-from labeler.targets import LabelSpace, soft_label
+from labeler.soft_labels import LabelSpace, soft_label
 from labeler.testing import SharedPrefixResponder
 from labeler.testing.label_tree import END, OFF_LABEL
 
@@ -244,7 +244,7 @@ def test_a_local_teacher_scores_by_default_and_logprobs_keeps_the_division(tmp_p
 
 
 def test_a_share_is_worth_scoring_by_its_part_of_the_label_mass_not_of_the_whole() -> None:
-    from labeler.targets import unscored_prefixes
+    from labeler.soft_labels import unscored_prefixes
 
     space = LabelSpace(tuple(LABELS))
     # the teacher puts almost everything on a word of no label: the little left on

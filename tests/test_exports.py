@@ -21,8 +21,8 @@ from labeler import Job, run_job
 from labeler.exports import ExportOptions, export_dataset
 from labeler.filters import FilterSpec
 from labeler.inputs import read_rows
+from labeler.soft_labels import IGNORE_LABEL
 from labeler.store import Store
-from labeler.targets import IGNORE_LABEL
 from labeler.task import load_task
 from labeler.testing import Reply, ScriptedResponder, ServerConfig, TeacherServer
 

@@ -9,7 +9,7 @@ import pytest
 
 from labeler.errors import ConfigError
 from labeler.filters import FILTER_ORDER, Filter, FilterReport, FilterSpec, apply_filters
-from labeler.targets import Confidence
+from labeler.soft_labels import Confidence
 
 SPEC = FilterSpec(min_confidence=0.6, min_margin=0.2, max_entropy=1.0)
 

@@ -23,7 +23,7 @@ from procs import LABELER, ServerProcess, item_of, write_items
 
 from labeler import Job, run_job
 from labeler.cli import main
-from labeler.run import RunSummary
+from labeler.engine import RunSummary
 from labeler.testing import ServerConfig, TeacherServer, hostile
 
 from conftest import SAMPLES

@@ -15,7 +15,7 @@ from labeler import Job, run_job
 from labeler.completion import Completion, TokenLogprob
 from labeler.errors import ConfigError
 from labeler.exports import ExportOptions
-from labeler.teachers.openai_wire import parse_chat
+from labeler.teachers.openai_answers import parse_chat
 from labeler.testing import ServerConfig, TeacherServer
 from labeler.testing.openai_wire import token_id
 

@@ -15,7 +15,7 @@ import pytest
 
 from labeler.answer import read_answer
 from labeler.completion import Completion, StoredCompletion, TokenLogprob
-from labeler.targets import LabelSpace, label_numbers
+from labeler.soft_labels import LabelSpace, label_numbers
 from labeler.task import load_task
 
 # One label per token, decorated ones, none at all, and pieces of a longer answer

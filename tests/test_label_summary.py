@@ -8,7 +8,7 @@ from pathlib import Path
 import datasets
 
 import labeler
-from labeler.run import RunSummary
+from labeler.engine import RunSummary
 from labeler.testing import TeacherServer
 
 TEACHER = "openai-compatible:teacher-test"

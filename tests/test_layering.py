@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parent.parent / "labeler"
 # Provider modules: only the registry (labeler.teachers, labeler.batch.clients), the
 # providers themselves and the test server may import these.
 PROVIDER_MODULES = {
-    "labeler.teachers.openai",
-    "labeler.teachers.fast_openai",
-    "labeler.teachers.openai_wire",
-    "labeler.teachers.openai_http",
+    "labeler.teachers.openai_sdk",
+    "labeler.teachers.openai_lean",
+    "labeler.teachers.openai_answers",
+    "labeler.teachers.openai_protocol",
     "labeler.teachers.anthropic",
     "labeler.teachers.anthropic_wire",
     "labeler.teachers.local",
@@ -79,7 +79,7 @@ def _imports(module: str, *, typed: bool = False) -> list[tuple[str, list[str], 
                 if not base.startswith("labeler"):
                     continue
                 names = [a.name for a in child.names]
-                # `from labeler.teachers import openai_wire` imports a module.
+                # `from labeler.teachers import openai_answers` imports a module.
                 subs = [n for n in names if f"{base}.{n}" in MODULES]
                 if subs:
                     out.extend((f"{base}.{n}", [], child.lineno) for n in subs)

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from labeler.engine import Labeler, Record
 from labeler.limits import SAFETY, Limiter, TokenBucket
 from labeler.retry import RetryPolicy
-from labeler.run import Labeler, Record
 from labeler.task import load_task
 from labeler.teachers import make_teacher
 from labeler.testing import ServerConfig, TeacherServer

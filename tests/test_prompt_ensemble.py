@@ -26,8 +26,8 @@ from labeler.completion import Completion, TokenLogprob
 from labeler.errors import TemplateError
 from labeler.estimate import estimate
 from labeler.plan import Planner, by_row
+from labeler.soft_labels import Confidence, SoftLabel, ensemble_confidence, ensemble_soft_label
 from labeler.store import Store
-from labeler.targets import Confidence, SoftLabel, ensemble_confidence, ensemble_soft_label
 from labeler.task import Task, load_task, task_from_dict
 from labeler.teachers import make_teacher
 from labeler.testing import TeacherServer

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from labeler.engine import Labeler, Record
 from labeler.errors import RetryableError
 from labeler.request import Request
 from labeler.retry import RetryPolicy
-from labeler.run import Labeler, Record
 from labeler.task import load_task
 from labeler.teachers import make_teacher
 from labeler.testing import ServerConfig, TeacherServer

@@ -14,7 +14,7 @@ import pytest
 
 from labeler.answer import read_answer
 from labeler.completion import Completion, TokenLogprob
-from labeler.targets import LabelSpace, soft_label
+from labeler.soft_labels import LabelSpace, soft_label
 from labeler.task import task_from_dict
 
 CITIES = LabelSpace(("New York", "New Delhi", "Paris"))

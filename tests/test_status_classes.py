@@ -8,7 +8,7 @@ import pytest
 
 from labeler.batch.base import status_error
 from labeler.errors import RetryableError, classify_status, is_transient
-from labeler.teachers.fast_openai import status_error as lean_status_error
+from labeler.teachers.openai_lean import status_error as lean_status_error
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import pytest
 
 from labeler.completion import Completion, TokenLogprob
 from labeler.errors import ConfigError
-from labeler.targets import (
+from labeler.soft_labels import (
     Confidence,
     LabelSpace,
     SoftLabel,

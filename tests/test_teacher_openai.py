@@ -13,15 +13,15 @@ from click.testing import CliRunner
 
 from labeler.cli import main
 from labeler.completion import Completion
+from labeler.engine import Labeler, Record
 from labeler.errors import ConfigError, FinalError, RetryableError
 from labeler.limits import Limiter
 from labeler.request import Request
 from labeler.retry import RetryPolicy
-from labeler.run import Labeler, Record
 from labeler.task import load_task
 from labeler.teachers import base_urls, make_teacher
 from labeler.teachers import transport as http
-from labeler.teachers.openai import OpenAITeacher
+from labeler.teachers.openai_sdk import OpenAITeacher
 from labeler.teachers.pool import EndpointPool
 from labeler.testing import ServerConfig, TeacherServer
 

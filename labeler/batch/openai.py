@@ -3,7 +3,7 @@
 Requests go up as a JSONL file (``purpose="batch"``), a batch names that file, and results
 come back as two JSONL files, successes and errors, whose lines carry the raw response
 body: those bodies are parsed by the same functions as live responses
-(teachers/openai_wire.py), so a batch answer is stored exactly as a live one would be.
+(teachers/openai_answers.py), so a batch answer is stored exactly as a live one would be.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from labeler.completion import Completion
 from labeler.errors import ConfigError, FinalError, RetryableError, TeacherError, short
 from labeler.redact import remember
 from labeler.request import Request
-from labeler.teachers import openai_wire
+from labeler.teachers import openai_answers
 from labeler.teachers.base import Teacher
-from labeler.teachers.openai import OPENAI_URL, classify
+from labeler.teachers.openai_sdk import OPENAI_URL, classify
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -158,7 +158,7 @@ class OpenAIBatchClient:
 
     async def results(self, batch: RemoteBatch) -> AsyncIterator[ItemResult]:
         raw = batch.raw
-        parse = openai_wire.parse_completions if raw.endpoint == COMPLETIONS else openai_wire.parse_chat
+        parse = openai_answers.parse_completions if raw.endpoint == COMPLETIONS else openai_answers.parse_chat
         for file_id in (raw.output_file_id, raw.error_file_id):
             if not file_id:
                 continue

@@ -56,8 +56,8 @@ from labeler.inputs import Reject, Row
 from labeler.label_prior import prior_warnings
 from labeler.plan import REJECTED, Item, Planner, by_row
 from labeler.reasoning import AUTO
+from labeler.soft_labels import IGNORE_LABEL, Confidence, LabelNumbers
 from labeler.store import Store
-from labeler.targets import IGNORE_LABEL, Confidence, LabelNumbers
 from labeler.task import Task
 from labeler.verify import Checked, Verifier, VerifyStage
 

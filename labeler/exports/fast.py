@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from labeler.exports.rows import RowBuilder, coerce_value
-from labeler.targets import IGNORE_LABEL, Confidence, LabelNumbers, label_numbers
+from labeler.soft_labels import IGNORE_LABEL, Confidence, LabelNumbers, label_numbers
 
 if TYPE_CHECKING:
     from labeler.completion import Completion

@@ -29,7 +29,7 @@ from labeler.exports.rows import (
     value_feature,
 )
 from labeler.reasoning import inline
-from labeler.targets import IGNORE_LABEL
+from labeler.soft_labels import IGNORE_LABEL
 
 if TYPE_CHECKING:
     from labeler.answer import Answer

@@ -16,7 +16,7 @@ import orjson
 from labeler.exports import features as hf
 from labeler.exports.features import Features
 from labeler.exports.options import KINDS, ExportOptions, ExportReport
-from labeler.targets import IGNORE_LABEL
+from labeler.soft_labels import IGNORE_LABEL
 
 if TYPE_CHECKING:
     import datasets

@@ -28,6 +28,7 @@ import orjson
 import pyarrow as pa
 
 from labeler import aio
+from labeler.engine import Labeler
 from labeler.exports.build import records_table
 from labeler.human import any_human_labels, human_labels
 from labeler.inputs import Reject, Row, read_records
@@ -35,7 +36,6 @@ from labeler.job import Job
 from labeler.plan import Planner
 from labeler.ray.fleet import FleetLimiter
 from labeler.ray.fleet_store import RemoteClaims, RemoteStore
-from labeler.run import Labeler
 from labeler.store import Store
 from labeler.summary import RunSummary
 

@@ -40,13 +40,13 @@ class Provider:
 
 PROVIDERS: dict[str, Provider] = {
     "openai": Provider(
-        "labeler.teachers.fast_openai:openai_teacher",
+        "labeler.teachers.openai_lean:openai_teacher",
         batch="labeler.batch.openai:OpenAIBatchClient",
         prompt_cache="automatic",
         choices_per_request=True,
     ),
     "openai-compatible": Provider(
-        "labeler.teachers.fast_openai:openai_teacher", batch="labeler.batch.openai:OpenAIBatchClient"
+        "labeler.teachers.openai_lean:openai_teacher", batch="labeler.batch.openai:OpenAIBatchClient"
     ),
     "anthropic": Provider(
         "labeler.teachers.anthropic:AnthropicTeacher",

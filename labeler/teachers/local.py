@@ -42,8 +42,8 @@ from labeler.errors import ConfigError, FinalError, RetryableError
 from labeler.request import Request
 from labeler.teachers import local_models
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
-from labeler.teachers.fast_openai import openai_teacher
 from labeler.teachers.local_models import INSTALL_HINT
+from labeler.teachers.openai_lean import openai_teacher
 from labeler.teachers.sampling import EXACT, SampledTeacher, Sampler, Sampling
 
 HOST = "127.0.0.1"

@@ -3,7 +3,7 @@
 A teacher that gives no logprobs (Anthropic; a reasoning model that refuses them), or one
 told to sample (``soft_labels="samples"``, to compare with its logprob soft labels),
 answers a soft-target request N times; the soft label is the share of each answer among
-the N (`targets.sampled_soft_label`, source ``samples:N``) and the confidence their
+the N (`soft_labels.sampled_soft_label`, source ``samples:N``) and the confidence their
 agreement. One answer is no distribution: with N = 1 the request goes once, without
 logprobs, and its soft label is the one-hot of its answer (source ``none``).
 

@@ -1,6 +1,6 @@
 """The HTTP transport under every teacher, chosen in one place.
 
-OpenAI(-compatible) teachers default to ``lean`` (teachers/fast_openai.py): one pooled
+OpenAI(-compatible) teachers default to ``lean`` (teachers/openai_lean.py): one pooled
 aiohttp session and no SDK on the hot path, because against a fast server the SDK's own
 per-request cost is most of labeler's (``python -m benchmarks``: the lean path reaches
 several times the SDK's rate). ``LABELER_TRANSPORT=aiohttp`` or ``httpx`` (or a teacher's
@@ -48,7 +48,7 @@ def openai_transport(transport: str | None = None) -> str:
 def pick(transport: str | None = None) -> str:
     """The transport to use: the explicit choice, else $LABELER_TRANSPORT, else the default.
 
-    ``lean`` (the SDK-free OpenAI teacher, teachers/fast_openai.py) is chosen before an SDK
+    ``lean`` (the SDK-free OpenAI teacher, teachers/openai_lean.py) is chosen before an SDK
     teacher is built; an SDK teacher that still sees it (Anthropic has no lean path) uses
     the default.
     """

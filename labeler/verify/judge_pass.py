@@ -13,9 +13,9 @@ import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from labeler.engine import Labeler
 from labeler.inputs import Reject, Row
 from labeler.plan import CACHED, CHUNK
-from labeler.run import Labeler
 from labeler.settings import LabelSettings
 from labeler.store import Store
 from labeler.summary import RunSummary

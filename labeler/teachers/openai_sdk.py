@@ -2,7 +2,7 @@
 
 Built on the official async SDK for what it does well (auth, request shapes, error types),
 with its own retries turned off: labeler's retry policy is the only one. The body is read
-raw and parsed once (teachers/openai_wire.py), which is faster than building the SDK's
+raw and parsed once (teachers/openai_answers.py), which is faster than building the SDK's
 models and lets a 200 with a broken body be classified as retryable.
 """
 
@@ -17,10 +17,10 @@ import openai
 from labeler.completion import Completion
 from labeler.errors import RetryableError, TeacherError, short
 from labeler.request import Request
-from labeler.teachers import openai_wire
+from labeler.teachers import openai_answers
 from labeler.teachers import transport as http
 from labeler.teachers.base import BaseTeacher, HeaderObserver
-from labeler.teachers.openai_http import (
+from labeler.teachers.openai_protocol import (
     OPENAI_URL,
     chat_params,
     classify_status,
@@ -110,7 +110,7 @@ class OpenAITeacher(SampledTeacher, BaseTeacher):
             raise classify(exc) from exc
         if self._observer is not None:
             self._observer(raw.headers)
-        completion = openai_wire.parse_body(
+        completion = openai_answers.parse_body(
             raw.http_response.content, chat=request.is_chat, latency_s=time.perf_counter() - start
         )
         return check_logprobs(request, completion)

@@ -3,7 +3,7 @@
 Against a fast self-hosted teacher (vLLM, llama.cpp, a cluster behind a gateway) the
 client's own cost per request bounds the labeling rate. The official SDK spends most of
 its time building request objects, validating options and wrapping the response, none
-of which labeler needs: it reads the raw body and parses it once (`openai_wire`). This
+of which labeler needs: it reads the raw body and parses it once (`openai_answers`). This
 teacher sends the same JSON body as `OpenAITeacher` (built here from the same parameter
 lists), parses the answer with the same parser, and classifies every failure into the
 same `RetryableError`/`FinalError` reasons as `openai.classify`, so the orchestrator, the
@@ -31,9 +31,9 @@ from labeler.answer_checks import MAX_BODY_BYTES, too_large
 from labeler.completion import Completion
 from labeler.errors import RetryableError, TeacherError, short
 from labeler.request import Request
-from labeler.teachers import openai_wire
+from labeler.teachers import openai_answers
 from labeler.teachers.base import BaseTeacher, HeaderObserver, Teacher
-from labeler.teachers.openai_http import (
+from labeler.teachers.openai_protocol import (
     classify_status,
     completions_unserved,
     endpoint,
@@ -50,7 +50,7 @@ _USER_AGENT = "labeler-lean/1"
 
 
 class FastOpenAITeacher(SampledTeacher, BaseTeacher):
-    """Chat completions and completions over one aiohttp session, parsed by `openai_wire`."""
+    """Chat completions and completions over one aiohttp session, parsed by `openai_answers`."""
 
     def __init__(
         self,
@@ -145,7 +145,7 @@ class FastOpenAITeacher(SampledTeacher, BaseTeacher):
             raise status_error(status, headers, raw)
         if self._observer is not None:
             self._observer(headers)
-        completion = openai_wire.parse_body(raw, chat=chat, latency_s=time.perf_counter() - start)
+        completion = openai_answers.parse_body(raw, chat=chat, latency_s=time.perf_counter() - start)
         return check_logprobs(request, completion)
 
     def request_body(self, request: Request) -> dict[str, Any]:
@@ -212,7 +212,7 @@ def openai_teacher(
     registry, so the transport is a teacher option rather than a provider of its own."""
     if openai_transport(transport) == LEAN:
         return FastOpenAITeacher(model, provider=provider, **options)
-    from labeler.teachers.openai import OpenAITeacher  # the SDK: imported only when chosen
+    from labeler.teachers.openai_sdk import OpenAITeacher  # the SDK: imported only when chosen
 
     return OpenAITeacher(model, provider=provider, transport=transport, **options)
 

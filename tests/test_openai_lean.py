@@ -20,8 +20,8 @@ from labeler.completion import Completion
 from labeler.errors import TeacherError
 from labeler.request import Request
 from labeler.task import load_task
-from labeler.teachers.fast_openai import FastOpenAITeacher, openai_teacher
-from labeler.teachers.openai import OpenAITeacher
+from labeler.teachers.openai_lean import FastOpenAITeacher, openai_teacher
+from labeler.teachers.openai_sdk import OpenAITeacher
 from labeler.testing import ServerConfig, TeacherServer
 
 Teacher = FastOpenAITeacher | OpenAITeacher
