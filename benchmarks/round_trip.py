@@ -220,8 +220,8 @@ def table(args: argparse.Namespace, trials: Sequence[Trial]) -> str:
             for t in trials
             for k in args.exports
         ],
-        f"labels' cost (seed {args.seed}, this run; 0 when the store had them): "
-        f"{trials[0].requests} requests, {trials[0].teacher_s:.0f} s",
+        "labels' cost, this run (0 when the store had them): "
+        + ", ".join(f"seed {t.seed} {t.requests} requests, {t.teacher_s:.0f} s" for t in trials),
         *[f"label prior (seed {args.seed}) {w}" for w in trials[0].prior_warnings],
         *[
             f"tuned on validation, {EXPORTS[k][0]} (seed {t.seed}): {c}"
