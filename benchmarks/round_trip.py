@@ -18,6 +18,14 @@ rows' gold (the student's ceiling). Printed per target: student accuracy on the 
 rows, retention (student ÷ the teacher whose labels it learned, on the same rows) and the
 gap to the gold-trained student; and the labels' cost (requests, teacher seconds).
 ``--seeds N`` repeats with N shuffles and prints the mean and each seed's figure.
+
+``--student finetuned`` (or ``both``) also trains the whole encoder end to end through
+`labeler.student.DistillationTrainer` (2 epochs, 64 tokens, batches of 16: a CPU's size)
+on the same targets. ``--tune`` chooses the distillation temperature and the soft/hard
+mixing weight for the frozen student on a validation split carved from the train rows
+(``--val`` of them, scored on their gold), among T in {1, 2, 4} and alpha in {0, 0.5, 1}
+(alpha = 0 is hard labels alone), then retrains on all train rows with the choice: the
+"tuned" target, against which "hard" is the plain comparison.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import numpy as np
 import torch
 
 from benchmarks.local_quality import DATASETS, load_gold
-from examples.minilm_student import accuracy, embed, load_encoder, soft_targets, train_head
+from examples.minilm_student import accuracy, embed, finetune, load_encoder, soft_targets, train_head
 from labeler import Job, run_job
 from labeler.exports.options import ExportOptions
 from labeler.job import default_home, export_job
@@ -57,6 +65,10 @@ EXPORTS: dict[str, tuple[str, ExportOptions]] = {
     ),
 }
 TARGETS = (*(f"{name} {form}" for name in EXPORTS for form in ("hard", "soft")), "gold")
+TUNED = tuple(f"{name} tuned" for name in EXPORTS)
+# (temperature, alpha) tried by --tune, hard labels first: soft must beat them to be chosen.
+GRID = ((1.0, 0.0), *((t, a) for t in (1.0, 2.0, 4.0) for a in (0.5, 1.0)))
+STUDENTS = {"frozen": "MiniLM frozen + linear head", "finetuned": "MiniLM fine-tuned end to end"}
 
 
 @dataclass
@@ -65,7 +77,9 @@ class Trial:
 
     seed: int
     teacher: dict[str, float] = field(default_factory=dict)  # by export
-    student: dict[str, float] = field(default_factory=dict)  # by target
+    student: dict[str, float] = field(default_factory=dict)  # frozen, by target
+    finetuned: dict[str, float] = field(default_factory=dict)  # by target
+    tuned: dict[str, str] = field(default_factory=dict)  # by export: the choice and why
     calibration: dict[str, str] = field(default_factory=dict)  # each export's note
     prior_warnings: list[str] = field(default_factory=list)  # labeler's label-prior check
     requests: int = 0
@@ -97,7 +111,8 @@ def run_trial(args: argparse.Namespace, seed: int, encoder, work: Path) -> Trial
     s = result.summary
     trial = Trial(seed=seed, requests=s.requests, teacher_s=s.elapsed_s)
     exports = {}
-    for name, (_, opts) in EXPORTS.items():
+    for name in args.exports:
+        opts = EXPORTS[name][1]
         out = work / f"{args.dataset}-{seed}-{name}"
         report = export_job(
             Job(
@@ -114,9 +129,10 @@ def run_trial(args: argparse.Namespace, seed: int, encoder, work: Path) -> Trial
         trial.prior_warnings += [f"{name}: {w}" for w in report.prior_warnings]
         ds = datasets.load_from_disk(str(out))
         exports[name] = ds["train"] if isinstance(ds, datasets.DatasetDict) else ds
-    names = exports["raw"].features["label"].names
+    names = exports[args.exports[0]].features["label"].names
     texts = {r["id"]: r["text"] for r in gold.rows}
-    test_x = embed(encoder, [texts[i] for i in test_ids])
+    test_texts = [texts[i] for i in test_ids]
+    test_x = embed(encoder, test_texts)
     test_gold = [names.index(truth[i]) for i in test_ids]
     train_x = embed(encoder, [texts[i] for i in train_ids])
     for name, ds in exports.items():
@@ -126,22 +142,74 @@ def run_trial(args: argparse.Namespace, seed: int, encoder, work: Path) -> Trial
         )
         kept = [k for k, i in enumerate(train_ids) if i in by_id]
         train = ds.select([ds["id"].index(train_ids[k]) for k in kept])
-        for hard in (True, False):
-            head = train_head(train_x[kept], soft_targets(train, hard=hard), seed=seed)
-            trial.student[f"{name} {'hard' if hard else 'soft'}"] = accuracy(head, test_x, test_gold)
-    train_gold = torch.nn.functional.one_hot(
-        torch.as_tensor([names.index(truth[i]) for i in train_ids]), len(names)
-    ).float()
-    trial.student["gold"] = accuracy(train_head(train_x, train_gold, seed=seed), test_x, test_gold)
+        if args.student in ("frozen", "both"):
+            for hard in (True, False):
+                head = train_head(train_x[kept], soft_targets(train, hard=hard), seed=seed)
+                trial.student[f"{name} {'hard' if hard else 'soft'}"] = accuracy(head, test_x, test_gold)
+        if args.tune:
+            kept_gold = [names.index(truth[train_ids[k]]) for k in kept]
+            trial.student[f"{name} tuned"], trial.tuned[name] = tuned_head(
+                train_x[kept], soft_targets(train), kept_gold, test_x, test_gold, args.val, seed
+            )
+        if args.student in ("finetuned", "both"):
+            cols = train.select_columns(["text", "label", "soft_label"])
+            for hard in (True, False):
+                pred = finetune(cols, test_texts, seed=seed, alpha=0.0 if hard else 1.0)
+                trial.finetuned[f"{name} {'hard' if hard else 'soft'}"] = hit_rate(pred, test_gold)
+    gold_labels = [names.index(truth[i]) for i in train_ids]
+    if args.student in ("frozen", "both") or args.tune:
+        train_gold = torch.nn.functional.one_hot(torch.as_tensor(gold_labels), len(names)).float()
+        trial.student["gold"] = accuracy(train_head(train_x, train_gold, seed=seed), test_x, test_gold)
+    if args.student in ("finetuned", "both"):
+        gold_rows = datasets.Dataset.from_dict(
+            {"text": [texts[i] for i in train_ids], "label": gold_labels},
+            features=datasets.Features(
+                {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)}
+            ),
+        )
+        trial.finetuned["gold"] = hit_rate(finetune(gold_rows, test_texts, seed=seed), test_gold)
     return trial
 
 
-def table(args: argparse.Namespace, trials: Sequence[Trial]) -> str:
-    def mean(values: Sequence[float]) -> float:
-        return float(np.mean(values))
+def hit_rate(predicted: Sequence[int], gold: Sequence[int]) -> float:
+    return float(np.mean([p == g for p, g in zip(predicted, gold, strict=True)]))
 
-    teacher = {k: mean([t.teacher[k] for t in trials]) for k in EXPORTS}
-    gold_student = mean([t.student["gold"] for t in trials])
+
+def tuned_head(
+    x: torch.Tensor,
+    targets: torch.Tensor,
+    gold: Sequence[int],
+    test_x: torch.Tensor,
+    test_gold: Sequence[int],
+    val: float,
+    seed: int,
+) -> tuple[float, str]:
+    """(test accuracy, the choice) of the frozen student whose temperature and mixing
+    weight won on a validation split of the train rows; the final head sees them all."""
+    order = torch.randperm(len(gold), generator=torch.Generator().manual_seed(seed)).tolist()
+    cut = len(order) - max(1, round(val * len(order)))
+    fit, held = order[:cut], order[cut:]
+    held_gold = [gold[i] for i in held]
+    scores = []
+    for temperature, alpha in GRID:
+        head = train_head(x[fit], targets[fit], seed=seed, temperature=temperature, alpha=alpha)
+        scores.append(accuracy(head, x[held], held_gold))
+    best = int(np.argmax(scores))  # first of equals: hard labels unless soft does better
+    temperature, alpha = GRID[best]
+    head = train_head(x, targets, seed=seed, temperature=temperature, alpha=alpha)
+    note = (
+        f"T={temperature:g}, alpha={alpha:g} (validation {scores[best]:.1%} on {len(held)} rows; "
+        f"hard {scores[0]:.1%}; grid " + ", ".join(f"{s:.0%}" for s in scores) + ")"
+    )
+    return accuracy(head, test_x, test_gold), note
+
+
+def mean(values: Sequence[float]) -> float:
+    return float(np.mean(values))
+
+
+def table(args: argparse.Namespace, trials: Sequence[Trial]) -> str:
+    teacher = {k: mean([t.teacher[k] for t in trials]) for k in args.exports}
     lines = [
         f"{args.dataset}: teacher {args.teacher}, {args.train} labeled rows "
         f"({args.gold} with gold), {args.test} test rows, {len(trials)} seed(s)",
@@ -150,25 +218,43 @@ def table(args: argparse.Namespace, trials: Sequence[Trial]) -> str:
         *[
             f"calibration of {EXPORTS[k][0]} (seed {t.seed}): {t.calibration[k]}"
             for t in trials
-            for k in EXPORTS
+            for k in args.exports
         ],
-        f"labels' cost (seed {args.seed}, this run; 0 when the store had them): "
-        f"{trials[0].requests} requests, {trials[0].teacher_s:.0f} s",
+        "labels' cost, this run (0 when the store had them): "
+        + ", ".join(f"seed {t.seed} {t.requests} requests, {t.teacher_s:.0f} s" for t in trials),
         *[f"label prior (seed {args.seed}) {w}" for w in trials[0].prior_warnings],
-        "",
+        *[
+            f"tuned on validation, {EXPORTS[k][0]} (seed {t.seed}): {c}"
+            for t in trials
+            for k, c in t.tuned.items()
+        ],
+    ]
+    for kind, title in STUDENTS.items():
+        if trials[0].student if kind == "frozen" else trials[0].finetuned:
+            lines += ["", f"student: {title}", *rows(trials, kind, teacher)]
+    return "\n".join(lines)
+
+
+def rows(trials: Sequence[Trial], kind: str, teacher: dict[str, float]) -> list[str]:
+    """One student's table: each target's mean accuracy (each seed's), retention, gap."""
+    scores = [t.student if kind == "frozen" else t.finetuned for t in trials]
+    gold_student = mean([s["gold"] for s in scores])
+    lines = [
         "| student trained on | student accuracy: mean (each seed) | retention (÷ its teacher) "
         "| gap to gold |",
         "|---|---|---|---|",
     ]
-    for target in TARGETS:
-        accs = [t.student[target] for t in trials]
+    for target in (*TARGETS, *TUNED):
+        if target not in scores[0]:
+            continue
+        accs = [s[target] for s in scores]
         acc = mean(accs)
         source, _, form = target.partition(" ")
         keep = f"{acc / teacher[source]:.0%}" if source in teacher else "—"
         label = f"{EXPORTS[source][0]}, {form} labels" if source in EXPORTS else "gold labels"
         each = " / ".join(f"{a:.1%}" for a in accs)
         lines.append(f"| {label} | {acc:.1%} ({each}) | {keep} | {acc - gold_student:+.1%} |")
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -187,7 +273,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=str(default_home() / "bench" / "quality.sqlite"),
         help="persistent store: reruns send no request",
     )
+    p.add_argument(
+        "--student",
+        choices=("frozen", "finetuned", "both"),
+        default="frozen",
+        help="frozen encoder + linear head, the encoder fine-tuned end to end, or both",
+    )
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="choose temperature and soft/hard weight on a validation split (frozen student)",
+    )
+    p.add_argument(
+        "--exports",
+        default=",".join(EXPORTS),
+        help="comma list of the exports to train on: " + ", ".join(EXPORTS),
+    )
+    p.add_argument("--val", type=float, default=0.25, help="share of train rows --tune validates on")
     args = p.parse_args(argv)
+    args.exports = [e.strip() for e in args.exports.split(",") if e.strip()]
+    unknown = [e for e in args.exports if e not in EXPORTS]
+    if unknown or not args.exports:
+        sys.exit(f"--exports: unknown {', '.join(unknown) or 'empty list'} (known: {', '.join(EXPORTS)})")
+    if not 0 < args.val < 1:
+        sys.exit("--val must be between 0 and 1")
     if not 0 < args.gold <= args.train:
         sys.exit("--gold must be between 1 and --train")
     Path(args.store).parent.mkdir(parents=True, exist_ok=True)
