@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from arithmetic_tasks import solve_template
 from click.testing import CliRunner
 
 from labeler import Job, run_job
@@ -20,19 +21,7 @@ from labeler.testing import ArithmeticJudge, ArithmeticResponder, ServerConfig, 
 from labeler.verify.judge import judge_data
 from labeler.verify.judge_estimate import estimate_judge, judge_specs
 
-TEMPLATE = """\
-name: solve
-version: "1"
-mode: chat
-system: 'Solve the problem. End with a line "Answer: N".'
-user: "{{ question }}"
-fields: [question]
-output:
-  kind: text
-params:
-  temperature: 1.0
-  max_tokens: 40
-"""
+TEMPLATE = solve_template(max_tokens=40)
 SAMPLES = 3
 
 

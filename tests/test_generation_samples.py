@@ -9,23 +9,12 @@ import json
 from pathlib import Path
 
 import datasets
+from arithmetic_tasks import solve_template
 
 from labeler.job import Job, run_job
 from labeler.testing import ArithmeticResponder, ServerConfig, TeacherServer
 
-TEMPLATE = """\
-name: solve
-version: "1"
-mode: chat
-system: 'Solve the problem. End with a line "Answer: N".'
-user: "{{ question }}"
-fields: [question]
-output:
-  kind: text
-params:
-  temperature: 1.0
-  max_tokens: 64
-"""
+TEMPLATE = solve_template()
 ROWS, SAMPLES = 6, 4
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+from arithmetic_tasks import solve_template
 
 from labeler import Job, run_job
 from labeler.exports import ExportOptions
@@ -32,19 +33,7 @@ from labeler.testing.browser import Browser, browser_missing
 
 from conftest import REPO, review_api
 
-TEMPLATE = """\
-name: solve
-version: "1"
-mode: chat
-system: 'Solve the problem. End with a line "Answer: N".'
-user: "{{ question }}"
-fields: [question]
-output:
-  kind: text
-params:
-  temperature: 1.0
-  max_tokens: 64
-"""
+TEMPLATE = solve_template()
 ROWS, SAMPLES = 8, 4
 VERIFY = "regex:Answer: (-?\\d+),numeric:answer"
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+from arithmetic_tasks import solve_template
 
 from labeler import Job, run_job
 from labeler.exports import ExportOptions
@@ -26,20 +27,7 @@ from labeler.filters import FilterSpec
 from labeler.testing import ArithmeticResponder, ServerConfig, TeacherServer
 from labeler.verify import pass_at_k
 
-TEMPLATE = """\
-name: arith
-version: "1"
-mode: chat
-system: 'Solve the problem. End with a line "Answer: N".'
-user: "{{ question }}"
-fields: [question]
-output:
-  kind: text
-params:
-  temperature: 1.0
-  max_tokens: 64
-soft_targets: true
-"""
+TEMPLATE = solve_template("arith", soft_targets=True)
 ROWS = 12
 SAMPLES = 4
 ANTHROPIC = "anthropic:claude-haiku-4-5"

@@ -17,25 +17,13 @@ from pathlib import Path
 
 import datasets
 import pytest
+from arithmetic_tasks import solve_template
 
 from labeler import Job, run_job
 from labeler.job import export_job
 from labeler.testing import ArithmeticJudge, ArithmeticResponder, ServerConfig, TeacherServer
 
-TEMPLATE = """\
-name: arith
-version: "1"
-mode: chat
-system: 'Solve the problem. End with a line "Answer: N".'
-user: "{{ question }}"
-fields: [question]
-output:
-  kind: text
-params:
-  temperature: 1.0
-  max_tokens: 64
-soft_targets: true
-"""
+TEMPLATE = solve_template("arith", soft_targets=True)
 ROWS = 16
 SAMPLES = 2
 CHEAP = ArithmeticResponder(p_correct=0.3)
