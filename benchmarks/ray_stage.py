@@ -27,16 +27,18 @@ announced limit: a server that answers in `--limited-latency` (200 ms) and annou
 `--limited-rpm` in `x-ratelimit-*` headers over a 60 s window, as OpenAI does, with no
 limit given to labeler, so every actor learns it from the headers and the fleet must keep
 to it as one. `--limited-rows` rows (more than a minute's worth, so that overshooting the
-limit would meet 429s) through one process and through `labeler.ray.label` with 1, 2 and
-4 actors: the share of the limit reached (answers per second from the first answer to
-the last) and the 429s the server sent. `--limited-rows 0` skips it, `--fleet-rows 0`
-runs it alone.
+limit would meet 429s) through one process and through 1, 2 and 4 actors, each count
+twice side by side as above (each actor opening the file, then the store actor): the
+share of the limit reached (answers per second from the first answer to the last), the
+after/before ratio, the requests and 429s the server saw, and the pauses between
+requests. `--limited-rows 0` skips it, `--fleet-rows 0` runs it alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -234,24 +236,29 @@ def fleet_table(server: Server, work: Path, n: int, concurrency: int) -> None:
 
 
 def limited_table(server: Server, work: Path, n: int, rpm: int, latency: float, concurrency: int) -> None:
-    """One process, then `labeler.ray.label` with 1, 2 and 4 actors, against a server that
-    answers in `latency` and announces `rpm` (60 s window); default flags, no --rpm."""
+    """One process, then 1, 2 and 4 actors each twice side by side, with each actor opening
+    the store file (before the store actor) and through the fleet's store actor (after),
+    against a server that answers in `latency` and announces `rpm` (60 s window); default
+    flags, no --rpm, so every run learns the limit from the headers."""
     server.configure(latency_s=latency, rpm=rpm, rate_window_s=60.0)
     server.reset()
-    runs: list[tuple[str, dict[str, Any]]] = []
-    for workers in (0, 1, 2, 4):
-        tag = f"l{workers}"
+    runs: list[tuple[str, int, bool, dict[str, Any]]] = []
+    for workers, shared in ((0, False), (1, False), (1, True), (2, False), (2, True), (4, False), (4, True)):
+        tag = f"l{workers}{'s' if shared else 'f'}"
         rows = work / f"{tag}.jsonl"
         write_rows(rows, n, tag)
         if workers:
-            seconds = via_ray(server, rows, work / f"{tag}.sqlite", concurrency, workers)
-            name = f"Ray, {workers} actor{'s' if workers > 1 else ''}"
+            seconds, _ = fleet_stage(server, rows, work / f"{tag}.sqlite", concurrency, workers, shared)
+            name = (
+                f"{workers} actor{'s' if workers > 1 else ''}, "
+                f"{'fleet store actor' if shared else 'each opens the file'}"
+            )
         else:
             seconds = single_process(server, rows, work / f"{tag}.sqlite", concurrency)
             name = "one process"
         m = measured(server, seconds)
         assert m["answers"] == n, m
-        runs.append((name, m))
+        runs.append((name, workers, shared, m))
         print(f"  {name}: {m}", file=sys.stderr, flush=True)
         server.reset()
     server.configure(latency_s=0.0, rpm=None)
@@ -259,19 +266,30 @@ def limited_table(server: Server, work: Path, n: int, rpm: int, latency: float, 
     print(
         f"\nAn announced limit: {n} rows, a server that answers in {latency * 1000:g} ms and "
         f"announces {rpm:,} requests a minute ({limit_per_s:g}/s) in x-ratelimit-* headers; "
-        f"default flags, concurrency ceiling {concurrency} per process/actor\n"
+        f"default flags, concurrency ceiling {concurrency} per process/actor, batches of 256\n"
     )
-    print("| run | answers | wall s | answers/s | of the limit | requests | 429s |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for name, m in runs:
+    print(
+        "| run | answers | wall s | answers/s | of the limit | after/before, same actors "
+        "| requests | 429s | longest pause s | pauses ≥ 1 s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    before: dict[int, float] = {}
+    for name, workers, shared, m in runs:
+        ratio = "—"
+        if workers and not shared:
+            before[workers] = m["rate"]
+        elif workers:
+            ratio = f"{m['rate'] / before[workers]:.2f}x"
         print(
             f"| {name} | {m['answers']} | {m['seconds']:.1f} | {m['rate']:.1f} | "
-            f"{m['rate'] / limit_per_s:.1%} | {m['requests']} | "
-            f"{m['429']} ({m['429'] / max(m['requests'], 1):.1%}) |"
+            f"{m['rate'] / limit_per_s:.1%} | {ratio} | {m['requests']} | "
+            f"{m['429']} ({m['429'] / max(m['requests'], 1):.1%}) | {m['longest_pause']:.1f} | "
+            f"{m['pauses']} ({m['paused']:.1f} s) |"
         )
     print(
         "\nanswers/s: from the first answer to the last at the server; wall s: the whole "
-        "run (for Ray, the actors' start included)"
+        "run (for Ray, the actors' start included); pauses: gaps of 1 s or more between one "
+        "answered request's arrival at the server and the next (count, total seconds)"
     )
 
 
@@ -280,7 +298,18 @@ def measured(server: Server, seconds: float) -> dict[str, Any]:
     ok = sorted(r["received"] for r in log if r["status"] == 200)
     limited = sum(1 for r in log if r["status"] == 429)
     rate = (len(ok) - 1) / (ok[-1] - ok[0]) if len(ok) > 1 else 0.0
-    return {"answers": len(ok), "seconds": seconds, "rate": rate, "429": limited, "requests": len(log)}
+    gaps = [b - a for a, b in itertools.pairwise(ok)]
+    long_gaps = [g for g in gaps if g >= 1.0]
+    return {
+        "answers": len(ok),
+        "seconds": seconds,
+        "rate": rate,
+        "429": limited,
+        "requests": len(log),
+        "longest_pause": max(gaps, default=0.0),
+        "pauses": len(long_gaps),
+        "paused": sum(long_gaps),
+    }
 
 
 def main() -> int:
