@@ -44,6 +44,7 @@ from labeler.plan import CACHED, CHUNK, FAILED, REJECTED, SEND, Item, Planner, r
 from labeler.progress import Progress
 from labeler.redact import redact
 from labeler.request import Request
+from labeler.retry import RetryLoops
 from labeler.settings import LabelSettings
 from labeler.store import Store
 from labeler.store_access import ClaimsAccess, StoreAccess
@@ -326,6 +327,8 @@ class _RunState:
         self.slots = asyncio.Semaphore(max(2 * lb.limiter.concurrency, 8))
         self.workers: set[asyncio.Task[None]] = set()
         self.writer = _BatchWriter(lb.store)
+        # A stop cuts retry waits short, so a stopped run never sleeps out a long backoff.
+        self.retry_loops = RetryLoops(lb.retry, sleep=self._retry_sleep)
         self.fatal: BaseException | None = None
         self.reserved_usd = 0.0
         self.successes = 0
@@ -670,8 +673,7 @@ class _RunState:
         calls, answers = request_shape(lb.teacher, request)  # a sampling teacher pays n calls
         prompt_tokens = _estimate_tokens(request) * calls
         attempts = 0
-        # A stop cuts retry waits short, so a stopped run never sleeps out a long backoff.
-        retrying = lb.retry.retrying().copy(sleep=self._retry_sleep)
+        retrying = self.retry_loops.new()
         try:
             async for attempt in retrying:
                 with attempt:
@@ -726,6 +728,8 @@ class _RunState:
         except TeacherError as exc:
             exc.attempts = attempts  # type: ignore[attr-defined]
             raise
+        finally:
+            RetryLoops.done(retrying)
         raise AssertionError("unreachable: the retry loop returns or raises")
 
     async def _as_sent(self, sending: _Sending) -> Completion | None:
