@@ -21,6 +21,7 @@ from labeler.inputs import Reject, Row
 from labeler.label_scoring import attach_scores, scored_space
 from labeler.plan import Planner
 from labeler.request import Request, RequestKeys
+from labeler.retry import RetryLoops
 from labeler.settings import LabelSettings
 from labeler.store import Store
 from labeler.summary import RunSummary
@@ -81,14 +82,17 @@ async def _ask(
 ) -> bool:
     """One scoring request, with the run's retries and timeout; its answer stored."""
     async with gate:
+        retrying = settings.retry.retrying()
         try:
-            async for attempt in settings.retry.retrying():
+            async for attempt in retrying:
                 with attempt:
                     summary.scoring_requests += 1
                     completion = await _complete(teacher, request, settings.request_timeout_s)
         except TeacherError:
             summary.scoring_failed += 1
             return False
+        finally:
+            RetryLoops.done(retrying)  # freed now, not by the collector (labeler/retry.py)
     cost = settings.price_table.cost(teacher.model, completion.usage)
     await asyncio.to_thread(store.put, key, completion, cost)
     summary.cost_usd += cost or 0.0
