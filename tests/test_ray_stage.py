@@ -8,6 +8,7 @@ two-node cluster (test_ray_cluster.py), with exact accounting from the server's 
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
 import subprocess
@@ -52,6 +53,20 @@ def ray_runtime() -> Iterator[None]:
     ctx.print_on_execution_start = False
     yield
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def cpus_free() -> None:
+    """Each test starts with the runtime's CPUs free. A Ray Data stage that failed keeps
+    its actors while anything refers to its run (the error's traceback does, and the log
+    capture holds that until the test's teardown ends, after which only the collector
+    frees the cycle); an actor left holding its CPU share starved the next test's read
+    tasks, which then waited for a CPU that never came instead of failing."""
+    gc.collect()
+    total = ray.cluster_resources().get("CPU", 0)
+    assert wait_for(lambda: ray.available_resources().get("CPU", 0) >= total, 30), (
+        f"an earlier test left actors holding {total - ray.available_resources().get('CPU', 0):g} CPU"
+    )
 
 
 def test_the_stage_yields_the_records_columns_and_a_rerun_sends_nothing(tmp_path: Path) -> None:
