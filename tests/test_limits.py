@@ -87,9 +87,8 @@ def test_rpm_from_flag_reaches_the_limit_without_429s() -> None:
     achieved = rate(ok) / (limit / WINDOW)
     print(f"rpm: {achieved:.1%} of the limit, {limited} x 429 in {len(log)} requests")
     # The 95% target is measured by `python -m benchmarks --only rate` over a long run;
-    # a few seconds on a shared machine only show the limiter is not grossly off (quiet:
-    # 98%; 87% seen with a local model serving beside the suite).
-    assert achieved >= 0.80, f"{achieved:.1%} of the limit"
+    # a few seconds on a shared machine only show the limiter is not grossly off.
+    assert achieved >= 0.90, f"{achieved:.1%} of the limit"
     assert limited / len(log) < 0.01, f"{limited} x 429 in {len(log)}"
 
 
@@ -108,7 +107,7 @@ def test_tpm_from_flag_reaches_the_limit_without_429s() -> None:
     achieved = rate(ok) * charge / (limit / window)
     limited = sum(1 for r in log if r.status == 429)
     print(f"tpm: {achieved:.1%} of the limit, {limited} x 429; token scale {lb.limiter.token_scale:.3f}")
-    assert achieved >= 0.80, f"{achieved:.1%} of the limit"
+    assert achieved >= 0.88, f"{achieved:.1%} of the limit"
     assert limited / len(log) < 0.01, f"{limited} x 429 in {len(log)}"
     assert lb.limiter.token_scale < 0.95  # the server counts fewer tokens than ~4 chars each
 
