@@ -353,9 +353,24 @@ def stats(store: str | None, as_json: bool, quiet: bool) -> None:
         click.echo(f"  {reason:<15}{n}")
     click.echo(f"prompt tokens    {data['prompt_tokens']} ({data['cached_tokens']} cached)")
     click.echo(f"output tokens    {data['completion_tokens']}")
-    click.echo(f"cost             ${data['cost_usd']:.4f}")
+    click.echo(f"cost             {_stored_cost(data)}")
     for r in data["refused_params"]:
         click.echo(f"refused          {r['teacher']}: {r['param']} ({r['message']})")
+
+
+def _stored_cost(data: dict[str, Any]) -> str:
+    """A store's cost in words: "unknown" (never $0) when answers had no price, with what
+    the priced ones cost where there are some."""
+    unpriced = data["unpriced_responses"]
+    if not unpriced:
+        return f"${data['cost_usd']:.4f}"
+    priced = data["responses"] - unpriced
+    if not priced:
+        return f"unknown ({unpriced} answers without a price)"
+    return (
+        f"unknown: ${data['priced_cost_usd']:.4f} for {priced} priced answers, "
+        f"{unpriced} answers without a price"
+    )
 
 
 @main.command(
