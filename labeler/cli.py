@@ -24,7 +24,7 @@ import click
 
 from labeler import aio, options
 from labeler.bounds import BOUNDS
-from labeler.cli_options import Group, declared_options, grouped
+from labeler.cli_options import Group, declared_options, grouped, output_flags
 from labeler.errors import CONTEXT_TOO_LONG, ConfigError, LabelerError
 from labeler.exports.options import ExportOptions
 from labeler.filters import FilterSpec
@@ -324,8 +324,11 @@ def export(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
     ]
 )
 @click.option("--store", type=click.Path(dir_okay=False), help="Store to describe.")
-@click.option("--json", "as_json", is_flag=True)
-def stats(store: str | None, as_json: bool) -> None:
+@output_flags(
+    json_help="Print the counts as one JSON object.",
+    quiet_help="Print nothing: exit 0 if the store can be read, else 1 with the error (for scripts).",
+)
+def stats(store: str | None, as_json: bool, quiet: bool) -> None:
     """Counts by outcome and by error reason, tokens and cost in a store."""
     from labeler.job import default_store
     from labeler.store import Store
@@ -338,6 +341,8 @@ def stats(store: str | None, as_json: bool) -> None:
             data["refused_params"] = refusals_of(st)
     except LabelerError as exc:
         _fail(exc)
+    if quiet:
+        return
     if as_json:
         click.echo(json.dumps(data))
         return
@@ -348,9 +353,24 @@ def stats(store: str | None, as_json: bool) -> None:
         click.echo(f"  {reason:<15}{n}")
     click.echo(f"prompt tokens    {data['prompt_tokens']} ({data['cached_tokens']} cached)")
     click.echo(f"output tokens    {data['completion_tokens']}")
-    click.echo(f"cost             ${data['cost_usd']:.4f}")
+    click.echo(f"cost             {_stored_cost(data)}")
     for r in data["refused_params"]:
         click.echo(f"refused          {r['teacher']}: {r['param']} ({r['message']})")
+
+
+def _stored_cost(data: dict[str, Any]) -> str:
+    """A store's cost in words: "unknown" (never $0) when answers had no price, with what
+    the priced ones cost where there are some."""
+    unpriced = data["unpriced_responses"]
+    if not unpriced:
+        return f"${data['cost_usd']:.4f}"
+    priced = data["responses"] - unpriced
+    if not priced:
+        return f"unknown ({unpriced} answers without a price)"
+    return (
+        f"unknown: ${data['priced_cost_usd']:.4f} for {priced} priced answers, "
+        f"{unpriced} answers without a price"
+    )
 
 
 @main.command(
@@ -364,7 +384,11 @@ def stats(store: str | None, as_json: bool) -> None:
 @click.option(
     "--teacher", "-t", metavar="PROVIDER:MODEL", help="Only this teacher's (default: every teacher's)."
 )
-def forget_refusals(store: str | None, teacher: str | None) -> None:
+@output_flags(
+    json_help="Print what was forgotten as one JSON object on stdout (store, teacher, forgotten).",
+    quiet_help="Print nothing but errors.",
+)
+def forget_refusals(store: str | None, teacher: str | None, as_json: bool, quiet: bool) -> None:
     """Forget which request parameters teachers refused (logprobs, temperature,
     max_tokens), so that the next run sends them again and learns anew."""
     from labeler.job import default_store
@@ -380,6 +404,11 @@ def forget_refusals(store: str | None, teacher: str | None) -> None:
     except LabelerError as exc:
         _fail(exc)
     refused = [(t, p) for t, p, verdict in dropped if verdict == REFUSED]
+    if as_json:
+        forgotten = [{"teacher": who, "param": param} for who, param in refused]
+        click.echo(json.dumps({"store": str(path), "teacher": teacher, "forgotten": forgotten}))
+    if as_json or quiet:
+        return
     click.echo(
         f"labeler: forgot {len(refused)} refused parameter(s)"
         + (f" of {teacher}" if teacher else "")
@@ -399,8 +428,9 @@ def forget_refusals(store: str | None, teacher: str | None) -> None:
 )
 @click.argument("dest", type=click.Path(dir_okay=False))
 @click.argument("sources", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--quiet", "-q", is_flag=True, help="Nothing on stderr but errors.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON line: what came from each source.")
+@output_flags(
+    json_help="One JSON line: what came from each source.", quiet_help="Nothing on stderr but errors."
+)
 def merge_stores(dest: str, sources: tuple[str, ...], quiet: bool, as_json: bool) -> None:
     """Merge store SOURCES into DEST by key (the per-machine stores of a job run on
     several machines); a newer answer wins, nothing is sent."""
@@ -471,8 +501,7 @@ def merge_stores(dest: str, sources: tuple[str, ...], quiet: bool, as_json: bool
     type=click.Path(dir_okay=False),
     help="Write the reliability diagram and coverage curve to this PNG.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--quiet", "-q", is_flag=True, help="No hints on stderr.")
+@output_flags(json_help="Print the report as JSON.", quiet_help="No hints on stderr.")
 @click.option(
     "--calibrate",
     multiple=True,
@@ -596,6 +625,11 @@ def eval_(
 @click.option("--reviewer", help="Name recorded with each decision (default: the login name).")
 @click.option("--no-browser", is_flag=True, help="Print the URL only; do not open a browser.")
 @options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS + options.VERIFY_KEYS)
+@output_flags(
+    json_help="Once serving, print one JSON line on stdout in place of the URL: url, token, "
+    "host, port, store and the row counts (rows, reviewed, queued, disagree, missing).",
+    quiet_help="No banner on stderr: only the URL (or --json's line) on stdout, then warnings and errors.",
+)
 def review(
     task: str,
     input_path: str,
@@ -606,39 +640,16 @@ def review(
     no_browser: bool,
     **kw: Any,
 ) -> None:
-    """Review stored labels in a local web page, most uncertain first (no request is sent)."""
+    """Review stored labels in a local web page, most uncertain first (no request is sent).
+
+    Serves until Ctrl-C. The URL carries the page's token; it is printed on stdout once the
+    page is up (with --json, as one JSON line), the counts on stderr (not with -q).
+    """
     from labeler.review import review_job
 
     job = _job(task, input_path, kw)
-
-    def ready(url: str, index: Any) -> None:
-        click.echo(
-            f"labeler: reviewing {len(index.items)} rows ({index.reviewed} reviewed) of "
-            f"{job.store_path()}; Ctrl-C stops",
-            err=True,
-        )
-        if index.queued:
-            click.echo(f"labeler:   {index.queued} rows queued by the cascade come first", err=True)
-        if index.disagree:
-            click.echo(
-                f"labeler:   {index.disagree} rows the teachers disagree on come "
-                f"{'next' if index.queued else 'first'}",
-                err=True,
-            )
-        if index.missing:
-            click.echo(f"labeler:   {index.missing} rows have no stored answer yet", err=True)
-        if index.missing and not index.items:
-            _warn(
-                "nothing to review: give the task, --teacher and --base-url the run used "
-                "(they are part of each answer's key)"
-            )
-        click.echo(url)
-        if not no_browser:
-            import webbrowser
-
-            webbrowser.open(url)
-
-    click.echo("labeler: reading the stored answers…", err=True)
+    if not kw["quiet"]:
+        click.echo("labeler: reading the stored answers…", err=True)
     try:
         aio.run(
             review_job(
@@ -647,7 +658,7 @@ def review(
                 port=port,
                 allow_remote=allow_remote,
                 reviewer=reviewer,
-                on_ready=ready,
+                on_ready=_review_ready(job, browser=not no_browser, as_json=kw["as_json"], quiet=kw["quiet"]),
                 on_warning=_warn,
                 handle_signals=True,
             )
@@ -658,6 +669,53 @@ def review(
         _fail(LabelerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"))
     except KeyboardInterrupt:
         pass
+
+
+def _review_ready(job: Any, *, browser: bool, as_json: bool, quiet: bool) -> Any:
+    """What `review` does once serving: the banner (stderr), the URL or its JSON line
+    (stdout, the one thing a script waits for), then the browser."""
+    from urllib.parse import parse_qs, urlsplit
+
+    def ready(url: str, index: Any) -> None:
+        if not quiet:
+            _review_banner(job, index)
+        if index.missing and not index.items:
+            _warn(
+                "nothing to review: give the task, --teacher and --base-url the run used "
+                "(they are part of each answer's key)"
+            )
+        if as_json:
+            parts = urlsplit(url)
+            counts = {"rows": len(index.items), "reviewed": index.reviewed, "queued": index.queued}
+            counts |= {"disagree": index.disagree, "missing": index.missing}
+            line = {"url": url, "token": parse_qs(parts.query)["token"][0], "host": parts.hostname}
+            click.echo(json.dumps({**line, "port": parts.port, "store": str(job.store_path()), **counts}))
+        else:
+            click.echo(url)
+        if browser:
+            import webbrowser
+
+            webbrowser.open(url)
+
+    return ready
+
+
+def _review_banner(job: Any, index: Any) -> None:
+    click.echo(
+        f"labeler: reviewing {len(index.items)} rows ({index.reviewed} reviewed) of "
+        f"{job.store_path()}; Ctrl-C stops",
+        err=True,
+    )
+    if index.queued:
+        click.echo(f"labeler:   {index.queued} rows queued by the cascade come first", err=True)
+    if index.disagree:
+        click.echo(
+            f"labeler:   {index.disagree} rows the teachers disagree on come "
+            f"{'next' if index.queued else 'first'}",
+            err=True,
+        )
+    if index.missing:
+        click.echo(f"labeler:   {index.missing} rows have no stored answer yet", err=True)
 
 
 def _two_teachers(f: Any) -> Any:
@@ -673,8 +731,7 @@ def _two_teachers(f: Any) -> Any:
 @click.argument("task")
 @click.argument("input_path", metavar="INPUT")
 @_two_teachers
-@click.option("--quiet", "-q", is_flag=True, help="No hints on stderr.")
-@click.option("--json", "as_json", is_flag=True, help="Print the comparison as one JSON line.")
+@output_flags(json_help="Print the comparison as one JSON line.", quiet_help="No hints on stderr.")
 @options.click_options(_bounded, only=options.REQUEST_KEYS)
 def compare(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
     """Agreement, Cohen's kappa and label confusion of two teachers on INPUT, from the
@@ -711,12 +768,18 @@ def compare(task: str, input_path: str, as_json: bool, **kw: Any) -> None:
         "labeler templates --json",
     ]
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per template.")
-def templates(as_json: bool) -> None:
+@output_flags(
+    json_help="One JSON object per template, one a line.",
+    quiet_help="Only the names, one a line.",
+)
+def templates(as_json: bool, quiet: bool) -> None:
     """List the shipped prompt templates."""
     from labeler.task import PROMPTS_DIR, load_task
 
     for path in sorted(PROMPTS_DIR.glob("*.yaml")):
+        if quiet and not as_json:
+            click.echo(path.stem)
+            continue
         t = load_task(path)
         if as_json:
             click.echo(
@@ -755,8 +818,7 @@ def templates(as_json: bool) -> None:
     help="Price table JSON (default: the shipped one).",
 )
 @click.option("--price", "price_overrides", multiple=True, help="MODEL=IN,OUT[,CACHED] in USD per 1M tokens.")
-@click.option("--json", "as_json", is_flag=True, help="Print the estimate as one JSON line.")
-@click.option("--quiet", "-q", is_flag=True, help="No notes on stderr.")
+@output_flags(json_help="Print the estimate as one JSON line.", quiet_help="No notes on stderr.")
 @options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS + ("verify",))
 @click.option(
     "--escalation-rate",
@@ -841,9 +903,12 @@ def estimate(task: str, input_path: str, as_json: bool, escalation_rate: str | N
     help="Store whose batches to list. Default: $LABELER_HOME/store.sqlite.",
 )
 @click.option("--live", "live_only", is_flag=True, help="Only batches still running.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per batch.")
+@output_flags(
+    json_help="One JSON object per batch, one a line.",
+    quiet_help="Only the batch ids, one a line (nothing when there is none).",
+)
 @click.pass_context
-def batches(ctx: click.Context, store: str | None, live_only: bool, as_json: bool) -> None:
+def batches(ctx: click.Context, store: str | None, live_only: bool, as_json: bool, quiet: bool) -> None:
     """Batches submitted by `run --batch`: provider, id, state, counts, age, cost.
 
     States are as last seen by a run (no request is sent); `labeler run ... --batch
@@ -862,9 +927,9 @@ def batches(ctx: click.Context, store: str | None, live_only: bool, as_json: boo
         rows = list_batches(Path(store) if store else default_store(), live_only=live_only)
     except LabelerError as exc:
         _fail(exc)
-    if as_json:
+    if as_json or quiet:
         for row in rows:
-            click.echo(json.dumps(row))
+            click.echo(json.dumps(row) if as_json else row["id"])
         return
     if not rows:
         click.echo("labeler: no batches in this store", err=True)
@@ -898,8 +963,14 @@ def batches(ctx: click.Context, store: str | None, live_only: bool, as_json: boo
     type=click.Path(dir_okay=False),
     help="Read the API key from this file (mode 0600). Default: the provider's environment variable.",
 )
+@output_flags(
+    json_help="Print the batch's id and state at the provider as one JSON object.",
+    quiet_help="Print nothing but errors.",
+)
 @click.pass_context
-def batches_cancel(ctx: click.Context, batch_id: str, store: str | None, api_key_file: str | None) -> None:
+def batches_cancel(
+    ctx: click.Context, batch_id: str, store: str | None, api_key_file: str | None, as_json: bool, quiet: bool
+) -> None:
     """Cancel BATCH_ID at the provider. What it answered is kept; the next run collects it
     and sends the rest again."""
     from labeler.batch import cancel_batch
@@ -912,6 +983,10 @@ def batches_cancel(ctx: click.Context, batch_id: str, store: str | None, api_key
         )
     except LabelerError as exc:
         _fail(exc)
+    if as_json:
+        click.echo(json.dumps({"id": remote.id, "status": remote.status}))
+    if as_json or quiet:
+        return
     click.echo(
         f"labeler: batch {remote.id} is {remote.status}; rerun the job to collect "
         "its answers and resubmit the rest",
@@ -961,14 +1036,17 @@ def _print_batch_summary(s: Any) -> None:
     metavar="DAYS",
     help="Relabel items whose stored answer is older than DAYS (overrides the config's max_age_days).",
 )
-@click.option(
-    "--quiet", "-q", is_flag=True, help="Only the JSON line on stdout (errors and warnings still on stderr)."
+@output_flags(
+    json_help="Only the JSON line, on stdout: no summary line on stderr. The line is printed "
+    "without --json too (schedules log it); name --json where a script reads it.",
+    quiet_help="Only the JSON line on stdout (errors and warnings still on stderr).",
 )
-def refresh(config: str, max_age_days: float | None, quiet: bool) -> None:
+def refresh(config: str, max_age_days: float | None, as_json: bool, quiet: bool) -> None:
     """Scheduled refresh: label what changed in CONFIG's input, publish a new version.
 
     Writes OUT/versions/<UTC time>/ and swaps the OUT/current symlink to it; prints exactly
-    one JSON line on stdout. Exit: 0 ok, 3 partial, 4 another refresh holds the lock,
+    one JSON line on stdout, with or without --json (the record a schedule logs), and a
+    summary line on stderr unless --json or -q. Exit: 0 ok, 3 partial, 4 another refresh holds the lock,
     1 failed (current untouched), 5 budget, 7 empty (nothing labeled or exported: current
     untouched), 130 interrupted.
     """
@@ -986,7 +1064,7 @@ def refresh(config: str, max_age_days: float | None, quiet: bool) -> None:
         click.echo(f"labeler: {result.error}", err=True)
     elif result.error:
         click.echo(f"labeler: error: {redact(result.error)}", err=True)
-    elif not quiet:
+    elif not (quiet or as_json):
         s = result.summary
         click.echo(
             f"labeler: refresh {result.outcome}: {s.get('rows', 0)} rows, "

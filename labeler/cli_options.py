@@ -81,6 +81,17 @@ def grouped(group: str, *names: str, **kwargs: Any) -> Callable[[Any], Any]:
     return click.option(*names, cls=GroupedOption, group=group, **kwargs)
 
 
+def output_flags(*, json_help: str, quiet_help: str) -> Callable[[Any], Any]:
+    """`--json` (as `as_json`) and `-q/--quiet` in the output section: every command takes
+    both (tests/test_cli_json.py walks them), each saying what they mean for it."""
+
+    def decorate(f: Any) -> Any:
+        f = grouped("output", "--quiet", "-q", is_flag=True, help=quiet_help)(f)
+        return grouped("output", "--json", "as_json", is_flag=True, help=json_help)(f)
+
+    return decorate
+
+
 def declared_options(
     owners: Sequence[type],
     bounded: Callable[[str, type], Any],
@@ -129,4 +140,14 @@ def _click_kwargs(opt: Opt, bounded: Callable[[str, type], Any]) -> dict[str, An
     }
 
 
-__all__ = ["OTHER", "TITLES", "Command", "Group", "GroupedOption", "declared_options", "group_of", "grouped"]
+__all__ = [
+    "OTHER",
+    "TITLES",
+    "Command",
+    "Group",
+    "GroupedOption",
+    "declared_options",
+    "group_of",
+    "grouped",
+    "output_flags",
+]

@@ -2,8 +2,9 @@
 
 A student trained on a small teacher's raw distribution inherits its tilt (a teacher that
 says "Business" to 55% of a balanced set) and its wrong sharpness; fitted on a little gold,
-a calibration undoes most of both. So an export of a label task is calibrated unless the
-user says otherwise (``calibration_mode``):
+a calibration undoes most of both. So an export of a label task is calibrated when gold is
+given (``--gold FIELD``) and raw otherwise, unless the user says otherwise
+(``calibration_mode``):
 
 * a calibration file: applied as given;
 * ``auto`` with a gold field (``--gold FIELD``): fitted on the rows that have a gold value

@@ -597,11 +597,13 @@ class Store:
     # -- reporting ------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        """What `labeler stats` shows: counts by outcome, source and failure reason, tokens,
+        cost (None when some answer had no price) and the last runs."""
         with self._reading():
             db = self._db
-            n, p, c, cached, cost = db.execute(
+            n, p, c, cached, cost, priced = db.execute(
                 "SELECT count(*), coalesce(sum(prompt_tokens),0), coalesce(sum(completion_tokens),0),"
-                " coalesce(sum(cached_tokens),0), coalesce(sum(cost_usd),0) FROM responses"
+                " coalesce(sum(cached_tokens),0), coalesce(sum(cost_usd),0), count(cost_usd) FROM responses"
             ).fetchone()
             by_source = dict(db.execute("SELECT source, count(*) FROM responses GROUP BY source"))
             by_finish = dict(
@@ -627,7 +629,11 @@ class Store:
             "prompt_tokens": p,
             "completion_tokens": c,
             "cached_tokens": cached,
-            "cost_usd": round(cost, 6),
+            # An answer paid for without a known price has no cost (NULL), not a zero: the
+            # total is then unknown (None), and what the priced ones cost is said apart.
+            "cost_usd": round(cost, 6) if priced == n else None,
+            "priced_cost_usd": round(cost, 6),
+            "unpriced_responses": n - priced,
             "recent_runs": [
                 {
                     "id": r[0],

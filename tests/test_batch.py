@@ -244,6 +244,8 @@ def test_no_wait_returns_pending_then_a_later_run_collects_and_exports(
 
     listing = CliRunner().invoke(main, ["batches", "--store", str(tmp_path / "store.sqlite")])
     assert listing.exit_code == 0 and "openai" in listing.stdout and line["batches_live"][0] in listing.stdout
+    ids = CliRunner().invoke(main, ["batches", "--store", str(tmp_path / "store.sqlite"), "--live", "-q"])
+    assert (ids.exit_code, ids.stdout, ids.stderr) == (0, line["batches_live"][0] + "\n", "")
 
     deadline = time.monotonic() + 10
     while httpx.get(server.url + "/_batches").json()["batches"][0]["status"] != "completed":
@@ -324,9 +326,11 @@ def test_cancel_keeps_answers_and_the_rest_is_sent_later(server: TeacherServer, 
     assert s.outcome == "pending"
     (batch_id,) = s.batches_live
     time.sleep(1.0)  # part of it answered
-    out = CliRunner().invoke(main, ["batches", "cancel", batch_id, "--store", str(tmp_path / "store.sqlite")])
+    out = CliRunner().invoke(
+        main, ["batches", "cancel", batch_id, "--store", str(tmp_path / "store.sqlite"), "--json"]
+    )
     assert out.exit_code == 0, out.output
-    assert "cancelling" in out.stderr
+    assert json.loads(out.stdout) == {"id": batch_id, "status": "cancelling"} and out.stderr == ""
     server.config.batch_speed_s = 0.2
     collected = run(make_job(server, tmp_path))
     assert collected.outcome == "partial" and 0 < collected.labeled < ROWS

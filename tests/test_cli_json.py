@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import yaml
 from click.testing import CliRunner, Result
 
@@ -140,3 +141,64 @@ def test_quiet_estimate_eval_and_merge_say_nothing_on_stderr(
     assert merged["sources"][str(tmp_path / "s.sqlite")]["answers"] == 24
     res = cli("merge-stores", str(tmp_path / "m2.sqlite"), str(tmp_path / "s.sqlite"), "-q")
     assert res.exit_code == 0 and res.stderr == ""
+
+
+def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+    """Every command of the CLI, subcommands (`batches cancel`) included."""
+    found: list[tuple[str, click.Command]] = []
+    for name, command in group.commands.items():
+        found.append((prefix + name, command))
+        if isinstance(command, click.Group):
+            found += _commands(command, prefix + name + " ")
+    return found
+
+
+def test_every_command_takes_json_and_quiet() -> None:
+    """The issue's promise: `--json` and `-q` on every command, a new one included."""
+    lacking = []
+    for name, command in _commands(main):
+        flags = {opt for p in command.params if isinstance(p, click.Option) for opt in p.opts}
+        lacking += [f"{name} {flag}" for flag in ("--json", "-q", "--quiet") if flag not in flags]
+    assert len(_commands(main)) >= 13
+    assert lacking == []
+
+
+def test_quiet_stats_and_templates(teacher_server: TeacherServer, tmp_path: Path) -> None:
+    """`stats -q` is a check (nothing printed, the exit says whether the store reads);
+    `templates -q` lists the names alone."""
+    assert cli("run", "sentiment", DATA, *teacher(teacher_server, tmp_path), "-q").exit_code == 0
+    res = cli("stats", "--store", str(tmp_path / "s.sqlite"), "-q")
+    assert (res.exit_code, res.stdout, res.stderr) == (0, "", "")
+    res = cli("stats", "--store", str(tmp_path / "missing.sqlite"), "-q")
+    assert res.exit_code == 1 and res.stdout == "" and "no such store" in res.stderr
+    names = cli("templates", "-q")
+    assert names.exit_code == 0 and names.stderr == ""
+    assert "sentiment" in names.stdout.splitlines()
+    assert names.stdout.splitlines() == [
+        json.loads(line)["name"] for line in cli("templates", "--json").stdout.splitlines()
+    ]
+
+
+def test_refresh_json_is_the_line_alone_and_the_default_keeps_it(
+    teacher_server: TeacherServer, tmp_path: Path
+) -> None:
+    """A schedule logs the JSON line without any flag (docs/refresh.md's cron line and
+    unit); `--json` is that line and nothing else, the summary line on stderr dropped."""
+    config = tmp_path / "r.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "task": "sentiment",
+                "input": DATA,
+                "teacher": TEACHER,
+                "base_url": teacher_server.url + "/v1",
+                "out": "pub",
+                "store": "s.sqlite",
+            }
+        )
+    )
+    plain = cli("refresh", str(config))
+    assert last_json(plain)["outcome"] == "ok" and "refresh ok" in plain.stderr
+    res = cli("refresh", str(config), "--json")
+    assert res.stderr == "" and len(res.stdout.splitlines()) == 1
+    assert (last_json(res)["outcome"], last_json(res)["cached"]) == ("ok", 24)

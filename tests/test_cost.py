@@ -56,6 +56,33 @@ def test_cost_is_usage_times_the_price(teacher_server: TeacherServer, tmp_path: 
     assert (stats["prompt_tokens"], stats["completion_tokens"]) == (s.prompt_tokens, s.completion_tokens)
 
 
+def test_stats_never_counts_an_unpriced_answer_as_zero(teacher_server: TeacherServer, tmp_path: Path) -> None:
+    """Answers stored without a price make the store's cost unknown (`null`, "unknown"),
+    not $0; once some are priced, what those cost is shown beside how many are not."""
+
+    def stats(*extra: str) -> Any:
+        res = CliRunner().invoke(main, ["stats", "--store", str(tmp_path / "store.sqlite"), *extra])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout) if extra else res.stdout
+
+    asyncio.run(run_job(job(teacher_server, tmp_path, prices=PriceTable.default())))
+    unpriced = stats("--json")
+    assert (unpriced["cost_usd"], unpriced["priced_cost_usd"], unpriced["unpriced_responses"]) == (
+        None,
+        0,
+        24,
+    )
+    assert "cost             unknown (24 answers without a price)\n" in stats()
+
+    priced = asyncio.run(run_job(job(teacher_server, tmp_path, teacher="openai-compatible:teacher-test-2")))
+    assert priced.summary.cost_usd > 0
+    mixed = stats("--json")
+    assert mixed["cost_usd"] is None and mixed["unpriced_responses"] == 24
+    assert mixed["priced_cost_usd"] == pytest.approx(priced.summary.cost_usd, abs=1e-6)
+    cost = f"${mixed['priced_cost_usd']:.4f}"
+    assert f"cost             unknown: {cost} for 24 priced answers, 24 answers without a price" in stats()
+
+
 def test_cached_tokens_are_priced_at_the_cached_rate(tmp_path: Path) -> None:
     config = ServerConfig(labels=LABELS, openai_cache_min_tokens=64)
     data = tmp_path / "in.jsonl"

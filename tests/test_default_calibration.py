@@ -281,3 +281,23 @@ def test_calibration_batch_refuses_too_few_rows_in_one_line(tmp_path: Path) -> N
         f"mean needs at least {LEAST} (label more rows, or export with --calibration none)"
     ]
     assert not out.exists()
+
+
+def test_no_document_says_labels_are_calibrated_by_default() -> None:
+    """What the tests above show: calibrated with `--gold FIELD`, raw without it (unless
+    `--calibration batch` or a file). A claim of calibration "by default" in the README or
+    docs would promise a newcomer calibrated labels they do not get (the changelog, being
+    history, is left as written)."""
+    import re
+
+    from conftest import REPO
+
+    claim = re.compile(r"calibrat\w*[^.]{0,60}?\bby default", re.IGNORECASE)
+    places = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    found = [
+        f"{path.name}: {m.group(0)}"
+        for path in places
+        if path.name != "changelog.md"
+        for m in claim.finditer(" ".join(path.read_text("utf-8").split()))
+    ]
+    assert found == []

@@ -294,6 +294,32 @@ def test_scheduled_commands_name_labeler_by_its_path() -> None:
     assert not problems, "a bare `labeler` in a scheduled command:\n" + "\n".join(problems)
 
 
+def test_the_ray_page_quotes_the_announced_limit_table() -> None:
+    """docs/ray.md sums up the benchmarks' fleet-under-a-limit table: its shares are the
+    table's store-actor rows, so a remeasured table cannot leave the summary behind."""
+    table = (REPO / "docs" / "benchmarks.md").read_text("utf-8")
+    section = table.split("## The fleet under an announced limit", 1)[1].split("\n## ", 1)[0]
+    share = {
+        m.group(1): m.group(2)
+        for m in re.finditer(
+            r"^\| (one process|\d actors?, fleet store actor) \| [\d.]+ \| ([\d.]+%)", section, re.M
+        )
+    }
+    assert set(share) == {
+        "one process",
+        "1 actor, fleet store actor",
+        "2 actors, fleet store actor",
+        "4 actors, fleet store actor",
+    }
+    ray = " ".join((REPO / "docs" / "ray.md").read_text("utf-8").split())
+    quoted = (
+        f"2 and 4 actors through the fleet's store actor hold {share['2 actors, fleet store actor']} and "
+        f"{share['4 actors, fleet store actor']} of it with no 429s, beside one process's "
+        f"{share['one process']} (one actor {share['1 actor, fleet store actor']};"
+    )
+    assert quoted in ray
+
+
 def test_the_site_builds_without_warnings(tmp_path: Path) -> None:
     """`mkdocs build --strict`: a broken link or a page left out of the nav fails."""
     pytest.importorskip("mkdocs", reason="the site is built by mkdocs: pip install -e '.[dev]'")

@@ -177,8 +177,17 @@ def test_refusals_are_remembered_until_forgotten(tmp_path: Path, monkeypatch: py
         store = str(tmp_path / "store.sqlite")
         stats = CliRunner().invoke(main, ["stats", "--store", store, "--json"])
         assert {r["param"] for r in json.loads(stats.output)["refused_params"]} == {"logprobs"}
-        gone = CliRunner().invoke(main, ["forget-refusals", "--store", store, "--teacher", "openai:o4-mini"])
-        assert gone.exit_code == 0 and "logprobs" in gone.output, gone.output
+        gone = CliRunner().invoke(
+            main, ["forget-refusals", "--store", store, "--teacher", "openai:o4-mini", "--json"]
+        )
+        assert gone.exit_code == 0 and gone.stderr == "", gone.output
+        line = json.loads(gone.stdout)
+        assert (line["store"], line["teacher"]) == (store, "openai:o4-mini")
+        assert [r["param"] for r in line["forgotten"]] == ["logprobs"]
+        again_gone = CliRunner().invoke(main, ["forget-refusals", "--store", store, "-q"])
+        assert (again_gone.exit_code, again_gone.stdout, again_gone.stderr) == (0, "", "")
+        plain = CliRunner().invoke(main, ["forget-refusals", "--store", store])
+        assert plain.stdout == "" and f"forgot 0 refused parameter(s) in {store}" in plain.stderr
         before = len(sent(srv))
         again = run(srv, tmp_path, rows(tmp_path / "more.jsonl", n=5, start=5), "openai:o4-mini", out="out2")
         assert again.exit_code == 0 and len(lines(again, "refuses")) == 1

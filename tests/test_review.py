@@ -101,7 +101,9 @@ class ReviewProcess:
             cwd=REPO,
         )
         assert self.proc.stdout is not None
-        self.url = self.proc.stdout.readline().strip()
+        first = self.proc.stdout.readline().strip()
+        self.line = json.loads(first) if first.startswith("{") else None  # with --json
+        self.url = self.line["url"] if self.line else first
         if not self.url.startswith("http://"):
             self.proc.kill()
             raise AssertionError(f"no URL printed: {self.url!r} {self.proc.stderr.read()!r}")
@@ -209,6 +211,26 @@ def test_request_without_the_token_gets_403(labeled: tuple[TeacherServer, Job]) 
         server.stop()
     with Store(job.store_path()) as st:
         assert st.execute_read(lambda db: db.execute("SELECT count(*) FROM human_labels").fetchone()[0]) == 0
+
+
+def test_json_prints_one_line_and_quiet_drops_the_banner(labeled: tuple[TeacherServer, Job]) -> None:
+    """`--json`: the URL's one JSON line (a script reads the token and port from it);
+    `-q`: no banner on stderr. Without them: the bare URL, the banner on stderr."""
+    _, job = labeled
+    server = ReviewProcess(job, "--json", "-q")
+    try:
+        line = server.line
+        assert line is not None and line["token"] == server.token
+        assert line["url"] == f"http://127.0.0.1:{line['port']}/?token={server.token}"
+        assert (line["rows"], line["reviewed"], line["missing"]) == (5, 0, 0)
+        assert line["store"] == str(job.store_path())
+        assert http(server.url)[0] == 200
+    finally:
+        server.stop()
+    assert "labeler:" not in server.stderr  # only the stop notice, which answers the signal
+    plain = ReviewProcess(job)
+    plain.stop()
+    assert plain.line is None and "reviewing 5 rows" in plain.stderr
 
 
 def test_api_key_never_reaches_the_page(labeled: tuple[TeacherServer, Job]) -> None:

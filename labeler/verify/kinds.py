@@ -205,7 +205,7 @@ class JsonSchema(Step):
             import jsonschema
         except ImportError:
             raise ConfigError(
-                "--verify json-schema needs jsonschema: pip install 'labeler[verify]'"
+                "--verify json-schema needs jsonschema: pip install 'labeler-distill[verify]'"
             ) from None
         cls = jsonschema.validators.validator_for(schema)
         try:
