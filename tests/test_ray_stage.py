@@ -597,3 +597,25 @@ def test_label_verifies_in_the_actors_as_the_export_does(tmp_path: Path) -> None
     for rid, record in want.items():
         for col in ("verdicts", "passed", "pass_at_1", "response", "messages"):
             assert again[rid][col] == record[col], (rid, col)
+
+
+def test_label_names_a_row_without_the_field_verify_reads(tmp_path: Path) -> None:
+    """The dataset's rows are the actors' to read: a row without the field a check
+    compares with stops the run with a ConfigError naming it, before its batch is sent."""
+    from labeler.errors import ConfigError
+
+    template, _, _ = _problems(tmp_path, 1)
+    with TeacherServer() as srv:
+        ds = labeler_ray.label(
+            ray.data.from_items([{"id": "q1", "question": "What is 1 + 1?"}]),
+            template,
+            TEACHER,
+            base_url=srv.url + "/v1",
+            store=tmp_path / "s.sqlite",
+            verify="numeric:answer",
+        )
+        with pytest.raises(
+            ConfigError, match=r"--verify numeric:answer: <ray batch>:1 \(row 'q1'\) has no field 'answer'"
+        ):
+            ds.take_all()
+        assert chat_requests(srv) == 0

@@ -127,7 +127,7 @@ class LabelStage:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = list(batch_rows(batch, self.job.id_field, self.task.fields))
-        if self.verify is not None:  # a row without a field the checks read: nothing paid
+        if self.verify is not None:  # a row without a field the checks read: told before a request
             self.verify.verifier.check_input(rows)
         lb = self.labelers.get()
         try:
