@@ -246,7 +246,11 @@ def run(task: str, input_path: str, **kw: Any) -> None:
     try:
         if kw["engine"] == "ray":
             result = _ray_engine().run_ray_job(
-                job, address=kw.get("ray_address"), workers=kw["workers"], on_warning=_warn
+                job,
+                address=kw.get("ray_address"),
+                workers=kw["workers"],
+                on_warning=_warn,
+                handle_signals=True,
             )
         else:
             freeze_setup()  # the job and the modules run imports: alive for the whole run

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from labeler.store import Store
+from labeler.store_access import StoreAccess
 
 LABEL_SOURCES = ("teacher", "human")
 
@@ -64,14 +65,14 @@ def remove_label(store: Store, key: str) -> None:
     store.execute_write(lambda db: db.execute("DELETE FROM human_labels WHERE key = ?", (key,)))
 
 
-def any_human_labels(store: Store) -> bool:
+def any_human_labels(store: Store | StoreAccess) -> bool:
     """One cheap probe, so a store nobody reviewed costs an export no query per chunk."""
     return store.execute_read(
         lambda db: db.execute("SELECT 1 FROM human_labels LIMIT 1").fetchone() is not None
     )
 
 
-def human_labels(store: Store, keys: Sequence[str]) -> dict[str, HumanLabel]:
+def human_labels(store: Store | StoreAccess, keys: Sequence[str]) -> dict[str, HumanLabel]:
     """The decisions for these keys (one query per 500 keys); keys without one are absent."""
 
     def read(db: sqlite3.Connection) -> dict[str, HumanLabel]:

@@ -504,19 +504,61 @@ async def run_job(
             await score_answers(
                 task, teachers[0], store, lambda: job.rows(task), job.label_settings(), summary
             )
-        # a planner each: a cascade's counts what each stage answered as it reads
-        answers = setup.planner(task, teachers, store, gate)
-        await _judge(job, task, setup, teachers, store, summary, on_warning, handle_signals, answers)
-        return await _finish(
-            job,
-            task,
-            summary,
-            setup.answering(teachers),
-            store,
-            rejects,
-            warnings,
-            setup.planner(task, teachers, store, gate),
+        return await _after_labeling(
+            job, task, setup, teachers, store, summary, warnings, gate, on_warning, handle_signals
         )
+
+
+async def finish_labeled(
+    job: Job,
+    task: Task,
+    summary: RunSummary,
+    warnings: list[str],
+    *,
+    on_warning: Callable[[str], None] | None = None,
+    handle_signals: bool = False,
+) -> JobResult:
+    """What follows the labeling where another engine labeled the store (the Ray fleet,
+    labeler/ray/engine.py): the `--verify judge:` pass, in this process with the job's
+    limits, then the export (which verifies and keeps) or, without --out, the stored
+    answers' verdicts. The same steps as `run_job` after its own labeling, so the two
+    engines report and export alike. `summary` is the labeling's, added to here."""
+    setup = setup_for(job)
+    async with contextlib.AsyncExitStack() as stack:
+        store = stack.enter_context(Store(job.store_path()))
+        teachers = _open_teachers(job, setup, None, stack)
+        gate = _gate(job, task, setup, store, stack, job.label_settings(), on_warning)
+        return await _after_labeling(
+            job, task, setup, teachers, store, summary, warnings, gate, on_warning, handle_signals
+        )
+
+
+async def _after_labeling(
+    job: Job,
+    task: Task,
+    setup: Setup,
+    teachers: Sequence[Teacher],
+    store: Store,
+    summary: RunSummary,
+    warnings: list[str],
+    gate: VerifyGate | None,
+    on_warning: Callable[[str], None] | None,
+    handle_signals: bool,
+) -> JobResult:
+    """The judge pass over the stored answers, then the export or the verification."""
+    # a planner each: a cascade's counts what each stage answered as it reads
+    answers = setup.planner(task, teachers, store, gate)
+    await _judge(job, task, setup, teachers, store, summary, on_warning, handle_signals, answers)
+    return await _finish(
+        job,
+        task,
+        summary,
+        setup.answering(teachers),
+        store,
+        job.rejects_path(),
+        warnings,
+        setup.planner(task, teachers, store, gate),
+    )
 
 
 def _gate(

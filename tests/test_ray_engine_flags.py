@@ -111,8 +111,9 @@ params:
 """
 
 
-def test_the_ray_engine_refuses_verify_in_one_line_before_anything_is_sent(tmp_path: Path) -> None:
-    """No judge pass and no verdict would follow the actors' labeling: refused, not ignored."""
+def test_a_verifier_the_rows_cannot_serve_is_one_line_before_ray_starts(tmp_path: Path) -> None:
+    """`--engine ray --verify` is checked as the default engine checks it: a field the
+    rows lack is named, in one line, before any actor starts or anything is sent."""
     import pytest
 
     pytest.importorskip("ray")
@@ -138,26 +139,36 @@ def test_the_ray_engine_refuses_verify_in_one_line_before_anything_is_sent(tmp_p
                 "--samples",
                 "3",
                 "--verify",
-                "numeric:answer",
+                "exact:nosuchfield",
                 "--engine",
                 "ray",
             ],
         )
         assert len(srv.log) == 0  # nothing was sent
     assert res.exit_code == 1, res.output
-    assert res.stderr.strip().splitlines() == [
-        "labeler: error: --verify is not supported with --engine ray yet; run without --engine ray"
-    ]
+    [line] = res.stderr.strip().splitlines()
+    assert line.startswith(f"labeler: error: --verify exact:nosuchfield: {problems}:1 ")
+    assert "has no field 'nosuchfield'" in line
 
 
-def test_labeler_ray_label_refuses_verify_before_any_actor_starts(tmp_path: Path) -> None:
+def test_labeler_ray_label_refuses_a_judge_and_a_bad_checker_before_any_actor_starts(tmp_path: Path) -> None:
+    """A judge labels every answer after the teacher's: `labeler run --engine ray` runs
+    it in the driver, `labeler.ray.label` refuses it in one line; a checker that does not
+    import is told in the driver too."""
     import pytest
 
     pytest.importorskip("ray")
     import labeler.ray
     from labeler.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^labeler.ray.label: verify is not supported on Ray yet"):
+    store = str(tmp_path / "s.sqlite")
+    spec = "judge:openai-compatible:j@http://127.0.0.1:9/v1"
+    with pytest.raises(
+        ConfigError, match=r"^labeler.ray.label: verify '.*' asks a judge.*--engine ray"
+    ) as err:
+        labeler.ray.stage_job("sentiment", "openai-compatible:m", {"verify": spec, "store": store})
+    assert len(str(err.value).splitlines()) == 1
+    with pytest.raises(ConfigError, match=r"^--verify python:no_such_module_x:f: no module named"):
         labeler.ray.stage_job(
-            "sentiment", "openai-compatible:m", {"verify": "exact:label", "store": str(tmp_path / "s.sqlite")}
+            "sentiment", "openai-compatible:m", {"verify": "python:no_such_module_x:f", "store": store}
         )

@@ -468,3 +468,169 @@ def test_engine_ray_asks_for_every_sample_of_a_generation_template(tmp_path: Pat
     for record in records:
         assert [v["sample"] for v in record["verdicts"]] == [0, 1, 2]
         assert {v["status"] for v in record["verdicts"]} <= {"pass", "fail"}
+
+
+def _problems(tmp_path: Path, n: int) -> tuple[Path, Path, list[dict[str, object]]]:
+    template = tmp_path / "solve.yaml"
+    template.write_text(GENERATION)
+    rows: list[dict[str, object]] = [
+        {"id": f"p{i}", "question": f"What is {40 + i} + {3 * i}?", "answer": 40 + 4 * i} for i in range(n)
+    ]
+    return template, write_jsonl(tmp_path / "in.jsonl", rows), rows
+
+
+def _summary(result: object) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[attr-defined]
+
+
+def test_engine_ray_verifies_and_keeps_the_best_as_the_local_engine_does(tmp_path: Path) -> None:
+    """`--engine ray --samples 4 --verify numeric:answer --keep best`: the actors label,
+    the driver checks every answer and keeps the best; the local engine then exports the
+    same dataset from the same store, sending nothing, with the same pass rates."""
+    from labeler.testing import ArithmeticResponder
+
+    template, data, _ = _problems(tmp_path, 40)
+    with TeacherServer(ServerConfig(responder=ArithmeticResponder(p_correct=0.3))) as srv:
+        common = [str(template), str(data), "-t", TEACHER, "--base-url", srv.url + "/v1"]
+        common += ["--store", str(tmp_path / "s.sqlite"), "--samples", "4", "--verify", "numeric:answer"]
+        common += ["--keep", "best", "--kind", "sft", "-q", "--json"]
+        via_ray = _summary(run_cli("run", *common, "--engine", "ray", "--out", str(tmp_path / "ray")))
+        sent = [r for r in srv.log if r.path.endswith("/chat/completions")]
+        assert len(sent) == 40 and {r.body.get("n") for r in sent} == {4}
+        local = _summary(run_cli("run", *common, "--out", str(tmp_path / "local")))
+        assert chat_requests(srv) == 40  # 0 requests on the second run
+    same_export(tmp_path / "ray", tmp_path / "local")
+    checked, cached = via_ray["verification"], local["verification"]
+    assert checked["checked"] == 160 and checked["cached"] == 0 and cached["cached"] == 160
+    assert 0 < checked["rows_with_a_pass"] < 40
+    for k in ("rows", "answers", "passed", "pass_rate", "pass@1", "pass@N", "rows_with_a_pass", "verdicts"):
+        assert checked[k] == cached[k], k
+    # --keep best: one row per input row with a verified answer
+    assert via_ray["exported"] == local["exported"] == checked["rows_with_a_pass"]
+
+
+def test_engine_ray_judges_in_the_driver_once(tmp_path: Path) -> None:
+    """`--verify judge:...` with `--engine ray`: the judge labels every stored answer
+    after the actors, in the driver; a rerun sends nothing to the teacher or the judge."""
+    from labeler.testing import ArithmeticJudge, ArithmeticResponder
+
+    template, data, _ = _problems(tmp_path, 30)
+    with (
+        TeacherServer(ServerConfig(responder=ArithmeticResponder(p_correct=0.5))) as srv,
+        TeacherServer(ServerConfig(responder=ArithmeticJudge(p_sure=0.9))) as judge,
+    ):
+        args = ["run", str(template), str(data), "-t", TEACHER, "--base-url", srv.url + "/v1"]
+        args += ["--store", str(tmp_path / "s.sqlite"), "--samples", "4", "--engine", "ray"]
+        args += ["--verify", f"judge:openai-compatible:judge-m@{judge.url}/v1", "-q", "--json"]
+        first = _summary(run_cli(*args))
+        judged = chat_requests(judge)
+        [j] = first["judges"]
+        assert 0 < judged <= 120 and j["requests"] == judged and j["answers"] == 120 and j["failed"] == 0
+        assert first["verification"]["checked"] == 120 and first["verification"]["answers"] == 120
+        assert set(first["verification"]["verdicts"]) <= {"pass", "fail"}
+        again = _summary(run_cli(*args))
+        assert chat_requests(srv) == 30 and chat_requests(judge) == judged  # 0 judge requests
+    [j] = again["judges"]
+    assert j["requests"] == 0 and j["cached"] == 120
+    assert again["verification"]["cached"] == 120
+    assert again["verification"]["passed"] == first["verification"]["passed"]
+
+
+def test_label_verifies_in_the_actors_as_the_export_does(tmp_path: Path) -> None:
+    """`labeler.ray.label(..., verify=, keep=)`: the actors check every answer and the
+    rows carry the verified `records` export's columns; `labeler export` then reads the
+    verdicts they stored (none checked again) and writes the same rows. A reviewer's
+    pick of an answer wins in both."""
+    import re
+
+    import datasets
+
+    from labeler.human import record_label
+    from labeler.job import Job
+    from labeler.plan import Planner
+    from labeler.store import Store
+    from labeler.testing import ArithmeticResponder
+
+    template, data, rows = _problems(tmp_path, 30)
+    store = tmp_path / "s.sqlite"
+    with TeacherServer(ServerConfig(responder=ArithmeticResponder(p_correct=0.5))) as srv:
+        base_url = srv.url + "/v1"
+        options = {"samples": 4, "verify": "numeric:answer", "keep": "best"}
+
+        def label() -> dict[str, dict]:
+            ds = labeler_ray.label(
+                ray.data.from_items(rows),
+                template,
+                TEACHER,
+                base_url=base_url,
+                store=store,
+                batch_size=8,
+                **options,
+            )
+            return {r["id"]: r for r in ds.take_all()}
+
+        got = label()
+        assert chat_requests(srv) == 30
+        gold = {r["id"]: r["answer"] for r in rows}
+        for rid, record in got.items():
+            for v in record["verdicts"]:
+                right = int(re.findall(r"-?\d+", v["text"])[-1]) == gold[rid]
+                assert v["status"] == ("pass" if right else "fail")
+            kept = [v for v in record["verdicts"] if v["kept"]]
+            assert len(kept) == (1 if record["passed"] else 0)
+            assert record["pass_at_1"] == record["passed"] / 4
+        # a reviewer picks a failed answer of a row: it is that row's one kept answer
+        rid, record = next((k, r) for k, r in sorted(got.items()) if 0 < r["passed"] < 4)
+        failed = next(v for v in record["verdicts"] if v["status"] == "fail")
+        job = Job(task=template, input=data, teacher=TEACHER, base_url=base_url, samples=4)
+        with Store(store) as db:  # the store holds what the teacher refuses: part of the key
+            [item] = Planner(job.load_task(), job.make_teacher().identity, db).plan(
+                [r for r in rows if r["id"] == rid]
+            )
+            assert item.key is not None
+            record_label(db, item.key, failed["text"], reviewer="ann")
+        again = label()
+        assert [v["kept"] for v in again[rid]["verdicts"]] == [v is failed for v in record["verdicts"]]
+        out = tmp_path / "records"
+        common = [str(template), str(data), "-t", TEACHER, "--base-url", base_url, "--store", str(store)]
+        exported = run_cli(
+            "export",
+            *common,
+            "--samples",
+            "4",
+            "--verify",
+            "numeric:answer",
+            "--keep",
+            "best",
+            "--out",
+            str(out),
+        )
+        assert chat_requests(srv) == 30
+    assert "(0 checked, 120 stored verdicts)" in exported.output, exported.output
+    want = {r["id"]: r for r in datasets.load_from_disk(str(out)).to_list()}
+    assert set(want) == set(again)
+    for rid, record in want.items():
+        for col in ("verdicts", "passed", "pass_at_1", "response", "messages"):
+            assert again[rid][col] == record[col], (rid, col)
+
+
+def test_label_names_a_row_without_the_field_verify_reads(tmp_path: Path) -> None:
+    """The dataset's rows are the actors' to read: a row without the field a check
+    compares with stops the run with a ConfigError naming it, before its batch is sent."""
+    from labeler.errors import ConfigError
+
+    template, _, _ = _problems(tmp_path, 1)
+    with TeacherServer() as srv:
+        ds = labeler_ray.label(
+            ray.data.from_items([{"id": "q1", "question": "What is 1 + 1?"}]),
+            template,
+            TEACHER,
+            base_url=srv.url + "/v1",
+            store=tmp_path / "s.sqlite",
+            verify="numeric:answer",
+        )
+        with pytest.raises(
+            ConfigError, match=r"--verify numeric:answer: <ray batch>:1 \(row 'q1'\) has no field 'answer'"
+        ):
+            ds.take_all()
+        assert chat_requests(srv) == 0

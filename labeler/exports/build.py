@@ -594,6 +594,7 @@ def records_table(
     items: Iterable[Any],
     options: ExportOptions | None = None,
     humans: Mapping[str, Any] | None = None,
+    stage: VerifyStage | None = None,
 ) -> pa.Table:
     """The `records` rows of planned items that have an answer, as one Arrow table.
 
@@ -603,9 +604,17 @@ def records_table(
     (`options`' calibration and filters, a person's decision from `humans` winning over
     the teacher's label), with `label` as its name (an Arrow table has no ClassLabel to
     carry the names). Items without an answer, and rows a filter drops, are left out, as
-    in an export.
+    in an export. `stage` (the verifier of `options.verify`): every answer checked as the
+    export checks it, its verdicts stored, and the `verdicts`, `passed` and `pass_at_1`
+    columns with `--keep`'s choice, a person's pick winning, as a verified export's.
     """
     opts = dataclasses.replace(options or ExportOptions(), kind="records", format="hf")
+    items = list(items)
+    checks = (
+        _checked(stage, items, opts.human_labels and any_human_labels(stage.store))
+        if stage is not None
+        else {}
+    )
     calibrate: Callable[..., Answer] | None = None
     if opts.calibration is not None and task.label_space is not None:
         from labeler.calibration import calibrate_answer as calibrate
@@ -614,17 +623,18 @@ def records_table(
     flt = Filter(opts.filters)
     rows: list[dict[str, Any]] = []
     features: Features | None = None
-    for forms in by_row(list(items)):
+    for forms in by_row(items):
         item = forms[0]
         if item.status == REJECTED or any(f.completion is None for f in forms):
             continue
         read = _general_row(task, builder, report, forms, humans or {}, flt, calibrate)
         if read is None:
             continue
-        record = read[0]
-        if features is None:
-            features = builder.features(record)
-        rows.append(dict(zip(features, builder.coerce(record, features), strict=True)))
+        records = [read[0]] if stage is None else builder.verified(read[0], item, checks[id(item)], report)
+        for record in records:
+            if features is None:
+                features = builder.features(record)
+            rows.append(dict(zip(features, builder.coerce(record, features), strict=True)))
     if features is None:
         features = builder.features(None)
     schema = hf.arrow_schema(features)

@@ -37,6 +37,8 @@ from labeler.ray import fleet_store
 from labeler.ray.fleet import RateKeeper
 from labeler.ray.stage import CALLS, RECORDS, LabelStage
 from labeler.task import Task
+from labeler.verify import REGISTRY, Verifier
+from labeler.verify.spec import split_steps
 
 DEFAULT_WORKERS = 2
 DEFAULT_BATCH = 256
@@ -83,7 +85,10 @@ def label(
     fleet), ``id_field``, ``retry_failed``, ``max_attempts``, ``max_age_days``... How rows are
     read, as `labeler export` reads them: ``filters`` (a `FilterSpec`), ``calibration``
     (a saved calibration's path, or a `Calibration`), ``export`` (an `ExportOptions`
-    for both, and ``human_labels=False`` to ignore review decisions).
+    for both, and ``human_labels=False`` to ignore review decisions). ``verify`` (with
+    ``keep`` and ``verify_timeout``) checks every answer in the actors as the export
+    does: the rows carry `verdicts`, `passed` and `pass_at_1`, the verdicts are stored
+    (a rerun reads them); a ``judge:`` verifier goes with `labeler run --engine ray`.
     A row's `id` is its id field (or `id` column), else its cache key. Rows the teacher
     could not answer, and rows a filter drops, are left out, as in an export; a rerun
     sends only the unanswered. A labeler error in an actor (an unreachable teacher, a
@@ -140,12 +145,6 @@ def stage_job(task: str | Path | Task, teacher: str, options: dict[str, Any], **
             "--budget is not supported with the Ray engine yet (each actor would "
             "hold its own): label with one process, or without a budget"
         )
-    export = options.get("export")
-    if options.get("verify") is not None or getattr(export, "verify", None) is not None:
-        raise ConfigError(
-            "labeler.ray.label: verify is not supported on Ray yet (no verdict would be "
-            "made or stored); label with labeler.run_job, or without verify"
-        )
     if isinstance(task, Task):
         task = task.path
     options = dict(options)
@@ -158,11 +157,30 @@ def stage_job(task: str | Path | Task, teacher: str, options: dict[str, Any], **
         if loaded.label_space is None:
             raise ConfigError(f"calibration needs a label task; {loaded.path} is '{loaded.output_kind}'")
         job.export.calibration.check(loaded.identity, job.make_teacher().identity, loaded.labels)
+    if job.export.verify is not None:
+        _check_verify(job, loaded)
     # Actors may start in another folder: every path they open is absolute.
     job.store = str(job.store_path().resolve())
     if isinstance(job.task, str | Path) and Path(job.task).exists():
         job.task = str(Path(job.task).resolve())
     return job
+
+
+def _check_verify(job: Job, task: Task) -> None:
+    """`verify` as the actors will run it, told here in one line: a spec the template
+    cannot serve, a Python checker that does not import; a judge is refused, since its
+    pass labels every answer after the teacher's (`labeler run --engine ray` runs it in
+    the driver)."""
+    spec = job.export.verify
+    assert spec is not None
+    if any(kind == "judge" for kind, _ in split_steps(spec, REGISTRY)):
+        raise ConfigError(
+            f"labeler.ray.label: verify '{spec}' asks a judge, which labels every answer "
+            "after the teacher's; use `labeler run --engine ray --verify judge:...`, "
+            "which judges in the driver"
+        )
+    with Verifier(spec, task=task, timeout_s=job.export.verify_timeout) as verifier:
+        verifier.start()
 
 
 def _reading(export: ExportOptions, reading: dict[str, Any]) -> ExportOptions:

@@ -3,10 +3,13 @@
 The input is read with Ray Data's readers and labeled into the store by the actor pool
 of labeler/ray/stage.py, spread over the cluster's nodes, each batch handing back only
 its counts; the answers go to the one store the fleet shares, a store actor on this
-(the driver's) node that owns the store file (labeler/ray/fleet_store.py). The export then runs
-exactly as after a single-process run, from the store, reading the input in order: the
-two engines write the same dataset by construction, and a job can move between them at
-any point without relabeling anything.
+(the driver's) node that owns the store file (labeler/ray/fleet_store.py). What follows
+the labeling then runs in this process exactly as after a single-process run, from the
+store, reading the input in order (`finish_labeled` in labeler/job.py): a `--verify
+judge:` pass with the job's limits, then the export, which checks every answer and
+applies `--keep`, or without `--out` the verdicts the summary reports. The two engines
+write the same dataset by construction, and a job can move between them at any point
+without relabeling anything.
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ from typing import Any
 import orjson
 import ray
 
+from labeler import aio
 from labeler.errors import ConfigError, InputError, LabelerError
 from labeler.hub_input import is_hub
 from labeler.inputs import RejectsWriter, detect_format
-from labeler.job import Job, JobResult, export_job, open_job
+from labeler.job import Job, JobResult, finish_labeled, open_job
 from labeler.plan import REJECTED, Planner
 from labeler.ray import (
     DEFAULT_BATCH,
@@ -72,9 +76,12 @@ def run_ray_job(
     batch_size: int = DEFAULT_BATCH,
     num_cpus: float = DEFAULT_CPUS,
     on_warning: Callable[[str], None] | None = None,
+    handle_signals: bool = False,
 ) -> JobResult:
     """Label `job`'s input on Ray (connecting to `address`, or starting a local Ray), then
-    export from the store as `run_job` does. Safe to rerun at any time."""
+    judge (a `--verify judge:` pass) and export or verify from the store as `run_job`
+    does. `handle_signals`: SIGINT/SIGTERM stop the judge pass gracefully, as a
+    single-process run's. Safe to rerun at any time."""
     _refuse_unsupported(job)
     task, warnings = open_job(job, on_warning)
     stage = stage_job(job.task, job.teacher, {f: getattr(job, f) for f in _STAGE_FIELDS})
@@ -111,15 +118,11 @@ def run_ray_job(
             raise
         raise found from None
     summary.elapsed_s = time.monotonic() - start
-    rejects = job.rejects_path()
-    _write_rejects(job, task, rejects)
-    report = export_job(job) if job.out is not None else None
-    return JobResult(
-        summary,
-        report,
-        job.store_path(),
-        rejects if rejects is not None and rejects.exists() else None,
-        warnings,
+    _write_rejects(job, task, job.rejects_path())
+    # The judge pass (in this process, with the job's limits), then the export or the
+    # verdicts, as after a single-process run.
+    return aio.run(
+        finish_labeled(job, task, summary, warnings, on_warning=on_warning, handle_signals=handle_signals)
     )
 
 
@@ -156,8 +159,6 @@ def _probe(address: str) -> None:
 
 
 def _refuse_unsupported(job: Job) -> None:
-    if job.export.verify is not None:  # the actors would label, but no judge pass or verdict follows
-        raise ConfigError("--verify is not supported with --engine ray yet; run without --engine ray")
     if job.batch:
         raise ConfigError("--engine ray labels live; --batch goes with the default engine")
     if not isinstance(setup_for(job), Single):

@@ -111,8 +111,8 @@ class FleetStore:
     def execute_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return self.store.execute_read(fn)
 
-    def execute_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return self.store.execute_write(fn)
+    def execute_write(self, fn: Callable[[sqlite3.Connection], T], durable: bool = True) -> T:
+        return self.store.execute_write(fn, durable=durable)
 
     def start_run(self, task: str, teacher: str) -> int:
         return self.store.start_run(task, teacher)
@@ -277,8 +277,8 @@ class RemoteStore:
         result: T = call(self.actor.execute_read, fn)
         return result
 
-    def execute_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        result: T = call(self.actor.execute_write, fn)
+    def execute_write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        result: T = call(self.actor.execute_write, fn, durable)
         return result
 
     def start_run(self, task: str, teacher: str) -> int:

@@ -9,7 +9,9 @@ node, reached from every node, so the cache and the claims are the whole fleet's
 The batch is planned against the store first: cached rows are not requested again, keys
 another actor holds are waited for (store claims), and the call returns only once every
 answer it paid for is committed. Then the batch is planned once more, read-only, to build
-the output exactly as the export builds its rows.
+the output exactly as the export builds its rows; with `verify`, every answer is checked
+here as the export checks it (its verdicts stored in the fleet's store, so a rerun reads
+them) and the rows carry the verified `records` export's columns.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from labeler.ray.fleet import FleetLimiter
 from labeler.ray.fleet_store import RemoteClaims, RemoteStore
 from labeler.store import Store
 from labeler.summary import RunSummary
+from labeler.verify import Verifier, VerifyStage
 
 RECORDS = "records"  # the output: the records export's columns, one row per answered input row
 SUMMARY = "summary"  # the output: one row of counts per batch (a job that exports from the store)
@@ -104,12 +107,28 @@ class LabelStage:
             )
         self._call(self.teacher.start())
         self.reader = Planner(self.task, self.teacher.identity, self.store, failures=False)
+        self.verify = self._verify_stage()
+        # The verifier is one per actor (a Python checker's worker serves one call at a
+        # time): the actor's concurrent batches take turns checking.
+        self.verifying = threading.Lock()
+
+    def _verify_stage(self) -> VerifyStage | None:
+        """The rows' `verify` (`label`'s option): checked in the actor, against the
+        fleet's store. A judge is refused in the driver (labeler/ray/__init__.py)."""
+        opts = self.job.export
+        if self.output != RECORDS or opts.verify is None:
+            return None
+        verifier = Verifier(opts.verify, task=self.task, timeout_s=opts.verify_timeout)
+        verifier.start()  # a checker this node cannot import: told before any request
+        return VerifyStage(verifier, self.store, opts.keep)
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = list(batch_rows(batch, self.job.id_field, self.task.fields))
+        if self.verify is not None:  # a row without a field the checks read: told before a request
+            self.verify.verifier.check_input(rows)
         lb = self.labelers.get()
         try:
             lb.summary = RunSummary()
@@ -137,7 +156,10 @@ class LabelStage:
             if not self.job.export.human_labels or self.task.output_kind != "label"
             else self._human_labels([i.key for i in items if i.completion is not None and i.key is not None])
         )
-        return records_table(self.task, self.reader.identity, items, self.job.export, humans)
+        if self.verify is None:
+            return records_table(self.task, self.reader.identity, items, self.job.export, humans)
+        with self.verifying:
+            return records_table(self.task, self.reader.identity, items, self.job.export, humans, self.verify)
 
     def _human_labels(self, keys: list[str]) -> dict[str, Any]:
         """The review decisions for these keys, from whichever store the actor uses."""
@@ -148,6 +170,9 @@ class LabelStage:
     def __del__(self) -> None:
         """Close the teacher's connections when Ray ends the actor (nothing is pending
         then: every answer was committed before its batch was handed on)."""
+        verify = getattr(self, "verify", None)
+        if verify is not None:
+            verify.verifier.close()
         loop = getattr(self, "loop", None)
         if loop is not None and loop.is_running():
             with contextlib.suppress(Exception):

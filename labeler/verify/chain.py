@@ -11,6 +11,7 @@ import orjson
 from labeler.errors import ConfigError
 from labeler.inputs import Reject, Row
 from labeler.store import Store
+from labeler.store_access import StoreAccess
 from labeler.verify.judge import Judge, MakeJudge
 from labeler.verify.kinds import ERROR, FAIL, PASS, TIMEOUT, Python, Step, Verdict
 from labeler.verify.registry import REGISTRY
@@ -55,7 +56,7 @@ class Verifier:
         """The steps that read a judge's answers (asked by a judge pass before checking)."""
         return [s for s in self.steps if isinstance(s, Judge)]
 
-    def bind(self, store: Store) -> None:
+    def bind(self, store: Store | StoreAccess) -> None:
         """Read what the steps need (a judge's answers) from this store."""
         for step in self.steps:
             step.bind(store)

@@ -14,6 +14,7 @@ from typing import Any
 
 from labeler.completion import Completion
 from labeler.store import Store
+from labeler.store_access import StoreAccess
 from labeler.verify import verdicts as table
 from labeler.verify.chain import Verifier
 from labeler.verify.kinds import Verdict
@@ -91,7 +92,9 @@ def select(answers: Sequence[str], verdicts: Sequence[Verdict], limit: int | Non
 class VerifyStage:
     """Checks the answers of planned items against one verifier, with the store as cache."""
 
-    def __init__(self, verifier: Verifier, store: Store, keep: str | int | None = "all") -> None:
+    def __init__(
+        self, verifier: Verifier, store: Store | StoreAccess, keep: str | int | None = "all"
+    ) -> None:
         self.verifier = verifier
         self.store = store
         verifier.bind(store)

@@ -9,12 +9,13 @@ import time
 from collections.abc import Iterable, Sequence
 
 from labeler.store import Store
+from labeler.store_access import StoreAccess
 from labeler.verify.kinds import Verdict
 
 Slot = tuple[str, int, str]  # (response key, sample index, verifier key)
 
 
-def read(store: Store, slots: Sequence[Slot]) -> dict[Slot, Verdict]:
+def read(store: Store | StoreAccess, slots: Sequence[Slot]) -> dict[Slot, Verdict]:
     """The stored verdicts of these slots (those checked before)."""
 
     def query(db: sqlite3.Connection) -> dict[Slot, Verdict]:
@@ -36,17 +37,18 @@ def read(store: Store, slots: Sequence[Slot]) -> dict[Slot, Verdict]:
     return store.execute_read(query)
 
 
-def write(store: Store, verdicts: Iterable[tuple[Slot, Verdict]]) -> None:
+def write(store: Store | StoreAccess, verdicts: Iterable[tuple[Slot, Verdict]]) -> None:
     """Commit verdicts in one transaction (a verdict is cheap to make again, so no fsync)."""
     now = time.time()
     rows = [(k, s, v, d.status, d.score, d.detail, now) for (k, s, v), d in verdicts]
     if not rows:
         return
-    store.execute_write(
-        lambda db: db.executemany(
+
+    def insert(db: sqlite3.Connection) -> None:  # returns nothing: a store actor sends it back
+        db.executemany(
             "INSERT OR REPLACE INTO verdicts (key, sample, verifier, status, score, detail,"
             " checked_at) VALUES (?,?,?,?,?,?,?)",
             rows,
-        ),
-        durable=False,
-    )
+        )
+
+    store.execute_write(insert, durable=False)
