@@ -68,13 +68,14 @@ def test_the_ray_engine_without_ray_installed_says_which_extra(tmp_path: Path) -
     assert len(lines) == 1 and "--engine ray needs Ray: pip install 'labeler-distill[ray]'" in lines[0]
 
 
-def test_the_ray_engine_refuses_a_hub_input_and_map_in_one_line(tmp_path: Path) -> None:
+def test_the_ray_engine_refuses_a_hub_input_map_and_budget_in_one_line(tmp_path: Path) -> None:
     import pytest
 
     pytest.importorskip("ray")
     for given, flags, told in (
         ("hf://datasets/acme/reviews:train", [], "--engine ray reads a file or folder, not a Hub"),
         (REVIEWS, ["--map", "text=sentence"], "--engine ray does not take --map yet"),
+        (REVIEWS, ["--budget", "1", "--price", "m=1,1"], "--budget is not supported with --engine ray"),
     ):
         res = CliRunner().invoke(
             main,

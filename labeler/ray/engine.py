@@ -159,6 +159,11 @@ def _probe(address: str) -> None:
 
 
 def _refuse_unsupported(job: Job) -> None:
+    if job.budget_usd is not None:  # each actor would hold its own; none would hold the job's
+        raise ConfigError(
+            "--budget is not supported with --engine ray yet (each actor would hold its own); "
+            "label with the default engine, or without --budget"
+        )
     if job.batch:
         raise ConfigError("--engine ray labels live; --batch goes with the default engine")
     if not isinstance(setup_for(job), Single):
