@@ -500,10 +500,7 @@ async def run_job(
                 summary.cost_usd += judged.cost_usd
                 summary.interrupted |= judged.interrupted
                 summary.budget_stopped |= judged.budget_stopped
-        if isinstance(setup, Single) and not job.batch and summary.outcome not in ("pending", "interrupted"):
-            await score_answers(
-                task, teachers[0], store, lambda: job.rows(task), job.label_settings(), summary
-            )
+        await _score(job, task, setup, teachers, store, summary)
         return await _after_labeling(
             job, task, setup, teachers, store, summary, warnings, gate, on_warning, handle_signals
         )
@@ -528,9 +525,20 @@ async def finish_labeled(
         store = stack.enter_context(Store(job.store_path()))
         teachers = _open_teachers(job, setup, None, stack)
         gate = _gate(job, task, setup, store, stack, job.label_settings(), on_warning)
+        await _score(job, task, setup, teachers, store, summary)
         return await _after_labeling(
             job, task, setup, teachers, store, summary, warnings, gate, on_warning, handle_signals
         )
+
+
+async def _score(
+    job: Job, task: Task, setup: Setup, teachers: Sequence[Teacher], store: Store, summary: RunSummary
+) -> None:
+    """`--soft-labels logprobs:exact`: score the labels that share first tokens in the
+    stored answers (labeler/label_scoring_run.py), once the labeling has ended, whichever
+    engine labeled them, so both export the same soft labels."""
+    if isinstance(setup, Single) and not job.batch and summary.outcome not in ("pending", "interrupted"):
+        await score_answers(task, teachers[0], store, lambda: job.rows(task), job.label_settings(), summary)
 
 
 async def _after_labeling(

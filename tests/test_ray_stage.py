@@ -634,3 +634,32 @@ def test_label_names_a_row_without_the_field_verify_reads(tmp_path: Path) -> Non
         ):
             ds.take_all()
         assert chat_requests(srv) == 0
+
+
+def test_engine_ray_scores_labels_sharing_first_tokens_as_one_process_does(tmp_path: Path) -> None:
+    """`--soft-labels logprobs:exact` after a Ray labeling: the driver asks the scoring
+    requests once the fleet is done, so the Ray export's soft labels are the exact ones a
+    single-process run exports from the same store, which then asks nothing."""
+    from procs import LocalServer
+    from test_exact_label_scores import LABELS as INTENTS
+    from test_exact_label_scores import ROWS, SHARED_NODES, _rows, _sent, _template
+
+    template = _template(tmp_path / "intents.json", 1)
+    data = _rows(tmp_path / "in.jsonl")
+    with LocalServer(shared_prefix_labels=INTENTS) as srv:
+        common = [
+            *("--teacher", "openai-compatible:teacher-test", "--base-url", srv.api),
+            *("--store", str(tmp_path / "s.sqlite"), "--kind", "classification", "--format", "jsonl"),
+            *("--calibration", "none", "--soft-labels", "logprobs:exact", "-q"),
+        ]
+        ray_out, local_out = tmp_path / "ray", tmp_path / "local"
+        run_cli("run", str(template), str(data), *common, "--engine", "ray", "--out", str(ray_out))
+        assert _sent(srv) == ROWS + ROWS * SHARED_NODES  # every shared prefix scored once
+        run_cli("run", str(template), str(data), *common, "--out", str(local_out))
+        assert _sent(srv) == ROWS + ROWS * SHARED_NODES
+    exported = [
+        sorted((json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()), key=str)
+        for out in (ray_out, local_out)
+    ]
+    assert exported[0] == exported[1]
+    assert {row["soft_label_source"] for row in exported[0]} == {"logprobs:exact"}
