@@ -107,6 +107,10 @@ def load_gold(name: str, n: int, seed: int, *, skip: int = 0, template: str | No
     """n rows sampled with a fixed seed; ``skip`` moves past rows an earlier sample used."""
     default_template, reader = DATASETS[name]
     rows, gold = reader(data_dir())
+    if skip + n > len(rows):
+        raise SystemExit(
+            f"{name}: {skip + n} rows asked for, the set holds {len(rows)} (ask for fewer train or test rows)"
+        )
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     pick = order[skip : skip + n]
