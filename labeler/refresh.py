@@ -43,7 +43,8 @@ the home directory)::
                                      # card_endpoint, public, push_to_hub, gold, gold_map,
                                      # teacher_labels, include_awaiting_human,
                                      # calibration: FILE (labeler eval --save-calibration)
-    verify: exact:gold               # also verify_timeout, verify_keep (run's --keep)
+    verify: exact:gold               # also verify_timeout, verify_keep (run's --keep),
+                                     # judge_calibration: FILE (a judge: step's calibration)
     filters: {min_confidence: 0.8}   # also min_margin, max_entropy, keep_invalid
 """
 
