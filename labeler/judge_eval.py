@@ -176,7 +176,7 @@ def _score(
     # would reorder answers the judge scored alike, and move AUROC by that noise alone)
     fitted = np.asarray([whole.apply_probs(row) for row in p])
     report.calibrated["auroc"] = _measures(g, fitted)["auroc"]
-    report.calibration = whole.describe() + " judged answers"
+    report.calibration = f"temperature, T={whole.temperature:.3f}, fitted on {n} judged answers"
     if save is not None:
         details = {"truth": report.truth, "held_out": {"raw": report.raw, "calibrated": report.calibrated}}
         dataclasses.replace(whole, details=details).save(save)

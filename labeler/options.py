@@ -87,6 +87,7 @@ class Option:
     choices: tuple[str, ...] | None = None  # the only values a text option takes
     needs: Needs | None = None  # the option it goes with (labeler/partners.py)
     config_key: str | None = None  # the refresh key, where `key` means another thing there
+    path: bool = False  # a file, which a refresh config gives relative to itself
 
     @property
     def refresh_key(self) -> str:
@@ -316,6 +317,7 @@ VERIFY_OPTIONS: tuple[Option, ...] = (
         "the answer's score; stored answers are checked again, nothing is asked.",
         metavar="FILE",
         needs=Needs("verify", "--verify judge:...", "it calibrates a judge", holds=names_a_judge),
+        path=True,
     ),
 )
 OPTIONS = OPTIONS + LOCAL_OPTIONS + VERIFY_OPTIONS

@@ -196,7 +196,12 @@ class RefreshConfig:
             api_key_env=raw.get("api_key_env"),
             api_key_file=local(raw["api_key_file"]) if raw.get("api_key_file") else None,
             teacher_options=dict(raw.get("teacher_options") or {}),
-            options={o.field: raw.get(o.refresh_key, o.default) for o in OPTIONS},
+            options={
+                o.field: str(local(raw[o.refresh_key]))
+                if o.path and isinstance(raw.get(o.refresh_key), str)
+                else raw.get(o.refresh_key, o.default)
+                for o in OPTIONS
+            },
             prices=local(raw["prices"]) if raw.get("prices") else None,
             keep=keep,
             inputs=inputs,

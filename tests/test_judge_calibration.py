@@ -198,3 +198,16 @@ def test_a_calibration_of_another_judge_is_refused_in_one_line(
     assert no_truth.returncode == 1
     [line] = no_truth.stderr.strip().splitlines()
     assert "deterministic" in line, line
+
+
+def test_a_refresh_config_names_the_judge_calibration_relative_to_itself(tmp_path: Path) -> None:
+    from labeler.refresh import RefreshConfig
+
+    cfg = tmp_path / "conf" / "r.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text(
+        "task: sentiment\ninput: in.jsonl\nteacher: openai:gpt-4o-mini\nout: out\n"
+        "verify: judge:openai:gpt-4o\njudge_calibration: cal/judge.json\n"
+    )
+    loaded = RefreshConfig.load(cfg)
+    assert loaded.options["judge_calibration"] == str(tmp_path / "conf" / "cal" / "judge.json")
