@@ -124,6 +124,10 @@ def _the_judge(job: Job, task: Task) -> Judge:
         raise ConfigError(
             "--judge-gold needs --verify judge:PROVIDER:MODEL[:TEMPLATE] (the judge it measures)"
         )
+    if job.cascade is not None or job.ensemble is not None:
+        raise ConfigError(
+            "--judge-gold reads one teacher's answers: give --teacher, not --cascade or --ensemble"
+        )
     judges = job.verifier(task).judges
     if len(judges) != 1:
         raise ConfigError(

@@ -200,6 +200,19 @@ def test_a_calibration_of_another_judge_is_refused_in_one_line(
     assert "deterministic" in line, line
 
 
+def test_eval_before_the_judge_has_answered_counts_the_unjudged_and_sends_nothing(
+    arith: Path, problems: Path, teacher: TeacherServer, judge: TeacherServer, tmp_path: Path
+) -> None:
+    asyncio.run(run_job(_job(arith, problems, teacher, tmp_path)))  # answers, no judge yet
+    paid = _requests(teacher, judge)
+    common = _common(arith, problems, teacher, tmp_path)
+    done = _cli("eval", *common, "--verify", _spec(judge), "--judge-gold", "numeric:answer", cwd=tmp_path)
+    assert done.returncode == 1 and _requests(teacher, judge) == paid
+    [line] = done.stderr.strip().splitlines()
+    assert f"0 of {ROWS * SAMPLES} stored answers are judged" in line
+    assert f"({ROWS * SAMPLES} unjudged)" in line, line
+
+
 def test_a_refresh_config_names_the_judge_calibration_relative_to_itself(tmp_path: Path) -> None:
     from labeler.refresh import RefreshConfig
 
