@@ -482,6 +482,8 @@ def merge_stores(dest: str, sources: tuple[str, ...], quiet: bool, as_json: bool
         "labeler eval sentiment reviews.jsonl -t openai:gpt-4o-mini --gold label",
         "labeler eval sentiment reviews.jsonl -t openai:gpt-4o-mini --gold label --calibrate all "
         "--save-calibration cal.json",
+        "labeler eval solve problems.jsonl -t openai:gpt-4o-mini --verify judge:openai:gpt-4o "
+        "--judge-gold numeric:answer --save-judge-calibration judge-cal.json",
     ],
 )
 @click.argument("task")
@@ -490,8 +492,19 @@ def merge_stores(dest: str, sources: tuple[str, ...], quiet: bool, as_json: bool
 @click.option(
     "--gold",
     "gold_field",
-    required=True,
     help="Input field with the gold label, or `human`: the labels given in `labeler review`.",
+)
+@click.option(
+    "--judge-gold",
+    metavar="SPEC",
+    help="With --verify judge:...: measure the judge against this deterministic verifier "
+    "(numeric:answer, exact:gold, regex:...,exact:gold): its agreement, AUROC and ECE, raw "
+    "and with a fitted temperature. Reads stored answers only.",
+)
+@click.option(
+    "--save-judge-calibration",
+    type=click.Path(dir_okay=False),
+    help="With --judge-gold: save the judge's temperature, for run/export/refresh --judge-calibration.",
 )
 @click.option("--gold-map", help="Map gold values to labels: 1=World,2=Sports,...")
 @click.option(
@@ -529,11 +542,13 @@ def merge_stores(dest: str, sources: tuple[str, ...], quiet: bool, as_json: bool
     type=click.Path(dir_okay=False),
     help="Read the answers through this saved calibration.",
 )
-@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS)
+@options.click_options(_bounded, only=options.CASCADE_KEYS + options.REQUEST_KEYS + ("verify",))
 def eval_(
     task: str,
     input_path: str,
-    gold_field: str,
+    gold_field: str | None,
+    judge_gold: str | None,
+    save_judge_calibration: str | None,
     gold_map: str | None,
     target_accuracy: tuple[float, ...],
     plot: str | None,
@@ -555,6 +570,12 @@ def eval_(
     )
 
     job = _job(task, input_path, kw)
+    if judge_gold is not None or save_judge_calibration is not None:
+        _eval_judge(job, judge_gold, save_judge_calibration, as_json)
+        return
+    if gold_field is None:
+        _fail(ConfigError("eval needs --gold FIELD (or --judge-gold SPEC with --verify judge:...)"))
+    assert gold_field is not None
     if job.cascade is not None:
         try:
             cascade_report = evaluate_cascade_job(
@@ -599,6 +620,26 @@ def eval_(
         click.echo(
             f"labeler: calibration saved to {save_calibration}; apply it with "
             f"--calibration {save_calibration}",
+            err=True,
+        )
+
+
+def _eval_judge(job: Any, truth: str | None, save: str | None, as_json: bool) -> None:
+    """`labeler eval --judge-gold SPEC`: the judge against a deterministic verifier
+    (labeler/judge_eval.py); its own report, nothing sent."""
+    from labeler.judge_eval import evaluate_judge_job
+
+    if truth is None:
+        _fail(ConfigError("--save-judge-calibration needs --judge-gold SPEC"))
+    assert truth is not None
+    try:
+        report = evaluate_judge_job(job, truth, save=save)
+    except LabelerError as exc:
+        _fail(exc)
+    click.echo(json.dumps(report.to_dict()) if as_json else report.to_table())
+    if save:
+        click.echo(
+            f"labeler: judge calibration saved to {save}; apply it with --judge-calibration {save}",
             err=True,
         )
 

@@ -94,6 +94,7 @@ def label(
     verify: str | None = default("verify"),
     keep: KeepAnswers = default("keep"),
     verify_timeout: float = default("verify_timeout"),
+    judge_calibration: str | None = default("judge_calibration"),
     id_field: str | None = None,
     input_map: Mapping[str, str] | Sequence[str] | None = None,
     limit: int | None = None,
@@ -154,6 +155,8 @@ def label(
             where soft labels come from.
         verify, keep, verify_timeout: check every answer (``exact:FIELD``…) and which
             verified answers an ``sft`` or ``preference`` export keeps.
+        judge_calibration: a ``judge:`` step's saved calibration (``labeler eval
+            --save-judge-calibration``), applied to its soft label before it scores.
         id_field: the input field naming each row (default: an ``id`` column, else the
             row's position).
         input_map: template field to input column, ``{"text": "sentence"}``.
@@ -225,6 +228,7 @@ async def alabel(
     verify: str | None = default("verify"),
     keep: KeepAnswers = default("keep"),
     verify_timeout: float = default("verify_timeout"),
+    judge_calibration: str | None = default("judge_calibration"),
     id_field: str | None = None,
     input_map: Mapping[str, str] | Sequence[str] | None = None,
     limit: int | None = None,
@@ -259,8 +263,7 @@ async def alabel(
         try:
             result: JobResult = await run_job(job, teacher=own_teacher, on_warning=on_warning)
         except BaseException:
-            # An export that was written but could not be pushed stays where the push's
-            # error says it is intact; anything else is only a half-made folder.
+            # a written export whose push failed stays (the error says where); else half-made
             keep_out = push_to_hub is not None and (out / META_FILE).is_file()
             raise
         if result.export is None:  # interrupted before the export: nothing to return
@@ -282,7 +285,7 @@ _JOB_AS_GIVEN = (
     "rpm", "tpm", "max_attempts", "retry_initial_wait", "retry_failed", "request_timeout",
     "stop_grace_s", "budget_usd", "prices", "max_age_days", "reasoning_effort",
     "thinking_budget", "local_context", "samples", "soft_labels", "verify", "keep",
-    "verify_timeout", "id_field", "limit", "rejects",
+    "verify_timeout", "judge_calibration", "id_field", "limit", "rejects",
 )  # fmt: skip
 _EXPORT_AS_GIVEN = (
     "kind", "validation_size", "seed", "split_field", "text_field", "sft_shape", "kd_layout",

@@ -158,6 +158,7 @@ class Job:
     verify: str | None = default("verify")
     keep: str | int = default("keep")
     verify_timeout: float = default("verify_timeout")
+    judge_calibration: str | None = default("judge_calibration")
     id_field: str | None = option(None, group="input", help="Input field holding a unique row id.")
     input_format: str | None = option(
         None, group="input", choices=lambda: INPUT_FORMATS, help="Input format (default: from the file name)."
@@ -229,7 +230,11 @@ class Job:
         )  # a bad value is told before anything
         if self.verify is not None and self.export.verify is None:
             self.export = dataclasses.replace(
-                self.export, verify=self.verify, keep=self.keep, verify_timeout=self.verify_timeout
+                self.export,
+                verify=self.verify,
+                keep=self.keep,
+                verify_timeout=self.verify_timeout,
+                judge_calibration=self.judge_calibration,
             )
         parse_keep(self.export.keep)
         if self.export.verify is not None:
@@ -335,7 +340,11 @@ class Job:
         if spec is None:
             raise ConfigError("this job has no --verify SPEC")
         return Verifier(
-            spec, task=task, timeout_s=self.export.verify_timeout, make_teacher=self.judge_teacher
+            spec,
+            task=task,
+            timeout_s=self.export.verify_timeout,
+            make_teacher=self.judge_teacher,
+            judge_calibration=self.export.judge_calibration,
         )
 
     def rows(self, task: Task) -> Iterator[Row | Reject]:
@@ -725,7 +734,9 @@ def verify_stored(
     here) replaces the one `opts.verify` names."""
     assert opts.verify is not None
     planner = planner or Planner(task, identity, store, failures=False)
-    verifier = verifier or Verifier(opts.verify, task=task, timeout_s=opts.verify_timeout)
+    verifier = verifier or Verifier(
+        opts.verify, task=task, timeout_s=opts.verify_timeout, judge_calibration=opts.judge_calibration
+    )
     with verifier:
         stage = VerifyStage(verifier, store, opts.keep)
         for planned in planner.plan_rows(rows, 512):

@@ -60,6 +60,13 @@ def ends_in_human(cascade: str | None) -> bool:
 _CASCADE = Needs("cascade", "--cascade TEACHERS")
 
 
+def names_a_judge(verify: str | None) -> bool:
+    """Whether a `--verify` spec has a judge step (what `--judge-calibration` applies to)."""
+    return verify is not None and any(
+        piece.strip().lstrip("'\"").startswith("judge:") for piece in verify.split(",")
+    )
+
+
 def exit_code(outcome: str) -> int:
     """The exit code of an outcome; anything unknown is a failure."""
     return EXIT_CODES.get(outcome, EXIT_CODES["failed"])
@@ -80,6 +87,7 @@ class Option:
     choices: tuple[str, ...] | None = None  # the only values a text option takes
     needs: Needs | None = None  # the option it goes with (labeler/partners.py)
     config_key: str | None = None  # the refresh key, where `key` means another thing there
+    path: bool = False  # a file, which a refresh config gives relative to itself
 
     @property
     def refresh_key(self) -> str:
@@ -298,6 +306,18 @@ VERIFY_OPTIONS: tuple[Option, ...] = (
         "With --verify python:...: seconds a checker may take per answer before that "
         "answer is marked timeout.",
         metavar="SECONDS",
+    ),
+    Option(
+        "judge_calibration",
+        "judge_calibration",
+        str,
+        None,
+        "With --verify judge:...: read each judge's soft label through this calibration "
+        "(labeler eval --judge-gold SPEC --save-judge-calibration FILE) before it becomes "
+        "the answer's score; stored answers are checked again, nothing is asked.",
+        metavar="FILE",
+        needs=Needs("verify", "--verify judge:...", "it calibrates a judge", holds=names_a_judge),
+        path=True,
     ),
 )
 OPTIONS = OPTIONS + LOCAL_OPTIONS + VERIFY_OPTIONS

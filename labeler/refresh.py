@@ -43,7 +43,8 @@ the home directory)::
                                      # card_endpoint, public, push_to_hub, gold, gold_map,
                                      # teacher_labels, include_awaiting_human,
                                      # calibration: FILE (labeler eval --save-calibration)
-    verify: exact:gold               # also verify_timeout, verify_keep (run's --keep)
+    verify: exact:gold               # also verify_timeout, verify_keep (run's --keep),
+                                     # judge_calibration: FILE (a judge: step's calibration)
     filters: {min_confidence: 0.8}   # also min_margin, max_entropy, keep_invalid
 """
 
@@ -195,7 +196,12 @@ class RefreshConfig:
             api_key_env=raw.get("api_key_env"),
             api_key_file=local(raw["api_key_file"]) if raw.get("api_key_file") else None,
             teacher_options=dict(raw.get("teacher_options") or {}),
-            options={o.field: raw.get(o.refresh_key, o.default) for o in OPTIONS},
+            options={
+                o.field: str(local(raw[o.refresh_key]))
+                if o.path and isinstance(raw.get(o.refresh_key), str)
+                else raw.get(o.refresh_key, o.default)
+                for o in OPTIONS
+            },
             prices=local(raw["prices"]) if raw.get("prices") else None,
             keep=keep,
             inputs=inputs,

@@ -137,7 +137,9 @@ def _export_dataset(
     tmp, work = _staging(out, opts, store)
     verifier = given
     if verifier is None and opts.verify is not None:
-        verifier = Verifier(opts.verify, task=task, timeout_s=opts.verify_timeout)
+        verifier = Verifier(
+            opts.verify, task=task, timeout_s=opts.verify_timeout, judge_calibration=opts.judge_calibration
+        )
     try:
         stage = VerifyStage(verifier, store, opts.keep) if verifier is not None else None
         planner = planner or Planner(task, teacher_identity, store, failures=False, single_answers=True)

@@ -319,6 +319,7 @@ class ExportOptions:
     verify: str | None = None
     keep: str | int = "all"
     verify_timeout: float = DEFAULT_TIMEOUT_S
+    judge_calibration: str | None = None  # a judge's saved calibration (labeler/verify/judge.py)
 
     def __post_init__(self) -> None:
         for opt in declared(ExportOptions):

@@ -74,10 +74,22 @@ class ArithmeticJudge:
     ``<request>`` tags (the shipped judge template's layout), solves its last ``A op B``,
     and labels the answer between ``<answer>`` tags ``correct`` when the last number in
     it is the result, else ``incorrect``, putting `p_sure` of the first position's mass
-    on that label and the rest on the other, so a test knows every judged score."""
+    on that label and the rest on the other, so a test knows every judged score.
 
-    def __init__(self, p_sure: float = 0.9) -> None:
+    With `p_right` below 1 the judge is wrong on that share of answers (which ones is a
+    pure function of the request and the answer, `seed` aside: the same on every run), as
+    sure of its wrong verdicts as of its right ones: an overconfident judge, whose
+    calibration a test can fit (`p_sure` 0.99 and `p_right` 0.7 is honest at a temperature
+    that brings 0.99 down to about 0.7)."""
+
+    def __init__(self, p_sure: float = 0.9, p_right: float = 1.0, seed: int = 0) -> None:
         self.p_sure = p_sure
+        self.p_right = p_right
+        self.seed = seed
+
+    def wrong(self, request: str, answer: str) -> bool:
+        """Whether this judge gets this answer wrong (deterministic per answer)."""
+        return unit(self.seed, text_hash(request), text_hash(answer)) >= self.p_right
 
     def verdict(self, request: str, answer: str) -> str | None:
         """The label this judge gives, or None where it sees nothing to judge."""
@@ -94,6 +106,9 @@ class ArithmeticJudge:
         label = self.verdict(request.group(1), answer.group(1)) if request and answer else None
         if label is None:
             return Reply(text="I see nothing to judge here.")
+        assert request is not None and answer is not None
         other = "incorrect" if label == "correct" else "correct"
+        if self.wrong(request.group(1), answer.group(1)):
+            label, other = other, label
         top = [(label, math.log(self.p_sure)), (other, math.log(1.0 - self.p_sure))]
         return Reply(text=label, tokens=[label], top_logprobs=[top])

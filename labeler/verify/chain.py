@@ -33,15 +33,25 @@ class Verifier:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         task: Any = None,
         make_teacher: MakeJudge | None = None,
+        judge_calibration: str | None = None,
     ) -> None:
         """`task` is the template whose answers are checked (a judge renders its prompt;
         its `schema` is the default of `schema`); `make_teacher` builds a judge's teacher
-        (a job's: its API key and options), else one is built from the environment."""
+        (a job's: its API key and options), else one is built from the environment;
+        `judge_calibration` is a saved calibration file each judge reads its soft label
+        through (part of the digest, so changing it checks the stored answers again)."""
         self.spec = spec
         if schema is None and task is not None:
             schema = task.schema
         self.steps: list[Step] = [
-            REGISTRY[kind](arg, schema=schema, timeout_s=timeout_s, task=task, make_teacher=make_teacher)
+            REGISTRY[kind](
+                arg,
+                schema=schema,
+                timeout_s=timeout_s,
+                task=task,
+                make_teacher=make_teacher,
+                judge_calibration=judge_calibration,
+            )
             for kind, arg in split_steps(spec, REGISTRY)
         ]
         self.digest = (

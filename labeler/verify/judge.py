@@ -7,6 +7,13 @@ labels run from worst to best, so the soft label's expected position, scaled to 
 is the answer's score: with ``[incorrect, correct]`` the judge's P(correct). An answer
 passes when its score is at least one half.
 
+A judge is calibrated like any labeler label: ``labeler eval --judge-gold SPEC`` fits a
+temperature of its soft label against a deterministic verifier's verdicts
+(labeler/judge_eval.py), and ``--judge-calibration FILE`` reads the soft label through it
+before the score is taken. The calibration is part of the judge's identity, so a new one
+checks the stored answers again without asking anyone; one fitted for another judge
+template, judge teacher or label set is refused.
+
 The judge's answers are asked by a labeling pass of their own (labeler/verify/
 judge_pass.py) and stored like any answer, under the judge's own keys; this step only
 reads them. So a rerun asks the judge nothing, and an answer the judge has not answered
@@ -18,11 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from labeler.answer import read_answer
+from labeler.answer import Answer, read_answer
 from labeler.errors import ConfigError, LabelerError
 from labeler.inputs import Row
 from labeler.plan import CACHED, FAILED, REJECTED, Item, Planner
@@ -31,6 +38,9 @@ from labeler.task import Task, load_task
 from labeler.teachers import make_teacher as _default_make_teacher
 from labeler.teachers.base import Teacher
 from labeler.verify.kinds import ERROR, FAIL, PASS, Step, Verdict
+
+if TYPE_CHECKING:  # numpy comes with it: imported when a calibration is given
+    from labeler.calibration import Calibration
 
 DEFAULT_TEMPLATE = "judge"
 PASS_SCORE = 0.5
@@ -110,6 +120,7 @@ class Judge(Step):
         *,
         task: Task | None = None,
         make_teacher: MakeJudge | None = None,
+        judge_calibration: str | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(argument, **kw)
@@ -142,9 +153,34 @@ class Judge(Step):
             raise ConfigError(f"{where}: {exc}") from None
         self._planner: Planner | None = None
         self._memo: dict[bytes, Item] = {}
+        self.calibration = self._calibration(judge_calibration) if judge_calibration else None
+
+    def _calibration(self, path: str) -> Calibration:
+        """The saved calibration at `path`, refused in one line naming the file where it
+        was fitted for another judge template, judge teacher or label set."""
+        from labeler.calibration import load_calibration
+
+        calibration = load_calibration(path)
+        space = self.task.label_space
+        assert space is not None
+        try:
+            calibration.check(self.task.identity, self.teacher.identity, space.labels)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"--judge-calibration {path}: {exc} (this judge is {self.spec.teacher} with "
+                f"{self.task.identity}; fit one with labeler eval --judge-gold SPEC "
+                "--save-judge-calibration FILE)"
+            ) from None
+        return calibration
 
     def identity(self) -> Any:
-        return [self.kind, self.teacher.identity, self.task.identity]
+        """The judge and its template, and the calibration where one is applied (so a new
+        one is a new verifier: stored answers are checked again, from the store)."""
+        base = [self.kind, self.teacher.identity, self.task.identity]
+        if self.calibration is None:
+            return base  # the keys of verdicts stored before calibrations existed
+        cal = self.calibration
+        return [*base, ["calibration", cal.method, cal.temperature, cal.bias]]
 
     def bind(self, store: Store) -> None:
         """Read the judge's answers from this store (failures too, to say why)."""
@@ -170,11 +206,16 @@ class Judge(Step):
             for data, item in zip(chunk, self._planner.plan(chunk), strict=True):
                 self._memo[_memo_key(data)] = item
 
-    def check(self, row: Mapping[str, Any], answer: str) -> Verdict:
+    def item(self, row: Mapping[str, Any], answer: str) -> Item:
+        """The judge's planned item for one answer of one row: its stored answer, its
+        failure, or nothing yet (read from the memo `prepare` filled, else the store)."""
         if self._planner is None:
             raise RuntimeError("a judge step reads a store: bind() it first")
         data = judge_data(self.answered, row, answer)
-        item = self._memo.get(_memo_key(data)) or self._planner.plan([data])[0]
+        return self._memo.get(_memo_key(data)) or self._planner.plan([data])[0]
+
+    def check(self, row: Mapping[str, Any], answer: str) -> Verdict:
+        item = self.item(row, answer)
         if item.status == CACHED and item.completion is not None:
             return self._verdict(item)
         if item.status == FAILED and item.failure is not None:
@@ -194,13 +235,30 @@ class Judge(Step):
         soft = said.soft
         if soft is None or not soft.valid:
             return Verdict(ERROR, detail=f"the judge named no label: {said.text.strip()[:80]!r}")
+        said = self.calibrated(said)
+        soft = said.soft
+        assert soft is not None
         score = expected_score(soft.probs)
         space = self.task.label_space
         assert space is not None
         label = said.label or soft.label(space)
         conf = said.confidence.max_prob if said.confidence is not None else max(soft.probs)
-        detail = f"judge: {label} (score {score:.3f}, confidence {conf:.3f}, {soft.source})"
+        how = soft.source
+        if self.calibration is not None:
+            how += f", calibrated T={self.calibration.temperature:.3f}"
+        detail = f"judge: {label} (score {score:.3f}, confidence {conf:.3f}, {how})"
         return Verdict(PASS if score >= PASS_SCORE else FAIL, score=score, detail=detail)
+
+    def calibrated(self, said: Answer) -> Answer:
+        """The judge's answer read through its calibration (its soft label, label and
+        confidence), or as it is without one."""
+        if self.calibration is None:
+            return said
+        from labeler.calibration import calibrate_answer
+
+        space = self.task.label_space
+        assert space is not None
+        return calibrate_answer(said, self.calibration, space)
 
 
 def _make_from_environment(teacher: str, base_url: str | None) -> Teacher:

@@ -58,6 +58,7 @@ class Step:
         timeout_s: float = 10.0,
         task: Any = None,
         make_teacher: Any = None,
+        judge_calibration: Any = None,
     ) -> None:
         if self.needs_argument and not argument:
             raise ConfigError(f"--verify {self.kind} needs an argument: {self.usage}")
