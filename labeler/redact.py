@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Sequence
 
 MASK = "[redacted]"
 # Environment variables whose values are keys even when labeler did not read them itself
@@ -59,16 +60,24 @@ def looks_like_secret(text: str) -> bool:
     return bool(text) and redact(text) != text
 
 
-def redact_known(text: str) -> str:
+def redact_known(text: str, keys: Sequence[str] | None = None) -> str:
     """`text` with the keys this process was configured with masked, and nothing else: for
     a teacher's answer, where a word like "Bearer" is the teacher's own text, but a
-    configured key quoted back by a gateway must not be stored or exported."""
+    configured key quoted back by a gateway must not be stored or exported. `keys`: those
+    of `configured_keys()`, read once for many texts."""
     if not text:
         return text
-    for key in _secrets():
+    for key in _secrets() if keys is None else keys:
         if key in text:
             text = text.replace(key, MASK)
     return text
+
+
+def configured_keys() -> list[str]:
+    """The keys `redact_known` masks now, longest first. Reading them looks up the
+    environment, which costs more than masking a short answer, so whoever masks a batch of
+    answers (`Store.put_many`) reads them once for the batch."""
+    return _secrets()
 
 
 def _mask_match(match: re.Match[str]) -> str:
@@ -96,4 +105,4 @@ def _secrets() -> list[str]:
         return ordered
 
 
-__all__ = ["MASK", "looks_like_secret", "redact", "redact_known", "remember"]
+__all__ = ["MASK", "configured_keys", "looks_like_secret", "redact", "redact_known", "remember"]

@@ -36,7 +36,7 @@ from labeler.answer_checks import (
 )
 from labeler.completion import Completion, stored_completion
 from labeler.errors import StoreError
-from labeler.redact import redact, redact_known
+from labeler.redact import configured_keys, redact, redact_known
 
 T = TypeVar("T")
 
@@ -452,6 +452,7 @@ class Store:
     ) -> None:
         """Commit responses in one transaction; a key's failure record is cleared with it."""
         now = time.time()
+        keys = configured_keys()  # once per batch: the environment is read, not each answer
         rows = [
             (
                 key,
@@ -472,7 +473,7 @@ class Store:
                 orjson.dumps(c.reasoning_blocks) if c.reasoning_blocks is not None else None,
                 c.usage.reasoning_tokens,
             )
-            for key, c, cost in map(_without_keys, items)
+            for key, c, cost in (_without_keys(item, keys) for item in items)
         ]
         if not rows:
             return
@@ -675,15 +676,20 @@ class Store:
         self.close()
 
 
-def _without_keys(item: tuple[str, Completion, float | None]) -> tuple[str, Completion, float | None]:
+def _without_keys(
+    item: tuple[str, Completion, float | None], keys: Sequence[str]
+) -> tuple[str, Completion, float | None]:
     """The answer with any configured API key it quotes masked (a gateway may put the
     request's key into a 200 answer): stored, it would be exported with the dataset. Its
     token logprobs spell the key too, one piece per token, so they are dropped with it;
-    an answer that quotes a key is no label anyway."""
+    an answer that quotes a key is no label anyway. `keys`: `configured_keys()`, read once
+    for the batch (none configured: nothing to mask)."""
+    if not keys:
+        return item
     key, c, cost = item
-    text = redact_known(c.text)
-    samples = None if c.samples is None else [redact_known(x) for x in c.samples]
-    reasoning = None if c.reasoning is None else redact_known(c.reasoning)
+    text = redact_known(c.text, keys)
+    samples = None if c.samples is None else [redact_known(x, keys) for x in c.samples]
+    reasoning = None if c.reasoning is None else redact_known(c.reasoning, keys)
     if text == c.text and samples == c.samples and reasoning == c.reasoning:
         return item
     return key, dataclasses.replace(c, text=text, samples=samples, reasoning=reasoning, tokens=None), cost

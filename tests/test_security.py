@@ -347,6 +347,36 @@ def test_a_key_quoted_in_a_200_answer_is_neither_stored_nor_exported(tmp_path: P
     assert len(texts) == 5 and all("[redacted]" in t and "positive" in t for t in texts)
 
 
+def test_a_batch_of_answers_reads_the_configured_keys_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The configured keys are masked in every stored answer, but read (the environment
+    looked up) once per committed batch: read per answer, the look-up cost more than the
+    masking of a short label answer, on every row of a run."""
+    from labeler import redact
+    from labeler.completion import Completion
+
+    key = _fake_key("BATCHED")
+    redact.remember(key)
+    reads: list[int] = []
+    real = redact._secrets
+
+    def counted() -> list[str]:
+        reads.append(1)
+        return real()
+
+    monkeypatch.setattr(redact, "_secrets", counted)
+    answers = [(f"k{i}", Completion(text="positive"), None) for i in range(50)]
+    answers.append(("quoting", Completion(text=f"positive, key={key}", samples=[key, "no"]), None))
+    with Store(tmp_path / "s.sqlite") as st:
+        st.put_many(answers)
+        stored = dict(st.execute_read(lambda db: list(db.execute("SELECT key, text FROM responses"))))
+        quoting = st.get("quoting")
+    assert len(reads) == 1
+    assert stored["quoting"] == "positive, key=[redacted]" and stored["k7"] == "positive"
+    assert quoting is not None and quoting.samples == ["[redacted]", "no"]
+
+
 def test_a_key_with_a_trailing_newline_is_used_without_it(tmp_path: Path) -> None:
     """`export OPENAI_API_KEY=$(cat key)` keeps no newline, but a key pasted with one (or
     a file written by echo) does: the blanks around a key are not part of it. A key with a
