@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labeler.answer import Answer, read_answer
 from labeler.cascade import HUMAN, CascadeSpec, final_stage, queued_for_human, reached
@@ -29,6 +29,9 @@ from labeler.plan import CACHED, REJECTED, Planner
 from labeler.pricing import PriceTable
 from labeler.store import Store
 from labeler.task import Task
+
+if TYPE_CHECKING:
+    from labeler.verify.judge import JudgeSpec
 
 Rows = Iterable[Row | Reject | Mapping[str, Any]]
 
@@ -94,10 +97,16 @@ def estimate_cascade(
     identities: Sequence[Mapping[str, Any]] | None = None,
     store: Store | None = None,
     escalation_rate: Sequence[float] | None = None,
+    samples: int | None = None,
+    soft_labels: str = "auto",
+    judges: Sequence[JudgeSpec] = (),
 ) -> CascadeEstimate:
     """Price the cascade over `rows()` (read once per stage). Rates come from the store
     where it holds a stage's answers (`identities` and `store`), else `escalation_rate`
-    (one value, or one per stage but the last)."""
+    (one value, or one per stage but the last). Each stage asks `samples` answers a row
+    (as a single teacher would), and with `--verify judge:` each stage's answers are
+    judged before the row goes on (labeler/verify/gate.py): the `judges` are priced over
+    the answers of the rows that reach that stage."""
     n_rates = len(spec.stages) - 1 + spec.human
     given = list(escalation_rate or [])
     if len(given) == 1:
@@ -116,7 +125,7 @@ def estimate_cascade(
     known = True
     est: Estimate | None = None
     for stage, st in enumerate(spec.stages):
-        est = estimate(task, rows(), st.teacher, prices)
+        est = estimate(task, rows(), st.teacher, prices, samples=samples, soft_labels=soft_labels)
         cost = None if est.cost_usd is None else est.cost_usd * reach
         line: dict[str, Any] = {
             "stage": stage + 1,
@@ -125,6 +134,9 @@ def estimate_cascade(
             "rows": est.rows,
             "cost_usd": _round(cost),
         }
+        if judges:
+            judge_cost = _price_judges(line, judges, task, rows(), est, prices, reach)
+            cost = None if cost is None or judge_cost is None else cost + judge_cost
         if stage < n_rates:
             answered, passed = measured[stage]
             if answered:
@@ -156,6 +168,27 @@ def estimate_cascade(
     out.cost_usd = total if known else None
     out.last_alone_usd = est.cost_usd if est is not None else None
     return out
+
+
+def _price_judges(
+    line: dict[str, Any],
+    judges: Sequence[JudgeSpec],
+    task: Task,
+    rows: Rows,
+    answering: Estimate,
+    prices: PriceTable | None,
+    reach: float,
+) -> float | None:
+    """The judges' requests and cost over a stage's answers (`answering`) for the rows
+    that reach it, written into the stage's `line`; the cost (None: unpriced)."""
+    from labeler.verify.judge_estimate import estimate_judge
+
+    judged = [estimate_judge(j, task, rows, answering, prices) for j in judges]
+    costs = [j.cost_usd for j in judged]
+    line["judge_requests"] = round(sum(j.requests for j in judged) * reach)
+    cost = None if None in costs else sum(c or 0.0 for c in costs) * reach
+    line["judge_cost_usd"] = None if cost is None else _round(cost)
+    return cost
 
 
 @dataclass

@@ -1125,6 +1125,7 @@ def refresh(config: str, max_age_days: float | None, as_json: bool, quiet: bool)
 def _estimate_cascade(job: Any, escalation_rate: str | None, as_json: bool) -> None:
     from labeler.cascade_eval import estimate_cascade
     from labeler.store import Store
+    from labeler.verify.judge_estimate import judge_specs
 
     try:
         rates = None
@@ -1149,6 +1150,9 @@ def _estimate_cascade(job: Any, escalation_rate: str | None, as_json: bool) -> N
                 identities=identities,
                 store=store,
                 escalation_rate=rates,
+                samples=job.samples,
+                soft_labels=job.soft_labels,
+                judges=judge_specs(job.export.verify),
             )
     except LabelerError as exc:
         _fail(exc)
@@ -1162,6 +1166,9 @@ def _estimate_cascade(job: Any, escalation_rate: str | None, as_json: bool) -> N
             if "escalation_rate" in st
             else ""
         )
+        if "judge_requests" in st:
+            spent = "unknown" if st["judge_cost_usd"] is None else f"${st['judge_cost_usd']:.4f}"
+            rate = f"; judge {st['judge_requests']} requests, {spent}{rate}"
         click.echo(
             f"stage {st['stage']} {st['teacher']:<36} {st['reach']:.1%} of {st['rows']} rows, {cost}{rate}"
         )

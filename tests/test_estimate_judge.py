@@ -96,6 +96,45 @@ def test_a_judge_without_logprobs_pays_every_sample_at_its_own_price(
     assert judge_specs("numeric:answer") == [] and judge_specs(None) == []
 
 
+def test_a_cascade_estimate_counts_each_stage_samples_and_judge(
+    inputs: tuple[Path, Path, list[dict[str, object]]],
+) -> None:
+    """`estimate --cascade A,B --samples N --verify judge:`: every stage asks N answers a
+    row and has them judged before a row goes on, so each stage's cost holds its samples
+    and the judge's requests over the rows that reach it (both were left out)."""
+    template, problems, _ = inputs
+    judge = "judge:openai-compatible:judge-m@http://127.0.0.1:9/v1"
+    cascade = "openai:gpt-4o-mini,openai:gpt-4o"
+    args = [
+        *("estimate", str(template), str(problems), "--cascade", cascade),
+        *("--escalate-below", "0.8", "--escalation-rate", "0.5"),
+    ]
+    priced = ["--price", "judge-m=2,10", "--json"]
+    res = CliRunner().invoke(main, [*args, "--samples", str(SAMPLES), "--verify", judge, *priced])
+    assert res.exit_code == 0, res.output
+    stages = json.loads(res.output.strip().splitlines()[-1])["stages"]
+    task = load_task(template)
+    for stage, teacher, reach in ((stages[0], "openai:gpt-4o-mini", 1.0), (stages[1], "openai:gpt-4o", 0.5)):
+        prices = PriceTable.default().with_override("judge-m=2,10")
+        alone = estimate(task, _rows(problems), teacher, prices, samples=SAMPLES)
+        [spec] = judge_specs(judge)
+        judged = estimate_judge(spec, task, _rows(problems), alone, prices)
+        assert stage["cost_usd"] == pytest.approx(alone.cost_usd * reach, abs=1e-6)
+        assert stage["judge_requests"] == round(4 * SAMPLES * reach)
+        assert judged.cost_usd is not None
+        assert stage["judge_cost_usd"] == pytest.approx(judged.cost_usd * reach, abs=1e-6)
+    plain = CliRunner().invoke(main, [*args, "--json"])
+    plain_stages = json.loads(plain.output.strip().splitlines()[-1])["stages"]
+    assert plain_stages[0]["cost_usd"] < stages[0]["cost_usd"]  # samples cost more than one answer
+    assert "judge_requests" not in plain_stages[0]
+    text = CliRunner().invoke(main, [*args, "--samples", str(SAMPLES), "--verify", judge])
+    assert f"judge {4 * SAMPLES} requests" in text.stdout
+
+
+def _rows(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def test_a_run_asks_the_judge_no_more_than_the_estimate_said(
     inputs: tuple[Path, Path, list[dict[str, object]]], tmp_path: Path
 ) -> None:
