@@ -152,6 +152,7 @@ def test_kill_9_loses_at_most_what_is_in_flight(tmp_path: Path) -> None:
     so at any instant the paid answers not yet stored number at most `--concurrency`."""
     rng = random.Random(7)
     concurrency, rows = 32, 3000
+    losses: list[int] = []
     data = write_items(tmp_path / "in.jsonl", rows)
     store = tmp_path / "s.sqlite"
     with ServerProcess("--labels", "negative,positive", "--latency", "0.1") as srv:
@@ -176,6 +177,8 @@ def test_kill_9_loses_at_most_what_is_in_flight(tmp_path: Path) -> None:
             }
             lost = sent - stored
             assert len(lost) <= concurrency, f"{len(lost)} paid answers lost at one kill -9"
+            losses.append(len(lost))
+    print(f"paid answers lost at each kill -9 ({concurrency} in flight): {losses}")
 
 
 # -- SIGINT / SIGTERM ----------------------------------------------------------------------
