@@ -432,6 +432,53 @@ def test_filters_cascades_and_the_review_page_read_sampled_soft_labels(tmp_path:
         assert all(abs(c * n - round(c * n)) < 1e-9 for c in order)  # shares of n answers
 
 
+def test_a_teacher_ensemble_mixes_its_members_sampled_soft_labels(tmp_path: Path) -> None:
+    """Two teachers without logprobs, each sampled N times a row (one request with n), as an
+    ensemble: the row's soft label is the mean of the members' sample shares, its label
+    their argmax, its agreement the share of members naming it; a rerun asks nothing, and
+    the sft export answers with the ensemble's label."""
+    rows, n = reviews(30), 5
+    store = tmp_path / "s.sqlite"
+    with (
+        TeacherServer(ServerConfig(labels=LABELS)) as first,
+        TeacherServer(ServerConfig(labels=LABELS, seed=1)) as second,
+    ):
+
+        def run(kind: str) -> Any:
+            job = labeler.Job(
+                task="sentiment",
+                input=_write(tmp_path, rows),
+                teacher=TEACHER,
+                ensemble=f"{TEACHER}@{first.url}/v1,{TEACHER}@{second.url}/v1",
+                store=store,
+                samples=n,
+                soft_labels="samples",
+                out=tmp_path / kind,
+                progress=False,
+                export=labeler.ExportOptions(kind=kind),
+            )
+            assert aio.run(labeler.run_job(job)).summary.failed == 0
+            return datasets.load_from_disk(str(tmp_path / kind))
+
+        records = run("records")
+        assert (chat_requests(first), chat_requests(second)) == (len(rows), len(rows))
+        sft = run("sft")
+        assert (chat_requests(first), chat_requests(second)) == (len(rows), len(rows))
+    disagree = 0
+    for row in records:
+        members = [m["soft_label"] for m in row["ensemble"]]
+        assert all(abs(p * n - round(p * n)) < 1e-9 for m in members for p in m)  # shares of n
+        mean = [sum(col) / len(members) for col in zip(*members, strict=True)]
+        assert row["soft_label"] == pytest.approx(mean)
+        assert row["label"] == max(range(len(LABELS)), key=lambda i: mean[i])
+        named = [m["label"] for m in row["ensemble"]]
+        assert row["agreement"] == pytest.approx(named.count(LABELS[row["label"]]) / len(named))
+        disagree += len(set(named)) > 1
+    assert disagree > 0  # the members' draws differ on some rows: the mix is not one member's
+    by_id = {r["id"]: LABELS[r["label"]] for r in records}
+    assert {p["id"]: c[0]["content"] for p, c in zip(sft, sft["completion"], strict=True)} == by_id
+
+
 def _write(tmp_path: Path, rows: list[dict[str, str]]) -> Path:
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
