@@ -901,6 +901,16 @@ def _enable_wal(db: sqlite3.Connection, wait_s: float = 30.0) -> None:
             time.sleep(0.02)
 
 
+def schema_version_of(path: Path) -> int:
+    """The schema version a store file records (0 for none), read without writing to it:
+    `merge-stores` asks before it opens a shard an older release wrote."""
+    db = sqlite3.connect(readonly_uri(path), uri=True)
+    try:
+        return _schema_version(db)
+    finally:
+        db.close()
+
+
 def _schema_version(db: sqlite3.Connection) -> int:
     if not _has_table(db, "meta"):
         return 0

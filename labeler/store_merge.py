@@ -14,18 +14,33 @@ a key nobody answered, and a key answered anywhere loses its failure. Merging is
 idempotent: merging a shard twice changes nothing. Claims and run logs stay behind (they
 describe processes on the shard's machine); people's review decisions are copied where
 the destination has none for the key.
+
+A shard is only ever read: it may be a node's only copy of what it paid for. One that an
+older release wrote (an older schema) is read through a migrated copy beside the
+destination, removed afterwards, so the shard stays as it was and that release still
+opens it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from labeler.errors import StoreError
-from labeler.store import Store, answer_problem, readonly_uri
+from labeler.store import (
+    SCHEMA_VERSION,
+    Store,
+    answer_problem,
+    check_is_store,
+    readonly_uri,
+    schema_version_of,
+)
 
 CHUNK = 2000
 
@@ -50,13 +65,56 @@ def merge_stores(dest: str | Path, sources: Sequence[str | Path]) -> MergeReport
             path = Path(source)
             if path.resolve() == Path(dest).resolve():
                 raise StoreError(f"{path}: is the destination itself")
-            with Store(path, readonly=True):  # a missing, damaged or newer store: one line
-                pass
             name = str(path)
-            report.answers[name] = _copy(target, path, "responses", report)
-            report.failures[name] = _copy(target, path, "failures")
-            report.human_labels[name] = _copy(target, path, "human_labels")
+            with _readable(path, Path(dest)) as readable:
+                report.answers[name] = _copy(target, readable, name, "responses", report)
+                report.failures[name] = _copy(target, readable, name, "failures")
+                report.human_labels[name] = _copy(target, readable, name, "human_labels")
     return report
+
+
+@contextlib.contextmanager
+def _readable(path: Path, dest: Path) -> Iterator[Path]:
+    """`path` itself when it has this release's schema; for a store an older release
+    wrote, a copy of it beside `dest` (where the merged rows go anyway, so the room is
+    there), migrated, and removed when done. Migrating the shard in place would write to
+    a file the user gave only to be read, and the older release could not open it again."""
+    if not _older(path):
+        with Store(path, readonly=True):  # a missing, damaged or newer store: one line
+            pass
+        yield path
+        return
+    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.merging-", suffix=".sqlite", dir=dest.parent)
+    os.close(fd)
+    copy = Path(name)
+    try:
+        src = sqlite3.connect(readonly_uri(path), uri=True)
+        try:
+            with contextlib.closing(sqlite3.connect(copy)) as out:
+                src.backup(out)  # a consistent snapshot, its WAL included
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot read the store to merge it: {exc}") from exc
+        finally:
+            src.close()
+        with Store(copy):  # migrates the copy
+            pass
+        yield copy
+    finally:
+        for leftover in (copy, Path(f"{copy}-wal"), Path(f"{copy}-shm")):
+            leftover.unlink(missing_ok=True)
+
+
+def _older(path: Path) -> bool:
+    """Whether `path` is a labeler store with an older schema than this release's. A
+    foreign file is refused here (one line); a missing, empty or damaged one is left to
+    the read-only open, which says what it is."""
+    if not path.is_file():
+        return False
+    check_is_store(path)
+    try:
+        return 0 < schema_version_of(path) < SCHEMA_VERSION
+    except sqlite3.Error:
+        return False
 
 
 def _answers(columns: list[str]) -> str:
@@ -90,10 +148,11 @@ def _marks(columns: list[str]) -> str:
     return ",".join("?" * len(columns))
 
 
-def _copy(target: Store, source: Path, table: str, report: MergeReport | None = None) -> int:
+def _copy(target: Store, source: Path, name: str, table: str, report: MergeReport | None = None) -> int:
     """Copy `table`'s rows (the columns both stores have) chunk by chunk; rows written.
     Answers are checked first (`store.answer_problem`): one that no command could read
-    back is left behind and counted in `report`, so a merge never spreads a bad row."""
+    back is left behind and counted in `report`, so a merge never spreads a bad row.
+    `name` is the shard as the user gave it (`source` may be its migrated copy)."""
     statement = {"responses": _answers, "failures": _failures, "human_labels": _human_labels}[table]
     src = sqlite3.connect(readonly_uri(source), uri=True)
     try:
@@ -107,7 +166,7 @@ def _copy(target: Store, source: Path, table: str, report: MergeReport | None = 
         cursor = src.execute(f"SELECT {', '.join(columns)} FROM {table}")
         while rows := cursor.fetchmany(CHUNK):
             if table == "responses" and report is not None:
-                rows = _usable(rows, columns, str(source), report)
+                rows = _usable(rows, columns, name, report)
                 if not rows:
                     continue
             params = [(*r, r[at]) for r in rows] if table == "failures" else rows
@@ -127,7 +186,7 @@ def _copy(target: Store, source: Path, table: str, report: MergeReport | None = 
             written += target.execute_write(write)
         return written
     except sqlite3.Error as exc:
-        raise StoreError(f"{source}: cannot read the store to merge it: {exc}") from exc
+        raise StoreError(f"{name}: cannot read the store to merge it: {exc}") from exc
     finally:
         src.close()
 

@@ -4,7 +4,7 @@ Every broken shape of a 200 answer (the test server's hostile modes) costs its o
 never the run: the row is stored as a final failure whose message names the field, the
 raw body is kept beside it, the other rows are labeled, and a rerun sends nothing. A store
 that already holds an answer no command can use (written before these checks, or merged
-in) reports it in one line and goes on.
+in) is tested in test_poisoned_store.py.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from procs import LABELER, ServerProcess, item_of, write_items
 
 from labeler import Job, run_job
-from labeler.cli import main
 from labeler.engine import RunSummary
 from labeler.testing import ServerConfig, TeacherServer, hostile
 
@@ -151,88 +149,6 @@ def test_a_body_over_the_size_limit_is_a_failure_not_read_whole(
     assert summary.failures_by_reason == {"response_too_large": ROWS}
     assert summary.failed_final == ROWS
     assert elapsed < 30
-
-
-def poison(store: Path, logprob: float = 800.0) -> str:
-    """Give one stored answer an absurd logprob, as a labeler without these checks kept
-    one; returns its key."""
-    db = sqlite3.connect(store)
-    try:
-        key, tokens = db.execute("SELECT key, tokens FROM responses ORDER BY key LIMIT 1").fetchone()
-        rows = json.loads(tokens)
-        rows[0][1] = logprob
-        db.execute("UPDATE responses SET tokens = ? WHERE key = ?", (json.dumps(rows).encode(), key))
-        db.commit()
-        return str(key)
-    finally:
-        db.close()
-
-
-def cli(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(main, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.output
-
-
-def test_a_poisoned_store_is_reported_in_one_line_and_every_command_goes_on(
-    teacher_server: TeacherServer, tmp_path: Path
-) -> None:
-    store = tmp_path / "s.sqlite"
-    common = [
-        "sentiment",
-        str(SAMPLES / "reviews.jsonl"),
-        "-t",
-        TEACHER,
-        "--base-url",
-        teacher_server.url + "/v1",
-        "--store",
-        str(store),
-    ]
-    code, _ = cli("run", *common, "-q")
-    assert code == 0
-    poison(store)
-    before = sent(teacher_server)
-
-    code, out = cli("export", *common, "--out", str(tmp_path / "out"), "--kind", "classification")
-    assert code == 0
-    warnings = [line for line in out.splitlines() if "cannot be used" in line]
-    assert len(warnings) == 1 and "1 stored answer" in warnings[0]
-    import datasets
-
-    assert len(datasets.load_from_disk(str(tmp_path / "out"))) == 23
-
-    code, out = cli("run", *common, "-q", "--out", str(tmp_path / "again"))
-    assert code == 0 and sent(teacher_server) == before  # paid once: not asked again
-    code, out = cli("eval", *common, "--gold", "label")
-    assert code == 0 and "Traceback" not in out
-    code, out = cli("stats", "--store", str(store))
-    assert code == 0
-
-
-def test_merge_stores_leaves_an_unusable_answer_behind_and_says_so(
-    teacher_server: TeacherServer, tmp_path: Path
-) -> None:
-    shard, merged = tmp_path / "a.sqlite", tmp_path / "m.sqlite"
-    code, _ = cli(
-        "run",
-        "sentiment",
-        str(SAMPLES / "reviews.jsonl"),
-        "-t",
-        TEACHER,
-        "--base-url",
-        teacher_server.url + "/v1",
-        "--store",
-        str(shard),
-        "-q",
-    )
-    assert code == 0
-    key = poison(shard, logprob=float("-1e308"))
-    code, out = cli("merge-stores", str(merged), str(shard))
-    assert code == 0
-    assert "23 answers" in out and "1 answers cannot be used" in out
-    with sqlite3.connect(merged) as db:
-        keys = {k for (k,) in db.execute("SELECT key FROM responses")}
-    assert len(keys) == 23 and key not in keys
 
 
 @pytest.mark.slow

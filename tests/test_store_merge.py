@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
 from click.testing import CliRunner
 
 from labeler.cli import main
+from labeler.store import Store
 from labeler.testing import ServerConfig, TeacherServer
 
 from conftest import chat_requests
 
 TEACHER = "openai-compatible:teacher-test"
+FIXTURE = Path(__file__).with_name("data") / "store-v4.sqlite"  # see test_reasoning_store.py
 
 
 def write_rows(path: Path, ids: range) -> Path:
@@ -113,3 +116,24 @@ def test_a_failure_only_a_shard_knows_is_merged_and_a_bad_shard_is_one_line(tmp_
     assert result.exit_code != 0
     assert "nope.sqlite: no such store" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_shard_written_by_the_previous_release_merges_and_is_left_as_it_was(tmp_path: Path) -> None:
+    """A node's store from the release before (schema 4, tests/data/store-v4.sqlite) is read
+    through a migrated copy: the shard is never written, so that release still opens it."""
+    shard, merged = tmp_path / "node1.sqlite", tmp_path / "m.sqlite"
+    shutil.copyfile(FIXTURE, shard)
+    before = shard.read_bytes()
+    out = run("merge-stores", str(merged), str(shard))
+    assert "2 answers, 1 failures" in out
+    assert shard.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.sqlite", "node1.sqlite"]  # no copy left
+    with sqlite3.connect(shard) as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
+    migrated = tmp_path / "migrated.sqlite"  # what opening the shard read-write makes of it
+    shutil.copyfile(FIXTURE, migrated)
+    keys = list(table(migrated, "SELECT key, created_at FROM responses"))
+    failed = list(table(migrated, "SELECT key, reason FROM failures"))
+    with Store(migrated) as want, Store(merged) as got:
+        assert len(got.get_many(keys)) == 2 and got.get_many(keys) == want.get_many(keys)
+        assert got.failures_for(failed) == want.failures_for(failed)
