@@ -231,7 +231,7 @@ class StageReport:
             "failed": s.failed,
             "escalated": self.escalated,
             "requests": s.requests,
-            "cost_usd": round(s.cost_usd, 6),
+            "cost_usd": None if s.unpriced else round(s.cost_usd, 6),
             "elapsed_s": round(s.elapsed_s, 3),
         }
 
@@ -451,6 +451,7 @@ class CascadeRun:
                 "prompt_tokens",
                 "completion_tokens",
                 "cached_tokens",
+                "unpriced",
             ):
                 setattr(total, name, getattr(total, name) + getattr(s, name))
             total.cost_usd += s.cost_usd

@@ -1286,9 +1286,14 @@ def _print_stages(stages: list[dict[str, Any]]) -> None:
         click.echo(
             f"labeler:   {which} {st['teacher']}: {st['rows']} rows, "
             f"{st['labeled']} labeled, {st['cached']} cached, {st['failed']} failed"
-            f"{passed}; ${st['cost_usd']:.4f} in {st['elapsed_s']:.1f}s",
+            f"{passed}; {_spent(st['cost_usd'])} in {st['elapsed_s']:.1f}s",
             err=True,
         )
+
+
+def _spent(cost: float | None) -> str:
+    """A stage's or a judge's cost in words: "cost unknown" where an answer had no price."""
+    return "cost unknown" if cost is None else f"${cost:.4f}"
 
 
 def _print_judges(judges: list[dict[str, Any]]) -> None:
@@ -1297,7 +1302,7 @@ def _print_judges(judges: list[dict[str, Any]]) -> None:
         click.echo(
             f"labeler:   judge {j['teacher']}: {j['answers']} answers, {j['labeled']} judged, "
             f"{j['cached']} stored, {j['failed']} failed ({j['requests']} requests); "
-            f"${j['cost_usd']:.4f} in {j['elapsed_s']:.1f}s",
+            f"{_spent(j['cost_usd'])} in {j['elapsed_s']:.1f}s",
             err=True,
         )
 
@@ -1332,12 +1337,16 @@ def _print_requests(s: Any) -> None:
             f"{_BOUND.get(c['bound'], c['bound'])}; ceiling {c['ceiling']})",
             err=True,
         )
-    if s.cost_usd:
+    tokens = f"{s.prompt_tokens} prompt, {s.completion_tokens} output, {s.cached_tokens} cached tokens"
+    if s.unpriced:
+        priced = f"; ${s.cost_usd:.4f} for the priced ones" if s.cost_usd else ""
         click.echo(
-            f"labeler: cost ${s.cost_usd:.4f} ({s.prompt_tokens} prompt, "
-            f"{s.completion_tokens} output, {s.cached_tokens} cached tokens)",
+            f"labeler: cost unknown: {s.unpriced} paid answers had no price (--price MODEL=IN,OUT){priced} "
+            f"({tokens})",
             err=True,
         )
+    elif s.cost_usd:
+        click.echo(f"labeler: cost ${s.cost_usd:.4f} ({tokens})", err=True)
 
 
 def _print_failures(s: Any) -> None:

@@ -594,6 +594,7 @@ class _RunState:
             self.spent_usd += cost or 0.0
             lb.summary.cost_usd += cost or 0.0
             if not cached:
+                lb.summary.unpriced += cost is None
                 lb.summary.prompt_tokens += completion.usage.prompt_tokens
                 lb.summary.completion_tokens += completion.usage.completion_tokens
                 lb.summary.cached_tokens += completion.usage.cached_tokens
@@ -797,6 +798,7 @@ class _RunState:
         await self.writer.put(lb.key_for(request), answer, cost)
         self.spent_usd += cost or 0.0
         lb.summary.cost_usd += cost or 0.0
+        lb.summary.unpriced += cost is None
         lb.summary.prompt_tokens += answer.usage.prompt_tokens
         lb.summary.completion_tokens += answer.usage.completion_tokens
         lb.summary.cached_tokens += answer.usage.cached_tokens

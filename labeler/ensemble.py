@@ -172,6 +172,7 @@ class EnsembleRun:
                 "completion_tokens",
                 "cached_tokens",
                 "cost_usd",
+                "unpriced",
             ):
                 setattr(total, name, getattr(total, name) + getattr(s, name))
             total.interrupted |= s.interrupted

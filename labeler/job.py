@@ -507,6 +507,7 @@ async def run_job(
             summary.judges += gate.judged
             for judged in gate.judge_summaries:
                 summary.cost_usd += judged.cost_usd
+                summary.unpriced += judged.unpriced
                 summary.interrupted |= judged.interrupted
                 summary.budget_stopped |= judged.budget_stopped
         await _score(job, task, setup, teachers, store, summary)

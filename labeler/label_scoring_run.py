@@ -96,6 +96,7 @@ async def _ask(
     cost = settings.price_table.cost(teacher.model, completion.usage)
     await asyncio.to_thread(store.put, key, completion, cost)
     summary.cost_usd += cost or 0.0
+    summary.unpriced += cost is None
     summary.prompt_tokens += completion.usage.prompt_tokens
     summary.completion_tokens += completion.usage.completion_tokens
     summary.cached_tokens += completion.usage.cached_tokens

@@ -52,7 +52,10 @@ class RunSummary:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: float = 0.0  # what the priced answers cost
+    # Paid answers whose model had no known price: the run's cost is then unknown, never
+    # a silent total of the priced ones (to_dict gives cost_usd None beside this count)
+    unpriced: int = 0
     elapsed_s: float = 0.0
     failures_by_reason: dict[str, int] = field(default_factory=dict)
     # Of `failed`: sent again by a plain rerun (transient) / only with --retry-failed (final).
@@ -141,7 +144,8 @@ class RunSummary:
         d = asdict(self)
         d["outcome"] = self.outcome
         d["main_failure"] = self.main_failure
-        d["cost_usd"] = round(self.cost_usd, 6)
+        d["cost_usd"] = None if self.unpriced else round(self.cost_usd, 6)
+        d["priced_cost_usd"] = round(self.cost_usd, 6)
         d["elapsed_s"] = round(self.elapsed_s, 3)
         return d
 

@@ -83,6 +83,29 @@ def test_stats_never_counts_an_unpriced_answer_as_zero(teacher_server: TeacherSe
     assert f"cost             unknown: {cost} for 24 priced answers, 24 answers without a price" in stats()
 
 
+def test_a_run_never_counts_an_unpriced_answer_as_zero(teacher_server: TeacherServer, tmp_path: Path) -> None:
+    """`run --json` of a model with no price gives cost_usd null (with the priced part and
+    how many answers had none), and the summary says the cost is unknown; a price makes it
+    a number again."""
+    base = [
+        *("run", "sentiment", str(SAMPLES / "reviews.jsonl"), "-t", "openai-compatible:teacher-test"),
+        *("--base-url", teacher_server.url + "/v1", "--store", str(tmp_path / "s.sqlite"), "--json"),
+    ]
+    res = CliRunner().invoke(main, base)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert (summary["cost_usd"], summary["priced_cost_usd"], summary["unpriced"]) == (None, 0, 24)
+    told = CliRunner().invoke(main, [*base[:-1], "--store", str(tmp_path / "told.sqlite")])
+    assert "cost unknown: 24 paid answers had no price" in told.stderr
+    priced = CliRunner().invoke(
+        main, [*base, "--store", str(tmp_path / "priced.sqlite"), "--price", OVERRIDE]
+    )
+    assert priced.exit_code == 0, priced.output
+    summary = json.loads(priced.stdout.strip().splitlines()[-1])
+    assert summary["unpriced"] == 0 and summary["cost_usd"] == summary["priced_cost_usd"] > 0
+    assert "cost unknown" not in priced.stderr
+
+
 def test_cached_tokens_are_priced_at_the_cached_rate(tmp_path: Path) -> None:
     config = ServerConfig(labels=LABELS, openai_cache_min_tokens=64)
     data = tmp_path / "in.jsonl"

@@ -489,6 +489,8 @@ class BatchRunner:
                     if cost is not None:
                         cost_total = (cost_total or 0.0) + cost
                         s.cost_usd += cost
+                    else:
+                        s.unpriced += 1
                     s.prompt_tokens += c.usage.prompt_tokens
                     s.completion_tokens += c.usage.completion_tokens
                     s.cached_tokens += c.usage.cached_tokens

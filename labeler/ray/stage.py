@@ -63,6 +63,7 @@ COUNTS = (
     "completion_tokens",
     "cached_tokens",
     "cost_usd",
+    "unpriced",
     "failed_transient",
     "failed_final",
 )

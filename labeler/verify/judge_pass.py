@@ -121,7 +121,7 @@ def judge_report(judge: Judge, summary: RunSummary) -> dict[str, Any]:
         "http_requests": summary.http_requests,
         "prompt_tokens": summary.prompt_tokens,
         "completion_tokens": summary.completion_tokens,
-        "cost_usd": round(summary.cost_usd, 6),
+        "cost_usd": None if summary.unpriced else round(summary.cost_usd, 6),
         "elapsed_s": round(summary.elapsed_s, 3),
     }
 
@@ -132,6 +132,7 @@ def add_judges(total: RunSummary, judges: Sequence[Judge], summaries: Sequence[R
     for judge, summary in zip(judges, summaries, strict=False):
         total.judges.append(judge_report(judge, summary))
         total.cost_usd += summary.cost_usd
+        total.unpriced += summary.unpriced
         total.interrupted |= summary.interrupted
         total.budget_stopped |= summary.budget_stopped
 
