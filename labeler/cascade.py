@@ -483,6 +483,7 @@ class TeacherUsage:
     completion_tokens: int = 0
     teacher_s: float = 0.0
     cost_usd: float = 0.0
+    unpriced: int = 0  # answers stored without a cost: the teacher's spend is then unknown
     _keys: list[str] = field(default_factory=list, repr=False)
 
     def add(self, item: Item) -> None:
@@ -498,6 +499,7 @@ class TeacherUsage:
         """Add the cost of the answers counted since the last call (once per chunk)."""
         if self._keys:
             self.cost_usd += store.cost_of(self._keys)
+            self.unpriced += store.unpriced(self._keys)
             self._keys = []
 
     def to_dict(self) -> dict[str, Any]:
@@ -507,7 +509,7 @@ class TeacherUsage:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "teacher_s": round(self.teacher_s, 3),
-            "cost_usd": round(self.cost_usd, 6),
+            "cost_usd": None if self.unpriced else round(self.cost_usd, 6),
         }
 
 

@@ -150,6 +150,27 @@ def test_escalation_by_threshold_asks_the_second_stage_exactly_the_unsure_rows(
     assert f"| stage 2: openai-compatible:big | 11 | {big['prompt_tokens']} |" in card
 
 
+def test_a_stage_without_a_price_costs_unknown_never_zero(
+    servers: tuple[TeacherServer, TeacherServer],
+    tmp_path: Path,
+) -> None:
+    """The second stage's model has no price: its stage, the run and the card's teacher
+    table say its cost is unknown; the priced first stage keeps its figure."""
+    a, b = servers
+    prices = PriceTable.default().with_override("small=1,2")
+    s = asyncio.run(run_job(_job(tmp_path, a, b, 0.9, prices=prices))).summary
+    assert s.stages[0]["cost_usd"] > 0 and s.stages[1]["cost_usd"] is None
+    assert s.unpriced == 11 and s.to_dict()["cost_usd"] is None
+    assert s.to_dict()["priced_cost_usd"] == pytest.approx(s.stages[0]["cost_usd"], abs=1e-6)
+    report = json.loads((tmp_path / "out" / "labeler_export.json").read_text())["report"]
+    used = {t["teacher"]: t for t in report["teachers"]}
+    assert used["stage 2: openai-compatible:big"]["cost_usd"] is None
+    card = (tmp_path / "out" / "README.md").read_text()
+    row = "| stage 2: openai-compatible:big | 11 |"
+    big = next(line for line in card.splitlines() if line.startswith(row))
+    assert big.endswith("| unknown |")
+
+
 def test_a_threshold_change_asks_only_rows_no_stage_has_answered(
     servers: tuple[TeacherServer, TeacherServer],
     tmp_path: Path,

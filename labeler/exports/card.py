@@ -250,7 +250,7 @@ def _teachers_section(report: ExportReport) -> list[str]:
     ]
     return lines + [
         f"| {t['teacher']} | {t['rows']} | {t['prompt_tokens']} | "
-        f"{t['completion_tokens']} | {t['teacher_s']:.1f} | {t['cost_usd']:.4f} |"
+        f"{t['completion_tokens']} | {t['teacher_s']:.1f} | {_usd(t['cost_usd'])} |"
         for t in report.teachers
     ]
 
@@ -392,3 +392,8 @@ _REASONING = {
 def _columns(task: Task, opts: ExportOptions) -> list[str]:
     kind = export_kind(opts)
     return ["- `id`: the input row's id.", *kind.columns(task, opts), *kind.reasoning_columns(opts)]
+
+
+def _usd(cost: float | None) -> str:
+    """A stored cost for the card: "unknown" where an answer had no price, never 0."""
+    return "unknown" if cost is None else f"{cost:.4f}"
