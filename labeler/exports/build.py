@@ -481,13 +481,24 @@ def _metadata(
         "ignore_label": IGNORE_LABEL if task.labels else None,
         "teacher": public_identity(identity, endpoint=opts.card_endpoint),
         "teacher_tokenizer": report.teacher_tokenizer,
-        "calibration": opts.calibration.to_dict() if opts.calibration else None,
+        "calibration": _public_calibration(opts),
     }
     if opts.calibration_note:
         meta["calibration_note"] = opts.calibration_note
     if opts.reasoning != AUTO:  # traces were carried (or dropped) on purpose
         meta["reasoning"] = opts.reasoning
     return meta
+
+
+def _public_calibration(opts: ExportOptions) -> dict[str, Any] | None:
+    """The calibration as saved, with its teacher named as the card names it: a
+    calibration keys itself to the teacher's identity, endpoint URL included, which may
+    be private (`card_endpoint`)."""
+    if opts.calibration is None:
+        return None
+    out = opts.calibration.to_dict()
+    out["teacher"] = public_identity(out["teacher"], endpoint=opts.card_endpoint)
+    return out
 
 
 def push_export(
