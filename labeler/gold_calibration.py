@@ -3,7 +3,7 @@
 A student trained on a small teacher's raw distribution inherits its tilt (a teacher that
 says "Business" to 55% of a balanced set) and its wrong sharpness; fitted on a little gold,
 a calibration undoes most of both. So an export of a label task is calibrated when gold is
-given (``--gold FIELD``) and raw otherwise, unless the user says otherwise
+given (``--gold FIELD``) or found in the input, and raw otherwise, unless the user says otherwise
 (``calibration_mode``):
 
 * a calibration file: applied as given;
@@ -12,7 +12,13 @@ given (``--gold FIELD``) and raw otherwise, unless the user says otherwise
   alone) chosen by held-out likelihood over 5 folds of those rows, and applied to every
   row. It is applied only if, held out, it neither lowers accuracy nor worsens the
   likelihood; else the export stays raw and the card says why;
-* ``auto`` without gold: raw. No gold-free calibration measured so far keeps accuracy and
+* ``auto`` without ``--gold``: the input's one field of label names, if it has one
+  (`labeler.gold.find_gold_field`: every non-empty value a label name, not read by the
+  prompt; a dataset's ``label`` column, a hand-filled ``gold``), is read as the gold field
+  above, and the note names it. Two such fields are a guess not taken (the note asks for
+  ``--gold``), and too few gold rows leave the export raw, where an explicit ``--gold``
+  is refused;
+* ``auto`` with no gold at all: raw. No gold-free calibration measured so far keeps accuracy and
   ECE on every set (docs/benchmarks.md, "Calibration"): contextual calibration (the
   content-free inputs' distribution divided out) raised ECE on SST-2 and AG News and
   lowered accuracy on a sample of reviews 82% negative; batch calibration doubled AG
@@ -41,7 +47,7 @@ from labeler.calibration import Calibration, batch_calibration, cross_validated,
 from labeler.errors import ConfigError
 from labeler.evaluate import distribution_scores
 from labeler.exports.options import ExportOptions
-from labeler.gold import gold_label
+from labeler.gold import find_gold_field, gold_label
 from labeler.inputs import Reject, Row
 from labeler.plan import REJECTED, Planner, by_row, where
 from labeler.store import Store
@@ -64,7 +70,7 @@ MIN_GOLD_ROWS = 20
 PER_LABEL = 5
 CANDIDATES: tuple[str, ...] = ("bias", "temperature")
 GOLD_FREE_NOTE = (
-    "none: no gold rows given (--gold FIELD fits a calibration on them); "
+    "none: no gold rows given or found (--gold FIELD fits a calibration on them); "
     "gold-free calibration is not applied unasked: on measured sets it raised ECE "
     "or lowered accuracy (--calibration batch applies one, for rows whose labels "
     "are about evenly spread)"
@@ -266,12 +272,59 @@ def resolve(
             prior = gold.prior() if gold.gold else None
         return dataclasses.replace(opts, calibration=batch, calibration_note=note, gold_prior=prior)
     if not opts.gold_field:
-        return dataclasses.replace(opts, calibration_note=GOLD_FREE_NOTE)
+        if not single_teacher:
+            return dataclasses.replace(opts, calibration_note=GOLD_FREE_NOTE)
+        return _from_found_field(task, identity, rows, store, opts)
     gold = read_gold_rows(task, identity, rows(), store, opts.gold_field, opts.gold_map)
     calibration, note = choose_calibration(
         gold, template=task.identity, teacher=identity, gold_field=opts.gold_field
     )
     return dataclasses.replace(opts, calibration=calibration, calibration_note=note, gold_prior=gold.prior())
+
+
+def _from_found_field(
+    task: Task,
+    identity: Mapping[str, Any],
+    rows: Callable[[], Iterable[Row | Reject]],
+    store: Store,
+    opts: ExportOptions,
+) -> ExportOptions:
+    """``auto`` without ``--gold``: calibrated on the input's field of label names if it
+    has exactly one (`labeler.gold.find_gold_field`), else raw; either way the note says
+    which field was read and how to name another or turn it off."""
+    prompt_fields = {name for member in task.members for name in member.fields}
+    found = find_gold_field((row.data for row in rows() if isinstance(row, Row)), task.labels, prompt_fields)
+    if found.field is None:
+        if found.ambiguous:
+            note = (
+                f"none: fields {', '.join(repr(f) for f in found.ambiguous)} all hold label "
+                "names; name the gold one with --gold FIELD to calibrate on it"
+            )
+            return dataclasses.replace(opts, calibration_note=note)
+        return dataclasses.replace(opts, calibration_note=GOLD_FREE_NOTE)
+    name = found.field
+    how = (
+        f"(gold read from the input's field '{name}', found holding label names; "
+        "--gold FIELD names another, --calibration none exports raw)"
+    )
+    try:
+        gold = read_gold_rows(task, identity, rows(), store, name)
+    except ConfigError as exc:
+        return dataclasses.replace(
+            opts, calibration_note=f"none: field '{name}' looked like gold in the first rows, but {exc}"
+        )
+    prior = gold.prior() if gold.gold else None
+    least = min_gold_rows(len(task.labels))
+    if len(gold.gold) < least:
+        note = (
+            f"none: {len(gold.gold)} labeled rows have a gold value in '{name}', a "
+            f"calibration needs at least {least} {how}"
+        )
+        return dataclasses.replace(opts, calibration_note=note, gold_prior=prior)
+    calibration, note = choose_calibration(gold, template=task.identity, teacher=identity, gold_field=name)
+    return dataclasses.replace(
+        opts, calibration=calibration, calibration_note=f"{note} {how}", gold_prior=prior
+    )
 
 
 def _no_worse(raw: Mapping[str, float | None], after: Mapping[str, float | None]) -> bool:

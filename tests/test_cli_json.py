@@ -49,6 +49,9 @@ def test_run_and_export_json_carry_exported_filter_losses_and_kind(
             "classification",
             "--min-confidence",
             "0.9",
+            # raw confidences: the sample's `label` field would calibrate them
+            "--calibration",
+            "none",
         )
     )
     assert run["kind"] == "classification" and run["path"] == str(tmp_path / "a")
@@ -67,6 +70,8 @@ def test_run_and_export_json_carry_exported_filter_losses_and_kind(
             "classification",
             "--min-confidence",
             "0.9",
+            "--calibration",
+            "none",
         )
     )
     assert (export["exported"], export["filtered"], export["kind"]) == (
@@ -100,7 +105,7 @@ def test_a_refresh_json_line_carries_filter_losses_and_kind(
                 "base_url": teacher_server.url + "/v1",
                 "out": "pub",
                 "store": "s.sqlite",
-                "export": {"kind": "sft"},
+                "export": {"kind": "sft", "calibration": "none"},  # raw, as above
                 "filters": {"min_confidence": 0.9},
             }
         )

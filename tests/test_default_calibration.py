@@ -130,7 +130,7 @@ def test_records_export_carries_the_raw_distribution_beside_the_calibrated(tmp_p
 
 
 def test_export_without_gold_stays_raw_and_says_why(tmp_path: Path) -> None:
-    srv, data = _serve(tmp_path, 0.6)
+    srv, data = _serve(tmp_path, 0.6, gold_rows=0)
     with srv:
         args = _args(srv, data, tmp_path)
         out = tmp_path / "out"
@@ -141,8 +141,77 @@ def test_export_without_gold_stays_raw_and_says_why(tmp_path: Path) -> None:
     ds = _load(out)
     assert "soft_label_raw" not in ds.column_names
     card = (out / "README.md").read_text()
-    assert "none: no gold rows given (--gold FIELD" in card
+    assert "none: no gold rows given or found (--gold FIELD" in card
     assert json.loads((out / "labeler_export.json").read_text())["calibration"] is None
+
+
+def test_an_input_field_of_labels_is_found_and_calibrated_on_unasked(tmp_path: Path) -> None:
+    """No --gold: the rows' `gold` field holds label names on 40 rows, so the default
+    export is calibrated on them exactly as with --gold, and says which field it read."""
+    srv, data = _serve(tmp_path, 0.6)
+    with srv:
+        args = _args(srv, data, tmp_path)
+        found, named = tmp_path / "found", tmp_path / "named"
+        res = CliRunner().invoke(
+            main, ["run", *args, "--kind", "classification", "--out", str(found), "--json"]
+        )
+        assert res.exit_code == 0, res.output
+        res2 = CliRunner().invoke(
+            main, ["export", *args, "--kind", "classification", "--gold", "gold", "--out", str(named)]
+        )
+        assert res2.exit_code == 0, res2.output
+        url = srv.url
+    ds, by_flag = _load(found), _load(named)
+    names = ds.features["label"].names
+    gold = dict(_rows())
+    assert all(names[r["label"]] == gold[r["id"]] for r in ds)
+    assert ds["soft_label"] == by_flag["soft_label"]
+    assert {r["calibration"] for r in ds} == {"bias"}
+    card = (found / "README.md").read_text()
+    assert "gold read from the input's field 'gold', found holding label names" in card
+    meta = json.loads((found / "labeler_export.json").read_text())
+    assert meta["calibration"]["details"]["gold_field"] == "gold"
+    # the calibration names its teacher as the card does: no private endpoint URL
+    assert url not in (found / "labeler_export.json").read_text()
+
+
+def test_a_found_field_with_too_few_gold_rows_leaves_the_export_raw_without_refusing(
+    tmp_path: Path,
+) -> None:
+    """Where --gold gold is refused (too few rows), a field found unasked only says so."""
+    srv, data = _serve(tmp_path, 0.6, gold_rows=LEAST - 1)
+    with srv:
+        out = tmp_path / "out"
+        res = CliRunner().invoke(
+            main, ["run", *_args(srv, data, tmp_path), "--kind", "classification", "--out", str(out)]
+        )
+        assert res.exit_code == 0, res.output
+    assert "soft_label_raw" not in _load(out).column_names
+    card = " ".join((out / "README.md").read_text().split())
+    assert (
+        f"none: {LEAST - 1} labeled rows have a gold value in 'gold', a calibration needs "
+        f"at least {LEAST} (gold read from the input's field 'gold'"
+    ) in card
+
+
+def test_two_fields_of_labels_are_not_guessed_between(tmp_path: Path) -> None:
+    srv, _ = _serve(tmp_path, 0.6)
+    data = tmp_path / "two.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"id": t, "text": t, "gold": g, "label": "negative" if i % 3 else "positive"}) + "\n"
+            for i, (t, g) in enumerate(_rows())
+        )
+    )
+    with srv:
+        out = tmp_path / "out"
+        res = CliRunner().invoke(
+            main, ["run", *_args(srv, data, tmp_path), "--kind", "classification", "--out", str(out)]
+        )
+        assert res.exit_code == 0, res.output
+    assert "soft_label_raw" not in _load(out).column_names
+    card = " ".join((out / "README.md").read_text().split())
+    assert "none: fields 'gold', 'label' all hold label names; name the gold one with --gold FIELD" in card
 
 
 def test_calibration_none_exports_the_raw_teacher(tmp_path: Path) -> None:
@@ -284,9 +353,10 @@ def test_calibration_batch_refuses_too_few_rows_in_one_line(tmp_path: Path) -> N
 
 
 def test_no_document_says_labels_are_calibrated_by_default() -> None:
-    """What the tests above show: calibrated with `--gold FIELD`, raw without it (unless
-    `--calibration batch` or a file). A claim of calibration "by default" in the README or
-    docs would promise a newcomer calibrated labels they do not get (the changelog, being
+    """What the tests above show: calibrated with gold (`--gold FIELD`, or a field of
+    label names found in the rows), raw without any (unless `--calibration batch` or a
+    file). A bare claim of calibration "by default" in the README or docs would promise a
+    newcomer without gold calibrated labels they do not get (the changelog, being
     history, is left as written)."""
     import re
 

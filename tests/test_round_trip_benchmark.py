@@ -1,6 +1,6 @@
 """benchmarks/round_trip.py end to end at a tiny size: the test teacher over HTTP labels
-SST-2 rows, four exports (raw, calibrated on gold, the default with no flag and no gold,
-batch) train the pretrained MiniLM student."""
+SST-2 rows, four exports (raw, calibrated on gold, the default with no flag, which finds
+the gold field, batch) train the pretrained MiniLM student."""
 
 from __future__ import annotations
 
@@ -48,7 +48,9 @@ def test_round_trip_prints_every_target_with_retention_and_gap(tmp_path, capsys)
     assert "| gold labels | " in out and "| — | +0.0% |" in out
     gold_note = out.split("calibration of calibrated on gold (--gold) (seed 0): ")[1]
     assert gold_note.startswith(("bias, ", "temperature, ", "none: no calibration fitted"))
-    assert "calibration of default (no flags, no gold) (seed 0): none: no gold rows given" in out
+    found_note = out.split("calibration of default, no flag (gold field found) (seed 0): ")[1]
+    assert found_note.startswith(gold_note.split(" (gold read from")[0].splitlines()[0][:20])
+    assert "(gold read from the input's field 'gold', found holding label names" in found_note
     assert "(--calibration batch) (seed 0): batch, T=1.000, bias negative=" in out
 
 
@@ -76,7 +78,7 @@ def test_round_trip_fine_tunes_the_encoder_and_tunes_soft_labels_on_validation(t
             for form in ("hard", "soft"):
                 assert f"| {export}, {form} labels | " in table
         assert "| gold labels | " in table and "| — | +0.0% |" in table
-        assert "default (no flags, no gold)" not in table  # not asked for
+        assert "default, no flag" not in table  # not asked for
     assert "| raw (--calibration none), tuned labels | " in frozen
     assert "tuned labels" not in finetuned  # --tune is the frozen student's
     note = out.split("tuned on validation, raw (--calibration none) (seed 0): ")[1].splitlines()[0]

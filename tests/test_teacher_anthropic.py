@@ -14,6 +14,7 @@ from labeler import Job, run_job
 from labeler.cli import main
 from labeler.completion import Completion
 from labeler.errors import ConfigError, FinalError, RetryableError
+from labeler.exports.options import ExportOptions
 from labeler.limits import Limiter
 from labeler.task import load_task
 from labeler.teachers import make_teacher
@@ -134,6 +135,8 @@ def test_sampled_answers_make_an_empirical_soft_label(tmp_path: Path) -> None:
             store=tmp_path / "s.sqlite",
             out=tmp_path / "out",
             progress=False,
+            # the sample's `label` field would calibrate the shares; this reads them raw
+            export=ExportOptions(calibration_mode="none"),
         )
         result = asyncio.run(run_job(job))
         assert len(messages(srv)) == 24 * 4

@@ -258,7 +258,8 @@ class ExportOptions:
         help="Name the teacher's endpoint URL in the card (off: it may be private).",
     )
     calibration: Calibration | None = None  # read answers through it; the store is untouched
-    # "auto": calibrate from the gold field when there is one, else raw; "none": raw;
+    # "auto": calibrate from the gold field (named, or found) when there is one, else raw;
+    # "none": raw;
     # "batch": the teacher's mean over the exported rows divided out, no gold
     # (labeler/gold_calibration.py resolves it into `calibration` and `calibration_note`)
     calibration_mode: str = option(
@@ -270,7 +271,8 @@ class ExportOptions:
         keywords=CALIBRATION_MODES,
         convert=_calibration_fields,
         help="Soft labels, labels, confidence and filters read through: `auto` a "
-        "calibration fitted on the --gold rows (raw without --gold), `batch` the "
+        "calibration fitted on the gold rows (the --gold field, else the one input field "
+        "of label names; raw without gold), `batch` the "
         "teacher's mean over the exported rows divided out (no gold; for rows whose "
         "labels are about evenly spread), `none` the raw teacher, or a file of "
         "labeler eval --save-calibration.",
@@ -280,7 +282,8 @@ class ExportOptions:
         group="export",
         flag="--gold",
         metavar="FIELD",
-        help="Input field with gold labels on some rows: the calibration is fitted on them "
+        help="Input field with gold labels on some rows (default: the one field whose values "
+        "are all label names, if there is one): the calibration is fitted on them "
         "(at least 20, and 5 per label) and the label-prior check reads them.",
     )
     gold_map: Mapping[str, str] | None = option(
