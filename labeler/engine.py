@@ -326,6 +326,8 @@ class _RunState:
         self._next_poll = 0.0
         self.slots = asyncio.Semaphore(max(2 * lb.limiter.concurrency, 8))
         self.workers: set[asyncio.Task[None]] = set()
+        self.idle = asyncio.Event()  # set while no worker runs
+        self.idle.set()
         self.writer = _BatchWriter(lb.store)
         # A stop cuts retry waits short, so a stopped run never sleeps out a long backoff.
         self.retry_loops = RetryLoops(lb.retry, sleep=self._retry_sleep)
@@ -412,11 +414,15 @@ class _RunState:
         grace period, then abandon the rest so that an interrupted run ends in bounded
         time even if the teacher hangs (a rerun sends what was abandoned)."""
         stop = asyncio.ensure_future(self.lb._stop.wait())
+        idle = asyncio.ensure_future(self.idle.wait())
         try:
-            while self.workers and not stop.done():
-                await asyncio.wait({*self.workers, stop}, return_when=asyncio.FIRST_COMPLETED)
+            # Two futures, however many workers: waiting on the workers themselves put a
+            # callback on each of them for every batch of answers, the run's last ~1,000
+            # requests each paying for all those still in flight.
+            await asyncio.wait({idle, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
+            idle.cancel()
         if not self.workers:
             return
         _, pending = await asyncio.wait(set(self.workers), timeout=self.lb.stop_grace_s)
@@ -493,7 +499,13 @@ class _RunState:
         self.inflight[key] = rows
         task = asyncio.create_task(self._work(key, request))
         self.workers.add(task)
-        task.add_done_callback(self.workers.discard)
+        self.idle.clear()
+        task.add_done_callback(self._worker_done)
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        self.workers.discard(task)
+        if not self.workers:
+            self.idle.set()
 
     def _fresh_since(self) -> float | None:
         """Answers older than this are due for relabeling (--max-age), None: all count."""
@@ -752,7 +764,10 @@ class _RunState:
         known = self.known
         while known.unproven(known.apply(sending.request).params):
             try:
-                await asyncio.wait_for(self.probe.acquire(), PROBE_WAIT_S)
+                # A deadline, not `wait_for`: that wraps each waiting request's acquire in
+                # a task of its own, and a run starts with every worker place waiting here.
+                async with asyncio.timeout(PROBE_WAIT_S):
+                    await self.probe.acquire()
             except TimeoutError:
                 # The finder's answer is slow (a hung request holds it up to the request
                 # timeout): the run goes on rather than stall behind one request, at the

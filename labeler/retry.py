@@ -48,11 +48,25 @@ class RetryLoops:
         self._sleep = sleep
 
     def new(self) -> tenacity.AsyncRetrying:
-        """A fresh loop for one request."""
+        """A fresh loop for one request, with no hook before each attempt: tenacity's
+        default hook does nothing, yet costs every request an action wrapped to be
+        awaited (about 2 µs of the loop's 15). tenacity skips a hook that is None, though
+        its annotation does not say so."""
         if self._sleep is None:
-            return tenacity.AsyncRetrying(retry=self._retry, stop=self._stop, wait=self._wait, reraise=True)
+            return tenacity.AsyncRetrying(
+                before=None,  # type: ignore[arg-type]
+                retry=self._retry,
+                stop=self._stop,
+                wait=self._wait,
+                reraise=True,
+            )
         return tenacity.AsyncRetrying(
-            sleep=self._sleep, retry=self._retry, stop=self._stop, wait=self._wait, reraise=True
+            before=None,  # type: ignore[arg-type]
+            sleep=self._sleep,
+            retry=self._retry,
+            stop=self._stop,
+            wait=self._wait,
+            reraise=True,
         )
 
     @staticmethod

@@ -14,6 +14,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from labeler.engine import Labeler
 from labeler.errors import RetryableError
@@ -80,6 +83,40 @@ def test_a_retried_loop_still_retries_after_its_cycle_is_broken() -> None:
         raise AssertionError("unreachable")
 
     assert asyncio.run(flaky()) == 3
+
+
+def test_an_answered_request_wraps_one_action(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop of a request answered at once runs only the attempt itself: tenacity's
+    default `before` hook did nothing, yet each request paid for it an action wrapped to
+    be awaited (two inspections of the callable and a coroutine)."""
+    from tenacity import _utils
+
+    wrapped: list[object] = []
+    real = _utils.wrap_to_async_func
+
+    def counting(call: Any) -> Any:
+        wrapped.append(call)
+        return real(call)
+
+    monkeypatch.setattr(_utils, "wrap_to_async_func", counting)
+    loops = RetryLoops(RetryPolicy(initial_wait=0.001, max_wait=0.002))
+
+    async def answered() -> int:
+        retrying = loops.new()
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return 1
+        finally:
+            RetryLoops.done(retrying)
+        raise AssertionError("unreachable")
+
+    async def run(n: int) -> None:
+        for _ in range(n):
+            assert await answered() == 1
+
+    asyncio.run(run(10))
+    assert len(wrapped) == 10, [getattr(c, "__name__", c) for c in wrapped[:4]]
 
 
 def test_a_labeling_run_leaves_no_garbage_per_request() -> None:
