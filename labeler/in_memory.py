@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from labeler import aio
 from labeler.errors import ConfigError, InputError
-from labeler.exports.options import ExportKindName, ExportOptions
+from labeler.exports.options import ExportKindName, ExportOptions, calibration_fields
 from labeler.exports.out_folder import META_FILE
 from labeler.filters import FilterSpec
 from labeler.hub_input import is_hub
@@ -112,6 +112,9 @@ def label(
     public: bool = False,
     card_license: str | None = None,
     card_endpoint: bool = False,
+    gold: str | None = None,
+    gold_map: Mapping[str, str] | None = None,
+    calibration: str | Path | None = None,
     progress: bool | None = None,
     on_warning: Callable[[str], None] | None = None,
     return_summary: bool = False,
@@ -173,6 +176,13 @@ def label(
             ``HF_TOKEN`` or the Hub login), with its dataset card. Private unless `public`.
         card_license: the data's licence in the card (a Hub id: ``mit``, ``cc-by-4.0``…).
         card_endpoint: name the teacher's endpoint URL in the card (off: it may be private).
+        gold: the field of `data` holding gold labels on some rows, which the soft labels
+            are calibrated on (at least 20 rows); by default the one field whose values are
+            all label names, if there is one (``--gold``).
+        gold_map: gold values in other words than the labels (``{"0": "negative"}``).
+        calibration: ``"auto"`` (None: from the gold rows, raw without), ``"none"`` (the
+            raw teacher), ``"batch"`` (gold-free) or a file of ``labeler eval
+            --save-calibration`` (``--calibration``).
         progress: a progress bar; default where someone watches (a terminal, a notebook).
         on_warning: called with each warning (rows left out, template notes); default stderr.
         return_summary: return ``(dataset, RunSummary)``, so cost, failed and filtered rows
@@ -246,6 +256,9 @@ async def alabel(
     public: bool = False,
     card_license: str | None = None,
     card_endpoint: bool = False,
+    gold: str | None = None,
+    gold_map: Mapping[str, str] | None = None,
+    calibration: str | Path | None = None,
     progress: bool | None = None,
     on_warning: Callable[[str], None] | None = None,
     return_summary: bool = False,
@@ -301,6 +314,9 @@ def _job(given: dict[str, Any], out: Path) -> Job:
         format="hf",
         filters=filters if filters is not None else FilterSpec(),
         private=not given["public"],
+        gold_field=given["gold"],
+        gold_map=dict(given["gold_map"]) if given["gold_map"] is not None else None,
+        **calibration_fields(str(given["calibration"] or "auto")),
         **{name: given[name] for name in _EXPORT_AS_GIVEN},
     )
     progress = given["progress"]

@@ -371,3 +371,32 @@ def test_no_document_says_labels_are_calibrated_by_default() -> None:
         for m in claim.finditer(" ".join(path.read_text("utf-8").split()))
     ]
     assert found == []
+
+
+def test_the_library_calibrates_on_found_gold_and_takes_gold_and_calibration(tmp_path: Path) -> None:
+    """`labeler.label()` as the CLI: the rows' gold field is found, `calibration="none"`
+    exports raw, and `gold=` names the field (too few rows refused in one line)."""
+    import labeler
+    from labeler.errors import ConfigError
+
+    srv, data = _serve(tmp_path, 0.6)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    with srv:
+        common = {
+            "base_url": srv.url + "/v1",
+            "api_key": "k",
+            "store": tmp_path / "s.sqlite",
+            "kind": "classification",
+            "progress": False,
+        }
+        found = labeler.label(rows, "sentiment", "openai-compatible:teacher-test", **common)
+        raw = labeler.label(rows, "sentiment", "openai-compatible:teacher-test", calibration="none", **common)
+        named = labeler.label(rows, "sentiment", "openai-compatible:teacher-test", gold="gold", **common)
+        with pytest.raises(ConfigError, match="--gold nope: 0 labeled rows have a gold value"):
+            labeler.label(rows, "sentiment", "openai-compatible:teacher-test", gold="nope", **common)
+    names = found.features["label"].names
+    gold = dict(_rows())
+    assert all(names[r["label"]] == gold[r["id"]] for r in found)
+    assert found["soft_label"] == named["soft_label"]
+    assert "soft_label_raw" not in raw.column_names
+    assert {names[r["label"]] for r in raw} == {"positive"}  # the tilted teacher, raw

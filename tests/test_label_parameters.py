@@ -38,15 +38,13 @@ NOT_FROM_EXPORT = {
     "private": "the `public` parameter, as the CLI's --public",
     "human_labels": "the review page's labels: `labeler export`",
     "include_awaiting_human": "a cascade ending in human: `labeler export`",
-    "calibration": "a calibration file: `labeler export --calibration`",
-    "calibration_mode": "goes with calibration",
-    "gold_field": "goes with calibration",
-    "gold_map": "goes with calibration",
+    "calibration_mode": "the `calibration` parameter's none|auto|batch, as --calibration",
+    "gold_field": "the `gold` parameter, as the CLI's --gold",
     "calibration_note": "filled in by the export",
     "gold_prior": "filled in by the export",
     "force": "the folder is new each call",
 }
-OWN = {"progress", "on_warning", "return_summary", "public"}
+OWN = {"progress", "on_warning", "return_summary", "public", "gold"}
 
 
 def keywords(fn: Any) -> dict[str, inspect.Parameter]:

@@ -159,7 +159,7 @@ NO_EXPORT: dict[str, Any] = {
 }
 
 
-def _calibration_fields(value: str) -> dict[str, Any]:
+def calibration_fields(value: str) -> dict[str, Any]:
     """`--calibration none|auto|batch|FILE`: a mode, or a saved calibration read now (it brings
     numpy, imported only then: an export without one never waits for it)."""
     if value in CALIBRATION_MODES:
@@ -269,7 +269,7 @@ class ExportOptions:
         metavar="none|auto|batch|FILE",
         path="file",
         keywords=CALIBRATION_MODES,
-        convert=_calibration_fields,
+        convert=calibration_fields,
         help="Soft labels, labels, confidence and filters read through: `auto` a "
         "calibration fitted on the gold rows (the --gold field, else the one input field "
         "of label names; raw without gold), `batch` the "
