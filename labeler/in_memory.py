@@ -265,19 +265,24 @@ async def alabel(
 ) -> Exported | tuple[Exported, RunSummary]:
     """`label`, awaitable: for code (and notebooks) that already run an event loop. The
     options are `label`'s."""
-    given = dict(locals())
+    return await _label(dict(locals()))
+
+
+async def _label(given: dict[str, Any]) -> Exported | tuple[Exported, RunSummary]:
+    """`alabel`'s work: run the job into a temporary folder and read the export back."""
     import datasets
 
+    teacher = given["teacher"]
     own_teacher = teacher if isinstance(teacher, Teacher) else None
     out = Path(tempfile.mkdtemp(prefix="labeler-label-")) / "export"
     keep_out = False
     try:
         job = _job(given, out)
         try:
-            result: JobResult = await run_job(job, teacher=own_teacher, on_warning=on_warning)
+            result: JobResult = await run_job(job, teacher=own_teacher, on_warning=given["on_warning"])
         except BaseException:
             # a written export whose push failed stays (the error says where); else half-made
-            keep_out = push_to_hub is not None and (out / META_FILE).is_file()
+            keep_out = given["push_to_hub"] is not None and (out / META_FILE).is_file()
             raise
         if result.export is None:  # interrupted before the export: nothing to return
             raise ConfigError(
@@ -285,7 +290,7 @@ async def alabel(
                 "resume (answers so far are in the store)"
             )
         loaded = await asyncio.to_thread(datasets.load_from_disk, str(out), keep_in_memory=True)
-        return (loaded, result.summary) if return_summary else loaded
+        return (loaded, result.summary) if given["return_summary"] else loaded
     finally:
         if not keep_out:
             shutil.rmtree(out.parent, ignore_errors=True)
