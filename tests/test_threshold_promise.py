@@ -15,7 +15,8 @@ import json
 import numpy as np
 import pytest
 
-from labeler.evaluate import BOUND_CONFIDENCE, threshold_for_accuracy
+from benchmarks.threshold_promise import promise
+from labeler.evaluate import BOUND_CONFIDENCE
 
 from conftest import REPO
 
@@ -40,19 +41,10 @@ def _promise(
     splits: int = SPLITS,
     confidence: float | None = BOUND_CONFIDENCE,
 ) -> tuple[float, float]:
-    """(share of splits whose held-out kept rows reach the target, share with a threshold)."""
-    held = found = 0
-    for split in range(splits):
-        order = np.random.default_rng(1000 + split).permutation(len(scores))
-        gold, rest = order[:gold_rows], order[gold_rows:]
-        t = threshold_for_accuracy(scores[gold].tolist(), right[gold].tolist(), target, confidence=confidence)
-        if t is None:
-            held += 1  # no promise made, none broken
-            continue
-        found += 1
-        kept = scores[rest] >= t.threshold
-        held += bool(right[rest][kept].mean() >= target)
-    return held / splits, found / splits
+    """(share of splits whose held-out kept rows reach the target, share with a threshold),
+    by the benchmark's own count (`benchmarks.threshold_promise.promise`)."""
+    r = promise(scores, right, gold_rows=gold_rows, target=target, splits=splits, confidence=confidence)
+    return r["held"], r["found"]
 
 
 def test_promise_holds_where_confidence_says_nothing_and_accuracy_is_just_below() -> None:
